@@ -1,0 +1,47 @@
+// ESLint flat config: typescript-eslint strict type-checked rules for all TypeScript in the repo.
+import js from "@eslint/js";
+import tseslint from "typescript-eslint";
+
+export default tseslint.config(
+  { ignores: ["dist/**", "node_modules/**", "native/build/**", ".cache/**", "helm/**", "crds/**", "**/*.mjs", "**/*.cjs", "eslint.config.js"] },
+  js.configs.recommended,
+  ...tseslint.configs.strictTypeChecked,
+  {
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      "@typescript-eslint/no-floating-promises": "error",
+      "@typescript-eslint/switch-exhaustiveness-check": "error",
+      "@typescript-eslint/restrict-template-expressions": ["error", { allowNumber: true, allowBoolean: true }],
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "@typescript-eslint/no-non-null-assertion": "off",
+      "no-constant-condition": ["error", { checkLoops: false }],
+    },
+  },
+  {
+    // The runtime never imports the operator (the operator image carries no TensorFlow, and vice versa).
+    files: ["runtime/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", { patterns: [{ group: ["**/operator/**"], message: "The runtime never imports the operator." }] }],
+    },
+  },
+  {
+    // The operator may import only the runtime's zod-only config schemas, never TensorFlow-bearing code.
+    files: ["operator/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", { patterns: [
+        { group: ["**/runtime/src/!(config)/**", "**/runtime/src/!(config)"], message: "The operator may import only runtime/src/config/*." },
+        { group: ["@tensorflow/*"], message: "The operator image carries no TensorFlow." },
+      ] }],
+    },
+  },
+  {
+    files: ["**/*.test.ts", "test/**/*.ts", "bench/**/*.ts", "scripts/**/*.ts"],
+    rules: {
+      "@typescript-eslint/no-floating-promises": ["error", { allowForKnownSafeCalls: [{ from: "package", package: "node:test", name: ["test", "it", "describe", "suite"] }] }],
+      "@typescript-eslint/no-unsafe-assignment": "off",
+      "@typescript-eslint/no-unsafe-member-access": "off",
+    },
+  },
+);

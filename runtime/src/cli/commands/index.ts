@@ -1,0 +1,5 @@
+/** Registry of CLI sub-commands: one line per command module. */
+import type { CliCommand } from "../command.js";
+
+export const commands: readonly CliCommand[] = [
+];

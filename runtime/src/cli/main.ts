@@ -1,0 +1,84 @@
+/**
+ * `ssl3d` entry point. Parses the command line, runs one sub-command, and turns every failure into one line on
+ * stderr (the stack only with `--verbose`), a non-zero exit code, and the same line in the termination log when
+ * running in a Kubernetes pod (`/dev/termination-log`, or `$SSL3D_TERMINATION_LOG`).
+ */
+import { Command, CommanderError } from "commander";
+import { existsSync, writeFileSync } from "node:fs";
+import { basename } from "node:path";
+import { exitCodeOf, oneLine } from "../errors.js";
+import { createLogger } from "../observability/log.js";
+import type { CliCommand } from "./command.js";
+import { commands } from "./commands/index.js";
+
+export const VERSION = "0.1.0";
+
+/** Map an executable name (`nnssl_train`) to the sub-command it runs, if it is an alias. */
+export function commandForAlias(invokedAs: string, cmds: readonly CliCommand[] = commands): CliCommand | undefined {
+  const name = basename(invokedAs).replace(/\.(m?js|ts)$/, "");
+  return cmds.find((c) => c.aliases?.includes(name));
+}
+
+/** Rewrite nnssl-style flags (`-tr X`, `-np=4`) into the command's long options. */
+export function translateLegacyFlags(args: readonly string[], cmd: CliCommand | undefined): string[] {
+  const table = cmd?.legacyFlags;
+  if (table === undefined) return [...args];
+  return args.map((a) => {
+    const eq = a.indexOf("=");
+    const flag = eq === -1 ? a : a.slice(0, eq);
+    const mapped = table[flag];
+    if (mapped === undefined) return a;
+    return eq === -1 ? mapped : `${mapped}${a.slice(eq)}`;
+  });
+}
+
+export function buildProgram(cmds: readonly CliCommand[] = commands): Command {
+  const program = new Command("ssl3d")
+    .description("Self-supervised pre-training of 3D medical-image models (nnssl-compatible).")
+    .version(VERSION)
+    .option("--verbose", "print stack traces and debug logs")
+    .option("--log-format <format>", "log format on stderr: pretty (TTY default) or json")
+    .showHelpAfterError()
+    .exitOverride();
+  program.hook("preAction", (thisCommand) => {
+    const o = thisCommand.opts<{ verbose?: boolean; logFormat?: string }>();
+    createLogger({ level: o.verbose === true ? "debug" : undefined, json: o.logFormat === "json" });
+  });
+  for (const c of cmds) c.register(program);
+  return program;
+}
+
+function writeTerminationLog(line: string): void {
+  const target = process.env.SSL3D_TERMINATION_LOG ?? (existsSync("/dev/termination-log") ? "/dev/termination-log" : undefined);
+  if (target === undefined) return;
+  try {
+    writeFileSync(target, line.slice(0, 4000));
+  } catch {
+    // best effort: the log line on stderr is the primary channel
+  }
+}
+
+/** Run the CLI; resolves to the process exit code. */
+export async function main(argv: readonly string[], invokedAs = "ssl3d"): Promise<number> {
+  const alias = commandForAlias(invokedAs);
+  const rawArgs = alias === undefined ? [...argv] : [alias.name, ...argv];
+  const sub = alias ?? commands.find((c) => c.name === rawArgs[0]);
+  const args = translateLegacyFlags(rawArgs, sub);
+  const verbose = args.includes("--verbose");
+  const program = buildProgram();
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander already printed usage errors; help/version exit with code 0
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    const line = oneLine(err);
+    process.stderr.write(`ssl3d: error: ${line}\n`);
+    if (verbose && err instanceof Error && err.stack !== undefined) process.stderr.write(`${err.stack}\n`);
+    else if (!verbose && exitCodeOf(err) === 1) process.stderr.write("ssl3d: (internal error; run with --verbose for the stack trace)\n");
+    writeTerminationLog(line);
+    return exitCodeOf(err);
+  }
+}

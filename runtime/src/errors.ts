@@ -1,0 +1,61 @@
+/**
+ * Named errors of the runtime. Every error a user can cause carries what is needed to fix it: the file, the
+ * field (a JSON path such as `datasets.ds000001.subjects.sub-01.sessions.ses-1.images[2].image_path`) and what
+ * is wrong. The CLI prints `message` as one line and maps the class to an exit code:
+ * 0 ok, 1 other/internal, 2 usage or configuration, 3 input data.
+ */
+export interface ErrorContext {
+  /** File the problem was found in (absolute or as given by the user). */
+  readonly file?: string | undefined;
+  /** JSON path or header field inside the file. */
+  readonly field?: string | undefined;
+  readonly cause?: unknown;
+}
+
+export abstract class Ssl3dError extends Error {
+  abstract readonly exitCode: number;
+  readonly file: string | undefined;
+  readonly field: string | undefined;
+
+  constructor(message: string, ctx: ErrorContext = {}) {
+    super(formatMessage(message, ctx), ctx.cause === undefined ? undefined : { cause: ctx.cause });
+    this.name = new.target.name;
+    this.file = ctx.file;
+    this.field = ctx.field;
+  }
+}
+
+function formatMessage(message: string, ctx: ErrorContext): string {
+  const where = [ctx.file, ctx.field].filter((s): s is string => s !== undefined && s !== "").join(": ");
+  return where === "" ? message : `${where}: ${message}`;
+}
+
+/** Bad command line, bad configuration, invalid JSON/YAML documents. Exit code 2. */
+export class ConfigError extends Ssl3dError {
+  readonly exitCode = 2;
+}
+
+/** Input data that cannot be used: malformed NIfTI, truncated files, NaN voxels. Exit code 3. */
+export class DataError extends Ssl3dError {
+  readonly exitCode = 3;
+}
+
+/** A precondition of the environment is not met (missing env var, missing stage output). Exit code 2. */
+export class EnvironmentError extends Ssl3dError {
+  readonly exitCode = 2;
+}
+
+/** Training diverged or a numerical guard tripped. Exit code 4. */
+export class TrainingError extends Ssl3dError {
+  readonly exitCode = 4;
+}
+
+export function exitCodeOf(err: unknown): number {
+  return err instanceof Ssl3dError ? err.exitCode : 1;
+}
+
+/** One line, no stack: what the CLI prints and what goes to the termination log. */
+export function oneLine(err: unknown): string {
+  if (err instanceof Error) return err.message.replace(/\s*\n\s*/g, " ");
+  return String(err);
+}
