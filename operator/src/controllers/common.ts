@@ -22,16 +22,30 @@ export function parseStatus<T>(schema: z.ZodType<T>, status: unknown): T {
 
 /** Condition types whose turning True is worth a Warning event. */
 const WARNING_TYPES = new Set(["Failed", "Stale", "Restarting", "Invalid"]);
-const WARNING_REASONS = new Set(["ValidationFailed", "InvalidSpec"]);
+/** Reasons that are failures even on a condition turning False (e.g. Ready=False/ValidationFailed). */
+const WARNING_REASONS = new Set(["ValidationFailed", "IndexingFailed", "InvalidSummary", "PreprocessingFailed"]);
 
-/** One Event per condition that became True (or changed reason): Events on every transition. */
+/**
+ * One Event per transition: a condition that became True (or changed reason while True), and a condition that moved
+ * to a failure reason while False.
+ */
 export function transitionEvents(before: readonly Condition[] | undefined, after: readonly Condition[], skipTypes: readonly string[] = []): EventSpec[] {
-  return transitionsToTrue(before, after).filter((t) => !skipTypes.includes(t.type)).map((t) => ({
-    type: WARNING_TYPES.has(t.type) || WARNING_REASONS.has(t.reason) ? "Warning" : "Normal",
-    reason: t.reason,
-    note: t.message,
-    action: t.type,
-  }));
+  const out: EventSpec[] = transitionsToTrue(before, after)
+    .filter((t) => !skipTypes.includes(t.type))
+    .map((t) => ({
+      type: WARNING_TYPES.has(t.type) || WARNING_REASONS.has(t.reason) ? "Warning" : "Normal",
+      reason: t.reason,
+      note: t.message,
+      action: t.type,
+    }));
+  for (const c of after) {
+    if (c.status !== "False" || !WARNING_REASONS.has(c.reason) || skipTypes.includes(c.type)) continue;
+    const old = before?.find((b) => b.type === c.type);
+    if (old?.status === "False" && old.reason === c.reason) continue;
+    if (out.some((e) => e.reason === c.reason)) continue;
+    out.push({ type: "Warning", reason: c.reason, note: c.message, action: c.type });
+  }
+  return out;
 }
 
 export interface ToleratedPod {
