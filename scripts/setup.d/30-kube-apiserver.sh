@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver (and, with SSL3D_KUBE_CONTROLLER_MANAGER=1, kube-controller-manager) with `go build` from
+# Builds kube-apiserver and kube-controller-manager (its garbage collector follows ownerReferences in the tests;
+# SSL3D_KUBE_CONTROLLER_MANAGER=0 skips it) with `go build` from
 # the Kubernetes Go modules at a pinned version, for the operator's integration tests (test/helpers/kube.ts).
 # etcd comes from Debian's etcd-server (10-debian.sh). Idempotent: binaries are cached under
 # $SSL3D_CACHE/bin/<name>-<version>; the build module lives in $SSL3D_CACHE/kube-build/<version>.
@@ -11,7 +12,7 @@ KUBE_VERSION="${SSL3D_KUBE_VERSION:-v1.34.2}"
 CACHE="${SSL3D_CACHE:-$HOME/.cache/ssl3d}"
 BINDIR="$CACHE/bin"
 targets=(kube-apiserver)
-if [ "${SSL3D_KUBE_CONTROLLER_MANAGER:-0}" = "1" ]; then targets+=(kube-controller-manager); fi
+if [ "${SSL3D_KUBE_CONTROLLER_MANAGER:-1}" = "1" ]; then targets+=(kube-controller-manager); fi
 todo=()
 for t in "${targets[@]}"; do [ -x "$BINDIR/$t-$KUBE_VERSION" ] || todo+=("$t"); done
 if [ "${#todo[@]}" -eq 0 ]; then exit 0; fi
