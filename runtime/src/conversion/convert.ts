@@ -14,6 +14,7 @@ import { ConfigError, DataError, Ssl3dError } from "../errors.js";
 import { writeCollection } from "../io/collection-file.js";
 import type { NiftiHeader } from "../io/nifti.js";
 import { readNifti, readNiftiHeader } from "../io/nifti.js";
+import { log } from "../observability/log.js";
 import type { Candidate, Problem, ScanResult } from "./scan.js";
 import { scanBids, scanFolder, scanOpenMind } from "./scan.js";
 
@@ -124,7 +125,12 @@ export async function convert(o: ConvertOptions): Promise<ConvertReport> {
 
   const seen = new Set<string>();
   const good: Candidate[] = [];
-  for (const c of scan.candidates) {
+  let lastLog = Date.now();
+  for (const [k, c] of scan.candidates.entries()) {
+    if (Date.now() - lastLog > 5000) {
+      lastLog = Date.now();
+      log().info({ done: k, total: scan.candidates.length, unusable: problems.length }, "Verifying images");
+    }
     const key = JSON.stringify([c.dataset, c.subject, c.session, c.name]);
     if (seen.has(key)) {
       report({ file: c.file, reason: `duplicate image name ${c.name} in ${c.dataset}/${c.subject}/${c.session}` });
