@@ -71,9 +71,14 @@ test("unusable files: fail writes nothing and names them; skip converts the rest
   assert.match(reasons[0]!, /^sub-02\/anat\/sub-02_T1w\.nii\.gz: (truncated gzip stream|data shorter than the header claims)/);
   assert.match(reasons[1]!, /^sub-03\/anat\/sub-03_PDw_desc-anonmask\.nii\.gz: mask without an image/);
   assert.match(reasons[2]!, /^sub-03\/anat\/sub-03_T2w\.nii: sizeof_hdr: not a NIfTI file/);
-  const r = await convert({ kind: "bids", src, datasetId: 9, name: "Broken", onError: "skip", env });
+  const r = await convert({ kind: "bids", src, datasetId: 9, name: "Broken", onError: "skip", env, jobs: 1 });
   assert.equal(r.counts.images, 2);
   assert.equal(r.skipped.length, 3);
+  const text1 = readFileSync(r.output, "utf8");
+  // concurrency does not change the result or the order of the report
+  const r4 = await convert({ kind: "bids", src, datasetId: 9, name: "Broken", onError: "skip", env, jobs: 4 });
+  assert.equal(readFileSync(r4.output, "utf8"), text1);
+  assert.deepEqual(r4.skipped, r.skipped);
 });
 
 test("a mask whose grid differs from its image is unusable", async () => {
