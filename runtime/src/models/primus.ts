@@ -96,7 +96,7 @@ export function resolvePrimus(p: PrimusPreset, opts: CreateNetworkOptions): Reso
   const ropeDim = hd / 1.5;
   if (!Number.isInteger(ropeDim) || ropeDim % 4 !== 0) throw new ConfigError(`head dim ${hd} must be 6·k (rope dim = head dim / 1.5 divisible by 4)`, { field: "embedDim" });
   if (!Number.isInteger(Math.log2(hyper.tokenPatch)) || hyper.tokenPatch < 2) throw new ConfigError("tokenPatch must be a power of two ≥ 2", { field: "tokenPatch" });
-  if (!["whd", "hwd"].includes(hyper.tokenOrder as string)) throw new ConfigError('tokenOrder must be "whd" or "hwd"', { field: "tokenOrder" });
+  if (!["whd", "hwd"].includes(hyper.tokenOrder)) throw new ConfigError('tokenOrder must be "whd" or "hwd"', { field: "tokenOrder" });
   const ps = opts.patchSize ?? p.patchSize;
   if (!ps.every((v) => Number.isInteger(v) && v > 0 && v % hyper.tokenPatch === 0)) throw new ConfigError(`patchSize ${JSON.stringify(ps)} must be divisible by tokenPatch ${hyper.tokenPatch}`, { field: "patchSize" });
   return { hyper, inChannels: opts.inChannels ?? 1, outChannels: opts.outChannels ?? 1, patchSize: [ps[0], ps[1], ps[2]], seed: opts.seed ?? 0 };
