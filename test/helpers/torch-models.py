@@ -31,6 +31,9 @@ def build(arch, kw):
     if arch == "primus":
         from dynamic_network_architectures.architectures.primus import Primus
         return Primus(**kw)
+    if arch == "primusx":
+        from dynamic_network_architectures.architectures.primus import PrimusX
+        return PrimusX(**kw)
     raise SystemExit(f"unknown arch {arch}")
 
 
