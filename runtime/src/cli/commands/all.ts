@@ -1,0 +1,7 @@
+// One line per CLI sub-command module (kept one-line-per-command so parallel branches merge cleanly).
+export { archCommand } from "./arch.js";
+export { collectionSummaryCommand } from "./collection-summary.js";
+export { convertCommand, convertOpenMindCommand } from "./convert.js";
+export { demoCommand } from "./demo.js";
+export { exportCommand } from "./export.js";
+export { inspectCommand } from "./inspect.js";
