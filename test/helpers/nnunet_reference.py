@@ -79,11 +79,11 @@ def main():
         arr, spacing = read_like_sitk(args.input)
         target = None if args.target == "none" else [float(x) for x in args.target.split(",")]
         transpose = [int(x) for x in args.transpose.split(",")]
-        t0 = time.perf_counter()
-        out, bbox, cropped = preprocess(arr, spacing, target, transpose)
-        secs = time.perf_counter() - t0
         os.makedirs(args.outdir, exist_ok=True)
-        arr.tofile(os.path.join(args.outdir, "input.raw"))
+        arr.tofile(os.path.join(args.outdir, "input.raw"))  # before: upstream normalises views of arr in place
+        t0 = time.perf_counter()
+        out, bbox, cropped = preprocess(arr.copy(), spacing, target, transpose)
+        secs = time.perf_counter() - t0
         out.tofile(os.path.join(args.outdir, "output.raw"))
         meta = {"input_shape": list(arr.shape), "spacing": spacing, "output_shape": list(out.shape), "bbox": bbox,
                 "cropped_shape": cropped, "seconds": secs}
