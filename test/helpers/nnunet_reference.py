@@ -47,10 +47,31 @@ def preprocess(arr, spacing, target, transpose):
     return data.astype(np.float32), [list(map(int, b)) for b in bbox], [int(s) for s in cropped_shape]
 
 
+def _blosc2_params(shape):
+    # nnssl's spec'd result for a 160^3 patch: blocks (C,16,16,16), chunks (C,80,64,64), capped at the image
+    c = shape[0]
+    blocks = (c, *[min(16, s) for s in shape[1:]])
+    chunks = (c, *[min(k, s) for k, s in zip((80, 64, 64), shape[1:])])
+    return blocks, chunks
+
+
 def _bench_one(job):
-    path, target = job
+    path, target, save, idx = job
     arr, spacing = read_like_sitk(path)
     out, _, _ = preprocess(arr, spacing, target, [0, 1, 2])
+    if save:
+        import os
+        import pickle
+        import blosc2
+        blosc2.set_nthreads(1)
+        blocks, chunks = _blosc2_params(out.shape)
+        f = os.path.join(save, f"img{idx}.b2nd")
+        if os.path.exists(f):
+            os.remove(f)
+        blosc2.asarray(np.ascontiguousarray(out), urlpath=f, chunks=chunks, blocks=blocks,
+                       cparams={"codec": blosc2.Codec.ZSTD, "clevel": 8, "nthreads": 1})
+        with open(os.path.join(save, f"img{idx}.pkl"), "wb") as fh:
+            pickle.dump({"spacing": spacing}, fh)
     return int(out.size)
 
 
@@ -72,6 +93,7 @@ def main():
     b.add_argument("--target", default="1,1,1")
     b.add_argument("--np", type=int, default=1)
     b.add_argument("--repeat", type=int, default=1)
+    b.add_argument("--save", default=None, help="also write blosc2 .b2nd + .pkl like nnssl (zstd clevel 8)")
     args = ap.parse_args()
 
     if args.cmd == "preprocess":
@@ -103,7 +125,7 @@ def main():
         nib.save(out, args.output)
     elif args.cmd == "bench":
         target = None if args.target == "none" else [float(x) for x in args.target.split(",")]
-        jobs = [(p, target) for _ in range(args.repeat) for p in args.inputs]
+        jobs = [(p, target, args.save, i) for i, p in enumerate(args.inputs * args.repeat)]
         t0 = time.perf_counter()
         if args.np > 1:
             with get_context("spawn").Pool(args.np) as pool:
