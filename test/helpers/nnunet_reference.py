@@ -3,8 +3,9 @@ preprocessing benchmark. Reads NIfTI with nibabel in SimpleITK's array order (C,
 nnssl's DefaultPreprocessor steps: transpose -> crop_to_nonzero -> compute_new_shape -> ZScoreNormalization ->
 resample_data_or_seg_to_shape(order 3, separate-z rule).
 
-  python nnunet_reference.py preprocess IN.nii.gz OUTDIR --target 1,1,1|none --transpose 0,1,2
+  python nnunet_reference.py preprocess IN.nii.gz OUTDIR --target 1,1,1|none --transpose 0,1,2 [--mask M.nii.gz]
   python nnunet_reference.py make-aniso IN.nii.gz OUT.nii.gz --axis 0 --factor 4
+  python nnunet_reference.py make-mask IN.nii.gz OUT.nii.gz --percentile 50      (1 where above the median)
   python nnunet_reference.py bench --target 1,1,1 --np N IN.nii.gz [IN2 ...]   (prints JSON timings)
 """
 import argparse
@@ -26,6 +27,22 @@ def read_like_sitk(path):
     arr = np.ascontiguousarray(data.transpose(3, 2, 1, 0))
     spacing = [float(abs(s)) for s in img.header.get_zooms()[:3]][::-1]
     return arr, spacing
+
+
+def preprocess_mask(arr, mask, spacing, target, transpose):
+    """nnssl's mask path: transpose, crop with the image's non-zero box (0 outside -> -1), order-1 seg resampling."""
+    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape, resample_data_or_seg_to_shape
+
+    perm = [0, *[i + 1 for i in transpose]]
+    data = arr.transpose(perm)
+    seg = mask.transpose(perm)
+    spacing_t = [spacing[i] for i in transpose]
+    data, seg, _ = crop_to_nonzero(data, seg)
+    tgt = spacing_t if target is None else target
+    new_shape = data.shape[1:] if target is None else compute_new_shape(data.shape[1:], spacing_t, tgt)
+    return resample_data_or_seg_to_shape(seg, new_shape, spacing_t, tgt, is_seg=True, order=1, order_z=0,
+                                         force_separate_z=None).astype(np.float32)
 
 
 def preprocess(arr, spacing, target, transpose):
@@ -83,11 +100,16 @@ def main():
     p.add_argument("outdir")
     p.add_argument("--target", default="1,1,1")
     p.add_argument("--transpose", default="0,1,2")
+    p.add_argument("--mask", default=None, help="also preprocess this mask (written to mask_output.raw)")
     a = sub.add_parser("make-aniso")
     a.add_argument("input")
     a.add_argument("output")
     a.add_argument("--axis", type=int, default=0)
     a.add_argument("--factor", type=float, default=4.0)
+    mm = sub.add_parser("make-mask")
+    mm.add_argument("input")
+    mm.add_argument("output")
+    mm.add_argument("--percentile", type=float, default=50.0)
     b = sub.add_parser("bench")
     b.add_argument("inputs", nargs="+")
     b.add_argument("--target", default="1,1,1")
@@ -107,6 +129,9 @@ def main():
         out, bbox, cropped = preprocess(arr.copy(), spacing, target, transpose)
         secs = time.perf_counter() - t0
         out.tofile(os.path.join(args.outdir, "output.raw"))
+        if args.mask is not None:
+            m, _ = read_like_sitk(args.mask)
+            preprocess_mask(arr.copy(), m, spacing, target, transpose).tofile(os.path.join(args.outdir, "mask_output.raw"))
         meta = {"input_shape": list(arr.shape), "spacing": spacing, "output_shape": list(out.shape), "bbox": bbox,
                 "cropped_shape": cropped, "seconds": secs}
         with open(os.path.join(args.outdir, "meta.json"), "w") as f:
@@ -123,6 +148,11 @@ def main():
         out = nib.Nifti1Image(np.round(small).astype(np.int16), aff)
         out.header.set_zooms(tuple(float(np.linalg.norm(aff[:3, i])) for i in range(3)))
         nib.save(out, args.output)
+    elif args.cmd == "make-mask":
+        img = nib.load(args.input)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        thr = np.percentile(data[data != 0], args.percentile)
+        nib.save(nib.Nifti1Image((data > thr).astype(np.uint8), img.affine, img.header), args.output)
     elif args.cmd == "bench":
         target = None if args.target == "none" else [float(x) for x in args.target.split(",")]
         jobs = [(p, target, args.save, i) for i, p in enumerate(args.inputs * args.repeat)]

@@ -73,7 +73,9 @@ for (const c of cases) {
     // Our side reads the NIfTI with our reader; the plan is made from our spacing (as our planner would)
     const ours = toCaseInput(await readVolume(input));
     const plan = planExperiment("Dataset999_Parity", [[...ours.spacing]]);
-    runHelper(["preprocess", input, out, "--target", "1,1,1", "--transpose", plan.transpose_forward.join(",")]);
+    const maskFile = join(work, `${c.name.replace(/\W+/g, "_")}-mask.nii.gz`);
+    runHelper(["make-mask", input, maskFile, "--percentile", "50"]);
+    runHelper(["preprocess", input, out, "--target", "1,1,1", "--transpose", plan.transpose_forward.join(","), "--mask", maskFile]);
     const meta = JSON.parse(readFileSync(join(out, "meta.json"), "utf8")) as { input_shape: number[]; spacing: [number, number, number]; output_shape: number[]; bbox: number[][] };
     const ref = readF32(join(out, "output.raw"));
     const raw = readF32(join(out, "input.raw"));
@@ -83,7 +85,8 @@ for (const c of cases) {
     for (let i = 0; i < raw.length; i++) if (ours.data[i] !== raw[i]) voxelMismatch++;
     assert.equal(voxelMismatch, 0, "voxels as nibabel reads them");
     const cfg = plan.configurations.onemmiso!;
-    const res = preprocessCase(ours, {}, plan, cfg);
+    const mask = toCaseInput(await readVolume(maskFile));
+    const res = preprocessCase(ours, { anat: mask }, plan, cfg);
     assert.deepEqual([res.channels, ...res.shape], meta.output_shape, "output shape");
     assert.deepEqual(res.properties.bbox_used_for_cropping, meta.bbox, "crop bbox");
     let maxAbs = 0;
@@ -91,5 +94,13 @@ for (const c of cases) {
     const r = pearson(ref, res.data);
     process.stdout.write(`# parity ${c.name}: shape ${meta.output_shape.join("x")}, pearson ${r.toFixed(9)}, max abs diff ${maxAbs.toExponential(3)}\n`);
     assert.ok(r > 0.999, `pearson ${r}`);
+    // the mask through nnssl's path: crop with the image's box (0 outside -> -1), order-1 per-label resampling
+    const refMask = readF32(join(out, "mask_output.raw"));
+    assert.equal(res.anat!.length, refMask.length);
+    let agree = 0;
+    for (let i = 0; i < refMask.length; i++) if (res.anat![i] === refMask[i]) agree++;
+    const frac = agree / refMask.length;
+    process.stdout.write(`# mask parity ${c.name}: ${(100 * frac).toFixed(4)} % of voxels identical\n`);
+    assert.ok(frac > 0.999, `mask agreement ${frac}`);
   });
 }
