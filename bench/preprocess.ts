@@ -118,17 +118,19 @@ async function main(): Promise<void> {
       seed = (seed * 1103515245 + 12345) % 2147483648;
       return seed / 2147483648;
     };
-    const patchRate = async (edge: number, reads: number): Promise<{ patch: number[]; perSec: number }> => {
+    const patchRate = async (edge: number, reads: number, generic = false): Promise<{ patch: number[]; perSec: number }> => {
       const sp = vol.shape.slice(1).map((s) => Math.min(edge, s));
       const t = performance.now();
       for (let k = 0; k < reads; k++) {
         const start = sp.map((p, i) => Math.floor(rnd() * (vol.shape[i + 1]! - p + 1)));
-        await vol.readRegion(start, sp);
+        if (generic) await vol.readRegionZarrita([0, ...start], [vol.shape[0]!, ...sp]);
+        else await vol.readRegion(start, sp);
       }
       return { patch: sp, perSec: reads / ((performance.now() - t) / 1000) };
     };
     const p160 = await patchRate(160, 20);
     const p96 = await patchRate(96, 40);
+    const p96generic = await patchRate(96, 40, true);
     const sp = p160.patch;
     const t0 = performance.now();
     const wholeReads = 5;
@@ -146,6 +148,7 @@ async function main(): Promise<void> {
       volumeShape: vol.shape,
       patchReadsPerSec: p160.perSec,
       patch96ReadsPerSec: p96.perSec,
+      patch96ZarritaReadsPerSec: p96generic.perSec,
       wholeArrayReadsPerSec: wholeReads / wholeSecs,
       patchVsWholeRatio: p160.perSec / (wholeReads / wholeSecs),
     };
@@ -158,6 +161,7 @@ async function main(): Promise<void> {
         `| preprocessing, images/min (${np} workers, ${oursImages} images) | ${result.oursImagesPerMin.toFixed(2)} | ${result.upstreamImagesPerMin.toFixed(2)} | ${result.speedRatio.toFixed(2)}x |`,
         `| random ${sp.join("x")} patch reads/s vs whole-array reads/s (volume ${vol.shape.join("x")}) | ${result.patchReadsPerSec.toFixed(1)} | ${result.wholeArrayReadsPerSec.toFixed(1)} | ${result.patchVsWholeRatio.toFixed(2)}x |`,
         `| random ${p96.patch.join("x")} patch reads/s vs whole-array reads/s | ${p96.perSec.toFixed(1)} | ${result.wholeArrayReadsPerSec.toFixed(1)} | ${(p96.perSec / result.wholeArrayReadsPerSec).toFixed(2)}x |`,
+        `| random ${p96.patch.join("x")} patch reads/s: direct shard reader vs zarrita's generic get | ${p96.perSec.toFixed(1)} | ${p96generic.perSec.toFixed(1)} | ${(p96.perSec / p96generic.perSec).toFixed(2)}x |`,
         "",
       ].join("\n"),
     );
