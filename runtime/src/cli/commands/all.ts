@@ -5,3 +5,7 @@ export { convertCommand, convertOpenMindCommand } from "./convert.js";
 export { demoCommand } from "./demo.js";
 export { exportCommand } from "./export.js";
 export { inspectCommand } from "./inspect.js";
+export { fingerprintCommand } from "./fingerprint.js";
+export { planAndPreprocessCommand } from "./plan-and-preprocess.js";
+export { planCommand } from "./plan.js";
+export { preprocessCommand } from "./preprocess.js";
