@@ -55,15 +55,15 @@ const env = await startEnv();
 const { client } = env;
 try {
   // Baseline: the same children created directly.
-  await createNamespace(client, "baseline");
+  const baseNs = await createNamespace(client, "baseline");
   const t0 = performance.now();
   await pool([...Array(N).keys()], C, async (i) => {
     const name = `run-${i}`;
-    await client.create({ apiVersion: "v1", kind: "Service", metadata: { name, namespace: "baseline" }, spec: { clusterIP: "None", selector: { run: name }, ports: [{ port: 29500 }] } });
+    await client.create({ apiVersion: "v1", kind: "Service", metadata: { name, namespace: baseNs }, spec: { clusterIP: "None", selector: { run: name }, ports: [{ port: 29500 }] } });
     await client.create({
       apiVersion: "batch/v1",
       kind: "Job",
-      metadata: { name: `${name}-a1`, namespace: "baseline" },
+      metadata: { name: `${name}-a1`, namespace: baseNs },
       spec: { completionMode: "Indexed", completions: 2, parallelism: 2, backoffLimit: 0, template: { spec: { restartPolicy: "Never", subdomain: name, containers: [{ name: "trainer", image: IMAGE }] } } },
     });
   });
@@ -72,8 +72,7 @@ try {
   // The operator as its own process, compiled as in the image (its RSS is what a Deployment would see).
   const tsc = spawnSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });
   if (tsc.status !== 0) throw new Error("npm run build failed");
-  const ns = "bench";
-  await createNamespace(client, ns);
+  const ns = await createNamespace(client, "bench");
   const port = await freePort();
   const op = spawn(process.execPath, ["dist/operator/src/main.js"], {
     env: { ...process.env, KUBECONFIG: env.cluster.kubeconfigPath, SSL3D_WATCH_NAMESPACE: ns, SSL3D_LEADER_ELECT: "false", SSL3D_OPERATOR_PORT: String(port), SSL3D_LOG_LEVEL: "warn" },

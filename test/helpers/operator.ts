@@ -32,11 +32,16 @@ export async function installCrds(client: KubeClient): Promise<void> {
   await applyCrdYaml(client, yaml, "ssl3d-tests");
 }
 
-export async function createNamespace(client: KubeClient, name: string): Promise<void> {
+const RUN_ID = Math.random().toString(36).slice(2, 7);
+
+/** Creates a namespace and returns its name; on an external cluster (SSL3D_TEST_KUBECONFIG) a unique suffix is added. */
+export async function createNamespace(client: KubeClient, base: string): Promise<string> {
+  const name = process.env.SSL3D_TEST_KUBECONFIG ? `${base}-${RUN_ID}` : base;
   await client.create({ apiVersion: "v1", kind: "Namespace", metadata: { name } });
+  return name;
 }
 
-export function startManager(env: Env, namespace: string, extra: Partial<ManagerOptions> = {}): { manager: Manager; metrics: OperatorMetrics } {
+export function startManager(env: Env, namespace: string | undefined, extra: Partial<ManagerOptions> = {}): { manager: Manager; metrics: OperatorMetrics } {
   const metrics = new OperatorMetrics(false);
   const log = pino({ level: process.env.SSL3D_TEST_LOG_LEVEL ?? "silent" });
   const manager = new Manager({ client: env.client, log, metrics, namespace, identity: "test", concurrency: 4, ...extra });

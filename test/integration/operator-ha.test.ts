@@ -80,8 +80,7 @@ async function leaseHolder(ns: string): Promise<string> {
 
 describe("high availability", () => {
   test("two operator processes: only the leader reconciles; the standby takes over within the lease duration", async () => {
-    const ns = "ha";
-    await createNamespace(env.client, ns);
+    const ns = await createNamespace(env.client, "ha");
     const a = await startOperatorProcess(ns);
     const b = await startOperatorProcess(ns);
     try {
@@ -122,8 +121,7 @@ describe("high availability", () => {
   });
 
   test("the operator recovers from an API server restart and converges", async () => {
-    const ns = "restart";
-    await createNamespace(env.client, ns);
+    const ns = await createNamespace(env.client, "restart");
     const { manager } = startManager(env, ns);
     try {
       await readyPlan(ns);

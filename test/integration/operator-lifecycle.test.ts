@@ -37,7 +37,7 @@ let metricsBody = "pretrain_global_step 10\npretrain_epoch 1\npretrain_train_los
 
 before(async () => {
   env = await startEnv({ garbageCollector: true });
-  manager = startManager(env, undefined as unknown as string).manager;
+  manager = startManager(env, undefined).manager;
   metricsServer = createServer((_req, res) => {
     res.end(metricsBody);
   });
@@ -94,8 +94,7 @@ async function runStatus(ns: string, name: string): Promise<Record<string, unkno
 
 describe("operator against a real API server", () => {
   test("happy path: Collection → Plan → PretrainRun with progress from rank 0's /metrics", async () => {
-    const ns = "happy";
-    await createNamespace(env.client, ns);
+    const ns = await createNamespace(env.client, "happy");
     await env.client.create(
       cr("Collection", ns, "col", { source: { pvc: { claimName: "raw", subPath: "raw" } }, dataset: "Dataset001_Demo", indexing: { enabled: true, image: IMAGE } }),
     );
@@ -200,8 +199,7 @@ describe("operator against a real API server", () => {
   });
 
   test("preprocessing Job fails → Plan Failed with the termination message", async () => {
-    const ns = "prepfail";
-    await createNamespace(env.client, ns);
+    const ns = await createNamespace(env.client, "prepfail");
     await env.client.create(cr("Collection", ns, "col", { source: { uri: "s3://bucket/raw" }, dataset: "1" }));
     await env.client.create(cr("Plan", ns, "plan", { collectionRef: { name: "col" }, preprocess: { image: IMAGE }, output: { pvc: { claimName: "prep" } } }));
     const j = await job(ns, "plan-prep");
@@ -220,8 +218,7 @@ describe("operator against a real API server", () => {
   });
 
   test("rank failure → new attempt resuming from the latest checkpoint; preemption not counted; maxRestarts exhausted → Failed", async () => {
-    const ns = "restarts";
-    await createNamespace(env.client, ns);
+    const ns = await createNamespace(env.client, "restarts");
     await readyPlan(ns);
     await env.client.create(cr("PretrainRun", ns, "run", runSpec({}, { maxRestarts: 1 })));
     const a1 = await job(ns, "run-a1");
@@ -274,8 +271,7 @@ describe("operator against a real API server", () => {
   });
 
   test("suspend deletes the attempt Job, resume creates a new attempt; deadline → Failed/DeadlineExceeded", async () => {
-    const ns = "suspend";
-    await createNamespace(env.client, ns);
+    const ns = await createNamespace(env.client, "suspend");
     await readyPlan(ns);
     await env.client.create(cr("PretrainRun", ns, "run", runSpec({}, { activeDeadlineSeconds: 3600 })));
     const a1 = await job(ns, "run-a1");
@@ -311,8 +307,7 @@ describe("operator against a real API server", () => {
   });
 
   test("immutable fields and one-of sources are enforced by the API server (CEL)", async () => {
-    const ns = "cel";
-    await createNamespace(env.client, ns);
+    const ns = await createNamespace(env.client, "cel");
     await env.client.create(cr("PretrainRun", ns, "run", runSpec()));
     await assert.rejects(
       env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { planRef: { name: "other" } } }),
@@ -335,8 +330,7 @@ describe("operator against a real API server", () => {
   });
 
   test("an invalid PretrainRun gets a condition and a Warning event while another proceeds", async () => {
-    const ns = "invalid";
-    await createNamespace(env.client, ns);
+    const ns = await createNamespace(env.client, "invalid");
     await readyPlan(ns);
     await env.client.create(cr("PretrainRun", ns, "bad", runSpec({ env: [{ name: "PET_NNODES", value: "99" }] })));
     await env.client.create(cr("PretrainRun", ns, "bad-config", runSpec({ training: { configuration: "3d_fullres" } })));
@@ -361,8 +355,7 @@ describe("operator against a real API server", () => {
   });
 
   test("deleting a PretrainRun deletes its children (ownerReferences)", async () => {
-    const ns = "gc";
-    await createNamespace(env.client, ns);
+    const ns = await createNamespace(env.client, "gc");
     await readyPlan(ns);
     await env.client.create(cr("PretrainRun", ns, "run", runSpec()));
     const a1 = await job(ns, "run-a1");

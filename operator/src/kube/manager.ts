@@ -62,8 +62,6 @@ export class Manager {
   private readonly appliedHashes = new Map<string, string>();
   private resyncTimer: NodeJS.Timeout | undefined;
   private started = false;
-  /** Reconcile durations in seconds (for the benchmark), per kind. */
-  readonly latencies: Record<Kind, number[]> = { Collection: [], Plan: [], PretrainRun: [] };
 
   constructor(private readonly opts: ManagerOptions) {
     this.client = opts.client;
@@ -251,8 +249,6 @@ export class Manager {
       this.metrics.activeWorkers.dec({ controller });
       this.metrics.reconcileTotal.inc({ controller, result });
       this.metrics.reconcileTime.observe({ controller }, dt);
-      const lat = this.latencies[kind];
-      if (lat.length < 200_000) lat.push(dt);
     }
   }
 

@@ -129,6 +129,19 @@ const cases: Record<string, Case> = {
       assert.equal(r.status.attempt, 3);
     },
   },
+  "a rank failed while the Plan is gone → the new attempt number is kept, nothing created yet": {
+    run: run(inAttempt(1)),
+    plan: undefined,
+    jobs: [attemptJob(1, { condition: { type: "Failed", reason: "BackoffLimitExceeded" } })],
+    want: (r) => {
+      assert.equal(r.status.attempt, 2);
+      assert.equal(r.status.activeJob, undefined);
+      assert.equal(r.status.phase, "Restarting");
+      assert.equal(applied(r, "Job").length, 0);
+      assert.deepEqual(r.delete.map((d) => d.name), ["run-a1"]);
+      assert.equal(cond(r, "Queued")?.reason, "PlanNotReady");
+    },
+  },
   "maxRestarts exhausted → Failed/BackoffLimitExceeded, nothing created": {
     run: run(inAttempt(2, { restarts: 1, restartsCountTowardsMax: 1 })),
     jobs: [attemptJob(2, { condition: { type: "Failed", reason: "BackoffLimitExceeded", message: "Job has reached the specified backoff limit" } })],

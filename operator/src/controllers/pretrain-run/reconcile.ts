@@ -238,7 +238,8 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
       return done();
     }
     if (plan.kind === "wait") {
-      s.attempt = attemptNow;
+      // Keep a new attempt number (after a failure or resume): the next reconcile must not resurrect the old attempt.
+      s = compact({ ...s, attempt, activeJob: undefined });
       s.phase = isTrue(s.conditions, "Restarting") ? "Restarting" : "Pending";
       set("Queued", "True", "PlanNotReady", plan.message);
       return done();
