@@ -226,6 +226,15 @@ const cases: Record<string, Case> = {
       assert.equal(r.apply.length, 0);
     },
   },
+  "a finished run keeps its outcome when a later edit is invalid": {
+    run: run({ ...inAttempt(1), phase: "Succeeded", completionTime: "2026-03-01T11:00:00Z", conditions: [{ type: "Succeeded", status: "True", reason: "Completed", message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }] }, { env: [{ name: "PET_NNODES", value: "1" }] }, 2),
+    jobs: [attemptJob(1, { condition: { type: "Complete" } })],
+    want: (r) => {
+      assert.equal(r.status.phase, "Succeeded");
+      assert.equal(cond(r, "Failed"), undefined);
+      assert.deepEqual(r.events, []);
+    },
+  },
   "configuration not in the Plan → ValidationFailed": {
     run: run(undefined, { training: { configuration: "3d" } }),
     want: (r) => {

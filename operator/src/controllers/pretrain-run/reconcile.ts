@@ -119,10 +119,13 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
   });
   const jobRef = (name: string): ChildRef => ({ apiVersion: "batch/v1", kind: "Job", name });
 
-  // 1. Validation (schema, then semantic rules). Not terminal: a corrected spec (new generation) proceeds.
+  // 1. Validation (schema, then semantic rules). Not terminal: a corrected spec (new generation) proceeds. A run that
+  // already succeeded or failed at run time keeps that outcome whatever later edits say.
+  const oldFailed = getCondition(old.conditions, "Failed");
+  const finished = isTrue(old.conditions, "Succeeded") || (oldFailed?.status === "True" && oldFailed.reason !== "ValidationFailed");
   const parsed = parseSpec(PretrainRunSpecSchema, o.run.spec);
   const invalid = parsed.ok ? validateRun(parsed.value) : parsed.message;
-  if (!parsed.ok || invalid !== undefined) {
+  if (!parsed.ok || (invalid !== undefined && !finished)) {
     s.phase = "Failed";
     set("Failed", "True", "ValidationFailed", invalid ?? "invalid spec");
     return done();
