@@ -8,6 +8,7 @@ import { createServer, type Server } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { API_VERSION } from "../../operator/src/api/v1alpha1/group.js";
 import { httpStatus } from "../../operator/src/kube/client.js";
+import { applyCrdYaml } from "../../operator/src/kube/crds.js";
 import type { Manager } from "../../operator/src/kube/manager.js";
 import {
   condition,
@@ -352,6 +353,44 @@ describe("operator against a real API server", () => {
     // Fixing the spec (a new generation) lets it proceed.
     await env.client.patch(API_VERSION, "PretrainRun", ns, "bad", { spec: { env: [{ name: "MY_FLAG", value: "1" }] } });
     await job(ns, "bad-a1");
+  });
+
+  test("Volcano PodGroup and Kueue admission; suspend removes the PodGroup; TTL deletes the finished run", async () => {
+    const ns = await createNamespace(env.client, "gang");
+    // A minimal stand-in for Volcano's CRD (the operator only applies and deletes PodGroups).
+    await applyCrdYaml(env.client, [
+      "apiVersion: apiextensions.k8s.io/v1",
+      "kind: CustomResourceDefinition",
+      "metadata: {name: podgroups.scheduling.volcano.sh}",
+      "spec:",
+      "  group: scheduling.volcano.sh",
+      "  names: {kind: PodGroup, plural: podgroups, singular: podgroup}",
+      "  scope: Namespaced",
+      "  versions: [{name: v1beta1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]",
+    ].join("\n"), "ssl3d-tests");
+    await readyPlan(ns);
+    await env.client.create(cr("PretrainRun", ns, "run", runSpec({ scheduling: { queueName: "gpu", gang: { scheduler: "volcano", queue: "research" } } }, { ttlSecondsAfterFinished: 1 })));
+    const pg = await eventually("PodGroup", () => env.client.get<{ spec: { minMember: number; queue: string } }>("scheduling.volcano.sh/v1beta1", "PodGroup", ns, "run"));
+    assert.deepEqual(pg.spec, { minMember: 2, queue: "research" });
+    const a1 = await job(ns, "run-a1");
+    const tmpl = a1.spec.template as unknown as { metadata: { annotations: Record<string, string> }; spec: { schedulerName: string } };
+    assert.equal(tmpl.metadata.annotations["scheduling.k8s.io/group-name"], "run");
+    assert.equal(tmpl.spec.schedulerName, "volcano");
+    // Kueue suspends the Job it manages (another field manager): the run is Queued, and the operator leaves it alone.
+    await env.client.patch("batch/v1", "Job", ns, "run-a1", { spec: { suspend: true } }, { fieldManager: "kueue" });
+    await eventually("Queued/WaitingForAdmission", async () => condition(await getCr(env.client, "PretrainRun", ns, "run"), "Queued")?.reason === "WaitingForAdmission");
+    assert.equal((await getJob(env.client, ns, "run-a1"))?.spec.suspend, true);
+    await env.client.patch("batch/v1", "Job", ns, "run-a1", { spec: { suspend: false } }, { fieldManager: "kueue" });
+    await eventually("Admitted", async () => condition(await getCr(env.client, "PretrainRun", ns, "run"), "Queued")?.reason === "Admitted");
+    // Suspending deletes the attempt and the PodGroup.
+    await env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { runPolicy: { suspend: true } } });
+    await eventually("PodGroup deleted", async () => (await env.client.get("scheduling.volcano.sh/v1beta1", "PodGroup", ns, "run")) === undefined);
+    await env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { runPolicy: { suspend: false } } });
+    const a2 = await job(ns, "run-a2");
+    await eventually("PodGroup re-created", () => env.client.get("scheduling.volcano.sh/v1beta1", "PodGroup", ns, "run"));
+    await createPods(env.client, a2);
+    await jobFinished(env.client, a2, "Complete");
+    await eventually("run deleted after its TTL", async () => (await env.client.get(API_VERSION, "PretrainRun", ns, "run")) === undefined, 20_000);
   });
 
   test("deleting a PretrainRun deletes its children (ownerReferences)", async () => {
