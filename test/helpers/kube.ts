@@ -87,7 +87,11 @@ function readText(path: string): string {
 
 async function k3sCluster(): Promise<TestCluster> {
   const { K3sContainer } = await import("@testcontainers/k3s");
-  const container = await new K3sContainer("rancher/k3s:v1.34.2-k3s1").start();
+  // The tests play the Job controller, so k3s runs without it (and without the scheduler, so no kubelet touches the
+  // pods the tests create); the garbage collector stays on.
+  const container = await new K3sContainer("rancher/k3s:v1.34.2-k3s1")
+    .withCommand(["server", "--disable=traefik", "--disable-scheduler", "--kube-controller-manager-arg=controllers=*,-job,-ttl-after-finished,-cronjob"])
+    .start();
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-kube-"));
   const kubeconfig = container.getKubeConfig();
   const kubeconfigPath = join(dir, "kubeconfig");
@@ -97,12 +101,11 @@ async function k3sCluster(): Promise<TestCluster> {
     kubeconfigPath,
     kubeconfig,
     garbageCollector: true,
-    canRestart: true,
+    // A restarted container may get another host port, which would invalidate the kubeconfig the tests hold.
+    canRestart: false,
     dir,
     startGarbageCollector: () => Promise.resolve(),
-    restartApiServer: async () => {
-      await container.restart();
-    },
+    restartApiServer: () => Promise.reject(new Error("restarting K3s is not supported by this harness")),
     stop: async () => {
       await container.stop();
       rmSync(dir, { recursive: true, force: true });
