@@ -103,7 +103,7 @@ export async function extractFingerprint(datasetName: string, opts: StageOptions
       }
       progress.tick({ image: uniqueId(img) });
     },
-    { stopOnError: onError === "fail" },
+    { stopOnError: onError === "fail", fileOf: (i) => images[i]!.image_path },
   );
   progress.stop();
   if (firstError !== undefined && onError === "fail") throw firstError;
