@@ -22,7 +22,8 @@ after(() => {
 });
 
 function cli(args: string[], env: NodeJS.ProcessEnv, argv0 = BIN): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(NODE, [argv0, ...args], { env: { ...env, SSL3D_LOG_LEVEL: "warn" }, encoding: "utf8", timeout: 300_000 });
+  // cwd outside the repository: worker threads must find tsx from the runtime, not from the working directory
+  const r = spawnSync(NODE, [argv0, ...args], { cwd: work, env: { ...env, SSL3D_LOG_LEVEL: "warn" }, encoding: "utf8", timeout: 300_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

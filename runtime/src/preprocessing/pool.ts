@@ -34,7 +34,8 @@ export interface PoolOptions {
 
 function workerEntry(): { url: URL; execArgv: string[] } {
   const ts = import.meta.url.endsWith(".ts");
-  return { url: new URL(ts ? "./worker.ts" : "./worker.js", import.meta.url), execArgv: ts ? ["--import", "tsx"] : [] };
+  // from sources, the worker needs tsx: resolve it from here, not from the working directory
+  return { url: new URL(ts ? "./worker.ts" : "./worker.js", import.meta.url), execArgv: ts ? ["--import", import.meta.resolve("tsx")] : [] };
 }
 
 export async function runTasks<K extends TaskKind>(
@@ -67,6 +68,7 @@ export async function runTasks<K extends TaskKind>(
     let settled = false;
     const workers = new Set<Worker>();
     const inflight = new Map<Worker, number>();
+    const lastError = new Map<Worker, string>();
     const finish = (err?: Error): void => {
       if (settled) return;
       settled = true;
@@ -104,8 +106,8 @@ export async function runTasks<K extends TaskKind>(
         const ok = report(msg.ok ? { index: msg.id, ok: true, result: msg.result! } : { index: msg.id, ok: false, error: reviveError(msg.error!) });
         if (ok) dispatch(w);
       });
-      w.on("error", () => {
-        // followed by "exit"; the task is reported there
+      w.on("error", (err) => {
+        lastError.set(w, err.message); // followed by "exit", where the task is reported
       });
       w.on("exit", (code) => {
         workers.delete(w);
@@ -116,7 +118,9 @@ export async function runTasks<K extends TaskKind>(
         // the worker died with a task (e.g. out of memory): that image fails, a fresh worker takes over
         running--;
         failed = true;
-        const ok = report({ index, ok: false, error: new DataError(`worker thread exited with code ${code} while processing this image (out of memory?)`, { file: opts.fileOf?.(index) }) });
+        const why = lastError.get(w);
+        const msg = why === undefined ? `worker thread exited with code ${code} while processing this image (out of memory?)` : `worker thread failed: ${why}`;
+        const ok = report({ index, ok: false, error: new DataError(msg, { file: opts.fileOf?.(index) }) });
         if (!ok) return;
         if (next < inputs.length && !(opts.stopOnError === true)) {
           spawnWorker();
