@@ -39,13 +39,14 @@ export async function main(): Promise<void> {
   const metrics = new OperatorMetrics();
   const identity = `${hostname()}_${process.pid}_${randomBytes(3).toString("hex")}`;
   const leaseNs = process.env.SSL3D_OPERATOR_NAMESPACE ?? podNamespace();
+  const resyncMs = envNumber("SSL3D_RESYNC_SECONDS", 300) * 1000;
   const manager = new Manager({
     client,
     log,
     metrics,
     namespace: process.env.SSL3D_WATCH_NAMESPACE || undefined,
     concurrency: envNumber("SSL3D_OPERATOR_CONCURRENCY", 4),
-    resyncPeriodMs: envNumber("SSL3D_RESYNC_SECONDS", 300) * 1000,
+    resyncPeriodMs: resyncMs,
     identity,
   });
   const leaderElect = process.env.SSL3D_LEADER_ELECT !== "false";
@@ -101,10 +102,13 @@ export async function main(): Promise<void> {
     }
     if (url.startsWith("/readyz")) {
       // A standby is ready (it serves probes and waits for the Lease); a leader once its caches are synced.
+      // Watches reconnect at least every 30 s (client-node's inactivity timeout), so a cache that has seen nothing for
+      // two resync periods is stalled (client-node issues #596, #958): report not ready so the pod gets attention.
       const leading = !leaderElect || elector?.isLeader === true;
-      const ready = !leading || manager.synced;
+      const stalled = leading && manager.staleForMs() > 2 * resyncMs;
+      const ready = !leading || (manager.synced && !stalled);
       res.writeHead(ready ? 200 : 503);
-      res.end(ready ? (leading ? "ok (leader)" : "ok (standby)") : "informers not synced");
+      res.end(ready ? (leading ? "ok (leader)" : "ok (standby)") : stalled ? "informers stalled" : "informers not synced");
       return;
     }
     res.writeHead(404);

@@ -16,6 +16,8 @@ export interface InformerOptions {
   labelSelector?: string | undefined;
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /** Called on every supervised restart (metrics). */
+  onRestart?: () => void;
 }
 
 export type Handler = (type: "add" | "update" | "delete", obj: KubeObject) => void;
@@ -106,6 +108,7 @@ export class SupervisedInformer {
     const delay = this.backoffMs;
     this.backoffMs = Math.min(this.backoffMs * 2, this.opts.maxBackoffMs ?? 30_000);
     this.restarts++;
+    this.opts.onRestart?.();
     this.log.warn({ informer: this.name, err: err instanceof Error ? err.message : String(err), delayMs: delay }, "Informer failed; restarting");
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;

@@ -73,8 +73,7 @@ export class Manager {
     const ns = opts.namespace;
     const managed = `${LABELS.managedBy}=${MANAGED_BY_VALUE}`;
     const mk = (apiVersion: string, kind: string, labelSelector?: string): SupervisedInformer => {
-      const inf = new SupervisedInformer(opts.client, { apiVersion, kind, namespace: ns, labelSelector }, opts.log);
-      return inf;
+      return new SupervisedInformer(opts.client, { apiVersion, kind, namespace: ns, labelSelector, onRestart: () => { opts.metrics.informerRestarts.inc({ resource: kind }); } }, opts.log);
     };
     this.informers = {
       Collection: mk(API_VERSION, "Collection"),
@@ -154,6 +153,11 @@ export class Manager {
 
   get synced(): boolean {
     return Object.values(this.informers).every((i) => i.synced);
+  }
+
+  /** Milliseconds since the least recently active informer last listed, connected or delivered an event. */
+  staleForMs(): number {
+    return Date.now() - Math.min(...Object.values(this.informers).map((i) => i.lastActivity));
   }
 
   informerRestarts(): number {
