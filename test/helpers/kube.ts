@@ -180,7 +180,7 @@ async function localCluster(withGc: boolean): Promise<TestCluster> {
   if (!existsSync(apiserver)) throw new Error(`${apiserver} is missing: run \`bash scripts/setup.d/30-kube-apiserver.sh\` (or \`npm test\`, which runs the setup)`);
   const etcdBin = existsSync("/usr/bin/etcd") ? "/usr/bin/etcd" : "etcd";
   const kcm = kubeControllerManagerBin();
-  const gc = withGc && existsSync(kcm);
+  const gc = withGc && existsSync(kcm) && process.env.SSL3D_KUBE_CONTROLLER_MANAGER !== "0";
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-kube-"));
   const [etcdClient, etcdPeer, apiPort] = [await freePort(), await freePort(), await freePort()];
 
