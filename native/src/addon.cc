@@ -1,0 +1,220 @@
+// N-API bindings (ABI-stable across Node versions). Every entry point is synchronous: tfjs cpu kernels are.
+// Buffers are Float32Arrays owned by the tfjs cpu backend; outputs are preallocated by the caller. Sizes are
+// checked here so a shape bug in JS throws instead of corrupting memory.
+#include <node_api.h>
+#include <cstdlib>
+#include <string>
+#include <vector>
+#include "kernels.h"
+
+namespace {
+using namespace ssl3d;
+
+struct JsError {
+  std::string msg;
+};
+
+#define NAPI_OK(call)                                   \
+  do {                                                  \
+    if ((call) != napi_ok) throw JsError{"N-API call failed: " #call}; \
+  } while (0)
+
+std::vector<napi_value> args(napi_env env, napi_callback_info info, size_t n) {
+  std::vector<napi_value> v(n);
+  size_t got = n;
+  NAPI_OK(napi_get_cb_info(env, info, &got, v.data(), nullptr, nullptr));
+  if (got < n) throw JsError{"expected " + std::to_string(n) + " arguments, got " + std::to_string(got)};
+  return v;
+}
+
+struct F32 {
+  float* data;
+  size_t length;
+};
+
+F32 f32(napi_env env, napi_value v, const char* name) {
+  bool is = false;
+  NAPI_OK(napi_is_typedarray(env, v, &is));
+  if (!is) throw JsError{std::string(name) + ": expected a Float32Array"};
+  napi_typedarray_type t;
+  size_t len;
+  void* data;
+  NAPI_OK(napi_get_typedarray_info(env, v, &t, &len, &data, nullptr, nullptr));
+  if (t != napi_float32_array) throw JsError{std::string(name) + ": expected a Float32Array"};
+  return F32{static_cast<float*>(data), len};
+}
+
+int32_t* i32(napi_env env, napi_value v, const char* name, size_t* len) {
+  napi_typedarray_type t;
+  void* data;
+  bool is = false;
+  NAPI_OK(napi_is_typedarray(env, v, &is));
+  if (!is) throw JsError{std::string(name) + ": expected an Int32Array"};
+  NAPI_OK(napi_get_typedarray_info(env, v, &t, len, &data, nullptr, nullptr));
+  if (t != napi_int32_array) throw JsError{std::string(name) + ": expected an Int32Array"};
+  return static_cast<int32_t*>(data);
+}
+
+int64_t num(napi_env env, napi_value v) {
+  int64_t r;
+  NAPI_OK(napi_get_value_int64(env, v, &r));
+  return r;
+}
+
+bool boolean(napi_env env, napi_value v) {
+  bool r;
+  NAPI_OK(napi_get_value_bool(env, v, &r));
+  return r;
+}
+
+void need(const F32& a, int64_t n, const char* name) {
+  if (n < 0 || a.length != static_cast<size_t>(n))
+    throw JsError{std::string(name) + ": expected " + std::to_string(n) + " elements, got " + std::to_string(a.length)};
+}
+
+ConvGeom geom(napi_env env, napi_value v) {
+  size_t len;
+  const int32_t* p = i32(env, v, "geometry", &len);
+  if (len != 24) throw JsError{"geometry: expected 24 integers"};
+  // Paddings (indices 18..23) may be negative: tfjs 'same' with stride > kernel skips leading input rows.
+  ConvGeom g{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11],
+             p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], p[20], p[21], p[22], p[23]};
+  for (int i = 0; i < 24; ++i)
+    if (i < 18 && p[i] <= 0) throw JsError{"geometry: invalid value at index " + std::to_string(i)};
+  return g;
+}
+
+template <typename F>
+napi_value guarded(napi_env env, F&& f) {
+  try {
+    return f();
+  } catch (const JsError& e) {
+    napi_throw_error(env, "SSL3D_NATIVE", e.msg.c_str());
+  } catch (const std::exception& e) {
+    napi_throw_error(env, "SSL3D_NATIVE", e.what());
+  }
+  return nullptr;
+}
+
+napi_value undefined(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+// conv3d(x, w, y, geometry)
+napi_value Conv3d(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 4);
+    const ConvGeom g = geom(env, a[3]);
+    F32 x = f32(env, a[0], "x"), w = f32(env, a[1], "filter"), y = f32(env, a[2], "y");
+    need(x, g.N * g.D * g.H * g.W * g.C, "x");
+    need(w, g.KD * g.KH * g.KW * g.C * g.O, "filter");
+    need(y, g.N * g.OD * g.OH * g.OW * g.O, "y");
+    if (!conv3d_fwd_dnnl(g, x.data, w.data, y.data)) conv3d_fwd_im2col(g, x.data, w.data, y.data);
+    return undefined(env);
+  });
+}
+
+// conv3dBackpropInput(dy, w, dx, geometry)
+napi_value Conv3dBackpropInput(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 4);
+    const ConvGeom g = geom(env, a[3]);
+    F32 dy = f32(env, a[0], "dy"), w = f32(env, a[1], "filter"), dx = f32(env, a[2], "dx");
+    need(dy, g.N * g.OD * g.OH * g.OW * g.O, "dy");
+    need(w, g.KD * g.KH * g.KW * g.C * g.O, "filter");
+    need(dx, g.N * g.D * g.H * g.W * g.C, "dx");
+    if (!conv3d_bwd_input_dnnl(g, dy.data, w.data, dx.data)) conv3d_bwd_input_im2col(g, dy.data, w.data, dx.data);
+    return undefined(env);
+  });
+}
+
+// conv3dBackpropFilter(x, dy, dw, geometry)
+napi_value Conv3dBackpropFilter(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 4);
+    const ConvGeom g = geom(env, a[3]);
+    F32 x = f32(env, a[0], "x"), dy = f32(env, a[1], "dy"), dw = f32(env, a[2], "dw");
+    need(x, g.N * g.D * g.H * g.W * g.C, "x");
+    need(dy, g.N * g.OD * g.OH * g.OW * g.O, "dy");
+    need(dw, g.KD * g.KH * g.KW * g.C * g.O, "dw");
+    if (!conv3d_bwd_filter_dnnl(g, x.data, dy.data, dw.data)) conv3d_bwd_filter_im2col(g, x.data, dy.data, dw.data);
+    return undefined(env);
+  });
+}
+
+// matmul(a, b, c, M, N, K, transA, transB, batchIndexA: Int32Array, batchIndexB: Int32Array)
+// c[bi] = op(a[ia[bi]]) x op(b[ib[bi]]) for every output batch bi (broadcasting resolved by the caller).
+napi_value Matmul(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 10);
+    F32 A = f32(env, a[0], "a"), B = f32(env, a[1], "b"), C = f32(env, a[2], "c");
+    const int64_t M = num(env, a[3]), N = num(env, a[4]), K = num(env, a[5]);
+    const bool ta = boolean(env, a[6]), tb = boolean(env, a[7]);
+    size_t nba, nbb;
+    const int32_t* ia = i32(env, a[8], "batchIndexA", &nba);
+    const int32_t* ib = i32(env, a[9], "batchIndexB", &nbb);
+    if (M < 0 || N < 0 || K < 0 || nba != nbb) throw JsError{"matmul: bad sizes"};
+    const int64_t batch = static_cast<int64_t>(nba);
+    need(C, batch * M * N, "c");
+    const int64_t sa = M * K, sb = K * N;
+    for (int64_t i = 0; i < batch; ++i) {
+      if (ia[i] < 0 || ib[i] < 0 || static_cast<size_t>((ia[i] + 1) * sa) > A.length ||
+          static_cast<size_t>((ib[i] + 1) * sb) > B.length)
+        throw JsError{"matmul: batch index out of range"};
+    }
+    for (int64_t i = 0; i < batch; ++i) {
+      gemm(ta, tb, M, N, K, A.data + ia[i] * sa, ta ? M : K, B.data + ib[i] * sb, tb ? K : N, C.data + i * M * N, N,
+           false);
+    }
+    return undefined(env);
+  });
+}
+
+// setOptions(dnnl: boolean, blas: boolean, threads: number)  (threads <= 0 keeps the current count)
+napi_value SetOptions(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 3);
+    options().use_dnnl = boolean(env, a[0]);
+    options().use_blas = boolean(env, a[1]);
+    set_num_threads(static_cast<int>(num(env, a[2])));
+    return undefined(env);
+  });
+}
+
+napi_value Info(napi_env env, napi_callback_info) {
+  return guarded(env, [&] {
+    napi_value o, v;
+    NAPI_OK(napi_create_object(env, &o));
+    NAPI_OK(napi_get_boolean(env, have_dnnl(), &v));
+    NAPI_OK(napi_set_named_property(env, o, "dnnl", v));
+    NAPI_OK(napi_get_boolean(env, have_blas(), &v));
+    NAPI_OK(napi_set_named_property(env, o, "blas", v));
+    NAPI_OK(napi_create_string_utf8(env, own_gemm_isa(), NAPI_AUTO_LENGTH, &v));
+    NAPI_OK(napi_set_named_property(env, o, "gemmIsa", v));
+    NAPI_OK(napi_create_int32(env, num_threads(), &v));
+    NAPI_OK(napi_set_named_property(env, o, "threads", v));
+    NAPI_OK(napi_get_boolean(env, options().use_dnnl, &v));
+    NAPI_OK(napi_set_named_property(env, o, "useDnnl", v));
+    NAPI_OK(napi_get_boolean(env, options().use_blas, &v));
+    NAPI_OK(napi_set_named_property(env, o, "useBlas", v));
+    return o;
+  });
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+      {"conv3d", nullptr, Conv3d, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv3dBackpropInput", nullptr, Conv3dBackpropInput, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv3dBackpropFilter", nullptr, Conv3dBackpropFilter, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"matmul", nullptr, Matmul, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setOptions", nullptr, SetOptions, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,51 @@
+// ssl3d native CPU kernels: shared declarations. All tensors are float32, row-major, channels-last (NDHWC).
+#pragma once
+#include <cstdint>
+
+namespace ssl3d {
+
+// Geometry of one 3D convolution, in tfjs terms (computeConv3DInfo). Filter layout is [KD,KH,KW,C,O].
+struct ConvGeom {
+  int64_t N, D, H, W, C;      // input
+  int64_t KD, KH, KW, O;      // filter
+  int64_t OD, OH, OW;         // output
+  int64_t sd, sh, sw;         // strides
+  int64_t dd, dh, dw;         // dilations (1 = dense)
+  int64_t pf, pt, pl;         // front/top/left padding
+  int64_t pbk, pbt, pbr;      // back/bottom/right padding
+};
+
+// C[M,N] = (accumulate ? C : 0) + op(A)[M,K] * op(B)[K,N]; op(A)(i,k) = ta ? A[k*lda+i] : A[i*lda+k].
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float* C, int64_t ldc, bool accumulate);
+// The portable blocked GEMM (used when no BLAS was linked, or when forced for testing).
+void gemm_own(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+              int64_t ldb, float* C, int64_t ldc, bool accumulate);
+void gemm_own_generic(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                      const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
+void gemm_own_avx2(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                   const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
+
+// im2col + GEMM convolutions (portable).
+void conv3d_fwd_im2col(const ConvGeom& g, const float* x, const float* w, float* y);
+void conv3d_bwd_input_im2col(const ConvGeom& g, const float* dy, const float* w, float* dx);
+void conv3d_bwd_filter_im2col(const ConvGeom& g, const float* x, const float* dy, float* dw);
+
+// oneDNN convolutions; return false when oneDNN is not compiled in or rejects the geometry.
+bool conv3d_fwd_dnnl(const ConvGeom& g, const float* x, const float* w, float* y);
+bool conv3d_bwd_input_dnnl(const ConvGeom& g, const float* dy, const float* w, float* dx);
+bool conv3d_bwd_filter_dnnl(const ConvGeom& g, const float* x, const float* dy, float* dw);
+
+// Runtime configuration.
+struct Options {
+  bool use_dnnl = true;  // use oneDNN convolutions when compiled in
+  bool use_blas = true;  // use the linked BLAS for GEMM when compiled in
+};
+Options& options();
+bool have_dnnl();
+bool have_blas();
+const char* own_gemm_isa();
+int num_threads();
+void set_num_threads(int n);
+
+}  // namespace ssl3d

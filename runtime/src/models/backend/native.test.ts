@@ -1,0 +1,213 @@
+/**
+ * Native cpu kernels against tfjs's stock cpu kernels, same process: each case runs once with the native kernels
+ * registered and once with the stock ones restored. Random shapes with odd sizes, strides 1/2, same/valid padding,
+ * channel counts that are not multiples of the SIMD width; forward values and gradients (tf.grads through the ops).
+ * Both native code paths are covered: oneDNN + OpenBLAS (when built in) and the portable im2col + own GEMM.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import * as tf from "@tensorflow/tfjs";
+import {
+  loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
+} from "./native.js";
+
+const available = loadNativeKernels();
+if (!available) {
+  console.log("# SKIP native kernel tests: the native addon is not built (node native/build.mjs)");
+}
+
+function maxAbs(t: tf.Tensor): number {
+  return tf.tidy(() => tf.max(tf.abs(t)).dataSync()[0]!);
+}
+
+function assertClose(actual: tf.Tensor, expected: tf.Tensor, what: string, rtol = 2e-5): void {
+  assert.deepEqual(actual.shape, expected.shape, `${what}: shape`);
+  const diff = tf.tidy(() => maxAbs(tf.sub(actual, expected)));
+  const scale = Math.max(1, maxAbs(expected));
+  assert.ok(Number.isFinite(diff) && diff <= rtol * scale * 10,
+    `${what}: max |native - stock| = ${diff} (scale ${scale})`);
+}
+
+/** Runs fn with the native kernels, then with tfjs's stock kernels; returns both results. */
+function both<T extends tf.Tensor | tf.Tensor[]>(fn: () => T): { native: T; stock: T } {
+  assert.ok(nativeKernelsLoaded());
+  const native = fn();
+  unloadNativeKernels();
+  try {
+    return { native, stock: fn() };
+  } finally {
+    loadNativeKernels();
+  }
+}
+
+interface ConvCase {
+  x: [number, number, number, number, number];
+  k: [number, number, number];
+  out: number;
+  strides: [number, number, number] | number;
+  pad: "same" | "valid";
+  dilations?: number;
+}
+
+const convCases: ConvCase[] = [
+  { x: [1, 5, 6, 7, 3], k: [3, 3, 3], out: 5, strides: 1, pad: "same" },
+  { x: [2, 7, 9, 5, 5], k: [3, 3, 3], out: 17, strides: 2, pad: "same" },
+  { x: [2, 7, 6, 9, 4], k: [3, 3, 3], out: 6, strides: [2, 1, 2], pad: "valid" },
+  { x: [1, 6, 5, 4, 9], k: [1, 1, 1], out: 3, strides: 1, pad: "valid" },
+  { x: [2, 8, 7, 6, 4], k: [1, 1, 1], out: 7, strides: 2, pad: "same" },
+  { x: [1, 8, 6, 4, 3], k: [2, 2, 2], out: 10, strides: 2, pad: "valid" },
+  { x: [1, 4, 4, 4, 33], k: [3, 3, 3], out: 19, strides: 1, pad: "same" },
+];
+
+const impls = [
+  { name: "default (oneDNN/OpenBLAS when built in)", opts: { dnnl: true, blas: true } },
+  { name: "portable (im2col + own GEMM)", opts: { dnnl: false, blas: false } },
+];
+
+describe("native cpu kernels", { skip: !available }, () => {
+  before(async () => {
+    await tf.setBackend("cpu");
+  });
+  after(() => { setNativeOptions({ dnnl: true, blas: true }); });
+
+  test("reports its build features", () => {
+    const info = nativeInfo();
+    assert.ok(info !== null);
+    assert.ok(info.threads >= 1);
+    assert.match(info.gemmIsa, /^(avx2-fma|generic)$/);
+  });
+
+  for (const impl of impls) {
+    describe(impl.name, () => {
+      before(() => { setNativeOptions(impl.opts); });
+
+      for (const c of convCases) {
+        const label = `conv3d x=[${c.x.join(",")}] k=${c.k.join("x")} out=${c.out} s=${JSON.stringify(c.strides)} ${c.pad}`;
+        test(`${label}: forward and gradients`, () => {
+          const x = tf.randomNormal<tf.Rank.R5>(c.x, 0, 1, "float32", 11);
+          const w = tf.randomNormal<tf.Rank.R5>([...c.k, c.x[4], c.out], 0, 1, "float32", 12);
+          const y0 = tf.conv3d(x, w, c.strides, c.pad);
+          const dy = tf.randomNormal(y0.shape, 0, 1, "float32", 13);
+          const before = tf.memory().numTensors;
+          const r = both(() => {
+            const y = tf.conv3d(x, w, c.strides, c.pad);
+            const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.conv3d(a as tf.Tensor5D, b as tf.Tensor5D, c.strides, c.pad));
+            return [y, ...g([x, w], dy)];
+          });
+          assertClose(r.native[0]!, r.stock[0]!, `${label} forward`);
+          assertClose(r.native[1]!, r.stock[1]!, `${label} dx`);
+          assertClose(r.native[2]!, r.stock[2]!, `${label} dw`);
+          tf.dispose([...r.native, ...r.stock]);
+          assert.equal(tf.memory().numTensors, before, "no leaked tensors");
+          tf.dispose([x, w, y0, dy]);
+        });
+      }
+
+      test("conv3d with dilation 2 (forward)", () => {
+        const x = tf.randomNormal<tf.Rank.R5>([1, 9, 8, 7, 3], 0, 1, "float32", 21);
+        const w = tf.randomNormal<tf.Rank.R5>([3, 3, 3, 3, 5], 0, 1, "float32", 22);
+        const r = both(() => tf.conv3d(x, w, 1, "valid", "NDHWC", 2));
+        assertClose(r.native, r.stock, "dilated conv3d");
+        tf.dispose([x, w, r.native, r.stock]);
+      });
+
+      test("conv3dTranspose k2 s2 (Conv3DBackpropInputV2 as upsampling)", () => {
+        const x = tf.randomNormal<tf.Rank.R5>([2, 3, 4, 5, 6], 0, 1, "float32", 31);
+        const w = tf.randomNormal<tf.Rank.R5>([2, 2, 2, 3, 6], 0, 1, "float32", 32);
+        const r = both(() => tf.conv3dTranspose(x, w, [2, 6, 8, 10, 3], 2, "valid"));
+        assertClose(r.native, r.stock, "conv3dTranspose");
+        tf.dispose([x, w, r.native, r.stock]);
+      });
+
+      const mmCases: { a: number[]; b: number[]; ta: boolean; tb: boolean }[] = [
+        { a: [5, 7], b: [7, 3], ta: false, tb: false },
+        { a: [7, 5], b: [3, 7], ta: true, tb: true },
+        { a: [2, 3, 17, 9], b: [2, 3, 17, 33], ta: true, tb: false },
+        { a: [4, 19, 6], b: [4, 6, 21], ta: false, tb: false },
+        { a: [3, 13, 8], b: [3, 10, 8], ta: false, tb: true },
+        { a: [2, 40, 130], b: [2, 130, 70], ta: false, tb: false },
+      ];
+      for (const m of mmCases) {
+        const label = `matMul [${m.a.join(",")}]${m.ta ? "^T" : ""} x [${m.b.join(",")}]${m.tb ? "^T" : ""}`;
+        test(`${label}: forward and gradients`, () => {
+          const a = tf.randomNormal(m.a, 0, 1, "float32", 41);
+          const b = tf.randomNormal(m.b, 0, 1, "float32", 42);
+          const r = both(() => {
+            const y = tf.matMul(a, b, m.ta, m.tb);
+            const dy = tf.randomNormal(y.shape, 0, 1, "float32", 43);
+            const g = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.matMul(p, q, m.ta, m.tb))([a, b], dy);
+            dy.dispose();
+            return [y, ...g];
+          });
+          assertClose(r.native[0]!, r.stock[0]!, `${label} forward`);
+          assertClose(r.native[1]!, r.stock[1]!, `${label} da`);
+          assertClose(r.native[2]!, r.stock[2]!, `${label} db`);
+          tf.dispose([a, b, ...r.native, ...r.stock]);
+        });
+      }
+
+      // tfjs's BatchMatMul gradient does not reduce over broadcast batch dims (on any kernel), so broadcasting is
+      // checked forward only, against 2-D products (the stock kernel's bi % batch indexing is not numpy broadcasting).
+      test("matMul with numpy batch broadcasting [3,1,5,7] x [4,7,6]", () => {
+        const a = tf.randomNormal([3, 1, 5, 7], 0, 1, "float32", 51);
+        const b = tf.randomNormal([4, 7, 6], 0, 1, "float32", 52);
+        const y = tf.matMul(a, b);
+        assert.deepEqual(y.shape, [3, 4, 5, 6]);
+        // Reference: each output batch (i, j) is a[i, 0] x b[j] (computed with 2-D matMuls).
+        for (let i = 0; i < 3; i++) {
+          for (let j = 0; j < 4; j++) {
+            const ref = tf.tidy(() => tf.matMul(a.slice([i, 0, 0, 0], [1, 1, 5, 7]).reshape([5, 7]),
+              b.slice([j, 0, 0], [1, 7, 6]).reshape([7, 6])));
+            const got = y.slice([i, j, 0, 0], [1, 1, 5, 6]).reshape([5, 6]);
+            assertClose(got, ref, `batch (${i},${j})`);
+            tf.dispose([ref, got]);
+          }
+        }
+        tf.dispose([a, b, y]);
+      });
+
+      test("matMul broadcasting a rank-2 operand [4,19,6] x [6,21] (forward)", () => {
+        const a = tf.randomNormal([4, 19, 6], 0, 1, "float32", 53);
+        const b = tf.randomNormal([6, 21], 0, 1, "float32", 54);
+        const r = both(() => tf.matMul(a, b));
+        assertClose(r.native, r.stock, "broadcast rank-2");
+        tf.dispose([a, b, r.native, r.stock]);
+      });
+
+      for (const activation of ["linear", "relu", "leakyrelu", "sigmoid"] as const) {
+        test(`fused matMul with bias and ${activation}: forward and gradients`, () => {
+          const a = tf.randomNormal([2, 9, 11], 0, 1, "float32", 61);
+          const b = tf.randomNormal([2, 11, 13], 0, 1, "float32", 62);
+          const bias = tf.randomNormal([13], 0, 1, "float32", 63);
+          const f = (p: tf.Tensor, q: tf.Tensor, s: tf.Tensor): tf.Tensor =>
+            tf.fused.matMul({ a: p, b: q, bias: s, activation, leakyreluAlpha: 0.01 });
+          const r = both(() => [f(a, b, bias), ...tf.grads(f)([a, b, bias])]);
+          r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `fused ${activation} output ${i}`); });
+          tf.dispose([a, b, bias, ...r.native, ...r.stock]);
+        });
+      }
+    });
+  }
+
+  test("the addon rejects buffers whose size does not match the geometry", () => {
+    const a = nativeAddon()!;
+    const geometry = Int32Array.from([1, 2, 2, 2, 1, 1, 1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0]);
+    assert.throws(() => { a.conv3d(new Float32Array(7), new Float32Array(1), new Float32Array(8), geometry); },
+      /x: expected 8 elements, got 7/);
+    assert.throws(() => {
+      a.matmul(new Float32Array(6), new Float32Array(6), new Float32Array(4), 2, 2, 3, false, false,
+        Int32Array.from([1]), Int32Array.from([0]));
+    }, /batch index out of range/);
+  });
+
+  test("loadNativeKernels is idempotent and unload restores the stock kernels", () => {
+    assert.equal(loadNativeKernels(), true);
+    const nativeConv = tf.getKernel("Conv3D", "cpu").kernelFunc;
+    assert.equal(loadNativeKernels(), true);
+    assert.equal(tf.getKernel("Conv3D", "cpu").kernelFunc, nativeConv);
+    unloadNativeKernels();
+    assert.notEqual(tf.getKernel("Conv3D", "cpu").kernelFunc, nativeConv);
+    assert.equal(loadNativeKernels(), true);
+    assert.equal(tf.getKernel("Conv3D", "cpu").kernelFunc, nativeConv);
+  });
+});

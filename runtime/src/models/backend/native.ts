@@ -1,0 +1,302 @@
+/**
+ * ssl3d native CPU kernels: registers the optional C++ addon (`native/`, built by `npm install`) as the
+ * implementation of the hot tfjs kernels on the `cpu` backend, under their standard kernel names. Models keep
+ * calling plain tfjs ops (tf.conv3d and its autodiff, tf.matMul, ...); the engine dispatches to these kernels.
+ *
+ * Kernels: Conv3D, Conv3DBackpropInputV2, Conv3DBackpropFilterV2 (oneDNN when the addon was built with it, else
+ * im2col + GEMM), BatchMatMul and _FusedMatMul (OpenBLAS sgemm when linked, else the addon's own SIMD GEMM).
+ * Tensors are read and written in place through the cpu backend's data storage (no copies).
+ *
+ * Env: SSL3D_NATIVE=0 disables; SSL3D_NATIVE_THREADS=n sets the kernel thread count (default: all cores);
+ * SSL3D_NATIVE_ADDON=/path/to/ssl3d_native.node loads a specific build.
+ */
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as tf from "@tensorflow/tfjs";
+import { log } from "../../observability/log.js";
+
+/** The N-API surface of native/src/addon.cc. */
+export interface NativeAddon {
+  conv3d(x: Float32Array, w: Float32Array, y: Float32Array, geometry: Int32Array): void;
+  conv3dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, geometry: Int32Array): void;
+  conv3dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, geometry: Int32Array): void;
+  matmul(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transposeA: boolean,
+    transposeB: boolean, batchIndexA: Int32Array, batchIndexB: Int32Array): void;
+  setOptions(dnnl: boolean, blas: boolean, threads: number): void;
+  info(): NativeInfo;
+}
+
+export interface NativeInfo {
+  /** oneDNN compiled in (convolutions). */
+  readonly dnnl: boolean;
+  /** OpenBLAS compiled in (GEMM). */
+  readonly blas: boolean;
+  /** ISA of the addon's own GEMM: "avx2-fma" or "generic". */
+  readonly gemmIsa: string;
+  readonly threads: number;
+  readonly useDnnl: boolean;
+  readonly useBlas: boolean;
+}
+
+/** Names of the kernels this module registers on the cpu backend. */
+export const NATIVE_KERNEL_NAMES = [
+  "Conv3D", "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2", "BatchMatMul", "_FusedMatMul",
+] as const;
+
+interface CpuData { values?: unknown }
+interface CpuBackend {
+  data: { get(dataId: object): CpuData };
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: Float32Array): tf.TensorInfo;
+  disposeIntermediateTensorInfo(info: tf.TensorInfo): void;
+}
+
+let addon: NativeAddon | null | undefined;
+let loaded = false;
+const stock = new Map<string, tf.KernelConfig>();
+let kernels: tf.KernelConfig[] | undefined;
+
+function findAddonPath(): string | null {
+  const override = process.env.SSL3D_NATIVE_ADDON;
+  if (override !== undefined && override !== "") return existsSync(override) ? override : null;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 8; i++) {
+    const candidate = join(dir, "native", "build", "ssl3d_native.node");
+    if (existsSync(candidate)) return candidate;
+    const parent = dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  return null;
+}
+
+/** The addon, or null when it is disabled, not built, or fails to load (logged once). */
+export function nativeAddon(): NativeAddon | null {
+  if (addon !== undefined) return addon;
+  addon = null;
+  if (process.env.SSL3D_NATIVE === "0") {
+    log().info("native kernels disabled (SSL3D_NATIVE=0); the cpu backend uses stock tfjs kernels");
+    return addon;
+  }
+  const path = findAddonPath();
+  if (path === null) {
+    log().warn("native kernel addon not built (run `npm rebuild` or `node native/build.mjs`); " +
+      "the cpu backend uses stock tfjs kernels, which are ~100x slower for 3D convolutions");
+    return addon;
+  }
+  try {
+    const a = createRequire(import.meta.url)(path) as NativeAddon;
+    const threads = Number(process.env.SSL3D_NATIVE_THREADS ?? "0");
+    a.setOptions(true, true, Number.isInteger(threads) && threads > 0 ? threads : 0);
+    addon = a;
+  } catch (e) {
+    log().warn({ err: e instanceof Error ? e.message : String(e), path },
+      "native kernel addon failed to load; the cpu backend uses stock tfjs kernels");
+  }
+  return addon;
+}
+
+/** Build features and thread count of the loaded addon, or null. */
+export function nativeInfo(): NativeInfo | null {
+  return nativeAddon()?.info() ?? null;
+}
+
+/**
+ * Runtime switches, mainly for tests and benchmarks: `dnnl: false` forces the portable im2col convolutions,
+ * `blas: false` the addon's own GEMM.
+ */
+export function setNativeOptions(opts: { dnnl?: boolean; blas?: boolean; threads?: number }): void {
+  const a = nativeAddon();
+  if (a === null) return;
+  const cur = a.info();
+  a.setOptions(opts.dnnl ?? cur.useDnnl, opts.blas ?? cur.useBlas, opts.threads ?? 0);
+}
+
+function f32(backend: CpuBackend, t: tf.TensorInfo): Float32Array {
+  const v = backend.data.get(t.dataId).values;
+  if (v instanceof Float32Array) return v;
+  if (ArrayBuffer.isView(v) && !(v instanceof DataView)) return Float32Array.from(v as unknown as ArrayLike<number>);
+  throw new Error(`native kernels: tensor of dtype ${t.dtype} has no numeric values on the cpu backend`);
+}
+
+type Triple = [number, number, number];
+type Shape5 = [number, number, number, number, number];
+
+function asShape5(shape: readonly number[], what: string): Shape5 {
+  if (shape.length !== 5) throw new Error(`native kernels: ${what} must be rank 5 (NDHWC), got shape [${shape.join(",")}]`);
+  return shape as unknown as Shape5;
+}
+
+function geometry(ci: tf.backend_util.Conv3DInfo): Int32Array {
+  const p = ci.padInfo;
+  return Int32Array.from([
+    ci.batchSize, ci.inDepth, ci.inHeight, ci.inWidth, ci.inChannels,
+    ci.filterDepth, ci.filterHeight, ci.filterWidth, ci.outChannels,
+    ci.outDepth, ci.outHeight, ci.outWidth,
+    ci.strideDepth, ci.strideHeight, ci.strideWidth,
+    ci.dilationDepth, ci.dilationHeight, ci.dilationWidth,
+    p.front, p.top, p.left, p.back, p.bottom, p.right,
+  ]);
+}
+
+type ConvPad = "valid" | "same" | number;
+
+function makeKernels(a: NativeAddon): tf.KernelConfig[] {
+  const conv3d: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const b = backend as unknown as CpuBackend;
+    const { x, filter } = inputs as { x: tf.TensorInfo; filter: tf.TensorInfo };
+    const { strides, pad, dilations } = attrs as unknown as { strides: Triple | number; pad: ConvPad; dilations: Triple | number };
+    const ci = tf.backend_util.computeConv3DInfo(asShape5(x.shape, "x"), asShape5(filter.shape, "filter"),
+      strides, dilations, pad);
+    const y = new Float32Array(tf.util.sizeFromShape(ci.outShape));
+    a.conv3d(f32(b, x), f32(b, filter), y, geometry(ci));
+    return b.makeTensorInfo(ci.outShape, "float32", y);
+  };
+  const conv3dBackpropInput: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const b = backend as unknown as CpuBackend;
+    const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
+    const { strides, pad, inputShape } = attrs as unknown as { strides: Triple | number; pad: ConvPad; inputShape: number[] };
+    const ci = tf.backend_util.computeConv3DInfo(asShape5(inputShape, "inputShape"), asShape5(filter.shape, "filter"),
+      strides, 1, pad);
+    const dx = new Float32Array(tf.util.sizeFromShape(ci.inShape));
+    a.conv3dBackpropInput(f32(b, dy), f32(b, filter), dx, geometry(ci));
+    return b.makeTensorInfo(ci.inShape, "float32", dx);
+  };
+  const conv3dBackpropFilter: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const b = backend as unknown as CpuBackend;
+    const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+    const { strides, pad, filterShape } = attrs as unknown as { strides: Triple | number; pad: ConvPad; filterShape: number[] };
+    const ci = tf.backend_util.computeConv3DInfo(asShape5(x.shape, "x"), asShape5(filterShape, "filterShape"),
+      strides, 1, pad);
+    const dw = new Float32Array(tf.util.sizeFromShape(ci.filterShape));
+    a.conv3dBackpropFilter(f32(b, x), f32(b, dy), dw, geometry(ci));
+    return b.makeTensorInfo(ci.filterShape, "float32", dw);
+  };
+
+  const batchMatMulImpl = (b: CpuBackend, x: tf.TensorInfo, y: tf.TensorInfo, transposeA: boolean,
+    transposeB: boolean): tf.TensorInfo => {
+    const ra = x.shape.length, rb = y.shape.length;
+    if (ra < 2 || rb < 2) throw new Error("native BatchMatMul: inputs must have rank >= 2");
+    const m = transposeA ? x.shape[ra - 1]! : x.shape[ra - 2]!;
+    const kA = transposeA ? x.shape[ra - 2]! : x.shape[ra - 1]!;
+    const kB = transposeB ? y.shape[rb - 1]! : y.shape[rb - 2]!;
+    const n = transposeB ? y.shape[rb - 2]! : y.shape[rb - 1]!;
+    if (kA !== kB) {
+      throw new Error(`Error in matMul: inner shapes (${kA}) and (${kB}) of Tensors with shapes ${x.shape.join(",")} and ` +
+        `${y.shape.join(",")} and transposeA=${transposeA} and transposeB=${transposeB} must match.`);
+    }
+    const outerA = x.shape.slice(0, -2), outerB = y.shape.slice(0, -2);
+    const outer = tf.broadcast_util.assertAndGetBroadcastShape(outerA, outerB);
+    const batch = tf.util.sizeFromShape(outer);
+    // Resolve broadcasting to one source batch index per output batch (numpy semantics).
+    const ia = new Int32Array(batch), ib = new Int32Array(batch);
+    const stridesOf = (dims: number[]): number[] => {
+      const s = new Array<number>(dims.length).fill(1);
+      for (let i = dims.length - 2; i >= 0; i--) s[i] = s[i + 1]! * dims[i + 1]!;
+      return s;
+    };
+    const sa = stridesOf(outerA), sb = stridesOf(outerB);
+    for (let bi = 0; bi < batch; bi++) {
+      let rem = bi, offA = 0, offB = 0;
+      for (let d = outer.length - 1; d >= 0; d--) {
+        const idx = rem % outer[d]!;
+        rem = Math.floor(rem / outer[d]!);
+        const da = d - (outer.length - outerA.length), db = d - (outer.length - outerB.length);
+        if (da >= 0 && outerA[da]! > 1) offA += idx * sa[da]!;
+        if (db >= 0 && outerB[db]! > 1) offB += idx * sb[db]!;
+      }
+      ia[bi] = offA;
+      ib[bi] = offB;
+    }
+    const out = new Float32Array(batch * m * n);
+    a.matmul(f32(b, x), f32(b, y), out, m, n, kA, transposeA, transposeB, ia, ib);
+    return b.makeTensorInfo([...outer, m, n], "float32", out);
+  };
+
+  const batchMatMul: tf.KernelFunc = (args) => {
+    const { a: x, b: y } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    if (x.dtype !== "float32" || y.dtype !== "float32") return stock.get("BatchMatMul")!.kernelFunc(args);
+    const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+    return batchMatMulImpl(args.backend as unknown as CpuBackend, x, y, transposeA, transposeB);
+  };
+
+  const fusedMatMul: tf.KernelFunc = (args) => {
+    const { a: x, b: y, bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+    if (x?.dtype !== "float32" || y?.dtype !== "float32") return stock.get("_FusedMatMul")!.kernelFunc(args);
+    const { transposeA, transposeB, activation, leakyreluAlpha } = args.attrs as {
+      transposeA: boolean; transposeB: boolean; activation?: string; leakyreluAlpha?: number;
+    };
+    const b = args.backend as unknown as CpuBackend;
+    const run = (name: string, inputs: tf.NamedTensorInfoMap, attrs: tf.NamedAttrMap = {}): tf.TensorInfo =>
+      stock.get(name)!.kernelFunc({ inputs, backend: args.backend, attrs }) as tf.TensorInfo;
+    let current = batchMatMulImpl(b, x, y, transposeA, transposeB);
+    if (bias !== undefined) {
+      const next = run("Add", { a: current, b: bias });
+      b.disposeIntermediateTensorInfo(current);
+      current = next;
+    }
+    if (activation !== undefined && activation !== "linear") {
+      const act: Record<string, string> = {
+        relu: "Relu", elu: "Elu", relu6: "Relu6", prelu: "Prelu", leakyrelu: "LeakyRelu", sigmoid: "Sigmoid",
+      };
+      const name = act[activation];
+      if (name === undefined) throw new Error(`Activation ${activation} has not been implemented for the CPU backend.`);
+      const next = name === "Prelu" ? run(name, { x: current, alpha: preluActivationWeights! })
+        : name === "LeakyRelu" ? run(name, { x: current }, { alpha: leakyreluAlpha ?? 0.2 })
+          : run(name, { x: current });
+      b.disposeIntermediateTensorInfo(current);
+      current = next;
+    }
+    return current;
+  };
+
+  return [
+    { kernelName: "Conv3D", backendName: "cpu", kernelFunc: conv3d },
+    { kernelName: "Conv3DBackpropInputV2", backendName: "cpu", kernelFunc: conv3dBackpropInput },
+    { kernelName: "Conv3DBackpropFilterV2", backendName: "cpu", kernelFunc: conv3dBackpropFilter },
+    { kernelName: "BatchMatMul", backendName: "cpu", kernelFunc: batchMatMul },
+    { kernelName: "_FusedMatMul", backendName: "cpu", kernelFunc: fusedMatMul },
+  ];
+}
+
+/**
+ * Registers the native kernels on the `cpu` backend. Idempotent. Returns false (after one log line) when the
+ * addon is disabled or absent; tfjs then keeps its stock kernels.
+ */
+export function loadNativeKernels(): boolean {
+  if (loaded) return true;
+  const a = nativeAddon();
+  if (a === null) return false;
+  for (const name of [...NATIVE_KERNEL_NAMES, "Add", "Relu", "Elu", "Relu6", "Prelu", "LeakyRelu", "Sigmoid"]) {
+    if (!stock.has(name)) {
+      const k = tf.getKernel(name, "cpu") as tf.KernelConfig | undefined;
+      if (k === undefined) throw new Error(`native kernels: tfjs cpu backend has no kernel ${name}`);
+      stock.set(name, k);
+    }
+  }
+  kernels ??= makeKernels(a);
+  for (const k of kernels) {
+    tf.unregisterKernel(k.kernelName, "cpu");
+    tf.registerKernel(k);
+  }
+  loaded = true;
+  return true;
+}
+
+/** Restores tfjs's stock cpu kernels (tests and benchmarks compare against them in the same process). */
+export function unloadNativeKernels(): void {
+  if (!loaded) return;
+  for (const name of NATIVE_KERNEL_NAMES) {
+    const k = stock.get(name);
+    if (k === undefined) continue;
+    tf.unregisterKernel(name, "cpu");
+    tf.registerKernel(k);
+  }
+  loaded = false;
+}
+
+/** True while the native kernels are registered. */
+export function nativeKernelsLoaded(): boolean {
+  return loaded;
+}
