@@ -3,6 +3,7 @@
 // checked here so a shape bug in JS throws instead of corrupting memory.
 #include <node_api.h>
 #include <cstdlib>
+#include <numeric>
 #include <string>
 #include <vector>
 #include "kernels.h"
@@ -172,6 +173,111 @@ napi_value Matmul(napi_env env, napi_callback_info info) {
   });
 }
 
+std::vector<int64_t> shape_of(napi_env env, napi_value v, const char* name) {
+  size_t len;
+  const int32_t* p = i32(env, v, name, &len);
+  std::vector<int64_t> r(p, p + len);
+  for (int64_t d : r)
+    if (d < 0) throw JsError{std::string(name) + ": negative dimension"};
+  return r;
+}
+
+int64_t prod(const std::vector<int64_t>& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+// binary(op, a, aShape, b, bShape, out): numpy-broadcasting add/sub/mul/div/squared-difference.
+napi_value Binary(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 6);
+    const int64_t op = num(env, a[0]);
+    F32 A = f32(env, a[1], "a"), B = f32(env, a[3], "b"), O = f32(env, a[5], "out");
+    const auto as = shape_of(env, a[2], "aShape"), bs = shape_of(env, a[4], "bShape");
+    need(A, prod(as), "a");
+    need(B, prod(bs), "b");
+    BinaryPlan p;
+    try {
+      p = plan_binary(as, bs);
+    } catch (const std::invalid_argument& e) {
+      throw JsError{e.what()};
+    }
+    need(O, prod(p.dims), "out");
+    if (op < 0 || op > 4) throw JsError{"binary: unknown op"};
+    if (O.length > 0) binary(static_cast<int>(op), p, A.data, B.data, O.data);
+    return undefined(env);
+  });
+}
+
+// reduceSum(x, outer, reduced, inner, scale, y): y[o, i] = scale * sum_r x[o, r, i].
+napi_value ReduceSum(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 6);
+    F32 X = f32(env, a[0], "x"), Y = f32(env, a[5], "y");
+    const int64_t outer = num(env, a[1]), red = num(env, a[2]), in = num(env, a[3]);
+    double scale;
+    NAPI_OK(napi_get_value_double(env, a[4], &scale));
+    if (outer < 0 || red < 0 || in < 0) throw JsError{"reduceSum: negative size"};
+    need(X, outer * red * in, "x");
+    need(Y, outer * in, "y");
+    reduce_sum(X.data, outer, red, in, static_cast<float>(scale), Y.data);
+    return undefined(env);
+  });
+}
+
+std::vector<F32> f32_list(napi_env env, napi_value v, const char* name) {
+  uint32_t n;
+  NAPI_OK(napi_get_array_length(env, v, &n));
+  std::vector<F32> r;
+  for (uint32_t i = 0; i < n; ++i) {
+    napi_value e;
+    NAPI_OK(napi_get_element(env, v, i, &e));
+    r.push_back(f32(env, e, name));
+  }
+  return r;
+}
+
+// concat(inputs[], widths: Int32Array, outer, out) / split(x, outputs[], widths, outer): along one axis, each
+// piece viewed as [outer, width] (width = axis length * inner size).
+napi_value Concat(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 4);
+    auto ins = f32_list(env, a[0], "inputs");
+    const auto widths = shape_of(env, a[1], "widths");
+    const int64_t outer = num(env, a[2]);
+    F32 O = f32(env, a[3], "out");
+    if (widths.size() != ins.size() || outer < 0) throw JsError{"concat: bad sizes"};
+    std::vector<const float*> ptrs;
+    for (size_t k = 0; k < ins.size(); ++k) {
+      need(ins[k], outer * widths[k], "input");
+      ptrs.push_back(ins[k].data);
+    }
+    need(O, outer * std::accumulate(widths.begin(), widths.end(), int64_t{0}), "out");
+    concat_rows(ptrs, widths, outer, O.data);
+    return undefined(env);
+  });
+}
+
+napi_value Split(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 4);
+    F32 X = f32(env, a[0], "x");
+    auto outs = f32_list(env, a[1], "outputs");
+    const auto widths = shape_of(env, a[2], "widths");
+    const int64_t outer = num(env, a[3]);
+    if (widths.size() != outs.size() || outer < 0) throw JsError{"split: bad sizes"};
+    std::vector<float*> ptrs;
+    for (size_t k = 0; k < outs.size(); ++k) {
+      need(outs[k], outer * widths[k], "output");
+      ptrs.push_back(outs[k].data);
+    }
+    need(X, outer * std::accumulate(widths.begin(), widths.end(), int64_t{0}), "x");
+    split_rows(X.data, ptrs, widths, outer);
+    return undefined(env);
+  });
+}
+
 // setOptions(dnnl: boolean, blas: boolean, threads: number)  (threads <= 0 keeps the current count)
 napi_value SetOptions(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -209,6 +315,10 @@ napi_value Init(napi_env env, napi_value exports) {
       {"conv3dBackpropInput", nullptr, Conv3dBackpropInput, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"conv3dBackpropFilter", nullptr, Conv3dBackpropFilter, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"matmul", nullptr, Matmul, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"binary", nullptr, Binary, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"reduceSum", nullptr, ReduceSum, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"concat", nullptr, Concat, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"split", nullptr, Split, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setOptions", nullptr, SetOptions, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

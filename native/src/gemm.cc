@@ -11,7 +11,12 @@
 namespace ssl3d {
 
 Options& options() {
-  static Options o;
+  static Options o = [] {
+#ifdef SSL3D_HAVE_CBLAS
+    openblas_set_num_threads(1);  // never let OpenBLAS start a second spinning thread pool
+#endif
+    return Options{};
+  }();
   return o;
 }
 
@@ -67,9 +72,6 @@ void set_num_threads(int n) {
   if (n < 1) return;
 #ifdef _OPENMP
   omp_set_num_threads(n);
-#endif
-#ifdef SSL3D_HAVE_CBLAS
-  openblas_set_num_threads(n);
 #endif
 }
 

@@ -1,6 +1,8 @@
 // ssl3d native CPU kernels: shared declarations. All tensors are float32, row-major, channels-last (NDHWC).
 #pragma once
 #include <cstdint>
+#include <stdexcept>
+#include <vector>
 
 namespace ssl3d {
 
@@ -36,10 +38,23 @@ bool conv3d_fwd_dnnl(const ConvGeom& g, const float* x, const float* w, float* y
 bool conv3d_bwd_input_dnnl(const ConvGeom& g, const float* dy, const float* w, float* dx);
 bool conv3d_bwd_filter_dnnl(const ConvGeom& g, const float* x, const float* dy, float* dw);
 
+// Broadcasting binary ops: 0 add, 1 sub, 2 mul, 3 div, 4 squared difference.
+struct BinaryPlan {
+  std::vector<int64_t> dims, sa, sb;
+};
+BinaryPlan plan_binary(const std::vector<int64_t>& ashape, const std::vector<int64_t>& bshape);
+void binary(int op, const BinaryPlan& p, const float* a, const float* b, float* out);
+// y[o, i] = scale * sum_r x[o, r, i]
+void reduce_sum(const float* x, int64_t outer, int64_t red, int64_t inner, float scale, float* y);
+void concat_rows(const std::vector<const float*>& ins, const std::vector<int64_t>& widths, int64_t outer, float* out);
+void split_rows(const float* in, const std::vector<float*>& outs, const std::vector<int64_t>& widths, int64_t outer);
+
 // Runtime configuration.
 struct Options {
   bool use_dnnl = true;  // use oneDNN convolutions when compiled in
-  bool use_blas = true;  // use the linked BLAS for GEMM when compiled in
+  // Use the linked BLAS for GEMM. Off by default: OpenBLAS's own pthread pool fights oneDNN's OpenMP pool for the
+  // cores (measured 3x slower convolutions while both pools spin); the own GEMM shares the OpenMP pool.
+  bool use_blas = false;
 };
 Options& options();
 bool have_dnnl();

@@ -4,10 +4,14 @@
  * calling plain tfjs ops (tf.conv3d and its autodiff, tf.matMul, ...); the engine dispatches to these kernels.
  *
  * Kernels: Conv3D, Conv3DBackpropInputV2, Conv3DBackpropFilterV2 (oneDNN when the addon was built with it, else
- * im2col + GEMM), BatchMatMul and _FusedMatMul (OpenBLAS sgemm when linked, else the addon's own SIMD GEMM).
+ * im2col + GEMM), BatchMatMul and _FusedMatMul (the addon's own SIMD GEMM; OpenBLAS sgemm on request),
+ * and the memory-bound ops that dominate a step once convolutions are fast: broadcasting Add/Sub/Multiply/RealDiv/
+ * SquaredDifference, Sum/Mean over a contiguous run of axes, Concat and SplitV (all float32; other dtypes and
+ * shapes fall through to the stock kernels).
  * Tensors are read and written in place through the cpu backend's data storage (no copies).
  *
  * Env: SSL3D_NATIVE=0 disables; SSL3D_NATIVE_THREADS=n sets the kernel thread count (default: all cores);
+ * SSL3D_NATIVE_BLAS=1 uses the linked OpenBLAS (single-threaded) instead of the addon's own GEMM;
  * SSL3D_NATIVE_ADDON=/path/to/ssl3d_native.node loads a specific build.
  */
 import { existsSync } from "node:fs";
@@ -24,6 +28,11 @@ export interface NativeAddon {
   conv3dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, geometry: Int32Array): void;
   matmul(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transposeA: boolean,
     transposeB: boolean, batchIndexA: Int32Array, batchIndexB: Int32Array): void;
+  /** op: 0 add, 1 sub, 2 mul, 3 div, 4 squared difference (numpy broadcasting). */
+  binary(op: number, a: Float32Array, aShape: Int32Array, b: Float32Array, bShape: Int32Array, out: Float32Array): void;
+  reduceSum(x: Float32Array, outer: number, reduced: number, inner: number, scale: number, y: Float32Array): void;
+  concat(inputs: Float32Array[], widths: Int32Array, outer: number, out: Float32Array): void;
+  split(x: Float32Array, outputs: Float32Array[], widths: Int32Array, outer: number): void;
   setOptions(dnnl: boolean, blas: boolean, threads: number): void;
   info(): NativeInfo;
 }
@@ -43,6 +52,7 @@ export interface NativeInfo {
 /** Names of the kernels this module registers on the cpu backend. */
 export const NATIVE_KERNEL_NAMES = [
   "Conv3D", "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2", "BatchMatMul", "_FusedMatMul",
+  "Add", "Sub", "Multiply", "RealDiv", "SquaredDifference", "Sum", "Mean", "Concat", "SplitV",
 ] as const;
 
 interface CpuData { values?: unknown }
@@ -88,7 +98,7 @@ export function nativeAddon(): NativeAddon | null {
   try {
     const a = createRequire(import.meta.url)(path) as NativeAddon;
     const threads = Number(process.env.SSL3D_NATIVE_THREADS ?? "0");
-    a.setOptions(true, true, Number.isInteger(threads) && threads > 0 ? threads : 0);
+    a.setOptions(true, process.env.SSL3D_NATIVE_BLAS === "1", Number.isInteger(threads) && threads > 0 ? threads : 0);
     addon = a;
   } catch (e) {
     log().warn({ err: e instanceof Error ? e.message : String(e), path },
@@ -251,7 +261,78 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     return current;
   };
 
+  const binary = (name: string, op: number): tf.KernelConfig => ({
+    kernelName: name,
+    backendName: "cpu",
+    kernelFunc: (args) => {
+      const { a: x, b: y } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+      if (x.dtype !== "float32" || y.dtype !== "float32") return stock.get(name)!.kernelFunc(args);
+      const b = args.backend as unknown as CpuBackend;
+      const shape = tf.broadcast_util.assertAndGetBroadcastShape(x.shape, y.shape);
+      const out = new Float32Array(tf.util.sizeFromShape(shape));
+      a.binary(op, f32(b, x), Int32Array.from(x.shape), f32(b, y), Int32Array.from(y.shape), out);
+      return b.makeTensorInfo(shape, "float32", out);
+    },
+  });
+
+  const reduction = (name: "Sum" | "Mean"): tf.KernelConfig => ({
+    kernelName: name,
+    backendName: "cpu",
+    kernelFunc: (args) => {
+      const { x } = args.inputs as { x: tf.TensorInfo };
+      const { axis, keepDims } = args.attrs as { axis: number | number[]; keepDims: boolean };
+      const axes = tf.util.parseAxisParam(axis, x.shape).sort((p, q) => p - q);
+      const contiguous = axes.every((v, i) => i === 0 || v === axes[i - 1]! + 1);
+      if (x.dtype !== "float32" || axes.length === 0 || !contiguous) return stock.get(name)!.kernelFunc(args);
+      const b = args.backend as unknown as CpuBackend;
+      const first = axes[0]!, last = axes[axes.length - 1]!;
+      const outer = tf.util.sizeFromShape(x.shape.slice(0, first));
+      const reduced = tf.util.sizeFromShape(x.shape.slice(first, last + 1));
+      const inner = tf.util.sizeFromShape(x.shape.slice(last + 1));
+      const out = new Float32Array(outer * inner);
+      a.reduceSum(f32(b, x), outer, reduced, inner, name === "Mean" ? 1 / reduced : 1, out);
+      const shape = keepDims ? x.shape.map((d, i) => (i >= first && i <= last ? 1 : d))
+        : x.shape.filter((_, i) => i < first || i > last);
+      return b.makeTensorInfo(shape, "float32", out);
+    },
+  });
+
+  const concat: tf.KernelFunc = (args) => {
+    const ins = Object.values(args.inputs) as tf.TensorInfo[];
+    const { axis } = args.attrs as { axis: number | number[] };
+    const first = ins[0];
+    if (first === undefined || ins.some((t) => t.dtype !== "float32" || t.shape.length !== first.shape.length)) {
+      return stock.get("Concat")!.kernelFunc(args);
+    }
+    const ax = tf.util.parseAxisParam(axis, first.shape)[0]!;
+    const outShape = tf.backend_util.computeOutShape(ins.map((t) => t.shape), ax);
+    const b = args.backend as unknown as CpuBackend;
+    const outer = tf.util.sizeFromShape(first.shape.slice(0, ax));
+    const inner = tf.util.sizeFromShape(first.shape.slice(ax + 1));
+    const out = new Float32Array(tf.util.sizeFromShape(outShape));
+    a.concat(ins.map((t) => f32(b, t)), Int32Array.from(ins.map((t) => t.shape[ax]! * inner)), outer, out);
+    return b.makeTensorInfo(outShape, "float32", out);
+  };
+
+  const splitV: tf.KernelFunc = (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const { numOrSizeSplits, axis } = args.attrs as { numOrSizeSplits: number | number[]; axis: number };
+    if (x.dtype !== "float32") return stock.get("SplitV")!.kernelFunc(args);
+    const ax = tf.util.parseAxisParam(axis, x.shape)[0]!;
+    const sizes = tf.backend_util.prepareSplitSize(x, numOrSizeSplits, ax);
+    const b = args.backend as unknown as CpuBackend;
+    const outer = tf.util.sizeFromShape(x.shape.slice(0, ax));
+    const inner = tf.util.sizeFromShape(x.shape.slice(ax + 1));
+    const outs = sizes.map((s) => new Float32Array(outer * s * inner));
+    a.split(f32(b, x), outs, Int32Array.from(sizes.map((s) => s * inner)), outer);
+    return outs.map((o, i) => b.makeTensorInfo(x.shape.map((d, j) => (j === ax ? sizes[i]! : d)), "float32", o));
+  };
+
   return [
+    binary("Add", 0), binary("Sub", 1), binary("Multiply", 2), binary("RealDiv", 3), binary("SquaredDifference", 4),
+    reduction("Sum"), reduction("Mean"),
+    { kernelName: "Concat", backendName: "cpu", kernelFunc: concat },
+    { kernelName: "SplitV", backendName: "cpu", kernelFunc: splitV },
     { kernelName: "Conv3D", backendName: "cpu", kernelFunc: conv3d },
     { kernelName: "Conv3DBackpropInputV2", backendName: "cpu", kernelFunc: conv3dBackpropInput },
     { kernelName: "Conv3DBackpropFilterV2", backendName: "cpu", kernelFunc: conv3dBackpropFilter },
@@ -268,7 +349,7 @@ export function loadNativeKernels(): boolean {
   if (loaded) return true;
   const a = nativeAddon();
   if (a === null) return false;
-  for (const name of [...NATIVE_KERNEL_NAMES, "Add", "Relu", "Elu", "Relu6", "Prelu", "LeakyRelu", "Sigmoid"]) {
+  for (const name of [...NATIVE_KERNEL_NAMES, "Relu", "Elu", "Relu6", "Prelu", "LeakyRelu", "Sigmoid"]) {
     if (!stock.has(name)) {
       const k = tf.getKernel(name, "cpu") as tf.KernelConfig | undefined;
       if (k === undefined) throw new Error(`native kernels: tfjs cpu backend has no kernel ${name}`);

@@ -1,0 +1,250 @@
+/**
+ * `npm run bench:kernels` — the native cpu kernels vs stock tfjs cpu vs stock tfjs wasm vs PyTorch CPU, one run,
+ * same machine, reported as ratios to PyTorch (threads: 2 everywhere unless --threads).
+ *
+ * Workloads (stand-ins until the models' registry lands; same shapes as docs/../tfjs-on-cpu.md):
+ *  - conv3d micro: 3x3x3, 32->32 channels, batch 2, 32^3, forward and forward+backward (given dy)
+ *  - resunet step: 3D residual encoder-decoder (8/16/32/64 features, instance norm, LeakyReLU, k2s2 transposed-conv
+ *    upsampling, skip concat), batch 2 x 1x32^3, softmax cross-entropy, SGD Nesterov momentum
+ *  - vit block step: pre-norm transformer block, B=2, T=512, C=192, 3 heads, MLP 768, exact GELU
+ *
+ * Flags: --quick (native + torch only; skips the slow stock backends), --reps N, --profile (per-kernel time table of
+ * one native step of each net via tf.profile), --threads N, --json FILE (write results).
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as tf from "@tensorflow/tfjs";
+import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
+import { loadNativeKernels, nativeInfo, setNativeOptions, unloadNativeKernels } from "../runtime/src/models/backend/native.js";
+
+const argv = process.argv.slice(2);
+const flag = (n: string): boolean => argv.includes(n);
+const opt = (n: string, d: string): string => {
+  const i = argv.indexOf(n);
+  return i >= 0 && i + 1 < argv.length ? argv[i + 1]! : d;
+};
+const quick = flag("--quick");
+const reps = Number(opt("--reps", "5"));
+const threads = Number(opt("--threads", "2"));
+const here = dirname(fileURLToPath(import.meta.url));
+
+type Net = { vars: tf.Variable[]; loss: () => tf.Scalar };
+
+// ---------- networks (NDHWC, plain tfjs ops: the cpu engine dispatches to the native kernels) ----------
+let seed = 1;
+const rnd = (shape: number[], std: number): tf.Variable => tf.variable(tf.randomNormal(shape, 0, std, "float32", seed++));
+const heStd = (fanIn: number): number => Math.sqrt(2 / fanIn);
+
+function instanceNorm(x: tf.Tensor5D, g: tf.Variable, b: tf.Variable): tf.Tensor5D {
+  const { mean, variance } = tf.moments(x, [1, 2, 3], true);
+  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, 1e-5))), g), b);
+}
+
+/** k2s2 transposed conv (upsampling) with a custom gradient; tfjs has none for Conv3DBackpropInputV2. */
+function upsample(x: tf.Tensor5D, w: tf.Variable): tf.Tensor5D {
+  const outC = w.shape[3]!;
+  const outShape: [number, number, number, number, number] = [x.shape[0], x.shape[1] * 2, x.shape[2] * 2, x.shape[3] * 2, outC];
+  const f = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xi, wi, save] = inputs as [tf.Tensor5D, tf.Tensor5D, tf.GradSaveFunc];
+    save([xi, wi]);
+    return {
+      value: tf.conv3dTranspose(xi, wi, outShape, 2, "valid"),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sw] = saved as [tf.Tensor5D, tf.Tensor5D];
+        const dx = tf.conv3d(dy as tf.Tensor5D, sw, 2, "valid");
+        const dw = tf.engine().runKernel<tf.Tensor>("Conv3DBackpropFilterV2", { x: dy, dy: sx },
+          { strides: [2, 2, 2], pad: "valid", filterShape: sw.shape });
+        return [dx, dw];
+      },
+    };
+  });
+  return f(x, w);
+}
+
+function resUNet(batch: number, size: number): Net {
+  const feats = [8, 16, 32, 64];
+  const vars: tf.Variable[] = [];
+  const conv = (cin: number, cout: number, k = 3): tf.Variable<tf.Rank.R5> => {
+    const v = tf.variable(tf.randomNormal<tf.Rank.R5>([k, k, k, cin, cout], 0, heStd(k * k * k * cin), "float32", seed++));
+    vars.push(v);
+    return v;
+  };
+  const norm = (c: number): [tf.Variable, tf.Variable] => { const g = tf.variable(tf.ones([c])), b = tf.variable(tf.zeros([c])); vars.push(g, b); return [g, b]; };
+  const stem = conv(1, feats[0]!), stemN = norm(feats[0]!);
+  const down = feats.map((f, i) => (i === 0 ? null : { w: conv(feats[i - 1]!, f), n: norm(f) }));
+  const blocks = feats.map((f) => ({ w1: conv(f, f), n1: norm(f), w2: conv(f, f), n2: norm(f) }));
+  const ups = feats.slice(1).map((f, i) => ({ w: (() => { const v = rnd([2, 2, 2, feats[i]!, f], heStd(8 * f)); vars.push(v); return v; })(),
+    c: conv(2 * feats[i]!, feats[i]!), n: norm(feats[i]!) }));
+  const head = conv(feats[0]!, 2, 1);
+  const headB = tf.variable(tf.zeros([2])); vars.push(headB);
+  const x = tf.randomNormal<tf.Rank.R5>([batch, size, size, size, 1], 0, 1, "float32", 99);
+  const labels = tf.oneHot(tf.cast(tf.greater(tf.randomUniform([batch * size ** 3], 0, 1, "float32", 98), 0.5), "int32"), 2);
+  const act = (t: tf.Tensor5D): tf.Tensor5D => tf.leakyRelu(t, 0.01);
+  const loss = (): tf.Scalar => {
+    let h = act(instanceNorm(tf.conv3d(x, stem, 1, "same"), ...stemN));
+    const skips: tf.Tensor5D[] = [];
+    feats.forEach((_, i) => {
+      const d = down[i];
+      if (d) h = act(instanceNorm(tf.conv3d(h, d.w, 2, "same"), d.n[0], d.n[1]));
+      const bl = blocks[i]!;
+      const r = act(instanceNorm(tf.conv3d(h, bl.w1, 1, "same"), ...bl.n1));
+      h = act(tf.add(instanceNorm(tf.conv3d(r, bl.w2, 1, "same"), ...bl.n2), h));
+      skips.push(h);
+    });
+    for (let i = feats.length - 2; i >= 0; i--) {
+      const u = ups[i]!;
+      h = act(instanceNorm(tf.conv3d(tf.concat([upsample(h, u.w), skips[i]!], 4), u.c, 1, "same"), ...u.n));
+    }
+    const logits = tf.add(tf.conv3d(h, head, 1, "valid"), headB).reshape([-1, 2]);
+    return tf.losses.softmaxCrossEntropy(labels, logits);
+  };
+  return { vars, loss };
+}
+
+function vitBlock(B: number, T: number, C: number, heads: number, mlp: number): Net {
+  const vars: tf.Variable[] = [];
+  const lin = (i: number, o: number): [tf.Variable, tf.Variable] => { const w = rnd([i, o], Math.sqrt(1 / i)), b = tf.variable(tf.zeros([o])); vars.push(w, b); return [w, b]; };
+  const ln = (): [tf.Variable, tf.Variable] => { const g = tf.variable(tf.ones([C])), b = tf.variable(tf.zeros([C])); vars.push(g, b); return [g, b]; };
+  const ln1 = ln(), qkv = lin(C, 3 * C), proj = lin(C, C), ln2 = ln(), fc1 = lin(C, mlp), fc2 = lin(mlp, C);
+  const x = tf.randomNormal<tf.Rank.R3>([B, T, C], 0, 1, "float32", 97);
+  const D = C / heads;
+  const layerNorm = (t: tf.Tensor, [g, b]: [tf.Variable, tf.Variable]): tf.Tensor => {
+    const { mean, variance } = tf.moments(t, -1, true);
+    return tf.add(tf.mul(tf.mul(tf.sub(t, mean), tf.rsqrt(tf.add(variance, 1e-5))), g), b);
+  };
+  // Rank-3 x rank-2 matMul would broadcast the weight, whose BatchMatMul gradient tfjs cannot reduce: go 2-D.
+  const dense = (t: tf.Tensor, [w, b]: [tf.Variable, tf.Variable]): tf.Tensor =>
+    tf.reshape(tf.add(tf.matMul(tf.reshape(t, [-1, t.shape[t.shape.length - 1]!]), w), b), [...t.shape.slice(0, -1), w.shape[1]!]);
+  const gelu = (t: tf.Tensor): tf.Tensor => tf.mul(tf.mul(t, 0.5), tf.add(tf.erf(tf.mul(t, Math.SQRT1_2)), 1));
+  const loss = (): tf.Scalar => {
+    const q3 = tf.transpose(tf.reshape(dense(layerNorm(x, ln1), qkv), [B, T, 3, heads, D]), [2, 0, 3, 1, 4]);
+    const [q, k, v] = tf.unstack(q3, 0) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+    const att = tf.softmax(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(D)));
+    const o = tf.reshape(tf.transpose(tf.matMul(att, v), [0, 2, 1, 3]), [B, T, C]);
+    const h = tf.add(x, dense(o, proj));
+    const out = tf.add(h, dense(gelu(dense(layerNorm(h, ln2), fc1)), fc2));
+    return tf.mean(tf.square(out));
+  };
+  return { vars, loss };
+}
+
+// ---------- timing ----------
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function time(fn: () => tf.Tensor | tf.Tensor[], n: number, warmup = 1): Promise<number> {
+  for (let i = 0; i < warmup; i++) { const r = fn(); await Promise.all([r].flat().map((t) => t.data())); tf.dispose(r); }
+  const ts: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    const r = fn();
+    await Promise.all([r].flat().map((t) => t.data()));
+    ts.push((performance.now() - t0) / 1000);
+    tf.dispose(r);
+  }
+  return median(ts);
+}
+
+function sgdStep(net: Net, opt: tf.Optimizer): tf.Tensor {
+  return tf.tidy(() => {
+    const { value, grads } = tf.variableGrads(net.loss, net.vars);
+    opt.applyGradients(grads);
+    return value;
+  });
+}
+
+function convMicro(): { x: tf.Tensor5D; w: tf.Tensor5D; dy: tf.Tensor5D } {
+  return {
+    x: tf.randomNormal<tf.Rank.R5>([2, 32, 32, 32, 32], 0, 1, "float32", 1),
+    w: tf.randomNormal<tf.Rank.R5>([3, 3, 3, 32, 32], 0, 0.05, "float32", 2),
+    dy: tf.randomNormal<tf.Rank.R5>([2, 32, 32, 32, 32], 0, 1, "float32", 3),
+  };
+}
+
+async function runTfjs(label: string, n: number, profile: boolean): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  const { x, w, dy } = convMicro();
+  out.convFwd = await time(() => tf.conv3d(x, w, 1, "same"), n);
+  const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.conv3d(a as tf.Tensor5D, b as tf.Tensor5D, 1, "same"));
+  out.convFwdBwd = await time(() => g([x, w], dy), n, n > 1 ? 1 : 0);
+  tf.dispose([x, w, dy]);
+  for (const [name, make] of [["resunetStep", () => resUNet(2, 32)], ["vitStep", () => vitBlock(2, 512, 192, 3, 768)]] as const) {
+    const net = make();
+    const opt = tf.train.momentum(0.01, 0.99, true);
+    const before = tf.memory().numTensors;
+    out[name] = await time(() => sgdStep(net, opt), n, 1);
+    if (profile) {
+      const p = await tf.profile(() => sgdStep(net, opt));
+      const byOp = new Map<string, number>();
+      for (const k of p.kernels) byOp.set(k.name, (byOp.get(k.name) ?? 0) + (typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0));
+      const total = [...byOp.values()].reduce((s, v) => s + v, 0);
+      console.log(`\n[${label}] ${name}: kernel time by op (total ${total.toFixed(0)} ms)`);
+      for (const [op, ms] of [...byOp.entries()].sort((a, b) => b[1] - a[1]).slice(0, 14)) {
+        console.log(`  ${op.padEnd(24)} ${ms.toFixed(1).padStart(9)} ms  ${((100 * ms) / total).toFixed(1).padStart(5)} %`);
+      }
+    }
+    opt.dispose();
+    tf.dispose(net.vars);
+    if (tf.memory().numTensors > before + 2 * net.vars.length + 4) console.warn(`[${label}] ${name}: tensors leaked`);
+  }
+  return out;
+}
+
+function runTorch(): Record<string, number> | null {
+  const candidates = [process.env.SSL3D_CACHE ? join(process.env.SSL3D_CACHE, "venv/bin/python") : "", "/usr/bin/python3"];
+  for (const py of candidates.filter((p) => p !== "" && existsSync(p))) {
+    // OPENBLAS_NUM_THREADS=1: Debian's torch picks up OpenBLAS through libblas.so.3 when it is installed; its pthread
+    // pool then competes with torch's OpenMP pool (3-10x slower steps on 2 cores), exactly as it did in the addon.
+    const r = spawnSync(py, [join(here, "kernels_torch.py"), String(threads), String(reps)], {
+      encoding: "utf8", timeout: 1_800_000, env: { ...process.env, OPENBLAS_NUM_THREADS: "1" },
+    });
+    if (r.status === 0) return JSON.parse(r.stdout.trim().split("\n").pop()!) as Record<string, number>;
+    console.warn(`torch reference failed with ${py}: ${r.stderr.split("\n").slice(-3).join(" ")}`);
+  }
+  return null;
+}
+
+async function main(): Promise<void> {
+  process.env.OMP_NUM_THREADS ??= String(threads);
+  await tf.setBackend("cpu");
+  if (!loadNativeKernels()) throw new Error("native addon not built: run `node native/build.mjs`");
+  setNativeOptions({ threads });
+  console.log(`native addon: ${JSON.stringify(nativeInfo())}`);
+  const results: Record<string, Record<string, number>> = {};
+  const torch = runTorch();
+  if (torch) results.torch = torch;
+  results.native = await runTfjs("native", reps, flag("--profile"));
+  setNativeOptions({ dnnl: false, blas: false });
+  results.nativePortable = await runTfjs("native-portable", Math.max(1, Math.floor(reps / 2)), false);
+  setNativeOptions({ dnnl: true, blas: false });
+  if (!quick) {
+    unloadNativeKernels();
+    results.stockCpu = await runTfjs("stock-cpu", 1, flag("--profile"));
+    setWasmPaths(join(here, "..", "node_modules", "@tensorflow", "tfjs-backend-wasm", "dist") + "/");
+    await tf.setBackend("wasm");
+    const { x, w, dy } = convMicro();
+    const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.conv3d(a as tf.Tensor5D, b as tf.Tensor5D, 1, "same"));
+    results.stockWasm = { convFwd: await time(() => tf.conv3d(x, w, 1, "same"), 1, 0), convFwdBwd: await time(() => g([x, w], dy), 1, 0) };
+    tf.dispose([x, w, dy]);
+  }
+  const cols = ["convFwd", "convFwdBwd", "resunetStep", "vitStep"];
+  console.log(`\nseconds (median of ${reps}; stock backends n=1), threads=${threads}; ratio = time / torch time`);
+  console.log(`${"impl".padEnd(16)}${cols.map((c) => c.padStart(22)).join("")}`);
+  for (const [impl, r] of Object.entries(results)) {
+    const cells = cols.map((c) => {
+      const v = r[c];
+      if (v === undefined) return "-".padStart(22);
+      const ratio = torch?.[c] !== undefined && impl !== "torch" ? ` (${(v / torch[c]).toFixed(2)}x)` : "";
+      return `${v.toFixed(3)}${ratio}`.padStart(22);
+    });
+    console.log(`${impl.padEnd(16)}${cells.join("")}`);
+  }
+  const jsonOut = opt("--json", "");
+  if (jsonOut !== "") writeFileSync(jsonOut, JSON.stringify({ threads, reps, results }, null, 2));
+}
+
+await main();

@@ -1,0 +1,125 @@
+"""PyTorch CPU reference for bench/kernels.ts: the same workloads (NCDHW), printed as one JSON line of seconds.
+
+Usage: python3 bench/kernels_torch.py THREADS REPS
+"""
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+threads, reps = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+
+
+def timed(fn, n, warmup=1):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return sorted(ts)[len(ts) // 2]
+
+
+class ResBlock(nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.c1, self.n1 = nn.Conv3d(f, f, 3, padding=1, bias=False), nn.InstanceNorm3d(f, affine=True)
+        self.c2, self.n2 = nn.Conv3d(f, f, 3, padding=1, bias=False), nn.InstanceNorm3d(f, affine=True)
+
+    def forward(self, x):
+        r = F.leaky_relu(self.n1(self.c1(x)), 0.01)
+        return F.leaky_relu(self.n2(self.c2(r)) + x, 0.01)
+
+
+class ResUNet(nn.Module):
+    def __init__(self, feats=(8, 16, 32, 64)):
+        super().__init__()
+        self.stem, self.stem_n = nn.Conv3d(1, feats[0], 3, padding=1, bias=False), nn.InstanceNorm3d(feats[0], affine=True)
+        self.down = nn.ModuleList([nn.Conv3d(feats[i - 1], feats[i], 3, stride=2, padding=1, bias=False) for i in range(1, len(feats))])
+        self.down_n = nn.ModuleList([nn.InstanceNorm3d(f, affine=True) for f in feats[1:]])
+        self.blocks = nn.ModuleList([ResBlock(f) for f in feats])
+        self.ups = nn.ModuleList([nn.ConvTranspose3d(feats[i + 1], feats[i], 2, stride=2, bias=False) for i in range(len(feats) - 1)])
+        self.up_c = nn.ModuleList([nn.Conv3d(2 * feats[i], feats[i], 3, padding=1, bias=False) for i in range(len(feats) - 1)])
+        self.up_n = nn.ModuleList([nn.InstanceNorm3d(feats[i], affine=True) for i in range(len(feats) - 1)])
+        self.head = nn.Conv3d(feats[0], 2, 1)
+
+    def forward(self, x):
+        h = F.leaky_relu(self.stem_n(self.stem(x)), 0.01)
+        skips = []
+        for i, blk in enumerate(self.blocks):
+            if i > 0:
+                h = F.leaky_relu(self.down_n[i - 1](self.down[i - 1](h)), 0.01)
+            h = blk(h)
+            skips.append(h)
+        for i in range(len(self.ups) - 1, -1, -1):
+            h = F.leaky_relu(self.up_n[i](self.up_c[i](torch.cat([self.ups[i](h), skips[i]], 1))), 0.01)
+        return self.head(h)
+
+
+class Block(nn.Module):
+    def __init__(self, c=192, heads=3, mlp=768):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.qkv, self.proj = nn.LayerNorm(c), nn.Linear(c, 3 * c), nn.Linear(c, c)
+        self.ln2, self.fc1, self.fc2 = nn.LayerNorm(c), nn.Linear(c, mlp), nn.Linear(mlp, c)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        d = c // self.heads
+        q, k, v = self.qkv(self.ln1(x)).reshape(b, t, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), -1)
+        h = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, c))
+        return h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
+
+
+out = {}
+x = torch.randn(2, 32, 32, 32, 32)
+w = (torch.randn(32, 32, 3, 3, 3) * 0.05).requires_grad_()
+dy = torch.randn(2, 32, 32, 32, 32)
+with torch.no_grad():
+    out["convFwd"] = timed(lambda: F.conv3d(x, w, padding=1), reps)
+xg = x.clone().requires_grad_()
+
+
+def conv_fb():
+    xg.grad = None
+    w.grad = None
+    F.conv3d(xg, w, padding=1).backward(dy)
+
+
+out["convFwdBwd"] = timed(conv_fb, reps)
+
+net = ResUNet()
+opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99, nesterov=True)
+xi = torch.randn(2, 1, 32, 32, 32)
+lab = (torch.rand(2, 32, 32, 32) > 0.5).long()
+
+
+def unet_step():
+    opt.zero_grad()
+    F.cross_entropy(net(xi), lab).backward()
+    opt.step()
+
+
+out["resunetStep"] = timed(unet_step, reps)
+
+blk = Block()
+opt2 = torch.optim.SGD(blk.parameters(), lr=0.01, momentum=0.99, nesterov=True)
+xt = torch.randn(2, 512, 192)
+
+
+def vit_step():
+    opt2.zero_grad()
+    blk(xt).square().mean().backward()
+    opt2.step()
+
+
+out["vitStep"] = timed(vit_step, reps)
+print(json.dumps(out))

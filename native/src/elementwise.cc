@@ -1,0 +1,175 @@
+// Elementwise and data-movement kernels that dominate a tfjs training step once convolutions are fast:
+// broadcasting binary ops (instance-norm and bias arithmetic over 10^6..10^8 elements), reductions over a
+// contiguous run of axes (Sum/Mean over D,H,W of NDHWC, i.e. not the innermost axis), and concat/split along an axis.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+#include "kernels.h"
+
+namespace ssl3d {
+namespace {
+template <int OP>
+inline float apply(float a, float b) {
+  if constexpr (OP == 0) return a + b;
+  if constexpr (OP == 1) return a - b;
+  if constexpr (OP == 2) return a * b;
+  if constexpr (OP == 3) return a / b;
+  if constexpr (OP == 4) return (a - b) * (a - b);
+  return 0.f;
+}
+
+template <int OP>
+void inner(const float* a, int64_t sa, const float* b, int64_t sb, float* o, int64_t n) {
+  if (sa == 1 && sb == 1) {
+    for (int64_t i = 0; i < n; ++i) o[i] = apply<OP>(a[i], b[i]);
+  } else if (sa == 1 && sb == 0) {
+    const float bv = *b;
+    for (int64_t i = 0; i < n; ++i) o[i] = apply<OP>(a[i], bv);
+  } else if (sa == 0 && sb == 1) {
+    const float av = *a;
+    for (int64_t i = 0; i < n; ++i) o[i] = apply<OP>(av, b[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) o[i] = apply<OP>(a[i * sa], b[i * sb]);
+  }
+}
+
+template <int OP>
+void run(const BinaryPlan& p, const float* a, const float* b, float* o) {
+  const int r = static_cast<int>(p.dims.size());
+  const int64_t n_inner = p.dims[r - 1], sa_in = p.sa[r - 1], sb_in = p.sb[r - 1];
+  int64_t outer = 1;
+  for (int d = 0; d < r - 1; ++d) outer *= p.dims[d];
+  const bool par = outer * n_inner >= (1 << 15) && outer > 1;
+#pragma omp parallel for schedule(static) if (par)
+  for (int64_t t = 0; t < outer; ++t) {
+    int64_t rem = t, oa = 0, ob = 0;
+    for (int d = r - 2; d >= 0; --d) {
+      const int64_t idx = rem % p.dims[d];
+      rem /= p.dims[d];
+      oa += idx * p.sa[d];
+      ob += idx * p.sb[d];
+    }
+    inner<OP>(a + oa, sa_in, b + ob, sb_in, o + t * n_inner, n_inner);
+  }
+}
+}  // namespace
+
+// Output dims and element strides of a and b (0 on broadcast axes), with mergeable adjacent axes collapsed.
+BinaryPlan plan_binary(const std::vector<int64_t>& ashape, const std::vector<int64_t>& bshape) {
+  const size_t r = std::max(ashape.size(), bshape.size());
+  std::vector<int64_t> ad(r, 1), bd(r, 1), od(r, 1);
+  for (size_t i = 0; i < ashape.size(); ++i) ad[r - ashape.size() + i] = ashape[i];
+  for (size_t i = 0; i < bshape.size(); ++i) bd[r - bshape.size() + i] = bshape[i];
+  std::vector<int64_t> as(r), bs(r);
+  int64_t sa = 1, sb = 1;
+  for (size_t k = r; k-- > 0;) {
+    if (ad[k] != bd[k] && ad[k] != 1 && bd[k] != 1) throw std::invalid_argument("shapes do not broadcast");
+    od[k] = ad[k] == 1 ? bd[k] : ad[k];
+    as[k] = ad[k] == 1 ? 0 : sa;
+    bs[k] = bd[k] == 1 ? 0 : sb;
+    sa *= ad[k];
+    sb *= bd[k];
+  }
+  BinaryPlan p;
+  for (size_t k = 0; k < r; ++k) {
+    if (od[k] == 1) continue;
+    if (!p.dims.empty()) {
+      const size_t j = p.dims.size() - 1;
+      // axis j (outer) and k merge when walking k then j is one linear walk for both operands.
+      if (p.sa[j] == as[k] * od[k] && p.sb[j] == bs[k] * od[k]) {
+        p.dims[j] *= od[k];
+        p.sa[j] = as[k];
+        p.sb[j] = bs[k];
+        continue;
+      }
+    }
+    p.dims.push_back(od[k]);
+    p.sa.push_back(as[k]);
+    p.sb.push_back(bs[k]);
+  }
+  if (p.dims.empty()) { p.dims.push_back(1); p.sa.push_back(0); p.sb.push_back(0); }
+  return p;
+}
+
+void binary(int op, const BinaryPlan& p, const float* a, const float* b, float* o) {
+  switch (op) {
+    case 0: return run<0>(p, a, b, o);
+    case 1: return run<1>(p, a, b, o);
+    case 2: return run<2>(p, a, b, o);
+    case 3: return run<3>(p, a, b, o);
+    case 4: return run<4>(p, a, b, o);
+    default: throw std::invalid_argument("unknown binary op");
+  }
+}
+
+// y[o, i] = sum_r x[o, r, i] (scale applied after), accumulated in double.
+void reduce_sum(const float* x, int64_t outer, int64_t red, int64_t innerN, float scale, float* y) {
+  if (innerN == 1) {
+#pragma omp parallel for schedule(static) if (outer * red >= (1 << 15))
+    for (int64_t o = 0; o < outer; ++o) {
+      const float* p = x + o * red;
+      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      int64_t r = 0;
+      for (; r + 4 <= red; r += 4) { s0 += p[r]; s1 += p[r + 1]; s2 += p[r + 2]; s3 += p[r + 3]; }
+      for (; r < red; ++r) s0 += p[r];
+      y[o] = static_cast<float>((s0 + s1 + s2 + s3) * scale);
+    }
+    return;
+  }
+  // Split the reduced axis across threads when outer is small (instance norm: outer = batch).
+  const int nt = std::max(1, num_threads());
+  const int64_t chunks = std::min<int64_t>(red, outer >= nt ? 1 : nt * 4);
+  std::vector<double> part(static_cast<size_t>(outer * chunks * innerN), 0.0);
+#pragma omp parallel for collapse(2) schedule(static) if (outer * red * innerN >= (1 << 15))
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t r0 = red * c / chunks, r1 = red * (c + 1) / chunks;
+      double* acc = part.data() + (o * chunks + c) * innerN;
+      std::vector<float> facc(static_cast<size_t>(innerN), 0.f);
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* p = x + (o * red + r) * innerN;
+        for (int64_t i = 0; i < innerN; ++i) facc[i] += p[i];
+        if (((r - r0) & 255) == 255) {  // flush float partials every 256 rows to keep precision
+          for (int64_t i = 0; i < innerN; ++i) { acc[i] += facc[i]; facc[i] = 0.f; }
+        }
+      }
+      for (int64_t i = 0; i < innerN; ++i) acc[i] += facc[i];
+    }
+  }
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t i = 0; i < innerN; ++i) {
+      double s = 0;
+      for (int64_t c = 0; c < chunks; ++c) s += part[(o * chunks + c) * innerN + i];
+      y[o * innerN + i] = static_cast<float>(s * scale);
+    }
+  }
+}
+
+// Concat along one axis viewed as [outer, len_k * inner] pieces; split is the inverse.
+void concat_rows(const std::vector<const float*>& ins, const std::vector<int64_t>& widths, int64_t outer, float* out) {
+  int64_t total = 0;
+  for (int64_t w : widths) total += w;
+#pragma omp parallel for schedule(static) if (outer * total >= (1 << 16))
+  for (int64_t o = 0; o < outer; ++o) {
+    float* dst = out + o * total;
+    for (size_t k = 0; k < ins.size(); ++k) {
+      std::memcpy(dst, ins[k] + o * widths[k], widths[k] * sizeof(float));
+      dst += widths[k];
+    }
+  }
+}
+
+void split_rows(const float* in, const std::vector<float*>& outs, const std::vector<int64_t>& widths, int64_t outer) {
+  int64_t total = 0;
+  for (int64_t w : widths) total += w;
+#pragma omp parallel for schedule(static) if (outer * total >= (1 << 16))
+  for (int64_t o = 0; o < outer; ++o) {
+    const float* src = in + o * total;
+    for (size_t k = 0; k < outs.size(); ++k) {
+      std::memcpy(outs[k] + o * widths[k], src, widths[k] * sizeof(float));
+      src += widths[k];
+    }
+  }
+}
+
+}  // namespace ssl3d
