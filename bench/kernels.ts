@@ -9,7 +9,8 @@
  *  - vit block step: pre-norm transformer block, B=2, T=512, C=192, 3 heads, MLP 768, exact GELU
  *
  * Flags: --quick (native + torch only; skips the slow stock backends), --reps N, --profile (per-kernel time table of
- * one native step of each net via tf.profile), --threads N, --json FILE (write results).
+ * one native step of each net via tf.profile; --detail adds the slowest single calls with input shapes),
+ * --threads N, --json FILE (write results), --no-torch.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
@@ -186,6 +187,10 @@ async function runTfjs(label: string, n: number, profile: boolean): Promise<Reco
       for (const [op, ms] of [...byOp.entries()].sort((a, b) => b[1] - a[1]).slice(0, 14)) {
         console.log(`  ${op.padEnd(24)} ${ms.toFixed(1).padStart(9)} ms  ${((100 * ms) / total).toFixed(1).padStart(5)} %`);
       }
+      if (flag("--detail")) {
+        const calls = p.kernels.map((k) => ({ name: k.name, ms: typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0, shapes: JSON.stringify(k.inputShapes) }));
+        for (const c of calls.sort((x, y) => y.ms - x.ms).slice(0, 25)) console.log(`    ${c.name.padEnd(24)} ${c.ms.toFixed(1).padStart(8)} ms ${c.shapes}`);
+      }
     }
     opt.dispose();
     tf.dispose(net.vars);
@@ -215,7 +220,7 @@ async function main(): Promise<void> {
   setNativeOptions({ threads });
   console.log(`native addon: ${JSON.stringify(nativeInfo())}`);
   const results: Record<string, Record<string, number>> = {};
-  const torch = runTorch();
+  const torch = flag("--no-torch") ? null : runTorch();
   if (torch) results.torch = torch;
   results.native = await runTfjs("native", reps, flag("--profile"));
   setNativeOptions({ dnnl: false, blas: false });

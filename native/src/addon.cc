@@ -278,6 +278,54 @@ napi_value Split(napi_env env, napi_callback_info info) {
   });
 }
 
+// softmax(x, rows, n, y): softmax over the last axis.
+napi_value Softmax(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 4);
+    F32 X = f32(env, a[0], "x"), Y = f32(env, a[3], "y");
+    const int64_t rows = num(env, a[1]), n = num(env, a[2]);
+    if (rows < 0 || n < 0) throw JsError{"softmax: negative size"};
+    need(X, rows * n, "x");
+    need(Y, rows * n, "y");
+    softmax_rows(X.data, rows, n, Y.data);
+    return undefined(env);
+  });
+}
+
+// unary(op, x, alpha, y)
+napi_value Unary(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 4);
+    const int64_t op = num(env, a[0]);
+    F32 X = f32(env, a[1], "x"), Y = f32(env, a[3], "y");
+    double alpha;
+    NAPI_OK(napi_get_value_double(env, a[2], &alpha));
+    if (op < 0 || op > 7) throw JsError{"unary: unknown op"};
+    need(Y, static_cast<int64_t>(X.length), "y");
+    unary(static_cast<int>(op), X.data, static_cast<int64_t>(X.length), static_cast<float>(alpha), Y.data);
+    return undefined(env);
+  });
+}
+
+// transpose(x, shape, perm, y)
+napi_value Transpose(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 4);
+    F32 X = f32(env, a[0], "x"), Y = f32(env, a[3], "y");
+    const auto dims = shape_of(env, a[1], "shape"), perm = shape_of(env, a[2], "perm");
+    if (dims.empty() || perm.size() != dims.size()) throw JsError{"transpose: perm must match the rank"};
+    std::vector<bool> seen(dims.size(), false);
+    for (int64_t p : perm) {
+      if (p >= static_cast<int64_t>(dims.size()) || seen[p]) throw JsError{"transpose: invalid perm"};
+      seen[p] = true;
+    }
+    need(X, prod(dims), "x");
+    need(Y, prod(dims), "y");
+    transpose(X.data, dims, perm, Y.data);
+    return undefined(env);
+  });
+}
+
 // setOptions(dnnl: boolean, blas: boolean, threads: number)  (threads <= 0 keeps the current count)
 napi_value SetOptions(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -319,6 +367,9 @@ napi_value Init(napi_env env, napi_value exports) {
       {"reduceSum", nullptr, ReduceSum, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"concat", nullptr, Concat, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"split", nullptr, Split, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"softmax", nullptr, Softmax, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"unary", nullptr, Unary, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"transpose", nullptr, Transpose, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setOptions", nullptr, SetOptions, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

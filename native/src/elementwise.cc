@@ -2,12 +2,18 @@
 // broadcasting binary ops (instance-norm and bias arithmetic over 10^6..10^8 elements), reductions over a
 // contiguous run of axes (Sum/Mean over D,H,W of NDHWC, i.e. not the innermost axis), and concat/split along an axis.
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstring>
 #include <vector>
 #include "kernels.h"
 
 namespace ssl3d {
 namespace {
+// Memory-bound ops go parallel only above ~1M elements: below that a parallel region costs more than it saves, and
+// on an oversubscribed machine a region waits for a descheduled thread for a whole time slice (~10 ms measured).
+constexpr int64_t kParallelMin = int64_t{1} << 20;
+
 template <int OP>
 inline float apply(float a, float b) {
   if constexpr (OP == 0) return a + b;
@@ -39,7 +45,7 @@ void run(const BinaryPlan& p, const float* a, const float* b, float* o) {
   const int64_t n_inner = p.dims[r - 1], sa_in = p.sa[r - 1], sb_in = p.sb[r - 1];
   int64_t outer = 1;
   for (int d = 0; d < r - 1; ++d) outer *= p.dims[d];
-  const bool par = outer * n_inner >= (1 << 15) && outer > 1;
+  const bool par = outer * n_inner >= kParallelMin && outer > 1;
 #pragma omp parallel for schedule(static) if (par)
   for (int64_t t = 0; t < outer; ++t) {
     int64_t rem = t, oa = 0, ob = 0;
@@ -105,7 +111,7 @@ void binary(int op, const BinaryPlan& p, const float* a, const float* b, float* 
 // y[o, i] = sum_r x[o, r, i] (scale applied after), accumulated in double.
 void reduce_sum(const float* x, int64_t outer, int64_t red, int64_t innerN, float scale, float* y) {
   if (innerN == 1) {
-#pragma omp parallel for schedule(static) if (outer * red >= (1 << 15))
+#pragma omp parallel for schedule(static) if (outer * red >= kParallelMin)
     for (int64_t o = 0; o < outer; ++o) {
       const float* p = x + o * red;
       double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -118,9 +124,9 @@ void reduce_sum(const float* x, int64_t outer, int64_t red, int64_t innerN, floa
   }
   // Split the reduced axis across threads when outer is small (instance norm: outer = batch).
   const int nt = std::max(1, num_threads());
-  const int64_t chunks = std::min<int64_t>(red, outer >= nt ? 1 : nt * 4);
+  const int64_t chunks = outer * red * innerN < kParallelMin ? 1 : std::min<int64_t>(red, outer >= nt ? 1 : nt * 4);
   std::vector<double> part(static_cast<size_t>(outer * chunks * innerN), 0.0);
-#pragma omp parallel for collapse(2) schedule(static) if (outer * red * innerN >= (1 << 15))
+#pragma omp parallel for collapse(2) schedule(static) if (outer * red * innerN >= kParallelMin)
   for (int64_t o = 0; o < outer; ++o) {
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t r0 = red * c / chunks, r1 = red * (c + 1) / chunks;
@@ -149,7 +155,7 @@ void reduce_sum(const float* x, int64_t outer, int64_t red, int64_t innerN, floa
 void concat_rows(const std::vector<const float*>& ins, const std::vector<int64_t>& widths, int64_t outer, float* out) {
   int64_t total = 0;
   for (int64_t w : widths) total += w;
-#pragma omp parallel for schedule(static) if (outer * total >= (1 << 16))
+#pragma omp parallel for schedule(static) if (outer * total >= kParallelMin)
   for (int64_t o = 0; o < outer; ++o) {
     float* dst = out + o * total;
     for (size_t k = 0; k < ins.size(); ++k) {
@@ -162,12 +168,77 @@ void concat_rows(const std::vector<const float*>& ins, const std::vector<int64_t
 void split_rows(const float* in, const std::vector<float*>& outs, const std::vector<int64_t>& widths, int64_t outer) {
   int64_t total = 0;
   for (int64_t w : widths) total += w;
-#pragma omp parallel for schedule(static) if (outer * total >= (1 << 16))
+#pragma omp parallel for schedule(static) if (outer * total >= kParallelMin)
   for (int64_t o = 0; o < outer; ++o) {
     const float* src = in + o * total;
     for (size_t k = 0; k < outs.size(); ++k) {
       std::memcpy(outs[k] + o * widths[k], src, widths[k] * sizeof(float));
       src += widths[k];
+    }
+  }
+}
+
+// Softmax over the last axis of [rows, n].
+void softmax_rows(const float* x, int64_t rows, int64_t n, float* y) {
+#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    float* yr = y + r * n;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < n; ++i) m = std::max(m, xr[i]);
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) { yr[i] = std::exp(xr[i] - m); s += yr[i]; }
+    const float inv = static_cast<float>(1.0 / s);
+    for (int64_t i = 0; i < n; ++i) yr[i] *= inv;
+  }
+}
+
+// Unary ops: 0 neg, 1 exp, 2 erf, 3 leaky relu (alpha), 4 square, 5 rsqrt, 6 relu, 7 sqrt.
+void unary(int op, const float* x, int64_t n, float alpha, float* y) {
+  switch (op) {
+#define UNARY_CASE(ID, EXPR)                                                           \
+  case ID: {                                                                           \
+    _Pragma("omp parallel for schedule(static) if (n >= kParallelMin)")                \
+    for (int64_t i = 0; i < n; ++i) { const float v = x[i]; y[i] = (EXPR); }           \
+    return;                                                                            \
+  }
+    UNARY_CASE(0, -v)
+    UNARY_CASE(1, std::exp(v))
+    UNARY_CASE(2, std::erf(v))
+    UNARY_CASE(3, v < 0.f ? alpha * v : v)
+    UNARY_CASE(4, v * v)
+    UNARY_CASE(5, 1.f / std::sqrt(v))
+    UNARY_CASE(6, v < 0.f ? 0.f : v)
+    UNARY_CASE(7, std::sqrt(v))
+#undef UNARY_CASE
+    default: throw std::invalid_argument("unknown unary op");
+  }
+}
+
+// y = transpose(x, perm) for a row-major x of shape dims (rank <= 8). The innermost output axis is walked with the
+// input stride; when perm keeps the last axis, whole rows are copied.
+void transpose(const float* x, const std::vector<int64_t>& dims, const std::vector<int64_t>& perm, float* y) {
+  const size_t r = dims.size();
+  std::vector<int64_t> istride(r, 1), odims(r), ostr(r);
+  for (size_t k = r - 1; k-- > 0;) istride[k] = istride[k + 1] * dims[k + 1];
+  int64_t total = 1;
+  for (size_t k = 0; k < r; ++k) { odims[k] = dims[perm[k]]; ostr[k] = istride[perm[k]]; total *= odims[k]; }
+  if (total == 0) return;
+  const int64_t n_inner = odims[r - 1], s_inner = ostr[r - 1];
+  const int64_t outer = total / n_inner;
+#pragma omp parallel for schedule(static) if (total >= kParallelMin)
+  for (int64_t t = 0; t < outer; ++t) {
+    int64_t rem = t, off = 0;
+    for (size_t k = r - 1; k-- > 0;) {
+      off += (rem % odims[k]) * ostr[k];
+      rem /= odims[k];
+    }
+    float* dst = y + t * n_inner;
+    const float* src = x + off;
+    if (s_inner == 1) {
+      std::memcpy(dst, src, n_inner * sizeof(float));
+    } else {
+      for (int64_t i = 0; i < n_inner; ++i) dst[i] = src[i * s_inner];
     }
   }
 }

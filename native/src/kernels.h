@@ -49,6 +49,11 @@ void reduce_sum(const float* x, int64_t outer, int64_t red, int64_t inner, float
 void concat_rows(const std::vector<const float*>& ins, const std::vector<int64_t>& widths, int64_t outer, float* out);
 void split_rows(const float* in, const std::vector<float*>& outs, const std::vector<int64_t>& widths, int64_t outer);
 
+void softmax_rows(const float* x, int64_t rows, int64_t n, float* y);
+// 0 neg, 1 exp, 2 erf, 3 leaky relu (alpha), 4 square, 5 rsqrt, 6 relu, 7 sqrt
+void unary(int op, const float* x, int64_t n, float alpha, float* y);
+void transpose(const float* x, const std::vector<int64_t>& dims, const std::vector<int64_t>& perm, float* y);
+
 // Runtime configuration.
 struct Options {
   bool use_dnnl = true;  // use oneDNN convolutions when compiled in

@@ -239,7 +239,47 @@ describe("native cpu kernels", { skip: !available }, () => {
       }
     }
 
-    test("a mean over 2^20 elements stays accurate (double accumulation)", () => {
+    for (const shape of [[2, 3, 512, 512], [7, 13], [1, 5, 1]]) {
+      test(`softmax [${shape.join(",")}]: forward and gradient`, () => {
+        const x = tf.mul(tf.randomNormal(shape, 0, 1, "float32", 111), 4);
+        const dy = tf.randomNormal(shape, 0, 1, "float32", 112);
+        const r = both(() => [tf.softmax(x), tf.grad((p: tf.Tensor) => tf.softmax(p))(x, dy)]);
+        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `softmax output ${i}`); });
+        tf.dispose([x, dy, ...r.native, ...r.stock]);
+      });
+    }
+
+    const perms: { shape: number[]; perm: number[] }[] = [
+      { shape: [2, 5, 3, 3, 4], perm: [2, 0, 3, 1, 4] },
+      { shape: [2, 3, 7, 5], perm: [0, 2, 1, 3] },
+      { shape: [6, 9], perm: [1, 0] },
+      { shape: [2, 3, 4, 5, 6], perm: [4, 3, 2, 1, 0] },
+      { shape: [3, 1, 4], perm: [1, 0, 2] },
+    ];
+    for (const c of perms) {
+      test(`transpose [${c.shape.join(",")}] perm [${c.perm.join(",")}]: forward and gradient`, () => {
+        const x = tf.randomNormal(c.shape, 0, 1, "float32", 121);
+        const r = both(() => [tf.transpose(x, c.perm), tf.grad((p: tf.Tensor) => tf.square(tf.transpose(p, c.perm)))(x)]);
+        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `transpose output ${i}`); });
+        tf.dispose([x, ...r.native, ...r.stock]);
+      });
+    }
+
+    const unaries = [
+      ["neg", tf.neg], ["exp", tf.exp], ["erf", tf.erf], ["leakyRelu", (t: tf.Tensor) => tf.leakyRelu(t, 0.01)],
+      ["square", tf.square], ["rsqrt", (t: tf.Tensor) => tf.rsqrt(tf.add(tf.abs(t), 0.1))], ["relu", tf.relu],
+      ["sqrt", (t: tf.Tensor) => tf.sqrt(tf.add(tf.abs(t), 0.1))],
+    ] as const;
+    for (const [name, op] of unaries) {
+      test(`${name} over 3x17x1025 elements: forward and gradient`, () => {
+        const x = tf.randomNormal([3, 17, 1025], 0, 1, "float32", 131);
+        const r = both(() => [op(x), tf.grad((p: tf.Tensor) => op(p))(x)]);
+        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `${name} output ${i}`); });
+        tf.dispose([x, ...r.native, ...r.stock]);
+      });
+    }
+
+    test("a mean over 2^21 elements stays accurate (double accumulation, parallel partial sums)", () => {
       const x = tf.add(tf.randomUniform([2, 64, 64, 64, 4], 0, 1, "float32", 91), 1000);
       const m = tf.mean(x, [1, 2, 3]);
       const expected = tf.tidy(() => tf.add(tf.mean(tf.sub(x, 1000), [1, 2, 3]), 1000));

@@ -6,8 +6,9 @@
  * Kernels: Conv3D, Conv3DBackpropInputV2, Conv3DBackpropFilterV2 (oneDNN when the addon was built with it, else
  * im2col + GEMM), BatchMatMul and _FusedMatMul (the addon's own SIMD GEMM; OpenBLAS sgemm on request),
  * and the memory-bound ops that dominate a step once convolutions are fast: broadcasting Add/Sub/Multiply/RealDiv/
- * SquaredDifference, Sum/Mean over a contiguous run of axes, Concat and SplitV (all float32; other dtypes and
- * shapes fall through to the stock kernels).
+ * SquaredDifference, Sum/Mean over a contiguous run of axes, Concat, SplitV, Transpose, Softmax (last axis) and
+ * the unary Neg/Exp/Erf/LeakyRelu/Square/Rsqrt/Relu/Sqrt (all float32; other dtypes and shapes fall through to
+ * the stock kernels).
  * Tensors are read and written in place through the cpu backend's data storage (no copies).
  *
  * Env: SSL3D_NATIVE=0 disables; SSL3D_NATIVE_THREADS=n sets the kernel thread count (default: all cores);
@@ -33,6 +34,10 @@ export interface NativeAddon {
   reduceSum(x: Float32Array, outer: number, reduced: number, inner: number, scale: number, y: Float32Array): void;
   concat(inputs: Float32Array[], widths: Int32Array, outer: number, out: Float32Array): void;
   split(x: Float32Array, outputs: Float32Array[], widths: Int32Array, outer: number): void;
+  softmax(x: Float32Array, rows: number, n: number, y: Float32Array): void;
+  /** op: 0 neg, 1 exp, 2 erf, 3 leaky relu, 4 square, 5 rsqrt, 6 relu, 7 sqrt. */
+  unary(op: number, x: Float32Array, alpha: number, y: Float32Array): void;
+  transpose(x: Float32Array, shape: Int32Array, perm: Int32Array, y: Float32Array): void;
   setOptions(dnnl: boolean, blas: boolean, threads: number): void;
   info(): NativeInfo;
 }
@@ -53,6 +58,7 @@ export interface NativeInfo {
 export const NATIVE_KERNEL_NAMES = [
   "Conv3D", "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2", "BatchMatMul", "_FusedMatMul",
   "Add", "Sub", "Multiply", "RealDiv", "SquaredDifference", "Sum", "Mean", "Concat", "SplitV",
+  "Softmax", "Transpose", "Neg", "Exp", "Erf", "LeakyRelu", "Square", "Rsqrt", "Relu", "Sqrt",
 ] as const;
 
 interface CpuData { values?: unknown }
@@ -123,6 +129,16 @@ export function setNativeOptions(opts: { dnnl?: boolean; blas?: boolean; threads
   a.setOptions(opts.dnnl ?? cur.useDnnl, opts.blas ?? cur.useBlas, opts.threads ?? 0);
 }
 
+/**
+ * An output buffer the kernel overwrites completely: uninitialised memory (Buffer.allocUnsafeSlow, not pooled),
+ * which skips the zero-fill of `new Float32Array(n)` (a full extra pass over memory for 10^8-element tensors).
+ */
+function alloc(n: number): Float32Array {
+  if (n < 1024) return new Float32Array(n);
+  const buf = Buffer.allocUnsafeSlow(n * 4);
+  return new Float32Array(buf.buffer, buf.byteOffset, n);
+}
+
 function f32(backend: CpuBackend, t: tf.TensorInfo): Float32Array {
   const v = backend.data.get(t.dataId).values;
   if (v instanceof Float32Array) return v;
@@ -159,7 +175,7 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     const { strides, pad, dilations } = attrs as unknown as { strides: Triple | number; pad: ConvPad; dilations: Triple | number };
     const ci = tf.backend_util.computeConv3DInfo(asShape5(x.shape, "x"), asShape5(filter.shape, "filter"),
       strides, dilations, pad);
-    const y = new Float32Array(tf.util.sizeFromShape(ci.outShape));
+    const y = alloc(tf.util.sizeFromShape(ci.outShape));
     a.conv3d(f32(b, x), f32(b, filter), y, geometry(ci));
     return b.makeTensorInfo(ci.outShape, "float32", y);
   };
@@ -169,7 +185,7 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     const { strides, pad, inputShape } = attrs as unknown as { strides: Triple | number; pad: ConvPad; inputShape: number[] };
     const ci = tf.backend_util.computeConv3DInfo(asShape5(inputShape, "inputShape"), asShape5(filter.shape, "filter"),
       strides, 1, pad);
-    const dx = new Float32Array(tf.util.sizeFromShape(ci.inShape));
+    const dx = alloc(tf.util.sizeFromShape(ci.inShape));
     a.conv3dBackpropInput(f32(b, dy), f32(b, filter), dx, geometry(ci));
     return b.makeTensorInfo(ci.inShape, "float32", dx);
   };
@@ -179,7 +195,7 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     const { strides, pad, filterShape } = attrs as unknown as { strides: Triple | number; pad: ConvPad; filterShape: number[] };
     const ci = tf.backend_util.computeConv3DInfo(asShape5(x.shape, "x"), asShape5(filterShape, "filterShape"),
       strides, 1, pad);
-    const dw = new Float32Array(tf.util.sizeFromShape(ci.filterShape));
+    const dw = alloc(tf.util.sizeFromShape(ci.filterShape));
     a.conv3dBackpropFilter(f32(b, x), f32(b, dy), dw, geometry(ci));
     return b.makeTensorInfo(ci.filterShape, "float32", dw);
   };
@@ -219,7 +235,7 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
       ia[bi] = offA;
       ib[bi] = offB;
     }
-    const out = new Float32Array(batch * m * n);
+    const out = alloc(batch * m * n);
     a.matmul(f32(b, x), f32(b, y), out, m, n, kA, transposeA, transposeB, ia, ib);
     return b.makeTensorInfo([...outer, m, n], "float32", out);
   };
@@ -269,7 +285,7 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
       if (x.dtype !== "float32" || y.dtype !== "float32") return stock.get(name)!.kernelFunc(args);
       const b = args.backend as unknown as CpuBackend;
       const shape = tf.broadcast_util.assertAndGetBroadcastShape(x.shape, y.shape);
-      const out = new Float32Array(tf.util.sizeFromShape(shape));
+      const out = alloc(tf.util.sizeFromShape(shape));
       a.binary(op, f32(b, x), Int32Array.from(x.shape), f32(b, y), Int32Array.from(y.shape), out);
       return b.makeTensorInfo(shape, "float32", out);
     },
@@ -289,7 +305,7 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
       const outer = tf.util.sizeFromShape(x.shape.slice(0, first));
       const reduced = tf.util.sizeFromShape(x.shape.slice(first, last + 1));
       const inner = tf.util.sizeFromShape(x.shape.slice(last + 1));
-      const out = new Float32Array(outer * inner);
+      const out = alloc(outer * inner);
       a.reduceSum(f32(b, x), outer, reduced, inner, name === "Mean" ? 1 / reduced : 1, out);
       const shape = keepDims ? x.shape.map((d, i) => (i >= first && i <= last ? 1 : d))
         : x.shape.filter((_, i) => i < first || i > last);
@@ -309,7 +325,7 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     const b = args.backend as unknown as CpuBackend;
     const outer = tf.util.sizeFromShape(first.shape.slice(0, ax));
     const inner = tf.util.sizeFromShape(first.shape.slice(ax + 1));
-    const out = new Float32Array(tf.util.sizeFromShape(outShape));
+    const out = alloc(tf.util.sizeFromShape(outShape));
     a.concat(ins.map((t) => f32(b, t)), Int32Array.from(ins.map((t) => t.shape[ax]! * inner)), outer, out);
     return b.makeTensorInfo(outShape, "float32", out);
   };
@@ -323,12 +339,53 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     const b = args.backend as unknown as CpuBackend;
     const outer = tf.util.sizeFromShape(x.shape.slice(0, ax));
     const inner = tf.util.sizeFromShape(x.shape.slice(ax + 1));
-    const outs = sizes.map((s) => new Float32Array(outer * s * inner));
+    const outs = sizes.map((s) => alloc(outer * s * inner));
     a.split(f32(b, x), outs, Int32Array.from(sizes.map((s) => s * inner)), outer);
     return outs.map((o, i) => b.makeTensorInfo(x.shape.map((d, j) => (j === ax ? sizes[i]! : d)), "float32", o));
   };
 
+  const softmax: tf.KernelFunc = (args) => {
+    const { logits } = args.inputs as { logits: tf.TensorInfo };
+    const { dim } = args.attrs as { dim: number };
+    const rank = logits.shape.length;
+    if (logits.dtype !== "float32" || rank === 0 || (dim !== -1 && dim !== rank - 1)) return stock.get("Softmax")!.kernelFunc(args);
+    const b = args.backend as unknown as CpuBackend;
+    const n = logits.shape[rank - 1]!;
+    const size = tf.util.sizeFromShape(logits.shape);
+    const out = alloc(size);
+    if (size > 0) a.softmax(f32(b, logits), size / n, n, out);
+    return b.makeTensorInfo(logits.shape, "float32", out);
+  };
+
+  const unary = (name: string, op: number): tf.KernelConfig => ({
+    kernelName: name,
+    backendName: "cpu",
+    kernelFunc: (args) => {
+      const { x } = args.inputs as { x: tf.TensorInfo };
+      if (x.dtype !== "float32") return stock.get(name)!.kernelFunc(args);
+      const b = args.backend as unknown as CpuBackend;
+      const alpha = name === "LeakyRelu" ? (args.attrs as { alpha: number }).alpha : 0;
+      const out = alloc(tf.util.sizeFromShape(x.shape));
+      a.unary(op, f32(b, x), alpha, out);
+      return b.makeTensorInfo(x.shape, "float32", out);
+    },
+  });
+
+  const transpose: tf.KernelFunc = (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const { perm } = args.attrs as { perm: number[] };
+    if (x.dtype !== "float32" || x.shape.length === 0) return stock.get("Transpose")!.kernelFunc(args);
+    const b = args.backend as unknown as CpuBackend;
+    const out = alloc(tf.util.sizeFromShape(x.shape));
+    a.transpose(f32(b, x), Int32Array.from(x.shape), Int32Array.from(perm), out);
+    return b.makeTensorInfo(perm.map((p) => x.shape[p]!), "float32", out);
+  };
+
   return [
+    { kernelName: "Softmax", backendName: "cpu", kernelFunc: softmax },
+    { kernelName: "Transpose", backendName: "cpu", kernelFunc: transpose },
+    unary("Neg", 0), unary("Exp", 1), unary("Erf", 2), unary("LeakyRelu", 3), unary("Square", 4), unary("Rsqrt", 5),
+    unary("Relu", 6), unary("Sqrt", 7),
     binary("Add", 0), binary("Sub", 1), binary("Multiply", 2), binary("RealDiv", 3), binary("SquaredDifference", 4),
     reduction("Sum"), reduction("Mean"),
     { kernelName: "Concat", backendName: "cpu", kernelFunc: concat },
@@ -349,7 +406,7 @@ export function loadNativeKernels(): boolean {
   if (loaded) return true;
   const a = nativeAddon();
   if (a === null) return false;
-  for (const name of [...NATIVE_KERNEL_NAMES, "Relu", "Elu", "Relu6", "Prelu", "LeakyRelu", "Sigmoid"]) {
+  for (const name of [...NATIVE_KERNEL_NAMES, "Elu", "Relu6", "Prelu", "Sigmoid"]) {
     if (!stock.has(name)) {
       const k = tf.getKernel(name, "cpu") as tf.KernelConfig | undefined;
       if (k === undefined) throw new Error(`native kernels: tfjs cpu backend has no kernel ${name}`);
