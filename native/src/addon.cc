@@ -45,6 +45,23 @@ F32 f32(napi_env env, napi_value v, const char* name) {
   return F32{static_cast<float*>(data), len};
 }
 
+struct U8 {
+  uint8_t* data;
+  size_t length;
+};
+
+U8 u8(napi_env env, napi_value v, const char* name) {
+  bool is = false;
+  NAPI_OK(napi_is_typedarray(env, v, &is));
+  if (!is) throw JsError{std::string(name) + ": expected a Uint8Array"};
+  napi_typedarray_type t;
+  size_t len;
+  void* data;
+  NAPI_OK(napi_get_typedarray_info(env, v, &t, &len, &data, nullptr, nullptr));
+  if (t != napi_uint8_array) throw JsError{std::string(name) + ": expected a Uint8Array"};
+  return U8{static_cast<uint8_t*>(data), len};
+}
+
 int32_t* i32(napi_env env, napi_value v, const char* name, size_t* len) {
   napi_typedarray_type t;
   void* data;
@@ -165,6 +182,10 @@ napi_value Matmul(napi_env env, napi_callback_info info) {
           static_cast<size_t>((ib[i] + 1) * sb) > B.length)
         throw JsError{"matmul: batch index out of range"};
     }
+    // Many small products (attention heads): one parallel region over the batch, each product serial inside
+    // (nested regions get one thread). Large products: one at a time, parallel inside.
+    const bool over_batch = batch >= 2 && M * N * K <= (int64_t{1} << 25);
+#pragma omp parallel for schedule(dynamic, 1) if (over_batch)
     for (int64_t i = 0; i < batch; ++i) {
       gemm(ta, tb, M, N, K, A.data + ia[i] * sa, ta ? M : K, B.data + ib[i] * sb, tb ? K : N, C.data + i * M * N, N,
            false);
@@ -206,6 +227,44 @@ napi_value Binary(napi_env env, napi_callback_info info) {
     need(O, prod(p.dims), "out");
     if (op < 0 || op > 4) throw JsError{"binary: unknown op"};
     if (O.length > 0) binary(static_cast<int>(op), p, A.data, B.data, O.data);
+    return undefined(env);
+  });
+}
+
+// compare(op, a, aShape, b, bShape, out: Uint8Array)
+napi_value Compare(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 6);
+    const int64_t op = num(env, a[0]);
+    F32 A = f32(env, a[1], "a"), B = f32(env, a[3], "b");
+    U8 O = u8(env, a[5], "out");
+    const auto as = shape_of(env, a[2], "aShape"), bs = shape_of(env, a[4], "bShape");
+    need(A, prod(as), "a");
+    need(B, prod(bs), "b");
+    BinaryPlan p;
+    try {
+      p = plan_binary(as, bs);
+    } catch (const std::invalid_argument& e) {
+      throw JsError{e.what()};
+    }
+    if (O.length != static_cast<size_t>(prod(p.dims))) throw JsError{"out: wrong size"};
+    if (op < 0 || op > 4) throw JsError{"compare: unknown op"};
+    if (O.length > 0) compare(static_cast<int>(op), p, A.data, B.data, O.data);
+    return undefined(env);
+  });
+}
+
+// select(cond: Uint8Array, t, e, out), all the same size.
+napi_value Select(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 4);
+    U8 C = u8(env, a[0], "condition");
+    F32 T = f32(env, a[1], "t"), E = f32(env, a[2], "e"), O = f32(env, a[3], "out");
+    const int64_t n = static_cast<int64_t>(C.length);
+    need(T, n, "t");
+    need(E, n, "e");
+    need(O, n, "out");
+    select(C.data, T.data, E.data, n, O.data);
     return undefined(env);
   });
 }
@@ -364,6 +423,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"conv3dBackpropFilter", nullptr, Conv3dBackpropFilter, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"matmul", nullptr, Matmul, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"binary", nullptr, Binary, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"compare", nullptr, Compare, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"select", nullptr, Select, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"reduceSum", nullptr, ReduceSum, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"concat", nullptr, Concat, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"split", nullptr, Split, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -40,6 +40,45 @@ void inner(const float* a, int64_t sa, const float* b, int64_t sb, float* o, int
 }
 
 template <int OP>
+inline uint8_t cmp(float a, float b) {
+  if constexpr (OP == 0) return a > b;
+  if constexpr (OP == 1) return a >= b;
+  if constexpr (OP == 2) return a < b;
+  if constexpr (OP == 3) return a <= b;
+  if constexpr (OP == 4) return a == b;
+  return 0;
+}
+
+template <int OP>
+void inner_cmp(const float* a, int64_t sa, const float* b, int64_t sb, uint8_t* o, int64_t n) {
+  if (sb == 0) {
+    const float bv = *b;
+    for (int64_t i = 0; i < n; ++i) o[i] = cmp<OP>(a[i * sa], bv);
+  } else {
+    for (int64_t i = 0; i < n; ++i) o[i] = cmp<OP>(a[i * sa], b[i * sb]);
+  }
+}
+
+template <int OP>
+void run_cmp(const BinaryPlan& p, const float* a, const float* b, uint8_t* o) {
+  const int r = static_cast<int>(p.dims.size());
+  const int64_t n_inner = p.dims[r - 1];
+  int64_t outer = 1;
+  for (int d = 0; d < r - 1; ++d) outer *= p.dims[d];
+#pragma omp parallel for schedule(static) if (outer * n_inner >= kParallelMin && outer > 1)
+  for (int64_t t = 0; t < outer; ++t) {
+    int64_t rem = t, oa = 0, ob = 0;
+    for (int d = r - 2; d >= 0; --d) {
+      const int64_t idx = rem % p.dims[d];
+      rem /= p.dims[d];
+      oa += idx * p.sa[d];
+      ob += idx * p.sb[d];
+    }
+    inner_cmp<OP>(a + oa, p.sa[r - 1], b + ob, p.sb[r - 1], o + t * n_inner, n_inner);
+  }
+}
+
+template <int OP>
 void run(const BinaryPlan& p, const float* a, const float* b, float* o) {
   const int r = static_cast<int>(p.dims.size());
   const int64_t n_inner = p.dims[r - 1], sa_in = p.sa[r - 1], sb_in = p.sb[r - 1];
@@ -106,6 +145,22 @@ void binary(int op, const BinaryPlan& p, const float* a, const float* b, float* 
     case 4: return run<4>(p, a, b, o);
     default: throw std::invalid_argument("unknown binary op");
   }
+}
+
+void compare(int op, const BinaryPlan& p, const float* a, const float* b, uint8_t* o) {
+  switch (op) {
+    case 0: return run_cmp<0>(p, a, b, o);
+    case 1: return run_cmp<1>(p, a, b, o);
+    case 2: return run_cmp<2>(p, a, b, o);
+    case 3: return run_cmp<3>(p, a, b, o);
+    case 4: return run_cmp<4>(p, a, b, o);
+    default: throw std::invalid_argument("unknown comparison");
+  }
+}
+
+void select(const uint8_t* c, const float* t, const float* e, int64_t n, float* o) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) o[i] = c[i] ? t[i] : e[i];
 }
 
 // y[o, i] = sum_r x[o, r, i] (scale applied after), accumulated in double.

@@ -44,6 +44,9 @@ struct BinaryPlan {
 };
 BinaryPlan plan_binary(const std::vector<int64_t>& ashape, const std::vector<int64_t>& bshape);
 void binary(int op, const BinaryPlan& p, const float* a, const float* b, float* out);
+// Comparisons with broadcasting to uint8 (tfjs bool): 0 greater, 1 greaterEqual, 2 less, 3 lessEqual, 4 equal.
+void compare(int op, const BinaryPlan& p, const float* a, const float* b, uint8_t* out);
+void select(const uint8_t* cond, const float* t, const float* e, int64_t n, float* out);
 // y[o, i] = scale * sum_r x[o, r, i]
 void reduce_sum(const float* x, int64_t outer, int64_t red, int64_t inner, float scale, float* y);
 void concat_rows(const std::vector<const float*>& ins, const std::vector<int64_t>& widths, int64_t outer, float* out);

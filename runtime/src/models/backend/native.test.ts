@@ -219,6 +219,26 @@ describe("native cpu kernels", { skip: !available }, () => {
       }
     }
 
+    for (const [sa, sb] of [[[2, 5, 4, 3, 7], []], [[2, 5, 4, 3, 7], [2, 1, 1, 1, 7]], [[6, 1], [1, 5]]] as const) {
+      test(`comparisons and select [${sa.join(",")}] with [${sb.join(",")}]`, () => {
+        const a = tf.round(tf.randomNormal([...sa], 0, 2, "float32", 141));
+        const b = tf.round(tf.randomNormal([...sb], 0, 2, "float32", 142));
+        const r = both(() => {
+          const outs: tf.Tensor[] = [tf.greater(a, b), tf.greaterEqual(a, b), tf.less(a, b), tf.lessEqual(a, b), tf.equal(a, b)];
+          const m = tf.greater(a, tf.zerosLike(a));
+          outs.push(tf.where(m, a, tf.mul(a, 0.01)), m);
+          // LeakyRelu's gradient is where(greater(x, 0), dy, dy * alpha).
+          outs.push(tf.grad((p: tf.Tensor) => tf.leakyRelu(p, 0.01))(a));
+          return outs;
+        });
+        r.native.forEach((t, i) => {
+          assert.equal(t.dtype, r.stock[i]!.dtype);
+          assertClose(tf.cast(t, "float32"), tf.cast(r.stock[i]!, "float32"), `comparison/select output ${i}`);
+        });
+        tf.dispose([a, b, ...r.native, ...r.stock]);
+      });
+    }
+
     const reductions: { shape: number[]; axis: number | number[]; keepDims: boolean }[] = [
       { shape: [2, 6, 5, 7, 9], axis: [1, 2, 3], keepDims: true },
       { shape: [2, 6, 5, 7, 9], axis: [1, 2, 3], keepDims: false },

@@ -6,14 +6,15 @@
  * Kernels: Conv3D, Conv3DBackpropInputV2, Conv3DBackpropFilterV2 (oneDNN when the addon was built with it, else
  * im2col + GEMM), BatchMatMul and _FusedMatMul (the addon's own SIMD GEMM; OpenBLAS sgemm on request),
  * and the memory-bound ops that dominate a step once convolutions are fast: broadcasting Add/Sub/Multiply/RealDiv/
- * SquaredDifference, Sum/Mean over a contiguous run of axes, Concat, SplitV, Transpose, Softmax (last axis) and
+ * SquaredDifference, Greater/GreaterEqual/Less/LessEqual/Equal, Select, Sum/Mean over a contiguous run of axes, Concat, SplitV, Transpose, Softmax (last axis) and
  * the unary Neg/Exp/Erf/LeakyRelu/Square/Rsqrt/Relu/Sqrt (all float32; other dtypes and shapes fall through to
  * the stock kernels).
  * Tensors are read and written in place through the cpu backend's data storage (no copies).
  *
  * Env: SSL3D_NATIVE=0 disables; SSL3D_NATIVE_THREADS=n sets the kernel thread count (default: all cores);
  * SSL3D_NATIVE_BLAS=1 uses the linked OpenBLAS (single-threaded) instead of the addon's own GEMM;
- * SSL3D_NATIVE_ADDON=/path/to/ssl3d_native.node loads a specific build.
+ * SSL3D_NATIVE_ADDON=/path/to/ssl3d_native.node loads a specific build. OMP_WAIT_POLICY defaults to `passive` (set
+ * it, or GOMP_SPINCOUNT, to override) because spinning OpenMP threads stall on shared or throttled cores.
  */
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -31,6 +32,9 @@ export interface NativeAddon {
     transposeB: boolean, batchIndexA: Int32Array, batchIndexB: Int32Array): void;
   /** op: 0 add, 1 sub, 2 mul, 3 div, 4 squared difference (numpy broadcasting). */
   binary(op: number, a: Float32Array, aShape: Int32Array, b: Float32Array, bShape: Int32Array, out: Float32Array): void;
+  /** op: 0 greater, 1 greaterEqual, 2 less, 3 lessEqual, 4 equal; out is tfjs's bool storage. */
+  compare(op: number, a: Float32Array, aShape: Int32Array, b: Float32Array, bShape: Int32Array, out: Uint8Array): void;
+  select(condition: Uint8Array, t: Float32Array, e: Float32Array, out: Float32Array): void;
   reduceSum(x: Float32Array, outer: number, reduced: number, inner: number, scale: number, y: Float32Array): void;
   concat(inputs: Float32Array[], widths: Int32Array, outer: number, out: Float32Array): void;
   split(x: Float32Array, outputs: Float32Array[], widths: Int32Array, outer: number): void;
@@ -58,13 +62,13 @@ export interface NativeInfo {
 export const NATIVE_KERNEL_NAMES = [
   "Conv3D", "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2", "BatchMatMul", "_FusedMatMul",
   "Add", "Sub", "Multiply", "RealDiv", "SquaredDifference", "Sum", "Mean", "Concat", "SplitV",
-  "Softmax", "Transpose", "Neg", "Exp", "Erf", "LeakyRelu", "Square", "Rsqrt", "Relu", "Sqrt",
+  "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "Select", "Softmax", "Transpose", "Neg", "Exp", "Erf", "LeakyRelu", "Square", "Rsqrt", "Relu", "Sqrt",
 ] as const;
 
 interface CpuData { values?: unknown }
 interface CpuBackend {
   data: { get(dataId: object): CpuData };
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: Float32Array): tf.TensorInfo;
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: Float32Array | Uint8Array): tf.TensorInfo;
   disposeIntermediateTensorInfo(info: tf.TensorInfo): void;
 }
 
@@ -100,6 +104,12 @@ export function nativeAddon(): NativeAddon | null {
     log().warn("native kernel addon not built (run `npm rebuild` or `node native/build.mjs`); " +
       "the cpu backend uses stock tfjs kernels, which are ~100x slower for 3D convolutions");
     return addon;
+  }
+  // OpenMP threads that spin-wait between parallel regions (libgomp's default) are catastrophic when the cores are
+  // shared or CFS-throttled (k8s CPU limits): a 6-head attention matMul measured 200 ms instead of 6 ms on a
+  // 2-core machine at load 9. Sleep-waiting costs ~10-50 us per region on an idle machine. Users can override.
+  if (process.env.OMP_WAIT_POLICY === undefined && process.env.GOMP_SPINCOUNT === undefined) {
+    process.env.OMP_WAIT_POLICY = "passive";
   }
   try {
     const a = createRequire(import.meta.url)(path) as NativeAddon;
@@ -291,6 +301,34 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     },
   });
 
+  const comparison = (name: string, op: number): tf.KernelConfig => ({
+    kernelName: name,
+    backendName: "cpu",
+    kernelFunc: (args) => {
+      const { a: x, b: y } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+      if (x.dtype !== "float32" || y.dtype !== "float32") return stock.get(name)!.kernelFunc(args);
+      const b = args.backend as unknown as CpuBackend;
+      const shape = tf.broadcast_util.assertAndGetBroadcastShape(x.shape, y.shape);
+      const out = new Uint8Array(tf.util.sizeFromShape(shape));
+      a.compare(op, f32(b, x), Int32Array.from(x.shape), f32(b, y), Int32Array.from(y.shape), out);
+      return b.makeTensorInfo(shape, "bool", out);
+    },
+  });
+
+  const select: tf.KernelFunc = (args) => {
+    const { condition, t, e } = args.inputs as { condition: tf.TensorInfo; t: tf.TensorInfo; e: tf.TensorInfo };
+    const cv = (args.backend as unknown as CpuBackend).data.get(condition.dataId).values;
+    const n = tf.util.sizeFromShape(t.shape);
+    if (t.dtype !== "float32" || e.dtype !== "float32" || !(cv instanceof Uint8Array) || cv.length !== n ||
+        tf.util.sizeFromShape(e.shape) !== n) {
+      return stock.get("Select")!.kernelFunc(args);
+    }
+    const b = args.backend as unknown as CpuBackend;
+    const out = alloc(n);
+    a.select(cv, f32(b, t), f32(b, e), out);
+    return b.makeTensorInfo(t.shape, "float32", out);
+  };
+
   const reduction = (name: "Sum" | "Mean"): tf.KernelConfig => ({
     kernelName: name,
     backendName: "cpu",
@@ -382,6 +420,9 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
   };
 
   return [
+    comparison("Greater", 0), comparison("GreaterEqual", 1), comparison("Less", 2), comparison("LessEqual", 3),
+    comparison("Equal", 4),
+    { kernelName: "Select", backendName: "cpu", kernelFunc: select },
     { kernelName: "Softmax", backendName: "cpu", kernelFunc: softmax },
     { kernelName: "Transpose", backendName: "cpu", kernelFunc: transpose },
     unary("Neg", 0), unary("Exp", 1), unary("Erf", 2), unary("LeakyRelu", 3), unary("Square", 4), unary("Rsqrt", 5),
