@@ -11,6 +11,8 @@
  * Flags: --quick (native + torch only; skips the slow stock backends), --reps N, --profile (per-kernel time table of
  * one native step of each net via tf.profile; --detail adds the slowest single calls with input shapes),
  * --threads N, --json FILE (write results), --no-torch.
+ * --memory S: peak RSS of one training step of a ResEnc-L-shaped stand-in (widths 32..320, blocks 1,3,4,6,6,6) at
+ * batch 2 x 1xS^3, ssl3d native vs torch, each in its own process.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
@@ -64,8 +66,7 @@ function upsample(x: tf.Tensor5D, w: tf.Variable): tf.Tensor5D {
   return f(x, w);
 }
 
-function resUNet(batch: number, size: number): Net {
-  const feats = [8, 16, 32, 64];
+function resUNet(batch: number, size: number, feats = [8, 16, 32, 64], blocksPerStage = feats.map(() => 1)): Net {
   const vars: tf.Variable[] = [];
   const conv = (cin: number, cout: number, k = 3): tf.Variable<tf.Rank.R5> => {
     const v = tf.variable(tf.randomNormal<tf.Rank.R5>([k, k, k, cin, cout], 0, heStd(k * k * k * cin), "float32", seed++));
@@ -75,7 +76,8 @@ function resUNet(batch: number, size: number): Net {
   const norm = (c: number): [tf.Variable, tf.Variable] => { const g = tf.variable(tf.ones([c])), b = tf.variable(tf.zeros([c])); vars.push(g, b); return [g, b]; };
   const stem = conv(1, feats[0]!), stemN = norm(feats[0]!);
   const down = feats.map((f, i) => (i === 0 ? null : { w: conv(feats[i - 1]!, f), n: norm(f) }));
-  const blocks = feats.map((f) => ({ w1: conv(f, f), n1: norm(f), w2: conv(f, f), n2: norm(f) }));
+  const blocks = feats.map((f, i) => Array.from({ length: blocksPerStage[i] ?? 1 },
+    () => ({ w1: conv(f, f), n1: norm(f), w2: conv(f, f), n2: norm(f) })));
   const ups = feats.slice(1).map((f, i) => ({ w: (() => { const v = rnd([2, 2, 2, feats[i]!, f], heStd(8 * f)); vars.push(v); return v; })(),
     c: conv(2 * feats[i]!, feats[i]!), n: norm(feats[i]!) }));
   const head = conv(feats[0]!, 2, 1);
@@ -89,9 +91,10 @@ function resUNet(batch: number, size: number): Net {
     feats.forEach((_, i) => {
       const d = down[i];
       if (d) h = act(instanceNorm(tf.conv3d(h, d.w, 2, "same"), d.n[0], d.n[1]));
-      const bl = blocks[i]!;
-      const r = act(instanceNorm(tf.conv3d(h, bl.w1, 1, "same"), ...bl.n1));
-      h = act(tf.add(instanceNorm(tf.conv3d(r, bl.w2, 1, "same"), ...bl.n2), h));
+      for (const bl of blocks[i]!) {
+        const r = act(instanceNorm(tf.conv3d(h, bl.w1, 1, "same"), ...bl.n1));
+        h = act(tf.add(instanceNorm(tf.conv3d(r, bl.w2, 1, "same"), ...bl.n2), h));
+      }
       skips.push(h);
     });
     for (let i = feats.length - 2; i >= 0; i--) {
@@ -213,7 +216,52 @@ function runTorch(): Record<string, number> | null {
   return null;
 }
 
+/** ResEnc-L's encoder widths and block counts (nnU-Net ResEncL: 6 stages); decoder: one conv per stage. */
+const RESENC_L = { feats: [32, 64, 128, 256, 320, 320], blocks: [1, 3, 4, 6, 6, 6] };
+
+/** Child-process mode: one training step of a ResEnc-L-shaped stand-in at size^3, batch 2; prints peak RSS. */
+async function memoryChild(size: number): Promise<void> {
+  await tf.setBackend("cpu");
+  if (!loadNativeKernels()) throw new Error("native addon not built");
+  const net = resUNet(2, size, RESENC_L.feats, RESENC_L.blocks);
+  const opt = tf.train.momentum(0.01, 0.99, true);
+  const before = process.resourceUsage().maxRSS;
+  const t0 = performance.now();
+  let loss: tf.Tensor | undefined;
+  const prof = await tf.profile(() => { loss = sgdStep(net, opt); return loss; });
+  await loss!.data();
+  const seconds = (performance.now() - t0) / 1000;
+  console.log(JSON.stringify({
+    maxRssMiB: process.resourceUsage().maxRSS / 1024, setupRssMiB: before / 1024, seconds,
+    tfjsPeakTensorMiB: prof.peakBytes / 2 ** 20,
+  }));
+}
+
+function memoryCompare(size: number): void {
+  const run = (cmd: string, args: string[]): Record<string, number> | null => {
+    const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 3_600_000, env: { ...process.env, OPENBLAS_NUM_THREADS: "1" } });
+    if (r.status !== 0) { console.warn(`${cmd} failed: ${r.stderr.split("\n").slice(-4).join(" ")}`); return null; }
+    return JSON.parse(r.stdout.trim().split("\n").pop()!) as Record<string, number>;
+  };
+  const node = run(process.execPath, ["--import", "tsx", join(here, "kernels.ts"), "--memory-child", String(size)]);
+  const py = ["/usr/bin/python3"].find((p) => existsSync(p))!;
+  const torch = run(py, [join(here, "kernels_torch.py"), String(threads), "1", "memory", String(size)]);
+  console.log(`ResEnc-L-shaped stand-in, batch 2 x 1x${size}^3, one SGD step: peak RSS (MiB) and step seconds`);
+  console.log(`  ssl3d native: ${JSON.stringify(node)}`);
+  console.log(`  torch:        ${JSON.stringify(torch)}`);
+  if (node && torch) console.log(`  peak RSS ratio ssl3d/torch: ${(node.maxRssMiB! / torch.maxRssMiB!).toFixed(2)}`);
+}
+
 async function main(): Promise<void> {
+  const child = opt("--memory-child", "");
+  if (child !== "") return memoryChild(Number(child));
+  const mem = opt("--memory", "");
+  if (mem !== "") {
+    await tf.setBackend("cpu");
+    loadNativeKernels();
+    memoryCompare(Number(mem));
+    return;
+  }
   process.env.OMP_NUM_THREADS ??= String(threads);
   await tf.setBackend("cpu");
   if (!loadNativeKernels()) throw new Error("native addon not built: run `node native/build.mjs`");

@@ -1,6 +1,6 @@
 """PyTorch CPU reference for bench/kernels.ts: the same workloads (NCDHW), printed as one JSON line of seconds.
 
-Usage: python3 bench/kernels_torch.py THREADS REPS
+Usage: python3 bench/kernels_torch.py THREADS REPS [memory SIZE]
 """
 import json
 import math
@@ -39,12 +39,13 @@ class ResBlock(nn.Module):
 
 
 class ResUNet(nn.Module):
-    def __init__(self, feats=(8, 16, 32, 64)):
+    def __init__(self, feats=(8, 16, 32, 64), blocks=None):
         super().__init__()
+        blocks = blocks or [1] * len(feats)
         self.stem, self.stem_n = nn.Conv3d(1, feats[0], 3, padding=1, bias=False), nn.InstanceNorm3d(feats[0], affine=True)
         self.down = nn.ModuleList([nn.Conv3d(feats[i - 1], feats[i], 3, stride=2, padding=1, bias=False) for i in range(1, len(feats))])
         self.down_n = nn.ModuleList([nn.InstanceNorm3d(f, affine=True) for f in feats[1:]])
-        self.blocks = nn.ModuleList([ResBlock(f) for f in feats])
+        self.blocks = nn.ModuleList([nn.Sequential(*[ResBlock(f) for _ in range(n)]) for f, n in zip(feats, blocks)])
         self.ups = nn.ModuleList([nn.ConvTranspose3d(feats[i + 1], feats[i], 2, stride=2, bias=False) for i in range(len(feats) - 1)])
         self.up_c = nn.ModuleList([nn.Conv3d(2 * feats[i], feats[i], 3, padding=1, bias=False) for i in range(len(feats) - 1)])
         self.up_n = nn.ModuleList([nn.InstanceNorm3d(feats[i], affine=True) for i in range(len(feats) - 1)])
@@ -78,6 +79,23 @@ class Block(nn.Module):
         h = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, c))
         return h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
 
+
+if len(sys.argv) > 3 and sys.argv[3] == "memory":
+    import resource
+
+    size = int(sys.argv[4])
+    net = ResUNet((32, 64, 128, 256, 320, 320), (1, 3, 4, 6, 6, 6))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99, nesterov=True)
+    xi = torch.randn(2, 1, size, size, size)
+    lab = (torch.rand(2, size, size, size) > 0.5).long()
+    setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    opt.zero_grad()
+    F.cross_entropy(net(xi), lab).backward()
+    opt.step()
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"maxRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "setupRssMiB": setup, "seconds": seconds}))
+    sys.exit(0)
 
 out = {}
 x = torch.randn(2, 32, 32, 32, 32)
