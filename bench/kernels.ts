@@ -20,7 +20,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
-import { loadNativeKernels, nativeInfo, setNativeOptions, unloadNativeKernels } from "../runtime/src/models/backend/native.js";
+import {
+  instanceNormFused, loadNativeKernels, nativeInfo, setNativeOptions, unloadNativeKernels,
+} from "../runtime/src/models/backend/native.js";
 
 const argv = process.argv.slice(2);
 const flag = (n: string): boolean => argv.includes(n);
@@ -40,7 +42,11 @@ let seed = 1;
 const rnd = (shape: number[], std: number): tf.Variable => tf.variable(tf.randomNormal(shape, 0, std, "float32", seed++));
 const heStd = (fanIn: number): number => Math.sqrt(2 / fanIn);
 
+/** When set, instance norm is the fused native kernel (instanceNormFused) instead of composed tfjs ops. */
+let fusedNorm = false;
+
 function instanceNorm(x: tf.Tensor5D, g: tf.Variable, b: tf.Variable): tf.Tensor5D {
+  if (fusedNorm) return instanceNormFused(x, g as tf.Tensor1D, b as tf.Tensor1D);
   const { mean, variance } = tf.moments(x, [1, 2, 3], true);
   return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, 1e-5))), g), b);
 }
@@ -169,14 +175,17 @@ function convMicro(): { x: tf.Tensor5D; w: tf.Tensor5D; dy: tf.Tensor5D } {
   };
 }
 
-async function runTfjs(label: string, n: number, profile: boolean): Promise<Record<string, number>> {
+async function runTfjs(label: string, n: number, profile: boolean, only?: string[]): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  const { x, w, dy } = convMicro();
-  out.convFwd = await time(() => tf.conv3d(x, w, 1, "same"), n);
-  const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.conv3d(a as tf.Tensor5D, b as tf.Tensor5D, 1, "same"));
-  out.convFwdBwd = await time(() => g([x, w], dy), n, n > 1 ? 1 : 0);
-  tf.dispose([x, w, dy]);
-  for (const [name, make] of [["resunetStep", () => resUNet(2, 32)], ["vitStep", () => vitBlock(2, 512, 192, 3, 768)]] as const) {
+  if (only === undefined) {
+    const { x, w, dy } = convMicro();
+    out.convFwd = await time(() => tf.conv3d(x, w, 1, "same"), n);
+    const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.conv3d(a as tf.Tensor5D, b as tf.Tensor5D, 1, "same"));
+    out.convFwdBwd = await time(() => g([x, w], dy), n, n > 1 ? 1 : 0);
+    tf.dispose([x, w, dy]);
+  }
+  const nets = [["resunetStep", () => resUNet(2, 32)], ["vitStep", () => vitBlock(2, 512, 192, 3, 768)]] as const;
+  for (const [name, make] of nets.filter(([nm]) => only === undefined || only.includes(nm))) {
     const net = make();
     const opt = tf.train.momentum(0.01, 0.99, true);
     const before = tf.memory().numTensors;
@@ -223,6 +232,7 @@ const RESENC_L = { feats: [32, 64, 128, 256, 320, 320], blocks: [1, 3, 4, 6, 6, 
 async function memoryChild(size: number): Promise<void> {
   await tf.setBackend("cpu");
   if (!loadNativeKernels()) throw new Error("native addon not built");
+  fusedNorm = flag("--fused-norm");
   const net = resUNet(2, size, RESENC_L.feats, RESENC_L.blocks);
   const opt = tf.train.momentum(0.01, 0.99, true);
   const before = process.resourceUsage().maxRSS;
@@ -244,12 +254,15 @@ function memoryCompare(size: number): void {
     return JSON.parse(r.stdout.trim().split("\n").pop()!) as Record<string, number>;
   };
   const node = run(process.execPath, ["--import", "tsx", join(here, "kernels.ts"), "--memory-child", String(size)]);
+  const nodeFused = run(process.execPath, ["--import", "tsx", join(here, "kernels.ts"), "--memory-child", String(size), "--fused-norm"]);
   const py = ["/usr/bin/python3"].find((p) => existsSync(p))!;
   const torch = run(py, [join(here, "kernels_torch.py"), String(threads), "1", "memory", String(size)]);
   console.log(`ResEnc-L-shaped stand-in, batch 2 x 1x${size}^3, one SGD step: peak RSS (MiB) and step seconds`);
   console.log(`  ssl3d native: ${JSON.stringify(node)}`);
+  console.log(`  ssl3d native, fused instance norm: ${JSON.stringify(nodeFused)}`);
   console.log(`  torch:        ${JSON.stringify(torch)}`);
   if (node && torch) console.log(`  peak RSS ratio ssl3d/torch: ${(node.maxRssMiB! / torch.maxRssMiB!).toFixed(2)}`);
+  if (nodeFused && torch) console.log(`  peak RSS ratio ssl3d (fused IN)/torch: ${(nodeFused.maxRssMiB! / torch.maxRssMiB!).toFixed(2)}`);
 }
 
 async function main(): Promise<void> {
@@ -271,6 +284,9 @@ async function main(): Promise<void> {
   const torch = flag("--no-torch") ? null : runTorch();
   if (torch) results.torch = torch;
   results.native = await runTfjs("native", reps, flag("--profile"));
+  fusedNorm = true;
+  results.nativeFusedNorm = await runTfjs("native+fusedIN", reps, flag("--profile"), ["resunetStep"]);
+  fusedNorm = false;
   setNativeOptions({ dnnl: false, blas: false });
   results.nativePortable = await runTfjs("native-portable", Math.max(1, Math.floor(reps / 2)), false);
   setNativeOptions({ dnnl: true, blas: false });

@@ -385,6 +385,49 @@ napi_value Transpose(napi_env env, napi_callback_info info) {
   });
 }
 
+// instanceNorm(x, B, S, C, gamma, beta, eps, y, mean, rstd)
+napi_value InstanceNorm(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 10);
+    const int64_t B = num(env, a[1]), S = num(env, a[2]), C = num(env, a[3]);
+    if (B < 0 || S <= 0 || C < 0) throw JsError{"instanceNorm: bad sizes"};
+    F32 X = f32(env, a[0], "x"), G = f32(env, a[4], "gamma"), Be = f32(env, a[5], "beta");
+    F32 Y = f32(env, a[7], "y"), M = f32(env, a[8], "mean"), R = f32(env, a[9], "rstd");
+    double eps;
+    NAPI_OK(napi_get_value_double(env, a[6], &eps));
+    need(X, B * S * C, "x");
+    need(G, C, "gamma");
+    need(Be, C, "beta");
+    need(Y, B * S * C, "y");
+    need(M, B * C, "mean");
+    need(R, B * C, "rstd");
+    instance_norm_fwd(X.data, B, S, C, G.data, Be.data, static_cast<float>(eps), Y.data, M.data, R.data);
+    return undefined(env);
+  });
+}
+
+// instanceNormGrad(x, dy, B, S, C, gamma, mean, rstd, dx, dgamma, dbeta)
+napi_value InstanceNormGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 11);
+    const int64_t B = num(env, a[2]), S = num(env, a[3]), C = num(env, a[4]);
+    if (B < 0 || S <= 0 || C < 0) throw JsError{"instanceNormGrad: bad sizes"};
+    F32 X = f32(env, a[0], "x"), DY = f32(env, a[1], "dy"), G = f32(env, a[5], "gamma");
+    F32 M = f32(env, a[6], "mean"), R = f32(env, a[7], "rstd");
+    F32 DX = f32(env, a[8], "dx"), DG = f32(env, a[9], "dgamma"), DB = f32(env, a[10], "dbeta");
+    need(X, B * S * C, "x");
+    need(DY, B * S * C, "dy");
+    need(G, C, "gamma");
+    need(M, B * C, "mean");
+    need(R, B * C, "rstd");
+    need(DX, B * S * C, "dx");
+    need(DG, C, "dgamma");
+    need(DB, C, "dbeta");
+    instance_norm_bwd(X.data, DY.data, B, S, C, G.data, M.data, R.data, DX.data, DG.data, DB.data);
+    return undefined(env);
+  });
+}
+
 // setOptions(dnnl: boolean, blas: boolean, threads: number)  (threads <= 0 keeps the current count)
 napi_value SetOptions(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -431,6 +474,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"softmax", nullptr, Softmax, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"unary", nullptr, Unary, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"transpose", nullptr, Transpose, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"instanceNorm", nullptr, InstanceNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"instanceNormGrad", nullptr, InstanceNormGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setOptions", nullptr, SetOptions, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

@@ -57,6 +57,12 @@ void softmax_rows(const float* x, int64_t rows, int64_t n, float* y);
 void unary(int op, const float* x, int64_t n, float alpha, float* y);
 void transpose(const float* x, const std::vector<int64_t>& dims, const std::vector<int64_t>& perm, float* y);
 
+// Fused instance norm over S for x[B, S, C] with per-channel affine; mean/rstd are [B, C].
+void instance_norm_fwd(const float* x, int64_t B, int64_t S, int64_t C, const float* gamma, const float* beta,
+                       float eps, float* y, float* mean, float* rstd);
+void instance_norm_bwd(const float* x, const float* dy, int64_t B, int64_t S, int64_t C, const float* gamma,
+                       const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta);
+
 // Runtime configuration.
 struct Options {
   bool use_dnnl = true;  // use oneDNN convolutions when compiled in

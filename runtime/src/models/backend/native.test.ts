@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import {
-  loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
+  instanceNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
 } from "./native.js";
 
 const available = loadNativeKernels();
@@ -318,6 +318,31 @@ describe("native cpu kernels", { skip: !available }, () => {
         const parts = both(() => tf.split(r.native[0]!, [1, 2, shapes[0]![(axis + 5) % 5]! * 2 + shapes[1]![(axis + 5) % 5]! - 3], axis));
         parts.native.forEach((t, i) => { assertClose(t, parts.stock[i]!, `split part ${i}`); });
         tf.dispose([...xs, third, ...r.native, ...r.stock, ...parts.native, ...parts.stock]);
+      });
+    }
+  });
+
+  describe("fused instance norm", () => {
+    const composed = (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor => {
+      const axes = Array.from({ length: x.rank - 2 }, (_, i) => i + 1);
+      const { mean, variance } = tf.moments(x, axes, true);
+      return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, 1e-5))), g), b);
+    };
+    for (const shape of [[2, 5, 6, 7, 3], [1, 4, 4, 4, 33], [3, 10, 8], [2, 16, 16, 16, 8]]) {
+      test(`[${shape.join(",")}] equals the composed tf.moments form, forward and gradients`, () => {
+        const c = shape[shape.length - 1]!;
+        const x = tf.add(tf.mul(tf.randomNormal(shape, 0, 1, "float32", 151), 3), 2);
+        const g = tf.randomNormal<tf.Rank.R1>([c], 1, 0.2, "float32", 152);
+        const b = tf.randomNormal<tf.Rank.R1>([c], 0, 0.2, "float32", 153);
+        const dy = tf.randomNormal(shape, 0, 1, "float32", 154);
+        const before = tf.memory().numTensors;
+        const fused = [instanceNormFused(x, g, b), ...tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
+          instanceNormFused(p, q as tf.Tensor1D, r as tf.Tensor1D))([x, g, b], dy)];
+        assert.equal(tf.memory().numTensors, before + 4, "only the 4 results are new tensors");
+        const ref = tf.tidy(() => [composed(x, g, b), ...tf.grads(composed)([x, g, b], dy)]);
+        fused.forEach((t, i) => { assertClose(t, ref[i]!, `instance norm output ${i}`, 1e-4); });
+        tf.dispose([...fused, ...ref]);
+        tf.dispose([x, g, b, dy]);
       });
     }
   });

@@ -42,6 +42,10 @@ export interface NativeAddon {
   /** op: 0 neg, 1 exp, 2 erf, 3 leaky relu, 4 square, 5 rsqrt, 6 relu, 7 sqrt. */
   unary(op: number, x: Float32Array, alpha: number, y: Float32Array): void;
   transpose(x: Float32Array, shape: Int32Array, perm: Int32Array, y: Float32Array): void;
+  instanceNorm(x: Float32Array, b: number, s: number, c: number, gamma: Float32Array, beta: Float32Array, eps: number,
+    y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
+  instanceNormGrad(x: Float32Array, dy: Float32Array, b: number, s: number, c: number, gamma: Float32Array,
+    mean: Float32Array, rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void;
   setOptions(dnnl: boolean, blas: boolean, threads: number): void;
   info(): NativeInfo;
 }
@@ -58,7 +62,10 @@ export interface NativeInfo {
   readonly useBlas: boolean;
 }
 
-/** Names of the kernels this module registers on the cpu backend. */
+/** Fused custom kernels (no stock tfjs equivalent), used through `instanceNormFused`. */
+export const FUSED_KERNEL_NAMES = ["Ssl3dInstanceNorm", "Ssl3dInstanceNormGrad"] as const;
+
+/** Names of the stock tfjs kernels this module replaces on the cpu backend. */
 export const NATIVE_KERNEL_NAMES = [
   "Conv3D", "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2", "BatchMatMul", "_FusedMatMul",
   "Add", "Sub", "Multiply", "RealDiv", "SquaredDifference", "Sum", "Mean", "Concat", "SplitV",
@@ -419,7 +426,33 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     return b.makeTensorInfo(perm.map((p) => x.shape[p]!), "float32", out);
   };
 
+  // x: [B, ..., C] channels-last; statistics over all axes between batch and channels.
+  const inSizes = (x: tf.TensorInfo): [number, number, number] => {
+    const bsz = x.shape[0]!, c = x.shape[x.shape.length - 1]!;
+    return [bsz, tf.util.sizeFromShape(x.shape) / Math.max(1, bsz * c), c];
+  };
+  const instanceNorm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const b = backend as unknown as CpuBackend;
+    const { x, gamma, beta } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
+    const [bsz, sp, c] = inSizes(x);
+    const y = alloc(bsz * sp * c), mean = alloc(bsz * c), rstd = alloc(bsz * c);
+    a.instanceNorm(f32(b, x), bsz, sp, c, f32(b, gamma), f32(b, beta), (attrs as { eps: number }).eps, y, mean, rstd);
+    return [b.makeTensorInfo(x.shape, "float32", y), b.makeTensorInfo([bsz, c], "float32", mean),
+      b.makeTensorInfo([bsz, c], "float32", rstd)];
+  };
+  const instanceNormGrad: tf.KernelFunc = ({ inputs, backend }) => {
+    const b = backend as unknown as CpuBackend;
+    const { x, dy, gamma, mean, rstd } = inputs as Record<"x" | "dy" | "gamma" | "mean" | "rstd", tf.TensorInfo>;
+    const [bsz, sp, c] = inSizes(x);
+    const dx = alloc(bsz * sp * c), dgamma = alloc(c), dbeta = alloc(c);
+    a.instanceNormGrad(f32(b, x), f32(b, dy), bsz, sp, c, f32(b, gamma), f32(b, mean), f32(b, rstd), dx, dgamma, dbeta);
+    return [b.makeTensorInfo(x.shape, "float32", dx), b.makeTensorInfo([c], "float32", dgamma),
+      b.makeTensorInfo([c], "float32", dbeta)];
+  };
+
   return [
+    { kernelName: "Ssl3dInstanceNorm", backendName: "cpu", kernelFunc: instanceNorm },
+    { kernelName: "Ssl3dInstanceNormGrad", backendName: "cpu", kernelFunc: instanceNormGrad },
     comparison("Greater", 0), comparison("GreaterEqual", 1), comparison("Less", 2), comparison("LessEqual", 3),
     comparison("Equal", 4),
     { kernelName: "Select", backendName: "cpu", kernelFunc: select },
@@ -455,8 +488,9 @@ export function loadNativeKernels(): boolean {
     }
   }
   kernels ??= makeKernels(a);
+  registerFusedGradients();
   for (const k of kernels) {
-    tf.unregisterKernel(k.kernelName, "cpu");
+    if (tf.getKernel(k.kernelName, "cpu") as tf.KernelConfig | undefined) tf.unregisterKernel(k.kernelName, "cpu");
     tf.registerKernel(k);
   }
   loaded = true;
@@ -466,6 +500,7 @@ export function loadNativeKernels(): boolean {
 /** Restores tfjs's stock cpu kernels (tests and benchmarks compare against them in the same process). */
 export function unloadNativeKernels(): void {
   if (!loaded) return;
+  for (const name of FUSED_KERNEL_NAMES) tf.unregisterKernel(name, "cpu");
   for (const name of NATIVE_KERNEL_NAMES) {
     const k = stock.get(name);
     if (k === undefined) continue;
@@ -478,4 +513,40 @@ export function unloadNativeKernels(): void {
 /** True while the native kernels are registered. */
 export function nativeKernelsLoaded(): boolean {
   return loaded;
+}
+
+/**
+ * Instance norm (InstanceNorm3d, affine, biased variance) over all axes between batch and channels of a
+ * channels-last tensor, as ONE fused native kernel with a fused native gradient. Autodiff keeps only x (kept anyway
+ * as the previous op's output) and two [B, C] statistics, instead of the ~5 full-size intermediates of the composed
+ * form, and runs 2 passes over memory each way instead of ~10. Requires `loadNativeKernels()` to have returned true
+ * (check `nativeKernelsLoaded()`); on other backends use the composed ops.
+ */
+export function instanceNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): T {
+  if (!loaded) throw new Error("instanceNormFused needs the native kernels (loadNativeKernels() returned false)");
+  if (x.dtype !== "float32" || x.rank < 3) throw new Error(`instanceNormFused: expected float32 [B, ..., C], got ${x.dtype} rank ${x.rank}`);
+  return tf.tidy(() => {
+    // Outputs [y, mean, rstd]; the engine keeps its own references to the saved statistics for the gradient.
+    const [y] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dInstanceNorm", { x, gamma, beta }, { eps });
+    return y as T;
+  });
+}
+
+let gradientRegistered = false;
+function registerFusedGradients(): void {
+  if (gradientRegistered) return;
+  gradientRegistered = true;
+  tf.registerGradient({
+    kernelName: "Ssl3dInstanceNorm",
+    inputsToSave: ["x", "gamma"],
+    outputsToSave: [false, true, true],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const [x, gamma, mean, rstd] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+      const dyy = Array.isArray(dy) ? dy[0]! : dy;
+      // One kernel computes all three; run it eagerly (each thunk runs in its own tidy, which would dispose the
+      // other two outputs of a lazily shared call).
+      const [dx, dgamma, dbeta] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dInstanceNormGrad", { x, dy: dyy, gamma, mean, rstd });
+      return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+    },
+  });
 }

@@ -1,0 +1,109 @@
+// Fused instance norm over the spatial axes of channels-last data x[B, S, C] (S = D*H*W), affine per channel.
+// Forward: one pass for per-(b,c) sum and sum of squares (double), one pass to normalise; saves only mean and
+// 1/std (B*C floats) besides x, which autodiff keeps anyway. Backward: one pass for the two per-(b,c) sums, one for
+// dx. tfjs composes the same from ~10 kernels, each a full pass, and keeps several full-size intermediates.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "kernels.h"
+
+namespace ssl3d {
+namespace {
+constexpr int64_t kParallelMin = int64_t{1} << 18;
+
+// acc1[c] += sum_s f1(s,c), acc2[c] += sum_s f2(s,c) over s in [0,S), split across threads; results in double.
+template <typename F>
+void channel_sums(int64_t S, int64_t C, F&& f, std::vector<double>& out1, std::vector<double>& out2) {
+  out1.assign(C, 0.0);
+  out2.assign(C, 0.0);
+  const bool par = S * C >= kParallelMin;
+#pragma omp parallel if (par)
+  {
+    std::vector<double> a1(C, 0.0), a2(C, 0.0);
+    std::vector<float> f1(C, 0.f), f2(C, 0.f);
+    int64_t rows = 0;
+#pragma omp for schedule(static) nowait
+    for (int64_t s = 0; s < S; ++s) {
+      f(s, f1.data(), f2.data());
+      if (++rows == 64) {  // flush float partials to double every 64 rows
+        for (int64_t c = 0; c < C; ++c) { a1[c] += f1[c]; a2[c] += f2[c]; f1[c] = 0.f; f2[c] = 0.f; }
+        rows = 0;
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) { a1[c] += f1[c]; a2[c] += f2[c]; }
+#pragma omp critical
+    for (int64_t c = 0; c < C; ++c) { out1[c] += a1[c]; out2[c] += a2[c]; }
+  }
+}
+}  // namespace
+
+void instance_norm_fwd(const float* x, int64_t B, int64_t S, int64_t C, const float* gamma, const float* beta,
+                       float eps, float* y, float* mean, float* rstd) {
+  std::vector<double> s1, s2;
+  std::vector<float> scale(C), shift(C);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = x + b * S * C;
+    float* yb = y + b * S * C;
+    channel_sums(S, C, [&](int64_t s, float* f1, float* f2) {
+      const float* r = xb + s * C;
+      for (int64_t c = 0; c < C; ++c) { f1[c] += r[c]; f2[c] += r[c] * r[c]; }
+    }, s1, s2);
+    for (int64_t c = 0; c < C; ++c) {
+      const double m = s1[c] / S;
+      const double var = std::max(0.0, s2[c] / S - m * m);
+      const float rs = static_cast<float>(1.0 / std::sqrt(var + eps));
+      mean[b * C + c] = static_cast<float>(m);
+      rstd[b * C + c] = rs;
+      scale[c] = rs * gamma[c];
+      shift[c] = beta[c] - static_cast<float>(m) * scale[c];
+    }
+#pragma omp parallel for schedule(static) if (S * C >= kParallelMin)
+    for (int64_t s = 0; s < S; ++s) {
+      const float* r = xb + s * C;
+      float* o = yb + s * C;
+      for (int64_t c = 0; c < C; ++c) o[c] = r[c] * scale[c] + shift[c];
+    }
+  }
+}
+
+void instance_norm_bwd(const float* x, const float* dy, int64_t B, int64_t S, int64_t C, const float* gamma,
+                       const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
+  std::vector<double> sdy, sdyx, dg(C, 0.0), db(C, 0.0);
+  std::vector<float> a(C), bcoef(C), cc(C);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = x + b * S * C;
+    const float* gb = dy + b * S * C;
+    float* ob = dx + b * S * C;
+    const float* m = mean + b * C;
+    const float* r = rstd + b * C;
+    // sums of dy and dy * xhat per channel
+    channel_sums(S, C, [&](int64_t s, float* f1, float* f2) {
+      const float* xr = xb + s * C;
+      const float* gr = gb + s * C;
+      for (int64_t c = 0; c < C; ++c) { f1[c] += gr[c]; f2[c] += gr[c] * (xr[c] - m[c]) * r[c]; }
+    }, sdy, sdyx);
+    // dx = rstd*gamma * (dy - mean(dy) - xhat * mean(dy*xhat)) = a*dy + bcoef*x + cc
+    for (int64_t c = 0; c < C; ++c) {
+      dg[c] += sdyx[c];
+      db[c] += sdy[c];
+      const double k = static_cast<double>(r[c]) * gamma[c];
+      const double mdy = sdy[c] / S, mdyx = sdyx[c] / S;
+      a[c] = static_cast<float>(k);
+      bcoef[c] = static_cast<float>(-k * mdyx * r[c]);
+      cc[c] = static_cast<float>(-k * mdy + k * mdyx * r[c] * m[c]);
+    }
+#pragma omp parallel for schedule(static) if (S * C >= kParallelMin)
+    for (int64_t s = 0; s < S; ++s) {
+      const float* xr = xb + s * C;
+      const float* gr = gb + s * C;
+      float* o = ob + s * C;
+      for (int64_t c = 0; c < C; ++c) o[c] = a[c] * gr[c] + bcoef[c] * xr[c] + cc[c];
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) { dgamma[c] = static_cast<float>(dg[c]); dbeta[c] = static_cast<float>(db[c]); }
+}
+
+}  // namespace ssl3d
