@@ -91,21 +91,24 @@ function resUNet(batch: number, size: number, feats = [8, 16, 32, 64], blocksPer
   const x = tf.randomNormal<tf.Rank.R5>([batch, size, size, size, 1], 0, 1, "float32", 99);
   const labels = tf.oneHot(tf.cast(tf.greater(tf.randomUniform([batch * size ** 3], 0, 1, "float32", 98), 0.5), "int32"), 2);
   const act = (t: tf.Tensor5D): tf.Tensor5D => tf.leakyRelu(t, 0.01);
+  // norm -> LeakyReLU; with fusedNorm one native kernel (and one gradient kernel) does both.
+  const normAct = (t: tf.Tensor5D, [g, b]: [tf.Variable, tf.Variable]): tf.Tensor5D =>
+    fusedNorm ? instanceNormFused(t, g as tf.Tensor1D, b as tf.Tensor1D, 1e-5, { leakyReluAlpha: 0.01 }) : act(instanceNorm(t, g, b));
   const loss = (): tf.Scalar => {
-    let h = act(instanceNorm(tf.conv3d(x, stem, 1, "same"), ...stemN));
+    let h = normAct(tf.conv3d(x, stem, 1, "same"), stemN);
     const skips: tf.Tensor5D[] = [];
     feats.forEach((_, i) => {
       const d = down[i];
-      if (d) h = act(instanceNorm(tf.conv3d(h, d.w, 2, "same"), d.n[0], d.n[1]));
+      if (d) h = normAct(tf.conv3d(h, d.w, 2, "same"), d.n);
       for (const bl of blocks[i]!) {
-        const r = act(instanceNorm(tf.conv3d(h, bl.w1, 1, "same"), ...bl.n1));
+        const r = normAct(tf.conv3d(h, bl.w1, 1, "same"), bl.n1);
         h = act(tf.add(instanceNorm(tf.conv3d(r, bl.w2, 1, "same"), ...bl.n2), h));
       }
       skips.push(h);
     });
     for (let i = feats.length - 2; i >= 0; i--) {
       const u = ups[i]!;
-      h = act(instanceNorm(tf.conv3d(tf.concat([upsample(h, u.w), skips[i]!], 4), u.c, 1, "same"), ...u.n));
+      h = normAct(tf.conv3d(tf.concat([upsample(h, u.w), skips[i]!], 4), u.c, 1, "same"), u.n);
     }
     const logits = tf.add(tf.conv3d(h, head, 1, "valid"), headB).reshape([-1, 2]);
     return tf.losses.softmaxCrossEntropy(labels, logits);

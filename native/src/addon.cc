@@ -385,31 +385,33 @@ napi_value Transpose(napi_env env, napi_callback_info info) {
   });
 }
 
-// instanceNorm(x, B, S, C, gamma, beta, eps, y, mean, rstd)
+// instanceNorm(x, B, S, C, gamma, beta, eps, y, mean, rstd, alpha)
 napi_value InstanceNorm(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    auto a = args(env, info, 10);
+    auto a = args(env, info, 11);
     const int64_t B = num(env, a[1]), S = num(env, a[2]), C = num(env, a[3]);
     if (B < 0 || S <= 0 || C < 0) throw JsError{"instanceNorm: bad sizes"};
     F32 X = f32(env, a[0], "x"), G = f32(env, a[4], "gamma"), Be = f32(env, a[5], "beta");
     F32 Y = f32(env, a[7], "y"), M = f32(env, a[8], "mean"), R = f32(env, a[9], "rstd");
-    double eps;
+    double eps, alpha;
     NAPI_OK(napi_get_value_double(env, a[6], &eps));
+    NAPI_OK(napi_get_value_double(env, a[10], &alpha));
     need(X, B * S * C, "x");
     need(G, C, "gamma");
     need(Be, C, "beta");
     need(Y, B * S * C, "y");
     need(M, B * C, "mean");
     need(R, B * C, "rstd");
-    instance_norm_fwd(X.data, B, S, C, G.data, Be.data, static_cast<float>(eps), Y.data, M.data, R.data);
+    instance_norm_fwd(X.data, B, S, C, G.data, Be.data, static_cast<float>(eps), static_cast<float>(alpha), Y.data,
+                      M.data, R.data);
     return undefined(env);
   });
 }
 
-// instanceNormGrad(x, dy, B, S, C, gamma, mean, rstd, dx, dgamma, dbeta)
+// instanceNormGrad(x, dy, B, S, C, gamma, mean, rstd, dx, dgamma, dbeta, beta, alpha)
 napi_value InstanceNormGrad(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    auto a = args(env, info, 11);
+    auto a = args(env, info, 13);
     const int64_t B = num(env, a[2]), S = num(env, a[3]), C = num(env, a[4]);
     if (B < 0 || S <= 0 || C < 0) throw JsError{"instanceNormGrad: bad sizes"};
     F32 X = f32(env, a[0], "x"), DY = f32(env, a[1], "dy"), G = f32(env, a[5], "gamma");
@@ -423,7 +425,12 @@ napi_value InstanceNormGrad(napi_env env, napi_callback_info info) {
     need(DX, B * S * C, "dx");
     need(DG, C, "dgamma");
     need(DB, C, "dbeta");
-    instance_norm_bwd(X.data, DY.data, B, S, C, G.data, M.data, R.data, DX.data, DG.data, DB.data);
+    F32 BE = f32(env, a[11], "beta");
+    need(BE, C, "beta");
+    double alpha;
+    NAPI_OK(napi_get_value_double(env, a[12], &alpha));
+    instance_norm_bwd(X.data, DY.data, B, S, C, G.data, BE.data, M.data, R.data, static_cast<float>(alpha), DX.data,
+                      DG.data, DB.data);
     return undefined(env);
   });
 }

@@ -58,10 +58,12 @@ void unary(int op, const float* x, int64_t n, float alpha, float* y);
 void transpose(const float* x, const std::vector<int64_t>& dims, const std::vector<int64_t>& perm, float* y);
 
 // Fused instance norm over S for x[B, S, C] with per-channel affine; mean/rstd are [B, C].
+// alpha: negative slope of a fused LeakyReLU after the affine (1 = no activation).
 void instance_norm_fwd(const float* x, int64_t B, int64_t S, int64_t C, const float* gamma, const float* beta,
-                       float eps, float* y, float* mean, float* rstd);
+                       float eps, float alpha, float* y, float* mean, float* rstd);
 void instance_norm_bwd(const float* x, const float* dy, int64_t B, int64_t S, int64_t C, const float* gamma,
-                       const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta);
+                       const float* beta, const float* mean, const float* rstd, float alpha, float* dx, float* dgamma,
+                       float* dbeta);
 
 // Runtime configuration.
 struct Options {

@@ -1,4 +1,5 @@
-// Fused instance norm over the spatial axes of channels-last data x[B, S, C] (S = D*H*W), affine per channel.
+// Fused instance norm over the spatial axes of channels-last data x[B, S, C] (S = D*H*W), affine per channel,
+// optionally followed by LeakyReLU(alpha) (alpha = 1: none); the backward recomputes the activation's input.
 // Forward: one pass for per-(b,c) sum and sum of squares (double), one pass to normalise; saves only mean and
 // 1/std (B*C floats) besides x, which autodiff keeps anyway. Backward: one pass for the two per-(b,c) sums, one for
 // dx. tfjs composes the same from ~10 kernels, each a full pass, and keeps several full-size intermediates.
@@ -41,7 +42,7 @@ void channel_sums(int64_t S, int64_t C, F&& f, std::vector<double>& out1, std::v
 }  // namespace
 
 void instance_norm_fwd(const float* x, int64_t B, int64_t S, int64_t C, const float* gamma, const float* beta,
-                       float eps, float* y, float* mean, float* rstd) {
+                       float eps, float alpha, float* y, float* mean, float* rstd) {
   std::vector<double> s1, s2;
   std::vector<float> scale(C), shift(C);
   for (int64_t b = 0; b < B; ++b) {
@@ -64,26 +65,44 @@ void instance_norm_fwd(const float* x, int64_t B, int64_t S, int64_t C, const fl
     for (int64_t s = 0; s < S; ++s) {
       const float* r = xb + s * C;
       float* o = yb + s * C;
-      for (int64_t c = 0; c < C; ++c) o[c] = r[c] * scale[c] + shift[c];
+      if (alpha == 1.f) {
+        for (int64_t c = 0; c < C; ++c) o[c] = r[c] * scale[c] + shift[c];
+      } else {
+        for (int64_t c = 0; c < C; ++c) {
+          const float z = r[c] * scale[c] + shift[c];
+          o[c] = z < 0.f ? alpha * z : z;
+        }
+      }
     }
   }
 }
 
 void instance_norm_bwd(const float* x, const float* dy, int64_t B, int64_t S, int64_t C, const float* gamma,
-                       const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
+                       const float* beta, const float* mean, const float* rstd, float alpha, float* dx, float* dgamma,
+                       float* dbeta) {
   std::vector<double> sdy, sdyx, dg(C, 0.0), db(C, 0.0);
-  std::vector<float> a(C), bcoef(C), cc(C);
+  std::vector<float> a(C), bcoef(C), cc(C), scale(C), shift(C);
+  const bool act = alpha != 1.f;
   for (int64_t b = 0; b < B; ++b) {
     const float* xb = x + b * S * C;
     const float* gb = dy + b * S * C;
     float* ob = dx + b * S * C;
     const float* m = mean + b * C;
     const float* r = rstd + b * C;
-    // sums of dy and dy * xhat per channel
+    // The activation's input z = x*scale + shift is recomputed, not stored: dz = dy * (z < 0 ? alpha : 1).
+    for (int64_t c = 0; c < C; ++c) { scale[c] = r[c] * gamma[c]; shift[c] = beta[c] - m[c] * scale[c]; }
+    const auto dz = [&](const float* xr, const float* gr, int64_t c) {
+      return act && xr[c] * scale[c] + shift[c] < 0.f ? alpha * gr[c] : gr[c];
+    };
+    // sums of dz and dz * xhat per channel
     channel_sums(S, C, [&](int64_t s, float* f1, float* f2) {
       const float* xr = xb + s * C;
       const float* gr = gb + s * C;
-      for (int64_t c = 0; c < C; ++c) { f1[c] += gr[c]; f2[c] += gr[c] * (xr[c] - m[c]) * r[c]; }
+      for (int64_t c = 0; c < C; ++c) {
+        const float d = dz(xr, gr, c);
+        f1[c] += d;
+        f2[c] += d * (xr[c] - m[c]) * r[c];
+      }
     }, sdy, sdyx);
     // dx = rstd*gamma * (dy - mean(dy) - xhat * mean(dy*xhat)) = a*dy + bcoef*x + cc
     for (int64_t c = 0; c < C; ++c) {
@@ -100,7 +119,7 @@ void instance_norm_bwd(const float* x, const float* dy, int64_t B, int64_t S, in
       const float* xr = xb + s * C;
       const float* gr = gb + s * C;
       float* o = ob + s * C;
-      for (int64_t c = 0; c < C; ++c) o[c] = a[c] * gr[c] + bcoef[c] * xr[c] + cc[c];
+      for (int64_t c = 0; c < C; ++c) o[c] = a[c] * dz(xr, gr, c) + bcoef[c] * xr[c] + cc[c];
     }
   }
   for (int64_t c = 0; c < C; ++c) { dgamma[c] = static_cast<float>(dg[c]); dbeta[c] = static_cast<float>(db[c]); }

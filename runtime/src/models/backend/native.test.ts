@@ -328,18 +328,23 @@ describe("native cpu kernels", { skip: !available }, () => {
       const { mean, variance } = tf.moments(x, axes, true);
       return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, 1e-5))), g), b);
     };
-    for (const shape of [[2, 5, 6, 7, 3], [1, 4, 4, 4, 33], [3, 10, 8], [2, 16, 16, 16, 8]]) {
-      test(`[${shape.join(",")}] equals the composed tf.moments form, forward and gradients`, () => {
+    const cases: [number[], number | undefined][] = [[[2, 5, 6, 7, 3], undefined], [[1, 4, 4, 4, 33], 0.01],
+      [[3, 10, 8], undefined], [[2, 16, 16, 16, 8], 0.01], [[2, 3, 4, 5, 6], 0.3]];
+    for (const [shape, alpha] of cases) {
+      test(`[${shape.join(",")}]${alpha === undefined ? "" : ` + LeakyReLU(${alpha})`} equals the composed tf ops, forward and gradients`, () => {
         const c = shape[shape.length - 1]!;
+        const reference = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor): tf.Tensor =>
+          alpha === undefined ? composed(p, q, r) : tf.leakyRelu(composed(p, q, r), alpha);
         const x = tf.add(tf.mul(tf.randomNormal(shape, 0, 1, "float32", 151), 3), 2);
         const g = tf.randomNormal<tf.Rank.R1>([c], 1, 0.2, "float32", 152);
         const b = tf.randomNormal<tf.Rank.R1>([c], 0, 0.2, "float32", 153);
         const dy = tf.randomNormal(shape, 0, 1, "float32", 154);
         const before = tf.memory().numTensors;
-        const fused = [instanceNormFused(x, g, b), ...tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
-          instanceNormFused(p, q as tf.Tensor1D, r as tf.Tensor1D))([x, g, b], dy)];
+        const opts = { leakyReluAlpha: alpha };
+        const fused = [instanceNormFused(x, g, b, 1e-5, opts), ...tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
+          instanceNormFused(p, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5, opts))([x, g, b], dy)];
         assert.equal(tf.memory().numTensors, before + 4, "only the 4 results are new tensors");
-        const ref = tf.tidy(() => [composed(x, g, b), ...tf.grads(composed)([x, g, b], dy)]);
+        const ref = tf.tidy(() => [reference(x, g, b), ...tf.grads(reference)([x, g, b], dy)]);
         fused.forEach((t, i) => { assertClose(t, ref[i]!, `instance norm output ${i}`, 1e-4); });
         tf.dispose([...fused, ...ref]);
         tf.dispose([x, g, b, dy]);

@@ -42,10 +42,12 @@ export interface NativeAddon {
   /** op: 0 neg, 1 exp, 2 erf, 3 leaky relu, 4 square, 5 rsqrt, 6 relu, 7 sqrt. */
   unary(op: number, x: Float32Array, alpha: number, y: Float32Array): void;
   transpose(x: Float32Array, shape: Int32Array, perm: Int32Array, y: Float32Array): void;
+  /** alpha: slope of a fused LeakyReLU after the affine; 1 = none. */
   instanceNorm(x: Float32Array, b: number, s: number, c: number, gamma: Float32Array, beta: Float32Array, eps: number,
-    y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
+    y: Float32Array, mean: Float32Array, rstd: Float32Array, alpha: number): void;
   instanceNormGrad(x: Float32Array, dy: Float32Array, b: number, s: number, c: number, gamma: Float32Array,
-    mean: Float32Array, rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void;
+    mean: Float32Array, rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array,
+    beta: Float32Array, alpha: number): void;
   setOptions(dnnl: boolean, blas: boolean, threads: number): void;
   info(): NativeInfo;
 }
@@ -436,16 +438,18 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     const { x, gamma, beta } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
     const [bsz, sp, c] = inSizes(x);
     const y = alloc(bsz * sp * c), mean = alloc(bsz * c), rstd = alloc(bsz * c);
-    a.instanceNorm(f32(b, x), bsz, sp, c, f32(b, gamma), f32(b, beta), (attrs as { eps: number }).eps, y, mean, rstd);
+    const { eps, alpha } = attrs as { eps: number; alpha: number };
+    a.instanceNorm(f32(b, x), bsz, sp, c, f32(b, gamma), f32(b, beta), eps, y, mean, rstd, alpha);
     return [b.makeTensorInfo(x.shape, "float32", y), b.makeTensorInfo([bsz, c], "float32", mean),
       b.makeTensorInfo([bsz, c], "float32", rstd)];
   };
-  const instanceNormGrad: tf.KernelFunc = ({ inputs, backend }) => {
+  const instanceNormGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const b = backend as unknown as CpuBackend;
-    const { x, dy, gamma, mean, rstd } = inputs as Record<"x" | "dy" | "gamma" | "mean" | "rstd", tf.TensorInfo>;
+    const { x, dy, gamma, beta, mean, rstd } = inputs as Record<"x" | "dy" | "gamma" | "beta" | "mean" | "rstd", tf.TensorInfo>;
     const [bsz, sp, c] = inSizes(x);
     const dx = alloc(bsz * sp * c), dgamma = alloc(c), dbeta = alloc(c);
-    a.instanceNormGrad(f32(b, x), f32(b, dy), bsz, sp, c, f32(b, gamma), f32(b, mean), f32(b, rstd), dx, dgamma, dbeta);
+    a.instanceNormGrad(f32(b, x), f32(b, dy), bsz, sp, c, f32(b, gamma), f32(b, mean), f32(b, rstd), dx, dgamma, dbeta,
+      f32(b, beta), (attrs as { alpha: number }).alpha);
     return [b.makeTensorInfo(x.shape, "float32", dx), b.makeTensorInfo([c], "float32", dgamma),
       b.makeTensorInfo([c], "float32", dbeta)];
   };
@@ -517,17 +521,20 @@ export function nativeKernelsLoaded(): boolean {
 
 /**
  * Instance norm (InstanceNorm3d, affine, biased variance) over all axes between batch and channels of a
- * channels-last tensor, as ONE fused native kernel with a fused native gradient. Autodiff keeps only x (kept anyway
+ * channels-last tensor, optionally followed by LeakyReLU (`leakyReluAlpha`; nnU-Net's norm → nonlin pair), as ONE
+ * fused native kernel with a fused native gradient (which recomputes the activation's input instead of storing it). Autodiff keeps only x (kept anyway
  * as the previous op's output) and two [B, C] statistics, instead of the ~5 full-size intermediates of the composed
  * form, and runs 2 passes over memory each way instead of ~10. Requires `loadNativeKernels()` to have returned true
  * (check `nativeKernelsLoaded()`); on other backends use the composed ops.
  */
-export function instanceNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): T {
+export function instanceNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5,
+  opts: { leakyReluAlpha?: number } = {}): T {
+  const alpha = opts.leakyReluAlpha ?? 1;
   if (!loaded) throw new Error("instanceNormFused needs the native kernels (loadNativeKernels() returned false)");
   if (x.dtype !== "float32" || x.rank < 3) throw new Error(`instanceNormFused: expected float32 [B, ..., C], got ${x.dtype} rank ${x.rank}`);
   return tf.tidy(() => {
     // Outputs [y, mean, rstd]; the engine keeps its own references to the saved statistics for the gradient.
-    const [y] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dInstanceNorm", { x, gamma, beta }, { eps });
+    const [y] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dInstanceNorm", { x, gamma, beta }, { eps, alpha });
     return y as T;
   });
 }
@@ -538,14 +545,15 @@ function registerFusedGradients(): void {
   gradientRegistered = true;
   tf.registerGradient({
     kernelName: "Ssl3dInstanceNorm",
-    inputsToSave: ["x", "gamma"],
+    inputsToSave: ["x", "gamma", "beta"],
     outputsToSave: [false, true, true],
-    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-      const [x, gamma, mean, rstd] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
+      const [x, gamma, beta, mean, rstd] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
       const dyy = Array.isArray(dy) ? dy[0]! : dy;
       // One kernel computes all three; run it eagerly (each thunk runs in its own tidy, which would dispose the
       // other two outputs of a lazily shared call).
-      const [dx, dgamma, dbeta] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dInstanceNormGrad", { x, dy: dyy, gamma, mean, rstd });
+      const [dx, dgamma, dbeta] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dInstanceNormGrad",
+        { x, dy: dyy, gamma, beta, mean, rstd }, { alpha: attrs.alpha as number });
       return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
     },
   });
