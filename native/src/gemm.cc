@@ -1,5 +1,6 @@
 // GEMM dispatch: the linked BLAS (OpenBLAS) when present, else the own blocked GEMM with runtime ISA dispatch.
 #include <cstdlib>
+#include <vector>
 #include "kernels.h"
 #ifdef SSL3D_HAVE_CBLAS
 #include <cblas.h>
@@ -47,8 +48,52 @@ void gemm_own(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
   gemm_own_generic(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 
+// Vector cases (ones-vector reductions such as colSum = ones[1,S] x X[S,C]): one pass over the matrix instead of
+// packing it into GEMM panels (and, for M = 1, computing 5 padding rows of a 6-row micro-kernel).
+static bool gemv(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                 int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  const bool par = M * N * K >= (int64_t{1} << 18);
+  if (M == 1 && !tb && N <= 4096) {
+    // c[j] = sum_k a(k) * B[k, j]; a(k) = ta ? A[k*lda] : A[k]
+    std::vector<double> total(static_cast<size_t>(N), 0.0);
+#pragma omp parallel if (par)
+    {
+      std::vector<float> acc(static_cast<size_t>(N), 0.f);
+      std::vector<double> dacc(static_cast<size_t>(N), 0.0);
+      int64_t rows = 0;
+#pragma omp for schedule(static) nowait
+      for (int64_t k = 0; k < K; ++k) {
+        const float av = ta ? A[k * lda] : A[k];
+        const float* br = B + k * ldb;
+        for (int64_t j = 0; j < N; ++j) acc[j] += av * br[j];
+        if (++rows == 256) {
+          for (int64_t j = 0; j < N; ++j) { dacc[j] += acc[j]; acc[j] = 0.f; }
+          rows = 0;
+        }
+      }
+#pragma omp critical
+      for (int64_t j = 0; j < N; ++j) total[j] += dacc[j] + acc[j];
+    }
+    for (int64_t j = 0; j < N; ++j) C[j] = static_cast<float>((accumulate ? C[j] : 0.0) + total[j]);
+    return true;
+  }
+  if (N == 1 && !ta) {
+    // c[i] = sum_k A[i, k] * b(k); b(k) = tb ? B[k] : B[k*ldb]
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t i = 0; i < M; ++i) {
+      const float* ar = A + i * lda;
+      double s = 0;
+      for (int64_t k = 0; k < K; ++k) s += ar[k] * (tb ? B[k] : B[k * ldb]);
+      C[i * ldc] = static_cast<float>((accumulate ? C[i * ldc] : 0.0) + s);
+    }
+    return true;
+  }
+  return false;
+}
+
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
           float* C, int64_t ldc, bool accumulate) {
+  if ((M == 1 || N == 1) && K > 0 && gemv(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate)) return;
 #ifdef SSL3D_HAVE_CBLAS
   if (options().use_blas && M > 0 && N > 0 && K > 0) {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),

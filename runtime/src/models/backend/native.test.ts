@@ -128,6 +128,11 @@ describe("native cpu kernels", { skip: !available }, () => {
         { a: [4, 19, 6], b: [4, 6, 21], ta: false, tb: false },
         { a: [3, 13, 8], b: [3, 10, 8], ta: false, tb: true },
         { a: [2, 40, 130], b: [2, 130, 70], ta: false, tb: false },
+        // vector shapes (ones-vector reductions): the GEMV paths
+        { a: [1, 3000], b: [3000, 9], ta: false, tb: false },
+        { a: [3000, 1], b: [9, 3000], ta: true, tb: true },
+        { a: [37, 300], b: [300, 1], ta: false, tb: false },
+        { a: [37, 300], b: [1, 300], ta: false, tb: true },
       ];
       for (const m of mmCases) {
         const label = `matMul [${m.a.join(",")}]${m.ta ? "^T" : ""} x [${m.b.join(",")}]${m.tb ? "^T" : ""}`;
@@ -259,7 +264,7 @@ describe("native cpu kernels", { skip: !available }, () => {
       }
     }
 
-    for (const shape of [[2, 3, 512, 512], [7, 13], [1, 5, 1]]) {
+    for (const shape of [[2, 3, 64, 200], [7, 13], [1, 5, 1]]) {
       test(`softmax [${shape.join(",")}]: forward and gradient`, () => {
         const x = tf.mul(tf.randomNormal(shape, 0, 1, "float32", 111), 4);
         const dy = tf.randomNormal(shape, 0, 1, "float32", 112);
