@@ -530,7 +530,9 @@ export function nativeKernelsLoaded(): boolean {
 export function instanceNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5,
   opts: { leakyReluAlpha?: number } = {}): T {
   const alpha = opts.leakyReluAlpha ?? 1;
-  if (!loaded) throw new Error("instanceNormFused needs the native kernels (loadNativeKernels() returned false)");
+  if (!loaded || tf.getBackend() !== "cpu") {
+    throw new Error("instanceNormFused needs the cpu backend with the native kernels (loadNativeKernels() returned true)");
+  }
   if (x.dtype !== "float32" || x.rank < 3) throw new Error(`instanceNormFused: expected float32 [B, ..., C], got ${x.dtype} rank ${x.rank}`);
   return tf.tidy(() => {
     // Outputs [y, mean, rstd]; the engine keeps its own references to the saved statistics for the gradient.
