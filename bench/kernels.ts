@@ -149,16 +149,27 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+/** CPU seconds (all threads of this process) of the last `time` call's median run; see `time`. */
+let lastCpu = 0;
+
+/**
+ * Median wall seconds of fn. Also records the median process CPU seconds (user + sys, all threads) in `lastCpu`:
+ * with OpenMP threads sleeping instead of spinning, CPU time measures work and is much less sensitive than wall
+ * time to other jobs on a shared machine.
+ */
 async function time(fn: () => tf.Tensor | tf.Tensor[], n: number, warmup = 1): Promise<number> {
   for (let i = 0; i < warmup; i++) { const r = fn(); await Promise.all([r].flat().map((t) => t.data())); tf.dispose(r); }
-  const ts: number[] = [];
+  const ts: number[] = [], cs: number[] = [];
   for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
+    const t0 = performance.now(), c0 = process.cpuUsage();
     const r = fn();
     await Promise.all([r].flat().map((t) => t.data()));
     ts.push((performance.now() - t0) / 1000);
+    const c = process.cpuUsage(c0);
+    cs.push((c.user + c.system) / 1e6);
     tf.dispose(r);
   }
+  lastCpu = median(cs);
   return median(ts);
 }
 
@@ -183,8 +194,10 @@ async function runTfjs(label: string, n: number, profile: boolean, only?: string
   if (only === undefined) {
     const { x, w, dy } = convMicro();
     out.convFwd = await time(() => tf.conv3d(x, w, 1, "same"), n);
+    out.convFwdCpu = lastCpu;
     const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.conv3d(a as tf.Tensor5D, b as tf.Tensor5D, 1, "same"));
     out.convFwdBwd = await time(() => g([x, w], dy), n, n > 1 ? 1 : 0);
+    out.convFwdBwdCpu = lastCpu;
     tf.dispose([x, w, dy]);
   }
   const nets = [["resunetStep", () => resUNet(2, 32)], ["vitStep", () => vitBlock(2, 512, 192, 3, 768)]] as const;
@@ -193,6 +206,7 @@ async function runTfjs(label: string, n: number, profile: boolean, only?: string
     const opt = tf.train.momentum(0.01, 0.99, true);
     const before = tf.memory().numTensors;
     out[name] = await time(() => sgdStep(net, opt), n, 1);
+    out[`${name}Cpu`] = lastCpu;
     if (profile) {
       const p = await tf.profile(() => sgdStep(net, opt));
       const byOp = new Map<string, number>();
@@ -309,19 +323,24 @@ async function main(): Promise<void> {
     results.stockWasm = { convFwd: await time(() => tf.conv3d(x, w, 1, "same"), 1, 0), convFwdBwd: await time(() => g([x, w], dy), 1, 0) };
     tf.dispose([x, w, dy]);
   }
+  const table = (title: string, cols: string[]): void => {
+    console.log(`\n${title}`);
+    console.log(`${"impl".padEnd(16)}${cols.map((c) => c.padStart(22)).join("")}`);
+    for (const [impl, r] of Object.entries(results)) {
+      const cells = cols.map((c) => {
+        const v = r[c];
+        if (v === undefined) return "-".padStart(22);
+        const ratio = torch?.[c] !== undefined && impl !== "torch" ? ` (${(v / torch[c]).toFixed(2)}x)` : "";
+        return `${v.toFixed(3)}${ratio}`.padStart(22);
+      });
+      console.log(`${impl.padEnd(16)}${cells.join("")}`);
+    }
+  };
   const cols = ["convFwd", "convFwdBwd", "resunetStep", "vitStep"];
-  console.log(`\nseconds (median of ${reps}; stock backends n=1; torch: faster of two medians, before and after), ` +
-    `threads=${threads}; ratio = time / torch time`);
-  console.log(`${"impl".padEnd(16)}${cols.map((c) => c.padStart(22)).join("")}`);
-  for (const [impl, r] of Object.entries(results)) {
-    const cells = cols.map((c) => {
-      const v = r[c];
-      if (v === undefined) return "-".padStart(22);
-      const ratio = torch?.[c] !== undefined && impl !== "torch" ? ` (${(v / torch[c]).toFixed(2)}x)` : "";
-      return `${v.toFixed(3)}${ratio}`.padStart(22);
-    });
-    console.log(`${impl.padEnd(16)}${cells.join("")}`);
-  }
+  table(`wall seconds (median of ${reps}; stock backends n=1; torch: faster of two medians, before and after), ` +
+    `threads=${threads}; ratio = time / torch time`, cols);
+  table("CPU seconds, all threads (median; less sensitive to other jobs on the machine); ratio = CPU / torch CPU",
+    cols.map((c) => `${c}Cpu`));
   const jsonOut = opt("--json", "");
   if (jsonOut !== "") writeFileSync(jsonOut, JSON.stringify({ threads, reps, results }, null, 2));
 }

@@ -16,15 +16,21 @@ torch.set_num_threads(threads)
 torch.manual_seed(0)
 
 
-def timed(fn, n, warmup=1):
+out = {}
+
+
+def timed(name, fn, n, warmup=1):
+    """Median wall seconds into out[name], median process CPU seconds (all threads) into out[name + "Cpu"]."""
     for _ in range(warmup):
         fn()
-    ts = []
+    ts, cs = [], []
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         ts.append(time.perf_counter() - t0)
-    return sorted(ts)[len(ts) // 2]
+        cs.append(time.process_time() - c0)
+    out[name] = sorted(ts)[len(ts) // 2]
+    out[name + "Cpu"] = sorted(cs)[len(cs) // 2]
 
 
 class ResBlock(nn.Module):
@@ -97,12 +103,11 @@ if len(sys.argv) > 3 and sys.argv[3] == "memory":
     print(json.dumps({"maxRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "setupRssMiB": setup, "seconds": seconds}))
     sys.exit(0)
 
-out = {}
 x = torch.randn(2, 32, 32, 32, 32)
 w = (torch.randn(32, 32, 3, 3, 3) * 0.05).requires_grad_()
 dy = torch.randn(2, 32, 32, 32, 32)
 with torch.no_grad():
-    out["convFwd"] = timed(lambda: F.conv3d(x, w, padding=1), reps)
+    timed("convFwd", lambda: F.conv3d(x, w, padding=1), reps)
 xg = x.clone().requires_grad_()
 
 
@@ -112,7 +117,7 @@ def conv_fb():
     F.conv3d(xg, w, padding=1).backward(dy)
 
 
-out["convFwdBwd"] = timed(conv_fb, reps)
+timed("convFwdBwd", conv_fb, reps)
 
 net = ResUNet()
 opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99, nesterov=True)
@@ -126,7 +131,7 @@ def unet_step():
     opt.step()
 
 
-out["resunetStep"] = timed(unet_step, reps)
+timed("resunetStep", unet_step, reps)
 
 blk = Block()
 opt2 = torch.optim.SGD(blk.parameters(), lr=0.01, momentum=0.99, nesterov=True)
@@ -139,5 +144,5 @@ def vit_step():
     opt2.step()
 
 
-out["vitStep"] = timed(vit_step, reps)
+timed("vitStep", vit_step, reps)
 print(json.dumps(out))
