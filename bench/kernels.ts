@@ -21,7 +21,7 @@ import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import {
-  instanceNormFused, loadNativeKernels, nativeInfo, setNativeOptions, unloadNativeKernels,
+  instanceNormFused, layerNormFused, loadNativeKernels, nativeInfo, setNativeOptions, unloadNativeKernels,
 } from "../runtime/src/models/backend/native.js";
 
 const argv = process.argv.slice(2);
@@ -42,7 +42,7 @@ let seed = 1;
 const rnd = (shape: number[], std: number): tf.Variable => tf.variable(tf.randomNormal(shape, 0, std, "float32", seed++));
 const heStd = (fanIn: number): number => Math.sqrt(2 / fanIn);
 
-/** When set, instance norm is the fused native kernel (instanceNormFused) instead of composed tfjs ops. */
+/** When set, instance/layer norm are the fused native kernels (instanceNormFused, layerNormFused). */
 let fusedNorm = false;
 
 function instanceNorm(x: tf.Tensor5D, g: tf.Variable, b: tf.Variable): tf.Tensor5D {
@@ -124,6 +124,7 @@ function vitBlock(B: number, T: number, C: number, heads: number, mlp: number): 
   const x = tf.randomNormal<tf.Rank.R3>([B, T, C], 0, 1, "float32", 97);
   const D = C / heads;
   const layerNorm = (t: tf.Tensor, [g, b]: [tf.Variable, tf.Variable]): tf.Tensor => {
+    if (fusedNorm) return layerNormFused(t, g as tf.Tensor1D, b as tf.Tensor1D);
     const { mean, variance } = tf.moments(t, -1, true);
     return tf.add(tf.mul(tf.mul(tf.sub(t, mean), tf.rsqrt(tf.add(variance, 1e-5))), g), b);
   };
@@ -302,7 +303,7 @@ async function main(): Promise<void> {
   if (torch) results.torch = torch;
   results.native = await runTfjs("native", reps, flag("--profile"));
   fusedNorm = true;
-  results.nativeFusedNorm = await runTfjs("native+fusedIN", reps, flag("--profile"), ["resunetStep"]);
+  results.nativeFusedNorm = await runTfjs("native+fused norms", reps, flag("--profile"), ["resunetStep", "vitStep"]);
   fusedNorm = false;
   setNativeOptions({ dnnl: false, blas: false });
   results.nativePortable = await runTfjs("native-portable", Math.max(1, Math.floor(reps / 2)), false);

@@ -435,6 +435,49 @@ napi_value InstanceNormGrad(napi_env env, napi_callback_info info) {
   });
 }
 
+// layerNorm(x, R, C, gamma, beta, eps, y, mean, rstd)
+napi_value LayerNorm(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 9);
+    const int64_t R = num(env, a[1]), C = num(env, a[2]);
+    if (R < 0 || C <= 0) throw JsError{"layerNorm: bad sizes"};
+    F32 X = f32(env, a[0], "x"), G = f32(env, a[3], "gamma"), Be = f32(env, a[4], "beta");
+    F32 Y = f32(env, a[6], "y"), M = f32(env, a[7], "mean"), Rs = f32(env, a[8], "rstd");
+    double eps;
+    NAPI_OK(napi_get_value_double(env, a[5], &eps));
+    need(X, R * C, "x");
+    need(G, C, "gamma");
+    need(Be, C, "beta");
+    need(Y, R * C, "y");
+    need(M, R, "mean");
+    need(Rs, R, "rstd");
+    layer_norm_fwd(X.data, R, C, G.data, Be.data, static_cast<float>(eps), Y.data, M.data, Rs.data);
+    return undefined(env);
+  });
+}
+
+// layerNormGrad(x, dy, R, C, gamma, mean, rstd, dx, dgamma, dbeta)
+napi_value LayerNormGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 10);
+    const int64_t R = num(env, a[2]), C = num(env, a[3]);
+    if (R < 0 || C <= 0) throw JsError{"layerNormGrad: bad sizes"};
+    F32 X = f32(env, a[0], "x"), DY = f32(env, a[1], "dy"), G = f32(env, a[4], "gamma");
+    F32 M = f32(env, a[5], "mean"), Rs = f32(env, a[6], "rstd");
+    F32 DX = f32(env, a[7], "dx"), DG = f32(env, a[8], "dgamma"), DB = f32(env, a[9], "dbeta");
+    need(X, R * C, "x");
+    need(DY, R * C, "dy");
+    need(G, C, "gamma");
+    need(M, R, "mean");
+    need(Rs, R, "rstd");
+    need(DX, R * C, "dx");
+    need(DG, C, "dgamma");
+    need(DB, C, "dbeta");
+    layer_norm_bwd(X.data, DY.data, R, C, G.data, M.data, Rs.data, DX.data, DG.data, DB.data);
+    return undefined(env);
+  });
+}
+
 // setOptions(dnnl: boolean, blas: boolean, threads: number)  (threads <= 0 keeps the current count)
 napi_value SetOptions(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -483,6 +526,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"transpose", nullptr, Transpose, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"instanceNorm", nullptr, InstanceNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"instanceNormGrad", nullptr, InstanceNormGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"layerNorm", nullptr, LayerNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"layerNormGrad", nullptr, LayerNormGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setOptions", nullptr, SetOptions, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

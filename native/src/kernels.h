@@ -65,6 +65,12 @@ void instance_norm_bwd(const float* x, const float* dy, int64_t B, int64_t S, in
                        const float* beta, const float* mean, const float* rstd, float alpha, float* dx, float* dgamma,
                        float* dbeta);
 
+// Layer norm over the innermost axis of x[R, C], per-channel affine; mean/rstd are [R].
+void layer_norm_fwd(const float* x, int64_t R, int64_t C, const float* gamma, const float* beta, float eps, float* y,
+                    float* mean, float* rstd);
+void layer_norm_bwd(const float* x, const float* dy, int64_t R, int64_t C, const float* gamma, const float* mean,
+                    const float* rstd, float* dx, float* dgamma, float* dbeta);
+
 // Runtime configuration.
 struct Options {
   bool use_dnnl = true;  // use oneDNN convolutions when compiled in

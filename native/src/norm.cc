@@ -126,3 +126,54 @@ void instance_norm_bwd(const float* x, const float* dy, int64_t B, int64_t S, in
 }
 
 }  // namespace ssl3d
+
+namespace ssl3d {
+// Layer norm over the innermost axis of x[R, C] with per-channel affine; mean/rstd are [R].
+void layer_norm_fwd(const float* x, int64_t R, int64_t C, const float* gamma, const float* beta, float eps, float* y,
+                    float* mean, float* rstd) {
+#pragma omp parallel for schedule(static) if (R * C >= kParallelMin)
+  for (int64_t r = 0; r < R; ++r) {
+    const float* xr = x + r * C;
+    double s1 = 0, s2 = 0;
+    for (int64_t c = 0; c < C; ++c) { s1 += xr[c]; s2 += static_cast<double>(xr[c]) * xr[c]; }
+    const double m = s1 / C, var = std::max(0.0, s2 / C - m * m);
+    const float mf = static_cast<float>(m), rs = static_cast<float>(1.0 / std::sqrt(var + eps));
+    mean[r] = mf;
+    rstd[r] = rs;
+    float* yr = y + r * C;
+    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - mf) * rs * gamma[c] + beta[c];
+  }
+}
+
+void layer_norm_bwd(const float* x, const float* dy, int64_t R, int64_t C, const float* gamma, const float* mean,
+                    const float* rstd, float* dx, float* dgamma, float* dbeta) {
+  std::vector<double> dg(C, 0.0), db(C, 0.0);
+#pragma omp parallel if (R * C >= kParallelMin)
+  {
+    std::vector<double> tg(C, 0.0), tb(C, 0.0);
+#pragma omp for schedule(static) nowait
+    for (int64_t r = 0; r < R; ++r) {
+      const float* xr = x + r * C;
+      const float* gr = dy + r * C;
+      const float m = mean[r], rs = rstd[r];
+      double sg = 0, sgx = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        const float xh = (xr[c] - m) * rs, g = gr[c] * gamma[c];
+        sg += g;
+        sgx += g * xh;
+        tg[c] += gr[c] * xh;
+        tb[c] += gr[c];
+      }
+      const float mg = static_cast<float>(sg / C), mgx = static_cast<float>(sgx / C);
+      float* o = dx + r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const float xh = (xr[c] - m) * rs;
+        o[c] = rs * (gr[c] * gamma[c] - mg - xh * mgx);
+      }
+    }
+#pragma omp critical
+    for (int64_t c = 0; c < C; ++c) { dg[c] += tg[c]; db[c] += tb[c]; }
+  }
+  for (int64_t c = 0; c < C; ++c) { dgamma[c] = static_cast<float>(dg[c]); dbeta[c] = static_cast<float>(db[c]); }
+}
+}  // namespace ssl3d

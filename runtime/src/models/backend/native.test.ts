@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import {
-  instanceNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
+  instanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
 } from "./native.js";
 
 const available = loadNativeKernels();
@@ -353,6 +353,29 @@ describe("native cpu kernels", { skip: !available }, () => {
         fused.forEach((t, i) => { assertClose(t, ref[i]!, `instance norm output ${i}`, 1e-4); });
         tf.dispose([...fused, ...ref]);
         tf.dispose([x, g, b, dy]);
+      });
+    }
+  });
+
+  describe("fused layer norm", () => {
+    const composed = (t: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor => {
+      const { mean, variance } = tf.moments(t, -1, true);
+      return tf.add(tf.mul(tf.mul(tf.sub(t, mean), tf.rsqrt(tf.add(variance, 1e-6))), g), b);
+    };
+    for (const shape of [[2, 5, 7], [3, 33], [2, 512, 192], [4, 1]]) {
+      test(`[${shape.join(",")}] equals the composed tf ops, forward and gradients`, () => {
+        const c = shape[shape.length - 1]!;
+        const x = tf.add(tf.mul(tf.randomNormal(shape, 0, 1, "float32", 161), 2), 1);
+        const g = tf.randomNormal<tf.Rank.R1>([c], 1, 0.2, "float32", 162);
+        const b = tf.randomNormal<tf.Rank.R1>([c], 0, 0.2, "float32", 163);
+        const dy = tf.randomNormal(shape, 0, 1, "float32", 164);
+        const before = tf.memory().numTensors;
+        const fused = [layerNormFused(x, g, b, 1e-6), ...tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
+          layerNormFused(p, q as tf.Tensor1D, r as tf.Tensor1D, 1e-6))([x, g, b], dy)];
+        assert.equal(tf.memory().numTensors, before + 4, "only the 4 results are new tensors");
+        const ref = tf.tidy(() => [composed(x, g, b), ...tf.grads(composed)([x, g, b], dy)]);
+        fused.forEach((t, i) => { assertClose(t, ref[i]!, `layer norm output ${i}`, 1e-4); });
+        tf.dispose([...fused, ...ref, x, g, b, dy]);
       });
     }
   });

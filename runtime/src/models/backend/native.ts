@@ -48,6 +48,10 @@ export interface NativeAddon {
   instanceNormGrad(x: Float32Array, dy: Float32Array, b: number, s: number, c: number, gamma: Float32Array,
     mean: Float32Array, rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array,
     beta: Float32Array, alpha: number): void;
+  layerNorm(x: Float32Array, rows: number, c: number, gamma: Float32Array, beta: Float32Array, eps: number,
+    y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
+  layerNormGrad(x: Float32Array, dy: Float32Array, rows: number, c: number, gamma: Float32Array, mean: Float32Array,
+    rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void;
   setOptions(dnnl: boolean, blas: boolean, threads: number): void;
   info(): NativeInfo;
 }
@@ -65,7 +69,9 @@ export interface NativeInfo {
 }
 
 /** Fused custom kernels (no stock tfjs equivalent), used through `instanceNormFused`. */
-export const FUSED_KERNEL_NAMES = ["Ssl3dInstanceNorm", "Ssl3dInstanceNormGrad"] as const;
+export const FUSED_KERNEL_NAMES = [
+  "Ssl3dInstanceNorm", "Ssl3dInstanceNormGrad", "Ssl3dLayerNorm", "Ssl3dLayerNormGrad",
+] as const;
 
 /** Names of the stock tfjs kernels this module replaces on the cpu backend. */
 export const NATIVE_KERNEL_NAMES = [
@@ -454,7 +460,28 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
       b.makeTensorInfo([c], "float32", dbeta)];
   };
 
+  const layerNorm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const b = backend as unknown as CpuBackend;
+    const { x, gamma, beta } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
+    const c = x.shape[x.shape.length - 1]!, rows = tf.util.sizeFromShape(x.shape) / c;
+    const y = alloc(rows * c), mean = alloc(rows), rstd = alloc(rows);
+    a.layerNorm(f32(b, x), rows, c, f32(b, gamma), f32(b, beta), (attrs as { eps: number }).eps, y, mean, rstd);
+    return [b.makeTensorInfo(x.shape, "float32", y), b.makeTensorInfo([rows], "float32", mean),
+      b.makeTensorInfo([rows], "float32", rstd)];
+  };
+  const layerNormGrad: tf.KernelFunc = ({ inputs, backend }) => {
+    const b = backend as unknown as CpuBackend;
+    const { x, dy, gamma, mean, rstd } = inputs as Record<"x" | "dy" | "gamma" | "mean" | "rstd", tf.TensorInfo>;
+    const c = x.shape[x.shape.length - 1]!, rows = tf.util.sizeFromShape(x.shape) / c;
+    const dx = alloc(rows * c), dgamma = alloc(c), dbeta = alloc(c);
+    a.layerNormGrad(f32(b, x), f32(b, dy), rows, c, f32(b, gamma), f32(b, mean), f32(b, rstd), dx, dgamma, dbeta);
+    return [b.makeTensorInfo(x.shape, "float32", dx), b.makeTensorInfo([c], "float32", dgamma),
+      b.makeTensorInfo([c], "float32", dbeta)];
+  };
+
   return [
+    { kernelName: "Ssl3dLayerNorm", backendName: "cpu", kernelFunc: layerNorm },
+    { kernelName: "Ssl3dLayerNormGrad", backendName: "cpu", kernelFunc: layerNormGrad },
     { kernelName: "Ssl3dInstanceNorm", backendName: "cpu", kernelFunc: instanceNorm },
     { kernelName: "Ssl3dInstanceNormGrad", backendName: "cpu", kernelFunc: instanceNormGrad },
     comparison("Greater", 0), comparison("GreaterEqual", 1), comparison("Less", 2), comparison("LessEqual", 3),
@@ -541,6 +568,21 @@ export function instanceNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D,
   });
 }
 
+/**
+ * LayerNorm over the last axis (biased variance, affine), as one fused native kernel with a fused native gradient;
+ * autodiff keeps x and the per-row statistics only. Same preconditions as `instanceNormFused`.
+ */
+export function layerNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): T {
+  if (!loaded || tf.getBackend() !== "cpu") {
+    throw new Error("layerNormFused needs the cpu backend with the native kernels (loadNativeKernels() returned true)");
+  }
+  if (x.dtype !== "float32" || x.rank < 1) throw new Error(`layerNormFused: expected float32, got ${x.dtype}`);
+  return tf.tidy(() => {
+    const [y] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dLayerNorm", { x, gamma, beta }, { eps });
+    return y as T;
+  });
+}
+
 let gradientRegistered = false;
 function registerFusedGradients(): void {
   if (gradientRegistered) return;
@@ -556,6 +598,18 @@ function registerFusedGradients(): void {
       // other two outputs of a lazily shared call).
       const [dx, dgamma, dbeta] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dInstanceNormGrad",
         { x, dy: dyy, gamma, beta, mean, rstd }, { alpha: attrs.alpha as number });
+      return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+    },
+  });
+  tf.registerGradient({
+    kernelName: "Ssl3dLayerNorm",
+    inputsToSave: ["x", "gamma"],
+    outputsToSave: [false, true, true],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const [x, gamma, mean, rstd] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+      const dyy = Array.isArray(dy) ? dy[0]! : dy;
+      const [dx, dgamma, dbeta] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dLayerNormGrad",
+        { x, dy: dyy, gamma, mean, rstd });
       return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
     },
   });
