@@ -478,6 +478,26 @@ napi_value LayerNormGrad(napi_env env, napi_callback_info info) {
   });
 }
 
+// copyBlock(src, srcShape, srcOffset, dst, dstShape, dstOffset, size): Slice and Pad.
+napi_value CopyBlock(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 7);
+    F32 S = f32(env, a[0], "src"), D = f32(env, a[3], "dst");
+    const auto sd = shape_of(env, a[1], "srcShape"), so = shape_of(env, a[2], "srcOffset");
+    const auto dd = shape_of(env, a[4], "dstShape"), dof = shape_of(env, a[5], "dstOffset");
+    const auto size = shape_of(env, a[6], "size");
+    const size_t r = size.size();
+    if (r == 0 || sd.size() != r || so.size() != r || dd.size() != r || dof.size() != r)
+      throw JsError{"copyBlock: ranks differ"};
+    for (size_t k = 0; k < r; ++k)
+      if (so[k] + size[k] > sd[k] || dof[k] + size[k] > dd[k]) throw JsError{"copyBlock: block out of range"};
+    need(S, prod(sd), "src");
+    need(D, prod(dd), "dst");
+    copy_block(S.data, sd, so, D.data, dd, dof, size);
+    return undefined(env);
+  });
+}
+
 // setOptions(dnnl: boolean, blas: boolean, threads: number)  (threads <= 0 keeps the current count)
 napi_value SetOptions(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -528,6 +548,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"instanceNormGrad", nullptr, InstanceNormGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"layerNorm", nullptr, LayerNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"layerNormGrad", nullptr, LayerNormGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"copyBlock", nullptr, CopyBlock, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setOptions", nullptr, SetOptions, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

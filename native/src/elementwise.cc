@@ -298,4 +298,37 @@ void transpose(const float* x, const std::vector<int64_t>& dims, const std::vect
   }
 }
 
+// Copies a block `size` from src (dims sd) at offset soff to dst (dims dd) at offset doff (Slice and Pad).
+void copy_block(const float* src, const std::vector<int64_t>& sd, const std::vector<int64_t>& soff, float* dst,
+                const std::vector<int64_t>& dd, const std::vector<int64_t>& doff, const std::vector<int64_t>& size) {
+  const size_t r = size.size();
+  std::vector<int64_t> ss(r, 1), ds(r, 1);
+  for (size_t k = r - 1; k-- > 0;) { ss[k] = ss[k + 1] * sd[k + 1]; ds[k] = ds[k + 1] * dd[k + 1]; }
+  int64_t total = 1;
+  for (int64_t v : size) total *= v;
+  if (total == 0) return;
+  // Merge trailing axes that are copied whole in both arrays into one longer contiguous run.
+  size_t last = r - 1;
+  int64_t run = size[last];
+  while (last > 0 && size[last] == sd[last] && size[last] == dd[last] && soff[last] == 0 && doff[last] == 0) {
+    --last;
+    run *= size[last];
+  }
+  int64_t outer = 1;
+  for (size_t k = 0; k < last; ++k) outer *= size[k];
+  int64_t sbase = 0, dbase = 0;
+  for (size_t k = 0; k < r; ++k) { sbase += soff[k] * ss[k]; dbase += doff[k] * ds[k]; }
+#pragma omp parallel for schedule(static) if (total >= kParallelMin)
+  for (int64_t t = 0; t < outer; ++t) {
+    int64_t rem = t, so = sbase, dof = dbase;
+    for (size_t k = last; k-- > 0;) {
+      const int64_t idx = rem % size[k];
+      rem /= size[k];
+      so += idx * ss[k];
+      dof += idx * ds[k];
+    }
+    std::memcpy(dst + dof, src + so, run * sizeof(float));
+  }
+}
+
 }  // namespace ssl3d

@@ -71,6 +71,9 @@ void layer_norm_fwd(const float* x, int64_t R, int64_t C, const float* gamma, co
 void layer_norm_bwd(const float* x, const float* dy, int64_t R, int64_t C, const float* gamma, const float* mean,
                     const float* rstd, float* dx, float* dgamma, float* dbeta);
 
+void copy_block(const float* src, const std::vector<int64_t>& sd, const std::vector<int64_t>& soff, float* dst,
+                const std::vector<int64_t>& dd, const std::vector<int64_t>& doff, const std::vector<int64_t>& size);
+
 // Runtime configuration.
 struct Options {
   bool use_dnnl = true;  // use oneDNN convolutions when compiled in

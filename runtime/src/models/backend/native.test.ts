@@ -290,6 +290,22 @@ describe("native cpu kernels", { skip: !available }, () => {
       });
     }
 
+    const slices: { shape: number[]; begin: number[]; size: number[] }[] = [
+      { shape: [2, 6, 5, 7, 3], begin: [0, 1, 0, 2, 0], size: [2, 4, 5, 3, 3] },
+      { shape: [2, 6, 5, 7, 3], begin: [1, 0, 1, 0, 1], size: [1, -1, 3, -1, 2] },
+      { shape: [9, 8], begin: [2, 3], size: [5, 4] },
+      { shape: [9, 8], begin: [2, 0], size: [5, 8] },
+    ];
+    for (const c of slices) {
+      test(`slice [${c.shape.join(",")}] begin [${c.begin.join(",")}] size [${c.size.join(",")}]: forward and gradient (PadV2)`, () => {
+        const x = tf.randomNormal(c.shape, 0, 1, "float32", 171);
+        const r = both(() => [tf.slice(x, c.begin, c.size), tf.grad((p: tf.Tensor) => tf.square(tf.slice(p, c.begin, c.size)))(x),
+          tf.pad(x, c.shape.map((_, i) => [i % 2, (i + 1) % 3] as [number, number]), 1.5)]);
+        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `slice/pad output ${i}`); });
+        tf.dispose([x, ...r.native, ...r.stock]);
+      });
+    }
+
     const unaries = [
       ["neg", tf.neg], ["exp", tf.exp], ["erf", tf.erf], ["leakyRelu", (t: tf.Tensor) => tf.leakyRelu(t, 0.01)],
       ["square", tf.square], ["rsqrt", (t: tf.Tensor) => tf.rsqrt(tf.add(tf.abs(t), 0.1))], ["relu", tf.relu],

@@ -6,7 +6,7 @@
  * Kernels: Conv3D, Conv3DBackpropInputV2, Conv3DBackpropFilterV2 (oneDNN when the addon was built with it, else
  * im2col + GEMM), BatchMatMul and _FusedMatMul (the addon's own SIMD GEMM; OpenBLAS sgemm on request),
  * and the memory-bound ops that dominate a step once convolutions are fast: broadcasting Add/Sub/Multiply/RealDiv/
- * SquaredDifference, Greater/GreaterEqual/Less/LessEqual/Equal, Select, Sum/Mean over a contiguous run of axes, Concat, SplitV, Transpose, Softmax (last axis) and
+ * SquaredDifference, Greater/GreaterEqual/Less/LessEqual/Equal, Select, Sum/Mean over a contiguous run of axes, Concat, SplitV, Slice (non-contiguous), PadV2, Transpose, Softmax (last axis) and
  * the unary Neg/Exp/Erf/LeakyRelu/Square/Rsqrt/Relu/Sqrt (all float32; other dtypes and shapes fall through to
  * the stock kernels).
  * Tensors are read and written in place through the cpu backend's data storage (no copies).
@@ -52,6 +52,8 @@ export interface NativeAddon {
     y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
   layerNormGrad(x: Float32Array, dy: Float32Array, rows: number, c: number, gamma: Float32Array, mean: Float32Array,
     rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void;
+  copyBlock(src: Float32Array, srcShape: Int32Array, srcOffset: Int32Array, dst: Float32Array, dstShape: Int32Array,
+    dstOffset: Int32Array, size: Int32Array): void;
   setOptions(dnnl: boolean, blas: boolean, threads: number): void;
   info(): NativeInfo;
 }
@@ -77,7 +79,7 @@ export const FUSED_KERNEL_NAMES = [
 export const NATIVE_KERNEL_NAMES = [
   "Conv3D", "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2", "BatchMatMul", "_FusedMatMul",
   "Add", "Sub", "Multiply", "RealDiv", "SquaredDifference", "Sum", "Mean", "Concat", "SplitV",
-  "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "Select", "Softmax", "Transpose", "Neg", "Exp", "Erf", "LeakyRelu", "Square", "Rsqrt", "Relu", "Sqrt",
+  "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "Select", "Softmax", "Transpose", "Slice", "PadV2", "Neg", "Exp", "Erf", "LeakyRelu", "Square", "Rsqrt", "Relu", "Sqrt",
 ] as const;
 
 interface CpuData { values?: unknown }
@@ -479,7 +481,37 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
       b.makeTensorInfo([c], "float32", dbeta)];
   };
 
+  const slice: tf.KernelFunc = (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const { begin, size } = args.attrs as { begin: number | number[]; size?: number | number[] };
+    if (x.dtype !== "float32" || x.shape.length === 0) return stock.get("Slice")!.kernelFunc(args);
+    const parsed = tf.slice_util.parseSliceParams(x, begin, size);
+    const b0 = parsed[0]!, s0 = parsed[1]!;
+    // Contiguous slices are zero-copy subarray views in the stock kernel: keep those.
+    if (tf.slice_util.isSliceContinous(x.shape, b0, s0)) return stock.get("Slice")!.kernelFunc(args);
+    const b = args.backend as unknown as CpuBackend;
+    const out = alloc(tf.util.sizeFromShape(s0));
+    a.copyBlock(f32(b, x), Int32Array.from(x.shape), Int32Array.from(b0), out, Int32Array.from(s0),
+      new Int32Array(s0.length), Int32Array.from(s0));
+    return b.makeTensorInfo(s0, "float32", out);
+  };
+
+  const pad: tf.KernelFunc = (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const { paddings, constantValue } = args.attrs as { paddings: [number, number][]; constantValue: number };
+    if (x.dtype !== "float32" || x.shape.length === 0) return stock.get("PadV2")!.kernelFunc(args);
+    const b = args.backend as unknown as CpuBackend;
+    const outShape = paddings.map((p, i) => p[0] + x.shape[i]! + p[1]);
+    const n = tf.util.sizeFromShape(outShape);
+    const out = constantValue === 0 ? new Float32Array(n) : alloc(n).fill(constantValue);
+    a.copyBlock(f32(b, x), Int32Array.from(x.shape), new Int32Array(x.shape.length), out, Int32Array.from(outShape),
+      Int32Array.from(paddings.map((p) => p[0])), Int32Array.from(x.shape));
+    return b.makeTensorInfo(outShape, "float32", out);
+  };
+
   return [
+    { kernelName: "Slice", backendName: "cpu", kernelFunc: slice },
+    { kernelName: "PadV2", backendName: "cpu", kernelFunc: pad },
     { kernelName: "Ssl3dLayerNorm", backendName: "cpu", kernelFunc: layerNorm },
     { kernelName: "Ssl3dLayerNormGrad", backendName: "cpu", kernelFunc: layerNormGrad },
     { kernelName: "Ssl3dInstanceNorm", backendName: "cpu", kernelFunc: instanceNorm },
