@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
+import { instanceNorm, layerNorm } from "../ops/norm.js";
 import {
   instanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
 } from "./native.js";
@@ -394,6 +395,22 @@ describe("native cpu kernels", { skip: !available }, () => {
         tf.dispose([...fused, ...ref, x, g, b, dy]);
       });
     }
+  });
+
+  test("the models' op layer (ops/norm.ts) uses the fused kernels on cpu and matches its own composed form", async () => {
+    const x = tf.randomNormal([2, 6, 5, 4, 7], 0.5, 2, "float32", 181);
+    const t = tf.randomNormal([2, 9, 12], 0.5, 2, "float32", 182);
+    const g7 = tf.randomNormal<tf.Rank.R1>([7], 1, 0.2, "float32", 183), b7 = tf.randomNormal<tf.Rank.R1>([7], 0, 0.2, "float32", 184);
+    const g12 = tf.randomNormal<tf.Rank.R1>([12], 1, 0.2, "float32", 185), b12 = tf.randomNormal<tf.Rank.R1>([12], 0, 0.2, "float32", 186);
+    const prof = await tf.profile(() => [instanceNorm(x, g7, b7), layerNorm(t, g12, b12)]);
+    const names = prof.kernels.map((k) => k.name);
+    assert.ok(names.includes("Ssl3dInstanceNorm") && names.includes("Ssl3dLayerNorm"), `kernels run: ${names.join(",")}`);
+    tf.dispose(prof.result);
+    const r = both(() => tf.tidy(() => [instanceNorm(x, g7, b7), layerNorm(t, g12, b12, 1e-6),
+      ...tf.grads((p: tf.Tensor, q: tf.Tensor) =>
+        tf.add(tf.sum(tf.square(instanceNorm(p, g7, b7))), tf.sum(tf.square(layerNorm(q, g12, b12)))))([x, t])]));
+    r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `ops norm output ${i}`, 1e-4); });
+    tf.dispose([x, t, g7, b7, g12, b12, ...r.native, ...r.stock]);
   });
 
   test("the addon rejects buffers whose size does not match the geometry", () => {
