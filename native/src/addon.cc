@@ -498,6 +498,27 @@ napi_value CopyBlock(napi_env env, napi_callback_info info) {
   });
 }
 
+// avgPool3d(x, geometry[14], y) / avgPool3dGrad(dy, geometry[14], dx): 'valid' windows.
+napi_value AvgPool(napi_env env, napi_callback_info info, bool grad) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 3);
+    F32 I = f32(env, a[0], grad ? "dy" : "x"), O = f32(env, a[2], grad ? "dx" : "y");
+    const auto g = shape_of(env, a[1], "geometry");
+    if (g.size() != 14) throw JsError{"avgPool3d: geometry must have 14 integers"};
+    for (int k = 0; k < 14; ++k)
+      if (g[k] <= 0) throw JsError{"avgPool3d: non-positive geometry value"};
+    if ((g[11] - 1) * g[8] + g[5] > g[1] || (g[12] - 1) * g[9] + g[6] > g[2] || (g[13] - 1) * g[10] + g[7] > g[3])
+      throw JsError{"avgPool3d: windows exceed the input"};
+    const int64_t in = g[0] * g[1] * g[2] * g[3] * g[4], out = g[0] * g[11] * g[12] * g[13] * g[4];
+    need(I, grad ? out : in, grad ? "dy" : "x");
+    need(O, grad ? in : out, grad ? "dx" : "y");
+    if (grad) avgpool3d_grad(g.data(), I.data, O.data); else avgpool3d(g.data(), I.data, O.data);
+    return undefined(env);
+  });
+}
+napi_value AvgPoolFwd(napi_env env, napi_callback_info info) { return AvgPool(env, info, false); }
+napi_value AvgPoolGrad(napi_env env, napi_callback_info info) { return AvgPool(env, info, true); }
+
 // setOptions(dnnl: boolean, blas: boolean, threads: number)  (threads <= 0 keeps the current count)
 napi_value SetOptions(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -549,6 +570,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"layerNorm", nullptr, LayerNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"layerNormGrad", nullptr, LayerNormGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"copyBlock", nullptr, CopyBlock, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"avgPool3d", nullptr, AvgPoolFwd, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"avgPool3dGrad", nullptr, AvgPoolGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setOptions", nullptr, SetOptions, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

@@ -331,4 +331,53 @@ void copy_block(const float* src, const std::vector<int64_t>& sd, const std::vec
   }
 }
 
+// Average pooling, NDHWC, 'valid' windows (every window fully inside the input), dilation 1.
+// g = {N, D, H, W, C, kd, kh, kw, sd, sh, sw, OD, OH, OW}
+void avgpool3d(const int64_t* g, const float* x, float* y) {
+  const int64_t N = g[0], D = g[1], H = g[2], W = g[3], C = g[4], kd = g[5], kh = g[6], kw = g[7];
+  const int64_t sd = g[8], sh = g[9], sw = g[10], OD = g[11], OH = g[12], OW = g[13];
+  const float inv = 1.f / static_cast<float>(kd * kh * kw);
+#pragma omp parallel for collapse(2) schedule(static) if (N * OD * OH * OW * C * kd * kh * kw >= kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t od = 0; od < OD; ++od) {
+      std::vector<float> acc(static_cast<size_t>(C));
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          std::fill(acc.begin(), acc.end(), 0.f);
+          for (int64_t a = 0; a < kd; ++a)
+            for (int64_t b = 0; b < kh; ++b)
+              for (int64_t c = 0; c < kw; ++c) {
+                const float* p = x + ((((n * D) + od * sd + a) * H + oh * sh + b) * W + ow * sw + c) * C;
+                for (int64_t ch = 0; ch < C; ++ch) acc[ch] += p[ch];
+              }
+          float* o = y + (((n * OD + od) * OH + oh) * OW + ow) * C;
+          for (int64_t ch = 0; ch < C; ++ch) o[ch] = acc[ch] * inv;
+        }
+      }
+    }
+  }
+}
+
+void avgpool3d_grad(const int64_t* g, const float* dy, float* dx) {
+  const int64_t N = g[0], D = g[1], H = g[2], W = g[3], C = g[4], kd = g[5], kh = g[6], kw = g[7];
+  const int64_t sd = g[8], sh = g[9], sw = g[10], OD = g[11], OH = g[12], OW = g[13];
+  const float inv = 1.f / static_cast<float>(kd * kh * kw);
+  std::memset(dx, 0, sizeof(float) * N * D * H * W * C);
+  // Threads own whole batch items, so overlapping windows never race.
+#pragma omp parallel for schedule(static) if (N > 1 && N * D * H * W * C >= kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t od = 0; od < OD; ++od)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          const float* d = dy + (((n * OD + od) * OH + oh) * OW + ow) * C;
+          for (int64_t a = 0; a < kd; ++a)
+            for (int64_t b = 0; b < kh; ++b)
+              for (int64_t c = 0; c < kw; ++c) {
+                float* p = dx + ((((n * D) + od * sd + a) * H + oh * sh + b) * W + ow * sw + c) * C;
+                for (int64_t ch = 0; ch < C; ++ch) p[ch] += d[ch] * inv;
+              }
+        }
+  }
+}
+
 }  // namespace ssl3d

@@ -74,6 +74,10 @@ void layer_norm_bwd(const float* x, const float* dy, int64_t R, int64_t C, const
 void copy_block(const float* src, const std::vector<int64_t>& sd, const std::vector<int64_t>& soff, float* dst,
                 const std::vector<int64_t>& dd, const std::vector<int64_t>& doff, const std::vector<int64_t>& size);
 
+// Average pooling NDHWC with 'valid' windows; g = {N, D, H, W, C, kd, kh, kw, sd, sh, sw, OD, OH, OW}.
+void avgpool3d(const int64_t* g, const float* x, float* y);
+void avgpool3d_grad(const int64_t* g, const float* dy, float* dx);
+
 // Runtime configuration.
 struct Options {
   bool use_dnnl = true;  // use oneDNN convolutions when compiled in

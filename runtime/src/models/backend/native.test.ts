@@ -307,6 +307,22 @@ describe("native cpu kernels", { skip: !available }, () => {
       });
     }
 
+    const pools: { shape: [number, number, number, number, number]; k: number | [number, number, number]; s: number | [number, number, number]; pad: "valid" | "same" }[] = [
+      { shape: [2, 8, 6, 4, 5], k: 2, s: 2, pad: "valid" },
+      { shape: [1, 7, 9, 5, 3], k: [3, 2, 1], s: [2, 2, 1], pad: "valid" },
+      { shape: [2, 5, 5, 5, 4], k: 3, s: 1, pad: "valid" },
+      { shape: [1, 5, 6, 7, 2], k: 2, s: 2, pad: "same" },
+    ];
+    for (const c of pools) {
+      test(`avgPool3d [${c.shape.join(",")}] k ${JSON.stringify(c.k)} s ${JSON.stringify(c.s)} ${c.pad}: forward and gradient`, () => {
+        const x = tf.randomNormal<tf.Rank.R5>(c.shape, 0, 1, "float32", 191);
+        const f = (p: tf.Tensor): tf.Tensor => tf.avgPool3d(p as tf.Tensor5D, c.k, c.s, c.pad);
+        const r = both(() => { const y = f(x); const dy = tf.randomNormal(y.shape, 0, 1, "float32", 192); const g = tf.grad(f)(x, dy); dy.dispose(); return [y, g]; });
+        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `avgPool3d output ${i}`); });
+        tf.dispose([x, ...r.native, ...r.stock]);
+      });
+    }
+
     const unaries = [
       ["neg", tf.neg], ["exp", tf.exp], ["erf", tf.erf], ["leakyRelu", (t: tf.Tensor) => tf.leakyRelu(t, 0.01)],
       ["square", tf.square], ["rsqrt", (t: tf.Tensor) => tf.rsqrt(tf.add(tf.abs(t), 0.1))], ["relu", tf.relu],

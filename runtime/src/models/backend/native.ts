@@ -6,7 +6,7 @@
  * Kernels: Conv3D, Conv3DBackpropInputV2, Conv3DBackpropFilterV2 (oneDNN when the addon was built with it, else
  * im2col + GEMM), BatchMatMul and _FusedMatMul (the addon's own SIMD GEMM; OpenBLAS sgemm on request),
  * and the memory-bound ops that dominate a step once convolutions are fast: broadcasting Add/Sub/Multiply/RealDiv/
- * SquaredDifference, Greater/GreaterEqual/Less/LessEqual/Equal, Select, Sum/Mean over a contiguous run of axes, Concat, SplitV, Slice (non-contiguous), PadV2, Transpose, Softmax (last axis) and
+ * SquaredDifference, Greater/GreaterEqual/Less/LessEqual/Equal, Select, Sum/Mean over a contiguous run of axes, Concat, SplitV, Slice (non-contiguous), PadV2, AvgPool3D/AvgPool3DGrad ('valid'), Transpose, Softmax (last axis) and
  * the unary Neg/Exp/Erf/LeakyRelu/Square/Rsqrt/Relu/Sqrt (all float32; other dtypes and shapes fall through to
  * the stock kernels).
  * Tensors are read and written in place through the cpu backend's data storage (no copies).
@@ -54,6 +54,8 @@ export interface NativeAddon {
     rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void;
   copyBlock(src: Float32Array, srcShape: Int32Array, srcOffset: Int32Array, dst: Float32Array, dstShape: Int32Array,
     dstOffset: Int32Array, size: Int32Array): void;
+  avgPool3d(x: Float32Array, geometry: Int32Array, y: Float32Array): void;
+  avgPool3dGrad(dy: Float32Array, geometry: Int32Array, dx: Float32Array): void;
   setOptions(dnnl: boolean, blas: boolean, threads: number): void;
   info(): NativeInfo;
 }
@@ -79,7 +81,7 @@ export const FUSED_KERNEL_NAMES = [
 export const NATIVE_KERNEL_NAMES = [
   "Conv3D", "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2", "BatchMatMul", "_FusedMatMul",
   "Add", "Sub", "Multiply", "RealDiv", "SquaredDifference", "Sum", "Mean", "Concat", "SplitV",
-  "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "Select", "Softmax", "Transpose", "Slice", "PadV2", "Neg", "Exp", "Erf", "LeakyRelu", "Square", "Rsqrt", "Relu", "Sqrt",
+  "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "Select", "Softmax", "Transpose", "Slice", "PadV2", "AvgPool3D", "AvgPool3DGrad", "Neg", "Exp", "Erf", "LeakyRelu", "Square", "Rsqrt", "Relu", "Sqrt",
 ] as const;
 
 interface CpuData { values?: unknown }
@@ -509,7 +511,41 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     return b.makeTensorInfo(outShape, "float32", out);
   };
 
+  // 'valid' average pooling (ResEnc's strided skip path); other paddings and rounding modes use the stock kernels.
+  const poolInfo = (shape: number[], attrs: tf.NamedAttrMap): tf.backend_util.Conv3DInfo | null => {
+    const { filterSize, strides, pad, dimRoundingMode } = attrs as {
+      filterSize: number | [number, number, number]; strides: number | [number, number, number]; pad: unknown;
+      dimRoundingMode?: string;
+    };
+    if (pad !== "valid" || dimRoundingMode !== undefined || shape.length !== 5) return null;
+    return tf.backend_util.computePool3DInfo(shape as Shape5, filterSize, strides, 1, "valid");
+  };
+  const poolGeometry = (ci: tf.backend_util.Conv3DInfo): Int32Array => Int32Array.from([
+    ci.batchSize, ci.inDepth, ci.inHeight, ci.inWidth, ci.inChannels, ci.filterDepth, ci.filterHeight, ci.filterWidth,
+    ci.strideDepth, ci.strideHeight, ci.strideWidth, ci.outDepth, ci.outHeight, ci.outWidth,
+  ]);
+  const avgPool: tf.KernelFunc = (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const ci = x.dtype === "float32" ? poolInfo(x.shape, args.attrs ?? {}) : null;
+    if (ci === null) return stock.get("AvgPool3D")!.kernelFunc(args);
+    const b = args.backend as unknown as CpuBackend;
+    const out = alloc(tf.util.sizeFromShape(ci.outShape));
+    a.avgPool3d(f32(b, x), poolGeometry(ci), out);
+    return b.makeTensorInfo(ci.outShape, "float32", out);
+  };
+  const avgPoolGrad: tf.KernelFunc = (args) => {
+    const { dy, input } = args.inputs as { dy: tf.TensorInfo; input: tf.TensorInfo };
+    const ci = dy.dtype === "float32" ? poolInfo(input.shape, args.attrs ?? {}) : null;
+    if (ci === null) return stock.get("AvgPool3DGrad")!.kernelFunc(args);
+    const b = args.backend as unknown as CpuBackend;
+    const out = alloc(tf.util.sizeFromShape(input.shape));
+    a.avgPool3dGrad(f32(b, dy), poolGeometry(ci), out);
+    return b.makeTensorInfo(input.shape, "float32", out);
+  };
+
   return [
+    { kernelName: "AvgPool3D", backendName: "cpu", kernelFunc: avgPool },
+    { kernelName: "AvgPool3DGrad", backendName: "cpu", kernelFunc: avgPoolGrad },
     { kernelName: "Slice", backendName: "cpu", kernelFunc: slice },
     { kernelName: "PadV2", backendName: "cpu", kernelFunc: pad },
     { kernelName: "Ssl3dLayerNorm", backendName: "cpu", kernelFunc: layerNorm },
