@@ -11,6 +11,14 @@
 
 namespace ssl3d {
 
+static bool omp_in_parallel_safe() {
+#ifdef _OPENMP
+  return omp_in_parallel() != 0;
+#else
+  return true;  // no threads: nothing to split across
+#endif
+}
+
 Options& options() {
   static Options o = [] {
 #ifdef SSL3D_HAVE_CBLAS
@@ -91,9 +99,35 @@ static bool gemv(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
   return false;
 }
 
+// Small output, long reduction (weight gradients such as [8, 65536] x [65536, 8]): split K across threads, each
+// running a serial GEMM into its own partial C, then add the partials. The blocked GEMM would otherwise open two
+// parallel regions per 256-long K block (512 regions for this shape) with too little work in each.
+static bool gemm_split_k(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                         const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  const int nt = num_threads();
+  if (nt < 2 || M * N > 64 * 64 || K < 4096 || omp_in_parallel_safe()) return false;
+  const int64_t parts = nt;
+  std::vector<float> partial(static_cast<size_t>(parts * M * N));
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < parts; ++t) {
+    const int64_t k0 = K * t / parts, k1 = K * (t + 1) / parts;
+    const float* At = ta ? A + k0 * lda : A + k0;
+    const float* Bt = tb ? B + k0 : B + k0 * ldb;
+    gemm_own(ta, tb, M, N, k1 - k0, At, lda, Bt, ldb, partial.data() + t * M * N, N, false);
+  }
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      float s = accumulate ? C[i * ldc + j] : 0.f;
+      for (int64_t t = 0; t < parts; ++t) s += partial[(t * M + i) * N + j];
+      C[i * ldc + j] = s;
+    }
+  return true;
+}
+
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
           float* C, int64_t ldc, bool accumulate) {
   if ((M == 1 || N == 1) && K > 0 && gemv(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate)) return;
+  if (M > 0 && N > 0 && gemm_split_k(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate)) return;
 #ifdef SSL3D_HAVE_CBLAS
   if (options().use_blas && M > 0 && N > 0 && K > 0) {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),

@@ -134,6 +134,9 @@ describe("native cpu kernels", { skip: !available }, () => {
         { a: [3000, 1], b: [9, 3000], ta: true, tb: true },
         { a: [37, 300], b: [300, 1], ta: false, tb: false },
         { a: [37, 300], b: [1, 300], ta: false, tb: true },
+        // small output, long reduction: the split-K path
+        { a: [8, 9000], b: [9000, 7], ta: false, tb: false },
+        { a: [9000, 8], b: [7, 9000], ta: true, tb: true },
       ];
       for (const m of mmCases) {
         const label = `matMul [${m.a.join(",")}]${m.ta ? "^T" : ""} x [${m.b.join(",")}]${m.tb ? "^T" : ""}`;
