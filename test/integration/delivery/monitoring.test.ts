@@ -1,0 +1,163 @@
+/**
+ * Dashboards and alerts are real: every PromQL expression of helm/ssl3d/dashboards/*.json and of the rendered
+ * PrometheusRule is checked by Debian's promtool and evaluated by a real Prometheus, which scrapes
+ *  - a short real training run (`ssl3d run -f examples/laptop.yaml --quick --metrics-port P`, whose `train` child
+ *    serves the runtime's prom-client registry), with the labels the chart's PodMonitor adds, and
+ *  - the operator's metrics endpoint (the operator running against the test API server of test/helpers/kube.ts).
+ * Every expression must be accepted by Prometheus; each one returns data while its source is up, except the ones
+ * listed in MAY_BE_EMPTY with the reason. The alerts' firing conditions are unit-tested with `promtool test rules`.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test, type TestContext } from "node:test";
+import { commands } from "../../../runtime/src/cli/commands/index.js";
+import { REPO } from "../../helpers/chart.js";
+import {
+  GRAFANA_VARS, PrometheusServer, isRunning, dashboardExpressions, freePort, metricNames, renderedRuleGroups, ruleExpressions,
+  vectorSelectors, type PromExpression, type ScrapeTarget,
+} from "../../helpers/monitoring.js";
+import { run } from "../../helpers/tools.js";
+
+/** Expressions that legitimately return nothing on a healthy CPU-only test run, with the reason. */
+const MAY_BE_EMPTY: readonly { readonly origin: RegExp; readonly reason: string }[] = [
+  { origin: /\(DCGM\)/, reason: "GPU panels read NVIDIA dcgm-exporter series; the test machine has no GPU and no exporter" },
+  { origin: /^rules: /, reason: "an alert expression is empty while everything is healthy; promtool test rules shows each one fires (its selectors must still have data)" },
+];
+
+function mayBeEmpty(e: PromExpression): string | undefined {
+  return MAY_BE_EMPTY.find((m) => m.origin.test(e.origin))?.reason;
+}
+
+const TRAINING_METRICS = /^pretrain_/;
+const OPERATOR_METRICS = /^(controller_runtime_|workqueue_|ssl3d_pretrainruns_|~ssl3d_pretrainruns_|process_|nodejs_|up$)/;
+
+test("the rendered rules pass promtool check rules, and every alert fires in its promtool unit test", () => {
+  const dir = mkdtempSync(join(tmpdir(), "ssl3d-rules-"));
+  try {
+    writeFileSync(join(dir, "rules.yaml"), JSON.stringify(renderedRuleGroups()));
+    copyFileSync(join(REPO, "test", "fixtures", "monitoring", "alerts.promtool.yaml"), join(dir, "alerts.promtool.yaml"));
+    const check = run("/usr/bin/promtool", ["check", "rules", "rules.yaml"], { cwd: dir });
+    assert.equal(check.status, 0, check.stdout + check.stderr);
+    assert.match(check.stdout, /SUCCESS: 6 rules found/);
+    const unit = run("/usr/bin/promtool", ["test", "rules", "alerts.promtool.yaml"], { cwd: dir });
+    assert.equal(unit.status, 0, unit.stdout + unit.stderr);
+    // every alert of the chart has at least one unit test that expects it to fire
+    const fixture = run("/usr/bin/grep", ["-o", "alertname: SSL3D[A-Za-z]*", "alerts.promtool.yaml"], { cwd: dir }).stdout;
+    for (const g of renderedRuleGroups().groups) for (const r of g.rules) assert.ok(fixture.includes(`alertname: ${r.alert ?? ""}`), `${r.alert ?? ""} has no promtool unit test`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("every expression reads only metric families of the training, operator and DCGM contracts", () => {
+  const all = [...dashboardExpressions(), ...ruleExpressions()];
+  assert.ok(all.length >= 40, `found ${all.length} expressions`);
+  for (const e of all) {
+    assert.ok(!/\$\w/.test(e.expr.replace(/\$labels|\$value/g, "")), `${e.origin}: unsubstituted variable in ${e.expr}`);
+    const names = metricNames(e.expr);
+    assert.ok(names.length > 0, `${e.origin}: no selector found in ${e.expr}`);
+    for (const n of names) {
+      assert.ok(TRAINING_METRICS.test(n) || OPERATOR_METRICS.test(n) || /^DCGM_FI_DEV_/.test(n), `${e.origin}: unknown metric ${n}`);
+    }
+  }
+});
+
+interface Source { readonly target: ScrapeTarget; readonly done: () => boolean; readonly stop: () => Promise<void>; readonly output: () => string }
+
+/** A short real training run through the local runner, serving the trainer's metrics on a loopback port. */
+async function startTraining(t: TestContext): Promise<Source | undefined> {
+  const names = new Set(commands.map((c) => c.name));
+  for (const needed of ["run", "train", "plan-and-preprocess"]) {
+    if (!names.has(needed)) {
+      t.diagnostic(`training source unavailable: the CLI has no '${needed}' command yet`);
+      return undefined;
+    }
+  }
+  const port = await freePort();
+  const state = mkdtempSync(join(tmpdir(), "ssl3d-mon-run-"));
+  const child = spawn(process.execPath, [join(REPO, "bin", "ssl3d.mjs"), "run", "-f", join(REPO, "examples", "laptop.yaml"), "--quick", "--state-dir", state, "--metrics-port", String(port), "--log-format", "json"], {
+    cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, CI: "true" },
+  });
+  let out = "";
+  child.stdout.on("data", (b: Buffer) => { out += b.toString(); });
+  child.stderr.on("data", (b: Buffer) => { out += b.toString(); });
+  return {
+    target: { job: "ssl3d-training", address: `127.0.0.1:${port}`, labels: { namespace: GRAFANA_VARS.namespace!, pretrainrun: GRAFANA_VARS.run!, attempt: "0", pod: `${GRAFANA_VARS.run!}-a0-0` } },
+    done: () => child.exitCode !== null || child.signalCode !== null,
+    output: () => out.slice(-4000),
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once("exit", r));
+        child.kill("SIGTERM");
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
+        if (isRunning(child)) child.kill("SIGKILL");
+      }
+      rmSync(state, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * The operator's metrics endpoint. Needs the operator's entry point and the API server harness of the operator
+ * issue (test/helpers/kube.ts); until both exist the operator expressions are only checked for validity.
+ */
+function startOperator(t: TestContext): Promise<Source | undefined> {
+  t.diagnostic("operator source unavailable: operator/src/main.ts and test/helpers/kube.ts have not landed on this branch");
+  return Promise.resolve(undefined);
+}
+
+test("every dashboard and alert expression is valid in a real Prometheus and returns data from a real run", { timeout: 900_000 }, async (t) => {
+  const exprs = [...dashboardExpressions(), ...ruleExpressions()];
+  const sources: Source[] = [];
+  let prom: PrometheusServer | undefined;
+  try {
+    const training = await startTraining(t);
+    if (training !== undefined) sources.push(training);
+    const operator = await startOperator(t);
+    if (operator !== undefined) sources.push(operator);
+    prom = await PrometheusServer.start(sources.map((s) => s.target));
+
+    // 1. Prometheus accepts every expression (parse and type check), with or without data.
+    for (const e of exprs) {
+      await assert.doesNotReject(prom.query(e.expr), `${e.origin}: ${e.expr}`);
+    }
+
+    const covered = (e: PromExpression): boolean =>
+      metricNames(e.expr).every((n) => (TRAINING_METRICS.test(n) && training !== undefined) || (OPERATOR_METRICS.test(n) && n !== "up" && operator !== undefined) || (n === "up" && sources.length > 0) || /^DCGM/.test(n));
+    const expectData = exprs.filter((e) => covered(e) && mayBeEmpty(e) === undefined);
+    const selectors = [...new Set(exprs.filter(covered).flatMap((e) => vectorSelectors(e.expr)).filter((s) => !s.startsWith("DCGM")))];
+    if (sources.length === 0) {
+      t.skip("no metric source could be started (see diagnostics): expressions were checked for validity only");
+      return;
+    }
+
+    // 2. While the sources run, poll: every expected expression and every selector must return data at some point.
+    const seen = new Set<string>();
+    const deadline = Date.now() + 600_000;
+    let polls = 0;
+    while (Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 2000));
+      polls++;
+      for (const q of [...expectData.map((e) => e.expr), ...selectors]) {
+        if (!seen.has(q) && (await prom.count(q)) > 0) seen.add(q);
+      }
+      const missing = [...expectData.map((e) => e.expr), ...selectors].filter((q) => !seen.has(q));
+      if (missing.length === 0 || sources.every((s) => s.done())) break;
+    }
+    const ups = await prom.targetsUp();
+    const missingExprs = expectData.filter((e) => !seen.has(e.expr)).map((e) => `${e.origin}: ${e.expr}`);
+    const missingSelectors = selectors.filter((s) => !seen.has(s));
+    assert.deepEqual(missingSelectors, [], `selectors without data after ${polls} polls (targets ${JSON.stringify(ups)}):\n${sources.map((s) => s.output()).join("\n")}`);
+    assert.deepEqual(missingExprs, [], "expressions without data");
+    for (const e of exprs) {
+      const why = mayBeEmpty(e);
+      if (why !== undefined) t.diagnostic(`${e.origin}: may be empty (${why})`);
+    }
+  } finally {
+    await prom?.stop();
+    for (const s of sources) await s.stop();
+  }
+});
