@@ -29,7 +29,7 @@ export const SCENARIOS: Readonly<Record<string, readonly string[]>> = {
     "--set", "trainingPodMonitor.enabled=true",
     "--set", "alerts.enabled=true",
     "--set", "alerts.ruleLabels.team=imaging",
-    "--set", "rbac.volcano=true", "--set", "rbac.coscheduling=true", "--set", "rbac.podMonitors=true",
+    "--set", "rbac.volcano=true", "--set", "rbac.coscheduling=true",
     "--set", "replicaCount=2",
     "--set", `image.digest=sha256:${"0".repeat(64)}`,
   ],

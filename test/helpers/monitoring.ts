@@ -81,7 +81,22 @@ const KEYWORDS = new Set([
  */
 export function vectorSelectors(expr: string): string[] {
   const out: string[] = [];
-  const s = expr.replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, " ");
+  // drop string literals outside label matchers (label_replace arguments, ...)
+  let unquoted = "";
+  let depth = 0;
+  for (let i = 0; i < expr.length; i++) {
+    const c = expr[i]!;
+    if (c === "{") depth++;
+    if (c === "}") depth--;
+    if (depth === 0 && c === '"') {
+      const end = expr.indexOf('"', i + 1);
+      i = end === -1 ? expr.length : end;
+      unquoted += '""';
+      continue;
+    }
+    unquoted += c;
+  }
+  const s = unquoted.replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, " ");
   const re = /([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*(\{[^}]*\})|([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?/g;
   for (let m = re.exec(s); m !== null; m = re.exec(s)) {
     if (m[2] !== undefined) {

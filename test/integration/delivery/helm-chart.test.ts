@@ -19,7 +19,10 @@ function byKind(objs: readonly K8sObject[], kind: string): K8sObject[] {
 
 interface PodSpecLike {
   securityContext?: Record<string, unknown>;
-  containers: { name: string; securityContext?: Record<string, unknown>; args?: string[] }[];
+  containers: { name: string; securityContext?: Record<string, unknown>; env?: { name: string; value?: string }[] }[];
+}
+function envOf(o: K8sObject): Record<string, string | undefined> {
+  return Object.fromEntries((podSpec(o).containers[0]!.env ?? []).map((e) => [e.name, e.value]));
 }
 function podSpec(o: K8sObject): PodSpecLike {
   return (o as unknown as { spec: { template: { spec: PodSpecLike } } }).spec.template.spec;
@@ -74,12 +77,14 @@ test("operator pods are non-root with a read-only root filesystem, no privilege 
   }
 });
 
-test("leader election flags follow the values; more than one replica without it is refused", () => {
-  const on = podSpec(byKind(renderScenario("full"), "Deployment")[0]!).containers[0]!.args ?? [];
-  assert.ok(on.includes("--leader-elect"));
-  assert.ok(on.includes("--leader-elect-lease-duration=15s"));
+test("leader election settings follow the values; more than one replica without it is refused", () => {
+  const on = envOf(byKind(renderScenario("full"), "Deployment")[0]!);
+  assert.equal(on.SSL3D_LEADER_ELECT, "true");
+  assert.equal(on.SSL3D_LEASE_DURATION_SECONDS, "15");
+  assert.equal(on.SSL3D_OPERATOR_PORT, "8080");
+  assert.ok("SSL3D_OPERATOR_NAMESPACE" in on, "the Lease lives in the pod's namespace");
   const off = byKind(renderScenario("minimal"), "Deployment")[0]!;
-  assert.ok(!(podSpec(off).containers[0]!.args ?? []).includes("--leader-elect"));
+  assert.equal(envOf(off).SSL3D_LEADER_ELECT, "false");
   assert.deepEqual((off as unknown as { spec: { strategy: unknown } }).spec.strategy, { type: "Recreate" });
   const r = run(toolBin("helm"), ["template", "x", CHART, "--set", "leaderElection.enabled=false", "--set", "replicaCount=2"]);
   assert.notEqual(r.status, 0);
@@ -107,9 +112,10 @@ test("RBAC is least privilege", () => {
   assert.ok(rules(lease).some((r) => r.apiGroups.includes("coordination.k8s.io") && r.verbs.includes("update")));
   // optional groups only when asked for
   assert.deepEqual(grants("scheduling.volcano.sh", "podgroups"), []);
-  assert.deepEqual(grants("monitoring.coreos.com", "podmonitors"), []);
+  assert.deepEqual(grants("", "configmaps"), []);
+  assert.ok(!rs.some((r) => r.apiGroups.includes("monitoring.coreos.com")), "the chart's PodMonitor covers runs; the operator creates none");
   const full = rules(byKind(renderScenario("full"), "ClusterRole").find((o) => o.metadata.name === "ssl3d")!);
-  for (const g of ["scheduling.volcano.sh", "scheduling.x-k8s.io", "monitoring.coreos.com"]) {
+  for (const g of ["scheduling.volcano.sh", "scheduling.x-k8s.io"]) {
     assert.ok(full.some((r) => r.apiGroups.includes(g)), g);
   }
 });
@@ -174,7 +180,7 @@ test("values.schema.json rejects bad values with the offending key", () => {
     [["--set", "noSuchKey=1"], /noSuchKey/],
     [["--set", "image.digest=latest"], /digest/],
     [["--set", "image.pullPolicy=Sometimes"], /pullPolicy/],
-    [["--set", "leaderElection.leaseDuration=15"], /leaseDuration/],
+    [["--set", "leaderElection.leaseDurationSeconds=15s"], /leaseDurationSeconds/],
     [["--set", "alerts.checkpointMaxAgeMinutes=0"], /checkpointMaxAgeMinutes/],
   ];
   for (const [args, re] of bad) {
