@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from "node:path";
 import { test } from "node:test";
 import { CHART, KUBE_VERSION, REPO, SCENARIOS, helmTemplate, renderScenario, type K8sObject } from "../../helpers/chart.js";
+import { validateObject } from "../../helpers/k8s-schemas.js";
 import { run, toolBin } from "../../helpers/tools.js";
 
 const GOLDEN = join(REPO, "test", "golden", "helm");
@@ -188,4 +189,17 @@ test("values.schema.json rejects bad values with the offending key", () => {
     assert.notEqual(r.status, 0, args.join(" "));
     assert.match(r.stderr, re, args.join(" "));
   }
+});
+
+test("every rendered object validates against the upstream Kubernetes and Prometheus Operator schemas", async () => {
+  for (const name of Object.keys(SCENARIOS)) {
+    for (const o of renderScenario(name)) await validateObject(o);
+  }
+  // the validator is not a rubber stamp: a wrong type in a PodMonitor and in a Deployment is caught
+  const pm = renderScenario("full").find((o) => o.kind === "PodMonitor")!;
+  const badPm = JSON.parse(JSON.stringify(pm).replace('"port":"metrics"', '"port":9090')) as K8sObject;
+  await assert.rejects(validateObject(badPm), /port must be string/);
+  const dep = renderScenario("default").find((o) => o.kind === "Deployment")!;
+  const badDep = JSON.parse(JSON.stringify(dep).replace('"replicas":1', '"replicas":"one"')) as K8sObject;
+  await assert.rejects(validateObject(badDep), /replicas/);
 });
