@@ -58,7 +58,7 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY bin/ ./bin/
 ENV NODE_ENV=production \
-    SSL3D_BACKEND=tensorflow-gpu \
+    SSL3D_BACKEND=node-gpu \
     nnssl_raw=/data/raw \
     nnssl_preprocessed=/data/preprocessed \
     nnssl_results=/data/results

@@ -1,7 +1,5 @@
-/** Registry of CLI sub-commands: one line per command module. */
+/** Registry of CLI sub-commands: every `CliCommand` exported by `all.ts` (one line per command there). */
 import type { CliCommand } from "../command.js";
-import { runCommand } from "./run.js";
+import * as all from "./all.js";
 
-export const commands: readonly CliCommand[] = [
-  runCommand,
-];
+export const commands: readonly CliCommand[] = Object.values(all as Record<string, CliCommand>);

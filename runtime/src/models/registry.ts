@@ -1,0 +1,33 @@
+/**
+ * Architecture registry: one line per architecture preset. Keys are lower-kebab (`resenc-l`, `primus-m`, ...).
+ */
+import { ConfigError } from "../errors.js";
+import type { ArchitectureEntry, CreateNetworkOptions, Network } from "./architecture.js";
+import { PRIMUS_PRESETS, primusEntry } from "./primus.js";
+import { RESENC_L, RESENC_XS, resencEntry } from "./resenc-unet.js";
+
+const entries: readonly ArchitectureEntry[] = [
+  resencEntry(RESENC_L),
+  resencEntry(RESENC_XS),
+  ...PRIMUS_PRESETS.map(primusEntry),
+];
+
+const byKey = new Map(entries.map((e) => [e.key, e]));
+
+export function architectureKeys(): string[] {
+  return [...byKey.keys()];
+}
+
+export function getArchitecture(key: string): ArchitectureEntry {
+  const e = byKey.get(key);
+  if (e === undefined) throw new ConfigError(`unknown architecture "${key}" (known: ${architectureKeys().join(", ")})`, { field: "architecture" });
+  return e;
+}
+
+export function createNetwork(key: string, opts: CreateNetworkOptions = {}): Network {
+  return getArchitecture(key).create(opts);
+}
+
+export function countParams(key: string, opts: CreateNetworkOptions = {}): number {
+  return getArchitecture(key).countParams(opts);
+}

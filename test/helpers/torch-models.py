@@ -1,0 +1,133 @@
+"""Parity helper: load an ssl3d export strictly into the upstream PyTorch module and run it.
+
+usage: torch-models.py SPEC_JSON
+SPEC: {"arch": "resenc"|"primus"|"evamae", "kwargs": {...}, "weights": path (.pth or .safetensors),
+       "input": path (safetensors with key "x", NCDHW), "output": path (safetensors to write, key "y"),
+       "keep_indices": optional [[...]] (evamae)}
+Prints one JSON line: {"missing": [...], "unexpected": [...], "upstream_only": [...], "ours_only": [...], "params": N}.
+"""
+import json
+import pickle
+import pickletools
+import sys
+import zipfile
+
+import torch
+from torch import nn
+from safetensors.torch import load_file, save_file
+
+torch.set_num_threads(2)
+spec = json.loads(sys.argv[1])
+
+
+def build(arch, kw):
+    if arch == "resenc":
+        from torch import nn
+        from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+        return ResidualEncoderUNet(
+            kw["input_channels"], kw["n_stages"], kw["features_per_stage"], nn.Conv3d, 3, kw["strides"],
+            kw["n_blocks_per_stage"], kw["num_classes"], kw["n_conv_per_stage_decoder"], conv_bias=True,
+            norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=nn.LeakyReLU,
+            nonlin_kwargs={"inplace": True}, deep_supervision=False)
+    if arch == "primus":
+        from dynamic_network_architectures.architectures.primus import Primus
+        return Primus(**kw)
+    if arch == "primusx":
+        from dynamic_network_architectures.architectures.primus import PrimusX
+        return PrimusX(**kw)
+    if arch == "evamae":
+        return EvaMAERef(**kw)
+    raise SystemExit(f"unknown arch {arch}")
+
+
+class _GivenKeep(nn.Module):
+    """Stands in for timm's PatchDropout inside the upstream Eva: keeps the given token indices."""
+
+    def __init__(self, keep):
+        super().__init__()
+        self.keep = keep
+
+    def forward(self, x):
+        idx = self.keep.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        return x.gather(1, idx), self.keep
+
+
+class EvaMAERef(nn.Module):
+    """nnssl EvaMAE's module tree and forward (spec 5.3) composed from the upstream building blocks (nnssl itself
+    is not on PyPI): down_projection, eva (with token dropping), mask_token, decoder Eva, up_projection."""
+
+    def __init__(self, input_channels, embed_dim, patch_embed_size, output_channels, encoder_eva_depth,
+                 encoder_eva_numheads, decoder_eva_depth, decoder_eva_numheads, input_shape, init_values,
+                 scale_attn_inner, drop_path_rate, token_order):
+        super().__init__()
+        from dynamic_network_architectures.building_blocks.eva import Eva
+        from dynamic_network_architectures.building_blocks.patch_encode_decode import LayerNormNd, PatchDecode, PatchEmbed
+        grid = tuple(i // p for i, p in zip(input_shape, patch_embed_size))
+        common = dict(embed_dim=embed_dim, ref_feat_shape=grid, init_values=init_values,
+                      scale_attn_inner=scale_attn_inner, drop_path_rate=drop_path_rate)
+        self.down_projection = PatchEmbed(patch_embed_size, input_channels, embed_dim)
+        self.eva = Eva(depth=encoder_eva_depth, num_heads=encoder_eva_numheads, patch_drop_rate=0.5, **common)
+        self.up_projection = PatchDecode(patch_embed_size, embed_dim, output_channels, norm=LayerNormNd, activation=nn.GELU)
+        self.decoder = Eva(depth=decoder_eva_depth, num_heads=decoder_eva_numheads, patch_drop_rate=0, **common)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.order = "b c w h d -> b (h w d) c" if token_order == "hwd" else "b c w h d -> b (w h d) c"
+        self.inverse = "b (h w d) c -> b c w h d" if token_order == "hwd" else "b (w h d) c -> b c w h d"
+        self.keep = None
+
+    def forward(self, x):
+        from einops import rearrange
+        x = self.down_projection(x)
+        B, C, W, H, D = x.shape
+        x = rearrange(x, self.order)
+        self.eva.patch_drop = _GivenKeep(self.keep)
+        enc, keep = self.eva(x)
+        n = W * H * D
+        restored = self.mask_token.expand(B, n, C).clone()
+        for b in range(B):
+            restored[b, keep[b]] = enc[b]
+        dec, _ = self.decoder(restored)
+        return self.up_projection(rearrange(dec, self.inverse, w=W, h=H, d=D))
+
+
+net = build(spec["arch"], spec["kwargs"]).eval()
+if spec.get("keep_indices") is not None:
+    net.keep = torch.tensor(spec["keep_indices"], dtype=torch.long)
+path = spec["weights"]
+if path.endswith(".safetensors"):
+    sd = load_file(path)
+else:
+    load_mode = "weights_only"
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch < 2.0's weights-only unpickler lacks BINFLOAT (opcode 71 'G'), which any float in the adaptation
+        # plan needs (real nnssl checkpoints have the same property). Then check the pickle by hand: only the
+        # globals torch >= 2 allows, no opcodes outside its list, and load it.
+        if "Unsupported operand 71" not in str(e) or int(torch.__version__.split(".")[0]) >= 2:
+            raise
+        with zipfile.ZipFile(path) as z:
+            pkl = z.read([n for n in z.namelist() if n.endswith("/data.pkl")][0])
+        allowed_globals = {"collections OrderedDict", "torch._utils _rebuild_tensor_v2", "torch FloatStorage"}
+        allowed_ops = {"PROTO", "STOP", "GLOBAL", "MARK", "TUPLE", "EMPTY_TUPLE", "REDUCE", "BINPERSID", "BINUNICODE",
+                       "BININT", "BININT1", "LONG1", "BINFLOAT", "NONE", "NEWTRUE", "NEWFALSE", "EMPTY_DICT",
+                       "EMPTY_LIST", "SETITEMS", "APPENDS"}
+        for op, arg, _ in pickletools.genops(pkl):
+            assert op.name in allowed_ops, op.name
+            if op.name == "GLOBAL":
+                assert arg in allowed_globals, arg
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        load_mode = "checked_pickle"
+    sd = ck["network_weights"]
+upstream = set(net.state_dict().keys())
+if spec["arch"] == "evamae":
+    # the stand-in PatchDropout has no state; nnssl's EvaMAE has the same keys
+    pass
+ours = set(sd.keys())
+res = net.load_state_dict(sd, strict=True)
+x = load_file(spec["input"])["x"]
+with torch.no_grad():
+    y = net(x)
+save_file({"y": y.contiguous()}, spec["output"])
+print(json.dumps({"missing": list(res.missing_keys), "unexpected": list(res.unexpected_keys),
+                  "upstream_only": sorted(upstream - ours), "ours_only": sorted(ours - upstream),
+                  "params": sum(p.numel() for p in net.parameters())}))

@@ -1,0 +1,77 @@
+/**
+ * Parity with upstream PyTorch (dynamic-network-architectures from PyPI, Debian torch): our export loads with
+ * strict=True into ResidualEncoderUNet / Primus, the key sets are identical, and the same input gives the same
+ * output (max abs diff < 1e-3 of the output scale). Small presets; full-size runs are in docs/parity.md.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { test } from "node:test";
+import * as tf from "@tensorflow/tfjs";
+import { isMaskedNetwork } from "../../runtime/src/models/architecture.js";
+import { exportNetwork } from "../../runtime/src/models/checkpoint-export.js";
+import { createNetwork } from "../../runtime/src/models/registry.js";
+import { maxAbs, maxAbsDiff } from "../helpers/tf-check.js";
+import { runTorch, tmp } from "../helpers/torch-parity.js";
+
+test("resenc-xs: export loads strictly into upstream ResidualEncoderUNet and matches its output (pth and safetensors)", async () => {
+  await tf.setBackend("cpu");
+  const net = createNetwork("resenc-xs", { features: [4, 8, 16], blocks: [1, 2, 1], strides: [1, 2, 2], patchSize: [16, 16, 16], outChannels: 2, seed: 3 });
+  const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 5);
+  const y = net.apply(x, { training: false });
+  const ours = y.dataSync() as Float32Array;
+  const dir = tmp("ssl3d-parity-");
+  const kw = { input_channels: 1, n_stages: 3, features_per_stage: [4, 8, 16], strides: [1, 2, 2], n_blocks_per_stage: [1, 2, 1], num_classes: 2, n_conv_per_stage_decoder: [1, 1] };
+  for (const format of ["pth-compatible", "safetensors"] as const) {
+    const out = join(dir, format === "safetensors" ? "w.safetensors" : "w.pth");
+    await exportNetwork(net, out, { format });
+    const r = await runTorch("resenc", kw, out, x, dir);
+    assert.deepEqual([r.missing, r.unexpected, r.upstream_only, r.ours_only], [[], [], [], []]);
+    assert.equal(r.params, net.parameterCount());
+    assert.deepEqual(r.yShape, y.shape);
+    const d = maxAbsDiff(ours, r.y);
+    assert.ok(d < 1e-3 * maxAbs(r.y), `${format}: max abs diff ${d}, scale ${maxAbs(r.y)}`);
+  }
+  tf.dispose([x, y]);
+  net.dispose();
+});
+
+test("primus-xs: export loads strictly into upstream Primus (weights_only) and matches its output", async () => {
+  await tf.setBackend("cpu");
+  // non-cubic grid (2x2x4 tokens) pins the (w h d) token order and the RoPE axes
+  const net = createNetwork("primus-xs", { patchSize: [16, 16, 32], outChannels: 2, seed: 4 });
+  const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 32, 1], 0, 1, "float32", 6);
+  const y = net.apply(x, { training: false });
+  const dir = tmp("ssl3d-parity-");
+  const out = join(dir, "w.pth");
+  await exportNetwork(net, out, { format: "pth-compatible" });
+  const kw = { input_channels: 1, embed_dim: 48, patch_embed_size: [8, 8, 8], num_classes: 2, eva_depth: 2, eva_numheads: 2, input_shape: [16, 16, 32], init_values: 0.1, scale_attn_inner: true, drop_path_rate: 0.2 };
+  const r = await runTorch("primus", kw, out, x, dir);
+  assert.deepEqual([r.missing, r.unexpected, r.upstream_only, r.ours_only], [[], [], [], []]);
+  assert.equal(r.params, net.parameterCount());
+  assert.deepEqual(r.yShape, y.shape);
+  const d = maxAbsDiff(y.dataSync(), r.y);
+  assert.ok(d < 1e-3 * maxAbs(r.y), `max abs diff ${d}, scale ${maxAbs(r.y)}`);
+  tf.dispose([x, y]);
+  net.dispose();
+});
+
+for (const tokenOrder of ["whd", "hwd"] as const) {
+  test(`eva-mae-xs (${tokenOrder}): keys equal nnssl EvaMAE's module tree; masked forward matches upstream blocks`, async () => {
+    await tf.setBackend("cpu");
+    const net = createNetwork("eva-mae-xs", { patchSize: [16, 24, 8], outChannels: 1, seed: 8, tokenOrder });
+    assert.ok(isMaskedNetwork(net));
+    const x = tf.randomNormal<tf.Rank.R5>([2, 16, 24, 8, 1], 0, 1, "float32", 9);
+    const r = net.forwardMasked(x, { keepRatio: 0.5, rngSeed: 4 }, { training: false });
+    const dir = tmp("ssl3d-parity-");
+    const out = join(dir, "w.safetensors");
+    await exportNetwork(net, out, { format: "safetensors" });
+    const kw = { input_channels: 1, embed_dim: 48, patch_embed_size: [8, 8, 8], output_channels: 1, encoder_eva_depth: 2, encoder_eva_numheads: 2, decoder_eva_depth: 2, decoder_eva_numheads: 2, input_shape: [16, 24, 8], init_values: 0.1, scale_attn_inner: true, drop_path_rate: 0.2, token_order: tokenOrder };
+    const t = await runTorch("evamae", kw, out, x, dir, r.keepIndices);
+    assert.deepEqual([t.missing, t.unexpected, t.upstream_only, t.ours_only], [[], [], [], []]);
+    assert.equal(t.params, net.parameterCount());
+    const d = maxAbsDiff(r.reconstruction.dataSync(), t.y);
+    assert.ok(d < 1e-3 * maxAbs(t.y), `max abs diff ${d}, scale ${maxAbs(t.y)}`);
+    tf.dispose([x, r.reconstruction]);
+    net.dispose();
+  });
+}
