@@ -61,7 +61,8 @@ export interface RunStatus {
   completionTime?: string;
 }
 
-const DEFAULT_SSL3D = [process.execPath, resolve(import.meta.dirname, "..", "..", "..", "bin", "ssl3d.mjs")];
+const PACKAGE_ROOT = resolve(import.meta.dirname, "..", "..", "..");
+const DEFAULT_SSL3D = [process.execPath, join(PACKAGE_ROOT, "bin", "ssl3d.mjs")];
 
 export function volumePath(stateDir: string, volumes: Readonly<Record<string, string>>, pvc: PvcMount): string {
   const base = volumes[pvc.claimName] ?? join(stateDir, "volumes", pvc.claimName);
@@ -173,7 +174,9 @@ export class LocalRunner {
     const file = createWriteStream(log, { flags: "a" });
     file.write(`# ${now()} ssl3d ${args.join(" ")}\n`);
     const [cmd, ...pre] = this.ssl3d;
-    const child = spawn(cmd!, [...pre, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+    // Children run in the package folder (every path they get is absolute): worker threads that load TypeScript
+    // through tsx resolve it from the working directory.
+    const child = spawn(cmd!, [...pre, ...args], { cwd: PACKAGE_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
     this.current = child;
     const mirror = this.o.childOutput ?? process.stderr;
     let stdout = "";
