@@ -11,7 +11,7 @@ import { PassThrough } from "node:stream";
 import { test } from "node:test";
 import { LAPTOP_MANIFESTS } from "./laptop-manifests.js";
 import { parseManifests } from "./manifests.js";
-import { LocalRunner, QUICK_TRAIN_ARGS, StepFailedError, type RunStatus } from "./runner.js";
+import { LocalRunner, QUICK_TRAIN_ARGS, StepFailedError, trainArgs, type RunStatus } from "./runner.js";
 
 const STANDIN = String.raw`
 import { appendFileSync, mkdirSync, writeFileSync, existsSync, readdirSync } from "node:fs";
@@ -76,7 +76,8 @@ test("runs demo, collection summary, preprocessing and training in order with th
     assert.deepEqual(calls[2]!.args, ["-d", "990", "-c", "onemmiso", "-np", "2"]);
     assert.equal(calls[2]!.env.nnssl_preprocessed, join(s.dir, "state", "volumes", "ssl3d-preprocessed"));
     const train = calls[3]!;
-    assert.deepEqual(train.args, ["990", "onemmiso", "-tr", "BaseMAETrainer", "--epochs", "3", "--arch-preset", "resenc-xs", "--patch-size", "32", "--batch-size", "2", "--iters-per-epoch", "25", "--seed", "1", ...QUICK_TRAIN_ARGS]);
+    // --quick replaces the manifest's --epochs/--iters-per-epoch
+    assert.deepEqual(train.args, ["990", "onemmiso", "-tr", "BaseMAETrainer", "--arch-preset", "resenc-xs", "--patch-size", "32", "--batch-size", "2", "--seed", "1", ...QUICK_TRAIN_ARGS]);
     assert.deepEqual(
       Object.fromEntries(Object.entries(train.env).filter(([k]) => k.startsWith("PET_") || (k.startsWith("SSL3D_") && k !== "SSL3D_TERMINATION_LOG"))),
       {
@@ -157,4 +158,12 @@ test("SIGTERM reaches the trainer, the run is Interrupted, and the next invocati
   } finally {
     rmSync(s.dir, { recursive: true, force: true });
   }
+});
+
+test("without --quick the manifest's training options pass through unchanged", () => {
+  const m = parseManifests(LAPTOP_MANIFESTS, "laptop.yaml");
+  assert.deepEqual(trainArgs(m.runs[0]!, m.plans[0]!, "990", "onemmiso", false), [
+    "train", "990", "onemmiso", "-tr", "BaseMAETrainer", "--epochs", "3", "--arch-preset", "resenc-xs", "--patch-size", "32",
+    "--batch-size", "2", "--iters-per-epoch", "25", "--seed", "1",
+  ]);
 });

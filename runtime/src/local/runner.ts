@@ -18,7 +18,7 @@ import {
   LOCAL_DEMO_ANNOTATION, type CollectionManifest, type Manifests, type PlanManifest, type PretrainRunManifest, type PvcMount,
 } from "./manifests.js";
 
-/** Extra `ssl3d train` arguments of `--quick` (CI): a couple of short epochs. Appended last, so they win. */
+/** `ssl3d train` arguments of `--quick` (CI): a couple of short epochs; they replace the manifest's values. */
 export const QUICK_TRAIN_ARGS: readonly string[] = ["--epochs", "2", "--iters-per-epoch", "4"];
 
 export interface RunnerOptions {
@@ -110,8 +110,16 @@ export function trainArgs(run: PretrainRunManifest, plan: PlanManifest, dataset:
   if (plan.spec.plansName !== undefined) args.push("-p", plan.spec.plansName);
   if (t.epochs !== undefined) args.push("--epochs", String(t.epochs));
   args.push(...(t.args ?? []));
-  if (quick) args.push(...QUICK_TRAIN_ARGS);
-  return args;
+  if (!quick) return args;
+  // drop the options --quick sets (`--opt value` and `--opt=value` forms), then append the quick values
+  const quickFlags = new Set(QUICK_TRAIN_ARGS.filter((a) => a.startsWith("--")));
+  const kept: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (quickFlags.has(a)) i++;
+    else if (!quickFlags.has(a.split("=")[0]!)) kept.push(a);
+  }
+  return [...kept, ...QUICK_TRAIN_ARGS];
 }
 
 function now(): string {
