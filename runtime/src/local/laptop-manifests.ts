@@ -43,7 +43,7 @@ spec:
     trainer: BaseMAETrainer
     configuration: onemmiso
     epochs: 3
-    args: [--arch-preset, resenc-xs, --patch-size, "32", --batch-size, "2", --iters-per-epoch, "25", --seed, "1"]
+    args: [--arch-preset, resenc-xs, --patch-size, "32", --batch-size, "2", --iters-per-epoch, "25", --val-iters, "2", --seed, "1"]
   numNodes: 1
   nprocPerNode: 1
   storage:

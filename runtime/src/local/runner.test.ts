@@ -77,12 +77,12 @@ test("runs demo, collection summary, preprocessing and training in order with th
     assert.equal(calls[2]!.env.nnssl_preprocessed, join(s.dir, "state", "volumes", "ssl3d-preprocessed"));
     const train = calls[3]!;
     // --quick replaces the manifest's --epochs/--iters-per-epoch
-    assert.deepEqual(train.args, ["990", "onemmiso", "-tr", "BaseMAETrainer", "--arch-preset", "resenc-xs", "--patch-size", "32", "--batch-size", "2", "--seed", "1", ...QUICK_TRAIN_ARGS]);
+    assert.deepEqual(train.args, ["990", "onemmiso", "-tr", "BaseMAETrainer", "--arch-preset", "resenc-xs", "--patch-size", "32", "--batch-size", "2", "--val-iters", "2", "--seed", "1", ...QUICK_TRAIN_ARGS]);
     assert.deepEqual(
       Object.fromEntries(Object.entries(train.env).filter(([k]) => k.startsWith("PET_") || (k.startsWith("SSL3D_") && k !== "SSL3D_TERMINATION_LOG"))),
       {
         PET_NNODES: "1", PET_NODE_RANK: "0", PET_NPROC_PER_NODE: "1", PET_MASTER_ADDR: "127.0.0.1", PET_MASTER_PORT: "29500",
-        SSL3D_RUN: "demo", SSL3D_ATTEMPT: "1", SSL3D_CHECKPOINT_DIR: join(s.dir, "results", "checkpoints"), SSL3D_RESUME: "latest", SSL3D_METRICS_PORT: "0",
+        SSL3D_RUN: "demo", SSL3D_ATTEMPT: "1", SSL3D_CHECKPOINT_DIR: join(s.dir, "results", "checkpoints"), SSL3D_RESUME: "latest",
       },
     );
     assert.equal(train.env.nnssl_results, join(s.dir, "results", "results"));
@@ -164,6 +164,6 @@ test("without --quick the manifest's training options pass through unchanged", (
   const m = parseManifests(LAPTOP_MANIFESTS, "laptop.yaml");
   assert.deepEqual(trainArgs(m.runs[0]!, m.plans[0]!, "990", "onemmiso", false), [
     "train", "990", "onemmiso", "-tr", "BaseMAETrainer", "--epochs", "3", "--arch-preset", "resenc-xs", "--patch-size", "32",
-    "--batch-size", "2", "--iters-per-epoch", "25", "--seed", "1",
+    "--batch-size", "2", "--iters-per-epoch", "25", "--val-iters", "2", "--seed", "1",
   ]);
 });

@@ -83,8 +83,9 @@ export function trainEnv(o: {
   results: string; raw: string; metricsPort: number; terminationLog: string;
 }): NodeJS.ProcessEnv {
   const user = Object.fromEntries((o.run.spec.env ?? []).map((e) => [e.name, e.value ?? ""]));
+  const { SSL3D_METRICS_PORT: _inherited, ...base } = o.base;
   return {
-    ...o.base,
+    ...base,
     ...user,
     nnssl_raw: o.raw,
     nnssl_preprocessed: o.preprocessed,
@@ -98,7 +99,8 @@ export function trainEnv(o: {
     SSL3D_ATTEMPT: String(o.attempt),
     SSL3D_CHECKPOINT_DIR: o.checkpointDir,
     SSL3D_RESUME: o.run.spec.runPolicy.resume === "Latest" ? "latest" : "none",
-    SSL3D_METRICS_PORT: String(o.metricsPort),
+    // port 0 means "no endpoint" here (for the trainer, 0 would mean a random port)
+    ...(o.metricsPort > 0 ? { SSL3D_METRICS_PORT: String(o.metricsPort) } : {}),
     SSL3D_TERMINATION_LOG: o.terminationLog,
   };
 }
