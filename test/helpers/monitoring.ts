@@ -198,6 +198,15 @@ export class PrometheusServer {
     return body.data;
   }
 
+  /** Number of series with at least one sample in a range query over [start, end] (Unix seconds). */
+  async countRange(expr: string, start: number, end: number, stepSeconds = 1): Promise<number> {
+    const params = new URLSearchParams({ query: expr, start: String(start), end: String(end), step: String(stepSeconds) });
+    const r = await fetch(`${this.url}/api/v1/query_range?${params.toString()}`);
+    const body = (await r.json()) as { status: string; data?: { result: PromSample[] }; error?: string };
+    if (body.status !== "success" || body.data === undefined) throw new Error(body.error ?? r.statusText);
+    return body.data.result.filter((x) => (x.values ?? []).length > 0).length;
+  }
+
   /** Number of result elements of a query (scalars and strings count as 1). */
   async count(expr: string, time?: number): Promise<number> {
     const d = await this.query(expr, time);
