@@ -175,7 +175,7 @@ function emulate(t: TestContext, file: Dockerfile, root: string): Map<string, st
         }
         const r = run("bash", ["-o", "pipefail", "-c", i.args], {
           cwd: dir,
-          env: { ...process.env, ...env, PATH: `${pinnedNode}:${process.env.PATH ?? ""}`, npm_config_update_notifier: "false" },
+          env: { ...process.env, ...env, PATH: `${pinnedNode}:${process.env.PATH ?? ""}`, npm_config_update_notifier: "false", npm_config_prefer_offline: "true" },
           timeoutMs: 600_000,
         });
         assert.equal(r.status, 0, `Dockerfile:${i.line} RUN ${i.args}\n${r.stdout.slice(-3000)}${r.stderr.slice(-3000)}`);
