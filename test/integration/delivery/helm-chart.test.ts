@@ -146,6 +146,8 @@ test("monitoring objects: opt-in, selected by kube-prometheus-stack's release la
   const selector = (sm as unknown as { spec: { selector: { matchLabels: Record<string, string> } } }).spec.selector.matchLabels;
   for (const [k, v] of Object.entries(selector)) assert.equal(svc.metadata.labels?.[k], v, `ServiceMonitor selects the Service by ${k}`);
   const pm = byKind(full, "PodMonitor")[0]!;
+  const pmSelector = (pm as unknown as { spec: { selector: { matchLabels: Record<string, string> } } }).spec.selector.matchLabels;
+  assert.equal(pmSelector["batch.kubernetes.io/job-completion-index"], "0", "rank 0's pod only");
   const ep = (pm as unknown as { spec: { podMetricsEndpoints: { port: string; relabelings: { sourceLabels: string[]; targetLabel: string }[] }[] } }).spec.podMetricsEndpoints[0]!;
   assert.equal(ep.port, "metrics");
   const target = (l: string): string[] | undefined => ep.relabelings.find((r) => r.targetLabel === l)?.sourceLabels;
