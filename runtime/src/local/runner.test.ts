@@ -11,7 +11,7 @@ import { PassThrough } from "node:stream";
 import { test } from "node:test";
 import { LAPTOP_MANIFESTS } from "./laptop-manifests.js";
 import { parseManifests } from "./manifests.js";
-import { LocalRunner, QUICK_TRAIN_ARGS, StepFailedError, trainArgs, type RunStatus } from "./runner.js";
+import { LocalRunner, QUICK_TRAIN_ARGS, StepFailedError, prettyLogLine, trainArgs, type RunStatus } from "./runner.js";
 
 const STANDIN = String.raw`
 import { appendFileSync, mkdirSync, writeFileSync, existsSync, readdirSync } from "node:fs";
@@ -166,4 +166,11 @@ test("without --quick the manifest's training options pass through unchanged", (
     "train", "990", "onemmiso", "-tr", "BaseMAETrainer", "--epochs", "3", "--arch-preset", "resenc-xs", "--patch-size", "32",
     "--batch-size", "2", "--iters-per-epoch", "25", "--val-iters", "2", "--seed", "1",
   ]);
+});
+
+test("children's JSON log lines are shown as short readable lines; other lines pass through", () => {
+  const line = JSON.stringify({ level: 30, time: Date.UTC(2026, 0, 2, 3, 4, 5), pid: 1, hostname: "h", epoch: 1, trainLoss: 0.516848906, msg: "Epoch finished" });
+  assert.equal(prettyLogLine(line), "  03:04:05 info Epoch finished epoch=1 trainLoss=0.51685");
+  assert.equal(prettyLogLine("plain text"), "plain text");
+  assert.equal(prettyLogLine('{"no":"msg"}'), '{"no":"msg"}');
 });

@@ -37,6 +37,8 @@ export interface RunnerOptions {
   readonly print?: (line: string) => void;
   /** Where children's output is mirrored (default: process.stderr). */
   readonly childOutput?: NodeJS.WritableStream;
+  /** Mirror children's JSON log lines as short readable lines (default: when the mirror is a TTY). */
+  readonly prettyChildLogs?: boolean;
 }
 
 /** A child step failed; carries the child's exit code (2 config, 3 data, 4 training, 1 other). */
@@ -124,6 +126,25 @@ export function trainArgs(run: PretrainRunManifest, plan: PlanManifest, dataset:
   return [...kept, ...QUICK_TRAIN_ARGS];
 }
 
+const LEVELS: Readonly<Record<number, string>> = { 10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal" };
+
+/** One pino JSON line as `  HH:MM:SS level msg k=v ...` (other lines unchanged). The log file keeps the JSON. */
+export function prettyLogLine(line: string): string {
+  if (!line.startsWith("{")) return line;
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return line;
+  }
+  if (typeof o.msg !== "string") return line;
+  const { level, time, msg, pid: _pid, hostname: _host, name: _name, ...rest } = o;
+  const t = typeof time === "number" ? new Date(time).toISOString().slice(11, 19) : "";
+  const lv = typeof level === "number" ? (LEVELS[level] ?? String(level)) : "";
+  const fields = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === "number" ? String(Number(v.toPrecision(5))) : typeof v === "string" ? v : JSON.stringify(v)}`);
+  return `  ${t} ${lv} ${msg}${fields.length > 0 ? ` ${fields.join(" ")}` : ""}`;
+}
+
 function now(): string {
   return new Date().toISOString();
 }
@@ -189,14 +210,27 @@ export class LocalRunner {
     const child = spawn(cmd!, [...pre, ...args], { cwd: PACKAGE_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
     this.current = child;
     const mirror = this.o.childOutput ?? process.stderr;
+    const pretty = this.o.prettyChildLogs ?? (mirror as { isTTY?: boolean }).isTTY === true;
+    let pending = "";
+    const show = (b: Buffer): void => {
+      if (!pretty) {
+        mirror.write(b);
+        return;
+      }
+      pending += b.toString();
+      const lines = pending.split("\n");
+      pending = lines.pop() ?? "";
+      for (const l of lines) mirror.write(`${prettyLogLine(l)}\n`);
+    };
     let stdout = "";
-    child.stdout.on("data", (b: Buffer) => { stdout += b.toString(); file.write(b); mirror.write(b); });
-    child.stderr.on("data", (b: Buffer) => { file.write(b); mirror.write(b); });
+    child.stdout.on("data", (b: Buffer) => { stdout += b.toString(); file.write(b); show(b); });
+    child.stderr.on("data", (b: Buffer) => { file.write(b); show(b); });
     const code = await new Promise<number>((res) => {
       child.on("error", (err) => { file.write(`spawn error: ${err.message}\n`); res(127); });
       child.on("close", (c, sig) => { res(c ?? (sig === "SIGINT" ? 130 : 143)); });
     });
     this.current = undefined;
+    if (pending !== "") mirror.write(`${prettyLogLine(pending)}\n`);
     await new Promise((r) => file.end(r));
     return { code, stdout };
   }
