@@ -1,0 +1,24 @@
+/**
+ * Architecture registry: one line per architecture preset. Keys are lower-kebab (`resenc-l`, `primus-m`, ...).
+ */
+import { ConfigError } from "../errors.js";
+import type { ArchitectureEntry, CreateNetworkOptions, Network } from "./architecture.js";
+
+const entries: readonly ArchitectureEntry[] = [
+];
+
+const byKey = new Map(entries.map((e) => [e.key, e]));
+
+export function architectureKeys(): string[] {
+  return [...byKey.keys()];
+}
+
+export function getArchitecture(key: string): ArchitectureEntry {
+  const e = byKey.get(key);
+  if (e === undefined) throw new ConfigError(`unknown architecture "${key}" (known: ${architectureKeys().join(", ")})`, { field: "architecture" });
+  return e;
+}
+
+export function createNetwork(key: string, opts: CreateNetworkOptions = {}): Network {
+  return getArchitecture(key).create(opts);
+}
