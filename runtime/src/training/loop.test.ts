@@ -1,0 +1,146 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import * as tf from "@tensorflow/tfjs";
+import { pino } from "pino";
+import { PNG } from "pngjs";
+import { writeRawVolume } from "../../../test/helpers/raw-volume.js";
+import type { TrainingImage } from "../data/source.js";
+import { MaeOptionsSchema, CnnMae } from "../methods/mae.js";
+import type { Network, Vec3 } from "../models/architecture.js";
+import { TrainingMetrics } from "../observability/training-metrics.js";
+import { checkpointPath, loadCheckpoint } from "./checkpoint.js";
+import { JSONL_LOG, train, type StopSignal } from "./loop.js";
+import { resolveTrainer } from "./registry.js";
+
+await tf.setBackend("cpu");
+const READER = new URL("../../../test/helpers/raw-volume.ts", import.meta.url).href;
+const silent = pino({ level: "silent" });
+
+/** Stand-in CNN for loop tests: conv3d 3³ (1→4) → relu → conv3d 1³ (4→1), deterministic init from the seed. */
+function tinyCnn(seed: number, patch: Vec3): Network {
+  const w = new Map<string, tf.Variable>([
+    ["conv1.weight", tf.variable(tf.randomNormal([3, 3, 3, 1, 4], 0, 0.3, "float32", seed), true, `c1w-${seed}-${Math.random()}`)],
+    ["conv1.bias", tf.variable(tf.zeros([4]), true, `c1b-${seed}-${Math.random()}`)],
+    ["conv2.weight", tf.variable(tf.randomNormal([1, 1, 1, 4, 1], 0, 0.3, "float32", seed + 1), true, `c2w-${seed}-${Math.random()}`)],
+    ["conv2.bias", tf.variable(tf.zeros([1]), true, `c2b-${seed}-${Math.random()}`)],
+  ]);
+  const apply = (x: tf.Tensor5D): tf.Tensor5D => tf.tidy(() => {
+    const h = tf.relu(tf.add(tf.conv3d(x, w.get("conv1.weight") as tf.Tensor5D, 1, "same"), w.get("conv1.bias")!));
+    return tf.add<tf.Tensor5D>(tf.conv3d(h as tf.Tensor5D, w.get("conv2.weight") as tf.Tensor5D, 1, "same"), w.get("conv2.bias")!);
+  });
+  return {
+    config: { name: "tiny", family: "cnn", inChannels: 1, outChannels: 1, patchSize: patch, seed, hyper: {}, adaptation: { archClassName: "Tiny", archKwargs: null, archKwargsRequiringImport: null, keyToEncoder: "conv1", keyToStem: "conv1", keysToInProj: ["conv1"], keyToLpe: null } },
+    weights: w,
+    apply,
+    encode: (x) => [apply(x)],
+    parameterCount: () => 3 * 3 * 3 * 4 + 4 + 4 + 1,
+    dispose: () => {
+      for (const v of w.values()) v.dispose();
+    },
+  };
+}
+
+function makeImages(dir: string): TrainingImage[] {
+  const out: TrainingImage[] = [];
+  for (let i = 0; i < 3; i++) {
+    const shape = [1, 14, 12, 12];
+    const n = 14 * 12 * 12;
+    // smooth structured volumes: learnable from neighbours
+    writeRawVolume(join(dir, `im${i}`), Float32Array.from({ length: n }, (_, k) => Math.sin((k % 12) * 0.5 + i) + Math.cos(Math.floor(k / 144) * 0.4)), shape);
+    out.push({ uniqueId: `im${i}`, uniqueSubjectId: `s${i}`, modality: "T1w", image: join(dir, `im${i}`) });
+  }
+  return out;
+}
+
+function options(epochs: number) {
+  return resolveTrainer("BaseMAETrainer", {
+    architecture: "tiny", numEpochs: epochs, itersPerEpoch: 4, valIters: 2, batchSize: 2, patchSize: [8, 8, 8], loaderWorkers: 1, prefetch: 2,
+    methodOptions: { blockSize: 4 }, optimizer: { kind: "sgd-nesterov", lr: 1e-2, momentum: 0.9, weightDecay: 3e-5 },
+  }).options;
+}
+
+function runOf(dir: string, epochs: number, extra: { resume?: boolean; stop?: StopSignal; onStep?: (s: { globalStep: number; loss: number }) => void; metrics?: TrainingMetrics } = {}) {
+  const o = options(epochs);
+  return {
+    trainerName: "BaseMAETrainer", options: o, network: tinyCnn(1, [8, 8, 8]), method: new CnnMae(MaeOptionsSchema.parse({ blockSize: 4 })),
+    trainImages: makeImages(join(dir, "data")), valImages: [], outputDir: join(dir, "out"), checkpointDir: join(dir, "ck"), resume: extra.resume ?? false,
+    readerModule: READER, initArgs: { plans_name: "nnsslPlans" }, adaptationPlan: { architecture_plans: { arch_class_name: "Tiny" } }, logger: silent,
+    ...(extra.stop === undefined ? {} : { stop: extra.stop }), ...(extra.onStep === undefined ? {} : { onStep: extra.onStep }), ...(extra.metrics === undefined ? {} : { metrics: extra.metrics }),
+  };
+}
+
+function jsonlLosses(dir: string): number[] {
+  return readFileSync(join(dir, "out", JSONL_LOG), "utf8").trim().split("\n").flatMap((l) => (JSON.parse(l) as { step_losses: number[] }).step_losses);
+}
+
+test("loop: epochs × iterations, checkpoints latest/best/final, JSONL + progress.png, no tensor leak per step, metrics", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "ssl3d-loop-"));
+  try {
+    const counts: number[] = [];
+    const metrics = new TrainingMetrics({ defaultMetrics: false });
+    const run = runOf(dir, 3, { metrics, onStep: () => counts.push(tf.memory().numTensors) });
+    const r = await train(run);
+    assert.equal(r.status, "completed");
+    assert.equal(r.globalStep, 12);
+    assert.equal(new Set(counts.slice(1)).size, 1, `tensor count changed across steps: ${counts.join(",")}`);
+    assert.ok(existsSync(checkpointPath(join(dir, "ck"), "final")));
+    assert.ok(existsSync(checkpointPath(join(dir, "ck"), "best")));
+    assert.ok(!existsSync(checkpointPath(join(dir, "ck"), "latest")));
+    const ck = loadCheckpoint(checkpointPath(join(dir, "ck"), "final"), ["momentum_buffer"]);
+    assert.equal(ck.meta.current_epoch, 3);
+    assert.equal(ck.meta.global_step, 12);
+    assert.equal(ck.meta.trainer_name, "BaseMAETrainer");
+    assert.equal(ck.meta.logging.train_losses.length, 3);
+    assert.deepEqual(ck.meta.rng.train_loader, { stream: "train", nextIndex: 12 });
+    assert.deepEqual(ck.meta.nnssl_adaptation_plan, { architecture_plans: { arch_class_name: "Tiny" } });
+    assert.deepEqual([...ck.weights.keys()].sort(), ["conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"]);
+    assert.deepEqual(Object.keys(ck.optimizerState.slots.momentum_buffer!).sort(), ["conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"]);
+    assert.equal(jsonlLosses(dir).length, 12);
+    const png = PNG.sync.read(readFileSync(join(dir, "out", "progress.png")));
+    assert.equal(png.width, 800);
+    const text = await metrics.registry.metrics();
+    assert.match(text, /pretrain_global_step 12/);
+    assert.match(text, /pretrain_samples_total 24/);
+    assert.match(text, /pretrain_step_duration_seconds_count 12/);
+    run.network.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("loop: stop after a step mid-epoch, resume → the same loss sequence as an uninterrupted run", async () => {
+  const a = mkdtempSync(join(tmpdir(), "ssl3d-loopA-"));
+  const b = mkdtempSync(join(tmpdir(), "ssl3d-loopB-"));
+  try {
+    const runA = runOf(a, 3);
+    await train(runA);
+    runA.network.dispose();
+    const stop: StopSignal = { requested: false };
+    const runB1 = runOf(b, 3, { stop, onStep: (s) => { if (s.globalStep === 6) { stop.requested = true; stop.reason = "test"; } } });
+    const r1 = await train(runB1);
+    runB1.network.dispose();
+    assert.equal(r1.status, "stopped");
+    assert.equal(r1.globalStep, 6);
+    const mid = loadCheckpoint(checkpointPath(join(b, "ck"), "latest"), ["momentum_buffer"]);
+    assert.equal(mid.meta.current_epoch, 1);
+    assert.equal(mid.meta.iteration, 2);
+    const runB2 = runOf(b, 3, { resume: true });
+    const r2 = await train(runB2);
+    runB2.network.dispose();
+    assert.equal(r2.status, "completed");
+    assert.equal(r2.globalStep, 12);
+    const la = jsonlLosses(a);
+    const lb = jsonlLosses(b);
+    assert.equal(lb.length, 12);
+    la.forEach((v, i) => { assert.ok(Math.abs(v - lb[i]!) <= 1e-6 * Math.max(1, Math.abs(v)), `step ${i}: ${v} vs ${lb[i]}`); });
+    const fa = loadCheckpoint(checkpointPath(join(a, "ck"), "final"), ["momentum_buffer"]);
+    const fb = loadCheckpoint(checkpointPath(join(b, "ck"), "final"), ["momentum_buffer"]);
+    assert.deepEqual(Array.from(fb.weights.get("conv1.weight")!.data), Array.from(fa.weights.get("conv1.weight")!.data));
+  } finally {
+    rmSync(a, { recursive: true, force: true });
+    rmSync(b, { recursive: true, force: true });
+  }
+});
