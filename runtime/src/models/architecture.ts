@@ -12,6 +12,7 @@
  * Weight initialisation is deterministic for a seed.
  */
 import type * as tf from "@tensorflow/tfjs";
+import type { ParamDecl } from "./params.js";
 
 export type Vec3 = readonly [number, number, number];
 
@@ -56,6 +57,8 @@ export interface Network {
   readonly config: NetworkConfig;
   /** Trainable parameters keyed by PyTorch state-dict name (primary names only, see module doc). */
   readonly weights: ReadonlyMap<string, tf.Variable>;
+  /** One declaration per entry of `weights` (shape, PyTorch layout permutation, initialiser). */
+  readonly declarations: readonly ParamDecl[];
   /** Full network: [B,D,H,W,Cin] → [B,D,H,W,Cout] (linear output). */
   apply(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor5D;
   /**

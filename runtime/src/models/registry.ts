@@ -3,8 +3,11 @@
  */
 import { ConfigError } from "../errors.js";
 import type { ArchitectureEntry, CreateNetworkOptions, Network } from "./architecture.js";
+import { RESENC_L, RESENC_XS, resencEntry } from "./resenc-unet.js";
 
 const entries: readonly ArchitectureEntry[] = [
+  resencEntry(RESENC_L),
+  resencEntry(RESENC_XS),
 ];
 
 const byKey = new Map(entries.map((e) => [e.key, e]));
@@ -21,4 +24,8 @@ export function getArchitecture(key: string): ArchitectureEntry {
 
 export function createNetwork(key: string, opts: CreateNetworkOptions = {}): Network {
   return getArchitecture(key).create(opts);
+}
+
+export function countParams(key: string, opts: CreateNetworkOptions = {}): number {
+  return getArchitecture(key).countParams(opts);
 }

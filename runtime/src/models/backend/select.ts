@@ -1,0 +1,116 @@
+/**
+ * Backend selection at start-up: tfjs-node-gpu → tfjs-node → wasm → cpu, the first that loads wins.
+ * Overridable by `--backend NAME` (callers pass it as `requested`) or `SSL3D_BACKEND`. Names: `node-gpu`, `node`,
+ * `wasm`, `cpu`, or `auto` (the default order). The tfjs-node packages are optionalDependencies that cannot
+ * install on machines without access to storage.googleapis.com (DEVELOPERS.md), so they are imported
+ * dynamically and their absence is not an error unless explicitly requested.
+ * On `cpu`, the native kernel addon (`./native.ts`, feat/native) is loaded when present; it registers fast
+ * kernels under the standard tfjs kernel names, so the op layer needs no special path for it.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { EnvironmentError, ConfigError } from "../../errors.js";
+import { log } from "../../observability/log.js";
+
+export const BACKEND_NAMES = ["auto", "node-gpu", "node", "wasm", "cpu"] as const;
+export type BackendRequest = (typeof BACKEND_NAMES)[number];
+
+export interface BackendChoice {
+  /** What was chosen (`node-gpu`, `node`, `wasm`, `cpu`). */
+  readonly name: Exclude<BackendRequest, "auto">;
+  /** The tfjs backend name now active (`tensorflow`, `wasm`, `cpu`). */
+  readonly tfBackend: string;
+  /** cpu only: the native addon's kernels are registered. */
+  readonly nativeKernels: boolean;
+  /** Why the earlier candidates were skipped. */
+  readonly skipped: readonly string[];
+}
+
+let current: BackendChoice | undefined;
+
+export function parseBackendRequest(value: string | undefined, source: string): BackendRequest {
+  if (value === undefined || value === "") return "auto";
+  if ((BACKEND_NAMES as readonly string[]).includes(value)) return value as BackendRequest;
+  throw new ConfigError(`unknown backend "${value}" (one of ${BACKEND_NAMES.join(", ")})`, { field: source });
+}
+
+/** Directory holding the wasm binaries (with trailing slash). */
+export function wasmBinaryDir(): string {
+  const req = createRequire(import.meta.url);
+  const main = req.resolve("@tensorflow/tfjs-backend-wasm");
+  return `${dirname(main)}/`;
+}
+
+async function tryNode(pkg: string): Promise<string | undefined> {
+  try {
+    await import(pkg);
+  } catch (err) {
+    return `${pkg}: ${(err as Error).message.split("\n")[0] ?? "import failed"}`;
+  }
+  if (!(await tf.setBackend("tensorflow"))) return `${pkg}: imported but backend "tensorflow" did not initialise`;
+  return undefined;
+}
+
+async function tryWasm(): Promise<string | undefined> {
+  try {
+    const wasm = await import("@tensorflow/tfjs-backend-wasm");
+    wasm.setWasmPaths(wasmBinaryDir());
+    if (!(await tf.setBackend("wasm"))) return "wasm: backend did not initialise";
+    await tf.ready();
+    return undefined;
+  } catch (err) {
+    return `wasm: ${(err as Error).message}`;
+  }
+}
+
+async function tryNative(): Promise<boolean> {
+  // The addon module is owned by feat/native; load it if this checkout has it.
+  const spec = "./native.js";
+  try {
+    const mod = (await import(spec)) as { loadNativeKernels?: () => boolean };
+    return typeof mod.loadNativeKernels === "function" ? mod.loadNativeKernels() : false;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Select and initialise the backend. `requested` (e.g. from `--backend`) beats `SSL3D_BACKEND`, which beats
+ * `auto`. An explicitly requested backend that cannot load is an EnvironmentError.
+ */
+export async function selectBackend(requested?: string): Promise<BackendChoice> {
+  const req = requested !== undefined && requested !== ""
+    ? parseBackendRequest(requested, "--backend")
+    : parseBackendRequest(process.env.SSL3D_BACKEND, "SSL3D_BACKEND");
+  const order: Exclude<BackendRequest, "auto">[] = req === "auto" ? ["node-gpu", "node", "wasm", "cpu"] : [req];
+  const skipped: string[] = [];
+  for (const name of order) {
+    let why: string | undefined;
+    if (name === "node-gpu") why = await tryNode("@tensorflow/tfjs-node-gpu");
+    else if (name === "node") why = await tryNode("@tensorflow/tfjs-node");
+    else if (name === "wasm") why = await tryWasm();
+    else why = (await tf.setBackend("cpu")) ? undefined : "cpu: did not initialise";
+    if (why !== undefined) {
+      skipped.push(why);
+      continue;
+    }
+    await tf.ready();
+    const nativeKernels = name === "cpu" ? await tryNative() : false;
+    current = { name, tfBackend: tf.getBackend(), nativeKernels, skipped };
+    log().info({ backend: name, tfBackend: current.tfBackend, nativeKernels, skipped }, `tfjs backend: ${name}`);
+    return current;
+  }
+  throw new EnvironmentError(`backend "${req}" is not available: ${skipped.join("; ")}`, { field: "--backend" });
+}
+
+/** The last selection, if any. */
+export function currentBackend(): BackendChoice | undefined {
+  return current;
+}
+
+/** Where the wasm files are, for diagnostics. */
+export function wasmFiles(): string[] {
+  const d = wasmBinaryDir();
+  return ["tfjs-backend-wasm.wasm", "tfjs-backend-wasm-simd.wasm"].map((f) => join(d, f));
+}

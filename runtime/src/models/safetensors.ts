@@ -1,0 +1,123 @@
+/**
+ * safetensors read/write in pure TypeScript (https://github.com/huggingface/safetensors format):
+ * u64 little-endian header length N, N bytes of JSON header (space-padded to a multiple of 8),
+ * then the raw little-endian tensor bytes. Header entries: `{dtype, shape, data_offsets: [begin, end]}` relative
+ * to the data section, plus an optional `__metadata__` string→string map.
+ */
+import { readFile } from "node:fs/promises";
+import { DataError } from "../errors.js";
+import { writeFileAtomic } from "../io/atomic.js";
+
+export type SafeDtype = "F32" | "F64" | "I32" | "I64" | "F16" | "BF16" | "U8" | "I8" | "BOOL" | "I16" | "U16" | "U32" | "U64";
+
+export interface NamedTensor {
+  readonly shape: readonly number[];
+  readonly data: Float32Array;
+}
+
+const DTYPE_BYTES: Record<SafeDtype, number> = { F32: 4, F64: 8, I32: 4, I64: 8, F16: 2, BF16: 2, U8: 1, I8: 1, BOOL: 1, I16: 2, U16: 2, U32: 4, U64: 8 };
+
+export function encodeSafetensors(tensors: ReadonlyMap<string, NamedTensor>, metadata: Readonly<Record<string, string>> = {}): Buffer {
+  const header: Record<string, unknown> = {};
+  if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  let off = 0;
+  for (const [name, t] of tensors) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (n !== t.data.length) throw new Error(`safetensors: ${name} has ${t.data.length} values for shape [${t.shape.join(",")}]`);
+    header[name] = { dtype: "F32", shape: t.shape, data_offsets: [off, off + 4 * n] };
+    off += 4 * n;
+  }
+  let json = JSON.stringify(header);
+  while (Buffer.byteLength(json) % 8 !== 0) json += " ";
+  const hb = Buffer.from(json, "utf8");
+  const out = Buffer.allocUnsafe(8 + hb.length + off);
+  out.writeBigUInt64LE(BigInt(hb.length), 0);
+  hb.copy(out, 8);
+  let pos = 8 + hb.length;
+  for (const t of tensors.values()) {
+    const src = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    src.copy(out, pos);
+    pos += src.length;
+  }
+  return out;
+}
+
+export interface DecodedSafetensors {
+  readonly tensors: Map<string, NamedTensor>;
+  readonly metadata: Record<string, string>;
+}
+
+/** Decode; F32 tensors are returned as-is, F64/F16/BF16/I32/I64 are converted to Float32. */
+export function decodeSafetensors(buf: Buffer, file = "<buffer>"): DecodedSafetensors {
+  if (buf.length < 8) throw new DataError("not a safetensors file (shorter than 8 bytes)", { file });
+  const n = Number(buf.readBigUInt64LE(0));
+  if (n <= 0 || 8 + n > buf.length || n > 100_000_000) throw new DataError(`invalid header length ${n} (file has ${buf.length} bytes)`, { file, field: "header" });
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(buf.subarray(8, 8 + n).toString("utf8")) as Record<string, unknown>;
+  } catch (err) {
+    throw new DataError(`header is not valid JSON: ${(err as Error).message}`, { file, field: "header" });
+  }
+  const base = 8 + n;
+  const dataLen = buf.length - base;
+  const tensors = new Map<string, NamedTensor>();
+  let metadata: Record<string, string> = {};
+  for (const [name, v] of Object.entries(header)) {
+    if (name === "__metadata__") {
+      metadata = v as Record<string, string>;
+      continue;
+    }
+    const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const dtype = e.dtype as SafeDtype;
+    if (typeof e.dtype !== "string" || !(e.dtype in DTYPE_BYTES)) throw new DataError(`unsupported dtype ${JSON.stringify(e.dtype)}`, { file, field: `${name}.dtype` });
+    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && (d as number) >= 0)) throw new DataError("shape must be a list of non-negative integers", { file, field: `${name}.shape` });
+    const shape = e.shape as number[];
+    const offs = e.data_offsets as number[] | undefined;
+    const count = shape.reduce((a, b) => a * b, 1);
+    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every(Number.isInteger) || offs[1]! - offs[0]! !== count * DTYPE_BYTES[dtype] || offs[0]! < 0 || offs[1]! > dataLen) {
+      throw new DataError(`data_offsets ${JSON.stringify(offs)} do not match shape [${shape.join(",")}] ${dtype} within ${dataLen} data bytes`, { file, field: `${name}.data_offsets` });
+    }
+    const bytes = buf.subarray(base + offs[0]!, base + offs[1]!);
+    tensors.set(name, { shape, data: toFloat32(bytes, dtype, count) });
+  }
+  return { tensors, metadata };
+}
+
+function toFloat32(bytes: Buffer, dtype: SafeDtype, count: number): Float32Array {
+  const out = new Float32Array(count);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < count; i++) {
+    switch (dtype) {
+      case "F32": out[i] = dv.getFloat32(4 * i, true); break;
+      case "F64": out[i] = dv.getFloat64(8 * i, true); break;
+      case "I32": out[i] = dv.getInt32(4 * i, true); break;
+      case "I64": out[i] = Number(dv.getBigInt64(8 * i, true)); break;
+      case "I16": out[i] = dv.getInt16(2 * i, true); break;
+      case "U16": out[i] = dv.getUint16(2 * i, true); break;
+      case "U32": out[i] = dv.getUint32(4 * i, true); break;
+      case "U64": out[i] = Number(dv.getBigUint64(8 * i, true)); break;
+      case "U8": case "BOOL": out[i] = dv.getUint8(i); break;
+      case "I8": out[i] = dv.getInt8(i); break;
+      case "BF16": out[i] = new Float32Array(new Uint32Array([dv.getUint16(2 * i, true) << 16]).buffer)[0]!; break;
+      case "F16": out[i] = halfToFloat(dv.getUint16(2 * i, true)); break;
+    }
+  }
+  return out;
+}
+
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * 2 ** -14 * (f / 1024);
+  if (e === 31) return f === 0 ? s * Infinity : NaN;
+  return s * 2 ** (e - 15) * (1 + f / 1024);
+}
+
+export async function writeSafetensors(path: string, tensors: ReadonlyMap<string, NamedTensor>, metadata: Readonly<Record<string, string>> = {}): Promise<void> {
+  await writeFileAtomic(path, encodeSafetensors(tensors, metadata));
+}
+
+export async function readSafetensors(path: string): Promise<DecodedSafetensors> {
+  return decodeSafetensors(await readFile(path), path);
+}

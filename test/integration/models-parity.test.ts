@@ -1,0 +1,35 @@
+/**
+ * Parity with upstream PyTorch (dynamic-network-architectures from PyPI, Debian torch): our export loads with
+ * strict=True into ResidualEncoderUNet / Primus, the key sets are identical, and the same input gives the same
+ * output (max abs diff < 1e-3 of the output scale). Small presets; full-size runs are in docs/parity.md.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { test } from "node:test";
+import * as tf from "@tensorflow/tfjs";
+import { exportNetwork } from "../../runtime/src/models/checkpoint-export.js";
+import { createNetwork } from "../../runtime/src/models/registry.js";
+import { maxAbs, maxAbsDiff } from "../helpers/tf-check.js";
+import { runTorch, tmp } from "../helpers/torch-parity.js";
+
+test("resenc-xs: export loads strictly into upstream ResidualEncoderUNet and matches its output (pth and safetensors)", async () => {
+  await tf.setBackend("cpu");
+  const net = createNetwork("resenc-xs", { features: [4, 8, 16], blocks: [1, 2, 1], strides: [1, 2, 2], patchSize: [16, 16, 16], outChannels: 2, seed: 3 });
+  const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 5);
+  const y = net.apply(x, { training: false });
+  const ours = y.dataSync() as Float32Array;
+  const dir = tmp("ssl3d-parity-");
+  const kw = { input_channels: 1, n_stages: 3, features_per_stage: [4, 8, 16], strides: [1, 2, 2], n_blocks_per_stage: [1, 2, 1], num_classes: 2, n_conv_per_stage_decoder: [1, 1] };
+  for (const format of ["pth-compatible", "safetensors"] as const) {
+    const out = join(dir, format === "safetensors" ? "w.safetensors" : "w.pth");
+    await exportNetwork(net, out, { format });
+    const r = await runTorch("resenc", kw, out, x, dir);
+    assert.deepEqual([r.missing, r.unexpected, r.upstream_only, r.ours_only], [[], [], [], []]);
+    assert.equal(r.params, net.parameterCount());
+    assert.deepEqual(r.yShape, y.shape);
+    const d = maxAbsDiff(ours, r.y);
+    assert.ok(d < 1e-3 * maxAbs(r.y), `${format}: max abs diff ${d}, scale ${maxAbs(r.y)}`);
+  }
+  tf.dispose([x, y]);
+  net.dispose();
+});
