@@ -16,7 +16,7 @@ const cfg = (family: "cnn" | "vit", patch: Vec3): NetworkConfig => ({
 /** Stand-in CNN: returns its (masked) input unchanged, so the loss is the mean of x² over masked voxels. */
 function identityCnn(patch: Vec3): Network {
   return {
-    config: cfg("cnn", patch), weights: new Map(),
+    config: cfg("cnn", patch), weights: new Map(), declarations: [],
     apply: (x) => tf.clone(x), encode: (x) => [tf.clone(x)], parameterCount: () => 0, dispose: () => undefined,
   };
 }
@@ -29,7 +29,7 @@ function transposedOrderVit(patch: Vec3, tokenPatch: number): MaskedNetwork {
   const grid = patch.map((p) => p / tokenPatch) as unknown as Vec3;
   const tokenIndex = (g0: number, g1: number, g2: number) => (g1 * grid[0] + g0) * grid[2] + g2;
   const net: MaskedNetwork = {
-    config: cfg("vit", patch), weights: new Map(), tokenGrid: grid, tokenPatch: [tokenPatch, tokenPatch, tokenPatch],
+    config: cfg("vit", patch), weights: new Map(), declarations: [], tokenGrid: grid, tokenPatch: [tokenPatch, tokenPatch, tokenPatch],
     tokenIndex,
     apply: (x) => tf.clone(x), encode: () => tf.zeros([1, 1, 1]), parameterCount: () => 0, dispose: () => undefined,
     forwardMasked(x: tf.Tensor5D, opts: MaskedForwardOptions) {

@@ -10,6 +10,7 @@ import { writeRawVolume } from "../../../test/helpers/raw-volume.js";
 import type { TrainingImage } from "../data/source.js";
 import { MaeOptionsSchema, CnnMae } from "../methods/mae.js";
 import type { Network, Vec3 } from "../models/architecture.js";
+import { CONV_PERM } from "../models/params.js";
 import { TrainingMetrics } from "../observability/training-metrics.js";
 import { checkpointPath, loadCheckpoint } from "./checkpoint.js";
 import { JSONL_LOG, train, type StopSignal } from "./loop.js";
@@ -34,6 +35,12 @@ function tinyCnn(seed: number, patch: Vec3): Network {
   return {
     config: { name: "tiny", family: "cnn", inChannels: 1, outChannels: 1, patchSize: patch, seed, hyper: {}, adaptation: { archClassName: "Tiny", archKwargs: null, archKwargsRequiringImport: null, keyToEncoder: "conv1", keyToStem: "conv1", keysToInProj: ["conv1"], keyToLpe: null } },
     weights: w,
+    declarations: [
+      { name: "conv1.weight", shape: [3, 3, 3, 1, 4], torchPerm: CONV_PERM, init: { kind: "normal", std: 0.3 } },
+      { name: "conv1.bias", shape: [4], torchPerm: null, init: { kind: "const", value: 0 } },
+      { name: "conv2.weight", shape: [1, 1, 1, 4, 1], torchPerm: CONV_PERM, init: { kind: "normal", std: 0.3 } },
+      { name: "conv2.bias", shape: [1], torchPerm: null, init: { kind: "const", value: 0 } },
+    ],
     apply,
     encode: (x) => [apply(x)],
     parameterCount: () => 3 * 3 * 3 * 4 + 4 + 4 + 1,
@@ -97,6 +104,7 @@ test("loop: epochs × iterations, checkpoints latest/best/final, JSONL + progres
     assert.deepEqual(ck.meta.rng.train_loader, { stream: "train", nextIndex: 12 });
     assert.deepEqual(ck.meta.nnssl_adaptation_plan, { architecture_plans: { arch_class_name: "Tiny" } });
     assert.deepEqual([...ck.weights.keys()].sort(), ["conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"]);
+    assert.deepEqual(ck.weights.get("conv1.weight")!.shape, [4, 1, 3, 3, 3]); // PyTorch (out, in, k, k, k)
     assert.deepEqual(Object.keys(ck.optimizerState.slots.momentum_buffer!).sort(), ["conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"]);
     assert.equal(jsonlLosses(dir).length, 12);
     const png = PNG.sync.read(readFileSync(join(dir, "out", "progress.png")));

@@ -15,7 +15,6 @@ import cliProgress from "cli-progress";
 import { appendFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { TrainingError } from "../errors.js";
 import { MAE_AUGMENT, NO_AUGMENT } from "../data/augment.js";
 import { DataLoader } from "../data/loader.js";
 import { initialPatchSize } from "../data/patch.js";
@@ -23,11 +22,12 @@ import { deriveSeed } from "../data/rng.js";
 import type { TrainingImage } from "../data/source.js";
 import type { PretrainMethod } from "../methods/method.js";
 import type { Network } from "../models/architecture.js";
+import { loadTorchStateDict, torchStateDict } from "../models/checkpoint-export.js";
 import type { Logger } from "../observability/log.js";
 import { writeProgressPng } from "../observability/progress-png.js";
 import type { TrainingMetrics } from "../observability/training-metrics.js";
 import { checkpointPath, findResumeCheckpoint, loadCheckpoint, removeCheckpoint, saveCheckpoint, type CheckpointKind, type CheckpointMeta, type TrainingLogLists } from "./checkpoint.js";
-import { AdamW, NonFiniteGuard, SgdNesterov, clipByGlobalNorm, type Optimizer, type SlotTensor } from "./optim.js";
+import { AdamW, NonFiniteGuard, SgdNesterov, clipByGlobalNorm, type Optimizer } from "./optim.js";
 import type { TrainerOptions } from "./registry.js";
 import { learningRate } from "./schedules.js";
 
@@ -83,21 +83,6 @@ function mean(xs: readonly (number | null)[]): number | null {
   return f.length === 0 ? null : f.reduce((a, b) => a + b, 0) / f.length;
 }
 
-async function exportWeights(net: Network): Promise<Map<string, SlotTensor>> {
-  const out = new Map<string, SlotTensor>();
-  for (const [k, v] of net.weights) out.set(k, { shape: [...v.shape], data: (await v.data()) as Float32Array });
-  return out;
-}
-
-function importWeights(net: Network, weights: ReadonlyMap<string, SlotTensor>, file: string): void {
-  for (const [k, v] of net.weights) {
-    const t = weights.get(k);
-    if (t === undefined) throw new TrainingError(`checkpoint has no tensor for parameter ${k}`, { file, field: k });
-    if (t.shape.join(",") !== v.shape.join(",")) throw new TrainingError(`shape [${t.shape.join(",")}] does not match the network's [${v.shape.join(",")}]`, { file, field: k });
-    v.assign(tf.tensor(t.data, t.shape, "float32"));
-  }
-}
-
 export async function train(run: TrainingRun): Promise<TrainingResult> {
   const o = run.options;
   const log = run.logger;
@@ -126,7 +111,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
     } else {
       const ck = loadCheckpoint(file, slotNamesOf(optimizer));
       if (ck.meta.trainer_name !== run.trainerName) log.warn({ file, checkpointTrainer: ck.meta.trainer_name, trainer: run.trainerName }, "Resuming a checkpoint of another trainer");
-      importWeights(net, ck.weights, file);
+      loadTorchStateDict(net, ck.weights, file);
       optimizer.importState(ck.optimizerState, net.weights);
       const m = ck.meta;
       // like upstream: truncate the per-epoch lists to the shortest (and to current_epoch)
@@ -185,7 +170,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
   const checkpoint = async (kind: CheckpointKind): Promise<void> => {
     const meta: CheckpointMeta = {
       format: "ssl3d-checkpoint/1",
-      layout: "tfjs",
+      layout: "torch",
       trainer_name: run.trainerName,
       current_epoch: epoch,
       iteration,
@@ -202,7 +187,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
       saved_at: Date.now() / 1000,
     };
     const file = checkpointPath(run.checkpointDir, kind);
-    await saveCheckpoint(file, meta, await exportWeights(net), await optimizer.exportState());
+    await saveCheckpoint(file, meta, torchStateDict(net, { aliases: false }), await optimizer.exportState());
     metrics?.lastCheckpoint.set(meta.saved_at);
     log.info({ file, epoch, iteration, globalStep }, "Saved checkpoint");
   };
