@@ -4,6 +4,7 @@ import { collectionSummaryCommand } from "./collection-summary.js";
 import { convertCommand, convertOpenMindCommand } from "./convert.js";
 import { demoCommand } from "./demo.js";
 import { inspectCommand } from "./inspect.js";
+import { trainCommand } from "./train.js";
 
 export const commands: readonly CliCommand[] = [
   inspectCommand,
@@ -11,4 +12,5 @@ export const commands: readonly CliCommand[] = [
   convertOpenMindCommand,
   collectionSummaryCommand,
   demoCommand,
+  trainCommand,
 ];
