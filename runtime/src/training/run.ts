@@ -37,6 +37,8 @@ export interface TrainArgs {
   readonly backend?: string;
   readonly workers?: number;
   readonly progress?: boolean;
+  /** Called after every training step (tests, embedding). */
+  readonly onStep?: (s: { epoch: number; iteration: number; globalStep: number; loss: number; skipped: boolean }) => void;
 }
 
 /** Raised when a stop signal ended the run early (checkpoint written); exit code 128 + signal number. */
@@ -164,6 +166,7 @@ export async function runTraining(a: TrainArgs, logger: Logger, stop: StopSignal
       logger,
       progressBar: a.progress ?? process.stderr.isTTY,
       stop,
+      ...(a.onStep === undefined ? {} : { onStep: a.onStep }),
     });
     if (result.status === "stopped") {
       throw new StoppedError(`stopped by ${stop.reason ?? "request"} after step ${result.globalStep}; checkpoint_latest written to ${checkpointDir}; continue with --resume`, 128 + signalNo);
