@@ -33,3 +33,23 @@ test("resenc-xs: export loads strictly into upstream ResidualEncoderUNet and mat
   tf.dispose([x, y]);
   net.dispose();
 });
+
+test("primus-xs: export loads strictly into upstream Primus (weights_only) and matches its output", async () => {
+  await tf.setBackend("cpu");
+  // non-cubic grid (2x2x4 tokens) pins the (w h d) token order and the RoPE axes
+  const net = createNetwork("primus-xs", { patchSize: [16, 16, 32], outChannels: 2, seed: 4 });
+  const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 32, 1], 0, 1, "float32", 6);
+  const y = net.apply(x, { training: false });
+  const dir = tmp("ssl3d-parity-");
+  const out = join(dir, "w.pth");
+  await exportNetwork(net, out, { format: "pth-compatible" });
+  const kw = { input_channels: 1, embed_dim: 48, patch_embed_size: [8, 8, 8], num_classes: 2, eva_depth: 2, eva_numheads: 2, input_shape: [16, 16, 32], init_values: 0.1, scale_attn_inner: true, drop_path_rate: 0.2 };
+  const r = await runTorch("primus", kw, out, x, dir);
+  assert.deepEqual([r.missing, r.unexpected, r.upstream_only, r.ours_only], [[], [], [], []]);
+  assert.equal(r.params, net.parameterCount());
+  assert.deepEqual(r.yShape, y.shape);
+  const d = maxAbsDiff(y.dataSync(), r.y);
+  assert.ok(d < 1e-3 * maxAbs(r.y), `max abs diff ${d}, scale ${maxAbs(r.y)}`);
+  tf.dispose([x, y]);
+  net.dispose();
+});

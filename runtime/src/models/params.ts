@@ -20,6 +20,8 @@ export interface ParamDecl {
   /** Permutation from our layout to PyTorch's (`torch = transpose(ours, perm)`), or null if identical. */
   readonly torchPerm: readonly number[] | null;
   readonly init: Init;
+  /** A persistent buffer (in the state dict, not a parameter, not trained), e.g. Primus' `mask_token`. */
+  readonly buffer?: boolean;
 }
 
 /** Our conv kernel [k,k,k,in,out] and transposed-conv kernel [k,k,k,out,in] both map to PyTorch by this perm. */
@@ -36,7 +38,7 @@ export function numel(shape: readonly number[]): number {
 }
 
 export function countDecls(decls: readonly ParamDecl[]): number {
-  return decls.reduce((a, d) => a + numel(d.shape), 0);
+  return decls.reduce((a, d) => a + (d.buffer === true ? 0 : numel(d.shape)), 0);
 }
 
 let variableCounter = 0;
@@ -72,7 +74,7 @@ export function instantiate(decls: readonly ParamDecl[], seed: number, postInit?
     const v = initValues(d, new Rng((seed * 2654435761) ^ hashName(d.name)));
     postInit?.(d, v);
     const t = tf.tensor(v, [...d.shape]);
-    out.set(d.name, tf.variable(t, true, `${d.name}#${++variableCounter}`));
+    out.set(d.name, tf.variable(t, d.buffer !== true, `${d.name}#${++variableCounter}`));
     t.dispose();
   }
   return out;
@@ -86,8 +88,8 @@ export function torchDefaultBound(fanIn: number): number {
 export class DeclBuilder {
   readonly decls: ParamDecl[] = [];
 
-  add(name: string, shape: readonly number[], torchPerm: readonly number[] | null, init: Init): void {
-    this.decls.push({ name, shape, torchPerm, init });
+  add(name: string, shape: readonly number[], torchPerm: readonly number[] | null, init: Init, buffer = false): void {
+    this.decls.push({ name, shape, torchPerm, init, ...(buffer ? { buffer: true } : {}) });
   }
 
   /** Conv3d(cin→cout, k) with PyTorch default init. fan_in = cin·k³. */

@@ -199,8 +199,9 @@ export class ResEncUNet implements Network {
 
   encode(x: tf.Tensor5D, _ctx: ForwardContext): tf.Tensor5D[] {
     this.checkInput(x);
-    const outs: tf.Tensor5D[] = [];
-    tf.tidy(() => {
+    // returned from tidy (not tf.keep) so that an enclosing tidy still owns them
+    return tf.tidy(() => {
+      const outs: tf.Tensor5D[] = [];
       let hcur = this.unit(x, "encoder.stem.convs.0", 1, true);
       let cin = this.h.stemChannels;
       this.h.features.forEach((cout, s) => {
@@ -208,10 +209,10 @@ export class ResEncUNet implements Network {
           hcur = this.block(hcur, `encoder.stages.${s}.blocks.${j}`, j === 0 ? this.h.strides[s]! : 1, j === 0 ? cin : cout, cout);
         }
         cin = cout;
-        outs.push(tf.keep(hcur));
+        outs.push(hcur);
       });
+      return outs;
     });
-    return outs;
   }
 
   apply(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor5D {

@@ -7,9 +7,9 @@ import { concatChannels } from "./concat.js";
 import { mm } from "./linear.js";
 
 export interface Rope {
-  /** [T, headDim] */
-  readonly sin: tf.Tensor2D;
-  readonly cos: tf.Tensor2D;
+  /** [T, headDim] shared by the batch, or [B, T, headDim] per sample (after token dropping). */
+  readonly sin: tf.Tensor2D | tf.Tensor3D;
+  readonly cos: tf.Tensor2D | tf.Tensor3D;
 }
 
 /** rot(x): adjacent pairs (x0,x1,x2,x3,…) → (−x1,x0,−x3,x2,…) along the last axis. */
@@ -47,8 +47,15 @@ export function multiHeadAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3
     let kh = splitHeads(k, heads);
     const vh = splitHeads(v, heads);
     if (rope !== undefined) {
-      qh = applyRope(qh, rope);
-      kh = applyRope(kh, rope);
+      if (rope.sin.rank === 3) {
+        // per-sample tables: [B,1,T,hd] against heads [B,H,T,hd]
+        const r4 = { sin: tf.expandDims(rope.sin, 1), cos: tf.expandDims(rope.cos, 1) } as unknown as Rope;
+        qh = tf.reshape(applyRope(tf.reshape(qh, [b, heads, t, hd]), r4), [b * heads, t, hd]);
+        kh = tf.reshape(applyRope(tf.reshape(kh, [b, heads, t, hd]), r4), [b * heads, t, hd]);
+      } else {
+        qh = applyRope(qh, rope);
+        kh = applyRope(kh, rope);
+      }
     }
     const qs = tf.unstack(tf.mul(qh, scale)) as tf.Tensor2D[];
     const ks = tf.unstack(kh) as tf.Tensor2D[];
