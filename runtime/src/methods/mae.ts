@@ -138,4 +138,9 @@ export const mae: MethodEntry<typeof MaeOptionsSchema> = {
   create(options: MaeOptions, family: ArchitectureFamily): PretrainMethod {
     return family === "cnn" ? new CnnMae(options) : new VitMae(options);
   },
+  architectureFor(key: string, exists: (key: string) => boolean): string {
+    // Primus presets need the EvaMAE wrapper (token dropping + decoder) for MAE
+    const m = /^primus-(.+)$/.exec(key);
+    return m !== null && exists(`eva-mae-${m[1]!}`) ? `eva-mae-${m[1]!}` : key;
+  },
 };

@@ -40,4 +40,9 @@ export interface MethodEntry<S extends z.ZodType = z.ZodType> {
   readonly families: readonly ArchitectureFamily[];
   readonly optionsSchema: S;
   create(options: z.infer<S>, family: ArchitectureFamily): PretrainMethod;
+  /**
+   * The registry key to build for a requested architecture, when the method needs a pre-training wrapper (MAE on
+   * Primus: `primus-xs` → `eva-mae-xs`). `exists` tells whether a key is registered. Default: the key itself.
+   */
+  architectureFor?(key: string, exists: (key: string) => boolean): string;
 }

@@ -67,7 +67,7 @@ export interface TrainerEntry {
 
 const trainers: readonly TrainerEntry[] = [
   { key: "mae-resenc-l", aliases: ["BaseMAETrainer"], family: "cnn", defaults: { method: "mae", architecture: "resenc-l", ...CNN_RECIPE } },
-  { key: "mae-primus-m", aliases: ["BaseEvaMAETrainer"], family: "vit", defaults: { method: "mae", architecture: "primus-m", ...VIT_RECIPE } },
+  { key: "mae-primus-m", aliases: ["BaseEvaMAETrainer"], family: "vit", defaults: { method: "mae", architecture: "eva-mae-m", ...VIT_RECIPE } },
 ];
 
 export function trainerKeys(): string[] {

@@ -14,7 +14,7 @@ import { DEFAULT_READER_MODULE, filterImages, type TrainingImage, type VolumeRea
 import { getMethod } from "../methods/registry.js";
 import { adaptationPlan } from "../models/checkpoint-export.js";
 import { selectBackend } from "../models/backend/select.js";
-import { createNetwork, getArchitecture } from "../models/registry.js";
+import { architectureKeys, createNetwork, getArchitecture } from "../models/registry.js";
 import type { Logger } from "../observability/log.js";
 import { TrainingMetrics, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
@@ -102,7 +102,9 @@ export async function runTraining(a: TrainArgs, logger: Logger, stop: StopSignal
     }
   });
   const o = trainer.options;
-  const method = getMethod(o.method).create(o.methodOptions, trainer.entry.family);
+  const methodEntry = getMethod(o.method);
+  const method = methodEntry.create(o.methodOptions, trainer.entry.family);
+  const archKey = methodEntry.architectureFor?.(o.architecture, (k) => architectureKeys().includes(k)) ?? o.architecture;
 
   const all = await listImages(datasetName, a.configuration, a.plans);
   if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: join(preRoot, datasetName) });
@@ -119,7 +121,7 @@ export async function runTraining(a: TrainArgs, logger: Logger, stop: StopSignal
 
   const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
   const inChannels = (await reader.openZarrVolume(trainImages[0]!.image)).shape[0] ?? 1;
-  const network = createNetwork(o.architecture, { inChannels, outChannels: method.outChannels(inChannels), patchSize: o.patchSize, seed: o.seed });
+  const network = createNetwork(archKey, { inChannels, outChannels: method.outChannels(inChannels), patchSize: o.patchSize, seed: o.seed });
 
   const baseDir = join(resultsRoot, datasetName, `${trainer.name}__${a.plans}__${a.configuration}`);
   const foldDir = join(baseDir, "fold_all");
@@ -148,7 +150,7 @@ export async function runTraining(a: TrainArgs, logger: Logger, stop: StopSignal
   };
   for (const s of signals) process.on(s, handler);
   const resume = a.resume === true || process.env.SSL3D_RESUME === "latest";
-  logger.info({ trainer: trainer.name, key: trainer.entry.key, architecture: o.architecture, params: network.parameterCount(), patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch, trainImages: trainImages.length, valImages: valImages.length, output: foldDir, checkpointDir, resume }, "Training");
+  logger.info({ trainer: trainer.name, key: trainer.entry.key, architecture: archKey, params: network.parameterCount(), patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch, trainImages: trainImages.length, valImages: valImages.length, output: foldDir, checkpointDir, resume }, "Training");
   try {
     const result = await train({
       trainerName: trainer.name,
