@@ -83,9 +83,16 @@ export class DataLoader {
     const readerModule = this.o.readerModule ?? DEFAULT_READER_MODULE;
     const n = this.o.numWorkers;
     const workerUrl = new URL(import.meta.url.endsWith(".ts") ? "./loader-worker.ts" : "./loader-worker.js", import.meta.url);
+    // Running from TypeScript sources (tsx): a worker does not inherit a loader registered through tsx's API (as
+    // bin/ssl3d.mjs does), so boot it with a tiny script that registers tsx, then imports the worker module.
+    const fromSources = workerUrl.pathname.endsWith(".ts");
+    const boot = fromSources
+      ? `import(${JSON.stringify(import.meta.resolve("tsx/esm/api"))}).then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}); })`
+      : undefined;
     const readies: Promise<void>[] = [];
     for (let w = 0; w < n; w++) {
-      const worker = new Worker(workerUrl, { workerData: { images: this.o.images, options: this.options(), readerModule } });
+      const workerData = { images: this.o.images, options: this.options(), readerModule };
+      const worker = boot === undefined ? new Worker(workerUrl, { workerData }) : new Worker(boot, { eval: true, workerData });
       readies.push(
         new Promise<void>((res, rej) => {
           const onMsg = (m: { ready?: boolean }) => {
