@@ -15,7 +15,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { after, before, test, type TestContext } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { pino } from "pino";
 import { freePort, prometheusAvailable, startPrometheus } from "../helpers/prometheus.js";
@@ -58,7 +58,7 @@ after(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-async function convergence(trainer: string, preset: string): Promise<void> {
+async function convergence(t: TestContext, trainer: string, preset: string): Promise<void> {
   const losses: number[] = [];
   const tensors: number[] = [];
   const r = await runTraining(
@@ -74,6 +74,7 @@ async function convergence(trainer: string, preset: string): Promise<void> {
   assert.ok(losses.every(Number.isFinite), `non-finite loss: ${losses.join(",")}`);
   const first = losses.slice(0, 20).reduce((a, b) => a + b, 0) / 20;
   const last = losses.slice(-20).reduce((a, b) => a + b, 0) / 20;
+  t.diagnostic(`${trainer} on ${preset}: mean loss first 20 steps ${first.toFixed(4)}, last 20 ${last.toFixed(4)} (${((1 - last / first) * 100).toFixed(1)} % lower)`);
   assert.ok(last < (1 - LOSS_MARGIN) * first, `${trainer}: mean loss last 20 = ${last}, first 20 = ${first} (need ${LOSS_MARGIN * 100}% lower)`);
   assert.equal(new Set(tensors.slice(1)).size, 1, `tensor count changed across steps: ${tensors.join(",")}`);
   const base = join(env.nnssl_results!, "Dataset001_MricronT1", `${trainer}__nnsslPlans__onemmiso`);
@@ -84,12 +85,12 @@ async function convergence(trainer: string, preset: string): Promise<void> {
   assert.ok(existsSync(join(base, "fold_all", "progress.png")));
 }
 
-test("MAE on the CNN (resenc-xs): loss falls, no tensor leak per step", async () => {
-  await convergence("BaseMAETrainer", "resenc-xs");
+test("MAE on the CNN (resenc-xs): loss falls, no tensor leak per step", async (t) => {
+  await convergence(t, "BaseMAETrainer", "resenc-xs");
 });
 
-test("MAE on Primus (primus-xs): loss falls, no tensor leak per step", async () => {
-  await convergence("BaseEvaMAETrainer", "primus-xs");
+test("MAE on Primus (primus-xs): loss falls, no tensor leak per step", async (t) => {
+  await convergence(t, "BaseEvaMAETrainer", "primus-xs");
 });
 
 function stepLosses(trainerDir: string): number[] {
