@@ -11,6 +11,7 @@ import type { TrainingImage } from "../data/source.js";
 import { MaeOptionsSchema, CnnMae } from "../methods/mae.js";
 import type { Network, Vec3 } from "../models/architecture.js";
 import { CONV_PERM } from "../models/params.js";
+import { TrainingError } from "../errors.js";
 import { TrainingMetrics } from "../observability/training-metrics.js";
 import { checkpointPath, loadCheckpoint } from "./checkpoint.js";
 import { JSONL_LOG, train, type StopSignal } from "./loop.js";
@@ -150,5 +151,42 @@ test("loop: stop after a step mid-epoch, resume → the same loss sequence as an
   } finally {
     rmSync(a, { recursive: true, force: true });
     rmSync(b, { recursive: true, force: true });
+  }
+});
+
+test("loop: non-finite steps are skipped and counted; too many in a row fail with TrainingError", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "ssl3d-loopnan-"));
+  try {
+    const base = runOf(dir, 1);
+    let calls = 0;
+    const inner = base.method;
+    const flaky = {
+      key: inner.key, needsAnon: inner.needsAnon, outChannels: (c: number) => inner.outChannels(c),
+      loss: (...args: Parameters<typeof inner.loss>) => {
+        calls += 1;
+        const l = inner.loss(...args);
+        return calls === 2 || calls === 3 ? tf.mul<tf.Scalar>(l, Number.NaN) : l;
+      },
+    };
+    const metrics = new TrainingMetrics({ defaultMetrics: false });
+    const snapshots: number[][] = [];
+    const r = await train({ ...base, options: { ...base.options, valIters: 0, maxNonFiniteSteps: 3 }, method: flaky, metrics,
+      onStep: () => snapshots.push(Array.from(base.network.weights.get("conv2.bias")!.dataSync())) });
+    assert.equal(r.status, "completed");
+    assert.match(await metrics.registry.metrics(), /pretrain_nonfinite_steps_total 2/);
+    assert.deepEqual(snapshots[1], snapshots[0]); // step 2 skipped: no update
+    assert.deepEqual(snapshots[2], snapshots[0]); // step 3 skipped
+    assert.notDeepEqual(snapshots[3], snapshots[2]);
+    const lines = readFileSync(join(dir, "out", JSONL_LOG), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { step_losses: (number | null)[]; nonfinite_total: number });
+    assert.equal(lines[0]!.step_losses[1], null);
+    assert.equal(lines[0]!.nonfinite_total, 2);
+    base.network.dispose();
+
+    const base2 = runOf(join(dir, "b"), 1);
+    const alwaysNan = { ...flaky, loss: (...args: Parameters<typeof inner.loss>) => tf.mul<tf.Scalar>(inner.loss(...args), Number.NaN) };
+    await assert.rejects(train({ ...base2, options: { ...base2.options, maxNonFiniteSteps: 3 }, method: alwaysNan }), (e: unknown) => e instanceof TrainingError && /3 consecutive non-finite/.test(e.message));
+    base2.network.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
