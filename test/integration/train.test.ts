@@ -149,3 +149,35 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
     assert.ok(Math.abs(v - lossesB[i]!) <= 1e-5 * Math.max(1, Math.abs(v)), `step ${i}: uninterrupted ${v}, resumed ${lossesB[i]}`);
   });
 });
+
+test("SIGTERM stops after the current step with a mid-epoch checkpoint in SSL3D_CHECKPOINT_DIR (exit 143); SSL3D_RESUME=latest finishes the run", async () => {
+  const ck = join(work, "ck-sigterm");
+  const args = ["train", "Dataset001_MricronT1", "onemmiso", "-tr", "BaseEvaMAETrainer_BS2", "--epochs", "1", "--iters-per-epoch", "30", "--val-iters", "1", "--patch-size", "32", "--arch-preset", "primus-xs", "--backend", "wasm", "--log-format", "json"];
+  const envT = { ...env, SSL3D_CHECKPOINT_DIR: ck, SSL3D_LOG_LEVEL: "info" };
+  const p = spawn(NODE, [BIN, ...args], { env: envT, stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  let steps = 0;
+  p.stderr.on("data", (d: Buffer) => {
+    err += d.toString();
+  });
+  const exit = new Promise<number | null>((r) => p.on("exit", (c) => {
+    r(c);
+  }));
+  for (let i = 0; i < 1200 && !err.includes("Epoch started"); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(err.includes("Epoch started"), err);
+  await new Promise((r) => setTimeout(r, 1500));
+  p.kill("SIGTERM");
+  assert.equal(await exit, 143, err);
+  assert.match(err, /stopped by SIGTERM after step (\d+)/);
+  steps = Number(/stopped by SIGTERM after step (\d+)/.exec(err)![1]);
+  assert.ok(steps > 0 && steps < 30, `stopped after ${steps} steps`);
+  const latest = checkpointPath(ck, "latest");
+  assert.ok(existsSync(latest));
+  const fold = join(env.nnssl_results!, "Dataset001_MricronT1", "BaseEvaMAETrainer_BS2__nnsslPlans__onemmiso", "fold_all");
+  assert.ok(!existsSync(checkpointPath(fold, "latest")), "checkpoint written to fold_all instead of SSL3D_CHECKPOINT_DIR");
+  const r = cli(args, { SSL3D_CHECKPOINT_DIR: ck, SSL3D_RESUME: "latest" });
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(existsSync(checkpointPath(ck, "final")));
+  assert.ok(!existsSync(latest));
+  assert.equal(stepLosses(join(fold, "..")).length, 30);
+});

@@ -230,6 +230,9 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
         if (Number.isFinite(loss)) metrics?.trainLoss.set(loss);
         bar?.update(iteration + 1, { epoch, loss: Number.isFinite(loss) ? loss.toFixed(4) : String(loss) });
         run.onStep?.({ epoch, iteration, globalStep, loss, skipped });
+        // Yield one macrotask turn per step: with batches always ready the loop would otherwise run on microtasks
+        // only, starving signal handlers (graceful stop) and the /metrics server.
+        await new Promise<void>((resolve) => setImmediate(resolve));
         if (run.stop?.requested === true && iteration + 1 < o.itersPerEpoch) {
           iteration += 1;
           status = "stopped";
