@@ -112,3 +112,21 @@ test("every mricron template: header shape, spacing, affine, orientation equal n
     assert.equal(h.datatype, info.dtype, f);
   }
 });
+
+test("phantoms in every generated orientation: nibabel agrees on affine and axis codes", async () => {
+  const { generatePhantom } = await import("../../runtime/src/data/phantom.js");
+  const codes = ["RAS", "LAS", "LPS", "RPI", "LIP", "ASR", "PIR", "SAL"];
+  const files = codes.map((c) => join(tmp, `ph-${c}.nii.gz`));
+  for (const [i, code] of codes.entries()) {
+    const p = generatePhantom({ seed: 50 + i, orientation: code, rotationDeg: (i - 4) * 2.5, sizeRange: [6, 9] });
+    await writeNifti(files[i]!, p.volume);
+    assert.equal(p.orientation, code);
+  }
+  const infos = nibabelDescribe(files);
+  for (const [i, f] of files.entries()) {
+    const v = await readNifti(f);
+    close(v.affine, infos[i]!.affine, 1e-6, `${codes[i]} affine`);
+    assert.equal(infos[i]!.orientation, codes[i]);
+    assert.equal(orientationCode(v.affine), codes[i]);
+  }
+});

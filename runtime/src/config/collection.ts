@@ -155,7 +155,7 @@ export function relativizePath(p: string, env: Env): string {
     const abs = path.resolve(root);
     const rel = path.relative(abs, p);
     if (rel === "") return `$${v}`;
-    if (!rel.startsWith("..") && !path.isAbsolute(rel)) return `$${v}/${rel.split(path.sep).join("/")}`;
+    if (rel !== ".." && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel)) return `$${v}/${rel.split(path.sep).join("/")}`;
   }
   return p;
 }

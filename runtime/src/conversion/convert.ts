@@ -14,6 +14,7 @@ import { ConfigError, DataError, Ssl3dError } from "../errors.js";
 import { writeCollection } from "../io/collection-file.js";
 import type { NiftiHeader } from "../io/nifti.js";
 import { readNifti, readNiftiHeader } from "../io/nifti.js";
+import { log } from "../observability/log.js";
 import type { Candidate, Problem, ScanResult } from "./scan.js";
 import { scanBids, scanFolder, scanOpenMind } from "./scan.js";
 
@@ -30,6 +31,8 @@ export interface ConvertOptions {
   readonly modality?: string | undefined;
   /** `full` (default) decompresses and converts every voxel; `header` only validates headers and sizes. */
   readonly check?: "full" | "header";
+  /** Files verified concurrently (default 2). */
+  readonly jobs?: number;
   readonly env?: Env;
   /** Called for every problem as it is found (the CLI lists them on stderr). */
   readonly onProblem?: (p: Problem) => void;
@@ -122,19 +125,37 @@ export async function convert(o: ConvertOptions): Promise<ConvertReport> {
   };
   for (const p of scan.problems) report(p);
 
+  // duplicates first (cheap), then verify with a few files in flight; results are reported in scan order
   const seen = new Set<string>();
-  const good: Candidate[] = [];
+  const unique: Candidate[] = [];
   for (const c of scan.candidates) {
     const key = JSON.stringify([c.dataset, c.subject, c.session, c.name]);
-    if (seen.has(key)) {
-      report({ file: c.file, reason: `duplicate image name ${c.name} in ${c.dataset}/${c.subject}/${c.session}` });
-      continue;
+    if (seen.has(key)) report({ file: c.file, reason: `duplicate image name ${c.name} in ${c.dataset}/${c.subject}/${c.session}` });
+    else {
+      seen.add(key);
+      unique.push(c);
     }
-    seen.add(key);
-    const p = await verify(c, o.check ?? "full");
+  }
+  const results: (Problem | undefined)[] = new Array<Problem | undefined>(unique.length);
+  let next = 0, done = 0, lastLog = Date.now();
+  const jobs = Math.max(1, Math.min(o.jobs ?? 2, 64));
+  await Promise.all(Array.from({ length: jobs }, async () => {
+    while (next < unique.length) {
+      const k = next++;
+      results[k] = await verify(unique[k]!, o.check ?? "full");
+      done++;
+      if (Date.now() - lastLog > 5000) {
+        lastLog = Date.now();
+        log().info({ done, total: unique.length }, "Verifying images");
+      }
+    }
+  }));
+  const good: Candidate[] = [];
+  unique.forEach((c, k) => {
+    const p = results[k];
     if (p === undefined) good.push(c);
     else report(p);
-  }
+  });
   if (problems.length > 0 && o.onError === "fail") {
     throw new DataError(`conversion failed: ${problems.length} unusable file(s)${o.onProblem === undefined ? ` (first: ${problems[0]!.file}: ${problems[0]!.reason})` : " (listed above)"}; nothing written; use --on-error skip to convert the rest`, { file: path.resolve(o.src) });
   }

@@ -45,3 +45,13 @@ test("file-level errors: missing file, invalid JSON, wrong types name the file",
   writeFileSync(bad, JSON.stringify({ ...doc, collection_name: 5 }));
   await assert.rejects(readCollection(bad, { env }), /bad\.json: collection_name: expected string, received number/);
 });
+
+test("Python's NaN / Infinity tokens read as null; strings containing them are untouched", async () => {
+  const { pythonJsonToJson } = await import("./collection-file.js");
+  assert.equal(pythonJsonToJson('{"a": NaN, "b": -Infinity, "c": "NaN and Infinity", "d": [Infinity]}'), '{"a": null, "b": null, "c": "NaN and Infinity", "d": [null]}');
+  const f = join(tmp, "nan.json");
+  const text = JSON.stringify({ ...doc, datasets: { ds1: { ...doc.datasets.ds1, dataset_info: { image_quality_score: [{ modality: "T1w", derived_from: null, image_quality_score: 0 }] } } } }).replace('"image_quality_score":0', '"image_quality_score":NaN');
+  writeFileSync(f, text);
+  const c = await readCollection(f, { env });
+  assert.deepEqual(c.datasets.ds1!.dataset_info, { image_quality_score: [{ modality: "T1w", derived_from: null, image_quality_score: null }] });
+});

@@ -14,6 +14,15 @@ export interface CollectionIoOptions {
   readonly env?: Env;
 }
 
+/**
+ * Python's `json.dump` writes `NaN`, `Infinity` and `-Infinity` (e.g. a missing OpenMind image-quality score);
+ * read them as null. Strings are left untouched.
+ */
+export function pythonJsonToJson(text: string): string {
+  if (!/NaN|Infinity/.test(text)) return text;
+  return text.replace(/"(?:[^"\\]|\\.)*"|-?\bInfinity\b|\bNaN\b/g, (m) => (m.startsWith('"') ? m : "null"));
+}
+
 /** Parse, validate and resolve a collection file. Errors are ConfigErrors naming the file and JSON path. */
 export async function readCollection(file: string, opts: CollectionIoOptions = {}): Promise<Collection> {
   const env = opts.env ?? process.env;
@@ -26,7 +35,7 @@ export async function readCollection(file: string, opts: CollectionIoOptions = {
   }
   let doc: unknown;
   try {
-    doc = JSON.parse(text);
+    doc = JSON.parse(pythonJsonToJson(text));
   } catch (err) {
     throw new ConfigError(`invalid JSON: ${(err as Error).message}`, { file, cause: err });
   }

@@ -300,45 +300,64 @@ function shortData(file: string, h: NiftiHeader, have: number, what: string): Da
 }
 
 async function readGzip(file: string, opts: NiftiReadOptions, wantData: boolean): Promise<RawNifti> {
-  const src = createReadStream(file);
-  const gunzip = createGunzip();
-  src.on("error", (err) => gunzip.destroy(err));
-  src.pipe(gunzip);
   const prefix: Buffer[] = [];
   let prefixLen = 0;
   let header: NiftiHeader | undefined;
   let out: Buffer | undefined;
   let need = 0;
   let filled = 0;
-  try {
-    for await (const chunk of gunzip as AsyncIterable<Buffer>) {
-      if (header === undefined) {
-        prefix.push(chunk);
-        prefixLen += chunk.length;
-        if (prefixLen < HEADER_PREFIX) continue;
-        header = parseNiftiHeader(Buffer.concat(prefix, prefixLen), file, opts);
-        if (!wantData) break;
-        need = header.voxOffset + header.dataBytes;
-        out = Buffer.allocUnsafe(need);
-        for (const p of prefix) {
-          const n = Math.min(p.length, need - filled);
-          p.copy(out, filled, 0, n);
-          filled += n;
-        }
-        prefix.length = 0;
-      } else {
-        const n = Math.min(chunk.length, need - filled);
-        chunk.copy(out!, filled, 0, n);
+  /** Take one decompressed chunk; true when everything needed has arrived. */
+  const consume = (chunk: Buffer): boolean => {
+    if (header === undefined) {
+      prefix.push(chunk);
+      prefixLen += chunk.length;
+      if (prefixLen < HEADER_PREFIX) return false;
+      header = parseNiftiHeader(Buffer.concat(prefix, prefixLen), file, opts);
+      if (!wantData) return true;
+      need = header.voxOffset + header.dataBytes;
+      out = Buffer.allocUnsafe(need); // only after the header passed validation
+      for (const p of prefix) {
+        const n = Math.min(p.length, need - filled);
+        p.copy(out, filled, 0, n);
         filled += n;
       }
-      if (filled >= need) break;
+      prefix.length = 0;
+    } else {
+      const n = Math.min(chunk.length, need - filled);
+      chunk.copy(out!, filled, 0, n);
+      filled += n;
     }
-  } catch (err) {
-    if (err instanceof DataError) throw err;
-    throw gzipError(err, file);
-  } finally {
-    src.destroy();
-    gunzip.destroy();
+    return filled >= need;
+  };
+  const src = createReadStream(file);
+  const gunzip = createGunzip();
+  const outcome = await new Promise<{ error?: unknown }>((resolve) => {
+    let settled = false;
+    const finish = (v: { error?: unknown }): void => {
+      if (settled) return;
+      settled = true;
+      resolve(v);
+    };
+    gunzip.on("data", (chunk: Buffer) => {
+      if (settled) return;
+      try {
+        if (consume(chunk)) finish({});
+      } catch (error) {
+        finish({ error });
+      }
+    });
+    gunzip.on("end", () => { finish({}); });
+    gunzip.on("error", (error) => { finish({ error }); });
+    src.on("error", (error) => { finish({ error }); });
+    src.pipe(gunzip);
+  });
+  src.destroy();
+  gunzip.destroy();
+  if (outcome.error !== undefined) {
+    if (outcome.error instanceof DataError) throw outcome.error;
+    // a gzip error after everything the header needs has arrived (e.g. trailing garbage) is harmless
+    const complete = header !== undefined && (!wantData || filled >= need);
+    if (!complete) throw gzipError(outcome.error, file);
   }
   if (header === undefined) {
     // the whole decompressed file is shorter than HEADER_PREFIX

@@ -10,23 +10,31 @@ function datasetId(v: string): number {
   return Number(v);
 }
 
+function positiveInt(v: string, flag: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${flag} must be a positive integer, got "${v}"`);
+  return n;
+}
+
 interface Opts {
   dataset: string;
   name: string;
   onError: "skip" | "fail";
   modality?: string;
   check: "full" | "header";
+  jobs: string;
 }
 
 async function run(kind: SourceKind, src: string, o: Opts): Promise<void> {
   const opts: ConvertOptions = {
-    kind, src, datasetId: datasetId(o.dataset), name: o.name, onError: o.onError, modality: o.modality, check: o.check,
+    kind, src, datasetId: datasetId(o.dataset), name: o.name, onError: o.onError, modality: o.modality, check: o.check, jobs: positiveInt(o.jobs, "--jobs"),
     onProblem: (p) => process.stderr.write(`ssl3d: ${o.onError === "skip" ? "skipping" : "unusable"}: ${p.file}: ${p.reason}\n`),
   };
   process.stdout.write(formatConvertReport(await convert(opts)) + "\n");
 }
 
 const onErrorOption = (): Option => new Option("--on-error <mode>", "unusable files: fail (write nothing) or skip them").choices(["fail", "skip"]).default("fail");
+const jobsOption = (): Option => new Option("--jobs <n>", "files verified concurrently").default("2");
 const checkOption = (): Option => new Option("--check <level>", "verify every voxel (full) or only headers and sizes (header)").choices(["full", "header"]).default("full");
 
 export const convertCommand: CliCommand = {
@@ -41,6 +49,7 @@ export const convertCommand: CliCommand = {
       .requiredOption("-n, --name <name>", "dataset name (DatasetNNN_<name>)")
       .addOption(onErrorOption())
       .addOption(checkOption())
+      .addOption(jobsOption())
       .option("--modality <modality>", "folder mode: modality of every image (default: BIDS suffix if known, else 'unknown')")
       .action(async (kind: SourceKind, src: string, o: Opts) => { await run(kind, src, o); });
   },
@@ -60,6 +69,7 @@ export const convertOpenMindCommand: CliCommand = {
       .option("-n, --name <name>", "dataset name", "OpenMind")
       .addOption(onErrorOption())
       .addOption(checkOption())
+      .addOption(jobsOption())
       .action(async (o: Opts & { openmindRootDir: string }) => { await run("openmind", o.openmindRootDir, o); });
   },
 };
