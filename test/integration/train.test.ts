@@ -181,3 +181,12 @@ test("SIGTERM stops after the current step with a mid-epoch checkpoint in SSL3D_
   assert.ok(!existsSync(latest));
   assert.equal(stepLosses(join(fold, "..")).length, 30);
 });
+
+test("nnssl's -num_gpus 2: two local data-parallel ranks over the TCP ring train to the end; rank 0 writes", async () => {
+  const port = await freePort();
+  const r = cli(["train", "Dataset001_MricronT1", "onemmiso", "-tr", "mae-primus-m", "-p", "nnsslPlans", "-num_gpus", "2", "--epochs", "2", "--iters-per-epoch", "3", "--val-iters", "1", "--patch-size", "32", "--arch-preset", "primus-xs", "--backend", "wasm"], { PET_MASTER_PORT: String(port) });
+  assert.equal(r.status, 0, r.stderr);
+  const dir = join(env.nnssl_results!, "Dataset001_MricronT1", "mae-primus-m__nnsslPlans__onemmiso");
+  assert.ok(existsSync(checkpointPath(join(dir, "fold_all"), "final")));
+  assert.equal(stepLosses(dir).length, 6);
+});

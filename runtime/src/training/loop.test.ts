@@ -11,6 +11,8 @@ import type { TrainingImage } from "../data/source.js";
 import { MaeOptionsSchema, CnnMae } from "../methods/mae.js";
 import type { Network, Vec3 } from "../models/architecture.js";
 import { CONV_PERM } from "../models/params.js";
+import { createServer } from "node:net";
+import { initProcessGroup, type ProcessGroup } from "../distributed/process-group.js";
 import { TrainingError } from "../errors.js";
 import { TrainingMetrics } from "../observability/training-metrics.js";
 import { checkpointPath, loadCheckpoint } from "./checkpoint.js";
@@ -186,6 +188,45 @@ test("loop: non-finite steps are skipped and counted; too many in a row fail wit
     const alwaysNan = { ...flaky, loss: (...args: Parameters<typeof inner.loss>) => tf.mul<tf.Scalar>(inner.loss(...args), Number.NaN) };
     await assert.rejects(train({ ...base2, options: { ...base2.options, maxNonFiniteSteps: 3 }, method: alwaysNan }), (e: unknown) => e instanceof TrainingError && /3 consecutive non-finite/.test(e.message));
     base2.network.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("loop: two data-parallel ranks (TCP ring, in one process) keep identical weights; only rank 0 writes", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "ssl3d-loopddp-"));
+  try {
+    const port = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, "127.0.0.1", () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => {
+          resolve(p);
+        });
+      });
+    });
+    const cfg = (rank: number) => ({ rank, worldSize: 2, masterAddr: "127.0.0.1", masterPort: port, timeoutMs: 30_000 });
+    const [g0, g1] = await Promise.all([initProcessGroup(cfg(0)), initProcessGroup(cfg(1))]);
+    const mk = (rank: number, group: ProcessGroup) => {
+      const base = runOf(join(dir, `r${rank}`), 2);
+      // different init per rank: the broadcast must make them equal
+      const network = tinyCnn(1 + rank * 100, [8, 8, 8]);
+      return { ...base, network, group, globalBatchSize: 2, options: { ...base.options, batchSize: 1 }, outputDir: join(dir, `out${rank}`), checkpointDir: join(dir, `ck${rank}`) };
+    };
+    const r0 = mk(0, g0);
+    const r1 = mk(1, g1);
+    const [a, b] = await Promise.all([train(r0), train(r1)]);
+    assert.equal(a.status, "completed");
+    assert.equal(b.status, "completed");
+    assert.equal(a.finalTrainLoss, b.finalTrainLoss);
+    for (const k of r0.network.weights.keys()) {
+      assert.deepEqual(Array.from(r1.network.weights.get(k)!.dataSync()), Array.from(r0.network.weights.get(k)!.dataSync()), k);
+    }
+    assert.ok(existsSync(checkpointPath(join(dir, "ck0"), "final")));
+    assert.ok(!existsSync(checkpointPath(join(dir, "ck1"), "final")));
+    assert.ok(!existsSync(join(dir, "out1", JSONL_LOG)));
+    r0.network.dispose();
+    r1.network.dispose();
+    await Promise.all([g0.close(), g1.close()]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -29,6 +29,7 @@ import type { TrainingMetrics } from "../observability/training-metrics.js";
 import { checkpointPath, findResumeCheckpoint, loadCheckpoint, removeCheckpoint, saveCheckpoint, type CheckpointKind, type CheckpointMeta, type TrainingLogLists } from "./checkpoint.js";
 import { AdamW, NonFiniteGuard, SgdNesterov, clipByGlobalNorm, type Optimizer } from "./optim.js";
 import type { TrainerOptions } from "./registry.js";
+import { SingleProcessGroup, type ProcessGroup } from "../distributed/process-group.js";
 import { learningRate } from "./schedules.js";
 
 export interface StopSignal {
@@ -57,6 +58,14 @@ export interface TrainingRun {
   readonly progressBar?: boolean;
   readonly stop?: StopSignal;
   readonly onStep?: (s: { epoch: number; iteration: number; globalStep: number; loss: number; skipped: boolean }) => void;
+  /**
+   * Data-parallel group (default: a single process). Every rank runs this loop with its own share of the global
+   * batch (`options.batchSize` is the per-rank batch here, `globalBatchSize` the total); gradients, losses and the
+   * stop flag are all-reduced each step, so all ranks apply identical updates and stop on the same step. Only rank 0
+   * writes checkpoints and logs.
+   */
+  readonly group?: ProcessGroup;
+  readonly globalBatchSize?: number;
 }
 
 export interface TrainingResult {
@@ -92,6 +101,11 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
   for (const [k, v] of net.weights) varNameToKey.set(v.name, k);
   const varList = [...net.weights.values()];
   const optimizer = makeOptimizer(o);
+  const group = run.group ?? new SingleProcessGroup();
+  const rank = group.rank;
+  const isChief = rank === 0;
+  // this rank's gradients and loss weigh share/total in the all-reduced sums
+  const share = o.batchSize / (run.globalBatchSize ?? o.batchSize * group.worldSize);
   const guard = new NonFiniteGuard(o.maxNonFiniteSteps);
 
   let logging: TrainingLogLists = { train_losses: [], val_losses: [], lrs: [], epoch_start_timestamps: [], epoch_end_timestamps: [] };
@@ -136,6 +150,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
       await truncateJsonl(join(run.outputDir, JSONL_LOG), epoch);
     }
   }
+  if (epoch === 0 && iteration === 0 && isChief) await truncateJsonl(join(run.outputDir, JSONL_LOG), 0); // a fresh run starts a new log
   if (epoch >= o.numEpochs) {
     log.info({ epoch }, "Nothing to do: all epochs completed");
     optimizer.dispose();
@@ -148,7 +163,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
     images: run.trainImages,
     loaderPatchSize: o.augment ? initialPatchSize(F) : F,
     augment: o.augment ? MAE_AUGMENT : NO_AUGMENT,
-    stream: "train",
+    stream: rank === 0 ? "train" : `train-r${rank}`,
     startIndex: trainStart,
   });
   const valLoader = new DataLoader({
@@ -156,7 +171,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
     images: run.valImages.length > 0 ? run.valImages : run.trainImages,
     loaderPatchSize: F,
     augment: NO_AUGMENT,
-    stream: "val",
+    stream: rank === 0 ? "val" : `val-r${rank}`,
     prefetch: Math.max(1, Math.floor(o.prefetch / 2)),
     startIndex: valStart,
   });
@@ -168,6 +183,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
   }
 
   const checkpoint = async (kind: CheckpointKind): Promise<void> => {
+    if (!isChief) return;
     const meta: CheckpointMeta = {
       format: "ssl3d-checkpoint/1",
       layout: "torch",
@@ -201,6 +217,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
   await mkdir(run.checkpointDir, { recursive: true });
   try {
     await trainLoader.warmUp();
+    if (group.worldSize > 1) await broadcastWeights(net, group);
     for (; epoch < o.numEpochs; epoch++) {
       const lr = learningRate(o.schedule, o.optimizer.lr, epoch, o.numEpochs);
       optimizer.lr = lr;
@@ -216,7 +233,11 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
         metrics?.loaderQueueDepth.set(trainLoader.queueDepth());
         const t0 = performance.now();
         const seed = deriveSeed(o.seed, "mask", globalStep);
-        const { loss, norm } = trainStep(run, varList, varNameToKey, batch, seed, o.gradClip, (l, n) => guard.check(l, n, { epoch, step: globalStep }), optimizer);
+        const { loss, norm, stop } = await trainStep(run, varList, varNameToKey, batch, seed, o.gradClip, (l, n) => guard.check(l, n, { epoch, step: globalStep }), optimizer, group, share);
+        if (stop && run.stop !== undefined && !run.stop.requested) {
+          run.stop.requested = true;
+          run.stop.reason ??= "a peer rank's stop request";
+        }
         const skipped = !Number.isFinite(loss) || !Number.isFinite(norm);
         if (skipped) {
           metrics?.nonFinite.inc();
@@ -255,8 +276,10 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
           const anon = batch.anon === undefined ? undefined : tf.tensor5d(batch.anon, [batch.shape[0], batch.shape[1], batch.shape[2], batch.shape[3], 1]);
           return run.method.loss(net, { x, anon }, { training: false, seed });
         });
-        valLosses.push((await l.data())[0]!);
+        const v = Float32Array.of((await l.data())[0]! * share);
         l.dispose();
+        await group.allReduceSum(v);
+        valLosses.push(v[0]!);
       }
       const trainMean = mean(epochStepLosses);
       const valMean = o.valIters > 0 ? mean(valLosses) : null;
@@ -280,8 +303,8 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
       if (isBest) bestVal = score;
       await checkpoint("latest");
       if (isBest) await checkpoint("best");
-      await appendFile(join(run.outputDir, JSONL_LOG), JSON.stringify({ epoch: epoch - 1, train_loss: trainMean, val_loss: valMean, lr, epoch_time_s: end - started, global_step: globalStep, nonfinite_total: guard.total, step_losses: stepLosses, val_step_losses: valLosses, time: new Date(end * 1000).toISOString() }) + "\n");
-      await writeProgressPng(join(run.outputDir, "progress.png"), logging.train_losses, logging.val_losses, logging.lrs);
+      if (isChief) await appendFile(join(run.outputDir, JSONL_LOG), JSON.stringify({ epoch: epoch - 1, train_loss: trainMean, val_loss: valMean, lr, epoch_time_s: end - started, global_step: globalStep, nonfinite_total: guard.total, step_losses: stepLosses, val_step_losses: valLosses, time: new Date(end * 1000).toISOString() }) + "\n");
+      if (isChief) await writeProgressPng(join(run.outputDir, "progress.png"), logging.train_losses, logging.val_losses, logging.lrs);
       log.info({ epoch: epoch - 1, trainLoss: trainMean, valLoss: valMean, lr, seconds: Number((end - started).toFixed(2)), best: isBest }, "Epoch finished");
       epoch -= 1; // the for-loop increments
       if (run.stop?.requested === true && epoch + 1 < o.numEpochs) {
@@ -294,8 +317,9 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
     if (status === "completed") {
       epoch = o.numEpochs;
       await checkpoint("final");
-      await removeCheckpoint(run.checkpointDir, "latest");
+      if (isChief) await removeCheckpoint(run.checkpointDir, "latest");
     }
+    await group.barrier();
   } finally {
     bar?.stop();
     await Promise.all([trainLoader.close(), valLoader.close()]);
@@ -304,7 +328,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
   return { status, epochsCompleted: epoch, globalStep, finalTrainLoss: logging.train_losses.at(-1) ?? null, finalValLoss: logging.val_losses.at(-1) ?? null };
 }
 
-function trainStep(
+async function trainStep(
   run: TrainingRun,
   varList: tf.Variable[],
   varNameToKey: ReadonlyMap<string, string>,
@@ -313,21 +337,73 @@ function trainStep(
   gradClip: number | null,
   check: (loss: number, norm: number) => boolean,
   optimizer: Optimizer,
-): { loss: number; norm: number } {
+  group: ProcessGroup,
+  share: number,
+): Promise<{ loss: number; norm: number; stop: boolean }> {
   const x = tf.tensor5d(batch.data, batch.shape);
   const anon = batch.anon === undefined ? undefined : tf.tensor5d(batch.anon, [batch.shape[0], batch.shape[1], batch.shape[2], batch.shape[3], 1]);
   const { value, grads } = tf.variableGrads(() => run.method.loss(run.network, { x, anon }, { training: true, seed }), varList);
+  x.dispose();
+  anon?.dispose();
   const named = new Map<string, tf.Tensor>();
   for (const [vname, g] of Object.entries(grads)) named.set(varNameToKey.get(vname) ?? vname, g);
+  let loss = value.dataSync()[0]!;
+  value.dispose();
+  let stop = run.stop?.requested === true;
+  if (group.worldSize > 1) {
+    // one all-reduce per step: [grads · share ..., loss · share, stop flag]
+    const names = [...named.keys()];
+    const sizes = names.map((n) => named.get(n)!.size);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const buf = new Float32Array(total + 2);
+    let off = 0;
+    names.forEach((n, i) => {
+      const g = named.get(n)!;
+      const d = g.dataSync();
+      for (let k = 0; k < d.length; k++) buf[off + k] = d[k]! * share;
+      off += sizes[i]!;
+      g.dispose();
+    });
+    buf[total] = loss * share;
+    buf[total + 1] = stop ? 1 : 0;
+    await group.allReduceSum(buf);
+    off = 0;
+    const shapes = new Map(names.map((n) => [n, run.network.weights.get(n)?.shape ?? [sizes[names.indexOf(n)]!]]));
+    named.clear();
+    names.forEach((n, i) => {
+      named.set(n, tf.tensor(buf.subarray(off, off + sizes[i]!), shapes.get(n)));
+      off += sizes[i]!;
+    });
+    loss = buf[total]!;
+    stop = buf[total + 1]! > 0;
+  }
   const { grads: clipped, norm } = clipByGlobalNorm(named, gradClip ?? undefined);
-  const loss = value.dataSync()[0]!;
   try {
     if (check(loss, norm)) optimizer.step(run.network.weights, clipped);
   } finally {
-    tf.dispose([x, value, ...Object.values(grads), ...clipped.values()]);
-    if (anon !== undefined) anon.dispose();
+    tf.dispose([...named.values(), ...clipped.values()]);
   }
-  return { loss, norm };
+  return { loss, norm, stop };
+}
+
+/** Make every rank start from rank 0's weights (after init or resume). */
+async function broadcastWeights(net: Network, group: ProcessGroup): Promise<void> {
+  const vars = [...net.weights.values()];
+  const total = vars.reduce((a, v) => a + v.size, 0);
+  const buf = new Float32Array(total);
+  let off = 0;
+  for (const v of vars) {
+    buf.set(v.dataSync(), off);
+    off += v.size;
+  }
+  await group.broadcast(buf, 0);
+  off = 0;
+  for (const v of vars) {
+    const t = tf.tensor(buf.subarray(off, off + v.size), v.shape);
+    v.assign(t);
+    t.dispose();
+    off += v.size;
+  }
 }
 
 /** Drop JSONL lines of epochs ≥ `epochs` (written after the checkpoint a resumed run restarts from). */

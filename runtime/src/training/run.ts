@@ -17,6 +17,9 @@ import { selectBackend } from "../models/backend/select.js";
 import { architectureKeys, createNetwork, getArchitecture } from "../models/registry.js";
 import type { Logger } from "../observability/log.js";
 import { TrainingMetrics, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
+import { ENV, distributedConfigFromEnv, perRankBatchSize } from "../distributed/env.js";
+import { launchLocalRanks } from "../distributed/launch.js";
+import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
 import { resolveTrainer } from "./registry.js";
 
@@ -37,15 +40,10 @@ export interface TrainArgs {
   readonly backend?: string;
   readonly workers?: number;
   readonly progress?: boolean;
+  /** Local data-parallel processes on this node (torchrun's --nproc-per-node); default PET_NPROC_PER_NODE or 1. */
+  readonly nprocPerNode?: number;
   /** Called after every training step (tests, embedding). */
   readonly onStep?: (s: { epoch: number; iteration: number; globalStep: number; loss: number; skipped: boolean }) => void;
-}
-
-/** Raised when a stop signal ended the run early (checkpoint written); exit code 128 + signal number. */
-export class StoppedError extends Ssl3dError {
-  constructor(message: string, readonly exitCode: number) {
-    super(message);
-  }
 }
 
 interface ListModule {
@@ -77,7 +75,35 @@ function readPlan(file: string, configuration: string): { plan: Record<string, u
   return { plan, cfg };
 }
 
-export async function runTraining(a: TrainArgs, logger: Logger, stop: StopSignal = { requested: false }): Promise<TrainingResult> {
+/** The process exits with a given code (stopped by a signal: 128 + signal number; a failed local rank: its code). */
+export class ExitError extends Ssl3dError {
+  constructor(message: string, readonly exitCode: number) {
+    super(message);
+  }
+}
+
+/**
+ * Entry of `ssl3d train`: with more than one local process per node (and no RANK yet), act as the local launcher
+ * (one child per rank, torchrun-style environment); otherwise train as this rank.
+ */
+export async function runTrainingCli(a: TrainArgs, logger: Logger): Promise<void> {
+  const cfg = distributedConfigFromEnv();
+  const nproc = a.nprocPerNode ?? cfg.nprocPerNode;
+  if (nproc > 1 && (process.env.RANK === undefined || process.env.RANK === "")) {
+    logger.info({ nprocPerNode: nproc, nnodes: cfg.nnodes, nodeRank: cfg.nodeRank }, "Launching local ranks");
+    const code = await launchLocalRanks({
+      cfg, nprocPerNode: nproc, command: process.execPath, args: [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)],
+      env: { ...process.env, [ENV.nprocPerNode]: String(nproc) },
+    });
+    if (code !== 0) throw new ExitError(`a local rank failed (exit code ${code})`, code);
+    return;
+  }
+  await runTraining(a, logger);
+}
+
+export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSignal = { requested: false }): Promise<TrainingResult> {
+  const dist = distributedConfigFromEnv();
+  const logger = dist.worldSize > 1 ? rootLogger.child({ rank: dist.rank }) : rootLogger;
   const datasetName = resolveDatasetName(a.dataset);
   const preRoot = requireRoot("nnssl_preprocessed");
   const resultsRoot = requireRoot("nnssl_results");
@@ -116,6 +142,8 @@ export async function runTraining(a: TrainArgs, logger: Logger, stop: StopSignal
   const valImages = filterImages(all, new Set(split.val), filter);
   if (trainImages.length === 0) throw new DataError(`no training images left after the split and modality filter`, { file: splitFile });
 
+  const globalBatch = o.batchSize;
+  const perRank = perRankBatchSize(globalBatch, dist.worldSize, dist.rank);
   const backend = await selectBackend(a.backend);
   logger.info({ backend: backend.name, tfBackend: backend.tfBackend, nativeKernels: backend.nativeKernels }, "Backend selected");
 
@@ -131,11 +159,13 @@ export async function runTraining(a: TrainArgs, logger: Logger, stop: StopSignal
   await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
   await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
 
+  const group = await initProcessGroup(dist);
+  if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: perRank, globalBatch }, "Joined the data-parallel group");
   const metrics = new TrainingMetrics();
   const port = a.metricsPort ?? (process.env.SSL3D_METRICS_PORT !== undefined && process.env.SSL3D_METRICS_PORT !== "" ? Number(process.env.SSL3D_METRICS_PORT) : undefined);
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
   let server: MetricsServer | undefined;
-  if (port !== undefined) {
+  if (port !== undefined && dist.localRank === 0) {
     server = await serveMetrics(metrics, port);
     logger.info({ port: server.port }, "Serving /metrics");
   }
@@ -154,7 +184,9 @@ export async function runTraining(a: TrainArgs, logger: Logger, stop: StopSignal
   try {
     const result = await train({
       trainerName: trainer.name,
-      options: o,
+      options: { ...o, batchSize: perRank },
+      globalBatchSize: globalBatch,
+      group,
       network,
       method,
       trainImages,
@@ -171,13 +203,14 @@ export async function runTraining(a: TrainArgs, logger: Logger, stop: StopSignal
       ...(a.onStep === undefined ? {} : { onStep: a.onStep }),
     });
     if (result.status === "stopped") {
-      throw new StoppedError(`stopped by ${stop.reason ?? "request"} after step ${result.globalStep}; checkpoint_latest written to ${checkpointDir}; continue with --resume`, 128 + signalNo);
+      throw new ExitError(`stopped by ${stop.reason ?? "request"} after step ${result.globalStep}; checkpoint_latest written to ${checkpointDir}; continue with --resume`, 128 + signalNo);
     }
     logger.info({ epochs: result.epochsCompleted, steps: result.globalStep, trainLoss: result.finalTrainLoss, valLoss: result.finalValLoss }, "Training finished");
     return result;
   } finally {
     for (const s of signals) process.off(s, handler);
     await server?.close();
+    await group.close();
     network.dispose();
   }
 }

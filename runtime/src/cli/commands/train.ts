@@ -1,11 +1,11 @@
 /**
  * `ssl3d train DATASET CONFIG -tr TRAINER -p PLANS [...]` (alias `nnssl_train`): pre-train with a registered
- * trainer. nnssl flags: `-tr`, `-p`, `--c` (= `--resume`), `-num_gpus` and `-device` (accepted; one process per pod
- * here, the backend is chosen by `--backend`).
+ * trainer. nnssl flags: `-tr`, `-p`, `--c` (= `--resume`), `-num_gpus N` (= `--nproc-per-node N`: N local
+ * data-parallel processes, as upstream spawns one per GPU) and `-device` (accepted; the backend is `--backend`).
  */
 import { InvalidArgumentError, type Command } from "commander";
 import { log } from "../../observability/log.js";
-import { runTraining } from "../../training/run.js";
+import { runTrainingCli } from "../../training/run.js";
 import type { CliCommand } from "../command.js";
 
 function int(name: string, min = 0) {
@@ -29,14 +29,14 @@ interface TrainOpts {
   metricsPort?: number;
   backend?: string;
   workers?: number;
-  numGpus?: string;
+  nprocPerNode?: number;
   device?: string;
 }
 
 export const trainCommand: CliCommand = {
   name: "train",
   aliases: ["nnssl_train"],
-  legacyFlags: { "-tr": "--trainer", "-p": "--plans", "--c": "--resume", "-num_gpus": "--num-gpus", "-device": "--device" },
+  legacyFlags: { "-tr": "--trainer", "-p": "--plans", "--c": "--resume", "-num_gpus": "--nproc-per-node", "-device": "--device" },
   register(program: Command): void {
     program
       .command("train")
@@ -56,11 +56,10 @@ export const trainCommand: CliCommand = {
       .option("--metrics-port <n>", "serve Prometheus /metrics on this port (also SSL3D_METRICS_PORT)", int("--metrics-port", 0))
       .option("--backend <name>", "tfjs backend: auto, node-gpu, node, wasm, cpu (also SSL3D_BACKEND)")
       .option("--workers <n>", "data loader worker threads", int("--workers", 0))
-      .option("--num-gpus <n>", "accepted for nnssl compatibility (one process per pod)")
+      .option("--nproc-per-node <n>", "data-parallel processes on this node (torchrun-style; also PET_NPROC_PER_NODE)", int("--nproc-per-node", 1))
       .option("--device <d>", "accepted for nnssl compatibility (use --backend)")
       .action(async (dataset: string, configuration: string, o: TrainOpts) => {
-        if (o.numGpus !== undefined && o.numGpus !== "1") log().warn({ numGpus: o.numGpus }, "-num_gpus is ignored: scale out with the operator (one process per pod)");
-        await runTraining(
+        await runTrainingCli(
           {
             dataset, configuration, trainer: o.trainer, plans: o.plans,
             ...(o.resume === undefined ? {} : { resume: o.resume }),
@@ -74,6 +73,7 @@ export const trainCommand: CliCommand = {
             ...(o.metricsPort === undefined ? {} : { metricsPort: o.metricsPort }),
             ...(o.backend === undefined ? {} : { backend: o.backend }),
             ...(o.workers === undefined ? {} : { workers: o.workers }),
+            ...(o.nprocPerNode === undefined ? {} : { nprocPerNode: o.nprocPerNode }),
           },
           log(),
         );
