@@ -14,6 +14,7 @@ import { CONV_PERM } from "../models/params.js";
 import { createServer } from "node:net";
 import { initProcessGroup, type ProcessGroup } from "../distributed/process-group.js";
 import { TrainingError } from "../errors.js";
+import { COLORS } from "../observability/progress-png.js";
 import { TrainingMetrics } from "../observability/training-metrics.js";
 import { checkpointPath, loadCheckpoint } from "./checkpoint.js";
 import { JSONL_LOG, train, type StopSignal } from "./loop.js";
@@ -112,6 +113,12 @@ test("loop: epochs × iterations, checkpoints latest/best/final, JSONL + progres
     assert.equal(jsonlLosses(dir).length, 12);
     const png = PNG.sync.read(readFileSync(join(dir, "out", "progress.png")));
     assert.equal(png.width, 800);
+    const count = (c: readonly number[]) => {
+      let n = 0;
+      for (let i = 0; i < png.data.length; i += 4) if (png.data[i] === c[0] && png.data[i + 1] === c[1] && png.data[i + 2] === c[2]) n++;
+      return n;
+    };
+    assert.ok(count(COLORS.train) > 100 && count(COLORS.val) > 100 && count(COLORS.lr) > 100, "loss/LR curves missing in progress.png");
     const text = await metrics.registry.metrics();
     assert.match(text, /pretrain_global_step 12/);
     assert.match(text, /pretrain_samples_total 24/);
