@@ -3,8 +3,9 @@ preprocessing benchmark. Reads NIfTI with nibabel in SimpleITK's array order (C,
 nnssl's DefaultPreprocessor steps: transpose -> crop_to_nonzero -> compute_new_shape -> ZScoreNormalization ->
 resample_data_or_seg_to_shape(order 3, separate-z rule).
 
-  python nnunet_reference.py preprocess IN.nii.gz OUTDIR --target 1,1,1|none --transpose 0,1,2
+  python nnunet_reference.py preprocess IN.nii.gz OUTDIR --target 1,1,1|none --transpose 0,1,2 [--mask M.nii.gz]
   python nnunet_reference.py make-aniso IN.nii.gz OUT.nii.gz --axis 0 --factor 4
+  python nnunet_reference.py make-mask IN.nii.gz OUT.nii.gz --percentile 50      (1 where above the median)
   python nnunet_reference.py bench --target 1,1,1 --np N IN.nii.gz [IN2 ...]   (prints JSON timings)
 """
 import argparse
@@ -28,6 +29,22 @@ def read_like_sitk(path):
     return arr, spacing
 
 
+def preprocess_mask(arr, mask, spacing, target, transpose):
+    """nnssl's mask path: transpose, crop with the image's non-zero box (0 outside -> -1), order-1 seg resampling."""
+    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape, resample_data_or_seg_to_shape
+
+    perm = [0, *[i + 1 for i in transpose]]
+    data = arr.transpose(perm)
+    seg = mask.transpose(perm)
+    spacing_t = [spacing[i] for i in transpose]
+    data, seg, _ = crop_to_nonzero(data, seg)
+    tgt = spacing_t if target is None else target
+    new_shape = data.shape[1:] if target is None else compute_new_shape(data.shape[1:], spacing_t, tgt)
+    return resample_data_or_seg_to_shape(seg, new_shape, spacing_t, tgt, is_seg=True, order=1, order_z=0,
+                                         force_separate_z=None).astype(np.float32)
+
+
 def preprocess(arr, spacing, target, transpose):
     from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
     from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
@@ -47,10 +64,31 @@ def preprocess(arr, spacing, target, transpose):
     return data.astype(np.float32), [list(map(int, b)) for b in bbox], [int(s) for s in cropped_shape]
 
 
+def _blosc2_params(shape):
+    # nnssl's spec'd result for a 160^3 patch: blocks (C,16,16,16), chunks (C,80,64,64), capped at the image
+    c = shape[0]
+    blocks = (c, *[min(16, s) for s in shape[1:]])
+    chunks = (c, *[min(k, s) for k, s in zip((80, 64, 64), shape[1:])])
+    return blocks, chunks
+
+
 def _bench_one(job):
-    path, target = job
+    path, target, save, idx = job
     arr, spacing = read_like_sitk(path)
     out, _, _ = preprocess(arr, spacing, target, [0, 1, 2])
+    if save:
+        import os
+        import pickle
+        import blosc2
+        blosc2.set_nthreads(1)
+        blocks, chunks = _blosc2_params(out.shape)
+        f = os.path.join(save, f"img{idx}.b2nd")
+        if os.path.exists(f):
+            os.remove(f)
+        blosc2.asarray(np.ascontiguousarray(out), urlpath=f, chunks=chunks, blocks=blocks,
+                       cparams={"codec": blosc2.Codec.ZSTD, "clevel": 8, "nthreads": 1})
+        with open(os.path.join(save, f"img{idx}.pkl"), "wb") as fh:
+            pickle.dump({"spacing": spacing}, fh)
     return int(out.size)
 
 
@@ -62,16 +100,22 @@ def main():
     p.add_argument("outdir")
     p.add_argument("--target", default="1,1,1")
     p.add_argument("--transpose", default="0,1,2")
+    p.add_argument("--mask", default=None, help="also preprocess this mask (written to mask_output.raw)")
     a = sub.add_parser("make-aniso")
     a.add_argument("input")
     a.add_argument("output")
     a.add_argument("--axis", type=int, default=0)
     a.add_argument("--factor", type=float, default=4.0)
+    mm = sub.add_parser("make-mask")
+    mm.add_argument("input")
+    mm.add_argument("output")
+    mm.add_argument("--percentile", type=float, default=50.0)
     b = sub.add_parser("bench")
     b.add_argument("inputs", nargs="+")
     b.add_argument("--target", default="1,1,1")
     b.add_argument("--np", type=int, default=1)
     b.add_argument("--repeat", type=int, default=1)
+    b.add_argument("--save", default=None, help="also write blosc2 .b2nd + .pkl like nnssl (zstd clevel 8)")
     args = ap.parse_args()
 
     if args.cmd == "preprocess":
@@ -79,12 +123,15 @@ def main():
         arr, spacing = read_like_sitk(args.input)
         target = None if args.target == "none" else [float(x) for x in args.target.split(",")]
         transpose = [int(x) for x in args.transpose.split(",")]
-        t0 = time.perf_counter()
-        out, bbox, cropped = preprocess(arr, spacing, target, transpose)
-        secs = time.perf_counter() - t0
         os.makedirs(args.outdir, exist_ok=True)
-        arr.tofile(os.path.join(args.outdir, "input.raw"))
+        arr.tofile(os.path.join(args.outdir, "input.raw"))  # before: upstream normalises views of arr in place
+        t0 = time.perf_counter()
+        out, bbox, cropped = preprocess(arr.copy(), spacing, target, transpose)
+        secs = time.perf_counter() - t0
         out.tofile(os.path.join(args.outdir, "output.raw"))
+        if args.mask is not None:
+            m, _ = read_like_sitk(args.mask)
+            preprocess_mask(arr.copy(), m, spacing, target, transpose).tofile(os.path.join(args.outdir, "mask_output.raw"))
         meta = {"input_shape": list(arr.shape), "spacing": spacing, "output_shape": list(out.shape), "bbox": bbox,
                 "cropped_shape": cropped, "seconds": secs}
         with open(os.path.join(args.outdir, "meta.json"), "w") as f:
@@ -101,9 +148,14 @@ def main():
         out = nib.Nifti1Image(np.round(small).astype(np.int16), aff)
         out.header.set_zooms(tuple(float(np.linalg.norm(aff[:3, i])) for i in range(3)))
         nib.save(out, args.output)
+    elif args.cmd == "make-mask":
+        img = nib.load(args.input)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        thr = np.percentile(data[data != 0], args.percentile)
+        nib.save(nib.Nifti1Image((data > thr).astype(np.uint8), img.affine, img.header), args.output)
     elif args.cmd == "bench":
         target = None if args.target == "none" else [float(x) for x in args.target.split(",")]
-        jobs = [(p, target) for _ in range(args.repeat) for p in args.inputs]
+        jobs = [(p, target, args.save, i) for i, p in enumerate(args.inputs * args.repeat)]
         t0 = time.perf_counter()
         if args.np > 1:
             with get_context("spawn").Pool(args.np) as pool:

@@ -13,6 +13,7 @@ import sys
 import zipfile
 
 import torch
+from torch import nn
 from safetensors.torch import load_file, save_file
 
 torch.set_num_threads(2)
@@ -31,10 +32,66 @@ def build(arch, kw):
     if arch == "primus":
         from dynamic_network_architectures.architectures.primus import Primus
         return Primus(**kw)
+    if arch == "primusx":
+        from dynamic_network_architectures.architectures.primus import PrimusX
+        return PrimusX(**kw)
+    if arch == "evamae":
+        return EvaMAERef(**kw)
     raise SystemExit(f"unknown arch {arch}")
 
 
+class _GivenKeep(nn.Module):
+    """Stands in for timm's PatchDropout inside the upstream Eva: keeps the given token indices."""
+
+    def __init__(self, keep):
+        super().__init__()
+        self.keep = keep
+
+    def forward(self, x):
+        idx = self.keep.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        return x.gather(1, idx), self.keep
+
+
+class EvaMAERef(nn.Module):
+    """nnssl EvaMAE's module tree and forward (spec 5.3) composed from the upstream building blocks (nnssl itself
+    is not on PyPI): down_projection, eva (with token dropping), mask_token, decoder Eva, up_projection."""
+
+    def __init__(self, input_channels, embed_dim, patch_embed_size, output_channels, encoder_eva_depth,
+                 encoder_eva_numheads, decoder_eva_depth, decoder_eva_numheads, input_shape, init_values,
+                 scale_attn_inner, drop_path_rate, token_order):
+        super().__init__()
+        from dynamic_network_architectures.building_blocks.eva import Eva
+        from dynamic_network_architectures.building_blocks.patch_encode_decode import LayerNormNd, PatchDecode, PatchEmbed
+        grid = tuple(i // p for i, p in zip(input_shape, patch_embed_size))
+        common = dict(embed_dim=embed_dim, ref_feat_shape=grid, init_values=init_values,
+                      scale_attn_inner=scale_attn_inner, drop_path_rate=drop_path_rate)
+        self.down_projection = PatchEmbed(patch_embed_size, input_channels, embed_dim)
+        self.eva = Eva(depth=encoder_eva_depth, num_heads=encoder_eva_numheads, patch_drop_rate=0.5, **common)
+        self.up_projection = PatchDecode(patch_embed_size, embed_dim, output_channels, norm=LayerNormNd, activation=nn.GELU)
+        self.decoder = Eva(depth=decoder_eva_depth, num_heads=decoder_eva_numheads, patch_drop_rate=0, **common)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.order = "b c w h d -> b (h w d) c" if token_order == "hwd" else "b c w h d -> b (w h d) c"
+        self.inverse = "b (h w d) c -> b c w h d" if token_order == "hwd" else "b (w h d) c -> b c w h d"
+        self.keep = None
+
+    def forward(self, x):
+        from einops import rearrange
+        x = self.down_projection(x)
+        B, C, W, H, D = x.shape
+        x = rearrange(x, self.order)
+        self.eva.patch_drop = _GivenKeep(self.keep)
+        enc, keep = self.eva(x)
+        n = W * H * D
+        restored = self.mask_token.expand(B, n, C).clone()
+        for b in range(B):
+            restored[b, keep[b]] = enc[b]
+        dec, _ = self.decoder(restored)
+        return self.up_projection(rearrange(dec, self.inverse, w=W, h=H, d=D))
+
+
 net = build(spec["arch"], spec["kwargs"]).eval()
+if spec.get("keep_indices") is not None:
+    net.keep = torch.tensor(spec["keep_indices"], dtype=torch.long)
 path = spec["weights"]
 if path.endswith(".safetensors"):
     sd = load_file(path)
@@ -62,6 +119,9 @@ else:
         load_mode = "checked_pickle"
     sd = ck["network_weights"]
 upstream = set(net.state_dict().keys())
+if spec["arch"] == "evamae":
+    # the stand-in PatchDropout has no state; nnssl's EvaMAE has the same keys
+    pass
 ours = set(sd.keys())
 res = net.load_state_dict(sd, strict=True)
 x = load_file(spec["input"])["x"]

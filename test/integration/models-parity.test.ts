@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
+import { isMaskedNetwork } from "../../runtime/src/models/architecture.js";
 import { exportNetwork } from "../../runtime/src/models/checkpoint-export.js";
 import { createNetwork } from "../../runtime/src/models/registry.js";
 import { maxAbs, maxAbsDiff } from "../helpers/tf-check.js";
@@ -53,3 +54,24 @@ test("primus-xs: export loads strictly into upstream Primus (weights_only) and m
   tf.dispose([x, y]);
   net.dispose();
 });
+
+for (const tokenOrder of ["whd", "hwd"] as const) {
+  test(`eva-mae-xs (${tokenOrder}): keys equal nnssl EvaMAE's module tree; masked forward matches upstream blocks`, async () => {
+    await tf.setBackend("cpu");
+    const net = createNetwork("eva-mae-xs", { patchSize: [16, 24, 8], outChannels: 1, seed: 8, tokenOrder });
+    assert.ok(isMaskedNetwork(net));
+    const x = tf.randomNormal<tf.Rank.R5>([2, 16, 24, 8, 1], 0, 1, "float32", 9);
+    const r = net.forwardMasked(x, { keepRatio: 0.5, rngSeed: 4 }, { training: false });
+    const dir = tmp("ssl3d-parity-");
+    const out = join(dir, "w.safetensors");
+    await exportNetwork(net, out, { format: "safetensors" });
+    const kw = { input_channels: 1, embed_dim: 48, patch_embed_size: [8, 8, 8], output_channels: 1, encoder_eva_depth: 2, encoder_eva_numheads: 2, decoder_eva_depth: 2, decoder_eva_numheads: 2, input_shape: [16, 24, 8], init_values: 0.1, scale_attn_inner: true, drop_path_rate: 0.2, token_order: tokenOrder };
+    const t = await runTorch("evamae", kw, out, x, dir, r.keepIndices);
+    assert.deepEqual([t.missing, t.unexpected, t.upstream_only, t.ours_only], [[], [], [], []]);
+    assert.equal(t.params, net.parameterCount());
+    const d = maxAbsDiff(r.reconstruction.dataSync(), t.y);
+    assert.ok(d < 1e-3 * maxAbs(t.y), `max abs diff ${d}, scale ${maxAbs(t.y)}`);
+    tf.dispose([x, r.reconstruction]);
+    net.dispose();
+  });
+}

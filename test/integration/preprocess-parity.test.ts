@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { planExperiment } from "../../runtime/src/planning/plan-experiment.js";
+import { readVolume, toCaseInput } from "../../runtime/src/preprocessing/image-io.js";
 import { preprocessCase } from "../../runtime/src/preprocessing/preprocess-case.js";
 import { pythonBin, runPython } from "../helpers/python.js";
 import { spawnSync } from "node:child_process";
@@ -64,20 +65,28 @@ const cases = [
 ];
 
 for (const c of cases) {
-  test(`onemmiso parity with nnU-Net v2: ${c.name}`, () => {
+  test(`onemmiso parity with nnU-Net v2: ${c.name}`, async () => {
     const input = c.file.startsWith("/") ? c.file : join(work, c.file);
     assert.ok(existsSync(input), input);
     const out = join(work, c.name.replace(/\W+/g, "_"));
     // Plan for a one-image dataset: the transpose comes from this image's spacing (as upstream's planner).
-    const probe = JSON.parse(runPython(`import sys; sys.path.insert(0, ${JSON.stringify(join(import.meta.dirname, "..", "helpers"))}); import json, nnunet_reference as r; a, s = r.read_like_sitk(${JSON.stringify(input)}); print(json.dumps(s))`)) as [number, number, number];
-    const plan = planExperiment("Dataset999_Parity", [probe]);
-    runHelper(["preprocess", input, out, "--target", "1,1,1", "--transpose", plan.transpose_forward.join(",")]);
+    // Our side reads the NIfTI with our reader; the plan is made from our spacing (as our planner would)
+    const ours = toCaseInput(await readVolume(input));
+    const plan = planExperiment("Dataset999_Parity", [[...ours.spacing]]);
+    const maskFile = join(work, `${c.name.replace(/\W+/g, "_")}-mask.nii.gz`);
+    runHelper(["make-mask", input, maskFile, "--percentile", "50"]);
+    runHelper(["preprocess", input, out, "--target", "1,1,1", "--transpose", plan.transpose_forward.join(","), "--mask", maskFile]);
     const meta = JSON.parse(readFileSync(join(out, "meta.json"), "utf8")) as { input_shape: number[]; spacing: [number, number, number]; output_shape: number[]; bbox: number[][] };
     const ref = readF32(join(out, "output.raw"));
     const raw = readF32(join(out, "input.raw"));
-    const [, a0, a1, a2] = meta.input_shape as [number, number, number, number];
+    assert.deepEqual([1, ...ours.shape], meta.input_shape, "array view (C, z, y, x) as SimpleITK");
+    assert.deepEqual([...ours.spacing], meta.spacing.map(Math.fround), "array-axis spacing");
+    let voxelMismatch = 0;
+    for (let i = 0; i < raw.length; i++) if (ours.data[i] !== raw[i]) voxelMismatch++;
+    assert.equal(voxelMismatch, 0, "voxels as nibabel reads them");
     const cfg = plan.configurations.onemmiso!;
-    const res = preprocessCase({ data: new Float32Array(raw), channels: 1, shape: [a0, a1, a2], spacing: meta.spacing }, {}, plan, cfg);
+    const mask = toCaseInput(await readVolume(maskFile));
+    const res = preprocessCase(ours, { anat: mask }, plan, cfg);
     assert.deepEqual([res.channels, ...res.shape], meta.output_shape, "output shape");
     assert.deepEqual(res.properties.bbox_used_for_cropping, meta.bbox, "crop bbox");
     let maxAbs = 0;
@@ -85,5 +94,13 @@ for (const c of cases) {
     const r = pearson(ref, res.data);
     process.stdout.write(`# parity ${c.name}: shape ${meta.output_shape.join("x")}, pearson ${r.toFixed(9)}, max abs diff ${maxAbs.toExponential(3)}\n`);
     assert.ok(r > 0.999, `pearson ${r}`);
+    // the mask through nnssl's path: crop with the image's box (0 outside -> -1), order-1 per-label resampling
+    const refMask = readF32(join(out, "mask_output.raw"));
+    assert.equal(res.anat!.length, refMask.length);
+    let agree = 0;
+    for (let i = 0; i < refMask.length; i++) if (res.anat![i] === refMask[i]) agree++;
+    const frac = agree / refMask.length;
+    process.stdout.write(`# mask parity ${c.name}: ${(100 * frac).toFixed(4)} % of voxels identical\n`);
+    assert.ok(frac > 0.999, `mask agreement ${frac}`);
   });
 }

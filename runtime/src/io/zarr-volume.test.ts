@@ -58,6 +58,17 @@ test("round trip through zarrita, Zarr v3 sharded layout, and zero padding outsi
         }
   assert.equal(checked, reg.length);
   assert.deepEqual(await v.readRegion([100, 0, 0], [4, 4, 4]), new Float32Array(2 * 64), "fully outside = zeros");
+  assert.ok(v.fastPath, "own layout read directly");
+  let seed = 3;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return Math.floor((seed / 2147483648) * n);
+  };
+  for (let k = 0; k < 25; k++) {
+    const st = [rnd(2), rnd(50) - 6, rnd(90) - 10, rnd(45) - 6];
+    const sz = [1 + rnd(2), 1 + rnd(40), 1 + rnd(40), 1 + rnd(40)];
+    assert.deepEqual(await v.readRegion(st, sz), await v.readRegionZarrita(st, sz), `region ${st.join(",")} + ${sz.join(",")}: direct = zarrita`);
+  }
   await v.close();
   assert.equal(await checksumZarrVolume(dir), res.checksum);
 });
@@ -75,6 +86,13 @@ test("the checksum changes with the content and is null when a file is missing; 
   bytes[10] = bytes[10]! ^ 0xff;
   writeFileSync(shard, bytes);
   assert.notEqual(await checksumZarrVolume(d1), r1.checksum);
+  const d3 = join(work, "d.zarr");
+  await writeZarrVolume(d3, data, shape);
+  const shard3 = join(d3, "c", "0", "0", "0", "0");
+  const b3 = readFileSync(shard3);
+  b3[b3.length - 10] = b3[b3.length - 10]! ^ 0x01; // inside the shard index
+  writeFileSync(shard3, b3);
+  await assert.rejects(openZarrVolume(d3), /crc32c/);
   rmSync(shard);
   assert.equal(await checksumZarrVolume(d1), null);
   assert.ok(!existsSync(join(work, "missing.zarr")));

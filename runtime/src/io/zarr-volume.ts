@@ -45,6 +45,7 @@ export interface ZarrWriteResult {
 // CRC-32C (Castagnoli), as required by the sharding index codec `crc32c`.
 interface BytesCodec {
   encode(data: Uint8Array): Promise<Uint8Array>;
+  decode(data: Uint8Array): Promise<Uint8Array>;
 }
 interface BloscFactory {
   fromConfig(c: { cname: string; clevel: number; shuffle: number; blocksize: number }): BytesCodec;
@@ -266,7 +267,118 @@ export interface ZarrVolume {
   readRegion(start: readonly number[], size: readonly number[]): Promise<Float32Array>;
   /** The whole array. */
   readAll(): Promise<Float32Array>;
+  /** `readRegion` through zarrita's generic reader (reference path; slower). */
+  readRegionZarrita(start: readonly number[], size: readonly number[]): Promise<Float32Array>;
+  /** True when this module's own single-shard layout is read directly. */
+  readonly fastPath: boolean;
   close(): Promise<void>;
+}
+
+interface ShardLayout {
+  readonly inner: number[]; // (1, cx, cy, cz)
+  readonly grid: number[]; // inner chunks per axis
+  readonly index: BigUint64Array;
+  readonly fh: fs.FileHandle;
+}
+
+/**
+ * The layout this module writes (one shard, Blosc inner chunks, crc32c index at the end) is read directly: the
+ * index is read once (its crc32c checked) and each needed inner chunk is one pread + one decode, about 2-3x faster
+ * than zarrita's generic path. Anything else (other writers, other codecs) is read through zarrita.
+ */
+async function openShardLayout(dir: string, meta: Record<string, unknown>, shape: readonly number[]): Promise<ShardLayout | undefined> {
+  type Codec = { name?: string; configuration?: Record<string, unknown> };
+  const codecs = meta.codecs as Codec[] | undefined;
+  const grid = (meta.chunk_grid as { configuration?: { chunk_shape?: number[] } } | undefined)?.configuration?.chunk_shape;
+  const keyEnc = (meta.chunk_key_encoding as { name?: string; configuration?: { separator?: string } } | undefined);
+  if (codecs?.length !== 1 || codecs[0]!.name !== "sharding_indexed" || grid === undefined) return undefined;
+  if (keyEnc?.name !== "default" || keyEnc.configuration?.separator !== "/") return undefined;
+  if (grid.some((g, i) => g < shape[i]!)) return undefined; // more than one shard
+  const cfg = codecs[0]!.configuration as { chunk_shape?: number[]; codecs?: Codec[]; index_codecs?: Codec[]; index_location?: string } | undefined;
+  const inner = cfg?.chunk_shape;
+  const ic = cfg?.codecs ?? [];
+  const xc = cfg?.index_codecs ?? [];
+  const littleBytes = (c: Codec | undefined): boolean => c?.name === "bytes" && c.configuration?.endian === "little";
+  if (inner?.length !== 4 || (cfg?.index_location ?? "end") !== "end") return undefined;
+  if (ic.length !== 2 || !littleBytes(ic[0]) || ic[1]!.name !== "blosc") return undefined;
+  if (xc.length !== 2 || !littleBytes(xc[0]) || xc[1]!.name !== "crc32c") return undefined;
+  const chunksPerShard = grid.map((g, i) => g / inner[i]!);
+  if (chunksPerShard.some((n) => !Number.isInteger(n))) return undefined;
+  const n = chunksPerShard.reduce((a, b) => a * b, 1);
+  const file = path.join(dir, SHARD_KEY);
+  let fh: fs.FileHandle;
+  try {
+    fh = await fs.open(file, "r");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new DataError("shard file missing", { file, cause: err });
+    throw err;
+  }
+  const size = (await fh.stat()).size;
+  const idxBytes = new Uint8Array(n * 16 + 4);
+  if (size < idxBytes.length) {
+    await fh.close();
+    throw new DataError("shard file shorter than its index", { file });
+  }
+  await fh.read(idxBytes, 0, idxBytes.length, size - idxBytes.length);
+  const body = idxBytes.subarray(0, n * 16);
+  if (crc32c(body) !== new DataView(idxBytes.buffer).getUint32(n * 16, true)) {
+    await fh.close();
+    throw new DataError("shard index checksum (crc32c) mismatch: the file is damaged", { file });
+  }
+  return { inner, grid: chunksPerShard, index: new BigUint64Array(idxBytes.buffer.slice(0, n * 16)), fh };
+}
+
+async function readRegionSharded(L: ShardLayout, shape: readonly number[], start: number[], size: number[], out: Float32Array): Promise<void> {
+  const decoder = Blosc.fromConfig({ cname: "zstd", clevel: 1, shuffle: 0, blocksize: 0 }); // decoding reads the header
+  const lo = start.map((s) => Math.max(0, s));
+  const hi = start.map((s, i) => Math.min(shape[i]!, s + size[i]!));
+  if (lo.some((l, i) => l >= hi[i]!)) return;
+  const [ic, ix, iy, iz] = L.inner as [number, number, number, number];
+  const [, gx, gy, gz] = L.grid as [number, number, number, number];
+  const cLo = lo.map((l, i) => Math.floor(l / L.inner[i]!));
+  const cHi = hi.map((h, i) => Math.ceil(h / L.inner[i]!));
+  let buf = new Uint8Array(0);
+  for (let c0 = cLo[0]!; c0 < cHi[0]!; c0++)
+    for (let c1 = cLo[1]!; c1 < cHi[1]!; c1++)
+      for (let c2 = cLo[2]!; c2 < cHi[2]!; c2++)
+        for (let c3 = cLo[3]!; c3 < cHi[3]!; c3++) {
+          const ci = ((c0 * gx + c1) * gy + c2) * gz + c3;
+          const off = L.index[2 * ci]!;
+          const len = L.index[2 * ci + 1]!;
+          if (off === EMPTY && len === EMPTY) continue; // fill value 0: `out` is already zero
+          const nbytes = Number(len);
+          if (buf.length < nbytes) buf = new Uint8Array(nbytes);
+          const view = buf.subarray(0, nbytes);
+          await L.fh.read(view, 0, nbytes, Number(off));
+          const raw = await decoder.decode(view);
+          const chunk = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+          const base = [c0 * ic, c1 * ix, c2 * iy, c3 * iz];
+          const a = base.map((b, i) => Math.max(b, lo[i]!));
+          const e = base.map((b, i) => Math.min(b + L.inner[i]!, hi[i]!));
+          const run = e[3]! - a[3]!;
+          for (let p = a[0]!; p < e[0]!; p++)
+            for (let x = a[1]!; x < e[1]!; x++)
+              for (let y = a[2]!; y < e[2]!; y++) {
+                const src = (((p - base[0]!) * ix + (x - base[1]!)) * iy + (y - base[2]!)) * iz + (a[3]! - base[3]!);
+                const dst = (((p - start[0]!) * size[1]! + (x - start[1]!)) * size[2]! + (y - start[2]!)) * size[3]! + (a[3]! - start[3]!);
+                out.set(chunk.subarray(src, src + run), dst);
+              }
+        }
+}
+
+/** Copy the box [lo, hi) of a strided source (origin at lo) into `out` (C-order `size`, origin at `start`). */
+function copyBox(src: Float32Array, stride: readonly number[], lo: readonly number[], hi: readonly number[], start: readonly number[], size: readonly number[], out: Float32Array): void {
+  const [e0, e1, e2, e3] = hi.map((h, i) => h - lo[i]!) as [number, number, number, number];
+  const [s0, s1, s2, s3] = stride as [number, number, number, number];
+  const o = lo.map((l, i) => l - start[i]!);
+  for (let c = 0; c < e0; c++)
+    for (let x = 0; x < e1; x++)
+      for (let y = 0; y < e2; y++) {
+        const srcBase = c * s0 + x * s1 + y * s2;
+        const dstBase = (((c + o[0]!) * size[1]! + x + o[1]!) * size[2]! + y + o[2]!) * size[3]! + o[3]!;
+        if (s3 === 1) out.set(src.subarray(srcBase, srcBase + e3), dstBase);
+        else for (let z = 0; z < e3; z++) out[dstBase + z] = src[srcBase + z * s3]!;
+      }
 }
 
 export async function openZarrVolume(dir: string): Promise<ZarrVolume> {
@@ -282,28 +394,22 @@ export async function openZarrVolume(dir: string): Promise<ZarrVolume> {
   }
   const f32 = arr;
   const shape = f32.shape;
+  const meta = JSON.parse(await fs.readFile(path.join(dir, "zarr.json"), "utf8")) as Record<string, unknown>;
+  const layout = await openShardLayout(dir, meta, shape);
   const readRegion = async (start0: readonly number[], size0: readonly number[]): Promise<Float32Array> => {
     const start = start0.length === 3 ? [0, ...start0] : [...start0];
     const size = size0.length === 3 ? [shape[0]!, ...size0] : [...size0];
     if (start.length !== 4 || size.length !== 4) throw new RangeError("readRegion: start/size need 3 or 4 entries");
     const out = new Float32Array(size.reduce((a, b) => a * b, 1));
+    if (layout !== undefined) {
+      await readRegionSharded(layout, shape, start, size, out);
+      return out;
+    }
     const lo = start.map((s) => Math.max(0, s));
     const hi = start.map((s, i) => Math.min(shape[i]!, s + size[i]!));
     if (lo.some((l, i) => l >= hi[i]!)) return out;
-    const sel = lo.map((l, i) => zarr.slice(l, hi[i] as number));
-    const chunk = await zarr.get(f32, sel);
-    const src = chunk.data;
-    const [e0, e1, e2, e3] = hi.map((h, i) => h - lo[i]!) as [number, number, number, number];
-    const [s0, s1, s2, s3] = chunk.stride as [number, number, number, number];
-    const o = lo.map((l, i) => l - start[i]!);
-    for (let c = 0; c < e0; c++)
-      for (let x = 0; x < e1; x++)
-        for (let y = 0; y < e2; y++) {
-          const srcBase = c * s0 + x * s1 + y * s2;
-          const dstBase = (((c + o[0]!) * size[1]! + x + o[1]!) * size[2]! + y + o[2]!) * size[3]! + o[3]!;
-          if (s3 === 1) out.set(src.subarray(srcBase, srcBase + e3), dstBase);
-          else for (let z = 0; z < e3; z++) out[dstBase + z] = src[srcBase + z * s3]!;
-        }
+    const chunk = await zarr.get(f32, lo.map((l, i) => zarr.slice(l, hi[i] as number)));
+    copyBox(chunk.data, chunk.stride, lo, hi, start, size, out);
     return out;
   };
   return {
@@ -311,6 +417,19 @@ export async function openZarrVolume(dir: string): Promise<ZarrVolume> {
     attributes: f32.attrs,
     readRegion,
     readAll: () => readRegion([0, 0, 0, 0], shape),
-    close: () => store.close(),
+    readRegionZarrita: async (start: readonly number[], size: readonly number[]) => {
+      const out = new Float32Array(size.reduce((a, b) => a * b, 1));
+      const lo = start.map((s) => Math.max(0, s));
+      const hi = start.map((s, i) => Math.min(shape[i]!, s + size[i]!));
+      if (lo.some((l, i) => l >= hi[i]!)) return out;
+      const chunk = await zarr.get(f32, lo.map((l, i) => zarr.slice(l, hi[i] as number)));
+      copyBox(chunk.data, chunk.stride, lo, hi, start, size, out);
+      return out;
+    },
+    fastPath: layout !== undefined,
+    close: async () => {
+      await store.close();
+      await layout?.fh.close();
+    },
   };
 }

@@ -20,7 +20,10 @@ export type Vec3 = readonly [number, number, number];
 export interface ForwardContext {
   /** Training mode: enables stochastic depth (drop path) and dropout. Norms behave identically (no running stats). */
   readonly training: boolean;
-  /** Seed for the stochastic layers of this call (drop path). Same seed → same drop decisions. Default 0. */
+  /**
+   * Seed for the stochastic layers of this call (drop path). Same seed → same drop decisions. Default 0, so a
+   * training loop must pass a different value per step (e.g. the global step).
+   */
   readonly seed?: number;
 }
 

@@ -16,6 +16,16 @@ import { countParams, createNetwork } from "./registry.js";
 import { decodeSafetensors, encodeSafetensors } from "./safetensors.js";
 import { ConfigError, DataError } from "../errors.js";
 
+test("only the EvaMAE wrappers are MaskedNetworks", async () => {
+  await useBackend("cpu");
+  const p = createNetwork("primus-xs", { patchSize: [8, 8, 8] });
+  const m = createNetwork("eva-mae-xs", { patchSize: [8, 8, 8] });
+  assert.equal(isMaskedNetwork(p), false);
+  assert.equal(isMaskedNetwork(m), true);
+  p.dispose();
+  m.dispose();
+});
+
 test("parameter counts equal upstream", () => {
   assert.equal(countParams("resenc-l"), 102_348_965);
   assert.equal(countParams("primus-s"), 26_268_285);

@@ -199,7 +199,7 @@ export function ropeTables(grid: Vec3, headDim: number): { sin: Float32Array; co
   return { sin, cos };
 }
 
-export class Primus implements MaskedNetwork {
+export class Primus implements Network {
   readonly config: NetworkConfig;
   readonly weights: ReadonlyMap<string, tf.Variable>;
   readonly declarations: readonly ParamDecl[];
@@ -338,7 +338,8 @@ export class Primus implements MaskedNetwork {
     });
   }
 
-  forwardMasked(x: tf.Tensor5D, opts: MaskedForwardOptions, ctx: ForwardContext): MaskedForwardResult {
+  protected maskedForward(x: tf.Tensor5D, opts: MaskedForwardOptions, ctx: ForwardContext): MaskedForwardResult {
+    if (!this.mae || this.h.decoderDepth === 0) throw new ConfigError(`${this.config.name} has no MAE decoder; use an eva-mae-* architecture`, { field: "architecture" });
     const bsz = x.shape[0];
     const t = this.tokenGrid[0] * this.tokenGrid[1] * this.tokenGrid[2];
     let keep: number[][];
@@ -363,7 +364,6 @@ export class Primus implements MaskedNetwork {
     const reconstruction = tf.tidy(() => {
       const rng = new Rng(ctx.seed ?? 0);
       const enc = this.eva(this.embed(x), "eva", this.h.depth, ctx, rng, keep);
-      if (!this.mae || this.h.decoderDepth === 0) throw new ConfigError(`${this.config.name} has no MAE decoder; use an eva-mae-* architecture`, { field: "architecture" });
       const c = this.h.embedDim;
       const mask = this.p<tf.Rank.R3>("mask_token");
       const full = keep.map((k, i) => {
@@ -385,12 +385,19 @@ export class Primus implements MaskedNetwork {
   }
 }
 
+/** The EvaMAE pre-training wrapper: Primus modules + decoder Eva + mask token, with token dropping. */
+export class EvaMae extends Primus implements MaskedNetwork {
+  forwardMasked(x: tf.Tensor5D, opts: MaskedForwardOptions, ctx: ForwardContext): MaskedForwardResult {
+    return this.maskedForward(x, opts, ctx);
+  }
+}
+
 export function primusEntry(p: PrimusPreset): ArchitectureEntry {
   return {
     key: p.key,
     family: "vit",
     description: p.description,
-    create: (opts): Network => new Primus(p, opts),
+    create: (opts): Network => (p.mae ? new EvaMae(p, opts) : new Primus(p, opts)),
     countParams: (opts) => countDecls(declarePrimus(resolvePrimus(p, opts), p.mae)),
   };
 }

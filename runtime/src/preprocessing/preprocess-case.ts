@@ -56,6 +56,10 @@ function checkFinite(v: ArrayVolume, what: string): void {
   }
 }
 
+/**
+ * Note: `img.data` may be normalised in place (when the crop keeps everything and no transpose is needed); pass a
+ * copy if you still need the input afterwards.
+ */
 export function preprocessCase(img: CaseInput, masks: CaseMasks, plan: Plan, cfg: ConfigurationPlan): CaseResult {
   checkFinite(img, "image");
   if (img.data.length !== img.channels * img.shape[0] * img.shape[1] * img.shape[2]) throw new DataError("image data length does not match its shape");
@@ -78,7 +82,9 @@ export function preprocessCase(img: CaseInput, masks: CaseMasks, plan: Plan, cfg
   const bbox = bboxOf(nz, t.shape);
   if (bbox === null) throw new DataError("image is zero everywhere (nothing left after cropping to non-zero)");
   const cshape = bboxShape(bbox);
-  let data = cropArray(t.data, img.channels, t.shape, bbox);
+  const full = cshape[0] === t.shape[0] && cshape[1] === t.shape[1] && cshape[2] === t.shape[2];
+  // no copy when nothing is cropped away: the input is consumed (normalised in place) to keep memory bounded
+  let data = full ? t.data : cropArray(t.data, img.channels, t.shape, bbox);
   const nzCrop = cropArray(nz, 1, t.shape, bbox);
   const cropMask = (m: ArrayVolume | undefined): ArrayVolume | undefined => {
     if (m === undefined) return undefined;

@@ -1,24 +1,5 @@
-/** Registry of CLI sub-commands: one line per command module. */
+/** Registry of CLI sub-commands: every `CliCommand` exported by `all.ts` (one line per command there). */
 import type { CliCommand } from "../command.js";
-import { collectionSummaryCommand } from "./collection-summary.js";
-import { convertCommand, convertOpenMindCommand } from "./convert.js";
-import { demoCommand } from "./demo.js";
-import { fingerprintCommand } from "./fingerprint.js";
-import { inspectCommand } from "./inspect.js";
-import { planAndPreprocessCommand } from "./plan-and-preprocess.js";
-import { planCommand } from "./plan.js";
-import { preprocessCommand } from "./preprocess.js";
-import { trainCommand } from "./train.js";
+import * as all from "./all.js";
 
-export const commands: readonly CliCommand[] = [
-  inspectCommand,
-  convertCommand,
-  convertOpenMindCommand,
-  collectionSummaryCommand,
-  demoCommand,
-  fingerprintCommand,
-  planCommand,
-  preprocessCommand,
-  planAndPreprocessCommand,
-  trainCommand,
-];
+export const commands: readonly CliCommand[] = Object.values(all as Record<string, CliCommand>);

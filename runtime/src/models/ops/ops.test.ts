@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { finiteDiff, input, relDiff, useBackend, valueAndGrads, type Input } from "../../../../test/helpers/tf-check.js";
+import { gatherRows, scatterRows } from "../gather-rows.js";
 import { applyRope, concatChannels, conv3d, convTranspose3d, instanceNorm, layerNorm, mm, addBias, multiHeadAttention, setConvImpl, type ConvImpl } from "./index.js";
 
 type F = (...xs: tf.Tensor[]) => tf.Tensor;
@@ -86,6 +87,13 @@ const cases: Case[] = [
   { name: "addBias", ours: (x, b) => addBias(x, b as tf.Tensor1D), ref: (x, b) => tf.add(x, b), inputs: [input([2, 3, 4], 27), input([4], 28)] },
   { name: "layerNorm eps 1e-6", ours: (x, g, b) => layerNorm(x, g as tf.Tensor1D, b as tf.Tensor1D, 1e-6), ref: (x, g, b) => { const { mean, variance } = tf.moments(x, -1, true); return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-6))), g), b); }, inputs: [input([2, 3, 6], 29, 2), input([6], 30), input([6], 31)] },
   { name: "attention 2 heads", ours: (q, k, v) => multiHeadAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, 2), ref: (q, k, v) => attnRef(q, k, v, 2), inputs: [input([2, 5, 8], 32), input([2, 5, 8], 33), input([2, 5, 8], 34)] },
+  { name: "gatherRows", ours: (x) => gatherRows(x as tf.Tensor2D, [4, 1, 2]), ref: (x) => tf.gather(x, tf.tensor1d([4, 1, 2], "int32")), inputs: [input([6, 3], 40)] },
+  {
+    name: "scatterRows",
+    ours: (x) => scatterRows(x as tf.Tensor2D, [4, 1, 2], 6),
+    ref: (x) => { const oh = new Float32Array(18); [4, 1, 2].forEach((r, k) => (oh[r * 3 + k] = 1)); return tf.matMul(tf.tensor2d(oh, [6, 3]), x); },
+    inputs: [input([3, 5], 41)],
+  },
   {
     name: "rope (interleaved pairs)",
     ours: (x) => { const r = ropeTables(5, 4); return applyRope(x, r); },
@@ -110,9 +118,13 @@ for (const backend of ["cpu", "wasm"] as const) {
         const ref = valueAndGrads(c.ref ?? c.ours, c.inputs);
         await useBackend(backend);
         setConvImpl(c.convImpl);
-        const before = tf.memory().numTensors;
         const got = valueAndGrads(c.ours, c.inputs);
-        assert.equal(tf.memory().numTensors, before, "tensor leak");
+        // leaks: forward+backward outside any tidy, then dispose what we own
+        const before = tf.memory().numTensors;
+        const xs = c.inputs.map((i) => tf.tensor(i.data, i.shape));
+        const vg = tf.valueAndGrads((...a: tf.Tensor[]) => tf.sum(c.ours(...a)))(xs);
+        tf.dispose([vg.value, ...vg.grads, ...xs]);
+        assert.equal(tf.memory().numTensors, before, "tensor leak across forward+backward");
         assert.deepEqual(got.shape, ref.shape);
         assert.ok(relDiff(got.value, ref.value) < 1e-5, `value: ${relDiff(got.value, ref.value)}`);
         got.grads.forEach((g, j) => {
@@ -133,3 +145,21 @@ for (const backend of ["cpu", "wasm"] as const) {
     }
   });
 }
+
+test("dropPath: identity in eval, per-sample 0 or 1/(1-p) in training, deterministic per seed", async () => {
+  await useBackend("cpu");
+  const { dropPath } = await import("./drop-path.js");
+  const { Rng } = await import("../rng.js");
+  const x = tf.ones([64, 2, 3]);
+  assert.equal(dropPath(x, 0.5, false, new Rng(1)), x);
+  const y = dropPath(x, 0.25, true, new Rng(1));
+  const v = y.dataSync();
+  for (let b = 0; b < 64; b++) {
+    const s = v.slice(b * 6, b * 6 + 6);
+    assert.ok(s.every((e) => e === s[0]) && (s[0] === 0 || Math.abs(s[0]! - 1 / 0.75) < 1e-6));
+  }
+  const kept = Array.from({ length: 64 }, (_, b) => v[b * 6]! > 0).filter(Boolean).length;
+  assert.ok(kept > 32 && kept < 60, `kept ${kept} of 64 at p=0.25`);
+  assert.deepEqual(dropPath(x, 0.25, true, new Rng(1)).dataSync(), v);
+  tf.dispose([x, y]);
+});

@@ -1,0 +1,99 @@
+/**
+ * One training step (forward, MSE loss, backward, SGD-Nesterov update) per small preset and available tfjs
+ * backend, beside PyTorch CPU (Debian torch, upstream dynamic-network-architectures) on the same preset and input
+ * in the same run. Reports medians and the ratio tfjs/torch. Run: `npm run bench:models [-- --backends wasm,cpu
+ * --reps 3 --threads 2]`. Numbers go to docs/performance.md.
+ */
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import * as tf from "@tensorflow/tfjs";
+import { selectBackend } from "../runtime/src/models/backend/select.js";
+import type { CreateNetworkOptions } from "../runtime/src/models/architecture.js";
+import { createNetwork } from "../runtime/src/models/registry.js";
+import { pythonBin } from "../test/helpers/python.js";
+
+interface Case {
+  readonly label: string;
+  readonly key: string;
+  readonly opts: CreateNetworkOptions;
+  readonly batch: number;
+  readonly size: [number, number, number];
+  readonly torch: { arch: string; kwargs: Record<string, unknown> };
+}
+
+const cases: Case[] = [
+  {
+    label: "resenc-xs 8/16/32/64, 2×1×32³",
+    key: "resenc-xs",
+    opts: { features: [8, 16, 32, 64], patchSize: [32, 32, 32] },
+    batch: 2,
+    size: [32, 32, 32],
+    torch: { arch: "resenc", kwargs: { input_channels: 1, n_stages: 4, features_per_stage: [8, 16, 32, 64], strides: [1, 2, 2, 2], n_blocks_per_stage: [1, 1, 1, 1], num_classes: 1, n_conv_per_stage_decoder: [1, 1, 1] } },
+  },
+  {
+    label: "primus-xs embed 192/4 heads/depth 2, 2×1×64³ (512 tokens)",
+    key: "primus-xs",
+    opts: { embedDim: 192, heads: 4, depth: 2, patchSize: [64, 64, 64], dropPathRate: 0 },
+    batch: 2,
+    size: [64, 64, 64],
+    torch: { arch: "primus", kwargs: { input_channels: 1, embed_dim: 192, patch_embed_size: [8, 8, 8], num_classes: 1, eva_depth: 2, eva_numheads: 4, input_shape: [64, 64, 64], init_values: 0.1, scale_attn_inner: true } },
+  },
+];
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1]! : dflt;
+}
+
+const reps = Number(arg("reps", "3"));
+const threads = Number(arg("threads", "2"));
+const backends = arg("backends", "wasm").split(",");
+
+function median(a: number[]): number {
+  const s = [...a].sort((x, y) => x - y);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function tfjsStep(c: Case, backend: string): Promise<number[]> {
+  await selectBackend(backend);
+  const net = createNetwork(c.key, { ...c.opts, seed: 0 });
+  const opt = tf.train.momentum(1e-3, 0.99, true);
+  const x = tf.randomNormal<tf.Rank.R5>([c.batch, ...c.size, 1]);
+  const target = tf.randomNormal<tf.Rank.R5>([c.batch, ...c.size, 1]);
+  const vars = [...net.weights.values()].filter((v) => v.trainable);
+  const times: number[] = [];
+  for (let i = 0; i <= reps; i++) {
+    const t0 = performance.now();
+    const { value, grads } = tf.variableGrads(() => tf.mean(tf.squaredDifference(net.apply(x, { training: true, seed: i }), target)), vars);
+    opt.applyGradients(Object.entries(grads).map(([name, tensor]) => ({ name, tensor })));
+    await value.data();
+    tf.dispose([value, ...Object.values(grads)]);
+    if (i > 0) times.push((performance.now() - t0) / 1000);
+  }
+  tf.dispose([x, target]);
+  opt.dispose();
+  net.dispose();
+  return times;
+}
+
+function torchStep(c: Case): number {
+  const script = fileURLToPath(new URL("./torch-step.py", import.meta.url));
+  const r = spawnSync(pythonBin(), [script, JSON.stringify({ ...c.torch, batch: c.batch, size: c.size, out: 1, reps, threads })], {
+    encoding: "utf8",
+    env: { ...process.env, OMP_NUM_THREADS: String(threads) },
+    timeout: 1_800_000,
+  });
+  if (r.status !== 0) throw new Error(`torch baseline failed: ${r.stderr}`);
+  return (JSON.parse(r.stdout.trim()) as { median: number }).median;
+}
+
+const rows: string[] = ["| preset | backend | tfjs step (s) | torch CPU step (s) | tfjs / torch |", "| --- | --- | --- | --- | --- |"];
+for (const c of cases) {
+  const torchS = torchStep(c);
+  for (const b of backends) {
+    const ts = median(await tfjsStep(c, b));
+    rows.push(`| ${c.label} | ${b} | ${ts.toFixed(3)} | ${torchS.toFixed(3)} (${threads} threads) | ${(ts / torchS).toFixed(1)}× |`);
+    process.stderr.write(`${rows[rows.length - 1]!}\n`);
+  }
+}
+process.stdout.write(`${rows.join("\n")}\n`);

@@ -1,0 +1,45 @@
+/** Backend selection: explicit request beats SSL3D_BACKEND beats auto; absent optional packages fall through. */
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import { afterEach, test } from "node:test";
+import * as tf from "@tensorflow/tfjs";
+import { ConfigError, EnvironmentError } from "../../errors.js";
+import { parseBackendRequest, selectBackend } from "./select.js";
+
+const saved = process.env.SSL3D_BACKEND;
+afterEach(() => {
+  if (saved === undefined) delete process.env.SSL3D_BACKEND;
+  else process.env.SSL3D_BACKEND = saved;
+});
+
+function installed(pkg: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const nodeInstalled = installed("@tensorflow/tfjs-node-gpu") || installed("@tensorflow/tfjs-node");
+
+test("auto falls through the missing tfjs-node packages to wasm and says why", { skip: nodeInstalled && "tfjs-node is installed here" }, async () => {
+  delete process.env.SSL3D_BACKEND;
+  const c = await selectBackend();
+  assert.equal(c.name, "wasm");
+  assert.equal(tf.getBackend(), "wasm");
+  assert.equal(c.skipped.length, 2);
+  assert.match(c.skipped[0]!, /tfjs-node-gpu/);
+});
+
+test("SSL3D_BACKEND and --backend", async () => {
+  process.env.SSL3D_BACKEND = "cpu";
+  assert.equal((await selectBackend()).name, "cpu");
+  assert.equal(tf.getBackend(), "cpu");
+  assert.equal((await selectBackend("wasm")).name, "wasm", "the flag beats the environment");
+  process.env.SSL3D_BACKEND = "tpu";
+  await assert.rejects(selectBackend(), (e: unknown) => e instanceof ConfigError && /SSL3D_BACKEND/.test(e.message));
+  if (!nodeInstalled) await assert.rejects(selectBackend("node"), EnvironmentError, "an explicitly requested backend that cannot load is an error");
+  assert.equal(parseBackendRequest(undefined, "x"), "auto");
+  await tf.setBackend("cpu");
+});
