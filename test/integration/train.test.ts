@@ -19,6 +19,7 @@ import { after, before, test, type TestContext } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { pino } from "pino";
 import { freePort, prometheusAvailable, startPrometheus } from "../helpers/prometheus.js";
+import { pythonBin } from "../helpers/python.js";
 import { runTraining } from "../../runtime/src/training/run.js";
 import { checkpointPath } from "../../runtime/src/training/checkpoint.js";
 
@@ -191,4 +192,12 @@ test("nnssl's -num_gpus 2: two local data-parallel ranks over the TCP ring train
   const dir = join(env.nnssl_results!, "Dataset001_MricronT1", "mae-primus-m__nnsslPlans__onemmiso");
   assert.ok(existsSync(checkpointPath(join(dir, "fold_all"), "final")));
   assert.equal(stepLosses(dir).length, 6);
+  // the trained checkpoint exports to a torch.save-compatible file that PyTorch loads with weights_only=True
+  const final = checkpointPath(join(dir, "fold_all"), "final");
+  const out = join(work, "exported.pth");
+  const e = cli(["export", final, "--format", "pth-compatible", "--out", out]);
+  assert.equal(e.status, 0, e.stderr);
+  const py = spawnSync(existsSync(pythonBin()) ? pythonBin() : "/usr/bin/python3", ["-c", "import sys, torch; c = torch.load(sys.argv[1], weights_only=True, map_location='cpu'); print(c['trainer_name'], c['current_epoch'], 'eva.pos_embed' in c['network_weights'])", out], { encoding: "utf8" });
+  assert.equal(py.status, 0, py.stderr);
+  assert.equal(py.stdout.trim(), "mae-primus-m 2 True");
 });

@@ -72,12 +72,16 @@ export function checkpointPath(dir: string, kind: CheckpointKind): string {
 
 const OPT_PREFIX = "optimizer_state.";
 
-export async function saveCheckpoint(file: string, meta: CheckpointMeta, weights: ReadonlyMap<string, NamedTensor>, opt: OptimizerState): Promise<void> {
+/**
+ * `extraMetadata`: string entries for other readers, e.g. the models module's `ssl3d.architecture`/`ssl3d.options`
+ * (so `loadNetwork` can rebuild the network from a checkpoint), `ssl3d.epoch`, `ssl3d.method`.
+ */
+export async function saveCheckpoint(file: string, meta: CheckpointMeta, weights: ReadonlyMap<string, NamedTensor>, opt: OptimizerState, extraMetadata: Readonly<Record<string, string>> = {}): Promise<void> {
   const all = new Map<string, NamedTensor>(weights);
   for (const [slot, byParam] of Object.entries(opt.slots)) {
     for (const [param, t] of Object.entries(byParam)) all.set(`${OPT_PREFIX}${slot}.${param}`, t);
   }
-  await writeFileAtomic(file, encodeSafetensors(all, { format: "pt", ssl3d: JSON.stringify(meta) }));
+  await writeFileAtomic(file, encodeSafetensors(all, { ...extraMetadata, format: "pt", ssl3d: JSON.stringify(meta) }));
 }
 
 export function loadCheckpoint(file: string, slotNames: readonly string[]): Checkpoint {

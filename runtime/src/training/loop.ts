@@ -22,7 +22,7 @@ import { deriveSeed } from "../data/rng.js";
 import type { TrainingImage } from "../data/source.js";
 import type { PretrainMethod } from "../methods/method.js";
 import type { Network } from "../models/architecture.js";
-import { loadTorchStateDict, torchStateDict } from "../models/checkpoint-export.js";
+import { loadTorchStateDict, networkMeta, torchStateDict } from "../models/checkpoint-export.js";
 import type { Logger } from "../observability/log.js";
 import { writeProgressPng } from "../observability/progress-png.js";
 import type { TrainingMetrics } from "../observability/training-metrics.js";
@@ -203,7 +203,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
       saved_at: Date.now() / 1000,
     };
     const file = checkpointPath(run.checkpointDir, kind);
-    await saveCheckpoint(file, meta, torchStateDict(net, { aliases: false }), await optimizer.exportState());
+    await saveCheckpoint(file, meta, torchStateDict(net, { aliases: false }), await optimizer.exportState(), { ...networkMeta(net), "ssl3d.epoch": String(epoch), "ssl3d.method": run.trainerName });
     metrics?.lastCheckpoint.set(meta.saved_at);
     log.info({ file, epoch, iteration, globalStep }, "Saved checkpoint");
   };
