@@ -98,11 +98,12 @@ function stepLosses(trainerDir: string): number[] {
   return readFileSync(join(trainerDir, "fold_all", "training_log.jsonl"), "utf8").trim().split("\n").flatMap((l) => (JSON.parse(l) as { step_losses: number[] }).step_losses);
 }
 
-const RUN_ARGS = (name: string) => ["Dataset001_MricronT1", "onemmiso", "-tr", name, "-p", "nnsslPlans", "--epochs", "2", "--iters-per-epoch", "4", "--val-iters", "1", "--patch-size", "32", "--arch-preset", "resenc-xs", "--seed", "11", "--backend", "wasm"];
+// Primus (fast steps; drop path and token dropping must replay exactly); CNN resume is covered by loop.test.ts
+const RUN_ARGS = (name: string) => ["Dataset001_MricronT1", "onemmiso", "-tr", name, "-p", "nnsslPlans", "--epochs", "2", "--iters-per-epoch", "10", "--val-iters", "1", "--patch-size", "32", "--arch-preset", "primus-xs", "--seed", "11", "--backend", "wasm"];
 
 test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss sequence", async () => {
   assert.ok(prometheusAvailable(), "prometheus is not installed: run scripts/setup.d/10-debian.sh");
-  // A: uninterrupted, metrics scraped. Trainer names differ only by the batch-size suffix value → same options.
+  // A: uninterrupted, metrics scraped. BaseEvaMAETrainer_BS2 and mae-primus-m --batch-size 2 have the same options.
   const port = await freePort();
   const prom = await startPrometheus([{ job: "trainer", target: `127.0.0.1:${port}` }]);
   const t0 = Date.now() / 1000;
@@ -110,7 +111,7 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
     // invoked as nnssl_train (the package.json bin alias) with upstream's flags
     const alias = join(work, "nnssl_train");
     if (!existsSync(alias)) symlinkSync(BIN, alias);
-    const a = spawn(NODE, [alias, ...RUN_ARGS("BaseMAETrainer_BS2"), "--metrics-port", String(port)], { env, stdio: ["ignore", "ignore", "pipe"] });
+    const a = spawn(NODE, [alias, ...RUN_ARGS("BaseEvaMAETrainer_BS2"), "--metrics-port", String(port)], { env, stdio: ["ignore", "ignore", "pipe"] });
     let errA = "";
     a.stderr.on("data", (d: Buffer) => (errA += d.toString()));
     const codeA = await new Promise<number | null>((r) => a.on("exit", (c) => {
@@ -126,13 +127,13 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
   } finally {
     await prom.stop();
   }
-  const dirA = join(env.nnssl_results!, "Dataset001_MricronT1", "BaseMAETrainer_BS2__nnsslPlans__onemmiso");
+  const dirA = join(env.nnssl_results!, "Dataset001_MricronT1", "BaseEvaMAETrainer_BS2__nnsslPlans__onemmiso");
   const lossesA = stepLosses(dirA);
-  assert.equal(lossesA.length, 8);
+  assert.equal(lossesA.length, 20);
 
-  // B: same options under the name "mae-resenc-l" with batch size 2, killed with SIGKILL after the first checkpoint
-  const argsB = [...RUN_ARGS("mae-resenc-l"), "--batch-size", "2"];
-  const dirB = join(env.nnssl_results!, "Dataset001_MricronT1", "mae-resenc-l__nnsslPlans__onemmiso");
+  // B: same options under another name (own results folder), killed with SIGKILL after the first checkpoint
+  const argsB = [...RUN_ARGS("mae-primus-m_BS2")];
+  const dirB = join(env.nnssl_results!, "Dataset001_MricronT1", "mae-primus-m_BS2__nnsslPlans__onemmiso");
   const b = spawn(NODE, [BIN, "train", ...argsB], { env, stdio: ["ignore", "ignore", "pipe"] });
   const latest = checkpointPath(join(dirB, "fold_all"), "latest");
   const exitB = new Promise<NodeJS.Signals | null>((r) => b.on("exit", (_c, sig) => {
@@ -147,7 +148,7 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
   const resumed = cli(["train", ...argsB, "--c"], {}, BIN);
   assert.equal(resumed.status, 0, resumed.stderr);
   const lossesB = stepLosses(dirB);
-  assert.equal(lossesB.length, 8);
+  assert.equal(lossesB.length, 20);
   lossesA.forEach((v, i) => {
     assert.ok(Math.abs(v - lossesB[i]!) <= 1e-5 * Math.max(1, Math.abs(v)), `step ${i}: uninterrupted ${v}, resumed ${lossesB[i]}`);
   });
@@ -155,7 +156,7 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
 
 test("SIGTERM stops after the current step with a mid-epoch checkpoint in SSL3D_CHECKPOINT_DIR (exit 143); SSL3D_RESUME=latest finishes the run", async () => {
   const ck = join(work, "ck-sigterm");
-  const args = ["train", "Dataset001_MricronT1", "onemmiso", "-tr", "BaseEvaMAETrainer_BS2", "--epochs", "1", "--iters-per-epoch", "30", "--val-iters", "1", "--patch-size", "32", "--arch-preset", "primus-xs", "--backend", "wasm", "--log-format", "json"];
+  const args = ["train", "Dataset001_MricronT1", "onemmiso", "-tr", "BaseEvaMAETrainer_1ep", "--epochs", "1", "--iters-per-epoch", "30", "--val-iters", "1", "--patch-size", "32", "--arch-preset", "primus-xs", "--backend", "wasm", "--log-format", "json"];
   const envT = { ...env, SSL3D_CHECKPOINT_DIR: ck, SSL3D_LOG_LEVEL: "info" };
   const p = spawn(NODE, [BIN, ...args], { env: envT, stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
@@ -176,7 +177,7 @@ test("SIGTERM stops after the current step with a mid-epoch checkpoint in SSL3D_
   assert.ok(steps > 0 && steps < 30, `stopped after ${steps} steps`);
   const latest = checkpointPath(ck, "latest");
   assert.ok(existsSync(latest));
-  const fold = join(env.nnssl_results!, "Dataset001_MricronT1", "BaseEvaMAETrainer_BS2__nnsslPlans__onemmiso", "fold_all");
+  const fold = join(env.nnssl_results!, "Dataset001_MricronT1", "BaseEvaMAETrainer_1ep__nnsslPlans__onemmiso", "fold_all");
   assert.ok(!existsSync(checkpointPath(fold, "latest")), "checkpoint written to fold_all instead of SSL3D_CHECKPOINT_DIR");
   const r = cli(args, { SSL3D_CHECKPOINT_DIR: ck, SSL3D_RESUME: "latest" });
   assert.equal(r.status, 0, r.stderr);

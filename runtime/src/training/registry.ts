@@ -87,7 +87,7 @@ export function parseTrainerName(name: string): { entry: TrainerEntry; overrides
   if (direct !== undefined) return { entry: direct, overrides: {} };
   const parts = name.split("_");
   const base = parts[0] ?? "";
-  const entry = trainers.find((t) => t.aliases.includes(base));
+  const entry = trainers.find((t) => t.key === base || t.aliases.includes(base));
   if (entry === undefined) {
     throw new ConfigError(`unknown trainer "${name}" (known: ${[...trainers.flatMap((t) => [t.key, ...t.aliases])].join(", ")}; suffixes _BS<n>, _ANON, _<n>ep)`, { field: "trainer" });
   }
