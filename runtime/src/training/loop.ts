@@ -147,7 +147,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
       valStart = m.rng.val_loader.nextIndex;
       guard.total = m.nonfinite_total;
       log.info({ file, epoch, iteration, globalStep }, "Resumed from checkpoint");
-      await truncateJsonl(join(run.outputDir, JSONL_LOG), epoch);
+      if (isChief) await truncateJsonl(join(run.outputDir, JSONL_LOG), epoch);
     }
   }
   if (epoch === 0 && iteration === 0 && isChief) await truncateJsonl(join(run.outputDir, JSONL_LOG), 0); // a fresh run starts a new log
@@ -254,7 +254,9 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
         // Yield one macrotask turn per step: with batches always ready the loop would otherwise run on microtasks
         // only, starving signal handlers (graceful stop) and the /metrics server.
         await new Promise<void>((resolve) => setImmediate(resolve));
-        if (run.stop?.requested === true && iteration + 1 < o.itersPerEpoch) {
+        // with several ranks only the all-reduced flag counts (a signal seen by one rank between steps must not
+        // make it leave the collective sequence alone)
+        if ((group.worldSize > 1 ? stop : run.stop?.requested === true) && iteration + 1 < o.itersPerEpoch) {
           iteration += 1;
           status = "stopped";
           break;
@@ -307,10 +309,12 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
       if (isChief) await writeProgressPng(join(run.outputDir, "progress.png"), logging.train_losses, logging.val_losses, logging.lrs);
       log.info({ epoch: epoch - 1, trainLoss: trainMean, valLoss: valMean, lr, seconds: Number((end - started).toFixed(2)), best: isBest }, "Epoch finished");
       epoch -= 1; // the for-loop increments
-      if (run.stop?.requested === true && epoch + 1 < o.numEpochs) {
+      const flag = Float32Array.of(run.stop?.requested === true ? 1 : 0);
+      await group.allReduceSum(flag);
+      if (flag[0]! > 0 && epoch + 1 < o.numEpochs) {
         epoch += 1;
         status = "stopped";
-        log.warn({ reason: run.stop.reason, epoch }, "Stopped on request at an epoch boundary; checkpoint_latest written");
+        log.warn({ reason: run.stop?.reason ?? "a peer rank's stop request", epoch }, "Stopped on request at an epoch boundary; checkpoint_latest written");
         break;
       }
     }
