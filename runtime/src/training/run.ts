@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { optionalRoot, requireRoot, resolveDatasetName } from "../config/env.js";
+import { requireRoot, resolveDatasetName } from "../config/env.js";
 import { ConfigError, DataError, EnvironmentError, Ssl3dError } from "../errors.js";
 import { writeJsonAtomic } from "../io/atomic.js";
 import { loadOrCreateSplit } from "../data/split.js";
@@ -107,7 +107,6 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const datasetName = resolveDatasetName(a.dataset);
   const preRoot = requireRoot("nnssl_preprocessed");
   const resultsRoot = requireRoot("nnssl_results");
-  optionalRoot("nnssl_raw");
   const plansFile = join(preRoot, datasetName, `${a.plans}.json`);
   const { plan, cfg } = readPlan(plansFile, a.configuration);
 
