@@ -246,20 +246,19 @@ class RingProcessGroup implements ProcessGroup {
     for (let s = 0; s < n - 1; s++) {
       const sendIdx = mod(this.rank - s);
       const recvIdx = mod(this.rank - s - 1);
-      const sent = this.next.send(Tag.Data, bytesOf(chunk(sendIdx)));
+      // Promise.all so a failed send is handled even when the receive fails first.
+      const [, body] = await Promise.all([this.next.send(Tag.Data, bytesOf(chunk(sendIdx))), this.prev.recv(Tag.Data, this.timeoutMs)]);
       const target = chunk(recvIdx);
-      const got = floatsFrom(await this.prev.recv(Tag.Data, this.timeoutMs), target.length, "the previous rank");
+      const got = floatsFrom(body, target.length, "the previous rank");
       for (let i = 0; i < target.length; i++) target[i] = got[i]! + target[i]!;
-      await sent;
     }
     // All-gather: circulate the reduced chunks.
     for (let s = 0; s < n - 1; s++) {
       const sendIdx = mod(this.rank - s + 1);
       const recvIdx = mod(this.rank - s);
-      const sent = this.next.send(Tag.Data, bytesOf(chunk(sendIdx)));
+      const [, body] = await Promise.all([this.next.send(Tag.Data, bytesOf(chunk(sendIdx))), this.prev.recv(Tag.Data, this.timeoutMs)]);
       const target = chunk(recvIdx);
-      target.set(floatsFrom(await this.prev.recv(Tag.Data, this.timeoutMs), target.length, "the previous rank"));
-      await sent;
+      target.set(floatsFrom(body, target.length, "the previous rank"));
     }
   }
 
