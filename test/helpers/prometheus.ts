@@ -1,6 +1,6 @@
 /**
  * A real Prometheus (Debian's /usr/bin/prometheus, installed by scripts/setup.d/10-debian.sh) on loopback for tests:
- * temp config + data dir, a free port, 1 s scrape interval, HTTP API queries, stop. Reusable by any test that needs
+ * temp config + data dir, a free port, a 1 s (configurable) scrape interval, HTTP API queries, stop. Reusable by any test that needs
  * to check what a scraper sees.
  *
  *   const prom = await startPrometheus([{ job: "trainer", target: `127.0.0.1:${port}` }]);
@@ -62,9 +62,10 @@ async function api<T>(url: string): Promise<T> {
   return body.data;
 }
 
-export async function startPrometheus(targets: readonly ScrapeTarget[], opts: { scrapeIntervalS?: number } = {}): Promise<Prometheus> {
+/** `scrapeIntervalMs` (default 1000): short intervals (e.g. 250) let a few-second run yield several samples. */
+export async function startPrometheus(targets: readonly ScrapeTarget[], opts: { scrapeIntervalMs?: number } = {}): Promise<Prometheus> {
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-prom-"));
-  const interval = `${opts.scrapeIntervalS ?? 1}s`;
+  const interval = `${Math.max(1, Math.round(opts.scrapeIntervalMs ?? 1000))}ms`;
   const config = {
     global: { scrape_interval: interval, evaluation_interval: interval },
     scrape_configs: targets.map((t) => ({ job_name: t.job, metrics_path: t.metricsPath ?? "/metrics", static_configs: [{ targets: [t.target] }] })),

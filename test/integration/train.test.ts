@@ -105,7 +105,7 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
   assert.ok(prometheusAvailable(), "prometheus is not installed: run scripts/setup.d/10-debian.sh");
   // A: uninterrupted, metrics scraped. BaseEvaMAETrainer_BS2 and mae-primus-m --batch-size 2 have the same options.
   const port = await freePort();
-  const prom = await startPrometheus([{ job: "trainer", target: `127.0.0.1:${port}` }]);
+  const prom = await startPrometheus([{ job: "trainer", target: `127.0.0.1:${port}` }], { scrapeIntervalMs: 200 });
   const t0 = Date.now() / 1000;
   try {
     // invoked as nnssl_train (the package.json bin alias) with upstream's flags
@@ -118,12 +118,17 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
       r(c);
     }));
     assert.equal(codeA, 0, errA);
-    const series = await prom.queryRange("pretrain_train_loss", t0, Date.now() / 1000 + 1, 1);
-    assert.equal(series.length, 1, JSON.stringify(series));
-    assert.ok(series[0]!.values.length > 1, `only ${series[0]!.values.length} sample(s)`);
-    assert.ok(series[0]!.values.every(([, v]) => Number.isFinite(Number(v))));
+    // raw samples scraped (not query_range's step-filled points): more than one, and the loss changed between them
+    const count = await prom.query('count_over_time(pretrain_train_loss{job="trainer"}[10m])');
+    assert.equal(count.length, 1, JSON.stringify(count));
+    assert.ok(Number(count[0]!.value[1]) > 1, `only ${count[0]!.value[1]} sample(s) of pretrain_train_loss`);
+    const changes = await prom.query("changes(pretrain_train_loss[10m])");
+    assert.ok(Number(changes[0]?.value[1]) >= 1, "pretrain_train_loss never changed");
+    const series = await prom.queryRange("pretrain_train_loss", t0, Date.now() / 1000 + 1, 0.5);
+    assert.ok(series.length === 1 && series[0]!.values.every(([, v]) => Number.isFinite(Number(v))));
     const steps = await prom.query("max_over_time(pretrain_global_step[10m])");
-    assert.ok(steps.length === 1 && Number(steps[0]!.value[1]) >= 1);
+    const maxStep = Number(steps[0]?.value[1]);
+    assert.ok(maxStep >= 2 && maxStep <= 20, `max scraped global step ${maxStep}`);
   } finally {
     await prom.stop();
   }
