@@ -146,7 +146,7 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
   }));
   for (let i = 0; i < 3000 && !existsSync(latest); i++) await new Promise((r) => setTimeout(r, 100));
   assert.ok(existsSync(latest), "no checkpoint_latest appeared");
-  await new Promise((r) => setTimeout(r, 1000)); // into epoch 1
+  await new Promise((r) => setTimeout(r, 400)); // into epoch 1 (10 steps of ~0.2 s)
   assert.ok(!existsSync(checkpointPath(join(dirB, "fold_all"), "final")), "run B finished before it could be killed");
   b.kill("SIGKILL");
   assert.equal(await exitB, "SIGKILL");
