@@ -270,30 +270,59 @@ void unary(int op, const float* x, int64_t n, float alpha, float* y) {
   }
 }
 
-// y = transpose(x, perm) for a row-major x of shape dims (rank <= 8). The innermost output axis is walked with the
-// input stride; when perm keeps the last axis, whole rows are copied.
+// y = transpose(x, perm) for a row-major x of shape dims (rank <= 8). The shape is first canonicalised: unit axes
+// are dropped and output axes that are consecutive in the input too are merged (so e.g. a depth-to-space
+// [B,D,H,W,2,2,2,1] permutation becomes rank 7 with no unit inner axis). The two innermost output axes are then walked
+// with their input strides (one index decode per inner block instead of per element); when the innermost axis is
+// contiguous in the input, whole runs are copied.
 void transpose(const float* x, const std::vector<int64_t>& dims, const std::vector<int64_t>& perm, float* y) {
-  const size_t r = dims.size();
-  std::vector<int64_t> istride(r, 1), odims(r), ostr(r);
-  for (size_t k = r - 1; k-- > 0;) istride[k] = istride[k + 1] * dims[k + 1];
+  const size_t r0 = dims.size();
   int64_t total = 1;
-  for (size_t k = 0; k < r; ++k) { odims[k] = dims[perm[k]]; ostr[k] = istride[perm[k]]; total *= odims[k]; }
+  for (int64_t d : dims) total *= d;
   if (total == 0) return;
-  const int64_t n_inner = odims[r - 1], s_inner = ostr[r - 1];
-  const int64_t outer = total / n_inner;
-#pragma omp parallel for schedule(static) if (total >= kParallelMin)
+  std::vector<int64_t> istride0(r0, 1);
+  for (size_t k = r0 - 1; k-- > 0;) istride0[k] = istride0[k + 1] * dims[k + 1];
+  // output axes (in output order) as (size, input stride), unit axes dropped, mergeable neighbours merged
+  std::vector<int64_t> od, os;
+  std::vector<int64_t> src_axis;
+  for (size_t k = 0; k < r0; ++k) {
+    const int64_t a = perm[k];
+    if (dims[a] == 1) continue;
+    if (!src_axis.empty() && src_axis.back() < a) {
+      bool gap = false;  // only unit axes may sit between the two in the input
+      for (int64_t j = src_axis.back() + 1; j < a; ++j) gap = gap || dims[j] != 1;
+      if (!gap) {
+        od.back() *= dims[a];
+        os.back() = istride0[a];
+        src_axis.back() = a;
+        continue;
+      }
+    }
+    od.push_back(dims[a]);
+    os.push_back(istride0[a]);
+    src_axis.push_back(a);
+  }
+  if (od.empty()) { y[0] = x[0]; return; }
+  if (od.size() == 1) { std::memcpy(y, x, total * sizeof(float)); return; }
+  const size_t r = od.size();
+  const int64_t n0 = od[r - 1], s0 = os[r - 1], n1 = od[r - 2], s1 = os[r - 2];
+  const int64_t block = n0 * n1, outer = total / block;
+#pragma omp parallel for schedule(static) if (total >= kParallelMin && outer > 1)
   for (int64_t t = 0; t < outer; ++t) {
     int64_t rem = t, off = 0;
-    for (size_t k = r - 1; k-- > 0;) {
-      off += (rem % odims[k]) * ostr[k];
-      rem /= odims[k];
+    for (size_t k = r - 2; k-- > 0;) {
+      off += (rem % od[k]) * os[k];
+      rem /= od[k];
     }
-    float* dst = y + t * n_inner;
-    const float* src = x + off;
-    if (s_inner == 1) {
-      std::memcpy(dst, src, n_inner * sizeof(float));
-    } else {
-      for (int64_t i = 0; i < n_inner; ++i) dst[i] = src[i * s_inner];
+    float* dst = y + t * block;
+    for (int64_t i1 = 0; i1 < n1; ++i1) {
+      const float* src = x + off + i1 * s1;
+      float* d = dst + i1 * n0;
+      if (s0 == 1) {
+        std::memcpy(d, src, n0 * sizeof(float));
+      } else {
+        for (int64_t i = 0; i < n0; ++i) d[i] = src[i * s0];
+      }
     }
   }
 }

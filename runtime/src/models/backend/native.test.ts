@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { instanceNorm, layerNorm } from "../ops/norm.js";
+import { addBias, applyRope, linear, mm, multiHeadAttention, type Rope } from "../ops/index.js";
 import {
   instanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
 } from "./native.js";
@@ -284,6 +285,13 @@ describe("native cpu kernels", { skip: !available }, () => {
       { shape: [6, 9], perm: [1, 0] },
       { shape: [2, 3, 4, 5, 6], perm: [4, 3, 2, 1, 0] },
       { shape: [3, 1, 4], perm: [1, 0, 2] },
+      // depth-to-space with a unit channel axis (mergeable neighbours, unit axes between merged ones)
+      { shape: [2, 3, 5, 3, 2, 2, 2, 1], perm: [0, 1, 4, 2, 5, 3, 6, 7] },
+      { shape: [2, 3, 2, 5, 2, 3, 2, 1], perm: [0, 1, 3, 5, 2, 4, 6, 7] },
+      { shape: [1, 4, 1, 3, 1, 5], perm: [3, 2, 1, 4, 5, 0] },
+      { shape: [4, 1, 3, 1, 5], perm: [0, 3, 2, 1, 4] },
+      { shape: [1, 1, 7], perm: [2, 1, 0] },
+      { shape: [5, 1, 1], perm: [1, 2, 0] },
     ];
     for (const c of perms) {
       test(`transpose [${c.shape.join(",")}] perm [${c.perm.join(",")}]: forward and gradient`, () => {
@@ -430,6 +438,63 @@ describe("native cpu kernels", { skip: !available }, () => {
         tf.add(tf.sum(tf.square(instanceNorm(p, g7, b7))), tf.sum(tf.square(layerNorm(q, g12, b12)))))([x, t])]));
     r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `ops norm output ${i}`, 1e-4); });
     tf.dispose([x, t, g7, b7, g12, b12, ...r.native, ...r.stock]);
+  });
+
+  describe("the op layer's batched (native) form of attention, rope and linear equals its 2-D (wasm) form", () => {
+    const ropeOf = (lead: number[], hd: number, seed: number): Rope => {
+      const ang = tf.randomUniform([...lead, hd], 0, 6, "float32", seed);
+      const r = { sin: tf.sin(ang), cos: tf.cos(ang) } as unknown as Rope;
+      ang.dispose();
+      return r;
+    };
+    // odd token counts, head dims not a multiple of the SIMD width, shared [T,hd] and per-sample [B,T,hd] rope
+    const attnCases = [
+      { b: 2, t: 7, c: 12, heads: 2, rope: "none" },
+      { b: 1, t: 9, c: 18, heads: 3, rope: "shared" },
+      { b: 3, t: 5, c: 20, heads: 2, rope: "per-sample" },
+      { b: 2, t: 33, c: 48, heads: 4, rope: "shared" },
+    ] as const;
+    for (const ac of attnCases) {
+      test(`attention B=${ac.b} T=${ac.t} C=${ac.c} heads=${ac.heads} rope ${ac.rope}: forward and gradients`, async () => {
+        const hd = ac.c / ac.heads;
+        const [q, k, v] = [1, 2, 3].map((s) => tf.randomNormal<tf.Rank.R3>([ac.b, ac.t, ac.c], 0, 1, "float32", 190 + s)) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
+        const rope = ac.rope === "none" ? undefined : ropeOf(ac.rope === "shared" ? [ac.t] : [ac.b, ac.t], hd, 194);
+        const dy = tf.randomNormal([ac.b, ac.t, ac.c], 0, 1, "float32", 195);
+        const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor): tf.Tensor => multiHeadAttention(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, ac.heads, rope);
+        const prof = await tf.profile(() => f(q, k, v));
+        const names = prof.kernels.map((x) => x.name);
+        assert.ok(names.filter((n) => n === "BatchMatMul").length <= 4, `batched over heads: ${names.join(",")}`);
+        tf.dispose(prof.result);
+        const before = tf.memory().numTensors;
+        const r = both(() => tf.tidy(() => [f(q, k, v), ...tf.grads(f)([q, k, v], dy)]));
+        assert.equal(tf.memory().numTensors, before + 8, "only the results are new tensors");
+        r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `attention output ${i}`, 1e-4); });
+        tf.dispose([q, k, v, dy, ...r.native, ...r.stock, ...(rope === undefined ? [] : [rope.sin, rope.cos])]);
+      });
+    }
+    test("rope [2,3,7,10] with a per-sample [2,1,7,10] table: forward and gradient", () => {
+      const x = tf.randomNormal([2, 3, 7, 10], 0, 1, "float32", 196);
+      const r0 = ropeOf([2, 1, 7], 10, 197);
+      const dy = tf.randomNormal([2, 3, 7, 10], 0, 1, "float32", 198);
+      const f = (a: tf.Tensor): tf.Tensor => applyRope(a, r0);
+      const r = both(() => tf.tidy(() => [f(x), ...tf.grads(f)([x], dy)]));
+      r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `rope output ${i}`, 1e-5); });
+      tf.dispose([x, dy, r0.sin, r0.cos, ...r.native, ...r.stock]);
+    });
+    test("linear (with and without bias), mm and addBias on odd shapes: forward and gradients", () => {
+      const x = tf.randomNormal([3, 5, 13], 0, 1, "float32", 199);
+      const w = tf.randomNormal<tf.Rank.R2>([13, 11], 0, 0.3, "float32", 200);
+      const bias = tf.randomNormal<tf.Rank.R1>([11], 0, 1, "float32", 201);
+      const a2 = tf.randomNormal<tf.Rank.R2>([7, 13], 0, 1, "float32", 202);
+      const f = (p: tf.Tensor, q: tf.Tensor, c: tf.Tensor, d: tf.Tensor): tf.Tensor => tf.addN([
+        tf.sum(tf.square(linear(p, q as tf.Tensor2D, c as tf.Tensor1D))),
+        tf.sum(tf.sin(linear(p, q as tf.Tensor2D))),
+        tf.sum(tf.square(addBias(mm(d as tf.Tensor2D, q as tf.Tensor2D), c as tf.Tensor1D))),
+      ]);
+      const r = both(() => tf.tidy(() => [f(x, w, bias, a2), ...tf.grads(f)([x, w, bias, a2])]));
+      r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `linear output ${i}`, 1e-4); });
+      tf.dispose([x, w, bias, a2, ...r.native, ...r.stock]);
+    });
   });
 
   test("the addon rejects buffers whose size does not match the geometry", () => {

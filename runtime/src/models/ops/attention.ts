@@ -4,6 +4,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { concatChannels } from "./concat.js";
+import { nativeCpu } from "./dispatch.js";
 import { mm } from "./linear.js";
 
 export interface Rope {
@@ -15,11 +16,32 @@ export interface Rope {
 /** rot(x): adjacent pairs (x0,x1,x2,x3,…) → (−x1,x0,−x3,x2,…) along the last axis. */
 export function rotatePairs<T extends tf.Tensor>(x: T): T {
   return tf.tidy(() => {
+    if (nativeCpu()) {
+      // one native GEMM with the [hd,hd] pair-rotation matrix (gradient: one more GEMM) instead of slices + concat
+      const hd = x.shape[x.rank - 1]!;
+      return tf.reshape(tf.matMul(tf.reshape<tf.Rank.R2>(x, [-1, hd]), rotationMatrix(hd)), x.shape) as T;
+    }
     const pairs = tf.reshape<tf.Rank.R2>(x, [-1, 2]);
     const a = tf.slice(pairs, [0, 0], [-1, 1]);
     const b = tf.slice(pairs, [0, 1], [-1, 1]);
     return tf.reshape(concatChannels([tf.neg(b), a]), x.shape) as T;
   });
+}
+
+const rotations = new Map<number, Float32Array>();
+/** R with x·R = rot(x): R[2i+1][2i] = −1, R[2i][2i+1] = 1. */
+function rotationMatrix(hd: number): tf.Tensor2D {
+  if (hd % 2 !== 0) throw new Error(`rope: head dim ${hd} is odd`);
+  let r = rotations.get(hd);
+  if (r === undefined) {
+    r = new Float32Array(hd * hd);
+    for (let i = 0; i < hd; i += 2) {
+      r[(i + 1) * hd + i] = -1;
+      r[i * hd + i + 1] = 1;
+    }
+    rotations.set(hd, r);
+  }
+  return tf.tensor2d(r, [hd, hd]);
 }
 
 /** x·cos + rot(x)·sin with x [..., T, headDim]. */
@@ -42,6 +64,7 @@ export function multiHeadAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3
   const hd = c / heads;
   if (!Number.isInteger(hd)) throw new Error(`attention: ${c} channels not divisible by ${heads} heads`);
   const scale = 1 / Math.sqrt(hd);
+  if (nativeCpu()) return attentionBatched(q, k, v, heads, scale, rope);
   return tf.tidy(() => {
     let qh = splitHeads(q, heads);
     let kh = splitHeads(k, heads);
@@ -65,6 +88,29 @@ export function multiHeadAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3
       return mm(p, vs[i]!);
     });
     const o = tf.reshape(tf.stack(outs), [b, heads, t, hd]);
+    return tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [b, t, c]);
+  });
+}
+
+/**
+ * cpu + native addon: all heads at once, [B,H,T,hd] tensors, two BatchMatMul calls (one transposed) and one
+ * Softmax; autodiff runs transposed BatchMatMuls, all native kernels. A per-sample rope [B,T,hd] broadcasts over
+ * heads as [B,1,T,hd].
+ */
+function attentionBatched(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, heads: number, scale: number, rope?: Rope): tf.Tensor3D {
+  const [b, t, c] = q.shape;
+  const hd = c / heads;
+  return tf.tidy(() => {
+    const split = (z: tf.Tensor3D): tf.Tensor4D => tf.transpose(tf.reshape(z, [b, t, heads, hd]), [0, 2, 1, 3]);
+    let qh = split(q);
+    let kh = split(k);
+    if (rope !== undefined) {
+      const r = rope.sin.rank === 3 ? { sin: tf.expandDims(rope.sin, 1), cos: tf.expandDims(rope.cos, 1) } as unknown as Rope : rope;
+      qh = applyRope(qh, r);
+      kh = applyRope(kh, r);
+    }
+    const p = tf.softmax(tf.matMul(tf.mul(qh, scale), kh, false, true));
+    const o = tf.matMul(p, split(v));
     return tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [b, t, c]);
   });
 }
