@@ -3,6 +3,10 @@
  * backend, beside PyTorch CPU (Debian torch, upstream dynamic-network-architectures) on the same preset and input
  * in the same run. Reports medians and the ratio tfjs/torch. Run: `npm run bench:models [-- --backends wasm,cpu
  * --reps 3 --threads 2]`. Numbers go to docs/performance.md.
+ *
+ * `--memory SIZE [--batch B]`: peak RSS of ONE training step of the real full-size `resenc-l` at B×1×SIZE³ on the
+ * default cpu path (native kernels), each side in a fresh child process, beside PyTorch's (upstream
+ * ResidualEncoderUNet with ResEnc-L's configuration) for the same step.
  */
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -85,6 +89,50 @@ function torchStep(c: Case): number {
   });
   if (r.status !== 0) throw new Error(`torch baseline failed: ${r.stderr}`);
   return (JSON.parse(r.stdout.trim()) as { median: number }).median;
+}
+
+const RESENC_L_TORCH = { input_channels: 1, n_stages: 6, features_per_stage: [32, 64, 128, 256, 320, 320], strides: [1, 2, 2, 2, 2, 2], n_blocks_per_stage: [1, 3, 4, 6, 6, 6], num_classes: 1, n_conv_per_stage_decoder: [1, 1, 1, 1, 1] };
+
+/** Child: one resenc-l step at batch×1×size³; prints {maxRssMiB, setupRssMiB, seconds}. */
+async function memoryChild(size: number, batch: number): Promise<void> {
+  const choice = await selectBackend("cpu");
+  const net = createNetwork("resenc-l", { patchSize: [size, size, size], seed: 0 });
+  const opt = tf.train.momentum(1e-3, 0.99, true);
+  const x = tf.randomNormal<tf.Rank.R5>([batch, size, size, size, 1]);
+  const target = tf.randomNormal<tf.Rank.R5>([batch, size, size, size, 1]);
+  const vars = [...net.weights.values()].filter((v) => v.trainable);
+  const setup = process.resourceUsage().maxRSS / 1024;
+  const t0 = performance.now();
+  const { value, grads } = tf.variableGrads(() => tf.mean(tf.squaredDifference(net.apply(x, { training: true, seed: 0 }), target)), vars);
+  opt.applyGradients(Object.entries(grads).map(([name, tensor]) => ({ name, tensor })));
+  const loss = (await value.data())[0]!;
+  const seconds = (performance.now() - t0) / 1000;
+  process.stdout.write(`${JSON.stringify({ maxRssMiB: process.resourceUsage().maxRSS / 1024, setupRssMiB: setup, seconds, loss, nativeKernels: choice.nativeKernels })}\n`);
+}
+
+function memoryCompare(size: number, batch: number): void {
+  const here = fileURLToPath(new URL(".", import.meta.url));
+  const run = (cmd: string, args: string[], env: NodeJS.ProcessEnv): Record<string, number> | string => {
+    const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 3_600_000, env: { ...process.env, OMP_NUM_THREADS: String(threads), ...env } });
+    if (r.status !== 0) return `failed (status ${String(r.status)}, signal ${String(r.signal)}): ${r.stderr.split("\n").slice(-3).join(" ")}`;
+    return JSON.parse(r.stdout.trim().split("\n").pop()!) as Record<string, number>;
+  };
+  const ours = run(process.execPath, ["--import", "tsx", `${here}models.ts`, "--memory-child", String(size), "--batch", String(batch)], { SSL3D_LOG_LEVEL: "warn" });
+  const torch = run(pythonBin(), [`${here}torch-step.py`, JSON.stringify({ arch: "resenc", kwargs: RESENC_L_TORCH, batch, size: [size, size, size], out: 1, reps: 0, threads })], {});
+  const line = (r: Record<string, number> | string): string => typeof r === "string" ? r : `peak RSS ${(r.maxRssMiB! / 1024).toFixed(2)} GiB (after setup ${(r.setupRssMiB! / 1024).toFixed(2)} GiB), step ${r.seconds!.toFixed(1)} s`;
+  process.stdout.write(`resenc-l (102.3 M params), one SGD step at ${batch}×1×${size}³, ${threads} threads\n  ssl3d cpu+native: ${line(ours)}\n  PyTorch CPU:      ${line(torch)}\n`);
+  if (typeof ours !== "string" && typeof torch !== "string") process.stdout.write(`  peak RSS ratio ssl3d/PyTorch: ${(ours.maxRssMiB! / torch.maxRssMiB!).toFixed(2)}\n`);
+}
+
+const memChild = arg("memory-child", "");
+const memSize = arg("memory", "");
+if (memChild !== "") {
+  await memoryChild(Number(memChild), Number(arg("batch", "2")));
+  process.exit(0);
+}
+if (memSize !== "") {
+  memoryCompare(Number(memSize), Number(arg("batch", "2")));
+  process.exit(0);
 }
 
 const rows: string[] = ["| preset | backend | tfjs step (s) | torch CPU step (s) | tfjs / torch |", "| --- | --- | --- | --- | --- |"];

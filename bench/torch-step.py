@@ -1,6 +1,8 @@
 """Baseline for bench/models.ts: one PyTorch CPU training step (forward, MSE loss, backward, SGD-Nesterov update)
-of the upstream module (dynamic-network-architectures) with the given kwargs; prints median seconds as JSON."""
+of the upstream module (dynamic-network-architectures) with the given kwargs; prints median seconds (reps 0: the
+single first step) and peak RSS in MiB as JSON."""
 import json
+import resource
 import statistics
 import sys
 import time
@@ -28,12 +30,15 @@ b, s = spec["batch"], spec["size"]
 x = torch.randn(b, kw.get("input_channels", 1), *s)
 t = torch.randn(b, spec["out"], *s)
 times = []
+setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 for i in range(spec["reps"] + 1):
     t0 = time.perf_counter()
     opt.zero_grad()
     loss = torch.mean((net(x) - t) ** 2)
     loss.backward()
     opt.step()
-    if i > 0:
+    if i > 0 or spec["reps"] == 0:
         times.append(time.perf_counter() - t0)
-print(json.dumps({"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}))
+print(json.dumps({"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times),
+                  "seconds": times[0], "maxRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "setupRssMiB": setup}))

@@ -10,11 +10,12 @@ import * as tf from "@tensorflow/tfjs";
 import { isMaskedNetwork } from "../../runtime/src/models/architecture.js";
 import { exportNetwork } from "../../runtime/src/models/checkpoint-export.js";
 import { createNetwork } from "../../runtime/src/models/registry.js";
+import { selectBackend } from "../../runtime/src/models/backend/select.js";
 import { maxAbs, maxAbsDiff } from "../helpers/tf-check.js";
 import { runTorch, tmp } from "../helpers/torch-parity.js";
 
 test("resenc-xs: export loads strictly into upstream ResidualEncoderUNet and matches its output (pth and safetensors)", async () => {
-  await tf.setBackend("cpu");
+  await selectBackend("cpu"); // native kernels when built (SSL3D_NATIVE=0: stock)
   const net = createNetwork("resenc-xs", { features: [4, 8, 16], blocks: [1, 2, 1], strides: [1, 2, 2], patchSize: [16, 16, 16], outChannels: 2, seed: 3 });
   const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 5);
   const y = net.apply(x, { training: false });
@@ -36,7 +37,7 @@ test("resenc-xs: export loads strictly into upstream ResidualEncoderUNet and mat
 });
 
 test("primus-xs: export loads strictly into upstream Primus (weights_only) and matches its output", async () => {
-  await tf.setBackend("cpu");
+  await selectBackend("cpu"); // native kernels when built (SSL3D_NATIVE=0: stock)
   // non-cubic grid (2x2x4 tokens) pins the (w h d) token order and the RoPE axes
   const net = createNetwork("primus-xs", { patchSize: [16, 16, 32], outChannels: 2, seed: 4 });
   const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 32, 1], 0, 1, "float32", 6);
@@ -57,7 +58,7 @@ test("primus-xs: export loads strictly into upstream Primus (weights_only) and m
 
 for (const tokenOrder of ["whd", "hwd"] as const) {
   test(`eva-mae-xs (${tokenOrder}): keys equal nnssl EvaMAE's module tree; masked forward matches upstream blocks`, async () => {
-    await tf.setBackend("cpu");
+    await selectBackend("cpu"); // native kernels when built (SSL3D_NATIVE=0: stock)
     const net = createNetwork("eva-mae-xs", { patchSize: [16, 24, 8], outChannels: 1, seed: 8, tokenOrder });
     assert.ok(isMaskedNetwork(net));
     const x = tf.randomNormal<tf.Rank.R5>([2, 16, 24, 8, 1], 0, 1, "float32", 9);

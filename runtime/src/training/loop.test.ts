@@ -19,8 +19,10 @@ import { TrainingMetrics } from "../observability/training-metrics.js";
 import { checkpointPath, loadCheckpoint } from "./checkpoint.js";
 import { JSONL_LOG, train, type StopSignal } from "./loop.js";
 import { resolveTrainer } from "./registry.js";
+import { selectBackend } from "../models/backend/select.js";
 
-await tf.setBackend("cpu");
+// the default cpu path: native kernels when the addon is built (SSL3D_NATIVE=0: stock tfjs kernels)
+await selectBackend("cpu");
 const READER = new URL("../../../test/helpers/raw-volume.ts", import.meta.url).href;
 const silent = pino({ level: "silent" });
 

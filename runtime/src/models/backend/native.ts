@@ -92,6 +92,7 @@ interface CpuBackend {
 }
 
 let addon: NativeAddon | null | undefined;
+let disabledLogged = false;
 let loaded = false;
 const stock = new Map<string, tf.KernelConfig>();
 let kernels: tf.KernelConfig[] | undefined;
@@ -112,12 +113,14 @@ function findAddonPath(): string | null {
 
 /** The addon, or null when it is disabled, not built, or fails to load (logged once). */
 export function nativeAddon(): NativeAddon | null {
+  // checked on every call (not cached), so SSL3D_NATIVE=0 set later in the process still disables loading
+  if (process.env.SSL3D_NATIVE === "0") {
+    if (!disabledLogged) log().info("native kernels disabled (SSL3D_NATIVE=0); the cpu backend uses stock tfjs kernels");
+    disabledLogged = true;
+    return null;
+  }
   if (addon !== undefined) return addon;
   addon = null;
-  if (process.env.SSL3D_NATIVE === "0") {
-    log().info("native kernels disabled (SSL3D_NATIVE=0); the cpu backend uses stock tfjs kernels");
-    return addon;
-  }
   const path = findAddonPath();
   if (path === null) {
     log().warn("native kernel addon not built (run `npm rebuild` or `node native/build.mjs`); " +

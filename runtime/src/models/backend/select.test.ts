@@ -4,6 +4,7 @@ import { createRequire } from "node:module";
 import { afterEach, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError, EnvironmentError } from "../../errors.js";
+import { nativeAddon, unloadNativeKernels } from "./native.js";
 import { parseBackendRequest, selectBackend } from "./select.js";
 
 const saved = process.env.SSL3D_BACKEND;
@@ -23,13 +24,32 @@ function installed(pkg: string): boolean {
 
 const nodeInstalled = installed("@tensorflow/tfjs-node-gpu") || installed("@tensorflow/tfjs-node");
 
-test("auto falls through the missing tfjs-node packages to wasm and says why", { skip: nodeInstalled && "tfjs-node is installed here" }, async () => {
+test("auto falls through the missing tfjs-node packages to cpu + native kernels (else wasm) and says why", { skip: nodeInstalled && "tfjs-node is installed here" }, async () => {
   delete process.env.SSL3D_BACKEND;
   const c = await selectBackend();
-  assert.equal(c.name, "wasm");
-  assert.equal(tf.getBackend(), "wasm");
-  assert.equal(c.skipped.length, 2);
+  const native = nativeAddon() !== null;
+  unloadNativeKernels();
+  assert.equal(c.name, native ? "cpu" : "wasm");
+  assert.equal(c.nativeKernels, native);
+  assert.equal(tf.getBackend(), native ? "cpu" : "wasm");
+  assert.equal(c.skipped.length, native ? 2 : 3);
   assert.match(c.skipped[0]!, /tfjs-node-gpu/);
+});
+
+test("auto with SSL3D_NATIVE=0 picks wasm, not stock cpu", { skip: nodeInstalled && "tfjs-node is installed here" }, async () => {
+  delete process.env.SSL3D_BACKEND;
+  unloadNativeKernels();
+  const savedNative = process.env.SSL3D_NATIVE;
+  process.env.SSL3D_NATIVE = "0";
+  try {
+    const c = await selectBackend();
+    assert.equal(c.name, "wasm");
+    assert.match(c.skipped[2]!, /cpu-native/);
+  } finally {
+    if (savedNative === undefined) delete process.env.SSL3D_NATIVE;
+    else process.env.SSL3D_NATIVE = savedNative;
+    await tf.setBackend("cpu");
+  }
 });
 
 test("SSL3D_BACKEND and --backend", async () => {
