@@ -111,6 +111,9 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
   const prom = await startPrometheus([{ job: "trainer", target: `127.0.0.1:${port}` }], { scrapeIntervalMs: 200 });
   const t0 = Date.now() / 1000;
   try {
+    // Prometheus applies its targets a few seconds after start; the first (failed, up=0) scrape of the not yet
+    // listening port shows scraping runs, so a run of ~2 s (cpu + native kernels) is scraped from its first second.
+    await prom.waitFor('up{job="trainer"}');
     // invoked as nnssl_train (the package.json bin alias) with upstream's flags
     const alias = join(work, "nnssl_train");
     if (!existsSync(alias)) symlinkSync(BIN, alias);
