@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError } from "../errors.js";
 import type { ArchitectureEntry, CreateNetworkOptions, ForwardContext, Network, NetworkConfig, Vec3 } from "./architecture.js";
-import { concatChannels, conv3d, convTranspose3d, instanceNorm, leakyRelu } from "./ops/index.js";
+import { concatChannels, conv3d, convTranspose3d, instanceNorm, instanceNormLeakyRelu, leakyRelu } from "./ops/index.js";
 import { countDecls, DeclBuilder, instantiate, param, type ParamDecl } from "./params.js";
 
 export interface ResEncHyper {
@@ -179,8 +179,8 @@ export class ResEncUNet implements Network {
   private unit(x: tf.Tensor5D, name: string, stride: number, act: boolean): tf.Tensor5D {
     const bias = this.weights.has(`${name}.conv.bias`) ? this.p<tf.Rank.R1>(`${name}.conv.bias`) : undefined;
     const y = conv3d(x, this.p(`${name}.conv.weight`), { stride, bias });
-    const n = instanceNorm(y, this.p(`${name}.norm.weight`), this.p(`${name}.norm.bias`), 1e-5);
-    return act ? leakyRelu(n) : n;
+    const g = this.p<tf.Rank.R1>(`${name}.norm.weight`), b = this.p<tf.Rank.R1>(`${name}.norm.bias`);
+    return act ? instanceNormLeakyRelu(y, g, b, 1e-5, 0.01) : instanceNorm(y, g, b, 1e-5);
   }
 
   private block(x: tf.Tensor5D, p: string, stride: number, cin: number, cout: number): tf.Tensor5D {

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { instanceNorm, layerNorm } from "../ops/norm.js";
+import { instanceNorm, instanceNormLeakyRelu, layerNorm } from "../ops/norm.js";
 import { addBias, applyRope, linear, mm, multiHeadAttention, type Rope } from "../ops/index.js";
 import {
   instanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
@@ -437,7 +437,16 @@ describe("native cpu kernels", { skip: !available }, () => {
       ...tf.grads((p: tf.Tensor, q: tf.Tensor) =>
         tf.add(tf.sum(tf.square(instanceNorm(p, g7, b7))), tf.sum(tf.square(layerNorm(q, g12, b12)))))([x, t])]));
     r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `ops norm output ${i}`, 1e-4); });
-    tf.dispose([x, t, g7, b7, g12, b12, ...r.native, ...r.stock]);
+    // norm → LeakyReLU: one fused kernel each way on native, the composed ops on stock kernels
+    const prof2 = await tf.profile(() => instanceNormLeakyRelu(x, g7, b7, 1e-5, 0.01));
+    const fusedNames = prof2.kernels.map((k) => k.name);
+    tf.dispose(prof2.result);
+    assert.ok(fusedNames.includes("Ssl3dInstanceNorm") && !fusedNames.includes("LeakyRelu"), `kernels run: ${fusedNames.join(",")}`);
+    const r2 = both(() => tf.tidy(() => [instanceNormLeakyRelu(x, g7, b7, 1e-5, 0.01),
+      ...tf.grads((p: tf.Tensor, q: tf.Tensor, u: tf.Tensor) =>
+        tf.sum(tf.square(instanceNormLeakyRelu(p, q as tf.Tensor1D, u as tf.Tensor1D, 1e-5, 0.01))))([x, g7, b7])]));
+    r2.native.forEach((u, i) => { assertClose(u, r2.stock[i]!, `ops norm+leakyRelu output ${i}`, 1e-4); });
+    tf.dispose([x, t, g7, b7, g12, b12, ...r.native, ...r.stock, ...r2.native, ...r2.stock]);
   });
 
   describe("the op layer's batched (native) form of attention, rope and linear equals its 2-D (wasm) form", () => {

@@ -6,4 +6,4 @@ export { conv3d, convImpl, setConvImpl, type ConvImpl, type Conv3dOptions } from
 export { convTranspose3d } from "./conv-transpose.js";
 export { dropPath } from "./drop-path.js";
 export { addBias, colSum, linear, mm } from "./linear.js";
-export { instanceNorm, layerNorm } from "./norm.js";
+export { instanceNorm, instanceNormLeakyRelu, layerNorm } from "./norm.js";

@@ -58,6 +58,16 @@ export function instanceNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta
   }) as T;
 }
 
+/**
+ * instanceNorm followed by LeakyReLU (nnU-Net's norm → nonlin pair). On cpu + native one fused kernel each way that
+ * recomputes the activation's input in the gradient, so autodiff keeps neither the norm's output nor the activation's
+ * (ADR 0008: halves a ResEnc step's peak memory); elsewhere the two composed ops.
+ */
+export function instanceNormLeakyRelu<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5, slope = 0.01): T {
+  if (useFused(x)) return instanceNormFused(x, gamma, beta, eps, { leakyReluAlpha: slope });
+  return tf.tidy(() => tf.leakyRelu(instanceNorm(x, gamma, beta, eps), slope));
+}
+
 /** LayerNorm over the last axis (biased variance), affine. torch default eps 1e-5; LayerNormNd uses 1e-6. */
 export function layerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): T {
   if (useFused(x)) return layerNormFused(x, gamma, beta, eps);
