@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError } from "../errors.js";
 import type { ArchitectureEntry, CreateNetworkOptions, ForwardContext, Network, NetworkConfig, Vec3 } from "./architecture.js";
-import { concatChannels, conv3d, convTranspose3d, instanceNorm, instanceNormLeakyRelu, leakyRelu } from "./ops/index.js";
+import { addLeakyRelu, concatChannels, conv3d, convTranspose3d, instanceNorm, instanceNormLeakyRelu } from "./ops/index.js";
 import { countDecls, DeclBuilder, instantiate, param, type ParamDecl } from "./params.js";
 
 export interface ResEncHyper {
@@ -188,7 +188,7 @@ export class ResEncUNet implements Network {
     if (stride !== 1) skip = tf.avgPool3d(skip, stride, stride, "valid");
     if (cin !== cout) skip = this.unit(skip, `${p}.skip.${stride !== 1 ? 1 : 0}`, 1, false);
     const h = this.unit(this.unit(x, `${p}.conv1`, stride, true), `${p}.conv2`, 1, false);
-    return leakyRelu(tf.add(h, skip));
+    return addLeakyRelu(h, skip);
   }
 
   private checkInput(x: tf.Tensor5D): void {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { instanceNorm, instanceNormLeakyRelu, layerNorm } from "../ops/norm.js";
-import { addBias, applyRope, linear, mm, multiHeadAttention, type Rope } from "../ops/index.js";
+import { addBias, addLeakyRelu, applyRope, linear, mm, multiHeadAttention, type Rope } from "../ops/index.js";
 import {
   instanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
 } from "./native.js";
@@ -489,6 +489,17 @@ describe("native cpu kernels", { skip: !available }, () => {
       const r = both(() => tf.tidy(() => [f(x), ...tf.grads(f)([x], dy)]));
       r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `rope output ${i}`, 1e-5); });
       tf.dispose([x, dy, r0.sin, r0.cos, ...r.native, ...r.stock]);
+    });
+    test("addLeakyRelu (output-saving gradient) equals LeakyReLU(a + b): forward and gradients", () => {
+      const a = tf.randomNormal([2, 3, 5, 7, 3], 0, 1, "float32", 203);
+      const b = tf.randomNormal([2, 3, 5, 7, 3], 0, 1, "float32", 204);
+      const dy = tf.randomNormal([2, 3, 5, 7, 3], 0, 1, "float32", 205);
+      const before = tf.memory().numTensors;
+      const got = tf.tidy(() => [addLeakyRelu(a, b, 0.01), ...tf.grads((p: tf.Tensor, q: tf.Tensor) => addLeakyRelu(p, q, 0.01))([a, b], dy)]);
+      assert.equal(tf.memory().numTensors, before + 3, "only the results are new tensors");
+      const ref = tf.tidy(() => [tf.leakyRelu(tf.add(a, b), 0.01), ...tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.leakyRelu(tf.add(p, q), 0.01))([a, b], dy)]);
+      got.forEach((u, i) => { assertClose(u, ref[i]!, `addLeakyRelu output ${i}`, 1e-6); });
+      tf.dispose([a, b, dy, ...got, ...ref]);
     });
     test("linear (with and without bias), mm and addBias on odd shapes: forward and gradients", () => {
       const x = tf.randomNormal([3, 5, 13], 0, 1, "float32", 199);

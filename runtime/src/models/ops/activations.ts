@@ -1,5 +1,7 @@
 /** Element-wise activations with PyTorch semantics. */
 import * as tf from "@tensorflow/tfjs";
+import { customOp } from "./custom.js";
+import { nativeCpu } from "./dispatch.js";
 
 /** LeakyReLU, PyTorch default slope 0.01. */
 export function leakyRelu<T extends tf.Tensor>(x: T, slope = 0.01): T {
@@ -14,4 +16,25 @@ export function gelu<T extends tf.Tensor>(x: T): T {
 /** SiLU: x·sigmoid(x). */
 export function silu<T extends tf.Tensor>(x: T): T {
   return tf.tidy(() => tf.mul(x, tf.sigmoid(x)));
+}
+
+/**
+ * LeakyReLU(a + b) (the residual join of a ResEnc block). On cpu + native, autodiff keeps only the output y: for a
+ * positive slope sign(y) = sign(a + b), so the gradient dy·(y > 0 ? 1 : slope) needs neither the sum nor a copy of
+ * it, and y is the next layer's input (kept anyway). One full-size tensor less per block than the composed ops,
+ * which keep the sum for LeakyRelu's gradient. Elsewhere (wasm) the composed ops.
+ */
+export function addLeakyRelu<T extends tf.Tensor>(a: T, b: T, slope = 0.01): T {
+  if (!nativeCpu() || slope <= 0) return tf.tidy(() => tf.leakyRelu(tf.add<T>(a, b), slope));
+  return customOp([a, b], ([a_, b_], save) => {
+    const y = tf.tidy(() => tf.leakyRelu(tf.add(a_!, b_!), slope));
+    save([y]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const g = tf.tidy(() => tf.mul(dy, tf.where(tf.greater(saved[0]!, 0), tf.onesLike(dy), tf.fill(dy.shape, slope))));
+        return [g, g.clone()];
+      },
+    };
+  }) as T;
 }

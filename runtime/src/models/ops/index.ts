@@ -1,5 +1,5 @@
 /** The op layer every architecture is built from (backend-aware, custom gradients where tfjs is slow or wrong). */
-export { leakyRelu, gelu, silu } from "./activations.js";
+export { addLeakyRelu, leakyRelu, gelu, silu } from "./activations.js";
 export { multiHeadAttention, applyRope, rotatePairs, type Rope } from "./attention.js";
 export { concatChannels } from "./concat.js";
 export { conv3d, convImpl, setConvImpl, type ConvImpl, type Conv3dOptions } from "./conv3d.js";
