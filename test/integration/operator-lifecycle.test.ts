@@ -186,8 +186,8 @@ describe("operator against a real API server", () => {
       return s.phase === "Succeeded" ? s : undefined;
     });
     assert.ok(done.completionTime);
-    const reasons = (await eventsFor(env.client, ns, "run")).map((x) => x.reason);
-    for (const r of ["JobCreated", "AllPodsReady", "Completed"]) assert.ok(reasons.includes(r), `event ${r} in ${reasons.join(",")}`);
+    // Events are recorded right after the status patch: poll for them.
+    for (const r of ["JobCreated", "AllPodsReady", "Completed"]) await eventually(`event ${r}`, async () => (await eventsFor(env.client, ns, "run")).some((x) => x.reason === r));
 
     // A changed Collection makes the Plan Stale (it is not rebuilt).
     const colNow = await getCr(env.client, "Collection", ns, "col");
@@ -271,8 +271,9 @@ describe("operator against a real API server", () => {
     assert.match(failed.message, /out of memory/);
     assert.equal(s.restarts, 2);
     assert.equal(await getJob(env.client, ns, "run-a4"), undefined);
-    const ev = (await eventsFor(env.client, ns, "run")).map((e) => `${e.type}/${e.reason}`);
-    for (const r of ["Warning/RankFailed", "Warning/Preempted", "Warning/BackoffLimitExceeded"]) assert.ok(ev.includes(r), `${r} in ${ev.join(",")}`);
+    for (const r of ["Warning/RankFailed", "Warning/Preempted", "Warning/BackoffLimitExceeded"]) {
+      await eventually(`event ${r}`, async () => (await eventsFor(env.client, ns, "run")).some((e) => `${e.type}/${e.reason}` === r));
+    }
   });
 
   test("suspend deletes the attempt Job, resume creates a new attempt; deadline → Failed/DeadlineExceeded", async () => {
