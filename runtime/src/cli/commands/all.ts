@@ -10,3 +10,4 @@ export { planAndPreprocessCommand } from "./plan-and-preprocess.js";
 export { planCommand } from "./plan.js";
 export { preprocessCommand } from "./preprocess.js";
 export { runCommand } from "./run.js";
+export { trainCommand } from "./train.js";
