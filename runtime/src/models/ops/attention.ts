@@ -60,10 +60,9 @@ export function multiHeadAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3
     const qs = tf.unstack(tf.mul(qh, scale)) as tf.Tensor2D[];
     const ks = tf.unstack(kh) as tf.Tensor2D[];
     const vs = tf.unstack(vh) as tf.Tensor2D[];
-    const outs = qs.map((qi, i) => {
-      const p = tf.softmax(mm(qi, tf.transpose(ks[i]!)));
-      return mm(p, vs[i]!);
-    });
+    // one tidy per head: without a gradient tape the [T,T] matrices are freed head by head (a tape keeps what
+    // backward needs on its own, so this is safe in training too)
+    const outs = qs.map((qi, i) => tf.tidy(() => mm(tf.softmax(mm(qi, tf.transpose(ks[i]!))), vs[i]!)));
     const o = tf.reshape(tf.stack(outs), [b, heads, t, hd]);
     return tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [b, t, c]);
   });
