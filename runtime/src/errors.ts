@@ -2,7 +2,7 @@
  * Named errors of the runtime. Every error a user can cause carries what is needed to fix it: the file, the
  * field (a JSON path such as `datasets.ds000001.subjects.sub-01.sessions.ses-1.images[2].image_path`) and what
  * is wrong. The CLI prints `message` as one line and maps the class to an exit code:
- * 0 ok, 1 other/internal, 2 usage or configuration, 3 input data.
+ * 0 ok, 1 other/internal, 2 usage or configuration, 3 input data, 4 training diverged, 5 a peer rank failed.
  */
 export interface ErrorContext {
   /** File the problem was found in (absolute or as given by the user). */
@@ -48,6 +48,11 @@ export class EnvironmentError extends Ssl3dError {
 /** Training diverged or a numerical guard tripped. Exit code 4. */
 export class TrainingError extends Ssl3dError {
   readonly exitCode = 4;
+}
+
+/** A peer process of a data-parallel run failed or could not be reached. Exit code 5. */
+export class DistributedError extends Ssl3dError {
+  readonly exitCode = 5;
 }
 
 export function exitCodeOf(err: unknown): number {

@@ -4,6 +4,7 @@
 # scripts/python-requirements.txt is installed normally; scripts/python-requirements-nodeps.txt with --no-deps
 # (packages such as nnunetv2 would otherwise pull GBs of CUDA torch wheels).
 set -euo pipefail
+SSL3D_CACHE="${SSL3D_CACHE:-$HOME/.cache/ssl3d}"
 VENV="$SSL3D_CACHE/venv"
 REQ=scripts/python-requirements.txt
 NODEPS=scripts/python-requirements-nodeps.txt

@@ -60,6 +60,11 @@ function writeTerminationLog(line: string): void {
 
 /** Run the CLI; resolves to the process exit code. */
 export async function main(argv: readonly string[], invokedAs = "ssl3d"): Promise<number> {
+  // `ssl3d ... | head`: a closed stdout ends the process quietly instead of crashing with EPIPE
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(0);
+    throw err;
+  });
   const alias = commandForAlias(invokedAs);
   const rawArgs = alias === undefined ? [...argv] : [alias.name, ...argv];
   const sub = alias ?? commands.find((c) => c.name === rawArgs[0]);

@@ -1,9 +1,5 @@
-/** Registry of CLI sub-commands: one line per command module. */
+/** Registry of CLI sub-commands: every `CliCommand` exported by `all.ts` (one line per command there). */
 import type { CliCommand } from "../command.js";
-import { archCommand } from "./arch.js";
-import { exportCommand } from "./export.js";
+import * as all from "./all.js";
 
-export const commands: readonly CliCommand[] = [
-  archCommand,
-  exportCommand,
-];
+export const commands: readonly CliCommand[] = Object.values(all as Record<string, CliCommand>);

@@ -1,0 +1,11 @@
+// One line per CLI sub-command module (kept one-line-per-command so parallel branches merge cleanly).
+export { archCommand } from "./arch.js";
+export { collectionSummaryCommand } from "./collection-summary.js";
+export { convertCommand, convertOpenMindCommand } from "./convert.js";
+export { demoCommand } from "./demo.js";
+export { exportCommand } from "./export.js";
+export { inspectCommand } from "./inspect.js";
+export { fingerprintCommand } from "./fingerprint.js";
+export { planAndPreprocessCommand } from "./plan-and-preprocess.js";
+export { planCommand } from "./plan.js";
+export { preprocessCommand } from "./preprocess.js";

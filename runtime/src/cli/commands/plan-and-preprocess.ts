@@ -1,0 +1,62 @@
+/**
+ * `ssl3d plan-and-preprocess -d ID [-c CONFIG...] [-np N]` (alias `nnssl_plan_and_preprocess`): fingerprint ->
+ * plan -> preprocess. On success prints the preprocessing summary as one JSON line and writes it to the
+ * termination log (what the operator's Plan stage reads).
+ */
+import type { Command } from "commander";
+import { extractFingerprint } from "../../planning/fingerprint.js";
+import { runPlan } from "../../planning/plan-stage.js";
+import { runPreprocess } from "../../preprocessing/preprocess.js";
+import type { CliCommand } from "../command.js";
+import { writeTerminationLog } from "../termination-log.js";
+import { checkPlanner, defaultProcesses, parseConfigs, parseCounts, parseDatasets, parseOnError } from "./preprocessing-options.js";
+
+export interface PreprocessingSummaryLine {
+  images: number;
+  valid: number;
+  failed: number;
+  configurations: string[];
+  plansFile: string;
+  preprocessedDir: string;
+}
+
+export const planAndPreprocessCommand: CliCommand = {
+  name: "plan-and-preprocess",
+  aliases: ["nnssl_plan_and_preprocess"],
+  legacyFlags: { "-np": "--num-processes", "-npfp": "--num-processes-fingerprint", "--no_pp": "--no-pp", "-pl": "--planner" },
+  register(program: Command): void {
+    program
+      .command("plan-and-preprocess")
+      .description("fingerprint, plan and preprocess a dataset in one go")
+      .requiredOption("-d, --dataset <ids...>", "dataset ID or DatasetNNN_Name")
+      .option("-c, --configurations <names...>", "onemmiso | median | noresample", ["onemmiso"])
+      .option("--num-processes <n...>", "preprocessing worker threads (legacy -np)")
+      .option("--num-processes-fingerprint <n>", "fingerprint worker threads (legacy -npfp)")
+      .option("--no-pp", "stop after planning (legacy --no_pp)")
+      .option("--clean", "recompute the fingerprint even if one exists")
+      .option("--planner <class>", "planner (legacy -pl); only ExperimentPlanner")
+      .option("--on-error <mode>", "an image that fails: fail (default) the run, or skip it and list it")
+      .action(async (o: { dataset: string[]; configurations: string[]; numProcesses?: string[]; numProcessesFingerprint?: string; pp: boolean; clean?: boolean; planner?: string; onError?: string }) => {
+        checkPlanner(o.planner);
+        const configs = parseConfigs(o.configurations);
+        const onError = parseOnError(o.onError);
+        const np = parseCounts("--num-processes", o.numProcesses, Math.min(4, defaultProcesses()));
+        const npfp = parseCounts("--num-processes-fingerprint", o.numProcessesFingerprint, defaultProcesses())[0]!;
+        const line: PreprocessingSummaryLine = { images: 0, valid: 0, failed: 0, configurations: o.pp ? configs : [], plansFile: "", preprocessedDir: "" };
+        for (const ds of parseDatasets(o.dataset)) {
+          await extractFingerprint(ds, { np: npfp, clean: o.clean === true, onError });
+          const { file } = await runPlan(ds);
+          line.plansFile = file;
+          if (!o.pp) continue;
+          const s = await runPreprocess(ds, configs, { np, onError });
+          line.images += s.images;
+          line.valid += s.valid;
+          line.failed += s.failed;
+          line.preprocessedDir = s.preprocessedDir;
+        }
+        const json = JSON.stringify(line);
+        process.stdout.write(json + "\n");
+        writeTerminationLog(json);
+      });
+  },
+};

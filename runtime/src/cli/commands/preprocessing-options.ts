@@ -1,0 +1,47 @@
+/** Option parsing shared by the fingerprint / plan / preprocess commands. */
+import { availableParallelism } from "node:os";
+import { resolveDatasetName } from "../../config/env.js";
+import { ConfigError } from "../../errors.js";
+import type { OnError } from "../../planning/fingerprint.js";
+import { CONFIGURATION_NAMES } from "../../planning/plans.js";
+
+export function defaultProcesses(): number {
+  const v = process.env.nnUNet_def_n_proc;
+  if (v !== undefined && /^\d+$/.test(v) && Number(v) > 0) return Number(v);
+  return Math.min(8, availableParallelism());
+}
+
+export function parseCount(flag: string): (v: string) => number {
+  return (v: string) => {
+    if (!/^\d+$/.test(v) || Number(v) < 0) throw new ConfigError(`${flag} expects a non-negative integer, got "${v}"`);
+    return Number(v);
+  };
+}
+
+export function parseCounts(flag: string, values: readonly string[] | string | undefined, fallback: number): number[] {
+  if (values === undefined) return [fallback];
+  const list = typeof values === "string" ? [values] : values;
+  return list.map(parseCount(flag));
+}
+
+export function parseOnError(v: string | undefined): OnError {
+  const mode = v ?? "fail";
+  if (mode !== "fail" && mode !== "skip") throw new ConfigError(`--on-error must be "fail" or "skip", got "${mode}"`);
+  return mode;
+}
+
+export function parseConfigs(v: readonly string[] | undefined): string[] {
+  const list = v === undefined || v.length === 0 ? ["onemmiso"] : [...v];
+  for (const c of list) {
+    if (!(CONFIGURATION_NAMES as readonly string[]).includes(c)) throw new ConfigError(`unknown configuration "${c}" (choices: ${CONFIGURATION_NAMES.join(", ")})`);
+  }
+  return list;
+}
+
+export function parseDatasets(v: readonly string[] | string): string[] {
+  return (typeof v === "string" ? [v] : [...v]).map((d) => resolveDatasetName(d));
+}
+
+export function checkPlanner(v: string | undefined): void {
+  if (v !== undefined && v !== "ExperimentPlanner") throw new ConfigError(`planner "${v}" is not available (only ExperimentPlanner)`);
+}

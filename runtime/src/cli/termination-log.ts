@@ -1,0 +1,17 @@
+/** The Kubernetes termination message: `$SSL3D_TERMINATION_LOG`, else /dev/termination-log when present. */
+import { existsSync, writeFileSync } from "node:fs";
+
+export function terminationLogPath(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return env.SSL3D_TERMINATION_LOG ?? (existsSync("/dev/termination-log") ? "/dev/termination-log" : undefined);
+}
+
+/** Write one line (at most 4096 bytes, the kubelet's limit); best effort. */
+export function writeTerminationLog(line: string, env: NodeJS.ProcessEnv = process.env): void {
+  const target = terminationLogPath(env);
+  if (target === undefined) return;
+  try {
+    writeFileSync(target, line.slice(0, 4000) + "\n");
+  } catch {
+    // best effort
+  }
+}

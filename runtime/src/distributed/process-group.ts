@@ -1,0 +1,453 @@
+/**
+ * Data-parallel process group over plain TCP: rendezvous at the master address, then a ring of connections
+ * (rank r sends to r+1 and receives from r-1) for bandwidth-optimal collectives. This is what NCCL/Gloo give
+ * PyTorch's DDP; nnssl itself only runs single-node `mp.spawn` (spec 4.6), ssl3d runs across nodes.
+ *
+ * - `allReduceSum` is a ring reduce-scatter followed by a ring all-gather: each rank sends and receives
+ *   2 (N-1)/N of the buffer, independent of N. For a fixed world size the summation order of every element is
+ *   fixed, so results are bit-for-bit reproducible run to run, and identical on every rank.
+ * - `broadcast` forwards the buffer around the ring in pipelined pieces.
+ * - Any socket error, a closed peer or a timeout rejects the collective with a DistributedError (exit code 5), so
+ *   a dead rank brings the whole gang down and the operator restarts it from the latest checkpoint.
+ *
+ * Rendezvous: rank 0 listens on MASTER_ADDR:MASTER_PORT; every rank opens an ephemeral ring port and announces it
+ * (with its run/attempt identity) to rank 0, which checks the ranks and replies with the table of ring endpoints
+ * (addresses as rank 0 observed them).
+ */
+import * as net from "node:net";
+import { DistributedError } from "../errors.js";
+import type { DistributedConfig } from "./env.js";
+
+export interface ProcessGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** Element-wise sum over all ranks, in place. */
+  allReduceSum(buf: Float32Array): Promise<void>;
+  /** Element-wise mean over all ranks, in place. */
+  allReduceMean(buf: Float32Array): Promise<void>;
+  /** Overwrite `buf` on every rank with root's values. */
+  broadcast(buf: Float32Array, root?: number): Promise<void>;
+  barrier(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The group of a single process: every collective is the identity. */
+export class SingleProcessGroup implements ProcessGroup {
+  readonly rank = 0;
+  readonly worldSize = 1;
+  allReduceSum(_buf: Float32Array): Promise<void> {
+    return Promise.resolve();
+  }
+  allReduceMean(_buf: Float32Array): Promise<void> {
+    return Promise.resolve();
+  }
+  broadcast(_buf: Float32Array, _root = 0): Promise<void> {
+    return Promise.resolve();
+  }
+  barrier(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+const Tag = { Hello: 1, Table: 2, RingHello: 3, Data: 4 } as const;
+type Tag = (typeof Tag)[keyof typeof Tag];
+
+const HEADER = 12; // u32 tag, u64 length
+interface Frame {
+  tag: number;
+  body: Buffer;
+}
+
+/** A socket carrying length-prefixed frames, read into a queue as they arrive. */
+class Channel {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private readonly frames: Frame[] = [];
+  private readonly waiters: { resolve: (f: Frame) => void; reject: (e: Error) => void }[] = [];
+  private failure: Error | undefined;
+
+  constructor(
+    readonly socket: net.Socket,
+    private readonly peer: string,
+  ) {
+    socket.setNoDelay(true);
+    socket.on("data", (d: Buffer) => {
+      this.onData(d);
+    });
+    socket.on("error", (e) => {
+      this.fail(new DistributedError(`connection to ${this.peer} failed: ${e.message}`));
+    });
+    socket.on("close", () => {
+      this.fail(new DistributedError(`connection to ${this.peer} closed (the peer process exited or was killed)`));
+    });
+  }
+
+  private onData(d: Buffer): void {
+    this.chunks.push(d);
+    this.buffered += d.length;
+    for (;;) {
+      if (this.buffered < HEADER) return;
+      const head = this.peek(HEADER);
+      const tag = head.readUInt32BE(0);
+      const len = Number(head.readBigUInt64BE(4));
+      if (this.buffered < HEADER + len) return;
+      const all = this.take(HEADER + len);
+      const frame = { tag, body: all.subarray(HEADER) };
+      const w = this.waiters.shift();
+      if (w !== undefined) w.resolve(frame);
+      else this.frames.push(frame);
+    }
+  }
+
+  private peek(n: number): Buffer {
+    const first = this.chunks[0];
+    if (first !== undefined && first.length >= n) return first;
+    const merged = Buffer.concat(this.chunks);
+    this.chunks = [merged];
+    return merged;
+  }
+
+  private take(n: number): Buffer {
+    const merged = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    const out = merged.subarray(0, n);
+    const rest = merged.subarray(n);
+    this.chunks = rest.length > 0 ? [rest] : [];
+    this.buffered = rest.length;
+    return out;
+  }
+
+  private fail(e: Error): void {
+    if (this.failure !== undefined) return;
+    this.failure = e;
+    for (const w of this.waiters.splice(0)) w.reject(e);
+  }
+
+  send(tag: Tag, body: Uint8Array): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    const head = Buffer.alloc(HEADER);
+    head.writeUInt32BE(tag, 0);
+    head.writeBigUInt64BE(BigInt(body.byteLength), 4);
+    return new Promise((resolve, reject) => {
+      this.socket.write(head);
+      this.socket.write(body, (err) => {
+        if (err) reject(new DistributedError(`sending to ${this.peer} failed: ${err.message}`));
+        else resolve();
+      });
+    });
+  }
+
+  recv(expected: Tag, timeoutMs: number): Promise<Buffer> {
+    const check = (f: Frame): Buffer => {
+      if (f.tag !== expected) throw new DistributedError(`protocol error: expected message ${expected} from ${this.peer}, got ${f.tag}`);
+      return f.body;
+    };
+    const ready = this.frames.shift();
+    if (ready !== undefined) {
+      try {
+        return Promise.resolve(check(ready));
+      } catch (e) {
+        return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    }
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: (f: Frame) => {
+          clearTimeout(timer);
+          try {
+            resolve(check(f));
+          } catch (e) {
+            reject(e instanceof Error ? e : new Error(String(e)));
+          }
+        },
+        reject: (e: Error) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      const timer = setTimeout(() => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(new DistributedError(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${this.peer}`));
+      }, timeoutMs);
+      timer.unref();
+      this.waiters.push(waiter);
+    });
+  }
+
+  async sendJson(tag: Tag, value: unknown): Promise<void> {
+    await this.send(tag, Buffer.from(JSON.stringify(value)));
+  }
+
+  async recvJson(tag: Tag, timeoutMs: number): Promise<unknown> {
+    return JSON.parse((await this.recv(tag, timeoutMs)).toString("utf8")) as unknown;
+  }
+
+  close(): void {
+    this.failure ??= new DistributedError(`connection to ${this.peer} closed locally`);
+    this.socket.destroy();
+  }
+}
+
+function bytesOf(a: Float32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Copy a received frame into an aligned Float32Array (frames are not 4-byte aligned in general). */
+function floatsFrom(body: Buffer, expectedLength: number, peer: string): Float32Array {
+  if (body.length !== expectedLength * 4) {
+    throw new DistributedError(`protocol error: ${peer} sent ${body.length} bytes, expected ${expectedLength * 4} (do all ranks run the same model?)`);
+  }
+  const out = new Float32Array(expectedLength);
+  new Uint8Array(out.buffer).set(body);
+  return out;
+}
+
+/** Start offsets of `parts` nearly equal contiguous ranges of `n` elements (length parts + 1). */
+export function splitRanges(n: number, parts: number): number[] {
+  const base = Math.floor(n / parts);
+  const extra = n % parts;
+  const offs = [0];
+  for (let i = 0; i < parts; i++) offs.push(offs[i]! + base + (i < extra ? 1 : 0));
+  return offs;
+}
+
+export interface Identity {
+  readonly run: string;
+  readonly attempt: string;
+}
+
+interface HelloMsg {
+  rank: number;
+  worldSize: number;
+  ringPort: number;
+  run: string;
+  attempt: string;
+}
+
+class RingProcessGroup implements ProcessGroup {
+  constructor(
+    readonly rank: number,
+    readonly worldSize: number,
+    private readonly next: Channel,
+    private readonly prev: Channel,
+    private readonly timeoutMs: number,
+  ) {}
+
+  async allReduceSum(buf: Float32Array): Promise<void> {
+    const n = this.worldSize;
+    const offs = splitRanges(buf.length, n);
+    const chunk = (i: number): Float32Array => buf.subarray(offs[i], offs[i + 1]);
+    const mod = (i: number): number => ((i % n) + n) % n;
+    // Reduce-scatter: after n-1 steps rank r holds the full sum of chunk r+1.
+    for (let s = 0; s < n - 1; s++) {
+      const sendIdx = mod(this.rank - s);
+      const recvIdx = mod(this.rank - s - 1);
+      // Promise.all so a failed send is handled even when the receive fails first.
+      const [, body] = await Promise.all([this.next.send(Tag.Data, bytesOf(chunk(sendIdx))), this.prev.recv(Tag.Data, this.timeoutMs)]);
+      const target = chunk(recvIdx);
+      const got = floatsFrom(body, target.length, "the previous rank");
+      for (let i = 0; i < target.length; i++) target[i] = got[i]! + target[i]!;
+    }
+    // All-gather: circulate the reduced chunks.
+    for (let s = 0; s < n - 1; s++) {
+      const sendIdx = mod(this.rank - s + 1);
+      const recvIdx = mod(this.rank - s);
+      const [, body] = await Promise.all([this.next.send(Tag.Data, bytesOf(chunk(sendIdx))), this.prev.recv(Tag.Data, this.timeoutMs)]);
+      const target = chunk(recvIdx);
+      target.set(floatsFrom(body, target.length, "the previous rank"));
+    }
+  }
+
+  async allReduceMean(buf: Float32Array): Promise<void> {
+    await this.allReduceSum(buf);
+    const inv = 1 / this.worldSize;
+    for (let i = 0; i < buf.length; i++) buf[i] = buf[i]! * inv;
+  }
+
+  async broadcast(buf: Float32Array, root = 0): Promise<void> {
+    const n = this.worldSize;
+    const last = (root - 1 + n) % n; // the rank that does not forward
+    const piece = 1 << 20; // elements per pipelined piece (4 MiB)
+    let off = 0;
+    do {
+      const part = buf.subarray(off, Math.min(buf.length, off + piece));
+      if (this.rank !== root) {
+        part.set(floatsFrom(await this.prev.recv(Tag.Data, this.timeoutMs), part.length, "the previous rank"));
+      }
+      if (this.rank !== last) await this.next.send(Tag.Data, bytesOf(part));
+      off += piece;
+    } while (off < buf.length);
+  }
+
+  async barrier(): Promise<void> {
+    await this.allReduceSum(new Float32Array(this.worldSize));
+  }
+
+  close(): Promise<void> {
+    this.next.close();
+    this.prev.close();
+    return Promise.resolve();
+  }
+}
+
+function listen(server: net.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", (e: NodeJS.ErrnoException) => {
+      reject(new DistributedError(`cannot listen on ${host}:${port}: ${e.code ?? e.message}`));
+    });
+    server.listen(port, host, () => {
+      const addr = server.address();
+      resolve(typeof addr === "object" && addr !== null ? addr.port : port);
+    });
+  });
+}
+
+async function connectWithRetry(host: string, port: number, deadline: number, what: string): Promise<net.Socket> {
+  let delay = 100;
+  let lastError = "";
+  while (Date.now() < deadline) {
+    try {
+      return await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect({ host, port });
+        s.once("connect", () => {
+          s.removeAllListeners("error");
+          resolve(s);
+        });
+        s.once("error", (e: NodeJS.ErrnoException) => {
+          s.destroy();
+          reject(new Error(e.code ?? e.message));
+        });
+      });
+    } catch (e) {
+      lastError = (e as Error).message;
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(2000, delay * 2);
+    }
+  }
+  throw new DistributedError(`could not reach ${what} at ${host}:${port} (${lastError})`);
+}
+
+/** Queues every incoming connection of a server from creation on, so none is lost between two awaits. */
+class Acceptor {
+  private readonly queue: net.Socket[] = [];
+  private waiter: ((s: net.Socket) => void) | undefined;
+
+  constructor(server: net.Server) {
+    server.on("connection", (s: net.Socket) => {
+      const w = this.waiter;
+      this.waiter = undefined;
+      if (w !== undefined) w(s);
+      else this.queue.push(s);
+    });
+  }
+
+  next(deadline: number, what: string): Promise<net.Socket> {
+    const queued = this.queue.shift();
+    if (queued !== undefined) return Promise.resolve(queued);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        reject(new DistributedError(`timed out waiting for ${what} to connect`));
+      }, Math.max(0, deadline - Date.now()));
+      timer.unref();
+      this.waiter = (s) => {
+        clearTimeout(timer);
+        resolve(s);
+      };
+    });
+  }
+}
+
+function normaliseAddress(a: string | undefined): string {
+  if (a === undefined) return "127.0.0.1";
+  return a.startsWith("::ffff:") ? a.slice(7) : a;
+}
+
+function isHello(v: unknown): v is HelloMsg {
+  const o = v as Partial<HelloMsg> | null;
+  return typeof o === "object" && o !== null && typeof o.rank === "number" && typeof o.worldSize === "number" && typeof o.ringPort === "number";
+}
+
+/**
+ * Join the process group described by `cfg`. Returns a SingleProcessGroup for a world of one. `identity` (run and
+ * attempt) keeps a rank of an old attempt from joining a new one.
+ */
+export async function initProcessGroup(
+  cfg: Pick<DistributedConfig, "rank" | "worldSize" | "masterAddr" | "masterPort" | "timeoutMs">,
+  identity: Identity = { run: process.env.SSL3D_RUN ?? "", attempt: process.env.SSL3D_ATTEMPT ?? "" },
+): Promise<ProcessGroup> {
+  if (cfg.worldSize === 1) return new SingleProcessGroup();
+  const { rank, worldSize, timeoutMs } = cfg;
+  const deadline = Date.now() + timeoutMs;
+  const ring = net.createServer();
+  const ringAcceptor = new Acceptor(ring);
+  const ringPort = await listen(ring, 0, "0.0.0.0");
+  const prevSocket = ringAcceptor.next(deadline, `rank ${(rank - 1 + worldSize) % worldSize}`);
+  // Awaited below; this handler only keeps an early failure elsewhere from leaving it unhandled.
+  prevSocket.catch(() => undefined);
+  let table: { host: string | null; port: number }[];
+
+  try {
+    if (rank === 0) {
+      const control = net.createServer();
+      const controlAcceptor = new Acceptor(control);
+      await listen(control, cfg.masterPort, "0.0.0.0");
+      const peers = new Map<number, { ch: Channel; host: string; port: number }>();
+      try {
+        while (peers.size < worldSize - 1) {
+          const s = await controlAcceptor.next(deadline, `${worldSize - 1 - peers.size} more rank(s)`);
+          const ch = new Channel(s, `a joining rank (${normaliseAddress(s.remoteAddress)})`);
+          const hello = await ch.recvJson(Tag.Hello, timeoutMs);
+          if (!isHello(hello)) throw new DistributedError("protocol error: malformed hello from a joining rank");
+          if (hello.run !== identity.run || hello.attempt !== identity.attempt) {
+            ch.close(); // a straggler of another run or attempt: ignore it
+            continue;
+          }
+          if (hello.worldSize !== worldSize) {
+            throw new DistributedError(`rank ${hello.rank} believes the world size is ${hello.worldSize}, rank 0 believes ${worldSize}`);
+          }
+          if (hello.rank <= 0 || hello.rank >= worldSize || peers.has(hello.rank)) {
+            throw new DistributedError(`rank ${hello.rank} joined twice or is out of range 1..${worldSize - 1}`);
+          }
+          peers.set(hello.rank, { ch, host: normaliseAddress(s.remoteAddress), port: hello.ringPort });
+        }
+        table = [{ host: null, port: ringPort }];
+        for (let r = 1; r < worldSize; r++) {
+          const p = peers.get(r)!;
+          table.push({ host: p.host, port: p.port });
+        }
+        await Promise.all([...peers.values()].map((p) => p.ch.sendJson(Tag.Table, table)));
+      } finally {
+        for (const p of peers.values()) p.ch.close();
+        control.close();
+      }
+    } else {
+      const s = await connectWithRetry(cfg.masterAddr, cfg.masterPort, deadline, "rank 0");
+      const ch = new Channel(s, "rank 0");
+      const hello: HelloMsg = { rank, worldSize, ringPort, run: identity.run, attempt: identity.attempt };
+      await ch.sendJson(Tag.Hello, hello);
+      table = (await ch.recvJson(Tag.Table, timeoutMs)) as { host: string | null; port: number }[];
+      ch.close();
+    }
+
+    const nextRank = (rank + 1) % worldSize;
+    const nextEntry = table[nextRank];
+    if (nextEntry === undefined) throw new DistributedError(`protocol error: no endpoint for rank ${nextRank}`);
+    const nextSocket = await connectWithRetry(nextEntry.host ?? cfg.masterAddr, nextEntry.port, deadline, `rank ${nextRank}`);
+    const next = new Channel(nextSocket, `rank ${nextRank}`);
+    await next.sendJson(Tag.RingHello, { rank });
+    const prevRank = (rank - 1 + worldSize) % worldSize;
+    const prev = new Channel(await prevSocket, `rank ${prevRank}`);
+    const ph = (await prev.recvJson(Tag.RingHello, timeoutMs)) as { rank?: number };
+    if (ph.rank !== prevRank) throw new DistributedError(`protocol error: expected rank ${prevRank} on the ring, got ${String(ph.rank)}`);
+    const group = new RingProcessGroup(rank, worldSize, next, prev, timeoutMs);
+    await group.barrier();
+    return group;
+  } finally {
+    ring.close();
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * Reading and writing `pretrain_data.json`. Reading validates against the schemas of `config/collection.ts` and
+ * resolves `$`-relative paths; writing serialises with every key present, paths relative to `$nnssl_raw` /
+ * `$nnssl_preprocessed` where they lie under them, atomically (a reader never sees a partial file).
+ */
+import { promises as fs } from "node:fs";
+import type { Collection } from "../config/collection.js";
+import { parseCollection, resolveCollectionPaths, serializeCollection } from "../config/collection.js";
+import type { Env } from "../config/env.js";
+import { ConfigError } from "../errors.js";
+import { writeJsonAtomic } from "./atomic.js";
+
+export interface CollectionIoOptions {
+  readonly env?: Env;
+}
+
+/**
+ * Python's `json.dump` writes `NaN`, `Infinity` and `-Infinity` (e.g. a missing OpenMind image-quality score);
+ * read them as null. Strings are left untouched.
+ */
+export function pythonJsonToJson(text: string): string {
+  if (!/NaN|Infinity/.test(text)) return text;
+  return text.replace(/"(?:[^"\\]|\\.)*"|-?\bInfinity\b|\bNaN\b/g, (m) => (m.startsWith('"') ? m : "null"));
+}
+
+/** Parse, validate and resolve a collection file. Errors are ConfigErrors naming the file and JSON path. */
+export async function readCollection(file: string, opts: CollectionIoOptions = {}): Promise<Collection> {
+  const env = opts.env ?? process.env;
+  let text: string;
+  try {
+    text = await fs.readFile(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(code === "ENOENT" ? "collection file not found" : code === "EISDIR" ? "is a directory, expected pretrain_data.json" : `cannot read collection file (${code ?? String(err)})`, { file, cause: err });
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(pythonJsonToJson(text));
+  } catch (err) {
+    throw new ConfigError(`invalid JSON: ${(err as Error).message}`, { file, cause: err });
+  }
+  return resolveCollectionPaths(parseCollection(doc, file), { env, file });
+}
+
+/** The JSON text `writeCollection` writes (4-space indent like upstream's converter, trailing newline). */
+export function collectionJson(c: Collection, env: Env = process.env): string {
+  return JSON.stringify(serializeCollection(c, env), null, 4) + "\n";
+}
+
+/** Write atomically; does not mutate `c`. */
+export async function writeCollection(file: string, c: Collection, opts: CollectionIoOptions = {}): Promise<void> {
+  const env = opts.env ?? process.env;
+  await writeJsonAtomic(file, serializeCollection(c, env), 4);
+}

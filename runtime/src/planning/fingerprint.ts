@@ -1,0 +1,121 @@
+/**
+ * Dataset fingerprint (reference spec 3.1): every image of `$nnssl_raw/<Dataset>/pretrain_data.json` is read once
+ * (in parallel with `-np` worker threads) and its array-axis shape, spacing and intensity statistics recorded in
+ * `$nnssl_preprocessed/<Dataset>/dataset_fingerprint.json`. Upstream's `spacings` key (one [a0, a1, a2] per image)
+ * is kept so upstream tools can read the file; `images` holds our per-image entries, `failed` the images that
+ * could not be read (with `--on-error skip`). An existing fingerprint is reused unless `clean`.
+ */
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
+import { flattenCollection, uniqueId, type IndependentImage } from "../config/collection.js";
+import { requireRoot, type Env } from "../config/env.js";
+import { ConfigError, DataError, oneLine } from "../errors.js";
+import { writeJsonAtomic } from "../io/atomic.js";
+import { readCollection } from "../io/collection-file.js";
+import { log } from "../observability/log.js";
+import { createProgress } from "../observability/progress.js";
+import { fingerprintFile } from "../preprocessing/layout.js";
+import { runTasks } from "../preprocessing/pool.js";
+import type { FingerprintEntry } from "../preprocessing/tasks.js";
+
+export type OnError = "skip" | "fail";
+
+export interface FailedImage {
+  readonly unique_id: string;
+  readonly image_path: string;
+  readonly reason: string;
+}
+
+export interface Fingerprint {
+  readonly spacings: [number, number, number][];
+  readonly images: FingerprintEntry[];
+  readonly failed: FailedImage[];
+  readonly dataset_name: string;
+  readonly format: "ssl3d-fingerprint/v1";
+}
+
+export interface StageOptions {
+  readonly np?: number;
+  readonly onError?: OnError;
+  readonly env?: Env;
+  readonly progress?: boolean;
+}
+
+export async function loadDatasetImages(datasetName: string, env: Env = process.env): Promise<IndependentImage[]> {
+  const file = path.join(requireRoot("nnssl_raw", env), datasetName, "pretrain_data.json");
+  return flattenCollection(await readCollection(file, { env }));
+}
+
+export function preprocessedDatasetDir(datasetName: string, env: Env = process.env): string {
+  return path.join(requireRoot("nnssl_preprocessed", env), datasetName);
+}
+
+export async function readFingerprint(datasetName: string, env: Env = process.env): Promise<Fingerprint> {
+  const file = fingerprintFile(preprocessedDatasetDir(datasetName, env));
+  let doc: Fingerprint;
+  try {
+    doc = JSON.parse(await fs.readFile(file, "utf8")) as Fingerprint;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new ConfigError("no fingerprint: run `ssl3d fingerprint -d ...` first", { file });
+    throw new ConfigError(`unreadable fingerprint: ${oneLine(err)}`, { file });
+  }
+  if (!Array.isArray(doc.spacings)) throw new ConfigError("missing spacings list", { file, field: "spacings" });
+  return doc;
+}
+
+export async function extractFingerprint(datasetName: string, opts: StageOptions & { clean?: boolean } = {}): Promise<{ fingerprint: Fingerprint; file: string; reused: boolean }> {
+  const env = opts.env ?? process.env;
+  const file = fingerprintFile(preprocessedDatasetDir(datasetName, env));
+  if (opts.clean !== true) {
+    try {
+      await fs.access(file);
+      const fp = await readFingerprint(datasetName, env);
+      log().info({ file }, "reusing existing fingerprint (use --clean to recompute)");
+      return { fingerprint: fp, file, reused: true };
+    } catch (err) {
+      if (!(err instanceof ConfigError) && (err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  }
+  const images = await loadDatasetImages(datasetName, env);
+  const entries: (FingerprintEntry | undefined)[] = new Array<FingerprintEntry | undefined>(images.length);
+  const failed: FailedImage[] = [];
+  const onError = opts.onError ?? "fail";
+  const progress = createProgress("fingerprint", images.length, opts.progress === false ? { tty: false } : {});
+  let firstError: Error | undefined;
+  await runTasks(
+    "fingerprint",
+    images,
+    opts.np ?? 1,
+    (o) => {
+      const img = images[o.index]!;
+      if (o.ok) {
+        if (!o.result.intensity.finite) {
+          const reason = "image contains NaN or Inf";
+          failed.push({ unique_id: uniqueId(img), image_path: img.image_path, reason });
+          log().error({ image: img.image_path, reason }, `fingerprint: ${img.image_path}: ${reason}`);
+          firstError ??= new DataError(reason, { file: img.image_path });
+        } else entries[o.index] = o.result;
+      } else {
+        const reason = oneLine(o.error);
+        failed.push({ unique_id: uniqueId(img), image_path: img.image_path, reason });
+        log().error({ image: img.image_path, reason }, `fingerprint failed: ${reason}`);
+        firstError ??= o.error;
+      }
+      progress.tick({ image: uniqueId(img) });
+    },
+    { stopOnError: onError === "fail" },
+  );
+  progress.stop();
+  if (firstError !== undefined && onError === "fail") throw firstError;
+  const ok = entries.filter((e): e is FingerprintEntry => e !== undefined);
+  const fingerprint: Fingerprint = {
+    spacings: ok.map((e) => e.spacing),
+    images: ok,
+    failed,
+    dataset_name: datasetName,
+    format: "ssl3d-fingerprint/v1",
+  };
+  await writeJsonAtomic(file, fingerprint);
+  log().info({ file, images: ok.length, failed: failed.length }, "fingerprint written");
+  return { fingerprint, file, reused: false };
+}

@@ -1,0 +1,88 @@
+// Real processes joined over loopback TCP: ring all-reduce, broadcast and barrier give exact, identical results
+// on every rank; a rank that dies makes the others fail fast with exit code 5 instead of hanging.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { test } from "node:test";
+
+const fixture = join(import.meta.dirname, "..", "fixtures", "dist-rank.ts");
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      const port = typeof a === "object" && a !== null ? a.port : 0;
+      s.close(() => {
+        resolve(port);
+      });
+    });
+  });
+}
+
+interface RankResult {
+  code: number | null;
+  out: string;
+  err: string;
+}
+
+function runRanks(world: number, port: number, extraEnv: Record<string, string> = {}): Promise<RankResult[]> {
+  return Promise.all(
+    Array.from({ length: world }, (_, rank) =>
+      new Promise<RankResult>((resolve) => {
+        const child = spawn(process.execPath, ["--import", "tsx", fixture], {
+          env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: "127.0.0.1", MASTER_PORT: String(port), SSL3D_DIST_TIMEOUT_S: "60", DIST_LEN: "100003", ...extraEnv },
+        });
+        let out = "";
+        let err = "";
+        child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+        child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+        child.on("exit", (code) => {
+          resolve({ code, out, err });
+        });
+      }),
+    ),
+  );
+}
+
+test("three ranks all-reduce, broadcast and barrier with exact, identical results", { timeout: 120_000 }, async () => {
+  const world = 3;
+  const results = await runRanks(world, await freePort());
+  const n = 100003;
+  // Expected sum over ranks r of (r+1)*0.5 + (i%97)*(r+1) = 3 + (i%97)*6 (exact in float32 for these values).
+  const expected = (i: number): number => 3 + (i % 97) * 6;
+  const parsed = results.map((r) => {
+    assert.equal(r.code, 0, r.err);
+    return JSON.parse(r.out) as { rank: number; first: number[]; last: number; checksum: number; b: number[] };
+  });
+  let checksum = 0;
+  for (let i = 0; i < n; i++) checksum += expected(i);
+  for (const p of parsed) {
+    assert.deepEqual(p.first, [expected(0), expected(1), expected(2)]);
+    assert.equal(p.last, expected(n - 1));
+    assert.equal(p.checksum, checksum);
+    assert.deepEqual(p.b, [42, 42, 42, 42, 42]);
+  }
+  assert.deepEqual(parsed.map((p) => p.rank).sort(), [0, 1, 2]);
+});
+
+test("a rank that dies makes every other rank fail with exit code 5, not hang", { timeout: 120_000 }, async () => {
+  const t0 = Date.now();
+  const results = await runRanks(3, await freePort(), { DIST_DIE_AFTER_JOIN: "1" });
+  assert.equal(results[1]!.code, 17);
+  for (const r of [results[0]!, results[2]!]) {
+    assert.equal(r.code, 5, r.err);
+    assert.match(r.err, /rank error: .*(closed|failed)/);
+  }
+  assert.ok(Date.now() - t0 < 55_000, "failure must propagate well before the 60 s timeout");
+});
+
+test("the local launcher starts the ranks with the torchrun contract and fails as a whole", { timeout: 120_000 }, async () => {
+  const { launchLocalRanks } = await import("../../runtime/src/distributed/launch.js");
+  const base = { cfg: { nnodes: 1, nodeRank: 0, masterAddr: "127.0.0.1", masterPort: await freePort() }, nprocPerNode: 2, command: process.execPath, args: ["--import", "tsx", fixture] };
+  const env = { ...process.env, DIST_LEN: "1000", SSL3D_DIST_TIMEOUT_S: "60" };
+  assert.equal(await launchLocalRanks({ ...base, env }), 0);
+  const failed = await launchLocalRanks({ ...base, cfg: { ...base.cfg, masterPort: await freePort() }, env: { ...env, DIST_DIE_AFTER_JOIN: "0" }, graceMs: 2000 });
+  assert.ok(failed === 17 || failed === 5, `launcher exit ${failed}`);
+});
