@@ -3,6 +3,7 @@
 # module imports pandas; blosc2 (nnssl's storage, used by the upstream side of bench:preprocess) imports requests;
 # batchgenerators imports tqdm. 10-debian.sh installs without recommends, so none of them comes along by itself.
 set -euo pipefail
+cd "$(dirname "$0")/../.."
 PKGS=(python3-pandas python3-requests python3-tqdm)
 missing=()
 for p in "${PKGS[@]}"; do

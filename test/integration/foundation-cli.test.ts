@@ -290,7 +290,7 @@ test("nnssl_convert_openmind alias with --openmind_root_dir writes Dataset745_Op
   assert.deepEqual(c.datasets.ds000001!.dataset_info, { image_quality_score: [{ modality: "T1w", derived_from: null, image_quality_score: 1.5 }] });
 });
 
-test("demo --quick builds a collection from phantoms under --out and inspects it", async () => {
+test("demo --quick builds a collection from phantoms under --out, inspects and preprocesses it", async () => {
   const out = join(tmp, "demo");
   const r = await cli(["demo", "--quick", "--out", out], { nnssl_raw: undefined, nnssl_preprocessed: undefined, nnssl_results: undefined });
   assert.equal(r.code, 0, r.stderr);
@@ -302,4 +302,8 @@ test("demo --quick builds a collection from phantoms under --out and inspects it
   const c = await readCollection(file, { env: { nnssl_raw: join(out, "nnssl_raw") } });
   assert.equal(flattenCollection(c).length, 4);
   assert.match(readFileSync(file, "utf8"), /"\$nnssl_raw\/Dataset990_Demo\/ds-phantom\//);
+  // the demo also fingerprints, plans and preprocesses the collection
+  assert.match(r.stdout, /preprocessed 4\/4 image\(s\)/);
+  const pre = join(out, "nnssl_preprocessed", "Dataset990_Demo");
+  assert.ok(existsSync(join(pre, "nnsslPlans.json")) && existsSync(join(pre, "valid_imgs.json")));
 });

@@ -22,7 +22,8 @@ after(() => {
 });
 
 function cli(args: string[], env: NodeJS.ProcessEnv, argv0 = BIN): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(NODE, [argv0, ...args], { env: { ...env, SSL3D_LOG_LEVEL: "warn" }, encoding: "utf8", timeout: 300_000 });
+  // cwd outside the repository: worker threads must find tsx from the runtime, not from the working directory
+  const r = spawnSync(NODE, [argv0, ...args], { cwd: work, env: { ...env, SSL3D_LOG_LEVEL: "warn" }, encoding: "utf8", timeout: 300_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -183,4 +184,16 @@ test("unreadable image: --on-error fail exits 3 naming the file; --on-error skip
   assert.equal(failed[0]!.image_path, bad);
   assert.ok(failed[0]!.reason.length > 0);
   assert.equal((await listPreprocessedImages(ds.datasetName, "onemmiso", "nnsslPlans", ds.env)).length, 2);
+
+  // the fingerprint is reused while it matches the collection's images (failed ones included), else recomputed
+  const again = cli(["fingerprint", "-d", "1", "-np", "1", "--on-error", "skip"], ds.env);
+  assert.equal(again.status, 0, again.stderr);
+  assert.match(again.stdout, /2 images, 1 failed \(reused\)/);
+  const collFile = join(ds.rawDir, "pretrain_data.json");
+  const coll = JSON.parse(readFileSync(collFile, "utf8")) as { datasets: { ds000001: { subjects: Record<string, unknown> } } };
+  delete coll.datasets.ds000001.subjects["sub-02"]; // the corrupt image leaves the collection
+  writeFileSync(collFile, JSON.stringify(coll));
+  const stale = cli(["fingerprint", "-d", "1", "-np", "1"], ds.env);
+  assert.equal(stale.status, 0, stale.stderr);
+  assert.match(stale.stdout, /2 images, 0 failed\n/);
 });

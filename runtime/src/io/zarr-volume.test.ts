@@ -98,3 +98,14 @@ test("the checksum changes with the content and is null when a file is missing; 
   assert.ok(!existsSync(join(work, "missing.zarr")));
   await assert.rejects(openZarrVolume(join(work, "missing.zarr")), /not a readable Zarr/);
 });
+
+test("an open volume holds no file descriptor (loaders may open thousands and never close them)", async () => {
+  const shape = [1, 40, 40, 40];
+  const dir = join(work, "fd.zarr");
+  await writeZarrVolume(dir, sample(shape, 9), shape);
+  const fds = (): number => readdirSync("/proc/self/fd").length;
+  const before = fds();
+  const vols = await Promise.all(Array.from({ length: 20 }, () => openZarrVolume(dir)));
+  for (const v of vols) await v.readRegion([5, 5, 5], [20, 20, 20]);
+  assert.equal(fds(), before);
+});

@@ -210,9 +210,8 @@ export async function checksumZarrVolume(dir: string): Promise<string | null> {
   }
 }
 
-/** A read-only zarrita store over one directory that keeps the shard file open between range reads. */
+/** A read-only zarrita store over one directory (files opened per read: an open volume holds no descriptor). */
 class DirStore implements zarr.AsyncReadable {
-  private readonly handles = new Map<string, Promise<fs.FileHandle>>();
   constructor(private readonly root: string) {}
   private file(key: string): string {
     return path.join(this.root, key.replace(/^\//, ""));
@@ -226,33 +225,29 @@ class DirStore implements zarr.AsyncReadable {
     }
   }
   async getRange(key: zarr.AbsolutePath, range: zarr.RangeQuery): Promise<Uint8Array | undefined> {
-    let h = this.handles.get(key);
-    if (h === undefined) {
-      h = fs.open(this.file(key), "r");
-      this.handles.set(key, h);
-    }
     let fh: fs.FileHandle;
     try {
-      fh = await h;
+      fh = await fs.open(this.file(key), "r");
     } catch (err) {
-      this.handles.delete(key);
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;
     }
-    if ("suffixLength" in range) {
-      const size = (await fh.stat()).size;
-      const b = new Uint8Array(range.suffixLength);
-      await fh.read(b, 0, range.suffixLength, size - range.suffixLength);
+    try {
+      if ("suffixLength" in range) {
+        const size = (await fh.stat()).size;
+        const b = new Uint8Array(range.suffixLength);
+        await fh.read(b, 0, range.suffixLength, size - range.suffixLength);
+        return b;
+      }
+      const b = new Uint8Array(range.length);
+      await fh.read(b, 0, range.length, range.offset);
       return b;
+    } finally {
+      await fh.close();
     }
-    const b = new Uint8Array(range.length);
-    await fh.read(b, 0, range.length, range.offset);
-    return b;
   }
-  async close(): Promise<void> {
-    const hs = [...this.handles.values()];
-    this.handles.clear();
-    for (const h of hs) await (await h).close().catch(() => undefined);
+  close(): Promise<void> {
+    return Promise.resolve();
   }
 }
 
@@ -271,6 +266,7 @@ export interface ZarrVolume {
   readRegionZarrita(start: readonly number[], size: readonly number[]): Promise<Float32Array>;
   /** True when this module's own single-shard layout is read directly. */
   readonly fastPath: boolean;
+  /** Nothing to release today (files are opened per read); kept so callers can be explicit. */
   close(): Promise<void>;
 }
 
@@ -278,7 +274,8 @@ interface ShardLayout {
   readonly inner: number[]; // (1, cx, cy, cz)
   readonly grid: number[]; // inner chunks per axis
   readonly index: BigUint64Array;
-  readonly fh: fs.FileHandle;
+  /** The shard file; opened per read, so an open volume holds no file descriptor. */
+  readonly file: string;
 }
 
 /**
@@ -313,19 +310,19 @@ async function openShardLayout(dir: string, meta: Record<string, unknown>, shape
     if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new DataError("shard file missing", { file, cause: err });
     throw err;
   }
-  const size = (await fh.stat()).size;
   const idxBytes = new Uint8Array(n * 16 + 4);
-  if (size < idxBytes.length) {
+  try {
+    const size = (await fh.stat()).size;
+    if (size < idxBytes.length) throw new DataError("shard file shorter than its index", { file });
+    await fh.read(idxBytes, 0, idxBytes.length, size - idxBytes.length);
+  } finally {
     await fh.close();
-    throw new DataError("shard file shorter than its index", { file });
   }
-  await fh.read(idxBytes, 0, idxBytes.length, size - idxBytes.length);
   const body = idxBytes.subarray(0, n * 16);
   if (crc32c(body) !== new DataView(idxBytes.buffer).getUint32(n * 16, true)) {
-    await fh.close();
     throw new DataError("shard index checksum (crc32c) mismatch: the file is damaged", { file });
   }
-  return { inner, grid: chunksPerShard, index: new BigUint64Array(idxBytes.buffer.slice(0, n * 16)), fh };
+  return { inner, grid: chunksPerShard, index: new BigUint64Array(idxBytes.buffer.slice(0, n * 16)), file };
 }
 
 async function readRegionSharded(L: ShardLayout, shape: readonly number[], start: number[], size: number[], out: Float32Array): Promise<void> {
@@ -338,6 +335,8 @@ async function readRegionSharded(L: ShardLayout, shape: readonly number[], start
   const cLo = lo.map((l, i) => Math.floor(l / L.inner[i]!));
   const cHi = hi.map((h, i) => Math.ceil(h / L.inner[i]!));
   let buf = new Uint8Array(0);
+  const fh = await fs.open(L.file, "r");
+  try {
   for (let c0 = cLo[0]!; c0 < cHi[0]!; c0++)
     for (let c1 = cLo[1]!; c1 < cHi[1]!; c1++)
       for (let c2 = cLo[2]!; c2 < cHi[2]!; c2++)
@@ -349,7 +348,7 @@ async function readRegionSharded(L: ShardLayout, shape: readonly number[], start
           const nbytes = Number(len);
           if (buf.length < nbytes) buf = new Uint8Array(nbytes);
           const view = buf.subarray(0, nbytes);
-          await L.fh.read(view, 0, nbytes, Number(off));
+          await fh.read(view, 0, nbytes, Number(off));
           const raw = await decoder.decode(view);
           const chunk = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
           const base = [c0 * ic, c1 * ix, c2 * iy, c3 * iz];
@@ -364,6 +363,9 @@ async function readRegionSharded(L: ShardLayout, shape: readonly number[], start
                 out.set(chunk.subarray(src, src + run), dst);
               }
         }
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Copy the box [lo, hi) of a strided source (origin at lo) into `out` (C-order `size`, origin at `start`). */
@@ -427,9 +429,6 @@ export async function openZarrVolume(dir: string): Promise<ZarrVolume> {
       return out;
     },
     fastPath: layout !== undefined,
-    close: async () => {
-      await store.close();
-      await layout?.fh.close();
-    },
+    close: () => store.close(),
   };
 }

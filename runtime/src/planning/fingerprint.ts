@@ -3,7 +3,8 @@
  * (in parallel with `-np` worker threads) and its array-axis shape, spacing and intensity statistics recorded in
  * `$nnssl_preprocessed/<Dataset>/dataset_fingerprint.json`. Upstream's `spacings` key (one [a0, a1, a2] per image)
  * is kept so upstream tools can read the file; `images` holds our per-image entries, `failed` the images that
- * could not be read (with `--on-error skip`). An existing fingerprint is reused unless `clean`.
+ * could not be read (with `--on-error skip`). An existing fingerprint is reused unless `clean`, or unless it no longer
+ * covers exactly the collection's images (then it is recomputed; upstream would reuse it).
  */
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
@@ -52,31 +53,40 @@ export function preprocessedDatasetDir(datasetName: string, env: Env = process.e
 
 export async function readFingerprint(datasetName: string, env: Env = process.env): Promise<Fingerprint> {
   const file = fingerprintFile(preprocessedDatasetDir(datasetName, env));
-  let doc: Fingerprint;
+  let doc: Partial<Fingerprint>;
   try {
-    doc = JSON.parse(await fs.readFile(file, "utf8")) as Fingerprint;
+    doc = JSON.parse(await fs.readFile(file, "utf8")) as Partial<Fingerprint>;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new ConfigError("no fingerprint: run `ssl3d fingerprint -d ...` first", { file });
     throw new ConfigError(`unreadable fingerprint: ${oneLine(err)}`, { file });
   }
   if (!Array.isArray(doc.spacings)) throw new ConfigError("missing spacings list", { file, field: "spacings" });
-  return doc;
+  // an upstream fingerprint has only `spacings`
+  return { spacings: doc.spacings, images: doc.images ?? [], failed: doc.failed ?? [], dataset_name: doc.dataset_name ?? datasetName, format: "ssl3d-fingerprint/v1" };
 }
 
 export async function extractFingerprint(datasetName: string, opts: StageOptions & { clean?: boolean } = {}): Promise<{ fingerprint: Fingerprint; file: string; reused: boolean }> {
   const env = opts.env ?? process.env;
   const file = fingerprintFile(preprocessedDatasetDir(datasetName, env));
+  const images = await loadDatasetImages(datasetName, env);
   if (opts.clean !== true) {
+    let fp: Fingerprint | undefined;
     try {
       await fs.access(file);
-      const fp = await readFingerprint(datasetName, env);
-      log().info({ file }, "reusing existing fingerprint (use --clean to recompute)");
-      return { fingerprint: fp, file, reused: true };
+      fp = await readFingerprint(datasetName, env);
     } catch (err) {
       if (!(err instanceof ConfigError) && (err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }
+    if (fp !== undefined) {
+      const have = new Set([...fp.images.map((e) => e.unique_id), ...fp.failed.map((e) => e.unique_id)]);
+      const want = images.map(uniqueId);
+      if (have.size === want.length && want.every((id) => have.has(id))) {
+        log().info({ file }, "reusing existing fingerprint (use --clean to recompute)");
+        return { fingerprint: fp, file, reused: true };
+      }
+      log().warn({ file, inFingerprint: have.size, inCollection: want.length }, "fingerprint does not match the collection's images; recomputing");
+    }
   }
-  const images = await loadDatasetImages(datasetName, env);
   const entries: (FingerprintEntry | undefined)[] = new Array<FingerprintEntry | undefined>(images.length);
   const failed: FailedImage[] = [];
   const onError = opts.onError ?? "fail";
@@ -103,7 +113,7 @@ export async function extractFingerprint(datasetName: string, opts: StageOptions
       }
       progress.tick({ image: uniqueId(img) });
     },
-    { stopOnError: onError === "fail" },
+    { stopOnError: onError === "fail", fileOf: (i) => images[i]!.image_path },
   );
   progress.stop();
   if (firstError !== undefined && onError === "fail") throw firstError;

@@ -28,11 +28,14 @@ export type Outcome<R> = { readonly index: number; readonly ok: true; readonly r
 export interface PoolOptions {
   /** After the first failure, start no new tasks (running ones finish), then resolve. */
   readonly stopOnError?: boolean;
+  /** The file a task is about, for errors raised by the pool itself (a worker that died). */
+  readonly fileOf?: (index: number) => string;
 }
 
 function workerEntry(): { url: URL; execArgv: string[] } {
   const ts = import.meta.url.endsWith(".ts");
-  return { url: new URL(ts ? "./worker.ts" : "./worker.js", import.meta.url), execArgv: ts ? ["--import", "tsx"] : [] };
+  // from sources, the worker needs tsx: resolve it from here, not from the working directory
+  return { url: new URL(ts ? "./worker.ts" : "./worker.js", import.meta.url), execArgv: ts ? ["--import", import.meta.resolve("tsx")] : [] };
 }
 
 export async function runTasks<K extends TaskKind>(
@@ -63,7 +66,9 @@ export async function runTasks<K extends TaskKind>(
   await new Promise<void>((resolve, reject) => {
     let running = 0;
     let settled = false;
-    const workers: Worker[] = [];
+    const workers = new Set<Worker>();
+    const inflight = new Map<Worker, number>();
+    const lastError = new Map<Worker, string>();
     const finish = (err?: Error): void => {
       if (settled) return;
       settled = true;
@@ -71,39 +76,58 @@ export async function runTasks<K extends TaskKind>(
       if (err === undefined) resolve();
       else reject(err);
     };
+    const report = (o: Outcome<TaskTypes[K]["output"]>): boolean => {
+      try {
+        onOutcome(o);
+        return true;
+      } catch (err) {
+        finish(err instanceof Error ? err : new Error(String(err)));
+        return false;
+      }
+    };
     const dispatch = (w: Worker): void => {
+      if (settled) return;
       if (next >= inputs.length || (failed && opts.stopOnError === true)) {
         if (running === 0) finish();
         return;
       }
       const index = next++;
       running++;
+      inflight.set(w, index);
       w.postMessage({ id: index, kind, input: inputs[index] });
     };
-    for (let i = 0; i < count; i++) {
+    const spawnWorker = (): void => {
       const w = new Worker(url, { execArgv });
-      workers.push(w);
+      workers.add(w);
       w.on("message", (msg: { id: number; ok: boolean; result?: TaskTypes[K]["output"]; error?: SerializedError }) => {
         running--;
-        try {
-          if (msg.ok) onOutcome({ index: msg.id, ok: true, result: msg.result! });
-          else {
-            failed = true;
-            onOutcome({ index: msg.id, ok: false, error: reviveError(msg.error!) });
-          }
-        } catch (err) {
-          finish(err instanceof Error ? err : new Error(String(err)));
-          return;
-        }
-        dispatch(w);
+        inflight.delete(w);
+        if (!msg.ok) failed = true;
+        const ok = report(msg.ok ? { index: msg.id, ok: true, result: msg.result! } : { index: msg.id, ok: false, error: reviveError(msg.error!) });
+        if (ok) dispatch(w);
       });
       w.on("error", (err) => {
-        finish(err);
+        lastError.set(w, err.message); // followed by "exit", where the task is reported
       });
       w.on("exit", (code) => {
-        if (!settled && code !== 0) finish(new Error(`preprocessing worker exited with code ${code} (out of memory?)`));
+        workers.delete(w);
+        if (settled) return;
+        const index = inflight.get(w);
+        inflight.delete(w);
+        if (index === undefined) return;
+        // the worker died with a task (e.g. out of memory): that image fails, a fresh worker takes over
+        running--;
+        failed = true;
+        const why = lastError.get(w);
+        const msg = why === undefined ? `worker thread exited with code ${code} while processing this image (out of memory?)` : `worker thread failed: ${why}`;
+        const ok = report({ index, ok: false, error: new DataError(msg, { file: opts.fileOf?.(index) }) });
+        if (!ok) return;
+        if (next < inputs.length && !(opts.stopOnError === true)) {
+          spawnWorker();
+        } else if (running === 0) finish();
       });
       dispatch(w);
-    }
+    };
+    for (let i = 0; i < count; i++) spawnWorker();
   });
 }

@@ -173,7 +173,7 @@ export async function runPreprocess(datasetName: string, configs: readonly strin
           progress.tick({ image: uniqueId(img), status: "failed" });
         }
       },
-      { stopOnError: onError === "fail" },
+      { stopOnError: onError === "fail", fileOf: (i) => mine[i]!.image_path },
     );
     progress.stop();
     if (firstError !== undefined && onError === "fail") throw firstError;

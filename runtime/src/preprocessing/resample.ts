@@ -13,6 +13,8 @@
  * are resized with `order` and the low-resolution axis with nearest neighbour (`order_z` 0).
  */
 
+import { DataError } from "../errors.js";
+
 export type Shape3 = readonly [number, number, number];
 export type Order = 0 | 1 | 3;
 
@@ -285,7 +287,7 @@ function uniqueSorted(a: Float32Array): number[] {
   const seen = new Set<number>();
   for (let i = 0; i < a.length; i++) {
     seen.add(a[i]!);
-    if (seen.size > 4096) throw new RangeError("segmentation resampling: more than 4096 distinct labels (is this an intensity image?)");
+    if (seen.size > 4096) throw new DataError("mask has more than 4096 distinct values: masks must be label images");
   }
   return [...seen].sort((x, y) => x - y);
 }

@@ -1,7 +1,7 @@
 /**
  * `ssl3d demo [--out DIR] [--quick]`: the main job on its embedded default (`npm start`). Generates phantom head
- * scans as a BIDS tree under `$nnssl_raw/Dataset990_Demo/ds-phantom`, converts them into the collection `Dataset990_Demo`, and inspects it. Later stages
- * (preprocessing, training) extend this command. The nnssl_* roots default to folders under DIR unless set.
+ * scans as a BIDS tree under `$nnssl_raw/Dataset990_Demo/ds-phantom`, converts them into the collection
+ * `Dataset990_Demo`, inspects it, and fingerprints, plans and preprocesses it (`onemmiso`). The nnssl_* roots default to folders under DIR unless set.
  */
 import type { Command } from "commander";
 import { rm } from "node:fs/promises";
@@ -13,6 +13,9 @@ import { writePhantomBids } from "../../data/phantom.js";
 import { readCollection } from "../../io/collection-file.js";
 import { summarizeCollection } from "../../io/collection-summary.js";
 import { readNifti } from "../../io/nifti.js";
+import { extractFingerprint } from "../../planning/fingerprint.js";
+import { runPlan } from "../../planning/plan-stage.js";
+import { runPreprocess } from "../../preprocessing/preprocess.js";
 import type { CliCommand } from "../command.js";
 import { formatSummary } from "./collection-summary.js";
 import { formatInspection, inspectVolume } from "./inspect.js";
@@ -48,15 +51,22 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     seed: 42, subjects: o.quick ? 2 : 4, sessions: o.quick ? 1 : 2, modalities: o.quick ? ["T1w", "T2w"] : ["T1w", "T2w", "FLAIR"], masks: true,
     sizeRange: o.quick ? [20, 28] : [28, 40],
   });
-  print(`\n[1/3] generated ${files.length} phantom scans (BIDS tree ${src})`);
-  print(`\n[2/3] ssl3d convert bids ${src} -d ${DEMO_DATASET_ID} -n ${DEMO_DATASET_NAME}`);
+  print(`\n[1/4] generated ${files.length} phantom scans (BIDS tree ${src})`);
+  print(`\n[2/4] ssl3d convert bids ${src} -d ${DEMO_DATASET_ID} -n ${DEMO_DATASET_NAME}`);
   const report = await convert({ kind: "bids", src, datasetId: DEMO_DATASET_ID, name: DEMO_DATASET_NAME, onError: "fail" });
   print(formatConvertReport(report));
-  print(`\n[3/3] ssl3d collection-summary -d ${DEMO_DATASET_ID}; ssl3d inspect <first image>`);
+  print(`\n[3/4] ssl3d collection-summary -d ${DEMO_DATASET_ID}; ssl3d inspect <first image>`);
   const collection = await readCollection(report.output);
   print(formatSummary(report.output, await summarizeCollection(collection)));
   const first = flattenCollection(collection)[0]!;
   print(formatInspection(first.image_path, inspectVolume(await readNifti(first.image_path))));
+  print(`\n[4/4] ssl3d plan-and-preprocess -d ${DEMO_DATASET_ID} -c onemmiso -np 2`);
+  const dataset = `Dataset${DEMO_DATASET_ID}_${DEMO_DATASET_NAME}`;
+  await extractFingerprint(dataset, { np: 2, clean: true, onError: "fail" });
+  const plan = await runPlan(dataset);
+  const pre = await runPreprocess(dataset, ["onemmiso"], { np: [2], onError: "fail" });
+  print(`plans: ${plan.file}`);
+  print(`preprocessed ${pre.valid}/${pre.images} image(s) into ${pre.preprocessedDir}${pre.failed > 0 ? ` (${pre.failed} failed)` : ""}`);
   return { out, collectionFile: report.output };
 }
 
@@ -65,7 +75,7 @@ export const demoCommand: CliCommand = {
   register(program: Command): void {
     program
       .command("demo")
-      .description("generate phantom scans, build a pretrain_data.json collection from them and inspect it")
+      .description("generate phantom scans, build a pretrain_data.json collection from them, inspect and preprocess it")
       .option("--out <dir>", "working folder (nnssl_* roots default to sub-folders)", "ssl3d-demo")
       .option("--quick", "fewer and smaller phantoms")
       .action(async (o: { out: string; quick?: boolean }) => { await runDemo({ out: o.out, quick: o.quick === true }); });

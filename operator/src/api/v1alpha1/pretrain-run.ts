@@ -1,0 +1,169 @@
+/** PretrainRun: multi-node self-supervised pre-training on a Ready Plan, one Indexed Job per attempt. */
+import { z } from "zod";
+import {
+  ConditionsSchema,
+  EnvVarSchema,
+  LocalObjectReferenceSchema,
+  NodeSelectorSchema,
+  PvcMountSchema,
+  ResourceRequirementsSchema,
+  Timestamp,
+  TolerationSchema,
+  immutable,
+} from "./common.js";
+
+/** Environment variable names the operator sets itself; user env may not use them. */
+export const RESERVED_ENV = /^(PET_|SSL3D_|MASTER_ADDR$|MASTER_PORT$|WORLD_SIZE$|RANK$|LOCAL_RANK$|nnssl_)/;
+
+export const RunPolicySchema = z
+  .object({
+    suspend: z.boolean().default(false).describe("Suspend the run: the attempt Job is deleted; resuming starts a new attempt from the latest checkpoint."),
+    activeDeadlineSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe("Fail the run (reason DeadlineExceeded) after this many seconds of running, counted from the start or the last resume."),
+    maxRestarts: z
+      .number()
+      .int()
+      .min(0)
+      .default(3)
+      .describe("Gang restarts allowed after rank failures; preemptions (pods with DisruptionTarget) do not count."),
+    resume: z.enum(["Latest", "None"]).default("Latest").describe("Restart attempts resume from the latest checkpoint (Latest) or start over (None)."),
+    ttlSecondsAfterFinished: z.number().int().min(0).optional().describe("Delete the PretrainRun (and its children) this many seconds after it finished."),
+  })
+  .meta({
+    "x-kubernetes-validations": [
+      {
+        rule: "has(self.activeDeadlineSeconds) == has(oldSelf.activeDeadlineSeconds) && (!has(self.activeDeadlineSeconds) || self.activeDeadlineSeconds == oldSelf.activeDeadlineSeconds)",
+        message: "runPolicy.activeDeadlineSeconds is immutable",
+      },
+    ],
+  })
+  .describe("Restart, suspend, deadline and clean-up policy.");
+
+export const GangSchedulers = ["none", "volcano", "coscheduling"] as const;
+
+export const PretrainRunSpecSchema = z
+  .object({
+    planRef: LocalObjectReferenceSchema.meta(immutable("planRef")).describe("The Plan whose preprocessed data to train on (immutable)."),
+    image: z.string().min(1).describe("Runtime image that provides the `ssl3d` CLI."),
+    imagePullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).optional().describe("Image pull policy."),
+    command: z.array(z.string()).optional().describe("Container command; default [ssl3d, train, DATASET, CONFIGURATION, -tr, TRAINER, ...]."),
+    env: z.array(EnvVarSchema).optional().describe("Extra environment variables (reserved: PET_*, SSL3D_*, nnssl_*, MASTER_*, RANK, WORLD_SIZE)."),
+    training: z
+      .object({
+        trainer: z.string().min(1).default("BaseMAETrainer").describe("nnssl trainer name (`-tr`)."),
+        configuration: z.string().min(1).optional().describe("Plan configuration to train on; default: the Plan's first configuration."),
+        epochs: z.number().int().min(1).optional().describe("Epochs (`--epochs`); also the denominator of status.progress.percent."),
+        args: z.array(z.string()).optional().describe("Further arguments appended to `ssl3d train`."),
+      })
+      .prefault({})
+      .describe("What to train."),
+    numNodes: z.number().int().min(1).default(1).meta(immutable("numNodes")).describe("Nodes (pods) per attempt; one torchrun agent per node."),
+    nprocPerNode: z.number().int().min(1).default(1).meta(immutable("nprocPerNode")).describe("Worker processes per node (usually GPUs per node)."),
+    resourcesPerNode: ResourceRequirementsSchema.optional(),
+    nodeSelector: NodeSelectorSchema.optional(),
+    tolerations: z.array(TolerationSchema).optional().describe("Pod tolerations."),
+    priorityClassName: z.string().optional().describe("PriorityClass of the pods."),
+    serviceAccountName: z.string().optional().describe("ServiceAccount of the pods."),
+    storage: z
+      .object({
+        data: PvcMountSchema.optional().describe("Volume with nnssl_preprocessed; default: the Plan's output volume, read-only."),
+        checkpoints: PvcMountSchema.describe("Volume for checkpoints and results (ReadWriteMany for multi-node runs)."),
+      })
+      .meta(immutable("storage"))
+      .describe("Volumes for data and checkpoints."),
+    runPolicy: RunPolicySchema.prefault({}),
+    scheduling: z
+      .object({
+        queueName: z.string().optional().describe("Kueue LocalQueue; set as label kueue.x-k8s.io/queue-name on the attempt Job."),
+        gang: z
+          .object({
+            scheduler: z.enum(GangSchedulers).default("none").describe("Create a PodGroup for volcano or coscheduling (scheduler-plugins)."),
+            schedulerName: z.string().optional().describe("Pod schedulerName; default volcano for volcano, unchanged otherwise."),
+            scheduleTimeoutSeconds: z.number().int().min(1).default(60).describe("coscheduling: seconds to wait for the whole gang."),
+            queue: z.string().optional().describe("volcano: the Queue of the PodGroup."),
+          })
+          .prefault({})
+          .describe("Gang scheduling of all ranks."),
+      })
+      .prefault({})
+      .describe("Queueing and gang scheduling."),
+    metrics: z
+      .object({
+        port: z.number().int().min(1).max(65535).default(9090).describe("Port of the trainer's Prometheus endpoint (SSL3D_METRICS_PORT)."),
+        path: z.string().default("/metrics").describe("HTTP path of the endpoint."),
+        scrapeIntervalSeconds: z.number().int().min(0).default(30).describe("How often the operator reads rank 0's metrics into status.progress (0 disables)."),
+      })
+      .prefault({})
+      .describe("Training metrics endpoint; rank 0's values fill status.progress."),
+  })
+  .describe("Desired state of a PretrainRun.");
+export type PretrainRunSpec = z.infer<typeof PretrainRunSpecSchema>;
+
+export const PretrainRunPhases = ["Pending", "Queued", "Running", "Restarting", "Suspended", "Succeeded", "Failed"] as const;
+export type PretrainRunPhase = (typeof PretrainRunPhases)[number];
+
+export const PretrainRunStatusSchema = z
+  .object({
+    observedGeneration: z.number().int().optional().describe("metadata.generation this status reflects."),
+    phase: z.enum(PretrainRunPhases).optional().describe("Pending, Queued, Running, Restarting, Suspended, Succeeded or Failed."),
+    conditions: ConditionsSchema.optional(),
+    attempt: z.number().int().min(0).optional().describe("Current attempt (1-based; each attempt is one Indexed Job)."),
+    activeJob: z.string().optional().describe("Name of the current attempt's Job."),
+    restarts: z.number().int().min(0).optional().describe("Gang restarts so far, preemptions included."),
+    restartsCountTowardsMax: z.number().int().min(0).optional().describe("Gang restarts that count against runPolicy.maxRestarts."),
+    startTime: Timestamp.optional().describe("Start of the current active period (first start or last resume); the deadline counts from here."),
+    completionTime: Timestamp.optional().describe("When the run succeeded or failed."),
+    replicas: z
+      .object({
+        active: z.number().int().describe("Pods running or pending."),
+        ready: z.number().int().describe("Pods ready."),
+        succeeded: z.number().int().describe("Pods succeeded."),
+        failed: z.number().int().describe("Pods failed."),
+      })
+      .optional()
+      .describe("Pod counts of the current attempt."),
+    lastFailure: z
+      .object({
+        attempt: z.number().int().describe("Attempt that failed."),
+        reason: z.string().describe("RankFailed or Preempted."),
+        message: z.string().describe("What failed."),
+        time: Timestamp.describe("When the failure was observed."),
+      })
+      .optional()
+      .describe("The most recent failed attempt."),
+    progress: z
+      .object({
+        step: z.number().int().optional().describe("pretrain_global_step of rank 0."),
+        epoch: z.number().int().optional().describe("pretrain_epoch of rank 0."),
+        loss: z.string().optional().describe("pretrain_train_loss of rank 0."),
+        percent: z.number().int().optional().describe("epoch / training.epochs in percent."),
+        lastUpdatedTime: Timestamp.optional().describe("When rank 0's metrics were read."),
+      })
+      .optional()
+      .describe("Training progress read from rank 0's /metrics."),
+  })
+  .describe("Observed state of a PretrainRun.");
+export type PretrainRunStatus = z.infer<typeof PretrainRunStatusSchema>;
+
+export const pretrainRunCrd = {
+  spec: PretrainRunSpecSchema,
+  status: PretrainRunStatusSchema,
+  description: "Multi-node self-supervised pre-training of a 3D model on a Plan's preprocessed data.",
+  printerColumns: [
+    { name: "Phase", type: "string", jsonPath: ".status.phase" },
+    { name: "Nodes", type: "integer", jsonPath: ".spec.numNodes" },
+    { name: "Attempt", type: "integer", jsonPath: ".status.attempt" },
+    { name: "Restarts", type: "integer", jsonPath: ".status.restarts" },
+    { name: "Progress", type: "string", jsonPath: ".status.progress.percent", priority: 0 },
+    { name: "Loss", type: "string", jsonPath: ".status.progress.loss", priority: 1 },
+    { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+  ],
+  // Names become Job, Service and pod host names (`<run>-a<attempt>-<rank>.<run>`): DNS-1035 labels with room.
+  rootValidations: [
+    { rule: "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 48", message: "metadata.name must be a DNS-1035 label of at most 48 characters" },
+  ],
+} as const;

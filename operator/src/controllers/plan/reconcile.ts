@@ -1,0 +1,213 @@
+/**
+ * Plan reconciler (pure): waits for a Ready Collection, runs one preprocessing Job
+ * (`ssl3d plan-and-preprocess -d DATASET ...`), reads the summary JSON from the container termination message, fails
+ * with the message when the Job fails, and marks itself Stale when the Collection's content hash changes afterwards
+ * (the spec is immutable: a changed Collection needs a new Plan, nothing is rebuilt silently).
+ */
+import { CollectionSpecSchema, CollectionStatusSchema } from "../../api/v1alpha1/collection.js";
+import { LABELS } from "../../api/v1alpha1/group.js";
+import { PlanSpecSchema, PlanStatusSchema, type PlanSpec, type PlanStatus } from "../../api/v1alpha1/plan.js";
+import { PreprocessSummarySchema, parseTerminationJson, truncate } from "../../api/v1alpha1/summary.js";
+import { isTrue, setCondition, toKubeTime } from "../../conditions.js";
+import { compact, KUEUE_QUEUE_LABEL, withLabel, parseSpec, parseStatus, transitionEvents } from "../common.js";
+import { RAW_MOUNT } from "../collection/reconcile.js";
+import {
+  baseLabels,
+  controllerRef,
+  jobCondition,
+  podsOfJob,
+  terminationMessage,
+  withSpecHash,
+  type CustomResource,
+  type JobView,
+  type KubeObject,
+  type PodView,
+  type ReconcileResult,
+} from "../types.js";
+
+export interface PlanObserved {
+  plan: CustomResource;
+  /** The referenced Collection, undefined when it does not exist. */
+  collection: CustomResource | undefined;
+  jobs: readonly JobView[];
+  pods: readonly PodView[];
+  now: Date;
+}
+
+export const PREPROCESSED_MOUNT = "/data/preprocessed";
+export const WAIT_MS = 2_000;
+
+export function prepJobName(plan: string): string {
+  return `${plan}-prep`;
+}
+
+export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
+  const meta = o.plan.metadata;
+  const gen = meta.generation ?? 1;
+  const old = parseStatus(PlanStatusSchema, o.plan.status);
+  const status: PlanStatus = { ...old, observedGeneration: gen };
+  const set = (type: string, st: "True" | "False", reason: string, message: string): void => {
+    status.conditions = setCondition(status.conditions, { type, status: st, reason, message }, gen, o.now);
+  };
+  const result = (extra: Partial<ReconcileResult<PlanStatus>> = {}): ReconcileResult<PlanStatus> => ({
+    status,
+    apply: extra.apply ?? [],
+    delete: [],
+    events: transitionEvents(old.conditions, status.conditions ?? []),
+    ...(extra.requeueAfterMs !== undefined ? { requeueAfterMs: extra.requeueAfterMs } : {}),
+  });
+
+  const parsed = parseSpec(PlanSpecSchema, o.plan.spec);
+  if (!parsed.ok) {
+    status.phase = "Failed";
+    set("Ready", "False", "ValidationFailed", parsed.message);
+    set("Failed", "True", "ValidationFailed", parsed.message);
+    return result();
+  }
+  const spec = parsed.value;
+  const colName = spec.collectionRef.name;
+  const colStatus = o.collection ? parseStatus(CollectionStatusSchema, o.collection.status) : undefined;
+  const colSpec = o.collection ? CollectionSpecSchema.safeParse(o.collection.spec) : undefined;
+  const colHash = colStatus?.contentHash;
+
+  // Terminal: only staleness can still change.
+  if (old.phase === "Ready" || old.phase === "Failed") {
+    if (old.phase === "Ready") {
+      if (colHash !== undefined && old.collectionHash !== undefined && colHash !== old.collectionHash) {
+        set("Stale", "True", "CollectionChanged", `Collection ${colName} changed (content hash ${colHash}); this Plan was built from ${old.collectionHash}: create a new Plan.`);
+      } else if (o.collection === undefined) {
+        set("Stale", "True", "CollectionDeleted", `Collection ${colName} no longer exists.`);
+      } else {
+        set("Stale", "False", "UpToDate", `Built from the current content of Collection ${colName}.`);
+      }
+    }
+    return result();
+  }
+
+  const jobName = prepJobName(meta.name);
+  const job = o.jobs.find((j) => j.metadata.name === jobName);
+  if (job === undefined && old.jobName === undefined) {
+    // Not started yet: needs a Ready Collection.
+    if (o.collection === undefined || colStatus?.phase !== "Ready" || !isTrue(colStatus.conditions, "Ready") || colSpec?.success !== true) {
+      status.phase = "Pending";
+      const why = o.collection === undefined ? `Collection ${colName} does not exist.` : `Collection ${colName} is not Ready.`;
+      set("Ready", "False", "WaitingForCollection", why);
+      return result();
+    }
+    status.dataset = colSpec.data.dataset;
+    status.collectionHash = colHash;
+    status.startTime = toKubeTime(o.now);
+  }
+  status.jobName = jobName;
+  if (status.dataset === undefined || o.collection === undefined || colSpec?.success !== true) {
+    if (job === undefined) {
+      status.phase = "Pending";
+      set("Ready", "False", "WaitingForCollection", `Collection ${colName} is needed to (re)create Job ${jobName}.`);
+      return result();
+    }
+  }
+  const pods = podsOfJob(o.pods, jobName);
+  const failed = jobCondition(job, "Failed");
+  if (failed) {
+    const msg = terminationMessage(pods) ?? failed.message ?? failed.reason ?? "unknown failure";
+    status.phase = "Failed";
+    status.completionTime = toKubeTime(o.now);
+    set("Ready", "False", "PreprocessingFailed", `Preprocessing Job ${jobName} failed.`);
+    set("Failed", "True", "PreprocessingFailed", truncate(msg, 1000));
+    return result();
+  }
+  if (jobCondition(job, "Complete")) {
+    const msg = terminationMessage(pods);
+    if (msg === undefined) {
+      set("Ready", "False", "WaitingForSummary", `Preprocessing Job ${jobName} completed; waiting for its termination message.`);
+      return result({ requeueAfterMs: WAIT_MS });
+    }
+    const summary = parseTerminationJson(msg, PreprocessSummarySchema);
+    if (!summary.ok) {
+      status.phase = "Failed";
+      status.completionTime = toKubeTime(o.now);
+      set("Ready", "False", "InvalidSummary", `Preprocessing Job ${jobName} completed without a valid summary.`);
+      set("Failed", "True", "InvalidSummary", summary.error);
+      return result();
+    }
+    status.phase = "Ready";
+    status.outputs = summary.value;
+    status.completionTime = toKubeTime(o.now);
+    set("Ready", "True", "Preprocessed", `Preprocessed ${summary.value.valid} of ${summary.value.images} images (${summary.value.failed} failed).`);
+    set("Stale", "False", "UpToDate", `Built from the current content of Collection ${colName}.`);
+    return result();
+  }
+  status.phase = "Running";
+  const suspended = job?.spec?.suspend === true;
+  set("Ready", "False", suspended ? "WaitingForAdmission" : "Preprocessing", suspended ? `Job ${jobName} is suspended (queued).` : `Preprocessing Job ${jobName} is running.`);
+  const apply: KubeObject[] = [];
+  if (o.collection !== undefined && colSpec?.success === true && status.dataset !== undefined) {
+    apply.push(desiredPrepJob(o.plan, spec, colSpec.data.source.pvc, colSpec.data.source.uri, status.dataset, jobName));
+  }
+  return result({ apply });
+}
+
+export function desiredPrepJob(
+  plan: CustomResource,
+  spec: PlanSpec,
+  rawPvc: { claimName: string; subPath?: string | undefined } | undefined,
+  rawUri: string | undefined,
+  dataset: string,
+  jobName: string,
+): KubeObject {
+  const p = spec.preprocess;
+  const labels = baseLabels({ [LABELS.plan]: plan.metadata.name, [LABELS.role]: "preprocess" });
+  const volumes: unknown[] = [{ name: "preprocessed", persistentVolumeClaim: { claimName: spec.output.pvc.claimName } }];
+  const mounts: unknown[] = [compact({ name: "preprocessed", mountPath: PREPROCESSED_MOUNT, subPath: spec.output.pvc.subPath })];
+  if (rawPvc) {
+    volumes.push({ name: "raw", persistentVolumeClaim: { claimName: rawPvc.claimName, readOnly: true } });
+    mounts.push(compact({ name: "raw", mountPath: RAW_MOUNT, readOnly: true, subPath: rawPvc.subPath }));
+  }
+  const args = ["plan-and-preprocess", "-d", dataset];
+  for (const c of spec.configurations ?? []) args.push("-c", c);
+  if (spec.plansName !== undefined) args.push("-p", spec.plansName);
+  if (spec.numProcesses !== undefined) args.push("-np", String(spec.numProcesses));
+  args.push(...(spec.extraArgs ?? []));
+  return withSpecHash({
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: {
+      name: jobName,
+      namespace: plan.metadata.namespace,
+      labels: withLabel(labels, KUEUE_QUEUE_LABEL, p.queueName),
+      ownerReferences: [controllerRef("Plan", plan.metadata)],
+    },
+    spec: compact({
+      backoffLimit: p.backoffLimit,
+      activeDeadlineSeconds: p.activeDeadlineSeconds,
+      ttlSecondsAfterFinished: p.ttlSecondsAfterFinished,
+      template: {
+        metadata: { labels },
+        spec: compact({
+          restartPolicy: "Never",
+          serviceAccountName: p.serviceAccountName,
+          nodeSelector: p.nodeSelector,
+          tolerations: p.tolerations,
+          volumes,
+          containers: [
+            compact({
+              name: "preprocess",
+              image: p.image,
+              imagePullPolicy: p.imagePullPolicy,
+              command: ["ssl3d"],
+              args,
+              env: [
+                { name: "nnssl_raw", value: rawPvc ? RAW_MOUNT : (rawUri ?? "") },
+                { name: "nnssl_preprocessed", value: PREPROCESSED_MOUNT },
+                { name: "SSL3D_TERMINATION_LOG", value: "/dev/termination-log" },
+              ],
+              resources: p.resources,
+              volumeMounts: mounts,
+              terminationMessagePolicy: "FallbackToLogsOnError",
+            }),
+          ],
+        }),
+      },
+    }),
+  });
+}

@@ -1,0 +1,134 @@
+/**
+ * Informers (client-node's list+watch cache) wrapped in a supervisor: client-node stops an informer for good on most
+ * errors (only 410 and client timeouts reconnect by themselves), so every `error` schedules a restart with capped
+ * exponential backoff; a restart re-lists. List and watch use the same label selector (a mismatch would let the
+ * cache diverge). `synced` and `lastEvent` feed readiness.
+ */
+import { makeInformer, type Informer, type KubernetesObject, type ObjectCache } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import type { KubeObject } from "../controllers/types.js";
+import { resourcePath, type KubeClient } from "./client.js";
+
+export interface InformerOptions {
+  apiVersion: string;
+  kind: string;
+  namespace?: string | undefined;
+  labelSelector?: string | undefined;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** Called on every supervised restart (metrics). */
+  onRestart?: () => void;
+}
+
+export type Handler = (type: "add" | "update" | "delete", obj: KubeObject) => void;
+
+export class SupervisedInformer {
+  private informer: (Informer<KubernetesObject> & ObjectCache<KubernetesObject>) | undefined;
+  private backoffMs: number;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private handlers: Handler[] = [];
+  synced = false;
+  restarts = 0;
+  lastActivity = Date.now();
+
+  constructor(
+    private readonly client: KubeClient,
+    readonly opts: InformerOptions,
+    private readonly log: Logger,
+  ) {
+    this.backoffMs = opts.minBackoffMs ?? 500;
+  }
+
+  get name(): string {
+    return this.opts.kind;
+  }
+
+  on(h: Handler): void {
+    this.handlers.push(h);
+  }
+
+  list(namespace?: string): KubeObject[] {
+    return (this.informer?.list(namespace) ?? []) as unknown as KubeObject[];
+  }
+
+  get(name: string, namespace?: string): KubeObject | undefined {
+    return this.informer?.get(name, namespace) as unknown as KubeObject | undefined;
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.launch();
+  }
+
+  private async launch(): Promise<void> {
+    const { apiVersion, kind, namespace, labelSelector } = this.opts;
+    const path = resourcePath(apiVersion, kind, namespace);
+    const listFn = async (): Promise<{ metadata: { resourceVersion?: string }; items: KubernetesObject[] }> => {
+      const r = await this.client.list<KubernetesObject>(apiVersion, kind, namespace, labelSelector);
+      this.lastActivity = Date.now();
+      return r;
+    };
+    const inf = makeInformer<KubernetesObject>(this.client.kc, path, listFn, labelSelector);
+    const old = this.informer;
+    this.informer = inf;
+    const emit = (type: "add" | "update" | "delete") => (obj: KubernetesObject) => {
+      this.lastActivity = Date.now();
+      for (const h of this.handlers) h(type, obj as unknown as KubeObject);
+    };
+    inf.on("add", emit("add"));
+    inf.on("update", emit("update"));
+    inf.on("delete", emit("delete"));
+    inf.on("connect", () => {
+      this.lastActivity = Date.now();
+    });
+    inf.on("error", (err: unknown) => {
+      if (this.informer !== inf) return;
+      this.synced = false;
+      this.scheduleRestart(err);
+    });
+    if (old !== undefined) await old.stop();
+    await inf.start();
+    if (this.informer === inf && this.restartTimer === undefined) {
+      this.synced = true;
+      this.backoffMs = this.opts.minBackoffMs ?? 500;
+    }
+    // Objects that vanished while the informer was down: a fresh informer only reports what exists, so report
+    // deletions of objects the old cache had and the new one lacks.
+    if (old !== undefined) {
+      const now = new Set(inf.list().map((o) => `${o.metadata?.namespace ?? ""}/${o.metadata?.name ?? ""}`));
+      for (const o of old.list()) {
+        if (!now.has(`${o.metadata?.namespace ?? ""}/${o.metadata?.name ?? ""}`)) emit("delete")(o);
+      }
+    }
+  }
+
+  private scheduleRestart(err: unknown): void {
+    if (this.stopped || this.restartTimer !== undefined) return;
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(this.backoffMs * 2, this.opts.maxBackoffMs ?? 30_000);
+    this.restarts++;
+    this.opts.onRestart?.();
+    this.log.warn({ informer: this.name, err: err instanceof Error ? err.message : String(err), delayMs: delay }, "Informer failed; restarting");
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (this.stopped) return;
+      this.launch().catch((e: unknown) => {
+        this.scheduleRestart(e);
+      });
+    }, delay);
+  }
+
+  /** Re-list now (periodic resync against silent stalls). */
+  async resync(): Promise<void> {
+    if (this.stopped || this.restartTimer !== undefined) return;
+    await this.launch();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.restartTimer !== undefined) clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+    await this.informer?.stop();
+  }
+}

@@ -1,0 +1,333 @@
+/**
+ * The controller manager: informers (supervised) → keyed work queues → per-kind reconcile (pure) → server-side apply
+ * of children, status merge-patch only on change, Events, requeues. Level-based: a key is reconciled from a fresh
+ * read of the custom resource plus cached children, never from the event that triggered it.
+ */
+import type { Logger } from "pino";
+import { API_VERSION, FIELD_MANAGER, KINDS, LABELS, MANAGED_BY_VALUE, type KindName } from "../api/v1alpha1/group.js";
+import { reconcileCollection } from "../controllers/collection/reconcile.js";
+import { reconcilePlan } from "../controllers/plan/reconcile.js";
+import { reconcilePretrainRun, scrapeTarget, type ProgressSample, type PretrainRunObserved } from "../controllers/pretrain-run/reconcile.js";
+import { canonicalJson, type ChildRef, type CustomResource, type EventSpec, type JobView, type KubeObject, type PodView, type ReconcileResult } from "../controllers/types.js";
+import type { OperatorMetrics } from "../metrics.js";
+import { progressFromMetrics } from "../prometheus-text.js";
+import { httpStatus, type KubeClient } from "./client.js";
+import { EventRecorder } from "./events.js";
+import { SupervisedInformer } from "./informer.js";
+import { createMergePatch } from "./merge-patch.js";
+import { WorkQueue } from "./work-queue.js";
+
+export interface ManagerOptions {
+  client: KubeClient;
+  log: Logger;
+  metrics: OperatorMetrics;
+  /** Watch only this namespace (default: all). */
+  namespace?: string | undefined;
+  concurrency?: number;
+  /** Re-list everything and reconcile every object this often (guards against silent watch stalls). */
+  resyncPeriodMs?: number;
+  identity: string;
+  clock?: () => Date;
+  /** Fetches rank 0's metrics text (default: HTTP GET with a 2 s timeout). */
+  scrape?: (url: string) => Promise<string>;
+}
+
+type Kind = KindName;
+const CONTROLLER_NAME: Record<Kind, string> = { Collection: "collection", Plan: "plan", PretrainRun: "pretrainrun" };
+
+function key(ns: string | undefined, name: string): string {
+  return `${ns ?? ""}/${name}`;
+}
+function splitKey(k: string): [string, string] {
+  const i = k.indexOf("/");
+  return [k.slice(0, i), k.slice(i + 1)];
+}
+
+async function defaultScrape(url: string): Promise<string> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
+  return res.text();
+}
+
+export class Manager {
+  readonly informers: Record<"Collection" | "Plan" | "PretrainRun" | "Job" | "Pod" | "Service", SupervisedInformer>;
+  readonly queues: Record<Kind, WorkQueue>;
+  private readonly client: KubeClient;
+  private readonly log: Logger;
+  private readonly metrics: OperatorMetrics;
+  private readonly events: EventRecorder;
+  private readonly clock: () => Date;
+  private readonly scrape: (url: string) => Promise<string>;
+  private readonly samples = new Map<string, ProgressSample & { fetchedAt: number }>();
+  private readonly appliedHashes = new Map<string, string>();
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private started = false;
+
+  constructor(private readonly opts: ManagerOptions) {
+    this.client = opts.client;
+    this.log = opts.log;
+    this.metrics = opts.metrics;
+    this.clock = opts.clock ?? (() => new Date());
+    this.scrape = opts.scrape ?? defaultScrape;
+    this.events = new EventRecorder(opts.client, FIELD_MANAGER, opts.identity, opts.log);
+    const ns = opts.namespace;
+    const managed = `${LABELS.managedBy}=${MANAGED_BY_VALUE}`;
+    const mk = (apiVersion: string, kind: string, labelSelector?: string): SupervisedInformer => {
+      return new SupervisedInformer(opts.client, { apiVersion, kind, namespace: ns, labelSelector, onRestart: () => { opts.metrics.informerRestarts.inc({ resource: kind }); } }, opts.log);
+    };
+    this.informers = {
+      Collection: mk(API_VERSION, "Collection"),
+      Plan: mk(API_VERSION, "Plan"),
+      PretrainRun: mk(API_VERSION, "PretrainRun"),
+      Job: mk("batch/v1", "Job", managed),
+      Pod: mk("v1", "Pod", managed),
+      Service: mk("v1", "Service", managed),
+    };
+    const qm = opts.metrics.queueMetrics();
+    const concurrency = opts.concurrency ?? 4;
+    this.queues = {
+      Collection: new WorkQueue({ name: "collection", concurrency, metrics: qm }, (k) => this.process("Collection", k)),
+      Plan: new WorkQueue({ name: "plan", concurrency, metrics: qm }, (k) => this.process("Plan", k)),
+      PretrainRun: new WorkQueue({ name: "pretrainrun", concurrency, metrics: qm }, (k) => this.process("PretrainRun", k)),
+    };
+    this.wire();
+  }
+
+  private wire(): void {
+    const i = this.informers;
+    i.Collection.on((_t, o) => {
+      this.queues.Collection.add(key(o.metadata.namespace, o.metadata.name));
+      for (const p of i.Plan.list(o.metadata.namespace)) {
+        if ((p.spec as { collectionRef?: { name?: string } } | undefined)?.collectionRef?.name === o.metadata.name) this.queues.Plan.add(key(p.metadata.namespace, p.metadata.name));
+      }
+    });
+    i.Plan.on((_t, o) => {
+      this.queues.Plan.add(key(o.metadata.namespace, o.metadata.name));
+      for (const r of i.PretrainRun.list(o.metadata.namespace)) {
+        if ((r.spec as { planRef?: { name?: string } } | undefined)?.planRef?.name === o.metadata.name) this.queues.PretrainRun.add(key(r.metadata.namespace, r.metadata.name));
+      }
+    });
+    i.PretrainRun.on((t, o) => {
+      const k = key(o.metadata.namespace, o.metadata.name);
+      if (t === "delete") this.samples.delete(k);
+      this.queues.PretrainRun.add(k);
+    });
+    const byOwnerLabel = (_t: string, o: KubeObject): void => {
+      const l = o.metadata.labels ?? {};
+      const ns = o.metadata.namespace;
+      const run = l[LABELS.run];
+      const plan = l[LABELS.plan];
+      const col = l[LABELS.collection];
+      if (run !== undefined) this.queues.PretrainRun.add(key(ns, run));
+      if (plan !== undefined) this.queues.Plan.add(key(ns, plan));
+      if (col !== undefined) this.queues.Collection.add(key(ns, col));
+    };
+    i.Job.on(byOwnerLabel);
+    i.Pod.on(byOwnerLabel);
+    i.Service.on(byOwnerLabel);
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    // Children first, so the first reconciles see them.
+    await Promise.all([this.informers.Job.start(), this.informers.Pod.start(), this.informers.Service.start()]);
+    await Promise.all([this.informers.Collection.start(), this.informers.Plan.start(), this.informers.PretrainRun.start()]);
+    for (const q of Object.values(this.queues)) q.start();
+    const period = this.opts.resyncPeriodMs ?? 300_000;
+    this.resyncTimer = setInterval(() => {
+      void this.resync();
+    }, period);
+    this.resyncTimer.unref();
+    this.log.info({ namespace: this.opts.namespace ?? "(all)" }, "Started controllers");
+  }
+
+  /** Re-lists every informer (each re-list reports every object, which enqueues every custom resource). */
+  async resync(): Promise<void> {
+    for (const inf of Object.values(this.informers)) {
+      await inf.resync().catch((err: unknown) => {
+        this.log.warn({ err: String(err), informer: inf.name }, "Resync failed");
+      });
+    }
+  }
+
+  get synced(): boolean {
+    return Object.values(this.informers).every((i) => i.synced);
+  }
+
+  /** Milliseconds since the least recently active informer last listed, connected or delivered an event. */
+  staleForMs(): number {
+    return Date.now() - Math.min(...Object.values(this.informers).map((i) => i.lastActivity));
+  }
+
+  informerRestarts(): number {
+    return Object.values(this.informers).reduce((n, i) => n + i.restarts, 0);
+  }
+
+  async stop(): Promise<void> {
+    if (this.resyncTimer !== undefined) clearInterval(this.resyncTimer);
+    for (const q of Object.values(this.queues)) q.stop();
+    await Promise.race([Promise.all(Object.values(this.queues).map((q) => q.idle())), new Promise((r) => setTimeout(r, 10_000))]);
+    await Promise.all(Object.values(this.informers).map((i) => i.stop()));
+    this.started = false;
+  }
+
+  private childrenOf(kind: Kind, ns: string, name: string): { jobs: JobView[]; pods: PodView[] } {
+    const label = kind === "PretrainRun" ? LABELS.run : kind === "Plan" ? LABELS.plan : LABELS.collection;
+    const mine = (o: KubeObject): boolean => o.metadata.labels?.[label] === name;
+    return {
+      jobs: this.informers.Job.list(ns).filter(mine),
+      pods: this.informers.Pod.list(ns).filter(mine),
+    };
+  }
+
+  private async observeAndReconcile(kind: Kind, cr: CustomResource): Promise<ReconcileResult<unknown>> {
+    const ns = cr.metadata.namespace ?? "";
+    const name = cr.metadata.name;
+    const now = this.clock();
+    const { jobs, pods } = this.childrenOf(kind, ns, name);
+    switch (kind) {
+      case "Collection":
+        return reconcileCollection({ collection: cr, jobs, pods, now });
+      case "Plan": {
+        const ref = (cr.spec as { collectionRef?: { name?: string } } | undefined)?.collectionRef?.name;
+        const collection = ref === undefined ? undefined : (this.informers.Collection.get(ref, ns) as CustomResource | undefined);
+        return reconcilePlan({ plan: cr, collection, jobs, pods, now });
+      }
+      case "PretrainRun": {
+        const ref = (cr.spec as { planRef?: { name?: string } } | undefined)?.planRef?.name;
+        const plan = ref === undefined ? undefined : (this.informers.Plan.get(ref, ns) as CustomResource | undefined);
+        const observed: PretrainRunObserved = { run: cr, plan, jobs, pods, now };
+        observed.metrics = await this.progress(key(ns, name), observed);
+        return reconcilePretrainRun(observed);
+      }
+    }
+  }
+
+  /** Scrapes rank 0's /metrics when due; returns the latest sample (possibly from an earlier scrape). */
+  private async progress(k: string, observed: PretrainRunObserved): Promise<ProgressSample | undefined> {
+    const target = scrapeTarget(observed);
+    const last = this.samples.get(k);
+    if (target === undefined) return last;
+    const due = last === undefined || last.attempt !== target.attempt || Date.now() - last.fetchedAt >= target.intervalMs * 0.9;
+    if (!due) return last;
+    try {
+      const values = progressFromMetrics(await this.scrape(target.url));
+      const sample = { attempt: target.attempt, ...values, time: this.clock(), fetchedAt: Date.now() };
+      this.samples.set(k, sample);
+      return sample;
+    } catch (err) {
+      this.log.debug({ run: k, err: String(err) }, "Could not read rank 0 metrics");
+      return last;
+    }
+  }
+
+  private async process(kind: Kind, k: string): Promise<void> {
+    const [ns, name] = splitKey(k);
+    const controller = CONTROLLER_NAME[kind];
+    const queue = this.queues[kind];
+    const t0 = performance.now();
+    this.metrics.activeWorkers.inc({ controller });
+    let result = "success";
+    try {
+      const cr = await this.client.get<CustomResource>(API_VERSION, kind, ns, name);
+      if (cr === undefined || cr.metadata.deletionTimestamp !== undefined) {
+        queue.forget(k);
+        this.samples.delete(k);
+        return;
+      }
+      const res = await this.observeAndReconcile(kind, cr);
+      await this.applyResult(kind, { ...cr, apiVersion: API_VERSION, kind }, res);
+      queue.forget(k);
+      if (res.requeueAfterMs !== undefined && !res.deleteSelf) {
+        queue.addAfter(k, res.requeueAfterMs);
+        result = "requeue_after";
+      }
+    } catch (err) {
+      result = "error";
+      this.metrics.reconcileErrors.inc({ controller });
+      const delay = queue.addRateLimited(k);
+      this.log.warn({ controller, object: k, err: err instanceof Error ? err.message : String(err), retryInMs: delay }, "Reconcile failed");
+    } finally {
+      const dt = (performance.now() - t0) / 1000;
+      this.metrics.activeWorkers.dec({ controller });
+      this.metrics.reconcileTotal.inc({ controller, result });
+      this.metrics.reconcileTime.observe({ controller }, dt);
+    }
+  }
+
+  private async applyResult(kind: Kind, cr: CustomResource & { apiVersion: string; kind: string }, res: ReconcileResult<unknown>): Promise<void> {
+    const ns = cr.metadata.namespace ?? "";
+    const log = this.log.child({ controller: CONTROLLER_NAME[kind], object: `${ns}/${cr.metadata.name}` });
+    if (res.deleteSelf === true) {
+      await this.client.delete(API_VERSION, kind, ns, cr.metadata.name, "Background");
+      log.info("Deleted finished object after its TTL");
+      return;
+    }
+    // Status first: a transition (e.g. the next attempt number) is recorded before children change, so a crash in
+    // between never repeats a restart or re-creates a deleted attempt.
+    if (canonicalJson(cr.status ?? {}) !== canonicalJson(res.status)) {
+      const patch = createMergePatch(cr.status ?? {}, res.status);
+      await this.client.patch(API_VERSION, kind, ns, cr.metadata.name, { status: patch }, { subresource: "status", fieldManager: FIELD_MANAGER });
+    }
+    for (const d of res.delete) await this.deleteChild(ns, d, log);
+    for (const obj of res.apply) await this.applyChild(obj, log);
+    for (const e of res.events) {
+      this.count(kind, e);
+      await this.events.record(cr, e);
+    }
+  }
+
+  private childKey(ns: string, c: ChildRef): string {
+    return `${c.apiVersion}/${c.kind}/${ns}/${c.name}`;
+  }
+
+  private cached(kind: string, ns: string, name: string): KubeObject | undefined | null {
+    if (kind === "Job") return this.informers.Job.get(name, ns);
+    if (kind === "Service") return this.informers.Service.get(name, ns);
+    return null; // not cached
+  }
+
+  private async deleteChild(ns: string, c: ChildRef, log: Logger): Promise<void> {
+    const cached = this.cached(c.kind, ns, c.name);
+    if (cached === undefined) return; // already gone (a stale cache only delays this to the next reconcile)
+    this.appliedHashes.delete(this.childKey(ns, c));
+    try {
+      if (await this.client.delete(c.apiVersion, c.kind, ns, c.name, "Background")) log.info({ child: `${c.kind}/${c.name}` }, "Deleted child");
+    } catch (err) {
+      if (httpStatus(err) === 404) return;
+      throw err;
+    }
+  }
+
+  private async applyChild(obj: KubeObject, log: Logger): Promise<void> {
+    const ns = obj.metadata.namespace ?? "";
+    const want = obj.metadata.annotations?.[LABELS.specHash];
+    const ck = this.childKey(ns, { apiVersion: obj.apiVersion, kind: obj.kind, name: obj.metadata.name });
+    const cached = this.cached(obj.kind, ns, obj.metadata.name);
+    if (want !== undefined) {
+      if (cached !== null && cached !== undefined && cached.metadata.annotations?.[LABELS.specHash] === want) return;
+      if (cached === null && this.appliedHashes.get(ck) === want) return;
+    }
+    await this.client.apply(obj, FIELD_MANAGER);
+    if (want !== undefined) this.appliedHashes.set(ck, want);
+    if (cached === undefined) log.info({ child: `${obj.kind}/${obj.metadata.name}` }, "Applied child");
+  }
+
+  private count(kind: Kind, e: EventSpec): void {
+    if (kind !== "PretrainRun") return;
+    if (e.action === "Created" && e.reason === "JobCreated") this.metrics.runsCreated.inc();
+    else if (e.action === "Succeeded") this.metrics.runsSucceeded.inc();
+    else if (e.action === "Failed") this.metrics.runsFailed.inc({ reason: e.reason });
+    else if (e.action === "Restart") this.metrics.runsRestarted.inc({ reason: e.reason });
+  }
+
+  /** For tests and the benchmark: every custom resource key of a kind currently cached. */
+  keys(kind: Kind): string[] {
+    return this.informers[kind].list().map((o) => key(o.metadata.namespace, o.metadata.name));
+  }
+
+  static kinds(): readonly Kind[] {
+    return Object.keys(KINDS) as Kind[];
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * ssl3d-operator entry point (wiring only): kubeconfig, logger, metrics and health server, leader election, the
+ * controller manager, graceful SIGTERM. Configuration by environment (see docs/operator.md):
+ *   KUBECONFIG / in-cluster config; SSL3D_WATCH_NAMESPACE (default: all namespaces);
+ *   SSL3D_OPERATOR_NAMESPACE (Lease namespace; default: the pod's namespace, else "default");
+ *   SSL3D_OPERATOR_PORT (metrics + probes, default 8080; 0 = random); SSL3D_LEADER_ELECT (default true);
+ *   SSL3D_LEASE_DURATION_SECONDS / SSL3D_RENEW_DEADLINE_SECONDS / SSL3D_RETRY_PERIOD_SECONDS (15 / 10 / 2);
+ *   SSL3D_OPERATOR_CONCURRENCY (workers per kind, default 4); SSL3D_RESYNC_SECONDS (default 300).
+ */
+import { readFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import { KubeClient } from "./kube/client.js";
+import { LeaderElector } from "./kube/leader.js";
+import { Manager } from "./kube/manager.js";
+import { createLogger } from "./log.js";
+import { OperatorMetrics } from "./metrics.js";
+
+function envNumber(name: string, dflt: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === "") return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${name}: expected a non-negative number, got "${v}"`);
+  return n;
+}
+
+function podNamespace(): string {
+  try {
+    return readFileSync("/var/run/secrets/kubernetes.io/serviceaccount/namespace", "utf8").trim();
+  } catch {
+    return "default";
+  }
+}
+
+export async function main(): Promise<void> {
+  const log = createLogger();
+  const client = KubeClient.fromDefault();
+  const metrics = new OperatorMetrics();
+  const identity = `${hostname()}_${process.pid}_${randomBytes(3).toString("hex")}`;
+  const leaseNs = process.env.SSL3D_OPERATOR_NAMESPACE ?? podNamespace();
+  const resyncMs = envNumber("SSL3D_RESYNC_SECONDS", 300) * 1000;
+  const manager = new Manager({
+    client,
+    log,
+    metrics,
+    namespace: process.env.SSL3D_WATCH_NAMESPACE || undefined,
+    concurrency: envNumber("SSL3D_OPERATOR_CONCURRENCY", 4),
+    resyncPeriodMs: resyncMs,
+    identity,
+  });
+  const leaderElect = process.env.SSL3D_LEADER_ELECT !== "false";
+  const elector = leaderElect
+    ? new LeaderElector(
+    client,
+    {
+      namespace: leaseNs,
+      name: "ssl3d-operator",
+      identity,
+      leaseDurationMs: envNumber("SSL3D_LEASE_DURATION_SECONDS", 15) * 1000,
+      renewDeadlineMs: envNumber("SSL3D_RENEW_DEADLINE_SECONDS", 10) * 1000,
+      retryPeriodMs: envNumber("SSL3D_RETRY_PERIOD_SECONDS", 2) * 1000,
+    },
+    log,
+    {
+      onStartedLeading: () => {
+        metrics.leader.set({ name: "ssl3d-operator" }, 1);
+        manager.start().catch((err: unknown) => {
+          log.fatal({ err: String(err) }, "Could not start the controllers");
+          process.exit(1);
+        });
+      },
+      onStoppedLeading: () => {
+        metrics.leader.set({ name: "ssl3d-operator" }, 0);
+        // Like controller-runtime: a process that lost its Lease exits and is restarted as a standby.
+        log.fatal("Lost the Lease; exiting");
+        process.exit(1);
+      },
+    },
+  )
+    : undefined;
+
+  const server: Server = createServer((req, res) => {
+    const url = req.url ?? "/";
+    if (url.startsWith("/metrics")) {
+      metrics.registry
+        .metrics()
+        .then((text) => {
+          res.writeHead(200, { "Content-Type": metrics.registry.contentType });
+          res.end(text);
+        })
+        .catch((err: unknown) => {
+          res.writeHead(500);
+          res.end(String(err));
+        });
+      return;
+    }
+    if (url.startsWith("/healthz")) {
+      res.writeHead(200);
+      res.end("ok");
+      return;
+    }
+    if (url.startsWith("/readyz")) {
+      // A standby is ready (it serves probes and waits for the Lease); a leader once its caches are synced.
+      // Watches reconnect at least every 30 s (client-node's inactivity timeout), so a cache that has seen nothing for
+      // two resync periods is stalled (client-node issues #596, #958): report not ready so the pod gets attention.
+      const leading = !leaderElect || elector?.isLeader === true;
+      const stalled = leading && manager.staleForMs() > 2 * resyncMs;
+      const ready = !leading || (manager.synced && !stalled);
+      res.writeHead(ready ? 200 : 503);
+      res.end(ready ? (leading ? "ok (leader)" : "ok (standby)") : stalled ? "informers stalled" : "informers not synced");
+      return;
+    }
+    res.writeHead(404);
+    res.end();
+  });
+  await new Promise<void>((resolve) => server.listen(envNumber("SSL3D_OPERATOR_PORT", 8080), resolve));
+  const addr = server.address();
+  log.info({ port: typeof addr === "object" && addr !== null ? addr.port : addr, identity }, "Serving /metrics, /healthz, /readyz");
+
+  let stopping = false;
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "Shutting down");
+    await manager.stop();
+    await elector?.stop();
+    server.close();
+    client.close();
+    log.info("Stopped");
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+
+  if (elector === undefined) {
+    await manager.start();
+    return;
+  }
+  metrics.leader.set({ name: "ssl3d-operator" }, 0);
+  elector.start();
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`ssl3d-operator: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
