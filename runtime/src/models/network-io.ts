@@ -30,7 +30,9 @@ export function networkFromSafetensors(dec: DecodedSafetensors, file: string): N
   }
   const net = createNetwork(key, opts);
   try {
-    loadTorchStateDict(net, dec.tensors, file, ["mask_token_buffer"]);
+    // training checkpoints (runtime/src/training/checkpoint.ts) also carry optimizer slots: not network weights
+    const weights = new Map([...dec.tensors].filter(([k]) => !k.startsWith("optimizer_state.")));
+    loadTorchStateDict(net, weights, file, ["mask_token_buffer"]);
   } catch (err) {
     net.dispose();
     throw err;

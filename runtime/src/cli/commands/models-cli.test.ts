@@ -53,5 +53,6 @@ test("ssl3d export writes safetensors / pth + adaptation_plan.json", async () =>
   assert.equal((await capture(() => main(["export", dir, "--format", "pth-compatible"]))).code, 0);
   assert.ok(existsSync(join(dir, "network.export.pth")));
   assert.equal((await capture(() => main(["export", join(dir, "missing"), "--format", "pth-compatible"]))).code, 2);
+  assert.equal((await capture(() => main(["export", join(dir, "out"), "--format", "pth-compatible"]))).code, 2, "a directory without a checkpoint");
   assert.equal((await capture(() => main(["export", dir, "--format", "onnx"]))).code, 2);
 });
