@@ -27,7 +27,7 @@ export interface PrimusHyper {
   readonly initValues: number;
   /** EvaMAE only: decoder Eva depth (0 = no decoder). */
   readonly decoderDepth: number;
-  /** EvaMAE only: token flattening order, see docs/decisions/0005-evamae-token-order.md. */
+  /** EvaMAE only: token flattening order, see docs/decisions/0006-evamae-token-order.md. */
   readonly tokenOrder: "whd" | "hwd";
 }
 

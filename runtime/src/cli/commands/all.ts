@@ -9,3 +9,5 @@ export { fingerprintCommand } from "./fingerprint.js";
 export { planAndPreprocessCommand } from "./plan-and-preprocess.js";
 export { planCommand } from "./plan.js";
 export { preprocessCommand } from "./preprocess.js";
+export { runCommand } from "./run.js";
+export { trainCommand } from "./train.js";

@@ -6,10 +6,13 @@
  * - layerNorm: LayerNorm over the last axis (innermost, so plain ops and autodiff are fast).
  */
 import * as tf from "@tensorflow/tfjs";
+import { instanceNormFused, layerNormFused, nativeKernelsLoaded } from "../backend/native.js";
 import { customOp } from "./custom.js";
 import { colSum } from "./linear.js";
 
 export function instanceNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): T {
+  // cpu + native addon: one fused kernel each way (ADR 0008), keeping no full-size intermediate for autodiff.
+  if (useFused(x)) return instanceNormFused(x, gamma, beta, eps);
   const shape = x.shape;
   const b = shape[0];
   const c = shape[shape.length - 1]!;
@@ -57,8 +60,13 @@ export function instanceNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta
 
 /** LayerNorm over the last axis (biased variance), affine. torch default eps 1e-5; LayerNormNd uses 1e-6. */
 export function layerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): T {
+  if (useFused(x)) return layerNormFused(x, gamma, beta, eps);
   return tf.tidy(() => {
     const { mean, variance } = tf.moments(x, -1, true);
     return tf.add<T>(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), gamma), beta);
   });
+}
+
+function useFused(x: tf.Tensor): boolean {
+  return x.dtype === "float32" && nativeKernelsLoaded() && tf.getBackend() === "cpu";
 }

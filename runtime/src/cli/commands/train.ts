@@ -1,0 +1,82 @@
+/**
+ * `ssl3d train DATASET CONFIG -tr TRAINER -p PLANS [...]` (alias `nnssl_train`): pre-train with a registered
+ * trainer. nnssl flags: `-tr`, `-p`, `--c` (= `--resume`), `-num_gpus N` (= `--nproc-per-node N`: N local
+ * data-parallel processes, as upstream spawns one per GPU) and `-device` (accepted; the backend is `--backend`).
+ */
+import { InvalidArgumentError, type Command } from "commander";
+import { log } from "../../observability/log.js";
+import { runTrainingCli } from "../../training/run.js";
+import type { CliCommand } from "../command.js";
+
+function int(name: string, min = 0) {
+  return (v: string): number => {
+    if (!/^\d+$/.test(v) || Number(v) < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    return Number(v);
+  };
+}
+
+interface TrainOpts {
+  trainer: string;
+  plans: string;
+  resume?: boolean;
+  epochs?: number;
+  itersPerEpoch?: number;
+  valIters?: number;
+  patchSize?: number;
+  batchSize?: number;
+  archPreset?: string;
+  seed?: number;
+  metricsPort?: number;
+  backend?: string;
+  workers?: number;
+  nprocPerNode?: number;
+  device?: string;
+}
+
+export const trainCommand: CliCommand = {
+  name: "train",
+  aliases: ["nnssl_train"],
+  legacyFlags: { "-tr": "--trainer", "-p": "--plans", "--c": "--resume", "-num_gpus": "--nproc-per-node", "-device": "--device" },
+  register(program: Command): void {
+    program
+      .command("train")
+      .description("pre-train a network on a preprocessed dataset (nnssl_train)")
+      .argument("<dataset>", "dataset ID or DatasetNNN_Name")
+      .argument("<configuration>", "preprocessed configuration (e.g. onemmiso)")
+      .requiredOption("--trainer <name>", "trainer: mae-resenc-l, mae-primus-m, or nnssl names (BaseMAETrainer_BS8, BaseEvaMAETrainer, ..._ANON)")
+      .option("--plans <name>", "plans identifier", "nnsslPlans")
+      .option("--resume", "continue from checkpoint_final/latest/best if present (also SSL3D_RESUME=latest)")
+      .option("--epochs <n>", "number of epochs", int("--epochs", 1))
+      .option("--iters-per-epoch <n>", "training iterations per epoch", int("--iters-per-epoch", 1))
+      .option("--val-iters <n>", "validation iterations per epoch", int("--val-iters", 0))
+      .option("--patch-size <n>", "cubic patch size (160 upstream; 32 on CPU)", int("--patch-size", 1))
+      .option("--batch-size <n>", "total batch size", int("--batch-size", 1))
+      .option("--arch-preset <name>", "architecture preset of the trainer's family (e.g. resenc-xs, primus-xs)")
+      .option("--seed <n>", "random seed", int("--seed", 0))
+      .option("--metrics-port <n>", "serve Prometheus /metrics on this port (also SSL3D_METRICS_PORT)", int("--metrics-port", 0))
+      .option("--backend <name>", "tfjs backend: auto, node-gpu, node, wasm, cpu (also SSL3D_BACKEND)")
+      .option("--workers <n>", "data loader worker threads", int("--workers", 0))
+      .option("--nproc-per-node <n>", "data-parallel processes on this node (torchrun-style; also PET_NPROC_PER_NODE)", int("--nproc-per-node", 1))
+      .option("--device <d>", "accepted for nnssl compatibility (use --backend)")
+      .action(async (dataset: string, configuration: string, o: TrainOpts) => {
+        await runTrainingCli(
+          {
+            dataset, configuration, trainer: o.trainer, plans: o.plans,
+            ...(o.resume === undefined ? {} : { resume: o.resume }),
+            ...(o.epochs === undefined ? {} : { epochs: o.epochs }),
+            ...(o.itersPerEpoch === undefined ? {} : { itersPerEpoch: o.itersPerEpoch }),
+            ...(o.valIters === undefined ? {} : { valIters: o.valIters }),
+            ...(o.patchSize === undefined ? {} : { patchSize: o.patchSize }),
+            ...(o.batchSize === undefined ? {} : { batchSize: o.batchSize }),
+            ...(o.archPreset === undefined ? {} : { archPreset: o.archPreset }),
+            ...(o.seed === undefined ? {} : { seed: o.seed }),
+            ...(o.metricsPort === undefined ? {} : { metricsPort: o.metricsPort }),
+            ...(o.backend === undefined ? {} : { backend: o.backend }),
+            ...(o.workers === undefined ? {} : { workers: o.workers }),
+            ...(o.nprocPerNode === undefined ? {} : { nprocPerNode: o.nprocPerNode }),
+          },
+          log(),
+        );
+      });
+  },
+};

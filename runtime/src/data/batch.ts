@@ -1,0 +1,83 @@
+/**
+ * Building one batch: a pure function of (images, options, batch seed), so the same batch index gives the same
+ * batch whichever worker builds it and whenever.
+ */
+import { DataError } from "../errors.js";
+import { augmentSample, type AugmentOptions } from "./augment.js";
+import { sampleCorner, type Shape3 } from "./patch.js";
+import { Rng } from "./rng.js";
+import type { TrainingImage, VolumeReader } from "./source.js";
+
+export interface BatchOptions {
+  readonly batchSize: number;
+  /** Network patch F (X, Y, Z). */
+  readonly patchSize: Shape3;
+  /** Loader patch P ≥ F (room for rotation/scaling); equal to F without spatial augmentation. */
+  readonly loaderPatchSize: Shape3;
+  readonly augment: AugmentOptions;
+  /** Return the anonymisation mask (zeros where an image has none). */
+  readonly withAnon: boolean;
+}
+
+export interface Batch {
+  readonly index: number;
+  /** NDHWC [B, X, Y, Z, C] */
+  readonly data: Float32Array;
+  readonly shape: [number, number, number, number, number];
+  /** NDHWC [B, X, Y, Z, 1]; 1 anonymised, 0 kept, −1 outside the image */
+  readonly anon: Float32Array | undefined;
+  readonly keys: string[];
+}
+
+export type OpenReader = (dir: string) => Promise<VolumeReader>;
+
+export async function buildBatch(images: readonly TrainingImage[], open: OpenReader, o: BatchOptions, index: number, seed: number): Promise<Batch> {
+  if (images.length === 0) throw new DataError("no images to sample from (check the split and the modality filter)");
+  const rng = new Rng(seed);
+  const F = o.patchSize;
+  const P = o.loaderPatchSize;
+  const n = F[0] * F[1] * F[2];
+  let channels = -1;
+  const parts: Float32Array[] = [];
+  const masks: (Float32Array | undefined)[] = [];
+  const keys: string[] = [];
+  for (let b = 0; b < o.batchSize; b++) {
+    const im = images[rng.int(0, images.length - 1)]!;
+    keys.push(im.uniqueId);
+    const vol = await open(im.image);
+    if (vol.shape.length !== 4) throw new DataError(`expected a 4-D (C,X,Y,Z) array, got shape [${vol.shape.join(",")}]`, { file: im.image, field: "shape" });
+    const C = vol.shape[0]!;
+    if (channels === -1) channels = C;
+    else if (channels !== C) throw new DataError(`channel count ${C} differs from ${channels} of other images`, { file: im.image, field: "shape[0]" });
+    const shape = [vol.shape[1]!, vol.shape[2]!, vol.shape[3]!] as const;
+    const corner = sampleCorner(rng, shape, P, F);
+    const data = await vol.readRegion([0, ...corner], [C, ...P]);
+    let mask: Float32Array | undefined;
+    if (o.withAnon) {
+      if (im.anonMask !== undefined) {
+        const mv = await open(im.anonMask);
+        mask = await mv.readRegion([0, ...corner], [1, ...P]);
+      } else {
+        mask = new Float32Array(P[0] * P[1] * P[2]);
+      }
+    }
+    const { sample } = augmentSample(rng, { data, mask }, C, P, F, o.augment);
+    parts.push(sample.data);
+    masks.push(sample.mask);
+  }
+  const C = channels;
+  const data = new Float32Array(o.batchSize * n * C);
+  for (let b = 0; b < o.batchSize; b++) {
+    const src = parts[b]!;
+    if (C === 1) data.set(src, b * n);
+    else for (let v = 0; v < n; v++) for (let c = 0; c < C; c++) data[(b * n + v) * C + c] = src[c * n + v]!;
+  }
+  let anon: Float32Array | undefined;
+  if (o.withAnon) {
+    anon = new Float32Array(o.batchSize * n);
+    masks.forEach((m, b) => {
+      if (m !== undefined) anon!.set(m, b * n);
+    });
+  }
+  return { index, data, shape: [o.batchSize, F[0], F[1], F[2], C], anon, keys };
+}

@@ -1,0 +1,48 @@
+/**
+ * The pre-training method contract. A method turns a batch into a scalar loss using a network from the model
+ * registry; the training loop owns optimisation, data and checkpoints. A new method is one file exporting a
+ * `MethodEntry` plus one line in `registry.ts`.
+ */
+import type * as tf from "@tensorflow/tfjs";
+import type { z } from "zod";
+import type { ArchitectureFamily, Network } from "../models/architecture.js";
+
+export interface MethodBatch {
+  /** [B, X, Y, Z, C] */
+  readonly x: tf.Tensor5D;
+  /** [B, X, Y, Z, 1] anonymisation mask (1 anonymised, 0 kept, −1 outside), when the method asked for it. */
+  readonly anon?: tf.Tensor5D | undefined;
+}
+
+export interface MethodContext {
+  readonly training: boolean;
+  /** Seed of this step's random choices (masks); derived from (run seed, stream, step) by the loop. */
+  readonly seed: number;
+}
+
+export interface PretrainMethod {
+  readonly key: string;
+  /** Whether batches must carry the anonymisation mask. */
+  readonly needsAnon: boolean;
+  /** Output channels the network needs for `inChannels` input channels. */
+  outChannels(inChannels: number): number;
+  /**
+   * The loss of one batch. Called inside `tf.variableGrads` (training) or `tf.tidy` (validation): allocate freely,
+   * return a scalar; the caller disposes.
+   */
+  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar;
+}
+
+export interface MethodEntry<S extends z.ZodType = z.ZodType> {
+  readonly key: string;
+  readonly description: string;
+  /** Architecture families the method supports. */
+  readonly families: readonly ArchitectureFamily[];
+  readonly optionsSchema: S;
+  create(options: z.infer<S>, family: ArchitectureFamily): PretrainMethod;
+  /**
+   * The registry key to build for a requested architecture, when the method needs a pre-training wrapper (MAE on
+   * Primus: `primus-xs` → `eva-mae-xs`). `exists` tells whether a key is registered. Default: the key itself.
+   */
+  architectureFor?(key: string, exists: (key: string) => boolean): string;
+}

@@ -1,0 +1,20 @@
+/** Pre-training method registry: one line per method. Keys are lower-kebab. */
+import { ConfigError } from "../errors.js";
+import { mae } from "./mae.js";
+import type { MethodEntry } from "./method.js";
+
+const entries: readonly MethodEntry[] = [
+  mae,
+];
+
+const byKey = new Map(entries.map((e) => [e.key, e]));
+
+export function methodKeys(): string[] {
+  return [...byKey.keys()];
+}
+
+export function getMethod(key: string): MethodEntry {
+  const e = byKey.get(key);
+  if (e === undefined) throw new ConfigError(`unknown pre-training method "${key}" (known: ${methodKeys().join(", ")})`, { field: "method" });
+  return e;
+}

@@ -1,0 +1,456 @@
+/**
+ * Native cpu kernels against tfjs's stock cpu kernels, same process: each case runs once with the native kernels
+ * registered and once with the stock ones restored. Random shapes with odd sizes, strides 1/2, same/valid padding,
+ * channel counts that are not multiples of the SIMD width; forward values and gradients (tf.grads through the ops).
+ * Both native code paths are covered: oneDNN + OpenBLAS (when built in) and the portable im2col + own GEMM.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import * as tf from "@tensorflow/tfjs";
+import { instanceNorm, layerNorm } from "../ops/norm.js";
+import {
+  instanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
+} from "./native.js";
+
+const available = loadNativeKernels();
+if (!available) {
+  console.log("# SKIP native kernel tests: the native addon is not built (node native/build.mjs)");
+}
+
+function maxAbs(t: tf.Tensor): number {
+  return tf.tidy(() => tf.max(tf.abs(t)).dataSync()[0]!);
+}
+
+function assertClose(actual: tf.Tensor, expected: tf.Tensor, what: string, rtol = 2e-5): void {
+  assert.deepEqual(actual.shape, expected.shape, `${what}: shape`);
+  if (expected.size === 0) return;
+  const diff = tf.tidy(() => maxAbs(tf.sub(actual, expected)));
+  const scale = Math.max(1, maxAbs(expected));
+  assert.ok(Number.isFinite(diff) && diff <= rtol * scale * 10,
+    `${what}: max |native - stock| = ${diff} (scale ${scale})`);
+}
+
+/** Runs fn with the native kernels, then with tfjs's stock kernels; returns both results. */
+function both<T extends tf.Tensor | tf.Tensor[]>(fn: () => T): { native: T; stock: T } {
+  assert.ok(nativeKernelsLoaded());
+  const native = fn();
+  unloadNativeKernels();
+  try {
+    return { native, stock: fn() };
+  } finally {
+    loadNativeKernels();
+  }
+}
+
+interface ConvCase {
+  x: [number, number, number, number, number];
+  k: [number, number, number];
+  out: number;
+  strides: [number, number, number] | number;
+  pad: "same" | "valid";
+  dilations?: number;
+}
+
+const convCases: ConvCase[] = [
+  { x: [1, 5, 6, 7, 3], k: [3, 3, 3], out: 5, strides: 1, pad: "same" },
+  { x: [2, 7, 9, 5, 5], k: [3, 3, 3], out: 17, strides: 2, pad: "same" },
+  { x: [2, 7, 6, 9, 4], k: [3, 3, 3], out: 6, strides: [2, 1, 2], pad: "valid" },
+  { x: [1, 6, 5, 4, 9], k: [1, 1, 1], out: 3, strides: 1, pad: "valid" },
+  { x: [2, 8, 7, 6, 4], k: [1, 1, 1], out: 7, strides: 2, pad: "same" },
+  { x: [1, 8, 6, 4, 3], k: [2, 2, 2], out: 10, strides: 2, pad: "valid" },
+  { x: [1, 4, 4, 4, 33], k: [3, 3, 3], out: 19, strides: 1, pad: "same" },
+];
+
+const impls = [
+  { name: "default (oneDNN when built in, own GEMM)", opts: { dnnl: true, blas: false } },
+  { name: "OpenBLAS GEMM (when built in)", opts: { dnnl: true, blas: true } },
+  { name: "portable (im2col + own GEMM)", opts: { dnnl: false, blas: false } },
+];
+
+describe("native cpu kernels", { skip: !available }, () => {
+  before(async () => {
+    await tf.setBackend("cpu");
+  });
+  after(() => { setNativeOptions({ dnnl: true, blas: false }); });
+
+  test("reports its build features", () => {
+    const info = nativeInfo();
+    assert.ok(info !== null);
+    assert.ok(info.threads >= 1);
+    assert.match(info.gemmIsa, /^(avx2-fma|generic)$/);
+  });
+
+  for (const impl of impls) {
+    describe(impl.name, () => {
+      before(() => { setNativeOptions(impl.opts); });
+
+      for (const c of convCases) {
+        const label = `conv3d x=[${c.x.join(",")}] k=${c.k.join("x")} out=${c.out} s=${JSON.stringify(c.strides)} ${c.pad}`;
+        test(`${label}: forward and gradients`, () => {
+          const x = tf.randomNormal<tf.Rank.R5>(c.x, 0, 1, "float32", 11);
+          const w = tf.randomNormal<tf.Rank.R5>([...c.k, c.x[4], c.out], 0, 1, "float32", 12);
+          const y0 = tf.conv3d(x, w, c.strides, c.pad);
+          const dy = tf.randomNormal(y0.shape, 0, 1, "float32", 13);
+          const before = tf.memory().numTensors;
+          const r = both(() => {
+            const y = tf.conv3d(x, w, c.strides, c.pad);
+            const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.conv3d(a as tf.Tensor5D, b as tf.Tensor5D, c.strides, c.pad));
+            return [y, ...g([x, w], dy)];
+          });
+          assertClose(r.native[0]!, r.stock[0]!, `${label} forward`);
+          assertClose(r.native[1]!, r.stock[1]!, `${label} dx`);
+          assertClose(r.native[2]!, r.stock[2]!, `${label} dw`);
+          tf.dispose([...r.native, ...r.stock]);
+          assert.equal(tf.memory().numTensors, before, "no leaked tensors");
+          tf.dispose([x, w, y0, dy]);
+        });
+      }
+
+      test("conv3d with dilation 2 (forward)", () => {
+        const x = tf.randomNormal<tf.Rank.R5>([1, 9, 8, 7, 3], 0, 1, "float32", 21);
+        const w = tf.randomNormal<tf.Rank.R5>([3, 3, 3, 3, 5], 0, 1, "float32", 22);
+        const r = both(() => tf.conv3d(x, w, 1, "valid", "NDHWC", 2));
+        assertClose(r.native, r.stock, "dilated conv3d");
+        tf.dispose([x, w, r.native, r.stock]);
+      });
+
+      test("conv3dTranspose k2 s2 (Conv3DBackpropInputV2 as upsampling)", () => {
+        const x = tf.randomNormal<tf.Rank.R5>([2, 3, 4, 5, 6], 0, 1, "float32", 31);
+        const w = tf.randomNormal<tf.Rank.R5>([2, 2, 2, 3, 6], 0, 1, "float32", 32);
+        const r = both(() => tf.conv3dTranspose(x, w, [2, 6, 8, 10, 3], 2, "valid"));
+        assertClose(r.native, r.stock, "conv3dTranspose");
+        tf.dispose([x, w, r.native, r.stock]);
+      });
+
+      const mmCases: { a: number[]; b: number[]; ta: boolean; tb: boolean }[] = [
+        { a: [5, 7], b: [7, 3], ta: false, tb: false },
+        { a: [7, 5], b: [3, 7], ta: true, tb: true },
+        { a: [2, 3, 17, 9], b: [2, 3, 17, 33], ta: true, tb: false },
+        { a: [4, 19, 6], b: [4, 6, 21], ta: false, tb: false },
+        { a: [3, 13, 8], b: [3, 10, 8], ta: false, tb: true },
+        { a: [2, 40, 130], b: [2, 130, 70], ta: false, tb: false },
+        // vector shapes (ones-vector reductions): the GEMV paths
+        { a: [1, 3000], b: [3000, 9], ta: false, tb: false },
+        { a: [3000, 1], b: [9, 3000], ta: true, tb: true },
+        { a: [37, 300], b: [300, 1], ta: false, tb: false },
+        { a: [37, 300], b: [1, 300], ta: false, tb: true },
+        // small output, long reduction: the split-K path
+        { a: [8, 9000], b: [9000, 7], ta: false, tb: false },
+        { a: [9000, 8], b: [7, 9000], ta: true, tb: true },
+      ];
+      for (const m of mmCases) {
+        const label = `matMul [${m.a.join(",")}]${m.ta ? "^T" : ""} x [${m.b.join(",")}]${m.tb ? "^T" : ""}`;
+        test(`${label}: forward and gradients`, () => {
+          const a = tf.randomNormal(m.a, 0, 1, "float32", 41);
+          const b = tf.randomNormal(m.b, 0, 1, "float32", 42);
+          const r = both(() => {
+            const y = tf.matMul(a, b, m.ta, m.tb);
+            const dy = tf.randomNormal(y.shape, 0, 1, "float32", 43);
+            const g = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.matMul(p, q, m.ta, m.tb))([a, b], dy);
+            dy.dispose();
+            return [y, ...g];
+          });
+          assertClose(r.native[0]!, r.stock[0]!, `${label} forward`);
+          assertClose(r.native[1]!, r.stock[1]!, `${label} da`);
+          assertClose(r.native[2]!, r.stock[2]!, `${label} db`);
+          tf.dispose([a, b, ...r.native, ...r.stock]);
+        });
+      }
+
+      // tfjs's BatchMatMul gradient does not reduce over broadcast batch dims (on any kernel), so broadcasting is
+      // checked forward only, against 2-D products (the stock kernel's bi % batch indexing is not numpy broadcasting).
+      test("matMul with numpy batch broadcasting [3,1,5,7] x [4,7,6]", () => {
+        const a = tf.randomNormal([3, 1, 5, 7], 0, 1, "float32", 51);
+        const b = tf.randomNormal([4, 7, 6], 0, 1, "float32", 52);
+        const y = tf.matMul(a, b);
+        assert.deepEqual(y.shape, [3, 4, 5, 6]);
+        // Reference: each output batch (i, j) is a[i, 0] x b[j] (computed with 2-D matMuls).
+        for (let i = 0; i < 3; i++) {
+          for (let j = 0; j < 4; j++) {
+            const ref = tf.tidy(() => tf.matMul(a.slice([i, 0, 0, 0], [1, 1, 5, 7]).reshape([5, 7]),
+              b.slice([j, 0, 0], [1, 7, 6]).reshape([7, 6])));
+            const got = y.slice([i, j, 0, 0], [1, 1, 5, 6]).reshape([5, 6]);
+            assertClose(got, ref, `batch (${i},${j})`);
+            tf.dispose([ref, got]);
+          }
+        }
+        tf.dispose([a, b, y]);
+      });
+
+      test("matMul broadcasting a rank-2 operand [4,19,6] x [6,21] (forward)", () => {
+        const a = tf.randomNormal([4, 19, 6], 0, 1, "float32", 53);
+        const b = tf.randomNormal([6, 21], 0, 1, "float32", 54);
+        const r = both(() => tf.matMul(a, b));
+        assertClose(r.native, r.stock, "broadcast rank-2");
+        tf.dispose([a, b, r.native, r.stock]);
+      });
+
+      for (const activation of ["linear", "relu", "leakyrelu", "sigmoid"] as const) {
+        test(`fused matMul with bias and ${activation}: forward and gradients`, () => {
+          const a = tf.randomNormal([2, 9, 11], 0, 1, "float32", 61);
+          const b = tf.randomNormal([2, 11, 13], 0, 1, "float32", 62);
+          const bias = tf.randomNormal([13], 0, 1, "float32", 63);
+          const f = (p: tf.Tensor, q: tf.Tensor, s: tf.Tensor): tf.Tensor =>
+            tf.fused.matMul({ a: p, b: q, bias: s, activation, leakyreluAlpha: 0.01 });
+          const r = both(() => [f(a, b, bias), ...tf.grads(f)([a, b, bias])]);
+          r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `fused ${activation} output ${i}`); });
+          tf.dispose([a, b, bias, ...r.native, ...r.stock]);
+        });
+      }
+    });
+  }
+
+  describe("memory-bound kernels", () => {
+    const pairs: [number[], number[]][] = [
+      [[2, 5, 4, 3, 7], [2, 5, 4, 3, 7]],
+      [[2, 5, 4, 3, 7], [7]],
+      [[2, 5, 4, 3, 7], [2, 1, 1, 1, 7]],
+      [[2, 1, 1, 1, 7], [2, 5, 4, 3, 7]],
+      [[3, 1, 6], [1, 4, 1]],
+      [[9, 13], []],
+      [[], [4, 1]],
+      [[0, 3], [3]],
+    ];
+    const ops = [
+      ["add", tf.add], ["sub", tf.sub], ["mul", tf.mul], ["div", tf.div], ["squaredDifference", tf.squaredDifference],
+    ] as const;
+    for (const [sa, sb] of pairs) {
+      for (const [name, op] of ops) {
+        test(`${name} [${sa.join(",")}] with [${sb.join(",")}]: forward and gradients`, () => {
+          const a = tf.randomNormal(sa, 0, 1, "float32", 71);
+          const b = tf.add(tf.abs(tf.randomNormal(sb, 0, 1, "float32", 72)), 0.5);
+          // tfjs's SquaredDifference gradient does not reduce broadcast axes (any kernel): forward only there.
+          const withGrad = name !== "squaredDifference" || sa.join() === sb.join();
+          const r = both(() => [op(a, b), ...(withGrad ? tf.grads((p: tf.Tensor, q: tf.Tensor) => op(p, q))([a, b]) : [])]);
+          r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `${name} output ${i}`); });
+          tf.dispose([a, b, ...r.native, ...r.stock]);
+        });
+      }
+    }
+
+    for (const [sa, sb] of [[[2, 5, 4, 3, 7], []], [[2, 5, 4, 3, 7], [2, 1, 1, 1, 7]], [[6, 1], [1, 5]]] as const) {
+      test(`comparisons and select [${sa.join(",")}] with [${sb.join(",")}]`, () => {
+        const a = tf.round(tf.randomNormal([...sa], 0, 2, "float32", 141));
+        const b = tf.round(tf.randomNormal([...sb], 0, 2, "float32", 142));
+        const r = both(() => {
+          const outs: tf.Tensor[] = [tf.greater(a, b), tf.greaterEqual(a, b), tf.less(a, b), tf.lessEqual(a, b), tf.equal(a, b)];
+          const m = tf.greater(a, tf.zerosLike(a));
+          outs.push(tf.where(m, a, tf.mul(a, 0.01)), m);
+          // LeakyRelu's gradient is where(greater(x, 0), dy, dy * alpha).
+          outs.push(tf.grad((p: tf.Tensor) => tf.leakyRelu(p, 0.01))(a));
+          return outs;
+        });
+        r.native.forEach((t, i) => {
+          assert.equal(t.dtype, r.stock[i]!.dtype);
+          assertClose(tf.cast(t, "float32"), tf.cast(r.stock[i]!, "float32"), `comparison/select output ${i}`);
+        });
+        tf.dispose([a, b, ...r.native, ...r.stock]);
+      });
+    }
+
+    const reductions: { shape: number[]; axis: number | number[]; keepDims: boolean }[] = [
+      { shape: [2, 6, 5, 7, 9], axis: [1, 2, 3], keepDims: true },
+      { shape: [2, 6, 5, 7, 9], axis: [1, 2, 3], keepDims: false },
+      { shape: [3, 40, 17], axis: -1, keepDims: true },
+      { shape: [3, 40, 17], axis: 0, keepDims: false },
+      { shape: [300, 5], axis: [0, 1], keepDims: false },
+      { shape: [4, 3, 5], axis: [0, 2], keepDims: true },
+    ];
+    for (const c of reductions) {
+      for (const [name, op] of [["sum", tf.sum], ["mean", tf.mean]] as const) {
+        test(`${name} [${c.shape.join(",")}] axis ${JSON.stringify(c.axis)} keepDims ${c.keepDims}: forward and gradient`, () => {
+          const x = tf.randomNormal(c.shape, 0, 1, "float32", 81);
+          const r = both(() => [op(x, c.axis, c.keepDims), tf.grad((p: tf.Tensor) => op(tf.square(p), c.axis, c.keepDims))(x)]);
+          assertClose(r.native[0]!, r.stock[0]!, `${name} value`);
+          assertClose(r.native[1]!, r.stock[1]!, `${name} gradient`);
+          tf.dispose([x, ...r.native, ...r.stock]);
+        });
+      }
+    }
+
+    for (const shape of [[2, 3, 64, 200], [7, 13], [1, 5, 1]]) {
+      test(`softmax [${shape.join(",")}]: forward and gradient`, () => {
+        const x = tf.mul(tf.randomNormal(shape, 0, 1, "float32", 111), 4);
+        const dy = tf.randomNormal(shape, 0, 1, "float32", 112);
+        const r = both(() => [tf.softmax(x), tf.grad((p: tf.Tensor) => tf.softmax(p))(x, dy)]);
+        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `softmax output ${i}`); });
+        tf.dispose([x, dy, ...r.native, ...r.stock]);
+      });
+    }
+
+    const perms: { shape: number[]; perm: number[] }[] = [
+      { shape: [2, 5, 3, 3, 4], perm: [2, 0, 3, 1, 4] },
+      { shape: [2, 3, 7, 5], perm: [0, 2, 1, 3] },
+      { shape: [6, 9], perm: [1, 0] },
+      { shape: [2, 3, 4, 5, 6], perm: [4, 3, 2, 1, 0] },
+      { shape: [3, 1, 4], perm: [1, 0, 2] },
+    ];
+    for (const c of perms) {
+      test(`transpose [${c.shape.join(",")}] perm [${c.perm.join(",")}]: forward and gradient`, () => {
+        const x = tf.randomNormal(c.shape, 0, 1, "float32", 121);
+        const r = both(() => [tf.transpose(x, c.perm), tf.grad((p: tf.Tensor) => tf.square(tf.transpose(p, c.perm)))(x)]);
+        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `transpose output ${i}`); });
+        tf.dispose([x, ...r.native, ...r.stock]);
+      });
+    }
+
+    const slices: { shape: number[]; begin: number[]; size: number[] }[] = [
+      { shape: [2, 6, 5, 7, 3], begin: [0, 1, 0, 2, 0], size: [2, 4, 5, 3, 3] },
+      { shape: [2, 6, 5, 7, 3], begin: [1, 0, 1, 0, 1], size: [1, -1, 3, -1, 2] },
+      { shape: [9, 8], begin: [2, 3], size: [5, 4] },
+      { shape: [9, 8], begin: [2, 0], size: [5, 8] },
+    ];
+    for (const c of slices) {
+      test(`slice [${c.shape.join(",")}] begin [${c.begin.join(",")}] size [${c.size.join(",")}]: forward and gradient (PadV2)`, () => {
+        const x = tf.randomNormal(c.shape, 0, 1, "float32", 171);
+        const r = both(() => [tf.slice(x, c.begin, c.size), tf.grad((p: tf.Tensor) => tf.square(tf.slice(p, c.begin, c.size)))(x),
+          tf.pad(x, c.shape.map((_, i) => [i % 2, (i + 1) % 3] as [number, number]), 1.5)]);
+        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `slice/pad output ${i}`); });
+        tf.dispose([x, ...r.native, ...r.stock]);
+      });
+    }
+
+    const pools: { shape: [number, number, number, number, number]; k: number | [number, number, number]; s: number | [number, number, number]; pad: "valid" | "same" }[] = [
+      { shape: [2, 8, 6, 4, 5], k: 2, s: 2, pad: "valid" },
+      { shape: [1, 7, 9, 5, 3], k: [3, 2, 1], s: [2, 2, 1], pad: "valid" },
+      { shape: [2, 5, 5, 5, 4], k: 3, s: 1, pad: "valid" },
+      { shape: [1, 5, 6, 7, 2], k: 2, s: 2, pad: "same" },
+    ];
+    for (const c of pools) {
+      test(`avgPool3d [${c.shape.join(",")}] k ${JSON.stringify(c.k)} s ${JSON.stringify(c.s)} ${c.pad}: forward and gradient`, () => {
+        const x = tf.randomNormal<tf.Rank.R5>(c.shape, 0, 1, "float32", 191);
+        const f = (p: tf.Tensor): tf.Tensor => tf.avgPool3d(p as tf.Tensor5D, c.k, c.s, c.pad);
+        const r = both(() => { const y = f(x); const dy = tf.randomNormal(y.shape, 0, 1, "float32", 192); const g = tf.grad(f)(x, dy); dy.dispose(); return [y, g]; });
+        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `avgPool3d output ${i}`); });
+        tf.dispose([x, ...r.native, ...r.stock]);
+      });
+    }
+
+    const unaries = [
+      ["neg", tf.neg], ["exp", tf.exp], ["erf", tf.erf], ["leakyRelu", (t: tf.Tensor) => tf.leakyRelu(t, 0.01)],
+      ["square", tf.square], ["rsqrt", (t: tf.Tensor) => tf.rsqrt(tf.add(tf.abs(t), 0.1))], ["relu", tf.relu],
+      ["sqrt", (t: tf.Tensor) => tf.sqrt(tf.add(tf.abs(t), 0.1))],
+    ] as const;
+    for (const [name, op] of unaries) {
+      test(`${name} over 3x17x1025 elements: forward and gradient`, () => {
+        const x = tf.randomNormal([3, 17, 1025], 0, 1, "float32", 131);
+        const r = both(() => [op(x), tf.grad((p: tf.Tensor) => op(p))(x)]);
+        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `${name} output ${i}`); });
+        tf.dispose([x, ...r.native, ...r.stock]);
+      });
+    }
+
+    test("a mean over 2^21 elements stays accurate (double accumulation, parallel partial sums)", () => {
+      const x = tf.add(tf.randomUniform([2, 64, 64, 64, 4], 0, 1, "float32", 91), 1000);
+      const m = tf.mean(x, [1, 2, 3]);
+      const expected = tf.tidy(() => tf.add(tf.mean(tf.sub(x, 1000), [1, 2, 3]), 1000));
+      assertClose(m, expected, "mean of large values", 1e-7);
+      tf.dispose([x, m, expected]);
+    });
+
+    for (const axis of [0, 2, 4, -1]) {
+      test(`concat and its gradient (SplitV) along axis ${axis}`, () => {
+        const shapes = [[2, 3, 4, 5, 6], [2, 3, 4, 5, 6]].map((s) => s.map((d, i) => (i === (axis + 5) % 5 ? d + i : d)));
+        const xs = shapes.map((s, i) => tf.randomNormal(s, 0, 1, "float32", 100 + i));
+        const third = tf.randomNormal(shapes[0]!, 0, 1, "float32", 103);
+        const f = (p: tf.Tensor, q: tf.Tensor, u: tf.Tensor): tf.Tensor => tf.mul(tf.concat([p, q, u], axis), 2);
+        const r = both(() => [f(xs[0]!, xs[1]!, third), ...tf.grads(f)([xs[0]!, xs[1]!, third])]);
+        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `concat axis ${axis} output ${i}`); });
+        const parts = both(() => tf.split(r.native[0]!, [1, 2, shapes[0]![(axis + 5) % 5]! * 2 + shapes[1]![(axis + 5) % 5]! - 3], axis));
+        parts.native.forEach((t, i) => { assertClose(t, parts.stock[i]!, `split part ${i}`); });
+        tf.dispose([...xs, third, ...r.native, ...r.stock, ...parts.native, ...parts.stock]);
+      });
+    }
+  });
+
+  describe("fused instance norm", () => {
+    const composed = (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor => {
+      const axes = Array.from({ length: x.rank - 2 }, (_, i) => i + 1);
+      const { mean, variance } = tf.moments(x, axes, true);
+      return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, 1e-5))), g), b);
+    };
+    const cases: [number[], number | undefined][] = [[[2, 5, 6, 7, 3], undefined], [[1, 4, 4, 4, 33], 0.01],
+      [[3, 10, 8], undefined], [[2, 16, 16, 16, 8], 0.01], [[2, 3, 4, 5, 6], 0.3]];
+    for (const [shape, alpha] of cases) {
+      test(`[${shape.join(",")}]${alpha === undefined ? "" : ` + LeakyReLU(${alpha})`} equals the composed tf ops, forward and gradients`, () => {
+        const c = shape[shape.length - 1]!;
+        const reference = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor): tf.Tensor =>
+          alpha === undefined ? composed(p, q, r) : tf.leakyRelu(composed(p, q, r), alpha);
+        const x = tf.add(tf.mul(tf.randomNormal(shape, 0, 1, "float32", 151), 3), 2);
+        const g = tf.randomNormal<tf.Rank.R1>([c], 1, 0.2, "float32", 152);
+        const b = tf.randomNormal<tf.Rank.R1>([c], 0, 0.2, "float32", 153);
+        const dy = tf.randomNormal(shape, 0, 1, "float32", 154);
+        const before = tf.memory().numTensors;
+        const opts = { leakyReluAlpha: alpha };
+        const fused = [instanceNormFused(x, g, b, 1e-5, opts), ...tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
+          instanceNormFused(p, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5, opts))([x, g, b], dy)];
+        assert.equal(tf.memory().numTensors, before + 4, "only the 4 results are new tensors");
+        const ref = tf.tidy(() => [reference(x, g, b), ...tf.grads(reference)([x, g, b], dy)]);
+        fused.forEach((t, i) => { assertClose(t, ref[i]!, `instance norm output ${i}`, 1e-4); });
+        tf.dispose([...fused, ...ref]);
+        tf.dispose([x, g, b, dy]);
+      });
+    }
+  });
+
+  describe("fused layer norm", () => {
+    const composed = (t: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor => {
+      const { mean, variance } = tf.moments(t, -1, true);
+      return tf.add(tf.mul(tf.mul(tf.sub(t, mean), tf.rsqrt(tf.add(variance, 1e-6))), g), b);
+    };
+    for (const shape of [[2, 5, 7], [3, 33], [2, 512, 192], [4, 1]]) {
+      test(`[${shape.join(",")}] equals the composed tf ops, forward and gradients`, () => {
+        const c = shape[shape.length - 1]!;
+        const x = tf.add(tf.mul(tf.randomNormal(shape, 0, 1, "float32", 161), 2), 1);
+        const g = tf.randomNormal<tf.Rank.R1>([c], 1, 0.2, "float32", 162);
+        const b = tf.randomNormal<tf.Rank.R1>([c], 0, 0.2, "float32", 163);
+        const dy = tf.randomNormal(shape, 0, 1, "float32", 164);
+        const before = tf.memory().numTensors;
+        const fused = [layerNormFused(x, g, b, 1e-6), ...tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
+          layerNormFused(p, q as tf.Tensor1D, r as tf.Tensor1D, 1e-6))([x, g, b], dy)];
+        assert.equal(tf.memory().numTensors, before + 4, "only the 4 results are new tensors");
+        const ref = tf.tidy(() => [composed(x, g, b), ...tf.grads(composed)([x, g, b], dy)]);
+        fused.forEach((t, i) => { assertClose(t, ref[i]!, `layer norm output ${i}`, 1e-4); });
+        tf.dispose([...fused, ...ref, x, g, b, dy]);
+      });
+    }
+  });
+
+  test("the models' op layer (ops/norm.ts) uses the fused kernels on cpu and matches its own composed form", async () => {
+    const x = tf.randomNormal([2, 6, 5, 4, 7], 0.5, 2, "float32", 181);
+    const t = tf.randomNormal([2, 9, 12], 0.5, 2, "float32", 182);
+    const g7 = tf.randomNormal<tf.Rank.R1>([7], 1, 0.2, "float32", 183), b7 = tf.randomNormal<tf.Rank.R1>([7], 0, 0.2, "float32", 184);
+    const g12 = tf.randomNormal<tf.Rank.R1>([12], 1, 0.2, "float32", 185), b12 = tf.randomNormal<tf.Rank.R1>([12], 0, 0.2, "float32", 186);
+    const prof = await tf.profile(() => [instanceNorm(x, g7, b7), layerNorm(t, g12, b12)]);
+    const names = prof.kernels.map((k) => k.name);
+    assert.ok(names.includes("Ssl3dInstanceNorm") && names.includes("Ssl3dLayerNorm"), `kernels run: ${names.join(",")}`);
+    tf.dispose(prof.result);
+    const r = both(() => tf.tidy(() => [instanceNorm(x, g7, b7), layerNorm(t, g12, b12, 1e-6),
+      ...tf.grads((p: tf.Tensor, q: tf.Tensor) =>
+        tf.add(tf.sum(tf.square(instanceNorm(p, g7, b7))), tf.sum(tf.square(layerNorm(q, g12, b12)))))([x, t])]));
+    r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `ops norm output ${i}`, 1e-4); });
+    tf.dispose([x, t, g7, b7, g12, b12, ...r.native, ...r.stock]);
+  });
+
+  test("the addon rejects buffers whose size does not match the geometry", () => {
+    const a = nativeAddon()!;
+    const geometry = Int32Array.from([1, 2, 2, 2, 1, 1, 1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0]);
+    assert.throws(() => { a.conv3d(new Float32Array(7), new Float32Array(1), new Float32Array(8), geometry); },
+      /x: expected 8 elements, got 7/);
+    assert.throws(() => {
+      a.matmul(new Float32Array(6), new Float32Array(6), new Float32Array(4), 2, 2, 3, false, false,
+        Int32Array.from([1]), Int32Array.from([0]));
+    }, /batch index out of range/);
+  });
+
+  test("loadNativeKernels is idempotent and unload restores the stock kernels", () => {
+    assert.equal(loadNativeKernels(), true);
+    const nativeConv = tf.getKernel("Conv3D", "cpu").kernelFunc;
+    assert.equal(loadNativeKernels(), true);
+    assert.equal(tf.getKernel("Conv3D", "cpu").kernelFunc, nativeConv);
+    unloadNativeKernels();
+    assert.notEqual(tf.getKernel("Conv3D", "cpu").kernelFunc, nativeConv);
+    assert.equal(loadNativeKernels(), true);
+    assert.equal(tf.getKernel("Conv3D", "cpu").kernelFunc, nativeConv);
+  });
+});

@@ -1,0 +1,133 @@
+/**
+ * Trainer registry: a trainer is a pre-training method on an architecture family with the optimisation recipe of
+ * spec 4.4 / 6.11. Keys are `<method>-<architecture>` (lower-kebab); nnssl's class names are accepted as aliases,
+ * including the suffixes `_BS<n>` (total batch size), `_ANON` (anonymisation-masked loss), `_<n>ep` / `_ep<n>`
+ * (epochs). Options are validated with zod; unknown keys are a ConfigError naming the field.
+ *
+ * Adding a trainer for a new method = one line in `trainers` below (plus its aliases).
+ */
+import { z } from "zod";
+import { ConfigError } from "../errors.js";
+import { getMethod } from "../methods/registry.js";
+import type { ArchitectureFamily } from "../models/architecture.js";
+import { ScheduleSchema } from "./schedules.js";
+
+const Vec3Schema = z.tuple([z.number().int().positive(), z.number().int().positive(), z.number().int().positive()]);
+
+export const OptimizerConfigSchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("sgd-nesterov"), lr: z.number().positive(), momentum: z.number().min(0).lt(1), weightDecay: z.number().min(0) }).strict(),
+  z.object({ kind: z.literal("adamw"), lr: z.number().positive(), beta1: z.number().min(0).lt(1), beta2: z.number().min(0).lt(1), eps: z.number().positive().default(1e-8), weightDecay: z.number().min(0) }).strict(),
+]);
+
+export const TrainerOptionsSchema = z
+  .object({
+    method: z.string(),
+    methodOptions: z.record(z.string(), z.unknown()).default({}),
+    architecture: z.string(),
+    optimizer: OptimizerConfigSchema,
+    schedule: ScheduleSchema,
+    /** Global-norm gradient clipping; null = none. */
+    gradClip: z.number().positive().nullable(),
+    numEpochs: z.number().int().positive().default(1000),
+    itersPerEpoch: z.number().int().positive().default(250),
+    valIters: z.number().int().nonnegative().default(50),
+    batchSize: z.number().int().positive().default(2),
+    patchSize: Vec3Schema.default([160, 160, 160]),
+    /** Spatial augmentation (rotation/scale, mirror) on training batches (spec 6.1). */
+    augment: z.boolean().default(true),
+    /** Keep only these modalities (nnssl modality-filter trainers). */
+    modalities: z.array(z.string()).optional(),
+    /** Consecutive non-finite steps tolerated before failing. */
+    maxNonFiniteSteps: z.number().int().positive().default(20),
+    seed: z.number().int().nonnegative().default(0),
+    loaderWorkers: z.number().int().nonnegative().default(1),
+    prefetch: z.number().int().positive().default(4),
+  })
+  .strict();
+export type TrainerOptions = z.infer<typeof TrainerOptionsSchema>;
+
+const CNN_RECIPE = {
+  optimizer: { kind: "sgd-nesterov", lr: 1e-2, momentum: 0.99, weightDecay: 3e-5 },
+  schedule: { kind: "poly", exponent: 0.9 },
+  gradClip: 12,
+} as const;
+const VIT_RECIPE = {
+  optimizer: { kind: "adamw", lr: 3e-4, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 5e-2 },
+  schedule: { kind: "warmup-poly", warmupEpochs: 50, exponent: 0.9 },
+  gradClip: 1,
+} as const;
+
+export interface TrainerEntry {
+  readonly key: string;
+  /** nnssl class names of the base trainer (suffixes are parsed on top). */
+  readonly aliases: readonly string[];
+  readonly family: ArchitectureFamily;
+  readonly defaults: Readonly<Record<string, unknown>>;
+}
+
+const trainers: readonly TrainerEntry[] = [
+  { key: "mae-resenc-l", aliases: ["BaseMAETrainer"], family: "cnn", defaults: { method: "mae", architecture: "resenc-l", ...CNN_RECIPE } },
+  { key: "mae-primus-m", aliases: ["BaseEvaMAETrainer"], family: "vit", defaults: { method: "mae", architecture: "eva-mae-m", ...VIT_RECIPE } },
+];
+
+export function trainerKeys(): string[] {
+  return trainers.map((t) => t.key);
+}
+
+export interface ResolvedTrainer {
+  /** The name as given (used in the results folder, like upstream's class name). */
+  readonly name: string;
+  readonly entry: TrainerEntry;
+  readonly options: TrainerOptions;
+}
+
+/** Parse `BaseMAETrainer_BS8_ANON` / `mae-resenc-l` into the base entry and the overrides its suffixes imply. */
+export function parseTrainerName(name: string): { entry: TrainerEntry; overrides: Record<string, unknown> } {
+  const direct = trainers.find((t) => t.key === name);
+  if (direct !== undefined) return { entry: direct, overrides: {} };
+  const parts = name.split("_");
+  const base = parts[0] ?? "";
+  const entry = trainers.find((t) => t.key === base || t.aliases.includes(base));
+  if (entry === undefined) {
+    throw new ConfigError(`unknown trainer "${name}" (known: ${[...trainers.flatMap((t) => [t.key, ...t.aliases])].join(", ")}; suffixes _BS<n>, _ANON, _<n>ep)`, { field: "trainer" });
+  }
+  const overrides: Record<string, unknown> = {};
+  const methodOptions: Record<string, unknown> = {};
+  for (const p of parts.slice(1)) {
+    let m: RegExpMatchArray | null;
+    if ((m = /^BS(\d+)$/.exec(p)) !== null) overrides.batchSize = Number(m[1]);
+    else if (p === "ANON") methodOptions.anon = true;
+    else if ((m = /^(\d+)ep$/.exec(p)) !== null || (m = /^ep(\d+)$/.exec(p)) !== null) overrides.numEpochs = Number(m[1]);
+    else throw new ConfigError(`unsupported trainer suffix "_${p}" in "${name}" (supported: _BS<n>, _ANON, _<n>ep, _ep<n>)`, { field: "trainer" });
+  }
+  if (Object.keys(methodOptions).length > 0) overrides.methodOptions = methodOptions;
+  return { entry, overrides };
+}
+
+/**
+ * Resolve a trainer name plus CLI/user overrides into validated options. `overrides.architecture` may replace the
+ * preset by another of the same family (e.g. `resenc-xs` for CPU runs).
+ */
+export function resolveTrainer(name: string, overrides: Record<string, unknown> = {}, architectureFamily?: (key: string) => ArchitectureFamily | undefined): ResolvedTrainer {
+  const { entry, overrides: fromName } = parseTrainerName(name);
+  const merged: Record<string, unknown> = { ...entry.defaults, ...fromName, ...overrides };
+  merged.methodOptions = { ...(fromName.methodOptions as Record<string, unknown> | undefined), ...(overrides.methodOptions as Record<string, unknown> | undefined) };
+  const r = TrainerOptionsSchema.safeParse(merged);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new ConfigError(`invalid trainer option: ${issue?.message ?? "?"}`, { field: `trainer.${issue?.path.join(".") ?? ""}` });
+  }
+  const options = r.data;
+  const method = getMethod(options.method);
+  if (!method.families.includes(entry.family)) throw new ConfigError(`method ${method.key} does not support ${entry.family} architectures`, { field: "trainer.method" });
+  const mo = method.optionsSchema.safeParse(options.methodOptions);
+  if (!mo.success) {
+    const issue = mo.error.issues[0];
+    throw new ConfigError(`invalid ${method.key} option: ${issue?.message ?? "?"}`, { field: `trainer.methodOptions.${issue?.path.join(".") ?? ""}` });
+  }
+  const fam = architectureFamily?.(options.architecture);
+  if (architectureFamily !== undefined && fam !== entry.family) {
+    throw new ConfigError(`architecture "${options.architecture}" is ${fam ?? "unknown"}, trainer ${name} needs a ${entry.family} architecture`, { field: "architecture" });
+  }
+  return { name, entry, options: { ...options, methodOptions: mo.data as Record<string, unknown> } };
+}

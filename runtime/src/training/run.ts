@@ -1,0 +1,215 @@
+/**
+ * `ssl3d train` orchestration: resolve the dataset, plan and configuration; list the preprocessed images; split
+ * subjects (splits_final.json); build the network (models registry) and the method; lay out the results folder
+ * (spec 1.4: `$nnssl_results/DatasetNNN_Name/<Trainer>__<Plans>__<Config>/` with `plans.json`,
+ * `adaptation_plan.json`, and `fold_all/`); serve metrics; install the SIGTERM/SIGUSR1 handlers; run the loop.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { requireRoot, resolveDatasetName } from "../config/env.js";
+import { ConfigError, DataError, EnvironmentError, Ssl3dError } from "../errors.js";
+import { writeJsonAtomic } from "../io/atomic.js";
+import { loadOrCreateSplit } from "../data/split.js";
+import { DEFAULT_READER_MODULE, filterImages, type TrainingImage, type VolumeReaderModule } from "../data/source.js";
+import { getMethod } from "../methods/registry.js";
+import { adaptationPlan } from "../models/checkpoint-export.js";
+import { selectBackend } from "../models/backend/select.js";
+import { architectureKeys, createNetwork, getArchitecture } from "../models/registry.js";
+import type { Logger } from "../observability/log.js";
+import { TrainingMetrics, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
+import { ENV, distributedConfigFromEnv, perRankBatchSize } from "../distributed/env.js";
+import { launchLocalRanks } from "../distributed/launch.js";
+import { initProcessGroup } from "../distributed/process-group.js";
+import { train, type StopSignal, type TrainingResult } from "./loop.js";
+import { resolveTrainer } from "./registry.js";
+
+export interface TrainArgs {
+  readonly dataset: string;
+  readonly configuration: string;
+  readonly trainer: string;
+  readonly plans: string;
+  readonly resume?: boolean;
+  readonly epochs?: number;
+  readonly itersPerEpoch?: number;
+  readonly valIters?: number;
+  readonly patchSize?: number;
+  readonly batchSize?: number;
+  readonly archPreset?: string;
+  readonly seed?: number;
+  readonly metricsPort?: number;
+  readonly backend?: string;
+  readonly workers?: number;
+  readonly progress?: boolean;
+  /** Local data-parallel processes on this node (torchrun's --nproc-per-node); default PET_NPROC_PER_NODE or 1. */
+  readonly nprocPerNode?: number;
+  /** Called after every training step (tests, embedding). */
+  readonly onStep?: (s: { epoch: number; iteration: number; globalStep: number; loss: number; skipped: boolean }) => void;
+}
+
+interface ListModule {
+  listPreprocessedImages(datasetName: string, config: string, plansName: string): Promise<TrainingImage[]> | TrainingImage[];
+}
+
+async function listImages(datasetName: string, config: string, plansName: string): Promise<TrainingImage[]> {
+  const spec = new URL("../preprocessing/dataset.js", import.meta.url).href;
+  let mod: ListModule;
+  try {
+    mod = (await import(spec)) as ListModule;
+  } catch (err) {
+    throw new EnvironmentError(`the preprocessed-store module is not available in this build (${(err as Error).message.split("\n")[0] ?? ""})`);
+  }
+  return await mod.listPreprocessedImages(datasetName, config, plansName);
+}
+
+function readPlan(file: string, configuration: string): { plan: Record<string, unknown>; cfg: Record<string, unknown> } {
+  if (!existsSync(file)) throw new EnvironmentError(`plans file not found; run 'ssl3d plan-and-preprocess' first`, { file });
+  let plan: Record<string, unknown>;
+  try {
+    plan = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError(`invalid JSON: ${(err as Error).message}`, { file });
+  }
+  const configs = plan.configurations as Record<string, Record<string, unknown>> | undefined;
+  const cfg = configs?.[configuration];
+  if (cfg === undefined) throw new ConfigError(`configuration "${configuration}" not in the plan (has: ${Object.keys(configs ?? {}).join(", ")})`, { file, field: `configurations.${configuration}` });
+  return { plan, cfg };
+}
+
+/** The process exits with a given code (stopped by a signal: 128 + signal number; a failed local rank: its code). */
+export class ExitError extends Ssl3dError {
+  constructor(message: string, readonly exitCode: number) {
+    super(message);
+  }
+}
+
+/**
+ * Entry of `ssl3d train`: with more than one local process per node (and no RANK yet), act as the local launcher
+ * (one child per rank, torchrun-style environment); otherwise train as this rank.
+ */
+export async function runTrainingCli(a: TrainArgs, logger: Logger): Promise<void> {
+  const cfg = distributedConfigFromEnv();
+  const nproc = a.nprocPerNode ?? cfg.nprocPerNode;
+  if (nproc > 1 && (process.env.RANK === undefined || process.env.RANK === "")) {
+    logger.info({ nprocPerNode: nproc, nnodes: cfg.nnodes, nodeRank: cfg.nodeRank }, "Launching local ranks");
+    const code = await launchLocalRanks({
+      cfg, nprocPerNode: nproc, command: process.execPath, args: [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)],
+      env: { ...process.env, [ENV.nprocPerNode]: String(nproc) },
+    });
+    if (code !== 0) throw new ExitError(`a local rank failed (exit code ${code})`, code);
+    return;
+  }
+  await runTraining(a, logger);
+}
+
+export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSignal = { requested: false }): Promise<TrainingResult> {
+  const dist = distributedConfigFromEnv();
+  const logger = dist.worldSize > 1 ? rootLogger.child({ rank: dist.rank }) : rootLogger;
+  const datasetName = resolveDatasetName(a.dataset);
+  const preRoot = requireRoot("nnssl_preprocessed");
+  const resultsRoot = requireRoot("nnssl_results");
+  const plansFile = join(preRoot, datasetName, `${a.plans}.json`);
+  const { plan, cfg } = readPlan(plansFile, a.configuration);
+
+  const overrides: Record<string, unknown> = {};
+  if (a.epochs !== undefined) overrides.numEpochs = a.epochs;
+  if (a.itersPerEpoch !== undefined) overrides.itersPerEpoch = a.itersPerEpoch;
+  if (a.valIters !== undefined) overrides.valIters = a.valIters;
+  if (a.patchSize !== undefined) overrides.patchSize = [a.patchSize, a.patchSize, a.patchSize];
+  if (a.batchSize !== undefined) overrides.batchSize = a.batchSize;
+  if (a.archPreset !== undefined) overrides.architecture = a.archPreset;
+  if (a.seed !== undefined) overrides.seed = a.seed;
+  if (a.workers !== undefined) overrides.loaderWorkers = a.workers;
+  const trainer = resolveTrainer(a.trainer, overrides, (key) => {
+    try {
+      return getArchitecture(key).family;
+    } catch {
+      return undefined;
+    }
+  });
+  const o = trainer.options;
+  const methodEntry = getMethod(o.method);
+  const method = methodEntry.create(o.methodOptions, trainer.entry.family);
+  const archKey = methodEntry.architectureFor?.(o.architecture, (k) => architectureKeys().includes(k)) ?? o.architecture;
+
+  const all = await listImages(datasetName, a.configuration, a.plans);
+  if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: join(preRoot, datasetName) });
+  const splitFile = join(preRoot, datasetName, "splits_final.json");
+  const { split, created } = await loadOrCreateSplit(splitFile, all.map((i) => i.uniqueSubjectId));
+  logger.info({ file: splitFile, created, train: split.train.length, val: split.val.length }, "Subject split");
+  const filter = { modalities: o.modalities };
+  const trainImages = filterImages(all, new Set(split.train), filter);
+  const valImages = filterImages(all, new Set(split.val), filter);
+  if (trainImages.length === 0) throw new DataError(`no training images left after the split and modality filter`, { file: splitFile });
+
+  const globalBatch = o.batchSize;
+  const perRank = perRankBatchSize(globalBatch, dist.worldSize, dist.rank);
+  const backend = await selectBackend(a.backend);
+  logger.info({ backend: backend.name, tfBackend: backend.tfBackend, nativeKernels: backend.nativeKernels }, "Backend selected");
+
+  const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
+  const inChannels = (await reader.openZarrVolume(trainImages[0]!.image)).shape[0] ?? 1;
+  const network = createNetwork(archKey, { inChannels, outChannels: method.outChannels(inChannels), patchSize: o.patchSize, seed: o.seed });
+
+  const baseDir = join(resultsRoot, datasetName, `${trainer.name}__${a.plans}__${a.configuration}`);
+  const foldDir = join(baseDir, "fold_all");
+  const checkpointDir = process.env.SSL3D_CHECKPOINT_DIR !== undefined && process.env.SSL3D_CHECKPOINT_DIR !== "" ? process.env.SSL3D_CHECKPOINT_DIR : foldDir;
+  const usedPlan = { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } };
+  const adaptation = adaptationPlan(network.config, usedPlan);
+  await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
+  await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
+
+  const group = await initProcessGroup(dist);
+  if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: perRank, globalBatch }, "Joined the data-parallel group");
+  const metrics = new TrainingMetrics();
+  const port = a.metricsPort ?? (process.env.SSL3D_METRICS_PORT !== undefined && process.env.SSL3D_METRICS_PORT !== "" ? Number(process.env.SSL3D_METRICS_PORT) : undefined);
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
+  let server: MetricsServer | undefined;
+  if (port !== undefined && dist.localRank === 0) {
+    server = await serveMetrics(metrics, port);
+    logger.info({ port: server.port }, "Serving /metrics");
+  }
+
+  const signals: NodeJS.Signals[] = ["SIGTERM", "SIGUSR1"];
+  let signalNo = 0;
+  const handler = (sig: NodeJS.Signals) => {
+    stop.requested = true;
+    stop.reason = sig;
+    signalNo = sig === "SIGTERM" ? 15 : 10;
+    logger.warn({ signal: sig }, "Stop requested; finishing the current step");
+  };
+  for (const s of signals) process.on(s, handler);
+  const resume = a.resume === true || process.env.SSL3D_RESUME === "latest";
+  logger.info({ trainer: trainer.name, key: trainer.entry.key, architecture: archKey, params: network.parameterCount(), patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch, trainImages: trainImages.length, valImages: valImages.length, output: foldDir, checkpointDir, resume }, "Training");
+  try {
+    const result = await train({
+      trainerName: trainer.name,
+      options: { ...o, batchSize: perRank },
+      globalBatchSize: globalBatch,
+      group,
+      network,
+      method,
+      trainImages,
+      valImages,
+      outputDir: foldDir,
+      checkpointDir,
+      resume,
+      initArgs: { dataset_name: datasetName, plans_name: a.plans, configuration_name: a.configuration, fold: "all", trainer_options: o, backend: backend.name },
+      adaptationPlan: adaptation,
+      metrics,
+      logger,
+      progressBar: a.progress ?? process.stderr.isTTY,
+      stop,
+      ...(a.onStep === undefined ? {} : { onStep: a.onStep }),
+    });
+    if (result.status === "stopped") {
+      throw new ExitError(`stopped by ${stop.reason ?? "request"} after step ${result.globalStep}; checkpoint_latest written to ${checkpointDir}; continue with --resume`, 128 + signalNo);
+    }
+    logger.info({ epochs: result.epochsCompleted, steps: result.globalStep, trainLoss: result.finalTrainLoss, valLoss: result.finalValLoss }, "Training finished");
+    return result;
+  } finally {
+    for (const s of signals) process.off(s, handler);
+    await server?.close();
+    await group.close();
+    network.dispose();
+  }
+}

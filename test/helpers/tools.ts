@@ -1,0 +1,38 @@
+/** Delivery tools that scripts/setup.d/40-helm.sh caches under $SSL3D_CACHE/bin, and a small process runner. */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { cacheDir } from "./python.js";
+
+export function toolBin(name: "helm" | "hadolint"): string {
+  const p = join(cacheDir(), "bin", name);
+  if (!existsSync(p)) throw new Error(`${p} is missing: run 'bash scripts/test-setup.sh' (scripts/setup.d/40-helm.sh)`);
+  return p;
+}
+
+export interface RunResult {
+  readonly status: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Run a command to completion (never through a shell). */
+export function run(cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): RunResult {
+  const r = spawnSync(cmd, args, {
+    cwd: opts.cwd,
+    env: opts.env ?? process.env,
+    input: opts.input,
+    encoding: "utf8",
+    timeout: opts.timeoutMs ?? 300_000,
+    maxBuffer: 1 << 28,
+  });
+  if (r.error !== undefined) throw r.error;
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Like run(), but throws with the output when the exit code is not 0. */
+export function runOk(cmd: string, args: readonly string[], opts: Parameters<typeof run>[2] = {}): string {
+  const r = run(cmd, args, opts);
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} exited ${r.status}:\n${r.stderr}${r.stdout}`);
+  return r.stdout;
+}

@@ -1,0 +1,45 @@
+/**
+ * The README's first command in its shortened CI mode: `ssl3d run --quick` (the embedded examples/laptop.yaml)
+ * runs the real stages (demo phantoms, collection-summary, plan-and-preprocess, train) as child processes, to
+ * completion; a second invocation skips what is done.
+ */
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { commands } from "../../../runtime/src/cli/commands/index.js";
+import { REPO } from "../../helpers/chart.js";
+import { run } from "../../helpers/tools.js";
+
+const NEEDED = ["demo", "collection-summary", "plan-and-preprocess", "train", "run"];
+
+function filesBelow(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+}
+
+test("ssl3d run --quick runs the laptop example end to end; a re-run skips what is done", { timeout: 1_200_000 }, (t) => {
+  const missing = NEEDED.filter((n) => !commands.some((c) => c.name === n));
+  if (missing.length > 0) {
+    t.skip(`the CLI lacks ${missing.join(", ")} (stages of other issues not merged yet); the runner is covered by runtime/src/local/runner.test.ts`);
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), "ssl3d-local-run-"));
+  try {
+    const state = join(dir, "state");
+    const first = run(process.execPath, [join(REPO, "bin", "ssl3d.mjs"), "run", "--quick", "--state-dir", state, "--metrics-port", "0"], { cwd: dir, timeoutMs: 1_100_000 });
+    assert.equal(first.status, 0, `${first.stdout}\n${first.stderr.slice(-4000)}`);
+    assert.match(first.stdout, /PretrainRun\/demo: Succeeded after 1 attempt/);
+    const status = JSON.parse(readFileSync(join(state, "status", "pretrainrun-demo.json"), "utf8")) as { phase: string; checkpointDir: string };
+    assert.equal(status.phase, "Succeeded");
+    const outputs = [...filesBelow(status.checkpointDir), ...filesBelow(join(state, "volumes", "ssl3d-results", "results"))];
+    assert.ok(outputs.some((f) => /checkpoint/.test(f)), `no checkpoint written: ${outputs.join(", ")}`);
+    const again = run(process.execPath, [join(REPO, "bin", "ssl3d.mjs"), "run", "--quick", "--state-dir", state, "--metrics-port", "0"], { cwd: dir, timeoutMs: 600_000 });
+    assert.equal(again.status, 0, again.stderr.slice(-4000));
+    assert.match(again.stdout, /Plan\/demo: up to date/);
+    assert.match(again.stdout, /PretrainRun\/demo: already Succeeded/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
