@@ -19,6 +19,9 @@ FROM ${NODE_IMAGE} AS node
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
+# The package's own `install` hook builds the optional native CPU kernels; not needed to compile TypeScript.
+COPY native/build.mjs ./native/build.mjs
+ENV SSL3D_NATIVE=0
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund --omit=optional
 
 # ---- build: compile the TypeScript sources to dist/ and bundle the operator into one file ----
@@ -38,6 +41,10 @@ FROM ${NODE_IMAGE} AS runtime-deps
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /app
 COPY package.json package-lock.json ./
+# The native CPU kernel addon is not built for this image: it would be compiled against Debian's glibc, newer than
+# the CUDA image's Ubuntu 20.04, and the GPU image computes with libtensorflow.
+COPY native/build.mjs ./native/build.mjs
+ENV SSL3D_NATIVE=0
 # The optional dependency @tensorflow/tfjs-node-gpu downloads libtensorflow (GPU) in its install script.
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund --omit=dev
 # ci: skip libtensorflow cannot be downloaded on the CI machine (no network beyond package registries)

@@ -1,8 +1,9 @@
 /**
  * One training step (forward, MSE loss, backward, SGD-Nesterov update) per small preset and available tfjs
  * backend, beside PyTorch CPU (Debian torch, upstream dynamic-network-architectures) on the same preset and input
- * in the same run. Reports medians and the ratio tfjs/torch. Run: `npm run bench:models [-- --backends wasm,cpu
- * --reps 3 --threads 2]`. Numbers go to docs/performance.md.
+ * in the same run. Reports medians and the ratio tfjs/torch. torch uses 1 thread by default, like the default wasm
+ * build (on a loaded machine 2 OpenMP threads can be 40× slower than 1). Run: `npm run bench:models [-- --backends wasm,cpu
+ * --reps 3 --threads 1]`. Numbers go to docs/performance.md.
  *
  * `--memory SIZE [--batch B]`: peak RSS of ONE training step of the real full-size `resenc-l` at B×1×SIZE³ on the
  * default cpu path (native kernels), each side in a fresh child process, beside PyTorch's (upstream
@@ -50,7 +51,7 @@ function arg(name: string, dflt: string): string {
 }
 
 const reps = Number(arg("reps", "3"));
-const threads = Number(arg("threads", "2"));
+const threads = Number(arg("threads", "1"));
 const backends = arg("backends", "wasm").split(",");
 
 function median(a: number[]): number {

@@ -8,12 +8,14 @@ HELM_VERSION=v3.22.0
 # Helm's own Makefile sets the default Kubernetes version of `helm template` from its client-go (v0.37 -> 1.37).
 HELM_K8S_MINOR=37
 HADOLINT_VERSION=2.15.1
+SSL3D_CACHE="${SSL3D_CACHE:-$HOME/.cache/ssl3d}"
 BIN="$SSL3D_CACHE/bin"
 mkdir -p "$BIN"
 
 stamp="$BIN/.helm-build"
 want="$HELM_VERSION k8s-1.$HELM_K8S_MINOR"
 if [ ! -x "$BIN/helm" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || PATH="/usr/local/go/bin:$PATH"
   command -v go >/dev/null || { echo "[test-setup] helm: Go toolchain not found (needed to build helm)" >&2; exit 1; }
   echo "[test-setup] building helm $HELM_VERSION from its Go module (cached in $BIN)" >&2
   work="$(mktemp -d)"

@@ -10,6 +10,7 @@ import { API_VERSION } from "../../operator/src/api/v1alpha1/group.js";
 import { httpStatus } from "../../operator/src/kube/client.js";
 import { applyCrdYaml } from "../../operator/src/kube/crds.js";
 import type { Manager } from "../../operator/src/kube/manager.js";
+import type { OperatorMetrics } from "../../operator/src/metrics.js";
 import {
   condition,
   cr,
@@ -32,13 +33,14 @@ import {
 const IMAGE = "example.invalid/ssl3d-runtime:test";
 let env: Env;
 let manager: Manager;
+let metrics: OperatorMetrics;
 let metricsServer: Server;
 let metricsPort = 0;
 let metricsBody = "pretrain_global_step 10\npretrain_epoch 1\npretrain_train_loss 0.9\n";
 
 before(async () => {
   env = await startEnv({ garbageCollector: true });
-  manager = startManager(env, undefined).manager;
+  ({ manager, metrics } = startManager(env, undefined));
   metricsServer = createServer((_req, res) => {
     res.end(metricsBody);
   });
@@ -152,6 +154,8 @@ describe("operator against a real API server", () => {
     assert.equal(spec.template.spec.containers[0]!.resources.limits["nvidia.com/gpu"], "1");
     assert.deepEqual(spec.template.spec.containers[0]!.command, ["ssl3d", "train", "Dataset001_Demo", "onemmiso", "-tr", "BaseMAETrainer", "--epochs", "10"]);
     assert.equal(a1.metadata.labels?.["kueue.x-k8s.io/queue-name"], "gpu");
+    const managed = (a1.metadata as { managedFields?: { manager: string; operation: string }[] }).managedFields ?? [];
+    assert.ok(managed.some((m) => m.manager === "ssl3d-operator" && m.operation === "Apply"), "children are server-side applied by the operator's field manager");
     const e = envOf(a1);
     assert.equal(e.PET_NNODES, "2");
     assert.equal(e.PET_NPROC_PER_NODE, "1");
@@ -182,8 +186,8 @@ describe("operator against a real API server", () => {
       return s.phase === "Succeeded" ? s : undefined;
     });
     assert.ok(done.completionTime);
-    const reasons = (await eventsFor(env.client, ns, "run")).map((x) => x.reason);
-    for (const r of ["JobCreated", "AllPodsReady", "Completed"]) assert.ok(reasons.includes(r), `event ${r} in ${reasons.join(",")}`);
+    // Events are recorded right after the status patch: poll for them.
+    for (const r of ["JobCreated", "AllPodsReady", "Completed"]) await eventually(`event ${r}`, async () => (await eventsFor(env.client, ns, "run")).some((x) => x.reason === r));
 
     // A changed Collection makes the Plan Stale (it is not rebuilt).
     const colNow = await getCr(env.client, "Collection", ns, "col");
@@ -267,8 +271,9 @@ describe("operator against a real API server", () => {
     assert.match(failed.message, /out of memory/);
     assert.equal(s.restarts, 2);
     assert.equal(await getJob(env.client, ns, "run-a4"), undefined);
-    const ev = (await eventsFor(env.client, ns, "run")).map((e) => `${e.type}/${e.reason}`);
-    for (const r of ["Warning/RankFailed", "Warning/Preempted", "Warning/BackoffLimitExceeded"]) assert.ok(ev.includes(r), `${r} in ${ev.join(",")}`);
+    for (const r of ["Warning/RankFailed", "Warning/Preempted", "Warning/BackoffLimitExceeded"]) {
+      await eventually(`event ${r}`, async () => (await eventsFor(env.client, ns, "run")).some((e) => `${e.type}/${e.reason}` === r));
+    }
   });
 
   test("suspend deletes the attempt Job, resume creates a new attempt; deadline → Failed/DeadlineExceeded", async () => {
@@ -353,6 +358,17 @@ describe("operator against a real API server", () => {
     const ev = await eventually("Warning event", async () => (await eventsFor(env.client, ns, "bad")).find((e) => e.type === "Warning" && e.reason === "ValidationFailed"));
     assert.match(ev.note, /PET_NNODES/);
     assert.equal(await getJob(env.client, ns, "bad-a1"), undefined);
+    // Status is patched only on change: a reconcile triggered by a metadata edit leaves the resourceVersion alone.
+    const reconciles = async (): Promise<number> => (await metrics.reconcileTotal.get()).values.filter((v) => v.labels.controller === "pretrainrun").reduce((n, v) => n + v.value, 0);
+    // Settled: the reconcile that saw its Job has run (Running=False/PodsNotReady) and nothing is queued.
+    await eventually("good settled", async () => condition(await getCr(env.client, "PretrainRun", ns, "good"), "Running")?.reason === "PodsNotReady");
+    await manager.queues.PretrainRun.idle();
+    const n0 = await reconciles();
+    await env.client.patch(API_VERSION, "PretrainRun", ns, "good", { metadata: { annotations: { touched: "1" } } });
+    const rv = (await getCr(env.client, "PretrainRun", ns, "good")).metadata.resourceVersion;
+    await eventually("a reconcile after the edit", async () => (await reconciles()) > n0);
+    await manager.queues.PretrainRun.idle();
+    assert.equal((await getCr(env.client, "PretrainRun", ns, "good")).metadata.resourceVersion, rv);
     // Fixing the spec (a new generation) lets it proceed.
     await env.client.patch(API_VERSION, "PretrainRun", ns, "bad", { spec: { env: [{ name: "MY_FLAG", value: "1" }] } });
     await job(ns, "bad-a1");

@@ -111,9 +111,11 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
   const prom = await startPrometheus([{ job: "trainer", target: `127.0.0.1:${port}` }], { scrapeIntervalMs: 200 });
   const t0 = Date.now() / 1000;
   try {
-    // Prometheus applies its targets a few seconds after start; the first (failed, up=0) scrape of the not yet
-    // listening port shows scraping runs, so a run of ~2 s (cpu + native kernels) is scraped from its first second.
-    await prom.waitFor('up{job="trainer"}');
+    // The scrape loop must be running before the (short) run starts: wait for the first `up` sample of the target.
+    for (let i = 0; (await prom.query('up{job="trainer"}')).length === 0; i++) {
+      assert.ok(i < 300, "Prometheus never scraped the trainer target");
+      await new Promise((r) => setTimeout(r, 100));
+    }
     // invoked as nnssl_train (the package.json bin alias) with upstream's flags
     const alias = join(work, "nnssl_train");
     if (!existsSync(alias)) symlinkSync(BIN, alias);

@@ -43,6 +43,11 @@ if (cmd === "demo") {
 
 interface Call { cmd: string; args: string[]; env: Record<string, string> }
 
+/** The parent environment without SSL3D_* (e.g. SSL3D_CACHE exported by scripts/test.sh), so only the contract shows. */
+function parentEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SSL3D_")));
+}
+
 function setup(extraEnv: Record<string, string> = {}): { dir: string; callsFile: string; runner: (env?: Record<string, string>) => LocalRunner; calls: () => Call[]; status: (n: string) => RunStatus } {
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-runner-"));
   const script = join(dir, "standin.mjs");
@@ -57,7 +62,7 @@ function setup(extraEnv: Record<string, string> = {}): { dir: string; callsFile:
     callsFile,
     runner: (env = extraEnv) => new LocalRunner({
       manifests, stateDir: join(dir, "state"), quick: true, metricsPort: 0, volumes: { "ssl3d-results": join(dir, "results") },
-      ssl3d: [process.execPath, script], env: { ...process.env, CALLS: callsFile, ...env }, print: () => undefined, childOutput: sink,
+      ssl3d: [process.execPath, script], env: { ...parentEnv(), CALLS: callsFile, ...env }, print: () => undefined, childOutput: sink,
     }),
     calls: () => readFileSync(callsFile, "utf8").trim().split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Call),
     status: (n) => JSON.parse(readFileSync(join(dir, "state", "status", n), "utf8")) as RunStatus,

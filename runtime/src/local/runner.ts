@@ -271,7 +271,7 @@ export class LocalRunner {
     const base = { ...this.env, nnssl_raw: root };
     if (c.annotations[LOCAL_DEMO_ANNOTATION] === "true" && findDatasetFolder(root, c.spec.dataset) === undefined) {
       this.print(`${step} ${what}: generating the demo collection into ${root}`);
-      const args = ["demo", "--out", join(this.stateDir, "demo"), ...(this.o.quick ? ["--quick"] : [])];
+      const args = ["demo", "--no-preprocess", "--out", join(this.stateDir, "demo"), ...(this.o.quick ? ["--quick"] : [])];
       const log = join(this.stateDir, "logs", `collection-${c.name}-demo.log`);
       const r = await this.child(args, base, log);
       this.checkInterrupted(what);

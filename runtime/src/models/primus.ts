@@ -290,6 +290,10 @@ export class Primus implements Network {
   }
 
   private block(x: tf.Tensor3D, p: string, rope: Rope, dpr: number, ctx: ForwardContext, rng: Rng): tf.Tensor3D {
+    return tf.tidy(() => this.blockInner(x, p, rope, dpr, ctx, rng));
+  }
+
+  private blockInner(x: tf.Tensor3D, p: string, rope: Rope, dpr: number, ctx: ForwardContext, rng: Rng): tf.Tensor3D {
     const h1 = layerNorm(x, this.p(`${p}.norm1.weight`), this.p(`${p}.norm1.bias`));
     const q = linear(h1, this.p(`${p}.attn.q_proj.weight`), this.p(`${p}.attn.q_proj.bias`));
     const k = linear(h1, this.p(`${p}.attn.k_proj.weight`));

@@ -184,6 +184,10 @@ export class ResEncUNet implements Network {
   }
 
   private block(x: tf.Tensor5D, p: string, stride: number, cin: number, cout: number): tf.Tensor5D {
+    return tf.tidy(() => this.blockInner(x, p, stride, cin, cout));
+  }
+
+  private blockInner(x: tf.Tensor5D, p: string, stride: number, cin: number, cout: number): tf.Tensor5D {
     let skip = x;
     if (stride !== 1) skip = tf.avgPool3d(skip, stride, stride, "valid");
     if (cin !== cout) skip = this.unit(skip, `${p}.skip.${stride !== 1 ? 1 : 0}`, 1, false);

@@ -103,7 +103,9 @@ test("RBAC is least privilege", () => {
   }
   assert.deepEqual(grants("", "pods").sort(), ["get", "list", "watch"]);
   assert.deepEqual(grants("", "secrets"), []);
-  assert.deepEqual(grants("ssl3d.io", "pretrainruns").sort(), ["get", "list", "patch", "update", "watch"]);
+  // delete only for ttlSecondsAfterFinished of PretrainRuns; Collections and Plans are never deleted by the operator
+  assert.deepEqual(grants("ssl3d.io", "pretrainruns").sort(), ["delete", "get", "list", "patch", "update", "watch"]);
+  assert.ok(!grants("ssl3d.io", "collections").includes("delete") && !grants("ssl3d.io", "plans").includes("delete"));
   for (const k of ["collections", "plans", "pretrainruns"]) assert.ok(grants("ssl3d.io", `${k}/status`).includes("patch"), k);
   assert.ok(grants("batch", "jobs").includes("create"));
   assert.ok(grants("events.k8s.io", "events").includes("create"));

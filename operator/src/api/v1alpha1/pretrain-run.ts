@@ -158,7 +158,7 @@ export const pretrainRunCrd = {
     { name: "Nodes", type: "integer", jsonPath: ".spec.numNodes" },
     { name: "Attempt", type: "integer", jsonPath: ".status.attempt" },
     { name: "Restarts", type: "integer", jsonPath: ".status.restarts" },
-    { name: "Progress", type: "string", jsonPath: ".status.progress.percent", priority: 0 },
+    { name: "Progress%", type: "integer", jsonPath: ".status.progress.percent" },
     { name: "Loss", type: "string", jsonPath: ".status.progress.loss", priority: 1 },
     { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
   ],

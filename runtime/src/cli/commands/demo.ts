@@ -26,6 +26,8 @@ export const DEMO_DATASET_NAME = "Demo";
 export interface DemoOptions {
   readonly out: string;
   readonly quick: boolean;
+  /** Fingerprint, plan and preprocess the collection too (default true; `ssl3d run` leaves that to its Plan stage). */
+  readonly preprocess?: boolean;
   readonly print?: (line: string) => void;
 }
 
@@ -60,6 +62,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   print(formatSummary(report.output, await summarizeCollection(collection)));
   const first = flattenCollection(collection)[0]!;
   print(formatInspection(first.image_path, inspectVolume(await readNifti(first.image_path))));
+  if (o.preprocess === false) return { out, collectionFile: report.output };
   print(`\n[4/4] ssl3d plan-and-preprocess -d ${DEMO_DATASET_ID} -c onemmiso -np 2`);
   const dataset = `Dataset${DEMO_DATASET_ID}_${DEMO_DATASET_NAME}`;
   await extractFingerprint(dataset, { np: 2, clean: true, onError: "fail" });
@@ -78,6 +81,9 @@ export const demoCommand: CliCommand = {
       .description("generate phantom scans, build a pretrain_data.json collection from them, inspect and preprocess it")
       .option("--out <dir>", "working folder (nnssl_* roots default to sub-folders)", "ssl3d-demo")
       .option("--quick", "fewer and smaller phantoms")
-      .action(async (o: { out: string; quick?: boolean }) => { await runDemo({ out: o.out, quick: o.quick === true }); });
+      .option("--no-preprocess", "stop after building and inspecting the collection")
+      .action(async (o: { out: string; quick?: boolean; preprocess: boolean }) => {
+        await runDemo({ out: o.out, quick: o.quick === true, preprocess: o.preprocess });
+      });
   },
 };

@@ -1,10 +1,12 @@
 /**
  * `ssl3d export CHECKPOINT --format safetensors|pth-compatible [--out PATH]`: write PyTorch-loadable weights
  * (exact dynamic-network-architectures state-dict keys and layouts, upstream aliases included) plus
- * `adaptation_plan.json` beside them. CHECKPOINT is an ssl3d network file (safetensors with ssl3d metadata) or a
- * directory containing `network.safetensors`.
+ * `adaptation_plan.json` beside them. CHECKPOINT is an ssl3d network or training checkpoint file (safetensors with
+ * `ssl3d.architecture`/`ssl3d.options` metadata) or a directory holding `checkpoint_{final,latest,best}.safetensors`
+ * (first found, nnssl's order) or `network.safetensors`.
  */
 import type { Command } from "commander";
+import { existsSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { CliCommand } from "../command.js";
@@ -20,8 +22,17 @@ async function resolveCheckpoint(p: string): Promise<string> {
   } catch {
     throw new ConfigError("checkpoint not found", { file: p });
   }
-  return s.isDirectory() ? join(p, "network.safetensors") : p;
+  if (!s.isFile() && !s.isDirectory()) throw new ConfigError("checkpoint is neither a file nor a directory", { file: p });
+  if (s.isFile()) return p;
+  // a training output directory: nnssl's resume order (final, latest, best), then a bare network file
+  for (const name of CHECKPOINT_NAMES) {
+    const f = join(p, name);
+    if (existsSync(f)) return f;
+  }
+  throw new ConfigError(`no checkpoint in directory (looked for ${CHECKPOINT_NAMES.join(", ")})`, { file: p });
 }
+
+const CHECKPOINT_NAMES = ["checkpoint_final.safetensors", "checkpoint_latest.safetensors", "checkpoint_best.safetensors", "network.safetensors"];
 
 export const exportCommand: CliCommand = {
   name: "export",
@@ -29,7 +40,7 @@ export const exportCommand: CliCommand = {
     program
       .command("export")
       .description("export network weights for PyTorch / nnU-Net (safetensors or torch.save-compatible .pth) + adaptation_plan.json")
-      .argument("<checkpoint>", "ssl3d network file (.safetensors) or a checkpoint directory containing network.safetensors")
+      .argument("<checkpoint>", "ssl3d checkpoint/network file (.safetensors) or a directory with checkpoint_{final,latest,best}.safetensors or network.safetensors")
       .option("--format <format>", "safetensors | pth-compatible", "safetensors")
       .option("--out <path>", "output file (default: beside the checkpoint, <name>.export.{safetensors|pth})")
       .option("--plans <file>", "nnssl plans JSON to embed as pretrain_plan in the adaptation plan")

@@ -1,6 +1,8 @@
 /** Backend selection: explicit request beats SSL3D_BACKEND beats auto; absent optional packages fall through. */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
 import { afterEach, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError, EnvironmentError } from "../../errors.js";
@@ -62,4 +64,18 @@ test("SSL3D_BACKEND and --backend", async () => {
   if (!nodeInstalled) await assert.rejects(selectBackend("node"), EnvironmentError, "an explicitly requested backend that cannot load is an error");
   assert.equal(parseBackendRequest(undefined, "x"), "auto");
   await tf.setBackend("cpu");
+});
+
+test("SSL3D_WASM_THREADS=2: threaded wasm initialises, computes conv3d like cpu, and the process exits", () => {
+  const script = fileURLToPath(new URL("../../../../test/fixtures/wasm-threads-check.ts", import.meta.url));
+  const r = spawnSync(process.execPath, ["--import", "tsx", script], {
+    cwd: fileURLToPath(new URL("../../../../", import.meta.url)),
+    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "NODE_TEST_CONTEXT")), SSL3D_WASM_THREADS: "2", SSL3D_LOG_LEVEL: "warn" },
+    encoding: "utf8",
+    timeout: 120_000,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as { threads: number; d: number };
+  assert.equal(out.threads, 2);
+  assert.ok(out.d < 1e-4, `max diff ${out.d}`);
 });

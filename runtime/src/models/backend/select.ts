@@ -14,6 +14,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { EnvironmentError, ConfigError } from "../../errors.js";
 import { log } from "../../observability/log.js";
+import { withWasmThreads } from "./wasm-threads.js";
 
 export const BACKEND_NAMES = ["auto", "node-gpu", "node", "wasm", "cpu"] as const;
 export type BackendRequest = (typeof BACKEND_NAMES)[number];
@@ -25,6 +26,8 @@ export interface BackendChoice {
   readonly tfBackend: string;
   /** cpu only: the native addon's kernels are registered. */
   readonly nativeKernels: boolean;
+  /** wasm only: XNNPACK threads in use. */
+  readonly wasmThreads?: number;
   /** Why the earlier candidates were skipped. */
   readonly skipped: readonly string[];
 }
@@ -54,11 +57,24 @@ async function tryNode(pkg: string): Promise<string | undefined> {
   return undefined;
 }
 
+/** `SSL3D_WASM_THREADS=N` (N ≥ 2) turns on the threaded-SIMD wasm build (see wasm-threads.ts); default 1. */
+export function wasmThreadsRequested(): number {
+  const v = process.env.SSL3D_WASM_THREADS;
+  if (v === undefined || v === "") return 1;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new ConfigError(`must be an integer 1..64, got "${v}"`, { field: "SSL3D_WASM_THREADS" });
+  return n;
+}
+
 async function tryWasm(): Promise<string | undefined> {
   try {
     const wasm = await import("@tensorflow/tfjs-backend-wasm");
     wasm.setWasmPaths(wasmBinaryDir());
-    if (!(await tf.setBackend("wasm"))) return "wasm: backend did not initialise";
+    const threads = wasmThreadsRequested();
+    const ok = threads > 1
+      ? await withWasmThreads(threads, wasm.setThreadsCount, () => tf.setBackend("wasm"))
+      : await tf.setBackend("wasm");
+    if (!ok) return "wasm: backend did not initialise";
     await tf.ready();
     return undefined;
   } catch (err) {
@@ -103,11 +119,21 @@ export async function selectBackend(requested?: string): Promise<BackendChoice> 
     }
     await tf.ready();
     const nativeKernels = name === "cpu" ? await tryNative() : false;
-    current = { name, tfBackend: tf.getBackend(), nativeKernels, skipped };
-    log().info({ backend: name, tfBackend: current.tfBackend, nativeKernels, skipped }, `tfjs backend: ${name}`);
+    const wasmThreads = name === "wasm" ? await wasmThreadCount() : undefined;
+    current = { name, tfBackend: tf.getBackend(), nativeKernels, skipped, ...(wasmThreads === undefined ? {} : { wasmThreads }) };
+    log().info({ backend: name, tfBackend: current.tfBackend, nativeKernels, wasmThreads, skipped }, `tfjs backend: ${name}`);
     return current;
   }
   throw new EnvironmentError(`backend "${req}" is not available: ${skipped.join("; ")}`, { field: "--backend" });
+}
+
+async function wasmThreadCount(): Promise<number | undefined> {
+  try {
+    const wasm = await import("@tensorflow/tfjs-backend-wasm");
+    return wasm.getThreadsCount();
+  } catch {
+    return undefined;
+  }
 }
 
 /** The last selection, if any. */

@@ -4,8 +4,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { concatChannels } from "./concat.js";
+import { customOp } from "./custom.js";
 import { nativeCpu } from "./dispatch.js";
-import { mm } from "./linear.js";
 
 export interface Rope {
   /** [T, headDim] shared by the batch, or [B, T, headDim] per sample (after token dropping). */
@@ -49,10 +49,87 @@ export function applyRope<T extends tf.Tensor>(x: T, rope: Rope): T {
   return tf.tidy(() => tf.add<T>(tf.mul(x, rope.cos), tf.mul(rotatePairs(x), rope.sin)));
 }
 
-/** [B,T,H·hd] → B·H tensors [T,hd] (b-major). unstack's gradient is a single stack. */
-function splitHeads(x: tf.Tensor3D, heads: number): tf.Tensor3D {
-  const [b, t, c] = x.shape;
-  return tf.reshape(tf.transpose(tf.reshape(x, [b, t, heads, c / heads]), [0, 2, 1, 3]), [b * heads, t, c / heads]);
+/**
+ * Rope tables widened from [T,hd] (or [B,T,hd]) to the merged-heads layout [T,C] (or [B·T,C]): the same rotation
+ * for every head, so RoPE can be applied to the projected q/k without splitting heads.
+ */
+function ropeForHeads(rope: Rope, heads: number): Rope {
+  const widen = (t: tf.Tensor): tf.Tensor2D => {
+    const hd = t.shape[t.shape.length - 1]!;
+    const rows = t.size / hd;
+    return tf.reshape<tf.Rank.R2>(tf.tile(tf.reshape(t, [rows, 1, hd]), [1, heads, 1]), [rows, heads * hd]);
+  };
+  return { sin: widen(rope.sin), cos: widen(rope.cos) };
+}
+
+/**
+ * Softmax attention core on merged-heads matrices q,k,v [B·T, C] → [B·T, C], with a hand-written gradient:
+ * per (sample, head) 2-D column slices and plain matMuls only, and the [T,T] probabilities recomputed in the
+ * backward pass instead of stored (memory O(T·C) per layer instead of O(H·T²)).
+ */
+export function attentionCore(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {
+  const [bt, c] = q.shape;
+  const t = bt / batch;
+  const hd = c / heads;
+  const scale = 1 / Math.sqrt(hd);
+  const part = (m: tf.Tensor2D, b: number, h: number): tf.Tensor2D => tf.slice(m, [b * t, h * hd], [t, hd]);
+  const probs = (qh: tf.Tensor2D, kh: tf.Tensor2D): tf.Tensor2D => {
+    const qs = tf.mul<tf.Tensor2D>(qh, scale);
+    const kt = tf.transpose<tf.Tensor2D>(kh);
+    return tf.softmax(tf.matMul(qs, kt)) as tf.Tensor2D;
+  };
+  const assemble = (blocks: tf.Tensor2D[][]): tf.Tensor2D => {
+    const rows = blocks.map((hs) => (hs.length === 1 ? hs[0]! : tf.concat(hs, 1)));
+    return rows.length === 1 ? rows[0]! : tf.concat(rows, 0);
+  };
+  return customOp([q, k, v], ([q_, k_, v_], save) => {
+    save([q_!, k_!, v_!]);
+    const value = tf.tidy(() => {
+      const out: tf.Tensor2D[][] = [];
+      for (let b = 0; b < batch; b++) {
+        const hs: tf.Tensor2D[] = [];
+        for (let h = 0; h < heads; h++) {
+          hs.push(tf.tidy(() => tf.matMul(probs(part(q_ as tf.Tensor2D, b, h), part(k_ as tf.Tensor2D, b, h)), part(v_ as tf.Tensor2D, b, h))));
+        }
+        out.push(hs);
+      }
+      return assemble(out);
+    });
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sq, sk, sv] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+        const dO = dy as tf.Tensor2D;
+        const dq: tf.Tensor2D[][] = [];
+        const dk: tf.Tensor2D[][] = [];
+        const dv: tf.Tensor2D[][] = [];
+        for (let b = 0; b < batch; b++) {
+          dq.push([]);
+          dk.push([]);
+          dv.push([]);
+          for (let h = 0; h < heads; h++) {
+            const [gq, gk, gv] = tf.tidy(() => {
+              const qh = part(sq, b, h);
+              const kh = part(sk, b, h);
+              const vh = part(sv, b, h);
+              const p = probs(qh, kh);
+              const dOh = part(dO, b, h);
+              const gV = tf.matMul(tf.transpose(p), dOh);
+              const dP = tf.matMul(dOh, tf.transpose(vh));
+              const dS = tf.mul(p, tf.sub(dP, tf.sum(tf.mul(dP, p), -1, true)));
+              const gQ = tf.mul(tf.matMul(dS, kh), scale);
+              const gK = tf.mul(tf.matMul(tf.transpose(dS), qh), scale);
+              return [gQ, gK, gV] as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+            });
+            dq[b]!.push(gq);
+            dk[b]!.push(gk);
+            dv[b]!.push(gv);
+          }
+        }
+        return [assemble(dq), assemble(dk), assemble(dv)];
+      },
+    };
+  }) as tf.Tensor2D;
 }
 
 /**
@@ -63,32 +140,20 @@ export function multiHeadAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3
   const [b, t, c] = q.shape;
   const hd = c / heads;
   if (!Number.isInteger(hd)) throw new Error(`attention: ${c} channels not divisible by ${heads} heads`);
-  const scale = 1 / Math.sqrt(hd);
-  if (nativeCpu()) return attentionBatched(q, k, v, heads, scale, rope);
+  if (nativeCpu()) return attentionBatched(q, k, v, heads, 1 / Math.sqrt(hd), rope);
   return tf.tidy(() => {
-    let qh = splitHeads(q, heads);
-    let kh = splitHeads(k, heads);
-    const vh = splitHeads(v, heads);
+    let q2 = tf.reshape<tf.Rank.R2>(q, [b * t, c]);
+    let k2 = tf.reshape<tf.Rank.R2>(k, [b * t, c]);
+    const v2 = tf.reshape<tf.Rank.R2>(v, [b * t, c]);
     if (rope !== undefined) {
-      if (rope.sin.rank === 3) {
-        // per-sample tables: [B,1,T,hd] against heads [B,H,T,hd]
-        const r4 = { sin: tf.expandDims(rope.sin, 1), cos: tf.expandDims(rope.cos, 1) } as unknown as Rope;
-        qh = tf.reshape(applyRope(tf.reshape(qh, [b, heads, t, hd]), r4), [b * heads, t, hd]);
-        kh = tf.reshape(applyRope(tf.reshape(kh, [b, heads, t, hd]), r4), [b * heads, t, hd]);
-      } else {
-        qh = applyRope(qh, rope);
-        kh = applyRope(kh, rope);
-      }
+      const r = ropeForHeads(rope, heads);
+      // shared tables [T,C] broadcast over the batch through a [B,T,C] view; per-sample tables are already [B·T,C]
+      const apply = (m: tf.Tensor2D): tf.Tensor2D =>
+        rope.sin.rank === 3 ? applyRope(m, r) : tf.reshape<tf.Rank.R2>(applyRope(tf.reshape(m, [b, t, c]), r), [b * t, c]);
+      q2 = apply(q2);
+      k2 = apply(k2);
     }
-    const qs = tf.unstack(tf.mul(qh, scale)) as tf.Tensor2D[];
-    const ks = tf.unstack(kh) as tf.Tensor2D[];
-    const vs = tf.unstack(vh) as tf.Tensor2D[];
-    const outs = qs.map((qi, i) => {
-      const p = tf.softmax(mm(qi, tf.transpose(ks[i]!)));
-      return mm(p, vs[i]!);
-    });
-    const o = tf.reshape(tf.stack(outs), [b, heads, t, hd]);
-    return tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [b, t, c]);
+    return tf.reshape<tf.Rank.R3>(attentionCore(q2, k2, v2, b, heads), [b, t, c]);
   });
 }
 

@@ -7,6 +7,7 @@ import { after, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { finiteDiff, input, relDiff, useBackend, valueAndGrads, type Input } from "../../../../test/helpers/tf-check.js";
 import { gatherRows, scatterRows } from "../gather-rows.js";
+import { gelu, leakyRelu, silu } from "./activations.js";
 import { applyRope, concatChannels, conv3d, convTranspose3d, instanceNorm, layerNorm, mm, addBias, multiHeadAttention, setConvImpl, type ConvImpl } from "./index.js";
 
 type F = (...xs: tf.Tensor[]) => tf.Tensor;
@@ -87,6 +88,31 @@ const cases: Case[] = [
   { name: "addBias", ours: (x, b) => addBias(x, b as tf.Tensor1D), ref: (x, b) => tf.add(x, b), inputs: [input([2, 3, 4], 27), input([4], 28)] },
   { name: "layerNorm eps 1e-6", ours: (x, g, b) => layerNorm(x, g as tf.Tensor1D, b as tf.Tensor1D, 1e-6), ref: (x, g, b) => { const { mean, variance } = tf.moments(x, -1, true); return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-6))), g), b); }, inputs: [input([2, 3, 6], 29, 2), input([6], 30), input([6], 31)] },
   { name: "attention 2 heads", ours: (q, k, v) => multiHeadAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, 2), ref: (q, k, v) => attnRef(q, k, v, 2), inputs: [input([2, 5, 8], 32), input([2, 5, 8], 33), input([2, 5, 8], 34)] },
+  {
+    name: "attention with per-sample rope (token dropping)",
+    ours: (q, k, v) => {
+      const a = ropeTables(6, 4);
+      const sel = (t: tf.Tensor2D, rows: number[][]): tf.Tensor3D => tf.stack(rows.map((r) => tf.gather(t, tf.tensor1d(r, "int32")))) as tf.Tensor3D;
+      const idx = [[0, 2, 5], [1, 3, 4]];
+      return multiHeadAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, 2, { sin: sel(a.sin, idx), cos: sel(a.cos, idx) });
+    },
+    ref: (q, k, v) => {
+      const a = ropeTables(6, 4);
+      const idx = [[0, 2, 5], [1, 3, 4]];
+      const outs = idx.map((rows, b) => {
+        const sin = tf.gather(a.sin, tf.tensor1d(rows, "int32"));
+        const cos = tf.gather(a.cos, tf.tensor1d(rows, "int32"));
+        const one = (z: tf.Tensor): tf.Tensor => tf.slice(z, [b, 0, 0], [1, -1, -1]);
+        const rs = (z: tf.Tensor): tf.Tensor => { const zh = tf.transpose(tf.reshape(one(z), [1, 3, 2, 4]), [0, 2, 1, 3]); return tf.reshape(tf.transpose(ropeRef(zh, sin, cos), [0, 2, 1, 3]), [1, 3, 8]); };
+        return attnRef(rs(q), rs(k), one(v), 2);
+      });
+      return tf.concat(outs, 0);
+    },
+    inputs: [input([2, 3, 8], 42), input([2, 3, 8], 43), input([2, 3, 8], 44)],
+  },
+  { name: "gelu (erf)", ours: (x) => gelu(x), ref: (x) => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.div(x, Math.SQRT2)))), inputs: [input([3, 7], 45, 3)] },
+  { name: "silu", ours: (x) => silu(x), ref: (x) => tf.div(x, tf.add(1, tf.exp(tf.neg(x)))), inputs: [input([3, 7], 46, 3)] },
+  { name: "leakyRelu 0.01", ours: (x) => leakyRelu(x), ref: (x) => tf.maximum(x, tf.mul(x, 0.01)), inputs: [input([3, 7], 47, 3)] },
   { name: "gatherRows", ours: (x) => gatherRows(x as tf.Tensor2D, [4, 1, 2]), ref: (x) => tf.gather(x, tf.tensor1d([4, 1, 2], "int32")), inputs: [input([6, 3], 40)] },
   {
     name: "scatterRows",

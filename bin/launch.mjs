@@ -1,0 +1,45 @@
+// Shared by the bin/ launchers: re-execute with the project's pinned Node when the running one is older than the
+// supported 22.19 (the `node` devDependency), then import the TypeScript entry through tsx in a checkout, or the
+// compiled dist/ entry in an image built with `npm run build`.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** True when this process was handed to the pinned Node (the caller must then do nothing else). */
+export function reexecWithPinnedNode(signals = ["SIGINT", "SIGTERM", "SIGUSR1", "SIGHUP"]) {
+  const [major, minor] = process.versions.node.split(".").map(Number);
+  const tooOld = major < 22 || (major === 22 && minor < 19);
+  const pinned = join(root, "node_modules", "node", "bin", "node");
+  if (!tooOld || !existsSync(pinned) || process.env.SSL3D_REEXEC === "1") {
+    if (tooOld) process.stderr.write(`ssl3d: warning: Node ${process.version} is older than the supported >=22.19; run 'npm ci' to install the pinned Node\n`);
+    return false;
+  }
+  const child = spawn(pinned, [...process.execArgv, process.argv[1], ...process.argv.slice(2)], {
+    stdio: "inherit",
+    env: { ...process.env, SSL3D_REEXEC: "1" },
+  });
+  for (const sig of signals) process.on(sig, () => child.kill(sig));
+  child.on("exit", (code, signal) => {
+    if (signal) process.kill(process.pid, signal);
+    else process.exit(code ?? 1);
+  });
+  return true;
+}
+
+/** Import `src` (relative to the repo root) through tsx when it and tsx exist, else `dist`. */
+export async function importEntry(src, dist) {
+  const srcPath = join(root, src);
+  if (existsSync(srcPath) && process.env.SSL3D_USE_DIST !== "1") {
+    try {
+      const { register } = await import("tsx/esm/api");
+      register();
+      return await import(pathToFileURL(srcPath).href);
+    } catch (err) {
+      if (err?.code !== "ERR_MODULE_NOT_FOUND" || !String(err.message).includes("tsx")) throw err;
+    }
+  }
+  return import(pathToFileURL(join(root, dist)).href);
+}
