@@ -8,7 +8,7 @@
  * listed in MAY_BE_EMPTY with the reason. The alerts' firing conditions are unit-tested with `promtool test rules`.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -72,7 +72,14 @@ test("every expression reads only metric families of the training, operator and 
   }
 });
 
-interface Source { readonly target: ScrapeTarget; readonly done: () => boolean; readonly stop: () => Promise<void>; readonly output: () => string }
+interface Source {
+  readonly target: ScrapeTarget;
+  readonly done: () => boolean;
+  readonly stop: () => Promise<void>;
+  readonly output: () => string;
+  /** Sources that produce data only once (the training run) start after Prometheus scrapes their target. */
+  readonly start?: () => void;
+}
 
 /** A short real training run through the local runner, serving the trainer's metrics on a loopback port. */
 async function startTraining(t: TestContext): Promise<Source | undefined> {
@@ -85,22 +92,28 @@ async function startTraining(t: TestContext): Promise<Source | undefined> {
   }
   const port = await freePort();
   const state = mkdtempSync(join(tmpdir(), "ssl3d-mon-run-"));
-  const child = spawn(process.execPath, [join(REPO, "bin", "ssl3d.mjs"), "run", "-f", join(REPO, "examples", "laptop.yaml"), "--quick", "--state-dir", state, "--metrics-port", String(port), "--log-format", "json"], {
-    cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, CI: "true" },
-  });
+  let child: ChildProcess | undefined;
   let out = "";
-  child.stdout.on("data", (b: Buffer) => { out += b.toString(); });
-  child.stderr.on("data", (b: Buffer) => { out += b.toString(); });
+  // The laptop example without --quick (75 steps): long enough for several scrapes even on the fast native path.
+  const start = (): void => {
+    child = spawn(process.execPath, [join(REPO, "bin", "ssl3d.mjs"), "run", "-f", join(REPO, "examples", "laptop.yaml"), "--state-dir", state, "--metrics-port", String(port), "--log-format", "json"], {
+      cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, CI: "true" },
+    });
+    child.stdout?.on("data", (b: Buffer) => { out += b.toString(); });
+    child.stderr?.on("data", (b: Buffer) => { out += b.toString(); });
+  };
   return {
     target: { job: "ssl3d-training", address: `127.0.0.1:${port}`, labels: { namespace: GRAFANA_VARS.namespace!, pretrainrun: GRAFANA_VARS.run!, attempt: "0", pod: `${GRAFANA_VARS.run!}-a0-0` } },
-    done: () => child.exitCode !== null || child.signalCode !== null,
+    start,
+    done: () => child !== undefined && (child.exitCode !== null || child.signalCode !== null),
     output: () => out.slice(-4000),
     stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        const exited = new Promise((r) => child.once("exit", r));
-        child.kill("SIGTERM");
+      if (child !== undefined && child.exitCode === null && child.signalCode === null) {
+        const c = child;
+        const exited = new Promise((r) => c.once("exit", r));
+        c.kill("SIGTERM");
         await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
-        if (isRunning(child)) child.kill("SIGKILL");
+        if (isRunning(c)) c.kill("SIGKILL");
       }
       rmSync(state, { recursive: true, force: true });
     },
@@ -171,6 +184,15 @@ test("every dashboard and alert expression is valid in a real Prometheus and ret
     const operator = await startOperator(t);
     if (operator !== undefined) sources.push(operator);
     prom = await PrometheusServer.start(sources.map((s) => s.target));
+    // Start late sources only once Prometheus's scrape loop has sampled their target (as `up`, 0 while absent).
+    for (const s of sources) {
+      if (s.start === undefined) continue;
+      for (let i = 0; (await prom.count(`up{job="${s.target.job}"}`)) === 0; i++) {
+        assert.ok(i < 300, `Prometheus never scraped ${s.target.job}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      s.start();
+    }
 
     // 1. Prometheus accepts every expression (parse and type check), with or without data.
     for (const e of exprs) {
