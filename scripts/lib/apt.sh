@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sourced by scripts/setup.d/*.sh: `apt_ensure PKG...` installs the Debian packages that are missing (no recommends),
+# Sourced by scripts/setup.d/*.sh: `apt_ensure PKG...` installs the Debian packages that are missing (with their recommends, as tested),
 # waiting for the dpkg lock, and does nothing when all are installed.
 apt_ensure() {
   local missing=() p
@@ -10,5 +10,5 @@ apt_ensure() {
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "[test-setup] apt-get install ${missing[*]}" >&2
   $sudo apt-get -o DPkg::Lock::Timeout=900 update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=900 install -y -qq "${missing[@]}" >/dev/null
 }
