@@ -12,10 +12,11 @@ import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import { request as httpRequest } from "node:http";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cacheDir } from "./python.js";
+export { freePort } from "./net.js";
+import { freePort } from "./net.js";
 
 export const KUBE_VERSION = process.env.SSL3D_KUBE_VERSION ?? "v1.34.2";
 
@@ -42,18 +43,6 @@ export function kubeControllerManagerBin(): string {
   return join(cacheDir(), "bin", `kube-controller-manager-${KUBE_VERSION}`);
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
-      srv.close(() => { resolve(port); });
-    });
-  });
-}
 
 function dockerAvailable(): boolean {
   return process.env.DOCKER_HOST !== undefined || existsSync("/var/run/docker.sock");

@@ -3,12 +3,13 @@
  * (helm/ssl3d/dashboards/*.json, Grafana variables substituted) and of the rendered PrometheusRule, the metric
  * selectors inside an expression, and a real Prometheus (Debian's /usr/bin/prometheus) on loopback.
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CHART, renderScenario } from "./chart.js";
+import { launchPrometheus, type PrometheusProcess } from "./prometheus.js";
+export { freePort } from "./net.js";
 
 export interface PromExpression {
   /** Where it comes from, e.g. `dashboards/run.json: Step time [B]` or `rules: SSL3DOperatorDown`. */
@@ -126,17 +127,6 @@ export function isRunning(p: ChildProcess): boolean {
   return p.exitCode === null && p.signalCode === null;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
-      srv.close(() => { resolve(port); });
-    });
-  });
-}
 
 export interface ScrapeTarget {
   readonly job: string;
@@ -150,11 +140,13 @@ export interface PromQueryResult { resultType: string; result: PromSample[] | [n
 
 /** A real Prometheus server on loopback, scraping the given targets every second. Call stop() in a finally. */
 export class PrometheusServer {
-  private constructor(readonly url: string, private readonly proc: ChildProcess, private readonly dir: string) {}
+  private constructor(private readonly server: PrometheusProcess) {}
+
+  get url(): string {
+    return this.server.url;
+  }
 
   static async start(targets: readonly ScrapeTarget[], ruleFiles: readonly string[] = []): Promise<PrometheusServer> {
-    const dir = mkdtempSync(join(tmpdir(), "ssl3d-prom-"));
-    const port = await freePort();
     const config = {
       global: { scrape_interval: "1s", scrape_timeout: "900ms", evaluation_interval: "1s" },
       rule_files: ruleFiles,
@@ -163,29 +155,7 @@ export class PrometheusServer {
         static_configs: [{ targets: [t.address], labels: t.labels ?? {} }],
       })),
     };
-    writeFileSync(join(dir, "prometheus.yml"), JSON.stringify(config));
-    const proc = spawn("/usr/bin/prometheus", [
-      `--config.file=${join(dir, "prometheus.yml")}`,
-      `--storage.tsdb.path=${join(dir, "data")}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-      "--log.level=warn",
-    ], { stdio: ["ignore", "ignore", "pipe"] });
-    let stderr = "";
-    proc.stderr.on("data", (b: Buffer) => { stderr += b.toString(); });
-    const server = new PrometheusServer(`http://127.0.0.1:${port}`, proc, dir);
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
-      if (proc.exitCode !== null) throw new Error(`prometheus exited ${proc.exitCode}: ${stderr}`);
-      try {
-        const r = await fetch(`${server.url}/-/ready`);
-        if (r.ok) return server;
-      } catch {
-        // not listening yet
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    await server.stop();
-    throw new Error(`prometheus did not become ready: ${stderr}`);
+    return new PrometheusServer(await launchPrometheus(mkdtempSync(join(tmpdir(), "ssl3d-prom-")), config));
   }
 
   /** Instant query; throws when Prometheus rejects the expression (parse or type error). */
@@ -219,13 +189,7 @@ export class PrometheusServer {
     return Object.fromEntries(body.data.activeTargets.map((t) => [t.labels.job, t.health === "up" ? "up" : `${t.health}: ${t.lastError}`]));
   }
 
-  async stop(): Promise<void> {
-    if (this.proc.exitCode === null) {
-      const exited = new Promise((r) => this.proc.once("exit", r));
-      this.proc.kill("SIGTERM");
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-      if (isRunning(this.proc)) this.proc.kill("SIGKILL");
-    }
-    rmSync(this.dir, { recursive: true, force: true });
+  stop(): Promise<void> {
+    return this.server.stop();
   }
 }

@@ -8,9 +8,10 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+export { freePort } from "./net.js";
+import { freePort } from "./net.js";
 
 export const PROMETHEUS_BIN = process.env.SSL3D_PROMETHEUS ?? "/usr/bin/prometheus";
 
@@ -30,19 +31,6 @@ export interface PromSample {
   readonly values: [number, string][];
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const port = typeof a === "object" && a !== null ? a.port : 0;
-      s.close(() => {
-        resolve(port);
-      });
-    });
-  });
-}
 
 export interface Prometheus {
   readonly url: string;
@@ -62,14 +50,18 @@ async function api<T>(url: string): Promise<T> {
   return body.data;
 }
 
-/** `scrapeIntervalMs` (default 1000): short intervals (e.g. 250) let a few-second run yield several samples. */
-export async function startPrometheus(targets: readonly ScrapeTarget[], opts: { scrapeIntervalMs?: number } = {}): Promise<Prometheus> {
-  const dir = mkdtempSync(join(tmpdir(), "ssl3d-prom-"));
-  const interval = `${Math.max(1, Math.round(opts.scrapeIntervalMs ?? 1000))}ms`;
-  const config = {
-    global: { scrape_interval: interval, evaluation_interval: interval },
-    scrape_configs: targets.map((t) => ({ job_name: t.job, metrics_path: t.metricsPath ?? "/metrics", static_configs: [{ targets: [t.target] }] })),
-  };
+/** A running Prometheus process: its URL and how to stop it (which also removes its folder). */
+export interface PrometheusProcess {
+  readonly url: string;
+  readonly proc: ChildProcess;
+  readonly stop: () => Promise<void>;
+}
+
+/**
+ * Start Prometheus with `config` (written into `dir`, which holds the TSDB too) on a free loopback port and wait
+ * until it is ready. The one place that spawns Prometheus for tests (startPrometheus, monitoring's PrometheusServer).
+ */
+export async function launchPrometheus(dir: string, config: object): Promise<PrometheusProcess> {
   writeFileSync(join(dir, "prometheus.yml"), JSON.stringify(config)); // JSON is YAML
   const port = await freePort();
   const proc: ChildProcess = spawn(PROMETHEUS_BIN, [
@@ -113,6 +105,18 @@ export async function startPrometheus(targets: readonly ScrapeTarget[], opts: { 
     }
     await new Promise((r) => setTimeout(r, 200));
   }
+  return { url, proc, stop };
+}
+
+/** `scrapeIntervalMs` (default 1000): short intervals (e.g. 250) let a few-second run yield several samples. */
+export async function startPrometheus(targets: readonly ScrapeTarget[], opts: { scrapeIntervalMs?: number } = {}): Promise<Prometheus> {
+  const dir = mkdtempSync(join(tmpdir(), "ssl3d-prom-"));
+  const interval = `${Math.max(1, Math.round(opts.scrapeIntervalMs ?? 1000))}ms`;
+  const config = {
+    global: { scrape_interval: interval, evaluation_interval: interval },
+    scrape_configs: targets.map((t) => ({ job_name: t.job, metrics_path: t.metricsPath ?? "/metrics", static_configs: [{ targets: [t.target] }] })),
+  };
+  const { url, stop } = await launchPrometheus(dir, config);
   const p: Prometheus = {
     url,
     query: (expr) => api(`${url}/api/v1/query?query=${encodeURIComponent(expr)}`).then((d) => (d as { result: { metric: Record<string, string>; value: [number, string] }[] }).result),

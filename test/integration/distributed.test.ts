@@ -2,24 +2,11 @@
 // on every rank; a rank that dies makes the others fail fast with exit code 5 instead of hanging.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
+import { freePort } from "../helpers/net.js";
 
 const fixture = join(import.meta.dirname, "..", "fixtures", "dist-rank.ts");
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const port = typeof a === "object" && a !== null ? a.port : 0;
-      s.close(() => {
-        resolve(port);
-      });
-    });
-  });
-}
 
 interface RankResult {
   code: number | null;
