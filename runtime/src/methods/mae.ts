@@ -86,7 +86,8 @@ function withAnon(lossMask: tf.Tensor, anon: tf.Tensor5D | undefined): tf.Tensor
   return tf.mul(lossMask, tf.sub(1, tf.relu(anon)));
 }
 
-export class CnnMae implements PretrainMethod {
+/** What both MAE variants share: the registry key, the anonymisation-mask need, reconstruction of the input. */
+abstract class MaeBase implements PretrainMethod {
   readonly key = "mae";
   readonly needsAnon: boolean;
   constructor(readonly o: MaeOptions) {
@@ -95,6 +96,10 @@ export class CnnMae implements PretrainMethod {
   outChannels(inChannels: number): number {
     return inChannels;
   }
+  abstract loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar;
+}
+
+export class CnnMae extends MaeBase {
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
     const [B, X, Y, Z] = batch.x.shape;
     const rng = new Rng(ctx.seed);
@@ -108,15 +113,7 @@ export class CnnMae implements PretrainMethod {
   }
 }
 
-export class VitMae implements PretrainMethod {
-  readonly key = "mae";
-  readonly needsAnon: boolean;
-  constructor(readonly o: MaeOptions) {
-    this.needsAnon = o.anon;
-  }
-  outChannels(inChannels: number): number {
-    return inChannels;
-  }
+export class VitMae extends MaeBase {
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
     if (!isMaskedNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no token-dropping MAE wrapper (forwardMasked)`, { field: "architecture" });
     const [B, X, Y, Z] = batch.x.shape;
