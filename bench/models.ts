@@ -15,6 +15,7 @@ import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../runtime/src/models/backend/select.js";
 import type { CreateNetworkOptions } from "../runtime/src/models/architecture.js";
 import { createNetwork } from "../runtime/src/models/registry.js";
+import { valueAndGrads } from "../runtime/src/training/backprop.js";
 import { pythonBin } from "../test/helpers/python.js";
 
 interface Case {
@@ -52,6 +53,7 @@ function arg(name: string, dflt: string): string {
 
 const reps = Number(arg("reps", "3"));
 const threads = Number(arg("threads", "1"));
+const gradsImpl = arg("grads", "release");
 const backends = arg("backends", "wasm").split(",");
 
 function median(a: number[]): number {
@@ -104,11 +106,13 @@ async function memoryChild(size: number, batch: number): Promise<void> {
   const vars = [...net.weights.values()].filter((v) => v.trainable);
   const setup = process.resourceUsage().maxRSS / 1024;
   const t0 = performance.now();
-  const { value, grads } = tf.variableGrads(() => tf.mean(tf.squaredDifference(net.apply(x, { training: true, seed: 0 }), target)), vars);
+  const loss = (): tf.Scalar => tf.mean(tf.squaredDifference(net.apply(x, { training: true, seed: 0 }), target));
+  // the training loop's gradient (releases saved tensors during backprop); `--grads tfjs` measures tf.variableGrads
+  const { value, grads } = gradsImpl === "tfjs" ? tf.variableGrads(loss, vars) : valueAndGrads(loss, vars);
   opt.applyGradients(Object.entries(grads).map(([name, tensor]) => ({ name, tensor })));
-  const loss = (await value.data())[0]!;
+  const lossValue = (await value.data())[0]!;
   const seconds = (performance.now() - t0) / 1000;
-  process.stdout.write(`${JSON.stringify({ maxRssMiB: process.resourceUsage().maxRSS / 1024, setupRssMiB: setup, seconds, loss, nativeKernels: choice.nativeKernels })}\n`);
+  process.stdout.write(`${JSON.stringify({ maxRssMiB: process.resourceUsage().maxRSS / 1024, setupRssMiB: setup, seconds, loss: lossValue, nativeKernels: choice.nativeKernels })}\n`);
 }
 
 function memoryCompare(size: number, batch: number): void {
@@ -118,7 +122,7 @@ function memoryCompare(size: number, batch: number): void {
     if (r.status !== 0) return `failed (status ${String(r.status)}, signal ${String(r.signal)}): ${r.stderr.split("\n").slice(-3).join(" ")}`;
     return JSON.parse(r.stdout.trim().split("\n").pop()!) as Record<string, number>;
   };
-  const ours = run(process.execPath, ["--import", "tsx", `${here}models.ts`, "--memory-child", String(size), "--batch", String(batch)], { SSL3D_LOG_LEVEL: "warn" });
+  const ours = run(process.execPath, ["--import", "tsx", `${here}models.ts`, "--memory-child", String(size), "--batch", String(batch), "--grads", gradsImpl], { SSL3D_LOG_LEVEL: "warn" });
   const torch = run(pythonBin(), [`${here}torch-step.py`, JSON.stringify({ arch: "resenc", kwargs: RESENC_L_TORCH, batch, size: [size, size, size], out: 1, reps: 0, threads })], {});
   const line = (r: Record<string, number> | string): string => typeof r === "string" ? r : `peak RSS ${(r.maxRssMiB! / 1024).toFixed(2)} GiB (after setup ${(r.setupRssMiB! / 1024).toFixed(2)} GiB), step ${r.seconds!.toFixed(1)} s`;
   process.stdout.write(`resenc-l (102.3 M params), one SGD step at ${batch}×1×${size}³, ${threads} threads\n  ssl3d cpu+native: ${line(ours)}\n  PyTorch CPU:      ${line(torch)}\n`);

@@ -27,7 +27,7 @@ export interface PretrainMethod {
   /** Output channels the network needs for `inChannels` input channels. */
   outChannels(inChannels: number): number;
   /**
-   * The loss of one batch. Called inside `tf.variableGrads` (training) or `tf.tidy` (validation): allocate freely,
+   * The loss of one batch. Called inside `valueAndGrads` (training, training/backprop.ts) or `tf.tidy` (validation): allocate freely,
    * return a scalar; the caller disposes.
    */
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar;

@@ -31,6 +31,7 @@ import { AdamW, NonFiniteGuard, SgdNesterov, clipByGlobalNorm, type Optimizer } 
 import type { TrainerOptions } from "./registry.js";
 import { SingleProcessGroup, type ProcessGroup } from "../distributed/process-group.js";
 import { learningRate } from "./schedules.js";
+import { valueAndGrads } from "./backprop.js";
 
 export interface StopSignal {
   requested: boolean;
@@ -346,7 +347,7 @@ async function trainStep(
 ): Promise<{ loss: number; norm: number; stop: boolean }> {
   const x = tf.tensor5d(batch.data, batch.shape);
   const anon = batch.anon === undefined ? undefined : tf.tensor5d(batch.anon, [batch.shape[0], batch.shape[1], batch.shape[2], batch.shape[3], 1]);
-  const { value, grads } = tf.variableGrads(() => run.method.loss(run.network, { x, anon }, { training: true, seed }), varList);
+  const { value, grads } = valueAndGrads(() => run.method.loss(run.network, { x, anon }, { training: true, seed }), varList);
   x.dispose();
   anon?.dispose();
   const named = new Map<string, tf.Tensor>();
