@@ -7,7 +7,8 @@
  *
  * `--memory SIZE [--batch B]`: peak RSS of ONE training step of the real full-size `resenc-l` at B×1×SIZE³ on the
  * default cpu path (native kernels), each side in a fresh child process, beside PyTorch's (upstream
- * ResidualEncoderUNet with ResEnc-L's configuration) for the same step.
+ * ResidualEncoderUNet with ResEnc-L's configuration) for the same step. The gradient is the training loop's
+ * `valueAndGrads` (training/backprop.ts); `--grads tfjs` measures `tf.variableGrads` instead.
  */
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -125,7 +126,7 @@ function memoryCompare(size: number, batch: number): void {
   const ours = run(process.execPath, ["--import", "tsx", `${here}models.ts`, "--memory-child", String(size), "--batch", String(batch), "--grads", gradsImpl], { SSL3D_LOG_LEVEL: "warn" });
   const torch = run(pythonBin(), [`${here}torch-step.py`, JSON.stringify({ arch: "resenc", kwargs: RESENC_L_TORCH, batch, size: [size, size, size], out: 1, reps: 0, threads })], {});
   const line = (r: Record<string, number> | string): string => typeof r === "string" ? r : `peak RSS ${(r.maxRssMiB! / 1024).toFixed(2)} GiB (after setup ${(r.setupRssMiB! / 1024).toFixed(2)} GiB), step ${r.seconds!.toFixed(1)} s`;
-  process.stdout.write(`resenc-l (102.3 M params), one SGD step at ${batch}×1×${size}³, ${threads} threads\n  ssl3d cpu+native: ${line(ours)}\n  PyTorch CPU:      ${line(torch)}\n`);
+  process.stdout.write(`resenc-l (102.3 M params), one SGD step at ${batch}×1×${size}³, ${threads} threads\n  ssl3d cpu+native (${gradsImpl === "tfjs" ? "tf.variableGrads" : "valueAndGrads"}): ${line(ours)}\n  PyTorch CPU:      ${line(torch)}\n`);
   if (typeof ours !== "string" && typeof torch !== "string") process.stdout.write(`  peak RSS ratio ssl3d/PyTorch: ${(ours.maxRssMiB! / torch.maxRssMiB!).toFixed(2)}\n`);
 }
 
