@@ -359,7 +359,7 @@ napi_value Unary(napi_env env, napi_callback_info info) {
     F32 X = f32(env, a[1], "x"), Y = f32(env, a[3], "y");
     double alpha;
     NAPI_OK(napi_get_value_double(env, a[2], &alpha));
-    if (op < 0 || op > 7) throw JsError{"unary: unknown op"};
+    if (op < 0 || op > 8) throw JsError{"unary: unknown op"};
     need(Y, static_cast<int64_t>(X.length), "y");
     unary(static_cast<int>(op), X.data, static_cast<int64_t>(X.length), static_cast<float>(alpha), Y.data);
     return undefined(env);

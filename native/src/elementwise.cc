@@ -248,7 +248,7 @@ void softmax_rows(const float* x, int64_t rows, int64_t n, float* y) {
   }
 }
 
-// Unary ops: 0 neg, 1 exp, 2 erf, 3 leaky relu (alpha), 4 square, 5 rsqrt, 6 relu, 7 sqrt.
+// Unary ops: 0 neg, 1 exp, 2 erf, 3 leaky relu (alpha), 4 square, 5 rsqrt, 6 relu, 7 sqrt, 8 sigmoid.
 void unary(int op, const float* x, int64_t n, float alpha, float* y) {
   switch (op) {
 #define UNARY_CASE(ID, EXPR)                                                           \
@@ -265,6 +265,7 @@ void unary(int op, const float* x, int64_t n, float alpha, float* y) {
     UNARY_CASE(5, 1.f / std::sqrt(v))
     UNARY_CASE(6, v < 0.f ? 0.f : v)
     UNARY_CASE(7, std::sqrt(v))
+    UNARY_CASE(8, 1.f / (1.f + std::exp(-v)))
 #undef UNARY_CASE
     default: throw std::invalid_argument("unknown unary op");
   }

@@ -8,6 +8,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef SSL3D_HAVE_DNNL
+#include <dnnl.h>
+#endif
+#include <cstring>
 
 namespace ssl3d {
 
@@ -24,7 +28,10 @@ Options& options() {
 #ifdef SSL3D_HAVE_CBLAS
     openblas_set_num_threads(1);  // never let OpenBLAS start a second spinning thread pool
 #endif
-    return Options{};
+    Options o{};
+    const char* g = std::getenv("SSL3D_NATIVE_GEMM");
+    if (g != nullptr && std::strcmp(g, "own") == 0) o.gemm_dnnl = false;
+    return o;
   }();
   return o;
 }
@@ -134,6 +141,14 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int
                 static_cast<int>(N), static_cast<int>(K), 1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb),
                 accumulate ? 1.0f : 0.0f, C, static_cast<int>(ldc));
     return;
+  }
+#endif
+#ifdef SSL3D_HAVE_DNNL
+  if (options().use_dnnl && options().gemm_dnnl && M > 0 && N > 0 && K > 0) {
+    // row-major like ours; runs on the same OpenMP pool (one thread when called inside a parallel region)
+    if (dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.0f, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc) ==
+        dnnl_success)
+      return;
   }
 #endif
   gemm_own(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate);

@@ -84,6 +84,9 @@ struct Options {
   // Use the linked BLAS for GEMM. Off by default: OpenBLAS's own pthread pool fights oneDNN's OpenMP pool for the
   // cores (measured 3x slower convolutions while both pools spin); the own GEMM shares the OpenMP pool.
   bool use_blas = false;
+  // Use oneDNN's sgemm (JIT, AVX-512 where present) for GEMM when compiled in and use_dnnl is on;
+  // SSL3D_NATIVE_GEMM=own keeps oneDNN convolutions but selects the addon's own GEMM.
+  bool gemm_dnnl = true;
 };
 Options& options();
 bool have_dnnl();

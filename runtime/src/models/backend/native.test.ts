@@ -63,7 +63,7 @@ const convCases: ConvCase[] = [
 ];
 
 const impls = [
-  { name: "default (oneDNN when built in, own GEMM)", opts: { dnnl: true, blas: false } },
+  { name: "default (oneDNN convolutions and sgemm when built in)", opts: { dnnl: true, blas: false } },
   { name: "OpenBLAS GEMM (when built in)", opts: { dnnl: true, blas: true } },
   { name: "portable (im2col + own GEMM)", opts: { dnnl: false, blas: false } },
 ];
@@ -130,6 +130,10 @@ describe("native cpu kernels", { skip: !available }, () => {
         { a: [4, 19, 6], b: [4, 6, 21], ta: false, tb: false },
         { a: [3, 13, 8], b: [3, 10, 8], ta: false, tb: true },
         { a: [2, 40, 130], b: [2, 130, 70], ta: false, tb: false },
+        // attention-like batches (one product per thread) and one large product (threads inside), odd sizes
+        { a: [2, 3, 67, 29], b: [2, 3, 67, 29], ta: false, tb: true },
+        { a: [301, 257], b: [190, 257], ta: false, tb: true },
+        { a: [257, 301], b: [257, 190], ta: true, tb: false },
         // vector shapes (ones-vector reductions): the GEMV paths
         { a: [1, 3000], b: [3000, 9], ta: false, tb: false },
         { a: [3000, 1], b: [9, 3000], ta: true, tb: true },
@@ -337,7 +341,7 @@ describe("native cpu kernels", { skip: !available }, () => {
     const unaries = [
       ["neg", tf.neg], ["exp", tf.exp], ["erf", tf.erf], ["leakyRelu", (t: tf.Tensor) => tf.leakyRelu(t, 0.01)],
       ["square", tf.square], ["rsqrt", (t: tf.Tensor) => tf.rsqrt(tf.add(tf.abs(t), 0.1))], ["relu", tf.relu],
-      ["sqrt", (t: tf.Tensor) => tf.sqrt(tf.add(tf.abs(t), 0.1))],
+      ["sqrt", (t: tf.Tensor) => tf.sqrt(tf.add(tf.abs(t), 0.1))], ["sigmoid", (t: tf.Tensor) => tf.sigmoid(tf.mul(t, 8))],
     ] as const;
     for (const [name, op] of unaries) {
       test(`${name} over 3x17x1025 elements: forward and gradient`, () => {

@@ -4,10 +4,11 @@
  * calling plain tfjs ops (tf.conv3d and its autodiff, tf.matMul, ...); the engine dispatches to these kernels.
  *
  * Kernels: Conv3D, Conv3DBackpropInputV2, Conv3DBackpropFilterV2 (oneDNN when the addon was built with it, else
- * im2col + GEMM), BatchMatMul and _FusedMatMul (the addon's own SIMD GEMM; OpenBLAS sgemm on request),
+ * im2col + GEMM), BatchMatMul and _FusedMatMul (oneDNN's sgemm when built with oneDNN, else the addon's own SIMD
+ * GEMM; OpenBLAS sgemm on request; SSL3D_NATIVE_GEMM=own forces the own GEMM),
  * and the memory-bound ops that dominate a step once convolutions are fast: broadcasting Add/Sub/Multiply/RealDiv/
  * SquaredDifference, Greater/GreaterEqual/Less/LessEqual/Equal, Select, Sum/Mean over a contiguous run of axes, Concat, SplitV, Slice (non-contiguous), PadV2, AvgPool3D/AvgPool3DGrad ('valid'), Transpose, Softmax (last axis) and
- * the unary Neg/Exp/Erf/LeakyRelu/Square/Rsqrt/Relu/Sqrt (all float32; other dtypes and shapes fall through to
+ * the unary Neg/Exp/Erf/LeakyRelu/Square/Rsqrt/Relu/Sqrt/Sigmoid (all float32; other dtypes and shapes fall through to
  * the stock kernels).
  * Tensors are read and written in place through the cpu backend's data storage (no copies).
  *
@@ -39,7 +40,7 @@ export interface NativeAddon {
   concat(inputs: Float32Array[], widths: Int32Array, outer: number, out: Float32Array): void;
   split(x: Float32Array, outputs: Float32Array[], widths: Int32Array, outer: number): void;
   softmax(x: Float32Array, rows: number, n: number, y: Float32Array): void;
-  /** op: 0 neg, 1 exp, 2 erf, 3 leaky relu, 4 square, 5 rsqrt, 6 relu, 7 sqrt. */
+  /** op: 0 neg, 1 exp, 2 erf, 3 leaky relu, 4 square, 5 rsqrt, 6 relu, 7 sqrt, 8 sigmoid. */
   unary(op: number, x: Float32Array, alpha: number, y: Float32Array): void;
   transpose(x: Float32Array, shape: Int32Array, perm: Int32Array, y: Float32Array): void;
   /** alpha: slope of a fused LeakyReLU after the affine; 1 = none. */
@@ -81,7 +82,7 @@ export const FUSED_KERNEL_NAMES = [
 export const NATIVE_KERNEL_NAMES = [
   "Conv3D", "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2", "BatchMatMul", "_FusedMatMul",
   "Add", "Sub", "Multiply", "RealDiv", "SquaredDifference", "Sum", "Mean", "Concat", "SplitV",
-  "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "Select", "Softmax", "Transpose", "Slice", "PadV2", "AvgPool3D", "AvgPool3DGrad", "Neg", "Exp", "Erf", "LeakyRelu", "Square", "Rsqrt", "Relu", "Sqrt",
+  "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "Select", "Softmax", "Transpose", "Slice", "PadV2", "AvgPool3D", "AvgPool3DGrad", "Neg", "Exp", "Erf", "LeakyRelu", "Square", "Rsqrt", "Relu", "Sqrt", "Sigmoid",
 ] as const;
 
 interface CpuData { values?: unknown }
@@ -289,7 +290,14 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     const run = (name: string, inputs: tf.NamedTensorInfoMap, attrs: tf.NamedAttrMap = {}): tf.TensorInfo =>
       stock.get(name)!.kernelFunc({ inputs, backend: args.backend, attrs }) as tf.TensorInfo;
     let current = batchMatMulImpl(b, x, y, transposeA, transposeB);
-    if (bias !== undefined) {
+    if (bias !== undefined && bias.dtype === "float32") {
+      // the native broadcasting add (the stock Add is a JS loop: ~2 ms per [1024,576] bias add)
+      const shape = tf.broadcast_util.assertAndGetBroadcastShape(current.shape, bias.shape);
+      const out = alloc(tf.util.sizeFromShape(shape));
+      a.binary(0, f32(b, current), Int32Array.from(current.shape), f32(b, bias), Int32Array.from(bias.shape), out);
+      b.disposeIntermediateTensorInfo(current);
+      current = b.makeTensorInfo(shape, "float32", out);
+    } else if (bias !== undefined) {
       const next = run("Add", { a: current, b: bias });
       b.disposeIntermediateTensorInfo(current);
       current = next;
@@ -561,7 +569,7 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     { kernelName: "Softmax", backendName: "cpu", kernelFunc: softmax },
     { kernelName: "Transpose", backendName: "cpu", kernelFunc: transpose },
     unary("Neg", 0), unary("Exp", 1), unary("Erf", 2), unary("LeakyRelu", 3), unary("Square", 4), unary("Rsqrt", 5),
-    unary("Relu", 6), unary("Sqrt", 7),
+    unary("Relu", 6), unary("Sqrt", 7), unary("Sigmoid", 8),
     binary("Add", 0), binary("Sub", 1), binary("Multiply", 2), binary("RealDiv", 3), binary("SquaredDifference", 4),
     reduction("Sum"), reduction("Mean"),
     { kernelName: "Concat", backendName: "cpu", kernelFunc: concat },
