@@ -1,5 +1,6 @@
 /**
- * One training step (forward, MSE loss, backward, SGD-Nesterov update) per small preset and available tfjs
+ * One training step (forward, MSE loss, backward, SGD-Nesterov update) per small preset (and of one 3×3×3 conv3d layer,
+ * the micro-benchmark) and available tfjs
  * backend, beside PyTorch CPU (Debian torch, upstream dynamic-network-architectures) on the same preset and input
  * in the same run. Reports medians and the ratio tfjs/torch. torch uses 1 thread by default, like the default wasm
  * build (on a loaded machine 2 OpenMP threads can be 40× slower than 1). Run: `npm run bench:models [-- --backends wasm,cpu
@@ -16,6 +17,7 @@ import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../runtime/src/models/backend/select.js";
 import type { CreateNetworkOptions } from "../runtime/src/models/architecture.js";
 import { createNetwork } from "../runtime/src/models/registry.js";
+import { conv3d } from "../runtime/src/models/ops/conv3d.js";
 import { valueAndGrads } from "../runtime/src/training/backprop.js";
 import { pythonBin } from "../test/helpers/python.js";
 
@@ -29,6 +31,15 @@ interface Case {
 }
 
 const cases: Case[] = [
+  {
+    // the conv3d micro-benchmark of tfjs-on-cpu.md / issue 8: one 3×3×3 convolution (+ bias), forward and backward
+    label: "conv3d 3³ 32→32 + bias, 2×32×32³",
+    key: "conv3d",
+    opts: {},
+    batch: 2,
+    size: [32, 32, 32],
+    torch: { arch: "conv3d", kwargs: { input_channels: 32, out_channels: 32 } },
+  },
   {
     label: "resenc-xs 8/16/32/64, 2×1×32³",
     key: "resenc-xs",
@@ -62,17 +73,30 @@ function median(a: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+/** A single convolution layer through the models' op layer (`ops/conv3d.ts`), shaped like a Network. */
+function convLayer(cin: number, cout: number): { weights: Map<string, tf.Variable>; apply(x: tf.Tensor5D, ctx?: unknown): tf.Tensor5D; dispose(): void } {
+  const w = tf.variable(tf.randomNormal<tf.Rank.R5>([3, 3, 3, cin, cout], 0, Math.sqrt(2 / (27 * cin)), "float32", 1), true, "conv.weight");
+  const bias = tf.variable(tf.zeros<tf.Rank.R1>([cout]), true, "conv.bias");
+  return {
+    weights: new Map<string, tf.Variable>([["conv.weight", w], ["conv.bias", bias]]),
+    apply: (x: tf.Tensor5D) => conv3d(x, w, { bias }),
+    dispose: () => { tf.dispose([w, bias]); },
+  };
+}
+
 async function tfjsStep(c: Case, backend: string): Promise<number[]> {
   await selectBackend(backend);
-  const net = createNetwork(c.key, { ...c.opts, seed: 0 });
+  const cin = Number(c.torch.kwargs.input_channels ?? 1), cout = Number(c.torch.kwargs.out_channels ?? 1);
+  const net = c.key === "conv3d" ? convLayer(cin, cout) : createNetwork(c.key, { ...c.opts, seed: 0 });
   const opt = tf.train.momentum(1e-3, 0.99, true);
-  const x = tf.randomNormal<tf.Rank.R5>([c.batch, ...c.size, 1]);
-  const target = tf.randomNormal<tf.Rank.R5>([c.batch, ...c.size, 1]);
+  const x = tf.randomNormal<tf.Rank.R5>([c.batch, ...c.size, cin]);
+  const target = tf.randomNormal<tf.Rank.R5>([c.batch, ...c.size, cout]);
   const vars = [...net.weights.values()].filter((v) => v.trainable);
   const times: number[] = [];
   for (let i = 0; i <= reps; i++) {
     const t0 = performance.now();
-    const { value, grads } = tf.variableGrads(() => tf.mean(tf.squaredDifference(net.apply(x, { training: true, seed: i }), target)), vars);
+    const loss = (): tf.Scalar => tf.mean(tf.squaredDifference(net.apply(x, { training: true, seed: i }), target));
+    const { value, grads } = gradsImpl === "tfjs" ? tf.variableGrads(loss, vars) : valueAndGrads(loss, vars);
     opt.applyGradients(Object.entries(grads).map(([name, tensor]) => ({ name, tensor })));
     await value.data();
     tf.dispose([value, ...Object.values(grads)]);

@@ -1,0 +1,24 @@
+import * as tf from "@tensorflow/tfjs";
+import { selectBackend } from "../runtime/src/models/backend/select.js";
+import { createNetwork } from "../runtime/src/models/registry.js";
+import { valueAndGrads } from "../runtime/src/training/backprop.js";
+await selectBackend("cpu");
+const key = process.argv[2] ?? "primus-xs";
+const size = Number(process.argv[3] ?? 64);
+const net = createNetwork(key, { patchSize: [size, size, size], seed: 0, ...(key === "primus-xs" ? { embedDim: 192, depth: 2, heads: 4, dropPathRate: 0 } : {}) } as never);
+const x = tf.randomNormal<tf.Rank.R5>([2, size, size, size, 1]);
+const target = tf.randomNormal<tf.Rank.R5>([2, size, size, size, 1]);
+const vars = [...net.weights.values()].filter((v) => v.trainable);
+const opt = tf.train.momentum(1e-3, 0.99, true);
+const step = () => { const r = valueAndGrads(() => tf.mean(tf.squaredDifference(net.apply(x, { training: true, seed: 0 }), target)), vars); opt.applyGradients(Object.entries(r.grads).map(([name, tensor]) => ({ name, tensor }))); return [r.value, ...Object.values(r.grads)]; };
+for (let i = 0; i < 3; i++) tf.dispose(step());
+const t0 = performance.now(); for (let i = 0; i < 5; i++) tf.dispose(step()); const wall = (performance.now() - t0) / 5;
+const info = await tf.profile(() => step());
+const by = new Map<string, { ms: number; n: number }>();
+let total = 0;
+for (const k of info.kernels) { const ms = (await k.kernelTimeMs) as number; total += ms; const r = by.get(k.name) ?? { ms: 0, n: 0 }; r.ms += ms; r.n++; by.set(k.name, r); }
+console.log(`wall/step ${wall.toFixed(1)} ms, kernel total ${total.toFixed(1)} ms, ${info.kernels.length} kernels`);
+for (const [k, r] of [...by].sort((a, b) => b[1].ms - a[1].ms).slice(0, 25)) console.log(k.padEnd(28), r.ms.toFixed(1).padStart(8), String(r.n).padStart(5));
+const calls: { name: string; ms: number; shapes: string }[] = [];
+for (const k of info.kernels) calls.push({ name: k.name, ms: (await k.kernelTimeMs) as number, shapes: k.inputShapes.map((s) => `[${s?.join(",")}]`).join(" ") + " -> " + k.outputShapes.map((s) => `[${s?.join(",")}]`).join(" ") });
+for (const c of calls.filter((c) => c.name === (process.argv[4] ?? "Multiply")).sort((a, b) => b.ms - a.ms).slice(0, 12)) console.log(c.name, c.ms.toFixed(2), c.shapes);
