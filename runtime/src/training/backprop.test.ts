@@ -19,7 +19,7 @@ type Loss = () => tf.Scalar;
 
 function both(f: Loss, vars: tf.Variable[]): { ref: { value: Float32Array; grads: Map<string, Float32Array> }; ours: { value: Float32Array; grads: Map<string, Float32Array> } } {
   const read = (r: { value: tf.Scalar; grads: Record<string, tf.Tensor> }): { value: Float32Array; grads: Map<string, Float32Array> } => {
-    const out = { value: r.value.dataSync() as Float32Array, grads: new Map(Object.entries(r.grads).filter(([, g]) => g !== null).map(([k, g]) => [k, g.dataSync() as Float32Array])) };
+    const out = { value: r.value.dataSync() as Float32Array, grads: new Map(Object.entries(r.grads as Record<string, tf.Tensor | null>).flatMap(([k, g]) => (g === null ? [] : [[k, g.dataSync() as Float32Array] as const]))) };
     tf.dispose([r.value, ...Object.values(r.grads)]);
     return out;
   };

@@ -77,27 +77,29 @@ function isShapeOnly(t: tf.Tensor): boolean {
 
 /** Run `f` with shape-only saving for SHAPE_ONLY_SAVES kernels; the engine's methods are restored afterwards. */
 function withShapeOnlySaves<T>(e: EngineInternals, f: () => T): T {
-  const own = Object.prototype.hasOwnProperty;
-  const hadGet = own.call(e, "getTensorsForGradient");
-  const hadSave = own.call(e, "saveTensorsForBackwardMode");
-  const get = e.getTensorsForGradient;
-  const save = e.saveTensorsForBackwardMode;
-  e.getTensorsForGradient = function (kernelName, inputs, outputs) {
-    const ts = get.call(this, kernelName, inputs, outputs);
+  const getOwn = Object.getOwnPropertyDescriptor(e, "getTensorsForGradient");
+  const saveOwn = Object.getOwnPropertyDescriptor(e, "saveTensorsForBackwardMode");
+  const get = e.getTensorsForGradient.bind(e);
+  const save = e.saveTensorsForBackwardMode.bind(e);
+  e.getTensorsForGradient = (kernelName, inputs, outputs) => {
+    const ts = get(kernelName, inputs, outputs);
     return SHAPE_ONLY_SAVES.has(kernelName) ? ts.map(shapeOnly) : ts;
   };
-  e.saveTensorsForBackwardMode = function (tensors) {
-    const real = save.call(this, tensors.filter((t) => !isShapeOnly(t)));
+  e.saveTensorsForBackwardMode = (tensors) => {
+    const real = save(tensors.filter((t) => !isShapeOnly(t)));
     let k = 0;
     return tensors.map((t) => (isShapeOnly(t) ? t : real[k++]!));
+  };
+  // the originals normally live on the prototype: put back an own property if there was one, else remove ours
+  const restore = (name: "getTensorsForGradient" | "saveTensorsForBackwardMode", own: PropertyDescriptor | undefined): void => {
+    if (own !== undefined) Object.defineProperty(e, name, own);
+    else Reflect.deleteProperty(e, name);
   };
   try {
     return f();
   } finally {
-    if (hadGet) e.getTensorsForGradient = get;
-    else delete (e as Partial<EngineInternals>).getTensorsForGradient;
-    if (hadSave) e.saveTensorsForBackwardMode = save;
-    else delete (e as Partial<EngineInternals>).saveTensorsForBackwardMode;
+    restore("getTensorsForGradient", getOwn);
+    restore("saveTensorsForBackwardMode", saveOwn);
   }
 }
 
@@ -147,12 +149,12 @@ export function valueAndGrads(f: () => tf.Scalar, vars: readonly tf.Variable[]):
   const trainable = vars.filter((v) => v.trainable);
   if (trainable.length === 0) throw new Error("valueAndGrads: none of the variables is trainable");
   const e = engine();
-  if (e.state.gradientDepth !== 0) return tf.variableGrads(f, [...trainable]) as ValueAndGrads;
+  if (e.state.gradientDepth !== 0) return tf.variableGrads(f, [...trainable]);
 
   let y: tf.Tensor | undefined;
   let tape: TapeNode[] = [];
   try {
-    y = withShapeOnlySaves(e, () => e.scopedRun(() => e.startTape(), () => e.endTape(), () => e.tidy("forward", f)));
+    y = withShapeOnlySaves(e, () => e.scopedRun(() => { e.startTape(); }, () => { e.endTape(); }, () => e.tidy("forward", f)));
     tape = e.state.activeTape ?? [];
     if (!(y instanceof tf.Tensor) || y.rank !== 0) throw new Error(`valueAndGrads: f must return a scalar tensor, got ${y instanceof tf.Tensor ? `rank ${y.rank}` : typeof y}`);
     const path = pathNodes(tape, trainable, y);
