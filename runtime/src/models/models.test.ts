@@ -28,12 +28,34 @@ test("only the EvaMAE wrappers are MaskedNetworks", async () => {
 
 test("parameter counts equal upstream", () => {
   assert.equal(countParams("resenc-l"), 102_348_965);
+  // upstream ResidualEncoder(1, 6, ResEnc-L widths/strides/blocks) alone
+  assert.equal(countParams("resenc-l", { encoderOnly: true }), 90_296_576);
   assert.equal(countParams("primus-s"), 26_268_285);
   assert.equal(countParams("primus-b"), 97_958_065);
   assert.equal(countParams("primus-m"), 151_786_529);
   assert.equal(countParams("primus-l"), 331_823_761);
   assert.throws(() => countParams("resenc-l", { features: [8, 16] }), ConfigError);
   assert.throws(() => countParams("nope"), ConfigError);
+});
+
+test("encoderOnly ResEnc: encoder keys only, encode() equals the full network's, apply() is a ConfigError", async () => {
+  await useBackend("cpu");
+  const full = createNetwork("resenc-xs", { patchSize: [16, 16, 16], seed: 4 });
+  const enc = createNetwork("resenc-xs", { patchSize: [16, 16, 16], seed: 4, encoderOnly: true });
+  const keys = [...enc.weights.keys()];
+  assert.ok(keys.length > 0 && keys.every((k) => k.startsWith("encoder.")));
+  assert.deepEqual(keys, [...full.weights.keys()].filter((k) => k.startsWith("encoder.")));
+  const x = tf.randomNormal<tf.Rank.R5>([1, 16, 16, 16, 1], 0, 1, "float32", 2);
+  const a = full.encode(x, { training: true }) as tf.Tensor5D[];
+  const b = enc.encode(x, { training: true }) as tf.Tensor5D[];
+  assert.equal(a.length, b.length);
+  a.forEach((t, i) => { assert.deepEqual([...t.dataSync()], [...b[i]!.dataSync()]); });
+  assert.throws(() => enc.apply(x, { training: true }), ConfigError);
+  assert.equal(enc.config.hyper.encoderOnly, true);
+  assert.throws(() => createNetwork("resenc-xs", { encoderOnly: "yes" }), ConfigError);
+  tf.dispose([x, ...a, ...b]);
+  full.dispose();
+  enc.dispose();
 });
 
 function step(net: Network, x: tf.Tensor5D): number {

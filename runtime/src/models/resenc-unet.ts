@@ -56,11 +56,12 @@ function intList(v: unknown, field: string): number[] {
   return v as number[];
 }
 
-const KNOWN_OPTS = new Set(["inChannels", "outChannels", "patchSize", "seed", "features", "blocks", "strides", "decoderConvs", "stemChannels"]);
+const KNOWN_OPTS = new Set(["inChannels", "outChannels", "patchSize", "seed", "features", "blocks", "strides", "decoderConvs", "stemChannels", "encoderOnly"]);
 
-export function resolveResEnc(preset: ResEncPreset, opts: CreateNetworkOptions): { hyper: ResEncHyper; inChannels: number; outChannels: number; patchSize: Vec3; seed: number } {
+export function resolveResEnc(preset: ResEncPreset, opts: CreateNetworkOptions): { hyper: ResEncHyper; inChannels: number; outChannels: number; patchSize: Vec3; seed: number; encoderOnly: boolean } {
   for (const k of Object.keys(opts)) {
     if (!KNOWN_OPTS.has(k)) throw new ConfigError(`unknown option "${k}" for architecture ${preset.key}`, { field: k });
+    if (k === "encoderOnly") continue;
     const fixed = (preset.hyper as unknown as Record<string, unknown>)[k];
     if (!preset.overridable && fixed !== undefined && opts[k] !== undefined && JSON.stringify(opts[k]) !== JSON.stringify(fixed)) {
       throw new ConfigError(`${preset.key} is a fixed preset; use resenc-xs to change "${k}"`, { field: k });
@@ -87,7 +88,14 @@ export function resolveResEnc(preset: ResEncPreset, opts: CreateNetworkOptions):
     outChannels: opts.outChannels ?? 1,
     patchSize: [patchSize[0], patchSize[1], patchSize[2]],
     seed: opts.seed ?? 0,
+    encoderOnly: encoderOnlyOpt(opts.encoderOnly),
   };
+}
+
+function encoderOnlyOpt(v: unknown): boolean {
+  if (v === undefined) return false;
+  if (typeof v !== "boolean") throw new ConfigError(`must be true or false, got ${JSON.stringify(v)}`, { field: "encoderOnly" });
+  return v;
 }
 
 function unitDecl(b: DeclBuilder, name: string, cin: number, cout: number, k: number, bias: boolean): void {
@@ -95,7 +103,8 @@ function unitDecl(b: DeclBuilder, name: string, cin: number, cout: number, k: nu
   b.norm(`${name}.norm`, cout);
 }
 
-export function declareResEnc(h: ResEncHyper, inChannels: number, outChannels: number): ParamDecl[] {
+/** Parameters in upstream's order; `encoderOnly`: upstream's `ResidualEncoder` under the `encoder.` prefix (no decoder). */
+export function declareResEnc(h: ResEncHyper, inChannels: number, outChannels: number, encoderOnly = false): ParamDecl[] {
   const b = new DeclBuilder();
   const k = h.kernel;
   unitDecl(b, "encoder.stem.convs.0", inChannels, h.stemChannels, k, true);
@@ -112,6 +121,7 @@ export function declareResEnc(h: ResEncHyper, inChannels: number, outChannels: n
     cin = cout;
   });
   const n = h.features.length;
+  if (encoderOnly) return b.decls;
   // PyTorch registers decoder.stages before decoder.transpconvs; order is irrelevant to us but kept for readability
   for (let s = 0; s < n - 1; s++) {
     const skipC = h.features[n - 2 - s]!;
@@ -127,11 +137,14 @@ export class ResEncUNet implements Network {
   readonly weights: ReadonlyMap<string, tf.Variable>;
   private readonly h: ResEncHyper;
   readonly declarations: readonly ParamDecl[];
+  /** Encoder only (stem + stages, upstream `ResidualEncoder` keys under `encoder.`): `encode` works, `apply` throws. */
+  readonly encoderOnly: boolean;
 
   constructor(preset: ResEncPreset, opts: CreateNetworkOptions) {
     const r = resolveResEnc(preset, opts);
     this.h = r.hyper;
-    this.declarations = declareResEnc(r.hyper, r.inChannels, r.outChannels);
+    this.encoderOnly = r.encoderOnly;
+    this.declarations = declareResEnc(r.hyper, r.inChannels, r.outChannels, r.encoderOnly);
     this.weights = instantiate(this.declarations, r.seed);
     this.config = {
       name: preset.key,
@@ -140,7 +153,7 @@ export class ResEncUNet implements Network {
       outChannels: r.outChannels,
       patchSize: r.patchSize,
       seed: r.seed,
-      hyper: { features: r.hyper.features, blocks: r.hyper.blocks, strides: r.hyper.strides, decoderConvs: r.hyper.decoderConvs, stemChannels: r.hyper.stemChannels },
+      hyper: { features: r.hyper.features, blocks: r.hyper.blocks, strides: r.hyper.strides, decoderConvs: r.hyper.decoderConvs, stemChannels: r.hyper.stemChannels, ...(r.encoderOnly ? { encoderOnly: true } : {}) },
       adaptation: {
         archClassName: preset.archClassName ?? "ResidualEncoderUNet",
         archKwargs: preset.archClassName !== null ? null : {
@@ -220,6 +233,7 @@ export class ResEncUNet implements Network {
   }
 
   apply(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor5D {
+    if (this.encoderOnly) throw new ConfigError(`${this.config.name} was built with encoderOnly: it has no decoder (use encode())`, { field: "encoderOnly" });
     return tf.tidy(() => {
       const skips = this.encode(x, ctx);
       const n = skips.length;
@@ -248,7 +262,7 @@ export function resencEntry(preset: ResEncPreset): ArchitectureEntry {
     create: (opts) => new ResEncUNet(preset, opts),
     countParams: (opts) => {
       const r = resolveResEnc(preset, opts);
-      return countDecls(declareResEnc(r.hyper, r.inChannels, r.outChannels));
+      return countDecls(declareResEnc(r.hyper, r.inChannels, r.outChannels, r.encoderOnly));
     },
   };
 }
