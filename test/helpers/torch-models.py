@@ -1,7 +1,7 @@
 """Parity helper: load an ssl3d export strictly into the upstream PyTorch module and run it.
 
 usage: torch-models.py SPEC_JSON
-SPEC: {"arch": "resenc"|"primus"|"evamae", "kwargs": {...}, "weights": path (.pth or .safetensors),
+SPEC: {"arch": "resenc"|"primus"|"evamae"|"voco", "kwargs": {...}, "weights": path (.pth or .safetensors),
        "input": path (safetensors with key "x", NCDHW), "output": path (safetensors to write, key "y"),
        "keep_indices": optional [[...]] (evamae)}
 Prints one JSON line: {"missing": [...], "unexpected": [...], "upstream_only": [...], "ours_only": [...], "params": N}.
@@ -37,6 +37,8 @@ def build(arch, kw):
         return PrimusX(**kw)
     if arch == "evamae":
         return EvaMAERef(**kw)
+    if arch == "voco":
+        return VoCoRef(**kw)
     raise SystemExit(f"unknown arch {arch}")
 
 
@@ -87,6 +89,37 @@ class EvaMAERef(nn.Module):
             restored[b, keep[b]] = enc[b]
         dec, _ = self.decoder(restored)
         return self.up_projection(rearrange(dec, self.inverse, w=W, h=H, d=D))
+
+
+class VoCoRef(nn.Module):
+    """nnssl VoCoArchitecture's module tree and forward (spec 6.7; nnssl is not on PyPI): `encoder` = the
+    ResidualEncoder of dynamic-network-architectures' ResidualEncoderUNet (the intended encoder_only network, spec
+    6.10), `adaptive_pool`, `projector.layer{1,2,3}` = Linear → InstanceNorm1d(affine=False) → ReLU, twice, then Linear."""
+
+    def __init__(self, input_channels, n_stages, features_per_stage, strides, n_blocks_per_stage, head_dim):
+        super().__init__()
+        from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+        unet = ResidualEncoderUNet(
+            input_channels, n_stages, features_per_stage, nn.Conv3d, 3, strides, n_blocks_per_stage, 1,
+            [1] * (n_stages - 1), conv_bias=True, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+            nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=False)
+        self.encoder = unet.encoder
+        self.adaptive_pool = nn.AdaptiveAvgPool3d((1, 1, 1))
+
+        def block(i, o, last=False):
+            if last:
+                return nn.Sequential(nn.Linear(i, o))
+            return nn.Sequential(nn.Linear(i, o), nn.InstanceNorm1d(o, affine=False, track_running_stats=False), nn.ReLU(inplace=True))
+
+        self.projector = nn.Module()
+        self.projector.layer1 = block(sum(features_per_stage), head_dim)
+        self.projector.layer2 = block(head_dim, head_dim)
+        self.projector.layer3 = block(head_dim, head_dim, last=True)
+
+    def forward(self, x):
+        out = self.encoder(x)
+        flat = torch.concat([self.adaptive_pool(o) for o in out], dim=1).reshape(x.shape[0], -1)
+        return self.projector.layer3(self.projector.layer2(self.projector.layer1(flat)))
 
 
 net = build(spec["arch"], spec["kwargs"]).eval()

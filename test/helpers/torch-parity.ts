@@ -15,7 +15,7 @@ export interface TorchRun {
   readonly upstream_only: string[];
   readonly ours_only: string[];
   readonly params: number;
-  /** Output in OUR layout (NDHWC). */
+  /** Output in OUR layout (NDHWC; 2-D outputs unchanged). */
   readonly y: Float32Array;
   readonly yShape: number[];
 }
@@ -41,7 +41,8 @@ export async function runTorch(arch: string, kwargs: Record<string, unknown>, we
   if (r.status !== 0) throw new Error(`python failed (${r.status ?? r.signal}): ${r.stderr}`);
   const info = JSON.parse(r.stdout.trim().split("\n").pop()!) as Omit<TorchRun, "y" | "yShape">;
   const y = decodeSafetensors(await readFile(outPath)).tensors.get("y")!;
-  const yt = tf.tidy(() => tf.transpose(tf.tensor(y.data, [...y.shape]), [0, 2, 3, 4, 1]));
+  // images NCDHW → NDHWC; embeddings [N, D] stay as they are
+  const yt = tf.tidy(() => (y.shape.length === 5 ? tf.transpose(tf.tensor(y.data, [...y.shape]), [0, 2, 3, 4, 1]) : tf.tensor(y.data, [...y.shape])));
   const out = { ...info, y: yt.dataSync() as Float32Array, yShape: yt.shape };
   yt.dispose();
   return out;

@@ -76,3 +76,25 @@ for (const tokenOrder of ["whd", "hwd"] as const) {
     net.dispose();
   });
 }
+
+test("voco-resenc-xs: export loads strictly into nnssl's VoCoArchitecture tree (upstream ResidualEncoder + projector) and matches its embeddings", async () => {
+  await selectBackend("cpu"); // native kernels when built (SSL3D_NATIVE=0: stock)
+  const net = createNetwork("voco-resenc-xs", { features: [4, 8, 16], blocks: [1, 2, 1], strides: [1, 2, 2], patchSize: [16, 16, 16], headDim: 24, seed: 5 });
+  const x = tf.randomNormal<tf.Rank.R5>([3, 16, 16, 16, 1], 0, 1, "float32", 7);
+  const y = net.apply(x, { training: false });
+  const ours = y.dataSync() as Float32Array;
+  const dir = tmp("ssl3d-parity-");
+  const kw = { input_channels: 1, n_stages: 3, features_per_stage: [4, 8, 16], strides: [1, 2, 2], n_blocks_per_stage: [1, 2, 1], head_dim: 24 };
+  for (const format of ["pth-compatible", "safetensors"] as const) {
+    const out = join(dir, format === "safetensors" ? "w.safetensors" : "w.pth");
+    await exportNetwork(net, out, { format });
+    const r = await runTorch("voco", kw, out, x, dir);
+    assert.deepEqual([r.missing, r.unexpected, r.upstream_only, r.ours_only], [[], [], [], []]);
+    assert.equal(r.params, net.parameterCount());
+    assert.deepEqual(r.yShape, [3, 24]);
+    const d = maxAbsDiff(ours, r.y);
+    assert.ok(d < 1e-3 * maxAbs(r.y), `${format}: max abs diff ${d}, scale ${maxAbs(r.y)}`);
+  }
+  tf.dispose([x, y]);
+  net.dispose();
+});

@@ -5,7 +5,7 @@
  */
 import type * as tf from "@tensorflow/tfjs";
 import type { z } from "zod";
-import type { ArchitectureFamily, Network } from "../models/architecture.js";
+import type { ArchitectureFamily, Network, Vec3 } from "../models/architecture.js";
 
 export interface MethodBatch {
   /** [B, X, Y, Z, C] */
@@ -45,4 +45,10 @@ export interface MethodEntry<S extends z.ZodType = z.ZodType> {
    * Primus: `primus-xs` → `eva-mae-xs`). `exists` tells whether a key is registered. Default: the key itself.
    */
   architectureFor?(key: string, exists: (key: string) => boolean): string;
+  /**
+   * The network's input size when the method feeds it sub-crops of the loaded patch (VoCo, SimCLR: the crop size,
+   * which the adaptation plan records as the pre-training patch size, spec 4.8). Throws a ConfigError for a patch
+   * the method cannot cut. Default: the patch itself.
+   */
+  networkPatchSize?(patch: Vec3, options: z.infer<S>): Vec3;
 }

@@ -1,10 +1,14 @@
 /** Pre-training method registry: one line per method. Keys are lower-kebab. */
 import { ConfigError } from "../errors.js";
 import { mae } from "./mae.js";
+import { simclr } from "./simclr.js";
+import { voco } from "./voco.js";
 import type { MethodEntry } from "./method.js";
 
 const entries: readonly MethodEntry[] = [
   mae,
+  voco,
+  simclr,
 ];
 
 const byKey = new Map(entries.map((e) => [e.key, e]));

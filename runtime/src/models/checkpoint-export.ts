@@ -22,7 +22,8 @@ export function aliasesOf(config: NetworkConfig, key: string): string[] {
   const out: string[] = [];
   const m = /^(.*)\.(conv|norm)\.(weight|bias)$/.exec(key);
   if (m !== null) out.push(`${m[1]!}.all_modules.${m[2] === "conv" ? 0 : 1}.${m[3]!}`);
-  if (key.startsWith("encoder.")) for (const k of [key, ...out]) out.push(`decoder.${k}`);
+  // the U-Net's decoder holds a reference to the encoder; an encoder-only network (VoCo, SimCLR) has no decoder
+  if (key.startsWith("encoder.") && config.hyper.encoderOnly !== true) for (const k of [key, ...out]) out.push(`decoder.${k}`);
   return out;
 }
 

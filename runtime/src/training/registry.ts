@@ -68,6 +68,10 @@ export interface TrainerEntry {
 const trainers: readonly TrainerEntry[] = [
   { key: "mae-resenc-l", aliases: ["BaseMAETrainer"], family: "cnn", defaults: { method: "mae", architecture: "resenc-l", ...CNN_RECIPE } },
   { key: "mae-primus-m", aliases: ["BaseEvaMAETrainer"], family: "vit", defaults: { method: "mae", architecture: "eva-mae-m", ...VIT_RECIPE } },
+  // spec 6.7: no gradient clipping for the CNN; the crops come from a 256×256×64 patch, no spatial augmentation
+  { key: "voco-resenc-l", aliases: ["VoCoTrainer"], family: "cnn", defaults: { method: "voco", architecture: "voco-resenc-l", ...CNN_RECIPE, gradClip: null, patchSize: [256, 256, 64], augment: false } },
+  // spec 6.9: grad clip 0.1, 192×192×64 patch
+  { key: "simclr-resenc-l", aliases: ["SimCLRTrainer"], family: "cnn", defaults: { method: "simclr", architecture: "voco-resenc-l", ...CNN_RECIPE, gradClip: 0.1, patchSize: [192, 192, 64], augment: false } },
 ];
 
 export function trainerKeys(): string[] {

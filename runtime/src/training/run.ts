@@ -32,7 +32,8 @@ export interface TrainArgs {
   readonly epochs?: number;
   readonly itersPerEpoch?: number;
   readonly valIters?: number;
-  readonly patchSize?: number;
+  /** A cube side or [x, y, z]. */
+  readonly patchSize?: number | readonly [number, number, number];
   readonly batchSize?: number;
   readonly archPreset?: string;
   readonly seed?: number;
@@ -114,7 +115,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   if (a.epochs !== undefined) overrides.numEpochs = a.epochs;
   if (a.itersPerEpoch !== undefined) overrides.itersPerEpoch = a.itersPerEpoch;
   if (a.valIters !== undefined) overrides.valIters = a.valIters;
-  if (a.patchSize !== undefined) overrides.patchSize = [a.patchSize, a.patchSize, a.patchSize];
+  if (a.patchSize !== undefined) overrides.patchSize = typeof a.patchSize === "number" ? [a.patchSize, a.patchSize, a.patchSize] : [...a.patchSize];
   if (a.batchSize !== undefined) overrides.batchSize = a.batchSize;
   if (a.archPreset !== undefined) overrides.architecture = a.archPreset;
   if (a.seed !== undefined) overrides.seed = a.seed;
@@ -148,13 +149,15 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
 
   const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
   const inChannels = (await reader.openZarrVolume(trainImages[0]!.image)).shape[0] ?? 1;
-  const network = createNetwork(archKey, { inChannels, outChannels: method.outChannels(inChannels), patchSize: o.patchSize, seed: o.seed });
+  // methods that feed the network sub-crops (VoCo, SimCLR) build it for, and record in the plans, the crop size
+  const netPatch = methodEntry.networkPatchSize?.(o.patchSize, o.methodOptions) ?? o.patchSize;
+  const network = createNetwork(archKey, { inChannels, outChannels: method.outChannels(inChannels), patchSize: netPatch, seed: o.seed });
 
   const baseDir = join(resultsRoot, datasetName, `${trainer.name}__${a.plans}__${a.configuration}`);
   const foldDir = join(baseDir, "fold_all");
   const checkpointDir = process.env.SSL3D_CHECKPOINT_DIR !== undefined && process.env.SSL3D_CHECKPOINT_DIR !== "" ? process.env.SSL3D_CHECKPOINT_DIR : foldDir;
   const usedPlan = { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } };
-  const adaptation = adaptationPlan(network.config, usedPlan);
+  const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } });
   await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
   await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
 

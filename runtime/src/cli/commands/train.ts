@@ -15,6 +15,14 @@ function int(name: string, min = 0) {
   };
 }
 
+/** `--patch-size 32` (cube) or `--patch-size 256,256,64`. */
+function patchSize(v: string): number | [number, number, number] {
+  if (/^\d+$/.test(v) && Number(v) >= 1) return Number(v);
+  const m = /^(\d+),(\d+),(\d+)$/.exec(v);
+  if (m !== null && [m[1], m[2], m[3]].every((p) => Number(p) >= 1)) return [Number(m[1]), Number(m[2]), Number(m[3])];
+  throw new InvalidArgumentError("--patch-size must be a positive integer or three (x,y,z)");
+}
+
 interface TrainOpts {
   trainer: string;
   plans: string;
@@ -22,7 +30,7 @@ interface TrainOpts {
   epochs?: number;
   itersPerEpoch?: number;
   valIters?: number;
-  patchSize?: number;
+  patchSize?: number | [number, number, number];
   batchSize?: number;
   archPreset?: string;
   seed?: number;
@@ -43,13 +51,13 @@ export const trainCommand: CliCommand = {
       .description("pre-train a network on a preprocessed dataset (nnssl_train)")
       .argument("<dataset>", "dataset ID or DatasetNNN_Name")
       .argument("<configuration>", "preprocessed configuration (e.g. onemmiso)")
-      .requiredOption("--trainer <name>", "trainer: mae-resenc-l, mae-primus-m, or nnssl names (BaseMAETrainer_BS8, BaseEvaMAETrainer, ..._ANON)")
+      .requiredOption("--trainer <name>", "trainer: mae-resenc-l, mae-primus-m, voco-resenc-l, simclr-resenc-l, or nnssl names (BaseMAETrainer_BS8, VoCoTrainer, SimCLRTrainer, ..._ANON)")
       .option("--plans <name>", "plans identifier", "nnsslPlans")
       .option("--resume", "continue from checkpoint_final/latest/best if present (also SSL3D_RESUME=latest)")
       .option("--epochs <n>", "number of epochs", int("--epochs", 1))
       .option("--iters-per-epoch <n>", "training iterations per epoch", int("--iters-per-epoch", 1))
       .option("--val-iters <n>", "validation iterations per epoch", int("--val-iters", 0))
-      .option("--patch-size <n>", "cubic patch size (160 upstream; 32 on CPU)", int("--patch-size", 1))
+      .option("--patch-size <n|x,y,z>", "patch size: a cube side or x,y,z (trainer default: 160, VoCo 256,256,64, SimCLR 192,192,64)", patchSize)
       .option("--batch-size <n>", "total batch size", int("--batch-size", 1))
       .option("--arch-preset <name>", "architecture preset of the trainer's family (e.g. resenc-xs, primus-xs)")
       .option("--seed <n>", "random seed", int("--seed", 0))

@@ -1,0 +1,180 @@
+/**
+ * VoCo, volume contrast (spec 6.7, nnssl `VoCoTrainer`).
+ *
+ * The loaded patch (upstream 256×256×64) is cut into a `baseCrops` grid (4×4×1) of non-overlapping base crops of
+ * size patch / grid (64³), ordered x-major (index (i·gy + j)·gz + k); per image `targetCrops` (4) target crops of
+ * the same size at uniformly random offsets inside the patch, drawn image by image. The ground truth of each (target,
+ * base) pair is their overlap volume / crop volume → [B, T, N]. In training every crop is augmented independently
+ * (the `CropAugment` hook; validation: none). All crops (B·N base, then B·T target) go through the network in one
+ * pass; the loss is L_pred + L_reg:
+ *
+ * - s_tb = relu(cos(target_t, stopgrad(base_b))), d = |gt − s|,
+ *   pos = Σ(−log(1 − d + 1e-6)·gt) / Σgt, neg = Σ(s²·[gt = 0]) / Σ([gt = 0] + 1e-6), L_pred = pos + neg
+ *   (sums over batch, targets and bases; no gradient reaches the bases through L_pred);
+ * - c_ij = relu(cos(base_i, base_j)), L_reg = mean over the batch of 2/(N(N−1))·Σ_{i<j} c_ij (with gradient).
+ */
+import * as tf from "@tensorflow/tfjs";
+import { z } from "zod";
+import { ConfigError } from "../errors.js";
+import type { ArchitectureFamily, Network, Vec3 } from "../models/architecture.js";
+import { Rng } from "../data/rng.js";
+import { boxOverlap, copyCrop, l2Rows, requireEmbeddingNetwork, stopGradient, vec3, vocoArchitectureFor, type CropAugment } from "./crops.js";
+import { defaultCropAugment } from "./crop-augment.js";
+import type { MethodBatch, MethodContext, MethodEntry, PretrainMethod } from "./method.js";
+
+const PosInt = z.number().int().positive();
+
+export const VoCoOptionsSchema = z
+  .object({
+    /** Base crop grid over the patch (x, y, z). */
+    baseCrops: z.tuple([PosInt, PosInt, PosInt]).default([4, 4, 1]),
+    /** Target crops per image. */
+    targetCrops: PosInt.default(4),
+    /** Per-crop intensity/mirror/rot90 augmentation of training crops. */
+    augment: z.boolean().default(true),
+  })
+  .strict();
+export type VoCoOptions = z.infer<typeof VoCoOptionsSchema>;
+
+/** Crop size = patch / grid (each axis must divide). */
+export function vocoCropSize(patch: Vec3, grid: Vec3): Vec3 {
+  if (grid[0] * grid[1] * grid[2] < 2) throw new ConfigError(`needs at least 2 base crops (L_reg compares pairs), got ${grid.join("x")}`, { field: "trainer.methodOptions.baseCrops" });
+  patch.forEach((p, i) => {
+    if (p % grid[i]! !== 0) throw new ConfigError(`patch size ${patch.join("x")} is not divisible by the base crop grid ${grid.join("x")}`, { field: "trainer.patchSize" });
+  });
+  return [patch[0] / grid[0], patch[1] / grid[1], patch[2] / grid[2]];
+}
+
+/** Lower corners of the base crops, x-major (upstream's i, j, k loops). */
+export function baseOffsets(grid: Vec3, crop: Vec3): Vec3[] {
+  const out: Vec3[] = [];
+  for (let i = 0; i < grid[0]; i++) for (let j = 0; j < grid[1]; j++) for (let k = 0; k < grid[2]; k++) out.push([i * crop[0], j * crop[1], k * crop[2]]);
+  return out;
+}
+
+/** Overlap ground truth of targets × bases: overlap volume / crop volume, [T·N] row-major. */
+export function overlapTruth(targets: readonly Vec3[], bases: readonly Vec3[], crop: Vec3): Float32Array {
+  const vol = crop[0] * crop[1] * crop[2];
+  const out = new Float32Array(targets.length * bases.length);
+  targets.forEach((t, ti) => {
+    bases.forEach((b, bi) => {
+      out[ti * bases.length + bi] = boxOverlap(t, b, crop) / vol;
+    });
+  });
+  return out;
+}
+
+export interface VoCoCrops {
+  /** [B·N + B·T, cx, cy, cz, C]: base crops (image-major), then target crops (image-major). */
+  readonly crops: Float32Array;
+  readonly cropSize: Vec3;
+  readonly nBase: number;
+  readonly nTarget: number;
+  /** [B, T, N] */
+  readonly truth: Float32Array;
+  /** Target offsets per image. */
+  readonly targets: Vec3[][];
+}
+
+/** Cut the crops of a batch [B,X,Y,Z,C] (channels-last), draw target positions from `rng`, augment when given. */
+export function vocoCrops(rng: Rng, data: Float32Array, shape: readonly number[], grid: Vec3, nTarget: number, augment?: CropAugment): VoCoCrops {
+  const [B, X, Y, Z, C] = shape as [number, number, number, number, number];
+  const dims: Vec3 = [X, Y, Z];
+  const crop = vocoCropSize(dims, grid);
+  const bases = baseOffsets(grid, crop);
+  const nBase = bases.length;
+  const cropLen = crop[0] * crop[1] * crop[2] * C;
+  const crops = new Float32Array((B * nBase + B * nTarget) * cropLen);
+  for (let b = 0; b < B; b++) {
+    bases.forEach((o, n) => {
+      copyCrop(data, dims, C, b, o, crop, crops, (b * nBase + n) * cropLen);
+    });
+  }
+  const targets: Vec3[][] = [];
+  const truth = new Float32Array(B * nTarget * nBase);
+  for (let b = 0; b < B; b++) {
+    const ts: Vec3[] = [];
+    for (let t = 0; t < nTarget; t++) {
+      const o: Vec3 = [rng.int(0, X - crop[0]), rng.int(0, Y - crop[1]), rng.int(0, Z - crop[2])];
+      ts.push(o);
+      copyCrop(data, dims, C, b, o, crop, crops, (B * nBase + b * nTarget + t) * cropLen);
+    }
+    targets.push(ts);
+    truth.set(overlapTruth(ts, bases, crop), b * nTarget * nBase);
+  }
+  if (augment !== undefined) {
+    for (let i = 0; i < B * (nBase + nTarget); i++) {
+      const view = crops.subarray(i * cropLen, (i + 1) * cropLen);
+      const aug = augment(rng, view, crop, C);
+      if (aug !== view) view.set(aug);
+    }
+  }
+  return { crops, cropSize: crop, nBase, nTarget, truth, targets };
+}
+
+/** L_pred of spec 6.7 on base [B,N,D], target [B,T,D], truth [B,T,N]; the bases get no gradient. */
+export function vocoPredLoss(base: tf.Tensor3D, target: tf.Tensor3D, truth: tf.Tensor3D): tf.Scalar {
+  return tf.tidy(() => {
+    const s = tf.relu(tf.matMul(l2Rows(target), l2Rows(stopGradient(base)), false, true)); // [B,T,N]
+    const d = tf.abs(tf.sub(truth, s));
+    const pos = tf.div(tf.sum(tf.mul(tf.neg(tf.log(tf.add(tf.sub(1, d), 1e-6))), truth)), tf.sum(truth));
+    const isNeg = tf.cast(tf.equal(truth, 0), "float32");
+    const neg = tf.div(tf.sum(tf.mul(tf.square(s), isNeg)), tf.sum(tf.add(isNeg, 1e-6)));
+    return tf.add<tf.Scalar>(pos, neg);
+  });
+}
+
+/** L_reg of spec 6.7 on base [B,N,D] (with gradient). */
+export function vocoRegLoss(base: tf.Tensor3D): tf.Scalar {
+  const n = base.shape[1];
+  return tf.tidy(() => {
+    const bn = l2Rows(base);
+    const c = tf.relu(tf.matMul(bn, bn, false, true)); // [B,N,N]
+    const upper = new Float32Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) upper[i * n + j] = 1;
+    const perImage = tf.sum(tf.mul(c, tf.tensor2d(upper, [n, n])), [1, 2]);
+    return tf.mean<tf.Scalar>(tf.mul(perImage, 2 / (n * (n - 1))));
+  });
+}
+
+export function vocoLoss(base: tf.Tensor3D, target: tf.Tensor3D, truth: tf.Tensor3D): tf.Scalar {
+  return tf.tidy(() => tf.add<tf.Scalar>(vocoPredLoss(base, target, truth), vocoRegLoss(base)));
+}
+
+export class VoCo implements PretrainMethod {
+  readonly key = "voco";
+  readonly needsAnon = false;
+  constructor(readonly o: VoCoOptions, private readonly augment: CropAugment | undefined = defaultCropAugment()) {}
+
+  outChannels(inChannels: number): number {
+    return inChannels;
+  }
+
+  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+    const emb = requireEmbeddingNetwork(net, "voco");
+    const shape = batch.x.shape;
+    const B = shape[0];
+    const grid = vec3(this.o.baseCrops, "trainer.methodOptions.baseCrops");
+    const c = vocoCrops(new Rng(ctx.seed), batch.x.dataSync() as Float32Array, shape, grid, this.o.targetCrops, ctx.training && this.o.augment ? this.augment : undefined);
+    const m = B * (c.nBase + c.nTarget);
+    const x = tf.tensor5d(c.crops, [m, c.cropSize[0], c.cropSize[1], c.cropSize[2], shape[4]]);
+    const e = emb.embed(x, { training: ctx.training, seed: ctx.seed });
+    const base = tf.reshape<tf.Rank.R3>(tf.slice(e, [0, 0], [B * c.nBase, -1]), [B, c.nBase, emb.embedDim]);
+    const target = tf.reshape<tf.Rank.R3>(tf.slice(e, [B * c.nBase, 0], [B * c.nTarget, -1]), [B, c.nTarget, emb.embedDim]);
+    return vocoLoss(base, target, tf.tensor3d(c.truth, [B, c.nTarget, c.nBase]));
+  }
+}
+
+export const voco: MethodEntry<typeof VoCoOptionsSchema> = {
+  key: "voco",
+  description: "VoCo: 4×4×1 base crops + 4 random target crops per patch; predict base/target overlap from cosine similarity, keep bases apart",
+  families: ["cnn"],
+  optionsSchema: VoCoOptionsSchema,
+  create(options: VoCoOptions, _family: ArchitectureFamily): PretrainMethod {
+    return new VoCo(options);
+  },
+  architectureFor: vocoArchitectureFor,
+  networkPatchSize(patch: Vec3, options: VoCoOptions): Vec3 {
+    return vocoCropSize(patch, vec3(options.baseCrops, "trainer.methodOptions.baseCrops"));
+  },
+};
