@@ -22,7 +22,7 @@ test("upstream names resolve to method × architecture with the spec 4.4 recipes
   assert.equal(resolveTrainer("BaseMAETrainer_BS1").options.batchSize, 1);
   assert.equal(resolveTrainer("BaseMAETrainer_ANON_BS2").options.methodOptions.anon, true);
   assert.equal(resolveTrainer("BaseMAETrainer_BS8_4000ep").options.numEpochs, 4000);
-  assert.deepEqual(trainerKeys(), ["mae-resenc-l", "mae-primus-m"]);
+  for (const k of ["mae-resenc-l", "mae-primus-m"]) assert.ok(trainerKeys().includes(k), k);
   assert.equal(resolveTrainer("mae-primus-m_BS4").options.batchSize, 4);
 });
 
@@ -35,4 +35,28 @@ test("overrides are validated; family mismatch and unknown names are ConfigError
   assert.throws(() => resolveTrainer("mae-resenc-l", { methodOptions: { maskRatio: 2 } }), (e: unknown) => e instanceof ConfigError && e.message.includes("methodOptions.maskRatio"));
   assert.throws(() => resolveTrainer("NopeTrainer"), /unknown trainer/);
   assert.throws(() => resolveTrainer("BaseMAETrainer_foo"), /unsupported trainer suffix/);
+});
+
+test("VoCo and SimCLR trainers: spec 6.7 / 6.9 recipes, nnssl names and VoCo's variant suffixes", () => {
+  const v = resolveTrainer("VoCoTrainer");
+  assert.equal(v.entry.key, "voco-resenc-l");
+  assert.deepEqual([v.options.method, v.options.architecture, v.options.gradClip, v.options.augment], ["voco", "voco-resenc-l", null, false]);
+  assert.deepEqual(v.options.patchSize, [256, 256, 64]);
+  assert.deepEqual(v.options.optimizer, { kind: "sgd-nesterov", lr: 1e-2, momentum: 0.99, weightDecay: 3e-5 });
+  assert.deepEqual(v.options.methodOptions, { baseCrops: [4, 4, 1], targetCrops: 4, augment: true });
+  const s = resolveTrainer("SimCLRTrainer_BS6");
+  assert.deepEqual([s.entry.key, s.options.method, s.options.gradClip, s.options.batchSize, s.options.augment], ["simclr-resenc-l", "simclr", 0.1, 6, false]);
+  assert.deepEqual(s.options.patchSize, [192, 192, 64]);
+  assert.equal(resolveTrainer("simclr-resenc-l").options.methodOptions.cropsPerImage, 2);
+  // upstream variant names
+  const lr = resolveTrainer("VoCoTrainer_BS8_lr_1e3");
+  assert.deepEqual([lr.options.batchSize, lr.options.optimizer.lr], [8, 1e-3]);
+  const wd = resolveTrainer("VoCoTrainer_BS8_lr_1e2_wd_3e4");
+  assert.ok(Math.abs(wd.options.optimizer.weightDecay - 3e-4) < 1e-12 && wd.options.optimizer.lr === 1e-2);
+  const g = resolveTrainer("VoCoTrainer_BS8_lr_1e2_wd_3e5_3x3x2_PS64");
+  assert.deepEqual(g.options.patchSize, [192, 192, 128]);
+  assert.deepEqual(g.options.methodOptions.baseCrops, [3, 3, 2]);
+  assert.equal(resolveTrainer("VoCoTrainer_BS8_lr_1e2_wd_3e5_4x4x1_PS64_N8").options.methodOptions.targetCrops, 8);
+  assert.throws(() => resolveTrainer("SimCLRTrainer_3x3x1"), /unsupported trainer suffix/);
+  assert.throws(() => resolveTrainer("VoCoTrainer", { methodOptions: { targetCrops: 0 } }), (e: unknown) => e instanceof ConfigError && e.message.includes("methodOptions.targetCrops"));
 });

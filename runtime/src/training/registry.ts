@@ -97,12 +97,32 @@ export function parseTrainerName(name: string): { entry: TrainerEntry; overrides
   }
   const overrides: Record<string, unknown> = {};
   const methodOptions: Record<string, unknown> = {};
-  for (const p of parts.slice(1)) {
+  const isVoco = entry.defaults.method === "voco";
+  let grid: [number, number, number] | undefined;
+  let cropSide: number | undefined;
+  const rest = parts.slice(1);
+  for (let i = 0; i < rest.length; i++) {
+    const p = rest[i]!;
     let m: RegExpMatchArray | null;
     if ((m = /^BS(\d+)$/.exec(p)) !== null) overrides.batchSize = Number(m[1]);
     else if (p === "ANON") methodOptions.anon = true;
     else if ((m = /^(\d+)ep$/.exec(p)) !== null || (m = /^ep(\d+)$/.exec(p)) !== null) overrides.numEpochs = Number(m[1]);
-    else throw new ConfigError(`unsupported trainer suffix "_${p}" in "${name}" (supported: _BS<n>, _ANON, _<n>ep, _ep<n>)`, { field: "trainer" });
+    else if ((p === "lr" || p === "wd") && (m = /^(\d+)e(\d+)$/.exec(rest[i + 1] ?? "")) !== null) {
+      // nnssl writes 10^-k as "1e<k>": _lr_1e2 = 0.01, _wd_3e4 = 3e-4
+      const value = Number(m[1]) * 10 ** -Number(m[2]);
+      const opt = (overrides.optimizer ?? entry.defaults.optimizer) as Record<string, unknown>;
+      overrides.optimizer = { ...opt, [p === "lr" ? "lr" : "weightDecay"]: value };
+      i++;
+    } else if (isVoco && (m = /^(\d+)x(\d+)x(\d+)$/.exec(p)) !== null) grid = [Number(m[1]), Number(m[2]), Number(m[3])];
+    else if (isVoco && (m = /^PS(\d+)$/.exec(p)) !== null) cropSide = Number(m[1]);
+    else if (isVoco && (m = /^N(\d+)$/.exec(p)) !== null) methodOptions.targetCrops = Number(m[1]);
+    else throw new ConfigError(`unsupported trainer suffix "_${p}" in "${name}" (supported: _BS<n>, _ANON, _<n>ep, _ep<n>, _lr_<a>e<k>, _wd_<a>e<k>${isVoco ? ", _<x>x<y>x<z>, _PS<n>, _N<n>" : ""})`, { field: "trainer" });
+  }
+  // VoCo crop-grid variants: _3x3x1_PS64 = a 3×3×1 grid of 64³ crops, i.e. a 192×192×64 patch
+  if (grid !== undefined) methodOptions.baseCrops = grid;
+  if (cropSide !== undefined) {
+    const g = grid ?? [4, 4, 1];
+    overrides.patchSize = g.map((n) => n * cropSide);
   }
   if (Object.keys(methodOptions).length > 0) overrides.methodOptions = methodOptions;
   return { entry, overrides };
