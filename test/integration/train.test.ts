@@ -60,11 +60,28 @@ after(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-async function convergence(t: TestContext, trainer: string, preset: string): Promise<void> {
+interface ConvergenceOptions {
+  /** Loaded patch (default 32³). */
+  readonly patchSize?: number | readonly [number, number, number];
+  /** The network's input size recorded in the adaptation plan (default: the patch; VoCo/SimCLR: the crop). */
+  readonly netPatch?: readonly number[];
+  readonly epochs?: number;
+  readonly itersPerEpoch?: number;
+  /** Steps averaged at the start and at the end (default 20). */
+  readonly window?: number;
+  readonly margin?: number;
+  readonly seed?: number;
+}
+
+async function convergence(t: TestContext, trainer: string, preset: string, c: ConvergenceOptions = {}): Promise<void> {
   const losses: number[] = [];
   const tensors: number[] = [];
+  const epochs = c.epochs ?? 4;
+  const iters = c.itersPerEpoch ?? 10;
+  const w = c.window ?? 20;
+  const margin = c.margin ?? LOSS_MARGIN;
   const r = await runTraining(
-    { dataset: "1", configuration: "onemmiso", trainer, plans: "nnsslPlans", epochs: 4, itersPerEpoch: 10, valIters: 1, patchSize: 32, batchSize: 2, archPreset: preset, seed: 3, progress: false,
+    { dataset: "1", configuration: "onemmiso", trainer, plans: "nnsslPlans", epochs, itersPerEpoch: iters, valIters: 1, patchSize: c.patchSize ?? 32, batchSize: 2, archPreset: preset, seed: c.seed ?? 3, progress: false,
       onStep: (s) => {
         losses.push(s.loss);
         tensors.push(tf.memory().numTensors);
@@ -72,17 +89,17 @@ async function convergence(t: TestContext, trainer: string, preset: string): Pro
     pino({ level: "silent" }),
   );
   assert.equal(r.status, "completed");
-  assert.equal(losses.length, 40);
+  assert.equal(losses.length, epochs * iters);
   assert.ok(losses.every(Number.isFinite), `non-finite loss: ${losses.join(",")}`);
-  const first = losses.slice(0, 20).reduce((a, b) => a + b, 0) / 20;
-  const last = losses.slice(-20).reduce((a, b) => a + b, 0) / 20;
-  t.diagnostic(`${trainer} on ${preset}: mean loss first 20 steps ${first.toFixed(4)}, last 20 ${last.toFixed(4)} (${((1 - last / first) * 100).toFixed(1)} % lower)`);
-  assert.ok(last < (1 - LOSS_MARGIN) * first, `${trainer}: mean loss last 20 = ${last}, first 20 = ${first} (need ${LOSS_MARGIN * 100}% lower)`);
+  const first = losses.slice(0, w).reduce((a, b) => a + b, 0) / w;
+  const last = losses.slice(-w).reduce((a, b) => a + b, 0) / w;
+  t.diagnostic(`${trainer} on ${preset}: mean loss first ${w} steps ${first.toFixed(4)}, last ${w} ${last.toFixed(4)} (${((1 - last / first) * 100).toFixed(1)} % lower)`);
+  assert.ok(last < (1 - margin) * first, `${trainer}: mean loss last ${w} = ${last}, first ${w} = ${first} (need ${margin * 100}% lower)`);
   assert.equal(new Set(tensors.slice(1)).size, 1, `tensor count changed across steps: ${tensors.join(",")}`);
   const base = join(env.nnssl_results!, "Dataset001_MricronT1", `${trainer}__nnsslPlans__onemmiso`);
   assert.ok(existsSync(checkpointPath(join(base, "fold_all"), "final")));
   const plan = JSON.parse(readFileSync(join(base, "adaptation_plan.json"), "utf8")) as { pretrain_plan: { configurations: { onemmiso: { patch_size: number[] } } } };
-  assert.deepEqual(plan.pretrain_plan.configurations.onemmiso.patch_size, [32, 32, 32]);
+  assert.deepEqual(plan.pretrain_plan.configurations.onemmiso.patch_size, c.netPatch ?? [32, 32, 32]);
   assert.ok(existsSync(join(base, "plans.json")));
   assert.ok(existsSync(join(base, "fold_all", "progress.png")));
 }
@@ -93,6 +110,20 @@ test("MAE on the CNN (resenc-xs): loss falls, no tensor leak per step", async (t
 
 test("MAE on Primus (primus-xs): loss falls, no tensor leak per step", async (t) => {
   await convergence(t, "BaseEvaMAETrainer", "primus-xs");
+});
+
+// VoCo / SimCLR on the real scans: the loaded patch is cut into crops (VoCo: 4×4×1 grid of 16³ bases + 4 targets per
+// image; SimCLR: 2 references of 16³ + partners), the network (voco-resenc-xs: resenc-xs encoder, 256-wide head) sees
+// the crops, the adaptation plan records 16³. VoCo falls by about half in the usual 40 steps. SimCLR's NT-Xent starts
+// at chance, ln(2N − 1) = ln 7 ≈ 1.95, and many 16³ crops of a random 64×64×16 patch are air (identical, so
+// indistinguishable), with upstream's clip 0.1: the fair check is the same 10 % over 150 steps (measured 14-19 % for
+// seeds 3 and 5; ~18 s CPU), not 40.
+test("VoCo (resenc-xs, patch 64×64×16 → 16³ crops): loss falls, no tensor leak per step", async (t) => {
+  await convergence(t, "VoCoTrainer", "resenc-xs", { patchSize: [64, 64, 16], netPatch: [16, 16, 16] });
+});
+
+test("SimCLR (resenc-xs, patch 64×64×16 → 16³ crops): loss falls over 150 steps, no tensor leak per step", async (t) => {
+  await convergence(t, "SimCLRTrainer", "resenc-xs", { patchSize: [64, 64, 16], netPatch: [16, 16, 16], epochs: 6, itersPerEpoch: 25 });
 });
 
 function stepLosses(trainerDir: string): number[] {

@@ -18,9 +18,11 @@ await tf.setBackend("cpu");
 
 test("parameter counts equal upstream VoCoArchitecture (ResidualEncoder + VocoProjectionHead, counted with torch)", () => {
   // sum(p.numel()) of nnssl's module tree built in the venv (test/helpers/torch-models.py VoCoRef): ResEnc-L encoder
-  // 90,296,576 + head 1120·2048+2048 + 2·(2048·2048+2048) = 100,985,088; resenc-xs encoder + 2048 head 8,865,568
+  // 90,296,576 + head 1120·2048+2048 + 2·(2048·2048+2048) = 100,985,088; resenc-xs encoder 225,056 + a 256-wide
+  // head (our xs default) 387,616, + a 2048-wide head 8,865,568
   assert.equal(countParams("voco-resenc-l"), 100_985_088);
-  assert.equal(countParams("voco-resenc-xs"), 8_865_568);
+  assert.equal(countParams("voco-resenc-xs"), 387_616);
+  assert.equal(countParams("voco-resenc-xs", { headDim: 2048 }), 8_865_568);
   assert.equal(countParams("voco-resenc-xs", { headDim: 64 }), 241_120);
   assert.throws(() => countParams("voco-resenc-l", { headDim: 64 }), ConfigError);
   assert.throws(() => countParams("voco-resenc-l", { features: [8, 16] }), ConfigError);

@@ -54,9 +54,9 @@ export const VOCO_RESENC_L: VoCoPreset = {
 
 export const VOCO_RESENC_XS: VoCoPreset = {
   key: "voco-resenc-xs",
-  description: "VoCoArchitecture on the small resenc-xs encoder (tests, CPU runs); head width overridable (headDim)",
+  description: "VoCoArchitecture on the small resenc-xs encoder with a 256-wide head (tests, CPU runs); head width overridable (headDim)",
   encoder: RESENC_XS,
-  headDim: 2048,
+  headDim: 256,
   overridable: true,
 };
 
