@@ -152,12 +152,6 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
   const inChannels = (await reader.openZarrVolume(trainImages[0]!.image)).shape[0] ?? 1;
   const network = createNetwork(archKey, { inChannels, outChannels: method.outChannels(inChannels), patchSize: o.patchSize, seed: o.seed });
-  if (a.pretrainedWeights !== undefined) {
-    // spec 4.7: matching names and shapes are loaded into the fresh network, segmentation layers skipped
-    const ck = await readTorchCheckpoint(a.pretrainedWeights);
-    const r = loadMatchingWeights(network, ck.stateDict, a.pretrainedWeights);
-    logger.info({ file: a.pretrainedWeights, loaded: r.loaded.length, skipped: r.skipped.length, unusedKeys: r.unused.length, firstSkipped: r.skipped.slice(0, 5) }, "Pretrained weights loaded");
-  }
 
   const baseDir = join(resultsRoot, datasetName, `${trainer.name}__${a.plans}__${a.configuration}`);
   const foldDir = join(baseDir, "fold_all");
@@ -176,6 +170,13 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   if (port !== undefined && dist.localRank === 0) {
     server = await serveMetrics(metrics, port);
     logger.info({ port: server.port }, "Serving /metrics");
+  }
+
+  if (a.pretrainedWeights !== undefined) {
+    // spec 4.7: matching names and shapes are loaded into the fresh network, segmentation layers skipped
+    const ck = await readTorchCheckpoint(a.pretrainedWeights);
+    const r = loadMatchingWeights(network, ck.stateDict, a.pretrainedWeights);
+    logger.info({ file: a.pretrainedWeights, loaded: r.loaded.length, skipped: r.skipped.length, unusedKeys: r.unused.length, firstSkipped: r.skipped.slice(0, 5) }, "Pretrained weights loaded");
   }
 
   const signals: NodeJS.Signals[] = ["SIGTERM", "SIGUSR1"];
