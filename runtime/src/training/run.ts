@@ -151,7 +151,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
 
   const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
   const inChannels = (await reader.openZarrVolume(trainImages[0]!.image)).shape[0] ?? 1;
-  const network = createNetwork(archKey, { inChannels, outChannels: method.outChannels(inChannels), patchSize: o.patchSize, seed: o.seed });
+  const network = createNetwork(archKey, { ...methodEntry.architectureOptions?.(archKey), inChannels, outChannels: method.outChannels(inChannels), patchSize: o.patchSize, seed: o.seed });
 
   const baseDir = join(resultsRoot, datasetName, `${trainer.name}__${a.plans}__${a.configuration}`);
   const foldDir = join(baseDir, "fold_all");
