@@ -46,6 +46,11 @@ export interface MethodEntry<S extends z.ZodType = z.ZodType> {
    */
   architectureFor?(key: string, exists: (key: string) => boolean): string;
   /**
+   * Extra options for `createNetwork` of the key chosen by `architectureFor` (Models Genesis on Primus: the EvaMAE
+   * wrapper with `decoderDepth: 0`). Default: none.
+   */
+  architectureOptions?(key: string): Readonly<Record<string, unknown>>;
+  /**
    * The network's input size when the method feeds it sub-crops of the loaded patch (VoCo, SimCLR: the crop size,
    * which the adaptation plan records as the pre-training patch size, spec 4.8). Throws a ConfigError for a patch
    * the method cannot cut. Default: the patch itself.

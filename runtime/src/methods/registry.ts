@@ -1,12 +1,16 @@
 /** Pre-training method registry: one line per method. Keys are lower-kebab. */
 import { ConfigError } from "../errors.js";
 import { mae } from "./mae.js";
+import { modelsGenesis } from "./models-genesis.js";
+import { simmim } from "./simmim.js";
 import { simclr } from "./simclr.js";
 import { voco } from "./voco.js";
 import type { MethodEntry } from "./method.js";
 
 const entries: readonly MethodEntry[] = [
   mae,
+  simmim,
+  modelsGenesis,
   voco,
   simclr,
 ];
