@@ -14,6 +14,8 @@ import { valueAndGrads } from "../training/backprop.js";
 import { ConfigError } from "../errors.js";
 import { baseOffsets, overlapTruth, VoCo, vocoCropSize, vocoCrops, vocoLoss, vocoPredLoss, vocoRegLoss, VoCoOptionsSchema, voco } from "./voco.js";
 import { getMethod } from "./registry.js";
+import { defaultCropAugment } from "./crop-augment.js";
+import { augmentIntensity, VOCO_RECIPE } from "../data/intensity.js";
 
 await tf.setBackend("cpu");
 
@@ -216,4 +218,23 @@ test("configuration errors: a non-embedding network, a patch the grid does not d
   tf.dispose([x, y]);
   plain.dispose();
   net.dispose();
+});
+
+test("the default crop augmentation is augmentIntensity with VOCO_RECIPE, crop by crop after the targets are drawn", () => {
+  const shape: [number, number, number, number, number] = [2, 32, 32, 8, 1];
+  const data = Float32Array.from({ length: 2 * 32 * 32 * 8 }, (_, i) => Math.sin(i * 0.37) + (i % 7) * 0.1);
+  const plain = vocoCrops(new Rng(9), data, shape, [4, 4, 1], 4);
+  const aug = vocoCrops(new Rng(9), data, shape, [4, 4, 1], 4, defaultCropAugment());
+  assert.deepEqual(aug.targets, plain.targets);
+  // replay: the same generator after the target draws, one augmentIntensity call per crop in crop order
+  const rng = new Rng(9);
+  for (let i = 0; i < 2 * 4 * 3; i++) rng.int(0, 1); // 3 draws per target (x, y, z), 4 targets, 2 images
+  const len = 8 * 8 * 8;
+  let changed = 0;
+  for (let k = 0; k < 2 * 20; k++) {
+    const want = augmentIntensity(rng, plain.crops.slice(k * len, (k + 1) * len), [8, 8, 8], 1, VOCO_RECIPE);
+    assert.deepEqual(aug.crops.subarray(k * len, (k + 1) * len), want, `crop ${k}`);
+    if (want.some((v, j) => v !== plain.crops[k * len + j])) changed++;
+  }
+  assert.ok(changed > 20, `only ${changed} of 40 crops changed`); // mirrors alone change ~7/8 of them
 });
