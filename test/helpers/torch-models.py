@@ -1,7 +1,7 @@
 """Parity helper: load an ssl3d export strictly into the upstream PyTorch module and run it.
 
 usage: torch-models.py SPEC_JSON
-SPEC: {"arch": "resenc"|"primus"|"evamae"|"evasimmim"|"voco", "kwargs": {...}, "weights": path (.pth or .safetensors),
+SPEC: {"arch": "resenc"|"primus"|"evamae"|"evasimmim"|"voco"|"vocoeva", "kwargs": {...}, "weights": path (.pth or .safetensors),
        "input": path (safetensors with key "x", NCDHW), "output": path (safetensors to write, key "y"),
        "keep_indices": optional [[...]] (evamae), "token_mask": optional [[...]] (evasimmim: per sample, 1 visible /
        0 masked, token grid flattened row-major = (w h d))}
@@ -42,6 +42,8 @@ def build(arch, kw):
         return EvaSimMIMRef(**kw)
     if arch == "voco":
         return VoCoRef(**kw)
+    if arch == "vocoeva":
+        return VoCoEvaRef(**kw)
     raise SystemExit(f"unknown arch {arch}")
 
 
@@ -157,6 +159,27 @@ class VoCoRef(nn.Module):
     def forward(self, x):
         out = self.encoder(x)
         flat = torch.concat([self.adaptive_pool(o) for o in out], dim=1).reshape(x.shape[0], -1)
+        return self.projector.layer3(self.projector.layer2(self.projector.layer1(flat)))
+
+
+class VoCoEvaRef(nn.Module):
+    """nnssl VoCoEvaArchitecture's module tree and forward (spec 6.7): `encoder` = EvaMAE without decoder and with
+    do_up_projection=False (an Identity), `adaptive_pool` over its [B, C, W, H, D] output, the same projector."""
+
+    def __init__(self, head_dim, **evamae):
+        super().__init__()
+        self.encoder = EvaMAERef(decoder_eva_depth=0, decoder_eva_numheads=0, output_channels=1, **evamae)
+        self.encoder.up_projection = nn.Identity()
+        self.adaptive_pool = nn.AdaptiveAvgPool3d((1, 1, 1))
+        self.projector = nn.Module()
+        c = evamae["embed_dim"]
+        norm = lambda: nn.InstanceNorm1d(head_dim, affine=False, track_running_stats=False)
+        self.projector.layer1 = nn.Sequential(nn.Linear(c, head_dim), norm(), nn.ReLU(inplace=True))
+        self.projector.layer2 = nn.Sequential(nn.Linear(head_dim, head_dim), norm(), nn.ReLU(inplace=True))
+        self.projector.layer3 = nn.Sequential(nn.Linear(head_dim, head_dim))
+
+    def forward(self, x):
+        flat = self.adaptive_pool(self.encoder(x)).reshape(x.shape[0], -1)
         return self.projector.layer3(self.projector.layer2(self.projector.layer1(flat)))
 
 

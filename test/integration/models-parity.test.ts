@@ -148,3 +148,22 @@ test("voco-resenc-xs: export loads strictly into nnssl's VoCoArchitecture tree (
   tf.dispose([x, y]);
   net.dispose();
 });
+
+test("voco-primus-xs: export loads strictly into nnssl's VoCoEvaArchitecture tree (EvaMAE without decoder/up-projection + projector); embeddings match", async () => {
+  await selectBackend("cpu"); // native kernels when built (SSL3D_NATIVE=0: stock)
+  const net = createNetwork("voco-primus-xs", { patchSize: [16, 16, 24], headDim: 24, seed: 8 });
+  const x = tf.randomNormal<tf.Rank.R5>([3, 16, 16, 24, 1], 0, 1, "float32", 9);
+  const y = net.apply(x, { training: false });
+  const dir = tmp("ssl3d-parity-");
+  const out = join(dir, "w.pth");
+  await exportNetwork(net, out, { format: "pth-compatible" });
+  const kw = { head_dim: 24, input_channels: 1, embed_dim: 48, patch_embed_size: [8, 8, 8], encoder_eva_depth: 2, encoder_eva_numheads: 2, input_shape: [16, 16, 24], init_values: 0.1, scale_attn_inner: true, drop_path_rate: 0.2, token_order: "whd" };
+  const r = await runTorch("vocoeva", kw, out, x, dir);
+  assert.deepEqual([r.missing, r.unexpected, r.upstream_only, r.ours_only], [[], [], [], []]);
+  assert.equal(r.params, net.parameterCount());
+  assert.deepEqual(r.yShape, [3, 24]);
+  const d = maxAbsDiff(y.dataSync(), r.y);
+  assert.ok(d < 1e-3 * maxAbs(r.y), `max abs diff ${d}, scale ${maxAbs(r.y)}`);
+  tf.dispose([x, y]);
+  net.dispose();
+});

@@ -50,11 +50,11 @@ export function l2Rows<T extends tf.Tensor>(x: T): T {
 }
 
 export function requireEmbeddingNetwork(net: Network, method: string): EmbeddingNetwork {
-  if (!isEmbeddingNetwork(net)) throw new ConfigError(`${method} needs an embedding network (voco-resenc-l, voco-resenc-xs), got ${net.config.name}`, { field: "architecture" });
+  if (!isEmbeddingNetwork(net)) throw new ConfigError(`${method} needs an embedding network (voco-resenc-l, voco-resenc-xs, voco-primus-m, voco-primus-xs), got ${net.config.name}`, { field: "architecture" });
   return net;
 }
 
-/** The method's network is the VoCo architecture on the requested encoder: `resenc-xs` → `voco-resenc-xs`. */
+/** The method's network is the VoCo architecture on the requested encoder: `resenc-xs` → `voco-resenc-xs`, `primus-m` → `voco-primus-m`. */
 export function vocoArchitectureFor(key: string, exists: (key: string) => boolean): string {
   if (key.startsWith("voco-")) return key;
   return exists(`voco-${key}`) ? `voco-${key}` : key;

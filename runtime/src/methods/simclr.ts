@@ -103,7 +103,7 @@ export class SimClr implements PretrainMethod {
 export const simclr: MethodEntry<typeof SimClrOptionsSchema> = {
   key: "simclr",
   description: "SimCLR: 2 reference crops per patch, each with an overlapping partner crop; NT-Xent (τ 0.5) over the 2N embeddings",
-  families: ["cnn"],
+  families: ["cnn", "vit"],
   optionsSchema: SimClrOptionsSchema,
   create(options: SimClrOptions, _family: ArchitectureFamily): PretrainMethod {
     return new SimClr(options);

@@ -179,6 +179,28 @@ test("one training step on voco-resenc-xs: finite loss, gradients for encoder an
   net.dispose();
 });
 
+test("one training step on voco-primus-xs (VoCoEvaTrainer's network): finite loss, gradients for patch embedding and head, no leak", () => {
+  const method = getMethod("voco").create(VoCoOptionsSchema.parse({}), "vit");
+  const net = createNetwork("voco-primus-xs", { patchSize: [8, 8, 8], headDim: 16, seed: 1 });
+  const x = tf.randomNormal<tf.Rank.R5>([1, 32, 32, 8, 1], 0, 1, "float32", 2);
+  const vars = [...net.weights.values()];
+  const step = (seed: number) => {
+    const { value, grads } = valueAndGrads(() => method.loss(net, { x }, { training: true, seed }), vars);
+    const loss = value.dataSync()[0]!;
+    const g = (k: string) => grads[net.weights.get(k)!.name]?.dataSync().some((v) => v !== 0) === true;
+    const r = { loss, stem: g("encoder.down_projection.proj.weight"), head: g("projector.layer1.0.weight") };
+    tf.dispose([value, ...Object.values(grads)]);
+    return r;
+  };
+  step(0);
+  const before = tf.memory().numTensors;
+  const r = step(1);
+  assert.equal(tf.memory().numTensors, before);
+  assert.ok(Number.isFinite(r.loss) && r.loss > 0 && r.stem && r.head, JSON.stringify(r));
+  x.dispose();
+  net.dispose();
+});
+
 test("the crop augmentation runs on every crop in training and never in validation", () => {
   let calls = 0;
   const negate = (_rng: Rng, crop: Float32Array) => {
@@ -215,6 +237,7 @@ test("configuration errors: a non-embedding network, a patch the grid does not d
   assert.equal(voco.architectureFor!("resenc-l", exists), "voco-resenc-l");
   assert.equal(voco.architectureFor!("resenc-xs", exists), "voco-resenc-xs");
   assert.equal(voco.architectureFor!("voco-resenc-l", exists), "voco-resenc-l");
+  assert.equal(voco.architectureFor!("primus-xs", (k) => k === "voco-primus-xs"), "voco-primus-xs");
   tf.dispose([x, y]);
   plain.dispose();
   net.dispose();

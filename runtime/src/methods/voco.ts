@@ -168,7 +168,7 @@ export class VoCo implements PretrainMethod {
 export const voco: MethodEntry<typeof VoCoOptionsSchema> = {
   key: "voco",
   description: "VoCo: 4×4×1 base crops + 4 random target crops per patch; predict base/target overlap from cosine similarity, keep bases apart",
-  families: ["cnn"],
+  families: ["cnn", "vit"],
   optionsSchema: VoCoOptionsSchema,
   create(options: VoCoOptions, _family: ArchitectureFamily): PretrainMethod {
     return new VoCo(options);

@@ -6,7 +6,7 @@ import type { ArchitectureEntry, CreateNetworkOptions, Network } from "./archite
 import { SIMMIM_PRESETS, simmimEntry } from "./eva-simmim.js";
 import { PRIMUS_PRESETS, primusEntry } from "./primus.js";
 import { RESENC_L, RESENC_XS, resencEntry } from "./resenc-unet.js";
-import { VOCO_RESENC_L, VOCO_RESENC_XS, vocoEntry } from "./voco.js";
+import { VOCO_PRIMUS_M, VOCO_PRIMUS_XS, VOCO_RESENC_L, VOCO_RESENC_XS, vocoEntry, vocoPrimusEntry } from "./voco.js";
 
 const entries: readonly ArchitectureEntry[] = [
   resencEntry(RESENC_L),
@@ -15,6 +15,8 @@ const entries: readonly ArchitectureEntry[] = [
   ...SIMMIM_PRESETS.map(simmimEntry),
   vocoEntry(VOCO_RESENC_L),
   vocoEntry(VOCO_RESENC_XS),
+  vocoPrimusEntry(VOCO_PRIMUS_M),
+  vocoPrimusEntry(VOCO_PRIMUS_XS),
 ];
 
 const byKey = new Map(entries.map((e) => [e.key, e]));

@@ -86,3 +86,27 @@ test("save/load round trip rebuilds the VoCo network with identical weights (che
   net.dispose();
   back.dispose();
 });
+
+test("voco-primus: upstream VoCoEvaArchitecture counts and names (encoder.down_projection/eva/mask_token, no up_projection), Eva adaptation keys", () => {
+  // sum(p.numel()) of test/helpers/torch-models.py VoCoEvaRef (EvaMAE(decoder 0, Identity up-projection) + projector)
+  // in the venv: Primus-M on 64³ crops (8³ tokens) + 864→2048 head = 154,692,992; primus-xs on 32³ + 256 head = 229,440
+  assert.equal(countParams("voco-primus-m", { patchSize: [64, 64, 64] }), 154_692_992);
+  assert.equal(countParams("voco-primus-xs"), 229_440);
+  assert.throws(() => countParams("voco-primus-m", { headDim: 64 }), ConfigError);
+  assert.throws(() => countParams("voco-primus-xs", { decoderDepth: 2 }), ConfigError);
+  const net = createNetwork("voco-primus-xs", { patchSize: [16, 16, 16], headDim: 8, seed: 1 });
+  const keys = [...torchStateDict(net, { aliases: true }).keys()];
+  assert.ok(keys.includes("encoder.mask_token") && keys.includes("encoder.down_projection.proj.weight") && keys.includes("encoder.eva.pos_embed"));
+  assert.ok(!keys.some((k) => k.includes("up_projection") || k.includes("decoder")), keys.join(","));
+  assert.deepEqual(keys.filter((k) => k.startsWith("projector.")).length, 6);
+  const a = net.config.adaptation;
+  assert.deepEqual([a.archClassName, a.keyToEncoder, a.keyToStem, a.keysToInProj, a.keyToLpe], ["PrimusXS", "encoder.eva", "encoder.down_projection", ["encoder.down_projection.proj"], "encoder.eva.pos_embed"]);
+  assert.ok(isEmbeddingNetwork(net));
+  const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 3);
+  const before = tf.memory().numTensors;
+  const e = tf.tidy(() => net.embed(x, { training: false }).shape);
+  assert.deepEqual(e, [2, 8]);
+  assert.equal(tf.memory().numTensors, before);
+  x.dispose();
+  net.dispose();
+});

@@ -15,6 +15,14 @@
  * SimCLR trainers state; upstream crashes building this network (spec 6.10 [BUG]); we build what was intended.
  *
  * `embed(x)` gives the [N, O] embeddings; `apply(x)` returns them as [N,1,1,1,O] to fit the Network contract.
+ *
+ * Primus variant (`voco-primus-m`, `voco-primus-xs`; upstream `VoCoEvaArchitecture` of `VoCoEvaTrainer` and
+ * `SimCLREvaTrainer`): the encoder is nnssl's EvaMAE without decoder and without up-projection (`encoder.down_projection`,
+ * `encoder.eva`, `encoder.mask_token`), run without token dropping on the crop (64³ → 8³ tokens); its tokens after the
+ * final norm are averaged (the adaptive average pool of the [B, C, W, H, D] map) into one 864-d feature → the same
+ * head with input 864. Token order as our EvaMAE wrapper (ADR 0006). Adaptation keys `encoder.eva`,
+ * `encoder.down_projection`, `keys_to_in_proj = ["encoder.down_projection.proj"]` (upstream's misspelled keyword
+ * crashes its Eva trainers, spec 6.4 [BUG]; this is the intended value), `key_to_lpe = "encoder.eva.pos_embed"`.
  */
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError } from "../errors.js";
@@ -22,6 +30,7 @@ import type { ArchitectureEntry, CreateNetworkOptions, ForwardContext, Network, 
 import { linear } from "./ops/index.js";
 import { countDecls, DeclBuilder, instantiate, param, type ParamDecl } from "./params.js";
 import { RESENC_L, RESENC_XS, ResEncUNet, resolveResEnc, declareResEnc, type ResEncPreset } from "./resenc-unet.js";
+import { declarePrimus, EvaMae, PRIMUS_PRESETS, resolvePrimus, type PrimusPreset } from "./primus.js";
 
 /** A network that maps a batch of crops to one embedding row each (VoCo, SimCLR). */
 export interface EmbeddingNetwork extends Network {
@@ -162,6 +171,134 @@ export function vocoEntry(preset: VoCoPreset): ArchitectureEntry {
       const r = resolveResEnc(preset.encoder, encoderOpts);
       const features = r.hyper.features.reduce((a, b) => a + b, 0);
       return countDecls(declareResEnc(r.hyper, r.inChannels, r.outChannels, true)) + countDecls(declareHead(features, headDim));
+    },
+  };
+}
+
+export interface VoCoPrimusPreset {
+  readonly key: string;
+  readonly description: string;
+  /** The EvaMAE preset whose encoder this wraps (`eva-mae-m`, `eva-mae-xs`). */
+  readonly encoderKey: string;
+  readonly headDim: number;
+  readonly overridable: boolean;
+}
+
+export const VOCO_PRIMUS_M: VoCoPrimusPreset = {
+  key: "voco-primus-m",
+  description: "nnssl VoCoEvaArchitecture (VoCo/SimCLR on Primus-M): EvaMAE encoder without decoder, pooled 864 features → 2048-2048-2048 head",
+  encoderKey: "eva-mae-m",
+  headDim: 2048,
+  overridable: false,
+};
+
+export const VOCO_PRIMUS_XS: VoCoPrimusPreset = {
+  key: "voco-primus-xs",
+  description: "VoCoEvaArchitecture on the small primus-xs encoder with a 256-wide head (tests, CPU runs)",
+  encoderKey: "eva-mae-xs",
+  headDim: 256,
+  overridable: true,
+};
+
+function evaPreset(key: string): PrimusPreset {
+  const p = PRIMUS_PRESETS.find((q) => q.key === key);
+  if (p === undefined) throw new Error(`no Primus preset ${key}`);
+  return p;
+}
+
+function splitPrimusOptions(preset: VoCoPrimusPreset, opts: CreateNetworkOptions): { encoderOpts: CreateNetworkOptions; headDim: number } {
+  const { headDim: hd, decoderDepth, outChannels: _out, ...rest } = opts;
+  if (decoderDepth !== undefined && decoderDepth !== 0) throw new ConfigError(`${preset.key} has no decoder (decoderDepth 0)`, { field: "decoderDepth" });
+  let headDim = preset.headDim;
+  if (hd !== undefined) {
+    if (!Number.isInteger(hd) || (hd as number) <= 0) throw new ConfigError(`must be a positive integer, got ${JSON.stringify(hd)}`, { field: "headDim" });
+    if (!preset.overridable && hd !== preset.headDim) throw new ConfigError(`${preset.key} is a fixed preset; use voco-primus-xs to change "headDim"`, { field: "headDim" });
+    headDim = hd as number;
+  }
+  return { encoderOpts: { ...rest, decoderDepth: 0, outChannels: 1 }, headDim };
+}
+
+const ENCODER_ONLY = (name: string): boolean => !name.startsWith("up_projection.");
+
+export class VoCoPrimusNetwork implements EmbeddingNetwork {
+  readonly config: NetworkConfig;
+  readonly weights: ReadonlyMap<string, tf.Variable>;
+  readonly declarations: readonly ParamDecl[];
+  readonly embedDim: number;
+  private readonly encoder: EvaMae;
+  private readonly head: ReadonlyMap<string, tf.Variable>;
+
+  constructor(preset: VoCoPrimusPreset, opts: CreateNetworkOptions) {
+    const { encoderOpts, headDim } = splitPrimusOptions(preset, opts);
+    this.encoder = new EvaMae(evaPreset(preset.encoderKey), encoderOpts);
+    const enc = this.encoder.config;
+    // upstream builds EvaMAE with do_up_projection=False: the PatchDecode is not part of this network
+    for (const [k, v] of this.encoder.weights) if (!ENCODER_ONLY(k)) v.dispose();
+    const embed = enc.hyper.embedDim as number;
+    const headDecls = declareHead(embed, headDim);
+    try {
+      this.head = instantiate(headDecls, enc.seed);
+    } catch (err) {
+      this.encoder.dispose();
+      throw err;
+    }
+    this.embedDim = headDim;
+    this.declarations = [...this.encoder.declarations.filter((d) => ENCODER_ONLY(d.name)).map((d) => ({ ...d, name: `encoder.${d.name}` })), ...headDecls];
+    this.weights = new Map([...[...this.encoder.weights].filter(([k]) => ENCODER_ONLY(k)).map(([k, v]) => [`encoder.${k}`, v] as const), ...this.head]);
+    this.config = {
+      ...enc,
+      name: preset.key,
+      outChannels: headDim,
+      hyper: { ...enc.hyper, headDim },
+      adaptation: {
+        ...enc.adaptation,
+        keyToEncoder: "encoder.eva",
+        keyToStem: "encoder.down_projection",
+        keysToInProj: ["encoder.down_projection.proj"],
+        keyToLpe: "encoder.eva.pos_embed",
+      },
+    };
+  }
+
+  parameterCount(): number {
+    return countDecls(this.declarations);
+  }
+
+  encode(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor3D {
+    return this.encoder.encode(x, ctx);
+  }
+
+  embed(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor2D {
+    return tf.tidy(() => {
+      let h = tf.mean<tf.Tensor2D>(this.encoder.encode(x, ctx), 1);
+      const p = (n: string) => param<tf.Rank.R2>(this.head, n);
+      const b = (n: string) => param<tf.Rank.R1>(this.head, n);
+      h = tf.relu(rowNorm(linear(h, p("projector.layer1.0.weight"), b("projector.layer1.0.bias"))));
+      h = tf.relu(rowNorm(linear(h, p("projector.layer2.0.weight"), b("projector.layer2.0.bias"))));
+      return linear(h, p("projector.layer3.0.weight"), b("projector.layer3.0.bias"));
+    });
+  }
+
+  apply(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor5D {
+    return tf.tidy(() => tf.reshape(this.embed(x, ctx), [x.shape[0], 1, 1, 1, this.embedDim]));
+  }
+
+  dispose(): void {
+    this.encoder.dispose();
+    for (const v of this.head.values()) v.dispose();
+  }
+}
+
+export function vocoPrimusEntry(preset: VoCoPrimusPreset): ArchitectureEntry {
+  return {
+    key: preset.key,
+    family: "vit",
+    description: preset.description,
+    create: (opts) => new VoCoPrimusNetwork(preset, opts),
+    countParams: (opts) => {
+      const { encoderOpts, headDim } = splitPrimusOptions(preset, opts);
+      const r = resolvePrimus(evaPreset(preset.encoderKey), encoderOpts);
+      return countDecls(declarePrimus(r, true).filter((d) => ENCODER_ONLY(d.name))) + countDecls(declareHead(r.hyper.embedDim, headDim));
     },
   };
 }

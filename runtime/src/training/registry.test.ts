@@ -58,5 +58,12 @@ test("VoCo and SimCLR trainers: spec 6.7 / 6.9 recipes, nnssl names and VoCo's v
   assert.deepEqual(g.options.methodOptions.baseCrops, [3, 3, 2]);
   assert.equal(resolveTrainer("VoCoTrainer_BS8_lr_1e2_wd_3e5_4x4x1_PS64_N8").options.methodOptions.targetCrops, 8);
   assert.throws(() => resolveTrainer("SimCLRTrainer_3x3x1"), /unsupported trainer suffix/);
+  // Eva variants: Primus-M VoCo network, AdamW two-stage, clip 1
+  const ve = resolveTrainer("VoCoEvaTrainer_BS8");
+  assert.deepEqual([ve.entry.key, ve.entry.family, ve.options.architecture, ve.options.optimizer.kind, ve.options.gradClip, ve.options.batchSize], ["voco-primus-m", "vit", "voco-primus-m", "adamw", 1, 8]);
+  assert.deepEqual(ve.options.patchSize, [256, 256, 64]);
+  const se = resolveTrainer("SimCLREvaTrainer_BS32");
+  assert.deepEqual([se.entry.key, se.options.method, se.options.gradClip, se.options.batchSize], ["simclr-primus-m", "simclr", 1, 32]);
+  assert.deepEqual(se.options.patchSize, [192, 192, 64]);
   assert.throws(() => resolveTrainer("VoCoTrainer", { methodOptions: { targetCrops: 0 } }), (e: unknown) => e instanceof ConfigError && e.message.includes("methodOptions.targetCrops"));
 });

@@ -75,6 +75,9 @@ const trainers: readonly TrainerEntry[] = [
   { key: "voco-resenc-l", aliases: ["VoCoTrainer"], family: "cnn", defaults: { method: "voco", architecture: "voco-resenc-l", ...CNN_RECIPE, gradClip: null, patchSize: [256, 256, 64], augment: false } },
   // spec 6.9: grad clip 0.1, 192×192×64 patch
   { key: "simclr-resenc-l", aliases: ["SimCLRTrainer"], family: "cnn", defaults: { method: "simclr", architecture: "voco-resenc-l", ...CNN_RECIPE, gradClip: 0.1, patchSize: [192, 192, 64], augment: false } },
+  // Eva variants: AdamW two-stage schedule, clip 1 (spec 6.7 / 6.9)
+  { key: "voco-primus-m", aliases: ["VoCoEvaTrainer"], family: "vit", defaults: { method: "voco", architecture: "voco-primus-m", ...VIT_RECIPE, patchSize: [256, 256, 64], augment: false } },
+  { key: "simclr-primus-m", aliases: ["SimCLREvaTrainer"], family: "vit", defaults: { method: "simclr", architecture: "voco-primus-m", ...VIT_RECIPE, patchSize: [192, 192, 64], augment: false } },
 ];
 
 export function trainerKeys(): string[] {
