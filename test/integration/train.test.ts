@@ -118,8 +118,29 @@ test("MAE on Primus (primus-xs): loss falls, no tensor leak per step", async (t)
 // at chance, ln(2N − 1) = ln 7 ≈ 1.95, and many 16³ crops of a random 64×64×16 patch are air (identical, so
 // indistinguishable), with upstream's clip 0.1 and the per-crop augmentation: the fair check is the same 10 % over 200
 // steps (measured 20 % and 28 % lower for seeds 3 and 5; ~22 s CPU), not 40 (150 steps gave only 12 %).
-test("VoCo (resenc-xs, patch 64×64×16 → 16³ crops): loss falls, no tensor leak per step", async (t) => {
+test("VoCo (resenc-xs, patch 64×64×16 → 16³ crops): loss falls, no tensor leak per step; ssl3d export's encoder loads strictly into upstream's ResidualEncoder", async (t) => {
   await convergence(t, "VoCoTrainer", "resenc-xs", { patchSize: [64, 64, 16], netPatch: [16, 16, 16] });
+  // the downstream use: nnU-Net fine-tuning takes the encoder.* weights of the exported checkpoint
+  const final = checkpointPath(join(env.nnssl_results!, "Dataset001_MricronT1", "VoCoTrainer__nnsslPlans__onemmiso", "fold_all"), "final");
+  // (safetensors: torch 1.13's weights_only unpickler lacks BINFLOAT; the .pth path is covered by models-parity)
+  const out = join(work, "voco-exported.safetensors");
+  const e = cli(["export", final, "--format", "safetensors", "--out", out]);
+  assert.equal(e.status, 0, e.stderr);
+  const py = spawnSync(pythonBin(), ["-c", [
+    "import json, sys",
+    "from torch import nn",
+    "from safetensors import safe_open",
+    "from safetensors.torch import load_file",
+    "from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet",
+    "sd = load_file(sys.argv[1])",
+    "meta = safe_open(sys.argv[1], 'pt').metadata()",
+    "plan = json.loads(meta['nnssl_adaptation_plan'])",
+    "u = ResidualEncoderUNet(1, 4, [8, 16, 32, 64], nn.Conv3d, 3, [1, 2, 2, 2], [1, 1, 1, 1], 1, [1, 1, 1], conv_bias=True, norm_op=nn.InstanceNorm3d, norm_op_kwargs={'eps': 1e-5, 'affine': True}, nonlin=nn.LeakyReLU)",
+    "u.encoder.load_state_dict({k[8:]: v for k, v in sd.items() if k.startswith('encoder.')}, strict=True)",
+    "print(meta['ssl3d.architecture'], plan['key_to_encoder'], plan['key_to_stem'], sorted({k.split('.')[0] for k in sd}), list(sd['projector.layer3.0.weight'].shape))",
+  ].join("\n"), out], { encoding: "utf8" });
+  assert.equal(py.status, 0, py.stderr);
+  assert.equal(py.stdout.trim(), "voco-resenc-xs encoder.stages encoder.stem ['encoder', 'projector'] [256, 256]");
 });
 
 test("SimCLR (resenc-xs, patch 64×64×16 → 16³ crops): loss falls over 200 steps, no tensor leak per step", async (t) => {
