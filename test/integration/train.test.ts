@@ -141,6 +141,8 @@ test("VoCo (resenc-xs, patch 64×64×16 → 16³ crops): loss falls, no tensor l
   ].join("\n"), out], { encoding: "utf8" });
   assert.equal(py.status, 0, py.stderr);
   assert.equal(py.stdout.trim(), "voco-resenc-xs encoder.stages encoder.stem ['encoder', 'projector'] [256, 256]");
+  const plan = JSON.parse(readFileSync(join(env.nnssl_results!, "Dataset001_MricronT1", "VoCoTrainer__nnsslPlans__onemmiso", "adaptation_plan.json"), "utf8")) as { recommended_downstream_patchsize: number[] };
+  assert.deepEqual(plan.recommended_downstream_patchsize, [160, 160, 160]);
 });
 
 test("SimCLR (resenc-xs, patch 64×64×16 → 16³ crops): loss falls over 200 steps, no tensor leak per step", async (t) => {

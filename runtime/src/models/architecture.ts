@@ -40,6 +40,11 @@ export interface AdaptationKeys {
   readonly keyToStem: string;
   readonly keysToInProj: readonly string[];
   readonly keyToLpe: string | null;
+  /**
+   * `recommended_downstream_patchsize` when it is not the network's input size: networks trained on crops (VoCo,
+   * SimCLR: 64³) recommend upstream's constant 160³ like every nnssl trainer. Default: `patchSize`.
+   */
+  readonly recommendedDownstreamPatchSize?: Vec3;
 }
 
 export interface NetworkConfig {

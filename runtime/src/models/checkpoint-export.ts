@@ -113,7 +113,7 @@ export function adaptationPlan(config: NetworkConfig, pretrainPlan: unknown = nu
     },
     pretrain_plan: pretrainPlan,
     pretrain_num_input_channels: config.inChannels,
-    recommended_downstream_patchsize: [...config.patchSize],
+    recommended_downstream_patchsize: [...(a.recommendedDownstreamPatchSize ?? config.patchSize)],
     key_to_encoder: a.keyToEncoder,
     key_to_stem: a.keyToStem,
     keys_to_in_proj: [...a.keysToInProj],

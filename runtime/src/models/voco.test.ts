@@ -9,7 +9,7 @@ import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { tmp } from "../../../test/helpers/torch-parity.js";
 import { ConfigError } from "../errors.js";
-import { aliasesOf, torchStateDict } from "./checkpoint-export.js";
+import { adaptationPlan, aliasesOf, torchStateDict } from "./checkpoint-export.js";
 import { loadNetwork, saveNetwork } from "./network-io.js";
 import { countParams, createNetwork } from "./registry.js";
 import { isEmbeddingNetwork, rowNorm } from "./voco.js";
@@ -41,6 +41,9 @@ test("state dict: upstream names (encoder.* without decoder aliases, projector.l
   assert.deepEqual(aliasesOf(net.config, "encoder.stages.0.blocks.0.conv1.conv.weight"), ["encoder.stages.0.blocks.0.conv1.all_modules.0.weight"]);
   const a = net.config.adaptation;
   assert.deepEqual([a.archClassName, a.keyToEncoder, a.keyToStem, a.keysToInProj], ["ResidualEncoderUNet", "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]]);
+  // the network sees 16³ crops; downstream nnU-Net is told upstream's 160³, as by every nnssl trainer
+  const plan = adaptationPlan(net.config);
+  assert.deepEqual([plan.recommended_downstream_patchsize, plan.key_to_encoder], [[160, 160, 160], "encoder.stages"]);
   net.dispose();
 });
 

@@ -70,6 +70,8 @@ export const VOCO_RESENC_XS: VoCoPreset = {
 };
 
 const ROW_NORM_EPS = 1e-5;
+/** Upstream's `recommended_downstream_patchsize` (AbstractBaseTrainer): the crops the network saw are only 64³. */
+const DOWNSTREAM_PATCH = [160, 160, 160] as const;
 
 /** Upstream's InstanceNorm1d(affine=False) on a 2-D tensor: each row normalised over its features. */
 export function rowNorm(x: tf.Tensor2D, eps = ROW_NORM_EPS): tf.Tensor2D {
@@ -127,6 +129,7 @@ export class VoCoNetwork implements EmbeddingNetwork {
       name: preset.key,
       outChannels: headDim,
       hyper: { ...enc.hyper, encoderOnly: true, headDim },
+      adaptation: { ...enc.adaptation, recommendedDownstreamPatchSize: DOWNSTREAM_PATCH },
     };
   }
 
@@ -256,6 +259,7 @@ export class VoCoPrimusNetwork implements EmbeddingNetwork {
         keyToStem: "encoder.down_projection",
         keysToInProj: ["encoder.down_projection.proj"],
         keyToLpe: "encoder.eva.pos_embed",
+        recommendedDownstreamPatchSize: DOWNSTREAM_PATCH,
       },
     };
   }
