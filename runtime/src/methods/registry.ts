@@ -2,9 +2,11 @@
 import { ConfigError } from "../errors.js";
 import { mae } from "./mae.js";
 import type { MethodEntry } from "./method.js";
+import { spark } from "./spark.js";
 
 const entries: readonly MethodEntry[] = [
   mae,
+  spark,
 ];
 
 const byKey = new Map(entries.map((e) => [e.key, e]));

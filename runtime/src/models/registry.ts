@@ -5,11 +5,13 @@ import { ConfigError } from "../errors.js";
 import type { ArchitectureEntry, CreateNetworkOptions, Network } from "./architecture.js";
 import { PRIMUS_PRESETS, primusEntry } from "./primus.js";
 import { RESENC_L, RESENC_XS, resencEntry } from "./resenc-unet.js";
+import { SPARK_ENTRIES } from "./spark.js";
 
 const entries: readonly ArchitectureEntry[] = [
   resencEntry(RESENC_L),
   resencEntry(RESENC_XS),
   ...PRIMUS_PRESETS.map(primusEntry),
+  ...SPARK_ENTRIES,
 ];
 
 const byKey = new Map(entries.map((e) => [e.key, e]));

@@ -1,8 +1,8 @@
 /**
  * Trainer registry: a trainer is a pre-training method on an architecture family with the optimisation recipe of
  * spec 4.4 / 6.11. Keys are `<method>-<architecture>` (lower-kebab); nnssl's class names are accepted as aliases,
- * including the suffixes `_BS<n>` (total batch size), `_ANON` (anonymisation-masked loss), `_<n>ep` / `_ep<n>`
- * (epochs). Options are validated with zod; unknown keys are a ConfigError naming the field.
+ * including the suffixes `_BS<n>` (total batch size), `_ANON` (anonymisation-masked loss), `_maskblock<n>` (mask
+ * block edge of MAE/SparK, upstream's `_maskblock*` ablations), `_<n>ep` / `_ep<n>` (epochs). Options are validated with zod; unknown keys are a ConfigError naming the field.
  *
  * Adding a trainer for a new method = one line in `trainers` below (plus its aliases).
  */
@@ -68,6 +68,7 @@ export interface TrainerEntry {
 const trainers: readonly TrainerEntry[] = [
   { key: "mae-resenc-l", aliases: ["BaseMAETrainer"], family: "cnn", defaults: { method: "mae", architecture: "resenc-l", ...CNN_RECIPE } },
   { key: "mae-primus-m", aliases: ["BaseEvaMAETrainer"], family: "vit", defaults: { method: "mae", architecture: "eva-mae-m", ...VIT_RECIPE } },
+  { key: "spark-resenc-l", aliases: ["SparkMAETrainer"], family: "cnn", defaults: { method: "spark", architecture: "spark-resenc-l", ...CNN_RECIPE } },
 ];
 
 export function trainerKeys(): string[] {
@@ -89,7 +90,7 @@ export function parseTrainerName(name: string): { entry: TrainerEntry; overrides
   const base = parts[0] ?? "";
   const entry = trainers.find((t) => t.key === base || t.aliases.includes(base));
   if (entry === undefined) {
-    throw new ConfigError(`unknown trainer "${name}" (known: ${[...trainers.flatMap((t) => [t.key, ...t.aliases])].join(", ")}; suffixes _BS<n>, _ANON, _<n>ep)`, { field: "trainer" });
+    throw new ConfigError(`unknown trainer "${name}" (known: ${[...trainers.flatMap((t) => [t.key, ...t.aliases])].join(", ")}; suffixes _BS<n>, _ANON, _maskblock<n>, _<n>ep)`, { field: "trainer" });
   }
   const overrides: Record<string, unknown> = {};
   const methodOptions: Record<string, unknown> = {};
@@ -97,8 +98,9 @@ export function parseTrainerName(name: string): { entry: TrainerEntry; overrides
     let m: RegExpMatchArray | null;
     if ((m = /^BS(\d+)$/.exec(p)) !== null) overrides.batchSize = Number(m[1]);
     else if (p === "ANON") methodOptions.anon = true;
+    else if ((m = /^maskblock(\d+)$/.exec(p)) !== null) methodOptions.blockSize = Number(m[1]);
     else if ((m = /^(\d+)ep$/.exec(p)) !== null || (m = /^ep(\d+)$/.exec(p)) !== null) overrides.numEpochs = Number(m[1]);
-    else throw new ConfigError(`unsupported trainer suffix "_${p}" in "${name}" (supported: _BS<n>, _ANON, _<n>ep, _ep<n>)`, { field: "trainer" });
+    else throw new ConfigError(`unsupported trainer suffix "_${p}" in "${name}" (supported: _BS<n>, _ANON, _maskblock<n>, _<n>ep, _ep<n>)`, { field: "trainer" });
   }
   if (Object.keys(methodOptions).length > 0) overrides.methodOptions = methodOptions;
   return { entry, overrides };
