@@ -10,7 +10,7 @@ import * as tf from "@tensorflow/tfjs";
 import { input, relDiff, useBackend } from "../../../../test/helpers/tf-check.js";
 import { selectBackend } from "../backend/select.js";
 import { instanceNorm } from "./norm.js";
-import { sparseInstanceNorm } from "./sparse-norm.js";
+import { sparseInstanceNorm, sparseInstanceNormComposed } from "./sparse-norm.js";
 
 const B = 2, D = 3, H = 2, W = 3, C = 2;
 const S = D * H * W;
@@ -58,14 +58,14 @@ function fd(j: 0 | 1 | 2, i: number, h = 1e-6): number {
   return (lossRef(plus[0]!, plus[1]!, plus[2]!) - lossRef(minus[0]!, minus[1]!, minus[2]!)) / (2 * h);
 }
 
-function ours(): { y: Float32Array; grads: Float32Array[] } {
+function ours(f = sparseInstanceNorm): { y: Float32Array; grads: Float32Array[] } {
   return tf.tidy(() => {
     const x = tf.tensor5d(X.data, [B, D, H, W, C]);
     const m = tf.tensor5d(MASK, [B, D, H, W, 1]);
     const g = tf.tensor1d(GAMMA), be = tf.tensor1d(BETA);
     const r = tf.tensor5d(R, [B, D, H, W, C]);
-    const y = sparseInstanceNorm(x, m, g, be, EPS);
-    const { grads } = tf.valueAndGrads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(sparseInstanceNorm(a as tf.Tensor5D, m, b as tf.Tensor1D, c as tf.Tensor1D, EPS), r)))([x, g, be]);
+    const y = f(x, m, g, be, EPS);
+    const { grads } = tf.valueAndGrads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(f(a as tf.Tensor5D, m, b as tf.Tensor1D, c as tf.Tensor1D, EPS), r)))([x, g, be]);
     return { y: y.dataSync() as Float32Array, grads: grads.map((t) => t.dataSync() as Float32Array) };
   });
 }
@@ -114,6 +114,16 @@ for (const backend of ["default", "wasm"] as const) {
         assert.ok(Math.abs(gg[c]! - fd(1, c)) <= 1e-4 * Math.max(1, Math.abs(fd(1, c))), `dgamma[${c}] = ${gg[c]}, fd ${fd(1, c)}`);
         assert.ok(Math.abs(gb[c]! - fd(2, c)) <= 1e-4 * Math.max(1, Math.abs(fd(2, c))), `dbeta[${c}] = ${gb[c]}, fd ${fd(2, c)}`);
       }
+    });
+
+    test("hand-written gradient equals tfjs autodiff of the composed formulation", async () => {
+      await use();
+      const a = ours();
+      const b = ours(sparseInstanceNormComposed);
+      assert.ok(relDiff(a.y, b.y) < 1e-6, `value rel diff ${relDiff(a.y, b.y)}`);
+      a.grads.forEach((g, j) => {
+        assert.ok(relDiff(g, b.grads[j]!) < 1e-5, `grad ${j} rel diff ${relDiff(g, b.grads[j]!)}`);
+      });
     });
 
     test("all-visible mask equals the dense instance norm; no tensor leak across forward+backward", async () => {
