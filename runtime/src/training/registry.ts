@@ -2,7 +2,8 @@
  * Trainer registry: a trainer is a pre-training method on an architecture family with the optimisation recipe of
  * spec 4.4 / 6.11. Keys are `<method>-<architecture>` (lower-kebab); nnssl's class names are accepted as aliases,
  * including the suffixes `_BS<n>` (total batch size), `_ANON` (anonymisation-masked loss), `_maskblock<n>` (mask
- * block edge of MAE/SparK, upstream's `_maskblock*` ablations), `_<n>ep` / `_ep<n>` (epochs). Options are validated with zod; unknown keys are a ConfigError naming the field.
+ * block edge of MAE/SparK, upstream's `_maskblock*` ablations), `_<n>ep` / `_ep<n>` (epochs). Options are validated
+ * with zod; unknown keys are a ConfigError naming the field.
  *
  * Adding a trainer for a new method = one line in `trainers` below (plus its aliases).
  */
@@ -68,6 +69,9 @@ export interface TrainerEntry {
 const trainers: readonly TrainerEntry[] = [
   { key: "mae-resenc-l", aliases: ["BaseMAETrainer"], family: "cnn", defaults: { method: "mae", architecture: "resenc-l", ...CNN_RECIPE } },
   { key: "mae-primus-m", aliases: ["BaseEvaMAETrainer"], family: "vit", defaults: { method: "mae", architecture: "eva-mae-m", ...VIT_RECIPE } },
+  { key: "simmim-primus-m", aliases: ["SimMIMEvaTrainer"], family: "vit", defaults: { method: "simmim", architecture: "eva-simmim-m", ...VIT_RECIPE } },
+  { key: "models-genesis-resenc-l", aliases: ["ModelGenesisTrainer"], family: "cnn", defaults: { method: "models-genesis", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
+  { key: "models-genesis-primus-m", aliases: ["ModelGenesisEvaTrainer"], family: "vit", defaults: { method: "models-genesis", architecture: "eva-mae-m", augment: false, ...VIT_RECIPE } },
   { key: "spark-resenc-l", aliases: ["SparkMAETrainer"], family: "cnn", defaults: { method: "spark", architecture: "spark-resenc-l", ...CNN_RECIPE } },
 ];
 
