@@ -4,12 +4,13 @@
  * output (max abs diff < 1e-3 of the output scale). Small presets; full-size runs are in docs/parity.md.
  */
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { isMaskedNetwork, isTokenMaskNetwork } from "../../runtime/src/models/architecture.js";
-import { exportedNetwork, exportNetwork } from "../../runtime/src/models/checkpoint-export.js";
+import { exportedNetwork, exportNetwork, torchStateDict } from "../../runtime/src/models/checkpoint-export.js";
+import { encodeSafetensors } from "../../runtime/src/models/safetensors.js";
 import { loadNetwork, saveNetwork } from "../../runtime/src/models/network-io.js";
 import { isSparkNetwork } from "../../runtime/src/models/spark.js";
 import { Rng } from "../../runtime/src/data/rng.js";
@@ -83,6 +84,34 @@ test("spark-resenc-xs: its training weights hold the SparK-only tensors; the exp
   assert.equal((plan.architecture_plans as { arch_class_name: string }).arch_class_name, "ResidualEncoderUNet");
   tf.dispose([x, y, mask]);
   loaded.dispose();
+  net.dispose();
+});
+
+test("spark-resenc-xs: the sparse forward (masked encoder ops, sparse norms, densify, decoder) matches a PyTorch SparK on upstream ResidualEncoderUNet", async () => {
+  await selectBackend("cpu"); // native kernels when built (SSL3D_NATIVE=0: stock)
+  // 16³, strides 1/2/2/2 (cumulative 1..8), 4³ blocks: the stride-8 stage is unmasked, the others masked
+  const opts = { features: [4, 8, 8, 16], blocks: [1, 2, 1, 1], strides: [1, 2, 2, 2], patchSize: [16, 16, 16] as const, outChannels: 1, seed: 9 };
+  const net = createNetwork("spark-resenc-xs", opts);
+  assert.ok(isSparkNetwork(net));
+  // non-trivial SparK-only weights (init: norms 1/0, tokens within ±0.02)
+  for (const [k, v] of net.weights) if (/^(densify_norms|mask_tokens)\./.test(k)) v.assign(tf.tidy(() => tf.add(v, tf.randomUniform(v.shape, -0.5, 0.5, "float32", k.length))));
+  const rng = new Rng(12);
+  const md = Float32Array.from([0, 1].flatMap(() => Array.from(blockMask(rng, [16, 16, 16], 4, 0.75).mask)));
+  const mask = tf.tensor5d(md, [2, 16, 16, 16, 1]);
+  const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 13);
+  const y = net.forwardSparse(x, { mask, blockSize: 4 }, { training: false });
+  const dir = tmp("ssl3d-parity-");
+  const weights = join(dir, "spark.safetensors");
+  await writeFile(weights, encodeSafetensors(torchStateDict(net, { aliases: true })));
+  const maskPath = join(dir, "mask.safetensors");
+  await writeFile(maskPath, encodeSafetensors(new Map([["m", { shape: [2, 1, 16, 16, 16], data: md }]])));
+  const kw = { input_channels: 1, n_stages: 4, features_per_stage: [4, 8, 8, 16], strides: [1, 2, 2, 2], n_blocks_per_stage: [1, 2, 1, 1], num_classes: 1, n_conv_per_stage_decoder: [1, 1, 1], mask: maskPath, block: 4 };
+  const r = await runTorch("spark", kw, weights, x, dir);
+  assert.deepEqual([r.missing, r.unexpected, r.upstream_only, r.ours_only], [[], [], [], []]);
+  assert.equal(r.params, net.parameterCount());
+  const d = maxAbsDiff(y.dataSync(), r.y);
+  assert.ok(d < 1e-3 * maxAbs(r.y), `max abs diff ${d}, scale ${maxAbs(r.y)}`);
+  tf.dispose([x, y, mask]);
   net.dispose();
 });
 
