@@ -126,6 +126,14 @@ test("interp = np.interp: linear inside, clamped to the end values outside (z-sc
   assert.equal(interp(7, xs, ys), 0);
   assert.equal(interp(0.5, xs, ys), 0.8);
   assert.deepEqual(Array.from(nonlinearTransform(Float32Array.of(-1, 0.25, 2), { xs, ys })), [1, Math.fround(0.9), 0]);
+  // the bucketed bulk version equals interp value by value on a real curve (incl. the ends and values between samples)
+  const c = intensityCurve(new Rng(4), 100_000);
+  const rng = new Rng(5);
+  const v = Float32Array.from({ length: 20_000 }, (_, i) => (i < 4 ? [0, 1, -0.5, 1.5][i]! : rng.uniform(-0.2, 1.2)));
+  const bulk = nonlinearTransform(v, c);
+  v.forEach((x, i) => {
+    assert.equal(bulk[i], Math.fround(interp(x, c.xs, c.ys)), `value ${x}`);
+  });
 });
 
 test("in-painting: ≤ 5 boxes, sides in [dim//6, dim//3] (160 → 26..53), start in [3, dim−side−3], U(0,1) noise shared by channels, rest untouched", () => {
