@@ -102,7 +102,7 @@ export function localPixelShuffle(data: Float32Array, shape: SampleShape, rng: R
   const idx = new Int32Array(cap);
   const perm = new Int32Array(cap);
   for (let n = 0; n < numBlocks; n++) {
-    const size = dims.map((d, a) => rng.int(1, maxSide[a]!)) as [number, number, number];
+    const size = maxSide.map((m) => rng.int(1, m)) as [number, number, number];
     const start = dims.map((d, a) => rng.int(0, d - size[a]!)) as [number, number, number];
     blocks.push({ start, size });
     let k = 0;
