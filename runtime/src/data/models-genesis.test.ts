@@ -220,3 +220,15 @@ test("pair: target = the flipped sample, anon flipped alike, input corrupted; no
   const onlyCurve = modelsGenesisPair(d, shape, new Rng(2), { ...MODELS_GENESIS_DEFAULTS, flipRate: 0, localRate: 0, nonlinearRate: 1, paintRate: 0, bezierPoints: 2000 });
   assert.deepEqual(onlyCurve.input, nonlinearTransform(d, onlyCurve.applied.curve!));
 });
+
+test("painting on a patch too small for the 3-voxel margin: boxes start in [0, dim − side] and stay inside", () => {
+  const shape: SampleShape = [6, 6, 6, 1];
+  const d = new Float32Array(216).fill(5);
+  for (let seed = 0; seed < 30; seed++) {
+    for (const paint of [inPaint, outPaint]) {
+      for (const b of paint(d, shape, new Rng(seed)).boxes) {
+        for (let a = 0; a < 3; a++) assert.ok(b.size[a]! >= 1 && b.start[a]! >= 0 && b.start[a]! + b.size[a]! <= 6, JSON.stringify(b));
+      }
+    }
+  }
+});
