@@ -2,9 +2,11 @@
 import { ConfigError } from "../errors.js";
 import { mae } from "./mae.js";
 import type { MethodEntry } from "./method.js";
+import { volumeFusion } from "./volume-fusion.js";
 
 const entries: readonly MethodEntry[] = [
   mae,
+  volumeFusion,
 ];
 
 const byKey = new Map(entries.map((e) => [e.key, e]));

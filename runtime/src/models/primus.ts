@@ -70,9 +70,24 @@ function xsPreset(mae: boolean): PrimusPreset {
   };
 }
 
+/**
+ * nnssl's EvaMAE with `decoder_eva_depth=0` and no token dropping (VolumeFusionEvaTrainer, ModelGenesisEvaTrainer):
+ * patch embedding + Primus encoder + PatchDecode, state-dict keys `down_projection.*`, `eva.*`, `up_projection.*`,
+ * `mask_token` (present but unused, as upstream).
+ */
+function noDecoder(p: PrimusPreset): PrimusPreset {
+  return {
+    ...p,
+    key: p.key.replace(/^eva-mae-/, "eva-nodec-"),
+    description: `EvaMAE without decoder transformer around Primus-${p.archClassName.replace(/^Primus/, "")} (encoder + PatchDecode, no token dropping)`,
+    hyper: { ...p.hyper, decoderDepth: 0 },
+  };
+}
+
 export const PRIMUS_PRESETS: readonly PrimusPreset[] = [
   preset("s", false), preset("b", false), preset("m", false), preset("l", false), xsPreset(false),
   preset("m", true), xsPreset(true),
+  noDecoder(preset("m", true)), noDecoder(xsPreset(true)),
 ];
 
 const HYPER_KEYS = ["embedDim", "depth", "heads", "tokenPatch", "dropPathRate", "initValues", "decoderDepth", "tokenOrder"] as const;
