@@ -66,9 +66,14 @@ class EvaMAERef(nn.Module):
         common = dict(embed_dim=embed_dim, ref_feat_shape=grid, init_values=init_values,
                       scale_attn_inner=scale_attn_inner, drop_path_rate=drop_path_rate)
         self.down_projection = PatchEmbed(patch_embed_size, input_channels, embed_dim)
-        self.eva = Eva(depth=encoder_eva_depth, num_heads=encoder_eva_numheads, patch_drop_rate=0.5, **common)
+        # decoder_eva_depth=0 (VolumeFusion/ModelGenesis Eva trainers): no decoder Eva, no token dropping
+        self.eva = Eva(depth=encoder_eva_depth, num_heads=encoder_eva_numheads,
+                       patch_drop_rate=0.5 if decoder_eva_depth > 0 else 0, **common)
         self.up_projection = PatchDecode(patch_embed_size, embed_dim, output_channels, norm=LayerNormNd, activation=nn.GELU)
-        self.decoder = Eva(depth=decoder_eva_depth, num_heads=decoder_eva_numheads, patch_drop_rate=0, **common)
+        if decoder_eva_depth > 0:
+            self.decoder = Eva(depth=decoder_eva_depth, num_heads=decoder_eva_numheads, patch_drop_rate=0, **common)
+        else:
+            self.decoder = None
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.order = "b c w h d -> b (h w d) c" if token_order == "hwd" else "b c w h d -> b (w h d) c"
         self.inverse = "b (h w d) c -> b c w h d" if token_order == "hwd" else "b (w h d) c -> b c w h d"
@@ -79,6 +84,9 @@ class EvaMAERef(nn.Module):
         x = self.down_projection(x)
         B, C, W, H, D = x.shape
         x = rearrange(x, self.order)
+        if self.decoder is None:
+            enc, _ = self.eva(x)
+            return self.up_projection(rearrange(enc, self.inverse, w=W, h=H, d=D))
         self.eva.patch_drop = _GivenKeep(self.keep)
         enc, keep = self.eva(x)
         n = W * H * D

@@ -166,6 +166,11 @@ test("method: registry entry, data needs (2 patches per sample, centre crops, VF
   assert.equal(e.architectureFor!("resenc-xs", exists), "resenc-xs");
   const cnn = resolveTrainer("VolumeFusionTrainer_BS8");
   assert.deepEqual([cnn.entry.key, cnn.options.batchSize, cnn.options.augment, cnn.options.gradClip, cnn.options.architecture], ["volume-fusion-resenc-l", 8, false, 12, "resenc-l"]);
+  const variant = resolveTrainer("VolumeFusionTrainer_BS8_lr_1e3_wd_3e5_C3");
+  assert.deepEqual([variant.options.batchSize, variant.options.optimizer.lr, variant.options.optimizer.weightDecay, variant.options.methodOptions.numClasses], [8, 1e-3, 3e-5, 3]);
+  assert.equal(resolveTrainer("VolumeFusionEvaTrainer_lr_3e3").options.optimizer.kind, "adamw");
+  assert.throws(() => resolveTrainer("BaseMAETrainer_C3"), /methodOptions/);
+  assert.throws(() => resolveTrainer("VolumeFusionTrainer_lr"), /unsupported trainer suffix "_lr"/);
   const vit = resolveTrainer("VolumeFusionEvaTrainer");
   assert.deepEqual([vit.entry.key, vit.options.augment, vit.options.gradClip, vit.options.architecture, vit.options.optimizer.kind], ["volume-fusion-primus-m", false, 1, "eva-nodec-m", "adamw"]);
 });
