@@ -154,16 +154,18 @@ print(repr(loss(lg, lb).item()))
   tf.dispose([lt, tt, ours]);
 });
 
-test("method: registry entry, data needs (2 patches per sample, centre crops, VF recipe), Primus → eva-nodec, trainers", () => {
+test("method: registry entry, data needs (2 patches per sample, centre crops, VF recipe), Primus → EvaMAE without decoder, trainers", () => {
   const e = getMethod("volume-fusion");
   const m = e.create(e.optionsSchema.parse({}), "cnn");
   assert.equal(m.outChannels(1), 5);
   assert.deepEqual(m.data, { imagesPerSample: 2, crop: "center", trainIntensity: VOLUME_FUSION_RECIPE });
   assert.deepEqual(e.create(e.optionsSchema.parse({ centerCrop: false, intensityAugmentation: false }), "vit").data, { imagesPerSample: 2, crop: "random" });
-  const exists = (k: string) => ["eva-nodec-xs", "eva-nodec-m"].includes(k);
-  assert.equal(e.architectureFor!("primus-xs", exists), "eva-nodec-xs");
-  assert.equal(e.architectureFor!("eva-nodec-m", exists), "eva-nodec-m");
+  const exists = (k: string) => ["eva-mae-xs", "eva-mae-m"].includes(k);
+  assert.equal(e.architectureFor!("primus-xs", exists), "eva-mae-xs");
+  assert.equal(e.architectureFor!("eva-mae-m", exists), "eva-mae-m");
   assert.equal(e.architectureFor!("resenc-xs", exists), "resenc-xs");
+  assert.deepEqual(e.architectureOptions!("eva-mae-m"), { decoderDepth: 0 });
+  assert.deepEqual(e.architectureOptions!("resenc-l"), {});
   const cnn = resolveTrainer("VolumeFusionTrainer_BS8");
   assert.deepEqual([cnn.entry.key, cnn.options.batchSize, cnn.options.augment, cnn.options.gradClip, cnn.options.architecture], ["volume-fusion-resenc-l", 8, false, 12, "resenc-l"]);
   const variant = resolveTrainer("VolumeFusionTrainer_BS8_lr_1e3_wd_3e5_C3");
@@ -172,13 +174,13 @@ test("method: registry entry, data needs (2 patches per sample, centre crops, VF
   assert.throws(() => resolveTrainer("BaseMAETrainer_C3"), /methodOptions/);
   assert.throws(() => resolveTrainer("VolumeFusionTrainer_lr"), /unsupported trainer suffix "_lr"/);
   const vit = resolveTrainer("VolumeFusionEvaTrainer");
-  assert.deepEqual([vit.entry.key, vit.options.augment, vit.options.gradClip, vit.options.architecture, vit.options.optimizer.kind], ["volume-fusion-primus-m", false, 1, "eva-nodec-m", "adamw"]);
+  assert.deepEqual([vit.entry.key, vit.options.augment, vit.options.gradClip, vit.options.architecture, vit.options.optimizer.kind], ["volume-fusion-primus-m", false, 1, "eva-mae-m", "adamw"]);
 });
 
-test("one training loss on resenc-xs and eva-nodec-xs (5 outputs): finite, gradients reach the weights, no tensor leak", () => {
+test("one training loss on resenc-xs and eva-mae-xs without decoder (5 outputs): finite, gradients reach the weights, no tensor leak", () => {
   const method = new VolumeFusion(O);
-  for (const key of ["resenc-xs", "eva-nodec-xs"]) {
-    const net = createNetwork(key, { outChannels: 5, patchSize: [16, 16, 16], seed: 1 });
+  for (const key of ["resenc-xs", "eva-mae-xs"]) {
+    const net = createNetwork(key, { outChannels: 5, patchSize: [16, 16, 16], seed: 1, ...getMethod("volume-fusion").architectureOptions?.(key) });
     const x = tf.tensor5d(rand(2, 4 * 16 ** 3), [4, 16, 16, 16, 1]);
     const before = tf.memory().numTensors;
     const vars = [...net.weights.values()];

@@ -186,8 +186,11 @@ export const volumeFusion: MethodEntry<typeof VolumeFusionOptionsSchema> = {
     return new VolumeFusion(options);
   },
   architectureFor(key: string, exists: (key: string) => boolean): string {
-    // Primus presets: nnssl's EvaMAE without decoder transformer (encoder + PatchDecode)
-    const m = /^(?:primus|eva-mae)-(.+)$/.exec(key);
-    return m !== null && exists(`eva-nodec-${m[1]!}`) ? `eva-nodec-${m[1]!}` : key;
+    // Primus presets: nnssl's EvaMAE without decoder transformer (encoder + PatchDecode), see architectureOptions
+    const m = /^primus-(.+)$/.exec(key);
+    return m !== null && exists(`eva-mae-${m[1]!}`) ? `eva-mae-${m[1]!}` : key;
+  },
+  architectureOptions(key: string): Record<string, unknown> {
+    return key.startsWith("eva-mae-") ? { decoderDepth: 0 } : {};
   },
 };
