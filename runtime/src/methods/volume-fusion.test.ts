@@ -3,6 +3,7 @@ import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { runPython } from "../../../test/helpers/python.js";
 import { buildBatch } from "../data/batch.js";
+import { centreCorner } from "../data/patch.js";
 import { NO_AUGMENT } from "../data/augment.js";
 import { VOLUME_FUSION_RECIPE } from "../data/intensity.js";
 import { Rng } from "../data/rng.js";
@@ -224,6 +225,8 @@ test("loader: centre crops at int((lb+ub)/2) and per-patch intensity augmentatio
   // corner = ((20-8)/2, (18-8)/2, (16-8)/2) = (6, 5, 4)
   for (let b = 0; b < 2; b++) assert.equal(plain.data[b * 512], vol[(6 * 18 + 5) * 16 + 4]);
   assert.equal(plain.data[511], vol[(13 * 18 + 12) * 16 + 11]);
+  // image smaller than the patch: need = 3, lb = floor(−1.5) = −2, ub = 5 + 1 + 1 − 8 = −1, int(−1.5) = −1 (toward 0)
+  assert.deepEqual(centreCorner([5, 8, 20], [8, 8, 8], [8, 8, 8]), [-1, 0, 6]);
   const aug1 = await buildBatch(images, open, { ...base, intensity: VOLUME_FUSION_RECIPE }, 0, 11);
   const aug2 = await buildBatch(images, open, { ...base, intensity: VOLUME_FUSION_RECIPE }, 0, 11);
   assert.deepEqual(aug1.data, aug2.data);
