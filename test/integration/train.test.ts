@@ -9,6 +9,8 @@
  *   leak). Models Genesis (CNN, Primus): the same over 80 steps on the loss relative to predicting 0 (see there).
  *   SparK-3D on the CNN: the same over 80 steps (see there). The final checkpoints of SimMIM and Models Genesis
  *   export with `ssl3d export` into the upstream modules; SparK's export holds the inner U-Net only.
+ * - VolumeFusion (CNN; Primus at lr 3e-3, see there): the same 10 % over 40 steps, no leak; exports load into
+ *   ResidualEncoderUNet(num_classes=5) / EvaMAE(decoder_eva_depth=0) with matching outputs.
  * - A CLI run (`nnssl_train` flags) with `--metrics-port`, scraped by a real Prometheus on loopback; PromQL over its
  *   HTTP API returns the pretrain_train_loss series with more than one sample.
  * - The same CLI run is repeated, killed with SIGKILL after its first checkpoint, resumed with `--c`; the per-step
@@ -210,6 +212,22 @@ test("Models Genesis on Primus (primus-xs → eva-mae-xs without decoder): loss 
   }
   const kw = { ...PRIMUS_XS_KW, decoder_eva_depth: 0, decoder_eva_numheads: 0, token_order: "whd" };
   await exportLoadsUpstream("ModelGenesisEvaTrainer", "evamae", kw, "eva", "down_projection", ["down_projection.proj"]);
+});
+
+test("VolumeFusion on the CNN (resenc-xs): loss falls, no tensor leak per step; export loads into ResidualEncoderUNet(num_classes=5)", async (t) => {
+  await convergence(t, "VolumeFusionTrainer", "resenc-xs");
+  const kw = { input_channels: 1, n_stages: 4, features_per_stage: [8, 16, 32, 64], strides: [1, 2, 2, 2], n_blocks_per_stage: [1, 1, 1, 1], num_classes: 5, n_conv_per_stage_decoder: [1, 1, 1] };
+  await exportLoadsUpstream("VolumeFusionTrainer", "resenc", kw, "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]);
+});
+
+// The Eva recipe (AdamW, lr 3e-4) moves each weight by about lr per step: in 40 steps the VolumeFusion loss falls
+// only ~3 % on primus-xs (~4.5 % on resenc-xs with the same recipe; ~7 % after 80 steps), while the CNN recipe
+// (SGD 1e-2) gives ~16 %. The method is not at fault, the step budget is: this case runs upstream's `_lr_<a>e<b>`
+// variant naming with lr 3e-3 (~11 % lower). See docs/training.md "VolumeFusion".
+test("VolumeFusion on Primus (primus-xs → eva-mae-xs without decoder, lr 3e-3): loss falls, no tensor leak per step; export loads into EvaMAE(decoder_eva_depth=0, 5 outputs)", async (t) => {
+  await convergence(t, "VolumeFusionEvaTrainer_lr_3e3", "primus-xs");
+  const kw = { ...PRIMUS_XS_KW, output_channels: 5, decoder_eva_depth: 0, decoder_eva_numheads: 0, token_order: "whd" };
+  await exportLoadsUpstream("VolumeFusionEvaTrainer_lr_3e3", "evamae", kw, "eva", "down_projection", ["down_projection.proj"]);
 });
 
 function stepLosses(trainerDir: string): number[] {

@@ -5,12 +5,14 @@ import { modelsGenesis } from "./models-genesis.js";
 import { simmim } from "./simmim.js";
 import type { MethodEntry } from "./method.js";
 import { spark } from "./spark.js";
+import { volumeFusion } from "./volume-fusion.js";
 
 const entries: readonly MethodEntry[] = [
   mae,
   simmim,
   modelsGenesis,
   spark,
+  volumeFusion,
 ];
 
 const byKey = new Map(entries.map((e) => [e.key, e]));
