@@ -6,11 +6,15 @@ import { simmim } from "./simmim.js";
 import { simclr } from "./simclr.js";
 import { voco } from "./voco.js";
 import type { MethodEntry } from "./method.js";
+import { spark } from "./spark.js";
+import { volumeFusion } from "./volume-fusion.js";
 
 const entries: readonly MethodEntry[] = [
   mae,
   simmim,
   modelsGenesis,
+  spark,
+  volumeFusion,
   voco,
   simclr,
 ];
