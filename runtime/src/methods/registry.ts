@@ -2,9 +2,11 @@
 import { ConfigError } from "../errors.js";
 import { mae } from "./mae.js";
 import type { MethodEntry } from "./method.js";
+import { swinPretext } from "./swin-pretext.js";
 
 const entries: readonly MethodEntry[] = [
   mae,
+  swinPretext,
 ];
 
 const byKey = new Map(entries.map((e) => [e.key, e]));
