@@ -435,6 +435,51 @@ napi_value InstanceNormGrad(napi_env env, napi_callback_info info) {
   });
 }
 
+// attention(q, k, v, BH, T, S, D, scale, o, lse)
+napi_value Attention(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 10);
+    const int64_t BH = num(env, a[3]), T = num(env, a[4]), S = num(env, a[5]), D = num(env, a[6]);
+    if (BH < 0 || T < 0 || S <= 0 || D <= 0) throw JsError{"attention: bad sizes"};
+    double scale;
+    NAPI_OK(napi_get_value_double(env, a[7], &scale));
+    F32 Q = f32(env, a[0], "q"), K = f32(env, a[1], "k"), V = f32(env, a[2], "v"), O = f32(env, a[8], "o"), L = f32(env, a[9], "lse");
+    need(Q, BH * T * D, "q");
+    need(K, BH * S * D, "k");
+    need(V, BH * S * D, "v");
+    need(O, BH * T * D, "o");
+    need(L, BH * T, "lse");
+    attention_fwd(Q.data, K.data, V.data, BH, T, S, D, static_cast<float>(scale), O.data, L.data);
+    return undefined(env);
+  });
+}
+
+// attentionGrad(q, k, v, o, lse, dout, BH, T, S, D, scale, dq, dk, dv)
+napi_value AttentionGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 14);
+    const int64_t BH = num(env, a[6]), T = num(env, a[7]), S = num(env, a[8]), D = num(env, a[9]);
+    if (BH < 0 || T < 0 || S <= 0 || D <= 0) throw JsError{"attentionGrad: bad sizes"};
+    double scale;
+    NAPI_OK(napi_get_value_double(env, a[10], &scale));
+    F32 Q = f32(env, a[0], "q"), K = f32(env, a[1], "k"), V = f32(env, a[2], "v"), O = f32(env, a[3], "o");
+    F32 L = f32(env, a[4], "lse"), DO = f32(env, a[5], "dout");
+    F32 DQ = f32(env, a[11], "dq"), DK = f32(env, a[12], "dk"), DV = f32(env, a[13], "dv");
+    need(Q, BH * T * D, "q");
+    need(K, BH * S * D, "k");
+    need(V, BH * S * D, "v");
+    need(O, BH * T * D, "o");
+    need(L, BH * T, "lse");
+    need(DO, BH * T * D, "dout");
+    need(DQ, BH * T * D, "dq");
+    need(DK, BH * S * D, "dk");
+    need(DV, BH * S * D, "dv");
+    attention_bwd(Q.data, K.data, V.data, O.data, L.data, DO.data, BH, T, S, D, static_cast<float>(scale), DQ.data,
+                  DK.data, DV.data);
+    return undefined(env);
+  });
+}
+
 // layerNorm(x, R, C, gamma, beta, eps, y, mean, rstd)
 napi_value LayerNorm(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -568,6 +613,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"instanceNorm", nullptr, InstanceNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"instanceNormGrad", nullptr, InstanceNormGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"layerNorm", nullptr, LayerNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attention", nullptr, Attention, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attentionGrad", nullptr, AttentionGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"layerNormGrad", nullptr, LayerNormGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"copyBlock", nullptr, CopyBlock, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"avgPool3d", nullptr, AvgPoolFwd, nullptr, nullptr, nullptr, napi_default, nullptr},

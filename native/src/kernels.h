@@ -71,6 +71,12 @@ void layer_norm_fwd(const float* x, int64_t R, int64_t C, const float* gamma, co
 void layer_norm_bwd(const float* x, const float* dy, int64_t R, int64_t C, const float* gamma, const float* mean,
                     const float* rstd, float* dx, float* dgamma, float* dbeta);
 
+// Fused softmax attention over [BH, T, D] queries and [BH, S, D] keys/values: o [BH, T, D], lse [BH, T].
+void attention_fwd(const float* q, const float* k, const float* v, int64_t BH, int64_t T, int64_t S, int64_t D,
+                   float scale, float* o, float* lse);
+void attention_bwd(const float* q, const float* k, const float* v, const float* o, const float* lse, const float* dout,
+                   int64_t BH, int64_t T, int64_t S, int64_t D, float scale, float* dq, float* dk, float* dv);
+
 void copy_block(const float* src, const std::vector<int64_t>& sd, const std::vector<int64_t>& soff, float* dst,
                 const std::vector<int64_t>& dd, const std::vector<int64_t>& doff, const std::vector<int64_t>& size);
 

@@ -1,9 +1,10 @@
 """Parity helper: load an ssl3d export strictly into the upstream PyTorch module and run it.
 
 usage: torch-models.py SPEC_JSON
-SPEC: {"arch": "resenc"|"primus"|"evamae", "kwargs": {...}, "weights": path (.pth or .safetensors),
+SPEC: {"arch": "resenc"|"primus"|"evamae"|"evasimmim", "kwargs": {...}, "weights": path (.pth or .safetensors),
        "input": path (safetensors with key "x", NCDHW), "output": path (safetensors to write, key "y"),
-       "keep_indices": optional [[...]] (evamae)}
+       "keep_indices": optional [[...]] (evamae), "token_mask": optional [[...]] (evasimmim: per sample, 1 visible /
+       0 masked, token grid flattened row-major = (w h d))}
 Prints one JSON line: {"missing": [...], "unexpected": [...], "upstream_only": [...], "ours_only": [...], "params": N}.
 """
 import json
@@ -37,6 +38,8 @@ def build(arch, kw):
         return PrimusX(**kw)
     if arch == "evamae":
         return EvaMAERef(**kw)
+    if arch == "evasimmim":
+        return EvaSimMIMRef(**kw)
     raise SystemExit(f"unknown arch {arch}")
 
 
@@ -66,9 +69,12 @@ class EvaMAERef(nn.Module):
         common = dict(embed_dim=embed_dim, ref_feat_shape=grid, init_values=init_values,
                       scale_attn_inner=scale_attn_inner, drop_path_rate=drop_path_rate)
         self.down_projection = PatchEmbed(patch_embed_size, input_channels, embed_dim)
-        self.eva = Eva(depth=encoder_eva_depth, num_heads=encoder_eva_numheads, patch_drop_rate=0.5, **common)
+        # decoder_eva_depth 0 (Models Genesis on Primus): no decoder, no token dropping, encoder + PatchDecode
+        self.use_decoder = decoder_eva_depth > 0
+        self.eva = Eva(depth=encoder_eva_depth, num_heads=encoder_eva_numheads, patch_drop_rate=0.5 if self.use_decoder else 0, **common)
         self.up_projection = PatchDecode(patch_embed_size, embed_dim, output_channels, norm=LayerNormNd, activation=nn.GELU)
-        self.decoder = Eva(depth=decoder_eva_depth, num_heads=decoder_eva_numheads, patch_drop_rate=0, **common)
+        if self.use_decoder:
+            self.decoder = Eva(depth=decoder_eva_depth, num_heads=decoder_eva_numheads, patch_drop_rate=0, **common)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.order = "b c w h d -> b (h w d) c" if token_order == "hwd" else "b c w h d -> b (w h d) c"
         self.inverse = "b (h w d) c -> b c w h d" if token_order == "hwd" else "b (w h d) c -> b c w h d"
@@ -79,6 +85,9 @@ class EvaMAERef(nn.Module):
         x = self.down_projection(x)
         B, C, W, H, D = x.shape
         x = rearrange(x, self.order)
+        if not self.use_decoder:
+            enc, _ = self.eva(x)
+            return self.up_projection(rearrange(enc, self.inverse, w=W, h=H, d=D))
         self.eva.patch_drop = _GivenKeep(self.keep)
         enc, keep = self.eva(x)
         n = W * H * D
@@ -89,7 +98,38 @@ class EvaMAERef(nn.Module):
         return self.up_projection(rearrange(dec, self.inverse, w=W, h=H, d=D))
 
 
+class EvaSimMIMRef(nn.Module):
+    """nnssl EvaSimMIM's module tree and forward (spec 5.3), composed from the upstream building blocks: tokens in
+    (w h d) order, masked ones (mask 0) replaced by mask_token before the full-length Eva encoder, PatchDecode."""
+
+    def __init__(self, input_channels, embed_dim, patch_embed_size, output_channels, encoder_eva_depth,
+                 encoder_eva_numheads, input_shape, init_values, scale_attn_inner, drop_path_rate):
+        super().__init__()
+        from dynamic_network_architectures.building_blocks.eva import Eva
+        from dynamic_network_architectures.building_blocks.patch_encode_decode import LayerNormNd, PatchDecode, PatchEmbed
+        self.grid = tuple(i // p for i, p in zip(input_shape, patch_embed_size))
+        self.down_projection = PatchEmbed(patch_embed_size, input_channels, embed_dim)
+        self.eva = Eva(embed_dim=embed_dim, depth=encoder_eva_depth, num_heads=encoder_eva_numheads, ref_feat_shape=self.grid,
+                       init_values=init_values, scale_attn_inner=scale_attn_inner, drop_path_rate=drop_path_rate)
+        self.up_projection = PatchDecode(patch_embed_size, embed_dim, output_channels, norm=LayerNormNd, activation=nn.GELU)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.token_mask = None
+
+    def forward(self, x):
+        from einops import rearrange
+        x = self.down_projection(x)
+        B, C, W, H, D = x.shape
+        tokens = rearrange(x, "b c w h d -> b (w h d) c")
+        # the sparse mask (B, 1, W, H, D) of the trainer, flattened the same way
+        m = self.token_mask.view(B, 1, W, H, D).flatten(start_dim=2).transpose(1, 2)
+        tokens = tokens * m + self.mask_token * (1 - m)
+        enc, _ = self.eva(tokens)
+        return self.up_projection(rearrange(enc, "b (w h d) c -> b c w h d", w=W, h=H, d=D))
+
+
 net = build(spec["arch"], spec["kwargs"]).eval()
+if spec.get("token_mask") is not None:
+    net.token_mask = torch.tensor(spec["token_mask"], dtype=torch.float32)
 if spec.get("keep_indices") is not None:
     net.keep = torch.tensor(spec["keep_indices"], dtype=torch.long)
 path = spec["weights"]

@@ -25,14 +25,14 @@ export function tmp(prefix: string): string {
 }
 
 /** x in our layout NDHWC → run upstream on NCDHW → output back to NDHWC. */
-export async function runTorch(arch: string, kwargs: Record<string, unknown>, weights: string, x: tf.Tensor5D, dir: string, keepIndices?: number[][]): Promise<TorchRun> {
+export async function runTorch(arch: string, kwargs: Record<string, unknown>, weights: string, x: tf.Tensor5D, dir: string, keepIndices?: number[][], tokenMask?: number[][]): Promise<TorchRun> {
   const xin = tf.tidy(() => tf.transpose(x, [0, 4, 1, 2, 3]));
   const inPath = join(dir, "x.safetensors");
   await writeFile(inPath, encodeSafetensors(new Map([["x", { shape: xin.shape, data: xin.dataSync() as Float32Array }]])));
   xin.dispose();
   const outPath = join(dir, "y.safetensors");
   const script = fileURLToPath(new URL("./torch-models.py", import.meta.url));
-  const r = spawnSync(pythonBin(), [script, JSON.stringify({ arch, kwargs, weights, input: inPath, output: outPath, keep_indices: keepIndices ?? null })], {
+  const r = spawnSync(pythonBin(), [script, JSON.stringify({ arch, kwargs, weights, input: inPath, output: outPath, keep_indices: keepIndices ?? null, token_mask: tokenMask ?? null })], {
     encoding: "utf8",
     timeout: 1_200_000,
     maxBuffer: 1 << 26,

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { isMaskedNetwork } from "../../runtime/src/models/architecture.js";
+import { isMaskedNetwork, isTokenMaskNetwork } from "../../runtime/src/models/architecture.js";
 import { exportNetwork } from "../../runtime/src/models/checkpoint-export.js";
 import { createNetwork } from "../../runtime/src/models/registry.js";
 import { selectBackend } from "../../runtime/src/models/backend/select.js";
@@ -73,6 +73,56 @@ for (const tokenOrder of ["whd", "hwd"] as const) {
     const d = maxAbsDiff(r.reconstruction.dataSync(), t.y);
     assert.ok(d < 1e-3 * maxAbs(t.y), `max abs diff ${d}, scale ${maxAbs(t.y)}`);
     tf.dispose([x, r.reconstruction]);
+    net.dispose();
+  });
+}
+
+test("eva-simmim-xs: keys equal nnssl EvaSimMIM's module tree (strict load); mask-token forward matches upstream with the same token mask", async () => {
+  await selectBackend("cpu"); // native kernels when built (SSL3D_NATIVE=0: stock)
+  const net = createNetwork("eva-simmim-xs", { patchSize: [16, 24, 8], outChannels: 1, seed: 12 });
+  assert.ok(isTokenMaskNetwork(net));
+  const [g0, g1, g2] = net.tokenGrid;
+  const T = g0 * g1 * g2;
+  // upstream flattens the sparse (W,H,D) mask row-major: hand it over in grid order, ours in tokenIndex order
+  const grid = [[1, 0, 1, 1, 0, 1], [0, 1, 1, 0, 1, 1]];
+  const ours = new Float32Array(2 * T);
+  grid.forEach((row, b) => {
+    for (let a = 0; a < g0; a++) for (let c = 0; c < g1; c++) for (let d = 0; d < g2; d++) ours[b * T + net.tokenIndex(a, c, d)] = row[(a * g1 + c) * g2 + d]!;
+  });
+  // a mask token with a visible effect (the initial one is ~1e-6)
+  net.weights.get("mask_token")!.assign(tf.randomNormal([1, 1, 48], 0, 1, "float32", 13));
+  const x = tf.randomNormal<tf.Rank.R5>([2, 16, 24, 8, 1], 0, 1, "float32", 14);
+  const m = tf.tensor2d(ours, [2, T]);
+  const y = net.forwardTokenMask(x, m, { training: false });
+  const dir = tmp("ssl3d-parity-");
+  const out = join(dir, "w.pth");
+  await exportNetwork(net, out, { format: "pth-compatible" });
+  const kw = { input_channels: 1, embed_dim: 48, patch_embed_size: [8, 8, 8], output_channels: 1, encoder_eva_depth: 2, encoder_eva_numheads: 2, input_shape: [16, 24, 8], init_values: 0.1, scale_attn_inner: true, drop_path_rate: 0.2 };
+  const t = await runTorch("evasimmim", kw, out, x, dir, undefined, grid);
+  assert.deepEqual([t.missing, t.unexpected, t.upstream_only, t.ours_only], [[], [], [], []]);
+  assert.equal(t.params, net.parameterCount());
+  const d = maxAbsDiff(y.dataSync(), t.y);
+  assert.ok(d < 1e-3 * maxAbs(t.y), `max abs diff ${d}, scale ${maxAbs(t.y)}`);
+  tf.dispose([x, m, y]);
+  net.dispose();
+});
+
+for (const tokenOrder of ["whd", "hwd"] as const) {
+  test(`eva-mae-xs without decoder (Models Genesis on Primus, ${tokenOrder}): strict load into nnssl EvaMAE(decoder_eva_depth=0); output matches`, async () => {
+    await selectBackend("cpu"); // native kernels when built (SSL3D_NATIVE=0: stock)
+    const net = createNetwork("eva-mae-xs", { patchSize: [16, 24, 8], outChannels: 1, seed: 15, decoderDepth: 0, tokenOrder });
+    const x = tf.randomNormal<tf.Rank.R5>([2, 16, 24, 8, 1], 0, 1, "float32", 16);
+    const y = net.apply(x, { training: false });
+    const dir = tmp("ssl3d-parity-");
+    const out = join(dir, "w.safetensors");
+    await exportNetwork(net, out, { format: "safetensors" });
+    const kw = { input_channels: 1, embed_dim: 48, patch_embed_size: [8, 8, 8], output_channels: 1, encoder_eva_depth: 2, encoder_eva_numheads: 2, decoder_eva_depth: 0, decoder_eva_numheads: 0, input_shape: [16, 24, 8], init_values: 0.1, scale_attn_inner: true, drop_path_rate: 0.2, token_order: tokenOrder };
+    const t = await runTorch("evamae", kw, out, x, dir);
+    assert.deepEqual([t.missing, t.unexpected, t.upstream_only, t.ours_only], [[], [], [], []]);
+    assert.equal(t.params, net.parameterCount());
+    const d = maxAbsDiff(y.dataSync(), t.y);
+    assert.ok(d < 1e-3 * maxAbs(t.y), `max abs diff ${d}, scale ${maxAbs(t.y)}`);
+    tf.dispose([x, y]);
     net.dispose();
   });
 }

@@ -45,4 +45,9 @@ export interface MethodEntry<S extends z.ZodType = z.ZodType> {
    * Primus: `primus-xs` → `eva-mae-xs`). `exists` tells whether a key is registered. Default: the key itself.
    */
   architectureFor?(key: string, exists: (key: string) => boolean): string;
+  /**
+   * Extra options for `createNetwork` of the key chosen by `architectureFor` (Models Genesis on Primus: the EvaMAE
+   * wrapper with `decoderDepth: 0`). Default: none.
+   */
+  architectureOptions?(key: string): Readonly<Record<string, unknown>>;
 }

@@ -1,11 +1,15 @@
 /** Pre-training method registry: one line per method. Keys are lower-kebab. */
 import { ConfigError } from "../errors.js";
 import { mae } from "./mae.js";
+import { modelsGenesis } from "./models-genesis.js";
+import { simmim } from "./simmim.js";
 import type { MethodEntry } from "./method.js";
 import { swinPretext } from "./swin-pretext.js";
 
 const entries: readonly MethodEntry[] = [
   mae,
+  simmim,
+  modelsGenesis,
   swinPretext,
 ];
 

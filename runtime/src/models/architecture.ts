@@ -105,6 +105,22 @@ export function isMaskedNetwork(n: Network): n is MaskedNetwork {
   return typeof (n as Partial<MaskedNetwork>).forwardMasked === "function";
 }
 
+/**
+ * A network that replaces masked tokens by a learnable mask token before its (full-length) encoder: EvaSimMIM
+ * (spec 5.3, SimMIM 6.4). `mask` is [B, T] with 1 = visible, 0 = masked, indexed by `tokenIndex`; the tokens
+ * become `t · m + mask_token · (1 − m)` before the positional embedding and the encoder.
+ */
+export interface TokenMaskNetwork extends Network {
+  readonly tokenGrid: Vec3;
+  readonly tokenPatch: Vec3;
+  tokenIndex(g0: number, g1: number, g2: number): number;
+  forwardTokenMask(x: tf.Tensor5D, mask: tf.Tensor2D, ctx: ForwardContext): tf.Tensor5D;
+}
+
+export function isTokenMaskNetwork(n: Network): n is TokenMaskNetwork {
+  return typeof (n as Partial<TokenMaskNetwork>).forwardTokenMask === "function";
+}
+
 /** Options every registry entry accepts; presets add their own overrides (widths, depths, ...). */
 export interface CreateNetworkOptions {
   readonly inChannels?: number;

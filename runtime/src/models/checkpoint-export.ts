@@ -27,12 +27,12 @@ export function aliasesOf(config: NetworkConfig, key: string): string[] {
   return out;
 }
 
-function permute(data: Float32Array, shape: readonly number[], perm: readonly number[] | null): Float32Array {
+export function permute(data: Float32Array, shape: readonly number[], perm: readonly number[] | null): Float32Array {
   if (perm === null) return data;
   return tf.tidy(() => tf.transpose(tf.tensor(data, [...shape]), [...perm]).dataSync() as Float32Array);
 }
 
-function inversePerm(perm: readonly number[]): number[] {
+export function inversePerm(perm: readonly number[]): number[] {
   const inv = new Array<number>(perm.length);
   perm.forEach((p, i) => (inv[p] = i));
   return inv;

@@ -86,7 +86,10 @@ export function resolvePrimus(p: PrimusPreset, opts: CreateNetworkOptions): Reso
     if (v === undefined) continue;
     if (!ALWAYS_OK.has(k) && !(HYPER_KEYS as readonly string[]).includes(k)) throw new ConfigError(`unknown option "${k}" for architecture ${p.key}`, { field: k });
     if ((HYPER_KEYS as readonly string[]).includes(k)) {
-      if (!p.overridable && !ALWAYS_OK.has(k) && JSON.stringify(v) !== JSON.stringify(h[k])) throw new ConfigError(`${p.key} is a fixed preset; use primus-xs to change "${k}"`, { field: k });
+      // the decoder depth is a property of the pre-training wrapper, not of the Primus size: EvaMAE presets accept it
+      // (Models Genesis on Primus = EvaMAE without decoder, spec 6.5)
+      const wrapperOption = p.mae && k === "decoderDepth";
+      if (!p.overridable && !ALWAYS_OK.has(k) && !wrapperOption && JSON.stringify(v) !== JSON.stringify(h[k])) throw new ConfigError(`${p.key} is a fixed preset; use primus-xs to change "${k}"`, { field: k });
       h[k] = v;
     }
   }
@@ -205,7 +208,7 @@ export class Primus implements Network {
   readonly declarations: readonly ParamDecl[];
   readonly tokenGrid: Vec3;
   readonly tokenPatch: Vec3;
-  private readonly h: PrimusHyper;
+  protected readonly h: PrimusHyper;
   private readonly mae: boolean;
   private readonly rope: { sin: tf.Tensor2D; cos: tf.Tensor2D };
   private readonly ropeData: { sin: Float32Array; cos: Float32Array };
@@ -247,7 +250,7 @@ export class Primus implements Network {
     return countDecls(this.declarations);
   }
 
-  private p<R extends tf.Rank>(name: string): tf.Tensor<R> {
+  protected p<R extends tf.Rank>(name: string): tf.Tensor<R> {
     return param<R>(this.weights, name);
   }
 
@@ -257,7 +260,7 @@ export class Primus implements Network {
   }
 
   /** [B,X,Y,Z,Cin] → tokens [B,T,C] in this network's order. */
-  private embed(x: tf.Tensor5D): tf.Tensor3D {
+  protected embed(x: tf.Tensor5D): tf.Tensor3D {
     const [bsz, d, hh, w, cin] = x.shape;
     if (cin !== this.config.inChannels || d !== this.config.patchSize[0] || hh !== this.config.patchSize[1] || w !== this.config.patchSize[2]) {
       throw new ConfigError(`input ${x.shape.slice(1).join("x")} does not match ${this.config.name}'s ${this.config.patchSize.join("x")}x${this.config.inChannels}`, { field: "patchSize" });
@@ -273,7 +276,7 @@ export class Primus implements Network {
   }
 
   /** tokens [B,T,C] (this network's order) → up-projected volume [B,X,Y,Z,out]. */
-  private decode(tokens: tf.Tensor3D): tf.Tensor5D {
+  protected decode(tokens: tf.Tensor3D): tf.Tensor5D {
     const bsz = tokens.shape[0];
     const [g0, g1, g2] = this.tokenGrid;
     const c = this.h.embedDim;
@@ -312,7 +315,7 @@ export class Primus implements Network {
   }
 
   /** An Eva stack: + pos_embed, optional token keep (per sample), blocks, final norm. */
-  private eva(x: tf.Tensor3D, prefix: string, depth: number, ctx: ForwardContext, rng: Rng, keep?: readonly (readonly number[])[]): tf.Tensor3D {
+  protected eva(x: tf.Tensor3D, prefix: string, depth: number, ctx: ForwardContext, rng: Rng, keep?: readonly (readonly number[])[]): tf.Tensor3D {
     let h: tf.Tensor3D = tf.add(x, this.p(`${prefix}.pos_embed`));
     let rope: Rope = this.rope;
     if (keep !== undefined) {

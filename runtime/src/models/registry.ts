@@ -3,6 +3,7 @@
  */
 import { ConfigError } from "../errors.js";
 import type { ArchitectureEntry, CreateNetworkOptions, Network } from "./architecture.js";
+import { SIMMIM_PRESETS, simmimEntry } from "./eva-simmim.js";
 import { PRIMUS_PRESETS, primusEntry } from "./primus.js";
 import { RESENC_L, RESENC_XS, resencEntry } from "./resenc-unet.js";
 import { swinPretextEntry } from "./swin-pretext.js";
@@ -11,6 +12,7 @@ const entries: readonly ArchitectureEntry[] = [
   resencEntry(RESENC_L),
   resencEntry(RESENC_XS),
   ...PRIMUS_PRESETS.map(primusEntry),
+  ...SIMMIM_PRESETS.map(simmimEntry),
   swinPretextEntry(RESENC_L),
   swinPretextEntry(RESENC_XS),
 ];

@@ -68,6 +68,9 @@ export interface TrainerEntry {
 const trainers: readonly TrainerEntry[] = [
   { key: "mae-resenc-l", aliases: ["BaseMAETrainer"], family: "cnn", defaults: { method: "mae", architecture: "resenc-l", ...CNN_RECIPE } },
   { key: "mae-primus-m", aliases: ["BaseEvaMAETrainer"], family: "vit", defaults: { method: "mae", architecture: "eva-mae-m", ...VIT_RECIPE } },
+  { key: "simmim-primus-m", aliases: ["SimMIMEvaTrainer"], family: "vit", defaults: { method: "simmim", architecture: "eva-simmim-m", ...VIT_RECIPE } },
+  { key: "models-genesis-resenc-l", aliases: ["ModelGenesisTrainer"], family: "cnn", defaults: { method: "models-genesis", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
+  { key: "models-genesis-primus-m", aliases: ["ModelGenesisEvaTrainer"], family: "vit", defaults: { method: "models-genesis", architecture: "eva-mae-m", augment: false, ...VIT_RECIPE } },
   // SwinUNETR pre-text tasks (spec 6.8): random crops without spatial augmentation, SGD recipe with clip 12
   { key: "swin-pretext-resenc-l", aliases: ["SwinUNETRTrainer"], family: "cnn", defaults: { method: "swin-pretext", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
 ];

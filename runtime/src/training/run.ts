@@ -15,6 +15,7 @@ import { getMethod } from "../methods/registry.js";
 import { adaptationPlan } from "../models/checkpoint-export.js";
 import { selectBackend } from "../models/backend/select.js";
 import { architectureKeys, createNetwork, getArchitecture } from "../models/registry.js";
+import { loadMatchingWeights, readTorchCheckpoint } from "../models/checkpoint-import.js";
 import type { Logger } from "../observability/log.js";
 import { TrainingMetrics, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
 import { ENV, distributedConfigFromEnv, perRankBatchSize } from "../distributed/env.js";
@@ -35,6 +36,8 @@ export interface TrainArgs {
   readonly patchSize?: number;
   readonly batchSize?: number;
   readonly archPreset?: string;
+  /** nnssl's -pretrained_weights: a .pth (nnssl checkpoint or state dict) or ssl3d network/checkpoint file. */
+  readonly pretrainedWeights?: string;
   readonly seed?: number;
   readonly metricsPort?: number;
   readonly backend?: string;
@@ -148,7 +151,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
 
   const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
   const inChannels = (await reader.openZarrVolume(trainImages[0]!.image)).shape[0] ?? 1;
-  const network = createNetwork(archKey, { inChannels, outChannels: method.outChannels(inChannels), patchSize: o.patchSize, seed: o.seed });
+  const network = createNetwork(archKey, { ...methodEntry.architectureOptions?.(archKey), inChannels, outChannels: method.outChannels(inChannels), patchSize: o.patchSize, seed: o.seed });
 
   const baseDir = join(resultsRoot, datasetName, `${trainer.name}__${a.plans}__${a.configuration}`);
   const foldDir = join(baseDir, "fold_all");
@@ -167,6 +170,13 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   if (port !== undefined && dist.localRank === 0) {
     server = await serveMetrics(metrics, port);
     logger.info({ port: server.port }, "Serving /metrics");
+  }
+
+  if (a.pretrainedWeights !== undefined) {
+    // spec 4.7: matching names and shapes are loaded into the fresh network, segmentation layers skipped
+    const ck = await readTorchCheckpoint(a.pretrainedWeights);
+    const r = loadMatchingWeights(network, ck.stateDict, a.pretrainedWeights);
+    logger.info({ file: a.pretrainedWeights, loaded: r.loaded.length, skipped: r.skipped.length, unusedKeys: r.unused.length, firstSkipped: r.skipped.slice(0, 5) }, "Pretrained weights loaded");
   }
 
   const signals: NodeJS.Signals[] = ["SIGTERM", "SIGUSR1"];

@@ -4,6 +4,7 @@ export { collectionSummaryCommand } from "./collection-summary.js";
 export { convertCommand, convertOpenMindCommand } from "./convert.js";
 export { demoCommand } from "./demo.js";
 export { exportCommand } from "./export.js";
+export { importCommand } from "./import.js";
 export { inspectCommand } from "./inspect.js";
 export { fingerprintCommand } from "./fingerprint.js";
 export { planAndPreprocessCommand } from "./plan-and-preprocess.js";

@@ -25,6 +25,7 @@ interface TrainOpts {
   patchSize?: number;
   batchSize?: number;
   archPreset?: string;
+  pretrainedWeights?: string;
   seed?: number;
   metricsPort?: number;
   backend?: string;
@@ -36,7 +37,7 @@ interface TrainOpts {
 export const trainCommand: CliCommand = {
   name: "train",
   aliases: ["nnssl_train"],
-  legacyFlags: { "-tr": "--trainer", "-p": "--plans", "--c": "--resume", "-num_gpus": "--nproc-per-node", "-device": "--device" },
+  legacyFlags: { "-tr": "--trainer", "-p": "--plans", "--c": "--resume", "-num_gpus": "--nproc-per-node", "-device": "--device", "-pretrained_weights": "--pretrained-weights" },
   register(program: Command): void {
     program
       .command("train")
@@ -53,6 +54,7 @@ export const trainCommand: CliCommand = {
       .option("--batch-size <n>", "total batch size", int("--batch-size", 1))
       .option("--arch-preset <name>", "architecture preset of the trainer's family (e.g. resenc-xs, primus-xs)")
       .option("--seed <n>", "random seed", int("--seed", 0))
+      .option("--pretrained-weights <file>", "initialise from a checkpoint (nnssl .pth, state dict, or ssl3d file): matching names and shapes, seg layers skipped")
       .option("--metrics-port <n>", "serve Prometheus /metrics on this port (also SSL3D_METRICS_PORT)", int("--metrics-port", 0))
       .option("--backend <name>", "tfjs backend: auto (node-gpu, node, cpu + native kernels, wasm, cpu), node-gpu, node, wasm, cpu (also SSL3D_BACKEND)")
       .option("--workers <n>", "data loader worker threads", int("--workers", 0))
@@ -70,6 +72,7 @@ export const trainCommand: CliCommand = {
             ...(o.batchSize === undefined ? {} : { batchSize: o.batchSize }),
             ...(o.archPreset === undefined ? {} : { archPreset: o.archPreset }),
             ...(o.seed === undefined ? {} : { seed: o.seed }),
+            ...(o.pretrainedWeights === undefined ? {} : { pretrainedWeights: o.pretrainedWeights }),
             ...(o.metricsPort === undefined ? {} : { metricsPort: o.metricsPort }),
             ...(o.backend === undefined ? {} : { backend: o.backend }),
             ...(o.workers === undefined ? {} : { workers: o.workers }),

@@ -10,7 +10,7 @@ import * as tf from "@tensorflow/tfjs";
 import { instanceNorm, instanceNormLeakyRelu, layerNorm } from "../ops/norm.js";
 import { addBias, addLeakyRelu, applyRope, linear, mm, multiHeadAttention, type Rope } from "../ops/index.js";
 import {
-  instanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
+  attentionFused, instanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
 } from "./native.js";
 
 const available = loadNativeKernels();
@@ -466,6 +466,8 @@ describe("native cpu kernels", { skip: !available }, () => {
       { b: 1, t: 9, c: 18, heads: 3, rope: "shared" },
       { b: 3, t: 5, c: 20, heads: 2, rope: "per-sample" },
       { b: 2, t: 33, c: 48, heads: 4, rope: "shared" },
+      // more query rows than one block of the fused kernel (64), and a partial last block
+      { b: 1, t: 130, c: 20, heads: 2, rope: "per-sample" },
     ] as const;
     for (const ac of attnCases) {
       test(`attention B=${ac.b} T=${ac.t} C=${ac.c} heads=${ac.heads} rope ${ac.rope}: forward and gradients`, async () => {
@@ -477,6 +479,7 @@ describe("native cpu kernels", { skip: !available }, () => {
         const prof = await tf.profile(() => f(q, k, v));
         const names = prof.kernels.map((x) => x.name);
         assert.ok(names.filter((n) => n === "BatchMatMul").length <= 4, `batched over heads: ${names.join(",")}`);
+        assert.equal(names.filter((n) => n === "Ssl3dAttention").length, 1, `one fused attention kernel: ${names.join(",")}`);
         tf.dispose(prof.result);
         const before = tf.memory().numTensors;
         const r = both(() => tf.tidy(() => [f(q, k, v), ...tf.grads(f)([q, k, v], dy)]));
@@ -485,6 +488,35 @@ describe("native cpu kernels", { skip: !available }, () => {
         tf.dispose([q, k, v, dy, ...r.native, ...r.stock, ...(rope === undefined ? [] : [rope.sin, rope.cos])]);
       });
     }
+    for (const sh of [{ lead: [2, 3], t: 70, s: 70, d: 5 }, { lead: [1, 2], t: 20, s: 45, d: 16 }, { lead: [3], t: 1, s: 129, d: 7 }]) {
+      test(`attentionFused [${sh.lead.join(",")},${sh.t},${sh.d}] x [${sh.s}] keys: equals softmax(q·kᵀ·s)·v on stock kernels, forward and gradients`, () => {
+        const q = tf.randomNormal([...sh.lead, sh.t, sh.d], 0, 1.5, "float32", 210);
+        const k = tf.randomNormal([...sh.lead, sh.s, sh.d], 0, 1.5, "float32", 211);
+        const v = tf.randomNormal([...sh.lead, sh.s, sh.d], 0, 1, "float32", 212);
+        const dy = tf.randomNormal([...sh.lead, sh.t, sh.d], 0, 1, "float32", 213);
+        const scale = 1 / Math.sqrt(sh.d);
+        const fused = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor): tf.Tensor => attentionFused(a, b, c, scale);
+        const composed = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor): tf.Tensor => tf.matMul(tf.softmax(tf.mul(tf.matMul(a, b, false, true), scale)), c);
+        const before = tf.memory().numTensors;
+        const got = tf.tidy(() => [fused(q, k, v), ...tf.grads(fused)([q, k, v], dy)]);
+        assert.equal(tf.memory().numTensors, before + 4, "only the results are new tensors");
+        unloadNativeKernels();
+        let ref: tf.Tensor[];
+        try {
+          ref = tf.tidy(() => [composed(q, k, v), ...tf.grads(composed)([q, k, v], dy)]);
+        } finally {
+          loadNativeKernels();
+        }
+        got.forEach((u, i) => { assertClose(u, ref[i]!, `attentionFused output ${i}`, 1e-4); });
+        tf.dispose([q, k, v, dy, ...got, ...ref]);
+      });
+    }
+    test("attentionFused rejects mismatched shapes", () => {
+      const q = tf.zeros([2, 4, 3]);
+      assert.throws(() => attentionFused(q, tf.zeros([2, 5, 4]), tf.zeros([2, 5, 4]), 1), /do not fit/);
+      assert.throws(() => attentionFused(q, tf.zeros([2, 5, 3]), tf.zeros([2, 6, 3]), 1), /do not fit/);
+      q.dispose();
+    });
     test("rope [2,3,7,10] with a per-sample [2,1,7,10] table: forward and gradient", () => {
       const x = tf.randomNormal([2, 3, 7, 10], 0, 1, "float32", 196);
       const r0 = ropeOf([2, 1, 7], 10, 197);

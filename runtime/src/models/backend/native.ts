@@ -53,6 +53,10 @@ export interface NativeAddon {
     y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
   layerNormGrad(x: Float32Array, dy: Float32Array, rows: number, c: number, gamma: Float32Array, mean: Float32Array,
     rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void;
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, bh: number, t: number, s: number, d: number, scale: number,
+    o: Float32Array, lse: Float32Array): void;
+  attentionGrad(q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, lse: Float32Array, dout: Float32Array,
+    bh: number, t: number, s: number, d: number, scale: number, dq: Float32Array, dk: Float32Array, dv: Float32Array): void;
   copyBlock(src: Float32Array, srcShape: Int32Array, srcOffset: Int32Array, dst: Float32Array, dstShape: Int32Array,
     dstOffset: Int32Array, size: Int32Array): void;
   avgPool3d(x: Float32Array, geometry: Int32Array, y: Float32Array): void;
@@ -75,7 +79,7 @@ export interface NativeInfo {
 
 /** Fused custom kernels (no stock tfjs equivalent), used through `instanceNormFused`. */
 export const FUSED_KERNEL_NAMES = [
-  "Ssl3dInstanceNorm", "Ssl3dInstanceNormGrad", "Ssl3dLayerNorm", "Ssl3dLayerNormGrad",
+  "Ssl3dInstanceNorm", "Ssl3dInstanceNormGrad", "Ssl3dLayerNorm", "Ssl3dLayerNormGrad", "Ssl3dAttention", "Ssl3dAttentionGrad",
 ] as const;
 
 /** Names of the stock tfjs kernels this module replaces on the cpu backend. */
@@ -494,6 +498,28 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
       b.makeTensorInfo([c], "float32", dbeta)];
   };
 
+  const sliceDims = (q: tf.TensorInfo, k: tf.TensorInfo): { bh: number; t: number; s: number; d: number } => {
+    const r = q.shape.length;
+    const d = q.shape[r - 1]!, t = q.shape[r - 2]!, s = k.shape[r - 2]!;
+    return { bh: tf.util.sizeFromShape(q.shape.slice(0, -2)), t, s, d };
+  };
+  const attention: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const b = backend as unknown as CpuBackend;
+    const { q, k, v } = inputs as Record<"q" | "k" | "v", tf.TensorInfo>;
+    const { bh, t, s, d } = sliceDims(q, k);
+    const o = alloc(bh * t * d), lse = alloc(bh * t);
+    a.attention(f32(b, q), f32(b, k), f32(b, v), bh, t, s, d, (attrs as { scale: number }).scale, o, lse);
+    return [b.makeTensorInfo(q.shape, "float32", o), b.makeTensorInfo(q.shape.slice(0, -1), "float32", lse)];
+  };
+  const attentionGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const b = backend as unknown as CpuBackend;
+    const { q, k, v, o, lse, dy } = inputs as Record<"q" | "k" | "v" | "o" | "lse" | "dy", tf.TensorInfo>;
+    const { bh, t, s, d } = sliceDims(q, k);
+    const dq = alloc(bh * t * d), dk = alloc(bh * s * d), dv = alloc(bh * s * d);
+    a.attentionGrad(f32(b, q), f32(b, k), f32(b, v), f32(b, o), f32(b, lse), f32(b, dy), bh, t, s, d, (attrs as { scale: number }).scale, dq, dk, dv);
+    return [b.makeTensorInfo(q.shape, "float32", dq), b.makeTensorInfo(k.shape, "float32", dk), b.makeTensorInfo(v.shape, "float32", dv)];
+  };
+
   const slice: tf.KernelFunc = (args) => {
     const { x } = args.inputs as { x: tf.TensorInfo };
     const { begin, size } = args.attrs as { begin: number | number[]; size?: number | number[] };
@@ -561,6 +587,8 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     { kernelName: "PadV2", backendName: "cpu", kernelFunc: pad },
     { kernelName: "Ssl3dLayerNorm", backendName: "cpu", kernelFunc: layerNorm },
     { kernelName: "Ssl3dLayerNormGrad", backendName: "cpu", kernelFunc: layerNormGrad },
+    { kernelName: "Ssl3dAttention", backendName: "cpu", kernelFunc: attention },
+    { kernelName: "Ssl3dAttentionGrad", backendName: "cpu", kernelFunc: attentionGrad },
     { kernelName: "Ssl3dInstanceNorm", backendName: "cpu", kernelFunc: instanceNorm },
     { kernelName: "Ssl3dInstanceNormGrad", backendName: "cpu", kernelFunc: instanceNormGrad },
     comparison("Greater", 0), comparison("GreaterEqual", 1), comparison("Less", 2), comparison("LessEqual", 3),
@@ -662,6 +690,27 @@ export function layerNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, be
   });
 }
 
+/**
+ * softmax(scale·q·kᵀ)·v over the last two axes ([..., T, D] queries, [..., S, D] keys and values), as one fused
+ * native kernel (exact, flash-attention style: blocks of 64 query rows, the [T, S] probabilities never stored) with a
+ * fused gradient that recomputes them from the saved per-row log-sum-exp. Autodiff keeps q, k, v, the output and
+ * [..., T] statistics instead of the [..., T, S] probabilities. Same preconditions as `instanceNormFused`.
+ */
+export function attentionFused<T extends tf.Tensor>(q: T, k: tf.Tensor, v: tf.Tensor, scale: number): T {
+  if (!loaded || tf.getBackend() !== "cpu") {
+    throw new Error("attentionFused needs the cpu backend with the native kernels (loadNativeKernels() returned true)");
+  }
+  const r = q.rank;
+  if (q.dtype !== "float32" || k.dtype !== "float32" || v.dtype !== "float32" || r < 2 || k.rank !== r || v.rank !== r) throw new Error("attentionFused: expected float32 q, k, v of equal rank >= 2");
+  if (!tf.util.arraysEqual(k.shape, v.shape) || !tf.util.arraysEqual(q.shape.slice(0, -2), k.shape.slice(0, -2)) || q.shape[r - 1] !== k.shape[r - 1]) {
+    throw new Error(`attentionFused: shapes q [${q.shape.join(",")}], k [${k.shape.join(",")}], v [${v.shape.join(",")}] do not fit`);
+  }
+  return tf.tidy(() => {
+    const [o] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dAttention", { q, k, v }, { scale });
+    return o as T;
+  });
+}
+
 let gradientRegistered = false;
 function registerFusedGradients(): void {
   if (gradientRegistered) return;
@@ -678,6 +727,17 @@ function registerFusedGradients(): void {
       const [dx, dgamma, dbeta] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dInstanceNormGrad",
         { x, dy: dyy, gamma, beta, mean, rstd }, { alpha: attrs.alpha as number });
       return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+    },
+  });
+  tf.registerGradient({
+    kernelName: "Ssl3dAttention",
+    inputsToSave: ["q", "k", "v"],
+    outputsToSave: [true, true],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
+      const [q, k, v, o, lse] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+      const dyy = Array.isArray(dy) ? dy[0]! : dy;
+      const [dq, dk, dv] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dAttentionGrad", { q, k, v, o, lse, dy: dyy }, { scale: attrs.scale as number });
+      return { q: () => dq!, k: () => dk!, v: () => dv! };
     },
   });
   tf.registerGradient({

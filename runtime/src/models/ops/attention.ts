@@ -6,6 +6,7 @@ import * as tf from "@tensorflow/tfjs";
 import { concatChannels } from "./concat.js";
 import { customOp } from "./custom.js";
 import { nativeCpu } from "./dispatch.js";
+import { attentionFused } from "../backend/native.js";
 
 export interface Rope {
   /** [T, headDim] shared by the batch, or [B, T, headDim] per sample (after token dropping). */
@@ -158,8 +159,8 @@ export function multiHeadAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3
 }
 
 /**
- * cpu + native addon: all heads at once, [B,H,T,hd] tensors, two BatchMatMul calls (one transposed) and one
- * Softmax; autodiff runs transposed BatchMatMuls, all native kernels. A per-sample rope [B,T,hd] broadcasts over
+ * cpu + native addon: all heads at once, [B,H,T,hd] tensors, one fused attention kernel (`attentionFused`: scores,
+ * softmax and weighted sum per block of query rows; its gradient recomputes the probabilities). A per-sample rope [B,T,hd] broadcasts over
  * heads as [B,1,T,hd].
  */
 function attentionBatched(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, heads: number, scale: number, rope?: Rope): tf.Tensor3D {
@@ -174,8 +175,8 @@ function attentionBatched(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, heads:
       qh = applyRope(qh, r);
       kh = applyRope(kh, r);
     }
-    const p = tf.softmax(tf.matMul(tf.mul(qh, scale), kh, false, true));
-    const o = tf.matMul(p, split(v));
+    // one fused kernel pair: the [B,H,T,T] probabilities are neither stored for the gradient nor materialised
+    const o = attentionFused(qh, kh, split(v), scale);
     return tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [b, t, c]);
   });
 }
