@@ -223,7 +223,7 @@ test("loss = L1(recon, rotated un-cut) + NT-Xent(τ 0.5) + CE(rotation) equals a
   net.dispose();
 });
 
-test("trainer SwinUNETRTrainer_BS8 → swin-pretext on resenc-l: SGD recipe, clip 12, no spatial augmentation; presets get the heads", () => {
+test("trainers SwinUNETRTrainer_BS8 (resenc-l, SGD, clip 12) and SwinUNETREvaTrainer_BS8 (primus-m, AdamW, clip 1), no spatial augmentation; presets get the heads", () => {
   const r = resolveTrainer("SwinUNETRTrainer_BS8");
   assert.equal(r.entry.key, "swin-pretext-resenc-l");
   assert.equal(r.options.method, "swin-pretext");
@@ -234,13 +234,18 @@ test("trainer SwinUNETRTrainer_BS8 → swin-pretext on resenc-l: SGD recipe, cli
   assert.deepEqual(r.options.patchSize, [160, 160, 160]);
   assert.deepEqual(r.options.methodOptions, { recWeight: 1, contrastWeight: 1, rotWeight: 1, temperature: 0.5 });
   assert.equal(resolveTrainer("SwinUNETRTrainer_BS2").options.batchSize, 2);
+  const eva = resolveTrainer("SwinUNETREvaTrainer_BS8");
+  assert.equal(eva.entry.key, "swin-pretext-primus-m");
+  assert.equal(eva.entry.family, "vit");
+  assert.deepEqual([eva.options.method, eva.options.architecture, eva.options.batchSize, eva.options.gradClip, eva.options.augment, eva.options.optimizer.kind], ["swin-pretext", "primus-m", 8, 1, false, "adamw"]);
   const m = getMethod("swin-pretext");
-  const known = new Set(["resenc-l", "resenc-xs", "swin-pretext-resenc-l", "swin-pretext-resenc-xs"]);
+  const known = new Set(["resenc-l", "resenc-xs", "primus-xs", "swin-pretext-resenc-l", "swin-pretext-resenc-xs", "swin-pretext-primus-xs"]);
   assert.ok(m.architectureFor !== undefined);
   const archFor = (key: string, exists: (k: string) => boolean) => m.architectureFor?.(key, exists);
   assert.equal(archFor("resenc-l", (k) => known.has(k)), "swin-pretext-resenc-l");
   assert.equal(archFor("resenc-xs", (k) => known.has(k)), "swin-pretext-resenc-xs");
   assert.equal(archFor("swin-pretext-resenc-xs", (k) => known.has(k)), "swin-pretext-resenc-xs");
+  assert.equal(archFor("primus-xs", (k) => known.has(k)), "swin-pretext-primus-xs");
   assert.throws(() => resolveTrainer("SwinUNETRTrainer", { methodOptions: { temperature: 0 } }), (e: unknown) => e instanceof ConfigError && e.message.includes("methodOptions.temperature"));
   // a network without the heads is a ConfigError naming the architecture
   const plain = createNetwork("resenc-xs", { features: [2, 4], strides: [1, 2], blocks: [1, 1], patchSize: [8, 8, 8] });

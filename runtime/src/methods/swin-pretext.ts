@@ -1,6 +1,7 @@
 /**
- * SwinUNETR pre-text tasks (spec 6.8, nnssl `SwinUNETRTrainer`): rotation prediction, contrastive coding and
- * reconstruction of cut-out regions, on a network with the three heads (`models/swin-pretext.ts`).
+ * SwinUNETR pre-text tasks (spec 6.8, nnssl `SwinUNETRTrainer` / `SwinUNETREvaTrainer`): rotation prediction,
+ * contrastive coding and reconstruction of cut-out regions, on a network with the three heads
+ * (`models/swin-pretext.ts`, on ResEnc or on the Primus/EvaMAE encoder).
  *
  * Per batch (training and validation alike, as upstream, whose validation transform is the training one), seeded
  * by the step seed: two views of the batch (`data/swin-pretext.ts`: rotation k·90° in the (Y, Z) plane, then the
@@ -97,13 +98,13 @@ export class SwinPretext implements PretrainMethod {
 export const swinPretext: MethodEntry<typeof SwinPretextOptionsSchema> = {
   key: "swin-pretext",
   description: "SwinUNETR pre-text tasks: two rotated (k·90°) and cut-out views; L1 reconstruction + NT-Xent (τ 0.5) + rotation cross-entropy",
-  families: ["cnn"],
+  families: ["cnn", "vit"],
   optionsSchema: SwinPretextOptionsSchema,
   create(options: SwinPretextOptions, _family: ArchitectureFamily): PretrainMethod {
     return new SwinPretext(options);
   },
   architectureFor(key: string, exists: (key: string) => boolean): string {
-    // a plain backbone preset (resenc-l, resenc-xs) gets the pre-text heads: swin-pretext-<preset>
+    // a plain backbone preset (resenc-l, primus-xs, ...) gets the pre-text heads: swin-pretext-<preset>
     return !key.startsWith("swin-pretext-") && exists(`swin-pretext-${key}`) ? `swin-pretext-${key}` : key;
   },
 };

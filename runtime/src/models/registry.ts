@@ -6,7 +6,7 @@ import type { ArchitectureEntry, CreateNetworkOptions, Network } from "./archite
 import { SIMMIM_PRESETS, simmimEntry } from "./eva-simmim.js";
 import { PRIMUS_PRESETS, primusEntry } from "./primus.js";
 import { RESENC_L, RESENC_XS, resencEntry } from "./resenc-unet.js";
-import { swinPretextEntry } from "./swin-pretext.js";
+import { swinPretextEntry, swinPretextEvaEntry } from "./swin-pretext.js";
 
 const entries: readonly ArchitectureEntry[] = [
   resencEntry(RESENC_L),
@@ -15,6 +15,7 @@ const entries: readonly ArchitectureEntry[] = [
   ...SIMMIM_PRESETS.map(simmimEntry),
   swinPretextEntry(RESENC_L),
   swinPretextEntry(RESENC_XS),
+  ...PRIMUS_PRESETS.filter((p) => p.mae).map(swinPretextEvaEntry),
 ];
 
 const byKey = new Map(entries.map((e) => [e.key, e]));

@@ -9,7 +9,7 @@ import * as tf from "@tensorflow/tfjs";
 import { torchStateDict } from "./checkpoint-export.js";
 import { countParams, createNetwork } from "./registry.js";
 import { RESENC_L } from "./resenc-unet.js";
-import { declareSwinPretext, isPretextNetwork, reconLayers } from "./swin-pretext.js";
+import { declareSwinPretext, evaReconLayers, isPretextNetwork, reconLayers } from "./swin-pretext.js";
 import { selectBackend } from "./backend/select.js";
 import { torchShape } from "./params.js";
 
@@ -99,4 +99,43 @@ test("export: upstream .all_modules aliases, no decoder.encoder aliases (no U-Ne
   assert.throws(() => tiny.forwardPretext(x, { training: false }), /token/);
   x.dispose();
   tiny.dispose();
+});
+
+test("Primus (SwinUNETREvaArchitecture): encoder under encoder.* without up_projection, heads on tokens 0/1 of the grid, 864→432→216→108→1", () => {
+  assert.deepEqual(evaReconLayers(864, 8, 1).map((l) => [l.index, l.cin, l.cout, l.upsample]), [[0, 864, 432, true], [4, 432, 216, true], [8, 216, 108, true], [12, 108, 1, false]]);
+  const net = createNetwork("swin-pretext-primus-xs", { patchSize: [32, 32, 32], seed: 2 });
+  assert.ok(isPretextNetwork(net));
+  assert.equal(net.config.family, "vit");
+  const a = net.config.adaptation;
+  assert.deepEqual([a.keyToEncoder, a.keyToStem, a.keysToInProj, a.keyToLpe], ["encoder.eva", "encoder.down_projection", ["encoder.down_projection.proj"], "encoder.eva.pos_embed"]);
+  const names = net.declarations.map((d) => d.name);
+  assert.ok(names.includes("encoder.mask_token") && names.includes("encoder.eva.pos_embed") && names.includes("encoder.down_projection.proj.weight"));
+  assert.ok(names.every((n) => /^(encoder\.(down_projection|eva|mask_token)|rotation_proj_head|contrast_proj_head|recon_proj_head)/.test(n)), names.join(","));
+  assert.deepEqual(net.declarations.filter((d) => d.name.startsWith("recon_proj_head") && d.name.endsWith("weight")).map((d) => [d.name, torchShape(d)]), [
+    ["recon_proj_head.0.weight", [24, 48, 3, 3, 3]], ["recon_proj_head.4.weight", [12, 24, 3, 3, 3]], ["recon_proj_head.8.weight", [6, 12, 3, 3, 3]], ["recon_proj_head.12.weight", [1, 6, 3, 3, 3]],
+  ]);
+  assert.equal(net.parameterCount(), countParams("swin-pretext-primus-xs"));
+  const x = tf.randomNormal<tf.Rank.R5>([2, 32, 32, 32, 1], 0, 1, "float32", 3);
+  tf.dispose(net.forwardPretext(x, { training: false }) as unknown as tf.Tensor[]);
+  const before = tf.memory().numTensors;
+  tf.tidy(() => {
+    const o = net.forwardPretext(x, { training: false });
+    assert.deepEqual([o.rotation.shape, o.contrast.shape, o.reconstruction.shape], [[2, 4], [2, 512], [2, 32, 32, 32, 1]]);
+    const t = net.encode(x, { training: false }) as tf.Tensor3D; // [2, 64, 48], C-order over the 4³ grid
+    const tok = (i: number) => tf.reshape(tf.slice(t, [0, i, 0], [2, 1, 48]), [2, 48]);
+    const w = (n: string) => net.weights.get(n)!;
+    assert.ok(tf.max(tf.abs(tf.sub(tf.add(tf.matMul(tok(0), w("rotation_proj_head.weight")), w("rotation_proj_head.bias")), o.rotation))).dataSync()[0]! < 1e-5);
+    assert.ok(tf.max(tf.abs(tf.sub(tf.add(tf.matMul(tok(1), w("contrast_proj_head.weight")), w("contrast_proj_head.bias")), o.contrast))).dataSync()[0]! < 1e-5);
+  });
+  assert.equal(tf.memory().numTensors, before);
+  const { value, grads } = tf.variableGrads(() => {
+    const o = net.forwardPretext(x, { training: true, seed: 1 });
+    return tf.addN([tf.sum(o.rotation), tf.sum(o.contrast), tf.mean(o.reconstruction)]) as tf.Scalar;
+  }, [...net.weights.values()]);
+  // every parameter but the (unused, as upstream) mask token
+  assert.equal(Object.keys(grads).length, net.weights.size - 1);
+  tf.dispose([value, ...Object.values(grads)]);
+  assert.equal(tf.memory().numTensors, before);
+  x.dispose();
+  net.dispose();
 });

@@ -18,6 +18,7 @@ import { ConfigError } from "../errors.js";
 import type { ArchitectureEntry, CreateNetworkOptions, ForwardContext, Network, NetworkConfig } from "./architecture.js";
 import { conv3d, instanceNormLeakyRelu, linear, upsampleTrilinear2x } from "./ops/index.js";
 import { countDecls, DeclBuilder, instantiate, param, type ParamDecl } from "./params.js";
+import { declarePrimus, Primus, resolvePrimus, type PrimusPreset } from "./primus.js";
 import { declareResEnc, resolveResEnc, ResEncUNet, type ResEncHyper, type ResEncPreset } from "./resenc-unet.js";
 
 /** Width of the contrastive embedding (upstream `nn.Linear(C, 512)`). */
@@ -52,10 +53,8 @@ interface ReconLayer {
   readonly upsample: boolean;
 }
 
-/** The reconstruction head's layers (upstream `_create_recon_proj_head` over the reversed stages). */
-export function reconLayers(h: ResEncHyper, outChannels: number): ReconLayer[] {
-  const widths = [...h.features].reverse().concat([outChannels]);
-  const strides = [...h.strides].reverse();
+/** Upstream `_create_recon_proj_head(out, widths, strides)`: one conv per width step, + norm/act/upsample at stride 2. */
+function headLayers(widths: readonly number[], strides: readonly number[]): ReconLayer[] {
   const out: ReconLayer[] = [];
   let index = 0;
   for (let i = 0; i < widths.length - 1; i++) {
@@ -66,14 +65,61 @@ export function reconLayers(h: ResEncHyper, outChannels: number): ReconLayer[] {
   return out;
 }
 
+/** The reconstruction head's layers on a ResEnc encoder (the reversed stages). */
+export function reconLayers(h: ResEncHyper, outChannels: number): ReconLayer[] {
+  return headLayers([...h.features].reverse().concat([outChannels]), [...h.strides].reverse());
+}
+
+/** The reconstruction head's layers on an Eva encoder: widths C, C/2, ..., C/2^n (n = log2 token patch), then out. */
+export function evaReconLayers(embedDim: number, tokenPatch: number, outChannels: number): ReconLayer[] {
+  const n = Math.round(Math.log2(tokenPatch));
+  const widths = Array.from({ length: n + 1 }, (_, i) => Math.floor(embedDim / 2 ** i)).concat([outChannels]);
+  return headLayers(widths, [...Array<number>(n).fill(2), 1]);
+}
+
+/** The three heads' parameters, in upstream's registration order. */
+function declareHeads(width: number, layers: readonly ReconLayer[]): ParamDecl[] {
+  const b = new DeclBuilder();
+  b.linear("rotation_proj_head", width, ROTATION_CLASSES, true);
+  b.linear("contrast_proj_head", width, CONTRAST_DIM, true);
+  for (const l of layers) b.conv(`recon_proj_head.${l.index}`, l.cin, l.cout, 3, true);
+  return b.decls;
+}
+
 /** Encoder (upstream ResidualEncoder under `encoder.`) then the three heads, in upstream's registration order. */
 export function declareSwinPretext(h: ResEncHyper, inChannels: number, outChannels: number): ParamDecl[] {
-  const b = new DeclBuilder();
-  const bottleneck = h.features[h.features.length - 1]!;
-  b.linear("rotation_proj_head", bottleneck, ROTATION_CLASSES, true);
-  b.linear("contrast_proj_head", bottleneck, CONTRAST_DIM, true);
-  for (const l of reconLayers(h, outChannels)) b.conv(`recon_proj_head.${l.index}`, l.cin, l.cout, 3, true);
-  return [...declareResEnc(h, inChannels, outChannels, true), ...b.decls];
+  return [...declareResEnc(h, inChannels, outChannels, true), ...declareHeads(h.features[h.features.length - 1]!, reconLayers(h, outChannels))];
+}
+
+/** The heads on a feature grid [B,g0,g1,g2,C] (tokens in C-order over the grid). */
+function runHeads(weights: ReadonlyMap<string, tf.Variable>, layers: readonly ReconLayer[], z: tf.Tensor5D): PretextOutputs {
+  return tf.tidy(() => {
+    const [B, g0, g1, g2, C] = z.shape;
+    if (g0 * g1 * g2 < 2) {
+      throw new ConfigError(`the bottleneck has ${g0 * g1 * g2} token(s); the rotation and contrastive heads need 2 (use a larger patch)`, { field: "patchSize" });
+    }
+    const tokens = tf.reshape<tf.Rank.R3>(z, [B, g0 * g1 * g2, C]);
+    const t0 = tf.reshape<tf.Rank.R2>(tf.slice(tokens, [0, 0, 0], [B, 1, C]), [B, C]);
+    const t1 = tf.reshape<tf.Rank.R2>(tf.slice(tokens, [0, 1, 0], [B, 1, C]), [B, C]);
+    const rotation = linear(t0, param(weights, "rotation_proj_head.weight"), param(weights, "rotation_proj_head.bias"));
+    const contrast = linear(t1, param(weights, "contrast_proj_head.weight"), param(weights, "contrast_proj_head.bias"));
+    return { rotation, contrast, reconstruction: reconstruct(weights, layers, z) };
+  });
+}
+
+function reconstruct(weights: ReadonlyMap<string, tf.Variable>, layers: readonly ReconLayer[], z: tf.Tensor5D): tf.Tensor5D {
+  return tf.tidy(() => {
+    let h = z;
+    for (const l of layers) {
+      const name = `recon_proj_head.${l.index}`;
+      h = conv3d(h, param(weights, `${name}.weight`), { bias: param(weights, `${name}.bias`) });
+      if (l.upsample) {
+        // InstanceNorm3d(affine=False) = affine with γ = 1, β = 0
+        h = upsampleTrilinear2x(instanceNormLeakyRelu(h, tf.ones([l.cout]), tf.zeros([l.cout]), 1e-5, 0.01));
+      }
+    }
+    return h;
+  });
 }
 
 function resolve(preset: ResEncPreset, opts: CreateNetworkOptions): ReturnType<typeof resolveResEnc> {
@@ -111,42 +157,18 @@ export class SwinPretextResEnc implements PretextNetwork {
     return this.encoder.encode(x, ctx);
   }
 
-  private reconstruct(bottleneck: tf.Tensor5D): tf.Tensor5D {
-    return tf.tidy(() => {
-      let h = bottleneck;
-      for (const l of this.layers) {
-        const name = `recon_proj_head.${l.index}`;
-        h = conv3d(h, param(this.weights, `${name}.weight`), { bias: param(this.weights, `${name}.bias`) });
-        if (l.upsample) {
-          // InstanceNorm3d(affine=False) = affine with γ = 1, β = 0
-          h = upsampleTrilinear2x(instanceNormLeakyRelu(h, tf.ones([l.cout]), tf.zeros([l.cout]), 1e-5, 0.01));
-        }
-      }
-      return h;
-    });
-  }
-
   forwardPretext(x: tf.Tensor5D, ctx: ForwardContext): PretextOutputs {
     return tf.tidy(() => {
       const stages = this.encode(x, ctx);
-      const z = stages[stages.length - 1]!;
-      const [B, g0, g1, g2, C] = z.shape;
-      if (g0 * g1 * g2 < 2) {
-        throw new ConfigError(`the bottleneck has ${g0 * g1 * g2} token(s); the rotation and contrastive heads need 2 (use a larger patch)`, { field: "patchSize" });
-      }
-      const tokens = tf.reshape<tf.Rank.R3>(z, [B, g0 * g1 * g2, C]);
-      const t0 = tf.reshape<tf.Rank.R2>(tf.slice(tokens, [0, 0, 0], [B, 1, C]), [B, C]);
-      const t1 = tf.reshape<tf.Rank.R2>(tf.slice(tokens, [0, 1, 0], [B, 1, C]), [B, C]);
-      const rotation = linear(t0, param(this.weights, "rotation_proj_head.weight"), param(this.weights, "rotation_proj_head.bias"));
-      const contrast = linear(t1, param(this.weights, "contrast_proj_head.weight"), param(this.weights, "contrast_proj_head.bias"));
-      return { rotation, contrast, reconstruction: this.reconstruct(z) };
+      const o = runHeads(this.weights, this.layers, stages[stages.length - 1]!);
+      return { rotation: o.rotation, contrast: o.contrast, reconstruction: o.reconstruction };
     });
   }
 
   apply(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor5D {
     return tf.tidy(() => {
       const stages = this.encode(x, ctx);
-      return this.reconstruct(stages[stages.length - 1]!);
+      return reconstruct(this.weights, this.layers, stages[stages.length - 1]!);
     });
   }
 
@@ -167,6 +189,100 @@ export function swinPretextEntry(preset: ResEncPreset): ArchitectureEntry {
     countParams: (opts) => {
       const r = resolve(preset, opts);
       return countDecls(declareSwinPretext(r.hyper, r.inChannels, r.outChannels));
+    },
+  };
+}
+
+/**
+ * nnssl's `SwinUNETREvaArchitecture`: the heads on an EvaMAE encoder without decoder and without up-projection
+ * (`decoder_eva_depth=0`, `do_up_projection=False`, no token dropping). Its parameters sit under `encoder.`
+ * (`encoder.down_projection.proj`, `encoder.eva.*`, `encoder.mask_token`, unused as upstream); the encoder's tokens
+ * are put back on their grid [B,g0,g1,g2,C] (token order of ADR 0006) and feed the same heads, with the
+ * reconstruction widths C, C/2, ..., C/2^n, out and n = log2(token patch) upsamplings (Primus-M: 864→432→216→108→1,
+ * 20³ → 160³).
+ */
+export class SwinPretextEva implements PretextNetwork {
+  readonly config: NetworkConfig;
+  readonly weights: ReadonlyMap<string, tf.Variable>;
+  readonly declarations: readonly ParamDecl[];
+  private readonly encoder: Primus;
+  private readonly heads: Map<string, tf.Variable>;
+  private readonly layers: ReconLayer[];
+
+  constructor(key: string, preset: PrimusPreset, opts: CreateNetworkOptions) {
+    const o = evaOpts(opts);
+    const r = resolvePrimus(preset, o);
+    this.encoder = new Primus(preset, o);
+    const enc = this.encoder.declarations.filter((d) => !d.name.startsWith("up_projection."));
+    this.layers = evaReconLayers(r.hyper.embedDim, r.hyper.tokenPatch, r.outChannels);
+    const headDecls = declareHeads(r.hyper.embedDim, this.layers);
+    this.heads = instantiate(headDecls, r.seed);
+    this.declarations = [...enc.map((d) => ({ ...d, name: `encoder.${d.name}` })), ...headDecls];
+    this.weights = new Map([...enc.map((d) => [`encoder.${d.name}`, this.encoder.weights.get(d.name)!] as const), ...this.heads]);
+    const a = this.encoder.config.adaptation;
+    this.config = {
+      ...this.encoder.config,
+      name: key,
+      adaptation: { ...a, keyToEncoder: "encoder.eva", keyToStem: "encoder.down_projection", keysToInProj: ["encoder.down_projection.proj"], keyToLpe: "encoder.eva.pos_embed" },
+    };
+  }
+
+  parameterCount(): number {
+    return countDecls(this.declarations);
+  }
+
+  encode(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor3D {
+    return this.encoder.encode(x, ctx);
+  }
+
+  /** Encoder tokens back on the token grid, [B,g0,g1,g2,C]. */
+  private grid(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor5D {
+    return tf.tidy(() => {
+      const t = this.encode(x, ctx);
+      const [g0, g1, g2] = this.encoder.tokenGrid;
+      const [B, , C] = t.shape;
+      if (this.encoder.tokenIndex(0, 1, 0) === g2) return tf.reshape<tf.Rank.R5>(t, [B, g0, g1, g2, C]); // C-order (w h d)
+      return tf.transpose<tf.Tensor5D>(tf.reshape(t, [B, g1, g0, g2, C]), [0, 2, 1, 3, 4]); // (h w d)
+    });
+  }
+
+  forwardPretext(x: tf.Tensor5D, ctx: ForwardContext): PretextOutputs {
+    return tf.tidy(() => {
+      const o = runHeads(this.weights, this.layers, this.grid(x, ctx));
+      return { rotation: o.rotation, contrast: o.contrast, reconstruction: o.reconstruction };
+    });
+  }
+
+  apply(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor5D {
+    return tf.tidy(() => reconstruct(this.weights, this.layers, this.grid(x, ctx)));
+  }
+
+  dispose(): void {
+    this.encoder.dispose();
+    for (const v of this.heads.values()) v.dispose();
+  }
+}
+
+function evaOpts(opts: CreateNetworkOptions): CreateNetworkOptions {
+  if (opts.decoderDepth !== undefined && opts.decoderDepth !== 0) {
+    throw new ConfigError("the SwinUNETR pre-text network on Primus has no MAE decoder (decoderDepth must be 0 or absent)", { field: "decoderDepth" });
+  }
+  return { ...opts, decoderDepth: 0 };
+}
+
+/** Registry entry `swin-pretext-primus-<size>` from the EvaMAE preset `eva-mae-<size>`. */
+export function swinPretextEvaEntry(preset: PrimusPreset): ArchitectureEntry {
+  const key = `swin-pretext-${preset.key.replace(/^eva-mae-/, "primus-")}`;
+  return {
+    key,
+    family: "vit",
+    description: `SwinUNETR pre-text heads (rotation, contrastive, reconstruction) on the ${preset.key} encoder (no decoder)`,
+    create: (opts) => new SwinPretextEva(key, preset, opts),
+    countParams: (opts) => {
+      const o = evaOpts(opts);
+      const r = resolvePrimus(preset, o);
+      const enc = declarePrimus(r, true).filter((d) => !d.name.startsWith("up_projection."));
+      return countDecls(enc) + countDecls(declareHeads(r.hyper.embedDim, evaReconLayers(r.hyper.embedDim, r.hyper.tokenPatch, r.outChannels)));
     },
   };
 }

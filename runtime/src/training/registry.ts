@@ -71,8 +71,9 @@ const trainers: readonly TrainerEntry[] = [
   { key: "simmim-primus-m", aliases: ["SimMIMEvaTrainer"], family: "vit", defaults: { method: "simmim", architecture: "eva-simmim-m", ...VIT_RECIPE } },
   { key: "models-genesis-resenc-l", aliases: ["ModelGenesisTrainer"], family: "cnn", defaults: { method: "models-genesis", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
   { key: "models-genesis-primus-m", aliases: ["ModelGenesisEvaTrainer"], family: "vit", defaults: { method: "models-genesis", architecture: "eva-mae-m", augment: false, ...VIT_RECIPE } },
-  // SwinUNETR pre-text tasks (spec 6.8): random crops without spatial augmentation, SGD recipe with clip 12
+  // SwinUNETR pre-text tasks (spec 6.8): random crops without spatial augmentation; the family's recipe
   { key: "swin-pretext-resenc-l", aliases: ["SwinUNETRTrainer"], family: "cnn", defaults: { method: "swin-pretext", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
+  { key: "swin-pretext-primus-m", aliases: ["SwinUNETREvaTrainer"], family: "vit", defaults: { method: "swin-pretext", architecture: "primus-m", augment: false, ...VIT_RECIPE } },
 ];
 
 export function trainerKeys(): string[] {
