@@ -133,6 +133,10 @@ test("SwinUNETR pre-text tasks on the CNN (SwinUNETRTrainer, resenc-xs, central 
   await convergence(t, "SwinUNETRTrainer", "resenc-xs", await centralCubes());
 });
 
+test("SwinUNETR pre-text tasks on Primus (SwinUNETREvaTrainer, primus-xs, central 32 mm cubes): loss falls, no tensor leak per step", async (t) => {
+  await convergence(t, "SwinUNETREvaTrainer", "primus-xs", await centralCubes());
+});
+
 function stepLosses(trainerDir: string): number[] {
   return readFileSync(join(trainerDir, "fold_all", "training_log.jsonl"), "utf8").trim().split("\n").flatMap((l) => (JSON.parse(l) as { step_losses: number[] }).step_losses);
 }
