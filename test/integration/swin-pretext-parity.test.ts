@@ -8,9 +8,11 @@
  *   `ResidualEncoder` (what nnssl's encoder_only was meant to return, spec 6.10), whose bottleneck matches ours;
  * - the heads (rotation/contrast Linear on tokens 0/1, recon_proj_head Sequential) built from torch modules as spec
  *   6.8 describes them load strictly from the remaining keys, and all three outputs match ours;
- * - the pth-compatible export holds the same key set.
+ * - the pth-compatible export holds the same key set;
+ * - on Primus (with upstream's token order): `encoder.eva` / `encoder.down_projection` load strictly into upstream's
+ *   Eva / PatchEmbed, and the heads' outputs match an EvaMAE encoder composed from those blocks.
  *
- * Run time ~5 s (two CLI exports, one Python start).
+ * Run time ~6 s (two CLI exports, two Python starts).
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -19,6 +21,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../../runtime/src/models/backend/select.js";
+import { exportNetwork } from "../../runtime/src/models/checkpoint-export.js";
 import { saveNetwork } from "../../runtime/src/models/network-io.js";
 import { decodeSafetensors, encodeSafetensors } from "../../runtime/src/models/safetensors.js";
 import { createNetwork } from "../../runtime/src/models/registry.js";
@@ -120,5 +123,83 @@ test("swin-pretext-resenc-xs via ssl3d export: encoder loads strictly into upstr
     assert.ok(d < 1e-4 * Math.max(1, maxAbs(r.data)), `${name}: max abs diff ${d}, scale ${maxAbs(r.data)}`);
   }
   tf.dispose([x, z, o.rotation, o.contrast, o.reconstruction]);
+  net.dispose();
+});
+
+const PY_EVA = `
+import json, sys, torch
+from torch import nn
+from einops import rearrange
+from safetensors.torch import load_file, save_file
+from dynamic_network_architectures.building_blocks.eva import Eva
+from dynamic_network_architectures.building_blocks.patch_encode_decode import PatchEmbed
+torch.set_num_threads(2)
+a = json.loads(sys.argv[1])
+sd = load_file(a["weights"])
+plan = json.load(open(a["plan"]))
+E, P, S = a["embed"], a["patch"], a["shape"]
+grid = tuple(s // P for s in S)
+
+class Encoder(nn.Module):  # nnssl EvaMAE without decoder and up-projection (spec 6.8), from upstream building blocks
+    def __init__(self):
+        super().__init__()
+        self.down_projection = PatchEmbed((P, P, P), 1, E)
+        self.eva = Eva(embed_dim=E, depth=a["depth"], num_heads=a["heads"], ref_feat_shape=grid, init_values=0.1,
+                       scale_attn_inner=True, drop_path_rate=0.2, patch_drop_rate=0)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, E))
+    def forward(self, x):
+        x = self.down_projection(x)
+        B, C, W, H, D = x.shape
+        x, _ = self.eva(rearrange(x, "b c w h d -> b (h w d) c"))
+        return rearrange(x, "b (h w d) c -> b c w h d", h=W, w=H, d=D)
+
+def sub(prefix):
+    return {k[len(prefix) + 1:]: v for k, v in sd.items() if k.startswith(prefix + ".")}
+enc = Encoder().eval()
+# the downstream use: stem and encoder by the adaptation plan's keys, strictly
+enc.eva.load_state_dict(sub(plan["key_to_encoder"]), strict=True)
+enc.down_projection.load_state_dict(sub(plan["key_to_stem"]), strict=True)
+enc.load_state_dict(sub("encoder"), strict=True)
+n = int(round(__import__("math").log2(P)))
+feats = [E // 2 ** i for i in range(n + 1)] + [1]
+strides = [2] * n + [1]
+layers = []
+for i in range(len(feats) - 1):
+    layers.append(nn.Conv3d(feats[i], feats[i + 1], 3, 1, 1))
+    if strides[i] > 1:
+        layers += [nn.InstanceNorm3d(feats[i + 1]), nn.LeakyReLU(), nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False)]
+heads = nn.ModuleDict({"rotation_proj_head": nn.Linear(E, 4), "contrast_proj_head": nn.Linear(E, 512), "recon_proj_head": nn.Sequential(*layers)})
+heads.load_state_dict({k: v for k, v in sd.items() if not k.startswith("encoder.")}, strict=True)
+x = load_file(a["input"])["x"]
+with torch.no_grad():
+    z = enc(x)
+    tok = z.flatten(2, 4).transpose(1, 2)
+    y = {"rotation": heads["rotation_proj_head"](tok[:, 0]), "contrast": heads["contrast_proj_head"](tok[:, 1]), "reconstruction": heads["recon_proj_head"](z)}
+save_file({k: v.contiguous() for k, v in y.items()}, a["output"])
+print(json.dumps({"params": sum(p.numel() for p in enc.parameters()) + sum(p.numel() for p in heads.parameters())}))
+`;
+
+test("swin-pretext-primus-xs (upstream token order): encoder.eva / encoder.down_projection load strictly into upstream Eva / PatchEmbed; heads and outputs match torch", async () => {
+  await selectBackend("cpu");
+  const net = createNetwork("swin-pretext-primus-xs", { patchSize: [16, 16, 16], seed: 5, tokenOrder: "hwd" });
+  assert.ok(isPretextNetwork(net));
+  const dir = tmp("ssl3d-swin-eva-parity-");
+  await exportNetwork(net, join(dir, "w.safetensors"), { format: "safetensors" });
+  const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 8);
+  const xin = tf.tidy(() => tf.transpose(x, [0, 4, 1, 2, 3]));
+  writeFileSync(join(dir, "x.safetensors"), encodeSafetensors(new Map([["x", { shape: xin.shape, data: xin.dataSync() as Float32Array }]])));
+  xin.dispose();
+  const args = { weights: join(dir, "w.safetensors"), plan: join(dir, "adaptation_plan.json"), embed: 48, patch: 8, shape: [16, 16, 16], depth: 2, heads: 2, input: join(dir, "x.safetensors"), output: join(dir, "y.safetensors") };
+  const info = JSON.parse(runPython(PY_EVA, [JSON.stringify(args)]).trim().split("\n").pop()!) as { params: number };
+  assert.equal(info.params, net.parameterCount());
+  const ref = decodeSafetensors(readFileSync(join(dir, "y.safetensors"))).tensors;
+  const o = net.forwardPretext(x, { training: false });
+  const pairs: [string, Float32Array][] = [["rotation", o.rotation.dataSync() as Float32Array], ["contrast", o.contrast.dataSync() as Float32Array], ["reconstruction", tf.tidy(() => tf.transpose(o.reconstruction, [0, 4, 1, 2, 3]).dataSync() as Float32Array)]];
+  for (const [name, ours] of pairs) {
+    const r = ref.get(name)!;
+    const d = maxAbsDiff(ours, r.data);
+    assert.ok(d < 1e-4 * Math.max(1, maxAbs(r.data)), `${name}: max abs diff ${d}, scale ${maxAbs(r.data)}`);
+  }
+  tf.dispose([x, o.rotation, o.contrast, o.reconstruction]);
   net.dispose();
 });
