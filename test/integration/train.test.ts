@@ -22,6 +22,7 @@ import { pino } from "pino";
 import { freePort, prometheusAvailable, startPrometheus } from "../helpers/prometheus.js";
 import { pythonBin } from "../helpers/python.js";
 import { readNifti, writeNifti } from "../../runtime/src/io/nifti.js";
+import { decodeSafetensors } from "../../runtime/src/models/safetensors.js";
 import { runTraining } from "../../runtime/src/training/run.js";
 import { checkpointPath } from "../../runtime/src/training/checkpoint.js";
 
@@ -130,7 +131,16 @@ async function centralCubes(): Promise<{ id: string; name: string }> {
 // (docs/training.md). On a fixed image with fresh views each step all three fall: that is this test.
 // ~40 s CPU (convert + preprocess of the cubes, 40 steps)
 test("SwinUNETR pre-text tasks on the CNN (SwinUNETRTrainer, resenc-xs, central 32 mm cubes): loss falls, no tensor leak per step", async (t) => {
-  await convergence(t, "SwinUNETRTrainer", "resenc-xs", await centralCubes());
+  const cubes = await centralCubes();
+  await convergence(t, "SwinUNETRTrainer", "resenc-xs", cubes);
+  // the training output exports (architecture and options from the checkpoint's metadata) without U-Net decoder keys
+  const fold = join(env.nnssl_results!, cubes.name, "SwinUNETRTrainer__nnsslPlans__onemmiso", "fold_all");
+  const out = join(work, "swin-export.safetensors");
+  const e = cli(["export", fold, "--format", "safetensors", "--out", out]);
+  assert.equal(e.status, 0, e.stderr);
+  const keys = [...decodeSafetensors(readFileSync(out)).tensors.keys()];
+  assert.ok(keys.includes("encoder.stages.0.blocks.0.conv1.all_modules.0.weight") && keys.includes("recon_proj_head.0.weight"), keys.join(","));
+  assert.ok(keys.every((k) => !k.startsWith("decoder.")), "decoder keys in the export of an encoder-only network");
 });
 
 test("SwinUNETR pre-text tasks on Primus (SwinUNETREvaTrainer, primus-xs, central 32 mm cubes): loss falls, no tensor leak per step", async (t) => {
