@@ -1,5 +1,5 @@
 /**
- * Where one training step's time goes, by kernel: `npm run bench:profile -- [--arch primus-xs|resenc-xs] [--size N]
+ * Where one training step's time goes, by kernel: `npm run bench:profile -- [--arch primus-xs|resenc-xs|spark-resenc-xs] [--block N] [--size N]
  * [--batch B] [--top K] [--calls KernelName]`. Runs warm-up steps, times 5 steps (wall), then one step under
  * `tf.profile` and prints kernel time per kernel name (calls, ms) and, with `--calls`, the slowest calls of one kernel
  * with their shapes. The step is the training loop's: MSE loss, `valueAndGrads`, SGD-Nesterov update. Backend: the
@@ -10,6 +10,9 @@ import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../runtime/src/models/backend/select.js";
 import { createNetwork } from "../runtime/src/models/registry.js";
 import { valueAndGrads } from "../runtime/src/training/backprop.js";
+import { isSparkNetwork } from "../runtime/src/models/spark.js";
+import { blockMask } from "../runtime/src/methods/mae.js";
+import { Rng } from "../runtime/src/data/rng.js";
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -26,14 +29,19 @@ const choice = await selectBackend("cpu");
 const presets: Record<string, Record<string, unknown>> = {
   "primus-xs": { embedDim: 192, depth: 2, heads: 4, dropPathRate: 0 },
   "resenc-xs": { features: [8, 16, 32, 64] },
+  "spark-resenc-xs": { features: [8, 16, 32, 64] },
 };
 const net = createNetwork(key, { patchSize: [size, size, size], seed: 0, ...(presets[key] ?? {}) });
 const x = tf.randomNormal<tf.Rank.R5>([batch, size, size, size, 1]);
 const target = tf.randomNormal<tf.Rank.R5>([batch, size, size, size, 1]);
 const vars = [...net.weights.values()].filter((v) => v.trainable);
 const opt = tf.train.momentum(1e-3, 0.99, true);
+// SparK wrappers: the masked forward with a 75 % block mask of --block (default 16) voxels
+const block = Number(arg("block", "16"));
+const mask = isSparkNetwork(net) ? tf.tensor5d(Float32Array.from(Array.from({ length: batch }, (_, b) => Array.from(blockMask(new Rng(b), [size, size, size], block, 0.75).mask)).flat()), [batch, size, size, size, 1]) : undefined;
+const forward = (): tf.Tensor5D => (isSparkNetwork(net) && mask !== undefined ? net.forwardSparse(x, { mask, blockSize: block }, { training: true }) : net.apply(x, { training: true, seed: 0 }));
 const step = (): tf.Tensor[] => {
-  const r = valueAndGrads(() => tf.mean(tf.squaredDifference(net.apply(x, { training: true, seed: 0 }), target)), vars);
+  const r = valueAndGrads(() => tf.mean(tf.squaredDifference(forward(), target)), vars);
   opt.applyGradients(Object.entries(r.grads).map(([name, tensor]) => ({ name, tensor })));
   return [r.value, ...Object.values(r.grads)];
 };

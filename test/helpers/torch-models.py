@@ -1,7 +1,7 @@
 """Parity helper: load an ssl3d export strictly into the upstream PyTorch module and run it.
 
 usage: torch-models.py SPEC_JSON
-SPEC: {"arch": "resenc"|"primus"|"evamae"|"evasimmim", "kwargs": {...}, "weights": path (.pth or .safetensors),
+SPEC: {"arch": "resenc"|"primus"|"evamae"|"evasimmim"|"spark", "kwargs": {...}, "weights": path (.pth or .safetensors),
        "input": path (safetensors with key "x", NCDHW), "output": path (safetensors to write, key "y"),
        "keep_indices": optional [[...]] (evamae), "token_mask": optional [[...]] (evasimmim: per sample, 1 visible /
        0 masked, token grid flattened row-major = (w h d))}
@@ -40,7 +40,66 @@ def build(arch, kw):
         return EvaMAERef(**kw)
     if arch == "evasimmim":
         return EvaSimMIMRef(**kw)
+    if arch == "spark":
+        return SparkRef(kw)
     raise SystemExit(f"unknown arch {arch}")
+
+
+def _sparse_in(x, m, weight, bias, eps):
+    """Instance norm with mean and biased variance over the voxels where m == 1; 0 elsewhere."""
+    n = m.sum(dim=(2, 3, 4), keepdim=True).clamp_min(1)
+    mean = (x * m).sum(dim=(2, 3, 4), keepdim=True) / n
+    var = (((x - mean) * m) ** 2).sum(dim=(2, 3, 4), keepdim=True) / n
+    y = (x - mean) / torch.sqrt(var + eps) * weight.view(1, -1, 1, 1, 1) + bias.view(1, -1, 1, 1, 1)
+    return y * m
+
+
+class _Affine(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+
+
+class SparkRef(nn.Module):
+    """SparK-3D forward (spec 6.3), written for the parity test on the upstream ResidualEncoderUNet: forward hooks
+    multiply every encoder Conv3d / AvgPool3d output by the mask at its resolution and recompute every encoder
+    InstanceNorm3d output with visible-voxel statistics; then densify (sparse IN, mask token, 3³ projection) and the
+    upstream decoder. kw: the "resenc" kwargs plus "mask" (safetensors, key "m", (B,1,X,Y,Z), 1 visible) and "block"
+    (mask block edge; all ones where the stride exceeds it). State-dict keys: encoder.*, decoder.* (incl.
+    decoder.encoder.*), densify_norms.*, densify_projs.*, mask_tokens.* (as nnssl's SparK3D minus architecture.*)."""
+
+    def __init__(self, kw):
+        super().__init__()
+        unet = build("resenc", kw)
+        self.encoder = unet.encoder
+        self.decoder = unet.decoder
+        self.m = load_file(kw["mask"])["m"]
+        self.block = kw["block"]
+        feats = kw["features_per_stage"]
+        self.densify_norms = nn.ModuleList([_Affine(c) for c in feats])
+        self.densify_projs = nn.ModuleList([nn.Identity()] + [nn.Conv3d(c, c, 3, padding=1, bias=True) for c in feats[1:]])
+        self.mask_tokens = nn.ParameterList([nn.Parameter(torch.zeros(1, c, 1, 1, 1)) for c in feats])
+        for mod in self.encoder.modules():
+            if isinstance(mod, (nn.Conv3d, nn.AvgPool3d)):
+                mod.register_forward_hook(lambda _m, _i, out: out * self.mask_at(out))
+            elif isinstance(mod, nn.InstanceNorm3d):
+                mod.register_forward_hook(lambda m, inp, _o: _sparse_in(inp[0], self.mask_at(inp[0]), m.weight, m.bias, m.eps))
+
+    def mask_at(self, t):
+        f = self.m.shape[2] // t.shape[2]
+        if f > self.block:
+            return torch.ones_like(t[:, :1])
+        return self.m[:, :, ::f, ::f, ::f]
+
+    def forward(self, x):
+        dense = []
+        for i, s in enumerate(self.encoder(x)):
+            m = self.mask_at(s)
+            h = _sparse_in(s, m, self.densify_norms[i].weight, self.densify_norms[i].bias, 1e-5)
+            h = torch.where(m == 1, h, self.mask_tokens[i].expand_as(h))
+            dense.append(self.densify_projs[i](h))
+        return self.decoder(dense)
 
 
 class _GivenKeep(nn.Module):

@@ -4,8 +4,13 @@
  * with `ssl3d plan-and-preprocess` (onemmiso). Small presets (resenc-xs / primus-xs), 32³ patches, batch 2, CPU, on
  * the default backend (cpu + native kernels when the addon is built, else wasm; SSL3D_NATIVE=0 forces the latter).
  *
- * - MAE on the CNN and on Primus, in process: the mean loss of the last 20 steps is at least 10 % below the mean of
- *   the first 20 (LOSS_MARGIN), and the number of live tensors is the same after every step (no leak).
+ * - MAE on the CNN and on Primus, SimMIM on Primus, in process: the mean loss of the last 20 steps is at least 10 %
+ *   below the mean of the first 20 (LOSS_MARGIN), and the number of live tensors is the same after every step (no
+ *   leak). Models Genesis (CNN, Primus): the same over 80 steps on the loss relative to predicting 0 (see there).
+ *   SparK-3D on the CNN: the same over 80 steps (see there). The final checkpoints of SimMIM and Models Genesis
+ *   export with `ssl3d export` into the upstream modules; SparK's export holds the inner U-Net only.
+ * - VolumeFusion (CNN; Primus at lr 3e-3, see there): the same 10 % over 40 steps, no leak; exports load into
+ *   ResidualEncoderUNet(num_classes=5) / EvaMAE(decoder_eva_depth=0) with matching outputs.
  * - A CLI run (`nnssl_train` flags) with `--metrics-port`, scraped by a real Prometheus on loopback; PromQL over its
  *   HTTP API returns the pretrain_train_loss series with more than one sample.
  * - The same CLI run is repeated, killed with SIGKILL after its first checkpoint, resumed with `--c`; the per-step
@@ -22,9 +27,14 @@ import { pino } from "pino";
 import { freePort, prometheusAvailable, startPrometheus } from "../helpers/prometheus.js";
 import { pythonBin } from "../helpers/python.js";
 import { readNifti, writeNifti } from "../../runtime/src/io/nifti.js";
-import { decodeSafetensors } from "../../runtime/src/models/safetensors.js";
 import { runTraining } from "../../runtime/src/training/run.js";
+import { ModelsGenesis, modelsGenesisBatch } from "../../runtime/src/methods/models-genesis.js";
+import { isTokenMaskNetwork } from "../../runtime/src/models/architecture.js";
+import { loadNetwork } from "../../runtime/src/models/network-io.js";
+import { maxAbs, maxAbsDiff } from "../helpers/tf-check.js";
+import { runTorch } from "../helpers/torch-parity.js";
 import { checkpointPath } from "../../runtime/src/training/checkpoint.js";
+import { decodeSafetensors } from "../../runtime/src/models/safetensors.js";
 
 const TEMPLATES = "/usr/share/mricron/templates";
 const SCANS = ["ch2.nii.gz", "ch2bet.nii.gz", "ch2better.nii.gz", "inia19-t1-brain.nii.gz"];
@@ -62,11 +72,18 @@ after(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-async function convergence(t: TestContext, trainer: string, preset: string, dataset = { id: "1", name: "Dataset001_MricronT1" }): Promise<void> {
+/**
+ * `relativeTo`: per-step reference losses (same length as the step losses) to divide by before comparing, for
+ * methods whose raw per-step loss is dominated by the batch (Models Genesis, see docs/training.md). `dataset`: another
+ * preprocessed dataset than the four whole scans (e.g. `centralCubes()`).
+ */
+async function convergence(t: TestContext, trainer: string, preset: string, opts: { epochs?: number; relativeTo?: number[]; dataset?: { id: string; name: string } } = {}): Promise<void> {
+  const dataset = opts.dataset ?? { id: "1", name: "Dataset001_MricronT1" };
   const losses: number[] = [];
   const tensors: number[] = [];
+  const epochs = opts.epochs ?? 4;
   const r = await runTraining(
-    { dataset: dataset.id, configuration: "onemmiso", trainer, plans: "nnsslPlans", epochs: 4, itersPerEpoch: 10, valIters: 1, patchSize: 32, batchSize: 2, archPreset: preset, seed: 3, progress: false,
+    { dataset: dataset.id, configuration: "onemmiso", trainer, plans: "nnsslPlans", epochs, itersPerEpoch: 10, valIters: 1, patchSize: 32, batchSize: 2, archPreset: preset, seed: 3, progress: false,
       onStep: (s) => {
         losses.push(s.loss);
         tensors.push(tf.memory().numTensors);
@@ -74,12 +91,16 @@ async function convergence(t: TestContext, trainer: string, preset: string, data
     pino({ level: "silent" }),
   );
   assert.equal(r.status, "completed");
-  assert.equal(losses.length, 40);
+  assert.equal(losses.length, epochs * 10);
   assert.ok(losses.every(Number.isFinite), `non-finite loss: ${losses.join(",")}`);
-  const first = losses.slice(0, 20).reduce((a, b) => a + b, 0) / 20;
-  const last = losses.slice(-20).reduce((a, b) => a + b, 0) / 20;
-  t.diagnostic(`${trainer} on ${preset}: mean loss first 20 steps ${first.toFixed(4)}, last 20 ${last.toFixed(4)} (${((1 - last / first) * 100).toFixed(1)} % lower)`);
-  assert.ok(last < (1 - LOSS_MARGIN) * first, `${trainer}: mean loss last 20 = ${last}, first 20 = ${first} (need ${LOSS_MARGIN * 100}% lower)`);
+  const ref = opts.relativeTo;
+  if (ref !== undefined) assert.equal(ref.length, losses.length);
+  const judged = ref === undefined ? losses : losses.map((l, i) => l / ref[i]!);
+  const first = judged.slice(0, 20).reduce((a, b) => a + b, 0) / 20;
+  const last = judged.slice(-20).reduce((a, b) => a + b, 0) / 20;
+  const what = ref === undefined ? "mean loss" : "mean loss / reference";
+  t.diagnostic(`${trainer} on ${preset}: ${what} first 20 steps ${first.toFixed(4)}, last 20 ${last.toFixed(4)} (${((1 - last / first) * 100).toFixed(1)} % lower)`);
+  assert.ok(last < (1 - LOSS_MARGIN) * first, `${trainer}: ${what} last 20 = ${last}, first 20 = ${first} (need ${LOSS_MARGIN * 100}% lower)`);
   assert.equal(new Set(tensors.slice(1)).size, 1, `tensor count changed across steps: ${tensors.join(",")}`);
   const base = join(env.nnssl_results!, dataset.name, `${trainer}__nnsslPlans__onemmiso`);
   assert.ok(existsSync(checkpointPath(join(base, "fold_all"), "final")));
@@ -93,8 +114,123 @@ test("MAE on the CNN (resenc-xs): loss falls, no tensor leak per step", async (t
   await convergence(t, "BaseMAETrainer", "resenc-xs");
 });
 
+// 4³ blocks: the 32³ miniature of upstream's geometry (16³ blocks on 160³: ~10 blocks per axis, and the bottleneck's
+// stride is twice the block edge, so it sees no mask). 80 steps, not 40: SparK's loss falls more slowly at the start
+// and 40 steps gave 6.7-19 % depending on the seed (docs/training.md, SparK section).
+test("SparK-3D on the CNN (SparkMAETrainer_maskblock4 → spark-resenc-xs, 80 steps): loss falls, no tensor leak per step", async (t) => {
+  await convergence(t, "SparkMAETrainer_maskblock4", "resenc-xs", { epochs: 8 });
+  // the training checkpoint keeps the SparK-only tensors (exact resume); `ssl3d export` writes the inner U-Net only
+  const fold = join(env.nnssl_results!, "Dataset001_MricronT1", "SparkMAETrainer_maskblock4__nnsslPlans__onemmiso", "fold_all");
+  const ck = decodeSafetensors(readFileSync(checkpointPath(fold, "final")), "final");
+  assert.equal(ck.metadata["ssl3d.architecture"], "spark-resenc-xs");
+  assert.ok(ck.tensors.has("mask_tokens.0") && ck.tensors.has("densify_projs.1.weight") && ck.tensors.has("densify_norms.3.bias"));
+  const out = join(work, "spark-export.safetensors");
+  const e = cli(["export", fold, "--format", "safetensors", "--out", out]);
+  assert.equal(e.status, 0, e.stderr);
+  const ex = decodeSafetensors(readFileSync(out), out);
+  assert.equal(ex.metadata["ssl3d.architecture"], "resenc-xs");
+  assert.deepEqual([...ex.tensors.keys()].filter((k) => !/^(decoder\.)?(encoder|decoder)\./.test(k)), []);
+  assert.deepEqual(ex.tensors.get("encoder.stem.convs.0.conv.weight")?.data, ck.tensors.get("encoder.stem.convs.0.conv.weight")?.data);
+  const plan = JSON.parse(readFileSync(join(work, "adaptation_plan.json"), "utf8")) as { key_to_encoder: string; architecture_plans: { arch_class_name: string } };
+  assert.equal(plan.key_to_encoder, "encoder.stages");
+  assert.equal(plan.architecture_plans.arch_class_name, "ResidualEncoderUNet");
+});
+
 test("MAE on Primus (primus-xs): loss falls, no tensor leak per step", async (t) => {
   await convergence(t, "BaseEvaMAETrainer", "primus-xs");
+});
+
+/**
+ * `ssl3d export` of a trainer's final checkpoint loads strictly into the matching upstream module (built in the Python
+ * venv by test/helpers/torch-models.py), gives the same output as our network, and the adaptation plan beside it
+ * names the upstream keys (`keys_to_in_proj` spelled right).
+ */
+async function exportLoadsUpstream(trainer: string, arch: string, kwargs: Record<string, unknown>, encoder: string, stem: string, inProj: string[]): Promise<void> {
+  const final = checkpointPath(join(env.nnssl_results!, "Dataset001_MricronT1", `${trainer}__nnsslPlans__onemmiso`, "fold_all"), "final");
+  const dir = mkdtempSync(join(work, "export-"));
+  const out = join(dir, "w.pth");
+  const e = cli(["export", final, "--format", "pth-compatible", "--out", out]);
+  assert.equal(e.status, 0, e.stderr);
+  const plan = JSON.parse(readFileSync(join(dir, "adaptation_plan.json"), "utf8")) as Record<string, unknown>;
+  assert.deepEqual([plan.key_to_encoder, plan.key_to_stem, plan.keys_to_in_proj], [encoder, stem, inProj]);
+  assert.ok(!("key_to_in_proj" in plan));
+  const { net } = await loadNetwork(final);
+  const x = tf.randomNormal<tf.Rank.R5>([1, 32, 32, 32, 1], 0, 1, "float32", 21);
+  // SimMIM: a fixed token mask (every third token masked), handed to upstream as its (w h d)-flattened sparse mask
+  const T = 64;
+  const grid = Array.from({ length: T }, (_, i) => (i % 3 === 0 ? 0 : 1));
+  const y = isTokenMaskNetwork(net) ? net.forwardTokenMask(x, tf.tensor2d(grid, [1, T]), { training: false }) : net.apply(x, { training: false });
+  const r = await runTorch(arch, kwargs, out, x, dir, undefined, isTokenMaskNetwork(net) ? [grid] : undefined);
+  assert.deepEqual([r.missing, r.unexpected, r.upstream_only, r.ours_only], [[], [], [], []]);
+  const d = maxAbsDiff(y.dataSync(), r.y);
+  assert.ok(d < 1e-3 * maxAbs(r.y), `${trainer}: max abs diff ${d} vs upstream, scale ${maxAbs(r.y)}`);
+  tf.dispose([x, y]);
+  net.dispose();
+}
+
+const PRIMUS_XS_KW = { input_channels: 1, embed_dim: 48, patch_embed_size: [8, 8, 8], output_channels: 1, encoder_eva_depth: 2, encoder_eva_numheads: 2, input_shape: [32, 32, 32], init_values: 0.1, scale_attn_inner: true, drop_path_rate: 0.2 };
+
+test("SimMIM on Primus (primus-xs → eva-simmim-xs): loss falls, no tensor leak per step; export loads into upstream EvaSimMIM", async (t) => {
+  await convergence(t, "SimMIMEvaTrainer", "primus-xs");
+  await exportLoadsUpstream("SimMIMEvaTrainer", "evasimmim", PRIMUS_XS_KW, "eva", "down_projection", ["down_projection.proj"]);
+});
+
+/**
+ * Models Genesis: the raw per-step MSE follows the energy of the batch's crops and the corrupted input carries
+ * little information, so 40 steps show no trend (docs/training.md, "Models Genesis"). Judged instead over 80 steps
+ * by the loss relative to the MSE of predicting 0 for the same step's target; the reference is recomputed from the
+ * same batch and step seed by the real corruption code (the method itself runs unchanged).
+ */
+function zeroPredictionReference(): { ref: number[]; restore: () => void } {
+  const ref: number[] = [];
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- called with the instance's `this` below
+  const orig = ModelsGenesis.prototype.loss;
+  ModelsGenesis.prototype.loss = function (this: ModelsGenesis, net, batch, ctx) {
+    if (ctx.training) {
+      const { target } = modelsGenesisBatch(batch.x.dataSync() as Float32Array, batch.x.shape, ctx.seed, this.o);
+      ref.push(target.reduce((a, v) => a + v * v, 0) / target.length);
+    }
+    return orig.call(this, net, batch, ctx);
+  };
+  return { ref, restore: () => (ModelsGenesis.prototype.loss = orig) };
+}
+
+test("Models Genesis on the CNN (resenc-xs): loss relative to predicting 0 falls, no tensor leak per step; export loads into upstream ResidualEncoderUNet", async (t) => {
+  const z = zeroPredictionReference();
+  try {
+    await convergence(t, "ModelGenesisTrainer", "resenc-xs", { epochs: 8, relativeTo: z.ref });
+  } finally {
+    z.restore();
+  }
+  const kw = { input_channels: 1, n_stages: 4, features_per_stage: [8, 16, 32, 64], strides: [1, 2, 2, 2], n_blocks_per_stage: [1, 1, 1, 1], num_classes: 1, n_conv_per_stage_decoder: [1, 1, 1] };
+  await exportLoadsUpstream("ModelGenesisTrainer", "resenc", kw, "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]);
+});
+
+test("Models Genesis on Primus (primus-xs → eva-mae-xs without decoder): loss relative to predicting 0 falls, no tensor leak per step; export loads into upstream EvaMAE(decoder_eva_depth=0)", async (t) => {
+  const z = zeroPredictionReference();
+  try {
+    await convergence(t, "ModelGenesisEvaTrainer", "primus-xs", { epochs: 8, relativeTo: z.ref });
+  } finally {
+    z.restore();
+  }
+  const kw = { ...PRIMUS_XS_KW, decoder_eva_depth: 0, decoder_eva_numheads: 0, token_order: "whd" };
+  await exportLoadsUpstream("ModelGenesisEvaTrainer", "evamae", kw, "eva", "down_projection", ["down_projection.proj"]);
+});
+
+test("VolumeFusion on the CNN (resenc-xs): loss falls, no tensor leak per step; export loads into ResidualEncoderUNet(num_classes=5)", async (t) => {
+  await convergence(t, "VolumeFusionTrainer", "resenc-xs");
+  const kw = { input_channels: 1, n_stages: 4, features_per_stage: [8, 16, 32, 64], strides: [1, 2, 2, 2], n_blocks_per_stage: [1, 1, 1, 1], num_classes: 5, n_conv_per_stage_decoder: [1, 1, 1] };
+  await exportLoadsUpstream("VolumeFusionTrainer", "resenc", kw, "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]);
+});
+
+// The Eva recipe (AdamW, lr 3e-4) moves each weight by about lr per step: in 40 steps the VolumeFusion loss falls
+// only ~3 % on primus-xs (~4.5 % on resenc-xs with the same recipe; ~7 % after 80 steps), while the CNN recipe
+// (SGD 1e-2) gives ~16 %. The method is not at fault, the step budget is: this case runs upstream's `_lr_<a>e<b>`
+// variant naming with lr 3e-3 (~11 % lower). See docs/training.md "VolumeFusion".
+test("VolumeFusion on Primus (primus-xs → eva-mae-xs without decoder, lr 3e-3): loss falls, no tensor leak per step; export loads into EvaMAE(decoder_eva_depth=0, 5 outputs)", async (t) => {
+  await convergence(t, "VolumeFusionEvaTrainer_lr_3e3", "primus-xs");
+  const kw = { ...PRIMUS_XS_KW, output_channels: 5, decoder_eva_depth: 0, decoder_eva_numheads: 0, token_order: "whd" };
+  await exportLoadsUpstream("VolumeFusionEvaTrainer_lr_3e3", "evamae", kw, "eva", "down_projection", ["down_projection.proj"]);
 });
 
 /**
@@ -132,7 +268,7 @@ async function centralCubes(): Promise<{ id: string; name: string }> {
 // ~40 s CPU (convert + preprocess of the cubes, 40 steps)
 test("SwinUNETR pre-text tasks on the CNN (SwinUNETRTrainer, resenc-xs, central 32 mm cubes): loss falls, no tensor leak per step", async (t) => {
   const cubes = await centralCubes();
-  await convergence(t, "SwinUNETRTrainer", "resenc-xs", cubes);
+  await convergence(t, "SwinUNETRTrainer", "resenc-xs", { dataset: cubes });
   // the training output exports (architecture and options from the checkpoint's metadata) without U-Net decoder keys
   const fold = join(env.nnssl_results!, cubes.name, "SwinUNETRTrainer__nnsslPlans__onemmiso", "fold_all");
   const out = join(work, "swin-export.safetensors");
@@ -144,7 +280,7 @@ test("SwinUNETR pre-text tasks on the CNN (SwinUNETRTrainer, resenc-xs, central 
 });
 
 test("SwinUNETR pre-text tasks on Primus (SwinUNETREvaTrainer, primus-xs, central 32 mm cubes): loss falls, no tensor leak per step", async (t) => {
-  await convergence(t, "SwinUNETREvaTrainer", "primus-xs", await centralCubes());
+  await convergence(t, "SwinUNETREvaTrainer", "primus-xs", { dataset: await centralCubes() });
 });
 
 function stepLosses(trainerDir: string): number[] {

@@ -2,10 +2,11 @@
  * Building one batch: a pure function of (images, options, batch seed), so the same batch index gives the same
  * batch whichever worker builds it and whenever.
  */
-import { DataError } from "../errors.js";
+import { ConfigError, DataError } from "../errors.js";
 import { augmentSample, type AugmentOptions } from "./augment.js";
-import { sampleCorner, type Shape3 } from "./patch.js";
-import { Rng } from "./rng.js";
+import { augmentIntensity, type IntensityRecipe } from "./intensity.js";
+import { centreCorner, sampleCorner, type Shape3 } from "./patch.js";
+import { deriveSeed, Rng } from "./rng.js";
 import type { TrainingImage, VolumeReader } from "./source.js";
 
 export interface BatchOptions {
@@ -17,6 +18,13 @@ export interface BatchOptions {
   readonly augment: AugmentOptions;
   /** Return the anonymisation mask (zeros where an image has none). */
   readonly withAnon: boolean;
+  /** "center": the deterministic centre crop of nnssl's centre-crop loader (spec 4.3); default "random". */
+  readonly crop?: "random" | "center";
+  /**
+   * Intensity augmentation per patch after the spatial augmentation (data/intensity.ts), seeded by
+   * `deriveSeed(batch seed, "intensity", b)` so it does not shift the crop draws.
+   */
+  readonly intensity?: IntensityRecipe;
 }
 
 export interface Batch {
@@ -33,6 +41,9 @@ export type OpenReader = (dir: string) => Promise<VolumeReader>;
 
 export async function buildBatch(images: readonly TrainingImage[], open: OpenReader, o: BatchOptions, index: number, seed: number): Promise<Batch> {
   if (images.length === 0) throw new DataError("no images to sample from (check the split and the modality filter)");
+  if (o.withAnon && o.intensity !== undefined && (o.intensity.mirror.pPerAxis > 0 || o.intensity.rot90.p > 0)) {
+    throw new ConfigError("intensity recipes with mirror/rot90 cannot be combined with the anonymisation mask (the mask would not follow)", { field: "intensity" });
+  }
   const rng = new Rng(seed);
   const F = o.patchSize;
   const P = o.loaderPatchSize;
@@ -50,7 +61,7 @@ export async function buildBatch(images: readonly TrainingImage[], open: OpenRea
     if (channels === -1) channels = C;
     else if (channels !== C) throw new DataError(`channel count ${C} differs from ${channels} of other images`, { file: im.image, field: "shape[0]" });
     const shape = [vol.shape[1]!, vol.shape[2]!, vol.shape[3]!] as const;
-    const corner = sampleCorner(rng, shape, P, F);
+    const corner = o.crop === "center" ? centreCorner(shape, P, F) : sampleCorner(rng, shape, P, F);
     const data = await vol.readRegion([0, ...corner], [C, ...P]);
     let mask: Float32Array | undefined;
     if (o.withAnon) {
@@ -69,8 +80,14 @@ export async function buildBatch(images: readonly TrainingImage[], open: OpenRea
   const data = new Float32Array(o.batchSize * n * C);
   for (let b = 0; b < o.batchSize; b++) {
     const src = parts[b]!;
-    if (C === 1) data.set(src, b * n);
-    else for (let v = 0; v < n; v++) for (let c = 0; c < C; c++) data[(b * n + v) * C + c] = src[c * n + v]!;
+    let cl: Float32Array;
+    if (C === 1) cl = src;
+    else {
+      cl = new Float32Array(n * C);
+      for (let v = 0; v < n; v++) for (let c = 0; c < C; c++) cl[v * C + c] = src[c * n + v]!;
+    }
+    if (o.intensity !== undefined) cl = augmentIntensity(new Rng(deriveSeed(seed, "intensity", b)), cl, F, C, o.intensity);
+    data.set(cl, b * n * C);
   }
   let anon: Float32Array | undefined;
   if (o.withAnon) {

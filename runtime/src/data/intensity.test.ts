@@ -137,7 +137,7 @@ test("probabilities: each transform fires at its rate (VolumeFusion recipe, 2000
   assert.ok(near(flip0, 0.5), `flip ${flip0}`);
 });
 
-test("blur, nearest/linear resize, low-res, gamma and contrast equal scipy / skimage / batchgenerators", () => {
+test("blur, nearest/linear/cubic resize, low-res, gamma and contrast equal scipy / skimage / batchgenerators", () => {
   const dims: Dims3 = [9, 7, 6];
   const v = Float64Array.from(randomSample(7, 9 * 7 * 6));
   const out = JSON.parse(runPython(`
@@ -146,13 +146,15 @@ from scipy.ndimage import gaussian_filter
 from skimage.transform import resize
 from batchgenerators.augmentations.color_augmentations import augment_gamma, augment_contrast
 v = np.array(json.loads(sys.argv[1]), dtype=np.float64).reshape(9, 7, 6)
-low = resize(resize(v, (5, 4, 3), order=0, mode='edge', anti_aliasing=False), (9, 7, 6), order=1, mode='edge', anti_aliasing=False)
+low = resize(resize(v, (5, 4, 3), order=0, mode='edge', anti_aliasing=False), (9, 7, 6), order=3, mode='edge', anti_aliasing=False)
 g = augment_gamma(v[None].copy(), (1.3, 1.3), invert_image=False, per_channel=True, retain_stats=True)[0]
 gi = augment_gamma(v[None].copy(), (1.3, 1.3), invert_image=True, per_channel=True, retain_stats=True)[0]
 c = augment_contrast(v[None].copy(), (1.2, 1.2), preserve_range=True, per_channel=True)[0]
 print(json.dumps({"blur": gaussian_filter(v, 0.8).ravel().tolist(), "blur2": gaussian_filter(v, 2.2).ravel().tolist(),
   "near": resize(v, (5, 4, 3), order=0, mode='edge', anti_aliasing=False).ravel().tolist(),
   "lin": resize(v, (13, 4, 11), order=1, mode='edge', anti_aliasing=False).ravel().tolist(),
+  "cubic": resize(v, (13, 4, 11), order=3, mode='edge', anti_aliasing=False).ravel().tolist(),
+  "cubicDown": resize(v, (5, 9, 2), order=3, mode='edge', anti_aliasing=False).ravel().tolist(),
   "low": low.ravel().tolist(), "gamma": g.ravel().tolist(), "igamma": gi.ravel().tolist(), "contrast": c.ravel().tolist()}))
 `, [JSON.stringify([...v])])) as Record<string, number[]>;
   const close = (a: ArrayLike<number>, b: number[], name: string) => {
@@ -163,6 +165,8 @@ print(json.dumps({"blur": gaussian_filter(v, 0.8).ravel().tolist(), "blur2": gau
   close(gaussianBlur3d(v, dims, 2.2), out.blur2!, "blur σ 2.2 (radius 9 > size: repeated reflection)");
   close(resize3d(v, dims, [5, 4, 3], 0), out.near!, "nearest");
   close(resize3d(v, dims, [13, 4, 11], 1), out.lin!, "linear");
+  close(resize3d(v, dims, [13, 4, 11], 3), out.cubic!, "cubic spline (up/down, clipped)");
+  close(resize3d(v, dims, [5, 9, 2], 3), out.cubicDown!, "cubic spline (mixed)");
   // zoom 0.55: round(9·.55)=5, round(7·.55)=4 (3.85), round(6·.55)=3 (3.3)
   close(simulateLowRes(v, dims, 0.55), out.low!, "low-res");
   close(gammaChannel(v, 1.3, false), out.gamma!, "gamma");

@@ -75,8 +75,8 @@ export class DataLoader {
   }
 
   private options(): BatchOptions {
-    const { batchSize, patchSize, loaderPatchSize, augment, withAnon } = this.o;
-    return { batchSize, patchSize, loaderPatchSize, augment, withAnon };
+    const { batchSize, patchSize, loaderPatchSize, augment, withAnon, crop, intensity } = this.o;
+    return { batchSize, patchSize, loaderPatchSize, augment, withAnon, ...(crop === undefined ? {} : { crop }), ...(intensity === undefined ? {} : { intensity }) };
   }
 
   private async start(): Promise<void> {

@@ -126,6 +126,14 @@ test("interp = np.interp: linear inside, clamped to the end values outside (z-sc
   assert.equal(interp(7, xs, ys), 0);
   assert.equal(interp(0.5, xs, ys), 0.8);
   assert.deepEqual(Array.from(nonlinearTransform(Float32Array.of(-1, 0.25, 2), { xs, ys })), [1, Math.fround(0.9), 0]);
+  // the bucketed bulk version equals interp value by value on a real curve (incl. the ends and values between samples)
+  const c = intensityCurve(new Rng(4), 100_000);
+  const rng = new Rng(5);
+  const v = Float32Array.from({ length: 20_000 }, (_, i) => (i < 4 ? [0, 1, -0.5, 1.5][i]! : rng.uniform(-0.2, 1.2)));
+  const bulk = nonlinearTransform(v, c);
+  v.forEach((x, i) => {
+    assert.equal(bulk[i], Math.fround(interp(x, c.xs, c.ys)), `value ${x}`);
+  });
 });
 
 test("in-painting: ≤ 5 boxes, sides in [dim//6, dim//3] (160 → 26..53), start in [3, dim−side−3], U(0,1) noise shared by channels, rest untouched", () => {
@@ -211,4 +219,16 @@ test("pair: target = the flipped sample, anon flipped alike, input corrupted; no
   // only the intensity curve: input = curve(target) voxel by voxel
   const onlyCurve = modelsGenesisPair(d, shape, new Rng(2), { ...MODELS_GENESIS_DEFAULTS, flipRate: 0, localRate: 0, nonlinearRate: 1, paintRate: 0, bezierPoints: 2000 });
   assert.deepEqual(onlyCurve.input, nonlinearTransform(d, onlyCurve.applied.curve!));
+});
+
+test("painting on a patch too small for the 3-voxel margin: boxes start in [0, dim − side] and stay inside", () => {
+  const shape: SampleShape = [6, 6, 6, 1];
+  const d = new Float32Array(216).fill(5);
+  for (let seed = 0; seed < 30; seed++) {
+    for (const paint of [inPaint, outPaint]) {
+      for (const b of paint(d, shape, new Rng(seed)).boxes) {
+        for (let a = 0; a < 3; a++) assert.ok(b.size[a]! >= 1 && b.start[a]! >= 0 && b.start[a]! + b.size[a]! <= 6, JSON.stringify(b));
+      }
+    }
+  }
 });

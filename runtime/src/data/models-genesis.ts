@@ -97,18 +97,20 @@ export function localPixelShuffle(data: Float32Array, shape: SampleShape, rng: R
   const dims = spatial(shape);
   const out = data.slice();
   const blocks: Box[] = [];
-  const idx: number[] = [];
+  const maxSide = dims.map((d) => Math.max(1, Math.floor(d / 10)));
+  const cap = maxSide[0]! * maxSide[1]! * maxSide[2]!;
+  const idx = new Int32Array(cap);
+  const perm = new Int32Array(cap);
   for (let n = 0; n < numBlocks; n++) {
-    const size = dims.map((d) => rng.int(1, Math.max(1, Math.floor(d / 10)))) as [number, number, number];
+    const size = maxSide.map((m) => rng.int(1, m)) as [number, number, number];
     const start = dims.map((d, a) => rng.int(0, d - size[a]!)) as [number, number, number];
     blocks.push({ start, size });
-    idx.length = 0;
+    let k = 0;
     for (let x = start[0]; x < start[0] + size[0]; x++)
       for (let y = start[1]; y < start[1] + size[1]; y++)
-        for (let z = start[2]; z < start[2] + size[2]; z++) idx.push((x * Y + y) * Z + z);
+        for (let z = start[2]; z < start[2] + size[2]; z++) idx[k++] = (x * Y + y) * Z + z;
     // Fisher-Yates permutation of the block's voxels, read from the original
-    const k = idx.length;
-    const perm = Array.from({ length: k }, (_, i) => i);
+    for (let i = 0; i < k; i++) perm[i] = i;
     for (let i = k - 1; i > 0; i--) {
       const j = rng.int(0, i);
       const t = perm[i]!;
@@ -192,9 +194,43 @@ export function interp(v: number, xs: Float64Array, ys: Float64Array): number {
   return ys[lo]! + ((v - x0) / (x1 - x0)) * (ys[hi]! - ys[lo]!);
 }
 
+/**
+ * `interp` for many values: a table of uniform buckets over [xs[0], xs[n−1]] gives the search start, so each value
+ * costs a step or two instead of a binary search (the result is the same: the largest j with xs[j] <= v).
+ */
 export function nonlinearTransform(data: Float32Array, curve: Pick<IntensityCurve, "xs" | "ys">): Float32Array {
+  const { xs, ys } = curve;
+  const n = xs.length;
+  const lo = xs[0]!;
+  const hi = xs[n - 1]!;
   const out = new Float32Array(data.length);
-  for (let i = 0; i < data.length; i++) out[i] = interp(data[i]!, curve.xs, curve.ys);
+  if (!(hi > lo)) {
+    for (let i = 0; i < data.length; i++) out[i] = interp(data[i]!, xs, ys);
+    return out;
+  }
+  const K = 1 << 16;
+  const scale = K / (hi - lo);
+  // first[b] = largest j with xs[j] <= lower edge of bucket b
+  const first = new Int32Array(K);
+  let j = 0;
+  for (let b = 0; b < K; b++) {
+    const edge = lo + b / scale;
+    while (j + 1 < n && xs[j + 1]! <= edge) j++;
+    first[b] = j;
+  }
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (!(v > lo && v < hi)) {
+      out[i] = interp(v, xs, ys);
+      continue;
+    }
+    let k = first[Math.min(K - 1, Math.floor((v - lo) * scale))]!;
+    while (k > 0 && xs[k]! > v) k--; // rounding of the bucket index
+    while (k + 1 < n && xs[k + 1]! <= v) k++;
+    const x0 = xs[k]!;
+    const x1 = xs[k + 1]!;
+    out[i] = x1 === x0 ? ys[k + 1]! : ys[k]! + ((v - x0) / (x1 - x0)) * (ys[k + 1]! - ys[k]!);
+  }
   return out;
 }
 

@@ -60,3 +60,9 @@ export function sampleCorner(rng: Rng, shape: Shape3, loaderPatch: Shape3, final
   const { lb, ub } = cornerBounds(shape, loaderPatch, finalPatch);
   return lb.map((l, d) => rng.int(l, Math.max(l, ub[d]!)));
 }
+
+/** The lower corner of nnssl's centre-crop loader: `int((lb + ub) / 2)` per axis (Python int() truncates toward 0). */
+export function centreCorner(shape: Shape3, loaderPatch: Shape3, finalPatch: Shape3): number[] {
+  const { lb, ub } = cornerBounds(shape, loaderPatch, finalPatch);
+  return lb.map((l, d) => Math.trunc((l + ub[d]!) / 2));
+}

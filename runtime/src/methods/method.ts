@@ -5,6 +5,7 @@
  */
 import type * as tf from "@tensorflow/tfjs";
 import type { z } from "zod";
+import type { IntensityRecipe } from "../data/intensity.js";
 import type { ArchitectureFamily, Network } from "../models/architecture.js";
 
 export interface MethodBatch {
@@ -20,10 +21,28 @@ export interface MethodContext {
   readonly seed: number;
 }
 
+/**
+ * What a method asks of the data loaders beyond the trainer options (ADR 0040). All optional; the defaults are the
+ * MAE pipeline's (one patch per network sample, random crops, no intensity augmentation).
+ */
+export interface MethodDataNeeds {
+  /**
+   * Loaded patches per network sample: each step the loaders draw `batchSize × imagesPerSample` patches and `loss`
+   * receives all of them in `batch.x` (VolumeFusion: 2, the first half foreground, the second half background).
+   */
+  readonly imagesPerSample?: number;
+  /** "center": nnssl's centre-crop loader (spec 4.3, `nnsslCenterCropDataLoader3D`) instead of random crops. */
+  readonly crop?: "random" | "center";
+  /** Per-patch intensity augmentation of training batches, applied in the loader workers (validation: none). */
+  readonly trainIntensity?: IntensityRecipe;
+}
+
 export interface PretrainMethod {
   readonly key: string;
   /** Whether batches must carry the anonymisation mask. */
   readonly needsAnon: boolean;
+  /** Loader requirements (ADR 0040); absent = MAE's pipeline. */
+  readonly data?: MethodDataNeeds;
   /** Output channels the network needs for `inChannels` input channels. */
   outChannels(inChannels: number): number;
   /**

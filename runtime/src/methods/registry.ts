@@ -4,12 +4,16 @@ import { mae } from "./mae.js";
 import { modelsGenesis } from "./models-genesis.js";
 import { simmim } from "./simmim.js";
 import type { MethodEntry } from "./method.js";
+import { spark } from "./spark.js";
+import { volumeFusion } from "./volume-fusion.js";
 import { swinPretext } from "./swin-pretext.js";
 
 const entries: readonly MethodEntry[] = [
   mae,
   simmim,
   modelsGenesis,
+  spark,
+  volumeFusion,
   swinPretext,
 ];
 

@@ -71,6 +71,12 @@ export interface Network {
   encode(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor5D[] | tf.Tensor3D;
   /** Total number of scalar parameters (= upstream `sum(p.numel() for p in net.parameters())`). */
   parameterCount(): number;
+  /**
+   * The network `ssl3d export` writes (upstream's `network_weights`), sharing this one's variables. Pre-training
+   * wrappers whose extra weights are not part of the exported module (SparK: the inner ResidualEncoderUNet) return
+   * their inner network; absent = the network itself.
+   */
+  exported?(): Network;
   dispose(): void;
 }
 

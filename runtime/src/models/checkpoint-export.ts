@@ -137,7 +137,8 @@ export interface ExportOptions {
  * dict (`network_weights`, `nnssl_adaptation_plan`, `trainer_name`, `current_epoch`, ...) in torch.save's zip
  * format, aliases sharing storage as upstream; `torch.load(weights_only=True)` accepts it.
  */
-export function exportBytes(net: Network, opts: ExportOptions): Buffer {
+export function exportBytes(wrapper: Network, opts: ExportOptions): Buffer {
+  const net = exportedNetwork(wrapper);
   const plan = adaptationPlan(net.config, opts.pretrainPlan ?? null);
   if (opts.format === "safetensors") {
     return encodeSafetensors(torchStateDict(net, { aliases: true }), { format: "pt", nnssl_adaptation_plan: JSON.stringify(plan), ...networkMeta(net) });
@@ -176,10 +177,15 @@ export function networkMeta(net: Network): Record<string, string> {
   return { "ssl3d.architecture": c.name, "ssl3d.options": JSON.stringify({ inChannels: c.inChannels, outChannels: c.outChannels, patchSize: c.patchSize, seed: c.seed, ...c.hyper }) };
 }
 
+/** What `network_weights` holds: the network's `exported()` view (SparK: the inner U-Net), else the network. */
+export function exportedNetwork(net: Network): Network {
+  return net.exported?.() ?? net;
+}
+
 /** Write the export and `adaptation_plan.json` beside it (both atomically). Returns the written paths. */
 export async function exportNetwork(net: Network, out: string, opts: ExportOptions): Promise<{ weights: string; plan: string }> {
   const planPath = join(dirname(out), "adaptation_plan.json");
   await writeFileAtomic(out, exportBytes(net, opts));
-  await writeJsonAtomic(planPath, adaptationPlan(net.config, opts.pretrainPlan ?? null));
+  await writeJsonAtomic(planPath, adaptationPlan(exportedNetwork(net).config, opts.pretrainPlan ?? null));
   return { weights: out, plan: planPath };
 }

@@ -9,7 +9,8 @@ import { Rng } from "./rng.js";
 export type Init =
   | { readonly kind: "uniform"; readonly bound: number }
   | { readonly kind: "normal"; readonly std: number }
-  | { readonly kind: "truncnormal"; readonly std: number }
+  /** timm trunc_normal_(std, a, b): absolute bounds, default ±2. */
+  | { readonly kind: "truncnormal"; readonly std: number; readonly a?: number; readonly b?: number }
   | { readonly kind: "const"; readonly value: number };
 
 export interface ParamDecl {
@@ -57,7 +58,7 @@ function initValues(d: ParamDecl, rng: Rng): Float32Array {
     case "normal":
       return rng.fillNormal(n, d.init.std);
     case "truncnormal":
-      return rng.fillTruncNormal(n, d.init.std);
+      return rng.fillTruncNormal(n, d.init.std, d.init.a ?? -2, d.init.b ?? 2);
     case "const":
       return new Float32Array(n).fill(d.init.value);
   }

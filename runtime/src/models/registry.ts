@@ -6,6 +6,7 @@ import type { ArchitectureEntry, CreateNetworkOptions, Network } from "./archite
 import { SIMMIM_PRESETS, simmimEntry } from "./eva-simmim.js";
 import { PRIMUS_PRESETS, primusEntry } from "./primus.js";
 import { RESENC_L, RESENC_XS, resencEntry } from "./resenc-unet.js";
+import { SPARK_ENTRIES } from "./spark.js";
 import { swinPretextEntry, swinPretextEvaEntry } from "./swin-pretext.js";
 
 const entries: readonly ArchitectureEntry[] = [
@@ -13,6 +14,7 @@ const entries: readonly ArchitectureEntry[] = [
   resencEntry(RESENC_XS),
   ...PRIMUS_PRESETS.map(primusEntry),
   ...SIMMIM_PRESETS.map(simmimEntry),
+  ...SPARK_ENTRIES,
   swinPretextEntry(RESENC_L),
   swinPretextEntry(RESENC_XS),
   ...PRIMUS_PRESETS.filter((p) => p.mae).map(swinPretextEvaEntry),

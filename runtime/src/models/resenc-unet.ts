@@ -49,6 +49,26 @@ export const RESENC_XS: ResEncPreset = {
   overridable: true,
 };
 
+/**
+ * The encoder's primitive ops. `name` is the module's state-dict prefix (for tracing). DENSE_OPS are the fused
+ * fast paths (conv3d, instanceNorm(+LeakyReLU) in one kernel on cpu + native, add+LeakyReLU).
+ */
+export interface EncoderOps {
+  conv(x: tf.Tensor5D, w: tf.Tensor5D, bias: tf.Tensor1D | undefined, stride: number, name: string): tf.Tensor5D;
+  /** InstanceNorm (affine), followed by LeakyReLU(0.01) when `act`. */
+  norm(x: tf.Tensor5D, gamma: tf.Tensor1D, beta: tf.Tensor1D, act: boolean, name: string): tf.Tensor5D;
+  avgPool(x: tf.Tensor5D, stride: number, name: string): tf.Tensor5D;
+  /** Residual sum and LeakyReLU(0.01). */
+  addAct(h: tf.Tensor5D, skip: tf.Tensor5D, name: string): tf.Tensor5D;
+}
+
+export const DENSE_OPS: EncoderOps = {
+  conv: (x, w, bias, stride) => conv3d(x, w, { stride, bias }),
+  norm: (x, g, b, act) => (act ? instanceNormLeakyRelu(x, g, b, 1e-5, 0.01) : instanceNorm(x, g, b, 1e-5)),
+  avgPool: (x, stride) => tf.avgPool3d(x, stride, stride, "valid"),
+  addAct: (h, skip) => addLeakyRelu(h, skip),
+};
+
 function intList(v: unknown, field: string): number[] {
   if (!Array.isArray(v) || v.length === 0 || !v.every((x) => Number.isInteger(x) && (x as number) > 0)) {
     throw new ConfigError(`must be a non-empty list of positive integers, got ${JSON.stringify(v)}`, { field });
@@ -189,23 +209,22 @@ export class ResEncUNet implements Network {
     return param<R>(this.weights, name);
   }
 
-  private unit(x: tf.Tensor5D, name: string, stride: number, act: boolean): tf.Tensor5D {
+  private unit(x: tf.Tensor5D, name: string, stride: number, act: boolean, ops: EncoderOps = DENSE_OPS): tf.Tensor5D {
     const bias = this.weights.has(`${name}.conv.bias`) ? this.p<tf.Rank.R1>(`${name}.conv.bias`) : undefined;
-    const y = conv3d(x, this.p(`${name}.conv.weight`), { stride, bias });
-    const g = this.p<tf.Rank.R1>(`${name}.norm.weight`), b = this.p<tf.Rank.R1>(`${name}.norm.bias`);
-    return act ? instanceNormLeakyRelu(y, g, b, 1e-5, 0.01) : instanceNorm(y, g, b, 1e-5);
+    const y = ops.conv(x, this.p(`${name}.conv.weight`), bias, stride, `${name}.conv`);
+    return ops.norm(y, this.p<tf.Rank.R1>(`${name}.norm.weight`), this.p<tf.Rank.R1>(`${name}.norm.bias`), act, `${name}.norm`);
   }
 
-  private block(x: tf.Tensor5D, p: string, stride: number, cin: number, cout: number): tf.Tensor5D {
-    return tf.tidy(() => this.blockInner(x, p, stride, cin, cout));
+  private block(x: tf.Tensor5D, p: string, stride: number, cin: number, cout: number, ops: EncoderOps): tf.Tensor5D {
+    return tf.tidy(() => this.blockInner(x, p, stride, cin, cout, ops));
   }
 
-  private blockInner(x: tf.Tensor5D, p: string, stride: number, cin: number, cout: number): tf.Tensor5D {
+  private blockInner(x: tf.Tensor5D, p: string, stride: number, cin: number, cout: number, ops: EncoderOps): tf.Tensor5D {
     let skip = x;
-    if (stride !== 1) skip = tf.avgPool3d(skip, stride, stride, "valid");
-    if (cin !== cout) skip = this.unit(skip, `${p}.skip.${stride !== 1 ? 1 : 0}`, 1, false);
-    const h = this.unit(this.unit(x, `${p}.conv1`, stride, true), `${p}.conv2`, 1, false);
-    return addLeakyRelu(h, skip);
+    if (stride !== 1) skip = ops.avgPool(skip, stride, `${p}.skip.0`);
+    if (cin !== cout) skip = this.unit(skip, `${p}.skip.${stride !== 1 ? 1 : 0}`, 1, false, ops);
+    const h = this.unit(this.unit(x, `${p}.conv1`, stride, true, ops), `${p}.conv2`, 1, false, ops);
+    return ops.addAct(h, skip, p);
   }
 
   private checkInput(x: tf.Tensor5D): void {
@@ -215,15 +234,23 @@ export class ResEncUNet implements Network {
   }
 
   encode(x: tf.Tensor5D, _ctx: ForwardContext): tf.Tensor5D[] {
+    return this.encodeWith(x, DENSE_OPS);
+  }
+
+  /**
+   * The encoder walk with its primitive ops supplied by the caller (the SparK wrapper masks every op's output,
+   * spark.ts); `encode` passes the dense (fused) ops. Stage outputs, highest resolution first.
+   */
+  encodeWith(x: tf.Tensor5D, ops: EncoderOps): tf.Tensor5D[] {
     this.checkInput(x);
     // returned from tidy (not tf.keep) so that an enclosing tidy still owns them
     return tf.tidy(() => {
       const outs: tf.Tensor5D[] = [];
-      let hcur = this.unit(x, "encoder.stem.convs.0", 1, true);
+      let hcur = this.unit(x, "encoder.stem.convs.0", 1, true, ops);
       let cin = this.h.stemChannels;
       this.h.features.forEach((cout, s) => {
         for (let j = 0; j < this.h.blocks[s]!; j++) {
-          hcur = this.block(hcur, `encoder.stages.${s}.blocks.${j}`, j === 0 ? this.h.strides[s]! : 1, j === 0 ? cin : cout, cout);
+          hcur = this.block(hcur, `encoder.stages.${s}.blocks.${j}`, j === 0 ? this.h.strides[s]! : 1, j === 0 ? cin : cout, cout, ops);
         }
         cin = cout;
         outs.push(hcur);
@@ -234,9 +261,15 @@ export class ResEncUNet implements Network {
 
   apply(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor5D {
     if (this.encoderOnly) throw new ConfigError(`${this.config.name} was built with encoderOnly: it has no decoder (use encode())`, { field: "encoderOnly" });
+    return tf.tidy(() => this.decode(this.encode(x, ctx)));
+  }
+
+  /** The U-Net decoder on stage outputs (highest resolution first, as `encode` returns them) → [B,D,H,W,Cout]. */
+  decode(skips: readonly tf.Tensor5D[]): tf.Tensor5D {
+    if (this.encoderOnly) throw new ConfigError(`${this.config.name} was built with encoderOnly: it has no decoder`, { field: "encoderOnly" });
+    const n = skips.length;
+    if (n !== this.h.features.length) throw new Error(`decode: ${n} skips for ${this.h.features.length} stages`);
     return tf.tidy(() => {
-      const skips = this.encode(x, ctx);
-      const n = skips.length;
       let lres = skips[n - 1]!;
       for (let s = 0; s < n - 1; s++) {
         const up = convTranspose3d(lres, this.p(`decoder.transpconvs.${s}.weight`), this.p(`decoder.transpconvs.${s}.bias`));

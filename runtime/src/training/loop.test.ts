@@ -7,7 +7,9 @@ import * as tf from "@tensorflow/tfjs";
 import { pino } from "pino";
 import { PNG } from "pngjs";
 import { writeRawVolume } from "../../../test/helpers/raw-volume.js";
+import { NO_INTENSITY, type IntensityRecipe } from "../data/intensity.js";
 import type { TrainingImage } from "../data/source.js";
+import type { PretrainMethod } from "../methods/method.js";
 import { MaeOptionsSchema, CnnMae } from "../methods/mae.js";
 import type { Network, Vec3 } from "../models/architecture.js";
 import { CONV_PERM } from "../models/params.js";
@@ -236,6 +238,56 @@ test("loop: two data-parallel ranks (TCP ring, in one process) keep identical we
     r0.network.dispose();
     r1.network.dispose();
     await Promise.all([g0.close(), g1.close()]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("loop honours method data needs (ADR 0040): 2 patches per sample, centre crops, intensity on training batches only", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "ssl3d-loop-needs-"));
+  try {
+    const base = runOf(dir, 1);
+    const seen: { training: boolean; shape: number[]; data: Float32Array }[] = [];
+    const brightOnly: IntensityRecipe = { ...NO_INTENSITY, brightness: { p: 1, multiplier: [2, 3] } };
+    const method: PretrainMethod = {
+      key: "recording", needsAnon: false, data: { imagesPerSample: 2, crop: "center", trainIntensity: brightOnly },
+      outChannels: () => 1,
+      loss: (net, batch, ctx) => {
+        seen.push({ training: ctx.training, shape: batch.x.shape, data: batch.x.dataSync() as Float32Array });
+        return tf.mean<tf.Scalar>(tf.square(net.apply(tf.slice(batch.x, [0, 0, 0, 0, 0], [2, -1, -1, -1, -1]), { training: ctx.training })));
+      },
+    };
+    const metrics = new TrainingMetrics({ defaultMetrics: false });
+    const r = await train({ ...base, options: { ...base.options, augment: false }, method, metrics });
+    assert.equal(r.status, "completed");
+    assert.ok(seen.length === 4 + 2);
+    for (const s of seen) assert.deepEqual(s.shape, [4, 8, 8, 8, 1]);
+    // centre crop of a 14×12×12 image with an 8³ patch: corner (3, 2, 2); validation patches are exactly such crops
+    const crops = base.trainImages.map((_, i) => {
+      const c = new Float32Array(512);
+      let o = 0;
+      for (let x = 3; x < 11; x++) for (let y = 2; y < 10; y++) for (let z = 2; z < 10; z++, o++) {
+        const k = (x * 12 + y) * 12 + z;
+        c[o] = Math.fround(Math.sin((k % 12) * 0.5 + i) + Math.cos(Math.floor(k / 144) * 0.4));
+      }
+      return c;
+    });
+    const isCrop = (d: Float32Array, b: number) => crops.some((c) => c.every((v, j) => Math.abs(v - d[b * 512 + j]!) < 1e-6));
+    for (const s of seen.filter((q) => !q.training)) for (let b = 0; b < 4; b++) assert.ok(isCrop(s.data, b), "validation patch is a plain centre crop");
+    // training patches: a centre crop times one factor in [2, 3)
+    const isScaledCrop = (d: Float32Array, b: number) => crops.some((c) => {
+      let dc = 0;
+      let cc = 0;
+      c.forEach((v, j) => {
+        dc += v * d[b * 512 + j]!;
+        cc += v * v;
+      });
+      const f = dc / cc;
+      return f >= 2 && f < 3 && c.every((v, j) => Math.abs(v * f - d[b * 512 + j]!) < 1e-4);
+    });
+    for (const s of seen.filter((q) => q.training)) for (let b = 0; b < 4; b++) assert.ok(!isCrop(s.data, b) && isScaledCrop(s.data, b), "training patch is a brightness-augmented centre crop");
+    const text = await metrics.registry.metrics();
+    assert.match(text, /pretrain_samples_total 8\b/); // 4 steps × 2 network samples (not 4 loaded patches)
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

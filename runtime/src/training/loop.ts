@@ -158,12 +158,20 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
     return { status: "completed", epochsCompleted: epoch, globalStep, finalTrainLoss: logging.train_losses.at(-1) ?? null, finalValLoss: logging.val_losses.at(-1) ?? null };
   }
 
-  const common = { batchSize: o.batchSize, patchSize: F, withAnon: run.method.needsAnon, seed: o.seed, numWorkers: o.loaderWorkers, prefetch: o.prefetch, ...(run.readerModule === undefined ? {} : { readerModule: run.readerModule }) };
+  // ADR 0040: a method may ask for several loaded patches per network sample, centre crops and intensity augmentation
+  const needs = run.method.data ?? {};
+  const perSample = needs.imagesPerSample ?? 1;
+  const common = {
+    batchSize: o.batchSize * perSample, patchSize: F, withAnon: run.method.needsAnon, seed: o.seed, numWorkers: o.loaderWorkers, prefetch: o.prefetch,
+    ...(needs.crop === undefined ? {} : { crop: needs.crop }),
+    ...(run.readerModule === undefined ? {} : { readerModule: run.readerModule }),
+  };
   const trainLoader = new DataLoader({
     ...common,
     images: run.trainImages,
     loaderPatchSize: o.augment ? initialPatchSize(F) : F,
     augment: o.augment ? MAE_AUGMENT : NO_AUGMENT,
+    ...(needs.trainIntensity === undefined ? {} : { intensity: needs.trainIntensity }),
     stream: rank === 0 ? "train" : `train-r${rank}`,
     startIndex: trainStart,
   });
@@ -248,7 +256,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
         globalStep += 1;
         epochStepLosses.push(Number.isFinite(loss) ? loss : null);
         metrics?.globalStep.set(globalStep);
-        metrics?.samples.inc(batch.shape[0]);
+        metrics?.samples.inc(batch.shape[0] / perSample);
         if (Number.isFinite(loss)) metrics?.trainLoss.set(loss);
         bar?.update(iteration + 1, { epoch, loss: Number.isFinite(loss) ? loss.toFixed(4) : String(loss) });
         run.onStep?.({ epoch, iteration, globalStep, loss, skipped });

@@ -1,8 +1,10 @@
 /**
  * Trainer registry: a trainer is a pre-training method on an architecture family with the optimisation recipe of
  * spec 4.4 / 6.11. Keys are `<method>-<architecture>` (lower-kebab); nnssl's class names are accepted as aliases,
- * including the suffixes `_BS<n>` (total batch size), `_ANON` (anonymisation-masked loss), `_<n>ep` / `_ep<n>`
- * (epochs). Options are validated with zod; unknown keys are a ConfigError naming the field.
+ * including the suffixes `_BS<n>` (total batch size), `_ANON` (anonymisation-masked loss), `_maskblock<n>` (mask
+ * block edge of MAE/SparK, upstream's `_maskblock*` ablations), `_<n>ep` / `_ep<n>` (epochs), `_lr_<a>e<b>` /
+ * `_wd_<a>e<b>` (learning rate / weight decay a·10^−b) and `_C<n>` (VolumeFusion classes). Options are validated
+ * with zod; unknown keys are a ConfigError naming the field.
  *
  * Adding a trainer for a new method = one line in `trainers` below (plus its aliases).
  */
@@ -71,6 +73,9 @@ const trainers: readonly TrainerEntry[] = [
   { key: "simmim-primus-m", aliases: ["SimMIMEvaTrainer"], family: "vit", defaults: { method: "simmim", architecture: "eva-simmim-m", ...VIT_RECIPE } },
   { key: "models-genesis-resenc-l", aliases: ["ModelGenesisTrainer"], family: "cnn", defaults: { method: "models-genesis", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
   { key: "models-genesis-primus-m", aliases: ["ModelGenesisEvaTrainer"], family: "vit", defaults: { method: "models-genesis", architecture: "eva-mae-m", augment: false, ...VIT_RECIPE } },
+  { key: "spark-resenc-l", aliases: ["SparkMAETrainer"], family: "cnn", defaults: { method: "spark", architecture: "spark-resenc-l", ...CNN_RECIPE } },
+  { key: "volume-fusion-resenc-l", aliases: ["VolumeFusionTrainer"], family: "cnn", defaults: { method: "volume-fusion", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
+  { key: "volume-fusion-primus-m", aliases: ["VolumeFusionEvaTrainer"], family: "vit", defaults: { method: "volume-fusion", architecture: "eva-mae-m", augment: false, ...VIT_RECIPE } },
   // SwinUNETR pre-text tasks (spec 6.8): random crops without spatial augmentation; the family's recipe
   { key: "swin-pretext-resenc-l", aliases: ["SwinUNETRTrainer"], family: "cnn", defaults: { method: "swin-pretext", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
   { key: "swin-pretext-primus-m", aliases: ["SwinUNETREvaTrainer"], family: "vit", defaults: { method: "swin-pretext", architecture: "primus-m", augment: false, ...VIT_RECIPE } },
@@ -95,18 +100,28 @@ export function parseTrainerName(name: string): { entry: TrainerEntry; overrides
   const base = parts[0] ?? "";
   const entry = trainers.find((t) => t.key === base || t.aliases.includes(base));
   if (entry === undefined) {
-    throw new ConfigError(`unknown trainer "${name}" (known: ${[...trainers.flatMap((t) => [t.key, ...t.aliases])].join(", ")}; suffixes _BS<n>, _ANON, _<n>ep)`, { field: "trainer" });
+    throw new ConfigError(`unknown trainer "${name}" (known: ${[...trainers.flatMap((t) => [t.key, ...t.aliases])].join(", ")}; suffixes _BS<n>, _ANON, _maskblock<n>, _<n>ep, _lr_<a>e<b>, _wd_<a>e<b>, _C<n>)`, { field: "trainer" });
   }
   const overrides: Record<string, unknown> = {};
   const methodOptions: Record<string, unknown> = {};
-  for (const p of parts.slice(1)) {
+  const optimizer: Record<string, unknown> = {};
+  const rest = parts.slice(1);
+  for (let i = 0; i < rest.length; i++) {
+    const p = rest[i]!;
     let m: RegExpMatchArray | null;
     if ((m = /^BS(\d+)$/.exec(p)) !== null) overrides.batchSize = Number(m[1]);
     else if (p === "ANON") methodOptions.anon = true;
+    else if ((m = /^maskblock(\d+)$/.exec(p)) !== null) methodOptions.blockSize = Number(m[1]);
     else if ((m = /^(\d+)ep$/.exec(p)) !== null || (m = /^ep(\d+)$/.exec(p)) !== null) overrides.numEpochs = Number(m[1]);
-    else throw new ConfigError(`unsupported trainer suffix "_${p}" in "${name}" (supported: _BS<n>, _ANON, _<n>ep, _ep<n>)`, { field: "trainer" });
+    else if ((p === "lr" || p === "wd") && (m = /^(\d+)e(\d+)$/.exec(rest[i + 1] ?? "")) !== null) {
+      // upstream `_lr_1e3` = 1e-3, `_wd_3e5` = 3e-5 (VolumeFusionTrainer_BS8_lr_1e3_wd_3e4, VoCoTrainer_BS8_lr_1e2, ...)
+      optimizer[p === "lr" ? "lr" : "weightDecay"] = Number(`${m[1]!}e-${m[2]!}`);
+      i += 1;
+    } else if ((m = /^C(\d+)$/.exec(p)) !== null) methodOptions.numClasses = Number(m[1]); // VolumeFusion _C3 / _C9
+    else throw new ConfigError(`unsupported trainer suffix "_${p}" in "${name}" (supported: _BS<n>, _ANON, _maskblock<n>, _<n>ep, _ep<n>, _lr_<a>e<b>, _wd_<a>e<b>, _C<n>)`, { field: "trainer" });
   }
   if (Object.keys(methodOptions).length > 0) overrides.methodOptions = methodOptions;
+  if (Object.keys(optimizer).length > 0) overrides.optimizer = { ...(entry.defaults.optimizer as Record<string, unknown>), ...optimizer };
   return { entry, overrides };
 }
 

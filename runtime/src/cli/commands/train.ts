@@ -5,6 +5,7 @@
  */
 import { InvalidArgumentError, type Command } from "commander";
 import { log } from "../../observability/log.js";
+import { trainerKeys } from "../../training/registry.js";
 import { runTrainingCli } from "../../training/run.js";
 import type { CliCommand } from "../command.js";
 
@@ -44,7 +45,7 @@ export const trainCommand: CliCommand = {
       .description("pre-train a network on a preprocessed dataset (nnssl_train)")
       .argument("<dataset>", "dataset ID or DatasetNNN_Name")
       .argument("<configuration>", "preprocessed configuration (e.g. onemmiso)")
-      .requiredOption("--trainer <name>", "trainer: mae-resenc-l, mae-primus-m, or nnssl names (BaseMAETrainer_BS8, BaseEvaMAETrainer, ..._ANON)")
+      .requiredOption("--trainer <name>", `trainer: ${trainerKeys().join(", ")}, or nnssl names (BaseMAETrainer_BS8, SimMIMEvaTrainer, ModelGenesisTrainer_ANON, ...)`)
       .option("--plans <name>", "plans identifier", "nnsslPlans")
       .option("--resume", "continue from checkpoint_final/latest/best if present (also SSL3D_RESUME=latest)")
       .option("--epochs <n>", "number of epochs", int("--epochs", 1))

@@ -654,6 +654,15 @@ export function nativeKernelsLoaded(): boolean {
 }
 
 /**
+ * Whether the loaded addon has the fused attention kernels (an addon built from older sources lacks them; the
+ * install hook rebuilds when sources change, but a copied or pinned build may be stale): callers fall back to the
+ * composed ops.
+ */
+export function fusedAttentionAvailable(): boolean {
+  return loaded && typeof addon?.attention === "function" && typeof addon.attentionGrad === "function";
+}
+
+/**
  * Instance norm (InstanceNorm3d, affine, biased variance) over all axes between batch and channels of a
  * channels-last tensor, optionally followed by LeakyReLU (`leakyReluAlpha`; nnU-Net's norm → nonlin pair), as ONE
  * fused native kernel with a fused native gradient (which recomputes the activation's input instead of storing it). Autodiff keeps only x (kept anyway

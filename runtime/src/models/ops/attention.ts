@@ -6,7 +6,7 @@ import * as tf from "@tensorflow/tfjs";
 import { concatChannels } from "./concat.js";
 import { customOp } from "./custom.js";
 import { nativeCpu } from "./dispatch.js";
-import { attentionFused } from "../backend/native.js";
+import { attentionFused, fusedAttentionAvailable } from "../backend/native.js";
 
 export interface Rope {
   /** [T, headDim] shared by the batch, or [B, T, headDim] per sample (after token dropping). */
@@ -176,7 +176,9 @@ function attentionBatched(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, heads:
       kh = applyRope(kh, r);
     }
     // one fused kernel pair: the [B,H,T,T] probabilities are neither stored for the gradient nor materialised
-    const o = attentionFused(qh, kh, split(v), scale);
+    const o = fusedAttentionAvailable()
+      ? attentionFused(qh, kh, split(v), scale)
+      : tf.matMul(tf.softmax(tf.matMul(tf.mul(qh, scale), kh, false, true)), split(v));
     return tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [b, t, c]);
   });
 }
