@@ -266,7 +266,7 @@ async function centralCubes(): Promise<{ id: string; name: string }> {
 // three terms stay at their trivial values (L1 ≈ mean |x|, NT-Xent ≈ log 3, CE ≈ log 4) for at least 120 steps
 // (docs/training.md). On a fixed image with fresh views each step all three fall: that is this test.
 // ~40 s CPU (convert + preprocess of the cubes, 40 steps)
-test("SwinUNETR pre-text tasks on the CNN (SwinUNETRTrainer, resenc-xs, central 32 mm cubes): loss falls, no tensor leak per step", async (t) => {
+test("SwinUNETR pre-text tasks on the CNN (SwinUNETRTrainer, resenc-xs, central 32 mm cubes): loss falls, no tensor leak per step; the output exports", async (t) => {
   const cubes = await centralCubes();
   await convergence(t, "SwinUNETRTrainer", "resenc-xs", { dataset: cubes });
   // the training output exports (architecture and options from the checkpoint's metadata) without U-Net decoder keys
@@ -279,8 +279,16 @@ test("SwinUNETR pre-text tasks on the CNN (SwinUNETRTrainer, resenc-xs, central 
   assert.ok(keys.every((k) => !k.startsWith("decoder.")), "decoder keys in the export of an encoder-only network");
 });
 
-test("SwinUNETR pre-text tasks on Primus (SwinUNETREvaTrainer, primus-xs, central 32 mm cubes): loss falls, no tensor leak per step", async (t) => {
-  await convergence(t, "SwinUNETREvaTrainer", "primus-xs", { dataset: await centralCubes() });
+test("SwinUNETR pre-text tasks on Primus (SwinUNETREvaTrainer, primus-xs, central 32 mm cubes): loss falls, no tensor leak per step; the output exports", async (t) => {
+  const cubes = await centralCubes();
+  await convergence(t, "SwinUNETREvaTrainer", "primus-xs", { dataset: cubes });
+  const fold = join(env.nnssl_results!, cubes.name, "SwinUNETREvaTrainer__nnsslPlans__onemmiso", "fold_all");
+  const out = join(work, "swin-eva-export.safetensors");
+  const e = cli(["export", fold, "--format", "safetensors", "--out", out]);
+  assert.equal(e.status, 0, e.stderr);
+  const keys = [...decodeSafetensors(readFileSync(out)).tensors.keys()];
+  assert.ok(keys.includes("encoder.eva.pos_embed") && keys.includes("encoder.down_projection.proj.weight") && keys.includes("recon_proj_head.12.weight"), keys.join(","));
+  assert.ok(keys.every((k) => !k.includes("up_projection") && !k.startsWith("decoder.")), keys.join(","));
 });
 
 function stepLosses(trainerDir: string): number[] {
