@@ -8,6 +8,7 @@ import { voco } from "./voco.js";
 import type { MethodEntry } from "./method.js";
 import { spark } from "./spark.js";
 import { volumeFusion } from "./volume-fusion.js";
+import { swinPretext } from "./swin-pretext.js";
 
 const entries: readonly MethodEntry[] = [
   mae,
@@ -15,6 +16,7 @@ const entries: readonly MethodEntry[] = [
   modelsGenesis,
   spark,
   volumeFusion,
+  swinPretext,
   voco,
   simclr,
 ];

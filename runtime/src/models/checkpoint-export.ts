@@ -4,7 +4,7 @@
  * Export permutes every tensor to PyTorch's layout (NCDHW conv kernels [out,in,k,k,k], transposed-conv kernels
  * [in,out,k,k,k], linear [out,in]) and, for the CNN, adds upstream's aliases: every conv unit's `.conv`/`.norm`
  * also as `.all_modules.0`/`.all_modules.1`, and every `encoder.*` tensor also as `decoder.encoder.*` (the decoder
- * holds a reference to the encoder). Import accepts primary or alias names, checks shapes, and rejects unknown keys.
+ * holds a reference to the encoder; not for encoder-only networks). Import accepts primary or alias names, checks shapes, and rejects unknown keys.
  */
 import * as tf from "@tensorflow/tfjs";
 import { DataError } from "../errors.js";
@@ -22,7 +22,7 @@ export function aliasesOf(config: NetworkConfig, key: string): string[] {
   const out: string[] = [];
   const m = /^(.*)\.(conv|norm)\.(weight|bias)$/.exec(key);
   if (m !== null) out.push(`${m[1]!}.all_modules.${m[2] === "conv" ? 0 : 1}.${m[3]!}`);
-  // the U-Net's decoder holds a reference to the encoder; an encoder-only network (VoCo, SimCLR) has no decoder
+  // the U-Net decoder holds a reference to the encoder; encoder-only networks (hyper.encoderOnly) have no decoder
   if (key.startsWith("encoder.") && config.hyper.encoderOnly !== true) for (const k of [key, ...out]) out.push(`decoder.${k}`);
   return out;
 }

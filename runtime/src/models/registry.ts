@@ -7,6 +7,7 @@ import { SIMMIM_PRESETS, simmimEntry } from "./eva-simmim.js";
 import { PRIMUS_PRESETS, primusEntry } from "./primus.js";
 import { RESENC_L, RESENC_XS, resencEntry } from "./resenc-unet.js";
 import { SPARK_ENTRIES } from "./spark.js";
+import { swinPretextEntry, swinPretextEvaEntry } from "./swin-pretext.js";
 import { VOCO_PRIMUS_M, VOCO_PRIMUS_XS, VOCO_RESENC_L, VOCO_RESENC_XS, vocoEntry, vocoPrimusEntry } from "./voco.js";
 
 const entries: readonly ArchitectureEntry[] = [
@@ -15,6 +16,9 @@ const entries: readonly ArchitectureEntry[] = [
   ...PRIMUS_PRESETS.map(primusEntry),
   ...SIMMIM_PRESETS.map(simmimEntry),
   ...SPARK_ENTRIES,
+  swinPretextEntry(RESENC_L),
+  swinPretextEntry(RESENC_XS),
+  ...PRIMUS_PRESETS.filter((p) => p.mae).map(swinPretextEvaEntry),
   vocoEntry(VOCO_RESENC_L),
   vocoEntry(VOCO_RESENC_XS),
   vocoPrimusEntry(VOCO_PRIMUS_M),

@@ -22,7 +22,7 @@ test("upstream names resolve to method × architecture with the spec 4.4 recipes
   assert.equal(resolveTrainer("BaseMAETrainer_BS1").options.batchSize, 1);
   assert.equal(resolveTrainer("BaseMAETrainer_ANON_BS2").options.methodOptions.anon, true);
   assert.equal(resolveTrainer("BaseMAETrainer_BS8_4000ep").options.numEpochs, 4000);
-  for (const k of ["mae-resenc-l", "mae-primus-m", "simmim-primus-m", "models-genesis-resenc-l", "models-genesis-primus-m", "spark-resenc-l", "volume-fusion-resenc-l", "volume-fusion-primus-m"]) assert.ok(trainerKeys().includes(k), k);
+  for (const k of ["mae-resenc-l", "mae-primus-m", "simmim-primus-m", "models-genesis-resenc-l", "models-genesis-primus-m", "spark-resenc-l", "volume-fusion-resenc-l", "volume-fusion-primus-m", "swin-pretext-resenc-l", "swin-pretext-primus-m"]) assert.ok(trainerKeys().includes(k), k);
   assert.equal(resolveTrainer("mae-primus-m_BS4").options.batchSize, 4);
 });
 

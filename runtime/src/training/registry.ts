@@ -76,6 +76,9 @@ const trainers: readonly TrainerEntry[] = [
   { key: "spark-resenc-l", aliases: ["SparkMAETrainer"], family: "cnn", defaults: { method: "spark", architecture: "spark-resenc-l", ...CNN_RECIPE } },
   { key: "volume-fusion-resenc-l", aliases: ["VolumeFusionTrainer"], family: "cnn", defaults: { method: "volume-fusion", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
   { key: "volume-fusion-primus-m", aliases: ["VolumeFusionEvaTrainer"], family: "vit", defaults: { method: "volume-fusion", architecture: "eva-mae-m", augment: false, ...VIT_RECIPE } },
+  // SwinUNETR pre-text tasks (spec 6.8): random crops without spatial augmentation; the family's recipe
+  { key: "swin-pretext-resenc-l", aliases: ["SwinUNETRTrainer"], family: "cnn", defaults: { method: "swin-pretext", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
+  { key: "swin-pretext-primus-m", aliases: ["SwinUNETREvaTrainer"], family: "vit", defaults: { method: "swin-pretext", architecture: "primus-m", augment: false, ...VIT_RECIPE } },
   // spec 6.7: no gradient clipping for the CNN; the crops come from a 256×256×64 patch, no spatial augmentation
   { key: "voco-resenc-l", aliases: ["VoCoTrainer"], family: "cnn", defaults: { method: "voco", architecture: "voco-resenc-l", ...CNN_RECIPE, gradClip: null, patchSize: [256, 256, 64], augment: false } },
   // spec 6.9: grad clip 0.1, 192×192×64 patch

@@ -8,3 +8,4 @@ export { dropPath } from "./drop-path.js";
 export { addBias, colSum, linear, mm } from "./linear.js";
 export { instanceNorm, instanceNormLeakyRelu, layerNorm } from "./norm.js";
 export { sparseInstanceNorm } from "./sparse-norm.js";
+export { upsampleLinear2x, upsampleTrilinear2x } from "./upsample.js";

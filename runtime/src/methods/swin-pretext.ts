@@ -1,0 +1,110 @@
+/**
+ * SwinUNETR pre-text tasks (spec 6.8, nnssl `SwinUNETRTrainer` / `SwinUNETREvaTrainer`): rotation prediction,
+ * contrastive coding and reconstruction of cut-out regions, on a network with the three heads
+ * (`models/swin-pretext.ts`, on ResEnc or on the Primus/EvaMAE encoder).
+ *
+ * Per batch (training and validation alike, as upstream, whose validation transform is the training one), seeded
+ * by the step seed: two views of the batch (`data/swin-pretext.ts`: rotation k·90° in the (Y, Z) plane, then the
+ * two-stage cut-out), concatenated view 1 then view 2 into one 2B batch and passed through the network once:
+ *
+ *   L = w_rec · L1(reconstruction, rotated un-cut image)          (mean over all voxels of both views)
+ *     + w_con · NT-Xent(contrast[view 1], contrast[view 2], τ)    (positives: the same sample in the other view)
+ *     + w_rot · CE(rotation logits, k)                            (mean over the 2B samples)
+ *
+ * with w = 1/1/1 and τ = 0.5 by default.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { z } from "zod";
+import { ConfigError } from "../errors.js";
+import { Rng } from "../data/rng.js";
+import { swinPretextViews, type SwinView } from "../data/swin-pretext.js";
+import type { ArchitectureFamily, Network } from "../models/architecture.js";
+import { isPretextNetwork, ROTATION_CLASSES } from "../models/swin-pretext.js";
+import type { MethodBatch, MethodContext, MethodEntry, PretrainMethod } from "./method.js";
+import { ntXent } from "./nt-xent.js";
+
+export const SwinPretextOptionsSchema = z
+  .object({
+    recWeight: z.number().min(0).default(1),
+    contrastWeight: z.number().min(0).default(1),
+    rotWeight: z.number().min(0).default(1),
+    temperature: z.number().positive().default(0.5),
+  })
+  .strict();
+export type SwinPretextOptions = z.infer<typeof SwinPretextOptionsSchema>;
+
+/** The three loss terms and their weighted sum (scalars; the caller disposes). */
+export interface SwinPretextTerms {
+  readonly rec: tf.Scalar;
+  readonly contrast: tf.Scalar;
+  readonly rot: tf.Scalar;
+  readonly total: tf.Scalar;
+}
+
+/** Inputs of one step: the 2B network input, the reconstruction target and the rotation labels (view 1, view 2). */
+export function pretextBatch(views: readonly [SwinView, SwinView], B: number, shape: readonly [number, number, number, number]): { input: tf.Tensor5D; target: tf.Tensor5D; labels: tf.Tensor1D } {
+  const n = shape[0] * shape[1] * shape[2] * shape[3];
+  const input = new Float32Array(2 * B * n);
+  const target = new Float32Array(2 * B * n);
+  views.forEach((v, i) => {
+    input.set(v.cutout, i * B * n);
+    target.set(v.rotated, i * B * n);
+  });
+  const s: [number, number, number, number, number] = [2 * B, ...shape];
+  return { input: tf.tensor5d(input, s), target: tf.tensor5d(target, s), labels: tf.tensor1d(Int32Array.from([...views[0].rotations, ...views[1].rotations]), "int32") };
+}
+
+/** The loss terms from the network outputs (rows: view 1 then view 2). */
+export function pretextLoss(o: SwinPretextOptions, out: { rotation: tf.Tensor2D; contrast: tf.Tensor2D; reconstruction: tf.Tensor5D }, target: tf.Tensor5D, labels: tf.Tensor1D): SwinPretextTerms {
+  const B2 = out.contrast.shape[0];
+  if (B2 % 2 !== 0) throw new Error("pretextLoss: needs two views (an even number of rows)");
+  const B = B2 / 2;
+  const rec = tf.mean<tf.Scalar>(tf.abs<tf.Tensor>(tf.sub(out.reconstruction, target)));
+  const d = out.contrast.shape[1];
+  const contrast = ntXent(tf.slice(out.contrast, [0, 0], [B, d]), tf.slice(out.contrast, [B, 0], [B, d]), o.temperature);
+  const rot = tf.neg(tf.mean(tf.sum(tf.mul(tf.oneHot(labels, ROTATION_CLASSES), tf.logSoftmax(out.rotation, 1)), 1))) as tf.Scalar;
+  const total = tf.addN([tf.mul(rec, o.recWeight), tf.mul(contrast, o.contrastWeight), tf.mul(rot, o.rotWeight)]) as tf.Scalar;
+  return { rec, contrast, rot, total };
+}
+
+export class SwinPretext implements PretrainMethod {
+  readonly key = "swin-pretext";
+  readonly needsAnon = false;
+  constructor(readonly o: SwinPretextOptions) {}
+
+  outChannels(inChannels: number): number {
+    return inChannels;
+  }
+
+  /** The two views of this step (seeded by the step seed). */
+  views(x: tf.Tensor5D, seed: number): [SwinView, SwinView] {
+    const [B, X, Y, Z, C] = x.shape;
+    return swinPretextViews(new Rng(seed), x.dataSync() as Float32Array, B, [X, Y, Z, C]);
+  }
+
+  terms(net: Network, batch: MethodBatch, ctx: MethodContext): SwinPretextTerms {
+    if (!isPretextNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no SwinUNETR pre-text heads (use swin-pretext-<preset>, e.g. swin-pretext-resenc-l)`, { field: "architecture" });
+    const [B, X, Y, Z, C] = batch.x.shape;
+    const { input, target, labels } = pretextBatch(this.views(batch.x, ctx.seed), B, [X, Y, Z, C]);
+    const out = net.forwardPretext(input, { training: ctx.training, seed: ctx.seed });
+    return pretextLoss(this.o, out, target, labels);
+  }
+
+  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+    return this.terms(net, batch, ctx).total;
+  }
+}
+
+export const swinPretext: MethodEntry<typeof SwinPretextOptionsSchema> = {
+  key: "swin-pretext",
+  description: "SwinUNETR pre-text tasks: two rotated (k·90°) and cut-out views; L1 reconstruction + NT-Xent (τ 0.5) + rotation cross-entropy",
+  families: ["cnn", "vit"],
+  optionsSchema: SwinPretextOptionsSchema,
+  create(options: SwinPretextOptions, _family: ArchitectureFamily): PretrainMethod {
+    return new SwinPretext(options);
+  },
+  architectureFor(key: string, exists: (key: string) => boolean): string {
+    // a plain backbone preset (resenc-l, primus-xs, ...) gets the pre-text heads: swin-pretext-<preset>
+    return !key.startsWith("swin-pretext-") && exists(`swin-pretext-${key}`) ? `swin-pretext-${key}` : key;
+  },
+};
