@@ -119,6 +119,9 @@ export async function selectBackend(requested?: string): Promise<BackendChoice> 
     }
     await tf.ready();
     const nativeKernels = name === "cpu" ? await tryNative() : false;
+    // tfjs's cpu backend prints a banner recommending tfjs-node on its first tensor; with the native kernels that
+    // advice is wrong (and tfjs-node is what is missing here), so the backend is marked as already greeted
+    if (nativeKernels) (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
     const wasmThreads = name === "wasm" ? await wasmThreadCount() : undefined;
     current = { name, tfBackend: tf.getBackend(), nativeKernels, skipped, ...(wasmThreads === undefined ? {} : { wasmThreads }) };
     log().info({ backend: name, tfBackend: current.tfBackend, nativeKernels, wasmThreads, skipped }, `tfjs backend: ${name}`);
