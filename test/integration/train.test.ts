@@ -28,7 +28,7 @@ import { freePort, prometheusAvailable, startPrometheus } from "../helpers/prome
 import { pythonBin } from "../helpers/python.js";
 import { readNifti, writeNifti } from "../../runtime/src/io/nifti.js";
 import { runTraining } from "../../runtime/src/training/run.js";
-import { ModelsGenesis, modelsGenesisBatch } from "../../runtime/src/methods/models-genesis.js";
+import { ModelsGenesis } from "../../runtime/src/methods/models-genesis.js";
 import { isTokenMaskNetwork } from "../../runtime/src/models/architecture.js";
 import { loadNetwork } from "../../runtime/src/models/network-io.js";
 import { maxAbs, maxAbsDiff } from "../helpers/tf-check.js";
@@ -197,15 +197,15 @@ test("SimMIM on Primus (primus-xs → eva-simmim-xs): loss falls, no tensor leak
  * Models Genesis: the raw per-step MSE follows the energy of the batch's crops and the corrupted input carries
  * little information, so 40 steps show no trend (docs/training.md, "Models Genesis"). Judged instead over 80 steps
  * by the loss relative to the MSE of predicting 0 for the same step's target; the reference is recomputed from the
- * same batch and step seed by the real corruption code (the method itself runs unchanged).
+ * batch's clean target, which the loader workers' corruption transform delivered (the method itself runs unchanged).
  */
 function zeroPredictionReference(): { ref: number[]; restore: () => void } {
   const ref: number[] = [];
   // eslint-disable-next-line @typescript-eslint/unbound-method -- called with the instance's `this` below
   const orig = ModelsGenesis.prototype.loss;
   ModelsGenesis.prototype.loss = function (this: ModelsGenesis, net, batch, ctx) {
-    if (ctx.training) {
-      const { target } = modelsGenesisBatch(batch.x.dataSync() as Float32Array, batch.x.shape, ctx.seed, this.o);
+    if (ctx.training && batch.target !== undefined) {
+      const target = batch.target.dataSync() as Float32Array;
       ref.push(target.reduce((a, v) => a + v * v, 0) / target.length);
     }
     return orig.call(this, net, batch, ctx);

@@ -4,6 +4,7 @@
  */
 import { ConfigError, DataError } from "../errors.js";
 import { augmentSample, type AugmentOptions } from "./augment.js";
+import { applyBatchTransform, type BatchTransformSpec } from "./batch-transforms.js";
 import { augmentIntensity, type IntensityRecipe } from "./intensity.js";
 import { centreCorner, sampleCorner, type Shape3 } from "./patch.js";
 import { deriveSeed, Rng } from "./rng.js";
@@ -25,6 +26,11 @@ export interface BatchOptions {
    * `deriveSeed(batch seed, "intensity", b)` so it does not shift the crop draws.
    */
   readonly intensity?: IntensityRecipe;
+  /**
+   * A method's batch transform (data/batch-transforms.ts, ADR 0040) applied last, seeded by
+   * `deriveSeed(batch seed, "transform")`. The loader passes it only to the streams it applies to.
+   */
+  readonly transform?: BatchTransformSpec;
 }
 
 export interface Batch {
@@ -34,6 +40,8 @@ export interface Batch {
   readonly shape: [number, number, number, number, number];
   /** NDHWC [B, X, Y, Z, 1]; 1 anonymised, 0 kept, −1 outside the image */
   readonly anon: Float32Array | undefined;
+  /** NDHWC like `data`: the regression target a batch transform produced (Models Genesis: the clean crop). */
+  readonly target?: Float32Array;
   readonly keys: string[];
 }
 
@@ -96,5 +104,8 @@ export async function buildBatch(images: readonly TrainingImage[], open: OpenRea
       if (m !== undefined) anon!.set(m, b * n);
     });
   }
-  return { index, data, shape: [o.batchSize, F[0], F[1], F[2], C], anon, keys };
+  const shape: [number, number, number, number, number] = [o.batchSize, F[0], F[1], F[2], C];
+  if (o.transform === undefined) return { index, data, shape, anon, keys };
+  const t = applyBatchTransform(o.transform, { data, shape, anon }, deriveSeed(seed, "transform"));
+  return { index, data: t.data, shape: t.shape, anon: t.anon, ...(t.target === undefined ? {} : { target: t.target }), keys };
 }

@@ -4,9 +4,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { writeRawVolume } from "../../../test/helpers/raw-volume.js";
-import { DataError } from "../errors.js";
+import { ConfigError, DataError } from "../errors.js";
 import { augmentSample, centreCrop, flip, MAE_AUGMENT, NO_AUGMENT } from "./augment.js";
 import { DataLoader } from "./loader.js";
+import { MODELS_GENESIS_DEFAULTS, modelsGenesisBatch } from "./models-genesis.js";
 import { cornerBounds, initialPatchSize } from "./patch.js";
 import { Rng, deriveSeed } from "./rng.js";
 import { filterImages, type TrainingImage } from "./source.js";
@@ -137,6 +138,43 @@ test("loader: same batches with 0 or 2 worker threads, in order; resume from a b
     assert.equal(r3.index, 3);
     assert.deepEqual(Array.from(r3.data), Array.from(a[3]!.data));
     await Promise.all([inProc.close(), threaded.close(), resumed.close()]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("loader: a method's batch transform (models-genesis) runs in the workers; same input/target/anon with 0 or 2 workers, = the corruption of the plain batch seeded by deriveSeed(batch seed, \"transform\")", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "ssl3d-loader-"));
+  try {
+    const images: TrainingImage[] = [];
+    for (let i = 0; i < 2; i++) {
+      const shape = [1, 14, 12 + i, 12];
+      const n = shape.reduce((a, b) => a * b, 1);
+      writeRawVolume(join(dir, `im${i}`), Float32Array.from({ length: n }, (_, k) => Math.sin(k * 0.21 + i)), shape);
+      writeRawVolume(join(dir, `im${i}__anon`), Float32Array.from({ length: n }, (_, k) => (k % 5 === 0 ? 1 : 0)), shape);
+      images.push({ uniqueId: `im${i}`, uniqueSubjectId: `s${i}`, modality: "T1w", image: join(dir, `im${i}`), anonMask: join(dir, `im${i}__anon`) });
+    }
+    const cfg = { ...MODELS_GENESIS_DEFAULTS, shuffleBlocks: 50, bezierPoints: 2000, flipRate: 0.9 };
+    const base = { images, batchSize: 3, patchSize: [10, 10, 10] as const, loaderPatchSize: [10, 10, 10] as const, augment: NO_AUGMENT, withAnon: true, seed: 11, stream: "train", prefetch: 2, readerModule: READER };
+    const transform = { key: "models-genesis", options: cfg, validation: true };
+    const plain = new DataLoader({ ...base, numWorkers: 0 });
+    const inProc = new DataLoader({ ...base, transform, numWorkers: 0 });
+    const threaded = new DataLoader({ ...base, transform, numWorkers: 2 });
+    for (let i = 0; i < 3; i++) {
+      const [p, a, b] = [await plain.next(), await inProc.next(), await threaded.next()];
+      const want = modelsGenesisBatch(p.data, p.shape, deriveSeed(deriveSeed(11, "train", i), "transform"), cfg, p.anon);
+      assert.deepEqual(a.shape, p.shape);
+      assert.deepEqual(Array.from(a.data), Array.from(want.input));
+      assert.deepEqual(Array.from(a.target!), Array.from(want.target));
+      assert.deepEqual(Array.from(a.anon!), Array.from(want.anon!));
+      assert.notDeepEqual(Array.from(a.data), Array.from(a.target!)); // corrupted
+      assert.deepEqual(Array.from(b.data), Array.from(a.data));
+      assert.deepEqual(Array.from(b.target!), Array.from(a.target!));
+      assert.deepEqual(Array.from(b.anon!), Array.from(a.anon!));
+    }
+    const bad = new DataLoader({ ...base, transform: { key: "nope", options: {}, validation: false }, numWorkers: 0 });
+    await assert.rejects(bad.next(), (e: unknown) => e instanceof ConfigError && e.message.includes("nope"));
+    await Promise.all([plain.close(), inProc.close(), threaded.close(), bad.close()]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -30,6 +30,7 @@ port.on("message", (msg: { index: number; seed: number }) => {
       const b = await buildBatch(init.images, open, init.options, msg.index, msg.seed);
       const transfer = [b.data.buffer as ArrayBuffer];
       if (b.anon !== undefined) transfer.push(b.anon.buffer as ArrayBuffer);
+      if (b.target !== undefined) transfer.push(b.target.buffer as ArrayBuffer);
       port.postMessage({ ok: true, batch: b }, transfer);
     } catch (err) {
       port.postMessage({ ok: false, index: msg.index, message: err instanceof Error ? err.message : String(err), name: err instanceof Error ? err.name : "Error" });

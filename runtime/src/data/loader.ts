@@ -75,8 +75,8 @@ export class DataLoader {
   }
 
   private options(): BatchOptions {
-    const { batchSize, patchSize, loaderPatchSize, augment, withAnon, crop, intensity } = this.o;
-    return { batchSize, patchSize, loaderPatchSize, augment, withAnon, ...(crop === undefined ? {} : { crop }), ...(intensity === undefined ? {} : { intensity }) };
+    const { batchSize, patchSize, loaderPatchSize, augment, withAnon, crop, intensity, transform } = this.o;
+    return { batchSize, patchSize, loaderPatchSize, augment, withAnon, ...(crop === undefined ? {} : { crop }), ...(intensity === undefined ? {} : { intensity }), ...(transform === undefined ? {} : { transform }) };
   }
 
   private async start(): Promise<void> {

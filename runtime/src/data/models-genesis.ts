@@ -23,10 +23,11 @@
  *        `U{3..dim−side−3}` is restored from the input; up to 4 more while `random() < 0.95`.
  *      When a patch is too small for the 3-voxel margin (dim − side − 3 < 3) the start is `U{0..dim−side}`.
  *
- * The method (`methods/models-genesis.ts`) applies this per sample inside its loss, i.e. on the training step's
- * thread, not in the loader workers.
+ * `modelsGenesisBatch` applies it to every sample of a batch; it runs in the loader workers as the batch transform
+ * `models-genesis` (`data/batch-transforms.ts`, ADR 0040), like upstream's data-loader workers, so the method's
+ * `loss` receives the corrupted input and the clean target and does tensor work only.
  */
-import type { Rng } from "./rng.js";
+import { deriveSeed, Rng } from "./rng.js";
 
 /** [X, Y, Z, C] */
 export type SampleShape = readonly [number, number, number, number];
@@ -335,4 +336,26 @@ export function modelsGenesisPair(sample: Float32Array, shape: SampleShape, rng:
   }
   if (input === target) input = target.slice();
   return { input, target, ...(mask === undefined ? {} : { anon: mask }), applied: { flips, shuffled, curve, paint, boxes } };
+}
+
+/**
+ * Corrupt every sample of a channels-last batch `[B, X, Y, Z, C]`: inputs, targets and (flipped) anon masks as flat
+ * arrays. Sample `b` draws from its own generator `deriveSeed(seed, "models-genesis", b)`, so a sample's corruption
+ * does not depend on the others.
+ */
+export function modelsGenesisBatch(x: Float32Array, shape: readonly [number, number, number, number, number], seed: number, cfg: ModelsGenesisConfig, anon?: Float32Array): { input: Float32Array; target: Float32Array; anon?: Float32Array } {
+  const [B, X, Y, Z, C] = shape;
+  const n = X * Y * Z * C;
+  const nv = X * Y * Z;
+  const input = new Float32Array(B * n);
+  const target = new Float32Array(B * n);
+  const anonOut = anon === undefined ? undefined : new Float32Array(B * nv);
+  for (let b = 0; b < B; b++) {
+    const rng = new Rng(deriveSeed(seed, "models-genesis", b));
+    const p = modelsGenesisPair(x.subarray(b * n, (b + 1) * n), [X, Y, Z, C], rng, cfg, anon?.subarray(b * nv, (b + 1) * nv));
+    input.set(p.input, b * n);
+    target.set(p.target, b * n);
+    if (anonOut !== undefined && p.anon !== undefined) anonOut.set(p.anon, b * nv);
+  }
+  return { input, target, ...(anonOut === undefined ? {} : { anon: anonOut }) };
 }

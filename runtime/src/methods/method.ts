@@ -5,6 +5,7 @@
  */
 import type * as tf from "@tensorflow/tfjs";
 import type { z } from "zod";
+import type { BatchTransformSpec } from "../data/batch-transforms.js";
 import type { IntensityRecipe } from "../data/intensity.js";
 import type { ArchitectureFamily, Network, Vec3 } from "../models/architecture.js";
 
@@ -13,6 +14,8 @@ export interface MethodBatch {
   readonly x: tf.Tensor5D;
   /** [B, X, Y, Z, 1] anonymisation mask (1 anonymised, 0 kept, −1 outside), when the method asked for it. */
   readonly anon?: tf.Tensor5D | undefined;
+  /** [B, X, Y, Z, C] regression target built by the method's batch transform in the loader (`MethodDataNeeds.transform`). */
+  readonly target?: tf.Tensor5D | undefined;
 }
 
 export interface MethodContext {
@@ -35,6 +38,12 @@ export interface MethodDataNeeds {
   readonly crop?: "random" | "center";
   /** Per-patch intensity augmentation of training batches, applied in the loader workers (validation: none). */
   readonly trainIntensity?: IntensityRecipe;
+  /**
+   * Per-sample CPU work (corruptions, views) done in the loader workers after the batch is built: a key of
+   * `data/batch-transforms.ts` with JSON options, on training batches and, when `validation`, on validation batches.
+   * It may replace `batch.x` / `batch.anon` and add `batch.target`.
+   */
+  readonly transform?: BatchTransformSpec;
 }
 
 export interface PretrainMethod {

@@ -7,17 +7,18 @@
  * Loss: plain MSE over all voxels; `anon: true` (`_ANON`): masked MSE with `1 − anon` (−1, outside the image,
  * counted as 0 like MAE's `_ANON`; the mask is flipped with the sample).
  *
- * The corruption runs on the training step's thread inside `loss` (it reads the batch back with `dataSync`),
- * upstream runs it in its data-loader workers. On Primus the network is the EvaMAE wrapper without a decoder
+ * The corruption runs in the loader workers (the batch transform `models-genesis` of `data/batch-transforms.ts`,
+ * ADR 0040), on training and validation batches, as upstream's data-loader workers do: `loss` receives the corrupted
+ * input as `batch.x`, the clean target as `batch.target` and the flipped mask as `batch.anon`. On Primus the network is the EvaMAE wrapper without a decoder
  * transformer and without token dropping (`eva-mae-*` with `decoderDepth: 0`: encoder + PatchDecode).
  */
 import * as tf from "@tensorflow/tfjs";
 import { z } from "zod";
-import { MODELS_GENESIS_DEFAULTS, modelsGenesisPair, type ModelsGenesisConfig } from "../data/models-genesis.js";
-import { Rng } from "../data/rng.js";
+import { MODELS_GENESIS_DEFAULTS } from "../data/models-genesis.js";
+import { TrainingError } from "../errors.js";
 import type { ArchitectureFamily, Network } from "../models/architecture.js";
 import { maskedMse } from "./mae.js";
-import type { MethodBatch, MethodContext, MethodEntry, PretrainMethod } from "./method.js";
+import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, PretrainMethod } from "./method.js";
 
 const rate = z.number().min(0).max(1);
 export const ModelsGenesisOptionsSchema = z
@@ -34,42 +35,26 @@ export const ModelsGenesisOptionsSchema = z
   .strict();
 export type ModelsGenesisOptions = z.infer<typeof ModelsGenesisOptionsSchema>;
 
-/** Corrupt every sample of a channels-last batch: inputs, targets and (flipped) anon masks as flat arrays. */
-export function modelsGenesisBatch(x: Float32Array, shape: readonly [number, number, number, number, number], seed: number, cfg: ModelsGenesisConfig, anon?: Float32Array): { input: Float32Array; target: Float32Array; anon?: Float32Array } {
-  const [B, X, Y, Z, C] = shape;
-  const n = X * Y * Z * C;
-  const nv = X * Y * Z;
-  const rng = new Rng(seed);
-  const input = new Float32Array(B * n);
-  const target = new Float32Array(B * n);
-  const anonOut = anon === undefined ? undefined : new Float32Array(B * nv);
-  for (let b = 0; b < B; b++) {
-    const p = modelsGenesisPair(x.subarray(b * n, (b + 1) * n), [X, Y, Z, C], rng, cfg, anon?.subarray(b * nv, (b + 1) * nv));
-    input.set(p.input, b * n);
-    target.set(p.target, b * n);
-    if (anonOut !== undefined && p.anon !== undefined) anonOut.set(p.anon, b * nv);
-  }
-  return { input, target, ...(anonOut === undefined ? {} : { anon: anonOut }) };
-}
-
 export class ModelsGenesis implements PretrainMethod {
   readonly key = "models-genesis";
   readonly needsAnon: boolean;
+  readonly data: MethodDataNeeds;
   constructor(readonly o: ModelsGenesisOptions) {
     this.needsAnon = o.anon;
+    const { anon: _anon, ...corruption } = o;
+    this.data = { transform: { key: "models-genesis", options: corruption, validation: true } };
   }
   outChannels(inChannels: number): number {
     return inChannels;
   }
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
-    const shape = batch.x.shape;
-    const [B, X, Y, Z] = shape;
-    const pair = modelsGenesisBatch(batch.x.dataSync() as Float32Array, shape, ctx.seed, this.o, batch.anon?.dataSync() as Float32Array | undefined);
-    const target = tf.tensor5d(pair.target, shape);
-    const pred = net.apply(tf.tensor5d(pair.input, shape), { training: ctx.training, seed: ctx.seed });
-    if (pair.anon === undefined) return tf.mean<tf.Scalar>(tf.squaredDifference(pred, target));
+    const target = batch.target;
+    if (target === undefined) throw new TrainingError("models-genesis: the batch has no target (the loader's models-genesis transform did not run)");
+    const pred = net.apply(batch.x, { training: ctx.training, seed: ctx.seed });
+    if (!this.needsAnon) return tf.mean<tf.Scalar>(tf.squaredDifference(pred, target));
+    if (batch.anon === undefined) throw new TrainingError("models-genesis (anon): the batch has no anonymisation mask");
     // −1 (outside the image) → 0; 1 anonymised → excluded
-    const lossMask = tf.sub(1, tf.relu(tf.tensor5d(pair.anon, [B, X, Y, Z, 1])));
+    const lossMask = tf.sub(1, tf.relu(batch.anon));
     return maskedMse(pred, target, lossMask);
   }
 }

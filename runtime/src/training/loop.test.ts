@@ -11,6 +11,7 @@ import { NO_INTENSITY, type IntensityRecipe } from "../data/intensity.js";
 import type { TrainingImage } from "../data/source.js";
 import type { PretrainMethod } from "../methods/method.js";
 import { MaeOptionsSchema, CnnMae } from "../methods/mae.js";
+import { ModelsGenesis, ModelsGenesisOptionsSchema } from "../methods/models-genesis.js";
 import type { Network, Vec3 } from "../models/architecture.js";
 import { CONV_PERM } from "../models/params.js";
 import { createServer } from "node:net";
@@ -290,5 +291,46 @@ test("loop honours method data needs (ADR 0040): 2 patches per sample, centre cr
     assert.match(text, /pretrain_samples_total 8\b/); // 4 steps × 2 network samples (not 4 loaded patches)
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("Models Genesis corrupts in the loader workers (ADR 0040 transform): same train and validation losses with 0 or 2 workers, and after a stop + resume", async () => {
+  const a = mkdtempSync(join(tmpdir(), "ssl3d-loop-mg0-"));
+  const b = mkdtempSync(join(tmpdir(), "ssl3d-loop-mg2-"));
+  try {
+    const mg = () => new ModelsGenesis(ModelsGenesisOptionsSchema.parse({ shuffleBlocks: 20, bezierPoints: 2000 }));
+    const seen: { training: boolean; hasTarget: boolean }[] = [];
+    const runWith = (dir: string, workers: number, extra: Parameters<typeof runOf>[2] = {}) => {
+      const base = runOf(dir, 2, extra);
+      const method = mg();
+      const loss = method.loss.bind(method);
+      method.loss = (net, batch, ctx) => {
+        seen.push({ training: ctx.training, hasTarget: batch.target !== undefined });
+        return loss(net, batch, ctx);
+      };
+      return { ...base, trainerName: "ModelGenesisTrainer", method, options: { ...base.options, augment: false, loaderWorkers: workers } };
+    };
+    const runA = runWith(a, 0);
+    assert.equal((await train(runA)).status, "completed");
+    runA.network.dispose();
+    const stop: StopSignal = { requested: false };
+    const runB1 = runWith(b, 2, { stop, onStep: (s) => { if (s.globalStep === 3) { stop.requested = true; stop.reason = "test"; } } });
+    assert.equal((await train(runB1)).status, "stopped");
+    runB1.network.dispose();
+    const runB2 = runWith(b, 2, { resume: true });
+    assert.equal((await train(runB2)).status, "completed");
+    runB2.network.dispose();
+    // validation is corrupted too: every call, training or not, got the loader's clean target
+    assert.ok(seen.some((q) => !q.training) && seen.every((q) => q.hasTarget));
+    const read = (d: string) => readFileSync(join(d, "out", JSONL_LOG), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { step_losses: number[]; val_step_losses: number[] });
+    const [la, lb] = [read(a), read(b)];
+    assert.equal(la.length, 2);
+    assert.equal(lb.length, 2);
+    const flat = (l: typeof la) => l.flatMap((e) => [...e.step_losses, ...e.val_step_losses]);
+    assert.equal(flat(la).length, 2 * (4 + 2));
+    flat(la).forEach((v, i) => { assert.ok(Number.isFinite(v) && Math.abs(v - flat(lb)[i]!) <= 1e-6 * Math.max(1, Math.abs(v)), `loss ${i}: ${v} vs ${flat(lb)[i]}`); });
+  } finally {
+    rmSync(a, { recursive: true, force: true });
+    rmSync(b, { recursive: true, force: true });
   }
 });

@@ -16,11 +16,12 @@ import { appendFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { MAE_AUGMENT, NO_AUGMENT } from "../data/augment.js";
+import type { Batch } from "../data/batch.js";
 import { DataLoader } from "../data/loader.js";
 import { initialPatchSize } from "../data/patch.js";
 import { deriveSeed } from "../data/rng.js";
 import type { TrainingImage } from "../data/source.js";
-import type { PretrainMethod } from "../methods/method.js";
+import type { MethodBatch, PretrainMethod } from "../methods/method.js";
 import type { Network } from "../models/architecture.js";
 import { loadTorchStateDict, networkMeta, torchStateDict } from "../models/checkpoint-export.js";
 import type { Logger } from "../observability/log.js";
@@ -172,6 +173,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
     loaderPatchSize: o.augment ? initialPatchSize(F) : F,
     augment: o.augment ? MAE_AUGMENT : NO_AUGMENT,
     ...(needs.trainIntensity === undefined ? {} : { intensity: needs.trainIntensity }),
+    ...(needs.transform === undefined ? {} : { transform: needs.transform }),
     stream: rank === 0 ? "train" : `train-r${rank}`,
     startIndex: trainStart,
   });
@@ -180,6 +182,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
     images: run.valImages.length > 0 ? run.valImages : run.trainImages,
     loaderPatchSize: F,
     augment: NO_AUGMENT,
+    ...(needs.transform?.validation === true ? { transform: needs.transform } : {}),
     stream: rank === 0 ? "val" : `val-r${rank}`,
     prefetch: Math.max(1, Math.floor(o.prefetch / 2)),
     startIndex: valStart,
@@ -283,9 +286,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
         const batch = await valLoader.next();
         const seed = deriveSeed(o.seed, "val-mask", epoch, i);
         const l = tf.tidy(() => {
-          const x = tf.tensor5d(batch.data, batch.shape);
-          const anon = batch.anon === undefined ? undefined : tf.tensor5d(batch.anon, [batch.shape[0], batch.shape[1], batch.shape[2], batch.shape[3], 1]);
-          return run.method.loss(net, { x, anon }, { training: false, seed });
+          return run.method.loss(net, batchTensors(batch), { training: false, seed });
         });
         const v = Float32Array.of((await l.data())[0]! * share);
         l.dispose();
@@ -341,11 +342,21 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
   return { status, epochsCompleted: epoch, globalStep, finalTrainLoss: logging.train_losses.at(-1) ?? null, finalValLoss: logging.val_losses.at(-1) ?? null };
 }
 
+/** The loaded batch as the method's tensors (the caller disposes them). */
+function batchTensors(batch: Batch): MethodBatch {
+  const [B, X, Y, Z] = batch.shape;
+  return {
+    x: tf.tensor5d(batch.data, batch.shape),
+    anon: batch.anon === undefined ? undefined : tf.tensor5d(batch.anon, [B, X, Y, Z, 1]),
+    target: batch.target === undefined ? undefined : tf.tensor5d(batch.target, batch.shape),
+  };
+}
+
 async function trainStep(
   run: TrainingRun,
   varList: tf.Variable[],
   varNameToKey: ReadonlyMap<string, string>,
-  batch: { data: Float32Array; shape: [number, number, number, number, number]; anon: Float32Array | undefined },
+  batch: Batch,
   seed: number,
   gradClip: number | null,
   check: (loss: number, norm: number) => boolean,
@@ -353,11 +364,9 @@ async function trainStep(
   group: ProcessGroup,
   share: number,
 ): Promise<{ loss: number; norm: number; stop: boolean }> {
-  const x = tf.tensor5d(batch.data, batch.shape);
-  const anon = batch.anon === undefined ? undefined : tf.tensor5d(batch.anon, [batch.shape[0], batch.shape[1], batch.shape[2], batch.shape[3], 1]);
-  const { value, grads } = valueAndGrads(() => run.method.loss(run.network, { x, anon }, { training: true, seed }), varList);
-  x.dispose();
-  anon?.dispose();
+  const mb = batchTensors(batch);
+  const { value, grads } = valueAndGrads(() => run.method.loss(run.network, mb, { training: true, seed }), varList);
+  tf.dispose([mb.x, mb.anon ?? [], mb.target ?? []]);
   const named = new Map<string, tf.Tensor>();
   for (const [vname, g] of Object.entries(grads)) named.set(varNameToKey.get(vname) ?? vname, g);
   let loss = value.dataSync()[0]!;
