@@ -12,11 +12,11 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { z } from "zod";
-import { ConfigError } from "../errors.js";
 import type { ArchitectureFamily, Network, Vec3 } from "../models/architecture.js";
 import { Rng } from "../data/rng.js";
-import { copyCrop, requireEmbeddingNetwork, vec3, vocoArchitectureFor, type CropAugment } from "./crops.js";
-import { defaultCropAugment } from "./crop-augment.js";
+import { defaultCropAugment, simclrCropSize, simclrCrops, type CropAugment, type SimClrCrops } from "../data/contrastive-crops.js";
+import { requireEmbeddingNetwork, vocoArchitectureFor } from "./crops.js";
+export { simclrCropSize, simclrCrops, type SimClrCrops };
 import type { MethodBatch, MethodContext, MethodEntry, PretrainMethod } from "./method.js";
 import { ntXent } from "./nt-xent.js";
 
@@ -36,50 +36,6 @@ export const SimClrOptionsSchema = z
   .strict();
 export type SimClrOptions = z.infer<typeof SimClrOptionsSchema>;
 
-export function simclrCropSize(patch: Vec3, o: Pick<SimClrOptions, "cropSize">): Vec3 {
-  const side = Math.min(...patch);
-  const crop = o.cropSize === undefined ? ([side, side, side] as Vec3) : vec3(o.cropSize, "trainer.methodOptions.cropSize");
-  if (crop.some((c, i) => c > patch[i]!)) throw new ConfigError(`crop size ${crop.join("x")} does not fit the patch ${patch.join("x")}`, { field: "trainer.methodOptions.cropSize" });
-  return crop;
-}
-
-export interface SimClrCrops {
-  /** [2N, cx, cy, cz, C]: N references (image-major), then their N partners in the same order. */
-  readonly crops: Float32Array;
-  readonly cropSize: Vec3;
-  readonly n: number;
-  readonly references: Vec3[];
-  readonly partners: Vec3[];
-}
-
-export function simclrCrops(rng: Rng, data: Float32Array, shape: readonly number[], o: Pick<SimClrOptions, "cropSize" | "cropsPerImage" | "minOverlap">, augment?: CropAugment): SimClrCrops {
-  const [B, X, Y, Z, C] = shape as [number, number, number, number, number];
-  const dims: Vec3 = [X, Y, Z];
-  const crop = simclrCropSize(dims, o);
-  const n = B * o.cropsPerImage;
-  const cropLen = crop[0] * crop[1] * crop[2] * C;
-  const crops = new Float32Array(2 * n * cropLen);
-  const references: Vec3[] = [];
-  for (let i = 0; i < n; i++) {
-    const r: Vec3 = [rng.int(0, X - crop[0]), rng.int(0, Y - crop[1]), rng.int(0, Z - crop[2])];
-    references.push(r);
-    copyCrop(data, dims, C, Math.floor(i / o.cropsPerImage), r, crop, crops, i * cropLen);
-  }
-  const m = crop.map((c) => Math.trunc(c * o.minOverlap));
-  const partners: Vec3[] = references.map((r, i) => {
-    const p = [0, 1, 2].map((a) => rng.int(Math.max(0, r[a]! - m[a]!), Math.min(dims[a]! - crop[a]!, r[a]! + m[a]!))) as unknown as Vec3;
-    copyCrop(data, dims, C, Math.floor(i / o.cropsPerImage), p, crop, crops, (n + i) * cropLen);
-    return p;
-  });
-  if (augment !== undefined) {
-    for (let i = 0; i < 2 * n; i++) {
-      const view = crops.subarray(i * cropLen, (i + 1) * cropLen);
-      const aug = augment(rng, view, crop, C);
-      if (aug !== view) view.set(aug);
-    }
-  }
-  return { crops, cropSize: crop, n, references, partners };
-}
 
 export class SimClr implements PretrainMethod {
   readonly key = "simclr";

@@ -15,11 +15,11 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { z } from "zod";
-import { ConfigError } from "../errors.js";
 import type { ArchitectureFamily, Network, Vec3 } from "../models/architecture.js";
 import { Rng } from "../data/rng.js";
-import { boxOverlap, copyCrop, l2Rows, requireEmbeddingNetwork, stopGradient, vec3, vocoArchitectureFor, type CropAugment } from "./crops.js";
-import { defaultCropAugment } from "./crop-augment.js";
+import { baseOffsets, defaultCropAugment, overlapTruth, vocoCropSize, vocoCrops, type CropAugment, type VoCoCrops } from "../data/contrastive-crops.js";
+import { l2Rows, requireEmbeddingNetwork, stopGradient, vec3, vocoArchitectureFor } from "./crops.js";
+export { baseOffsets, overlapTruth, vocoCropSize, vocoCrops, type VoCoCrops };
 import type { MethodBatch, MethodContext, MethodEntry, PretrainMethod } from "./method.js";
 
 const PosInt = z.number().int().positive();
@@ -36,81 +36,6 @@ export const VoCoOptionsSchema = z
   .strict();
 export type VoCoOptions = z.infer<typeof VoCoOptionsSchema>;
 
-/** Crop size = patch / grid (each axis must divide). */
-export function vocoCropSize(patch: Vec3, grid: Vec3): Vec3 {
-  if (grid[0] * grid[1] * grid[2] < 2) throw new ConfigError(`needs at least 2 base crops (L_reg compares pairs), got ${grid.join("x")}`, { field: "trainer.methodOptions.baseCrops" });
-  patch.forEach((p, i) => {
-    if (p % grid[i]! !== 0) throw new ConfigError(`patch size ${patch.join("x")} is not divisible by the base crop grid ${grid.join("x")}`, { field: "trainer.patchSize" });
-  });
-  return [patch[0] / grid[0], patch[1] / grid[1], patch[2] / grid[2]];
-}
-
-/** Lower corners of the base crops, x-major (upstream's i, j, k loops). */
-export function baseOffsets(grid: Vec3, crop: Vec3): Vec3[] {
-  const out: Vec3[] = [];
-  for (let i = 0; i < grid[0]; i++) for (let j = 0; j < grid[1]; j++) for (let k = 0; k < grid[2]; k++) out.push([i * crop[0], j * crop[1], k * crop[2]]);
-  return out;
-}
-
-/** Overlap ground truth of targets × bases: overlap volume / crop volume, [T·N] row-major. */
-export function overlapTruth(targets: readonly Vec3[], bases: readonly Vec3[], crop: Vec3): Float32Array {
-  const vol = crop[0] * crop[1] * crop[2];
-  const out = new Float32Array(targets.length * bases.length);
-  targets.forEach((t, ti) => {
-    bases.forEach((b, bi) => {
-      out[ti * bases.length + bi] = boxOverlap(t, b, crop) / vol;
-    });
-  });
-  return out;
-}
-
-export interface VoCoCrops {
-  /** [B·N + B·T, cx, cy, cz, C]: base crops (image-major), then target crops (image-major). */
-  readonly crops: Float32Array;
-  readonly cropSize: Vec3;
-  readonly nBase: number;
-  readonly nTarget: number;
-  /** [B, T, N] */
-  readonly truth: Float32Array;
-  /** Target offsets per image. */
-  readonly targets: Vec3[][];
-}
-
-/** Cut the crops of a batch [B,X,Y,Z,C] (channels-last), draw target positions from `rng`, augment when given. */
-export function vocoCrops(rng: Rng, data: Float32Array, shape: readonly number[], grid: Vec3, nTarget: number, augment?: CropAugment): VoCoCrops {
-  const [B, X, Y, Z, C] = shape as [number, number, number, number, number];
-  const dims: Vec3 = [X, Y, Z];
-  const crop = vocoCropSize(dims, grid);
-  const bases = baseOffsets(grid, crop);
-  const nBase = bases.length;
-  const cropLen = crop[0] * crop[1] * crop[2] * C;
-  const crops = new Float32Array((B * nBase + B * nTarget) * cropLen);
-  for (let b = 0; b < B; b++) {
-    bases.forEach((o, n) => {
-      copyCrop(data, dims, C, b, o, crop, crops, (b * nBase + n) * cropLen);
-    });
-  }
-  const targets: Vec3[][] = [];
-  const truth = new Float32Array(B * nTarget * nBase);
-  for (let b = 0; b < B; b++) {
-    const ts: Vec3[] = [];
-    for (let t = 0; t < nTarget; t++) {
-      const o: Vec3 = [rng.int(0, X - crop[0]), rng.int(0, Y - crop[1]), rng.int(0, Z - crop[2])];
-      ts.push(o);
-      copyCrop(data, dims, C, b, o, crop, crops, (B * nBase + b * nTarget + t) * cropLen);
-    }
-    targets.push(ts);
-    truth.set(overlapTruth(ts, bases, crop), b * nTarget * nBase);
-  }
-  if (augment !== undefined) {
-    for (let i = 0; i < B * (nBase + nTarget); i++) {
-      const view = crops.subarray(i * cropLen, (i + 1) * cropLen);
-      const aug = augment(rng, view, crop, C);
-      if (aug !== view) view.set(aug);
-    }
-  }
-  return { crops, cropSize: crop, nBase, nTarget, truth, targets };
-}
 
 /** L_pred of spec 6.7 on base [B,N,D], target [B,T,D], truth [B,T,N]; the bases get no gradient. */
 export function vocoPredLoss(base: tf.Tensor3D, target: tf.Tensor3D, truth: tf.Tensor3D): tf.Scalar {
