@@ -8,6 +8,8 @@
  * so batch `i` stays a pure function of (seed, stream, i) whatever the number of workers.
  */
 import { ConfigError } from "../errors.js";
+import { Rng } from "./rng.js";
+import { defaultCropAugment, simclrCrops, vec3, vocoCrops } from "./contrastive-crops.js";
 import { MODELS_GENESIS_DEFAULTS, modelsGenesisBatch, type ModelsGenesisConfig } from "./models-genesis.js";
 
 export interface BatchTransformSpec {
@@ -17,6 +19,14 @@ export interface BatchTransformSpec {
   readonly options: Readonly<Record<string, unknown>>;
   /** Also transform validation batches (Models Genesis: yes, the validation loss is on corrupted inputs too). */
   readonly validation: boolean;
+  /** Options overriding `options` on validation batches (VoCo/SimCLR: `{ augment: false }`). */
+  readonly validationOptions?: Readonly<Record<string, unknown>>;
+}
+
+/** A method-specific array a transform adds (VoCo: the overlap truth [B, T, N]). */
+export interface AuxArray {
+  readonly data: Float32Array;
+  readonly shape: number[];
 }
 
 export interface BatchArrays {
@@ -30,6 +40,7 @@ export interface BatchArrays {
 export interface TransformedArrays extends BatchArrays {
   /** A regression target of the same shape as `data` (Models Genesis: the clean, flipped crop). */
   readonly target?: Float32Array;
+  readonly aux?: AuxArray;
 }
 
 export type BatchTransform = (b: BatchArrays, options: Readonly<Record<string, unknown>>, seed: number) => TransformedArrays;
@@ -40,9 +51,36 @@ function modelsGenesisTransform(b: BatchArrays, options: Readonly<Record<string,
   return { data: r.input, shape: b.shape, anon: r.anon, target: r.target };
 }
 
+/**
+ * VoCo's crops (spec 6.7): `data` becomes the B·N base crops then the B·T target crops `[B·(N+T), cx, cy, cz, C]`,
+ * `aux` the overlap truth `[B, T, N]`; target positions and (when `augment`) the per-crop augmentation draw from one
+ * generator seeded by the transform seed, exactly as `vocoCrops` in the method did with the step seed.
+ */
+function vocoTransform(b: BatchArrays, options: Readonly<Record<string, unknown>>, seed: number): TransformedArrays {
+  const o = options as { baseCrops: number[]; targetCrops: number; augment: boolean };
+  const c = vocoCrops(new Rng(seed), b.data, b.shape, vec3(o.baseCrops, "trainer.methodOptions.baseCrops"), o.targetCrops, o.augment ? defaultCropAugment() : undefined);
+  const B = b.shape[0];
+  return { data: c.crops, shape: [B * (c.nBase + c.nTarget), ...c.cropSize, b.shape[4]], anon: undefined, aux: { data: c.truth, shape: [B, c.nTarget, c.nBase] } };
+}
+
+/** SimCLR's crops (spec 6.9): `data` = N references then their N partners `[2N, cx, cy, cz, C]`, `aux` their offsets `[2N, 3]`. */
+function simclrTransform(b: BatchArrays, options: Readonly<Record<string, unknown>>, seed: number): TransformedArrays {
+  const o = options as { cropSize?: number[]; cropsPerImage: number; minOverlap: number; augment: boolean };
+  const c = simclrCrops(new Rng(seed), b.data, b.shape, o, o.augment ? defaultCropAugment() : undefined);
+  return { data: c.crops, shape: [2 * c.n, ...c.cropSize, b.shape[4]], anon: undefined, aux: { data: Float32Array.from([...c.references, ...c.partners].flat()), shape: [2 * c.n, 3] } };
+}
+
 export const BATCH_TRANSFORMS: Readonly<Record<string, BatchTransform>> = {
   "models-genesis": modelsGenesisTransform,
+  "voco-crops": vocoTransform,
+  "simclr-crops": simclrTransform,
 };
+
+/** The spec a validation loader applies (`validationOptions` merged over `options`), or undefined when training only. */
+export function validationTransform(spec: BatchTransformSpec | undefined): BatchTransformSpec | undefined {
+  if (spec?.validation !== true) return undefined;
+  return { ...spec, options: { ...spec.options, ...(spec.validationOptions ?? {}) } };
+}
 
 export function applyBatchTransform(spec: BatchTransformSpec, b: BatchArrays, seed: number): TransformedArrays {
   const fn = BATCH_TRANSFORMS[spec.key];

@@ -4,7 +4,7 @@
  */
 import { ConfigError, DataError } from "../errors.js";
 import { augmentSample, type AugmentOptions } from "./augment.js";
-import { applyBatchTransform, type BatchTransformSpec } from "./batch-transforms.js";
+import { applyBatchTransform, type AuxArray, type BatchTransformSpec } from "./batch-transforms.js";
 import { augmentIntensity, type IntensityRecipe } from "./intensity.js";
 import { centreCorner, sampleCorner, type Shape3 } from "./patch.js";
 import { deriveSeed, Rng } from "./rng.js";
@@ -42,6 +42,9 @@ export interface Batch {
   readonly anon: Float32Array | undefined;
   /** NDHWC like `data`: the regression target a batch transform produced (Models Genesis: the clean crop). */
   readonly target?: Float32Array;
+  /** A method-specific array the batch transform added (VoCo: overlap truth). */
+  readonly aux?: AuxArray;
+  /** uniqueId of every loaded patch (its length = patches loaded, whatever shape a transform gives `data`). */
   readonly keys: string[];
 }
 
@@ -107,5 +110,5 @@ export async function buildBatch(images: readonly TrainingImage[], open: OpenRea
   const shape: [number, number, number, number, number] = [o.batchSize, F[0], F[1], F[2], C];
   if (o.transform === undefined) return { index, data, shape, anon, keys };
   const t = applyBatchTransform(o.transform, { data, shape, anon }, deriveSeed(seed, "transform"));
-  return { index, data: t.data, shape: t.shape, anon: t.anon, ...(t.target === undefined ? {} : { target: t.target }), keys };
+  return { index, data: t.data, shape: t.shape, anon: t.anon, ...(t.target === undefined ? {} : { target: t.target }), ...(t.aux === undefined ? {} : { aux: t.aux }), keys };
 }

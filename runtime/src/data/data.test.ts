@@ -180,6 +180,33 @@ test("loader: a method's batch transform (models-genesis) runs in the workers; s
   }
 });
 
+test("loader: a transform that changes the batch shape (voco-crops) and adds an aux array: same crops and truth with 0 or 2 workers; patches counted from keys", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "ssl3d-loader-"));
+  try {
+    const shape = [1, 18, 17, 9];
+    const n = shape.reduce((a, b) => a * b, 1);
+    writeRawVolume(join(dir, "im0"), Float32Array.from({ length: n }, (_, k) => Math.sin(k * 0.13)), shape);
+    const images: TrainingImage[] = [{ uniqueId: "im0", uniqueSubjectId: "s0", modality: "T1w", image: join(dir, "im0") }];
+    const base = { images, batchSize: 2, patchSize: [16, 16, 4] as const, loaderPatchSize: [16, 16, 4] as const, augment: NO_AUGMENT, withAnon: false, seed: 3, stream: "train", prefetch: 2, readerModule: READER, transform: { key: "voco-crops", options: { baseCrops: [4, 4, 1], targetCrops: 2, augment: true }, validation: true } };
+    const inProc = new DataLoader({ ...base, numWorkers: 0 });
+    const threaded = new DataLoader({ ...base, numWorkers: 2 });
+    let patches = 0;
+    threaded.onBatch = (p) => (patches += p);
+    for (let i = 0; i < 2; i++) {
+      const [a, b] = [await inProc.next(), await threaded.next()];
+      assert.deepEqual(a.shape, [2 * (16 + 2), 4, 4, 4, 1]);
+      assert.deepEqual(b.shape, a.shape);
+      assert.deepEqual(b.aux!.shape, [2, 2, 16]);
+      assert.deepEqual(Array.from(b.data), Array.from(a.data));
+      assert.deepEqual(Array.from(b.aux!.data), Array.from(a.aux!.data));
+    }
+    assert.ok(patches >= 4 && patches % 2 === 0); // loaded patches (keys), not crops
+    await Promise.all([inProc.close(), threaded.close()]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("loader: an unreadable image is a DataError naming the file", async () => {
   const loader = new DataLoader({
     images: [{ uniqueId: "x", uniqueSubjectId: "s", modality: "T1w", image: "/nonexistent/x.zarr" }],

@@ -31,6 +31,7 @@ port.on("message", (msg: { index: number; seed: number }) => {
       const transfer = [b.data.buffer as ArrayBuffer];
       if (b.anon !== undefined) transfer.push(b.anon.buffer as ArrayBuffer);
       if (b.target !== undefined) transfer.push(b.target.buffer as ArrayBuffer);
+      if (b.aux !== undefined) transfer.push(b.aux.data.buffer as ArrayBuffer);
       port.postMessage({ ok: true, batch: b }, transfer);
     } catch (err) {
       port.postMessage({ ok: false, index: msg.index, message: err instanceof Error ? err.message : String(err), name: err instanceof Error ? err.name : "Error" });

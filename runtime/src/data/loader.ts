@@ -121,7 +121,7 @@ export class DataLoader {
     const d = this.inflight.get(index);
     if (d === undefined) return;
     this.ready.add(index);
-    this.onBatch?.(batch.shape[0]);
+    this.onBatch?.(batch.keys.length);
     d.resolve(batch);
   }
 

@@ -16,6 +16,8 @@ export interface MethodBatch {
   readonly anon?: tf.Tensor5D | undefined;
   /** [B, X, Y, Z, C] regression target built by the method's batch transform in the loader (`MethodDataNeeds.transform`). */
   readonly target?: tf.Tensor5D | undefined;
+  /** A method-specific tensor the batch transform added (VoCo: the overlap truth [B, T, N]). */
+  readonly aux?: tf.Tensor | undefined;
 }
 
 export interface MethodContext {
@@ -40,8 +42,9 @@ export interface MethodDataNeeds {
   readonly trainIntensity?: IntensityRecipe;
   /**
    * Per-sample CPU work (corruptions, views) done in the loader workers after the batch is built: a key of
-   * `data/batch-transforms.ts` with JSON options, on training batches and, when `validation`, on validation batches.
-   * It may replace `batch.x` / `batch.anon` and add `batch.target`.
+   * `data/batch-transforms.ts` with JSON options, on training batches and, when `validation`, on validation batches
+   * (with `validationOptions` merged over the options). It may replace `batch.x` (also its shape: VoCo's crops) and
+   * `batch.anon`, and add `batch.target` / `batch.aux`.
    */
   readonly transform?: BatchTransformSpec;
 }

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
+import { applyBatchTransform, validationTransform } from "../data/batch-transforms.js";
 import { Rng } from "../data/rng.js";
 import { createNetwork } from "../models/registry.js";
 import { isEmbeddingNetwork } from "../models/voco.js";
@@ -108,5 +109,25 @@ test("one training step on voco-resenc-xs: gradients reach the stem and the head
   assert.ok(Number.isFinite(r.loss) && r.loss > 0);
   assert.ok(r.stem && r.head);
   x.dispose();
+  net.dispose();
+});
+
+test("loader path (ADR 0040 transform simclr-crops): the loss on the loader's crops equals the in-method loss with the step seed = the transform seed; validation crops are not augmented", () => {
+  const method = new SimClr(SimClrOptionsSchema.parse({ cropSize: [8, 8, 8] }));
+  const spec = method.data.transform!;
+  assert.deepEqual(spec, { key: "simclr-crops", options: { cropSize: [8, 8, 8], cropsPerImage: 2, minOverlap: 0.5, augment: true }, validation: true, validationOptions: { augment: false } });
+  const net = createNetwork("voco-resenc-xs", { features: [4, 8], strides: [1, 2], patchSize: [8, 8, 8], headDim: 16, seed: 1 });
+  const shape: [number, number, number, number, number] = [2, 16, 16, 8, 1];
+  const plain = tf.tidy(() => tf.randomNormal<tf.Rank.R5>(shape, 0, 1, "float32", 4).dataSync() as Float32Array);
+  for (const [s, training] of [[spec, true], [validationTransform(spec)!, false]] as const) {
+    const t = applyBatchTransform(s, { data: plain, shape, anon: undefined }, 17);
+    assert.deepEqual(t.shape, [8, 8, 8, 8, 1]);
+    const viaLoader = tf.tidy(() => method.loss(net, { x: tf.tensor5d(t.data, t.shape), aux: tf.tensor(t.aux!.data, t.aux!.shape) }, { training, seed: 999 }).dataSync()[0]!);
+    const inMethod = tf.tidy(() => method.loss(net, { x: tf.tensor5d(plain, shape) }, { training, seed: 17 }).dataSync()[0]!);
+    assert.ok(Number.isFinite(viaLoader) && Math.abs(viaLoader - inMethod) <= 1e-5 * Math.abs(inMethod), `${training}: ${viaLoader} vs ${inMethod}`);
+    const cut = simclrCrops(new Rng(17), plain, shape, { cropSize: [8, 8, 8], cropsPerImage: 2, minOverlap: 0.5 });
+    assert.equal(t.data.every((v, i) => v === cut.crops[i]), !training);
+    assert.deepEqual(Array.from(t.aux!.data), [...cut.references, ...cut.partners].flat());
+  }
   net.dispose();
 });

@@ -17,7 +17,7 @@ import { Rng } from "../data/rng.js";
 import { defaultCropAugment, simclrCropSize, simclrCrops, type CropAugment, type SimClrCrops } from "../data/contrastive-crops.js";
 import { requireEmbeddingNetwork, vocoArchitectureFor } from "./crops.js";
 export { simclrCropSize, simclrCrops, type SimClrCrops };
-import type { MethodBatch, MethodContext, MethodEntry, PretrainMethod } from "./method.js";
+import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, PretrainMethod } from "./method.js";
 import { ntXent } from "./nt-xent.js";
 
 const PosInt = z.number().int().positive();
@@ -40,7 +40,14 @@ export type SimClrOptions = z.infer<typeof SimClrOptionsSchema>;
 export class SimClr implements PretrainMethod {
   readonly key = "simclr";
   readonly needsAnon = false;
-  constructor(readonly o: SimClrOptions, private readonly augment: CropAugment | undefined = defaultCropAugment()) {}
+  /** Crops cut and augmented in the loader workers (batch transform `simclr-crops`); a custom `CropAugment`: in the method. */
+  readonly data: MethodDataNeeds;
+  private readonly augment: CropAugment;
+  constructor(readonly o: SimClrOptions, augment?: CropAugment) {
+    this.augment = augment ?? defaultCropAugment();
+    const options = { ...(o.cropSize === undefined ? {} : { cropSize: o.cropSize }), cropsPerImage: o.cropsPerImage, minOverlap: o.minOverlap, augment: o.augment };
+    this.data = augment !== undefined ? {} : { transform: { key: "simclr-crops", options, validation: true, validationOptions: { augment: false } } };
+  }
 
   outChannels(inChannels: number): number {
     return inChannels;
@@ -48,11 +55,16 @@ export class SimClr implements PretrainMethod {
 
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
     const emb = requireEmbeddingNetwork(net, "simclr");
-    const shape = batch.x.shape;
-    const c = simclrCrops(new Rng(ctx.seed), batch.x.dataSync() as Float32Array, shape, this.o, ctx.training && this.o.augment ? this.augment : undefined);
-    const x = tf.tensor5d(c.crops, [2 * c.n, c.cropSize[0], c.cropSize[1], c.cropSize[2], shape[4]]);
+    let x = batch.x;
+    if (batch.aux === undefined) {
+      // plain patches (direct callers): cut and augment here, seeded by the step
+      const shape = batch.x.shape;
+      const c = simclrCrops(new Rng(ctx.seed), batch.x.dataSync() as Float32Array, shape, this.o, ctx.training && this.o.augment ? this.augment : undefined);
+      x = tf.tensor5d(c.crops, [2 * c.n, c.cropSize[0], c.cropSize[1], c.cropSize[2], shape[4]]);
+    }
+    const n = x.shape[0] / 2;
     const e = emb.embed(x, { training: ctx.training, seed: ctx.seed });
-    return ntXent(tf.slice(e, [0, 0], [c.n, -1]), tf.slice(e, [c.n, 0], [c.n, -1]), this.o.temperature);
+    return ntXent(tf.slice(e, [0, 0], [n, -1]), tf.slice(e, [n, 0], [n, -1]), this.o.temperature);
   }
 }
 

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
+import { applyBatchTransform, validationTransform } from "../data/batch-transforms.js";
 import { Rng } from "../data/rng.js";
 import type { Vec3 } from "../models/architecture.js";
 import { createNetwork } from "../models/registry.js";
@@ -260,4 +261,28 @@ test("the default crop augmentation is augmentIntensity with VOCO_RECIPE, crop b
     if (want.some((v, j) => v !== plain.crops[k * len + j])) changed++;
   }
   assert.ok(changed > 20, `only ${changed} of 40 crops changed`); // mirrors alone change ~7/8 of them
+});
+
+test("loader path (ADR 0040 transform voco-crops): the method asks for its crops; the loss on the loader's crops + truth equals the in-method loss with the step seed = the transform seed; validation crops are not augmented", () => {
+  const method = new VoCo(VoCoOptionsSchema.parse({ targetCrops: 3 }));
+  const spec = method.data.transform!;
+  assert.deepEqual(spec, { key: "voco-crops", options: { baseCrops: [4, 4, 1], targetCrops: 3, augment: true }, validation: true, validationOptions: { augment: false } });
+  assert.equal(validationTransform(spec)?.options.augment, false);
+  assert.deepEqual(new VoCo(VoCoOptionsSchema.parse({}), (_r, c) => c).data, {}); // a custom hook cannot cross to the workers
+  const net = createNetwork("voco-resenc-xs", { features: [4, 8], strides: [1, 2], patchSize: [4, 4, 4], headDim: 16, seed: 1 });
+  const shape: [number, number, number, number, number] = [2, 16, 16, 4, 1];
+  const plain = tf.tidy(() => tf.randomNormal<tf.Rank.R5>(shape, 0, 1, "float32", 4).dataSync() as Float32Array);
+  for (const [s, training] of [[spec, true], [validationTransform(spec)!, false]] as const) {
+    const t = applyBatchTransform(s, { data: plain, shape, anon: undefined }, 31);
+    assert.deepEqual(t.shape, [2 * (16 + 3), 4, 4, 4, 1]);
+    assert.deepEqual(t.aux!.shape, [2, 3, 16]);
+    const viaLoader = tf.tidy(() => method.loss(net, { x: tf.tensor5d(t.data, t.shape), aux: tf.tensor(t.aux!.data, t.aux!.shape) }, { training, seed: 999 }).dataSync()[0]!);
+    const inMethod = tf.tidy(() => method.loss(net, { x: tf.tensor5d(plain, shape) }, { training, seed: 31 }).dataSync()[0]!);
+    assert.ok(Number.isFinite(viaLoader) && Math.abs(viaLoader - inMethod) <= 1e-5 * Math.abs(inMethod), `${training}: ${viaLoader} vs ${inMethod}`);
+    // training crops are augmented (differ from the plain cut), validation crops are the plain cut
+    const cut = vocoCrops(new Rng(31), plain, shape, [4, 4, 1], 3);
+    assert.equal(t.data.every((v, i) => v === cut.crops[i]), !training);
+    assert.deepEqual(Array.from(t.aux!.data), Array.from(cut.truth));
+  }
+  net.dispose();
 });

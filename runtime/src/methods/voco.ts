@@ -20,7 +20,8 @@ import { Rng } from "../data/rng.js";
 import { baseOffsets, defaultCropAugment, overlapTruth, vocoCropSize, vocoCrops, type CropAugment, type VoCoCrops } from "../data/contrastive-crops.js";
 import { l2Rows, requireEmbeddingNetwork, stopGradient, vec3, vocoArchitectureFor } from "./crops.js";
 export { baseOffsets, overlapTruth, vocoCropSize, vocoCrops, type VoCoCrops };
-import type { MethodBatch, MethodContext, MethodEntry, PretrainMethod } from "./method.js";
+import type { EmbeddingNetwork } from "../models/voco.js";
+import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, PretrainMethod } from "./method.js";
 
 const PosInt = z.number().int().positive();
 
@@ -69,7 +70,16 @@ export function vocoLoss(base: tf.Tensor3D, target: tf.Tensor3D, truth: tf.Tenso
 export class VoCo implements PretrainMethod {
   readonly key = "voco";
   readonly needsAnon = false;
-  constructor(readonly o: VoCoOptions, private readonly augment: CropAugment | undefined = defaultCropAugment()) {}
+  /**
+   * The crops and their augmentation are cut in the loader workers (batch transform `voco-crops`, ADR 0040); with a
+   * custom `CropAugment` (tests: it cannot cross to the workers) the method cuts them itself from plain patches.
+   */
+  readonly data: MethodDataNeeds;
+  private readonly augment: CropAugment;
+  constructor(readonly o: VoCoOptions, augment?: CropAugment) {
+    this.augment = augment ?? defaultCropAugment();
+    this.data = augment !== undefined ? {} : { transform: { key: "voco-crops", options: { baseCrops: o.baseCrops, targetCrops: o.targetCrops, augment: o.augment }, validation: true, validationOptions: { augment: false } } };
+  }
 
   outChannels(inChannels: number): number {
     return inChannels;
@@ -77,16 +87,26 @@ export class VoCo implements PretrainMethod {
 
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
     const emb = requireEmbeddingNetwork(net, "voco");
+    if (batch.aux !== undefined) {
+      // the loader delivered [B·N base crops, B·T target crops] and the truth [B, T, N]
+      const [B, nTarget, nBase] = batch.aux.shape as [number, number, number];
+      return this.fromCrops(emb, batch.x, B, nBase, nTarget, batch.aux as tf.Tensor3D, ctx);
+    }
+    // plain patches (direct callers): cut and augment here, seeded by the step
     const shape = batch.x.shape;
     const B = shape[0];
     const grid = vec3(this.o.baseCrops, "trainer.methodOptions.baseCrops");
     const c = vocoCrops(new Rng(ctx.seed), batch.x.dataSync() as Float32Array, shape, grid, this.o.targetCrops, ctx.training && this.o.augment ? this.augment : undefined);
     const m = B * (c.nBase + c.nTarget);
     const x = tf.tensor5d(c.crops, [m, c.cropSize[0], c.cropSize[1], c.cropSize[2], shape[4]]);
+    return this.fromCrops(emb, x, B, c.nBase, c.nTarget, tf.tensor3d(c.truth, [B, c.nTarget, c.nBase]), ctx);
+  }
+
+  private fromCrops(emb: EmbeddingNetwork, x: tf.Tensor5D, B: number, nBase: number, nTarget: number, truth: tf.Tensor3D, ctx: MethodContext): tf.Scalar {
     const e = emb.embed(x, { training: ctx.training, seed: ctx.seed });
-    const base = tf.reshape<tf.Rank.R3>(tf.slice(e, [0, 0], [B * c.nBase, -1]), [B, c.nBase, emb.embedDim]);
-    const target = tf.reshape<tf.Rank.R3>(tf.slice(e, [B * c.nBase, 0], [B * c.nTarget, -1]), [B, c.nTarget, emb.embedDim]);
-    return vocoLoss(base, target, tf.tensor3d(c.truth, [B, c.nTarget, c.nBase]));
+    const base = tf.reshape<tf.Rank.R3>(tf.slice(e, [0, 0], [B * nBase, -1]), [B, nBase, emb.embedDim]);
+    const target = tf.reshape<tf.Rank.R3>(tf.slice(e, [B * nBase, 0], [B * nTarget, -1]), [B, nTarget, emb.embedDim]);
+    return vocoLoss(base, target, truth);
   }
 }
 

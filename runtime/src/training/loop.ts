@@ -17,6 +17,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { MAE_AUGMENT, NO_AUGMENT } from "../data/augment.js";
 import type { Batch } from "../data/batch.js";
+import { validationTransform } from "../data/batch-transforms.js";
 import { DataLoader } from "../data/loader.js";
 import { initialPatchSize } from "../data/patch.js";
 import { deriveSeed } from "../data/rng.js";
@@ -182,7 +183,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
     images: run.valImages.length > 0 ? run.valImages : run.trainImages,
     loaderPatchSize: F,
     augment: NO_AUGMENT,
-    ...(needs.transform?.validation === true ? { transform: needs.transform } : {}),
+    ...((t) => (t === undefined ? {} : { transform: t }))(validationTransform(needs.transform)),
     stream: rank === 0 ? "val" : `val-r${rank}`,
     prefetch: Math.max(1, Math.floor(o.prefetch / 2)),
     startIndex: valStart,
@@ -259,7 +260,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
         globalStep += 1;
         epochStepLosses.push(Number.isFinite(loss) ? loss : null);
         metrics?.globalStep.set(globalStep);
-        metrics?.samples.inc(batch.shape[0] / perSample);
+        metrics?.samples.inc(batch.keys.length / perSample);
         if (Number.isFinite(loss)) metrics?.trainLoss.set(loss);
         bar?.update(iteration + 1, { epoch, loss: Number.isFinite(loss) ? loss.toFixed(4) : String(loss) });
         run.onStep?.({ epoch, iteration, globalStep, loss, skipped });
@@ -349,6 +350,7 @@ function batchTensors(batch: Batch): MethodBatch {
     x: tf.tensor5d(batch.data, batch.shape),
     anon: batch.anon === undefined ? undefined : tf.tensor5d(batch.anon, [B, X, Y, Z, 1]),
     target: batch.target === undefined ? undefined : tf.tensor5d(batch.target, batch.shape),
+    aux: batch.aux === undefined ? undefined : tf.tensor(batch.aux.data, batch.aux.shape),
   };
 }
 
@@ -366,7 +368,7 @@ async function trainStep(
 ): Promise<{ loss: number; norm: number; stop: boolean }> {
   const mb = batchTensors(batch);
   const { value, grads } = valueAndGrads(() => run.method.loss(run.network, mb, { training: true, seed }), varList);
-  tf.dispose([mb.x, mb.anon ?? [], mb.target ?? []]);
+  tf.dispose([mb.x, mb.anon ?? [], mb.target ?? [], mb.aux ?? []]);
   const named = new Map<string, tf.Tensor>();
   for (const [vname, g] of Object.entries(grads)) named.set(varNameToKey.get(vname) ?? vname, g);
   let loss = value.dataSync()[0]!;
