@@ -9,6 +9,7 @@
  */
 import { ConfigError } from "../errors.js";
 import { Rng } from "./rng.js";
+import { swinPretextViews } from "./swin-pretext.js";
 import { defaultCropAugment, simclrCrops, vec3, vocoCrops } from "./contrastive-crops.js";
 import { MODELS_GENESIS_DEFAULTS, modelsGenesisBatch, type ModelsGenesisConfig } from "./models-genesis.js";
 
@@ -70,7 +71,25 @@ function simclrTransform(b: BatchArrays, options: Readonly<Record<string, unknow
   return { data: c.crops, shape: [2 * c.n, ...c.cropSize, b.shape[4]], anon: undefined, aux: { data: Float32Array.from([...c.references, ...c.partners].flat()), shape: [2 * c.n, 3] } };
 }
 
+/**
+ * SwinUNETR's two views (spec 6.8, `swinPretextViews`): `data` = the cut-out views [2B, …] (view 1 then view 2),
+ * `target` = the rotated un-cut views, `aux` = the rotation labels k per row [2B] (as float32). Training and validation.
+ */
+function swinViewsTransform(b: BatchArrays, _options: Readonly<Record<string, unknown>>, seed: number): TransformedArrays {
+  const [B, X, Y, Z, C] = b.shape;
+  const views = swinPretextViews(new Rng(seed), b.data, B, [X, Y, Z, C]);
+  const n = X * Y * Z * C;
+  const data = new Float32Array(2 * B * n);
+  const target = new Float32Array(2 * B * n);
+  views.forEach((v, i) => {
+    data.set(v.cutout, i * B * n);
+    target.set(v.rotated, i * B * n);
+  });
+  return { data, shape: [2 * B, X, Y, Z, C], anon: undefined, target, aux: { data: Float32Array.from([...views[0].rotations, ...views[1].rotations]), shape: [2 * B] } };
+}
+
 export const BATCH_TRANSFORMS: Readonly<Record<string, BatchTransform>> = {
+  "swin-pretext-views": swinViewsTransform,
   "models-genesis": modelsGenesisTransform,
   "voco-crops": vocoTransform,
   "simclr-crops": simclrTransform,

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { runPython } from "../../../test/helpers/python.js";
+import { applyBatchTransform, validationTransform } from "../data/batch-transforms.js";
 import { Rng } from "../data/rng.js";
 import { boxLimits, innerCutoutRand, MAX_DROP, patchRandDrop, rot90YZ, swinPretextViews, type Box, type SampleShape } from "../data/swin-pretext.js";
 import { selectBackend } from "../models/backend/select.js";
@@ -253,4 +254,25 @@ test("trainers SwinUNETRTrainer_BS8 (resenc-l, SGD, clip 12) and SwinUNETREvaTra
   assert.throws(() => new SwinPretext(SwinPretextOptionsSchema.parse({})).loss(plain, { x }, { training: true, seed: 0 }), (e: unknown) => e instanceof ConfigError && e.message.includes("pre-text heads"));
   x.dispose();
   plain.dispose();
+});
+
+test("loader path (ADR 0040 transform swin-pretext-views, training and validation): inputs, targets and labels from the loader give the in-method loss with the step seed = the transform seed; no tensor leak", () => {
+  const net = createNetwork("swin-pretext-resenc-xs", { features: [2, 4], strides: [1, 2], blocks: [1, 1], patchSize: [8, 8, 8], seed: 2 });
+  const method = new SwinPretext(SwinPretextOptionsSchema.parse({}));
+  const spec = method.data.transform!;
+  assert.deepEqual(validationTransform(spec), spec); // validation batches get the same views (as upstream)
+  const shape: [number, number, number, number, number] = [3, 8, 8, 8, 1];
+  const plain = tf.tidy(() => tf.randomUniform<tf.Rank.R5>(shape, 0, 1, "float32", 4).dataSync() as Float32Array);
+  const t = applyBatchTransform(spec, { data: plain, shape, anon: undefined }, 55);
+  assert.deepEqual(t.shape, [6, 8, 8, 8, 1]);
+  const [v1, v2] = swinPretextViews(new Rng(55), plain, 3, [8, 8, 8, 1]);
+  assert.deepEqual(Array.from(t.aux!.data), [...v1.rotations, ...v2.rotations]);
+  assert.deepEqual(Array.from(t.target!.subarray(0, 3 * 512)), Array.from(v1.rotated));
+  assert.deepEqual(Array.from(t.data.subarray(3 * 512)), Array.from(v2.cutout));
+  const before = tf.memory().numTensors;
+  const viaLoader = tf.tidy(() => method.loss(net, { x: tf.tensor5d(t.data, t.shape), target: tf.tensor5d(t.target!, t.shape), aux: tf.tensor(t.aux!.data, t.aux!.shape) }, { training: false, seed: 999 }).dataSync()[0]!);
+  const inMethod = tf.tidy(() => method.loss(net, { x: tf.tensor5d(plain, shape) }, { training: false, seed: 55 }).dataSync()[0]!);
+  assert.equal(tf.memory().numTensors, before);
+  assert.ok(Number.isFinite(viaLoader) && Math.abs(viaLoader - inMethod) <= 1e-5 * Math.abs(inMethod), `${viaLoader} vs ${inMethod}`);
+  net.dispose();
 });

@@ -3,8 +3,9 @@
  * contrastive coding and reconstruction of cut-out regions, on a network with the three heads
  * (`models/swin-pretext.ts`, on ResEnc or on the Primus/EvaMAE encoder).
  *
- * Per batch (training and validation alike, as upstream, whose validation transform is the training one), seeded
- * by the step seed: two views of the batch (`data/swin-pretext.ts`: rotation k·90° in the (Y, Z) plane, then the
+ * Per batch (training and validation alike, as upstream, whose validation transform is the training one), in the
+ * loader workers (batch transform `swin-pretext-views`, ADR 0040; seeded by the batch's transform seed): two views of
+ * the batch (`data/swin-pretext.ts`: rotation k·90° in the (Y, Z) plane, then the
  * two-stage cut-out), concatenated view 1 then view 2 into one 2B batch and passed through the network once:
  *
  *   L = w_rec · L1(reconstruction, rotated un-cut image)          (mean over all voxels of both views)
@@ -20,7 +21,7 @@ import { Rng } from "../data/rng.js";
 import { swinPretextViews, type SwinView } from "../data/swin-pretext.js";
 import type { ArchitectureFamily, Network } from "../models/architecture.js";
 import { isPretextNetwork, ROTATION_CLASSES } from "../models/swin-pretext.js";
-import type { MethodBatch, MethodContext, MethodEntry, PretrainMethod } from "./method.js";
+import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, PretrainMethod } from "./method.js";
 import { ntXent } from "./nt-xent.js";
 
 export const SwinPretextOptionsSchema = z
@@ -70,6 +71,8 @@ export function pretextLoss(o: SwinPretextOptions, out: { rotation: tf.Tensor2D;
 export class SwinPretext implements PretrainMethod {
   readonly key = "swin-pretext";
   readonly needsAnon = false;
+  /** The views are made in the loader workers; `loss` then receives inputs, targets and labels (`aux`). */
+  readonly data: MethodDataNeeds = { transform: { key: "swin-pretext-views", options: {}, validation: true } };
   constructor(readonly o: SwinPretextOptions) {}
 
   outChannels(inChannels: number): number {
@@ -84,8 +87,14 @@ export class SwinPretext implements PretrainMethod {
 
   terms(net: Network, batch: MethodBatch, ctx: MethodContext): SwinPretextTerms {
     if (!isPretextNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no SwinUNETR pre-text heads (use swin-pretext-<preset>, e.g. swin-pretext-resenc-l)`, { field: "architecture" });
-    const [B, X, Y, Z, C] = batch.x.shape;
-    const { input, target, labels } = pretextBatch(this.views(batch.x, ctx.seed), B, [X, Y, Z, C]);
+    let input = batch.x;
+    let target = batch.target;
+    let labels = batch.aux === undefined ? undefined : tf.cast(batch.aux, "int32") as tf.Tensor1D;
+    if (target === undefined || labels === undefined) {
+      // plain patches (direct callers): make the views here, seeded by the step
+      const [B, X, Y, Z, C] = batch.x.shape;
+      ({ input, target, labels } = pretextBatch(this.views(batch.x, ctx.seed), B, [X, Y, Z, C]));
+    }
     const out = net.forwardPretext(input, { training: ctx.training, seed: ctx.seed });
     return pretextLoss(this.o, out, target, labels);
   }
