@@ -7,7 +7,8 @@
  * - before = the transform (what used to run inside `loss`) + the same forward/backward.
  * Methods: models-genesis on resenc-xs (`--patch` cube), voco and simclr on voco-resenc-xs (patch `--crop-patch`,
  * VoCo's 4×4×1 base grid + 4 targets, SimCLR's 2 reference crops of a cube of the smallest side + partners, with the
- * per-crop augmentation). Reported: mean seconds per batch of each, and before / after (how much longer the step
+ * per-crop augmentation), swin-pretext on swin-pretext-resenc-xs (`--patch` cube: two rotated + cut-out views).
+ * Reported: mean seconds per batch of each, and before / after (how much longer the step
  * thread was busy). Flags: --patch N (64), --crop-patch X,Y,Z (128,128,32), --batch N (2), --batches N (3),
  * --backend B (cpu), --only KEY, --json FILE.
  */
@@ -18,6 +19,7 @@ import { Rng } from "../runtime/src/data/rng.js";
 import type { MethodBatch, PretrainMethod } from "../runtime/src/methods/method.js";
 import { ModelsGenesis, ModelsGenesisOptionsSchema } from "../runtime/src/methods/models-genesis.js";
 import { SimClr, SimClrOptionsSchema } from "../runtime/src/methods/simclr.js";
+import { SwinPretext, SwinPretextOptionsSchema } from "../runtime/src/methods/swin-pretext.js";
 import { VoCo, VoCoOptionsSchema } from "../runtime/src/methods/voco.js";
 import type { Network } from "../runtime/src/models/architecture.js";
 import { selectBackend } from "../runtime/src/models/backend/select.js";
@@ -104,5 +106,8 @@ if (only === "" || only === "voco") {
 }
 if (only === "" || only === "simclr") {
   measure("simclr", new SimClr(SimClrOptionsSchema.parse({})), createNetwork("voco-resenc-xs", { inChannels: 1, outChannels: 1, patchSize: [side, side, side], seed: 0 }), cropPatch, `voco-resenc-xs, ${side}³ crops`);
+}
+if (only === "" || only === "swin-pretext") {
+  measure("swin-pretext", new SwinPretext(SwinPretextOptionsSchema.parse({})), createNetwork("swin-pretext-resenc-xs", { inChannels: 1, outChannels: 1, patchSize: [P, P, P], seed: 0 }), [P, P, P], "swin-pretext-resenc-xs");
 }
 if (jsonOut !== "") writeFileSync(jsonOut, JSON.stringify({ backend: choice.name, results }, null, 2) + "\n");
