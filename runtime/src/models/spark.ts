@@ -25,7 +25,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError } from "../errors.js";
 import type { ArchitectureEntry, CreateNetworkOptions, ForwardContext, Network, NetworkConfig } from "./architecture.js";
-import { conv3d, instanceNorm, instanceNormLeakyRelu, leakyRelu, sparseInstanceNorm, addLeakyRelu } from "./ops/index.js";
+import { conv3d, instanceNorm, instanceNormLeakyRelu, sparseInstanceNorm, sparseInstanceNormLeakyRelu, addLeakyRelu } from "./ops/index.js";
 import { countDecls, DeclBuilder, instantiate, param, type ParamDecl } from "./params.js";
 import { declareResEnc, resolveResEnc, ResEncUNet, RESENC_L, RESENC_XS, type EncoderOps, type ResEncPreset } from "./resenc-unet.js";
 
@@ -179,7 +179,7 @@ function sparseOps(maskFor: (t: tf.Tensor5D) => tf.Tensor5D | null, trace: Spark
     norm: (x, g, b, act, name) => {
       const m = maskFor(x);
       // all-ones mask: the dense (fused) norm is the same function
-      const y = m === null ? (act ? instanceNormLeakyRelu(x, g, b, 1e-5, 0.01) : instanceNorm(x, g, b, 1e-5)) : act ? leakyRelu(sparseInstanceNorm(x, m, g, b, 1e-5), 0.01) : sparseInstanceNorm(x, m, g, b, 1e-5);
+      const y = m === null ? (act ? instanceNormLeakyRelu(x, g, b, 1e-5, 0.01) : instanceNorm(x, g, b, 1e-5)) : act ? sparseInstanceNormLeakyRelu(x, m, g, b, 1e-5, 0.01) : sparseInstanceNorm(x, m, g, b, 1e-5);
       trace?.(name, y, m);
       return y;
     },
