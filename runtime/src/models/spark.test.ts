@@ -65,11 +65,12 @@ test("stageMask: nearest repetition of the block grid per stage; all ones (null)
   });
 });
 
-test("sparse encoder: every op's output is 0 at masked voxels; every encoder conv and norm is traced", () => {
+test("sparse encoder: every op's output but the convs' is 0 at masked voxels; every encoder conv and norm is traced", () => {
   const n = net();
   const { data } = masks(2);
   const seen = new Set<string>();
   let unmaskedOps = 0;
+  let convOutsideNonzero = 0;
   tf.tidy(() => {
     const x = tf.add<tf.Tensor5D>(tf.randomNormal([2, P, P, P, 1], 0, 1, "float32", 3), 2); // no zeros in the input
     const mask = tf.tensor5d(data, [2, P, P, P, 1]);
@@ -82,7 +83,9 @@ test("sparse encoder: every op's output is 0 at masked voxels; every encoder con
       }
       const outside = tf.sum(tf.abs(tf.mul(out, tf.sub(1, m)))).dataSync()[0]!;
       const inside = tf.sum(tf.abs(tf.mul(out, m))).dataSync()[0]!;
-      assert.equal(outside, 0, `${name}: |output| at masked voxels = ${outside}`);
+      // conv outputs are not zeroed (each feeds a sparse norm, which ignores masked voxels); everything else is
+      if (name.endsWith(".conv")) convOutsideNonzero += outside > 0 ? 1 : 0;
+      else assert.equal(outside, 0, `${name}: |output| at masked voxels = ${outside}`);
       assert.ok(inside > 0, `${name}: output is 0 at visible voxels too`);
     });
   });
@@ -92,6 +95,8 @@ test("sparse encoder: every op's output is 0 at masked voxels; every encoder con
   for (const s of [1, 2, 3]) assert.ok(seen.has(`encoder.stages.${s}.blocks.0.skip.0`));
   assert.ok(seen.has("encoder.stages.1.blocks.1"));
   assert.ok(unmaskedOps > 0, "the stride-8 stage should see no mask");
+  // the convs' outputs at masked voxels (bias, block borders) are left to the norm: the trace sees them unmasked
+  assert.ok(convOutsideNonzero > 0, "conv outputs are passed unmasked");
   n.dispose();
 });
 

@@ -2,11 +2,13 @@
  * SparK-3D pre-training wrapper around the ResidualEncoderUNet (nnssl `SparK3D` + `convert_to_spark_cnn`, spec 6.3).
  *
  * Sparse encoder: the ResEnc encoder walk (`ResEncUNet.encodeWith`) with every op of the encoder running normally
- * and its output multiplied by the mask resized to the output resolution: every conv and the average pooling of
- * the projection skips; every InstanceNorm becomes a sparse instance norm (statistics over visible voxels only,
- * masked voxels 0, ops/sparse-norm.ts); LeakyReLU and the residual sum keep zeros at 0. So every encoder op's
- * output is 0 at masked voxels. Only the stem's conv sees masked input values (at the borders of visible blocks):
- * the input is NOT zeroed. The unmasked network (`ResEncUNet.encode`/`apply`) keeps its fused kernels.
+ * and its output multiplied by the mask resized to the output resolution: the average pooling of the projection
+ * skips; every InstanceNorm becomes a sparse instance norm (statistics over visible voxels only, masked voxels 0,
+ * ops/sparse-norm.ts, one fused native kernel on cpu); LeakyReLU and the residual sum keep zeros at 0. Conv outputs
+ * are not multiplied: each feeds a sparse norm, which ignores masked voxels (same function, one full-size multiply
+ * less each way). So every norm, pooling and residual output is 0 at masked voxels, and every conv reads zeros
+ * there except the stem's conv, which sees masked input values (at the borders of visible blocks): the input is NOT
+ * zeroed. The unmasked network (`ResEncUNet.encode`/`apply`) keeps its fused kernels.
  *
  * Mask resizing (stage with cumulative stride f, output voxel i samples input voxel i·f): for f ≤ blockSize this is
  * upstream's nearest repetition of the block grid; for f > blockSize (the resolution is below the block grid, e.g.
@@ -36,7 +38,11 @@ export interface SparkMask {
   readonly blockSize: number;
 }
 
-/** Called with every sparse-encoder op's output (tests): module name, output, and the mask applied (null = none). */
+/**
+ * Called with every sparse-encoder op's output (tests): module name, output, and the mask at its resolution (null =
+ * none). Outputs are 0 at masked voxels except the convolutions' (unmasked: their consumer, the sparse norm, ignores
+ * masked voxels).
+ */
 export type SparkTrace = (name: string, output: tf.Tensor5D, mask: tf.Tensor5D | null) => void;
 
 export interface SparkNetwork extends Network {
@@ -166,7 +172,12 @@ export class SparkResEnc implements SparkNetwork {
   }
 }
 
-/** The encoder ops of the sparse encoder: each output multiplied by the mask at its resolution. */
+/**
+ * The encoder ops of the sparse encoder: each output 0 at the masked voxels of its resolution. Convolution outputs
+ * are the exception: in the ResEnc walk every conv feeds a norm, and the sparse norm neither reads masked voxels nor
+ * passes gradient to them, so multiplying the conv output by the mask first would change nothing (it was a full-size
+ * multiply each way per conv: ADR 0041). The norm's output is 0 there.
+ */
 function sparseOps(maskFor: (t: tf.Tensor5D) => tf.Tensor5D | null, trace: SparkTrace | undefined): EncoderOps {
   const masked = (y: tf.Tensor5D, name: string): tf.Tensor5D => {
     const m = maskFor(y);
@@ -175,7 +186,11 @@ function sparseOps(maskFor: (t: tf.Tensor5D) => tf.Tensor5D | null, trace: Spark
     return out;
   };
   return {
-    conv: (x, w, bias, stride, name) => masked(conv3d(x, w, { stride, bias }), name),
+    conv: (x, w, bias, stride, name) => {
+      const y = conv3d(x, w, { stride, bias });
+      trace?.(name, y, maskFor(y));
+      return y;
+    },
     norm: (x, g, b, act, name) => {
       const m = maskFor(x);
       // all-ones mask: the dense (fused) norm is the same function
