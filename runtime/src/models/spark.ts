@@ -62,6 +62,14 @@ export function stageMask(mask: tf.Tensor5D, blockSize: number, stride: number):
   if (stride > blockSize) return null;
   if (stride === 1) return mask;
   const [b, x, y, z] = mask.shape;
+  if (x % stride === 0 && y % stride === 0 && z % stride === 0) {
+    // the same voxels as the strided slice, as a reshape and a plain Slice (tfjs's StridedSlice kernel is a slow
+    // generic loop: ~1.5 ms per 2×32³ mask on cpu)
+    return tf.tidy(() => {
+      const r = tf.reshape(mask, [b, x / stride, stride, y / stride, stride, z / stride, stride]);
+      return tf.reshape<tf.Rank.R5>(tf.slice(r, [0, 0, 0, 0, 0, 0, 0], [b, x / stride, 1, y / stride, 1, z / stride, 1]), [b, x / stride, y / stride, z / stride, 1]);
+    });
+  }
   return tf.stridedSlice(mask, [0, 0, 0, 0, 0], [b, x, y, z, 1], [1, stride, stride, stride, 1]) as tf.Tensor5D;
 }
 
