@@ -8,6 +8,7 @@ import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { Rng } from "../data/rng.js";
 import { blockMask } from "../methods/mae.js";
+import { fusedSparseNormAvailable } from "./backend/native.js";
 import { selectBackend } from "./backend/select.js";
 import { exportedNetwork } from "./checkpoint-export.js";
 import { torchShape } from "./params.js";
@@ -97,6 +98,29 @@ test("sparse encoder: every op's output but the convs' is 0 at masked voxels; ev
   assert.ok(unmaskedOps > 0, "the stride-8 stage should see no mask");
   // the convs' outputs at masked voxels (bias, block borders) are left to the norm: the trace sees them unmasked
   assert.ok(convOutsideNonzero > 0, "conv outputs are passed unmasked");
+  n.dispose();
+});
+
+test("cpu + native: the sparse encoder's norms run as fused sparse-norm kernels (LeakyReLU fused), no mask multiply after its convs", async (t) => {
+  if (!fusedSparseNormAvailable() || tf.getBackend() !== "cpu") {
+    t.skip("no native sparse-norm kernels (stock cpu / wasm: the composed form)");
+    return;
+  }
+  const n = net();
+  const { data } = masks(4);
+  const x = tf.randomNormal<tf.Rank.R5>([2, P, P, P, 1], 0, 1, "float32", 6);
+  const mask = tf.tensor5d(data, [2, P, P, P, 1]);
+  const prof = await tf.profile(() => n.forwardSparse(x, { mask, blockSize: BS }, { training: true }));
+  const count = (k: string): number => prof.kernels.filter((e) => e.name === k).length;
+  const names = prof.kernels.map((e) => e.name);
+  // the norms of the masked stages (strides 1, 2, 4): stem 1, stage 0 3 (projection skip), stage 1 2 + 2 + 1 skip,
+  // stage 2 2 (pooling-only skip) = 11, plus the 4 densify norms; the stride-8 stage's norms are dense (no mask)
+  assert.equal(count("Ssl3dSparseInstanceNorm"), 11 + 4, names.join(","));
+  // the LeakyReLU after a sparse norm is fused into it (LeakyRelu calls are the residual sums' only)
+  names.forEach((k, i) => { if (k === "Ssl3dSparseInstanceNorm") assert.notEqual(names[i + 1], "LeakyRelu", `kernel ${i + 1}`); });
+  // Multiply: only the skip poolings' masks (stages 1, 2; stage 3 is unmasked) and the densify tokens (4 stages)
+  assert.ok(count("Multiply") <= 2 + 4, `Multiply calls ${count("Multiply")}`);
+  tf.dispose([prof.result, x, mask]);
   n.dispose();
 });
 
