@@ -37,7 +37,8 @@ function checkMask(x: tf.Tensor5D, mask: tf.Tensor5D): void {
 }
 
 /**
- * x [B,D,H,W,C], mask [B,D,H,W,1] of 0/1 (any rank-5 tensor broadcastable over channels), gamma/beta [C].
+ * x [B,D,H,W,C], mask [B,D,H,W,1] of 0/1, gamma/beta [C]. Only 0/1 masks are defined: the fused kernel counts
+ * any non-zero as visible, the composed form would weight by the value.
  * A sample without visible voxels gives 0 everywhere (its count is clamped to 1).
  */
 export function sparseInstanceNorm(x: tf.Tensor5D, mask: tf.Tensor5D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): tf.Tensor5D {
