@@ -435,6 +435,57 @@ napi_value InstanceNormGrad(napi_env env, napi_callback_info info) {
   });
 }
 
+// sparseInstanceNorm(x, mask, B, S, C, gamma, beta, eps, alpha, y, mean, rstd)
+napi_value SparseInstanceNorm(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 12);
+    const int64_t B = num(env, a[2]), S = num(env, a[3]), C = num(env, a[4]);
+    if (B < 0 || S <= 0 || C < 0) throw JsError{"sparseInstanceNorm: bad sizes"};
+    F32 X = f32(env, a[0], "x"), MK = f32(env, a[1], "mask"), G = f32(env, a[5], "gamma"), Be = f32(env, a[6], "beta");
+    F32 Y = f32(env, a[9], "y"), M = f32(env, a[10], "mean"), R = f32(env, a[11], "rstd");
+    double eps, alpha;
+    NAPI_OK(napi_get_value_double(env, a[7], &eps));
+    NAPI_OK(napi_get_value_double(env, a[8], &alpha));
+    need(X, B * S * C, "x");
+    need(MK, B * S, "mask");
+    need(G, C, "gamma");
+    need(Be, C, "beta");
+    need(Y, B * S * C, "y");
+    need(M, B * C, "mean");
+    need(R, B * C, "rstd");
+    sparse_instance_norm_fwd(X.data, MK.data, B, S, C, G.data, Be.data, static_cast<float>(eps),
+                             static_cast<float>(alpha), Y.data, M.data, R.data);
+    return undefined(env);
+  });
+}
+
+// sparseInstanceNormGrad(x, dy, mask, B, S, C, gamma, beta, mean, rstd, alpha, dx, dgamma, dbeta)
+napi_value SparseInstanceNormGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    auto a = args(env, info, 14);
+    const int64_t B = num(env, a[3]), S = num(env, a[4]), C = num(env, a[5]);
+    if (B < 0 || S <= 0 || C < 0) throw JsError{"sparseInstanceNormGrad: bad sizes"};
+    F32 X = f32(env, a[0], "x"), DY = f32(env, a[1], "dy"), MK = f32(env, a[2], "mask");
+    F32 G = f32(env, a[6], "gamma"), BE = f32(env, a[7], "beta"), M = f32(env, a[8], "mean"), R = f32(env, a[9], "rstd");
+    F32 DX = f32(env, a[11], "dx"), DG = f32(env, a[12], "dgamma"), DB = f32(env, a[13], "dbeta");
+    double alpha;
+    NAPI_OK(napi_get_value_double(env, a[10], &alpha));
+    need(X, B * S * C, "x");
+    need(DY, B * S * C, "dy");
+    need(MK, B * S, "mask");
+    need(G, C, "gamma");
+    need(BE, C, "beta");
+    need(M, B * C, "mean");
+    need(R, B * C, "rstd");
+    need(DX, B * S * C, "dx");
+    need(DG, C, "dgamma");
+    need(DB, C, "dbeta");
+    sparse_instance_norm_bwd(X.data, DY.data, MK.data, B, S, C, G.data, BE.data, M.data, R.data,
+                             static_cast<float>(alpha), DX.data, DG.data, DB.data);
+    return undefined(env);
+  });
+}
+
 // attention(q, k, v, BH, T, S, D, scale, o, lse)
 napi_value Attention(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -612,6 +663,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"transpose", nullptr, Transpose, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"instanceNorm", nullptr, InstanceNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"instanceNormGrad", nullptr, InstanceNormGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"sparseInstanceNorm", nullptr, SparseInstanceNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"sparseInstanceNormGrad", nullptr, SparseInstanceNormGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"layerNorm", nullptr, LayerNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attention", nullptr, Attention, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionGrad", nullptr, AttentionGrad, nullptr, nullptr, nullptr, napi_default, nullptr},

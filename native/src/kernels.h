@@ -65,6 +65,14 @@ void instance_norm_bwd(const float* x, const float* dy, int64_t B, int64_t S, in
                        const float* beta, const float* mean, const float* rstd, float alpha, float* dx, float* dgamma,
                        float* dbeta);
 
+// Sparse instance norm (SparK) of x[B, S, C] with mask[B, S] (!= 0 visible): statistics over visible voxels only
+// (count clamped to 1), output and dx 0 at masked voxels; mean/rstd are [B, C]; alpha as above.
+void sparse_instance_norm_fwd(const float* x, const float* mask, int64_t B, int64_t S, int64_t C, const float* gamma,
+                              const float* beta, float eps, float alpha, float* y, float* mean, float* rstd);
+void sparse_instance_norm_bwd(const float* x, const float* dy, const float* mask, int64_t B, int64_t S, int64_t C,
+                              const float* gamma, const float* beta, const float* mean, const float* rstd, float alpha,
+                              float* dx, float* dgamma, float* dbeta);
+
 // Layer norm over the innermost axis of x[R, C], per-channel affine; mean/rstd are [R].
 void layer_norm_fwd(const float* x, int64_t R, int64_t C, const float* gamma, const float* beta, float eps, float* y,
                     float* mean, float* rstd);

@@ -177,3 +177,105 @@ void layer_norm_bwd(const float* x, const float* dy, int64_t R, int64_t C, const
   for (int64_t c = 0; c < C; ++c) { dgamma[c] = static_cast<float>(dg[c]); dbeta[c] = static_cast<float>(db[c]); }
 }
 }  // namespace ssl3d
+
+namespace ssl3d {
+// Sparse instance norm (SparK): the instance norm above with per-(b,c) statistics over the visible voxels only
+// (mask[b, s] != 0; count clamped to 1), output 0 at masked voxels, optional LeakyReLU. Masked input values are
+// never read into a sum and get dx = 0, so the caller need not zero them first.
+void sparse_instance_norm_fwd(const float* x, const float* mask, int64_t B, int64_t S, int64_t C, const float* gamma,
+                              const float* beta, float eps, float alpha, float* y, float* mean, float* rstd) {
+  std::vector<double> s1, s2;
+  std::vector<float> scale(C), shift(C);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = x + b * S * C;
+    const float* mb = mask + b * S;
+    float* yb = y + b * S * C;
+    int64_t n = 0;
+    for (int64_t s = 0; s < S; ++s) n += mb[s] != 0.f;
+    const double cnt = static_cast<double>(std::max<int64_t>(n, 1));
+    channel_sums(S, C, [&](int64_t s, float* f1, float* f2) {
+      if (mb[s] == 0.f) return;
+      const float* r = xb + s * C;
+      for (int64_t c = 0; c < C; ++c) { f1[c] += r[c]; f2[c] += r[c] * r[c]; }
+    }, s1, s2);
+    for (int64_t c = 0; c < C; ++c) {
+      const double m = s1[c] / cnt;
+      const double var = std::max(0.0, s2[c] / cnt - m * m);
+      const float rs = static_cast<float>(1.0 / std::sqrt(var + eps));
+      mean[b * C + c] = static_cast<float>(m);
+      rstd[b * C + c] = rs;
+      scale[c] = rs * gamma[c];
+      shift[c] = beta[c] - static_cast<float>(m) * scale[c];
+    }
+#pragma omp parallel for schedule(static) if (S * C >= kParallelMin)
+    for (int64_t s = 0; s < S; ++s) {
+      const float* r = xb + s * C;
+      float* o = yb + s * C;
+      if (mb[s] == 0.f) {
+        std::fill(o, o + C, 0.f);
+      } else if (alpha == 1.f) {
+        for (int64_t c = 0; c < C; ++c) o[c] = r[c] * scale[c] + shift[c];
+      } else {
+        for (int64_t c = 0; c < C; ++c) {
+          const float z = r[c] * scale[c] + shift[c];
+          o[c] = z < 0.f ? alpha * z : z;
+        }
+      }
+    }
+  }
+}
+
+void sparse_instance_norm_bwd(const float* x, const float* dy, const float* mask, int64_t B, int64_t S, int64_t C,
+                              const float* gamma, const float* beta, const float* mean, const float* rstd, float alpha,
+                              float* dx, float* dgamma, float* dbeta) {
+  std::vector<double> sdy, sdyx, dg(C, 0.0), db(C, 0.0);
+  std::vector<float> a(C), bcoef(C), cc(C), scale(C), shift(C);
+  const bool act = alpha != 1.f;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = x + b * S * C;
+    const float* gb = dy + b * S * C;
+    const float* mb = mask + b * S;
+    float* ob = dx + b * S * C;
+    const float* m = mean + b * C;
+    const float* r = rstd + b * C;
+    int64_t n = 0;
+    for (int64_t s = 0; s < S; ++s) n += mb[s] != 0.f;
+    const double cnt = static_cast<double>(std::max<int64_t>(n, 1));
+    for (int64_t c = 0; c < C; ++c) { scale[c] = r[c] * gamma[c]; shift[c] = beta[c] - m[c] * scale[c]; }
+    const auto dz = [&](const float* xr, const float* gr, int64_t c) {
+      return act && xr[c] * scale[c] + shift[c] < 0.f ? alpha * gr[c] : gr[c];
+    };
+    channel_sums(S, C, [&](int64_t s, float* f1, float* f2) {
+      if (mb[s] == 0.f) return;
+      const float* xr = xb + s * C;
+      const float* gr = gb + s * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const float d = dz(xr, gr, c);
+        f1[c] += d;
+        f2[c] += d * (xr[c] - m[c]) * r[c];
+      }
+    }, sdy, sdyx);
+    for (int64_t c = 0; c < C; ++c) {
+      dg[c] += sdyx[c];
+      db[c] += sdy[c];
+      const double k = static_cast<double>(r[c]) * gamma[c];
+      const double mdy = sdy[c] / cnt, mdyx = sdyx[c] / cnt;
+      a[c] = static_cast<float>(k);
+      bcoef[c] = static_cast<float>(-k * mdyx * r[c]);
+      cc[c] = static_cast<float>(-k * mdy + k * mdyx * r[c] * m[c]);
+    }
+#pragma omp parallel for schedule(static) if (S * C >= kParallelMin)
+    for (int64_t s = 0; s < S; ++s) {
+      const float* xr = xb + s * C;
+      const float* gr = gb + s * C;
+      float* o = ob + s * C;
+      if (mb[s] == 0.f) {
+        std::fill(o, o + C, 0.f);
+      } else {
+        for (int64_t c = 0; c < C; ++c) o[c] = a[c] * dz(xr, gr, c) + bcoef[c] * xr[c] + cc[c];
+      }
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) { dgamma[c] = static_cast<float>(dg[c]); dbeta[c] = static_cast<float>(db[c]); }
+}
+}  // namespace ssl3d

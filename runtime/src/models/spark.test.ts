@@ -8,6 +8,7 @@ import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { Rng } from "../data/rng.js";
 import { blockMask } from "../methods/mae.js";
+import { fusedSparseNormAvailable } from "./backend/native.js";
 import { selectBackend } from "./backend/select.js";
 import { exportedNetwork } from "./checkpoint-export.js";
 import { torchShape } from "./params.js";
@@ -65,11 +66,12 @@ test("stageMask: nearest repetition of the block grid per stage; all ones (null)
   });
 });
 
-test("sparse encoder: every op's output is 0 at masked voxels; every encoder conv and norm is traced", () => {
+test("sparse encoder: every op's output but the convs' is 0 at masked voxels; every encoder conv and norm is traced", () => {
   const n = net();
   const { data } = masks(2);
   const seen = new Set<string>();
   let unmaskedOps = 0;
+  let convOutsideNonzero = 0;
   tf.tidy(() => {
     const x = tf.add<tf.Tensor5D>(tf.randomNormal([2, P, P, P, 1], 0, 1, "float32", 3), 2); // no zeros in the input
     const mask = tf.tensor5d(data, [2, P, P, P, 1]);
@@ -82,7 +84,9 @@ test("sparse encoder: every op's output is 0 at masked voxels; every encoder con
       }
       const outside = tf.sum(tf.abs(tf.mul(out, tf.sub(1, m)))).dataSync()[0]!;
       const inside = tf.sum(tf.abs(tf.mul(out, m))).dataSync()[0]!;
-      assert.equal(outside, 0, `${name}: |output| at masked voxels = ${outside}`);
+      // conv outputs are not zeroed (each feeds a sparse norm, which ignores masked voxels); everything else is
+      if (name.endsWith(".conv")) convOutsideNonzero += outside > 0 ? 1 : 0;
+      else assert.equal(outside, 0, `${name}: |output| at masked voxels = ${outside}`);
       assert.ok(inside > 0, `${name}: output is 0 at visible voxels too`);
     });
   });
@@ -92,6 +96,31 @@ test("sparse encoder: every op's output is 0 at masked voxels; every encoder con
   for (const s of [1, 2, 3]) assert.ok(seen.has(`encoder.stages.${s}.blocks.0.skip.0`));
   assert.ok(seen.has("encoder.stages.1.blocks.1"));
   assert.ok(unmaskedOps > 0, "the stride-8 stage should see no mask");
+  // the convs' outputs at masked voxels (bias, block borders) are left to the norm: the trace sees them unmasked
+  assert.ok(convOutsideNonzero > 0, "conv outputs are passed unmasked");
+  n.dispose();
+});
+
+test("cpu + native: the sparse encoder's norms run as fused sparse-norm kernels (LeakyReLU fused), no mask multiply after its convs", async (t) => {
+  if (!fusedSparseNormAvailable() || tf.getBackend() !== "cpu") {
+    t.skip("no native sparse-norm kernels (stock cpu / wasm: the composed form)");
+    return;
+  }
+  const n = net();
+  const { data } = masks(4);
+  const x = tf.randomNormal<tf.Rank.R5>([2, P, P, P, 1], 0, 1, "float32", 6);
+  const mask = tf.tensor5d(data, [2, P, P, P, 1]);
+  const prof = await tf.profile(() => n.forwardSparse(x, { mask, blockSize: BS }, { training: true }));
+  const count = (k: string): number => prof.kernels.filter((e) => e.name === k).length;
+  const names = prof.kernels.map((e) => e.name);
+  // the norms of the masked stages (strides 1, 2, 4): stem 1, stage 0 3 (projection skip), stage 1 2 + 2 + 1 skip,
+  // stage 2 2 (pooling-only skip) = 11, plus the 4 densify norms; the stride-8 stage's norms are dense (no mask)
+  assert.equal(count("Ssl3dSparseInstanceNorm"), 11 + 4, names.join(","));
+  // the LeakyReLU after a sparse norm is fused into it (LeakyRelu calls are the residual sums' only)
+  names.forEach((k, i) => { if (k === "Ssl3dSparseInstanceNorm") assert.notEqual(names[i + 1], "LeakyRelu", `kernel ${i + 1}`); });
+  // Multiply: only the skip poolings' masks (stages 1, 2; stage 3 is unmasked) and the densify tokens (4 stages)
+  assert.ok(count("Multiply") <= 2 + 4, `Multiply calls ${count("Multiply")}`);
+  tf.dispose([prof.result, x, mask]);
   n.dispose();
 });
 

@@ -8,9 +8,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { instanceNorm, instanceNormLeakyRelu, layerNorm } from "../ops/norm.js";
+import { sparseInstanceNorm, sparseInstanceNormComposed, sparseInstanceNormLeakyRelu } from "../ops/sparse-norm.js";
 import { addBias, addLeakyRelu, applyRope, linear, mm, multiHeadAttention, type Rope } from "../ops/index.js";
 import {
-  attentionFused, instanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
+  attentionFused, fusedSparseNormAvailable, instanceNormFused, sparseInstanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
 } from "./native.js";
 
 const available = loadNativeKernels();
@@ -451,6 +452,95 @@ describe("native cpu kernels", { skip: !available }, () => {
         tf.sum(tf.square(instanceNormLeakyRelu(p, q as tf.Tensor1D, u as tf.Tensor1D, 1e-5, 0.01))))([x, g7, b7])]));
     r2.native.forEach((u, i) => { assertClose(u, r2.stock[i]!, `ops norm+leakyRelu output ${i}`, 1e-4); });
     tf.dispose([x, t, g7, b7, g12, b12, ...r.native, ...r.stock, ...r2.native, ...r2.stock]);
+  });
+
+  describe("fused sparse instance norm (SparK) equals the composed form on stock kernels", () => {
+    /** Visible-voxel mask [B,D,H,W,1]: per sample "all", "none", a count of visible voxels, or a fraction of them. */
+    const maskOf = (shape: readonly [number, number, number, number], kinds: readonly (string | number)[], seed: number): tf.Tensor5D => {
+      const [d, h, w] = [shape[1], shape[2], shape[3]];
+      const s = d * h * w;
+      const data = new Float32Array(shape[0] * s);
+      let state = seed;
+      const rnd = (): number => ((state = (state * 1103515245 + 12345) % 2147483648) / 2147483648);
+      kinds.forEach((k, b) => {
+        for (let i = 0; i < s; i++) {
+          data[b * s + i] = k === "all" ? 1 : k === "none" ? 0 : typeof k === "number" && k >= 1 ? (i * 7919 % s < k ? 1 : 0) : rnd() < Number(k) ? 1 : 0;
+        }
+      });
+      return tf.tensor5d(data, [shape[0], d, h, w, 1]);
+    };
+    // odd shapes, channels not a multiple of the SIMD width (8), very different visible counts per sample (all
+    // visible, 2 voxels, ~half, ~10 %, none), and one shape large enough (S·C ≥ 2^18) for the threaded passes
+    const cases = [
+      { x: [4, 5, 4, 7, 13], kinds: ["all", 2, 0.5, 0.1] },
+      { x: [3, 3, 5, 3, 1], kinds: [1, "none", 0.7] },
+      { x: [2, 9, 11, 10, 19], kinds: [0.25, "all"] },
+      { x: [2, 24, 24, 24, 20], kinds: [3, 0.75] },
+    ] as const;
+    for (const cs of cases) {
+      for (const slope of [undefined, 0.01]) {
+        test(`x [${cs.x.join(",")}] visible ${cs.kinds.join("/")}${slope === undefined ? "" : " + LeakyReLU"}: forward and gradients (x, gamma, beta)`, () => {
+          assert.ok(fusedSparseNormAvailable(), "the addon built from these sources has the sparse-norm kernels");
+          const [b, d, h, w, c] = cs.x;
+          const mask = maskOf([b, d, h, w], cs.kinds, 7 + c);
+          // masked voxels hold large values: they must be ignored, not zeroed by the caller
+          const raw = tf.randomNormal<tf.Rank.R5>([b, d, h, w, c], 0.7, 2, "float32", 300 + c);
+          const x = tf.tidy(() => tf.add<tf.Tensor5D>(raw, tf.mul(tf.sub(1, mask), 1e3)));
+          const g = tf.randomNormal<tf.Rank.R1>([c], 1, 0.3, "float32", 301), be = tf.randomNormal<tf.Rank.R1>([c], 0, 0.3, "float32", 302);
+          const dy = tf.randomNormal([b, d, h, w, c], 0, 1, "float32", 303);
+          const fused = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor): tf.Tensor => sparseInstanceNormFused(p, mask, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5, slope === undefined ? {} : { leakyReluAlpha: slope });
+          const composed = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor): tf.Tensor => {
+            const y = sparseInstanceNormComposed(p as tf.Tensor5D, mask, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5);
+            return slope === undefined ? y : tf.leakyRelu(y, slope);
+          };
+          const before = tf.memory().numTensors;
+          const got = tf.tidy(() => [fused(x, g, be), ...tf.grads(fused)([x, g, be], dy)]);
+          assert.equal(tf.memory().numTensors, before + 4, "only the results are new tensors");
+          unloadNativeKernels();
+          let ref: tf.Tensor[];
+          try {
+            ref = tf.tidy(() => [composed(x, g, be), ...tf.grads(composed)([x, g, be], dy)]);
+          } finally {
+            loadNativeKernels();
+          }
+          got.forEach((u, i) => { assertClose(u, ref[i]!, `sparse norm ${["y", "dx", "dgamma", "dbeta"][i]}`, 1e-4); });
+          // exactly 0 at masked voxels, output and dx
+          const zeroOff = tf.tidy(() => [maxAbs(tf.mul(got[0]!, tf.sub(1, mask))), maxAbs(tf.mul(got[1]!, tf.sub(1, mask)))]);
+          assert.deepEqual(zeroOff, [0, 0]);
+          tf.dispose([raw, x, g, be, dy, mask, ...got, ...ref]);
+        });
+      }
+    }
+
+    test("the op layer (ops/sparse-norm.ts) runs one fused kernel on cpu + native and the composed form on stock kernels", async () => {
+      const mask = maskOf([2, 4, 5, 3], [0.5, "all"], 11);
+      const x = tf.randomNormal<tf.Rank.R5>([2, 4, 5, 3, 9], 0, 1, "float32", 320);
+      const g = tf.randomNormal<tf.Rank.R1>([9], 1, 0.3, "float32", 321), be = tf.randomNormal<tf.Rank.R1>([9], 0, 0.3, "float32", 322);
+      const prof = await tf.profile(() => [sparseInstanceNorm(x, mask, g, be), sparseInstanceNormLeakyRelu(x, mask, g, be, 1e-5, 0.01)]);
+      const names = prof.kernels.map((k) => k.name);
+      tf.dispose(prof.result);
+      assert.deepEqual(names, ["Ssl3dSparseInstanceNorm", "Ssl3dSparseInstanceNorm"]);
+      const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor): tf.Tensor => tf.add(
+        tf.sum(tf.square(sparseInstanceNorm(p as tf.Tensor5D, mask, q as tf.Tensor1D, r as tf.Tensor1D))),
+        tf.sum(tf.square(sparseInstanceNormLeakyRelu(p as tf.Tensor5D, mask, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5, 0.01))));
+      const r = both(() => tf.tidy(() => [sparseInstanceNorm(x, mask, g, be), sparseInstanceNormLeakyRelu(x, mask, g, be, 1e-5, 0.01), ...tf.grads(f)([x, g, be])]));
+      r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `ops sparse norm output ${i}`, 1e-4); });
+      unloadNativeKernels();
+      try {
+        const stockProf = await tf.profile(() => sparseInstanceNormLeakyRelu(x, mask, g, be, 1e-5, 0.01));
+        tf.dispose(stockProf.result);
+        assert.ok(!stockProf.kernels.some((k) => k.name.startsWith("Ssl3d")), "stock kernels: composed ops");
+      } finally {
+        loadNativeKernels();
+      }
+      tf.dispose([mask, x, g, be, ...r.native, ...r.stock]);
+    });
+
+    test("sparseInstanceNormFused rejects a mask that does not fit", () => {
+      const x = tf.zeros([2, 3, 3, 3, 4]);
+      assert.throws(() => sparseInstanceNormFused(x, tf.ones([2, 3, 3, 2, 1]), tf.ones([4]), tf.zeros([4])), /does not fit/);
+      x.dispose();
+    });
   });
 
   describe("the op layer's batched (native) form of attention, rope and linear equals its 2-D (wasm) form", () => {

@@ -49,6 +49,12 @@ export interface NativeAddon {
   instanceNormGrad(x: Float32Array, dy: Float32Array, b: number, s: number, c: number, gamma: Float32Array,
     mean: Float32Array, rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array,
     beta: Float32Array, alpha: number): void;
+  /** Sparse instance norm (SparK): statistics over voxels with mask != 0 only; 0 output where masked. Absent in addons built before it. */
+  sparseInstanceNorm?(x: Float32Array, mask: Float32Array, b: number, s: number, c: number, gamma: Float32Array,
+    beta: Float32Array, eps: number, alpha: number, y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
+  sparseInstanceNormGrad?(x: Float32Array, dy: Float32Array, mask: Float32Array, b: number, s: number, c: number,
+    gamma: Float32Array, beta: Float32Array, mean: Float32Array, rstd: Float32Array, alpha: number, dx: Float32Array,
+    dgamma: Float32Array, dbeta: Float32Array): void;
   layerNorm(x: Float32Array, rows: number, c: number, gamma: Float32Array, beta: Float32Array, eps: number,
     y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
   layerNormGrad(x: Float32Array, dy: Float32Array, rows: number, c: number, gamma: Float32Array, mean: Float32Array,
@@ -80,6 +86,7 @@ export interface NativeInfo {
 /** Fused custom kernels (no stock tfjs equivalent), used through `instanceNormFused`. */
 export const FUSED_KERNEL_NAMES = [
   "Ssl3dInstanceNorm", "Ssl3dInstanceNormGrad", "Ssl3dLayerNorm", "Ssl3dLayerNormGrad", "Ssl3dAttention", "Ssl3dAttentionGrad",
+  "Ssl3dSparseInstanceNorm", "Ssl3dSparseInstanceNormGrad",
 ] as const;
 
 /** Names of the stock tfjs kernels this module replaces on the cpu backend. */
@@ -479,6 +486,29 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
       b.makeTensorInfo([c], "float32", dbeta)];
   };
 
+  const sparseInstanceNorm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const b = backend as unknown as CpuBackend;
+    const { x, mask, gamma, beta } = inputs as Record<"x" | "mask" | "gamma" | "beta", tf.TensorInfo>;
+    if (a.sparseInstanceNorm === undefined) throw new Error("native addon has no sparseInstanceNorm (stale build: npm run build:native)");
+    const [bsz, sp, c] = inSizes(x);
+    const y = alloc(bsz * sp * c), mean = alloc(bsz * c), rstd = alloc(bsz * c);
+    const { eps, alpha } = attrs as { eps: number; alpha: number };
+    a.sparseInstanceNorm(f32(b, x), f32(b, mask), bsz, sp, c, f32(b, gamma), f32(b, beta), eps, alpha, y, mean, rstd);
+    return [b.makeTensorInfo(x.shape, "float32", y), b.makeTensorInfo([bsz, c], "float32", mean),
+      b.makeTensorInfo([bsz, c], "float32", rstd)];
+  };
+  const sparseInstanceNormGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const b = backend as unknown as CpuBackend;
+    const { x, dy, mask, gamma, beta, mean, rstd } = inputs as Record<"x" | "dy" | "mask" | "gamma" | "beta" | "mean" | "rstd", tf.TensorInfo>;
+    if (a.sparseInstanceNormGrad === undefined) throw new Error("native addon has no sparseInstanceNormGrad (stale build: npm run build:native)");
+    const [bsz, sp, c] = inSizes(x);
+    const dx = alloc(bsz * sp * c), dgamma = alloc(c), dbeta = alloc(c);
+    a.sparseInstanceNormGrad(f32(b, x), f32(b, dy), f32(b, mask), bsz, sp, c, f32(b, gamma), f32(b, beta), f32(b, mean),
+      f32(b, rstd), (attrs as { alpha: number }).alpha, dx, dgamma, dbeta);
+    return [b.makeTensorInfo(x.shape, "float32", dx), b.makeTensorInfo([c], "float32", dgamma),
+      b.makeTensorInfo([c], "float32", dbeta)];
+  };
+
   const layerNorm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const b = backend as unknown as CpuBackend;
     const { x, gamma, beta } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
@@ -590,6 +620,8 @@ function makeKernels(a: NativeAddon): tf.KernelConfig[] {
     { kernelName: "Ssl3dAttention", backendName: "cpu", kernelFunc: attention },
     { kernelName: "Ssl3dAttentionGrad", backendName: "cpu", kernelFunc: attentionGrad },
     { kernelName: "Ssl3dInstanceNorm", backendName: "cpu", kernelFunc: instanceNorm },
+    { kernelName: "Ssl3dSparseInstanceNorm", backendName: "cpu", kernelFunc: sparseInstanceNorm },
+    { kernelName: "Ssl3dSparseInstanceNormGrad", backendName: "cpu", kernelFunc: sparseInstanceNormGrad },
     { kernelName: "Ssl3dInstanceNormGrad", backendName: "cpu", kernelFunc: instanceNormGrad },
     comparison("Greater", 0), comparison("GreaterEqual", 1), comparison("Less", 2), comparison("LessEqual", 3),
     comparison("Equal", 4),
@@ -660,6 +692,38 @@ export function nativeKernelsLoaded(): boolean {
  */
 export function fusedAttentionAvailable(): boolean {
   return loaded && typeof addon?.attention === "function" && typeof addon.attentionGrad === "function";
+}
+
+/**
+ * Whether the loaded addon has the fused sparse instance norm kernels (SparK); stale addons lack them and
+ * `ops/sparse-norm.ts` then keeps its composed form.
+ */
+export function fusedSparseNormAvailable(): boolean {
+  return loaded && typeof addon?.sparseInstanceNorm === "function" && typeof addon.sparseInstanceNormGrad === "function";
+}
+
+/**
+ * Sparse instance norm (SparK, `ops/sparse-norm.ts`): InstanceNorm3d(affine, biased variance) with per-sample,
+ * per-channel statistics over the voxels where `mask` [B, ..., 1] is non-zero (count clamped to 1), optionally
+ * followed by LeakyReLU (`leakyReluAlpha`), output 0 where masked; one fused native kernel each way (two passes over
+ * memory), the gradient recomputing the activation's input. Masked input values are never read (dx = 0 there).
+ * The mask is a constant (zero gradient). Requires `fusedSparseNormAvailable()`.
+ */
+export function sparseInstanceNormFused<T extends tf.Tensor>(x: T, mask: tf.Tensor, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5,
+  opts: { leakyReluAlpha?: number } = {}): T {
+  const alpha = opts.leakyReluAlpha ?? 1;
+  if (!fusedSparseNormAvailable() || tf.getBackend() !== "cpu") {
+    throw new Error("sparseInstanceNormFused needs the cpu backend with native kernels that include it (fusedSparseNormAvailable())");
+  }
+  if (x.dtype !== "float32" || x.rank < 3) throw new Error(`sparseInstanceNormFused: expected float32 [B, ..., C], got ${x.dtype} rank ${x.rank}`);
+  const c = x.shape[x.rank - 1]!;
+  if (mask.dtype !== "float32" || mask.size * c !== x.size || mask.shape[0] !== x.shape[0]) {
+    throw new Error(`sparseInstanceNormFused: mask [${mask.shape.join(",")}] does not fit input [${x.shape.join(",")}]`);
+  }
+  return tf.tidy(() => {
+    const [y] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dSparseInstanceNorm", { x, mask, gamma, beta }, { eps, alpha });
+    return y as T;
+  });
 }
 
 /**
@@ -736,6 +800,19 @@ function registerFusedGradients(): void {
       const [dx, dgamma, dbeta] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dInstanceNormGrad",
         { x, dy: dyy, gamma, beta, mean, rstd }, { alpha: attrs.alpha as number });
       return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+    },
+  });
+  tf.registerGradient({
+    kernelName: "Ssl3dSparseInstanceNorm",
+    inputsToSave: ["x", "mask", "gamma", "beta"],
+    outputsToSave: [false, true, true],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
+      const [x, mask, gamma, beta, mean, rstd] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+      const dyy = Array.isArray(dy) ? dy[0]! : dy;
+      const [dx, dgamma, dbeta] = tf.engine().runKernel<tf.Tensor[]>("Ssl3dSparseInstanceNormGrad",
+        { x, dy: dyy, mask, gamma, beta, mean, rstd }, { alpha: attrs.alpha as number });
+      // the mask is a constant: zero gradient (only built if something asks for it)
+      return { x: () => dx!, mask: () => tf.zerosLike(mask), gamma: () => dgamma!, beta: () => dbeta! };
     },
   });
   tf.registerGradient({

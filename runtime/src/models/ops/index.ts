@@ -7,5 +7,5 @@ export { convTranspose3d } from "./conv-transpose.js";
 export { dropPath } from "./drop-path.js";
 export { addBias, colSum, linear, mm } from "./linear.js";
 export { instanceNorm, instanceNormLeakyRelu, layerNorm } from "./norm.js";
-export { sparseInstanceNorm } from "./sparse-norm.js";
+export { sparseInstanceNorm, sparseInstanceNormLeakyRelu } from "./sparse-norm.js";
 export { upsampleLinear2x, upsampleTrilinear2x } from "./upsample.js";

@@ -2,24 +2,49 @@
  * Sparse instance norm (SparK, spec 6.3 / 11): InstanceNorm3d(affine, eps) whose per-sample, per-channel statistics
  * are taken over the visible voxels only (`mask` 1), biased variance; masked voxels (`mask` 0) of the output are 0.
  *
- * No fused native kernel: tfjs ops (broadcast multiply, Sum over the contiguous spatial axis, which the native addon
- * runs as its own kernels) with a hand-written gradient (the instance-norm gradient restricted to the visible
+ * On cpu with the native kernels (and an addon that has them: `fusedSparseNormAvailable()`): one fused kernel each
+ * way (`Ssl3dSparseInstanceNorm`/`Grad`, native/src/norm.cc, ADR 0041), which also fuses the LeakyReLU of
+ * `sparseInstanceNormLeakyRelu`. Elsewhere (wasm, stock cpu, stale addon): tfjs ops (broadcast multiply, Sum over
+ * the contiguous spatial axis) with a hand-written gradient (the instance-norm gradient restricted to the visible
  * voxels); `sparseInstanceNormComposed` is the same function left to tfjs' autodiff (the tests' reference). The
  * hand-written gradient needs ~20 kernel calls per norm instead of autodiff's ~60 (docs/performance.md). Masked
  * inputs get zero gradient: they enter neither the statistics nor the (zeroed) output.
  */
 import * as tf from "@tensorflow/tfjs";
+import { fusedSparseNormAvailable, sparseInstanceNormFused } from "../backend/native.js";
 import { customOp } from "./custom.js";
+import { nativeCpu } from "./dispatch.js";
+
+function useFused(x: tf.Tensor, mask: tf.Tensor): boolean {
+  return x.dtype === "float32" && mask.dtype === "float32" && nativeCpu() && fusedSparseNormAvailable();
+}
 
 /**
- * x [B,D,H,W,C], mask [B,D,H,W,1] of 0/1 (any rank-5 tensor broadcastable over channels), gamma/beta [C].
- * A sample without visible voxels gives 0 everywhere (its count is clamped to 1).
+ * `leakyRelu(sparseInstanceNorm(x, mask, gamma, beta, eps), slope)` (LeakyReLU keeps masked voxels at 0); one fused
+ * kernel each way on cpu + native, the two composed ops elsewhere.
  */
-export function sparseInstanceNorm(x: tf.Tensor5D, mask: tf.Tensor5D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): tf.Tensor5D {
-  const [b, d, h, w, c] = x.shape;
+export function sparseInstanceNormLeakyRelu(x: tf.Tensor5D, mask: tf.Tensor5D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5, slope = 0.01): tf.Tensor5D {
+  checkMask(x, mask);
+  if (useFused(x, mask)) return sparseInstanceNormFused(x, mask, gamma, beta, eps, { leakyReluAlpha: slope });
+  return tf.tidy(() => tf.leakyRelu(sparseInstanceNorm(x, mask, gamma, beta, eps), slope));
+}
+
+function checkMask(x: tf.Tensor5D, mask: tf.Tensor5D): void {
+  const [b, d, h, w] = x.shape;
   if (mask.shape[0] !== b || mask.shape[1] !== d || mask.shape[2] !== h || mask.shape[3] !== w || mask.shape[4] !== 1) {
     throw new Error(`sparseInstanceNorm: mask shape [${mask.shape.join(",")}] does not match input [${x.shape.join(",")}] (needs [${b},${d},${h},${w},1])`);
   }
+}
+
+/**
+ * x [B,D,H,W,C], mask [B,D,H,W,1] of 0/1, gamma/beta [C]. Only 0/1 masks are defined: the fused kernel counts
+ * any non-zero as visible, the composed form would weight by the value.
+ * A sample without visible voxels gives 0 everywhere (its count is clamped to 1).
+ */
+export function sparseInstanceNorm(x: tf.Tensor5D, mask: tf.Tensor5D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): tf.Tensor5D {
+  checkMask(x, mask);
+  if (useFused(x, mask)) return sparseInstanceNormFused(x, mask, gamma, beta, eps);
+  const [b, d, h, w, c] = x.shape;
   const s = d * h * w;
   const shape = x.shape;
   // the mask is a constant of this op (no gradient), captured and saved with the forward's tensors
