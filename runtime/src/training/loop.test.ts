@@ -12,6 +12,8 @@ import type { TrainingImage } from "../data/source.js";
 import type { PretrainMethod } from "../methods/method.js";
 import { MaeOptionsSchema, CnnMae } from "../methods/mae.js";
 import { ModelsGenesis, ModelsGenesisOptionsSchema } from "../methods/models-genesis.js";
+import { VoCo, VoCoOptionsSchema } from "../methods/voco.js";
+import { createNetwork } from "../models/registry.js";
 import type { Network, Vec3 } from "../models/architecture.js";
 import { CONV_PERM } from "../models/params.js";
 import { createServer } from "node:net";
@@ -333,4 +335,36 @@ test("Models Genesis corrupts in the loader workers (ADR 0040 transform): same t
     rmSync(a, { recursive: true, force: true });
     rmSync(b, { recursive: true, force: true });
   }
+});
+
+test("VoCo crops in the loader workers: batches of crops + overlap truth through the loop, same train and validation losses with 0 or 2 workers, samples counted per loaded patch", async () => {
+  const losses: number[][] = [];
+  for (const workers of [0, 2]) {
+    const dir = mkdtempSync(join(tmpdir(), `ssl3d-loop-voco${workers}-`));
+    try {
+      const base = runOf(dir, 1);
+      const net = createNetwork("voco-resenc-xs", { features: [4, 8], strides: [1, 2], patchSize: [2, 2, 8], headDim: 16, seed: 1 });
+      const shapes: number[][] = [];
+      const method = new VoCo(VoCoOptionsSchema.parse({ targetCrops: 2 }));
+      const loss = method.loss.bind(method);
+      method.loss = (n, batch, ctx) => {
+        shapes.push([...batch.x.shape, ...(batch.aux?.shape ?? [])]);
+        return loss(n, batch, ctx);
+      };
+      const metrics = new TrainingMetrics({ defaultMetrics: false });
+      const r = await train({ ...base, trainerName: "VoCoTrainer", network: net, method, metrics, options: { ...base.options, augment: false, loaderWorkers: workers } });
+      net.dispose();
+      assert.equal(r.status, "completed");
+      // 2 images × (16 bases + 2 targets) crops of 2×2×8, truth [2, 2, 16]; training and validation alike
+      assert.equal(shapes.length, 4 + 2);
+      for (const sh of shapes) assert.deepEqual(sh, [36, 2, 2, 8, 1, 2, 2, 16]);
+      assert.match(await metrics.registry.metrics(), /pretrain_samples_total 8\b/);
+      const l = JSON.parse(readFileSync(join(dir, "out", JSONL_LOG), "utf8").trim()) as { step_losses: number[]; val_step_losses: number[] };
+      losses.push([...l.step_losses, ...l.val_step_losses]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  assert.equal(losses[0]!.length, 6);
+  losses[0]!.forEach((v, i) => { assert.ok(Number.isFinite(v) && Math.abs(v - losses[1]![i]!) <= 1e-6 * Math.max(1, Math.abs(v)), `loss ${i}: ${v} vs ${losses[1]![i]}`); });
 });
