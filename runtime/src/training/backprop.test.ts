@@ -82,7 +82,7 @@ test("resenc-xs on wasm: same value and gradients as tf.variableGrads", async ()
   }
 });
 
-test("tape edge cases: shared variable, multi-output split, custom gradient returning dy, unused and frozen variables", () => {
+test("tape edge cases: shared variable, multi-output split, custom gradients returning their dy or a saved tensor, unused and frozen variables", () => {
   const a = tf.variable(tf.tensor2d(seeded(12, 1), [3, 4]), true, "bp_a");
   const b = tf.variable(tf.tensor1d(seeded(4, 2)), true, "bp_b");
   const unused = tf.variable(tf.tensor1d([1, 2]), true, "bp_unused");
@@ -92,8 +92,17 @@ test("tape edge cases: shared variable, multi-output split, custom gradient retu
     // hands the SAME dy object back for both inputs
     gradFunc: (dy: tf.Tensor) => [dy, dy],
   }));
+  // hands back the tensor it saved as the gradient of its input (d(x + c)/dx · dy with dy ≡ saved here is not the
+  // point: the gradient VALUE is a saved tensor, which must outlive the release of the node's saved tensors)
+  const savedAsGrad = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const x = args[0] as tf.Tensor;
+    const save = args[1] as tf.GradSaveFunc;
+    const twos = tf.fill(x.shape, 2);
+    save([twos]);
+    return { value: tf.mul(x, 2), gradFunc: (_dy: tf.Tensor, saved: tf.Tensor[]) => [saved[0]!] };
+  });
   const f: Loss = () => {
-    const h = tf.add(tf.mul(a, b), frozen); // broadcast Add (shape-only save) + Mul
+    const h = tf.add(tf.mul(savedAsGrad(a), b), frozen); // broadcast Add (shape-only save) + Mul
     const [p, q] = tf.split(h, [1, 2, 1], 1) as [tf.Tensor, tf.Tensor, tf.Tensor]; // multi-output kernel; 3rd never used
     const s = passThrough(tf.reshape(p, [3]), tf.reshape(tf.slice(q, [0, 1], [3, 1]), [3]));
     const t = tf.concat([tf.pad(s, [[1, 0]]), tf.relu(b)], 0); // b used twice

@@ -185,8 +185,10 @@ export function valueAndGrads(f: () => tf.Scalar, vars: readonly tf.Variable[]):
             if (dx.dtype !== "float32") throw new Error(`Error in gradient for op ${node.kernelName}. The gradient of input ${name} must have 'float32' dtype, but has '${dx.dtype}'`);
             if (!tf.util.arraysEqual(dx.shape, x.shape)) throw new Error(`Error in gradient for op ${node.kernelName}. The gradient of input '${name}' has shape '${dx.shape.join(",")}', which does not match the shape of the input '${x.shape.join(",")}'`);
             return dx;
-          }).map((dx, k, all) => (dys.includes(dx) || all.indexOf(dx) !== k ? dx.clone() : dx));
+          }).map((dx, k, all) => (dys.includes(dx) || all.indexOf(dx) !== k || (node.saved?.includes(dx) ?? false) ? dx.clone() : dx));
         });
+        // (a gradient handed back as its own dy, twice, or as a saved tensor was cloned above: releasing those below
+        // cannot free a stored gradient)
         // this node consumed its outputs' gradients: nothing later in the walk reads them
         for (const o of node.outputs) {
           const g = acc.get(o.id);
