@@ -144,12 +144,8 @@ export class VoCoNetwork implements EmbeddingNetwork {
   embed(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor2D {
     return tf.tidy(() => {
       const pooled = this.encoder.encode(x, ctx).map((s) => tf.mean<tf.Tensor2D>(s, [1, 2, 3]));
-      let h = pooled.length === 1 ? pooled[0]! : tf.concat(pooled, 1);
-      const p = (n: string) => param<tf.Rank.R2>(this.head, n);
-      const b = (n: string) => param<tf.Rank.R1>(this.head, n);
-      h = tf.relu(rowNorm(linear(h, p("projector.layer1.0.weight"), b("projector.layer1.0.bias"))));
-      h = tf.relu(rowNorm(linear(h, p("projector.layer2.0.weight"), b("projector.layer2.0.bias"))));
-      return linear(h, p("projector.layer3.0.weight"), b("projector.layer3.0.bias"));
+      const h = pooled.length === 1 ? pooled[0]! : tf.concat(pooled, 1);
+      return project(this.head, h);
     });
   }
 
@@ -161,6 +157,15 @@ export class VoCoNetwork implements EmbeddingNetwork {
     this.encoder.dispose();
     for (const v of this.head.values()) v.dispose();
   }
+}
+
+/** The shared projection head: Linear → row norm → ReLU, twice, then Linear (upstream `projector.layer{1,2,3}.0`). */
+function project(head: ReadonlyMap<string, tf.Variable>, x: tf.Tensor2D): tf.Tensor2D {
+  const p = (n: string) => param<tf.Rank.R2>(head, n);
+  const b = (n: string) => param<tf.Rank.R1>(head, n);
+  let h = tf.relu(rowNorm(linear(x, p("projector.layer1.0.weight"), b("projector.layer1.0.bias"))));
+  h = tf.relu(rowNorm(linear(h, p("projector.layer2.0.weight"), b("projector.layer2.0.bias"))));
+  return linear(h, p("projector.layer3.0.weight"), b("projector.layer3.0.bias"));
 }
 
 export function vocoEntry(preset: VoCoPreset): ArchitectureEntry {
@@ -274,12 +279,8 @@ export class VoCoPrimusNetwork implements EmbeddingNetwork {
 
   embed(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor2D {
     return tf.tidy(() => {
-      let h = tf.mean<tf.Tensor2D>(this.encoder.encode(x, ctx), 1);
-      const p = (n: string) => param<tf.Rank.R2>(this.head, n);
-      const b = (n: string) => param<tf.Rank.R1>(this.head, n);
-      h = tf.relu(rowNorm(linear(h, p("projector.layer1.0.weight"), b("projector.layer1.0.bias"))));
-      h = tf.relu(rowNorm(linear(h, p("projector.layer2.0.weight"), b("projector.layer2.0.bias"))));
-      return linear(h, p("projector.layer3.0.weight"), b("projector.layer3.0.bias"));
+      const h = tf.mean<tf.Tensor2D>(this.encoder.encode(x, ctx), 1);
+      return project(this.head, h);
     });
   }
 

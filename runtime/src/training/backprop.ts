@@ -67,8 +67,8 @@ const SHAPE_ONLY = Symbol("ssl3d.shapeOnly");
 
 /** What a shape-only gradient sees of a saved tensor: its shape, never its data. */
 function shapeOnly(t: tf.Tensor): tf.Tensor {
-  const stub = { shape: t.shape.slice(), rank: t.rank, size: t.size, dtype: t.dtype, [SHAPE_ONLY]: true, dispose: () => undefined };
-  return stub as unknown as tf.Tensor;
+  const standIn = { shape: t.shape.slice(), rank: t.rank, size: t.size, dtype: t.dtype, [SHAPE_ONLY]: true, dispose: () => undefined };
+  return standIn as unknown as tf.Tensor;
 }
 
 function isShapeOnly(t: tf.Tensor): boolean {
