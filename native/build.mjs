@@ -18,7 +18,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const src = join(here, "src");
 const out = join(here, "build");
 const target = join(out, "ssl3d_native.node");
-const log = (msg) => console.log(`[ssl3d-native] ${msg}`);
+/** @param {string} msg */
+const log = (msg) => { console.log(`[ssl3d-native] ${msg}`); };
 
 function findCompiler() {
   const candidates = process.env.CXX ? [process.env.CXX] : ["c++", "g++", "clang++"];
@@ -39,6 +40,12 @@ function napiInclude() {
   return existsSync(join(fromNode, "node_api.h")) ? fromNode : null;
 }
 
+/**
+ * Whether `code` compiles and links with `flags`.
+ * @param {string} cxx
+ * @param {string} code
+ * @param {string[]} flags
+ */
 function probe(cxx, code, flags) {
   const dir = join(out, "probe");
   mkdirSync(dir, { recursive: true });
@@ -49,11 +56,20 @@ function probe(cxx, code, flags) {
 }
 
 function main() {
-  if (process.env.SSL3D_NATIVE === "0") return log("skipped (SSL3D_NATIVE=0); the cpu backend uses stock tfjs kernels");
+  if (process.env.SSL3D_NATIVE === "0") {
+    log("skipped (SSL3D_NATIVE=0); the cpu backend uses stock tfjs kernels");
+    return;
+  }
   const cxx = findCompiler();
-  if (!cxx) return log("no C++ compiler found (set CXX); the cpu backend uses stock tfjs kernels (slow)");
+  if (!cxx) {
+    log("no C++ compiler found (set CXX); the cpu backend uses stock tfjs kernels (slow)");
+    return;
+  }
   const inc = napiInclude();
-  if (!inc) return log("Node-API headers not found (npm package node-api-headers); using stock tfjs kernels");
+  if (!inc) {
+    log("Node-API headers not found (npm package node-api-headers); using stock tfjs kernels");
+    return;
+  }
   mkdirSync(out, { recursive: true });
 
   const isX86 = process.arch === "x64" || process.arch === "ia32";
@@ -83,7 +99,8 @@ function main() {
   const stampFile = join(out, "stamp");
   if (process.env.SSL3D_NATIVE_FORCE !== "1" && existsSync(target) && existsSync(stampFile) &&
       readFileSync(stampFile, "utf8") === stamp) {
-    return log(`up to date (${target})`);
+    log(`up to date (${target})`);
+    return;
   }
 
   const features = `oneDNN ${dnnl ? "yes" : "no"}, OpenBLAS ${blas ? "yes" : "no"}, OpenMP ${openmp ? "yes" : "no"}`;

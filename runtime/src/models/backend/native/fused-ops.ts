@@ -10,11 +10,8 @@ function requireNative(what: string, available = nativeKernelsLoaded(), detail =
 }
 
 /** Runs a fused kernel and keeps its first output (the rest are statistics the gradient reads). */
-function runFirst<T extends tf.Tensor>(kernel: string, inputs: tf.NamedTensorMap, attrs: tf.NamedAttrMap): T {
-  return tf.tidy(() => {
-    const [y] = tf.engine().runKernel<tf.Tensor[]>(kernel, inputs, attrs);
-    return y as T;
-  });
+function runFirst(kernel: string, inputs: tf.NamedTensorMap, attrs: tf.NamedAttrMap): tf.Tensor {
+  return tf.tidy(() => tf.engine().runKernel<tf.Tensor[]>(kernel, inputs, attrs)[0]!);
 }
 
 /**
@@ -32,7 +29,7 @@ export function sparseInstanceNormFused<T extends tf.Tensor>(x: T, mask: tf.Tens
   if (mask.dtype !== "float32" || mask.size * c !== x.size || mask.shape[0] !== x.shape[0]) {
     throw new Error(`sparseInstanceNormFused: mask [${mask.shape.join(",")}] does not fit input [${x.shape.join(",")}]`);
   }
-  return runFirst<T>("Ssl3dSparseInstanceNorm", { x, mask, gamma, beta }, { eps, alpha: opts.leakyReluAlpha ?? 1 });
+  return runFirst("Ssl3dSparseInstanceNorm", { x, mask, gamma, beta }, { eps, alpha: opts.leakyReluAlpha ?? 1 }) as T;
 }
 
 /**
@@ -48,7 +45,7 @@ export function instanceNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D,
   requireNative("instanceNormFused");
   if (x.dtype !== "float32" || x.rank < 3) throw new Error(`instanceNormFused: expected float32 [B, ..., C], got ${x.dtype} rank ${x.rank}`);
   // Outputs [y, mean, rstd]; the engine keeps its own references to the saved statistics for the gradient.
-  return runFirst<T>("Ssl3dInstanceNorm", { x, gamma, beta }, { eps, alpha: opts.leakyReluAlpha ?? 1 });
+  return runFirst("Ssl3dInstanceNorm", { x, gamma, beta }, { eps, alpha: opts.leakyReluAlpha ?? 1 }) as T;
 }
 
 /**
@@ -58,7 +55,7 @@ export function instanceNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D,
 export function layerNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): T {
   requireNative("layerNormFused");
   if (x.dtype !== "float32" || x.rank < 1) throw new Error(`layerNormFused: expected float32, got ${x.dtype}`);
-  return runFirst<T>("Ssl3dLayerNorm", { x, gamma, beta }, { eps });
+  return runFirst("Ssl3dLayerNorm", { x, gamma, beta }, { eps }) as T;
 }
 
 /**
@@ -74,5 +71,5 @@ export function attentionFused<T extends tf.Tensor>(q: T, k: tf.Tensor, v: tf.Te
   if (!tf.util.arraysEqual(k.shape, v.shape) || !tf.util.arraysEqual(q.shape.slice(0, -2), k.shape.slice(0, -2)) || q.shape[r - 1] !== k.shape[r - 1]) {
     throw new Error(`attentionFused: shapes q [${q.shape.join(",")}], k [${k.shape.join(",")}], v [${v.shape.join(",")}] do not fit`);
   }
-  return runFirst<T>("Ssl3dAttention", { q, k, v }, { scale });
+  return runFirst("Ssl3dAttention", { q, k, v }, { scale }) as T;
 }

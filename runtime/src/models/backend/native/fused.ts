@@ -18,7 +18,7 @@ function instanceSizes(x: T): [number, number, number] {
 function needs<K extends keyof NativeAddon>(a: NativeAddon, name: K): NonNullable<NativeAddon[K]> {
   const fn = a[name];
   if (fn === undefined) throw new Error(`native addon has no ${name} (stale build: npm run build:native)`);
-  return fn as NonNullable<NativeAddon[K]>;
+  return fn;
 }
 
 function instanceNormKernels(a: NativeAddon): NativeKernel[] {
