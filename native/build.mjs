@@ -6,7 +6,8 @@
 //   oneDNN (Debian libdnnl-dev) for Conv3D and its backprops, OpenBLAS (libopenblas-dev) for GEMM.
 // Re-running is cheap: the output is reused while a hash of sources, flags and probes is unchanged.
 // Env: SSL3D_NATIVE=0 skip; CXX compiler; SSL3D_NATIVE_NO_DNNL=1 / SSL3D_NATIVE_NO_BLAS=1 build without them;
-//      SSL3D_NATIVE_FORCE=1 rebuild even when cached.
+//      SSL3D_NATIVE_FORCE=1 rebuild even when cached; SSL3D_NATIVE_REQUIRE=1 exits 1 when no addon results (test
+//      setup and CI, where a missing addon must fail instead of skipping the kernel tests).
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
@@ -55,20 +56,21 @@ function probe(cxx, code, flags) {
   return r.status === 0;
 }
 
+/** @returns {boolean} whether an up-to-date addon is in place */
 function main() {
   if (process.env.SSL3D_NATIVE === "0") {
     log("skipped (SSL3D_NATIVE=0); the cpu backend uses stock tfjs kernels");
-    return;
+    return false;
   }
   const cxx = findCompiler();
   if (!cxx) {
     log("no C++ compiler found (set CXX); the cpu backend uses stock tfjs kernels (slow)");
-    return;
+    return false;
   }
   const inc = napiInclude();
   if (!inc) {
     log("Node-API headers not found (npm package node-api-headers); using stock tfjs kernels");
-    return;
+    return false;
   }
   mkdirSync(out, { recursive: true });
 
@@ -100,7 +102,7 @@ function main() {
   if (process.env.SSL3D_NATIVE_FORCE !== "1" && existsSync(target) && existsSync(stampFile) &&
       readFileSync(stampFile, "utf8") === stamp) {
     log(`up to date (${target})`);
-    return;
+    return true;
   }
 
   const features = `oneDNN ${dnnl ? "yes" : "no"}, OpenBLAS ${blas ? "yes" : "no"}, OpenMP ${openmp ? "yes" : "no"}`;
@@ -118,11 +120,15 @@ function main() {
   renameSync(tmp, target);
   writeFileSync(stampFile, stamp);
   log(`built ${target} in ${((Date.now() - t0) / 1000).toFixed(1)} s (${features})`);
+  return true;
 }
 
+let ok = false;
 try {
-  main();
+  ok = main();
 } catch (e) {
-  log(`build failed, the cpu backend uses stock tfjs kernels: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`);
+  log(`build failed, the cpu backend uses stock tfjs kernels: ${e instanceof Error ? (e.message.split("\n")[0] ?? "") : String(e)}`);
 }
-process.exitCode = 0;
+const required = process.env.SSL3D_NATIVE_REQUIRE === "1";
+if (required && !ok) log("SSL3D_NATIVE_REQUIRE=1: no up-to-date addon, failing");
+process.exitCode = required && !ok ? 1 : 0;
