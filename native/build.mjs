@@ -7,7 +7,8 @@
 // Re-running is cheap: the output is reused while a hash of sources, flags and probes is unchanged.
 // Env: SSL3D_NATIVE=0 skip; CXX compiler; SSL3D_NATIVE_NO_DNNL=1 / SSL3D_NATIVE_NO_BLAS=1 build without them;
 //      SSL3D_NATIVE_FORCE=1 rebuild even when cached; SSL3D_NATIVE_REQUIRE=1 exits 1 when no addon results (test
-//      setup and CI, where a missing addon must fail instead of skipping the kernel tests).
+//      setup and CI, where a missing addon must fail instead of skipping the kernel tests);
+//      SSL3D_NATIVE_SANITIZE=1 builds with ASan + UBSan into native/build-sanitize/ instead.
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
@@ -17,7 +18,11 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const src = join(here, "src");
-const out = join(here, "build");
+// SSL3D_NATIVE_SANITIZE=1: an AddressSanitizer + UndefinedBehaviorSanitizer build in its own folder (the CI job
+// scripts/native-sanitize.test.ts runs the kernel tests against it); the production build is left alone.
+const sanitize = process.env.SSL3D_NATIVE_SANITIZE === "1";
+const SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"];
+const out = join(here, sanitize ? "build-sanitize" : "build");
 const target = join(out, "ssl3d_native.node");
 /** @param {string} msg */
 const log = (msg) => { console.log(`[ssl3d-native] ${msg}`); };
@@ -88,10 +93,10 @@ function main() {
   if (dnnl) defs.push("-DSSL3D_HAVE_DNNL");
   if (blas) defs.push("-DSSL3D_HAVE_CBLAS");
   if (isX86) defs.push("-DSSL3D_HAVE_AVX2_TU");
-  const common = ["-std=c++17", "-O3", "-fPIC", "-fvisibility=hidden", "-Wall", `-I${inc}`, ...defs,
-    ...(openmp ? ["-fopenmp"] : [])];
+  const common = ["-std=c++17", sanitize ? "-O1" : "-O3", "-fPIC", "-fvisibility=hidden", "-Wall", `-I${inc}`, ...defs,
+    ...(openmp ? ["-fopenmp"] : []), ...(sanitize ? SANITIZE_FLAGS : [])];
   const libs = [...(dnnl ? ["-ldnnl"] : []), ...(blas ? ["-lopenblas"] : []), ...(openmp ? ["-fopenmp"] : []),
-    "-lpthread"];
+    "-lpthread", ...(sanitize ? SANITIZE_FLAGS : [])];
   const units = readdirSync(src).filter((f) => f.endsWith(".cc")).filter((f) => isX86 || f !== "gemm_avx2.cc");
 
   const hash = createHash("sha256");
