@@ -19,12 +19,14 @@ import { selectBackend } from "../models/backend/select.js";
 import { architectureKeys, createNetwork, getArchitecture } from "../models/registry.js";
 import { loadMatchingWeights, readTorchCheckpoint } from "../models/checkpoint-import.js";
 import type { Logger } from "../observability/log.js";
-import { TrainingMetrics, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
+import { METRICS_ADDRESS_ENV, TrainingMetrics, metricsHost, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
 import { ENV, distributedConfigFromEnv, perRankBatchSize } from "../distributed/env.js";
 import { launchLocalRanks } from "../distributed/launch.js";
 import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
 import { resolveTrainer } from "./registry.js";
+import { checkBatchMemory } from "./memory-check.js";
+import { initialPatchSize } from "../data/patch.js";
 
 export interface TrainArgs {
   readonly dataset: string;
@@ -43,6 +45,8 @@ export interface TrainArgs {
   readonly pretrainedWeights?: string;
   readonly seed?: number;
   readonly metricsPort?: number;
+  /** Interface of the metrics endpoint (default SSL3D_METRICS_ADDRESS, else 127.0.0.1). */
+  readonly metricsAddress?: string;
   readonly backend?: string;
   readonly workers?: number;
   readonly progress?: boolean;
@@ -139,6 +143,11 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const method = methodEntry.create(o.methodOptions, trainer.entry.family);
   const archKey = methodEntry.architectureFor?.(o.architecture, (k) => architectureKeys().includes(k)) ?? o.architecture;
 
+  // absurd sizes fail here, before any data is read or a network built
+  checkBatchMemory({
+    batchSize: Math.ceil(o.batchSize / dist.worldSize), imagesPerSample: method.data?.imagesPerSample ?? 1,
+    loadedPatch: o.augment ? initialPatchSize(o.patchSize) : o.patchSize, prefetch: o.prefetch,
+  });
   const all = await listImages(datasetName, a.configuration, a.plans);
   if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: join(preRoot, datasetName) });
   const splitFile = join(preRoot, datasetName, "splits_final.json");
@@ -178,8 +187,8 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
     if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
     let server: MetricsServer | undefined;
     if (port !== undefined && dist.localRank === 0) {
-      server = await serveMetrics(metrics, port);
-      logger.info({ port: server.port }, "Serving /metrics");
+      server = await serveMetrics(metrics, port, { host: metricsHost(a.metricsAddress === undefined ? process.env : { [METRICS_ADDRESS_ENV]: a.metricsAddress }) });
+      logger.info({ host: server.host, port: server.port }, "Serving /metrics");
     }
 
     if (a.pretrainedWeights !== undefined) {
