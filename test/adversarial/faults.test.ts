@@ -22,6 +22,7 @@ const work = mkdtempSync(join(tmpdir(), "ssl3d-adv-faults-"));
 let ds: TestDataset;
 const TRAIN = ["train", "1", "onemmiso", "-tr", "BaseMAETrainer", "--arch-preset", "resenc-xs", "--patch-size", "32", "--batch-size", "1", "--iters-per-epoch", "1", "--val-iters", "1", "--seed", "3", "--workers", "0"];
 const mounts: string[] = [];
+let mountCount = 0;
 
 before(async () => {
   ds = await makeTestDataset(join(work, "root"), { images: 2, shape: [32, 32, 32] });
@@ -96,7 +97,7 @@ test("kill -9 as the last epoch's checkpoint is saved, then resume: final, plot 
 
 /** Mount a tmpfs of `size` at a new folder (read-only with `ro`), or skip the test when mounting is not allowed. */
 function tmpfs(t: TestContext, size: string, ro = false): string | undefined {
-  const dir = join(work, `mnt-${mounts.length}`);
+  const dir = join(work, `mnt-${mountCount++}`);
   mkdirSync(dir, { recursive: true });
   const r = spawnSync("mount", ["-t", "tmpfs", "-o", `size=${size}${ro ? ",ro" : ""}`, "tmpfs", dir], { encoding: "utf8" });
   if (r.status !== 0) {

@@ -8,7 +8,7 @@
  * temporary file is removed.
  */
 import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
+import { existsSync, mkdirSync, promises as fs } from "node:fs";
 import * as path from "node:path";
 import { fileSystemError } from "../errors.js";
 import { assertInsideReal } from "./safe-path.js";
@@ -51,11 +51,41 @@ export async function removeStaleTemps(dir: string, names: readonly string[]): P
   return removed;
 }
 
+/**
+ * `mkdir -p` that reports the real reason: Node's recursive mkdir turns EROFS/EACCES on a missing level into
+ * ENOENT, so on failure the missing levels are created one by one to surface the system's own error code.
+ */
+export function mkdirpSync(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fileSystemError(err, dir, "cannot create the folder") ?? err;
+  }
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); !existsSync(d); d = path.dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    try {
+      mkdirSync(d);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw fileSystemError(err, d, "cannot create the folder") ?? err;
+    }
+  }
+}
+
+async function mkdirp(dir: string): Promise<void> {
+  try {
+    await fs.mkdir(dir, { recursive: true });
+  } catch {
+    mkdirpSync(dir);
+  }
+}
+
 export async function writeFileAtomic(target: string, data: string | Uint8Array, opts: AtomicOptions = {}): Promise<void> {
   if (opts.root !== undefined) assertInsideReal(opts.root, target);
   const tmp = tempPathFor(target);
   try {
-    await fs.mkdir(path.dirname(target), { recursive: true });
+    await mkdirp(path.dirname(target));
     const fh = await fs.open(tmp, "w");
     try {
       await fh.writeFile(data);
@@ -83,7 +113,7 @@ export async function prepareDirAtomic(target: string, opts: AtomicOptions = {})
   if (opts.root !== undefined) assertInsideReal(opts.root, target);
   const tmpDir = tempPathFor(target);
   try {
-    await fs.mkdir(path.dirname(target), { recursive: true });
+    await mkdirp(path.dirname(target));
     await fs.mkdir(tmpDir, { recursive: true });
   } catch (err) {
     throw fileSystemError(err, target) ?? err;

@@ -13,10 +13,11 @@
  * and released on exit (also on `process.exit`); a lock left by kill -9 is recovered by the next writer.
  */
 import { randomBytes } from "node:crypto";
-import { linkSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync, mkdirSync } from "node:fs";
+import { linkSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import * as path from "node:path";
 import { ConfigError, EnvironmentError, fileSystemError } from "../errors.js";
+import { mkdirpSync } from "./atomic.js";
 
 export const LOCK_FILE = ".ssl3d.lock";
 
@@ -135,11 +136,7 @@ function tryCreate(file: string, info: LockInfo): boolean {
 /** Take the folder's lock (creating the folder), or fail with an EnvironmentError naming the live holder. */
 export function lockFolder(dir: string, opts: LockOptions): FolderLock {
   const env = opts.env ?? process.env;
-  try {
-    mkdirSync(dir, { recursive: true });
-  } catch (err) {
-    throw fileSystemError(err, dir, "cannot create the folder") ?? err;
-  }
+  mkdirpSync(dir);
   const file = path.join(path.resolve(dir), opts.name ?? LOCK_FILE);
   const mine = held.get(file);
   if (mine !== undefined) {
