@@ -83,7 +83,7 @@ test("kill -9 as the last epoch's checkpoint is saved, then resume: final, plot 
     buf += b.toString();
     for (const line of buf.split("\n")) if (line.includes('"msg":"Saved checkpoint"') && line.includes('"epoch":2')) child.kill("SIGKILL");
   });
-  const code = await new Promise<number | null>((res) => child.on("close", (c) => res(c)));
+  const code = await new Promise<number | null>((res) => child.on("close", (c) => { res(c); }));
   assert.ok(buf.includes('"epoch":2'), "the run reached its last checkpoint");
   const fold = foldDir(env);
   const resumed = await ssl3d([...TRAIN, "--epochs", "2", "--resume"], env);

@@ -15,7 +15,7 @@ function get(port: number, path: string, method = "GET", timeoutMs = 5000): Prom
     const req = request({ host: "127.0.0.1", port, path, method, agent: false, timeout: timeoutMs }, (res) => {
       let body = "";
       res.on("data", (b: Buffer) => (body += b.toString()));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on("end", () => { resolve({ status: res.statusCode ?? 0, body }); });
     });
     req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on("error", reject);
@@ -28,7 +28,7 @@ async function openSockets(port: number, n: number, partial: boolean): Promise<S
   for (let i = 0; i < n; i++) {
     const s = connect(port, "127.0.0.1");
     s.on("error", () => undefined);
-    await new Promise<void>((res) => s.once("connect", () => res()).once("error", () => res()).once("close", () => res()));
+    await new Promise<void>((res) => s.once("connect", () => { res(); }).once("error", () => { res(); }).once("close", () => { res(); }));
     if (partial) s.write("GET /metrics HTTP/1.1\r\nHost: x\r\n"); // never finishes its headers
     out.push(s);
   }
@@ -90,7 +90,7 @@ test("idle connections are closed after the idle timeout", async () => {
   const [sock] = await openSockets(s.port, 1, false);
   try {
     await new Promise<void>((res, rej) => {
-      const t = setTimeout(() => rej(new Error("idle connection still open after 5 s")), 5000);
+      const t = setTimeout(() => { rej(new Error("idle connection still open after 5 s")); }, 5000);
       sock!.once("close", () => { clearTimeout(t); res(); });
     });
   } finally {

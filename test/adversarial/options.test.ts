@@ -99,7 +99,7 @@ test("ssl3d run: spec.plansName is used by the Plan stage and the trainer; kill 
   let out = "";
   runner.stdout.on("data", (b: Buffer) => (out += b.toString()));
   runner.stderr.on("data", (b: Buffer) => (out += b.toString()));
-  const closed = new Promise<void>((res) => runner.on("close", () => res()));
+  const closed = new Promise<void>((res) => runner.on("close", () => { res(); }));
   // the trainer holds its results folder's lock: its pid is in the lock file
   const lockFile = join(results, "results", ds.datasetName, "BaseMAETrainer__myPlans__onemmiso", LOCK_FILE);
   const deadline = Date.now() + 600_000;

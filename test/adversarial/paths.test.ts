@@ -36,15 +36,21 @@ after(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-/** Edit the first image of the collection (or anything else) and write the file back. */
-function withCollection(edit: (c: { collection_name: string; datasets: Record<string, any> }) => void): void {
-  const c = JSON.parse(original) as { collection_name: string; datasets: Record<string, any> };
+interface Img { name: string; [k: string]: unknown }
+interface Session { session_id: string; images: Img[]; [k: string]: unknown }
+interface Subject { subject_id: string; sessions: Record<string, Session>; [k: string]: unknown }
+interface Dataset { dataset_index: string; subjects: Record<string, Subject>; [k: string]: unknown }
+interface Doc { collection_name: string; datasets: Record<string, Dataset> }
+
+/** Edit the collection document and write the file back. */
+function withCollection(edit: (c: Doc) => void): void {
+  const c = JSON.parse(original) as Doc;
   edit(c);
   writeFileSync(collectionFile, JSON.stringify(c, null, 2));
 }
 
-function firstSession(c: { datasets: Record<string, any> }): { images: { name: string }[] } {
-  return c.datasets.ds000001.subjects["sub-01"].sessions["ses-DEFAULT"];
+function firstSession(c: Doc): Session {
+  return c.datasets.ds000001!.subjects["sub-01"]!.sessions["ses-DEFAULT"]!;
 }
 
 async function planAndPreprocess(extra: string[] = []): Promise<Awaited<ReturnType<typeof ssl3d>>> {
@@ -65,20 +71,21 @@ for (const name of hostileNames) {
 }
 
 test("subject_id, session_id, dataset_index and collection_name with path separators or '..': exit 2 naming the field", async () => {
-  const cases: [string, (c: any) => void, RegExp][] = [
+  const cases: [string, (c: Doc) => void, RegExp][] = [
     ["subject", (c) => {
-      const s = c.datasets.ds000001.subjects["sub-01"];
+      const d = c.datasets.ds000001!;
+      const s = d.subjects["sub-01"]!;
       s.subject_id = "../../..";
-      c.datasets.ds000001.subjects = { "../../..": s };
+      d.subjects = { "../../..": s };
     }, /subject_id/],
     ["session", (c) => {
-      const subj = c.datasets.ds000001.subjects["sub-01"];
-      const e = subj.sessions["ses-DEFAULT"];
+      const subj = c.datasets.ds000001!.subjects["sub-01"]!;
+      const e = subj.sessions["ses-DEFAULT"]!;
       e.session_id = "../x";
       subj.sessions = { "../x": e };
     }, /session_id/],
     ["dataset", (c) => {
-      const d = c.datasets.ds000001;
+      const d = c.datasets.ds000001!;
       d.dataset_index = "../../..";
       c.datasets = { "../../..": d };
     }, /dataset_index/],

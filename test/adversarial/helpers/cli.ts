@@ -42,7 +42,7 @@ export async function ssl3d(args: readonly string[], env: NodeJS.ProcessEnv, opt
   child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
   child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
   const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 300_000);
-  const [status, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) => child.on("close", (c, s) => res([c, s])));
+  const [status, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) => child.on("close", (c, s) => { res([c, s]); }));
   clearTimeout(timer);
   const ms = performance.now() - t0;
   const peakMiB = existsSync(rssFile) ? Number(readFileSync(rssFile, "utf8")) / 1024 : undefined;
