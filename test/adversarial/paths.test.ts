@@ -57,7 +57,8 @@ async function planAndPreprocess(extra: string[] = []): Promise<Awaited<ReturnTy
   return ssl3d(["plan-and-preprocess", "-d", "1", "-np", "1", "-npfp", "1", ...extra], ds.env);
 }
 
-const hostileNames = ["../../../x", "../../../x.nii.gz", "a/../../../../x.nii.gz", "..", ".", "a\\b.nii.gz", "nul\u0000.nii.gz", "x".repeat(300) + ".nii.gz", ".nii.gz"];
+// the first lands exactly on the sentinels in <work>/root (7 levels up from the session folder), as in issue 13
+const hostileNames = ["../../../../../../../x.nii.gz", "../../../x", "../../../x.nii.gz", "a/../../../../x.nii.gz", "..", ".", "a\\b.nii.gz", "nul\u0000.nii.gz", "x".repeat(300) + ".nii.gz", ".nii.gz"];
 
 for (const name of hostileNames) {
   test(`image name ${JSON.stringify(name.length > 40 ? name.slice(0, 20) + "..." : name)}: exit 2 naming the file and images[0].name, nothing outside touched`, async () => {
