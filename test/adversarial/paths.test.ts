@@ -161,10 +161,16 @@ test("preprocessing removes only its own temporary files, never another image's"
   const mine = [".sub-01_T1w.zarr.tmp-4242-0badcafe", ".sub-01_T1w__anon.zarr.tmp-4242-0badcafe", ".sub-01_T1w.json.tmp-4242-0badcafe"];
   const others = [".sub-01_T1w2.zarr.tmp-4242-0badcafe", ".sub-01_T1w.zarr.tmp-not-ours", "notes.txt"];
   for (const n of [...mine, ...others]) writeFileSync(join(session, n), "x");
+  const pp = join(ds.env.nnssl_preprocessed!, ds.datasetName);
+  const stageTemps = [join(pp, ".valid_imgs.json.tmp-4242-0badcafe"), join(pp, ".pretrain_data__onemmiso.json.tmp-4242-0badcafe"), join(pp, "nnsslPlans_onemmiso", ".failed_imgs.json.tmp-4242-0badcafe")];
+  const stageKeep = join(pp, ".valid_imgs.json.bak");
+  for (const f of [...stageTemps, stageKeep]) writeFileSync(f, "x");
   rmSync(join(session, "sub-01_T1w.json")); // forces the image to be redone
   const r = await planAndPreprocess();
   assert.equal(r.status, 0, r.stderr);
   for (const n of mine) assert.ok(!existsSync(join(session, n)), `${n} should be removed`);
   for (const n of others) assert.ok(existsSync(join(session, n)), `${n} must be kept`);
+  for (const f of stageTemps) assert.ok(!existsSync(f), `${f} should be removed`);
+  assert.ok(existsSync(stageKeep), "files that are not its temporaries are kept");
   sentinels.check();
 });

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { relativizePath, uniqueId, type Collection, type IndependentImage } from "../config/collection.js";
 import { requireRoot, type Env } from "../config/env.js";
 import { ConfigError, EnvironmentError, oneLine } from "../errors.js";
-import { writeJsonAtomic } from "../io/atomic.js";
+import { removeStaleTemps, writeJsonAtomic } from "../io/atomic.js";
 import { assertInsideReal } from "../io/safe-path.js";
 import { readCollection, writeCollection } from "../io/collection-file.js";
 import { log } from "../observability/log.js";
@@ -143,10 +143,20 @@ export async function runPreprocess(datasetName: string, configs: readonly strin
   const mine = partSlice(all, part, total);
   const lock = lockDataset(ppDir, "ssl3d preprocess", { part, total });
   try {
+    if (total <= 1) await removeStageTemps(ppDir, plansName, configs);
     return await preprocessLocked({ datasetName, configs, opts, env, plan, plansName, plansFile, ppDir, collection, mine, part, total, nps });
   } finally {
     lock.release();
   }
+}
+
+/**
+ * Temporary files of the dataset-level lists a killed run was writing (`.<file>.tmp-<pid>-<hex>`). Only by a
+ * whole-folder writer: parts run side by side and one of them may be writing the merged list right now.
+ */
+async function removeStageTemps(ppDir: string, plansName: string, configs: readonly string[]): Promise<void> {
+  await removeStaleTemps(ppDir, ["dataset_fingerprint.json", `${plansName}.json`, "valid_imgs.json", ...configs.map((c) => `pretrain_data__${c}.json`)]);
+  for (const c of configs) await removeStaleTemps(dataIdentifierDir(ppDir, plansName, c), ["valid_imgs.json", "failed_imgs.json"]);
 }
 
 interface LockedArgs {

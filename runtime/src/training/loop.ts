@@ -161,14 +161,8 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
   if (epoch === 0 && iteration === 0 && isChief) await truncateJsonl(join(run.outputDir, JSONL_LOG), 0); // a fresh run starts a new log
   if (epoch >= o.numEpochs) {
     try {
-      if (resumedFrom !== undefined && resumedFrom.file !== checkpointPath(run.checkpointDir, "final") && isChief) {
-        // killed after the last epoch's checkpoint_latest, before checkpoint_final: finish the run's outputs now
-        const ck = resumedFrom.file;
-        await saveCheckpoint(checkpointPath(run.checkpointDir, "final"), { ...resumedFrom.meta, saved_at: Date.now() / 1000 }, torchStateDict(net, { aliases: false }), await optimizer.exportState(), { ...networkMeta(net), "ssl3d.epoch": String(epoch), "ssl3d.method": run.trainerName });
-        await writeProgressPng(join(run.outputDir, "progress.png"), logging.train_losses, logging.val_losses, logging.lrs);
-        await removeCheckpoint(run.checkpointDir, "latest");
-        log.info({ from: ck, epoch }, "All epochs were completed before the interruption; wrote checkpoint_final and progress.png");
-      } else log.info({ epoch }, "Nothing to do: all epochs completed");
+      if (resumedFrom !== undefined && resumedFrom.file !== checkpointPath(run.checkpointDir, "final") && isChief) await completeFinishedRun(run, resumedFrom, optimizer, logging);
+      else log.info({ epoch }, "Nothing to do: all epochs completed");
     } finally {
       optimizer.dispose();
     }
@@ -459,6 +453,19 @@ async function truncateJsonl(file: string, epochs: number): Promise<void> {
     }
   });
   await writeFileAtomic(file, keep.map((l) => l + "\n").join(""));
+}
+
+/**
+ * A run killed after its last epoch's checkpoint_latest, before checkpoint_final: write what the end of `train` would
+ * have written (checkpoint_final from the resumed state, progress.png) and remove checkpoint_latest.
+ */
+async function completeFinishedRun(run: TrainingRun, from: { file: string; meta: CheckpointMeta }, optimizer: Optimizer, logging: TrainingLogLists): Promise<void> {
+  const net = run.network;
+  const extra = { ...networkMeta(net), "ssl3d.epoch": String(from.meta.current_epoch), "ssl3d.method": run.trainerName };
+  await saveCheckpoint(checkpointPath(run.checkpointDir, "final"), { ...from.meta, saved_at: Date.now() / 1000 }, torchStateDict(net, { aliases: false }), await optimizer.exportState(), extra);
+  await writeProgressPng(join(run.outputDir, "progress.png"), logging.train_losses, logging.val_losses, logging.lrs);
+  await removeCheckpoint(run.checkpointDir, "latest");
+  run.logger.info({ from: from.file, epoch: from.meta.current_epoch }, "All epochs were completed before the interruption; wrote checkpoint_final and progress.png");
 }
 
 /** Remove `.<file>.tmp-<pid>-<hex>` leftovers of the checkpoint, progress-plot and log writes of a killed run. */
