@@ -216,10 +216,13 @@ export class LocalRunner {
     return p;
   }
 
-  /** Forward SIGINT/SIGTERM to the running child's process group (the trainer checkpoints and exits), then stop. */
+  /**
+   * Stop the running child's process group with SIGTERM on SIGINT or SIGTERM (the trainer checkpoints and exits on
+   * SIGTERM; the child is in its own group, so a terminal's Ctrl-C reaches only this runner), then stop.
+   */
   interrupt(signal: NodeJS.Signals): void {
     this.interrupted = signal;
-    if (this.current?.pid !== undefined) killGroup(this.current.pid, signal);
+    if (this.current?.pid !== undefined) killGroup(this.current.pid, "SIGTERM");
   }
 
   /** Run one `ssl3d` child; resolves to its exit code (signals map to 128+n). Output is teed to the log file. */
