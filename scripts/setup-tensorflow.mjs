@@ -29,6 +29,16 @@ export const VARIANTS = {
 /** Where the wheels are fetched for: the libraries are the same for every CPython tag, so one is pinned. */
 const PIP_TARGET = ["--platform", "manylinux_2_27_x86_64", "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
   "--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:"];
+/**
+ * The CUDA libraries TensorFlow 2.21 loads by name: it registers a GPU only when cudart, cublas, cublasLt, cufft,
+ * cusolver, cusparse and cudnn open (XLA's xla/tsl/platform/default/dlopen_checker.cc); cuDNN 9 opens its sub-libraries
+ * by name; cusolver/cusparse need nvJitLink; cuDNN's runtime-compiled engines nvrtc. The driver's libcuda.so.1 comes
+ * from the host.
+ */
+export const CUDA_LIBRARIES = ["libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12", "libcufft.so.11", "libcusolver.so.11",
+  "libcusparse.so.12", "libcudnn.so.9", "libcudnn_graph.so.9", "libcudnn_ops.so.9", "libcudnn_cnn.so.9", "libcudnn_adv.so.9",
+  "libcudnn_engines_precompiled.so.9", "libcudnn_engines_runtime_compiled.so.9", "libcudnn_heuristic.so.9",
+  "libnvJitLink.so.12", "libnvrtc.so.12"];
 /** The file in a package's deps/ folder listing the folders the dynamic loader must search (read by bin/launch.mjs). */
 export const LOADER_PATH_FILE = "ssl3d-loader-path";
 const log = (msg) => process.stderr.write(`[setup:tensorflow] ${msg}\n`);
@@ -55,10 +65,10 @@ export function cacheRoot() {
   return c !== undefined && c !== "" ? c : join(homedir(), ".cache", "ssl3d");
 }
 
-/** The unpacked library folder of a variant (content-addressed by its requirements file). */
+/** The unpacked library folder of a variant (content-addressed by its requirements file and what is unpacked). */
 export function prefixFor(variant) {
   const req = readFileSync(join(repo, "scripts", "tensorflow", VARIANTS[variant].requirements));
-  const hash = createHash("sha256").update(req).digest("hex").slice(0, 12);
+  const hash = createHash("sha256").update(req).update(EXTRACT_PY).digest("hex").slice(0, 12);
   return join(cacheRoot(), "tensorflow", `${variant}-${hash}`);
 }
 
@@ -77,7 +87,7 @@ wheels, dest = sys.argv[1], sys.argv[2]
 keep = re.compile(r"^(tensorflow/libtensorflow_(cc|framework)\.so\.2"
                   r"|tensorflow/include/(tensorflow/c/.*\.h|tensorflow/core/platform/ctstring.*\.h|tsl/platform/ctstring.*\.h|xla/tsl/c/.*\.h)"
                   r"|nvidia/[^/]+/lib/[^/]+\.so[.0-9]*)$")
-lic = re.compile(r"^[^/]+\.dist-info/(licenses/)?(LICENSE|License)[^/]*$")
+lic = re.compile(r"^([^/]+\.dist-info/(licenses/)?(LICENSE|License)[^/]*|tensorflow/include/LICENSE)$")
 total = 0
 for w in sorted(os.listdir(wheels)):
     if not w.endswith(".whl"): continue

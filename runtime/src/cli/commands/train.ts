@@ -65,7 +65,7 @@ export const trainCommand: CliCommand = {
       .option("--seed <n>", "random seed", int("--seed", 0))
       .option("--pretrained-weights <file>", "initialise from a checkpoint (nnssl .pth, state dict, or ssl3d file): matching names and shapes, seg layers skipped")
       .option("--metrics-port <n>", "serve Prometheus /metrics on this port (also SSL3D_METRICS_PORT)", int("--metrics-port", 0))
-      .option("--backend <name>", "tfjs backend: auto (node-gpu, node, cpu + native kernels, wasm, cpu), node-gpu, node, wasm, cpu (also SSL3D_BACKEND)")
+      .option("--backend <name>", "tfjs backend: auto (node-gpu if TensorFlow sees a GPU, else cpu + native kernels, wasm, cpu), node-gpu, node (TensorFlow on the CPU), wasm, cpu (also SSL3D_BACKEND)")
       .option("--workers <n>", "data loader worker threads", int("--workers", 0))
       .option("--nproc-per-node <n>", "data-parallel processes on this node (torchrun-style; also PET_NPROC_PER_NODE)", int("--nproc-per-node", 1))
       .option("--device <d>", "accepted for nnssl compatibility (use --backend)")
