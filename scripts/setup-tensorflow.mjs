@@ -147,11 +147,14 @@ export function ensureLibraries(variant, force = false) {
   return prefix;
 }
 
-/** Every folder holding CUDA libraries (gpu variant), then TensorFlow's: what the dynamic loader must search. */
+/**
+ * Every folder holding CUDA libraries (gpu variant): what the dynamic loader must search for TensorFlow's dlopen calls.
+ * Not TensorFlow's own folder: the bindings find it through their RUNPATH, and on LD_LIBRARY_PATH (searched first) it
+ * would make the CPU package load the GPU build.
+ */
 export function loaderPath(prefix) {
   const nv = join(prefix, "nvidia");
-  const dirs = existsSync(nv) ? readdirSync(nv).sort().map((d) => join(nv, d, "lib")).filter((d) => existsSync(d)) : [];
-  return [...dirs, join(prefix, "tensorflow")];
+  return existsSync(nv) ? readdirSync(nv).sort().map((d) => join(nv, d, "lib")).filter((d) => existsSync(d)) : [];
 }
 
 function nodeGyp() {
@@ -188,6 +191,7 @@ export function buildBinding(variant, prefix, projectDir, force = false) {
   const stamp = `${prefix} ${version} ${readFileSync(join(pkgDir, "binding", "tfjs_backend.cc")).length}`;
   const deps = join(pkgDir, "deps");
   if (!force && existsSync(binding) && existsSync(stampFile) && readFileSync(stampFile, "utf8") === stamp && existsSync(join(deps, "lib", "libtensorflow.so"))) {
+    writeFileSync(join(deps, LOADER_PATH_FILE), `${loaderPath(prefix).join(":")}\n`);
     log(`${variant}: ${VARIANTS[variant].pkg} binding up to date (${binding})`);
     return binding;
   }

@@ -71,7 +71,7 @@ export function probeTensorFlow(pkg: string): TensorFlowProbe {
     return m === null ? [] : [`${m[1]} (${m[3]}, ${(Number(m[2]) / 1024).toFixed(0)} GiB)`];
   });
   const gpuLog = log.filter((l) => /dlopen|GPU|cuInit|CUDA|cuda driver|libcuda/i.test(l) && !/Created device/.test(l))
-    .map((l) => l.replace(/^[IWEF]\d{4} [\d:.]+\s+\d+\s+/, "").trim()).filter((l) => l !== "").slice(0, 8);
+    .map((l) => l.replace(/^[IWEF]\d{4} [\d:.]+\s+\d+\s+\S+:\d+\]\s*/, "").trim()).filter((l) => l !== "").slice(0, 8);
   return { package: pkg, loads: true, version: out.version, gpu: out.gpu, devices: ["CPU:0", ...gpus], cudaLibraries: out.libs, gpuLog };
 }
 
