@@ -4,7 +4,9 @@
  * with one line when TensorFlow registered no GPU, else checks conv3d against the CPU (TF32 off) and times one
  * ResEnc step; training pods run it as a preflight (PretrainRun `spec.preflight`).
  */
+import { spawnSync } from "node:child_process";
 import type { Command } from "commander";
+import { EnvironmentError } from "../../errors.js";
 import { doctorReport, formatDoctor, gpuCheck } from "../../models/backend/doctor.js";
 import type { CliCommand } from "../command.js";
 
@@ -23,3 +25,14 @@ export const doctorCommand: CliCommand = {
       });
   },
 };
+
+/**
+ * `ssl3d train --preflight`: `ssl3d doctor --gpu` in a child process (its GPU context and memory end with it, before
+ * the ranks start); its one-line reason becomes this command's error.
+ */
+export function runPreflight(): void {
+  const r = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, "doctor", "--gpu"], { stdio: ["ignore", "inherit", "pipe"], encoding: "utf8" });
+  if (r.status === 0) return;
+  const line = r.stderr.split("\n").find((l) => l.startsWith("ssl3d: error: "))?.slice("ssl3d: error: ".length) ?? `ssl3d doctor --gpu failed (exit ${String(r.status)})`;
+  throw new EnvironmentError(`preflight: ${line}`, { field: "--preflight" });
+}

@@ -8,6 +8,7 @@ import { log } from "../../observability/log.js";
 import { trainerKeys } from "../../training/registry.js";
 import { runTrainingCli } from "../../training/run.js";
 import type { CliCommand } from "../command.js";
+import { runPreflight } from "./doctor.js";
 
 function int(name: string, min = 0) {
   return (v: string): number => {
@@ -41,6 +42,7 @@ interface TrainOpts {
   workers?: number;
   nprocPerNode?: number;
   device?: string;
+  preflight?: boolean;
 }
 
 export const trainCommand: CliCommand = {
@@ -69,7 +71,9 @@ export const trainCommand: CliCommand = {
       .option("--workers <n>", "data loader worker threads", int("--workers", 0))
       .option("--nproc-per-node <n>", "data-parallel processes on this node (torchrun-style; also PET_NPROC_PER_NODE)", int("--nproc-per-node", 1))
       .option("--device <d>", "accepted for nnssl compatibility (use --backend)")
+      .option("--preflight", "first run `ssl3d doctor --gpu` (once per node): fail at once unless TensorFlow computes correctly on a GPU")
       .action(async (dataset: string, configuration: string, o: TrainOpts) => {
+        if (o.preflight === true && (process.env.RANK === undefined || process.env.RANK === "")) runPreflight();
         await runTrainingCli(
           {
             dataset, configuration, trainer: o.trainer, plans: o.plans,
