@@ -182,7 +182,7 @@ function nodeDir(projectDir) {
 export function buildBinding(variant, prefix, projectDir, force = false) {
   const pkgDir = join(projectDir, "node_modules", ...VARIANTS[variant].pkg.split("/"));
   if (!existsSync(join(pkgDir, "binding.gyp"))) {
-    throw new SetupError(`${VARIANTS[variant].pkg} is not installed in ${join(projectDir, "node_modules")} (run npm ci first; it is an optional dependency)`);
+    throw new SetupError(`${VARIANTS[variant].pkg} is not installed in ${join(projectDir, "node_modules")} (run npm ci with npm >= 11.16: older npm ignores package.json allowScripts, runs the package's download script, which fails here, and removes it)`);
   }
   const version = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8")).version;
   const out = join(pkgDir, "lib", "napi-v8");
