@@ -41,8 +41,8 @@ async function rawLinks(rank: number, world: number, base: number): Promise<{ ne
   for (let i = 0; next === undefined; i++) {
     next = await new Promise<net.Socket | undefined>((resolve) => {
       const s = net.connect(base + ((rank + 1) % world), "127.0.0.1");
-      s.once("connect", () => resolve(s));
-      s.once("error", () => { setTimeout(() => resolve(undefined), 50); });
+      s.once("connect", () => { resolve(s); });
+      s.once("error", () => { setTimeout(() => { resolve(undefined); }, 50); });
     });
     if (i > 200) throw new Error("raw TCP: successor not listening");
   }

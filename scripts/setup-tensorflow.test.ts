@@ -11,11 +11,16 @@ import { spawnSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-// @ts-expect-error plain ESM script without type declarations
-import { CUDA_LIBRARIES, LOADER_PATH_FILE, prefixFor } from "./setup-tensorflow.mjs";
 import { tfjsNodeMissing, tfjsNodePackageDir } from "../runtime/src/models/backend/select.js";
 
 const repo = join(import.meta.dirname, "..");
+// a plain ESM script without type declarations (it runs before any TypeScript tooling is installed)
+const setupModule = "./setup-tensorflow.mjs";
+const { CUDA_LIBRARIES, LOADER_PATH_FILE, prefixFor } = (await import(setupModule)) as {
+  CUDA_LIBRARIES: readonly string[];
+  LOADER_PATH_FILE: string;
+  prefixFor: (variant: string) => string;
+};
 const script = join(repo, "scripts", "setup-tensorflow.mjs");
 const childEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "NODE_TEST_CONTEXT"));
 const gpuBuilt = tfjsNodeMissing("@tensorflow/tfjs-node-gpu") === undefined;
@@ -64,9 +69,9 @@ const gpuSkip = !gpuBuilt && "GPU variant not built (opt-in: npm run setup:tenso
 test("GPU variant: the recorded loader path makes every CUDA library TensorFlow needs resolvable", { skip: gpuSkip }, () => {
   const deps = join(tfjsNodePackageDir("@tensorflow/tfjs-node-gpu")!, "deps");
   const path = readFileSync(join(deps, LOADER_PATH_FILE), "utf8").trim();
-  const prefix = prefixFor("gpu") as string;
+  const prefix = prefixFor("gpu");
   assert.ok(path.split(":").every((d) => d.startsWith(join(prefix, "nvidia"))), `${path}: only the CUDA folders of ${prefix}`);
-  const withPath = resolvable(CUDA_LIBRARIES as string[], path);
+  const withPath = resolvable(CUDA_LIBRARIES, path);
   assert.deepEqual(Object.entries(withPath).filter(([, ok]) => !ok).map(([l]) => l), [], "unresolvable with the loader path");
   // the failure this prevents: TensorFlow's own RUNPATH lacks cusolver/nvJitLink/nvrtc
   const without = resolvable(["libcusolver.so.11", "libnvJitLink.so.12"], undefined);
