@@ -23,7 +23,7 @@ test("MAE on resenc-xs with --backend node: finishes, logs the tensorflow backen
   const run = (args: string[]) => spawnSync(process.execPath, [BIN, ...args], { env: { ...env, ...roots }, encoding: "utf8", timeout: 900_000 });
   const demo = run(["demo", "--quick", "--out", work]);
   assert.equal(demo.status, 0, demo.stderr);
-  const r = run(["--log-format", "json", "train", "990", "onemmiso", "-tr", "BaseMAETrainer", "--arch-preset", "resenc-xs", "--patch-size", "32",
+  const r = run(["train", "990", "onemmiso", "-tr", "BaseMAETrainer", "--arch-preset", "resenc-xs", "--patch-size", "32",
     "--epochs", "1", "--iters-per-epoch", "4", "--val-iters", "1", "--backend", "node"]);
   assert.equal(r.status, 0, r.stderr.split("\n").slice(-5).join("\n"));
   const lines = r.stderr.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
