@@ -41,23 +41,30 @@ export const CUDA_LIBRARIES = ["libcudart.so.12", "libcublas.so.12", "libcublasL
   "libnvJitLink.so.12", "libnvrtc.so.12"];
 /** The file in a package's deps/ folder listing the folders the dynamic loader must search (read by bin/launch.mjs). */
 export const LOADER_PATH_FILE = "ssl3d-loader-path";
-const log = (msg) => process.stderr.write(`[setup:tensorflow] ${msg}\n`);
+/** @param {string} msg */
+const log = (msg) => { process.stderr.write(`[setup:tensorflow] ${msg}\n`); };
+/** @typedef {keyof typeof VARIANTS} Variant */
 
 class SetupError extends Error {}
 
+/**
+ * @param {string[]} argv
+ * @returns {{ variant: Variant, force: boolean, projectDir: string }}
+ */
 function parseArgs(argv) {
+  /** @type {{ variant: string | undefined, force: boolean, projectDir: string }} */
   const o = { variant: undefined, force: false, projectDir: repo };
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
+    const a = argv[i] ?? "";
     if (a === "--variant") o.variant = argv[++i];
     else if (a.startsWith("--variant=")) o.variant = a.slice("--variant=".length);
     else if (a === "--force") o.force = true;
-    else if (a === "--project") o.projectDir = argv[++i];
+    else if (a === "--project") o.projectDir = argv[++i] ?? repo;
     else throw new SetupError(`unknown argument "${a}" (usage: setup:tensorflow -- --variant cpu|gpu [--force])`);
   }
-  if (o.variant === undefined) o.variant = "cpu";
-  if (!(o.variant in VARIANTS)) throw new SetupError(`--variant must be cpu or gpu, got "${o.variant}"`);
-  return o;
+  const variant = o.variant ?? "cpu";
+  if (variant !== "cpu" && variant !== "gpu") throw new SetupError(`--variant must be cpu or gpu, got "${variant}"`);
+  return { ...o, variant };
 }
 
 export function cacheRoot() {
@@ -66,6 +73,7 @@ export function cacheRoot() {
 }
 
 /** The unpacked library folder of a variant (content-addressed by its requirements file and what is unpacked). */
+/** @param {Variant} variant */
 export function prefixFor(variant) {
   const req = readFileSync(join(repo, "scripts", "tensorflow", VARIANTS[variant].requirements));
   const hash = createHash("sha256").update(req).update(EXTRACT_PY).digest("hex").slice(0, 12);
@@ -73,7 +81,7 @@ export function prefixFor(variant) {
 }
 
 function findPython() {
-  for (const py of [process.env.PYTHON, "python3", "/usr/bin/python3"].filter(Boolean)) {
+  for (const py of [process.env.PYTHON ?? "", "python3", "/usr/bin/python3"].filter((p) => p !== "")) {
     const r = spawnSync(py, ["-m", "pip", "--version"], { encoding: "utf8" });
     if (r.status === 0) return py;
   }
@@ -110,6 +118,10 @@ print(total)
 `;
 
 /** Step 1+2: the unpacked libtensorflow (and CUDA libraries) of a variant; downloads only when not cached. */
+/**
+ * @param {Variant} variant
+ * @param {boolean} force
+ */
 export function ensureLibraries(variant, force = false) {
   const prefix = prefixFor(variant);
   const stamp = join(prefix, ".complete");
@@ -152,6 +164,7 @@ export function ensureLibraries(variant, force = false) {
  * Not TensorFlow's own folder: the bindings find it through their RUNPATH, and on LD_LIBRARY_PATH (searched first) it
  * would make the CPU package load the GPU build.
  */
+/** @param {string} prefix @returns {string[]} */
 export function loaderPath(prefix) {
   const nv = join(prefix, "nvidia");
   return existsSync(nv) ? readdirSync(nv).sort().map((d) => join(nv, d, "lib")).filter((d) => existsSync(d)) : [];
@@ -168,6 +181,7 @@ function nodeGyp() {
 }
 
 /** Node headers for node-gyp without a download: the running Node's distribution (the pinned `node` package). */
+/** @param {string} projectDir */
 function nodeDir(projectDir) {
   const candidates = [
     join(dirname(dirname(realpathSync(process.execPath)))),
@@ -179,12 +193,20 @@ function nodeDir(projectDir) {
 }
 
 /** Step 3: build the package's tfjs_binding.node against `prefix`; skipped while its stamp matches. */
+/**
+ * @param {Variant} variant
+ * @param {string} prefix
+ * @param {string} projectDir
+ * @param {boolean} force
+ */
 export function buildBinding(variant, prefix, projectDir, force = false) {
   const pkgDir = join(projectDir, "node_modules", ...VARIANTS[variant].pkg.split("/"));
   if (!existsSync(join(pkgDir, "binding.gyp"))) {
     throw new SetupError(`${VARIANTS[variant].pkg} is not installed in ${join(projectDir, "node_modules")} (run npm ci with npm >= 11.16: older npm ignores package.json allowScripts, runs the package's download script, which fails here, and removes it)`);
   }
-  const version = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8")).version;
+  /** @type {unknown} */
+  const pkgJson = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8"));
+  const version = /** @type {{ version: string }} */ (pkgJson).version;
   const out = join(pkgDir, "lib", "napi-v8");
   const binding = join(out, "tfjs_binding.node");
   const stampFile = join(out, ".ssl3d-stamp");
@@ -212,6 +234,11 @@ export function buildBinding(variant, prefix, projectDir, force = false) {
 }
 
 /** Load the package in a child process (with the loader path) and report TensorFlow's version. */
+/**
+ * @param {Variant} variant
+ * @param {string} projectDir
+ * @returns {{ tf: string, gpu: boolean }}
+ */
 export function verify(variant, projectDir) {
   const pkg = VARIANTS[variant].pkg;
   const deps = join(projectDir, "node_modules", ...pkg.split("/"), "deps");
@@ -223,11 +250,14 @@ export function verify(variant, projectDir) {
   });
   const last = r.stdout.trim().split("\n").pop() ?? "";
   if (r.status !== 0 || !last.startsWith("{")) throw new SetupError(`${pkg} does not load: ${(r.stderr.trim().split("\n").pop() ?? "").slice(0, 300)}`);
-  const v = JSON.parse(last);
+  /** @type {unknown} */
+  const parsed = JSON.parse(last);
+  const v = /** @type {{ tf: string, gpu: boolean }} */ (parsed);
   log(`${variant}: ${pkg} loads TensorFlow ${v.tf} (${v.gpu ? "GPU device registered" : "no GPU device: runs on the CPU"})`);
   return v;
 }
 
+/** @param {string[]} argv */
 export function main(argv) {
   const o = parseArgs(argv);
   const prefix = ensureLibraries(o.variant, o.force);
