@@ -196,6 +196,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   try {
     const result = await train({
       trainerName: trainer.name,
+      runName: `${datasetName} · ${trainer.name}__${a.plans}__${a.configuration}`,
       options: { ...o, batchSize: perRank },
       globalBatchSize: globalBatch,
       group,
