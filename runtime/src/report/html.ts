@@ -47,16 +47,19 @@ export function samplesPerEpoch(run: RunFolder): number | undefined {
 
 export function chartSpecs(run: RunFolder, s: EpochSeries): ChartSpec[] {
   const ep = <T extends number | null>(vs: readonly T[]) => vs.map((v, i) => [i, v] as const);
+  // x is training progress in epochs: epoch e spans [e, e + 1); its steps lie inside, its mean in the middle,
+  // its validation at the end
   const steps = stepPoints(run.epochs);
+  const at = <T extends number | null>(vs: readonly T[], dx: number) => vs.map((v, i) => [i + dx, v] as const);
   const lossSeries: Series[] = [
     ...(steps.length > 0 ? [{ name: "train loss per step", color: COLORS.step, points: steps, width: 1, symbols: false }] : []),
-    { name: "train loss (epoch mean)", color: COLORS.train, points: ep(s.train) },
-    { name: "validation loss", color: COLORS.val, points: ep(s.val) },
+    { name: "train loss (epoch mean)", color: COLORS.train, points: at(s.train, 0.5) },
+    { name: "validation loss (end of epoch)", color: COLORS.val, points: at(s.val, 1) },
   ];
   const perEpoch = samplesPerEpoch(run);
   const throughput = s.seconds.map((t, i) => [i, t === null || t <= 0 || perEpoch === undefined ? null : perEpoch / t] as const);
   return [
-    { title: "Loss", xName: "epoch", width: 860, panelHeight: 300, panels: [{ yName: "loss", series: lossSeries }] },
+    { title: "Loss", subtitle: "epoch e spans [e, e + 1): step losses inside it, the epoch mean in its middle, validation at its end", xName: "training progress (epochs)", width: 860, panelHeight: 300, panels: [{ yName: "loss", series: lossSeries }] },
     { title: "Learning rate", xName: "epoch", width: 860, panelHeight: 200, panels: [{ yName: "learning rate", series: [{ name: "learning rate", color: COLORS.lr, points: ep(s.lr) }] }] },
     {
       title: "Epoch time and throughput", subtitle: "wall time of each epoch (training steps and validation)", xName: "epoch", width: 860, panelHeight: 200,

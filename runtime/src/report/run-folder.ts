@@ -93,13 +93,13 @@ export async function readRunFolder(dir: string, opts: { checkpointDir?: string 
   const info = readJson(join(foldDir, RUN_INFO)) as RunInfo | undefined;
   const epochs = readEpochLog(join(foldDir, JSONL_LOG));
   const checkpointDir = opts.checkpointDir ?? (existsSync(checkpointPath(foldDir, "final")) || existsSync(checkpointPath(foldDir, "latest")) ? foldDir : (info?.checkpoint_dir ?? foldDir));
-  if (info === undefined && epochs.length === 0 && !existsSync(checkpointDir)) {
-    throw new ConfigError(`not a training results folder (no fold_all/${RUN_INFO}, ${JSONL_LOG} or checkpoints)`, { file: abs });
-  }
   const checkpoints: CheckpointEntry[] = [];
   for (const kind of ["final", "latest", "best"] as const) {
     const f = checkpointPath(checkpointDir, kind);
     if (existsSync(f)) checkpoints.push(await readCheckpointEntry(kind, f));
+  }
+  if (info === undefined && epochs.length === 0 && checkpoints.length === 0) {
+    throw new ConfigError(`not a training results folder (no fold_all/${RUN_INFO}, ${JSONL_LOG} or checkpoint)`, { file: abs });
   }
   const dataset = info?.dataset ?? basename(dirname(baseDir));
   return { baseDir, foldDir, name: `${dataset} · ${basename(baseDir)}`, info, plans: readJson(join(baseDir, "plans.json")) as Record<string, unknown> | undefined, epochs, checkpointDir, checkpoints };
