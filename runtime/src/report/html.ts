@@ -151,7 +151,7 @@ function previewSection(p: PreviewGrid | { error: string } | undefined): string 
   const cell = (c: PreviewGrid["rows"][number]["cells"][number]) => `<div class="slices">${c.slices.map((s, a) => `<img src="${s.src}" width="${Math.round(s.width * k)}" height="${Math.round(s.height * k)}" alt="${"xyz"[a]} centre slice" title="${"xyz"[a]} centre slice">`).join("")}</div>`;
   const header = `<tr><th></th>${p.columns.map((c) => `<th>${escapeHtml(c)}</th>`).join("")}</tr>`;
   const rows = p.rows.map((r) => `<tr><th class="rowlabel">${escapeHtml(r.label)}</th>${r.cells.map((c) => `<td class="cell">${cell(c)}</td>`).join("")}</tr>`).join("");
-  const src = `computed from <code>${escapeHtml(basename(p.source.checkpoint))}</code> (after ${p.source.epoch} epochs) on ${escapeHtml(p.source.images.join(", "))}; each cell: the centre slices normal to x, y (top) and z (bottom)`;
+  const src = `computed from <code>${escapeHtml(basename(p.source.checkpoint))}</code> (after ${p.source.epoch} epoch${p.source.epoch === 1 ? "" : "s"}) on ${escapeHtml(p.source.images.join(", "))}; each cell: the centre slices normal to x, y (top) and z (bottom)`;
   return `${head}<p>${escapeHtml(p.caption)}</p><p class="note">${src}.</p><table class="grid">${header}${rows}</table></section>`;
 }
 
