@@ -13,6 +13,7 @@ import { spawn } from "node:child_process";
 import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { ConfigError, Ssl3dError } from "../errors.js";
+import { findResultsFolder } from "../training/run-info.js";
 import { PARENT_PID_ENV } from "./parent-watch.js";
 import { writeJsonAtomic } from "../io/atomic.js";
 import {
@@ -265,6 +266,18 @@ export class LocalRunner {
     return { code, stdout };
   }
 
+  /** `ssl3d report` of a finished run, path printed; a failed report is said, the run stays Succeeded. */
+  private async report(step: string, what: string, env: NodeJS.ProcessEnv, resultsRoot: string, checkpointDir: string, log: string): Promise<void> {
+    const dir = findResultsFolder(resultsRoot, checkpointDir);
+    if (dir === undefined) {
+      this.print(`${step} ${what}: no results folder of ${checkpointDir} under ${resultsRoot}; no report`);
+      return;
+    }
+    const r = await this.child(["report", dir, "--checkpoints", checkpointDir], env, log);
+    const file = r.stdout.trim().split("\n").at(-1) ?? "";
+    this.print(r.code === 0 && file !== "" ? `${step} ${what}: report ${file}` : `${step} ${what}: 'ssl3d report ${dir}' exited ${r.code} (log: ${log})`);
+  }
+
   private fail(what: string, args: readonly string[], code: number, terminationLog: string | undefined, log: string): StepFailedError {
     const msg = terminationLog !== undefined && existsSync(terminationLog) ? readFileSync(terminationLog, "utf8").trim().split("\n").at(-1) ?? "" : "";
     return new StepFailedError(`${what}: 'ssl3d ${args.join(" ")}' exited ${code}${msg === "" ? "" : `: ${msg}`} (log: ${log})`, code, this.o.manifests.source);
@@ -404,6 +417,7 @@ export class LocalRunner {
         const done: RunStatus = { ...running, phase: "Succeeded", completionTime: now() };
         await writeJsonAtomic(file, done);
         this.print(`${step} ${what}: Succeeded after ${attempt} attempt(s), ${restarts} restart(s); checkpoints in ${checkpointDir}`);
+        await this.report(step, what, env, join(checkpoints, "results"), checkpointDir, log);
         return done;
       }
       // Configuration and data errors fail the same way on every attempt: like a ValidationFailed run, no restart.

@@ -4,7 +4,7 @@
  * then the raw little-endian tensor bytes. Header entries: `{dtype, shape, data_offsets: [begin, end]}` relative
  * to the data section, plus an optional `__metadata__` string→string map.
  */
-import { readFile } from "node:fs/promises";
+import { open, readFile } from "node:fs/promises";
 import { DataError } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic.js";
 
@@ -120,4 +120,28 @@ export async function writeSafetensors(path: string, tensors: ReadonlyMap<string
 
 export async function readSafetensors(path: string): Promise<DecodedSafetensors> {
   return decodeSafetensors(await readFile(path), path);
+}
+
+/** The `__metadata__` of a file, reading only its header (checkpoints of large networks are hundreds of MB). */
+export async function readSafetensorsMetadata(path: string): Promise<Record<string, string>> {
+  const fh = await open(path, "r");
+  try {
+    const head = Buffer.alloc(8);
+    const { bytesRead } = await fh.read(head, 0, 8, 0);
+    if (bytesRead < 8) throw new DataError("not a safetensors file (shorter than 8 bytes)", { file: path });
+    const n = Number(head.readBigUInt64LE(0));
+    const size = (await fh.stat()).size;
+    if (n <= 0 || 8 + n > size || n > 100_000_000) throw new DataError(`invalid header length ${n} (file has ${size} bytes)`, { file: path, field: "header" });
+    const buf = Buffer.alloc(n);
+    await fh.read(buf, 0, n, 8);
+    let header: { __metadata__?: Record<string, string> };
+    try {
+      header = JSON.parse(buf.toString("utf8")) as { __metadata__?: Record<string, string> };
+    } catch (err) {
+      throw new DataError(`header is not valid JSON: ${(err as Error).message}`, { file: path, field: "header" });
+    }
+    return header.__metadata__ ?? {};
+  } finally {
+    await fh.close();
+  }
 }

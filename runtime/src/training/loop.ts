@@ -49,6 +49,8 @@ export interface TrainingRun {
   readonly trainImages: readonly TrainingImage[];
   /** Empty → validation samples from the training images (tiny datasets). */
   readonly valImages: readonly TrainingImage[];
+  /** Title of progress.png (default: the trainer name). */
+  readonly runName?: string;
   /** `.../fold_all`: logs, progress.png. */
   readonly outputDir: string;
   /** Where checkpoints go (`SSL3D_CHECKPOINT_DIR`, else `outputDir`). */
@@ -328,7 +330,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
       if (isChief) await appendFile(join(run.outputDir, JSONL_LOG), JSON.stringify({ epoch: epoch - 1, train_loss: trainMean, val_loss: valMean, lr, epoch_time_s: end - started, global_step: globalStep, nonfinite_total: guard.total, step_losses: stepLosses, val_step_losses: valLosses, time: new Date(end * 1000).toISOString() }) + "\n");
       await checkpoint("latest");
       if (isBest) await checkpoint("best");
-      if (isChief) await writeProgressPng(join(run.outputDir, "progress.png"), logging.train_losses, logging.val_losses, logging.lrs);
+      if (isChief) await writeProgressPng(join(run.outputDir, "progress.png"), run.runName ?? run.trainerName, logging);
       log.info({ epoch: epoch - 1, trainLoss: trainMean, valLoss: valMean, lr, seconds: Number((end - started).toFixed(2)), best: isBest }, "Epoch finished");
       epoch -= 1; // the for-loop increments
       const flag = Float32Array.of(run.stop?.requested === true ? 1 : 0);
@@ -463,7 +465,7 @@ async function completeFinishedRun(run: TrainingRun, from: { file: string; meta:
   const net = run.network;
   const extra = { ...networkMeta(net), "ssl3d.epoch": String(from.meta.current_epoch), "ssl3d.method": run.trainerName };
   await saveCheckpoint(checkpointPath(run.checkpointDir, "final"), { ...from.meta, saved_at: Date.now() / 1000 }, torchStateDict(net, { aliases: false }), await optimizer.exportState(), extra);
-  await writeProgressPng(join(run.outputDir, "progress.png"), logging.train_losses, logging.val_losses, logging.lrs);
+  await writeProgressPng(join(run.outputDir, "progress.png"), run.runName ?? run.trainerName, logging);
   await removeCheckpoint(run.checkpointDir, "latest");
   run.logger.info({ from: from.file, epoch: from.meta.current_epoch }, "All epochs were completed before the interruption; wrote checkpoint_final and progress.png");
 }

@@ -26,6 +26,7 @@ import { checkRanksFitGpus, visibleGpuCount } from "../distributed/gpus.js";
 import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
 import { resolveTrainer } from "./registry.js";
+import { RUN_INFO, type RunInfo } from "./run-info.js";
 import { checkBatchMemory } from "./memory-check.js";
 import { initialPatchSize } from "../data/patch.js";
 
@@ -61,7 +62,7 @@ interface ListModule {
   listPreprocessedImages(datasetName: string, config: string, plansName: string): Promise<TrainingImage[]> | TrainingImage[];
 }
 
-async function listImages(datasetName: string, config: string, plansName: string): Promise<TrainingImage[]> {
+export async function listImages(datasetName: string, config: string, plansName: string): Promise<TrainingImage[]> {
   const spec = new URL("../preprocessing/dataset.js", import.meta.url).href;
   let mod: ListModule;
   try {
@@ -181,6 +182,16 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
     const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } });
     await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
     await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
+    if (dist.rank === 0) {
+      const info: RunInfo = {
+        dataset: datasetName, plans: a.plans, configuration: a.configuration, trainer: trainer.name, trainer_key: trainer.entry.key, method: o.method,
+        architecture: archKey, parameters: network.parameterCount(), patch_size: [...o.patchSize], network_patch_size: [...netPatch], batch_size: globalBatch,
+        world_size: dist.worldSize, epochs: o.numEpochs, iters_per_epoch: o.itersPerEpoch, val_iters: o.valIters, modalities: o.modalities ?? null,
+        train_images: trainImages.length, val_images: valImages.length, train_subjects: split.train.length, val_subjects: split.val.length,
+        checkpoint_dir: checkpointDir, started_at: new Date().toISOString(),
+      };
+      await writeJsonAtomic(join(foldDir, RUN_INFO), info, 2);
+    }
 
     const group = await initProcessGroup(dist);
     if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: perRank, globalBatch }, "Joined the data-parallel group");
@@ -214,6 +225,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
     try {
       const result = await train({
         trainerName: trainer.name,
+        runName: `${datasetName} · ${trainer.name}__${a.plans}__${a.configuration}`,
         options: { ...o, batchSize: perRank },
         globalBatchSize: globalBatch,
         group,

@@ -11,5 +11,6 @@ export { fingerprintCommand } from "./fingerprint.js";
 export { planAndPreprocessCommand } from "./plan-and-preprocess.js";
 export { planCommand } from "./plan.js";
 export { preprocessCommand } from "./preprocess.js";
+export { reportCommand } from "./report.js";
 export { runCommand } from "./run.js";
 export { trainCommand } from "./train.js";
