@@ -306,7 +306,12 @@ function shortData(file: string, h: NiftiHeader, have: number, what: string): Da
   );
 }
 
-async function readGzip(file: string, opts: NiftiReadOptions, wantData: boolean): Promise<RawNifti> {
+/** DEFLATE expands at most ~1032:1; a gzip file cannot decompress to more than this many bytes. */
+function maxInflated(compressedBytes: number): number {
+  return 1032 * compressedBytes + 1024;
+}
+
+async function readGzip(file: string, size: number, opts: NiftiReadOptions, wantData: boolean): Promise<RawNifti> {
   const prefix: Buffer[] = [];
   let prefixLen = 0;
   let header: NiftiHeader | undefined;
@@ -335,6 +340,8 @@ async function readGzip(file: string, opts: NiftiReadOptions, wantData: boolean)
       header = parseNiftiHeader(Buffer.concat(prefix, prefixLen), file, opts);
       if (!wantData) return true;
       need = header.voxOffset + header.dataBytes;
+      // a header claiming more than the compressed file can hold is truncated for sure: fail before allocating
+      if (need > maxInflated(size)) throw shortData(file, header, maxInflated(size), `a ${size}-byte gzip stream (at most)`);
       // only the voxel data is buffered, after the header passed validation: the bytes up to vox_offset are skipped
       out = Buffer.allocUnsafe(header.dataBytes);
       let p = 0;
@@ -417,7 +424,7 @@ async function readPlain(file: string, size: number, opts: NiftiReadOptions, wan
 async function readRaw(file: string, opts: NiftiReadOptions, wantData: boolean): Promise<RawNifti> {
   checkName(file);
   const size = await statFile(file);
-  return (await isGzip(file)) ? readGzip(file, opts, wantData) : readPlain(file, size, opts, wantData);
+  return (await isGzip(file)) ? readGzip(file, size, opts, wantData) : readPlain(file, size, opts, wantData);
 }
 
 /** Read and validate only the header (for `.nii.gz`, decompresses just the first bytes). */
