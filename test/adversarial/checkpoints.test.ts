@@ -61,7 +61,9 @@ before(() => {
   assert.ok(Number.isFinite(baseline.peakMiB));
 });
 
-after(() => rmSync(dir, { recursive: true, force: true }));
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 describe("pickle expansion", () => {
   test("a billion-laughs adaptation plan (40 levels of 10 shared references) stops at the node limit", () => {

@@ -19,7 +19,9 @@ let dir: string;
 before(() => {
   dir = mkdtempSync(join(tmpdir(), "ssl3d-adv-coll-"));
 });
-after(() => rmSync(dir, { recursive: true, force: true }));
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 const image = (n: string): string => `{"name": "${n}.nii.gz", "image_path": "/data/${n}.nii.gz", "modality": "T1w", "image_info": null, "associated_masks": null}`;
 const subject = (id: string, info = "null"): string => `"${id}": {"subject_id": "${id}", "subject_info": ${info}, "sessions": {"ses-1": {"session_id": "ses-1", "session_info": null, "images": [${image(id)}]}}}`;

@@ -31,14 +31,14 @@ export const op = {
   put: (i: number): Buffer => Buffer.from([0x72, i & 0xff, (i >> 8) & 0xff, (i >> 16) & 0xff, (i >>> 24) & 0xff]), // LONG_BINPUT
   get: (i: number): Buffer => Buffer.from([0x6a, i & 0xff, (i >> 8) & 0xff, (i >> 16) & 0xff, (i >>> 24) & 0xff]), // LONG_BINGET
   global: (mod: string, name: string): Buffer => Buffer.from(`c${mod}\n${name}\n`, "latin1"),
-  str(s: string): Buffer {
+  str: (s: string): Buffer => {
     const b = Buffer.from(s, "utf8");
     const h = Buffer.alloc(5);
     h[0] = 0x58;
     h.writeUInt32LE(b.length, 1);
     return Buffer.concat([h, b]);
   },
-  int(n: number): Buffer {
+  int: (n: number): Buffer => {
     if (n >= -(2 ** 31) && n < 2 ** 31) {
       const b = Buffer.alloc(5);
       b[0] = 0x4a;

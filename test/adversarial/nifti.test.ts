@@ -86,7 +86,9 @@ before(() => {
   assert.equal(benignInspect.status, 0, benignInspect.stderr);
 });
 
-after(() => rmSync(root, { recursive: true, force: true }));
+after(() => {
+  rmSync(root, { recursive: true, force: true });
+});
 
 /**
  * One-voxel .nii.gz whose voxel data starts at `voxOffset` (exact in float32): the gap after the header is

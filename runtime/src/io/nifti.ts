@@ -341,7 +341,7 @@ async function readGzip(file: string, size: number, opts: NiftiReadOptions, want
       if (!wantData) return true;
       need = header.voxOffset + header.dataBytes;
       // a header claiming more than the compressed file can hold is truncated for sure: fail before allocating
-      if (need > maxInflated(size)) throw shortData(file, header, maxInflated(size), `a ${size}-byte gzip stream (at most)`);
+      if (need > maxInflated(size)) throw new DataError(`truncated gzip stream: a ${size}-byte file inflates to at most ${maxInflated(size)} bytes, the header needs ${need} (vox_offset ${header.voxOffset} + ${header.dataBytes} data bytes)`, { file });
       // only the voxel data is buffered, after the header passed validation: the bytes up to vox_offset are skipped
       out = Buffer.allocUnsafe(header.dataBytes);
       let p = 0;

@@ -46,7 +46,7 @@ class StrictJsonScanner {
     const before = this.text.slice(0, this.pos);
     const line = before.split("\n").length;
     const col = this.pos - before.lastIndexOf("\n");
-    throw new ConfigError(`${msg} (line ${line}, column ${col})`, { file: this.opts.file, field: formatJsonPath(path) });
+    throw new ConfigError(`${msg} (line ${line}, column ${col})`, { file: this.opts.file, field: path.length === 0 ? undefined : formatJsonPath(path) });
   }
 
   private syntax(msg: string, extraKey?: string | number): never {

@@ -131,9 +131,9 @@ export function architectureFromAdaptationPlan(plan: Record<string, unknown>, st
   const ap = (typeof plan.architecture_plans === "object" && plan.architecture_plans !== null ? plan.architecture_plans : {}) as Record<string, unknown>;
   const cls = typeof ap.arch_class_name === "string" ? ap.arch_class_name : "";
   const inChannels = typeof plan.pretrain_num_input_channels === "number" ? plan.pretrain_num_input_channels : 1;
-  const pp = plan.pretrain_plan as { configurations?: Record<string, { patch_size?: unknown } | null> } | null | undefined;
-  const cfgs = typeof pp === "object" && pp !== null && typeof pp.configurations === "object" && pp.configurations !== null ? Object.values(pp.configurations) : [];
-  const planPatch = cfgs.map((c) => vec3(typeof c === "object" && c !== null ? c.patch_size : undefined)).find((p) => p !== undefined);
+  const pp = plan.pretrain_plan as { configurations?: unknown } | null | undefined;
+  const cfgs: unknown[] = typeof pp === "object" && pp !== null && typeof pp.configurations === "object" && pp.configurations !== null ? Object.values(pp.configurations) : [];
+  const planPatch = cfgs.map((c) => vec3(typeof c === "object" && c !== null ? (c as { patch_size?: unknown }).patch_size : undefined)).find((p) => p !== undefined);
   const patchSize = planPatch ?? vec3(plan.recommended_downstream_patchsize);
   const outOf = (key: string): number | undefined => stateDict.get(key)?.shape[0];
   if (RESENC_PRESETS[cls] !== undefined || cls === "ResidualEncoderUNet") {

@@ -98,7 +98,7 @@ export function decodeSafetensors(buf: Buffer, file = "<buffer>", opts: DecodeOp
   const entries: HeaderEntry[] = [];
   for (const [name, v] of Object.entries(header)) {
     if (name === "__metadata__") {
-      if (typeof v !== "object" || v === null || Array.isArray(v) || !Object.values(v).every((x) => typeof x === "string")) throw new DataError("__metadata__ must map strings to strings", { file, field: "__metadata__" });
+      if (typeof v !== "object" || v === null || Array.isArray(v) || !Object.values(v as Record<string, unknown>).every((x) => typeof x === "string")) throw new DataError("__metadata__ must map strings to strings", { file, field: "__metadata__" });
       metadata = { ...(v as Record<string, string>) }; // spread defines own properties: a "__proto__" key stays data
       continue;
     }

@@ -51,7 +51,7 @@ export function inspectVolume(v: Volume): Inspection {
 export function beyondLoadLimits(h: NiftiHeader): string | undefined {
   const voxels = h.shape[0] * h.shape[1] * h.shape[2] * h.channels;
   const ndim = h.dim[0]!;
-  if (h.dim.slice(5, ndim + 1).some((d) => d! > 1)) return `${ndim}-D image: not loaded (ssl3d reads at most 4-D)`;
+  if (h.dim.slice(5, ndim + 1).some((d) => d > 1)) return `${ndim}-D image: not loaded (ssl3d reads at most 4-D)`;
   if (h.channels > limit("channels")) return `${h.channels} volumes in the 4th dimension: a series, not loaded (ssl3d loads at most ${limit("channels")} as channels, SSL3D_MAX_CHANNELS)`;
   if (voxels > limit("voxels")) return `${voxels} voxels: not loaded (limit SSL3D_MAX_VOXELS = ${limit("voxels")})`;
   if (h.voxOffset > limit("voxOffset")) return `vox_offset ${h.voxOffset}: not loaded (limit SSL3D_MAX_VOX_OFFSET = ${limit("voxOffset")})`;
