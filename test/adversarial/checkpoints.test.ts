@@ -95,6 +95,13 @@ describe("pickle expansion", () => {
     expectRejected(f, importArgs(f), /nnssl_adaptation_plan: .*contains itself/);
   });
 
+  test("a negative BINSTRING length (the reader would step backwards forever) is an error", () => {
+    // found by the fuzz tier: BINSTRING's length is a signed int32
+    const pkl = Buffer.from([0x80, 0x02, 0x54, 0xfb, 0xff, 0xff, 0xff, 0x2e]);
+    const f = write("negative-length.pth", torchArchive(pkl, []));
+    expectRejected(f, importArgs(f), /archive\/data\.pkl: pickle: invalid length -5/);
+  });
+
   test("a plan nested 100000 levels deep is refused at the depth limit", () => {
     const f = write("deep.pth", torchArchive(checkpointPickle([small], { nnssl_adaptation_plan: deepDict(100_000) }), [{ name: "0", data: floats(4) }]));
     expectRejected(f, importArgs(f), /nnssl_adaptation_plan: .*deeper than 200 levels.*SSL3D_PICKLE_MAX_DEPTH/);

@@ -174,7 +174,14 @@ class Unpickler {
   private i32(): number { this.need(4); const v = this.data.readInt32LE(this.p); this.p += 4; return v; }
   private u32(): number { this.need(4); const v = this.data.readUInt32LE(this.p); this.p += 4; return v; }
   private u64(): number { this.need(8); const v = Number(this.data.readBigUInt64LE(this.p)); this.p += 8; return v; }
-  private bytes(n: number): Buffer { this.need(n); const b = this.data.subarray(this.p, this.p + n); this.p += n; return b; }
+  private bytes(n: number): Buffer {
+    // a negative length (BINSTRING's is signed) would move the reader backwards: an endless loop
+    if (!Number.isSafeInteger(n) || n < 0) this.fail(`invalid length ${n}`);
+    this.need(n);
+    const b = this.data.subarray(this.p, this.p + n);
+    this.p += n;
+    return b;
+  }
   private line(): string {
     const end = this.data.indexOf(0x0a, this.p);
     if (end < 0) this.fail("unterminated text line");
