@@ -394,9 +394,9 @@ export class TorchArchive {
       if (dtype === undefined) throw new DataError(`unsupported storage type ${type instanceof PyGlobal ? type.path : typeName}`, { file, field: record });
       if (typeof numel !== "number" || !Number.isSafeInteger(numel) || numel < 0) throw new DataError(`storage size ${pyRepr(numel)} is not a non-negative integer`, { file, field: record });
       const e = entries.get(record);
-      if (e === undefined) throw new DataError("storage record missing from the archive", { file, field: record });
+      if (e === undefined && numel > 0) throw new DataError("storage record missing from the archive", { file, field: record });
       // the declared element count must match the record's real size (torch writes exactly numel × element bytes)
-      if (e.size !== numel * DTYPE_BYTES[dtype]) throw new DataError(`storage declares ${numel} ${dtype} elements (${numel * DTYPE_BYTES[dtype]} bytes) but the record holds ${e.size} bytes`, { file, field: record });
+      if (e !== undefined && e.size !== numel * DTYPE_BYTES[dtype]) throw new DataError(`storage declares ${numel} ${dtype} elements (${numel * DTYPE_BYTES[dtype]} bytes) but the record holds ${e.size} bytes`, { file, field: record });
       return new TorchStorageRef(key, dtype, numel);
     };
     const root = new Unpickler(zipEntryData(buf, entries.get(pkl)!, file, budget), file, pkl, persistent).run();
@@ -441,6 +441,7 @@ export class TorchArchive {
     const key = `${t.storage.key}|${t.offset}|${t.shape.join(",")}|${t.stride.join(",")}`;
     const cached = this.decoded.get(key);
     if (cached !== undefined) return cached;
+    if (t.size === 0) return new Float32Array(0);
     const raw = this.record(name, where);
     this.budget.take(4 * t.size, `decoding ${where} (${t.size} elements)`, where);
     const out = new Float32Array(t.size);
