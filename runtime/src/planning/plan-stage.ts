@@ -5,7 +5,7 @@ import { ConfigError, DataError } from "../errors.js";
 import type { FingerprintEntry } from "../preprocessing/tasks.js";
 import { computeNewShape } from "../preprocessing/resample.js";
 import { writeJsonAtomic } from "../io/atomic.js";
-import { plansFile } from "../preprocessing/layout.js";
+import { checkPlansName, lockDataset, plansFile } from "../preprocessing/layout.js";
 import { formatJsonPath } from "../config/collection.js";
 import { preprocessedDatasetDir, readFingerprint } from "./fingerprint.js";
 import { planExperiment } from "./plan-experiment.js";
@@ -42,11 +42,18 @@ export function checkPlanAgainstImages(plan: Plan, images: readonly FingerprintE
 
 export async function runPlan(datasetName: string, opts: { plansName?: string; env?: Env } = {}): Promise<{ plan: Plan; file: string }> {
   const env = opts.env ?? process.env;
+  const plansName = checkPlansName(opts.plansName ?? DEFAULT_PLANS_NAME);
   const fp = await readFingerprint(datasetName, env);
-  const plan = planExperiment(datasetName, fp.spacings, opts.plansName ?? DEFAULT_PLANS_NAME);
+  const plan = planExperiment(datasetName, fp.spacings, plansName);
   checkPlanAgainstImages(plan, fp.images);
-  const file = plansFile(preprocessedDatasetDir(datasetName, env), plan.plans_name);
-  await writeJsonAtomic(file, plan, 4);
+  const dir = preprocessedDatasetDir(datasetName, env);
+  const file = plansFile(dir, plan.plans_name);
+  const lock = lockDataset(dir, "ssl3d plan");
+  try {
+    await writeJsonAtomic(file, plan, 4, { root: dir });
+  } finally {
+    lock.release();
+  }
   return { plan, file };
 }
 
