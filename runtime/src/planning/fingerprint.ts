@@ -109,8 +109,9 @@ async function fingerprintLocked(datasetName: string, opts: StageOptions & { cle
     (o) => {
       const img = images[o.index]!;
       if (o.ok) {
-        if (!o.result.intensity.finite) {
-          const reason = "image contains NaN or Inf";
+        const degenerate = !o.result.intensity.finite ? "image contains NaN or Inf" : o.result.intensity.nonzero_fraction === 0 ? "image is zero everywhere (nothing to train on)" : undefined;
+        if (degenerate !== undefined) {
+          const reason = degenerate;
           failed.push({ unique_id: uniqueId(img), image_path: img.image_path, reason });
           log().error({ image: img.image_path, reason }, `fingerprint: ${img.image_path}: ${reason}`);
           firstError ??= new DataError(reason, { file: img.image_path });

@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { uniqueId, type IndependentImage } from "../config/collection.js";
+import { DataError } from "../errors.js";
 import { removeStaleTemps, writeJsonAtomic } from "../io/atomic.js";
 import { assertInsideReal } from "../io/safe-path.js";
 import { checksumZarrVolume, writeZarrVolume } from "../io/zarr-volume.js";
@@ -127,7 +128,14 @@ export async function preprocessImage(task: ImageTask): Promise<ImageResult> {
   await fs.rm(assertInsideReal(root, out.properties), { force: true });
   await removeLeftovers(out);
   const loaded = await loadImage(img);
-  const res = preprocessCase(loaded.input, loaded.masks, plan, cfg);
+  let res: ReturnType<typeof preprocessCase>;
+  try {
+    res = preprocessCase(loaded.input, loaded.masks, plan, cfg);
+  } catch (err) {
+    // the core is pure and knows no file names: name the image
+    if (err instanceof DataError && err.file === undefined) throw new DataError(err.message, { file: img.image_path, field: err.field, cause: err });
+    throw err;
+  }
   const shape = [res.channels, ...res.shape];
   const dir = path.dirname(out.properties);
   const rel = (p: string): string => path.relative(dir, p);
