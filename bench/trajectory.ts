@@ -63,7 +63,7 @@ for (const s of r.steps) {
   console.log(`${String(s.step).padStart(4)}  ${String(s.epoch).padStart(5)}  ${s.lr.toExponential(3)}  ${s.ours.toFixed(7).padStart(12)}  ${s.torch.toFixed(7).padStart(12)}  ${fmt(s.rel)}   ${fmt(s.noise)}`);
 }
 console.log(`final weights relative difference: ${fmt(r.finalWeightRel)}`);
-const tol = r.largestNoise === null ? null : lossTolerance(r.largestNoise, r.steps.length);
+const tol = r.largestNoise === null ? null : lossTolerance(r.largestNoise);
 if (r.largestNoise !== null) {
   console.log(`torch 2 vs 1 threads: largest relative loss difference ${fmt(r.largestNoise)}, final weights ${fmt(r.finalWeightNoise)}`);
   console.log(`tolerance (docs/parity.md): ${fmt(tol)}`);

@@ -3,8 +3,9 @@
 usage: torch-trajectory.py SPEC_JSON
 SPEC: {"arch": "resenc"|"evamae", "kwargs": {...} (as torch-models.py), "weights": initial weights (safetensors,
        loaded strictly), "data": safetensors with "x.<i>" (B,C,X,Y,Z) per step i and "mask.<i>" (B,1,X,Y,Z; 1 visible,
-       CNN MAE) or "keep.<i>" (B,K kept token indices in the network's flattening order, EvaMAE),
-       "method": "mae", "steps": N, "iters_per_epoch": I,
+       CNN MAE) or "keep.<i>" (B,K kept token indices in the network's flattening order, EvaMAE) or "target.<i>"
+       (Models Genesis: the uncorrupted crops),
+       "method": "mae"|"models-genesis"|"simclr", "steps": N, "iters_per_epoch": I,
        "optimizer": {"kind": "sgd-nesterov", "lr", "momentum", "weight_decay"} |
                     {"kind": "adamw", "lr", "betas", "eps", "weight_decay"},
        "schedule": {"kind": "poly", "epochs", "exponent"} | {"kind": "warmup-poly", "epochs", "warmup", "exponent"},
@@ -27,6 +28,12 @@ What it reproduces (nnssl, src/nnssl/training/nnsslTrainer/):
   marks the voxels of dropped tokens. Deviation (stated in docs/parity.md): it is built in the network's flattening
   order (the tokens actually dropped), not with upstream's create_mask reshape, which transposes axes 0 and 1 when
   the network flattens (h w d) (ssl3d does not reproduce that quirk, docs/training.md).
+- Models Genesis (models_genesis/ModelGenesisTrainer.train_step): output = network(input); torch.nn.MSELoss()
+  (mean over all voxels) against the uncorrupted target.
+- SimCLR (simCLR/simCLRTrainer.train_step): embeddings of all crops (references first, then their partners);
+  z_i, z_j = F.normalize of the two halves; NTXentLoss (training/loss/contrastive_loss.py): cosine similarities of
+  cat(z_j, z_i), logits = (positive, the 2N − 2 negatives of the row) / temperature, cross-entropy with label 0
+  summed over the 2N rows, divided by 2N.
 """
 import importlib.util
 import json
@@ -73,6 +80,32 @@ def token_loss_mask(net, keep, shape):
     return (1 - kept).unsqueeze(1)
 
 
+def nt_xent(zi, zj, temperature):
+    n = zi.shape[0]
+    reps = torch.cat([zj, zi], dim=0)
+    sim = torch.nn.functional.cosine_similarity(reps.unsqueeze(1), reps.unsqueeze(0), dim=-1)
+    positives = torch.cat([torch.diag(sim, n), torch.diag(sim, -n)]).view(2 * n, 1)
+    eye = torch.eye(2 * n, dtype=torch.bool)
+    keep = ~(eye | torch.roll(eye, n, dims=1))
+    negatives = sim[keep].view(2 * n, -1)
+    logits = torch.cat([positives, negatives], dim=1) / temperature
+    labels = torch.zeros(2 * n, dtype=torch.long)
+    return torch.nn.functional.cross_entropy(logits, labels, reduction="sum") / (2 * n)
+
+
+def step_loss(spec, net, data, i):
+    x = data[f"x.{i}"]
+    if spec["method"] == "models-genesis":
+        return torch.nn.functional.mse_loss(net(x), data[f"target.{i}"])
+    if spec["method"] == "simclr":
+        emb = net(x)
+        nref = x.shape[0] // 2
+        zi = torch.nn.functional.normalize(emb[:nref], dim=1)
+        zj = torch.nn.functional.normalize(emb[nref:], dim=1)
+        return nt_xent(zi, zj, spec.get("temperature", 0.5))
+    return mae_loss(spec, net, data, i)
+
+
 def mae_loss(spec, net, data, i):
     if spec["arch"] == "resenc":
         mask = data[f"mask.{i}"]
@@ -106,7 +139,7 @@ def main():
             for g in opt.param_groups:
                 g["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        loss = mae_loss(spec, net, data, i)
+        loss = step_loss(spec, net, data, i)
         loss.backward()
         clip = spec["clip"]
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else float("inf"))
