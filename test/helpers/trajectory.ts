@@ -205,10 +205,13 @@ function runReference(spec: Record<string, unknown>, threads: number): Promise<T
     p.stderr.on("data", (d: Buffer) => (err += d.toString()));
     p.on("error", reject);
     p.on("close", (code) => {
-      if (code !== 0) return reject(new Error(`torch-trajectory.py failed (${code}): ${err.trim().split("\n").slice(-5).join(" | ")}`));
+      if (code !== 0) {
+        reject(new Error(`torch-trajectory.py failed (${code}): ${err.trim().split("\n").slice(-5).join(" | ")}`));
+        return;
+      }
       const lines = out.trim().split("\n").map((l) => JSON.parse(l) as TorchStep & { done?: boolean });
-      if (lines.at(-1)?.done !== true) return reject(new Error(`torch-trajectory.py ended without its last line: ${err}`));
-      resolve(lines.filter((l) => l.done !== true));
+      if (lines.at(-1)?.done !== true) reject(new Error(`torch-trajectory.py ended without its last line: ${err}`));
+      else resolve(lines.filter((l) => l.done !== true));
     });
   });
 }
@@ -343,12 +346,13 @@ export async function runTrajectory(opts: TrajectoryOptions): Promise<Trajectory
 }
 
 /**
- * Tolerances (docs/parity.md, "Training dynamics"): ten times the noise the PyTorch reference shows against itself
- * when only its thread count changes (fp32 accumulation order), measured in the same run, and never below ten times
- * 1e-6 (a run whose two thread counts happen to agree closer than that would otherwise demand more than fp32 can
- * promise from different kernels).
+ * Tolerances (docs/parity.md, "Training dynamics"; ADR 0050): a hundred times the noise the PyTorch reference shows
+ * against itself when only its thread count changes (fp32 accumulation order), measured in the same run, and never
+ * below a hundred times 1e-6. Measured ssl3d/noise ratios of the largest loss difference were 0.1–9 (the largest of
+ * one noise pair over a run scatters by about 10× between runs); a 2 % LR error gives 7.7e-3 at the first step after
+ * it, a hundred times more than a tolerance of 1e-4 for the CNN's 30-step CI run.
  */
-export const NOISE_FACTOR = 10;
+export const NOISE_FACTOR = 100;
 export const NOISE_FLOOR = 1e-6;
 
 export function lossTolerance(largestNoise: number): number {
