@@ -7,12 +7,14 @@
  * (10 epochs) and the switch to its poly decay all happen within the 30 steps.
  */
 import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
 import { test } from "node:test";
 import { lossTolerance, runTrajectory, weightTolerance } from "../helpers/trajectory.js";
 
 for (const arch of ["resenc-xs", "primus-xs"] as const) {
   test(`${arch}: 30 MAE steps of ssl3d's loop follow nnssl's PyTorch training step within the reference's own fp32 noise`, async () => {
     const r = await runTrajectory({ method: "mae", arch, steps: 30, epochs: 40, warmupEpochs: 10, noiseThreads: 1 });
+    rmSync(r.dir, { recursive: true, force: true });
     assert.equal(r.steps.length, 30);
     // a real trajectory: the LR follows the schedule and the network learns
     const lrs = r.steps.map((s) => s.lr);
