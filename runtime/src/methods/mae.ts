@@ -122,14 +122,23 @@ abstract class MaeBase implements PretrainMethod {
   protected abstract kindOfBlocks(percent: number): string;
 }
 
+/**
+ * The block masks of one CNN MAE step, `[B, X, Y, Z]` C-order (1 visible, 0 masked): `blockMask` per sample from one
+ * generator seeded by the step seed. Exported so that a caller can know the masks a seeded step used
+ * (bench/trajectory.ts hands them to the PyTorch reference).
+ */
+export function stepBlockMasks(seed: number, batch: number, patch: readonly [number, number, number], blockSize: number, maskRatio: number): Float32Array {
+  const rng = new Rng(seed);
+  const n = patch[0] * patch[1] * patch[2];
+  const all = new Float32Array(batch * n);
+  for (let b = 0; b < batch; b++) all.set(blockMask(rng, patch, blockSize, maskRatio).mask, b * n);
+  return all;
+}
+
 export class CnnMae extends MaeBase {
   forward(net: Network, batch: MethodBatch, ctx: MethodContext): { visible: tf.Tensor5D; lossMask: tf.Tensor; reconstruction: tf.Tensor5D } {
     const [B, X, Y, Z] = batch.x.shape;
-    const rng = new Rng(ctx.seed);
-    const n = X * Y * Z;
-    const all = new Float32Array(B * n);
-    for (let b = 0; b < B; b++) all.set(blockMask(rng, [X, Y, Z], this.o.blockSize, this.o.maskRatio).mask, b * n);
-    const mask = tf.tensor5d(all, [B, X, Y, Z, 1]);
+    const mask = tf.tensor5d(stepBlockMasks(ctx.seed, B, [X, Y, Z], this.o.blockSize, this.o.maskRatio), [B, X, Y, Z, 1]);
     const pred = net.apply(tf.mul<tf.Tensor5D>(batch.x, mask), { training: ctx.training, seed: ctx.seed });
     return { visible: mask, lossMask: tf.sub(1, mask), reconstruction: pred };
   }
