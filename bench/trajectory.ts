@@ -12,7 +12,7 @@
  * 2), --no-noise (skip the second reference run; no tolerance then), --plot FILE.png, --json FILE, --dir DIR.
  */
 import { writeFile } from "node:fs/promises";
-import { renderProgressPng } from "../runtime/src/observability/progress-png.js";
+import { COLORS, renderChartSvg, svgToPng } from "../runtime/src/observability/charts.js";
 import { TRAJECTORY_METHODS, lossTolerance, runTrajectory, type TrajectoryArch, type TrajectoryMethod } from "../test/helpers/trajectory.js";
 
 const argv = process.argv.slice(2);
@@ -69,8 +69,15 @@ if (r.largestNoise !== null) {
   console.log(`tolerance (docs/parity.md): ${fmt(tol)}`);
 }
 if (plot !== "") {
-  // top: ssl3d (blue) and PyTorch (red) loss per step; bottom (green): log10 of the relative loss difference
-  await writeFile(plot, renderProgressPng(r.steps.map((s) => s.ours), r.steps.map((s) => s.torch), r.steps.map((s) => Math.log10(Math.max(s.rel, 1e-9)))));
+  // top: ssl3d and PyTorch loss per step; bottom: the relative loss difference (log scale)
+  const pts = (f: (s: (typeof r.steps)[number]) => number) => r.steps.map((s, i) => [i + 1, f(s)] as const);
+  await writeFile(plot, svgToPng(renderChartSvg({
+    title: `ssl3d vs PyTorch: ${method} on ${arch}, ${r.steps.length} steps`, xName: "step", width: 1000, panelHeight: 260,
+    panels: [
+      { yName: "loss", series: [{ name: "ssl3d", color: COLORS.train, points: pts((s) => s.ours) }, { name: "PyTorch", color: COLORS.val, points: pts((s) => s.torch) }] },
+      { yName: "relative loss difference", logY: true, series: [{ name: "|ssl3d - PyTorch| / |PyTorch|", color: COLORS.lr, points: pts((s) => Math.max(s.rel, 1e-9)) }] },
+    ],
+  })));
 }
 if (jsonOut !== "") await writeFile(jsonOut, JSON.stringify({ ...r, tolerance: tol }, null, 1));
 console.log(`largest relative loss difference: ${fmt(r.largestRel)}${tol === null ? "" : r.largestRel < tol ? ` (below the tolerance ${fmt(tol)})` : ` (EXCEEDS the tolerance ${fmt(tol)})`}`);
