@@ -11,7 +11,7 @@
 # Everything runs in a private mount namespace, so buildah's and debootstrap's mounts end with it. A target is rebuilt
 # only when the files it is built from change (a hash of the build context). Must run as root.
 # Env: SSL3D_IMAGES="operator runtime-cpu" (targets), SSL3D_BUILDAH_DRIVER=overlay|vfs.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, buildah)"
 if [ -z "${SSL3D_IN_MOUNT_NS:-}" ]; then
   exec env SSL3D_IN_MOUNT_NS=1 unshare --mount --propagation private -- bash "$0" "$@"
@@ -24,8 +24,12 @@ APP_VERSION="$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$REPO/package.json")"
 NODE_IMAGE="docker.io/library/node:$NODE_VERSION-bookworm-slim"
 DEBIAN_MIRROR="${SSL3D_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 mkdir -p "$IMAGES"
+# buildah keeps RUN --mount=type=cache directories under TMPDIR (default /var/tmp): keep them in the cache.
 export TMPDIR="$SSL3D_CACHE/buildah/tmp"
-mkdir -p "$TMPDIR"
+mkdir -p "$TMPDIR" "$SSL3D_CACHE/buildah/cni"
+# buildah's network setup would otherwise create /etc/cni/net.d (RUN steps use the host network anyway).
+export CONTAINERS_CONF="$SSL3D_CACHE/buildah/containers.conf"
+printf '[network]\nnetwork_config_dir = "%s"\n' "$SSL3D_CACHE/buildah/cni" > "$CONTAINERS_CONF"
 bah() { buildah --root "$SSL3D_CACHE/buildah/root" --runroot "$SSL3D_CACHE/buildah/run" --storage-driver "${SSL3D_BUILDAH_DRIVER:-overlay}" "$@"; }
 
 debian_rootfs() {
@@ -89,7 +93,7 @@ build_target() {
   tar="$IMAGES/$target.tar"
   if [ "$(cat "$IMAGES/$target.stamp" 2>/dev/null)" != "$hash" ] || [ ! -f "$tar" ]; then
     log "buildah bud --target $target -> $tag"
-    bah bud --pull=never --isolation chroot --layers --network host -f "$REPO/Dockerfile" --target "$target" \
+    bah bud --pull=never --format docker --isolation chroot --layers --network host -f "$REPO/Dockerfile" --target "$target" \
       --build-arg "NODE_IMAGE=$NODE_IMAGE" -t "$tag" "$REPO" > "$IMAGES/$target.build.log" 2>&1 \
       || { tail -40 "$IMAGES/$target.build.log" >&2; die "image build of target $target failed (log: $IMAGES/$target.build.log)"; }
     rm -f "$tar"
@@ -117,11 +121,11 @@ build_all() {
   done
 }
 
-# in_image IMAGE CMD...: runs CMD in a throw-away working container of IMAGE (chroot isolation, no network).
+# in_image IMAGE CMD...: runs CMD in a throw-away working container of IMAGE (chroot isolation: host network).
 in_image() {
   local image="$1" c; shift
   c="$(bah from --pull=never "$image")"
-  bah run --isolation chroot --network none "$c" -- "$@" || { local rc=$?; bah rm "$c" >/dev/null; return "$rc"; }
+  bah run --isolation chroot --network host "$c" -- "$@" || { local rc=$?; bah rm "$c" >/dev/null; return "$rc"; }
   bah rm "$c" >/dev/null
 }
 

@@ -3,7 +3,7 @@
 # pods deleted through the API first (so the CNI plugin removes their network), daemons stopped by their recorded
 # pids, kube-proxy's and the kubelet's iptables chains removed, the bridge, mounts, cgroups and the state directory
 # removed. Safe to run when nothing (or only part) is up. Must run as root.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 [ -d "$D" ] || { log "nothing to stop ($D does not exist)"; exit 0; }
 [ -f "$D/.ssl3d-cluster" ] || die "$D was not made by cluster:up (no .ssl3d-cluster marker): not touching it"
@@ -45,7 +45,8 @@ clean_rules() {
   local tool table chain
   for tool in iptables ip6tables iptables-legacy ip6tables-legacy; do
     command -v "$tool" >/dev/null || continue
-    for table in filter nat mangle raw; do
+    # Only the tables that exist: even listing a table with the legacy tools creates it in the kernel.
+    for table in $("$tool-save" 2>/dev/null | sed -n 's/^\*//p'); do
       "$tool" -t "$table" -S 2>/dev/null | awk '$1 == "-A" && ($2 ~ /^(KUBE|CNI)-/ || $0 ~ /-j (KUBE|CNI)-/) {print}' \
         | sed 's/^-A /-D /' | while read -r rule; do eval "$tool -t $table $rule" 2>/dev/null || true; done
       for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do

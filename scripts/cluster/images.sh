@@ -3,7 +3,7 @@
 # docker-archive tarballs):
 #   images.sh pause PAUSE_BINARY   the pod sandbox image (one static binary, an archive written here by hand)
 #   images.sh all                  the ssl3d images built from our Dockerfile (scripts/cluster/build-images.sh)
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # import_archive TAR: into containerd's k8s.io namespace, the one the kubelet uses.
 import_archive() { ctr_ -n k8s.io images import "$1" >/dev/null; }

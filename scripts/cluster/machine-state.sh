@@ -3,7 +3,7 @@
 # compare with `diff`: iptables/ip6tables rules (nft-backed and legacy), the nft ruleset, network links, addresses,
 # routes and rules, mounts, sysctls (minus counters that change by themselves), cgroup directories, and the paths
 # outside the state directory that the daemons create. Used by test/cluster/cluster.test.ts.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 set +e +o pipefail
 section() { echo "## $1"; }
 for tool in iptables-save ip6tables-save iptables-legacy-save ip6tables-legacy-save; do

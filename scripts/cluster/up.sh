@@ -4,13 +4,7 @@
 # ssl3d images imported (scripts/cluster/images.sh). Idempotent: what already runs is left running. Must run as root.
 # Its last two output lines are `KUBECONFIG=<path>` and `KUBECTL=<path>`. `npm run cluster:down` undoes everything.
 # Design and limits: docs/local-cluster.md.
-source "$(dirname "$0")/lib.sh"
-[ "$(id -u)" -eq 0 ] || die "must run as root (mounts, network namespaces, iptables, cgroups)"
-SSL3D_CACHE="$SSL3D_CACHE" bash "$REPO/scripts/setup.d/30-kube-apiserver.sh"
-SSL3D_CACHE="$SSL3D_CACHE" bash "$REPO/scripts/setup.d/35-kube-node.sh"
-PAUSE_BIN="$(ls -t "$BIN"/pause-* | head -1)"
-mkdir -p "$D"/{pids,logs,pki,kubeconfigs,config,cni/net.d,cni/ipam,containerd,pod-logs,sysctl,volumes}
-chmod 700 "$D/pki"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 record_outside_paths() {
   [ -f "$D/preexisting" ] && return 0
@@ -318,19 +312,30 @@ EOF
 node_ready() { kubectl_admin get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True; }
 dns_ready() { python3 -c 'import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)' "http://$NODE_IP:8181/ready"; }
 
-record_outside_paths
-make_pki
-network
-containerd_up
-etcd_up
-apiserver_up
-controllers_up
-kubelet_up
-proxy_dns_up
-cluster_objects
-wait_for "node $NODE_NAME" 180 node_ready
-wait_for CoreDNS 60 dns_ready
-if [ "${SSL3D_CLUSTER_IMAGES:-1}" = "1" ]; then bash "$CLUSTER_SCRIPTS/images.sh" all; fi
-log "ready: node $NODE_NAME"
-echo "KUBECONFIG=$D/kubeconfigs/admin.kubeconfig"
-echo "KUBECTL=$(bin kubectl)"
+main() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root (mounts, network namespaces, iptables, cgroups)"
+  SSL3D_CACHE="$SSL3D_CACHE" bash "$REPO/scripts/setup.d/30-kube-apiserver.sh"
+  SSL3D_CACHE="$SSL3D_CACHE" bash "$REPO/scripts/setup.d/35-kube-node.sh"
+  PAUSE_BIN="$(ls -t "$BIN"/pause-* | head -1)"
+  mkdir -p "$D"/{pids,logs,pki,kubeconfigs,config,cni/net.d,cni/ipam,containerd,pod-logs,sysctl,volumes}
+  chmod 700 "$D/pki"
+  record_outside_paths
+  make_pki
+  network
+  containerd_up
+  etcd_up
+  apiserver_up
+  controllers_up
+  kubelet_up
+  proxy_dns_up
+  cluster_objects
+  wait_for "node $NODE_NAME" 180 node_ready
+  wait_for CoreDNS 60 dns_ready
+  if [ "${SSL3D_CLUSTER_IMAGES:-1}" = "1" ]; then bash "$CLUSTER_SCRIPTS/images.sh" all; fi
+  log "ready: node $NODE_NAME"
+  echo "KUBECONFIG=$D/kubeconfigs/admin.kubeconfig"
+  echo "KUBECTL=$(bin kubectl)"
+}
+
+# Sourcing this file (e.g. to start single parts while debugging) defines the functions only.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
