@@ -169,11 +169,15 @@ describe("local real cluster (scripts/cluster)", { skip: notRoot ? "needs root (
       { apiVersion: "ssl3d.io/v1alpha1", kind: "PretrainRun", metadata: { name: "demo", namespace: ns },
         spec: { planRef: { name: "demo" }, image, numNodes: 2, nprocPerNode: 2,
           training: { trainer: "BaseMAETrainer", configuration: "onemmiso", epochs: 1,
-            args: ["--arch-preset", "resenc-xs", "--patch-size", "32", "--batch-size", "1", "--iters-per-epoch", "4", "--val-iters", "1", "--seed", "1"] },
+            args: ["--arch-preset", "resenc-xs", "--patch-size", "32", "--batch-size", "4", "--iters-per-epoch", "4", "--val-iters", "1", "--seed", "1"] },
           storage: { checkpoints: { claimName: "ssl3d-results" } }, runPolicy: { maxRestarts: 2, resume: "Latest" }, metrics: { port: 9090 } } },
     ];
     kubectlOk(c, ["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: manifests }));
-    const phase = await waitPhase(c, ns, "pretrainruns.ssl3d.io/demo", ["Succeeded", "Failed"], 1_800_000);
+    // Bounded waits per stage, so that a stage that cannot start (e.g. pods refused by Pod Security) fails with the
+    // namespace's events instead of hanging.
+    assert.equal(await waitPhase(c, ns, "collections.ssl3d.io/demo", ["Ready", "Failed"], 300_000), "Ready", describeAll(c, ns));
+    assert.equal(await waitPhase(c, ns, "plans.ssl3d.io/demo", ["Ready", "Failed"], 600_000), "Ready", describeAll(c, ns));
+    const phase = await waitPhase(c, ns, "pretrainruns.ssl3d.io/demo", ["Succeeded", "Failed"], 1_200_000);
     assert.equal(phase, "Succeeded", describeAll(c, ns));
     const files = await runPod(c, ns, "results", ["sh", "-c", "find /data/results -name 'checkpoint_final*'"], [{ claim: "ssl3d-results", path: "/data/results" }], 300_000, true);
     assert.match(files, /checkpoint_final/, `no checkpoint_final on the results PVC:\n${files}`);
