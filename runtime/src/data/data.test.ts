@@ -70,7 +70,7 @@ test("split: a read-only data folder (EROFS) gives the same split without writin
   try {
     const f = join(dir, "splits_final.json");
     const ids = ["a", "b", "c", "d", "e", "f", "g"];
-    const fail = (code: string) => async (): Promise<void> => { throw Object.assign(new Error(`${code}: write ${f}`), { code }); };
+    const fail = (code: string) => (): Promise<void> => Promise.reject(Object.assign(new Error(`${code}: write ${f}`), { code }));
     const ro = await loadOrCreateSplit(f, ids, fail("EROFS"));
     assert.deepEqual(ro, { split: makeSplit(ids), created: true, persisted: false });
     assert.ok(!existsSync(f));
