@@ -8,16 +8,20 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 
-/** True when this process was handed to the pinned Node (the caller must then do nothing else). */
+/**
+ * True when this process was handed to the pinned Node (the caller must then do nothing else).
+ * @param {NodeJS.Signals[]} signals forwarded to the child
+ * @returns {boolean}
+ */
 export function reexecWithPinnedNode(signals = ["SIGINT", "SIGTERM", "SIGUSR1", "SIGHUP"]) {
-  const [major, minor] = process.versions.node.split(".").map(Number);
+  const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
   const tooOld = major < 22 || (major === 22 && minor < 19);
   const pinned = join(root, "node_modules", "node", "bin", "node");
   if (!tooOld || !existsSync(pinned) || process.env.SSL3D_REEXEC === "1") {
     if (tooOld) process.stderr.write(`ssl3d: warning: Node ${process.version} is older than the supported >=22.19; run 'npm ci' to install the pinned Node\n`);
     return false;
   }
-  const child = spawn(pinned, [...process.execArgv, process.argv[1], ...process.argv.slice(2)], {
+  const child = spawn(pinned, [...process.execArgv, ...process.argv.slice(1)], {
     stdio: "inherit",
     env: { ...process.env, SSL3D_REEXEC: "1" },
   });
@@ -29,17 +33,27 @@ export function reexecWithPinnedNode(signals = ["SIGINT", "SIGTERM", "SIGUSR1", 
   return true;
 }
 
-/** Import `src` (relative to the repo root) through tsx when it and tsx exist, else `dist`. */
+/**
+ * Import `src` (relative to the repo root) through tsx when it and tsx exist, else `dist`.
+ * @param {string} src
+ * @param {string} dist
+ * @returns {Promise<unknown>} the module's namespace
+ */
 export async function importEntry(src, dist) {
   const srcPath = join(root, src);
   if (existsSync(srcPath) && process.env.SSL3D_USE_DIST !== "1") {
     try {
       const { register } = await import("tsx/esm/api");
       register();
-      return await import(pathToFileURL(srcPath).href);
+      /** @type {unknown} */
+      const mod = await import(pathToFileURL(srcPath).href);
+      return mod;
     } catch (err) {
-      if (err?.code !== "ERR_MODULE_NOT_FOUND" || !String(err.message).includes("tsx")) throw err;
+      const e = /** @type {{ code?: string, message?: string } | undefined} */ (err);
+      if (e?.code !== "ERR_MODULE_NOT_FOUND" || !String(e.message).includes("tsx")) throw err;
     }
   }
-  return import(pathToFileURL(join(root, dist)).href);
+  /** @type {unknown} */
+  const mod = await import(pathToFileURL(join(root, dist)).href);
+  return mod;
 }
