@@ -15,13 +15,14 @@ import { loadOrCreateSplit } from "../data/split.js";
 import { DEFAULT_READER_MODULE, filterImages, type TrainingImage, type VolumeReaderModule } from "../data/source.js";
 import { getMethod } from "../methods/registry.js";
 import { adaptationPlan } from "../models/checkpoint-export.js";
-import { selectBackend } from "../models/backend/select.js";
+import { parseBackendRequest, selectBackend, tfjsNodeMissing } from "../models/backend/select.js";
 import { architectureKeys, createNetwork, getArchitecture } from "../models/registry.js";
 import { loadMatchingWeights, readTorchCheckpoint } from "../models/checkpoint-import.js";
 import type { Logger } from "../observability/log.js";
 import { METRICS_ADDRESS_ENV, TrainingMetrics, metricsHost, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
 import { ENV, distributedConfigFromEnv, perRankBatchSize } from "../distributed/env.js";
 import { launchLocalRanks } from "../distributed/launch.js";
+import { checkRanksFitGpus, visibleGpuCount } from "../distributed/gpus.js";
 import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
 import { resolveTrainer } from "./registry.js";
@@ -100,6 +101,8 @@ export async function runTrainingCli(a: TrainArgs, logger: Logger): Promise<void
   const cfg = distributedConfigFromEnv();
   const nproc = a.nprocPerNode ?? cfg.nprocPerNode;
   if (nproc > 1 && (process.env.RANK === undefined || process.env.RANK === "")) {
+    const backend = a.backend !== undefined && a.backend !== "" ? parseBackendRequest(a.backend, "--backend") : parseBackendRequest(process.env.SSL3D_BACKEND, "SSL3D_BACKEND");
+    checkRanksFitGpus(nproc, backend, visibleGpuCount(), tfjsNodeMissing("@tensorflow/tfjs-node-gpu") === undefined);
     logger.info({ nprocPerNode: nproc, nnodes: cfg.nnodes, nodeRank: cfg.nodeRank }, "Launching local ranks");
     const code = await launchLocalRanks({
       cfg, nprocPerNode: nproc, command: process.execPath, args: [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)],
@@ -161,7 +164,6 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const globalBatch = o.batchSize;
   const perRank = perRankBatchSize(globalBatch, dist.worldSize, dist.rank);
   const backend = await selectBackend(a.backend);
-  logger.info({ backend: backend.name, tfBackend: backend.tfBackend, nativeKernels: backend.nativeKernels }, "Backend selected");
 
   const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
   const inChannels = (await reader.openZarrVolume(trainImages[0]!.image)).shape[0] ?? 1;

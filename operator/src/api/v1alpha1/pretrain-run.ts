@@ -58,6 +58,7 @@ export const PretrainRunSpecSchema = z
         configuration: z.string().min(1).optional().describe("Plan configuration to train on; default: the Plan's first configuration."),
         epochs: z.number().int().min(1).optional().describe("Epochs (`--epochs`); also the denominator of status.progress.percent."),
         args: z.array(z.string()).optional().describe("Further arguments appended to `ssl3d train`."),
+        preflight: z.boolean().default(false).describe("Check the GPU before training (`ssl3d train --preflight` runs `ssl3d doctor --gpu`): a pod without a working GPU fails at once with one line."),
       })
       .prefault({})
       .describe("What to train."),

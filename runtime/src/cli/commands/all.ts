@@ -3,6 +3,7 @@ export { archCommand } from "./arch.js";
 export { collectionSummaryCommand } from "./collection-summary.js";
 export { convertCommand, convertOpenMindCommand } from "./convert.js";
 export { demoCommand } from "./demo.js";
+export { doctorCommand } from "./doctor.js";
 export { exportCommand } from "./export.js";
 export { importCommand } from "./import.js";
 export { inspectCommand } from "./inspect.js";
