@@ -1,14 +1,19 @@
-# syntax=docker/dockerfile:1
-# ssl3d images, one Dockerfile, two targets:
-#   docker build --target runtime  -t ssl3d/runtime:0.1.0  .   # the `ssl3d` CLI: TensorFlow 2.21 on CUDA 12 (tfjs-node-gpu) + native CPU kernels
-#   docker build --target operator -t ssl3d/operator:0.1.0 .   # the operator: one esbuild bundle on Node, no TensorFlow
+# ssl3d images, one Dockerfile, three targets:
+#   docker build --target runtime     -t ssl3d/runtime:0.1.0     .  # the `ssl3d` CLI: TensorFlow 2.21 on CUDA 12 (tfjs-node-gpu) + native CPU kernels
+#   docker build --target runtime-cpu -t ssl3d/runtime-cpu:0.1.0 .  # the `ssl3d` CLI on the CPU with the native kernels, no CUDA
+#   docker build --target operator    -t ssl3d/operator:0.1.0    .  # the operator: one esbuild bundle on Node, no TensorFlow
 # Stages: deps (npm ci from the lockfile, cached until package*.json change) -> build (tsc -> dist/, esbuild bundle
 # of the operator) -> runtime-deps (production dependencies, native kernels, tfjs-node-gpu built against TensorFlow
-# 2.21 + CUDA 12 wheels from PyPI) -> the two targets. docs/gpu.md: building and checking the GPU image.
+# 2.21 + CUDA 12 wheels from PyPI; docs/gpu.md) / runtime-cpu-deps (production dependencies + native kernel addon)
+# -> the targets. No `# syntax=` line and no registry needed beyond the base images: the file builds with Docker
+# (BuildKit) and with buildah (scripts/cluster/build-images.sh builds the operator and runtime-cpu targets for real,
+# with base images made from Debian packages and the npm `node` package).
 # Base images are pinned by exact tag (see docs/delivery.md to pin digests in your registry mirror).
-# test/integration/delivery/dockerfile.test.ts lints this file (hadolint + project rules) and runs the RUN steps
-# of the build and runtime stages in a clean folder without Docker; steps marked `# ci: skip <reason>` only make
-# sense inside an image.
+# test/integration/delivery/dockerfile.test.ts lints this file (hadolint + project rules); steps marked
+# `# ci: skip <reason>` need what the CI machine cannot reach.
+# Base images are pinned by exact tag (see docs/delivery.md to pin digests in your registry mirror).
+# test/integration/delivery/dockerfile.test.ts lints this file (hadolint + project rules); steps marked
+# `# ci: skip <reason>` need what the CI machine cannot reach (libtensorflow downloads, the CUDA image).
 
 ARG NODE_IMAGE=node:22.23.3-bookworm-slim
 
@@ -94,6 +99,52 @@ COPY --from=runtime-deps /app/ssl3d-cuda.conf /etc/ld.so.conf.d/ssl3d-cuda.conf
 # ci: skip writes the loader cache and image paths outside the app folder
 RUN ldconfig \
     && node bin/ssl3d.mjs --version \
+    && ln -s /app/bin/ssl3d.mjs /usr/local/bin/ssl3d \
+    && mkdir -p /data && chown 65532:65532 /data
+USER 65532:65532
+ENTRYPOINT ["node", "/app/bin/ssl3d.mjs"]
+CMD ["--help"]
+
+# ---- runtime-cpu-deps: production dependencies and the native CPU kernel addon (oneDNN + OpenBLAS), no CUDA ----
+FROM ${NODE_IMAGE} AS runtime-cpu-deps
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Package versions are those of the base image's Debian release (bookworm).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ libdnnl-dev libopenblas-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY package.json package-lock.json ./
+COPY native/build.mjs ./native/build.mjs
+ENV SSL3D_NATIVE=0
+# The optional tfjs-node packages need libtensorflow downloads and are not used on the CPU backend.
+RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund --omit=dev --omit=optional
+# The native kernel addon (native/build.mjs, the package's `install` hook) with oneDNN and OpenBLAS; it must be built.
+COPY native/src/ ./native/src/
+RUN SSL3D_NATIVE=1 node native/build.mjs && test -f native/build/ssl3d_native.node
+
+# ---- runtime-cpu: the ssl3d CLI on the CPU (tfjs cpu backend with the native kernels), no CUDA ----
+FROM ${NODE_IMAGE} AS runtime-cpu
+LABEL org.opencontainers.image.title="ssl3d runtime (CPU)" \
+      org.opencontainers.image.description="ssl3d CLI: preprocessing and pre-training on the CPU with native oneDNN/OpenBLAS kernels" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libdnnl2 libopenblas0 libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY --from=runtime-cpu-deps /app/node_modules ./node_modules
+COPY --from=runtime-cpu-deps /app/native/build/ssl3d_native.node ./native/build/ssl3d_native.node
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+COPY bin/ ./bin/
+ENV NODE_ENV=production \
+    SSL3D_BACKEND=cpu \
+    nnssl_raw=/data/raw \
+    nnssl_preprocessed=/data/preprocessed \
+    nnssl_results=/data/results
+# hadolint ignore=DL3059
+RUN node bin/ssl3d.mjs --version \
     && ln -s /app/bin/ssl3d.mjs /usr/local/bin/ssl3d \
     && mkdir -p /data && chown 65532:65532 /data
 USER 65532:65532

@@ -155,8 +155,8 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const all = await listImages(datasetName, a.configuration, a.plans);
   if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: join(preRoot, datasetName) });
   const splitFile = join(preRoot, datasetName, "splits_final.json");
-  const { split, created } = await loadOrCreateSplit(splitFile, all.map((i) => i.uniqueSubjectId));
-  logger.info({ file: splitFile, created, train: split.train.length, val: split.val.length }, "Subject split");
+  const { split, created, persisted } = await loadOrCreateSplit(splitFile, all.map((i) => i.uniqueSubjectId));
+  logger.info({ file: splitFile, created, persisted, train: split.train.length, val: split.val.length }, persisted ? "Subject split" : "Subject split (read-only data folder: computed, not written)");
   const filter = { modalities: o.modalities };
   const trainImages = filterImages(all, new Set(split.train), filter);
   const valImages = filterImages(all, new Set(split.val), filter);
