@@ -15,6 +15,12 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../lib/apt.sh"
 source "$here/../lib/kube-gomod.sh"
 apt_ensure containerd runc containernetworking-plugins iptables nftables conntrack socat ethtool debootstrap buildah
+# From `npm test`'s setup (scripts/test-setup.sh), the Go builds below serve only the cluster tier, which runs only on
+# request: skip them otherwise (they cost most of this step's cold time; `npm run cluster:up` builds them itself).
+if [ "${SSL3D_SETUP_FOR_TESTS:-0}" = "1" ] && [ "${SSL3D_TEST_CLUSTER:-0}" != "1" ]; then
+  echo "[kube-node] cluster tier not requested (SSL3D_TEST_CLUSTER=1): Go builds of the node binaries skipped" >&2
+  exit 0
+fi
 
 KUBE_VERSION="${SSL3D_KUBE_VERSION:-v1.34.2}"
 COREDNS_VERSION=v1.13.1
