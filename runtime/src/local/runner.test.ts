@@ -173,6 +173,15 @@ test("without --quick the manifest's training options pass through unchanged", (
   ]);
 });
 
+test("spec.training.modalities becomes --modalities (as the operator's default command)", () => {
+  const yaml = LAPTOP_MANIFESTS.replace(/(\n\s+trainer: BaseMAETrainer\n)/, "$1    modalities: [T1w, FLAIR]\n");
+  assert.notEqual(yaml, LAPTOP_MANIFESTS);
+  const m = parseManifests(yaml, "laptop.yaml");
+  const args = trainArgs(m.runs[0]!, m.plans[0]!, "990", "onemmiso", false);
+  assert.deepEqual(args.slice(args.indexOf("--modalities"), args.indexOf("--modalities") + 2), ["--modalities", "T1w,FLAIR"]);
+  assert.throws(() => parseManifests(yaml.replace("[T1w, FLAIR]", "[\"T1w,FLAIR\"]"), "laptop.yaml"), /modalities/);
+});
+
 test("children's JSON log lines are shown as short readable lines; other lines pass through", () => {
   const line = JSON.stringify({ level: 30, time: Date.UTC(2026, 0, 2, 3, 4, 5), pid: 1, hostname: "h", epoch: 1, trainLoss: 0.516848906, msg: "Epoch finished" });
   assert.equal(prettyLogLine(line), "  03:04:05 info Epoch finished epoch=1 trainLoss=0.51685");

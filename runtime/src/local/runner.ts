@@ -113,6 +113,7 @@ export function trainArgs(run: PretrainRunManifest, plan: PlanManifest, dataset:
   const args = ["train", dataset, configuration, "-tr", t.trainer];
   if (plan.spec.plansName !== undefined) args.push("-p", plan.spec.plansName);
   if (t.epochs !== undefined) args.push("--epochs", String(t.epochs));
+  if (t.modalities !== undefined) args.push("--modalities", t.modalities.join(","));
   args.push(...(t.args ?? []));
   if (!quick) return args;
   // drop the options --quick sets (`--opt value` and `--opt=value` forms), then append the quick values

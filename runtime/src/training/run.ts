@@ -12,7 +12,7 @@ import { writeJsonAtomic } from "../io/atomic.js";
 import { loadOrCreateSplit } from "../data/split.js";
 import { DEFAULT_READER_MODULE, filterImages, type TrainingImage, type VolumeReaderModule } from "../data/source.js";
 import { getMethod } from "../methods/registry.js";
-import { adaptationPlan } from "../models/checkpoint-export.js";
+import { adaptationPlan, UPSTREAM_DOWNSTREAM_PATCH } from "../models/checkpoint-export.js";
 import { selectBackend } from "../models/backend/select.js";
 import { architectureKeys, createNetwork, getArchitecture } from "../models/registry.js";
 import { loadMatchingWeights, readTorchCheckpoint } from "../models/checkpoint-import.js";
@@ -22,7 +22,7 @@ import { ENV, distributedConfigFromEnv, perRankBatchSize } from "../distributed/
 import { launchLocalRanks } from "../distributed/launch.js";
 import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
-import { resolveTrainer } from "./registry.js";
+import { resolveTrainer, upstreamDifferences } from "./registry.js";
 
 export interface TrainArgs {
   readonly dataset: string;
@@ -43,6 +43,8 @@ export interface TrainArgs {
   readonly metricsPort?: number;
   readonly backend?: string;
   readonly workers?: number;
+  /** Keep only images of these modalities (`--modalities`; the trainer option `modalities`). */
+  readonly modalities?: readonly string[];
   readonly progress?: boolean;
   /** Local data-parallel processes on this node (torchrun's --nproc-per-node); default PET_NPROC_PER_NODE or 1. */
   readonly nprocPerNode?: number;
@@ -123,6 +125,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   if (a.archPreset !== undefined) overrides.architecture = a.archPreset;
   if (a.seed !== undefined) overrides.seed = a.seed;
   if (a.workers !== undefined) overrides.loaderWorkers = a.workers;
+  if (a.modalities !== undefined) overrides.modalities = [...a.modalities];
   const trainer = resolveTrainer(a.trainer, overrides, (key) => {
     try {
       return getArchitecture(key).family;
@@ -131,6 +134,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
     }
   });
   const o = trainer.options;
+  if (dist.rank === 0) for (const d of upstreamDifferences(trainer)) logger.warn(d);
   const methodEntry = getMethod(o.method);
   const method = methodEntry.create(o.methodOptions, trainer.entry.family);
   const archKey = methodEntry.architectureFor?.(o.architecture, (k) => architectureKeys().includes(k)) ?? o.architecture;
@@ -160,7 +164,9 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const foldDir = join(baseDir, "fold_all");
   const checkpointDir = process.env.SSL3D_CHECKPOINT_DIR !== undefined && process.env.SSL3D_CHECKPOINT_DIR !== "" ? process.env.SSL3D_CHECKPOINT_DIR : foldDir;
   const usedPlan = { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } };
-  const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } });
+  // upstream's adaptation plan: the plan with only the trained configuration, its patch the network's input (VoCo,
+  // SimCLR: the crop), and upstream's constant recommended downstream patch
+  const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } }, UPSTREAM_DOWNSTREAM_PATCH);
   await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
   await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
 

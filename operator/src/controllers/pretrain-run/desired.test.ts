@@ -1,0 +1,15 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { PretrainRunSpecSchema } from "../../api/v1alpha1/pretrain-run.js";
+import { trainCommand } from "./desired.js";
+
+const plan = { dataset: "745", configuration: "onemmiso", plansName: "nnsslPlans", dataPvc: { claimName: "data" } };
+const base = { planRef: { name: "p" }, image: "ssl3d/runtime:0.1.0", storage: { checkpoints: { claimName: "ckpt" } } };
+
+test("training.modalities is passed to the default train command as --modalities", () => {
+  const spec = PretrainRunSpecSchema.parse({ ...base, training: { trainer: "BaseMAETrainer_BS8", epochs: 10, modalities: ["T1w", "T2w", "FLAIR"], args: ["--seed", "1"] } });
+  assert.deepEqual(trainCommand(spec, plan), ["ssl3d", "train", "745", "onemmiso", "-tr", "BaseMAETrainer_BS8", "-p", "nnsslPlans", "--epochs", "10", "--modalities", "T1w,T2w,FLAIR", "--seed", "1"]);
+  assert.deepEqual(trainCommand(PretrainRunSpecSchema.parse(base), plan), ["ssl3d", "train", "745", "onemmiso", "-tr", "BaseMAETrainer", "-p", "nnsslPlans"]);
+  assert.equal(PretrainRunSpecSchema.safeParse({ ...base, training: { modalities: ["T1w,T2w"] } }).success, false, "a comma inside a name is refused");
+  assert.equal(PretrainRunSpecSchema.safeParse({ ...base, training: { modalities: [] } }).success, false);
+});
