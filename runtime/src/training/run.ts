@@ -151,8 +151,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
 
   const globalBatch = o.batchSize;
   const perRank = perRankBatchSize(globalBatch, dist.worldSize, dist.rank);
-  const backend = await selectBackend(a.backend);
-  logger.info({ backend: backend.name, tfBackend: backend.tfBackend, nativeKernels: backend.nativeKernels }, "Backend selected");
+  const backend = await selectBackend(a.backend); // logs the one-line choice
 
   const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
   const inChannels = (await reader.openZarrVolume(trainImages[0]!.image)).shape[0] ?? 1;
