@@ -27,8 +27,8 @@ const FULL = process.env.SSL3D_FULL_PARITY === "1";
 let work: string;
 let env: NodeJS.ProcessEnv;
 
-function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { env, encoding: "utf8", timeout: 1_800_000 });
+function cli(args: string[], extraEnv: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { env: { ...env, ...extraEnv }, encoding: "utf8", timeout: 1_800_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -52,9 +52,11 @@ function finetune(spec: Record<string, unknown>): Finetune {
 
 /** Train `trainer` for one short epoch and export the results folder with no flags; returns the export and its plan. */
 function trainAndExport(trainer: string, preset: string, patch: number): { weights: string; plan: Record<string, unknown> } {
-  const t = cli(["train", "990", "onemmiso", "-tr", trainer, "--arch-preset", preset, "--patch-size", String(patch), "--epochs", "1", "--iters-per-epoch", "2", "--val-iters", "0", "--batch-size", "2"]);
+  // one results root per preset: the same trainer name must not resume or export another test's run
+  const root = join(work, `results-${preset}`);
+  const t = cli(["train", "990", "onemmiso", "-tr", trainer, "--arch-preset", preset, "--patch-size", String(patch), "--epochs", "1", "--iters-per-epoch", "2", "--val-iters", "0", "--batch-size", "2"], { nnssl_results: root });
   assert.equal(t.status, 0, t.stderr);
-  const results = join(env.nnssl_results!, "Dataset990_Demo", `${trainer}__nnsslPlans__onemmiso`);
+  const results = join(root, "Dataset990_Demo", `${trainer}__nnsslPlans__onemmiso`);
   const e = cli(["export", results]);
   assert.equal(e.status, 0, e.stderr);
   const [weights, planFile] = e.stdout.trim().split("\n");
@@ -94,7 +96,7 @@ function checkLoaded(r: Finetune): void {
 before(() => {
   work = mkdtempSync(join(tmpdir(), "ssl3d-finetune-"));
   const { SSL3D_CHECKPOINT_DIR: _c, SSL3D_RESUME: _r, SSL3D_METRICS_PORT: _m, ...inherited } = process.env;
-  env = { ...inherited, SSL3D_LOG_LEVEL: "warn", nnssl_raw: join(work, "demo", "nnssl_raw"), nnssl_preprocessed: join(work, "demo", "nnssl_preprocessed"), nnssl_results: join(work, "results") };
+  env = { ...inherited, SSL3D_LOG_LEVEL: "warn", nnssl_raw: join(work, "demo", "nnssl_raw"), nnssl_preprocessed: join(work, "demo", "nnssl_preprocessed"), nnssl_results: join(work, "results-demo") };
   const d = cli(["demo", "--quick", "--out", join(work, "demo")]);
   assert.equal(d.status, 0, d.stderr);
 });
