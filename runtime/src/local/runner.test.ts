@@ -88,6 +88,8 @@ test("runs demo, collection summary, preprocessing and training in order with th
       {
         PET_NNODES: "1", PET_NODE_RANK: "0", PET_NPROC_PER_NODE: "1", PET_MASTER_ADDR: "127.0.0.1", PET_MASTER_PORT: "29500",
         SSL3D_RUN: "demo", SSL3D_ATTEMPT: "1", SSL3D_CHECKPOINT_DIR: join(s.dir, "results", "checkpoints"), SSL3D_RESUME: "latest",
+        // local only: the child stops when the runner is gone (local/parent-watch.ts)
+        SSL3D_PARENT_PID: String(process.pid),
       },
     );
     assert.equal(train.env.nnssl_results, join(s.dir, "results", "results"));

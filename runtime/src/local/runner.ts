@@ -13,6 +13,7 @@ import { spawn } from "node:child_process";
 import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { ConfigError, Ssl3dError } from "../errors.js";
+import { PARENT_PID_ENV } from "./parent-watch.js";
 import { writeJsonAtomic } from "../io/atomic.js";
 import { forPeople } from "../observability/log.js";
 import {
@@ -65,6 +66,27 @@ export interface RunStatus {
   message?: string;
   startTime: string;
   completionTime?: string;
+}
+
+
+/** Process groups of running children, stopped when the runner exits however it exits (short of SIGKILL). */
+const liveChildren = new Set<number>();
+let exitHookInstalled = false;
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // the group is gone already
+  }
+}
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on("exit", () => {
+    for (const pid of liveChildren) killGroup(pid, "SIGTERM");
+  });
 }
 
 const PACKAGE_ROOT = resolve(import.meta.dirname, "..", "..", "..");
@@ -197,6 +219,7 @@ export class LocalRunner {
     this.ssl3d = o.ssl3d ?? DEFAULT_SSL3D;
     this.env = o.env ?? process.env;
     this.stateDir = resolve(o.stateDir);
+    installExitHook();
   }
 
   private statusFile(kind: string, name: string): string {
@@ -209,10 +232,13 @@ export class LocalRunner {
     return p;
   }
 
-  /** Forward SIGINT/SIGTERM to the running child (the trainer checkpoints and exits), then stop. */
+  /**
+   * Stop the running child's process group with SIGTERM on SIGINT or SIGTERM (the trainer checkpoints and exits on
+   * SIGTERM; the child is in its own group, so a terminal's Ctrl-C reaches only this runner), then stop.
+   */
   interrupt(signal: NodeJS.Signals): void {
     this.interrupted = signal;
-    this.current?.kill(signal);
+    if (this.current?.pid !== undefined) killGroup(this.current.pid, "SIGTERM");
   }
 
   /** Run one `ssl3d` child; resolves to its exit code (signals map to 128+n). Output is teed to the log file. */
@@ -223,8 +249,11 @@ export class LocalRunner {
     const [cmd, ...pre] = this.ssl3d;
     // Children run in the package folder (every path they get is absolute): worker threads that load TypeScript
     // through tsx resolve it from the working directory.
-    const child = spawn(cmd!, [...pre, ...args], { cwd: PACKAGE_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    // Each child leads its own process group (so a signal reaches it and everything it started) and knows this
+    // process as its parent: if the runner dies, even by SIGKILL, the child stops itself (local/parent-watch.ts).
+    const child = spawn(cmd!, [...pre, ...args], { cwd: PACKAGE_ROOT, env: { ...env, [PARENT_PID_ENV]: String(process.pid) }, stdio: ["ignore", "pipe", "pipe"], detached: true });
     this.current = child;
+    if (child.pid !== undefined) liveChildren.add(child.pid);
     const mirror = this.o.childOutput ?? process.stderr;
     const pretty = this.o.prettyChildLogs ?? forPeople(mirror as { isTTY?: boolean });
     const pending = { out: "", err: "" };
@@ -245,6 +274,7 @@ export class LocalRunner {
       child.on("error", (err) => { file.write(`spawn error: ${err.message}\n`); res(127); });
       child.on("close", (c, sig) => { res(c ?? (sig === "SIGINT" ? 130 : 143)); });
     });
+    if (child.pid !== undefined) liveChildren.delete(child.pid);
     this.current = undefined;
     if (pending.err !== "") mirror.write(`${prettyLogLine(pending.err)}\n`);
     if (pending.out !== "" && !isSummaryLine(pending.out)) mirror.write(`${pending.out}\n`);

@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import type { Env } from "../config/env.js";
 import { ConfigError } from "../errors.js";
 import { writeJsonAtomic } from "../io/atomic.js";
-import { plansFile } from "../preprocessing/layout.js";
+import { checkPlansName, lockDataset, plansFile } from "../preprocessing/layout.js";
 import { formatJsonPath } from "../config/collection.js";
 import { preprocessedDatasetDir, readFingerprint } from "./fingerprint.js";
 import { planExperiment } from "./plan-experiment.js";
@@ -11,10 +11,17 @@ import { DEFAULT_PLANS_NAME, planSchema, type Plan } from "./plans.js";
 
 export async function runPlan(datasetName: string, opts: { plansName?: string; env?: Env } = {}): Promise<{ plan: Plan; file: string }> {
   const env = opts.env ?? process.env;
+  const plansName = checkPlansName(opts.plansName ?? DEFAULT_PLANS_NAME);
   const fp = await readFingerprint(datasetName, env);
-  const plan = planExperiment(datasetName, fp.spacings, opts.plansName ?? DEFAULT_PLANS_NAME);
-  const file = plansFile(preprocessedDatasetDir(datasetName, env), plan.plans_name);
-  await writeJsonAtomic(file, plan, 4);
+  const plan = planExperiment(datasetName, fp.spacings, plansName);
+  const dir = preprocessedDatasetDir(datasetName, env);
+  const file = plansFile(dir, plan.plans_name);
+  const lock = lockDataset(dir, "ssl3d plan");
+  try {
+    await writeJsonAtomic(file, plan, 4, { root: dir });
+  } finally {
+    lock.release();
+  }
   return { plan, file };
 }
 

@@ -5,10 +5,12 @@
  * `adaptation_plan.json`, and `fold_all/`); serve metrics; install the SIGTERM/SIGUSR1 handlers; run the loop.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { isAbsolute, join, relative, resolve } from "node:path";
 import { requireRoot, resolveDatasetName } from "../config/env.js";
 import { ConfigError, DataError, EnvironmentError, Ssl3dError } from "../errors.js";
 import { writeJsonAtomic } from "../io/atomic.js";
+import { lockFolder, type FolderLock } from "../io/folder-lock.js";
+import { checkSafeName, childPath } from "../io/safe-path.js";
 import { loadOrCreateSplit } from "../data/split.js";
 import { DEFAULT_READER_MODULE, filterImages, type TrainingImage, type VolumeReaderModule } from "../data/source.js";
 import { getMethod } from "../methods/registry.js";
@@ -17,12 +19,14 @@ import { selectBackend } from "../models/backend/select.js";
 import { architectureKeys, createNetwork, getArchitecture } from "../models/registry.js";
 import { loadMatchingWeights, readTorchCheckpoint } from "../models/checkpoint-import.js";
 import type { Logger } from "../observability/log.js";
-import { TrainingMetrics, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
+import { METRICS_ADDRESS_ENV, TrainingMetrics, metricsHost, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
 import { ENV, distributedConfigFromEnv, perRankBatchSize } from "../distributed/env.js";
 import { launchLocalRanks } from "../distributed/launch.js";
 import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
 import { resolveTrainer, upstreamDifferences } from "./registry.js";
+import { checkBatchMemory } from "./memory-check.js";
+import { initialPatchSize } from "../data/patch.js";
 
 export interface TrainArgs {
   readonly dataset: string;
@@ -41,6 +45,8 @@ export interface TrainArgs {
   readonly pretrainedWeights?: string;
   readonly seed?: number;
   readonly metricsPort?: number;
+  /** Interface of the metrics endpoint (default SSL3D_METRICS_ADDRESS, else 127.0.0.1). */
+  readonly metricsAddress?: string;
   readonly backend?: string;
   readonly workers?: number;
   /** Keep only images of these modalities (`--modalities`; the trainer option `modalities`). */
@@ -113,6 +119,8 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const datasetName = resolveDatasetName(a.dataset);
   const preRoot = requireRoot("nnssl_preprocessed");
   const resultsRoot = requireRoot("nnssl_results");
+  checkSafeName(a.plans, `plans name ${JSON.stringify(a.plans)}`, { field: "--plans" });
+  checkSafeName(a.configuration, `configuration name ${JSON.stringify(a.configuration)}`, { field: "CONFIGURATION" });
   const plansFile = join(preRoot, datasetName, `${a.plans}.json`);
   const { plan, cfg } = readPlan(plansFile, a.configuration);
 
@@ -139,6 +147,11 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const method = methodEntry.create(o.methodOptions, trainer.entry.family);
   const archKey = methodEntry.architectureFor?.(o.architecture, (k) => architectureKeys().includes(k)) ?? o.architecture;
 
+  // absurd sizes fail here, before any data is read or a network built
+  checkBatchMemory({
+    batchSize: Math.ceil(o.batchSize / dist.worldSize), imagesPerSample: method.data?.imagesPerSample ?? 1,
+    loadedPatch: o.augment ? initialPatchSize(o.patchSize) : o.patchSize, prefetch: o.prefetch,
+  });
   const all = await listImages(datasetName, a.configuration, a.plans);
   if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: join(preRoot, datasetName) });
   const splitFile = join(preRoot, datasetName, "splits_final.json");
@@ -159,75 +172,96 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const netPatch = methodEntry.networkPatchSize?.(o.patchSize, o.methodOptions) ?? o.patchSize;
   const network = createNetwork(archKey, { ...methodEntry.architectureOptions?.(archKey), inChannels, outChannels: method.outChannels(inChannels), patchSize: netPatch, seed: o.seed });
 
-  const baseDir = join(resultsRoot, datasetName, `${trainer.name}__${a.plans}__${a.configuration}`);
+  const baseDir = childPath(resultsRoot, [datasetName, `${trainer.name}__${a.plans}__${a.configuration}`], { field: "trainer, plans and configuration names" });
   const foldDir = join(baseDir, "fold_all");
   const checkpointDir = process.env.SSL3D_CHECKPOINT_DIR !== undefined && process.env.SSL3D_CHECKPOINT_DIR !== "" ? process.env.SSL3D_CHECKPOINT_DIR : foldDir;
-  const usedPlan = { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } };
-  // upstream's adaptation plan: the plan with only the trained configuration, its patch the network's input (VoCo,
-  // SimCLR: the crop), and upstream's constant recommended downstream patch
-  const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } }, UPSTREAM_DOWNSTREAM_PATCH);
-  await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
-  await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
-
-  const group = await initProcessGroup(dist);
-  if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: perRank, globalBatch }, "Joined the data-parallel group");
-  const metrics = new TrainingMetrics();
-  const port = a.metricsPort ?? (process.env.SSL3D_METRICS_PORT !== undefined && process.env.SSL3D_METRICS_PORT !== "" ? Number(process.env.SSL3D_METRICS_PORT) : undefined);
-  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
-  let server: MetricsServer | undefined;
-  if (port !== undefined && dist.localRank === 0) {
-    server = await serveMetrics(metrics, port);
-    logger.info({ port: server.port }, "Serving /metrics");
-  }
-
-  if (a.pretrainedWeights !== undefined) {
-    // spec 4.7: matching names and shapes are loaded into the fresh network, segmentation layers skipped
-    const ck = await readTorchCheckpoint(a.pretrainedWeights);
-    const r = loadMatchingWeights(network, ck.stateDict, a.pretrainedWeights);
-    logger.info({ file: a.pretrainedWeights, loaded: r.loaded.length, skipped: r.skipped.length, unusedKeys: r.unused.length, firstSkipped: r.skipped.slice(0, 5) }, "Pretrained weights loaded");
-  }
-
-  const signals: NodeJS.Signals[] = ["SIGTERM", "SIGUSR1"];
-  let signalNo = 0;
-  const handler = (sig: NodeJS.Signals) => {
-    stop.requested = true;
-    stop.reason = sig;
-    signalNo = sig === "SIGTERM" ? 15 : 10;
-    logger.warn({ signal: sig }, "Stop requested; finishing the current step");
-  };
-  for (const s of signals) process.on(s, handler);
-  const resume = a.resume === true || process.env.SSL3D_RESUME === "latest";
-  logger.info({ trainer: trainer.name, key: trainer.entry.key, architecture: archKey, params: network.parameterCount(), patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch, trainImages: trainImages.length, valImages: valImages.length, output: foldDir, checkpointDir, resume }, "Training");
+  // one writer per folder: a second trainer on the same results (or checkpoint) folder stops here
+  const locks = dist.rank === 0 ? lockTrainingFolders(baseDir, checkpointDir) : [];
   try {
-    const result = await train({
-      trainerName: trainer.name,
-      options: { ...o, batchSize: perRank },
-      globalBatchSize: globalBatch,
-      group,
-      network,
-      method,
-      trainImages,
-      valImages,
-      outputDir: foldDir,
-      checkpointDir,
-      resume,
-      initArgs: { dataset_name: datasetName, plans_name: a.plans, configuration_name: a.configuration, fold: "all", trainer_options: o, backend: backend.name },
-      adaptationPlan: adaptation,
-      metrics,
-      logger,
-      progressBar: a.progress ?? process.stderr.isTTY,
-      stop,
-      ...(a.onStep === undefined ? {} : { onStep: a.onStep }),
-    });
-    if (result.status === "stopped") {
-      throw new ExitError(`stopped by ${stop.reason ?? "request"} after step ${result.globalStep}; checkpoint_latest written to ${checkpointDir}; continue with --resume`, 128 + signalNo);
+    const usedPlan = { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } };
+    // upstream's adaptation plan: the plan with only the trained configuration, its patch the network's input (VoCo,
+    // SimCLR: the crop), and upstream's constant recommended downstream patch
+    const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } }, UPSTREAM_DOWNSTREAM_PATCH);
+    await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
+    await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
+
+    const group = await initProcessGroup(dist);
+    if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: perRank, globalBatch }, "Joined the data-parallel group");
+    const metrics = new TrainingMetrics();
+    const port = a.metricsPort ?? (process.env.SSL3D_METRICS_PORT !== undefined && process.env.SSL3D_METRICS_PORT !== "" ? Number(process.env.SSL3D_METRICS_PORT) : undefined);
+    if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
+    let server: MetricsServer | undefined;
+    if (port !== undefined && dist.localRank === 0) {
+      server = await serveMetrics(metrics, port, { host: metricsHost(a.metricsAddress === undefined ? process.env : { [METRICS_ADDRESS_ENV]: a.metricsAddress }) });
+      logger.info({ host: server.host, port: server.port }, "Serving /metrics");
     }
-    logger.info({ epochs: result.epochsCompleted, steps: result.globalStep, trainLoss: result.finalTrainLoss, valLoss: result.finalValLoss }, "Training finished");
-    return result;
+
+    if (a.pretrainedWeights !== undefined) {
+      // spec 4.7: matching names and shapes are loaded into the fresh network, segmentation layers skipped
+      const ck = await readTorchCheckpoint(a.pretrainedWeights);
+      const r = loadMatchingWeights(network, ck.stateDict, a.pretrainedWeights);
+      logger.info({ file: a.pretrainedWeights, loaded: r.loaded.length, skipped: r.skipped.length, unusedKeys: r.unused.length, firstSkipped: r.skipped.slice(0, 5) }, "Pretrained weights loaded");
+    }
+
+    const signals: NodeJS.Signals[] = ["SIGTERM", "SIGUSR1"];
+    let signalNo = 0;
+    const handler = (sig: NodeJS.Signals) => {
+      stop.requested = true;
+      stop.reason = sig;
+      signalNo = sig === "SIGTERM" ? 15 : 10;
+      logger.warn({ signal: sig }, "Stop requested; finishing the current step");
+    };
+    for (const s of signals) process.on(s, handler);
+    const resume = a.resume === true || process.env.SSL3D_RESUME === "latest";
+    logger.info({ trainer: trainer.name, key: trainer.entry.key, architecture: archKey, params: network.parameterCount(), patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch, trainImages: trainImages.length, valImages: valImages.length, output: foldDir, checkpointDir, resume }, "Training");
+    try {
+      const result = await train({
+        trainerName: trainer.name,
+        options: { ...o, batchSize: perRank },
+        globalBatchSize: globalBatch,
+        group,
+        network,
+        method,
+        trainImages,
+        valImages,
+        outputDir: foldDir,
+        checkpointDir,
+        resume,
+        initArgs: { dataset_name: datasetName, plans_name: a.plans, configuration_name: a.configuration, fold: "all", trainer_options: o, backend: backend.name },
+        adaptationPlan: adaptation,
+        metrics,
+        logger,
+        progressBar: a.progress ?? process.stderr.isTTY,
+        stop,
+        ...(a.onStep === undefined ? {} : { onStep: a.onStep }),
+      });
+      if (result.status === "stopped") {
+        throw new ExitError(`stopped by ${stop.reason ?? "request"} after step ${result.globalStep}; checkpoint_latest written to ${checkpointDir}; continue with --resume`, 128 + signalNo);
+      }
+      logger.info({ epochs: result.epochsCompleted, steps: result.globalStep, trainLoss: result.finalTrainLoss, valLoss: result.finalValLoss }, "Training finished");
+      return result;
+    } finally {
+      for (const s of signals) process.off(s, handler);
+      await server?.close();
+      await group.close();
+      network.dispose();
+    }
   } finally {
-    for (const s of signals) process.off(s, handler);
-    await server?.close();
-    await group.close();
-    network.dispose();
+    for (const l of locks) l.release();
   }
+}
+
+/** The results folder's lock and, when checkpoints go elsewhere (SSL3D_CHECKPOINT_DIR), that folder's. */
+function lockTrainingFolders(baseDir: string, checkpointDir: string): FolderLock[] {
+  const locks = [lockFolder(baseDir, { owner: "ssl3d train" })];
+  const rel = relative(resolve(baseDir), resolve(checkpointDir));
+  if (rel.startsWith("..") || isAbsolute(rel)) {
+    try {
+      locks.push(lockFolder(checkpointDir, { owner: "ssl3d train" }));
+    } catch (err) {
+      locks[0]!.release();
+      throw err;
+    }
+  }
+  return locks;
 }

@@ -108,6 +108,8 @@ export function desiredAttemptJob(cr: CustomResource, spec: PretrainRunSpec, pla
     { name: "SSL3D_CHECKPOINT_DIR", value: CHECKPOINT_MOUNT },
     { name: "SSL3D_RESUME", value: resume },
     { name: "SSL3D_METRICS_PORT", value: String(spec.metrics.port) },
+    // the trainer binds its endpoint to loopback unless told otherwise; in a pod Prometheus scrapes the pod IP
+    { name: "SSL3D_METRICS_ADDRESS", value: "0.0.0.0" },
     { name: "SSL3D_TERMINATION_LOG", value: "/dev/termination-log" },
     { name: "nnssl_preprocessed", value: DATA_MOUNT },
     { name: "nnssl_results", value: CHECKPOINT_MOUNT },

@@ -44,6 +44,7 @@ interface TrainOpts {
   pretrainedWeights?: string;
   seed?: number;
   metricsPort?: number;
+  metricsAddress?: string;
   backend?: string;
   workers?: number;
   modalities?: string[];
@@ -73,6 +74,7 @@ export const trainCommand: CliCommand = {
       .option("--seed <n>", "random seed", int("--seed", 0))
       .option("--pretrained-weights <file>", "initialise from a checkpoint (nnssl .pth, state dict, or ssl3d file): matching names and shapes, seg layers skipped")
       .option("--metrics-port <n>", "serve Prometheus /metrics on this port (also SSL3D_METRICS_PORT)", int("--metrics-port", 0))
+      .option("--metrics-address <ip>", "interface of the metrics endpoint (also SSL3D_METRICS_ADDRESS; default 127.0.0.1, pods 0.0.0.0)")
       .option("--backend <name>", "tfjs backend: auto (node-gpu, node, cpu + native kernels, wasm, cpu), node-gpu, node, wasm, cpu (also SSL3D_BACKEND)")
       .option("--workers <n>", "data loader worker threads", int("--workers", 0))
       .option("--modalities <list>", "train only on images of these modalities, comma-separated (e.g. T1w,T2w,FLAIR; the trainer option modalities)", modalities)
@@ -92,6 +94,7 @@ export const trainCommand: CliCommand = {
             ...(o.seed === undefined ? {} : { seed: o.seed }),
             ...(o.pretrainedWeights === undefined ? {} : { pretrainedWeights: o.pretrainedWeights }),
             ...(o.metricsPort === undefined ? {} : { metricsPort: o.metricsPort }),
+            ...(o.metricsAddress === undefined ? {} : { metricsAddress: o.metricsAddress }),
             ...(o.backend === undefined ? {} : { backend: o.backend }),
             ...(o.workers === undefined ? {} : { workers: o.workers }),
             ...(o.modalities === undefined ? {} : { modalities: o.modalities }),
