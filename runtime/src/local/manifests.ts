@@ -47,6 +47,7 @@ const RunSpec = z.object({
       trainer: z.string().min(1).default("BaseMAETrainer"),
       configuration: z.string().min(1).optional(),
       epochs: z.number().int().min(1).optional(),
+      modalities: z.array(z.string().regex(/^[^,\s]+$/, "a modality name without commas or spaces")).min(1).optional(),
       args: z.array(z.string()).optional(),
     })
     .prefault({}),

@@ -77,6 +77,7 @@ export function trainCommand(spec: PretrainRunSpec, plan: PlanInputs): string[] 
   if (plan.plansName !== undefined) cmd.push("-p", plan.plansName);
   if (spec.training.epochs !== undefined) cmd.push("--epochs", String(spec.training.epochs));
   if (spec.training.preflight) cmd.push("--preflight");
+  if (spec.training.modalities !== undefined) cmd.push("--modalities", spec.training.modalities.join(","));
   cmd.push(...(spec.training.args ?? []));
   return cmd;
 }
