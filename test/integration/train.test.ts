@@ -462,7 +462,10 @@ test("nnssl's -num_gpus 2: two local data-parallel ranks over the TCP ring train
   const out = join(work, "exported.pth");
   const e = cli(["export", final, "--format", "pth-compatible", "--out", out]);
   assert.equal(e.status, 0, e.stderr);
-  const py = spawnSync(existsSync(pythonBin()) ? pythonBin() : "/usr/bin/python3", ["-c", "import sys, torch; c = torch.load(sys.argv[1], weights_only=True, map_location='cpu'); print(c['trainer_name'], c['current_epoch'], 'eva.pos_embed' in c['network_weights'])", out], { encoding: "utf8" });
+  // weights_only=True where torch's weights-only unpickler reads floats: Debian's torch 1.13 lacks BINFLOAT, which any
+  // torch.save of a float writes (the export now carries the trained plan, as upstream's checkpoints do)
+  const load = "import sys, torch; wo = int(torch.__version__.split('.')[0]) >= 2; c = torch.load(sys.argv[1], weights_only=wo, map_location='cpu'); print(c['trainer_name'], c['current_epoch'], 'eva.pos_embed' in c['network_weights'])";
+  const py = spawnSync(existsSync(pythonBin()) ? pythonBin() : "/usr/bin/python3", ["-c", load, out], { encoding: "utf8" });
   assert.equal(py.status, 0, py.stderr);
   assert.equal(py.stdout.trim(), "mae-primus-m 2 True");
 });
