@@ -117,8 +117,10 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 COPY native/build.mjs ./native/build.mjs
 ENV SSL3D_NATIVE=0
-# The optional tfjs-node packages need libtensorflow downloads and are not used on the CPU backend.
-RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund --omit=dev --omit=optional
+# --ignore-scripts: the tfjs-node packages' install scripts would download libtensorflow (unused on the CPU backend;
+# without their binding `auto` keeps the native kernels). Optional dependencies stay: resvg's platform binding
+# (progress.png, reports) is one. The native addon is built explicitly below.
+RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund --omit=dev --ignore-scripts
 # The native kernel addon (native/build.mjs, the package's `install` hook) with oneDNN and OpenBLAS; it must be built.
 COPY native/src/ ./native/src/
 RUN SSL3D_NATIVE=1 node native/build.mjs && test -f native/build/ssl3d_native.node
