@@ -20,6 +20,17 @@ export default tseslint.config(
     },
   },
   {
+    // The contract module (api/) is shared by the runtime and the operator: zod and plain TypeScript only.
+    files: ["api/**/*.ts"],
+    ignores: ["**/*.test.ts"],
+    rules: {
+      "no-restricted-imports": ["error", { patterns: [
+        { group: ["**/runtime/**", "**/operator/**"], message: "api/ is imported by the runtime and the operator, never the other way round." },
+        { group: ["@kubernetes/*", "@tensorflow/*", "kubernetes-models", "kubernetes-models/*"], message: "api/ carries no Kubernetes client and no TensorFlow." },
+      ] }],
+    },
+  },
+  {
     // The runtime never imports the operator (the operator image carries no TensorFlow, and vice versa).
     files: ["runtime/**/*.ts"],
     rules: {

@@ -9,5 +9,5 @@ npm run --silent typecheck
 npm run --silent lint
 if [ -x scripts/verify-generated.sh ]; then bash scripts/verify-generated.sh; fi
 shopt -s globstar nullglob
-files=(runtime/**/*.test.ts operator/**/*.test.ts scripts/**/*.test.ts test/**/*.test.ts)
+files=(api/**/*.test.ts runtime/**/*.test.ts operator/**/*.test.ts scripts/**/*.test.ts test/**/*.test.ts)
 exec node --import tsx --test --test-reporter=spec --test-timeout=1800000 "${files[@]}"

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import { after, before, describe, test } from "node:test";
-import { API_VERSION } from "../../operator/src/api/v1alpha1/group.js";
+import { API_VERSION } from "../../api/v1alpha1/group.js";
 import { httpStatus } from "../../operator/src/kube/client.js";
 import { applyCrdYaml } from "../../operator/src/kube/crds.js";
 import type { Manager } from "../../operator/src/kube/manager.js";

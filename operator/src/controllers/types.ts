@@ -3,7 +3,7 @@
  * never import the Kubernetes client; the shell (operator/src/kube) converts to and from these shapes.
  */
 import { createHash } from "node:crypto";
-import { API_VERSION, LABELS, MANAGED_BY_VALUE } from "../api/v1alpha1/group.js";
+import { API_VERSION, LABELS, MANAGED_BY_VALUE } from "../../../api/v1alpha1/group.js";
 
 export interface OwnerReference {
   apiVersion: string;
@@ -74,7 +74,7 @@ export interface PodView {
     containerStatuses?: {
       name: string;
       ready?: boolean;
-      state?: { terminated?: { exitCode?: number; reason?: string; message?: string } };
+      state?: { terminated?: { exitCode?: number; reason?: string; message?: string }; waiting?: { reason?: string; message?: string } };
     }[];
   };
 }

@@ -4,7 +4,7 @@
  * read of the custom resource plus cached children, never from the event that triggered it.
  */
 import type { Logger } from "pino";
-import { API_VERSION, FIELD_MANAGER, KINDS, LABELS, MANAGED_BY_VALUE, type KindName } from "../api/v1alpha1/group.js";
+import { API_VERSION, FIELD_MANAGER, KINDS, LABELS, MANAGED_BY_VALUE, type KindName } from "../../../api/v1alpha1/group.js";
 import { reconcileCollection } from "../controllers/collection/reconcile.js";
 import { reconcilePlan } from "../controllers/plan/reconcile.js";
 import { reconcilePretrainRun, scrapeTarget, type ProgressSample, type PretrainRunObserved } from "../controllers/pretrain-run/reconcile.js";

@@ -20,6 +20,8 @@ import type { Logger } from "../observability/log.js";
 import { TrainingMetrics, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
 import { ENV, distributedConfigFromEnv, perRankBatchSize } from "../distributed/env.js";
 import { launchLocalRanks } from "../distributed/launch.js";
+import { claimCheckpointFolder } from "./run-marker.js";
+import { ENV as POD_ENV } from "../../../api/pod.js";
 import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
 import { resolveTrainer } from "./registry.js";
@@ -164,6 +166,8 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
   await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
 
+  // Before anyone resumes or writes: the checkpoint folder must be this run's (or nobody's yet).
+  await claimCheckpointFolder(checkpointDir, { run: process.env[POD_ENV.run] ?? "", uid: process.env[POD_ENV.runUid] ?? "" }, dist.rank === 0);
   const group = await initProcessGroup(dist);
   if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: perRank, globalBatch }, "Joined the data-parallel group");
   const metrics = new TrainingMetrics();
