@@ -467,6 +467,7 @@ async function admitJoiner(s: net.Socket, identity: Identity, worldSize: number)
 async function rendezvousAsRank0(cfg: { masterPort: number }, worldSize: number, ringPort: number, identity: Identity, deadline: number): Promise<Table> {
   const control = net.createServer();
   const peers = new Map<number, { ch: Channel; host: string; port: number; nonce: string }>();
+  const accepted = new Set<net.Socket>();
   const complete = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(new DistributedError(`timed out waiting for ${worldSize - 1 - peers.size} more rank(s) to connect`));
@@ -477,6 +478,7 @@ async function rendezvousAsRank0(cfg: { masterPort: number }, worldSize: number,
         s.destroy();
         return;
       }
+      accepted.add(s);
       admitJoiner(s, identity, worldSize).then(
         (j) => {
           if (j === undefined) return;
@@ -514,6 +516,7 @@ async function rendezvousAsRank0(cfg: { masterPort: number }, worldSize: number,
     return table;
   } finally {
     for (const p of peers.values()) p.ch.close();
+    for (const s of accepted) s.destroy(); // handshakes still pending (a silent stranger) end with the rendezvous
     control.close();
   }
 }
