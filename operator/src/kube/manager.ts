@@ -240,9 +240,12 @@ export class Manager {
       if (cr === undefined || cr.metadata.deletionTimestamp !== undefined) {
         queue.forget(k);
         this.samples.delete(k);
+        this.refusals.delete(k);
+        if (kind === "PretrainRun") this.metrics.forgetRun(ns, name);
         return;
       }
       const res = await this.observeAndReconcile(kind, cr);
+      if (kind === "PretrainRun") this.metrics.setRunState(ns, name, res.status as { phase?: string; attempt?: number; restarts?: number });
       await this.applyResult(kind, { ...cr, apiVersion: API_VERSION, kind }, res);
       queue.forget(k);
       if (res.requeueAfterMs !== undefined && !res.deleteSelf) {
