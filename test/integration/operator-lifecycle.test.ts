@@ -327,8 +327,8 @@ describe("operator against a real API server", () => {
       (err: unknown) => httpStatus(err) === 422 && /numNodes is immutable/.test(String(err)),
     );
     await assert.rejects(
-      env.client.create(cr("Collection", ns, "both", { source: { pvc: { claimName: "x" }, uri: "s3://b/p" }, dataset: "1" })),
-      (err: unknown) => httpStatus(err) === 422 && /exactly one of source.pvc and source.uri/.test(String(err)),
+      env.client.create(cr("Collection", ns, "escape", { source: { pvc: { claimName: "x", subPath: "../etc" } }, dataset: "1" })),
+      (err: unknown) => httpStatus(err) === 422 && /subPath must be relative/.test(String(err)),
     );
     await assert.rejects(
       env.client.create(cr("PretrainRun", ns, "Bad_Name", runSpec())),

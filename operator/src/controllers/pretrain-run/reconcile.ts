@@ -5,7 +5,6 @@
  * preemptions (DisruptionTarget) are not counted. Suspend deletes the attempt Job; resume starts a new attempt and
  * restarts the deadline clock.
  */
-import { LABELS } from "../../../../api/v1alpha1/group.js";
 import { PlanSpecSchema, PlanStatusSchema } from "../../../../api/v1alpha1/plan.js";
 import { PretrainRunSpecSchema, PretrainRunStatusSchema, type PretrainRunSpec, type PretrainRunStatus } from "../../../../api/v1alpha1/pretrain-run.js";
 import { envNameProblem } from "../../../../api/pod.js";
@@ -276,7 +275,9 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
     }
     s.attempt = attempt;
     // BlockingRecreate: new ranks start only after the previous attempt's pods are gone, or rendezvous breaks.
-    const lingering = o.pods.filter((p) => p.metadata.labels?.[LABELS.attempt] !== String(attempt) && isActivePod(p));
+    // With no Job for this attempt, every active pod of the run is a leftover: of an earlier attempt, or of this
+    // attempt's Job deleted by hand (its pods go away with it).
+    const lingering = o.pods.filter(isActivePod);
     apply.push(...runChildren(o.run, spec));
     if (podGroup !== undefined) apply.push(podGroup);
     if (lingering.length > 0) {
