@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { commands } from "../../../runtime/src/cli/commands/index.js";
 import { REPO } from "../../helpers/chart.js";
@@ -30,7 +30,7 @@ test("ssl3d run --quick runs the laptop example end to end; a re-run skips what 
     assert.match(first.stdout, /PretrainRun\/demo: Succeeded after 1 attempt/);
     const status = JSON.parse(readFileSync(join(state, "status", "pretrainrun-demo.json"), "utf8")) as { phase: string; checkpointDir: string };
     assert.equal(status.phase, "Succeeded");
-    const outputs = [...filesBelow(status.checkpointDir), ...filesBelow(join(state, "volumes", "ssl3d-results", "results"))];
+    const outputs = [...filesBelow(status.checkpointDir), ...filesBelow(join(dirname(status.checkpointDir), "results"))];
     assert.ok(outputs.some((f) => /checkpoint/.test(f)), `no checkpoint written: ${outputs.join(", ")}`);
     const again = run(process.execPath, [join(REPO, "bin", "ssl3d.mjs"), "run", "--quick", "--state-dir", state, "--metrics-port", "0"], { cwd: dir, timeoutMs: 600_000 });
     assert.equal(again.status, 0, again.stderr.slice(-4000));
