@@ -61,7 +61,7 @@ const RELATIVE_PATH_CEL = "!self.startsWith('/') && !('..' in self.split('/'))";
 export function relativePath(what: string): z.ZodString {
   return z
     .string()
-    .max(1024)
+    .max(256)
     .refine(isRelativePath, `${what} must be relative and must not contain '..'`)
     .meta({ "x-kubernetes-validations": [{ rule: RELATIVE_PATH_CEL, message: `${what} must be relative and must not contain '..'` }] });
 }
@@ -111,7 +111,7 @@ export const EnvVarSchema = z
     name: z
       .string()
       .min(1)
-      .max(256)
+      .max(128)
       .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name (letters, digits, '_')")
       .refine((n) => envNameProblem(n) === undefined, { error: (i) => envNameProblem(String(i.input)) ?? "reserved" })
       .meta({

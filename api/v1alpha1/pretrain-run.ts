@@ -65,6 +65,7 @@ export const PretrainRunSpecSchema = z
     command: z.array(z.string()).optional().describe("Container command; default [ssl3d, train, DATASET, CONFIGURATION, -tr, TRAINER, ...]."),
     env: z
       .array(EnvVarSchema)
+      .max(64)
       .optional()
       .describe("Extra environment variables, literal or valueFrom (reserved: PET_*, SSL3D_*, nnssl_*, MASTER_*, RANK, WORLD_SIZE; refused: NODE_OPTIONS, LD_PRELOAD and other code-loading variables)."),
     envFrom: z
@@ -78,6 +79,7 @@ export const PretrainRunSpecSchema = z
           .meta({ "x-kubernetes-validations": [{ rule: "has(self.secretRef) != has(self.configMapRef)", message: "envFrom needs exactly one of secretRef and configMapRef" }] })
           .describe("Variables from all keys of a Secret or ConfigMap (keys that collide with reserved names are overridden by the operator's values)."),
       )
+      .max(16)
       .optional()
       .describe("Environment from Secrets or ConfigMaps."),
     training: z
@@ -102,13 +104,14 @@ export const PretrainRunSpecSchema = z
     topologySpreadConstraints: z.array(z.looseObject({})).optional().describe("Pod topology spread constraints (Kubernetes shape)."),
     podLabels: z.record(z.string(), z.string()).optional().describe("Extra pod labels (e.g. Kueue topology requests); ssl3d.io/* keys are the operator's."),
     podAnnotations: z.record(z.string(), z.string()).optional().describe("Extra pod annotations."),
-    volumes: z.array(z.looseObject({ name: z.string().min(1).describe("Volume name.") }).describe("A Kubernetes Volume.")).optional().describe("Extra pod volumes (Kubernetes shape); names data, checkpoints, dshm, tmp and run-secret are the operator's."),
+    volumes: z.array(z.looseObject({ name: z.string().min(1).max(63).describe("Volume name.") }).describe("A Kubernetes Volume.")).max(16).optional().describe("Extra pod volumes (Kubernetes shape); names data, checkpoints, dshm, tmp and run-secret are the operator's."),
     volumeMounts: z
       .array(
         z.object({
           name: z.string().min(1).describe("Volume name."),
           mountPath: z
             .string()
+            .max(256)
             .refine((p) => p.startsWith("/") && !p.split("/").includes(".."), "mountPath must be absolute without '..'")
             .meta({ "x-kubernetes-validations": [{ rule: "self.startsWith('/') && !('..' in self.split('/'))", message: "mountPath must be absolute without '..'" }] })
             .describe("Absolute path in the container."),
@@ -116,6 +119,7 @@ export const PretrainRunSpecSchema = z
           readOnly: z.boolean().optional().describe("Mount read-only."),
         }).describe("A mount of an extra volume into the trainer container."),
       )
+      .max(16)
       .optional()
       .describe("Mounts of the extra volumes."),
     terminationGracePeriodSeconds: z
