@@ -205,7 +205,7 @@ describe("operator against a real API server", () => {
 
   test("preprocessing Job fails → Plan Failed with the termination message", async () => {
     const ns = await createNamespace(env.client, "prepfail");
-    await env.client.create(cr("Collection", ns, "col", { source: { uri: "s3://bucket/raw" }, dataset: "1" }));
+    await env.client.create(cr("Collection", ns, "col", { source: { pvc: { claimName: "raw" } }, dataset: "1" }));
     await env.client.create(cr("Plan", ns, "plan", { collectionRef: { name: "col" }, preprocess: { image: IMAGE }, output: { pvc: { claimName: "prep" } } }));
     const j = await job(ns, "plan-prep");
     const pods = await createPods(env.client, j);
@@ -341,7 +341,7 @@ describe("operator against a real API server", () => {
   test("an invalid PretrainRun gets a condition and a Warning event while another proceeds", async () => {
     const ns = await createNamespace(env.client, "invalid");
     await readyPlan(ns);
-    await env.client.create(cr("PretrainRun", ns, "bad", runSpec({ env: [{ name: "PET_NNODES", value: "99" }] })));
+    await env.client.create(cr("PretrainRun", ns, "bad", runSpec({ metrics: { port: 29500 } })));
     await env.client.create(cr("PretrainRun", ns, "bad-config", runSpec({ training: { configuration: "3d_fullres" } })));
     await env.client.create(cr("PretrainRun", ns, "good", runSpec()));
     await job(ns, "good-a1");
@@ -349,7 +349,7 @@ describe("operator against a real API server", () => {
       const x = await getCr(env.client, "PretrainRun", ns, "bad");
       return condition(x, "Failed")?.reason === "ValidationFailed" ? x : undefined;
     });
-    assert.match(condition(bad, "Failed")?.message ?? "", /PET_NNODES is reserved/);
+    assert.match(condition(bad, "Failed")?.message ?? "", /29500 is the rendezvous port/);
     const badConfig = await eventually("ValidationFailed (cross-object)", async () => {
       const x = await getCr(env.client, "PretrainRun", ns, "bad-config");
       return condition(x, "Failed")?.reason === "ValidationFailed" ? x : undefined;
