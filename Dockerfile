@@ -1,17 +1,21 @@
-# syntax=docker/dockerfile:1
-# ssl3d images, one Dockerfile, two targets:
-#   docker build --target runtime  -t ssl3d/runtime:0.1.0  .   # the `ssl3d` CLI with TensorFlow.js on CUDA (tfjs-node-gpu)
-#   docker build --target operator -t ssl3d/operator:0.1.0 .   # the operator: one esbuild bundle on Node, no TensorFlow
+# ssl3d images, one Dockerfile, three targets:
+#   docker build --target runtime     -t ssl3d/runtime:0.1.0     .  # the `ssl3d` CLI: TensorFlow 2.21 on CUDA 12 (tfjs-node-gpu) + native CPU kernels
+#   docker build --target runtime-cpu -t ssl3d/runtime-cpu:0.1.0 .  # the `ssl3d` CLI on the CPU with the native kernels, no CUDA
+#   docker build --target operator    -t ssl3d/operator:0.1.0    .  # the operator: one esbuild bundle on Node, no TensorFlow
 # Stages: deps (npm ci from the lockfile, cached until package*.json change) -> build (tsc -> dist/, esbuild bundle
-# of the operator) -> runtime-deps (production dependencies incl. tfjs-node-gpu) -> the two targets.
+# of the operator) -> runtime-deps (production dependencies, native kernels, tfjs-node-gpu built against TensorFlow
+# 2.21 + CUDA 12 wheels from PyPI; docs/gpu.md) / runtime-cpu-deps (production dependencies + native kernel addon)
+# -> the targets. No `# syntax=` line and no registry needed beyond the base images: the file builds with Docker
+# (BuildKit) and with buildah (scripts/cluster/build-images.sh builds the operator and runtime-cpu targets for real,
+# with base images made from Debian packages and the npm `node` package).
 # Base images are pinned by exact tag (see docs/delivery.md to pin digests in your registry mirror).
-# test/integration/delivery/dockerfile.test.ts lints this file (hadolint + project rules) and runs the RUN steps
-# of the build and runtime stages in a clean folder without Docker; steps marked `# ci: skip <reason>` only make
-# sense inside an image.
+# test/integration/delivery/dockerfile.test.ts lints this file (hadolint + project rules); steps marked
+# `# ci: skip <reason>` need what the CI machine cannot reach.
+# Base images are pinned by exact tag (see docs/delivery.md to pin digests in your registry mirror).
+# test/integration/delivery/dockerfile.test.ts lints this file (hadolint + project rules); steps marked
+# `# ci: skip <reason>` need what the CI machine cannot reach (libtensorflow downloads, the CUDA image).
 
 ARG NODE_IMAGE=node:22.23.3-bookworm-slim
-# libtensorflow 2.9.1 (tfjs-node-gpu 4.22) is built against CUDA 11.2 and cuDNN 8.1.
-ARG CUDA_IMAGE=nvidia/cuda:11.2.2-cudnn8-runtime-ubuntu20.04
 
 FROM ${NODE_IMAGE} AS node
 
@@ -37,40 +41,110 @@ RUN node_modules/.bin/esbuild operator/src/main.ts --bundle --platform=node --fo
       --outfile=dist/operator.mjs --sourcemap --legal-comments=none \
       --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 
-# ---- runtime-deps: production dependencies, with the optional GPU backend (libtensorflow 2.9.1 + CUDA) ----
+# ---- runtime-deps: production dependencies, the native CPU kernels (oneDNN, OpenBLAS) and the GPU TensorFlow ----
+# libtensorflow 2.21 and the CUDA 12 user-space libraries come from the pinned PyPI wheels of
+# scripts/tensorflow/requirements-gpu.txt (no NVIDIA base image; the host only provides the driver, libcuda.so.1,
+# through the NVIDIA container toolkit); scripts/setup-tensorflow.mjs builds @tensorflow/tfjs-node-gpu's binding
+# against them (docs/decisions/0059-libtensorflow-from-pypi.md).
 FROM ${NODE_IMAGE} AS runtime-deps
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /app
+# ci: skip installs Debian packages into the image (the test setup installs the same ones on the CI machine)
+# Debian packages follow the pinned base image's release (bookworm); exact versions would break on security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ make python3-pip libdnnl-dev libopenblas-dev \
+    && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
-# The native CPU kernel addon is not built for this image: it would be compiled against Debian's glibc, newer than
-# the CUDA image's Ubuntu 20.04, and the GPU image computes with libtensorflow.
+COPY native/build.mjs ./native/build.mjs
+# Install scripts off: the native addon is built below from its sources, the tfjs-node packages by setup:tensorflow.
+RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund --omit=dev --ignore-scripts
+COPY native/src/ ./native/src/
+COPY scripts/setup-tensorflow.mjs ./scripts/setup-tensorflow.mjs
+COPY scripts/tensorflow/ ./scripts/tensorflow/
+RUN node native/build.mjs
+# ci: skip downloads about 2.9 GB of GPU wheels into /opt/ssl3d (run here with `npm run setup:tensorflow -- --variant gpu`)
+RUN SSL3D_CACHE=/opt/ssl3d PYTHON=python3 node scripts/setup-tensorflow.mjs --variant gpu \
+    && rm -rf node_modules/@tensorflow/tfjs-node native/build/*.o \
+    && tr ':' '\n' < node_modules/@tensorflow/tfjs-node-gpu/deps/ssl3d-loader-path > ssl3d-cuda.conf
+
+# ---- runtime: the ssl3d CLI; TensorFlow 2.21 on CUDA 12 (tfjs-node-gpu), native CPU kernels for the rest ----
+FROM ${NODE_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="ssl3d runtime" \
+      org.opencontainers.image.description="ssl3d CLI: preprocessing and pre-training with TensorFlow 2.21 on CUDA 12 (tfjs-node-gpu) or the native CPU kernels" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# ci: skip installs Debian packages into the image (runtime libraries of the native kernels; zlib for cuDNN)
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libdnnl2 libopenblas0 libgomp1 zlib1g \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+# ci: skip the libraries live outside the app folder, in the image's /opt
+COPY --from=runtime-deps /opt/ssl3d /opt/ssl3d
+COPY --from=runtime-deps /app/node_modules ./node_modules
+COPY --from=runtime-deps /app/native/build ./native/build
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+COPY bin/ ./bin/
+# Every CUDA library folder on the loader path (TensorFlow dlopens cusolver, nvJitLink, ... which its own RUNPATH
+# misses, and would otherwise run on the CPU); TensorFlow takes GPU memory as needed, not all of it at start (several
+# ranks per node); the driver's compute libraries are requested from the container toolkit.
+ENV NODE_ENV=production \
+    TF_FORCE_GPU_ALLOW_GROWTH=true \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    nnssl_raw=/data/raw \
+    nnssl_preprocessed=/data/preprocessed \
+    nnssl_results=/data/results
+# ci: skip writes the loader configuration and image paths outside the app folder
+COPY --from=runtime-deps /app/ssl3d-cuda.conf /etc/ld.so.conf.d/ssl3d-cuda.conf
+# ci: skip writes the loader cache and image paths outside the app folder
+RUN ldconfig \
+    && node bin/ssl3d.mjs --version \
+    && ln -s /app/bin/ssl3d.mjs /usr/local/bin/ssl3d \
+    && mkdir -p /data && chown 65532:65532 /data
+USER 65532:65532
+ENTRYPOINT ["node", "/app/bin/ssl3d.mjs"]
+CMD ["--help"]
+
+# ---- runtime-cpu-deps: production dependencies and the native CPU kernel addon (oneDNN + OpenBLAS), no CUDA ----
+FROM ${NODE_IMAGE} AS runtime-cpu-deps
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Package versions are those of the base image's Debian release (bookworm).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ libdnnl-dev libopenblas-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY package.json package-lock.json ./
 COPY native/build.mjs ./native/build.mjs
 ENV SSL3D_NATIVE=0
-# The optional dependency @tensorflow/tfjs-node-gpu downloads libtensorflow (GPU) in its install script.
-RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund --omit=dev
-# ci: skip libtensorflow cannot be downloaded on the CI machine (no network beyond package registries)
-RUN find node_modules/@tensorflow/tfjs-node-gpu -name tfjs_binding.node | grep -q . \
-    && find node_modules/@tensorflow/tfjs-node-gpu -name 'libtensorflow.so*' | grep -q . \
-    && rm -rf node_modules/@tensorflow/tfjs-node
+# The optional tfjs-node packages need libtensorflow downloads and are not used on the CPU backend.
+RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund --omit=dev --omit=optional
+# The native kernel addon (native/build.mjs, the package's `install` hook) with oneDNN and OpenBLAS; it must be built.
+COPY native/src/ ./native/src/
+RUN SSL3D_NATIVE=1 node native/build.mjs && test -f native/build/ssl3d_native.node
 
-# ---- runtime: the ssl3d CLI on CUDA 11.2 + cuDNN 8 ----
-FROM ${CUDA_IMAGE} AS runtime
-LABEL org.opencontainers.image.title="ssl3d runtime" \
-      org.opencontainers.image.description="ssl3d CLI: preprocessing and pre-training with TensorFlow.js on CUDA (tfjs-node-gpu)" \
+# ---- runtime-cpu: the ssl3d CLI on the CPU (tfjs cpu backend with the native kernels), no CUDA ----
+FROM ${NODE_IMAGE} AS runtime-cpu
+LABEL org.opencontainers.image.title="ssl3d runtime (CPU)" \
+      org.opencontainers.image.description="ssl3d CLI: preprocessing and pre-training on the CPU with native oneDNN/OpenBLAS kernels" \
       org.opencontainers.image.licenses="Apache-2.0"
-# ci: skip the image's Node binary, copied from the pinned Node image
-COPY --from=node /usr/local/bin/node /usr/local/bin/node
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libdnnl2 libopenblas0 libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY --from=runtime-deps /app/node_modules ./node_modules
+COPY --from=runtime-cpu-deps /app/node_modules ./node_modules
+COPY --from=runtime-cpu-deps /app/native/build/ssl3d_native.node ./native/build/ssl3d_native.node
 COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY bin/ ./bin/
 ENV NODE_ENV=production \
-    SSL3D_BACKEND=node-gpu \
+    SSL3D_BACKEND=cpu \
     nnssl_raw=/data/raw \
     nnssl_preprocessed=/data/preprocessed \
     nnssl_results=/data/results
-# ci: skip creates image paths outside the app folder
+# hadolint ignore=DL3059
 RUN node bin/ssl3d.mjs --version \
     && ln -s /app/bin/ssl3d.mjs /usr/local/bin/ssl3d \
     && mkdir -p /data && chown 65532:65532 /data

@@ -146,6 +146,8 @@ export function trainArgs(spec: Pick<PretrainRunSpec, "training">, plan: TrainIn
   const args = ["train", plan.dataset, plan.configuration, "-tr", t.trainer];
   if (plan.plansName !== undefined) args.push("-p", plan.plansName);
   if (t.epochs !== undefined) args.push("--epochs", String(t.epochs));
+  if (t.preflight) args.push("--preflight");
+  if (t.modalities !== undefined) args.push("--modalities", t.modalities.join(","));
   args.push(...(t.args ?? []));
   return args;
 }

@@ -6,7 +6,9 @@
 //   oneDNN (Debian libdnnl-dev) for Conv3D and its backprops, OpenBLAS (libopenblas-dev) for GEMM.
 // Re-running is cheap: the output is reused while a hash of sources, flags and probes is unchanged.
 // Env: SSL3D_NATIVE=0 skip; CXX compiler; SSL3D_NATIVE_NO_DNNL=1 / SSL3D_NATIVE_NO_BLAS=1 build without them;
-//      SSL3D_NATIVE_FORCE=1 rebuild even when cached.
+//      SSL3D_NATIVE_FORCE=1 rebuild even when cached; SSL3D_NATIVE_REQUIRE=1 exits 1 when no addon results (test
+//      setup and CI, where a missing addon must fail instead of skipping the kernel tests);
+//      SSL3D_NATIVE_SANITIZE=1 builds with ASan + UBSan into native/build-sanitize/ instead.
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
@@ -16,9 +18,14 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const src = join(here, "src");
-const out = join(here, "build");
+// SSL3D_NATIVE_SANITIZE=1: an AddressSanitizer + UndefinedBehaviorSanitizer build in its own folder (the CI job
+// scripts/native-sanitize.test.ts runs the kernel tests against it); the production build is left alone.
+const sanitize = process.env.SSL3D_NATIVE_SANITIZE === "1";
+const SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"];
+const out = join(here, sanitize ? "build-sanitize" : "build");
 const target = join(out, "ssl3d_native.node");
-const log = (msg) => console.log(`[ssl3d-native] ${msg}`);
+/** @param {string} msg */
+const log = (msg) => { console.log(`[ssl3d-native] ${msg}`); };
 
 function findCompiler() {
   const candidates = process.env.CXX ? [process.env.CXX] : ["c++", "g++", "clang++"];
@@ -39,6 +46,12 @@ function napiInclude() {
   return existsSync(join(fromNode, "node_api.h")) ? fromNode : null;
 }
 
+/**
+ * Whether `code` compiles and links with `flags`.
+ * @param {string} cxx
+ * @param {string} code
+ * @param {string[]} flags
+ */
 function probe(cxx, code, flags) {
   const dir = join(out, "probe");
   mkdirSync(dir, { recursive: true });
@@ -48,12 +61,22 @@ function probe(cxx, code, flags) {
   return r.status === 0;
 }
 
+/** @returns {boolean} whether an up-to-date addon is in place */
 function main() {
-  if (process.env.SSL3D_NATIVE === "0") return log("skipped (SSL3D_NATIVE=0); the cpu backend uses stock tfjs kernels");
+  if (process.env.SSL3D_NATIVE === "0") {
+    log("skipped (SSL3D_NATIVE=0); the cpu backend uses stock tfjs kernels");
+    return false;
+  }
   const cxx = findCompiler();
-  if (!cxx) return log("no C++ compiler found (set CXX); the cpu backend uses stock tfjs kernels (slow)");
+  if (!cxx) {
+    log("no C++ compiler found (set CXX); the cpu backend uses stock tfjs kernels (slow)");
+    return false;
+  }
   const inc = napiInclude();
-  if (!inc) return log("Node-API headers not found (npm package node-api-headers); using stock tfjs kernels");
+  if (!inc) {
+    log("Node-API headers not found (npm package node-api-headers); using stock tfjs kernels");
+    return false;
+  }
   mkdirSync(out, { recursive: true });
 
   const isX86 = process.arch === "x64" || process.arch === "ia32";
@@ -70,10 +93,10 @@ function main() {
   if (dnnl) defs.push("-DSSL3D_HAVE_DNNL");
   if (blas) defs.push("-DSSL3D_HAVE_CBLAS");
   if (isX86) defs.push("-DSSL3D_HAVE_AVX2_TU");
-  const common = ["-std=c++17", "-O3", "-fPIC", "-fvisibility=hidden", "-Wall", `-I${inc}`, ...defs,
-    ...(openmp ? ["-fopenmp"] : [])];
+  const common = ["-std=c++17", sanitize ? "-O1" : "-O3", "-fPIC", "-fvisibility=hidden", "-Wall", `-I${inc}`, ...defs,
+    ...(openmp ? ["-fopenmp"] : []), ...(sanitize ? SANITIZE_FLAGS : [])];
   const libs = [...(dnnl ? ["-ldnnl"] : []), ...(blas ? ["-lopenblas"] : []), ...(openmp ? ["-fopenmp"] : []),
-    "-lpthread"];
+    "-lpthread", ...(sanitize ? SANITIZE_FLAGS : [])];
   const units = readdirSync(src).filter((f) => f.endsWith(".cc")).filter((f) => isX86 || f !== "gemm_avx2.cc");
 
   const hash = createHash("sha256");
@@ -83,7 +106,8 @@ function main() {
   const stampFile = join(out, "stamp");
   if (process.env.SSL3D_NATIVE_FORCE !== "1" && existsSync(target) && existsSync(stampFile) &&
       readFileSync(stampFile, "utf8") === stamp) {
-    return log(`up to date (${target})`);
+    log(`up to date (${target})`);
+    return true;
   }
 
   const features = `oneDNN ${dnnl ? "yes" : "no"}, OpenBLAS ${blas ? "yes" : "no"}, OpenMP ${openmp ? "yes" : "no"}`;
@@ -101,11 +125,15 @@ function main() {
   renameSync(tmp, target);
   writeFileSync(stampFile, stamp);
   log(`built ${target} in ${((Date.now() - t0) / 1000).toFixed(1)} s (${features})`);
+  return true;
 }
 
+let ok = false;
 try {
-  main();
+  ok = main();
 } catch (e) {
-  log(`build failed, the cpu backend uses stock tfjs kernels: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`);
+  log(`build failed, the cpu backend uses stock tfjs kernels: ${e instanceof Error ? (e.message.split("\n")[0] ?? "") : String(e)}`);
 }
-process.exitCode = 0;
+const required = process.env.SSL3D_NATIVE_REQUIRE === "1";
+if (required && !ok) log("SSL3D_NATIVE_REQUIRE=1: no up-to-date addon, failing");
+process.exitCode = required && !ok ? 1 : 0;

@@ -44,6 +44,14 @@ test("without a compiler the install hook exits 0 with one clear line and builds
   assert.equal(existsSync(join(root, "native", "build", "ssl3d_native.node")), false);
 });
 
+test("SSL3D_NATIVE_REQUIRE=1 (test setup, CI) turns a missing addon into exit 1", () => {
+  const root = copyTree();
+  const r = build(root, { CXX: "/nonexistent/c++", SSL3D_NATIVE_REQUIRE: "1" });
+  assert.equal(r.status, 1);
+  assert.match(r.out, /no C\+\+ compiler found/);
+  assert.match(r.out, /SSL3D_NATIVE_REQUIRE=1: no up-to-date addon, failing/);
+});
+
 test("SSL3D_NATIVE=0 skips the build", () => {
   const root = copyTree();
   const r = build(root, { SSL3D_NATIVE: "0" });

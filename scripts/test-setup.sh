@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SSL3D_CACHE="${SSL3D_CACHE:-$HOME/.cache/ssl3d}"
+export SSL3D_SETUP_FOR_TESTS=1
 mkdir -p "$SSL3D_CACHE"
 for f in scripts/setup.d/*.sh; do
   [ -e "$f" ] || continue

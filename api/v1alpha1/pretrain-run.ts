@@ -87,7 +87,9 @@ export const PretrainRunSpecSchema = z
         trainer: segment("training.trainer").default("BaseMAETrainer").describe("nnssl trainer name (`-tr`)."),
         configuration: segment("training.configuration").optional().describe("Plan configuration to train on; default: the Plan's first configuration."),
         epochs: z.number().int().min(1).optional().describe("Epochs (`--epochs`); also the denominator of status.progress.percent."),
+        modalities: z.array(z.string().regex(/^[^,\s]+$/, "a modality name without commas or spaces").max(64)).min(1).max(32).optional().describe("Train only on images of these modalities (`--modalities`, e.g. [T1w, T2w, FLAIR])."),
         args: z.array(z.string()).optional().describe("Further arguments appended to `ssl3d train`."),
+        preflight: z.boolean().default(false).describe("Check the GPU before training (`ssl3d train --preflight` runs `ssl3d doctor --gpu`): a pod without a working GPU fails at once with one line."),
       })
       .prefault({})
       .describe("What to train."),

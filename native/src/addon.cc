@@ -28,49 +28,44 @@ std::vector<napi_value> args(napi_env env, napi_callback_info info, size_t n) {
   return v;
 }
 
-struct F32 {
-  float* data;
-  size_t length;
+// Element type -> N-API typed-array kind and its name in error messages.
+template <typename T>
+struct TypedArrayKind;
+template <>
+struct TypedArrayKind<float> {
+  static constexpr napi_typedarray_type type = napi_float32_array;
+  static constexpr const char* what = "a Float32Array";
+};
+template <>
+struct TypedArrayKind<uint8_t> {
+  static constexpr napi_typedarray_type type = napi_uint8_array;
+  static constexpr const char* what = "a Uint8Array";
+};
+template <>
+struct TypedArrayKind<int32_t> {
+  static constexpr napi_typedarray_type type = napi_int32_array;
+  static constexpr const char* what = "an Int32Array";
 };
 
-F32 f32(napi_env env, napi_value v, const char* name) {
-  bool is = false;
-  NAPI_OK(napi_is_typedarray(env, v, &is));
-  if (!is) throw JsError{std::string(name) + ": expected a Float32Array"};
-  napi_typedarray_type t;
-  size_t len;
-  void* data;
-  NAPI_OK(napi_get_typedarray_info(env, v, &t, &len, &data, nullptr, nullptr));
-  if (t != napi_float32_array) throw JsError{std::string(name) + ": expected a Float32Array"};
-  return F32{static_cast<float*>(data), len};
-}
-
-struct U8 {
-  uint8_t* data;
+template <typename T>
+struct View {
+  T* data;
   size_t length;
 };
+using F32 = View<float>;
+using U8 = View<uint8_t>;
 
-U8 u8(napi_env env, napi_value v, const char* name) {
+// The one typed-array accessor: the JS value must be a typed array of exactly T's kind.
+template <typename T>
+View<T> typed(napi_env env, napi_value v, const char* name) {
   bool is = false;
   NAPI_OK(napi_is_typedarray(env, v, &is));
-  if (!is) throw JsError{std::string(name) + ": expected a Uint8Array"};
-  napi_typedarray_type t;
-  size_t len;
-  void* data;
-  NAPI_OK(napi_get_typedarray_info(env, v, &t, &len, &data, nullptr, nullptr));
-  if (t != napi_uint8_array) throw JsError{std::string(name) + ": expected a Uint8Array"};
-  return U8{static_cast<uint8_t*>(data), len};
-}
-
-int32_t* i32(napi_env env, napi_value v, const char* name, size_t* len) {
-  napi_typedarray_type t;
-  void* data;
-  bool is = false;
-  NAPI_OK(napi_is_typedarray(env, v, &is));
-  if (!is) throw JsError{std::string(name) + ": expected an Int32Array"};
-  NAPI_OK(napi_get_typedarray_info(env, v, &t, len, &data, nullptr, nullptr));
-  if (t != napi_int32_array) throw JsError{std::string(name) + ": expected an Int32Array"};
-  return static_cast<int32_t*>(data);
+  napi_typedarray_type t = napi_int8_array;
+  size_t len = 0;
+  void* data = nullptr;
+  if (is) NAPI_OK(napi_get_typedarray_info(env, v, &t, &len, &data, nullptr, nullptr));
+  if (!is || t != TypedArrayKind<T>::type) throw JsError{std::string(name) + ": expected " + TypedArrayKind<T>::what};
+  return View<T>{static_cast<T*>(data), len};
 }
 
 int64_t num(napi_env env, napi_value v) {
@@ -91,9 +86,9 @@ void need(const F32& a, int64_t n, const char* name) {
 }
 
 ConvGeom geom(napi_env env, napi_value v) {
-  size_t len;
-  const int32_t* p = i32(env, v, "geometry", &len);
-  if (len != 24) throw JsError{"geometry: expected 24 integers"};
+  const auto view = typed<int32_t>(env, v, "geometry");
+  const int32_t* p = view.data;
+  if (view.length != 24) throw JsError{"geometry: expected 24 integers"};
   // Paddings (indices 18..23) may be negative: tfjs 'same' with stride > kernel skips leading input rows.
   ConvGeom g{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11],
              p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], p[20], p[21], p[22], p[23]};
@@ -125,7 +120,7 @@ napi_value Conv3d(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 4);
     const ConvGeom g = geom(env, a[3]);
-    F32 x = f32(env, a[0], "x"), w = f32(env, a[1], "filter"), y = f32(env, a[2], "y");
+    F32 x = typed<float>(env, a[0], "x"), w = typed<float>(env, a[1], "filter"), y = typed<float>(env, a[2], "y");
     need(x, g.N * g.D * g.H * g.W * g.C, "x");
     need(w, g.KD * g.KH * g.KW * g.C * g.O, "filter");
     need(y, g.N * g.OD * g.OH * g.OW * g.O, "y");
@@ -139,7 +134,7 @@ napi_value Conv3dBackpropInput(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 4);
     const ConvGeom g = geom(env, a[3]);
-    F32 dy = f32(env, a[0], "dy"), w = f32(env, a[1], "filter"), dx = f32(env, a[2], "dx");
+    F32 dy = typed<float>(env, a[0], "dy"), w = typed<float>(env, a[1], "filter"), dx = typed<float>(env, a[2], "dx");
     need(dy, g.N * g.OD * g.OH * g.OW * g.O, "dy");
     need(w, g.KD * g.KH * g.KW * g.C * g.O, "filter");
     need(dx, g.N * g.D * g.H * g.W * g.C, "dx");
@@ -153,7 +148,7 @@ napi_value Conv3dBackpropFilter(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 4);
     const ConvGeom g = geom(env, a[3]);
-    F32 x = f32(env, a[0], "x"), dy = f32(env, a[1], "dy"), dw = f32(env, a[2], "dw");
+    F32 x = typed<float>(env, a[0], "x"), dy = typed<float>(env, a[1], "dy"), dw = typed<float>(env, a[2], "dw");
     need(x, g.N * g.D * g.H * g.W * g.C, "x");
     need(dy, g.N * g.OD * g.OH * g.OW * g.O, "dy");
     need(dw, g.KD * g.KH * g.KW * g.C * g.O, "dw");
@@ -167,12 +162,12 @@ napi_value Conv3dBackpropFilter(napi_env env, napi_callback_info info) {
 napi_value Matmul(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 10);
-    F32 A = f32(env, a[0], "a"), B = f32(env, a[1], "b"), C = f32(env, a[2], "c");
+    F32 A = typed<float>(env, a[0], "a"), B = typed<float>(env, a[1], "b"), C = typed<float>(env, a[2], "c");
     const int64_t M = num(env, a[3]), N = num(env, a[4]), K = num(env, a[5]);
     const bool ta = boolean(env, a[6]), tb = boolean(env, a[7]);
-    size_t nba, nbb;
-    const int32_t* ia = i32(env, a[8], "batchIndexA", &nba);
-    const int32_t* ib = i32(env, a[9], "batchIndexB", &nbb);
+    const auto batchA = typed<int32_t>(env, a[8], "batchIndexA"), batchB = typed<int32_t>(env, a[9], "batchIndexB");
+    const int32_t *ia = batchA.data, *ib = batchB.data;
+    const size_t nba = batchA.length, nbb = batchB.length;
     if (M < 0 || N < 0 || K < 0 || nba != nbb) throw JsError{"matmul: bad sizes"};
     const int64_t batch = static_cast<int64_t>(nba);
     need(C, batch * M * N, "c");
@@ -195,9 +190,8 @@ napi_value Matmul(napi_env env, napi_callback_info info) {
 }
 
 std::vector<int64_t> shape_of(napi_env env, napi_value v, const char* name) {
-  size_t len;
-  const int32_t* p = i32(env, v, name, &len);
-  std::vector<int64_t> r(p, p + len);
+  const auto view = typed<int32_t>(env, v, name);
+  std::vector<int64_t> r(view.data, view.data + view.length);
   for (int64_t d : r)
     if (d < 0) throw JsError{std::string(name) + ": negative dimension"};
   return r;
@@ -214,7 +208,7 @@ napi_value Binary(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 6);
     const int64_t op = num(env, a[0]);
-    F32 A = f32(env, a[1], "a"), B = f32(env, a[3], "b"), O = f32(env, a[5], "out");
+    F32 A = typed<float>(env, a[1], "a"), B = typed<float>(env, a[3], "b"), O = typed<float>(env, a[5], "out");
     const auto as = shape_of(env, a[2], "aShape"), bs = shape_of(env, a[4], "bShape");
     need(A, prod(as), "a");
     need(B, prod(bs), "b");
@@ -225,7 +219,7 @@ napi_value Binary(napi_env env, napi_callback_info info) {
       throw JsError{e.what()};
     }
     need(O, prod(p.dims), "out");
-    if (op < 0 || op > 4) throw JsError{"binary: unknown op"};
+    if (op < 0 || op >= binary_op::kCount) throw JsError{"binary: unknown op"};
     if (O.length > 0) binary(static_cast<int>(op), p, A.data, B.data, O.data);
     return undefined(env);
   });
@@ -236,8 +230,8 @@ napi_value Compare(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 6);
     const int64_t op = num(env, a[0]);
-    F32 A = f32(env, a[1], "a"), B = f32(env, a[3], "b");
-    U8 O = u8(env, a[5], "out");
+    F32 A = typed<float>(env, a[1], "a"), B = typed<float>(env, a[3], "b");
+    U8 O = typed<uint8_t>(env, a[5], "out");
     const auto as = shape_of(env, a[2], "aShape"), bs = shape_of(env, a[4], "bShape");
     need(A, prod(as), "a");
     need(B, prod(bs), "b");
@@ -248,7 +242,7 @@ napi_value Compare(napi_env env, napi_callback_info info) {
       throw JsError{e.what()};
     }
     if (O.length != static_cast<size_t>(prod(p.dims))) throw JsError{"out: wrong size"};
-    if (op < 0 || op > 4) throw JsError{"compare: unknown op"};
+    if (op < 0 || op >= compare_op::kCount) throw JsError{"compare: unknown op"};
     if (O.length > 0) compare(static_cast<int>(op), p, A.data, B.data, O.data);
     return undefined(env);
   });
@@ -258,8 +252,8 @@ napi_value Compare(napi_env env, napi_callback_info info) {
 napi_value Select(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 4);
-    U8 C = u8(env, a[0], "condition");
-    F32 T = f32(env, a[1], "t"), E = f32(env, a[2], "e"), O = f32(env, a[3], "out");
+    U8 C = typed<uint8_t>(env, a[0], "condition");
+    F32 T = typed<float>(env, a[1], "t"), E = typed<float>(env, a[2], "e"), O = typed<float>(env, a[3], "out");
     const int64_t n = static_cast<int64_t>(C.length);
     need(T, n, "t");
     need(E, n, "e");
@@ -273,7 +267,7 @@ napi_value Select(napi_env env, napi_callback_info info) {
 napi_value ReduceSum(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 6);
-    F32 X = f32(env, a[0], "x"), Y = f32(env, a[5], "y");
+    F32 X = typed<float>(env, a[0], "x"), Y = typed<float>(env, a[5], "y");
     const int64_t outer = num(env, a[1]), red = num(env, a[2]), in = num(env, a[3]);
     double scale;
     NAPI_OK(napi_get_value_double(env, a[4], &scale));
@@ -292,7 +286,7 @@ std::vector<F32> f32_list(napi_env env, napi_value v, const char* name) {
   for (uint32_t i = 0; i < n; ++i) {
     napi_value e;
     NAPI_OK(napi_get_element(env, v, i, &e));
-    r.push_back(f32(env, e, name));
+    r.push_back(typed<float>(env, e, name));
   }
   return r;
 }
@@ -305,7 +299,7 @@ napi_value Concat(napi_env env, napi_callback_info info) {
     auto ins = f32_list(env, a[0], "inputs");
     const auto widths = shape_of(env, a[1], "widths");
     const int64_t outer = num(env, a[2]);
-    F32 O = f32(env, a[3], "out");
+    F32 O = typed<float>(env, a[3], "out");
     if (widths.size() != ins.size() || outer < 0) throw JsError{"concat: bad sizes"};
     std::vector<const float*> ptrs;
     for (size_t k = 0; k < ins.size(); ++k) {
@@ -321,7 +315,7 @@ napi_value Concat(napi_env env, napi_callback_info info) {
 napi_value Split(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 4);
-    F32 X = f32(env, a[0], "x");
+    F32 X = typed<float>(env, a[0], "x");
     auto outs = f32_list(env, a[1], "outputs");
     const auto widths = shape_of(env, a[2], "widths");
     const int64_t outer = num(env, a[3]);
@@ -341,7 +335,7 @@ napi_value Split(napi_env env, napi_callback_info info) {
 napi_value Softmax(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 4);
-    F32 X = f32(env, a[0], "x"), Y = f32(env, a[3], "y");
+    F32 X = typed<float>(env, a[0], "x"), Y = typed<float>(env, a[3], "y");
     const int64_t rows = num(env, a[1]), n = num(env, a[2]);
     if (rows < 0 || n < 0) throw JsError{"softmax: negative size"};
     need(X, rows * n, "x");
@@ -356,10 +350,10 @@ napi_value Unary(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 4);
     const int64_t op = num(env, a[0]);
-    F32 X = f32(env, a[1], "x"), Y = f32(env, a[3], "y");
+    F32 X = typed<float>(env, a[1], "x"), Y = typed<float>(env, a[3], "y");
     double alpha;
     NAPI_OK(napi_get_value_double(env, a[2], &alpha));
-    if (op < 0 || op > 8) throw JsError{"unary: unknown op"};
+    if (op < 0 || op >= unary_op::kCount) throw JsError{"unary: unknown op"};
     need(Y, static_cast<int64_t>(X.length), "y");
     unary(static_cast<int>(op), X.data, static_cast<int64_t>(X.length), static_cast<float>(alpha), Y.data);
     return undefined(env);
@@ -370,7 +364,7 @@ napi_value Unary(napi_env env, napi_callback_info info) {
 napi_value Transpose(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 4);
-    F32 X = f32(env, a[0], "x"), Y = f32(env, a[3], "y");
+    F32 X = typed<float>(env, a[0], "x"), Y = typed<float>(env, a[3], "y");
     const auto dims = shape_of(env, a[1], "shape"), perm = shape_of(env, a[2], "perm");
     if (dims.empty() || perm.size() != dims.size()) throw JsError{"transpose: perm must match the rank"};
     std::vector<bool> seen(dims.size(), false);
@@ -391,8 +385,8 @@ napi_value InstanceNorm(napi_env env, napi_callback_info info) {
     auto a = args(env, info, 11);
     const int64_t B = num(env, a[1]), S = num(env, a[2]), C = num(env, a[3]);
     if (B < 0 || S <= 0 || C < 0) throw JsError{"instanceNorm: bad sizes"};
-    F32 X = f32(env, a[0], "x"), G = f32(env, a[4], "gamma"), Be = f32(env, a[5], "beta");
-    F32 Y = f32(env, a[7], "y"), M = f32(env, a[8], "mean"), R = f32(env, a[9], "rstd");
+    F32 X = typed<float>(env, a[0], "x"), G = typed<float>(env, a[4], "gamma"), Be = typed<float>(env, a[5], "beta");
+    F32 Y = typed<float>(env, a[7], "y"), M = typed<float>(env, a[8], "mean"), R = typed<float>(env, a[9], "rstd");
     double eps, alpha;
     NAPI_OK(napi_get_value_double(env, a[6], &eps));
     NAPI_OK(napi_get_value_double(env, a[10], &alpha));
@@ -414,9 +408,9 @@ napi_value InstanceNormGrad(napi_env env, napi_callback_info info) {
     auto a = args(env, info, 13);
     const int64_t B = num(env, a[2]), S = num(env, a[3]), C = num(env, a[4]);
     if (B < 0 || S <= 0 || C < 0) throw JsError{"instanceNormGrad: bad sizes"};
-    F32 X = f32(env, a[0], "x"), DY = f32(env, a[1], "dy"), G = f32(env, a[5], "gamma");
-    F32 M = f32(env, a[6], "mean"), R = f32(env, a[7], "rstd");
-    F32 DX = f32(env, a[8], "dx"), DG = f32(env, a[9], "dgamma"), DB = f32(env, a[10], "dbeta");
+    F32 X = typed<float>(env, a[0], "x"), DY = typed<float>(env, a[1], "dy"), G = typed<float>(env, a[5], "gamma");
+    F32 M = typed<float>(env, a[6], "mean"), R = typed<float>(env, a[7], "rstd");
+    F32 DX = typed<float>(env, a[8], "dx"), DG = typed<float>(env, a[9], "dgamma"), DB = typed<float>(env, a[10], "dbeta");
     need(X, B * S * C, "x");
     need(DY, B * S * C, "dy");
     need(G, C, "gamma");
@@ -425,7 +419,7 @@ napi_value InstanceNormGrad(napi_env env, napi_callback_info info) {
     need(DX, B * S * C, "dx");
     need(DG, C, "dgamma");
     need(DB, C, "dbeta");
-    F32 BE = f32(env, a[11], "beta");
+    F32 BE = typed<float>(env, a[11], "beta");
     need(BE, C, "beta");
     double alpha;
     NAPI_OK(napi_get_value_double(env, a[12], &alpha));
@@ -441,8 +435,8 @@ napi_value SparseInstanceNorm(napi_env env, napi_callback_info info) {
     auto a = args(env, info, 12);
     const int64_t B = num(env, a[2]), S = num(env, a[3]), C = num(env, a[4]);
     if (B < 0 || S <= 0 || C < 0) throw JsError{"sparseInstanceNorm: bad sizes"};
-    F32 X = f32(env, a[0], "x"), MK = f32(env, a[1], "mask"), G = f32(env, a[5], "gamma"), Be = f32(env, a[6], "beta");
-    F32 Y = f32(env, a[9], "y"), M = f32(env, a[10], "mean"), R = f32(env, a[11], "rstd");
+    F32 X = typed<float>(env, a[0], "x"), MK = typed<float>(env, a[1], "mask"), G = typed<float>(env, a[5], "gamma"), Be = typed<float>(env, a[6], "beta");
+    F32 Y = typed<float>(env, a[9], "y"), M = typed<float>(env, a[10], "mean"), R = typed<float>(env, a[11], "rstd");
     double eps, alpha;
     NAPI_OK(napi_get_value_double(env, a[7], &eps));
     NAPI_OK(napi_get_value_double(env, a[8], &alpha));
@@ -465,9 +459,9 @@ napi_value SparseInstanceNormGrad(napi_env env, napi_callback_info info) {
     auto a = args(env, info, 14);
     const int64_t B = num(env, a[3]), S = num(env, a[4]), C = num(env, a[5]);
     if (B < 0 || S <= 0 || C < 0) throw JsError{"sparseInstanceNormGrad: bad sizes"};
-    F32 X = f32(env, a[0], "x"), DY = f32(env, a[1], "dy"), MK = f32(env, a[2], "mask");
-    F32 G = f32(env, a[6], "gamma"), BE = f32(env, a[7], "beta"), M = f32(env, a[8], "mean"), R = f32(env, a[9], "rstd");
-    F32 DX = f32(env, a[11], "dx"), DG = f32(env, a[12], "dgamma"), DB = f32(env, a[13], "dbeta");
+    F32 X = typed<float>(env, a[0], "x"), DY = typed<float>(env, a[1], "dy"), MK = typed<float>(env, a[2], "mask");
+    F32 G = typed<float>(env, a[6], "gamma"), BE = typed<float>(env, a[7], "beta"), M = typed<float>(env, a[8], "mean"), R = typed<float>(env, a[9], "rstd");
+    F32 DX = typed<float>(env, a[11], "dx"), DG = typed<float>(env, a[12], "dgamma"), DB = typed<float>(env, a[13], "dbeta");
     double alpha;
     NAPI_OK(napi_get_value_double(env, a[10], &alpha));
     need(X, B * S * C, "x");
@@ -494,7 +488,7 @@ napi_value Attention(napi_env env, napi_callback_info info) {
     if (BH < 0 || T < 0 || S <= 0 || D <= 0) throw JsError{"attention: bad sizes"};
     double scale;
     NAPI_OK(napi_get_value_double(env, a[7], &scale));
-    F32 Q = f32(env, a[0], "q"), K = f32(env, a[1], "k"), V = f32(env, a[2], "v"), O = f32(env, a[8], "o"), L = f32(env, a[9], "lse");
+    F32 Q = typed<float>(env, a[0], "q"), K = typed<float>(env, a[1], "k"), V = typed<float>(env, a[2], "v"), O = typed<float>(env, a[8], "o"), L = typed<float>(env, a[9], "lse");
     need(Q, BH * T * D, "q");
     need(K, BH * S * D, "k");
     need(V, BH * S * D, "v");
@@ -513,9 +507,9 @@ napi_value AttentionGrad(napi_env env, napi_callback_info info) {
     if (BH < 0 || T < 0 || S <= 0 || D <= 0) throw JsError{"attentionGrad: bad sizes"};
     double scale;
     NAPI_OK(napi_get_value_double(env, a[10], &scale));
-    F32 Q = f32(env, a[0], "q"), K = f32(env, a[1], "k"), V = f32(env, a[2], "v"), O = f32(env, a[3], "o");
-    F32 L = f32(env, a[4], "lse"), DO = f32(env, a[5], "dout");
-    F32 DQ = f32(env, a[11], "dq"), DK = f32(env, a[12], "dk"), DV = f32(env, a[13], "dv");
+    F32 Q = typed<float>(env, a[0], "q"), K = typed<float>(env, a[1], "k"), V = typed<float>(env, a[2], "v"), O = typed<float>(env, a[3], "o");
+    F32 L = typed<float>(env, a[4], "lse"), DO = typed<float>(env, a[5], "dout");
+    F32 DQ = typed<float>(env, a[11], "dq"), DK = typed<float>(env, a[12], "dk"), DV = typed<float>(env, a[13], "dv");
     need(Q, BH * T * D, "q");
     need(K, BH * S * D, "k");
     need(V, BH * S * D, "v");
@@ -537,8 +531,8 @@ napi_value LayerNorm(napi_env env, napi_callback_info info) {
     auto a = args(env, info, 9);
     const int64_t R = num(env, a[1]), C = num(env, a[2]);
     if (R < 0 || C <= 0) throw JsError{"layerNorm: bad sizes"};
-    F32 X = f32(env, a[0], "x"), G = f32(env, a[3], "gamma"), Be = f32(env, a[4], "beta");
-    F32 Y = f32(env, a[6], "y"), M = f32(env, a[7], "mean"), Rs = f32(env, a[8], "rstd");
+    F32 X = typed<float>(env, a[0], "x"), G = typed<float>(env, a[3], "gamma"), Be = typed<float>(env, a[4], "beta");
+    F32 Y = typed<float>(env, a[6], "y"), M = typed<float>(env, a[7], "mean"), Rs = typed<float>(env, a[8], "rstd");
     double eps;
     NAPI_OK(napi_get_value_double(env, a[5], &eps));
     need(X, R * C, "x");
@@ -558,9 +552,9 @@ napi_value LayerNormGrad(napi_env env, napi_callback_info info) {
     auto a = args(env, info, 10);
     const int64_t R = num(env, a[2]), C = num(env, a[3]);
     if (R < 0 || C <= 0) throw JsError{"layerNormGrad: bad sizes"};
-    F32 X = f32(env, a[0], "x"), DY = f32(env, a[1], "dy"), G = f32(env, a[4], "gamma");
-    F32 M = f32(env, a[5], "mean"), Rs = f32(env, a[6], "rstd");
-    F32 DX = f32(env, a[7], "dx"), DG = f32(env, a[8], "dgamma"), DB = f32(env, a[9], "dbeta");
+    F32 X = typed<float>(env, a[0], "x"), DY = typed<float>(env, a[1], "dy"), G = typed<float>(env, a[4], "gamma");
+    F32 M = typed<float>(env, a[5], "mean"), Rs = typed<float>(env, a[6], "rstd");
+    F32 DX = typed<float>(env, a[7], "dx"), DG = typed<float>(env, a[8], "dgamma"), DB = typed<float>(env, a[9], "dbeta");
     need(X, R * C, "x");
     need(DY, R * C, "dy");
     need(G, C, "gamma");
@@ -578,7 +572,7 @@ napi_value LayerNormGrad(napi_env env, napi_callback_info info) {
 napi_value CopyBlock(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     auto a = args(env, info, 7);
-    F32 S = f32(env, a[0], "src"), D = f32(env, a[3], "dst");
+    F32 S = typed<float>(env, a[0], "src"), D = typed<float>(env, a[3], "dst");
     const auto sd = shape_of(env, a[1], "srcShape"), so = shape_of(env, a[2], "srcOffset");
     const auto dd = shape_of(env, a[4], "dstShape"), dof = shape_of(env, a[5], "dstOffset");
     const auto size = shape_of(env, a[6], "size");
@@ -598,7 +592,7 @@ napi_value CopyBlock(napi_env env, napi_callback_info info) {
 napi_value AvgPool(napi_env env, napi_callback_info info, bool grad) {
   return guarded(env, [&] {
     auto a = args(env, info, 3);
-    F32 I = f32(env, a[0], grad ? "dy" : "x"), O = f32(env, a[2], grad ? "dx" : "y");
+    F32 I = typed<float>(env, a[0], grad ? "dy" : "x"), O = typed<float>(env, a[2], grad ? "dx" : "y");
     const auto g = shape_of(env, a[1], "geometry");
     if (g.size() != 14) throw JsError{"avgPool3d: geometry must have 14 integers"};
     for (int k = 0; k < 14; ++k)

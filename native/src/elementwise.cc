@@ -16,11 +16,11 @@ constexpr int64_t kParallelMin = int64_t{1} << 20;
 
 template <int OP>
 inline float apply(float a, float b) {
-  if constexpr (OP == 0) return a + b;
-  if constexpr (OP == 1) return a - b;
-  if constexpr (OP == 2) return a * b;
-  if constexpr (OP == 3) return a / b;
-  if constexpr (OP == 4) return (a - b) * (a - b);
+  if constexpr (OP == binary_op::kAdd) return a + b;
+  if constexpr (OP == binary_op::kSub) return a - b;
+  if constexpr (OP == binary_op::kMultiply) return a * b;
+  if constexpr (OP == binary_op::kRealDiv) return a / b;
+  if constexpr (OP == binary_op::kSquaredDifference) return (a - b) * (a - b);
   return 0.f;
 }
 
@@ -41,11 +41,11 @@ void inner(const float* a, int64_t sa, const float* b, int64_t sb, float* o, int
 
 template <int OP>
 inline uint8_t cmp(float a, float b) {
-  if constexpr (OP == 0) return a > b;
-  if constexpr (OP == 1) return a >= b;
-  if constexpr (OP == 2) return a < b;
-  if constexpr (OP == 3) return a <= b;
-  if constexpr (OP == 4) return a == b;
+  if constexpr (OP == compare_op::kGreater) return a > b;
+  if constexpr (OP == compare_op::kGreaterEqual) return a >= b;
+  if constexpr (OP == compare_op::kLess) return a < b;
+  if constexpr (OP == compare_op::kLessEqual) return a <= b;
+  if constexpr (OP == compare_op::kEqual) return a == b;
   return 0;
 }
 
@@ -138,22 +138,22 @@ BinaryPlan plan_binary(const std::vector<int64_t>& ashape, const std::vector<int
 
 void binary(int op, const BinaryPlan& p, const float* a, const float* b, float* o) {
   switch (op) {
-    case 0: return run<0>(p, a, b, o);
-    case 1: return run<1>(p, a, b, o);
-    case 2: return run<2>(p, a, b, o);
-    case 3: return run<3>(p, a, b, o);
-    case 4: return run<4>(p, a, b, o);
+    case binary_op::kAdd: return run<binary_op::kAdd>(p, a, b, o);
+    case binary_op::kSub: return run<binary_op::kSub>(p, a, b, o);
+    case binary_op::kMultiply: return run<binary_op::kMultiply>(p, a, b, o);
+    case binary_op::kRealDiv: return run<binary_op::kRealDiv>(p, a, b, o);
+    case binary_op::kSquaredDifference: return run<binary_op::kSquaredDifference>(p, a, b, o);
     default: throw std::invalid_argument("unknown binary op");
   }
 }
 
 void compare(int op, const BinaryPlan& p, const float* a, const float* b, uint8_t* o) {
   switch (op) {
-    case 0: return run_cmp<0>(p, a, b, o);
-    case 1: return run_cmp<1>(p, a, b, o);
-    case 2: return run_cmp<2>(p, a, b, o);
-    case 3: return run_cmp<3>(p, a, b, o);
-    case 4: return run_cmp<4>(p, a, b, o);
+    case compare_op::kGreater: return run_cmp<compare_op::kGreater>(p, a, b, o);
+    case compare_op::kGreaterEqual: return run_cmp<compare_op::kGreaterEqual>(p, a, b, o);
+    case compare_op::kLess: return run_cmp<compare_op::kLess>(p, a, b, o);
+    case compare_op::kLessEqual: return run_cmp<compare_op::kLessEqual>(p, a, b, o);
+    case compare_op::kEqual: return run_cmp<compare_op::kEqual>(p, a, b, o);
     default: throw std::invalid_argument("unknown comparison");
   }
 }
@@ -248,7 +248,7 @@ void softmax_rows(const float* x, int64_t rows, int64_t n, float* y) {
   }
 }
 
-// Unary ops: 0 neg, 1 exp, 2 erf, 3 leaky relu (alpha), 4 square, 5 rsqrt, 6 relu, 7 sqrt, 8 sigmoid.
+// Unary ops by unary_op opcode (opcodes.h); LeakyRelu uses alpha.
 void unary(int op, const float* x, int64_t n, float alpha, float* y) {
   switch (op) {
 #define UNARY_CASE(ID, EXPR)                                                           \
@@ -257,15 +257,15 @@ void unary(int op, const float* x, int64_t n, float alpha, float* y) {
     for (int64_t i = 0; i < n; ++i) { const float v = x[i]; y[i] = (EXPR); }           \
     return;                                                                            \
   }
-    UNARY_CASE(0, -v)
-    UNARY_CASE(1, std::exp(v))
-    UNARY_CASE(2, std::erf(v))
-    UNARY_CASE(3, v < 0.f ? alpha * v : v)
-    UNARY_CASE(4, v * v)
-    UNARY_CASE(5, 1.f / std::sqrt(v))
-    UNARY_CASE(6, v < 0.f ? 0.f : v)
-    UNARY_CASE(7, std::sqrt(v))
-    UNARY_CASE(8, 1.f / (1.f + std::exp(-v)))
+    UNARY_CASE(unary_op::kNeg, -v)
+    UNARY_CASE(unary_op::kExp, std::exp(v))
+    UNARY_CASE(unary_op::kErf, std::erf(v))
+    UNARY_CASE(unary_op::kLeakyRelu, v < 0.f ? alpha * v : v)
+    UNARY_CASE(unary_op::kSquare, v * v)
+    UNARY_CASE(unary_op::kRsqrt, 1.f / std::sqrt(v))
+    UNARY_CASE(unary_op::kRelu, v < 0.f ? 0.f : v)
+    UNARY_CASE(unary_op::kSqrt, std::sqrt(v))
+    UNARY_CASE(unary_op::kSigmoid, 1.f / (1.f + std::exp(-v)))
 #undef UNARY_CASE
     default: throw std::invalid_argument("unknown unary op");
   }

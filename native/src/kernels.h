@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
+#include "opcodes.h"
 
 namespace ssl3d {
 
@@ -38,13 +39,13 @@ bool conv3d_fwd_dnnl(const ConvGeom& g, const float* x, const float* w, float* y
 bool conv3d_bwd_input_dnnl(const ConvGeom& g, const float* dy, const float* w, float* dx);
 bool conv3d_bwd_filter_dnnl(const ConvGeom& g, const float* x, const float* dy, float* dw);
 
-// Broadcasting binary ops: 0 add, 1 sub, 2 mul, 3 div, 4 squared difference.
+// Broadcasting binary ops; op is a binary_op opcode (opcodes.h, generated from native/kernels.json).
 struct BinaryPlan {
   std::vector<int64_t> dims, sa, sb;
 };
 BinaryPlan plan_binary(const std::vector<int64_t>& ashape, const std::vector<int64_t>& bshape);
 void binary(int op, const BinaryPlan& p, const float* a, const float* b, float* out);
-// Comparisons with broadcasting to uint8 (tfjs bool): 0 greater, 1 greaterEqual, 2 less, 3 lessEqual, 4 equal.
+// Comparisons with broadcasting to uint8 (tfjs bool); op is a compare_op opcode.
 void compare(int op, const BinaryPlan& p, const float* a, const float* b, uint8_t* out);
 void select(const uint8_t* cond, const float* t, const float* e, int64_t n, float* out);
 // y[o, i] = scale * sum_r x[o, r, i]
@@ -53,7 +54,7 @@ void concat_rows(const std::vector<const float*>& ins, const std::vector<int64_t
 void split_rows(const float* in, const std::vector<float*>& outs, const std::vector<int64_t>& widths, int64_t outer);
 
 void softmax_rows(const float* x, int64_t rows, int64_t n, float* y);
-// 0 neg, 1 exp, 2 erf, 3 leaky relu (alpha), 4 square, 5 rsqrt, 6 relu, 7 sqrt
+// op is a unary_op opcode; alpha is LeakyRelu's negative slope.
 void unary(int op, const float* x, int64_t n, float alpha, float* y);
 void transpose(const float* x, const std::vector<int64_t>& dims, const std::vector<int64_t>& perm, float* y);
 

@@ -56,11 +56,42 @@ export class DistributedError extends Ssl3dError {
 }
 
 export function exitCodeOf(err: unknown): number {
-  return err instanceof Ssl3dError ? err.exitCode : 1;
+  if (err instanceof Ssl3dError) return err.exitCode;
+  return fileSystemError(err) === undefined ? 1 : 2;
 }
 
 /** One line, no stack: what the CLI prints and what goes to the termination log. */
 export function oneLine(err: unknown): string {
+  const sys = err instanceof Ssl3dError ? undefined : fileSystemError(err, undefined, (err as NodeJS.ErrnoException | null | undefined)?.syscall ?? "system call failed");
+  if (sys !== undefined) return sys.message;
   if (err instanceof Error) return err.message.replace(/\s*\n\s*/g, " ");
   return String(err);
+}
+
+/** What a system error code means for the user (the codes a full, read-only or busy machine produces). */
+const SYSTEM_ERRORS: Readonly<Record<string, string>> = {
+  ENOSPC: "no space left on the device",
+  EDQUOT: "disk quota exceeded",
+  EROFS: "the file system is read-only",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EMFILE: "too many open files",
+  ENFILE: "too many open files in the system",
+  EADDRINUSE: "the address is already in use",
+  EADDRNOTAVAIL: "the address is not available on this machine",
+  EIO: "input/output error of the device",
+};
+
+/**
+ * An EnvironmentError (exit code 2, one line naming `file`) for a system error of the environment (disk full,
+ * read-only, no permission, port in use); undefined for anything else (ENOENT and friends stay with the caller).
+ */
+export function fileSystemError(err: unknown, file?: string, what = "cannot write"): EnvironmentError | undefined {
+  if (err instanceof Ssl3dError) return undefined;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code !== "string") return undefined;
+  const meaning = SYSTEM_ERRORS[code];
+  if (meaning === undefined) return undefined;
+  const target = file ?? (err as NodeJS.ErrnoException).path;
+  return new EnvironmentError(`${what}: ${meaning} (${code})`, { file: target, cause: err });
 }

@@ -6,4 +6,5 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/apt.sh"
 apt_ensure g++ libdnnl-dev
-node native/build.mjs >&2
+# SSL3D_NATIVE_REQUIRE=1: a failed build fails the setup (the kernel tests would otherwise have nothing to test).
+SSL3D_NATIVE_REQUIRE=1 node native/build.mjs >&2

@@ -8,13 +8,20 @@ export interface Input {
 }
 
 let wasmReady = false;
+let nodeReady = false;
 
-export async function useBackend(name: "cpu" | "wasm"): Promise<void> {
+/** "node": TensorFlow on the CPU through @tensorflow/tfjs-node (tfjs backend "tensorflow"; built by setup:tensorflow). */
+export async function useBackend(name: "cpu" | "wasm" | "node"): Promise<void> {
   if (name === "wasm" && !wasmReady) {
     await selectBackend("wasm");
     wasmReady = true;
   }
-  if (!(await tf.setBackend(name))) throw new Error(`backend ${name} unavailable`);
+  if (name === "node" && !nodeReady) {
+    await selectBackend("node");
+    nodeReady = true;
+  }
+  const tfName = name === "node" ? "tensorflow" : name;
+  if (!(await tf.setBackend(tfName))) throw new Error(`backend ${name} unavailable`);
   await tf.ready();
 }
 

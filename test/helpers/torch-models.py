@@ -6,6 +6,7 @@ SPEC: {"arch": "resenc"|"primus"|"evamae"|"evasimmim"|"spark"|"voco"|"vocoeva", 
        "keep_indices": optional [[...]] (evamae), "token_mask": optional [[...]] (evasimmim: per sample, 1 visible /
        0 masked, token grid flattened row-major = (w h d))}
 Prints one JSON line: {"missing": [...], "unexpected": [...], "upstream_only": [...], "ours_only": [...], "params": N}.
+Importable (test/helpers/torch-trajectory.py uses `build`): the command runs only as __main__.
 """
 import json
 import pickle
@@ -17,8 +18,6 @@ import torch
 from torch import nn
 from safetensors.torch import load_file, save_file
 
-torch.set_num_threads(2)
-spec = json.loads(sys.argv[1])
 
 
 def build(arch, kw):
@@ -242,47 +241,54 @@ class VoCoEvaRef(nn.Module):
         return self.projector.layer3(self.projector.layer2(self.projector.layer1(flat)))
 
 
-net = build(spec["arch"], spec["kwargs"]).eval()
-if spec.get("token_mask") is not None:
-    net.token_mask = torch.tensor(spec["token_mask"], dtype=torch.float32)
-if spec.get("keep_indices") is not None:
-    net.keep = torch.tensor(spec["keep_indices"], dtype=torch.long)
-path = spec["weights"]
-if path.endswith(".safetensors"):
-    sd = load_file(path)
-else:
-    load_mode = "weights_only"
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch < 2.0's weights-only unpickler lacks BINFLOAT (opcode 71 'G'), which any float in the adaptation
-        # plan needs (real nnssl checkpoints have the same property). Then check the pickle by hand: only the
-        # globals torch >= 2 allows, no opcodes outside its list, and load it.
-        if "Unsupported operand 71" not in str(e) or int(torch.__version__.split(".")[0]) >= 2:
-            raise
-        with zipfile.ZipFile(path) as z:
-            pkl = z.read([n for n in z.namelist() if n.endswith("/data.pkl")][0])
-        allowed_globals = {"collections OrderedDict", "torch._utils _rebuild_tensor_v2", "torch FloatStorage"}
-        allowed_ops = {"PROTO", "STOP", "GLOBAL", "MARK", "TUPLE", "EMPTY_TUPLE", "REDUCE", "BINPERSID", "BINUNICODE",
-                       "BININT", "BININT1", "LONG1", "BINFLOAT", "NONE", "NEWTRUE", "NEWFALSE", "EMPTY_DICT",
-                       "EMPTY_LIST", "SETITEMS", "APPENDS"}
-        for op, arg, _ in pickletools.genops(pkl):
-            assert op.name in allowed_ops, op.name
-            if op.name == "GLOBAL":
-                assert arg in allowed_globals, arg
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-        load_mode = "checked_pickle"
-    sd = ck["network_weights"]
-upstream = set(net.state_dict().keys())
-if spec["arch"] == "evamae":
-    # the stand-in PatchDropout has no state; nnssl's EvaMAE has the same keys
-    pass
-ours = set(sd.keys())
-res = net.load_state_dict(sd, strict=True)
-x = load_file(spec["input"])["x"]
-with torch.no_grad():
-    y = net(x)
-save_file({"y": y.contiguous()}, spec["output"])
-print(json.dumps({"missing": list(res.missing_keys), "unexpected": list(res.unexpected_keys),
-                  "upstream_only": sorted(upstream - ours), "ours_only": sorted(ours - upstream),
-                  "params": sum(p.numel() for p in net.parameters())}))
+def main():
+    torch.set_num_threads(2)
+    spec = json.loads(sys.argv[1])
+    net = build(spec["arch"], spec["kwargs"]).eval()
+    if spec.get("token_mask") is not None:
+        net.token_mask = torch.tensor(spec["token_mask"], dtype=torch.float32)
+    if spec.get("keep_indices") is not None:
+        net.keep = torch.tensor(spec["keep_indices"], dtype=torch.long)
+    path = spec["weights"]
+    if path.endswith(".safetensors"):
+        sd = load_file(path)
+    else:
+        load_mode = "weights_only"
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            # torch < 2.0's weights-only unpickler lacks BINFLOAT (opcode 71 'G'), which any float in the adaptation
+            # plan needs (real nnssl checkpoints have the same property). Then check the pickle by hand: only the
+            # globals torch >= 2 allows, no opcodes outside its list, and load it.
+            if "Unsupported operand 71" not in str(e) or int(torch.__version__.split(".")[0]) >= 2:
+                raise
+            with zipfile.ZipFile(path) as z:
+                pkl = z.read([n for n in z.namelist() if n.endswith("/data.pkl")][0])
+            allowed_globals = {"collections OrderedDict", "torch._utils _rebuild_tensor_v2", "torch FloatStorage"}
+            allowed_ops = {"PROTO", "STOP", "GLOBAL", "MARK", "TUPLE", "EMPTY_TUPLE", "REDUCE", "BINPERSID", "BINUNICODE",
+                           "BININT", "BININT1", "LONG1", "BINFLOAT", "NONE", "NEWTRUE", "NEWFALSE", "EMPTY_DICT",
+                           "EMPTY_LIST", "SETITEMS", "APPENDS"}
+            for op, arg, _ in pickletools.genops(pkl):
+                assert op.name in allowed_ops, op.name
+                if op.name == "GLOBAL":
+                    assert arg in allowed_globals, arg
+            ck = torch.load(path, map_location="cpu", weights_only=False)
+            load_mode = "checked_pickle"
+        sd = ck["network_weights"]
+    upstream = set(net.state_dict().keys())
+    if spec["arch"] == "evamae":
+        # the stand-in PatchDropout has no state; nnssl's EvaMAE has the same keys
+        pass
+    ours = set(sd.keys())
+    res = net.load_state_dict(sd, strict=True)
+    x = load_file(spec["input"])["x"]
+    with torch.no_grad():
+        y = net(x)
+    save_file({"y": y.contiguous()}, spec["output"])
+    print(json.dumps({"missing": list(res.missing_keys), "unexpected": list(res.unexpected_keys),
+                      "upstream_only": sorted(upstream - ours), "ours_only": sorted(ours - upstream),
+                      "params": sum(p.numel() for p in net.parameters())}))
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ import { FAILURE_REASONS, formatFailureMessage, type FailureMessage } from "../.
 import { exitCodeOf, oneLine, Ssl3dError } from "../errors.js";
 import { createLogger } from "../observability/log.js";
 import type { CliCommand } from "./command.js";
+import { watchParent } from "../local/parent-watch.js";
 import { commands } from "./commands/index.js";
 
 export const VERSION = "0.1.0";
@@ -67,6 +68,23 @@ function writeTerminationLog(line: string): void {
   }
 }
 
+/** Global options that take a value (`--log-format json`): their value is not the sub-command. */
+const GLOBAL_VALUE_OPTIONS = new Set(["--log-format"]);
+
+/**
+ * Index of the sub-command in `args`: the first word that is neither a global option nor a global option's value,
+ * so `ssl3d --verbose plan-and-preprocess -d 1 -np 2` finds `plan-and-preprocess` (and its nnssl flags are
+ * translated) like `ssl3d plan-and-preprocess --verbose -d 1 -np 2`.
+ */
+export function commandIndex(args: readonly string[]): number {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (!a.startsWith("-")) return i;
+    if (GLOBAL_VALUE_OPTIONS.has(a)) i++;
+  }
+  return -1;
+}
+
 /** Run the CLI; resolves to the process exit code. */
 export async function main(argv: readonly string[], invokedAs = "ssl3d"): Promise<number> {
   // `ssl3d ... | head`: a closed stdout ends the process quietly instead of crashing with EPIPE
@@ -74,9 +92,11 @@ export async function main(argv: readonly string[], invokedAs = "ssl3d"): Promis
     if (err.code === "EPIPE") process.exit(0);
     throw err;
   });
+  watchParent();
   const alias = commandForAlias(invokedAs);
   const rawArgs = alias === undefined ? [...argv] : [alias.name, ...argv];
-  const sub = alias ?? commands.find((c) => c.name === rawArgs[0]);
+  const at = alias === undefined ? commandIndex(rawArgs) : 0;
+  const sub = alias ?? commands.find((c) => c.name === rawArgs[at]);
   const args = translateLegacyFlags(rawArgs, sub);
   const verbose = args.includes("--verbose");
   const program = buildProgram();

@@ -13,6 +13,7 @@
 import * as path from "node:path";
 import { z } from "zod";
 import { ConfigError } from "../errors.js";
+import { checkSafeName } from "../io/safe-path.js";
 import type { Env } from "./env.js";
 import { optionalRoot } from "./env.js";
 
@@ -95,21 +96,41 @@ export function parseCollection(doc: unknown, file: string): Collection {
     throw new ConfigError(`${describeIssue(first)}${more}`, { file, field: formatJsonPath(first.path) });
   }
   const c = r.data;
+  checkSafeName(c.collection_name, "collection_name", { file, field: "collection_name" });
   for (const [dk, d] of Object.entries(c.datasets)) {
+    checkSafeName(dk, "dataset_index", { file, field: formatJsonPath(["datasets", dk, "dataset_index"]) });
     if (String(d.dataset_index) !== dk) throw new ConfigError(`dataset_index "${d.dataset_index}" differs from its key "${dk}"`, { file, field: formatJsonPath(["datasets", dk, "dataset_index"]) });
     for (const [sk, s] of Object.entries(d.subjects)) {
       if (s.subject_id !== sk) throw new ConfigError(`subject_id "${s.subject_id}" differs from its key "${sk}"`, { file, field: formatJsonPath(["datasets", dk, "subjects", sk, "subject_id"]) });
+      checkSafeName(sk, "subject_id", { file, field: formatJsonPath(["datasets", dk, "subjects", sk, "subject_id"]) });
       for (const [ek, e] of Object.entries(s.sessions)) {
         if (String(e.session_id) !== ek) throw new ConfigError(`session_id "${e.session_id}" differs from its key "${ek}"`, { file, field: formatJsonPath(["datasets", dk, "subjects", sk, "sessions", ek, "session_id"]) });
-        const seen = new Set<string>();
-        e.images.forEach((img, i) => {
-          if (seen.has(img.name)) throw new ConfigError(`duplicate image name "${img.name}" in this session`, { file, field: formatJsonPath(["datasets", dk, "subjects", sk, "sessions", ek, "images", i, "name"]) });
-          seen.add(img.name);
-        });
+        checkSafeName(ek, "session_id", { file, field: formatJsonPath(["datasets", dk, "subjects", sk, "sessions", ek, "session_id"]) });
+        checkImageNames(e.images, file, ["datasets", dk, "subjects", sk, "sessions", ek, "images"]);
       }
     }
   }
   return c;
+}
+
+/**
+ * Image names become file names (`<stem>.zarr`, `<stem>__anon.zarr`, `<stem>__anat.zarr`, `<stem>.json`): each must
+ * be a plain file name, and no two images of a session may share an output (`a.nii` and `a.nii.gz`, or `a.nii.gz`
+ * and `a__anon.nii.gz`, would overwrite or delete each other's arrays).
+ */
+function checkImageNames(images: readonly Image[], file: string, base: readonly PropertyKey[]): void {
+  const outputs = new Map<string, string>();
+  images.forEach((img, i) => {
+    const field = formatJsonPath([...base, i, "name"]);
+    checkSafeName(img.name, "image name", { file, field });
+    const stem = imageStem(img.name);
+    checkSafeName(stem, "image name without its extension", { file, field });
+    for (const out of [stem, `${stem}__anon`, `${stem}__anat`]) {
+      const other = outputs.get(out);
+      if (other !== undefined) throw new ConfigError(other === img.name ? `duplicate image name "${img.name}" in this session` : `image name "${img.name}" maps to the same output file as "${other}" (${out}.zarr) in this session`, { file, field });
+    }
+    for (const out of [stem, `${stem}__anon`, `${stem}__anat`]) outputs.set(out, img.name);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, EnvironmentError } from "../errors.js";
+import { checkSafeName } from "../io/safe-path.js";
 
 export type RootVar = "nnssl_raw" | "nnssl_preprocessed" | "nnssl_results";
 export const ROOT_VARS: readonly RootVar[] = ["nnssl_raw", "nnssl_preprocessed", "nnssl_results"];
@@ -112,7 +113,7 @@ function isDir(p: string): boolean {
  */
 export function resolveDatasetName(idOrName: string, env: Env = process.env): string {
   const trimmed = idOrName.trim();
-  if (parseDatasetName(trimmed) !== undefined) return trimmed;
+  if (parseDatasetName(trimmed) !== undefined) return checkSafeName(trimmed, `dataset name ${JSON.stringify(trimmed)}`, { field: "dataset" });
   if (!/^\d+$/.test(trimmed)) {
     throw new ConfigError(`dataset "${idOrName}" is neither an integer ID nor a name of the form DatasetNNN_Name`);
   }

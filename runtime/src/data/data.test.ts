@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -60,6 +60,21 @@ test("split: persisted as splits_final.json and reused; a broken file names file
     assert.deepEqual(b.split, a.split);
     writeFileSync(f, JSON.stringify({ train: ["a"], val: [3] }));
     assert.throws(() => readSplit(f), (e: unknown) => e instanceof DataError && e.message.includes(f) && e.message.includes("val.0"));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("split: a read-only data folder (EROFS) gives the same split without writing it; other write errors still fail", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "ssl3d-split-ro-"));
+  try {
+    const f = join(dir, "splits_final.json");
+    const ids = ["a", "b", "c", "d", "e", "f", "g"];
+    const fail = (code: string) => (): Promise<void> => Promise.reject(Object.assign(new Error(`${code}: write ${f}`), { code }));
+    const ro = await loadOrCreateSplit(f, ids, fail("EROFS"));
+    assert.deepEqual(ro, { split: makeSplit(ids), created: true, persisted: false });
+    assert.ok(!existsSync(f));
+    await assert.rejects(loadOrCreateSplit(f, ids, fail("ENOSPC")), /ENOSPC/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

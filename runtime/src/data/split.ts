@@ -48,10 +48,27 @@ export function readSplit(file: string): Split {
   return r.data;
 }
 
-/** Load `file` if it exists, else create the split from the subject ids and persist it atomically. */
-export async function loadOrCreateSplit(file: string, subjectIds: Iterable<string>): Promise<{ split: Split; created: boolean }> {
-  if (existsSync(file)) return { split: readSplit(file), created: false };
+/** Errors of a folder that cannot be written: a read-only mount (training pods mount the preprocessed data so). */
+const READ_ONLY_CODES = new Set(["EROFS", "EACCES", "EPERM"]);
+
+/**
+ * Load `file` if it exists, else create the split from the subject ids and persist it atomically. When the folder is
+ * read-only (`persisted: false`), the split is used without being written: it is a pure function of the subject ids,
+ * so every rank and every later run computes the same one.
+ */
+export async function loadOrCreateSplit(
+  file: string,
+  subjectIds: Iterable<string>,
+  write: (file: string, value: unknown, indent: number) => Promise<void> = writeJsonAtomic,
+): Promise<{ split: Split; created: boolean; persisted: boolean }> {
+  if (existsSync(file)) return { split: readSplit(file), created: false, persisted: true };
   const split = makeSplit(subjectIds);
-  await writeJsonAtomic(file, split, 4);
-  return { split, created: true };
+  try {
+    await write(file, split, 4);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== undefined && READ_ONLY_CODES.has(code)) return { split, created: true, persisted: false };
+    throw err;
+  }
+  return { split, created: true, persisted: true };
 }

@@ -1,52 +1,133 @@
 /**
  * Atomic file output: write to a temporary file in the same directory, fsync it, rename over the target, fsync the
- * directory. A reader never sees a partial file, and a killed process leaves at most a `*.tmp-*` file behind, which
- * no stage reads as valid.
+ * directory. A reader never sees a partial file, and a killed process leaves at most a `.<name>.tmp-<pid>-<hex>`
+ * file behind, which no stage reads as valid and `removeStaleTemps` deletes at the next start.
+ *
+ * With `root`, the target is first checked to lie below it (io/safe-path.ts), symbolic links included. A failing
+ * write (disk full, read-only file system, no permission) is an EnvironmentError naming the target, and its
+ * temporary file is removed.
  */
 import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
+import { existsSync, mkdirSync, promises as fs } from "node:fs";
 import * as path from "node:path";
+import { fileSystemError } from "../errors.js";
+import { assertInsideReal } from "./safe-path.js";
+
+export interface AtomicOptions {
+  /** The folder the target must lie below (the stage's output root). */
+  readonly root?: string;
+}
+
+const TEMP_RE = /\.tmp-\d+-[0-9a-f]{8}$/;
 
 export function tempPathFor(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
 }
 
-export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
-  await fs.mkdir(path.dirname(target), { recursive: true });
-  const tmp = tempPathFor(target);
-  const fh = await fs.open(tmp, "w");
+/** True for the temporary names `tempPathFor(dir/<name>)` produces, for one of `names`. */
+export function isTempOf(entry: string, names: readonly string[]): boolean {
+  if (!TEMP_RE.test(entry)) return false;
+  const base = entry.replace(TEMP_RE, "");
+  return names.some((n) => base === `.${n}`);
+}
+
+/**
+ * Delete leftovers of killed or failed atomic writes of the given targets (file names in `dir`). Only names of the
+ * exact `.<target>.tmp-<pid>-<hex>` form are touched: nothing this runtime did not create. Returns what was removed.
+ */
+export async function removeStaleTemps(dir: string, names: readonly string[]): Promise<string[]> {
+  let entries: string[];
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    entries = await fs.readdir(dir);
+  } catch {
+    return [];
   }
+  const removed: string[] = [];
+  for (const e of entries) {
+    if (!isTempOf(e, names)) continue;
+    await fs.rm(path.join(dir, e), { recursive: true, force: true });
+    removed.push(e);
+  }
+  return removed;
+}
+
+/**
+ * `mkdir -p` that reports the real reason: Node's recursive mkdir turns EROFS/EACCES on a missing level into
+ * ENOENT, so on failure the missing levels are created one by one to surface the system's own error code.
+ */
+export function mkdirpSync(dir: string): void {
   try {
+    mkdirSync(dir, { recursive: true });
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fileSystemError(err, dir, "cannot create the folder") ?? err;
+  }
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); !existsSync(d); d = path.dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    try {
+      mkdirSync(d);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw fileSystemError(err, d, "cannot create the folder") ?? err;
+    }
+  }
+}
+
+async function mkdirp(dir: string): Promise<void> {
+  try {
+    await fs.mkdir(dir, { recursive: true });
+  } catch {
+    mkdirpSync(dir);
+  }
+}
+
+export async function writeFileAtomic(target: string, data: string | Uint8Array, opts: AtomicOptions = {}): Promise<void> {
+  if (opts.root !== undefined) assertInsideReal(opts.root, target);
+  const tmp = tempPathFor(target);
+  try {
+    await mkdirp(path.dirname(target));
+    const fh = await fs.open(tmp, "w");
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
     await fs.rename(tmp, target);
   } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw err;
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
+    throw fileSystemError(err, target) ?? err;
   }
   await fsyncDir(path.dirname(target));
 }
 
-export async function writeJsonAtomic(target: string, value: unknown, indent = 2): Promise<void> {
-  await writeFileAtomic(target, JSON.stringify(value, null, indent) + "\n");
+export async function writeJsonAtomic(target: string, value: unknown, indent = 2, opts: AtomicOptions = {}): Promise<void> {
+  await writeFileAtomic(target, JSON.stringify(value, null, indent) + "\n", opts);
 }
 
 /**
  * Atomically replace a whole directory: the caller fills `tmpDir` (returned), then `commit()` renames it over
  * `target`. Used for multi-file outputs such as a Zarr array.
  */
-export async function prepareDirAtomic(target: string): Promise<{ tmpDir: string; commit: () => Promise<void>; abort: () => Promise<void> }> {
-  await fs.mkdir(path.dirname(target), { recursive: true });
+export async function prepareDirAtomic(target: string, opts: AtomicOptions = {}): Promise<{ tmpDir: string; commit: () => Promise<void>; abort: () => Promise<void> }> {
+  if (opts.root !== undefined) assertInsideReal(opts.root, target);
   const tmpDir = tempPathFor(target);
-  await fs.mkdir(tmpDir, { recursive: true });
+  try {
+    await mkdirp(path.dirname(target));
+    await fs.mkdir(tmpDir, { recursive: true });
+  } catch (err) {
+    throw fileSystemError(err, target) ?? err;
+  }
   return {
     tmpDir,
     commit: async () => {
-      await fs.rm(target, { recursive: true, force: true });
-      await fs.rename(tmpDir, target);
+      if (opts.root !== undefined) assertInsideReal(opts.root, target);
+      try {
+        await fs.rm(target, { recursive: true, force: true });
+        await fs.rename(tmpDir, target);
+      } catch (err) {
+        throw fileSystemError(err, target) ?? err;
+      }
       await fsyncDir(path.dirname(target));
     },
     abort: async () => {

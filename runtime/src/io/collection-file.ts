@@ -9,6 +9,7 @@ import { parseCollection, resolveCollectionPaths, serializeCollection } from "..
 import type { Env } from "../config/env.js";
 import { ConfigError } from "../errors.js";
 import { writeJsonAtomic } from "./atomic.js";
+import { parseStrictJson } from "./strict-json.js";
 
 export interface CollectionIoOptions {
   readonly env?: Env;
@@ -23,7 +24,10 @@ export function pythonJsonToJson(text: string): string {
   return text.replace(/"(?:[^"\\]|\\.)*"|-?\bInfinity\b|\bNaN\b/g, (m) => (m.startsWith('"') ? m : "null"));
 }
 
-/** Parse, validate and resolve a collection file. Errors are ConfigErrors naming the file and JSON path. */
+/**
+ * Parse (strictly, `io/strict-json.ts`), validate and resolve a collection file. Errors are ConfigErrors naming the
+ * file and JSON path.
+ */
 export async function readCollection(file: string, opts: CollectionIoOptions = {}): Promise<Collection> {
   const env = opts.env ?? process.env;
   let text: string;
@@ -33,12 +37,8 @@ export async function readCollection(file: string, opts: CollectionIoOptions = {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ConfigError(code === "ENOENT" ? "collection file not found" : code === "EISDIR" ? "is a directory, expected pretrain_data.json" : `cannot read collection file (${code ?? String(err)})`, { file, cause: err });
   }
-  let doc: unknown;
-  try {
-    doc = JSON.parse(pythonJsonToJson(text));
-  } catch (err) {
-    throw new ConfigError(`invalid JSON: ${(err as Error).message}`, { file, cause: err });
-  }
+  // strict: duplicate keys, "__proto__" keys and excessive nesting are errors naming the JSON path
+  const doc = parseStrictJson(text, { file, pythonSpecials: true });
   return resolveCollectionPaths(parseCollection(doc, file), { env, file });
 }
 

@@ -13,6 +13,7 @@
 import { createReadStream, promises as fs } from "node:fs";
 import { gzipSync, createGunzip } from "node:zlib";
 import { NIFTI1, NIFTI2 } from "nifti-reader-js";
+import { limit } from "../config/limits.js";
 import { DataError } from "../errors.js";
 import { writeFileAtomic } from "./atomic.js";
 import type { Mat4, NiftiDatatypeName, Vec3, Volume } from "./volume.js";
@@ -53,15 +54,20 @@ const CODE_OF: Readonly<Record<NiftiDatatypeName, number>> = {
   uint8: 2, int16: 4, int32: 8, float32: 16, float64: 64, int8: 256, uint16: 512, uint32: 768,
 };
 
-/** Default cap on voxels x channels a header may claim (override: option `maxVoxels` or `SSL3D_MAX_VOXELS`). */
-export const DEFAULT_MAX_VOXELS = 2 ** 31;
-/** Default cap on the 4th dimension (channels); see docs/nifti.md (override: `maxChannels` or `SSL3D_MAX_CHANNELS`). */
-export const DEFAULT_MAX_CHANNELS = 16;
-
+/**
+ * Caps on what a header may claim (docs/nifti.md, docs/limits-and-safety.md). Defaults: `SSL3D_MAX_VOXELS` (derived
+ * from the machine's memory), `SSL3D_MAX_CHANNELS` (16), `SSL3D_MAX_VOX_OFFSET` (64 MiB); options override them.
+ * `limits: false` skips the three caps (header-only use such as `inspect`, which allocates nothing per voxel).
+ */
 export interface NiftiReadOptions {
   readonly maxVoxels?: number;
   readonly maxChannels?: number;
+  readonly maxVoxOffset?: number;
+  readonly limits?: boolean;
 }
+
+/** Smallest accepted voxel spacing (`abs(pixdim[1..3])`, mm): below it the header is degenerate. */
+export const MIN_SPACING = 1e-4;
 
 /** The validated header: everything needed to interpret the voxel bytes. */
 export interface NiftiHeader {
@@ -81,13 +87,6 @@ export interface NiftiHeader {
   readonly scaling: { readonly slope: number; readonly inter: number } | undefined;
   /** Bytes of voxel data the header implies. */
   readonly dataBytes: number;
-}
-
-function envInt(name: string, fallback: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === "") return fallback;
-  const n = Number(v);
-  return Number.isFinite(n) && n > 0 ? Math.floor(n) : fallback;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -142,18 +141,21 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
     const d = dim[i]!;
     if (!Number.isSafeInteger(d) || d < 1) fail(`dim[${i}] is ${d}, dimensions must be positive`, `dim[${i}]`);
   }
-  for (let i = 5; i <= ndim; i++) {
+  const checkLimits = opts.limits !== false;
+  for (let i = 5; i <= ndim && checkLimits; i++) {
     if (dim[i]! > 1) fail(`dim[${i}] is ${dim[i]}: 5-D and higher images are not supported (see docs/nifti.md)`, `dim[${i}]`);
   }
   const size = (i: number): number => (i <= ndim ? dim[i]! : 1);
   const shape: Vec3 = [size(1), size(2), size(3)];
   const channels = size(4);
-  const maxChannels = opts.maxChannels ?? envInt("SSL3D_MAX_CHANNELS", DEFAULT_MAX_CHANNELS);
-  if (channels > maxChannels) fail(`dim[4] is ${channels}: more than ${maxChannels} volumes in the 4th dimension (limit SSL3D_MAX_CHANNELS; split the series first)`, "dim[4]");
   const voxels = shape[0] * shape[1] * shape[2] * channels;
-  const maxVoxels = opts.maxVoxels ?? envInt("SSL3D_MAX_VOXELS", DEFAULT_MAX_VOXELS);
-  if (voxels > maxVoxels) {
-    fail(`header claims ${dim.slice(1, ndim + 1).join("x")} = ${voxels.toExponential(2)} voxels, above the limit of ${maxVoxels} (SSL3D_MAX_VOXELS)`, "dim");
+  if (checkLimits) {
+    const maxChannels = opts.maxChannels ?? limit("channels");
+    if (channels > maxChannels) fail(`dim[4] is ${channels}: more than ${maxChannels} volumes in the 4th dimension (limit SSL3D_MAX_CHANNELS; split the series first)`, "dim[4]");
+    const maxVoxels = opts.maxVoxels ?? limit("voxels");
+    if (voxels > maxVoxels) {
+      fail(`header claims ${dim.slice(1, ndim + 1).join("x")} = ${voxels.toExponential(2)} voxels, above the limit of ${maxVoxels} (SSL3D_MAX_VOXELS)`, "dim");
+    }
   }
 
   const code = h.datatypeCode;
@@ -171,6 +173,7 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
     const p = pixdim[i]!;
     if (!Number.isFinite(p)) fail(`pixdim[${i}] is ${p}`, `pixdim[${i}]`);
     if (p === 0 && i <= ndim) fail(`pixdim[${i}] is 0 (voxel spacing must be non-zero)`, `pixdim[${i}]`);
+    if (p !== 0 && Math.abs(p) < MIN_SPACING) fail(`pixdim[${i}] is ${p}: near-zero voxel spacing (below ${MIN_SPACING} mm; resampling would give an empty image)`, `pixdim[${i}]`);
   }
   const zoom = (i: number): number => (pixdim[i] === 0 ? 1 : Math.abs(pixdim[i]!));
   const spacing: Vec3 = [zoom(1), zoom(2), zoom(3)];
@@ -179,6 +182,10 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
   const minOffset = version === 1 ? N1_SIZE : N2_SIZE;
   if (!Number.isFinite(voxOffset) || !Number.isInteger(voxOffset) || voxOffset < minOffset) {
     fail(`vox_offset is ${voxOffset}, must be an integer >= ${minOffset}`, "vox_offset");
+  }
+  if (checkLimits) {
+    const maxVoxOffset = opts.maxVoxOffset ?? limit("voxOffset");
+    if (voxOffset > maxVoxOffset) fail(`vox_offset is ${voxOffset}: more than ${maxVoxOffset} bytes of header and extensions before the voxel data (limit SSL3D_MAX_VOX_OFFSET)`, "vox_offset");
   }
 
   let scaling: NiftiHeader["scaling"];
@@ -191,7 +198,7 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
   const { affine, source } = bestAffine(dv, le, version, h, shape, spacing, pixdim, ndim, file);
   return {
     version, littleEndian: le, dim, shape, channels, datatype, bytesPerVoxel, spacing, affine, affineSource: source,
-    voxOffset, scaling, dataBytes: voxels * bytesPerVoxel,
+    voxOffset, scaling, dataBytes: dim.slice(1, ndim + 1).reduce((a, b) => a * b, 1) * bytesPerVoxel,
   };
 }
 
@@ -299,15 +306,33 @@ function shortData(file: string, h: NiftiHeader, have: number, what: string): Da
   );
 }
 
-async function readGzip(file: string, opts: NiftiReadOptions, wantData: boolean): Promise<RawNifti> {
+/** DEFLATE expands at most ~1032:1; a gzip file cannot decompress to more than this many bytes. */
+function maxInflated(compressedBytes: number): number {
+  return 1032 * compressedBytes + 1024;
+}
+
+async function readGzip(file: string, size: number, opts: NiftiReadOptions, wantData: boolean): Promise<RawNifti> {
   const prefix: Buffer[] = [];
   let prefixLen = 0;
   let header: NiftiHeader | undefined;
   let out: Buffer | undefined;
   let need = 0;
+  /** Decompressed bytes seen so far (stream position) and voxel bytes collected. */
+  let pos = 0;
   let filled = 0;
+  /** Copy the part of a chunk at stream position `at` that falls into [vox_offset, vox_offset + dataBytes). */
+  const collect = (chunk: Buffer, at: number): void => {
+    const from = Math.max(header!.voxOffset, at);
+    const to = Math.min(need, at + chunk.length);
+    if (to > from) {
+      chunk.copy(out!, from - header!.voxOffset, from - at, to - at);
+      filled += to - from;
+    }
+  };
   /** Take one decompressed chunk; true when everything needed has arrived. */
   const consume = (chunk: Buffer): boolean => {
+    const at = pos;
+    pos += chunk.length;
     if (header === undefined) {
       prefix.push(chunk);
       prefixLen += chunk.length;
@@ -315,19 +340,20 @@ async function readGzip(file: string, opts: NiftiReadOptions, wantData: boolean)
       header = parseNiftiHeader(Buffer.concat(prefix, prefixLen), file, opts);
       if (!wantData) return true;
       need = header.voxOffset + header.dataBytes;
-      out = Buffer.allocUnsafe(need); // only after the header passed validation
-      for (const p of prefix) {
-        const n = Math.min(p.length, need - filled);
-        p.copy(out, filled, 0, n);
-        filled += n;
+      // a header claiming more than the compressed file can hold is truncated for sure: fail before allocating
+      if (need > maxInflated(size)) throw new DataError(`truncated gzip stream: a ${size}-byte file inflates to at most ${maxInflated(size)} bytes, the header needs ${need} (vox_offset ${header.voxOffset} + ${header.dataBytes} data bytes)`, { file });
+      // only the voxel data is buffered, after the header passed validation: the bytes up to vox_offset are skipped
+      out = Buffer.allocUnsafe(header.dataBytes);
+      let p = 0;
+      for (const c of prefix) {
+        collect(c, p);
+        p += c.length;
       }
       prefix.length = 0;
     } else {
-      const n = Math.min(chunk.length, need - filled);
-      chunk.copy(out!, filled, 0, n);
-      filled += n;
+      collect(chunk, at);
     }
-    return filled >= need;
+    return pos >= need;
   };
   const src = createReadStream(file);
   const gunzip = createGunzip();
@@ -356,7 +382,7 @@ async function readGzip(file: string, opts: NiftiReadOptions, wantData: boolean)
   if (outcome.error !== undefined) {
     if (outcome.error instanceof DataError) throw outcome.error;
     // a gzip error after everything the header needs has arrived (e.g. trailing garbage) is harmless
-    const complete = header !== undefined && (!wantData || filled >= need);
+    const complete = header !== undefined && (!wantData || pos >= need);
     if (!complete) throw gzipError(outcome.error, file);
   }
   if (header === undefined) {
@@ -369,8 +395,8 @@ async function readGzip(file: string, opts: NiftiReadOptions, wantData: boolean)
     return { header, data: all.subarray(header.voxOffset, need) };
   }
   if (!wantData) return { header };
-  if (filled < need) throw shortData(file, header, filled, "decompressed stream");
-  return { header, data: out!.subarray(header.voxOffset, need) };
+  if (pos < need) throw shortData(file, header, pos, "decompressed stream");
+  return { header, data: out!.subarray(0, filled) };
 }
 
 async function readPlain(file: string, size: number, opts: NiftiReadOptions, wantData: boolean): Promise<RawNifti> {
@@ -398,7 +424,7 @@ async function readPlain(file: string, size: number, opts: NiftiReadOptions, wan
 async function readRaw(file: string, opts: NiftiReadOptions, wantData: boolean): Promise<RawNifti> {
   checkName(file);
   const size = await statFile(file);
-  return (await isGzip(file)) ? readGzip(file, opts, wantData) : readPlain(file, size, opts, wantData);
+  return (await isGzip(file)) ? readGzip(file, size, opts, wantData) : readPlain(file, size, opts, wantData);
 }
 
 /** Read and validate only the header (for `.nii.gz`, decompresses just the first bytes). */

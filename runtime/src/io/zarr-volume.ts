@@ -16,7 +16,7 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import BloscModule from "numcodecs/blosc";
 import * as zarr from "zarrita";
-import { DataError } from "../errors.js";
+import { DataError, fileSystemError } from "../errors.js";
 import { prepareDirAtomic } from "./atomic.js";
 
 export const DEFAULT_INNER_CHUNK = [32, 32, 32] as const;
@@ -34,6 +34,8 @@ export interface ZarrWriteOptions {
   readonly clevel?: number;
   readonly shuffle?: BloscShuffle;
   readonly attributes?: Record<string, unknown>;
+  /** The output root the array must lie below (io/safe-path.ts). */
+  readonly root?: string;
 }
 
 export interface ZarrWriteResult {
@@ -180,7 +182,7 @@ export async function writeZarrVolume(dir: string, data: Float32Array, shape: re
   const shardShape = shape.map((s, i) => Math.ceil(s / innerShape[i]!) * innerShape[i]!);
   const meta = new TextEncoder().encode(JSON.stringify(arrayMetadata(shape, shardShape, innerShape, clevel, shuffle, opts.attributes ?? {}), null, 2) + "\n");
   const shard = await encodeShard(data, shape, innerShape.slice(1), clevel, shuffle);
-  const tx = await prepareDirAtomic(dir);
+  const tx = await prepareDirAtomic(dir, opts.root === undefined ? {} : { root: opts.root });
   try {
     await fs.writeFile(path.join(tx.tmpDir, "zarr.json"), meta);
     await fs.mkdir(path.join(tx.tmpDir, path.dirname(SHARD_KEY)), { recursive: true });
@@ -194,7 +196,7 @@ export async function writeZarrVolume(dir: string, data: Float32Array, shape: re
     await tx.commit();
   } catch (err) {
     await tx.abort();
-    throw err;
+    throw fileSystemError(err, dir) ?? err;
   }
   return { checksum: hashFiles([meta, shard]), bytes: meta.length + shard.length };
 }

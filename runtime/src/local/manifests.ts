@@ -75,7 +75,13 @@ export function parseManifests(text: string, source: string): Manifests {
   docs.forEach((doc, i) => {
     const where = `document ${i + 1}`;
     if (doc.errors.length > 0) throw new ConfigError(`${where}: invalid YAML: ${doc.errors[0]!.message}`, { file: source });
-    const obj = doc.toJS() as unknown;
+    let obj: unknown;
+    try {
+      // the yaml library refuses alias expansion beyond its limit (a "billion laughs" document) with a ReferenceError
+      obj = doc.toJS();
+    } catch (err) {
+      throw new ConfigError(`${where}: ${err instanceof Error ? err.message : String(err)}`, { file: source });
+    }
     if (obj === null || obj === undefined) return;
     if (typeof obj !== "object" || Array.isArray(obj)) throw new ConfigError(`${where} is not a mapping`, { file: source });
     const o = obj as Record<string, unknown>;

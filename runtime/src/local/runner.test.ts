@@ -38,6 +38,14 @@ if (cmd === "demo") {
   } else if (fail.includes(env.SSL3D_ATTEMPT)) { term("rank 0 lost its GPU"); process.stderr.write("boom\n"); process.exit(Number(env.FAIL_CODE ?? 1)); }
   mkdirSync(env.SSL3D_CHECKPOINT_DIR, { recursive: true });
   writeFileSync(join(env.SSL3D_CHECKPOINT_DIR, "checkpoint_final.json"), "{}");
+  if (env.WRITE_RUN_INFO) {
+    const fold = join(env.nnssl_results, "Dataset990_Demo", "BaseMAETrainer__nnsslPlans__onemmiso", "fold_all");
+    mkdirSync(fold, { recursive: true });
+    writeFileSync(join(fold, "run_info.json"), JSON.stringify({ checkpoint_dir: env.SSL3D_CHECKPOINT_DIR }));
+  }
+} else if (cmd === "report") {
+  if (env.REPORT_FAIL) process.exit(1);
+  process.stdout.write(join(args[0], "report.html") + "\n");
 }
 `;
 
@@ -90,6 +98,8 @@ test("runs demo, collection summary, preprocessing and training in order with th
       {
         PET_NNODES: "1", PET_NODE_RANK: "0", PET_NPROC_PER_NODE: "1", PET_MASTER_ADDR: "127.0.0.1", PET_MASTER_PORT: "29500",
         SSL3D_RUN: "demo", SSL3D_RUN_UID: uid, SSL3D_ATTEMPT: "1", SSL3D_CHECKPOINT_DIR: join(s.dir, "results", `demo-${uid}`, "checkpoints"), SSL3D_RESUME: "latest", SSL3D_RUN_SECRET_FILE: "",
+        // local only: the child stops when the runner is gone (local/parent-watch.ts)
+        SSL3D_PARENT_PID: String(process.pid),
       },
     );
     assert.equal(train.env.nnssl_results, join(s.dir, "results", `demo-${uid}`, "results"));
@@ -181,4 +191,30 @@ test("children's JSON log lines are shown as short readable lines; other lines p
   assert.equal(prettyLogLine(line), "  03:04:05 info Epoch finished epoch=1 trainLoss=0.51685");
   assert.equal(prettyLogLine("plain text"), "plain text");
   assert.equal(prettyLogLine('{"no":"msg"}'), '{"no":"msg"}');
+});
+
+test("after a Succeeded run the report of its results folder is written and its path printed; a failed report leaves the run Succeeded", async () => {
+  for (const fail of [false, true]) {
+    const s = setup();
+    try {
+      const lines: string[] = [];
+      const sink = new PassThrough();
+      sink.resume();
+      const env = { ...parentEnv(), CALLS: s.callsFile, WRITE_RUN_INFO: "1", ...(fail ? { REPORT_FAIL: "1" } : {}) };
+      const r = new LocalRunner({
+        manifests: parseManifests(LAPTOP_MANIFESTS, "laptop.yaml"), stateDir: join(s.dir, "state"), quick: true, metricsPort: 0, volumes: { "ssl3d-results": join(s.dir, "results") },
+        ssl3d: [process.execPath, join(s.dir, "standin.mjs")], env, print: (l) => lines.push(l), childOutput: sink,
+      });
+      await r.runAll();
+      const base = join(s.dir, "results", "results", "Dataset990_Demo", "BaseMAETrainer__nnsslPlans__onemmiso");
+      const report = s.calls().find((c) => c.cmd === "report");
+      assert.deepEqual(report?.args, [base, "--checkpoints", join(s.dir, "results", "checkpoints")]);
+      assert.equal(report.env.nnssl_preprocessed, join(s.dir, "state", "volumes", "ssl3d-preprocessed"), "the report child gets the training environment");
+      const said = lines.find((l) => l.includes("PretrainRun/demo: report") || l.includes("'ssl3d report"));
+      assert.equal(said, fail ? `[3/3] PretrainRun/demo: 'ssl3d report ${base}' exited 1 (log: ${join(s.dir, "state", "logs", "pretrainrun-demo-a1.log")})` : `[3/3] PretrainRun/demo: report ${join(base, "report.html")}`);
+      assert.equal(s.status("pretrainrun-demo.json").phase, "Succeeded");
+    } finally {
+      rmSync(s.dir, { recursive: true, force: true });
+    }
+  }
 });

@@ -16,6 +16,8 @@ import { randomUUID } from "node:crypto";
 import { FailureMessageSchema, parseTerminationJson } from "../../../api/termination.js";
 import { podEnv, runFolder, trainArgs as apiTrainArgs, type PodLayout } from "../../../api/pod.js";
 import { ConfigError, Ssl3dError } from "../errors.js";
+import { findResultsFolder } from "../training/run-info.js";
+import { PARENT_PID_ENV } from "./parent-watch.js";
 import { writeJsonAtomic } from "../io/atomic.js";
 import {
   LOCAL_DEMO_ANNOTATION, type CollectionManifest, type Manifests, type PlanManifest, type PretrainRunManifest, type PvcMount,
@@ -66,6 +68,27 @@ export interface RunStatus {
   message?: string;
   startTime: string;
   completionTime?: string;
+}
+
+
+/** Process groups of running children, stopped when the runner exits however it exits (short of SIGKILL). */
+const liveChildren = new Set<number>();
+let exitHookInstalled = false;
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // the group is gone already
+  }
+}
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on("exit", () => {
+    for (const pid of liveChildren) killGroup(pid, "SIGTERM");
+  });
 }
 
 const PACKAGE_ROOT = resolve(import.meta.dirname, "..", "..", "..");
@@ -187,6 +210,7 @@ export class LocalRunner {
     this.ssl3d = o.ssl3d ?? DEFAULT_SSL3D;
     this.env = o.env ?? process.env;
     this.stateDir = resolve(o.stateDir);
+    installExitHook();
   }
 
   private statusFile(kind: string, name: string): string {
@@ -199,10 +223,13 @@ export class LocalRunner {
     return p;
   }
 
-  /** Forward SIGINT/SIGTERM to the running child (the trainer checkpoints and exits), then stop. */
+  /**
+   * Stop the running child's process group with SIGTERM on SIGINT or SIGTERM (the trainer checkpoints and exits on
+   * SIGTERM; the child is in its own group, so a terminal's Ctrl-C reaches only this runner), then stop.
+   */
   interrupt(signal: NodeJS.Signals): void {
     this.interrupted = signal;
-    this.current?.kill(signal);
+    if (this.current?.pid !== undefined) killGroup(this.current.pid, "SIGTERM");
   }
 
   /** Run one `ssl3d` child; resolves to its exit code (signals map to 128+n). Output is teed to the log file. */
@@ -213,8 +240,11 @@ export class LocalRunner {
     const [cmd, ...pre] = this.ssl3d;
     // Children run in the package folder (every path they get is absolute): worker threads that load TypeScript
     // through tsx resolve it from the working directory.
-    const child = spawn(cmd!, [...pre, ...args], { cwd: PACKAGE_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    // Each child leads its own process group (so a signal reaches it and everything it started) and knows this
+    // process as its parent: if the runner dies, even by SIGKILL, the child stops itself (local/parent-watch.ts).
+    const child = spawn(cmd!, [...pre, ...args], { cwd: PACKAGE_ROOT, env: { ...env, [PARENT_PID_ENV]: String(process.pid) }, stdio: ["ignore", "pipe", "pipe"], detached: true });
     this.current = child;
+    if (child.pid !== undefined) liveChildren.add(child.pid);
     const mirror = this.o.childOutput ?? process.stderr;
     const pretty = this.o.prettyChildLogs ?? (mirror as { isTTY?: boolean }).isTTY === true;
     let pending = "";
@@ -235,10 +265,23 @@ export class LocalRunner {
       child.on("error", (err) => { file.write(`spawn error: ${err.message}\n`); res(127); });
       child.on("close", (c, sig) => { res(c ?? (sig === "SIGINT" ? 130 : 143)); });
     });
+    if (child.pid !== undefined) liveChildren.delete(child.pid);
     this.current = undefined;
     if (pending !== "") mirror.write(`${prettyLogLine(pending)}\n`);
     await new Promise((r) => file.end(r));
     return { code, stdout };
+  }
+
+  /** `ssl3d report` of a finished run, path printed; a failed report is said, the run stays Succeeded. */
+  private async report(step: string, what: string, env: NodeJS.ProcessEnv, resultsRoot: string, checkpointDir: string, log: string): Promise<void> {
+    const dir = findResultsFolder(resultsRoot, checkpointDir);
+    if (dir === undefined) {
+      this.print(`${step} ${what}: no results folder of ${checkpointDir} under ${resultsRoot}; no report`);
+      return;
+    }
+    const r = await this.child(["report", dir, "--checkpoints", checkpointDir], env, log);
+    const file = r.stdout.trim().split("\n").at(-1) ?? "";
+    this.print(r.code === 0 && file !== "" ? `${step} ${what}: report ${file}` : `${step} ${what}: 'ssl3d report ${dir}' exited ${r.code} (log: ${log})`);
   }
 
   private fail(what: string, args: readonly string[], code: number, terminationLog: string | undefined, log: string): StepFailedError {
@@ -379,6 +422,7 @@ export class LocalRunner {
         const done: RunStatus = { ...running, phase: "Succeeded", completionTime: now() };
         await writeJsonAtomic(file, done);
         this.print(`${step} ${what}: Succeeded after ${attempt} attempt(s), ${restarts} restart(s); checkpoints in ${checkpointDir}`);
+        await this.report(step, what, env, join(checkpoints, "results"), checkpointDir, log);
         return done;
       }
       // Configuration and data errors fail the same way on every attempt: like a ValidationFailed run, no restart.

@@ -15,7 +15,7 @@ import { z } from "zod";
 import { ConfigError } from "../errors.js";
 import { isMaskedNetwork, type ArchitectureFamily, type MaskedNetwork, type Network } from "../models/architecture.js";
 import { Rng } from "../data/rng.js";
-import type { MethodBatch, MethodContext, MethodEntry, PretrainMethod } from "./method.js";
+import type { MethodBatch, MethodContext, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
 
 export const MaeOptionsSchema = z
   .object({
@@ -86,6 +86,19 @@ function withAnon(lossMask: tf.Tensor, anon: tf.Tensor5D | undefined): tf.Tensor
   return tf.mul(lossMask, tf.sub(1, tf.relu(anon)));
 }
 
+/** The columns every masked-image method shows: input, mask (1 visible), masked input, reconstruction. */
+export function maskedImagePreview(x: tf.Tensor5D, visible: tf.Tensor5D, reconstruction: tf.Tensor5D, caption: string): MethodPreview {
+  return {
+    caption,
+    columns: [
+      { label: "input", volume: x, kind: "image" },
+      { label: "mask (white: visible)", volume: visible, kind: "map" },
+      { label: "masked input", volume: tf.mul<tf.Tensor5D>(x, visible), kind: "image" },
+      { label: "reconstruction", volume: reconstruction, kind: "image" },
+    ],
+  };
+}
+
 /** What both MAE variants share: the registry key, the anonymisation-mask need, reconstruction of the input. */
 abstract class MaeBase implements PretrainMethod {
   readonly key = "mae";
@@ -96,25 +109,46 @@ abstract class MaeBase implements PretrainMethod {
   outChannels(inChannels: number): number {
     return inChannels;
   }
-  abstract loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar;
+  /** The masked forward pass: visible-voxel mask [B,X,Y,Z,1], loss mask and reconstruction. */
+  abstract forward(net: Network, batch: MethodBatch, ctx: MethodContext): { visible: tf.Tensor5D; lossMask: tf.Tensor; reconstruction: tf.Tensor5D };
+  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+    const f = this.forward(net, batch, ctx);
+    return maskedMse(f.reconstruction, batch.x, withAnon(f.lossMask, batch.anon));
+  }
+  preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
+    const f = this.forward(net, batch, ctx);
+    return maskedImagePreview(batch.x, f.visible, f.reconstruction, `MAE: ${this.kindOfBlocks(Math.round(this.o.maskRatio * 100))}; the network reconstructs the whole patch, the loss counts the masked voxels.`);
+  }
+  protected abstract kindOfBlocks(percent: number): string;
+}
+
+/**
+ * The block masks of one CNN MAE step, `[B, X, Y, Z]` C-order (1 visible, 0 masked): `blockMask` per sample from one
+ * generator seeded by the step seed. Exported so that a caller can know the masks a seeded step used
+ * (bench/trajectory.ts hands them to the PyTorch reference).
+ */
+export function stepBlockMasks(seed: number, batch: number, patch: readonly [number, number, number], blockSize: number, maskRatio: number): Float32Array {
+  const rng = new Rng(seed);
+  const n = patch[0] * patch[1] * patch[2];
+  const all = new Float32Array(batch * n);
+  for (let b = 0; b < batch; b++) all.set(blockMask(rng, patch, blockSize, maskRatio).mask, b * n);
+  return all;
 }
 
 export class CnnMae extends MaeBase {
-  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { visible: tf.Tensor5D; lossMask: tf.Tensor; reconstruction: tf.Tensor5D } {
     const [B, X, Y, Z] = batch.x.shape;
-    const rng = new Rng(ctx.seed);
-    const n = X * Y * Z;
-    const all = new Float32Array(B * n);
-    for (let b = 0; b < B; b++) all.set(blockMask(rng, [X, Y, Z], this.o.blockSize, this.o.maskRatio).mask, b * n);
-    const mask = tf.tensor5d(all, [B, X, Y, Z, 1]);
+    const mask = tf.tensor5d(stepBlockMasks(ctx.seed, B, [X, Y, Z], this.o.blockSize, this.o.maskRatio), [B, X, Y, Z, 1]);
     const pred = net.apply(tf.mul<tf.Tensor5D>(batch.x, mask), { training: ctx.training, seed: ctx.seed });
-    const lossMask = withAnon(tf.sub(1, mask), batch.anon);
-    return maskedMse(pred, batch.x, lossMask);
+    return { visible: mask, lossMask: tf.sub(1, mask), reconstruction: pred };
+  }
+  protected kindOfBlocks(percent: number): string {
+    return `${percent} % of the ${this.o.blockSize}³ blocks of the input are zeroed`;
   }
 }
 
 export class VitMae extends MaeBase {
-  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { visible: tf.Tensor5D; lossMask: tf.Tensor; reconstruction: tf.Tensor5D } {
     if (!isMaskedNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no token-dropping MAE wrapper (forwardMasked)`, { field: "architecture" });
     const [B, X, Y, Z] = batch.x.shape;
     // upstream keeps the network in train mode during validation (patch dropout active), spec 6.2
@@ -122,8 +156,11 @@ export class VitMae extends MaeBase {
     const n = X * Y * Z;
     const all = new Float32Array(B * n);
     for (let b = 0; b < B; b++) all.set(tokenLossMask(net, keepIndices[b] ?? []), b * n);
-    const lossMask = withAnon(tf.tensor5d(all, [B, X, Y, Z, 1]), batch.anon);
-    return maskedMse(reconstruction, batch.x, lossMask);
+    const lossMask = tf.tensor5d(all, [B, X, Y, Z, 1]);
+    return { visible: tf.sub<tf.Tensor5D>(1, lossMask), lossMask, reconstruction };
+  }
+  protected kindOfBlocks(percent: number): string {
+    return `${percent} % of the tokens are dropped before the encoder`;
   }
 }
 

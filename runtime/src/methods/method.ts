@@ -49,6 +49,23 @@ export interface MethodDataNeeds {
   readonly transform?: BatchTransformSpec;
 }
 
+/** One column of a method's preview: a volume per row, [R, X, Y, Z, C] (channel 0 is shown). */
+export interface PreviewColumn {
+  readonly label: string;
+  readonly volume: tf.Tensor5D;
+  /** `image`: intensities windowed per row like the input; `map`: values in [0, 1] shown as they are (masks, label maps). */
+  readonly kind: "image" | "map";
+}
+
+/** What a method does to a validation batch, as pictures for the run report (`ssl3d report`). */
+export interface MethodPreview {
+  /** One sentence on what the columns show. */
+  readonly caption: string;
+  readonly columns: readonly PreviewColumn[];
+  /** A label per row (default: "sample i"). */
+  readonly rowLabels?: readonly string[];
+}
+
 export interface PretrainMethod {
   readonly key: string;
   /** Whether batches must carry the anonymisation mask. */
@@ -62,6 +79,12 @@ export interface PretrainMethod {
    * return a scalar; the caller disposes.
    */
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar;
+  /**
+   * Pictures of one validation batch for the run report, computed with the same forward pass as `loss` (masks,
+   * corrupted inputs, reconstructions, crops). Called inside `tf.tidy`: allocate freely; the caller disposes the
+   * returned volumes.
+   */
+  preview?(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview;
 }
 
 export interface MethodEntry<S extends z.ZodType = z.ZodType> {

@@ -18,7 +18,7 @@ import { MODELS_GENESIS_DEFAULTS } from "../data/models-genesis.js";
 import { TrainingError } from "../errors.js";
 import type { ArchitectureFamily, Network } from "../models/architecture.js";
 import { maskedMse } from "./mae.js";
-import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, PretrainMethod } from "./method.js";
+import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
 
 const rate = z.number().min(0).max(1);
 export const ModelsGenesisOptionsSchema = z
@@ -47,10 +47,25 @@ export class ModelsGenesis implements PretrainMethod {
   outChannels(inChannels: number): number {
     return inChannels;
   }
-  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+  /** The restoration of the corrupted input `batch.x` and the clean target. */
+  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { pred: tf.Tensor5D; target: tf.Tensor5D } {
     const target = batch.target;
     if (target === undefined) throw new TrainingError("models-genesis: the batch has no target (the loader's models-genesis transform did not run)");
-    const pred = net.apply(batch.x, { training: ctx.training, seed: ctx.seed });
+    return { pred: net.apply(batch.x, { training: ctx.training, seed: ctx.seed }), target };
+  }
+  preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
+    const { pred, target } = this.forward(net, batch, ctx);
+    return {
+      caption: "Models Genesis: each crop is flipped and corrupted (local shuffling, a Bézier intensity curve, in- or out-painting); the network restores the clean crop.",
+      columns: [
+        { label: "original (target)", volume: target, kind: "image" },
+        { label: "corrupted input", volume: batch.x, kind: "image" },
+        { label: "restoration", volume: pred, kind: "image" },
+      ],
+    };
+  }
+  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+    const { pred, target } = this.forward(net, batch, ctx);
     if (!this.needsAnon) return tf.mean<tf.Scalar>(tf.squaredDifference(pred, target));
     if (batch.anon === undefined) throw new TrainingError("models-genesis (anon): the batch has no anonymisation mask");
     // −1 (outside the image) → 0; 1 anonymised → excluded

@@ -15,9 +15,9 @@ import { z } from "zod";
 import type { ArchitectureFamily, Network, Vec3 } from "../models/architecture.js";
 import { Rng } from "../data/rng.js";
 import { defaultCropAugment, simclrCropSize, simclrCrops, type CropAugment, type SimClrCrops } from "../data/contrastive-crops.js";
-import { requireEmbeddingNetwork, vocoArchitectureFor } from "./crops.js";
+import { l2Rows, requireEmbeddingNetwork, vocoArchitectureFor } from "./crops.js";
 export { simclrCropSize, simclrCrops, type SimClrCrops };
-import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, PretrainMethod } from "./method.js";
+import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
 import { ntXent } from "./nt-xent.js";
 
 const PosInt = z.number().int().positive();
@@ -53,7 +53,8 @@ export class SimClr implements PretrainMethod {
     return inChannels;
   }
 
-  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+  /** The 2n crops (n references, then their n partners) and their embeddings [2n, D]. */
+  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { x: tf.Tensor5D; e: tf.Tensor2D } {
     const emb = requireEmbeddingNetwork(net, "simclr");
     let x = batch.x;
     if (batch.aux === undefined) {
@@ -62,9 +63,33 @@ export class SimClr implements PretrainMethod {
       const c = simclrCrops(new Rng(ctx.seed), batch.x.dataSync() as Float32Array, shape, this.o, ctx.training && this.o.augment ? this.augment : undefined);
       x = tf.tensor5d(c.crops, [2 * c.n, c.cropSize[0], c.cropSize[1], c.cropSize[2], shape[4]]);
     }
+    return { x, e: emb.embed(x, { training: ctx.training, seed: ctx.seed }) };
+  }
+
+  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+    const { x, e } = this.forward(net, batch, ctx);
     const n = x.shape[0] / 2;
-    const e = emb.embed(x, { training: ctx.training, seed: ctx.seed });
     return ntXent(tf.slice(e, [0, 0], [n, -1]), tf.slice(e, [n, 0], [n, -1]), this.o.temperature);
+  }
+
+  /** Each reference crop beside its partner, with their cosine similarity and the mean similarity to the other crops. */
+  preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
+    const { x, e } = this.forward(net, batch, ctx);
+    const n = x.shape[0] / 2;
+    const unit = l2Rows(e);
+    const sim = tf.matMul(unit, unit, false, true).arraySync() as number[][];
+    const others = (i: number) => {
+      const v = sim[i]!.filter((_, j) => j !== i && j !== i + n);
+      return v.length === 0 ? NaN : v.reduce((a, b) => a + b, 0) / v.length;
+    };
+    return {
+      caption: "SimCLR: pairs of overlapping crops of one patch; NT-Xent pulls each pair's embeddings together and pushes the other crops of the batch away.",
+      columns: [
+        { label: "reference crop", volume: tf.slice(x, [0, 0, 0, 0, 0], [n, -1, -1, -1, -1]), kind: "image" },
+        { label: "partner crop", volume: tf.slice(x, [n, 0, 0, 0, 0], [n, -1, -1, -1, -1]), kind: "image" },
+      ],
+      rowLabels: Array.from({ length: n }, (_, i) => `pair ${i}: cosine similarity ${sim[i]![i + n]!.toFixed(2)}, to the other crops ${others(i).toFixed(2)} on average`),
+    };
   }
 }
 

@@ -14,8 +14,8 @@ import { z } from "zod";
 import { ConfigError } from "../errors.js";
 import { Rng } from "../data/rng.js";
 import { isTokenMaskNetwork, type ArchitectureFamily, type Network, type TokenMaskNetwork } from "../models/architecture.js";
-import { blockMask, maskedMse } from "./mae.js";
-import type { MethodBatch, MethodContext, MethodEntry, PretrainMethod } from "./method.js";
+import { blockMask, maskedImagePreview, maskedMse } from "./mae.js";
+import type { MethodBatch, MethodContext, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
 
 export const SimMimOptionsSchema = z
   .object({
@@ -49,7 +49,8 @@ export class SimMim implements PretrainMethod {
   outChannels(inChannels: number): number {
     return inChannels;
   }
-  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+  /** The masked forward pass: the dense visible mask [B,X,Y,Z,1] and the reconstruction. */
+  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { visible: tf.Tensor5D; reconstruction: tf.Tensor5D } {
     if (!isTokenMaskNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no mask-token input (forwardTokenMask); use an eva-simmim-* architecture`, { field: "architecture" });
     const [B, X, Y, Z] = batch.x.shape;
     const T = net.tokenGrid[0] * net.tokenGrid[1] * net.tokenGrid[2];
@@ -62,11 +63,19 @@ export class SimMim implements PretrainMethod {
       dense.set(m.dense, b * n);
       tokens.set(m.tokens, b * T);
     }
-    const pred = net.forwardTokenMask(batch.x, tf.tensor2d(tokens, [B, T]), { training: ctx.training, seed: ctx.seed });
-    let lossMask: tf.Tensor = tf.sub(1, tf.tensor5d(dense, [B, X, Y, Z, 1]));
+    const reconstruction = net.forwardTokenMask(batch.x, tf.tensor2d(tokens, [B, T]), { training: ctx.training, seed: ctx.seed });
+    return { visible: tf.tensor5d(dense, [B, X, Y, Z, 1]), reconstruction };
+  }
+  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+    const { visible, reconstruction } = this.forward(net, batch, ctx);
+    let lossMask: tf.Tensor = tf.sub(1, visible);
     // −1 (outside the image) → 0; 1 anonymised → excluded
     if (batch.anon !== undefined) lossMask = tf.mul(lossMask, tf.sub(1, tf.relu(batch.anon)));
-    return maskedMse(pred, batch.x, lossMask);
+    return maskedMse(reconstruction, batch.x, lossMask);
+  }
+  preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
+    const { visible, reconstruction } = this.forward(net, batch, ctx);
+    return maskedImagePreview(batch.x, visible, reconstruction, `SimMIM: ${Math.round(this.o.maskRatio * 100)} % of the tokens replaced by the mask token before the encoder; the loss counts the masked voxels.`);
   }
 }
 

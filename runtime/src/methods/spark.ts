@@ -11,8 +11,8 @@ import { ConfigError } from "../errors.js";
 import { Rng } from "../data/rng.js";
 import type { Network } from "../models/architecture.js";
 import { isSparkNetwork } from "../models/spark.js";
-import { blockMask, maskedMse } from "./mae.js";
-import type { MethodBatch, MethodContext, MethodEntry, PretrainMethod } from "./method.js";
+import { blockMask, maskedImagePreview, maskedMse } from "./mae.js";
+import type { MethodBatch, MethodContext, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
 
 export const SparkOptionsSchema = z
   .object({
@@ -41,11 +41,21 @@ export class Spark implements PretrainMethod {
     return tf.tensor5d(all, [B, X, Y, Z, 1]);
   }
 
-  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+  /** The sparse forward pass: the block mask (1 visible) and the reconstruction. */
+  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { mask: tf.Tensor5D; reconstruction: tf.Tensor5D } {
     if (!isSparkNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no SparK wrapper (use spark-resenc-*)`, { field: "architecture" });
     const mask = this.mask(batch.x.shape, ctx.seed);
-    const pred = net.forwardSparse(batch.x, { mask, blockSize: this.o.blockSize }, { training: ctx.training, seed: ctx.seed });
-    return maskedMse(pred, batch.x, tf.sub(1, mask));
+    return { mask, reconstruction: net.forwardSparse(batch.x, { mask, blockSize: this.o.blockSize }, { training: ctx.training, seed: ctx.seed }) };
+  }
+
+  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+    const { mask, reconstruction } = this.forward(net, batch, ctx);
+    return maskedMse(reconstruction, batch.x, tf.sub(1, mask));
+  }
+
+  preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
+    const { mask, reconstruction } = this.forward(net, batch, ctx);
+    return maskedImagePreview(batch.x, mask, reconstruction, `SparK: ${Math.round(this.o.maskRatio * 100)} % of the ${this.o.blockSize}³ blocks masked inside the sparse encoder (the masked input shows what it sees); the loss counts the masked voxels.`);
   }
 }
 

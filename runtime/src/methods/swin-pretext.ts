@@ -20,8 +20,8 @@ import { ConfigError } from "../errors.js";
 import { Rng } from "../data/rng.js";
 import { swinPretextViews, type SwinView } from "../data/swin-pretext.js";
 import type { ArchitectureFamily, Network } from "../models/architecture.js";
-import { isPretextNetwork, ROTATION_CLASSES } from "../models/swin-pretext.js";
-import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, PretrainMethod } from "./method.js";
+import { isPretextNetwork, ROTATION_CLASSES, type PretextOutputs } from "../models/swin-pretext.js";
+import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
 import { ntXent } from "./nt-xent.js";
 
 export const SwinPretextOptionsSchema = z
@@ -85,7 +85,8 @@ export class SwinPretext implements PretrainMethod {
     return swinPretextViews(new Rng(seed), x.dataSync() as Float32Array, B, [X, Y, Z, C]);
   }
 
-  terms(net: Network, batch: MethodBatch, ctx: MethodContext): SwinPretextTerms {
+  /** The network outputs on the two views, with the views' reconstruction targets and rotation labels. */
+  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { input: tf.Tensor5D; target: tf.Tensor5D; labels: tf.Tensor1D; out: PretextOutputs } {
     if (!isPretextNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no SwinUNETR pre-text heads (use swin-pretext-<preset>, e.g. swin-pretext-resenc-l)`, { field: "architecture" });
     let input = batch.x;
     let target = batch.target;
@@ -95,8 +96,28 @@ export class SwinPretext implements PretrainMethod {
       const [B, X, Y, Z, C] = batch.x.shape;
       ({ input, target, labels } = pretextBatch(this.views(batch.x, ctx.seed), B, [X, Y, Z, C]));
     }
-    const out = net.forwardPretext(input, { training: ctx.training, seed: ctx.seed });
+    return { input, target, labels, out: net.forwardPretext(input, { training: ctx.training, seed: ctx.seed }) };
+  }
+
+  terms(net: Network, batch: MethodBatch, ctx: MethodContext): SwinPretextTerms {
+    const { target, labels, out } = this.forward(net, batch, ctx);
     return pretextLoss(this.o, out, target, labels);
+  }
+
+  preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
+    const { input, target, labels, out } = this.forward(net, batch, ctx);
+    const truth = labels.dataSync();
+    const predicted = tf.argMax(out.rotation, 1).dataSync();
+    const B = input.shape[0] / 2;
+    return {
+      caption: "SwinUNETR pre-text tasks: two views per patch, each rotated by k·90° and cut out; the network reconstructs the rotated view, classifies the rotation and contrasts the two views.",
+      columns: [
+        { label: "rotated view (target)", volume: target, kind: "image" },
+        { label: "cut-out input", volume: input, kind: "image" },
+        { label: "reconstruction", volume: out.reconstruction, kind: "image" },
+      ],
+      rowLabels: Array.from(truth, (t, i) => `sample ${i % B}, view ${Math.floor(i / B) + 1}: rotation ${t * 90}°, predicted ${(predicted[i] ?? NaN) * 90}°`),
+    };
   }
 
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {

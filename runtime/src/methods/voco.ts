@@ -20,8 +20,7 @@ import { Rng } from "../data/rng.js";
 import { baseOffsets, defaultCropAugment, overlapTruth, vocoCropSize, vocoCrops, type CropAugment, type VoCoCrops } from "../data/contrastive-crops.js";
 import { l2Rows, requireEmbeddingNetwork, stopGradient, vec3, vocoArchitectureFor } from "./crops.js";
 export { baseOffsets, overlapTruth, vocoCropSize, vocoCrops, type VoCoCrops };
-import type { EmbeddingNetwork } from "../models/voco.js";
-import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, PretrainMethod } from "./method.js";
+import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
 
 const PosInt = z.number().int().positive();
 
@@ -85,12 +84,12 @@ export class VoCo implements PretrainMethod {
     return inChannels;
   }
 
-  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
-    const emb = requireEmbeddingNetwork(net, "voco");
+  /** The crops of a batch: [B·N base crops, B·T target crops] and the overlap truth [B, T, N]. */
+  crops(batch: MethodBatch, ctx: MethodContext): { x: tf.Tensor5D; B: number; nBase: number; nTarget: number; truth: tf.Tensor3D } {
     if (batch.aux !== undefined) {
       // the loader delivered [B·N base crops, B·T target crops] and the truth [B, T, N]
       const [B, nTarget, nBase] = batch.aux.shape as [number, number, number];
-      return this.fromCrops(emb, batch.x, B, nBase, nTarget, batch.aux as tf.Tensor3D, ctx);
+      return { x: batch.x, B, nBase, nTarget, truth: batch.aux as tf.Tensor3D };
     }
     // plain patches (direct callers): cut and augment here, seeded by the step
     const shape = batch.x.shape;
@@ -99,14 +98,44 @@ export class VoCo implements PretrainMethod {
     const c = vocoCrops(new Rng(ctx.seed), batch.x.dataSync() as Float32Array, shape, grid, this.o.targetCrops, ctx.training && this.o.augment ? this.augment : undefined);
     const m = B * (c.nBase + c.nTarget);
     const x = tf.tensor5d(c.crops, [m, c.cropSize[0], c.cropSize[1], c.cropSize[2], shape[4]]);
-    return this.fromCrops(emb, x, B, c.nBase, c.nTarget, tf.tensor3d(c.truth, [B, c.nTarget, c.nBase]), ctx);
+    return { x, B, nBase: c.nBase, nTarget: c.nTarget, truth: tf.tensor3d(c.truth, [B, c.nTarget, c.nBase]) };
   }
 
-  private fromCrops(emb: EmbeddingNetwork, x: tf.Tensor5D, B: number, nBase: number, nTarget: number, truth: tf.Tensor3D, ctx: MethodContext): tf.Scalar {
-    const e = emb.embed(x, { training: ctx.training, seed: ctx.seed });
-    const base = tf.reshape<tf.Rank.R3>(tf.slice(e, [0, 0], [B * nBase, -1]), [B, nBase, emb.embedDim]);
-    const target = tf.reshape<tf.Rank.R3>(tf.slice(e, [B * nBase, 0], [B * nTarget, -1]), [B, nTarget, emb.embedDim]);
-    return vocoLoss(base, target, truth);
+  /** Base [B, N, D] and target [B, T, D] embeddings of the crops. */
+  embeddings(net: Network, c: { x: tf.Tensor5D; B: number; nBase: number; nTarget: number }, ctx: MethodContext): { base: tf.Tensor3D; target: tf.Tensor3D } {
+    const emb = requireEmbeddingNetwork(net, "voco");
+    const e = emb.embed(c.x, { training: ctx.training, seed: ctx.seed });
+    const base = tf.reshape<tf.Rank.R3>(tf.slice(e, [0, 0], [c.B * c.nBase, -1]), [c.B, c.nBase, emb.embedDim]);
+    const target = tf.reshape<tf.Rank.R3>(tf.slice(e, [c.B * c.nBase, 0], [c.B * c.nTarget, -1]), [c.B, c.nTarget, emb.embedDim]);
+    return { base, target };
+  }
+
+  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+    const c = this.crops(batch, ctx);
+    const { base, target } = this.embeddings(net, c, ctx);
+    return vocoLoss(base, target, c.truth);
+  }
+
+  /** Each target crop of the first sample beside the base crop it overlaps most, with true overlap and predicted similarity. */
+  preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
+    const c = this.crops(batch, ctx);
+    const { base, target } = this.embeddings(net, c, ctx);
+    const sim = tf.relu(tf.matMul(l2Rows(target), l2Rows(base), false, true)).arraySync() as number[][][]; // [B,T,N]
+    const truth = c.truth.arraySync();
+    const rows: { t: number; k: number }[] = [];
+    for (let t = 0; t < c.nTarget; t++) {
+      const tr = truth[0]![t]!;
+      rows.push({ t, k: tr.indexOf(Math.max(...tr)) });
+    }
+    const gather = (idx: number[]) => tf.gather<tf.Tensor5D>(c.x, tf.tensor1d(idx, "int32"));
+    return {
+      caption: `VoCo: ${c.nBase} base crops on a grid and ${c.nTarget} random target crops per patch; the network predicts each target's overlap with every base crop from the cosine similarity of their embeddings.`,
+      columns: [
+        { label: "target crop", volume: gather(rows.map((r) => c.B * c.nBase + r.t)), kind: "image" },
+        { label: "base crop it overlaps most", volume: gather(rows.map((r) => r.k)), kind: "image" },
+      ],
+      rowLabels: rows.map((r) => `target ${r.t} ↔ base ${r.k}: overlap ${truth[0]![r.t]![r.k]!.toFixed(2)}, predicted ${sim[0]![r.t]![r.k]!.toFixed(2)}`),
+    };
   }
 }
 

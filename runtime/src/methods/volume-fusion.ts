@@ -23,7 +23,7 @@ import { ConfigError } from "../errors.js";
 import { VOLUME_FUSION_RECIPE } from "../data/intensity.js";
 import { Rng } from "../data/rng.js";
 import type { ArchitectureFamily, Network } from "../models/architecture.js";
-import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, PretrainMethod } from "./method.js";
+import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
 
 export const VolumeFusionOptionsSchema = z
   .object({
@@ -169,11 +169,33 @@ export class VolumeFusion implements PretrainMethod {
       boxes,
     };
   }
-  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+  /** Fused inputs, one-hot targets and the network's logits [B, X, Y, Z, K]. */
+  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { x: tf.Tensor5D; target: tf.Tensor5D; logits: tf.Tensor5D } {
     const { x, target } = this.fuse(batch, ctx.seed);
     const logits = net.apply(x, { training: ctx.training, seed: ctx.seed });
     if (logits.shape[4] !== this.o.numClasses) throw new ConfigError(`network has ${logits.shape[4]} output channels, volume fusion needs ${this.o.numClasses}`, { field: "outChannels" });
+    return { x, target, logits };
+  }
+  loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
+    const { target, logits } = this.forward(net, batch, ctx);
     return diceCeLoss(logits, target);
+  }
+  preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
+    const { x, target, logits } = this.forward(net, batch, ctx);
+    const B = x.shape[0];
+    const K = this.o.numClasses;
+    // class k ↔ mixing coefficient k / (K − 1): the foreground share of the fused voxel
+    const asAlpha = (onehotOrLogits: tf.Tensor5D) => tf.expandDims<tf.Tensor5D>(tf.div(tf.cast(tf.argMax(onehotOrLogits, 4), "float32"), K - 1), 4);
+    return {
+      caption: `VolumeFusion: two patches are fused box by box with mixing coefficients k/${K - 1}; the network segments the coefficient map (white: all foreground).`,
+      columns: [
+        { label: "foreground patch", volume: tf.slice(batch.x, [0, 0, 0, 0, 0], [B, -1, -1, -1, -1]), kind: "image" },
+        { label: "background patch", volume: tf.slice(batch.x, [B, 0, 0, 0, 0], [B, -1, -1, -1, -1]), kind: "image" },
+        { label: "fused input", volume: x, kind: "image" },
+        { label: "true coefficients", volume: asAlpha(target), kind: "map" },
+        { label: "predicted coefficients", volume: asAlpha(logits), kind: "map" },
+      ],
+    };
   }
 }
 

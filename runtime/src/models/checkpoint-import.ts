@@ -10,14 +10,15 @@
  * - `loadMatchingWeights(net, stateDict, file)`: nnssl's `-pretrained_weights` (spec 4.7): every parameter whose
  *   primary or alias name is present with the same shape is loaded, `.seg_layers.` are skipped.
  */
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import * as tf from "@tensorflow/tfjs";
-import { ConfigError, DataError } from "../errors.js";
+import { formatBytes, limit } from "../config/limits.js";
+import { ConfigError, DataError, Ssl3dError } from "../errors.js";
 import type { CreateNetworkOptions, Network } from "./architecture.js";
 import { aliasesOf, inversePerm, permute } from "./checkpoint-export.js";
 import { torchShape } from "./params.js";
 import { decodeSafetensors, type NamedTensor } from "./safetensors.js";
-import { PyObject, TorchArchive, TorchTensorRef, toPlain } from "./torch-load.js";
+import { PyObject, pyRepr, TorchArchive, TorchTensorRef, toPlain } from "./torch-load.js";
 
 export interface ImportedCheckpoint {
   readonly kind: "nnssl-checkpoint" | "state-dict" | "ssl3d";
@@ -48,9 +49,13 @@ function isTensorDict(v: unknown): v is Map<unknown, unknown> {
 /** Read a .pth (torch.save zip) or an ssl3d .safetensors checkpoint. */
 export async function readTorchCheckpoint(file: string): Promise<ImportedCheckpoint> {
   let buf: Buffer;
+  const maxBytes = limit("checkpointBytes");
   try {
+    const size = (await stat(file)).size;
+    if (size > maxBytes) throw new DataError(`file of ${formatBytes(size)} is beyond the checkpoint reader's limit of ${formatBytes(maxBytes)} (SSL3D_CHECKPOINT_MAX_BYTES)`, { file });
     buf = await readFile(file);
   } catch (err) {
+    if (err instanceof Ssl3dError) throw err;
     throw new ConfigError(`cannot read checkpoint: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { file });
   }
   if (buf.length >= 8 && buf.readUInt32LE(0) !== 0x04034b50) {
@@ -61,7 +66,8 @@ export async function readTorchCheckpoint(file: string): Promise<ImportedCheckpo
     const epoch = dec.metadata["ssl3d.epoch"];
     return { kind: "ssl3d", stateDict, adaptationPlan: null, trainerName: dec.metadata["ssl3d.method"] ?? null, epoch: epoch === undefined ? null : Number(epoch), metadata: dec.metadata };
   }
-  const archive = TorchArchive.open(buf, file);
+  // the file buffer itself counts against the budget
+  const archive = TorchArchive.open(buf, file, { maxBytes: maxBytes - buf.length });
   const root = archive.root;
   let weights: Map<unknown, unknown> | undefined;
   let weightsField = "";
@@ -79,18 +85,25 @@ export async function readTorchCheckpoint(file: string): Promise<ImportedCheckpo
     }
   }
   if (weights === undefined) {
-    const keys = root instanceof Map ? [...root.keys()].map(String).join(", ") : typeof root;
+    const keys = root instanceof Map ? pyRepr([...root.keys()].slice(0, 20), 300) : pyRepr(root);
     throw new DataError(`no state dict found (expected a dict of tensors or one of ${WEIGHT_KEYS.join(", ")}; top level has: ${keys})`, { file, field: "network_weights" });
   }
   const stateDict = new Map<string, NamedTensor>();
   for (const [k, t] of weights) {
-    const name = stripPrefixes(String(k));
+    if (typeof k !== "string") throw new DataError(`state-dict key ${pyRepr(k)} is not a string`, { file, field: weightsField || "(state dict)" });
+    const name = stripPrefixes(k);
     const ref = t as TorchTensorRef;
     stateDict.set(name, { shape: [...ref.shape], data: archive.readFloat32(ref, weightsField === "" ? name : `${weightsField}.${name}`) });
   }
   const get = (k: string): unknown => (root instanceof Map ? root.get(k) : undefined);
   const planRaw = get("nnssl_adaptation_plan");
-  const plan = planRaw instanceof Map || planRaw instanceof PyObject ? toPlain(planRaw instanceof PyObject ? planRaw.state : planRaw) : null;
+  let plan: unknown = null;
+  try {
+    if (planRaw instanceof Map || planRaw instanceof PyObject) plan = toPlain(planRaw instanceof PyObject ? planRaw.state : planRaw);
+  } catch (err) {
+    if (err instanceof DataError && err.file === undefined) throw new DataError(err.message, { file, field: "nnssl_adaptation_plan" });
+    throw err;
+  }
   const trainer = get("trainer_name");
   const epoch = get("current_epoch");
   return {
@@ -115,18 +128,19 @@ function vec3(v: unknown): [number, number, number] | undefined {
  * output channels and wrappers) the state dict's shapes. Throws a ConfigError naming the plan field when unknown.
  */
 export function architectureFromAdaptationPlan(plan: Record<string, unknown>, stateDict: ReadonlyMap<string, NamedTensor>, file: string): { key: string; options: CreateNetworkOptions } {
-  const ap = (plan.architecture_plans ?? {}) as Record<string, unknown>;
+  const ap = (typeof plan.architecture_plans === "object" && plan.architecture_plans !== null ? plan.architecture_plans : {}) as Record<string, unknown>;
   const cls = typeof ap.arch_class_name === "string" ? ap.arch_class_name : "";
   const inChannels = typeof plan.pretrain_num_input_channels === "number" ? plan.pretrain_num_input_channels : 1;
-  const pp = plan.pretrain_plan as { configurations?: Record<string, { patch_size?: unknown }> } | null | undefined;
-  const planPatch = pp?.configurations === undefined ? undefined : Object.values(pp.configurations).map((c) => vec3(c.patch_size)).find((p) => p !== undefined);
+  const pp = plan.pretrain_plan as { configurations?: unknown } | null | undefined;
+  const cfgs: unknown[] = typeof pp === "object" && pp !== null && typeof pp.configurations === "object" && pp.configurations !== null ? Object.values(pp.configurations) : [];
+  const planPatch = cfgs.map((c) => vec3(typeof c === "object" && c !== null ? (c as { patch_size?: unknown }).patch_size : undefined)).find((p) => p !== undefined);
   const patchSize = planPatch ?? vec3(plan.recommended_downstream_patchsize);
   const outOf = (key: string): number | undefined => stateDict.get(key)?.shape[0];
   if (RESENC_PRESETS[cls] !== undefined || cls === "ResidualEncoderUNet") {
     const seg = [...stateDict.keys()].filter((k) => /^decoder\.seg_layers\.\d+\.weight$/.test(k)).sort().pop();
     const options: Record<string, unknown> = { inChannels, ...(seg !== undefined ? { outChannels: outOf(seg) } : { encoderOnly: true }), ...(patchSize !== undefined ? { patchSize } : {}) };
     if (cls === "ResidualEncoderUNet") {
-      const kw = (ap.arch_kwargs ?? {}) as Record<string, unknown>;
+      const kw = (typeof ap.arch_kwargs === "object" && ap.arch_kwargs !== null ? ap.arch_kwargs : {}) as Record<string, unknown>;
       const strides = Array.isArray(kw.strides) ? (kw.strides as unknown[]).map((s) => (Array.isArray(s) ? Number(s[0]) : Number(s))) : undefined;
       if (!Array.isArray(kw.features_per_stage) || strides === undefined) throw new ConfigError("dynamic ResidualEncoderUNet plan without features_per_stage/strides", { file, field: "architecture_plans.arch_kwargs" });
       Object.assign(options, { features: kw.features_per_stage, strides, blocks: kw.n_blocks_per_stage, ...(seg !== undefined ? { decoderConvs: kw.n_conv_per_stage_decoder } : {}) });
@@ -144,6 +158,24 @@ export function architectureFromAdaptationPlan(plan: Record<string, unknown>, st
     return { key: wrapped ? `eva-mae-${size}` : `primus-${size}`, options: { inChannels, ...(out !== undefined ? { outChannels: out } : {}), ...(patchSize !== undefined ? { patchSize } : {}) } };
   }
   throw new ConfigError(`unknown architecture class "${cls}" (known: ${[...Object.keys(RESENC_PRESETS), "ResidualEncoderUNet", ...Object.keys(PRIMUS_PRESETS)].join(", ")}); pass --architecture`, { file, field: "nnssl_adaptation_plan.architecture_plans.arch_class_name" });
+}
+
+/**
+ * Build a network from settings read out of a file (an adaptation plan, `ssl3d.options`): an invalid or oversized
+ * setting (the parameter budget of `DeclBuilder`) becomes a DataError naming the file and the field it came from.
+ */
+export function networkFromFileSettings<T>(build: () => T, file: string, field: string): T {
+  try {
+    return build();
+  } catch (err) {
+    if (err instanceof ConfigError && err.file === undefined) {
+      const prefix = err.field === undefined ? "" : `${err.field}: `;
+      const reason = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
+      const option = err.field === undefined || err.field === "architecture" ? "" : ` (option ${err.field})`;
+      throw new DataError(`${reason}${option}`, { file, field, cause: err });
+    }
+    throw err;
+  }
 }
 
 export interface MatchReport {

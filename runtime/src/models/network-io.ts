@@ -8,6 +8,7 @@ import { loadTorchStateDict, networkMeta, torchStateDict } from "./checkpoint-ex
 import { createNetwork } from "./registry.js";
 import { readSafetensors, writeSafetensors, type DecodedSafetensors } from "./safetensors.js";
 import { DataError } from "../errors.js";
+import { networkFromFileSettings } from "./checkpoint-import.js";
 
 export function networkMetadata(net: Network): Record<string, string> {
   return { format: "pt", ...networkMeta(net) };
@@ -28,7 +29,7 @@ export function networkFromSafetensors(dec: DecodedSafetensors, file: string): N
   } catch {
     throw new DataError("ssl3d.options is not valid JSON", { file, field: "__metadata__.ssl3d.options" });
   }
-  const net = createNetwork(key, opts);
+  const net = networkFromFileSettings(() => createNetwork(key, opts), file, "__metadata__.ssl3d.options");
   try {
     // training checkpoints (runtime/src/training/checkpoint.ts) also carry optimizer slots: not network weights
     const weights = new Map([...dec.tensors].filter(([k]) => !k.startsWith("optimizer_state.")));

@@ -4,6 +4,8 @@
  * come from the declarations without allocating tensors; the checkpoint exporter uses the permutations.
  */
 import * as tf from "@tensorflow/tfjs";
+import { limit } from "../config/limits.js";
+import { ConfigError } from "../errors.js";
 import { Rng } from "./rng.js";
 
 export type Init =
@@ -86,10 +88,23 @@ export function torchDefaultBound(fanIn: number): number {
   return 1 / Math.sqrt(fanIn);
 }
 
+/**
+ * Collects declarations. Bounded: settings read from files (adaptation plans, `ssl3d.options`) reach the
+ * architectures unchecked, so declaring stops with a ConfigError as soon as the network exceeds
+ * `SSL3D_MAX_NETWORK_TENSORS` tensors or `SSL3D_MAX_NETWORK_PARAMS` scalars, before anything is allocated and
+ * before a loop over a million blocks per stage gets far.
+ */
 export class DeclBuilder {
   readonly decls: ParamDecl[] = [];
+  private scalars = 0;
+  private readonly maxTensors = limit("networkTensors");
+  private readonly maxScalars = limit("networkParams");
 
   add(name: string, shape: readonly number[], torchPerm: readonly number[] | null, init: Init, buffer = false): void {
+    if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new ConfigError(`parameter ${name} would have shape [${shape.join(",")}]: sizes must be non-negative integers`, { field: "architecture" });
+    this.scalars += numel(shape);
+    if (this.decls.length >= this.maxTensors) throw new ConfigError(`network too large: more than ${this.maxTensors} parameter tensors (limit SSL3D_MAX_NETWORK_TENSORS)`, { field: "architecture" });
+    if (!(this.scalars <= this.maxScalars)) throw new ConfigError(`network too large: more than ${this.maxScalars} parameters at ${name} (limit SSL3D_MAX_NETWORK_PARAMS)`, { field: "architecture" });
     this.decls.push({ name, shape, torchPerm, init, ...(buffer ? { buffer: true } : {}) });
   }
 

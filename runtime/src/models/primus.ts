@@ -355,18 +355,7 @@ export class Primus implements Network {
       keep = opts.keepIndices.map((k) => [...k].sort((a, b) => a - b));
       for (const k of keep) if (k.length !== keep[0]!.length || k.some((i) => !Number.isInteger(i) || i < 0 || i >= t) || new Set(k).size !== k.length) throw new ConfigError(`keepIndices must be ${keep[0]!.length} distinct token indices in [0,${t}) per sample`, { field: "keepIndices" });
     } else {
-      const ratio = opts.keepRatio ?? 0.25;
-      if (!(ratio > 0 && ratio <= 1)) throw new ConfigError(`keepRatio must be in (0,1], got ${ratio}`, { field: "keepRatio" });
-      const nKeep = Math.max(1, Math.trunc(t * ratio));
-      const rng = new Rng(opts.rngSeed ?? 0);
-      keep = Array.from({ length: bsz }, () => {
-        const idx = Array.from({ length: t }, (_, i) => i);
-        for (let i = t - 1; i > 0; i--) {
-          const j = rng.int(i + 1);
-          [idx[i], idx[j]] = [idx[j]!, idx[i]!];
-        }
-        return idx.slice(0, nKeep).sort((a, b) => a - b);
-      });
+      keep = drawKeepIndices(opts.rngSeed ?? 0, bsz, t, opts.keepRatio ?? 0.25);
     }
     const reconstruction = tf.tidy(() => {
       const rng = new Rng(ctx.seed ?? 0);
@@ -390,6 +379,25 @@ export class Primus implements Network {
     this.rope.sin.dispose();
     this.rope.cos.dispose();
   }
+}
+
+/**
+ * The kept tokens of a masked forward without given `keepIndices`: per sample `max(1, int(tokens · keepRatio))`
+ * indices (in the wrapper's token order) from a Fisher-Yates shuffle seeded by `seed`, sorted ascending. Exported so
+ * that a caller can know the masks a seeded step used (bench/trajectory.ts hands them to the PyTorch reference).
+ */
+export function drawKeepIndices(seed: number, batch: number, tokens: number, keepRatio: number): number[][] {
+  if (!(keepRatio > 0 && keepRatio <= 1)) throw new ConfigError(`keepRatio must be in (0,1], got ${keepRatio}`, { field: "keepRatio" });
+  const nKeep = Math.max(1, Math.trunc(tokens * keepRatio));
+  const rng = new Rng(seed);
+  return Array.from({ length: batch }, () => {
+    const idx = Array.from({ length: tokens }, (_, i) => i);
+    for (let i = tokens - 1; i > 0; i--) {
+      const j = rng.int(i + 1);
+      [idx[i], idx[j]] = [idx[j]!, idx[i]!];
+    }
+    return idx.slice(0, nKeep).sort((a, b) => a - b);
+  });
 }
 
 /** The EvaMAE pre-training wrapper: Primus modules + decoder Eva + mask token, with token dropping. */

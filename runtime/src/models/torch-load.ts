@@ -8,9 +8,18 @@
  * Tensors are returned as `TorchTensorRef`s (dtype, shape, stride, offset into a storage record) and read on demand
  * with `readFloat32` (float32/float64/float16/bfloat16 and integer storages converted to float32, any strides).
  * Errors are `DataError`s naming the file and, where it applies, the archive entry.
+ *
+ * Hostile archives are bounded (docs/limits-and-safety.md): everything the reader allocates (inflated records,
+ * decoded tensors) is charged to one byte budget (`SSL3D_CHECKPOINT_MAX_BYTES`) before it is allocated; a storage
+ * record must have exactly the size its persistent id declares; a record inflates to at most its declared size and
+ * is inflated once however many tensors share it; a tensor view must lie inside its storage and address no more
+ * elements than the storage holds (no stride-0 broadcast views); traversals of the unpickled value (`toPlain`,
+ * `pyRepr`) count every node they visit, memo references included, so a "billion laughs" pickle of shared
+ * references fails after `SSL3D_PICKLE_MAX_NODES` nodes instead of expanding.
  */
 import { inflateRawSync } from "node:zlib";
-import { DataError } from "../errors.js";
+import { formatBytes, limit } from "../config/limits.js";
+import { DataError, Ssl3dError } from "../errors.js";
 
 export type TorchDtype = "float32" | "float64" | "float16" | "bfloat16" | "int64" | "int32" | "int16" | "int8" | "uint8" | "bool";
 
@@ -69,7 +78,7 @@ function readZipDirectory(buf: Buffer, file: string): Map<string, ZipEntry> {
     const loc = eocd - 20;
     if (loc < 0 || buf.readUInt32LE(loc) !== 0x07064b50) throw new DataError("zip64 archive without zip64 locator", { file });
     const z64 = Number(buf.readBigUInt64LE(loc + 8));
-    if (buf.readUInt32LE(z64) !== 0x06064b50) throw new DataError("zip64 end-of-central-directory record not found", { file });
+    if (z64 + 56 > buf.length || buf.readUInt32LE(z64) !== 0x06064b50) throw new DataError("zip64 end-of-central-directory record not found", { file });
     count = Number(buf.readBigUInt64LE(z64 + 32));
     cdOffset = Number(buf.readBigUInt64LE(z64 + 48));
   }
@@ -99,21 +108,49 @@ function readZipDirectory(buf: Buffer, file: string): Map<string, ZipEntry> {
       }
       e += 4 + len;
     }
+    if (localOffset + 30 > buf.length || localOffset + compressedSize > buf.length) throw new DataError(`zip entry lies beyond the end of the file (offset ${localOffset}, ${compressedSize} bytes; file has ${buf.length})`, { file, field: name });
     entries.set(name, { name, method, compressedSize, size, localOffset });
     p = eEnd + commentLen;
   }
   return entries;
 }
 
-function zipEntryData(buf: Buffer, e: ZipEntry, file: string): Buffer {
+/** What the reader may still allocate; `take` fails before an allocation that would exceed it. */
+export class ByteBudget {
+  private used = 0;
+  constructor(readonly max: number, private readonly file: string) {}
+
+  take(bytes: number, what: string, field?: string): void {
+    if (!Number.isSafeInteger(bytes) || bytes < 0 || this.used + bytes > this.max) {
+      throw new DataError(`${what} needs ${formatBytes(bytes)}, beyond the checkpoint reader's limit of ${formatBytes(this.max)} (${formatBytes(this.used)} already used; raise SSL3D_CHECKPOINT_MAX_BYTES if the file is trusted)`, { file: this.file, field });
+    }
+    this.used += bytes;
+  }
+}
+
+function zipEntryData(buf: Buffer, e: ZipEntry, file: string, budget: ByteBudget): Buffer {
   const h = e.localOffset;
   if (h + 30 > buf.length || buf.readUInt32LE(h) !== 0x04034b50) throw new DataError("corrupt zip local header", { file, field: e.name });
   const start = h + 30 + buf.readUInt16LE(h + 26) + buf.readUInt16LE(h + 28);
   if (start + e.compressedSize > buf.length) throw new DataError("zip entry extends past the end of the file (truncated?)", { file, field: e.name });
   const raw = buf.subarray(start, start + e.compressedSize);
-  if (e.method === 0) return raw;
-  if (e.method === 8) return inflateRawSync(raw);
-  throw new DataError(`unsupported zip compression method ${e.method}`, { file, field: e.name });
+  if (e.method === 0) {
+    if (e.size !== e.compressedSize) throw new DataError(`stored zip entry declares ${e.size} bytes but holds ${e.compressedSize}`, { file, field: e.name });
+    return raw;
+  }
+  if (e.method !== 8) throw new DataError(`unsupported zip compression method ${e.method}`, { file, field: e.name });
+  // the declared size is charged before inflating, and inflating stops one byte past it
+  budget.take(e.size, `inflating ${e.name}`, e.name);
+  let out: Buffer;
+  try {
+    out = inflateRawSync(raw, { maxOutputLength: Math.max(1, e.size + 1) });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ERR_BUFFER_TOO_LARGE") throw new DataError(`deflated entry inflates to more than the ${e.size} bytes it declares (zip bomb?)`, { file, field: e.name });
+    throw new DataError(`corrupt deflate data (${(err as Error).message})`, { file, field: e.name });
+  }
+  if (out.length !== e.size) throw new DataError(`deflated entry inflates to ${out.length} bytes, it declares ${e.size}`, { file, field: e.name });
+  return out;
 }
 
 class Unpickler {
@@ -137,7 +174,14 @@ class Unpickler {
   private i32(): number { this.need(4); const v = this.data.readInt32LE(this.p); this.p += 4; return v; }
   private u32(): number { this.need(4); const v = this.data.readUInt32LE(this.p); this.p += 4; return v; }
   private u64(): number { this.need(8); const v = Number(this.data.readBigUInt64LE(this.p)); this.p += 8; return v; }
-  private bytes(n: number): Buffer { this.need(n); const b = this.data.subarray(this.p, this.p + n); this.p += n; return b; }
+  private bytes(n: number): Buffer {
+    // a negative length (BINSTRING's is signed) would move the reader backwards: an endless loop
+    if (!Number.isSafeInteger(n) || n < 0) this.fail(`invalid length ${n}`);
+    this.need(n);
+    const b = this.data.subarray(this.p, this.p + n);
+    this.p += n;
+    return b;
+  }
   private line(): string {
     const end = this.data.indexOf(0x0a, this.p);
     if (end < 0) this.fail("unterminated text line");
@@ -174,14 +218,16 @@ class Unpickler {
       case "builtins.list":
         return Array.isArray(args[0]) ? [...(args[0] as unknown[])] : [];
       case "_codecs.encode":
-        return Buffer.from(String(args[0]), "latin1");
+        if (typeof args[0] !== "string") this.fail("_codecs.encode needs a string");
+        return Buffer.from(args[0], "latin1");
       case "torch._utils._rebuild_tensor_v2":
       case "torch._utils._rebuild_tensor": {
-        const [storage, offset, size, stride] = args as [unknown, number, unknown, unknown];
+        const [storage, offset, size, stride] = args;
         if (!(storage instanceof TorchStorageRef)) this.fail(`${g.path}: first argument is not a storage`);
-        const shape = Array.isArray(size) ? (size as number[]) : [];
-        const strides = Array.isArray(stride) ? (stride as number[]) : contiguousStrides(shape);
-        return new TorchTensorRef(storage, offset, shape, strides);
+        const shape = Array.isArray(size) ? size : [];
+        const strides = Array.isArray(stride) ? stride : contiguousStrides(shape as number[]);
+        // views are checked (against their storage) before any read: readFloat32 → checkView
+        return new TorchTensorRef(storage, offset as number, shape as number[], strides as number[]);
       }
       case "torch._utils._rebuild_parameter":
       case "torch._utils._rebuild_parameter_with_state":
@@ -229,7 +275,7 @@ class Unpickler {
           break;
         }
         case 0x61: { const v = this.pop(); const l = this.top(); if (Array.isArray(l)) l.push(v); else this.fail("APPEND to a non-list"); break; } // APPEND
-        case 0x65: { const items = this.popMark(); const l = this.top(); if (Array.isArray(l)) l.push(...items); else this.fail("APPENDS to a non-list"); break; } // APPENDS
+        case 0x65: { const items = this.popMark(); const l = this.top(); if (Array.isArray(l)) for (const i of items) l.push(i); else this.fail("APPENDS to a non-list"); break; } // APPENDS
         case 0x71: this.memo.set(this.u8(), this.top()); break; // BINPUT
         case 0x72: this.memo.set(this.u32(), this.top()); break; // LONG_BINPUT
         case 0x70: this.memo.set(Number(this.line()), this.top()); break; // PUT
@@ -267,7 +313,7 @@ class Unpickler {
         case 0x88: this.stack.push(true); break; // NEWTRUE
         case 0x89: this.stack.push(false); break; // NEWFALSE
         case 0x63: { const module = this.line(); const name = this.line(); this.stack.push(new PyGlobal(module, name)); break; } // GLOBAL
-        case 0x93: { const name = String(this.pop()); const module = String(this.pop()); this.stack.push(new PyGlobal(module, name)); break; } // STACK_GLOBAL
+        case 0x93: { const name = this.pop(); const module = this.pop(); if (typeof name !== "string" || typeof module !== "string") this.fail("STACK_GLOBAL needs two strings"); this.stack.push(new PyGlobal(module, name)); break; } // STACK_GLOBAL
         case 0x52: { const args = this.pop(); const fn = this.pop(); this.stack.push(this.callGlobal(fn, Array.isArray(args) ? args : [])); break; } // REDUCE
         case 0x81: { const args = this.pop(); const cls = this.pop(); this.stack.push(this.callGlobal(cls, Array.isArray(args) ? args : [])); break; } // NEWOBJ
         case 0x92: { this.pop(); const args = this.pop(); const cls = this.pop(); this.stack.push(this.callGlobal(cls, Array.isArray(args) ? args : [])); break; } // NEWOBJ_EX
@@ -303,46 +349,105 @@ function contiguousStrides(shape: readonly number[]): number[] {
   return s;
 }
 
+export interface TorchReadOptions {
+  /** Bytes the reader may allocate in all (default: `limit("checkpointBytes")`). */
+  readonly maxBytes?: number;
+}
+
 /** An opened torch.save archive: the unpickled root object and lazy access to its storages. */
 export class TorchArchive {
-  private constructor(readonly file: string, readonly root: unknown, private readonly buf: Buffer, private readonly entries: Map<string, ZipEntry>, private readonly prefix: string) {}
+  /** Inflated storage records by name: shared storage is inflated once. */
+  private readonly records = new Map<string, Buffer>();
+  /** Decoded views by (storage, offset, shape, stride): aliases of one tensor share one Float32Array. */
+  private readonly decoded = new Map<string, Float32Array>();
 
-  static open(buf: Buffer, file: string): TorchArchive {
+  private constructor(readonly file: string, readonly root: unknown, private readonly buf: Buffer, private readonly entries: Map<string, ZipEntry>, private readonly prefix: string, private readonly budget: ByteBudget) {}
+
+  static open(buf: Buffer, file: string, opts: TorchReadOptions = {}): TorchArchive {
+    const budget = new ByteBudget(opts.maxBytes ?? limit("checkpointBytes"), file);
+    try {
+      return TorchArchive.parse(buf, file, budget);
+    } catch (err) {
+      if (err instanceof Ssl3dError) throw err;
+      // a read outside the buffer (Node's ERR_OUT_OF_RANGE) from offsets the checks above did not cover
+      throw new DataError(`corrupt torch archive (${(err as Error).message})`, { file, cause: err });
+    }
+  }
+
+  private static parse(buf: Buffer, file: string, budget: ByteBudget): TorchArchive {
     const entries = readZipDirectory(buf, file);
     const pkl = [...entries.keys()].find((n) => n === "data.pkl" || n.endsWith("/data.pkl"));
     if (pkl === undefined) throw new DataError("zip archive has no data.pkl: not a torch.save file", { file });
     const prefix = pkl.slice(0, pkl.length - "data.pkl".length);
     const byteorder = entries.get(`${prefix}byteorder`);
-    if (byteorder !== undefined && zipEntryData(buf, byteorder, file).toString("latin1").trim() !== "little") {
+    if (byteorder !== undefined && zipEntryData(buf, byteorder, file, budget).toString("latin1").trim() !== "little") {
       throw new DataError("big-endian torch archives are not supported", { file, field: `${prefix}byteorder` });
     }
     const persistent = (pid: unknown): unknown => {
       // ('storage', storage_type, key, location, numel)
-      if (!Array.isArray(pid) || pid[0] !== "storage") throw new DataError(`unknown persistent id ${JSON.stringify(pid)}`, { file, field: pkl });
-      const type = pid[1] as unknown;
-      const typeName = type instanceof PyGlobal ? type.name : String(type);
+      if (!Array.isArray(pid) || pid[0] !== "storage") throw new DataError(`unknown persistent id ${pyRepr(pid)}`, { file, field: pkl });
+      const [, type, key, , numel] = pid as unknown[];
+      const typeName = type instanceof PyGlobal ? type.name : typeof type === "string" ? type : pyRepr(type);
+      if (typeof key !== "string") throw new DataError(`storage key must be a string, got ${pyRepr(key)}`, { file, field: pkl });
+      const record = `${prefix}data/${key}`;
       const dtype = STORAGE_DTYPES[typeName];
-      if (dtype === undefined) throw new DataError(`unsupported storage type ${type instanceof PyGlobal ? type.path : typeName}`, { file, field: `${prefix}data/${String(pid[2])}` });
-      return new TorchStorageRef(String(pid[2]), dtype, Number(pid[4]));
+      if (dtype === undefined) throw new DataError(`unsupported storage type ${type instanceof PyGlobal ? type.path : typeName}`, { file, field: record });
+      if (typeof numel !== "number" || !Number.isSafeInteger(numel) || numel < 0) throw new DataError(`storage size ${pyRepr(numel)} is not a non-negative integer`, { file, field: record });
+      const e = entries.get(record);
+      if (e === undefined && numel > 0) throw new DataError("storage record missing from the archive", { file, field: record });
+      // the declared element count must match the record's real size (torch writes exactly numel × element bytes)
+      if (e !== undefined && e.size !== numel * DTYPE_BYTES[dtype]) throw new DataError(`storage declares ${numel} ${dtype} elements (${numel * DTYPE_BYTES[dtype]} bytes) but the record holds ${e.size} bytes`, { file, field: record });
+      return new TorchStorageRef(key, dtype, numel);
     };
-    const root = new Unpickler(zipEntryData(buf, entries.get(pkl)!, file), file, pkl, persistent).run();
-    return new TorchArchive(file, root, buf, entries, prefix);
+    const root = new Unpickler(zipEntryData(buf, entries.get(pkl)!, file, budget), file, pkl, persistent).run();
+    return new TorchArchive(file, root, buf, entries, prefix, budget);
+  }
+
+  private record(name: string, field: string): Buffer {
+    const cached = this.records.get(name);
+    if (cached !== undefined) return cached;
+    const e = this.entries.get(name);
+    if (e === undefined) throw new DataError(`storage record ${name} missing from the archive`, { file: this.file, field });
+    const raw = zipEntryData(this.buf, e, this.file, this.budget);
+    this.records.set(name, raw);
+    return raw;
+  }
+
+  /** Shape, stride and offset are integers, the view lies inside its storage and is no larger than it. */
+  private checkView(t: TorchTensorRef, field: string): void {
+    const bad = (msg: string): never => {
+      throw new DataError(`tensor view: ${msg}`, { file: this.file, field });
+    };
+    const ints = (v: readonly unknown[]): boolean => v.every((x) => typeof x === "number" && Number.isSafeInteger(x) && x >= 0);
+    if (t.shape.length > 16) bad(`${t.shape.length} dimensions (at most 16)`);
+    if (!ints(t.shape)) bad(`shape ${pyRepr(t.shape)} is not a list of non-negative integers`);
+    if (t.stride.length !== t.shape.length || !ints(t.stride)) bad(`stride ${pyRepr(t.stride)} does not match shape [${t.shape.join(",")}]`);
+    if (typeof t.offset !== "number" || !Number.isSafeInteger(t.offset) || t.offset < 0) bad(`storage offset ${pyRepr(t.offset)} is not a non-negative integer`);
+    let size = 1;
+    for (const d of t.shape) size = Math.min(size * d, Number.MAX_SAFE_INTEGER);
+    if (size === 0) return;
+    const numel = t.storage.numel;
+    if (size > numel) bad(`${size} elements over a storage of ${numel} (broadcast/stride-0 views are not supported in checkpoints)`);
+    let maxIndex = t.offset;
+    for (let d = 0; d < t.shape.length; d++) maxIndex += (t.shape[d]! - 1) * t.stride[d]!;
+    if (maxIndex >= numel) bad(`exceeds its storage (${maxIndex + 1} > ${numel} elements)`);
   }
 
   /** The tensor's values as float32 (converted from its storage dtype, strides applied, C order). */
   readFloat32(t: TorchTensorRef, field = ""): Float32Array {
     const name = `${this.prefix}data/${t.storage.key}`;
-    const e = this.entries.get(name);
-    if (e === undefined) throw new DataError(`storage record ${name} missing from the archive`, { file: this.file, field: field || name });
-    const raw = zipEntryData(this.buf, e, this.file);
-    const bytes = DTYPE_BYTES[t.dtype];
-    const numel = Math.floor(raw.length / bytes);
+    const where = field || name;
+    this.checkView(t, where);
+    const key = `${t.storage.key}|${t.offset}|${t.shape.join(",")}|${t.stride.join(",")}`;
+    const cached = this.decoded.get(key);
+    if (cached !== undefined) return cached;
+    if (t.size === 0) return new Float32Array(0);
+    const raw = this.record(name, where);
+    this.budget.take(4 * t.size, `decoding ${where} (${t.size} elements)`, where);
     const out = new Float32Array(t.size);
+    this.decoded.set(key, out);
     const shape = t.shape;
     const stride = t.stride;
-    let maxIndex = t.offset;
-    for (let d = 0; d < shape.length; d++) if (shape[d]! > 0) maxIndex += (shape[d]! - 1) * stride[d]!;
-    if (t.size > 0 && maxIndex >= numel) throw new DataError(`tensor view exceeds its storage (${maxIndex + 1} > ${numel} elements)`, { file: this.file, field: field || name });
     const read = elementReader(raw, t.dtype);
     const contiguous = stride.every((s, d) => s === contiguousStrides(shape)[d]);
     if (contiguous) {
@@ -394,18 +499,82 @@ function halfToFloat(h: number): number {
   return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
-/** Plain JSON-like view of an unpickled value (Maps → objects, tensors → descriptions), for adaptation plans etc. */
-export function toPlain(v: unknown): unknown {
-  if (v instanceof Map) {
-    const o: Record<string, unknown> = {};
-    for (const [k, x] of v) o[String(k)] = toPlain(x);
-    return o;
+/** Counts the nodes a traversal visits and the depth it reaches; fails past the pickle limits. */
+class Walk {
+  private nodes = 0;
+  private readonly path = new Set<unknown>();
+  constructor(private readonly maxNodes = limit("pickleNodes"), private readonly maxDepth = limit("pickleDepth")) {}
+
+  enter(v: unknown): void {
+    if (++this.nodes > this.maxNodes) throw new DataError(`pickled value has more than ${this.maxNodes} nodes counting shared references (a "billion laughs" pickle?; limit SSL3D_PICKLE_MAX_NODES)`);
+    if (this.path.size >= this.maxDepth) throw new DataError(`pickled value nested deeper than ${this.maxDepth} levels (limit SSL3D_PICKLE_MAX_DEPTH)`);
+    if (typeof v === "object" && v !== null) {
+      if (this.path.has(v)) throw new DataError("pickled value contains itself (a reference cycle)");
+      this.path.add(v);
+    }
   }
-  if (Array.isArray(v)) return v.map(toPlain);
-  if (v instanceof Set) return [...v].map(toPlain);
-  if (v instanceof TorchTensorRef) return { tensor: v.dtype, shape: v.shape };
-  if (v instanceof PyObject) return { object: v.cls.path, args: v.args.map(toPlain), state: toPlain(v.state) };
-  if (v instanceof PyGlobal) return { global: v.path };
-  if (Buffer.isBuffer(v)) return { bytes: v.length };
-  return v;
+
+  leave(v: unknown): void {
+    this.path.delete(v);
+  }
+}
+
+/**
+ * Plain JSON-like view of an unpickled value (Maps → objects, tensors → descriptions), for adaptation plans etc.
+ * Bounded: a DataError (without file; callers add it) past `SSL3D_PICKLE_MAX_NODES` visited nodes, past
+ * `SSL3D_PICKLE_MAX_DEPTH` levels, or on a cycle.
+ */
+export function toPlain(v: unknown, walk = new Walk()): unknown {
+  walk.enter(v);
+  try {
+    if (v instanceof Map) {
+      const o: Record<string, unknown> = {};
+      for (const [k, x] of v) {
+        const key = typeof k === "string" || typeof k === "number" || typeof k === "boolean" || k === null ? String(k) : pyRepr(k, 200);
+        // a "__proto__" key must stay data, never become the object's prototype
+        Object.defineProperty(o, key, { value: toPlain(x, walk), enumerable: true, writable: true, configurable: true });
+      }
+      return o;
+    }
+    if (Array.isArray(v)) return v.map((x) => toPlain(x, walk));
+    if (v instanceof Set) return [...v].map((x) => toPlain(x, walk));
+    if (v instanceof TorchTensorRef) return { tensor: v.dtype, shape: [...v.shape].map((d) => (typeof d === "number" ? d : null)) };
+    if (v instanceof PyObject) return { object: v.cls.path, args: v.args.map((x) => toPlain(x, walk)), state: toPlain(v.state, walk) };
+    if (v instanceof PyGlobal) return { global: v.path };
+    if (Buffer.isBuffer(v)) return { bytes: v.length };
+    return v;
+  } finally {
+    walk.leave(v);
+  }
+}
+
+/** A short description of an unpickled value for error messages: at most `max` characters, bounded work. */
+export function pyRepr(v: unknown, max = 120): string {
+  let out = "";
+  let budget = 4 * max;
+  const emit = (s: string): boolean => {
+    out += s;
+    return out.length < max && --budget > 0;
+  };
+  const walk = (x: unknown, depth: number): boolean => {
+    if (depth > 8) return emit("…");
+    if (typeof x === "string") return emit(JSON.stringify(x.length > max ? `${x.slice(0, max)}…` : x));
+    if (typeof x === "number" || typeof x === "boolean" || x === null || x === undefined) return emit(String(x));
+    if (Array.isArray(x) || x instanceof Set) {
+      if (!emit("[")) return false;
+      let i = 0;
+      for (const y of x as Iterable<unknown>) {
+        if ((i++ > 0 && !emit(", ")) || !walk(y, depth + 1)) return false;
+      }
+      return emit("]");
+    }
+    if (x instanceof Map) return emit(`{dict of ${x.size}}`);
+    if (x instanceof PyGlobal) return emit(x.path);
+    if (x instanceof PyObject) return emit(`<${x.cls.path}>`);
+    if (x instanceof TorchTensorRef) return emit(`<tensor ${x.dtype}>`);
+    if (Buffer.isBuffer(x)) return emit(`<${x.length} bytes>`);
+    return emit(typeof x);
+  };
+  walk(v, 0);
+  return out.length > max ? `${out.slice(0, max)}…` : out;
 }

@@ -12,10 +12,11 @@ import { flattenCollection, uniqueId, type IndependentImage } from "../config/co
 import { requireRoot, type Env } from "../config/env.js";
 import { ConfigError, DataError, oneLine } from "../errors.js";
 import { writeJsonAtomic } from "../io/atomic.js";
+import { checkSafeName } from "../io/safe-path.js";
 import { readCollection } from "../io/collection-file.js";
 import { log } from "../observability/log.js";
 import { createProgress } from "../observability/progress.js";
-import { fingerprintFile } from "../preprocessing/layout.js";
+import { fingerprintFile, lockDataset } from "../preprocessing/layout.js";
 import { runTasks } from "../preprocessing/pool.js";
 import type { FingerprintEntry } from "../preprocessing/tasks.js";
 
@@ -48,7 +49,7 @@ export async function loadDatasetImages(datasetName: string, env: Env = process.
 }
 
 export function preprocessedDatasetDir(datasetName: string, env: Env = process.env): string {
-  return path.join(requireRoot("nnssl_preprocessed", env), datasetName);
+  return path.join(requireRoot("nnssl_preprocessed", env), checkSafeName(datasetName, `dataset name ${JSON.stringify(datasetName)}`, { field: "dataset" }));
 }
 
 export async function readFingerprint(datasetName: string, env: Env = process.env): Promise<Fingerprint> {
@@ -66,6 +67,15 @@ export async function readFingerprint(datasetName: string, env: Env = process.en
 }
 
 export async function extractFingerprint(datasetName: string, opts: StageOptions & { clean?: boolean } = {}): Promise<{ fingerprint: Fingerprint; file: string; reused: boolean }> {
+  const lock = lockDataset(preprocessedDatasetDir(datasetName, opts.env ?? process.env), "ssl3d fingerprint");
+  try {
+    return await fingerprintLocked(datasetName, opts);
+  } finally {
+    lock.release();
+  }
+}
+
+async function fingerprintLocked(datasetName: string, opts: StageOptions & { clean?: boolean }): Promise<{ fingerprint: Fingerprint; file: string; reused: boolean }> {
   const env = opts.env ?? process.env;
   const file = fingerprintFile(preprocessedDatasetDir(datasetName, env));
   const images = await loadDatasetImages(datasetName, env);
@@ -99,8 +109,9 @@ export async function extractFingerprint(datasetName: string, opts: StageOptions
     (o) => {
       const img = images[o.index]!;
       if (o.ok) {
-        if (!o.result.intensity.finite) {
-          const reason = "image contains NaN or Inf";
+        const degenerate = !o.result.intensity.finite ? "image contains NaN or Inf" : o.result.intensity.nonzero_fraction === 0 ? "image is zero everywhere (nothing to train on)" : undefined;
+        if (degenerate !== undefined) {
+          const reason = degenerate;
           failed.push({ unique_id: uniqueId(img), image_path: img.image_path, reason });
           log().error({ image: img.image_path, reason }, `fingerprint: ${img.image_path}: ${reason}`);
           firstError ??= new DataError(reason, { file: img.image_path });

@@ -3,6 +3,7 @@
  * shape -> z-score (before resampling) -> resample image (cubic) and masks (linear, per label). Pure: arrays in,
  * arrays out, on the C-order "array axes" view (C, a0, a1, a2) that nnU-Net's SimpleITK reader produces.
  */
+import { limit } from "../config/limits.js";
 import { DataError } from "../errors.js";
 import type { ConfigurationPlan, Plan } from "../planning/plans.js";
 import { targetSpacing } from "../planning/plans.js";
@@ -56,6 +57,15 @@ function checkFinite(v: ArrayVolume, what: string): void {
   }
 }
 
+/** The resampled image must be non-empty and, like the image as read, within `SSL3D_MAX_VOXELS` (before allocating). */
+function checkResampledSize(from: Shape3, to: Shape3, channels: number, spacing: Shape3, target: Shape3): void {
+  const what = `resampling [${from.join(", ")}] at spacing [${spacing.join(", ")}] to [${target.join(", ")}] mm gives [${to.join(", ")}]`;
+  if (to.some((n) => n < 1)) throw new DataError(`${what}: an empty image (near-zero spacing?)`, { field: "pixdim" });
+  const voxels = to[0] * to[1] * to[2] * channels;
+  const max = limit("voxels");
+  if (voxels > max) throw new DataError(`${what} x ${channels} channel(s) = ${voxels} voxels, above the limit of ${max} (SSL3D_MAX_VOXELS)`, { field: "pixdim" });
+}
+
 /**
  * Note: `img.data` may be normalised in place (when the crop keeps everything and no transpose is needed); pass a
  * copy if you still need the input afterwards.
@@ -97,6 +107,7 @@ export function preprocessCase(img: CaseInput, masks: CaseMasks, plan: Plan, cfg
 
   const target = targetSpacing(cfg) ?? spacingT;
   const newShape = cfg.spacing_style === "noresample" ? cshape : computeNewShape(cshape, spacingT, target);
+  checkResampledSize(cshape, newShape, img.channels, spacingT, target);
   const norm = zscoreInPlace(data, img.channels);
 
   const dk = cfg.resampling_fn_data_kwargs;

@@ -7,15 +7,16 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { relativizePath, uniqueId, type Collection, type IndependentImage } from "../config/collection.js";
 import { requireRoot, type Env } from "../config/env.js";
-import { ConfigError, oneLine } from "../errors.js";
-import { writeJsonAtomic } from "../io/atomic.js";
+import { ConfigError, EnvironmentError, oneLine } from "../errors.js";
+import { removeStaleTemps, writeJsonAtomic } from "../io/atomic.js";
+import { assertInsideReal } from "../io/safe-path.js";
 import { readCollection, writeCollection } from "../io/collection-file.js";
 import { log } from "../observability/log.js";
 import { createProgress } from "../observability/progress.js";
 import { preprocessedDatasetDir, type FailedImage, type OnError } from "../planning/fingerprint.js";
 import { loadPlan } from "../planning/plan-stage.js";
-import { DEFAULT_PLANS_NAME } from "../planning/plans.js";
-import { collectionCopyFile, dataIdentifierDir, imageOutputs, validImagesFile } from "./layout.js";
+import { DEFAULT_PLANS_NAME, type Plan } from "../planning/plans.js";
+import { collectionCopyFile, dataIdentifierDir, imageOutputs, lockDataset, validImagesFile } from "./layout.js";
 import { runTasks } from "./pool.js";
 import type { ImageTask } from "./run-image.js";
 import { flattenCollection } from "../config/collection.js";
@@ -106,11 +107,12 @@ async function readJsonList(file: string): Promise<IndependentImage[] | undefine
  * `valid_imgs.json` and delete the part files. Returns the merged list when it was written.
  */
 async function recordValid(dir: string, valid: IndependentImage[], part: number, total: number): Promise<IndependentImage[] | undefined> {
+  const root = { root: dir };
   if (total <= 1) {
-    await writeJsonAtomic(validImagesFile(dir), valid);
+    await writeJsonAtomic(validImagesFile(dir), valid, 2, root);
     return valid;
   }
-  await writeJsonAtomic(validImagesFile(dir, { part, total }), valid);
+  await writeJsonAtomic(validImagesFile(dir, { part, total }), valid, 2, root);
   const lists: IndependentImage[][] = [];
   for (let p = 0; p < total; p++) {
     const l = await readJsonList(validImagesFile(dir, { part: p, total }));
@@ -118,8 +120,8 @@ async function recordValid(dir: string, valid: IndependentImage[], part: number,
     lists.push(l);
   }
   const merged = lists.flat();
-  await writeJsonAtomic(validImagesFile(dir), merged);
-  for (let p = 0; p < total; p++) await fs.rm(validImagesFile(dir, { part: p, total }), { force: true });
+  await writeJsonAtomic(validImagesFile(dir), merged, 2, root);
+  for (let p = 0; p < total; p++) await fs.rm(assertInsideReal(dir, validImagesFile(dir, { part: p, total })), { force: true });
   return merged;
 }
 
@@ -139,6 +141,31 @@ export async function runPreprocess(datasetName: string, configs: readonly strin
   const part = opts.part ?? 0;
   const total = opts.totalParts ?? 1;
   const mine = partSlice(all, part, total);
+  const lock = lockDataset(ppDir, "ssl3d preprocess", { part, total });
+  try {
+    if (total <= 1) await removeStageTemps(ppDir, plansName, configs);
+    return await preprocessLocked({ datasetName, configs, opts, env, plan, plansName, plansFile, ppDir, collection, mine, part, total, nps });
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * Temporary files of the dataset-level lists a killed run was writing (`.<file>.tmp-<pid>-<hex>`). Only by a
+ * whole-folder writer: parts run side by side and one of them may be writing the merged list right now.
+ */
+async function removeStageTemps(ppDir: string, plansName: string, configs: readonly string[]): Promise<void> {
+  await removeStaleTemps(ppDir, ["dataset_fingerprint.json", `${plansName}.json`, "valid_imgs.json", ...configs.map((c) => `pretrain_data__${c}.json`)]);
+  for (const c of configs) await removeStaleTemps(dataIdentifierDir(ppDir, plansName, c), ["valid_imgs.json", "failed_imgs.json"]);
+}
+
+interface LockedArgs {
+  datasetName: string; configs: readonly string[]; opts: PreprocessOptions; env: Env; plan: Plan; plansName: string; plansFile: string;
+  ppDir: string; collection: Collection; mine: IndependentImage[]; part: number; total: number; nps: number[];
+}
+
+async function preprocessLocked(a: LockedArgs): Promise<PreprocessSummary> {
+  const { datasetName, configs, opts, env, plan, plansName, plansFile, ppDir, collection, mine, part, total, nps } = a;
   const onError = opts.onError ?? "fail";
   const perConfiguration: ConfigSummary[] = [];
 
@@ -166,6 +193,8 @@ export async function runPreprocess(datasetName: string, configs: readonly strin
           else done++;
           progress.tick({ image: o.result.uniqueId, status: o.result.status });
         } else {
+          // a full or read-only disk fails every image alike: stop the run whatever --on-error says
+          if (o.error instanceof EnvironmentError) throw o.error;
           const reason = oneLine(o.error);
           failed.push({ unique_id: uniqueId(img), image_path: img.image_path, reason });
           log().error({ image: img.image_path, reason, onError }, `preprocessing failed: ${reason}`);
@@ -179,9 +208,9 @@ export async function runPreprocess(datasetName: string, configs: readonly strin
     if (firstError !== undefined && onError === "fail") throw firstError;
     const valid = mine.filter((_, i) => ok[i]).map((i) => serializeImage(i, env));
     failed.sort((a, b) => a.unique_id.localeCompare(b.unique_id));
-    await writeJsonAtomic(path.join(dataDir, total > 1 ? `failed_imgs__${part}_of_${total}.json` : "failed_imgs.json"), failed);
+    await writeJsonAtomic(path.join(dataDir, total > 1 ? `failed_imgs__${part}_of_${total}.json` : "failed_imgs.json"), failed, 2, { root: dataDir });
     const merged = await recordValid(dataDir, valid, part, total);
-    if (merged !== undefined) await writeJsonAtomic(validImagesFile(ppDir), merged); // upstream location (last configuration wins)
+    if (merged !== undefined) await writeJsonAtomic(validImagesFile(ppDir), merged, 2, { root: ppDir }); // upstream location (last configuration wins)
     perConfiguration.push({ configuration: config, images: tasks.length, done, skipped, valid: valid.length, failed, dataDir });
     log().info({ configuration: config, done, skipped, failed: failed.length }, `preprocessing ${config} finished`);
   }

@@ -8,11 +8,13 @@ import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { uniqueId, type IndependentImage } from "../config/collection.js";
-import { writeJsonAtomic } from "../io/atomic.js";
+import { DataError } from "../errors.js";
+import { removeStaleTemps, writeJsonAtomic } from "../io/atomic.js";
+import { assertInsideReal } from "../io/safe-path.js";
 import { checksumZarrVolume, writeZarrVolume } from "../io/zarr-volume.js";
 import type { ConfigurationPlan, Plan } from "../planning/plans.js";
 import { loadImage, sitkStuff } from "./image-io.js";
-import { imageOutputs } from "./layout.js";
+import { imageOutputs, type ImageOutputs } from "./layout.js";
 import { preprocessCase, type CaseProperties } from "./preprocess-case.js";
 
 /** Bump when the numbers or the layout change: finished images of older versions are then redone. */
@@ -85,18 +87,17 @@ export async function isFinished(propsFile: string, expect: { planHash: string; 
   return true;
 }
 
-/** Remove temporary leftovers of a killed earlier attempt for this image (`.<stem>*.tmp-<pid>-<hex>`). */
-async function removeLeftovers(outputs: { image: string }): Promise<void> {
-  const dir = path.dirname(outputs.image);
-  const stem = path.basename(outputs.image, ".zarr");
-  let names: string[];
-  try {
-    names = await fs.readdir(dir);
-  } catch {
-    return;
+/**
+ * Remove temporary leftovers of a killed earlier attempt for this image: exactly the `.<file>.tmp-<pid>-<hex>` names
+ * of its own outputs (never another image's, even one whose name starts the same).
+ */
+async function removeLeftovers(outputs: ImageOutputs): Promise<void> {
+  const byDir = new Map<string, string[]>();
+  for (const p of [outputs.image, outputs.anon, outputs.anat, outputs.properties]) {
+    const d = path.dirname(p);
+    byDir.set(d, [...(byDir.get(d) ?? []), path.basename(p)]);
   }
-  const re = /\.tmp-\d+-[0-9a-f]{8}$/;
-  for (const n of names) if (n.startsWith(`.${stem}`) && re.test(n)) await fs.rm(path.join(dir, n), { recursive: true, force: true });
+  for (const [dir, names] of byDir) await removeStaleTemps(dir, names);
 }
 
 export interface ImageTask {
@@ -123,21 +124,30 @@ export async function preprocessImage(task: ImageTask): Promise<ImageResult> {
   const inputs = await inputStamps(img);
   if (task.force !== true && (await isFinished(out.properties, { planHash: hash, inputs }))) return { uniqueId: uniqueId(img), status: "skipped" };
 
-  await fs.rm(out.properties, { force: true });
+  const root = task.dataDir;
+  await fs.rm(assertInsideReal(root, out.properties), { force: true });
   await removeLeftovers(out);
   const loaded = await loadImage(img);
-  const res = preprocessCase(loaded.input, loaded.masks, plan, cfg);
+  let res: ReturnType<typeof preprocessCase>;
+  try {
+    res = preprocessCase(loaded.input, loaded.masks, plan, cfg);
+  } catch (err) {
+    // the core is pure and knows no file names: name the image
+    if (err instanceof DataError && err.file === undefined) throw new DataError(err.message, { file: img.image_path, field: err.field, cause: err });
+    throw err;
+  }
   const shape = [res.channels, ...res.shape];
   const dir = path.dirname(out.properties);
   const rel = (p: string): string => path.relative(dir, p);
-  const arrays: ImageProperties["arrays"] = { image: { path: rel(out.image), checksum: (await writeZarrVolume(out.image, res.data, shape)).checksum } };
+  const arrays: ImageProperties["arrays"] = { image: { path: rel(out.image), checksum: (await writeZarrVolume(out.image, res.data, shape, { root })).checksum } };
   for (const kind of ["anon", "anat"] as const) {
     const m = res[kind];
     if (m === undefined) {
-      await fs.rm(out[kind], { recursive: true, force: true });
+      // a mask this image had in an earlier run (its own output name: collection names are checked to be unique)
+      await fs.rm(assertInsideReal(root, out[kind]), { recursive: true, force: true });
       continue;
     }
-    arrays[kind] = { path: rel(out[kind]), checksum: (await writeZarrVolume(out[kind], m, shape)).checksum };
+    arrays[kind] = { path: rel(out[kind]), checksum: (await writeZarrVolume(out[kind], m, shape, { root })).checksum };
   }
   const sp = loaded.input.spacing;
   const props: ImageProperties = {
@@ -153,6 +163,6 @@ export async function preprocessImage(task: ImageTask): Promise<ImageResult> {
     datatype: loaded.datatype,
     arrays,
   };
-  await writeJsonAtomic(out.properties, props);
+  await writeJsonAtomic(out.properties, props, 2, { root });
   return { uniqueId: uniqueId(img), status: "done", shape };
 }

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
+import { nativeSkipReason } from "../../../test/helpers/native.js";
 import { useBackend, seeded } from "../../../test/helpers/tf-check.js";
 import { loadNativeKernels, unloadNativeKernels } from "../models/backend/native.js";
 import { createNetwork } from "../models/registry.js";
@@ -14,6 +15,7 @@ import { valueAndGrads } from "./backprop.js";
 
 await useBackend("cpu");
 const haveNative = loadNativeKernels();
+const nativeSkip = nativeSkipReason(haveNative);
 
 type Loss = () => tf.Scalar;
 
@@ -59,7 +61,7 @@ function netCase(key: string, patch: number, backend: string): void {
 }
 
 for (const key of ["resenc-xs", "primus-xs"]) {
-  test(`${key}: same value and gradients as tf.variableGrads (cpu + native kernels)`, { skip: !haveNative && "native addon not built" }, () => {
+  test(`${key}: same value and gradients as tf.variableGrads (cpu + native kernels)`, { skip: nativeSkip }, () => {
     loadNativeKernels();
     netCase(key, key === "resenc-xs" ? 16 : 32, "cpu+native");
   });

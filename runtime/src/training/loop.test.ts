@@ -19,7 +19,7 @@ import { CONV_PERM } from "../models/params.js";
 import { createServer } from "node:net";
 import { initProcessGroup, type ProcessGroup } from "../distributed/process-group.js";
 import { TrainingError } from "../errors.js";
-import { COLORS } from "../observability/progress-png.js";
+import { COLORS, PROGRESS_WIDTH } from "../observability/progress-png.js";
 import { TrainingMetrics } from "../observability/training-metrics.js";
 import { checkpointPath, loadCheckpoint } from "./checkpoint.js";
 import { JSONL_LOG, train, type StopSignal } from "./loop.js";
@@ -119,8 +119,9 @@ test("loop: epochs × iterations, checkpoints latest/best/final, JSONL + progres
     assert.deepEqual(Object.keys(ck.optimizerState.slots.momentum_buffer!).sort(), ["conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"]);
     assert.equal(jsonlLosses(dir).length, 12);
     const png = PNG.sync.read(readFileSync(join(dir, "out", "progress.png")));
-    assert.equal(png.width, 800);
-    const count = (c: readonly number[]) => {
+    assert.equal(png.width, PROGRESS_WIDTH);
+    const count = (hex: string) => {
+      const c = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
       let n = 0;
       for (let i = 0; i < png.data.length; i += 4) if (png.data[i] === c[0] && png.data[i + 1] === c[1] && png.data[i + 2] === c[2]) n++;
       return n;

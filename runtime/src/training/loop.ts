@@ -12,9 +12,9 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import cliProgress from "cli-progress";
-import { appendFile, mkdir, readFile, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, readFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { MAE_AUGMENT, NO_AUGMENT } from "../data/augment.js";
 import type { Batch } from "../data/batch.js";
 import { validationTransform } from "../data/batch-transforms.js";
@@ -27,6 +27,7 @@ import type { Network } from "../models/architecture.js";
 import { loadTorchStateDict, networkMeta, torchStateDict } from "../models/checkpoint-export.js";
 import type { Logger } from "../observability/log.js";
 import { writeProgressPng } from "../observability/progress-png.js";
+import { removeStaleTemps, writeFileAtomic } from "../io/atomic.js";
 import type { TrainingMetrics } from "../observability/training-metrics.js";
 import { checkpointPath, findResumeCheckpoint, loadCheckpoint, removeCheckpoint, saveCheckpoint, type CheckpointKind, type CheckpointMeta, type TrainingLogLists } from "./checkpoint.js";
 import { AdamW, NonFiniteGuard, SgdNesterov, clipByGlobalNorm, type Optimizer } from "./optim.js";
@@ -48,6 +49,8 @@ export interface TrainingRun {
   readonly trainImages: readonly TrainingImage[];
   /** Empty → validation samples from the training images (tiny datasets). */
   readonly valImages: readonly TrainingImage[];
+  /** Title of progress.png (default: the trainer name). */
+  readonly runName?: string;
   /** `.../fold_all`: logs, progress.png. */
   readonly outputDir: string;
   /** Where checkpoints go (`SSL3D_CHECKPOINT_DIR`, else `outputDir`). */
@@ -120,7 +123,10 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
   let epochStartedAt: number | null = null;
   let trainStart = 0;
   let valStart = 0;
+  let resumedFrom: { file: string; meta: CheckpointMeta } | undefined;
 
+  // leftovers of checkpoint/log writes a killed or failed run could not finish (the folder lock makes them stale)
+  if (isChief) await removeTrainingTemps(run.outputDir, run.checkpointDir, log);
   if (run.resume) {
     const file = findResumeCheckpoint(run.checkpointDir);
     if (file === undefined) {
@@ -131,6 +137,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
       loadTorchStateDict(net, ck.weights, file);
       optimizer.importState(ck.optimizerState, net.weights);
       const m = ck.meta;
+      resumedFrom = { file, meta: m };
       // like upstream: truncate the per-epoch lists to the shortest (and to current_epoch)
       const len = Math.min(m.current_epoch, ...Object.values(m.logging).map((l) => l.length));
       logging = {
@@ -155,8 +162,12 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
   }
   if (epoch === 0 && iteration === 0 && isChief) await truncateJsonl(join(run.outputDir, JSONL_LOG), 0); // a fresh run starts a new log
   if (epoch >= o.numEpochs) {
-    log.info({ epoch }, "Nothing to do: all epochs completed");
-    optimizer.dispose();
+    try {
+      if (resumedFrom !== undefined && resumedFrom.file !== checkpointPath(run.checkpointDir, "final") && isChief) await completeFinishedRun(run, resumedFrom, optimizer, logging);
+      else log.info({ epoch }, "Nothing to do: all epochs completed");
+    } finally {
+      optimizer.dispose();
+    }
     return { status: "completed", epochsCompleted: epoch, globalStep, finalTrainLoss: logging.train_losses.at(-1) ?? null, finalValLoss: logging.val_losses.at(-1) ?? null };
   }
 
@@ -314,10 +325,12 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
       const score = valMean ?? trainMean;
       const isBest = score !== null && (bestVal === null || score < bestVal);
       if (isBest) bestVal = score;
+      // the epoch's log line goes first: a resume from an older checkpoint drops it (truncateJsonl), a resume from
+      // this epoch's checkpoint finds it
+      if (isChief) await appendFile(join(run.outputDir, JSONL_LOG), JSON.stringify({ epoch: epoch - 1, train_loss: trainMean, val_loss: valMean, lr, epoch_time_s: end - started, global_step: globalStep, nonfinite_total: guard.total, step_losses: stepLosses, val_step_losses: valLosses, time: new Date(end * 1000).toISOString() }) + "\n");
       await checkpoint("latest");
       if (isBest) await checkpoint("best");
-      if (isChief) await appendFile(join(run.outputDir, JSONL_LOG), JSON.stringify({ epoch: epoch - 1, train_loss: trainMean, val_loss: valMean, lr, epoch_time_s: end - started, global_step: globalStep, nonfinite_total: guard.total, step_losses: stepLosses, val_step_losses: valLosses, time: new Date(end * 1000).toISOString() }) + "\n");
-      if (isChief) await writeProgressPng(join(run.outputDir, "progress.png"), logging.train_losses, logging.val_losses, logging.lrs);
+      if (isChief) await writeProgressPng(join(run.outputDir, "progress.png"), run.runName ?? run.trainerName, logging);
       log.info({ epoch: epoch - 1, trainLoss: trainMean, valLoss: valMean, lr, seconds: Number((end - started).toFixed(2)), best: isBest }, "Epoch finished");
       epoch -= 1; // the for-loop increments
       const flag = Float32Array.of(run.stop?.requested === true ? 1 : 0);
@@ -441,5 +454,25 @@ async function truncateJsonl(file: string, epochs: number): Promise<void> {
       return false;
     }
   });
-  await writeFile(file, keep.map((l) => l + "\n").join(""));
+  await writeFileAtomic(file, keep.map((l) => l + "\n").join(""));
+}
+
+/**
+ * A run killed after its last epoch's checkpoint_latest, before checkpoint_final: write what the end of `train` would
+ * have written (checkpoint_final from the resumed state, progress.png) and remove checkpoint_latest.
+ */
+async function completeFinishedRun(run: TrainingRun, from: { file: string; meta: CheckpointMeta }, optimizer: Optimizer, logging: TrainingLogLists): Promise<void> {
+  const net = run.network;
+  const extra = { ...networkMeta(net), "ssl3d.epoch": String(from.meta.current_epoch), "ssl3d.method": run.trainerName };
+  await saveCheckpoint(checkpointPath(run.checkpointDir, "final"), { ...from.meta, saved_at: Date.now() / 1000 }, torchStateDict(net, { aliases: false }), await optimizer.exportState(), extra);
+  await writeProgressPng(join(run.outputDir, "progress.png"), run.runName ?? run.trainerName, logging);
+  await removeCheckpoint(run.checkpointDir, "latest");
+  run.logger.info({ from: from.file, epoch: from.meta.current_epoch }, "All epochs were completed before the interruption; wrote checkpoint_final and progress.png");
+}
+
+/** Remove `.<file>.tmp-<pid>-<hex>` leftovers of the checkpoint, progress-plot and log writes of a killed run. */
+async function removeTrainingTemps(outputDir: string, checkpointDir: string, log: Logger): Promise<void> {
+  const checkpoints = (["latest", "best", "final"] as const).map((k) => basename(checkpointPath(checkpointDir, k)));
+  const removed = [...(await removeStaleTemps(checkpointDir, checkpoints)), ...(await removeStaleTemps(outputDir, ["progress.png", JSONL_LOG]))];
+  if (removed.length > 0) log.info({ removed }, "Removed temporary files of an interrupted write");
 }

@@ -117,14 +117,19 @@ test("a step leaks no tensors (slots created once)", () => {
   p.dispose();
 });
 
-test("clipByGlobalNorm scales by max/(norm+1e-6) only above the threshold", () => {
+test("clipByGlobalNorm scales by min(1, max/(norm+1e-6)) as torch's clip_grad_norm_", () => {
   const g = new Map<string, tf.Tensor>([["a", tf.tensor1d([3, 0])], ["b", tf.tensor1d([0, 4])]]);
   const c = clipByGlobalNorm(g, 1);
   assert.ok(Math.abs(c.norm - 5) < 1e-6);
   assert.ok(Math.abs(c.grads.get("a")!.dataSync()[0]! - 3 / (5 + 1e-6)) < 1e-6);
   const u = clipByGlobalNorm(g, 12);
   assert.deepEqual(Array.from(u.grads.get("b")!.dataSync()), [0, 4]);
-  for (const m of [g, c.grads, u.grads]) for (const t of m.values()) t.dispose();
+  // a norm equal to the threshold is still scaled by 5/(5 + 1e-6) (torch clamps the coefficient at 1, it does not
+  // compare the norm with the threshold)
+  const e = clipByGlobalNorm(g, 5);
+  const b = e.grads.get("b")!.dataSync()[1]!;
+  assert.ok(b < 4 && Math.abs(b - 4 * (5 / (5 + 1e-6))) < 1e-6, String(b));
+  for (const m of [g, c.grads, u.grads, e.grads]) for (const t of m.values()) t.dispose();
 });
 
 test("NonFiniteGuard skips non-finite steps, resets on a good one, fails after N in a row", () => {

@@ -196,9 +196,10 @@ export class AdamW extends SlotOptimizer {
 }
 
 /**
- * Clip gradients by their global L2 norm like `torch.nn.utils.clip_grad_norm_(max_norm)`: if the total norm exceeds
- * `maxNorm`, every gradient is scaled by `maxNorm / (norm + 1e-6)`. Returns the new gradient map (caller disposes)
- * and the pre-clipping norm (`Infinity`/`NaN` propagate, which the non-finite guard catches).
+ * Clip gradients by their global L2 norm like `torch.nn.utils.clip_grad_norm_(max_norm)`: every gradient is scaled
+ * by `min(1, maxNorm / (norm + 1e-6))` (torch clamps the coefficient, so a norm within 1e-6 below `maxNorm` is
+ * scaled too). Returns the new gradient map (caller disposes) and the pre-clipping norm (`Infinity`/`NaN`
+ * propagate, which the non-finite guard catches).
  */
 export function clipByGlobalNorm(grads: ReadonlyMap<string, tf.Tensor>, maxNorm: number | undefined): { grads: Map<string, tf.Tensor>; norm: number } {
   const names = [...grads.keys()];
@@ -209,7 +210,7 @@ export function clipByGlobalNorm(grads: ReadonlyMap<string, tf.Tensor>, maxNorm:
   const norm = normT.dataSync()[0]!;
   normT.dispose();
   const out = new Map<string, tf.Tensor>();
-  const coef = maxNorm !== undefined && Number.isFinite(norm) && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
+  const coef = maxNorm !== undefined && Number.isFinite(norm) ? Math.min(1, maxNorm / (norm + 1e-6)) : 1;
   for (const n of names) {
     const g = grads.get(n)!;
     out.set(n, coef === 1 ? tf.clone(g) : tf.tidy(() => tf.mul(g, coef)));

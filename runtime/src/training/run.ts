@@ -5,26 +5,32 @@
  * `adaptation_plan.json`, and `fold_all/`); serve metrics; install the SIGTERM/SIGUSR1 handlers; run the loop.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { isAbsolute, join, relative, resolve } from "node:path";
 import { requireRoot, resolveDatasetName } from "../config/env.js";
 import { ConfigError, DataError, EnvironmentError, Ssl3dError } from "../errors.js";
 import { writeJsonAtomic } from "../io/atomic.js";
+import { lockFolder, type FolderLock } from "../io/folder-lock.js";
+import { checkSafeName, childPath } from "../io/safe-path.js";
 import { loadOrCreateSplit } from "../data/split.js";
 import { DEFAULT_READER_MODULE, filterImages, type TrainingImage, type VolumeReaderModule } from "../data/source.js";
 import { getMethod } from "../methods/registry.js";
 import { adaptationPlan } from "../models/checkpoint-export.js";
-import { selectBackend } from "../models/backend/select.js";
+import { parseBackendRequest, selectBackend, tfjsNodeMissing } from "../models/backend/select.js";
 import { architectureKeys, createNetwork, getArchitecture } from "../models/registry.js";
 import { loadMatchingWeights, readTorchCheckpoint } from "../models/checkpoint-import.js";
 import type { Logger } from "../observability/log.js";
-import { TrainingMetrics, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
+import { METRICS_ADDRESS_ENV, TrainingMetrics, metricsHost, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
 import { ENV, distributedConfigFromEnv, perRankBatchSize } from "../distributed/env.js";
 import { launchLocalRanks } from "../distributed/launch.js";
 import { claimCheckpointFolder } from "./run-marker.js";
 import { ENV as POD_ENV } from "../../../api/pod.js";
+import { checkRanksFitGpus, visibleGpuCount } from "../distributed/gpus.js";
 import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
 import { resolveTrainer } from "./registry.js";
+import { RUN_INFO, type RunInfo } from "./run-info.js";
+import { checkBatchMemory } from "./memory-check.js";
+import { initialPatchSize } from "../data/patch.js";
 
 export interface TrainArgs {
   readonly dataset: string;
@@ -43,6 +49,8 @@ export interface TrainArgs {
   readonly pretrainedWeights?: string;
   readonly seed?: number;
   readonly metricsPort?: number;
+  /** Interface of the metrics endpoint (default SSL3D_METRICS_ADDRESS, else 127.0.0.1). */
+  readonly metricsAddress?: string;
   readonly backend?: string;
   readonly workers?: number;
   readonly progress?: boolean;
@@ -56,7 +64,7 @@ interface ListModule {
   listPreprocessedImages(datasetName: string, config: string, plansName: string): Promise<TrainingImage[]> | TrainingImage[];
 }
 
-async function listImages(datasetName: string, config: string, plansName: string): Promise<TrainingImage[]> {
+export async function listImages(datasetName: string, config: string, plansName: string): Promise<TrainingImage[]> {
   const spec = new URL("../preprocessing/dataset.js", import.meta.url).href;
   let mod: ListModule;
   try {
@@ -96,6 +104,8 @@ export async function runTrainingCli(a: TrainArgs, logger: Logger): Promise<void
   const cfg = distributedConfigFromEnv();
   const nproc = a.nprocPerNode ?? cfg.nprocPerNode;
   if (nproc > 1 && (process.env.RANK === undefined || process.env.RANK === "")) {
+    const backend = a.backend !== undefined && a.backend !== "" ? parseBackendRequest(a.backend, "--backend") : parseBackendRequest(process.env.SSL3D_BACKEND, "SSL3D_BACKEND");
+    checkRanksFitGpus(nproc, backend, visibleGpuCount(), tfjsNodeMissing("@tensorflow/tfjs-node-gpu") === undefined);
     logger.info({ nprocPerNode: nproc, nnodes: cfg.nnodes, nodeRank: cfg.nodeRank }, "Launching local ranks");
     const code = await launchLocalRanks({
       cfg, nprocPerNode: nproc, command: process.execPath, args: [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)],
@@ -113,6 +123,8 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const datasetName = resolveDatasetName(a.dataset);
   const preRoot = requireRoot("nnssl_preprocessed");
   const resultsRoot = requireRoot("nnssl_results");
+  checkSafeName(a.plans, `plans name ${JSON.stringify(a.plans)}`, { field: "--plans" });
+  checkSafeName(a.configuration, `configuration name ${JSON.stringify(a.configuration)}`, { field: "CONFIGURATION" });
   const plansFile = join(preRoot, datasetName, `${a.plans}.json`);
   const { plan, cfg } = readPlan(plansFile, a.configuration);
 
@@ -137,11 +149,16 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const method = methodEntry.create(o.methodOptions, trainer.entry.family);
   const archKey = methodEntry.architectureFor?.(o.architecture, (k) => architectureKeys().includes(k)) ?? o.architecture;
 
+  // absurd sizes fail here, before any data is read or a network built
+  checkBatchMemory({
+    batchSize: Math.ceil(o.batchSize / dist.worldSize), imagesPerSample: method.data?.imagesPerSample ?? 1,
+    loadedPatch: o.augment ? initialPatchSize(o.patchSize) : o.patchSize, prefetch: o.prefetch,
+  });
   const all = await listImages(datasetName, a.configuration, a.plans);
   if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: join(preRoot, datasetName) });
   const splitFile = join(preRoot, datasetName, "splits_final.json");
-  const { split, created } = await loadOrCreateSplit(splitFile, all.map((i) => i.uniqueSubjectId));
-  logger.info({ file: splitFile, created, train: split.train.length, val: split.val.length }, "Subject split");
+  const { split, created, persisted } = await loadOrCreateSplit(splitFile, all.map((i) => i.uniqueSubjectId));
+  logger.info({ file: splitFile, created, persisted, train: split.train.length, val: split.val.length }, persisted ? "Subject split" : "Subject split (read-only data folder: computed, not written)");
   const filter = { modalities: o.modalities };
   const trainImages = filterImages(all, new Set(split.train), filter);
   const valImages = filterImages(all, new Set(split.val), filter);
@@ -150,7 +167,6 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const globalBatch = o.batchSize;
   const perRank = perRankBatchSize(globalBatch, dist.worldSize, dist.rank);
   const backend = await selectBackend(a.backend);
-  logger.info({ backend: backend.name, tfBackend: backend.tfBackend, nativeKernels: backend.nativeKernels }, "Backend selected");
 
   const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
   const inChannels = (await reader.openZarrVolume(trainImages[0]!.image)).shape[0] ?? 1;
@@ -158,75 +174,107 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const netPatch = methodEntry.networkPatchSize?.(o.patchSize, o.methodOptions) ?? o.patchSize;
   const network = createNetwork(archKey, { ...methodEntry.architectureOptions?.(archKey), inChannels, outChannels: method.outChannels(inChannels), patchSize: netPatch, seed: o.seed });
 
-  const baseDir = join(resultsRoot, datasetName, `${trainer.name}__${a.plans}__${a.configuration}`);
+  const baseDir = childPath(resultsRoot, [datasetName, `${trainer.name}__${a.plans}__${a.configuration}`], { field: "trainer, plans and configuration names" });
   const foldDir = join(baseDir, "fold_all");
   const checkpointDir = process.env.SSL3D_CHECKPOINT_DIR !== undefined && process.env.SSL3D_CHECKPOINT_DIR !== "" ? process.env.SSL3D_CHECKPOINT_DIR : foldDir;
-  const usedPlan = { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } };
-  const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } });
-  await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
-  await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
-
-  // Before anyone resumes or writes: the checkpoint folder must be this run's (or nobody's yet).
-  await claimCheckpointFolder(checkpointDir, { run: process.env[POD_ENV.run] ?? "", uid: process.env[POD_ENV.runUid] ?? "" }, dist.rank === 0);
-  const group = await initProcessGroup(dist);
-  if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: perRank, globalBatch }, "Joined the data-parallel group");
-  const metrics = new TrainingMetrics();
-  const port = a.metricsPort ?? (process.env.SSL3D_METRICS_PORT !== undefined && process.env.SSL3D_METRICS_PORT !== "" ? Number(process.env.SSL3D_METRICS_PORT) : undefined);
-  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
-  let server: MetricsServer | undefined;
-  if (port !== undefined && dist.localRank === 0) {
-    server = await serveMetrics(metrics, port);
-    logger.info({ port: server.port }, "Serving /metrics");
-  }
-
-  if (a.pretrainedWeights !== undefined) {
-    // spec 4.7: matching names and shapes are loaded into the fresh network, segmentation layers skipped
-    const ck = await readTorchCheckpoint(a.pretrainedWeights);
-    const r = loadMatchingWeights(network, ck.stateDict, a.pretrainedWeights);
-    logger.info({ file: a.pretrainedWeights, loaded: r.loaded.length, skipped: r.skipped.length, unusedKeys: r.unused.length, firstSkipped: r.skipped.slice(0, 5) }, "Pretrained weights loaded");
-  }
-
-  const signals: NodeJS.Signals[] = ["SIGTERM", "SIGUSR1"];
-  let signalNo = 0;
-  const handler = (sig: NodeJS.Signals) => {
-    stop.requested = true;
-    stop.reason = sig;
-    signalNo = sig === "SIGTERM" ? 15 : 10;
-    logger.warn({ signal: sig }, "Stop requested; finishing the current step");
-  };
-  for (const s of signals) process.on(s, handler);
-  const resume = a.resume === true || process.env.SSL3D_RESUME === "latest";
-  logger.info({ trainer: trainer.name, key: trainer.entry.key, architecture: archKey, params: network.parameterCount(), patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch, trainImages: trainImages.length, valImages: valImages.length, output: foldDir, checkpointDir, resume }, "Training");
+  // one writer per folder: a second trainer on the same results (or checkpoint) folder stops here
+  const locks = dist.rank === 0 ? lockTrainingFolders(baseDir, checkpointDir) : [];
   try {
-    const result = await train({
-      trainerName: trainer.name,
-      options: { ...o, batchSize: perRank },
-      globalBatchSize: globalBatch,
-      group,
-      network,
-      method,
-      trainImages,
-      valImages,
-      outputDir: foldDir,
-      checkpointDir,
-      resume,
-      initArgs: { dataset_name: datasetName, plans_name: a.plans, configuration_name: a.configuration, fold: "all", trainer_options: o, backend: backend.name },
-      adaptationPlan: adaptation,
-      metrics,
-      logger,
-      progressBar: a.progress ?? process.stderr.isTTY,
-      stop,
-      ...(a.onStep === undefined ? {} : { onStep: a.onStep }),
-    });
-    if (result.status === "stopped") {
-      throw new ExitError(`stopped by ${stop.reason ?? "request"} after step ${result.globalStep}; checkpoint_latest written to ${checkpointDir}; continue with --resume`, 128 + signalNo);
+    const usedPlan = { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } };
+    const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } });
+    await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
+    await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
+    if (dist.rank === 0) {
+      const info: RunInfo = {
+        dataset: datasetName, plans: a.plans, configuration: a.configuration, trainer: trainer.name, trainer_key: trainer.entry.key, method: o.method,
+        architecture: archKey, parameters: network.parameterCount(), patch_size: [...o.patchSize], network_patch_size: [...netPatch], batch_size: globalBatch,
+        world_size: dist.worldSize, epochs: o.numEpochs, iters_per_epoch: o.itersPerEpoch, val_iters: o.valIters, modalities: o.modalities ?? null,
+        train_images: trainImages.length, val_images: valImages.length, train_subjects: split.train.length, val_subjects: split.val.length,
+        checkpoint_dir: checkpointDir, started_at: new Date().toISOString(),
+      };
+      await writeJsonAtomic(join(foldDir, RUN_INFO), info, 2);
     }
-    logger.info({ epochs: result.epochsCompleted, steps: result.globalStep, trainLoss: result.finalTrainLoss, valLoss: result.finalValLoss }, "Training finished");
-    return result;
+
+    // Before anyone resumes or writes: the checkpoint folder must be this run's (or nobody's yet).
+    await claimCheckpointFolder(checkpointDir, { run: process.env[POD_ENV.run] ?? "", uid: process.env[POD_ENV.runUid] ?? "" }, dist.rank === 0);
+    const group = await initProcessGroup(dist);
+    if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: perRank, globalBatch }, "Joined the data-parallel group");
+    const metrics = new TrainingMetrics();
+    const port = a.metricsPort ?? (process.env.SSL3D_METRICS_PORT !== undefined && process.env.SSL3D_METRICS_PORT !== "" ? Number(process.env.SSL3D_METRICS_PORT) : undefined);
+    if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
+    let server: MetricsServer | undefined;
+    if (port !== undefined && dist.localRank === 0) {
+      server = await serveMetrics(metrics, port, { host: metricsHost(a.metricsAddress === undefined ? process.env : { [METRICS_ADDRESS_ENV]: a.metricsAddress }) });
+      logger.info({ host: server.host, port: server.port }, "Serving /metrics");
+    }
+
+    if (a.pretrainedWeights !== undefined) {
+      // spec 4.7: matching names and shapes are loaded into the fresh network, segmentation layers skipped
+      const ck = await readTorchCheckpoint(a.pretrainedWeights);
+      const r = loadMatchingWeights(network, ck.stateDict, a.pretrainedWeights);
+      logger.info({ file: a.pretrainedWeights, loaded: r.loaded.length, skipped: r.skipped.length, unusedKeys: r.unused.length, firstSkipped: r.skipped.slice(0, 5) }, "Pretrained weights loaded");
+    }
+
+    const signals: NodeJS.Signals[] = ["SIGTERM", "SIGUSR1"];
+    let signalNo = 0;
+    const handler = (sig: NodeJS.Signals) => {
+      stop.requested = true;
+      stop.reason = sig;
+      signalNo = sig === "SIGTERM" ? 15 : 10;
+      logger.warn({ signal: sig }, "Stop requested; finishing the current step");
+    };
+    for (const s of signals) process.on(s, handler);
+    const resume = a.resume === true || process.env.SSL3D_RESUME === "latest";
+    logger.info({ trainer: trainer.name, key: trainer.entry.key, architecture: archKey, params: network.parameterCount(), patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch, trainImages: trainImages.length, valImages: valImages.length, output: foldDir, checkpointDir, resume }, "Training");
+    try {
+      const result = await train({
+        trainerName: trainer.name,
+        runName: `${datasetName} · ${trainer.name}__${a.plans}__${a.configuration}`,
+        options: { ...o, batchSize: perRank },
+        globalBatchSize: globalBatch,
+        group,
+        network,
+        method,
+        trainImages,
+        valImages,
+        outputDir: foldDir,
+        checkpointDir,
+        resume,
+        initArgs: { dataset_name: datasetName, plans_name: a.plans, configuration_name: a.configuration, fold: "all", trainer_options: o, backend: backend.name },
+        adaptationPlan: adaptation,
+        metrics,
+        logger,
+        progressBar: a.progress ?? process.stderr.isTTY,
+        stop,
+        ...(a.onStep === undefined ? {} : { onStep: a.onStep }),
+      });
+      if (result.status === "stopped") {
+        throw new ExitError(`stopped by ${stop.reason ?? "request"} after step ${result.globalStep}; checkpoint_latest written to ${checkpointDir}; continue with --resume`, 128 + signalNo);
+      }
+      logger.info({ epochs: result.epochsCompleted, steps: result.globalStep, trainLoss: result.finalTrainLoss, valLoss: result.finalValLoss }, "Training finished");
+      return result;
+    } finally {
+      for (const s of signals) process.off(s, handler);
+      await server?.close();
+      await group.close();
+      network.dispose();
+    }
   } finally {
-    for (const s of signals) process.off(s, handler);
-    await server?.close();
-    await group.close();
-    network.dispose();
+    for (const l of locks) l.release();
   }
+}
+
+/** The results folder's lock and, when checkpoints go elsewhere (SSL3D_CHECKPOINT_DIR), that folder's. */
+function lockTrainingFolders(baseDir: string, checkpointDir: string): FolderLock[] {
+  const locks = [lockFolder(baseDir, { owner: "ssl3d train" })];
+  const rel = relative(resolve(baseDir), resolve(checkpointDir));
+  if (rel.startsWith("..") || isAbsolute(rel)) {
+    try {
+      locks.push(lockFolder(checkpointDir, { owner: "ssl3d train" }));
+    } catch (err) {
+      locks[0]!.release();
+      throw err;
+    }
+  }
+  return locks;
 }

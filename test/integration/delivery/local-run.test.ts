@@ -1,7 +1,7 @@
 /**
  * The README's first command in its shortened CI mode: `ssl3d run --quick` (the embedded examples/laptop.yaml)
  * runs the real stages (demo phantoms, collection-summary, plan-and-preprocess, train) as child processes, to
- * completion; a second invocation skips what is done.
+ * completion and writes the run report (checked in headless Chromium); a second invocation skips what is done.
  */
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -10,6 +10,7 @@ import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { commands } from "../../../runtime/src/cli/commands/index.js";
 import { REPO } from "../../helpers/chart.js";
+import { checkReportPage } from "../../helpers/report-page.js";
 import { run } from "../../helpers/tools.js";
 
 const NEEDED = ["demo", "collection-summary", "plan-and-preprocess", "train", "run"];
@@ -19,7 +20,7 @@ function filesBelow(dir: string): string[] {
   return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
 }
 
-test("ssl3d run --quick runs the laptop example end to end; a re-run skips what is done", { timeout: 1_200_000 }, () => {
+test("ssl3d run --quick runs the laptop example end to end, writes a run report Chromium renders; a re-run skips what is done", { timeout: 1_200_000 }, async () => {
   const missing = NEEDED.filter((n) => !commands.some((c) => c.name === n));
   assert.deepEqual(missing, [], "the CLI lacks stages the runner needs");
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-local-run-"));
@@ -32,6 +33,11 @@ test("ssl3d run --quick runs the laptop example end to end; a re-run skips what 
     assert.equal(status.phase, "Succeeded");
     const outputs = [...filesBelow(status.checkpointDir), ...filesBelow(join(dirname(status.checkpointDir), "results"))];
     assert.ok(outputs.some((f) => /checkpoint/.test(f)), `no checkpoint written: ${outputs.join(", ")}`);
+    assert.ok(outputs.some((f) => f.endsWith("progress.png")), "no progress.png");
+    // the run report: path printed, and the page renders in headless Chromium with charts and validation pictures
+    const report = /PretrainRun\/demo: report (\S+\.html)/.exec(first.stdout)?.[1];
+    assert.ok(report !== undefined && existsSync(report), `no report written:\n${first.stdout}`);
+    await checkReportPage(report, { charts: 3, preview: true });
     const again = run(process.execPath, [join(REPO, "bin", "ssl3d.mjs"), "run", "--quick", "--state-dir", state, "--metrics-port", "0"], { cwd: dir, timeoutMs: 600_000 });
     assert.equal(again.status, 0, again.stderr.slice(-4000));
     assert.match(again.stdout, /Plan\/demo: up to date/);

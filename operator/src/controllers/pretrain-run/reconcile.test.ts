@@ -75,6 +75,8 @@ const cases: Record<string, Case> = {
       assert.equal(e.SSL3D_CHECKPOINT_DIR, "/checkpoints/run-run-uid/checkpoints");
       assert.equal(e.SSL3D_METRICS_ADDRESS, "0.0.0.0");
       assert.equal(e.SSL3D_ATTEMPT, "1");
+      // the trainer binds its metrics to loopback unless told otherwise: pods must be scrapeable on their IP
+      assert.equal(e.SSL3D_METRICS_ADDRESS, "0.0.0.0");
       assert.equal(e.MY_VAR, "x");
       assert.equal(job!.metadata.ownerReferences?.[0]?.uid, "run-uid");
       assert.ok(job!.metadata.annotations?.["ssl3d.io/spec-hash"]);

@@ -12,7 +12,7 @@ import type { CliCommand } from "../command.js";
 import { ConfigError } from "../../errors.js";
 import type { CreateNetworkOptions } from "../../models/architecture.js";
 import { loadTorchStateDict } from "../../models/checkpoint-export.js";
-import { architectureFromAdaptationPlan, loadMatchingWeights, readTorchCheckpoint } from "../../models/checkpoint-import.js";
+import { architectureFromAdaptationPlan, loadMatchingWeights, networkFromFileSettings, readTorchCheckpoint } from "../../models/checkpoint-import.js";
 import { saveNetwork } from "../../models/network-io.js";
 import { createNetwork } from "../../models/registry.js";
 import { log } from "../../observability/log.js";
@@ -47,7 +47,8 @@ export const importCommand: CliCommand = {
           key ??= inferred.key;
         }
         if (key === undefined) throw new ConfigError("the checkpoint has no nnssl adaptation plan: pass --architecture (and --options)", { file, field: "nnssl_adaptation_plan" });
-        const net = createNetwork(key, { ...options, ...extra });
+        const fromPlan = ck.adaptationPlan !== null && o.architecture === undefined;
+        const net = fromPlan ? networkFromFileSettings(() => createNetwork(key, { ...options, ...extra }), file, "nnssl_adaptation_plan.architecture_plans") : createNetwork(key, { ...options, ...extra });
         try {
           if (o.nonStrict === true) {
             const r = loadMatchingWeights(net, ck.stateDict, file);

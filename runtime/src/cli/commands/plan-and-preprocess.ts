@@ -1,11 +1,12 @@
 /**
- * `ssl3d plan-and-preprocess -d ID [-c CONFIG...] [-np N]` (alias `nnssl_plan_and_preprocess`): fingerprint ->
+ * `ssl3d plan-and-preprocess -d ID [-c CONFIG...] [-np N] [-p PLANS]` (alias `nnssl_plan_and_preprocess`): fingerprint ->
  * plan -> preprocess. On success prints the preprocessing summary as one JSON line and writes it to the
  * termination log (what the operator's Plan stage reads).
  */
 import type { Command } from "commander";
-import { extractFingerprint } from "../../planning/fingerprint.js";
+import { extractFingerprint, preprocessedDatasetDir } from "../../planning/fingerprint.js";
 import { runPlan } from "../../planning/plan-stage.js";
+import { checkPlansName, lockDataset } from "../../preprocessing/layout.js";
 import { runPreprocess } from "../../preprocessing/preprocess.js";
 import type { CliCommand } from "../command.js";
 import { writeTerminationLog } from "../termination-log.js";
@@ -23,7 +24,7 @@ export interface PreprocessingSummaryLine {
 export const planAndPreprocessCommand: CliCommand = {
   name: "plan-and-preprocess",
   aliases: ["nnssl_plan_and_preprocess"],
-  legacyFlags: { "-np": "--num-processes", "-npfp": "--num-processes-fingerprint", "--no_pp": "--no-pp", "-pl": "--planner" },
+  legacyFlags: { "-np": "--num-processes", "-npfp": "--num-processes-fingerprint", "--no_pp": "--no-pp", "-pl": "--planner", "-overwrite_plans_name": "--plans-name", "-plans_name": "--plans-name" },
   register(program: Command): void {
     program
       .command("plan-and-preprocess")
@@ -33,26 +34,34 @@ export const planAndPreprocessCommand: CliCommand = {
       .option("--num-processes <n...>", "preprocessing worker threads (legacy -np)")
       .option("--num-processes-fingerprint <n>", "fingerprint worker threads (legacy -npfp)")
       .option("--no-pp", "stop after planning (legacy --no_pp)")
+      .option("-p, --plans-name <name>", "plans identifier (legacy -overwrite_plans_name; the operator's and `ssl3d run`'s spec.plansName)", "nnsslPlans")
       .option("--clean", "recompute the fingerprint even if one exists")
       .option("--planner <class>", "planner (legacy -pl); only ExperimentPlanner")
       .option("--on-error <mode>", "an image that fails: fail (default) the run, or skip it and list it")
-      .action(async (o: { dataset: string[]; configurations: string[]; numProcesses?: string[]; numProcessesFingerprint?: string; pp: boolean; clean?: boolean; planner?: string; onError?: string }) => {
+      .action(async (o: { dataset: string[]; configurations: string[]; numProcesses?: string[]; numProcessesFingerprint?: string; pp: boolean; clean?: boolean; planner?: string; onError?: string; plansName: string }) => {
         checkPlanner(o.planner);
         const configs = parseConfigs(o.configurations);
         const onError = parseOnError(o.onError);
         const np = parseCounts("--num-processes", o.numProcesses, Math.min(4, defaultProcesses()));
         const npfp = parseCounts("--num-processes-fingerprint", o.numProcessesFingerprint, defaultProcesses())[0]!;
         const line: PreprocessingSummaryLine = { images: 0, valid: 0, failed: 0, configurations: o.pp ? configs : [], plansFile: "", preprocessedDir: "" };
+        const plansName = checkPlansName(o.plansName);
         for (const ds of parseDatasets(o.dataset)) {
-          await extractFingerprint(ds, { np: npfp, clean: o.clean === true, onError });
-          const { file } = await runPlan(ds);
-          line.plansFile = file;
-          if (!o.pp) continue;
-          const s = await runPreprocess(ds, configs, { np, onError });
-          line.images += s.images;
-          line.valid += s.valid;
-          line.failed += s.failed;
-          line.preprocessedDir = s.preprocessedDir;
+          // one lock over the three stages: no other writer gets in between them
+          const lock = lockDataset(preprocessedDatasetDir(ds), "ssl3d plan-and-preprocess");
+          try {
+            await extractFingerprint(ds, { np: npfp, clean: o.clean === true, onError });
+            const { file } = await runPlan(ds, { plansName });
+            line.plansFile = file;
+            if (!o.pp) continue;
+            const s = await runPreprocess(ds, configs, { np, onError, plansName });
+            line.images += s.images;
+            line.valid += s.valid;
+            line.failed += s.failed;
+            line.preprocessedDir = s.preprocessedDir;
+          } finally {
+            lock.release();
+          }
         }
         const json = JSON.stringify(line);
         process.stdout.write(json + "\n");

@@ -8,6 +8,7 @@ import { log } from "../../observability/log.js";
 import { trainerKeys } from "../../training/registry.js";
 import { runTrainingCli } from "../../training/run.js";
 import type { CliCommand } from "../command.js";
+import { runPreflight } from "./doctor.js";
 
 function int(name: string, min = 0) {
   return (v: string): number => {
@@ -37,10 +38,12 @@ interface TrainOpts {
   pretrainedWeights?: string;
   seed?: number;
   metricsPort?: number;
+  metricsAddress?: string;
   backend?: string;
   workers?: number;
   nprocPerNode?: number;
   device?: string;
+  preflight?: boolean;
 }
 
 export const trainCommand: CliCommand = {
@@ -65,11 +68,14 @@ export const trainCommand: CliCommand = {
       .option("--seed <n>", "random seed", int("--seed", 0))
       .option("--pretrained-weights <file>", "initialise from a checkpoint (nnssl .pth, state dict, or ssl3d file): matching names and shapes, seg layers skipped")
       .option("--metrics-port <n>", "serve Prometheus /metrics on this port (also SSL3D_METRICS_PORT)", int("--metrics-port", 0))
-      .option("--backend <name>", "tfjs backend: auto (node-gpu, node, cpu + native kernels, wasm, cpu), node-gpu, node, wasm, cpu (also SSL3D_BACKEND)")
+      .option("--metrics-address <ip>", "interface of the metrics endpoint (also SSL3D_METRICS_ADDRESS; default 127.0.0.1, pods 0.0.0.0)")
+      .option("--backend <name>", "tfjs backend: auto (node-gpu if TensorFlow sees a GPU, else cpu + native kernels, wasm, cpu), node-gpu, node (TensorFlow on the CPU), wasm, cpu (also SSL3D_BACKEND)")
       .option("--workers <n>", "data loader worker threads", int("--workers", 0))
       .option("--nproc-per-node <n>", "data-parallel processes on this node (torchrun-style; also PET_NPROC_PER_NODE)", int("--nproc-per-node", 1))
       .option("--device <d>", "accepted for nnssl compatibility (use --backend)")
+      .option("--preflight", "first run `ssl3d doctor --gpu` (once per node): fail at once unless TensorFlow computes correctly on a GPU")
       .action(async (dataset: string, configuration: string, o: TrainOpts) => {
+        if (o.preflight === true && (process.env.RANK === undefined || process.env.RANK === "")) runPreflight();
         await runTrainingCli(
           {
             dataset, configuration, trainer: o.trainer, plans: o.plans,
@@ -83,6 +89,7 @@ export const trainCommand: CliCommand = {
             ...(o.seed === undefined ? {} : { seed: o.seed }),
             ...(o.pretrainedWeights === undefined ? {} : { pretrainedWeights: o.pretrainedWeights }),
             ...(o.metricsPort === undefined ? {} : { metricsPort: o.metricsPort }),
+            ...(o.metricsAddress === undefined ? {} : { metricsAddress: o.metricsAddress }),
             ...(o.backend === undefined ? {} : { backend: o.backend }),
             ...(o.workers === undefined ? {} : { workers: o.workers }),
             ...(o.nprocPerNode === undefined ? {} : { nprocPerNode: o.nprocPerNode }),

@@ -13,11 +13,10 @@ import { addBias, addLeakyRelu, applyRope, linear, mm, multiHeadAttention, type 
 import {
   attentionFused, fusedSparseNormAvailable, instanceNormFused, sparseInstanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
 } from "./native.js";
+import { nativeSkipReason } from "../../../../test/helpers/native.js";
 
 const available = loadNativeKernels();
-if (!available) {
-  console.log("# SKIP native kernel tests: the native addon is not built (node native/build.mjs)");
-}
+const skipReason = nativeSkipReason(available);
 
 function maxAbs(t: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(t)).dataSync()[0]!);
@@ -69,7 +68,7 @@ const impls = [
   { name: "portable (im2col + own GEMM)", opts: { dnnl: false, blas: false } },
 ];
 
-describe("native cpu kernels", { skip: !available }, () => {
+describe("native cpu kernels", { skip: skipReason }, () => {
   before(async () => {
     await tf.setBackend("cpu");
   });

@@ -1,13 +1,12 @@
 /** Backend selection: explicit request beats SSL3D_BACKEND beats auto; absent optional packages fall through. */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { afterEach, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError, EnvironmentError } from "../../errors.js";
 import { nativeAddon, unloadNativeKernels } from "./native.js";
-import { parseBackendRequest, selectBackend } from "./select.js";
+import { parseBackendRequest, selectBackend, tfjsNodeMissing } from "./select.js";
 
 const saved = process.env.SSL3D_BACKEND;
 afterEach(() => {
@@ -15,18 +14,9 @@ afterEach(() => {
   else process.env.SSL3D_BACKEND = saved;
 });
 
-function installed(pkg: string): boolean {
-  try {
-    createRequire(import.meta.url).resolve(pkg);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const cpuBindingBuilt = tfjsNodeMissing("@tensorflow/tfjs-node") === undefined;
 
-const nodeInstalled = installed("@tensorflow/tfjs-node-gpu") || installed("@tensorflow/tfjs-node");
-
-test("auto falls through the missing tfjs-node packages to cpu + native kernels (else wasm) and says why", { skip: nodeInstalled && "tfjs-node is installed here" }, async () => {
+test("auto never picks TensorFlow without a GPU: cpu + native kernels (else wasm), and says why", async () => {
   delete process.env.SSL3D_BACKEND;
   const c = await selectBackend();
   const native = nativeAddon() !== null;
@@ -34,11 +24,14 @@ test("auto falls through the missing tfjs-node packages to cpu + native kernels 
   assert.equal(c.name, native ? "cpu" : "wasm");
   assert.equal(c.nativeKernels, native);
   assert.equal(tf.getBackend(), native ? "cpu" : "wasm");
-  assert.equal(c.skipped.length, native ? 2 : 3);
-  assert.match(c.skipped[0]!, /tfjs-node-gpu/);
+  assert.equal(c.skipped.length, native ? 1 : 2);
+  // node-gpu is skipped either because its binding is not built or because TensorFlow registered no GPU device
+  assert.match(c.skipped[0]!, /tfjs-node-gpu: (not installed|binding not built)|node-gpu: TensorFlow registered no GPU device/);
+  assert.ok(c.skipped.every((s) => !s.startsWith("@tensorflow/tfjs-node:")), "TensorFlow on the CPU is not an auto candidate");
+  assert.match(c.reason, native ? /native kernels/ : /no native kernel addon/);
 });
 
-test("auto with SSL3D_NATIVE=0 picks wasm, not stock cpu", { skip: nodeInstalled && "tfjs-node is installed here" }, async () => {
+test("auto with SSL3D_NATIVE=0 picks wasm, not stock cpu", async () => {
   delete process.env.SSL3D_BACKEND;
   unloadNativeKernels();
   const savedNative = process.env.SSL3D_NATIVE;
@@ -46,7 +39,7 @@ test("auto with SSL3D_NATIVE=0 picks wasm, not stock cpu", { skip: nodeInstalled
   try {
     const c = await selectBackend();
     assert.equal(c.name, "wasm");
-    assert.match(c.skipped[2]!, /cpu-native/);
+    assert.match(c.skipped[1]!, /cpu-native/);
   } finally {
     if (savedNative === undefined) delete process.env.SSL3D_NATIVE;
     else process.env.SSL3D_NATIVE = savedNative;
@@ -61,7 +54,7 @@ test("SSL3D_BACKEND and --backend", async () => {
   assert.equal((await selectBackend("wasm")).name, "wasm", "the flag beats the environment");
   process.env.SSL3D_BACKEND = "tpu";
   await assert.rejects(selectBackend(), (e: unknown) => e instanceof ConfigError && /SSL3D_BACKEND/.test(e.message));
-  if (!nodeInstalled) await assert.rejects(selectBackend("node"), EnvironmentError, "an explicitly requested backend that cannot load is an error");
+  if (!cpuBindingBuilt) await assert.rejects(selectBackend("node"), (e: unknown) => e instanceof EnvironmentError && /setup:tensorflow/.test(e.message), "an explicitly requested backend that cannot load is an error naming the fix");
   assert.equal(parseBackendRequest(undefined, "x"), "auto");
   await tf.setBackend("cpu");
 });

@@ -1,15 +1,19 @@
 /**
- * Backend selection at start-up: tfjs-node-gpu → tfjs-node → cpu with the native kernel addon → wasm → stock cpu,
- * the first that loads wins (the native cpu path is 4–13× faster than wasm and has no 4 GiB heap cap, ADR 0008;
- * `SSL3D_NATIVE=0` or an unbuilt addon falls through to wasm as before).
+ * Backend selection at start-up. `auto` (the default): tfjs-node-gpu when TensorFlow registered a GPU device, else
+ * cpu with the native kernel addon → wasm → stock cpu, the first that loads wins. TensorFlow on the CPU (`node`) is
+ * never picked by `auto`: the native kernels are several times faster than TensorFlow's CPU conv3d (ADR 0008,
+ * docs/decisions/0059-libtensorflow-from-pypi.md); `--backend node` forces it (the CPU test of the binding the GPU
+ * image uses). `SSL3D_NATIVE=0` or an unbuilt addon falls through to wasm.
  * Overridable by `--backend NAME` (callers pass it as `requested`) or `SSL3D_BACKEND`. Names: `node-gpu`, `node`,
- * `wasm`, `cpu`, or `auto` (the default order). The tfjs-node packages are optionalDependencies that cannot
- * install on machines without access to storage.googleapis.com (DEVELOPERS.md), so they are imported
- * dynamically and their absence is not an error unless explicitly requested.
- * On `cpu`, the native kernel addon (`./native.ts`, feat/native) is loaded when present; it registers fast
- * kernels under the standard tfjs kernel names, so the op layer needs no special path for it.
+ * `wasm`, `cpu`, or `auto`. The tfjs-node packages are optionalDependencies whose bindings are built by
+ * `npm run setup:tensorflow` (against TensorFlow 2.21 from PyPI; DEVELOPERS.md), so they are imported dynamically and
+ * their absence is not an error unless explicitly requested. `--backend node-gpu` without a GPU device runs
+ * TensorFlow on the CPU and says so.
+ * On `cpu`, the native kernel addon (`./native.ts`) is loaded when present; it registers fast kernels under the
+ * standard tfjs kernel names, so the op layer needs no special path for it.
  */
 import * as tf from "@tensorflow/tfjs";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { EnvironmentError, ConfigError } from "../../errors.js";
@@ -30,6 +34,12 @@ export interface BackendChoice {
   readonly wasmThreads?: number;
   /** Why the earlier candidates were skipped. */
   readonly skipped: readonly string[];
+  /** Why this backend: the request, or the `auto` rule that picked it. */
+  readonly reason: string;
+  /** node / node-gpu: the libtensorflow version the binding runs (e.g. 2.21.0). */
+  readonly tfVersion?: string;
+  /** node / node-gpu: TensorFlow registered a GPU device and computes on it. */
+  readonly gpu?: boolean;
 }
 
 let current: BackendChoice | undefined;
@@ -47,15 +57,47 @@ export function wasmBinaryDir(): string {
   return `${dirname(main)}/`;
 }
 
-async function tryNode(pkg: string): Promise<string | undefined> {
+export const TFJS_NODE_PACKAGES = { "node-gpu": "@tensorflow/tfjs-node-gpu", node: "@tensorflow/tfjs-node" } as const;
+
+/** The package folder of a tfjs-node package, or undefined when it is not installed. */
+export function tfjsNodePackageDir(pkg: string): string | undefined {
+  try {
+    return dirname(createRequire(import.meta.url).resolve(`${pkg}/package.json`));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Undefined when `pkg`'s binding is built, else why not (the packages install without it, see setup:tensorflow). */
+export function tfjsNodeMissing(pkg: string): string | undefined {
+  const dir = tfjsNodePackageDir(pkg);
+  const variant = pkg.endsWith("-gpu") ? "gpu" : "cpu";
+  if (dir === undefined) return `${pkg}: not installed (npm ci installs it; then npm run setup:tensorflow -- --variant ${variant})`;
+  if (!existsSync(join(dir, "lib", "napi-v8", "tfjs_binding.node"))) return `${pkg}: binding not built (npm run setup:tensorflow -- --variant ${variant})`;
+  return undefined;
+}
+
+interface NodeBackendInfo {
+  readonly tfVersion: string;
+  readonly gpu: boolean;
+}
+
+async function tryNode(pkg: string): Promise<{ why?: string; info?: NodeBackendInfo }> {
+  const missing = tfjsNodeMissing(pkg);
+  if (missing !== undefined) return { why: missing };
+  // TensorFlow's C++ INFO lines (CPU feature banner, ...) are noise here; warnings (why a GPU was not used) stay
+  process.env.TF_CPP_MIN_LOG_LEVEL ??= "1";
   try {
     await import(pkg);
   } catch (err) {
-    return `${pkg}: ${(err as Error).message.split("\n")[0] ?? "import failed"}`;
+    return { why: `${pkg}: ${(err as Error).message.split("\n")[0] ?? "import failed"}` };
   }
-  if (!(await tf.setBackend("tensorflow"))) return `${pkg}: imported but backend "tensorflow" did not initialise`;
-  return undefined;
+  if (!(await tf.setBackend("tensorflow"))) return { why: `${pkg}: imported but backend "tensorflow" did not initialise` };
+  const b = tf.backend() as unknown as { isUsingGpuDevice?: boolean; binding?: { TF_Version?: string } };
+  return { info: { tfVersion: b.binding?.TF_Version ?? "unknown", gpu: b.isUsingGpuDevice === true } };
 }
+
+const NO_GPU = "TensorFlow registered no GPU device (no driver or device, or a CUDA library did not load; `ssl3d doctor --gpu` says which)";
 
 /** `SSL3D_WASM_THREADS=N` (N ≥ 2) turns on the threaded-SIMD wasm build (see wasm-threads.ts); default 1. */
 export function wasmThreadsRequested(): number {
@@ -102,16 +144,19 @@ export async function selectBackend(requested?: string): Promise<BackendChoice> 
     ? parseBackendRequest(requested, "--backend")
     : parseBackendRequest(process.env.SSL3D_BACKEND, "SSL3D_BACKEND");
   type Candidate = Exclude<BackendRequest, "auto"> | "cpu-native";
-  const order: Candidate[] = req === "auto" ? ["node-gpu", "node", "cpu-native", "wasm", "cpu"] : [req];
+  const order: Candidate[] = req === "auto" ? ["node-gpu", "cpu-native", "wasm", "cpu"] : [req];
   const skipped: string[] = [];
   for (const candidate of order) {
     let why: string | undefined;
+    let info: NodeBackendInfo | undefined;
     const name = candidate === "cpu-native" ? "cpu" : candidate;
     if (candidate === "cpu-native") {
       why = (await tf.setBackend("cpu")) && (await tryNative()) ? undefined : "cpu-native: the native kernel addon is not available";
-    } else if (name === "node-gpu") why = await tryNode("@tensorflow/tfjs-node-gpu");
-    else if (name === "node") why = await tryNode("@tensorflow/tfjs-node");
-    else if (name === "wasm") why = await tryWasm();
+    } else if (name === "node-gpu" || name === "node") {
+      ({ why, info } = await tryNode(TFJS_NODE_PACKAGES[name]));
+      // auto wants TensorFlow only for a GPU: on the CPU the native kernels are faster
+      if (why === undefined && req === "auto" && info?.gpu !== true) why = `node-gpu: ${NO_GPU}`;
+    } else if (name === "wasm") why = await tryWasm();
     else why = (await tf.setBackend("cpu")) ? undefined : "cpu: did not initialise";
     if (why !== undefined) {
       skipped.push(why);
@@ -123,11 +168,25 @@ export async function selectBackend(requested?: string): Promise<BackendChoice> 
     // advice is wrong (and tfjs-node is what is missing here), so the backend is marked as already greeted
     if (nativeKernels) (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
     const wasmThreads = name === "wasm" ? await wasmThreadCount() : undefined;
-    current = { name, tfBackend: tf.getBackend(), nativeKernels, skipped, ...(wasmThreads === undefined ? {} : { wasmThreads }) };
-    log().info({ backend: name, tfBackend: current.tfBackend, nativeKernels, wasmThreads, skipped }, `tfjs backend: ${name}`);
+    const reason = choiceReason(req, name, info, nativeKernels);
+    current = {
+      name, tfBackend: tf.getBackend(), nativeKernels, skipped, reason,
+      ...(wasmThreads === undefined ? {} : { wasmThreads }), ...(info === undefined ? {} : { tfVersion: info.tfVersion, gpu: info.gpu }),
+    };
+    const fields = { backend: name, tfBackend: current.tfBackend, nativeKernels, wasmThreads, tfVersion: info?.tfVersion, gpu: info?.gpu, reason, skipped };
+    if (name === "node-gpu" && info?.gpu !== true) log().warn(fields, `tfjs backend: node-gpu on the CPU: ${NO_GPU}`);
+    else log().info(fields, `tfjs backend: ${name}`);
     return current;
   }
   throw new EnvironmentError(`backend "${req}" is not available: ${skipped.join("; ")}`, { field: "--backend" });
+}
+
+function choiceReason(req: BackendRequest, name: Exclude<BackendRequest, "auto">, info: NodeBackendInfo | undefined, nativeKernels: boolean): string {
+  const tfOn = info === undefined ? "" : ` (TensorFlow ${info.tfVersion} on the ${info.gpu ? "GPU" : "CPU"})`;
+  if (req !== "auto") return `requested${tfOn}`;
+  if (name === "node-gpu") return `auto: TensorFlow registered a GPU device${tfOn}`;
+  if (nativeKernels) return "auto: no GPU device; the native kernels are the fastest CPU path";
+  return `auto: no GPU device and no native kernel addon; ${name} is the first that loads`;
 }
 
 async function wasmThreadCount(): Promise<number | undefined> {

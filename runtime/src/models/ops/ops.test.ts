@@ -1,6 +1,7 @@
 /**
- * Gradient checks of every custom-gradient op, on cpu and wasm: against the cpu backend's autodiff of the plain
- * tfjs formulation (the trusted reference, tfjs-on-cpu.md §2) and against central finite differences.
+ * Gradient checks of every custom-gradient op, on cpu, wasm and node (TensorFlow 2.21 on the CPU through
+ * @tensorflow/tfjs-node, built by `npm run setup:tensorflow`): against the cpu backend's autodiff of the plain tfjs
+ * formulation (the trusted reference, docs/decisions/0008-native-cpu-kernels.md) and against central finite differences.
  */
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
@@ -134,7 +135,7 @@ const cases: Case[] = [
   },
 ];
 
-for (const backend of ["cpu", "wasm"] as const) {
+for (const backend of ["cpu", "wasm", "node"] as const) {
   describe(`ops on ${backend}`, () => {
     after(() => { setConvImpl(undefined); });
     // tf.conv3d's backprop kernels are wrong on wasm (tfjs-on-cpu.md §2): the "tf" impl is never used there.

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# `npm run cluster:down`: stops everything scripts/cluster/up.sh started and leaves the machine as up.sh found it:
+# pods deleted through the API first (so the CNI plugin removes their network), daemons stopped by their recorded
+# pids, kube-proxy's and the kubelet's iptables chains removed, the bridge, mounts, cgroups and the state directory
+# removed. Safe to run when nothing (or only part) is up. Must run as root.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+[ "$(id -u)" -eq 0 ] || die "must run as root"
+[ -d "$D" ] || { log "nothing to stop ($D does not exist)"; exit 0; }
+[ -f "$D/.ssl3d-cluster" ] || die "$D was not made by cluster:up (no .ssl3d-cluster marker): not touching it"
+
+# Pods go first, through the API, while the kubelet still runs: it stops their sandboxes, which runs CNI DEL.
+delete_pods() {
+  pid_alive kube-apiserver || return 0
+  stop_daemon kube-controller-manager
+  stop_daemon kube-scheduler
+  kubectl_admin delete pods --all --all-namespaces --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
+  pid_alive kubelet && pid_alive containerd || return 0
+  local i
+  for ((i = 0; i < 120; i++)); do
+    [ -z "$(ctr_ -n k8s.io tasks ls -q 2>/dev/null)" ] && break
+    sleep 1
+  done
+}
+
+# Containers the kubelet did not get to remove: kill their tasks, delete them (snapshots unmount with them).
+remove_containers() {
+  pid_alive containerd || return 0
+  local c
+  for c in $(ctr_ -n k8s.io tasks ls -q 2>/dev/null); do ctr_ -n k8s.io tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true; done
+  sleep 1
+  for c in $(ctr_ -n k8s.io tasks ls -q 2>/dev/null); do ctr_ -n k8s.io tasks delete -f "$c" >/dev/null 2>&1 || true; done
+  for c in $(ctr_ -n k8s.io containers ls -q 2>/dev/null); do ctr_ -n k8s.io containers delete "$c" >/dev/null 2>&1 || true; done
+}
+
+# containerd's shims outlive containerd; ours name our socket in their command line.
+stop_shims() {
+  local pid
+  for pid in $(pgrep -f "containerd-shim.*-address $CTR_SOCK" || true); do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+# iptables chains of kube-proxy (KUBE-*), the kubelet (KUBE-*) and CNI plugins (CNI-*), in both the nft-backed and
+# legacy iptables, IPv4 and IPv6; then nft tables they created that were empty before up.sh ran.
+clean_rules() {
+  [ -x "$(bin kube-proxy)" ] && "$(bin kube-proxy)" --cleanup --v=0 >/dev/null 2>&1 || true
+  local tool table chain
+  for tool in iptables ip6tables iptables-legacy ip6tables-legacy; do
+    command -v "$tool" >/dev/null || continue
+    # Only the tables that exist: even listing a table with the legacy tools creates it in the kernel.
+    for table in $("$tool-save" 2>/dev/null | sed -n 's/^\*//p'); do
+      "$tool" -t "$table" -S 2>/dev/null | awk '$1 == "-A" && ($2 ~ /^(KUBE|CNI)-/ || $0 ~ /-j (KUBE|CNI)-/) {print}' \
+        | sed 's/^-A /-D /' | while read -r rule; do eval "$tool -t $table $rule" 2>/dev/null || true; done
+      for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
+        "$tool" -t "$table" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
+        "$tool" -t "$table" -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
+  # iptables-nft leaves the tables it created (with their empty base chains) behind: drop those that did not exist
+  # before up.sh and hold no rule any more.
+  if [ -f "$D/nft-tables.before" ] && command -v nft >/dev/null; then
+    local fam name
+    nft list tables 2>/dev/null | while read -r _ fam name; do
+      grep -qx "table $fam $name" "$D/nft-tables.before" && continue
+      if ! nft list table "$fam" "$name" 2>/dev/null | grep -vE '^\s*(table |chain |type |policy |\}|$)' | grep -q .; then
+        nft delete table "$fam" "$name"
+      fi
+    done
+  fi
+}
+
+unmount_under() { # every mount at or below $1, deepest first
+  local m
+  awk -v d="$1" '$5 == d || index($5, d "/") == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+}
+
+remove_cgroups() {
+  local c
+  for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do
+    [ -d "$c" ] || continue
+    find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
+
+remove_outside_paths() {
+  local p
+  for p in "${OUTSIDE_PATHS[@]}"; do
+    [ -e "$p" ] || continue
+    grep -qx "$p" "$D/preexisting" 2>/dev/null && continue
+    unmount_under "$p"
+    rm -rf "$p"
+  done
+  # Network namespaces of pods the kubelet did not get to remove (only those named by the CNI convention).
+  for p in /run/netns/cni-*; do [ -e "$p" ] || continue; umount "$p" 2>/dev/null || true; rm -f "$p"; done
+}
+
+delete_pods
+stop_daemon coredns
+stop_daemon kube-proxy
+stop_daemon kubelet 30
+remove_containers
+stop_daemon containerd 30
+stop_shims
+stop_daemon kube-controller-manager
+stop_daemon kube-scheduler
+stop_daemon kube-apiserver
+stop_daemon etcd
+clean_rules
+if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link delete "$BRIDGE"; fi
+unmount_under "$D"
+remove_cgroups
+remove_outside_paths
+rm -rf "$D"
+log "down: machine state restored"
