@@ -163,7 +163,8 @@ test("MAE on Primus (primus-xs): loss falls, no tensor leak per step", async (t)
  * venv by test/helpers/torch-models.py), gives the same output as our network, and the adaptation plan beside it
  * names the upstream keys (`keys_to_in_proj` spelled right).
  */
-async function exportLoadsUpstream(trainer: string, arch: string, kwargs: Record<string, unknown>, encoder: string, stem: string, inProj: string[]): Promise<void> {
+/** `netPatch`: the patch the adaptation plan must record (the network's input: the crop for VoCo/SimCLR). */
+async function exportLoadsUpstream(trainer: string, arch: string, kwargs: Record<string, unknown>, encoder: string, stem: string, inProj: string[], netPatch: readonly number[] = [32, 32, 32]): Promise<void> {
   const final = checkpointPath(join(env.nnssl_results!, "Dataset001_MricronT1", `${trainer}__nnsslPlans__onemmiso`, "fold_all"), "final");
   const dir = mkdtempSync(join(work, "export-"));
   const out = join(dir, "w.pth");
@@ -172,6 +173,10 @@ async function exportLoadsUpstream(trainer: string, arch: string, kwargs: Record
   const plan = JSON.parse(readFileSync(join(dir, "adaptation_plan.json"), "utf8")) as Record<string, unknown>;
   assert.deepEqual([plan.key_to_encoder, plan.key_to_stem, plan.keys_to_in_proj], [encoder, stem, inProj]);
   assert.ok(!("key_to_in_proj" in plan));
+  // without --plans: the plan the training checkpoint recorded, only the trained configuration, upstream's way
+  const pp = plan.pretrain_plan as { configurations: Record<string, { patch_size: number[] }> };
+  assert.deepEqual(Object.keys(pp.configurations), ["onemmiso"]);
+  assert.deepEqual(pp.configurations.onemmiso!.patch_size, netPatch);
   const { net } = await loadNetwork(final);
   const x = tf.randomNormal<tf.Rank.R5>([1, 32, 32, 32, 1], 0, 1, "float32", 21);
   // SimMIM: a fixed token mask (every third token masked), handed to upstream as its (w h d)-flattened sparse mask
@@ -321,14 +326,14 @@ test("VoCo (resenc-xs, patch 64×64×16 → 16³ crops): loss falls, no tensor l
   await convergence(t, "VoCoTrainer", "resenc-xs", { patchSize: [64, 64, 16], netPatch: [16, 16, 16] });
   // the downstream use: nnU-Net fine-tuning takes the encoder.* weights; the export loads strictly into nnssl's
   // VoCoArchitecture tree, whose encoder is upstream's ResidualEncoder, with the same embeddings
-  await exportLoadsUpstream("VoCoTrainer", "voco", VOCO_XS_KW, "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]);
+  await exportLoadsUpstream("VoCoTrainer", "voco", VOCO_XS_KW, "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"], [16, 16, 16]);
   const plan = JSON.parse(readFileSync(join(env.nnssl_results!, "Dataset001_MricronT1", "VoCoTrainer__nnsslPlans__onemmiso", "adaptation_plan.json"), "utf8")) as { recommended_downstream_patchsize: number[] };
   assert.deepEqual(plan.recommended_downstream_patchsize, [160, 160, 160]);
 });
 
 test("SimCLR (resenc-xs, patch 64×64×16 → 16³ crops): loss falls over 200 steps, no tensor leak per step; export loads into upstream VoCoArchitecture", async (t) => {
   await convergence(t, "SimCLRTrainer", "resenc-xs", { patchSize: [64, 64, 16], netPatch: [16, 16, 16], epochs: 8, itersPerEpoch: 25 });
-  await exportLoadsUpstream("SimCLRTrainer", "voco", VOCO_XS_KW, "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]);
+  await exportLoadsUpstream("SimCLRTrainer", "voco", VOCO_XS_KW, "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"], [16, 16, 16]);
 });
 
 // Eva variants on primus-xs (16³ crops = 2³ tokens): VoCo 34 % lower in 40 steps, SimCLR 19 % in 200 (seed 3; ~5 s and

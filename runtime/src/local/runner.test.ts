@@ -11,7 +11,7 @@ import { PassThrough } from "node:stream";
 import { test } from "node:test";
 import { LAPTOP_MANIFESTS } from "./laptop-manifests.js";
 import { parseManifests } from "./manifests.js";
-import { LocalRunner, QUICK_TRAIN_ARGS, StepFailedError, prettyLogLine, trainArgs, type RunStatus } from "./runner.js";
+import { LocalRunner, QUICK_TRAIN_ARGS, StepFailedError, isSummaryLine, prettyLogLine, trainArgs, type RunStatus } from "./runner.js";
 
 const STANDIN = String.raw`
 import { appendFileSync, mkdirSync, writeFileSync, existsSync, readdirSync } from "node:fs";
@@ -184,6 +184,39 @@ test("without --quick the manifest's training options pass through unchanged", (
     "train", "990", "onemmiso", "-tr", "BaseMAETrainer", "--epochs", "3", "--arch-preset", "resenc-xs", "--patch-size", "32",
     "--batch-size", "2", "--iters-per-epoch", "25", "--val-iters", "2", "--seed", "1",
   ]);
+});
+
+test("spec.training.modalities becomes --modalities (as the operator's default command)", () => {
+  const yaml = LAPTOP_MANIFESTS.replace(/(\n\s+trainer: BaseMAETrainer\n)/, "$1    modalities: [T1w, FLAIR]\n");
+  assert.notEqual(yaml, LAPTOP_MANIFESTS);
+  const m = parseManifests(yaml, "laptop.yaml");
+  const args = trainArgs(m.runs[0]!, m.plans[0]!, "990", "onemmiso", false);
+  assert.deepEqual(args.slice(args.indexOf("--modalities"), args.indexOf("--modalities") + 2), ["--modalities", "T1w,FLAIR"]);
+  assert.throws(() => parseManifests(yaml.replace("[T1w, FLAIR]", "[\"T1w,FLAIR\"]"), "laptop.yaml"), /modalities/);
+});
+
+test("a TTY mirror leaves out children's JSON summaries (the runner prints them as sentences) but keeps their logs", async () => {
+  assert.equal(isSummaryLine('{"images":4,"valid":4}'), true);
+  assert.equal(isSummaryLine('{"level":30,"msg":"x"}'), false);
+  assert.equal(isSummaryLine("plain"), false);
+  assert.equal(isSummaryLine("{not json"), false);
+  const s = setup();
+  const seen: string[] = [];
+  const printed: string[] = [];
+  const mirror = new PassThrough();
+  mirror.on("data", (b: Buffer) => seen.push(b.toString()));
+  try {
+    const manifests = parseManifests(LAPTOP_MANIFESTS, "laptop.yaml");
+    await new LocalRunner({
+      manifests, stateDir: join(s.dir, "state"), quick: true, metricsPort: 0, volumes: {}, ssl3d: [process.execPath, join(s.dir, "standin.mjs")],
+      env: { ...process.env, CALLS: s.callsFile }, print: (l) => printed.push(l), childOutput: mirror, prettyChildLogs: true,
+    }).runAll();
+    assert.doesNotMatch(seen.join(""), /contentHash/, "collection-summary's JSON line is not mirrored");
+    assert.ok(printed.some((l) => /Collection\/demo: Ready: 4 image\(s\), 2 subject\(s\)/.test(l)), printed.join("\n"));
+    assert.ok(printed.some((l) => /Plan\/demo: Ready: 4\/4 image\(s\) preprocessed \(onemmiso\) in d$/.test(l)), printed.join("\n"));
+  } finally {
+    rmSync(s.dir, { recursive: true, force: true });
+  }
 });
 
 test("children's JSON log lines are shown as short readable lines; other lines pass through", () => {

@@ -19,6 +19,7 @@ import { ConfigError, Ssl3dError } from "../errors.js";
 import { findResultsFolder } from "../training/run-info.js";
 import { PARENT_PID_ENV } from "./parent-watch.js";
 import { writeJsonAtomic } from "../io/atomic.js";
+import { forPeople } from "../observability/log.js";
 import {
   LOCAL_DEMO_ANNOTATION, type CollectionManifest, type Manifests, type PlanManifest, type PretrainRunManifest, type PvcMount,
 } from "./manifests.js";
@@ -42,7 +43,10 @@ export interface RunnerOptions {
   readonly print?: (line: string) => void;
   /** Where children's output is mirrored (default: process.stderr). */
   readonly childOutput?: NodeJS.WritableStream;
-  /** Mirror children's JSON log lines as short readable lines (default: when the mirror is a TTY). */
+  /**
+   * Mirror children's JSON log lines as short readable lines and leave out their JSON summary lines (the runner
+   * prints those as sentences); default: when the mirror is a TTY and `--log-format json` was not given.
+   */
   readonly prettyChildLogs?: boolean;
 }
 
@@ -174,6 +178,17 @@ export function prettyLogLine(line: string): string {
   return `  ${t} ${lv} ${msg}${fields.length > 0 ? ` ${fields.join(" ")}` : ""}`;
 }
 
+/** A child's JSON summary on stdout (collection-summary --json, plan-and-preprocess): an object that is not a log line. */
+export function isSummaryLine(line: string): boolean {
+  if (!line.startsWith("{")) return false;
+  try {
+    const o = JSON.parse(line) as unknown;
+    return typeof o === "object" && o !== null && !Array.isArray(o) && !("msg" in o);
+  } catch {
+    return false;
+  }
+}
+
 function now(): string {
   return new Date().toISOString();
 }
@@ -246,28 +261,29 @@ export class LocalRunner {
     this.current = child;
     if (child.pid !== undefined) liveChildren.add(child.pid);
     const mirror = this.o.childOutput ?? process.stderr;
-    const pretty = this.o.prettyChildLogs ?? (mirror as { isTTY?: boolean }).isTTY === true;
-    let pending = "";
-    const show = (b: Buffer): void => {
+    const pretty = this.o.prettyChildLogs ?? forPeople(mirror as { isTTY?: boolean });
+    const pending = { out: "", err: "" };
+    const show = (b: Buffer, from: "out" | "err"): void => {
       if (!pretty) {
         mirror.write(b);
         return;
       }
-      pending += b.toString();
-      const lines = pending.split("\n");
-      pending = lines.pop() ?? "";
-      for (const l of lines) mirror.write(`${prettyLogLine(l)}\n`);
+      pending[from] += b.toString();
+      const lines = pending[from].split("\n");
+      pending[from] = lines.pop() ?? "";
+      for (const l of lines) if (from === "err" || !isSummaryLine(l)) mirror.write(`${prettyLogLine(l)}\n`);
     };
     let stdout = "";
-    child.stdout.on("data", (b: Buffer) => { stdout += b.toString(); file.write(b); show(b); });
-    child.stderr.on("data", (b: Buffer) => { file.write(b); show(b); });
+    child.stdout.on("data", (b: Buffer) => { stdout += b.toString(); file.write(b); show(b, "out"); });
+    child.stderr.on("data", (b: Buffer) => { file.write(b); show(b, "err"); });
     const code = await new Promise<number>((res) => {
       child.on("error", (err) => { file.write(`spawn error: ${err.message}\n`); res(127); });
       child.on("close", (c, sig) => { res(c ?? (sig === "SIGINT" ? 130 : 143)); });
     });
     if (child.pid !== undefined) liveChildren.delete(child.pid);
     this.current = undefined;
-    if (pending !== "") mirror.write(`${prettyLogLine(pending)}\n`);
+    if (pending.err !== "") mirror.write(`${prettyLogLine(pending.err)}\n`);
+    if (pending.out !== "" && !isSummaryLine(pending.out)) mirror.write(`${pending.out}\n`);
     await new Promise((r) => file.end(r));
     return { code, stdout };
   }
@@ -372,7 +388,7 @@ export class LocalRunner {
     if (outputs === undefined || !Array.isArray(outputs.configurations)) throw this.fail(`${what}: no preprocessing summary`, args, 1, term, log);
     const status: PlanStatus = { phase: "Ready", ...(col.contentHash === undefined ? {} : { collectionHash: col.contentHash }), specHash, outputs, time: now() };
     await writeJsonAtomic(this.statusFile("Plan", p.name), status);
-    this.print(`${step} ${what}: Ready: ${outputs.valid}/${outputs.images} image(s) preprocessed (${outputs.configurations.join(", ")})`);
+    this.print(`${step} ${what}: Ready: ${outputs.valid}/${outputs.images} image(s) preprocessed (${outputs.configurations.join(", ")})${outputs.failed > 0 ? `, ${outputs.failed} failed` : ""} in ${outputs.preprocessedDir}`);
     return status;
   }
 

@@ -7,7 +7,7 @@
  * holds a reference to the encoder; not for encoder-only networks). Import accepts primary or alias names, checks shapes, and rejects unknown keys.
  */
 import * as tf from "@tensorflow/tfjs";
-import { DataError } from "../errors.js";
+import { ConfigError, DataError } from "../errors.js";
 import type { Network, NetworkConfig } from "./architecture.js";
 import type { ParamDecl } from "./params.js";
 import { torchShape } from "./params.js";
@@ -102,8 +102,20 @@ export function loadTorchStateDict(net: Network, tensors: ReadonlyMap<string, Na
   }
 }
 
-/** nnssl AdaptationPlan (spec 4.8) as written to `adaptation_plan.json` and `nnssl_adaptation_plan`. */
-export function adaptationPlan(config: NetworkConfig, pretrainPlan: unknown = null): Record<string, unknown> {
+/**
+ * Upstream's `recommended_downstream_patchsize`: nnssl's AbstractBaseTrainer sets (160, 160, 160) for every trainer
+ * (`src/nnssl/training/nnsslTrainer/AbstractTrainer.py`), whatever patch it pre-trains on; nnU-Net's nnssl
+ * fine-tuning uses it as the downstream patch size.
+ */
+export const UPSTREAM_DOWNSTREAM_PATCH: readonly [number, number, number] = [160, 160, 160];
+
+/**
+ * nnssl AdaptationPlan (spec 4.8) as written to `adaptation_plan.json` and `nnssl_adaptation_plan`. `pretrainPlan`
+ * is upstream's `pretrain_plan`: the nnssl Plan with only the trained configuration, whose `patch_size` is what
+ * the network saw (see `pretrainPlanFor`). `recommended` defaults to the architecture's own recommendation, else
+ * the network's input size (trainers pass UPSTREAM_DOWNSTREAM_PATCH, as upstream's do).
+ */
+export function adaptationPlan(config: NetworkConfig, pretrainPlan: unknown = null, recommended?: readonly number[]): Record<string, unknown> {
   const a = config.adaptation;
   return {
     architecture_plans: {
@@ -113,7 +125,7 @@ export function adaptationPlan(config: NetworkConfig, pretrainPlan: unknown = nu
     },
     pretrain_plan: pretrainPlan,
     pretrain_num_input_channels: config.inChannels,
-    recommended_downstream_patchsize: [...(a.recommendedDownstreamPatchSize ?? config.patchSize)],
+    recommended_downstream_patchsize: [...(recommended ?? a.recommendedDownstreamPatchSize ?? config.patchSize)],
     key_to_encoder: a.keyToEncoder,
     key_to_stem: a.keyToStem,
     keys_to_in_proj: [...a.keysToInProj],
@@ -123,10 +135,60 @@ export function adaptationPlan(config: NetworkConfig, pretrainPlan: unknown = nu
 
 export type ExportFormat = "safetensors" | "pth-compatible";
 
+/**
+ * Upstream's `pretrain_plan` from a whole nnssl plans JSON: the plan with only `configuration` (nnssl's
+ * AbstractBaseTrainer keeps only the trained one: "the rest just confuses downstream"), its `patch_size` set to
+ * the network's input (for VoCo/SimCLR the crop, as their `build_architecture_and_adaptation_plan` records it).
+ * Without a configuration name the plans must hold exactly one configuration. ConfigError naming the file and field.
+ */
+export function pretrainPlanFor(plans: unknown, configuration: string | undefined, patchSize: readonly number[], file: string): Record<string, unknown> {
+  if (typeof plans !== "object" || plans === null || Array.isArray(plans)) throw new ConfigError("plans is not a JSON object", { file });
+  const p = plans as Record<string, unknown>;
+  const configs = p.configurations;
+  if (typeof configs !== "object" || configs === null || Array.isArray(configs)) throw new ConfigError("plans has no configurations object", { file, field: "configurations" });
+  const names = Object.keys(configs);
+  const name = configuration ?? (names.length === 1 ? names[0] : undefined);
+  if (name === undefined) throw new ConfigError(`plans has ${names.length} configurations (${names.join(", ")}) and the checkpoint does not name the trained one`, { file, field: "configurations" });
+  const cfg = (configs as Record<string, unknown>)[name];
+  if (typeof cfg !== "object" || cfg === null) throw new ConfigError(`configuration "${name}" (the one the checkpoint was trained on) is not in the plans (has: ${names.join(", ")})`, { file, field: `configurations.${name}` });
+  return { ...p, configurations: { [name]: { ...(cfg as Record<string, unknown>), patch_size: [...patchSize] } } };
+}
+
+/** What a training checkpoint recorded for the adaptation plan (metadata `ssl3d`, runtime/src/training/checkpoint.ts). */
+export interface RecordedPlan {
+  /** Upstream `pretrain_plan` as the trainer wrote it (only the trained configuration), if any. */
+  readonly pretrainPlan: Record<string, unknown> | null;
+  readonly recommended: number[] | undefined;
+  /** `init_args.configuration_name`. */
+  readonly configuration: string | undefined;
+}
+
+/** The adaptation-plan inputs a training checkpoint carries in its `ssl3d` metadata; empty for plain network files. */
+export function recordedPlan(metadata: Readonly<Record<string, string>>): RecordedPlan {
+  let meta: Record<string, unknown> = {};
+  try {
+    const parsed = JSON.parse(metadata.ssl3d ?? "null") as unknown;
+    if (typeof parsed === "object" && parsed !== null) meta = parsed as Record<string, unknown>;
+  } catch {
+    // not a training checkpoint's metadata: nothing recorded
+  }
+  const plan = (typeof meta.nnssl_adaptation_plan === "object" && meta.nnssl_adaptation_plan !== null ? meta.nnssl_adaptation_plan : {}) as Record<string, unknown>;
+  const pp = plan.pretrain_plan;
+  const rec = plan.recommended_downstream_patchsize;
+  const init = (typeof meta.init_args === "object" && meta.init_args !== null ? meta.init_args : {}) as Record<string, unknown>;
+  return {
+    pretrainPlan: typeof pp === "object" && pp !== null && !Array.isArray(pp) ? (pp as Record<string, unknown>) : null,
+    recommended: Array.isArray(rec) && rec.length === 3 && rec.every((v) => Number.isInteger(v)) ? (rec as number[]) : undefined,
+    configuration: typeof init.configuration_name === "string" ? init.configuration_name : undefined,
+  };
+}
+
 export interface ExportOptions {
   readonly format: ExportFormat;
-  /** The nnssl Plan of the pre-training configuration, if known (goes into the adaptation plan). */
+  /** Upstream `pretrain_plan` (the plan with only the trained configuration), if known. */
   readonly pretrainPlan?: unknown;
+  /** `recommended_downstream_patchsize` (default: see `adaptationPlan`). */
+  readonly recommended?: readonly number[];
   readonly trainerName?: string;
   readonly currentEpoch?: number;
 }
@@ -139,7 +201,7 @@ export interface ExportOptions {
  */
 export function exportBytes(wrapper: Network, opts: ExportOptions): Buffer {
   const net = exportedNetwork(wrapper);
-  const plan = adaptationPlan(net.config, opts.pretrainPlan ?? null);
+  const plan = adaptationPlan(net.config, opts.pretrainPlan ?? null, opts.recommended);
   if (opts.format === "safetensors") {
     return encodeSafetensors(torchStateDict(net, { aliases: true }), { format: "pt", nnssl_adaptation_plan: JSON.stringify(plan), ...networkMeta(net) });
   }
@@ -186,6 +248,6 @@ export function exportedNetwork(net: Network): Network {
 export async function exportNetwork(net: Network, out: string, opts: ExportOptions): Promise<{ weights: string; plan: string }> {
   const planPath = join(dirname(out), "adaptation_plan.json");
   await writeFileAtomic(out, exportBytes(net, opts));
-  await writeJsonAtomic(planPath, adaptationPlan(exportedNetwork(net).config, opts.pretrainPlan ?? null));
+  await writeJsonAtomic(planPath, adaptationPlan(exportedNetwork(net).config, opts.pretrainPlan ?? null, opts.recommended), 4);
   return { weights: out, plan: planPath };
 }

@@ -148,16 +148,24 @@ export function architectureFromAdaptationPlan(plan: Record<string, unknown>, st
     }
     return { key: RESENC_PRESETS[cls]!, options };
   }
-  const size = PRIMUS_PRESETS[cls];
+  // the configurable Primus (ssl3d's PrimusXS) records upstream Primus's init kwargs
+  const kw = (ap.arch_kwargs ?? {}) as Record<string, unknown>;
+  const size = PRIMUS_PRESETS[cls] ?? (typeof kw.embed_dim === "number" ? "xs" : undefined);
   if (size !== undefined) {
     // EvaMAE-wrapped Primus (pre-training checkpoints) has a decoder transformer; downstream Primus does not
     const wrapped = [...stateDict.keys()].some((k) => k.startsWith("decoder."));
     // the last PatchDecode stage is a ConvTranspose3d: PyTorch weight [in, out, k, k, k]
     const last = [...stateDict.keys()].map((k) => /^up_projection\.decode\.(\d+)\.weight$/.exec(k)).filter((m) => m !== null).sort((a, b) => Number(b[1]) - Number(a[1]))[0];
     const out = last === undefined ? undefined : stateDict.get(last[0])?.shape[1];
-    return { key: wrapped ? `eva-mae-${size}` : `primus-${size}`, options: { inChannels, ...(out !== undefined ? { outChannels: out } : {}), ...(patchSize !== undefined ? { patchSize } : {}) } };
+    const hyper = size !== "xs" ? {} : {
+      embedDim: kw.embed_dim, depth: kw.encoder_eva_depth, heads: kw.encoder_eva_numheads,
+      tokenPatch: Array.isArray(kw.patch_embed_size) ? (kw.patch_embed_size as unknown[])[0] : kw.patch_embed_size,
+      ...(typeof kw.init_values === "number" ? { initValues: kw.init_values } : {}),
+      ...(wrapped ? { decoderDepth: [...stateDict.keys()].filter((k) => /^decoder\.blocks\.\d+\.norm1\.weight$/.test(k)).length } : {}),
+    };
+    return { key: wrapped ? `eva-mae-${size}` : `primus-${size}`, options: { inChannels, ...hyper, ...(out !== undefined ? { outChannels: out } : {}), ...(patchSize !== undefined ? { patchSize } : {}) } };
   }
-  throw new ConfigError(`unknown architecture class "${cls}" (known: ${[...Object.keys(RESENC_PRESETS), "ResidualEncoderUNet", ...Object.keys(PRIMUS_PRESETS)].join(", ")}); pass --architecture`, { file, field: "nnssl_adaptation_plan.architecture_plans.arch_class_name" });
+  throw new ConfigError(`unknown architecture class "${cls}" (known: ${[...Object.keys(RESENC_PRESETS), "ResidualEncoderUNet", ...Object.keys(PRIMUS_PRESETS)].join(", ")}, or Primus init kwargs in arch_kwargs); pass --architecture`, { file, field: "nnssl_adaptation_plan.architecture_plans.arch_class_name" });
 }
 
 /**

@@ -10,7 +10,8 @@ import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../../../test/helpers/tf-check.js";
 import { tmp } from "../../../test/helpers/torch-parity.js";
 import { isMaskedNetwork, type Network } from "./architecture.js";
-import { torchStateDict } from "./checkpoint-export.js";
+import { adaptationPlan, pretrainPlanFor, recordedPlan, torchStateDict, UPSTREAM_DOWNSTREAM_PATCH } from "./checkpoint-export.js";
+import { architectureFromAdaptationPlan } from "./checkpoint-import.js";
 import { loadNetwork, saveNetwork } from "./network-io.js";
 import { countParams, createNetwork } from "./registry.js";
 import { decodeSafetensors, encodeSafetensors } from "./safetensors.js";
@@ -152,4 +153,37 @@ test("init is deterministic for a seed; save/load round trip; bad files are Data
   assert.throws(() => { loadTorchStateDict(back, bad, "x.safetensors"); }, (e: unknown) => e instanceof DataError && /x\.safetensors: encoder\.stem\.convs\.0\.conv\.weight: shape/.test(e.message));
   assert.throws(() => decodeSafetensors(Buffer.from([1, 2, 3]), "t.safetensors"), DataError);
   for (const n of [a, b, c, back]) n.dispose();
+});
+
+test("adaptation plans: Primus init kwargs for the configurable preset, named presets by name; import reads them back", async () => {
+  await useBackend("cpu");
+  const mae = createNetwork("eva-mae-xs", { embedDim: 48, depth: 3, heads: 4, patchSize: [16, 16, 16], seed: 2 });
+  const plan = adaptationPlan(mae.config, { configurations: { onemmiso: { patch_size: [16, 16, 16] } } }, UPSTREAM_DOWNSTREAM_PATCH);
+  const ap = plan.architecture_plans as { arch_class_name: string; arch_kwargs: Record<string, unknown> };
+  assert.equal(ap.arch_class_name, "PrimusXS");
+  assert.deepEqual(ap.arch_kwargs, { embed_dim: 48, patch_embed_size: [8, 8, 8], encoder_eva_depth: 3, encoder_eva_numheads: 4, drop_path_rate: 0.2, init_values: 0.1, scale_attn_inner: true });
+  assert.deepEqual(plan.recommended_downstream_patchsize, [160, 160, 160]);
+  const sd = torchStateDict(mae, { aliases: false });
+  const back = architectureFromAdaptationPlan(plan, sd, "x.pth");
+  assert.equal(back.key, "eva-mae-xs");
+  const rebuilt = createNetwork(back.key, back.options);
+  assert.equal(rebuilt.parameterCount(), mae.parameterCount());
+  assert.equal((rebuilt.config.hyper as { decoderDepth: number }).decoderDepth, (mae.config.hyper as { decoderDepth: number }).decoderDepth);
+  const named = adaptationPlan(createNetwork("primus-m", { patchSize: [16, 16, 16] }).config);
+  assert.deepEqual([(named.architecture_plans as { arch_class_name: string }).arch_class_name, (named.architecture_plans as { arch_kwargs: unknown }).arch_kwargs], ["PrimusM", null]);
+  assert.deepEqual(named.recommended_downstream_patchsize, [16, 16, 16], "without a trainer's recommendation: the network's input");
+  mae.dispose();
+  rebuilt.dispose();
+});
+
+test("pretrainPlanFor keeps only the trained configuration with the network's patch; recordedPlan reads a checkpoint's", () => {
+  const plans = { plans_name: "nnsslPlans", configurations: { median: { patch_size: null, spacing: [1, 1, 2] }, onemmiso: { patch_size: null, spacing: [1, 1, 1] } } };
+  assert.deepEqual(pretrainPlanFor(plans, "onemmiso", [64, 64, 64], "p.json"), { plans_name: "nnsslPlans", configurations: { onemmiso: { patch_size: [64, 64, 64], spacing: [1, 1, 1] } } });
+  assert.throws(() => pretrainPlanFor(plans, undefined, [64, 64, 64], "p.json"), (e: unknown) => e instanceof ConfigError && /2 configurations/.test(e.message) && /p\.json/.test(e.message));
+  assert.throws(() => pretrainPlanFor(plans, "noresample", [64, 64, 64], "p.json"), (e: unknown) => e instanceof ConfigError && /configurations\.noresample/.test(e.message));
+  assert.equal((pretrainPlanFor({ configurations: { only: {} } }, undefined, [8, 8, 8], "p.json").configurations as Record<string, unknown>).only !== undefined, true);
+  const meta = { ssl3d: JSON.stringify({ init_args: { configuration_name: "onemmiso" }, nnssl_adaptation_plan: { pretrain_plan: { configurations: { onemmiso: { patch_size: [32, 32, 32] } } }, recommended_downstream_patchsize: [160, 160, 160] } }) };
+  assert.deepEqual(recordedPlan(meta), { pretrainPlan: { configurations: { onemmiso: { patch_size: [32, 32, 32] } } }, recommended: [160, 160, 160], configuration: "onemmiso" });
+  assert.deepEqual(recordedPlan({}), { pretrainPlan: null, recommended: undefined, configuration: undefined });
+  assert.deepEqual(recordedPlan({ ssl3d: "{bad" }), { pretrainPlan: null, recommended: undefined, configuration: undefined });
 });

@@ -75,6 +75,19 @@ export const PRIMUS_PRESETS: readonly PrimusPreset[] = [
   preset("m", true), xsPreset(true),
 ];
 
+/** Upstream `Primus.__init__` keyword arguments of a configurable preset (adaptation plan `arch_kwargs`). */
+export function primusInitKwargs(h: PrimusHyper): Record<string, unknown> {
+  return {
+    embed_dim: h.embedDim,
+    patch_embed_size: [h.tokenPatch, h.tokenPatch, h.tokenPatch],
+    encoder_eva_depth: h.depth,
+    encoder_eva_numheads: h.heads,
+    drop_path_rate: h.dropPathRate,
+    init_values: h.initValues,
+    scale_attn_inner: true,
+  };
+}
+
 const HYPER_KEYS = ["embedDim", "depth", "heads", "tokenPatch", "dropPathRate", "initValues", "decoderDepth", "tokenOrder"] as const;
 const ALWAYS_OK = new Set(["inChannels", "outChannels", "patchSize", "seed", "dropPathRate", "tokenOrder"]);
 
@@ -236,8 +249,10 @@ export class Primus implements Network {
       hyper: { ...r.hyper },
       adaptation: {
         archClassName: p.archClassName,
-        archKwargs: null,
-        archKwargsRequiringImport: null,
+        // the named presets (PrimusS/B/M/L) are built by name downstream; the configurable one carries upstream
+        // Primus's init kwargs (dynamic_network_architectures `Primus(...)`, as nnU-Net's PrimusX fine-tuning reads them)
+        archKwargs: p.overridable ? primusInitKwargs(r.hyper) : null,
+        archKwargsRequiringImport: p.overridable ? [] : null,
         keyToEncoder: "eva",
         keyToStem: "down_projection",
         keysToInProj: ["down_projection.proj"],

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ConfigError } from "../errors.js";
-import { resolveTrainer, trainerKeys } from "./registry.js";
+import { resolveTrainer, trainerKeys, upstreamDifferences } from "./registry.js";
 
 test("upstream names resolve to method × architecture with the spec 4.4 recipes", () => {
   const cnn = resolveTrainer("BaseMAETrainer_BS8");
@@ -66,4 +66,23 @@ test("VoCo and SimCLR trainers: spec 6.7 / 6.9 recipes, nnssl names and VoCo's v
   assert.deepEqual([se.entry.key, se.options.method, se.options.gradClip, se.options.batchSize], ["simclr-primus-m", "simclr", 1, 32]);
   assert.deepEqual(se.options.patchSize, [192, 192, 64]);
   assert.throws(() => resolveTrainer("VoCoTrainer", { methodOptions: { targetCrops: 0 } }), (e: unknown) => e instanceof ConfigError && e.message.includes("methodOptions.targetCrops"));
+});
+
+test("names whose meaning differs from upstream nnssl's class say so (docs/training.md table)", () => {
+  for (const bs of [16, 24, 32]) {
+    const t = resolveTrainer(`BaseMAETrainer_BS${bs}_ep1000`);
+    assert.equal(t.options.batchSize, bs);
+    const d = upstreamDifferences(t);
+    assert.equal(d.length, 1);
+    assert.match(d[0]!, new RegExp(`^BaseMAETrainer_BS${bs}_ep1000: upstream .* batch size 2 .*; ssl3d trains with batch size ${bs}$`));
+  }
+  const mb = upstreamDifferences(resolveTrainer("BaseMAETrainer_BS8_ep1000_maskblock64"));
+  assert.deepEqual(mb, ["BaseMAETrainer_BS8_ep1000_maskblock64: mask block 64 on a 160×160×160 patch: upstream masks a 2×2×2 grid of 80×80×80-voxel blocks; ssl3d masks 64³ blocks on a 3×3×3 grid (the last block per axis partial)"]);
+  // a block edge that divides the patch means what upstream means; so do the other upstream names ssl3d accepts
+  for (const n of ["BaseMAETrainer", "BaseMAETrainer_BS8", "BaseMAETrainer_BS8_ep2000", "BaseMAETrainer_BS8_ep1000_maskblock2", "BaseMAETrainer_BS8_ep1000_maskblock32", "BaseMAETrainer_BS16", "SparkMAETrainer_BS6_1000ep", "VoCoTrainer_BS8_lr_1e2_wd_3e5_3x3x2_PS64", "BaseEvaMAETrainer_BS8"]) {
+    assert.deepEqual(upstreamDifferences(resolveTrainer(n)), [], n);
+  }
+  // the geometry check follows the patch actually trained: 16³ blocks on a 40³ patch
+  assert.match(upstreamDifferences(resolveTrainer("BaseMAETrainer", { patchSize: [40, 40, 32] }))[0]!, /upstream masks a 2×2×2 grid of 20×20×16-voxel blocks; ssl3d masks 16³ blocks on a 3×3×2 grid/);
+  assert.match(upstreamDifferences(resolveTrainer("BaseMAETrainer", { patchSize: [50, 48, 48] }))[0]!, /upstream's block mask would not cover the patch/);
 });

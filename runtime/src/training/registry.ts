@@ -168,3 +168,32 @@ export function resolveTrainer(name: string, overrides: Record<string, unknown> 
   }
   return { name, entry, options: { ...options, methodOptions: mo.data as Record<string, unknown> } };
 }
+
+/**
+ * The ways a resolved trainer departs from what upstream nnssl's class of the same name trains, as one-line
+ * messages (logged as warnings by `ssl3d train`; the table in docs/training.md lists every such name, ADR 0053).
+ * Empty when the name means what upstream means. Checked against `src/nnssl/training/nnsslTrainer/`:
+ * - `BaseMAETrainer_BS16_ep1000`, `_BS24_ep1000`, `_BS32_ep1000` (`base_mae_derivates/batch_size_training.py`) set
+ *   the plan's `batch_size`, which AbstractBaseTrainer never reads (it trains with `total_batch_size`, 2).
+ * - MAE block masking on the CNN (`BaseMAETrainer.mask_creation` + `train_step`): upstream's mask has
+ *   `floor(patch / block)` cells per axis, each repeated `floor(patch / cells)` voxels, so a block edge that does not
+ *   divide the patch (`_maskblock64` on 160³: 2 cells of 80 voxels) gives other blocks than ssl3d's fixed-size ones.
+ */
+export function upstreamDifferences(t: ResolvedTrainer): string[] {
+  const out: string[] = [];
+  const o = t.options;
+  if (/^BaseMAETrainer_BS(16|24|32)_ep1000$/.test(t.name)) {
+    out.push(`${t.name}: upstream nnssl's class of this name trains with batch size 2 (it sets the plan's batch_size, which its trainer ignores); ssl3d trains with batch size ${o.batchSize}`);
+  }
+  const block = o.methodOptions.blockSize;
+  if (o.method === "mae" && t.entry.family === "cnn" && typeof block === "number" && o.patchSize.some((p) => p % block !== 0)) {
+    const cells = o.patchSize.map((p) => Math.floor(p / block));
+    const edges = o.patchSize.map((p, i) => (cells[i]! === 0 ? 0 : Math.floor(p / cells[i]!)));
+    const ours = o.patchSize.map((p) => Math.ceil(p / block));
+    const upstream = cells.some((c, i) => c === 0 || c * edges[i]! !== o.patchSize[i])
+      ? "upstream's block mask would not cover the patch (its trainer fails)"
+      : `upstream masks a ${cells.join("×")} grid of ${edges.join("×")}-voxel blocks`;
+    out.push(`${t.name}: mask block ${block} on a ${o.patchSize.join("×")} patch: ${upstream}; ssl3d masks ${block}³ blocks on a ${ours.join("×")} grid (the last block per axis partial)`);
+  }
+  return out;
+}

@@ -14,7 +14,7 @@ import { checkSafeName, childPath } from "../io/safe-path.js";
 import { loadOrCreateSplit } from "../data/split.js";
 import { DEFAULT_READER_MODULE, filterImages, type TrainingImage, type VolumeReaderModule } from "../data/source.js";
 import { getMethod } from "../methods/registry.js";
-import { adaptationPlan } from "../models/checkpoint-export.js";
+import { adaptationPlan, UPSTREAM_DOWNSTREAM_PATCH } from "../models/checkpoint-export.js";
 import { parseBackendRequest, selectBackend, tfjsNodeMissing } from "../models/backend/select.js";
 import { architectureKeys, createNetwork, getArchitecture } from "../models/registry.js";
 import { loadMatchingWeights, readTorchCheckpoint } from "../models/checkpoint-import.js";
@@ -27,7 +27,7 @@ import { ENV as POD_ENV } from "../../../api/pod.js";
 import { checkRanksFitGpus, visibleGpuCount } from "../distributed/gpus.js";
 import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
-import { resolveTrainer } from "./registry.js";
+import { resolveTrainer, upstreamDifferences } from "./registry.js";
 import { RUN_INFO, type RunInfo } from "./run-info.js";
 import { checkBatchMemory } from "./memory-check.js";
 import { initialPatchSize } from "../data/patch.js";
@@ -53,6 +53,8 @@ export interface TrainArgs {
   readonly metricsAddress?: string;
   readonly backend?: string;
   readonly workers?: number;
+  /** Keep only images of these modalities (`--modalities`; the trainer option `modalities`). */
+  readonly modalities?: readonly string[];
   readonly progress?: boolean;
   /** Local data-parallel processes on this node (torchrun's --nproc-per-node); default PET_NPROC_PER_NODE or 1. */
   readonly nprocPerNode?: number;
@@ -137,6 +139,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   if (a.archPreset !== undefined) overrides.architecture = a.archPreset;
   if (a.seed !== undefined) overrides.seed = a.seed;
   if (a.workers !== undefined) overrides.loaderWorkers = a.workers;
+  if (a.modalities !== undefined) overrides.modalities = [...a.modalities];
   const trainer = resolveTrainer(a.trainer, overrides, (key) => {
     try {
       return getArchitecture(key).family;
@@ -145,6 +148,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
     }
   });
   const o = trainer.options;
+  if (dist.rank === 0) for (const d of upstreamDifferences(trainer)) logger.warn(d);
   const methodEntry = getMethod(o.method);
   const method = methodEntry.create(o.methodOptions, trainer.entry.family);
   const archKey = methodEntry.architectureFor?.(o.architecture, (k) => architectureKeys().includes(k)) ?? o.architecture;
@@ -166,7 +170,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
 
   const globalBatch = o.batchSize;
   const perRank = perRankBatchSize(globalBatch, dist.worldSize, dist.rank);
-  const backend = await selectBackend(a.backend);
+  const backend = await selectBackend(a.backend); // logs the one-line choice
 
   const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
   const inChannels = (await reader.openZarrVolume(trainImages[0]!.image)).shape[0] ?? 1;
@@ -181,7 +185,9 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const locks = dist.rank === 0 ? lockTrainingFolders(baseDir, checkpointDir) : [];
   try {
     const usedPlan = { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } };
-    const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } });
+    // upstream's adaptation plan: the plan with only the trained configuration, its patch the network's input (VoCo,
+    // SimCLR: the crop), and upstream's constant recommended downstream patch
+    const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } }, UPSTREAM_DOWNSTREAM_PATCH);
     await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
     await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
     if (dist.rank === 0) {

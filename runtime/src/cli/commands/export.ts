@@ -1,17 +1,19 @@
 /**
- * `ssl3d export CHECKPOINT --format safetensors|pth-compatible [--out PATH]`: write PyTorch-loadable weights
- * (exact dynamic-network-architectures state-dict keys and layouts, upstream aliases included) plus
+ * `ssl3d export CHECKPOINT [--format pth-compatible|safetensors] [--out PATH] [--plans FILE]`: write PyTorch-loadable
+ * weights (exact dynamic-network-architectures state-dict keys and layouts, upstream aliases included) plus
  * `adaptation_plan.json` beside them. CHECKPOINT is an ssl3d network or training checkpoint file (safetensors with
- * `ssl3d.architecture`/`ssl3d.options` metadata) or a directory holding `checkpoint_{final,latest,best}.safetensors`
- * (first found, nnssl's order) or `network.safetensors`.
+ * `ssl3d.architecture`/`ssl3d.options` metadata), a directory holding `checkpoint_{final,latest,best}.safetensors`
+ * (first found, nnssl's order) or `network.safetensors`, or a results folder `<Trainer>__<Plans>__<Config>` with
+ * them in `fold_all/`. Without flags the output is what nnU-Net's fine-tuning loads: an nnssl `.pth` checkpoint
+ * whose adaptation plan carries the pre-training plan the training checkpoint recorded (docs/checkpoints.md).
  */
 import type { Command } from "commander";
 import { existsSync } from "node:fs";
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { CliCommand } from "../command.js";
 import { ConfigError } from "../../errors.js";
-import { exportNetwork, type ExportFormat } from "../../models/checkpoint-export.js";
+import { exportNetwork, exportedNetwork, pretrainPlanFor, recordedPlan, type ExportFormat } from "../../models/checkpoint-export.js";
 import { loadNetwork } from "../../models/network-io.js";
 import { log } from "../../observability/log.js";
 
@@ -24,12 +26,15 @@ async function resolveCheckpoint(p: string): Promise<string> {
   }
   if (!s.isFile() && !s.isDirectory()) throw new ConfigError("checkpoint is neither a file nor a directory", { file: p });
   if (s.isFile()) return p;
-  // a training output directory: nnssl's resume order (final, latest, best), then a bare network file
-  for (const name of CHECKPOINT_NAMES) {
-    const f = join(p, name);
-    if (existsSync(f)) return f;
+  // a training output directory: nnssl's resume order (final, latest, best), then a bare network file; a results
+  // folder (<Trainer>__<Plans>__<Config>) holds them in fold_all/
+  for (const d of [p, join(p, "fold_all")]) {
+    for (const name of CHECKPOINT_NAMES) {
+      const f = join(d, name);
+      if (existsSync(f)) return f;
+    }
   }
-  throw new ConfigError(`no checkpoint in directory (looked for ${CHECKPOINT_NAMES.join(", ")})`, { file: p });
+  throw new ConfigError(`no checkpoint in directory or its fold_all/ (looked for ${CHECKPOINT_NAMES.join(", ")})`, { file: p });
 }
 
 const CHECKPOINT_NAMES = ["checkpoint_final.safetensors", "checkpoint_latest.safetensors", "checkpoint_best.safetensors", "network.safetensors"];
@@ -41,27 +46,33 @@ export const exportCommand: CliCommand = {
       .command("export")
       .description("export network weights for PyTorch / nnU-Net (safetensors or torch.save-compatible .pth) + adaptation_plan.json")
       .argument("<checkpoint>", "ssl3d checkpoint/network file (.safetensors) or a directory with checkpoint_{final,latest,best}.safetensors or network.safetensors")
-      .option("--format <format>", "safetensors | pth-compatible", "safetensors")
-      .option("--out <path>", "output file (default: beside the checkpoint, <name>.export.{safetensors|pth})")
-      .option("--plans <file>", "nnssl plans JSON to embed as pretrain_plan in the adaptation plan")
+      .option("--format <format>", "pth-compatible (an nnssl checkpoint, what nnU-Net loads) | safetensors", "pth-compatible")
+      .option("--out <path>", "output file (default: beside the checkpoint, <name>.export.{pth|safetensors})")
+      .option("--plans <file>", "nnssl plans JSON for pretrain_plan (default: the plan the training checkpoint recorded)")
       .action(async (checkpoint: string, o: { format: string; out?: string; plans?: string }) => {
-        if (o.format !== "safetensors" && o.format !== "pth-compatible") throw new ConfigError(`unknown format "${o.format}" (safetensors | pth-compatible)`, { field: "--format" });
+        if (o.format !== "safetensors" && o.format !== "pth-compatible") throw new ConfigError(`unknown format "${o.format}" (pth-compatible | safetensors)`, { field: "--format" });
         const format: ExportFormat = o.format;
         const src = await resolveCheckpoint(checkpoint);
-        let plan: unknown = null;
+        let plans: unknown;
         if (o.plans !== undefined) {
-          const { readFile } = await import("node:fs/promises");
           try {
-            plan = JSON.parse(await readFile(o.plans, "utf8")) as unknown;
+            plans = JSON.parse(await readFile(o.plans, "utf8")) as unknown;
           } catch (err) {
             throw new ConfigError(`cannot read plans: ${(err as Error).message}`, { file: o.plans });
           }
         }
         const { net, metadata } = await loadNetwork(src);
         try {
+          const recorded = recordedPlan(metadata);
+          const patch = exportedNetwork(net).config.patchSize;
+          const pretrainPlan = plans !== undefined ? pretrainPlanFor(plans, recorded.configuration, patch, o.plans!) : recorded.pretrainPlan;
+          if (pretrainPlan === null) log().warn({ file: src }, "no pre-training plan recorded in the checkpoint and no --plans: pretrain_plan is null, which nnU-Net's nnssl fine-tuning cannot read");
           const out = o.out ?? join(dirname(src), `${basename(src).replace(/\.safetensors$/, "")}.export.${format === "safetensors" ? "safetensors" : "pth"}`);
           const epoch = Number(metadata["ssl3d.epoch"] ?? 0);
-          const written = await exportNetwork(net, out, { format, pretrainPlan: plan, currentEpoch: Number.isFinite(epoch) ? epoch : 0, trainerName: metadata["ssl3d.method"] ?? "ssl3d" });
+          const written = await exportNetwork(net, out, {
+            format, pretrainPlan, ...(recorded.recommended === undefined ? {} : { recommended: recorded.recommended }),
+            currentEpoch: Number.isFinite(epoch) ? epoch : 0, trainerName: metadata["ssl3d.method"] ?? "ssl3d",
+          });
           log().info({ ...written, architecture: net.config.name }, "exported");
           process.stdout.write(`${written.weights}\n${written.plan}\n`);
         } finally {

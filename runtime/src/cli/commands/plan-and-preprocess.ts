@@ -1,13 +1,14 @@
 /**
  * `ssl3d plan-and-preprocess -d ID [-c CONFIG...] [-np N] [-p PLANS]` (alias `nnssl_plan_and_preprocess`): fingerprint ->
- * plan -> preprocess. On success prints the preprocessing summary as one JSON line and writes it to the
- * termination log (what the operator's Plan stage reads).
+ * plan -> preprocess. On success prints the preprocessing summary as one JSON line (as a sentence on a terminal,
+ * unless `--log-format json`) and writes the JSON to the termination log (what the operator's Plan stage reads).
  */
 import type { Command } from "commander";
 import { extractFingerprint, preprocessedDatasetDir } from "../../planning/fingerprint.js";
 import { runPlan } from "../../planning/plan-stage.js";
 import { checkPlansName, lockDataset } from "../../preprocessing/layout.js";
 import { runPreprocess } from "../../preprocessing/preprocess.js";
+import { forPeople } from "../../observability/log.js";
 import type { CliCommand } from "../command.js";
 import { writeTerminationLog } from "../termination-log.js";
 import { checkPlanner, defaultProcesses, parseConfigs, parseCounts, parseDatasets, parseOnError } from "./preprocessing-options.js";
@@ -19,6 +20,13 @@ export interface PreprocessingSummaryLine {
   configurations: string[];
   plansFile: string;
   preprocessedDir: string;
+}
+
+/** The summary line as a sentence (for a terminal). */
+export function formatPreprocessingSummary(s: PreprocessingSummaryLine): string {
+  if (s.configurations.length === 0) return `Planned: ${s.plansFile} (preprocessing skipped)`;
+  const failed = s.failed > 0 ? `, ${s.failed} failed (see the log)` : "";
+  return `Preprocessed ${s.valid} of ${s.images} image(s) for ${s.configurations.join(", ")}${failed} into ${s.preprocessedDir}; plans: ${s.plansFile}`;
 }
 
 export const planAndPreprocessCommand: CliCommand = {
@@ -64,7 +72,8 @@ export const planAndPreprocessCommand: CliCommand = {
           }
         }
         const json = JSON.stringify(line);
-        process.stdout.write(json + "\n");
+        // a person at a terminal gets a sentence; pipes, pods and --log-format json the JSON line
+        process.stdout.write(`${forPeople(process.stdout) ? formatPreprocessingSummary(line) : json}\n`);
         writeTerminationLog(json);
       });
   },

@@ -17,6 +17,13 @@ function int(name: string, min = 0) {
   };
 }
 
+/** `--modalities T1w,T2w,FLAIR`: a comma-separated list of BIDS-style modality names. */
+function modalities(v: string): string[] {
+  const list = v.split(",").map((m) => m.trim());
+  if (list.length === 0 || list.some((m) => m === "")) throw new InvalidArgumentError("--modalities must be a comma-separated list of modality names (e.g. T1w,T2w,FLAIR)");
+  return list;
+}
+
 /** `--patch-size 32` (cube) or `--patch-size 256,256,64`. */
 function patchSize(v: string): number | [number, number, number] {
   if (/^\d+$/.test(v) && Number(v) >= 1) return Number(v);
@@ -41,6 +48,7 @@ interface TrainOpts {
   metricsAddress?: string;
   backend?: string;
   workers?: number;
+  modalities?: string[];
   nprocPerNode?: number;
   device?: string;
   preflight?: boolean;
@@ -71,6 +79,7 @@ export const trainCommand: CliCommand = {
       .option("--metrics-address <ip>", "interface of the metrics endpoint (also SSL3D_METRICS_ADDRESS; default 127.0.0.1, pods 0.0.0.0)")
       .option("--backend <name>", "tfjs backend: auto (node-gpu if TensorFlow sees a GPU, else cpu + native kernels, wasm, cpu), node-gpu, node (TensorFlow on the CPU), wasm, cpu (also SSL3D_BACKEND)")
       .option("--workers <n>", "data loader worker threads", int("--workers", 0))
+      .option("--modalities <list>", "train only on images of these modalities, comma-separated (e.g. T1w,T2w,FLAIR; the trainer option modalities)", modalities)
       .option("--nproc-per-node <n>", "data-parallel processes on this node (torchrun-style; also PET_NPROC_PER_NODE)", int("--nproc-per-node", 1))
       .option("--device <d>", "accepted for nnssl compatibility (use --backend)")
       .option("--preflight", "first run `ssl3d doctor --gpu` (once per node): fail at once unless TensorFlow computes correctly on a GPU")
@@ -92,6 +101,7 @@ export const trainCommand: CliCommand = {
             ...(o.metricsAddress === undefined ? {} : { metricsAddress: o.metricsAddress }),
             ...(o.backend === undefined ? {} : { backend: o.backend }),
             ...(o.workers === undefined ? {} : { workers: o.workers }),
+            ...(o.modalities === undefined ? {} : { modalities: o.modalities }),
             ...(o.nprocPerNode === undefined ? {} : { nprocPerNode: o.nprocPerNode }),
           },
           log(),

@@ -173,9 +173,12 @@ export async function selectBackend(requested?: string): Promise<BackendChoice> 
       name, tfBackend: tf.getBackend(), nativeKernels, skipped, reason,
       ...(wasmThreads === undefined ? {} : { wasmThreads }), ...(info === undefined ? {} : { tfVersion: info.tfVersion, gpu: info.gpu }),
     };
-    const fields = { backend: name, tfBackend: current.tfBackend, nativeKernels, wasmThreads, tfVersion: info?.tfVersion, gpu: info?.gpu, reason, skipped };
-    if (name === "node-gpu" && info?.gpu !== true) log().warn(fields, `tfjs backend: node-gpu on the CPU: ${NO_GPU}`);
-    else log().info(fields, `tfjs backend: ${name}`);
+    // one line naming the backend and why; the probes' error messages only at debug level
+    if (skipped.length > 0) log().debug({ skipped }, "tfjs backend probes");
+    const fields = { backend: name, tfBackend: current.tfBackend, nativeKernels, wasmThreads, tfVersion: info?.tfVersion, gpu: info?.gpu, reason };
+    const message = describeChoice(current, req === "auto" ? "auto" : requested !== undefined && requested !== "" ? "--backend" : "SSL3D_BACKEND");
+    if (name === "node-gpu" && info?.gpu !== true) log().warn(fields, `${message}: on the CPU: ${NO_GPU}`);
+    else log().info(fields, message);
     return current;
   }
   throw new EnvironmentError(`backend "${req}" is not available: ${skipped.join("; ")}`, { field: "--backend" });
@@ -187,6 +190,24 @@ function choiceReason(req: BackendRequest, name: Exclude<BackendRequest, "auto">
   if (name === "node-gpu") return `auto: TensorFlow registered a GPU device${tfOn}`;
   if (nativeKernels) return "auto: no GPU device; the native kernels are the fastest CPU path";
   return `auto: no GPU device and no native kernel addon; ${name} is the first that loads`;
+}
+
+/** A skipped candidate's probe message as a few words ("@tensorflow/tfjs-node not installed"). */
+export function shortSkipReason(why: string): string {
+  const i = why.indexOf(": ");
+  const who = i < 0 ? why : why.slice(0, i);
+  const msg = i < 0 ? "" : why.slice(i + 2);
+  if (/Cannot find (package|module)/.test(msg)) return `${who} not installed`;
+  if (who === "cpu-native") return "native kernel addon not built";
+  return `${who} failed (${msg.length > 80 ? `${msg.slice(0, 77)}...` : msg})`;
+}
+
+/** The one-line log message of a selection: the backend and why (`auto` skipped candidates, or who requested it). */
+export function describeChoice(c: BackendChoice, source: "auto" | "--backend" | "SSL3D_BACKEND"): string {
+  const what = c.name === "cpu" && c.nativeKernels ? "cpu with the native kernels" : c.name === "wasm" && (c.wasmThreads ?? 1) > 1 ? `wasm (${c.wasmThreads} threads)` : c.name;
+  if (source !== "auto") return `tfjs backend: ${what} (requested by ${source})`;
+  const why = c.skipped.length === 0 ? "the first choice" : c.skipped.map(shortSkipReason).join(", ");
+  return `tfjs backend: ${what} (auto: ${why})`;
 }
 
 async function wasmThreadCount(): Promise<number | undefined> {
