@@ -163,9 +163,13 @@ describe("operator against a real API server", () => {
     assert.equal(e.PET_MASTER_PORT, "29500");
     assert.equal(e.SSL3D_RUN, "run");
     assert.equal(e.SSL3D_ATTEMPT, "1");
-    assert.equal(e.SSL3D_RESUME, "none");
+    // Every attempt resumes, the first included (issue 14): a run restarted from scratch finds its own checkpoints.
+    assert.equal(e.SSL3D_RESUME, "latest");
     assert.equal(e.SSL3D_METRICS_PORT, String(metricsPort));
-    assert.ok(e.SSL3D_CHECKPOINT_DIR);
+    // Each run has its own checkpoint folder, named after the run and its uid.
+    const runUid = (await getCr(env.client, "PretrainRun", ns, "run")).metadata.uid;
+    assert.equal(e.SSL3D_RUN_UID, runUid);
+    assert.equal(e.SSL3D_CHECKPOINT_DIR, `/checkpoints/run-${runUid}/checkpoints`);
     const rankEnv = a1.spec.template.spec.containers[0]!.env!.find((x) => x.name === "PET_NODE_RANK") as unknown as { valueFrom: { fieldRef: { fieldPath: string } } };
     assert.match(rankEnv.valueFrom.fieldRef.fieldPath, /job-completion-index/);
 
@@ -356,7 +360,7 @@ describe("operator against a real API server", () => {
     });
     assert.match(condition(badConfig, "Failed")?.message ?? "", /3d_fullres is not one of/);
     const ev = await eventually("Warning event", async () => (await eventsFor(env.client, ns, "bad")).find((e) => e.type === "Warning" && e.reason === "ValidationFailed"));
-    assert.match(ev.note, /PET_NNODES/);
+    assert.match(ev.note, /29500 is the rendezvous port/);
     assert.equal(await getJob(env.client, ns, "bad-a1"), undefined);
     // Status is patched only on change: a reconcile triggered by a metadata edit leaves the resourceVersion alone.
     const reconciles = async (): Promise<number> => (await metrics.reconcileTotal.get()).values.filter((v) => v.labels.controller === "pretrainrun").reduce((n, v) => n + v.value, 0);
@@ -370,7 +374,7 @@ describe("operator against a real API server", () => {
     await manager.queues.PretrainRun.idle();
     assert.equal((await getCr(env.client, "PretrainRun", ns, "good")).metadata.resourceVersion, rv);
     // Fixing the spec (a new generation) lets it proceed.
-    await env.client.patch(API_VERSION, "PretrainRun", ns, "bad", { spec: { env: [{ name: "MY_FLAG", value: "1" }] } });
+    await env.client.patch(API_VERSION, "PretrainRun", ns, "bad", { spec: { metrics: { port: metricsPort } } });
     await job(ns, "bad-a1");
   });
 
