@@ -239,9 +239,11 @@ test("after a Succeeded run the report of its results folder is written and its 
         ssl3d: [process.execPath, join(s.dir, "standin.mjs")], env, print: (l) => lines.push(l), childOutput: sink,
       });
       await r.runAll();
-      const base = join(s.dir, "results", "results", "Dataset990_Demo", "BaseMAETrainer__nnsslPlans__onemmiso");
+      // per-run folders (issue 14): results and checkpoints live under <volume>/<name>-<uid>/
+      const runDir = join(s.dir, "results", `demo-${s.status("pretrainrun-demo.json").uid}`);
+      const base = join(runDir, "results", "Dataset990_Demo", "BaseMAETrainer__nnsslPlans__onemmiso");
       const report = s.calls().find((c) => c.cmd === "report");
-      assert.deepEqual(report?.args, [base, "--checkpoints", join(s.dir, "results", "checkpoints")]);
+      assert.deepEqual(report?.args, [base, "--checkpoints", join(runDir, "checkpoints")]);
       assert.equal(report.env.nnssl_preprocessed, join(s.dir, "state", "volumes", "ssl3d-preprocessed"), "the report child gets the training environment");
       const said = lines.find((l) => l.includes("PretrainRun/demo: report") || l.includes("'ssl3d report"));
       assert.equal(said, fail ? `[3/3] PretrainRun/demo: 'ssl3d report ${base}' exited 1 (log: ${join(s.dir, "state", "logs", "pretrainrun-demo-a1.log")})` : `[3/3] PretrainRun/demo: report ${join(base, "report.html")}`);

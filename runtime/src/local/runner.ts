@@ -14,7 +14,7 @@ import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync } f
 import { dirname, join, resolve } from "node:path";
 import { randomUUID } from "node:crypto";
 import { FailureMessageSchema, parseTerminationJson } from "../../../api/termination.js";
-import { podEnv, runFolder, trainArgs as apiTrainArgs, type PodLayout } from "../../../api/pod.js";
+import { ENV as POD_ENV, podEnv, runFolder, trainArgs as apiTrainArgs, type PodLayout } from "../../../api/pod.js";
 import { ConfigError, Ssl3dError } from "../errors.js";
 import { findResultsFolder } from "../training/run-info.js";
 import { PARENT_PID_ENV } from "./parent-watch.js";
@@ -438,7 +438,8 @@ export class LocalRunner {
         const done: RunStatus = { ...running, phase: "Succeeded", completionTime: now() };
         await writeJsonAtomic(file, done);
         this.print(`${step} ${what}: Succeeded after ${attempt} attempt(s), ${restarts} restart(s); checkpoints in ${checkpointDir}`);
-        await this.report(step, what, env, join(checkpoints, "results"), checkpointDir, log);
+        // the run's own results folder (nnssl_results of the contract: <checkpoints>/<folder>/results)
+        await this.report(step, what, env, env[POD_ENV.results] ?? join(checkpoints, "results"), checkpointDir, log);
         return done;
       }
       // Configuration and data errors fail the same way on every attempt: like a ValidationFailed run, no restart.
