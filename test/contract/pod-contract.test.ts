@@ -39,7 +39,7 @@ spec:
   numNodes: 2
   nprocPerNode: 4
   env: [{name: WANDB_MODE, value: offline}, {name: ALPHA, value: "1"}]
-  training: {trainer: BaseMAETrainer, configuration: onemmiso, epochs: 7, args: [--seed, "3"]}
+  training: {trainer: BaseMAETrainer, configuration: onemmiso, epochs: 7, preflight: true, modalities: [T1w, FLAIR], args: [--seed, "3"]}
   storage: {checkpoints: {claimName: ckpt, subPath: runs}}
   runPolicy: {resume: Latest}
   metrics: {port: 9191}
@@ -94,7 +94,7 @@ test("the operator's pod command and the local runner's arguments are the same t
   const local = localTrainArgs(run, plan, inputs.dataset, inputs.configuration, false);
   assert.deepEqual(command, ["ssl3d", ...local]);
   assert.deepEqual(local, apiTrainArgs(run.spec, inputs));
-  assert.deepEqual(local, ["train", "Dataset745_X", "onemmiso", "-tr", "BaseMAETrainer", "-p", "nnsslPlans", "--epochs", "7", "--seed", "3"]);
+  assert.deepEqual(local, ["train", "Dataset745_X", "onemmiso", "-tr", "BaseMAETrainer", "-p", "nnsslPlans", "--epochs", "7", "--preflight", "--modalities", "T1w,FLAIR", "--seed", "3"]);
 });
 
 test("user env comes after the contract and can neither shadow it nor inject code", () => {
