@@ -203,7 +203,10 @@ export function shortSkipReason(why: string): string {
 }
 
 /** The one-line log message of a selection: the backend and why (`auto` skipped candidates, or who requested it). */
-export function describeChoice(c: BackendChoice, source: "auto" | "--backend" | "SSL3D_BACKEND"): string {
+/** What `describeChoice` reads of a choice. */
+export type ChoiceSummary = Pick<BackendChoice, "name" | "tfBackend" | "nativeKernels" | "wasmThreads" | "skipped">;
+
+export function describeChoice(c: ChoiceSummary, source: "auto" | "--backend" | "SSL3D_BACKEND"): string {
   const what = c.name === "cpu" && c.nativeKernels ? "cpu with the native kernels" : c.name === "wasm" && (c.wasmThreads ?? 1) > 1 ? `wasm (${c.wasmThreads} threads)` : c.name;
   if (source !== "auto") return `tfjs backend: ${what} (requested by ${source})`;
   const why = c.skipped.length === 0 ? "the first choice" : c.skipped.map(shortSkipReason).join(", ");
