@@ -28,7 +28,8 @@ export async function writeRunReport(resultsDir: string, logger: Logger, o: Repo
     if (ck === undefined) preview = { error: "no checkpoint to compute them from" };
     else {
       try {
-        await selectBackend(o.backend);
+        // the training run already said its backend (one line per run on the terminal): this choice only at debug
+        await selectBackend(o.backend, { announce: false });
         preview = await computePreview(ck);
       } catch (err) {
         // the rest of the report stays useful: say why the pictures are missing

@@ -137,9 +137,10 @@ async function tryNative(): Promise<boolean> {
 
 /**
  * Select and initialise the backend. `requested` (e.g. from `--backend`) beats `SSL3D_BACKEND`, which beats
- * `auto`. An explicitly requested backend that cannot load is an EnvironmentError.
+ * `auto`. An explicitly requested backend that cannot load is an EnvironmentError. `announce: false` (a helper
+ * computation such as the report's validation pictures, after the training said its choice) logs the choice at debug.
  */
-export async function selectBackend(requested?: string): Promise<BackendChoice> {
+export async function selectBackend(requested?: string, o: { announce?: boolean } = {}): Promise<BackendChoice> {
   const req = requested !== undefined && requested !== ""
     ? parseBackendRequest(requested, "--backend")
     : parseBackendRequest(process.env.SSL3D_BACKEND, "SSL3D_BACKEND");
@@ -178,6 +179,7 @@ export async function selectBackend(requested?: string): Promise<BackendChoice> 
     const fields = { backend: name, tfBackend: current.tfBackend, nativeKernels, wasmThreads, tfVersion: info?.tfVersion, gpu: info?.gpu, reason };
     const message = describeChoice(current, req === "auto" ? "auto" : requested !== undefined && requested !== "" ? "--backend" : "SSL3D_BACKEND");
     if (name === "node-gpu" && info?.gpu !== true) log().warn(fields, `${message}: on the CPU: ${NO_GPU}`);
+    else if (o.announce === false) log().debug(fields, message);
     else log().info(fields, message);
     return current;
   }
