@@ -160,6 +160,8 @@ interface Case {
   readonly content?: Uint8Array | string;
   readonly extra?: Record<string, Uint8Array>;
   readonly command: "inspect" | "collection-summary";
+  /** A NIfTI header `inspect` describes without loading; only the loading paths (the converter) must refuse it. */
+  readonly loadOnly?: true;
   readonly exit: number;
   readonly error: RegExp;
 }
@@ -170,8 +172,8 @@ const CASES: Case[] = [
   { name: "bad magic", file: "magic.nii", content: patched((_dv, b) => { b.set([0x78, 0x79, 0x7a, 0], 344); }), command: "inspect", exit: 3, error: /magic\.nii: magic: bad magic "xyz\\u0000", expected "n\+1\\0"/ },
   { name: "dim[0]=0", file: "dim0.nii", content: patched((dv) => { dv.setInt16(40, 0, true); }), command: "inspect", exit: 3, error: /dim0\.nii: dim\[0\]: dim\[0\] is 0, must be 1\.\.7/ },
   { name: "negative dim", file: "neg.nii", content: patched((dv) => { dv.setInt16(44, -5, true); }), command: "inspect", exit: 3, error: /neg\.nii: dim\[2\]: dim\[2\] is -5, dimensions must be positive/ },
-  { name: "absurd dims (10^12 voxels, NIfTI-1)", file: "huge.nii", content: patched((dv) => { dv.setInt16(42, 10000, true); dv.setInt16(44, 10000, true); dv.setInt16(46, 10000, true); }), command: "inspect", exit: 3, error: /huge\.nii: dim: header claims 10000x10000x10000 = 1\.00e\+12 voxels, above the limit/ },
-  { name: "absurd dims (10^12 voxels, NIfTI-2 .nii.gz)", file: "huge2.nii.gz", content: gzipSync(nifti2Absurd()), command: "inspect", exit: 3, error: /huge2\.nii\.gz: dim: header claims 10000x10000x10000 = 1\.00e\+12 voxels/ },
+  { name: "absurd dims (10^12 voxels, NIfTI-1)", file: "huge.nii", content: patched((dv) => { dv.setInt16(42, 10000, true); dv.setInt16(44, 10000, true); dv.setInt16(46, 10000, true); }), command: "inspect", loadOnly: true, exit: 3, error: /huge\.nii: dim: header claims 10000x10000x10000 = 1\.00e\+12 voxels, above the limit/ },
+  { name: "absurd dims (10^12 voxels, NIfTI-2 .nii.gz)", file: "huge2.nii.gz", content: gzipSync(nifti2Absurd()), command: "inspect", loadOnly: true, exit: 3, error: /huge2\.nii\.gz: dim: header claims 10000x10000x10000 = 1\.00e\+12 voxels/ },
   { name: "NaN pixdim", file: "nan.nii", content: patched((dv) => { dv.setFloat32(80, Number.NaN, true); }), command: "inspect", exit: 3, error: /nan\.nii: pixdim\[1\]: pixdim\[1\] is NaN/ },
   { name: "unknown datatype", file: "dtype.nii", content: patched((dv) => { dv.setInt16(70, 99, true); }), command: "inspect", exit: 3, error: /dtype\.nii: datatype: unknown datatype code 99/ },
   { name: "complex datatype", file: "complex.nii", content: patched((dv) => { dv.setInt16(70, 32, true); }), command: "inspect", exit: 3, error: /complex\.nii: datatype: datatype complex64 \(code 32\) is not supported/ },
@@ -203,7 +205,9 @@ test(`malformed inputs (${CASES.length} cases): specific error, non-zero exit, o
   const raw = join(tmp, "raw-c");
   mkdirSync(dir);
   mkdirSync(raw);
-  await pool(CASES, 3, async (c) => {
+  // loadOnly: headers `inspect` describes without loading (issue 13: any valid header, over the caps too); their
+  // caps are checked where the voxels are loaded, by the converter below
+  await pool(CASES.filter((c) => c.loadOnly !== true), 3, async (c) => {
     const file = join(dir, c.file);
     if (c.content !== undefined) writeFileSync(file, c.content);
     for (const [n, b] of Object.entries(c.extra ?? {})) writeFileSync(join(dir, n), b);
