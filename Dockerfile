@@ -32,6 +32,7 @@ RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund --omit=opti
 FROM deps AS build
 COPY tsconfig.json tsconfig.build.json ./
 COPY bin/ ./bin/
+COPY api/ ./api/
 COPY runtime/ ./runtime/
 COPY operator/ ./operator/
 RUN npm run build

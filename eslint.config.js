@@ -20,6 +20,17 @@ export default tseslint.config(
     },
   },
   {
+    // The contract module (api/) is shared by the runtime and the operator: zod and plain TypeScript only.
+    files: ["api/**/*.ts"],
+    ignores: ["**/*.test.ts"],
+    rules: {
+      "no-restricted-imports": ["error", { patterns: [
+        { group: ["**/runtime/**", "**/operator/**"], message: "api/ is imported by the runtime and the operator, never the other way round." },
+        { group: ["@kubernetes/*", "@tensorflow/*", "kubernetes-models", "kubernetes-models/*"], message: "api/ carries no Kubernetes client and no TensorFlow." },
+      ] }],
+    },
+  },
+  {
     // The launchers and the addon build script are JavaScript, type-checked through tsconfig's checkJs; tsc reports
     // undefined names there (typescript-eslint's advice), so ESLint's no-undef, which knows no Node globals, is off.
     files: ["**/*.mjs"],

@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { writeJsonAtomic } from "../runtime/src/io/atomic.js";
-import { API_VERSION } from "../operator/src/api/v1alpha1/group.js";
+import { API_VERSION } from "../api/v1alpha1/group.js";
 import { freePort } from "../test/helpers/kube.js";
 import { cr, createNamespace, createPods, eventually, getCr, getJob, jobFinished, startEnv, terminatePod } from "../test/helpers/operator.js";
 

@@ -33,10 +33,14 @@ for (const kind of ["Collection", "Plan", "PretrainRun"] as const) {
   });
 }
 
-test("CEL rules are emitted for immutability and one-of sources", () => {
+test("CEL rules are emitted for immutability, paths, environment names and GPUs per rank", () => {
   const text = [...generatedFiles()].map(([, t]) => t).join("\n");
   assert.match(text, /rule: self == oldSelf\n\s+message: planRef is immutable/);
-  assert.match(text, /exactly one of source.pvc and source.uri must be set/);
+  assert.match(text, /subPath must be relative and must not contain '\.\.'/);
+  assert.match(text, /the variable would inject code into the runtime/);
+  assert.match(text, /nprocPerNode must not exceed the nvidia.com\/gpu limit/);
+  // RE2 (the API server's regular expressions) has no look-around
+  assert.doesNotMatch(text, /pattern: .*\(\?[!=<]/);
   assert.match(text, /Plan spec is immutable/);
 });
 

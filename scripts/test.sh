@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite in tiers, each runnable alone (`npm run test:<tier>`); `npm test` (no argument) runs them all after
 # the type check, lint and generated-file drift check. Tiers, by what a test file needs:
-#   unit      no Python, no Go-built binaries: unit tests beside the sources and integration tests on files only;
+#   unit      no Python, no Go-built binaries: unit tests beside the sources (api/, runtime/, operator/, scripts/)
+#             and integration tests on files only (test/contract/, ...);
 #   parity    Python references (torch, nibabel, zarr-python, nnU-Net) from the venvs of scripts/setup.d/20-*.sh;
 #   api       a real kube-apiserver + etcd (test/helpers/kube.ts, scripts/setup.d/30-kube-apiserver.sh);
 #   delivery  the chart, Dockerfile and monitoring rules (helm, hadolint, promtool; test/integration/delivery/);
@@ -30,7 +31,7 @@ tier_of() {
 
 files_of() {
   local want="$1" f
-  for f in runtime/**/*.test.ts operator/**/*.test.ts scripts/**/*.test.ts test/**/*.test.ts; do
+  for f in api/**/*.test.ts runtime/**/*.test.ts operator/**/*.test.ts scripts/**/*.test.ts test/**/*.test.ts; do
     [ "$(tier_of "$f")" = "$want" ] && echo "$f"
   done
   true

@@ -2,7 +2,7 @@
  * metav1.Condition helpers: one condition per type; lastTransitionTime moves only when the status flips; every
  * condition carries the observedGeneration it was computed from.
  */
-import type { Condition } from "./api/v1alpha1/common.js";
+import type { Condition } from "../../api/v1alpha1/common.js";
 
 export type ConditionStatus = Condition["status"];
 export interface ConditionInput {

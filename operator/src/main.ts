@@ -1,5 +1,5 @@
 /**
- * ssl3d-operator entry point (wiring only): kubeconfig, logger, metrics and health server, leader election, the
+ * ssl3d-operator entry point (wiring only; `ssl3d-operator render -f FILE [--attempt N]` prints children without a cluster): kubeconfig, logger, metrics and health server, leader election, the
  * controller manager, graceful SIGTERM. Configuration by environment (see docs/operator.md):
  *   KUBECONFIG / in-cluster config; SSL3D_WATCH_NAMESPACE (default: all namespaces);
  *   SSL3D_OPERATOR_NAMESPACE (Lease namespace; default: the pod's namespace, else "default");
@@ -141,7 +141,13 @@ export async function main(): Promise<void> {
   elector.start();
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`ssl3d-operator: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+if (process.argv[2] === "render") {
+  // No cluster needed: print the children the operator would create (operator/src/render.ts).
+  const { renderCli } = await import("./render.js");
+  process.exitCode = renderCli(process.argv.slice(3), (s) => process.stdout.write(s), (s) => process.stderr.write(s));
+} else {
+  main().catch((err: unknown) => {
+    process.stderr.write(`ssl3d-operator: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}

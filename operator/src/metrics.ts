@@ -3,6 +3,8 @@
  * Counters carry only bounded labels (controller, result, reason) — never a run name.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { RUN_STATE_METRIC } from "../../api/metrics.js";
+import { PretrainRunPhases } from "../../api/v1alpha1/pretrain-run.js";
 import type { QueueMetrics } from "./kube/work-queue.js";
 
 export class OperatorMetrics {
@@ -29,6 +31,25 @@ export class OperatorMetrics {
   readonly runsSucceeded = new Counter({ name: "ssl3d_pretrainruns_succeeded_total", help: "PretrainRuns that succeeded", registers: [this.registry] });
   readonly runsFailed = new Counter({ name: "ssl3d_pretrainruns_failed_total", help: "PretrainRuns that failed", labelNames: ["reason"], registers: [this.registry] });
   readonly runsRestarted = new Counter({ name: "ssl3d_pretrainruns_restarted_total", help: "Gang restarts of PretrainRuns", labelNames: ["reason"], registers: [this.registry] });
+
+  // Per-run state (one series per existing run; removed when the run is deleted), so alerts on stuck or restarting
+  // runs survive operator restarts: they read the current state, not counters of one operator process.
+  readonly runPhase = new Gauge({ name: RUN_STATE_METRIC, help: "1 for the current phase of each PretrainRun", labelNames: ["namespace", "name", "phase"], registers: [this.registry] });
+  readonly runAttempt = new Gauge({ name: "ssl3d_pretrainrun_attempt", help: "Current attempt of each PretrainRun", labelNames: ["namespace", "name"], registers: [this.registry] });
+  readonly runRestarts = new Gauge({ name: "ssl3d_pretrainrun_restarts", help: "Gang restarts of each PretrainRun so far (status.restarts)", labelNames: ["namespace", "name"], registers: [this.registry] });
+
+  /** Records a run's state from its status (all phases present: the current one 1, the others 0). */
+  setRunState(namespace: string, name: string, status: { phase?: string | undefined; attempt?: number | undefined; restarts?: number | undefined }): void {
+    for (const phase of PretrainRunPhases) this.runPhase.set({ namespace, name, phase }, status.phase === phase ? 1 : 0);
+    this.runAttempt.set({ namespace, name }, status.attempt ?? 0);
+    this.runRestarts.set({ namespace, name }, status.restarts ?? 0);
+  }
+
+  forgetRun(namespace: string, name: string): void {
+    for (const phase of PretrainRunPhases) this.runPhase.remove({ namespace, name, phase });
+    this.runAttempt.remove({ namespace, name });
+    this.runRestarts.remove({ namespace, name });
+  }
 
   constructor(defaults = true) {
     if (defaults) collectDefaultMetrics({ register: this.registry });

@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
 import { generatedFiles } from "../../scripts/gen-crds.js";
-import { API_VERSION, FIELD_MANAGER } from "../../operator/src/api/v1alpha1/group.js";
+import { API_VERSION, FIELD_MANAGER } from "../../api/v1alpha1/group.js";
 import type { CustomResource, KubeObject } from "../../operator/src/controllers/types.js";
 import { KubeClient } from "../../operator/src/kube/client.js";
 import { applyCrdYaml } from "../../operator/src/kube/crds.js";

@@ -221,7 +221,8 @@ test(`malformed inputs (${CASES.length} cases): specific error, non-zero exit, o
     assert.match(lines[0]!, /^ssl3d: error: /, c.name);
     assert.match(lines[0]!, c.error, c.name);
     assert.doesNotMatch(r.stderr, /\n\s+at /, `${c.name}: no stack trace`);
-    assert.equal(readFileSync(termLog, "utf8"), lines[0]!.replace(/^ssl3d: error: /, ""), `${c.name}: termination log`);
+    const written = JSON.parse(readFileSync(termLog, "utf8")) as { exitCode: number; reason: string; message: string };
+    assert.deepEqual([written.exitCode, written.message], [c.exit, lines[0]!.replace(/^ssl3d: error: /, "")], `${c.name}: termination log (api/termination.ts)`);
   });
   // NIfTI cases also through the converter: the conversion fails naming the file and writes nothing
   for (const c of CASES.filter((x) => x.command === "inspect" && x.content !== undefined)) {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { API_VERSION } from "../../operator/src/api/v1alpha1/group.js";
+import { API_VERSION } from "../../api/v1alpha1/group.js";
 import { freePort } from "../helpers/kube.js";
 import { cr, createNamespace, createPods, eventually, getCr, getJob, jobFinished, jobRunning, startEnv, startManager, terminatePod, type Env } from "../helpers/operator.js";
 

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import { after, before, describe, test } from "node:test";
-import { API_VERSION } from "../../operator/src/api/v1alpha1/group.js";
+import { API_VERSION } from "../../api/v1alpha1/group.js";
 import { httpStatus } from "../../operator/src/kube/client.js";
 import { applyCrdYaml } from "../../operator/src/kube/crds.js";
 import type { Manager } from "../../operator/src/kube/manager.js";
@@ -163,9 +163,13 @@ describe("operator against a real API server", () => {
     assert.equal(e.PET_MASTER_PORT, "29500");
     assert.equal(e.SSL3D_RUN, "run");
     assert.equal(e.SSL3D_ATTEMPT, "1");
-    assert.equal(e.SSL3D_RESUME, "none");
+    // Every attempt resumes, the first included (issue 14): a run restarted from scratch finds its own checkpoints.
+    assert.equal(e.SSL3D_RESUME, "latest");
     assert.equal(e.SSL3D_METRICS_PORT, String(metricsPort));
-    assert.ok(e.SSL3D_CHECKPOINT_DIR);
+    // Each run has its own checkpoint folder, named after the run and its uid.
+    const runUid = (await getCr(env.client, "PretrainRun", ns, "run")).metadata.uid;
+    assert.equal(e.SSL3D_RUN_UID, runUid);
+    assert.equal(e.SSL3D_CHECKPOINT_DIR, `/checkpoints/run-${runUid}/checkpoints`);
     const rankEnv = a1.spec.template.spec.containers[0]!.env!.find((x) => x.name === "PET_NODE_RANK") as unknown as { valueFrom: { fieldRef: { fieldPath: string } } };
     assert.match(rankEnv.valueFrom.fieldRef.fieldPath, /job-completion-index/);
 
@@ -205,7 +209,7 @@ describe("operator against a real API server", () => {
 
   test("preprocessing Job fails → Plan Failed with the termination message", async () => {
     const ns = await createNamespace(env.client, "prepfail");
-    await env.client.create(cr("Collection", ns, "col", { source: { uri: "s3://bucket/raw" }, dataset: "1" }));
+    await env.client.create(cr("Collection", ns, "col", { source: { pvc: { claimName: "raw" } }, dataset: "1" }));
     await env.client.create(cr("Plan", ns, "plan", { collectionRef: { name: "col" }, preprocess: { image: IMAGE }, output: { pvc: { claimName: "prep" } } }));
     const j = await job(ns, "plan-prep");
     const pods = await createPods(env.client, j);
@@ -327,8 +331,8 @@ describe("operator against a real API server", () => {
       (err: unknown) => httpStatus(err) === 422 && /numNodes is immutable/.test(String(err)),
     );
     await assert.rejects(
-      env.client.create(cr("Collection", ns, "both", { source: { pvc: { claimName: "x" }, uri: "s3://b/p" }, dataset: "1" })),
-      (err: unknown) => httpStatus(err) === 422 && /exactly one of source.pvc and source.uri/.test(String(err)),
+      env.client.create(cr("Collection", ns, "escape", { source: { pvc: { claimName: "x", subPath: "../etc" } }, dataset: "1" })),
+      (err: unknown) => httpStatus(err) === 422 && /subPath must be relative/.test(String(err)),
     );
     await assert.rejects(
       env.client.create(cr("PretrainRun", ns, "Bad_Name", runSpec())),
@@ -341,7 +345,7 @@ describe("operator against a real API server", () => {
   test("an invalid PretrainRun gets a condition and a Warning event while another proceeds", async () => {
     const ns = await createNamespace(env.client, "invalid");
     await readyPlan(ns);
-    await env.client.create(cr("PretrainRun", ns, "bad", runSpec({ env: [{ name: "PET_NNODES", value: "99" }] })));
+    await env.client.create(cr("PretrainRun", ns, "bad", runSpec({ metrics: { port: 29500 } })));
     await env.client.create(cr("PretrainRun", ns, "bad-config", runSpec({ training: { configuration: "3d_fullres" } })));
     await env.client.create(cr("PretrainRun", ns, "good", runSpec()));
     await job(ns, "good-a1");
@@ -349,14 +353,14 @@ describe("operator against a real API server", () => {
       const x = await getCr(env.client, "PretrainRun", ns, "bad");
       return condition(x, "Failed")?.reason === "ValidationFailed" ? x : undefined;
     });
-    assert.match(condition(bad, "Failed")?.message ?? "", /PET_NNODES is reserved/);
+    assert.match(condition(bad, "Failed")?.message ?? "", /29500 is the rendezvous port/);
     const badConfig = await eventually("ValidationFailed (cross-object)", async () => {
       const x = await getCr(env.client, "PretrainRun", ns, "bad-config");
       return condition(x, "Failed")?.reason === "ValidationFailed" ? x : undefined;
     });
     assert.match(condition(badConfig, "Failed")?.message ?? "", /3d_fullres is not one of/);
     const ev = await eventually("Warning event", async () => (await eventsFor(env.client, ns, "bad")).find((e) => e.type === "Warning" && e.reason === "ValidationFailed"));
-    assert.match(ev.note, /PET_NNODES/);
+    assert.match(ev.note, /29500 is the rendezvous port/);
     assert.equal(await getJob(env.client, ns, "bad-a1"), undefined);
     // Status is patched only on change: a reconcile triggered by a metadata edit leaves the resourceVersion alone.
     const reconciles = async (): Promise<number> => (await metrics.reconcileTotal.get()).values.filter((v) => v.labels.controller === "pretrainrun").reduce((n, v) => n + v.value, 0);
@@ -370,7 +374,7 @@ describe("operator against a real API server", () => {
     await manager.queues.PretrainRun.idle();
     assert.equal((await getCr(env.client, "PretrainRun", ns, "good")).metadata.resourceVersion, rv);
     // Fixing the spec (a new generation) lets it proceed.
-    await env.client.patch(API_VERSION, "PretrainRun", ns, "bad", { spec: { env: [{ name: "MY_FLAG", value: "1" }] } });
+    await env.client.patch(API_VERSION, "PretrainRun", ns, "bad", { spec: { metrics: { port: metricsPort } } });
     await job(ns, "bad-a1");
   });
 

@@ -72,6 +72,9 @@ test("plan-and-preprocess's termination log becomes the Plan's outputs; its erro
   const failed = reconcilePlan({ plan: aResource("Plan", "p", planSpec, started), collection, jobs: [aJob("p-prep", { condition: { type: "Failed", reason: "BackoffLimitExceeded" } })], pods: [terminated("p-prep", bad.status ?? 1, message)], now: T0 });
   assert.equal(failed.status.phase, "Failed");
   const cond = failed.status.conditions?.find((c) => c.type === "Failed");
-  assert.equal(cond?.message, message.trim());
+  // the runtime's failure message (api/termination.ts) is shown as its sentence
+  const written = JSON.parse(message) as { exitCode: number; reason: string; message: string };
+  assert.equal(written.exitCode, bad.status);
+  assert.equal(cond?.message, written.message);
   assert.match(cond.message, /991/);
 });

@@ -1,6 +1,6 @@
 /** Pieces shared by the three reconcilers: spec validation, Job pod templates, events from condition flips. */
 import { z } from "zod";
-import type { Condition } from "../api/v1alpha1/common.js";
+import type { Condition } from "../../../api/v1alpha1/common.js";
 import { transitionsToTrue } from "../conditions.js";
 import type { EventSpec } from "./types.js";
 
@@ -23,7 +23,11 @@ export function parseStatus<T>(schema: z.ZodType<T>, status: unknown): T {
 /** Condition types whose turning True is worth a Warning event. */
 const WARNING_TYPES = new Set(["Failed", "Stale", "Restarting", "Invalid"]);
 /** Reasons that are failures even on a condition turning False (e.g. Ready=False/ValidationFailed). */
-const WARNING_REASONS = new Set(["ValidationFailed", "IndexingFailed", "InvalidSummary", "PreprocessingFailed"]);
+const WARNING_REASONS = new Set([
+  "ValidationFailed", "IndexingFailed", "InvalidSummary", "PreprocessingFailed",
+  // Pending reasons and refused children: someone must act.
+  "ChildRefused", "ImagePullBackOff", "Unschedulable", "CreateContainerConfigError",
+]);
 
 /**
  * One Event per transition: a condition that became True (or changed reason while True), and a condition that moved
@@ -63,4 +67,28 @@ export const KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name";
 /** Labels plus an optional one (absent when the value is undefined). */
 export function withLabel(labels: Record<string, string>, key: string, value: string | undefined): Record<string, string> {
   return value === undefined ? { ...labels } : { ...labels, [key]: value };
+}
+
+/** Pod-level part of the restricted Pod Security Standard, with the image's user by default. */
+export function restrictedPodSecurity(id: { runAsUser: number; runAsGroup: number; fsGroup: number }): Record<string, unknown> {
+  return {
+    runAsNonRoot: true,
+    runAsUser: id.runAsUser,
+    runAsGroup: id.runAsGroup,
+    fsGroup: id.fsGroup,
+    fsGroupChangePolicy: "OnRootMismatch",
+    seccompProfile: { type: "RuntimeDefault" },
+  };
+}
+
+/** Container-level part of the restricted Pod Security Standard: read-only root, no privileges. */
+export function restrictedContainerSecurity(): Record<string, unknown> {
+  return {
+    allowPrivilegeEscalation: false,
+    privileged: false,
+    readOnlyRootFilesystem: true,
+    runAsNonRoot: true,
+    capabilities: { drop: ["ALL"] },
+    seccompProfile: { type: "RuntimeDefault" },
+  };
 }

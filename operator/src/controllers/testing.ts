@@ -1,5 +1,5 @@
 /** Builders for reconciler tests (kubeflow-style wrappers): plain objects as the API server would return them. */
-import { API_VERSION } from "../api/v1alpha1/group.js";
+import { API_VERSION } from "../../../api/v1alpha1/group.js";
 import type { CustomResource, JobView, PodView } from "./types.js";
 
 export const T0 = new Date("2026-03-01T12:00:00Z");

@@ -3,7 +3,8 @@
  * never import the Kubernetes client; the shell (operator/src/kube) converts to and from these shapes.
  */
 import { createHash } from "node:crypto";
-import { API_VERSION, LABELS, MANAGED_BY_VALUE } from "../api/v1alpha1/group.js";
+import { FailureMessageSchema, parseTerminationJson } from "../../../api/termination.js";
+import { API_VERSION, LABELS, MANAGED_BY_VALUE } from "../../../api/v1alpha1/group.js";
 
 export interface OwnerReference {
   apiVersion: string;
@@ -74,7 +75,7 @@ export interface PodView {
     containerStatuses?: {
       name: string;
       ready?: boolean;
-      state?: { terminated?: { exitCode?: number; reason?: string; message?: string } };
+      state?: { terminated?: { exitCode?: number; reason?: string; message?: string }; waiting?: { reason?: string; message?: string } };
     }[];
   };
 }
@@ -157,7 +158,10 @@ export function terminationMessage(pods: readonly PodView[]): string | undefined
       if (best === undefined || score > best.score) best = { score, message: m };
     }
   }
-  return best?.message;
+  if (best === undefined) return undefined;
+  // A failed `ssl3d` command writes {"exitCode","reason","message"} (api/termination.ts): show its sentence.
+  const f = parseTerminationJson(best.message, FailureMessageSchema);
+  return f.ok ? f.value.message : best.message;
 }
 
 export function podsOfJob(pods: readonly PodView[], jobName: string): PodView[] {

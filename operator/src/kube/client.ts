@@ -52,6 +52,8 @@ const PLURALS: Record<string, string> = {
   PretrainRun: "pretrainruns",
   PodGroup: "podgroups",
   PersistentVolumeClaim: "persistentvolumeclaims",
+  Secret: "secrets",
+  NetworkPolicy: "networkpolicies",
 };
 const CLUSTER_SCOPED = new Set(["Namespace", "CustomResourceDefinition"]);
 

@@ -1,6 +1,6 @@
 /** Records events.k8s.io/v1 Events about custom resources (best effort: a failed Event never fails a reconcile). */
 import type { Logger } from "pino";
-import { truncate } from "../api/v1alpha1/summary.js";
+import { truncate } from "../../../api/v1alpha1/summary.js";
 import type { CustomResource, EventSpec } from "../controllers/types.js";
 import type { KubeClient } from "./client.js";
 

@@ -18,12 +18,17 @@ export interface InformerOptions {
   maxBackoffMs?: number;
   /** Called on every supervised restart (metrics). */
   onRestart?: () => void;
+  /** Builds the client-node informer (tests pass a stand-in). */
+  factory?: typeof makeInformer;
 }
 
 export type Handler = (type: "add" | "update" | "delete", obj: KubeObject) => void;
 
 export class SupervisedInformer {
+  /** The cache that answers list/get: replaced only once a new informer has finished its initial list. */
   private informer: (Informer<KubernetesObject> & ObjectCache<KubernetesObject>) | undefined;
+  /** The most recently launched informer (errors of older ones are ignored). */
+  private latest: (Informer<KubernetesObject> & ObjectCache<KubernetesObject>) | undefined;
   private backoffMs: number;
   private restartTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -69,9 +74,8 @@ export class SupervisedInformer {
       this.lastActivity = Date.now();
       return r;
     };
-    const inf = makeInformer<KubernetesObject>(this.client.kc, path, listFn, labelSelector);
-    const old = this.informer;
-    this.informer = inf;
+    const inf = (this.opts.factory ?? makeInformer)<KubernetesObject>(this.client.kc, path, listFn, labelSelector);
+    this.latest = inf;
     const emit = (type: "add" | "update" | "delete") => (obj: KubernetesObject) => {
       this.lastActivity = Date.now();
       for (const h of this.handlers) h(type, obj as unknown as KubeObject);
@@ -83,13 +87,21 @@ export class SupervisedInformer {
       this.lastActivity = Date.now();
     });
     inf.on("error", (err: unknown) => {
-      if (this.informer !== inf) return;
+      if (this.latest !== inf) return;
       this.synced = false;
       this.scheduleRestart(err);
     });
-    if (old !== undefined) await old.stop();
+    // The old cache keeps answering until the new list has arrived: a resync or restart never shows the reconcilers
+    // an empty cache (which would make children look deleted and re-create them).
     await inf.start();
-    if (this.informer === inf && this.restartTimer === undefined) {
+    if (this.latest !== inf) {
+      await inf.stop(); // superseded while listing
+      return;
+    }
+    const old = this.informer;
+    this.informer = inf;
+    if (old !== undefined && old !== inf) await old.stop();
+    if (this.restartTimer === undefined) {
       this.synced = true;
       this.backoffMs = this.opts.minBackoffMs ?? 500;
     }

@@ -3,11 +3,15 @@
  * of children, status merge-patch only on change, Events, requeues. Level-based: a key is reconciled from a fresh
  * read of the custom resource plus cached children, never from the event that triggered it.
  */
+import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
-import { API_VERSION, FIELD_MANAGER, KINDS, LABELS, MANAGED_BY_VALUE, type KindName } from "../api/v1alpha1/group.js";
+import { API_VERSION, FIELD_MANAGER, KINDS, LABELS, MANAGED_BY_VALUE, type KindName } from "../../../api/v1alpha1/group.js";
 import { reconcileCollection } from "../controllers/collection/reconcile.js";
 import { reconcilePlan } from "../controllers/plan/reconcile.js";
 import { reconcilePretrainRun, scrapeTarget, type ProgressSample, type PretrainRunObserved } from "../controllers/pretrain-run/reconcile.js";
+import { CREATE_ONLY_ANNOTATION } from "../controllers/pretrain-run/desired.js";
+import type { ChildRefusal } from "../controllers/pretrain-run/failures.js";
+import { RUN_SECRET_KEY } from "../../../api/pod.js";
 import { canonicalJson, type ChildRef, type CustomResource, type EventSpec, type JobView, type KubeObject, type PodView, type ReconcileResult } from "../controllers/types.js";
 import type { OperatorMetrics } from "../metrics.js";
 import { progressFromMetrics } from "../prometheus-text.js";
@@ -60,6 +64,8 @@ export class Manager {
   private readonly scrape: (url: string) => Promise<string>;
   private readonly samples = new Map<string, ProgressSample & { fetchedAt: number }>();
   private readonly appliedHashes = new Map<string, string>();
+  /** The last child the API server refused per custom resource (a condition on the next reconcile). */
+  private readonly refusals = new Map<string, ChildRefusal>();
   private resyncTimer: NodeJS.Timeout | undefined;
   private started = false;
 
@@ -197,7 +203,7 @@ export class Manager {
       case "PretrainRun": {
         const ref = (cr.spec as { planRef?: { name?: string } } | undefined)?.planRef?.name;
         const plan = ref === undefined ? undefined : (this.informers.Plan.get(ref, ns) as CustomResource | undefined);
-        const observed: PretrainRunObserved = { run: cr, plan, jobs, pods, now };
+        const observed: PretrainRunObserved = { run: cr, plan, jobs, pods, now, refused: this.refusals.get(key(ns, name)) };
         observed.metrics = await this.progress(key(ns, name), observed);
         return reconcilePretrainRun(observed);
       }
@@ -234,9 +240,12 @@ export class Manager {
       if (cr === undefined || cr.metadata.deletionTimestamp !== undefined) {
         queue.forget(k);
         this.samples.delete(k);
+        this.refusals.delete(k);
+        if (kind === "PretrainRun") this.metrics.forgetRun(ns, name);
         return;
       }
       const res = await this.observeAndReconcile(kind, cr);
+      if (kind === "PretrainRun") this.metrics.setRunState(ns, name, res.status as { phase?: string; attempt?: number; restarts?: number });
       await this.applyResult(kind, { ...cr, apiVersion: API_VERSION, kind }, res);
       queue.forget(k);
       if (res.requeueAfterMs !== undefined && !res.deleteSelf) {
@@ -268,10 +277,27 @@ export class Manager {
     // between never repeats a restart or re-creates a deleted attempt.
     if (canonicalJson(cr.status ?? {}) !== canonicalJson(res.status)) {
       const patch = createMergePatch(cr.status ?? {}, res.status);
-      await this.client.patch(API_VERSION, kind, ns, cr.metadata.name, { status: patch }, { subresource: "status", fieldManager: FIELD_MANAGER });
+      // Optimistic concurrency: the status was computed from this resourceVersion; a newer object (another writer,
+      // a spec edit) makes the API server answer 409 and the key is reconciled again from a fresh read.
+      const rv = cr.metadata.resourceVersion;
+      await this.client.patch(API_VERSION, kind, ns, cr.metadata.name, { ...(rv === undefined ? {} : { metadata: { resourceVersion: rv } }), status: patch }, { subresource: "status", fieldManager: FIELD_MANAGER });
     }
     for (const d of res.delete) await this.deleteChild(ns, d, log);
-    for (const obj of res.apply) await this.applyChild(obj, log);
+    const k = key(ns, cr.metadata.name);
+    for (const obj of res.apply) {
+      try {
+        await this.applyChild(obj, log);
+      } catch (err) {
+        const code = httpStatus(err);
+        // A refusal (Pod Security admission, quota, a policy webhook, a schema error) is reported, not retried silently.
+        if (code !== 400 && code !== 403 && code !== 422) throw err;
+        const refusal = { kind: obj.kind, name: obj.metadata.name, message: err instanceof Error ? err.message : String(err) };
+        this.refusals.set(k, refusal);
+        log.warn({ child: `${obj.kind}/${obj.metadata.name}`, status: code, err: refusal.message }, "The API server refused a child");
+        throw err; // retried with backoff; the next reconcile records the refusal as a condition
+      }
+    }
+    if (res.apply.length > 0) this.refusals.delete(k);
     for (const e of res.events) {
       this.count(kind, e);
       await this.events.record(cr, e);
@@ -300,7 +326,28 @@ export class Manager {
     }
   }
 
+  /**
+   * A child created once and never changed (the run's rendezvous Secret): the token is generated here, so the pure
+   * reconciler never sees it and the operator needs only `create` on Secrets (no get/list/watch).
+   */
+  private async createOnce(obj: KubeObject, log: Logger): Promise<void> {
+    const ck = this.childKey(obj.metadata.namespace ?? "", { apiVersion: obj.apiVersion, kind: obj.kind, name: obj.metadata.name });
+    if (this.appliedHashes.has(ck)) return;
+    const body: KubeObject = obj.kind === "Secret" ? { ...obj, stringData: { [RUN_SECRET_KEY]: randomBytes(32).toString("hex") } } : obj;
+    try {
+      await this.client.create(body);
+      log.info({ child: `${obj.kind}/${obj.metadata.name}` }, "Created child");
+    } catch (err) {
+      if (httpStatus(err) !== 409) throw err; // exists: keep it (its token is in use by running ranks)
+    }
+    this.appliedHashes.set(ck, "created");
+  }
+
   private async applyChild(obj: KubeObject, log: Logger): Promise<void> {
+    if (obj.metadata.annotations?.[CREATE_ONLY_ANNOTATION] === "true") {
+      await this.createOnce(obj, log);
+      return;
+    }
     const ns = obj.metadata.namespace ?? "";
     const want = obj.metadata.annotations?.[LABELS.specHash];
     const ck = this.childKey(ns, { apiVersion: obj.apiVersion, kind: obj.kind, name: obj.metadata.name });

@@ -6,7 +6,8 @@
 import { Command, CommanderError } from "commander";
 import { existsSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
-import { exitCodeOf, oneLine } from "../errors.js";
+import { FAILURE_REASONS, formatFailureMessage, type FailureMessage } from "../../../api/termination.js";
+import { exitCodeOf, oneLine, Ssl3dError } from "../errors.js";
 import { createLogger } from "../observability/log.js";
 import type { CliCommand } from "./command.js";
 import { watchParent } from "../local/parent-watch.js";
@@ -47,6 +48,14 @@ export function buildProgram(cmds: readonly CliCommand[] = commands): Command {
   });
   for (const c of cmds) c.register(program);
   return program;
+}
+
+/** The termination message's reason (api/termination.ts FAILURE_REASONS) of an error. */
+function failureReason(err: unknown): FailureMessage["reason"] {
+  const explicit = (err as { reason?: unknown } | null)?.reason;
+  if (typeof explicit === "string" && (FAILURE_REASONS as readonly string[]).includes(explicit)) return explicit as FailureMessage["reason"];
+  const name = err instanceof Ssl3dError ? err.name : "";
+  return (FAILURE_REASONS as readonly string[]).includes(name) ? (name as FailureMessage["reason"]) : "InternalError";
 }
 
 function writeTerminationLog(line: string): void {
@@ -103,7 +112,7 @@ export async function main(argv: readonly string[], invokedAs = "ssl3d"): Promis
     process.stderr.write(`ssl3d: error: ${line}\n`);
     if (verbose && err instanceof Error && err.stack !== undefined) process.stderr.write(`${err.stack}\n`);
     else if (!verbose && exitCodeOf(err) === 1) process.stderr.write("ssl3d: (internal error; run with --verbose for the stack trace)\n");
-    writeTerminationLog(line);
+    writeTerminationLog(formatFailureMessage({ exitCode: exitCodeOf(err), reason: failureReason(err), message: line }));
     return exitCodeOf(err);
   }
 }

@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { log } from "../observability/log.js";
+import { ConfigError } from "../errors.js";
 import { ENV, type DistributedConfig } from "./env.js";
 
 export interface LaunchOptions {
@@ -18,11 +19,41 @@ export interface LaunchOptions {
   readonly graceMs?: number;
 }
 
+/**
+ * The devices this node's container may use, as CUDA_VISIBLE_DEVICES entries: an existing CUDA_VISIBLE_DEVICES
+ * list wins (its entries are already what CUDA understands); else NVIDIA_VISIBLE_DEVICES, set by the NVIDIA device
+ * plugin / container toolkit, whose devices the container sees renumbered 0..n-1 (UUIDs are kept as they are,
+ * CUDA accepts them). undefined when neither is set (no GPU: nothing to pin).
+ */
+export function visibleDevices(env: NodeJS.ProcessEnv): string[] | undefined {
+  const list = (v: string): string[] => v.split(",").map((x) => x.trim()).filter((x) => x !== "");
+  const cuda = env.CUDA_VISIBLE_DEVICES;
+  if (cuda !== undefined) return list(cuda);
+  const nv = env.NVIDIA_VISIBLE_DEVICES;
+  if (nv === undefined || nv === "" || nv === "void") return undefined;
+  if (nv === "none") return [];
+  if (nv === "all") return undefined; // count unknown here: every local rank picks its index
+  return list(nv).map((d, i) => (d.startsWith("GPU-") || d.startsWith("MIG-") ? d : String(i)));
+}
+
+/** CUDA_VISIBLE_DEVICES of one local rank: exactly one device, or an error when the node has too few. */
+export function deviceForLocalRank(env: NodeJS.ProcessEnv, nprocPerNode: number, localRank: number): string | undefined {
+  const devices = visibleDevices(env);
+  if (devices === undefined) return env.NVIDIA_VISIBLE_DEVICES === "all" ? String(localRank) : undefined;
+  if (devices.length < nprocPerNode) {
+    throw new ConfigError(`${nprocPerNode} local ranks need one GPU each, but only ${devices.length} are visible (${devices.join(",") || "none"}); lower nprocPerNode or request more nvidia.com/gpu`, { field: "CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES" });
+  }
+  return devices[localRank];
+}
+
 export function rankEnv(opts: LaunchOptions, localRank: number): NodeJS.ProcessEnv {
   const world = opts.cfg.nnodes * opts.nprocPerNode;
   const rank = opts.cfg.nodeRank * opts.nprocPerNode + localRank;
+  const base = opts.env ?? process.env;
+  const device = opts.nprocPerNode > 1 ? deviceForLocalRank(base, opts.nprocPerNode, localRank) : undefined;
   return {
-    ...(opts.env ?? process.env),
+    ...base,
+    ...(device === undefined ? {} : { CUDA_VISIBLE_DEVICES: device }),
     [ENV.nnodes]: String(opts.cfg.nnodes),
     [ENV.nodeRank]: String(opts.cfg.nodeRank),
     [ENV.nprocPerNode]: String(opts.nprocPerNode),
@@ -50,6 +81,8 @@ export function launchLocalRanks(opts: LaunchOptions): Promise<number> {
   const handlers = (["SIGINT", "SIGTERM", "SIGUSR1", "SIGHUP"] as const).map((s) => [s, forward(s)] as const);
   for (const [s, h] of handlers) process.on(s, h);
 
+  // Fail before starting anything when the node has fewer GPUs than local ranks.
+  for (let local = 0; local < opts.nprocPerNode; local++) rankEnv(opts, local);
   return new Promise((resolve) => {
     for (let local = 0; local < opts.nprocPerNode; local++) {
       const child = spawn(opts.command, [...opts.args], { stdio: "inherit", env: rankEnv(opts, local) });

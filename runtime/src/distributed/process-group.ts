@@ -14,7 +14,10 @@
  * (with its run/attempt identity) to rank 0, which checks the ranks and replies with the table of ring endpoints
  * (addresses as rank 0 observed them).
  */
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
 import * as net from "node:net";
+import { log } from "../observability/log.js";
 import { DistributedError } from "../errors.js";
 import type { DistributedConfig } from "./env.js";
 
@@ -52,7 +55,7 @@ export class SingleProcessGroup implements ProcessGroup {
   }
 }
 
-const Tag = { Hello: 1, Table: 2, RingHello: 3, Data: 4 } as const;
+const Tag = { Hello: 1, Table: 2, RingHello: 3, Data: 4, Challenge: 5 } as const;
 type Tag = (typeof Tag)[keyof typeof Tag];
 
 const HEADER = 12; // u32 tag, u64 length
@@ -70,6 +73,8 @@ class Channel {
   private readonly frames: Frame[] = [];
   private readonly waiters: { resolve: (f: Frame) => void; reject: (e: Error) => void }[] = [];
   private failure: Error | undefined;
+  /** Largest frame accepted; small until the peer has authenticated, so a stranger cannot make us buffer gigabytes. */
+  maxFrame = Number.POSITIVE_INFINITY;
 
   constructor(
     readonly socket: net.Socket,
@@ -95,6 +100,11 @@ class Channel {
       const head = this.peek(HEADER);
       const tag = head.readUInt32BE(0);
       const len = Number(head.readBigUInt64BE(4));
+      if (len > this.maxFrame) {
+        this.fail(new DistributedError(`protocol error: ${this.peer} sent a ${len}-byte frame before authenticating`));
+        this.socket.destroy();
+        return;
+      }
       if (this.buffered < HEADER + len) return;
       const all = this.take(HEADER + len);
       const frame = { tag, body: all.subarray(HEADER) };
@@ -220,7 +230,38 @@ export function splitRanges(n: number, parts: number): number[] {
 export interface Identity {
   readonly run: string;
   readonly attempt: string;
+  /** The run's shared secret (the per-run Secret's token); empty = no authentication (a local, loopback-only run). */
+  readonly token?: string;
 }
+
+/** The run's secret from `$SSL3D_RUN_SECRET_FILE` (mounted from the per-run Secret), or "" when not configured. */
+export function runSecretFromEnv(env: NodeJS.ProcessEnv = process.env): string {
+  const file = env.SSL3D_RUN_SECRET_FILE;
+  if (file === undefined || file === "") return "";
+  try {
+    const token = readFileSync(file, "utf8").trim();
+    if (token === "") throw new Error("empty");
+    return token;
+  } catch (e) {
+    throw new DistributedError(`cannot read the run's rendezvous secret: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file, field: "SSL3D_RUN_SECRET_FILE" });
+  }
+}
+
+/** HMAC-SHA256 of a challenge and a message under the run's secret (hex). */
+function mac(token: string, nonce: string, what: string): string {
+  return createHmac("sha256", token).update(`${nonce}\n${what}`).digest("hex");
+}
+
+function macOk(token: string, nonce: string, what: string, got: unknown): boolean {
+  if (typeof got !== "string") return false;
+  const want = Buffer.from(mac(token, nonce, what), "hex");
+  const have = Buffer.from(got, "hex");
+  return have.length === want.length && timingSafeEqual(have, want);
+}
+
+/** Time a connecting process has to answer the challenge; a silent stranger is dropped after it. */
+const HANDSHAKE_MS = 10_000;
+const HANDSHAKE_FRAME = 64 * 1024;
 
 interface HelloMsg {
   rank: number;
@@ -228,6 +269,14 @@ interface HelloMsg {
   ringPort: number;
   run: string;
   attempt: string;
+  /** The joiner's challenge for rank 0 (rank 0 proves it knows the secret when it sends the table). */
+  nonce: string;
+  /** HMAC of rank 0's challenge and the fields above. */
+  mac: string;
+}
+
+function helloText(h: Omit<HelloMsg, "mac">): string {
+  return JSON.stringify([h.rank, h.worldSize, h.ringPort, h.run, h.attempt, h.nonce]);
 }
 
 class RingProcessGroup implements ProcessGroup {
@@ -390,81 +439,182 @@ function normaliseAddress(a: string | undefined): string {
 
 function isHello(v: unknown): v is HelloMsg {
   const o = v as Partial<HelloMsg> | null;
-  return typeof o === "object" && o !== null && typeof o.rank === "number" && typeof o.worldSize === "number" && typeof o.ringPort === "number";
+  return typeof o === "object" && o !== null && typeof o.rank === "number" && typeof o.worldSize === "number" && typeof o.ringPort === "number" &&
+    typeof o.run === "string" && typeof o.attempt === "string" && typeof o.nonce === "string";
+}
+
+type Table = { host: string | null; port: number }[];
+
+function newNonce(): string {
+  return randomBytes(16).toString("hex");
+}
+
+/**
+ * Rank 0's side of one joining connection: challenge, authenticated hello. Resolves to the joiner or to undefined
+ * for a stranger (wrong or missing secret, a straggler of another run or attempt, silence), which is dropped
+ * without disturbing the rendezvous.
+ */
+async function admitJoiner(s: net.Socket, identity: Identity, worldSize: number): Promise<{ ch: Channel; hello: HelloMsg; host: string } | undefined> {
+  const host = normaliseAddress(s.remoteAddress);
+  const ch = new Channel(s, `a joining rank (${host})`);
+  ch.maxFrame = HANDSHAKE_FRAME;
+  try {
+    const nonce = newNonce();
+    await ch.sendJson(Tag.Challenge, { nonce });
+    const hello = await ch.recvJson(Tag.Hello, HANDSHAKE_MS);
+    if (!isHello(hello) || !macOk(identity.token ?? "", nonce, helloText(hello), hello.mac)) {
+      log().warn({ peer: host }, "Refused a connection to the rendezvous port: it did not prove it knows the run's secret");
+      ch.close();
+      return undefined;
+    }
+    if (hello.run !== identity.run || hello.attempt !== identity.attempt) {
+      ch.close(); // a straggler of another run or attempt: ignore it
+      return undefined;
+    }
+    if (hello.worldSize !== worldSize) {
+      throw new DistributedError(`rank ${hello.rank} believes the world size is ${hello.worldSize}, rank 0 believes ${worldSize}`);
+    }
+    ch.maxFrame = Number.POSITIVE_INFINITY;
+    return { ch, hello, host };
+  } catch (e) {
+    if (e instanceof DistributedError && /world size/.test(e.message)) throw e;
+    log().warn({ peer: host, err: (e as Error).message }, "Dropped a connection to the rendezvous port during the handshake");
+    ch.close();
+    return undefined;
+  }
+}
+
+/** Rank 0: admit authenticated ranks 1..N-1 (every connection is handled on its own; strangers are dropped), send the table. */
+async function rendezvousAsRank0(cfg: { masterPort: number }, worldSize: number, ringPort: number, identity: Identity, deadline: number): Promise<Table> {
+  const control = net.createServer();
+  const peers = new Map<number, { ch: Channel; host: string; port: number; nonce: string }>();
+  const accepted = new Set<net.Socket>();
+  const complete = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new DistributedError(`timed out waiting for ${worldSize - 1 - peers.size} more rank(s) to connect`));
+    }, Math.max(0, deadline - Date.now()));
+    timer.unref();
+    control.on("connection", (s: net.Socket) => {
+      if (peers.size >= worldSize - 1) {
+        s.destroy();
+        return;
+      }
+      accepted.add(s);
+      admitJoiner(s, identity, worldSize).then(
+        (j) => {
+          if (j === undefined) return;
+          const r = j.hello.rank;
+          if (r <= 0 || r >= worldSize || peers.has(r)) {
+            j.ch.close();
+            clearTimeout(timer);
+            reject(new DistributedError(`rank ${r} joined twice or is out of range 1..${worldSize - 1}`));
+            return;
+          }
+          peers.set(r, { ch: j.ch, host: j.host, port: j.hello.ringPort, nonce: j.hello.nonce });
+          if (peers.size === worldSize - 1) {
+            clearTimeout(timer);
+            resolve();
+          }
+        },
+        (e: unknown) => {
+          clearTimeout(timer);
+          reject(e instanceof Error ? e : new Error(String(e)));
+        },
+      );
+    });
+  });
+  complete.catch(() => undefined);
+  try {
+    await listen(control, cfg.masterPort, "0.0.0.0");
+    await complete;
+    const table: Table = [{ host: null, port: ringPort }];
+    for (let r = 1; r < worldSize; r++) {
+      const p = peers.get(r)!;
+      table.push({ host: p.host, port: p.port });
+    }
+    const text = JSON.stringify(table);
+    await Promise.all([...peers.values()].map((p) => p.ch.sendJson(Tag.Table, { table, mac: mac(identity.token ?? "", p.nonce, text) })));
+    return table;
+  } finally {
+    for (const p of peers.values()) p.ch.close();
+    for (const s of accepted) s.destroy(); // handshakes still pending (a silent stranger) end with the rendezvous
+    control.close();
+  }
+}
+
+/** Ranks 1..N-1: answer rank 0's challenge, check that the table comes from someone who knows the secret. */
+async function rendezvousAsJoiner(cfg: { masterAddr: string; masterPort: number; timeoutMs: number }, rank: number, worldSize: number, ringPort: number, identity: Identity, deadline: number): Promise<Table> {
+  const s = await connectWithRetry(cfg.masterAddr, cfg.masterPort, deadline, "rank 0");
+  const ch = new Channel(s, "rank 0");
+  try {
+    const challenge = (await ch.recvJson(Tag.Challenge, cfg.timeoutMs)) as { nonce?: unknown };
+    if (typeof challenge.nonce !== "string") throw new DistributedError("protocol error: rank 0 sent no challenge");
+    const base = { rank, worldSize, ringPort, run: identity.run, attempt: identity.attempt, nonce: newNonce() };
+    await ch.sendJson(Tag.Hello, { ...base, mac: mac(identity.token ?? "", challenge.nonce, helloText(base)) } satisfies HelloMsg);
+    const reply = (await ch.recvJson(Tag.Table, cfg.timeoutMs)) as { table?: Table; mac?: unknown };
+    if (!Array.isArray(reply.table) || !macOk(identity.token ?? "", base.nonce, JSON.stringify(reply.table), reply.mac)) {
+      throw new DistributedError(`the process at ${cfg.masterAddr}:${cfg.masterPort} does not know the run's secret; it is not this run's rank 0`);
+    }
+    return reply.table;
+  } finally {
+    ch.close();
+  }
+}
+
+/** The ring's receiving side: the first connection that proves it is `prevRank` of this run; strangers are dropped. */
+async function acceptRingPeer(acceptor: Acceptor, prevRank: number, token: string, deadline: number): Promise<Channel> {
+  for (;;) {
+    const s = await acceptor.next(deadline, `rank ${prevRank}`);
+    const host = normaliseAddress(s.remoteAddress);
+    const ch = new Channel(s, `rank ${prevRank}`);
+    ch.maxFrame = HANDSHAKE_FRAME;
+    try {
+      const nonce = newNonce();
+      await ch.sendJson(Tag.Challenge, { nonce });
+      const ph = (await ch.recvJson(Tag.RingHello, Math.min(HANDSHAKE_MS, Math.max(1, deadline - Date.now())))) as { rank?: unknown; mac?: unknown };
+      if (ph.rank === prevRank && macOk(token, nonce, `ring ${prevRank}`, ph.mac)) {
+        ch.maxFrame = Number.POSITIVE_INFINITY;
+        return ch;
+      }
+      log().warn({ peer: host, claimed: ph.rank }, "Refused a ring connection: not the expected rank or without the run's secret");
+    } catch (e) {
+      log().warn({ peer: host, err: (e as Error).message }, "Dropped a ring connection during the handshake");
+    }
+    ch.close();
+  }
 }
 
 /**
  * Join the process group described by `cfg`. Returns a SingleProcessGroup for a world of one. `identity` (run and
- * attempt) keeps a rank of an old attempt from joining a new one.
+ * attempt) keeps a rank of an old attempt from joining a new one; its token (the per-run secret) keeps strangers on
+ * the pod network from joining the rendezvous or the ring and feeding gradients.
  */
 export async function initProcessGroup(
   cfg: Pick<DistributedConfig, "rank" | "worldSize" | "masterAddr" | "masterPort" | "timeoutMs">,
-  identity: Identity = { run: process.env.SSL3D_RUN ?? "", attempt: process.env.SSL3D_ATTEMPT ?? "" },
+  identity: Identity = { run: process.env.SSL3D_RUN ?? "", attempt: process.env.SSL3D_ATTEMPT ?? "", token: runSecretFromEnv() },
 ): Promise<ProcessGroup> {
   if (cfg.worldSize === 1) return new SingleProcessGroup();
   const { rank, worldSize, timeoutMs } = cfg;
+  const token = identity.token ?? "";
   const deadline = Date.now() + timeoutMs;
   const ring = net.createServer();
   const ringAcceptor = new Acceptor(ring);
   const ringPort = await listen(ring, 0, "0.0.0.0");
-  const prevSocket = ringAcceptor.next(deadline, `rank ${(rank - 1 + worldSize) % worldSize}`);
+  const prevRank = (rank - 1 + worldSize) % worldSize;
+  const prevChannel = acceptRingPeer(ringAcceptor, prevRank, token, deadline);
   // Awaited below; this handler only keeps an early failure elsewhere from leaving it unhandled.
-  prevSocket.catch(() => undefined);
-  let table: { host: string | null; port: number }[];
-
+  prevChannel.catch(() => undefined);
   try {
-    if (rank === 0) {
-      const control = net.createServer();
-      const controlAcceptor = new Acceptor(control);
-      await listen(control, cfg.masterPort, "0.0.0.0");
-      const peers = new Map<number, { ch: Channel; host: string; port: number }>();
-      try {
-        while (peers.size < worldSize - 1) {
-          const s = await controlAcceptor.next(deadline, `${worldSize - 1 - peers.size} more rank(s)`);
-          const ch = new Channel(s, `a joining rank (${normaliseAddress(s.remoteAddress)})`);
-          const hello = await ch.recvJson(Tag.Hello, timeoutMs);
-          if (!isHello(hello)) throw new DistributedError("protocol error: malformed hello from a joining rank");
-          if (hello.run !== identity.run || hello.attempt !== identity.attempt) {
-            ch.close(); // a straggler of another run or attempt: ignore it
-            continue;
-          }
-          if (hello.worldSize !== worldSize) {
-            throw new DistributedError(`rank ${hello.rank} believes the world size is ${hello.worldSize}, rank 0 believes ${worldSize}`);
-          }
-          if (hello.rank <= 0 || hello.rank >= worldSize || peers.has(hello.rank)) {
-            throw new DistributedError(`rank ${hello.rank} joined twice or is out of range 1..${worldSize - 1}`);
-          }
-          peers.set(hello.rank, { ch, host: normaliseAddress(s.remoteAddress), port: hello.ringPort });
-        }
-        table = [{ host: null, port: ringPort }];
-        for (let r = 1; r < worldSize; r++) {
-          const p = peers.get(r)!;
-          table.push({ host: p.host, port: p.port });
-        }
-        await Promise.all([...peers.values()].map((p) => p.ch.sendJson(Tag.Table, table)));
-      } finally {
-        for (const p of peers.values()) p.ch.close();
-        control.close();
-      }
-    } else {
-      const s = await connectWithRetry(cfg.masterAddr, cfg.masterPort, deadline, "rank 0");
-      const ch = new Channel(s, "rank 0");
-      const hello: HelloMsg = { rank, worldSize, ringPort, run: identity.run, attempt: identity.attempt };
-      await ch.sendJson(Tag.Hello, hello);
-      table = (await ch.recvJson(Tag.Table, timeoutMs)) as { host: string | null; port: number }[];
-      ch.close();
-    }
-
+    const table = rank === 0 ? await rendezvousAsRank0(cfg, worldSize, ringPort, identity, deadline) : await rendezvousAsJoiner(cfg, rank, worldSize, ringPort, identity, deadline);
     const nextRank = (rank + 1) % worldSize;
     const nextEntry = table[nextRank];
     if (nextEntry === undefined) throw new DistributedError(`protocol error: no endpoint for rank ${nextRank}`);
     const nextSocket = await connectWithRetry(nextEntry.host ?? cfg.masterAddr, nextEntry.port, deadline, `rank ${nextRank}`);
     const next = new Channel(nextSocket, `rank ${nextRank}`);
-    await next.sendJson(Tag.RingHello, { rank });
-    const prevRank = (rank - 1 + worldSize) % worldSize;
-    const prev = new Channel(await prevSocket, `rank ${prevRank}`);
-    const ph = (await prev.recvJson(Tag.RingHello, timeoutMs)) as { rank?: number };
-    if (ph.rank !== prevRank) throw new DistributedError(`protocol error: expected rank ${prevRank} on the ring, got ${String(ph.rank)}`);
+    const challenge = (await next.recvJson(Tag.Challenge, timeoutMs)) as { nonce?: unknown };
+    if (typeof challenge.nonce !== "string") throw new DistributedError(`protocol error: rank ${nextRank} sent no challenge`);
+    await next.sendJson(Tag.RingHello, { rank, mac: mac(token, challenge.nonce, `ring ${rank}`) });
+    const prev = await prevChannel;
     const group = new RingProcessGroup(rank, worldSize, next, prev, timeoutMs);
     await group.barrier();
     return group;

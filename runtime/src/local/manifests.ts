@@ -1,72 +1,51 @@
 /**
- * The Collection, Plan and PretrainRun manifests (`ssl3d.io/v1alpha1`) as the local runner reads them. The
- * operator's zod schemas (operator/src/api/v1alpha1) are the source of truth and become the CRDs; the runtime may
- * not import the operator, so this module validates structurally the subset of fields a local run uses and
- * ignores cluster-only fields (images, resources, scheduling, ...). See docs/decisions/0007-local-runner.md.
+ * The Collection, Plan and PretrainRun manifests (`ssl3d.io/v1alpha1`) as the local runner reads them, validated
+ * with the same zod schemas the CRDs are generated from (the contract module, api/v1alpha1): claim names, subPaths,
+ * folder-like names and environment variables are held to the rules the API server applies, so `ssl3d run` and
+ * `kubectl apply` accept and refuse the same manifests. Cluster-only fields (images, resources, scheduling, ...)
+ * are validated and not used; a missing image is filled in, since no image is pulled locally.
  * Errors name the file, the document (`Kind/name`) and the field.
  */
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import { z } from "zod";
+import { CollectionSpecSchema } from "../../../api/v1alpha1/collection.js";
+import type { PvcMount as ApiPvcMount } from "../../../api/v1alpha1/common.js";
+import { PlanSpecSchema } from "../../../api/v1alpha1/plan.js";
+import { PretrainRunSpecSchema } from "../../../api/v1alpha1/pretrain-run.js";
 import { ConfigError } from "../errors.js";
 
 export const API_VERSION = "ssl3d.io/v1alpha1";
 /** Collection annotation honoured only by the local runner: generate the demo phantoms into the source first. */
 export const LOCAL_DEMO_ANNOTATION = "ssl3d.io/local-demo";
+/** Image recorded for manifests that name none (the local runner runs this checkout's `ssl3d`). */
+const LOCAL_IMAGE = "local";
 
 const Name = z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "a lower-case DNS-1123 name").max(63);
-const Pvc = z.object({
-  claimName: z.string().min(1),
-  subPath: z.string().regex(/^(?!\/)(?!.*(^|\/)\.\.(\/|$)).*$/, "a relative path without '..'").optional(),
-  readOnly: z.boolean().optional(),
-});
-export type PvcMount = z.infer<typeof Pvc>;
-const Ref = z.object({ name: Name });
-const Metadata = z.object({ name: Name, namespace: z.string().optional(), annotations: z.record(z.string(), z.string()).optional() });
+export type PvcMount = ApiPvcMount;
+const Metadata = z.object({ name: Name, namespace: z.string().optional(), uid: z.string().optional(), annotations: z.record(z.string(), z.string()).optional() });
 
-const CollectionSpec = z.object({
-  source: z
-    .object({ pvc: Pvc.optional(), uri: z.string().optional() })
-    .refine((s) => (s.pvc === undefined) !== (s.uri === undefined), "exactly one of source.pvc and source.uri must be set"),
-  dataset: z.string().regex(/^(\d{1,3}|Dataset\d{3}_[A-Za-z0-9_-]+)$/, "a dataset ID (e.g. 990) or DatasetNNN_Name"),
-});
-const PlanSpec = z.object({
-  collectionRef: Ref,
-  configurations: z.array(z.string().min(1)).optional(),
-  plansName: z.string().min(1).optional(),
-  numProcesses: z.number().int().min(1).optional(),
-  extraArgs: z.array(z.string()).optional(),
-  output: z.object({ pvc: Pvc }),
-});
-const RunSpec = z.object({
-  planRef: Ref,
-  command: z.array(z.string()).optional(),
-  env: z.array(z.object({ name: z.string().min(1), value: z.string().optional() })).optional(),
-  training: z
-    .object({
-      trainer: z.string().min(1).default("BaseMAETrainer"),
-      configuration: z.string().min(1).optional(),
-      epochs: z.number().int().min(1).optional(),
-      modalities: z.array(z.string().regex(/^[^,\s]+$/, "a modality name without commas or spaces")).min(1).optional(),
-      args: z.array(z.string()).optional(),
-    })
-    .prefault({}),
-  numNodes: z.number().int().min(1).default(1),
-  nprocPerNode: z.number().int().min(1).default(1),
-  storage: z.object({ data: Pvc.optional(), checkpoints: Pvc }),
-  runPolicy: z
-    .object({ maxRestarts: z.number().int().min(0).default(3), resume: z.enum(["Latest", "None"]).default("Latest") })
-    .prefault({}),
-  metrics: z.object({ port: z.number().int().min(0).max(65535).default(9090) }).prefault({}),
-});
+function withLocalImage(spec: unknown, path: "image" | "preprocess" | "indexing"): unknown {
+  if (spec === null || typeof spec !== "object" || Array.isArray(spec)) return spec;
+  const o = spec as Record<string, unknown>;
+  if (path === "image") return { image: LOCAL_IMAGE, ...o };
+  const sub = o[path];
+  if (sub === undefined && path === "indexing") return o;
+  return { ...o, [path]: { image: LOCAL_IMAGE, ...(typeof sub === "object" && sub !== null ? sub : {}) } };
+}
+const CollectionSpec = z.preprocess((s) => withLocalImage(s, "indexing"), CollectionSpecSchema);
+const PlanSpec = z.preprocess((s) => withLocalImage(s, "preprocess"), PlanSpecSchema);
+const RunSpec = z.preprocess((s) => withLocalImage(s, "image"), PretrainRunSpecSchema);
 
-export type CollectionSpec = z.infer<typeof CollectionSpec>;
-export type PlanSpec = z.infer<typeof PlanSpec>;
-export type PretrainRunSpec = z.infer<typeof RunSpec>;
+export type CollectionSpec = z.output<typeof CollectionSpecSchema>;
+export type PlanSpec = z.output<typeof PlanSpecSchema>;
+export type PretrainRunSpec = z.output<typeof PretrainRunSpecSchema>;
 
 export interface Manifest<K extends string, S> {
   readonly kind: K;
   readonly name: string;
+  /** metadata.uid when the manifest carries one (the local runner otherwise keeps its own in the state folder). */
+  readonly uid?: string | undefined;
   readonly annotations: Readonly<Record<string, string>>;
   readonly spec: S;
 }
@@ -121,7 +100,7 @@ export function parseManifests(text: string, source: string): Manifests {
       const issue = spec.error.issues[0]!;
       throw new ConfigError(`${kind}/${meta.data.name}: ${issue.message}`, { file: source, field: `spec${issue.path.length > 0 ? "." : ""}${pathOf(issue.path)}` });
     }
-    const base = { name: meta.data.name, annotations: meta.data.annotations ?? {} };
+    const base = { name: meta.data.name, uid: meta.data.uid, annotations: meta.data.annotations ?? {} };
     if (kind === "Collection") collections.push({ kind, ...base, spec: spec.data as CollectionSpec });
     else if (kind === "Plan") plans.push({ kind, ...base, spec: spec.data as PlanSpec });
     else runs.push({ kind, ...base, spec: spec.data as PretrainRunSpec });

@@ -89,19 +89,21 @@ test("runs demo, collection summary, preprocessing and training in order with th
     assert.deepEqual(calls[2]!.args, ["-d", "990", "-c", "onemmiso", "-np", "2"]);
     assert.equal(calls[2]!.env.nnssl_preprocessed, join(s.dir, "state", "volumes", "ssl3d-preprocessed"));
     const train = calls[3]!;
+    const uid = s.status("pretrainrun-demo.json").uid;
+    assert.match(uid, /^[0-9a-f-]{36}$/);
     // --quick replaces the manifest's --epochs/--iters-per-epoch
     assert.deepEqual(train.args, ["990", "onemmiso", "-tr", "BaseMAETrainer", "--arch-preset", "resenc-xs", "--patch-size", "32", "--batch-size", "2", "--val-iters", "2", "--seed", "1", ...QUICK_TRAIN_ARGS]);
     assert.deepEqual(
       Object.fromEntries(Object.entries(train.env).filter(([k]) => k.startsWith("PET_") || (k.startsWith("SSL3D_") && k !== "SSL3D_TERMINATION_LOG"))),
       {
         PET_NNODES: "1", PET_NODE_RANK: "0", PET_NPROC_PER_NODE: "1", PET_MASTER_ADDR: "127.0.0.1", PET_MASTER_PORT: "29500",
-        SSL3D_RUN: "demo", SSL3D_ATTEMPT: "1", SSL3D_CHECKPOINT_DIR: join(s.dir, "results", "checkpoints"), SSL3D_RESUME: "latest",
+        SSL3D_RUN: "demo", SSL3D_RUN_UID: uid, SSL3D_ATTEMPT: "1", SSL3D_CHECKPOINT_DIR: join(s.dir, "results", `demo-${uid}`, "checkpoints"), SSL3D_RESUME: "latest", SSL3D_RUN_SECRET_FILE: "",
         // local only: the child stops when the runner is gone (local/parent-watch.ts)
         SSL3D_PARENT_PID: String(process.pid),
       },
     );
-    assert.equal(train.env.nnssl_results, join(s.dir, "results", "results"));
-    assert.ok(existsSync(join(s.dir, "results", "checkpoints", "checkpoint_final.json")));
+    assert.equal(train.env.nnssl_results, join(s.dir, "results", `demo-${uid}`, "results"));
+    assert.ok(existsSync(join(s.dir, "results", `demo-${uid}`, "checkpoints", "checkpoint_final.json")));
     assert.equal(s.status("pretrainrun-demo.json").phase, "Succeeded");
     assert.ok(existsSync(join(s.dir, "state", "logs", "pretrainrun-demo-a1.log")));
 
@@ -165,7 +167,8 @@ test("SIGTERM reaches the trainer, the run is Interrupted, and the next invocati
     r.interrupt("SIGTERM");
     await assert.rejects(done, /PretrainRun\/demo: interrupted by SIGTERM; run the same command again to resume/);
     assert.equal(s.status("pretrainrun-demo.json").phase, "Interrupted");
-    assert.ok(existsSync(join(s.dir, "results", "checkpoints", "checkpoint_latest.json")), "the trainer checkpointed on SIGTERM");
+    const uid = s.status("pretrainrun-demo.json").uid;
+    assert.ok(existsSync(join(s.dir, "results", `demo-${uid}`, "checkpoints", "checkpoint_latest.json")), "the trainer checkpointed on SIGTERM");
     await s.runner({}).runAll();
     const trains = s.calls().filter((c) => c.cmd === "train");
     assert.deepEqual(trains.map((c) => [c.env.SSL3D_ATTEMPT, c.env.SSL3D_RESUME]), [["1", "latest"], ["2", "latest"]]);
@@ -236,9 +239,11 @@ test("after a Succeeded run the report of its results folder is written and its 
         ssl3d: [process.execPath, join(s.dir, "standin.mjs")], env, print: (l) => lines.push(l), childOutput: sink,
       });
       await r.runAll();
-      const base = join(s.dir, "results", "results", "Dataset990_Demo", "BaseMAETrainer__nnsslPlans__onemmiso");
+      // per-run folders (issue 14): results and checkpoints live under <volume>/<name>-<uid>/
+      const runDir = join(s.dir, "results", `demo-${s.status("pretrainrun-demo.json").uid}`);
+      const base = join(runDir, "results", "Dataset990_Demo", "BaseMAETrainer__nnsslPlans__onemmiso");
       const report = s.calls().find((c) => c.cmd === "report");
-      assert.deepEqual(report?.args, [base, "--checkpoints", join(s.dir, "results", "checkpoints")]);
+      assert.deepEqual(report?.args, [base, "--checkpoints", join(runDir, "checkpoints")]);
       assert.equal(report.env.nnssl_preprocessed, join(s.dir, "state", "volumes", "ssl3d-preprocessed"), "the report child gets the training environment");
       const said = lines.find((l) => l.includes("PretrainRun/demo: report") || l.includes("'ssl3d report"));
       assert.equal(said, fail ? `[3/3] PretrainRun/demo: 'ssl3d report ${base}' exited 1 (log: ${join(s.dir, "state", "logs", "pretrainrun-demo-a1.log")})` : `[3/3] PretrainRun/demo: report ${join(base, "report.html")}`);

@@ -12,6 +12,9 @@
 import { spawn } from "node:child_process";
 import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { randomUUID } from "node:crypto";
+import { FailureMessageSchema, parseTerminationJson } from "../../../api/termination.js";
+import { ENV as POD_ENV, podEnv, runFolder, trainArgs as apiTrainArgs, type PodLayout } from "../../../api/pod.js";
 import { ConfigError, Ssl3dError } from "../errors.js";
 import { findResultsFolder } from "../training/run-info.js";
 import { PARENT_PID_ENV } from "./parent-watch.js";
@@ -63,6 +66,8 @@ export interface RunStatus {
   phase: "Running" | "Succeeded" | "Failed" | "Interrupted";
   attempt: number;
   restarts: number;
+  /** The run's identity (metadata.uid, else generated on the first invocation and kept). */
+  uid: string;
   checkpointDir: string;
   message?: string;
   startTime: string;
@@ -106,42 +111,42 @@ export function findDatasetFolder(root: string, dataset: string): string | undef
   return readdirSync(root).find((n) => n.startsWith(prefix));
 }
 
-/** Environment of a `ssl3d train` child: exactly what the operator puts into a rank's pod. */
-export function trainEnv(o: {
-  base: NodeJS.ProcessEnv; run: PretrainRunManifest; attempt: number; checkpointDir: string; preprocessed: string;
-  results: string; raw: string; metricsPort: number; terminationLog: string;
-}): NodeJS.ProcessEnv {
-  const user = Object.fromEntries((o.run.spec.env ?? []).map((e) => [e.name, e.value ?? ""]));
-  const { SSL3D_METRICS_PORT: _inherited, ...base } = o.base;
+/** The local layout of a rank: volumes are folders, one node, metrics on loopback (api/pod.ts PodLayout). */
+export function localLayout(o: { checkpointsRoot: string; preprocessed: string; metricsPort: number; terminationLog: string }): PodLayout {
   return {
-    ...base,
-    ...user,
-    nnssl_raw: o.raw,
-    nnssl_preprocessed: o.preprocessed,
-    nnssl_results: o.results,
-    PET_NNODES: "1",
-    PET_NODE_RANK: "0",
-    PET_NPROC_PER_NODE: "1",
-    PET_MASTER_ADDR: "127.0.0.1",
-    PET_MASTER_PORT: "29500",
-    SSL3D_RUN: o.run.name,
-    SSL3D_ATTEMPT: String(o.attempt),
-    SSL3D_CHECKPOINT_DIR: o.checkpointDir,
-    SSL3D_RESUME: o.run.spec.runPolicy.resume === "Latest" ? "latest" : "none",
+    checkpointsRoot: o.checkpointsRoot,
+    preprocessed: o.preprocessed,
+    terminationLog: o.terminationLog,
+    nodeRank: { value: "0" },
+    masterAddr: "127.0.0.1",
     // port 0 means "no endpoint" here (for the trainer, 0 would mean a random port)
-    ...(o.metricsPort > 0 ? { SSL3D_METRICS_PORT: String(o.metricsPort) } : {}),
-    SSL3D_TERMINATION_LOG: o.terminationLog,
+    metricsPort: o.metricsPort > 0 ? o.metricsPort : undefined,
+    metricsAddress: "127.0.0.1",
+    runSecretFile: undefined,
+    join,
   };
 }
 
-/** The `ssl3d train` arguments of a run (the operator's default container command, minus `ssl3d`). */
+/**
+ * Environment of a `ssl3d train` child: the base environment, then exactly what the operator puts into a rank's
+ * pod (api/pod.ts podEnv), with the local layout. valueFrom sources (Secrets, pod fields) exist only in a cluster.
+ */
+export function trainEnv(o: { base: NodeJS.ProcessEnv; run: PretrainRunManifest; uid: string; attempt: number; layout: PodLayout; file?: string }): NodeJS.ProcessEnv {
+  const { SSL3D_METRICS_PORT: _inherited, ...base } = o.base;
+  const env: NodeJS.ProcessEnv = { ...base };
+  for (const [i, e] of podEnv(o.run.spec, { name: o.run.name, uid: o.uid }, o.attempt, o.layout).entries()) {
+    if ("valueFrom" in e) {
+      const idx = (o.run.spec.env ?? []).findIndex((x) => x.name === e.name);
+      throw new ConfigError(`PretrainRun/${o.run.name}: ${e.name} takes its value from the cluster (valueFrom), which the local runner cannot resolve; give a value`, { file: o.file, field: idx >= 0 ? `spec.env[${idx}].valueFrom` : `env[${i}]` });
+    }
+    env[e.name] = e.value;
+  }
+  return env;
+}
+
+/** The `ssl3d train` arguments of a run (api/pod.ts trainArgs, the operator's default command minus `ssl3d`). */
 export function trainArgs(run: PretrainRunManifest, plan: PlanManifest, dataset: string, configuration: string, quick: boolean): string[] {
-  const t = run.spec.training;
-  const args = ["train", dataset, configuration, "-tr", t.trainer];
-  if (plan.spec.plansName !== undefined) args.push("-p", plan.spec.plansName);
-  if (t.epochs !== undefined) args.push("--epochs", String(t.epochs));
-  if (t.modalities !== undefined) args.push("--modalities", t.modalities.join(","));
-  args.push(...(t.args ?? []));
+  const args = apiTrainArgs(run.spec, { dataset, configuration, plansName: plan.spec.plansName });
   if (!quick) return args;
   // drop the options --quick sets (`--opt value` and `--opt=value` forms), then append the quick values
   const quickFlags = new Set(QUICK_TRAIN_ARGS.filter((a) => a.startsWith("--")));
@@ -296,7 +301,9 @@ export class LocalRunner {
   }
 
   private fail(what: string, args: readonly string[], code: number, terminationLog: string | undefined, log: string): StepFailedError {
-    const msg = terminationLog !== undefined && existsSync(terminationLog) ? readFileSync(terminationLog, "utf8").trim().split("\n").at(-1) ?? "" : "";
+    const text = terminationLog !== undefined && existsSync(terminationLog) ? readFileSync(terminationLog, "utf8") : "";
+    const parsed = parseTerminationJson(text, FailureMessageSchema);
+    const msg = parsed.ok ? parsed.value.message : (text.trim().split("\n").at(-1) ?? "");
     return new StepFailedError(`${what}: 'ssl3d ${args.join(" ")}' exited ${code}${msg === "" ? "" : `: ${msg}`} (log: ${log})`, code, this.o.manifests.source);
   }
 
@@ -324,9 +331,6 @@ export class LocalRunner {
 
   async collection(c: CollectionManifest, step: string): Promise<CollectionStatus & { root: string }> {
     const what = `Collection/${c.name}`;
-    if (c.spec.source.pvc === undefined) {
-      throw new ConfigError(`${what}: object-store sources (${c.spec.source.uri ?? ""}) are not supported locally; use source.pvc and --volume CLAIM=DIR`, { file: this.o.manifests.source, field: "spec.source.uri" });
-    }
     const root = this.volume(c.spec.source.pvc);
     const base = { ...this.env, nnssl_raw: root };
     if (c.annotations[LOCAL_DEMO_ANNOTATION] === "true" && findDatasetFolder(root, c.spec.dataset) === undefined) {
@@ -403,7 +407,8 @@ export class LocalRunner {
     if (configuration === undefined) throw new ConfigError(`${what}: no configuration to train (set spec.training.configuration)`, { file: this.o.manifests.source, field: "spec.training.configuration" });
     const checkpoints = this.volume(r.spec.storage.checkpoints);
     const preprocessed = r.spec.storage.data === undefined ? this.volume(plan.spec.output.pvc) : this.volume(r.spec.storage.data);
-    const checkpointDir = join(checkpoints, "checkpoints");
+    const uid = r.uid ?? prior?.uid ?? randomUUID();
+    const checkpointDir = join(checkpoints, runFolder(r.spec, { name: r.name, uid }), "checkpoints");
     const metricsPort = this.o.metricsPort ?? r.spec.metrics.port;
     const args = trainArgs(r, plan, col.dataset, configuration, this.o.quick);
     let attempt = prior?.attempt ?? 0;
@@ -416,14 +421,13 @@ export class LocalRunner {
       const term = join(this.stateDir, "termination", `pretrainrun-${r.name}-a${attempt}`);
       mkdirSync(dirname(term), { recursive: true });
       const log = join(this.stateDir, "logs", `pretrainrun-${r.name}-a${attempt}.log`);
-      const running: RunStatus = { phase: "Running", attempt, restarts, checkpointDir, startTime };
+      const running: RunStatus = { phase: "Running", attempt, restarts, uid, checkpointDir, startTime };
       await writeJsonAtomic(file, running);
-      const resume = attempt > 1 && r.spec.runPolicy.resume === "Latest" ? ", resuming from the latest checkpoint" : "";
+      const resume = r.spec.runPolicy.resume === "Latest" ? ", resuming from the latest checkpoint if there is one" : "";
       this.print(`${step} ${what}: attempt ${attempt}${resume}: ssl3d ${args.join(" ")}`);
       this.print(`${step} ${what}: checkpoints in ${checkpointDir}${metricsPort > 0 ? `, metrics on http://127.0.0.1:${metricsPort}/metrics` : ""}, log ${log}`);
       const env = trainEnv({
-        base: this.env, run: r, attempt, checkpointDir, preprocessed, results: join(checkpoints, "results"), raw: col.root,
-        metricsPort, terminationLog: term,
+        base: this.env, run: r, uid, attempt, layout: localLayout({ checkpointsRoot: checkpoints, preprocessed, metricsPort, terminationLog: term }), file: this.o.manifests.source,
       });
       const res = await this.child(args, env, log);
       if (this.interrupted !== undefined) {
@@ -434,7 +438,8 @@ export class LocalRunner {
         const done: RunStatus = { ...running, phase: "Succeeded", completionTime: now() };
         await writeJsonAtomic(file, done);
         this.print(`${step} ${what}: Succeeded after ${attempt} attempt(s), ${restarts} restart(s); checkpoints in ${checkpointDir}`);
-        await this.report(step, what, env, join(checkpoints, "results"), checkpointDir, log);
+        // the run's own results folder (nnssl_results of the contract: <checkpoints>/<folder>/results)
+        await this.report(step, what, env, env[POD_ENV.results] ?? join(checkpoints, "results"), checkpointDir, log);
         return done;
       }
       // Configuration and data errors fail the same way on every attempt: like a ValidationFailed run, no restart.

@@ -22,6 +22,8 @@ import type { Logger } from "../observability/log.js";
 import { METRICS_ADDRESS_ENV, TrainingMetrics, metricsHost, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
 import { ENV, distributedConfigFromEnv, perRankBatchSize } from "../distributed/env.js";
 import { launchLocalRanks } from "../distributed/launch.js";
+import { claimCheckpointFolder } from "./run-marker.js";
+import { ENV as POD_ENV } from "../../../api/pod.js";
 import { checkRanksFitGpus, visibleGpuCount } from "../distributed/gpus.js";
 import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
@@ -199,6 +201,8 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
       await writeJsonAtomic(join(foldDir, RUN_INFO), info, 2);
     }
 
+    // Before anyone resumes or writes: the checkpoint folder must be this run's (or nobody's yet).
+    await claimCheckpointFolder(checkpointDir, { run: process.env[POD_ENV.run] ?? "", uid: process.env[POD_ENV.runUid] ?? "" }, dist.rank === 0);
     const group = await initProcessGroup(dist);
     if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: perRank, globalBatch }, "Joined the data-parallel group");
     const metrics = new TrainingMetrics();

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { CHART, KUBE_VERSION, REPO, SCENARIOS, helmTemplate, renderScenario, type K8sObject } from "../../helpers/chart.js";
+import { CHART, KUBE_VERSION, REPO, SCENARIOS, helmTemplate, parseManifests, renderScenario, type K8sObject } from "../../helpers/chart.js";
 import { validateObject } from "../../helpers/k8s-schemas.js";
 import { run, toolBin } from "../../helpers/tools.js";
 
@@ -101,10 +101,14 @@ test("RBAC is least privilege", () => {
   for (const r of rs) {
     assert.ok(!r.verbs.includes("*") && !r.resources.includes("*") && !r.apiGroups.includes("*"), JSON.stringify(r));
   }
-  assert.deepEqual(grants("", "pods").sort(), ["get", "list", "watch"]);
-  assert.deepEqual(grants("", "secrets"), []);
-  // delete only for ttlSecondsAfterFinished of PretrainRuns; Collections and Plans are never deleted by the operator
-  assert.deepEqual(grants("ssl3d.io", "pretrainruns").sort(), ["delete", "get", "list", "patch", "update", "watch"]);
+  assert.deepEqual(grants("", "pods").sort(), ["list", "watch"]);
+  // one Secret per run (the rendezvous token) is created; Secrets are never read
+  assert.deepEqual(grants("", "secrets"), ["create"]);
+  assert.deepEqual(grants("networking.k8s.io", "networkpolicies").sort(), ["create", "patch"]);
+  // delete only for ttlSecondsAfterFinished of PretrainRuns; Collections and Plans are never deleted by the operator;
+  // the operator never changes a spec (status only)
+  assert.deepEqual(grants("ssl3d.io", "pretrainruns").sort(), ["delete", "get", "list", "watch"]);
+  assert.deepEqual(grants("", "persistentvolumeclaims"), []);
   assert.ok(!grants("ssl3d.io", "collections").includes("delete") && !grants("ssl3d.io", "plans").includes("delete"));
   for (const k of ["collections", "plans", "pretrainruns"]) assert.ok(grants("ssl3d.io", `${k}/status`).includes("patch"), k);
   assert.ok(grants("batch", "jobs").includes("create"));
@@ -121,6 +125,18 @@ test("RBAC is least privilege", () => {
   for (const g of ["scheduling.volcano.sh", "scheduling.x-k8s.io"]) {
     assert.ok(full.some((r) => r.apiGroups.includes(g)), g);
   }
+});
+
+test("rbac.scope=namespace installs the same rules as a Role in watchNamespace and nothing cluster-wide", () => {
+  const objs = parseManifests(helmTemplate(["--set", "rbac.scope=namespace", "--set", "watchNamespace=imaging"]));
+  assert.deepEqual(byKind(objs, "ClusterRole"), []);
+  assert.deepEqual(byKind(objs, "ClusterRoleBinding"), []);
+  const role = byKind(objs, "Role").find((o) => o.metadata.name === "ssl3d")!;
+  assert.equal(role.metadata.namespace, "imaging");
+  const cluster = rules(byKind(renderScenario("default"), "ClusterRole").find((o) => o.metadata.name === "ssl3d")!);
+  assert.deepEqual(rules(role), cluster);
+  assert.equal(byKind(objs, "RoleBinding").find((o) => o.metadata.name === "ssl3d")?.metadata.namespace, "imaging");
+  assert.throws(() => helmTemplate(["--set", "rbac.scope=namespace"]), /needs watchNamespace/);
 });
 
 test("one dashboard ConfigMap per JSON file, labelled for the Grafana sidecar, with the file's content", () => {

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { commands } from "../../../runtime/src/cli/commands/index.js";
 import { REPO } from "../../helpers/chart.js";
@@ -54,7 +54,7 @@ test("ssl3d run --quick runs the laptop example end to end, writes a run report 
     checkTerminalOutput(first.stdout.replace(/\r/g, ""));
     const status = JSON.parse(readFileSync(join(state, "status", "pretrainrun-demo.json"), "utf8")) as { phase: string; checkpointDir: string };
     assert.equal(status.phase, "Succeeded");
-    const outputs = [...filesBelow(status.checkpointDir), ...filesBelow(join(state, "volumes", "ssl3d-results", "results"))];
+    const outputs = [...filesBelow(status.checkpointDir), ...filesBelow(join(dirname(status.checkpointDir), "results"))];
     assert.ok(outputs.some((f) => /checkpoint/.test(f)), `no checkpoint written: ${outputs.join(", ")}`);
     assert.ok(outputs.some((f) => f.endsWith("progress.png")), "no progress.png");
     // the run report: path printed, and the page renders in headless Chromium with charts and validation pictures

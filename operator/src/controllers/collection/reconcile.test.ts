@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { CollectionStatus } from "../../api/v1alpha1/collection.js";
+import type { CollectionStatus } from "../../../../api/v1alpha1/collection.js";
 import { aJob, aPod, aResource, T0 } from "../testing.js";
 import type { JobView, PodView, ReconcileResult } from "../types.js";
 import { reconcileCollection } from "./reconcile.js";
@@ -23,14 +23,14 @@ const ready = (r: ReconcileResult<CollectionStatus>) => r.status.conditions?.fin
 
 const cases: Record<string, Case> = {
   "no indexing → Ready with a hash of the source": {
-    spec: { source: { uri: "s3://bucket/raw" }, dataset: "Dataset745_OpenMind" },
+    spec: { source: { pvc: { claimName: "raw" } }, dataset: "Dataset745_OpenMind" },
     want: (r) => {
       assert.equal(r.status.phase, "Ready");
       assert.match(r.status.contentHash ?? "", /^sha256:[0-9a-f]{64}$/);
       assert.equal(r.apply.length, 0);
     },
   },
-  "both sources → ValidationFailed": {
+  "an object-store uri (removed from the API) → ValidationFailed": {
     spec: { source: { uri: "s3://b/r", pvc: { claimName: "x" } }, dataset: "1" },
     want: (r) => {
       assert.equal(r.status.phase, "Failed");

@@ -3,11 +3,11 @@
  * (`ssl3d collection-summary -d DATASET --json`), and records its summary and content hash from the container
  * termination message. Without indexing the content hash is a hash of the source spec, so Plans still notice a change.
  */
-import { CollectionSpecSchema, CollectionStatusSchema, type CollectionSpec, type CollectionStatus } from "../../api/v1alpha1/collection.js";
-import { LABELS } from "../../api/v1alpha1/group.js";
-import { CollectionSummaryMessageSchema, parseTerminationJson, truncate } from "../../api/v1alpha1/summary.js";
+import { CollectionSpecSchema, CollectionStatusSchema, type CollectionSpec, type CollectionStatus } from "../../../../api/v1alpha1/collection.js";
+import { LABELS } from "../../../../api/v1alpha1/group.js";
+import { CollectionSummaryMessageSchema, parseTerminationJson, truncate } from "../../../../api/v1alpha1/summary.js";
 import { setCondition, toKubeTime } from "../../conditions.js";
-import { compact, KUEUE_QUEUE_LABEL, withLabel, parseSpec, parseStatus, transitionEvents } from "../common.js";
+import { compact, KUEUE_QUEUE_LABEL, withLabel, parseSpec, parseStatus, transitionEvents, restrictedContainerSecurity, restrictedPodSecurity } from "../common.js";
 import {
   baseLabels,
   canonicalJson,
@@ -42,8 +42,6 @@ export function indexJobName(name: string, generation: number): string {
 
 /** Semantic checks beyond the CRD schema (which the API server already enforces). */
 export function validateCollection(spec: CollectionSpec): string | undefined {
-  const n = (spec.source.pvc ? 1 : 0) + (spec.source.uri !== undefined ? 1 : 0);
-  if (n !== 1) return "spec.source: exactly one of pvc and uri must be set";
   if (spec.indexing?.enabled === true && spec.indexing.image === undefined) return "spec.indexing.image: required when indexing is enabled";
   return undefined;
 }
@@ -126,14 +124,9 @@ function desiredIndexJob(cr: CustomResource, spec: CollectionSpec, jobName: stri
   const labels = baseLabels({ [LABELS.collection]: cr.metadata.name, [LABELS.role]: "index" });
   const volumes: unknown[] = [];
   const mounts: unknown[] = [];
-  let rawRoot: string;
-  if (spec.source.pvc) {
-    volumes.push({ name: "raw", persistentVolumeClaim: { claimName: spec.source.pvc.claimName, readOnly: true } });
-    mounts.push(compact({ name: "raw", mountPath: RAW_MOUNT, readOnly: true, subPath: spec.source.pvc.subPath }));
-    rawRoot = RAW_MOUNT;
-  } else {
-    rawRoot = spec.source.uri!;
-  }
+  volumes.push({ name: "raw", persistentVolumeClaim: { claimName: spec.source.pvc.claimName, readOnly: true } });
+  mounts.push(compact({ name: "raw", mountPath: RAW_MOUNT, readOnly: true, subPath: spec.source.pvc.subPath }));
+  const rawRoot = RAW_MOUNT;
   return withSpecHash({
     apiVersion: "batch/v1",
     kind: "Job",
@@ -152,9 +145,12 @@ function desiredIndexJob(cr: CustomResource, spec: CollectionSpec, jobName: stri
         spec: compact({
           restartPolicy: "Never",
           serviceAccountName: ix.serviceAccountName,
+          automountServiceAccountToken: false,
+          imagePullSecrets: ix.imagePullSecrets,
+          securityContext: restrictedPodSecurity(ix.securityContext),
           nodeSelector: ix.nodeSelector,
           tolerations: ix.tolerations,
-          volumes,
+          volumes: [...volumes, { name: "tmp", emptyDir: {} }],
           containers: [
             compact({
               name: "index",
@@ -166,7 +162,8 @@ function desiredIndexJob(cr: CustomResource, spec: CollectionSpec, jobName: stri
                 { name: "SSL3D_TERMINATION_LOG", value: "/dev/termination-log" },
               ],
               resources: ix.resources,
-              volumeMounts: mounts,
+              securityContext: restrictedContainerSecurity(),
+              volumeMounts: [...mounts, { name: "tmp", mountPath: "/tmp" }],
               terminationMessagePolicy: "FallbackToLogsOnError",
             }),
           ],

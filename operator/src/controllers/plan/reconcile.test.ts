@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { PlanStatus } from "../../api/v1alpha1/plan.js";
+import type { PlanStatus } from "../../../../api/v1alpha1/plan.js";
 import { aJob, aPod, aResource, T0 } from "../testing.js";
 import type { CustomResource, JobView, PodView, ReconcileResult } from "../types.js";
 import { reconcilePlan } from "./reconcile.js";
@@ -50,7 +50,11 @@ const cases: Record<string, Case> = {
       assert.equal(s.ttlSecondsAfterFinished, 600);
       const c = s.template.spec.containers[0]!;
       assert.deepEqual(c.args, ["plan-and-preprocess", "-d", "Dataset001_Demo", "-c", "onemmiso", "-np", "4"]);
-      assert.deepEqual(c.volumeMounts.map((m) => m.subPath), ["plans/p", "r"]);
+      assert.deepEqual(c.volumeMounts.map((m) => m.subPath), ["plans/p", "r", undefined]);
+      // restricted Pod Security: read-only root with a writable /tmp, no service-account token
+      const pod = s.template.spec as unknown as { automountServiceAccountToken: boolean; securityContext: { runAsNonRoot: boolean; runAsUser: number } };
+      assert.equal(pod.automountServiceAccountToken, false);
+      assert.deepEqual([pod.securityContext.runAsNonRoot, pod.securityContext.runAsUser], [true, 65532]);
       assert.ok(c.env.some((e) => e.name === "nnssl_preprocessed"));
     },
   },

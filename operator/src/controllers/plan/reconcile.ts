@@ -4,12 +4,12 @@
  * with the message when the Job fails, and marks itself Stale when the Collection's content hash changes afterwards
  * (the spec is immutable: a changed Collection needs a new Plan, nothing is rebuilt silently).
  */
-import { CollectionSpecSchema, CollectionStatusSchema } from "../../api/v1alpha1/collection.js";
-import { LABELS } from "../../api/v1alpha1/group.js";
-import { PlanSpecSchema, PlanStatusSchema, type PlanSpec, type PlanStatus } from "../../api/v1alpha1/plan.js";
-import { PreprocessSummarySchema, parseTerminationJson, truncate } from "../../api/v1alpha1/summary.js";
+import { CollectionSpecSchema, CollectionStatusSchema } from "../../../../api/v1alpha1/collection.js";
+import { LABELS } from "../../../../api/v1alpha1/group.js";
+import { PlanSpecSchema, PlanStatusSchema, type PlanSpec, type PlanStatus } from "../../../../api/v1alpha1/plan.js";
+import { PreprocessSummarySchema, parseTerminationJson, truncate } from "../../../../api/v1alpha1/summary.js";
 import { isTrue, setCondition, toKubeTime } from "../../conditions.js";
-import { compact, KUEUE_QUEUE_LABEL, withLabel, parseSpec, parseStatus, transitionEvents } from "../common.js";
+import { compact, KUEUE_QUEUE_LABEL, withLabel, parseSpec, parseStatus, transitionEvents, restrictedContainerSecurity, restrictedPodSecurity } from "../common.js";
 import { RAW_MOUNT } from "../collection/reconcile.js";
 import {
   baseLabels,
@@ -142,7 +142,7 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
   set("Ready", "False", suspended ? "WaitingForAdmission" : "Preprocessing", suspended ? `Job ${jobName} is suspended (queued).` : `Preprocessing Job ${jobName} is running.`);
   const apply: KubeObject[] = [];
   if (o.collection !== undefined && colSpec?.success === true && status.dataset !== undefined) {
-    apply.push(desiredPrepJob(o.plan, spec, colSpec.data.source.pvc, colSpec.data.source.uri, status.dataset, jobName));
+    apply.push(desiredPrepJob(o.plan, spec, colSpec.data.source.pvc, status.dataset, jobName));
   }
   return result({ apply });
 }
@@ -150,8 +150,7 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
 export function desiredPrepJob(
   plan: CustomResource,
   spec: PlanSpec,
-  rawPvc: { claimName: string; subPath?: string | undefined } | undefined,
-  rawUri: string | undefined,
+  rawPvc: { claimName: string; subPath?: string | undefined },
   dataset: string,
   jobName: string,
 ): KubeObject {
@@ -159,7 +158,7 @@ export function desiredPrepJob(
   const labels = baseLabels({ [LABELS.plan]: plan.metadata.name, [LABELS.role]: "preprocess" });
   const volumes: unknown[] = [{ name: "preprocessed", persistentVolumeClaim: { claimName: spec.output.pvc.claimName } }];
   const mounts: unknown[] = [compact({ name: "preprocessed", mountPath: PREPROCESSED_MOUNT, subPath: spec.output.pvc.subPath })];
-  if (rawPvc) {
+  {
     volumes.push({ name: "raw", persistentVolumeClaim: { claimName: rawPvc.claimName, readOnly: true } });
     mounts.push(compact({ name: "raw", mountPath: RAW_MOUNT, readOnly: true, subPath: rawPvc.subPath }));
   }
@@ -186,9 +185,12 @@ export function desiredPrepJob(
         spec: compact({
           restartPolicy: "Never",
           serviceAccountName: p.serviceAccountName,
+          automountServiceAccountToken: false,
+          imagePullSecrets: p.imagePullSecrets,
+          securityContext: restrictedPodSecurity(p.securityContext),
           nodeSelector: p.nodeSelector,
           tolerations: p.tolerations,
-          volumes,
+          volumes: [...volumes, { name: "tmp", emptyDir: {} }],
           containers: [
             compact({
               name: "preprocess",
@@ -197,12 +199,13 @@ export function desiredPrepJob(
               command: ["ssl3d"],
               args,
               env: [
-                { name: "nnssl_raw", value: rawPvc ? RAW_MOUNT : (rawUri ?? "") },
+                { name: "nnssl_raw", value: RAW_MOUNT },
                 { name: "nnssl_preprocessed", value: PREPROCESSED_MOUNT },
                 { name: "SSL3D_TERMINATION_LOG", value: "/dev/termination-log" },
               ],
               resources: p.resources,
-              volumeMounts: mounts,
+              securityContext: restrictedContainerSecurity(),
+              volumeMounts: [...mounts, { name: "tmp", mountPath: "/tmp" }],
               terminationMessagePolicy: "FallbackToLogsOnError",
             }),
           ],

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { PretrainRunSpecSchema } from "../../api/v1alpha1/pretrain-run.js";
+import { PretrainRunSpecSchema } from "../../../../api/v1alpha1/pretrain-run.js";
 import { trainCommand } from "./desired.js";
 
 const plan = { dataset: "745", configuration: "onemmiso", plansName: "nnsslPlans", dataPvc: { claimName: "data" } };

@@ -1,26 +1,36 @@
-/** Pure builders of a PretrainRun's children: headless Service, PodGroup, and the Indexed Job of one attempt. */
-import { LABELS } from "../../api/v1alpha1/group.js";
-import type { PretrainRunSpec } from "../../api/v1alpha1/pretrain-run.js";
-import type { PvcMount } from "../../api/v1alpha1/common.js";
-import { compact, KUEUE_QUEUE_LABEL, withLabel } from "../common.js";
+/**
+ * Pure builders of a PretrainRun's children: headless Service, NetworkPolicy, the rendezvous Secret, PodGroup, and
+ * the Indexed Job of one attempt. The rank's environment and command come from the contract module (api/pod.ts),
+ * the same function the local runner uses.
+ */
+import { LABELS } from "../../../../api/v1alpha1/group.js";
+import type { PretrainRunSpec } from "../../../../api/v1alpha1/pretrain-run.js";
+import type { PvcMount } from "../../../../api/v1alpha1/common.js";
+import { MASTER_PORT, POD_PATHS, RUN_SECRET_KEY, podEnv, trainCommand, type RunIdentity, type TrainInputs } from "../../../../api/pod.js";
+import { compact, KUEUE_QUEUE_LABEL, restrictedContainerSecurity, restrictedPodSecurity, withLabel } from "../common.js";
 import { baseLabels, controllerRef, withSpecHash, type CustomResource, type KubeObject } from "../types.js";
 
-export const MASTER_PORT = 29500;
-export const DATA_MOUNT = "/data/preprocessed";
-export const CHECKPOINT_MOUNT = "/checkpoints";
+export { MASTER_PORT };
+export const DATA_MOUNT = POD_PATHS.data;
+export const CHECKPOINT_MOUNT = POD_PATHS.checkpoints;
 export const COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index";
 export const VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name";
 export const COSCHEDULING_GROUP_LABEL = "scheduling.x-k8s.io/pod-group";
+/** Annotation on children the shell creates once and never re-applies (the Secret's token is generated there). */
+export const CREATE_ONLY_ANNOTATION = "ssl3d.io/create-only";
+/** Volume names the operator uses in the pod; extra volumes may not take them. */
+export const OPERATOR_VOLUMES = ["data", "checkpoints", "dshm", "tmp", "run-secret"] as const;
 
 export function attemptJobName(run: string, attempt: number): string {
   return `${run}-a${attempt}`;
 }
 
+export function runSecretName(run: string): string {
+  return `${run}-rendezvous`;
+}
+
 /** What the Job needs from the Plan. */
-export interface PlanInputs {
-  dataset: string;
-  configuration: string;
-  plansName: string | undefined;
+export interface PlanInputs extends TrainInputs {
   dataPvc: PvcMount;
 }
 
@@ -28,12 +38,20 @@ export function runLabels(run: string): Record<string, string> {
   return baseLabels({ [LABELS.run]: run });
 }
 
+export function runIdentity(cr: CustomResource): RunIdentity {
+  return { name: cr.metadata.name, uid: cr.metadata.uid ?? "" };
+}
+
+function childMeta(cr: CustomResource, name: string): KubeObject["metadata"] {
+  return { name, namespace: cr.metadata.namespace, labels: runLabels(cr.metadata.name), ownerReferences: [controllerRef("PretrainRun", cr.metadata)] };
+}
+
 export function desiredService(cr: CustomResource, spec: PretrainRunSpec): KubeObject {
   const name = cr.metadata.name;
   return withSpecHash({
     apiVersion: "v1",
     kind: "Service",
-    metadata: { name, namespace: cr.metadata.namespace, labels: runLabels(name), ownerReferences: [controllerRef("PretrainRun", cr.metadata)] },
+    metadata: childMeta(cr, name),
     spec: {
       clusterIP: "None",
       // Rank 0's DNS name must resolve before the pods are Ready (rendezvous happens before readiness).
@@ -47,10 +65,46 @@ export function desiredService(cr: CustomResource, spec: PretrainRunSpec): KubeO
   });
 }
 
+/**
+ * Ingress to the run's pods: any TCP port from the run's own pods (rendezvous and the ring's ephemeral ports), and
+ * the metrics port from anywhere (Prometheus, the operator). Everything else is dropped by a NetworkPolicy-aware CNI.
+ */
+export function desiredNetworkPolicy(cr: CustomResource, spec: PretrainRunSpec): KubeObject {
+  const name = cr.metadata.name;
+  return withSpecHash({
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    metadata: childMeta(cr, name),
+    spec: {
+      podSelector: { matchLabels: { [LABELS.run]: name } },
+      policyTypes: ["Ingress"],
+      ingress: [
+        { from: [{ podSelector: { matchLabels: { [LABELS.run]: name } } }] },
+        { ports: [{ protocol: "TCP", port: spec.metrics.port }] },
+      ],
+    },
+  });
+}
+
+/**
+ * The per-run rendezvous Secret. Created once by the shell, which fills in a random token (the reconciler stays
+ * pure and the operator needs no read access to Secrets); ownerReference → deleted with the run.
+ */
+export function desiredRunSecret(cr: CustomResource): KubeObject {
+  const meta = childMeta(cr, runSecretName(cr.metadata.name));
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { ...meta, annotations: { [CREATE_ONLY_ANNOTATION]: "true" } },
+    type: "Opaque",
+    immutable: true,
+    stringData: { [RUN_SECRET_KEY]: "<generated by the operator>" },
+  };
+}
+
 export function desiredPodGroup(cr: CustomResource, spec: PretrainRunSpec): KubeObject | undefined {
   const gang = spec.scheduling.gang;
-  const name = cr.metadata.name;
-  const meta = { name, namespace: cr.metadata.namespace, labels: runLabels(name), ownerReferences: [controllerRef("PretrainRun", cr.metadata)] };
+  const meta = childMeta(cr, cr.metadata.name);
   switch (gang.scheduler) {
     case "none":
       return undefined;
@@ -71,24 +125,29 @@ export function desiredPodGroup(cr: CustomResource, spec: PretrainRunSpec): Kube
   }
 }
 
-export function trainCommand(spec: PretrainRunSpec, plan: PlanInputs): string[] {
-  if (spec.command !== undefined) return spec.command;
-  const cmd = ["ssl3d", "train", plan.dataset, plan.configuration, "-tr", spec.training.trainer];
-  if (plan.plansName !== undefined) cmd.push("-p", plan.plansName);
-  if (spec.training.epochs !== undefined) cmd.push("--epochs", String(spec.training.epochs));
-  if (spec.training.preflight) cmd.push("--preflight");
-  if (spec.training.modalities !== undefined) cmd.push("--modalities", spec.training.modalities.join(","));
-  cmd.push(...(spec.training.args ?? []));
-  return cmd;
+export { trainCommand };
+
+/** The pod environment of a rank of this attempt (api/pod.ts with the pod layout). */
+export function attemptEnv(cr: CustomResource, spec: PretrainRunSpec, attempt: number): ReturnType<typeof podEnv> {
+  const run = cr.metadata.name;
+  return podEnv(spec, runIdentity(cr), attempt, {
+    checkpointsRoot: POD_PATHS.checkpoints,
+    preprocessed: POD_PATHS.data,
+    terminationLog: POD_PATHS.terminationLog,
+    nodeRank: { valueFrom: { fieldRef: { fieldPath: `metadata.annotations['${COMPLETION_INDEX_ANNOTATION}']` } } },
+    masterAddr: `${attemptJobName(run, attempt)}-0.${run}`,
+    metricsPort: spec.metrics.port,
+    metricsAddress: "0.0.0.0",
+    runSecretFile: `${POD_PATHS.runSecretDir}/${RUN_SECRET_KEY}`,
+    join: (...parts) => parts.join("/"),
+  });
 }
 
-export function desiredAttemptJob(cr: CustomResource, spec: PretrainRunSpec, plan: PlanInputs, attempt: number, resume: "latest" | "none"): KubeObject {
-  const run = cr.metadata.name;
-  const jobName = attemptJobName(run, attempt);
-  const labels = { ...runLabels(run), [LABELS.attempt]: String(attempt), [LABELS.role]: "trainer" };
+function podScheduling(run: string, spec: PretrainRunSpec, labels: Record<string, string>): { podLabels: Record<string, string>; podAnnotations: Record<string, string>; schedulerName: string | undefined } {
   const gang = spec.scheduling.gang;
-  const podLabels: Record<string, string> = { ...labels };
-  const podAnnotations: Record<string, string> = {};
+  // User labels first: the operator's own keys always win.
+  const podLabels: Record<string, string> = { ...spec.podLabels, ...labels };
+  const podAnnotations: Record<string, string> = { ...spec.podAnnotations };
   let schedulerName = gang.schedulerName;
   if (gang.scheduler === "volcano") {
     podAnnotations[VOLCANO_GROUP_ANNOTATION] = run;
@@ -96,35 +155,46 @@ export function desiredAttemptJob(cr: CustomResource, spec: PretrainRunSpec, pla
   } else if (gang.scheduler === "coscheduling") {
     podLabels[COSCHEDULING_GROUP_LABEL] = run;
   }
-  const data = spec.storage.data ?? { ...plan.dataPvc, readOnly: true };
+  return { podLabels, podAnnotations, schedulerName };
+}
+
+function trainerContainer(cr: CustomResource, spec: PretrainRunSpec, plan: PlanInputs, attempt: number, data: PvcMount): Record<string, unknown> {
   const ckpt = spec.storage.checkpoints;
-  const env = [
-    { name: "PET_NNODES", value: String(spec.numNodes) },
-    { name: "PET_NPROC_PER_NODE", value: String(spec.nprocPerNode) },
-    { name: "PET_NODE_RANK", valueFrom: { fieldRef: { fieldPath: `metadata.annotations['${COMPLETION_INDEX_ANNOTATION}']` } } },
-    { name: "PET_MASTER_ADDR", value: `${jobName}-0.${run}` },
-    { name: "PET_MASTER_PORT", value: String(MASTER_PORT) },
-    { name: "SSL3D_RUN", value: run },
-    { name: "SSL3D_ATTEMPT", value: String(attempt) },
-    { name: "SSL3D_CHECKPOINT_DIR", value: CHECKPOINT_MOUNT },
-    { name: "SSL3D_RESUME", value: resume },
-    { name: "SSL3D_METRICS_PORT", value: String(spec.metrics.port) },
-    // the trainer binds its endpoint to loopback unless told otherwise; in a pod Prometheus scrapes the pod IP
-    { name: "SSL3D_METRICS_ADDRESS", value: "0.0.0.0" },
-    { name: "SSL3D_TERMINATION_LOG", value: "/dev/termination-log" },
-    { name: "nnssl_preprocessed", value: DATA_MOUNT },
-    { name: "nnssl_results", value: CHECKPOINT_MOUNT },
-    ...(spec.env ?? []).map((e) => compact({ name: e.name, value: e.value ?? "" })),
-  ];
+  return compact({
+    name: "trainer",
+    image: spec.image,
+    imagePullPolicy: spec.imagePullPolicy,
+    command: trainCommand(spec, plan),
+    env: attemptEnv(cr, spec, attempt),
+    envFrom: spec.envFrom,
+    resources: spec.resourcesPerNode,
+    ports: [
+      { name: "rendezvous", containerPort: MASTER_PORT, protocol: "TCP" },
+      { name: "metrics", containerPort: spec.metrics.port, protocol: "TCP" },
+    ],
+    securityContext: restrictedContainerSecurity(),
+    volumeMounts: [
+      compact({ name: "data", mountPath: DATA_MOUNT, readOnly: data.readOnly ?? true, subPath: data.subPath }),
+      compact({ name: "checkpoints", mountPath: CHECKPOINT_MOUNT, subPath: ckpt.subPath }),
+      { name: "dshm", mountPath: POD_PATHS.shm },
+      { name: "tmp", mountPath: POD_PATHS.tmp },
+      { name: "run-secret", mountPath: POD_PATHS.runSecretDir, readOnly: true },
+      ...(spec.volumeMounts ?? []).map((m) => compact({ ...m })),
+    ],
+    terminationMessagePolicy: "FallbackToLogsOnError",
+  });
+}
+
+export function desiredAttemptJob(cr: CustomResource, spec: PretrainRunSpec, plan: PlanInputs, attempt: number): KubeObject {
+  const run = cr.metadata.name;
+  const jobName = attemptJobName(run, attempt);
+  const labels = { ...runLabels(run), [LABELS.attempt]: String(attempt), [LABELS.role]: "trainer" };
+  const { podLabels, podAnnotations, schedulerName } = podScheduling(run, spec, labels);
+  const data = spec.storage.data ?? { ...plan.dataPvc, readOnly: true };
   return withSpecHash({
     apiVersion: "batch/v1",
     kind: "Job",
-    metadata: {
-      name: jobName,
-      namespace: cr.metadata.namespace,
-      labels: withLabel(labels, KUEUE_QUEUE_LABEL, spec.scheduling.queueName),
-      ownerReferences: [controllerRef("PretrainRun", cr.metadata)],
-    },
+    metadata: { name: jobName, namespace: cr.metadata.namespace, labels: withLabel(labels, KUEUE_QUEUE_LABEL, spec.scheduling.queueName), ownerReferences: [controllerRef("PretrainRun", cr.metadata)] },
     spec: {
       completionMode: "Indexed",
       completions: spec.numNodes,
@@ -142,34 +212,25 @@ export function desiredAttemptJob(cr: CustomResource, spec: PretrainRunSpec, pla
           subdomain: run,
           schedulerName,
           serviceAccountName: spec.serviceAccountName,
+          automountServiceAccountToken: false,
           priorityClassName: spec.priorityClassName,
+          runtimeClassName: spec.runtimeClassName,
+          imagePullSecrets: spec.imagePullSecrets,
+          terminationGracePeriodSeconds: spec.terminationGracePeriodSeconds,
+          securityContext: restrictedPodSecurity(spec.securityContext),
           nodeSelector: spec.nodeSelector,
           tolerations: spec.tolerations,
+          affinity: spec.affinity,
+          topologySpreadConstraints: spec.topologySpreadConstraints,
           volumes: [
             { name: "data", persistentVolumeClaim: { claimName: data.claimName, readOnly: data.readOnly ?? true } },
-            { name: "checkpoints", persistentVolumeClaim: { claimName: ckpt.claimName } },
-            { name: "dshm", emptyDir: { medium: "Memory" } },
+            { name: "checkpoints", persistentVolumeClaim: { claimName: spec.storage.checkpoints.claimName } },
+            { name: "dshm", emptyDir: { medium: "Memory", sizeLimit: String(spec.shmSize) } },
+            { name: "tmp", emptyDir: {} },
+            { name: "run-secret", secret: { secretName: runSecretName(run), defaultMode: 0o440 } },
+            ...(spec.volumes ?? []),
           ],
-          containers: [
-            compact({
-              name: "trainer",
-              image: spec.image,
-              imagePullPolicy: spec.imagePullPolicy,
-              command: trainCommand(spec, plan),
-              env,
-              resources: spec.resourcesPerNode,
-              ports: [
-                { name: "rendezvous", containerPort: MASTER_PORT, protocol: "TCP" },
-                { name: "metrics", containerPort: spec.metrics.port, protocol: "TCP" },
-              ],
-              volumeMounts: [
-                compact({ name: "data", mountPath: DATA_MOUNT, readOnly: data.readOnly ?? true, subPath: data.subPath }),
-                compact({ name: "checkpoints", mountPath: CHECKPOINT_MOUNT, subPath: ckpt.subPath }),
-                { name: "dshm", mountPath: "/dev/shm" },
-              ],
-              terminationMessagePolicy: "FallbackToLogsOnError",
-            }),
-          ],
+          containers: [trainerContainer(cr, spec, plan, attempt, data)],
         }),
       },
     },

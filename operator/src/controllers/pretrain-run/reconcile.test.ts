@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { PretrainRunStatus } from "../../api/v1alpha1/pretrain-run.js";
+import type { PretrainRunStatus } from "../../../../api/v1alpha1/pretrain-run.js";
 import { aJob, aPod, aResource, at, readyPlanResource, T0 } from "../testing.js";
 import type { CustomResource, JobView, KubeObject, PodView, ReconcileResult } from "../types.js";
 import { reconcilePretrainRun, scrapeTarget, type ProgressSample } from "./reconcile.js";
@@ -33,6 +33,7 @@ interface Case {
   pods?: PodView[];
   now?: Date;
   metrics?: ProgressSample;
+  refused?: { kind: string; name: string; message: string };
   want: (r: ReconcileResult<PretrainRunStatus>) => void;
 }
 
@@ -68,7 +69,11 @@ const cases: Record<string, Case> = {
       assert.equal(e.PET_NNODES, "2");
       assert.equal(e.PET_NPROC_PER_NODE, "4");
       assert.equal(e.PET_MASTER_ADDR, "run-a1-0.run");
-      assert.equal(e.SSL3D_RESUME, "none");
+      // Every attempt resumes, the first included: a Job deleted by hand must not restart from scratch.
+      assert.equal(e.SSL3D_RESUME, "latest");
+      assert.equal(e.SSL3D_RUN_UID, "run-uid");
+      assert.equal(e.SSL3D_CHECKPOINT_DIR, "/checkpoints/run-run-uid/checkpoints");
+      assert.equal(e.SSL3D_METRICS_ADDRESS, "0.0.0.0");
       assert.equal(e.SSL3D_ATTEMPT, "1");
       // the trainer binds its metrics to loopback unless told otherwise: pods must be scrapeable on their IP
       assert.equal(e.SSL3D_METRICS_ADDRESS, "0.0.0.0");
@@ -99,7 +104,7 @@ const cases: Record<string, Case> = {
   "a rank failed → gang restart: attempt 2 resumes, counted": {
     run: run(inAttempt(1)),
     jobs: [attemptJob(1, { condition: { type: "Failed", reason: "BackoffLimitExceeded" } })],
-    pods: [attemptPod(1, 0, { phase: "Failed", exitCode: 137, message: "killed" }), attemptPod(1, 1, { phase: "Failed", exitCode: 4, message: "TrainingError: NaN" })],
+    pods: [attemptPod(1, 0, { phase: "Failed", exitCode: 137, message: "killed" }), attemptPod(1, 1, { phase: "Failed", exitCode: 1, message: "TrainingError: NaN" })],
     want: (r) => {
       assert.equal(r.status.attempt, 2);
       assert.equal(r.status.restarts, 1);
@@ -237,6 +242,120 @@ const cases: Record<string, Case> = {
       assert.deepEqual(r.events, []);
     },
   },
+  "exit code 3 (input data) on one rank → Failed at once, no restart, evidence of every rank": {
+    run: run(inAttempt(1)),
+    jobs: [attemptJob(1, { condition: { type: "Failed", reason: "BackoffLimitExceeded" } })],
+    pods: [
+      attemptPod(1, 0, { phase: "Failed", exitCode: 143, message: "stopped" }),
+      attemptPod(1, 1, { phase: "Failed", exitCode: 3, message: '{"exitCode":3,"reason":"DataError","message":"/data/x.zarr: truncated chunk"}' }),
+    ],
+    want: (r) => {
+      assert.equal(r.status.phase, "Failed");
+      assert.equal(cond(r, "Failed")?.reason, "DataError");
+      assert.match(cond(r, "Failed")!.message, /rank 1 exited 3: \/data\/x.zarr: truncated chunk/);
+      assert.equal(r.status.restarts, 0);
+      assert.equal(r.status.lastFailure?.exitCode, 3);
+      const ranks: { rank: number; exitCode?: number | undefined }[] = r.status.lastFailure.ranks ?? [];
+      assert.deepEqual(ranks.map((x) => [x.rank, x.exitCode]), [[0, 143], [1, 3]]);
+      assert.equal(applied(r, "Job").length, 0);
+      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === "DataError"));
+    },
+  },
+  "exit code 2 (configuration) → Failed without restarts even with budget left": {
+    run: run(inAttempt(1), { runPolicy: { maxRestarts: 5 } }),
+    jobs: [attemptJob(1, { condition: { type: "Failed" } })],
+    pods: [attemptPod(1, 0, { phase: "Failed", exitCode: 2, message: "bad flag" })],
+    want: (r) => {
+      assert.equal(cond(r, "Failed")?.reason, "ConfigError");
+      assert.equal(r.status.attempt, 1);
+    },
+  },
+  "exit code 4 (diverged) → Failed (TrainingDiverged)": {
+    run: run(inAttempt(1), { runPolicy: { maxRestarts: 5 } }),
+    jobs: [attemptJob(1, { condition: { type: "Failed" } })],
+    pods: [attemptPod(1, 0, { phase: "Failed", exitCode: 4 }), attemptPod(1, 1, { phase: "Failed", exitCode: 5 })],
+    want: (r) => {
+      assert.equal(cond(r, "Failed")?.reason, "TrainingDiverged");
+    },
+  },
+  "exit code 5 (peer failed) and signals → restart": {
+    run: run(inAttempt(1), { runPolicy: { maxRestarts: 5 } }),
+    jobs: [attemptJob(1, { condition: { type: "Failed" } })],
+    pods: [attemptPod(1, 0, { phase: "Failed", exitCode: 5 }), attemptPod(1, 1, { phase: "Failed", exitCode: 137 })],
+    want: (r) => {
+      assert.equal(r.status.attempt, 2);
+      assert.equal(r.status.phase, "Restarting");
+      assert.equal(cond(r, "Restarting")?.reason, "RankFailed");
+    },
+  },
+  "another run's checkpoints → Failed with reason CheckpointOwnedByAnotherRun": {
+    run: run(inAttempt(1)),
+    jobs: [attemptJob(1, { condition: { type: "Failed" } })],
+    pods: [attemptPod(1, 0, { phase: "Failed", exitCode: 2, message: '{"exitCode":2,"reason":"CheckpointOwnedByAnotherRun","message":"the checkpoint folder belongs to run a (uid 1), not to run (uid run-uid)"}' })],
+    want: (r) => {
+      assert.equal(cond(r, "Failed")?.reason, "CheckpointOwnedByAnotherRun");
+      assert.match(cond(r, "Failed")!.message, /belongs to run a/);
+    },
+  },
+  "ImagePullBackOff → Running=False with the reason and a Warning event": {
+    run: run(inAttempt(1)),
+    jobs: [attemptJob(1, { ready: 0 })],
+    pods: [{ ...attemptPod(1, 0, { phase: "Pending" }), status: { phase: "Pending", containerStatuses: [{ name: "trainer", state: { waiting: { reason: "ImagePullBackOff", message: "Back-off pulling image \"nope:1\"" } } }] } }],
+    want: (r) => {
+      assert.equal(cond(r, "Running")?.reason, "ImagePullBackOff");
+      assert.match(cond(r, "Running")!.message, /nope:1/);
+      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === "ImagePullBackOff"));
+    },
+  },
+  "Unschedulable → Running=False/Unschedulable": {
+    run: run(inAttempt(1)),
+    jobs: [attemptJob(1, { ready: 0 })],
+    pods: [{ ...attemptPod(1, 0, { phase: "Pending" }), status: { phase: "Pending", conditions: [{ type: "PodScheduled", status: "False", reason: "Unschedulable", message: "0/4 nodes: insufficient nvidia.com/gpu" }] } }],
+    want: (r) => {
+      assert.equal(cond(r, "Running")?.reason, "Unschedulable");
+      assert.match(cond(r, "Running")!.message, /insufficient nvidia.com\/gpu/);
+    },
+  },
+  "a gang not ready within the startup deadline → the attempt is restarted (StartupDeadlineExceeded)": {
+    run: run(inAttempt(1), { runPolicy: { maxRestarts: 2, startupDeadlineSeconds: 60 } }),
+    jobs: [{ ...attemptJob(1, { ready: 1 }), status: { ready: 1, active: 2, startTime: "2026-03-01T11:58:00Z" } }],
+    want: (r) => {
+      assert.equal(r.status.attempt, 2);
+      assert.equal(r.status.lastFailure?.reason, "StartupDeadlineExceeded");
+      assert.deepEqual(r.delete.map((d) => d.name), ["run-a1"]);
+    },
+  },
+  "the startup deadline clock waits while the Job is suspended by its queue": {
+    run: run(inAttempt(1), { runPolicy: { startupDeadlineSeconds: 60 } }),
+    jobs: [{ ...attemptJob(1, { suspend: true }), status: { startTime: "2026-03-01T11:00:00Z" } }],
+    want: (r) => {
+      assert.equal(r.status.attempt, 1);
+      assert.equal(cond(r, "Queued")?.reason, "WaitingForAdmission");
+    },
+  },
+  "a child the API server refused → Created=False/ChildRefused": {
+    run: run(inAttempt(1)),
+    jobs: [attemptJob(1, { ready: 2 })],
+    refused: { kind: "NetworkPolicy", name: "run", message: "forbidden: quota exceeded" },
+    want: (r) => {
+      assert.equal(cond(r, "Created")?.status, "False");
+      assert.equal(cond(r, "Created")?.reason, "ChildRefused");
+      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === "ChildRefused"));
+    },
+  },
+  "NODE_OPTIONS in spec.env → ValidationFailed": {
+    run: run(undefined, { env: [{ name: "NODE_OPTIONS", value: "--require /x.js" }] }),
+    want: (r) => {
+      assert.equal(cond(r, "Failed")?.reason, "ValidationFailed");
+      assert.match(cond(r, "Failed")!.message, /inject code/);
+    },
+  },
+  "nprocPerNode above the nvidia.com/gpu limit → ValidationFailed": {
+    run: run(undefined, { nprocPerNode: 8, resourcesPerNode: { limits: { "nvidia.com/gpu": 4 } } }),
+    want: (r) => {
+      assert.match(cond(r, "Failed")?.message ?? "", /exceeds the nvidia.com\/gpu limit/);
+    },
+  },
   "configuration not in the Plan → ValidationFailed": {
     run: run(undefined, { training: { configuration: "3d" } }),
     want: (r) => {
@@ -276,7 +395,7 @@ const cases: Record<string, Case> = {
 
 for (const [name, c] of Object.entries(cases)) {
   test(`PretrainRun: ${name}`, () => {
-    const r = reconcilePretrainRun({ run: c.run, plan: "plan" in c ? c.plan : readyPlanResource(), jobs: c.jobs ?? [], pods: c.pods ?? [], now: c.now ?? T0, metrics: c.metrics });
+    const r = reconcilePretrainRun({ run: c.run, plan: "plan" in c ? c.plan : readyPlanResource(), jobs: c.jobs ?? [], pods: c.pods ?? [], now: c.now ?? T0, metrics: c.metrics, refused: c.refused });
     c.want(r);
   });
 }

@@ -5,14 +5,15 @@
  * preemptions (DisruptionTarget) are not counted. Suspend deletes the attempt Job; resume starts a new attempt and
  * restarts the deadline clock.
  */
-import { LABELS } from "../../api/v1alpha1/group.js";
-import { PlanSpecSchema, PlanStatusSchema } from "../../api/v1alpha1/plan.js";
-import { PretrainRunSpecSchema, PretrainRunStatusSchema, RESERVED_ENV, type PretrainRunSpec, type PretrainRunStatus } from "../../api/v1alpha1/pretrain-run.js";
-import { truncate } from "../../api/v1alpha1/summary.js";
+import { PlanSpecSchema, PlanStatusSchema } from "../../../../api/v1alpha1/plan.js";
+import { PretrainRunSpecSchema, PretrainRunStatusSchema, type PretrainRunSpec, type PretrainRunStatus } from "../../../../api/v1alpha1/pretrain-run.js";
+import { envNameProblem } from "../../../../api/pod.js";
+import { truncate } from "../../../../api/termination.js";
 import { getCondition, isTrue, setCondition, toKubeTime } from "../../conditions.js";
 import { compact, parseSpec, parseStatus, transitionEvents } from "../common.js";
-import { jobCondition, podsOfJob, terminationMessage, type ChildRef, type CustomResource, type EventSpec, type JobView, type KubeObject, type PodView, type ReconcileResult } from "../types.js";
-import { attemptJobName, desiredAttemptJob, desiredPodGroup, desiredService, type PlanInputs } from "./desired.js";
+import { jobCondition, podsOfJob, type ChildRef, type CustomResource, type EventSpec, type JobView, type KubeObject, type PodView, type ReconcileResult } from "../types.js";
+import { attemptJobName, desiredAttemptJob, desiredNetworkPolicy, desiredPodGroup, desiredRunSecret, desiredService, OPERATOR_VOLUMES, type PlanInputs } from "./desired.js";
+import { attemptFailure, pendingProblem, startupDeadlineExceeded, type ChildRefusal } from "./failures.js";
 
 /** Values the shell scraped from rank 0's /metrics. */
 export interface ProgressSample {
@@ -32,6 +33,8 @@ export interface PretrainRunObserved {
   /** Pods of the run (label ssl3d.io/run). */
   pods: readonly PodView[];
   metrics?: ProgressSample | undefined;
+  /** A child the API server refused on the last apply (cleared when an apply succeeds). */
+  refused?: ChildRefusal | undefined;
   now: Date;
 }
 
@@ -58,10 +61,17 @@ export function resolvePlan(spec: PretrainRunSpec, plan: CustomResource | undefi
 
 /** Checks the API server's schema cannot express cheaply; a failure is a ValidationFailed condition. */
 export function validateRun(spec: PretrainRunSpec): string | undefined {
-  for (const e of spec.env ?? []) {
-    if (RESERVED_ENV.test(e.name)) return `spec.env: ${e.name} is reserved for the operator (PET_*, SSL3D_*, nnssl_*, MASTER_*, RANK, WORLD_SIZE).`;
+  for (const [i, e] of (spec.env ?? []).entries()) {
+    const problem = envNameProblem(e.name);
+    if (problem !== undefined) return `spec.env[${i}].name: ${problem}.`;
   }
   if (spec.metrics.port === 29500) return "spec.metrics.port: 29500 is the rendezvous port.";
+  for (const [i, v] of (spec.volumes ?? []).entries()) {
+    if ((OPERATOR_VOLUMES as readonly string[]).includes(v.name)) return `spec.volumes[${i}].name: ${v.name} is one of the operator's volumes (${OPERATOR_VOLUMES.join(", ")}).`;
+  }
+  for (const k of Object.keys(spec.podLabels ?? {})) {
+    if (k.startsWith("ssl3d.io/")) return `spec.podLabels: ${k} is the operator's label.`;
+  }
   return undefined;
 }
 
@@ -76,12 +86,6 @@ export function scrapeTarget(o: PretrainRunObserved): { attempt: number; url: st
   if (rank0?.status?.phase !== "Running" || ip === undefined || ip === "") return undefined;
   const host = ip.includes(":") ? `[${ip}]` : ip;
   return { attempt: status.attempt, url: `http://${host}:${spec.data.metrics.port}${spec.data.metrics.path}`, intervalMs: spec.data.metrics.scrapeIntervalSeconds * 1000 };
-}
-
-function isDisruption(job: JobView, pods: readonly PodView[]): boolean {
-  const failed = jobCondition(job, "Failed");
-  if (failed?.reason === "PodFailurePolicy" && /DisruptionTarget/.test(failed.message ?? "")) return true;
-  return pods.some((p) => p.status?.conditions?.some((c) => c.type === "DisruptionTarget" && c.status === "True") === true);
 }
 
 function isActivePod(p: PodView): boolean {
@@ -124,6 +128,8 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
   const oldFailed = getCondition(old.conditions, "Failed");
   const finished = isTrue(old.conditions, "Succeeded") || (oldFailed?.status === "True" && oldFailed.reason !== "ValidationFailed");
   const parsed = parseSpec(PretrainRunSpecSchema, o.run.spec);
+  // A finished run keeps its record whatever later (invalid) edits say.
+  if (!parsed.ok && finished) return done();
   const invalid = parsed.ok ? validateRun(parsed.value) : parsed.message;
   if (!parsed.ok || (invalid !== undefined && !finished)) {
     s.phase = "Failed";
@@ -150,6 +156,14 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
       wake(due - o.now.getTime());
     }
     return done();
+  }
+
+  // A child the API server refused (Pod Security admission, quota, a policy webhook) is a condition, not a silent
+  // retry behind Created=True.
+  if (o.refused !== undefined) {
+    set("Created", "False", "ChildRefused", `The API server refused ${o.refused.kind} ${o.refused.name}: ${truncate(o.refused.message, 600)}`);
+  } else if (getCondition(s.conditions, "Created")?.reason === "ChildRefused") {
+    set("Created", "True", "ChildrenApplied", "All children were accepted.");
   }
 
   // Jobs of earlier attempts are obsolete.
@@ -203,30 +217,38 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
     if (ttl !== undefined) wake(ttl * 1000);
     return done();
   }
-  if (job !== undefined && jobCondition(job, "Failed")) {
-    const failed = jobCondition(job, "Failed")!;
+  // 5b. A gang that never became ready within the startup deadline fails like a rank (and is restarted).
+  let stuck: { reason: string; message: string } | undefined;
+  if (job !== undefined && !jobCondition(job, "Failed")) {
+    const sd = startupDeadlineExceeded(job, spec.numNodes, spec.runPolicy.startupDeadlineSeconds, o.now);
+    if (sd.exceeded) stuck = { reason: "StartupDeadlineExceeded", message: `not all ${spec.numNodes} ranks were ready within runPolicy.startupDeadlineSeconds (${spec.runPolicy.startupDeadlineSeconds} s)${describePending(podsOfJob(o.pods, job.metadata.name))}` };
+    else if (sd.dueMs !== undefined) wake(sd.dueMs);
+  }
+  if (job !== undefined && (jobCondition(job, "Failed") || stuck !== undefined)) {
     const jobPods = podsOfJob(o.pods, job.metadata.name);
-    const preempted = isDisruption(job, jobPods);
-    const msg = truncate(terminationMessage(jobPods) ?? failed.message ?? failed.reason ?? "a rank failed", 600);
-    const reason = preempted ? "Preempted" : "RankFailed";
+    const f = stuck === undefined ? attemptFailure(job, jobPods) : { decision: "Restart" as const, reason: stuck.reason, exitCode: undefined, message: stuck.message, ranks: [] };
+    const preempted = f.reason === "Preempted";
+    const msg = truncate(f.message, 600);
     s.restarts = (s.restarts ?? 0) + 1;
-    s.lastFailure = { attempt, reason, message: msg, time: nowIso };
+    s.lastFailure = compact({ attempt, reason: f.reason, message: msg, time: nowIso, exitCode: f.exitCode, ranks: f.ranks.length > 0 ? f.ranks : undefined });
     const counted = s.restartsCountTowardsMax ?? 0;
-    if (!preempted && counted >= spec.runPolicy.maxRestarts) {
+    if (f.decision === "Fail" || (!preempted && counted >= spec.runPolicy.maxRestarts)) {
       s.restarts -= 1; // no restart happens
       s = { ...s, phase: "Failed", completionTime: nowIso };
-      set("Failed", "True", "BackoffLimitExceeded", `Attempt ${attempt} failed (${msg}) and runPolicy.maxRestarts (${spec.runPolicy.maxRestarts}) is exhausted.`);
+      if (f.decision === "Fail") set("Failed", "True", f.reason, `Attempt ${attempt} failed with a non-retryable error (exit code ${f.exitCode ?? "?"}; not restarted): ${msg}`);
+      else set("Failed", "True", "BackoffLimitExceeded", `Attempt ${attempt} failed (${msg}) and runPolicy.maxRestarts (${spec.runPolicy.maxRestarts}) is exhausted.`);
       setIfPresent("Running", "False", "Failed", "The run failed.");
-      setIfPresent("Restarting", "False", "BackoffLimitExceeded", "No restarts left.");
+      setIfPresent("Restarting", "False", f.decision === "Fail" ? f.reason : "BackoffLimitExceeded", "No restart.");
       s.replicas = replicaCounts(job);
+      if (stuck !== undefined || !jobCondition(job, "Failed")) del.push(jobRef(job.metadata.name));
       return done();
     }
     if (!preempted) s.restartsCountTowardsMax = counted + 1;
     else s.restartsCountTowardsMax = counted;
     const note = `Attempt ${attempt} failed${preempted ? " (preempted; not counted against maxRestarts)" : ""}: ${msg}`;
-    set("Restarting", "True", reason, note);
-    extraEvents.push({ type: "Warning", reason, note: `${note} Starting attempt ${attempt + 1}.`, action: "Restart" });
-    setIfPresent("Running", "False", reason, `Attempt ${attempt} failed.`);
+    set("Restarting", "True", f.reason, note);
+    extraEvents.push({ type: "Warning", reason: f.reason, note: `${note} Starting attempt ${attempt + 1}.`, action: "Restart" });
+    setIfPresent("Running", "False", f.reason, `Attempt ${attempt} failed.`);
     del.push(jobRef(job.metadata.name));
     attempt += 1;
     job = undefined;
@@ -253,27 +275,29 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
     }
     s.attempt = attempt;
     // BlockingRecreate: new ranks start only after the previous attempt's pods are gone, or rendezvous breaks.
-    const lingering = o.pods.filter((p) => p.metadata.labels?.[LABELS.attempt] !== String(attempt) && isActivePod(p));
-    apply.push(desiredService(o.run, spec));
+    // With no Job for this attempt, every active pod of the run is a leftover: of an earlier attempt, or of this
+    // attempt's Job deleted by hand (its pods go away with it).
+    const lingering = o.pods.filter(isActivePod);
+    apply.push(...runChildren(o.run, spec));
     if (podGroup !== undefined) apply.push(podGroup);
     if (lingering.length > 0) {
       s = compact({ ...s, phase: "Restarting" as const, activeJob: undefined });
       wake(WAIT_FOR_PODS_MS);
       return done();
     }
-    const resume = attempt > 1 && spec.runPolicy.resume === "Latest" ? "latest" : "none";
-    const desired = desiredAttemptJob(o.run, spec, plan.inputs, attempt, resume);
+    const resume = spec.runPolicy.resume === "Latest";
+    const desired = desiredAttemptJob(o.run, spec, plan.inputs, attempt);
     apply.push(desired);
     s.activeJob = desired.metadata.name;
-    set("Created", "True", "JobCreated", `Created Job ${desired.metadata.name} (attempt ${attempt}${resume === "latest" ? ", resuming from the latest checkpoint" : ""}).`);
+    set("Created", "True", "JobCreated", `Created Job ${desired.metadata.name} (attempt ${attempt}${resume ? ", resuming from the latest checkpoint if there is one" : ""}).`);
     set("Queued", "False", "JobCreated", `Job ${desired.metadata.name} was created.`);
     s.replicas = { active: 0, ready: 0, succeeded: 0, failed: 0 };
     s.phase = isTrue(s.conditions, "Restarting") ? "Restarting" : "Pending";
     return done();
   }
 
-  // 7. The attempt exists and runs: keep Service/PodGroup applied, derive status from the Job.
-  apply.push(desiredService(o.run, spec));
+  // 7. The attempt exists and runs: keep Service/NetworkPolicy/Secret/PodGroup applied, derive status from the Job.
+  apply.push(...runChildren(o.run, spec));
   if (podGroup !== undefined) apply.push(podGroup);
   s.attempt = attempt;
   s.activeJob = job.metadata.name;
@@ -288,7 +312,9 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
     set("Running", "True", "AllPodsReady", `All ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
     setIfPresent("Restarting", "False", "Restarted", `Attempt ${attempt} is running.`);
   } else {
-    set("Running", "False", "PodsNotReady", `${ready} of ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
+    const problem = pendingProblem(podsOfJob(o.pods, job.metadata.name));
+    if (problem !== undefined) set("Running", "False", problem.reason, problem.message);
+    else set("Running", "False", "PodsNotReady", `${ready} of ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
   }
   s.phase = isTrue(s.conditions, "Restarting") ? "Restarting" : isTrue(s.conditions, "Running") ? "Running" : isTrue(s.conditions, "Queued") ? "Queued" : "Pending";
 
@@ -306,6 +332,16 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
   }
   if (spec.metrics.scrapeIntervalSeconds > 0 && isTrue(s.conditions, "Running")) wake(spec.metrics.scrapeIntervalSeconds * 1000);
   return done();
+}
+
+/** The run's children that live as long as the run: Service, NetworkPolicy, rendezvous Secret. */
+function runChildren(cr: CustomResource, spec: PretrainRunSpec): KubeObject[] {
+  return [desiredService(cr, spec), desiredNetworkPolicy(cr, spec), desiredRunSecret(cr)];
+}
+
+function describePending(pods: readonly PodView[]): string {
+  const p = pendingProblem(pods);
+  return p === undefined ? "" : `; ${p.reason}: ${p.message}`;
 }
 
 function replicaCounts(job: JobView): { active: number; ready: number; succeeded: number; failed: number } {

@@ -2,18 +2,21 @@
 import { z } from "zod";
 import {
   ConditionsSchema,
+  LocalObjectReferenceSchema as ObjectRef,
+  QuantitySchema,
+  SecurityIdentitySchema,
+  segment,
   EnvVarSchema,
   LocalObjectReferenceSchema,
   NodeSelectorSchema,
   PvcMountSchema,
+  relativePath,
   ResourceRequirementsSchema,
   Timestamp,
   TolerationSchema,
   immutable,
 } from "./common.js";
 
-/** Environment variable names the operator sets itself; user env may not use them. */
-export const RESERVED_ENV = /^(PET_|SSL3D_|MASTER_ADDR$|MASTER_PORT$|WORLD_SIZE$|RANK$|LOCAL_RANK$|nnssl_)/;
 
 export const RunPolicySchema = z
   .object({
@@ -30,8 +33,17 @@ export const RunPolicySchema = z
       .min(0)
       .default(3)
       .describe("Gang restarts allowed after rank failures; preemptions (pods with DisruptionTarget) do not count."),
-    resume: z.enum(["Latest", "None"]).default("Latest").describe("Restart attempts resume from the latest checkpoint (Latest) or start over (None)."),
+    resume: z
+      .enum(["Latest", "None"])
+      .default("Latest")
+      .describe("Every attempt (the first included) resumes from the latest checkpoint in the run's folder (Latest), or starts over (None)."),
     ttlSecondsAfterFinished: z.number().int().min(0).optional().describe("Delete the PretrainRun (and its children) this many seconds after it finished."),
+    startupDeadlineSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .default(1800)
+      .describe("An admitted attempt whose ranks are not all ready after this many seconds fails (reason StartupDeadlineExceeded) and counts as a restart."),
   })
   .meta({
     "x-kubernetes-validations": [
@@ -51,13 +63,31 @@ export const PretrainRunSpecSchema = z
     image: z.string().min(1).describe("Runtime image that provides the `ssl3d` CLI."),
     imagePullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).optional().describe("Image pull policy."),
     command: z.array(z.string()).optional().describe("Container command; default [ssl3d, train, DATASET, CONFIGURATION, -tr, TRAINER, ...]."),
-    env: z.array(EnvVarSchema).optional().describe("Extra environment variables (reserved: PET_*, SSL3D_*, nnssl_*, MASTER_*, RANK, WORLD_SIZE)."),
+    env: z
+      .array(EnvVarSchema)
+      .max(64)
+      .optional()
+      .describe("Extra environment variables, literal or valueFrom (reserved: PET_*, SSL3D_*, nnssl_*, MASTER_*, RANK, WORLD_SIZE; refused: NODE_OPTIONS, LD_PRELOAD and other code-loading variables)."),
+    envFrom: z
+      .array(
+        z
+          .object({
+            prefix: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional().describe("Prefix for every key."),
+            secretRef: ObjectRef.optional().describe("All keys of a Secret."),
+            configMapRef: ObjectRef.optional().describe("All keys of a ConfigMap."),
+          })
+          .meta({ "x-kubernetes-validations": [{ rule: "has(self.secretRef) != has(self.configMapRef)", message: "envFrom needs exactly one of secretRef and configMapRef" }] })
+          .describe("Variables from all keys of a Secret or ConfigMap (keys that collide with reserved names are overridden by the operator's values)."),
+      )
+      .max(16)
+      .optional()
+      .describe("Environment from Secrets or ConfigMaps."),
     training: z
       .object({
-        trainer: z.string().min(1).default("BaseMAETrainer").describe("nnssl trainer name (`-tr`)."),
-        configuration: z.string().min(1).optional().describe("Plan configuration to train on; default: the Plan's first configuration."),
+        trainer: segment("training.trainer").default("BaseMAETrainer").describe("nnssl trainer name (`-tr`)."),
+        configuration: segment("training.configuration").optional().describe("Plan configuration to train on; default: the Plan's first configuration."),
         epochs: z.number().int().min(1).optional().describe("Epochs (`--epochs`); also the denominator of status.progress.percent."),
-        modalities: z.array(z.string().regex(/^[^,\s]+$/, "a modality name without commas or spaces")).min(1).optional().describe("Train only on images of these modalities (`--modalities`, e.g. [T1w, T2w, FLAIR])."),
+        modalities: z.array(z.string().regex(/^[^,\s]+$/, "a modality name without commas or spaces").max(64)).min(1).max(32).optional().describe("Train only on images of these modalities (`--modalities`, e.g. [T1w, T2w, FLAIR])."),
         args: z.array(z.string()).optional().describe("Further arguments appended to `ssl3d train`."),
         preflight: z.boolean().default(false).describe("Check the GPU before training (`ssl3d train --preflight` runs `ssl3d doctor --gpu`): a pod without a working GPU fails at once with one line."),
       })
@@ -69,11 +99,47 @@ export const PretrainRunSpecSchema = z
     nodeSelector: NodeSelectorSchema.optional(),
     tolerations: z.array(TolerationSchema).optional().describe("Pod tolerations."),
     priorityClassName: z.string().optional().describe("PriorityClass of the pods."),
-    serviceAccountName: z.string().optional().describe("ServiceAccount of the pods."),
+    runtimeClassName: z.string().optional().describe("RuntimeClass of the pods (e.g. nvidia)."),
+    serviceAccountName: z.string().optional().describe("ServiceAccount of the pods (its token is never mounted)."),
+    imagePullSecrets: z.array(ObjectRef).optional().describe("Secrets for pulling the image."),
+    affinity: z.looseObject({}).optional().describe("Pod affinity (Kubernetes Affinity), merged with nothing: used as given."),
+    topologySpreadConstraints: z.array(z.looseObject({})).optional().describe("Pod topology spread constraints (Kubernetes shape)."),
+    podLabels: z.record(z.string(), z.string()).optional().describe("Extra pod labels (e.g. Kueue topology requests); ssl3d.io/* keys are the operator's."),
+    podAnnotations: z.record(z.string(), z.string()).optional().describe("Extra pod annotations."),
+    volumes: z.array(z.looseObject({ name: z.string().min(1).max(63).describe("Volume name.") }).describe("A Kubernetes Volume.")).max(16).optional().describe("Extra pod volumes (Kubernetes shape); names data, checkpoints, dshm, tmp and run-secret are the operator's."),
+    volumeMounts: z
+      .array(
+        z.object({
+          name: z.string().min(1).describe("Volume name."),
+          mountPath: z
+            .string()
+            .max(256)
+            .refine((p) => p.startsWith("/") && !p.split("/").includes(".."), "mountPath must be absolute without '..'")
+            .meta({ "x-kubernetes-validations": [{ rule: "self.startsWith('/') && !('..' in self.split('/'))", message: "mountPath must be absolute without '..'" }] })
+            .describe("Absolute path in the container."),
+          subPath: relativePath("subPath").optional().describe("Relative path inside the volume."),
+          readOnly: z.boolean().optional().describe("Mount read-only."),
+        }).describe("A mount of an extra volume into the trainer container."),
+      )
+      .max(16)
+      .optional()
+      .describe("Mounts of the extra volumes."),
+    terminationGracePeriodSeconds: z
+      .number()
+      .int()
+      .min(0)
+      .default(120)
+      .describe("Seconds a rank has after SIGTERM (it writes a checkpoint of the current step before it exits)."),
+    shmSize: QuantitySchema.default("8Gi").describe("Size of the memory-backed /dev/shm (data loader workers)."),
+    securityContext: SecurityIdentitySchema.prefault({}),
     storage: z
       .object({
         data: PvcMountSchema.optional().describe("Volume with nnssl_preprocessed; default: the Plan's output volume, read-only."),
-        checkpoints: PvcMountSchema.describe("Volume for checkpoints and results (ReadWriteMany for multi-node runs)."),
+        checkpoints: PvcMountSchema.extend({
+          folder: segment("storage.checkpoints.folder")
+            .optional()
+            .describe("The run's folder inside the volume (checkpoints/ and results/); default <name>-<uid>, so two runs never share checkpoints."),
+        }).describe("Volume for checkpoints and results (ReadWriteMany for multi-node runs)."),
       })
       .meta(immutable("storage"))
       .describe("Volumes for data and checkpoints."),
@@ -96,11 +162,25 @@ export const PretrainRunSpecSchema = z
     metrics: z
       .object({
         port: z.number().int().min(1).max(65535).default(9090).describe("Port of the trainer's Prometheus endpoint (SSL3D_METRICS_PORT)."),
-        path: z.string().default("/metrics").describe("HTTP path of the endpoint."),
+        path: z.string().regex(/^\/[A-Za-z0-9._~/-]*$/, "an absolute URL path").default("/metrics").describe("HTTP path of the endpoint."),
         scrapeIntervalSeconds: z.number().int().min(0).default(30).describe("How often the operator reads rank 0's metrics into status.progress (0 disables)."),
       })
       .prefault({})
       .describe("Training metrics endpoint; rank 0's values fill status.progress."),
+  })
+  .meta({
+    "x-kubernetes-validations": [
+      {
+        rule: "!has(self.resourcesPerNode) || !has(self.resourcesPerNode.limits) || !('nvidia.com/gpu' in self.resourcesPerNode.limits) || int(string(self.resourcesPerNode.limits['nvidia.com/gpu'])) >= self.nprocPerNode",
+        message: "nprocPerNode must not exceed the nvidia.com/gpu limit (one GPU per local rank)",
+      },
+    ],
+  })
+  .superRefine((spec, ctx) => {
+    const gpus = spec.resourcesPerNode?.limits?.["nvidia.com/gpu"];
+    if (gpus !== undefined && Number(gpus) < spec.nprocPerNode) {
+      ctx.addIssue({ code: "custom", path: ["nprocPerNode"], message: `nprocPerNode ${spec.nprocPerNode} exceeds the nvidia.com/gpu limit ${String(gpus)} (one GPU per local rank)` });
+    }
   })
   .describe("Desired state of a PretrainRun.");
 export type PretrainRunSpec = z.infer<typeof PretrainRunSpecSchema>;
@@ -131,9 +211,21 @@ export const PretrainRunStatusSchema = z
     lastFailure: z
       .object({
         attempt: z.number().int().describe("Attempt that failed."),
-        reason: z.string().describe("RankFailed or Preempted."),
+        reason: z.string().describe("RankFailed, Preempted, StartupDeadlineExceeded, or the runtime's reason (ConfigError, DataError, TrainingDiverged, CheckpointOwnedByAnotherRun)."),
         message: z.string().describe("What failed."),
         time: Timestamp.describe("When the failure was observed."),
+        exitCode: z.number().int().optional().describe("Exit code that decided (2 configuration, 3 data, 4 diverged, 5 peer, 128+n signal)."),
+        ranks: z
+          .array(
+            z.object({
+              rank: z.number().int().describe("Node rank (Job completion index)."),
+              exitCode: z.number().int().optional().describe("Exit code of the trainer container."),
+              reason: z.string().optional().describe("Container termination reason (Error, OOMKilled, ...)."),
+              message: z.string().optional().describe("Termination message (truncated)."),
+            }),
+          )
+          .optional()
+          .describe("Evidence of every rank that terminated."),
       })
       .optional()
       .describe("The most recent failed attempt."),

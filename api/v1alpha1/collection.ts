@@ -3,28 +3,23 @@ import { z } from "zod";
 import { ConditionsSchema, JobKnobsSchema, PvcMountSchema, Timestamp } from "./common.js";
 import { CollectionSummarySchema } from "./summary.js";
 
+/**
+ * Where the data lives. Only a PersistentVolumeClaim: an object-store source (uri) was never downloaded by any
+ * Job, so it was removed from the API rather than kept as a field that silently does nothing
+ * (docs/decisions/0061-contract-module.md). Unknown keys are refused by `ssl3d run`.
+ */
 export const CollectionSourceSchema = z
-  .object({
-    pvc: PvcMountSchema.optional().describe("The nnssl_raw root on a PersistentVolumeClaim (mounted read-only)."),
-    uri: z
-      .string()
-      .regex(/^(s3|gs|az|https?):\/\/[^\s]+$/)
-      .optional()
-      .describe("The nnssl_raw root in an object store: s3://, gs://, az:// or http(s):// URI."),
+  .strictObject({
+    pvc: PvcMountSchema.describe("The nnssl_raw root on a PersistentVolumeClaim (mounted read-only)."),
   })
-  .meta({
-    "x-kubernetes-validations": [
-      { rule: "(has(self.pvc) ? 1 : 0) + (has(self.uri) ? 1 : 0) == 1", message: "exactly one of source.pvc and source.uri must be set" },
-    ],
-  })
-  .describe("Where the data lives: exactly one of pvc and uri.");
+  .describe("Where the data lives: the nnssl_raw root on a PersistentVolumeClaim.");
 
 export const CollectionSpecSchema = z
   .object({
     source: CollectionSourceSchema,
     dataset: z
       .string()
-      .regex(/^(\d{1,3}|Dataset\d{3}_[A-Za-z0-9_-]+)$/)
+      .regex(/^(\d{1,3}|Dataset\d{3}_[A-Za-z0-9_-]+)$/, "dataset must be a dataset ID (e.g. 745) or a DatasetNNN_Name folder")
       .describe("nnssl dataset ID (e.g. 745) or folder name (e.g. Dataset745_OpenMind) below the source root."),
     indexing: JobKnobsSchema.extend({
       enabled: z.boolean().default(false).describe("Run an indexing Job that counts images and hashes the collection."),
@@ -61,7 +56,7 @@ export type CollectionStatus = z.infer<typeof CollectionStatusSchema>;
 export const collectionCrd = {
   spec: CollectionSpecSchema,
   status: CollectionStatusSchema,
-  description: "A pre-training dataset: an nnssl pretrain_data.json collection on a PVC or in an object store.",
+  description: "A pre-training dataset: an nnssl pretrain_data.json collection on a PersistentVolumeClaim.",
   printerColumns: [
     { name: "Phase", type: "string", jsonPath: ".status.phase" },
     { name: "Dataset", type: "string", jsonPath: ".spec.dataset" },

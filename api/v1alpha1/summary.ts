@@ -32,23 +32,4 @@ export const PreprocessSummarySchema = z
   .describe("What the preprocessing Job produced.");
 export type PreprocessSummary = z.infer<typeof PreprocessSummarySchema>;
 
-/** Parses a termination message (last non-empty line that is a JSON object). */
-export function parseTerminationJson<T>(message: string | undefined, schema: z.ZodType<T>): { ok: true; value: T } | { ok: false; error: string } {
-  if (message === undefined || message.trim() === "") return { ok: false, error: "the termination message is empty" };
-  const lines = message.trim().split("\n").map((l) => l.trim()).filter((l) => l.startsWith("{"));
-  const last = lines.at(-1);
-  if (last === undefined) return { ok: false, error: `the termination message is not JSON: ${truncate(message, 200)}` };
-  let json: unknown;
-  try {
-    json = JSON.parse(last);
-  } catch {
-    return { ok: false, error: `the termination message is not JSON: ${truncate(last, 200)}` };
-  }
-  const r = schema.safeParse(json);
-  if (!r.success) return { ok: false, error: `the termination message does not match the contract: ${z.prettifyError(r.error).replace(/\n/g, "; ")}` };
-  return { ok: true, value: r.data };
-}
-
-export function truncate(s: string, n: number): string {
-  return s.length <= n ? s : `${s.slice(0, n - 1)}…`;
-}
+export { parseTerminationJson, truncate } from "../termination.js";

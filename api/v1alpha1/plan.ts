@@ -1,16 +1,16 @@
 /** Plan: an nnssl experiment plan plus the preprocessed data it produces, built by one preprocessing Job. */
 import { z } from "zod";
-import { ConditionsSchema, JobKnobsSchema, LocalObjectReferenceSchema, PvcMountSchema, Timestamp } from "./common.js";
+import { ConditionsSchema, JobKnobsSchema, LocalObjectReferenceSchema, PvcMountSchema, segment, Timestamp } from "./common.js";
 import { PreprocessSummarySchema } from "./summary.js";
 
 export const PlanSpecSchema = z
   .object({
     collectionRef: LocalObjectReferenceSchema.describe("The Collection to plan and preprocess."),
     configurations: z
-      .array(z.string().min(1))
+      .array(segment("configurations[]"))
       .optional()
       .describe("Configurations to preprocess (`-c`); default: the planner's default configuration."),
-    plansName: z.string().min(1).optional().describe("Plans identifier (`-p`); default: the planner's default."),
+    plansName: segment("plansName").optional().describe("Plans identifier (`-p`); default: the planner's default."),
     numProcesses: z.number().int().min(1).optional().describe("Preprocessing worker processes (`-np`)."),
     extraArgs: z.array(z.string()).optional().describe("Further arguments appended to `ssl3d plan-and-preprocess`."),
     preprocess: JobKnobsSchema.describe("The preprocessing Job."),
