@@ -38,16 +38,35 @@ export function reexecWithPinnedNode(signals = ["SIGINT", "SIGTERM", "SIGUSR1", 
     return false;
   }
   const ld = [...missing, ...(process.env.LD_LIBRARY_PATH ?? "").split(":").filter((d) => d !== "")].join(":");
+  // The child knows this launcher as its parent (SSL3D_PARENT_PID, runtime/src/local/parent-watch.ts): if the
+  // launcher dies, even by SIGKILL, the child stops itself instead of running on as an orphan.
   const child = spawn(usePinned ? pinned : process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
     stdio: "inherit",
-    env: { ...process.env, SSL3D_REEXEC: "1", ...(missing.length > 0 ? { LD_LIBRARY_PATH: ld } : {}) },
+    env: { ...process.env, SSL3D_REEXEC: "1", SSL3D_PARENT_PID: String(process.pid), ...(missing.length > 0 ? { LD_LIBRARY_PATH: ld } : {}) },
   });
+  watchOwnParent(child);
   for (const sig of signals) process.on(sig, () => child.kill(sig));
   child.on("exit", (code, signal) => {
     if (signal) process.kill(process.pid, signal);
     else process.exit(code ?? 1);
   });
   return true;
+}
+
+/**
+ * When this launcher itself runs under a watching parent (SSL3D_PARENT_PID, set by `ssl3d run` for its children),
+ * it passes the parent's death on: the child gets SIGTERM, then this process exits.
+ * @param {import("node:child_process").ChildProcess} child
+ */
+function watchOwnParent(child) {
+  const v = process.env.SSL3D_PARENT_PID;
+  if (v === undefined || !/^\d+$/.test(v)) return;
+  const timer = setInterval(() => {
+    if (process.ppid === Number(v)) return;
+    clearInterval(timer);
+    child.kill("SIGTERM");
+  }, 1000);
+  timer.unref();
 }
 
 /**

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -102,10 +102,17 @@ test("ssl3d run: spec.plansName is used by the Plan stage and the trainer; kill 
   runner.stdout.on("data", (b: Buffer) => (out += b.toString()));
   runner.stderr.on("data", (b: Buffer) => (out += b.toString()));
   const closed = new Promise<void>((res) => runner.on("close", () => { res(); }));
-  // the trainer holds its results folder's lock: its pid is in the lock file
-  const lockFile = join(results, "results", ds.datasetName, "BaseMAETrainer__myPlans__onemmiso", LOCK_FILE);
+  // the trainer holds its results folder's lock: its pid is in the lock file; the run's results live in its own
+  // folder on the volume, <name>-<uid>/results (the per-run folder of the api/ contract)
+  const trainerDir = join("results", ds.datasetName, "BaseMAETrainer__myPlans__onemmiso");
+  const findLock = (): string | undefined =>
+    (existsSync(results) ? readdirSync(results) : [])
+      .filter((d) => d.startsWith("r-"))
+      .map((d) => join(results, d, trainerDir, LOCK_FILE))
+      .find((f) => existsSync(f));
   const deadline = Date.now() + 600_000;
-  while (!existsSync(lockFile)) {
+  let lockFile: string | undefined;
+  while ((lockFile = findLock()) === undefined) {
     assert.ok(Date.now() < deadline, `the trainer never started:\n${out}`);
     assert.equal(runner.exitCode, null, `the runner exited early:\n${out}`);
     await new Promise((r) => setTimeout(r, 200));
