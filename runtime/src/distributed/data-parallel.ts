@@ -78,7 +78,7 @@ class GroupDataParallel implements DataParallel {
       reduced.set(n, tf.tensor(buf.subarray(off, off + sizes[i]!), [...(shapes.get(n) ?? [sizes[i]!])]));
       off += sizes[i]!;
     });
-    return { grads: reduced, loss: buf[total]!, stop: buf[total + 1]! > 0 };
+    return { grads: reduced, loss: buf[total], stop: buf[total + 1]! > 0 };
   }
 
   async reduceValue(v: number): Promise<number> {
