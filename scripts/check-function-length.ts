@@ -57,7 +57,7 @@ function nameOf(node: ts.Node, sf: ts.SourceFile): string {
     return `${cls.name?.getText(sf) ?? "<class>"}.constructor`;
   }
   const p = node.parent;
-  if ((ts.isVariableDeclaration(p) || ts.isPropertyAssignment(p) || ts.isPropertyDeclaration(p)) && !ts.isBindingPattern(p.name)) return p.name.getText(sf);
+  if ((ts.isVariableDeclaration(p) || ts.isPropertyAssignment(p) || ts.isPropertyDeclaration(p))) return p.name.getText(sf);
   return "<anonymous>";
 }
 
