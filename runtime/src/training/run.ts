@@ -20,14 +20,15 @@ import { architectureKeys, createNetwork, getArchitecture } from "../models/regi
 import { loadMatchingWeights, readTorchCheckpoint } from "../models/checkpoint-import.js";
 import type { Logger } from "../observability/log.js";
 import { METRICS_ADDRESS_ENV, TrainingMetrics, metricsHost, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
-import { ENV, distributedConfigFromEnv, perRankBatchSize } from "../distributed/env.js";
+import { ENV, distributedConfigFromEnv, perRankBatchSize, type DistributedConfig } from "../distributed/env.js";
 import { launchLocalRanks } from "../distributed/launch.js";
 import { claimCheckpointFolder } from "./run-marker.js";
 import { ENV as POD_ENV } from "../../../api/pod.js";
 import { checkRanksFitGpus, visibleGpuCount } from "../distributed/gpus.js";
 import { initProcessGroup } from "../distributed/process-group.js";
-import { train, type StopSignal, type TrainingResult } from "./loop.js";
-import { resolveTrainer, upstreamDifferences } from "./registry.js";
+import { train, type StopSignal, type TrainingResult, type TrainingRun } from "./loop.js";
+import { describeStop } from "./stop.js";
+import { resolveTrainer, upstreamDifferences, type ResolvedTrainer } from "./registry.js";
 import { RUN_INFO, type RunInfo } from "./run-info.js";
 import { checkBatchMemory } from "./memory-check.js";
 import { initialPatchSize } from "../data/patch.js";
@@ -127,26 +128,8 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const resultsRoot = requireRoot("nnssl_results");
   checkSafeName(a.plans, `plans name ${JSON.stringify(a.plans)}`, { field: "--plans" });
   checkSafeName(a.configuration, `configuration name ${JSON.stringify(a.configuration)}`, { field: "CONFIGURATION" });
-  const plansFile = join(preRoot, datasetName, `${a.plans}.json`);
-  const { plan, cfg } = readPlan(plansFile, a.configuration);
-
-  const overrides: Record<string, unknown> = {};
-  if (a.epochs !== undefined) overrides.numEpochs = a.epochs;
-  if (a.itersPerEpoch !== undefined) overrides.itersPerEpoch = a.itersPerEpoch;
-  if (a.valIters !== undefined) overrides.valIters = a.valIters;
-  if (a.patchSize !== undefined) overrides.patchSize = typeof a.patchSize === "number" ? [a.patchSize, a.patchSize, a.patchSize] : [...a.patchSize];
-  if (a.batchSize !== undefined) overrides.batchSize = a.batchSize;
-  if (a.archPreset !== undefined) overrides.architecture = a.archPreset;
-  if (a.seed !== undefined) overrides.seed = a.seed;
-  if (a.workers !== undefined) overrides.loaderWorkers = a.workers;
-  if (a.modalities !== undefined) overrides.modalities = [...a.modalities];
-  const trainer = resolveTrainer(a.trainer, overrides, (key) => {
-    try {
-      return getArchitecture(key).family;
-    } catch {
-      return undefined;
-    }
-  });
+  const { plan, cfg } = readPlan(join(preRoot, datasetName, `${a.plans}.json`), a.configuration);
+  const trainer = resolveRunTrainer(a);
   const o = trainer.options;
   if (dist.rank === 0) for (const d of upstreamDifferences(trainer)) logger.warn(d);
   const methodEntry = getMethod(o.method);
@@ -158,116 +141,167 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
     batchSize: Math.ceil(o.batchSize / dist.worldSize), imagesPerSample: method.data?.imagesPerSample ?? 1,
     loadedPatch: o.augment ? initialPatchSize(o.patchSize) : o.patchSize, prefetch: o.prefetch,
   });
-  const all = await listImages(datasetName, a.configuration, a.plans);
-  if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: join(preRoot, datasetName) });
-  const splitFile = join(preRoot, datasetName, "splits_final.json");
-  const { split, created, persisted } = await loadOrCreateSplit(splitFile, all.map((i) => i.uniqueSubjectId));
-  logger.info({ file: splitFile, created, persisted, train: split.train.length, val: split.val.length }, persisted ? "Subject split" : "Subject split (read-only data folder: computed, not written)");
-  const filter = { modalities: o.modalities };
-  const trainImages = filterImages(all, new Set(split.train), filter);
-  const valImages = filterImages(all, new Set(split.val), filter);
-  if (trainImages.length === 0) throw new DataError(`no training images left after the split and modality filter`, { file: splitFile });
-
-  const globalBatch = o.batchSize;
-  const perRank = perRankBatchSize(globalBatch, dist.worldSize, dist.rank);
+  const data = await loadRunImages(datasetName, preRoot, a, o.modalities, logger);
   const backend = await selectBackend(a.backend); // logs the one-line choice
 
   const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
-  const inChannels = (await reader.openZarrVolume(trainImages[0]!.image)).shape[0] ?? 1;
+  const inChannels = (await reader.openZarrVolume(data.trainImages[0]!.image)).shape[0] ?? 1;
   // methods that feed the network sub-crops (VoCo, SimCLR) build it for, and record in the plans, the crop size
   const netPatch = methodEntry.networkPatchSize?.(o.patchSize, o.methodOptions) ?? o.patchSize;
   const network = createNetwork(archKey, { ...methodEntry.architectureOptions?.(archKey), inChannels, outChannels: method.outChannels(inChannels), patchSize: netPatch, seed: o.seed });
 
-  const baseDir = childPath(resultsRoot, [datasetName, `${trainer.name}__${a.plans}__${a.configuration}`], { field: "trainer, plans and configuration names" });
+  const runDir = `${trainer.name}__${a.plans}__${a.configuration}`;
+  const baseDir = childPath(resultsRoot, [datasetName, runDir], { field: "trainer, plans and configuration names" });
   const foldDir = join(baseDir, "fold_all");
   const checkpointDir = process.env.SSL3D_CHECKPOINT_DIR !== undefined && process.env.SSL3D_CHECKPOINT_DIR !== "" ? process.env.SSL3D_CHECKPOINT_DIR : foldDir;
   // one writer per folder: a second trainer on the same results (or checkpoint) folder stops here
   const locks = dist.rank === 0 ? lockTrainingFolders(baseDir, checkpointDir) : [];
   try {
-    const usedPlan = { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } };
     // upstream's adaptation plan: the plan with only the trained configuration, its patch the network's input (VoCo,
     // SimCLR: the crop), and upstream's constant recommended downstream patch
     const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } }, UPSTREAM_DOWNSTREAM_PATCH);
-    await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
+    await writeJsonAtomic(join(baseDir, "plans.json"), { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } }, 4);
     await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
     if (dist.rank === 0) {
       const info: RunInfo = {
         dataset: datasetName, plans: a.plans, configuration: a.configuration, trainer: trainer.name, trainer_key: trainer.entry.key, method: o.method,
-        architecture: archKey, parameters: network.parameterCount(), patch_size: [...o.patchSize], network_patch_size: [...netPatch], batch_size: globalBatch,
+        architecture: archKey, parameters: network.parameterCount(), patch_size: [...o.patchSize], network_patch_size: [...netPatch], batch_size: o.batchSize,
         world_size: dist.worldSize, epochs: o.numEpochs, iters_per_epoch: o.itersPerEpoch, val_iters: o.valIters, modalities: o.modalities ?? null,
-        train_images: trainImages.length, val_images: valImages.length, train_subjects: split.train.length, val_subjects: split.val.length,
+        train_images: data.trainImages.length, val_images: data.valImages.length, train_subjects: data.trainSubjects, val_subjects: data.valSubjects,
         checkpoint_dir: checkpointDir, started_at: new Date().toISOString(),
       };
       await writeJsonAtomic(join(foldDir, RUN_INFO), info, 2);
     }
-
     // Before anyone resumes or writes: the checkpoint folder must be this run's (or nobody's yet).
     await claimCheckpointFolder(checkpointDir, { run: process.env[POD_ENV.run] ?? "", uid: process.env[POD_ENV.runUid] ?? "" }, dist.rank === 0);
-    const group = await initProcessGroup(dist);
-    if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: perRank, globalBatch }, "Joined the data-parallel group");
-    const metrics = new TrainingMetrics();
-    const port = a.metricsPort ?? (process.env.SSL3D_METRICS_PORT !== undefined && process.env.SSL3D_METRICS_PORT !== "" ? Number(process.env.SSL3D_METRICS_PORT) : undefined);
-    if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
-    let server: MetricsServer | undefined;
-    if (port !== undefined && dist.localRank === 0) {
-      server = await serveMetrics(metrics, port, { host: metricsHost(a.metricsAddress === undefined ? process.env : { [METRICS_ADDRESS_ENV]: a.metricsAddress }) });
-      logger.info({ host: server.host, port: server.port }, "Serving /metrics");
-    }
-
-    if (a.pretrainedWeights !== undefined) {
-      // spec 4.7: matching names and shapes are loaded into the fresh network, segmentation layers skipped
-      const ck = await readTorchCheckpoint(a.pretrainedWeights);
-      const r = loadMatchingWeights(network, ck.stateDict, a.pretrainedWeights);
-      logger.info({ file: a.pretrainedWeights, loaded: r.loaded.length, skipped: r.skipped.length, unusedKeys: r.unused.length, firstSkipped: r.skipped.slice(0, 5) }, "Pretrained weights loaded");
-    }
-
-    const signals: NodeJS.Signals[] = ["SIGTERM", "SIGUSR1"];
-    let signalNo = 0;
-    const handler = (sig: NodeJS.Signals) => {
-      stop.requested = true;
-      stop.reason = sig;
-      signalNo = sig === "SIGTERM" ? 15 : 10;
-      logger.warn({ signal: sig }, "Stop requested; finishing the current step");
+    const run: Omit<TrainingRun, "group" | "metrics" | "stop"> = {
+      trainerName: trainer.name,
+      runName: `${datasetName} · ${runDir}`,
+      options: { ...o, batchSize: perRankBatchSize(o.batchSize, dist.worldSize, dist.rank) },
+      globalBatchSize: o.batchSize,
+      network,
+      method,
+      trainImages: data.trainImages,
+      valImages: data.valImages,
+      outputDir: foldDir,
+      checkpointDir,
+      resume: a.resume === true || process.env.SSL3D_RESUME === "latest",
+      initArgs: { dataset_name: datasetName, plans_name: a.plans, configuration_name: a.configuration, fold: "all", trainer_options: o, backend: backend.name },
+      adaptationPlan: adaptation,
+      logger,
+      progressBar: a.progress ?? process.stderr.isTTY,
+      ...(a.onStep === undefined ? {} : { onStep: a.onStep }),
     };
-    for (const s of signals) process.on(s, handler);
-    const resume = a.resume === true || process.env.SSL3D_RESUME === "latest";
-    logger.info({ trainer: trainer.name, key: trainer.entry.key, architecture: archKey, params: network.parameterCount(), patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch, trainImages: trainImages.length, valImages: valImages.length, output: foldDir, checkpointDir, resume }, "Training");
-    try {
-      const result = await train({
-        trainerName: trainer.name,
-        runName: `${datasetName} · ${trainer.name}__${a.plans}__${a.configuration}`,
-        options: { ...o, batchSize: perRank },
-        globalBatchSize: globalBatch,
-        group,
-        network,
-        method,
-        trainImages,
-        valImages,
-        outputDir: foldDir,
-        checkpointDir,
-        resume,
-        initArgs: { dataset_name: datasetName, plans_name: a.plans, configuration_name: a.configuration, fold: "all", trainer_options: o, backend: backend.name },
-        adaptationPlan: adaptation,
-        metrics,
-        logger,
-        progressBar: a.progress ?? process.stderr.isTTY,
-        stop,
-        ...(a.onStep === undefined ? {} : { onStep: a.onStep }),
-      });
-      if (result.status === "stopped") {
-        throw new ExitError(`stopped by ${stop.reason ?? "request"} after step ${result.globalStep}; checkpoint_latest written to ${checkpointDir}; continue with --resume`, 128 + signalNo);
-      }
-      logger.info({ epochs: result.epochsCompleted, steps: result.globalStep, trainLoss: result.finalTrainLoss, valLoss: result.finalValLoss }, "Training finished");
-      return result;
-    } finally {
-      for (const s of signals) process.off(s, handler);
-      await server?.close();
-      await group.close();
-      network.dispose();
-    }
+    logger.info({ trainer: trainer.name, key: trainer.entry.key, architecture: archKey, params: network.parameterCount(), patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch, trainImages: data.trainImages.length, valImages: data.valImages.length, output: foldDir, checkpointDir, resume: run.resume }, "Training");
+    return await trainAsRank(a, run, dist, stop);
   } finally {
     for (const l of locks) l.release();
   }
+}
+
+/** The trainer with the command line's overrides of its options. */
+function resolveRunTrainer(a: TrainArgs): ResolvedTrainer {
+  const overrides: Record<string, unknown> = {};
+  if (a.epochs !== undefined) overrides.numEpochs = a.epochs;
+  if (a.itersPerEpoch !== undefined) overrides.itersPerEpoch = a.itersPerEpoch;
+  if (a.valIters !== undefined) overrides.valIters = a.valIters;
+  if (a.patchSize !== undefined) overrides.patchSize = typeof a.patchSize === "number" ? [a.patchSize, a.patchSize, a.patchSize] : [...a.patchSize];
+  if (a.batchSize !== undefined) overrides.batchSize = a.batchSize;
+  if (a.archPreset !== undefined) overrides.architecture = a.archPreset;
+  if (a.seed !== undefined) overrides.seed = a.seed;
+  if (a.workers !== undefined) overrides.loaderWorkers = a.workers;
+  if (a.modalities !== undefined) overrides.modalities = [...a.modalities];
+  return resolveTrainer(a.trainer, overrides, (key) => {
+    try {
+      return getArchitecture(key).family;
+    } catch {
+      return undefined;
+    }
+  });
+}
+
+/** The preprocessed images, split by subject (splits_final.json) and filtered by modality. */
+async function loadRunImages(datasetName: string, preRoot: string, a: TrainArgs, modalities: readonly string[] | undefined, logger: Logger) {
+  const all = await listImages(datasetName, a.configuration, a.plans);
+  if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: join(preRoot, datasetName) });
+  const splitFile = join(preRoot, datasetName, "splits_final.json");
+  const { split, created, persisted } = await loadOrCreateSplit(splitFile, all.map((i) => i.uniqueSubjectId));
+  logger.info({ file: splitFile, created, persisted, train: split.train.length, val: split.val.length }, persisted ? "Subject split" : "Subject split (read-only data folder: computed, not written)");
+  const filter = { modalities };
+  const trainImages = filterImages(all, new Set(split.train), filter);
+  const valImages = filterImages(all, new Set(split.val), filter);
+  if (trainImages.length === 0) throw new DataError(`no training images left after the split and modality filter`, { file: splitFile });
+  return { trainImages, valImages, trainSubjects: split.train.length, valSubjects: split.val.length };
+}
+
+/**
+ * Join the data-parallel group, serve /metrics, load pretrained weights, turn SIGTERM/SIGUSR1 into stop requests and
+ * train; a stopped run ends in an ExitError (128 + signal number) after checkpoint_latest is written.
+ */
+async function trainAsRank(a: TrainArgs, run: Omit<TrainingRun, "group" | "metrics" | "stop">, dist: DistributedConfig, stop: StopSignal): Promise<TrainingResult> {
+  const logger = run.logger;
+  const group = await initProcessGroup(dist);
+  if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: run.options.batchSize, globalBatch: run.globalBatchSize }, "Joined the data-parallel group");
+  const metrics = new TrainingMetrics();
+  const signals = new StopSignals(stop, logger);
+  let server: MetricsServer | undefined;
+  try {
+    server = await startMetricsServer(a, metrics, dist.localRank, logger);
+    if (a.pretrainedWeights !== undefined) {
+      // matching names and shapes are loaded into the fresh network, segmentation layers skipped
+      const ck = await readTorchCheckpoint(a.pretrainedWeights);
+      const r = loadMatchingWeights(run.network, ck.stateDict, a.pretrainedWeights);
+      logger.info({ file: a.pretrainedWeights, loaded: r.loaded.length, skipped: r.skipped.length, unusedKeys: r.unused.length, firstSkipped: r.skipped.slice(0, 5) }, "Pretrained weights loaded");
+    }
+    signals.install();
+    const result = await train({ ...run, group, metrics, stop });
+    if (result.status === "stopped") {
+      const why = result.stopReason === undefined ? "request" : describeStop(result.stopReason);
+      throw new ExitError(`stopped by ${why} after step ${result.globalStep}; checkpoint_latest written to ${run.checkpointDir}; continue with --resume`, 128 + signals.signalNo);
+    }
+    logger.info({ epochs: result.epochsCompleted, steps: result.globalStep, trainLoss: result.finalTrainLoss, valLoss: result.finalValLoss }, "Training finished");
+    return result;
+  } finally {
+    signals.remove();
+    await server?.close();
+    await group.close();
+    run.network.dispose();
+  }
+}
+
+/** SIGTERM and SIGUSR1 as stop requests (the loop finishes its step and writes checkpoint_latest). */
+class StopSignals {
+  signalNo = 0;
+  private readonly signals: NodeJS.Signals[] = ["SIGTERM", "SIGUSR1"];
+  private readonly handler = (sig: NodeJS.Signals): void => {
+    this.stop.requested = true;
+    this.stop.reason = sig;
+    this.signalNo = sig === "SIGTERM" ? 15 : 10;
+    this.logger.warn({ signal: sig }, "Stop requested; finishing the current step");
+  };
+
+  constructor(
+    private readonly stop: StopSignal,
+    private readonly logger: Logger,
+  ) {}
+
+  install(): void {
+    for (const s of this.signals) process.on(s, this.handler);
+  }
+
+  remove(): void {
+    for (const s of this.signals) process.off(s, this.handler);
+  }
+}
+
+/** The /metrics endpoint of this node (local rank 0), when a port is given (`--metrics-port`, SSL3D_METRICS_PORT). */
+async function startMetricsServer(a: TrainArgs, metrics: TrainingMetrics, localRank: number, logger: Logger): Promise<MetricsServer | undefined> {
+  const port = a.metricsPort ?? (process.env.SSL3D_METRICS_PORT !== undefined && process.env.SSL3D_METRICS_PORT !== "" ? Number(process.env.SSL3D_METRICS_PORT) : undefined);
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
+  if (port === undefined || localRank !== 0) return undefined;
+  const server = await serveMetrics(metrics, port, { host: metricsHost(a.metricsAddress === undefined ? process.env : { [METRICS_ADDRESS_ENV]: a.metricsAddress }) });
+  logger.info({ host: server.host, port: server.port }, "Serving /metrics");
+  return server;
 }
 
 /** The results folder's lock and, when checkpoints go elsewhere (SSL3D_CHECKPOINT_DIR), that folder's. */
