@@ -54,8 +54,14 @@ const PLURALS: Record<string, string> = {
   PersistentVolumeClaim: "persistentvolumeclaims",
   Secret: "secrets",
   NetworkPolicy: "networkpolicies",
+  // RBAC objects (tests install the chart's; the operator itself never touches them).
+  ServiceAccount: "serviceaccounts",
+  Role: "roles",
+  RoleBinding: "rolebindings",
+  ClusterRole: "clusterroles",
+  ClusterRoleBinding: "clusterrolebindings",
 };
-const CLUSTER_SCOPED = new Set(["Namespace", "CustomResourceDefinition"]);
+const CLUSTER_SCOPED = new Set(["Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"]);
 
 export function resourcePath(apiVersion: string, kind: string, namespace: string | undefined, name?: string, subresource?: string): string {
   const plural = PLURALS[kind];
