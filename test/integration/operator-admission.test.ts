@@ -1,7 +1,8 @@
 /**
  * The operator as installed (the chart's ServiceAccount and RBAC, test/helpers/operator.ts) against a real
  * kube-apiserver + etcd with RBAC authorization: the run is the unit a queue admits (spec.suspend), rank 0's metrics
- * are read outside the reconcile workers, and the chart's RBAC is really what the operator is allowed.
+ * are read outside the reconcile workers, a child the API server refuses is a condition and a Warning event, and the
+ * chart's RBAC is really what the operator is allowed.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -57,7 +58,7 @@ async function status(ns: string, name: string): Promise<Record<string, unknown>
   return (await getCr(env.client, "PretrainRun", ns, name)).status ?? {};
 }
 
-describe("queue admission, progress polling and RBAC", () => {
+describe("queue admission, progress polling, refused children and RBAC", () => {
   test("a run created suspended creates no Job and no pods; admission starts it and restarts the deadline clock", async () => {
     const ns = await createNamespace(env.client, "admission");
     await readyPlan(ns);
@@ -113,6 +114,27 @@ describe("queue admission, progress polling and RBAC", () => {
     const p = await eventually("progress of the other run", async () => (await status(ns, "other")).progress as { step?: number } | undefined, 20_000);
     assert.equal(p.step, 7);
     assert.equal((await status(ns, "stuck")).phase, "Running", "the stuck run is still reconciled");
+  });
+
+  test("a child the API server refuses (quota) is Created=False/ChildRefused with a Warning event, and clears once accepted", async () => {
+    const ns = await createNamespace(env.client, "refused");
+    await readyPlan(ns);
+    // No Jobs allowed in this namespace. The quota's status is what the quota controller would write (none runs here).
+    await env.client.create({ apiVersion: "v1", kind: "ResourceQuota", metadata: { name: "no-jobs", namespace: ns }, spec: { hard: { "count/jobs.batch": "0" } } });
+    await env.client.patch("v1", "ResourceQuota", ns, "no-jobs", { status: { hard: { "count/jobs.batch": "0" }, used: { "count/jobs.batch": "0" } } }, { subresource: "status" });
+    await env.client.create(cr("PretrainRun", ns, "run", runSpec()));
+    const r = await eventually("Created=False/ChildRefused", async () => {
+      const x = await getCr(env.client, "PretrainRun", ns, "run");
+      return condition(x, "Created")?.reason === "ChildRefused" ? x : undefined;
+    }, 30_000);
+    assert.equal(condition(r, "Created")?.status, "False");
+    assert.match(condition(r, "Created")!.message, /Job run-a1: .*(quota|no-jobs)/);
+    assert.equal(await getJob(env.client, ns, "run-a1"), undefined);
+    await eventually("a Warning event ChildRefused", async () => (await eventsFor(env.client, ns, "run")).some((e) => e.type === "Warning" && e.reason === "ChildRefused"));
+    // The administrator lifts the quota: the retried Job is accepted and the condition clears.
+    await env.client.delete("v1", "ResourceQuota", ns, "no-jobs");
+    await eventually("run-a1 created after the quota is gone", () => getJob(env.client, ns, "run-a1"), 60_000);
+    await eventually("Created=True", async () => condition(await getCr(env.client, "PretrainRun", ns, "run"), "Created")?.status === "True", 30_000);
   });
 
   test("the operator's identity has exactly the chart's RBAC: a verb the chart does not grant is forbidden", async () => {

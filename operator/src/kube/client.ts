@@ -54,7 +54,8 @@ const PLURALS: Record<string, string> = {
   PersistentVolumeClaim: "persistentvolumeclaims",
   Secret: "secrets",
   NetworkPolicy: "networkpolicies",
-  // RBAC objects (tests install the chart's; the operator itself never touches them).
+  // RBAC objects and quotas (tests install them; the operator itself never touches them).
+  ResourceQuota: "resourcequotas",
   ServiceAccount: "serviceaccounts",
   Role: "roles",
   RoleBinding: "rolebindings",

@@ -274,6 +274,12 @@ export class Manager {
       const rv = cr.metadata.resourceVersion;
       await this.client.patch(API_VERSION, kind, ns, cr.metadata.name, { ...(rv === undefined ? {} : { metadata: { resourceVersion: rv } }), status: patch }, { subresource: "status", fieldManager: FIELD_MANAGER });
     }
+    // Events describe the transitions just written to status: recorded now, since a failing child below (a refusal
+    // is retried) must not lose them (the next reconcile sees no transition).
+    for (const e of res.events) {
+      this.count(kind, e);
+      await this.events.record(cr, e);
+    }
     for (const d of res.delete) await this.deleteChild(ns, d, log);
     const k = key(ns, cr.metadata.name);
     for (const obj of res.apply) {
@@ -290,10 +296,6 @@ export class Manager {
       }
     }
     if (res.apply.length > 0) this.refusals.delete(k);
-    for (const e of res.events) {
-      this.count(kind, e);
-      await this.events.record(cr, e);
-    }
   }
 
   private childKey(ns: string, c: ChildRef): string {

@@ -390,6 +390,15 @@ const cases: Record<string, Case> = {
       assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === "ChildRefused"));
     },
   },
+  "the attempt Job itself was refused → Created stays False/ChildRefused while the Job is retried": {
+    run: run({ ...inAttempt(1, { phase: "Pending" }), activeJob: "run-a1" }),
+    refused: { kind: "Job", name: "run-a1", message: "jobs.batch \"run-a1\" is forbidden: exceeded quota: no-jobs" },
+    want: (r) => {
+      assert.equal(applied(r, "Job")[0]?.metadata.name, "run-a1", "the Job is applied again");
+      assert.equal(cond(r, "Created")?.status, "False");
+      assert.match(cond(r, "Created")!.message, /exceeded quota/);
+    },
+  },
   "NODE_OPTIONS in spec.env → ValidationFailed": {
     run: run(undefined, { env: [{ name: "NODE_OPTIONS", value: "--require /x.js" }] }),
     want: (r) => {

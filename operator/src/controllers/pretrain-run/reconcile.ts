@@ -352,8 +352,12 @@ function startAttempt(st: Step, spec: PretrainRunSpec, attemptIn: number): void 
   const desired = desiredAttemptJob(st.o.run, spec, plan.inputs, attempt);
   st.apply.push(desired);
   st.s.activeJob = desired.metadata.name;
-  st.set("Created", "True", "JobCreated", `Created Job ${desired.metadata.name} (attempt ${attempt}${resume ? ", resuming from the latest checkpoint if there is one" : ""}).`);
-  st.set("Queued", "False", "JobCreated", `Job ${desired.metadata.name} was created.`);
+  // A refused child keeps Created=False/ChildRefused (recordRefusal) until an apply succeeds: no Created=True over a
+  // silent retry.
+  if (st.o.refused === undefined) {
+    st.set("Created", "True", "JobCreated", `Created Job ${desired.metadata.name} (attempt ${attempt}${resume ? ", resuming from the latest checkpoint if there is one" : ""}).`);
+    st.set("Queued", "False", "JobCreated", `Job ${desired.metadata.name} was created.`);
+  }
   st.s.replicas = { active: 0, ready: 0, succeeded: 0, failed: 0 };
   st.s.phase = isTrue(st.s.conditions, "Restarting") ? "Restarting" : "Pending";
 }
