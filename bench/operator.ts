@@ -75,7 +75,7 @@ try {
   const ns = await createNamespace(client, "bench");
   const port = await freePort();
   const op = spawn(process.execPath, ["dist/operator/src/main.js"], {
-    env: { ...process.env, KUBECONFIG: env.cluster.kubeconfigPath, SSL3D_WATCH_NAMESPACE: ns, SSL3D_LEADER_ELECT: "false", SSL3D_OPERATOR_PORT: String(port), SSL3D_LOG_LEVEL: "warn" },
+    env: { ...process.env, KUBECONFIG: env.operatorKubeconfigPath, SSL3D_WATCH_NAMESPACE: ns, SSL3D_LEADER_ELECT: "false", SSL3D_OPERATOR_PORT: String(port), SSL3D_LOG_LEVEL: "warn" },
     stdio: ["ignore", "ignore", "inherit"],
   });
   try {

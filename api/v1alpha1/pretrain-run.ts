@@ -20,7 +20,6 @@ import {
 
 export const RunPolicySchema = z
   .object({
-    suspend: z.boolean().default(false).describe("Suspend the run: the attempt Job is deleted; resuming starts a new attempt from the latest checkpoint."),
     activeDeadlineSeconds: z
       .number()
       .int()
@@ -53,13 +52,19 @@ export const RunPolicySchema = z
       },
     ],
   })
-  .describe("Restart, suspend, deadline and clean-up policy.");
+  .describe("Restart, deadline and clean-up policy.");
 
 export const GangSchedulers = ["none", "volcano", "coscheduling"] as const;
 
 export const PretrainRunSpecSchema = z
   .object({
     planRef: LocalObjectReferenceSchema.meta(immutable("planRef")).describe("The Plan whose preprocessed data to train on (immutable)."),
+    suspend: z
+      .boolean()
+      .default(false)
+      .describe(
+        "The run's admission gate (as JobSet's and TrainJob's spec.suspend), set by a user or a queue (Kueue): while true no pod runs (a running attempt is stopped, its ranks checkpoint on SIGTERM); false admits the run, which starts or resumes from the latest checkpoint, and the deadline clocks restart.",
+      ),
     image: z.string().min(1).describe("Runtime image that provides the `ssl3d` CLI."),
     imagePullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).optional().describe("Image pull policy."),
     command: z.array(z.string()).optional().describe("Container command; default [ssl3d, train, DATASET, CONFIGURATION, -tr, TRAINER, ...]."),
@@ -146,7 +151,10 @@ export const PretrainRunSpecSchema = z
     runPolicy: RunPolicySchema.prefault({}),
     scheduling: z
       .object({
-        queueName: z.string().optional().describe("Kueue LocalQueue; set as label kueue.x-k8s.io/queue-name on the attempt Job."),
+        queueName: z
+          .string()
+          .optional()
+          .describe("Kueue LocalQueue, set as label kueue.x-k8s.io/queue-name on each attempt Job (Kueue admits attempt by attempt); ignored when the PretrainRun itself carries that label (then the run is the unit Kueue admits, through spec.suspend)."),
         gang: z
           .object({
             scheduler: z.enum(GangSchedulers).default("none").describe("Create a PodGroup for volcano or coscheduling (scheduler-plugins)."),

@@ -5,7 +5,8 @@
  *   SSL3D_OPERATOR_NAMESPACE (Lease namespace; default: the pod's namespace, else "default");
  *   SSL3D_OPERATOR_PORT (metrics + probes, default 8080; 0 = random); SSL3D_LEADER_ELECT (default true);
  *   SSL3D_LEASE_DURATION_SECONDS / SSL3D_RENEW_DEADLINE_SECONDS / SSL3D_RETRY_PERIOD_SECONDS (15 / 10 / 2);
- *   SSL3D_OPERATOR_CONCURRENCY (workers per kind, default 4); SSL3D_RESYNC_SECONDS (default 300).
+ *   SSL3D_OPERATOR_CONCURRENCY (workers per kind, default 4); SSL3D_RESYNC_SECONDS (default 300);
+ *   SSL3D_SCRAPE_CONCURRENCY / SSL3D_SCRAPE_TIMEOUT_SECONDS (rank-0 metrics poller: 4 in flight, 2 s each).
  */
 import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -14,6 +15,7 @@ import { randomBytes } from "node:crypto";
 import { KubeClient } from "./kube/client.js";
 import { LeaderElector } from "./kube/leader.js";
 import { Manager } from "./kube/manager.js";
+import type { Logger } from "pino";
 import { createLogger } from "./log.js";
 import { OperatorMetrics } from "./metrics.js";
 
@@ -33,30 +35,24 @@ function podNamespace(): string {
   }
 }
 
-export async function main(): Promise<void> {
-  const log = createLogger();
-  const client = KubeClient.fromDefault();
-  const metrics = new OperatorMetrics();
-  const identity = `${hostname()}_${process.pid}_${randomBytes(3).toString("hex")}`;
-  const leaseNs = process.env.SSL3D_OPERATOR_NAMESPACE ?? podNamespace();
-  const resyncMs = envNumber("SSL3D_RESYNC_SECONDS", 300) * 1000;
-  const manager = new Manager({
-    client,
-    log,
-    metrics,
-    namespace: process.env.SSL3D_WATCH_NAMESPACE || undefined,
-    concurrency: envNumber("SSL3D_OPERATOR_CONCURRENCY", 4),
-    resyncPeriodMs: resyncMs,
-    identity,
-  });
-  const leaderElect = process.env.SSL3D_LEADER_ELECT !== "false";
-  const elector = leaderElect
-    ? new LeaderElector(
-    client,
+interface Parts {
+  log: Logger;
+  client: KubeClient;
+  metrics: OperatorMetrics;
+  manager: Manager;
+  identity: string;
+}
+
+/** Lease leader election (SSL3D_LEADER_ELECT, default on): the leader runs the controllers; losing the Lease exits. */
+function leaderElector(p: Parts): LeaderElector | undefined {
+  if (process.env.SSL3D_LEADER_ELECT === "false") return undefined;
+  const { log, metrics, manager } = p;
+  return new LeaderElector(
+    p.client,
     {
-      namespace: leaseNs,
+      namespace: process.env.SSL3D_OPERATOR_NAMESPACE ?? podNamespace(),
       name: "ssl3d-operator",
-      identity,
+      identity: p.identity,
       leaseDurationMs: envNumber("SSL3D_LEASE_DURATION_SECONDS", 15) * 1000,
       renewDeadlineMs: envNumber("SSL3D_RENEW_DEADLINE_SECONDS", 10) * 1000,
       retryPeriodMs: envNumber("SSL3D_RETRY_PERIOD_SECONDS", 2) * 1000,
@@ -77,10 +73,13 @@ export async function main(): Promise<void> {
         process.exit(1);
       },
     },
-  )
-    : undefined;
+  );
+}
 
-  const server: Server = createServer((req, res) => {
+/** /metrics, /healthz and /readyz. */
+function probeServer(p: Parts, elector: LeaderElector | undefined, resyncMs: number): Server {
+  const { metrics, manager } = p;
+  return createServer((req, res) => {
     const url = req.url ?? "/";
     if (url.startsWith("/metrics")) {
       metrics.registry
@@ -104,7 +103,7 @@ export async function main(): Promise<void> {
       // A standby is ready (it serves probes and waits for the Lease); a leader once its caches are synced.
       // Watches reconnect at least every 30 s (client-node's inactivity timeout), so a cache that has seen nothing for
       // two resync periods is stalled (client-node issues #596, #958): report not ready so the pod gets attention.
-      const leading = !leaderElect || elector?.isLeader === true;
+      const leading = elector === undefined || elector.isLeader;
       const stalled = leading && manager.staleForMs() > 2 * resyncMs;
       const ready = !leading || (manager.synced && !stalled);
       res.writeHead(ready ? 200 : 503);
@@ -114,6 +113,28 @@ export async function main(): Promise<void> {
     res.writeHead(404);
     res.end();
   });
+}
+
+export async function main(): Promise<void> {
+  const log = createLogger();
+  const client = KubeClient.fromDefault();
+  const metrics = new OperatorMetrics();
+  const identity = `${hostname()}_${process.pid}_${randomBytes(3).toString("hex")}`;
+  const resyncMs = envNumber("SSL3D_RESYNC_SECONDS", 300) * 1000;
+  const manager = new Manager({
+    client,
+    log,
+    metrics,
+    namespace: process.env.SSL3D_WATCH_NAMESPACE || undefined,
+    concurrency: envNumber("SSL3D_OPERATOR_CONCURRENCY", 4),
+    resyncPeriodMs: resyncMs,
+    scrapeConcurrency: envNumber("SSL3D_SCRAPE_CONCURRENCY", 4) || 1,
+    scrapeTimeoutMs: envNumber("SSL3D_SCRAPE_TIMEOUT_SECONDS", 2) * 1000,
+    identity,
+  });
+  const parts: Parts = { log, client, metrics, manager, identity };
+  const elector = leaderElector(parts);
+  const server = probeServer(parts, elector, resyncMs);
   await new Promise<void>((resolve) => server.listen(envNumber("SSL3D_OPERATOR_PORT", 8080), resolve));
   const addr = server.address();
   log.info({ port: typeof addr === "object" && addr !== null ? addr.port : addr, identity }, "Serving /metrics, /healthz, /readyz");

@@ -2,8 +2,16 @@
  * Integration-test harness for the operator: a real API server (test/helpers/kube.ts) with the generated CRDs
  * installed, an in-process controller manager watching one namespace, and helpers that play the Job controller
  * (the tests write Job and Pod status, since no kube-controller-manager Job controller runs).
+ *
+ * The operator runs as the chart's ServiceAccount with exactly the chart's RBAC: `startEnv` renders the chart's
+ * ServiceAccount, (Cluster)Roles and bindings (`helm template`), applies them, and gives the operator a client
+ * authenticated by a token of that ServiceAccount (TokenRequest), on an API server with --authorization-mode=RBAC.
+ * The tests themselves act as cluster admin (`env.client`).
  */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { KubeConfig } from "@kubernetes/client-node";
 import { pino } from "pino";
 import { generatedFiles } from "../../scripts/gen-crds.js";
 import { API_VERSION, FIELD_MANAGER } from "../../api/v1alpha1/group.js";
@@ -12,19 +20,74 @@ import { KubeClient } from "../../operator/src/kube/client.js";
 import { applyCrdYaml } from "../../operator/src/kube/crds.js";
 import { Manager, type ManagerOptions } from "../../operator/src/kube/manager.js";
 import { OperatorMetrics } from "../../operator/src/metrics.js";
+import { helmTemplate, NAMESPACE as RELEASE_NAMESPACE, parseManifests, RELEASE } from "./chart.js";
 import { startTestCluster, type TestCluster } from "./kube.js";
 
 export interface Env {
   cluster: TestCluster;
+  /** Cluster admin: what the tests use to play users and the Job controller. */
   client: KubeClient;
+  /** The chart's ServiceAccount (token auth, the chart's RBAC only): what the operator uses. */
+  operatorClient: KubeClient;
+  /** A kubeconfig file for the chart's ServiceAccount (for operator processes). */
+  operatorKubeconfigPath: string;
+  /** Namespace of the chart's release (its ServiceAccount and leader-election Lease). */
+  operatorNamespace: string;
 }
+
+/** Values the tests need from the chart (the optional PodGroup rules; everything else is the default chart). */
+export const CHART_RBAC_VALUES = ["--set", "rbac.volcano=true", "--set", "rbac.coscheduling=true"];
 
 export async function startEnv(opts: { garbageCollector?: boolean } = {}): Promise<Env> {
   const cluster = await startTestCluster(opts);
   const client = KubeClient.fromFile(cluster.kubeconfigPath);
-  await installCrds(client);
-  await cluster.startGarbageCollector();
-  return { cluster, client };
+  let operatorKubeconfigPath: string;
+  try {
+    await installCrds(client);
+    await cluster.startGarbageCollector();
+    operatorKubeconfigPath = await installChartRbac(client, cluster);
+  } catch (err) {
+    // A half-started environment must not keep etcd and the API server (and the test process) alive.
+    client.close();
+    await cluster.stop();
+    throw err;
+  }
+  return { cluster, client, operatorClient: KubeClient.fromFile(operatorKubeconfigPath), operatorKubeconfigPath, operatorNamespace: RELEASE_NAMESPACE };
+}
+
+const RBAC_KINDS = new Set(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
+
+/**
+ * Applies the chart's ServiceAccount and RBAC objects (rendered by `helm template`, nothing added) and returns a
+ * kubeconfig that authenticates as that ServiceAccount with a bound token.
+ */
+export async function installChartRbac(client: KubeClient, cluster: TestCluster): Promise<string> {
+  const objects = parseManifests(helmTemplate(CHART_RBAC_VALUES)).filter((o) => RBAC_KINDS.has(o.kind));
+  const sa = objects.find((o) => o.kind === "ServiceAccount");
+  if (sa === undefined) throw new Error("the chart renders no ServiceAccount");
+  if ((await client.get("v1", "Namespace", undefined, RELEASE_NAMESPACE)) === undefined) {
+    await client.create({ apiVersion: "v1", kind: "Namespace", metadata: { name: RELEASE_NAMESPACE } });
+  }
+  for (const o of objects) await client.apply(o, "ssl3d-tests");
+  const tr = await client.request<{ status: { token: string } }>(
+    "POST",
+    `/api/v1/namespaces/${RELEASE_NAMESPACE}/serviceaccounts/${sa.metadata.name}/token`,
+    { apiVersion: "authentication.k8s.io/v1", kind: "TokenRequest", spec: { expirationSeconds: 24 * 3600 } },
+  );
+  const admin = new KubeConfig();
+  admin.loadFromFile(cluster.kubeconfigPath);
+  const c = admin.getCurrentCluster();
+  if (c === null) throw new Error(`${cluster.kubeconfigPath}: no current cluster`);
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [c],
+    users: [{ name: `${RELEASE}-operator`, token: tr.status.token }],
+    contexts: [{ name: "operator", cluster: c.name, user: `${RELEASE}-operator`, namespace: RELEASE_NAMESPACE }],
+    currentContext: "operator",
+  });
+  const path = join(cluster.dir, "operator.kubeconfig");
+  writeFileSync(path, kc.exportConfig());
+  return path;
 }
 
 export async function installCrds(client: KubeClient): Promise<void> {
@@ -44,7 +107,7 @@ export async function createNamespace(client: KubeClient, base: string): Promise
 export function startManager(env: Env, namespace: string | undefined, extra: Partial<ManagerOptions> = {}): { manager: Manager; metrics: OperatorMetrics } {
   const metrics = new OperatorMetrics(false);
   const log = pino({ level: process.env.SSL3D_TEST_LOG_LEVEL ?? "silent" });
-  const manager = new Manager({ client: env.client, log, metrics, namespace, identity: "test", concurrency: 4, ...extra });
+  const manager = new Manager({ client: env.operatorClient, log, metrics, namespace, identity: "test", concurrency: 4, ...extra });
   void manager.start();
   return { manager, metrics };
 }

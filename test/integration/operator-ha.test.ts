@@ -50,9 +50,10 @@ async function startOperatorProcess(ns: string): Promise<OperatorProc> {
   const child = spawn(process.execPath, ["bin/ssl3d-operator.mjs"], {
     env: {
       ...process.env,
-      KUBECONFIG: env.cluster.kubeconfigPath,
+      // The chart's ServiceAccount with the chart's RBAC (the Lease Role is in the release namespace).
+      KUBECONFIG: env.operatorKubeconfigPath,
       SSL3D_WATCH_NAMESPACE: ns,
-      SSL3D_OPERATOR_NAMESPACE: ns,
+      SSL3D_OPERATOR_NAMESPACE: env.operatorNamespace,
       SSL3D_OPERATOR_PORT: String(port),
       SSL3D_LEASE_DURATION_SECONDS: String(LEASE_S),
       SSL3D_RENEW_DEADLINE_SECONDS: "3",
@@ -73,8 +74,8 @@ async function reconcileCount(p: OperatorProc): Promise<number> {
   return n;
 }
 
-async function leaseHolder(ns: string): Promise<string> {
-  const l = await env.client.get<{ spec: { holderIdentity?: string } }>("coordination.k8s.io/v1", "Lease", ns, "ssl3d-operator");
+async function leaseHolder(): Promise<string> {
+  const l = await env.client.get<{ spec: { holderIdentity?: string } }>("coordination.k8s.io/v1", "Lease", env.operatorNamespace, "ssl3d-operator");
   return l?.spec.holderIdentity ?? "";
 }
 
@@ -84,7 +85,7 @@ describe("high availability", () => {
     const a = await startOperatorProcess(ns);
     const b = await startOperatorProcess(ns);
     try {
-      const holder = await eventually("a leader", async () => (await leaseHolder(ns)) || undefined, 20_000);
+      const holder = await eventually("a leader", async () => (await leaseHolder()) || undefined, 20_000);
       const [leader, standby] = holder.includes(`_${a.child.pid}_`) ? [a, b] : [b, a];
       assert.ok(holder.includes(`_${leader.child.pid}_`), `holder ${holder}`);
       await readyPlan(ns);
@@ -99,7 +100,7 @@ describe("high availability", () => {
       leader.child.kill("SIGKILL");
       await leader.exited;
       const newHolder = await eventually("takeover", async () => {
-        const h = await leaseHolder(ns);
+        const h = await leaseHolder();
         return h.includes(`_${standby.child.pid}_`) ? h : undefined;
       }, 30_000);
       const takeoverS = (Date.now() - killedAt) / 1000;
@@ -113,7 +114,7 @@ describe("high availability", () => {
       standby.child.kill("SIGTERM");
       await standby.exited;
       assert.equal(standby.child.exitCode, 0);
-      assert.equal(await leaseHolder(ns), "");
+      assert.equal(await leaseHolder(), "");
     } finally {
       a.child.kill("SIGKILL");
       b.child.kill("SIGKILL");

@@ -288,7 +288,7 @@ describe("operator against a real API server", () => {
     await createPods(env.client, a1);
     await jobRunning(env.client, a1);
     await eventually("Running", async () => (await runStatus(ns, "run")).phase === "Running");
-    await env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { runPolicy: { suspend: true } } });
+    await env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { suspend: true } });
     await eventually("attempt Job deleted", async () => (await getJob(env.client, ns, "run-a1")) === undefined);
     // The garbage collector removes the deleted attempt's pods; without one, the test does its job.
     if (!env.cluster.garbageCollector) for (const i of [0, 1]) await env.client.delete("v1", "Pod", ns, `run-a1-${i}`);
@@ -299,7 +299,7 @@ describe("operator against a real API server", () => {
     });
     assert.equal(condition({ status: s }, "Suspended")?.status, "True");
     assert.ok(await env.client.get("v1", "Service", ns, "run"), "the Service is kept while suspended");
-    await env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { runPolicy: { suspend: false } } });
+    await env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { suspend: false } });
     const a2 = await job(ns, "run-a2");
     assert.equal(envOf(a2).SSL3D_RESUME, "latest");
     s = await runStatus(ns, "run");
@@ -406,9 +406,9 @@ describe("operator against a real API server", () => {
     await env.client.patch("batch/v1", "Job", ns, "run-a1", { spec: { suspend: false } }, { fieldManager: "kueue" });
     await eventually("Admitted", async () => condition(await getCr(env.client, "PretrainRun", ns, "run"), "Queued")?.reason === "Admitted");
     // Suspending deletes the attempt and the PodGroup.
-    await env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { runPolicy: { suspend: true } } });
+    await env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { suspend: true } });
     await eventually("PodGroup deleted", async () => (await env.client.get("scheduling.volcano.sh/v1beta1", "PodGroup", ns, "run")) === undefined);
-    await env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { runPolicy: { suspend: false } } });
+    await env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { suspend: false } });
     const a2 = await job(ns, "run-a2");
     await eventually("PodGroup re-created", () => env.client.get("scheduling.volcano.sh/v1beta1", "PodGroup", ns, "run"));
     await createPods(env.client, a2);

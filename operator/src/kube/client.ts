@@ -54,8 +54,15 @@ const PLURALS: Record<string, string> = {
   PersistentVolumeClaim: "persistentvolumeclaims",
   Secret: "secrets",
   NetworkPolicy: "networkpolicies",
+  // RBAC objects and quotas (tests install them; the operator itself never touches them).
+  ResourceQuota: "resourcequotas",
+  ServiceAccount: "serviceaccounts",
+  Role: "roles",
+  RoleBinding: "rolebindings",
+  ClusterRole: "clusterroles",
+  ClusterRoleBinding: "clusterrolebindings",
 };
-const CLUSTER_SCOPED = new Set(["Namespace", "CustomResourceDefinition"]);
+const CLUSTER_SCOPED = new Set(["Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"]);
 
 export function resourcePath(apiVersion: string, kind: string, namespace: string | undefined, name?: string, subresource?: string): string {
   const plural = PLURALS[kind];

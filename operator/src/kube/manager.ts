@@ -8,14 +8,14 @@ import type { Logger } from "pino";
 import { API_VERSION, FIELD_MANAGER, KINDS, LABELS, MANAGED_BY_VALUE, type KindName } from "../../../api/v1alpha1/group.js";
 import { reconcileCollection } from "../controllers/collection/reconcile.js";
 import { reconcilePlan } from "../controllers/plan/reconcile.js";
-import { reconcilePretrainRun, scrapeTarget, type ProgressSample, type PretrainRunObserved } from "../controllers/pretrain-run/reconcile.js";
+import { reconcilePretrainRun, scrapeTarget, type PretrainRunObserved } from "../controllers/pretrain-run/reconcile.js";
 import { CREATE_ONLY_ANNOTATION } from "../controllers/pretrain-run/desired.js";
 import type { ChildRefusal } from "../controllers/pretrain-run/failures.js";
 import { RUN_SECRET_KEY } from "../../../api/pod.js";
 import { canonicalJson, type ChildRef, type CustomResource, type EventSpec, type JobView, type KubeObject, type PodView, type ReconcileResult } from "../controllers/types.js";
 import type { OperatorMetrics } from "../metrics.js";
-import { progressFromMetrics } from "../prometheus-text.js";
 import { httpStatus, type KubeClient } from "./client.js";
+import { httpScrape, ProgressPoller } from "./progress-poller.js";
 import { EventRecorder } from "./events.js";
 import { SupervisedInformer } from "./informer.js";
 import { createMergePatch } from "./merge-patch.js";
@@ -32,8 +32,11 @@ export interface ManagerOptions {
   resyncPeriodMs?: number;
   identity: string;
   clock?: () => Date;
-  /** Fetches rank 0's metrics text (default: HTTP GET with a 2 s timeout). */
-  scrape?: (url: string) => Promise<string>;
+  /** Fetches rank 0's metrics text (default: HTTP GET); runs in the progress poller, never in a reconcile worker. */
+  scrape?: (url: string, signal: AbortSignal) => Promise<string>;
+  /** Rank-0 scrapes in flight at most (default 4) and the timeout of each (default 2000 ms). */
+  scrapeConcurrency?: number;
+  scrapeTimeoutMs?: number;
 }
 
 type Kind = KindName;
@@ -47,12 +50,6 @@ function splitKey(k: string): [string, string] {
   return [k.slice(0, i), k.slice(i + 1)];
 }
 
-async function defaultScrape(url: string): Promise<string> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
-  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
-  return res.text();
-}
-
 export class Manager {
   readonly informers: Record<"Collection" | "Plan" | "PretrainRun" | "Job" | "Pod" | "Service", SupervisedInformer>;
   readonly queues: Record<Kind, WorkQueue>;
@@ -61,8 +58,7 @@ export class Manager {
   private readonly metrics: OperatorMetrics;
   private readonly events: EventRecorder;
   private readonly clock: () => Date;
-  private readonly scrape: (url: string) => Promise<string>;
-  private readonly samples = new Map<string, ProgressSample & { fetchedAt: number }>();
+  readonly poller: ProgressPoller;
   private readonly appliedHashes = new Map<string, string>();
   /** The last child the API server refused per custom resource (a condition on the next reconcile). */
   private readonly refusals = new Map<string, ChildRefusal>();
@@ -74,7 +70,6 @@ export class Manager {
     this.log = opts.log;
     this.metrics = opts.metrics;
     this.clock = opts.clock ?? (() => new Date());
-    this.scrape = opts.scrape ?? defaultScrape;
     this.events = new EventRecorder(opts.client, FIELD_MANAGER, opts.identity, opts.log);
     const ns = opts.namespace;
     const managed = `${LABELS.managedBy}=${MANAGED_BY_VALUE}`;
@@ -96,6 +91,16 @@ export class Manager {
       Plan: new WorkQueue({ name: "plan", concurrency, metrics: qm }, (k) => this.process("Plan", k)),
       PretrainRun: new WorkQueue({ name: "pretrainrun", concurrency, metrics: qm }, (k) => this.process("PretrainRun", k)),
     };
+    this.poller = new ProgressPoller({
+      scrape: opts.scrape ?? httpScrape,
+      log: opts.log,
+      concurrency: opts.scrapeConcurrency,
+      timeoutMs: opts.scrapeTimeoutMs,
+      clock: this.clock,
+      onSample: (k) => {
+        this.queues.PretrainRun.add(k);
+      },
+    });
     this.wire();
   }
 
@@ -115,7 +120,7 @@ export class Manager {
     });
     i.PretrainRun.on((t, o) => {
       const k = key(o.metadata.namespace, o.metadata.name);
-      if (t === "delete") this.samples.delete(k);
+      if (t === "delete") this.poller.forget(k);
       this.queues.PretrainRun.add(k);
     });
     const byOwnerLabel = (_t: string, o: KubeObject): void => {
@@ -140,6 +145,7 @@ export class Manager {
     await Promise.all([this.informers.Job.start(), this.informers.Pod.start(), this.informers.Service.start()]);
     await Promise.all([this.informers.Collection.start(), this.informers.Plan.start(), this.informers.PretrainRun.start()]);
     for (const q of Object.values(this.queues)) q.start();
+    this.poller.start();
     const period = this.opts.resyncPeriodMs ?? 300_000;
     this.resyncTimer = setInterval(() => {
       void this.resync();
@@ -172,6 +178,7 @@ export class Manager {
 
   async stop(): Promise<void> {
     if (this.resyncTimer !== undefined) clearInterval(this.resyncTimer);
+    this.poller.stop();
     for (const q of Object.values(this.queues)) q.stop();
     await Promise.race([Promise.all(Object.values(this.queues).map((q) => q.idle())), new Promise((r) => setTimeout(r, 10_000))]);
     await Promise.all(Object.values(this.informers).map((i) => i.stop()));
@@ -187,7 +194,7 @@ export class Manager {
     };
   }
 
-  private async observeAndReconcile(kind: Kind, cr: CustomResource): Promise<ReconcileResult<unknown>> {
+  private observeAndReconcile(kind: Kind, cr: CustomResource): ReconcileResult<unknown> {
     const ns = cr.metadata.namespace ?? "";
     const name = cr.metadata.name;
     const now = this.clock();
@@ -203,28 +210,13 @@ export class Manager {
       case "PretrainRun": {
         const ref = (cr.spec as { planRef?: { name?: string } } | undefined)?.planRef?.name;
         const plan = ref === undefined ? undefined : (this.informers.Plan.get(ref, ns) as CustomResource | undefined);
-        const observed: PretrainRunObserved = { run: cr, plan, jobs, pods, now, refused: this.refusals.get(key(ns, name)) };
-        observed.metrics = await this.progress(key(ns, name), observed);
+        const k = key(ns, name);
+        const observed: PretrainRunObserved = { run: cr, plan, jobs, pods, now, refused: this.refusals.get(k) };
+        // No network here: the poller scrapes rank 0 on its own schedule; the reconcile reads its latest sample.
+        this.poller.track(k, scrapeTarget(observed));
+        observed.metrics = this.poller.latest(k);
         return reconcilePretrainRun(observed);
       }
-    }
-  }
-
-  /** Scrapes rank 0's /metrics when due; returns the latest sample (possibly from an earlier scrape). */
-  private async progress(k: string, observed: PretrainRunObserved): Promise<ProgressSample | undefined> {
-    const target = scrapeTarget(observed);
-    const last = this.samples.get(k);
-    if (target === undefined) return last;
-    const due = last === undefined || last.attempt !== target.attempt || Date.now() - last.fetchedAt >= target.intervalMs * 0.9;
-    if (!due) return last;
-    try {
-      const values = progressFromMetrics(await this.scrape(target.url));
-      const sample = { attempt: target.attempt, ...values, time: this.clock(), fetchedAt: Date.now() };
-      this.samples.set(k, sample);
-      return sample;
-    } catch (err) {
-      this.log.debug({ run: k, err: String(err) }, "Could not read rank 0 metrics");
-      return last;
     }
   }
 
@@ -239,12 +231,12 @@ export class Manager {
       const cr = await this.client.get<CustomResource>(API_VERSION, kind, ns, name);
       if (cr === undefined || cr.metadata.deletionTimestamp !== undefined) {
         queue.forget(k);
-        this.samples.delete(k);
+        this.poller.forget(k);
         this.refusals.delete(k);
         if (kind === "PretrainRun") this.metrics.forgetRun(ns, name);
         return;
       }
-      const res = await this.observeAndReconcile(kind, cr);
+      const res = this.observeAndReconcile(kind, cr);
       if (kind === "PretrainRun") this.metrics.setRunState(ns, name, res.status as { phase?: string; attempt?: number; restarts?: number });
       await this.applyResult(kind, { ...cr, apiVersion: API_VERSION, kind }, res);
       queue.forget(k);
@@ -282,6 +274,12 @@ export class Manager {
       const rv = cr.metadata.resourceVersion;
       await this.client.patch(API_VERSION, kind, ns, cr.metadata.name, { ...(rv === undefined ? {} : { metadata: { resourceVersion: rv } }), status: patch }, { subresource: "status", fieldManager: FIELD_MANAGER });
     }
+    // Events describe the transitions just written to status: recorded now, since a failing child below (a refusal
+    // is retried) must not lose them (the next reconcile sees no transition).
+    for (const e of res.events) {
+      this.count(kind, e);
+      await this.events.record(cr, e);
+    }
     for (const d of res.delete) await this.deleteChild(ns, d, log);
     const k = key(ns, cr.metadata.name);
     for (const obj of res.apply) {
@@ -298,10 +296,6 @@ export class Manager {
       }
     }
     if (res.apply.length > 0) this.refusals.delete(k);
-    for (const e of res.events) {
-      this.count(kind, e);
-      await this.events.record(cr, e);
-    }
   }
 
   private childKey(ns: string, c: ChildRef): string {

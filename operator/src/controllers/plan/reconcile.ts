@@ -72,15 +72,7 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
 
   // Terminal: only staleness can still change.
   if (old.phase === "Ready" || old.phase === "Failed") {
-    if (old.phase === "Ready") {
-      if (colHash !== undefined && old.collectionHash !== undefined && colHash !== old.collectionHash) {
-        set("Stale", "True", "CollectionChanged", `Collection ${colName} changed (content hash ${colHash}); this Plan was built from ${old.collectionHash}: create a new Plan.`);
-      } else if (o.collection === undefined) {
-        set("Stale", "True", "CollectionDeleted", `Collection ${colName} no longer exists.`);
-      } else {
-        set("Stale", "False", "UpToDate", `Built from the current content of Collection ${colName}.`);
-      }
-    }
+    if (old.phase === "Ready") markStaleness(set, colName, colHash, old.collectionHash, o.collection !== undefined);
     return result();
   }
 
@@ -106,37 +98,8 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
       return result();
     }
   }
-  const pods = podsOfJob(o.pods, jobName);
-  const failed = jobCondition(job, "Failed");
-  if (failed) {
-    const msg = terminationMessage(pods) ?? failed.message ?? failed.reason ?? "unknown failure";
-    status.phase = "Failed";
-    status.completionTime = toKubeTime(o.now);
-    set("Ready", "False", "PreprocessingFailed", `Preprocessing Job ${jobName} failed.`);
-    set("Failed", "True", "PreprocessingFailed", truncate(msg, 1000));
-    return result();
-  }
-  if (jobCondition(job, "Complete")) {
-    const msg = terminationMessage(pods);
-    if (msg === undefined) {
-      set("Ready", "False", "WaitingForSummary", `Preprocessing Job ${jobName} completed; waiting for its termination message.`);
-      return result({ requeueAfterMs: WAIT_MS });
-    }
-    const summary = parseTerminationJson(msg, PreprocessSummarySchema);
-    if (!summary.ok) {
-      status.phase = "Failed";
-      status.completionTime = toKubeTime(o.now);
-      set("Ready", "False", "InvalidSummary", `Preprocessing Job ${jobName} completed without a valid summary.`);
-      set("Failed", "True", "InvalidSummary", summary.error);
-      return result();
-    }
-    status.phase = "Ready";
-    status.outputs = summary.value;
-    status.completionTime = toKubeTime(o.now);
-    set("Ready", "True", "Preprocessed", `Preprocessed ${summary.value.valid} of ${summary.value.images} images (${summary.value.failed} failed).`);
-    set("Stale", "False", "UpToDate", `Built from the current content of Collection ${colName}.`);
-    return result();
-  }
+  const finished = finishedPrepJob(status, set, o, job, jobName, colName);
+  if (finished !== undefined) return result(finished);
   status.phase = "Running";
   const suspended = job?.spec?.suspend === true;
   set("Ready", "False", suspended ? "WaitingForAdmission" : "Preprocessing", suspended ? `Job ${jobName} is suspended (queued).` : `Preprocessing Job ${jobName} is running.`);
@@ -145,6 +108,56 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
     apply.push(desiredPrepJob(o.plan, spec, colSpec.data.source.pvc, status.dataset, jobName));
   }
   return result({ apply });
+}
+
+type SetCondition = (type: string, st: "True" | "False", reason: string, message: string) => void;
+
+/** A Ready Plan is Stale when its Collection changed or went away (a Plan is never rebuilt in place). */
+function markStaleness(set: SetCondition, colName: string, colHash: string | undefined, builtFrom: string | undefined, collectionExists: boolean): void {
+  if (colHash !== undefined && builtFrom !== undefined && colHash !== builtFrom) {
+    set("Stale", "True", "CollectionChanged", `Collection ${colName} changed (content hash ${colHash}); this Plan was built from ${builtFrom}: create a new Plan.`);
+  } else if (!collectionExists) {
+    set("Stale", "True", "CollectionDeleted", `Collection ${colName} no longer exists.`);
+  } else {
+    set("Stale", "False", "UpToDate", `Built from the current content of Collection ${colName}.`);
+  }
+}
+
+/**
+ * The preprocessing Job failed or completed: the Plan's outcome from its termination message (the summary), or
+ * undefined while the Job runs. The returned object is what the reconcile result adds (a requeue while the summary
+ * is not yet visible).
+ */
+function finishedPrepJob(status: PlanStatus, set: SetCondition, o: PlanObserved, job: JobView | undefined, jobName: string, colName: string): { requeueAfterMs?: number } | undefined {
+  const pods = podsOfJob(o.pods, jobName);
+  const failed = jobCondition(job, "Failed");
+  if (failed) {
+    const msg = terminationMessage(pods) ?? failed.message ?? failed.reason ?? "unknown failure";
+    status.phase = "Failed";
+    status.completionTime = toKubeTime(o.now);
+    set("Ready", "False", "PreprocessingFailed", `Preprocessing Job ${jobName} failed.`);
+    set("Failed", "True", "PreprocessingFailed", truncate(msg, 1000));
+    return {};
+  }
+  if (!jobCondition(job, "Complete")) return undefined;
+  const msg = terminationMessage(pods);
+  if (msg === undefined) {
+    set("Ready", "False", "WaitingForSummary", `Preprocessing Job ${jobName} completed; waiting for its termination message.`);
+    return { requeueAfterMs: WAIT_MS };
+  }
+  const summary = parseTerminationJson(msg, PreprocessSummarySchema);
+  status.completionTime = toKubeTime(o.now);
+  if (!summary.ok) {
+    status.phase = "Failed";
+    set("Ready", "False", "InvalidSummary", `Preprocessing Job ${jobName} completed without a valid summary.`);
+    set("Failed", "True", "InvalidSummary", summary.error);
+    return {};
+  }
+  status.phase = "Ready";
+  status.outputs = summary.value;
+  set("Ready", "True", "Preprocessed", `Preprocessed ${summary.value.valid} of ${summary.value.images} images (${summary.value.failed} failed).`);
+  set("Stale", "False", "UpToDate", `Built from the current content of Collection ${colName}.`);
+  return {};
 }
 
 export function desiredPrepJob(

@@ -185,6 +185,14 @@ function trainerContainer(cr: CustomResource, spec: PretrainRunSpec, plan: PlanI
   });
 }
 
+/**
+ * The Kueue queue of an attempt Job: none when the PretrainRun itself is queued (its own queue-name label; the run is
+ * then the unit Kueue admits, through spec.suspend, and its attempts must not queue again), else scheduling.queueName.
+ */
+export function attemptQueueName(cr: CustomResource, spec: PretrainRunSpec): string | undefined {
+  return cr.metadata.labels?.[KUEUE_QUEUE_LABEL] !== undefined ? undefined : spec.scheduling.queueName;
+}
+
 export function desiredAttemptJob(cr: CustomResource, spec: PretrainRunSpec, plan: PlanInputs, attempt: number): KubeObject {
   const run = cr.metadata.name;
   const jobName = attemptJobName(run, attempt);
@@ -194,7 +202,7 @@ export function desiredAttemptJob(cr: CustomResource, spec: PretrainRunSpec, pla
   return withSpecHash({
     apiVersion: "batch/v1",
     kind: "Job",
-    metadata: { name: jobName, namespace: cr.metadata.namespace, labels: withLabel(labels, KUEUE_QUEUE_LABEL, spec.scheduling.queueName), ownerReferences: [controllerRef("PretrainRun", cr.metadata)] },
+    metadata: { name: jobName, namespace: cr.metadata.namespace, labels: withLabel(labels, KUEUE_QUEUE_LABEL, attemptQueueName(cr, spec)), ownerReferences: [controllerRef("PretrainRun", cr.metadata)] },
     spec: {
       completionMode: "Indexed",
       completions: spec.numNodes,

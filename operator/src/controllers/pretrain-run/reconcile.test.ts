@@ -171,7 +171,7 @@ const cases: Record<string, Case> = {
     },
   },
   "suspend → delete the attempt Job, keep the Service": {
-    run: run(inAttempt(1), { runPolicy: { suspend: true } }, 2),
+    run: run(inAttempt(1), { suspend: true }, 2),
     jobs: [attemptJob(1, { ready: 2 })],
     want: (r) => {
       assert.deepEqual(r.delete.map((d) => `${d.kind}/${d.name}`), ["Job/run-a1"]);
@@ -190,6 +190,53 @@ const cases: Record<string, Case> = {
       assert.equal(env(applied(r, "Job")[0]!).SSL3D_RESUME, "latest");
       assert.ok(r.events.some((e) => e.reason === "Resumed"));
       assert.equal(r.requeueAfterMs, 60_000);
+    },
+  },
+  "created with spec.suspend (waiting for admission) → no children, no pods, Suspended and Queued": {
+    run: run(undefined, { suspend: true, runPolicy: { activeDeadlineSeconds: 60 } }),
+    want: (r) => {
+      assert.equal(r.apply.length, 0);
+      assert.equal(r.status.phase, "Suspended");
+      assert.equal(r.status.attempt, undefined);
+      assert.equal(r.status.startTime, undefined, "the deadline clock does not run while suspended");
+      assert.equal(cond(r, "Queued")?.reason, "Suspended");
+      assert.equal(r.requeueAfterMs, undefined);
+    },
+  },
+  "admitted (spec.suspend → false) before any attempt → attempt 1 starts now, deadline counted from admission": {
+    run: run({ phase: "Suspended", conditions: [{ type: "Suspended", status: "True", reason: "Suspended", message: "", lastTransitionTime: "2026-03-01T10:00:00Z" }] }, { runPolicy: { activeDeadlineSeconds: 600 } }, 2),
+    want: (r) => {
+      assert.equal(r.status.attempt, 1);
+      assert.equal(applied(r, "Job")[0]?.metadata.name, "run-a1");
+      assert.equal(r.status.startTime, "2026-03-01T12:00:00Z");
+      assert.equal(cond(r, "Suspended")?.status, "False");
+      assert.equal(r.requeueAfterMs, 600_000);
+    },
+  },
+  "suspended longer than activeDeadlineSeconds → admission does not fail the run (the clock restarts)": {
+    run: run({ ...inAttempt(1, { phase: "Suspended", activeJob: undefined, startTime: "2026-03-01T08:00:00Z" }), conditions: [{ type: "Suspended", status: "True", reason: "Suspended", message: "", lastTransitionTime: "2026-03-01T08:01:00Z" }] }, { runPolicy: { activeDeadlineSeconds: 3600 } }, 3),
+    want: (r) => {
+      assert.notEqual(r.status.phase, "Failed");
+      assert.equal(r.status.attempt, 2);
+      assert.equal(r.status.startTime, "2026-03-01T12:00:00Z");
+    },
+  },
+  "admission starts a fresh attempt Job, so its startup deadline counts from admission": {
+    run: run({ ...inAttempt(1, { phase: "Suspended", activeJob: undefined }), conditions: [{ type: "Suspended", status: "True", reason: "Suspended", message: "", lastTransitionTime: "2026-03-01T08:01:00Z" }] }, { runPolicy: { startupDeadlineSeconds: 60 } }, 3),
+    // The stopped attempt's Job is still being deleted and never got ready.
+    jobs: [{ ...attemptJob(1), status: { startTime: "2026-03-01T08:00:00Z", ready: 0 } }],
+    want: (r) => {
+      assert.equal(r.status.lastFailure, undefined, "the old attempt's startup deadline is not charged");
+      assert.equal(r.status.restarts, undefined);
+      assert.ok(r.delete.some((d) => d.name === "run-a1"));
+      assert.equal(applied(r, "Job")[0]?.metadata.name, "run-a2");
+    },
+  },
+  "a PretrainRun carrying the Kueue queue label is the admitted unit: its attempt Jobs are not queued again": {
+    run: { ...run(undefined, { scheduling: { queueName: "gpu" } }), metadata: { ...run().metadata, labels: { "kueue.x-k8s.io/queue-name": "gpu" } } },
+    want: (r) => {
+      const job = applied(r, "Job")[0]!;
+      assert.equal(job.metadata.labels?.["kueue.x-k8s.io/queue-name"], undefined);
     },
   },
   "deadline passed → Failed/DeadlineExceeded and the attempt is deleted": {
@@ -341,6 +388,15 @@ const cases: Record<string, Case> = {
       assert.equal(cond(r, "Created")?.status, "False");
       assert.equal(cond(r, "Created")?.reason, "ChildRefused");
       assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === "ChildRefused"));
+    },
+  },
+  "the attempt Job itself was refused → Created stays False/ChildRefused while the Job is retried": {
+    run: run({ ...inAttempt(1, { phase: "Pending" }), activeJob: "run-a1" }),
+    refused: { kind: "Job", name: "run-a1", message: "jobs.batch \"run-a1\" is forbidden: exceeded quota: no-jobs" },
+    want: (r) => {
+      assert.equal(applied(r, "Job")[0]?.metadata.name, "run-a1", "the Job is applied again");
+      assert.equal(cond(r, "Created")?.status, "False");
+      assert.match(cond(r, "Created")!.message, /exceeded quota/);
     },
   },
   "NODE_OPTIONS in spec.env → ValidationFailed": {

@@ -93,245 +93,320 @@ function isActivePod(p: PodView): boolean {
   return phase === undefined || phase === "Pending" || phase === "Running" || phase === "Unknown";
 }
 
+/** The state one reconcile builds up: the next status, children to apply and delete, extra events, a requeue. */
+class Step {
+  s: PretrainRunStatus;
+  readonly old: PretrainRunStatus;
+  readonly apply: KubeObject[] = [];
+  readonly del: ChildRef[] = [];
+  readonly events: EventSpec[] = [];
+  readonly gen: number;
+  readonly nowIso: string;
+  requeue: number | undefined;
+  deleteSelf = false;
+
+  constructor(readonly o: PretrainRunObserved) {
+    this.gen = o.run.metadata.generation ?? 1;
+    this.old = parseStatus(PretrainRunStatusSchema, o.run.status);
+    this.s = { ...this.old, observedGeneration: this.gen };
+    this.nowIso = toKubeTime(o.now);
+  }
+
+  get run(): string {
+    return this.o.run.metadata.name;
+  }
+  wake(ms: number): void {
+    this.requeue = this.requeue === undefined ? Math.max(0, ms) : Math.min(this.requeue, Math.max(0, ms));
+  }
+  set(type: string, st: "True" | "False", reason: string, message: string): void {
+    this.s.conditions = setCondition(this.s.conditions, { type, status: st, reason, message }, this.gen, this.o.now);
+  }
+  setIfPresent(type: string, st: "True" | "False", reason: string, message: string): void {
+    if (getCondition(this.s.conditions, type) !== undefined) this.set(type, st, reason, message);
+  }
+  deleteJob(name: string): void {
+    this.del.push({ apiVersion: "batch/v1", kind: "Job", name });
+  }
+  done(): ReconcileResult<PretrainRunStatus> {
+    return {
+      status: this.s,
+      apply: this.apply,
+      delete: this.del,
+      // Restarts get one explicit event each (the Restarting condition may stay True across several).
+      events: [...transitionEvents(this.old.conditions, this.s.conditions ?? [], ["Restarting"]), ...this.events],
+      ...(this.requeue !== undefined ? { requeueAfterMs: this.requeue } : {}),
+      ...(this.deleteSelf ? { deleteSelf: true } : {}),
+    };
+  }
+}
+
 export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<PretrainRunStatus> {
-  const meta = o.run.metadata;
-  const run = meta.name;
-  const gen = meta.generation ?? 1;
-  const old = parseStatus(PretrainRunStatusSchema, o.run.status);
-  let s: PretrainRunStatus = { ...old, observedGeneration: gen };
-  const nowIso = toKubeTime(o.now);
-  const apply: KubeObject[] = [];
-  const del: ChildRef[] = [];
-  const extraEvents: EventSpec[] = [];
-  let requeue: number | undefined;
-  const wake = (ms: number): void => {
-    requeue = requeue === undefined ? Math.max(0, ms) : Math.min(requeue, Math.max(0, ms));
-  };
-  const set = (type: string, st: "True" | "False", reason: string, message: string): void => {
-    s.conditions = setCondition(s.conditions, { type, status: st, reason, message }, gen, o.now);
-  };
-  const setIfPresent = (type: string, st: "True" | "False", reason: string, message: string): void => {
-    if (getCondition(s.conditions, type) !== undefined) set(type, st, reason, message);
-  };
-  const done = (): ReconcileResult<PretrainRunStatus> => ({
-    status: s,
-    apply,
-    delete: del,
-    // Restarts get one explicit event each (the Restarting condition may stay True across several).
-    events: [...transitionEvents(old.conditions, s.conditions ?? [], ["Restarting"]), ...extraEvents],
-    ...(requeue !== undefined ? { requeueAfterMs: requeue } : {}),
-  });
-  const jobRef = (name: string): ChildRef => ({ apiVersion: "batch/v1", kind: "Job", name });
-
-  // 1. Validation (schema, then semantic rules). Not terminal: a corrected spec (new generation) proceeds. A run that
-  // already succeeded or failed at run time keeps that outcome whatever later edits say.
-  const oldFailed = getCondition(old.conditions, "Failed");
-  const finished = isTrue(old.conditions, "Succeeded") || (oldFailed?.status === "True" && oldFailed.reason !== "ValidationFailed");
-  const parsed = parseSpec(PretrainRunSpecSchema, o.run.spec);
-  // A finished run keeps its record whatever later (invalid) edits say.
-  if (!parsed.ok && finished) return done();
-  const invalid = parsed.ok ? validateRun(parsed.value) : parsed.message;
-  if (!parsed.ok || (invalid !== undefined && !finished)) {
-    s.phase = "Failed";
-    set("Failed", "True", "ValidationFailed", invalid ?? "invalid spec");
-    return done();
+  const st = new Step(o);
+  const spec = validated(st);
+  if (spec === undefined) return st.done();
+  const attemptNow = st.s.attempt ?? 0;
+  const current = attemptNow > 0 ? o.jobs.find((j) => j.metadata.name === attemptJobName(st.run, attemptNow)) : undefined;
+  if (isTrue(st.s.conditions, "Succeeded") || isTrue(st.s.conditions, "Failed")) {
+    finishedRun(st, spec);
+    return st.done();
   }
-  const spec = parsed.value;
-  const failedCond = getCondition(old.conditions, "Failed");
-  if (failedCond?.status === "True" && failedCond.reason === "ValidationFailed") {
-    set("Failed", "False", "Validated", "The spec is valid.");
-    s.phase = "Pending";
-  }
-
-  // 2. Terminal: keep the record, stop any attempt still running, delete the run after its TTL.
-  const terminal = isTrue(s.conditions, "Succeeded") || isTrue(s.conditions, "Failed");
-  const attemptNow = s.attempt ?? 0;
-  const current = attemptNow > 0 ? o.jobs.find((j) => j.metadata.name === attemptJobName(run, attemptNow)) : undefined;
-  if (terminal) {
-    for (const j of o.jobs) if (!jobCondition(j, "Complete") && !jobCondition(j, "Failed")) del.push(jobRef(j.metadata.name));
-    const ttl = spec.runPolicy.ttlSecondsAfterFinished;
-    if (ttl !== undefined && s.completionTime !== undefined) {
-      const due = Date.parse(s.completionTime) + ttl * 1000;
-      if (o.now.getTime() >= due) return { ...done(), deleteSelf: true };
-      wake(due - o.now.getTime());
-    }
-    return done();
-  }
-
-  // A child the API server refused (Pod Security admission, quota, a policy webhook) is a condition, not a silent
-  // retry behind Created=True.
-  if (o.refused !== undefined) {
-    set("Created", "False", "ChildRefused", `The API server refused ${o.refused.kind} ${o.refused.name}: ${truncate(o.refused.message, 600)}`);
-  } else if (getCondition(s.conditions, "Created")?.reason === "ChildRefused") {
-    set("Created", "True", "ChildrenApplied", "All children were accepted.");
-  }
-
+  recordRefusal(st);
   // Jobs of earlier attempts are obsolete.
-  for (const j of o.jobs) if (j !== current) del.push(jobRef(j.metadata.name));
-  const podGroup = desiredPodGroup(o.run, spec);
-
-  // 3. Suspend: delete the attempt (and the PodGroup), keep the Service.
-  if (spec.runPolicy.suspend) {
-    if (current !== undefined) del.push(jobRef(current.metadata.name));
-    if (podGroup !== undefined) del.push({ apiVersion: podGroup.apiVersion, kind: podGroup.kind, name: run });
-    s = compact({ ...s, phase: "Suspended" as const, activeJob: undefined, replicas: undefined });
-    set("Suspended", "True", "Suspended", attemptNow > 0 ? `Suspended; attempt ${attemptNow} was stopped and the next attempt resumes from the latest checkpoint.` : "Suspended before the first attempt.");
-    setIfPresent("Running", "False", "Suspended", "The run is suspended.");
-    return done();
+  for (const j of o.jobs) if (j !== current) st.deleteJob(j.metadata.name);
+  if (spec.suspend) {
+    suspended(st, spec, current);
+    return st.done();
   }
-  let attempt = attemptNow;
-  let job = current;
-  if (isTrue(old.conditions, "Suspended")) {
-    set("Suspended", "False", "Resumed", "The run was resumed.");
-    extraEvents.push({ type: "Normal", reason: "Resumed", note: `Resumed; the deadline clock restarts now.`, action: "Resume" });
-    s.startTime = nowIso;
-    if (attempt > 0) {
+  let { attempt, job } = admitted(st, attemptNow, current);
+  if (deadlineExceeded(st, spec, job)) return st.done();
+  if (job !== undefined && jobCondition(job, "Complete")) {
+    completed(st, spec, job, attempt);
+    return st.done();
+  }
+  if (job !== undefined) {
+    const next = failedOrStuck(st, spec, job, attempt);
+    if (next === "stop") return st.done();
+    if (next === "restart") {
       attempt += 1;
       job = undefined;
     }
   }
+  if (job === undefined) startAttempt(st, spec, attempt);
+  else observeAttempt(st, spec, job, attempt);
+  return st.done();
+}
 
-  // 4. Deadline, counted from the start or the last resume.
+/**
+ * 1. Validation (schema, then semantic rules). Not terminal: a corrected spec (new generation) proceeds. A run that
+ * already succeeded or failed at run time keeps that outcome whatever later (invalid) edits say.
+ */
+function validated(st: Step): PretrainRunSpec | undefined {
+  const oldFailed = getCondition(st.old.conditions, "Failed");
+  const finished = isTrue(st.old.conditions, "Succeeded") || (oldFailed?.status === "True" && oldFailed.reason !== "ValidationFailed");
+  const parsed = parseSpec(PretrainRunSpecSchema, st.o.run.spec);
+  if (!parsed.ok && finished) return undefined;
+  const invalid = parsed.ok ? validateRun(parsed.value) : parsed.message;
+  if (!parsed.ok || (invalid !== undefined && !finished)) {
+    st.s.phase = "Failed";
+    st.set("Failed", "True", "ValidationFailed", invalid ?? "invalid spec");
+    return undefined;
+  }
+  if (oldFailed?.status === "True" && oldFailed.reason === "ValidationFailed") {
+    st.set("Failed", "False", "Validated", "The spec is valid.");
+    st.s.phase = "Pending";
+  }
+  return parsed.value;
+}
+
+/** 2. Terminal: keep the record, stop any attempt still running, delete the run after its TTL. */
+function finishedRun(st: Step, spec: PretrainRunSpec): void {
+  for (const j of st.o.jobs) if (!jobCondition(j, "Complete") && !jobCondition(j, "Failed")) st.deleteJob(j.metadata.name);
+  const ttl = spec.runPolicy.ttlSecondsAfterFinished;
+  if (ttl !== undefined && st.s.completionTime !== undefined) {
+    const due = Date.parse(st.s.completionTime) + ttl * 1000;
+    if (st.o.now.getTime() >= due) st.deleteSelf = true;
+    else st.wake(due - st.o.now.getTime());
+  }
+}
+
+/**
+ * A child the API server refused (Pod Security admission, quota, a policy webhook) is a condition, not a silent
+ * retry behind Created=True.
+ */
+function recordRefusal(st: Step): void {
+  const r = st.o.refused;
+  if (r !== undefined) {
+    st.set("Created", "False", "ChildRefused", `The API server refused ${r.kind} ${r.name}: ${truncate(r.message, 600)}`);
+  } else if (getCondition(st.s.conditions, "Created")?.reason === "ChildRefused") {
+    st.set("Created", "True", "ChildrenApplied", "All children were accepted.");
+  }
+}
+
+/**
+ * 3. Suspended (spec.suspend, by a user or a queue): no pod runs. The attempt Job and the PodGroup are deleted (ranks
+ * checkpoint on SIGTERM); the Service, NetworkPolicy and Secret stay. Admission later starts a new attempt.
+ */
+function suspended(st: Step, spec: PretrainRunSpec, current: JobView | undefined): void {
+  const attemptNow = st.s.attempt ?? 0;
+  if (current !== undefined) st.deleteJob(current.metadata.name);
+  const podGroup = desiredPodGroup(st.o.run, spec);
+  if (podGroup !== undefined) st.del.push({ apiVersion: podGroup.apiVersion, kind: podGroup.kind, name: st.run });
+  st.s = compact({ ...st.s, phase: "Suspended" as const, activeJob: undefined, replicas: undefined });
+  st.set("Suspended", "True", "Suspended", attemptNow > 0 ? `Suspended; attempt ${attemptNow} was stopped and the next attempt resumes from the latest checkpoint.` : "Suspended before the first attempt: no pods are created until the run is admitted (spec.suspend: false).");
+  st.set("Queued", "True", "Suspended", "The run waits for admission (spec.suspend is true).");
+  st.setIfPresent("Running", "False", "Suspended", "The run is suspended.");
+}
+
+/**
+ * Admission (spec.suspend turned false): the deadline clocks restart now — status.startTime for
+ * activeDeadlineSeconds, and the next attempt Job's own startTime for startupDeadlineSeconds.
+ */
+function admitted(st: Step, attemptNow: number, current: JobView | undefined): { attempt: number; job: JobView | undefined } {
+  if (!isTrue(st.old.conditions, "Suspended")) return { attempt: attemptNow, job: current };
+  st.set("Suspended", "False", "Resumed", "The run was admitted.");
+  st.events.push({ type: "Normal", reason: "Resumed", note: "Admitted (spec.suspend is false); the deadline clock restarts now.", action: "Resume" });
+  st.s.startTime = st.nowIso;
+  if (attemptNow === 0) return { attempt: attemptNow, job: current };
+  // The stopped attempt's Job may still be in the cache (its deletion not yet observed): it is not the new attempt.
+  if (current !== undefined) st.deleteJob(current.metadata.name);
+  return { attempt: attemptNow + 1, job: undefined };
+}
+
+/** 4. Deadline, counted from the start or the last admission. */
+function deadlineExceeded(st: Step, spec: PretrainRunSpec, job: JobView | undefined): boolean {
   const ads = spec.runPolicy.activeDeadlineSeconds;
-  if (ads !== undefined && s.startTime !== undefined) {
-    const deadline = Date.parse(s.startTime) + ads * 1000;
-    if (o.now.getTime() >= deadline) {
-      if (job !== undefined) del.push(jobRef(job.metadata.name));
-      s = compact({ ...s, phase: "Failed" as const, completionTime: nowIso, activeJob: undefined });
-      set("Failed", "True", "DeadlineExceeded", `The run exceeded runPolicy.activeDeadlineSeconds (${ads} s).`);
-      setIfPresent("Running", "False", "DeadlineExceeded", "The run exceeded its deadline.");
-      setIfPresent("Restarting", "False", "DeadlineExceeded", "The run exceeded its deadline.");
-      return done();
-    }
-    wake(deadline - o.now.getTime());
+  if (ads === undefined || st.s.startTime === undefined) return false;
+  const deadline = Date.parse(st.s.startTime) + ads * 1000;
+  if (st.o.now.getTime() < deadline) {
+    st.wake(deadline - st.o.now.getTime());
+    return false;
   }
+  if (job !== undefined) st.deleteJob(job.metadata.name);
+  st.s = compact({ ...st.s, phase: "Failed" as const, completionTime: st.nowIso, activeJob: undefined });
+  st.set("Failed", "True", "DeadlineExceeded", `The run exceeded runPolicy.activeDeadlineSeconds (${ads} s).`);
+  st.setIfPresent("Running", "False", "DeadlineExceeded", "The run exceeded its deadline.");
+  st.setIfPresent("Restarting", "False", "DeadlineExceeded", "The run exceeded its deadline.");
+  return true;
+}
 
-  // 5. The current attempt finished?
-  if (job !== undefined && jobCondition(job, "Complete")) {
-    s = { ...s, phase: "Succeeded", completionTime: nowIso };
-    set("Succeeded", "True", "Completed", `Attempt ${attempt} completed on all ${spec.numNodes} nodes.`);
-    setIfPresent("Running", "False", "Completed", "The run completed.");
-    setIfPresent("Restarting", "False", "Completed", "The run completed.");
-    s.replicas = replicaCounts(job);
-    const ttl = spec.runPolicy.ttlSecondsAfterFinished;
-    if (ttl !== undefined) wake(ttl * 1000);
-    return done();
-  }
-  // 5b. A gang that never became ready within the startup deadline fails like a rank (and is restarted).
+/** 5. The current attempt finished. */
+function completed(st: Step, spec: PretrainRunSpec, job: JobView, attempt: number): void {
+  st.s = { ...st.s, phase: "Succeeded", completionTime: st.nowIso };
+  st.set("Succeeded", "True", "Completed", `Attempt ${attempt} completed on all ${spec.numNodes} nodes.`);
+  st.setIfPresent("Running", "False", "Completed", "The run completed.");
+  st.setIfPresent("Restarting", "False", "Completed", "The run completed.");
+  st.s.replicas = replicaCounts(job);
+  const ttl = spec.runPolicy.ttlSecondsAfterFinished;
+  if (ttl !== undefined) st.wake(ttl * 1000);
+}
+
+/**
+ * 5b. A failed attempt, or a gang that never became ready within the startup deadline (failed like a rank): the
+ * failure policy decides between failing the run ("stop") and a gang restart ("restart").
+ */
+function failedOrStuck(st: Step, spec: PretrainRunSpec, job: JobView, attempt: number): "stop" | "restart" | "running" {
   let stuck: { reason: string; message: string } | undefined;
-  if (job !== undefined && !jobCondition(job, "Failed")) {
-    const sd = startupDeadlineExceeded(job, spec.numNodes, spec.runPolicy.startupDeadlineSeconds, o.now);
-    if (sd.exceeded) stuck = { reason: "StartupDeadlineExceeded", message: `not all ${spec.numNodes} ranks were ready within runPolicy.startupDeadlineSeconds (${spec.runPolicy.startupDeadlineSeconds} s)${describePending(podsOfJob(o.pods, job.metadata.name))}` };
-    else if (sd.dueMs !== undefined) wake(sd.dueMs);
+  if (!jobCondition(job, "Failed")) {
+    const sd = startupDeadlineExceeded(job, spec.numNodes, spec.runPolicy.startupDeadlineSeconds, st.o.now);
+    if (sd.exceeded) stuck = { reason: "StartupDeadlineExceeded", message: `not all ${spec.numNodes} ranks were ready within runPolicy.startupDeadlineSeconds (${spec.runPolicy.startupDeadlineSeconds} s)${describePending(podsOfJob(st.o.pods, job.metadata.name))}` };
+    else if (sd.dueMs !== undefined) st.wake(sd.dueMs);
+    if (stuck === undefined) return "running";
   }
-  if (job !== undefined && (jobCondition(job, "Failed") || stuck !== undefined)) {
-    const jobPods = podsOfJob(o.pods, job.metadata.name);
-    const f = stuck === undefined ? attemptFailure(job, jobPods) : { decision: "Restart" as const, reason: stuck.reason, exitCode: undefined, message: stuck.message, ranks: [] };
-    const preempted = f.reason === "Preempted";
-    const msg = truncate(f.message, 600);
-    s.restarts = (s.restarts ?? 0) + 1;
-    s.lastFailure = compact({ attempt, reason: f.reason, message: msg, time: nowIso, exitCode: f.exitCode, ranks: f.ranks.length > 0 ? f.ranks : undefined });
-    const counted = s.restartsCountTowardsMax ?? 0;
-    if (f.decision === "Fail" || (!preempted && counted >= spec.runPolicy.maxRestarts)) {
-      s.restarts -= 1; // no restart happens
-      s = { ...s, phase: "Failed", completionTime: nowIso };
-      if (f.decision === "Fail") set("Failed", "True", f.reason, `Attempt ${attempt} failed with a non-retryable error (exit code ${f.exitCode ?? "?"}; not restarted): ${msg}`);
-      else set("Failed", "True", "BackoffLimitExceeded", `Attempt ${attempt} failed (${msg}) and runPolicy.maxRestarts (${spec.runPolicy.maxRestarts}) is exhausted.`);
-      setIfPresent("Running", "False", "Failed", "The run failed.");
-      setIfPresent("Restarting", "False", f.decision === "Fail" ? f.reason : "BackoffLimitExceeded", "No restart.");
-      s.replicas = replicaCounts(job);
-      if (stuck !== undefined || !jobCondition(job, "Failed")) del.push(jobRef(job.metadata.name));
-      return done();
-    }
-    if (!preempted) s.restartsCountTowardsMax = counted + 1;
-    else s.restartsCountTowardsMax = counted;
-    const note = `Attempt ${attempt} failed${preempted ? " (preempted; not counted against maxRestarts)" : ""}: ${msg}`;
-    set("Restarting", "True", f.reason, note);
-    extraEvents.push({ type: "Warning", reason: f.reason, note: `${note} Starting attempt ${attempt + 1}.`, action: "Restart" });
-    setIfPresent("Running", "False", f.reason, `Attempt ${attempt} failed.`);
-    del.push(jobRef(job.metadata.name));
-    attempt += 1;
-    job = undefined;
+  const f = stuck === undefined ? attemptFailure(job, podsOfJob(st.o.pods, job.metadata.name)) : { decision: "Restart" as const, reason: stuck.reason, exitCode: undefined, message: stuck.message, ranks: [] };
+  const preempted = f.reason === "Preempted";
+  const msg = truncate(f.message, 600);
+  st.s.lastFailure = compact({ attempt, reason: f.reason, message: msg, time: st.nowIso, exitCode: f.exitCode, ranks: f.ranks.length > 0 ? f.ranks : undefined });
+  const counted = st.s.restartsCountTowardsMax ?? 0;
+  if (f.decision === "Fail" || (!preempted && counted >= spec.runPolicy.maxRestarts)) {
+    st.s = { ...st.s, phase: "Failed", completionTime: st.nowIso, restarts: st.s.restarts ?? 0 };
+    if (f.decision === "Fail") st.set("Failed", "True", f.reason, `Attempt ${attempt} failed with a non-retryable error (exit code ${f.exitCode ?? "?"}; not restarted): ${msg}`);
+    else st.set("Failed", "True", "BackoffLimitExceeded", `Attempt ${attempt} failed (${msg}) and runPolicy.maxRestarts (${spec.runPolicy.maxRestarts}) is exhausted.`);
+    st.setIfPresent("Running", "False", "Failed", "The run failed.");
+    st.setIfPresent("Restarting", "False", f.decision === "Fail" ? f.reason : "BackoffLimitExceeded", "No restart.");
+    st.s.replicas = replicaCounts(job);
+    if (stuck !== undefined || !jobCondition(job, "Failed")) st.deleteJob(job.metadata.name);
+    return "stop";
   }
+  st.s.restarts = (st.s.restarts ?? 0) + 1;
+  st.s.restartsCountTowardsMax = preempted ? counted : counted + 1;
+  const note = `Attempt ${attempt} failed${preempted ? " (preempted; not counted against maxRestarts)" : ""}: ${msg}`;
+  st.set("Restarting", "True", f.reason, note);
+  st.events.push({ type: "Warning", reason: f.reason, note: `${note} Starting attempt ${attempt + 1}.`, action: "Restart" });
+  st.setIfPresent("Running", "False", f.reason, `Attempt ${attempt} failed.`);
+  st.deleteJob(job.metadata.name);
+  return "restart";
+}
 
-  // 6. Ensure the children of the current attempt.
-  if (job === undefined) {
-    const plan = resolvePlan(spec, o.plan);
-    if (plan.kind === "invalid") {
-      s.phase = "Failed";
-      set("Failed", "True", "ValidationFailed", plan.message);
-      return done();
-    }
-    if (plan.kind === "wait") {
-      // Keep a new attempt number (after a failure or resume): the next reconcile must not resurrect the old attempt.
-      s = compact({ ...s, attempt, activeJob: undefined });
-      s.phase = isTrue(s.conditions, "Restarting") ? "Restarting" : "Pending";
-      set("Queued", "True", "PlanNotReady", plan.message);
-      return done();
-    }
-    if (attempt === 0) {
-      attempt = 1;
-      s.startTime = nowIso;
-    }
-    s.attempt = attempt;
-    // BlockingRecreate: new ranks start only after the previous attempt's pods are gone, or rendezvous breaks.
-    // With no Job for this attempt, every active pod of the run is a leftover: of an earlier attempt, or of this
-    // attempt's Job deleted by hand (its pods go away with it).
-    const lingering = o.pods.filter(isActivePod);
-    apply.push(...runChildren(o.run, spec));
-    if (podGroup !== undefined) apply.push(podGroup);
-    if (lingering.length > 0) {
-      s = compact({ ...s, phase: "Restarting" as const, activeJob: undefined });
-      wake(WAIT_FOR_PODS_MS);
-      return done();
-    }
-    const resume = spec.runPolicy.resume === "Latest";
-    const desired = desiredAttemptJob(o.run, spec, plan.inputs, attempt);
-    apply.push(desired);
-    s.activeJob = desired.metadata.name;
-    set("Created", "True", "JobCreated", `Created Job ${desired.metadata.name} (attempt ${attempt}${resume ? ", resuming from the latest checkpoint if there is one" : ""}).`);
-    set("Queued", "False", "JobCreated", `Job ${desired.metadata.name} was created.`);
-    s.replicas = { active: 0, ready: 0, succeeded: 0, failed: 0 };
-    s.phase = isTrue(s.conditions, "Restarting") ? "Restarting" : "Pending";
-    return done();
+/** 6. Ensure the children of the current attempt (no Job for it yet). */
+function startAttempt(st: Step, spec: PretrainRunSpec, attemptIn: number): void {
+  let attempt = attemptIn;
+  const plan = resolvePlan(spec, st.o.plan);
+  if (plan.kind === "invalid") {
+    st.s.phase = "Failed";
+    st.set("Failed", "True", "ValidationFailed", plan.message);
+    return;
   }
+  if (plan.kind === "wait") {
+    // Keep a new attempt number (after a failure or resume): the next reconcile must not resurrect the old attempt.
+    st.s = compact({ ...st.s, attempt, activeJob: undefined });
+    st.s.phase = isTrue(st.s.conditions, "Restarting") ? "Restarting" : "Pending";
+    st.set("Queued", "True", "PlanNotReady", plan.message);
+    return;
+  }
+  if (attempt === 0) {
+    attempt = 1;
+    st.s.startTime = st.nowIso;
+  }
+  st.s.attempt = attempt;
+  // BlockingRecreate: new ranks start only after the previous attempt's pods are gone, or rendezvous breaks.
+  // With no Job for this attempt, every active pod of the run is a leftover: of an earlier attempt, or of this
+  // attempt's Job deleted by hand (its pods go away with it).
+  const lingering = st.o.pods.filter(isActivePod);
+  applyRunChildren(st, spec);
+  if (lingering.length > 0) {
+    st.s = compact({ ...st.s, phase: "Restarting" as const, activeJob: undefined });
+    st.wake(WAIT_FOR_PODS_MS);
+    return;
+  }
+  const resume = spec.runPolicy.resume === "Latest";
+  const desired = desiredAttemptJob(st.o.run, spec, plan.inputs, attempt);
+  st.apply.push(desired);
+  st.s.activeJob = desired.metadata.name;
+  // A refused child keeps Created=False/ChildRefused (recordRefusal) until an apply succeeds: no Created=True over a
+  // silent retry.
+  if (st.o.refused === undefined) {
+    st.set("Created", "True", "JobCreated", `Created Job ${desired.metadata.name} (attempt ${attempt}${resume ? ", resuming from the latest checkpoint if there is one" : ""}).`);
+    st.set("Queued", "False", "JobCreated", `Job ${desired.metadata.name} was created.`);
+  }
+  st.s.replicas = { active: 0, ready: 0, succeeded: 0, failed: 0 };
+  st.s.phase = isTrue(st.s.conditions, "Restarting") ? "Restarting" : "Pending";
+}
 
-  // 7. The attempt exists and runs: keep Service/NetworkPolicy/Secret/PodGroup applied, derive status from the Job.
-  apply.push(...runChildren(o.run, spec));
-  if (podGroup !== undefined) apply.push(podGroup);
-  s.attempt = attempt;
-  s.activeJob = job.metadata.name;
-  s.replicas = replicaCounts(job);
-  if (job.spec?.suspend === true) {
-    set("Queued", "True", "WaitingForAdmission", `Job ${job.metadata.name} is suspended by its queue.`);
+/** 7. The attempt exists and runs: keep the run's children applied, derive status from the Job and rank 0's metrics. */
+function observeAttempt(st: Step, spec: PretrainRunSpec, job: JobView, attempt: number): void {
+  applyRunChildren(st, spec);
+  st.s.attempt = attempt;
+  st.s.activeJob = job.metadata.name;
+  st.s.replicas = replicaCounts(job);
+  const queued = job.spec?.suspend === true;
+  if (queued) st.set("Queued", "True", "WaitingForAdmission", `Job ${job.metadata.name} is suspended by its queue.`);
+  else st.set("Queued", "False", "Admitted", `Job ${job.metadata.name} is admitted.`);
+  const ready = st.s.replicas.ready;
+  if (ready >= spec.numNodes && !queued) {
+    st.set("Running", "True", "AllPodsReady", `All ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
+    st.setIfPresent("Restarting", "False", "Restarted", `Attempt ${attempt} is running.`);
   } else {
-    set("Queued", "False", "Admitted", `Job ${job.metadata.name} is admitted.`);
+    const problem = pendingProblem(podsOfJob(st.o.pods, job.metadata.name));
+    if (problem !== undefined) st.set("Running", "False", problem.reason, problem.message);
+    else st.set("Running", "False", "PodsNotReady", `${ready} of ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
   }
-  const ready = s.replicas.ready;
-  if (ready >= spec.numNodes && job.spec?.suspend !== true) {
-    set("Running", "True", "AllPodsReady", `All ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
-    setIfPresent("Restarting", "False", "Restarted", `Attempt ${attempt} is running.`);
-  } else {
-    const problem = pendingProblem(podsOfJob(o.pods, job.metadata.name));
-    if (problem !== undefined) set("Running", "False", problem.reason, problem.message);
-    else set("Running", "False", "PodsNotReady", `${ready} of ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
-  }
-  s.phase = isTrue(s.conditions, "Restarting") ? "Restarting" : isTrue(s.conditions, "Running") ? "Running" : isTrue(s.conditions, "Queued") ? "Queued" : "Pending";
+  const c = st.s.conditions;
+  st.s.phase = isTrue(c, "Restarting") ? "Restarting" : isTrue(c, "Running") ? "Running" : isTrue(c, "Queued") ? "Queued" : "Pending";
+  progress(st, spec, attempt);
+}
 
-  // 8. Progress from rank 0's metrics (scraped by the shell).
-  if (o.metrics !== undefined && o.metrics.attempt === attempt) {
-    const m = o.metrics;
+/** 8. Progress from rank 0's metrics (read by the shell's poller, outside the reconcile workers). */
+function progress(st: Step, spec: PretrainRunSpec, attempt: number): void {
+  const m = st.o.metrics;
+  if (m !== undefined && m.attempt === attempt) {
     const epochs = spec.training.epochs;
-    s.progress = compact({
-      step: m.step !== undefined ? Math.round(m.step) : s.progress?.step,
-      epoch: m.epoch !== undefined ? Math.round(m.epoch) : s.progress?.epoch,
-      loss: m.loss !== undefined ? formatLoss(m.loss) : s.progress?.loss,
-      percent: epochs !== undefined && m.epoch !== undefined ? Math.min(100, Math.floor((m.epoch / epochs) * 100)) : s.progress?.percent,
+    const p = st.s.progress;
+    st.s.progress = compact({
+      step: m.step !== undefined ? Math.round(m.step) : p?.step,
+      epoch: m.epoch !== undefined ? Math.round(m.epoch) : p?.epoch,
+      loss: m.loss !== undefined ? formatLoss(m.loss) : p?.loss,
+      percent: epochs !== undefined && m.epoch !== undefined ? Math.min(100, Math.floor((m.epoch / epochs) * 100)) : p?.percent,
       lastUpdatedTime: toKubeTime(m.time),
     });
   }
-  if (spec.metrics.scrapeIntervalSeconds > 0 && isTrue(s.conditions, "Running")) wake(spec.metrics.scrapeIntervalSeconds * 1000);
-  return done();
+  // A periodic look even when no new sample arrives (the poller also enqueues the run on each new sample).
+  if (spec.metrics.scrapeIntervalSeconds > 0 && isTrue(st.s.conditions, "Running")) st.wake(spec.metrics.scrapeIntervalSeconds * 1000);
+}
+
+function applyRunChildren(st: Step, spec: PretrainRunSpec): void {
+  st.apply.push(...runChildren(st.o.run, spec));
+  const podGroup = desiredPodGroup(st.o.run, spec);
+  if (podGroup !== undefined) st.apply.push(podGroup);
 }
 
 /** The run's children that live as long as the run: Service, NetworkPolicy, rendezvous Secret. */
