@@ -120,6 +120,15 @@ function helloText(h: Omit<HelloMsg, "mac">): string {
 
 /** Elements per pipelined broadcast piece (4 MiB). */
 const BROADCAST_PIECE = 1 << 20;
+/** Elements per all-reduce segment (4 MiB): one Data frame; a step forwards each as soon as it has landed. */
+const SEGMENT = 1 << 20;
+
+/** `a` in SEGMENT-sized pieces (at least one, possibly empty). */
+function segments(a: Float32Array): Float32Array[] {
+  const out = [a.subarray(0, SEGMENT)];
+  for (let o = SEGMENT; o < a.length; o += SEGMENT) out.push(a.subarray(o, o + SEGMENT));
+  return out;
+}
 
 /** `p`, marked handled, so a rejection that is awaited later (or superseded) is not reported as unhandled. */
 function handled<T>(p: Promise<T>): Promise<T> {
@@ -136,27 +145,33 @@ class RingProcessGroup implements ProcessGroup {
     private readonly timeoutMs: number,
   ) {}
 
+  /**
+   * Reduce-scatter then all-gather, 2 (N-1) steps; step k sends chunk `out` to the next rank and receives chunk `into`
+   * from the previous one (added in the reduce-scatter). Step k+1 sends what step k received, so it is sent segment
+   * by segment as soon as each segment has landed: the steps overlap instead of draining the ring between them.
+   * Every receive is posted up front, so the incoming stream never waits for this rank to ask for it.
+   */
   async allReduceSum(buf: Float32Array): Promise<void> {
     const n = this.worldSize;
     const offs = splitRanges(buf.length, n);
-    const chunk = (i: number): Float32Array => buf.subarray(offs[i], offs[i + 1]);
-    const mod = (i: number): number => ((i % n) + n) % n;
-    // Reduce-scatter: after n-1 steps rank r holds the full sum of chunk r+1.
-    for (let s = 0; s < n - 1; s++) {
-      await this.exchange(chunk(mod(this.rank - s)), chunk(mod(this.rank - s - 1)), true);
-    }
-    // All-gather: circulate the reduced chunks.
-    for (let s = 0; s < n - 1; s++) {
-      await this.exchange(chunk(mod(this.rank - s + 1)), chunk(mod(this.rank - s)), false);
-    }
-  }
-
-  /**
-   * Send `out` to the next rank while receiving the previous rank's chunk straight into `into` (added when
-   * `reduce`): one Data frame per step, written from and read into the caller's memory (channel.ts).
-   */
-  private async exchange(out: Float32Array, into: Float32Array, reduce: boolean): Promise<void> {
-    await Promise.all([this.next.send(Tag.Data, bytesOf(out)), this.prev.recvInto(into, reduce, this.timeoutMs)]);
+    const chunk = (i: number): Float32Array => {
+      const c = ((i % n) + n) % n;
+      return buf.subarray(offs[c], offs[c + 1]);
+    };
+    const r = this.rank;
+    const steps: { out: Float32Array; into: Float32Array; reduce: boolean }[] = [];
+    // Reduce-scatter: after n-1 steps rank r holds the full sum of chunk r+1. All-gather: circulate the sums.
+    for (let s = 0; s < n - 1; s++) steps.push({ out: chunk(r - s), into: chunk(r - s - 1), reduce: true });
+    for (let s = 0; s < n - 1; s++) steps.push({ out: chunk(r - s + 1), into: chunk(r - s), reduce: false });
+    const received = steps.map((st) => segments(st.into).map((seg) => handled(this.prev.recvInto(seg, st.reduce, this.timeoutMs))));
+    const sent: Promise<void>[] = [];
+    steps.forEach((st, k) => {
+      segments(st.out).forEach((seg, j) => {
+        const ready = k === 0 ? Promise.resolve() : received[k - 1]![j]!;
+        sent.push(handled(ready.then(() => this.next.send(Tag.Data, bytesOf(seg)))));
+      });
+    });
+    await Promise.all([...received.flat(), ...sent]);
   }
 
   async allReduceMean(buf: Float32Array): Promise<void> {
