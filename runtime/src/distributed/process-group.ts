@@ -424,8 +424,8 @@ async function acceptRingPeer(acceptor: Acceptor, rank: number, nextRank: number
   }
 }
 
-/** The ring's receiving side: connect to `prevRank`'s ring port, prove this rank, check prev's proof. */
-async function connectRingPeer(host: string, port: number, rank: number, prevRank: number, token: string, deadline: number, timeoutMs: number): Promise<Channel> {
+/** The ring's receiving side: connect to `prevRank`'s ring port, prove this rank, check prev's proof (exported for tests). */
+export async function connectRingPeer(host: string, port: number, rank: number, prevRank: number, token: string, deadline: number, timeoutMs: number): Promise<Channel> {
   const prev = await connectWithRetry(host, port, deadline, `rank ${prevRank}`);
   const challenge = (await prev.recvJson(Tag.Challenge, timeoutMs)) as { nonce?: unknown };
   if (typeof challenge.nonce !== "string") throw new DistributedError(`protocol error: rank ${prevRank} sent no challenge`);
