@@ -364,11 +364,14 @@ export class Channel {
     head.writeUInt32BE(tag, 0);
     head.writeBigUInt64BE(BigInt(body.byteLength), 4);
     return new Promise((resolve, reject) => {
+      // corked: header and body leave in one writev, not as a 12-byte packet of their own (the socket is NoDelay)
+      socket.cork();
       socket.write(head);
       socket.write(body, (err) => {
         if (err) reject(new DistributedError(`sending to ${this.peer} failed: ${err.message}`));
         else resolve();
       });
+      socket.uncork();
     });
   }
 
