@@ -1,12 +1,15 @@
 /**
  * `npm run bench:allreduce [-- --ranks 2 --reps 3]`: the ring all-reduce of runtime/src/distributed/process-group.ts
  * on gradient sets the size of ResEnc-L's and Primus-M's parameters (one flat float32 buffer each, as the training
- * loop sends them), beside raw TCP throughput between the same processes in the same run: every rank streams the
- * same number of bytes to its ring successor while receiving from its predecessor (the ring's traffic pattern) over
- * a plain socket. Reports the all-reduce's bus bandwidth (NCCL's definition: 2(N−1)/N · bytes / time), the raw TCP
- * link throughput, their ratio (goal >= 80 %), and what one ResEnc-L all-reduce adds to a training step (the
- * collective plus the loop's copies of the gradients into and out of the flat buffer, training/loop.ts).
- * The ranks run on this machine over loopback (what `--nproc-per-node` does); medians of `reps`.
+ * loop sends them), beside raw TCP between the same processes in the same run: every rank sends 2(N−1)/N · bytes
+ * (what the all-reduce moves per rank) to its ring successor in one write while receiving as much from its
+ * predecessor, over one plain socket per ring edge opened the way the ring's are. Memory to memory (the goal's
+ * baseline): the bytes are read into a destination of their size, as the all-gather reads them; discarding: into
+ * one reused 1 MiB buffer that stays in cache (iperf's way, shown for comparison).
+ * Reports the all-reduce's bus bandwidth (NCCL's definition: 2(N−1)/N · bytes / time), the raw throughputs, the
+ * per-repetition ratios (median and range; goal >= 80 %), the ratio of CPU time, and what one all-reduce adds to a
+ * training step (the collective plus the loop's copies of the gradients into and out of the flat buffer,
+ * training/loop.ts). The ranks run on this machine over loopback (what `--nproc-per-node` does).
  */
 import * as net from "node:net";
 import { createServer } from "node:net";

@@ -148,7 +148,7 @@ export class Channel {
     if (this.failure !== undefined) return false;
     if (buf === this.spill) {
       this.paused = false;
-      this.feed(Buffer.from(buf.subarray(0, n)));
+      this.feed(Buffer.from(buf.subarray(0, n))); // copied: the spill buffer is where the next read may land
     } else {
       this.consume(n);
     }
@@ -159,15 +159,15 @@ export class Channel {
     return true;
   }
 
-  /** Copy a chunk read elsewhere into the places the frames go. */
-  private feed(chunk: Buffer): void {
+  /** Copy a chunk read elsewhere into the places the frames go. False: paused, the rest kept for later. */
+  private feed(chunk: Buffer): boolean {
     let rest = chunk;
     while (rest.length > 0 && this.failure === undefined) {
       if (this.waitingForSink()) {
         this.stash = rest;
         this.paused = true;
         this.socket?.pause();
-        return;
+        return false;
       }
       const dst = this.nextBuffer();
       const k = Math.min(dst.length, rest.length);
@@ -175,6 +175,7 @@ export class Channel {
       this.consume(k);
       rest = rest.subarray(k);
     }
+    return true;
   }
 
   /** `n` bytes arrived in the buffer `nextBuffer()` returned. */
@@ -299,8 +300,8 @@ export class Channel {
     const stash = this.stash;
     this.stash = undefined;
     this.paused = false;
-    if (stash !== undefined) this.feed(stash);
-    if (!this.paused) this.socket?.resume();
+    if (stash !== undefined && !this.feed(stash)) return;
+    this.socket?.resume();
   }
 
   private fail(e: Error): void {
