@@ -1,7 +1,7 @@
 /**
  * Data-parallel process group over plain TCP: rendezvous at the master address, then a ring of connections
  * (rank r sends to r+1 and receives from r-1) for bandwidth-optimal collectives. This is what NCCL/Gloo give
- * PyTorch's DDP; nnssl itself only runs single-node `mp.spawn` (spec 4.6), ssl3d runs across nodes.
+ * PyTorch's DDP; nnssl itself only runs single-node `mp.spawn`, ssl3d runs across nodes.
  *
  * - `allReduceSum` is a ring reduce-scatter followed by a ring all-gather: each rank sends and receives
  *   2 (N-1)/N of the buffer, independent of N. For a fixed world size the summation order of every element is
@@ -12,11 +12,13 @@
  *
  * Rendezvous: rank 0 listens on MASTER_ADDR:MASTER_PORT; every rank opens an ephemeral ring port and announces it
  * (with its run/attempt identity) to rank 0, which checks the ranks and replies with the table of ring endpoints
- * (addresses as rank 0 observed them).
+ * (addresses as rank 0 observed them). Rank r+1 then connects to rank r's ring port and both prove they know the run's
+ * secret; data flows over that connection from r to r+1, read straight into the collective's buffer (channel.ts).
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as net from "node:net";
+import { bytesOf, Channel, connectChannel, Tag } from "./channel.js";
 import { log } from "../observability/log.js";
 import { DistributedError } from "../errors.js";
 import type { DistributedConfig } from "./env.js";
@@ -53,169 +55,6 @@ export class SingleProcessGroup implements ProcessGroup {
   close(): Promise<void> {
     return Promise.resolve();
   }
-}
-
-const Tag = { Hello: 1, Table: 2, RingHello: 3, Data: 4, Challenge: 5 } as const;
-type Tag = (typeof Tag)[keyof typeof Tag];
-
-const HEADER = 12; // u32 tag, u64 length
-/** Floats per all-reduce frame (4 MiB). */
-const SEGMENT = 1 << 20;
-interface Frame {
-  tag: number;
-  body: Buffer;
-}
-
-/** A socket carrying length-prefixed frames, read into a queue as they arrive. */
-class Channel {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  private readonly frames: Frame[] = [];
-  private readonly waiters: { resolve: (f: Frame) => void; reject: (e: Error) => void }[] = [];
-  private failure: Error | undefined;
-  /** Largest frame accepted; small until the peer has authenticated, so a stranger cannot make us buffer gigabytes. */
-  maxFrame = Number.POSITIVE_INFINITY;
-
-  constructor(
-    readonly socket: net.Socket,
-    private readonly peer: string,
-  ) {
-    socket.setNoDelay(true);
-    socket.on("data", (d: Buffer) => {
-      this.onData(d);
-    });
-    socket.on("error", (e) => {
-      this.fail(new DistributedError(`connection to ${this.peer} failed: ${e.message}`));
-    });
-    socket.on("close", () => {
-      this.fail(new DistributedError(`connection to ${this.peer} closed (the peer process exited or was killed)`));
-    });
-  }
-
-  private onData(d: Buffer): void {
-    this.chunks.push(d);
-    this.buffered += d.length;
-    for (;;) {
-      if (this.buffered < HEADER) return;
-      const head = this.peek(HEADER);
-      const tag = head.readUInt32BE(0);
-      const len = Number(head.readBigUInt64BE(4));
-      if (len > this.maxFrame) {
-        this.fail(new DistributedError(`protocol error: ${this.peer} sent a ${len}-byte frame before authenticating`));
-        this.socket.destroy();
-        return;
-      }
-      if (this.buffered < HEADER + len) return;
-      const all = this.take(HEADER + len);
-      const frame = { tag, body: all.subarray(HEADER) };
-      const w = this.waiters.shift();
-      if (w !== undefined) w.resolve(frame);
-      else this.frames.push(frame);
-    }
-  }
-
-  private peek(n: number): Buffer {
-    const first = this.chunks[0];
-    if (first !== undefined && first.length >= n) return first;
-    const merged = Buffer.concat(this.chunks);
-    this.chunks = [merged];
-    return merged;
-  }
-
-  private take(n: number): Buffer {
-    const merged = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    const out = merged.subarray(0, n);
-    const rest = merged.subarray(n);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.buffered = rest.length;
-    return out;
-  }
-
-  private fail(e: Error): void {
-    if (this.failure !== undefined) return;
-    this.failure = e;
-    for (const w of this.waiters.splice(0)) w.reject(e);
-  }
-
-  send(tag: Tag, body: Uint8Array): Promise<void> {
-    if (this.failure !== undefined) return Promise.reject(this.failure);
-    const head = Buffer.alloc(HEADER);
-    head.writeUInt32BE(tag, 0);
-    head.writeBigUInt64BE(BigInt(body.byteLength), 4);
-    return new Promise((resolve, reject) => {
-      this.socket.write(head);
-      this.socket.write(body, (err) => {
-        if (err) reject(new DistributedError(`sending to ${this.peer} failed: ${err.message}`));
-        else resolve();
-      });
-    });
-  }
-
-  recv(expected: Tag, timeoutMs: number): Promise<Buffer> {
-    const check = (f: Frame): Buffer => {
-      if (f.tag !== expected) throw new DistributedError(`protocol error: expected message ${expected} from ${this.peer}, got ${f.tag}`);
-      return f.body;
-    };
-    const ready = this.frames.shift();
-    if (ready !== undefined) {
-      try {
-        return Promise.resolve(check(ready));
-      } catch (e) {
-        return Promise.reject(e instanceof Error ? e : new Error(String(e)));
-      }
-    }
-    if (this.failure !== undefined) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        resolve: (f: Frame) => {
-          clearTimeout(timer);
-          try {
-            resolve(check(f));
-          } catch (e) {
-            reject(e instanceof Error ? e : new Error(String(e)));
-          }
-        },
-        reject: (e: Error) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      };
-      const timer = setTimeout(() => {
-        const i = this.waiters.indexOf(waiter);
-        if (i >= 0) this.waiters.splice(i, 1);
-        reject(new DistributedError(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${this.peer}`));
-      }, timeoutMs);
-      timer.unref();
-      this.waiters.push(waiter);
-    });
-  }
-
-  async sendJson(tag: Tag, value: unknown): Promise<void> {
-    await this.send(tag, Buffer.from(JSON.stringify(value)));
-  }
-
-  async recvJson(tag: Tag, timeoutMs: number): Promise<unknown> {
-    return JSON.parse((await this.recv(tag, timeoutMs)).toString("utf8")) as unknown;
-  }
-
-  close(): void {
-    this.failure ??= new DistributedError(`connection to ${this.peer} closed locally`);
-    this.socket.destroy();
-  }
-}
-
-function bytesOf(a: Float32Array): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-}
-
-/** Copy a received frame into an aligned Float32Array (frames are not 4-byte aligned in general). */
-function floatsFrom(body: Buffer, expectedLength: number, peer: string): Float32Array {
-  if (body.length !== expectedLength * 4) {
-    throw new DistributedError(`protocol error: ${peer} sent ${body.length} bytes, expected ${expectedLength * 4} (do all ranks run the same model?)`);
-  }
-  const out = new Float32Array(expectedLength);
-  new Uint8Array(out.buffer).set(body);
-  return out;
 }
 
 /** Start offsets of `parts` nearly equal contiguous ranges of `n` elements (length parts + 1). */
@@ -279,6 +118,24 @@ function helloText(h: Omit<HelloMsg, "mac">): string {
   return JSON.stringify([h.rank, h.worldSize, h.ringPort, h.run, h.attempt, h.nonce]);
 }
 
+/** Elements per pipelined broadcast piece (4 MiB). */
+const BROADCAST_PIECE = 1 << 20;
+/** Elements per all-reduce segment (4 MiB): one Data frame; a step forwards each as soon as it has landed. */
+const SEGMENT = 1 << 20;
+
+/** `a` in SEGMENT-sized pieces (at least one, possibly empty). */
+function segments(a: Float32Array): Float32Array[] {
+  const out = [a.subarray(0, SEGMENT)];
+  for (let o = SEGMENT; o < a.length; o += SEGMENT) out.push(a.subarray(o, o + SEGMENT));
+  return out;
+}
+
+/** `p`, marked handled, so a rejection that is awaited later (or superseded) is not reported as unhandled. */
+function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
 class RingProcessGroup implements ProcessGroup {
   constructor(
     readonly rank: number,
@@ -288,48 +145,33 @@ class RingProcessGroup implements ProcessGroup {
     private readonly timeoutMs: number,
   ) {}
 
+  /**
+   * Reduce-scatter then all-gather, 2 (N-1) steps; step k sends chunk `out` to the next rank and receives chunk `into`
+   * from the previous one (added in the reduce-scatter). Step k+1 sends what step k received, so it is sent segment
+   * by segment as soon as each segment has landed: the steps overlap instead of draining the ring between them.
+   * Every receive is posted up front, so the incoming stream never waits for this rank to ask for it.
+   */
   async allReduceSum(buf: Float32Array): Promise<void> {
     const n = this.worldSize;
     const offs = splitRanges(buf.length, n);
-    const chunk = (i: number): Float32Array => buf.subarray(offs[i], offs[i + 1]);
-    const mod = (i: number): number => ((i % n) + n) % n;
-    // Reduce-scatter: after n-1 steps rank r holds the full sum of chunk r+1.
-    for (let s = 0; s < n - 1; s++) {
-      await this.exchange(chunk(mod(this.rank - s)), chunk(mod(this.rank - s - 1)), true);
-    }
-    // All-gather: circulate the reduced chunks.
-    for (let s = 0; s < n - 1; s++) {
-      await this.exchange(chunk(mod(this.rank - s + 1)), chunk(mod(this.rank - s)), false);
-    }
-  }
-
-  /**
-   * Send `out` to the next rank while receiving the previous rank's chunk into `into` (added when `reduce`), in
-   * SEGMENT-sized frames: each segment is reduced while the following ones are still on the wire, so the summation
-   * overlaps the transfer instead of waiting for a whole chunk (bench/allreduce.ts measures the difference).
-   */
-  private async exchange(out: Float32Array, into: Float32Array, reduce: boolean): Promise<void> {
-    const sends: Promise<void>[] = [];
-    for (let o = 0; o < out.length || o === 0; o += SEGMENT) sends.push(this.next.send(Tag.Data, bytesOf(out.subarray(o, o + SEGMENT))));
-    // Promise.all below so a failed send is handled even when the receive fails first.
-    const received = (async (): Promise<void> => {
-      const tmp = new Float32Array(Math.min(SEGMENT, into.length));
-      for (let o = 0; o < into.length || o === 0; o += SEGMENT) {
-        const target = into.subarray(o, o + SEGMENT);
-        const body = await this.prev.recv(Tag.Data, this.timeoutMs);
-        if (body.length !== target.length * 4) {
-          throw new DistributedError(`protocol error: the previous rank sent ${body.length} bytes, expected ${target.length * 4} (do all ranks run the same model?)`);
-        }
-        if (!reduce) {
-          bytesOf(target).set(body);
-          continue;
-        }
-        const got = tmp.subarray(0, target.length);
-        bytesOf(got).set(body); // frames are not 4-byte aligned in general
-        for (let i = 0; i < target.length; i++) target[i] = got[i]! + target[i]!;
-      }
-    })();
-    await Promise.all([...sends, received]);
+    const chunk = (i: number): Float32Array => {
+      const c = ((i % n) + n) % n;
+      return buf.subarray(offs[c], offs[c + 1]);
+    };
+    const r = this.rank;
+    const steps: { out: Float32Array; into: Float32Array; reduce: boolean }[] = [];
+    // Reduce-scatter: after n-1 steps rank r holds the full sum of chunk r+1. All-gather: circulate the sums.
+    for (let s = 0; s < n - 1; s++) steps.push({ out: chunk(r - s), into: chunk(r - s - 1), reduce: true });
+    for (let s = 0; s < n - 1; s++) steps.push({ out: chunk(r - s + 1), into: chunk(r - s), reduce: false });
+    const received = steps.map((st) => segments(st.into).map((seg) => handled(this.prev.recvInto(seg, st.reduce, this.timeoutMs))));
+    const sent: Promise<void>[] = [];
+    steps.forEach((st, k) => {
+      segments(st.out).forEach((seg, j) => {
+        const ready = k === 0 ? Promise.resolve() : received[k - 1]![j]!;
+        sent.push(handled(ready.then(() => this.next.send(Tag.Data, bytesOf(seg)))));
+      });
+    });
+    await Promise.all([...received.flat(), ...sent]);
   }
 
   async allReduceMean(buf: Float32Array): Promise<void> {
@@ -341,16 +183,20 @@ class RingProcessGroup implements ProcessGroup {
   async broadcast(buf: Float32Array, root = 0): Promise<void> {
     const n = this.worldSize;
     const last = (root - 1 + n) % n; // the rank that does not forward
-    const piece = 1 << 20; // elements per pipelined piece (4 MiB)
+    const parts: Float32Array[] = [];
     let off = 0;
     do {
-      const part = buf.subarray(off, Math.min(buf.length, off + piece));
-      if (this.rank !== root) {
-        part.set(floatsFrom(await this.prev.recv(Tag.Data, this.timeoutMs), part.length, "the previous rank"));
-      }
-      if (this.rank !== last) await this.next.send(Tag.Data, bytesOf(part));
-      off += piece;
+      parts.push(buf.subarray(off, Math.min(buf.length, off + BROADCAST_PIECE)));
+      off += BROADCAST_PIECE;
     } while (off < buf.length);
+    // Every piece's receive is posted at once, so the stream never waits for us; each is forwarded as it lands.
+    const received = this.rank === root ? [] : parts.map((p) => handled(this.prev.recvInto(p, false, this.timeoutMs)));
+    const sends: Promise<void>[] = [];
+    for (let i = 0; i < parts.length; i++) {
+      if (this.rank !== root) await received[i];
+      if (this.rank !== last) sends.push(handled(this.next.send(Tag.Data, bytesOf(parts[i]!))));
+    }
+    await Promise.all(sends);
   }
 
   async barrier(): Promise<void> {
@@ -376,22 +222,13 @@ function listen(server: net.Server, port: number, host: string): Promise<number>
   });
 }
 
-async function connectWithRetry(host: string, port: number, deadline: number, what: string): Promise<net.Socket> {
+/** Connect a channel to `host:port`, retrying until `deadline` (the peer may not listen yet). */
+async function connectWithRetry(host: string, port: number, deadline: number, what: string): Promise<Channel> {
   let delay = 100;
   let lastError = "";
   while (Date.now() < deadline) {
     try {
-      return await new Promise<net.Socket>((resolve, reject) => {
-        const s = net.connect({ host, port });
-        s.once("connect", () => {
-          s.removeAllListeners("error");
-          resolve(s);
-        });
-        s.once("error", (e: NodeJS.ErrnoException) => {
-          s.destroy();
-          reject(new Error(e.code ?? e.message));
-        });
-      });
+      return await connectChannel(host, port, what);
     } catch (e) {
       lastError = (e as Error).message;
       await new Promise((r) => setTimeout(r, delay));
@@ -456,7 +293,7 @@ function newNonce(): string {
  */
 async function admitJoiner(s: net.Socket, identity: Identity, worldSize: number): Promise<{ ch: Channel; hello: HelloMsg; host: string } | undefined> {
   const host = normaliseAddress(s.remoteAddress);
-  const ch = new Channel(s, `a joining rank (${host})`);
+  const ch = Channel.over(s, `a joining rank (${host})`);
   ch.maxFrame = HANDSHAKE_FRAME;
   try {
     const nonce = newNonce();
@@ -544,8 +381,7 @@ async function rendezvousAsRank0(cfg: { masterPort: number }, worldSize: number,
 
 /** Ranks 1..N-1: answer rank 0's challenge, check that the table comes from someone who knows the secret. */
 async function rendezvousAsJoiner(cfg: { masterAddr: string; masterPort: number; timeoutMs: number }, rank: number, worldSize: number, ringPort: number, identity: Identity, deadline: number): Promise<Table> {
-  const s = await connectWithRetry(cfg.masterAddr, cfg.masterPort, deadline, "rank 0");
-  const ch = new Channel(s, "rank 0");
+  const ch = await connectWithRetry(cfg.masterAddr, cfg.masterPort, deadline, "rank 0");
   try {
     const challenge = (await ch.recvJson(Tag.Challenge, cfg.timeoutMs)) as { nonce?: unknown };
     if (typeof challenge.nonce !== "string") throw new DistributedError("protocol error: rank 0 sent no challenge");
@@ -561,18 +397,22 @@ async function rendezvousAsJoiner(cfg: { masterAddr: string; masterPort: number;
   }
 }
 
-/** The ring's receiving side: the first connection that proves it is `prevRank` of this run; strangers are dropped. */
-async function acceptRingPeer(acceptor: Acceptor, prevRank: number, token: string, deadline: number): Promise<Channel> {
+/**
+ * The ring's sending side: the first connection that proves it is `nextRank` of this run (strangers are dropped);
+ * it is answered with this rank's own proof, so the receiver knows whose data it reads.
+ */
+async function acceptRingPeer(acceptor: Acceptor, rank: number, nextRank: number, token: string, deadline: number): Promise<Channel> {
   for (;;) {
-    const s = await acceptor.next(deadline, `rank ${prevRank}`);
+    const s = await acceptor.next(deadline, `rank ${nextRank}`);
     const host = normaliseAddress(s.remoteAddress);
-    const ch = new Channel(s, `rank ${prevRank}`);
+    const ch = Channel.over(s, `rank ${nextRank}`);
     ch.maxFrame = HANDSHAKE_FRAME;
     try {
       const nonce = newNonce();
       await ch.sendJson(Tag.Challenge, { nonce });
-      const ph = (await ch.recvJson(Tag.RingHello, Math.min(HANDSHAKE_MS, Math.max(1, deadline - Date.now())))) as { rank?: unknown; mac?: unknown };
-      if (ph.rank === prevRank && macOk(token, nonce, `ring ${prevRank}`, ph.mac)) {
+      const ph = (await ch.recvJson(Tag.RingHello, Math.min(HANDSHAKE_MS, Math.max(1, deadline - Date.now())))) as { rank?: unknown; nonce?: unknown; mac?: unknown };
+      if (ph.rank === nextRank && typeof ph.nonce === "string" && macOk(token, nonce, `ring ${nextRank}`, ph.mac)) {
+        await ch.sendJson(Tag.RingAck, { mac: mac(token, ph.nonce, `ring-ack ${rank}`) });
         ch.maxFrame = Number.POSITIVE_INFINITY;
         return ch;
       }
@@ -582,6 +422,21 @@ async function acceptRingPeer(acceptor: Acceptor, prevRank: number, token: strin
     }
     ch.close();
   }
+}
+
+/** The ring's receiving side: connect to `prevRank`'s ring port, prove this rank, check prev's proof (exported for tests). */
+export async function connectRingPeer(host: string, port: number, rank: number, prevRank: number, token: string, deadline: number, timeoutMs: number): Promise<Channel> {
+  const prev = await connectWithRetry(host, port, deadline, `rank ${prevRank}`);
+  const challenge = (await prev.recvJson(Tag.Challenge, timeoutMs)) as { nonce?: unknown };
+  if (typeof challenge.nonce !== "string") throw new DistributedError(`protocol error: rank ${prevRank} sent no challenge`);
+  const nonce = newNonce();
+  await prev.sendJson(Tag.RingHello, { rank, nonce, mac: mac(token, challenge.nonce, `ring ${rank}`) });
+  const ack = (await prev.recvJson(Tag.RingAck, timeoutMs)) as { mac?: unknown };
+  if (!macOk(token, nonce, `ring-ack ${prevRank}`, ack.mac)) {
+    prev.close();
+    throw new DistributedError(`the process at ${host}:${port} does not know the run's secret; it is not this run's rank ${prevRank}`);
+  }
+  return prev;
 }
 
 /**
@@ -601,20 +456,17 @@ export async function initProcessGroup(
   const ringAcceptor = new Acceptor(ring);
   const ringPort = await listen(ring, 0, "0.0.0.0");
   const prevRank = (rank - 1 + worldSize) % worldSize;
-  const prevChannel = acceptRingPeer(ringAcceptor, prevRank, token, deadline);
+  const nextRank = (rank + 1) % worldSize;
+  // Data flows rank r -> r+1 over the connection r+1 opened, so the receiver reads with onread (channel.ts).
+  const nextChannel = acceptRingPeer(ringAcceptor, rank, nextRank, token, deadline);
   // Awaited below; this handler only keeps an early failure elsewhere from leaving it unhandled.
-  prevChannel.catch(() => undefined);
+  nextChannel.catch(() => undefined);
   try {
     const table = rank === 0 ? await rendezvousAsRank0(cfg, worldSize, ringPort, identity, deadline) : await rendezvousAsJoiner(cfg, rank, worldSize, ringPort, identity, deadline);
-    const nextRank = (rank + 1) % worldSize;
-    const nextEntry = table[nextRank];
-    if (nextEntry === undefined) throw new DistributedError(`protocol error: no endpoint for rank ${nextRank}`);
-    const nextSocket = await connectWithRetry(nextEntry.host ?? cfg.masterAddr, nextEntry.port, deadline, `rank ${nextRank}`);
-    const next = new Channel(nextSocket, `rank ${nextRank}`);
-    const challenge = (await next.recvJson(Tag.Challenge, timeoutMs)) as { nonce?: unknown };
-    if (typeof challenge.nonce !== "string") throw new DistributedError(`protocol error: rank ${nextRank} sent no challenge`);
-    await next.sendJson(Tag.RingHello, { rank, mac: mac(token, challenge.nonce, `ring ${rank}`) });
-    const prev = await prevChannel;
+    const prevEntry = table[prevRank];
+    if (prevEntry === undefined) throw new DistributedError(`protocol error: no endpoint for rank ${prevRank}`);
+    const prev = await connectRingPeer(prevEntry.host ?? cfg.masterAddr, prevEntry.port, rank, prevRank, token, deadline, timeoutMs);
+    const next = await nextChannel;
     const group = new RingProcessGroup(rank, worldSize, next, prev, timeoutMs);
     await group.barrier();
     return group;
