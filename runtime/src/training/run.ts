@@ -30,6 +30,7 @@ import { train, type StopSignal, type TrainingResult } from "./loop.js";
 import { resolveTrainer, upstreamDifferences } from "./registry.js";
 import { RUN_INFO, type RunInfo } from "./run-info.js";
 import { checkBatchMemory } from "./memory-check.js";
+import { checkCount, COUNTS } from "../config/limits.js";
 import { initialPatchSize } from "../data/patch.js";
 
 export interface TrainArgs {
@@ -104,7 +105,8 @@ export class ExitError extends Ssl3dError {
  */
 export async function runTrainingCli(a: TrainArgs, logger: Logger): Promise<void> {
   const cfg = distributedConfigFromEnv();
-  const nproc = a.nprocPerNode ?? cfg.nprocPerNode;
+  // PET_NPROC_PER_NODE is bounded like --nproc-per-node before any rank is started
+  const nproc = a.nprocPerNode ?? checkCount({ ...COUNTS.nprocPerNode, flag: ENV.nprocPerNode }, cfg.nprocPerNode);
   if (nproc > 1 && (process.env.RANK === undefined || process.env.RANK === "")) {
     const backend = a.backend !== undefined && a.backend !== "" ? parseBackendRequest(a.backend, "--backend") : parseBackendRequest(process.env.SSL3D_BACKEND, "SSL3D_BACKEND");
     checkRanksFitGpus(nproc, backend, visibleGpuCount(), tfjsNodeMissing("@tensorflow/tfjs-node-gpu") === undefined);
