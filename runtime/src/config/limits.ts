@@ -73,7 +73,7 @@ export const LIMITS = {
   },
   threads: {
     env: "SSL3D_MAX_THREADS",
-    description: "worker threads one command starts: data loader `--workers`, preprocessing `--num-processes` / `-np`, fingerprint `-npfp`",
+    description: "worker threads or concurrent jobs one command starts: data loader `--workers`, preprocessing `--num-processes` / `-np`, fingerprint `-npfp`, `convert --jobs`",
     fallback: () => Math.max(64, 8 * availableParallelism()),
   },
   localProcesses: {
@@ -191,6 +191,7 @@ export const COUNTS = {
   workers: { flag: "--workers", limit: "threads", what: "data loader worker threads", unitBytes: WORKER_THREAD_BYTES },
   numProcesses: { flag: "--num-processes", limit: "threads", what: "preprocessing worker threads", unitBytes: WORKER_THREAD_BYTES },
   numProcessesFingerprint: { flag: "--num-processes-fingerprint", limit: "threads", what: "fingerprint worker threads", unitBytes: WORKER_THREAD_BYTES },
+  jobs: { flag: "--jobs", limit: "threads", what: "files verified at once", min: 1 },
   nprocPerNode: { flag: "--nproc-per-node", limit: "localProcesses", what: "training processes", unitBytes: TRAINING_PROCESS_BYTES, min: 1 },
   epochs: { flag: "--epochs", limit: "epochs", what: "epochs", min: 1 },
   itersPerEpoch: { flag: "--iters-per-epoch", limit: "itersPerEpoch", what: "iterations per epoch", min: 1 },

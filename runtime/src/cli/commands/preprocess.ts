@@ -23,11 +23,13 @@ export const preprocessCommand: CliCommand = {
       .action(async (o: { dataset: string[]; configurations: string[]; numProcesses?: string[]; part: string; totalParts: string; plansName: string; onError?: string }) => {
         const configs = parseConfigs(o.configurations);
         const np = parseCounts(COUNTS.numProcesses, o.numProcesses, defaultProcesses());
+        const part = parseCount("--part")(o.part);
+        const totalParts = parseCount("--total-parts")(o.totalParts);
         for (const ds of parseDatasets(o.dataset)) {
           const s = await runPreprocess(ds, configs, {
             np,
-            part: parseCount("--part")(o.part),
-            totalParts: parseCount("--total-parts")(o.totalParts),
+            part,
+            totalParts,
             plansName: o.plansName,
             onError: parseOnError(o.onError),
           });
