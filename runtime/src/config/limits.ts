@@ -139,12 +139,11 @@ export function memoryLimit(env: Readonly<Record<string, string | undefined>> = 
 
 /**
  * Lower bounds of what one more unit of a count costs in memory, for the message of `checkCount` and its memory
- * check: a worker thread is a V8 isolate with the modules it loads (measured ~10-30 MiB); a local training process
- * is a Node.js process with TensorFlow.js loaded (measured ~150-400 MiB). Lower bounds, so only counts that
- * cannot possibly fit fail on memory.
+ * check: an idle worker thread (a V8 isolate) measures ~11 MiB before it loads any module; a Node.js process with
+ * TensorFlow.js loaded ~75 MiB before it builds a model. Lower bounds, so only counts that cannot fit fail on memory.
  */
 export const WORKER_THREAD_BYTES = 8 * MiB;
-export const TRAINING_PROCESS_BYTES = 128 * MiB;
+export const TRAINING_PROCESS_BYTES = 64 * MiB;
 
 export interface CountCheck {
   /** The option as the user typed it (`--workers`), named in the message as the field. */
