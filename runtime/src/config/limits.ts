@@ -91,6 +91,11 @@ export const LIMITS = {
     description: "training or validation iterations per epoch (`--iters-per-epoch`, `--val-iters`)",
     fallback: () => 1_000_000,
   },
+  documentBytes: {
+    env: "SSL3D_MAX_DOCUMENT_BYTES",
+    description: "bytes of a JSON or YAML document read whole: pretrain_data.json, manifests (`ssl3d run -f`), plans files",
+    fallback: () => 256 * MiB,
+  },
   jsonDepth: {
     env: "SSL3D_JSON_MAX_DEPTH",
     description: "nesting depth of objects/arrays in pretrain_data.json",
