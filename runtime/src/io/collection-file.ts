@@ -33,7 +33,7 @@ export async function readCollection(file: string, opts: CollectionIoOptions = {
   const env = opts.env ?? process.env;
   let text: string;
   try {
-    text = (await readRegularFile(file, { what: "collection file", maxBytes: limit("documentBytes"), maxBytesEnv: LIMITS.documentBytes.env })).toString("utf8");
+    text = (await readRegularFile(file, { what: "collection file", maxBytes: limit("documentBytes", env), maxBytesEnv: LIMITS.documentBytes.env })).toString("utf8");
   } catch (err) {
     if (err instanceof Ssl3dError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
