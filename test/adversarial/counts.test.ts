@@ -8,7 +8,7 @@
  * numeric option added without a bound fails here.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -16,7 +16,7 @@ import type { Command } from "commander";
 import { buildProgram } from "../../runtime/src/cli/main.js";
 import { checkCount, COUNTS, LIMITS } from "../../runtime/src/config/limits.js";
 import { ConfigError, exitCodeOf, oneLine } from "../../runtime/src/errors.js";
-import { assertFails, Sentinels, ssl3d } from "./helpers/cli.js";
+import { assertFails, assertSameTree, Sentinels, snapshotTree, ssl3d } from "./helpers/cli.js";
 
 const BOUNDS = { maxMs: 90_000, maxMiB: 768 };
 const work = mkdtempSync(join(tmpdir(), "ssl3d-adv-counts-"));
@@ -148,4 +148,25 @@ test("count limits: overrides raise them, the memory check still holds, and in-r
   assert.throws(() => checkCount(COUNTS.nprocPerNode, "0", {}), (e: unknown) => e instanceof ConfigError && e.field === "--nproc-per-node");
   assert.throws(() => checkCount(COUNTS.workers, "-1", {}), /expects a non-negative integer/);
   assert.throws(() => checkCount(COUNTS.workers, "4", { [LIMITS.threads.env]: "x" }), (e: unknown) => e instanceof ConfigError && e.field === LIMITS.threads.env);
+});
+
+test("the tree snapshot the adversarial cases compare notices a file touched, rewritten with the same size, added or removed", () => {
+  const dir = join(work, "snap");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "a.json"), "abc");
+  const old = new Date(Date.now() - 60_000);
+  utimesSync(join(dir, "a.json"), old, old);
+  const before = snapshotTree(dir);
+  assertSameTree(before, snapshotTree(dir));
+  utimesSync(join(dir, "a.json"), new Date(), new Date());
+  assert.throws(() => { assertSameTree(before, snapshotTree(dir)); }, /changed a\.json/);
+  writeFileSync(join(dir, "a.json"), "xyz");
+  utimesSync(join(dir, "a.json"), old, old);
+  assert.throws(() => { assertSameTree(before, snapshotTree(dir)); }, /changed a\.json: .*sha256/);
+  writeFileSync(join(dir, "a.json"), "abc");
+  utimesSync(join(dir, "a.json"), old, old);
+  writeFileSync(join(dir, "b"), "");
+  assert.throws(() => { assertSameTree(before, snapshotTree(dir)); }, /added b/);
+  rmSync(join(dir, "a.json"));
+  assert.throws(() => { assertSameTree(before, snapshotTree(dir)); }, /removed a\.json/);
 });
