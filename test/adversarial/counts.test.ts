@@ -133,7 +133,7 @@ test("every numeric option of every command has a bound (config/limits.ts) and a
       }
     }
   } finally {
-    for (const k of Object.keys(roots)) if (saved[k] === undefined) delete process.env[k];
+    for (const k of Object.keys(roots)) Reflect.deleteProperty(process.env, k);
     Object.assign(process.env, saved);
   }
   rootsEmpty();

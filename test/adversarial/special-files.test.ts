@@ -8,12 +8,13 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { gzipSync } from "node:zlib";
 import { ConfigError, DataError } from "../../runtime/src/errors.js";
+import { writeFileAtomic } from "../../runtime/src/io/atomic.js";
 import { encodeNifti, readNifti, readNiftiHeader } from "../../runtime/src/io/nifti.js";
 import { readManifests } from "../../runtime/src/local/manifests.js";
 import { readRegularFile, readRegularFileSync } from "../../runtime/src/io/regular-file.js";
@@ -105,6 +106,20 @@ test("a FIFO or a device in place of a collection, manifests, checkpoint or imag
   await assert.rejects(readNiftiHeader("/dev/zero"), (e: unknown) => e instanceof DataError && /is a character device/.test(e.message));
   await assert.rejects(readCollection("/dev/zero"), (e: unknown) => e instanceof ConfigError && /collection file is a character device/.test(e.message));
   sentinels.check();
+});
+
+test("an output path that is a FIFO or a device is refused, not replaced by a regular file", async () => {
+  await assert.rejects(writeFileAtomic(fifo, "x"), (e: unknown) => e instanceof ConfigError && /is a named pipe \(FIFO\), not a regular file: refusing to replace it/.test(e.message) && e.message.includes(fifo));
+  assert.ok(statSync(fifo).isFIFO(), "the pipe is still a pipe");
+  await assert.rejects(writeFileAtomic("/dev/null", "x"), (e: unknown) => e instanceof ConfigError && /character device/.test(e.message));
+  assert.ok(statSync("/dev/null").isCharacterDevice());
+  const dir = join(work, "out-dir");
+  mkdirSync(dir);
+  await assert.rejects(writeFileAtomic(dir, "x"), (e: unknown) => e instanceof ConfigError && /is a directory/.test(e.message));
+  const ok = join(work, "out.json");
+  await writeFileAtomic(ok, "1");
+  await writeFileAtomic(ok, "2");
+  assert.equal(readFileSync(ok, "utf8"), "2");
 });
 
 test("readRegularFile: type and size are checked on the opened descriptor; the document limit holds for collections", async () => {
