@@ -145,6 +145,9 @@ test("count limits: overrides raise them, the memory check still holds, and in-r
   assert.equal(checkCount(COUNTS.epochs, "1000", {}), 1000);
   assert.equal(checkCount(COUNTS.workers, "500", { [LIMITS.threads.env]: "500" }), 500);
   assert.throws(() => checkCount(COUNTS.workers, "500", { [LIMITS.threads.env]: "500", SSL3D_MEMORY_LIMIT_BYTES: String(2 ** 30) }), /500 data loader worker threads would need at least 3\.91 GiB .*SSL3D_MEMORY_LIMIT_BYTES is 1\.00 GiB/);
+  // one training process is the one already running: no memory check for it, even under a tiny limit
+  assert.equal(checkCount(COUNTS.nprocPerNode, "1", { SSL3D_MEMORY_LIMIT_BYTES: "1000" }), 1);
+  assert.throws(() => checkCount(COUNTS.nprocPerNode, "2", { SSL3D_MEMORY_LIMIT_BYTES: "1000" }), /2 training processes would need at least 128\.0 MiB/);
   assert.throws(() => checkCount(COUNTS.nprocPerNode, "0", {}), (e: unknown) => e instanceof ConfigError && e.field === "--nproc-per-node");
   assert.throws(() => checkCount(COUNTS.workers, "-1", {}), /expects a non-negative integer/);
   assert.throws(() => checkCount(COUNTS.workers, "4", { [LIMITS.threads.env]: "x" }), (e: unknown) => e instanceof ConfigError && e.field === LIMITS.threads.env);

@@ -161,6 +161,8 @@ export interface CountCheck {
   readonly unitBytes?: number;
   /** The smallest allowed value (default 0). */
   readonly min?: number;
+  /** Up to this many units cost no extra memory (one training process is the one already running). */
+  readonly freeUnits?: number;
 }
 
 /**
@@ -178,7 +180,7 @@ export function checkCount(c: CountCheck, value: string | number, env: Readonly<
     throw new ConfigError(`expects ${why}, got ${JSON.stringify(String(value).slice(0, 40))}`, { field: c.flag });
   }
   const max = limit(c.limit, env);
-  const need = c.unitBytes === undefined ? undefined : n * c.unitBytes;
+  const need = c.unitBytes === undefined || n <= (c.freeUnits ?? 0) ? undefined : n * c.unitBytes;
   const mem = need === undefined ? undefined : memoryLimit(env);
   const needs = need === undefined ? "" : ` would need at least ${formatBytes(need)} (${formatBytes(c.unitBytes!)} each)`;
   if (n > max) {
@@ -196,7 +198,7 @@ export const COUNTS = {
   numProcesses: { flag: "--num-processes", limit: "threads", what: "preprocessing worker threads", unitBytes: WORKER_THREAD_BYTES },
   numProcessesFingerprint: { flag: "--num-processes-fingerprint", limit: "threads", what: "fingerprint worker threads", unitBytes: WORKER_THREAD_BYTES },
   jobs: { flag: "--jobs", limit: "threads", what: "files verified at once", min: 1 },
-  nprocPerNode: { flag: "--nproc-per-node", limit: "localProcesses", what: "training processes", unitBytes: TRAINING_PROCESS_BYTES, min: 1 },
+  nprocPerNode: { flag: "--nproc-per-node", limit: "localProcesses", what: "training processes", unitBytes: TRAINING_PROCESS_BYTES, min: 1, freeUnits: 1 },
   epochs: { flag: "--epochs", limit: "epochs", what: "epochs", min: 1 },
   itersPerEpoch: { flag: "--iters-per-epoch", limit: "itersPerEpoch", what: "iterations per epoch", min: 1 },
   valIters: { flag: "--val-iters", limit: "itersPerEpoch", what: "validation iterations per epoch" },
