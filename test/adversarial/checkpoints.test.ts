@@ -2,15 +2,16 @@
  * Adversarial tier, hostile checkpoints (issue 13 point 2): `ssl3d import` / `ssl3d export` on archives built to
  * exhaust memory or time. Each case asserts the exit code (3: input data), a one-line message naming the file and
  * the field, that the child's peak memory stays within a fixed margin of a benign import measured in the same run,
- * and that nothing was written beside the input.
+ * and that nothing beside the input was written, rewritten or touched (bytes and mtimes).
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { encodeSafetensors } from "../../runtime/src/models/safetensors.js";
 import { pickle, type PyValue } from "../../runtime/src/models/torch-zip.js";
+import { assertSameTree, snapshotTree } from "./helpers/cli.js";
 import { billionLaughs, checkpointPickle, deepDict, errorLine, floats, op, runCli, torchArchive, type CliRun, type TensorSpec } from "./hostile-files.js";
 
 /** Headroom over the benign run: generous for noise, far below what the attacks allocated before (GBs). */
@@ -35,7 +36,7 @@ function write(name: string, bytes: Buffer): string {
 
 /** Run, then check exit code 3, one error line naming the file (and field), bounded memory, no output written. */
 function expectRejected(file: string, args: readonly string[], pattern: RegExp, env: NodeJS.ProcessEnv = {}): CliRun {
-  const before = readdirSync(dir).sort();
+  const before = snapshotTree(dir);
   const r = runCli(args, { env });
   const line = errorLine(r);
   assert.equal(r.status, 3, `exit ${r.status} (${r.signal ?? ""}): ${r.stderr}`);
@@ -43,7 +44,8 @@ function expectRejected(file: string, args: readonly string[], pattern: RegExp, 
   assert.match(line, pattern);
   assert.equal(r.stderr.trim().split("\n").filter((l) => l.startsWith("ssl3d: error:")).length, 1, r.stderr);
   assert.ok(r.peakMiB < baseline.peakMiB + MARGIN_MIB, `peak ${r.peakMiB.toFixed(0)} MiB vs benign ${baseline.peakMiB.toFixed(0)} MiB`);
-  assert.deepEqual(readdirSync(dir).sort(), before, "nothing written");
+  // nothing written, and no file beside the input rewritten or touched (bytes and mtimes)
+  assertSameTree(before, snapshotTree(dir), dir);
   return r;
 }
 

@@ -19,7 +19,11 @@ import { Ssl3dError } from "../../runtime/src/errors.js";
 import { encodeNifti, parseNiftiHeader, readNifti, readNiftiHeader } from "../../runtime/src/io/nifti.js";
 import { parseStrictJson } from "../../runtime/src/io/strict-json.js";
 import { parseManifests } from "../../runtime/src/local/manifests.js";
-import { architectureFromAdaptationPlan, readTorchCheckpoint } from "../../runtime/src/models/checkpoint-import.js";
+import * as tf from "@tensorflow/tfjs";
+import type { Network } from "../../runtime/src/models/architecture.js";
+import { architectureFromAdaptationPlan, networkFromFileSettings, readTorchCheckpoint } from "../../runtime/src/models/checkpoint-import.js";
+import { networkFromSafetensors } from "../../runtime/src/models/network-io.js";
+import { architectureKeys, createNetwork } from "../../runtime/src/models/registry.js";
 import { decodeSafetensors, encodeSafetensors } from "../../runtime/src/models/safetensors.js";
 import { PyOrderedDict, TorchTensor, torchSave } from "../../runtime/src/models/torch-zip.js";
 import { ROOT, torchArchive } from "./hostile-files.js";
@@ -232,6 +236,80 @@ function fuzzManifests(runs: number): void {
   }), { seed: SEED, numRuns: runs * 2 });
 }
 
+// ---- networks from architecture settings (adaptation plan, safetensors metadata, --options) --------------------
+
+/** The network budget of the child: small, so a build that passes it is cheap and one beyond it must be refused. */
+const NET_PARAMS = 3_000_000;
+const NET_TENSORS = 3_000;
+
+/** Values a setting read from a file may hold: sane, extreme, wrong-typed. */
+const settingValue: fc.Arbitrary<unknown> = fc.oneof(
+  fc.integer({ min: 0, max: 64 }),
+  fc.constantFrom(-1, 0, 1, 2, 3, 1.5, 48, 96, 1e6, 2 ** 31, 2 ** 53, 1e300, Number.NaN, Infinity, -Infinity, "8", "x", null, true, {}, "whd"),
+  fc.array(fc.oneof(fc.integer({ min: 0, max: 64 }), fc.constantFrom(-1, 1e6, 2 ** 31, 0.5, "2", null)), { maxLength: 8 }),
+  fc.constantFrom([1_000_000, 1_000_000], Array<number>(2000).fill(1), [[2, 2, 2], [1, 1, 1]], [16, 16, 16], [2 ** 20, 2 ** 20, 2 ** 20], [8, 8, 8], [32, 32, 32]),
+);
+
+const OPTION_KEYS = ["inChannels", "outChannels", "patchSize", "seed", "features", "blocks", "strides", "decoderConvs", "stemChannels", "encoderOnly", "embedDim", "depth", "heads", "tokenPatch", "dropPathRate", "initValues", "decoderDepth", "tokenOrder", "unknownOption"];
+const networkOptions: fc.Arbitrary<Record<string, unknown>> = fc.dictionary(fc.constantFrom(...OPTION_KEYS), settingValue, { maxKeys: 6 });
+
+const ADAPTATION_KWARGS = ["features_per_stage", "strides", "n_blocks_per_stage", "n_conv_per_stage_decoder", "embed_dim", "encoder_eva_depth", "encoder_eva_numheads", "patch_embed_size", "init_values"];
+const adaptationPlan: fc.Arbitrary<Record<string, unknown>> = fc.record({
+  architecture_plans: fc.record({
+    arch_class_name: fc.oneof(fc.constantFrom("ResidualEncoderUNet", "ResEncL", "PrimusS", "PrimusM", "PrimusB", "PrimusL", "Primus", "EvaMAE"), fc.string({ maxLength: 8 })),
+    arch_kwargs: fc.dictionary(fc.constantFrom(...ADAPTATION_KWARGS), settingValue, { maxKeys: 6 }),
+  }),
+  pretrain_num_input_channels: settingValue,
+  recommended_downstream_patchsize: settingValue,
+});
+
+/** Outcomes of the network builds: built within the budget, refused by the budget, refused otherwise (typed). */
+const outcomes = { built: 0, budget: 0, other: 0 };
+
+/** Build, check the budget held and free everything; typed errors are accepted outcomes. */
+function buildWithin(build: () => Network): void {
+  const before = tf.memory().numTensors;
+  let net: Network | undefined;
+  try {
+    net = build();
+    const n = net.parameterCount();
+    if (!(n <= NET_PARAMS)) throw new Error(`a network of ${n} parameters was built past the budget of ${NET_PARAMS}`);
+    outcomes.built++;
+  } catch (err) {
+    if (!(err instanceof Ssl3dError)) throw err;
+    if (/network too large/.test(err.message)) outcomes.budget++;
+    else outcomes.other++;
+  } finally {
+    net?.dispose();
+  }
+  const leaked = tf.memory().numTensors - before;
+  if (leaked !== 0) throw new Error(`${leaked} tensors left behind by a network build`);
+}
+
+function fuzzNetworks(runs: number): void {
+  process.env.SSL3D_MAX_NETWORK_PARAMS = String(NET_PARAMS);
+  process.env.SSL3D_MAX_NETWORK_TENSORS = String(NET_TENSORS);
+  const keys = fc.oneof(fc.constantFrom(...architectureKeys()), fc.string({ maxLength: 8 }));
+  // --options / ssl3d.options straight into the registry
+  fc.assert(fc.property(keys, networkOptions, (key, opts) => {
+    buildWithin(() => createNetwork(key, opts));
+  }), { seed: SEED, numRuns: runs });
+  // an nnssl adaptation plan, as `import` reads it
+  fc.assert(fc.property(adaptationPlan, (plan) => {
+    buildWithin(() => {
+      const { key, options } = architectureFromAdaptationPlan(plan, new Map(), "fuzz.pth");
+      return networkFromFileSettings(() => createNetwork(key, options), "fuzz.pth", "nnssl_adaptation_plan.architecture_plans");
+    });
+  }), { seed: SEED, numRuns: runs });
+  // safetensors metadata, as `export` and `--pretrained-weights` read it (no weights: loading fails, typed, freed)
+  fc.assert(fc.property(keys, fc.oneof(networkOptions.map((o) => JSON.stringify(o)), fc.string({ maxLength: 20 })), (key, optsJson) => {
+    buildWithin(() => networkFromSafetensors({ tensors: new Map(), metadata: { "ssl3d.architecture": key, "ssl3d.options": optsJson } }, "fuzz.safetensors"));
+  }), { seed: SEED, numRuns: runs });
+  // not vacuous: some settings build a network, some hit the budget (refused before allocating)
+  process.stderr.write(`networks: ${JSON.stringify(outcomes)}\n`);
+  if (outcomes.built === 0 || outcomes.budget === 0) throw new Error(`fuzzed settings never ${outcomes.built === 0 ? "built a network" : "reached the network budget"}: ${JSON.stringify(outcomes)}`);
+}
+
 // ---- main --------------------------------------------------------------------------------------------------------
 
 const TARGETS: Record<string, (runs: number) => void | Promise<void>> = {
@@ -240,6 +318,7 @@ const TARGETS: Record<string, (runs: number) => void | Promise<void>> = {
   safetensors: fuzzSafetensors,
   collections: fuzzCollections,
   manifests: fuzzManifests,
+  networks: fuzzNetworks,
 };
 
 const target = process.argv[2] ?? "";

@@ -2,17 +2,18 @@
  * Adversarial tier, NIfTI (issue 13 point 3): memory caps that hold for `vox_offset` and for the resampled output,
  * `inspect` on headers beyond the load limits, and degenerate datasets (near-zero spacing, mixed channel counts,
  * all-zero images) failing early with the file named. CLI runs in child processes: exit code, one error line
- * naming the file and field, peak memory within a margin of a benign run of the same command, nothing written
- * outside the roots.
+ * naming the file and field, peak memory within a margin of a benign run of the same command, every file outside
+ * the output root unchanged (bytes and mtime).
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { totalmem, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
 import { LIMITS, limit } from "../../runtime/src/config/limits.js";
 import { encodeNifti } from "../../runtime/src/io/nifti.js";
+import { assertSameTree, snapshotTree } from "./helpers/cli.js";
 import { errorLine, runCli, type CliRun } from "./hostile-files.js";
 
 const MARGIN_MIB = 256;
@@ -54,20 +55,6 @@ function dataset(dir: string, images: readonly Img[]): { env: NodeJS.ProcessEnv;
   const env = { nnssl_raw: raw, nnssl_preprocessed: join(dir, "pre"), nnssl_results: join(dir, "res") };
   mkdirSync(env.nnssl_preprocessed, { recursive: true });
   return { env, files };
-}
-
-/** Every file under `dir` (relative paths), to check that a failed run left nothing outside its outputs. */
-function tree(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string, rel: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const r = rel === "" ? e.name : `${rel}/${e.name}`;
-      if (e.isDirectory()) walk(join(d, e.name), r);
-      else out.push(r);
-    }
-  };
-  walk(dir, "");
-  return out.sort();
 }
 
 function expectDataError(r: CliRun, file: string, pattern: RegExp, baseline: CliRun): void {
@@ -149,11 +136,12 @@ describe("resampling against the cap", () => {
   test("a 16³ image at 40 mm spacing (640³ after resampling to 1 mm) fails before resampling", () => {
     const dir = join(root, "resample");
     const { env, files } = dataset(dir, [{ shape: [16, 16, 16], spacing: [40, 40, 40] }]);
-    const before = tree(dir);
+    // every file outside the preprocessed root, with its bytes and mtime
+    const before = snapshotTree(dir, ["pre"]);
     const r = runCli(["plan-and-preprocess", "-d", "990", "-np", "1", "-npfp", "1", "-c", "onemmiso"], { env: { ...env, SSL3D_MAX_VOXELS: "100000" } });
     expectDataError(r, files[0]!, /pixdim: resampling \[16, 16, 16\] .* gives \[640, 640, 640\] x 1 channel\(s\) = 262144000 voxels, above the limit of 100000 \(SSL3D_MAX_VOXELS\)/, benignInspect);
-    // only the stage outputs under the preprocessed root were added
-    assert.deepEqual(tree(dir).filter((p) => !p.startsWith("pre/")), before);
+    // only the stage outputs under the preprocessed root were added: the raw data keeps its bytes and mtimes
+    assertSameTree(before, snapshotTree(dir, ["pre"]), dir);
   });
 });
 

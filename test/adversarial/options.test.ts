@@ -33,7 +33,7 @@ test("global options before the command: nnssl-style flags still translate", asy
     assert.equal((JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { valid: number }).valid, 2);
   }
   const bad = await ssl3d(["--verbose", "plan-and-preprocess", "-d", "990", "-np", "x"], ds.env);
-  assertFails(bad, 2, [/--num-processes expects a non-negative integer/]);
+  assertFails(bad, 2, [/--num-processes: expects a non-negative integer/]);
 });
 
 test("absurd batch and patch sizes fail up front with the memory they would need (fast, small)", async () => {

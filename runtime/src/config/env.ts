@@ -114,8 +114,8 @@ function isDir(p: string): boolean {
 export function resolveDatasetName(idOrName: string, env: Env = process.env): string {
   const trimmed = idOrName.trim();
   if (parseDatasetName(trimmed) !== undefined) return checkSafeName(trimmed, `dataset name ${JSON.stringify(trimmed)}`, { field: "dataset" });
-  if (!/^\d+$/.test(trimmed)) {
-    throw new ConfigError(`dataset "${idOrName}" is neither an integer ID nor a name of the form DatasetNNN_Name`);
+  if (!/^\d+$/.test(trimmed) || !Number.isSafeInteger(Number(trimmed))) {
+    throw new ConfigError(`dataset "${idOrName.slice(0, 60)}" is neither an integer ID nor a name of the form DatasetNNN_Name`, { field: "dataset" });
   }
   const id = Number(trimmed);
   const prefix = `Dataset${String(id).padStart(3, "0")}_`;

@@ -4,9 +4,13 @@
  * Readers check a limit BEFORE they allocate what it bounds. An invalid override is a ConfigError naming the
  * variable, never silently ignored.
  *
- * Leaf module (node:os only): any layer may import it.
+ * Counts given as options (threads, local processes, epochs, iterations) are checked by `checkCount` when the
+ * command line is parsed, before anything starts: against their limit and against the memory they would need.
+ *
+ * Leaf module (node:fs, node:os only): any layer may import it.
  */
-import { totalmem } from "node:os";
+import { readFileSync } from "node:fs";
+import { availableParallelism, totalmem } from "node:os";
 import { ConfigError } from "../errors.js";
 
 export interface LimitSpec {
@@ -67,6 +71,31 @@ export const LIMITS = {
     description: "bytes between the start of a NIfTI file and its voxel data (header + extensions); skipped, never buffered",
     fallback: () => 64 * MiB,
   },
+  threads: {
+    env: "SSL3D_MAX_THREADS",
+    description: "worker threads or concurrent jobs one command starts: data loader `--workers`, preprocessing `--num-processes` / `-np`, fingerprint `-npfp`, `convert --jobs`",
+    fallback: () => Math.max(64, 8 * availableParallelism()),
+  },
+  localProcesses: {
+    env: "SSL3D_MAX_LOCAL_PROCESSES",
+    description: "data-parallel training processes on one node: `--nproc-per-node` / `-num_gpus` / `PET_NPROC_PER_NODE`",
+    fallback: () => Math.max(8, availableParallelism()),
+  },
+  epochs: {
+    env: "SSL3D_MAX_EPOCHS",
+    description: "training epochs (`--epochs`, trainer option numEpochs)",
+    fallback: () => 1_000_000,
+  },
+  itersPerEpoch: {
+    env: "SSL3D_MAX_ITERS_PER_EPOCH",
+    description: "training or validation iterations per epoch (`--iters-per-epoch`, `--val-iters`)",
+    fallback: () => 1_000_000,
+  },
+  documentBytes: {
+    env: "SSL3D_MAX_DOCUMENT_BYTES",
+    description: "bytes of a JSON or YAML document read whole: pretrain_data.json, manifests (`ssl3d run -f`), plans files",
+    fallback: () => 256 * MiB,
+  },
   jsonDepth: {
     env: "SSL3D_JSON_MAX_DEPTH",
     description: "nesting depth of objects/arrays in pretrain_data.json",
@@ -88,7 +117,89 @@ export function limit(name: LimitName, env: Readonly<Record<string, string | und
 
 /** Human-readable byte count (for messages). */
 export function formatBytes(n: number): string {
+  if (n >= 1024 * GiB) return `${(n / (1024 * GiB)).toFixed(1)} TiB`;
   if (n >= GiB) return `${(n / GiB).toFixed(2)} GiB`;
   if (n >= MiB) return `${(n / MiB).toFixed(1)} MiB`;
   return `${n} bytes`;
 }
+
+/** Environment variable that overrides the memory available to this process (see `memoryLimit`). */
+export const MEMORY_LIMIT_ENV = "SSL3D_MEMORY_LIMIT_BYTES";
+
+/** The memory this process may use: `SSL3D_MEMORY_LIMIT_BYTES`, else the cgroup limit, else physical memory. */
+export function memoryLimit(env: Readonly<Record<string, string | undefined>> = process.env): { bytes: number; source: string } {
+  const v = env[MEMORY_LIMIT_ENV];
+  if (v !== undefined && v !== "") {
+    if (!/^\d+$/.test(v) || Number(v) <= 0) throw new ConfigError(`${MEMORY_LIMIT_ENV} must be a positive number of bytes, got "${v}"`, { field: MEMORY_LIMIT_ENV });
+    return { bytes: Number(v), source: MEMORY_LIMIT_ENV };
+  }
+  try {
+    const cg = readFileSync("/sys/fs/cgroup/memory.max", "utf8").trim();
+    if (/^\d+$/.test(cg) && Number(cg) < totalmem()) return { bytes: Number(cg), source: "the cgroup memory limit" };
+  } catch {
+    // no cgroup v2 limit
+  }
+  return { bytes: totalmem(), source: "this machine's memory" };
+}
+
+/**
+ * Lower bounds of what one more unit of a count costs in memory, for the message of `checkCount` and its memory
+ * check: an idle worker thread (a V8 isolate) measures ~11 MiB before it loads any module; a Node.js process with
+ * TensorFlow.js loaded ~75 MiB before it builds a model. Lower bounds, so only counts that cannot fit fail on memory.
+ */
+export const WORKER_THREAD_BYTES = 8 * MiB;
+export const TRAINING_PROCESS_BYTES = 64 * MiB;
+
+export interface CountCheck {
+  /** The option as the user typed it (`--workers`), named in the message as the field. */
+  readonly flag: string;
+  /** The limit that bounds it. */
+  readonly limit: LimitName;
+  /** What one unit is, plural (`worker threads`). */
+  readonly what: string;
+  /** Memory one unit needs at least (omit for counts that cost time, not memory). */
+  readonly unitBytes?: number;
+  /** The smallest allowed value (default 0). */
+  readonly min?: number;
+  /** Up to this many units cost no extra memory (one training process is the one already running). */
+  readonly freeUnits?: number;
+}
+
+/**
+ * A count from an option or environment variable: a non-negative decimal integer (a safe integer), at least `min`,
+ * at most its limit, and (with `unitBytes`) small enough that the memory it needs fits `memoryLimit`. The
+ * ConfigError names the option and says what it would need.
+ */
+export function checkCount(c: CountCheck, value: string | number, env: Readonly<Record<string, string | undefined>> = process.env): number {
+  const text = String(value).trim();
+  const min = c.min ?? 0;
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n) || n < min) {
+    const kind = min === 0 ? "a non-negative integer" : `an integer >= ${min}`;
+    const why = Number.isNaN(n) || n < min ? kind : `${kind} at most ${Number.MAX_SAFE_INTEGER}`;
+    throw new ConfigError(`expects ${why}, got ${JSON.stringify(String(value).slice(0, 40))}`, { field: c.flag });
+  }
+  const max = limit(c.limit, env);
+  const need = c.unitBytes === undefined || n <= (c.freeUnits ?? 0) ? undefined : n * c.unitBytes;
+  const mem = need === undefined ? undefined : memoryLimit(env);
+  const needs = need === undefined ? "" : ` would need at least ${formatBytes(need)} (${formatBytes(c.unitBytes!)} each)`;
+  if (n > max) {
+    throw new ConfigError(`${n} ${c.what}${needs}; at most ${max} are allowed (override with ${LIMITS[c.limit].env})`, { field: c.flag });
+  }
+  if (need !== undefined && mem !== undefined && need > mem.bytes) {
+    throw new ConfigError(`${n} ${c.what}${needs}; ${mem.source} is ${formatBytes(mem.bytes)} (override with ${MEMORY_LIMIT_ENV})`, { field: c.flag });
+  }
+  return n;
+}
+
+/** The counts every command checks, by option. */
+export const COUNTS = {
+  workers: { flag: "--workers", limit: "threads", what: "data loader worker threads", unitBytes: WORKER_THREAD_BYTES },
+  numProcesses: { flag: "--num-processes", limit: "threads", what: "preprocessing worker threads", unitBytes: WORKER_THREAD_BYTES },
+  numProcessesFingerprint: { flag: "--num-processes-fingerprint", limit: "threads", what: "fingerprint worker threads", unitBytes: WORKER_THREAD_BYTES },
+  jobs: { flag: "--jobs", limit: "threads", what: "files verified at once", min: 1 },
+  nprocPerNode: { flag: "--nproc-per-node", limit: "localProcesses", what: "training processes", unitBytes: TRAINING_PROCESS_BYTES, min: 1, freeUnits: 1 },
+  epochs: { flag: "--epochs", limit: "epochs", what: "epochs", min: 1 },
+  itersPerEpoch: { flag: "--iters-per-epoch", limit: "itersPerEpoch", what: "iterations per epoch", min: 1 },
+  valIters: { flag: "--val-iters", limit: "itersPerEpoch", what: "validation iterations per epoch" },
+} as const satisfies Record<string, CountCheck>;

@@ -10,7 +10,8 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, promises as fs } from "node:fs";
 import * as path from "node:path";
-import { fileSystemError } from "../errors.js";
+import { ConfigError, fileSystemError } from "../errors.js";
+import { fileKind } from "./regular-file.js";
 import { assertInsideReal } from "./safe-path.js";
 
 export interface AtomicOptions {
@@ -81,8 +82,25 @@ async function mkdirp(dir: string): Promise<void> {
   }
 }
 
+/**
+ * The rename would replace whatever is at `target`: a named pipe, a device (`--out /dev/null` as root) or a socket
+ * there is refused instead of being swapped for a regular file. A symbolic link is replaced (not followed), as
+ * before; a missing target is fine.
+ */
+async function checkReplaceable(target: string): Promise<void> {
+  let st;
+  try {
+    st = await fs.lstat(target);
+  } catch {
+    return;
+  }
+  if (st.isFile() || st.isSymbolicLink()) return;
+  throw new ConfigError(`is ${fileKind(st)}, not a regular file: refusing to replace it with the output`, { file: target });
+}
+
 export async function writeFileAtomic(target: string, data: string | Uint8Array, opts: AtomicOptions = {}): Promise<void> {
   if (opts.root !== undefined) assertInsideReal(opts.root, target);
+  await checkReplaceable(target);
   const tmp = tempPathFor(target);
   try {
     await mkdirp(path.dirname(target));

@@ -3,12 +3,13 @@
  * resolves `$`-relative paths; writing serialises with every key present, paths relative to `$nnssl_raw` /
  * `$nnssl_preprocessed` where they lie under them, atomically (a reader never sees a partial file).
  */
-import { promises as fs } from "node:fs";
 import type { Collection } from "../config/collection.js";
 import { parseCollection, resolveCollectionPaths, serializeCollection } from "../config/collection.js";
 import type { Env } from "../config/env.js";
-import { ConfigError } from "../errors.js";
+import { LIMITS, limit } from "../config/limits.js";
+import { ConfigError, Ssl3dError } from "../errors.js";
 import { writeJsonAtomic } from "./atomic.js";
+import { readRegularFile } from "./regular-file.js";
 import { parseStrictJson } from "./strict-json.js";
 
 export interface CollectionIoOptions {
@@ -32,8 +33,9 @@ export async function readCollection(file: string, opts: CollectionIoOptions = {
   const env = opts.env ?? process.env;
   let text: string;
   try {
-    text = await fs.readFile(file, "utf8");
+    text = (await readRegularFile(file, { what: "collection file", maxBytes: limit("documentBytes", env), maxBytesEnv: LIMITS.documentBytes.env })).toString("utf8");
   } catch (err) {
+    if (err instanceof Ssl3dError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     throw new ConfigError(code === "ENOENT" ? "collection file not found" : code === "EISDIR" ? "is a directory, expected pretrain_data.json" : `cannot read collection file (${code ?? String(err)})`, { file, cause: err });
   }

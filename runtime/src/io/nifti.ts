@@ -16,6 +16,7 @@ import { NIFTI1, NIFTI2 } from "nifti-reader-js";
 import { limit } from "../config/limits.js";
 import { DataError } from "../errors.js";
 import { writeFileAtomic } from "./atomic.js";
+import { fileKind } from "./regular-file.js";
 import type { Mat4, NiftiDatatypeName, Vec3, Volume } from "./volume.js";
 
 export type { Volume } from "./volume.js";
@@ -272,6 +273,8 @@ async function statFile(file: string): Promise<number> {
     throw new DataError(code === "ENOENT" ? "file not found" : `cannot read file (${code ?? String(err)})`, { file, cause: err });
   }
   if (st.isDirectory()) throw new DataError("is a directory, expected a .nii or .nii.gz file", { file });
+  // a FIFO or a device would block or never end (/dev/zero reports size 0, a pipe blocks its reader)
+  if (!st.isFile()) throw new DataError(`is ${fileKind(st)}, expected a regular .nii or .nii.gz file`, { file });
   if (st.size === 0) throw new DataError("empty file (0 bytes)", { file });
   return st.size;
 }

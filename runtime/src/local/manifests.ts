@@ -6,14 +6,15 @@
  * are validated and not used; a missing image is filled in, since no image is pulled locally.
  * Errors name the file, the document (`Kind/name`) and the field.
  */
-import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import { z } from "zod";
 import { CollectionSpecSchema } from "../../../api/v1alpha1/collection.js";
 import type { PvcMount as ApiPvcMount } from "../../../api/v1alpha1/common.js";
 import { PlanSpecSchema } from "../../../api/v1alpha1/plan.js";
 import { PretrainRunSpecSchema } from "../../../api/v1alpha1/pretrain-run.js";
-import { ConfigError } from "../errors.js";
+import { LIMITS, limit } from "../config/limits.js";
+import { ConfigError, Ssl3dError } from "../errors.js";
+import { readRegularFileSync } from "../io/regular-file.js";
 
 export const API_VERSION = "ssl3d.io/v1alpha1";
 /** Collection annotation honoured only by the local runner: generate the demo phantoms into the source first. */
@@ -129,8 +130,9 @@ export function parseManifests(text: string, source: string): Manifests {
 export function readManifests(file: string): Manifests {
   let text: string;
   try {
-    text = readFileSync(file, "utf8");
+    text = readRegularFileSync(file, { what: "manifests file", maxBytes: limit("documentBytes"), maxBytesEnv: LIMITS.documentBytes.env }).toString("utf8");
   } catch (err) {
+    if (err instanceof Ssl3dError) throw err;
     throw new ConfigError(`cannot read the manifests: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { file, cause: err });
   }
   return parseManifests(text, file);

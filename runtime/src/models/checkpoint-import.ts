@@ -10,9 +10,9 @@
  * - `loadMatchingWeights(net, stateDict, file)`: nnssl's `-pretrained_weights` (spec 4.7): every parameter whose
  *   primary or alias name is present with the same shape is loaded, `.seg_layers.` are skipped.
  */
-import { readFile, stat } from "node:fs/promises";
 import * as tf from "@tensorflow/tfjs";
-import { formatBytes, limit } from "../config/limits.js";
+import { limit } from "../config/limits.js";
+import { readRegularFile } from "../io/regular-file.js";
 import { ConfigError, DataError, Ssl3dError } from "../errors.js";
 import type { CreateNetworkOptions, Network } from "./architecture.js";
 import { aliasesOf, inversePerm, permute } from "./checkpoint-export.js";
@@ -51,9 +51,8 @@ export async function readTorchCheckpoint(file: string): Promise<ImportedCheckpo
   let buf: Buffer;
   const maxBytes = limit("checkpointBytes");
   try {
-    const size = (await stat(file)).size;
-    if (size > maxBytes) throw new DataError(`file of ${formatBytes(size)} is beyond the checkpoint reader's limit of ${formatBytes(maxBytes)} (SSL3D_CHECKPOINT_MAX_BYTES)`, { file });
-    buf = await readFile(file);
+    // a regular file within the byte budget, checked on the open descriptor (a FIFO or /dev/zero is refused)
+    buf = await readRegularFile(file, { what: "checkpoint", maxBytes, maxBytesEnv: "SSL3D_CHECKPOINT_MAX_BYTES", error: DataError });
   } catch (err) {
     if (err instanceof Ssl3dError) throw err;
     throw new ConfigError(`cannot read checkpoint: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { file });

@@ -8,10 +8,11 @@
  * not overlap (so no file decodes to more than 4x its data bytes), and the float32 output is charged to
  * `SSL3D_CHECKPOINT_MAX_BYTES` before it is allocated.
  */
-import { open, readFile } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { formatBytes, limit } from "../config/limits.js";
 import { DataError } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic.js";
+import { readRegularFile } from "../io/regular-file.js";
 
 export type SafeDtype = "F32" | "F64" | "I32" | "I64" | "F16" | "BF16" | "U8" | "I8" | "BOOL" | "I16" | "U16" | "U32" | "U64";
 
@@ -156,7 +157,8 @@ export async function writeSafetensors(path: string, tensors: ReadonlyMap<string
 }
 
 export async function readSafetensors(path: string): Promise<DecodedSafetensors> {
-  return decodeSafetensors(await readFile(path), path);
+  const maxBytes = limit("checkpointBytes");
+  return decodeSafetensors(await readRegularFile(path, { what: "safetensors file", maxBytes, maxBytesEnv: "SSL3D_CHECKPOINT_MAX_BYTES", error: DataError }), path);
 }
 
 /** The `__metadata__` of a file, reading only its header (checkpoints of large networks are hundreds of MB). */

@@ -11,12 +11,14 @@
  *   step count, init args (plans/configuration/dataset names and trainer options — NOT the whole collection JSON,
  *   spec 8.7) and the adaptation plan (spec 4.8).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { DataError } from "../errors.js";
+import { limit } from "../config/limits.js";
 import { writeFileAtomic } from "../io/atomic.js";
+import { readRegularFileSync } from "../io/regular-file.js";
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from "../models/safetensors.js";
 import type { LoaderState } from "../data/loader.js";
 import type { OptimizerState, SlotTensor } from "./optim.js";
@@ -85,7 +87,8 @@ export async function saveCheckpoint(file: string, meta: CheckpointMeta, weights
 }
 
 export function loadCheckpoint(file: string, slotNames: readonly string[]): Checkpoint {
-  const { tensors, metadata } = decodeSafetensors(readFileSync(file), file);
+  const bytes = readRegularFileSync(file, { what: "checkpoint", maxBytes: limit("checkpointBytes"), maxBytesEnv: "SSL3D_CHECKPOINT_MAX_BYTES", error: DataError });
+  const { tensors, metadata } = decodeSafetensors(bytes, file);
   let metaRaw: unknown;
   try {
     metaRaw = JSON.parse(metadata.ssl3d ?? "null");

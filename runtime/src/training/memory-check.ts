@@ -4,11 +4,10 @@
  * batch queued by the loader plus the one in use and its tensor copy) are compared with the memory available to
  * this process. The estimate is a lower bound (activations come on top), so only sizes that cannot possibly fit fail.
  */
-import { readFileSync } from "node:fs";
-import { totalmem } from "node:os";
+import { MEMORY_LIMIT_ENV, memoryLimit } from "../config/limits.js";
 import { ConfigError } from "../errors.js";
 
-export const MEMORY_LIMIT_ENV = "SSL3D_MEMORY_LIMIT_BYTES";
+export { MEMORY_LIMIT_ENV, memoryLimit } from "../config/limits.js";
 
 export interface BatchMemoryInput {
   /** Per-process batch (network samples). */
@@ -18,22 +17,6 @@ export interface BatchMemoryInput {
   /** Loaded patch (x, y, z), before any crop. */
   readonly loadedPatch: readonly number[];
   readonly prefetch: number;
-}
-
-/** The memory this process may use: `SSL3D_MEMORY_LIMIT_BYTES`, else the cgroup limit, else physical memory. */
-export function memoryLimit(env: Readonly<Record<string, string | undefined>> = process.env): { bytes: number; source: string } {
-  const v = env[MEMORY_LIMIT_ENV];
-  if (v !== undefined && v !== "") {
-    if (!/^\d+$/.test(v) || Number(v) <= 0) throw new ConfigError(`${MEMORY_LIMIT_ENV} must be a positive number of bytes, got "${v}"`, { field: MEMORY_LIMIT_ENV });
-    return { bytes: Number(v), source: MEMORY_LIMIT_ENV };
-  }
-  try {
-    const cg = readFileSync("/sys/fs/cgroup/memory.max", "utf8").trim();
-    if (/^\d+$/.test(cg) && Number(cg) < totalmem()) return { bytes: Number(cg), source: "the cgroup memory limit" };
-  } catch {
-    // no cgroup v2 limit
-  }
-  return { bytes: totalmem(), source: "this machine's memory" };
 }
 
 export function inputBatchBytes(i: BatchMemoryInput): number {

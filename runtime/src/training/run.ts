@@ -4,7 +4,7 @@
  * (spec 1.4: `$nnssl_results/DatasetNNN_Name/<Trainer>__<Plans>__<Config>/` with `plans.json`,
  * `adaptation_plan.json`, and `fold_all/`); serve metrics; install the SIGTERM/SIGUSR1 handlers; run the loop.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { requireRoot, resolveDatasetName } from "../config/env.js";
 import { ConfigError, DataError, EnvironmentError, Ssl3dError } from "../errors.js";
@@ -31,6 +31,8 @@ import { describeStop } from "./stop.js";
 import { resolveTrainer, upstreamDifferences, type ResolvedTrainer } from "./registry.js";
 import { RUN_INFO, type RunInfo } from "./run-info.js";
 import { checkBatchMemory } from "./memory-check.js";
+import { checkCount, COUNTS, LIMITS, limit } from "../config/limits.js";
+import { readRegularFileSync } from "../io/regular-file.js";
 import { initialPatchSize } from "../data/patch.js";
 
 export interface TrainArgs {
@@ -82,8 +84,9 @@ function readPlan(file: string, configuration: string): { plan: Record<string, u
   if (!existsSync(file)) throw new EnvironmentError(`plans file not found; run 'ssl3d plan-and-preprocess' first`, { file });
   let plan: Record<string, unknown>;
   try {
-    plan = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+    plan = JSON.parse(readRegularFileSync(file, { what: "plans file", maxBytes: limit("documentBytes"), maxBytesEnv: LIMITS.documentBytes.env }).toString("utf8")) as Record<string, unknown>;
   } catch (err) {
+    if (err instanceof Ssl3dError) throw err;
     throw new ConfigError(`invalid JSON: ${(err as Error).message}`, { file });
   }
   const configs = plan.configurations as Record<string, Record<string, unknown>> | undefined;
@@ -105,7 +108,8 @@ export class ExitError extends Ssl3dError {
  */
 export async function runTrainingCli(a: TrainArgs, logger: Logger): Promise<void> {
   const cfg = distributedConfigFromEnv();
-  const nproc = a.nprocPerNode ?? cfg.nprocPerNode;
+  // PET_NPROC_PER_NODE is bounded like --nproc-per-node before any rank is started
+  const nproc = a.nprocPerNode ?? checkCount({ ...COUNTS.nprocPerNode, flag: ENV.nprocPerNode }, cfg.nprocPerNode);
   if (nproc > 1 && (process.env.RANK === undefined || process.env.RANK === "")) {
     const backend = a.backend !== undefined && a.backend !== "" ? parseBackendRequest(a.backend, "--backend") : parseBackendRequest(process.env.SSL3D_BACKEND, "SSL3D_BACKEND");
     checkRanksFitGpus(nproc, backend, visibleGpuCount(), tfjsNodeMissing("@tensorflow/tfjs-node-gpu") === undefined);

@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -94,4 +95,45 @@ export class Sentinels {
       assert.equal(statSync(file).mtimeMs, s.mtimeMs, `${file} was touched`);
     }
   }
+}
+
+/**
+ * Every entry under `dir` (relative path → type, size, mtime and SHA-256 of a file's bytes or a link's target), to
+ * check that a case left a tree exactly as it was: nothing added, removed, rewritten or touched. Entries whose
+ * relative path starts with one of `skip` (a case's own output folder) are left out.
+ */
+export function snapshotTree(dir: string, skip: readonly string[] = []): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (d: string, rel: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const r = rel === "" ? e.name : `${rel}/${e.name}`;
+      if (skip.some((p) => r === p || r.startsWith(`${p}/`))) continue;
+      const full = join(d, e.name);
+      const st = lstatSync(full);
+      if (e.isDirectory()) {
+        out.set(`${r}/`, "dir");
+        walk(full, r);
+      } else if (e.isSymbolicLink()) {
+        out.set(r, `link -> ${readlinkSync(full)} @${st.mtimeMs}`);
+      } else if (e.isFile()) {
+        out.set(r, `${st.size} bytes @${st.mtimeMs} sha256 ${createHash("sha256").update(readFileSync(full)).digest("hex")}`);
+      } else {
+        out.set(r, `special @${st.mtimeMs}`);
+      }
+    }
+  };
+  walk(dir, "");
+  return out;
+}
+
+/** `after` equals `before` entry by entry (the message lists what was added, removed or changed). */
+export function assertSameTree(before: ReadonlyMap<string, string>, after: ReadonlyMap<string, string>, what = "tree"): void {
+  const diffs: string[] = [];
+  for (const [k, v] of before) {
+    const a = after.get(k);
+    if (a === undefined) diffs.push(`removed ${k}`);
+    else if (a !== v) diffs.push(`changed ${k}: ${v} -> ${a}`);
+  }
+  for (const k of after.keys()) if (!before.has(k)) diffs.push(`added ${k}`);
+  assert.deepEqual(diffs, [], `${what} was modified:\n${diffs.join("\n")}`);
 }

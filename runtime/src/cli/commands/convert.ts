@@ -3,17 +3,12 @@ import { Option, type Command } from "commander";
 import type { ConvertOptions, SourceKind } from "../../conversion/convert.js";
 import { SOURCE_KINDS, convert, formatConvertReport } from "../../conversion/convert.js";
 import { ConfigError } from "../../errors.js";
+import { checkCount, COUNTS } from "../../config/limits.js";
 import type { CliCommand } from "../command.js";
 
 function datasetId(v: string): number {
-  if (!/^\d+$/.test(v.trim())) throw new ConfigError(`-d must be an integer dataset ID, got "${v}"`);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(Number(v))) throw new ConfigError(`must be an integer dataset ID, got "${v.slice(0, 40)}"`, { field: "--dataset" });
   return Number(v);
-}
-
-function positiveInt(v: string, flag: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${flag} must be a positive integer, got "${v}"`);
-  return n;
 }
 
 interface Opts {
@@ -27,7 +22,7 @@ interface Opts {
 
 async function run(kind: SourceKind, src: string, o: Opts): Promise<void> {
   const opts: ConvertOptions = {
-    kind, src, datasetId: datasetId(o.dataset), name: o.name, onError: o.onError, modality: o.modality, check: o.check, jobs: positiveInt(o.jobs, "--jobs"),
+    kind, src, datasetId: datasetId(o.dataset), name: o.name, onError: o.onError, modality: o.modality, check: o.check, jobs: checkCount(COUNTS.jobs, o.jobs),
     onProblem: (p) => process.stderr.write(`ssl3d: ${o.onError === "skip" ? "skipping" : "unusable"}: ${p.file}: ${p.reason}\n`),
   };
   process.stdout.write(formatConvertReport(await convert(opts)) + "\n");

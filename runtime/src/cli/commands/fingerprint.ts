@@ -1,6 +1,7 @@
 /** `ssl3d fingerprint -d ID [-np N] [--clean]` (alias `nnssl_extract_fingerprint`). */
 import type { Command } from "commander";
 import { extractFingerprint } from "../../planning/fingerprint.js";
+import { COUNTS } from "../../config/limits.js";
 import type { CliCommand } from "../command.js";
 import { defaultProcesses, parseCounts, parseDatasets, parseOnError } from "./preprocessing-options.js";
 
@@ -17,7 +18,7 @@ export const fingerprintCommand: CliCommand = {
       .option("--clean", "recompute even if a fingerprint exists")
       .option("--on-error <mode>", "an unreadable image: fail (default) the run, or skip it and list it under failed")
       .action(async (o: { dataset: string[]; numProcesses?: string; clean?: boolean; onError?: string }) => {
-        const np = parseCounts("--num-processes", o.numProcesses, defaultProcesses())[0]!;
+        const np = parseCounts(COUNTS.numProcesses, o.numProcesses, defaultProcesses())[0]!;
         for (const ds of parseDatasets(o.dataset)) {
           const r = await extractFingerprint(ds, { np, clean: o.clean === true, onError: parseOnError(o.onError) });
           process.stdout.write(`${r.file}: ${r.fingerprint.images.length} images, ${r.fingerprint.failed.length} failed${r.reused ? " (reused)" : ""}\n`);

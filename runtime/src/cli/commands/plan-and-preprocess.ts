@@ -9,6 +9,7 @@ import { runPlan } from "../../planning/plan-stage.js";
 import { checkPlansName, lockDataset } from "../../preprocessing/layout.js";
 import { runPreprocess } from "../../preprocessing/preprocess.js";
 import { forPeople } from "../../observability/log.js";
+import { COUNTS } from "../../config/limits.js";
 import type { CliCommand } from "../command.js";
 import { writeTerminationLog } from "../termination-log.js";
 import { checkPlanner, defaultProcesses, parseConfigs, parseCounts, parseDatasets, parseOnError } from "./preprocessing-options.js";
@@ -50,8 +51,8 @@ export const planAndPreprocessCommand: CliCommand = {
         checkPlanner(o.planner);
         const configs = parseConfigs(o.configurations);
         const onError = parseOnError(o.onError);
-        const np = parseCounts("--num-processes", o.numProcesses, Math.min(4, defaultProcesses()));
-        const npfp = parseCounts("--num-processes-fingerprint", o.numProcessesFingerprint, defaultProcesses())[0]!;
+        const np = parseCounts(COUNTS.numProcesses, o.numProcesses, Math.min(4, defaultProcesses()));
+        const npfp = parseCounts(COUNTS.numProcessesFingerprint, o.numProcessesFingerprint, defaultProcesses())[0]!;
         const line: PreprocessingSummaryLine = { images: 0, valid: 0, failed: 0, configurations: o.pp ? configs : [], plansFile: "", preprocessedDir: "" };
         const plansName = checkPlansName(o.plansName);
         for (const ds of parseDatasets(o.dataset)) {

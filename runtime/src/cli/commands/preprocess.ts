@@ -1,6 +1,7 @@
 /** `ssl3d preprocess -d ID [-c CONFIG...] [-np N...] [--part P --total-parts N]` (alias `nnssl_preprocess`). */
 import type { Command } from "commander";
 import { runPreprocess } from "../../preprocessing/preprocess.js";
+import { COUNTS } from "../../config/limits.js";
 import type { CliCommand } from "../command.js";
 import { defaultProcesses, parseConfigs, parseCount, parseCounts, parseDatasets, parseOnError } from "./preprocessing-options.js";
 
@@ -21,12 +22,14 @@ export const preprocessCommand: CliCommand = {
       .option("--on-error <mode>", "an image that fails: fail (default) the run, or skip it and list it in failed_imgs.json")
       .action(async (o: { dataset: string[]; configurations: string[]; numProcesses?: string[]; part: string; totalParts: string; plansName: string; onError?: string }) => {
         const configs = parseConfigs(o.configurations);
-        const np = parseCounts("--num-processes", o.numProcesses, defaultProcesses());
+        const np = parseCounts(COUNTS.numProcesses, o.numProcesses, defaultProcesses());
+        const part = parseCount("--part")(o.part);
+        const totalParts = parseCount("--total-parts")(o.totalParts);
         for (const ds of parseDatasets(o.dataset)) {
           const s = await runPreprocess(ds, configs, {
             np,
-            part: parseCount("--part")(o.part),
-            totalParts: parseCount("--total-parts")(o.totalParts),
+            part,
+            totalParts,
             plansName: o.plansName,
             onError: parseOnError(o.onError),
           });

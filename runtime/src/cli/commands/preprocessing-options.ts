@@ -1,27 +1,31 @@
 /** Option parsing shared by the fingerprint / plan / preprocess commands. */
 import { availableParallelism } from "node:os";
 import { resolveDatasetName } from "../../config/env.js";
+import { checkCount, COUNTS, type CountCheck } from "../../config/limits.js";
 import { ConfigError } from "../../errors.js";
 import type { OnError } from "../../planning/fingerprint.js";
 import { CONFIGURATION_NAMES } from "../../planning/plans.js";
 
+/** Worker threads when no option is given: `$nnUNet_def_n_proc` (bounded like `-np`), else min(8, CPUs). */
 export function defaultProcesses(): number {
   const v = process.env.nnUNet_def_n_proc;
-  if (v !== undefined && /^\d+$/.test(v) && Number(v) > 0) return Number(v);
+  if (v !== undefined && v.trim() !== "") return checkCount({ ...COUNTS.numProcesses, flag: "nnUNet_def_n_proc", min: 1 }, v);
   return Math.min(8, availableParallelism());
 }
 
+/** A non-negative safe integer (`--part`, `--total-parts`). */
 export function parseCount(flag: string): (v: string) => number {
   return (v: string) => {
-    if (!/^\d+$/.test(v) || Number(v) < 0) throw new ConfigError(`${flag} expects a non-negative integer, got "${v}"`);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new ConfigError(`expects a non-negative integer, got "${v.slice(0, 40)}"`, { field: flag });
     return Number(v);
   };
 }
 
-export function parseCounts(flag: string, values: readonly string[] | string | undefined, fallback: number): number[] {
+/** Thread counts (`-np`, `-npfp`): one or several, each bounded by config/limits.ts (threads and their memory). */
+export function parseCounts(check: CountCheck, values: readonly string[] | string | undefined, fallback: number): number[] {
   if (values === undefined) return [fallback];
   const list = typeof values === "string" ? [values] : values;
-  return list.map(parseCount(flag));
+  return list.map((v) => checkCount(check, v));
 }
 
 export function parseOnError(v: string | undefined): OnError {

@@ -3,33 +3,45 @@
  * trainer. nnssl flags: `-tr`, `-p`, `--c` (= `--resume`), `-num_gpus N` (= `--nproc-per-node N`: N local
  * data-parallel processes, as upstream spawns one per GPU) and `-device` (accepted; the backend is `--backend`).
  */
-import { InvalidArgumentError, type Command } from "commander";
+import type { Command } from "commander";
+import { checkCount, COUNTS, type CountCheck } from "../../config/limits.js";
+import { ConfigError } from "../../errors.js";
 import { log } from "../../observability/log.js";
 import { trainerKeys } from "../../training/registry.js";
 import { runTrainingCli } from "../../training/run.js";
 import type { CliCommand } from "../command.js";
 import { runPreflight } from "./doctor.js";
 
-function int(name: string, min = 0) {
+/** A count bounded in config/limits.ts (docs/limits-and-safety.md): checked while the command line is parsed. */
+function count(c: CountCheck) {
+  return (v: string): number => checkCount(c, v);
+}
+
+/** An integer in a fixed range (a port, a 32-bit seed): a ConfigError naming the option otherwise. */
+function ranged(name: string, min: number, max: number) {
   return (v: string): number => {
-    if (!/^\d+$/.test(v) || Number(v) < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new ConfigError(`must be an integer from ${min} to ${max}, got ${JSON.stringify(v.slice(0, 40))}`, { field: name });
     return Number(v);
   };
 }
 
+/** `--batch-size`: at least 1 and a safe integer; whether it fits memory is checked with the patch (training/memory-check.ts). */
+const batchSize = ranged("--batch-size", 1, Number.MAX_SAFE_INTEGER);
+
 /** `--modalities T1w,T2w,FLAIR`: a comma-separated list of BIDS-style modality names. */
 function modalities(v: string): string[] {
   const list = v.split(",").map((m) => m.trim());
-  if (list.length === 0 || list.some((m) => m === "")) throw new InvalidArgumentError("--modalities must be a comma-separated list of modality names (e.g. T1w,T2w,FLAIR)");
+  if (list.length === 0 || list.some((m) => m === "")) throw new ConfigError("must be a comma-separated list of modality names (e.g. T1w,T2w,FLAIR)", { field: "--modalities" });
   return list;
 }
 
 /** `--patch-size 32` (cube) or `--patch-size 256,256,64`. */
 function patchSize(v: string): number | [number, number, number] {
-  if (/^\d+$/.test(v) && Number(v) >= 1) return Number(v);
+  const side = (p: string | undefined): boolean => p !== undefined && Number.isSafeInteger(Number(p)) && Number(p) >= 1;
+  if (/^\d+$/.test(v) && side(v)) return Number(v);
   const m = /^(\d+),(\d+),(\d+)$/.exec(v);
-  if (m !== null && [m[1], m[2], m[3]].every((p) => Number(p) >= 1)) return [Number(m[1]), Number(m[2]), Number(m[3])];
-  throw new InvalidArgumentError("--patch-size must be a positive integer or three (x,y,z)");
+  if (m !== null && [m[1], m[2], m[3]].every(side)) return [Number(m[1]), Number(m[2]), Number(m[3])];
+  throw new ConfigError(`must be a positive integer or three (x,y,z), got ${JSON.stringify(v.slice(0, 40))}`, { field: "--patch-size" });
 }
 
 interface TrainOpts {
@@ -67,20 +79,20 @@ export const trainCommand: CliCommand = {
       .requiredOption("--trainer <name>", `trainer: ${trainerKeys().join(", ")}, or nnssl names (BaseMAETrainer_BS8, SimMIMEvaTrainer, ModelGenesisTrainer_ANON, VoCoTrainer, SimCLRTrainer, ...)`)
       .option("--plans <name>", "plans identifier", "nnsslPlans")
       .option("--resume", "continue from checkpoint_final/latest/best if present (also SSL3D_RESUME=latest)")
-      .option("--epochs <n>", "number of epochs", int("--epochs", 1))
-      .option("--iters-per-epoch <n>", "training iterations per epoch", int("--iters-per-epoch", 1))
-      .option("--val-iters <n>", "validation iterations per epoch", int("--val-iters", 0))
+      .option("--epochs <n>", "number of epochs", count(COUNTS.epochs))
+      .option("--iters-per-epoch <n>", "training iterations per epoch", count(COUNTS.itersPerEpoch))
+      .option("--val-iters <n>", "validation iterations per epoch", count(COUNTS.valIters))
       .option("--patch-size <n|x,y,z>", "patch size: a cube side or x,y,z (trainer default: 160, VoCo 256,256,64, SimCLR 192,192,64)", patchSize)
-      .option("--batch-size <n>", "total batch size", int("--batch-size", 1))
+      .option("--batch-size <n>", "total batch size", batchSize)
       .option("--arch-preset <name>", "architecture preset of the trainer's family (e.g. resenc-xs, primus-xs)")
-      .option("--seed <n>", "random seed", int("--seed", 0))
+      .option("--seed <n>", "random seed", ranged("--seed", 0, 2 ** 32 - 1))
       .option("--pretrained-weights <file>", "initialise from a checkpoint (nnssl .pth, state dict, or ssl3d file): matching names and shapes, seg layers skipped")
-      .option("--metrics-port <n>", "serve Prometheus /metrics on this port (also SSL3D_METRICS_PORT)", int("--metrics-port", 0))
+      .option("--metrics-port <n>", "serve Prometheus /metrics on this port (also SSL3D_METRICS_PORT)", ranged("--metrics-port", 0, 65535))
       .option("--metrics-address <ip>", "interface of the metrics endpoint (also SSL3D_METRICS_ADDRESS; default 127.0.0.1, pods 0.0.0.0)")
       .option("--backend <name>", "tfjs backend: auto (node-gpu if TensorFlow sees a GPU, else cpu + native kernels, wasm, cpu), node-gpu, node (TensorFlow on the CPU), wasm, cpu (also SSL3D_BACKEND)")
-      .option("--workers <n>", "data loader worker threads", int("--workers", 0))
+      .option("--workers <n>", "data loader worker threads", count(COUNTS.workers))
       .option("--modalities <list>", "train only on images of these modalities, comma-separated (e.g. T1w,T2w,FLAIR; the trainer option modalities)", modalities)
-      .option("--nproc-per-node <n>", "data-parallel processes on this node (torchrun-style; also PET_NPROC_PER_NODE)", int("--nproc-per-node", 1))
+      .option("--nproc-per-node <n>", "data-parallel processes on this node (torchrun-style; also PET_NPROC_PER_NODE)", count(COUNTS.nprocPerNode))
       .option("--device <d>", "accepted for nnssl compatibility (use --backend)")
       .option("--preflight", "first run `ssl3d doctor --gpu` (once per node): fail at once unless TensorFlow computes correctly on a GPU")
       .action(async (dataset: string, configuration: string, o: TrainOpts) => {
