@@ -92,7 +92,8 @@ describe("local real cluster (scripts/cluster)", { skip: notRoot ? "needs root (
     assert.equal(can("get", "secrets", ["-n", "kube-system"]), "no");
     const bindings = kubectlOk(c, ["get", "clusterrolebindings,rolebindings", "-A", "-l", `app.kubernetes.io/instance=${release}`, "-o", "json"]);
     assert.doesNotMatch(bindings, /system:masters/);
-    // The namespace where runs go enforces the restricted Pod Security Standard.
+    // The namespace where runs go enforces the restricted Pod Security Standard (a fresh one on a cluster of your own).
+    kubectl(c, ["delete", "namespace", "ssl3d-runs", "--ignore-not-found", "--wait", "--timeout=5m"]);
     kubectlOk(c, ["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: "ssl3d-runs", labels: { "pod-security.kubernetes.io/enforce": "restricted" } } }));
     const refused = kubectl(c, ["-n", "ssl3d-runs", "run", "privileged-probe", `--image=${RUNTIME_CPU_IMAGE}`, "--image-pull-policy=Never", "--restart=Never", "--", "--version"]);
     assert.notEqual(refused.status, 0, "a pod without the restricted securityContext must be refused");
