@@ -16,6 +16,7 @@ import {
   controllerRef,
   jobCondition,
   podsOfJob,
+  succeededMessage,
   terminationMessage,
   withSpecHash,
   type CustomResource,
@@ -117,7 +118,7 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
     return result();
   }
   if (jobCondition(job, "Complete")) {
-    const msg = terminationMessage(pods);
+    const msg = succeededMessage(pods);
     if (msg === undefined) {
       set("Ready", "False", "WaitingForSummary", `Preprocessing Job ${jobName} completed; waiting for its termination message.`);
       return result({ requeueAfterMs: WAIT_MS });
