@@ -75,7 +75,7 @@ test("split: a read-only data folder (EROFS) gives the same split without writin
     assert.deepEqual(ro, { split: makeSplit(ids), created: true, persisted: false });
     assert.ok(!existsSync(f));
     // what the default writer (writeJsonAtomic) really throws: an EnvironmentError with the errno error as its cause
-    const wrapped = (code: string) => (): Promise<void> => Promise.reject(fileSystemError(Object.assign(new Error(`${code}: write ${f}`), { code }), f));
+    const wrapped = (code: string) => (): Promise<void> => Promise.reject(fileSystemError(Object.assign(new Error(`${code}: write ${f}`), { code }), f) ?? new Error(code));
     assert.deepEqual(await loadOrCreateSplit(f, ids, wrapped("EROFS")), { split: makeSplit(ids), created: true, persisted: false });
     await assert.rejects(loadOrCreateSplit(f, ids, fail("ENOSPC")), /ENOSPC/);
     await assert.rejects(loadOrCreateSplit(f, ids, wrapped("ENOSPC")), /no space left/);
