@@ -25,6 +25,12 @@ describe("local real cluster (scripts/cluster)", { skip: notRoot ? "needs root (
     cluster = startRealCluster();
   });
   after(() => {
+    // On a cluster of your own nothing is stopped: remove what the tests made (the CRDs stay, as after any
+    // `helm uninstall` of the chart: helm.sh/resource-policy keep).
+    if (own && cluster !== undefined) {
+      run(toolBin("helm"), ["uninstall", "ssl3d", "-n", "ssl3d-system", "--kubeconfig", cluster.kubeconfig, "--wait"], { timeoutMs: 300_000 });
+      kubectl(cluster, ["delete", "namespace", "ssl3d-runs", "ssl3d-system", "--ignore-not-found", "--wait=false"]);
+    }
     if (cluster !== undefined && !stopped) stopRealCluster(cluster);
   });
 

@@ -272,17 +272,17 @@ export function describeScenarios(cluster: () => RealCluster): void {
       const np = await waitFor(() => "no NetworkPolicy demo", () => getJson(c, NS, "networkpolicy/demo") as { spec: { podSelector: { matchLabels: Record<string, string> } } } | undefined, 120_000);
       assert.equal(np.spec.podSelector.matchLabels["ssl3d.io/run"], "demo");
 
-      // Printer columns: `kubectl get pretrainruns` shows the progress and a numeric loss while the run trains.
-      const row = await waitFor(() => `no loss in kubectl get pretrainruns:\n${kubectl(c, ["-n", NS, "get", "pretrainruns"]).stdout}\n${describeAll(c, NS)}`, () => {
-        const out = kubectl(c, ["-n", NS, "get", "pretrainruns", "demo"]).stdout.trim().split("\n");
-        const head = out[0]?.split(/\s+/) ?? [];
-        const cells = out[1]?.split(/\s+/) ?? [];
-        const loss = cells[head.indexOf("LOSS")];
-        return loss !== undefined && Number.isFinite(Number(loss)) && loss !== "<none>" ? { head, cells } : undefined;
-      }, 900_000);
-      assert.deepEqual(row.head.slice(0, 7), ["NAME", "PHASE", "NODES", "ATTEMPT", "RESTARTS", "PROGRESS%", "LOSS"]);
-      assert.equal(row.cells[1], "Running");
-      assert.ok(Number(row.cells[5]) > 0 && Number(row.cells[5]) <= 100, `progress ${row.cells[5]}`);
+      // Printer columns: `kubectl get pretrainruns -o wide` shows the progress and a numeric loss while the run trains
+      // (Loss has priority 1: only in the wide output).
+      const row = await waitFor(() => `no loss in kubectl get pretrainruns -o wide:\n${kubectl(c, ["-n", NS, "get", "pretrainruns", "-o", "wide"]).stdout}\n${describeAll(c, NS)}`, () => {
+        const cells = printerCells(kubectl(c, ["-n", NS, "get", "pretrainruns", "demo", "-o", "wide"]).stdout);
+        const loss = cells.get("LOSS") ?? "";
+        return loss !== "" && Number.isFinite(Number(loss)) ? cells : undefined;
+      }, 900_000, 1000);
+      assert.deepEqual([...row.keys()], ["NAME", "PHASE", "NODES", "ATTEMPT", "RESTARTS", "PROGRESS%", "LOSS", "AGE"]);
+      assert.equal(row.get("PHASE"), "Running");
+      assert.equal(row.get("NODES"), "2");
+      assert.ok(Number(row.get("PROGRESS%")) > 0 && Number(row.get("PROGRESS%")) <= 100, `progress ${row.get("PROGRESS%") ?? ""}`);
 
       // Kill node rank 1's pod after rank 0 has written a checkpoint.
       const job0 = `demo-a${runStatus(c, "demo").attempt ?? 0}`;
@@ -405,6 +405,16 @@ async function resumedStep(c: RealCluster, previousJob: string): Promise<{ job: 
     const s = stepsLogged(log, "Resumed from checkpoint");
     return s.length > 0 ? { job, step: s[0]! } : undefined;
   }, 900_000);
+}
+
+/**
+ * The cells of the first row of `kubectl get` table output by column name. Empty cells (e.g. RESTARTS before the
+ * first restart) are blank, so the row is cut at the header's column starts, not split on whitespace.
+ */
+function printerCells(out: string): Map<string, string> {
+  const [head = "", row = ""] = out.split("\n");
+  const starts = [...head.matchAll(/\S+/g)].map((m) => ({ name: m[0], at: m.index }));
+  return new Map(starts.map((h, i) => [h.name, row.slice(h.at, starts[i + 1]?.at ?? row.length).trim()]));
 }
 
 /** The namespace's pods as Prometheus Kubernetes SD (role pod) would list them: one target per container port. */
