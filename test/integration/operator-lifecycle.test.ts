@@ -96,6 +96,19 @@ async function runStatus(ns: string, name: string): Promise<Record<string, unkno
 }
 
 describe("operator against a real API server", () => {
+  test("a run deleted and created again under the same name gets a rendezvous Secret of its own", async () => {
+    const ns = await createNamespace(env.client, "samename");
+    await readyPlan(ns);
+    const secret = async (): Promise<{ metadata: { ownerReferences?: { uid: string }[] } } | undefined> => env.client.get("v1", "Secret", ns, "run-rendezvous");
+    const first = await env.client.create(cr("PretrainRun", ns, "run", runSpec()));
+    await eventually("Secret of the first run", async () => (await secret())?.metadata.ownerReferences?.[0]?.uid === first.metadata.uid, 20_000, () => describeNs(ns));
+    await env.client.delete(API_VERSION, "PretrainRun", ns, "run");
+    await eventually("Secret collected with the first run", async () => (await secret()) === undefined, 60_000);
+    const second = await env.client.create(cr("PretrainRun", ns, "run", runSpec()));
+    // before the fix the operator remembered it had created `run-rendezvous` and the new run's pods never started
+    await eventually("Secret of the second run", async () => (await secret())?.metadata.ownerReferences?.[0]?.uid === second.metadata.uid, 20_000, () => describeNs(ns));
+  });
+
   test("happy path: Collection → Plan → PretrainRun with progress from rank 0's /metrics", async () => {
     const ns = await createNamespace(env.client, "happy");
     await env.client.create(

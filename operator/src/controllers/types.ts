@@ -143,6 +143,21 @@ export function jobCondition(job: JobView | undefined, type: string): JobConditi
 }
 
 /**
+ * The termination message of the pod that succeeded (a completed Job's summary): a Job with `backoffLimit > 0` may
+ * also hold failed pods (a killed first try, a retry that met the dead pod's lock), whose messages are not the summary.
+ */
+export function succeededMessage(pods: readonly PodView[]): string | undefined {
+  for (const p of pods) {
+    if (p.status?.phase !== "Succeeded") continue;
+    for (const cs of p.status.containerStatuses ?? []) {
+      const m = cs.state?.terminated?.exitCode === 0 ? cs.state.terminated.message?.trim() : undefined;
+      if (m !== undefined && m !== "") return m;
+    }
+  }
+  return undefined;
+}
+
+/**
  * The most telling termination message of a set of pods: a failed container that was not merely killed (137/143 are
  * the SIGKILL/SIGTERM of ranks stopped because another rank failed) first, then any failed one, then any.
  */

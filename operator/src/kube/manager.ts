@@ -325,7 +325,10 @@ export class Manager {
    * reconciler never sees it and the operator needs only `create` on Secrets (no get/list/watch).
    */
   private async createOnce(obj: KubeObject, log: Logger): Promise<void> {
-    const ck = this.childKey(obj.metadata.namespace ?? "", { apiVersion: obj.apiVersion, kind: obj.kind, name: obj.metadata.name });
+    // keyed by the owner's uid too: a run deleted and created again under the same name needs a Secret of its own
+    // (the old one went with the old run), which a key by name alone would never create
+    const owner = obj.metadata.ownerReferences?.[0]?.uid ?? "";
+    const ck = `${this.childKey(obj.metadata.namespace ?? "", { apiVersion: obj.apiVersion, kind: obj.kind, name: obj.metadata.name })}@${owner}`;
     if (this.appliedHashes.has(ck)) return;
     const body: KubeObject = obj.kind === "Secret" ? { ...obj, stringData: { [RUN_SECRET_KEY]: randomBytes(32).toString("hex") } } : obj;
     try {

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { writeRawVolume } from "../../../test/helpers/raw-volume.js";
-import { ConfigError, DataError } from "../errors.js";
+import { ConfigError, DataError, fileSystemError } from "../errors.js";
 import { augmentSample, centreCrop, flip, MAE_AUGMENT, NO_AUGMENT } from "./augment.js";
 import { DataLoader } from "./loader.js";
 import { MODELS_GENESIS_DEFAULTS, modelsGenesisBatch } from "./models-genesis.js";
@@ -74,7 +74,11 @@ test("split: a read-only data folder (EROFS) gives the same split without writin
     const ro = await loadOrCreateSplit(f, ids, fail("EROFS"));
     assert.deepEqual(ro, { split: makeSplit(ids), created: true, persisted: false });
     assert.ok(!existsSync(f));
+    // what the default writer (writeJsonAtomic) really throws: an EnvironmentError with the errno error as its cause
+    const wrapped = (code: string) => (): Promise<void> => Promise.reject(fileSystemError(Object.assign(new Error(`${code}: write ${f}`), { code }), f) ?? new Error(code));
+    assert.deepEqual(await loadOrCreateSplit(f, ids, wrapped("EROFS")), { split: makeSplit(ids), created: true, persisted: false });
     await assert.rejects(loadOrCreateSplit(f, ids, fail("ENOSPC")), /ENOSPC/);
+    await assert.rejects(loadOrCreateSplit(f, ids, wrapped("ENOSPC")), /no space left/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -51,6 +51,11 @@ export function readSplit(file: string): Split {
 /** Errors of a folder that cannot be written: a read-only mount (training pods mount the preprocessed data so). */
 const READ_ONLY_CODES = new Set(["EROFS", "EACCES", "EPERM"]);
 
+function errnoCode(err: unknown): string | undefined {
+  const code = (err as NodeJS.ErrnoException | null | undefined)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
 /**
  * Load `file` if it exists, else create the split from the subject ids and persist it atomically. When the folder is
  * read-only (`persisted: false`), the split is used without being written: it is a pure function of the subject ids,
@@ -66,7 +71,8 @@ export async function loadOrCreateSplit(
   try {
     await write(file, split, 4);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    // writeJsonAtomic reports a system error as an EnvironmentError whose cause carries the errno code
+    const code = errnoCode(err) ?? errnoCode((err as { cause?: unknown } | null)?.cause);
     if (code !== undefined && READ_ONLY_CODES.has(code)) return { split, created: true, persisted: false };
     throw err;
   }

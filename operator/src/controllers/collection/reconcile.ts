@@ -15,6 +15,7 @@ import {
   jobCondition,
   podsOfJob,
   sha256,
+  succeededMessage,
   terminationMessage,
   withSpecHash,
   type CustomResource,
@@ -97,7 +98,7 @@ export function reconcileCollection(o: CollectionObserved): ReconcileResult<Coll
     return result(status, { delete: obsolete });
   }
   if (complete) {
-    const msg = terminationMessage(pods);
+    const msg = succeededMessage(pods);
     if (msg === undefined) {
       status.phase = "Indexing";
       set("Ready", "False", "WaitingForSummary", `Indexing Job ${jobName} completed; waiting for its termination message.`);

@@ -78,6 +78,16 @@ const cases: Record<string, Case> = {
       assert.equal(cond(r, "Stale")?.status, "False");
     },
   },
+  "Job complete after retries → Ready with the succeeded pod's summary, not a failed try's message": {
+    status: started,
+    jobs: [job({ condition: { type: "Complete" } })],
+    // a killed first try (137, no message) and a retry that met the dead pod's folder lock (exit 2), then success
+    pods: [pod(137, ""), pod(2, '{"exitCode":2,"reason":"EnvironmentError","message":"folder is in use by ssl3d plan-and-preprocess"}'), pod(0, summary)],
+    want: (r) => {
+      assert.equal(r.status.phase, "Ready");
+      assert.deepEqual(r.status.outputs, JSON.parse(summary));
+    },
+  },
   "Job complete, termination message not visible yet → wait": {
     status: started,
     jobs: [job({ condition: { type: "Complete" } })],

@@ -16,6 +16,7 @@ import {
   controllerRef,
   jobCondition,
   podsOfJob,
+  succeededMessage,
   terminationMessage,
   withSpecHash,
   type CustomResource,
@@ -140,7 +141,7 @@ function finishedPrepJob(status: PlanStatus, set: SetCondition, o: PlanObserved,
     return {};
   }
   if (!jobCondition(job, "Complete")) return undefined;
-  const msg = terminationMessage(pods);
+  const msg = succeededMessage(pods);
   if (msg === undefined) {
     set("Ready", "False", "WaitingForSummary", `Preprocessing Job ${jobName} completed; waiting for its termination message.`);
     return { requeueAfterMs: WAIT_MS };
