@@ -4,14 +4,15 @@
  * Readers check a limit BEFORE they allocate what it bounds. An invalid override is a ConfigError naming the
  * variable, never silently ignored.
  *
- * Leaf module (node:os only): any layer may import it.
+ * Leaf module (node:os and config/settings.ts only): any layer may import it.
  */
 import { totalmem } from "node:os";
 import { ConfigError } from "../errors.js";
+import { envRaw, processEnv, SETTINGS, type Env, type SettingName } from "./settings.js";
 
 export interface LimitSpec {
-  /** Environment variable that overrides the default. */
-  readonly env: string;
+  /** Environment variable that overrides the default (described in config/settings.ts). */
+  readonly env: SettingName;
   readonly description: string;
   /** The default (may depend on the machine's memory). */
   readonly fallback: () => number;
@@ -28,48 +29,48 @@ export function machineMemory(): number {
 export const LIMITS = {
   checkpointBytes: {
     env: "SSL3D_CHECKPOINT_MAX_BYTES",
-    description: "bytes the PyTorch/safetensors checkpoint reader may hold: the file, inflated zip records and decoded float32 tensors together",
+    description: SETTINGS.SSL3D_CHECKPOINT_MAX_BYTES.description,
     fallback: () => Math.min(32 * GiB, Math.floor(machineMemory() / 2)),
   },
   pickleNodes: {
     env: "SSL3D_PICKLE_MAX_NODES",
-    description: "values a pickle traversal (adaptation plan, error messages) may visit; memo references count every time they are reached",
+    description: SETTINGS.SSL3D_PICKLE_MAX_NODES.description,
     fallback: () => 1_000_000,
   },
   pickleDepth: {
     env: "SSL3D_PICKLE_MAX_DEPTH",
-    description: "nesting depth of pickled containers a traversal follows",
+    description: SETTINGS.SSL3D_PICKLE_MAX_DEPTH.description,
     fallback: () => 200,
   },
   networkParams: {
     env: "SSL3D_MAX_NETWORK_PARAMS",
-    description: "scalar parameters of a network built from settings in a file (adaptation plan, ssl3d.options) or options",
+    description: SETTINGS.SSL3D_MAX_NETWORK_PARAMS.description,
     fallback: () => 2 ** 31,
   },
   networkTensors: {
     env: "SSL3D_MAX_NETWORK_TENSORS",
-    description: "parameter tensors of such a network (blocks x layers)",
+    description: SETTINGS.SSL3D_MAX_NETWORK_TENSORS.description,
     fallback: () => 100_000,
   },
   voxels: {
     env: "SSL3D_MAX_VOXELS",
-    description: "voxels x channels of one image in memory, as read and after resampling",
+    description: SETTINGS.SSL3D_MAX_VOXELS.description,
     // ~16 bytes per voxel (raw + float32 + transposed/cropped copy + resampled output) within a quarter of memory
     fallback: () => Math.max(2 ** 24, Math.min(2 ** 31, Math.floor(machineMemory() / 64))),
   },
   channels: {
     env: "SSL3D_MAX_CHANNELS",
-    description: "volumes along a NIfTI's 4th dimension loaded as channels",
+    description: SETTINGS.SSL3D_MAX_CHANNELS.description,
     fallback: () => 16,
   },
   voxOffset: {
     env: "SSL3D_MAX_VOX_OFFSET",
-    description: "bytes between the start of a NIfTI file and its voxel data (header + extensions); skipped, never buffered",
+    description: SETTINGS.SSL3D_MAX_VOX_OFFSET.description,
     fallback: () => 64 * MiB,
   },
   jsonDepth: {
     env: "SSL3D_JSON_MAX_DEPTH",
-    description: "nesting depth of objects/arrays in pretrain_data.json",
+    description: SETTINGS.SSL3D_JSON_MAX_DEPTH.description,
     fallback: () => 64,
   },
 } as const satisfies Record<string, LimitSpec>;
@@ -77,9 +78,9 @@ export const LIMITS = {
 export type LimitName = keyof typeof LIMITS;
 
 /** The effective value of a limit: a positive integer from its environment variable, else the default. */
-export function limit(name: LimitName, env: Readonly<Record<string, string | undefined>> = process.env): number {
+export function limit(name: LimitName, env: Env = processEnv()): number {
   const spec: LimitSpec = LIMITS[name];
-  const raw = env[spec.env];
+  const raw = envRaw(spec.env, env);
   if (raw === undefined || raw.trim() === "") return spec.fallback();
   const n = Number(raw.trim());
   if (!Number.isSafeInteger(n) || n < 1) throw new ConfigError(`must be a positive integer, got ${JSON.stringify(raw)}`, { field: spec.env });

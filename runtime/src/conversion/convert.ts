@@ -8,7 +8,7 @@ import { readdirSync } from "node:fs";
 import * as path from "node:path";
 import type { Collection, CollectionCounts, Dataset, Image } from "../config/collection.js";
 import { countCollection } from "../config/collection.js";
-import type { Env } from "../config/env.js";
+import { processEnv, type Env } from "../config/settings.js";
 import { formatDatasetName, parseDatasetName, requireRoot } from "../config/env.js";
 import { ConfigError, DataError, Ssl3dError } from "../errors.js";
 import { writeCollection } from "../io/collection-file.js";
@@ -111,7 +111,7 @@ export async function scanSource(kind: SourceKind, src: string, modality?: strin
 }
 
 export async function convert(o: ConvertOptions): Promise<ConvertReport> {
-  const env = o.env ?? process.env;
+  const env = o.env ?? processEnv();
   const datasetName = formatDatasetName(o.datasetId, o.name);
   const raw = requireRoot("nnssl_raw", env);
   const clash = safeList(raw).filter((n) => parseDatasetName(n)?.id === o.datasetId && n !== datasetName);

@@ -20,6 +20,7 @@ import * as net from "node:net";
 import { log } from "../observability/log.js";
 import { DistributedError } from "../errors.js";
 import type { DistributedConfig } from "./env.js";
+import { envString, processEnv, type Env } from "../config/settings.js";
 
 export interface ProcessGroup {
   readonly rank: number;
@@ -235,9 +236,9 @@ export interface Identity {
 }
 
 /** The run's secret from `$SSL3D_RUN_SECRET_FILE` (mounted from the per-run Secret), or "" when not configured. */
-export function runSecretFromEnv(env: NodeJS.ProcessEnv = process.env): string {
-  const file = env.SSL3D_RUN_SECRET_FILE;
-  if (file === undefined || file === "") return "";
+export function runSecretFromEnv(env: Env = processEnv()): string {
+  const file = envString("SSL3D_RUN_SECRET_FILE", env);
+  if (file === undefined) return "";
   try {
     const token = readFileSync(file, "utf8").trim();
     if (token === "") throw new Error("empty");
@@ -591,7 +592,7 @@ async function acceptRingPeer(acceptor: Acceptor, prevRank: number, token: strin
  */
 export async function initProcessGroup(
   cfg: Pick<DistributedConfig, "rank" | "worldSize" | "masterAddr" | "masterPort" | "timeoutMs">,
-  identity: Identity = { run: process.env.SSL3D_RUN ?? "", attempt: process.env.SSL3D_ATTEMPT ?? "", token: runSecretFromEnv() },
+  identity: Identity = { run: envString("SSL3D_RUN") ?? "", attempt: envString("SSL3D_ATTEMPT") ?? "", token: runSecretFromEnv() },
 ): Promise<ProcessGroup> {
   if (cfg.worldSize === 1) return new SingleProcessGroup();
   const { rank, worldSize, timeoutMs } = cfg;

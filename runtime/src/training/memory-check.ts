@@ -7,8 +7,9 @@
 import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { ConfigError } from "../errors.js";
+import { envString, processEnv, type Env, type SettingName } from "../config/settings.js";
 
-export const MEMORY_LIMIT_ENV = "SSL3D_MEMORY_LIMIT_BYTES";
+export const MEMORY_LIMIT_ENV = "SSL3D_MEMORY_LIMIT_BYTES" satisfies SettingName;
 
 export interface BatchMemoryInput {
   /** Per-process batch (network samples). */
@@ -21,9 +22,9 @@ export interface BatchMemoryInput {
 }
 
 /** The memory this process may use: `SSL3D_MEMORY_LIMIT_BYTES`, else the cgroup limit, else physical memory. */
-export function memoryLimit(env: Readonly<Record<string, string | undefined>> = process.env): { bytes: number; source: string } {
-  const v = env[MEMORY_LIMIT_ENV];
-  if (v !== undefined && v !== "") {
+export function memoryLimit(env: Env = processEnv()): { bytes: number; source: string } {
+  const v = envString(MEMORY_LIMIT_ENV, env);
+  if (v !== undefined) {
     if (!/^\d+$/.test(v) || Number(v) <= 0) throw new ConfigError(`${MEMORY_LIMIT_ENV} must be a positive number of bytes, got "${v}"`, { field: MEMORY_LIMIT_ENV });
     return { bytes: Number(v), source: MEMORY_LIMIT_ENV };
   }
@@ -46,7 +47,7 @@ function gib(bytes: number): string {
 }
 
 /** A ConfigError naming the option when the input batches alone cannot fit. */
-export function checkBatchMemory(i: BatchMemoryInput, env: Readonly<Record<string, string | undefined>> = process.env): void {
+export function checkBatchMemory(i: BatchMemoryInput, env: Env = processEnv()): void {
   const need = inputBatchBytes(i);
   const limit = memoryLimit(env);
   if (need <= limit.bytes) return;

@@ -4,13 +4,14 @@
  * (spec 1.4: `$nnssl_results/DatasetNNN_Name/<Trainer>__<Plans>__<Config>/` with `plans.json`,
  * `adaptation_plan.json`, and `fold_all/`); serve metrics; install the SIGTERM/SIGUSR1 handlers; run the loop.
  */
-import { existsSync, readFileSync } from "node:fs";
-import { isAbsolute, join, relative, resolve } from "node:path";
+import { isAbsolute, relative, resolve } from "node:path";
 import { requireRoot, resolveDatasetName } from "../config/env.js";
 import { ConfigError, DataError, EnvironmentError, Ssl3dError } from "../errors.js";
 import { writeJsonAtomic } from "../io/atomic.js";
 import { lockFolder, type FolderLock } from "../io/folder-lock.js";
-import { checkSafeName, childPath } from "../io/safe-path.js";
+import { checkConfigurationName, checkPlansName, foldDir as foldDirOf, foldFile, plansFile as plansFileOf, preprocessedDatasetDir, resultsFile, resultsRunDir, splitsFile } from "../config/layout.js";
+import { planConfiguration, readPlansDocument } from "../config/plans.js";
+import { childEnv, envString } from "../config/settings.js";
 import { loadOrCreateSplit } from "../data/split.js";
 import { DEFAULT_READER_MODULE, filterImages, type TrainingImage, type VolumeReaderModule } from "../data/source.js";
 import { getMethod } from "../methods/registry.js";
@@ -28,7 +29,7 @@ import { checkRanksFitGpus, visibleGpuCount } from "../distributed/gpus.js";
 import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult } from "./loop.js";
 import { resolveTrainer, upstreamDifferences } from "./registry.js";
-import { RUN_INFO, type RunInfo } from "./run-info.js";
+import type { RunInfo } from "./run-info.js";
 import { checkBatchMemory } from "./memory-check.js";
 import { initialPatchSize } from "../data/patch.js";
 
@@ -77,20 +78,6 @@ export async function listImages(datasetName: string, config: string, plansName:
   return await mod.listPreprocessedImages(datasetName, config, plansName);
 }
 
-function readPlan(file: string, configuration: string): { plan: Record<string, unknown>; cfg: Record<string, unknown> } {
-  if (!existsSync(file)) throw new EnvironmentError(`plans file not found; run 'ssl3d plan-and-preprocess' first`, { file });
-  let plan: Record<string, unknown>;
-  try {
-    plan = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
-  } catch (err) {
-    throw new ConfigError(`invalid JSON: ${(err as Error).message}`, { file });
-  }
-  const configs = plan.configurations as Record<string, Record<string, unknown>> | undefined;
-  const cfg = configs?.[configuration];
-  if (cfg === undefined) throw new ConfigError(`configuration "${configuration}" not in the plan (has: ${Object.keys(configs ?? {}).join(", ")})`, { file, field: `configurations.${configuration}` });
-  return { plan, cfg };
-}
-
 /** The process exits with a given code (stopped by a signal: 128 + signal number; a failed local rank: its code). */
 export class ExitError extends Ssl3dError {
   constructor(message: string, readonly exitCode: number) {
@@ -105,13 +92,13 @@ export class ExitError extends Ssl3dError {
 export async function runTrainingCli(a: TrainArgs, logger: Logger): Promise<void> {
   const cfg = distributedConfigFromEnv();
   const nproc = a.nprocPerNode ?? cfg.nprocPerNode;
-  if (nproc > 1 && (process.env.RANK === undefined || process.env.RANK === "")) {
-    const backend = a.backend !== undefined && a.backend !== "" ? parseBackendRequest(a.backend, "--backend") : parseBackendRequest(process.env.SSL3D_BACKEND, "SSL3D_BACKEND");
+  if (nproc > 1 && envString("RANK") === undefined) {
+    const backend = a.backend !== undefined && a.backend !== "" ? parseBackendRequest(a.backend, "--backend") : parseBackendRequest(envString("SSL3D_BACKEND"), "SSL3D_BACKEND");
     checkRanksFitGpus(nproc, backend, visibleGpuCount(), tfjsNodeMissing("@tensorflow/tfjs-node-gpu") === undefined);
     logger.info({ nprocPerNode: nproc, nnodes: cfg.nnodes, nodeRank: cfg.nodeRank }, "Launching local ranks");
     const code = await launchLocalRanks({
       cfg, nprocPerNode: nproc, command: process.execPath, args: [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)],
-      env: { ...process.env, [ENV.nprocPerNode]: String(nproc) },
+      env: childEnv({ [ENV.nprocPerNode]: String(nproc) }),
     });
     if (code !== 0) throw new ExitError(`a local rank failed (exit code ${code})`, code);
     return;
@@ -123,12 +110,13 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const dist = distributedConfigFromEnv();
   const logger = dist.worldSize > 1 ? rootLogger.child({ rank: dist.rank }) : rootLogger;
   const datasetName = resolveDatasetName(a.dataset);
-  const preRoot = requireRoot("nnssl_preprocessed");
+  const ppDataset = preprocessedDatasetDir(datasetName);
   const resultsRoot = requireRoot("nnssl_results");
-  checkSafeName(a.plans, `plans name ${JSON.stringify(a.plans)}`, { field: "--plans" });
-  checkSafeName(a.configuration, `configuration name ${JSON.stringify(a.configuration)}`, { field: "CONFIGURATION" });
-  const plansFile = join(preRoot, datasetName, `${a.plans}.json`);
-  const { plan, cfg } = readPlan(plansFile, a.configuration);
+  checkPlansName(a.plans, "--plans");
+  checkConfigurationName(a.configuration, "CONFIGURATION");
+  const plansFile = plansFileOf(ppDataset, a.plans);
+  const plan = readPlansDocument(plansFile);
+  const cfg = planConfiguration(plan, a.configuration, plansFile);
 
   const overrides: Record<string, unknown> = {};
   if (a.epochs !== undefined) overrides.numEpochs = a.epochs;
@@ -159,8 +147,8 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
     loadedPatch: o.augment ? initialPatchSize(o.patchSize) : o.patchSize, prefetch: o.prefetch,
   });
   const all = await listImages(datasetName, a.configuration, a.plans);
-  if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: join(preRoot, datasetName) });
-  const splitFile = join(preRoot, datasetName, "splits_final.json");
+  if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: ppDataset });
+  const splitFile = splitsFile(ppDataset);
   const { split, created, persisted } = await loadOrCreateSplit(splitFile, all.map((i) => i.uniqueSubjectId));
   logger.info({ file: splitFile, created, persisted, train: split.train.length, val: split.val.length }, persisted ? "Subject split" : "Subject split (read-only data folder: computed, not written)");
   const filter = { modalities: o.modalities };
@@ -178,9 +166,9 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const netPatch = methodEntry.networkPatchSize?.(o.patchSize, o.methodOptions) ?? o.patchSize;
   const network = createNetwork(archKey, { ...methodEntry.architectureOptions?.(archKey), inChannels, outChannels: method.outChannels(inChannels), patchSize: netPatch, seed: o.seed });
 
-  const baseDir = childPath(resultsRoot, [datasetName, `${trainer.name}__${a.plans}__${a.configuration}`], { field: "trainer, plans and configuration names" });
-  const foldDir = join(baseDir, "fold_all");
-  const checkpointDir = process.env.SSL3D_CHECKPOINT_DIR !== undefined && process.env.SSL3D_CHECKPOINT_DIR !== "" ? process.env.SSL3D_CHECKPOINT_DIR : foldDir;
+  const baseDir = resultsRunDir(resultsRoot, datasetName, trainer.name, a.plans, a.configuration);
+  const foldDir = foldDirOf(baseDir);
+  const checkpointDir = envString("SSL3D_CHECKPOINT_DIR") ?? foldDir;
   // one writer per folder: a second trainer on the same results (or checkpoint) folder stops here
   const locks = dist.rank === 0 ? lockTrainingFolders(baseDir, checkpointDir) : [];
   try {
@@ -188,8 +176,8 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
     // upstream's adaptation plan: the plan with only the trained configuration, its patch the network's input (VoCo,
     // SimCLR: the crop), and upstream's constant recommended downstream patch
     const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } }, UPSTREAM_DOWNSTREAM_PATCH);
-    await writeJsonAtomic(join(baseDir, "plans.json"), usedPlan, 4);
-    await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
+    await writeJsonAtomic(resultsFile(baseDir, "plans"), usedPlan, 4);
+    await writeJsonAtomic(resultsFile(baseDir, "adaptationPlan"), adaptation, 4);
     if (dist.rank === 0) {
       const info: RunInfo = {
         dataset: datasetName, plans: a.plans, configuration: a.configuration, trainer: trainer.name, trainer_key: trainer.entry.key, method: o.method,
@@ -198,19 +186,20 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
         train_images: trainImages.length, val_images: valImages.length, train_subjects: split.train.length, val_subjects: split.val.length,
         checkpoint_dir: checkpointDir, started_at: new Date().toISOString(),
       };
-      await writeJsonAtomic(join(foldDir, RUN_INFO), info, 2);
+      await writeJsonAtomic(foldFile(foldDir, "runInfo"), info, 2);
     }
 
     // Before anyone resumes or writes: the checkpoint folder must be this run's (or nobody's yet).
-    await claimCheckpointFolder(checkpointDir, { run: process.env[POD_ENV.run] ?? "", uid: process.env[POD_ENV.runUid] ?? "" }, dist.rank === 0);
+    await claimCheckpointFolder(checkpointDir, { run: envString(POD_ENV.run) ?? "", uid: envString(POD_ENV.runUid) ?? "" }, dist.rank === 0);
     const group = await initProcessGroup(dist);
     if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: perRank, globalBatch }, "Joined the data-parallel group");
     const metrics = new TrainingMetrics();
-    const port = a.metricsPort ?? (process.env.SSL3D_METRICS_PORT !== undefined && process.env.SSL3D_METRICS_PORT !== "" ? Number(process.env.SSL3D_METRICS_PORT) : undefined);
+    const envPort = envString("SSL3D_METRICS_PORT");
+    const port = a.metricsPort ?? (envPort !== undefined ? Number(envPort) : undefined);
     if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
     let server: MetricsServer | undefined;
     if (port !== undefined && dist.localRank === 0) {
-      server = await serveMetrics(metrics, port, { host: metricsHost(a.metricsAddress === undefined ? process.env : { [METRICS_ADDRESS_ENV]: a.metricsAddress }) });
+      server = await serveMetrics(metrics, port, { host: metricsHost(a.metricsAddress === undefined ? undefined : { [METRICS_ADDRESS_ENV]: a.metricsAddress }) });
       logger.info({ host: server.host, port: server.port }, "Serving /metrics");
     }
 
@@ -230,7 +219,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
       logger.warn({ signal: sig }, "Stop requested; finishing the current step");
     };
     for (const s of signals) process.on(s, handler);
-    const resume = a.resume === true || process.env.SSL3D_RESUME === "latest";
+    const resume = a.resume === true || envString("SSL3D_RESUME") === "latest";
     logger.info({ trainer: trainer.name, key: trainer.entry.key, architecture: archKey, params: network.parameterCount(), patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch, trainImages: trainImages.length, valImages: valImages.length, output: foldDir, checkpointDir, resume }, "Training");
     try {
       const result = await train({

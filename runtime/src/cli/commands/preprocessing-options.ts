@@ -2,11 +2,12 @@
 import { availableParallelism } from "node:os";
 import { resolveDatasetName } from "../../config/env.js";
 import { ConfigError } from "../../errors.js";
-import type { OnError } from "../../planning/fingerprint.js";
-import { CONFIGURATION_NAMES } from "../../planning/plans.js";
+import type { OnError } from "../../preprocessing/tasks.js";
+import { CONFIGURATION_NAMES } from "../../config/plans.js";
+import { envString } from "../../config/settings.js";
 
 export function defaultProcesses(): number {
-  const v = process.env.nnUNet_def_n_proc;
+  const v = envString("nnUNet_def_n_proc");
   if (v !== undefined && /^\d+$/.test(v) && Number(v) > 0) return Number(v);
   return Math.min(8, availableParallelism());
 }
