@@ -21,6 +21,8 @@ export interface CycleReport {
   readonly files: string[][];
   /** Each cycle of folders once, same form. */
   readonly folders: string[][];
+  /** The folders of each folder cycle's strongly connected component, sorted (what an allowance names). */
+  readonly folderComponents: string[][];
 }
 
 function sourceFiles(dir: string): string[] {
@@ -57,7 +59,7 @@ function resolveSpecifier(from: string, spec: string): string {
 }
 
 /** Strongly connected components with more than one node (or a self-loop), by Tarjan's algorithm. */
-function cycles(graph: ReadonlyMap<string, ReadonlySet<string>>): string[][] {
+function components(graph: ReadonlyMap<string, ReadonlySet<string>>): string[][] {
   let index = 0;
   const idx = new Map<string, number>();
   const low = new Map<string, number>();
@@ -88,7 +90,11 @@ function cycles(graph: ReadonlyMap<string, ReadonlySet<string>>): string[][] {
     }
   };
   for (const v of [...graph.keys()].sort()) if (!idx.has(v)) strong(v);
-  return out.map((comp) => shortestCycle(graph, comp));
+  return out.map((comp) => [...comp].sort());
+}
+
+function cycles(graph: ReadonlyMap<string, ReadonlySet<string>>): string[][] {
+  return components(graph).map((comp) => shortestCycle(graph, comp));
 }
 
 /** One concrete cycle through the component's smallest node (breadth-first, so the shortest such cycle). */
@@ -142,11 +148,31 @@ export function findImportCycles(root: string): CycleReport {
     }
     fileGraph.set(from, deps);
   }
-  return { files: cycles(fileGraph), folders: cycles(layerGraph) };
+  return { files: cycles(fileGraph), folders: cycles(layerGraph), folderComponents: components(layerGraph) };
 }
 
-export function formatCycles(r: CycleReport): string[] {
-  return [...r.files.map((c) => `file import cycle: ${c.join(" -> ")}`), ...r.folders.map((c) => `folder import cycle: ${c.join(" -> ")}`)];
+/**
+ * Folder cycles that predate this check, each the exact set of folders of its component. A listed cycle that grows
+ * (a folder joins it), or a new one, fails; so does a listed one that is gone (then delete it here). Issue 17 removed
+ * planning <-> preprocessing; these remain to be taken apart.
+ */
+export const ALLOWED_FOLDER_CYCLES: readonly (readonly string[])[] = [
+  ["config", "io"],
+  ["data", "distributed", "methods", "models", "observability", "training"],
+];
+
+export function formatCycles(r: CycleReport, allowed: readonly (readonly string[])[] = []): string[] {
+  const key = (c: readonly string[]): string => [...c].sort().join(",");
+  const allowedKeys = new Set(allowed.map(key));
+  const present = new Set(r.folderComponents.map(key));
+  return [
+    ...r.files.map((c) => `file import cycle: ${c.join(" -> ")}`),
+    ...r.folders.flatMap((c, i) => {
+      const comp = r.folderComponents[i]!;
+      return allowedKeys.has(key(comp)) ? [] : [`folder import cycle: ${c.join(" -> ")} (folders ${comp.join(", ")})`];
+    }),
+    ...allowed.filter((c) => !present.has(key(c))).map((c) => `allowed folder cycle ${c.join(", ")} no longer exists: remove it from ALLOWED_FOLDER_CYCLES`),
+  ];
 }
 
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
@@ -154,11 +180,12 @@ if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(
   const roots = process.argv.length > 2 ? process.argv.slice(2) : [join(repo, "runtime", "src")];
   let bad = 0;
   for (const root of roots) {
-    for (const line of formatCycles(findImportCycles(root))) {
+    for (const line of formatCycles(findImportCycles(root), process.argv.length > 2 ? [] : ALLOWED_FOLDER_CYCLES)) {
       process.stderr.write(`${relative(repo, root) || root}: ${line}\n`);
       bad++;
     }
   }
   if (bad > 0) process.exit(1);
-  process.stdout.write(`no import cycles in ${roots.map((r) => relative(repo, r) || r).join(", ")}\n`);
+  const beyond = process.argv.length > 2 ? "" : ` beyond the ${ALLOWED_FOLDER_CYCLES.length} allowed folder cycles`;
+  process.stdout.write(`no import cycles in ${roots.map((r) => relative(repo, r) || r).join(", ")}${beyond}\n`);
 }

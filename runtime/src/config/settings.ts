@@ -105,14 +105,9 @@ export function processEnv(): Env {
   return process.env;
 }
 
-/** The environment a child process inherits, with `extra` on top (undefined values removed). */
-export function childEnv(extra: Readonly<Record<string, string | undefined>> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const [k, v] of Object.entries(extra)) {
-    if (v === undefined) delete env[k];
-    else env[k] = v;
-  }
-  return env;
+/** The environment a child process inherits, with `extra` on top. */
+export function childEnv(extra: Readonly<Record<string, string>> = {}): NodeJS.ProcessEnv {
+  return { ...process.env, ...extra };
 }
 
 /** Set a variable of this process unless it is set already: for native libraries that read it themselves. */
