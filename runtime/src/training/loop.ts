@@ -35,6 +35,7 @@ import type { TrainerOptions } from "./registry.js";
 import { SingleProcessGroup, type ProcessGroup } from "../distributed/process-group.js";
 import { learningRate } from "./schedules.js";
 import { valueAndGrads } from "./backprop.js";
+import { FOLD_FILES, foldFile } from "../config/layout.js";
 
 export interface StopSignal {
   requested: boolean;
@@ -82,7 +83,7 @@ export interface TrainingResult {
   readonly finalValLoss: number | null;
 }
 
-export const JSONL_LOG = "training_log.jsonl";
+export const JSONL_LOG = FOLD_FILES.trainingLog;
 
 function makeOptimizer(o: TrainerOptions): Optimizer {
   const c = o.optimizer;
@@ -330,7 +331,7 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
       if (isChief) await appendFile(join(run.outputDir, JSONL_LOG), JSON.stringify({ epoch: epoch - 1, train_loss: trainMean, val_loss: valMean, lr, epoch_time_s: end - started, global_step: globalStep, nonfinite_total: guard.total, step_losses: stepLosses, val_step_losses: valLosses, time: new Date(end * 1000).toISOString() }) + "\n");
       await checkpoint("latest");
       if (isBest) await checkpoint("best");
-      if (isChief) await writeProgressPng(join(run.outputDir, "progress.png"), run.runName ?? run.trainerName, logging);
+      if (isChief) await writeProgressPng(foldFile(run.outputDir, "progress"), run.runName ?? run.trainerName, logging);
       log.info({ epoch: epoch - 1, trainLoss: trainMean, valLoss: valMean, lr, seconds: Number((end - started).toFixed(2)), best: isBest }, "Epoch finished");
       epoch -= 1; // the for-loop increments
       const flag = Float32Array.of(run.stop?.requested === true ? 1 : 0);
@@ -465,7 +466,7 @@ async function completeFinishedRun(run: TrainingRun, from: { file: string; meta:
   const net = run.network;
   const extra = { ...networkMeta(net), "ssl3d.epoch": String(from.meta.current_epoch), "ssl3d.method": run.trainerName };
   await saveCheckpoint(checkpointPath(run.checkpointDir, "final"), { ...from.meta, saved_at: Date.now() / 1000 }, torchStateDict(net, { aliases: false }), await optimizer.exportState(), extra);
-  await writeProgressPng(join(run.outputDir, "progress.png"), run.runName ?? run.trainerName, logging);
+  await writeProgressPng(foldFile(run.outputDir, "progress"), run.runName ?? run.trainerName, logging);
   await removeCheckpoint(run.checkpointDir, "latest");
   run.logger.info({ from: from.file, epoch: from.meta.current_epoch }, "All epochs were completed before the interruption; wrote checkpoint_final and progress.png");
 }
@@ -473,6 +474,6 @@ async function completeFinishedRun(run: TrainingRun, from: { file: string; meta:
 /** Remove `.<file>.tmp-<pid>-<hex>` leftovers of the checkpoint, progress-plot and log writes of a killed run. */
 async function removeTrainingTemps(outputDir: string, checkpointDir: string, log: Logger): Promise<void> {
   const checkpoints = (["latest", "best", "final"] as const).map((k) => basename(checkpointPath(checkpointDir, k)));
-  const removed = [...(await removeStaleTemps(checkpointDir, checkpoints)), ...(await removeStaleTemps(outputDir, ["progress.png", JSONL_LOG]))];
+  const removed = [...(await removeStaleTemps(checkpointDir, checkpoints)), ...(await removeStaleTemps(outputDir, [FOLD_FILES.progress, JSONL_LOG]))];
   if (removed.length > 0) log.info({ removed }, "Removed temporary files of an interrupted write");
 }
