@@ -17,6 +17,7 @@ import { readNifti, readNiftiHeader } from "../io/nifti.js";
 import { log } from "../observability/log.js";
 import type { Candidate, Problem, ScanResult } from "./scan.js";
 import { scanBids, scanFolder, scanOpenMind } from "./scan.js";
+import { collectionFile } from "../config/layout.js";
 
 export type SourceKind = "folder" | "bids" | "openmind";
 export const SOURCE_KINDS: readonly SourceKind[] = ["folder", "bids", "openmind"];
@@ -162,7 +163,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertReport> {
   if (good.length === 0) throw new DataError(`no usable NIfTI images found${problems.length > 0 ? ` (${problems.length} unusable)` : ""}; nothing written`, { file: path.resolve(o.src) });
 
   const collection = buildCollection(datasetName, o.datasetId, good, scan.datasetInfo);
-  const output = path.join(raw, datasetName, "pretrain_data.json");
+  const output = collectionFile(datasetName, env);
   await writeCollection(output, collection, { env });
   return { datasetName, output, counts: countCollection(collection), skipped: problems, ignored: scan.ignored };
 }

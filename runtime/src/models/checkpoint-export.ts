@@ -11,11 +11,12 @@ import { ConfigError, DataError } from "../errors.js";
 import type { Network, NetworkConfig } from "./architecture.js";
 import type { ParamDecl } from "./params.js";
 import { torchShape } from "./params.js";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.js";
 import { encodeSafetensors, type NamedTensor } from "./safetensors.js";
 import { PyOrderedDict, TorchTensor, torchSave, type PyValue } from "./torch-zip.js";
 import { parsePlansDocument, planConfiguration } from "../config/plans.js";
+import { resultsFile } from "../config/layout.js";
 
 /** Upstream alias names of a primary key (CNN only); empty for keys without aliases. */
 export function aliasesOf(config: NetworkConfig, key: string): string[] {
@@ -243,7 +244,7 @@ export function exportedNetwork(net: Network): Network {
 
 /** Write the export and `adaptation_plan.json` beside it (both atomically). Returns the written paths. */
 export async function exportNetwork(net: Network, out: string, opts: ExportOptions): Promise<{ weights: string; plan: string }> {
-  const planPath = join(dirname(out), "adaptation_plan.json");
+  const planPath = resultsFile(dirname(out), "adaptationPlan");
   await writeFileAtomic(out, exportBytes(net, opts));
   await writeJsonAtomic(planPath, adaptationPlan(exportedNetwork(net).config, opts.pretrainPlan ?? null, opts.recommended), 4);
   return { weights: out, plan: planPath };
