@@ -44,6 +44,15 @@ export default tseslint.config(
     },
   },
   {
+    // One module reads the environment: every variable the runtime honours is listed and typed in
+    // runtime/src/config/settings.ts, which generates the README's table (ADR 0079).
+    files: ["runtime/src/**/*.ts"],
+    ignores: ["**/*.test.ts", "runtime/src/config/settings.ts"],
+    rules: {
+      "no-restricted-properties": ["error", { object: "process", property: "env", message: "Read environment variables through runtime/src/config/settings.ts (envString, envInt, processEnv, childEnv)." }],
+    },
+  },
+  {
     // The operator may import only the runtime's zod-only config schemas, never TensorFlow-bearing code.
     files: ["operator/**/*.ts"],
     rules: {

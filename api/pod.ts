@@ -96,8 +96,19 @@ export function runFolder(spec: Pick<PretrainRunSpec, "storage">, run: RunIdenti
   return spec.storage.checkpoints.folder ?? `${run.name}-${run.uid}`;
 }
 
+/**
+ * The run's own folders inside the checkpoint volume: `<run folder>/checkpoints` (SSL3D_CHECKPOINT_DIR) and
+ * `<run folder>/results` (the rank's nnssl_results, below which the runtime lays out
+ * `<Dataset>/<Trainer>__<Plans>__<Config>/`: runtime/src/config/layout.ts). The one definition for the operator's
+ * pods and the local runner.
+ */
+export function runFolders(spec: Pick<PretrainRunSpec, "storage">, run: RunIdentity, layout: Pick<PodLayout, "checkpointsRoot" | "join">): { checkpoints: string; results: string } {
+  const folder = layout.join(layout.checkpointsRoot, runFolder(spec, run));
+  return { checkpoints: layout.join(folder, "checkpoints"), results: layout.join(folder, "results") };
+}
+
 export function checkpointDir(spec: Pick<PretrainRunSpec, "storage">, run: RunIdentity, layout: Pick<PodLayout, "checkpointsRoot" | "join">): string {
-  return layout.join(layout.checkpointsRoot, runFolder(spec, run), "checkpoints");
+  return runFolders(spec, run, layout).checkpoints;
 }
 
 /**
@@ -105,7 +116,7 @@ export function checkpointDir(spec: Pick<PretrainRunSpec, "storage">, run: RunId
  * collide with the contract, so order never decides a value).
  */
 export function podEnv(spec: PretrainRunSpec, run: RunIdentity, attempt: number, layout: PodLayout): EnvVar[] {
-  const folder = layout.join(layout.checkpointsRoot, runFolder(spec, run));
+  const folders = runFolders(spec, run, layout);
   const env: EnvVar[] = [
     { name: ENV.nnodes, value: String(spec.numNodes) },
     { name: ENV.nprocPerNode, value: String(spec.nprocPerNode) },
@@ -115,7 +126,7 @@ export function podEnv(spec: PretrainRunSpec, run: RunIdentity, attempt: number,
     { name: ENV.run, value: run.name },
     { name: ENV.runUid, value: run.uid },
     { name: ENV.attempt, value: String(attempt) },
-    { name: ENV.checkpointDir, value: layout.join(folder, "checkpoints") },
+    { name: ENV.checkpointDir, value: folders.checkpoints },
     // Every attempt, the first included: a Job deleted by hand or re-admitted by a queue continues, never overwrites.
     { name: ENV.resume, value: spec.runPolicy.resume === "Latest" ? "latest" : "none" },
   ];
@@ -125,7 +136,7 @@ export function podEnv(spec: PretrainRunSpec, run: RunIdentity, attempt: number,
   env.push({ name: ENV.terminationLog, value: layout.terminationLog });
   // Empty locally: a loopback-only run needs no rendezvous secret.
   env.push({ name: ENV.runSecretFile, value: layout.runSecretFile ?? "" });
-  env.push({ name: ENV.preprocessed, value: layout.preprocessed }, { name: ENV.results, value: layout.join(folder, "results") });
+  env.push({ name: ENV.preprocessed, value: layout.preprocessed }, { name: ENV.results, value: folders.results });
   for (const e of spec.env ?? []) {
     if (e.valueFrom !== undefined) env.push({ name: e.name, valueFrom: e.valueFrom });
     else env.push({ name: e.name, value: e.value ?? "" });

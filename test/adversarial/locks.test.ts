@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { EnvironmentError } from "../../runtime/src/errors.js";
 import { LOCK_FILE, liveHolder, lockFolder, processStartTime } from "../../runtime/src/io/folder-lock.js";
-import { lockDataset } from "../../runtime/src/preprocessing/layout.js";
+import { lockDataset } from "../../runtime/src/config/layout.js";
 import { makeTestDataset } from "../helpers/preprocess-dataset.js";
 import { assertFails, NODE, ROOT, ssl3d } from "./helpers/cli.js";
 

@@ -4,7 +4,7 @@
  * running in a Kubernetes pod (`/dev/termination-log`, or `$SSL3D_TERMINATION_LOG`).
  */
 import { Command, CommanderError } from "commander";
-import { existsSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import { FAILURE_REASONS, formatFailureMessage, type FailureMessage } from "../../../api/termination.js";
 import { exitCodeOf, oneLine, Ssl3dError } from "../errors.js";
@@ -12,6 +12,7 @@ import { createLogger } from "../observability/log.js";
 import type { CliCommand } from "./command.js";
 import { watchParent } from "../local/parent-watch.js";
 import { commands } from "./commands/index.js";
+import { terminationLogPath } from "./termination-log.js";
 
 export const VERSION = "0.1.0";
 
@@ -59,7 +60,7 @@ function failureReason(err: unknown): FailureMessage["reason"] {
 }
 
 function writeTerminationLog(line: string): void {
-  const target = process.env.SSL3D_TERMINATION_LOG ?? (existsSync("/dev/termination-log") ? "/dev/termination-log" : undefined);
+  const target = terminationLogPath();
   if (target === undefined) return;
   try {
     writeFileSync(target, line.slice(0, 4000));

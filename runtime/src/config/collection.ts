@@ -16,6 +16,7 @@ import { ConfigError } from "../errors.js";
 import { checkSafeName } from "../io/safe-path.js";
 import type { Env } from "./env.js";
 import { optionalRoot } from "./env.js";
+import { collectionPathVariable } from "./settings.js";
 
 const Info = z.record(z.string(), z.unknown()).nullable().default(null);
 const Id = z.union([z.string(), z.int()]);
@@ -154,7 +155,7 @@ export function resolvePath(p: string, ctx: PathContext, field: string): string 
     const rest = slash === -1 ? "" : p.slice(slash + 1);
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new ConfigError(`"${p}" starts with "$" but "${name}" is not a variable name`, { file: ctx.file, field });
     const isRoot = name === "nnssl_raw" || name === "nnssl_preprocessed" || name === "nnssl_results";
-    const raw = isRoot ? optionalRoot(name, ctx.env) : ctx.env[name];
+    const raw = isRoot ? optionalRoot(name, ctx.env) : collectionPathVariable(name, ctx.env);
     if (raw === undefined || raw === "") throw new ConfigError(`path "${p}" needs environment variable ${name}, which is not set`, { file: ctx.file, field });
     const root = path.resolve(raw);
     const resolved = path.resolve(root, rest);

@@ -1,8 +1,9 @@
 /**
- * nnssl environment variables and dataset names.
+ * The three nnssl roots and dataset names (the folders below the roots: config/layout.ts; reading variables:
+ * config/settings.ts).
  *
  * `nnssl_raw` holds `DatasetNNN_Name/pretrain_data.json`, `nnssl_preprocessed` fingerprints, plans and preprocessed
- * data, `nnssl_results` training outputs (upstream names, spec 1.3). `rocket_preprocessed`, when set, overrides
+ * data, `nnssl_results` training outputs (upstream names, `src/nnssl/paths.py`). `rocket_preprocessed`, when set, overrides
  * `nnssl_preprocessed` with a warning, as upstream does. Dataset names follow nnU-Net: `Dataset` + 3-digit
  * zero-padded ID + `_` + name; an integer ID is resolved by searching the three roots for folders starting with
  * `DatasetNNN_` and exactly one distinct name must match (spec 1.4).
@@ -13,6 +14,7 @@ import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, EnvironmentError } from "../errors.js";
 import { checkSafeName } from "../io/safe-path.js";
+import { envString, processEnv, type Env } from "./settings.js";
 
 export type RootVar = "nnssl_raw" | "nnssl_preprocessed" | "nnssl_results";
 export const ROOT_VARS: readonly RootVar[] = ["nnssl_raw", "nnssl_preprocessed", "nnssl_results"];
@@ -23,7 +25,7 @@ const PURPOSE: Record<RootVar, string> = {
   nnssl_results: "the root of training outputs",
 };
 
-export type Env = Readonly<Record<string, string | undefined>>;
+export type { Env } from "./settings.js";
 
 /** Called once per process for the `rocket_preprocessed` override; replaceable in tests. */
 let warn: (msg: string) => void = (msg) => {
@@ -42,10 +44,10 @@ function clean(value: string): string {
 }
 
 /** The value of a root variable, or undefined when unset/empty. Applies the `rocket_preprocessed` override. */
-export function optionalRoot(name: RootVar, env: Env = process.env): string | undefined {
+export function optionalRoot(name: RootVar, env: Env = processEnv()): string | undefined {
   if (name === "nnssl_preprocessed") {
-    const rocket = env.rocket_preprocessed;
-    if (rocket !== undefined && rocket !== "") {
+    const rocket = envString("rocket_preprocessed", env);
+    if (rocket !== undefined) {
       if (!warnedRocket) {
         warnedRocket = true;
         warn(`rocket_preprocessed is set: using ${rocket} instead of nnssl_preprocessed`);
@@ -53,12 +55,12 @@ export function optionalRoot(name: RootVar, env: Env = process.env): string | un
       return clean(rocket);
     }
   }
-  const v = env[name];
-  return v === undefined || v === "" ? undefined : clean(v);
+  const v = envString(name, env);
+  return v === undefined ? undefined : clean(v);
 }
 
 /** The value of a root variable; an EnvironmentError naming the variable and its purpose when unset. */
-export function requireRoot(name: RootVar, env: Env = process.env): string {
+export function requireRoot(name: RootVar, env: Env = processEnv()): string {
   const v = optionalRoot(name, env);
   if (v === undefined) {
     throw new EnvironmentError(`environment variable ${name} is not set (it must point to ${PURPOSE[name]}); export ${name}=/some/dir`);
@@ -111,7 +113,7 @@ function isDir(p: string): boolean {
  * Resolve `-d` arguments: an integer ID (`1`, `001`) becomes the one `DatasetNNN_Name` folder found in the set roots;
  * a full `DatasetNNN_Name` is returned as given. Errors: no roots set, no match, several distinct matches.
  */
-export function resolveDatasetName(idOrName: string, env: Env = process.env): string {
+export function resolveDatasetName(idOrName: string, env: Env = processEnv()): string {
   const trimmed = idOrName.trim();
   if (parseDatasetName(trimmed) !== undefined) return checkSafeName(trimmed, `dataset name ${JSON.stringify(trimmed)}`, { field: "dataset" });
   if (!/^\d+$/.test(trimmed) || !Number.isSafeInteger(Number(trimmed))) {

@@ -7,15 +7,16 @@
  * Counts given as options (threads, local processes, epochs, iterations) are checked by `checkCount` when the
  * command line is parsed, before anything starts: against their limit and against the memory they would need.
  *
- * Leaf module (node:fs, node:os only): any layer may import it.
+ * Leaf module (node:fs, node:os and config/settings.ts only): any layer may import it.
  */
 import { readFileSync } from "node:fs";
 import { availableParallelism, totalmem } from "node:os";
 import { ConfigError } from "../errors.js";
+import { envRaw, envString, processEnv, SETTINGS, type Env, type SettingName } from "./settings.js";
 
 export interface LimitSpec {
-  /** Environment variable that overrides the default. */
-  readonly env: string;
+  /** Environment variable that overrides the default (described in config/settings.ts). */
+  readonly env: SettingName;
   readonly description: string;
   /** The default (may depend on the machine's memory). */
   readonly fallback: () => number;
@@ -32,73 +33,73 @@ export function machineMemory(): number {
 export const LIMITS = {
   checkpointBytes: {
     env: "SSL3D_CHECKPOINT_MAX_BYTES",
-    description: "bytes the PyTorch/safetensors checkpoint reader may hold: the file, inflated zip records and decoded float32 tensors together",
+    description: SETTINGS.SSL3D_CHECKPOINT_MAX_BYTES.description,
     fallback: () => Math.min(32 * GiB, Math.floor(machineMemory() / 2)),
   },
   pickleNodes: {
     env: "SSL3D_PICKLE_MAX_NODES",
-    description: "values a pickle traversal (adaptation plan, error messages) may visit; memo references count every time they are reached",
+    description: SETTINGS.SSL3D_PICKLE_MAX_NODES.description,
     fallback: () => 1_000_000,
   },
   pickleDepth: {
     env: "SSL3D_PICKLE_MAX_DEPTH",
-    description: "nesting depth of pickled containers a traversal follows",
+    description: SETTINGS.SSL3D_PICKLE_MAX_DEPTH.description,
     fallback: () => 200,
   },
   networkParams: {
     env: "SSL3D_MAX_NETWORK_PARAMS",
-    description: "scalar parameters of a network built from settings in a file (adaptation plan, ssl3d.options) or options",
+    description: SETTINGS.SSL3D_MAX_NETWORK_PARAMS.description,
     fallback: () => 2 ** 31,
   },
   networkTensors: {
     env: "SSL3D_MAX_NETWORK_TENSORS",
-    description: "parameter tensors of such a network (blocks x layers)",
+    description: SETTINGS.SSL3D_MAX_NETWORK_TENSORS.description,
     fallback: () => 100_000,
   },
   voxels: {
     env: "SSL3D_MAX_VOXELS",
-    description: "voxels x channels of one image in memory, as read and after resampling",
+    description: SETTINGS.SSL3D_MAX_VOXELS.description,
     // ~16 bytes per voxel (raw + float32 + transposed/cropped copy + resampled output) within a quarter of memory
     fallback: () => Math.max(2 ** 24, Math.min(2 ** 31, Math.floor(machineMemory() / 64))),
   },
   channels: {
     env: "SSL3D_MAX_CHANNELS",
-    description: "volumes along a NIfTI's 4th dimension loaded as channels",
+    description: SETTINGS.SSL3D_MAX_CHANNELS.description,
     fallback: () => 16,
   },
   voxOffset: {
     env: "SSL3D_MAX_VOX_OFFSET",
-    description: "bytes between the start of a NIfTI file and its voxel data (header + extensions); skipped, never buffered",
+    description: SETTINGS.SSL3D_MAX_VOX_OFFSET.description,
     fallback: () => 64 * MiB,
   },
   threads: {
     env: "SSL3D_MAX_THREADS",
-    description: "worker threads or concurrent jobs one command starts: data loader `--workers`, preprocessing `--num-processes` / `-np`, fingerprint `-npfp`, `convert --jobs`",
+    description: SETTINGS.SSL3D_MAX_THREADS.description,
     fallback: () => Math.max(64, 8 * availableParallelism()),
   },
   localProcesses: {
     env: "SSL3D_MAX_LOCAL_PROCESSES",
-    description: "data-parallel training processes on one node: `--nproc-per-node` / `-num_gpus` / `PET_NPROC_PER_NODE`",
+    description: SETTINGS.SSL3D_MAX_LOCAL_PROCESSES.description,
     fallback: () => Math.max(8, availableParallelism()),
   },
   epochs: {
     env: "SSL3D_MAX_EPOCHS",
-    description: "training epochs (`--epochs`, trainer option numEpochs)",
+    description: SETTINGS.SSL3D_MAX_EPOCHS.description,
     fallback: () => 1_000_000,
   },
   itersPerEpoch: {
     env: "SSL3D_MAX_ITERS_PER_EPOCH",
-    description: "training or validation iterations per epoch (`--iters-per-epoch`, `--val-iters`)",
+    description: SETTINGS.SSL3D_MAX_ITERS_PER_EPOCH.description,
     fallback: () => 1_000_000,
   },
   documentBytes: {
     env: "SSL3D_MAX_DOCUMENT_BYTES",
-    description: "bytes of a JSON or YAML document read whole: pretrain_data.json, manifests (`ssl3d run -f`), plans files",
+    description: SETTINGS.SSL3D_MAX_DOCUMENT_BYTES.description,
     fallback: () => 256 * MiB,
   },
   jsonDepth: {
     env: "SSL3D_JSON_MAX_DEPTH",
-    description: "nesting depth of objects/arrays in pretrain_data.json",
+    description: SETTINGS.SSL3D_JSON_MAX_DEPTH.description,
     fallback: () => 64,
   },
 } as const satisfies Record<string, LimitSpec>;
@@ -106,9 +107,9 @@ export const LIMITS = {
 export type LimitName = keyof typeof LIMITS;
 
 /** The effective value of a limit: a positive integer from its environment variable, else the default. */
-export function limit(name: LimitName, env: Readonly<Record<string, string | undefined>> = process.env): number {
+export function limit(name: LimitName, env: Env = processEnv()): number {
   const spec: LimitSpec = LIMITS[name];
-  const raw = env[spec.env];
+  const raw = envRaw(spec.env, env);
   if (raw === undefined || raw.trim() === "") return spec.fallback();
   const n = Number(raw.trim());
   if (!Number.isSafeInteger(n) || n < 1) throw new ConfigError(`must be a positive integer, got ${JSON.stringify(raw)}`, { field: spec.env });
@@ -124,12 +125,12 @@ export function formatBytes(n: number): string {
 }
 
 /** Environment variable that overrides the memory available to this process (see `memoryLimit`). */
-export const MEMORY_LIMIT_ENV = "SSL3D_MEMORY_LIMIT_BYTES";
+export const MEMORY_LIMIT_ENV = "SSL3D_MEMORY_LIMIT_BYTES" satisfies SettingName;
 
 /** The memory this process may use: `SSL3D_MEMORY_LIMIT_BYTES`, else the cgroup limit, else physical memory. */
-export function memoryLimit(env: Readonly<Record<string, string | undefined>> = process.env): { bytes: number; source: string } {
-  const v = env[MEMORY_LIMIT_ENV];
-  if (v !== undefined && v !== "") {
+export function memoryLimit(env: Env = processEnv()): { bytes: number; source: string } {
+  const v = envString(MEMORY_LIMIT_ENV, env);
+  if (v !== undefined) {
     if (!/^\d+$/.test(v) || Number(v) <= 0) throw new ConfigError(`${MEMORY_LIMIT_ENV} must be a positive number of bytes, got "${v}"`, { field: MEMORY_LIMIT_ENV });
     return { bytes: Number(v), source: MEMORY_LIMIT_ENV };
   }
@@ -170,7 +171,7 @@ export interface CountCheck {
  * at most its limit, and (with `unitBytes`) small enough that the memory it needs fits `memoryLimit`. The
  * ConfigError names the option and says what it would need.
  */
-export function checkCount(c: CountCheck, value: string | number, env: Readonly<Record<string, string | undefined>> = process.env): number {
+export function checkCount(c: CountCheck, value: string | number, env: Env = processEnv()): number {
   const text = String(value).trim();
   const min = c.min ?? 0;
   const n = /^\d+$/.test(text) ? Number(text) : NaN;

@@ -8,7 +8,7 @@ import { readdirSync } from "node:fs";
 import * as path from "node:path";
 import type { Collection, CollectionCounts, Dataset, Image } from "../config/collection.js";
 import { countCollection } from "../config/collection.js";
-import type { Env } from "../config/env.js";
+import { processEnv, type Env } from "../config/settings.js";
 import { formatDatasetName, parseDatasetName, requireRoot } from "../config/env.js";
 import { ConfigError, DataError, Ssl3dError } from "../errors.js";
 import { writeCollection } from "../io/collection-file.js";
@@ -17,6 +17,7 @@ import { readNifti, readNiftiHeader } from "../io/nifti.js";
 import { log } from "../observability/log.js";
 import type { Candidate, Problem, ScanResult } from "./scan.js";
 import { scanBids, scanFolder, scanOpenMind } from "./scan.js";
+import { collectionFile } from "../config/layout.js";
 
 export type SourceKind = "folder" | "bids" | "openmind";
 export const SOURCE_KINDS: readonly SourceKind[] = ["folder", "bids", "openmind"];
@@ -111,7 +112,7 @@ export async function scanSource(kind: SourceKind, src: string, modality?: strin
 }
 
 export async function convert(o: ConvertOptions): Promise<ConvertReport> {
-  const env = o.env ?? process.env;
+  const env = o.env ?? processEnv();
   const datasetName = formatDatasetName(o.datasetId, o.name);
   const raw = requireRoot("nnssl_raw", env);
   const clash = safeList(raw).filter((n) => parseDatasetName(n)?.id === o.datasetId && n !== datasetName);
@@ -162,7 +163,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertReport> {
   if (good.length === 0) throw new DataError(`no usable NIfTI images found${problems.length > 0 ? ` (${problems.length} unusable)` : ""}; nothing written`, { file: path.resolve(o.src) });
 
   const collection = buildCollection(datasetName, o.datasetId, good, scan.datasetInfo);
-  const output = path.join(raw, datasetName, "pretrain_data.json");
+  const output = collectionFile(datasetName, env);
   await writeCollection(output, collection, { env });
   return { datasetName, output, counts: countCollection(collection), skipped: problems, ignored: scan.ignored };
 }

@@ -9,6 +9,7 @@
  * Leaf module (no TensorFlow, no sockets): the operator may import it for the variable names.
  */
 import { ConfigError } from "../errors.js";
+import { envInt, envRaw, processEnv, type Env, type SettingName } from "../config/settings.js";
 
 export const ENV = {
   nnodes: "PET_NNODES",
@@ -22,7 +23,7 @@ export const ENV = {
   torchMasterAddr: "MASTER_ADDR",
   torchMasterPort: "MASTER_PORT",
   timeout: "SSL3D_DIST_TIMEOUT_S",
-} as const;
+} as const satisfies Record<string, SettingName>;
 
 export const DEFAULT_MASTER_PORT = 29500;
 /** Same order of magnitude as nnssl's NCCL timeout (25 min). */
@@ -41,20 +42,12 @@ export interface DistributedConfig {
   readonly timeoutMs: number;
 }
 
-type Env = Readonly<Record<string, string | undefined>>;
-
-function int(env: Env, name: string, fallback: number, min: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) {
-    throw new ConfigError(`must be an integer >= ${min}, got ${JSON.stringify(raw)}`, { field: `environment variable ${name}` });
-  }
-  return v;
+function int(env: Env, name: SettingName, fallback: number, min: number): number {
+  return envInt(name, fallback, min, env);
 }
 
 /** Read the contract from the environment; a single-process run when nothing is set. */
-export function distributedConfigFromEnv(env: Env = process.env): DistributedConfig {
+export function distributedConfigFromEnv(env: Env = processEnv()): DistributedConfig {
   const nnodes = int(env, ENV.nnodes, 1, 1);
   const nodeRank = int(env, ENV.nodeRank, 0, 0);
   const nprocPerNode = int(env, ENV.nprocPerNode, 1, 1);
@@ -67,7 +60,7 @@ export function distributedConfigFromEnv(env: Env = process.env): DistributedCon
   if (rank >= worldSize) {
     throw new ConfigError(`rank ${rank} is not below the world size ${worldSize}`, { field: `environment variable ${ENV.rank}` });
   }
-  const masterAddr = env[ENV.torchMasterAddr] ?? env[ENV.masterAddr] ?? "127.0.0.1";
+  const masterAddr = envRaw(ENV.torchMasterAddr, env) ?? envRaw(ENV.masterAddr, env) ?? "127.0.0.1";
   const masterPort = int(env, ENV.torchMasterPort, int(env, ENV.masterPort, DEFAULT_MASTER_PORT, 1), 1);
   const timeoutMs = int(env, ENV.timeout, DEFAULT_TIMEOUT_S, 1) * 1000;
   return { nnodes, nodeRank, nprocPerNode, localRank, rank, worldSize, masterAddr, masterPort, timeoutMs };

@@ -5,10 +5,11 @@
  */
 import { readdirSync } from "node:fs";
 import { ConfigError } from "../errors.js";
+import { envRaw, processEnv, type Env } from "../config/settings.js";
 
 /** GPUs this process may use: CUDA_VISIBLE_DEVICES when set (empty, "-1", "none": 0), else the /dev/nvidiaN nodes. */
-export function visibleGpuCount(env: NodeJS.ProcessEnv = process.env, devDir = "/dev"): number {
-  const v = env.CUDA_VISIBLE_DEVICES;
+export function visibleGpuCount(env: Env = processEnv(), devDir = "/dev"): number {
+  const v = envRaw("CUDA_VISIBLE_DEVICES", env);
   if (v !== undefined) {
     const ids = v.split(",").map((s) => s.trim()).filter((s) => s !== "");
     // CUDA stops at the first invalid entry ("-1" hides every device)

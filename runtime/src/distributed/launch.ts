@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { log } from "../observability/log.js";
 import { ConfigError } from "../errors.js";
 import { ENV, type DistributedConfig } from "./env.js";
+import { childEnv, envRaw, type Env } from "../config/settings.js";
 
 export interface LaunchOptions {
   readonly cfg: Pick<DistributedConfig, "nnodes" | "nodeRank" | "masterAddr" | "masterPort">;
@@ -25,11 +26,11 @@ export interface LaunchOptions {
  * plugin / container toolkit, whose devices the container sees renumbered 0..n-1 (UUIDs are kept as they are,
  * CUDA accepts them). undefined when neither is set (no GPU: nothing to pin).
  */
-export function visibleDevices(env: NodeJS.ProcessEnv): string[] | undefined {
+export function visibleDevices(env: Env): string[] | undefined {
   const list = (v: string): string[] => v.split(",").map((x) => x.trim()).filter((x) => x !== "");
-  const cuda = env.CUDA_VISIBLE_DEVICES;
+  const cuda = envRaw("CUDA_VISIBLE_DEVICES", env);
   if (cuda !== undefined) return list(cuda);
-  const nv = env.NVIDIA_VISIBLE_DEVICES;
+  const nv = envRaw("NVIDIA_VISIBLE_DEVICES", env);
   if (nv === undefined || nv === "" || nv === "void") return undefined;
   if (nv === "none") return [];
   if (nv === "all") return undefined; // count unknown here: every local rank picks its index
@@ -37,9 +38,9 @@ export function visibleDevices(env: NodeJS.ProcessEnv): string[] | undefined {
 }
 
 /** CUDA_VISIBLE_DEVICES of one local rank: exactly one device, or an error when the node has too few. */
-export function deviceForLocalRank(env: NodeJS.ProcessEnv, nprocPerNode: number, localRank: number): string | undefined {
+export function deviceForLocalRank(env: Env, nprocPerNode: number, localRank: number): string | undefined {
   const devices = visibleDevices(env);
-  if (devices === undefined) return env.NVIDIA_VISIBLE_DEVICES === "all" ? String(localRank) : undefined;
+  if (devices === undefined) return envRaw("NVIDIA_VISIBLE_DEVICES", env) === "all" ? String(localRank) : undefined;
   if (devices.length < nprocPerNode) {
     throw new ConfigError(`${nprocPerNode} local ranks need one GPU each, but only ${devices.length} are visible (${devices.join(",") || "none"}); lower nprocPerNode or request more nvidia.com/gpu`, { field: "CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES" });
   }
@@ -49,7 +50,7 @@ export function deviceForLocalRank(env: NodeJS.ProcessEnv, nprocPerNode: number,
 export function rankEnv(opts: LaunchOptions, localRank: number): NodeJS.ProcessEnv {
   const world = opts.cfg.nnodes * opts.nprocPerNode;
   const rank = opts.cfg.nodeRank * opts.nprocPerNode + localRank;
-  const base = opts.env ?? process.env;
+  const base = opts.env ?? childEnv();
   const device = opts.nprocPerNode > 1 ? deviceForLocalRank(base, opts.nprocPerNode, localRank) : undefined;
   return {
     ...base,

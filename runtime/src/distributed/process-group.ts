@@ -22,6 +22,7 @@ import { bytesOf, Channel, connectChannel, Tag } from "./channel.js";
 import { log } from "../observability/log.js";
 import { DistributedError } from "../errors.js";
 import type { DistributedConfig } from "./env.js";
+import { envString, processEnv, type Env } from "../config/settings.js";
 
 export interface ProcessGroup {
   readonly rank: number;
@@ -74,9 +75,9 @@ export interface Identity {
 }
 
 /** The run's secret from `$SSL3D_RUN_SECRET_FILE` (mounted from the per-run Secret), or "" when not configured. */
-export function runSecretFromEnv(env: NodeJS.ProcessEnv = process.env): string {
-  const file = env.SSL3D_RUN_SECRET_FILE;
-  if (file === undefined || file === "") return "";
+export function runSecretFromEnv(env: Env = processEnv()): string {
+  const file = envString("SSL3D_RUN_SECRET_FILE", env);
+  if (file === undefined) return "";
   try {
     const token = readFileSync(file, "utf8").trim();
     if (token === "") throw new Error("empty");
@@ -446,7 +447,7 @@ export async function connectRingPeer(host: string, port: number, rank: number, 
  */
 export async function initProcessGroup(
   cfg: Pick<DistributedConfig, "rank" | "worldSize" | "masterAddr" | "masterPort" | "timeoutMs">,
-  identity: Identity = { run: process.env.SSL3D_RUN ?? "", attempt: process.env.SSL3D_ATTEMPT ?? "", token: runSecretFromEnv() },
+  identity: Identity = { run: envString("SSL3D_RUN") ?? "", attempt: envString("SSL3D_ATTEMPT") ?? "", token: runSecretFromEnv() },
 ): Promise<ProcessGroup> {
   if (cfg.worldSize === 1) return new SingleProcessGroup();
   const { rank, worldSize, timeoutMs } = cfg;

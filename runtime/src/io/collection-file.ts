@@ -5,7 +5,7 @@
  */
 import type { Collection } from "../config/collection.js";
 import { parseCollection, resolveCollectionPaths, serializeCollection } from "../config/collection.js";
-import type { Env } from "../config/env.js";
+import { processEnv, type Env } from "../config/settings.js";
 import { LIMITS, limit } from "../config/limits.js";
 import { ConfigError, Ssl3dError } from "../errors.js";
 import { writeJsonAtomic } from "./atomic.js";
@@ -30,7 +30,7 @@ export function pythonJsonToJson(text: string): string {
  * file and JSON path.
  */
 export async function readCollection(file: string, opts: CollectionIoOptions = {}): Promise<Collection> {
-  const env = opts.env ?? process.env;
+  const env = opts.env ?? processEnv();
   let text: string;
   try {
     text = (await readRegularFile(file, { what: "collection file", maxBytes: limit("documentBytes", env), maxBytesEnv: LIMITS.documentBytes.env })).toString("utf8");
@@ -45,12 +45,12 @@ export async function readCollection(file: string, opts: CollectionIoOptions = {
 }
 
 /** The JSON text `writeCollection` writes (4-space indent like upstream's converter, trailing newline). */
-export function collectionJson(c: Collection, env: Env = process.env): string {
+export function collectionJson(c: Collection, env: Env = processEnv()): string {
   return JSON.stringify(serializeCollection(c, env), null, 4) + "\n";
 }
 
 /** Write atomically; does not mutate `c`. */
 export async function writeCollection(file: string, c: Collection, opts: CollectionIoOptions = {}): Promise<void> {
-  const env = opts.env ?? process.env;
+  const env = opts.env ?? processEnv();
   await writeJsonAtomic(file, serializeCollection(c, env), 4);
 }

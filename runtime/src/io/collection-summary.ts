@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
 import type { Collection } from "../config/collection.js";
 import { countCollection, flattenCollection, serializeCollection } from "../config/collection.js";
-import type { Env } from "../config/env.js";
+import { processEnv, type Env } from "../config/settings.js";
 import { DataError } from "../errors.js";
 
 export interface CollectionSummary {
@@ -39,7 +39,7 @@ async function sizeOf(file: string): Promise<number> {
   }
 }
 
-export async function summarizeCollection(c: Collection, env: Env = process.env): Promise<CollectionSummary> {
+export async function summarizeCollection(c: Collection, env: Env = processEnv()): Promise<CollectionSummary> {
   const hash = createHash("sha256");
   hash.update(JSON.stringify(canonical(serializeCollection(c, env))));
   let bytes = 0;

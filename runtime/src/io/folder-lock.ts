@@ -18,6 +18,7 @@ import { hostname } from "node:os";
 import * as path from "node:path";
 import { ConfigError, EnvironmentError, fileSystemError } from "../errors.js";
 import { mkdirpSync } from "./atomic.js";
+import { envString, processEnv, type Env } from "../config/settings.js";
 
 export const LOCK_FILE = ".ssl3d.lock";
 
@@ -67,16 +68,16 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-export function staleSeconds(env: Readonly<Record<string, string | undefined>> = process.env): number {
-  const v = env.SSL3D_LOCK_STALE_SECONDS;
-  if (v === undefined || v === "") return 60;
+export function staleSeconds(env: Env = processEnv()): number {
+  const v = envString("SSL3D_LOCK_STALE_SECONDS", env);
+  if (v === undefined) return 60;
   const n = Number(v);
   if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`SSL3D_LOCK_STALE_SECONDS must be a positive number of seconds, got "${v}"`, { field: "SSL3D_LOCK_STALE_SECONDS" });
   return n;
 }
 
 /** The holder of a lock file if it is live, undefined if the file is missing or stale. */
-export function liveHolder(file: string, env: Readonly<Record<string, string | undefined>> = process.env): LockInfo | undefined {
+export function liveHolder(file: string, env: Env = processEnv()): LockInfo | undefined {
   let info: LockInfo;
   let mtimeMs: number;
   try {
@@ -135,7 +136,7 @@ function tryCreate(file: string, info: LockInfo): boolean {
 
 /** Take the folder's lock (creating the folder), or fail with an EnvironmentError naming the live holder. */
 export function lockFolder(dir: string, opts: LockOptions): FolderLock {
-  const env = opts.env ?? process.env;
+  const env = opts.env ?? processEnv();
   mkdirpSync(dir);
   const file = path.join(path.resolve(dir), opts.name ?? LOCK_FILE);
   const mine = held.get(file);

@@ -4,7 +4,8 @@
  * was re-parented), it sends itself SIGTERM (the trainer checkpoints and exits; other stages end at once) and, if it
  * is still alive after the grace period, SIGKILL. Without the variable nothing is watched.
  */
-export const PARENT_PID_ENV = "SSL3D_PARENT_PID";
+import { envRaw, processEnv, type Env, type SettingName } from "../config/settings.js";
+export const PARENT_PID_ENV = "SSL3D_PARENT_PID" satisfies SettingName;
 
 export interface ParentWatchOptions {
   readonly intervalMs?: number;
@@ -12,8 +13,8 @@ export interface ParentWatchOptions {
   readonly graceMs?: number;
 }
 
-export function watchParent(env: NodeJS.ProcessEnv = process.env, opts: ParentWatchOptions = {}): (() => void) | undefined {
-  const v = env[PARENT_PID_ENV];
+export function watchParent(env: Env = processEnv(), opts: ParentWatchOptions = {}): (() => void) | undefined {
+  const v = envRaw(PARENT_PID_ENV, env);
   if (v === undefined || !/^\d+$/.test(v)) return undefined;
   const parent = Number(v);
   const timer = setInterval(() => {

@@ -14,12 +14,13 @@ import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync } f
 import { dirname, join, resolve } from "node:path";
 import { randomUUID } from "node:crypto";
 import { FailureMessageSchema, parseTerminationJson } from "../../../api/termination.js";
-import { ENV as POD_ENV, podEnv, runFolder, trainArgs as apiTrainArgs, type PodLayout } from "../../../api/pod.js";
+import { ENV as POD_ENV, podEnv, runFolders, trainArgs as apiTrainArgs, type PodLayout } from "../../../api/pod.js";
 import { ConfigError, Ssl3dError } from "../errors.js";
 import { findResultsFolder } from "../training/run-info.js";
 import { PARENT_PID_ENV } from "./parent-watch.js";
 import { writeJsonAtomic } from "../io/atomic.js";
 import { forPeople } from "../observability/log.js";
+import { childEnv } from "../config/settings.js";
 import {
   LOCAL_DEMO_ANNOTATION, type CollectionManifest, type Manifests, type PlanManifest, type PretrainRunManifest, type PvcMount,
 } from "./manifests.js";
@@ -223,7 +224,7 @@ export class LocalRunner {
   constructor(private readonly o: RunnerOptions) {
     this.print = o.print ?? ((l) => process.stdout.write(`${l}\n`));
     this.ssl3d = o.ssl3d ?? DEFAULT_SSL3D;
-    this.env = o.env ?? process.env;
+    this.env = o.env ?? childEnv();
     this.stateDir = resolve(o.stateDir);
     installExitHook();
   }
@@ -408,7 +409,8 @@ export class LocalRunner {
     const checkpoints = this.volume(r.spec.storage.checkpoints);
     const preprocessed = r.spec.storage.data === undefined ? this.volume(plan.spec.output.pvc) : this.volume(r.spec.storage.data);
     const uid = r.uid ?? prior?.uid ?? randomUUID();
-    const checkpointDir = join(checkpoints, runFolder(r.spec, { name: r.name, uid }), "checkpoints");
+    const folders = runFolders(r.spec, { name: r.name, uid }, { checkpointsRoot: checkpoints, join });
+    const checkpointDir = folders.checkpoints;
     const metricsPort = this.o.metricsPort ?? r.spec.metrics.port;
     const args = trainArgs(r, plan, col.dataset, configuration, this.o.quick);
     let attempt = prior?.attempt ?? 0;
@@ -439,7 +441,7 @@ export class LocalRunner {
         await writeJsonAtomic(file, done);
         this.print(`${step} ${what}: Succeeded after ${attempt} attempt(s), ${restarts} restart(s); checkpoints in ${checkpointDir}`);
         // the run's own results folder (nnssl_results of the contract: <checkpoints>/<folder>/results)
-        await this.report(step, what, env, env[POD_ENV.results] ?? join(checkpoints, "results"), checkpointDir, log);
+        await this.report(step, what, env, env[POD_ENV.results] ?? folders.results, checkpointDir, log);
         return done;
       }
       // Configuration and data errors fail the same way on every attempt: like a ValidationFailed run, no restart.

@@ -11,10 +11,12 @@ import { ConfigError, DataError } from "../errors.js";
 import type { Network, NetworkConfig } from "./architecture.js";
 import type { ParamDecl } from "./params.js";
 import { torchShape } from "./params.js";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.js";
 import { encodeSafetensors, type NamedTensor } from "./safetensors.js";
 import { PyOrderedDict, TorchTensor, torchSave, type PyValue } from "./torch-zip.js";
+import { parsePlansDocument, planConfiguration } from "../config/plans.js";
+import { resultsFile } from "../config/layout.js";
 
 /** Upstream alias names of a primary key (CNN only); empty for keys without aliases. */
 export function aliasesOf(config: NetworkConfig, key: string): string[] {
@@ -142,16 +144,12 @@ export type ExportFormat = "safetensors" | "pth-compatible";
  * Without a configuration name the plans must hold exactly one configuration. ConfigError naming the file and field.
  */
 export function pretrainPlanFor(plans: unknown, configuration: string | undefined, patchSize: readonly number[], file: string): Record<string, unknown> {
-  if (typeof plans !== "object" || plans === null || Array.isArray(plans)) throw new ConfigError("plans is not a JSON object", { file });
-  const p = plans as Record<string, unknown>;
-  const configs = p.configurations;
-  if (typeof configs !== "object" || configs === null || Array.isArray(configs)) throw new ConfigError("plans has no configurations object", { file, field: "configurations" });
-  const names = Object.keys(configs);
+  const p = parsePlansDocument(plans, file);
+  const names = Object.keys(p.configurations);
   const name = configuration ?? (names.length === 1 ? names[0] : undefined);
   if (name === undefined) throw new ConfigError(`plans has ${names.length} configurations (${names.join(", ")}) and the checkpoint does not name the trained one`, { file, field: "configurations" });
-  const cfg = (configs as Record<string, unknown>)[name];
-  if (typeof cfg !== "object" || cfg === null) throw new ConfigError(`configuration "${name}" (the one the checkpoint was trained on) is not in the plans (has: ${names.join(", ")})`, { file, field: `configurations.${name}` });
-  return { ...p, configurations: { [name]: { ...(cfg as Record<string, unknown>), patch_size: [...patchSize] } } };
+  const cfg = planConfiguration(p, name, file);
+  return { ...p, configurations: { [name]: { ...cfg, patch_size: [...patchSize] } } };
 }
 
 /** What a training checkpoint recorded for the adaptation plan (metadata `ssl3d`, runtime/src/training/checkpoint.ts). */
@@ -246,7 +244,7 @@ export function exportedNetwork(net: Network): Network {
 
 /** Write the export and `adaptation_plan.json` beside it (both atomically). Returns the written paths. */
 export async function exportNetwork(net: Network, out: string, opts: ExportOptions): Promise<{ weights: string; plan: string }> {
-  const planPath = join(dirname(out), "adaptation_plan.json");
+  const planPath = resultsFile(dirname(out), "adaptationPlan");
   await writeFileAtomic(out, exportBytes(net, opts));
   await writeJsonAtomic(planPath, adaptationPlan(exportedNetwork(net).config, opts.pretrainPlan ?? null, opts.recommended), 4);
   return { weights: out, plan: planPath };

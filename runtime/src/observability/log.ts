@@ -4,6 +4,7 @@
  */
 import { pino, type Logger } from "pino";
 import pretty from "pino-pretty";
+import { envString } from "../config/settings.js";
 
 export type { Logger };
 
@@ -17,7 +18,7 @@ export interface LogOptions {
 }
 
 export function createLogger(opts: LogOptions = {}): Logger {
-  const level = opts.level ?? process.env.SSL3D_LOG_LEVEL ?? "info";
+  const level = opts.level ?? envString("SSL3D_LOG_LEVEL") ?? "info";
   jsonForced = opts.json === true;
   const usePretty = !jsonForced && process.stderr.isTTY;
   root = usePretty

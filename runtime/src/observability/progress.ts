@@ -4,6 +4,7 @@
  */
 import cliProgress from "cli-progress";
 import { log } from "./log.js";
+import { processEnv } from "../config/settings.js";
 
 export interface Progress {
   tick(fields?: Record<string, unknown>): void;
@@ -11,7 +12,7 @@ export interface Progress {
 }
 
 export function createProgress(stage: string, total: number, opts: { tty?: boolean } = {}): Progress {
-  const tty = opts.tty ?? (process.stderr.isTTY && process.env.CI === undefined);
+  const tty = opts.tty ?? (process.stderr.isTTY && processEnv().CI === undefined);
   let done = 0;
   if (tty && total > 0) {
     const bar = new cliProgress.SingleBar(

@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIP, type AddressInfo, type Socket } from "node:net";
 import { ConfigError, EnvironmentError } from "../errors.js";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { envString, processEnv, type Env, type SettingName } from "../config/settings.js";
 
 export class TrainingMetrics {
   readonly registry = new Registry();
@@ -58,12 +59,12 @@ export interface MetricsServerOptions {
 }
 
 export const METRICS_LIMITS = { host: "127.0.0.1", maxConnections: 32, idleTimeoutMs: 5000, requestTimeoutMs: 15000 } as const;
-export const METRICS_ADDRESS_ENV = "SSL3D_METRICS_ADDRESS";
+export const METRICS_ADDRESS_ENV = "SSL3D_METRICS_ADDRESS" satisfies SettingName;
 
 /** The interface to bind: `SSL3D_METRICS_ADDRESS` when set, else loopback only. */
-export function metricsHost(env: Readonly<Record<string, string | undefined>> = process.env): string {
-  const v = env[METRICS_ADDRESS_ENV];
-  if (v === undefined || v === "") return METRICS_LIMITS.host;
+export function metricsHost(env: Env = processEnv()): string {
+  const v = envString(METRICS_ADDRESS_ENV, env);
+  if (v === undefined) return METRICS_LIMITS.host;
   if (isIP(v) === 0 && v !== "localhost") throw new ConfigError(`${METRICS_ADDRESS_ENV} must be an IP address (e.g. 127.0.0.1 or 0.0.0.0), got "${v}"`, { field: METRICS_ADDRESS_ENV });
   return v;
 }

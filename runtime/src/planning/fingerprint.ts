@@ -7,26 +7,17 @@
  * covers exactly the collection's images (then it is recomputed; upstream would reuse it).
  */
 import { promises as fs } from "node:fs";
-import * as path from "node:path";
 import { flattenCollection, uniqueId, type IndependentImage } from "../config/collection.js";
-import { requireRoot, type Env } from "../config/env.js";
+import { processEnv, type Env } from "../config/settings.js";
 import { ConfigError, DataError, oneLine } from "../errors.js";
 import { writeJsonAtomic } from "../io/atomic.js";
-import { checkSafeName } from "../io/safe-path.js";
 import { readCollection } from "../io/collection-file.js";
 import { log } from "../observability/log.js";
 import { createProgress } from "../observability/progress.js";
-import { fingerprintFile, lockDataset } from "../preprocessing/layout.js";
+import { collectionFile, fingerprintFile, lockDataset, preprocessedDatasetDir } from "../config/layout.js";
 import { runTasks } from "../preprocessing/pool.js";
-import type { FingerprintEntry } from "../preprocessing/tasks.js";
+import type { FailedImage, FingerprintEntry, OnError } from "../preprocessing/tasks.js";
 
-export type OnError = "skip" | "fail";
-
-export interface FailedImage {
-  readonly unique_id: string;
-  readonly image_path: string;
-  readonly reason: string;
-}
 
 export interface Fingerprint {
   readonly spacings: [number, number, number][];
@@ -43,16 +34,11 @@ export interface StageOptions {
   readonly progress?: boolean;
 }
 
-export async function loadDatasetImages(datasetName: string, env: Env = process.env): Promise<IndependentImage[]> {
-  const file = path.join(requireRoot("nnssl_raw", env), datasetName, "pretrain_data.json");
-  return flattenCollection(await readCollection(file, { env }));
+export async function loadDatasetImages(datasetName: string, env: Env = processEnv()): Promise<IndependentImage[]> {
+  return flattenCollection(await readCollection(collectionFile(datasetName, env), { env }));
 }
 
-export function preprocessedDatasetDir(datasetName: string, env: Env = process.env): string {
-  return path.join(requireRoot("nnssl_preprocessed", env), checkSafeName(datasetName, `dataset name ${JSON.stringify(datasetName)}`, { field: "dataset" }));
-}
-
-export async function readFingerprint(datasetName: string, env: Env = process.env): Promise<Fingerprint> {
+export async function readFingerprint(datasetName: string, env: Env = processEnv()): Promise<Fingerprint> {
   const file = fingerprintFile(preprocessedDatasetDir(datasetName, env));
   let doc: Partial<Fingerprint>;
   try {
@@ -67,7 +53,7 @@ export async function readFingerprint(datasetName: string, env: Env = process.en
 }
 
 export async function extractFingerprint(datasetName: string, opts: StageOptions & { clean?: boolean } = {}): Promise<{ fingerprint: Fingerprint; file: string; reused: boolean }> {
-  const lock = lockDataset(preprocessedDatasetDir(datasetName, opts.env ?? process.env), "ssl3d fingerprint");
+  const lock = lockDataset(preprocessedDatasetDir(datasetName, opts.env ?? processEnv()), "ssl3d fingerprint");
   try {
     return await fingerprintLocked(datasetName, opts);
   } finally {
@@ -76,7 +62,7 @@ export async function extractFingerprint(datasetName: string, opts: StageOptions
 }
 
 async function fingerprintLocked(datasetName: string, opts: StageOptions & { clean?: boolean }): Promise<{ fingerprint: Fingerprint; file: string; reused: boolean }> {
-  const env = opts.env ?? process.env;
+  const env = opts.env ?? processEnv();
   const file = fingerprintFile(preprocessedDatasetDir(datasetName, env));
   const images = await loadDatasetImages(datasetName, env);
   if (opts.clean !== true) {

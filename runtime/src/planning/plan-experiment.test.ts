@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { median, planExperiment, transposeFor } from "./plan-experiment.js";
-import { planSchema } from "./plans.js";
+import { planSchema } from "../config/plans.js";
 
 test("median as numpy percentile 50", () => {
   assert.equal(median([3, 1, 2]), 2);

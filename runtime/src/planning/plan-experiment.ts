@@ -3,7 +3,7 @@
  * first, and the three fixed configurations `onemmiso`, `median`, `noresample`.
  */
 import { ConfigError } from "../errors.js";
-import { CONFIGURATION_NAMES, DEFAULT_PLANS_NAME, type ConfigurationName, type ConfigurationPlan, type Plan } from "./plans.js";
+import { CONFIGURATION_NAMES, DEFAULT_PLANS_NAME, type ConfigurationName, type ConfigurationPlan, type Plan } from "../config/plans.js";
 
 /** numpy `percentile(x, 50)` (linear interpolation) = median. */
 export function median(values: readonly number[]): number {

@@ -1,15 +1,13 @@
 /** `ssl3d plan`: fingerprint -> `nnsslPlans.json` (overwritten), and loading a plan back (validated). */
-import { promises as fs } from "node:fs";
-import type { Env } from "../config/env.js";
-import { ConfigError, DataError } from "../errors.js";
+import { processEnv, type Env } from "../config/settings.js";
+import { DataError } from "../errors.js";
 import type { FingerprintEntry } from "../preprocessing/tasks.js";
 import { computeNewShape } from "../preprocessing/resample.js";
 import { writeJsonAtomic } from "../io/atomic.js";
-import { checkPlansName, lockDataset, plansFile } from "../preprocessing/layout.js";
-import { formatJsonPath } from "../config/collection.js";
-import { preprocessedDatasetDir, readFingerprint } from "./fingerprint.js";
+import { checkPlansName, lockDataset, plansFile, preprocessedDatasetDir } from "../config/layout.js";
+import { readFingerprint } from "./fingerprint.js";
 import { planExperiment } from "./plan-experiment.js";
-import { DEFAULT_PLANS_NAME, planSchema, targetSpacing, type Plan } from "./plans.js";
+import { DEFAULT_PLANS_NAME, targetSpacing, type Plan } from "../config/plans.js";
 
 /**
  * Dataset-level checks that need every image, done before anything is preprocessed: one channel count for the
@@ -41,7 +39,7 @@ export function checkPlanAgainstImages(plan: Plan, images: readonly FingerprintE
 }
 
 export async function runPlan(datasetName: string, opts: { plansName?: string; env?: Env } = {}): Promise<{ plan: Plan; file: string }> {
-  const env = opts.env ?? process.env;
+  const env = opts.env ?? processEnv();
   const plansName = checkPlansName(opts.plansName ?? DEFAULT_PLANS_NAME);
   const fp = await readFingerprint(datasetName, env);
   const plan = planExperiment(datasetName, fp.spacings, plansName);
@@ -57,19 +55,3 @@ export async function runPlan(datasetName: string, opts: { plansName?: string; e
   return { plan, file };
 }
 
-export async function loadPlan(datasetName: string, plansName = DEFAULT_PLANS_NAME, env: Env = process.env): Promise<{ plan: Plan; file: string }> {
-  const file = plansFile(preprocessedDatasetDir(datasetName, env), plansName);
-  let doc: unknown;
-  try {
-    doc = JSON.parse(await fs.readFile(file, "utf8"));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new ConfigError("no plans file: run `ssl3d plan -d ...` first", { file });
-    throw new ConfigError(`unreadable plans file: ${(err as Error).message}`, { file });
-  }
-  const r = planSchema.safeParse(doc);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    throw new ConfigError(issue.message, { file, field: formatJsonPath(issue.path) });
-  }
-  return { plan: r.data, file };
-}

@@ -5,11 +5,10 @@
  */
 import { promises as fs } from "node:fs";
 import { uniqueId, uniqueSubjectId, type IndependentImage } from "../config/collection.js";
-import type { Env } from "../config/env.js";
+import { processEnv, type Env } from "../config/settings.js";
 import { EnvironmentError } from "../errors.js";
-import { preprocessedDatasetDir } from "../planning/fingerprint.js";
-import { DEFAULT_PLANS_NAME } from "../planning/plans.js";
-import { dataIdentifierDir, imageOutputs, validImagesFile } from "./layout.js";
+import { DEFAULT_PLANS_NAME } from "../config/plans.js";
+import { dataIdentifierDir, imageOutputs, preprocessedDatasetDir, validImagesFile } from "../config/layout.js";
 
 export interface PreprocessedImage {
   readonly uniqueId: string;
@@ -33,7 +32,7 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-export async function listPreprocessedImages(datasetName: string, config: string, plansName = DEFAULT_PLANS_NAME, env: Env = process.env): Promise<PreprocessedImage[]> {
+export async function listPreprocessedImages(datasetName: string, config: string, plansName = DEFAULT_PLANS_NAME, env: Env = processEnv()): Promise<PreprocessedImage[]> {
   const dataDir = dataIdentifierDir(preprocessedDatasetDir(datasetName, env), plansName, config);
   const file = validImagesFile(dataDir);
   let list: IndependentImage[];

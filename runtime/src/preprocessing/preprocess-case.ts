@@ -5,8 +5,8 @@
  */
 import { limit } from "../config/limits.js";
 import { DataError } from "../errors.js";
-import type { ConfigurationPlan, Plan } from "../planning/plans.js";
-import { targetSpacing } from "../planning/plans.js";
+import type { ConfigurationPlan, Plan } from "../config/plans.js";
+import { targetSpacing } from "../config/plans.js";
 import { bboxOf, bboxShape, cropArray, markOutside, nonzeroMask, type Bbox } from "./crop.js";
 import { zscoreInPlace } from "./normalize.js";
 import { computeNewShape, resampleToShape, type Shape3 } from "./resample.js";

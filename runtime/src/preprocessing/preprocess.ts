@@ -4,21 +4,20 @@
  * with per-image failures either failing the run or being skipped and listed (`--on-error`).
  */
 import { promises as fs } from "node:fs";
-import * as path from "node:path";
 import { relativizePath, uniqueId, type Collection, type IndependentImage } from "../config/collection.js";
-import { requireRoot, type Env } from "../config/env.js";
+import { requireRoot } from "../config/env.js";
+import { processEnv, type Env } from "../config/settings.js";
 import { ConfigError, EnvironmentError, oneLine } from "../errors.js";
 import { removeStaleTemps, writeJsonAtomic } from "../io/atomic.js";
 import { assertInsideReal } from "../io/safe-path.js";
 import { readCollection, writeCollection } from "../io/collection-file.js";
 import { log } from "../observability/log.js";
 import { createProgress } from "../observability/progress.js";
-import { preprocessedDatasetDir, type FailedImage, type OnError } from "../planning/fingerprint.js";
-import { loadPlan } from "../planning/plan-stage.js";
-import { DEFAULT_PLANS_NAME, type Plan } from "../planning/plans.js";
-import { collectionCopyFile, dataIdentifierDir, imageOutputs, lockDataset, validImagesFile } from "./layout.js";
+import { DEFAULT_PLANS_NAME, planConfiguration, readPlansFile, type Plan } from "../config/plans.js";
+import { collectionCopyFile, collectionFile, fingerprintFile, dataIdentifierDir, failedImagesFile, imageOutputs, lockDataset, plansFile as plansFileOf, preprocessedDatasetDir, validImagesFile } from "../config/layout.js";
 import { runTasks } from "./pool.js";
 import type { ImageTask } from "./run-image.js";
+import type { FailedImage, OnError } from "./tasks.js";
 import { flattenCollection } from "../config/collection.js";
 
 export interface PreprocessOptions {
@@ -126,17 +125,17 @@ async function recordValid(dir: string, valid: IndependentImage[], part: number,
 }
 
 export async function runPreprocess(datasetName: string, configs: readonly string[], opts: PreprocessOptions = {}): Promise<PreprocessSummary> {
-  const env = opts.env ?? process.env;
+  const env = opts.env ?? processEnv();
   const plansName = opts.plansName ?? DEFAULT_PLANS_NAME;
-  const { plan, file: plansFile } = await loadPlan(datasetName, plansName, env);
-  for (const c of configs) if (plan.configurations[c] === undefined) throw new ConfigError(`configuration "${c}" is not in the plan (has: ${Object.keys(plan.configurations).join(", ")})`, { file: plansFile });
+  const plansFile = plansFileOf(preprocessedDatasetDir(datasetName, env), plansName);
+  const plan = readPlansFile(plansFile);
+  for (const c of configs) planConfiguration(plan, c, plansFile);
   const nps = typeof opts.np === "number" || opts.np === undefined ? configs.map(() => (opts.np as number | undefined) ?? 1) : [...opts.np];
   if (nps.length === 1 && configs.length > 1) while (nps.length < configs.length) nps.push(nps[0]!);
   if (nps.length !== configs.length) throw new ConfigError(`-np: give one number or one per configuration (${configs.length}), got ${nps.length}`);
   requireRoot("nnssl_preprocessed", env);
   const ppDir = preprocessedDatasetDir(datasetName, env);
-  const collectionFile = path.join(requireRoot("nnssl_raw", env), datasetName, "pretrain_data.json");
-  const collection = await readCollection(collectionFile, { env });
+  const collection = await readCollection(collectionFile(datasetName, env), { env });
   const all = flattenCollection(collection);
   const part = opts.part ?? 0;
   const total = opts.totalParts ?? 1;
@@ -155,8 +154,8 @@ export async function runPreprocess(datasetName: string, configs: readonly strin
  * whole-folder writer: parts run side by side and one of them may be writing the merged list right now.
  */
 async function removeStageTemps(ppDir: string, plansName: string, configs: readonly string[]): Promise<void> {
-  await removeStaleTemps(ppDir, ["dataset_fingerprint.json", `${plansName}.json`, "valid_imgs.json", ...configs.map((c) => `pretrain_data__${c}.json`)]);
-  for (const c of configs) await removeStaleTemps(dataIdentifierDir(ppDir, plansName, c), ["valid_imgs.json", "failed_imgs.json"]);
+  await removeStaleTemps(ppDir, [fingerprintFile(""), plansFileOf("", plansName), validImagesFile(""), ...configs.map((c) => collectionCopyFile("", c))]);
+  for (const c of configs) await removeStaleTemps(dataIdentifierDir(ppDir, plansName, c), [validImagesFile(""), failedImagesFile("")]);
 }
 
 interface LockedArgs {
@@ -208,7 +207,7 @@ async function preprocessLocked(a: LockedArgs): Promise<PreprocessSummary> {
     if (firstError !== undefined && onError === "fail") throw firstError;
     const valid = mine.filter((_, i) => ok[i]).map((i) => serializeImage(i, env));
     failed.sort((a, b) => a.unique_id.localeCompare(b.unique_id));
-    await writeJsonAtomic(path.join(dataDir, total > 1 ? `failed_imgs__${part}_of_${total}.json` : "failed_imgs.json"), failed, 2, { root: dataDir });
+    await writeJsonAtomic(failedImagesFile(dataDir, { part, total }), failed, 2, { root: dataDir });
     const merged = await recordValid(dataDir, valid, part, total);
     if (merged !== undefined) await writeJsonAtomic(validImagesFile(ppDir), merged, 2, { root: ppDir }); // upstream location (last configuration wins)
     perConfiguration.push({ configuration: config, images: tasks.length, done, skipped, valid: valid.length, failed, dataDir });

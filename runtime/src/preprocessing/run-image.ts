@@ -12,9 +12,9 @@ import { DataError } from "../errors.js";
 import { removeStaleTemps, writeJsonAtomic } from "../io/atomic.js";
 import { assertInsideReal } from "../io/safe-path.js";
 import { checksumZarrVolume, writeZarrVolume } from "../io/zarr-volume.js";
-import type { ConfigurationPlan, Plan } from "../planning/plans.js";
+import type { ConfigurationPlan, Plan } from "../config/plans.js";
 import { loadImage, sitkStuff } from "./image-io.js";
-import { imageOutputs, type ImageOutputs } from "./layout.js";
+import { imageOutputs, type ImageOutputs } from "../config/layout.js";
 import { preprocessCase, type CaseProperties } from "./preprocess-case.js";
 
 /** Bump when the numbers or the layout change: finished images of older versions are then redone. */

@@ -4,6 +4,16 @@ import { arrayView } from "../io/volume.js";
 import { readVolume } from "./image-io.js";
 import { preprocessImage, type ImageResult, type ImageTask } from "./run-image.js";
 
+/** What a stage does with an image that fails: stop the run (default) or skip it and list it. */
+export type OnError = "skip" | "fail";
+
+/** An image a stage could not process (`failed_imgs.json`, the fingerprint's `failed`). */
+export interface FailedImage {
+  readonly unique_id: string;
+  readonly image_path: string;
+  readonly reason: string;
+}
+
 export interface FingerprintEntry {
   readonly unique_id: string;
   readonly image_path: string;

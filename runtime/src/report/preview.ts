@@ -6,7 +6,6 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
 import { PNG } from "pngjs";
 import { NO_AUGMENT } from "../data/augment.js";
 import type { Batch } from "../data/batch.js";
@@ -23,6 +22,8 @@ import { networkFromSafetensors } from "../models/network-io.js";
 import { TrainerOptionsSchema, type TrainerOptions } from "../training/registry.js";
 import { listImages } from "../training/run.js";
 import type { CheckpointEntry } from "./run-folder.js";
+import { optionalRoot } from "../config/env.js";
+import { preprocessedDatasetDir, splitsFile } from "../config/layout.js";
 
 export interface SliceImage {
   /** `data:image/png;base64,...` */
@@ -97,9 +98,9 @@ async function validationBatch(o: TrainerOptions, initArgs: Record<string, unkno
   const dataset = String(initArgs.dataset_name);
   const plans = String(initArgs.plans_name);
   const config = String(initArgs.configuration_name);
-  if (process.env.nnssl_preprocessed === undefined || process.env.nnssl_preprocessed === "") throw new EnvironmentError("nnssl_preprocessed is not set: the validation patches cannot be loaded");
+  if (optionalRoot("nnssl_preprocessed") === undefined) throw new EnvironmentError("nnssl_preprocessed is not set: the validation patches cannot be loaded");
   const all = await listImages(dataset, config, plans);
-  const splitFile = join(process.env.nnssl_preprocessed, dataset, "splits_final.json");
+  const splitFile = splitsFile(preprocessedDatasetDir(dataset));
   const split = existsSync(splitFile) ? readSplit(splitFile) : undefined;
   const filter = { modalities: o.modalities };
   const val = split === undefined ? [] : filterImages(all, new Set(split.val), filter);

@@ -11,6 +11,8 @@ import { readSafetensorsMetadata } from "../models/safetensors.js";
 import { CheckpointMetaSchema, checkpointPath, type CheckpointKind, type CheckpointMeta } from "../training/checkpoint.js";
 import { JSONL_LOG } from "../training/loop.js";
 import { RUN_INFO, type RunInfo } from "../training/run-info.js";
+import { FOLD_ALL, foldDir as foldDirOf, resultsFile } from "../config/layout.js";
+import { readPlansDocument } from "../config/plans.js";
 
 /** One line of `training_log.jsonl` (training/loop.ts). */
 export interface EpochLine {
@@ -88,8 +90,8 @@ async function readCheckpointEntry(kind: CheckpointKind, file: string): Promise<
 export async function readRunFolder(dir: string, opts: { checkpointDir?: string } = {}): Promise<RunFolder> {
   const abs = resolve(dir);
   if (!existsSync(abs)) throw new ConfigError("results folder not found", { file: abs });
-  const foldDir = existsSync(join(abs, "fold_all")) ? join(abs, "fold_all") : abs;
-  const baseDir = basename(foldDir) === "fold_all" ? dirname(foldDir) : foldDir;
+  const foldDir = existsSync(foldDirOf(abs)) ? foldDirOf(abs) : abs;
+  const baseDir = basename(foldDir) === FOLD_ALL ? dirname(foldDir) : foldDir;
   const info = readJson(join(foldDir, RUN_INFO)) as RunInfo | undefined;
   const epochs = readEpochLog(join(foldDir, JSONL_LOG));
   const checkpointDir = opts.checkpointDir ?? (existsSync(checkpointPath(foldDir, "final")) || existsSync(checkpointPath(foldDir, "latest")) ? foldDir : (info?.checkpoint_dir ?? foldDir));
@@ -102,5 +104,5 @@ export async function readRunFolder(dir: string, opts: { checkpointDir?: string 
     throw new ConfigError(`not a training results folder (no fold_all/${RUN_INFO}, ${JSONL_LOG} or checkpoint)`, { file: abs });
   }
   const dataset = info?.dataset ?? basename(dirname(baseDir));
-  return { baseDir, foldDir, name: `${dataset} · ${basename(baseDir)}`, info, plans: readJson(join(baseDir, "plans.json")) as Record<string, unknown> | undefined, epochs, checkpointDir, checkpoints };
+  return { baseDir, foldDir, name: `${dataset} · ${basename(baseDir)}`, info, plans: existsSync(resultsFile(baseDir, "plans")) ? readPlansDocument(resultsFile(baseDir, "plans")) : undefined, epochs, checkpointDir, checkpoints };
 }

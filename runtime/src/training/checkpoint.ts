@@ -13,7 +13,6 @@
  */
 import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
-import { join } from "node:path";
 import { z } from "zod";
 import { DataError } from "../errors.js";
 import { limit } from "../config/limits.js";
@@ -22,9 +21,10 @@ import { readRegularFileSync } from "../io/regular-file.js";
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from "../models/safetensors.js";
 import type { LoaderState } from "../data/loader.js";
 import type { OptimizerState, SlotTensor } from "./optim.js";
+import { checkpointFile, type CheckpointKind } from "../config/layout.js";
 
 export const CHECKPOINT_FORMAT = "ssl3d-checkpoint/1";
-export type CheckpointKind = "latest" | "best" | "final";
+export type { CheckpointKind } from "../config/layout.js";
 
 export const LoggingSchema = z.object({
   train_losses: z.array(z.number().nullable()),
@@ -66,9 +66,8 @@ export interface Checkpoint {
   readonly optimizerState: OptimizerState;
 }
 
-export function checkpointPath(dir: string, kind: CheckpointKind): string {
-  return join(dir, `checkpoint_${kind}.safetensors`);
-}
+/** `<dir>/checkpoint_<kind>.safetensors` (config/layout.ts). */
+export const checkpointPath: (dir: string, kind: CheckpointKind) => string = checkpointFile;
 
 // ---- save / load -----------------------------------------------------------------------------------------------
 

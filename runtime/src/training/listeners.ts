@@ -16,8 +16,9 @@ import type { TrainingMetrics } from "../observability/training-metrics.js";
 import { checkpointPath, removeCheckpoint, saveCheckpoint, type CheckpointKind } from "./checkpoint.js";
 import { checkpointMeta, type CheckpointContext, type TrainingProgress, type TrainingState } from "./state.js";
 import { describeStop, type StopReason } from "./stop.js";
+import { FOLD_FILES } from "../config/layout.js";
 
-export const JSONL_LOG = "training_log.jsonl";
+export const JSONL_LOG = FOLD_FILES.trainingLog;
 
 export interface StepEvent {
   readonly epoch: number;

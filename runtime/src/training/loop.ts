@@ -21,6 +21,7 @@ import { checkpointPath, findResumeCheckpoint, loadCheckpoint, removeCheckpoint,
 import { JSONL_LOG, checkpointListener, epochLogListener, logListener, metricsListener, progressBarListener, progressPlotListener, stepCallbackListener, type TrainerListener } from "./listeners.js";
 import { stateFromCheckpoint } from "./state.js";
 import { Trainer, type TrainingResult, type TrainingRun } from "./trainer.js";
+import { FOLD_FILES, foldFile } from "../config/layout.js";
 
 export { JSONL_LOG } from "./listeners.js";
 export type { StopReason, StopSignal } from "./stop.js";
@@ -34,7 +35,7 @@ export function defaultListeners(run: TrainingRun, isChief: boolean): TrainerLis
   if (isChief) {
     ls.push(epochLogListener(run.outputDir));
     ls.push(checkpointListener(run));
-    ls.push(progressPlotListener(join(run.outputDir, "progress.png"), run.runName ?? run.trainerName));
+    ls.push(progressPlotListener(foldFile(run.outputDir, "progress"), run.runName ?? run.trainerName));
   }
   ls.push(logListener(run.logger));
   if (run.onStep !== undefined) ls.push(stepCallbackListener(run.onStep));
@@ -104,7 +105,7 @@ async function completeFinishedRun(run: TrainingRun, trainer: Trainer, from: { f
   const extra = { ...networkMeta(net), "ssl3d.epoch": String(from.meta.current_epoch), "ssl3d.method": run.trainerName };
   const state = await trainer.state();
   await saveCheckpoint(checkpointPath(run.checkpointDir, "final"), { ...from.meta, saved_at: Date.now() / 1000 }, torchStateDict(net, { aliases: false }), state.optimizer, extra);
-  await writeProgressPng(join(run.outputDir, "progress.png"), run.runName ?? run.trainerName, state.logging);
+  await writeProgressPng(foldFile(run.outputDir, "progress"), run.runName ?? run.trainerName, state.logging);
   await removeCheckpoint(run.checkpointDir, "latest");
   run.logger.info({ from: from.file, epoch: from.meta.current_epoch }, "All epochs were completed before the interruption; wrote checkpoint_final and progress.png");
 }
@@ -112,6 +113,6 @@ async function completeFinishedRun(run: TrainingRun, trainer: Trainer, from: { f
 /** Remove `.<file>.tmp-<pid>-<hex>` leftovers of the checkpoint, progress-plot and log writes of a killed run. */
 async function removeTrainingTemps(outputDir: string, checkpointDir: string, log: Logger): Promise<void> {
   const checkpoints = (["latest", "best", "final"] as const).map((k) => basename(checkpointPath(checkpointDir, k)));
-  const removed = [...(await removeStaleTemps(checkpointDir, checkpoints)), ...(await removeStaleTemps(outputDir, ["progress.png", JSONL_LOG]))];
+  const removed = [...(await removeStaleTemps(checkpointDir, checkpoints)), ...(await removeStaleTemps(outputDir, [FOLD_FILES.progress, JSONL_LOG]))];
   if (removed.length > 0) log.info({ removed }, "Removed temporary files of an interrupted write");
 }

@@ -6,6 +6,7 @@
  */
 import { MEMORY_LIMIT_ENV, memoryLimit } from "../config/limits.js";
 import { ConfigError } from "../errors.js";
+import { processEnv, type Env } from "../config/settings.js";
 
 export { MEMORY_LIMIT_ENV, memoryLimit } from "../config/limits.js";
 
@@ -29,7 +30,7 @@ function gib(bytes: number): string {
 }
 
 /** A ConfigError naming the option when the input batches alone cannot fit. */
-export function checkBatchMemory(i: BatchMemoryInput, env: Readonly<Record<string, string | undefined>> = process.env): void {
+export function checkBatchMemory(i: BatchMemoryInput, env: Env = processEnv()): void {
   const need = inputBatchBytes(i);
   const limit = memoryLimit(env);
   if (need <= limit.bytes) return;

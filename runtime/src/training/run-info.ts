@@ -5,8 +5,9 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { FOLD_FILES, foldDir, foldFile } from "../config/layout.js";
 
-export const RUN_INFO = "run_info.json";
+export const RUN_INFO = FOLD_FILES.runInfo;
 export interface RunInfo {
   readonly dataset: string;
   readonly plans: string;
@@ -40,7 +41,7 @@ export function findResultsFolder(resultsRoot: string, checkpointDir: string): s
   for (const ds of readdirSync(resultsRoot, { withFileTypes: true })) {
     if (!ds.isDirectory()) continue;
     for (const run of readdirSync(join(resultsRoot, ds.name), { withFileTypes: true })) {
-      const info = join(resultsRoot, ds.name, run.name, "fold_all", RUN_INFO);
+      const info = foldFile(foldDir(join(resultsRoot, ds.name, run.name)), "runInfo");
       if (!run.isDirectory() || !existsSync(info)) continue;
       let recorded: string | undefined;
       try {

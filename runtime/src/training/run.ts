@@ -4,13 +4,14 @@
  * (spec 1.4: `$nnssl_results/DatasetNNN_Name/<Trainer>__<Plans>__<Config>/` with `plans.json`,
  * `adaptation_plan.json`, and `fold_all/`); serve metrics; install the SIGTERM/SIGUSR1 handlers; run the loop.
  */
-import { existsSync } from "node:fs";
-import { isAbsolute, join, relative, resolve } from "node:path";
+import { isAbsolute, relative, resolve } from "node:path";
 import { requireRoot, resolveDatasetName } from "../config/env.js";
 import { ConfigError, DataError, EnvironmentError, Ssl3dError } from "../errors.js";
 import { writeJsonAtomic } from "../io/atomic.js";
 import { lockFolder, type FolderLock } from "../io/folder-lock.js";
-import { checkSafeName, childPath } from "../io/safe-path.js";
+import { checkConfigurationName, checkPlansName, foldDir as foldDirOf, foldFile, plansFile as plansFileOf, preprocessedDatasetDir, resultsFile, resultsRunDir, splitsFile } from "../config/layout.js";
+import { planConfiguration, readPlansDocument } from "../config/plans.js";
+import { childEnv, envString } from "../config/settings.js";
 import { loadOrCreateSplit } from "../data/split.js";
 import { DEFAULT_READER_MODULE, filterImages, type TrainingImage, type VolumeReaderModule } from "../data/source.js";
 import { getMethod } from "../methods/registry.js";
@@ -29,10 +30,9 @@ import { initProcessGroup } from "../distributed/process-group.js";
 import { train, type StopSignal, type TrainingResult, type TrainingRun } from "./loop.js";
 import { describeStop } from "./stop.js";
 import { resolveTrainer, upstreamDifferences, type ResolvedTrainer } from "./registry.js";
-import { RUN_INFO, type RunInfo } from "./run-info.js";
+import type { RunInfo } from "./run-info.js";
 import { checkBatchMemory } from "./memory-check.js";
-import { checkCount, COUNTS, LIMITS, limit } from "../config/limits.js";
-import { readRegularFileSync } from "../io/regular-file.js";
+import { checkCount, COUNTS } from "../config/limits.js";
 import { initialPatchSize } from "../data/patch.js";
 
 export interface TrainArgs {
@@ -80,21 +80,6 @@ export async function listImages(datasetName: string, config: string, plansName:
   return await mod.listPreprocessedImages(datasetName, config, plansName);
 }
 
-function readPlan(file: string, configuration: string): { plan: Record<string, unknown>; cfg: Record<string, unknown> } {
-  if (!existsSync(file)) throw new EnvironmentError(`plans file not found; run 'ssl3d plan-and-preprocess' first`, { file });
-  let plan: Record<string, unknown>;
-  try {
-    plan = JSON.parse(readRegularFileSync(file, { what: "plans file", maxBytes: limit("documentBytes"), maxBytesEnv: LIMITS.documentBytes.env }).toString("utf8")) as Record<string, unknown>;
-  } catch (err) {
-    if (err instanceof Ssl3dError) throw err;
-    throw new ConfigError(`invalid JSON: ${(err as Error).message}`, { file });
-  }
-  const configs = plan.configurations as Record<string, Record<string, unknown>> | undefined;
-  const cfg = configs?.[configuration];
-  if (cfg === undefined) throw new ConfigError(`configuration "${configuration}" not in the plan (has: ${Object.keys(configs ?? {}).join(", ")})`, { file, field: `configurations.${configuration}` });
-  return { plan, cfg };
-}
-
 /** The process exits with a given code (stopped by a signal: 128 + signal number; a failed local rank: its code). */
 export class ExitError extends Ssl3dError {
   constructor(message: string, readonly exitCode: number) {
@@ -110,13 +95,13 @@ export async function runTrainingCli(a: TrainArgs, logger: Logger): Promise<void
   const cfg = distributedConfigFromEnv();
   // PET_NPROC_PER_NODE is bounded like --nproc-per-node before any rank is started
   const nproc = a.nprocPerNode ?? checkCount({ ...COUNTS.nprocPerNode, flag: ENV.nprocPerNode }, cfg.nprocPerNode);
-  if (nproc > 1 && (process.env.RANK === undefined || process.env.RANK === "")) {
-    const backend = a.backend !== undefined && a.backend !== "" ? parseBackendRequest(a.backend, "--backend") : parseBackendRequest(process.env.SSL3D_BACKEND, "SSL3D_BACKEND");
+  if (nproc > 1 && envString("RANK") === undefined) {
+    const backend = a.backend !== undefined && a.backend !== "" ? parseBackendRequest(a.backend, "--backend") : parseBackendRequest(envString("SSL3D_BACKEND"), "SSL3D_BACKEND");
     checkRanksFitGpus(nproc, backend, visibleGpuCount(), tfjsNodeMissing("@tensorflow/tfjs-node-gpu") === undefined);
     logger.info({ nprocPerNode: nproc, nnodes: cfg.nnodes, nodeRank: cfg.nodeRank }, "Launching local ranks");
     const code = await launchLocalRanks({
       cfg, nprocPerNode: nproc, command: process.execPath, args: [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)],
-      env: { ...process.env, [ENV.nprocPerNode]: String(nproc) },
+      env: childEnv({ [ENV.nprocPerNode]: String(nproc) }),
     });
     if (code !== 0) throw new ExitError(`a local rank failed (exit code ${code})`, code);
     return;
@@ -128,11 +113,13 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const dist = distributedConfigFromEnv();
   const logger = dist.worldSize > 1 ? rootLogger.child({ rank: dist.rank }) : rootLogger;
   const datasetName = resolveDatasetName(a.dataset);
-  const preRoot = requireRoot("nnssl_preprocessed");
+  const ppDataset = preprocessedDatasetDir(datasetName);
   const resultsRoot = requireRoot("nnssl_results");
-  checkSafeName(a.plans, `plans name ${JSON.stringify(a.plans)}`, { field: "--plans" });
-  checkSafeName(a.configuration, `configuration name ${JSON.stringify(a.configuration)}`, { field: "CONFIGURATION" });
-  const { plan, cfg } = readPlan(join(preRoot, datasetName, `${a.plans}.json`), a.configuration);
+  checkPlansName(a.plans, "--plans");
+  checkConfigurationName(a.configuration, "CONFIGURATION");
+  const plansFile = plansFileOf(ppDataset, a.plans);
+  const plan = readPlansDocument(plansFile);
+  const cfg = planConfiguration(plan, a.configuration, plansFile);
   const trainer = resolveRunTrainer(a);
   const o = trainer.options;
   if (dist.rank === 0) for (const d of upstreamDifferences(trainer)) logger.warn(d);
@@ -145,7 +132,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
     batchSize: Math.ceil(o.batchSize / dist.worldSize), imagesPerSample: method.data?.imagesPerSample ?? 1,
     loadedPatch: o.augment ? initialPatchSize(o.patchSize) : o.patchSize, prefetch: o.prefetch,
   });
-  const data = await loadRunImages(datasetName, preRoot, a, o.modalities, logger);
+  const data = await loadRunImages(datasetName, ppDataset, a, o.modalities, logger);
   const backend = await selectBackend(a.backend); // logs the one-line choice
 
   const reader = (await import(DEFAULT_READER_MODULE)) as VolumeReaderModule;
@@ -155,17 +142,17 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const network = createNetwork(archKey, { ...methodEntry.architectureOptions?.(archKey), inChannels, outChannels: method.outChannels(inChannels), patchSize: netPatch, seed: o.seed });
 
   const runDir = `${trainer.name}__${a.plans}__${a.configuration}`;
-  const baseDir = childPath(resultsRoot, [datasetName, runDir], { field: "trainer, plans and configuration names" });
-  const foldDir = join(baseDir, "fold_all");
-  const checkpointDir = process.env.SSL3D_CHECKPOINT_DIR !== undefined && process.env.SSL3D_CHECKPOINT_DIR !== "" ? process.env.SSL3D_CHECKPOINT_DIR : foldDir;
+  const baseDir = resultsRunDir(resultsRoot, datasetName, trainer.name, a.plans, a.configuration);
+  const foldDir = foldDirOf(baseDir);
+  const checkpointDir = envString("SSL3D_CHECKPOINT_DIR") ?? foldDir;
   // one writer per folder: a second trainer on the same results (or checkpoint) folder stops here
   const locks = dist.rank === 0 ? lockTrainingFolders(baseDir, checkpointDir) : [];
   try {
     // upstream's adaptation plan: the plan with only the trained configuration, its patch the network's input (VoCo,
     // SimCLR: the crop), and upstream's constant recommended downstream patch
     const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } }, UPSTREAM_DOWNSTREAM_PATCH);
-    await writeJsonAtomic(join(baseDir, "plans.json"), { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } }, 4);
-    await writeJsonAtomic(join(baseDir, "adaptation_plan.json"), adaptation, 4);
+    await writeJsonAtomic(resultsFile(baseDir, "plans"), { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } }, 4);
+    await writeJsonAtomic(resultsFile(baseDir, "adaptationPlan"), adaptation, 4);
     if (dist.rank === 0) {
       const info: RunInfo = {
         dataset: datasetName, plans: a.plans, configuration: a.configuration, trainer: trainer.name, trainer_key: trainer.entry.key, method: o.method,
@@ -174,10 +161,10 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
         train_images: data.trainImages.length, val_images: data.valImages.length, train_subjects: data.trainSubjects, val_subjects: data.valSubjects,
         checkpoint_dir: checkpointDir, started_at: new Date().toISOString(),
       };
-      await writeJsonAtomic(join(foldDir, RUN_INFO), info, 2);
+      await writeJsonAtomic(foldFile(foldDir, "runInfo"), info, 2);
     }
     // Before anyone resumes or writes: the checkpoint folder must be this run's (or nobody's yet).
-    await claimCheckpointFolder(checkpointDir, { run: process.env[POD_ENV.run] ?? "", uid: process.env[POD_ENV.runUid] ?? "" }, dist.rank === 0);
+    await claimCheckpointFolder(checkpointDir, { run: envString(POD_ENV.run) ?? "", uid: envString(POD_ENV.runUid) ?? "" }, dist.rank === 0);
     const run: Omit<TrainingRun, "group" | "metrics" | "stop"> = {
       trainerName: trainer.name,
       runName: `${datasetName} · ${runDir}`,
@@ -189,7 +176,7 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
       valImages: data.valImages,
       outputDir: foldDir,
       checkpointDir,
-      resume: a.resume === true || process.env.SSL3D_RESUME === "latest",
+      resume: a.resume === true || envString("SSL3D_RESUME") === "latest",
       initArgs: { dataset_name: datasetName, plans_name: a.plans, configuration_name: a.configuration, fold: "all", trainer_options: o, backend: backend.name },
       adaptationPlan: adaptation,
       logger,
@@ -225,10 +212,10 @@ function resolveRunTrainer(a: TrainArgs): ResolvedTrainer {
 }
 
 /** The preprocessed images, split by subject (splits_final.json) and filtered by modality. */
-async function loadRunImages(datasetName: string, preRoot: string, a: TrainArgs, modalities: readonly string[] | undefined, logger: Logger) {
+async function loadRunImages(datasetName: string, ppDataset: string, a: TrainArgs, modalities: readonly string[] | undefined, logger: Logger) {
   const all = await listImages(datasetName, a.configuration, a.plans);
-  if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: join(preRoot, datasetName) });
-  const splitFile = join(preRoot, datasetName, "splits_final.json");
+  if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: ppDataset });
+  const splitFile = splitsFile(ppDataset);
   const { split, created, persisted } = await loadOrCreateSplit(splitFile, all.map((i) => i.uniqueSubjectId));
   logger.info({ file: splitFile, created, persisted, train: split.train.length, val: split.val.length }, persisted ? "Subject split" : "Subject split (read-only data folder: computed, not written)");
   const filter = { modalities };
@@ -300,10 +287,11 @@ class StopSignals {
 
 /** The /metrics endpoint of this node (local rank 0), when a port is given (`--metrics-port`, SSL3D_METRICS_PORT). */
 async function startMetricsServer(a: TrainArgs, metrics: TrainingMetrics, localRank: number, logger: Logger): Promise<MetricsServer | undefined> {
-  const port = a.metricsPort ?? (process.env.SSL3D_METRICS_PORT !== undefined && process.env.SSL3D_METRICS_PORT !== "" ? Number(process.env.SSL3D_METRICS_PORT) : undefined);
+  const envPort = envString("SSL3D_METRICS_PORT");
+  const port = a.metricsPort ?? (envPort !== undefined ? Number(envPort) : undefined);
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
   if (port === undefined || localRank !== 0) return undefined;
-  const server = await serveMetrics(metrics, port, { host: metricsHost(a.metricsAddress === undefined ? process.env : { [METRICS_ADDRESS_ENV]: a.metricsAddress }) });
+  const server = await serveMetrics(metrics, port, { host: metricsHost(a.metricsAddress === undefined ? undefined : { [METRICS_ADDRESS_ENV]: a.metricsAddress }) });
   logger.info({ host: server.host, port: server.port }, "Serving /metrics");
   return server;
 }

@@ -1,19 +1,20 @@
 /** `ssl3d collection-summary FILE|-d ID [--json]`: counts, bytes and content hash of a collection. */
 import type { Command } from "commander";
 import { writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { requireRoot, resolveDatasetName } from "../../config/env.js";
+import { resolveDatasetName } from "../../config/env.js";
 import { ConfigError } from "../../errors.js";
 import { readCollection } from "../../io/collection-file.js";
 import type { CollectionSummary } from "../../io/collection-summary.js";
 import { summarizeCollection } from "../../io/collection-summary.js";
 import type { CliCommand } from "../command.js";
+import { envString } from "../../config/settings.js";
+import { collectionFile } from "../../config/layout.js";
 
 /** The collection file for `FILE` or `-d ID` (`$nnssl_raw/DatasetNNN_Name/pretrain_data.json`). */
 export function collectionFileFor(file: string | undefined, dataset: string | undefined): string {
   if ((file === undefined) === (dataset === undefined)) throw new ConfigError("give either a collection FILE or -d ID, not both or neither");
   if (file !== undefined) return file;
-  return join(requireRoot("nnssl_raw"), resolveDatasetName(dataset!), "pretrain_data.json");
+  return collectionFile(resolveDatasetName(dataset!));
 }
 
 export function formatSummary(file: string, s: CollectionSummary): string {
@@ -41,8 +42,8 @@ export const collectionSummaryCommand: CliCommand = {
         const summary = await summarizeCollection(await readCollection(f));
         const line = JSON.stringify(summary);
         process.stdout.write(o.json === true ? `${line}\n` : `${formatSummary(f, summary)}\n`);
-        const log = process.env.SSL3D_TERMINATION_LOG;
-        if (log !== undefined && log !== "") writeFileSync(log, line);
+        const log = envString("SSL3D_TERMINATION_LOG");
+        if (log !== undefined) writeFileSync(log, line);
       });
   },
 };

@@ -7,7 +7,7 @@ import type { Command } from "commander";
 import { rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { flattenCollection } from "../../config/collection.js";
-import { ROOT_VARS } from "../../config/env.js";
+import { formatDatasetName, requireRoot, ROOT_VARS } from "../../config/env.js";
 import { convert, formatConvertReport } from "../../conversion/convert.js";
 import { writePhantomBids } from "../../data/phantom.js";
 import { readCollection } from "../../io/collection-file.js";
@@ -19,6 +19,8 @@ import { runPreprocess } from "../../preprocessing/preprocess.js";
 import type { CliCommand } from "../command.js";
 import { formatSummary } from "./collection-summary.js";
 import { formatInspection, inspectVolume } from "./inspect.js";
+import { envString, setProcessValue } from "../../config/settings.js";
+import { rawDatasetDir } from "../../config/layout.js";
 
 export const DEMO_DATASET_ID = 990;
 export const DEMO_DATASET_NAME = "Demo";
@@ -37,17 +39,17 @@ export interface DemoResult {
 }
 
 /** Point unset nnssl_* roots at `<out>/<name>` (in this process's environment, so later stages see them). */
-export function defaultRoots(out: string, env: NodeJS.ProcessEnv = process.env): void {
-  for (const v of ROOT_VARS) if (env[v] === undefined || env[v] === "") env[v] = join(out, v);
+export function defaultRoots(out: string): void {
+  for (const v of ROOT_VARS) if (envString(v) === undefined) setProcessValue(v, join(out, v));
 }
 
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const print = o.print ?? ((l: string) => process.stdout.write(`${l}\n`));
   const out = resolve(o.out);
   defaultRoots(out);
-  print(`ssl3d demo in ${out} (nnssl_raw=${process.env.nnssl_raw ?? ""})`);
+  print(`ssl3d demo in ${out} (nnssl_raw=${requireRoot("nnssl_raw")})`);
   // the scans live in the dataset folder, so the collection's paths are $nnssl_raw-relative and relocatable
-  const src = join(process.env.nnssl_raw!, `Dataset${DEMO_DATASET_ID}_${DEMO_DATASET_NAME}`, "ds-phantom");
+  const src = join(rawDatasetDir(formatDatasetName(DEMO_DATASET_ID, DEMO_DATASET_NAME)), "ds-phantom");
   await rm(src, { recursive: true, force: true });
   const files = await writePhantomBids(src, {
     seed: 42, subjects: o.quick ? 2 : 4, sessions: o.quick ? 1 : 2, modalities: o.quick ? ["T1w", "T2w"] : ["T1w", "T2w", "FLAIR"], masks: true,

@@ -9,13 +9,15 @@
  */
 import type { Command } from "commander";
 import { existsSync } from "node:fs";
-import { readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { CliCommand } from "../command.js";
 import { ConfigError } from "../../errors.js";
 import { exportNetwork, exportedNetwork, pretrainPlanFor, recordedPlan, type ExportFormat } from "../../models/checkpoint-export.js";
 import { loadNetwork } from "../../models/network-io.js";
 import { log } from "../../observability/log.js";
+import { readPlansDocument } from "../../config/plans.js";
+import { CHECKPOINT_SEARCH_ORDER, foldDir } from "../../config/layout.js";
 
 async function resolveCheckpoint(p: string): Promise<string> {
   let s;
@@ -28,16 +30,15 @@ async function resolveCheckpoint(p: string): Promise<string> {
   if (s.isFile()) return p;
   // a training output directory: nnssl's resume order (final, latest, best), then a bare network file; a results
   // folder (<Trainer>__<Plans>__<Config>) holds them in fold_all/
-  for (const d of [p, join(p, "fold_all")]) {
-    for (const name of CHECKPOINT_NAMES) {
+  for (const d of [p, foldDir(p)]) {
+    for (const name of CHECKPOINT_SEARCH_ORDER) {
       const f = join(d, name);
       if (existsSync(f)) return f;
     }
   }
-  throw new ConfigError(`no checkpoint in directory or its fold_all/ (looked for ${CHECKPOINT_NAMES.join(", ")})`, { file: p });
+  throw new ConfigError(`no checkpoint in directory or its fold_all/ (looked for ${CHECKPOINT_SEARCH_ORDER.join(", ")})`, { file: p });
 }
 
-const CHECKPOINT_NAMES = ["checkpoint_final.safetensors", "checkpoint_latest.safetensors", "checkpoint_best.safetensors", "network.safetensors"];
 
 export const exportCommand: CliCommand = {
   name: "export",
@@ -53,14 +54,7 @@ export const exportCommand: CliCommand = {
         if (o.format !== "safetensors" && o.format !== "pth-compatible") throw new ConfigError(`unknown format "${o.format}" (pth-compatible | safetensors)`, { field: "--format" });
         const format: ExportFormat = o.format;
         const src = await resolveCheckpoint(checkpoint);
-        let plans: unknown;
-        if (o.plans !== undefined) {
-          try {
-            plans = JSON.parse(await readFile(o.plans, "utf8")) as unknown;
-          } catch (err) {
-            throw new ConfigError(`cannot read plans: ${(err as Error).message}`, { file: o.plans });
-          }
-        }
+        const plans = o.plans === undefined ? undefined : readPlansDocument(o.plans);
         const { net, metadata } = await loadNetwork(src);
         try {
           const recorded = recordedPlan(metadata);

@@ -4,9 +4,9 @@
  * unless `--log-format json`) and writes the JSON to the termination log (what the operator's Plan stage reads).
  */
 import type { Command } from "commander";
-import { extractFingerprint, preprocessedDatasetDir } from "../../planning/fingerprint.js";
+import { extractFingerprint } from "../../planning/fingerprint.js";
 import { runPlan } from "../../planning/plan-stage.js";
-import { checkPlansName, lockDataset } from "../../preprocessing/layout.js";
+import { checkPlansName, lockDataset, preprocessedDatasetDir } from "../../config/layout.js";
 import { runPreprocess } from "../../preprocessing/preprocess.js";
 import { forPeople } from "../../observability/log.js";
 import { COUNTS } from "../../config/limits.js";

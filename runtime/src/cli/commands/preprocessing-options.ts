@@ -3,12 +3,13 @@ import { availableParallelism } from "node:os";
 import { resolveDatasetName } from "../../config/env.js";
 import { checkCount, COUNTS, type CountCheck } from "../../config/limits.js";
 import { ConfigError } from "../../errors.js";
-import type { OnError } from "../../planning/fingerprint.js";
-import { CONFIGURATION_NAMES } from "../../planning/plans.js";
+import type { OnError } from "../../preprocessing/tasks.js";
+import { CONFIGURATION_NAMES } from "../../config/plans.js";
+import { envString } from "../../config/settings.js";
 
 /** Worker threads when no option is given: `$nnUNet_def_n_proc` (bounded like `-np`), else min(8, CPUs). */
 export function defaultProcesses(): number {
-  const v = process.env.nnUNet_def_n_proc;
+  const v = envString("nnUNet_def_n_proc");
   if (v !== undefined && v.trim() !== "") return checkCount({ ...COUNTS.numProcesses, flag: "nnUNet_def_n_proc", min: 1 }, v);
   return Math.min(8, availableParallelism());
 }

@@ -11,6 +11,7 @@ import { trainerKeys } from "../../training/registry.js";
 import { runTrainingCli } from "../../training/run.js";
 import type { CliCommand } from "../command.js";
 import { runPreflight } from "./doctor.js";
+import { envString } from "../../config/settings.js";
 
 /** A count bounded in config/limits.ts (docs/limits-and-safety.md): checked while the command line is parsed. */
 function count(c: CountCheck) {
@@ -96,7 +97,7 @@ export const trainCommand: CliCommand = {
       .option("--device <d>", "accepted for nnssl compatibility (use --backend)")
       .option("--preflight", "first run `ssl3d doctor --gpu` (once per node): fail at once unless TensorFlow computes correctly on a GPU")
       .action(async (dataset: string, configuration: string, o: TrainOpts) => {
-        if (o.preflight === true && (process.env.RANK === undefined || process.env.RANK === "")) runPreflight();
+        if (o.preflight === true && envString("RANK") === undefined) runPreflight();
         await runTrainingCli(
           {
             dataset, configuration, trainer: o.trainer, plans: o.plans,

@@ -13,6 +13,7 @@ import { createNetwork } from "../registry.js";
 import { valueAndGrads } from "../../training/backprop.js";
 import { nativeInfo, type NativeInfo } from "./native.js";
 import { selectBackend, TFJS_NODE_PACKAGES, tfjsNodeMissing, tfjsNodePackageDir } from "./select.js";
+import { childEnv, envString, setProcessDefault, setProcessValue } from "../../config/settings.js";
 
 export interface TensorFlowProbe {
   readonly package: string;
@@ -58,7 +59,7 @@ export function probeTensorFlow(pkg: string): TensorFlowProbe {
   const missing = tfjsNodeMissing(pkg);
   if (missing !== undefined) return { package: pkg, loads: false, error: missing };
   const dir = tfjsNodePackageDir(pkg)!;
-  const env = { ...process.env, SSL3D_PROBE_PKG: dir, TF_CPP_MIN_LOG_LEVEL: "0", TF_FORCE_GPU_ALLOW_GROWTH: process.env.TF_FORCE_GPU_ALLOW_GROWTH ?? "true" };
+  const env = childEnv({ SSL3D_PROBE_PKG: dir, TF_CPP_MIN_LOG_LEVEL: "0", TF_FORCE_GPU_ALLOW_GROWTH: envString("TF_FORCE_GPU_ALLOW_GROWTH") ?? "true" });
   const r = spawnSync(process.execPath, ["-e", PROBE], { env, encoding: "utf8", timeout: 300_000 });
   const last = r.stdout.trim().split("\n").pop() ?? "";
   if (r.status !== 0 || !last.startsWith("{")) {
@@ -117,8 +118,8 @@ function conv3dGrads(x: tf.Tensor5D, w: tf.Tensor5D): Float32Array[] {
 /** `doctor --gpu`: the GPU must be registered; conv3d parity against the cpu backend (TF32 off) and one ResEnc step. */
 export async function gpuCheck(probe: TensorFlowProbe, size = 64): Promise<GpuCheck> {
   if (probe.gpu !== true) throw new EnvironmentError(`no GPU: ${noGpuReason(probe)}`, { field: "--gpu" });
-  process.env.NVIDIA_TF32_OVERRIDE = "0";
-  process.env.TF_FORCE_GPU_ALLOW_GROWTH ??= "true";
+  setProcessValue("NVIDIA_TF32_OVERRIDE", "0");
+  setProcessDefault("TF_FORCE_GPU_ALLOW_GROWTH", "true");
   const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 8], 0, 1, "float32", 1);
   const w = tf.randomNormal<tf.Rank.R5>([3, 3, 3, 8, 16], 0, 0.2, "float32", 2);
   await selectBackend("cpu");

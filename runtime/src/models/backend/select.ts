@@ -19,6 +19,7 @@ import { dirname, join } from "node:path";
 import { EnvironmentError, ConfigError } from "../../errors.js";
 import { log } from "../../observability/log.js";
 import { withWasmThreads } from "./wasm-threads.js";
+import { envString, setProcessDefault } from "../../config/settings.js";
 
 export const BACKEND_NAMES = ["auto", "node-gpu", "node", "wasm", "cpu"] as const;
 export type BackendRequest = (typeof BACKEND_NAMES)[number];
@@ -86,7 +87,7 @@ async function tryNode(pkg: string): Promise<{ why?: string; info?: NodeBackendI
   const missing = tfjsNodeMissing(pkg);
   if (missing !== undefined) return { why: missing };
   // TensorFlow's C++ INFO lines (CPU feature banner, ...) are noise here; warnings (why a GPU was not used) stay
-  process.env.TF_CPP_MIN_LOG_LEVEL ??= "1";
+  setProcessDefault("TF_CPP_MIN_LOG_LEVEL", "1");
   try {
     await import(pkg);
   } catch (err) {
@@ -101,8 +102,8 @@ const NO_GPU = "TensorFlow registered no GPU device (no driver or device, or a C
 
 /** `SSL3D_WASM_THREADS=N` (N ≥ 2) turns on the threaded-SIMD wasm build (see wasm-threads.ts); default 1. */
 export function wasmThreadsRequested(): number {
-  const v = process.env.SSL3D_WASM_THREADS;
-  if (v === undefined || v === "") return 1;
+  const v = envString("SSL3D_WASM_THREADS");
+  if (v === undefined) return 1;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 64) throw new ConfigError(`must be an integer 1..64, got "${v}"`, { field: "SSL3D_WASM_THREADS" });
   return n;
@@ -143,7 +144,7 @@ async function tryNative(): Promise<boolean> {
 export async function selectBackend(requested?: string, o: { announce?: boolean } = {}): Promise<BackendChoice> {
   const req = requested !== undefined && requested !== ""
     ? parseBackendRequest(requested, "--backend")
-    : parseBackendRequest(process.env.SSL3D_BACKEND, "SSL3D_BACKEND");
+    : parseBackendRequest(envString("SSL3D_BACKEND"), "SSL3D_BACKEND");
   type Candidate = Exclude<BackendRequest, "auto"> | "cpu-native";
   const order: Candidate[] = req === "auto" ? ["node-gpu", "cpu-native", "wasm", "cpu"] : [req];
   const skipped: string[] = [];

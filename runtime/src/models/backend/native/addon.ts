@@ -11,6 +11,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { log } from "../../../observability/log.js";
 import type { BinaryOp, CompareOp, UnaryOp } from "./kernels.generated.js";
+import { envString, processEnv, setProcessDefault } from "../../../config/settings.js";
 
 /** The N-API surface of native/src/addon.cc. */
 export interface NativeAddon {
@@ -75,8 +76,8 @@ let addon: NativeAddon | null | undefined;
 let disabledLogged = false;
 
 function findAddonPath(): string | null {
-  const override = process.env.SSL3D_NATIVE_ADDON;
-  if (override !== undefined && override !== "") return existsSync(override) ? override : null;
+  const override = envString("SSL3D_NATIVE_ADDON");
+  if (override !== undefined) return existsSync(override) ? override : null;
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 10; i++) {
     const candidate = join(dir, "native", "build", "ssl3d_native.node");
@@ -92,13 +93,11 @@ function loadAddon(path: string): NativeAddon | null {
   // OpenMP threads that spin-wait between parallel regions (libgomp's default) are catastrophic when the cores are
   // shared or CFS-throttled (k8s CPU limits): a 6-head attention matMul measured 200 ms instead of 6 ms on a
   // 2-core machine at load 9. Sleep-waiting costs ~10-50 us per region on an idle machine. Users can override.
-  if (process.env.OMP_WAIT_POLICY === undefined && process.env.GOMP_SPINCOUNT === undefined) {
-    process.env.OMP_WAIT_POLICY = "passive";
-  }
+  if (processEnv().GOMP_SPINCOUNT === undefined) setProcessDefault("OMP_WAIT_POLICY", "passive");
   try {
     const a = createRequire(import.meta.url)(path) as NativeAddon;
-    const threads = Number(process.env.SSL3D_NATIVE_THREADS ?? "0");
-    a.setOptions(true, process.env.SSL3D_NATIVE_BLAS === "1", Number.isInteger(threads) && threads > 0 ? threads : 0);
+    const threads = Number(envString("SSL3D_NATIVE_THREADS") ?? "0");
+    a.setOptions(true, envString("SSL3D_NATIVE_BLAS") === "1", Number.isInteger(threads) && threads > 0 ? threads : 0);
     return a;
   } catch (e) {
     log().warn({ err: e instanceof Error ? e.message : String(e), path },
@@ -110,7 +109,7 @@ function loadAddon(path: string): NativeAddon | null {
 /** The addon, or null when it is disabled, not built, or fails to load (logged once). */
 export function nativeAddon(): NativeAddon | null {
   // checked on every call (not cached), so SSL3D_NATIVE=0 set later in the process still disables loading
-  if (process.env.SSL3D_NATIVE === "0") {
+  if (envString("SSL3D_NATIVE") === "0") {
     if (!disabledLogged) log().info("native kernels disabled (SSL3D_NATIVE=0); the cpu backend uses stock tfjs kernels");
     disabledLogged = true;
     return null;
