@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `npm run verify`: the quick pre-push check that needs neither Python nor Go builds nor root: type check, lint,
-# generated files (crds/, chart CRDs) in sync with the schemas, and the unit tier of the tests (scripts/test.sh).
+# generated files (crds/, chart CRDs) in sync with the schemas, citations inside the repository (check-citations.sh),
+# and the unit tier of the tests (scripts/test.sh).
 # The full suite is `npm test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm run --silent typecheck
 npm run --silent lint
 bash scripts/verify-generated.sh
+bash scripts/check-citations.sh
 bash scripts/test.sh unit

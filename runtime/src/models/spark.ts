@@ -1,5 +1,6 @@
 /**
- * SparK-3D pre-training wrapper around the ResidualEncoderUNet (nnssl `SparK3D` + `convert_to_spark_cnn`, spec 6.3).
+ * SparK-3D pre-training wrapper around the ResidualEncoderUNet (nnssl `SparK3D` + `convert_to_spark_cnn`,
+ * `src/nnssl/architectures/spark_model.py`, `spark_utils.py`).
  *
  * Sparse encoder: the ResEnc encoder walk (`ResEncUNet.encodeWith`) with every op of the encoder running normally
  * and its output multiplied by the mask resized to the output resolution: the average pooling of the projection

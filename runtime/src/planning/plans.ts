@@ -1,6 +1,6 @@
 /**
- * The experiment plan `nnsslPlans.json` (reference spec 3.2), with upstream's field names so the file stays
- * readable by nnssl tools. Validated with zod on load.
+ * The experiment plan `nnsslPlans.json` (nnssl `src/nnssl/experiment_planning/experiment_planners/plan.py`), with
+ * upstream's field names so the file stays readable by nnssl tools. Validated with zod on load.
  */
 import { z } from "zod";
 

@@ -1,5 +1,6 @@
 /**
- * Where the preprocessing stages put things (reference spec 1.4, with `.zarr` arrays instead of `.b2nd`):
+ * Where the preprocessing stages put things (nnssl `src/nnssl/paths.py` and `default_preprocessor.py`, with `.zarr`
+ * arrays instead of `.b2nd`):
  *
  *   $nnssl_preprocessed/<Dataset>/dataset_fingerprint.json
  *   $nnssl_preprocessed/<Dataset>/<plans>.json

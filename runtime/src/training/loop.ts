@@ -1,8 +1,9 @@
 /**
- * The training loop (spec 4.1, 4.5): epochs × iterations of (batch → method loss → gradients → global-norm clip →
- * non-finite guard → optimizer step), validation iterations without gradients, per-epoch mean losses, checkpoints
- * (`latest` every epoch, `best` on a new lowest validation loss, `final` at the end, after which `latest` is
- * removed), a JSONL line and `progress.png` per epoch, Prometheus metrics and a progress bar.
+ * The training loop (nnssl `AbstractBaseTrainer.run_training` / `train_step`,
+ * `src/nnssl/training/nnsslTrainer/AbstractTrainer.py`): epochs × iterations of (batch → method loss → gradients →
+ * global-norm clip → non-finite guard → optimizer step), validation iterations without gradients, per-epoch mean
+ * losses, checkpoints (`latest` every epoch, `best` on a new lowest validation loss, `final` at the end, after which
+ * `latest` is removed), a JSONL line and `progress.png` per epoch, Prometheus metrics and a progress bar.
  *
  * Determinism: batch i of each loader stream depends only on (seed, stream, i); the masks of training step g use
  * `deriveSeed(seed, "mask", g)`, validation step (e, i) `deriveSeed(seed, "val-mask", e, i)`. A checkpoint records

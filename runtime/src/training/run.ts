@@ -1,8 +1,9 @@
 /**
  * `ssl3d train` orchestration: resolve the dataset, plan and configuration; list the preprocessed images; split
  * subjects (splits_final.json); build the network (models registry) and the method; lay out the results folder
- * (spec 1.4: `$nnssl_results/DatasetNNN_Name/<Trainer>__<Plans>__<Config>/` with `plans.json`,
- * `adaptation_plan.json`, and `fold_all/`); serve metrics; install the SIGTERM/SIGUSR1 handlers; run the loop.
+ * (nnssl `AbstractBaseTrainer.__init__` in `src/nnssl/training/nnsslTrainer/AbstractTrainer.py`:
+ * `$nnssl_results/DatasetNNN_Name/<Trainer>__<Plans>__<Config>/` with `plans.json`, `adaptation_plan.json`, and
+ * `fold_all/`); serve metrics; install the SIGTERM/SIGUSR1 handlers; run the loop.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join, relative, resolve } from "node:path";
@@ -215,7 +216,8 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
     }
 
     if (a.pretrainedWeights !== undefined) {
-      // spec 4.7: matching names and shapes are loaded into the fresh network, segmentation layers skipped
+      // nnssl `src/nnssl/run/load_pretrained_weights.py`: matching names and shapes are loaded into the fresh network,
+      // segmentation layers skipped
       const ck = await readTorchCheckpoint(a.pretrainedWeights);
       const r = loadMatchingWeights(network, ck.stateDict, a.pretrainedWeights);
       logger.info({ file: a.pretrainedWeights, loaded: r.loaded.length, skipped: r.skipped.length, unusedKeys: r.unused.length, firstSkipped: r.skipped.slice(0, 5) }, "Pretrained weights loaded");

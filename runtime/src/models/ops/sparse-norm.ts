@@ -1,6 +1,7 @@
 /**
- * Sparse instance norm (SparK, spec 6.3 / 11): InstanceNorm3d(affine, eps) whose per-sample, per-channel statistics
- * are taken over the visible voxels only (`mask` 1), biased variance; masked voxels (`mask` 0) of the output are 0.
+ * Sparse instance norm (SparK, nnssl `SparseInstanceNorm3d` in `src/nnssl/architectures/spark_utils.py`):
+ * InstanceNorm3d(affine, eps) whose per-sample, per-channel statistics are taken over the visible voxels only (`mask`
+ * 1), biased variance; masked voxels (`mask` 0) of the output are 0.
  *
  * On cpu with the native kernels (and an addon that has them: `fusedSparseNormAvailable()`): one fused kernel each
  * way (`Ssl3dSparseInstanceNorm`/`Grad`, native/src/norm.cc, ADR 0041), which also fuses the LeakyReLU of
