@@ -24,6 +24,7 @@ import {
   type PodView,
   type ReconcileResult,
 } from "../types.js";
+import { PlanReason } from "../../../../api/v1alpha1/reasons.js";
 
 export interface PlanObserved {
   plan: CustomResource;
@@ -60,8 +61,8 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
   const parsed = parseSpec(PlanSpecSchema, o.plan.spec);
   if (!parsed.ok) {
     status.phase = "Failed";
-    set("Ready", "False", "ValidationFailed", parsed.message);
-    set("Failed", "True", "ValidationFailed", parsed.message);
+    set("Ready", "False", PlanReason.ValidationFailed, parsed.message);
+    set("Failed", "True", PlanReason.ValidationFailed, parsed.message);
     return result();
   }
   const spec = parsed.value;
@@ -74,11 +75,11 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
   if (old.phase === "Ready" || old.phase === "Failed") {
     if (old.phase === "Ready") {
       if (colHash !== undefined && old.collectionHash !== undefined && colHash !== old.collectionHash) {
-        set("Stale", "True", "CollectionChanged", `Collection ${colName} changed (content hash ${colHash}); this Plan was built from ${old.collectionHash}: create a new Plan.`);
+        set("Stale", "True", PlanReason.CollectionChanged, `Collection ${colName} changed (content hash ${colHash}); this Plan was built from ${old.collectionHash}: create a new Plan.`);
       } else if (o.collection === undefined) {
-        set("Stale", "True", "CollectionDeleted", `Collection ${colName} no longer exists.`);
+        set("Stale", "True", PlanReason.CollectionDeleted, `Collection ${colName} no longer exists.`);
       } else {
-        set("Stale", "False", "UpToDate", `Built from the current content of Collection ${colName}.`);
+        set("Stale", "False", PlanReason.UpToDate, `Built from the current content of Collection ${colName}.`);
       }
     }
     return result();
@@ -91,7 +92,7 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
     if (o.collection === undefined || colStatus?.phase !== "Ready" || !isTrue(colStatus.conditions, "Ready") || colSpec?.success !== true) {
       status.phase = "Pending";
       const why = o.collection === undefined ? `Collection ${colName} does not exist.` : `Collection ${colName} is not Ready.`;
-      set("Ready", "False", "WaitingForCollection", why);
+      set("Ready", "False", PlanReason.WaitingForCollection, why);
       return result();
     }
     status.dataset = colSpec.data.dataset;
@@ -102,7 +103,7 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
   if (status.dataset === undefined || o.collection === undefined || colSpec?.success !== true) {
     if (job === undefined) {
       status.phase = "Pending";
-      set("Ready", "False", "WaitingForCollection", `Collection ${colName} is needed to (re)create Job ${jobName}.`);
+      set("Ready", "False", PlanReason.WaitingForCollection, `Collection ${colName} is needed to (re)create Job ${jobName}.`);
       return result();
     }
   }
@@ -112,34 +113,34 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
     const msg = terminationMessage(pods) ?? failed.message ?? failed.reason ?? "unknown failure";
     status.phase = "Failed";
     status.completionTime = toKubeTime(o.now);
-    set("Ready", "False", "PreprocessingFailed", `Preprocessing Job ${jobName} failed.`);
-    set("Failed", "True", "PreprocessingFailed", truncate(msg, 1000));
+    set("Ready", "False", PlanReason.PreprocessingFailed, `Preprocessing Job ${jobName} failed.`);
+    set("Failed", "True", PlanReason.PreprocessingFailed, truncate(msg, 1000));
     return result();
   }
   if (jobCondition(job, "Complete")) {
     const msg = terminationMessage(pods);
     if (msg === undefined) {
-      set("Ready", "False", "WaitingForSummary", `Preprocessing Job ${jobName} completed; waiting for its termination message.`);
+      set("Ready", "False", PlanReason.WaitingForSummary, `Preprocessing Job ${jobName} completed; waiting for its termination message.`);
       return result({ requeueAfterMs: WAIT_MS });
     }
     const summary = parseTerminationJson(msg, PreprocessSummarySchema);
     if (!summary.ok) {
       status.phase = "Failed";
       status.completionTime = toKubeTime(o.now);
-      set("Ready", "False", "InvalidSummary", `Preprocessing Job ${jobName} completed without a valid summary.`);
-      set("Failed", "True", "InvalidSummary", summary.error);
+      set("Ready", "False", PlanReason.InvalidSummary, `Preprocessing Job ${jobName} completed without a valid summary.`);
+      set("Failed", "True", PlanReason.InvalidSummary, summary.error);
       return result();
     }
     status.phase = "Ready";
     status.outputs = summary.value;
     status.completionTime = toKubeTime(o.now);
-    set("Ready", "True", "Preprocessed", `Preprocessed ${summary.value.valid} of ${summary.value.images} images (${summary.value.failed} failed).`);
-    set("Stale", "False", "UpToDate", `Built from the current content of Collection ${colName}.`);
+    set("Ready", "True", PlanReason.Preprocessed, `Preprocessed ${summary.value.valid} of ${summary.value.images} images (${summary.value.failed} failed).`);
+    set("Stale", "False", PlanReason.UpToDate, `Built from the current content of Collection ${colName}.`);
     return result();
   }
   status.phase = "Running";
   const suspended = job?.spec?.suspend === true;
-  set("Ready", "False", suspended ? "WaitingForAdmission" : "Preprocessing", suspended ? `Job ${jobName} is suspended (queued).` : `Preprocessing Job ${jobName} is running.`);
+  set("Ready", "False", suspended ? PlanReason.WaitingForAdmission : PlanReason.Preprocessing, suspended ? `Job ${jobName} is suspended (queued).` : `Preprocessing Job ${jobName} is running.`);
   const apply: KubeObject[] = [];
   if (o.collection !== undefined && colSpec?.success === true && status.dataset !== undefined) {
     apply.push(desiredPrepJob(o.plan, spec, colSpec.data.source.pvc, status.dataset, jobName));

@@ -14,6 +14,7 @@ import { compact, parseSpec, parseStatus, transitionEvents } from "../common.js"
 import { jobCondition, podsOfJob, type ChildRef, type CustomResource, type EventSpec, type JobView, type KubeObject, type PodView, type ReconcileResult } from "../types.js";
 import { attemptJobName, desiredAttemptJob, desiredNetworkPolicy, desiredPodGroup, desiredRunSecret, desiredService, OPERATOR_VOLUMES, type PlanInputs } from "./desired.js";
 import { attemptFailure, pendingProblem, startupDeadlineExceeded, type ChildRefusal } from "./failures.js";
+import { PretrainRunReason } from "../../../../api/v1alpha1/reasons.js";
 
 /** Values the shell scraped from rank 0's /metrics. */
 export interface ProgressSample {
@@ -126,20 +127,20 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
   // 1. Validation (schema, then semantic rules). Not terminal: a corrected spec (new generation) proceeds. A run that
   // already succeeded or failed at run time keeps that outcome whatever later edits say.
   const oldFailed = getCondition(old.conditions, "Failed");
-  const finished = isTrue(old.conditions, "Succeeded") || (oldFailed?.status === "True" && oldFailed.reason !== "ValidationFailed");
+  const finished = isTrue(old.conditions, "Succeeded") || (oldFailed?.status === "True" && oldFailed.reason !== PretrainRunReason.ValidationFailed);
   const parsed = parseSpec(PretrainRunSpecSchema, o.run.spec);
   // A finished run keeps its record whatever later (invalid) edits say.
   if (!parsed.ok && finished) return done();
   const invalid = parsed.ok ? validateRun(parsed.value) : parsed.message;
   if (!parsed.ok || (invalid !== undefined && !finished)) {
     s.phase = "Failed";
-    set("Failed", "True", "ValidationFailed", invalid ?? "invalid spec");
+    set("Failed", "True", PretrainRunReason.ValidationFailed, invalid ?? "invalid spec");
     return done();
   }
   const spec = parsed.value;
   const failedCond = getCondition(old.conditions, "Failed");
-  if (failedCond?.status === "True" && failedCond.reason === "ValidationFailed") {
-    set("Failed", "False", "Validated", "The spec is valid.");
+  if (failedCond?.status === "True" && failedCond.reason === PretrainRunReason.ValidationFailed) {
+    set("Failed", "False", PretrainRunReason.Validated, "The spec is valid.");
     s.phase = "Pending";
   }
 
@@ -161,9 +162,9 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
   // A child the API server refused (Pod Security admission, quota, a policy webhook) is a condition, not a silent
   // retry behind Created=True.
   if (o.refused !== undefined) {
-    set("Created", "False", "ChildRefused", `The API server refused ${o.refused.kind} ${o.refused.name}: ${truncate(o.refused.message, 600)}`);
-  } else if (getCondition(s.conditions, "Created")?.reason === "ChildRefused") {
-    set("Created", "True", "ChildrenApplied", "All children were accepted.");
+    set("Created", "False", PretrainRunReason.ChildRefused, `The API server refused ${o.refused.kind} ${o.refused.name}: ${truncate(o.refused.message, 600)}`);
+  } else if (getCondition(s.conditions, "Created")?.reason === PretrainRunReason.ChildRefused) {
+    set("Created", "True", PretrainRunReason.ChildrenApplied, "All children were accepted.");
   }
 
   // Jobs of earlier attempts are obsolete.
@@ -175,15 +176,15 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
     if (current !== undefined) del.push(jobRef(current.metadata.name));
     if (podGroup !== undefined) del.push({ apiVersion: podGroup.apiVersion, kind: podGroup.kind, name: run });
     s = compact({ ...s, phase: "Suspended" as const, activeJob: undefined, replicas: undefined });
-    set("Suspended", "True", "Suspended", attemptNow > 0 ? `Suspended; attempt ${attemptNow} was stopped and the next attempt resumes from the latest checkpoint.` : "Suspended before the first attempt.");
-    setIfPresent("Running", "False", "Suspended", "The run is suspended.");
+    set("Suspended", "True", PretrainRunReason.Suspended, attemptNow > 0 ? `Suspended; attempt ${attemptNow} was stopped and the next attempt resumes from the latest checkpoint.` : "Suspended before the first attempt.");
+    setIfPresent("Running", "False", PretrainRunReason.Suspended, "The run is suspended.");
     return done();
   }
   let attempt = attemptNow;
   let job = current;
   if (isTrue(old.conditions, "Suspended")) {
-    set("Suspended", "False", "Resumed", "The run was resumed.");
-    extraEvents.push({ type: "Normal", reason: "Resumed", note: `Resumed; the deadline clock restarts now.`, action: "Resume" });
+    set("Suspended", "False", PretrainRunReason.Resumed, "The run was resumed.");
+    extraEvents.push({ type: "Normal", reason: PretrainRunReason.Resumed, note: `Resumed; the deadline clock restarts now.`, action: "Resume" });
     s.startTime = nowIso;
     if (attempt > 0) {
       attempt += 1;
@@ -198,9 +199,9 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
     if (o.now.getTime() >= deadline) {
       if (job !== undefined) del.push(jobRef(job.metadata.name));
       s = compact({ ...s, phase: "Failed" as const, completionTime: nowIso, activeJob: undefined });
-      set("Failed", "True", "DeadlineExceeded", `The run exceeded runPolicy.activeDeadlineSeconds (${ads} s).`);
-      setIfPresent("Running", "False", "DeadlineExceeded", "The run exceeded its deadline.");
-      setIfPresent("Restarting", "False", "DeadlineExceeded", "The run exceeded its deadline.");
+      set("Failed", "True", PretrainRunReason.DeadlineExceeded, `The run exceeded runPolicy.activeDeadlineSeconds (${ads} s).`);
+      setIfPresent("Running", "False", PretrainRunReason.DeadlineExceeded, "The run exceeded its deadline.");
+      setIfPresent("Restarting", "False", PretrainRunReason.DeadlineExceeded, "The run exceeded its deadline.");
       return done();
     }
     wake(deadline - o.now.getTime());
@@ -209,9 +210,9 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
   // 5. The current attempt finished?
   if (job !== undefined && jobCondition(job, "Complete")) {
     s = { ...s, phase: "Succeeded", completionTime: nowIso };
-    set("Succeeded", "True", "Completed", `Attempt ${attempt} completed on all ${spec.numNodes} nodes.`);
-    setIfPresent("Running", "False", "Completed", "The run completed.");
-    setIfPresent("Restarting", "False", "Completed", "The run completed.");
+    set("Succeeded", "True", PretrainRunReason.Completed, `Attempt ${attempt} completed on all ${spec.numNodes} nodes.`);
+    setIfPresent("Running", "False", PretrainRunReason.Completed, "The run completed.");
+    setIfPresent("Restarting", "False", PretrainRunReason.Completed, "The run completed.");
     s.replicas = replicaCounts(job);
     const ttl = spec.runPolicy.ttlSecondsAfterFinished;
     if (ttl !== undefined) wake(ttl * 1000);
@@ -221,13 +222,13 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
   let stuck: { reason: string; message: string } | undefined;
   if (job !== undefined && !jobCondition(job, "Failed")) {
     const sd = startupDeadlineExceeded(job, spec.numNodes, spec.runPolicy.startupDeadlineSeconds, o.now);
-    if (sd.exceeded) stuck = { reason: "StartupDeadlineExceeded", message: `not all ${spec.numNodes} ranks were ready within runPolicy.startupDeadlineSeconds (${spec.runPolicy.startupDeadlineSeconds} s)${describePending(podsOfJob(o.pods, job.metadata.name))}` };
+    if (sd.exceeded) stuck = { reason: PretrainRunReason.StartupDeadlineExceeded, message: `not all ${spec.numNodes} ranks were ready within runPolicy.startupDeadlineSeconds (${spec.runPolicy.startupDeadlineSeconds} s)${describePending(podsOfJob(o.pods, job.metadata.name))}` };
     else if (sd.dueMs !== undefined) wake(sd.dueMs);
   }
   if (job !== undefined && (jobCondition(job, "Failed") || stuck !== undefined)) {
     const jobPods = podsOfJob(o.pods, job.metadata.name);
     const f = stuck === undefined ? attemptFailure(job, jobPods) : { decision: "Restart" as const, reason: stuck.reason, exitCode: undefined, message: stuck.message, ranks: [] };
-    const preempted = f.reason === "Preempted";
+    const preempted = f.reason === PretrainRunReason.Preempted;
     const msg = truncate(f.message, 600);
     s.restarts = (s.restarts ?? 0) + 1;
     s.lastFailure = compact({ attempt, reason: f.reason, message: msg, time: nowIso, exitCode: f.exitCode, ranks: f.ranks.length > 0 ? f.ranks : undefined });
@@ -236,9 +237,9 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
       s.restarts -= 1; // no restart happens
       s = { ...s, phase: "Failed", completionTime: nowIso };
       if (f.decision === "Fail") set("Failed", "True", f.reason, `Attempt ${attempt} failed with a non-retryable error (exit code ${f.exitCode ?? "?"}; not restarted): ${msg}`);
-      else set("Failed", "True", "BackoffLimitExceeded", `Attempt ${attempt} failed (${msg}) and runPolicy.maxRestarts (${spec.runPolicy.maxRestarts}) is exhausted.`);
-      setIfPresent("Running", "False", "Failed", "The run failed.");
-      setIfPresent("Restarting", "False", f.decision === "Fail" ? f.reason : "BackoffLimitExceeded", "No restart.");
+      else set("Failed", "True", PretrainRunReason.BackoffLimitExceeded, `Attempt ${attempt} failed (${msg}) and runPolicy.maxRestarts (${spec.runPolicy.maxRestarts}) is exhausted.`);
+      setIfPresent("Running", "False", PretrainRunReason.Failed, "The run failed.");
+      setIfPresent("Restarting", "False", f.decision === "Fail" ? f.reason : PretrainRunReason.BackoffLimitExceeded, "No restart.");
       s.replicas = replicaCounts(job);
       if (stuck !== undefined || !jobCondition(job, "Failed")) del.push(jobRef(job.metadata.name));
       return done();
@@ -259,14 +260,14 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
     const plan = resolvePlan(spec, o.plan);
     if (plan.kind === "invalid") {
       s.phase = "Failed";
-      set("Failed", "True", "ValidationFailed", plan.message);
+      set("Failed", "True", PretrainRunReason.ValidationFailed, plan.message);
       return done();
     }
     if (plan.kind === "wait") {
       // Keep a new attempt number (after a failure or resume): the next reconcile must not resurrect the old attempt.
       s = compact({ ...s, attempt, activeJob: undefined });
       s.phase = isTrue(s.conditions, "Restarting") ? "Restarting" : "Pending";
-      set("Queued", "True", "PlanNotReady", plan.message);
+      set("Queued", "True", PretrainRunReason.PlanNotReady, plan.message);
       return done();
     }
     if (attempt === 0) {
@@ -289,8 +290,8 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
     const desired = desiredAttemptJob(o.run, spec, plan.inputs, attempt);
     apply.push(desired);
     s.activeJob = desired.metadata.name;
-    set("Created", "True", "JobCreated", `Created Job ${desired.metadata.name} (attempt ${attempt}${resume ? ", resuming from the latest checkpoint if there is one" : ""}).`);
-    set("Queued", "False", "JobCreated", `Job ${desired.metadata.name} was created.`);
+    set("Created", "True", PretrainRunReason.JobCreated, `Created Job ${desired.metadata.name} (attempt ${attempt}${resume ? ", resuming from the latest checkpoint if there is one" : ""}).`);
+    set("Queued", "False", PretrainRunReason.JobCreated, `Job ${desired.metadata.name} was created.`);
     s.replicas = { active: 0, ready: 0, succeeded: 0, failed: 0 };
     s.phase = isTrue(s.conditions, "Restarting") ? "Restarting" : "Pending";
     return done();
@@ -303,18 +304,18 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
   s.activeJob = job.metadata.name;
   s.replicas = replicaCounts(job);
   if (job.spec?.suspend === true) {
-    set("Queued", "True", "WaitingForAdmission", `Job ${job.metadata.name} is suspended by its queue.`);
+    set("Queued", "True", PretrainRunReason.WaitingForAdmission, `Job ${job.metadata.name} is suspended by its queue.`);
   } else {
-    set("Queued", "False", "Admitted", `Job ${job.metadata.name} is admitted.`);
+    set("Queued", "False", PretrainRunReason.Admitted, `Job ${job.metadata.name} is admitted.`);
   }
   const ready = s.replicas.ready;
   if (ready >= spec.numNodes && job.spec?.suspend !== true) {
-    set("Running", "True", "AllPodsReady", `All ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
-    setIfPresent("Restarting", "False", "Restarted", `Attempt ${attempt} is running.`);
+    set("Running", "True", PretrainRunReason.AllPodsReady, `All ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
+    setIfPresent("Restarting", "False", PretrainRunReason.Restarted, `Attempt ${attempt} is running.`);
   } else {
     const problem = pendingProblem(podsOfJob(o.pods, job.metadata.name));
     if (problem !== undefined) set("Running", "False", problem.reason, problem.message);
-    else set("Running", "False", "PodsNotReady", `${ready} of ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
+    else set("Running", "False", PretrainRunReason.PodsNotReady, `${ready} of ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
   }
   s.phase = isTrue(s.conditions, "Restarting") ? "Restarting" : isTrue(s.conditions, "Running") ? "Running" : isTrue(s.conditions, "Queued") ? "Queued" : "Pending";
 

@@ -1,0 +1,42 @@
+/**
+ * The condition and Event reasons are API: this pins their values (a rename must change this list, docs/operator.md
+ * and the alert rules on purpose), and checks that the reconcilers name no reason outside these objects.
+ */
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { CollectionReason, PlanReason, PretrainRunReason } from "./reasons.js";
+
+test("reason values are stable and equal their names", () => {
+  assert.deepEqual(Object.values(CollectionReason), ["ValidationFailed", "Validated", "Indexing", "IndexingFailed", "WaitingForSummary", "InvalidSummary", "Indexed"]);
+  assert.deepEqual(Object.values(PlanReason), [
+    "ValidationFailed", "CollectionChanged", "CollectionDeleted", "UpToDate", "WaitingForCollection", "WaitingForAdmission",
+    "Preprocessing", "PreprocessingFailed", "WaitingForSummary", "InvalidSummary", "Preprocessed",
+  ]);
+  assert.deepEqual(Object.values(PretrainRunReason), [
+    "ValidationFailed", "Validated", "PlanNotReady", "ChildRefused", "ChildrenApplied", "JobCreated", "WaitingForAdmission",
+    "Admitted", "PodsNotReady", "AllPodsReady", "Restarted", "Suspended", "Resumed", "Completed", "Failed", "DeadlineExceeded",
+    "StartupDeadlineExceeded", "BackoffLimitExceeded", "Preempted", "RankFailed", "ConfigError", "DataError",
+    "TrainingDiverged", "CheckpointOwnedByAnotherRun", "ImagePullBackOff", "CreateContainerConfigError", "Unschedulable",
+  ]);
+  for (const o of [CollectionReason, PlanReason, PretrainRunReason]) {
+    for (const [k, v] of Object.entries(o)) {
+      assert.equal(v, k);
+      assert.match(v, /^[A-Z][A-Za-z]*$/);
+    }
+  }
+});
+
+test("the reconcilers write reasons only through the constants", () => {
+  const dir = join(import.meta.dirname, "..", "..", "operator", "src", "controllers");
+  const files = readdirSync(dir, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".ts") && !f.endsWith(".test.ts"));
+  assert.ok(files.length >= 5, files.join(", "));
+  // set(type, status, "Reason", ...) and `reason: "Reason"` with a string literal.
+  const literal = /\bset(?:IfPresent)?\(\s*"\w+",\s*"(?:True|False)",\s*"|\breason: "/;
+  for (const f of files) {
+    readFileSync(join(dir, f), "utf8").split("\n").forEach((line, i) => {
+      assert.doesNotMatch(line, literal, `${f}:${i + 1}`);
+    });
+  }
+});
