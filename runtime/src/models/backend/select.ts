@@ -18,6 +18,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { EnvironmentError, ConfigError } from "../../errors.js";
 import { log } from "../../observability/log.js";
+import { loadNativeKernels } from "./native.js";
 import { withWasmThreads } from "./wasm-threads.js";
 
 export const BACKEND_NAMES = ["auto", "node-gpu", "node", "wasm", "cpu"] as const;
@@ -124,12 +125,10 @@ async function tryWasm(): Promise<string | undefined> {
   }
 }
 
-async function tryNative(): Promise<boolean> {
-  // The addon module is owned by feat/native; load it if this checkout has it.
-  const spec = "./native.js";
+/** Registers the native kernels (false when the addon is not built or cannot load). */
+function tryNative(): boolean {
   try {
-    const mod = (await import(spec)) as { loadNativeKernels?: () => boolean };
-    return typeof mod.loadNativeKernels === "function" ? mod.loadNativeKernels() : false;
+    return loadNativeKernels();
   } catch {
     return false;
   }
@@ -152,7 +151,7 @@ export async function selectBackend(requested?: string, o: { announce?: boolean 
     let info: NodeBackendInfo | undefined;
     const name = candidate === "cpu-native" ? "cpu" : candidate;
     if (candidate === "cpu-native") {
-      why = (await tf.setBackend("cpu")) && (await tryNative()) ? undefined : "cpu-native: the native kernel addon is not available";
+      why = (await tf.setBackend("cpu")) && tryNative() ? undefined : "cpu-native: the native kernel addon is not available";
     } else if (name === "node-gpu" || name === "node") {
       ({ why, info } = await tryNode(TFJS_NODE_PACKAGES[name]));
       // auto wants TensorFlow only for a GPU: on the CPU the native kernels are faster
@@ -164,7 +163,7 @@ export async function selectBackend(requested?: string, o: { announce?: boolean 
       continue;
     }
     await tf.ready();
-    const nativeKernels = name === "cpu" ? await tryNative() : false;
+    const nativeKernels = name === "cpu" ? tryNative() : false;
     // tfjs's cpu backend prints a banner recommending tfjs-node on its first tensor; with the native kernels that
     // advice is wrong (and tfjs-node is what is missing here), so the backend is marked as already greeted
     if (nativeKernels) (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
