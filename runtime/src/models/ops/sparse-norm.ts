@@ -4,7 +4,7 @@
  * 1), biased variance; masked voxels (`mask` 0) of the output are 0.
  *
  * On cpu with the native kernels (and an addon that has them: `fusedSparseNormAvailable()`): one fused kernel each
- * way (`Ssl3dSparseInstanceNorm`/`Grad`, native/src/norm.cc, ADR 0041), which also fuses the LeakyReLU of
+ * way (`Ssl3dSparseInstanceNorm`/`Grad`, native/src/norm.cc, ADR 0082), which also fuses the LeakyReLU of
  * `sparseInstanceNormLeakyRelu`. Elsewhere (wasm, stock cpu, stale addon): tfjs ops (broadcast multiply, Sum over
  * the contiguous spatial axis) with a hand-written gradient (the instance-norm gradient restricted to the visible
  * voxels); `sparseInstanceNormComposed` is the same function left to tfjs' autodiff (the tests' reference). The
