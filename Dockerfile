@@ -10,9 +10,6 @@
 # with base images made from Debian packages and the npm `node` package).
 # Base images are pinned by exact tag (see docs/delivery.md to pin digests in your registry mirror).
 # test/integration/delivery/dockerfile.test.ts lints this file (hadolint + project rules); steps marked
-# `# ci: skip <reason>` need what the CI machine cannot reach.
-# Base images are pinned by exact tag (see docs/delivery.md to pin digests in your registry mirror).
-# test/integration/delivery/dockerfile.test.ts lints this file (hadolint + project rules); steps marked
 # `# ci: skip <reason>` need what the CI machine cannot reach (libtensorflow downloads, the CUDA image).
 
 ARG NODE_IMAGE=node:22.23.3-bookworm-slim

@@ -10,7 +10,7 @@
 # `build-images.sh run IMAGE CMD...` / `ls IMAGE DIR` run a command in a built image (test/integration/delivery/).
 # Everything runs in a private mount namespace, so buildah's and debootstrap's mounts end with it. A target is rebuilt
 # only when the files it is built from change (a hash of the build context). Must run as root.
-# Env: SSL3D_IMAGES="operator runtime-cpu" (targets), SSL3D_BUILDAH_DRIVER=overlay|vfs.
+# Env: SSL3D_IMAGES="operator runtime-cpu" (targets; add `runtime` for the GPU image), SSL3D_BUILDAH_DRIVER=overlay|vfs.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, buildah)"
 if [ -z "${SSL3D_IN_MOUNT_NS:-}" ]; then
@@ -84,7 +84,7 @@ node_base_image() {
 # context_hash: the files a `buildah bud` reads (Dockerfile and what .dockerignore lets through).
 context_hash() {
   (cd "$REPO" && git ls-files -co --exclude-standard -- Dockerfile .dockerignore package.json package-lock.json tsconfig.json \
-    tsconfig.build.json bin runtime operator native | grep -v '\.test\.ts$' | sort | xargs sha256sum | sha256sum | cut -c1-16)
+    tsconfig.build.json bin api runtime operator native scripts/setup-tensorflow.mjs scripts/tensorflow | grep -v '\.test\.ts$' | sort | xargs sha256sum | sha256sum | cut -c1-16)
 }
 
 build_target() {
@@ -116,6 +116,7 @@ build_all() {
     case "$t" in
       operator) build_target operator "docker.io/ssl3d/operator:$APP_VERSION" ;;
       runtime-cpu) build_target runtime-cpu "docker.io/ssl3d/runtime-cpu:$APP_VERSION" ;;
+      runtime) build_target runtime "docker.io/ssl3d/runtime:$APP_VERSION" ;; # GPU: ~2.9 GB of wheels (docs/gpu.md)
       *) die "unknown image target $t" ;;
     esac
   done
