@@ -1,6 +1,6 @@
 /**
  * Intensity (and cheap axis-aligned spatial) augmentations of nnssl's non-MAE pipelines, on CPU in plain typed arrays:
- * the batchgenerators transforms that VolumeFusion (`volume_fusion_transform.py`) and VoCo / SimCLR
+ * the batchgenerators transforms that VolumeFusion (`VolumeFusionTrainer.get_training_transforms`) and VoCo / SimCLR
  * (`voco_transform.py`, `simclr_transform.py`) apply per sample.
  *
  * One sample is stored channels-last `[X, Y, Z, C]` (the layout of one sample of a batch tensor): element

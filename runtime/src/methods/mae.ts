@@ -7,7 +7,7 @@
  *   MSE over masked voxels only, `Σ((ŷ−x)²·(1−m)) / Σ(1−m)`.
  * - ViT (`BaseEvaMAETrainer`): token dropping through the network's `forwardMasked` (keep `1 − maskRatio`), the loss
  *   mask marks voxels of dropped tokens. It is built with the network's own `tokenIndex`, i.e. in the same order
- *   the wrapper flattens tokens, so it is NOT transposed as upstream's (a quirk of `BaseEvaMAETrainer`).
+ *   the wrapper flattens tokens, so it is NOT transposed as upstream's (a quirk of `BaseEvaMAETrainer.create_mask`).
  * - `anon: true` (`*_ANON` trainers, e.g. `BaseMAETrainer_ANON`): `loss_mask = (1 − mae_mask) · (1 − anon)` with −1
  *   (outside the image) treated as 0, i.e. such voxels are not excluded.
  */
