@@ -167,7 +167,3 @@ export function terminationMessage(pods: readonly PodView[]): string | undefined
 export function podsOfJob(pods: readonly PodView[], jobName: string): PodView[] {
   return pods.filter((p) => p.metadata.labels?.["job-name"] === jobName || p.metadata.labels?.["batch.kubernetes.io/job-name"] === jobName);
 }
-
-export function addMs(iso: string, ms: number): number {
-  return Date.parse(iso) + ms;
-}

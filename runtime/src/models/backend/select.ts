@@ -43,8 +43,6 @@ export interface BackendChoice {
   readonly gpu?: boolean;
 }
 
-let current: BackendChoice | undefined;
-
 export function parseBackendRequest(value: string | undefined, source: string): BackendRequest {
   if (value === undefined || value === "") return "auto";
   if ((BACKEND_NAMES as readonly string[]).includes(value)) return value as BackendRequest;
@@ -169,7 +167,7 @@ export async function selectBackend(requested?: string, o: { announce?: boolean 
     if (nativeKernels) (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
     const wasmThreads = name === "wasm" ? await wasmThreadCount() : undefined;
     const reason = choiceReason(req, name, info, nativeKernels);
-    current = {
+    const current: BackendChoice = {
       name, tfBackend: tf.getBackend(), nativeKernels, skipped, reason,
       ...(wasmThreads === undefined ? {} : { wasmThreads }), ...(info === undefined ? {} : { tfVersion: info.tfVersion, gpu: info.gpu }),
     };
@@ -221,15 +219,4 @@ async function wasmThreadCount(): Promise<number | undefined> {
   } catch {
     return undefined;
   }
-}
-
-/** The last selection, if any. */
-export function currentBackend(): BackendChoice | undefined {
-  return current;
-}
-
-/** Where the wasm files are, for diagnostics. */
-export function wasmFiles(): string[] {
-  const d = wasmBinaryDir();
-  return ["tfjs-backend-wasm.wasm", "tfjs-backend-wasm-simd.wasm"].map((f) => join(d, f));
 }
