@@ -28,6 +28,16 @@ test("reason values are stable and equal their names", () => {
   }
 });
 
+test("docs/operator.md lists the reasons of each kind", () => {
+  const doc = readFileSync(join(import.meta.dirname, "..", "..", "docs", "operator.md"), "utf8");
+  for (const [kind, reasons] of [["Collection", CollectionReason], ["Plan", PlanReason], ["PretrainRun", PretrainRunReason]] as const) {
+    const row = doc.split("\n").find((l) => l.startsWith(`| ${kind} | `));
+    assert.ok(row !== undefined, `docs/operator.md: no reasons row for ${kind}`);
+    const listed = [...row.matchAll(/`(\w+)`/g)].map((m) => m[1]);
+    assert.deepEqual(listed, Object.values(reasons), `docs/operator.md, ${kind}`);
+  }
+});
+
 test("the reconcilers write reasons only through the constants", () => {
   const dir = join(import.meta.dirname, "..", "..", "operator", "src", "controllers");
   const files = readdirSync(dir, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".ts") && !f.endsWith(".test.ts"));

@@ -22,7 +22,7 @@ export function parseStatus<T>(schema: z.ZodType<T>, status: unknown): T {
 }
 
 /** Condition types whose turning True is worth a Warning event. */
-const WARNING_TYPES = new Set(["Failed", "Stale", "Restarting", "Invalid"]);
+const WARNING_TYPES = new Set(["Failed", "Stale", "Restarting"]);
 /** Reasons that are failures even on a condition turning False (e.g. Ready=False/ValidationFailed). */
 const WARNING_REASONS = new Set<string>([
   CollectionReason.ValidationFailed, CollectionReason.IndexingFailed, CollectionReason.InvalidSummary,
