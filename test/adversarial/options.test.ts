@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { LOCK_FILE } from "../../runtime/src/io/folder-lock.js";
+import { freePort } from "../helpers/net.js";
 import { makeTestDataset, type TestDataset } from "../helpers/preprocess-dataset.js";
 import { assertFails, BIN, NODE, ssl3d } from "./helpers/cli.js";
 
@@ -51,7 +52,8 @@ test("absurd batch and patch sizes fail up front with the memory they would need
   assertFails(r, 2, [/SSL3D_MEMORY_LIMIT_BYTES is 0\.0 GiB/]);
 });
 
-function manifests(plansName: string, epochs: number): string {
+// metricsPort: a free port (the CRD schema, which `ssl3d run` shares, requires 1-65535)
+function manifests(plansName: string, epochs: number, metricsPort: number): string {
   return `apiVersion: ssl3d.io/v1alpha1
 kind: Collection
 metadata: {name: c}
@@ -85,14 +87,14 @@ spec:
   nprocPerNode: 1
   storage: {checkpoints: {claimName: results}}
   runPolicy: {maxRestarts: 0, resume: Latest}
-  metrics: {port: 0}
+  metrics: {port: ${metricsPort}}
 `;
 }
 
 test("ssl3d run: spec.plansName is used by the Plan stage and the trainer; kill -9 of the runner stops the trainer", async () => {
   const state = join(work, "state");
   const file = join(work, "m.yaml");
-  writeFileSync(file, manifests("myPlans", 1000));
+  writeFileSync(file, manifests("myPlans", 1000, await freePort()));
   const results = join(work, "results");
   const args = [BIN, "run", "-f", file, "--state-dir", state, "--volume", `raw=${ds.env.nnssl_raw!}`, "--volume", `pre=${join(work, "pre")}`, "--volume", `results=${results}`];
   const runner = spawn(NODE, args, { env: { ...ds.env, SSL3D_LOG_LEVEL: "warn" }, stdio: ["ignore", "pipe", "pipe"] });
