@@ -17,7 +17,8 @@ export interface OwnerReference {
 
 export interface ObjectMeta {
   name: string;
-  namespace?: string;
+  /** Absent on cluster-scoped objects; a child copies its owner's as it is. */
+  namespace?: string | undefined;
   uid?: string;
   generation?: number;
   resourceVersion?: string;

@@ -78,8 +78,8 @@ function trainingBatch(m: PretrainMethod, patch: Vec3, seed: number): MethodBatc
   return {
     x: tf.tensor5d(t.data, t.shape),
     anon: t.anon === undefined ? undefined : tf.tensor5d(t.anon, [t.shape[0], t.shape[1], t.shape[2], t.shape[3], 1]),
-    target: "target" in t && t.target !== undefined ? tf.tensor5d(t.target, t.shape) : undefined,
-    aux: "aux" in t && t.aux !== undefined ? tf.tensor(t.aux.data, t.aux.shape) : undefined,
+    target: "target" in t ? tf.tensor5d(t.target, t.shape) : undefined,
+    aux: "aux" in t ? tf.tensor(t.aux.data, t.aux.shape) : undefined,
   };
 }
 
