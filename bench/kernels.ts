@@ -2,7 +2,8 @@
  * `npm run bench:kernels` — the native cpu kernels vs stock tfjs cpu vs stock tfjs wasm vs PyTorch CPU, one run,
  * same machine, reported as ratios to PyTorch (threads: 2 everywhere unless --threads).
  *
- * Workloads (stand-ins until the models' registry lands; same shapes as docs/../tfjs-on-cpu.md):
+ * Workloads (small hand-built networks, independent of the model registry; the shapes of the measurements in
+ * docs/performance.md):
  *  - conv3d micro: 3x3x3, 32->32 channels, batch 2, 32^3, forward and forward+backward (given dy)
  *  - resunet step: 3D residual encoder-decoder (8/16/32/64 features, instance norm, LeakyReLU, k2s2 transposed-conv
  *    upsampling, skip concat), batch 2 x 1x32^3, softmax cross-entropy, SGD Nesterov momentum

@@ -32,7 +32,7 @@ interface Case {
 
 const cases: Case[] = [
   {
-    // the conv3d micro-benchmark of tfjs-on-cpu.md / issue 8: one 3×3×3 convolution (+ bias), forward and backward
+    // the conv3d micro-benchmark of issue 8 (bench/kernels.ts): one 3×3×3 convolution (+ bias), forward and backward
     label: "conv3d 3³ 32→32 + bias, 2×32×32³",
     key: "conv3d",
     opts: {},

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite in tiers, each runnable alone (`npm run test:<tier>`); `npm test` (no argument) runs them all after
-# the type check, lint, generated-file drift check and function-length check (scripts/check-function-length.ts).
-# Tiers, by what a test file needs:
+# the type check, lint, generated-file drift check, function-length check (scripts/check-function-length.ts) and
+# citation check (check-citations.sh). Tiers, by what a test file needs:
 #   unit      no Python, no Go-built binaries: unit tests beside the sources (api/, runtime/, operator/, scripts/)
 #             and integration tests on files only (test/contract/, ...);
 #   parity    Python references (torch, nibabel, zarr-python, nnU-Net) from the venvs of scripts/setup.d/20-*.sh;
@@ -57,6 +57,7 @@ npm run --silent typecheck
 npm run --silent lint
 if [ -x scripts/verify-generated.sh ]; then bash scripts/verify-generated.sh; fi
 node --import tsx scripts/check-function-length.ts
+bash scripts/check-citations.sh
 tiers=(unit parity api delivery)
 if [ "${SSL3D_TEST_CLUSTER:-0}" = "1" ] || [ -n "${SSL3D_TEST_KUBECONFIG:-}" ]; then tiers+=(cluster); fi
 status=0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `npm run verify`: the quick pre-push check that needs neither Python nor Go builds nor root: type check, lint,
-# generated files (crds/, chart CRDs) in sync with the schemas, no function over 120 lines, and the unit tier of the tests (scripts/test.sh).
+# generated files (crds/, chart CRDs) in sync with the schemas, no function over 120 lines, citations inside the
+# repository (check-citations.sh), and the unit tier of the tests (scripts/test.sh).
 # The full suite is `npm test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,4 +9,5 @@ npm run --silent typecheck
 npm run --silent lint
 bash scripts/verify-generated.sh
 node --import tsx scripts/check-function-length.ts
+bash scripts/check-citations.sh
 bash scripts/test.sh unit

@@ -5,6 +5,7 @@ import { planCrd } from "./plan.js";
 import { pretrainRunCrd } from "./pretrain-run.js";
 
 export * from "./group.js";
+export * from "./reasons.js";
 export const CRDS = {
   Collection: collectionCrd,
   Plan: planCrd,

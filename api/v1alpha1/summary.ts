@@ -1,5 +1,5 @@
 /**
- * JSON the runtime's Jobs report through their container termination message (contracts in BRIEF.md):
+ * JSON the runtime's Jobs report through their container termination message (docs/operator.md, Collection and Plan):
  * `ssl3d collection-summary --json` and `ssl3d plan-and-preprocess`.
  */
 import { z } from "zod";

@@ -15,7 +15,7 @@ export function parsePrometheusText(text: string): Map<string, number> {
   return out;
 }
 
-/** The training metrics (BRIEF contract) that feed PretrainRun status.progress. */
+/** The training metrics (docs/training.md, "Metrics") that feed PretrainRun status.progress. */
 export function progressFromMetrics(text: string): { step?: number; epoch?: number; loss?: number } {
   const m = parsePrometheusText(text);
   const out: { step?: number; epoch?: number; loss?: number } = {};

@@ -65,7 +65,7 @@ class _Affine(nn.Module):
 
 
 class SparkRef(nn.Module):
-    """SparK-3D forward (spec 6.3), written for the parity test on the upstream ResidualEncoderUNet: forward hooks
+    """SparK-3D forward (nnssl `src/nnssl/architectures/spark_model.py`), written for the parity test on the upstream ResidualEncoderUNet: forward hooks
     multiply every encoder Conv3d / AvgPool3d output by the mask at its resolution and recompute every encoder
     InstanceNorm3d output with visible-voxel statistics; then densify (sparse IN, mask token, 3³ projection) and the
     upstream decoder. kw: the "resenc" kwargs plus "mask" (safetensors, key "m", (B,1,X,Y,Z), 1 visible) and "block"
@@ -118,7 +118,7 @@ class _GivenKeep(nn.Module):
 
 
 class EvaMAERef(nn.Module):
-    """nnssl EvaMAE's module tree and forward (spec 5.3) composed from the upstream building blocks (nnssl itself
+    """nnssl EvaMAE's module tree and forward (`src/nnssl/architectures/evaMAE_module.py`) composed from the upstream building blocks (nnssl itself
     is not on PyPI): down_projection, eva (with token dropping), mask_token, decoder Eva, up_projection."""
 
     def __init__(self, input_channels, embed_dim, patch_embed_size, output_channels, encoder_eva_depth,
@@ -161,7 +161,7 @@ class EvaMAERef(nn.Module):
 
 
 class EvaSimMIMRef(nn.Module):
-    """nnssl EvaSimMIM's module tree and forward (spec 5.3), composed from the upstream building blocks: tokens in
+    """nnssl EvaSimMIM's module tree and forward (`src/nnssl/architectures/evaSimMIM_module.py`), composed from the upstream building blocks: tokens in
     (w h d) order, masked ones (mask 0) replaced by mask_token before the full-length Eva encoder, PatchDecode."""
 
     def __init__(self, input_channels, embed_dim, patch_embed_size, output_channels, encoder_eva_depth,
@@ -190,7 +190,7 @@ class EvaSimMIMRef(nn.Module):
 
 
 class VoCoRef(nn.Module):
-    """nnssl VoCoArchitecture's module tree and forward (spec 6.7; nnssl is not on PyPI): `encoder` = the
+    """nnssl VoCoArchitecture's module tree and forward (`src/nnssl/architectures/voco_architecture.py`; nnssl is not on PyPI): `encoder` = the
     ResidualEncoder of dynamic-network-architectures' ResidualEncoderUNet (the intended encoder_only network, spec
     6.10), `adaptive_pool`, `projector.layer{1,2,3}` = Linear → InstanceNorm1d(affine=False) → ReLU, twice, then Linear."""
 
@@ -221,7 +221,7 @@ class VoCoRef(nn.Module):
 
 
 class VoCoEvaRef(nn.Module):
-    """nnssl VoCoEvaArchitecture's module tree and forward (spec 6.7): `encoder` = EvaMAE without decoder and with
+    """nnssl VoCoEvaArchitecture's module tree and forward (`voco_architecture.py`): `encoder` = EvaMAE without decoder and with
     do_up_projection=False (an Identity), `adaptive_pool` over its [B, C, W, H, D] output, the same projector."""
 
     def __init__(self, head_dim, **evamae):

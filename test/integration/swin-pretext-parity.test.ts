@@ -2,10 +2,10 @@
  * The SwinUNETR pre-text network against PyTorch (Debian torch + dynamic-network-architectures in the venv), through
  * `ssl3d export` (both formats) of a saved network:
  *
- * - the downstream use (spec 7): the network is built in Python from the exported `adaptation_plan.json`
+ * - the downstream use (nnU-Net fine-tuning from the adaptation plan): the network is built in Python from the exported `adaptation_plan.json`
  *   (arch_kwargs with their class paths), and the `key_to_encoder` / `key_to_stem` tensors load strictly into its
  *   `encoder.stages` / `encoder.stem`; all `encoder.*` tensors also load strictly into a bare upstream
- *   `ResidualEncoder` (what nnssl's encoder_only was meant to return, spec 6.10), whose bottleneck matches ours;
+ *   `ResidualEncoder` (what nnssl's encoder_only was meant to return, `src/nnssl/architectures/get_network_by_name.py`), whose bottleneck matches ours;
  * - the heads (rotation/contrast Linear on tokens 0/1, recon_proj_head Sequential) built from torch modules as spec
  *   6.8 describes them load strictly from the remaining keys, and all three outputs match ours;
  * - the pth-compatible export holds the same key set;
@@ -65,7 +65,7 @@ enc = ResidualEncoder(1, len(h["features"]), h["features"], nn.Conv3d, 3, h["str
                       nonlin_kwargs={"inplace": True}, return_skips=True)
 enc.load_state_dict(sub("encoder"), strict=True)
 
-# the heads as spec 6.8 describes them
+# the heads as nnssl's swinunetr_architecture.py builds them
 feats = h["features"][::-1] + [1]
 strides = h["strides"][::-1]
 layers = []
@@ -140,7 +140,7 @@ plan = json.load(open(a["plan"]))
 E, P, S = a["embed"], a["patch"], a["shape"]
 grid = tuple(s // P for s in S)
 
-class Encoder(nn.Module):  # nnssl EvaMAE without decoder and up-projection (spec 6.8), from upstream building blocks
+class Encoder(nn.Module):  # nnssl EvaMAE without decoder and up-projection (nnssl swinunetr_architecture.py), from upstream building blocks
     def __init__(self):
         super().__init__()
         self.down_projection = PatchEmbed((P, P, P), 1, E)

@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { Condition } from "../../../api/v1alpha1/common.js";
 import { transitionsToTrue } from "../conditions.js";
 import type { EventSpec } from "./types.js";
+import { CollectionReason, PlanReason, PretrainRunReason } from "../../../api/v1alpha1/reasons.js";
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; message: string };
 
@@ -21,12 +22,15 @@ export function parseStatus<T>(schema: z.ZodType<T>, status: unknown): T {
 }
 
 /** Condition types whose turning True is worth a Warning event. */
-const WARNING_TYPES = new Set(["Failed", "Stale", "Restarting", "Invalid"]);
+const WARNING_TYPES = new Set(["Failed", "Stale", "Restarting"]);
 /** Reasons that are failures even on a condition turning False (e.g. Ready=False/ValidationFailed). */
-const WARNING_REASONS = new Set([
-  "ValidationFailed", "IndexingFailed", "InvalidSummary", "PreprocessingFailed",
+const WARNING_REASONS = new Set<string>([
+  CollectionReason.ValidationFailed, CollectionReason.IndexingFailed, CollectionReason.InvalidSummary,
+  PlanReason.ValidationFailed, PlanReason.InvalidSummary, PlanReason.PreprocessingFailed,
+  PretrainRunReason.ValidationFailed,
   // Pending reasons and refused children: someone must act.
-  "ChildRefused", "ImagePullBackOff", "Unschedulable", "CreateContainerConfigError",
+  PretrainRunReason.ChildRefused, PretrainRunReason.ImagePullBackOff, PretrainRunReason.Unschedulable,
+  PretrainRunReason.CreateContainerConfigError,
 ]);
 
 /**

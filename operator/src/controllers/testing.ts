@@ -1,6 +1,7 @@
 /** Builders for reconciler tests (kubeflow-style wrappers): plain objects as the API server would return them. */
 import { API_VERSION } from "../../../api/v1alpha1/group.js";
 import type { CustomResource, JobView, PodView } from "./types.js";
+import { PlanReason } from "../../../api/v1alpha1/reasons.js";
 
 export const T0 = new Date("2026-03-01T12:00:00Z");
 export const at = (s: number): Date => new Date(T0.getTime() + s * 1000);
@@ -40,7 +41,7 @@ export function readyPlanResource(name = "plan"): CustomResource {
     {
       phase: "Ready",
       dataset: "Dataset001_Demo",
-      conditions: [{ type: "Ready", status: "True", reason: "Preprocessed", message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }],
+      conditions: [{ type: "Ready", status: "True", reason: PlanReason.Preprocessed, message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }],
       outputs: { images: 2, valid: 2, failed: 0, configurations: ["onemmiso"], plansFile: "x", preprocessedDir: "y" },
     },
   );

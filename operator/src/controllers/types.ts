@@ -17,7 +17,8 @@ export interface OwnerReference {
 
 export interface ObjectMeta {
   name: string;
-  namespace?: string;
+  /** Absent on cluster-scoped objects; a child copies its owner's as it is. */
+  namespace?: string | undefined;
   uid?: string;
   generation?: number;
   resourceVersion?: string;
@@ -181,8 +182,4 @@ export function terminationMessage(pods: readonly PodView[]): string | undefined
 
 export function podsOfJob(pods: readonly PodView[], jobName: string): PodView[] {
   return pods.filter((p) => p.metadata.labels?.["job-name"] === jobName || p.metadata.labels?.["batch.kubernetes.io/job-name"] === jobName);
-}
-
-export function addMs(iso: string, ms: number): number {
-  return Date.parse(iso) + ms;
 }

@@ -20,6 +20,7 @@ import { EventRecorder } from "./events.js";
 import { SupervisedInformer } from "./informer.js";
 import { createMergePatch } from "./merge-patch.js";
 import { WorkQueue } from "./work-queue.js";
+import { PretrainRunReason } from "../../../api/v1alpha1/reasons.js";
 
 export interface ManagerOptions {
   client: KubeClient;
@@ -360,7 +361,7 @@ export class Manager {
 
   private count(kind: Kind, e: EventSpec): void {
     if (kind !== "PretrainRun") return;
-    if (e.action === "Created" && e.reason === "JobCreated") this.metrics.runsCreated.inc();
+    if (e.action === "Created" && e.reason === PretrainRunReason.JobCreated) this.metrics.runsCreated.inc();
     else if (e.action === "Succeeded") this.metrics.runsSucceeded.inc();
     else if (e.action === "Failed") this.metrics.runsFailed.inc({ reason: e.reason });
     else if (e.action === "Restart") this.metrics.runsRestarted.inc({ reason: e.reason });

@@ -21,9 +21,9 @@ export interface PollerOptions {
   /** Called with the run's key when a new sample is stored. */
   onSample: (key: string) => void;
   /** Scrapes in flight at most (default 4). */
-  concurrency?: number;
+  concurrency?: number | undefined;
   /** Per-scrape timeout (default 2000 ms). */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /** How often due targets are looked for (default 500 ms). */
   tickMs?: number;
   clock?: () => Date;

@@ -45,7 +45,7 @@ export function buildProgram(cmds: readonly CliCommand[] = commands): Command {
     .exitOverride();
   program.hook("preAction", (thisCommand) => {
     const o = thisCommand.opts<{ verbose?: boolean; logFormat?: string }>();
-    createLogger({ level: o.verbose === true ? "debug" : undefined, json: o.logFormat === "json" });
+    createLogger({ ...(o.verbose === true ? { level: "debug" } : {}), json: o.logFormat === "json" });
   });
   for (const c of cmds) c.register(program);
   return program;

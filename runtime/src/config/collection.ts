@@ -1,7 +1,8 @@
 /**
- * `pretrain_data.json`: the dataset description of nnssl (spec 1.1), as zod schemas with the exact upstream field
- * names, plus the pure operations on it: `$`-relative path resolution (spec 1.2), the flattened `IndependentImage`
- * view with its derived identifiers, and the modality / OpenMind IQS filters (spec 1.6).
+ * `pretrain_data.json`: the dataset description of nnssl (`src/nnssl/data/raw_dataset.py`), as zod schemas with the
+ * exact upstream field names, plus the pure operations on it: `$`-relative path resolution (`resolve_relative_paths`),
+ * the flattened `IndependentImage` view with its derived identifiers, and the modality / OpenMind IQS filters
+ * (`src/nnssl/data/nnsslFilter/`).
  *
  * Deviations from upstream, on purpose: saving never mutates the in-memory collection; a `$` path whose `..`
  * escapes its root is rejected; dictionary keys must equal the id inside (`datasets.X.dataset_index == X`, same
@@ -309,7 +310,7 @@ export function outputPath(i: IndependentImage, kind: OutputKind = "image", ext 
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Filters (spec 1.6)
+// Filters (nnssl `src/nnssl/data/nnsslFilter/modality_filter.py`, `iqs_filter.py`)
 
 /** Keeps images whose modality is one of `modalities`. */
 export function modalityFilter(modalities: readonly string[]): ImageFilter {

@@ -3,10 +3,10 @@
  * config/settings.ts).
  *
  * `nnssl_raw` holds `DatasetNNN_Name/pretrain_data.json`, `nnssl_preprocessed` fingerprints, plans and preprocessed
- * data, `nnssl_results` training outputs (upstream names, `src/nnssl/paths.py`). `rocket_preprocessed`, when set, overrides
- * `nnssl_preprocessed` with a warning, as upstream does. Dataset names follow nnU-Net: `Dataset` + 3-digit
+ * data, `nnssl_results` training outputs (upstream names, nnssl `src/nnssl/paths.py`). `rocket_preprocessed`, when set,
+ * overrides `nnssl_preprocessed` with a warning, as upstream does. Dataset names follow nnU-Net: `Dataset` + 3-digit
  * zero-padded ID + `_` + name; an integer ID is resolved by searching the three roots for folders starting with
- * `DatasetNNN_` and exactly one distinct name must match (spec 1.4).
+ * `DatasetNNN_` and exactly one distinct name must match (nnssl `src/nnssl/utilities/dataset_name_id_conversion.py`).
  *
  * Leaf module (node:fs only, no TensorFlow): the operator may import it.
  */

@@ -208,9 +208,10 @@ function csvValue(v: string): string | number | boolean {
 }
 
 /**
- * The OpenMind download (spec 1.6): `SRC/openneuro_metadata.csv` lists images relative to `SRC/OpenMind/`
- * (dataset/subject/[session/]anat/file), with modality, metadata, optional `anon_mask_path`/`anat_mask_path`
- * and `image_quality_score` per row. Derived images are named `<parent folder minus 5 chars><file name>`.
+ * The OpenMind download (nnssl `src/nnssl/dataset_conversion/Dataset001_OpenMind.py`): `SRC/openneuro_metadata.csv`
+ * lists images relative to `SRC/OpenMind/` (dataset/subject/[session/]anat/file), with modality, metadata, optional
+ * `anon_mask_path`/`anat_mask_path` and `image_quality_score` per row. Derived images are named
+ * `<parent folder minus 5 chars><file name>`.
  */
 export async function scanOpenMind(src: string): Promise<ScanResult> {
   await requireDir(src);

@@ -1,5 +1,6 @@
 /**
- * Training augmentations of nnssl's MAE pipeline (spec 6.1), on CPU in plain typed arrays (run in loader workers):
+ * Training augmentations of nnssl's MAE pipeline (nnssl `BaseMAETrainer.get_training_transforms`), on CPU in plain
+ * typed arrays (run in loader workers):
  *
  * 1. Spatial transform from the loader patch P to the network patch F: with probability `pRotation` three angles
  *    U(−30°, 30°); with probability `pScale` one isotropic factor (½: U(0.7, 1), ½: U(1, 1.4)); output voxel `i`

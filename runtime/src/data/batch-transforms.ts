@@ -53,9 +53,10 @@ function modelsGenesisTransform(b: BatchArrays, options: Readonly<Record<string,
 }
 
 /**
- * VoCo's crops (spec 6.7): `data` becomes the B·N base crops then the B·T target crops `[B·(N+T), cx, cy, cz, C]`,
- * `aux` the overlap truth `[B, T, N]`; target positions and (when `augment`) the per-crop augmentation draw from one
- * generator seeded by the transform seed, exactly as `vocoCrops` in the method did with the step seed.
+ * VoCo's crops (nnssl `vocoTrainer.py`): `data` becomes the B·N base crops then the B·T target crops
+ * `[B·(N+T), cx, cy, cz, C]`, `aux` the overlap truth `[B, T, N]`; target positions and (when `augment`) the per-crop
+ * augmentation draw from one generator seeded by the transform seed, exactly as `vocoCrops` in the method did with the
+ * step seed.
  */
 function vocoTransform(b: BatchArrays, options: Readonly<Record<string, unknown>>, seed: number): TransformedArrays {
   const o = options as { baseCrops: number[]; targetCrops: number; augment: boolean };
@@ -64,7 +65,10 @@ function vocoTransform(b: BatchArrays, options: Readonly<Record<string, unknown>
   return { data: c.crops, shape: [B * (c.nBase + c.nTarget), ...c.cropSize, b.shape[4]], anon: undefined, aux: { data: c.truth, shape: [B, c.nTarget, c.nBase] } };
 }
 
-/** SimCLR's crops (spec 6.9): `data` = N references then their N partners `[2N, cx, cy, cz, C]`, `aux` their offsets `[2N, 3]`. */
+/**
+ * SimCLR's crops (nnssl `simCLRTrainer.py`): `data` = N references then their N partners `[2N, cx, cy, cz, C]`,
+ * `aux` their offsets `[2N, 3]`.
+ */
 function simclrTransform(b: BatchArrays, options: Readonly<Record<string, unknown>>, seed: number): TransformedArrays {
   const o = options as { cropSize?: number[]; cropsPerImage: number; minOverlap: number; augment: boolean };
   const c = simclrCrops(new Rng(seed), b.data, b.shape, o, o.augment ? defaultCropAugment() : undefined);
@@ -72,8 +76,9 @@ function simclrTransform(b: BatchArrays, options: Readonly<Record<string, unknow
 }
 
 /**
- * SwinUNETR's two views (spec 6.8, `swinPretextViews`): `data` = the cut-out views [2B, …] (view 1 then view 2),
- * `target` = the rotated un-cut views, `aux` = the rotation labels k per row [2B] (as float32). Training and validation.
+ * SwinUNETR's two views (nnssl `swin_unetr_transform.py`, `swinPretextViews`): `data` = the cut-out views [2B, …] (view
+ * 1 then view 2), `target` = the rotated un-cut views, `aux` = the rotation labels k per row [2B] (as float32).
+ * Training and validation.
  */
 function swinViewsTransform(b: BatchArrays, _options: Readonly<Record<string, unknown>>, seed: number): TransformedArrays {
   const [B, X, Y, Z, C] = b.shape;

@@ -19,7 +19,7 @@ export interface BatchOptions {
   readonly augment: AugmentOptions;
   /** Return the anonymisation mask (zeros where an image has none). */
   readonly withAnon: boolean;
-  /** "center": the deterministic centre crop of nnssl's centre-crop loader (spec 4.3); default "random". */
+  /** "center": the deterministic centre crop of nnssl's `nnsslCenterCropDataLoader3D`; default "random". */
   readonly crop?: "random" | "center";
   /**
    * Intensity augmentation per patch after the spatial augmentation (data/intensity.ts), seeded by

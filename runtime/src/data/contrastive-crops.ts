@@ -1,9 +1,9 @@
 /**
- * Sub-crops of a loaded patch for the crop-based contrastive methods (VoCo spec 6.7, SimCLR 6.9), pure functions
+ * Sub-crops of a loaded patch for the crop-based contrastive methods (nnssl's VoCo and SimCLR trainers), pure functions
  * over channels-last arrays: they run in the loader workers as the batch transforms `voco-crops` / `simclr-crops`
  * (data/batch-transforms.ts, ADR 0040), and the methods re-export them.
  *
- * The per-crop training augmentation (spec 6.7, nnssl's VocoTransform / SimCLRTransform list):
+ * The per-crop training augmentation (nnssl's `VocoTransform` / `SimCLRTransform` list):
  * Gaussian noise p 0.1, blur p 0.2, brightness p 0.15, contrast p 0.15, low-resolution simulation p 0.1, inverted
  * gamma p 0.1, gamma p 0.3, mirror on each axis p 0.5, rot90 in the (0,1) plane p 0.3 with k ∈ {1,2,3} —
  * `augmentIntensity(…, VOCO_RECIPE)` of `data/intensity.ts` (its deviations, e.g. the linear low-resolution upsample,
@@ -45,8 +45,8 @@ export function boxOverlap(a: Vec3, b: Vec3, size: Vec3): number {
 }
 
 /**
- * Per-crop training augmentation (spec 6.7's list: noise, blur, brightness, contrast, low resolution, gammas, three
- * mirrors, rot90 in the (0,1) plane): one crop [X,Y,Z,C] in, the augmented crop of the same size out.
+ * Per-crop training augmentation (`VocoTransform`'s list: noise, blur, brightness, contrast, low resolution, gammas,
+ * three mirrors, rot90 in the (0,1) plane): one crop [X,Y,Z,C] in, the augmented crop of the same size out.
  */
 export type CropAugment = (rng: Rng, crop: Float32Array, dims: Vec3, channels: number) => Float32Array;
 

@@ -84,7 +84,7 @@ test("split: a read-only data folder (EROFS) gives the same split without writin
   }
 });
 
-test("initial patch size: 160^3 -> 257^3 (spec 4.3 test vector); corner bounds with padding", () => {
+test("initial patch size: 160^3 -> 257^3 (nnssl `compute_initial_patch_size.py`); corner bounds with padding", () => {
   assert.deepEqual(initialPatchSize([160, 160, 160]), [257, 257, 257]);
   // image 300, P=257, F=160: need=97, lb=-49, ub=300+48+1-257=92
   assert.deepEqual(cornerBounds([300, 300, 300], [257, 257, 257], [160, 160, 160]), { lb: [-49, -49, -49], ub: [92, 92, 92] });

@@ -1,6 +1,7 @@
 /**
  * Intensity (and cheap axis-aligned spatial) augmentations of nnssl's non-MAE pipelines, on CPU in plain typed arrays:
- * the batchgenerators transforms that VolumeFusion (spec 6.6) and VoCo / SimCLR (spec 6.7, 6.9) apply per sample.
+ * the batchgenerators transforms that VolumeFusion (`VolumeFusionTrainer.get_training_transforms`) and VoCo / SimCLR
+ * (`voco_transform.py`, `simclr_transform.py`) apply per sample.
  *
  * One sample is stored channels-last `[X, Y, Z, C]` (the layout of one sample of a batch tensor): element
  * `((x·Y + y)·Z + z)·C + c`. `augmentIntensity` returns a new array; the input is never modified. All randomness
@@ -58,7 +59,7 @@ export interface IntensityRecipe {
 
 const GAMMA: Range = [0.7, 1.5];
 
-/** VolumeFusion's training transforms (spec 6.6). */
+/** VolumeFusion's training transforms (nnssl `VolumeFusionTrainer.get_training_transforms`). */
 export const VOLUME_FUSION_RECIPE: IntensityRecipe = {
   noise: { p: 0.1, std: [0, 0.1] },
   blur: { p: 0.2, pPerChannel: 0.5, sigma: [0.5, 1] },
@@ -71,7 +72,7 @@ export const VOLUME_FUSION_RECIPE: IntensityRecipe = {
   rot90: { p: 0, ks: [1, 2, 3], axes: [0, 1] },
 };
 
-/** VoCo's per-crop transforms (spec 6.7; SimCLR reuses them): low-res p 0.1, three mirrors, Rot90 in (0,1) p 0.3. */
+/** VoCo's per-crop transforms (`VocoTransform`; SimCLR reuses them): low-res p 0.1, three mirrors, Rot90 in (0,1) p 0.3. */
 export const VOCO_RECIPE: IntensityRecipe = {
   ...VOLUME_FUSION_RECIPE,
   lowRes: { p: 0.1, pPerChannel: 0.5, zoom: [0.5, 1] },
@@ -287,7 +288,7 @@ export function simulateLowRes(v: Float64Array, dims: Dims3, zoom: number): Floa
   return resize3d(resize3d(v, dims, target, 0), target, dims, 3);
 }
 
-/** batchgenerators' gamma of one channel with retain_stats (spec 6.6); `invert` negates before and after. */
+/** batchgenerators' `GammaTransform` of one channel with retain_stats; `invert` negates before and after. */
 export function gammaChannel(v: Float64Array, gamma: number, invert: boolean): Float64Array {
   const x = invert ? v.map((a) => -a) : Float64Array.from(v);
   const { mean, std, min, max } = meanStd(x);

@@ -1,6 +1,6 @@
 /**
- * Data loader: an infinite stream of batches (spec 4.3: images drawn uniformly with replacement) built by worker
- * threads ahead of time. Batch `i` is a pure function of (images, options, seed, stream, i): its seed is
+ * Data loader: an infinite stream of batches (nnssl `nnsslDataLoader3D`: images drawn uniformly with replacement) built
+ * by worker threads ahead of time. Batch `i` is a pure function of (images, options, seed, stream, i): its seed is
  * `deriveSeed(seed, stream, i)`, so the sequence is identical whatever the number of workers or their timing, and
  * resuming only needs the next batch index (`state()`).
  *

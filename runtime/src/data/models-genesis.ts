@@ -1,7 +1,7 @@
 /**
- * The Models Genesis corruptions (spec 6.5; Zhou et al., "Models Genesis"), as pure functions over ONE sample in
- * channels-last layout `[X, Y, Z, C]` (a Float32Array of X·Y·Z·C values) with a seeded `Rng`. Every function returns
- * new arrays; inputs are never modified.
+ * The Models Genesis corruptions (nnssl `src/nnssl/ssl_data/dataloading/model_genesis_transform.py`; Zhou et al.,
+ * "Models Genesis"), as pure functions over ONE sample in channels-last layout `[X, Y, Z, C]` (a Float32Array of
+ * X·Y·Z·C values) with a seeded `Rng`. Every function returns new arrays; inputs are never modified.
  *
  * `modelsGenesisPair` chains them like nnssl's `generate_pair`: the target is the (possibly flipped) crop, the input
  * a corrupted copy:
@@ -304,7 +304,7 @@ export interface ModelsGenesisPair {
   };
 }
 
-/** One training pair (spec 6.5 `generate_pair` for one sample). `anon` is [X, Y, Z, 1]. */
+/** One training pair (upstream `generate_pair` for one sample). `anon` is [X, Y, Z, 1]. */
 export function modelsGenesisPair(sample: Float32Array, shape: SampleShape, rng: Rng, cfg: ModelsGenesisConfig = MODELS_GENESIS_DEFAULTS, anon?: Float32Array): ModelsGenesisPair {
   const maskShape: SampleShape = [shape[0], shape[1], shape[2], 1];
   const flips = drawFlips(rng, cfg.flipRate);

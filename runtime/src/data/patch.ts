@@ -1,6 +1,7 @@
 /**
- * Patch geometry of nnssl's default loader (spec 4.3): the initial (pre-augmentation) patch size that leaves room
- * for rotation and scaling, and the bounds of the patch's lower corner with zero padding.
+ * Patch geometry of nnssl's default loader (nnssl `src/nnssl/ssl_data/dataloading/data_loader_3d.py`,
+ * `compute_initial_patch_size.py`): the initial (pre-augmentation) patch size that leaves room for rotation and
+ * scaling, and the bounds of the patch's lower corner with zero padding.
  */
 import type { Rng } from "./rng.js";
 

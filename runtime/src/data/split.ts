@@ -1,10 +1,11 @@
 /**
- * Train/validation split (spec 4.2): sorted unique subject ids, `n_val = min(1000, max(floor(N/100), 5))` subjects
- * drawn with a fixed seed (12345), capped at N − 1 so that tiny datasets keep at least one training subject (with a
- * single subject the validation set is empty and validation reuses the training subject). The draw uses our own
- * seeded generator (`Rng.sample`), NOT Python's `random.Random(12345).sample`, so the chosen subjects differ from
- * upstream's; the split is reproducible and is persisted as `splits_final.json` next to the preprocessed data and
- * reused by every later run (an upstream `splits_final.json` is reused as is). See docs/training.md.
+ * Train/validation split (nnssl `AbstractBaseTrainer.do_split`): sorted unique subject ids,
+ * `n_val = min(1000, max(floor(N/100), 5))` subjects drawn with a fixed seed (12345), capped at N − 1 so that tiny
+ * datasets keep at least one training subject (with a single subject the validation set is empty and validation reuses
+ * the training subject). The draw uses our own seeded generator (`Rng.sample`), NOT Python's
+ * `random.Random(12345).sample`, so the chosen subjects differ from upstream's; the split is reproducible and is
+ * persisted as `splits_final.json` next to the preprocessed data and reused by every later run (an upstream
+ * `splits_final.json` is reused as is). See docs/training.md.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { z } from "zod";

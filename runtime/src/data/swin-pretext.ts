@@ -1,7 +1,8 @@
 /**
- * The SwinUNETR pre-text transform of nnssl (spec 6.8, upstream `SwinUNETRTransform`), on CPU in plain typed
- * arrays, seeded. A batch is channels-last C-order [B, X, Y, Z, C] (our tensor layout). Two views are made from the
- * same batch, one after the other; for each view:
+ * The SwinUNETR pre-text transform of nnssl (upstream `SwinUNETRTransform`,
+ * `src/nnssl/ssl_data/dataloading/swin_unetr_transform.py`), on CPU in plain typed arrays, seeded. A batch is
+ * channels-last C-order [B, X, Y, Z, C] (our tensor layout). Two views are made from the same batch, one after the
+ * other; for each view:
  *
  * 1. Rotation (`rot_rand`): per sample k ~ Uint[0, 3], rotation by k·90° in the plane of the last two spatial axes
  *    (array axes Y, Z; `np.rot90(x, k, axes=(2, 3))` on (C, X, Y, Z)): for k = 1, out[x, i, j] = in[x, j, N−1−i].

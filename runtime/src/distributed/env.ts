@@ -67,10 +67,11 @@ export function distributedConfigFromEnv(env: Env = processEnv()): DistributedCo
 }
 
 /**
- * Per-rank share of a global batch. nnssl (spec 4.6) gives every rank `ceil(total / world)` and the last ones what
- * is left, which can be 0 or negative (total 5 on 4 ranks: 2, 2, 1, -1). We split evenly instead: every rank gets
- * `floor(total / world)` and the first `total % world` ranks one more, so no rank is idle when `total >= world`.
- * Gradients must then be weighted by `share / total` before summing (see ProcessGroup.allReduceSum).
+ * Per-rank share of a global batch. nnssl (`AbstractBaseTrainer._set_batch_size`) gives every rank
+ * `ceil(total / world)` and the last ones what is left, which can be 0 or negative (total 5 on 4 ranks: 2, 2, 1, -1).
+ * We split evenly instead: every rank gets `floor(total / world)` and the first `total % world` ranks one more, so no
+ * rank is idle when `total >= world`. Gradients must then be weighted by `share / total` before summing (see
+ * ProcessGroup.allReduceSum).
  */
 export function perRankBatchSize(total: number, world: number, rank: number): number {
   if (!Number.isInteger(total) || total < world) {

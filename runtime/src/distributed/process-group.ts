@@ -1,7 +1,8 @@
 /**
  * Data-parallel process group over plain TCP: rendezvous at the master address, then a ring of connections
  * (rank r sends to r+1 and receives from r-1) for bandwidth-optimal collectives. This is what NCCL/Gloo give
- * PyTorch's DDP; nnssl itself only runs single-node `mp.spawn`, ssl3d runs across nodes.
+ * PyTorch's DDP; nnssl itself only runs single-node `mp.spawn` (`src/nnssl/run/run_training.py`), ssl3d runs across
+ * nodes.
  *
  * - `allReduceSum` is a ring reduce-scatter followed by a ring all-gather: each rank sends and receives
  *   2 (N-1)/N of the buffer, independent of N. For a fixed world size the summation order of every element is

@@ -1,5 +1,5 @@
 /**
- * The collection summary the operator reads (contract in BRIEF.md): counts per level and per modality, the bytes
+ * The collection summary the operator reads (schema `CollectionSummarySchema` in api/v1alpha1/summary.ts): counts per level and per modality, the bytes
  * of all referenced image and mask files, and a content hash. The hash is sha256 over the canonical collection
  * (paths written relative to `$nnssl_raw`/`$nnssl_preprocessed`, keys sorted) followed by the size of every
  * referenced file, so it changes when the description or any file size changes, and it is the same for the same

@@ -182,13 +182,3 @@ function release(file: string): void {
   held.delete(file);
   removeIfOurs(file, h.info.token);
 }
-
-/** Run `fn` holding the folder's lock. */
-export async function withFolderLock<T>(dir: string, opts: LockOptions, fn: () => Promise<T>): Promise<T> {
-  const lock = lockFolder(dir, opts);
-  try {
-    return await fn();
-  } finally {
-    lock.release();
-  }
-}

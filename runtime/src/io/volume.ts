@@ -34,7 +34,3 @@ export function arrayView(v: Pick<Volume, "shape" | "spacing">): { shape: Vec3; 
     spacing: [v.spacing[2], v.spacing[1], v.spacing[0]],
   };
 }
-
-export function voxelCount(shape: Vec3): number {
-  return shape[0] * shape[1] * shape[2];
-}

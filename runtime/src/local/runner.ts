@@ -1,7 +1,7 @@
 /**
  * The local runner behind `ssl3d run -f manifests.yaml`: what the operator does with pods, done with child
  * processes of this machine's `ssl3d`, with the same commands and the same environment contract
- * (nnssl_* roots, PET_*, SSL3D_*; see BRIEF contracts and docs/delivery.md):
+ * (nnssl_* roots, PET_*, SSL3D_*; see README.md "Environment variables" and docs/delivery.md):
  *   Collection  -> `ssl3d collection-summary -d DATASET --json`        (status: summary, contentHash)
  *   Plan        -> `ssl3d plan-and-preprocess -d DATASET [-c ..] ...`   (status: outputs; skipped when up to date)
  *   PretrainRun -> `ssl3d train DATASET CONFIG -tr TRAINER ...`         (attempts, restarts, resume from latest)

@@ -1,6 +1,6 @@
 /**
- * Sub-crops of a loaded patch for the crop-based contrastive methods (VoCo spec 6.7, SimCLR 6.9): copying crops out
- * of a channels-last sample, box overlaps, the per-crop augmentation hook, the stop-gradient and the embedding
+ * Sub-crops of a loaded patch for the crop-based contrastive methods (nnssl's VoCo and SimCLR trainers): copying crops
+ * out of a channels-last sample, box overlaps, the per-crop augmentation hook, the stop-gradient and the embedding
  * network check they share.
  */
 import * as tf from "@tensorflow/tfjs";

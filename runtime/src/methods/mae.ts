@@ -1,14 +1,15 @@
 /**
- * Masked auto-encoding (spec 6.1 / 6.2).
+ * Masked auto-encoding (nnssl `src/nnssl/training/nnsslTrainer/masked_image_modeling/BaseMAETrainer.py` /
+ * `BaseEvaMAETrainer.py`).
  *
  * - CNN (`BaseMAETrainer`): the patch is cut into `blockSize`³ blocks; `int(maskRatio · nBlocks)` blocks chosen
  *   uniformly without replacement per sample are zeroed (mask 1 = visible, 0 = masked); input = x · mask; loss =
  *   MSE over masked voxels only, `Σ((ŷ−x)²·(1−m)) / Σ(1−m)`.
  * - ViT (`BaseEvaMAETrainer`): token dropping through the network's `forwardMasked` (keep `1 − maskRatio`), the loss
  *   mask marks voxels of dropped tokens. It is built with the network's own `tokenIndex`, i.e. in the same order
- *   the wrapper flattens tokens, so it is NOT transposed as upstream's (spec 6.2 quirk).
- * - `anon: true` (`*_ANON` trainers, spec 1.5): `loss_mask = (1 − mae_mask) · (1 − anon)` with −1 (outside the
- *   image) treated as 0, i.e. such voxels are not excluded.
+ *   the wrapper flattens tokens, so it is NOT transposed as upstream's (a quirk of `BaseEvaMAETrainer.create_mask`).
+ * - `anon: true` (`*_ANON` trainers, e.g. `BaseMAETrainer_ANON`): `loss_mask = (1 − mae_mask) · (1 − anon)` with −1
+ *   (outside the image) treated as 0, i.e. such voxels are not excluded.
  */
 import * as tf from "@tensorflow/tfjs";
 import { z } from "zod";
@@ -151,7 +152,8 @@ export class VitMae extends MaeBase {
   forward(net: Network, batch: MethodBatch, ctx: MethodContext): { visible: tf.Tensor5D; lossMask: tf.Tensor; reconstruction: tf.Tensor5D } {
     if (!isMaskedNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no token-dropping MAE wrapper (forwardMasked)`, { field: "architecture" });
     const [B, X, Y, Z] = batch.x.shape;
-    // upstream keeps the network in train mode during validation (patch dropout active), spec 6.2
+    // upstream keeps the network in train mode during validation (patch dropout active),
+    // `BaseEvaMAETrainer.validation_step`
     const { reconstruction, keepIndices } = net.forwardMasked(batch.x, { keepRatio: 1 - this.o.maskRatio, rngSeed: ctx.seed }, { training: true, seed: ctx.seed });
     const n = X * Y * Z;
     const all = new Float32Array(B * n);

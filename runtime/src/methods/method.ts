@@ -36,7 +36,7 @@ export interface MethodDataNeeds {
    * receives all of them in `batch.x` (VolumeFusion: 2, the first half foreground, the second half background).
    */
   readonly imagesPerSample?: number;
-  /** "center": nnssl's centre-crop loader (spec 4.3, `nnsslCenterCropDataLoader3D`) instead of random crops. */
+  /** "center": nnssl's centre-crop loader (`nnsslCenterCropDataLoader3D` in `data_loader_3d.py`) instead of random crops. */
   readonly crop?: "random" | "center";
   /** Per-patch intensity augmentation of training batches, applied in the loader workers (validation: none). */
   readonly trainIntensity?: IntensityRecipe;
@@ -106,8 +106,8 @@ export interface MethodEntry<S extends z.ZodType = z.ZodType> {
   architectureOptions?(key: string): Readonly<Record<string, unknown>>;
   /**
    * The network's input size when the method feeds it sub-crops of the loaded patch (VoCo, SimCLR: the crop size,
-   * which the adaptation plan records as the pre-training patch size, spec 4.8). Throws a ConfigError for a patch
-   * the method cannot cut. Default: the patch itself.
+   * which the adaptation plan records as the pre-training patch size, nnssl `adaptation_plan.py`). Throws a ConfigError
+   * for a patch the method cannot cut. Default: the patch itself.
    */
   networkPatchSize?(patch: Vec3, options: z.infer<S>): Vec3;
 }

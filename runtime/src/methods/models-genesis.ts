@@ -1,5 +1,6 @@
 /**
- * Models Genesis (`ModelGenesisTrainer` on ResEnc-L, `ModelGenesisEvaTrainer` on Primus; spec 6.5).
+ * Models Genesis (`ModelGenesisTrainer` on ResEnc-L, `ModelGenesisEvaTrainer` on Primus; nnssl
+ * `src/nnssl/training/nnsslTrainer/models_genesis/`).
  *
  * Each sample of the batch (plain random crops, no spatial augmentation: the trainers set `augment: false`) is
  * corrupted by `data/models-genesis.ts` (flip, local pixel shuffling, non-linear Bézier intensity curve, in- or

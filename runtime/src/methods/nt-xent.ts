@@ -1,7 +1,8 @@
 /**
  * NT-Xent (normalised temperature-scaled cross-entropy, SimCLR), as used by nnssl's SimCLR and SwinUNETR pre-text
- * trainers (spec 6.8, 6.9): rows `a[i]` and `b[i]` are two views of the same thing (a positive pair); every other row
- * of both views is a negative. With z = L2-normalised concat(a, b) (2N rows) and s_ij = z_i·z_j / τ:
+ * trainers (nnssl `src/nnssl/training/loss/swinunetr_loss.py`, `contrastive_loss.py`): rows `a[i]` and `b[i]` are two
+ * views of the same thing (a positive pair); every other row of both views is a negative. With z = L2-normalised
+ * concat(a, b) (2N rows) and s_ij = z_i·z_j / τ:
  *
  *   L = (1 / 2N) Σ_i −log( exp(s_i,pos(i)) / Σ_{k≠i} exp(s_ik) ),   pos(i) = i ± N
  *

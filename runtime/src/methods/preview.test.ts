@@ -49,8 +49,8 @@ function loadedBatch(m: PretrainMethod, patch: Vec3, rows: number): MethodBatch 
   const t = spec === undefined ? { data, shape, anon: undefined } : applyBatchTransform(spec, { data, shape, anon: undefined }, 11);
   return {
     x: tf.tensor5d(t.data, t.shape),
-    target: "target" in t && t.target !== undefined ? tf.tensor5d(t.target, t.shape) : undefined,
-    aux: "aux" in t && t.aux !== undefined ? tf.tensor(t.aux.data, t.aux.shape) : undefined,
+    target: "target" in t ? tf.tensor5d(t.target, t.shape) : undefined,
+    aux: "aux" in t ? tf.tensor(t.aux.data, t.aux.shape) : undefined,
   };
 }
 

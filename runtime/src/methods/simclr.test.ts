@@ -1,7 +1,8 @@
 /**
- * SimCLR (spec 6.9): crop geometry (references inside the patch, partners within ±int(crop/2) of their reference and
- * inside the patch, content = the patch region, images in order), the loss = NT-Xent (τ 0.5) of reference k with its
- * own partner against a double-precision evaluation on the real network's embeddings, no tensor leak per step.
+ * SimCLR (nnssl `simCLRTrainer.py`, `simclr_transform.py`): crop geometry (references inside the patch, partners within
+ * ±int(crop/2) of their reference and inside the patch, content = the patch region, images in order), the loss =
+ * NT-Xent (τ 0.5) of reference k with its own partner against a double-precision evaluation on the real network's
+ * embeddings, no tensor leak per step.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";

@@ -1,5 +1,5 @@
 /**
- * SimCLR (spec 6.9, nnssl `SimCLRTrainer`).
+ * SimCLR (nnssl `SimCLRTrainer`, `src/nnssl/training/nnsslTrainer/simCLR/simCLRTrainer.py`).
  *
  * From the loaded patch (upstream 192×192×64) `cropsPerImage` (2) reference crops of `cropSize` (64³; default here:
  * a cube of the patch's smallest side, which is 64³ for the upstream patch) at uniformly random offsets, all images'

@@ -1,5 +1,6 @@
 /**
- * SimMIM on Primus (`SimMIMEvaTrainer`, spec 6.4).
+ * SimMIM on Primus (nnssl `SimMIMEvaTrainer`,
+ * `src/nnssl/training/nnsslTrainer/masked_image_modeling/SimMIMEvaTrainer.py`).
  *
  * Per sample, the patch is cut into token-sized blocks (8³ → a 20³ grid for 160³); `int(maskRatio · tokens)` of them
  * (6000 of 8000) are chosen uniformly without replacement from the step seed. The network (EvaSimMIM,
@@ -85,7 +86,7 @@ export const simmim = {
   families: ["vit"],
   optionsSchema: SimMimOptionsSchema,
   create(options: SimMimOptions, family: ArchitectureFamily): PretrainMethod {
-    if (family !== "vit") throw new ConfigError("SimMIM exists for Primus only (spec 6.4)", { field: "trainer.method" });
+    if (family !== "vit") throw new ConfigError("SimMIM exists for Primus only (nnssl's SimMIMEvaTrainer)", { field: "trainer.method" });
     return new SimMim(options);
   },
   architectureFor(key: string, exists: (key: string) => boolean): string {

@@ -1,9 +1,9 @@
 /**
- * SparK-3D (spec 6.3, nnssl `SparkMAETrainer`): the MAE block mask (16³ blocks, 75 % masked, `blockMask`), but the
- * input is NOT zeroed: the network's sparse encoder masks every encoder op's output instead, densifies the stage
- * outputs with learnable mask tokens and decodes with the U-Net decoder (models/spark.ts). Loss: MSE over masked
- * voxels (`maskedMse`, upstream `SparkLoss`). CNN only; a plain `resenc-*` architecture is built as its
- * `spark-resenc-*` wrapper.
+ * SparK-3D (nnssl `SparkMAETrainer`, `src/nnssl/training/nnsslTrainer/masked_image_modeling/SparkTrainer.py`): the MAE
+ * block mask (16³ blocks, 75 % masked, `blockMask`), but the input is NOT zeroed: the network's sparse encoder masks
+ * every encoder op's output instead, densifies the stage outputs with learnable mask tokens and decodes with the U-Net
+ * decoder (models/spark.ts). Loss: MSE over masked voxels (`maskedMse`, upstream `SparkLoss`). CNN only; a plain
+ * `resenc-*` architecture is built as its `spark-resenc-*` wrapper.
  */
 import * as tf from "@tensorflow/tfjs";
 import { z } from "zod";

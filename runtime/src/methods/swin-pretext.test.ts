@@ -1,8 +1,9 @@
 /**
- * Known answers for the SwinUNETR pre-text method (spec 6.8): rot90 is numpy's `rot90(x, k, axes=(2, 3))` on
- * (C, X, Y, Z) for k = 0..3; cut-out boxes within their ranges, volumes reaching the target, changes only inside the
- * boxes, noise in [0, 1], copies from the right sample state; the loss equals a direct computation (plain JS) on a
- * tiny network; trainer resolution; no tensor leak across steps. Run time ~2 s (one Python start for numpy).
+ * Known answers for the SwinUNETR pre-text method (nnssl `src/nnssl/ssl_data/dataloading/swin_unetr_transform.py`):
+ * rot90 is numpy's `rot90(x, k, axes=(2, 3))` on (C, X, Y, Z) for k = 0..3; cut-out boxes within their ranges, volumes
+ * reaching the target, changes only inside the boxes, noise in [0, 1], copies from the right sample state; the loss
+ * equals a direct computation (plain JS) on a tiny network; trainer resolution; no tensor leak across steps. Run time
+ * ~2 s (one Python start for numpy).
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";

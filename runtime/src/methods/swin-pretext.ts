@@ -1,7 +1,8 @@
 /**
- * SwinUNETR pre-text tasks (spec 6.8, nnssl `SwinUNETRTrainer` / `SwinUNETREvaTrainer`): rotation prediction,
- * contrastive coding and reconstruction of cut-out regions, on a network with the three heads
- * (`models/swin-pretext.ts`, on ResEnc or on the Primus/EvaMAE encoder).
+ * SwinUNETR pre-text tasks (nnssl `SwinUNETRTrainer` / `SwinUNETREvaTrainer`,
+ * `src/nnssl/training/nnsslTrainer/swinunetr_pretrain/`): rotation prediction, contrastive coding and reconstruction of
+ * cut-out regions, on a network with the three heads (`models/swin-pretext.ts`, on ResEnc or on the Primus/EvaMAE
+ * encoder).
  *
  * Per batch (training and validation alike, as upstream, whose validation transform is the training one), in the
  * loader workers (batch transform `swin-pretext-views`, ADR 0040; seeded by the batch's transform seed): two views of

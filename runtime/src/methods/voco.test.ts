@@ -1,8 +1,8 @@
 /**
- * VoCo (spec 6.7): overlap ground truth of hand-placed crops, crops inside the patch with the right content and
- * order, the loss against a direct double-precision evaluation, the stop-gradient on the bases, one training step
- * through the real voco-resenc-xs network (gradients reach encoder and head, no tensor leak), the augmentation hook
- * (training only) and the configuration errors.
+ * VoCo (nnssl `vocoTrainer.py`, `voco_loss.py`): overlap ground truth of hand-placed crops, crops inside the patch with
+ * the right content and order, the loss against a direct double-precision evaluation, the stop-gradient on the bases,
+ * one training step through the real voco-resenc-xs network (gradients reach encoder and head, no tensor leak), the
+ * augmentation hook (training only) and the configuration errors.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -85,7 +85,7 @@ test("crops: bases tile the patch in x-major order, targets lie inside it (z off
   assert.notDeepEqual(vocoCrops(new Rng(6), data, shape, [4, 4, 1], 4).targets, c.targets);
 });
 
-/** Direct double-precision evaluation of spec 6.7's loss. */
+/** Direct double-precision evaluation of nnssl `VoCoLoss`. */
 function reference(base: number[][][], target: number[][][], gt: number[][][]): number {
   const cos = (a: number[], b: number[]) => {
     const dot = a.reduce((s, v, i) => s + v * b[i]!, 0);

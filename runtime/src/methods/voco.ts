@@ -1,5 +1,5 @@
 /**
- * VoCo, volume contrast (spec 6.7, nnssl `VoCoTrainer`).
+ * VoCo, volume contrast (nnssl `VoCoTrainer`, `src/nnssl/training/nnsslTrainer/volume_contrastive/vocoTrainer.py`).
  *
  * The loaded patch (upstream 256×256×64) is cut into a `baseCrops` grid (4×4×1) of non-overlapping base crops of
  * size patch / grid (64³), ordered x-major (index (i·gy + j)·gz + k); per image `targetCrops` (4) target crops of
@@ -37,7 +37,10 @@ export const VoCoOptionsSchema = z
 export type VoCoOptions = z.infer<typeof VoCoOptionsSchema>;
 
 
-/** L_pred of spec 6.7 on base [B,N,D], target [B,T,D], truth [B,T,N]; the bases get no gradient. */
+/**
+ * L_pred of nnssl's `VoCoLoss` (`src/nnssl/training/loss/voco_loss.py`) on base [B,N,D], target [B,T,D], truth
+ * [B,T,N]; the bases get no gradient.
+ */
 export function vocoPredLoss(base: tf.Tensor3D, target: tf.Tensor3D, truth: tf.Tensor3D): tf.Scalar {
   return tf.tidy(() => {
     const s = tf.relu(tf.matMul(l2Rows(target), l2Rows(stopGradient(base)), false, true)); // [B,T,N]
@@ -49,7 +52,7 @@ export function vocoPredLoss(base: tf.Tensor3D, target: tf.Tensor3D, truth: tf.T
   });
 }
 
-/** L_reg of spec 6.7 on base [B,N,D] (with gradient). */
+/** L_reg of `VoCoLoss` on base [B,N,D] (with gradient). */
 export function vocoRegLoss(base: tf.Tensor3D): tf.Scalar {
   const n = base.shape[1];
   return tf.tidy(() => {

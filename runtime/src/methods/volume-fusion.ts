@@ -1,5 +1,6 @@
 /**
- * VolumeFusion (spec 6.6; nnssl `VolumeFusionTrainer` / `VolumeFusionEvaTrainer`, after Mis-FM).
+ * VolumeFusion (nnssl `src/nnssl/training/nnsslTrainer/volume_fusion/`: `VolumeFusionTrainer` /
+ * `VolumeFusionEvaTrainer`, after Mis-FM).
  *
  * Data (ADR 0040): the loaders draw `2·B` patches per step (`imagesPerSample: 2`), as nnssl's loader with its doubled
  * batch: nnssl's deterministic centre crops by default (`centerCrop`), training patches intensity-augmented one by

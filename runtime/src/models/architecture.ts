@@ -29,7 +29,7 @@ export interface ForwardContext {
 
 export type ArchitectureFamily = "cnn" | "vit";
 
-/** Where the transferable parts live in the state dict (nnssl AdaptationPlan, spec 4.8). */
+/** Where the transferable parts live in the state dict (nnssl `AdaptationPlan`, `adaptation_planning/adaptation_plan.py`). */
 export interface AdaptationKeys {
   /** `architecture_plans.arch_class_name`: "ResEncL", "PrimusM", ... */
   readonly archClassName: string;
@@ -101,7 +101,7 @@ export interface MaskedForwardResult {
   readonly keepIndices: number[][];
 }
 
-/** A network with a token-dropping MAE pre-training wrapper (EvaMAE, spec 5.3). */
+/** A network with a token-dropping MAE pre-training wrapper (nnssl `EvaMAE`, `architectures/evaMAE_module.py`). */
 export interface MaskedNetwork extends Network {
   /** Token grid (input size / token patch size). */
   readonly tokenGrid: Vec3;
@@ -118,8 +118,8 @@ export function isMaskedNetwork(n: Network): n is MaskedNetwork {
 
 /**
  * A network that replaces masked tokens by a learnable mask token before its (full-length) encoder: EvaSimMIM
- * (spec 5.3, SimMIM 6.4). `mask` is [B, T] with 1 = visible, 0 = masked, indexed by `tokenIndex`; the tokens
- * become `t · m + mask_token · (1 − m)` before the positional embedding and the encoder.
+ * (nnssl `evaMAE_module.py`, SimMIM `evaSimMIM_module.py`). `mask` is [B, T] with 1 = visible, 0 = masked, indexed by
+ * `tokenIndex`; the tokens become `t · m + mask_token · (1 − m)` before the positional embedding and the encoder.
  */
 export interface TokenMaskNetwork extends Network {
   readonly tokenGrid: Vec3;

@@ -112,10 +112,11 @@ export function loadTorchStateDict(net: Network, tensors: ReadonlyMap<string, Na
 export const UPSTREAM_DOWNSTREAM_PATCH: readonly [number, number, number] = [160, 160, 160];
 
 /**
- * nnssl AdaptationPlan (spec 4.8) as written to `adaptation_plan.json` and `nnssl_adaptation_plan`. `pretrainPlan`
- * is upstream's `pretrain_plan`: the nnssl Plan with only the trained configuration, whose `patch_size` is what
- * the network saw (see `pretrainPlanFor`). `recommended` defaults to the architecture's own recommendation, else
- * the network's input size (trainers pass UPSTREAM_DOWNSTREAM_PATCH, as upstream's do).
+ * nnssl `AdaptationPlan` (`src/nnssl/adaptation_planning/adaptation_plan.py`) as written to `adaptation_plan.json` and
+ * `nnssl_adaptation_plan`. `pretrainPlan` is upstream's `pretrain_plan`: the nnssl Plan with only the trained
+ * configuration, whose `patch_size` is what the network saw (see `pretrainPlanFor`). `recommended` defaults to the
+ * architecture's own recommendation, else the network's input size (trainers pass UPSTREAM_DOWNSTREAM_PATCH, as
+ * upstream's do).
  */
 export function adaptationPlan(config: NetworkConfig, pretrainPlan: unknown = null, recommended?: readonly number[]): Record<string, unknown> {
   const a = config.adaptation;

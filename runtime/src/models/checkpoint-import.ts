@@ -7,8 +7,9 @@
  *   `torch.compile` `_orig_mod.` prefixes stripped as nnssl does on resume) and the checkpoint's metadata.
  * - `architectureFromAdaptationPlan(plan, stateDict)`: the registry key and options of the network an nnssl
  *   checkpoint holds (ResEncL, Primus S/B/M/L, EvaMAE-wrapped Primus, dynamic ResidualEncoderUNet via arch_kwargs).
- * - `loadMatchingWeights(net, stateDict, file)`: nnssl's `-pretrained_weights` (spec 4.7): every parameter whose
- *   primary or alias name is present with the same shape is loaded, `.seg_layers.` are skipped.
+ * - `loadMatchingWeights(net, stateDict, file)`: nnssl's `-pretrained_weights`
+ *   (`src/nnssl/run/load_pretrained_weights.py`): every parameter whose primary or alias name is present with the
+ *   same shape is loaded, `.seg_layers.` are skipped.
  */
 import * as tf from "@tensorflow/tfjs";
 import { limit } from "../config/limits.js";

@@ -1,7 +1,8 @@
 /**
- * EvaSimMIM (spec 5.3): upstream key set, the mask token replaces exactly the masked tokens (the content of masked
- * blocks is invisible to the network, that of visible blocks is not), an all-visible mask equals the plain forward,
- * checkpoint metadata rebuilds the wrapper, no leak across forward + backward.
+ * EvaSimMIM (nnssl `src/nnssl/architectures/evaSimMIM_module.py`): upstream key set, the mask token replaces exactly
+ * the masked tokens (the content of masked blocks is invisible to the network, that of visible blocks is not), an
+ * all-visible mask equals the plain forward, checkpoint metadata rebuilds the wrapper, no leak across forward +
+ * backward.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";

@@ -1,8 +1,8 @@
 /**
- * EvaSimMIM, nnssl's SimMIM pre-training wrapper around Primus (spec 5.3, 6.4): patch embedding → tokens in
- * `(w h d)` order (array axes 0,1,2 row-major, the downstream Primus order) → masked tokens replaced by a learnable
- * `mask_token` (`t · m + mask_token · (1 − m)`) → + pos_embed → the full-length Primus encoder (no token dropping)
- * → PatchDecode to the output channels. No decoder transformer.
+ * EvaSimMIM, nnssl's SimMIM pre-training wrapper around Primus (`src/nnssl/architectures/evaSimMIM_module.py`): patch
+ * embedding → tokens in `(w h d)` order (array axes 0,1,2 row-major, the downstream Primus order) → masked tokens
+ * replaced by a learnable `mask_token` (`t · m + mask_token · (1 − m)`) → + pos_embed → the full-length Primus encoder
+ * (no token dropping) → PatchDecode to the output channels. No decoder transformer.
  *
  * State dict = upstream `EvaSimMIM`: `down_projection.proj.*` (He init, a=0.01), `eva.*`, `up_projection.decode.*`
  * (PyTorch default init), `mask_token` (N(0, 1e-6)) — the same declarations as EvaMAE without a decoder, so this

@@ -1,6 +1,6 @@
 /**
- * Primus (EVA-style 3-D ViT of dynamic-network-architectures, spec 5.2) and the EvaMAE pre-training wrapper of
- * nnssl (spec 5.3), channels-last.
+ * Primus (EVA-style 3-D ViT of dynamic-network-architectures, `dynamic_network_architectures/architectures/primus.py`)
+ * and the EvaMAE pre-training wrapper of nnssl (`src/nnssl/architectures/evaMAE_module.py`), channels-last.
  *
  * Patch embedding (conv k=s=tokenPatch, as one matMul over patchified input) → tokens flattened in `(w h d)`
  * order (array axes 0,1,2 row-major) → + learned pos_embed → EVA blocks (pre-norm; q/k/v projections, k without
@@ -100,7 +100,7 @@ export function resolvePrimus(p: PrimusPreset, opts: CreateNetworkOptions): Reso
     if (!ALWAYS_OK.has(k) && !(HYPER_KEYS as readonly string[]).includes(k)) throw new ConfigError(`unknown option "${k}" for architecture ${p.key}`, { field: k });
     if ((HYPER_KEYS as readonly string[]).includes(k)) {
       // the decoder depth is a property of the pre-training wrapper, not of the Primus size: EvaMAE presets accept it
-      // (Models Genesis on Primus = EvaMAE without decoder, spec 6.5)
+      // (Models Genesis on Primus = EvaMAE without decoder, nnssl `ModelsGenesisEvaTrainer.py`)
       const wrapperOption = p.mae && k === "decoderDepth";
       if (!p.overridable && !ALWAYS_OK.has(k) && !wrapperOption && JSON.stringify(v) !== JSON.stringify(h[k])) throw new ConfigError(`${p.key} is a fixed preset; use primus-xs to change "${k}"`, { field: k });
       h[k] = v;

@@ -1,5 +1,6 @@
 /**
- * ResidualEncoderUNet of dynamic-network-architectures (nnssl's ResEnc-L, spec 5.1), channels-last.
+ * ResidualEncoderUNet of dynamic-network-architectures (`dynamic_network_architectures/architectures/unet.py`; nnssl's
+ * ResEnc-L), channels-last.
  *
  * Stem: one conv unit (conv3 → InstanceNorm → LeakyReLU). Encoder stages of BasicBlockD (ResNet-D) blocks: main
  * path unit(conv3, stride s) → conv3 + IN; skip = identity, or AvgPool(s) and/or 1×1×1 conv (no bias) + IN;

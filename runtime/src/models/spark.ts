@@ -1,5 +1,6 @@
 /**
- * SparK-3D pre-training wrapper around the ResidualEncoderUNet (nnssl `SparK3D` + `convert_to_spark_cnn`, spec 6.3).
+ * SparK-3D pre-training wrapper around the ResidualEncoderUNet (nnssl `SparK3D` + `convert_to_spark_cnn`,
+ * `src/nnssl/architectures/spark_model.py`, `spark_utils.py`).
  *
  * Sparse encoder: the ResEnc encoder walk (`ResEncUNet.encodeWith`) with every op of the encoder running normally
  * and its output multiplied by the mask resized to the output resolution: the average pooling of the projection
@@ -184,7 +185,7 @@ export class SparkResEnc implements SparkNetwork {
  * The encoder ops of the sparse encoder: each output 0 at the masked voxels of its resolution. Convolution outputs
  * are the exception: in the ResEnc walk every conv feeds a norm, and the sparse norm neither reads masked voxels nor
  * passes gradient to them, so multiplying the conv output by the mask first would change nothing (it was a full-size
- * multiply each way per conv: ADR 0041). The norm's output is 0 there.
+ * multiply each way per conv: ADR 0082). The norm's output is 0 there.
  */
 function sparseOps(maskFor: (t: tf.Tensor5D) => tf.Tensor5D | null, trace: SparkTrace | undefined): EncoderOps {
   const masked = (y: tf.Tensor5D, name: string): tf.Tensor5D => {

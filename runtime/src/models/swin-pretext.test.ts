@@ -1,7 +1,8 @@
 /**
- * The SwinUNETR pre-text network (spec 6.8): upstream parameter names and shapes (ResEnc-L from declarations, no
- * allocation), head outputs on the right tokens, every parameter reached by the gradient, no tensor leak, export
- * keys without a U-Net decoder. Parity with PyTorch: test/integration/swin-pretext-parity.test.ts. Run time ~1 s.
+ * The SwinUNETR pre-text network (nnssl `src/nnssl/architectures/swinunetr_architecture.py`): upstream parameter names
+ * and shapes (ResEnc-L from declarations, no allocation), head outputs on the right tokens, every parameter reached by
+ * the gradient, no tensor leak, export keys without a U-Net decoder. Parity with PyTorch:
+ * test/integration/swin-pretext-parity.test.ts. Run time ~1 s.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";

@@ -1,8 +1,10 @@
 /**
- * nnssl's `SwinUNETRArchitecture` (spec 6.8): the SwinUNETR pre-text-task heads on a ResEnc encoder.
+ * nnssl's `SwinUNETRArchitecture` (`src/nnssl/architectures/swinunetr_architecture.py`): the SwinUNETR pre-text-task
+ * heads on a ResEnc encoder.
  *
  * - Encoder: upstream's `ResidualEncoder` (stem + stages, keys under `encoder.`), i.e. what
- *   `get_network_by_name(..., encoder_only=True)` is meant to return (spec 6.10: upstream crashes there).
+ *   `get_network_by_name(..., encoder_only=True)` is meant to return (upstream crashes there,
+ *   `src/nnssl/architectures/get_network_by_name.py`).
  * - The bottleneck [B,g0,g1,g2,C] is flattened to tokens in C-order over (X,Y,Z) (upstream
  *   `flatten(2, 4).transpose(1, 2)`); `rotation_proj_head` = Linear(C→4) on token 0, `contrast_proj_head` =
  *   Linear(C→512) on token 1.

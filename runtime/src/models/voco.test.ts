@@ -1,7 +1,8 @@
 /**
- * VoCoArchitecture (spec 6.7): parameter counts and state-dict names equal upstream's, head shapes, the row
- * normalisation, embeddings independent of the other crops in the batch, no `decoder.*` aliases, the adaptation keys
- * point at the encoder, save/load round trip (checkpoints, export), fixed-preset errors.
+ * VoCoArchitecture (nnssl `src/nnssl/architectures/voco_architecture.py`): parameter counts and state-dict names equal
+ * upstream's, head shapes, the row normalisation, embeddings independent of the other crops in the batch, no
+ * `decoder.*` aliases, the adaptation keys point at the encoder, save/load round trip (checkpoints, export),
+ * fixed-preset errors.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";

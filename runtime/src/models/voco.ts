@@ -1,7 +1,7 @@
 /**
- * nnssl's `VoCoArchitecture` (spec 6.7; also the SimCLR network, 6.9): a ResEnc encoder only (stem + stages,
- * upstream `ResidualEncoder` under `encoder.`), every stage output globally average-pooled and concatenated
- * (32+64+128+256+320+320 = 1120 features for ResEnc-L), then the projection head `VocoProjectionHead`:
+ * nnssl's `VoCoArchitecture` (`src/nnssl/architectures/voco_architecture.py`; also the SimCLR network): a ResEnc
+ * encoder only (stem + stages, upstream `ResidualEncoder` under `encoder.`), every stage output globally average-pooled
+ * and concatenated (32+64+128+256+320+320 = 1120 features for ResEnc-L), then the projection head `VocoProjectionHead`:
  *
  *   Linear(F→H) → rowNorm → ReLU → Linear(H→H) → rowNorm → ReLU → Linear(H→O)      (H = O = 2048)
  *
@@ -12,7 +12,8 @@
  * State-dict names are upstream's: `encoder.stem.*`, `encoder.stages.*` (with the `.all_modules.N` aliases added by
  * the exporter, no `decoder.encoder.*`), `projector.layer{1,2,3}.0.{weight,bias}` (norms and ReLUs have no
  * parameters). The adaptation plan points at the encoder (`encoder.stages`, `encoder.stem`), as upstream's VoCo and
- * SimCLR trainers state; upstream crashes building this network (spec 6.10 [BUG]); we build what was intended.
+ * SimCLR trainers state; upstream crashes building this network (`get_network_by_name(..., encoder_only=True)` in
+ * `src/nnssl/architectures/get_network_by_name.py`); we build what was intended.
  *
  * `embed(x)` gives the [N, O] embeddings; `apply(x)` returns them as [N,1,1,1,O] to fit the Network contract.
  *
@@ -22,7 +23,8 @@
  * final norm are averaged (the adaptive average pool of the [B, C, W, H, D] map) into one 864-d feature → the same
  * head with input 864. Token order as our EvaMAE wrapper (ADR 0006). Adaptation keys `encoder.eva`,
  * `encoder.down_projection`, `keys_to_in_proj = ["encoder.down_projection.proj"]` (upstream's misspelled keyword
- * crashes its Eva trainers, spec 6.4 [BUG]; this is the intended value), `key_to_lpe = "encoder.eva.pos_embed"`.
+ * crashes its Eva trainers, e.g. `vocoEvaTrainer.py`; this is the intended value),
+ * `key_to_lpe = "encoder.eva.pos_embed"`.
  */
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError } from "../errors.js";

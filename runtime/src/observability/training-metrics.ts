@@ -1,5 +1,5 @@
 /**
- * Prometheus metrics of a training run (names fixed by the BRIEF contract, consumed by the delivery dashboards), in
+ * Prometheus metrics of a training run (names listed in docs/training.md, "Metrics"; consumed by the delivery dashboards), in
  * their own prom-client Registry, served on `GET /metrics` by `serveMetrics(port)` while training runs. No run/step
  * labels: the scraper adds them by relabelling. The endpoint binds to 127.0.0.1 unless `SSL3D_METRICS_ADDRESS` says
  * otherwise (the operator sets 0.0.0.0 in pods so Prometheus can scrape them).

@@ -1,10 +1,11 @@
 /**
- * Dataset fingerprint (reference spec 3.1): every image of `$nnssl_raw/<Dataset>/pretrain_data.json` is read once
- * (in parallel with `-np` worker threads) and its array-axis shape, spacing and intensity statistics recorded in
- * `$nnssl_preprocessed/<Dataset>/dataset_fingerprint.json`. Upstream's `spacings` key (one [a0, a1, a2] per image)
- * is kept so upstream tools can read the file; `images` holds our per-image entries, `failed` the images that
- * could not be read (with `--on-error skip`). An existing fingerprint is reused unless `clean`, or unless it no longer
- * covers exactly the collection's images (then it is recomputed; upstream would reuse it).
+ * Dataset fingerprint (nnssl `src/nnssl/experiment_planning/dataset_fingerprint/default_fingerprint_extractor.py`):
+ * every image of `$nnssl_raw/<Dataset>/pretrain_data.json` is read once (in parallel with `-np` worker threads) and its
+ * array-axis shape, spacing and intensity statistics recorded in
+ * `$nnssl_preprocessed/<Dataset>/dataset_fingerprint.json`. Upstream's `spacings` key (one [a0, a1, a2] per image) is
+ * kept so upstream tools can read the file; `images` holds our per-image entries, `failed` the images that could not be
+ * read (with `--on-error skip`). An existing fingerprint is reused unless `clean`, or unless it no longer covers
+ * exactly the collection's images (then it is recomputed; upstream would reuse it).
  */
 import { promises as fs } from "node:fs";
 import { flattenCollection, uniqueId, type IndependentImage } from "../config/collection.js";

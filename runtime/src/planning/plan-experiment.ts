@@ -1,6 +1,7 @@
 /**
- * `ExperimentPlanner` (reference spec 3.2): median spacing of the fingerprint, transpose so the coarsest axis comes
- * first, and the three fixed configurations `onemmiso`, `median`, `noresample`.
+ * `ExperimentPlanner` (nnssl `src/nnssl/experiment_planning/experiment_planners/default_experiment_planner.py`): median
+ * spacing of the fingerprint, transpose so the coarsest axis comes first, and the three fixed configurations
+ * `onemmiso`, `median`, `noresample`.
  */
 import { ConfigError } from "../errors.js";
 import { CONFIGURATION_NAMES, DEFAULT_PLANS_NAME, type ConfigurationName, type ConfigurationPlan, type Plan } from "../config/plans.js";

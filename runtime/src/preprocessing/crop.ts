@@ -1,8 +1,8 @@
 /**
- * Crop to the non-zero region (reference spec 3.3 step 4, nnU-Net `crop_to_nonzero`): the non-zero mask is every
- * voxel where any channel is != 0, with enclosed background holes filled (`scipy.ndimage.binary_fill_holes`,
- * 6-connected background); the bounding box is inclusive-min / exclusive-max. Inside each cropped mask, voxels
- * that are 0 and outside the non-zero mask become -1.
+ * Crop to the non-zero region (nnssl `crop_to_nonzero` in `src/nnssl/preprocessing/cropping/cropping.py`, from
+ * nnU-Net): the non-zero mask is every voxel where any channel is != 0, with enclosed background holes filled
+ * (`scipy.ndimage.binary_fill_holes`, 6-connected background); the bounding box is inclusive-min / exclusive-max.
+ * Inside each cropped mask, voxels that are 0 and outside the non-zero mask become -1.
  */
 import type { Shape3 } from "./resample.js";
 

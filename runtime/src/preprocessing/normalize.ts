@@ -1,6 +1,7 @@
 /**
- * Per-channel z-score over the whole (cropped) volume (reference spec 3.3 step 6, `ZScoreNormalization` with
- * `use_mask_for_norm = false`): `x <- (x - mean) / max(std, 1e-8)`, population std. Sums in float64.
+ * Per-channel z-score over the whole (cropped) volume (nnssl `z_score_normalization` in
+ * `src/nnssl/preprocessing/normalization/normalization_schemes.py` with `use_mask_for_norm = false`):
+ * `x <- (x - mean) / max(std, 1e-8)`, population std. Sums in float64.
  */
 export function zscoreInPlace(data: Float32Array, channels: number): { mean: number[]; std: number[] } {
   const n = data.length / channels;

@@ -1,7 +1,8 @@
 /**
- * One image through nnssl's `DefaultPreprocessor` (reference spec 3.3): transpose -> crop to non-zero -> target
- * shape -> z-score (before resampling) -> resample image (cubic) and masks (linear, per label). Pure: arrays in,
- * arrays out, on the C-order "array axes" view (C, a0, a1, a2) that nnU-Net's SimpleITK reader produces.
+ * One image through nnssl's default preprocessor (`preprocess_case` in
+ * `src/nnssl/preprocessing/preprocessors/default_preprocessor.py`): transpose -> crop to non-zero -> target shape ->
+ * z-score (before resampling) -> resample image (cubic) and masks (linear, per label). Pure: arrays in, arrays out, on
+ * the C-order "array axes" view (C, a0, a1, a2) that nnU-Net's SimpleITK reader produces.
  */
 import { limit } from "../config/limits.js";
 import { DataError } from "../errors.js";

@@ -1,5 +1,6 @@
 /**
- * Resampling with nnU-Net semantics (reference spec 3.4), separable and memory-bounded.
+ * Resampling with nnU-Net semantics (nnssl `src/nnssl/preprocessing/resampling/default_resampling.py`), separable and
+ * memory-bounded.
  *
  * Data (`order` 3) reproduces `skimage.transform.resize(x, shape, order=3, mode="edge", anti_aliasing=False)` on
  * float64, which is `scipy.ndimage.zoom(x, grid_mode=True, mode="nearest")`: the input is edge-padded by 12 voxels,

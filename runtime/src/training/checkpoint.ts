@@ -1,6 +1,7 @@
 /**
- * Checkpoints (spec 4.7, without its bugs): one safetensors file per checkpoint (`checkpoint_latest.safetensors`,
- * `checkpoint_best.safetensors`, `checkpoint_final.safetensors`), written atomically (temp file, fsync, rename).
+ * Checkpoints (nnssl `AbstractBaseTrainer.save_checkpoint`, without its bugs): one safetensors file per checkpoint
+ * (`checkpoint_latest.safetensors`, `checkpoint_best.safetensors`, `checkpoint_final.safetensors`), written atomically
+ * (temp file, fsync, rename).
  *
  * - Tensors: the network weights under their PyTorch state-dict names and in PyTorch layout (primary names, no
  *   upstream aliases; `models/checkpoint-export.ts` converts), so the file loads as a state dict; and the optimizer
@@ -8,8 +9,9 @@
  *   channels-last layout. All float32.
  * - Metadata (`__metadata__.ssl3d`, one JSON string): trainer name, epoch/iteration/step, the per-epoch logging lists,
  *   best validation loss, RNG state (run seed + the loaders' next batch indices), optimizer hyper-parameters and
- *   step count, init args (plans/configuration/dataset names and trainer options — NOT the whole collection JSON,
- *   spec 8.7) and the adaptation plan (spec 4.8).
+ *   step count, init args (plans/configuration/dataset names and trainer options — NOT the whole collection JSON
+ *   that upstream's `init_args` hold) and the adaptation plan (nnssl
+ *   `src/nnssl/adaptation_planning/adaptation_plan.py`).
  */
 import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";

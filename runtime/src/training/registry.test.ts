@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { ConfigError } from "../errors.js";
 import { resolveTrainer, trainerKeys, upstreamDifferences } from "./registry.js";
 
-test("upstream names resolve to method × architecture with the spec 4.4 recipes", () => {
+test("upstream names resolve to method × architecture with the upstream trainers' recipes", () => {
   const cnn = resolveTrainer("BaseMAETrainer_BS8");
   assert.equal(cnn.entry.key, "mae-resenc-l");
   assert.equal(cnn.options.batchSize, 8);
@@ -37,7 +37,7 @@ test("overrides are validated; family mismatch and unknown names are ConfigError
   assert.throws(() => resolveTrainer("BaseMAETrainer_foo"), /unsupported trainer suffix/);
 });
 
-test("VoCo and SimCLR trainers: spec 6.7 / 6.9 recipes, nnssl names and VoCo's variant suffixes", () => {
+test("VoCo and SimCLR trainers: upstream recipes, nnssl names and VoCo's variant suffixes", () => {
   const v = resolveTrainer("VoCoTrainer");
   assert.equal(v.entry.key, "voco-resenc-l");
   assert.deepEqual([v.options.method, v.options.architecture, v.options.gradClip, v.options.augment], ["voco", "voco-resenc-l", null, false]);

@@ -1,10 +1,11 @@
 /**
- * Trainer registry: a trainer is a pre-training method on an architecture family with the optimisation recipe of
- * spec 4.4 / 6.11. Keys are `<method>-<architecture>` (lower-kebab); nnssl's class names are accepted as aliases,
- * including the suffixes `_BS<n>` (total batch size), `_ANON` (anonymisation-masked loss), `_maskblock<n>` (mask
- * block edge of MAE/SparK, upstream's `_maskblock*` ablations), `_<n>ep` / `_ep<n>` (epochs), `_lr_<a>e<b>` /
- * `_wd_<a>e<b>` (learning rate / weight decay a·10^−b) and `_C<n>` (VolumeFusion classes). Options are validated
- * with zod; unknown keys are a ConfigError naming the field.
+ * Trainer registry: a trainer is a pre-training method on an architecture family with the optimisation recipe of nnssl
+ * `src/nnssl/training/nnsslTrainer/AbstractTrainer.py` and the method trainers under
+ * `src/nnssl/training/nnsslTrainer/`. Keys are `<method>-<architecture>` (lower-kebab); nnssl's class names are
+ * accepted as aliases, including the suffixes `_BS<n>` (total batch size), `_ANON` (anonymisation-masked loss),
+ * `_maskblock<n>` (mask block edge of MAE/SparK, upstream's `_maskblock*` ablations), `_<n>ep` / `_ep<n>` (epochs),
+ * `_lr_<a>e<b>` / `_wd_<a>e<b>` (learning rate / weight decay a·10^−b) and `_C<n>` (VolumeFusion classes). Options are
+ * validated with zod; unknown keys are a ConfigError naming the field.
  *
  * Adding a trainer for a new method = one line in `trainers` below (plus its aliases).
  */
@@ -35,7 +36,7 @@ export const TrainerOptionsSchema = z
     valIters: z.number().int().nonnegative().default(50),
     batchSize: z.number().int().positive().default(2),
     patchSize: Vec3Schema.default([160, 160, 160]),
-    /** Spatial augmentation (rotation/scale, mirror) on training batches (spec 6.1). */
+    /** Spatial augmentation (rotation/scale, mirror) on training batches (`BaseMAETrainer.get_training_transforms`). */
     augment: z.boolean().default(true),
     /** Keep only these modalities (nnssl modality-filter trainers). */
     modalities: z.array(z.string()).optional(),
@@ -76,14 +77,16 @@ const trainers: readonly TrainerEntry[] = [
   { key: "spark-resenc-l", aliases: ["SparkMAETrainer"], family: "cnn", defaults: { method: "spark", architecture: "spark-resenc-l", ...CNN_RECIPE } },
   { key: "volume-fusion-resenc-l", aliases: ["VolumeFusionTrainer"], family: "cnn", defaults: { method: "volume-fusion", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
   { key: "volume-fusion-primus-m", aliases: ["VolumeFusionEvaTrainer"], family: "vit", defaults: { method: "volume-fusion", architecture: "eva-mae-m", augment: false, ...VIT_RECIPE } },
-  // SwinUNETR pre-text tasks (spec 6.8): random crops without spatial augmentation; the family's recipe
+  // SwinUNETR pre-text tasks (nnssl `src/nnssl/training/nnsslTrainer/swinunetr_pretrain/SwinUNETRTrainer.py`): random
+  // crops without spatial augmentation; the family's recipe
   { key: "swin-pretext-resenc-l", aliases: ["SwinUNETRTrainer"], family: "cnn", defaults: { method: "swin-pretext", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
   { key: "swin-pretext-primus-m", aliases: ["SwinUNETREvaTrainer"], family: "vit", defaults: { method: "swin-pretext", architecture: "primus-m", augment: false, ...VIT_RECIPE } },
-  // spec 6.7: no gradient clipping for the CNN; the crops come from a 256×256×64 patch, no spatial augmentation
+  // nnssl `src/nnssl/training/nnsslTrainer/volume_contrastive/vocoTrainer.py`: no gradient clipping for the CNN; the
+  // crops come from a 256×256×64 patch, no spatial augmentation
   { key: "voco-resenc-l", aliases: ["VoCoTrainer"], family: "cnn", defaults: { method: "voco", architecture: "voco-resenc-l", ...CNN_RECIPE, gradClip: null, patchSize: [256, 256, 64], augment: false } },
-  // spec 6.9: grad clip 0.1, 192×192×64 patch
+  // nnssl `src/nnssl/training/nnsslTrainer/simCLR/simCLRTrainer.py`: grad clip 0.1, 192×192×64 patch
   { key: "simclr-resenc-l", aliases: ["SimCLRTrainer"], family: "cnn", defaults: { method: "simclr", architecture: "voco-resenc-l", ...CNN_RECIPE, gradClip: 0.1, patchSize: [192, 192, 64], augment: false } },
-  // Eva variants: AdamW two-stage schedule, clip 1 (spec 6.7 / 6.9)
+  // Eva variants: AdamW two-stage schedule, clip 1 (nnssl `vocoEvaTrainer.py` / `simCLREvaTrainer.py`)
   { key: "voco-primus-m", aliases: ["VoCoEvaTrainer"], family: "vit", defaults: { method: "voco", architecture: "voco-primus-m", ...VIT_RECIPE, patchSize: [256, 256, 64], augment: false } },
   { key: "simclr-primus-m", aliases: ["SimCLREvaTrainer"], family: "vit", defaults: { method: "simclr", architecture: "voco-primus-m", ...VIT_RECIPE, patchSize: [192, 192, 64], augment: false } },
 ];

@@ -1,8 +1,9 @@
 /**
  * `ssl3d train` orchestration: resolve the dataset, plan and configuration; list the preprocessed images; split
  * subjects (splits_final.json); build the network (models registry) and the method; lay out the results folder
- * (spec 1.4: `$nnssl_results/DatasetNNN_Name/<Trainer>__<Plans>__<Config>/` with `plans.json`,
- * `adaptation_plan.json`, and `fold_all/`); serve metrics; install the SIGTERM/SIGUSR1 handlers; run the loop.
+ * (config/layout.ts; nnssl `AbstractBaseTrainer.__init__` in `src/nnssl/training/nnsslTrainer/AbstractTrainer.py`:
+ * `$nnssl_results/DatasetNNN_Name/<Trainer>__<Plans>__<Config>/` with `plans.json`, `adaptation_plan.json`, and
+ * `fold_all/`); serve metrics; install the SIGTERM/SIGUSR1 handlers; run the loop.
  */
 import { isAbsolute, relative, resolve } from "node:path";
 import { requireRoot, resolveDatasetName } from "../config/env.js";

@@ -6,13 +6,13 @@ function close(a: number, b: number, rel = 1e-4): void {
   assert.ok(Math.abs(a - b) <= rel * Math.abs(b), `${a} != ${b}`);
 }
 
-test("PolyLR test vectors of spec 4.4 (lr0 1e-2, 1000 epochs)", () => {
+test("PolyLR test vectors (nnssl `lr_scheduler/polylr.py`, lr0 1e-2, 1000 epochs)", () => {
   close(polyLr(1e-2, 0, 1000), 1e-2);
   close(polyLr(1e-2, 500, 1000), 5.3589e-3);
   close(polyLr(1e-2, 999, 1000), 1.9953e-5);
 });
 
-test("Primus warm-up + poly test vectors of spec 4.4 (lr0 3e-4, 1000 epochs, 50 warm-up)", () => {
+test("Primus warm-up + poly test vectors (nnssl `lr_scheduler/warmup.py`, lr0 3e-4, 1000 epochs, 50 warm-up)", () => {
   close(warmupPolyLr(3e-4, 0, 1000), 6e-6);
   close(warmupPolyLr(3e-4, 49, 1000), 3e-4);
   close(warmupPolyLr(3e-4, 50, 1000), 3e-4);

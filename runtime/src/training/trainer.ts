@@ -1,5 +1,6 @@
 /**
- * The Trainer (ADR 0077): epochs × iterations of (batch → method loss → gradients → data-parallel all-reduce →
+ * The Trainer (ADR 0077; upstream: nnssl `AbstractBaseTrainer.run_training` / `train_step` in
+ * `src/nnssl/training/nnsslTrainer/AbstractTrainer.py`): epochs × iterations of (batch → method loss → gradients → data-parallel all-reduce →
  * global-norm clip → non-finite guard → optimizer step), then validation iterations without gradients and the
  * epoch's mean losses. It owns the `TrainingState` (counters here, optimizer slots in the optimizer, stream positions
  * in the loaders; `state()` assembles it), decides stops through one `StopProtocol`, and reports to registered

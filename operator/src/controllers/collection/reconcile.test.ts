@@ -4,6 +4,7 @@ import type { CollectionStatus } from "../../../../api/v1alpha1/collection.js";
 import { aJob, aPod, aResource, T0 } from "../testing.js";
 import type { JobView, PodView, ReconcileResult } from "../types.js";
 import { reconcileCollection } from "./reconcile.js";
+import { CollectionReason } from "../../../../api/v1alpha1/reasons.js";
 
 const indexed = { source: { pvc: { claimName: "raw" } }, dataset: "745", indexing: { enabled: true, image: "img" } };
 const hash = `sha256:${"c".repeat(64)}`;
@@ -34,7 +35,7 @@ const cases: Record<string, Case> = {
     spec: { source: { uri: "s3://b/r", pvc: { claimName: "x" } }, dataset: "1" },
     want: (r) => {
       assert.equal(r.status.phase, "Failed");
-      assert.equal(ready(r)?.reason, "ValidationFailed");
+      assert.equal(ready(r)?.reason, CollectionReason.ValidationFailed);
       assert.ok(r.events.some((e) => e.type === "Warning"));
     },
   },

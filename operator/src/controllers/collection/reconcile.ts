@@ -24,6 +24,7 @@ import {
   type PodView,
   type ReconcileResult,
 } from "../types.js";
+import { CollectionReason } from "../../../../api/v1alpha1/reasons.js";
 
 export interface CollectionObserved {
   collection: CustomResource;
@@ -67,7 +68,7 @@ export function reconcileCollection(o: CollectionObserved): ReconcileResult<Coll
   const invalid = parsed.ok ? validateCollection(parsed.value) : parsed.message;
   if (!parsed.ok || invalid !== undefined) {
     status.phase = "Failed";
-    set("Ready", "False", "ValidationFailed", invalid ?? "invalid spec");
+    set("Ready", "False", CollectionReason.ValidationFailed, invalid ?? "invalid spec");
     return result(status);
   }
   const spec = parsed.value;
@@ -77,7 +78,7 @@ export function reconcileCollection(o: CollectionObserved): ReconcileResult<Coll
   if (spec.indexing?.enabled !== true) {
     const hash = `sha256:${sha256(canonicalJson({ source: spec.source, dataset: spec.dataset }))}`;
     status = compact({ ...status, phase: "Ready" as const, contentHash: hash, indexJobName: undefined, summary: undefined });
-    status.conditions = setCondition(status.conditions, { type: "Ready", status: "True", reason: "Validated", message: `Source validated (dataset ${spec.dataset}); not indexed.` }, gen, o.now);
+    status.conditions = setCondition(status.conditions, { type: "Ready", status: "True", reason: CollectionReason.Validated, message: `Source validated (dataset ${spec.dataset}); not indexed.` }, gen, o.now);
     return result(status, { delete: obsolete });
   }
 
@@ -94,29 +95,29 @@ export function reconcileCollection(o: CollectionObserved): ReconcileResult<Coll
   if (failed) {
     const msg = terminationMessage(pods) ?? failed.message ?? failed.reason ?? "the indexing Job failed";
     status.phase = "Failed";
-    set("Ready", "False", "IndexingFailed", `Indexing Job ${jobName} failed: ${truncate(msg, 900)}`);
+    set("Ready", "False", CollectionReason.IndexingFailed, `Indexing Job ${jobName} failed: ${truncate(msg, 900)}`);
     return result(status, { delete: obsolete });
   }
   if (complete) {
     const msg = succeededMessage(pods);
     if (msg === undefined) {
       status.phase = "Indexing";
-      set("Ready", "False", "WaitingForSummary", `Indexing Job ${jobName} completed; waiting for its termination message.`);
+      set("Ready", "False", CollectionReason.WaitingForSummary, `Indexing Job ${jobName} completed; waiting for its termination message.`);
       return result(status, { delete: obsolete, requeueAfterMs: SUMMARY_WAIT_MS });
     }
     const summary = parseTerminationJson(msg, CollectionSummaryMessageSchema);
     if (!summary.ok) {
       status.phase = "Failed";
-      set("Ready", "False", "InvalidSummary", `Indexing Job ${jobName}: ${summary.error}`);
+      set("Ready", "False", CollectionReason.InvalidSummary, `Indexing Job ${jobName}: ${summary.error}`);
       return result(status, { delete: obsolete });
     }
     const { contentHash, ...counts } = summary.value;
     status = { ...status, phase: "Ready", summary: counts, contentHash, indexedTime: toKubeTime(o.now) };
-    set("Ready", "True", "Indexed", `Indexed ${counts.images} images of ${counts.subjects} subjects (${counts.bytes} bytes).`);
+    set("Ready", "True", CollectionReason.Indexed, `Indexed ${counts.images} images of ${counts.subjects} subjects (${counts.bytes} bytes).`);
     return result(status, { delete: obsolete });
   }
   status.phase = "Indexing";
-  set("Ready", "False", "Indexing", `Indexing Job ${jobName} is running.`);
+  set("Ready", "False", CollectionReason.Indexing, `Indexing Job ${jobName} is running.`);
   return result(status, { apply: [desired], delete: obsolete });
 }
 

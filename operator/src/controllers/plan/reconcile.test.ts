@@ -4,6 +4,7 @@ import type { PlanStatus } from "../../../../api/v1alpha1/plan.js";
 import { aJob, aPod, aResource, T0 } from "../testing.js";
 import type { CustomResource, JobView, PodView, ReconcileResult } from "../types.js";
 import { reconcilePlan } from "./reconcile.js";
+import { PlanReason } from "../../../../api/v1alpha1/reasons.js";
 
 const spec = { collectionRef: { name: "col" }, configurations: ["onemmiso"], numProcesses: 4, preprocess: { image: "img", queueName: "cpu", ttlSecondsAfterFinished: 600 }, output: { pvc: { claimName: "prep", subPath: "plans/p" } } };
 const readyCond = { type: "Ready", status: "True" as const, reason: "Indexed", message: "", lastTransitionTime: "2026-03-01T11:00:00Z" };
@@ -28,7 +29,7 @@ const cases: Record<string, Case> = {
     collection: undefined,
     want: (r) => {
       assert.equal(r.status.phase, "Pending");
-      assert.equal(cond(r, "Ready")?.reason, "WaitingForCollection");
+      assert.equal(cond(r, "Ready")?.reason, PlanReason.WaitingForCollection);
       assert.equal(r.apply.length, 0);
     },
   },
@@ -65,7 +66,7 @@ const cases: Record<string, Case> = {
     want: (r) => {
       assert.equal(r.status.phase, "Failed");
       assert.equal(cond(r, "Failed")?.message, "DataError: a.nii.gz: bad magic");
-      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === "PreprocessingFailed"));
+      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === PlanReason.PreprocessingFailed));
     },
   },
   "Job complete → Ready with the summary from the termination message": {
@@ -101,19 +102,19 @@ const cases: Record<string, Case> = {
     jobs: [job({ condition: { type: "Complete" } })],
     pods: [pod(0, '{"images": "many"}')],
     want: (r) => {
-      assert.equal(cond(r, "Failed")?.reason, "InvalidSummary");
+      assert.equal(cond(r, "Failed")?.reason, PlanReason.InvalidSummary);
       assert.match(cond(r, "Failed")!.message, /images/);
     },
   },
   "Ready and the Collection's hash changed → Stale (not rebuilt)": {
-    status: { ...started, phase: "Ready", conditions: [{ ...readyCond, reason: "Preprocessed" }] },
+    status: { ...started, phase: "Ready", conditions: [{ ...readyCond, reason: PlanReason.Preprocessed }] },
     collection: collection("sha256:bbb"),
     want: (r) => {
       assert.equal(r.status.phase, "Ready");
       assert.equal(cond(r, "Stale")?.status, "True");
-      assert.equal(cond(r, "Stale")?.reason, "CollectionChanged");
+      assert.equal(cond(r, "Stale")?.reason, PlanReason.CollectionChanged);
       assert.equal(r.apply.length, 0);
-      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === "CollectionChanged"));
+      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === PlanReason.CollectionChanged));
     },
   },
 };

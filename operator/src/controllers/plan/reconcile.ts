@@ -25,6 +25,7 @@ import {
   type PodView,
   type ReconcileResult,
 } from "../types.js";
+import { PlanReason } from "../../../../api/v1alpha1/reasons.js";
 
 export interface PlanObserved {
   plan: CustomResource;
@@ -61,8 +62,8 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
   const parsed = parseSpec(PlanSpecSchema, o.plan.spec);
   if (!parsed.ok) {
     status.phase = "Failed";
-    set("Ready", "False", "ValidationFailed", parsed.message);
-    set("Failed", "True", "ValidationFailed", parsed.message);
+    set("Ready", "False", PlanReason.ValidationFailed, parsed.message);
+    set("Failed", "True", PlanReason.ValidationFailed, parsed.message);
     return result();
   }
   const spec = parsed.value;
@@ -84,7 +85,7 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
     if (o.collection === undefined || colStatus?.phase !== "Ready" || !isTrue(colStatus.conditions, "Ready") || colSpec?.success !== true) {
       status.phase = "Pending";
       const why = o.collection === undefined ? `Collection ${colName} does not exist.` : `Collection ${colName} is not Ready.`;
-      set("Ready", "False", "WaitingForCollection", why);
+      set("Ready", "False", PlanReason.WaitingForCollection, why);
       return result();
     }
     status.dataset = colSpec.data.dataset;
@@ -95,7 +96,7 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
   if (status.dataset === undefined || o.collection === undefined || colSpec?.success !== true) {
     if (job === undefined) {
       status.phase = "Pending";
-      set("Ready", "False", "WaitingForCollection", `Collection ${colName} is needed to (re)create Job ${jobName}.`);
+      set("Ready", "False", PlanReason.WaitingForCollection, `Collection ${colName} is needed to (re)create Job ${jobName}.`);
       return result();
     }
   }
@@ -116,11 +117,11 @@ type SetCondition = (type: string, st: "True" | "False", reason: string, message
 /** A Ready Plan is Stale when its Collection changed or went away (a Plan is never rebuilt in place). */
 function markStaleness(set: SetCondition, colName: string, colHash: string | undefined, builtFrom: string | undefined, collectionExists: boolean): void {
   if (colHash !== undefined && builtFrom !== undefined && colHash !== builtFrom) {
-    set("Stale", "True", "CollectionChanged", `Collection ${colName} changed (content hash ${colHash}); this Plan was built from ${builtFrom}: create a new Plan.`);
+    set("Stale", "True", PlanReason.CollectionChanged, `Collection ${colName} changed (content hash ${colHash}); this Plan was built from ${builtFrom}: create a new Plan.`);
   } else if (!collectionExists) {
-    set("Stale", "True", "CollectionDeleted", `Collection ${colName} no longer exists.`);
+    set("Stale", "True", PlanReason.CollectionDeleted, `Collection ${colName} no longer exists.`);
   } else {
-    set("Stale", "False", "UpToDate", `Built from the current content of Collection ${colName}.`);
+    set("Stale", "False", PlanReason.UpToDate, `Built from the current content of Collection ${colName}.`);
   }
 }
 
@@ -136,28 +137,28 @@ function finishedPrepJob(status: PlanStatus, set: SetCondition, o: PlanObserved,
     const msg = terminationMessage(pods) ?? failed.message ?? failed.reason ?? "unknown failure";
     status.phase = "Failed";
     status.completionTime = toKubeTime(o.now);
-    set("Ready", "False", "PreprocessingFailed", `Preprocessing Job ${jobName} failed.`);
-    set("Failed", "True", "PreprocessingFailed", truncate(msg, 1000));
+    set("Ready", "False", PlanReason.PreprocessingFailed, `Preprocessing Job ${jobName} failed.`);
+    set("Failed", "True", PlanReason.PreprocessingFailed, truncate(msg, 1000));
     return {};
   }
   if (!jobCondition(job, "Complete")) return undefined;
   const msg = succeededMessage(pods);
   if (msg === undefined) {
-    set("Ready", "False", "WaitingForSummary", `Preprocessing Job ${jobName} completed; waiting for its termination message.`);
+    set("Ready", "False", PlanReason.WaitingForSummary, `Preprocessing Job ${jobName} completed; waiting for its termination message.`);
     return { requeueAfterMs: WAIT_MS };
   }
   const summary = parseTerminationJson(msg, PreprocessSummarySchema);
   status.completionTime = toKubeTime(o.now);
   if (!summary.ok) {
     status.phase = "Failed";
-    set("Ready", "False", "InvalidSummary", `Preprocessing Job ${jobName} completed without a valid summary.`);
-    set("Failed", "True", "InvalidSummary", summary.error);
+    set("Ready", "False", PlanReason.InvalidSummary, `Preprocessing Job ${jobName} completed without a valid summary.`);
+    set("Failed", "True", PlanReason.InvalidSummary, summary.error);
     return {};
   }
   status.phase = "Ready";
   status.outputs = summary.value;
-  set("Ready", "True", "Preprocessed", `Preprocessed ${summary.value.valid} of ${summary.value.images} images (${summary.value.failed} failed).`);
-  set("Stale", "False", "UpToDate", `Built from the current content of Collection ${colName}.`);
+  set("Ready", "True", PlanReason.Preprocessed, `Preprocessed ${summary.value.valid} of ${summary.value.images} images (${summary.value.failed} failed).`);
+  set("Stale", "False", PlanReason.UpToDate, `Built from the current content of Collection ${colName}.`);
   return {};
 }
 

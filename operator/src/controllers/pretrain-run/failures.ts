@@ -5,6 +5,7 @@
 import { decideOnExitCodes, FailureMessageSchema, parseTerminationJson, truncate, type Decision } from "../../../../api/termination.js";
 import { COMPLETION_INDEX_ANNOTATION } from "./desired.js";
 import { jobCondition, terminationMessage, type JobView, type PodView } from "../types.js";
+import { PretrainRunReason } from "../../../../api/v1alpha1/reasons.js";
 
 export interface ChildRefusal {
   kind: string;
@@ -51,19 +52,19 @@ export function rankEvidence(pods: readonly PodView[]): RankEvidence[] {
   return out.sort((a, b) => a.rank - b.rank).slice(0, 16);
 }
 
-const FAIL_REASON: Record<number, string> = { 2: "ConfigError", 3: "DataError", 4: "TrainingDiverged" };
+const FAIL_REASON: Record<number, PretrainRunReason> = { 2: PretrainRunReason.ConfigError, 3: PretrainRunReason.DataError, 4: PretrainRunReason.TrainingDiverged };
 
 /** The failure policy applied to a Failed attempt Job. */
 export function attemptFailure(job: JobView, pods: readonly PodView[]): AttemptFailure {
   const failed = jobCondition(job, "Failed");
   const ranks = rankEvidence(pods);
   const fallback = truncate(terminationMessage(pods) ?? failed?.message ?? failed?.reason ?? "a rank failed", 600);
-  if (isDisruption(job, pods)) return { decision: "Restart", reason: "Preempted", exitCode: undefined, message: fallback, ranks };
+  if (isDisruption(job, pods)) return { decision: "Restart", reason: PretrainRunReason.Preempted, exitCode: undefined, message: fallback, ranks };
   const { decision, exitCode } = decideOnExitCodes(ranks.map((r) => r.exitCode).filter((c): c is number => c !== undefined));
-  if (decision === "Restart") return { decision, reason: "RankFailed", exitCode, message: fallback, ranks };
+  if (decision === "Restart") return { decision, reason: PretrainRunReason.RankFailed, exitCode, message: fallback, ranks };
   const deciding = ranks.find((r) => r.exitCode === exitCode);
   const parsed = parseTerminationJson(deciding?.message, FailureMessageSchema);
-  const reason = parsed.ok && parsed.value.reason === "CheckpointOwnedByAnotherRun" ? parsed.value.reason : (FAIL_REASON[exitCode ?? 0] ?? "RankFailed");
+  const reason = parsed.ok && parsed.value.reason === PretrainRunReason.CheckpointOwnedByAnotherRun ? parsed.value.reason : (FAIL_REASON[exitCode ?? 0] ?? PretrainRunReason.RankFailed);
   const message = parsed.ok ? parsed.value.message : (deciding?.message ?? fallback);
   return { decision, reason, exitCode, message: `rank ${deciding?.rank ?? "?"} exited ${exitCode ?? "?"}: ${truncate(message, 600)}`, ranks };
 }
@@ -77,13 +78,13 @@ export function pendingProblem(pods: readonly PodView[]): { reason: string; mess
     for (const cs of p.status?.containerStatuses ?? []) {
       const w = cs.state?.waiting;
       if (w?.reason !== undefined && (IMAGE_REASONS.has(w.reason) || CONFIG_REASONS.has(w.reason))) {
-        return { reason: IMAGE_REASONS.has(w.reason) ? "ImagePullBackOff" : "CreateContainerConfigError", message: `Pod ${p.metadata.name}: ${w.reason}: ${truncate(w.message ?? "", 400)}` };
+        return { reason: IMAGE_REASONS.has(w.reason) ? PretrainRunReason.ImagePullBackOff : PretrainRunReason.CreateContainerConfigError, message: `Pod ${p.metadata.name}: ${w.reason}: ${truncate(w.message ?? "", 400)}` };
       }
     }
   }
   for (const p of pods) {
     const c = p.status?.conditions?.find((x) => x.type === "PodScheduled" && x.status === "False" && x.reason === "Unschedulable");
-    if (c !== undefined) return { reason: "Unschedulable", message: `Pod ${p.metadata.name} cannot be scheduled: ${truncate(c.message ?? "", 400)}` };
+    if (c !== undefined) return { reason: PretrainRunReason.Unschedulable, message: `Pod ${p.metadata.name} cannot be scheduled: ${truncate(c.message ?? "", 400)}` };
   }
   return undefined;
 }

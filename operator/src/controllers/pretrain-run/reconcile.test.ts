@@ -4,6 +4,7 @@ import type { PretrainRunStatus } from "../../../../api/v1alpha1/pretrain-run.js
 import { aJob, aPod, aResource, at, readyPlanResource, T0 } from "../testing.js";
 import type { CustomResource, JobView, KubeObject, PodView, ReconcileResult } from "../types.js";
 import { reconcilePretrainRun, scrapeTarget, type ProgressSample } from "./reconcile.js";
+import { PretrainRunReason } from "../../../../api/v1alpha1/reasons.js";
 
 const baseSpec = { planRef: { name: "plan" }, image: "img", numNodes: 2, storage: { checkpoints: { claimName: "ckpt" } }, runPolicy: { maxRestarts: 1 } };
 const runLabels = { "ssl3d.io/run": "run" };
@@ -19,7 +20,7 @@ function inAttempt(n: number, extra: Partial<PretrainRunStatus> = {}): Partial<P
     attempt: n,
     activeJob: `run-a${n}`,
     startTime: "2026-03-01T11:59:00Z",
-    conditions: [{ type: "Created", status: "True", reason: "JobCreated", message: "", lastTransitionTime: "2026-03-01T11:59:00Z", observedGeneration: 1 }],
+    conditions: [{ type: "Created", status: "True", reason: PretrainRunReason.JobCreated, message: "", lastTransitionTime: "2026-03-01T11:59:00Z", observedGeneration: 1 }],
     ...extra,
   };
 }
@@ -48,7 +49,7 @@ const cases: Record<string, Case> = {
     plan: undefined,
     want: (r) => {
       assert.equal(r.status.phase, "Pending");
-      assert.equal(cond(r, "Queued")?.reason, "PlanNotReady");
+      assert.equal(cond(r, "Queued")?.reason, PretrainRunReason.PlanNotReady);
       assert.equal(r.apply.length, 0);
     },
   },
@@ -80,7 +81,7 @@ const cases: Record<string, Case> = {
       assert.equal(e.MY_VAR, "x");
       assert.equal(job!.metadata.ownerReferences?.[0]?.uid, "run-uid");
       assert.ok(job!.metadata.annotations?.["ssl3d.io/spec-hash"]);
-      assert.deepEqual(r.events.map((x) => x.reason), ["JobCreated"]);
+      assert.deepEqual(r.events.map((x) => x.reason), [PretrainRunReason.JobCreated]);
     },
   },
   "all ranks ready → Running, requeue at the scrape interval": {
@@ -88,7 +89,7 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(1, { ready: 2 })],
     want: (r) => {
       assert.equal(r.status.phase, "Running");
-      assert.equal(cond(r, "Running")?.reason, "AllPodsReady");
+      assert.equal(cond(r, "Running")?.reason, PretrainRunReason.AllPodsReady);
       assert.equal(r.requeueAfterMs, 30_000);
       assert.equal(r.delete.length, 0);
     },
@@ -98,7 +99,7 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(1, { suspend: true })],
     want: (r) => {
       assert.equal(r.status.phase, "Queued");
-      assert.equal(cond(r, "Queued")?.reason, "WaitingForAdmission");
+      assert.equal(cond(r, "Queued")?.reason, PretrainRunReason.WaitingForAdmission);
     },
   },
   "a rank failed → gang restart: attempt 2 resumes, counted": {
@@ -124,7 +125,7 @@ const cases: Record<string, Case> = {
       assert.equal(r.status.attempt, 3);
       assert.equal(r.status.restarts, 2);
       assert.equal(r.status.restartsCountTowardsMax, 1);
-      assert.equal(cond(r, "Restarting")?.reason, "Preempted");
+      assert.equal(cond(r, "Restarting")?.reason, PretrainRunReason.Preempted);
     },
   },
   "a DisruptionTarget pod condition alone also marks a preemption": {
@@ -146,7 +147,7 @@ const cases: Record<string, Case> = {
       assert.equal(r.status.phase, "Restarting");
       assert.equal(applied(r, "Job").length, 0);
       assert.deepEqual(r.delete.map((d) => d.name), ["run-a1"]);
-      assert.equal(cond(r, "Queued")?.reason, "PlanNotReady");
+      assert.equal(cond(r, "Queued")?.reason, PretrainRunReason.PlanNotReady);
     },
   },
   "maxRestarts exhausted → Failed/BackoffLimitExceeded, nothing created": {
@@ -154,7 +155,7 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(2, { condition: { type: "Failed", reason: "BackoffLimitExceeded", message: "Job has reached the specified backoff limit" } })],
     want: (r) => {
       assert.equal(r.status.phase, "Failed");
-      assert.equal(cond(r, "Failed")?.reason, "BackoffLimitExceeded");
+      assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.BackoffLimitExceeded);
       assert.equal(r.status.restarts, 1);
       assert.equal(applied(r, "Job").length, 0);
       assert.ok(r.status.completionTime);
@@ -182,13 +183,13 @@ const cases: Record<string, Case> = {
     },
   },
   "resume → new attempt from the latest checkpoint; the deadline clock restarts": {
-    run: run({ ...inAttempt(1, { phase: "Suspended", activeJob: undefined }), conditions: [{ type: "Suspended", status: "True", reason: "Suspended", message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }] }, { runPolicy: { activeDeadlineSeconds: 60 } }, 3),
+    run: run({ ...inAttempt(1, { phase: "Suspended", activeJob: undefined }), conditions: [{ type: "Suspended", status: "True", reason: PretrainRunReason.Suspended, message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }] }, { runPolicy: { activeDeadlineSeconds: 60 } }, 3),
     want: (r) => {
       assert.equal(r.status.attempt, 2);
       assert.equal(r.status.startTime, "2026-03-01T12:00:00Z");
-      assert.equal(cond(r, "Suspended")?.reason, "Resumed");
+      assert.equal(cond(r, "Suspended")?.reason, PretrainRunReason.Resumed);
       assert.equal(env(applied(r, "Job")[0]!).SSL3D_RESUME, "latest");
-      assert.ok(r.events.some((e) => e.reason === "Resumed"));
+      assert.ok(r.events.some((e) => e.reason === PretrainRunReason.Resumed));
       assert.equal(r.requeueAfterMs, 60_000);
     },
   },
@@ -244,7 +245,7 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(1, { ready: 2 })],
     now: at(0), // startTime was 60 s ago
     want: (r) => {
-      assert.equal(cond(r, "Failed")?.reason, "DeadlineExceeded");
+      assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.DeadlineExceeded);
       assert.deepEqual(r.delete.map((d) => d.name), ["run-a1"]);
     },
   },
@@ -261,11 +262,11 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(1, { condition: { type: "Complete" } })],
     want: (r) => {
       assert.equal(r.status.phase, "Succeeded");
-      assert.equal(cond(r, "Succeeded")?.reason, "Completed");
+      assert.equal(cond(r, "Succeeded")?.reason, PretrainRunReason.Completed);
     },
   },
   "TTL after finished elapsed → delete the run": {
-    run: run({ ...inAttempt(1), phase: "Succeeded", completionTime: "2026-03-01T11:00:00Z", conditions: [{ type: "Succeeded", status: "True", reason: "Completed", message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }] }, { runPolicy: { ttlSecondsAfterFinished: 60 } }),
+    run: run({ ...inAttempt(1), phase: "Succeeded", completionTime: "2026-03-01T11:00:00Z", conditions: [{ type: "Succeeded", status: "True", reason: PretrainRunReason.Completed, message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }] }, { runPolicy: { ttlSecondsAfterFinished: 60 } }),
     jobs: [attemptJob(1, { condition: { type: "Complete" } })],
     want: (r) => {
       assert.equal(r.deleteSelf, true);
@@ -274,14 +275,14 @@ const cases: Record<string, Case> = {
   "reserved env name → ValidationFailed with a Warning event, nothing applied": {
     run: run(undefined, { env: [{ name: "SSL3D_RESUME", value: "none" }] }),
     want: (r) => {
-      assert.equal(cond(r, "Failed")?.reason, "ValidationFailed");
+      assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.ValidationFailed);
       assert.match(cond(r, "Failed")!.message, /SSL3D_RESUME is reserved/);
       assert.deepEqual(r.events.map((e) => `${e.type}/${e.reason}`), ["Warning/ValidationFailed"]);
       assert.equal(r.apply.length, 0);
     },
   },
   "a finished run keeps its outcome when a later edit is invalid": {
-    run: run({ ...inAttempt(1), phase: "Succeeded", completionTime: "2026-03-01T11:00:00Z", conditions: [{ type: "Succeeded", status: "True", reason: "Completed", message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }] }, { env: [{ name: "PET_NNODES", value: "1" }] }, 2),
+    run: run({ ...inAttempt(1), phase: "Succeeded", completionTime: "2026-03-01T11:00:00Z", conditions: [{ type: "Succeeded", status: "True", reason: PretrainRunReason.Completed, message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }] }, { env: [{ name: "PET_NNODES", value: "1" }] }, 2),
     jobs: [attemptJob(1, { condition: { type: "Complete" } })],
     want: (r) => {
       assert.equal(r.status.phase, "Succeeded");
@@ -298,14 +299,14 @@ const cases: Record<string, Case> = {
     ],
     want: (r) => {
       assert.equal(r.status.phase, "Failed");
-      assert.equal(cond(r, "Failed")?.reason, "DataError");
+      assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.DataError);
       assert.match(cond(r, "Failed")!.message, /rank 1 exited 3: \/data\/x.zarr: truncated chunk/);
       assert.equal(r.status.restarts, 0);
       assert.equal(r.status.lastFailure?.exitCode, 3);
       const ranks: { rank: number; exitCode?: number | undefined }[] = r.status.lastFailure.ranks ?? [];
       assert.deepEqual(ranks.map((x) => [x.rank, x.exitCode]), [[0, 143], [1, 3]]);
       assert.equal(applied(r, "Job").length, 0);
-      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === "DataError"));
+      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === PretrainRunReason.DataError));
     },
   },
   "exit code 2 (configuration) → Failed without restarts even with budget left": {
@@ -313,7 +314,7 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(1, { condition: { type: "Failed" } })],
     pods: [attemptPod(1, 0, { phase: "Failed", exitCode: 2, message: "bad flag" })],
     want: (r) => {
-      assert.equal(cond(r, "Failed")?.reason, "ConfigError");
+      assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.ConfigError);
       assert.equal(r.status.attempt, 1);
     },
   },
@@ -322,7 +323,7 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(1, { condition: { type: "Failed" } })],
     pods: [attemptPod(1, 0, { phase: "Failed", exitCode: 4 }), attemptPod(1, 1, { phase: "Failed", exitCode: 5 })],
     want: (r) => {
-      assert.equal(cond(r, "Failed")?.reason, "TrainingDiverged");
+      assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.TrainingDiverged);
     },
   },
   "exit code 5 (peer failed) and signals → restart": {
@@ -332,7 +333,7 @@ const cases: Record<string, Case> = {
     want: (r) => {
       assert.equal(r.status.attempt, 2);
       assert.equal(r.status.phase, "Restarting");
-      assert.equal(cond(r, "Restarting")?.reason, "RankFailed");
+      assert.equal(cond(r, "Restarting")?.reason, PretrainRunReason.RankFailed);
     },
   },
   "another run's checkpoints → Failed with reason CheckpointOwnedByAnotherRun": {
@@ -340,7 +341,7 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(1, { condition: { type: "Failed" } })],
     pods: [attemptPod(1, 0, { phase: "Failed", exitCode: 2, message: '{"exitCode":2,"reason":"CheckpointOwnedByAnotherRun","message":"the checkpoint folder belongs to run a (uid 1), not to run (uid run-uid)"}' })],
     want: (r) => {
-      assert.equal(cond(r, "Failed")?.reason, "CheckpointOwnedByAnotherRun");
+      assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.CheckpointOwnedByAnotherRun);
       assert.match(cond(r, "Failed")!.message, /belongs to run a/);
     },
   },
@@ -349,9 +350,9 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(1, { ready: 0 })],
     pods: [{ ...attemptPod(1, 0, { phase: "Pending" }), status: { phase: "Pending", containerStatuses: [{ name: "trainer", state: { waiting: { reason: "ImagePullBackOff", message: "Back-off pulling image \"nope:1\"" } } }] } }],
     want: (r) => {
-      assert.equal(cond(r, "Running")?.reason, "ImagePullBackOff");
+      assert.equal(cond(r, "Running")?.reason, PretrainRunReason.ImagePullBackOff);
       assert.match(cond(r, "Running")!.message, /nope:1/);
-      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === "ImagePullBackOff"));
+      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === PretrainRunReason.ImagePullBackOff));
     },
   },
   "Unschedulable → Running=False/Unschedulable": {
@@ -359,7 +360,7 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(1, { ready: 0 })],
     pods: [{ ...attemptPod(1, 0, { phase: "Pending" }), status: { phase: "Pending", conditions: [{ type: "PodScheduled", status: "False", reason: "Unschedulable", message: "0/4 nodes: insufficient nvidia.com/gpu" }] } }],
     want: (r) => {
-      assert.equal(cond(r, "Running")?.reason, "Unschedulable");
+      assert.equal(cond(r, "Running")?.reason, PretrainRunReason.Unschedulable);
       assert.match(cond(r, "Running")!.message, /insufficient nvidia.com\/gpu/);
     },
   },
@@ -368,7 +369,7 @@ const cases: Record<string, Case> = {
     jobs: [{ ...attemptJob(1, { ready: 1 }), status: { ready: 1, active: 2, startTime: "2026-03-01T11:58:00Z" } }],
     want: (r) => {
       assert.equal(r.status.attempt, 2);
-      assert.equal(r.status.lastFailure?.reason, "StartupDeadlineExceeded");
+      assert.equal(r.status.lastFailure?.reason, PretrainRunReason.StartupDeadlineExceeded);
       assert.deepEqual(r.delete.map((d) => d.name), ["run-a1"]);
     },
   },
@@ -377,7 +378,7 @@ const cases: Record<string, Case> = {
     jobs: [{ ...attemptJob(1, { suspend: true }), status: { startTime: "2026-03-01T11:00:00Z" } }],
     want: (r) => {
       assert.equal(r.status.attempt, 1);
-      assert.equal(cond(r, "Queued")?.reason, "WaitingForAdmission");
+      assert.equal(cond(r, "Queued")?.reason, PretrainRunReason.WaitingForAdmission);
     },
   },
   "a child the API server refused → Created=False/ChildRefused": {
@@ -386,8 +387,8 @@ const cases: Record<string, Case> = {
     refused: { kind: "NetworkPolicy", name: "run", message: "forbidden: quota exceeded" },
     want: (r) => {
       assert.equal(cond(r, "Created")?.status, "False");
-      assert.equal(cond(r, "Created")?.reason, "ChildRefused");
-      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === "ChildRefused"));
+      assert.equal(cond(r, "Created")?.reason, PretrainRunReason.ChildRefused);
+      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === PretrainRunReason.ChildRefused));
     },
   },
   "the attempt Job itself was refused → Created stays False/ChildRefused while the Job is retried": {
@@ -402,7 +403,7 @@ const cases: Record<string, Case> = {
   "NODE_OPTIONS in spec.env → ValidationFailed": {
     run: run(undefined, { env: [{ name: "NODE_OPTIONS", value: "--require /x.js" }] }),
     want: (r) => {
-      assert.equal(cond(r, "Failed")?.reason, "ValidationFailed");
+      assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.ValidationFailed);
       assert.match(cond(r, "Failed")!.message, /inject code/);
     },
   },
@@ -415,7 +416,7 @@ const cases: Record<string, Case> = {
   "configuration not in the Plan → ValidationFailed": {
     run: run(undefined, { training: { configuration: "3d" } }),
     want: (r) => {
-      assert.equal(cond(r, "Failed")?.reason, "ValidationFailed");
+      assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.ValidationFailed);
     },
   },
   "volcano gang → PodGroup (minMember = numNodes) and the group annotation": {

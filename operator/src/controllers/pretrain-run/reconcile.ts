@@ -14,6 +14,7 @@ import { compact, parseSpec, parseStatus, transitionEvents } from "../common.js"
 import { jobCondition, podsOfJob, type ChildRef, type CustomResource, type EventSpec, type JobView, type KubeObject, type PodView, type ReconcileResult } from "../types.js";
 import { attemptJobName, desiredAttemptJob, desiredNetworkPolicy, desiredPodGroup, desiredRunSecret, desiredService, OPERATOR_VOLUMES, type PlanInputs } from "./desired.js";
 import { attemptFailure, pendingProblem, startupDeadlineExceeded, type ChildRefusal } from "./failures.js";
+import { PretrainRunReason } from "../../../../api/v1alpha1/reasons.js";
 
 /** Values the shell scraped from rank 0's /metrics. */
 export interface ProgressSample {
@@ -188,11 +189,11 @@ function validated(st: Step): PretrainRunSpec | undefined {
   const invalid = parsed.ok ? validateRun(parsed.value) : parsed.message;
   if (!parsed.ok || (invalid !== undefined && !finished)) {
     st.s.phase = "Failed";
-    st.set("Failed", "True", "ValidationFailed", invalid ?? "invalid spec");
+    st.set("Failed", "True", PretrainRunReason.ValidationFailed, invalid ?? "invalid spec");
     return undefined;
   }
   if (oldFailed?.status === "True" && oldFailed.reason === "ValidationFailed") {
-    st.set("Failed", "False", "Validated", "The spec is valid.");
+    st.set("Failed", "False", PretrainRunReason.Validated, "The spec is valid.");
     st.s.phase = "Pending";
   }
   return parsed.value;
@@ -216,9 +217,9 @@ function finishedRun(st: Step, spec: PretrainRunSpec): void {
 function recordRefusal(st: Step): void {
   const r = st.o.refused;
   if (r !== undefined) {
-    st.set("Created", "False", "ChildRefused", `The API server refused ${r.kind} ${r.name}: ${truncate(r.message, 600)}`);
+    st.set("Created", "False", PretrainRunReason.ChildRefused, `The API server refused ${r.kind} ${r.name}: ${truncate(r.message, 600)}`);
   } else if (getCondition(st.s.conditions, "Created")?.reason === "ChildRefused") {
-    st.set("Created", "True", "ChildrenApplied", "All children were accepted.");
+    st.set("Created", "True", PretrainRunReason.ChildrenApplied, "All children were accepted.");
   }
 }
 
@@ -232,9 +233,9 @@ function suspended(st: Step, spec: PretrainRunSpec, current: JobView | undefined
   const podGroup = desiredPodGroup(st.o.run, spec);
   if (podGroup !== undefined) st.del.push({ apiVersion: podGroup.apiVersion, kind: podGroup.kind, name: st.run });
   st.s = compact({ ...st.s, phase: "Suspended" as const, activeJob: undefined, replicas: undefined });
-  st.set("Suspended", "True", "Suspended", attemptNow > 0 ? `Suspended; attempt ${attemptNow} was stopped and the next attempt resumes from the latest checkpoint.` : "Suspended before the first attempt: no pods are created until the run is admitted (spec.suspend: false).");
-  st.set("Queued", "True", "Suspended", "The run waits for admission (spec.suspend is true).");
-  st.setIfPresent("Running", "False", "Suspended", "The run is suspended.");
+  st.set("Suspended", "True", PretrainRunReason.Suspended, attemptNow > 0 ? `Suspended; attempt ${attemptNow} was stopped and the next attempt resumes from the latest checkpoint.` : "Suspended before the first attempt: no pods are created until the run is admitted (spec.suspend: false).");
+  st.set("Queued", "True", PretrainRunReason.Suspended, "The run waits for admission (spec.suspend is true).");
+  st.setIfPresent("Running", "False", PretrainRunReason.Suspended, "The run is suspended.");
 }
 
 /**
@@ -243,8 +244,8 @@ function suspended(st: Step, spec: PretrainRunSpec, current: JobView | undefined
  */
 function admitted(st: Step, attemptNow: number, current: JobView | undefined): { attempt: number; job: JobView | undefined } {
   if (!isTrue(st.old.conditions, "Suspended")) return { attempt: attemptNow, job: current };
-  st.set("Suspended", "False", "Resumed", "The run was admitted.");
-  st.events.push({ type: "Normal", reason: "Resumed", note: "Admitted (spec.suspend is false); the deadline clock restarts now.", action: "Resume" });
+  st.set("Suspended", "False", PretrainRunReason.Resumed, "The run was admitted.");
+  st.events.push({ type: "Normal", reason: PretrainRunReason.Resumed, note: "Admitted (spec.suspend is false); the deadline clock restarts now.", action: "Resume" });
   st.s.startTime = st.nowIso;
   if (attemptNow === 0) return { attempt: attemptNow, job: current };
   // The stopped attempt's Job may still be in the cache (its deletion not yet observed): it is not the new attempt.
@@ -263,18 +264,18 @@ function deadlineExceeded(st: Step, spec: PretrainRunSpec, job: JobView | undefi
   }
   if (job !== undefined) st.deleteJob(job.metadata.name);
   st.s = compact({ ...st.s, phase: "Failed" as const, completionTime: st.nowIso, activeJob: undefined });
-  st.set("Failed", "True", "DeadlineExceeded", `The run exceeded runPolicy.activeDeadlineSeconds (${ads} s).`);
-  st.setIfPresent("Running", "False", "DeadlineExceeded", "The run exceeded its deadline.");
-  st.setIfPresent("Restarting", "False", "DeadlineExceeded", "The run exceeded its deadline.");
+  st.set("Failed", "True", PretrainRunReason.DeadlineExceeded, `The run exceeded runPolicy.activeDeadlineSeconds (${ads} s).`);
+  st.setIfPresent("Running", "False", PretrainRunReason.DeadlineExceeded, "The run exceeded its deadline.");
+  st.setIfPresent("Restarting", "False", PretrainRunReason.DeadlineExceeded, "The run exceeded its deadline.");
   return true;
 }
 
 /** 5. The current attempt finished. */
 function completed(st: Step, spec: PretrainRunSpec, job: JobView, attempt: number): void {
   st.s = { ...st.s, phase: "Succeeded", completionTime: st.nowIso };
-  st.set("Succeeded", "True", "Completed", `Attempt ${attempt} completed on all ${spec.numNodes} nodes.`);
-  st.setIfPresent("Running", "False", "Completed", "The run completed.");
-  st.setIfPresent("Restarting", "False", "Completed", "The run completed.");
+  st.set("Succeeded", "True", PretrainRunReason.Completed, `Attempt ${attempt} completed on all ${spec.numNodes} nodes.`);
+  st.setIfPresent("Running", "False", PretrainRunReason.Completed, "The run completed.");
+  st.setIfPresent("Restarting", "False", PretrainRunReason.Completed, "The run completed.");
   st.s.replicas = replicaCounts(job);
   const ttl = spec.runPolicy.ttlSecondsAfterFinished;
   if (ttl !== undefined) st.wake(ttl * 1000);
@@ -288,7 +289,7 @@ function failedOrStuck(st: Step, spec: PretrainRunSpec, job: JobView, attempt: n
   let stuck: { reason: string; message: string } | undefined;
   if (!jobCondition(job, "Failed")) {
     const sd = startupDeadlineExceeded(job, spec.numNodes, spec.runPolicy.startupDeadlineSeconds, st.o.now);
-    if (sd.exceeded) stuck = { reason: "StartupDeadlineExceeded", message: `not all ${spec.numNodes} ranks were ready within runPolicy.startupDeadlineSeconds (${spec.runPolicy.startupDeadlineSeconds} s)${describePending(podsOfJob(st.o.pods, job.metadata.name))}` };
+    if (sd.exceeded) stuck = { reason: PretrainRunReason.StartupDeadlineExceeded, message: `not all ${spec.numNodes} ranks were ready within runPolicy.startupDeadlineSeconds (${spec.runPolicy.startupDeadlineSeconds} s)${describePending(podsOfJob(st.o.pods, job.metadata.name))}` };
     else if (sd.dueMs !== undefined) st.wake(sd.dueMs);
     if (stuck === undefined) return "running";
   }
@@ -300,8 +301,8 @@ function failedOrStuck(st: Step, spec: PretrainRunSpec, job: JobView, attempt: n
   if (f.decision === "Fail" || (!preempted && counted >= spec.runPolicy.maxRestarts)) {
     st.s = { ...st.s, phase: "Failed", completionTime: st.nowIso, restarts: st.s.restarts ?? 0 };
     if (f.decision === "Fail") st.set("Failed", "True", f.reason, `Attempt ${attempt} failed with a non-retryable error (exit code ${f.exitCode ?? "?"}; not restarted): ${msg}`);
-    else st.set("Failed", "True", "BackoffLimitExceeded", `Attempt ${attempt} failed (${msg}) and runPolicy.maxRestarts (${spec.runPolicy.maxRestarts}) is exhausted.`);
-    st.setIfPresent("Running", "False", "Failed", "The run failed.");
+    else st.set("Failed", "True", PretrainRunReason.BackoffLimitExceeded, `Attempt ${attempt} failed (${msg}) and runPolicy.maxRestarts (${spec.runPolicy.maxRestarts}) is exhausted.`);
+    st.setIfPresent("Running", "False", PretrainRunReason.Failed, "The run failed.");
     st.setIfPresent("Restarting", "False", f.decision === "Fail" ? f.reason : "BackoffLimitExceeded", "No restart.");
     st.s.replicas = replicaCounts(job);
     if (stuck !== undefined || !jobCondition(job, "Failed")) st.deleteJob(job.metadata.name);
@@ -323,14 +324,14 @@ function startAttempt(st: Step, spec: PretrainRunSpec, attemptIn: number): void 
   const plan = resolvePlan(spec, st.o.plan);
   if (plan.kind === "invalid") {
     st.s.phase = "Failed";
-    st.set("Failed", "True", "ValidationFailed", plan.message);
+    st.set("Failed", "True", PretrainRunReason.ValidationFailed, plan.message);
     return;
   }
   if (plan.kind === "wait") {
     // Keep a new attempt number (after a failure or resume): the next reconcile must not resurrect the old attempt.
     st.s = compact({ ...st.s, attempt, activeJob: undefined });
     st.s.phase = isTrue(st.s.conditions, "Restarting") ? "Restarting" : "Pending";
-    st.set("Queued", "True", "PlanNotReady", plan.message);
+    st.set("Queued", "True", PretrainRunReason.PlanNotReady, plan.message);
     return;
   }
   if (attempt === 0) {
@@ -355,8 +356,8 @@ function startAttempt(st: Step, spec: PretrainRunSpec, attemptIn: number): void 
   // A refused child keeps Created=False/ChildRefused (recordRefusal) until an apply succeeds: no Created=True over a
   // silent retry.
   if (st.o.refused === undefined) {
-    st.set("Created", "True", "JobCreated", `Created Job ${desired.metadata.name} (attempt ${attempt}${resume ? ", resuming from the latest checkpoint if there is one" : ""}).`);
-    st.set("Queued", "False", "JobCreated", `Job ${desired.metadata.name} was created.`);
+    st.set("Created", "True", PretrainRunReason.JobCreated, `Created Job ${desired.metadata.name} (attempt ${attempt}${resume ? ", resuming from the latest checkpoint if there is one" : ""}).`);
+    st.set("Queued", "False", PretrainRunReason.JobCreated, `Job ${desired.metadata.name} was created.`);
   }
   st.s.replicas = { active: 0, ready: 0, succeeded: 0, failed: 0 };
   st.s.phase = isTrue(st.s.conditions, "Restarting") ? "Restarting" : "Pending";
@@ -369,16 +370,16 @@ function observeAttempt(st: Step, spec: PretrainRunSpec, job: JobView, attempt: 
   st.s.activeJob = job.metadata.name;
   st.s.replicas = replicaCounts(job);
   const queued = job.spec?.suspend === true;
-  if (queued) st.set("Queued", "True", "WaitingForAdmission", `Job ${job.metadata.name} is suspended by its queue.`);
-  else st.set("Queued", "False", "Admitted", `Job ${job.metadata.name} is admitted.`);
+  if (queued) st.set("Queued", "True", PretrainRunReason.WaitingForAdmission, `Job ${job.metadata.name} is suspended by its queue.`);
+  else st.set("Queued", "False", PretrainRunReason.Admitted, `Job ${job.metadata.name} is admitted.`);
   const ready = st.s.replicas.ready;
   if (ready >= spec.numNodes && !queued) {
-    st.set("Running", "True", "AllPodsReady", `All ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
-    st.setIfPresent("Restarting", "False", "Restarted", `Attempt ${attempt} is running.`);
+    st.set("Running", "True", PretrainRunReason.AllPodsReady, `All ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
+    st.setIfPresent("Restarting", "False", PretrainRunReason.Restarted, `Attempt ${attempt} is running.`);
   } else {
     const problem = pendingProblem(podsOfJob(st.o.pods, job.metadata.name));
     if (problem !== undefined) st.set("Running", "False", problem.reason, problem.message);
-    else st.set("Running", "False", "PodsNotReady", `${ready} of ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
+    else st.set("Running", "False", PretrainRunReason.PodsNotReady, `${ready} of ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
   }
   const c = st.s.conditions;
   st.s.phase = isTrue(c, "Restarting") ? "Restarting" : isTrue(c, "Running") ? "Running" : isTrue(c, "Queued") ? "Queued" : "Pending";

@@ -393,7 +393,7 @@ describe("native cpu kernels", { skip: skipReason }, () => {
         const b = tf.randomNormal<tf.Rank.R1>([c], 0, 0.2, "float32", 153);
         const dy = tf.randomNormal(shape, 0, 1, "float32", 154);
         const before = tf.memory().numTensors;
-        const opts = { leakyReluAlpha: alpha };
+        const opts = alpha === undefined ? {} : { leakyReluAlpha: alpha };
         const fused = [instanceNormFused(x, g, b, 1e-5, opts), ...tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
           instanceNormFused(p, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5, opts))([x, g, b], dy)];
         assert.equal(tf.memory().numTensors, before + 4, "only the 4 results are new tensors");

@@ -18,6 +18,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { EnvironmentError, ConfigError } from "../../errors.js";
 import { log } from "../../observability/log.js";
+import { loadNativeKernels } from "./native.js";
 import { withWasmThreads } from "./wasm-threads.js";
 import { envString, setProcessDefault } from "../../config/settings.js";
 
@@ -42,8 +43,6 @@ export interface BackendChoice {
   /** node / node-gpu: TensorFlow registered a GPU device and computes on it. */
   readonly gpu?: boolean;
 }
-
-let current: BackendChoice | undefined;
 
 export function parseBackendRequest(value: string | undefined, source: string): BackendRequest {
   if (value === undefined || value === "") return "auto";
@@ -125,12 +124,10 @@ async function tryWasm(): Promise<string | undefined> {
   }
 }
 
-async function tryNative(): Promise<boolean> {
-  // The addon module is owned by feat/native; load it if this checkout has it.
-  const spec = "./native.js";
+/** Registers the native kernels (false when the addon is not built or cannot load). */
+function tryNative(): boolean {
   try {
-    const mod = (await import(spec)) as { loadNativeKernels?: () => boolean };
-    return typeof mod.loadNativeKernels === "function" ? mod.loadNativeKernels() : false;
+    return loadNativeKernels();
   } catch {
     return false;
   }
@@ -153,7 +150,7 @@ export async function selectBackend(requested?: string, o: { announce?: boolean 
     let info: NodeBackendInfo | undefined;
     const name = candidate === "cpu-native" ? "cpu" : candidate;
     if (candidate === "cpu-native") {
-      why = (await tf.setBackend("cpu")) && (await tryNative()) ? undefined : "cpu-native: the native kernel addon is not available";
+      why = (await tf.setBackend("cpu")) && tryNative() ? undefined : "cpu-native: the native kernel addon is not available";
     } else if (name === "node-gpu" || name === "node") {
       ({ why, info } = await tryNode(TFJS_NODE_PACKAGES[name]));
       // auto wants TensorFlow only for a GPU: on the CPU the native kernels are faster
@@ -165,13 +162,13 @@ export async function selectBackend(requested?: string, o: { announce?: boolean 
       continue;
     }
     await tf.ready();
-    const nativeKernels = name === "cpu" ? await tryNative() : false;
+    const nativeKernels = name === "cpu" ? tryNative() : false;
     // tfjs's cpu backend prints a banner recommending tfjs-node on its first tensor; with the native kernels that
     // advice is wrong (and tfjs-node is what is missing here), so the backend is marked as already greeted
     if (nativeKernels) (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
     const wasmThreads = name === "wasm" ? await wasmThreadCount() : undefined;
     const reason = choiceReason(req, name, info, nativeKernels);
-    current = {
+    const current: BackendChoice = {
       name, tfBackend: tf.getBackend(), nativeKernels, skipped, reason,
       ...(wasmThreads === undefined ? {} : { wasmThreads }), ...(info === undefined ? {} : { tfVersion: info.tfVersion, gpu: info.gpu }),
     };
@@ -223,15 +220,4 @@ async function wasmThreadCount(): Promise<number | undefined> {
   } catch {
     return undefined;
   }
-}
-
-/** The last selection, if any. */
-export function currentBackend(): BackendChoice | undefined {
-  return current;
-}
-
-/** Where the wasm files are, for diagnostics. */
-export function wasmFiles(): string[] {
-  const d = wasmBinaryDir();
-  return ["tfjs-backend-wasm.wasm", "tfjs-backend-wasm-simd.wasm"].map((f) => join(d, f));
 }

@@ -60,8 +60,8 @@ function batchFor(methodKey: string, family: ArchitectureFamily, patch: Vec3): {
     batch: () => ({
       x: tf.tensor5d(arrays.data, arrays.shape),
       anon: arrays.anon === undefined ? undefined : tf.tensor5d(arrays.anon, [...arrays.shape.slice(0, 4), 1] as [number, number, number, number, number]),
-      target: "target" in arrays && arrays.target !== undefined ? tf.tensor5d(arrays.target, arrays.shape) : undefined,
-      aux: "aux" in arrays && arrays.aux !== undefined ? tf.tensor(arrays.aux.data, arrays.aux.shape) : undefined,
+      target: "target" in arrays ? tf.tensor5d(arrays.target, arrays.shape) : undefined,
+      aux: "aux" in arrays ? tf.tensor(arrays.aux.data, arrays.aux.shape) : undefined,
     }),
   };
 }

@@ -1,5 +1,5 @@
 /**
- * Opt-in multi-threaded SIMD wasm in Node (`SSL3D_WASM_THREADS=N`, tfjs-on-cpu.md §1 item 6 / §4.5).
+ * Opt-in multi-threaded SIMD wasm in Node (`SSL3D_WASM_THREADS=N`; docs/performance.md, "TensorFlow.js on wasm").
  *
  * tfjs-backend-wasm disables threads in Node, and its pthread workers are created from `blob:` URLs, which Node's
  * worker_threads cannot load. This patch (active only while the backend initialises):

@@ -1,6 +1,6 @@
 /**
  * Multi-head softmax attention written as per-head plain 2-D matMuls (batched/transposed matMul is a scalar
- * loop on wasm, tfjs-on-cpu.md §3b), with optional interleaved-pair rotary embedding on q and k.
+ * loop on wasm, docs/performance.md), with optional interleaved-pair rotary embedding on q and k.
  */
 import * as tf from "@tensorflow/tfjs";
 import { concatChannels } from "./concat.js";

@@ -1,6 +1,6 @@
 /**
  * Concatenation along the last (channel) axis as a rank-2 column concat, with a gradient of rank-2 column
- * slices (tf.concat's own gradient goes through SplitV, 0.7 s per call on wasm; tfjs-on-cpu.md §3c).
+ * slices (tf.concat's own gradient goes through SplitV, 0.7 s per call on wasm; docs/performance.md).
  */
 import * as tf from "@tensorflow/tfjs";
 import { customOp } from "./custom.js";

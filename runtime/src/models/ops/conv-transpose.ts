@@ -1,7 +1,7 @@
 /**
  * ConvTranspose3d with kernel = stride = f (PyTorch semantics, f=2 in the U-Net decoder, 2 in PatchDecode):
  * one plain matMul [N,Cin]×[Cin,f³·Cout] followed by a depth-to-space transpose. `tf.conv3dTranspose` has no
- * gradient on any backend and runs the broken wasm Conv3DBackpropInputV2 kernel (tfjs-on-cpu.md §2).
+ * gradient on any backend and runs the broken wasm Conv3DBackpropInputV2 kernel (docs/performance.md).
  * Weight layout [f,f,f,Cout,Cin] (PyTorch [Cin,Cout,f,f,f] → permute (2,3,4,1,0)).
  */
 import * as tf from "@tensorflow/tfjs";

@@ -5,8 +5,8 @@
  * Two implementations, chosen per backend (or forced with `setConvImpl`):
  * - `tf`: `tf.conv3d` (explicit zero pad for strided convs, so padding matches PyTorch's symmetric pad) and tfjs
  *   autodiff, which runs the Conv3DBackpropInputV2/FilterV2 kernels. Correct on cpu and tfjs-node; on cpu the
- *   native addon (feat/native) replaces those kernels with fast ones under the same names.
- * - `conv2d` ("k2dsum", tfjs-on-cpu.md §4): depth folded into the batch axis, one `tf.conv2d` per depth offset,
+ *   native addon (`native/`, docs/decisions/0008-native-cpu-kernels.md) replaces those kernels with fast ones under the same names.
+ * - `conv2d` ("k2dsum", docs/performance.md): depth folded into the batch axis, one `tf.conv2d` per depth offset,
  *   with a hand-written gradient built from forward conv2d calls only. Used on wasm, where Conv3D is a scalar
  *   loop and the Conv3D backprop kernels are numerically wrong.
  * 1×1×1 stride-1 convolutions are a plain linear layer on every backend.

@@ -1,6 +1,6 @@
 /**
  * Matrix products as plain 2-D, untransposed `tf.matMul` calls, in the forward AND the backward pass: on wasm only
- * that form runs in XNNPACK (batched or transposed matMul falls to a scalar loop, tfjs-on-cpu.md §3b).
+ * that form runs in XNNPACK (batched or transposed matMul falls to a scalar loop, docs/performance.md).
  */
 import * as tf from "@tensorflow/tfjs";
 import { customOp } from "./custom.js";

@@ -2,7 +2,7 @@
  * Normalisation layers.
  * - instanceNorm: InstanceNorm3d(affine, eps) = per sample and channel statistics over D,H,W (biased variance).
  *   Written with ones-vector matMul reductions and a hand-written gradient: a `Sum` over non-innermost axes makes
- *   wasm transpose the whole tensor (tfjs-on-cpu.md §3c).
+ *   wasm transpose the whole tensor (docs/performance.md).
  * - layerNorm: LayerNorm over the last axis (innermost, so plain ops and autodiff are fast).
  */
 import * as tf from "@tensorflow/tfjs";

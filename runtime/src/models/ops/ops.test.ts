@@ -138,7 +138,7 @@ const cases: Case[] = [
 for (const backend of ["cpu", "wasm", "node"] as const) {
   describe(`ops on ${backend}`, () => {
     after(() => { setConvImpl(undefined); });
-    // tf.conv3d's backprop kernels are wrong on wasm (tfjs-on-cpu.md §2): the "tf" impl is never used there.
+    // tf.conv3d's backprop kernels are wrong on wasm (docs/performance.md): the "tf" impl is never used there.
     for (const c of cases.filter((k) => !(backend === "wasm" && k.convImpl === "tf"))) {
       test(c.name, async () => {
         await useBackend("cpu");

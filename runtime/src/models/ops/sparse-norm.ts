@@ -1,9 +1,10 @@
 /**
- * Sparse instance norm (SparK, spec 6.3 / 11): InstanceNorm3d(affine, eps) whose per-sample, per-channel statistics
- * are taken over the visible voxels only (`mask` 1), biased variance; masked voxels (`mask` 0) of the output are 0.
+ * Sparse instance norm (SparK, nnssl `SparseInstanceNorm3d` in `src/nnssl/architectures/spark_utils.py`):
+ * InstanceNorm3d(affine, eps) whose per-sample, per-channel statistics are taken over the visible voxels only (`mask`
+ * 1), biased variance; masked voxels (`mask` 0) of the output are 0.
  *
  * On cpu with the native kernels (and an addon that has them: `fusedSparseNormAvailable()`): one fused kernel each
- * way (`Ssl3dSparseInstanceNorm`/`Grad`, native/src/norm.cc, ADR 0041), which also fuses the LeakyReLU of
+ * way (`Ssl3dSparseInstanceNorm`/`Grad`, native/src/norm.cc, ADR 0082), which also fuses the LeakyReLU of
  * `sparseInstanceNormLeakyRelu`. Elsewhere (wasm, stock cpu, stale addon): tfjs ops (broadcast multiply, Sum over
  * the contiguous spatial axis) with a hand-written gradient (the instance-norm gradient restricted to the visible
  * voxels); `sparseInstanceNormComposed` is the same function left to tfjs' autodiff (the tests' reference). The
