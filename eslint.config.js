@@ -3,7 +3,18 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "native/build/**", ".cache/**", "helm/**", "crds/**", "**/*.cjs", "eslint.config.js"] },
+  {
+    ignores: [
+      "dist/**",
+      "node_modules/**",
+      "native/build/**",
+      ".cache/**",
+      "helm/**",
+      "crds/**",
+      "**/*.cjs",
+      "eslint.config.js",
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {
@@ -24,10 +35,21 @@ export default tseslint.config(
     files: ["api/**/*.ts"],
     ignores: ["**/*.test.ts"],
     rules: {
-      "no-restricted-imports": ["error", { patterns: [
-        { group: ["**/runtime/**", "**/operator/**"], message: "api/ is imported by the runtime and the operator, never the other way round." },
-        { group: ["@kubernetes/*", "@tensorflow/*", "kubernetes-models", "kubernetes-models/*"], message: "api/ carries no Kubernetes client and no TensorFlow." },
-      ] }],
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["**/runtime/**", "**/operator/**"],
+              message: "api/ is imported by the runtime and the operator, never the other way round.",
+            },
+            {
+              group: ["@kubernetes/*", "@tensorflow/*", "kubernetes-models", "kubernetes-models/*"],
+              message: "api/ carries no Kubernetes client and no TensorFlow.",
+            },
+          ],
+        },
+      ],
     },
   },
   {
@@ -40,7 +62,10 @@ export default tseslint.config(
     // The runtime never imports the operator (the operator image carries no TensorFlow, and vice versa).
     files: ["runtime/**/*.ts"],
     rules: {
-      "no-restricted-imports": ["error", { patterns: [{ group: ["**/operator/**"], message: "The runtime never imports the operator." }] }],
+      "no-restricted-imports": [
+        "error",
+        { patterns: [{ group: ["**/operator/**"], message: "The runtime never imports the operator." }] },
+      ],
     },
   },
   {
@@ -49,23 +74,46 @@ export default tseslint.config(
     files: ["runtime/src/**/*.ts"],
     ignores: ["**/*.test.ts", "runtime/src/config/settings.ts"],
     rules: {
-      "no-restricted-properties": ["error", { object: "process", property: "env", message: "Read environment variables through runtime/src/config/settings.ts (envString, envInt, processEnv, childEnv)." }],
+      "no-restricted-properties": [
+        "error",
+        {
+          object: "process",
+          property: "env",
+          message:
+            "Read environment variables through runtime/src/config/settings.ts (envString, envInt, processEnv, childEnv).",
+        },
+      ],
     },
   },
   {
     // The operator may import only the runtime's zod-only config schemas, never TensorFlow-bearing code.
     files: ["operator/**/*.ts"],
     rules: {
-      "no-restricted-imports": ["error", { patterns: [
-        { group: ["**/runtime/src/!(config)/**", "**/runtime/src/!(config)"], message: "The operator may import only runtime/src/config/*." },
-        { group: ["@tensorflow/*"], message: "The operator image carries no TensorFlow." },
-      ] }],
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["**/runtime/src/!(config)/**", "**/runtime/src/!(config)"],
+              message: "The operator may import only runtime/src/config/*.",
+            },
+            { group: ["@tensorflow/*"], message: "The operator image carries no TensorFlow." },
+          ],
+        },
+      ],
     },
   },
   {
     files: ["**/*.test.ts", "test/**/*.ts", "bench/**/*.ts", "scripts/**/*.ts"],
     rules: {
-      "@typescript-eslint/no-floating-promises": ["error", { allowForKnownSafeCalls: [{ from: "package", package: "node:test", name: ["test", "it", "describe", "suite"] }] }],
+      "@typescript-eslint/no-floating-promises": [
+        "error",
+        {
+          allowForKnownSafeCalls: [
+            { from: "package", package: "node:test", name: ["test", "it", "describe", "suite"] },
+          ],
+        },
+      ],
       "@typescript-eslint/no-unsafe-assignment": "off",
       "@typescript-eslint/no-unsafe-member-access": "off",
     },

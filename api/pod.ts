@@ -46,19 +46,23 @@ export const POD_PATHS = {
 export const RUN_SECRET_KEY = "token";
 
 /** Names the operator sets itself (the contract above plus what the launcher derives); user env may not use them. */
-export const RESERVED_ENV = /^(PET_|SSL3D_|MASTER_ADDR$|MASTER_PORT$|WORLD_SIZE$|RANK$|LOCAL_RANK$|CUDA_VISIBLE_DEVICES$|nnssl_)/;
+export const RESERVED_ENV =
+  /^(PET_|SSL3D_|MASTER_ADDR$|MASTER_PORT$|WORLD_SIZE$|RANK$|LOCAL_RANK$|CUDA_VISIBLE_DEVICES$|nnssl_)/;
 /**
  * Variables that make Node, the dynamic loader or the runtime's native libraries load other code: refused in
  * spec.env (CRD rule and local runner) because they turn a manifest into code execution inside the training image.
  */
-export const CODE_INJECTION_ENV = /^(NODE_OPTIONS|NODE_PATH|NODE_EXTRA_CA_CERTS|NODE_REPL_EXTERNAL_MODULE|NODE_V8_COVERAGE|NODE_DEBUG_NATIVE|NODE_PRESERVE_SYMLINKS|NODE_ICU_DATA|LD_[A-Z_]*|DYLD_[A-Z_]*|TF_CPP_[A-Z_]*|BASH_ENV|ENV|PYTHONSTARTUP|PYTHONPATH|PYTHONHOME|GCONV_PATH|MALLOC_[A-Z_]*|UV_THREADPOOL_SIZE)$/;
+export const CODE_INJECTION_ENV =
+  /^(NODE_OPTIONS|NODE_PATH|NODE_EXTRA_CA_CERTS|NODE_REPL_EXTERNAL_MODULE|NODE_V8_COVERAGE|NODE_DEBUG_NATIVE|NODE_PRESERVE_SYMLINKS|NODE_ICU_DATA|LD_[A-Z_]*|DYLD_[A-Z_]*|TF_CPP_[A-Z_]*|BASH_ENV|ENV|PYTHONSTARTUP|PYTHONPATH|PYTHONHOME|GCONV_PATH|MALLOC_[A-Z_]*|UV_THREADPOOL_SIZE)$/;
 /** The same list as a CEL-compatible regular expression (RE2 has the same syntax for these patterns). */
 export const CODE_INJECTION_ENV_RE2 = CODE_INJECTION_ENV.source;
 export const RESERVED_ENV_RE2 = RESERVED_ENV.source;
 
 export function envNameProblem(name: string): string | undefined {
-  if (RESERVED_ENV.test(name)) return `${name} is reserved for the operator (PET_*, SSL3D_*, nnssl_*, MASTER_*, RANK, WORLD_SIZE, LOCAL_RANK, CUDA_VISIBLE_DEVICES)`;
-  if (CODE_INJECTION_ENV.test(name)) return `${name} would inject code into the runtime (NODE_OPTIONS, NODE_PATH, LD_*, ... are refused)`;
+  if (RESERVED_ENV.test(name))
+    return `${name} is reserved for the operator (PET_*, SSL3D_*, nnssl_*, MASTER_*, RANK, WORLD_SIZE, LOCAL_RANK, CUDA_VISIBLE_DEVICES)`;
+  if (CODE_INJECTION_ENV.test(name))
+    return `${name} would inject code into the runtime (NODE_OPTIONS, NODE_PATH, LD_*, ... are refused)`;
   return undefined;
 }
 
@@ -102,12 +106,20 @@ export function runFolder(spec: Pick<PretrainRunSpec, "storage">, run: RunIdenti
  * `<Dataset>/<Trainer>__<Plans>__<Config>/`: runtime/src/config/layout.ts). The one definition for the operator's
  * pods and the local runner.
  */
-export function runFolders(spec: Pick<PretrainRunSpec, "storage">, run: RunIdentity, layout: Pick<PodLayout, "checkpointsRoot" | "join">): { checkpoints: string; results: string } {
+export function runFolders(
+  spec: Pick<PretrainRunSpec, "storage">,
+  run: RunIdentity,
+  layout: Pick<PodLayout, "checkpointsRoot" | "join">,
+): { checkpoints: string; results: string } {
   const folder = layout.join(layout.checkpointsRoot, runFolder(spec, run));
   return { checkpoints: layout.join(folder, "checkpoints"), results: layout.join(folder, "results") };
 }
 
-export function checkpointDir(spec: Pick<PretrainRunSpec, "storage">, run: RunIdentity, layout: Pick<PodLayout, "checkpointsRoot" | "join">): string {
+export function checkpointDir(
+  spec: Pick<PretrainRunSpec, "storage">,
+  run: RunIdentity,
+  layout: Pick<PodLayout, "checkpointsRoot" | "join">,
+): string {
   return runFolders(spec, run, layout).checkpoints;
 }
 
@@ -131,7 +143,10 @@ export function podEnv(spec: PretrainRunSpec, run: RunIdentity, attempt: number,
     { name: ENV.resume, value: spec.runPolicy.resume === "Latest" ? "latest" : "none" },
   ];
   if (layout.metricsPort !== undefined) {
-    env.push({ name: ENV.metricsPort, value: String(layout.metricsPort) }, { name: ENV.metricsAddress, value: layout.metricsAddress });
+    env.push(
+      { name: ENV.metricsPort, value: String(layout.metricsPort) },
+      { name: ENV.metricsAddress, value: layout.metricsAddress },
+    );
   }
   env.push({ name: ENV.terminationLog, value: layout.terminationLog });
   // Empty locally: a loopback-only run needs no rendezvous secret.

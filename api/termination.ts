@@ -19,7 +19,15 @@ export const EXIT = {
 } as const;
 
 /** Reasons a failure message can name beyond the error class (stable, UpperCamelCase: they become condition reasons). */
-export const FAILURE_REASONS = ["ConfigError", "EnvironmentError", "DataError", "TrainingError", "DistributedError", "InternalError", "CheckpointOwnedByAnotherRun"] as const;
+export const FAILURE_REASONS = [
+  "ConfigError",
+  "EnvironmentError",
+  "DataError",
+  "TrainingError",
+  "DistributedError",
+  "InternalError",
+  "CheckpointOwnedByAnotherRun",
+] as const;
 
 export const FailureMessageSchema = z
   .object({
@@ -47,15 +55,23 @@ export type Decision = "Fail" | "Restart";
  * that were stopped because of it.
  */
 export function decideOnExitCodes(codes: readonly number[]): { decision: Decision; exitCode: number | undefined } {
-  for (const c of [EXIT.config, EXIT.data, EXIT.diverged]) if (codes.includes(c)) return { decision: "Fail", exitCode: c };
+  for (const c of [EXIT.config, EXIT.data, EXIT.diverged])
+    if (codes.includes(c)) return { decision: "Fail", exitCode: c };
   const first = codes.find((c) => c !== 0 && c !== EXIT.peer && c < 128) ?? codes.find((c) => c !== 0);
   return { decision: "Restart", exitCode: first };
 }
 
 /** Parses a termination message (last non-empty line that is a JSON object). */
-export function parseTerminationJson<T>(message: string | undefined, schema: z.ZodType<T>): { ok: true; value: T } | { ok: false; error: string } {
+export function parseTerminationJson<T>(
+  message: string | undefined,
+  schema: z.ZodType<T>,
+): { ok: true; value: T } | { ok: false; error: string } {
   if (message === undefined || message.trim() === "") return { ok: false, error: "the termination message is empty" };
-  const lines = message.trim().split("\n").map((l) => l.trim()).filter((l) => l.startsWith("{"));
+  const lines = message
+    .trim()
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith("{"));
   const last = lines.at(-1);
   if (last === undefined) return { ok: false, error: `the termination message is not JSON: ${truncate(message, 200)}` };
   let json: unknown;
@@ -65,7 +81,11 @@ export function parseTerminationJson<T>(message: string | undefined, schema: z.Z
     return { ok: false, error: `the termination message is not JSON: ${truncate(last, 200)}` };
   }
   const r = schema.safeParse(json);
-  if (!r.success) return { ok: false, error: `the termination message does not match the contract: ${z.prettifyError(r.error).replace(/\n/g, "; ")}` };
+  if (!r.success)
+    return {
+      ok: false,
+      error: `the termination message does not match the contract: ${z.prettifyError(r.error).replace(/\n/g, "; ")}`,
+    };
   return { ok: true, value: r.data };
 }
 

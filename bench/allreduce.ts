@@ -30,7 +30,9 @@ async function freePort(): Promise<number> {
     const s = createServer();
     s.listen(0, "127.0.0.1", () => {
       const p = (s.address() as net.AddressInfo).port;
-      s.close(() => { resolve(p); });
+      s.close(() => {
+        resolve(p);
+      });
     });
   });
 }
@@ -39,7 +41,11 @@ async function freePort(): Promise<number> {
  * A plain TCP link per ring edge, opened like the ring's (rank r+1 connects to rank r, data flows r -> r+1; ports:
  * base + rank). The receiver reads with `onread` (no allocation per read, as the ring reads).
  */
-async function rawLinks(rank: number, world: number, base: number): Promise<{ next: net.Socket; prev: net.Socket; rx: RawReceiver }> {
+async function rawLinks(
+  rank: number,
+  world: number,
+  base: number,
+): Promise<{ next: net.Socket; prev: net.Socket; rx: RawReceiver }> {
   const server = net.createServer();
   const nextP = new Promise<net.Socket>((resolve) => server.once("connection", resolve));
   await new Promise<void>((resolve) => server.listen(base + rank, "127.0.0.1", resolve));
@@ -47,10 +53,22 @@ async function rawLinks(rank: number, world: number, base: number): Promise<{ ne
   let prev: net.Socket | undefined;
   for (let i = 0; prev === undefined; i++) {
     prev = await new Promise<net.Socket | undefined>((resolve) => {
-      const onread = { buffer: () => rx.next(), callback: (n: number) => { rx.got(n); return true; } };
+      const onread = {
+        buffer: () => rx.next(),
+        callback: (n: number) => {
+          rx.got(n);
+          return true;
+        },
+      };
       const s = net.connect({ port: base + ((rank - 1 + world) % world), host: "127.0.0.1", onread });
-      s.once("connect", () => { resolve(s); });
-      s.once("error", () => { setTimeout(() => { resolve(undefined); }, 50); });
+      s.once("connect", () => {
+        resolve(s);
+      });
+      s.once("error", () => {
+        setTimeout(() => {
+          resolve(undefined);
+        }, 50);
+      });
     });
     if (i > 200) throw new Error("raw TCP: predecessor not listening");
   }
@@ -73,7 +91,9 @@ class RawReceiver {
   private done: (() => void) | undefined;
   next(): Uint8Array {
     const into = this.into;
-    return into !== undefined && this.have < this.want ? into.subarray(into.length - (this.want - this.have)) : this.reused;
+    return into !== undefined && this.have < this.want
+      ? into.subarray(into.length - (this.want - this.have))
+      : this.reused;
   }
   expect(bytes: number, into: Uint8Array | undefined): Promise<void> {
     return new Promise((resolve) => {
@@ -97,10 +117,19 @@ class RawReceiver {
 }
 
 /** Send `out` (one write, from its own memory like the ring) to next while receiving as many bytes from prev; seconds. */
-async function rawExchange(links: { next: net.Socket; rx: RawReceiver }, out: Uint8Array, into: Uint8Array | undefined): Promise<number> {
+async function rawExchange(
+  links: { next: net.Socket; rx: RawReceiver },
+  out: Uint8Array,
+  into: Uint8Array | undefined,
+): Promise<number> {
   const t0 = performance.now();
   const recv = links.rx.expect(out.length, into);
-  await new Promise<void>((resolve, reject) => links.next.write(out, (e) => { if (e) reject(e); else resolve(); }));
+  await new Promise<void>((resolve, reject) =>
+    links.next.write(out, (e) => {
+      if (e) reject(e);
+      else resolve();
+    }),
+  );
   await recv;
   return (performance.now() - t0) / 1000;
 }
@@ -135,11 +164,17 @@ const pct = (x: number): string => `${(100 * x).toFixed(0)} %`;
 const spread = (a: number[]): string => `**${pct(median(a))}** (${pct(Math.min(...a))}–${pct(Math.max(...a))})`;
 
 /** One gradient set: `reps` rounds of ring, raw memory-to-memory and raw discarding, in rotating order. */
-async function measure(pg: ProcessGroup, links: Awaited<ReturnType<typeof rawLinks>>, label: string, params: number, reps: number): Promise<string> {
+async function measure(
+  pg: ProcessGroup,
+  links: Awaited<ReturnType<typeof rawLinks>>,
+  label: string,
+  params: number,
+  reps: number,
+): Promise<string> {
   const world = pg.worldSize;
   const n = params + 2; // + loss and stop flag, as the loop sends
   const bytes = n * 4;
-  const perLink = 4 * Math.round((2 * (world - 1) / world) * n);
+  const perLink = 4 * Math.round(((2 * (world - 1)) / world) * n);
   const buf = new Float32Array(n).fill(pg.rank + 1);
   const rawOut = new Uint8Array(perLink).fill(1);
   const rawIn = new Uint8Array(perLink).fill(1);
@@ -149,7 +184,9 @@ async function measure(pg: ProcessGroup, links: Awaited<ReturnType<typeof rawLin
     () => timed(pg, () => rawExchange(links, rawOut, rawIn)),
     () => timed(pg, () => rawExchange(links, rawOut, undefined)),
   ];
-  const ring: Timed[] = [], mem: Timed[] = [], discard: Timed[] = [];
+  const ring: Timed[] = [],
+    mem: Timed[] = [],
+    discard: Timed[] = [];
   for (let i = 0; i < reps; i++) {
     // back to back in rotating order, so a change in the machine's load hits every side of a ratio alike
     const got: Timed[] = [];
@@ -161,10 +198,12 @@ async function measure(pg: ProcessGroup, links: Awaited<ReturnType<typeof rawLin
   const gib = (t: number): string => `${(perLink / t / 2 ** 30).toFixed(2)} GiB/s`;
   const tAr = median(ring.map((t) => t.wall));
   const copies = packUnpack(buf, 1 / world);
-  return `| ${label} | ${(params / 1e6).toFixed(1)} M (${(bytes / 2 ** 20).toFixed(0)} MiB) | ${tAr.toFixed(2)} s | ${gib(tAr)} | ` +
+  return (
+    `| ${label} | ${(params / 1e6).toFixed(1)} M (${(bytes / 2 ** 20).toFixed(0)} MiB) | ${tAr.toFixed(2)} s | ${gib(tAr)} | ` +
     `${gib(median(mem.map((t) => t.wall)))} | ${spread(ring.map((t, i) => mem[i]!.wall / t.wall))} | ` +
     `${gib(median(discard.map((t) => t.wall)))} | ${spread(ring.map((t, i) => discard[i]!.wall / t.wall))} | ` +
-    `${pct(median(ring.map((t, i) => mem[i]!.cpu / t.cpu)))} | ${(tAr + copies).toFixed(2)} s (${copies.toFixed(2)} s copies) |`;
+    `${pct(median(ring.map((t, i) => mem[i]!.cpu / t.cpu)))} | ${(tAr + copies).toFixed(2)} s (${copies.toFixed(2)} s copies) |`
+  );
 }
 
 async function rank(): Promise<void> {
@@ -173,17 +212,24 @@ async function rank(): Promise<void> {
   const reps = Number(arg("reps", "3"));
   const links = await rawLinks(pg.rank, world, Number(process.env.BENCH_RAW_PORT));
   const rows: string[] = [];
-  for (const [label, params] of [["ResEnc-L", countParams("resenc-l")], ["Primus-M", countParams("primus-m")]] as const) {
+  for (const [label, params] of [
+    ["ResEnc-L", countParams("resenc-l")],
+    ["Primus-M", countParams("primus-m")],
+  ] as const) {
     rows.push(await measure(pg, links, label, params, reps));
   }
   if (pg.rank === 0) {
-    process.stdout.write(`ring all-reduce, ${world} ranks on this machine (loopback), ${reps} repetitions.\n` +
-      `raw TCP = between the same processes in the same run, over one plain socket per ring edge (r -> r+1): every rank ` +
-      `sends 2(N-1)/N × size (what the all-reduce moves per rank) in one write while receiving as much; "memory to memory" ` +
-      `reads into a destination of that size (the goal's baseline), "discarding" into one reused 1 MiB buffer (iperf's way).\n` +
-      `Ratios: median (range) over repetitions of raw time / all-reduce time; CPU: this rank's CPU time, raw memory-to-memory / all-reduce.\n\n` +
-      "| gradient set | size | all-reduce | bus bandwidth | raw TCP memory to memory | bus / raw | raw TCP discarding | bus / discarding | CPU raw / all-reduce | added to a step |\n" +
-      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + rows.join("\n") + "\n");
+    process.stdout.write(
+      `ring all-reduce, ${world} ranks on this machine (loopback), ${reps} repetitions.\n` +
+        `raw TCP = between the same processes in the same run, over one plain socket per ring edge (r -> r+1): every rank ` +
+        `sends 2(N-1)/N × size (what the all-reduce moves per rank) in one write while receiving as much; "memory to memory" ` +
+        `reads into a destination of that size (the goal's baseline), "discarding" into one reused 1 MiB buffer (iperf's way).\n` +
+        `Ratios: median (range) over repetitions of raw time / all-reduce time; CPU: this rank's CPU time, raw memory-to-memory / all-reduce.\n\n` +
+        "| gradient set | size | all-reduce | bus bandwidth | raw TCP memory to memory | bus / raw | raw TCP discarding | bus / discarding | CPU raw / all-reduce | added to a step |\n" +
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" +
+        rows.join("\n") +
+        "\n",
+    );
   }
   links.next.destroy();
   links.prev.destroy();

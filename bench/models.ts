@@ -46,7 +46,18 @@ const cases: Case[] = [
     opts: { features: [8, 16, 32, 64], patchSize: [32, 32, 32] },
     batch: 2,
     size: [32, 32, 32],
-    torch: { arch: "resenc", kwargs: { input_channels: 1, n_stages: 4, features_per_stage: [8, 16, 32, 64], strides: [1, 2, 2, 2], n_blocks_per_stage: [1, 1, 1, 1], num_classes: 1, n_conv_per_stage_decoder: [1, 1, 1] } },
+    torch: {
+      arch: "resenc",
+      kwargs: {
+        input_channels: 1,
+        n_stages: 4,
+        features_per_stage: [8, 16, 32, 64],
+        strides: [1, 2, 2, 2],
+        n_blocks_per_stage: [1, 1, 1, 1],
+        num_classes: 1,
+        n_conv_per_stage_decoder: [1, 1, 1],
+      },
+    },
   },
   {
     label: "primus-xs embed 192/4 heads/depth 2, 2×1×64³ (512 tokens)",
@@ -54,7 +65,20 @@ const cases: Case[] = [
     opts: { embedDim: 192, heads: 4, depth: 2, patchSize: [64, 64, 64], dropPathRate: 0 },
     batch: 2,
     size: [64, 64, 64],
-    torch: { arch: "primus", kwargs: { input_channels: 1, embed_dim: 192, patch_embed_size: [8, 8, 8], num_classes: 1, eva_depth: 2, eva_numheads: 4, input_shape: [64, 64, 64], init_values: 0.1, scale_attn_inner: true } },
+    torch: {
+      arch: "primus",
+      kwargs: {
+        input_channels: 1,
+        embed_dim: 192,
+        patch_embed_size: [8, 8, 8],
+        num_classes: 1,
+        eva_depth: 2,
+        eva_numheads: 4,
+        input_shape: [64, 64, 64],
+        init_values: 0.1,
+        scale_attn_inner: true,
+      },
+    },
   },
 ];
 
@@ -74,19 +98,32 @@ function median(a: number[]): number {
 }
 
 /** A single convolution layer through the models' op layer (`ops/conv3d.ts`), shaped like a Network. */
-function convLayer(cin: number, cout: number): { weights: Map<string, tf.Variable>; apply(x: tf.Tensor5D, ctx?: unknown): tf.Tensor5D; dispose(): void } {
-  const w = tf.variable(tf.randomNormal<tf.Rank.R5>([3, 3, 3, cin, cout], 0, Math.sqrt(2 / (27 * cin)), "float32", 1), true, "conv.weight");
+function convLayer(
+  cin: number,
+  cout: number,
+): { weights: Map<string, tf.Variable>; apply(x: tf.Tensor5D, ctx?: unknown): tf.Tensor5D; dispose(): void } {
+  const w = tf.variable(
+    tf.randomNormal<tf.Rank.R5>([3, 3, 3, cin, cout], 0, Math.sqrt(2 / (27 * cin)), "float32", 1),
+    true,
+    "conv.weight",
+  );
   const bias = tf.variable(tf.zeros<tf.Rank.R1>([cout]), true, "conv.bias");
   return {
-    weights: new Map<string, tf.Variable>([["conv.weight", w], ["conv.bias", bias]]),
+    weights: new Map<string, tf.Variable>([
+      ["conv.weight", w],
+      ["conv.bias", bias],
+    ]),
     apply: (x: tf.Tensor5D) => conv3d(x, w, { bias }),
-    dispose: () => { tf.dispose([w, bias]); },
+    dispose: () => {
+      tf.dispose([w, bias]);
+    },
   };
 }
 
 async function tfjsStep(c: Case, backend: string): Promise<number[]> {
   await selectBackend(backend);
-  const cin = Number(c.torch.kwargs.input_channels ?? 1), cout = Number(c.torch.kwargs.out_channels ?? 1);
+  const cin = Number(c.torch.kwargs.input_channels ?? 1),
+    cout = Number(c.torch.kwargs.out_channels ?? 1);
   const net = c.key === "conv3d" ? convLayer(cin, cout) : createNetwork(c.key, { ...c.opts, seed: 0 });
   const opt = tf.train.momentum(1e-3, 0.99, true);
   const x = tf.randomNormal<tf.Rank.R5>([c.batch, ...c.size, cin]);
@@ -110,16 +147,28 @@ async function tfjsStep(c: Case, backend: string): Promise<number[]> {
 
 function torchStep(c: Case): number {
   const script = fileURLToPath(new URL("./torch-step.py", import.meta.url));
-  const r = spawnSync(pythonBin(), [script, JSON.stringify({ ...c.torch, batch: c.batch, size: c.size, out: 1, reps, threads })], {
-    encoding: "utf8",
-    env: { ...process.env, OMP_NUM_THREADS: String(threads) },
-    timeout: 1_800_000,
-  });
+  const r = spawnSync(
+    pythonBin(),
+    [script, JSON.stringify({ ...c.torch, batch: c.batch, size: c.size, out: 1, reps, threads })],
+    {
+      encoding: "utf8",
+      env: { ...process.env, OMP_NUM_THREADS: String(threads) },
+      timeout: 1_800_000,
+    },
+  );
   if (r.status !== 0) throw new Error(`torch baseline failed: ${r.stderr}`);
   return (JSON.parse(r.stdout.trim()) as { median: number }).median;
 }
 
-const RESENC_L_TORCH = { input_channels: 1, n_stages: 6, features_per_stage: [32, 64, 128, 256, 320, 320], strides: [1, 2, 2, 2, 2, 2], n_blocks_per_stage: [1, 3, 4, 6, 6, 6], num_classes: 1, n_conv_per_stage_decoder: [1, 1, 1, 1, 1] };
+const RESENC_L_TORCH = {
+  input_channels: 1,
+  n_stages: 6,
+  features_per_stage: [32, 64, 128, 256, 320, 320],
+  strides: [1, 2, 2, 2, 2, 2],
+  n_blocks_per_stage: [1, 3, 4, 6, 6, 6],
+  num_classes: 1,
+  n_conv_per_stage_decoder: [1, 1, 1, 1, 1],
+};
 
 /** Child: one resenc-l step at batch×1×size³; prints {maxRssMiB, setupRssMiB, seconds}. */
 async function memoryChild(size: number, batch: number): Promise<void> {
@@ -137,21 +186,63 @@ async function memoryChild(size: number, batch: number): Promise<void> {
   opt.applyGradients(Object.entries(grads).map(([name, tensor]) => ({ name, tensor })));
   const lossValue = (await value.data())[0]!;
   const seconds = (performance.now() - t0) / 1000;
-  process.stdout.write(`${JSON.stringify({ maxRssMiB: process.resourceUsage().maxRSS / 1024, setupRssMiB: setup, seconds, loss: lossValue, nativeKernels: choice.nativeKernels })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ maxRssMiB: process.resourceUsage().maxRSS / 1024, setupRssMiB: setup, seconds, loss: lossValue, nativeKernels: choice.nativeKernels })}\n`,
+  );
 }
 
 function memoryCompare(size: number, batch: number): void {
   const here = fileURLToPath(new URL(".", import.meta.url));
   const run = (cmd: string, args: string[], env: NodeJS.ProcessEnv): Record<string, number> | string => {
-    const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 3_600_000, env: { ...process.env, OMP_NUM_THREADS: String(threads), ...env } });
-    if (r.status !== 0) return `failed (status ${String(r.status)}, signal ${String(r.signal)}): ${r.stderr.split("\n").slice(-3).join(" ")}`;
+    const r = spawnSync(cmd, args, {
+      encoding: "utf8",
+      timeout: 3_600_000,
+      env: { ...process.env, OMP_NUM_THREADS: String(threads), ...env },
+    });
+    if (r.status !== 0)
+      return `failed (status ${String(r.status)}, signal ${String(r.signal)}): ${r.stderr.split("\n").slice(-3).join(" ")}`;
     return JSON.parse(r.stdout.trim().split("\n").pop()!) as Record<string, number>;
   };
-  const ours = run(process.execPath, ["--import", "tsx", `${here}models.ts`, "--memory-child", String(size), "--batch", String(batch), "--grads", gradsImpl], { SSL3D_LOG_LEVEL: "warn" });
-  const torch = run(pythonBin(), [`${here}torch-step.py`, JSON.stringify({ arch: "resenc", kwargs: RESENC_L_TORCH, batch, size: [size, size, size], out: 1, reps: 0, threads })], {});
-  const line = (r: Record<string, number> | string): string => typeof r === "string" ? r : `peak RSS ${(r.maxRssMiB! / 1024).toFixed(2)} GiB (after setup ${(r.setupRssMiB! / 1024).toFixed(2)} GiB), step ${r.seconds!.toFixed(1)} s`;
-  process.stdout.write(`resenc-l (102.3 M params), one SGD step at ${batch}×1×${size}³, ${threads} threads\n  ssl3d cpu+native (${gradsImpl === "tfjs" ? "tf.variableGrads" : "valueAndGrads"}): ${line(ours)}\n  PyTorch CPU:      ${line(torch)}\n`);
-  if (typeof ours !== "string" && typeof torch !== "string") process.stdout.write(`  peak RSS ratio ssl3d/PyTorch: ${(ours.maxRssMiB! / torch.maxRssMiB!).toFixed(2)}\n`);
+  const ours = run(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      `${here}models.ts`,
+      "--memory-child",
+      String(size),
+      "--batch",
+      String(batch),
+      "--grads",
+      gradsImpl,
+    ],
+    { SSL3D_LOG_LEVEL: "warn" },
+  );
+  const torch = run(
+    pythonBin(),
+    [
+      `${here}torch-step.py`,
+      JSON.stringify({
+        arch: "resenc",
+        kwargs: RESENC_L_TORCH,
+        batch,
+        size: [size, size, size],
+        out: 1,
+        reps: 0,
+        threads,
+      }),
+    ],
+    {},
+  );
+  const line = (r: Record<string, number> | string): string =>
+    typeof r === "string"
+      ? r
+      : `peak RSS ${(r.maxRssMiB! / 1024).toFixed(2)} GiB (after setup ${(r.setupRssMiB! / 1024).toFixed(2)} GiB), step ${r.seconds!.toFixed(1)} s`;
+  process.stdout.write(
+    `resenc-l (102.3 M params), one SGD step at ${batch}×1×${size}³, ${threads} threads\n  ssl3d cpu+native (${gradsImpl === "tfjs" ? "tf.variableGrads" : "valueAndGrads"}): ${line(ours)}\n  PyTorch CPU:      ${line(torch)}\n`,
+  );
+  if (typeof ours !== "string" && typeof torch !== "string")
+    process.stdout.write(`  peak RSS ratio ssl3d/PyTorch: ${(ours.maxRssMiB! / torch.maxRssMiB!).toFixed(2)}\n`);
 }
 
 const memChild = arg("memory-child", "");
@@ -165,12 +256,17 @@ if (memSize !== "") {
   process.exit(0);
 }
 
-const rows: string[] = ["| preset | backend | tfjs step (s) | torch CPU step (s) | tfjs / torch |", "| --- | --- | --- | --- | --- |"];
+const rows: string[] = [
+  "| preset | backend | tfjs step (s) | torch CPU step (s) | tfjs / torch |",
+  "| --- | --- | --- | --- | --- |",
+];
 for (const c of cases) {
   const torchS = torchStep(c);
   for (const b of backends) {
     const ts = median(await tfjsStep(c, b));
-    rows.push(`| ${c.label} | ${b} | ${ts.toFixed(3)} | ${torchS.toFixed(3)} (${threads} threads) | ${(ts / torchS).toFixed(1)}× |`);
+    rows.push(
+      `| ${c.label} | ${b} | ${ts.toFixed(3)} | ${torchS.toFixed(3)} (${threads} threads) | ${(ts / torchS).toFixed(1)}× |`,
+    );
     process.stderr.write(`${rows[rows.length - 1]!}\n`);
   }
 }

@@ -14,18 +14,32 @@ import { parseArgs } from "node:util";
 import { writeJsonAtomic } from "../runtime/src/io/atomic.js";
 import { API_VERSION } from "../api/v1alpha1/group.js";
 import { freePort } from "../test/helpers/kube.js";
-import { cr, createNamespace, createPods, eventually, getCr, getJob, jobFinished, startEnv, terminatePod } from "../test/helpers/operator.js";
+import {
+  cr,
+  createNamespace,
+  createPods,
+  eventually,
+  getCr,
+  getJob,
+  jobFinished,
+  startEnv,
+  terminatePod,
+} from "../test/helpers/operator.js";
 
-const { values } = parseArgs({ options: { runs: { type: "string", default: "500" }, concurrency: { type: "string", default: "8" } } });
+const { values } = parseArgs({
+  options: { runs: { type: "string", default: "500" }, concurrency: { type: "string", default: "8" } },
+});
 const N = Number(values.runs);
 const C = Number(values.concurrency);
 const IMAGE = "example.invalid/ssl3d-runtime:bench";
 
 async function pool<T>(items: T[], n: number, fn: (t: T) => Promise<unknown>): Promise<void> {
   let i = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (i < items.length) await fn(items[i++]!);
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (i < items.length) await fn(items[i++]!);
+    }),
+  );
 }
 
 function rssMb(pid: number): { rss: number; peak: number } {
@@ -59,51 +73,118 @@ try {
   const t0 = performance.now();
   await pool([...Array(N).keys()], C, async (i) => {
     const name = `run-${i}`;
-    await client.create({ apiVersion: "v1", kind: "Service", metadata: { name, namespace: baseNs }, spec: { clusterIP: "None", selector: { run: name }, ports: [{ port: 29500 }] } });
+    await client.create({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name, namespace: baseNs },
+      spec: { clusterIP: "None", selector: { run: name }, ports: [{ port: 29500 }] },
+    });
     await client.create({
       apiVersion: "batch/v1",
       kind: "Job",
       metadata: { name: `${name}-a1`, namespace: baseNs },
-      spec: { completionMode: "Indexed", completions: 2, parallelism: 2, backoffLimit: 0, template: { spec: { restartPolicy: "Never", subdomain: name, containers: [{ name: "trainer", image: IMAGE }] } } },
+      spec: {
+        completionMode: "Indexed",
+        completions: 2,
+        parallelism: 2,
+        backoffLimit: 0,
+        template: {
+          spec: { restartPolicy: "Never", subdomain: name, containers: [{ name: "trainer", image: IMAGE }] },
+        },
+      },
     });
   });
   const baselineS = (performance.now() - t0) / 1000;
 
   // The operator as its own process, compiled as in the image (its RSS is what a Deployment would see).
-  const tsc = spawnSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });
+  const tsc = spawnSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.build.json"], {
+    stdio: "inherit",
+  });
   if (tsc.status !== 0) throw new Error("npm run build failed");
   const ns = await createNamespace(client, "bench");
   const port = await freePort();
   const op = spawn(process.execPath, ["dist/operator/src/main.js"], {
-    env: { ...process.env, KUBECONFIG: env.operatorKubeconfigPath, SSL3D_WATCH_NAMESPACE: ns, SSL3D_LEADER_ELECT: "false", SSL3D_OPERATOR_PORT: String(port), SSL3D_LOG_LEVEL: "warn" },
+    env: {
+      ...process.env,
+      KUBECONFIG: env.operatorKubeconfigPath,
+      SSL3D_WATCH_NAMESPACE: ns,
+      SSL3D_LEADER_ELECT: "false",
+      SSL3D_OPERATOR_PORT: String(port),
+      SSL3D_LOG_LEVEL: "warn",
+    },
     stdio: ["ignore", "ignore", "inherit"],
   });
   try {
     await eventually("operator ready", async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 60_000);
-    await client.create(cr("Collection", ns, "col", { source: { pvc: { claimName: "raw" } }, dataset: "Dataset001_Demo" }));
-    await client.create(cr("Plan", ns, "plan", { collectionRef: { name: "col" }, configurations: ["onemmiso"], preprocess: { image: IMAGE }, output: { pvc: { claimName: "prep" } } }));
+    await client.create(
+      cr("Collection", ns, "col", { source: { pvc: { claimName: "raw" } }, dataset: "Dataset001_Demo" }),
+    );
+    await client.create(
+      cr("Plan", ns, "plan", {
+        collectionRef: { name: "col" },
+        configurations: ["onemmiso"],
+        preprocess: { image: IMAGE },
+        output: { pvc: { claimName: "prep" } },
+      }),
+    );
     const pj = await eventually("prep Job", () => getJob(client, ns, "plan-prep"), 30_000);
     const pods = await createPods(client, pj);
-    await terminatePod(client, ns, pods[0]!.metadata.name, "preprocess", 0, JSON.stringify({ images: 1, valid: 1, failed: 0, configurations: ["onemmiso"], plansFile: "p", preprocessedDir: "d" }));
+    await terminatePod(
+      client,
+      ns,
+      pods[0]!.metadata.name,
+      "preprocess",
+      0,
+      JSON.stringify({
+        images: 1,
+        valid: 1,
+        failed: 0,
+        configurations: ["onemmiso"],
+        plansFile: "p",
+        preprocessedDir: "d",
+      }),
+    );
     await jobFinished(client, pj, "Complete");
-    await eventually("Plan Ready", async () => (await getCr(client, "Plan", ns, "plan")).status?.phase === "Ready", 30_000);
+    await eventually(
+      "Plan Ready",
+      async () => (await getCr(client, "Plan", ns, "plan")).status?.phase === "Ready",
+      30_000,
+    );
     const idle = rssMb(op.pid!);
 
     const t1 = performance.now();
     await pool([...Array(N).keys()], C, (i) =>
-      client.create(cr("PretrainRun", ns, `run-${i}`, { planRef: { name: "plan" }, image: IMAGE, numNodes: 2, storage: { checkpoints: { claimName: "ckpt" } }, metrics: { scrapeIntervalSeconds: 0 } })),
+      client.create(
+        cr("PretrainRun", ns, `run-${i}`, {
+          planRef: { name: "plan" },
+          image: IMAGE,
+          numNodes: 2,
+          storage: { checkpoints: { claimName: "ckpt" } },
+          metrics: { scrapeIntervalSeconds: 0 },
+        }),
+      ),
     );
     const createdS = (performance.now() - t1) / 1000;
     await eventually(
       `children of ${N} runs`,
       async () => {
-        const [jobs, svcs] = await Promise.all([client.list("batch/v1", "Job", ns, "ssl3d.io/role=trainer"), client.list("v1", "Service", ns)]);
+        const [jobs, svcs] = await Promise.all([
+          client.list("batch/v1", "Job", ns, "ssl3d.io/role=trainer"),
+          client.list("v1", "Service", ns),
+        ]);
         return jobs.items.length >= N && svcs.items.length >= N;
       },
       600_000,
     );
     const childrenS = (performance.now() - t1) / 1000;
-    await eventually(`${N} runs with status`, async () => (await client.list<{ status?: { activeJob?: string } }>(API_VERSION, "PretrainRun", ns)).items.filter((r) => r.status?.activeJob !== undefined).length >= N, 120_000);
+    await eventually(
+      `${N} runs with status`,
+      async () =>
+        (await client.list<{ status?: { activeJob?: string } }>(API_VERSION, "PretrainRun", ns)).items.filter(
+          (r) => r.status?.activeJob !== undefined,
+        ).length >= N,
+      120_000,
+    );
     const mem = rssMb(op.pid!);
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     const buckets: [number, number][] = [];

@@ -28,7 +28,13 @@ import { writeNifti } from "../runtime/src/io/nifti.js";
 import { pythonBin } from "../test/helpers/python.js";
 
 const { values: args } = parseArgs({
-  options: { np: { type: "string", default: "2" }, repeat: { type: "string", default: "1" }, big: { type: "boolean", default: false }, "big-write": { type: "string" }, "big-measure": { type: "string" } },
+  options: {
+    np: { type: "string", default: "2" },
+    repeat: { type: "string", default: "1" },
+    big: { type: "boolean", default: false },
+    "big-write": { type: "string" },
+    "big-measure": { type: "string" },
+  },
 });
 const np = Number(args.np);
 const repeat = Number(args.repeat);
@@ -54,15 +60,34 @@ async function bigMeasure(dir: string): Promise<void> {
   const before = process.resourceUsage().maxRSS * 1024;
   const plan = planExperiment("Dataset998_Big", [[1, 0.5, 0.5]]);
   const image: IndependentImage = {
-    collection_index: 998, collection_name: "Dataset998_Big", dataset_index: "ds", dataset_name: null, subject_id: "sub-1",
-    session_id: "ses-1", image_name: "big.nii", image_path: join(dir, "big.nii"), image_modality: "T1w",
-    associated_masks: { anonymization_mask: null, anatomy_mask: null }, dataset_info: null, subject_info: null, session_info: null, image_info: null,
+    collection_index: 998,
+    collection_name: "Dataset998_Big",
+    dataset_index: "ds",
+    dataset_name: null,
+    subject_id: "sub-1",
+    session_id: "ses-1",
+    image_name: "big.nii",
+    image_path: join(dir, "big.nii"),
+    image_modality: "T1w",
+    associated_masks: { anonymization_mask: null, anatomy_mask: null },
+    dataset_info: null,
+    subject_info: null,
+    session_info: null,
+    image_info: null,
   };
   const t0 = performance.now();
   const r = await preprocessImage({ image, plan, config: "onemmiso", dataDir: join(dir, "out") });
   const secs = (performance.now() - t0) / 1000;
   const peak = process.resourceUsage().maxRSS * 1024;
-  process.stdout.write(JSON.stringify({ inputBytes: 512 * 512 * 400 * 4, rssBeforeBytes: before, peakRssBytes: peak, outShape: r.shape, seconds: secs }) + "\n");
+  process.stdout.write(
+    JSON.stringify({
+      inputBytes: 512 * 512 * 400 * 4,
+      rssBeforeBytes: before,
+      peakRssBytes: peak,
+      outShape: r.shape,
+      seconds: secs,
+    }) + "\n",
+  );
 }
 
 async function main(): Promise<void> {
@@ -72,10 +97,19 @@ async function main(): Promise<void> {
     const ds = "Dataset997_Bench";
     const raw = join(root, "raw");
     const rawDir = join(raw, ds, "ds000001");
-    const env = { ...process.env, nnssl_raw: raw, nnssl_preprocessed: join(root, "pp"), nnssl_results: join(root, "res") };
+    const env = {
+      ...process.env,
+      nnssl_raw: raw,
+      nnssl_preprocessed: join(root, "pp"),
+      nnssl_results: join(root, "res"),
+    };
     mkdirSync(env.nnssl_preprocessed, { recursive: true });
     const anisoFile = join(root, "ch2-aniso.nii.gz");
-    const mk = spawnSync(pythonBin(), [HELPER, "make-aniso", join(TEMPLATES, "ch2.nii.gz"), anisoFile, "--axis", "0", "--factor", "4"], { encoding: "utf8" });
+    const mk = spawnSync(
+      pythonBin(),
+      [HELPER, "make-aniso", join(TEMPLATES, "ch2.nii.gz"), anisoFile, "--axis", "0", "--factor", "4"],
+      { encoding: "utf8" },
+    );
     if (mk.status !== 0) throw new Error(mk.stderr);
     const inputs = [join(TEMPLATES, "ch2.nii.gz"), join(TEMPLATES, "inia19-t1-brain.nii.gz"), anisoFile];
     const subjects: Record<string, unknown> = {};
@@ -84,19 +118,48 @@ async function main(): Promise<void> {
       mkdirSync(join(rawDir, sub), { recursive: true });
       const name = `${sub}_T1w.nii.gz`;
       symlinkSync(f, join(rawDir, sub, name));
-      subjects[sub] = { subject_id: sub, subject_info: null, sessions: { s: { session_id: "s", session_info: null, images: [{ name, image_path: `$nnssl_raw/${ds}/ds000001/${sub}/${name}`, modality: "T1w", image_info: null, associated_masks: null }] } } };
+      subjects[sub] = {
+        subject_id: sub,
+        subject_info: null,
+        sessions: {
+          s: {
+            session_id: "s",
+            session_info: null,
+            images: [
+              {
+                name,
+                image_path: `$nnssl_raw/${ds}/ds000001/${sub}/${name}`,
+                modality: "T1w",
+                image_info: null,
+                associated_masks: null,
+              },
+            ],
+          },
+        },
+      };
     });
-    writeFileSync(join(raw, ds, "pretrain_data.json"), JSON.stringify({ collection_index: 997, collection_name: ds, datasets: { ds000001: { dataset_index: "ds000001", name: null, dataset_info: null, subjects } } }));
+    writeFileSync(
+      join(raw, ds, "pretrain_data.json"),
+      JSON.stringify({
+        collection_index: 997,
+        collection_name: ds,
+        datasets: { ds000001: { dataset_index: "ds000001", name: null, dataset_info: null, subjects } },
+      }),
+    );
     await extractFingerprint(ds, { np: 1, env, progress: false });
     await runPlan(ds, { env });
 
     // upstream (Python, multiprocessing pool of np spawn workers)
     const saveDir = join(root, "upstream-out");
     mkdirSync(saveDir);
-    const py = spawnSync(pythonBin(), [HELPER, "bench", "--np", String(np), "--repeat", String(repeat), "--save", saveDir, ...inputs], {
-      encoding: "utf8",
-      env: { ...process.env, OMP_NUM_THREADS: "1" },
-    });
+    const py = spawnSync(
+      pythonBin(),
+      [HELPER, "bench", "--np", String(np), "--repeat", String(repeat), "--save", saveDir, ...inputs],
+      {
+        encoding: "utf8",
+        env: { ...process.env, OMP_NUM_THREADS: "1" },
+      },
+    );
     if (py.status !== 0) throw new Error(py.stderr);
     const up = JSON.parse(py.stdout) as { images: number; seconds: number };
 
@@ -130,7 +193,11 @@ async function main(): Promise<void> {
       seed = (seed * 1103515245 + 12345) % 2147483648;
       return seed / 2147483648;
     };
-    const patchRate = async (edge: number, reads: number, generic = false): Promise<{ patch: number[]; perSec: number }> => {
+    const patchRate = async (
+      edge: number,
+      reads: number,
+      generic = false,
+    ): Promise<{ patch: number[]; perSec: number }> => {
       const sp = vol.shape.slice(1).map((s) => Math.min(edge, s));
       const t = performance.now();
       for (let k = 0; k < reads; k++) {
@@ -180,11 +247,22 @@ async function main(): Promise<void> {
     if (args.big) {
       const bigDir = join(root, "big");
       mkdirSync(bigDir);
-      const w = spawnSync(process.execPath, [...process.execArgv, import.meta.filename, "--big-write", bigDir], { encoding: "utf8" });
+      const w = spawnSync(process.execPath, [...process.execArgv, import.meta.filename, "--big-write", bigDir], {
+        encoding: "utf8",
+      });
       if (w.status !== 0) throw new Error(w.stderr);
-      const r = spawnSync(process.execPath, [...process.execArgv, import.meta.filename, "--big-measure", bigDir], { encoding: "utf8", maxBuffer: 1 << 20 });
+      const r = spawnSync(process.execPath, [...process.execArgv, import.meta.filename, "--big-measure", bigDir], {
+        encoding: "utf8",
+        maxBuffer: 1 << 20,
+      });
       if (r.status !== 0) throw new Error(r.stderr);
-      const b = JSON.parse(r.stdout) as { inputBytes: number; rssBeforeBytes: number; peakRssBytes: number; outShape: number[]; seconds: number };
+      const b = JSON.parse(r.stdout) as {
+        inputBytes: number;
+        rssBeforeBytes: number;
+        peakRssBytes: number;
+        outShape: number[];
+        seconds: number;
+      };
       process.stdout.write(
         `| 512x512x400 scan (int16 .nii, 0.5x0.5x1 mm) -> ${b.outShape.join("x")}, read + preprocess + write: peak RSS / float32 scan size | ${(b.peakRssBytes / b.inputBytes).toFixed(2)}x (whole process incl. Node runtime; growth ${((b.peakRssBytes - b.rssBeforeBytes) / b.inputBytes).toFixed(2)}x) | ${b.seconds.toFixed(1)} s | |\n`,
       );

@@ -38,8 +38,20 @@ const vars = [...net.weights.values()].filter((v) => v.trainable);
 const opt = tf.train.momentum(1e-3, 0.99, true);
 // SparK wrappers: the masked forward with a 75 % block mask of --block (default 16) voxels
 const block = Number(arg("block", "16"));
-const mask = isSparkNetwork(net) ? tf.tensor5d(Float32Array.from(Array.from({ length: batch }, (_, b) => Array.from(blockMask(new Rng(b), [size, size, size], block, 0.75).mask)).flat()), [batch, size, size, size, 1]) : undefined;
-const forward = (): tf.Tensor5D => (isSparkNetwork(net) && mask !== undefined ? net.forwardSparse(x, { mask, blockSize: block }, { training: true }) : net.apply(x, { training: true, seed: 0 }));
+const mask = isSparkNetwork(net)
+  ? tf.tensor5d(
+      Float32Array.from(
+        Array.from({ length: batch }, (_, b) =>
+          Array.from(blockMask(new Rng(b), [size, size, size], block, 0.75).mask),
+        ).flat(),
+      ),
+      [batch, size, size, size, 1],
+    )
+  : undefined;
+const forward = (): tf.Tensor5D =>
+  isSparkNetwork(net) && mask !== undefined
+    ? net.forwardSparse(x, { mask, blockSize: block }, { training: true })
+    : net.apply(x, { training: true, seed: 0 });
 const step = (): tf.Tensor[] => {
   const r = valueAndGrads(() => tf.mean(tf.squaredDifference(forward(), target)), vars);
   opt.applyGradients(Object.entries(r.grads).map(([name, tensor]) => ({ name, tensor })));
@@ -67,12 +79,15 @@ for (const k of info.kernels) {
     calls.push({ name: k.name, ms, shapes: `${fmt(k.inputShapes)} -> ${fmt(k.outputShapes)}` });
   }
 }
-process.stdout.write(`${key} ${batch}×1×${size}³, backend cpu${choice.nativeKernels ? " + native kernels" : " (stock kernels)"}: wall ${wall.toFixed(1)} ms/step (mean of 5), profiled step kernel time ${total.toFixed(1)} ms in ${info.kernels.length} kernel calls\n`);
+process.stdout.write(
+  `${key} ${batch}×1×${size}³, backend cpu${choice.nativeKernels ? " + native kernels" : " (stock kernels)"}: wall ${wall.toFixed(1)} ms/step (mean of 5), profiled step kernel time ${total.toFixed(1)} ms in ${info.kernels.length} kernel calls\n`,
+);
 process.stdout.write("| kernel | ms | calls | share |\n| --- | --- | --- | --- |\n");
 for (const [name, r] of [...byName].sort((a, b) => b[1].ms - a[1].ms).slice(0, top)) {
   process.stdout.write(`| ${name} | ${r.ms.toFixed(1)} | ${r.n} | ${((100 * r.ms) / total).toFixed(1)} % |\n`);
 }
-for (const c of calls.sort((a, b) => b.ms - a.ms).slice(0, 12)) process.stdout.write(`${c.name} ${c.ms.toFixed(2)} ms ${c.shapes}\n`);
+for (const c of calls.sort((a, b) => b.ms - a.ms).slice(0, 12))
+  process.stdout.write(`${c.name} ${c.ms.toFixed(2)} ms ${c.shapes}\n`);
 tf.dispose([x, target]);
 opt.dispose();
 net.dispose();

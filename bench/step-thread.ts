@@ -58,17 +58,30 @@ const choice = await selectBackend(backend);
 
 /** The step thread's tensor work: loss forward + backward, everything disposed. */
 function tensorStep(method: PretrainMethod, net: Network, mb: MethodBatch): void {
-  const { value, grads } = valueAndGrads(() => method.loss(net, mb, { training: true, seed: 1 }), [...net.weights.values()]);
+  const { value, grads } = valueAndGrads(
+    () => method.loss(net, mb, { training: true, seed: 1 }),
+    [...net.weights.values()],
+  );
   value.dataSync();
   tf.dispose([value, ...Object.values(grads)]);
 }
 
 function toTensors(t: TransformedArrays): MethodBatch {
-  return { x: tf.tensor5d(t.data, t.shape), target: t.target === undefined ? undefined : tf.tensor5d(t.target, t.shape), aux: t.aux === undefined ? undefined : tf.tensor(t.aux.data, t.aux.shape) };
+  return {
+    x: tf.tensor5d(t.data, t.shape),
+    target: t.target === undefined ? undefined : tf.tensor5d(t.target, t.shape),
+    aux: t.aux === undefined ? undefined : tf.tensor(t.aux.data, t.aux.shape),
+  };
 }
 
 const results: Record<string, unknown>[] = [];
-function measure(key: string, method: PretrainMethod, net: Network, dims: readonly [number, number, number], label: string): void {
+function measure(
+  key: string,
+  method: PretrainMethod,
+  net: Network,
+  dims: readonly [number, number, number],
+  label: string,
+): void {
   const shape: [number, number, number, number, number] = [B, ...dims, 1];
   const spec = method.data!.transform!;
   const run = (mb: MethodBatch) => {
@@ -100,23 +113,66 @@ function measure(key: string, method: PretrainMethod, net: Network, dims: readon
   // the tensor work is identical before and after; its median over all 2·batches runs damps the shared machine's noise
   const tensor = tensorTimes.sort((a, b) => a - b)[Math.floor(tensorTimes.length / 2)]! / 1000;
   const transform = transformOnly / batches / 1000;
-  const r = { method: key, network: label, batch: B, patch: dims, batches, beforeSPerBatch: before / batches / 1000, afterSPerBatch: after / batches / 1000, transformSPerBatch: transform, tensorMedianSPerBatch: tensor, measuredRatio: before / after, ratio: (transform + tensor) / tensor };
+  const r = {
+    method: key,
+    network: label,
+    batch: B,
+    patch: dims,
+    batches,
+    beforeSPerBatch: before / batches / 1000,
+    afterSPerBatch: after / batches / 1000,
+    transformSPerBatch: transform,
+    tensorMedianSPerBatch: tensor,
+    measuredRatio: before / after,
+    ratio: (transform + tensor) / tensor,
+  };
   results.push(r);
-  process.stdout.write(`${key} (${label}, ${B}×${dims.join("×")}, ${choice.name}): transform ${transform.toFixed(3)} s/batch, tensor work ${tensor.toFixed(3)} s/batch (median) → step thread before/after ${r.ratio.toFixed(2)}x (raw timings ${r.beforeSPerBatch.toFixed(3)} / ${r.afterSPerBatch.toFixed(3)} s = ${r.measuredRatio.toFixed(2)}x)\n`);
+  process.stdout.write(
+    `${key} (${label}, ${B}×${dims.join("×")}, ${choice.name}): transform ${transform.toFixed(3)} s/batch, tensor work ${tensor.toFixed(3)} s/batch (median) → step thread before/after ${r.ratio.toFixed(2)}x (raw timings ${r.beforeSPerBatch.toFixed(3)} / ${r.afterSPerBatch.toFixed(3)} s = ${r.measuredRatio.toFixed(2)}x)\n`,
+  );
 }
 
 if (only === "" || only === "models-genesis") {
-  measure("models-genesis", new ModelsGenesis(ModelsGenesisOptionsSchema.parse({})), createNetwork("resenc-xs", { inChannels: 1, outChannels: 1, patchSize: [P, P, P], seed: 0 }), [P, P, P], "resenc-xs");
+  measure(
+    "models-genesis",
+    new ModelsGenesis(ModelsGenesisOptionsSchema.parse({})),
+    createNetwork("resenc-xs", { inChannels: 1, outChannels: 1, patchSize: [P, P, P], seed: 0 }),
+    [P, P, P],
+    "resenc-xs",
+  );
 }
 const side = Math.min(...cropPatch);
 if (only === "" || only === "voco") {
   const crop = [cropPatch[0] / 4, cropPatch[1] / 4, cropPatch[2]] as [number, number, number];
-  measure("voco", new VoCo(VoCoOptionsSchema.parse({})), createNetwork("voco-resenc-xs", { inChannels: 1, outChannels: 1, patchSize: crop, seed: 0 }), cropPatch, `voco-resenc-xs, ${crop.join("×")} crops`);
+  measure(
+    "voco",
+    new VoCo(VoCoOptionsSchema.parse({})),
+    createNetwork("voco-resenc-xs", { inChannels: 1, outChannels: 1, patchSize: crop, seed: 0 }),
+    cropPatch,
+    `voco-resenc-xs, ${crop.join("×")} crops`,
+  );
 }
 if (only === "" || only === "simclr") {
-  measure("simclr", new SimClr(SimClrOptionsSchema.parse({})), createNetwork("voco-resenc-xs", { inChannels: 1, outChannels: 1, patchSize: [side, side, side], seed: 0 }), cropPatch, `voco-resenc-xs, ${side}³ crops`);
+  measure(
+    "simclr",
+    new SimClr(SimClrOptionsSchema.parse({})),
+    createNetwork("voco-resenc-xs", { inChannels: 1, outChannels: 1, patchSize: [side, side, side], seed: 0 }),
+    cropPatch,
+    `voco-resenc-xs, ${side}³ crops`,
+  );
 }
 if (only === "" || only === "swin-pretext") {
-  measure("swin-pretext", new SwinPretext(SwinPretextOptionsSchema.parse({})), createNetwork("swin-pretext-resenc-xs", { inChannels: 1, outChannels: 1, patchSize: [swinP, swinP, swinP], seed: 0 }), [swinP, swinP, swinP], "swin-pretext-resenc-xs");
+  measure(
+    "swin-pretext",
+    new SwinPretext(SwinPretextOptionsSchema.parse({})),
+    createNetwork("swin-pretext-resenc-xs", {
+      inChannels: 1,
+      outChannels: 1,
+      patchSize: [swinP, swinP, swinP],
+      seed: 0,
+    }),
+    [swinP, swinP, swinP],
+    "swin-pretext-resenc-xs",
+  );
 }
 if (jsonOut !== "") writeFileSync(jsonOut, JSON.stringify({ backend: choice.name, results }, null, 2) + "\n");

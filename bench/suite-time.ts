@@ -26,7 +26,12 @@ function arg(name: string): string | undefined {
 const files = arg("files")?.split(",") ?? DEFAULT_FILES;
 const node = process.execPath;
 
-interface Run { wall: number; cpu: number; ok: boolean; tests: string }
+interface Run {
+  wall: number;
+  cpu: number;
+  ok: boolean;
+  tests: string;
+}
 
 /**
  * CPU seconds (user + sys) of all waited-for children so far: /proc/self/stat fields 16 and 17 (cutime, cstime, in
@@ -45,7 +50,12 @@ function runFile(file: string, native: boolean): Run {
   else env.SSL3D_NATIVE = "0";
   const cpu0 = childrenCpu();
   const t0 = performance.now();
-  const r = spawnSync(node, ["--import", "tsx", "--test", "--test-reporter=tap", file], { cwd: ROOT, env, encoding: "utf8", maxBuffer: 1 << 28 });
+  const r = spawnSync(node, ["--import", "tsx", "--test", "--test-reporter=tap", file], {
+    cwd: ROOT,
+    env,
+    encoding: "utf8",
+    maxBuffer: 1 << 28,
+  });
   const wall = (performance.now() - t0) / 1000;
   const cpu = childrenCpu() - cpu0;
   const pass = /^# pass (\d+)/m.exec(r.stdout)?.[1] ?? "?";
@@ -54,15 +64,25 @@ function runFile(file: string, native: boolean): Run {
   return { wall, cpu, ok: r.status === 0, tests: `${pass} pass, ${fail} fail, ${skip} skipped` };
 }
 
-const rows = ["| test file | native off: wall / CPU (s) | native on: wall / CPU (s) | wall ratio off/on | CPU ratio off/on |", "| --- | --- | --- | --- | --- |"];
+const rows = [
+  "| test file | native off: wall / CPU (s) | native on: wall / CPU (s) | wall ratio off/on | CPU ratio off/on |",
+  "| --- | --- | --- | --- | --- |",
+];
 const tot = { offW: 0, offC: 0, onW: 0, onC: 0 };
 for (const f of files) {
   const off = runFile(f, false);
   const on = runFile(f, true);
-  tot.offW += off.wall; tot.offC += off.cpu; tot.onW += on.wall; tot.onC += on.cpu;
+  tot.offW += off.wall;
+  tot.offC += off.cpu;
+  tot.onW += on.wall;
+  tot.onC += on.cpu;
   const status = off.ok && on.ok ? "" : ` (FAILED: off ${off.tests}; on ${on.tests})`;
-  rows.push(`| ${f}${status} | ${off.wall.toFixed(1)} / ${off.cpu.toFixed(1)} | ${on.wall.toFixed(1)} / ${on.cpu.toFixed(1)} | ${(off.wall / on.wall).toFixed(2)}× | ${(off.cpu / on.cpu).toFixed(2)}× |`);
+  rows.push(
+    `| ${f}${status} | ${off.wall.toFixed(1)} / ${off.cpu.toFixed(1)} | ${on.wall.toFixed(1)} / ${on.cpu.toFixed(1)} | ${(off.wall / on.wall).toFixed(2)}× | ${(off.cpu / on.cpu).toFixed(2)}× |`,
+  );
   process.stderr.write(`${rows[rows.length - 1]!}   [off: ${off.tests}; on: ${on.tests}]\n`);
 }
-rows.push(`| **total** | ${tot.offW.toFixed(1)} / ${tot.offC.toFixed(1)} | ${tot.onW.toFixed(1)} / ${tot.onC.toFixed(1)} | **${(tot.offW / tot.onW).toFixed(2)}×** | **${(tot.offC / tot.onC).toFixed(2)}×** |`);
+rows.push(
+  `| **total** | ${tot.offW.toFixed(1)} / ${tot.offC.toFixed(1)} | ${tot.onW.toFixed(1)} / ${tot.onC.toFixed(1)} | **${(tot.offW / tot.onW).toFixed(2)}×** | **${(tot.offC / tot.onC).toFixed(2)}×** |`,
+);
 process.stdout.write(`${rows.join("\n")}\n`);

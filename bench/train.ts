@@ -60,7 +60,18 @@ async function syntheticImages(dir: string): Promise<TrainingImage[]> {
 }
 
 async function loaderAlone(images: TrainingImage[], batches: number): Promise<number> {
-  const loader = new DataLoader({ images, batchSize: BATCH, patchSize: F, loaderPatchSize: initialPatchSize(F), augment: MAE_AUGMENT, withAnon: false, seed: 1, stream: "bench", numWorkers: workers, prefetch: 4 });
+  const loader = new DataLoader({
+    images,
+    batchSize: BATCH,
+    patchSize: F,
+    loaderPatchSize: initialPatchSize(F),
+    augment: MAE_AUGMENT,
+    withAnon: false,
+    seed: 1,
+    stream: "bench",
+    numWorkers: workers,
+    prefetch: 4,
+  });
   await loader.next(); // start-up (worker boot, first reads) not counted
   const t0 = performance.now();
   for (let i = 0; i < batches; i++) await loader.next();
@@ -69,16 +80,45 @@ async function loaderAlone(images: TrainingImage[], batches: number): Promise<nu
   return (batches * BATCH) / s;
 }
 
-async function trainRun(images: TrainingImage[], trainer: string, arch: string, dir: string): Promise<{ stepsPerS: number; waitShare: number; wall: number }> {
-  const o = resolveTrainer(trainer, { architecture: arch, numEpochs: 1, itersPerEpoch: steps, valIters: 0, patchSize: [...F], batchSize: BATCH, loaderWorkers: workers }).options;
+async function trainRun(
+  images: TrainingImage[],
+  trainer: string,
+  arch: string,
+  dir: string,
+): Promise<{ stepsPerS: number; waitShare: number; wall: number }> {
+  const o = resolveTrainer(trainer, {
+    architecture: arch,
+    numEpochs: 1,
+    itersPerEpoch: steps,
+    valIters: 0,
+    patchSize: [...F],
+    batchSize: BATCH,
+    loaderWorkers: workers,
+  }).options;
   const net = createNetwork(arch, { inChannels: 1, outChannels: 1, patchSize: F, seed: 0 });
   const metrics = new TrainingMetrics({ defaultMetrics: false });
   const t0 = performance.now();
-  await train({ trainerName: trainer, options: o, network: net, method: getMethod("mae").create(o.methodOptions, net.config.family), trainImages: images, valImages: [], outputDir: join(dir, arch), checkpointDir: join(dir, arch), resume: false, initArgs: {}, adaptationPlan: null, metrics, logger: pino({ level: "silent" }) });
+  await train({
+    trainerName: trainer,
+    options: o,
+    network: net,
+    method: getMethod("mae").create(o.methodOptions, net.config.family),
+    trainImages: images,
+    valImages: [],
+    outputDir: join(dir, arch),
+    checkpointDir: join(dir, arch),
+    resume: false,
+    initArgs: {},
+    adaptationPlan: null,
+    metrics,
+    logger: pino({ level: "silent" }),
+  });
   const wall = (performance.now() - t0) / 1000;
   net.dispose();
   const get = async (name: string, suffix: string): Promise<number> => {
-    const m = (await metrics.registry.getSingleMetric(name)?.get())?.values.find((v) => (v as { metricName?: string }).metricName === `${name}${suffix}`);
+    const m = (await metrics.registry.getSingleMetric(name)?.get())?.values.find(
+      (v) => (v as { metricName?: string }).metricName === `${name}${suffix}`,
+    );
     return m?.value ?? Number.NaN;
   };
   const stepSum = await get("pretrain_step_duration_seconds", "_sum");
@@ -92,12 +132,29 @@ try {
   const choice = await selectBackend(backend);
   const images = await syntheticImages(dir);
   const patchesPerS = await loaderAlone(images, 10);
-  const results: Record<string, unknown> = { backend: choice.name, workers, batch: BATCH, patch: F, loaderPatch: initialPatchSize(F), loaderPatchesPerS: patchesPerS };
-  for (const [trainer, arch] of [["BaseMAETrainer", "resenc-xs"], ["BaseEvaMAETrainer", "eva-mae-xs"]] as const) {
+  const results: Record<string, unknown> = {
+    backend: choice.name,
+    workers,
+    batch: BATCH,
+    patch: F,
+    loaderPatch: initialPatchSize(F),
+    loaderPatchesPerS: patchesPerS,
+  };
+  for (const [trainer, arch] of [
+    ["BaseMAETrainer", "resenc-xs"],
+    ["BaseEvaMAETrainer", "eva-mae-xs"],
+  ] as const) {
     const r = await trainRun(images, trainer, arch, dir);
     const consumed = r.stepsPerS * BATCH;
-    results[arch] = { stepsPerS: r.stepsPerS, patchesConsumedPerS: consumed, loaderToStepRatio: patchesPerS / consumed, loaderWaitShareInLoop: r.waitShare };
-    process.stdout.write(`${arch}: ${r.stepsPerS.toFixed(3)} steps/s = ${consumed.toFixed(2)} patches/s consumed; loader ${patchesPerS.toFixed(2)} patches/s → ratio ${(patchesPerS / consumed).toFixed(2)}x (target ≥ 2); in-loop data wait ${(100 * r.waitShare).toFixed(1)} % of step time\n`);
+    results[arch] = {
+      stepsPerS: r.stepsPerS,
+      patchesConsumedPerS: consumed,
+      loaderToStepRatio: patchesPerS / consumed,
+      loaderWaitShareInLoop: r.waitShare,
+    };
+    process.stdout.write(
+      `${arch}: ${r.stepsPerS.toFixed(3)} steps/s = ${consumed.toFixed(2)} patches/s consumed; loader ${patchesPerS.toFixed(2)} patches/s → ratio ${(patchesPerS / consumed).toFixed(2)}x (target ≥ 2); in-loop data wait ${(100 * r.waitShare).toFixed(1)} % of step time\n`,
+    );
   }
   if (jsonOut !== "") writeFileSync(jsonOut, JSON.stringify(results, null, 2) + "\n");
 } finally {

@@ -13,7 +13,13 @@
  */
 import { writeFile } from "node:fs/promises";
 import { COLORS, renderChartSvg, svgToPng } from "../runtime/src/observability/charts.js";
-import { TRAJECTORY_METHODS, lossTolerance, runTrajectory, type TrajectoryArch, type TrajectoryMethod } from "../test/helpers/trajectory.js";
+import {
+  TRAJECTORY_METHODS,
+  lossTolerance,
+  runTrajectory,
+  type TrajectoryArch,
+  type TrajectoryMethod,
+} from "../test/helpers/trajectory.js";
 
 const argv = process.argv.slice(2);
 const opt = (n: string, d: string): string => {
@@ -32,7 +38,9 @@ const num = (n: string, d: string): number => {
 const method = opt("--method", "mae") as TrajectoryMethod;
 const arch = opt("--arch", "resenc-xs") as TrajectoryArch;
 if (!(TRAJECTORY_METHODS as readonly string[]).includes(method) || !["resenc-xs", "primus-xs"].includes(arch)) {
-  console.error(`bench:trajectory: --method must be one of ${TRAJECTORY_METHODS.join(", ")} and --arch resenc-xs or primus-xs (got ${method}, ${arch})`);
+  console.error(
+    `bench:trajectory: --method must be one of ${TRAJECTORY_METHODS.join(", ")} and --arch resenc-xs or primus-xs (got ${method}, ${arch})`,
+  );
   process.exit(2);
 }
 const patch = num("--patch", "32");
@@ -43,7 +51,8 @@ const dir = opt("--dir", "");
 const fmt = (v: number | null): string => (v === null ? "-" : v.toExponential(3));
 
 const r = await runTrajectory({
-  method, arch,
+  method,
+  arch,
   steps: num("--steps", "30"),
   backend: opt("--backend", "cpu"),
   epochs: num("--epochs", "1000"),
@@ -57,28 +66,56 @@ const r = await runTrajectory({
   ...(dir === "" ? {} : { dir }),
 });
 
-console.log(`${r.trainer} on ${r.architecture}, ${r.steps.length} steps (${method}, --arch ${arch}); working files in ${r.dir}`);
+console.log(
+  `${r.trainer} on ${r.architecture}, ${r.steps.length} steps (${method}, --arch ${arch}); working files in ${r.dir}`,
+);
 console.log("step  epoch  lr          loss ssl3d    loss torch    rel diff    torch(1 thread) rel diff");
 for (const s of r.steps) {
-  console.log(`${String(s.step).padStart(4)}  ${String(s.epoch).padStart(5)}  ${s.lr.toExponential(3)}  ${s.ours.toFixed(7).padStart(12)}  ${s.torch.toFixed(7).padStart(12)}  ${fmt(s.rel)}   ${fmt(s.noise)}`);
+  console.log(
+    `${String(s.step).padStart(4)}  ${String(s.epoch).padStart(5)}  ${s.lr.toExponential(3)}  ${s.ours.toFixed(7).padStart(12)}  ${s.torch.toFixed(7).padStart(12)}  ${fmt(s.rel)}   ${fmt(s.noise)}`,
+  );
 }
 console.log(`final weights relative difference: ${fmt(r.finalWeightRel)}`);
 const tol = r.largestNoise === null ? null : lossTolerance(r.largestNoise);
 if (r.largestNoise !== null) {
-  console.log(`torch 2 vs 1 threads: largest relative loss difference ${fmt(r.largestNoise)}, final weights ${fmt(r.finalWeightNoise)}`);
+  console.log(
+    `torch 2 vs 1 threads: largest relative loss difference ${fmt(r.largestNoise)}, final weights ${fmt(r.finalWeightNoise)}`,
+  );
   console.log(`tolerance (docs/parity.md): ${fmt(tol)}`);
 }
 if (plot !== "") {
   // top: ssl3d and PyTorch loss per step; bottom: the relative loss difference (log scale)
   const pts = (f: (s: (typeof r.steps)[number]) => number) => r.steps.map((s, i) => [i + 1, f(s)] as const);
-  await writeFile(plot, svgToPng(renderChartSvg({
-    title: `ssl3d vs PyTorch: ${method} on ${arch}, ${r.steps.length} steps`, xName: "step", width: 1000, panelHeight: 260,
-    panels: [
-      { yName: "loss", series: [{ name: "ssl3d", color: COLORS.train, points: pts((s) => s.ours) }, { name: "PyTorch", color: COLORS.val, points: pts((s) => s.torch) }] },
-      { yName: "relative loss difference", logY: true, series: [{ name: "|ssl3d - PyTorch| / |PyTorch|", color: COLORS.lr, points: pts((s) => Math.max(s.rel, 1e-9)) }] },
-    ],
-  })));
+  await writeFile(
+    plot,
+    svgToPng(
+      renderChartSvg({
+        title: `ssl3d vs PyTorch: ${method} on ${arch}, ${r.steps.length} steps`,
+        xName: "step",
+        width: 1000,
+        panelHeight: 260,
+        panels: [
+          {
+            yName: "loss",
+            series: [
+              { name: "ssl3d", color: COLORS.train, points: pts((s) => s.ours) },
+              { name: "PyTorch", color: COLORS.val, points: pts((s) => s.torch) },
+            ],
+          },
+          {
+            yName: "relative loss difference",
+            logY: true,
+            series: [
+              { name: "|ssl3d - PyTorch| / |PyTorch|", color: COLORS.lr, points: pts((s) => Math.max(s.rel, 1e-9)) },
+            ],
+          },
+        ],
+      }),
+    ),
+  );
 }
 if (jsonOut !== "") await writeFile(jsonOut, JSON.stringify({ ...r, tolerance: tol }, null, 1));
-console.log(`largest relative loss difference: ${fmt(r.largestRel)}${tol === null ? "" : r.largestRel < tol ? ` (below the tolerance ${fmt(tol)})` : ` (EXCEEDS the tolerance ${fmt(tol)})`}`);
+console.log(
+  `largest relative loss difference: ${fmt(r.largestRel)}${tol === null ? "" : r.largestRel < tol ? ` (below the tolerance ${fmt(tol)})` : ` (EXCEEDS the tolerance ${fmt(tol)})`}`,
+);
 if (tol !== null && !(r.largestRel < tol)) process.exitCode = 1;

@@ -19,7 +19,10 @@ export function missingLoaderPath(env = process.env) {
   const file = join(root, "node_modules", "@tensorflow", "tfjs-node-gpu", "deps", "ssl3d-loader-path");
   if (!existsSync(file)) return [];
   const have = new Set((env.LD_LIBRARY_PATH ?? "").split(":"));
-  return readFileSync(file, "utf8").trim().split(":").filter((d) => d !== "" && !have.has(d));
+  return readFileSync(file, "utf8")
+    .trim()
+    .split(":")
+    .filter((d) => d !== "" && !have.has(d));
 }
 
 /**
@@ -34,7 +37,10 @@ export function reexecWithPinnedNode(signals = ["SIGINT", "SIGTERM", "SIGUSR1", 
   const usePinned = tooOld && existsSync(pinned);
   const missing = missingLoaderPath();
   if ((!usePinned && missing.length === 0) || process.env.SSL3D_REEXEC === "1") {
-    if (tooOld && !usePinned) process.stderr.write(`ssl3d: warning: Node ${process.version} is older than the supported >=22.19; run 'npm ci' to install the pinned Node\n`);
+    if (tooOld && !usePinned)
+      process.stderr.write(
+        `ssl3d: warning: Node ${process.version} is older than the supported >=22.19; run 'npm ci' to install the pinned Node\n`,
+      );
     return false;
   }
   const ld = [...missing, ...(process.env.LD_LIBRARY_PATH ?? "").split(":").filter((d) => d !== "")].join(":");
@@ -42,7 +48,12 @@ export function reexecWithPinnedNode(signals = ["SIGINT", "SIGTERM", "SIGUSR1", 
   // launcher dies, even by SIGKILL, the child stops itself instead of running on as an orphan.
   const child = spawn(usePinned ? pinned : process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
     stdio: "inherit",
-    env: { ...process.env, SSL3D_REEXEC: "1", SSL3D_PARENT_PID: String(process.pid), ...(missing.length > 0 ? { LD_LIBRARY_PATH: ld } : {}) },
+    env: {
+      ...process.env,
+      SSL3D_REEXEC: "1",
+      SSL3D_PARENT_PID: String(process.pid),
+      ...(missing.length > 0 ? { LD_LIBRARY_PATH: ld } : {}),
+    },
   });
   watchOwnParent(child);
   for (const sig of signals) process.on(sig, () => child.kill(sig));

@@ -6,6 +6,7 @@ import { importEntry, reexecWithPinnedNode } from "./launch.mjs";
 
 if (!reexecWithPinnedNode()) {
   const entry = /** @type {{ main: (argv: string[], invokedAs: string) => Promise<number> }} */ (
-    await importEntry("runtime/src/cli/main.ts", "dist/runtime/src/cli/main.js"));
+    await importEntry("runtime/src/cli/main.ts", "dist/runtime/src/cli/main.js")
+  );
   process.exitCode = await entry.main(process.argv.slice(2), basename(process.argv[1] ?? "ssl3d"));
 }

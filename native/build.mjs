@@ -21,11 +21,18 @@ const src = join(here, "src");
 // SSL3D_NATIVE_SANITIZE=1: an AddressSanitizer + UndefinedBehaviorSanitizer build in its own folder (the CI job
 // scripts/native-sanitize.test.ts runs the kernel tests against it); the production build is left alone.
 const sanitize = process.env.SSL3D_NATIVE_SANITIZE === "1";
-const SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"];
+const SANITIZE_FLAGS = [
+  "-fsanitize=address,undefined",
+  "-fno-sanitize-recover=undefined",
+  "-fno-omit-frame-pointer",
+  "-g",
+];
 const out = join(here, sanitize ? "build-sanitize" : "build");
 const target = join(out, "ssl3d_native.node");
 /** @param {string} msg */
-const log = (msg) => { console.log(`[ssl3d-native] ${msg}`); };
+const log = (msg) => {
+  console.log(`[ssl3d-native] ${msg}`);
+};
 
 function findCompiler() {
   const candidates = process.env.CXX ? [process.env.CXX] : ["c++", "g++", "clang++"];
@@ -41,7 +48,9 @@ function napiInclude() {
     const req = createRequire(import.meta.url);
     const dir = join(dirname(req.resolve("node-api-headers/package.json")), "include");
     if (existsSync(join(dir, "node_api.h"))) return dir;
-  } catch { /* fall through */ }
+  } catch {
+    /* fall through */
+  }
   const fromNode = join(dirname(process.execPath), "..", "include", "node");
   return existsSync(join(fromNode, "node_api.h")) ? fromNode : null;
 }
@@ -81,31 +90,56 @@ function main() {
 
   const isX86 = process.arch === "x64" || process.arch === "ia32";
   const openmp = probe(cxx, "#include <omp.h>\nint main(){return omp_get_max_threads()>0?0:1;}", ["-fopenmp"]);
-  const dnnl = process.env.SSL3D_NATIVE_NO_DNNL !== "1" &&
+  const dnnl =
+    process.env.SSL3D_NATIVE_NO_DNNL !== "1" &&
     probe(cxx, "#include <dnnl.hpp>\nint main(){dnnl::engine e(dnnl::engine::kind::cpu,0);return 0;}", ["-ldnnl"]);
-  const blas = process.env.SSL3D_NATIVE_NO_BLAS !== "1" &&
-    probe(cxx, "#include <cblas.h>\nint main(){openblas_set_num_threads(1);float a=1,b=1,c=0;" +
-      "cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasNoTrans,1,1,1,1.f,&a,1,&b,1,0.f,&c,1);return c==1.f?0:1;}",
-    ["-lopenblas"]);
+  const blas =
+    process.env.SSL3D_NATIVE_NO_BLAS !== "1" &&
+    probe(
+      cxx,
+      "#include <cblas.h>\nint main(){openblas_set_num_threads(1);float a=1,b=1,c=0;" +
+        "cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasNoTrans,1,1,1,1.f,&a,1,&b,1,0.f,&c,1);return c==1.f?0:1;}",
+      ["-lopenblas"],
+    );
   rmSync(join(out, "probe"), { recursive: true, force: true });
 
   const defs = ["-DNODE_GYP_MODULE_NAME=ssl3d_native", "-DNAPI_VERSION=8"];
   if (dnnl) defs.push("-DSSL3D_HAVE_DNNL");
   if (blas) defs.push("-DSSL3D_HAVE_CBLAS");
   if (isX86) defs.push("-DSSL3D_HAVE_AVX2_TU");
-  const common = ["-std=c++17", sanitize ? "-O1" : "-O3", "-fPIC", "-fvisibility=hidden", "-Wall", `-I${inc}`, ...defs,
-    ...(openmp ? ["-fopenmp"] : []), ...(sanitize ? SANITIZE_FLAGS : [])];
-  const libs = [...(dnnl ? ["-ldnnl"] : []), ...(blas ? ["-lopenblas"] : []), ...(openmp ? ["-fopenmp"] : []),
-    "-lpthread", ...(sanitize ? SANITIZE_FLAGS : [])];
-  const units = readdirSync(src).filter((f) => f.endsWith(".cc")).filter((f) => isX86 || f !== "gemm_avx2.cc");
+  const common = [
+    "-std=c++17",
+    sanitize ? "-O1" : "-O3",
+    "-fPIC",
+    "-fvisibility=hidden",
+    "-Wall",
+    `-I${inc}`,
+    ...defs,
+    ...(openmp ? ["-fopenmp"] : []),
+    ...(sanitize ? SANITIZE_FLAGS : []),
+  ];
+  const libs = [
+    ...(dnnl ? ["-ldnnl"] : []),
+    ...(blas ? ["-lopenblas"] : []),
+    ...(openmp ? ["-fopenmp"] : []),
+    "-lpthread",
+    ...(sanitize ? SANITIZE_FLAGS : []),
+  ];
+  const units = readdirSync(src)
+    .filter((f) => f.endsWith(".cc"))
+    .filter((f) => isX86 || f !== "gemm_avx2.cc");
 
   const hash = createHash("sha256");
   for (const f of readdirSync(src).sort()) hash.update(f).update(readFileSync(join(src, f)));
   hash.update(JSON.stringify({ cxx, common, libs, v: process.versions.modules }));
   const stamp = hash.digest("hex").slice(0, 16);
   const stampFile = join(out, "stamp");
-  if (process.env.SSL3D_NATIVE_FORCE !== "1" && existsSync(target) && existsSync(stampFile) &&
-      readFileSync(stampFile, "utf8") === stamp) {
+  if (
+    process.env.SSL3D_NATIVE_FORCE !== "1" &&
+    existsSync(target) &&
+    existsSync(stampFile) &&
+    readFileSync(stampFile, "utf8") === stamp
+  ) {
     log(`up to date (${target})`);
     return true;
   }
@@ -132,7 +166,9 @@ let ok = false;
 try {
   ok = main();
 } catch (e) {
-  log(`build failed, the cpu backend uses stock tfjs kernels: ${e instanceof Error ? (e.message.split("\n")[0] ?? "") : String(e)}`);
+  log(
+    `build failed, the cpu backend uses stock tfjs kernels: ${e instanceof Error ? (e.message.split("\n")[0] ?? "") : String(e)}`,
+  );
 }
 const required = process.env.SSL3D_NATIVE_REQUIRE === "1";
 if (required && !ok) log("SSL3D_NATIVE_REQUIRE=1: no up-to-date addon, failing");

@@ -26,7 +26,10 @@ test("each outside citation fails the check with file and line", () => {
   try {
     mkdirSync(join(root, "runtime", "src"), { recursive: true });
     mkdirSync(join(root, "docs"), { recursive: true });
-    writeFileSync(join(root, "runtime", "src", "ok.ts"), "// nnssl `src/nnssl/data/raw_dataset.py`; the CRD spec is immutable\n");
+    writeFileSync(
+      join(root, "runtime", "src", "ok.ts"),
+      "// nnssl `src/nnssl/data/raw_dataset.py`; the CRD spec is immutable\n",
+    );
     writeFileSync(join(root, "README.md"), "See docs/training.md.\n");
     assert.equal(check(root).status, 0, "clean tree");
     const cases: [string, string][] = [

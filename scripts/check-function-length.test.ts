@@ -30,10 +30,19 @@ test("a 121-line function fails, a 120-line function passes", () => {
   const pass = fixture({ "runtime/src/ok.ts": fn("ok", 120) });
   try {
     const out: string[] = [];
-    assert.equal(main([], fail, (l) => out.push(l)), 1);
+    assert.equal(
+      main([], fail, (l) => out.push(l)),
+      1,
+    );
     assert.match(out.join("\n"), /121 {2}runtime\/src\/long\.ts:1 {2}long {2}\(too long\)/);
-    assert.equal(main([], pass, () => undefined), 0);
-    assert.deepEqual(scan(["runtime"], pass).map((f) => [f.name, f.lines]), [["ok", 120]]);
+    assert.equal(
+      main([], pass, () => undefined),
+      0,
+    );
+    assert.deepEqual(
+      scan(["runtime"], pass).map((f) => [f.name, f.lines]),
+      [["ok", 120]],
+    );
   } finally {
     rmSync(fail, { recursive: true, force: true });
     rmSync(pass, { recursive: true, force: true });
@@ -51,9 +60,18 @@ test("test files, declaration files and generated files are not scanned; operato
   });
   try {
     const out: string[] = [];
-    assert.equal(main(["--top", "5"], dir, (l) => out.push(l)), 1);
-    assert.deepEqual(scan(["runtime", "operator", "api"], dir).map((f) => f.name), ["reconcile", "schema"]);
-    assert.equal(main(["--max", "130"], dir, () => undefined), 0);
+    assert.equal(
+      main(["--top", "5"], dir, (l) => out.push(l)),
+      1,
+    );
+    assert.deepEqual(
+      scan(["runtime", "operator", "api"], dir).map((f) => f.name),
+      ["reconcile", "schema"],
+    );
+    assert.equal(
+      main(["--max", "130"], dir, () => undefined),
+      0,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -93,7 +111,9 @@ test("the command line prints the longest functions and exits 1 above the limit"
     const r = spawnSync(process.execPath, ["--import", "tsx", script, join(dir, "runtime")], { encoding: "utf8" });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stdout, /long\.ts:1 {2}long {2}\(too long\)/);
-    const ok = spawnSync(process.execPath, ["--import", "tsx", script, "--max", "121", join(dir, "runtime")], { encoding: "utf8" });
+    const ok = spawnSync(process.execPath, ["--import", "tsx", script, "--max", "121", join(dir, "runtime")], {
+      encoding: "utf8",
+    });
     assert.equal(ok.status, 0, ok.stderr);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -49,7 +49,14 @@ export function sourceFiles(dir: string): string[] {
 }
 
 function nameOf(node: ts.Node, sf: ts.SourceFile): string {
-  if ((ts.isFunctionDeclaration(node) || ts.isMethodDeclaration(node) || ts.isGetAccessor(node) || ts.isSetAccessor(node) || ts.isFunctionExpression(node)) && node.name !== undefined) {
+  if (
+    (ts.isFunctionDeclaration(node) ||
+      ts.isMethodDeclaration(node) ||
+      ts.isGetAccessor(node) ||
+      ts.isSetAccessor(node) ||
+      ts.isFunctionExpression(node)) &&
+    node.name !== undefined
+  ) {
     return node.name.getText(sf);
   }
   if (ts.isConstructorDeclaration(node)) {
@@ -57,7 +64,8 @@ function nameOf(node: ts.Node, sf: ts.SourceFile): string {
     return `${cls.name?.getText(sf) ?? "<class>"}.constructor`;
   }
   const p = node.parent;
-  if ((ts.isVariableDeclaration(p) || ts.isPropertyAssignment(p) || ts.isPropertyDeclaration(p))) return p.name.getText(sf);
+  if (ts.isVariableDeclaration(p) || ts.isPropertyAssignment(p) || ts.isPropertyDeclaration(p))
+    return p.name.getText(sf);
   return "<anonymous>";
 }
 
@@ -93,7 +101,8 @@ function intArg(args: string[], flag: string, fallback: number): number {
   const i = args.indexOf(flag);
   if (i < 0) return fallback;
   const v = Number(args[i + 1]);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${flag} needs a positive integer, got ${JSON.stringify(args[i + 1])}`);
+  if (!Number.isInteger(v) || v < 1)
+    throw new Error(`${flag} needs a positive integer, got ${JSON.stringify(args[i + 1])}`);
   args.splice(i, 2);
   return v;
 }
@@ -107,7 +116,8 @@ export function main(argv: readonly string[], base = root, print: (line: string)
   const fns = scan(dirs, base);
   const over = fns.filter((f) => f.lines > max);
   print(`Longest functions in ${dirs.join(", ")} (limit ${max} lines):`);
-  for (const f of fns.slice(0, Math.max(top, over.length))) print(`${String(f.lines).padStart(5)}  ${f.file}:${f.line}  ${f.name}${f.lines > max ? "  (too long)" : ""}`);
+  for (const f of fns.slice(0, Math.max(top, over.length)))
+    print(`${String(f.lines).padStart(5)}  ${f.file}:${f.line}  ${f.name}${f.lines > max ? "  (too long)" : ""}`);
   if (over.length > 0) {
     print(`${over.length} function(s) longer than ${max} lines: split them.`);
     return 1;
@@ -115,4 +125,5 @@ export function main(argv: readonly string[], base = root, print: (line: string)
   return 0;
 }
 
-if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) process.exitCode = main(process.argv.slice(2));
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1])
+  process.exitCode = main(process.argv.slice(2));

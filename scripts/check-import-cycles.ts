@@ -40,9 +40,17 @@ export function importSpecifiers(file: string, text = readFileSync(file, "utf8")
   const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
   const out: string[] = [];
   const visit = (node: ts.Node): void => {
-    if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier !== undefined && ts.isStringLiteral(node.moduleSpecifier)) {
+    if (
+      (ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) &&
+      node.moduleSpecifier !== undefined &&
+      ts.isStringLiteral(node.moduleSpecifier)
+    ) {
       out.push(node.moduleSpecifier.text);
-    } else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && node.arguments.length === 1) {
+    } else if (
+      ts.isCallExpression(node) &&
+      node.expression.kind === ts.SyntaxKind.ImportKeyword &&
+      node.arguments.length === 1
+    ) {
       const arg = node.arguments[0]!;
       if (ts.isStringLiteral(arg) || ts.isNoSubstitutionTemplateLiteral(arg)) out.push(arg.text);
     }
@@ -171,7 +179,9 @@ export function formatCycles(r: CycleReport, allowed: readonly (readonly string[
       const comp = r.folderComponents[i]!;
       return allowedKeys.has(key(comp)) ? [] : [`folder import cycle: ${c.join(" -> ")} (folders ${comp.join(", ")})`];
     }),
-    ...allowed.filter((c) => !present.has(key(c))).map((c) => `allowed folder cycle ${c.join(", ")} no longer exists: remove it from ALLOWED_FOLDER_CYCLES`),
+    ...allowed
+      .filter((c) => !present.has(key(c)))
+      .map((c) => `allowed folder cycle ${c.join(", ")} no longer exists: remove it from ALLOWED_FOLDER_CYCLES`),
   ];
 }
 

@@ -8,7 +8,9 @@ type Node = Record<string, unknown>;
 function walk(node: unknown, path: string, visit: (n: Node, path: string) => void): void {
   if (typeof node !== "object" || node === null) return;
   if (Array.isArray(node)) {
-    node.forEach((n, i) => { walk(n, `${path}[${i}]`, visit); });
+    node.forEach((n, i) => {
+      walk(n, `${path}[${i}]`, visit);
+    });
     return;
   }
   const n = node as Node;
@@ -18,7 +20,12 @@ function walk(node: unknown, path: string, visit: (n: Node, path: string) => voi
 
 for (const kind of ["Collection", "Plan", "PretrainRun"] as const) {
   test(`${kind} CRD is structural and documented`, () => {
-    const crd = crdObject(kind) as { spec: { versions: { schema: { openAPIV3Schema: Node }; subresources: unknown; additionalPrinterColumns: unknown[] }[]; names: { shortNames: string[]; categories: string[] } } };
+    const crd = crdObject(kind) as {
+      spec: {
+        versions: { schema: { openAPIV3Schema: Node }; subresources: unknown; additionalPrinterColumns: unknown[] }[];
+        names: { shortNames: string[]; categories: string[] };
+      };
+    };
     const v = crd.spec.versions[0]!;
     assert.deepEqual(v.subresources, { status: {} });
     assert.ok(v.additionalPrinterColumns.length >= 3);
@@ -27,8 +34,13 @@ for (const kind of ["Collection", "Plan", "PretrainRun"] as const) {
     const spec = (v.schema.openAPIV3Schema.properties as Record<string, Node>).spec!;
     walk(spec, "spec", (n, path) => {
       assert.ok(!("$ref" in n) && !("anyOf" in n) && !("oneOf" in n), `${path}: not structural`);
-      if (n.properties !== undefined) assert.ok(!("additionalProperties" in n), `${path}: properties with additionalProperties`);
-      if ("type" in n || "x-kubernetes-int-or-string" in n) assert.ok(typeof n.description === "string" || path.endsWith(".items") || path.endsWith(".additionalProperties"), `${path}: no description for kubectl explain`);
+      if (n.properties !== undefined)
+        assert.ok(!("additionalProperties" in n), `${path}: properties with additionalProperties`);
+      if ("type" in n || "x-kubernetes-int-or-string" in n)
+        assert.ok(
+          typeof n.description === "string" || path.endsWith(".items") || path.endsWith(".additionalProperties"),
+          `${path}: no description for kubectl explain`,
+        );
     });
   });
 }
@@ -50,11 +62,17 @@ test("the Helm copy is the same CRD behind crds.enabled", () => {
   const helm = files.get("helm/ssl3d/templates/crds/pretrainruns.ssl3d.io.yaml")!;
   assert.ok(helm.startsWith("{{- if .Values.crds.enabled }}"));
   const inner = parse(helm.split("\n").slice(1, -2).join("\n")) as { metadata: Node };
-  assert.deepEqual({ ...inner, metadata: { name: inner.metadata.name } }, { ...plain, metadata: { name: plain.metadata.name } });
+  assert.deepEqual(
+    { ...inner, metadata: { name: inner.metadata.name } },
+    { ...plain, metadata: { name: plain.metadata.name } },
+  );
 });
 
 test("structural() rejects what the API server rejects", () => {
   assert.throws(() => structural({ $ref: "#/x" }), /\$ref/);
   assert.throws(() => structural({ anyOf: [{ type: "string" }] }), /anyOf/);
-  assert.deepEqual(structural({ type: "object", properties: {}, additionalProperties: {} }), { type: "object", "x-kubernetes-preserve-unknown-fields": true });
+  assert.deepEqual(structural({ type: "object", properties: {}, additionalProperties: {} }), {
+    type: "object",
+    "x-kubernetes-preserve-unknown-fields": true,
+  });
 });

@@ -41,19 +41,33 @@ export function structural(node: Json, path = "$"): Json {
       throw new Error(`${path}: '${k}' is not allowed in a structural CRD schema`);
     }
     if (k === "anyOf") throw new Error(`${path}: anyOf needs an x-ssl3d-int-or-string marker`);
-    if ((k === "maximum" && v === Number.MAX_SAFE_INTEGER) || (k === "minimum" && v === Number.MIN_SAFE_INTEGER)) continue;
+    if ((k === "maximum" && v === Number.MAX_SAFE_INTEGER) || (k === "minimum" && v === Number.MIN_SAFE_INTEGER))
+      continue;
     if (k === "additionalProperties" && v === false) continue;
-    out[k] = k === "properties" && isObject(v) ? Object.fromEntries(Object.entries(v).map(([pk, pv]) => [pk, structural(pv, `${path}.${pk}`)])) : structural(v, `${path}.${k}`);
+    out[k] =
+      k === "properties" && isObject(v)
+        ? Object.fromEntries(Object.entries(v).map(([pk, pv]) => [pk, structural(pv, `${path}.${pk}`)]))
+        : structural(v, `${path}.${k}`);
   }
   // z.looseObject({}) → an opaque object.
   const props = out.properties;
-  if (out.type === "object" && isObject(props) && Object.keys(props).length === 0 && isObject(out.additionalProperties)) {
+  if (
+    out.type === "object" &&
+    isObject(props) &&
+    Object.keys(props).length === 0 &&
+    isObject(out.additionalProperties)
+  ) {
     delete out.properties;
     delete out.additionalProperties;
     out["x-kubernetes-preserve-unknown-fields"] = true;
   }
   // z.looseObject({name: ...}) → known fields checked, the rest (a Kubernetes Volume's source) kept as given.
-  if (out.type === "object" && isObject(out.properties) && isObject(out.additionalProperties) && Object.keys(out.additionalProperties).length === 0) {
+  if (
+    out.type === "object" &&
+    isObject(out.properties) &&
+    isObject(out.additionalProperties) &&
+    Object.keys(out.additionalProperties).length === 0
+  ) {
     delete out.additionalProperties;
     out["x-kubernetes-preserve-unknown-fields"] = true;
   }
@@ -64,7 +78,9 @@ export function structural(node: Json, path = "$"): Json {
 }
 
 function openApi(schema: z.ZodType): JsonObject {
-  const s = structural(z.toJSONSchema(schema, { target: "openapi-3.0", io: "input", unrepresentable: "throw" }) as Json);
+  const s = structural(
+    z.toJSONSchema(schema, { target: "openapi-3.0", io: "input", unrepresentable: "throw" }) as Json,
+  );
   if (!isObject(s)) throw new Error("schema is not an object");
   return s;
 }
@@ -76,8 +92,14 @@ export function crdObject(name: KindName): JsonObject {
     type: "object",
     description: def.description,
     properties: {
-      apiVersion: { type: "string", description: "APIVersion defines the versioned schema of this representation of an object." },
-      kind: { type: "string", description: "Kind is a string value representing the REST resource this object represents." },
+      apiVersion: {
+        type: "string",
+        description: "APIVersion defines the versioned schema of this representation of an object.",
+      },
+      kind: {
+        type: "string",
+        description: "Kind is a string value representing the REST resource this object represents.",
+      },
       metadata: { type: "object" },
       spec: openApi(def.spec),
       status: openApi(def.status),

@@ -12,14 +12,18 @@ import { writeFileAtomic } from "../runtime/src/io/atomic.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const README = "README.md";
-export const BEGIN = "<!-- BEGIN GENERATED: environment variables (scripts/gen-env-table.ts from runtime/src/config/settings.ts; run `npm run generate`) -->";
+export const BEGIN =
+  "<!-- BEGIN GENERATED: environment variables (scripts/gen-env-table.ts from runtime/src/config/settings.ts; run `npm run generate`) -->";
 export const END = "<!-- END GENERATED: environment variables -->";
 
 /** `readme` with the text between the markers replaced by the generated table; an Error when a marker is missing. */
 export function withEnvTable(readme: string, table = settingsMarkdown()): string {
   const b = readme.indexOf(BEGIN);
   const e = readme.indexOf(END);
-  if (b === -1 || e === -1 || e < b) throw new Error(`${README}: the markers of the generated environment table are missing or out of order (${BEGIN} ... ${END})`);
+  if (b === -1 || e === -1 || e < b)
+    throw new Error(
+      `${README}: the markers of the generated environment table are missing or out of order (${BEGIN} ... ${END})`,
+    );
   return `${readme.slice(0, b + BEGIN.length)}\n\n${table.trimEnd()}\n\n${readme.slice(e)}`;
 }
 
@@ -29,7 +33,9 @@ async function main(): Promise<void> {
   const content = withEnvTable(onDisk);
   if (onDisk === content) return;
   if (process.argv.includes("--check")) {
-    console.error(`${README}: the environment-variable table differs from runtime/src/config/settings.ts: run \`npm run generate\``);
+    console.error(
+      `${README}: the environment-variable table differs from runtime/src/config/settings.ts: run \`npm run generate\``,
+    );
     process.exitCode = 1;
     return;
   }

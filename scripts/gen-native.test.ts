@@ -20,7 +20,11 @@ test("the generated files are current (npm run generate)", () => {
 
 test("C++ and TypeScript opcodes have the same values, in table order", () => {
   const header = renderHeader(readSpec());
-  for (const [name, table] of [["binary_op", BinaryOp], ["compare_op", CompareOp], ["unary_op", UnaryOp]] as const) {
+  for (const [name, table] of [
+    ["binary_op", BinaryOp],
+    ["compare_op", CompareOp],
+    ["unary_op", UnaryOp],
+  ] as const) {
     for (const [kernel, value] of Object.entries(table)) {
       assert.match(header, new RegExp(`namespace ${name} \\{[^}]*\\bk${kernel} = ${value},`), `${name}::k${kernel}`);
     }
@@ -36,13 +40,25 @@ test("malformed specs are refused with the field named", () => {
   assert.throws(() => readSpec(spec([conv, conv])), /kernel Conv3D is listed twice/);
   assert.throws(() => readSpec(spec([{ ...conv, family: "nope" }])), /native\/kernels\.json: kernels\.0\.family/);
   assert.throws(() => readSpec(spec([{ ...conv, extra: 1 }])), /kernels\.0/);
-  assert.throws(() => readSpec(spec([
-    { name: "Add", family: "elementwise", addon: "binary", opcode: "BinaryOp" },
-    { name: "Neg", family: "elementwise", addon: "unary", opcode: "BinaryOp" },
-  ])), /opcode BinaryOp is used by addon functions binary and unary/);
+  assert.throws(
+    () =>
+      readSpec(
+        spec([
+          { name: "Add", family: "elementwise", addon: "binary", opcode: "BinaryOp" },
+          { name: "Neg", family: "elementwise", addon: "unary", opcode: "BinaryOp" },
+        ]),
+      ),
+    /opcode BinaryOp is used by addon functions binary and unary/,
+  );
 });
 
-test("the registry builds exactly the table's kernels, each from its family's module", { skip: nativeSkipReason(nativeAddon() !== null) }, () => {
-  const built = nativeKernels(nativeAddon()!).map((k) => k.name).sort();
-  assert.deepEqual(built, Object.keys(KERNEL_FAMILY).sort());
-});
+test(
+  "the registry builds exactly the table's kernels, each from its family's module",
+  { skip: nativeSkipReason(nativeAddon() !== null) },
+  () => {
+    const built = nativeKernels(nativeAddon()!)
+      .map((k) => k.name)
+      .sort();
+    assert.deepEqual(built, Object.keys(KERNEL_FAMILY).sort());
+  },
+);

@@ -21,7 +21,10 @@ const KernelSpec = z.strictObject({
   name: z.string().regex(/^_?[A-Z][A-Za-z0-9]*$/),
   family: z.enum(FAMILIES),
   addon: z.string().regex(/^[a-z][A-Za-z0-9]*$/),
-  opcode: z.string().regex(/^[A-Z][A-Za-z]*Op$/).optional(),
+  opcode: z
+    .string()
+    .regex(/^[A-Z][A-Za-z]*Op$/)
+    .optional(),
   fused: z.literal(true).optional(),
 });
 export type KernelSpec = z.infer<typeof KernelSpec>;
@@ -62,7 +65,14 @@ export function opcodeTables(kernels: KernelSpec[]): Map<string, string[]> {
 const snake = (s: string): string => s.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toLowerCase();
 
 export function renderHeader(kernels: KernelSpec[]): string {
-  const lines = [HEADER_CC, "// Opcodes of the addon functions that implement several tfjs kernels (one value per kernel).", "#pragma once", "", "namespace ssl3d {", ""];
+  const lines = [
+    HEADER_CC,
+    "// Opcodes of the addon functions that implement several tfjs kernels (one value per kernel).",
+    "#pragma once",
+    "",
+    "namespace ssl3d {",
+    "",
+  ];
   for (const [op, names] of opcodeTables(kernels)) {
     const addon = kernels.find((k) => k.opcode === op)!.addon;
     lines.push(`// ${addon}(): ${names.join(", ")}`, `namespace ${snake(op)} {`, "enum : int {");
@@ -82,14 +92,21 @@ export function renderTs(kernels: KernelSpec[]): string {
     lines.push("} as const;", `export type ${op} = (typeof ${op})[keyof typeof ${op}];`, "");
   }
   const list = (ks: KernelSpec[]): string => ks.map((k) => `  ${JSON.stringify(k.name)},`).join("\n");
-  lines.push("/** Stock tfjs kernels the addon replaces on the cpu backend. */",
-    `export const NATIVE_KERNEL_NAMES = [\n${list(kernels.filter((k) => k.fused !== true))}\n] as const;`, "",
+  lines.push(
+    "/** Stock tfjs kernels the addon replaces on the cpu backend. */",
+    `export const NATIVE_KERNEL_NAMES = [\n${list(kernels.filter((k) => k.fused !== true))}\n] as const;`,
+    "",
     "/** ssl3d's fused kernels (no stock tfjs equivalent). */",
-    `export const FUSED_KERNEL_NAMES = [\n${list(kernels.filter((k) => k.fused === true))}\n] as const;`, "",
-    "export type NativeKernelName = (typeof NATIVE_KERNEL_NAMES)[number] | (typeof FUSED_KERNEL_NAMES)[number];", "",
+    `export const FUSED_KERNEL_NAMES = [\n${list(kernels.filter((k) => k.fused === true))}\n] as const;`,
+    "",
+    "export type NativeKernelName = (typeof NATIVE_KERNEL_NAMES)[number] | (typeof FUSED_KERNEL_NAMES)[number];",
+    "",
     "/** The module of runtime/src/models/backend/native/ that implements each kernel. */",
     "export const KERNEL_FAMILY: Readonly<Record<NativeKernelName, string>> = {",
-    ...kernels.map((k) => `  ${JSON.stringify(k.name)}: ${JSON.stringify(k.family)},`), "};", "");
+    ...kernels.map((k) => `  ${JSON.stringify(k.name)}: ${JSON.stringify(k.family)},`),
+    "};",
+    "",
+  );
   return lines.join("\n");
 }
 
@@ -106,7 +123,11 @@ async function main(): Promise<void> {
   for (const { path, content } of outputs()) {
     const file = join(root, path);
     let onDisk = "";
-    try { onDisk = readFileSync(file, "utf8"); } catch { /* missing counts as drift */ }
+    try {
+      onDisk = readFileSync(file, "utf8");
+    } catch {
+      /* missing counts as drift */
+    }
     if (onDisk === content) continue;
     if (check) {
       console.error(`${path} differs from ${SPEC}: run \`npm run generate\``);

@@ -15,14 +15,18 @@ import { after, test } from "node:test";
 const repo = join(import.meta.dirname, "..");
 const hasCompiler = ["c++", "g++", "clang++"].some((c) => spawnSync(c, ["--version"]).status === 0);
 const dir = mkdtempSync(join(tmpdir(), "ssl3d-native-build-"));
-after(() => { rmSync(dir, { recursive: true, force: true }); });
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 function copyTree(): string {
   const root = join(dir, `clone-${Math.random().toString(36).slice(2)}`);
   cpSync(join(repo, "native", "src"), join(root, "native", "src"), { recursive: true });
   cpSync(join(repo, "native", "build.mjs"), join(root, "native", "build.mjs"));
   // node-api-headers resolves from the copy's node_modules, as in a fresh `npm ci`.
-  cpSync(join(repo, "node_modules", "node-api-headers"), join(root, "node_modules", "node-api-headers"), { recursive: true });
+  cpSync(join(repo, "node_modules", "node-api-headers"), join(root, "node_modules", "node-api-headers"), {
+    recursive: true,
+  });
   symlinkSync(join(repo, "package.json"), join(root, "package.json"));
   return root;
 }
@@ -60,23 +64,47 @@ test("SSL3D_NATIVE=0 skips the build", () => {
   assert.equal(existsSync(join(root, "native", "build")), false);
 });
 
-test("a fresh copy builds the portable addon, which loads and computes; a rerun reuses it", { skip: !hasCompiler && "no C++ compiler on this machine" }, () => {
-  const root = copyTree();
-  const first = build(root);
-  assert.equal(first.status, 0);
-  assert.match(first.out, /built .*ssl3d_native\.node .*oneDNN no, OpenBLAS no/);
-  const addonPath = join(root, "native", "build", "ssl3d_native.node");
-  const addon = createRequire(import.meta.url)(addonPath) as {
-    info(): { dnnl: boolean; blas: boolean };
-    matmul(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, ta: boolean,
-      tb: boolean, ia: Int32Array, ib: Int32Array): void;
-  };
-  assert.deepEqual([addon.info().dnnl, addon.info().blas], [false, false]);
-  const c = new Float32Array(4);
-  addon.matmul(Float32Array.from([1, 2, 3, 4, 5, 6]), Float32Array.from([1, 0, 0, 1, 1, 1]), c, 2, 2, 3, false, false,
-    Int32Array.from([0]), Int32Array.from([0]));
-  assert.deepEqual(Array.from(c), [4, 5, 10, 11]);
-  const second = build(root);
-  assert.equal(second.status, 0);
-  assert.match(second.out, /up to date/);
-});
+test(
+  "a fresh copy builds the portable addon, which loads and computes; a rerun reuses it",
+  { skip: !hasCompiler && "no C++ compiler on this machine" },
+  () => {
+    const root = copyTree();
+    const first = build(root);
+    assert.equal(first.status, 0);
+    assert.match(first.out, /built .*ssl3d_native\.node .*oneDNN no, OpenBLAS no/);
+    const addonPath = join(root, "native", "build", "ssl3d_native.node");
+    const addon = createRequire(import.meta.url)(addonPath) as {
+      info(): { dnnl: boolean; blas: boolean };
+      matmul(
+        a: Float32Array,
+        b: Float32Array,
+        c: Float32Array,
+        m: number,
+        n: number,
+        k: number,
+        ta: boolean,
+        tb: boolean,
+        ia: Int32Array,
+        ib: Int32Array,
+      ): void;
+    };
+    assert.deepEqual([addon.info().dnnl, addon.info().blas], [false, false]);
+    const c = new Float32Array(4);
+    addon.matmul(
+      Float32Array.from([1, 2, 3, 4, 5, 6]),
+      Float32Array.from([1, 0, 0, 1, 1, 1]),
+      c,
+      2,
+      2,
+      3,
+      false,
+      false,
+      Int32Array.from([0]),
+      Int32Array.from([0]),
+    );
+    assert.deepEqual(Array.from(c), [4, 5, 10, 11]);
+    const second = build(root);
+    assert.equal(second.status, 0);
+    assert.match(second.out, /up to date/);
+  },
+);

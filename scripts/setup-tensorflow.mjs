@@ -15,7 +15,18 @@
 // (package.json `allowScripts`), so it neither needs this nor attempts the unreachable download.
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,22 +38,49 @@ export const VARIANTS = {
   gpu: { pkg: "@tensorflow/tfjs-node-gpu", requirements: "requirements-gpu.txt" },
 };
 /** Where the wheels are fetched for: the libraries are the same for every CPython tag, so one is pinned. */
-const PIP_TARGET = ["--platform", "manylinux_2_27_x86_64", "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-  "--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:"];
+const PIP_TARGET = [
+  "--platform",
+  "manylinux_2_27_x86_64",
+  "--platform",
+  "manylinux_2_17_x86_64",
+  "--platform",
+  "manylinux2014_x86_64",
+  "--python-version",
+  "3.12",
+  "--implementation",
+  "cp",
+  "--only-binary=:all:",
+];
 /**
  * The CUDA libraries TensorFlow 2.21 loads by name: it registers a GPU only when cudart, cublas, cublasLt, cufft,
  * cusolver, cusparse and cudnn open (XLA's xla/tsl/platform/default/dlopen_checker.cc); cuDNN 9 opens its sub-libraries
  * by name; cusolver/cusparse need nvJitLink; cuDNN's runtime-compiled engines nvrtc. The driver's libcuda.so.1 comes
  * from the host.
  */
-export const CUDA_LIBRARIES = ["libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12", "libcufft.so.11", "libcusolver.so.11",
-  "libcusparse.so.12", "libcudnn.so.9", "libcudnn_graph.so.9", "libcudnn_ops.so.9", "libcudnn_cnn.so.9", "libcudnn_adv.so.9",
-  "libcudnn_engines_precompiled.so.9", "libcudnn_engines_runtime_compiled.so.9", "libcudnn_heuristic.so.9",
-  "libnvJitLink.so.12", "libnvrtc.so.12"];
+export const CUDA_LIBRARIES = [
+  "libcudart.so.12",
+  "libcublas.so.12",
+  "libcublasLt.so.12",
+  "libcufft.so.11",
+  "libcusolver.so.11",
+  "libcusparse.so.12",
+  "libcudnn.so.9",
+  "libcudnn_graph.so.9",
+  "libcudnn_ops.so.9",
+  "libcudnn_cnn.so.9",
+  "libcudnn_adv.so.9",
+  "libcudnn_engines_precompiled.so.9",
+  "libcudnn_engines_runtime_compiled.so.9",
+  "libcudnn_heuristic.so.9",
+  "libnvJitLink.so.12",
+  "libnvrtc.so.12",
+];
 /** The file in a package's deps/ folder listing the folders the dynamic loader must search (read by bin/launch.mjs). */
 export const LOADER_PATH_FILE = "ssl3d-loader-path";
 /** @param {string} msg */
-const log = (msg) => { process.stderr.write(`[setup:tensorflow] ${msg}\n`); };
+const log = (msg) => {
+  process.stderr.write(`[setup:tensorflow] ${msg}\n`);
+};
 /** @typedef {keyof typeof VARIANTS} Variant */
 
 class SetupError extends Error {}
@@ -137,25 +175,54 @@ export function ensureLibraries(variant, force = false) {
   const req = join(repo, "scripts", "tensorflow", VARIANTS[variant].requirements);
   log(`${variant}: downloading the pinned wheels (${req}) ...`);
   const t0 = Date.now();
-  const dl = spawnSync(py, ["-m", "pip", "download", "--disable-pip-version-check", "--no-cache-dir", "--no-deps", "--require-hashes",
-    "--progress-bar", "off", ...PIP_TARGET, "-d", wheels, "-r", req], { stdio: ["ignore", "inherit", "inherit"] });
+  const dl = spawnSync(
+    py,
+    [
+      "-m",
+      "pip",
+      "download",
+      "--disable-pip-version-check",
+      "--no-cache-dir",
+      "--no-deps",
+      "--require-hashes",
+      "--progress-bar",
+      "off",
+      ...PIP_TARGET,
+      "-d",
+      wheels,
+      "-r",
+      req,
+    ],
+    { stdio: ["ignore", "inherit", "inherit"] },
+  );
   if (dl.status !== 0) throw new SetupError(`pip download failed (exit ${dl.status}) for ${req}`);
   const downloaded = readdirSync(wheels).reduce((s, f) => s + lstatSync(join(wheels, f)).size, 0);
   const t1 = Date.now();
-  const unpacked = Number(execFileSync(py, ["-c", EXTRACT_PY, wheels, join(work, "root")], { encoding: "utf8" }).trim());
+  const unpacked = Number(
+    execFileSync(py, ["-c", EXTRACT_PY, wheels, join(work, "root")], { encoding: "utf8" }).trim(),
+  );
   rmSync(wheels, { recursive: true, force: true });
   const tfDir = join(work, "root", "tensorflow");
-  if (!existsSync(join(tfDir, "libtensorflow_cc.so.2"))) throw new SetupError(`the wheels of ${req} hold no tensorflow/libtensorflow_cc.so.2`);
+  if (!existsSync(join(tfDir, "libtensorflow_cc.so.2")))
+    throw new SetupError(`the wheels of ${req} hold no tensorflow/libtensorflow_cc.so.2`);
   // the linker names binding.gyp links with (-ltensorflow -ltensorflow_framework)
   symlinkSync("libtensorflow_cc.so.2", join(tfDir, "libtensorflow.so"));
   symlinkSync("libtensorflow_framework.so.2", join(tfDir, "libtensorflow_framework.so"));
-  const facts = { variant, downloadedBytes: downloaded, unpackedBytes: unpacked, downloadSeconds: (t1 - t0) / 1000, unpackSeconds: (Date.now() - t1) / 1000 };
+  const facts = {
+    variant,
+    downloadedBytes: downloaded,
+    unpackedBytes: unpacked,
+    downloadSeconds: (t1 - t0) / 1000,
+    unpackSeconds: (Date.now() - t1) / 1000,
+  };
   writeFileSync(join(work, "root", ".complete"), `${JSON.stringify(facts)}\n`);
   rmSync(prefix, { recursive: true, force: true });
   renameSync(join(work, "root"), prefix);
   rmSync(work, { recursive: true, force: true });
-  log(`${variant}: ${(downloaded / 2 ** 20).toFixed(0)} MiB downloaded in ${facts.downloadSeconds.toFixed(0)} s, ` +
-    `${(unpacked / 2 ** 20).toFixed(0)} MiB unpacked in ${facts.unpackSeconds.toFixed(0)} s -> ${prefix}`);
+  log(
+    `${variant}: ${(downloaded / 2 ** 20).toFixed(0)} MiB downloaded in ${facts.downloadSeconds.toFixed(0)} s, ` +
+      `${(unpacked / 2 ** 20).toFixed(0)} MiB unpacked in ${facts.unpackSeconds.toFixed(0)} s -> ${prefix}`,
+  );
   return prefix;
 }
 
@@ -167,14 +234,21 @@ export function ensureLibraries(variant, force = false) {
 /** @param {string} prefix @returns {string[]} */
 export function loaderPath(prefix) {
   const nv = join(prefix, "nvidia");
-  return existsSync(nv) ? readdirSync(nv).sort().map((d) => join(nv, d, "lib")).filter((d) => existsSync(d)) : [];
+  return existsSync(nv)
+    ? readdirSync(nv)
+        .sort()
+        .map((d) => join(nv, d, "lib"))
+        .filter((d) => existsSync(d))
+    : [];
 }
 
 function nodeGyp() {
   const candidates = [process.env.npm_config_node_gyp];
-  if (process.env.npm_execpath) candidates.push(join(dirname(dirname(process.env.npm_execpath)), "node_modules", "node-gyp", "bin", "node-gyp.js"));
+  if (process.env.npm_execpath)
+    candidates.push(join(dirname(dirname(process.env.npm_execpath)), "node_modules", "node-gyp", "bin", "node-gyp.js"));
   const npmRoot = spawnSync("npm", ["root", "-g"], { encoding: "utf8" });
-  if (npmRoot.status === 0) candidates.push(join(npmRoot.stdout.trim(), "npm", "node_modules", "node-gyp", "bin", "node-gyp.js"));
+  if (npmRoot.status === 0)
+    candidates.push(join(npmRoot.stdout.trim(), "npm", "node_modules", "node-gyp", "bin", "node-gyp.js"));
   const found = candidates.find((c) => c !== undefined && c !== "" && existsSync(c));
   if (found === undefined) throw new SetupError("node-gyp not found (it ships with npm; or set npm_config_node_gyp)");
   return found;
@@ -188,7 +262,8 @@ function nodeDir(projectDir) {
     join(projectDir, "node_modules", "node", "node_modules", `node-${process.platform}-${process.arch}`),
   ];
   const found = candidates.find((d) => existsSync(join(d, "include", "node", "common.gypi")));
-  if (found === undefined) throw new SetupError(`no Node headers found next to ${process.execPath} (run npm ci for the pinned node package)`);
+  if (found === undefined)
+    throw new SetupError(`no Node headers found next to ${process.execPath} (run npm ci for the pinned node package)`);
   return found;
 }
 
@@ -202,7 +277,9 @@ function nodeDir(projectDir) {
 export function buildBinding(variant, prefix, projectDir, force = false) {
   const pkgDir = join(projectDir, "node_modules", ...VARIANTS[variant].pkg.split("/"));
   if (!existsSync(join(pkgDir, "binding.gyp"))) {
-    throw new SetupError(`${VARIANTS[variant].pkg} is not installed in ${join(projectDir, "node_modules")} (run npm ci with npm >= 11.16: older npm ignores package.json allowScripts, runs the package's download script, which fails here, and removes it)`);
+    throw new SetupError(
+      `${VARIANTS[variant].pkg} is not installed in ${join(projectDir, "node_modules")} (run npm ci with npm >= 11.16: older npm ignores package.json allowScripts, runs the package's download script, which fails here, and removes it)`,
+    );
   }
   /** @type {unknown} */
   const pkgJson = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8"));
@@ -212,7 +289,13 @@ export function buildBinding(variant, prefix, projectDir, force = false) {
   const stampFile = join(out, ".ssl3d-stamp");
   const stamp = `${prefix} ${version} ${readFileSync(join(pkgDir, "binding", "tfjs_backend.cc")).length}`;
   const deps = join(pkgDir, "deps");
-  if (!force && existsSync(binding) && existsSync(stampFile) && readFileSync(stampFile, "utf8") === stamp && existsSync(join(deps, "lib", "libtensorflow.so"))) {
+  if (
+    !force &&
+    existsSync(binding) &&
+    existsSync(stampFile) &&
+    readFileSync(stampFile, "utf8") === stamp &&
+    existsSync(join(deps, "lib", "libtensorflow.so"))
+  ) {
     writeFileSync(join(deps, LOADER_PATH_FILE), `${loaderPath(prefix).join(":")}\n`);
     log(`${variant}: ${VARIANTS[variant].pkg} binding up to date (${binding})`);
     return binding;
@@ -224,9 +307,22 @@ export function buildBinding(variant, prefix, projectDir, force = false) {
   writeFileSync(join(deps, LOADER_PATH_FILE), `${loaderPath(prefix).join(":")}\n`);
   log(`${variant}: building ${VARIANTS[variant].pkg} ${version} binding/*.cc against ${prefix} ...`);
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, [nodeGyp(), "rebuild", `--nodedir=${nodeDir(projectDir)}`, "--jobs=2",
-    "--module_name=tfjs_binding", `--module_path=${out}`, "--napi_build_version=8", "--loglevel=warn"], { cwd: pkgDir, stdio: ["ignore", "ignore", "inherit"] });
-  if (r.status !== 0 || !existsSync(binding)) throw new SetupError(`node-gyp failed (exit ${r.status}) building ${pkgDir}`);
+  const r = spawnSync(
+    process.execPath,
+    [
+      nodeGyp(),
+      "rebuild",
+      `--nodedir=${nodeDir(projectDir)}`,
+      "--jobs=2",
+      "--module_name=tfjs_binding",
+      `--module_path=${out}`,
+      "--napi_build_version=8",
+      "--loglevel=warn",
+    ],
+    { cwd: pkgDir, stdio: ["ignore", "ignore", "inherit"] },
+  );
+  if (r.status !== 0 || !existsSync(binding))
+    throw new SetupError(`node-gyp failed (exit ${r.status}) building ${pkgDir}`);
   rmSync(join(pkgDir, "build"), { recursive: true, force: true });
   writeFileSync(stampFile, stamp);
   log(`${variant}: built ${binding} in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
@@ -243,17 +339,27 @@ export function verify(variant, projectDir) {
   const pkg = VARIANTS[variant].pkg;
   const deps = join(projectDir, "node_modules", ...pkg.split("/"), "deps");
   const path = readFileSync(join(deps, LOADER_PATH_FILE), "utf8").trim();
-  const code = `const tf = require(${JSON.stringify(pkg)}); const b = tf.backend();` +
+  const code =
+    `const tf = require(${JSON.stringify(pkg)}); const b = tf.backend();` +
     `console.log(JSON.stringify({ tf: b.binding.TF_Version, gpu: b.isUsingGpuDevice }));`;
   const r = spawnSync(process.execPath, ["-e", code], {
-    cwd: projectDir, encoding: "utf8", env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: "2", LD_LIBRARY_PATH: [path, process.env.LD_LIBRARY_PATH].filter(Boolean).join(":") },
+    cwd: projectDir,
+    encoding: "utf8",
+    env: {
+      ...process.env,
+      TF_CPP_MIN_LOG_LEVEL: "2",
+      LD_LIBRARY_PATH: [path, process.env.LD_LIBRARY_PATH].filter(Boolean).join(":"),
+    },
   });
   const last = r.stdout.trim().split("\n").pop() ?? "";
-  if (r.status !== 0 || !last.startsWith("{")) throw new SetupError(`${pkg} does not load: ${(r.stderr.trim().split("\n").pop() ?? "").slice(0, 300)}`);
+  if (r.status !== 0 || !last.startsWith("{"))
+    throw new SetupError(`${pkg} does not load: ${(r.stderr.trim().split("\n").pop() ?? "").slice(0, 300)}`);
   /** @type {unknown} */
   const parsed = JSON.parse(last);
   const v = /** @type {{ tf: string, gpu: boolean }} */ (parsed);
-  log(`${variant}: ${pkg} loads TensorFlow ${v.tf} (${v.gpu ? "GPU device registered" : "no GPU device: runs on the CPU"})`);
+  log(
+    `${variant}: ${pkg} loads TensorFlow ${v.tf} (${v.gpu ? "GPU device registered" : "no GPU device: runs on the CPU"})`,
+  );
   return v;
 }
 

@@ -27,7 +27,12 @@ const gpuBuilt = tfjsNodeMissing("@tensorflow/tfjs-node-gpu") === undefined;
 const cpuBuilt = tfjsNodeMissing("@tensorflow/tfjs-node") === undefined;
 
 function setup(args: string[]): { status: number | null; err: string } {
-  const r = spawnSync(process.execPath, [script, ...args], { cwd: repo, env: childEnv, encoding: "utf8", timeout: 1_200_000 });
+  const r = spawnSync(process.execPath, [script, ...args], {
+    cwd: repo,
+    env: childEnv,
+    encoding: "utf8",
+    timeout: 1_200_000,
+  });
   return { status: r.status, err: r.stderr };
 }
 
@@ -38,22 +43,27 @@ test("bad arguments: exit 1 with one line naming the flag", () => {
   assert.match(r.err, /--variant must be cpu or gpu, got "tpu"/);
 });
 
-test("a second run of the cpu variant is a cached no-op that still verifies the binding loads", { skip: !cpuBuilt && "cpu variant not built" }, () => {
-  const t0 = Date.now();
-  const r = setup(["--variant", "cpu"]);
-  assert.equal(r.status, 0, r.err);
-  assert.match(r.err, /libtensorflow cached in/);
-  assert.match(r.err, /binding up to date/);
-  assert.match(r.err, /loads TensorFlow 2\.21\.\d+ \(no GPU device/);
-  assert.ok(Date.now() - t0 < 60_000, "no download or build on the second run");
-});
+test(
+  "a second run of the cpu variant is a cached no-op that still verifies the binding loads",
+  { skip: !cpuBuilt && "cpu variant not built" },
+  () => {
+    const t0 = Date.now();
+    const r = setup(["--variant", "cpu"]);
+    assert.equal(r.status, 0, r.err);
+    assert.match(r.err, /libtensorflow cached in/);
+    assert.match(r.err, /binding up to date/);
+    assert.match(r.err, /loads TensorFlow 2\.21\.\d+ \(no GPU device/);
+    assert.ok(Date.now() - t0 < 60_000, "no download or build on the second run");
+  },
+);
 
 /**
  * Which of `libs` the dynamic loader resolves by name in a fresh process with LD_LIBRARY_PATH = `path` (a library
  * that is found but needs the host driver's libcuda.so.1, absent on a machine without a GPU, counts as resolvable).
  */
 function resolvable(libs: readonly string[], path: string | undefined): Record<string, boolean> {
-  const code = `const out = {}; for (const l of ${JSON.stringify(libs)}) { try { process.dlopen({ exports: {} }, l); out[l] = true; }` +
+  const code =
+    `const out = {}; for (const l of ${JSON.stringify(libs)}) { try { process.dlopen({ exports: {} }, l); out[l] = true; }` +
     ` catch (e) { const m = String(e.message); out[l] = !/cannot open shared object file/.test(m) || m.startsWith("libcuda.so.1:"); } }` +
     " console.log(JSON.stringify(out));";
   const env = { ...childEnv };
@@ -66,36 +76,62 @@ function resolvable(libs: readonly string[], path: string | undefined): Record<s
 
 const gpuSkip = !gpuBuilt && "GPU variant not built (opt-in: npm run setup:tensorflow -- --variant gpu)";
 
-test("GPU variant: the recorded loader path makes every CUDA library TensorFlow needs resolvable", { skip: gpuSkip }, () => {
-  const deps = join(tfjsNodePackageDir("@tensorflow/tfjs-node-gpu")!, "deps");
-  const path = readFileSync(join(deps, LOADER_PATH_FILE), "utf8").trim();
-  const prefix = prefixFor("gpu");
-  assert.ok(path.split(":").every((d) => d.startsWith(join(prefix, "nvidia"))), `${path}: only the CUDA folders of ${prefix}`);
-  const withPath = resolvable(CUDA_LIBRARIES, path);
-  assert.deepEqual(Object.entries(withPath).filter(([, ok]) => !ok).map(([l]) => l), [], "unresolvable with the loader path");
-  // the failure this prevents: TensorFlow's own RUNPATH lacks cusolver/nvJitLink/nvrtc
-  const without = resolvable(["libcusolver.so.11", "libnvJitLink.so.12"], undefined);
-  assert.deepEqual(without, { "libcusolver.so.11": false, "libnvJitLink.so.12": false });
-  // ldd: every unpacked library's dependencies resolve, except the host driver's libcuda.so.1
-  const missing = new Set<string>();
-  for (const dir of path.split(":")) {
-    for (const f of readdirSync(dir).filter((n) => /\.so(\.\d+)*$/.test(n))) {
-      const r = spawnSync("ldd", [join(dir, f)], { env: { ...childEnv, LD_LIBRARY_PATH: path }, encoding: "utf8" });
-      for (const m of r.stdout.matchAll(/^\s*(\S+) => not found/gm)) if (m[1] !== "libcuda.so.1") missing.add(`${f}: ${m[1]}`);
+test(
+  "GPU variant: the recorded loader path makes every CUDA library TensorFlow needs resolvable",
+  { skip: gpuSkip },
+  () => {
+    const deps = join(tfjsNodePackageDir("@tensorflow/tfjs-node-gpu")!, "deps");
+    const path = readFileSync(join(deps, LOADER_PATH_FILE), "utf8").trim();
+    const prefix = prefixFor("gpu");
+    assert.ok(
+      path.split(":").every((d) => d.startsWith(join(prefix, "nvidia"))),
+      `${path}: only the CUDA folders of ${prefix}`,
+    );
+    const withPath = resolvable(CUDA_LIBRARIES, path);
+    assert.deepEqual(
+      Object.entries(withPath)
+        .filter(([, ok]) => !ok)
+        .map(([l]) => l),
+      [],
+      "unresolvable with the loader path",
+    );
+    // the failure this prevents: TensorFlow's own RUNPATH lacks cusolver/nvJitLink/nvrtc
+    const without = resolvable(["libcusolver.so.11", "libnvJitLink.so.12"], undefined);
+    assert.deepEqual(without, { "libcusolver.so.11": false, "libnvJitLink.so.12": false });
+    // ldd: every unpacked library's dependencies resolve, except the host driver's libcuda.so.1
+    const missing = new Set<string>();
+    for (const dir of path.split(":")) {
+      for (const f of readdirSync(dir).filter((n) => /\.so(\.\d+)*$/.test(n))) {
+        const r = spawnSync("ldd", [join(dir, f)], { env: { ...childEnv, LD_LIBRARY_PATH: path }, encoding: "utf8" });
+        for (const m of r.stdout.matchAll(/^\s*(\S+) => not found/gm))
+          if (m[1] !== "libcuda.so.1") missing.add(`${f}: ${m[1]}`);
+      }
     }
-  }
-  assert.deepEqual([...missing], []);
-});
+    assert.deepEqual([...missing], []);
+  },
+);
 
-test("GPU variant without a GPU: --backend node-gpu runs TensorFlow 2.21 on the CPU and logs why", { skip: gpuSkip }, () => {
-  const code = `import { selectBackend } from "./runtime/src/models/backend/select.ts";
+test(
+  "GPU variant without a GPU: --backend node-gpu runs TensorFlow 2.21 on the CPU and logs why",
+  { skip: gpuSkip },
+  () => {
+    const code = `import { selectBackend } from "./runtime/src/models/backend/select.ts";
     const c = await selectBackend("node-gpu"); console.log(JSON.stringify(c));`;
-  const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code], {
-    cwd: repo, env: { ...childEnv, SSL3D_LOG_LEVEL: "info" }, encoding: "utf8", timeout: 120_000,
-  });
-  assert.equal(r.status, 0, r.stderr);
-  const c = JSON.parse(r.stdout.trim().split("\n").pop()!) as { name: string; tfBackend: string; tfVersion: string; gpu: boolean };
-  assert.deepEqual([c.name, c.tfBackend, c.gpu], ["node-gpu", "tensorflow", false]);
-  assert.match(c.tfVersion, /^2\.21\./);
-  assert.match(r.stdout + r.stderr, /node-gpu\b.*on the CPU: TensorFlow registered no GPU device/);
-});
+    const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code], {
+      cwd: repo,
+      env: { ...childEnv, SSL3D_LOG_LEVEL: "info" },
+      encoding: "utf8",
+      timeout: 120_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const c = JSON.parse(r.stdout.trim().split("\n").pop()!) as {
+      name: string;
+      tfBackend: string;
+      tfVersion: string;
+      gpu: boolean;
+    };
+    assert.deepEqual([c.name, c.tfBackend, c.gpu], ["node-gpu", "tensorflow", false]);
+    assert.match(c.tfVersion, /^2\.21\./);
+    assert.match(r.stdout + r.stderr, /node-gpu\b.*on the CPU: TensorFlow registered no GPU device/);
+  },
+);

@@ -19,14 +19,26 @@ export const CollectionSpecSchema = z
     source: CollectionSourceSchema,
     dataset: z
       .string()
-      .regex(/^(\d{1,3}|Dataset\d{3}_[A-Za-z0-9_-]+)$/, "dataset must be a dataset ID (e.g. 745) or a DatasetNNN_Name folder")
+      .regex(
+        /^(\d{1,3}|Dataset\d{3}_[A-Za-z0-9_-]+)$/,
+        "dataset must be a dataset ID (e.g. 745) or a DatasetNNN_Name folder",
+      )
       .describe("nnssl dataset ID (e.g. 745) or folder name (e.g. Dataset745_OpenMind) below the source root."),
     indexing: JobKnobsSchema.extend({
       enabled: z.boolean().default(false).describe("Run an indexing Job that counts images and hashes the collection."),
-      image: z.string().min(1).optional().describe("Runtime image that provides the `ssl3d` CLI (required when enabled)."),
+      image: z
+        .string()
+        .min(1)
+        .optional()
+        .describe("Runtime image that provides the `ssl3d` CLI (required when enabled)."),
     })
       .meta({
-        "x-kubernetes-validations": [{ rule: "!self.enabled || has(self.image)", message: "indexing.image is required when indexing.enabled is true" }],
+        "x-kubernetes-validations": [
+          {
+            rule: "!self.enabled || has(self.image)",
+            message: "indexing.image is required when indexing.enabled is true",
+          },
+        ],
       })
       .optional()
       .describe("Optional indexing Job (`ssl3d collection-summary -d DATASET --json`)."),
@@ -47,7 +59,9 @@ export const CollectionStatusSchema = z
     contentHash: z
       .string()
       .optional()
-      .describe("sha256 of the collection from the indexing Job, or of the source spec when not indexed; Plans built from another hash are Stale."),
+      .describe(
+        "sha256 of the collection from the indexing Job, or of the source spec when not indexed; Plans built from another hash are Stale.",
+      ),
     indexedTime: Timestamp.optional().describe("When the summary was recorded."),
   })
   .describe("Observed state of a Collection.");

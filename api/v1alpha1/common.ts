@@ -18,32 +18,55 @@ export const Timestamp = z.string().meta({ format: "date-time" });
 export const QuantitySchema = z
   .union([z.string().regex(/^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]i?|Ki)?$/), z.number()])
   .meta({ "x-ssl3d-int-or-string": true })
-  .describe("A Kubernetes quantity such as 4, \"500m\" or \"16Gi\".");
+  .describe('A Kubernetes quantity such as 4, "500m" or "16Gi".');
 
 export const ResourceRequirementsSchema = z
   .object({
-    requests: z.record(z.string(), QuantitySchema).optional().describe("Minimum resources, e.g. {cpu: 4, memory: 16Gi}."),
+    requests: z
+      .record(z.string(), QuantitySchema)
+      .optional()
+      .describe("Minimum resources, e.g. {cpu: 4, memory: 16Gi}."),
     limits: z
       .record(z.string(), QuantitySchema)
       .optional()
-      .describe("Maximum resources; GPUs go here, e.g. {\"nvidia.com/gpu\": 8}."),
+      .describe('Maximum resources; GPUs go here, e.g. {"nvidia.com/gpu": 8}.'),
   })
   .describe("Compute resources of one container (same shape as a Pod's resources).");
 
 export const TolerationSchema = z
   .object({
-    key: z.string().optional().describe("Taint key the toleration applies to; empty matches all keys with operator Exists."),
+    key: z
+      .string()
+      .optional()
+      .describe("Taint key the toleration applies to; empty matches all keys with operator Exists."),
     operator: z.enum(["Exists", "Equal"]).optional().describe("Exists or Equal (default Equal)."),
     value: z.string().optional().describe("Taint value to match when operator is Equal."),
-    effect: z.enum(["NoSchedule", "PreferNoSchedule", "NoExecute"]).optional().describe("Taint effect to match; empty matches all."),
-    tolerationSeconds: z.number().int().optional().describe("For NoExecute: seconds the pod stays bound after the taint appears."),
+    effect: z
+      .enum(["NoSchedule", "PreferNoSchedule", "NoExecute"])
+      .optional()
+      .describe("Taint effect to match; empty matches all."),
+    tolerationSeconds: z
+      .number()
+      .int()
+      .optional()
+      .describe("For NoExecute: seconds the pod stays bound after the taint appears."),
   })
   .describe("A Pod toleration.");
 
 export const NodeSelectorSchema = z.record(z.string(), z.string()).describe("Node labels the pods must match.");
 
 export const LocalObjectReferenceSchema = z
-  .object({ name: z.string().min(1).max(253).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, "name must be a lower-case DNS-1123 name").describe("Name of the object in the same namespace.") })
+  .object({
+    name: z
+      .string()
+      .min(1)
+      .max(253)
+      .regex(
+        /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/,
+        "name must be a lower-case DNS-1123 name",
+      )
+      .describe("Name of the object in the same namespace."),
+  })
   .describe("Reference to an object in the same namespace.");
 
 /** A DNS-1123 subdomain (names of PersistentVolumeClaims, Secrets, ConfigMaps). */
@@ -63,7 +86,11 @@ export function relativePath(what: string): z.ZodString {
     .string()
     .max(256)
     .refine(isRelativePath, `${what} must be relative and must not contain '..'`)
-    .meta({ "x-kubernetes-validations": [{ rule: RELATIVE_PATH_CEL, message: `${what} must be relative and must not contain '..'` }] });
+    .meta({
+      "x-kubernetes-validations": [
+        { rule: RELATIVE_PATH_CEL, message: `${what} must be relative and must not contain '..'` },
+      ],
+    });
 }
 
 export function objectName(what: string): z.ZodString {
@@ -71,7 +98,11 @@ export function objectName(what: string): z.ZodString {
 }
 
 export function segment(what: string): z.ZodString {
-  return z.string().min(1).max(200).regex(SEGMENT, `${what} must be one folder name (letters, digits, '.', '_', '-'; no '/')`);
+  return z
+    .string()
+    .min(1)
+    .max(200)
+    .regex(SEGMENT, `${what} must be one folder name (letters, digits, '.', '_', '-'; no '/')`);
 }
 
 export const PvcMountSchema = z
@@ -97,13 +128,26 @@ export const EnvVarSourceSchema = z
   .object({
     secretKeyRef: KeyRefSchema.optional(),
     configMapKeyRef: KeyRefSchema.optional(),
-    fieldRef: z.object({ fieldPath: z.string().min(1).describe("Pod field, e.g. metadata.name.") }).optional().describe("A field of the pod."),
+    fieldRef: z
+      .object({ fieldPath: z.string().min(1).describe("Pod field, e.g. metadata.name.") })
+      .optional()
+      .describe("A field of the pod."),
     resourceFieldRef: z
-      .object({ resource: z.string().min(1).describe("e.g. limits.memory."), divisor: z.string().optional().describe("Unit divisor.") })
+      .object({
+        resource: z.string().min(1).describe("e.g. limits.memory."),
+        divisor: z.string().optional().describe("Unit divisor."),
+      })
       .optional()
       .describe("A resource of the container."),
   })
-  .meta({ "x-kubernetes-validations": [{ rule: "(has(self.secretKeyRef) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0) + (has(self.fieldRef) ? 1 : 0) + (has(self.resourceFieldRef) ? 1 : 0) == 1", message: "valueFrom needs exactly one source" }] })
+  .meta({
+    "x-kubernetes-validations": [
+      {
+        rule: "(has(self.secretKeyRef) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0) + (has(self.fieldRef) ? 1 : 0) + (has(self.resourceFieldRef) ? 1 : 0) == 1",
+        message: "valueFrom needs exactly one source",
+      },
+    ],
+  })
   .describe("Where the value comes from (exactly one source).");
 
 export const EnvVarSchema = z
@@ -116,15 +160,28 @@ export const EnvVarSchema = z
       .refine((n) => envNameProblem(n) === undefined, { error: (i) => envNameProblem(String(i.input)) ?? "reserved" })
       .meta({
         "x-kubernetes-validations": [
-          { rule: `!self.matches('${RESERVED_ENV_RE2}')`, message: "the name is reserved for the operator (PET_*, SSL3D_*, nnssl_*, MASTER_*, RANK, WORLD_SIZE, LOCAL_RANK, CUDA_VISIBLE_DEVICES)" },
-          { rule: `!self.matches('${CODE_INJECTION_ENV_RE2}')`, message: "the variable would inject code into the runtime (NODE_OPTIONS, NODE_PATH, LD_*, ... are refused)" },
+          {
+            rule: `!self.matches('${RESERVED_ENV_RE2}')`,
+            message:
+              "the name is reserved for the operator (PET_*, SSL3D_*, nnssl_*, MASTER_*, RANK, WORLD_SIZE, LOCAL_RANK, CUDA_VISIBLE_DEVICES)",
+          },
+          {
+            rule: `!self.matches('${CODE_INJECTION_ENV_RE2}')`,
+            message: "the variable would inject code into the runtime (NODE_OPTIONS, NODE_PATH, LD_*, ... are refused)",
+          },
         ],
       })
-      .describe("Variable name (PET_*, SSL3D_*, nnssl_* and code-loading variables such as NODE_OPTIONS or LD_PRELOAD are refused)."),
+      .describe(
+        "Variable name (PET_*, SSL3D_*, nnssl_* and code-loading variables such as NODE_OPTIONS or LD_PRELOAD are refused).",
+      ),
     value: z.string().optional().describe("Literal value."),
     valueFrom: EnvVarSourceSchema.optional(),
   })
-  .meta({ "x-kubernetes-validations": [{ rule: "!(has(self.value) && has(self.valueFrom))", message: "set value or valueFrom, not both" }] })
+  .meta({
+    "x-kubernetes-validations": [
+      { rule: "!(has(self.value) && has(self.valueFrom))", message: "set value or valueFrom, not both" },
+    ],
+  })
   .describe("An environment variable for the container.");
 export type EnvVar = z.infer<typeof EnvVarSchema>;
 
@@ -166,5 +223,10 @@ export const JobKnobsSchema = z.object({
   queueName: z.string().optional().describe("Kueue LocalQueue; set as label kueue.x-k8s.io/queue-name on the Job."),
   backoffLimit: z.number().int().min(0).default(0).describe("Pod retries before the Job fails."),
   activeDeadlineSeconds: z.number().int().min(1).optional().describe("Time limit of the Job."),
-  ttlSecondsAfterFinished: z.number().int().min(0).optional().describe("Delete the finished Job after this many seconds."),
+  ttlSecondsAfterFinished: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe("Delete the finished Job after this many seconds."),
 });

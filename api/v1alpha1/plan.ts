@@ -1,6 +1,13 @@
 /** Plan: an nnssl experiment plan plus the preprocessed data it produces, built by one preprocessing Job. */
 import { z } from "zod";
-import { ConditionsSchema, JobKnobsSchema, LocalObjectReferenceSchema, PvcMountSchema, segment, Timestamp } from "./common.js";
+import {
+  ConditionsSchema,
+  JobKnobsSchema,
+  LocalObjectReferenceSchema,
+  PvcMountSchema,
+  segment,
+  Timestamp,
+} from "./common.js";
 import { PreprocessSummarySchema } from "./summary.js";
 
 export const PlanSpecSchema = z
@@ -18,7 +25,9 @@ export const PlanSpecSchema = z
       .object({ pvc: PvcMountSchema.describe("Volume receiving nnssl_preprocessed (plans and preprocessed data).") })
       .describe("Where the plans and preprocessed data go."),
   })
-  .meta({ "x-kubernetes-validations": [{ rule: "self == oldSelf", message: "Plan spec is immutable: create a new Plan" }] })
+  .meta({
+    "x-kubernetes-validations": [{ rule: "self == oldSelf", message: "Plan spec is immutable: create a new Plan" }],
+  })
   .describe("Desired state of a Plan (immutable: a Plan is a build product).");
 export type PlanSpec = z.infer<typeof PlanSpecSchema>;
 
@@ -43,12 +52,13 @@ export type PlanStatus = z.infer<typeof PlanStatusSchema>;
 export const planCrd = {
   spec: PlanSpecSchema,
   status: PlanStatusSchema,
-  description: "An nnssl experiment plan and the preprocessed data built from a Collection by one Job (fully qualified: plans.ssl3d.io).",
+  description:
+    "An nnssl experiment plan and the preprocessed data built from a Collection by one Job (fully qualified: plans.ssl3d.io).",
   printerColumns: [
     { name: "Phase", type: "string", jsonPath: ".status.phase" },
     { name: "Collection", type: "string", jsonPath: ".spec.collectionRef.name" },
     { name: "Images", type: "integer", jsonPath: ".status.outputs.valid" },
-    { name: "Stale", type: "string", jsonPath: ".status.conditions[?(@.type==\"Stale\")].status", priority: 1 },
+    { name: "Stale", type: "string", jsonPath: '.status.conditions[?(@.type=="Stale")].status', priority: 1 },
     { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
   ],
   rootValidations: [],

@@ -17,7 +17,6 @@ import {
   immutable,
 } from "./common.js";
 
-
 export const RunPolicySchema = z
   .object({
     activeDeadlineSeconds: z
@@ -25,7 +24,9 @@ export const RunPolicySchema = z
       .int()
       .min(1)
       .optional()
-      .describe("Fail the run (reason DeadlineExceeded) after this many seconds of running, counted from the start or the last resume."),
+      .describe(
+        "Fail the run (reason DeadlineExceeded) after this many seconds of running, counted from the start or the last resume.",
+      ),
     maxRestarts: z
       .number()
       .int()
@@ -35,14 +36,23 @@ export const RunPolicySchema = z
     resume: z
       .enum(["Latest", "None"])
       .default("Latest")
-      .describe("Every attempt (the first included) resumes from the latest checkpoint in the run's folder (Latest), or starts over (None)."),
-    ttlSecondsAfterFinished: z.number().int().min(0).optional().describe("Delete the PretrainRun (and its children) this many seconds after it finished."),
+      .describe(
+        "Every attempt (the first included) resumes from the latest checkpoint in the run's folder (Latest), or starts over (None).",
+      ),
+    ttlSecondsAfterFinished: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe("Delete the PretrainRun (and its children) this many seconds after it finished."),
     startupDeadlineSeconds: z
       .number()
       .int()
       .min(1)
       .default(1800)
-      .describe("An admitted attempt whose ranks are not all ready after this many seconds fails (reason StartupDeadlineExceeded) and counts as a restart."),
+      .describe(
+        "An admitted attempt whose ranks are not all ready after this many seconds fails (reason StartupDeadlineExceeded) and counts as a restart.",
+      ),
   })
   .meta({
     "x-kubernetes-validations": [
@@ -58,7 +68,9 @@ export const GangSchedulers = ["none", "volcano", "coscheduling"] as const;
 
 export const PretrainRunSpecSchema = z
   .object({
-    planRef: LocalObjectReferenceSchema.meta(immutable("planRef")).describe("The Plan whose preprocessed data to train on (immutable)."),
+    planRef: LocalObjectReferenceSchema.meta(immutable("planRef")).describe(
+      "The Plan whose preprocessed data to train on (immutable).",
+    ),
     suspend: z
       .boolean()
       .default(false)
@@ -67,22 +79,40 @@ export const PretrainRunSpecSchema = z
       ),
     image: z.string().min(1).describe("Runtime image that provides the `ssl3d` CLI."),
     imagePullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).optional().describe("Image pull policy."),
-    command: z.array(z.string()).optional().describe("Container command; default [ssl3d, train, DATASET, CONFIGURATION, -tr, TRAINER, ...]."),
+    command: z
+      .array(z.string())
+      .optional()
+      .describe("Container command; default [ssl3d, train, DATASET, CONFIGURATION, -tr, TRAINER, ...]."),
     env: z
       .array(EnvVarSchema)
       .max(64)
       .optional()
-      .describe("Extra environment variables, literal or valueFrom (reserved: PET_*, SSL3D_*, nnssl_*, MASTER_*, RANK, WORLD_SIZE; refused: NODE_OPTIONS, LD_PRELOAD and other code-loading variables)."),
+      .describe(
+        "Extra environment variables, literal or valueFrom (reserved: PET_*, SSL3D_*, nnssl_*, MASTER_*, RANK, WORLD_SIZE; refused: NODE_OPTIONS, LD_PRELOAD and other code-loading variables).",
+      ),
     envFrom: z
       .array(
         z
           .object({
-            prefix: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional().describe("Prefix for every key."),
+            prefix: z
+              .string()
+              .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+              .optional()
+              .describe("Prefix for every key."),
             secretRef: ObjectRef.optional().describe("All keys of a Secret."),
             configMapRef: ObjectRef.optional().describe("All keys of a ConfigMap."),
           })
-          .meta({ "x-kubernetes-validations": [{ rule: "has(self.secretRef) != has(self.configMapRef)", message: "envFrom needs exactly one of secretRef and configMapRef" }] })
-          .describe("Variables from all keys of a Secret or ConfigMap (keys that collide with reserved names are overridden by the operator's values)."),
+          .meta({
+            "x-kubernetes-validations": [
+              {
+                rule: "has(self.secretRef) != has(self.configMapRef)",
+                message: "envFrom needs exactly one of secretRef and configMapRef",
+              },
+            ],
+          })
+          .describe(
+            "Variables from all keys of a Secret or ConfigMap (keys that collide with reserved names are overridden by the operator's values).",
+          ),
       )
       .max(16)
       .optional()
@@ -90,16 +120,50 @@ export const PretrainRunSpecSchema = z
     training: z
       .object({
         trainer: segment("training.trainer").default("BaseMAETrainer").describe("nnssl trainer name (`-tr`)."),
-        configuration: segment("training.configuration").optional().describe("Plan configuration to train on; default: the Plan's first configuration."),
-        epochs: z.number().int().min(1).optional().describe("Epochs (`--epochs`); also the denominator of status.progress.percent."),
-        modalities: z.array(z.string().regex(/^[^,\s]+$/, "a modality name without commas or spaces").max(64)).min(1).max(32).optional().describe("Train only on images of these modalities (`--modalities`, e.g. [T1w, T2w, FLAIR])."),
+        configuration: segment("training.configuration")
+          .optional()
+          .describe("Plan configuration to train on; default: the Plan's first configuration."),
+        epochs: z
+          .number()
+          .int()
+          .min(1)
+          .optional()
+          .describe("Epochs (`--epochs`); also the denominator of status.progress.percent."),
+        modalities: z
+          .array(
+            z
+              .string()
+              .regex(/^[^,\s]+$/, "a modality name without commas or spaces")
+              .max(64),
+          )
+          .min(1)
+          .max(32)
+          .optional()
+          .describe("Train only on images of these modalities (`--modalities`, e.g. [T1w, T2w, FLAIR])."),
         args: z.array(z.string()).optional().describe("Further arguments appended to `ssl3d train`."),
-        preflight: z.boolean().default(false).describe("Check the GPU before training (`ssl3d train --preflight` runs `ssl3d doctor --gpu`): a pod without a working GPU fails at once with one line."),
+        preflight: z
+          .boolean()
+          .default(false)
+          .describe(
+            "Check the GPU before training (`ssl3d train --preflight` runs `ssl3d doctor --gpu`): a pod without a working GPU fails at once with one line.",
+          ),
       })
       .prefault({})
       .describe("What to train."),
-    numNodes: z.number().int().min(1).default(1).meta(immutable("numNodes")).describe("Nodes (pods) per attempt; one torchrun agent per node."),
-    nprocPerNode: z.number().int().min(1).default(1).meta(immutable("nprocPerNode")).describe("Worker processes per node (usually GPUs per node)."),
+    numNodes: z
+      .number()
+      .int()
+      .min(1)
+      .default(1)
+      .meta(immutable("numNodes"))
+      .describe("Nodes (pods) per attempt; one torchrun agent per node."),
+    nprocPerNode: z
+      .number()
+      .int()
+      .min(1)
+      .default(1)
+      .meta(immutable("nprocPerNode"))
+      .describe("Worker processes per node (usually GPUs per node)."),
     resourcesPerNode: ResourceRequirementsSchema.optional(),
     nodeSelector: NodeSelectorSchema.optional(),
     tolerations: z.array(TolerationSchema).optional().describe("Pod tolerations."),
@@ -107,24 +171,53 @@ export const PretrainRunSpecSchema = z
     runtimeClassName: z.string().optional().describe("RuntimeClass of the pods (e.g. nvidia)."),
     serviceAccountName: z.string().optional().describe("ServiceAccount of the pods (its token is never mounted)."),
     imagePullSecrets: z.array(ObjectRef).optional().describe("Secrets for pulling the image."),
-    affinity: z.looseObject({}).optional().describe("Pod affinity (Kubernetes Affinity), merged with nothing: used as given."),
-    topologySpreadConstraints: z.array(z.looseObject({})).optional().describe("Pod topology spread constraints (Kubernetes shape)."),
-    podLabels: z.record(z.string(), z.string()).optional().describe("Extra pod labels (e.g. Kueue topology requests); ssl3d.io/* keys are the operator's."),
+    affinity: z
+      .looseObject({})
+      .optional()
+      .describe("Pod affinity (Kubernetes Affinity), merged with nothing: used as given."),
+    topologySpreadConstraints: z
+      .array(z.looseObject({}))
+      .optional()
+      .describe("Pod topology spread constraints (Kubernetes shape)."),
+    podLabels: z
+      .record(z.string(), z.string())
+      .optional()
+      .describe("Extra pod labels (e.g. Kueue topology requests); ssl3d.io/* keys are the operator's."),
     podAnnotations: z.record(z.string(), z.string()).optional().describe("Extra pod annotations."),
-    volumes: z.array(z.looseObject({ name: z.string().min(1).max(63).describe("Volume name.") }).describe("A Kubernetes Volume.")).max(16).optional().describe("Extra pod volumes (Kubernetes shape); names data, checkpoints, dshm, tmp and run-secret are the operator's."),
+    volumes: z
+      .array(
+        z.looseObject({ name: z.string().min(1).max(63).describe("Volume name.") }).describe("A Kubernetes Volume."),
+      )
+      .max(16)
+      .optional()
+      .describe(
+        "Extra pod volumes (Kubernetes shape); names data, checkpoints, dshm, tmp and run-secret are the operator's.",
+      ),
     volumeMounts: z
       .array(
-        z.object({
-          name: z.string().min(1).describe("Volume name."),
-          mountPath: z
-            .string()
-            .max(256)
-            .refine((p) => p.startsWith("/") && !p.split("/").includes(".."), "mountPath must be absolute without '..'")
-            .meta({ "x-kubernetes-validations": [{ rule: "self.startsWith('/') && !('..' in self.split('/'))", message: "mountPath must be absolute without '..'" }] })
-            .describe("Absolute path in the container."),
-          subPath: relativePath("subPath").optional().describe("Relative path inside the volume."),
-          readOnly: z.boolean().optional().describe("Mount read-only."),
-        }).describe("A mount of an extra volume into the trainer container."),
+        z
+          .object({
+            name: z.string().min(1).describe("Volume name."),
+            mountPath: z
+              .string()
+              .max(256)
+              .refine(
+                (p) => p.startsWith("/") && !p.split("/").includes(".."),
+                "mountPath must be absolute without '..'",
+              )
+              .meta({
+                "x-kubernetes-validations": [
+                  {
+                    rule: "self.startsWith('/') && !('..' in self.split('/'))",
+                    message: "mountPath must be absolute without '..'",
+                  },
+                ],
+              })
+              .describe("Absolute path in the container."),
+            subPath: relativePath("subPath").optional().describe("Relative path inside the volume."),
+            readOnly: z.boolean().optional().describe("Mount read-only."),
+          })
+          .describe("A mount of an extra volume into the trainer container."),
       )
       .max(16)
       .optional()
@@ -139,11 +232,15 @@ export const PretrainRunSpecSchema = z
     securityContext: SecurityIdentitySchema.prefault({}),
     storage: z
       .object({
-        data: PvcMountSchema.optional().describe("Volume with nnssl_preprocessed; default: the Plan's output volume, read-only."),
+        data: PvcMountSchema.optional().describe(
+          "Volume with nnssl_preprocessed; default: the Plan's output volume, read-only.",
+        ),
         checkpoints: PvcMountSchema.extend({
           folder: segment("storage.checkpoints.folder")
             .optional()
-            .describe("The run's folder inside the volume (checkpoints/ and results/); default <name>-<uid>, so two runs never share checkpoints."),
+            .describe(
+              "The run's folder inside the volume (checkpoints/ and results/); default <name>-<uid>, so two runs never share checkpoints.",
+            ),
         }).describe("Volume for checkpoints and results (ReadWriteMany for multi-node runs)."),
       })
       .meta(immutable("storage"))
@@ -154,12 +251,25 @@ export const PretrainRunSpecSchema = z
         queueName: z
           .string()
           .optional()
-          .describe("Kueue LocalQueue, set as label kueue.x-k8s.io/queue-name on each attempt Job (Kueue admits attempt by attempt); ignored when the PretrainRun itself carries that label (then the run is the unit Kueue admits, through spec.suspend)."),
+          .describe(
+            "Kueue LocalQueue, set as label kueue.x-k8s.io/queue-name on each attempt Job (Kueue admits attempt by attempt); ignored when the PretrainRun itself carries that label (then the run is the unit Kueue admits, through spec.suspend).",
+          ),
         gang: z
           .object({
-            scheduler: z.enum(GangSchedulers).default("none").describe("Create a PodGroup for volcano or coscheduling (scheduler-plugins)."),
-            schedulerName: z.string().optional().describe("Pod schedulerName; default volcano for volcano, unchanged otherwise."),
-            scheduleTimeoutSeconds: z.number().int().min(1).default(60).describe("coscheduling: seconds to wait for the whole gang."),
+            scheduler: z
+              .enum(GangSchedulers)
+              .default("none")
+              .describe("Create a PodGroup for volcano or coscheduling (scheduler-plugins)."),
+            schedulerName: z
+              .string()
+              .optional()
+              .describe("Pod schedulerName; default volcano for volcano, unchanged otherwise."),
+            scheduleTimeoutSeconds: z
+              .number()
+              .int()
+              .min(1)
+              .default(60)
+              .describe("coscheduling: seconds to wait for the whole gang."),
             queue: z.string().optional().describe("volcano: the Queue of the PodGroup."),
           })
           .prefault({})
@@ -169,9 +279,24 @@ export const PretrainRunSpecSchema = z
       .describe("Queueing and gang scheduling."),
     metrics: z
       .object({
-        port: z.number().int().min(1).max(65535).default(9090).describe("Port of the trainer's Prometheus endpoint (SSL3D_METRICS_PORT)."),
-        path: z.string().regex(/^\/[A-Za-z0-9._~/-]*$/, "an absolute URL path").default("/metrics").describe("HTTP path of the endpoint."),
-        scrapeIntervalSeconds: z.number().int().min(0).default(30).describe("How often the operator reads rank 0's metrics into status.progress (0 disables)."),
+        port: z
+          .number()
+          .int()
+          .min(1)
+          .max(65535)
+          .default(9090)
+          .describe("Port of the trainer's Prometheus endpoint (SSL3D_METRICS_PORT)."),
+        path: z
+          .string()
+          .regex(/^\/[A-Za-z0-9._~/-]*$/, "an absolute URL path")
+          .default("/metrics")
+          .describe("HTTP path of the endpoint."),
+        scrapeIntervalSeconds: z
+          .number()
+          .int()
+          .min(0)
+          .default(30)
+          .describe("How often the operator reads rank 0's metrics into status.progress (0 disables)."),
       })
       .prefault({})
       .describe("Training metrics endpoint; rank 0's values fill status.progress."),
@@ -187,25 +312,47 @@ export const PretrainRunSpecSchema = z
   .superRefine((spec, ctx) => {
     const gpus = spec.resourcesPerNode?.limits?.["nvidia.com/gpu"];
     if (gpus !== undefined && Number(gpus) < spec.nprocPerNode) {
-      ctx.addIssue({ code: "custom", path: ["nprocPerNode"], message: `nprocPerNode ${spec.nprocPerNode} exceeds the nvidia.com/gpu limit ${String(gpus)} (one GPU per local rank)` });
+      ctx.addIssue({
+        code: "custom",
+        path: ["nprocPerNode"],
+        message: `nprocPerNode ${spec.nprocPerNode} exceeds the nvidia.com/gpu limit ${String(gpus)} (one GPU per local rank)`,
+      });
     }
   })
   .describe("Desired state of a PretrainRun.");
 export type PretrainRunSpec = z.infer<typeof PretrainRunSpecSchema>;
 
-export const PretrainRunPhases = ["Pending", "Queued", "Running", "Restarting", "Suspended", "Succeeded", "Failed"] as const;
+export const PretrainRunPhases = [
+  "Pending",
+  "Queued",
+  "Running",
+  "Restarting",
+  "Suspended",
+  "Succeeded",
+  "Failed",
+] as const;
 export type PretrainRunPhase = (typeof PretrainRunPhases)[number];
 
 export const PretrainRunStatusSchema = z
   .object({
     observedGeneration: z.number().int().optional().describe("metadata.generation this status reflects."),
-    phase: z.enum(PretrainRunPhases).optional().describe("Pending, Queued, Running, Restarting, Suspended, Succeeded or Failed."),
+    phase: z
+      .enum(PretrainRunPhases)
+      .optional()
+      .describe("Pending, Queued, Running, Restarting, Suspended, Succeeded or Failed."),
     conditions: ConditionsSchema.optional(),
     attempt: z.number().int().min(0).optional().describe("Current attempt (1-based; each attempt is one Indexed Job)."),
     activeJob: z.string().optional().describe("Name of the current attempt's Job."),
     restarts: z.number().int().min(0).optional().describe("Gang restarts so far, preemptions included."),
-    restartsCountTowardsMax: z.number().int().min(0).optional().describe("Gang restarts that count against runPolicy.maxRestarts."),
-    startTime: Timestamp.optional().describe("Start of the current active period (first start or last resume); the deadline counts from here."),
+    restartsCountTowardsMax: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe("Gang restarts that count against runPolicy.maxRestarts."),
+    startTime: Timestamp.optional().describe(
+      "Start of the current active period (first start or last resume); the deadline counts from here.",
+    ),
     completionTime: Timestamp.optional().describe("When the run succeeded or failed."),
     replicas: z
       .object({
@@ -219,10 +366,18 @@ export const PretrainRunStatusSchema = z
     lastFailure: z
       .object({
         attempt: z.number().int().describe("Attempt that failed."),
-        reason: z.string().describe("RankFailed, Preempted, StartupDeadlineExceeded, or the runtime's reason (ConfigError, DataError, TrainingDiverged, CheckpointOwnedByAnotherRun)."),
+        reason: z
+          .string()
+          .describe(
+            "RankFailed, Preempted, StartupDeadlineExceeded, or the runtime's reason (ConfigError, DataError, TrainingDiverged, CheckpointOwnedByAnotherRun).",
+          ),
         message: z.string().describe("What failed."),
         time: Timestamp.describe("When the failure was observed."),
-        exitCode: z.number().int().optional().describe("Exit code that decided (2 configuration, 3 data, 4 diverged, 5 peer, 128+n signal)."),
+        exitCode: z
+          .number()
+          .int()
+          .optional()
+          .describe("Exit code that decided (2 configuration, 3 data, 4 diverged, 5 peer, 128+n signal)."),
         ranks: z
           .array(
             z.object({
@@ -266,6 +421,9 @@ export const pretrainRunCrd = {
   ],
   // Names become Job, Service and pod host names (`<run>-a<attempt>-<rank>.<run>`): DNS-1035 labels with room.
   rootValidations: [
-    { rule: "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 48", message: "metadata.name must be a DNS-1035 label of at most 48 characters" },
+    {
+      rule: "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 48",
+      message: "metadata.name must be a DNS-1035 label of at most 48 characters",
+    },
   ],
 } as const;

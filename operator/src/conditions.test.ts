@@ -20,8 +20,16 @@ test("transitionsToTrue reports new True conditions and reason changes only", ()
   const t = new Date("2026-01-01T00:00:00Z");
   const before = setCondition(undefined, { type: "A", status: "True", reason: "X", message: "" }, 1, t);
   let after = setCondition(before, { type: "B", status: "True", reason: "Y", message: "m" }, 1, t);
-  assert.deepEqual(transitionsToTrue(before, after).map((x) => x.type), ["B"]);
+  assert.deepEqual(
+    transitionsToTrue(before, after).map((x) => x.type),
+    ["B"],
+  );
   after = setCondition(after, { type: "A", status: "True", reason: "Z", message: "" }, 1, t);
-  assert.deepEqual(transitionsToTrue(before, after).map((x) => x.type).sort(), ["A", "B"]);
+  assert.deepEqual(
+    transitionsToTrue(before, after)
+      .map((x) => x.type)
+      .sort(),
+    ["A", "B"],
+  );
   assert.deepEqual(transitionsToTrue(after, after), []);
 });

@@ -21,7 +21,12 @@ export function isTrue(conditions: readonly Condition[] | undefined, type: strin
 }
 
 /** Returns a new list with `input` set; order of existing types is kept, new types are appended. */
-export function setCondition(conditions: readonly Condition[] | undefined, input: ConditionInput, generation: number | undefined, now: Date): Condition[] {
+export function setCondition(
+  conditions: readonly Condition[] | undefined,
+  input: ConditionInput,
+  generation: number | undefined,
+  now: Date,
+): Condition[] {
   const list = [...(conditions ?? [])];
   const i = list.findIndex((c) => c.type === input.type);
   const old = i >= 0 ? list[i] : undefined;

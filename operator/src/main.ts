@@ -107,7 +107,9 @@ function probeServer(p: Parts, elector: LeaderElector | undefined, resyncMs: num
       const stalled = leading && manager.staleForMs() > 2 * resyncMs;
       const ready = !leading || (manager.synced && !stalled);
       res.writeHead(ready ? 200 : 503);
-      res.end(ready ? (leading ? "ok (leader)" : "ok (standby)") : stalled ? "informers stalled" : "informers not synced");
+      res.end(
+        ready ? (leading ? "ok (leader)" : "ok (standby)") : stalled ? "informers stalled" : "informers not synced",
+      );
       return;
     }
     res.writeHead(404);
@@ -137,7 +139,10 @@ export async function main(): Promise<void> {
   const server = probeServer(parts, elector, resyncMs);
   await new Promise<void>((resolve) => server.listen(envNumber("SSL3D_OPERATOR_PORT", 8080), resolve));
   const addr = server.address();
-  log.info({ port: typeof addr === "object" && addr !== null ? addr.port : addr, identity }, "Serving /metrics, /healthz, /readyz");
+  log.info(
+    { port: typeof addr === "object" && addr !== null ? addr.port : addr, identity },
+    "Serving /metrics, /healthz, /readyz",
+  );
 
   let stopping = false;
   const shutdown = async (signal: string): Promise<void> => {
@@ -165,7 +170,11 @@ export async function main(): Promise<void> {
 if (process.argv[2] === "render") {
   // No cluster needed: print the children the operator would create (operator/src/render.ts).
   const { renderCli } = await import("./render.js");
-  process.exitCode = renderCli(process.argv.slice(3), (s) => process.stdout.write(s), (s) => process.stderr.write(s));
+  process.exitCode = renderCli(
+    process.argv.slice(3),
+    (s) => process.stdout.write(s),
+    (s) => process.stderr.write(s),
+  );
 } else {
   main().catch((err: unknown) => {
     process.stderr.write(`ssl3d-operator: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -10,7 +10,7 @@ test("reads step, epoch and loss from a prom-client exposition", () => {
     "# TYPE pretrain_epoch gauge",
     "pretrain_epoch{} 7",
     "pretrain_train_loss 0.123456789",
-    "pretrain_step_duration_seconds_bucket{le=\"0.1\"} 3",
+    'pretrain_step_duration_seconds_bucket{le="0.1"} 3',
     "process_cpu_seconds_total 1.5",
   ].join("\n");
   assert.deepEqual(progressFromMetrics(text), { step: 1234, epoch: 7, loss: 0.123456789 });

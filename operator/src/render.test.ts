@@ -9,29 +9,85 @@ import { renderCli, renderObjects, renderYaml } from "./render.js";
 const ROOT = join(import.meta.dirname, "..", "..");
 const EXAMPLE = join(ROOT, "examples", "openmind-4x8.yaml");
 
-interface Container { env: { name: string; value?: string; valueFrom?: unknown }[]; securityContext: Record<string, unknown>; volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[]; resources: { limits: Record<string, unknown> }; command: string[] }
-interface PodSpec { securityContext: Record<string, unknown>; automountServiceAccountToken: boolean; volumes: { name: string; emptyDir?: { medium?: string; sizeLimit?: string }; secret?: { secretName: string } }[]; containers: Container[]; terminationGracePeriodSeconds: number }
+interface Container {
+  env: { name: string; value?: string; valueFrom?: unknown }[];
+  securityContext: Record<string, unknown>;
+  volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[];
+  resources: { limits: Record<string, unknown> };
+  command: string[];
+}
+interface PodSpec {
+  securityContext: Record<string, unknown>;
+  automountServiceAccountToken: boolean;
+  volumes: { name: string; emptyDir?: { medium?: string; sizeLimit?: string }; secret?: { secretName: string } }[];
+  containers: Container[];
+  terminationGracePeriodSeconds: number;
+}
 
 test("render of examples/openmind-4x8.yaml: restricted pods, /dev/shm, resume mode, per-run checkpoint folder, NetworkPolicy, per-rank GPUs", () => {
   const out: string[] = [];
   const err: string[] = [];
-  assert.equal(renderCli(["-f", EXAMPLE, "--attempt", "2"], (s) => out.push(s), (s) => err.push(s)), 0, err.join(""));
+  assert.equal(
+    renderCli(
+      ["-f", EXAMPLE, "--attempt", "2"],
+      (s) => out.push(s),
+      (s) => err.push(s),
+    ),
+    0,
+    err.join(""),
+  );
   const text = out.join("");
-  const docs = parseAllDocuments(text).map((d) => d.toJS() as { kind: string; metadata: { name: string }; spec: Record<string, unknown>; stringData?: Record<string, string> });
-  assert.deepEqual(docs.map((d) => `${d.kind}/${d.metadata.name}`), [
-    "Job/openmind-onemmiso-prep", "Service/openmind-resencl-mae", "NetworkPolicy/openmind-resencl-mae", "Secret/openmind-resencl-mae-rendezvous", "PodGroup/openmind-resencl-mae", "Job/openmind-resencl-mae-a2",
-  ]);
+  const docs = parseAllDocuments(text).map(
+    (d) =>
+      d.toJS() as {
+        kind: string;
+        metadata: { name: string };
+        spec: Record<string, unknown>;
+        stringData?: Record<string, string>;
+      },
+  );
+  assert.deepEqual(
+    docs.map((d) => `${d.kind}/${d.metadata.name}`),
+    [
+      "Job/openmind-onemmiso-prep",
+      "Service/openmind-resencl-mae",
+      "NetworkPolicy/openmind-resencl-mae",
+      "Secret/openmind-resencl-mae-rendezvous",
+      "PodGroup/openmind-resencl-mae",
+      "Job/openmind-resencl-mae-a2",
+    ],
+  );
   const job = docs.at(-1)!;
   const pod = (job.spec.template as { spec: PodSpec }).spec;
   const c = pod.containers[0]!;
   const env = Object.fromEntries(c.env.map((e) => [e.name, e.value ?? e.valueFrom]));
   // restricted Pod Security
-  assert.deepEqual(pod.securityContext, { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, fsGroupChangePolicy: "OnRootMismatch", seccompProfile: { type: "RuntimeDefault" } });
+  assert.deepEqual(pod.securityContext, {
+    runAsNonRoot: true,
+    runAsUser: 65532,
+    runAsGroup: 65532,
+    fsGroup: 65532,
+    fsGroupChangePolicy: "OnRootMismatch",
+    seccompProfile: { type: "RuntimeDefault" },
+  });
   assert.equal(pod.automountServiceAccountToken, false);
-  assert.deepEqual(c.securityContext, { allowPrivilegeEscalation: false, privileged: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ["ALL"] }, seccompProfile: { type: "RuntimeDefault" } });
+  assert.deepEqual(c.securityContext, {
+    allowPrivilegeEscalation: false,
+    privileged: false,
+    readOnlyRootFilesystem: true,
+    runAsNonRoot: true,
+    capabilities: { drop: ["ALL"] },
+    seccompProfile: { type: "RuntimeDefault" },
+  });
   // the writable places of a read-only root: /dev/shm (memory, sized), /tmp, the checkpoint volume
   assert.deepEqual(pod.volumes.find((v) => v.name === "dshm")?.emptyDir, { medium: "Memory", sizeLimit: "8Gi" });
-  assert.deepEqual(c.volumeMounts.map((m) => m.mountPath).sort(), ["/checkpoints", "/data/preprocessed", "/dev/shm", "/tmp", "/var/run/ssl3d/run-secret"]);
+  assert.deepEqual(c.volumeMounts.map((m) => m.mountPath).sort(), [
+    "/checkpoints",
+    "/data/preprocessed",
+    "/dev/shm",
+    "/tmp",
+    "/var/run/ssl3d/run-secret",
+  ]);
   // resume mode and the per-run folder (name + uid)
   assert.equal(env.SSL3D_RESUME, "latest");
   assert.equal(env.SSL3D_ATTEMPT, "2");
@@ -42,27 +98,70 @@ test("render of examples/openmind-4x8.yaml: restricted pods, /dev/shm, resume mo
   assert.equal(env.SSL3D_RUN_SECRET_FILE, "/var/run/ssl3d/run-secret/token");
   assert.equal(docs[3]!.stringData?.token, "<generated by the operator>");
   // NetworkPolicy: the run's own pods on any port, metrics from anywhere
-  assert.deepEqual(docs[2]!.spec.ingress, [{ from: [{ podSelector: { matchLabels: { "ssl3d.io/run": "openmind-resencl-mae" } } }] }, { ports: [{ protocol: "TCP", port: 9090 }] }]);
+  assert.deepEqual(docs[2]!.spec.ingress, [
+    { from: [{ podSelector: { matchLabels: { "ssl3d.io/run": "openmind-resencl-mae" } } }] },
+    { ports: [{ protocol: "TCP", port: 9090 }] },
+  ]);
   // one GPU per local rank: 8 ranks, 8 GPUs, pinned by the launcher
   assert.equal(env.PET_NPROC_PER_NODE, "8");
   assert.equal(c.resources.limits["nvidia.com/gpu"], 8);
-  assert.match(text, /# 8 local rank\(s\) per pod, nvidia.com\/gpu: 8: the launcher gives each local rank exactly one GPU/);
+  assert.match(
+    text,
+    /# 8 local rank\(s\) per pod, nvidia.com\/gpu: 8: the launcher gives each local rank exactly one GPU/,
+  );
   assert.equal(pod.terminationGracePeriodSeconds, 120);
 });
 
 test("render refuses invalid manifests with the file, the object and the field", () => {
   const bad = readFileSync(EXAMPLE, "utf8").replace("nprocPerNode: 8", "nprocPerNode: 16");
-  assert.throws(() => renderObjects(bad, "x.yaml"), /x.yaml: PretrainRun\/openmind-resencl-mae: spec.nprocPerNode: nprocPerNode 16 exceeds the nvidia.com\/gpu limit 8/);
-  assert.throws(() => renderObjects(bad.replace("nprocPerNode: 16", "nprocPerNode: 8").replace("numNodes: 4", "numNodes: 4\n  env: [{name: LD_PRELOAD, value: /x.so}]"), "x.yaml"), /spec.env.0.name: LD_PRELOAD would inject code/);
-  assert.throws(() => renderObjects("apiVersion: ssl3d.io/v1alpha1\nkind: PretrainRun\nmetadata: {name: r}\nspec: {planRef: {name: p}, image: i, storage: {checkpoints: {claimName: c}}}\n", "y.yaml"), /y.yaml: PretrainRun\/r: spec.planRef.name: no Plan p/);
+  assert.throws(
+    () => renderObjects(bad, "x.yaml"),
+    /x.yaml: PretrainRun\/openmind-resencl-mae: spec.nprocPerNode: nprocPerNode 16 exceeds the nvidia.com\/gpu limit 8/,
+  );
+  assert.throws(
+    () =>
+      renderObjects(
+        bad
+          .replace("nprocPerNode: 16", "nprocPerNode: 8")
+          .replace("numNodes: 4", "numNodes: 4\n  env: [{name: LD_PRELOAD, value: /x.so}]"),
+        "x.yaml",
+      ),
+    /spec.env.0.name: LD_PRELOAD would inject code/,
+  );
+  assert.throws(
+    () =>
+      renderObjects(
+        "apiVersion: ssl3d.io/v1alpha1\nkind: PretrainRun\nmetadata: {name: r}\nspec: {planRef: {name: p}, image: i, storage: {checkpoints: {claimName: c}}}\n",
+        "y.yaml",
+      ),
+    /y.yaml: PretrainRun\/r: spec.planRef.name: no Plan p/,
+  );
   const err: string[] = [];
-  assert.equal(renderCli(["-f", "/nonexistent.yaml"], () => undefined, (s) => err.push(s)), 2);
+  assert.equal(
+    renderCli(
+      ["-f", "/nonexistent.yaml"],
+      () => undefined,
+      (s) => err.push(s),
+    ),
+    2,
+  );
   assert.match(err.join(""), /\/nonexistent.yaml: ENOENT/);
-  assert.equal(renderCli([], () => undefined, () => undefined), 2);
+  assert.equal(
+    renderCli(
+      [],
+      () => undefined,
+      () => undefined,
+    ),
+    2,
+  );
 });
 
 test("ssl3d-operator render runs without a cluster (bin entry)", () => {
-  const r = spawnSync(process.execPath, [join(ROOT, "bin", "ssl3d-operator.mjs"), "render", "-f", EXAMPLE], { encoding: "utf8", env: { ...process.env, KUBECONFIG: "/nonexistent" }, timeout: 60_000 });
+  const r = spawnSync(process.execPath, [join(ROOT, "bin", "ssl3d-operator.mjs"), "render", "-f", EXAMPLE], {
+    encoding: "utf8",
+    env: { ...process.env, KUBECONFIG: "/nonexistent" },
+    timeout: 60_000,
+  });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /name: openmind-resencl-mae-a1\n/);
   assert.equal(renderYaml(renderObjects(readFileSync(EXAMPLE, "utf8"), EXAMPLE)), r.stdout);

@@ -13,7 +13,13 @@ import { PlanSpecSchema, type PlanSpec } from "../../api/v1alpha1/plan.js";
 import { PretrainRunSpecSchema } from "../../api/v1alpha1/pretrain-run.js";
 import { parseSpec } from "./controllers/common.js";
 import { desiredPrepJob, prepJobName } from "./controllers/plan/reconcile.js";
-import { desiredAttemptJob, desiredNetworkPolicy, desiredPodGroup, desiredRunSecret, desiredService } from "./controllers/pretrain-run/desired.js";
+import {
+  desiredAttemptJob,
+  desiredNetworkPolicy,
+  desiredPodGroup,
+  desiredRunSecret,
+  desiredService,
+} from "./controllers/pretrain-run/desired.js";
 import { validateRun } from "./controllers/pretrain-run/reconcile.js";
 import type { CustomResource, KubeObject } from "./controllers/types.js";
 
@@ -29,15 +35,31 @@ interface Doc {
 function readDocs(text: string, source: string): Doc[] {
   const out: Doc[] = [];
   parseAllDocuments(text).forEach((d, i) => {
-    if (d.errors.length > 0) throw new RenderError(`${source}: document ${i + 1}: invalid YAML: ${d.errors[0]!.message}`);
-    const o = d.toJS() as { apiVersion?: unknown; kind?: unknown; metadata?: { name?: unknown; namespace?: unknown; uid?: unknown }; spec?: unknown } | null;
+    if (d.errors.length > 0)
+      throw new RenderError(`${source}: document ${i + 1}: invalid YAML: ${d.errors[0]!.message}`);
+    const o = d.toJS() as {
+      apiVersion?: unknown;
+      kind?: unknown;
+      metadata?: { name?: unknown; namespace?: unknown; uid?: unknown };
+      spec?: unknown;
+    } | null;
     if (o === null || typeof o !== "object") return;
-    if (o.apiVersion !== API_VERSION || (o.kind !== "Collection" && o.kind !== "Plan" && o.kind !== "PretrainRun")) return; // other objects are not ours
+    if (o.apiVersion !== API_VERSION || (o.kind !== "Collection" && o.kind !== "Plan" && o.kind !== "PretrainRun"))
+      return; // other objects are not ours
     const name = o.metadata?.name;
-    if (typeof name !== "string" || name === "") throw new RenderError(`${source}: document ${i + 1} (${o.kind}): metadata.name is required`);
+    if (typeof name !== "string" || name === "")
+      throw new RenderError(`${source}: document ${i + 1} (${o.kind}): metadata.name is required`);
     const ns = typeof o.metadata?.namespace === "string" ? o.metadata.namespace : "default";
     const uid = typeof o.metadata?.uid === "string" ? o.metadata.uid : PLACEHOLDER_UID;
-    out.push({ kind: o.kind, cr: { apiVersion: API_VERSION, kind: o.kind, metadata: { name, namespace: ns, uid, generation: 1 }, spec: o.spec } });
+    out.push({
+      kind: o.kind,
+      cr: {
+        apiVersion: API_VERSION,
+        kind: o.kind,
+        metadata: { name, namespace: ns, uid, generation: 1 },
+        spec: o.spec,
+      },
+    });
   });
   return out;
 }
@@ -50,14 +72,19 @@ function spec<T>(schema: Parameters<typeof parseSpec<T>>[0], d: Doc, source: str
 
 /** The children of every Plan and PretrainRun in the text, in apply order. */
 export function renderObjects(text: string, source: string, attempt = 1): KubeObject[] {
-  if (!Number.isInteger(attempt) || attempt < 1) throw new RenderError(`--attempt: must be an integer >= 1, got ${attempt}`);
+  if (!Number.isInteger(attempt) || attempt < 1)
+    throw new RenderError(`--attempt: must be an integer >= 1, got ${attempt}`);
   const docs = readDocs(text, source);
-  const find = (kind: Doc["kind"], name: string): Doc | undefined => docs.find((d) => d.kind === kind && d.cr.metadata.name === name);
+  const find = (kind: Doc["kind"], name: string): Doc | undefined =>
+    docs.find((d) => d.kind === kind && d.cr.metadata.name === name);
   const out: KubeObject[] = [];
   for (const d of docs.filter((x) => x.kind === "Plan")) {
     const p = spec(PlanSpecSchema, d, source);
     const col = find("Collection", p.collectionRef.name);
-    if (col === undefined) throw new RenderError(`${source}: Plan/${d.cr.metadata.name}: spec.collectionRef.name: no Collection ${p.collectionRef.name} in the file`);
+    if (col === undefined)
+      throw new RenderError(
+        `${source}: Plan/${d.cr.metadata.name}: spec.collectionRef.name: no Collection ${p.collectionRef.name} in the file`,
+      );
     const c = spec(CollectionSpecSchema, col, source);
     out.push(desiredPrepJob(d.cr, p, c.source.pvc, c.dataset, prepJobName(d.cr.metadata.name)));
   }
@@ -66,33 +93,61 @@ export function renderObjects(text: string, source: string, attempt = 1): KubeOb
     const problem = validateRun(r);
     if (problem !== undefined) throw new RenderError(`${source}: PretrainRun/${d.cr.metadata.name}: ${problem}`);
     const planDoc = find("Plan", r.planRef.name);
-    if (planDoc === undefined) throw new RenderError(`${source}: PretrainRun/${d.cr.metadata.name}: spec.planRef.name: no Plan ${r.planRef.name} in the file`);
+    if (planDoc === undefined)
+      throw new RenderError(
+        `${source}: PretrainRun/${d.cr.metadata.name}: spec.planRef.name: no Plan ${r.planRef.name} in the file`,
+      );
     const plan: PlanSpec = spec(PlanSpecSchema, planDoc, source);
     const col = find("Collection", plan.collectionRef.name);
     const dataset = col === undefined ? "<dataset>" : spec(CollectionSpecSchema, col, source).dataset;
     const configuration = r.training.configuration ?? plan.configurations?.[0];
-    if (configuration === undefined) throw new RenderError(`${source}: PretrainRun/${d.cr.metadata.name}: spec.training.configuration: required when the Plan names no configuration`);
+    if (configuration === undefined)
+      throw new RenderError(
+        `${source}: PretrainRun/${d.cr.metadata.name}: spec.training.configuration: required when the Plan names no configuration`,
+      );
     out.push(desiredService(d.cr, r), desiredNetworkPolicy(d.cr, r), desiredRunSecret(d.cr));
     const pg = desiredPodGroup(d.cr, r);
     if (pg !== undefined) out.push(pg);
-    out.push(desiredAttemptJob(d.cr, r, { dataset, configuration, plansName: plan.plansName, dataPvc: plan.output.pvc }, attempt));
+    out.push(
+      desiredAttemptJob(
+        d.cr,
+        r,
+        { dataset, configuration, plansName: plan.plansName, dataPvc: plan.output.pvc },
+        attempt,
+      ),
+    );
   }
   return out;
 }
 
 /** A comment line before an attempt Job: how the pod's local ranks share its GPUs (the launcher does it at run time). */
 function gpuNote(job: KubeObject): string {
-  const c = (job.spec as { template?: { spec?: { containers?: { env?: { name: string; value?: string }[]; resources?: { limits?: Record<string, unknown> } }[] } } }).template?.spec?.containers?.[0];
+  const c = (
+    job.spec as {
+      template?: {
+        spec?: {
+          containers?: { env?: { name: string; value?: string }[]; resources?: { limits?: Record<string, unknown> } }[];
+        };
+      };
+    }
+  ).template?.spec?.containers?.[0];
   const nproc = Number(c?.env?.find((e) => e.name === "PET_NPROC_PER_NODE")?.value ?? "1");
   const gpus = c?.resources?.limits?.["nvidia.com/gpu"] as string | number | undefined;
-  if (gpus === undefined) return `# ${nproc} local rank(s) per pod, no nvidia.com/gpu limit: CPU ranks, no device pinning\n`;
-  return `# ${nproc} local rank(s) per pod, nvidia.com/gpu: ${gpus}: the launcher gives each local rank exactly one GPU ` +
-    `(CUDA_VISIBLE_DEVICES=<its device> from NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES of the device plugin)\n`;
+  if (gpus === undefined)
+    return `# ${nproc} local rank(s) per pod, no nvidia.com/gpu limit: CPU ranks, no device pinning\n`;
+  return (
+    `# ${nproc} local rank(s) per pod, nvidia.com/gpu: ${gpus}: the launcher gives each local rank exactly one GPU ` +
+    `(CUDA_VISIBLE_DEVICES=<its device> from NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES of the device plugin)\n`
+  );
 }
 
 export function renderYaml(objects: readonly KubeObject[]): string {
   return objects
-    .map((o) => (o.kind === "Job" && o.metadata.labels?.["ssl3d.io/role"] === "trainer" ? gpuNote(o) : "") + stringify(o, { lineWidth: 0 }))
+    .map(
+      (o) =>
+        (o.kind === "Job" && o.metadata.labels?.["ssl3d.io/role"] === "trainer" ? gpuNote(o) : "") +
+        stringify(o, { lineWidth: 0 }),
+    )
     .join("---\n");
 }
 
@@ -122,7 +177,8 @@ export function renderCli(argv: readonly string[], out: (s: string) => void, err
     out(renderYaml(renderObjects(readFileSync(file, "utf8"), file, attempt)));
     return 0;
   } catch (e) {
-    const msg = e instanceof RenderError ? e.message : `${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+    const msg =
+      e instanceof RenderError ? e.message : `${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
     err(`ssl3d-operator render: ${msg}\n`);
     return 2;
   }

@@ -62,7 +62,14 @@ export function exitCodeOf(err: unknown): number {
 
 /** One line, no stack: what the CLI prints and what goes to the termination log. */
 export function oneLine(err: unknown): string {
-  const sys = err instanceof Ssl3dError ? undefined : fileSystemError(err, undefined, (err as NodeJS.ErrnoException | null | undefined)?.syscall ?? "system call failed");
+  const sys =
+    err instanceof Ssl3dError
+      ? undefined
+      : fileSystemError(
+          err,
+          undefined,
+          (err as NodeJS.ErrnoException | null | undefined)?.syscall ?? "system call failed",
+        );
   if (sys !== undefined) return sys.message;
   if (err instanceof Error) return err.message.replace(/\s*\n\s*/g, " ");
   return String(err);

@@ -12,7 +12,18 @@ import { after, before, describe, test } from "node:test";
 import { encodeSafetensors } from "../../runtime/src/models/safetensors.js";
 import { pickle, type PyValue } from "../../runtime/src/models/torch-zip.js";
 import { assertSameTree, snapshotTree } from "./helpers/cli.js";
-import { billionLaughs, checkpointPickle, deepDict, errorLine, floats, op, runCli, torchArchive, type CliRun, type TensorSpec } from "./hostile-files.js";
+import {
+  billionLaughs,
+  checkpointPickle,
+  deepDict,
+  errorLine,
+  floats,
+  op,
+  runCli,
+  torchArchive,
+  type CliRun,
+  type TensorSpec,
+} from "./hostile-files.js";
 
 /** Headroom over the benign run: generous for noise, far below what the attacks allocated before (GBs). */
 const MARGIN_MIB = 256;
@@ -42,8 +53,18 @@ function expectRejected(file: string, args: readonly string[], pattern: RegExp, 
   assert.equal(r.status, 3, `exit ${r.status} (${r.signal ?? ""}): ${r.stderr}`);
   assert.ok(line.includes(file), `message names the file: ${line}`);
   assert.match(line, pattern);
-  assert.equal(r.stderr.trim().split("\n").filter((l) => l.startsWith("ssl3d: error:")).length, 1, r.stderr);
-  assert.ok(r.peakMiB < baseline.peakMiB + MARGIN_MIB, `peak ${r.peakMiB.toFixed(0)} MiB vs benign ${baseline.peakMiB.toFixed(0)} MiB`);
+  assert.equal(
+    r.stderr
+      .trim()
+      .split("\n")
+      .filter((l) => l.startsWith("ssl3d: error:")).length,
+    1,
+    r.stderr,
+  );
+  assert.ok(
+    r.peakMiB < baseline.peakMiB + MARGIN_MIB,
+    `peak ${r.peakMiB.toFixed(0)} MiB vs benign ${baseline.peakMiB.toFixed(0)} MiB`,
+  );
   // nothing written, and no file beside the input rewritten or touched (bytes and mtimes)
   assertSameTree(before, snapshotTree(dir), dir);
   return r;
@@ -69,14 +90,23 @@ after(() => {
 
 describe("pickle expansion", () => {
   test("a billion-laughs adaptation plan (40 levels of 10 shared references) stops at the node limit", () => {
-    const pkl = checkpointPickle([small], { nnssl_adaptation_plan: Buffer.concat([op.emptyDict, op.str("architecture_plans"), billionLaughs(40), Buffer.from([0x73])]) });
+    const pkl = checkpointPickle([small], {
+      nnssl_adaptation_plan: Buffer.concat([
+        op.emptyDict,
+        op.str("architecture_plans"),
+        billionLaughs(40),
+        Buffer.from([0x73]),
+      ]),
+    });
     assert.ok(pkl.length < 2000, `${pkl.length} bytes`);
     const f = write("laughs.pth", torchArchive(pkl, [{ name: "0", data: floats(4) }]));
     expectRejected(f, importArgs(f), /nnssl_adaptation_plan: .*more than 1000000 nodes.*SSL3D_PICKLE_MAX_NODES/);
   });
 
   test("the node limit is overridable", () => {
-    const pkl = checkpointPickle([small], { nnssl_adaptation_plan: Buffer.concat([op.emptyDict, op.str("x"), billionLaughs(3), Buffer.from([0x73])]) });
+    const pkl = checkpointPickle([small], {
+      nnssl_adaptation_plan: Buffer.concat([op.emptyDict, op.str("x"), billionLaughs(3), Buffer.from([0x73])]),
+    });
     const f = write("laughs-small.pth", torchArchive(pkl, [{ name: "0", data: floats(4) }]));
     // 10^4 leaves: fine by default, refused with a limit of 500
     expectRejected(f, importArgs(f), /more than 500 nodes/, { SSL3D_PICKLE_MAX_NODES: "500" });
@@ -93,7 +123,15 @@ describe("pickle expansion", () => {
 
   test("a plan that contains itself is a cycle error, not a stack overflow", () => {
     const cyc = Buffer.concat([op.emptyList, op.put(7), op.get(7), op.append]);
-    const f = write("cycle.pth", torchArchive(checkpointPickle([small], { nnssl_adaptation_plan: Buffer.concat([op.emptyDict, op.str("p"), cyc, Buffer.from([0x73])]) }), [{ name: "0", data: floats(4) }]));
+    const f = write(
+      "cycle.pth",
+      torchArchive(
+        checkpointPickle([small], {
+          nnssl_adaptation_plan: Buffer.concat([op.emptyDict, op.str("p"), cyc, Buffer.from([0x73])]),
+        }),
+        [{ name: "0", data: floats(4) }],
+      ),
+    );
     expectRejected(f, importArgs(f), /nnssl_adaptation_plan: .*contains itself/);
   });
 
@@ -105,7 +143,12 @@ describe("pickle expansion", () => {
   });
 
   test("a plan nested 100000 levels deep is refused at the depth limit", () => {
-    const f = write("deep.pth", torchArchive(checkpointPickle([small], { nnssl_adaptation_plan: deepDict(100_000) }), [{ name: "0", data: floats(4) }]));
+    const f = write(
+      "deep.pth",
+      torchArchive(checkpointPickle([small], { nnssl_adaptation_plan: deepDict(100_000) }), [
+        { name: "0", data: floats(4) },
+      ]),
+    );
     expectRejected(f, importArgs(f), /nnssl_adaptation_plan: .*deeper than 200 levels.*SSL3D_PICKLE_MAX_DEPTH/);
   });
 });
@@ -120,7 +163,11 @@ describe("storages and views", () => {
   test("a declared storage size that the record does not hold", () => {
     const t: TensorSpec = { name: "w", key: "0", numel: 1_000_000_000, shape: [1_000_000_000] };
     const f = write("declared.pth", torchArchive(checkpointPickle([t]), [{ name: "0", data: floats(4) }]));
-    expectRejected(f, importArgs(f), /archive\/data\/0: storage declares 1000000000 float32 elements .* holds 16 bytes/);
+    expectRejected(
+      f,
+      importArgs(f),
+      /archive\/data\/0: storage declares 1000000000 float32 elements .* holds 16 bytes/,
+    );
   });
 
   test("an offset past the storage end", () => {
@@ -145,26 +192,52 @@ describe("decompression", () => {
   test("a record that inflates far beyond its declared size (zip bomb) stops at the declared size", () => {
     const zeros = Buffer.alloc(200 * 2 ** 20);
     const t: TensorSpec = { name: "w", key: "0", numel: 4, shape: [4] };
-    const f = write("bomb.pth", torchArchive(checkpointPickle([t]), [{ name: "0", data: zeros, method: 8, declaredSize: 16 }]));
-    expectRejected(f, importArgs(f), /archive\/data\/0: storage declares 4 float32 elements|archive\/data\/0: deflated entry inflates to more than the 16 bytes/);
+    const f = write(
+      "bomb.pth",
+      torchArchive(checkpointPickle([t]), [{ name: "0", data: zeros, method: 8, declaredSize: 16 }]),
+    );
+    expectRejected(
+      f,
+      importArgs(f),
+      /archive\/data\/0: storage declares 4 float32 elements|archive\/data\/0: deflated entry inflates to more than the 16 bytes/,
+    );
   });
 
   test("an honest 200 MiB record beyond SSL3D_CHECKPOINT_MAX_BYTES is refused before inflating", () => {
     const n = 50 * 2 ** 20;
     const t: TensorSpec = { name: "w", key: "0", numel: n, shape: [n] };
-    const f = write("big.pth", torchArchive(checkpointPickle([t]), [{ name: "0", data: Buffer.alloc(4 * n), method: 8 }]));
-    expectRejected(f, importArgs(f), /archive\/data\/0: inflating archive\/data\/0 needs 200\.0 MiB, beyond .* limit of [\d.]+ MiB.*SSL3D_CHECKPOINT_MAX_BYTES/, { SSL3D_CHECKPOINT_MAX_BYTES: String(64 * 2 ** 20) });
+    const f = write(
+      "big.pth",
+      torchArchive(checkpointPickle([t]), [{ name: "0", data: Buffer.alloc(4 * n), method: 8 }]),
+    );
+    expectRejected(
+      f,
+      importArgs(f),
+      /archive\/data\/0: inflating archive\/data\/0 needs 200\.0 MiB, beyond .* limit of [\d.]+ MiB.*SSL3D_CHECKPOINT_MAX_BYTES/,
+      { SSL3D_CHECKPOINT_MAX_BYTES: String(64 * 2 ** 20) },
+    );
   });
 
   test("a deflated storage shared by 64 tensors is inflated and decoded once", () => {
     const n = 4 * 2 ** 20; // 16 MiB of float32
-    const tensors: TensorSpec[] = Array.from({ length: 64 }, (_, i) => ({ name: `alias${i}`, key: "0", numel: n, shape: [n] }));
-    const f = write("shared.pth", torchArchive(checkpointPickle(tensors), [{ name: "0", data: Buffer.alloc(4 * n), method: 8 }]));
+    const tensors: TensorSpec[] = Array.from({ length: 64 }, (_, i) => ({
+      name: `alias${i}`,
+      key: "0",
+      numel: n,
+      shape: [n],
+    }));
+    const f = write(
+      "shared.pth",
+      torchArchive(checkpointPickle(tensors), [{ name: "0", data: Buffer.alloc(4 * n), method: 8 }]),
+    );
     // 64 separate inflations and decodings would need 2 GiB; once each fits a 100 MiB budget
     const r = runCli(importArgs(f), { env: { SSL3D_CHECKPOINT_MAX_BYTES: String(100 * 2 ** 20) } });
     assert.equal(r.status, 3, r.stderr);
     assert.match(errorLine(r), /no parameter of resenc-xs matches/);
-    assert.ok(r.peakMiB < baseline.peakMiB + MARGIN_MIB, `peak ${r.peakMiB.toFixed(0)} MiB vs ${baseline.peakMiB.toFixed(0)} MiB`);
+    assert.ok(
+      r.peakMiB < baseline.peakMiB + MARGIN_MIB,
+      `peak ${r.peakMiB.toFixed(0)} MiB vs ${baseline.peakMiB.toFixed(0)} MiB`,
+    );
   });
 
   test("corrupt deflate data is a data error", () => {
@@ -178,37 +251,94 @@ describe("decompression", () => {
 
 describe("architecture settings read from files", () => {
   const plan = (kwargs: Record<string, PyValue>, cls = "ResidualEncoderUNet"): Buffer =>
-    valueOps({ architecture_plans: { arch_class_name: cls, arch_kwargs: kwargs, arch_kwargs_requiring_import: [] }, pretrain_num_input_channels: 1, recommended_downstream_patchsize: [16, 16, 16] });
+    valueOps({
+      architecture_plans: { arch_class_name: cls, arch_kwargs: kwargs, arch_kwargs_requiring_import: [] },
+      pretrain_num_input_channels: 1,
+      recommended_downstream_patchsize: [16, 16, 16],
+    });
 
   test("a plan asking for a million blocks per stage fails fast in import", () => {
-    const kw = { features_per_stage: [8, 16, 32, 64], strides: [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]], n_blocks_per_stage: [1_000_000, 1_000_000, 1_000_000, 1_000_000], n_conv_per_stage_decoder: [1, 1, 1] };
-    const f = write("blocks.pth", torchArchive(checkpointPickle([small], { nnssl_adaptation_plan: plan(kw) }), [{ name: "0", data: floats(4) }]));
-    const r = expectRejected(f, ["import", f], /nnssl_adaptation_plan\.architecture_plans: network too large: more than 100000 parameter tensors/);
+    const kw = {
+      features_per_stage: [8, 16, 32, 64],
+      strides: [
+        [1, 1, 1],
+        [2, 2, 2],
+        [2, 2, 2],
+        [2, 2, 2],
+      ],
+      n_blocks_per_stage: [1_000_000, 1_000_000, 1_000_000, 1_000_000],
+      n_conv_per_stage_decoder: [1, 1, 1],
+    };
+    const f = write(
+      "blocks.pth",
+      torchArchive(checkpointPickle([small], { nnssl_adaptation_plan: plan(kw) }), [{ name: "0", data: floats(4) }]),
+    );
+    const r = expectRejected(
+      f,
+      ["import", f],
+      /nnssl_adaptation_plan\.architecture_plans: network too large: more than 100000 parameter tensors/,
+    );
     assert.ok(r.seconds < 60, `${r.seconds} s`);
   });
 
   test("a plan with absurd widths fails on the parameter count", () => {
-    const kw = { features_per_stage: [100_000, 100_000], strides: [1, 2], n_blocks_per_stage: [1, 1], n_conv_per_stage_decoder: [1] };
-    const f = write("wide.pth", torchArchive(checkpointPickle([small], { nnssl_adaptation_plan: plan(kw) }), [{ name: "0", data: floats(4) }]));
-    expectRejected(f, ["import", f], /nnssl_adaptation_plan\.architecture_plans: network too large: more than \d+ parameters/);
+    const kw = {
+      features_per_stage: [100_000, 100_000],
+      strides: [1, 2],
+      n_blocks_per_stage: [1, 1],
+      n_conv_per_stage_decoder: [1],
+    };
+    const f = write(
+      "wide.pth",
+      torchArchive(checkpointPickle([small], { nnssl_adaptation_plan: plan(kw) }), [{ name: "0", data: floats(4) }]),
+    );
+    expectRejected(
+      f,
+      ["import", f],
+      /nnssl_adaptation_plan\.architecture_plans: network too large: more than \d+ parameters/,
+    );
   });
 
   test("a Primus plan whose patch size implies 10^9 tokens", () => {
-    const p = valueOps({ architecture_plans: { arch_class_name: "PrimusM", arch_kwargs: null, arch_kwargs_requiring_import: null }, pretrain_num_input_channels: 1, recommended_downstream_patchsize: [8000, 8000, 8000] });
-    const f = write("tokens.pth", torchArchive(checkpointPickle([small], { nnssl_adaptation_plan: p }), [{ name: "0", data: floats(4) }]));
+    const p = valueOps({
+      architecture_plans: { arch_class_name: "PrimusM", arch_kwargs: null, arch_kwargs_requiring_import: null },
+      pretrain_num_input_channels: 1,
+      recommended_downstream_patchsize: [8000, 8000, 8000],
+    });
+    const f = write(
+      "tokens.pth",
+      torchArchive(checkpointPickle([small], { nnssl_adaptation_plan: p }), [{ name: "0", data: floats(4) }]),
+    );
     expectRejected(f, ["import", f], /nnssl_adaptation_plan\.architecture_plans: network too large/);
   });
 
   test("export of an ssl3d file whose ssl3d.options ask for a million blocks", () => {
-    const meta = { "ssl3d.architecture": "resenc-xs", "ssl3d.options": JSON.stringify({ features: [8, 16], blocks: [1_000_000, 1_000_000], strides: [1, 2], decoderConvs: [1] }) };
-    const f = write("blocks.safetensors", encodeSafetensors(new Map([["x", { shape: [1], data: new Float32Array(1) }]]), meta));
-    const r = expectRejected(f, ["export", f, "--out", join(dir, "out.pth"), "--format", "pth-compatible"], /__metadata__\.ssl3d\.options: network too large/);
+    const meta = {
+      "ssl3d.architecture": "resenc-xs",
+      "ssl3d.options": JSON.stringify({
+        features: [8, 16],
+        blocks: [1_000_000, 1_000_000],
+        strides: [1, 2],
+        decoderConvs: [1],
+      }),
+    };
+    const f = write(
+      "blocks.safetensors",
+      encodeSafetensors(new Map([["x", { shape: [1], data: new Float32Array(1) }]]), meta),
+    );
+    const r = expectRejected(
+      f,
+      ["export", f, "--out", join(dir, "out.pth"), "--format", "pth-compatible"],
+      /__metadata__\.ssl3d\.options: network too large/,
+    );
     assert.ok(r.seconds < 60);
   });
 
   test("safetensors tensors that overlap (10000 names over one 1 MiB region) are refused", () => {
     const n = 2 ** 18;
-    const header: Record<string, unknown> = { __metadata__: { "ssl3d.architecture": "resenc-xs", "ssl3d.options": "{}" } };
+    const header: Record<string, unknown> = {
+      __metadata__: { "ssl3d.architecture": "resenc-xs", "ssl3d.options": "{}" },
+    };
     for (let i = 0; i < 10_000; i++) header[`t${i}`] = { dtype: "F32", shape: [n], data_offsets: [0, 4 * n] };
     let json = JSON.stringify(header);
     while (json.length % 8 !== 0) json += " ";

@@ -41,13 +41,36 @@ test("absurd thread and process counts fail up front in the CLI with the memory 
   const env = { ...process.env, ...roots };
   const train = ["train", "1", "onemmiso", "-tr", "BaseMAETrainer"];
   const cases: [string[], NodeJS.ProcessEnv, RegExp[]][] = [
-    [[...train, "--workers", "100000"], env, [/--workers: 100000 data loader worker threads would need at least [\d.]+ GiB/, /SSL3D_MAX_THREADS/]],
-    [[...train, "-num_gpus", "100000"], env, [/--nproc-per-node: 100000 training processes would need at least [\d.]+ TiB/, /SSL3D_MAX_LOCAL_PROCESSES/]],
+    [
+      [...train, "--workers", "100000"],
+      env,
+      [/--workers: 100000 data loader worker threads would need at least [\d.]+ GiB/, /SSL3D_MAX_THREADS/],
+    ],
+    [
+      [...train, "-num_gpus", "100000"],
+      env,
+      [/--nproc-per-node: 100000 training processes would need at least [\d.]+ TiB/, /SSL3D_MAX_LOCAL_PROCESSES/],
+    ],
     [train, { ...env, PET_NPROC_PER_NODE: "100000" }, [/PET_NPROC_PER_NODE: 100000 training processes/]],
-    [["plan-and-preprocess", "-d", "1", "-np", "100000"], env, [/--num-processes: 100000 preprocessing worker threads would need/]],
-    [["fingerprint", "-d", "1"], { ...env, nnUNet_def_n_proc: "100000" }, [/nnUNet_def_n_proc: 100000 preprocessing worker threads/]],
+    [
+      ["plan-and-preprocess", "-d", "1", "-np", "100000"],
+      env,
+      [/--num-processes: 100000 preprocessing worker threads would need/],
+    ],
+    [
+      ["fingerprint", "-d", "1"],
+      { ...env, nnUNet_def_n_proc: "100000" },
+      [/nnUNet_def_n_proc: 100000 preprocessing worker threads/],
+    ],
     // within the count limit but beyond the memory: the memory is the reason given
-    [["preprocess", "-d", "1", "-np", "20"], { ...env, SSL3D_MAX_THREADS: "1000", SSL3D_MEMORY_LIMIT_BYTES: "100000000" }, [/--num-processes: 20 preprocessing worker threads would need at least 160\.0 MiB/, /SSL3D_MEMORY_LIMIT_BYTES is 95\.4 MiB/]],
+    [
+      ["preprocess", "-d", "1", "-np", "20"],
+      { ...env, SSL3D_MAX_THREADS: "1000", SSL3D_MEMORY_LIMIT_BYTES: "100000000" },
+      [
+        /--num-processes: 20 preprocessing worker threads would need at least 160\.0 MiB/,
+        /SSL3D_MEMORY_LIMIT_BYTES is 95\.4 MiB/,
+      ],
+    ],
   ];
   const results = await Promise.all(cases.map(([args, e]) => ssl3d(args, e)));
   results.forEach((r, i) => {
@@ -67,17 +90,25 @@ const ABSURD: Record<string, Record<string, [string[], RegExp]>> = {
     "--iters-per-epoch": [["--iters-per-epoch", "10000000"], /--iters-per-epoch: .*SSL3D_MAX_ITERS_PER_EPOCH/],
     "--val-iters": [["--val-iters", "10000000"], /--val-iters: .*SSL3D_MAX_ITERS_PER_EPOCH/],
     "--patch-size": [["--patch-size", "1,1,99999999999999999999"], /--patch-size: must be a positive integer or three/],
-    "--batch-size": [["--batch-size", "99999999999999999999"], /--batch-size: must be an integer from 1 to 9007199254740991/],
+    "--batch-size": [
+      ["--batch-size", "99999999999999999999"],
+      /--batch-size: must be an integer from 1 to 9007199254740991/,
+    ],
     "--seed": [["--seed", "4294967296"], /--seed: must be an integer from 0 to 4294967295/],
     "--metrics-port": [["--metrics-port", "70000"], /--metrics-port: must be an integer from 0 to 65535/],
     "--workers": [["--workers", "100000"], /--workers: 100000 data loader worker threads would need at least/],
-    "--nproc-per-node": [["--nproc-per-node", "100000"], /--nproc-per-node: 100000 training processes would need at least/],
+    "--nproc-per-node": [
+      ["--nproc-per-node", "100000"],
+      /--nproc-per-node: 100000 training processes would need at least/,
+    ],
   },
   fingerprint: {
     "--dataset": [["-d", "99999999999999999999"], /dataset: dataset "99999999999999999999" is neither an integer ID/],
     "--num-processes": [["--num-processes", "100000"], /--num-processes: 100000 preprocessing worker threads/],
   },
-  "collection-summary": { "--dataset": [["-d", "99999999999999999999"], /dataset: dataset "99999999999999999999" is neither/] },
+  "collection-summary": {
+    "--dataset": [["-d", "99999999999999999999"], /dataset: dataset "99999999999999999999" is neither/],
+  },
   plan: { "--dataset": [["-d", "1e3"], /dataset: dataset "1e3" is neither an integer ID/] },
   convert: {
     "--dataset": [["-d", "99999999999999999999"], /--dataset: must be an integer dataset ID/],
@@ -90,7 +121,10 @@ const ABSURD: Record<string, Record<string, [string[], RegExp]>> = {
   "plan-and-preprocess": {
     "--dataset": [["-d", "99999999999999999999"], /dataset: dataset "99999999999999999999" is neither/],
     "--num-processes": [["--num-processes", "2", "100000"], /--num-processes: 100000 preprocessing worker threads/],
-    "--num-processes-fingerprint": [["--num-processes-fingerprint", "100000"], /--num-processes-fingerprint: 100000 fingerprint worker threads/],
+    "--num-processes-fingerprint": [
+      ["--num-processes-fingerprint", "100000"],
+      /--num-processes-fingerprint: 100000 fingerprint worker threads/,
+    ],
   },
   preprocess: {
     "--dataset": [["-d", "99999999999999999999"], /dataset: dataset "99999999999999999999" is neither/],
@@ -123,10 +157,20 @@ test("every numeric option of every command has a bound (config/limits.ts) and a
       for (const opt of cmd.options) {
         if (!NUMERIC.test(opt.flags)) continue;
         const c = ABSURD[cmd.name()]?.[opt.long!];
-        assert.ok(c !== undefined, `${cmd.name()} ${opt.long!}: numeric option without a bound and an adversarial case`);
+        assert.ok(
+          c !== undefined,
+          `${cmd.name()} ${opt.long!}: numeric option without a bound and an adversarial case`,
+        );
         // the case's own -d replaces the prefix's (a variadic -d would otherwise resolve the valid one first)
-        const prefix = PREFIX[cmd.name()]!.filter((a, i, all) => opt.long !== "--dataset" || (a !== "-d" && all[i - 1] !== "-d"));
-        const err = await buildProgram().parseAsync([...prefix, ...c[0]], { from: "user" }).then(() => undefined, (e: unknown) => e);
+        const prefix = PREFIX[cmd.name()]!.filter(
+          (a, i, all) => opt.long !== "--dataset" || (a !== "-d" && all[i - 1] !== "-d"),
+        );
+        const err = await buildProgram()
+          .parseAsync([...prefix, ...c[0]], { from: "user" })
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          );
         assert.ok(err instanceof ConfigError, `${cmd.name()} ${opt.long!}: expected a ConfigError, got ${String(err)}`);
         assert.equal(exitCodeOf(err), 2);
         assert.match(oneLine(err), c[1], `${cmd.name()} ${opt.long!}`);
@@ -144,13 +188,25 @@ test("count limits: overrides raise them, the memory check still holds, and in-r
   assert.equal(checkCount(COUNTS.workers, "0", {}), 0);
   assert.equal(checkCount(COUNTS.epochs, "1000", {}), 1000);
   assert.equal(checkCount(COUNTS.workers, "500", { [LIMITS.threads.env]: "500" }), 500);
-  assert.throws(() => checkCount(COUNTS.workers, "500", { [LIMITS.threads.env]: "500", SSL3D_MEMORY_LIMIT_BYTES: String(2 ** 30) }), /500 data loader worker threads would need at least 3\.91 GiB .*SSL3D_MEMORY_LIMIT_BYTES is 1\.00 GiB/);
+  assert.throws(
+    () => checkCount(COUNTS.workers, "500", { [LIMITS.threads.env]: "500", SSL3D_MEMORY_LIMIT_BYTES: String(2 ** 30) }),
+    /500 data loader worker threads would need at least 3\.91 GiB .*SSL3D_MEMORY_LIMIT_BYTES is 1\.00 GiB/,
+  );
   // one training process is the one already running: no memory check for it, even under a tiny limit
   assert.equal(checkCount(COUNTS.nprocPerNode, "1", { SSL3D_MEMORY_LIMIT_BYTES: "1000" }), 1);
-  assert.throws(() => checkCount(COUNTS.nprocPerNode, "2", { SSL3D_MEMORY_LIMIT_BYTES: "1000" }), /2 training processes would need at least 128\.0 MiB/);
-  assert.throws(() => checkCount(COUNTS.nprocPerNode, "0", {}), (e: unknown) => e instanceof ConfigError && e.field === "--nproc-per-node");
+  assert.throws(
+    () => checkCount(COUNTS.nprocPerNode, "2", { SSL3D_MEMORY_LIMIT_BYTES: "1000" }),
+    /2 training processes would need at least 128\.0 MiB/,
+  );
+  assert.throws(
+    () => checkCount(COUNTS.nprocPerNode, "0", {}),
+    (e: unknown) => e instanceof ConfigError && e.field === "--nproc-per-node",
+  );
   assert.throws(() => checkCount(COUNTS.workers, "-1", {}), /expects a non-negative integer/);
-  assert.throws(() => checkCount(COUNTS.workers, "4", { [LIMITS.threads.env]: "x" }), (e: unknown) => e instanceof ConfigError && e.field === LIMITS.threads.env);
+  assert.throws(
+    () => checkCount(COUNTS.workers, "4", { [LIMITS.threads.env]: "x" }),
+    (e: unknown) => e instanceof ConfigError && e.field === LIMITS.threads.env,
+  );
 });
 
 test("the tree snapshot the adversarial cases compare notices a file touched, rewritten with the same size, added or removed", () => {
@@ -162,14 +218,22 @@ test("the tree snapshot the adversarial cases compare notices a file touched, re
   const before = snapshotTree(dir);
   assertSameTree(before, snapshotTree(dir));
   utimesSync(join(dir, "a.json"), new Date(), new Date());
-  assert.throws(() => { assertSameTree(before, snapshotTree(dir)); }, /changed a\.json/);
+  assert.throws(() => {
+    assertSameTree(before, snapshotTree(dir));
+  }, /changed a\.json/);
   writeFileSync(join(dir, "a.json"), "xyz");
   utimesSync(join(dir, "a.json"), old, old);
-  assert.throws(() => { assertSameTree(before, snapshotTree(dir)); }, /changed a\.json: .*sha256/);
+  assert.throws(() => {
+    assertSameTree(before, snapshotTree(dir));
+  }, /changed a\.json: .*sha256/);
   writeFileSync(join(dir, "a.json"), "abc");
   utimesSync(join(dir, "a.json"), old, old);
   writeFileSync(join(dir, "b"), "");
-  assert.throws(() => { assertSameTree(before, snapshotTree(dir)); }, /added b/);
+  assert.throws(() => {
+    assertSameTree(before, snapshotTree(dir));
+  }, /added b/);
   rmSync(join(dir, "a.json"));
-  assert.throws(() => { assertSameTree(before, snapshotTree(dir)); }, /removed a\.json/);
+  assert.throws(() => {
+    assertSameTree(before, snapshotTree(dir));
+  }, /removed a\.json/);
 });

@@ -10,7 +10,16 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { createServer, type Server } from "node:net";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test, type TestContext } from "node:test";
@@ -20,7 +29,27 @@ import { assertFails, BIN, NODE, ssl3d } from "./helpers/cli.js";
 
 const work = mkdtempSync(join(tmpdir(), "ssl3d-adv-faults-"));
 let ds: TestDataset;
-const TRAIN = ["train", "1", "onemmiso", "-tr", "BaseMAETrainer", "--arch-preset", "resenc-xs", "--patch-size", "32", "--batch-size", "1", "--iters-per-epoch", "1", "--val-iters", "1", "--seed", "3", "--workers", "0"];
+const TRAIN = [
+  "train",
+  "1",
+  "onemmiso",
+  "-tr",
+  "BaseMAETrainer",
+  "--arch-preset",
+  "resenc-xs",
+  "--patch-size",
+  "32",
+  "--batch-size",
+  "1",
+  "--iters-per-epoch",
+  "1",
+  "--val-iters",
+  "1",
+  "--seed",
+  "3",
+  "--workers",
+  "0",
+];
 const mounts: string[] = [];
 let mountCount = 0;
 
@@ -40,12 +69,17 @@ function foldDir(env: NodeJS.ProcessEnv): string {
 }
 
 function jsonlEpochs(fold: string): number[] {
-  return readFileSync(join(fold, "training_log.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as { epoch: number }).epoch);
+  return readFileSync(join(fold, "training_log.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => (JSON.parse(l) as { epoch: number }).epoch);
 }
 
 function tensors(file: string): Map<string, Float32Array> {
   const { tensors: t } = decodeSafetensors(readFileSync(file), file);
-  return new Map([...t].filter(([k]) => !k.startsWith("optimizer_state.")).map(([k, v]) => [k, Float32Array.from(v.data)]));
+  return new Map(
+    [...t].filter(([k]) => !k.startsWith("optimizer_state.")).map(([k, v]) => [k, Float32Array.from(v.data)]),
+  );
 }
 
 test("killed after the last epoch's checkpoint_latest: the resume writes checkpoint_final (same weights) and the plot; stale temps are removed", async () => {
@@ -58,7 +92,11 @@ test("killed after the last epoch's checkpoint_latest: the resume writes checkpo
   // the state right after the last epoch's checkpoint_latest: log line and checkpoint written, nothing after
   renameSync(final, join(fold, "checkpoint_latest.safetensors"));
   rmSync(join(fold, "progress.png"));
-  const stale = [".checkpoint_latest.safetensors.tmp-4242-0badcafe", ".checkpoint_final.safetensors.tmp-4242-0badcafe", ".progress.png.tmp-4242-0badcafe"];
+  const stale = [
+    ".checkpoint_latest.safetensors.tmp-4242-0badcafe",
+    ".checkpoint_final.safetensors.tmp-4242-0badcafe",
+    ".progress.png.tmp-4242-0badcafe",
+  ];
   const keep = [".checkpoint_latest.safetensors.tmp-by-someone", "notes.txt", ".other.tmp-4242-0badcafe"];
   for (const n of [...stale, ...keep]) writeFileSync(join(fold, n), "x");
 
@@ -77,13 +115,21 @@ test("killed after the last epoch's checkpoint_latest: the resume writes checkpo
 
 test("kill -9 as the last epoch's checkpoint is saved, then resume: final, plot and one log line per epoch, whatever the kill interrupted", async () => {
   const env = { ...ds.env, nnssl_results: join(work, "results-b"), SSL3D_LOG_LEVEL: "info" };
-  const child = spawn(NODE, [BIN, "--log-format", "json", ...TRAIN, "--epochs", "2"], { env, stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(NODE, [BIN, "--log-format", "json", ...TRAIN, "--epochs", "2"], {
+    env,
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   let buf = "";
   child.stderr.on("data", (b: Buffer) => {
     buf += b.toString();
-    for (const line of buf.split("\n")) if (line.includes('"msg":"Saved checkpoint"') && line.includes('"epoch":2')) child.kill("SIGKILL");
+    for (const line of buf.split("\n"))
+      if (line.includes('"msg":"Saved checkpoint"') && line.includes('"epoch":2')) child.kill("SIGKILL");
   });
-  const code = await new Promise<number | null>((res) => child.on("close", (c) => { res(c); }));
+  const code = await new Promise<number | null>((res) =>
+    child.on("close", (c) => {
+      res(c);
+    }),
+  );
   assert.ok(buf.includes('"epoch":2'), "the run reached its last checkpoint");
   const fold = foldDir(env);
   const resumed = await ssl3d([...TRAIN, "--epochs", "2", "--resume"], env);
@@ -92,14 +138,19 @@ test("kill -9 as the last epoch's checkpoint is saved, then resume: final, plot 
   assert.ok(!existsSync(join(fold, "checkpoint_latest.safetensors")));
   assert.ok(existsSync(join(fold, "progress.png")));
   assert.deepEqual(jsonlEpochs(fold), [0, 1], `killed run exited ${String(code)}`);
-  assert.deepEqual(readdirSync(fold).filter((n) => n.includes(".tmp-")), []);
+  assert.deepEqual(
+    readdirSync(fold).filter((n) => n.includes(".tmp-")),
+    [],
+  );
 });
 
 /** Mount a tmpfs of `size` at a new folder (read-only with `ro`), or skip the test when mounting is not allowed. */
 function tmpfs(t: TestContext, size: string, ro = false): string | undefined {
   const dir = join(work, `mnt-${mountCount++}`);
   mkdirSync(dir, { recursive: true });
-  const r = spawnSync("mount", ["-t", "tmpfs", "-o", `size=${size}${ro ? ",ro" : ""}`, "tmpfs", dir], { encoding: "utf8" });
+  const r = spawnSync("mount", ["-t", "tmpfs", "-o", `size=${size}${ro ? ",ro" : ""}`, "tmpfs", dir], {
+    encoding: "utf8",
+  });
   if (r.status !== 0) {
     t.skip(`cannot mount a tmpfs here (${(r.stderr || r.error?.message || "").trim()}); needs root`);
     return undefined;
@@ -117,7 +168,10 @@ test("disk full while preprocessing: exit 2, one line naming the file and ENOSPC
   const mnt = tmpfs(t, "48k");
   if (mnt === undefined) return;
   try {
-    const r = await ssl3d(["plan-and-preprocess", "-d", "1", "-np", "1", "-npfp", "1"], { ...ds.env, nnssl_preprocessed: mnt });
+    const r = await ssl3d(["plan-and-preprocess", "-d", "1", "-np", "1", "-npfp", "1"], {
+      ...ds.env,
+      nnssl_preprocessed: mnt,
+    });
     assertFails(r, 2, [new RegExp(mnt), /no space left on the device \(ENOSPC\)/], { maxMs: 120_000, maxMiB: 1024 });
   } finally {
     unmount(mnt);
@@ -130,9 +184,18 @@ test("disk full while writing a checkpoint: exit 2 naming the checkpoint, no tem
   try {
     const env = { ...ds.env, nnssl_results: mnt };
     const r = await ssl3d([...TRAIN, "--epochs", "1"], env);
-    t.diagnostic(assertFails(r, 2, [/checkpoint_latest\.safetensors: cannot write: no space left on the device \(ENOSPC\)/], { maxMs: 180_000, maxMiB: 2048 }));
+    t.diagnostic(
+      assertFails(r, 2, [/checkpoint_latest\.safetensors: cannot write: no space left on the device \(ENOSPC\)/], {
+        maxMs: 180_000,
+        maxMiB: 2048,
+      }),
+    );
     const fold = foldDir(env);
-    if (existsSync(fold)) assert.deepEqual(readdirSync(fold).filter((n) => n.includes(".tmp-")), []);
+    if (existsSync(fold))
+      assert.deepEqual(
+        readdirSync(fold).filter((n) => n.includes(".tmp-")),
+        [],
+      );
   } finally {
     unmount(mnt);
   }
@@ -156,8 +219,14 @@ test("metrics port in use: exit 2, one line naming the address", async () => {
   await new Promise<void>((res) => busy.listen(0, "127.0.0.1", res));
   const port = (busy.address() as { port: number }).port;
   try {
-    const r = await ssl3d([...TRAIN, "--epochs", "1", "--metrics-port", String(port)], { ...ds.env, nnssl_results: join(work, "results-port") });
-    assertFails(r, 2, [new RegExp(`127\\.0\\.0\\.1:${port}`), /already in use/, /--metrics-port/], { maxMs: 120_000, maxMiB: 2048 });
+    const r = await ssl3d([...TRAIN, "--epochs", "1", "--metrics-port", String(port)], {
+      ...ds.env,
+      nnssl_results: join(work, "results-port"),
+    });
+    assertFails(r, 2, [new RegExp(`127\\.0\\.0\\.1:${port}`), /already in use/, /--metrics-port/], {
+      maxMs: 120_000,
+      maxMiB: 2048,
+    });
   } finally {
     busy.close();
   }

@@ -18,15 +18,30 @@ const MAX_RSS_MIB = 768;
 
 for (const target of ["nifti", "checkpoints", "safetensors", "collections", "manifests", "networks"]) {
   test(`fuzz ${target}: only typed errors, bounded time and memory (${RUNS} runs, fixed seed)`, () => {
-    const r = spawnSync(process.execPath, ["--max-old-space-size=512", "--import", "tsx", join(ROOT, "test", "adversarial", "fuzz-targets.ts"), target, RUNS], {
-      cwd: ROOT,
-      encoding: "utf8",
-      timeout: 600_000,
-      env: { ...process.env, SSL3D_LOG_LEVEL: "silent" },
-    });
+    const r = spawnSync(
+      process.execPath,
+      [
+        "--max-old-space-size=512",
+        "--import",
+        "tsx",
+        join(ROOT, "test", "adversarial", "fuzz-targets.ts"),
+        target,
+        RUNS,
+      ],
+      {
+        cwd: ROOT,
+        encoding: "utf8",
+        timeout: 600_000,
+        env: { ...process.env, SSL3D_LOG_LEVEL: "silent" },
+      },
+    );
     assert.equal(r.signal, null, `killed (${r.signal}): time bound exceeded\n${r.stderr}`);
     assert.equal(r.status, 0, r.stderr);
-    const report = JSON.parse(r.stdout.trim().split("\n").pop()!) as { target: string; runs: number; maxRssMiB: number };
+    const report = JSON.parse(r.stdout.trim().split("\n").pop()!) as {
+      target: string;
+      runs: number;
+      maxRssMiB: number;
+    };
     assert.equal(report.target, target);
     assert.ok(report.maxRssMiB < MAX_RSS_MIB, `peak ${report.maxRssMiB.toFixed(0)} MiB`);
   });

@@ -72,25 +72,43 @@ function contiguous(shape: readonly number[]): number[] {
 }
 
 export function tensorOps(t: TensorSpec): Buffer {
-  const pid = op.tupleOf([op.str("storage"), op.global("torch", t.storageType ?? "FloatStorage"), op.str(t.key), op.str("cpu"), op.int(t.numel)]);
+  const pid = op.tupleOf([
+    op.str("storage"),
+    op.global("torch", t.storageType ?? "FloatStorage"),
+    op.str(t.key),
+    op.str("cpu"),
+    op.int(t.numel),
+  ]);
   return Buffer.concat([
     op.global("torch._utils", "_rebuild_tensor_v2"),
     op.mark,
-    pid, op.binpersid,
+    pid,
+    op.binpersid,
     op.int(t.offset ?? 0),
     op.tupleOf(t.shape.map(op.int)),
     op.tupleOf((t.stride ?? contiguous(t.shape)).map(op.int)),
     op.newfalse,
-    op.global("collections", "OrderedDict"), op.emptyTuple, op.reduce,
-    op.tuple, op.reduce,
+    op.global("collections", "OrderedDict"),
+    op.emptyTuple,
+    op.reduce,
+    op.tuple,
+    op.reduce,
   ]);
 }
 
 /** `{network_weights: OrderedDict(tensors), <extra key>: <raw ops>...}` as a complete pickle. */
-export function checkpointPickle(tensors: readonly TensorSpec[], extra: Readonly<Record<string, Buffer>> = {}, keyOps?: (t: TensorSpec) => Buffer): Buffer {
+export function checkpointPickle(
+  tensors: readonly TensorSpec[],
+  extra: Readonly<Record<string, Buffer>> = {},
+  keyOps?: (t: TensorSpec) => Buffer,
+): Buffer {
   const weights = Buffer.concat([
-    op.global("collections", "OrderedDict"), op.emptyTuple, op.reduce,
-    op.mark, ...tensors.flatMap((t) => [keyOps?.(t) ?? op.str(t.name), tensorOps(t)]), op.setitems,
+    op.global("collections", "OrderedDict"),
+    op.emptyTuple,
+    op.reduce,
+    op.mark,
+    ...tensors.flatMap((t) => [keyOps?.(t) ?? op.str(t.name), tensorOps(t)]),
+    op.setitems,
   ]);
   const items = [op.str("network_weights"), weights, ...Object.entries(extra).flatMap(([k, v]) => [op.str(k), v])];
   return Buffer.concat([op.proto, op.emptyDict, op.mark, ...items, op.setitems, op.stop]);
@@ -211,16 +229,23 @@ export interface CliRun {
  * `node bin/ssl3d.mjs ...args` in a child process with a time bound; its peak RSS is written by a preload
  * (test/adversarial/peak-rss.mjs) when it exits.
  */
-export function runCli(args: readonly string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): CliRun {
+export function runCli(
+  args: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {},
+): CliRun {
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-peak-"));
   const peakFile = join(dir, "peak");
   const t0 = process.hrtime.bigint();
-  const r = spawnSync(process.execPath, ["--import", join(ROOT, "test", "adversarial", "peak-rss.mjs"), join(ROOT, "bin", "ssl3d.mjs"), ...args], {
-    encoding: "utf8",
-    cwd: opts.cwd ?? ROOT,
-    timeout: opts.timeoutMs ?? 120_000,
-    env: { ...process.env, SSL3D_LOG_LEVEL: "warn", SSL3D_PEAK_RSS_FILE: peakFile, SSL3D_REEXEC: "1", ...opts.env },
-  });
+  const r = spawnSync(
+    process.execPath,
+    ["--import", join(ROOT, "test", "adversarial", "peak-rss.mjs"), join(ROOT, "bin", "ssl3d.mjs"), ...args],
+    {
+      encoding: "utf8",
+      cwd: opts.cwd ?? ROOT,
+      timeout: opts.timeoutMs ?? 120_000,
+      env: { ...process.env, SSL3D_LOG_LEVEL: "warn", SSL3D_PEAK_RSS_FILE: peakFile, SSL3D_REEXEC: "1", ...opts.env },
+    },
+  );
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   let peakMiB = Number.NaN;
   try {
@@ -234,6 +259,9 @@ export function runCli(args: readonly string[], opts: { env?: NodeJS.ProcessEnv;
 
 /** The error line the CLI printed (`ssl3d: error: ...` or the last stderr line). */
 export function errorLine(r: CliRun): string {
-  const lines = r.stderr.trim().split("\n").filter((l) => l.trim() !== "");
+  const lines = r.stderr
+    .trim()
+    .split("\n")
+    .filter((l) => l.trim() !== "");
   return lines.find((l) => /error/i.test(l)) ?? lines[lines.length - 1] ?? "";
 }

@@ -12,13 +12,17 @@ import { ROOT } from "./hostile-files.js";
 
 test("every limit is documented with its environment variable", () => {
   const doc = readFileSync(join(ROOT, "docs", "limits-and-safety.md"), "utf8");
-  for (const [name, spec] of Object.entries(LIMITS)) assert.ok(doc.includes(`\`${spec.env}\``), `${name}: ${spec.env} missing from docs/limits-and-safety.md`);
+  for (const [name, spec] of Object.entries(LIMITS))
+    assert.ok(doc.includes(`\`${spec.env}\``), `${name}: ${spec.env} missing from docs/limits-and-safety.md`);
 });
 
 test("every limit is overridable and validates its override", () => {
   for (const [name, spec] of Object.entries(LIMITS) as [LimitName, (typeof LIMITS)[LimitName]][]) {
     assert.ok(limit(name, {}) >= 1, name);
     assert.equal(limit(name, { [spec.env]: "12345" }), 12345, name);
-    assert.throws(() => limit(name, { [spec.env]: "-1" }), (e: unknown) => e instanceof ConfigError && e.field === spec.env);
+    assert.throws(
+      () => limit(name, { [spec.env]: "-1" }),
+      (e: unknown) => e instanceof ConfigError && e.field === spec.env,
+    );
   }
 });

@@ -25,11 +25,25 @@ after(() => {
 
 /** Start a process holding the lock of `dir`; resolves once it holds it. */
 async function holdLock(dir: string, name?: string): Promise<ChildProcess> {
-  const child = spawn(NODE, ["--import", "tsx", join(import.meta.dirname, "helpers", "hold-lock.ts"), dir, ...(name === undefined ? [] : [name])], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(
+    NODE,
+    [
+      "--import",
+      "tsx",
+      join(import.meta.dirname, "helpers", "hold-lock.ts"),
+      dir,
+      ...(name === undefined ? [] : [name]),
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
+  );
   holders.push(child);
   await new Promise<void>((res, rej) => {
-    child.stdout.on("data", (b: Buffer) => { if (b.toString().includes("locked")) res(); });
-    child.on("exit", (c) => { rej(new Error(`lock holder exited ${String(c)}`)); });
+    child.stdout.on("data", (b: Buffer) => {
+      if (b.toString().includes("locked")) res();
+    });
+    child.on("exit", (c) => {
+      rej(new Error(`lock holder exited ${String(c)}`));
+    });
   });
   return child;
 }
@@ -43,7 +57,14 @@ async function kill9(child: ChildProcess): Promise<void> {
 test("a live holder excludes a second writer; kill -9 leaves a stale lock that the next writer recovers", async () => {
   const dir = join(work, "folder");
   const holder = await holdLock(dir);
-  assert.throws(() => lockFolder(dir, { owner: "second" }), (e: unknown) => e instanceof EnvironmentError && e.message.includes(dir) && e.message.includes(`pid ${String(holder.pid)}`) && e.message.includes("test holder"));
+  assert.throws(
+    () => lockFolder(dir, { owner: "second" }),
+    (e: unknown) =>
+      e instanceof EnvironmentError &&
+      e.message.includes(dir) &&
+      e.message.includes(`pid ${String(holder.pid)}`) &&
+      e.message.includes("test holder"),
+  );
   await kill9(holder);
   assert.ok(existsSync(join(dir, LOCK_FILE)), "kill -9 leaves the lock file");
   const lock = lockFolder(dir, { owner: "second" });
@@ -60,7 +81,10 @@ test("stale locks: a reused pid (other start time), a dead pid, garbage; another
   const base = { host: hostname(), owner: "old", since: "then", token: "t" };
   // pid 1 runs, but not since this start time
   const start1 = processStartTime(1);
-  const cases: unknown[] = [{ ...base, pid: 1, start: (start1 ?? 0) + 12345 }, { ...base, pid: 2 ** 22 + 7, start: null }];
+  const cases: unknown[] = [
+    { ...base, pid: 1, start: (start1 ?? 0) + 12345 },
+    { ...base, pid: 2 ** 22 + 7, start: null },
+  ];
   for (const c of cases) {
     writeFileSync(file, JSON.stringify(c));
     assert.equal(liveHolder(file), undefined, JSON.stringify(c));
@@ -95,7 +119,16 @@ test("the CLI: a second plan-and-preprocess or train on a locked folder exits 2 
   const pp = join(ds.env.nnssl_preprocessed!, ds.datasetName);
   const holder = await holdLock(pp);
   const r = await ssl3d(["plan-and-preprocess", "-d", "1", "-np", "1"], ds.env);
-  assertFails(r, 2, [new RegExp(pp.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")), /in use by test holder/, new RegExp(`pid ${String(holder.pid)}`)], { maxMs: 60_000, maxMiB: 1024 });
+  assertFails(
+    r,
+    2,
+    [
+      new RegExp(pp.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")),
+      /in use by test holder/,
+      new RegExp(`pid ${String(holder.pid)}`),
+    ],
+    { maxMs: 60_000, maxMiB: 1024 },
+  );
   await kill9(holder);
   const ok = await ssl3d(["plan-and-preprocess", "-d", "1", "-np", "1"], ds.env);
   assert.equal(ok.status, 0, ok.stderr);
@@ -103,7 +136,29 @@ test("the CLI: a second plan-and-preprocess or train on a locked folder exits 2 
 
   const results = join(ds.env.nnssl_results!, ds.datasetName, "BaseMAETrainer__nnsslPlans__onemmiso");
   const trainer = await holdLock(results);
-  const t = await ssl3d(["train", "1", "onemmiso", "-tr", "BaseMAETrainer", "--arch-preset", "resenc-xs", "--patch-size", "16", "--batch-size", "1", "--epochs", "1", "--iters-per-epoch", "1"], ds.env);
-  assertFails(t, 2, [/BaseMAETrainer__nnsslPlans__onemmiso/, /in use by test holder/], { maxMs: 120_000, maxMiB: 2048 });
+  const t = await ssl3d(
+    [
+      "train",
+      "1",
+      "onemmiso",
+      "-tr",
+      "BaseMAETrainer",
+      "--arch-preset",
+      "resenc-xs",
+      "--patch-size",
+      "16",
+      "--batch-size",
+      "1",
+      "--epochs",
+      "1",
+      "--iters-per-epoch",
+      "1",
+    ],
+    ds.env,
+  );
+  assertFails(t, 2, [/BaseMAETrainer__nnsslPlans__onemmiso/, /in use by test holder/], {
+    maxMs: 120_000,
+    maxMiB: 2048,
+  });
   await kill9(trainer);
 });

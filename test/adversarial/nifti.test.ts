@@ -33,7 +33,12 @@ function niftiBytes(img: Img): Uint8Array {
   const s = img.spacing ?? [1, 1, 1];
   const data = new Float32Array(x * y * z * c);
   for (let i = 0; i < data.length; i++) data[i] = (img.value ?? ((k) => 1 + (k % 7)))(i);
-  return encodeNifti({ data, shape: img.shape, channels: c, affine: [s[0], 0, 0, 0, 0, s[1], 0, 0, 0, 0, s[2], 0, 0, 0, 0, 1] });
+  return encodeNifti({
+    data,
+    shape: img.shape,
+    channels: c,
+    affine: [s[0], 0, 0, 0, 0, s[1], 0, 0, 0, 0, s[2], 0, 0, 0, 0, 1],
+  });
 }
 
 /** A raw dataset `Dataset990_Adv` under `<dir>/raw` with one image per entry; returns the env and the image files. */
@@ -49,9 +54,34 @@ function dataset(dir: string, images: readonly Img[]): { env: NodeJS.ProcessEnv;
     const file = join(ds, `${sub}.nii.gz`);
     writeFileSync(file, gzipSync(niftiBytes(img)));
     files.push(file);
-    subjects[sub] = { subject_id: sub, subject_info: null, sessions: { ses: { session_id: "ses", session_info: null, images: [{ name: `${sub}.nii.gz`, image_path: `$nnssl_raw/${name}/${sub}.nii.gz`, modality: "T1w", image_info: null, associated_masks: null }] } } };
+    subjects[sub] = {
+      subject_id: sub,
+      subject_info: null,
+      sessions: {
+        ses: {
+          session_id: "ses",
+          session_info: null,
+          images: [
+            {
+              name: `${sub}.nii.gz`,
+              image_path: `$nnssl_raw/${name}/${sub}.nii.gz`,
+              modality: "T1w",
+              image_info: null,
+              associated_masks: null,
+            },
+          ],
+        },
+      },
+    };
   });
-  writeFileSync(join(ds, "pretrain_data.json"), JSON.stringify({ collection_index: 990, collection_name: name, datasets: { ds: { dataset_index: "ds", name: null, dataset_info: null, subjects } } }));
+  writeFileSync(
+    join(ds, "pretrain_data.json"),
+    JSON.stringify({
+      collection_index: 990,
+      collection_name: name,
+      datasets: { ds: { dataset_index: "ds", name: null, dataset_info: null, subjects } },
+    }),
+  );
   const env = { nnssl_raw: raw, nnssl_preprocessed: join(dir, "pre"), nnssl_results: join(dir, "res") };
   mkdirSync(env.nnssl_preprocessed, { recursive: true });
   return { env, files };
@@ -62,7 +92,10 @@ function expectDataError(r: CliRun, file: string, pattern: RegExp, baseline: Cli
   assert.equal(r.status, 3, `exit ${r.status} (${r.signal ?? ""}): ${r.stderr}`);
   assert.ok(line.includes(file), `names ${file}: ${line}`);
   assert.match(line, pattern);
-  assert.ok(r.peakMiB < baseline.peakMiB + MARGIN_MIB, `peak ${r.peakMiB.toFixed(0)} MiB vs benign ${baseline.peakMiB.toFixed(0)} MiB`);
+  assert.ok(
+    r.peakMiB < baseline.peakMiB + MARGIN_MIB,
+    `peak ${r.peakMiB.toFixed(0)} MiB vs benign ${baseline.peakMiB.toFixed(0)} MiB`,
+  );
 }
 
 before(() => {
@@ -113,15 +146,25 @@ describe("vox_offset and the read caps", () => {
     assert.equal(r.status, 0, r.stderr);
     const info = JSON.parse(r.stdout) as { min: number; max: number };
     assert.equal(info.min, 1); // the one voxel after the gap
-    assert.ok(r.peakMiB < benignInspect.peakMiB + MARGIN_MIB, `peak ${r.peakMiB.toFixed(0)} MiB vs ${benignInspect.peakMiB.toFixed(0)} MiB (the gap is 1 GiB)`);
+    assert.ok(
+      r.peakMiB < benignInspect.peakMiB + MARGIN_MIB,
+      `peak ${r.peakMiB.toFixed(0)} MiB vs ${benignInspect.peakMiB.toFixed(0)} MiB (the gap is 1 GiB)`,
+    );
   });
 
   test("fingerprinting a dataset whose image has a huge vox_offset fails with the file and field", () => {
     const dir = join(root, "fp-offset");
     const { env, files } = dataset(dir, [{ shape: [8, 8, 8] }]);
     hugeVoxOffset(files[0]!, 2 ** 27);
-    const r = runCli(["fingerprint", "-d", "990", "-np", "1"], { env: { ...env, SSL3D_MAX_VOX_OFFSET: String(2 ** 20) } });
-    expectDataError(r, files[0]!, /vox_offset: vox_offset is 134217728: more than 1048576 bytes .*SSL3D_MAX_VOX_OFFSET/, benignInspect);
+    const r = runCli(["fingerprint", "-d", "990", "-np", "1"], {
+      env: { ...env, SSL3D_MAX_VOX_OFFSET: String(2 ** 20) },
+    });
+    expectDataError(
+      r,
+      files[0]!,
+      /vox_offset: vox_offset is 134217728: more than 1048576 bytes .*SSL3D_MAX_VOX_OFFSET/,
+      benignInspect,
+    );
   });
 
   test("the default voxel cap is derived from the machine's memory", () => {
@@ -138,8 +181,15 @@ describe("resampling against the cap", () => {
     const { env, files } = dataset(dir, [{ shape: [16, 16, 16], spacing: [40, 40, 40] }]);
     // every file outside the preprocessed root, with its bytes and mtime
     const before = snapshotTree(dir, ["pre"]);
-    const r = runCli(["plan-and-preprocess", "-d", "990", "-np", "1", "-npfp", "1", "-c", "onemmiso"], { env: { ...env, SSL3D_MAX_VOXELS: "100000" } });
-    expectDataError(r, files[0]!, /pixdim: resampling \[16, 16, 16\] .* gives \[640, 640, 640\] x 1 channel\(s\) = 262144000 voxels, above the limit of 100000 \(SSL3D_MAX_VOXELS\)/, benignInspect);
+    const r = runCli(["plan-and-preprocess", "-d", "990", "-np", "1", "-npfp", "1", "-c", "onemmiso"], {
+      env: { ...env, SSL3D_MAX_VOXELS: "100000" },
+    });
+    expectDataError(
+      r,
+      files[0]!,
+      /pixdim: resampling \[16, 16, 16\] .* gives \[640, 640, 640\] x 1 channel\(s\) = 262144000 voxels, above the limit of 100000 \(SSL3D_MAX_VOXELS\)/,
+      benignInspect,
+    );
     // only the stage outputs under the preprocessed root were added: the raw data keeps its bytes and mtimes
     assertSameTree(before, snapshotTree(dir, ["pre"]), dir);
   });
@@ -183,17 +233,35 @@ describe("degenerate inputs", () => {
 
   test("a spacing that resamples to an empty image fails at plan time, before preprocessing", () => {
     const dir = join(root, "empty-resample");
-    const { env, files } = dataset(dir, [{ shape: [8, 8, 8] }, { shape: [8, 8, 8] }, { shape: [8, 8, 8], spacing: [0.001, 1, 1] }]);
+    const { env, files } = dataset(dir, [
+      { shape: [8, 8, 8] },
+      { shape: [8, 8, 8] },
+      { shape: [8, 8, 8], spacing: [0.001, 1, 1] },
+    ]);
     const r = runCli(["plan-and-preprocess", "-d", "990", "-np", "1", "-npfp", "1"], { env });
-    expectDataError(r, files[2]!, /pixdim: configuration onemmiso resamples it .* shape \[[0-9, ]*\b0\b[0-9, ]*\] is empty/, benignInspect);
+    expectDataError(
+      r,
+      files[2]!,
+      /pixdim: configuration onemmiso resamples it .* shape \[[0-9, ]*\b0\b[0-9, ]*\] is empty/,
+      benignInspect,
+    );
     assert.ok(!existsSync(join(dir, "pre", "Dataset990_Adv", "nnsslPlans_onemmiso")), "nothing preprocessed");
   });
 
   test("mixed channel counts fail at plan time naming the odd image", () => {
     const dir = join(root, "channels");
-    const { env, files } = dataset(dir, [{ shape: [8, 8, 8] }, { shape: [8, 8, 8], channels: 2 }, { shape: [8, 8, 8] }]);
+    const { env, files } = dataset(dir, [
+      { shape: [8, 8, 8] },
+      { shape: [8, 8, 8], channels: 2 },
+      { shape: [8, 8, 8] },
+    ]);
     const r = runCli(["plan-and-preprocess", "-d", "990", "-np", "1", "-npfp", "1"], { env });
-    expectDataError(r, files[1]!, /dim\[4\]: has 2 channel\(s\), the other images of dataset Dataset990_Adv have 1 \(2 with 1, 1 with 2\)/, benignInspect);
+    expectDataError(
+      r,
+      files[1]!,
+      /dim\[4\]: has 2 channel\(s\), the other images of dataset Dataset990_Adv have 1 \(2 with 1, 1 with 2\)/,
+      benignInspect,
+    );
     assert.ok(!existsSync(join(dir, "pre", "Dataset990_Adv", "nnsslPlans.json")), "no plan written");
   });
 

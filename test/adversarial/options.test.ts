@@ -48,7 +48,10 @@ test("absurd batch and patch sizes fail up front with the memory they would need
     assertFails(r, 2, [pattern, /--batch-size|--patch-size/], { maxMs: 60_000, maxMiB: 1024 });
   }
   // the limit is an override, not a guess: a tiny limit refuses even a small batch
-  const r = await ssl3d([...base, "--batch-size", "2", "--patch-size", "32"], { ...ds.env, SSL3D_MEMORY_LIMIT_BYTES: "1000" });
+  const r = await ssl3d([...base, "--batch-size", "2", "--patch-size", "32"], {
+    ...ds.env,
+    SSL3D_MEMORY_LIMIT_BYTES: "1000",
+  });
   assertFails(r, 2, [/SSL3D_MEMORY_LIMIT_BYTES is 0\.0 GiB/]);
 });
 
@@ -96,12 +99,29 @@ test("ssl3d run: spec.plansName is used by the Plan stage and the trainer; kill 
   const file = join(work, "m.yaml");
   writeFileSync(file, manifests("myPlans", 1000, await freePort()));
   const results = join(work, "results");
-  const args = [BIN, "run", "-f", file, "--state-dir", state, "--volume", `raw=${ds.env.nnssl_raw!}`, "--volume", `pre=${join(work, "pre")}`, "--volume", `results=${results}`];
+  const args = [
+    BIN,
+    "run",
+    "-f",
+    file,
+    "--state-dir",
+    state,
+    "--volume",
+    `raw=${ds.env.nnssl_raw!}`,
+    "--volume",
+    `pre=${join(work, "pre")}`,
+    "--volume",
+    `results=${results}`,
+  ];
   const runner = spawn(NODE, args, { env: { ...ds.env, SSL3D_LOG_LEVEL: "warn" }, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   runner.stdout.on("data", (b: Buffer) => (out += b.toString()));
   runner.stderr.on("data", (b: Buffer) => (out += b.toString()));
-  const closed = new Promise<void>((res) => runner.on("close", () => { res(); }));
+  const closed = new Promise<void>((res) =>
+    runner.on("close", () => {
+      res();
+    }),
+  );
   // the trainer holds its results folder's lock: its pid is in the lock file; the run's results live in its own
   // folder on the volume, <name>-<uid>/results (the per-run folder of the api/ contract)
   const trainerDir = join("results", ds.datasetName, "BaseMAETrainer__myPlans__onemmiso");

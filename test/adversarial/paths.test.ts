@@ -6,7 +6,16 @@
  * sentinel files outside the roots (a `.json`, a `.zarr`, an `__anon.zarr` where the hostile names point) untouched.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -36,11 +45,29 @@ after(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-interface Img { name: string; [k: string]: unknown }
-interface Session { session_id: string; images: Img[]; [k: string]: unknown }
-interface Subject { subject_id: string; sessions: Record<string, Session>; [k: string]: unknown }
-interface Dataset { dataset_index: string; subjects: Record<string, Subject>; [k: string]: unknown }
-interface Doc { collection_name: string; datasets: Record<string, Dataset> }
+interface Img {
+  name: string;
+  [k: string]: unknown;
+}
+interface Session {
+  session_id: string;
+  images: Img[];
+  [k: string]: unknown;
+}
+interface Subject {
+  subject_id: string;
+  sessions: Record<string, Session>;
+  [k: string]: unknown;
+}
+interface Dataset {
+  dataset_index: string;
+  subjects: Record<string, Subject>;
+  [k: string]: unknown;
+}
+interface Doc {
+  collection_name: string;
+  datasets: Record<string, Dataset>;
+}
 
 /** Edit the collection document and write the file back. */
 function withCollection(edit: (c: Doc) => void): void {
@@ -58,7 +85,18 @@ async function planAndPreprocess(extra: string[] = []): Promise<Awaited<ReturnTy
 }
 
 // the first lands exactly on the sentinels in <work>/root (7 levels up from the session folder), as in issue 13
-const hostileNames = ["../../../../../../../x.nii.gz", "../../../x", "../../../x.nii.gz", "a/../../../../x.nii.gz", "..", ".", "a\\b.nii.gz", "nul\u0000.nii.gz", "x".repeat(300) + ".nii.gz", ".nii.gz"];
+const hostileNames = [
+  "../../../../../../../x.nii.gz",
+  "../../../x",
+  "../../../x.nii.gz",
+  "a/../../../../x.nii.gz",
+  "..",
+  ".",
+  "a\\b.nii.gz",
+  "nul\u0000.nii.gz",
+  "x".repeat(300) + ".nii.gz",
+  ".nii.gz",
+];
 
 for (const name of hostileNames) {
   test(`image name ${JSON.stringify(name.length > 40 ? name.slice(0, 20) + "..." : name)}: exit 2 naming the file and images[0].name, nothing outside touched`, async () => {
@@ -73,26 +111,42 @@ for (const name of hostileNames) {
 
 test("subject_id, session_id, dataset_index and collection_name with path separators or '..': exit 2 naming the field", async () => {
   const cases: [string, (c: Doc) => void, RegExp][] = [
-    ["subject", (c) => {
-      const d = c.datasets.ds000001!;
-      const s = d.subjects["sub-01"]!;
-      s.subject_id = "../../..";
-      d.subjects = { "../../..": s };
-    }, /subject_id/],
-    ["session", (c) => {
-      const subj = c.datasets.ds000001!.subjects["sub-01"]!;
-      const e = subj.sessions["ses-DEFAULT"]!;
-      e.session_id = "../x";
-      subj.sessions = { "../x": e };
-    }, /session_id/],
-    ["dataset", (c) => {
-      const d = c.datasets.ds000001!;
-      d.dataset_index = "../../..";
-      c.datasets = { "../../..": d };
-    }, /dataset_index/],
-    ["collection", (c) => {
-      c.collection_name = "..";
-    }, /collection_name/],
+    [
+      "subject",
+      (c) => {
+        const d = c.datasets.ds000001!;
+        const s = d.subjects["sub-01"]!;
+        s.subject_id = "../../..";
+        d.subjects = { "../../..": s };
+      },
+      /subject_id/,
+    ],
+    [
+      "session",
+      (c) => {
+        const subj = c.datasets.ds000001!.subjects["sub-01"]!;
+        const e = subj.sessions["ses-DEFAULT"]!;
+        e.session_id = "../x";
+        subj.sessions = { "../x": e };
+      },
+      /session_id/,
+    ],
+    [
+      "dataset",
+      (c) => {
+        const d = c.datasets.ds000001!;
+        d.dataset_index = "../../..";
+        c.datasets = { "../../..": d };
+      },
+      /dataset_index/,
+    ],
+    [
+      "collection",
+      (c) => {
+        c.collection_name = "..";
+      },
+      /collection_name/,
+    ],
   ];
   for (const [what, edit, field] of cases) {
     withCollection(edit);
@@ -104,11 +158,18 @@ test("subject_id, session_id, dataset_index and collection_name with path separa
 });
 
 test("image names that share an output file (a.nii vs a.nii.gz, a.nii.gz vs a__anon.nii.gz): exit 2, no image deletes another's arrays", async () => {
-  for (const [first, second] of [["a.nii", "a.nii.gz"], ["a.nii.gz", "a__anon.nii.gz"], ["b__anat.nii.gz", "b.nii.gz"]] as const) {
+  for (const [first, second] of [
+    ["a.nii", "a.nii.gz"],
+    ["a.nii.gz", "a__anon.nii.gz"],
+    ["b__anat.nii.gz", "b.nii.gz"],
+  ] as const) {
     withCollection((c) => {
       const s = firstSession(c);
       const img = s.images[0]!;
-      s.images = [{ ...img, name: first }, { ...img, name: second }];
+      s.images = [
+        { ...img, name: first },
+        { ...img, name: second },
+      ];
     });
     const r = await planAndPreprocess();
     assertFails(r, 2, [/pretrain_data\.json/, /images\[1\]\.name/, /same output file|duplicate/], BOUNDS);
@@ -140,7 +201,14 @@ test("a symbolic link planted inside the output folder cannot redirect writes ou
   writeFileSync(collectionFile, original);
   const ok = await planAndPreprocess();
   assert.equal(ok.status, 0, ok.stderr);
-  const subject = join(ds.env.nnssl_preprocessed!, ds.datasetName, "nnsslPlans_onemmiso", ds.datasetName, "ds000001", "sub-01");
+  const subject = join(
+    ds.env.nnssl_preprocessed!,
+    ds.datasetName,
+    "nnsslPlans_onemmiso",
+    ds.datasetName,
+    "ds000001",
+    "sub-01",
+  );
   const target = join(work, "outside", "linked");
   mkdirSync(target, { recursive: true });
   rmSync(subject, { recursive: true, force: true });
@@ -156,13 +224,29 @@ test("preprocessing removes only its own temporary files, never another image's"
   rmSync(join(ds.env.nnssl_preprocessed!, ds.datasetName), { recursive: true, force: true });
   const ok = await planAndPreprocess();
   assert.equal(ok.status, 0, ok.stderr);
-  const session = join(ds.env.nnssl_preprocessed!, ds.datasetName, "nnsslPlans_onemmiso", ds.datasetName, "ds000001", "sub-01", "ses-DEFAULT");
+  const session = join(
+    ds.env.nnssl_preprocessed!,
+    ds.datasetName,
+    "nnsslPlans_onemmiso",
+    ds.datasetName,
+    "ds000001",
+    "sub-01",
+    "ses-DEFAULT",
+  );
   // leftovers of a killed write of this image (removed) and files that merely start with its name (kept)
-  const mine = [".sub-01_T1w.zarr.tmp-4242-0badcafe", ".sub-01_T1w__anon.zarr.tmp-4242-0badcafe", ".sub-01_T1w.json.tmp-4242-0badcafe"];
+  const mine = [
+    ".sub-01_T1w.zarr.tmp-4242-0badcafe",
+    ".sub-01_T1w__anon.zarr.tmp-4242-0badcafe",
+    ".sub-01_T1w.json.tmp-4242-0badcafe",
+  ];
   const others = [".sub-01_T1w2.zarr.tmp-4242-0badcafe", ".sub-01_T1w.zarr.tmp-not-ours", "notes.txt"];
   for (const n of [...mine, ...others]) writeFileSync(join(session, n), "x");
   const pp = join(ds.env.nnssl_preprocessed!, ds.datasetName);
-  const stageTemps = [join(pp, ".valid_imgs.json.tmp-4242-0badcafe"), join(pp, ".pretrain_data__onemmiso.json.tmp-4242-0badcafe"), join(pp, "nnsslPlans_onemmiso", ".failed_imgs.json.tmp-4242-0badcafe")];
+  const stageTemps = [
+    join(pp, ".valid_imgs.json.tmp-4242-0badcafe"),
+    join(pp, ".pretrain_data__onemmiso.json.tmp-4242-0badcafe"),
+    join(pp, "nnsslPlans_onemmiso", ".failed_imgs.json.tmp-4242-0badcafe"),
+  ];
   const stageKeep = join(pp, ".valid_imgs.json.bak");
   for (const f of [...stageTemps, stageKeep]) writeFileSync(f, "x");
   rmSync(join(session, "sub-01_T1w.json")); // forces the image to be redone

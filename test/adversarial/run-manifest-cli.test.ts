@@ -16,9 +16,21 @@ const VALID = readFileSync(join(ROOT, "examples", "laptop.yaml"), "utf8");
 const CKPT = "checkpoints: {claimName: ssl3d-results}";
 
 const CASES: [string, string, string][] = [
-  ["code-injecting env", VALID.replace("  numNodes: 1", '  env: [{name: LD_PRELOAD, value: "/tmp/x.so"}]\n  numNodes: 1'), "spec.env[0].name"],
-  ["checkpoint subPath escaping its volume", VALID.replace(CKPT, "checkpoints: {claimName: ssl3d-results, subPath: runs/../../..}"), "spec.storage.checkpoints.subPath"],
-  ["claimName that is a path", VALID.replace(CKPT, "checkpoints: {claimName: ../../etc}"), "spec.storage.checkpoints.claimName"],
+  [
+    "code-injecting env",
+    VALID.replace("  numNodes: 1", '  env: [{name: LD_PRELOAD, value: "/tmp/x.so"}]\n  numNodes: 1'),
+    "spec.env[0].name",
+  ],
+  [
+    "checkpoint subPath escaping its volume",
+    VALID.replace(CKPT, "checkpoints: {claimName: ssl3d-results, subPath: runs/../../..}"),
+    "spec.storage.checkpoints.subPath",
+  ],
+  [
+    "claimName that is a path",
+    VALID.replace(CKPT, "checkpoints: {claimName: ../../etc}"),
+    "spec.storage.checkpoints.claimName",
+  ],
 ];
 
 for (const [name, text, field] of CASES) {
@@ -27,7 +39,11 @@ for (const [name, text, field] of CASES) {
     const dir = mkdtempSync(join(tmpdir(), "ssl3d-hostile-"));
     try {
       writeFileSync(join(dir, "hostile.yaml"), text);
-      const r = spawnSync(process.execPath, [BIN, "run", "-f", "hostile.yaml", "--state-dir", join(dir, "state")], { cwd: dir, encoding: "utf8", timeout: 120_000 });
+      const r = spawnSync(process.execPath, [BIN, "run", "-f", "hostile.yaml", "--state-dir", join(dir, "state")], {
+        cwd: dir,
+        encoding: "utf8",
+        timeout: 120_000,
+      });
       assert.equal(r.status, 2, r.stderr);
       const lines = r.stderr.trim().split("\n");
       assert.equal(lines.length, 1, r.stderr);

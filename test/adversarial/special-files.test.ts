@@ -54,10 +54,20 @@ test("inspect: a plain .nii shorter than its header, a .nii with its data cut sh
   // [file, bytes, message, run through the CLI child (else the reader in-process, same error)]
   const cases: [string, Buffer, RegExp, boolean][] = [
     ["short.nii", whole.subarray(0, 200), /file too short for a NIfTI header \(200 bytes, need at least 348\)/, true],
-    ["cut-data.nii", whole.subarray(0, 1000), /data shorter than the header claims: file has 1000 bytes, header needs 2400/, true],
+    [
+      "cut-data.nii",
+      whole.subarray(0, 1000),
+      /data shorter than the header claims: file has 1000 bytes, header needs 2400/,
+      true,
+    ],
     ["cut.nii.gz", gzipSync(whole).subarray(0, 40), /truncated gzip stream/, true],
     ["magic-only.nii", whole.subarray(0, 4), /file too short for a NIfTI header/, false],
-    ["cut-after-header.nii", whole.subarray(0, 350), /vox_offset 352 is beyond the end of the file \(350 bytes\)/, false],
+    [
+      "cut-after-header.nii",
+      whole.subarray(0, 350),
+      /vox_offset 352 is beyond the end of the file \(350 bytes\)/,
+      false,
+    ],
     ["short-header.nii.gz", gzipSync(whole.subarray(0, 200)), /file too short for a NIfTI header/, false],
   ];
   const files = cases.map(([name, bytes]) => {
@@ -66,12 +76,18 @@ test("inspect: a plain .nii shorter than its header, a .nii with its data cut sh
     return f;
   });
   const cli = cases.map((c, i) => [c, files[i]!] as const).filter(([c]) => c[3]);
-  const results = await Promise.all(cli.map(([, f]) => ssl3d(["inspect", f], process.env, { timeoutMs: BOUNDS.maxMs })));
+  const results = await Promise.all(
+    cli.map(([, f]) => ssl3d(["inspect", f], process.env, { timeoutMs: BOUNDS.maxMs })),
+  );
   results.forEach((r, i) => {
     names(assertFails(r, 3, [cli[i]![0][2]], BOUNDS), cli[i]![1]);
   });
   for (const [i, c] of cases.entries()) {
-    await assert.rejects(readNiftiHeader(files[i]!, { limits: false }).then(() => readNifti(files[i]!)), (e: unknown) => e instanceof DataError && c[2].test(e.message) && e.message.includes(files[i]!), c[0]);
+    await assert.rejects(
+      readNiftiHeader(files[i]!, { limits: false }).then(() => readNifti(files[i]!)),
+      (e: unknown) => e instanceof DataError && c[2].test(e.message) && e.message.includes(files[i]!),
+      c[0],
+    );
   }
 });
 
@@ -91,31 +107,71 @@ test("a FIFO or a device in place of a collection, manifests, checkpoint or imag
   rmSync(imageLink);
   symlinkSync(fifo, imageLink); // the dataset's first image is a link to a named pipe with no writer
   const cases: [string[], NodeJS.ProcessEnv, number, string, RegExp][] = [
-    [["collection-summary", fifo], process.env, 2, fifo, /collection file is a named pipe \(FIFO\), expected a regular file/],
-    [["import", "/dev/zero", "--out", join(work, "x.safetensors")], process.env, 3, "/dev/zero", /checkpoint is a character device/],
+    [
+      ["collection-summary", fifo],
+      process.env,
+      2,
+      fifo,
+      /collection file is a named pipe \(FIFO\), expected a regular file/,
+    ],
+    [
+      ["import", "/dev/zero", "--out", join(work, "x.safetensors")],
+      process.env,
+      3,
+      "/dev/zero",
+      /checkpoint is a character device/,
+    ],
     [["fingerprint", "-d", "1", "-np", "1"], ds.env, 3, imageLink, /is a named pipe \(FIFO\)/],
   ];
-  const results: CliResult[] = await Promise.all(cases.map(([args, env]) => ssl3d(args, env, { timeoutMs: BOUNDS.maxMs })));
+  const results: CliResult[] = await Promise.all(
+    cases.map(([args, env]) => ssl3d(args, env, { timeoutMs: BOUNDS.maxMs })),
+  );
   results.forEach((r, i) => {
     const [, , code, file, pattern] = cases[i]!;
     names(assertFails(r, code, [pattern], BOUNDS), file);
   });
   // the same readers in-process: manifests, NIfTI, collection
-  assert.throws(() => readManifests(fifo), (e: unknown) => e instanceof ConfigError && /manifests file is a named pipe/.test(e.message) && e.message.includes(fifo));
-  await assert.rejects(readNiftiHeader(fifo), (e: unknown) => e instanceof DataError && /is a named pipe \(FIFO\), expected a regular \.nii or \.nii\.gz file/.test(e.message));
-  await assert.rejects(readNiftiHeader("/dev/zero"), (e: unknown) => e instanceof DataError && /is a character device/.test(e.message));
-  await assert.rejects(readCollection("/dev/zero"), (e: unknown) => e instanceof ConfigError && /collection file is a character device/.test(e.message));
+  assert.throws(
+    () => readManifests(fifo),
+    (e: unknown) =>
+      e instanceof ConfigError && /manifests file is a named pipe/.test(e.message) && e.message.includes(fifo),
+  );
+  await assert.rejects(
+    readNiftiHeader(fifo),
+    (e: unknown) =>
+      e instanceof DataError && /is a named pipe \(FIFO\), expected a regular \.nii or \.nii\.gz file/.test(e.message),
+  );
+  await assert.rejects(
+    readNiftiHeader("/dev/zero"),
+    (e: unknown) => e instanceof DataError && /is a character device/.test(e.message),
+  );
+  await assert.rejects(
+    readCollection("/dev/zero"),
+    (e: unknown) => e instanceof ConfigError && /collection file is a character device/.test(e.message),
+  );
   sentinels.check();
 });
 
 test("an output path that is a FIFO or a device is refused, not replaced by a regular file", async () => {
-  await assert.rejects(writeFileAtomic(fifo, "x"), (e: unknown) => e instanceof ConfigError && /is a named pipe \(FIFO\), not a regular file: refusing to replace it/.test(e.message) && e.message.includes(fifo));
+  await assert.rejects(
+    writeFileAtomic(fifo, "x"),
+    (e: unknown) =>
+      e instanceof ConfigError &&
+      /is a named pipe \(FIFO\), not a regular file: refusing to replace it/.test(e.message) &&
+      e.message.includes(fifo),
+  );
   assert.ok(statSync(fifo).isFIFO(), "the pipe is still a pipe");
-  await assert.rejects(writeFileAtomic("/dev/null", "x"), (e: unknown) => e instanceof ConfigError && /character device/.test(e.message));
+  await assert.rejects(
+    writeFileAtomic("/dev/null", "x"),
+    (e: unknown) => e instanceof ConfigError && /character device/.test(e.message),
+  );
   assert.ok(statSync("/dev/null").isCharacterDevice());
   const dir = join(work, "out-dir");
   mkdirSync(dir);
-  await assert.rejects(writeFileAtomic(dir, "x"), (e: unknown) => e instanceof ConfigError && /is a directory/.test(e.message));
+  await assert.rejects(
+    writeFileAtomic(dir, "x"),
+    (e: unknown) => e instanceof ConfigError && /is a directory/.test(e.message),
+  );
   const ok = join(work, "out.json");
   await writeFileAtomic(ok, "1");
   await writeFileAtomic(ok, "2");
@@ -123,12 +179,25 @@ test("an output path that is a FIFO or a device is refused, not replaced by a re
 });
 
 test("readRegularFile: type and size are checked on the opened descriptor; the document limit holds for collections", async () => {
-  await assert.rejects(readRegularFile(fifo, { what: "x" }), (e: unknown) => e instanceof ConfigError && /named pipe/.test(e.message));
-  assert.throws(() => readRegularFileSync("/dev/zero", { what: "x", error: DataError }), (e: unknown) => e instanceof DataError && /character device/.test(e.message));
+  await assert.rejects(
+    readRegularFile(fifo, { what: "x" }),
+    (e: unknown) => e instanceof ConfigError && /named pipe/.test(e.message),
+  );
+  assert.throws(
+    () => readRegularFileSync("/dev/zero", { what: "x", error: DataError }),
+    (e: unknown) => e instanceof DataError && /character device/.test(e.message),
+  );
   const f = join(work, "doc.json");
   writeFileSync(f, "x".repeat(5000));
-  assert.throws(() => readRegularFileSync(f, { what: "doc", maxBytes: 4096, maxBytesEnv: "SSL3D_MAX_DOCUMENT_BYTES" }), /doc of 5000 bytes is beyond the limit of 4096 bytes \(SSL3D_MAX_DOCUMENT_BYTES\)/);
+  assert.throws(
+    () => readRegularFileSync(f, { what: "doc", maxBytes: 4096, maxBytesEnv: "SSL3D_MAX_DOCUMENT_BYTES" }),
+    /doc of 5000 bytes is beyond the limit of 4096 bytes \(SSL3D_MAX_DOCUMENT_BYTES\)/,
+  );
   assert.equal(readRegularFileSync(f, { what: "doc", maxBytes: 5000 }).length, 5000);
   const collection = join(ds.rawDir, "pretrain_data.json");
-  await assert.rejects(readCollection(collection, { env: { ...ds.env, SSL3D_MAX_DOCUMENT_BYTES: "100" } }), (e: unknown) => e instanceof ConfigError && /collection file of \d+ bytes is beyond the limit of 100 bytes/.test(e.message));
+  await assert.rejects(
+    readCollection(collection, { env: { ...ds.env, SSL3D_MAX_DOCUMENT_BYTES: "100" } }),
+    (e: unknown) =>
+      e instanceof ConfigError && /collection file of \d+ bytes is beyond the limit of 100 bytes/.test(e.message),
+  );
 });

@@ -6,7 +6,15 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { kubectl, kubectlOk, machineState, startRealCluster, stateDiff, stopRealCluster, type RealCluster } from "../helpers/cluster.js";
+import {
+  kubectl,
+  kubectlOk,
+  machineState,
+  startRealCluster,
+  stateDiff,
+  stopRealCluster,
+  type RealCluster,
+} from "../helpers/cluster.js";
 import { REPO } from "../helpers/chart.js";
 import { APP_VERSION, OPERATOR_IMAGE, RUNTIME_CPU_IMAGE } from "../helpers/images.js";
 import { run, toolBin } from "../helpers/tools.js";
@@ -15,103 +23,193 @@ import { describeScenarios, podOutcome } from "./scenarios.js";
 const own = (process.env.SSL3D_TEST_KUBECONFIG ?? "") !== "";
 const notRoot = !own && process.getuid?.() !== 0;
 
-describe("local real cluster (scripts/cluster)", { skip: notRoot ? "needs root (mounts, iptables, cgroups)" : false }, () => {
-  let before0 = "";
-  let cluster: RealCluster | undefined;
-  let stopped = false;
+describe(
+  "local real cluster (scripts/cluster)",
+  { skip: notRoot ? "needs root (mounts, iptables, cgroups)" : false },
+  () => {
+    let before0 = "";
+    let cluster: RealCluster | undefined;
+    let stopped = false;
 
-  before(() => {
-    if (!own) before0 = machineState();
-    cluster = startRealCluster();
-  });
-  after(() => {
-    // On a cluster of your own nothing is stopped: remove what the tests made (the CRDs stay, as after any
-    // `helm uninstall` of the chart: helm.sh/resource-policy keep).
-    if (own && cluster !== undefined) {
-      run(toolBin("helm"), ["uninstall", "ssl3d", "-n", "ssl3d-system", "--kubeconfig", cluster.kubeconfig, "--wait"], { timeoutMs: 300_000 });
-      kubectl(cluster, ["delete", "namespace", "ssl3d-runs", "ssl3d-system", "--ignore-not-found", "--wait=false"]);
-    }
-    if (cluster !== undefined && !stopped) stopRealCluster(cluster);
-  });
+    before(() => {
+      if (!own) before0 = machineState();
+      cluster = startRealCluster();
+    });
+    after(() => {
+      // On a cluster of your own nothing is stopped: remove what the tests made (the CRDs stay, as after any
+      // `helm uninstall` of the chart: helm.sh/resource-policy keep).
+      if (own && cluster !== undefined) {
+        run(
+          toolBin("helm"),
+          ["uninstall", "ssl3d", "-n", "ssl3d-system", "--kubeconfig", cluster.kubeconfig, "--wait"],
+          { timeoutMs: 300_000 },
+        );
+        kubectl(cluster, ["delete", "namespace", "ssl3d-runs", "ssl3d-system", "--ignore-not-found", "--wait=false"]);
+      }
+      if (cluster !== undefined && !stopped) stopRealCluster(cluster);
+    });
 
-  test("get nodes: one node, Ready", () => {
-    const c = cluster!;
-    const nodes = JSON.parse(kubectlOk(c, ["get", "nodes", "-o", "json"])) as { items: { metadata: { name: string }; status: { conditions: { type: string; status: string }[] } }[] };
-    if (!own) assert.equal(nodes.items.length, 1, "expected exactly one node");
-    const ready = nodes.items.filter((n) => n.status.conditions.some((k) => k.type === "Ready" && k.status === "True"));
-    assert.ok(ready.length >= 1, `no Ready node: ${JSON.stringify(nodes.items.map((n) => n.status.conditions))}`);
-  });
+    test("get nodes: one node, Ready", () => {
+      const c = cluster!;
+      const nodes = JSON.parse(kubectlOk(c, ["get", "nodes", "-o", "json"])) as {
+        items: { metadata: { name: string }; status: { conditions: { type: string; status: string }[] } }[];
+      };
+      if (!own) assert.equal(nodes.items.length, 1, "expected exactly one node");
+      const ready = nodes.items.filter((n) =>
+        n.status.conditions.some((k) => k.type === "Ready" && k.status === "True"),
+      );
+      assert.ok(ready.length >= 1, `no Ready node: ${JSON.stringify(nodes.items.map((n) => n.status.conditions))}`);
+    });
 
-  test("a Pod of the CPU runtime image runs `ssl3d --version` to Succeeded", { timeout: 300_000 }, async () => {
-    const c = cluster!;
-    const ns = "ssl3d-cluster-check";
-    kubectlOk(c, ["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns } }));
-    kubectlOk(c, ["label", "namespace", ns, "--overwrite", "pod-security.kubernetes.io/enforce=restricted"]);
-    kubectl(c, ["-n", ns, "delete", "pod", "version", "--ignore-not-found", "--wait"]);
-    const pod = {
-      apiVersion: "v1",
-      kind: "Pod",
-      metadata: { name: "version", namespace: ns },
-      spec: {
-        restartPolicy: "Never",
-        securityContext: { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } },
-        containers: [{
-          name: "ssl3d",
-          image: RUNTIME_CPU_IMAGE,
-          imagePullPolicy: "Never",
-          args: ["--version"],
-          securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } },
-        }],
+    test("a Pod of the CPU runtime image runs `ssl3d --version` to Succeeded", { timeout: 300_000 }, async () => {
+      const c = cluster!;
+      const ns = "ssl3d-cluster-check";
+      kubectlOk(
+        c,
+        ["apply", "-f", "-"],
+        JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns } }),
+      );
+      kubectlOk(c, ["label", "namespace", ns, "--overwrite", "pod-security.kubernetes.io/enforce=restricted"]);
+      kubectl(c, ["-n", ns, "delete", "pod", "version", "--ignore-not-found", "--wait"]);
+      const pod = {
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: "version", namespace: ns },
+        spec: {
+          restartPolicy: "Never",
+          securityContext: { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } },
+          containers: [
+            {
+              name: "ssl3d",
+              image: RUNTIME_CPU_IMAGE,
+              imagePullPolicy: "Never",
+              args: ["--version"],
+              securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } },
+            },
+          ],
+        },
+      };
+      kubectlOk(c, ["apply", "-f", "-"], JSON.stringify(pod));
+      const phase = await podOutcome(c, ns, "version", 240_000);
+      const logs = kubectlOk(c, ["-n", ns, "logs", "version"]);
+      assert.equal(phase, "Succeeded", logs);
+      assert.ok(logs.includes(APP_VERSION), `ssl3d --version printed: ${logs}`);
+      kubectlOk(c, ["delete", "namespace", ns, "--wait=false"]);
+    });
+
+    test(
+      "helm install: the operator runs as a pod under the chart's ServiceAccount and RBAC; the runs' namespace enforces restricted",
+      { timeout: 600_000 },
+      () => {
+        const c = cluster!;
+        const release = "ssl3d";
+        const ns = "ssl3d-system";
+        const repo = OPERATOR_IMAGE.slice(0, OPERATOR_IMAGE.lastIndexOf(":"));
+        const r = run(
+          toolBin("helm"),
+          [
+            "upgrade",
+            "--install",
+            release,
+            `${REPO}/helm/ssl3d`,
+            "--kubeconfig",
+            c.kubeconfig,
+            "-n",
+            ns,
+            "--create-namespace",
+            "--set",
+            `image.repository=${repo}`,
+            "--set",
+            "image.pullPolicy=Never",
+            "--wait",
+            "--timeout",
+            "5m",
+          ],
+          { timeoutMs: 420_000 },
+        );
+        const pods = kubectl(c, ["-n", ns, "get", "pods", "-o", "wide"]).stdout;
+        assert.equal(
+          r.status,
+          0,
+          `helm install failed:\n${r.stderr}${r.stdout}\n${pods}\n${kubectl(c, ["-n", ns, "describe", "pods"]).stdout.slice(-4000)}`,
+        );
+        const pod = JSON.parse(
+          kubectlOk(c, ["-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=ssl3d", "-o", "json"]),
+        ) as {
+          items: {
+            spec: { serviceAccountName: string };
+            status: { phase: string; conditions: { type: string; status: string }[] };
+          }[];
+        };
+        assert.equal(pod.items.length, 1, pods);
+        assert.equal(pod.items[0]!.spec.serviceAccountName, release);
+        assert.ok(
+          pod.items[0]!.status.conditions.some((k) => k.type === "Ready" && k.status === "True"),
+          `operator pod not Ready:\n${pods}`,
+        );
+        // No system:masters on this path: the operator's identity is its ServiceAccount, limited by the chart's RBAC.
+        const sa = `system:serviceaccount:${ns}:${release}`;
+        const can = (verb: string, what: string, extra: string[] = []): string =>
+          kubectl(c, ["auth", "can-i", verb, what, "--as", sa, ...extra]).stdout.trim();
+        assert.equal(can("create", "jobs.batch", ["-n", "ssl3d-runs"]), "yes");
+        // `RESOURCE/NAME` would ask about an object called "status": the subresource needs --subresource. The chart grants
+        // patch on /status only (docs/operator.md, RBAC).
+        assert.equal(can("patch", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]), "yes");
+        assert.equal(can("update", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]), "no");
+        assert.equal(can("create", "clusterrolebindings.rbac.authorization.k8s.io"), "no");
+        assert.equal(can("get", "secrets", ["-n", "kube-system"]), "no");
+        const bindings = kubectlOk(c, [
+          "get",
+          "clusterrolebindings,rolebindings",
+          "-A",
+          "-l",
+          `app.kubernetes.io/instance=${release}`,
+          "-o",
+          "json",
+        ]);
+        assert.doesNotMatch(bindings, /system:masters/);
+        // The namespace where runs go enforces the restricted Pod Security Standard (a fresh one on a cluster of your own).
+        kubectl(c, ["delete", "namespace", "ssl3d-runs", "--ignore-not-found", "--wait", "--timeout=5m"]);
+        kubectlOk(
+          c,
+          ["apply", "-f", "-"],
+          JSON.stringify({
+            apiVersion: "v1",
+            kind: "Namespace",
+            metadata: { name: "ssl3d-runs", labels: { "pod-security.kubernetes.io/enforce": "restricted" } },
+          }),
+        );
+        const refused = kubectl(c, [
+          "-n",
+          "ssl3d-runs",
+          "run",
+          "privileged-probe",
+          `--image=${RUNTIME_CPU_IMAGE}`,
+          "--image-pull-policy=Never",
+          "--restart=Never",
+          "--",
+          "--version",
+        ]);
+        assert.notEqual(refused.status, 0, "a pod without the restricted securityContext must be refused");
+        assert.match(refused.stderr, /violates PodSecurity "restricted/);
       },
-    };
-    kubectlOk(c, ["apply", "-f", "-"], JSON.stringify(pod));
-    const phase = await podOutcome(c, ns, "version", 240_000);
-    const logs = kubectlOk(c, ["-n", ns, "logs", "version"]);
-    assert.equal(phase, "Succeeded", logs);
-    assert.ok(logs.includes(APP_VERSION), `ssl3d --version printed: ${logs}`);
-    kubectlOk(c, ["delete", "namespace", ns, "--wait=false"]);
-  });
+    );
 
-  test("helm install: the operator runs as a pod under the chart's ServiceAccount and RBAC; the runs' namespace enforces restricted", { timeout: 600_000 }, () => {
-    const c = cluster!;
-    const release = "ssl3d";
-    const ns = "ssl3d-system";
-    const repo = OPERATOR_IMAGE.slice(0, OPERATOR_IMAGE.lastIndexOf(":"));
-    const r = run(toolBin("helm"), ["upgrade", "--install", release, `${REPO}/helm/ssl3d`, "--kubeconfig", c.kubeconfig,
-      "-n", ns, "--create-namespace", "--set", `image.repository=${repo}`, "--set", "image.pullPolicy=Never",
-      "--wait", "--timeout", "5m"], { timeoutMs: 420_000 });
-    const pods = kubectl(c, ["-n", ns, "get", "pods", "-o", "wide"]).stdout;
-    assert.equal(r.status, 0, `helm install failed:\n${r.stderr}${r.stdout}\n${pods}\n${kubectl(c, ["-n", ns, "describe", "pods"]).stdout.slice(-4000)}`);
-    const pod = JSON.parse(kubectlOk(c, ["-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=ssl3d", "-o", "json"])) as { items: { spec: { serviceAccountName: string }; status: { phase: string; conditions: { type: string; status: string }[] } }[] };
-    assert.equal(pod.items.length, 1, pods);
-    assert.equal(pod.items[0]!.spec.serviceAccountName, release);
-    assert.ok(pod.items[0]!.status.conditions.some((k) => k.type === "Ready" && k.status === "True"), `operator pod not Ready:\n${pods}`);
-    // No system:masters on this path: the operator's identity is its ServiceAccount, limited by the chart's RBAC.
-    const sa = `system:serviceaccount:${ns}:${release}`;
-    const can = (verb: string, what: string, extra: string[] = []): string => kubectl(c, ["auth", "can-i", verb, what, "--as", sa, ...extra]).stdout.trim();
-    assert.equal(can("create", "jobs.batch", ["-n", "ssl3d-runs"]), "yes");
-    // `RESOURCE/NAME` would ask about an object called "status": the subresource needs --subresource. The chart grants
-    // patch on /status only (docs/operator.md, RBAC).
-    assert.equal(can("patch", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]), "yes");
-    assert.equal(can("update", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]), "no");
-    assert.equal(can("create", "clusterrolebindings.rbac.authorization.k8s.io"), "no");
-    assert.equal(can("get", "secrets", ["-n", "kube-system"]), "no");
-    const bindings = kubectlOk(c, ["get", "clusterrolebindings,rolebindings", "-A", "-l", `app.kubernetes.io/instance=${release}`, "-o", "json"]);
-    assert.doesNotMatch(bindings, /system:masters/);
-    // The namespace where runs go enforces the restricted Pod Security Standard (a fresh one on a cluster of your own).
-    kubectl(c, ["delete", "namespace", "ssl3d-runs", "--ignore-not-found", "--wait", "--timeout=5m"]);
-    kubectlOk(c, ["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: "ssl3d-runs", labels: { "pod-security.kubernetes.io/enforce": "restricted" } } }));
-    const refused = kubectl(c, ["-n", "ssl3d-runs", "run", "privileged-probe", `--image=${RUNTIME_CPU_IMAGE}`, "--image-pull-policy=Never", "--restart=Never", "--", "--version"]);
-    assert.notEqual(refused.status, 0, "a pod without the restricted securityContext must be refused");
-    assert.match(refused.stderr, /violates PodSecurity "restricted/);
-  });
+    describeScenarios(() => cluster!);
 
-  describeScenarios(() => cluster!);
-
-  test("cluster:down restores the machine's network rules, links, routes, mounts, sysctls and cgroups", { skip: own ? "cluster of your own (SSL3D_TEST_KUBECONFIG): not stopped" : false }, () => {
-    stopRealCluster(cluster!);
-    stopped = true;
-    const diff = stateDiff(before0, machineState());
-    assert.deepEqual(diff, [], `machine state after cluster:down differs from before cluster:up:\n${diff.join("\n")}`);
-  });
-});
+    test(
+      "cluster:down restores the machine's network rules, links, routes, mounts, sysctls and cgroups",
+      { skip: own ? "cluster of your own (SSL3D_TEST_KUBECONFIG): not stopped" : false },
+      () => {
+        stopRealCluster(cluster!);
+        stopped = true;
+        const diff = stateDiff(before0, machineState());
+        assert.deepEqual(
+          diff,
+          [],
+          `machine state after cluster:down differs from before cluster:up:\n${diff.join("\n")}`,
+        );
+      },
+    );
+  },
+);

@@ -46,19 +46,44 @@ spec:
 `;
 
 /** The layout-dependent variables: everything else must be identical. */
-const LAYOUT = new Set<string>([ENV.nodeRank, ENV.masterAddr, ENV.checkpointDir, ENV.metricsAddress, ENV.terminationLog, ENV.runSecretFile, ENV.preprocessed, ENV.results]);
+const LAYOUT = new Set<string>([
+  ENV.nodeRank,
+  ENV.masterAddr,
+  ENV.checkpointDir,
+  ENV.metricsAddress,
+  ENV.terminationLog,
+  ENV.runSecretFile,
+  ENV.preprocessed,
+  ENV.results,
+]);
 
-function fixtures(): { run: ReturnType<typeof parseManifests>["runs"][number]; plan: ReturnType<typeof parseManifests>["plans"][number]; cr: CustomResource; inputs: PlanInputs } {
+function fixtures(): {
+  run: ReturnType<typeof parseManifests>["runs"][number];
+  plan: ReturnType<typeof parseManifests>["plans"][number];
+  cr: CustomResource;
+  inputs: PlanInputs;
+} {
   const m = parseManifests(MANIFESTS, "m.yaml");
   const run = m.runs[0]!;
   const plan = m.plans[0]!;
-  const doc = (parse(MANIFESTS.split("---")[2]!) as { spec: unknown });
+  const doc = parse(MANIFESTS.split("---")[2]!) as { spec: unknown };
   const cr: CustomResource = { metadata: { name: "r", namespace: "ns", uid: run.uid! }, spec: doc.spec };
-  return { run, plan, cr, inputs: { dataset: "Dataset745_X", configuration: "onemmiso", plansName: "nnsslPlans", dataPvc: { claimName: "prep" } } };
+  return {
+    run,
+    plan,
+    cr,
+    inputs: {
+      dataset: "Dataset745_X",
+      configuration: "onemmiso",
+      plansName: "nnsslPlans",
+      dataPvc: { claimName: "prep" },
+    },
+  };
 }
 
 function containerOf(job: ReturnType<typeof desiredAttemptJob>): { command: string[]; env: EnvVar[] } {
-  return (job.spec as { template: { spec: { containers: { command: string[]; env: EnvVar[] }[] } } }).template.spec.containers[0]!;
+  return (job.spec as { template: { spec: { containers: { command: string[]; env: EnvVar[] }[] } } }).template.spec
+    .containers[0]!;
 }
 
 test("the operator's pod and the local runner get the same environment names, order and values for the same run and attempt", () => {
@@ -68,9 +93,18 @@ test("the operator's pod and the local runner get the same environment names, or
     const pod = containerOf(desiredAttemptJob(cr, spec, inputs, attempt)).env;
     // the Job carries exactly the contract function's output
     assert.deepEqual(pod, attemptEnv(cr, spec, attempt));
-    const layout = localLayout({ checkpointsRoot: "/vol/ckpt/runs", preprocessed: "/vol/prep", metricsPort: 9191, terminationLog: "/state/term" });
+    const layout = localLayout({
+      checkpointsRoot: "/vol/ckpt/runs",
+      preprocessed: "/vol/prep",
+      metricsPort: 9191,
+      terminationLog: "/state/term",
+    });
     const local = podEnv(run.spec, { name: run.name, uid: run.uid! }, attempt, layout);
-    assert.deepEqual(local.map((e) => e.name), pod.map((e) => e.name), "same names in the same order");
+    assert.deepEqual(
+      local.map((e) => e.name),
+      pod.map((e) => e.name),
+      "same names in the same order",
+    );
     for (const [i, e] of pod.entries()) {
       if (LAYOUT.has(e.name)) continue;
       assert.deepEqual(local[i], e, `${e.name} is the same`);
@@ -94,14 +128,47 @@ test("the operator's pod command and the local runner's arguments are the same t
   const local = localTrainArgs(run, plan, inputs.dataset, inputs.configuration, false);
   assert.deepEqual(command, ["ssl3d", ...local]);
   assert.deepEqual(local, apiTrainArgs(run.spec, inputs));
-  assert.deepEqual(local, ["train", "Dataset745_X", "onemmiso", "-tr", "BaseMAETrainer", "-p", "nnsslPlans", "--epochs", "7", "--preflight", "--modalities", "T1w,FLAIR", "--seed", "3"]);
+  assert.deepEqual(local, [
+    "train",
+    "Dataset745_X",
+    "onemmiso",
+    "-tr",
+    "BaseMAETrainer",
+    "-p",
+    "nnsslPlans",
+    "--epochs",
+    "7",
+    "--preflight",
+    "--modalities",
+    "T1w,FLAIR",
+    "--seed",
+    "3",
+  ]);
 });
 
 test("user env comes after the contract and can neither shadow it nor inject code", () => {
   const { run } = fixtures();
-  const env = podEnv(run.spec, { name: "r", uid: "u" }, 1, localLayout({ checkpointsRoot: "/c", preprocessed: "/p", metricsPort: 0, terminationLog: "/t" }));
-  assert.deepEqual(env.slice(-2).map((e) => e.name), ["WANDB_MODE", "ALPHA"]);
-  assert.equal(env.some((e) => e.name === ENV.metricsPort), false, "metrics port 0 locally = no endpoint");
-  assert.throws(() => parseManifests(MANIFESTS.replace("WANDB_MODE", "LD_PRELOAD"), "m.yaml"), /LD_PRELOAD would inject code/);
-  assert.throws(() => parseManifests(MANIFESTS.replace("WANDB_MODE", "SSL3D_RESUME"), "m.yaml"), /SSL3D_RESUME is reserved/);
+  const env = podEnv(
+    run.spec,
+    { name: "r", uid: "u" },
+    1,
+    localLayout({ checkpointsRoot: "/c", preprocessed: "/p", metricsPort: 0, terminationLog: "/t" }),
+  );
+  assert.deepEqual(
+    env.slice(-2).map((e) => e.name),
+    ["WANDB_MODE", "ALPHA"],
+  );
+  assert.equal(
+    env.some((e) => e.name === ENV.metricsPort),
+    false,
+    "metrics port 0 locally = no endpoint",
+  );
+  assert.throws(
+    () => parseManifests(MANIFESTS.replace("WANDB_MODE", "LD_PRELOAD"), "m.yaml"),
+    /LD_PRELOAD would inject code/,
+  );
+  assert.throws(
+    () => parseManifests(MANIFESTS.replace("WANDB_MODE", "SSL3D_RESUME"), "m.yaml"),
+    /SSL3D_RESUME is reserved/,
+  );
 });

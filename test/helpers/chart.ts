@@ -25,20 +25,45 @@ export const SCENARIOS: Readonly<Record<string, readonly string[]>> = {
   default: [],
   /** Everything on: monitoring objects, all optional RBAC, two replicas, a digest-pinned image. */
   full: [
-    "--set", "metrics.serviceMonitor.enabled=true",
-    "--set", "trainingPodMonitor.enabled=true",
-    "--set", "alerts.enabled=true",
-    "--set", "alerts.ruleLabels.team=imaging",
-    "--set", "rbac.volcano=true", "--set", "rbac.coscheduling=true",
-    "--set", "replicaCount=2",
-    "--set", `image.digest=sha256:${"0".repeat(64)}`,
+    "--set",
+    "metrics.serviceMonitor.enabled=true",
+    "--set",
+    "trainingPodMonitor.enabled=true",
+    "--set",
+    "alerts.enabled=true",
+    "--set",
+    "alerts.ruleLabels.team=imaging",
+    "--set",
+    "rbac.volcano=true",
+    "--set",
+    "rbac.coscheduling=true",
+    "--set",
+    "replicaCount=2",
+    "--set",
+    `image.digest=sha256:${"0".repeat(64)}`,
   ],
   /** CRDs managed elsewhere, no dashboards, no leader election. */
-  minimal: ["--set", "crds.enabled=false", "--set", "dashboards.enabled=false", "--set", "leaderElection.enabled=false"],
+  minimal: [
+    "--set",
+    "crds.enabled=false",
+    "--set",
+    "dashboards.enabled=false",
+    "--set",
+    "leaderElection.enabled=false",
+  ],
 };
 
 export function helmTemplate(extra: readonly string[]): string {
-  return runOk(toolBin("helm"), ["template", RELEASE, CHART, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, ...extra]);
+  return runOk(toolBin("helm"), [
+    "template",
+    RELEASE,
+    CHART,
+    "--namespace",
+    NAMESPACE,
+    "--kube-version",
+    KUBE_VERSION,
+    ...extra,
+  ]);
 }
 
 export function parseManifests(text: string): K8sObject[] {

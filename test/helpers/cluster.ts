@@ -23,7 +23,9 @@ export function parseUpOutput(stdout: string): { kubeconfig: string; kubectl: st
   const lines = stdout.trim().split("\n");
   const [a, b] = lines.slice(-2);
   if (a?.startsWith("KUBECONFIG=") !== true || b?.startsWith("KUBECTL=") !== true) {
-    throw new Error(`scripts/cluster/up.sh: last two lines are not KUBECONFIG=... and KUBECTL=...:\n${lines.slice(-5).join("\n")}`);
+    throw new Error(
+      `scripts/cluster/up.sh: last two lines are not KUBECONFIG=... and KUBECTL=...:\n${lines.slice(-5).join("\n")}`,
+    );
   }
   return { kubeconfig: a.slice("KUBECONFIG=".length), kubectl: b.slice("KUBECTL=".length) };
 }

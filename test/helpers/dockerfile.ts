@@ -51,7 +51,11 @@ export function parseDockerfile(text: string): Dockerfile {
     const op = m[1]!.toUpperCase();
     let rest = m[2]!;
     const flags: string[] = [];
-    for (let f = /^(--\S+)\s+/.exec(rest); f !== null && op !== "ENTRYPOINT" && op !== "CMD"; f = /^(--\S+)\s+/.exec(rest)) {
+    for (
+      let f = /^(--\S+)\s+/.exec(rest);
+      f !== null && op !== "ENTRYPOINT" && op !== "CMD";
+      f = /^(--\S+)\s+/.exec(rest)
+    ) {
       flags.push(f[1]!);
       rest = rest.slice(f[0].length);
     }

@@ -5,7 +5,9 @@
  */
 import type { K8sObject } from "./chart.js";
 
-interface Validatable { validate(): void }
+interface Validatable {
+  validate(): void;
+}
 type Ctor = new (data: unknown) => Validatable;
 
 const MODULES: Record<string, string> = {
@@ -26,6 +28,8 @@ export async function validateObject(o: K8sObject): Promise<void> {
   try {
     new ctor(o).validate();
   } catch (err) {
-    throw new Error(`${o.kind}/${o.metadata.name}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new Error(`${o.kind}/${o.metadata.name}: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+    });
   }
 }

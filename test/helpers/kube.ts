@@ -43,7 +43,6 @@ export function kubeControllerManagerBin(): string {
   return join(cacheDir(), "bin", `kube-controller-manager-${KUBE_VERSION}`);
 }
 
-
 function dockerAvailable(): boolean {
   return process.env.DOCKER_HOST !== undefined || existsSync("/var/run/docker.sock");
 }
@@ -79,7 +78,12 @@ async function k3sCluster(): Promise<TestCluster> {
   // The tests play the Job controller, so k3s runs without it (and without the scheduler, so no kubelet touches the
   // pods the tests create); the garbage collector stays on.
   const container = await new K3sContainer("rancher/k3s:v1.34.2-k3s1")
-    .withCommand(["server", "--disable=traefik", "--disable-scheduler", "--kube-controller-manager-arg=controllers=*,-job,-ttl-after-finished,-cronjob"])
+    .withCommand([
+      "server",
+      "--disable=traefik",
+      "--disable-scheduler",
+      "--kube-controller-manager-arg=controllers=*,-job,-ttl-after-finished,-cronjob",
+    ])
     .start();
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-kube-"));
   const kubeconfig = container.getKubeConfig();
@@ -140,7 +144,9 @@ function httpGet(url: string, headers: Record<string, string> = {}): Promise<{ s
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => (body += c));
-      res.on("end", () => { resolve({ status: res.statusCode ?? 0, body }); });
+      res.on("end", () => {
+        resolve({ status: res.statusCode ?? 0, body });
+      });
     });
     req.on("timeout", () => req.destroy(new Error("timeout")));
     req.on("error", reject);
@@ -148,11 +154,19 @@ function httpGet(url: string, headers: Record<string, string> = {}): Promise<{ s
   });
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, proc?: Proc, logFile?: string): Promise<void> {
+async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  proc?: Proc,
+  logFile?: string,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     if (proc !== undefined && (proc.child.exitCode !== null || proc.child.signalCode !== null)) {
-      throw new Error(`${what} exited early (code ${proc.child.exitCode ?? proc.child.signalCode}); see ${logFile ?? "its log"}`);
+      throw new Error(
+        `${what} exited early (code ${proc.child.exitCode ?? proc.child.signalCode}); see ${logFile ?? "its log"}`,
+      );
     }
     try {
       if (await check()) return;
@@ -166,7 +180,10 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
 
 async function localCluster(withGc: boolean): Promise<TestCluster> {
   const apiserver = kubeApiServerBin();
-  if (!existsSync(apiserver)) throw new Error(`${apiserver} is missing: run \`bash scripts/setup.d/30-kube-apiserver.sh\` (or \`npm test\`, which runs the setup)`);
+  if (!existsSync(apiserver))
+    throw new Error(
+      `${apiserver} is missing: run \`bash scripts/setup.d/30-kube-apiserver.sh\` (or \`npm test\`, which runs the setup)`,
+    );
   const etcdBin = existsSync("/usr/bin/etcd") ? "/usr/bin/etcd" : "etcd";
   const kcm = kubeControllerManagerBin();
   const gc = withGc && existsSync(kcm) && process.env.SSL3D_KUBE_CONTROLLER_MANAGER !== "0";
@@ -189,7 +206,13 @@ async function localCluster(withGc: boolean): Promise<TestCluster> {
     ],
     etcdLog,
   );
-  await waitFor("etcd", async () => (await httpGet(`http://127.0.0.1:${etcdClient}/health`)).body.includes("true"), 30_000, etcd, etcdLog);
+  await waitFor(
+    "etcd",
+    async () => (await httpGet(`http://127.0.0.1:${etcdClient}/health`)).body.includes("true"),
+    30_000,
+    etcd,
+    etcdLog,
+  );
 
   const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
   writeFileSync(join(dir, "sa.key"), privateKey.export({ type: "pkcs1", format: "pem" }));
@@ -262,11 +285,26 @@ async function localCluster(withGc: boolean): Promise<TestCluster> {
     const cmLog = join(dir, "kube-controller-manager.log");
     cm = launch(
       kcm,
-      [`--kubeconfig=${kubeconfigPath}`, "--controllers=garbagecollector", "--leader-elect=false", "--secure-port=0", "--concurrent-gc-syncs=2", "--kube-api-qps=200", "--kube-api-burst=400", "--v=1"],
+      [
+        `--kubeconfig=${kubeconfigPath}`,
+        "--controllers=garbagecollector",
+        "--leader-elect=false",
+        "--secure-port=0",
+        "--concurrent-gc-syncs=2",
+        "--kube-api-qps=200",
+        "--kube-api-burst=400",
+        "--v=1",
+      ],
       cmLog,
     );
     // The collector only follows ownerReferences after its resource monitors have synced.
-    await waitFor("garbage collector", () => Promise.resolve(readFileSync(cmLog, "utf8").includes("Proceeding to collect garbage")), 60_000, cm, cmLog);
+    await waitFor(
+      "garbage collector",
+      () => Promise.resolve(readFileSync(cmLog, "utf8").includes("Proceeding to collect garbage")),
+      60_000,
+      cm,
+      cmLog,
+    );
   };
 
   return {

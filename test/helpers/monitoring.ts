@@ -40,17 +40,23 @@ interface DashboardJson {
 export function dashboardExpressions(): PromExpression[] {
   const dir = join(CHART, "dashboards");
   const out: PromExpression[] = [];
-  for (const f of readdirSync(dir).filter((n) => n.endsWith(".json")).sort()) {
+  for (const f of readdirSync(dir)
+    .filter((n) => n.endsWith(".json"))
+    .sort()) {
     const d = JSON.parse(readFileSync(join(dir, f), "utf8")) as DashboardJson;
     for (const p of d.panels) {
-      for (const t of p.targets ?? []) out.push({ origin: `dashboards/${f}: ${p.title} [${t.refId}]`, expr: substituteGrafanaVars(t.expr) });
+      for (const t of p.targets ?? [])
+        out.push({ origin: `dashboards/${f}: ${p.title} [${t.refId}]`, expr: substituteGrafanaVars(t.expr) });
     }
     for (const v of d.templating.list) {
       if (v.type !== "query" || v.definition === undefined) continue;
       // label_values(selector, label) is Grafana's; the PromQL behind it is `group by (label) (selector)`.
       const m = /^label_values\((.*),\s*(\w+)\)$/.exec(v.definition);
       if (m === null) throw new Error(`dashboards/${f}: variable ${v.name}: unsupported query ${v.definition}`);
-      out.push({ origin: `dashboards/${f}: variable $${v.name}`, expr: substituteGrafanaVars(`group by (${m[2]!}) (${m[1]!})`) });
+      out.push({
+        origin: `dashboards/${f}: variable $${v.name}`,
+        expr: substituteGrafanaVars(`group by (${m[2]!}) (${m[1]!})`),
+      });
     }
   }
   return out;
@@ -68,11 +74,25 @@ export function renderedRuleGroups(): RuleGroups {
 }
 
 export function ruleExpressions(groups: RuleGroups = renderedRuleGroups()): PromExpression[] {
-  return groups.groups.flatMap((g) => g.rules.map((r) => ({ origin: `rules: ${r.alert ?? r.record ?? "?"}`, expr: r.expr.trim() })));
+  return groups.groups.flatMap((g) =>
+    g.rules.map((r) => ({ origin: `rules: ${r.alert ?? r.record ?? "?"}`, expr: r.expr.trim() })),
+  );
 }
 
 const KEYWORDS = new Set([
-  "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "inf", "nan",
+  "by",
+  "without",
+  "on",
+  "ignoring",
+  "group_left",
+  "group_right",
+  "bool",
+  "and",
+  "or",
+  "unless",
+  "offset",
+  "inf",
+  "nan",
 ]);
 
 /**
@@ -127,7 +147,6 @@ export function isRunning(p: ChildProcess): boolean {
   return p.exitCode === null && p.signalCode === null;
 }
 
-
 export interface ScrapeTarget {
   readonly job: string;
   readonly address: string;
@@ -135,8 +154,15 @@ export interface ScrapeTarget {
   readonly labels?: Readonly<Record<string, string>>;
 }
 
-export interface PromSample { metric: Record<string, string>; value?: [number, string]; values?: [number, string][] }
-export interface PromQueryResult { resultType: string; result: PromSample[] | [number, string] }
+export interface PromSample {
+  metric: Record<string, string>;
+  value?: [number, string];
+  values?: [number, string][];
+}
+export interface PromQueryResult {
+  resultType: string;
+  result: PromSample[] | [number, string];
+}
 
 /** A real Prometheus server on loopback, scraping the given targets every second. Call stop() in a finally. */
 export class PrometheusServer {
@@ -164,13 +190,19 @@ export class PrometheusServer {
     if (time !== undefined) params.set("time", String(time));
     const r = await fetch(`${this.url}/api/v1/query?${params.toString()}`);
     const body = (await r.json()) as { status: string; data?: PromQueryResult; error?: string; errorType?: string };
-    if (body.status !== "success" || body.data === undefined) throw new Error(`${body.errorType ?? "error"}: ${body.error ?? r.statusText}`);
+    if (body.status !== "success" || body.data === undefined)
+      throw new Error(`${body.errorType ?? "error"}: ${body.error ?? r.statusText}`);
     return body.data;
   }
 
   /** Number of series with at least one sample in a range query over [start, end] (Unix seconds). */
   async countRange(expr: string, start: number, end: number, stepSeconds = 1): Promise<number> {
-    const params = new URLSearchParams({ query: expr, start: String(start), end: String(end), step: String(stepSeconds) });
+    const params = new URLSearchParams({
+      query: expr,
+      start: String(start),
+      end: String(end),
+      step: String(stepSeconds),
+    });
     const r = await fetch(`${this.url}/api/v1/query_range?${params.toString()}`);
     const body = (await r.json()) as { status: string; data?: { result: PromSample[] }; error?: string };
     if (body.status !== "success" || body.data === undefined) throw new Error(body.error ?? r.statusText);
@@ -185,8 +217,12 @@ export class PrometheusServer {
 
   async targetsUp(): Promise<Record<string, string>> {
     const r = await fetch(`${this.url}/api/v1/targets`);
-    const body = (await r.json()) as { data: { activeTargets: { labels: { job: string }; health: string; lastError: string }[] } };
-    return Object.fromEntries(body.data.activeTargets.map((t) => [t.labels.job, t.health === "up" ? "up" : `${t.health}: ${t.lastError}`]));
+    const body = (await r.json()) as {
+      data: { activeTargets: { labels: { job: string }; health: string; lastError: string }[] };
+    };
+    return Object.fromEntries(
+      body.data.activeTargets.map((t) => [t.labels.job, t.health === "up" ? "up" : `${t.health}: ${t.lastError}`]),
+    );
   }
 
   stop(): Promise<void> {

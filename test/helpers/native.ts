@@ -6,6 +6,8 @@
 export function nativeSkipReason(available: boolean): string | false {
   if (available) return false;
   if (process.env.SSL3D_TEST_ALLOW_NO_NATIVE === "1") return "native addon not built (SSL3D_TEST_ALLOW_NO_NATIVE=1)";
-  throw new Error("the native kernel addon is not built or failed to load: run `npm run build:native` " +
-    "(SSL3D_TEST_ALLOW_NO_NATIVE=1 tests the no-compiler path on purpose)");
+  throw new Error(
+    "the native kernel addon is not built or failed to load: run `npm run build:native` " +
+      "(SSL3D_TEST_ALLOW_NO_NATIVE=1 tests the no-compiler path on purpose)",
+  );
 }

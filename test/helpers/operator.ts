@@ -52,7 +52,13 @@ export async function startEnv(opts: { garbageCollector?: boolean } = {}): Promi
     await cluster.stop();
     throw err;
   }
-  return { cluster, client, operatorClient: KubeClient.fromFile(operatorKubeconfigPath), operatorKubeconfigPath, operatorNamespace: RELEASE_NAMESPACE };
+  return {
+    cluster,
+    client,
+    operatorClient: KubeClient.fromFile(operatorKubeconfigPath),
+    operatorKubeconfigPath,
+    operatorNamespace: RELEASE_NAMESPACE,
+  };
 }
 
 const RBAC_KINDS = new Set(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
@@ -91,7 +97,10 @@ export async function installChartRbac(client: KubeClient, cluster: TestCluster)
 }
 
 export async function installCrds(client: KubeClient): Promise<void> {
-  const yaml = [...generatedFiles()].filter(([p]) => p.startsWith("crds/")).map(([, t]) => t).join("\n---\n");
+  const yaml = [...generatedFiles()]
+    .filter(([p]) => p.startsWith("crds/"))
+    .map(([, t]) => t)
+    .join("\n---\n");
   await applyCrdYaml(client, yaml, "ssl3d-tests");
 }
 
@@ -104,16 +113,33 @@ export async function createNamespace(client: KubeClient, base: string): Promise
   return name;
 }
 
-export function startManager(env: Env, namespace: string | undefined, extra: Partial<ManagerOptions> = {}): { manager: Manager; metrics: OperatorMetrics } {
+export function startManager(
+  env: Env,
+  namespace: string | undefined,
+  extra: Partial<ManagerOptions> = {},
+): { manager: Manager; metrics: OperatorMetrics } {
   const metrics = new OperatorMetrics(false);
   const log = pino({ level: process.env.SSL3D_TEST_LOG_LEVEL ?? "silent" });
-  const manager = new Manager({ client: env.operatorClient, log, metrics, namespace, identity: "test", concurrency: 4, ...extra });
+  const manager = new Manager({
+    client: env.operatorClient,
+    log,
+    metrics,
+    namespace,
+    identity: "test",
+    concurrency: 4,
+    ...extra,
+  });
   void manager.start();
   return { manager, metrics };
 }
 
 /** Polls until `fn` returns a value other than undefined/false; fails with the last value's description. */
-export async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000, describe?: () => Promise<string>): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 20_000,
+  describe?: () => Promise<string>,
+): Promise<T> {
   const until = Date.now() + timeoutMs;
   let lastErr: unknown;
   for (;;) {
@@ -125,40 +151,77 @@ export async function eventually<T>(what: string, fn: () => Promise<T | undefine
     }
     if (Date.now() > until) {
       const extra = describe ? await describe().catch(() => "") : "";
-      throw new Error(`timed out waiting for ${what}${lastErr !== undefined ? ` (last error: ${lastErr instanceof Error ? lastErr.message : JSON.stringify(lastErr)})` : ""}${extra ? `\n${extra}` : ""}`);
+      throw new Error(
+        `timed out waiting for ${what}${lastErr !== undefined ? ` (last error: ${lastErr instanceof Error ? lastErr.message : JSON.stringify(lastErr)})` : ""}${extra ? `\n${extra}` : ""}`,
+      );
     }
     await sleep(100);
   }
 }
 
-export function cr(kind: "Collection" | "Plan" | "PretrainRun", namespace: string, name: string, spec: unknown): KubeObject {
+export function cr(
+  kind: "Collection" | "Plan" | "PretrainRun",
+  namespace: string,
+  name: string,
+  spec: unknown,
+): KubeObject {
   return { apiVersion: API_VERSION, kind, metadata: { name, namespace }, spec };
 }
 
-export async function getCr(client: KubeClient, kind: "Collection" | "Plan" | "PretrainRun", ns: string, name: string): Promise<CustomResource & { status?: Record<string, unknown> }> {
+export async function getCr(
+  client: KubeClient,
+  kind: "Collection" | "Plan" | "PretrainRun",
+  ns: string,
+  name: string,
+): Promise<CustomResource & { status?: Record<string, unknown> }> {
   const o = await client.get<CustomResource & { status?: Record<string, unknown> }>(API_VERSION, kind, ns, name);
   if (o === undefined) throw new Error(`${kind} ${ns}/${name} not found`);
   return o;
 }
 
-export function condition(o: { status?: unknown }, type: string): { status: string; reason: string; message: string; observedGeneration?: number } | undefined {
-  const conds = (o.status as { conditions?: { type: string; status: string; reason: string; message: string; observedGeneration?: number }[] } | undefined)?.conditions;
+export function condition(
+  o: { status?: unknown },
+  type: string,
+): { status: string; reason: string; message: string; observedGeneration?: number } | undefined {
+  const conds = (
+    o.status as
+      | {
+          conditions?: { type: string; status: string; reason: string; message: string; observedGeneration?: number }[];
+        }
+      | undefined
+  )?.conditions;
   return conds?.find((c) => c.type === type);
 }
 
 export interface JobObj extends KubeObject {
-  spec: { completions?: number; suspend?: boolean; template: { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: { containers: { name: string; env?: { name: string; value?: string }[] }[] } } };
+  spec: {
+    completions?: number;
+    suspend?: boolean;
+    template: {
+      metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> };
+      spec: { containers: { name: string; env?: { name: string; value?: string }[] }[] };
+    };
+  };
   status?: Record<string, unknown>;
 }
 
 const now = (): string => new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
 
 /** Plays the Job controller: creates the Job's pods (labels and annotations from its template, ownerReference). */
-export async function createPods(client: KubeClient, job: JobObj, opts: { podIP?: string } = {}): Promise<KubeObject[]> {
+export async function createPods(
+  client: KubeClient,
+  job: JobObj,
+  opts: { podIP?: string } = {},
+): Promise<KubeObject[]> {
   const n = job.spec.completions ?? 1;
   const pods: KubeObject[] = [];
   for (let i = 0; i < n; i++) {
-    const labels = { ...(job.spec.template.metadata?.labels ?? {}), "job-name": job.metadata.name, "batch.kubernetes.io/job-name": job.metadata.name, "batch.kubernetes.io/job-completion-index": String(i) };
+    const labels = {
+      ...(job.spec.template.metadata?.labels ?? {}),
+      "job-name": job.metadata.name,
+      "batch.kubernetes.io/job-name": job.metadata.name,
+      "batch.kubernetes.io/job-completion-index": String(i),
+    };
     const pod = await client.create({
       apiVersion: "v1",
       kind: "Pod",
@@ -166,54 +229,171 @@ export async function createPods(client: KubeClient, job: JobObj, opts: { podIP?
         name: `${job.metadata.name}-${i}`,
         namespace: job.metadata.namespace,
         labels,
-        annotations: { ...(job.spec.template.metadata?.annotations ?? {}), "batch.kubernetes.io/job-completion-index": String(i) },
-        ownerReferences: [{ apiVersion: "batch/v1", kind: "Job", name: job.metadata.name, uid: job.metadata.uid ?? "", controller: true, blockOwnerDeletion: true }],
+        annotations: {
+          ...(job.spec.template.metadata?.annotations ?? {}),
+          "batch.kubernetes.io/job-completion-index": String(i),
+        },
+        ownerReferences: [
+          {
+            apiVersion: "batch/v1",
+            kind: "Job",
+            name: job.metadata.name,
+            uid: job.metadata.uid ?? "",
+            controller: true,
+            blockOwnerDeletion: true,
+          },
+        ],
       },
-      spec: { restartPolicy: "Never", containers: job.spec.template.spec.containers.map((c) => ({ name: c.name, image: "example.invalid/runtime:test" })) },
+      spec: {
+        restartPolicy: "Never",
+        containers: job.spec.template.spec.containers.map((c) => ({
+          name: c.name,
+          image: "example.invalid/runtime:test",
+        })),
+      },
     });
     pods.push(pod);
-    await client.patch("v1", "Pod", job.metadata.namespace, `${job.metadata.name}-${i}`, {
-      status: { phase: "Running", podIP: i === 0 ? (opts.podIP ?? "10.0.0.10") : `10.0.0.${11 + i}`, conditions: [{ type: "Ready", status: "True" }], containerStatuses: [{ name: job.spec.template.spec.containers[0]!.name, ready: true, image: "x", imageID: "", restartCount: 0, state: { running: { startedAt: now() } } }] },
-    }, { subresource: "status" });
+    await client.patch(
+      "v1",
+      "Pod",
+      job.metadata.namespace,
+      `${job.metadata.name}-${i}`,
+      {
+        status: {
+          phase: "Running",
+          podIP: i === 0 ? (opts.podIP ?? "10.0.0.10") : `10.0.0.${11 + i}`,
+          conditions: [{ type: "Ready", status: "True" }],
+          containerStatuses: [
+            {
+              name: job.spec.template.spec.containers[0]!.name,
+              ready: true,
+              image: "x",
+              imageID: "",
+              restartCount: 0,
+              state: { running: { startedAt: now() } },
+            },
+          ],
+        },
+      },
+      { subresource: "status" },
+    );
   }
   return pods;
 }
 
 /** Sets the status of one pod to terminated with a message (and optionally a DisruptionTarget condition). */
-export async function terminatePod(client: KubeClient, ns: string, name: string, container: string, exitCode: number, message: string, disruption = false): Promise<void> {
+export async function terminatePod(
+  client: KubeClient,
+  ns: string,
+  name: string,
+  container: string,
+  exitCode: number,
+  message: string,
+  disruption = false,
+): Promise<void> {
   const conditions = [{ type: "Ready", status: "False" }];
-  if (disruption) conditions.push({ type: "DisruptionTarget", status: "True", reason: "PreemptionByScheduler", message: "Preempted" } as never);
-  await client.patch("v1", "Pod", ns, name, {
-    status: {
-      phase: exitCode === 0 ? "Succeeded" : "Failed",
-      conditions,
-      containerStatuses: [{ name: container, ready: false, image: "x", imageID: "", restartCount: 0, state: { terminated: { exitCode, reason: exitCode === 0 ? "Completed" : "Error", message, startedAt: now(), finishedAt: now() } } }],
+  if (disruption)
+    conditions.push({
+      type: "DisruptionTarget",
+      status: "True",
+      reason: "PreemptionByScheduler",
+      message: "Preempted",
+    } as never);
+  await client.patch(
+    "v1",
+    "Pod",
+    ns,
+    name,
+    {
+      status: {
+        phase: exitCode === 0 ? "Succeeded" : "Failed",
+        conditions,
+        containerStatuses: [
+          {
+            name: container,
+            ready: false,
+            image: "x",
+            imageID: "",
+            restartCount: 0,
+            state: {
+              terminated: {
+                exitCode,
+                reason: exitCode === 0 ? "Completed" : "Error",
+                message,
+                startedAt: now(),
+                finishedAt: now(),
+              },
+            },
+          },
+        ],
+      },
     },
-  }, { subresource: "status" });
+    { subresource: "status" },
+  );
 }
 
 /** Writes a running Job status (all pods ready). */
 export async function jobRunning(client: KubeClient, job: JobObj, ready = job.spec.completions ?? 1): Promise<void> {
-  await client.patch("batch/v1", "Job", job.metadata.namespace, job.metadata.name, { status: { startTime: now(), active: job.spec.completions ?? 1, ready } }, { subresource: "status" });
+  await client.patch(
+    "batch/v1",
+    "Job",
+    job.metadata.namespace,
+    job.metadata.name,
+    { status: { startTime: now(), active: job.spec.completions ?? 1, ready } },
+    { subresource: "status" },
+  );
 }
 
 /** Writes a finished Job status the way the Job controller does (terminal condition plus its prerequisites). */
-export async function jobFinished(client: KubeClient, job: JobObj, outcome: "Complete" | "Failed", opts: { reason?: string; message?: string } = {}): Promise<void> {
+export async function jobFinished(
+  client: KubeClient,
+  job: JobObj,
+  outcome: "Complete" | "Failed",
+  opts: { reason?: string; message?: string } = {},
+): Promise<void> {
   const n = job.spec.completions ?? 1;
   const t = now();
   const conditions =
     outcome === "Complete"
       ? [
-          { type: "SuccessCriteriaMet", status: "True", reason: "CompletionsReached", message: "Reached expected number of succeeded pods", lastProbeTime: t, lastTransitionTime: t },
-          { type: "Complete", status: "True", reason: "CompletionsReached", message: "Reached expected number of succeeded pods", lastProbeTime: t, lastTransitionTime: t },
+          {
+            type: "SuccessCriteriaMet",
+            status: "True",
+            reason: "CompletionsReached",
+            message: "Reached expected number of succeeded pods",
+            lastProbeTime: t,
+            lastTransitionTime: t,
+          },
+          {
+            type: "Complete",
+            status: "True",
+            reason: "CompletionsReached",
+            message: "Reached expected number of succeeded pods",
+            lastProbeTime: t,
+            lastTransitionTime: t,
+          },
         ]
       : [
-          { type: "FailureTarget", status: "True", reason: opts.reason ?? "BackoffLimitExceeded", message: opts.message ?? "Job has reached the specified backoff limit", lastProbeTime: t, lastTransitionTime: t },
-          { type: "Failed", status: "True", reason: opts.reason ?? "BackoffLimitExceeded", message: opts.message ?? "Job has reached the specified backoff limit", lastProbeTime: t, lastTransitionTime: t },
+          {
+            type: "FailureTarget",
+            status: "True",
+            reason: opts.reason ?? "BackoffLimitExceeded",
+            message: opts.message ?? "Job has reached the specified backoff limit",
+            lastProbeTime: t,
+            lastTransitionTime: t,
+          },
+          {
+            type: "Failed",
+            status: "True",
+            reason: opts.reason ?? "BackoffLimitExceeded",
+            message: opts.message ?? "Job has reached the specified backoff limit",
+            lastProbeTime: t,
+            lastTransitionTime: t,
+          },
         ];
   const fresh = await client.get<JobObj>("batch/v1", "Job", job.metadata.namespace, job.metadata.name);
   const status: Record<string, unknown> = {
-    startTime: (fresh?.status?.startTime) ?? t,
+    startTime: fresh?.status?.startTime ?? t,
     active: 0,
     ready: 0,
     succeeded: outcome === "Complete" ? n : 0,
@@ -222,9 +402,17 @@ export async function jobFinished(client: KubeClient, job: JobObj, outcome: "Com
   };
   if (outcome === "Complete") {
     status.completionTime = t;
-    if (job.spec.completions !== undefined && (job.spec as { completionMode?: string }).completionMode === "Indexed") status.completedIndexes = n === 1 ? "0" : `0-${n - 1}`;
+    if (job.spec.completions !== undefined && (job.spec as { completionMode?: string }).completionMode === "Indexed")
+      status.completedIndexes = n === 1 ? "0" : `0-${n - 1}`;
   }
-  await client.patch("batch/v1", "Job", job.metadata.namespace, job.metadata.name, { status }, { subresource: "status" });
+  await client.patch(
+    "batch/v1",
+    "Job",
+    job.metadata.namespace,
+    job.metadata.name,
+    { status },
+    { subresource: "status" },
+  );
 }
 
 export async function getJob(client: KubeClient, ns: string, name: string): Promise<JobObj | undefined> {
@@ -235,8 +423,16 @@ export function envOf(job: JobObj): Record<string, string | undefined> {
   return Object.fromEntries((job.spec.template.spec.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
 }
 
-export async function eventsFor(client: KubeClient, ns: string, name: string): Promise<{ reason: string; type: string; note: string }[]> {
-  const list = await client.list<{ reason: string; type: string; note: string; regarding?: { name?: string } }>("events.k8s.io/v1", "Event", ns);
+export async function eventsFor(
+  client: KubeClient,
+  ns: string,
+  name: string,
+): Promise<{ reason: string; type: string; note: string }[]> {
+  const list = await client.list<{ reason: string; type: string; note: string; regarding?: { name?: string } }>(
+    "events.k8s.io/v1",
+    "Event",
+    ns,
+  );
   return list.items.filter((e) => e.regarding?.name === name);
 }
 

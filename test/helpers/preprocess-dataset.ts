@@ -38,7 +38,11 @@ export async function makeTestDataset(root: string, o: TestDatasetOptions = {}):
     const dir = join(rawDir, "ds000001", sub, "anat");
     mkdirSync(dir, { recursive: true });
     const withMasks = o.masks === true && i % 2 === 0;
-    const spacings: Vec3[] = [[1, 1, 1], [0.8, 0.8, 1.5], [1.2, 1.2, 4]];
+    const spacings: Vec3[] = [
+      [1, 1, 1],
+      [0.8, 0.8, 1.5],
+      [1.2, 1.2, 4],
+    ];
     const p = generatePhantom({
       seed: 100 + i,
       modality: "T1w",
@@ -70,7 +74,15 @@ export async function makeTestDataset(root: string, o: TestDatasetOptions = {}):
         "ses-DEFAULT": {
           session_id: "ses-DEFAULT",
           session_info: null,
-          images: [{ name: `${sub}_T1w.nii.gz`, image_path: rel(file), modality: "T1w", image_info: null, associated_masks: masks }],
+          images: [
+            {
+              name: `${sub}_T1w.nii.gz`,
+              image_path: rel(file),
+              modality: "T1w",
+              image_info: null,
+              associated_masks: masks,
+            },
+          ],
         },
       },
     };
@@ -81,7 +93,12 @@ export async function makeTestDataset(root: string, o: TestDatasetOptions = {}):
     datasets: { ds000001: { dataset_index: "ds000001", name: null, dataset_info: null, subjects } },
   };
   writeFileSync(join(rawDir, "pretrain_data.json"), JSON.stringify(collection, null, 4));
-  const env = { ...process.env, nnssl_raw: raw, nnssl_preprocessed: join(root, "preprocessed"), nnssl_results: join(root, "results") };
+  const env = {
+    ...process.env,
+    nnssl_raw: raw,
+    nnssl_preprocessed: join(root, "preprocessed"),
+    nnssl_results: join(root, "results"),
+  };
   mkdirSync(env.nnssl_preprocessed, { recursive: true });
   return { datasetName, env, rawDir, imageFiles };
 }

@@ -31,7 +31,6 @@ export interface PromSample {
   readonly values: [number, string][];
 }
 
-
 export interface Prometheus {
   readonly url: string;
   /** Instant query: the `data.result` array. */
@@ -64,12 +63,16 @@ export interface PrometheusProcess {
 export async function launchPrometheus(dir: string, config: object): Promise<PrometheusProcess> {
   writeFileSync(join(dir, "prometheus.yml"), JSON.stringify(config)); // JSON is YAML
   const port = await freePort();
-  const proc: ChildProcess = spawn(PROMETHEUS_BIN, [
-    `--config.file=${join(dir, "prometheus.yml")}`,
-    `--storage.tsdb.path=${join(dir, "data")}`,
-    `--web.listen-address=127.0.0.1:${port}`,
-    "--log.level=warn",
-  ], { stdio: ["ignore", "ignore", "pipe"] });
+  const proc: ChildProcess = spawn(
+    PROMETHEUS_BIN,
+    [
+      `--config.file=${join(dir, "prometheus.yml")}`,
+      `--storage.tsdb.path=${join(dir, "data")}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      "--log.level=warn",
+    ],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
   let stderr = "";
   proc.stderr?.on("data", (d: Buffer) => {
     stderr += d.toString();
@@ -77,9 +80,11 @@ export async function launchPrometheus(dir: string, config: object): Promise<Pro
   const url = `http://127.0.0.1:${port}`;
   const stop = async (): Promise<void> => {
     if (proc.exitCode === null && proc.signalCode === null) {
-      const exited = new Promise<void>((r) => proc.once("exit", () => {
-        r();
-      }));
+      const exited = new Promise<void>((r) =>
+        proc.once("exit", () => {
+          r();
+        }),
+      );
       proc.kill("SIGTERM");
       const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
       await exited;
@@ -109,19 +114,31 @@ export async function launchPrometheus(dir: string, config: object): Promise<Pro
 }
 
 /** `scrapeIntervalMs` (default 1000): short intervals (e.g. 250) let a few-second run yield several samples. */
-export async function startPrometheus(targets: readonly ScrapeTarget[], opts: { scrapeIntervalMs?: number } = {}): Promise<Prometheus> {
+export async function startPrometheus(
+  targets: readonly ScrapeTarget[],
+  opts: { scrapeIntervalMs?: number } = {},
+): Promise<Prometheus> {
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-prom-"));
   const interval = `${Math.max(1, Math.round(opts.scrapeIntervalMs ?? 1000))}ms`;
   const config = {
     global: { scrape_interval: interval, evaluation_interval: interval },
-    scrape_configs: targets.map((t) => ({ job_name: t.job, metrics_path: t.metricsPath ?? "/metrics", static_configs: [{ targets: [t.target] }] })),
+    scrape_configs: targets.map((t) => ({
+      job_name: t.job,
+      metrics_path: t.metricsPath ?? "/metrics",
+      static_configs: [{ targets: [t.target] }],
+    })),
   };
   const { url, stop } = await launchPrometheus(dir, config);
   const p: Prometheus = {
     url,
-    query: (expr) => api(`${url}/api/v1/query?query=${encodeURIComponent(expr)}`).then((d) => (d as { result: { metric: Record<string, string>; value: [number, string] }[] }).result),
+    query: (expr) =>
+      api(`${url}/api/v1/query?query=${encodeURIComponent(expr)}`).then(
+        (d) => (d as { result: { metric: Record<string, string>; value: [number, string] }[] }).result,
+      ),
     queryRange: (expr, start, end, step) =>
-      api(`${url}/api/v1/query_range?query=${encodeURIComponent(expr)}&start=${start}&end=${end}&step=${step}`).then((d) => (d as { result: PromSample[] }).result),
+      api(`${url}/api/v1/query_range?query=${encodeURIComponent(expr)}&start=${start}&end=${end}&step=${step}`).then(
+        (d) => (d as { result: PromSample[] }).result,
+      ),
     async waitFor(expr, timeoutMs = 30_000) {
       const until = Date.now() + timeoutMs;
       for (;;) {

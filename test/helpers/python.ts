@@ -13,7 +13,11 @@ export function pythonBin(): string {
 }
 
 /** Run a Python snippet; throws with stderr on failure; returns stdout. */
-export function runPython(code: string, args: readonly string[] = [], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): string {
+export function runPython(
+  code: string,
+  args: readonly string[] = [],
+  opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): string {
   const r = spawnSync(pythonBin(), ["-c", code, ...args], {
     encoding: "utf8",
     timeout: opts.timeoutMs ?? 600_000,

@@ -12,7 +12,9 @@ export function writeRawVolume(dir: string, data: Float32Array, shape: readonly 
   writeFileSync(join(dir, "shape.json"), JSON.stringify(shape));
 }
 
-export function openZarrVolume(dir: string): Promise<{ shape: number[]; readRegion(start: number[], size: number[]): Promise<Float32Array> }> {
+export function openZarrVolume(
+  dir: string,
+): Promise<{ shape: number[]; readRegion(start: number[], size: number[]): Promise<Float32Array> }> {
   const shape = JSON.parse(readFileSync(join(dir, "shape.json"), "utf8")) as number[];
   const buf = readFileSync(join(dir, "data.f32"));
   const data = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);

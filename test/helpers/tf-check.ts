@@ -36,7 +36,14 @@ export function seeded(n: number, seed: number, scale = 1): Float32Array {
 }
 
 export function input(shape: number[], seed: number, scale = 1): Input {
-  return { shape, data: seeded(shape.reduce((a, b) => a * b, 1), seed, scale) };
+  return {
+    shape,
+    data: seeded(
+      shape.reduce((a, b) => a * b, 1),
+      seed,
+      scale,
+    ),
+  };
 }
 
 export interface ValueGrads {
@@ -52,12 +59,22 @@ export function valueAndGrads(f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: read
     const y0 = f(...xs);
     const r = tf.tensor(seeded(y0.size, 777), y0.shape);
     const { grads } = tf.valueAndGrads((...a: tf.Tensor[]) => tf.sum(tf.mul(f(...a), r)))(xs);
-    return { value: y0.dataSync() as Float32Array, shape: y0.shape, grads: grads.map((g) => g.dataSync() as Float32Array) };
+    return {
+      value: y0.dataSync() as Float32Array,
+      shape: y0.shape,
+      grads: grads.map((g) => g.dataSync() as Float32Array),
+    };
   });
 }
 
 /** Central finite difference of sum(f·r) w.r.t. input j at flat index idx. */
-export function finiteDiff(f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: readonly Input[], j: number, idx: number, eps = 1e-2): number {
+export function finiteDiff(
+  f: (...xs: tf.Tensor[]) => tf.Tensor,
+  inputs: readonly Input[],
+  j: number,
+  idx: number,
+  eps = 1e-2,
+): number {
   const loss = (delta: number): number =>
     tf.tidy(() => {
       const xs = inputs.map((inp, k) => {

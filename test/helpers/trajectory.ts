@@ -42,9 +42,14 @@ export type TrajectoryMethod = (typeof TRAJECTORY_METHODS)[number];
  * name) and the default patch (SimCLR cuts 16³ crops from a 64×64×16 patch, the CPU miniature of upstream's 64³
  * crops from 192×192×64).
  */
-const METHOD_SETUPS: Readonly<Record<TrajectoryMethod, { readonly trainers: Readonly<Record<TrajectoryArch, string>>; readonly patch: Vec3 }>> = {
+const METHOD_SETUPS: Readonly<
+  Record<TrajectoryMethod, { readonly trainers: Readonly<Record<TrajectoryArch, string>>; readonly patch: Vec3 }>
+> = {
   mae: { trainers: { "resenc-xs": "BaseMAETrainer", "primus-xs": "BaseEvaMAETrainer" }, patch: [32, 32, 32] },
-  "models-genesis": { trainers: { "resenc-xs": "ModelGenesisTrainer", "primus-xs": "ModelGenesisEvaTrainer" }, patch: [32, 32, 32] },
+  "models-genesis": {
+    trainers: { "resenc-xs": "ModelGenesisTrainer", "primus-xs": "ModelGenesisEvaTrainer" },
+    patch: [32, 32, 32],
+  },
   simclr: { trainers: { "resenc-xs": "SimCLRTrainer", "primus-xs": "SimCLREvaTrainer" }, patch: [64, 64, 16] },
 };
 
@@ -106,13 +111,41 @@ function trainerName(method: TrajectoryMethod, arch: TrajectoryArch): string {
  * (as the parity tests use them): ResidualEncoderUNet / nnssl's EvaMAE tree (with the 2-block decoder for MAE, without
  * for Models Genesis) / nnssl's VoCoArchitecture and VoCoEvaArchitecture trees (SimCLR).
  */
-function torchModule(method: TrajectoryMethod, arch: TrajectoryArch, netPatch: Vec3): { arch: string; kwargs: Record<string, unknown> } {
-  const resenc = { input_channels: 1, n_stages: 4, features_per_stage: [8, 16, 32, 64], strides: [1, 2, 2, 2], n_blocks_per_stage: [1, 1, 1, 1] };
-  const eva = { input_channels: 1, embed_dim: 48, patch_embed_size: [8, 8, 8], encoder_eva_depth: 2, encoder_eva_numheads: 2, input_shape: [...netPatch], init_values: 0.1, scale_attn_inner: true, drop_path_rate: 0, token_order: "hwd" };
-  if (method === "simclr") return arch === "resenc-xs" ? { arch: "voco", kwargs: { ...resenc, head_dim: 256 } } : { arch: "vocoeva", kwargs: { ...eva, head_dim: 256 } };
-  if (arch === "resenc-xs") return { arch: "resenc", kwargs: { ...resenc, num_classes: 1, n_conv_per_stage_decoder: [1, 1, 1] } };
+function torchModule(
+  method: TrajectoryMethod,
+  arch: TrajectoryArch,
+  netPatch: Vec3,
+): { arch: string; kwargs: Record<string, unknown> } {
+  const resenc = {
+    input_channels: 1,
+    n_stages: 4,
+    features_per_stage: [8, 16, 32, 64],
+    strides: [1, 2, 2, 2],
+    n_blocks_per_stage: [1, 1, 1, 1],
+  };
+  const eva = {
+    input_channels: 1,
+    embed_dim: 48,
+    patch_embed_size: [8, 8, 8],
+    encoder_eva_depth: 2,
+    encoder_eva_numheads: 2,
+    input_shape: [...netPatch],
+    init_values: 0.1,
+    scale_attn_inner: true,
+    drop_path_rate: 0,
+    token_order: "hwd",
+  };
+  if (method === "simclr")
+    return arch === "resenc-xs"
+      ? { arch: "voco", kwargs: { ...resenc, head_dim: 256 } }
+      : { arch: "vocoeva", kwargs: { ...eva, head_dim: 256 } };
+  if (arch === "resenc-xs")
+    return { arch: "resenc", kwargs: { ...resenc, num_classes: 1, n_conv_per_stage_decoder: [1, 1, 1] } };
   const decoder = method === "mae" ? 2 : 0;
-  return { arch: "evamae", kwargs: { ...eva, output_channels: 1, decoder_eva_depth: decoder, decoder_eva_numheads: decoder } };
+  return {
+    arch: "evamae",
+    kwargs: { ...eva, output_channels: 1, decoder_eva_depth: decoder, decoder_eva_numheads: decoder },
+  };
 }
 
 /**
@@ -178,7 +211,10 @@ function stepMasks(method: TrajectoryMethod, net: Network, o: TrainerOptions, r:
   if (method === "mae") {
     const mo = o.methodOptions as MaeOptions;
     if (net.config.family === "cnn") {
-      out.set("mask", { shape: [B, 1, X, Y, Z], data: stepBlockMasks(r.seed, B, [X, Y, Z], mo.blockSize, mo.maskRatio) });
+      out.set("mask", {
+        shape: [B, 1, X, Y, Z],
+        data: stepBlockMasks(r.seed, B, [X, Y, Z], mo.blockSize, mo.maskRatio),
+      });
     } else {
       const g = (net as unknown as { tokenGrid: Vec3 }).tokenGrid;
       const keep = drawKeepIndices(r.seed, B, g[0] * g[1] * g[2], 1 - mo.maskRatio);
@@ -198,7 +234,9 @@ interface TorchStep {
 function runReference(spec: Record<string, unknown>, threads: number): Promise<TorchStep[]> {
   const script = fileURLToPath(new URL("./torch-trajectory.py", import.meta.url));
   return new Promise((resolve, reject) => {
-    const p = spawn(pythonBin(), [script, JSON.stringify({ ...spec, threads })], { env: { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) } });
+    const p = spawn(pythonBin(), [script, JSON.stringify({ ...spec, threads })], {
+      env: { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) },
+    });
     let out = "";
     let err = "";
     p.stdout.on("data", (d: Buffer) => (out += d.toString()));
@@ -209,7 +247,10 @@ function runReference(spec: Record<string, unknown>, threads: number): Promise<T
         reject(new Error(`torch-trajectory.py failed (${code}): ${err.trim().split("\n").slice(-5).join(" | ")}`));
         return;
       }
-      const lines = out.trim().split("\n").map((l) => JSON.parse(l) as TorchStep & { done?: boolean });
+      const lines = out
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as TorchStep & { done?: boolean });
       if (lines.at(-1)?.done !== true) reject(new Error(`torch-trajectory.py ended without its last line: ${err}`));
       else resolve(lines.filter((l) => l.done !== true));
     });
@@ -217,13 +258,19 @@ function runReference(spec: Record<string, unknown>, threads: number): Promise<T
 }
 
 /** ‖a − b‖ / ‖b‖ over the parameters of `names` (a, b: torch state dicts). */
-function weightRel(a: ReadonlyMap<string, NamedTensor>, b: ReadonlyMap<string, NamedTensor>, names: Iterable<string>, file: string): number {
+function weightRel(
+  a: ReadonlyMap<string, NamedTensor>,
+  b: ReadonlyMap<string, NamedTensor>,
+  names: Iterable<string>,
+  file: string,
+): number {
   let num = 0;
   let den = 0;
   for (const n of names) {
     const x = a.get(n);
     const y = b.get(n);
-    if (x === undefined || y === undefined || x.data.length !== y.data.length) throw new Error(`${file}: parameter ${n} missing or of another size`);
+    if (x === undefined || y === undefined || x.data.length !== y.data.length)
+      throw new Error(`${file}: parameter ${n} missing or of another size`);
     for (let i = 0; i < x.data.length; i++) {
       const d = x.data[i]! - y.data[i]!;
       num += d * d;
@@ -234,22 +281,38 @@ function weightRel(a: ReadonlyMap<string, NamedTensor>, b: ReadonlyMap<string, N
 }
 
 /** ssl3d's run: the real loop on phantom data, stopped after `steps` steps; records batches and losses. */
-async function ssl3dRun(opts: TrajectoryOptions, dir: string, o: TrainerOptions, net: Network): Promise<{ losses: number[]; recorded: Recorded[] }> {
+async function ssl3dRun(
+  opts: TrajectoryOptions,
+  dir: string,
+  o: TrainerOptions,
+  net: Network,
+): Promise<{ losses: number[]; recorded: Recorded[] }> {
   const images = await phantomImages(join(dir, "images"));
   const recorded: Recorded[] = [];
   const losses: number[] = [];
   const stop: StopSignal = { requested: false };
   const method = recording(getMethod(o.method).create(o.methodOptions, net.config.family), (r) => recorded.push(r));
   await train({
-    trainerName: trainerName(opts.method, opts.arch), options: o, network: net, method, trainImages: images, valImages: [],
-    outputDir: join(dir, "ssl3d"), checkpointDir: join(dir, "ssl3d"), resume: false, initArgs: {}, adaptationPlan: null,
-    logger: pino({ level: "silent" }), stop,
+    trainerName: trainerName(opts.method, opts.arch),
+    options: o,
+    network: net,
+    method,
+    trainImages: images,
+    valImages: [],
+    outputDir: join(dir, "ssl3d"),
+    checkpointDir: join(dir, "ssl3d"),
+    resume: false,
+    initArgs: {},
+    adaptationPlan: null,
+    logger: pino({ level: "silent" }),
+    stop,
     onStep: (s) => {
       losses.push(s.loss);
       if (s.globalStep >= opts.steps) stop.requested = true;
     },
   });
-  if (losses.length !== opts.steps || recorded.length !== opts.steps) throw new Error(`ssl3d ran ${losses.length} steps (${recorded.length} batches recorded), expected ${opts.steps}`);
+  if (losses.length !== opts.steps || recorded.length !== opts.steps)
+    throw new Error(`ssl3d ran ${losses.length} steps (${recorded.length} batches recorded), expected ${opts.steps}`);
   return { losses, recorded };
 }
 
@@ -261,24 +324,40 @@ function resolveOptions(opts: TrajectoryOptions): TrainerOptions {
   const warmup = opts.warmupEpochs ?? 50;
   // ssl3d shortens the warm-up of short runs (E < 2W) so that the LR still reaches lr0 (docs/training.md); upstream
   // does not: such schedules are a documented deviation, not a parity case
-  if (vit && warmup > Math.floor(epochs / 2)) throw new Error(`--epochs ${epochs} < 2 × --warmup ${warmup}: ssl3d shortens such warm-ups (docs/training.md), upstream does not; use more epochs`);
-  if (!Number.isInteger(opts.steps) || opts.steps < 1 || opts.steps > epochs * perEpoch) throw new Error(`--steps must be an integer in [1, epochs × iters-per-epoch = ${epochs * perEpoch}]`);
+  if (vit && warmup > Math.floor(epochs / 2))
+    throw new Error(
+      `--epochs ${epochs} < 2 × --warmup ${warmup}: ssl3d shortens such warm-ups (docs/training.md), upstream does not; use more epochs`,
+    );
+  if (!Number.isInteger(opts.steps) || opts.steps < 1 || opts.steps > epochs * perEpoch)
+    throw new Error(`--steps must be an integer in [1, epochs × iters-per-epoch = ${epochs * perEpoch}]`);
   const method = getMethod(opts.method);
   const archKey = method.architectureFor?.(opts.arch, (k) => architectureKeys().includes(k)) ?? opts.arch;
   return resolveTrainer(trainerName(opts.method, opts.arch), {
-    architecture: archKey, numEpochs: epochs, itersPerEpoch: perEpoch, valIters: 0, patchSize: [...patch], batchSize: opts.batchSize ?? 2,
-    loaderWorkers: 0, prefetch: 2, seed: opts.seed ?? 1, ...(vit ? { schedule: { kind: "warmup-poly", warmupEpochs: warmup, exponent: 0.9 } } : {}),
+    architecture: archKey,
+    numEpochs: epochs,
+    itersPerEpoch: perEpoch,
+    valIters: 0,
+    patchSize: [...patch],
+    batchSize: opts.batchSize ?? 2,
+    loaderWorkers: 0,
+    prefetch: 2,
+    seed: opts.seed ?? 1,
+    ...(vit ? { schedule: { kind: "warmup-poly", warmupEpochs: warmup, exponent: 0.9 } } : {}),
   }).options;
 }
 
 /** The reference's optimizer and schedule, from the trainer's options (the same numbers the registry holds). */
 function referenceRecipe(o: TrainerOptions): Record<string, unknown> {
   const c = o.optimizer;
-  const optimizer = c.kind === "sgd-nesterov"
-    ? { kind: c.kind, lr: c.lr, momentum: c.momentum, weight_decay: c.weightDecay }
-    : { kind: c.kind, lr: c.lr, betas: [c.beta1, c.beta2], eps: c.eps, weight_decay: c.weightDecay };
+  const optimizer =
+    c.kind === "sgd-nesterov"
+      ? { kind: c.kind, lr: c.lr, momentum: c.momentum, weight_decay: c.weightDecay }
+      : { kind: c.kind, lr: c.lr, betas: [c.beta1, c.beta2], eps: c.eps, weight_decay: c.weightDecay };
   const s = o.schedule;
-  const schedule = s.kind === "poly" ? { kind: "poly", epochs: o.numEpochs, exponent: s.exponent } : { kind: "warmup-poly", epochs: o.numEpochs, warmup: s.warmupEpochs, exponent: s.exponent };
+  const schedule =
+    s.kind === "poly"
+      ? { kind: "poly", epochs: o.numEpochs, exponent: s.exponent }
+      : { kind: "warmup-poly", epochs: o.numEpochs, warmup: s.warmupEpochs, exponent: s.exponent };
   return { optimizer, schedule, clip: o.gradClip, iters_per_epoch: o.itersPerEpoch };
 }
 
@@ -291,7 +370,14 @@ export async function runTrajectory(opts: TrajectoryOptions): Promise<Trajectory
   // as `ssl3d train` builds it (training/run.ts): methods that feed sub-crops get a network of the crop size
   const netPatch = entry.networkPatchSize?.(o.patchSize, o.methodOptions) ?? o.patchSize;
   const outChannels = entry.create(o.methodOptions, getArchitecture(o.architecture).family).outChannels(1);
-  const net = createNetwork(o.architecture, { ...entry.architectureOptions?.(o.architecture), ...networkOptions(opts.arch), inChannels: 1, outChannels, patchSize: netPatch, seed: o.seed });
+  const net = createNetwork(o.architecture, {
+    ...entry.architectureOptions?.(o.architecture),
+    ...networkOptions(opts.arch),
+    inChannels: 1,
+    outChannels,
+    patchSize: netPatch,
+    seed: o.seed,
+  });
   try {
     const weights = join(dir, "initial.safetensors");
     await writeFile(weights, encodeSafetensors(torchStateDict(net, { aliases: true })));
@@ -303,7 +389,8 @@ export async function runTrajectory(opts: TrajectoryOptions): Promise<Trajectory
     recorded.forEach((r, i) => {
       const ncdhw = [r.shape[0]!, r.shape[4]!, r.shape[1]!, r.shape[2]!, r.shape[3]!];
       data.set(`x.${i}`, { shape: ncdhw, data: permute(r.x, r.shape, [0, 4, 1, 2, 3]) });
-      if (r.target !== null) data.set(`target.${i}`, { shape: ncdhw, data: permute(r.target, r.shape, [0, 4, 1, 2, 3]) });
+      if (r.target !== null)
+        data.set(`target.${i}`, { shape: ncdhw, data: permute(r.target, r.shape, [0, 4, 1, 2, 3]) });
       for (const [k, t] of stepMasks(opts.method, net, o, r)) data.set(`${k}.${i}`, t);
     });
     const dataFile = join(dir, "batches.safetensors");
@@ -311,7 +398,15 @@ export async function runTrajectory(opts: TrajectoryOptions): Promise<Trajectory
     const ours = torchStateDict(net, { aliases: false });
     const mod = torchModule(opts.method, opts.arch, netPatch);
     const temperature = (o.methodOptions as { temperature?: number }).temperature;
-    const spec = { ...mod, weights, data: dataFile, method: opts.method, steps: opts.steps, ...referenceRecipe(o), ...(temperature === undefined ? {} : { temperature }) };
+    const spec = {
+      ...mod,
+      weights,
+      data: dataFile,
+      method: opts.method,
+      steps: opts.steps,
+      ...referenceRecipe(o),
+      ...(temperature === undefined ? {} : { temperature }),
+    };
     const ref = await runReference({ ...spec, output: join(dir, "torch-final.safetensors") }, opts.torchThreads ?? 2);
     const t2 = performance.now();
     const refW = decodeSafetensors(await readFile(join(dir, "torch-final.safetensors"))).tensors;
@@ -326,7 +421,16 @@ export async function runTrajectory(opts: TrajectoryOptions): Promise<Trajectory
     const t3 = performance.now();
     const steps: TrajectoryStep[] = ref.map((t, i) => {
       const a = alt?.[i]?.loss ?? null;
-      return { step: i, epoch: t.epoch, lr: t.lr, ours: losses[i]!, torch: t.loss, rel: Math.abs(losses[i]! - t.loss) / Math.abs(t.loss), torchAlt: a, noise: a === null ? null : Math.abs(a - t.loss) / Math.abs(t.loss) };
+      return {
+        step: i,
+        epoch: t.epoch,
+        lr: t.lr,
+        ours: losses[i]!,
+        torch: t.loss,
+        rel: Math.abs(losses[i]! - t.loss) / Math.abs(t.loss),
+        torchAlt: a,
+        noise: a === null ? null : Math.abs(a - t.loss) / Math.abs(t.loss),
+      };
     });
     const largest = (xs: readonly number[]): number => xs.reduce((m, v) => (Number.isNaN(v) || v > m ? v : m), 0);
     return {

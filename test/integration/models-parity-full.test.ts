@@ -28,10 +28,20 @@ test("full ResEnc-L parity with upstream", { skip: !enabled && "set SSL3D_FULL_P
   const out = join(dir, "resenc-l.pth");
   await exportNetwork(net, out, { format: "pth-compatible" });
   t0 = performance.now();
-  const kw = { input_channels: 1, n_stages: 6, features_per_stage: [32, 64, 128, 256, 320, 320], strides: [1, 2, 2, 2, 2, 2], n_blocks_per_stage: [1, 3, 4, 6, 6, 6], num_classes: 1, n_conv_per_stage_decoder: [1, 1, 1, 1, 1] };
+  const kw = {
+    input_channels: 1,
+    n_stages: 6,
+    features_per_stage: [32, 64, 128, 256, 320, 320],
+    strides: [1, 2, 2, 2, 2, 2],
+    n_blocks_per_stage: [1, 3, 4, 6, 6, 6],
+    num_classes: 1,
+    n_conv_per_stage_decoder: [1, 1, 1, 1, 1],
+  };
   const r = await runTorch("resenc", kw, out, x, dir);
   const d = maxAbsDiff(ours, r.y);
-  process.stderr.write(`PARITY resenc-l input ${s}^3 backend ${backend}: params ${r.params}, max|diff| ${d.toExponential(3)}, output scale ${maxAbs(r.y).toExponential(3)}, ours ${tOurs.toFixed(1)} s, torch+io ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  process.stderr.write(
+    `PARITY resenc-l input ${s}^3 backend ${backend}: params ${r.params}, max|diff| ${d.toExponential(3)}, output scale ${maxAbs(r.y).toExponential(3)}, ours ${tOurs.toFixed(1)} s, torch+io ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+  );
   assert.deepEqual([r.missing, r.unexpected, r.upstream_only, r.ours_only], [[], [], [], []]);
   assert.equal(r.params, 102_348_965);
   assert.ok(d < 1e-3 * maxAbs(r.y));
@@ -52,10 +62,21 @@ test("full Primus-M parity with upstream", { skip: !enabled && "set SSL3D_FULL_P
   const out = join(dir, "primus-m.pth");
   await exportNetwork(net, out, { format: "pth-compatible" });
   t0 = performance.now();
-  const kw = { input_channels: 1, output_channels: 1, config_name: "M", patch_embed_size: [8, 8, 8], input_shape: [s, s, s], init_values: 0.1, scale_attn_inner: true, drop_path_rate: 0.2 };
+  const kw = {
+    input_channels: 1,
+    output_channels: 1,
+    config_name: "M",
+    patch_embed_size: [8, 8, 8],
+    input_shape: [s, s, s],
+    init_values: 0.1,
+    scale_attn_inner: true,
+    drop_path_rate: 0.2,
+  };
   const r = await runTorch("primusx", kw, out, x, dir);
   const d = maxAbsDiff(ours, r.y);
-  process.stderr.write(`PARITY primus-m input ${s}^3 backend ${backend}: params ${r.params}, max|diff| ${d.toExponential(3)}, output scale ${maxAbs(r.y).toExponential(3)}, ours ${tOurs.toFixed(1)} s, torch+io ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  process.stderr.write(
+    `PARITY primus-m input ${s}^3 backend ${backend}: params ${r.params}, max|diff| ${d.toExponential(3)}, output scale ${maxAbs(r.y).toExponential(3)}, ours ${tOurs.toFixed(1)} s, torch+io ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+  );
   assert.deepEqual([r.missing, r.unexpected, r.upstream_only, r.ours_only], [[], [], [], []]);
   if (s === 160) assert.equal(r.params, 151_786_529);
   assert.ok(d < 1e-3 * maxAbs(r.y));

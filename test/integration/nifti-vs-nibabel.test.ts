@@ -12,7 +12,9 @@ import { readNifti, readNiftiHeader, orientationCode, writeNifti } from "../../r
 import { nibabelDescribe, nibabelVoxels, runPythonJson } from "../helpers/nibabel.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "ssl3d-nib-"));
-after(() => { rmSync(tmp, { recursive: true, force: true }); });
+after(() => {
+  rmSync(tmp, { recursive: true, force: true });
+});
 
 const TEMPLATES = "/usr/share/mricron/templates";
 
@@ -54,13 +56,27 @@ print(json.dumps(out))
 `;
 
 const specs = [
-  { dtype: "uint8" }, { dtype: "int8" }, { dtype: "int16" }, { dtype: "uint16" }, { dtype: "int32" }, { dtype: "uint32" },
-  { dtype: "float32" }, { dtype: "float64" },
-  { dtype: "int16", be: true, rot: 25 }, { dtype: "float64", be: true },
-  { dtype: "int16", nifti2: true, rot: -40 }, { dtype: "float32", nifti2: true, be: true },
-  { dtype: "int16", slope: 0.25, inter: -3 }, { dtype: "uint8", form: "qform", rot: 70 }, { dtype: "float32", form: "none" },
+  { dtype: "uint8" },
+  { dtype: "int8" },
+  { dtype: "int16" },
+  { dtype: "uint16" },
+  { dtype: "int32" },
+  { dtype: "uint32" },
+  { dtype: "float32" },
+  { dtype: "float64" },
+  { dtype: "int16", be: true, rot: 25 },
+  { dtype: "float64", be: true },
+  { dtype: "int16", nifti2: true, rot: -40 },
+  { dtype: "float32", nifti2: true, be: true },
+  { dtype: "int16", slope: 0.25, inter: -3 },
+  { dtype: "uint8", form: "qform", rot: 70 },
+  { dtype: "float32", form: "none" },
   { dtype: "float32", shape: [5, 4, 3, 2] },
-].map((s, i) => ({ shape: [6, 5, 4], ...s, file: join(tmp, `nib-${i}-${s.dtype}${i % 2 === 0 ? ".nii.gz" : ".nii"}`) }));
+].map((s, i) => ({
+  shape: [6, 5, 4],
+  ...s,
+  file: join(tmp, `nib-${i}-${s.dtype}${i % 2 === 0 ? ".nii.gz" : ".nii"}`),
+}));
 
 test("files written by nibabel read to nibabel's voxels, shape, spacing and affine", async () => {
   runPythonJson(MAKE, { specs });
@@ -80,11 +96,20 @@ test("files written by nibabel read to nibabel's voxels, shape, spacing and affi
 });
 
 test("files written by ssl3d read the same in nibabel", async () => {
-  const data = Float32Array.from({ length: 4 * 3 * 5 }, (_, i) => (i * 37) % 101 - 50);
+  const data = Float32Array.from({ length: 4 * 3 * 5 }, (_, i) => ((i * 37) % 101) - 50);
   const affine = [0, 0, 1.2, -5, -0.9, 0, 0, 7, 0, -2, 0, 11, 0, 0, 0, 1];
-  const cases = [["float32", ".nii.gz"], ["int16", ".nii"], ["uint8", ".nii.gz"]] as const;
+  const cases = [
+    ["float32", ".nii.gz"],
+    ["int16", ".nii"],
+    ["uint8", ".nii.gz"],
+  ] as const;
   const files = cases.map(([dt, ext]) => join(tmp, `ours-${dt}${ext}`));
-  for (const [i, [dt]] of cases.entries()) await writeNifti(files[i]!, { data: dt === "uint8" ? data.map((x) => x + 50) : data, shape: [4, 3, 5], affine }, dt);
+  for (const [i, [dt]] of cases.entries())
+    await writeNifti(
+      files[i]!,
+      { data: dt === "uint8" ? data.map((x) => x + 50) : data, shape: [4, 3, 5], affine },
+      dt,
+    );
   const infos = nibabelDescribe(files);
   const voxels = nibabelVoxels(files);
   for (const [i, [dt]] of cases.entries()) {
@@ -99,7 +124,10 @@ test("files written by ssl3d read the same in nibabel", async () => {
 });
 
 test("every mricron template: header shape, spacing, affine, orientation equal nibabel's", async () => {
-  const files = readdirSync(TEMPLATES).filter((n) => /\.nii(\.gz)?$/.test(n)).map((n) => join(TEMPLATES, n)).sort();
+  const files = readdirSync(TEMPLATES)
+    .filter((n) => /\.nii(\.gz)?$/.test(n))
+    .map((n) => join(TEMPLATES, n))
+    .sort();
   assert.ok(files.length >= 10, `expected the mricron-data templates in ${TEMPLATES}`);
   const infos = nibabelDescribe(files);
   for (const [i, f] of files.entries()) {

@@ -9,7 +9,22 @@ import { after, before, describe, test } from "node:test";
 import { API_VERSION } from "../../api/v1alpha1/group.js";
 import { httpStatus } from "../../operator/src/kube/client.js";
 import type { Manager } from "../../operator/src/kube/manager.js";
-import { condition, cr, createNamespace, createPods, eventsFor, eventually, getCr, getJob, jobFinished, jobRunning, startEnv, startManager, terminatePod, type Env } from "../helpers/operator.js";
+import {
+  condition,
+  cr,
+  createNamespace,
+  createPods,
+  eventsFor,
+  eventually,
+  getCr,
+  getJob,
+  jobFinished,
+  jobRunning,
+  startEnv,
+  startManager,
+  terminatePod,
+  type Env,
+} from "../helpers/operator.js";
 
 const IMAGE = "example.invalid/ssl3d-runtime:test";
 let env: Env;
@@ -41,17 +56,51 @@ after(async () => {
 });
 
 async function readyPlan(ns: string): Promise<void> {
-  await env.client.create(cr("Collection", ns, "col", { source: { pvc: { claimName: "raw" } }, dataset: "Dataset001_Demo" }));
-  await env.client.create(cr("Plan", ns, "plan", { collectionRef: { name: "col" }, configurations: ["onemmiso"], preprocess: { image: IMAGE }, output: { pvc: { claimName: "prep" } } }));
+  await env.client.create(
+    cr("Collection", ns, "col", { source: { pvc: { claimName: "raw" } }, dataset: "Dataset001_Demo" }),
+  );
+  await env.client.create(
+    cr("Plan", ns, "plan", {
+      collectionRef: { name: "col" },
+      configurations: ["onemmiso"],
+      preprocess: { image: IMAGE },
+      output: { pvc: { claimName: "prep" } },
+    }),
+  );
   const j = await eventually("prep Job", () => getJob(env.client, ns, "plan-prep"));
   const pods = await createPods(env.client, j);
-  await terminatePod(env.client, ns, pods[0]!.metadata.name, "preprocess", 0, JSON.stringify({ images: 1, valid: 1, failed: 0, configurations: ["onemmiso"], plansFile: "p", preprocessedDir: "d" }));
+  await terminatePod(
+    env.client,
+    ns,
+    pods[0]!.metadata.name,
+    "preprocess",
+    0,
+    JSON.stringify({
+      images: 1,
+      valid: 1,
+      failed: 0,
+      configurations: ["onemmiso"],
+      plansFile: "p",
+      preprocessedDir: "d",
+    }),
+  );
   await jobFinished(env.client, j, "Complete");
-  await eventually("Plan Ready", async () => (await getCr(env.client, "Plan", ns, "plan")).status?.phase === "Ready", 30_000);
+  await eventually(
+    "Plan Ready",
+    async () => (await getCr(env.client, "Plan", ns, "plan")).status?.phase === "Ready",
+    30_000,
+  );
 }
 
 function runSpec(extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { planRef: { name: "plan" }, image: IMAGE, numNodes: 2, storage: { checkpoints: { claimName: "ckpt" } }, metrics: { scrapeIntervalSeconds: 1 }, ...extra };
+  return {
+    planRef: { name: "plan" },
+    image: IMAGE,
+    numNodes: 2,
+    storage: { checkpoints: { claimName: "ckpt" } },
+    metrics: { scrapeIntervalSeconds: 1 },
+    ...extra,
+  };
 }
 
 async function status(ns: string, name: string): Promise<Record<string, unknown>> {
@@ -62,7 +111,10 @@ describe("queue admission, progress polling, refused children and RBAC", () => {
   test("a run created suspended creates no Job and no pods; admission starts it and restarts the deadline clock", async () => {
     const ns = await createNamespace(env.client, "admission");
     await readyPlan(ns);
-    await env.client.create({ ...cr("PretrainRun", ns, "run", runSpec({ suspend: true, runPolicy: { activeDeadlineSeconds: 3600 } })), metadata: { name: "run", namespace: ns, labels: { "kueue.x-k8s.io/queue-name": "gpu" } } });
+    await env.client.create({
+      ...cr("PretrainRun", ns, "run", runSpec({ suspend: true, runPolicy: { activeDeadlineSeconds: 3600 } })),
+      metadata: { name: "run", namespace: ns, labels: { "kueue.x-k8s.io/queue-name": "gpu" } },
+    });
     const s = await eventually("Suspended", async () => {
       const x = await status(ns, "run");
       return x.phase === "Suspended" ? x : undefined;
@@ -78,9 +130,16 @@ describe("queue admission, progress polling, refused children and RBAC", () => {
     const admittedAt = Date.now();
     await env.client.patch(API_VERSION, "PretrainRun", ns, "run", { spec: { suspend: false } });
     const a1 = await eventually("attempt 1 Job", () => getJob(env.client, ns, "run-a1"));
-    assert.equal(a1.metadata.labels?.["kueue.x-k8s.io/queue-name"], undefined, "the admitted run's attempts are not queued again");
+    assert.equal(
+      a1.metadata.labels?.["kueue.x-k8s.io/queue-name"],
+      undefined,
+      "the admitted run's attempts are not queued again",
+    );
     const after = await status(ns, "run");
-    assert.ok(Date.parse(after.startTime as string) >= Math.floor(admittedAt / 1000) * 1000, `startTime ${String(after.startTime)} counts from admission`);
+    assert.ok(
+      Date.parse(after.startTime as string) >= Math.floor(admittedAt / 1000) * 1000,
+      `startTime ${String(after.startTime)} counts from admission`,
+    );
     assert.equal(condition({ status: after }, "Suspended")?.reason, "Resumed");
     assert.ok((await eventsFor(env.client, ns, "run")).some((e) => e.reason === "Resumed"));
 
@@ -105,13 +164,23 @@ describe("queue admission, progress polling, refused children and RBAC", () => {
     const s1 = await eventually("stuck-a1", () => getJob(env.client, ns, "stuck-a1"));
     await createPods(env.client, s1, { podIP: "10.9.9.9" });
     await jobRunning(env.client, s1);
-    await eventually("the hanging rank 0 is being scraped", () => Promise.resolve(scrapes.some((u) => u.includes("10.9.9.9"))));
+    await eventually("the hanging rank 0 is being scraped", () =>
+      Promise.resolve(scrapes.some((u) => u.includes("10.9.9.9"))),
+    );
     // With the scrape inside the reconcile, the only worker would now be stuck for good.
     await env.client.create(cr("PretrainRun", ns, "other", runSpec()));
-    const o1 = await eventually("other-a1 created while rank 0 of stuck hangs", () => getJob(env.client, ns, "other-a1"), 20_000);
+    const o1 = await eventually(
+      "other-a1 created while rank 0 of stuck hangs",
+      () => getJob(env.client, ns, "other-a1"),
+      20_000,
+    );
     await createPods(env.client, o1, { podIP: "10.0.0.77" });
     await jobRunning(env.client, o1);
-    const p = await eventually("progress of the other run", async () => (await status(ns, "other")).progress as { step?: number } | undefined, 20_000);
+    const p = await eventually(
+      "progress of the other run",
+      async () => (await status(ns, "other")).progress as { step?: number } | undefined,
+      20_000,
+    );
     assert.equal(p.step, 7);
     assert.equal((await status(ns, "stuck")).phase, "Running", "the stuck run is still reconciled");
   });
@@ -120,21 +189,43 @@ describe("queue admission, progress polling, refused children and RBAC", () => {
     const ns = await createNamespace(env.client, "refused");
     await readyPlan(ns);
     // No Jobs allowed in this namespace. The quota's status is what the quota controller would write (none runs here).
-    await env.client.create({ apiVersion: "v1", kind: "ResourceQuota", metadata: { name: "no-jobs", namespace: ns }, spec: { hard: { "count/jobs.batch": "0" } } });
-    await env.client.patch("v1", "ResourceQuota", ns, "no-jobs", { status: { hard: { "count/jobs.batch": "0" }, used: { "count/jobs.batch": "0" } } }, { subresource: "status" });
+    await env.client.create({
+      apiVersion: "v1",
+      kind: "ResourceQuota",
+      metadata: { name: "no-jobs", namespace: ns },
+      spec: { hard: { "count/jobs.batch": "0" } },
+    });
+    await env.client.patch(
+      "v1",
+      "ResourceQuota",
+      ns,
+      "no-jobs",
+      { status: { hard: { "count/jobs.batch": "0" }, used: { "count/jobs.batch": "0" } } },
+      { subresource: "status" },
+    );
     await env.client.create(cr("PretrainRun", ns, "run", runSpec()));
-    const r = await eventually("Created=False/ChildRefused", async () => {
-      const x = await getCr(env.client, "PretrainRun", ns, "run");
-      return condition(x, "Created")?.reason === "ChildRefused" ? x : undefined;
-    }, 30_000);
+    const r = await eventually(
+      "Created=False/ChildRefused",
+      async () => {
+        const x = await getCr(env.client, "PretrainRun", ns, "run");
+        return condition(x, "Created")?.reason === "ChildRefused" ? x : undefined;
+      },
+      30_000,
+    );
     assert.equal(condition(r, "Created")?.status, "False");
     assert.match(condition(r, "Created")!.message, /Job run-a1: .*(quota|no-jobs)/);
     assert.equal(await getJob(env.client, ns, "run-a1"), undefined);
-    await eventually("a Warning event ChildRefused", async () => (await eventsFor(env.client, ns, "run")).some((e) => e.type === "Warning" && e.reason === "ChildRefused"));
+    await eventually("a Warning event ChildRefused", async () =>
+      (await eventsFor(env.client, ns, "run")).some((e) => e.type === "Warning" && e.reason === "ChildRefused"),
+    );
     // The administrator lifts the quota: the retried Job is accepted and the condition clears.
     await env.client.delete("v1", "ResourceQuota", ns, "no-jobs");
     await eventually("run-a1 created after the quota is gone", () => getJob(env.client, ns, "run-a1"), 60_000);
-    await eventually("Created=True", async () => condition(await getCr(env.client, "PretrainRun", ns, "run"), "Created")?.status === "True", 30_000);
+    await eventually(
+      "Created=True",
+      async () => condition(await getCr(env.client, "PretrainRun", ns, "run"), "Created")?.status === "True",
+      30_000,
+    );
   });
 
   test("the operator's identity has exactly the chart's RBAC: a verb the chart does not grant is forbidden", async () => {
@@ -142,7 +233,12 @@ describe("queue admission, progress polling, refused children and RBAC", () => {
     const op = env.operatorClient;
     // Granted: list PretrainRuns, create a Secret.
     await op.list(API_VERSION, "PretrainRun", ns);
-    await op.create({ apiVersion: "v1", kind: "Secret", metadata: { name: "s", namespace: ns }, stringData: { k: "v" } });
+    await op.create({
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: "s", namespace: ns },
+      stringData: { k: "v" },
+    });
     // Not granted: reading Secrets, creating the custom resources, touching Pods or Deployments.
     const forbidden = async (what: string, f: () => Promise<unknown>): Promise<void> => {
       await assert.rejects(f, (err: unknown) => httpStatus(err) === 403, `${what} must be forbidden`);
@@ -150,7 +246,11 @@ describe("queue admission, progress polling, refused children and RBAC", () => {
     await forbidden("get secrets", () => op.get("v1", "Secret", ns, "s"));
     await forbidden("create PretrainRuns", () => op.create(cr("PretrainRun", ns, "x", runSpec())));
     await forbidden("delete pods", () => op.delete("v1", "Pod", ns, "nothing"));
-    await forbidden("update PretrainRun specs", () => op.patch(API_VERSION, "PretrainRun", ns, "x", { spec: { suspend: true } }));
-    await forbidden("create namespaces", () => op.create({ apiVersion: "v1", kind: "Namespace", metadata: { name: "nope" } }));
+    await forbidden("update PretrainRun specs", () =>
+      op.patch(API_VERSION, "PretrainRun", ns, "x", { spec: { suspend: true } }),
+    );
+    await forbidden("create namespaces", () =>
+      op.create({ apiVersion: "v1", kind: "Namespace", metadata: { name: "nope" } }),
+    );
   });
 });

@@ -9,7 +9,20 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { API_VERSION } from "../../api/v1alpha1/group.js";
 import { freePort } from "../helpers/kube.js";
-import { cr, createNamespace, createPods, eventually, getCr, getJob, jobFinished, jobRunning, startEnv, startManager, terminatePod, type Env } from "../helpers/operator.js";
+import {
+  cr,
+  createNamespace,
+  createPods,
+  eventually,
+  getCr,
+  getJob,
+  jobFinished,
+  jobRunning,
+  startEnv,
+  startManager,
+  terminatePod,
+  type Env,
+} from "../helpers/operator.js";
 
 const IMAGE = "example.invalid/ssl3d-runtime:test";
 let env: Env;
@@ -23,17 +36,49 @@ after(async () => {
 });
 
 async function readyPlan(ns: string): Promise<void> {
-  await env.client.create(cr("Collection", ns, "col", { source: { pvc: { claimName: "raw" } }, dataset: "Dataset001_Demo" }));
-  await env.client.create(cr("Plan", ns, "plan", { collectionRef: { name: "col" }, configurations: ["onemmiso"], preprocess: { image: IMAGE }, output: { pvc: { claimName: "prep" } } }));
+  await env.client.create(
+    cr("Collection", ns, "col", { source: { pvc: { claimName: "raw" } }, dataset: "Dataset001_Demo" }),
+  );
+  await env.client.create(
+    cr("Plan", ns, "plan", {
+      collectionRef: { name: "col" },
+      configurations: ["onemmiso"],
+      preprocess: { image: IMAGE },
+      output: { pvc: { claimName: "prep" } },
+    }),
+  );
   const j = await eventually("prep Job", () => getJob(env.client, ns, "plan-prep"));
   const pods = await createPods(env.client, j);
-  await terminatePod(env.client, ns, pods[0]!.metadata.name, "preprocess", 0, JSON.stringify({ images: 1, valid: 1, failed: 0, configurations: ["onemmiso"], plansFile: "p", preprocessedDir: "d" }));
+  await terminatePod(
+    env.client,
+    ns,
+    pods[0]!.metadata.name,
+    "preprocess",
+    0,
+    JSON.stringify({
+      images: 1,
+      valid: 1,
+      failed: 0,
+      configurations: ["onemmiso"],
+      plansFile: "p",
+      preprocessedDir: "d",
+    }),
+  );
   await jobFinished(env.client, j, "Complete");
-  await eventually("Plan Ready", async () => (await getCr(env.client, "Plan", ns, "plan")).status?.phase === "Ready", 30_000);
+  await eventually(
+    "Plan Ready",
+    async () => (await getCr(env.client, "Plan", ns, "plan")).status?.phase === "Ready",
+    30_000,
+  );
 }
 
 function run(ns: string, name: string): ReturnType<typeof cr> {
-  return cr("PretrainRun", ns, name, { planRef: { name: "plan" }, image: IMAGE, numNodes: 1, storage: { checkpoints: { claimName: "ckpt" } } });
+  return cr("PretrainRun", ns, name, {
+    planRef: { name: "plan" },
+    image: IMAGE,
+    numNodes: 1,
+    storage: { checkpoints: { claimName: "ckpt" } },
+  });
 }
 
 interface OperatorProc {
@@ -62,7 +107,11 @@ async function startOperatorProcess(ns: string): Promise<OperatorProc> {
     },
     stdio: ["ignore", "ignore", "inherit"],
   });
-  const exited = new Promise<void>((r) => child.on("exit", () => { r(); }));
+  const exited = new Promise<void>((r) =>
+    child.on("exit", () => {
+      r();
+    }),
+  );
   await eventually("operator /healthz", async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 60_000);
   return { child, port, exited };
 }
@@ -75,7 +124,12 @@ async function reconcileCount(p: OperatorProc): Promise<number> {
 }
 
 async function leaseHolder(): Promise<string> {
-  const l = await env.client.get<{ spec: { holderIdentity?: string } }>("coordination.k8s.io/v1", "Lease", env.operatorNamespace, "ssl3d-operator");
+  const l = await env.client.get<{ spec: { holderIdentity?: string } }>(
+    "coordination.k8s.io/v1",
+    "Lease",
+    env.operatorNamespace,
+    "ssl3d-operator",
+  );
   return l?.spec.holderIdentity ?? "";
 }
 
@@ -99,10 +153,14 @@ describe("high availability", () => {
       const killedAt = Date.now();
       leader.child.kill("SIGKILL");
       await leader.exited;
-      const newHolder = await eventually("takeover", async () => {
-        const h = await leaseHolder();
-        return h.includes(`_${standby.child.pid}_`) ? h : undefined;
-      }, 30_000);
+      const newHolder = await eventually(
+        "takeover",
+        async () => {
+          const h = await leaseHolder();
+          return h.includes(`_${standby.child.pid}_`) ? h : undefined;
+        },
+        30_000,
+      );
       const takeoverS = (Date.now() - killedAt) / 1000;
       assert.ok(newHolder);
       assert.ok(takeoverS <= LEASE_S + 2 * RETRY_S + 1.5, `takeover after ${takeoverS} s (lease ${LEASE_S} s)`);
@@ -134,13 +192,20 @@ describe("high availability", () => {
       const j = await eventually("before-a1", () => getJob(env.client, ns, "before-a1"), 20_000);
       await createPods(env.client, j);
       await jobRunning(env.client, j);
-      await eventually("Running", async () => (await getCr(env.client, "PretrainRun", ns, "before")).status?.phase === "Running");
+      await eventually(
+        "Running",
+        async () => (await getCr(env.client, "PretrainRun", ns, "before")).status?.phase === "Running",
+      );
 
       await env.cluster.restartApiServer();
       // Changes made after the restart must reach the operator through its re-established watches.
       await jobFinished(env.client, j, "Complete");
       await env.client.create(run(ns, "after"));
-      await eventually("before Succeeded", async () => (await getCr(env.client, "PretrainRun", ns, "before")).status?.phase === "Succeeded", 60_000);
+      await eventually(
+        "before Succeeded",
+        async () => (await getCr(env.client, "PretrainRun", ns, "before")).status?.phase === "Succeeded",
+        60_000,
+      );
       await eventually("after-a1 Job", () => getJob(env.client, ns, "after-a1"), 60_000);
       await sleep(200);
       assert.ok(manager.synced, "informers are synced again");

@@ -17,14 +17,27 @@ let dir: string;
 let env: NodeJS.ProcessEnv;
 
 function ssl3d(args: string[], termLog: string): { status: number | null; stderr: string } {
-  const r = spawnSync(process.execPath, ["bin/ssl3d.mjs", ...args], { env: { ...env, SSL3D_TERMINATION_LOG: termLog }, encoding: "utf8", timeout: 120_000 });
+  const r = spawnSync(process.execPath, ["bin/ssl3d.mjs", ...args], {
+    env: { ...env, SSL3D_TERMINATION_LOG: termLog },
+    encoding: "utf8",
+    timeout: 120_000,
+  });
   return { status: r.status, stderr: r.stderr };
 }
 
 before(() => {
   dir = mkdtempSync(join(tmpdir(), "ssl3d-contract-"));
-  env = { ...process.env, nnssl_raw: join(dir, "nnssl_raw"), nnssl_preprocessed: join(dir, "nnssl_preprocessed"), nnssl_results: join(dir, "nnssl_results") };
-  const demo = spawnSync(process.execPath, ["bin/ssl3d.mjs", "demo", "--quick", "--out", dir], { env, encoding: "utf8", timeout: 120_000 });
+  env = {
+    ...process.env,
+    nnssl_raw: join(dir, "nnssl_raw"),
+    nnssl_preprocessed: join(dir, "nnssl_preprocessed"),
+    nnssl_results: join(dir, "nnssl_results"),
+  };
+  const demo = spawnSync(process.execPath, ["bin/ssl3d.mjs", "demo", "--quick", "--out", dir], {
+    env,
+    encoding: "utf8",
+    timeout: 120_000,
+  });
   assert.equal(demo.status, 0, demo.stderr);
 });
 after(() => {
@@ -40,8 +53,17 @@ test("collection-summary's termination log becomes the Collection's summary and 
   const r = ssl3d(["collection-summary", "-d", "990", "--json"], log);
   assert.equal(r.status, 0, r.stderr);
   const message = readFileSync(log, "utf8");
-  const col = aResource("Collection", "c", { source: { pvc: { claimName: "raw" } }, dataset: "990", indexing: { enabled: true, image: "img" } });
-  const out = reconcileCollection({ collection: col, jobs: [aJob("c-index-g1", { condition: { type: "Complete" } })], pods: [terminated("c-index-g1", 0, message)], now: T0 });
+  const col = aResource("Collection", "c", {
+    source: { pvc: { claimName: "raw" } },
+    dataset: "990",
+    indexing: { enabled: true, image: "img" },
+  });
+  const out = reconcileCollection({
+    collection: col,
+    jobs: [aJob("c-index-g1", { condition: { type: "Complete" } })],
+    pods: [terminated("c-index-g1", 0, message)],
+    now: T0,
+  });
   assert.equal(out.status.phase, "Ready");
   assert.equal(out.status.summary?.images, 4);
   assert.equal(out.status.summary.subjects, 2);
@@ -49,18 +71,36 @@ test("collection-summary's termination log becomes the Collection's summary and 
 });
 
 test("plan-and-preprocess's termination log becomes the Plan's outputs; its error line becomes the Failed message", () => {
-  const collection = aResource("Collection", "col", { source: { pvc: { claimName: "raw" } }, dataset: "990" }, {
-    phase: "Ready",
-    contentHash: "sha256:x",
-    conditions: [{ type: "Ready", status: "True", reason: "Validated", message: "", lastTransitionTime: "2026-01-01T00:00:00Z" }],
-  });
-  const planSpec = { collectionRef: { name: "col" }, configurations: ["onemmiso"], preprocess: { image: "img" }, output: { pvc: { claimName: "prep" } } };
+  const collection = aResource(
+    "Collection",
+    "col",
+    { source: { pvc: { claimName: "raw" } }, dataset: "990" },
+    {
+      phase: "Ready",
+      contentHash: "sha256:x",
+      conditions: [
+        { type: "Ready", status: "True", reason: "Validated", message: "", lastTransitionTime: "2026-01-01T00:00:00Z" },
+      ],
+    },
+  );
+  const planSpec = {
+    collectionRef: { name: "col" },
+    configurations: ["onemmiso"],
+    preprocess: { image: "img" },
+    output: { pvc: { claimName: "prep" } },
+  };
   const started = { phase: "Running", jobName: "p-prep", dataset: "990", collectionHash: "sha256:x" };
 
   const okLog = join(dir, "prep.log");
   const r = ssl3d(["plan-and-preprocess", "-d", "990", "-c", "onemmiso"], okLog);
   assert.equal(r.status, 0, r.stderr);
-  const ok = reconcilePlan({ plan: aResource("Plan", "p", planSpec, started), collection, jobs: [aJob("p-prep", { condition: { type: "Complete" } })], pods: [terminated("p-prep", 0, readFileSync(okLog, "utf8"))], now: T0 });
+  const ok = reconcilePlan({
+    plan: aResource("Plan", "p", planSpec, started),
+    collection,
+    jobs: [aJob("p-prep", { condition: { type: "Complete" } })],
+    pods: [terminated("p-prep", 0, readFileSync(okLog, "utf8"))],
+    now: T0,
+  });
   assert.equal(ok.status.phase, "Ready");
   assert.equal(ok.status.outputs?.valid, 4);
   assert.deepEqual(ok.status.outputs.configurations, ["onemmiso"]);
@@ -69,7 +109,13 @@ test("plan-and-preprocess's termination log becomes the Plan's outputs; its erro
   const bad = ssl3d(["plan-and-preprocess", "-d", "991", "-c", "onemmiso"], badLog);
   assert.notEqual(bad.status, 0);
   const message = readFileSync(badLog, "utf8");
-  const failed = reconcilePlan({ plan: aResource("Plan", "p", planSpec, started), collection, jobs: [aJob("p-prep", { condition: { type: "Failed", reason: "BackoffLimitExceeded" } })], pods: [terminated("p-prep", bad.status ?? 1, message)], now: T0 });
+  const failed = reconcilePlan({
+    plan: aResource("Plan", "p", planSpec, started),
+    collection,
+    jobs: [aJob("p-prep", { condition: { type: "Failed", reason: "BackoffLimitExceeded" } })],
+    pods: [terminated("p-prep", bad.status ?? 1, message)],
+    now: T0,
+  });
   assert.equal(failed.status.phase, "Failed");
   const cond = failed.status.conditions?.find((c) => c.type === "Failed");
   // the runtime's failure message (api/termination.ts) is shown as its sentence

@@ -5,7 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { after, test } from "node:test";
@@ -21,9 +30,18 @@ after(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-function cli(args: string[], env: NodeJS.ProcessEnv, argv0 = BIN): { status: number | null; stdout: string; stderr: string } {
+function cli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  argv0 = BIN,
+): { status: number | null; stdout: string; stderr: string } {
   // cwd outside the repository: worker threads must find tsx from the runtime, not from the working directory
-  const r = spawnSync(NODE, [argv0, ...args], { cwd: work, env: { ...env, SSL3D_LOG_LEVEL: "warn" }, encoding: "utf8", timeout: 300_000 });
+  const r = spawnSync(NODE, [argv0, ...args], {
+    cwd: work,
+    env: { ...env, SSL3D_LOG_LEVEL: "warn" },
+    encoding: "utf8",
+    timeout: 300_000,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -44,17 +62,37 @@ function snapshot(dir: string): Map<string, Buffer> {
 test("plan-and-preprocess: fingerprint, plan, Zarr store with masks, collection copy, valid list, summary", async () => {
   const ds = await makeTestDataset(join(work, "a"), { images: 3, masks: true });
   const termLog = join(work, "a", "termination-log");
-  const r = cli(["plan-and-preprocess", "-d", "1", "-np", "2", "-npfp", "2"], { ...ds.env, SSL3D_TERMINATION_LOG: termLog });
+  const r = cli(["plan-and-preprocess", "-d", "1", "-np", "2", "-npfp", "2"], {
+    ...ds.env,
+    SSL3D_TERMINATION_LOG: termLog,
+  });
   assert.equal(r.status, 0, r.stderr);
   const summary = JSON.parse(readFileSync(termLog, "utf8")) as Record<string, unknown>;
   const pp = join(ds.env.nnssl_preprocessed!, ds.datasetName);
-  assert.deepEqual(summary, { images: 3, valid: 3, failed: 0, configurations: ["onemmiso"], plansFile: join(pp, "nnsslPlans.json"), preprocessedDir: pp });
+  assert.deepEqual(summary, {
+    images: 3,
+    valid: 3,
+    failed: 0,
+    configurations: ["onemmiso"],
+    plansFile: join(pp, "nnsslPlans.json"),
+    preprocessedDir: pp,
+  });
   assert.deepEqual(JSON.parse(r.stdout.trim().split("\n").at(-1)!), summary);
 
-  const fp = JSON.parse(readFileSync(join(pp, "dataset_fingerprint.json"), "utf8")) as { spacings: number[][]; images: { shape: number[] }[] };
+  const fp = JSON.parse(readFileSync(join(pp, "dataset_fingerprint.json"), "utf8")) as {
+    spacings: number[][];
+    images: { shape: number[] }[];
+  };
   assert.equal(fp.spacings.length, 3);
-  assert.deepEqual(fp.spacings[1], [1.5, 0.8, 0.8].map(Math.fround), "array-axis (z, y, x) order as upstream (float32 pixdim)");
-  const plans = JSON.parse(readFileSync(join(pp, "nnsslPlans.json"), "utf8")) as { configurations: Record<string, unknown>; transpose_forward: number[] };
+  assert.deepEqual(
+    fp.spacings[1],
+    [1.5, 0.8, 0.8].map(Math.fround),
+    "array-axis (z, y, x) order as upstream (float32 pixdim)",
+  );
+  const plans = JSON.parse(readFileSync(join(pp, "nnsslPlans.json"), "utf8")) as {
+    configurations: Record<string, unknown>;
+    transpose_forward: number[];
+  };
   assert.deepEqual(Object.keys(plans.configurations), ["onemmiso", "median", "noresample"]);
   assert.deepEqual(plans.transpose_forward, [0, 1, 2]);
 
@@ -63,9 +101,17 @@ test("plan-and-preprocess: fingerprint, plan, Zarr store with masks, collection 
   const first = imgs[0]!;
   assert.equal(first.uniqueId, `${ds.datasetName}__ds000001__sub-01__ses-DEFAULT__sub-01_T1w.nii.gz`);
   assert.equal(first.uniqueSubjectId, `${ds.datasetName}__ds000001__sub-01`);
-  assert.ok(first.anonMask?.endsWith("sub-01_T1w__anon.zarr") === true && first.anatMask?.endsWith("sub-01_T1w__anat.zarr") === true);
+  assert.ok(
+    first.anonMask?.endsWith("sub-01_T1w__anon.zarr") === true &&
+      first.anatMask?.endsWith("sub-01_T1w__anat.zarr") === true,
+  );
   assert.equal(imgs[1]!.anonMask, undefined);
-  const props = JSON.parse(readFileSync(first.properties, "utf8")) as { shape: number[]; bbox_used_for_cropping: number[][]; spacing: number[]; target_spacing: number[] };
+  const props = JSON.parse(readFileSync(first.properties, "utf8")) as {
+    shape: number[];
+    bbox_used_for_cropping: number[][];
+    spacing: number[];
+    target_spacing: number[];
+  };
   assert.deepEqual(props.target_spacing, [1, 1, 1]);
   const vol = await openZarrVolume(first.image);
   assert.deepEqual(vol.shape, props.shape);
@@ -77,17 +123,31 @@ test("plan-and-preprocess: fingerprint, plan, Zarr store with masks, collection 
     ss += v * v;
   }
   const mean = s / data.length;
-  assert.ok(Math.abs(mean) < 0.1 && Math.abs(Math.sqrt(ss / data.length - mean * mean) - 1) < 0.1, "z-scored before resampling: about N(0, 1) after");
+  assert.ok(
+    Math.abs(mean) < 0.1 && Math.abs(Math.sqrt(ss / data.length - mean * mean) - 1) < 0.1,
+    "z-scored before resampling: about N(0, 1) after",
+  );
   await vol.close();
   const anon = await openZarrVolume(first.anonMask);
   const values = new Set(await anon.readAll());
   await anon.close();
-  assert.ok([...values].every((v) => v === -1 || v === 0 || v === 1), `mask values ${[...values].join(",")}`);
+  assert.ok(
+    [...values].every((v) => v === -1 || v === 0 || v === 1),
+    `mask values ${[...values].join(",")}`,
+  );
   assert.ok(values.has(1), "anonymization mask kept under its own name (not swapped with the anatomy mask)");
 
-  const copy = JSON.parse(readFileSync(join(pp, "pretrain_data__onemmiso.json"), "utf8")) as { datasets: Record<string, { subjects: Record<string, { sessions: Record<string, { images: { image_path: string }[] }> }> }> };
+  const copy = JSON.parse(readFileSync(join(pp, "pretrain_data__onemmiso.json"), "utf8")) as {
+    datasets: Record<
+      string,
+      { subjects: Record<string, { sessions: Record<string, { images: { image_path: string }[] }> }> }
+    >;
+  };
   const p0 = copy.datasets.ds000001!.subjects["sub-01"]!.sessions["ses-DEFAULT"]!.images[0]!.image_path;
-  assert.equal(p0, `$nnssl_preprocessed/${ds.datasetName}/nnsslPlans_onemmiso/${ds.datasetName}/ds000001/sub-01/ses-DEFAULT/sub-01_T1w.zarr`);
+  assert.equal(
+    p0,
+    `$nnssl_preprocessed/${ds.datasetName}/nnsslPlans_onemmiso/${ds.datasetName}/ds000001/sub-01/ses-DEFAULT/sub-01_T1w.zarr`,
+  );
   assert.ok(existsSync(join(pp, "valid_imgs.json")));
 
   // nnssl aliases with their legacy flags: the 3-step route, split into two parts
@@ -101,10 +161,21 @@ test("plan-and-preprocess: fingerprint, plan, Zarr store with masks, collection 
   };
   ok(cli(["-d", "1", "-np", "1", "--clean"], ds.env, alias("nnssl_extract_fingerprint")));
   ok(cli(["-d", "1", "-pl", "ExperimentPlanner"], ds.env, alias("nnssl_plan_experiment")));
-  ok(cli(["-d", "1", "-c", "median", "-np", "1", "-part", "0", "-total_parts", "2", "-plans_name", "nnsslPlans"], ds.env, alias("nnssl_preprocess")));
-  assert.ok(existsSync(join(pp, "nnsslPlans_median", "valid_imgs__0_of_2.json")), "part list kept until all parts are done");
+  ok(
+    cli(
+      ["-d", "1", "-c", "median", "-np", "1", "-part", "0", "-total_parts", "2", "-plans_name", "nnsslPlans"],
+      ds.env,
+      alias("nnssl_preprocess"),
+    ),
+  );
+  assert.ok(
+    existsSync(join(pp, "nnsslPlans_median", "valid_imgs__0_of_2.json")),
+    "part list kept until all parts are done",
+  );
   assert.ok(!existsSync(join(pp, "nnsslPlans_median", "valid_imgs.json")));
-  ok(cli(["-d", "1", "-c", "median", "-np", "1", "-part", "1", "-total_parts", "2"], ds.env, alias("nnssl_preprocess")));
+  ok(
+    cli(["-d", "1", "-c", "median", "-np", "1", "-part", "1", "-total_parts", "2"], ds.env, alias("nnssl_preprocess")),
+  );
   assert.ok(!existsSync(join(pp, "nnsslPlans_median", "valid_imgs__0_of_2.json")), "part lists merged and removed");
   assert.equal((await listPreprocessedImages(ds.datasetName, "median", "nnsslPlans", ds.env)).length, 3);
 });
@@ -118,7 +189,11 @@ test("kill -9 in the middle, re-run: complete and byte-identical to an uninterru
 
   const cfgDir = join(envB.nnssl_preprocessed, ds.datasetName, "nnsslPlans_onemmiso");
   const child = spawn(NODE, [BIN, ...args], { env: { ...envB, SSL3D_LOG_LEVEL: "warn" }, stdio: "ignore" });
-  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on("exit", (_code, sig) => { resolve(sig); }));
+  const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+    child.on("exit", (_code, sig) => {
+      resolve(sig);
+    }),
+  );
   const countMarkers = (): number => {
     let n = 0;
     const walk = (d: string): void => {
@@ -170,16 +245,25 @@ test("unreadable image: --on-error fail exits 3 naming the file; --on-error skip
   assert.match(failRun.stderr, /gzip|truncated|unexpected end|incorrect header|cannot read/i);
 
   const termLog = join(work, "bad", "termination-log");
-  const skipRun = cli(["plan-and-preprocess", "-d", "1", "-np", "1", "--on-error", "skip", "--clean"], { ...ds.env, SSL3D_TERMINATION_LOG: termLog });
+  const skipRun = cli(["plan-and-preprocess", "-d", "1", "-np", "1", "--on-error", "skip", "--clean"], {
+    ...ds.env,
+    SSL3D_TERMINATION_LOG: termLog,
+  });
   assert.equal(skipRun.status, 0, skipRun.stderr);
   assert.ok(skipRun.stderr.includes(bad), "the skipped image is reported on stderr");
   const summary = JSON.parse(readFileSync(termLog, "utf8")) as { images: number; valid: number; failed: number };
   assert.deepEqual([summary.images, summary.valid, summary.failed], [3, 2, 1]);
   const pp = join(ds.env.nnssl_preprocessed!, ds.datasetName);
-  const fp = JSON.parse(readFileSync(join(pp, "dataset_fingerprint.json"), "utf8")) as { spacings: unknown[]; failed: { image_path: string; reason: string }[] };
+  const fp = JSON.parse(readFileSync(join(pp, "dataset_fingerprint.json"), "utf8")) as {
+    spacings: unknown[];
+    failed: { image_path: string; reason: string }[];
+  };
   assert.equal(fp.spacings.length, 2);
   assert.equal(fp.failed[0]!.image_path, bad);
-  const failed = JSON.parse(readFileSync(join(pp, "nnsslPlans_onemmiso", "failed_imgs.json"), "utf8")) as { image_path: string; reason: string }[];
+  const failed = JSON.parse(readFileSync(join(pp, "nnsslPlans_onemmiso", "failed_imgs.json"), "utf8")) as {
+    image_path: string;
+    reason: string;
+  }[];
   assert.equal(failed.length, 1);
   assert.equal(failed[0]!.image_path, bad);
   assert.ok(failed[0]!.reason.length > 0);
@@ -190,7 +274,9 @@ test("unreadable image: --on-error fail exits 3 naming the file; --on-error skip
   assert.equal(again.status, 0, again.stderr);
   assert.match(again.stdout, /2 images, 1 failed \(reused\)/);
   const collFile = join(ds.rawDir, "pretrain_data.json");
-  const coll = JSON.parse(readFileSync(collFile, "utf8")) as { datasets: { ds000001: { subjects: Record<string, unknown> } } };
+  const coll = JSON.parse(readFileSync(collFile, "utf8")) as {
+    datasets: { ds000001: { subjects: Record<string, unknown> } };
+  };
   delete coll.datasets.ds000001.subjects["sub-02"]; // the corrupt image leaves the collection
   writeFileSync(collFile, JSON.stringify(coll));
   const stale = cli(["fingerprint", "-d", "1", "-np", "1"], ds.env);

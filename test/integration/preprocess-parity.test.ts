@@ -20,7 +20,10 @@ const HELPER = join(import.meta.dirname, "..", "helpers", "nnunet_reference.py")
 let work = "";
 
 function runHelper(args: string[]): void {
-  const r = spawnSync(pythonBin(), [HELPER, ...args], { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: "1" } });
+  const r = spawnSync(pythonBin(), [HELPER, ...args], {
+    encoding: "utf8",
+    env: { ...process.env, OMP_NUM_THREADS: "1" },
+  });
   if (r.status !== 0) throw new Error(`nnunet_reference.py ${args[0]} failed: ${r.stderr}`);
 }
 
@@ -32,9 +35,19 @@ function readF32(path: string): Float32Array {
 before(() => {
   work = mkdtempSync(join(tmpdir(), "ssl3d-parity-"));
   runPython("import nnunetv2.preprocessing.resampling.default_resampling");
-  runHelper(["make-aniso", join(TEMPLATES, "ch2.nii.gz"), join(work, "ch2-aniso.nii.gz"), "--axis", "0", "--factor", "4"]);
+  runHelper([
+    "make-aniso",
+    join(TEMPLATES, "ch2.nii.gz"),
+    join(work, "ch2-aniso.nii.gz"),
+    "--axis",
+    "0",
+    "--factor",
+    "4",
+  ]);
 });
-after(() => { rmSync(work, { recursive: true, force: true }); });
+after(() => {
+  rmSync(work, { recursive: true, force: true });
+});
 
 export function pearson(a: Float32Array, b: Float32Array): number {
   let sa = 0;
@@ -75,8 +88,23 @@ for (const c of cases) {
     const plan = planExperiment("Dataset999_Parity", [[...ours.spacing]]);
     const maskFile = join(work, `${c.name.replace(/\W+/g, "_")}-mask.nii.gz`);
     runHelper(["make-mask", input, maskFile, "--percentile", "50"]);
-    runHelper(["preprocess", input, out, "--target", "1,1,1", "--transpose", plan.transpose_forward.join(","), "--mask", maskFile]);
-    const meta = JSON.parse(readFileSync(join(out, "meta.json"), "utf8")) as { input_shape: number[]; spacing: [number, number, number]; output_shape: number[]; bbox: number[][] };
+    runHelper([
+      "preprocess",
+      input,
+      out,
+      "--target",
+      "1,1,1",
+      "--transpose",
+      plan.transpose_forward.join(","),
+      "--mask",
+      maskFile,
+    ]);
+    const meta = JSON.parse(readFileSync(join(out, "meta.json"), "utf8")) as {
+      input_shape: number[];
+      spacing: [number, number, number];
+      output_shape: number[];
+      bbox: number[][];
+    };
     const ref = readF32(join(out, "output.raw"));
     const raw = readF32(join(out, "input.raw"));
     assert.deepEqual([1, ...ours.shape], meta.input_shape, "array view (C, z, y, x) as SimpleITK");
@@ -92,7 +120,9 @@ for (const c of cases) {
     let maxAbs = 0;
     for (let i = 0; i < ref.length; i++) maxAbs = Math.max(maxAbs, Math.abs(ref[i]! - res.data[i]!));
     const r = pearson(ref, res.data);
-    process.stdout.write(`# parity ${c.name}: shape ${meta.output_shape.join("x")}, pearson ${r.toFixed(9)}, max abs diff ${maxAbs.toExponential(3)}\n`);
+    process.stdout.write(
+      `# parity ${c.name}: shape ${meta.output_shape.join("x")}, pearson ${r.toFixed(9)}, max abs diff ${maxAbs.toExponential(3)}\n`,
+    );
     assert.ok(r > 0.999, `pearson ${r}`);
     // the mask through nnssl's path: crop with the image's box (0 outside -> -1), order-1 per-label resampling
     const refMask = readF32(join(out, "mask_output.raw"));

@@ -18,19 +18,30 @@ interface RankResult {
 async function runRanks(world: number, len: number, extraEnv: Record<string, string> = {}): Promise<RankResult[]> {
   const port = await freePort();
   return await Promise.all(
-    Array.from({ length: world }, (_, rank) =>
-      new Promise<RankResult>((resolve) => {
-        const child = spawn(process.execPath, ["--import", "tsx", fixture], {
-          env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: "127.0.0.1", MASTER_PORT: String(port), SSL3D_DIST_TIMEOUT_S: "90", DIST_LEN: String(len), ...extraEnv },
-        });
-        let out = "";
-        let err = "";
-        child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-        child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-        child.on("exit", (code) => {
-          resolve({ code, out, err });
-        });
-      }),
+    Array.from(
+      { length: world },
+      (_, rank) =>
+        new Promise<RankResult>((resolve) => {
+          const child = spawn(process.execPath, ["--import", "tsx", fixture], {
+            env: {
+              ...process.env,
+              RANK: String(rank),
+              WORLD_SIZE: String(world),
+              MASTER_ADDR: "127.0.0.1",
+              MASTER_PORT: String(port),
+              SSL3D_DIST_TIMEOUT_S: "90",
+              DIST_LEN: String(len),
+              ...extraEnv,
+            },
+          });
+          let out = "";
+          let err = "";
+          child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+          child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+          child.on("exit", (code) => {
+            resolve({ code, out, err });
+          });
+        }),
     ),
   );
 }
@@ -48,7 +59,10 @@ async function checkExact(world: number, n: number): Promise<void> {
   for (const r of results) {
     assert.equal(r.code, 0, r.err);
     const p = JSON.parse(r.out) as { first: number[]; last?: number; checksum: number; b: number[] };
-    assert.deepEqual(p.first, Array.from({ length: Math.min(3, n) }, (_, i) => expected(world, i)));
+    assert.deepEqual(
+      p.first,
+      Array.from({ length: Math.min(3, n) }, (_, i) => expected(world, i)),
+    );
     if (n > 0) assert.equal(p.last, expected(world, n - 1));
     assert.equal(p.checksum, checksum);
     assert.deepEqual(p.b, [42, 42, 42, 42, 42]);
@@ -56,9 +70,13 @@ async function checkExact(world: number, n: number): Promise<void> {
 }
 
 // 2 ranks: chunks of 1 250 002 and 1 250 001 floats = a full 4 MiB segment and a ragged one each.
-test("2 ranks, a buffer that divides neither by the ranks nor by the segment: exact sums", { timeout: 180_000 }, async () => {
-  await checkExact(2, 2_500_003);
-});
+test(
+  "2 ranks, a buffer that divides neither by the ranks nor by the segment: exact sums",
+  { timeout: 180_000 },
+  async () => {
+    await checkExact(2, 2_500_003);
+  },
+);
 
 test("4 ranks, several segments per chunk: exact sums", { timeout: 180_000 }, async () => {
   await checkExact(4, 4_194_311);
@@ -69,13 +87,17 @@ test("4 ranks, fewer elements than ranks (empty chunks) and an empty buffer", { 
   await checkExact(4, 0);
 });
 
-test("a rank that dies while an all-reduce is on the wire fails the others with exit code 5", { timeout: 180_000 }, async () => {
-  const t0 = Date.now();
-  const results = await runRanks(3, 24_000_001, { DIST_DIE_DURING: "1", SSL3D_DIST_TIMEOUT_S: "120" });
-  assert.equal(results[1]!.code, 17, results[1]!.err);
-  for (const r of [results[0]!, results[2]!]) {
-    assert.equal(r.code, 5, r.err);
-    assert.match(r.err, /rank error: .*(closed|failed)/);
-  }
-  assert.ok(Date.now() - t0 < 100_000, "failure must propagate well before the 120 s timeout");
-});
+test(
+  "a rank that dies while an all-reduce is on the wire fails the others with exit code 5",
+  { timeout: 180_000 },
+  async () => {
+    const t0 = Date.now();
+    const results = await runRanks(3, 24_000_001, { DIST_DIE_DURING: "1", SSL3D_DIST_TIMEOUT_S: "120" });
+    assert.equal(results[1]!.code, 17, results[1]!.err);
+    for (const r of [results[0]!, results[2]!]) {
+      assert.equal(r.code, 5, r.err);
+      assert.match(r.err, /rank error: .*(closed|failed)/);
+    }
+    assert.ok(Date.now() - t0 < 100_000, "failure must propagate well before the 120 s timeout");
+  },
+);

@@ -96,8 +96,14 @@ test("swin-pretext-resenc-xs via ssl3d export: encoder loads strictly into upstr
   const dir = tmp("ssl3d-swin-parity-");
   const saved = join(dir, "network.safetensors");
   await saveNetwork(net, saved);
-  for (const [format, file] of [["safetensors", "w.safetensors"], ["pth-compatible", "w.pth"]] as const) {
-    const r = spawnSync(process.execPath, [BIN, "export", saved, "--format", format, "--out", join(dir, file)], { encoding: "utf8", env: { ...process.env, SSL3D_LOG_LEVEL: "warn" } });
+  for (const [format, file] of [
+    ["safetensors", "w.safetensors"],
+    ["pth-compatible", "w.pth"],
+  ] as const) {
+    const r = spawnSync(process.execPath, [BIN, "export", saved, "--format", format, "--out", join(dir, file)], {
+      encoding: "utf8",
+      env: { ...process.env, SSL3D_LOG_LEVEL: "warn" },
+    });
     assert.equal(r.status, 0, r.stderr);
   }
   const plan = JSON.parse(readFileSync(join(dir, "adaptation_plan.json"), "utf8")) as Record<string, unknown>;
@@ -107,16 +113,38 @@ test("swin-pretext-resenc-xs via ssl3d export: encoder loads strictly into upstr
 
   const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 7);
   const xin = tf.tidy(() => tf.transpose(x, [0, 4, 1, 2, 3]));
-  writeFileSync(join(dir, "x.safetensors"), encodeSafetensors(new Map([["x", { shape: xin.shape, data: xin.dataSync() as Float32Array }]])));
+  writeFileSync(
+    join(dir, "x.safetensors"),
+    encodeSafetensors(new Map([["x", { shape: xin.shape, data: xin.dataSync() as Float32Array }]])),
+  );
   xin.dispose();
-  const info = JSON.parse(runPython(PY, [JSON.stringify({ safetensors: join(dir, "w.safetensors"), pth: join(dir, "w.pth"), plan: join(dir, "adaptation_plan.json"), hyper, input: join(dir, "x.safetensors"), output: join(dir, "y.safetensors") })]).trim().split("\n").pop()!) as { pth_keys_equal: boolean; in_proj_present: boolean; params: number };
+  const info = JSON.parse(
+    runPython(PY, [
+      JSON.stringify({
+        safetensors: join(dir, "w.safetensors"),
+        pth: join(dir, "w.pth"),
+        plan: join(dir, "adaptation_plan.json"),
+        hyper,
+        input: join(dir, "x.safetensors"),
+        output: join(dir, "y.safetensors"),
+      }),
+    ])
+      .trim()
+      .split("\n")
+      .pop()!,
+  ) as { pth_keys_equal: boolean; in_proj_present: boolean; params: number };
   assert.deepEqual(info, { pth_keys_equal: true, in_proj_present: true, params: net.parameterCount() });
 
   const ref = decodeSafetensors(readFileSync(join(dir, "y.safetensors"))).tensors;
   const o = net.forwardPretext(x, { training: false });
   const z = (net.encode(x, { training: false }) as tf.Tensor5D[])[2]!;
   const toTorch5 = (t: tf.Tensor) => tf.tidy(() => tf.transpose(t, [0, 4, 1, 2, 3]).dataSync() as Float32Array);
-  const pairs: [string, Float32Array][] = [["bottleneck", toTorch5(z)], ["rotation", o.rotation.dataSync() as Float32Array], ["contrast", o.contrast.dataSync() as Float32Array], ["reconstruction", toTorch5(o.reconstruction)]];
+  const pairs: [string, Float32Array][] = [
+    ["bottleneck", toTorch5(z)],
+    ["rotation", o.rotation.dataSync() as Float32Array],
+    ["contrast", o.contrast.dataSync() as Float32Array],
+    ["reconstruction", toTorch5(o.reconstruction)],
+  ];
   for (const [name, ours] of pairs) {
     const r = ref.get(name)!;
     const d = maxAbsDiff(ours, r.data);
@@ -187,14 +215,36 @@ test("swin-pretext-primus-xs (upstream token order): encoder.eva / encoder.down_
   await exportNetwork(net, join(dir, "w.safetensors"), { format: "safetensors" });
   const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 8);
   const xin = tf.tidy(() => tf.transpose(x, [0, 4, 1, 2, 3]));
-  writeFileSync(join(dir, "x.safetensors"), encodeSafetensors(new Map([["x", { shape: xin.shape, data: xin.dataSync() as Float32Array }]])));
+  writeFileSync(
+    join(dir, "x.safetensors"),
+    encodeSafetensors(new Map([["x", { shape: xin.shape, data: xin.dataSync() as Float32Array }]])),
+  );
   xin.dispose();
-  const args = { weights: join(dir, "w.safetensors"), plan: join(dir, "adaptation_plan.json"), embed: 48, patch: 8, shape: [16, 16, 16], depth: 2, heads: 2, input: join(dir, "x.safetensors"), output: join(dir, "y.safetensors") };
-  const info = JSON.parse(runPython(PY_EVA, [JSON.stringify(args)]).trim().split("\n").pop()!) as { params: number };
+  const args = {
+    weights: join(dir, "w.safetensors"),
+    plan: join(dir, "adaptation_plan.json"),
+    embed: 48,
+    patch: 8,
+    shape: [16, 16, 16],
+    depth: 2,
+    heads: 2,
+    input: join(dir, "x.safetensors"),
+    output: join(dir, "y.safetensors"),
+  };
+  const info = JSON.parse(
+    runPython(PY_EVA, [JSON.stringify(args)])
+      .trim()
+      .split("\n")
+      .pop()!,
+  ) as { params: number };
   assert.equal(info.params, net.parameterCount());
   const ref = decodeSafetensors(readFileSync(join(dir, "y.safetensors"))).tensors;
   const o = net.forwardPretext(x, { training: false });
-  const pairs: [string, Float32Array][] = [["rotation", o.rotation.dataSync() as Float32Array], ["contrast", o.contrast.dataSync() as Float32Array], ["reconstruction", tf.tidy(() => tf.transpose(o.reconstruction, [0, 4, 1, 2, 3]).dataSync() as Float32Array)]];
+  const pairs: [string, Float32Array][] = [
+    ["rotation", o.rotation.dataSync() as Float32Array],
+    ["contrast", o.contrast.dataSync() as Float32Array],
+    ["reconstruction", tf.tidy(() => tf.transpose(o.reconstruction, [0, 4, 1, 2, 3]).dataSync() as Float32Array)],
+  ];
   for (const [name, ours] of pairs) {
     const r = ref.get(name)!;
     const d = maxAbsDiff(ours, r.data);

@@ -46,7 +46,11 @@ const NODE = process.execPath;
 let work: string;
 let env: NodeJS.ProcessEnv;
 
-function cli(args: string[], extraEnv: NodeJS.ProcessEnv = {}, argv0 = BIN): { status: number | null; stdout: string; stderr: string } {
+function cli(
+  args: string[],
+  extraEnv: NodeJS.ProcessEnv = {},
+  argv0 = BIN,
+): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(NODE, [argv0, ...args], { env: { ...env, ...extraEnv }, encoding: "utf8", timeout: 900_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -56,7 +60,13 @@ before(() => {
   const src = join(work, "scans");
   mkdirSync(src);
   for (const s of SCANS) copyFileSync(join(TEMPLATES, s), join(src, s));
-  env = { ...process.env, nnssl_raw: join(work, "raw"), nnssl_preprocessed: join(work, "pre"), nnssl_results: join(work, "results"), SSL3D_LOG_LEVEL: "warn" };
+  env = {
+    ...process.env,
+    nnssl_raw: join(work, "raw"),
+    nnssl_preprocessed: join(work, "pre"),
+    nnssl_results: join(work, "results"),
+    SSL3D_LOG_LEVEL: "warn",
+  };
   delete env.SSL3D_CHECKPOINT_DIR;
   delete env.SSL3D_RESUME;
   delete env.SSL3D_METRICS_PORT;
@@ -65,7 +75,11 @@ before(() => {
   assert.equal(c.status, 0, c.stderr);
   const p = cli(["plan-and-preprocess", "-d", "1", "-c", "onemmiso", "--num-processes", "2"]);
   assert.equal(p.status, 0, p.stderr);
-  Object.assign(process.env, { nnssl_raw: env.nnssl_raw, nnssl_preprocessed: env.nnssl_preprocessed, nnssl_results: env.nnssl_results });
+  Object.assign(process.env, {
+    nnssl_raw: env.nnssl_raw,
+    nnssl_preprocessed: env.nnssl_preprocessed,
+    nnssl_results: env.nnssl_results,
+  });
 });
 
 after(() => {
@@ -101,11 +115,24 @@ async function convergence(t: TestContext, trainer: string, preset: string, c: C
   const w = c.window ?? 20;
   const margin = c.margin ?? LOSS_MARGIN;
   const r = await runTraining(
-    { dataset: dataset.id, configuration: "onemmiso", trainer, plans: "nnsslPlans", epochs, itersPerEpoch: iters, valIters: 1, patchSize: c.patchSize ?? 32, batchSize: 2, archPreset: preset, seed: c.seed ?? 3, progress: false,
+    {
+      dataset: dataset.id,
+      configuration: "onemmiso",
+      trainer,
+      plans: "nnsslPlans",
+      epochs,
+      itersPerEpoch: iters,
+      valIters: 1,
+      patchSize: c.patchSize ?? 32,
+      batchSize: 2,
+      archPreset: preset,
+      seed: c.seed ?? 3,
+      progress: false,
       onStep: (s) => {
         losses.push(s.loss);
         tensors.push(tf.memory().numTensors);
-      } },
+      },
+    },
     pino({ level: "silent" }),
   );
   assert.equal(r.status, "completed");
@@ -117,12 +144,19 @@ async function convergence(t: TestContext, trainer: string, preset: string, c: C
   const first = judged.slice(0, w).reduce((a, b) => a + b, 0) / w;
   const last = judged.slice(-w).reduce((a, b) => a + b, 0) / w;
   const what = ref === undefined ? "mean loss" : "mean loss / reference";
-  t.diagnostic(`${trainer} on ${preset}: ${what} first ${w} steps ${first.toFixed(4)}, last ${w} ${last.toFixed(4)} (${((1 - last / first) * 100).toFixed(1)} % lower)`);
-  assert.ok(last < (1 - margin) * first, `${trainer}: ${what} last ${w} = ${last}, first ${w} = ${first} (need ${margin * 100}% lower)`);
+  t.diagnostic(
+    `${trainer} on ${preset}: ${what} first ${w} steps ${first.toFixed(4)}, last ${w} ${last.toFixed(4)} (${((1 - last / first) * 100).toFixed(1)} % lower)`,
+  );
+  assert.ok(
+    last < (1 - margin) * first,
+    `${trainer}: ${what} last ${w} = ${last}, first ${w} = ${first} (need ${margin * 100}% lower)`,
+  );
   assert.equal(new Set(tensors.slice(1)).size, 1, `tensor count changed across steps: ${tensors.join(",")}`);
   const base = join(env.nnssl_results!, dataset.name, `${trainer}__nnsslPlans__onemmiso`);
   assert.ok(existsSync(checkpointPath(join(base, "fold_all"), "final")));
-  const plan = JSON.parse(readFileSync(join(base, "adaptation_plan.json"), "utf8")) as { pretrain_plan: { configurations: { onemmiso: { patch_size: number[] } } } };
+  const plan = JSON.parse(readFileSync(join(base, "adaptation_plan.json"), "utf8")) as {
+    pretrain_plan: { configurations: { onemmiso: { patch_size: number[] } } };
+  };
   assert.deepEqual(plan.pretrain_plan.configurations.onemmiso.patch_size, c.netPatch ?? [32, 32, 32]);
   assert.ok(existsSync(join(base, "plans.json")));
   assert.ok(existsSync(join(base, "fold_all", "progress.png")));
@@ -138,18 +172,36 @@ test("MAE on the CNN (resenc-xs): loss falls, no tensor leak per step", async (t
 test("SparK-3D on the CNN (SparkMAETrainer_maskblock4 → spark-resenc-xs, 80 steps): loss falls, no tensor leak per step", async (t) => {
   await convergence(t, "SparkMAETrainer_maskblock4", "resenc-xs", { epochs: 8 });
   // the training checkpoint keeps the SparK-only tensors (exact resume); `ssl3d export` writes the inner U-Net only
-  const fold = join(env.nnssl_results!, "Dataset001_MricronT1", "SparkMAETrainer_maskblock4__nnsslPlans__onemmiso", "fold_all");
+  const fold = join(
+    env.nnssl_results!,
+    "Dataset001_MricronT1",
+    "SparkMAETrainer_maskblock4__nnsslPlans__onemmiso",
+    "fold_all",
+  );
   const ck = decodeSafetensors(readFileSync(checkpointPath(fold, "final")), "final");
   assert.equal(ck.metadata["ssl3d.architecture"], "spark-resenc-xs");
-  assert.ok(ck.tensors.has("mask_tokens.0") && ck.tensors.has("densify_projs.1.weight") && ck.tensors.has("densify_norms.3.bias"));
+  assert.ok(
+    ck.tensors.has("mask_tokens.0") &&
+      ck.tensors.has("densify_projs.1.weight") &&
+      ck.tensors.has("densify_norms.3.bias"),
+  );
   const out = join(work, "spark-export.safetensors");
   const e = cli(["export", fold, "--format", "safetensors", "--out", out]);
   assert.equal(e.status, 0, e.stderr);
   const ex = decodeSafetensors(readFileSync(out), out);
   assert.equal(ex.metadata["ssl3d.architecture"], "resenc-xs");
-  assert.deepEqual([...ex.tensors.keys()].filter((k) => !/^(decoder\.)?(encoder|decoder)\./.test(k)), []);
-  assert.deepEqual(ex.tensors.get("encoder.stem.convs.0.conv.weight")?.data, ck.tensors.get("encoder.stem.convs.0.conv.weight")?.data);
-  const plan = JSON.parse(readFileSync(join(work, "adaptation_plan.json"), "utf8")) as { key_to_encoder: string; architecture_plans: { arch_class_name: string } };
+  assert.deepEqual(
+    [...ex.tensors.keys()].filter((k) => !/^(decoder\.)?(encoder|decoder)\./.test(k)),
+    [],
+  );
+  assert.deepEqual(
+    ex.tensors.get("encoder.stem.convs.0.conv.weight")?.data,
+    ck.tensors.get("encoder.stem.convs.0.conv.weight")?.data,
+  );
+  const plan = JSON.parse(readFileSync(join(work, "adaptation_plan.json"), "utf8")) as {
+    key_to_encoder: string;
+    architecture_plans: { arch_class_name: string };
+  };
   assert.equal(plan.key_to_encoder, "encoder.stages");
   assert.equal(plan.architecture_plans.arch_class_name, "ResidualEncoderUNet");
 });
@@ -164,8 +216,19 @@ test("MAE on Primus (primus-xs): loss falls, no tensor leak per step", async (t)
  * names the upstream keys (`keys_to_in_proj` spelled right).
  */
 /** `netPatch`: the patch the adaptation plan must record (the network's input: the crop for VoCo/SimCLR). */
-async function exportLoadsUpstream(trainer: string, arch: string, kwargs: Record<string, unknown>, encoder: string, stem: string, inProj: string[], netPatch: readonly number[] = [32, 32, 32]): Promise<void> {
-  const final = checkpointPath(join(env.nnssl_results!, "Dataset001_MricronT1", `${trainer}__nnsslPlans__onemmiso`, "fold_all"), "final");
+async function exportLoadsUpstream(
+  trainer: string,
+  arch: string,
+  kwargs: Record<string, unknown>,
+  encoder: string,
+  stem: string,
+  inProj: string[],
+  netPatch: readonly number[] = [32, 32, 32],
+): Promise<void> {
+  const final = checkpointPath(
+    join(env.nnssl_results!, "Dataset001_MricronT1", `${trainer}__nnsslPlans__onemmiso`, "fold_all"),
+    "final",
+  );
   const dir = mkdtempSync(join(work, "export-"));
   const out = join(dir, "w.pth");
   const e = cli(["export", final, "--format", "pth-compatible", "--out", out]);
@@ -182,7 +245,9 @@ async function exportLoadsUpstream(trainer: string, arch: string, kwargs: Record
   // SimMIM: a fixed token mask (every third token masked), handed to upstream as its (w h d)-flattened sparse mask
   const T = 64;
   const grid = Array.from({ length: T }, (_, i) => (i % 3 === 0 ? 0 : 1));
-  const y = isTokenMaskNetwork(net) ? net.forwardTokenMask(x, tf.tensor2d(grid, [1, T]), { training: false }) : net.apply(x, { training: false });
+  const y = isTokenMaskNetwork(net)
+    ? net.forwardTokenMask(x, tf.tensor2d(grid, [1, T]), { training: false })
+    : net.apply(x, { training: false });
   const r = await runTorch(arch, kwargs, out, x, dir, undefined, isTokenMaskNetwork(net) ? [grid] : undefined);
   assert.deepEqual([r.missing, r.unexpected, r.upstream_only, r.ours_only], [[], [], [], []]);
   const d = maxAbsDiff(y.dataSync(), r.y);
@@ -191,11 +256,24 @@ async function exportLoadsUpstream(trainer: string, arch: string, kwargs: Record
   net.dispose();
 }
 
-const PRIMUS_XS_KW = { input_channels: 1, embed_dim: 48, patch_embed_size: [8, 8, 8], output_channels: 1, encoder_eva_depth: 2, encoder_eva_numheads: 2, input_shape: [32, 32, 32], init_values: 0.1, scale_attn_inner: true, drop_path_rate: 0.2 };
+const PRIMUS_XS_KW = {
+  input_channels: 1,
+  embed_dim: 48,
+  patch_embed_size: [8, 8, 8],
+  output_channels: 1,
+  encoder_eva_depth: 2,
+  encoder_eva_numheads: 2,
+  input_shape: [32, 32, 32],
+  init_values: 0.1,
+  scale_attn_inner: true,
+  drop_path_rate: 0.2,
+};
 
 test("SimMIM on Primus (primus-xs → eva-simmim-xs): loss falls, no tensor leak per step; export loads into upstream EvaSimMIM", async (t) => {
   await convergence(t, "SimMIMEvaTrainer", "primus-xs");
-  await exportLoadsUpstream("SimMIMEvaTrainer", "evasimmim", PRIMUS_XS_KW, "eva", "down_projection", ["down_projection.proj"]);
+  await exportLoadsUpstream("SimMIMEvaTrainer", "evasimmim", PRIMUS_XS_KW, "eva", "down_projection", [
+    "down_projection.proj",
+  ]);
 });
 
 /**
@@ -225,8 +303,19 @@ test("Models Genesis on the CNN (resenc-xs): loss relative to predicting 0 falls
   } finally {
     z.restore();
   }
-  const kw = { input_channels: 1, n_stages: 4, features_per_stage: [8, 16, 32, 64], strides: [1, 2, 2, 2], n_blocks_per_stage: [1, 1, 1, 1], num_classes: 1, n_conv_per_stage_decoder: [1, 1, 1] };
-  await exportLoadsUpstream("ModelGenesisTrainer", "resenc", kw, "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]);
+  const kw = {
+    input_channels: 1,
+    n_stages: 4,
+    features_per_stage: [8, 16, 32, 64],
+    strides: [1, 2, 2, 2],
+    n_blocks_per_stage: [1, 1, 1, 1],
+    num_classes: 1,
+    n_conv_per_stage_decoder: [1, 1, 1],
+  };
+  await exportLoadsUpstream("ModelGenesisTrainer", "resenc", kw, "encoder.stages", "encoder.stem", [
+    "encoder.stem.convs.0.conv",
+    "encoder.stem.convs.0.all_modules.0",
+  ]);
 });
 
 test("Models Genesis on Primus (primus-xs → eva-mae-xs without decoder): loss relative to predicting 0 falls, no tensor leak per step; export loads into upstream EvaMAE(decoder_eva_depth=0)", async (t) => {
@@ -242,8 +331,19 @@ test("Models Genesis on Primus (primus-xs → eva-mae-xs without decoder): loss 
 
 test("VolumeFusion on the CNN (resenc-xs): loss falls, no tensor leak per step; export loads into ResidualEncoderUNet(num_classes=5)", async (t) => {
   await convergence(t, "VolumeFusionTrainer", "resenc-xs");
-  const kw = { input_channels: 1, n_stages: 4, features_per_stage: [8, 16, 32, 64], strides: [1, 2, 2, 2], n_blocks_per_stage: [1, 1, 1, 1], num_classes: 5, n_conv_per_stage_decoder: [1, 1, 1] };
-  await exportLoadsUpstream("VolumeFusionTrainer", "resenc", kw, "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]);
+  const kw = {
+    input_channels: 1,
+    n_stages: 4,
+    features_per_stage: [8, 16, 32, 64],
+    strides: [1, 2, 2, 2],
+    n_blocks_per_stage: [1, 1, 1, 1],
+    num_classes: 5,
+    n_conv_per_stage_decoder: [1, 1, 1],
+  };
+  await exportLoadsUpstream("VolumeFusionTrainer", "resenc", kw, "encoder.stages", "encoder.stem", [
+    "encoder.stem.convs.0.conv",
+    "encoder.stem.convs.0.all_modules.0",
+  ]);
 });
 
 // The Eva recipe (AdamW, lr 3e-4) moves each weight by about lr per step: in 40 steps the VolumeFusion loss falls
@@ -253,7 +353,9 @@ test("VolumeFusion on the CNN (resenc-xs): loss falls, no tensor leak per step; 
 test("VolumeFusion on Primus (primus-xs → eva-mae-xs without decoder, lr 3e-3): loss falls, no tensor leak per step; export loads into EvaMAE(decoder_eva_depth=0, 5 outputs)", async (t) => {
   await convergence(t, "VolumeFusionEvaTrainer_lr_3e3", "primus-xs");
   const kw = { ...PRIMUS_XS_KW, output_channels: 5, decoder_eva_depth: 0, decoder_eva_numheads: 0, token_order: "whd" };
-  await exportLoadsUpstream("VolumeFusionEvaTrainer_lr_3e3", "evamae", kw, "eva", "down_projection", ["down_projection.proj"]);
+  await exportLoadsUpstream("VolumeFusionEvaTrainer_lr_3e3", "evamae", kw, "eva", "down_projection", [
+    "down_projection.proj",
+  ]);
 });
 
 /**
@@ -272,10 +374,12 @@ async function centralCubes(): Promise<{ id: string; name: string }> {
     const data = new Float32Array(n[0] * n[1] * n[2]);
     for (let z = 0; z < n[2]; z++)
       for (let y = 0; y < n[1]; y++)
-        for (let x = 0; x < n[0]; x++) data[(z * n[1] + y) * n[0] + x] = v.data[((z + o[2]) * v.shape[1] + y + o[1]) * v.shape[0] + x + o[0]]!;
+        for (let x = 0; x < n[0]; x++)
+          data[(z * n[1] + y) * n[0] + x] = v.data[((z + o[2]) * v.shape[1] + y + o[1]) * v.shape[0] + x + o[0]]!;
     const A = v.affine;
     const affine = [...A];
-    for (let r = 0; r < 3; r++) affine[r * 4 + 3] = A[r * 4]! * o[0] + A[r * 4 + 1]! * o[1] + A[r * 4 + 2]! * o[2] + A[r * 4 + 3]!;
+    for (let r = 0; r < 3; r++)
+      affine[r * 4 + 3] = A[r * 4]! * o[0] + A[r * 4 + 1]! * o[1] + A[r * 4 + 2]! * o[2] + A[r * 4 + 3]!;
     await writeNifti(join(src, s), { data, shape: n, affine });
   }
   const c = cli(["convert", "folder", src, "-d", "2", "-n", "MricronT1Cube", "--modality", "T1w"]);
@@ -298,8 +402,14 @@ test("SwinUNETR pre-text tasks on the CNN (SwinUNETRTrainer, resenc-xs, central 
   const e = cli(["export", fold, "--format", "safetensors", "--out", out]);
   assert.equal(e.status, 0, e.stderr);
   const keys = [...decodeSafetensors(readFileSync(out)).tensors.keys()];
-  assert.ok(keys.includes("encoder.stages.0.blocks.0.conv1.all_modules.0.weight") && keys.includes("recon_proj_head.0.weight"), keys.join(","));
-  assert.ok(keys.every((k) => !k.startsWith("decoder.")), "decoder keys in the export of an encoder-only network");
+  assert.ok(
+    keys.includes("encoder.stages.0.blocks.0.conv1.all_modules.0.weight") && keys.includes("recon_proj_head.0.weight"),
+    keys.join(","),
+  );
+  assert.ok(
+    keys.every((k) => !k.startsWith("decoder.")),
+    "decoder keys in the export of an encoder-only network",
+  );
 });
 
 test("SwinUNETR pre-text tasks on Primus (SwinUNETREvaTrainer, primus-xs, central 32 mm cubes): loss falls, no tensor leak per step; the output exports", async (t) => {
@@ -310,11 +420,26 @@ test("SwinUNETR pre-text tasks on Primus (SwinUNETREvaTrainer, primus-xs, centra
   const e = cli(["export", fold, "--format", "safetensors", "--out", out]);
   assert.equal(e.status, 0, e.stderr);
   const keys = [...decodeSafetensors(readFileSync(out)).tensors.keys()];
-  assert.ok(keys.includes("encoder.eva.pos_embed") && keys.includes("encoder.down_projection.proj.weight") && keys.includes("recon_proj_head.12.weight"), keys.join(","));
-  assert.ok(keys.every((k) => !k.includes("up_projection") && !k.startsWith("decoder.")), keys.join(","));
+  assert.ok(
+    keys.includes("encoder.eva.pos_embed") &&
+      keys.includes("encoder.down_projection.proj.weight") &&
+      keys.includes("recon_proj_head.12.weight"),
+    keys.join(","),
+  );
+  assert.ok(
+    keys.every((k) => !k.includes("up_projection") && !k.startsWith("decoder.")),
+    keys.join(","),
+  );
 });
 
-const VOCO_XS_KW = { input_channels: 1, n_stages: 4, features_per_stage: [8, 16, 32, 64], strides: [1, 2, 2, 2], n_blocks_per_stage: [1, 1, 1, 1], head_dim: 256 };
+const VOCO_XS_KW = {
+  input_channels: 1,
+  n_stages: 4,
+  features_per_stage: [8, 16, 32, 64],
+  strides: [1, 2, 2, 2],
+  n_blocks_per_stage: [1, 1, 1, 1],
+  head_dim: 256,
+};
 
 // VoCo / SimCLR on the real scans: the loaded patch is cut into crops (VoCo: 4×4×1 grid of 16³ bases + 4 targets per
 // image; SimCLR: 2 references of 16³ + partners), the network (voco-resenc-xs: resenc-xs encoder, 256-wide head) sees
@@ -326,14 +451,40 @@ test("VoCo (resenc-xs, patch 64×64×16 → 16³ crops): loss falls, no tensor l
   await convergence(t, "VoCoTrainer", "resenc-xs", { patchSize: [64, 64, 16], netPatch: [16, 16, 16] });
   // the downstream use: nnU-Net fine-tuning takes the encoder.* weights; the export loads strictly into nnssl's
   // VoCoArchitecture tree, whose encoder is upstream's ResidualEncoder, with the same embeddings
-  await exportLoadsUpstream("VoCoTrainer", "voco", VOCO_XS_KW, "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"], [16, 16, 16]);
-  const plan = JSON.parse(readFileSync(join(env.nnssl_results!, "Dataset001_MricronT1", "VoCoTrainer__nnsslPlans__onemmiso", "adaptation_plan.json"), "utf8")) as { recommended_downstream_patchsize: number[] };
+  await exportLoadsUpstream(
+    "VoCoTrainer",
+    "voco",
+    VOCO_XS_KW,
+    "encoder.stages",
+    "encoder.stem",
+    ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"],
+    [16, 16, 16],
+  );
+  const plan = JSON.parse(
+    readFileSync(
+      join(env.nnssl_results!, "Dataset001_MricronT1", "VoCoTrainer__nnsslPlans__onemmiso", "adaptation_plan.json"),
+      "utf8",
+    ),
+  ) as { recommended_downstream_patchsize: number[] };
   assert.deepEqual(plan.recommended_downstream_patchsize, [160, 160, 160]);
 });
 
 test("SimCLR (resenc-xs, patch 64×64×16 → 16³ crops): loss falls over 200 steps, no tensor leak per step; export loads into upstream VoCoArchitecture", async (t) => {
-  await convergence(t, "SimCLRTrainer", "resenc-xs", { patchSize: [64, 64, 16], netPatch: [16, 16, 16], epochs: 8, itersPerEpoch: 25 });
-  await exportLoadsUpstream("SimCLRTrainer", "voco", VOCO_XS_KW, "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"], [16, 16, 16]);
+  await convergence(t, "SimCLRTrainer", "resenc-xs", {
+    patchSize: [64, 64, 16],
+    netPatch: [16, 16, 16],
+    epochs: 8,
+    itersPerEpoch: 25,
+  });
+  await exportLoadsUpstream(
+    "SimCLRTrainer",
+    "voco",
+    VOCO_XS_KW,
+    "encoder.stages",
+    "encoder.stem",
+    ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"],
+    [16, 16, 16],
+  );
 });
 
 // Eva variants on primus-xs (16³ crops = 2³ tokens): VoCo 34 % lower in 40 steps, SimCLR 19 % in 200 (seed 3; ~5 s and
@@ -343,17 +494,44 @@ test("VoCo on Primus (VoCoEvaTrainer, primus-xs, 16³ crops): loss falls, no ten
 });
 
 test("SimCLR on Primus (SimCLREvaTrainer, primus-xs, 16³ crops): loss falls over 200 steps, no tensor leak per step", async (t) => {
-  await convergence(t, "SimCLREvaTrainer", "primus-xs", { patchSize: [64, 64, 16], netPatch: [16, 16, 16], epochs: 8, itersPerEpoch: 25 });
+  await convergence(t, "SimCLREvaTrainer", "primus-xs", {
+    patchSize: [64, 64, 16],
+    netPatch: [16, 16, 16],
+    epochs: 8,
+    itersPerEpoch: 25,
+  });
 });
 
 function stepLosses(trainerDir: string): number[] {
-  return readFileSync(join(trainerDir, "fold_all", "training_log.jsonl"), "utf8").trim().split("\n").flatMap((l) => (JSON.parse(l) as { step_losses: number[] }).step_losses);
+  return readFileSync(join(trainerDir, "fold_all", "training_log.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .flatMap((l) => (JSON.parse(l) as { step_losses: number[] }).step_losses);
 }
 
 // Primus (fast steps; drop path and token dropping must replay exactly); CNN resume is covered by loop.test.ts.
 // 2 epochs of ITERS steps: long enough (~2 s on cpu + native kernels) for several 200 ms Prometheus scrapes.
 const ITERS = 30;
-const RUN_ARGS = (name: string) => ["Dataset001_MricronT1", "onemmiso", "-tr", name, "-p", "nnsslPlans", "--epochs", "2", "--iters-per-epoch", String(ITERS), "--val-iters", "1", "--patch-size", "32", "--arch-preset", "primus-xs", "--seed", "11"];
+const RUN_ARGS = (name: string) => [
+  "Dataset001_MricronT1",
+  "onemmiso",
+  "-tr",
+  name,
+  "-p",
+  "nnsslPlans",
+  "--epochs",
+  "2",
+  "--iters-per-epoch",
+  String(ITERS),
+  "--val-iters",
+  "1",
+  "--patch-size",
+  "32",
+  "--arch-preset",
+  "primus-xs",
+  "--seed",
+  "11",
+];
 
 test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss sequence", async () => {
   assert.ok(prometheusAvailable(), "prometheus is not installed: run scripts/setup.d/10-debian.sh");
@@ -370,12 +548,17 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
     // invoked as nnssl_train (the package.json bin alias) with upstream's flags
     const alias = join(work, "nnssl_train");
     if (!existsSync(alias)) symlinkSync(BIN, alias);
-    const a = spawn(NODE, [alias, ...RUN_ARGS("BaseEvaMAETrainer_BS2"), "--metrics-port", String(port)], { env, stdio: ["ignore", "ignore", "pipe"] });
+    const a = spawn(NODE, [alias, ...RUN_ARGS("BaseEvaMAETrainer_BS2"), "--metrics-port", String(port)], {
+      env,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
     let errA = "";
     a.stderr.on("data", (d: Buffer) => (errA += d.toString()));
-    const codeA = await new Promise<number | null>((r) => a.on("exit", (c) => {
-      r(c);
-    }));
+    const codeA = await new Promise<number | null>((r) =>
+      a.on("exit", (c) => {
+        r(c);
+      }),
+    );
     assert.equal(codeA, 0, errA);
     // raw samples scraped (not query_range's step-filled points): more than one, and the loss changed between them
     const count = await prom.query('count_over_time(pretrain_train_loss{job="trainer"}[10m])');
@@ -400,9 +583,11 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
   const dirB = join(env.nnssl_results!, "Dataset001_MricronT1", "mae-primus-m_BS2__nnsslPlans__onemmiso");
   const b = spawn(NODE, [BIN, "train", ...argsB], { env, stdio: ["ignore", "ignore", "pipe"] });
   const latest = checkpointPath(join(dirB, "fold_all"), "latest");
-  const exitB = new Promise<NodeJS.Signals | null>((r) => b.on("exit", (_c, sig) => {
-    r(sig);
-  }));
+  const exitB = new Promise<NodeJS.Signals | null>((r) =>
+    b.on("exit", (_c, sig) => {
+      r(sig);
+    }),
+  );
   for (let i = 0; i < 3000 && !existsSync(latest); i++) await new Promise((r) => setTimeout(r, 100));
   assert.ok(existsSync(latest), "no checkpoint_latest appeared");
   await new Promise((r) => setTimeout(r, 400)); // into epoch 1 (ITERS steps of ~0.05-0.2 s)
@@ -414,13 +599,34 @@ test("CLI run scraped by a real Prometheus; kill -9 + resume reproduces the loss
   const lossesB = stepLosses(dirB);
   assert.equal(lossesB.length, 2 * ITERS);
   lossesA.forEach((v, i) => {
-    assert.ok(Math.abs(v - lossesB[i]!) <= 1e-5 * Math.max(1, Math.abs(v)), `step ${i}: uninterrupted ${v}, resumed ${lossesB[i]}`);
+    assert.ok(
+      Math.abs(v - lossesB[i]!) <= 1e-5 * Math.max(1, Math.abs(v)),
+      `step ${i}: uninterrupted ${v}, resumed ${lossesB[i]}`,
+    );
   });
 });
 
 test("SIGTERM stops after the current step with a mid-epoch checkpoint in SSL3D_CHECKPOINT_DIR (exit 143); SSL3D_RESUME=latest finishes the run", async () => {
   const ck = join(work, "ck-sigterm");
-  const args = ["train", "Dataset001_MricronT1", "onemmiso", "-tr", "BaseEvaMAETrainer_1ep", "--epochs", "1", "--iters-per-epoch", "30", "--val-iters", "1", "--patch-size", "32", "--arch-preset", "primus-xs", "--log-format", "json"];
+  const args = [
+    "train",
+    "Dataset001_MricronT1",
+    "onemmiso",
+    "-tr",
+    "BaseEvaMAETrainer_1ep",
+    "--epochs",
+    "1",
+    "--iters-per-epoch",
+    "30",
+    "--val-iters",
+    "1",
+    "--patch-size",
+    "32",
+    "--arch-preset",
+    "primus-xs",
+    "--log-format",
+    "json",
+  ];
   const envT = { ...env, SSL3D_CHECKPOINT_DIR: ck, SSL3D_LOG_LEVEL: "info" };
   const p = spawn(NODE, [BIN, ...args], { env: envT, stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
@@ -428,9 +634,11 @@ test("SIGTERM stops after the current step with a mid-epoch checkpoint in SSL3D_
   p.stderr.on("data", (d: Buffer) => {
     err += d.toString();
   });
-  const exit = new Promise<number | null>((r) => p.on("exit", (c) => {
-    r(c);
-  }));
+  const exit = new Promise<number | null>((r) =>
+    p.on("exit", (c) => {
+      r(c);
+    }),
+  );
   for (let i = 0; i < 1200 && !err.includes("Epoch started"); i++) await new Promise((r) => setTimeout(r, 100));
   assert.ok(err.includes("Epoch started"), err);
   await new Promise((r) => setTimeout(r, 1500));
@@ -441,8 +649,16 @@ test("SIGTERM stops after the current step with a mid-epoch checkpoint in SSL3D_
   assert.ok(steps > 0 && steps < 30, `stopped after ${steps} steps`);
   const latest = checkpointPath(ck, "latest");
   assert.ok(existsSync(latest));
-  const fold = join(env.nnssl_results!, "Dataset001_MricronT1", "BaseEvaMAETrainer_1ep__nnsslPlans__onemmiso", "fold_all");
-  assert.ok(!existsSync(checkpointPath(fold, "latest")), "checkpoint written to fold_all instead of SSL3D_CHECKPOINT_DIR");
+  const fold = join(
+    env.nnssl_results!,
+    "Dataset001_MricronT1",
+    "BaseEvaMAETrainer_1ep__nnsslPlans__onemmiso",
+    "fold_all",
+  );
+  assert.ok(
+    !existsSync(checkpointPath(fold, "latest")),
+    "checkpoint written to fold_all instead of SSL3D_CHECKPOINT_DIR",
+  );
   const r = cli(args, { SSL3D_CHECKPOINT_DIR: ck, SSL3D_RESUME: "latest" });
   assert.equal(r.status, 0, r.stderr);
   assert.ok(existsSync(checkpointPath(ck, "final")));
@@ -452,7 +668,30 @@ test("SIGTERM stops after the current step with a mid-epoch checkpoint in SSL3D_
 
 test("nnssl's -num_gpus 2: two local data-parallel ranks over the TCP ring train to the end; rank 0 writes", async () => {
   const port = await freePort();
-  const r = cli(["train", "Dataset001_MricronT1", "onemmiso", "-tr", "mae-primus-m", "-p", "nnsslPlans", "-num_gpus", "2", "--epochs", "2", "--iters-per-epoch", "3", "--val-iters", "1", "--patch-size", "32", "--arch-preset", "primus-xs"], { PET_MASTER_PORT: String(port) });
+  const r = cli(
+    [
+      "train",
+      "Dataset001_MricronT1",
+      "onemmiso",
+      "-tr",
+      "mae-primus-m",
+      "-p",
+      "nnsslPlans",
+      "-num_gpus",
+      "2",
+      "--epochs",
+      "2",
+      "--iters-per-epoch",
+      "3",
+      "--val-iters",
+      "1",
+      "--patch-size",
+      "32",
+      "--arch-preset",
+      "primus-xs",
+    ],
+    { PET_MASTER_PORT: String(port) },
+  );
   assert.equal(r.status, 0, r.stderr);
   const dir = join(env.nnssl_results!, "Dataset001_MricronT1", "mae-primus-m__nnsslPlans__onemmiso");
   assert.ok(existsSync(checkpointPath(join(dir, "fold_all"), "final")));
@@ -464,8 +703,11 @@ test("nnssl's -num_gpus 2: two local data-parallel ranks over the TCP ring train
   assert.equal(e.status, 0, e.stderr);
   // weights_only=True where torch's weights-only unpickler reads floats: Debian's torch 1.13 lacks BINFLOAT, which any
   // torch.save of a float writes (the export now carries the trained plan, as upstream's checkpoints do)
-  const load = "import sys, torch; wo = int(torch.__version__.split('.')[0]) >= 2; c = torch.load(sys.argv[1], weights_only=wo, map_location='cpu'); print(c['trainer_name'], c['current_epoch'], 'eva.pos_embed' in c['network_weights'])";
-  const py = spawnSync(existsSync(pythonBin()) ? pythonBin() : "/usr/bin/python3", ["-c", load, out], { encoding: "utf8" });
+  const load =
+    "import sys, torch; wo = int(torch.__version__.split('.')[0]) >= 2; c = torch.load(sys.argv[1], weights_only=wo, map_location='cpu'); print(c['trainer_name'], c['current_epoch'], 'eva.pos_embed' in c['network_weights'])";
+  const py = spawnSync(existsSync(pythonBin()) ? pythonBin() : "/usr/bin/python3", ["-c", load, out], {
+    encoding: "utf8",
+  });
   assert.equal(py.status, 0, py.stderr);
   assert.equal(py.stdout.trim(), "mae-primus-m 2 True");
 });

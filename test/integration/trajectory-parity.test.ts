@@ -20,7 +20,11 @@ for (const arch of ["resenc-xs", "primus-xs"] as const) {
     const lrs = r.steps.map((s) => s.lr);
     // (Primus: the last warm-up epoch and the first poly epoch both run at lr0)
     assert.equal(new Set(lrs).size, arch === "primus-xs" ? 29 : 30, `LR constant somewhere: ${lrs.join(", ")}`);
-    if (arch === "primus-xs") assert.ok(Math.abs(lrs[9]! - 3e-4) < 1e-12 && Math.abs(lrs[10]! - 3e-4) < 1e-12 && lrs[11]! < 3e-4, `warm-up to lr0 then poly: ${lrs.slice(8, 12).join(", ")}`);
+    if (arch === "primus-xs")
+      assert.ok(
+        Math.abs(lrs[9]! - 3e-4) < 1e-12 && Math.abs(lrs[10]! - 3e-4) < 1e-12 && lrs[11]! < 3e-4,
+        `warm-up to lr0 then poly: ${lrs.slice(8, 12).join(", ")}`,
+      );
     const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
     const first = mean(r.steps.slice(0, 5).map((s) => s.torch));
     const last = mean(r.steps.slice(-5).map((s) => s.torch));
@@ -28,7 +32,13 @@ for (const arch of ["resenc-xs", "primus-xs"] as const) {
     const tol = lossTolerance(r.largestNoise!);
     const wtol = weightTolerance(r.finalWeightNoise!);
     const worst = r.steps.reduce((a, b) => (b.rel > a.rel ? b : a));
-    assert.ok(r.largestRel < tol, `largest relative loss difference ${r.largestRel} (step ${worst.step}: ${worst.ours} vs ${worst.torch}) ≥ tolerance ${tol} (torch 2 vs 1 threads: ${r.largestNoise})`);
-    assert.ok(r.finalWeightRel < wtol, `final weights differ by ${r.finalWeightRel} ≥ ${wtol} (torch 2 vs 1 threads: ${r.finalWeightNoise})`);
+    assert.ok(
+      r.largestRel < tol,
+      `largest relative loss difference ${r.largestRel} (step ${worst.step}: ${worst.ours} vs ${worst.torch}) ≥ tolerance ${tol} (torch 2 vs 1 threads: ${r.largestNoise})`,
+    );
+    assert.ok(
+      r.finalWeightRel < wtol,
+      `final weights differ by ${r.finalWeightRel} ≥ ${wtol} (torch 2 vs 1 threads: ${r.finalWeightNoise})`,
+    );
   });
 }

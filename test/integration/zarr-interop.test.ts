@@ -31,12 +31,14 @@ test("zarr-python reads our sharded Blosc arrays exactly", async () => {
   const dir = join(work, "ours.zarr");
   await writeZarrVolume(dir, data, shape, { attributes: { note: "x" } });
   const out = join(work, "ours.raw");
-  const meta = JSON.parse(py(`
+  const meta = JSON.parse(
+    py(`
 import zarr, numpy as np, json
 a = zarr.open_array(${JSON.stringify(dir)}, mode="r")
 np.ascontiguousarray(a[:], dtype="<f4").tofile(${JSON.stringify(out)})
 print(json.dumps({"shape": list(a.shape), "dtype": str(a.dtype), "chunks": list(a.chunks), "attrs": dict(a.attrs)}))
-`)) as { shape: number[]; dtype: string; chunks: number[]; attrs: Record<string, unknown> };
+`),
+  ) as { shape: number[]; dtype: string; chunks: number[]; attrs: Record<string, unknown> };
   assert.deepEqual(meta.shape, shape);
   assert.equal(meta.dtype, "float32");
   assert.deepEqual(meta.chunks, [1, 32, 32, 32], "inner chunks as zarr-python reports them");
@@ -63,7 +65,7 @@ a[:] = x
   const all = await v.readAll();
   for (let i = 0; i < all.length; i += 37) assert.equal(all[i], (i % 97) - 40);
   const reg = await v.readRegion([1, 18, 15, 7], [1, 4, 4, 4]);
-  assert.equal(reg[0], (((1 * 20 + 18) * 17 + 15) * 9 + 7) % 97 - 40);
+  assert.equal(reg[0], ((((1 * 20 + 18) * 17 + 15) * 9 + 7) % 97) - 40);
   assert.equal(reg[reg.length - 1], 0, "outside is zero");
   await v.close();
 });

@@ -25,11 +25,17 @@ export function parseStatus<T>(schema: z.ZodType<T>, status: unknown): T {
 const WARNING_TYPES = new Set(["Failed", "Stale", "Restarting"]);
 /** Reasons that are failures even on a condition turning False (e.g. Ready=False/ValidationFailed). */
 const WARNING_REASONS = new Set<string>([
-  CollectionReason.ValidationFailed, CollectionReason.IndexingFailed, CollectionReason.InvalidSummary,
-  PlanReason.ValidationFailed, PlanReason.InvalidSummary, PlanReason.PreprocessingFailed,
+  CollectionReason.ValidationFailed,
+  CollectionReason.IndexingFailed,
+  CollectionReason.InvalidSummary,
+  PlanReason.ValidationFailed,
+  PlanReason.InvalidSummary,
+  PlanReason.PreprocessingFailed,
   PretrainRunReason.ValidationFailed,
   // Pending reasons and refused children: someone must act.
-  PretrainRunReason.ChildRefused, PretrainRunReason.ImagePullBackOff, PretrainRunReason.Unschedulable,
+  PretrainRunReason.ChildRefused,
+  PretrainRunReason.ImagePullBackOff,
+  PretrainRunReason.Unschedulable,
   PretrainRunReason.CreateContainerConfigError,
 ]);
 
@@ -37,7 +43,11 @@ const WARNING_REASONS = new Set<string>([
  * One Event per transition: a condition that became True (or changed reason while True), and a condition that moved
  * to a failure reason while False.
  */
-export function transitionEvents(before: readonly Condition[] | undefined, after: readonly Condition[], skipTypes: readonly string[] = []): EventSpec[] {
+export function transitionEvents(
+  before: readonly Condition[] | undefined,
+  after: readonly Condition[],
+  skipTypes: readonly string[] = [],
+): EventSpec[] {
   const out: EventSpec[] = transitionsToTrue(before, after)
     .filter((t) => !skipTypes.includes(t.type))
     .map((t) => ({
@@ -69,12 +79,20 @@ export function compact<T extends Record<string, unknown>>(o: T): T {
 export const KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name";
 
 /** Labels plus an optional one (absent when the value is undefined). */
-export function withLabel(labels: Record<string, string>, key: string, value: string | undefined): Record<string, string> {
+export function withLabel(
+  labels: Record<string, string>,
+  key: string,
+  value: string | undefined,
+): Record<string, string> {
   return value === undefined ? { ...labels } : { ...labels, [key]: value };
 }
 
 /** Pod-level part of the restricted Pod Security Standard, with the image's user by default. */
-export function restrictedPodSecurity(id: { runAsUser: number; runAsGroup: number; fsGroup: number }): Record<string, unknown> {
+export function restrictedPodSecurity(id: {
+  runAsUser: number;
+  runAsGroup: number;
+  fsGroup: number;
+}): Record<string, unknown> {
   return {
     runAsNonRoot: true,
     runAsUser: id.runAsUser,

@@ -7,10 +7,24 @@ export const T0 = new Date("2026-03-01T12:00:00Z");
 export const at = (s: number): Date => new Date(T0.getTime() + s * 1000);
 
 export function aResource(kind: string, name: string, spec: unknown, status?: unknown, generation = 1): CustomResource {
-  return { apiVersion: API_VERSION, kind, metadata: { name, namespace: "ns", uid: `${name}-uid`, generation }, spec, ...(status !== undefined ? { status } : {}) };
+  return {
+    apiVersion: API_VERSION,
+    kind,
+    metadata: { name, namespace: "ns", uid: `${name}-uid`, generation },
+    spec,
+    ...(status !== undefined ? { status } : {}),
+  };
 }
 
-export function aJob(name: string, opts: { labels?: Record<string, string>; condition?: { type: string; reason?: string; message?: string }; ready?: number; suspend?: boolean } = {}): JobView {
+export function aJob(
+  name: string,
+  opts: {
+    labels?: Record<string, string>;
+    condition?: { type: string; reason?: string; message?: string };
+    ready?: number;
+    suspend?: boolean;
+  } = {},
+): JobView {
   return {
     metadata: { name, namespace: "ns", labels: opts.labels ?? {} },
     spec: { ...(opts.suspend !== undefined ? { suspend: opts.suspend } : {}) },
@@ -21,14 +35,32 @@ export function aJob(name: string, opts: { labels?: Record<string, string>; cond
   };
 }
 
-export function aPod(job: string, index: number, opts: { phase?: string; exitCode?: number; message?: string; disruption?: boolean; labels?: Record<string, string>; podIP?: string } = {}): PodView {
+export function aPod(
+  job: string,
+  index: number,
+  opts: {
+    phase?: string;
+    exitCode?: number;
+    message?: string;
+    disruption?: boolean;
+    labels?: Record<string, string>;
+    podIP?: string;
+  } = {},
+): PodView {
   return {
-    metadata: { name: `${job}-${index}`, namespace: "ns", labels: { "job-name": job, "batch.kubernetes.io/job-completion-index": String(index), ...(opts.labels ?? {}) } },
+    metadata: {
+      name: `${job}-${index}`,
+      namespace: "ns",
+      labels: { "job-name": job, "batch.kubernetes.io/job-completion-index": String(index), ...(opts.labels ?? {}) },
+    },
     status: {
       phase: opts.phase ?? "Running",
       ...(opts.podIP !== undefined ? { podIP: opts.podIP } : {}),
       conditions: opts.disruption === true ? [{ type: "DisruptionTarget", status: "True" }] : [],
-      containerStatuses: opts.exitCode !== undefined ? [{ name: "c", state: { terminated: { exitCode: opts.exitCode, message: opts.message ?? "" } } }] : [],
+      containerStatuses:
+        opts.exitCode !== undefined
+          ? [{ name: "c", state: { terminated: { exitCode: opts.exitCode, message: opts.message ?? "" } } }]
+          : [],
     },
   };
 }
@@ -37,11 +69,24 @@ export function readyPlanResource(name = "plan"): CustomResource {
   return aResource(
     "Plan",
     name,
-    { collectionRef: { name: "col" }, plansName: "nnsslPlans", preprocess: { image: "img" }, output: { pvc: { claimName: "prep", subPath: "p" } } },
+    {
+      collectionRef: { name: "col" },
+      plansName: "nnsslPlans",
+      preprocess: { image: "img" },
+      output: { pvc: { claimName: "prep", subPath: "p" } },
+    },
     {
       phase: "Ready",
       dataset: "Dataset001_Demo",
-      conditions: [{ type: "Ready", status: "True", reason: PlanReason.Preprocessed, message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }],
+      conditions: [
+        {
+          type: "Ready",
+          status: "True",
+          reason: PlanReason.Preprocessed,
+          message: "",
+          lastTransitionTime: "2026-03-01T11:00:00Z",
+        },
+      ],
       outputs: { images: 2, valid: 2, failed: 0, configurations: ["onemmiso"], plansFile: "x", preprocessedDir: "y" },
     },
   );

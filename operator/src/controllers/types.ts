@@ -76,7 +76,10 @@ export interface PodView {
     containerStatuses?: {
       name: string;
       ready?: boolean;
-      state?: { terminated?: { exitCode?: number; reason?: string; message?: string }; waiting?: { reason?: string; message?: string } };
+      state?: {
+        terminated?: { exitCode?: number; reason?: string; message?: string };
+        waiting?: { reason?: string; message?: string };
+      };
     }[];
   };
 }
@@ -111,7 +114,14 @@ export interface ReconcileResult<S> {
 }
 
 export function controllerRef(kind: string, meta: ObjectMeta): OwnerReference {
-  return { apiVersion: API_VERSION, kind, name: meta.name, uid: meta.uid ?? "", controller: true, blockOwnerDeletion: true };
+  return {
+    apiVersion: API_VERSION,
+    kind,
+    name: meta.name,
+    uid: meta.uid ?? "",
+    controller: true,
+    blockOwnerDeletion: true,
+  };
 }
 
 export function baseLabels(extra: Record<string, string>): Record<string, string> {
@@ -136,7 +146,10 @@ export function sha256(text: string): string {
 /** Stamps the desired object with a hash of itself so the shell can skip re-applying an unchanged child. */
 export function withSpecHash(obj: KubeObject): KubeObject {
   const hash = sha256(canonicalJson(obj)).slice(0, 16);
-  return { ...obj, metadata: { ...obj.metadata, annotations: { ...obj.metadata.annotations, [LABELS.specHash]: hash } } };
+  return {
+    ...obj,
+    metadata: { ...obj.metadata, annotations: { ...obj.metadata.annotations, [LABELS.specHash]: hash } },
+  };
 }
 
 export function jobCondition(job: JobView | undefined, type: string): JobCondition | undefined {
@@ -181,5 +194,8 @@ export function terminationMessage(pods: readonly PodView[]): string | undefined
 }
 
 export function podsOfJob(pods: readonly PodView[], jobName: string): PodView[] {
-  return pods.filter((p) => p.metadata.labels?.["job-name"] === jobName || p.metadata.labels?.["batch.kubernetes.io/job-name"] === jobName);
+  return pods.filter(
+    (p) =>
+      p.metadata.labels?.["job-name"] === jobName || p.metadata.labels?.["batch.kubernetes.io/job-name"] === jobName,
+  );
 }

@@ -64,7 +64,13 @@ const PLURALS: Record<string, string> = {
 };
 const CLUSTER_SCOPED = new Set(["Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"]);
 
-export function resourcePath(apiVersion: string, kind: string, namespace: string | undefined, name?: string, subresource?: string): string {
+export function resourcePath(
+  apiVersion: string,
+  kind: string,
+  namespace: string | undefined,
+  name?: string,
+  subresource?: string,
+): string {
   const plural = PLURALS[kind];
   if (plural === undefined) throw new Error(`unknown kind ${kind}`);
   const base = apiVersion.includes("/") ? `/apis/${apiVersion}` : `/api/${apiVersion}`;
@@ -109,7 +115,14 @@ export class KubeClient {
     await this.kc.applyToHTTPSOptions(opts);
     const secure = this.server.protocol === "https:";
     this.agent ??= secure
-      ? new Agent({ keepAlive: true, maxSockets: 32, ca: opts.ca, cert: opts.cert, key: opts.key, ...(opts.rejectUnauthorized !== undefined ? { rejectUnauthorized: opts.rejectUnauthorized } : {}) })
+      ? new Agent({
+          keepAlive: true,
+          maxSockets: 32,
+          ca: opts.ca,
+          cert: opts.cert,
+          key: opts.key,
+          ...(opts.rejectUnauthorized !== undefined ? { rejectUnauthorized: opts.rejectUnauthorized } : {}),
+        })
       : new HttpAgent({ keepAlive: true, maxSockets: 32 });
     opts.agent = this.agent;
     const payload = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
@@ -155,7 +168,12 @@ export class KubeClient {
     });
   }
 
-  async get<T = KubeObject>(apiVersion: string, kind: string, namespace: string | undefined, name: string): Promise<T | undefined> {
+  async get<T = KubeObject>(
+    apiVersion: string,
+    kind: string,
+    namespace: string | undefined,
+    name: string,
+  ): Promise<T | undefined> {
     try {
       return await this.request<T>("GET", resourcePath(apiVersion, kind, namespace, name));
     } catch (err) {
@@ -164,7 +182,12 @@ export class KubeClient {
     }
   }
 
-  async list<T = KubeObject>(apiVersion: string, kind: string, namespace: string | undefined, labelSelector?: string): Promise<ListResult<T>> {
+  async list<T = KubeObject>(
+    apiVersion: string,
+    kind: string,
+    namespace: string | undefined,
+    labelSelector?: string,
+  ): Promise<ListResult<T>> {
     const q = labelSelector === undefined ? "" : `?labelSelector=${encodeURIComponent(labelSelector)}`;
     return this.request<ListResult<T>>("GET", resourcePath(apiVersion, kind, namespace) + q);
   }
@@ -176,22 +199,53 @@ export class KubeClient {
   /** Server-side apply with a field manager; `force` takes ownership of conflicting fields. */
   async apply<T = KubeObject>(obj: KubeObject, fieldManager: string, force = true): Promise<T> {
     const q = `?fieldManager=${encodeURIComponent(fieldManager)}${force ? "&force=true" : ""}`;
-    return this.request<T>("PATCH", resourcePath(obj.apiVersion, obj.kind, obj.metadata.namespace, obj.metadata.name) + q, obj, "application/apply-patch+yaml");
+    return this.request<T>(
+      "PATCH",
+      resourcePath(obj.apiVersion, obj.kind, obj.metadata.namespace, obj.metadata.name) + q,
+      obj,
+      "application/apply-patch+yaml",
+    );
   }
 
-  async patch<T = KubeObject>(apiVersion: string, kind: string, namespace: string | undefined, name: string, patch: unknown, opts: { subresource?: string; type?: PatchType; fieldManager?: string } = {}): Promise<T> {
+  async patch<T = KubeObject>(
+    apiVersion: string,
+    kind: string,
+    namespace: string | undefined,
+    name: string,
+    patch: unknown,
+    opts: { subresource?: string; type?: PatchType; fieldManager?: string } = {},
+  ): Promise<T> {
     const q = opts.fieldManager === undefined ? "" : `?fieldManager=${encodeURIComponent(opts.fieldManager)}`;
-    return this.request<T>("PATCH", resourcePath(apiVersion, kind, namespace, name, opts.subresource) + q, patch, opts.type ?? "application/merge-patch+json");
+    return this.request<T>(
+      "PATCH",
+      resourcePath(apiVersion, kind, namespace, name, opts.subresource) + q,
+      patch,
+      opts.type ?? "application/merge-patch+json",
+    );
   }
 
   async replace<T = KubeObject>(obj: KubeObject, subresource?: string): Promise<T> {
-    return this.request<T>("PUT", resourcePath(obj.apiVersion, obj.kind, obj.metadata.namespace, obj.metadata.name, subresource), obj);
+    return this.request<T>(
+      "PUT",
+      resourcePath(obj.apiVersion, obj.kind, obj.metadata.namespace, obj.metadata.name, subresource),
+      obj,
+    );
   }
 
   /** Deletes; returns false when the object was already gone. */
-  async delete(apiVersion: string, kind: string, namespace: string | undefined, name: string, propagationPolicy: "Background" | "Foreground" | "Orphan" = "Background"): Promise<boolean> {
+  async delete(
+    apiVersion: string,
+    kind: string,
+    namespace: string | undefined,
+    name: string,
+    propagationPolicy: "Background" | "Foreground" | "Orphan" = "Background",
+  ): Promise<boolean> {
     try {
-      await this.request("DELETE", resourcePath(apiVersion, kind, namespace, name), { kind: "DeleteOptions", apiVersion: "v1", propagationPolicy });
+      await this.request("DELETE", resourcePath(apiVersion, kind, namespace, name), {
+        kind: "DeleteOptions",
+        apiVersion: "v1",
+        propagationPolicy,
+      });
       return true;
     } catch (err) {
       if (httpStatus(err) === 404) return false;

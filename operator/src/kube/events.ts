@@ -29,10 +29,20 @@ export class EventRecorder {
         reason: e.reason,
         note: truncate(e.note, 1024),
         type: e.type,
-        regarding: { apiVersion: obj.apiVersion, kind: obj.kind, name: obj.metadata.name, namespace: ns, uid: obj.metadata.uid, resourceVersion: obj.metadata.resourceVersion },
+        regarding: {
+          apiVersion: obj.apiVersion,
+          kind: obj.kind,
+          name: obj.metadata.name,
+          namespace: ns,
+          uid: obj.metadata.uid,
+          resourceVersion: obj.metadata.resourceVersion,
+        },
       });
     } catch (err) {
-      this.log.warn({ err: err instanceof Error ? err.message : String(err), reason: e.reason }, "Could not record an Event");
+      this.log.warn(
+        { err: err instanceof Error ? err.message : String(err), reason: e.reason },
+        "Could not record an Event",
+      );
     }
   }
 }

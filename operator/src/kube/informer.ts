@@ -121,7 +121,10 @@ export class SupervisedInformer {
     this.backoffMs = Math.min(this.backoffMs * 2, this.opts.maxBackoffMs ?? 30_000);
     this.restarts++;
     this.opts.onRestart?.();
-    this.log.warn({ informer: this.name, err: err instanceof Error ? err.message : String(err), delayMs: delay }, "Informer failed; restarting");
+    this.log.warn(
+      { informer: this.name, err: err instanceof Error ? err.message : String(err), delayMs: delay },
+      "Informer failed; restarting",
+    );
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
       if (this.stopped) return;

@@ -20,7 +20,13 @@ interface Lease {
   apiVersion: "coordination.k8s.io/v1";
   kind: "Lease";
   metadata: { name: string; namespace: string; resourceVersion?: string };
-  spec: { holderIdentity?: string; leaseDurationSeconds?: number; acquireTime?: string; renewTime?: string; leaseTransitions?: number };
+  spec: {
+    holderIdentity?: string;
+    leaseDurationSeconds?: number;
+    acquireTime?: string;
+    renewTime?: string;
+    leaseTransitions?: number;
+  };
 }
 
 function microTime(d: Date): string {
@@ -54,7 +60,10 @@ export class LeaderElector {
     if (this.stopped) return;
     void this.tryAcquireOrRenew()
       .catch((err: unknown) => {
-        this.log.warn({ err: err instanceof Error ? err.message : String(err), lease: this.opts.name }, "Lease update failed");
+        this.log.warn(
+          { err: err instanceof Error ? err.message : String(err), lease: this.opts.name },
+          "Lease update failed",
+        );
         return false;
       })
       .then((ok) => {
@@ -64,7 +73,9 @@ export class LeaderElector {
           this.log.error({ lease: this.opts.name }, "Lost leadership");
           this.callbacks.onStoppedLeading();
         }
-        this.timer = setTimeout(() => { this.tick(); }, this.opts.retryPeriodMs);
+        this.timer = setTimeout(() => {
+          this.tick();
+        }, this.opts.retryPeriodMs);
       });
   }
 
@@ -78,7 +89,13 @@ export class LeaderElector {
         apiVersion: "coordination.k8s.io/v1",
         kind: "Lease",
         metadata: { name, namespace },
-        spec: { holderIdentity: identity, leaseDurationSeconds: durationS, acquireTime: microTime(now), renewTime: microTime(now), leaseTransitions: 0 },
+        spec: {
+          holderIdentity: identity,
+          leaseDurationSeconds: durationS,
+          acquireTime: microTime(now),
+          renewTime: microTime(now),
+          leaseTransitions: 0,
+        },
       });
       this.becomeLeader();
       return true;
@@ -88,7 +105,8 @@ export class LeaderElector {
     if (this.observed === undefined || this.observed.holder !== holder || this.observed.renew !== renew) {
       this.observed = { holder, renew, at: Date.now() };
     }
-    const expired = holder === "" || Date.now() > this.observed.at + (lease.spec.leaseDurationSeconds ?? durationS) * 1000;
+    const expired =
+      holder === "" || Date.now() > this.observed.at + (lease.spec.leaseDurationSeconds ?? durationS) * 1000;
     if (holder !== identity && !expired) {
       if (this.leading) {
         this.leading = false;
@@ -101,7 +119,9 @@ export class LeaderElector {
       holderIdentity: identity,
       leaseDurationSeconds: durationS,
       renewTime: microTime(now),
-      ...(holder !== identity ? { acquireTime: microTime(now), leaseTransitions: (lease.spec.leaseTransitions ?? 0) + 1 } : {}),
+      ...(holder !== identity
+        ? { acquireTime: microTime(now), leaseTransitions: (lease.spec.leaseTransitions ?? 0) + 1 }
+        : {}),
     };
     try {
       await this.client.replace({ ...lease, spec });
@@ -129,9 +149,17 @@ export class LeaderElector {
     if (!this.leading) return;
     this.leading = false;
     try {
-      const lease = await this.client.get<Lease>("coordination.k8s.io/v1", "Lease", this.opts.namespace, this.opts.name);
+      const lease = await this.client.get<Lease>(
+        "coordination.k8s.io/v1",
+        "Lease",
+        this.opts.namespace,
+        this.opts.name,
+      );
       if (lease?.spec.holderIdentity === this.opts.identity) {
-        await this.client.replace({ ...lease, spec: { ...lease.spec, holderIdentity: "", leaseDurationSeconds: 1, renewTime: microTime(new Date()) } });
+        await this.client.replace({
+          ...lease,
+          spec: { ...lease.spec, holderIdentity: "", leaseDurationSeconds: 1, renewTime: microTime(new Date()) },
+        });
       }
     } catch (err) {
       this.log.warn({ err: err instanceof Error ? err.message : String(err) }, "Could not release the Lease");

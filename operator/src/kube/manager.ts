@@ -5,14 +5,30 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
-import { API_VERSION, FIELD_MANAGER, KINDS, LABELS, MANAGED_BY_VALUE, type KindName } from "../../../api/v1alpha1/group.js";
+import {
+  API_VERSION,
+  FIELD_MANAGER,
+  KINDS,
+  LABELS,
+  MANAGED_BY_VALUE,
+  type KindName,
+} from "../../../api/v1alpha1/group.js";
 import { reconcileCollection } from "../controllers/collection/reconcile.js";
 import { reconcilePlan } from "../controllers/plan/reconcile.js";
 import { reconcilePretrainRun, scrapeTarget, type PretrainRunObserved } from "../controllers/pretrain-run/reconcile.js";
 import { CREATE_ONLY_ANNOTATION } from "../controllers/pretrain-run/desired.js";
 import type { ChildRefusal } from "../controllers/pretrain-run/failures.js";
 import { RUN_SECRET_KEY } from "../../../api/pod.js";
-import { canonicalJson, type ChildRef, type CustomResource, type EventSpec, type JobView, type KubeObject, type PodView, type ReconcileResult } from "../controllers/types.js";
+import {
+  canonicalJson,
+  type ChildRef,
+  type CustomResource,
+  type EventSpec,
+  type JobView,
+  type KubeObject,
+  type PodView,
+  type ReconcileResult,
+} from "../controllers/types.js";
 import type { OperatorMetrics } from "../metrics.js";
 import { httpStatus, type KubeClient } from "./client.js";
 import { httpScrape, ProgressPoller } from "./progress-poller.js";
@@ -75,7 +91,19 @@ export class Manager {
     const ns = opts.namespace;
     const managed = `${LABELS.managedBy}=${MANAGED_BY_VALUE}`;
     const mk = (apiVersion: string, kind: string, labelSelector?: string): SupervisedInformer => {
-      return new SupervisedInformer(opts.client, { apiVersion, kind, namespace: ns, labelSelector, onRestart: () => { opts.metrics.informerRestarts.inc({ resource: kind }); } }, opts.log);
+      return new SupervisedInformer(
+        opts.client,
+        {
+          apiVersion,
+          kind,
+          namespace: ns,
+          labelSelector,
+          onRestart: () => {
+            opts.metrics.informerRestarts.inc({ resource: kind });
+          },
+        },
+        opts.log,
+      );
     };
     this.informers = {
       Collection: mk(API_VERSION, "Collection"),
@@ -90,7 +118,9 @@ export class Manager {
     this.queues = {
       Collection: new WorkQueue({ name: "collection", concurrency, metrics: qm }, (k) => this.process("Collection", k)),
       Plan: new WorkQueue({ name: "plan", concurrency, metrics: qm }, (k) => this.process("Plan", k)),
-      PretrainRun: new WorkQueue({ name: "pretrainrun", concurrency, metrics: qm }, (k) => this.process("PretrainRun", k)),
+      PretrainRun: new WorkQueue({ name: "pretrainrun", concurrency, metrics: qm }, (k) =>
+        this.process("PretrainRun", k),
+      ),
     };
     this.poller = new ProgressPoller({
       scrape: opts.scrape ?? httpScrape,
@@ -110,13 +140,15 @@ export class Manager {
     i.Collection.on((_t, o) => {
       this.queues.Collection.add(key(o.metadata.namespace, o.metadata.name));
       for (const p of i.Plan.list(o.metadata.namespace)) {
-        if ((p.spec as { collectionRef?: { name?: string } } | undefined)?.collectionRef?.name === o.metadata.name) this.queues.Plan.add(key(p.metadata.namespace, p.metadata.name));
+        if ((p.spec as { collectionRef?: { name?: string } } | undefined)?.collectionRef?.name === o.metadata.name)
+          this.queues.Plan.add(key(p.metadata.namespace, p.metadata.name));
       }
     });
     i.Plan.on((_t, o) => {
       this.queues.Plan.add(key(o.metadata.namespace, o.metadata.name));
       for (const r of i.PretrainRun.list(o.metadata.namespace)) {
-        if ((r.spec as { planRef?: { name?: string } } | undefined)?.planRef?.name === o.metadata.name) this.queues.PretrainRun.add(key(r.metadata.namespace, r.metadata.name));
+        if ((r.spec as { planRef?: { name?: string } } | undefined)?.planRef?.name === o.metadata.name)
+          this.queues.PretrainRun.add(key(r.metadata.namespace, r.metadata.name));
       }
     });
     i.PretrainRun.on((t, o) => {
@@ -144,7 +176,11 @@ export class Manager {
     this.started = true;
     // Children first, so the first reconciles see them.
     await Promise.all([this.informers.Job.start(), this.informers.Pod.start(), this.informers.Service.start()]);
-    await Promise.all([this.informers.Collection.start(), this.informers.Plan.start(), this.informers.PretrainRun.start()]);
+    await Promise.all([
+      this.informers.Collection.start(),
+      this.informers.Plan.start(),
+      this.informers.PretrainRun.start(),
+    ]);
     for (const q of Object.values(this.queues)) q.start();
     this.poller.start();
     const period = this.opts.resyncPeriodMs ?? 300_000;
@@ -181,7 +217,10 @@ export class Manager {
     if (this.resyncTimer !== undefined) clearInterval(this.resyncTimer);
     this.poller.stop();
     for (const q of Object.values(this.queues)) q.stop();
-    await Promise.race([Promise.all(Object.values(this.queues).map((q) => q.idle())), new Promise((r) => setTimeout(r, 10_000))]);
+    await Promise.race([
+      Promise.all(Object.values(this.queues).map((q) => q.idle())),
+      new Promise((r) => setTimeout(r, 10_000)),
+    ]);
     await Promise.all(Object.values(this.informers).map((i) => i.stop()));
     this.started = false;
   }
@@ -205,7 +244,8 @@ export class Manager {
         return reconcileCollection({ collection: cr, jobs, pods, now });
       case "Plan": {
         const ref = (cr.spec as { collectionRef?: { name?: string } } | undefined)?.collectionRef?.name;
-        const collection = ref === undefined ? undefined : (this.informers.Collection.get(ref, ns) as CustomResource | undefined);
+        const collection =
+          ref === undefined ? undefined : (this.informers.Collection.get(ref, ns) as CustomResource | undefined);
         return reconcilePlan({ plan: cr, collection, jobs, pods, now });
       }
       case "PretrainRun": {
@@ -238,7 +278,8 @@ export class Manager {
         return;
       }
       const res = this.observeAndReconcile(kind, cr);
-      if (kind === "PretrainRun") this.metrics.setRunState(ns, name, res.status as { phase?: string; attempt?: number; restarts?: number });
+      if (kind === "PretrainRun")
+        this.metrics.setRunState(ns, name, res.status as { phase?: string; attempt?: number; restarts?: number });
       await this.applyResult(kind, { ...cr, apiVersion: API_VERSION, kind }, res);
       queue.forget(k);
       if (res.requeueAfterMs !== undefined && !res.deleteSelf) {
@@ -249,7 +290,10 @@ export class Manager {
       result = "error";
       this.metrics.reconcileErrors.inc({ controller });
       const delay = queue.addRateLimited(k);
-      this.log.warn({ controller, object: k, err: err instanceof Error ? err.message : String(err), retryInMs: delay }, "Reconcile failed");
+      this.log.warn(
+        { controller, object: k, err: err instanceof Error ? err.message : String(err), retryInMs: delay },
+        "Reconcile failed",
+      );
     } finally {
       const dt = (performance.now() - t0) / 1000;
       this.metrics.activeWorkers.dec({ controller });
@@ -258,7 +302,11 @@ export class Manager {
     }
   }
 
-  private async applyResult(kind: Kind, cr: CustomResource & { apiVersion: string; kind: string }, res: ReconcileResult<unknown>): Promise<void> {
+  private async applyResult(
+    kind: Kind,
+    cr: CustomResource & { apiVersion: string; kind: string },
+    res: ReconcileResult<unknown>,
+  ): Promise<void> {
     const ns = cr.metadata.namespace ?? "";
     const log = this.log.child({ controller: CONTROLLER_NAME[kind], object: `${ns}/${cr.metadata.name}` });
     if (res.deleteSelf === true) {
@@ -273,7 +321,14 @@ export class Manager {
       // Optimistic concurrency: the status was computed from this resourceVersion; a newer object (another writer,
       // a spec edit) makes the API server answer 409 and the key is reconciled again from a fresh read.
       const rv = cr.metadata.resourceVersion;
-      await this.client.patch(API_VERSION, kind, ns, cr.metadata.name, { ...(rv === undefined ? {} : { metadata: { resourceVersion: rv } }), status: patch }, { subresource: "status", fieldManager: FIELD_MANAGER });
+      await this.client.patch(
+        API_VERSION,
+        kind,
+        ns,
+        cr.metadata.name,
+        { ...(rv === undefined ? {} : { metadata: { resourceVersion: rv } }), status: patch },
+        { subresource: "status", fieldManager: FIELD_MANAGER },
+      );
     }
     // Events describe the transitions just written to status: recorded now, since a failing child below (a refusal
     // is retried) must not lose them (the next reconcile sees no transition).
@@ -290,9 +345,16 @@ export class Manager {
         const code = httpStatus(err);
         // A refusal (Pod Security admission, quota, a policy webhook, a schema error) is reported, not retried silently.
         if (code !== 400 && code !== 403 && code !== 422) throw err;
-        const refusal = { kind: obj.kind, name: obj.metadata.name, message: err instanceof Error ? err.message : String(err) };
+        const refusal = {
+          kind: obj.kind,
+          name: obj.metadata.name,
+          message: err instanceof Error ? err.message : String(err),
+        };
         this.refusals.set(k, refusal);
-        log.warn({ child: `${obj.kind}/${obj.metadata.name}`, status: code, err: refusal.message }, "The API server refused a child");
+        log.warn(
+          { child: `${obj.kind}/${obj.metadata.name}`, status: code, err: refusal.message },
+          "The API server refused a child",
+        );
         throw err; // retried with backoff; the next reconcile records the refusal as a condition
       }
     }
@@ -314,7 +376,8 @@ export class Manager {
     if (cached === undefined) return; // already gone (a stale cache only delays this to the next reconcile)
     this.appliedHashes.delete(this.childKey(ns, c));
     try {
-      if (await this.client.delete(c.apiVersion, c.kind, ns, c.name, "Background")) log.info({ child: `${c.kind}/${c.name}` }, "Deleted child");
+      if (await this.client.delete(c.apiVersion, c.kind, ns, c.name, "Background"))
+        log.info({ child: `${c.kind}/${c.name}` }, "Deleted child");
     } catch (err) {
       if (httpStatus(err) === 404) return;
       throw err;
@@ -331,7 +394,8 @@ export class Manager {
     const owner = obj.metadata.ownerReferences?.[0]?.uid ?? "";
     const ck = `${this.childKey(obj.metadata.namespace ?? "", { apiVersion: obj.apiVersion, kind: obj.kind, name: obj.metadata.name })}@${owner}`;
     if (this.appliedHashes.has(ck)) return;
-    const body: KubeObject = obj.kind === "Secret" ? { ...obj, stringData: { [RUN_SECRET_KEY]: randomBytes(32).toString("hex") } } : obj;
+    const body: KubeObject =
+      obj.kind === "Secret" ? { ...obj, stringData: { [RUN_SECRET_KEY]: randomBytes(32).toString("hex") } } : obj;
     try {
       await this.client.create(body);
       log.info({ child: `${obj.kind}/${obj.metadata.name}` }, "Created child");

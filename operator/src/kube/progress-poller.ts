@@ -141,7 +141,10 @@ export class ProgressPoller {
       this.samples.set(key, { attempt: target.attempt, ...progressFromMetrics(text), time: this.clock() });
       this.opts.onSample(key);
     } catch (err) {
-      this.opts.log.debug({ run: key, url: target.url, err: err instanceof Error ? err.message : String(err) }, "Could not read rank 0 metrics");
+      this.opts.log.debug(
+        { run: key, url: target.url, err: err instanceof Error ? err.message : String(err) },
+        "Could not read rank 0 metrics",
+      );
     } finally {
       clearTimeout(timer);
     }

@@ -59,7 +59,10 @@ test("different keys run in parallel up to the concurrency", async () => {
 
 test("rate-limited retries back off exponentially per key and forget resets", () => {
   const q = new WorkQueue({ name: "t", baseDelayMs: 100, maxDelayMs: 1000 }, () => Promise.resolve());
-  assert.deepEqual([q.addRateLimited("x"), q.addRateLimited("x"), q.addRateLimited("x"), q.addRateLimited("x"), q.addRateLimited("x")], [100, 200, 400, 800, 1000]);
+  assert.deepEqual(
+    [q.addRateLimited("x"), q.addRateLimited("x"), q.addRateLimited("x"), q.addRateLimited("x"), q.addRateLimited("x")],
+    [100, 200, 400, 800, 1000],
+  );
   assert.equal(q.addRateLimited("y"), 100);
   q.forget("x");
   assert.equal(q.addRateLimited("x"), 100);

@@ -17,7 +17,13 @@ test("nnssl executable names map to their sub-command", () => {
 
 test("single-dash nnssl flags are rewritten, other arguments untouched", () => {
   assert.deepEqual(translateLegacyFlags(["train", "1", "onemmiso", "-tr", "X", "-np=4", "-t"], fake), [
-    "train", "1", "onemmiso", "--trainer", "X", "--num-processes=4", "-t",
+    "train",
+    "1",
+    "onemmiso",
+    "--trainer",
+    "X",
+    "--num-processes=4",
+    "-t",
   ]);
 });
 

@@ -54,7 +54,8 @@ export function buildProgram(cmds: readonly CliCommand[] = commands): Command {
 /** The termination message's reason (api/termination.ts FAILURE_REASONS) of an error. */
 function failureReason(err: unknown): FailureMessage["reason"] {
   const explicit = (err as { reason?: unknown } | null)?.reason;
-  if (typeof explicit === "string" && (FAILURE_REASONS as readonly string[]).includes(explicit)) return explicit as FailureMessage["reason"];
+  if (typeof explicit === "string" && (FAILURE_REASONS as readonly string[]).includes(explicit))
+    return explicit as FailureMessage["reason"];
   const name = err instanceof Ssl3dError ? err.name : "";
   return (FAILURE_REASONS as readonly string[]).includes(name) ? (name as FailureMessage["reason"]) : "InternalError";
 }
@@ -112,7 +113,8 @@ export async function main(argv: readonly string[], invokedAs = "ssl3d"): Promis
     const line = oneLine(err);
     process.stderr.write(`ssl3d: error: ${line}\n`);
     if (verbose && err instanceof Error && err.stack !== undefined) process.stderr.write(`${err.stack}\n`);
-    else if (!verbose && exitCodeOf(err) === 1) process.stderr.write("ssl3d: (internal error; run with --verbose for the stack trace)\n");
+    else if (!verbose && exitCodeOf(err) === 1)
+      process.stderr.write("ssl3d: (internal error; run with --verbose for the stack trace)\n");
     writeTerminationLog(formatFailureMessage({ exitCode: exitCodeOf(err), reason: failureReason(err), message: line }));
     return exitCodeOf(err);
   }

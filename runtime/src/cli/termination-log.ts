@@ -3,7 +3,9 @@ import { existsSync, writeFileSync } from "node:fs";
 import { envString, processEnv, type Env } from "../config/settings.js";
 
 export function terminationLogPath(env: Env = processEnv()): string | undefined {
-  return envString("SSL3D_TERMINATION_LOG", env) ?? (existsSync("/dev/termination-log") ? "/dev/termination-log" : undefined);
+  return (
+    envString("SSL3D_TERMINATION_LOG", env) ?? (existsSync("/dev/termination-log") ? "/dev/termination-log" : undefined)
+  );
 }
 
 /** Write one line (at most 4096 bytes, the kubelet's limit); best effort. */

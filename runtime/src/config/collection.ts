@@ -101,13 +101,28 @@ export function parseCollection(doc: unknown, file: string): Collection {
   checkSafeName(c.collection_name, "collection_name", { file, field: "collection_name" });
   for (const [dk, d] of Object.entries(c.datasets)) {
     checkSafeName(dk, "dataset_index", { file, field: formatJsonPath(["datasets", dk, "dataset_index"]) });
-    if (String(d.dataset_index) !== dk) throw new ConfigError(`dataset_index "${d.dataset_index}" differs from its key "${dk}"`, { file, field: formatJsonPath(["datasets", dk, "dataset_index"]) });
+    if (String(d.dataset_index) !== dk)
+      throw new ConfigError(`dataset_index "${d.dataset_index}" differs from its key "${dk}"`, {
+        file,
+        field: formatJsonPath(["datasets", dk, "dataset_index"]),
+      });
     for (const [sk, s] of Object.entries(d.subjects)) {
-      if (s.subject_id !== sk) throw new ConfigError(`subject_id "${s.subject_id}" differs from its key "${sk}"`, { file, field: formatJsonPath(["datasets", dk, "subjects", sk, "subject_id"]) });
+      if (s.subject_id !== sk)
+        throw new ConfigError(`subject_id "${s.subject_id}" differs from its key "${sk}"`, {
+          file,
+          field: formatJsonPath(["datasets", dk, "subjects", sk, "subject_id"]),
+        });
       checkSafeName(sk, "subject_id", { file, field: formatJsonPath(["datasets", dk, "subjects", sk, "subject_id"]) });
       for (const [ek, e] of Object.entries(s.sessions)) {
-        if (String(e.session_id) !== ek) throw new ConfigError(`session_id "${e.session_id}" differs from its key "${ek}"`, { file, field: formatJsonPath(["datasets", dk, "subjects", sk, "sessions", ek, "session_id"]) });
-        checkSafeName(ek, "session_id", { file, field: formatJsonPath(["datasets", dk, "subjects", sk, "sessions", ek, "session_id"]) });
+        if (String(e.session_id) !== ek)
+          throw new ConfigError(`session_id "${e.session_id}" differs from its key "${ek}"`, {
+            file,
+            field: formatJsonPath(["datasets", dk, "subjects", sk, "sessions", ek, "session_id"]),
+          });
+        checkSafeName(ek, "session_id", {
+          file,
+          field: formatJsonPath(["datasets", dk, "subjects", sk, "sessions", ek, "session_id"]),
+        });
         checkImageNames(e.images, file, ["datasets", dk, "subjects", sk, "sessions", ek, "images"]);
       }
     }
@@ -129,7 +144,13 @@ function checkImageNames(images: readonly Image[], file: string, base: readonly 
     checkSafeName(stem, "image name without its extension", { file, field });
     for (const out of [stem, `${stem}__anon`, `${stem}__anat`]) {
       const other = outputs.get(out);
-      if (other !== undefined) throw new ConfigError(other === img.name ? `duplicate image name "${img.name}" in this session` : `image name "${img.name}" maps to the same output file as "${other}" (${out}.zarr) in this session`, { file, field });
+      if (other !== undefined)
+        throw new ConfigError(
+          other === img.name
+            ? `duplicate image name "${img.name}" in this session`
+            : `image name "${img.name}" maps to the same output file as "${other}" (${out}.zarr) in this session`,
+          { file, field },
+        );
     }
     for (const out of [stem, `${stem}__anon`, `${stem}__anat`]) outputs.set(out, img.name);
   });
@@ -154,10 +175,15 @@ export function resolvePath(p: string, ctx: PathContext, field: string): string 
     const slash = p.indexOf("/");
     const name = (slash === -1 ? p : p.slice(0, slash)).slice(1);
     const rest = slash === -1 ? "" : p.slice(slash + 1);
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new ConfigError(`"${p}" starts with "$" but "${name}" is not a variable name`, { file: ctx.file, field });
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+      throw new ConfigError(`"${p}" starts with "$" but "${name}" is not a variable name`, { file: ctx.file, field });
     const isRoot = name === "nnssl_raw" || name === "nnssl_preprocessed" || name === "nnssl_results";
     const raw = isRoot ? optionalRoot(name, ctx.env) : collectionPathVariable(name, ctx.env);
-    if (raw === undefined || raw === "") throw new ConfigError(`path "${p}" needs environment variable ${name}, which is not set`, { file: ctx.file, field });
+    if (raw === undefined || raw === "")
+      throw new ConfigError(`path "${p}" needs environment variable ${name}, which is not set`, {
+        file: ctx.file,
+        field,
+      });
     const root = path.resolve(raw);
     const resolved = path.resolve(root, rest);
     const rel = path.relative(root, resolved);
@@ -178,7 +204,8 @@ export function relativizePath(p: string, env: Env): string {
     const abs = path.resolve(root);
     const rel = path.relative(abs, p);
     if (rel === "") return `$${v}`;
-    if (rel !== ".." && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel)) return `$${v}/${rel.split(path.sep).join("/")}`;
+    if (rel !== ".." && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel))
+      return `$${v}/${rel.split(path.sep).join("/")}`;
   }
   return p;
 }
@@ -199,10 +226,24 @@ function mapPaths(c: Collection, f: (p: string, field: readonly PropertyKey[]) =
             image_path: f(img.image_path, [...base, i, "image_path"]),
             modality: img.modality,
             image_info: clone(img.image_info),
-            associated_masks: img.associated_masks === null ? null : {
-              anonymization_mask: img.associated_masks.anonymization_mask === null ? null : f(img.associated_masks.anonymization_mask, [...base, i, "associated_masks", "anonymization_mask"]),
-              anatomy_mask: img.associated_masks.anatomy_mask === null ? null : f(img.associated_masks.anatomy_mask, [...base, i, "associated_masks", "anatomy_mask"]),
-            },
+            associated_masks:
+              img.associated_masks === null
+                ? null
+                : {
+                    anonymization_mask:
+                      img.associated_masks.anonymization_mask === null
+                        ? null
+                        : f(img.associated_masks.anonymization_mask, [
+                            ...base,
+                            i,
+                            "associated_masks",
+                            "anonymization_mask",
+                          ]),
+                    anatomy_mask:
+                      img.associated_masks.anatomy_mask === null
+                        ? null
+                        : f(img.associated_masks.anatomy_mask, [...base, i, "associated_masks", "anatomy_mask"]),
+                  },
           })),
         };
       }
@@ -331,17 +372,24 @@ const IqsEntry = z.object({
  */
 export function openMindIqsFilter(c: Collection, threshold: number): ImageFilter {
   const table = new Map<string, number | null>();
-  const key = (ds: string | number, mod: string, der: unknown): string => JSON.stringify([String(ds), mod, typeof der === "string" ? der : null]);
+  const key = (ds: string | number, mod: string, der: unknown): string =>
+    JSON.stringify([String(ds), mod, typeof der === "string" ? der : null]);
   for (const [dk, d] of Object.entries(c.datasets)) {
     const raw = d.dataset_info?.image_quality_score;
     const r = z.array(IqsEntry).safeParse(raw);
-    if (!r.success) throw new ConfigError(`the OpenMind IQS filter needs a list of {modality, derived_from, image_quality_score}`, { field: formatJsonPath(["datasets", dk, "dataset_info", "image_quality_score"]) });
+    if (!r.success)
+      throw new ConfigError(`the OpenMind IQS filter needs a list of {modality, derived_from, image_quality_score}`, {
+        field: formatJsonPath(["datasets", dk, "dataset_info", "image_quality_score"]),
+      });
     for (const e of r.data) table.set(key(d.dataset_index, e.modality, e.derived_from), e.image_quality_score);
   }
   return (img) => {
     const k = key(img.dataset_index, img.image_modality, img.image_info?.derived_from);
     if (!table.has(k)) {
-      throw new ConfigError(`no image_quality_score for modality ${img.image_modality}, derived_from ${JSON.stringify(img.image_info?.derived_from ?? null)}`, { field: formatJsonPath(["datasets", String(img.dataset_index), "dataset_info", "image_quality_score"]) });
+      throw new ConfigError(
+        `no image_quality_score for modality ${img.image_modality}, derived_from ${JSON.stringify(img.image_info?.derived_from ?? null)}`,
+        { field: formatJsonPath(["datasets", String(img.dataset_index), "dataset_info", "image_quality_score"]) },
+      );
     }
     const v = table.get(k);
     return v !== null && v !== undefined && v <= threshold;

@@ -4,13 +4,26 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { ConfigError, EnvironmentError } from "../errors.js";
-import { formatDatasetName, optionalRoot, parseDatasetName, requireRoot, resolveDatasetName, setEnvWarningSink } from "./env.js";
+import {
+  formatDatasetName,
+  optionalRoot,
+  parseDatasetName,
+  requireRoot,
+  resolveDatasetName,
+  setEnvWarningSink,
+} from "./env.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "ssl3d-env-"));
-after(() => { rmSync(tmp, { recursive: true, force: true }); });
+after(() => {
+  rmSync(tmp, { recursive: true, force: true });
+});
 
 test("requireRoot names the unset variable and what it is for", () => {
-  assert.throws(() => requireRoot("nnssl_results", {}), (e: unknown) => e instanceof EnvironmentError && /nnssl_results is not set/.test(e.message) && /training outputs/.test(e.message));
+  assert.throws(
+    () => requireRoot("nnssl_results", {}),
+    (e: unknown) =>
+      e instanceof EnvironmentError && /nnssl_results is not set/.test(e.message) && /training outputs/.test(e.message),
+  );
   assert.equal(requireRoot("nnssl_raw", { nnssl_raw: "/data/raw/" }), "/data/raw");
   assert.equal(optionalRoot("nnssl_raw", { nnssl_raw: "" }), undefined);
 });
@@ -38,7 +51,9 @@ test("dataset names format and parse back", () => {
 });
 
 test("an integer ID resolves to the one matching folder across the three roots", () => {
-  const raw = join(tmp, "raw"), pre = join(tmp, "pre"), res = join(tmp, "res");
+  const raw = join(tmp, "raw"),
+    pre = join(tmp, "pre"),
+    res = join(tmp, "res");
   for (const d of [raw, pre, res]) mkdirSync(d, { recursive: true });
   mkdirSync(join(raw, "Dataset001_Alpha"));
   mkdirSync(join(pre, "Dataset001_Alpha"));
@@ -50,8 +65,14 @@ test("an integer ID resolves to the one matching folder across the three roots",
   assert.equal(resolveDatasetName("1", env), "Dataset001_Alpha");
   assert.equal(resolveDatasetName("002", env), "Dataset002_Beta");
   assert.equal(resolveDatasetName("Dataset009_Given", env), "Dataset009_Given");
-  assert.throws(() => resolveDatasetName("3", env), (e: unknown) => e instanceof ConfigError && /ambiguous: Dataset003_One, Dataset003_Two/.test(e.message));
-  assert.throws(() => resolveDatasetName("4", env), (e: unknown) => e instanceof ConfigError && /no dataset with ID 4/.test(e.message));
+  assert.throws(
+    () => resolveDatasetName("3", env),
+    (e: unknown) => e instanceof ConfigError && /ambiguous: Dataset003_One, Dataset003_Two/.test(e.message),
+  );
+  assert.throws(
+    () => resolveDatasetName("4", env),
+    (e: unknown) => e instanceof ConfigError && /no dataset with ID 4/.test(e.message),
+  );
   assert.throws(() => resolveDatasetName("x1", env), ConfigError);
   assert.throws(() => resolveDatasetName("1", {}), EnvironmentError);
 });

@@ -63,7 +63,9 @@ export function optionalRoot(name: RootVar, env: Env = processEnv()): string | u
 export function requireRoot(name: RootVar, env: Env = processEnv()): string {
   const v = optionalRoot(name, env);
   if (v === undefined) {
-    throw new EnvironmentError(`environment variable ${name} is not set (it must point to ${PURPOSE[name]}); export ${name}=/some/dir`);
+    throw new EnvironmentError(
+      `environment variable ${name} is not set (it must point to ${PURPOSE[name]}); export ${name}=/some/dir`,
+    );
   }
   return v;
 }
@@ -79,9 +81,12 @@ const DATASET_RE = /^Dataset(\d{3,})_(.+)$/;
 
 /** `Dataset001_Name` for ID 1 and name `Name`. */
 export function formatDatasetName(id: number, name: string): string {
-  if (!Number.isInteger(id) || id < 0 || id > 99999) throw new ConfigError(`dataset ID must be an integer 0..99999, got ${id}`);
+  if (!Number.isInteger(id) || id < 0 || id > 99999)
+    throw new ConfigError(`dataset ID must be an integer 0..99999, got ${id}`);
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) {
-    throw new ConfigError(`dataset name "${name}" must start with a letter or digit and contain only letters, digits, '_', '.', '-'`);
+    throw new ConfigError(
+      `dataset name "${name}" must start with a letter or digit and contain only letters, digits, '_', '.', '-'`,
+    );
   }
   return `Dataset${String(id).padStart(3, "0")}_${name}`;
 }
@@ -115,13 +120,19 @@ function isDir(p: string): boolean {
  */
 export function resolveDatasetName(idOrName: string, env: Env = processEnv()): string {
   const trimmed = idOrName.trim();
-  if (parseDatasetName(trimmed) !== undefined) return checkSafeName(trimmed, `dataset name ${JSON.stringify(trimmed)}`, { field: "dataset" });
+  if (parseDatasetName(trimmed) !== undefined)
+    return checkSafeName(trimmed, `dataset name ${JSON.stringify(trimmed)}`, { field: "dataset" });
   if (!/^\d+$/.test(trimmed) || !Number.isSafeInteger(Number(trimmed))) {
-    throw new ConfigError(`dataset "${idOrName.slice(0, 60)}" is neither an integer ID nor a name of the form DatasetNNN_Name`, { field: "dataset" });
+    throw new ConfigError(
+      `dataset "${idOrName.slice(0, 60)}" is neither an integer ID nor a name of the form DatasetNNN_Name`,
+      { field: "dataset" },
+    );
   }
   const id = Number(trimmed);
   const prefix = `Dataset${String(id).padStart(3, "0")}_`;
-  const roots = ROOT_VARS.map((v) => [v, optionalRoot(v, env)] as const).filter((r): r is readonly [RootVar, string] => r[1] !== undefined);
+  const roots = ROOT_VARS.map((v) => [v, optionalRoot(v, env)] as const).filter(
+    (r): r is readonly [RootVar, string] => r[1] !== undefined,
+  );
   if (roots.length === 0) {
     throw new EnvironmentError(`cannot resolve dataset ID ${id}: none of ${ROOT_VARS.join(", ")} is set`);
   }

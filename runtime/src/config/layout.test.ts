@@ -7,8 +7,22 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { ConfigError, EnvironmentError } from "../errors.js";
 import {
-  CHECKPOINT_SEARCH_ORDER, checkpointFile, collectionCopyFile, collectionFile, dataIdentifierDir, failedImagesFile, fingerprintFile, foldDir, foldFile,
-  plansFile, preprocessedDatasetDir, rawDatasetDir, resultsFile, resultsRunDir, splitsFile, validImagesFile,
+  CHECKPOINT_SEARCH_ORDER,
+  checkpointFile,
+  collectionCopyFile,
+  collectionFile,
+  dataIdentifierDir,
+  failedImagesFile,
+  fingerprintFile,
+  foldDir,
+  foldFile,
+  plansFile,
+  preprocessedDatasetDir,
+  rawDatasetDir,
+  resultsFile,
+  resultsRunDir,
+  splitsFile,
+  validImagesFile,
 } from "./layout.js";
 
 const env = { nnssl_raw: "/r/raw", nnssl_preprocessed: "/r/pre/", nnssl_results: "/r/res" };
@@ -26,7 +40,10 @@ test("nnssl_raw and nnssl_preprocessed", () => {
   assert.equal(validImagesFile(pp), join(pp, "valid_imgs.json"));
   assert.equal(validImagesFile(pp, { part: 1, total: 3 }), join(pp, "valid_imgs__1_of_3.json"));
   assert.equal(failedImagesFile(pp, { part: 0, total: 1 }), join(pp, "failed_imgs.json"));
-  assert.equal(preprocessedDatasetDir("Dataset001_X", { ...env, rocket_preprocessed: "/rocket" }), "/rocket/Dataset001_X");
+  assert.equal(
+    preprocessedDatasetDir("Dataset001_X", { ...env, rocket_preprocessed: "/rocket" }),
+    "/rocket/Dataset001_X",
+  );
 });
 
 test("nnssl_results: <Trainer>__<Plans>__<Config>/fold_all, checkpoints", () => {
@@ -40,17 +57,39 @@ test("nnssl_results: <Trainer>__<Plans>__<Config>/fold_all, checkpoints", () => 
   assert.equal(foldFile(fold, "trainingLog"), join(fold, "training_log.jsonl"));
   assert.equal(foldFile(fold, "progress"), join(fold, "progress.png"));
   assert.equal(checkpointFile(fold, "latest"), join(fold, "checkpoint_latest.safetensors"));
-  assert.deepEqual(CHECKPOINT_SEARCH_ORDER, ["checkpoint_final.safetensors", "checkpoint_latest.safetensors", "checkpoint_best.safetensors", "network.safetensors"]);
+  assert.deepEqual(CHECKPOINT_SEARCH_ORDER, [
+    "checkpoint_final.safetensors",
+    "checkpoint_latest.safetensors",
+    "checkpoint_best.safetensors",
+    "network.safetensors",
+  ]);
 });
 
 test("hostile names are refused with the field named; unset roots name the variable", () => {
   for (const bad of ["..", "a/b", "", "x\u0000"]) {
-    assert.throws(() => preprocessedDatasetDir(bad, env), (e: unknown) => e instanceof ConfigError && e.field === "dataset", JSON.stringify(bad));
+    assert.throws(
+      () => preprocessedDatasetDir(bad, env),
+      (e: unknown) => e instanceof ConfigError && e.field === "dataset",
+      JSON.stringify(bad),
+    );
     assert.throws(() => rawDatasetDir(bad, env), ConfigError);
-    assert.throws(() => plansFile("/r/pre/D", bad), (e: unknown) => e instanceof ConfigError && e.field === "plans name");
-    assert.throws(() => dataIdentifierDir("/r/pre/D", "nnsslPlans", bad), (e: unknown) => e instanceof ConfigError && e.field === "configuration");
+    assert.throws(
+      () => plansFile("/r/pre/D", bad),
+      (e: unknown) => e instanceof ConfigError && e.field === "plans name",
+    );
+    assert.throws(
+      () => dataIdentifierDir("/r/pre/D", "nnsslPlans", bad),
+      (e: unknown) => e instanceof ConfigError && e.field === "configuration",
+    );
     if (bad !== "") assert.throws(() => resultsRunDir(env.nnssl_results, bad, "BaseMAETrainer", "p", "c"), ConfigError);
   }
-  for (const bad of ["a/b", "x\u0000", "a\\b"]) assert.throws(() => resultsRunDir(env.nnssl_results, "Dataset001_X", bad, "p", "c"), (e: unknown) => e instanceof ConfigError && e.field === "trainer, plans and configuration names");
-  assert.throws(() => collectionFile("Dataset001_X", {}), (e: unknown) => e instanceof EnvironmentError && /nnssl_raw is not set/.test(e.message));
+  for (const bad of ["a/b", "x\u0000", "a\\b"])
+    assert.throws(
+      () => resultsRunDir(env.nnssl_results, "Dataset001_X", bad, "p", "c"),
+      (e: unknown) => e instanceof ConfigError && e.field === "trainer, plans and configuration names",
+    );
+  assert.throws(
+    () => collectionFile("Dataset001_X", {}),
+    (e: unknown) => e instanceof EnvironmentError && /nnssl_raw is not set/.test(e.message),
+  );
 });

@@ -37,7 +37,11 @@ export const FOLD_ALL = "fold_all";
 /** Files of a results folder (`<Trainer>__<Plans>__<Config>/`). */
 export const RESULTS_FILES = { plans: "plans.json", adaptationPlan: "adaptation_plan.json" } as const;
 /** Files of its `fold_all/`. */
-export const FOLD_FILES = { runInfo: "run_info.json", trainingLog: "training_log.jsonl", progress: "progress.png" } as const;
+export const FOLD_FILES = {
+  runInfo: "run_info.json",
+  trainingLog: "training_log.jsonl",
+  progress: "progress.png",
+} as const;
 export const CHECKPOINT_KINDS = ["final", "latest", "best"] as const;
 export type CheckpointKind = (typeof CHECKPOINT_KINDS)[number];
 /** A bare network file (`ssl3d import`), looked for after the checkpoints. */
@@ -102,7 +106,8 @@ export function splitsFile(ppDataset: string): string {
 }
 
 type Part = { part: number; total: number } | undefined;
-const partSuffix = (part: Part): string => (part === undefined || part.total <= 1 ? "" : `__${part.part}_of_${part.total}`);
+const partSuffix = (part: Part): string =>
+  part === undefined || part.total <= 1 ? "" : `__${part.part}_of_${part.total}`;
 
 export function validImagesFile(dir: string, part?: { part: number; total: number }): string {
   return path.join(dir, `valid_imgs${partSuffix(part)}.json`);
@@ -128,9 +133,16 @@ export function imageOutputs(dataDir: string, img: IndependentImage): ImageOutpu
   const folder = [img.collection_name, String(img.dataset_index), img.subject_id, String(img.session_id)];
   const file = (kind: OutputKind, ext: string): string => {
     const suffix = kind === "image" ? "" : kind === "anon" ? "__anon" : "__anat";
-    return childPath(dataDir, [...folder, `${imageStem(img.image_name)}${suffix}${ext}`], { field: `image ${JSON.stringify(img.image_name)}` });
+    return childPath(dataDir, [...folder, `${imageStem(img.image_name)}${suffix}${ext}`], {
+      field: `image ${JSON.stringify(img.image_name)}`,
+    });
   };
-  return { image: file("image", ".zarr"), anon: file("anon", ".zarr"), anat: file("anat", ".zarr"), properties: file("image", ".json") };
+  return {
+    image: file("image", ".zarr"),
+    anon: file("anon", ".zarr"),
+    anat: file("anat", ".zarr"),
+    properties: file("image", ".json"),
+  };
 }
 
 const PART_LOCK_RE = /^\.ssl3d\.part-\d+-of-\d+\.lock$/;
@@ -142,7 +154,11 @@ const PART_LOCK_RE = /^\.ssl3d\.part-\d+-of-\d+\.lock$/;
  */
 export function lockDataset(ppDataset: string, owner: string, part?: { part: number; total: number }): FolderLock {
   if (part !== undefined && part.total > 1) {
-    return lockFolder(ppDataset, { owner: `${owner} (part ${part.part} of ${part.total})`, name: `.ssl3d.part-${part.part}-of-${part.total}.lock`, conflictsWith: (n) => n === LOCK_FILE });
+    return lockFolder(ppDataset, {
+      owner: `${owner} (part ${part.part} of ${part.total})`,
+      name: `.ssl3d.part-${part.part}-of-${part.total}.lock`,
+      conflictsWith: (n) => n === LOCK_FILE,
+    });
   }
   return lockFolder(ppDataset, { owner, conflictsWith: (n) => PART_LOCK_RE.test(n) });
 }
@@ -155,8 +171,16 @@ export function trainingIdentifier(trainer: string, plans: string, config: strin
 }
 
 /** `$nnssl_results/<Dataset>/<Trainer>__<Plans>__<Config>`, every component a plain name, below the root. */
-export function resultsRunDir(resultsRoot: string, datasetName: string, trainer: string, plans: string, config: string): string {
-  return childPath(resultsRoot, [datasetName, trainingIdentifier(trainer, plans, config)], { field: "trainer, plans and configuration names" });
+export function resultsRunDir(
+  resultsRoot: string,
+  datasetName: string,
+  trainer: string,
+  plans: string,
+  config: string,
+): string {
+  return childPath(resultsRoot, [datasetName, trainingIdentifier(trainer, plans, config)], {
+    field: "trainer, plans and configuration names",
+  });
 }
 
 /** `<results folder>/fold_all` */
@@ -184,4 +208,7 @@ export function checkpointFile(dir: string, kind: CheckpointKind): string {
 }
 
 /** What a folder given as "a checkpoint" is searched for, in nnssl's resume order (final, latest, best), then a network. */
-export const CHECKPOINT_SEARCH_ORDER: readonly string[] = [...(["final", "latest", "best"] as const).map(checkpointFileName), NETWORK_FILE];
+export const CHECKPOINT_SEARCH_ORDER: readonly string[] = [
+  ...(["final", "latest", "best"] as const).map(checkpointFileName),
+  NETWORK_FILE,
+];

@@ -112,7 +112,8 @@ export function limit(name: LimitName, env: Env = processEnv()): number {
   const raw = envRaw(spec.env, env);
   if (raw === undefined || raw.trim() === "") return spec.fallback();
   const n = Number(raw.trim());
-  if (!Number.isSafeInteger(n) || n < 1) throw new ConfigError(`must be a positive integer, got ${JSON.stringify(raw)}`, { field: spec.env });
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw new ConfigError(`must be a positive integer, got ${JSON.stringify(raw)}`, { field: spec.env });
   return n;
 }
 
@@ -131,7 +132,10 @@ export const MEMORY_LIMIT_ENV = "SSL3D_MEMORY_LIMIT_BYTES" satisfies SettingName
 export function memoryLimit(env: Env = processEnv()): { bytes: number; source: string } {
   const v = envString(MEMORY_LIMIT_ENV, env);
   if (v !== undefined) {
-    if (!/^\d+$/.test(v) || Number(v) <= 0) throw new ConfigError(`${MEMORY_LIMIT_ENV} must be a positive number of bytes, got "${v}"`, { field: MEMORY_LIMIT_ENV });
+    if (!/^\d+$/.test(v) || Number(v) <= 0)
+      throw new ConfigError(`${MEMORY_LIMIT_ENV} must be a positive number of bytes, got "${v}"`, {
+        field: MEMORY_LIMIT_ENV,
+      });
     return { bytes: Number(v), source: MEMORY_LIMIT_ENV };
   }
   try {
@@ -183,12 +187,18 @@ export function checkCount(c: CountCheck, value: string | number, env: Env = pro
   const max = limit(c.limit, env);
   const need = c.unitBytes === undefined || n <= (c.freeUnits ?? 0) ? undefined : n * c.unitBytes;
   const mem = need === undefined ? undefined : memoryLimit(env);
-  const needs = need === undefined ? "" : ` would need at least ${formatBytes(need)} (${formatBytes(c.unitBytes!)} each)`;
+  const needs =
+    need === undefined ? "" : ` would need at least ${formatBytes(need)} (${formatBytes(c.unitBytes!)} each)`;
   if (n > max) {
-    throw new ConfigError(`${n} ${c.what}${needs}; at most ${max} are allowed (override with ${LIMITS[c.limit].env})`, { field: c.flag });
+    throw new ConfigError(`${n} ${c.what}${needs}; at most ${max} are allowed (override with ${LIMITS[c.limit].env})`, {
+      field: c.flag,
+    });
   }
   if (need !== undefined && mem !== undefined && need > mem.bytes) {
-    throw new ConfigError(`${n} ${c.what}${needs}; ${mem.source} is ${formatBytes(mem.bytes)} (override with ${MEMORY_LIMIT_ENV})`, { field: c.flag });
+    throw new ConfigError(
+      `${n} ${c.what}${needs}; ${mem.source} is ${formatBytes(mem.bytes)} (override with ${MEMORY_LIMIT_ENV})`,
+      { field: c.flag },
+    );
   }
   return n;
 }
@@ -196,10 +206,27 @@ export function checkCount(c: CountCheck, value: string | number, env: Env = pro
 /** The counts every command checks, by option. */
 export const COUNTS = {
   workers: { flag: "--workers", limit: "threads", what: "data loader worker threads", unitBytes: WORKER_THREAD_BYTES },
-  numProcesses: { flag: "--num-processes", limit: "threads", what: "preprocessing worker threads", unitBytes: WORKER_THREAD_BYTES },
-  numProcessesFingerprint: { flag: "--num-processes-fingerprint", limit: "threads", what: "fingerprint worker threads", unitBytes: WORKER_THREAD_BYTES },
+  numProcesses: {
+    flag: "--num-processes",
+    limit: "threads",
+    what: "preprocessing worker threads",
+    unitBytes: WORKER_THREAD_BYTES,
+  },
+  numProcessesFingerprint: {
+    flag: "--num-processes-fingerprint",
+    limit: "threads",
+    what: "fingerprint worker threads",
+    unitBytes: WORKER_THREAD_BYTES,
+  },
   jobs: { flag: "--jobs", limit: "threads", what: "files verified at once", min: 1 },
-  nprocPerNode: { flag: "--nproc-per-node", limit: "localProcesses", what: "training processes", unitBytes: TRAINING_PROCESS_BYTES, min: 1, freeUnits: 1 },
+  nprocPerNode: {
+    flag: "--nproc-per-node",
+    limit: "localProcesses",
+    what: "training processes",
+    unitBytes: TRAINING_PROCESS_BYTES,
+    min: 1,
+    freeUnits: 1,
+  },
   epochs: { flag: "--epochs", limit: "epochs", what: "epochs", min: 1 },
   itersPerEpoch: { flag: "--iters-per-epoch", limit: "itersPerEpoch", what: "iterations per epoch", min: 1 },
   valIters: { flag: "--val-iters", limit: "itersPerEpoch", what: "validation iterations per epoch" },

@@ -90,11 +90,19 @@ export function parsePlansDocument(doc: unknown, file: string): PlansDocument {
 function readJson(file: string): unknown {
   let text: string;
   try {
-    text = readRegularFileSync(file, { what: "plans file", maxBytes: limit("documentBytes"), maxBytesEnv: LIMITS.documentBytes.env }).toString("utf8");
+    text = readRegularFileSync(file, {
+      what: "plans file",
+      maxBytes: limit("documentBytes"),
+      maxBytesEnv: LIMITS.documentBytes.env,
+    }).toString("utf8");
   } catch (err) {
     if (err instanceof Ssl3dError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw new EnvironmentError("plans file not found; run `ssl3d plan-and-preprocess -d ...` (or `ssl3d plan`) first", { file });
+    if (code === "ENOENT")
+      throw new EnvironmentError(
+        "plans file not found; run `ssl3d plan-and-preprocess -d ...` (or `ssl3d plan`) first",
+        { file },
+      );
     throw new ConfigError(`unreadable plans file (${code ?? (err as Error).message})`, { file });
   }
   return parseStrictJson(text, { file, pythonSpecials: true });
@@ -111,10 +119,17 @@ export function readPlansDocument(file: string): PlansDocument {
 }
 
 /** One configuration of a plans document; ConfigError naming the file and `configurations.<name>` when absent. */
-export function planConfiguration<C>(plans: { readonly configurations: Readonly<Record<string, C>> }, name: string, file: string): C {
+export function planConfiguration<C>(
+  plans: { readonly configurations: Readonly<Record<string, C>> },
+  name: string,
+  file: string,
+): C {
   const cfg = Object.hasOwn(plans.configurations, name) ? plans.configurations[name] : undefined;
   if (cfg === undefined) {
-    throw new ConfigError(`configuration "${name}" not in the plan (has: ${Object.keys(plans.configurations).join(", ")})`, { file, field: `configurations.${name}` });
+    throw new ConfigError(
+      `configuration "${name}" not in the plan (has: ${Object.keys(plans.configurations).join(", ")})`,
+      { file, field: `configurations.${name}` },
+    );
   }
   return cfg;
 }

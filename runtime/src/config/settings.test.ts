@@ -22,11 +22,16 @@ function sources(dir: string, ext: RegExp): string[] {
 }
 
 test("every listed variable is read by the runtime (no stale rows in the README)", () => {
-  const text = [...sources(join(repo, "runtime", "src"), /\.ts$/), ...sources(join(repo, "native", "src"), /\.(cc|h)$/), join(repo, "api", "pod.ts")]
+  const text = [
+    ...sources(join(repo, "runtime", "src"), /\.ts$/),
+    ...sources(join(repo, "native", "src"), /\.(cc|h)$/),
+    join(repo, "api", "pod.ts"),
+  ]
     .filter((f) => !f.endsWith(join("config", "settings.ts")))
     .map((f) => readFileSync(f, "utf8"))
     .join("\n");
-  for (const name of Object.keys(SETTINGS)) assert.ok(text.includes(`"${name}"`) || text.includes(`.${name}`), `${name} is listed but nothing reads it`);
+  for (const name of Object.keys(SETTINGS))
+    assert.ok(text.includes(`"${name}"`) || text.includes(`.${name}`), `${name} is listed but nothing reads it`);
 });
 
 test("the README's table is the generated one, with every variable", () => {
@@ -43,7 +48,11 @@ test("readers: empty is unset, integers are checked and errors name the variable
   assert.equal(envString("SSL3D_RUN", env), "r");
   assert.equal(envInt("PET_NNODES", 1, 1, env), 1);
   assert.equal(envInt("PET_NODE_RANK", 0, 0, { PET_NODE_RANK: "3" }), 3);
-  assert.throws(() => envInt("SSL3D_DIST_TIMEOUT_S", 1500, 1, env), (e: unknown) => e instanceof ConfigError && e.field === "environment variable SSL3D_DIST_TIMEOUT_S" && /got "x"/.test(e.message));
+  assert.throws(
+    () => envInt("SSL3D_DIST_TIMEOUT_S", 1500, 1, env),
+    (e: unknown) =>
+      e instanceof ConfigError && e.field === "environment variable SSL3D_DIST_TIMEOUT_S" && /got "x"/.test(e.message),
+  );
   assert.throws(() => envInt("PET_NNODES", 1, 1, { PET_NNODES: "0" }), /must be an integer >= 1/);
   const child = childEnv({ SSL3D_RUN: "child" });
   assert.equal(child.SSL3D_RUN, "child");

@@ -67,11 +67,18 @@ async function verify(c: Candidate, check: "full" | "header"): Promise<Problem |
   } catch (err) {
     return { file: c.file, reason: reasonOf(err, c.file) };
   }
-  for (const [kind, m] of [["anonymization", c.anonymizationMask], ["anatomy", c.anatomyMask]] as const) {
+  for (const [kind, m] of [
+    ["anonymization", c.anonymizationMask],
+    ["anatomy", c.anatomyMask],
+  ] as const) {
     if (m === undefined) continue;
     try {
       const ms = await verifyFile(m, check);
-      if (ms.join("x") !== shape.join("x")) return { file: m, reason: `${kind} mask shape ${ms.join("x")} differs from its image's ${shape.join("x")} (${c.file})` };
+      if (ms.join("x") !== shape.join("x"))
+        return {
+          file: m,
+          reason: `${kind} mask shape ${ms.join("x")} differs from its image's ${shape.join("x")} (${c.file})`,
+        };
     } catch (err) {
       return { file: m, reason: `${kind} mask of ${c.file}: ${reasonOf(err, m)}` };
     }
@@ -80,11 +87,24 @@ async function verify(c: Candidate, check: "full" | "header"): Promise<Problem |
 }
 
 /** Build the collection from verified candidates (sorted by dataset, subject, session, name). */
-export function buildCollection(name: string, index: number, cands: readonly Candidate[], datasetInfo?: ReadonlyMap<string, Record<string, unknown>>): Collection {
-  const sorted = [...cands].sort((a, b) => cmp(a.dataset, b.dataset) || cmp(a.subject, b.subject) || cmp(a.session, b.session) || cmp(a.name, b.name));
+export function buildCollection(
+  name: string,
+  index: number,
+  cands: readonly Candidate[],
+  datasetInfo?: ReadonlyMap<string, Record<string, unknown>>,
+): Collection {
+  const sorted = [...cands].sort(
+    (a, b) =>
+      cmp(a.dataset, b.dataset) || cmp(a.subject, b.subject) || cmp(a.session, b.session) || cmp(a.name, b.name),
+  );
   const datasets: Record<string, Dataset> = {};
   for (const c of sorted) {
-    const d = (datasets[c.dataset] ??= { dataset_index: c.dataset, name: null, dataset_info: datasetInfo?.get(c.dataset) ?? null, subjects: {} });
+    const d = (datasets[c.dataset] ??= {
+      dataset_index: c.dataset,
+      name: null,
+      dataset_info: datasetInfo?.get(c.dataset) ?? null,
+      subjects: {},
+    });
     const s = (d.subjects[c.subject] ??= { subject_id: c.subject, sessions: {}, subject_info: c.subjectInfo ?? null });
     const e = (s.sessions[c.session] ??= { session_id: c.session, session_info: null, images: [] });
     const img: Image = {
@@ -92,7 +112,10 @@ export function buildCollection(name: string, index: number, cands: readonly Can
       image_path: c.file,
       modality: c.modality,
       image_info: c.imageInfo ?? null,
-      associated_masks: c.anonymizationMask === undefined && c.anatomyMask === undefined ? null : { anonymization_mask: c.anonymizationMask ?? null, anatomy_mask: c.anatomyMask ?? null },
+      associated_masks:
+        c.anonymizationMask === undefined && c.anatomyMask === undefined
+          ? null
+          : { anonymization_mask: c.anonymizationMask ?? null, anatomy_mask: c.anatomyMask ?? null },
     };
     e.images.push(img);
   }
@@ -105,9 +128,12 @@ function cmp(a: string, b: string): number {
 
 export async function scanSource(kind: SourceKind, src: string, modality?: string): Promise<ScanResult> {
   switch (kind) {
-    case "folder": return scanFolder(src, { modality });
-    case "bids": return scanBids(src);
-    case "openmind": return scanOpenMind(src);
+    case "folder":
+      return scanFolder(src, { modality });
+    case "bids":
+      return scanBids(src);
+    case "openmind":
+      return scanOpenMind(src);
   }
 }
 
@@ -116,7 +142,11 @@ export async function convert(o: ConvertOptions): Promise<ConvertReport> {
   const datasetName = formatDatasetName(o.datasetId, o.name);
   const raw = requireRoot("nnssl_raw", env);
   const clash = safeList(raw).filter((n) => parseDatasetName(n)?.id === o.datasetId && n !== datasetName);
-  if (clash.length > 0) throw new ConfigError(`dataset ID ${o.datasetId} is already used by ${clash.join(", ")} in nnssl_raw; pick another -d or remove it`, { file: raw });
+  if (clash.length > 0)
+    throw new ConfigError(
+      `dataset ID ${o.datasetId} is already used by ${clash.join(", ")} in nnssl_raw; pick another -d or remove it`,
+      { file: raw },
+    );
 
   const scan = await scanSource(o.kind, path.resolve(o.src), o.modality);
   const problems: Problem[] = [];
@@ -131,26 +161,31 @@ export async function convert(o: ConvertOptions): Promise<ConvertReport> {
   const unique: Candidate[] = [];
   for (const c of scan.candidates) {
     const key = JSON.stringify([c.dataset, c.subject, c.session, c.name]);
-    if (seen.has(key)) report({ file: c.file, reason: `duplicate image name ${c.name} in ${c.dataset}/${c.subject}/${c.session}` });
+    if (seen.has(key))
+      report({ file: c.file, reason: `duplicate image name ${c.name} in ${c.dataset}/${c.subject}/${c.session}` });
     else {
       seen.add(key);
       unique.push(c);
     }
   }
   const results: (Problem | undefined)[] = new Array<Problem | undefined>(unique.length);
-  let next = 0, done = 0, lastLog = Date.now();
+  let next = 0,
+    done = 0,
+    lastLog = Date.now();
   const jobs = Math.max(1, Math.min(o.jobs ?? 2, 64));
-  await Promise.all(Array.from({ length: jobs }, async () => {
-    while (next < unique.length) {
-      const k = next++;
-      results[k] = await verify(unique[k]!, o.check ?? "full");
-      done++;
-      if (Date.now() - lastLog > 5000) {
-        lastLog = Date.now();
-        log().info({ done, total: unique.length }, "Verifying images");
+  await Promise.all(
+    Array.from({ length: jobs }, async () => {
+      while (next < unique.length) {
+        const k = next++;
+        results[k] = await verify(unique[k]!, o.check ?? "full");
+        done++;
+        if (Date.now() - lastLog > 5000) {
+          lastLog = Date.now();
+          log().info({ done, total: unique.length }, "Verifying images");
+        }
       }
-    }
-  }));
+    }),
+  );
   const good: Candidate[] = [];
   unique.forEach((c, k) => {
     const p = results[k];
@@ -158,9 +193,16 @@ export async function convert(o: ConvertOptions): Promise<ConvertReport> {
     else report(p);
   });
   if (problems.length > 0 && o.onError === "fail") {
-    throw new DataError(`conversion failed: ${problems.length} unusable file(s)${o.onProblem === undefined ? ` (first: ${problems[0]!.file}: ${problems[0]!.reason})` : " (listed above)"}; nothing written; use --on-error skip to convert the rest`, { file: path.resolve(o.src) });
+    throw new DataError(
+      `conversion failed: ${problems.length} unusable file(s)${o.onProblem === undefined ? ` (first: ${problems[0]!.file}: ${problems[0]!.reason})` : " (listed above)"}; nothing written; use --on-error skip to convert the rest`,
+      { file: path.resolve(o.src) },
+    );
   }
-  if (good.length === 0) throw new DataError(`no usable NIfTI images found${problems.length > 0 ? ` (${problems.length} unusable)` : ""}; nothing written`, { file: path.resolve(o.src) });
+  if (good.length === 0)
+    throw new DataError(
+      `no usable NIfTI images found${problems.length > 0 ? ` (${problems.length} unusable)` : ""}; nothing written`,
+      { file: path.resolve(o.src) },
+    );
 
   const collection = buildCollection(datasetName, o.datasetId, good, scan.datasetInfo);
   const output = collectionFile(datasetName, env);
@@ -179,7 +221,9 @@ function safeList(dir: string): string[] {
 /** The lines `ssl3d convert` prints. */
 export function formatConvertReport(r: ConvertReport): string {
   const c = r.counts;
-  const mods = Object.entries(c.modalities).map(([m, n]) => `${m} ${n}`).join(", ");
+  const mods = Object.entries(c.modalities)
+    .map(([m, n]) => `${m} ${n}`)
+    .join(", ");
   return [
     `${r.datasetName}: ${c.datasets} dataset(s), ${c.subjects} subject(s), ${c.sessions} session(s), ${c.images} image(s)`,
     `images per modality: ${mods}`,

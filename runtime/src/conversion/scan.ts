@@ -80,7 +80,10 @@ function pairMasks(files: readonly string[], problems: Problem[]): { image: stri
     const stem = f.slice(0, m.index);
     const target = byStem.get(stem);
     if (target === undefined) {
-      problems.push({ file: f, reason: `mask without an image (expected ${path.basename(stem)}.nii or .nii.gz next to it)` });
+      problems.push({
+        file: f,
+        reason: `mask without an image (expected ${path.basename(stem)}.nii or .nii.gz next to it)`,
+      });
       continue;
     }
     if (m[1] === "anon") target.anon = f;
@@ -139,8 +142,31 @@ export async function scanFolder(src: string, opts: { modality?: string | undefi
 
 /** BIDS anatomical suffixes (and OpenMind's modality names) recognised in folder mode. */
 export const KNOWN_MODALITIES: ReadonlySet<string> = new Set([
-  "T1w", "T2w", "FLAIR", "PDw", "T2starw", "T2star", "PD", "PDT2", "inplaneT1", "inplaneT2", "angio", "T1map", "T2map",
-  "MP2RAGE", "UNIT1", "MTR", "FA", "ADC", "MD", "TRACE", "DWI", "dwi", "T1rho", "R1map", "R2map",
+  "T1w",
+  "T2w",
+  "FLAIR",
+  "PDw",
+  "T2starw",
+  "T2star",
+  "PD",
+  "PDT2",
+  "inplaneT1",
+  "inplaneT2",
+  "angio",
+  "T1map",
+  "T2map",
+  "MP2RAGE",
+  "UNIT1",
+  "MTR",
+  "FA",
+  "ADC",
+  "MD",
+  "TRACE",
+  "DWI",
+  "dwi",
+  "T1rho",
+  "R1map",
+  "R2map",
 ]);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -152,7 +178,10 @@ async function subdirs(dir: string, prefix: string): Promise<string[]> {
 async function scanBidsDataset(root: string, dataset: string, out: ScanResult): Promise<void> {
   for (const sub of await subdirs(root, "sub-")) {
     const subDir = path.join(root, sub);
-    const sessionDirs: [string, string][] = (await subdirs(subDir, "ses-")).map((s) => [s, path.join(subDir, s, "anat")]);
+    const sessionDirs: [string, string][] = (await subdirs(subDir, "ses-")).map((s) => [
+      s,
+      path.join(subDir, s, "anat"),
+    ]);
     if (existsSync(path.join(subDir, "anat"))) sessionDirs.unshift([DEFAULT_SESSION, path.join(subDir, "anat")]);
     for (const [session, anat] of sessionDirs) {
       if (!existsSync(anat)) continue;
@@ -160,8 +189,14 @@ async function scanBidsDataset(root: string, dataset: string, out: ScanResult): 
       out.ignored.push(...files.filter((f) => !NIFTI_RE.test(f)));
       for (const p of pairMasks(files, out.problems)) {
         out.candidates.push({
-          dataset, subject: sub, session, name: path.basename(p.image), file: p.image,
-          modality: bidsSuffix(path.basename(p.image)), anonymizationMask: p.anon, anatomyMask: p.anat,
+          dataset,
+          subject: sub,
+          session,
+          name: path.basename(p.image),
+          file: p.image,
+          modality: bidsSuffix(path.basename(p.image)),
+          anonymizationMask: p.anon,
+          anatomyMask: p.anat,
         });
       }
     }
@@ -186,7 +221,10 @@ export async function scanBids(src: string): Promise<ScanResult> {
       found++;
       await scanBidsDataset(path.join(src, c.name), c.name, out);
     }
-    if (found === 0) throw new ConfigError("no BIDS dataset found: neither SRC nor its sub-folders contain sub-* folders", { file: src });
+    if (found === 0)
+      throw new ConfigError("no BIDS dataset found: neither SRC nor its sub-folders contain sub-* folders", {
+        file: src,
+      });
   }
   return out;
 }
@@ -194,7 +232,16 @@ export async function scanBids(src: string): Promise<ScanResult> {
 // ---------------------------------------------------------------------------------------------------------------
 
 const SUBJECT_INFO_KEYS = ["age", "sex", "handedness", "race", "weight", "bmi", "health_status"];
-const IMAGE_INFO_KEYS = ["derived_from", "is_brain_extract", "manufacturer", "model_name", "phase_encoding_direction", "magnetic_field_strength", "repetition_time", "echo_time"];
+const IMAGE_INFO_KEYS = [
+  "derived_from",
+  "is_brain_extract",
+  "manufacturer",
+  "model_name",
+  "phase_encoding_direction",
+  "magnetic_field_strength",
+  "repetition_time",
+  "echo_time",
+];
 
 function isMissing(v: string | undefined): boolean {
   return v === undefined || v === "" || /^(nan|NaN|NA|N\/A|null|None)$/.test(v);
@@ -220,33 +267,57 @@ export async function scanOpenMind(src: string): Promise<ScanResult> {
   try {
     text = await fs.readFile(csvFile, "utf8");
   } catch {
-    throw new ConfigError("OpenMind metadata not found (expected openneuro_metadata.csv in the root given)", { file: csvFile });
+    throw new ConfigError("OpenMind metadata not found (expected openneuro_metadata.csv in the root given)", {
+      file: csvFile,
+    });
   }
   const rows = parseCsv(text, csvFile);
   const base = path.join(src, "OpenMind");
-  const out: ScanResult & { datasetInfo: Map<string, Record<string, unknown>> } = { candidates: [], problems: [], ignored: [], datasetInfo: new Map() };
+  const out: ScanResult & { datasetInfo: Map<string, Record<string, unknown>> } = {
+    candidates: [],
+    problems: [],
+    ignored: [],
+    datasetInfo: new Map(),
+  };
   type Iqs = { modality: string; derived_from: string | null; image_quality_score: number | null };
   const iqs = new Map<string, Map<string, Iqs>>();
   rows.forEach((row, k) => {
     const where = `${csvFile}: row ${k + 2}`;
     const rel = row.image_path;
     const modality = row.modality;
-    if (rel === undefined || modality === undefined) throw new ConfigError("columns image_path and modality are required", { file: csvFile });
+    if (rel === undefined || modality === undefined)
+      throw new ConfigError("columns image_path and modality are required", { file: csvFile });
     const parts = rel.split("/");
     if (parts.length < 4 || isMissing(modality)) {
-      out.problems.push({ file: where, reason: `image_path "${rel}" is not dsXXXXXX/sub-YY/[ses-ZZ/]anat/<file> or modality is empty` });
+      out.problems.push({
+        file: where,
+        reason: `image_path "${rel}" is not dsXXXXXX/sub-YY/[ses-ZZ/]anat/<file> or modality is empty`,
+      });
       return;
     }
-    const dataset = parts[0]!, subject = parts[1]!;
+    const dataset = parts[0]!,
+      subject = parts[1]!;
     const session = parts[2]!.startsWith("ses-") ? parts[2]! : DEFAULT_SESSION;
-    const subjectInfo = Object.fromEntries(SUBJECT_INFO_KEYS.filter((key) => !isMissing(row[key])).map((key) => [key, csvValue(row[key]!)]));
-    const imageInfo = Object.fromEntries(IMAGE_INFO_KEYS.filter((key) => !isMissing(row[key])).map((key) => [key, csvValue(row[key]!)]));
+    const subjectInfo = Object.fromEntries(
+      SUBJECT_INFO_KEYS.filter((key) => !isMissing(row[key])).map((key) => [key, csvValue(row[key]!)]),
+    );
+    const imageInfo = Object.fromEntries(
+      IMAGE_INFO_KEYS.filter((key) => !isMissing(row[key])).map((key) => [key, csvValue(row[key]!)]),
+    );
     const fileName = parts[parts.length - 1]!;
     const name = "derived_from" in imageInfo ? parts[parts.length - 2]!.slice(0, -5) + fileName : fileName;
     const mask = (key: string): string | undefined => (isMissing(row[key]) ? undefined : path.join(base, row[key]!));
     out.candidates.push({
-      dataset, subject, session, name, file: path.join(base, rel), modality,
-      anonymizationMask: mask("anon_mask_path"), anatomyMask: mask("anat_mask_path"), imageInfo, subjectInfo,
+      dataset,
+      subject,
+      session,
+      name,
+      file: path.join(base, rel),
+      modality,
+      anonymizationMask: mask("anon_mask_path"),
+      anatomyMask: mask("anat_mask_path"),
+      imageInfo,
+      subjectInfo,
     });
     // one IQS per (dataset, modality, derived_from): the first row's value, like upstream's groupby().first()
     const derived = isMissing(row.derived_from) ? null : row.derived_from!;

@@ -38,10 +38,21 @@ export interface AugmentDecision {
   flips: [boolean, boolean, boolean];
 }
 
-export function augmentSample(rng: Rng, s: Sample, channels: number, P: Shape3, F: Shape3, o: AugmentOptions): { sample: Sample; decision: AugmentDecision } {
+export function augmentSample(
+  rng: Rng,
+  s: Sample,
+  channels: number,
+  P: Shape3,
+  F: Shape3,
+  o: AugmentOptions,
+): { sample: Sample; decision: AugmentDecision } {
   const rotate = o.pRotation > 0 && rng.float() < o.pRotation;
   const angles: [number, number, number] | null = rotate
-    ? [rng.uniform(-o.maxAngleRad, o.maxAngleRad), rng.uniform(-o.maxAngleRad, o.maxAngleRad), rng.uniform(-o.maxAngleRad, o.maxAngleRad)]
+    ? [
+        rng.uniform(-o.maxAngleRad, o.maxAngleRad),
+        rng.uniform(-o.maxAngleRad, o.maxAngleRad),
+        rng.uniform(-o.maxAngleRad, o.maxAngleRad),
+      ]
     : null;
   const doScale = o.pScale > 0 && rng.float() < o.pScale;
   const scale = doScale ? (rng.float() < 0.5 ? rng.uniform(0.7, 1) : rng.uniform(1, 1.4)) : null;
@@ -49,13 +60,22 @@ export function augmentSample(rng: Rng, s: Sample, channels: number, P: Shape3, 
   if (angles === null && scale === null) {
     out = centreCrop(s, channels, P, F);
   } else {
-    let R = [[1, 0, 0], [0, 1, 0], [0, 0, 1]];
+    let R = [
+      [1, 0, 0],
+      [0, 1, 0],
+      [0, 0, 1],
+    ];
     if (angles !== null) R = matMul3(matMul3(rotX(angles[0]), rotY(angles[1])), rotZ(angles[2]));
     out = resample(s, channels, P, F, R, scale ?? 1);
   }
-  const flips: [boolean, boolean, boolean] = o.mirror ? [rng.float() < 0.5, rng.float() < 0.5, rng.float() < 0.5] : [false, false, false];
+  const flips: [boolean, boolean, boolean] = o.mirror
+    ? [rng.float() < 0.5, rng.float() < 0.5, rng.float() < 0.5]
+    : [false, false, false];
   if (flips.some((f) => f)) {
-    out = { data: flip(out.data, channels, F, flips), mask: out.mask === undefined ? undefined : flip(out.mask, 1, F, flips) };
+    out = {
+      data: flip(out.data, channels, F, flips),
+      mask: out.mask === undefined ? undefined : flip(out.mask, 1, F, flips),
+    };
   }
   return { sample: out, decision: { rotation: angles, scale, flips } };
 }
@@ -125,7 +145,8 @@ function resample(s: Sample, channels: number, P: Shape3, F: Shape3, R: number[]
           const xi = Math.round(px);
           const yi = Math.round(py);
           const zi = Math.round(pz);
-          mask[o] = xi < 0 || yi < 0 || zi < 0 || xi >= P0 || yi >= P1 || zi >= P2 ? -1 : s.mask![(xi * P1 + yi) * P2 + zi]!;
+          mask[o] =
+            xi < 0 || yi < 0 || zi < 0 || xi >= P0 || yi >= P1 || zi >= P2 ? -1 : s.mask![(xi * P1 + yi) * P2 + zi]!;
         }
       }
     }
@@ -133,7 +154,12 @@ function resample(s: Sample, channels: number, P: Shape3, F: Shape3, R: number[]
   return { data, mask };
 }
 
-export function flip(src: Float32Array, channels: number, F: Shape3, flips: readonly [boolean, boolean, boolean]): Float32Array {
+export function flip(
+  src: Float32Array,
+  channels: number,
+  F: Shape3,
+  flips: readonly [boolean, boolean, boolean],
+): Float32Array {
   const dst = new Float32Array(src.length);
   const [A, B, Cz] = F;
   for (let c = 0; c < channels; c++)

@@ -44,9 +44,17 @@ export interface TransformedArrays extends BatchArrays {
   readonly aux?: AuxArray;
 }
 
-export type BatchTransform = (b: BatchArrays, options: Readonly<Record<string, unknown>>, seed: number) => TransformedArrays;
+export type BatchTransform = (
+  b: BatchArrays,
+  options: Readonly<Record<string, unknown>>,
+  seed: number,
+) => TransformedArrays;
 
-function modelsGenesisTransform(b: BatchArrays, options: Readonly<Record<string, unknown>>, seed: number): TransformedArrays {
+function modelsGenesisTransform(
+  b: BatchArrays,
+  options: Readonly<Record<string, unknown>>,
+  seed: number,
+): TransformedArrays {
   const cfg: ModelsGenesisConfig = { ...MODELS_GENESIS_DEFAULTS, ...(options as Partial<ModelsGenesisConfig>) };
   const r = modelsGenesisBatch(b.data, b.shape, seed, cfg, b.anon);
   return { data: r.input, shape: b.shape, anon: r.anon, target: r.target };
@@ -60,9 +68,21 @@ function modelsGenesisTransform(b: BatchArrays, options: Readonly<Record<string,
  */
 function vocoTransform(b: BatchArrays, options: Readonly<Record<string, unknown>>, seed: number): TransformedArrays {
   const o = options as { baseCrops: number[]; targetCrops: number; augment: boolean };
-  const c = vocoCrops(new Rng(seed), b.data, b.shape, vec3(o.baseCrops, "trainer.methodOptions.baseCrops"), o.targetCrops, o.augment ? defaultCropAugment() : undefined);
+  const c = vocoCrops(
+    new Rng(seed),
+    b.data,
+    b.shape,
+    vec3(o.baseCrops, "trainer.methodOptions.baseCrops"),
+    o.targetCrops,
+    o.augment ? defaultCropAugment() : undefined,
+  );
   const B = b.shape[0];
-  return { data: c.crops, shape: [B * (c.nBase + c.nTarget), ...c.cropSize, b.shape[4]], anon: undefined, aux: { data: c.truth, shape: [B, c.nTarget, c.nBase] } };
+  return {
+    data: c.crops,
+    shape: [B * (c.nBase + c.nTarget), ...c.cropSize, b.shape[4]],
+    anon: undefined,
+    aux: { data: c.truth, shape: [B, c.nTarget, c.nBase] },
+  };
 }
 
 /**
@@ -72,7 +92,12 @@ function vocoTransform(b: BatchArrays, options: Readonly<Record<string, unknown>
 function simclrTransform(b: BatchArrays, options: Readonly<Record<string, unknown>>, seed: number): TransformedArrays {
   const o = options as { cropSize?: number[]; cropsPerImage: number; minOverlap: number; augment: boolean };
   const c = simclrCrops(new Rng(seed), b.data, b.shape, o, o.augment ? defaultCropAugment() : undefined);
-  return { data: c.crops, shape: [2 * c.n, ...c.cropSize, b.shape[4]], anon: undefined, aux: { data: Float32Array.from([...c.references, ...c.partners].flat()), shape: [2 * c.n, 3] } };
+  return {
+    data: c.crops,
+    shape: [2 * c.n, ...c.cropSize, b.shape[4]],
+    anon: undefined,
+    aux: { data: Float32Array.from([...c.references, ...c.partners].flat()), shape: [2 * c.n, 3] },
+  };
 }
 
 /**
@@ -80,7 +105,11 @@ function simclrTransform(b: BatchArrays, options: Readonly<Record<string, unknow
  * 1 then view 2), `target` = the rotated un-cut views, `aux` = the rotation labels k per row [2B] (as float32).
  * Training and validation.
  */
-function swinViewsTransform(b: BatchArrays, _options: Readonly<Record<string, unknown>>, seed: number): TransformedArrays {
+function swinViewsTransform(
+  b: BatchArrays,
+  _options: Readonly<Record<string, unknown>>,
+  seed: number,
+): TransformedArrays {
   const [B, X, Y, Z, C] = b.shape;
   const views = swinPretextViews(new Rng(seed), b.data, B, [X, Y, Z, C]);
   const n = X * Y * Z * C;
@@ -90,7 +119,13 @@ function swinViewsTransform(b: BatchArrays, _options: Readonly<Record<string, un
     data.set(v.cutout, i * B * n);
     target.set(v.rotated, i * B * n);
   });
-  return { data, shape: [2 * B, X, Y, Z, C], anon: undefined, target, aux: { data: Float32Array.from([...views[0].rotations, ...views[1].rotations]), shape: [2 * B] } };
+  return {
+    data,
+    shape: [2 * B, X, Y, Z, C],
+    anon: undefined,
+    target,
+    aux: { data: Float32Array.from([...views[0].rotations, ...views[1].rotations]), shape: [2 * B] },
+  };
 }
 
 export const BATCH_TRANSFORMS: Readonly<Record<string, BatchTransform>> = {
@@ -108,6 +143,10 @@ export function validationTransform(spec: BatchTransformSpec | undefined): Batch
 
 export function applyBatchTransform(spec: BatchTransformSpec, b: BatchArrays, seed: number): TransformedArrays {
   const fn = BATCH_TRANSFORMS[spec.key];
-  if (fn === undefined) throw new ConfigError(`unknown batch transform "${spec.key}" (known: ${Object.keys(BATCH_TRANSFORMS).join(", ")})`, { field: "transform" });
+  if (fn === undefined)
+    throw new ConfigError(
+      `unknown batch transform "${spec.key}" (known: ${Object.keys(BATCH_TRANSFORMS).join(", ")})`,
+      { field: "transform" },
+    );
   return fn(b, spec.options, seed);
 }

@@ -50,10 +50,19 @@ export interface Batch {
 
 export type OpenReader = (dir: string) => Promise<VolumeReader>;
 
-export async function buildBatch(images: readonly TrainingImage[], open: OpenReader, o: BatchOptions, index: number, seed: number): Promise<Batch> {
+export async function buildBatch(
+  images: readonly TrainingImage[],
+  open: OpenReader,
+  o: BatchOptions,
+  index: number,
+  seed: number,
+): Promise<Batch> {
   if (images.length === 0) throw new DataError("no images to sample from (check the split and the modality filter)");
   if (o.withAnon && o.intensity !== undefined && (o.intensity.mirror.pPerAxis > 0 || o.intensity.rot90.p > 0)) {
-    throw new ConfigError("intensity recipes with mirror/rot90 cannot be combined with the anonymisation mask (the mask would not follow)", { field: "intensity" });
+    throw new ConfigError(
+      "intensity recipes with mirror/rot90 cannot be combined with the anonymisation mask (the mask would not follow)",
+      { field: "intensity" },
+    );
   }
   const rng = new Rng(seed);
   const F = o.patchSize;
@@ -67,10 +76,18 @@ export async function buildBatch(images: readonly TrainingImage[], open: OpenRea
     const im = images[rng.int(0, images.length - 1)]!;
     keys.push(im.uniqueId);
     const vol = await open(im.image);
-    if (vol.shape.length !== 4) throw new DataError(`expected a 4-D (C,X,Y,Z) array, got shape [${vol.shape.join(",")}]`, { file: im.image, field: "shape" });
+    if (vol.shape.length !== 4)
+      throw new DataError(`expected a 4-D (C,X,Y,Z) array, got shape [${vol.shape.join(",")}]`, {
+        file: im.image,
+        field: "shape",
+      });
     const C = vol.shape[0]!;
     if (channels === -1) channels = C;
-    else if (channels !== C) throw new DataError(`channel count ${C} differs from ${channels} of other images`, { file: im.image, field: "shape[0]" });
+    else if (channels !== C)
+      throw new DataError(`channel count ${C} differs from ${channels} of other images`, {
+        file: im.image,
+        field: "shape[0]",
+      });
     const shape = [vol.shape[1]!, vol.shape[2]!, vol.shape[3]!] as const;
     const corner = o.crop === "center" ? centreCorner(shape, P, F) : sampleCorner(rng, shape, P, F);
     const data = await vol.readRegion([0, ...corner], [C, ...P]);
@@ -97,7 +114,8 @@ export async function buildBatch(images: readonly TrainingImage[], open: OpenRea
       cl = new Float32Array(n * C);
       for (let v = 0; v < n; v++) for (let c = 0; c < C; c++) cl[v * C + c] = src[c * n + v]!;
     }
-    if (o.intensity !== undefined) cl = augmentIntensity(new Rng(deriveSeed(seed, "intensity", b)), cl, F, C, o.intensity);
+    if (o.intensity !== undefined)
+      cl = augmentIntensity(new Rng(deriveSeed(seed, "intensity", b)), cl, F, C, o.intensity);
     data.set(cl, b * n * C);
   }
   let anon: Float32Array | undefined;
@@ -110,5 +128,13 @@ export async function buildBatch(images: readonly TrainingImage[], open: OpenRea
   const shape: [number, number, number, number, number] = [o.batchSize, F[0], F[1], F[2], C];
   if (o.transform === undefined) return { index, data, shape, anon, keys };
   const t = applyBatchTransform(o.transform, { data, shape, anon }, deriveSeed(seed, "transform"));
-  return { index, data: t.data, shape: t.shape, anon: t.anon, ...(t.target === undefined ? {} : { target: t.target }), ...(t.aux === undefined ? {} : { aux: t.aux }), keys };
+  return {
+    index,
+    data: t.data,
+    shape: t.shape,
+    anon: t.anon,
+    ...(t.target === undefined ? {} : { target: t.target }),
+    ...(t.aux === undefined ? {} : { aux: t.aux }),
+    keys,
+  };
 }

@@ -20,17 +20,26 @@ export function vec3(v: readonly number[], field: string): Vec3 {
   return [v[0]!, v[1]!, v[2]!];
 }
 
-
 /** Copy the box [off, off + size) of sample `b` of a channels-last batch [B,X,Y,Z,C] into `out` at `outOffset`. */
-export function copyCrop(src: Float32Array, dims: Vec3, channels: number, b: number, off: Vec3, size: Vec3, out: Float32Array, outOffset: number): void {
+export function copyCrop(
+  src: Float32Array,
+  dims: Vec3,
+  channels: number,
+  b: number,
+  off: Vec3,
+  size: Vec3,
+  out: Float32Array,
+  outOffset: number,
+): void {
   const [X, Y, Z] = dims;
   const [sx, sy, sz] = size;
-  if (off.some((o, i) => o < 0 || o + size[i]! > dims[i]!)) throw new RangeError(`crop at [${off.join(",")}] of size [${size.join(",")}] leaves the patch [${dims.join(",")}]`);
+  if (off.some((o, i) => o < 0 || o + size[i]! > dims[i]!))
+    throw new RangeError(`crop at [${off.join(",")}] of size [${size.join(",")}] leaves the patch [${dims.join(",")}]`);
   const row = sz * channels;
   let o = outOffset;
   for (let x = 0; x < sx; x++) {
     for (let y = 0; y < sy; y++) {
-      const start = ((((b * X + off[0] + x) * Y + off[1] + y) * Z) + off[2]) * channels;
+      const start = (((b * X + off[0] + x) * Y + off[1] + y) * Z + off[2]) * channels;
       out.set(src.subarray(start, start + row), o);
       o += row;
     }
@@ -53,14 +62,21 @@ export type CropAugment = (rng: Rng, crop: Float32Array, dims: Vec3, channels: n
 const NO_ROT90: IntensityRecipe = { ...VOCO_RECIPE, rot90: { ...VOCO_RECIPE.rot90, p: 0 } };
 
 export function defaultCropAugment(): CropAugment {
-  return (rng, crop, dims, channels) => augmentIntensity(rng, crop, dims, channels, dims[0] === dims[1] ? VOCO_RECIPE : NO_ROT90);
+  return (rng, crop, dims, channels) =>
+    augmentIntensity(rng, crop, dims, channels, dims[0] === dims[1] ? VOCO_RECIPE : NO_ROT90);
 }
 
 /** Crop size = patch / grid (each axis must divide). */
 export function vocoCropSize(patch: Vec3, grid: Vec3): Vec3 {
-  if (grid[0] * grid[1] * grid[2] < 2) throw new ConfigError(`needs at least 2 base crops (L_reg compares pairs), got ${grid.join("x")}`, { field: "trainer.methodOptions.baseCrops" });
+  if (grid[0] * grid[1] * grid[2] < 2)
+    throw new ConfigError(`needs at least 2 base crops (L_reg compares pairs), got ${grid.join("x")}`, {
+      field: "trainer.methodOptions.baseCrops",
+    });
   patch.forEach((p, i) => {
-    if (p % grid[i]! !== 0) throw new ConfigError(`patch size ${patch.join("x")} is not divisible by the base crop grid ${grid.join("x")}`, { field: "trainer.patchSize" });
+    if (p % grid[i]! !== 0)
+      throw new ConfigError(`patch size ${patch.join("x")} is not divisible by the base crop grid ${grid.join("x")}`, {
+        field: "trainer.patchSize",
+      });
   });
   return [patch[0] / grid[0], patch[1] / grid[1], patch[2] / grid[2]];
 }
@@ -68,7 +84,9 @@ export function vocoCropSize(patch: Vec3, grid: Vec3): Vec3 {
 /** Lower corners of the base crops, x-major (upstream's i, j, k loops). */
 export function baseOffsets(grid: Vec3, crop: Vec3): Vec3[] {
   const out: Vec3[] = [];
-  for (let i = 0; i < grid[0]; i++) for (let j = 0; j < grid[1]; j++) for (let k = 0; k < grid[2]; k++) out.push([i * crop[0], j * crop[1], k * crop[2]]);
+  for (let i = 0; i < grid[0]; i++)
+    for (let j = 0; j < grid[1]; j++)
+      for (let k = 0; k < grid[2]; k++) out.push([i * crop[0], j * crop[1], k * crop[2]]);
   return out;
 }
 
@@ -97,7 +115,14 @@ export interface VoCoCrops {
 }
 
 /** Cut the crops of a batch [B,X,Y,Z,C] (channels-last), draw target positions from `rng`, augment when given. */
-export function vocoCrops(rng: Rng, data: Float32Array, shape: readonly number[], grid: Vec3, nTarget: number, augment?: CropAugment): VoCoCrops {
+export function vocoCrops(
+  rng: Rng,
+  data: Float32Array,
+  shape: readonly number[],
+  grid: Vec3,
+  nTarget: number,
+  augment?: CropAugment,
+): VoCoCrops {
   const [B, X, Y, Z, C] = shape as [number, number, number, number, number];
   const dims: Vec3 = [X, Y, Z];
   const crop = vocoCropSize(dims, grid);
@@ -134,8 +159,12 @@ export function vocoCrops(rng: Rng, data: Float32Array, shape: readonly number[]
 
 export function simclrCropSize(patch: Vec3, o: { readonly cropSize?: readonly number[] | undefined }): Vec3 {
   const side = Math.min(...patch);
-  const crop = o.cropSize === undefined ? ([side, side, side] as Vec3) : vec3(o.cropSize, "trainer.methodOptions.cropSize");
-  if (crop.some((c, i) => c > patch[i]!)) throw new ConfigError(`crop size ${crop.join("x")} does not fit the patch ${patch.join("x")}`, { field: "trainer.methodOptions.cropSize" });
+  const crop =
+    o.cropSize === undefined ? ([side, side, side] as Vec3) : vec3(o.cropSize, "trainer.methodOptions.cropSize");
+  if (crop.some((c, i) => c > patch[i]!))
+    throw new ConfigError(`crop size ${crop.join("x")} does not fit the patch ${patch.join("x")}`, {
+      field: "trainer.methodOptions.cropSize",
+    });
   return crop;
 }
 
@@ -148,7 +177,13 @@ export interface SimClrCrops {
   readonly partners: Vec3[];
 }
 
-export function simclrCrops(rng: Rng, data: Float32Array, shape: readonly number[], o: { readonly cropSize?: readonly number[] | undefined; readonly cropsPerImage: number; readonly minOverlap: number }, augment?: CropAugment): SimClrCrops {
+export function simclrCrops(
+  rng: Rng,
+  data: Float32Array,
+  shape: readonly number[],
+  o: { readonly cropSize?: readonly number[] | undefined; readonly cropsPerImage: number; readonly minOverlap: number },
+  augment?: CropAugment,
+): SimClrCrops {
   const [B, X, Y, Z, C] = shape as [number, number, number, number, number];
   const dims: Vec3 = [X, Y, Z];
   const crop = simclrCropSize(dims, o);
@@ -163,7 +198,9 @@ export function simclrCrops(rng: Rng, data: Float32Array, shape: readonly number
   }
   const m = crop.map((c) => Math.trunc(c * o.minOverlap));
   const partners: Vec3[] = references.map((r, i) => {
-    const p = [0, 1, 2].map((a) => rng.int(Math.max(0, r[a]! - m[a]!), Math.min(dims[a]! - crop[a]!, r[a]! + m[a]!))) as unknown as Vec3;
+    const p = [0, 1, 2].map((a) =>
+      rng.int(Math.max(0, r[a]! - m[a]!), Math.min(dims[a]! - crop[a]!, r[a]! + m[a]!)),
+    ) as unknown as Vec3;
     copyCrop(data, dims, C, Math.floor(i / o.cropsPerImage), p, crop, crops, (n + i) * cropLen);
     return p;
   });

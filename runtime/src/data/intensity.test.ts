@@ -2,8 +2,20 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { runPython } from "../../../test/helpers/python.js";
 import {
-  augmentIntensity, augmentIntensityWithDecision, contrastChannel, gammaChannel, gaussianBlur3d, mirrorSample, NO_INTENSITY, resize3d, rot90Sample,
-  simulateLowRes, VOCO_RECIPE, VOLUME_FUSION_RECIPE, type Dims3, type IntensityRecipe,
+  augmentIntensity,
+  augmentIntensityWithDecision,
+  contrastChannel,
+  gammaChannel,
+  gaussianBlur3d,
+  mirrorSample,
+  NO_INTENSITY,
+  resize3d,
+  rot90Sample,
+  simulateLowRes,
+  VOCO_RECIPE,
+  VOLUME_FUSION_RECIPE,
+  type Dims3,
+  type IntensityRecipe,
 } from "./intensity.js";
 import { Rng } from "./rng.js";
 
@@ -35,8 +47,13 @@ test("the same seed gives the same output; the input is untouched; another seed 
   const copy = Float32Array.from(x);
   const always: IntensityRecipe = {
     ...VOCO_RECIPE,
-    noise: { ...VOCO_RECIPE.noise, p: 1 }, blur: { ...VOCO_RECIPE.blur, p: 1 }, brightness: { ...VOCO_RECIPE.brightness, p: 1 },
-    contrast: { ...VOCO_RECIPE.contrast, p: 1 }, lowRes: { ...VOCO_RECIPE.lowRes, p: 1 }, gamma: { ...VOCO_RECIPE.gamma, p: 1 }, rot90: { ...VOCO_RECIPE.rot90, p: 1 },
+    noise: { ...VOCO_RECIPE.noise, p: 1 },
+    blur: { ...VOCO_RECIPE.blur, p: 1 },
+    brightness: { ...VOCO_RECIPE.brightness, p: 1 },
+    contrast: { ...VOCO_RECIPE.contrast, p: 1 },
+    lowRes: { ...VOCO_RECIPE.lowRes, p: 1 },
+    gamma: { ...VOCO_RECIPE.gamma, p: 1 },
+    rot90: { ...VOCO_RECIPE.rot90, p: 1 },
   };
   const a = augmentIntensity(new Rng(9), x, dims, 2, always);
   const b = augmentIntensity(new Rng(9), x, dims, 2, always);
@@ -62,7 +79,10 @@ test("brightness multiplies each channel by one factor within the range", () => 
 
 test("gamma and inverted gamma with retain stats keep each channel's mean and std", () => {
   const x = Float32Array.from(randomSample(4, 6 * 6 * 6 * 2), (v) => v * v);
-  for (const rec of [only({ gamma: { p: 1, gamma: [0.7, 1.5] } }), only({ invertedGamma: { p: 1, gamma: [0.7, 1.5] } })]) {
+  for (const rec of [
+    only({ gamma: { p: 1, gamma: [0.7, 1.5] } }),
+    only({ invertedGamma: { p: 1, gamma: [0.7, 1.5] } }),
+  ]) {
     for (let seed = 0; seed < 5; seed++) {
       const { data: y, decision } = augmentIntensityWithDecision(new Rng(seed), x, [6, 6, 6], 2, rec);
       const g = decision.gamma ?? decision.invertedGamma!;
@@ -71,7 +91,10 @@ test("gamma and inverted gamma with retain stats keep each channel's mean and st
         const xc = x.filter((_, i) => i % 2 === c);
         const yc = y.filter((_, i) => i % 2 === c);
         const [a, b] = [meanStd(xc), meanStd(yc)];
-        assert.ok(Math.abs(a.m - b.m) < 1e-5 && Math.abs(a.sd - b.sd) < 1e-5, `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+        assert.ok(
+          Math.abs(a.m - b.m) < 1e-5 && Math.abs(a.sd - b.sd) < 1e-5,
+          `${JSON.stringify(a)} vs ${JSON.stringify(b)}`,
+        );
         assert.notDeepEqual(yc, xc);
       }
     }
@@ -84,7 +107,10 @@ test("mirror and rot90 are exact permutations (np.flip / np.rot90 index maps)", 
   const x = Float32Array.from({ length: 4 * 4 * 3 * C }, (_, i) => i);
   const at = (v: Float32Array, i: number, j: number, k: number, c: number) => v[((i * 4 + j) * 3 + k) * C + c]!;
   const m = mirrorSample(x, dims, C, [true, false, true]);
-  for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) for (let k = 0; k < 3; k++) for (let c = 0; c < C; c++) assert.equal(at(m, i, j, k, c), at(x, 3 - i, j, 2 - k, c));
+  for (let i = 0; i < 4; i++)
+    for (let j = 0; j < 4; j++)
+      for (let k = 0; k < 3; k++)
+        for (let c = 0; c < C; c++) assert.equal(at(m, i, j, k, c), at(x, 3 - i, j, 2 - k, c));
   const r1 = rot90Sample(x, dims, C, 1, [0, 1]);
   const r2 = rot90Sample(x, dims, C, 2, [0, 1]);
   const r3 = rot90Sample(x, dims, C, 3, [0, 1]);
@@ -96,7 +122,10 @@ test("mirror and rot90 are exact permutations (np.flip / np.rot90 index maps)", 
           assert.equal(at(r2, i, j, k, c), at(x, 3 - i, 3 - j, k, c));
           assert.equal(at(r3, i, j, k, c), at(x, 3 - j, i, k, c));
         }
-  assert.deepEqual([...r1].sort((a, b) => a - b), [...x]);
+  assert.deepEqual(
+    [...r1].sort((a, b) => a - b),
+    [...x],
+  );
   assert.deepEqual(rot90Sample(r1, dims, C, 3, [0, 1]), x);
   assert.throws(() => rot90Sample(new Float32Array(4 * 3 * 2), [4, 3, 2], 1, 1, [0, 1]), /equal sizes/);
 });
@@ -111,7 +140,13 @@ test("blur keeps a constant image constant (and its mean); contrast keeps the ra
     assert.ok(Math.min(...y) >= Math.min(...r) && Math.max(...y) <= Math.max(...r));
   }
   const x = new Float32Array(16 * 16 * 16);
-  const { data, decision } = augmentIntensityWithDecision(new Rng(11), x, [16, 16, 16], 1, only({ noise: { p: 1, std: [0.05, 0.1] } }));
+  const { data, decision } = augmentIntensityWithDecision(
+    new Rng(11),
+    x,
+    [16, 16, 16],
+    1,
+    only({ noise: { p: 1, std: [0.05, 0.1] } }),
+  );
   const s = meanStd(data);
   assert.ok(Math.abs(s.sd - decision.noiseStd!) < 0.05 * decision.noiseStd!, `${s.sd} vs ${decision.noiseStd}`);
   assert.ok(Math.abs(s.m) < 0.01);
@@ -140,7 +175,9 @@ test("probabilities: each transform fires at its rate (VolumeFusion recipe, 2000
 test("blur, nearest/linear/cubic resize, low-res, gamma and contrast equal scipy / skimage / batchgenerators", () => {
   const dims: Dims3 = [9, 7, 6];
   const v = Float64Array.from(randomSample(7, 9 * 7 * 6));
-  const out = JSON.parse(runPython(`
+  const out = JSON.parse(
+    runPython(
+      `
 import json, sys, numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage.transform import resize
@@ -156,7 +193,10 @@ print(json.dumps({"blur": gaussian_filter(v, 0.8).ravel().tolist(), "blur2": gau
   "cubic": resize(v, (13, 4, 11), order=3, mode='edge', anti_aliasing=False).ravel().tolist(),
   "cubicDown": resize(v, (5, 9, 2), order=3, mode='edge', anti_aliasing=False).ravel().tolist(),
   "low": low.ravel().tolist(), "gamma": g.ravel().tolist(), "igamma": gi.ravel().tolist(), "contrast": c.ravel().tolist()}))
-`, [JSON.stringify([...v])])) as Record<string, number[]>;
+`,
+      [JSON.stringify([...v])],
+    ),
+  ) as Record<string, number[]>;
   const close = (a: ArrayLike<number>, b: number[], name: string) => {
     assert.equal(a.length, b.length, name);
     for (let i = 0; i < b.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) < 1e-9, `${name}[${i}]: ${a[i]} vs ${b[i]}`);

@@ -54,7 +54,11 @@ export interface IntensityRecipe {
   /** Each listed spatial axis (0 = X, 1 = Y, 2 = Z) flipped independently with `pPerAxis`. */
   readonly mirror: { readonly pPerAxis: number; readonly axes: readonly (0 | 1 | 2)[] };
   /** Rotation by k·90° in the plane of `axes` (k from `ks`), with p. */
-  readonly rot90: { readonly p: number; readonly ks: readonly number[]; readonly axes: readonly [0 | 1 | 2, 0 | 1 | 2] };
+  readonly rot90: {
+    readonly p: number;
+    readonly ks: readonly number[];
+    readonly axes: readonly [0 | 1 | 2, 0 | 1 | 2];
+  };
 }
 
 const GAMMA: Range = [0.7, 1.5];
@@ -136,7 +140,13 @@ function meanStd(v: Float64Array): { mean: number; std: number; min: number; max
 }
 
 /** Apply a 1-D operation along `axis` of a [X, Y, Z] array, changing that axis' length from dims[axis] to `outLen`. */
-function alongAxis(src: Float64Array, dims: Dims3, axis: 0 | 1 | 2, outLen: number, line: (inp: Float64Array, out: Float64Array) => void): { data: Float64Array; dims: Dims3 } {
+function alongAxis(
+  src: Float64Array,
+  dims: Dims3,
+  axis: 0 | 1 | 2,
+  outLen: number,
+  line: (inp: Float64Array, out: Float64Array) => void,
+): { data: Float64Array; dims: Dims3 } {
   const od = [dims[0], dims[1], dims[2]] as [number, number, number];
   od[axis] = outLen;
   const dst = new Float64Array(od[0] * od[1] * od[2]);
@@ -307,7 +317,12 @@ export function contrastChannel(v: Float64Array, factor: number): Float64Array {
 }
 
 /** Flip the listed spatial axes of a channels-last sample. */
-export function mirrorSample(data: Float32Array, dims: Dims3, C: number, flips: readonly [boolean, boolean, boolean]): Float32Array {
+export function mirrorSample(
+  data: Float32Array,
+  dims: Dims3,
+  C: number,
+  flips: readonly [boolean, boolean, boolean],
+): Float32Array {
   const [X, Y, Z] = dims;
   const out = new Float32Array(data.length);
   for (let x = 0; x < X; x++) {
@@ -329,10 +344,17 @@ export function mirrorSample(data: Float32Array, dims: Dims3, C: number, flips: 
  * `np.rot90(x, k, axes=(a, b))` on the spatial axes of a channels-last sample (a < b; both axes of equal size). For
  * k = 1: `out[.., i, .., j, ..] = x[.., j, .., n−1−i, ..]` (i on axis a, j on axis b).
  */
-export function rot90Sample(data: Float32Array, dims: Dims3, C: number, k: number, axes: readonly [0 | 1 | 2, 0 | 1 | 2]): Float32Array {
+export function rot90Sample(
+  data: Float32Array,
+  dims: Dims3,
+  C: number,
+  k: number,
+  axes: readonly [0 | 1 | 2, 0 | 1 | 2],
+): Float32Array {
   const [a, b] = axes[0] < axes[1] ? [axes[0], axes[1]] : [axes[1], axes[0]];
   if (a === b) throw new RangeError("rot90 needs two different axes");
-  if (dims[a] !== dims[b]) throw new RangeError(`rot90 in the plane of axes ${a},${b} needs equal sizes (got ${dims[a]}, ${dims[b]})`);
+  if (dims[a] !== dims[b])
+    throw new RangeError(`rot90 in the plane of axes ${a},${b} needs equal sizes (got ${dims[a]}, ${dims[b]})`);
   const n = dims[a];
   const kk = ((k % 4) + 4) % 4;
   const out = new Float32Array(data.length);
@@ -346,9 +368,16 @@ export function rot90Sample(data: Float32Array, dims: Dims3, C: number, k: numbe
         src[2] = z;
         const i = src[a];
         const j = src[b];
-        if (kk === 1) { src[a] = j; src[b] = n - 1 - i; }
-        else if (kk === 2) { src[a] = n - 1 - i; src[b] = n - 1 - j; }
-        else if (kk === 3) { src[a] = n - 1 - j; src[b] = i; }
+        if (kk === 1) {
+          src[a] = j;
+          src[b] = n - 1 - i;
+        } else if (kk === 2) {
+          src[a] = n - 1 - i;
+          src[b] = n - 1 - j;
+        } else if (kk === 3) {
+          src[a] = n - 1 - j;
+          src[b] = i;
+        }
         const d = ((x * Y + y) * Z + z) * C;
         const s = ((src[0] * Y + src[1]) * Z + src[2]) * C;
         for (let c = 0; c < C; c++) out[d + c] = data[s + c]!;
@@ -370,12 +399,29 @@ export interface IntensityDecision {
 }
 
 /** Augment one channels-last sample with `recipe`; see the module comment for order and semantics. */
-export function augmentIntensityWithDecision(rng: Rng, data: Float32Array, dims: Dims3, channels: number, recipe: IntensityRecipe): { data: Float32Array; decision: IntensityDecision } {
+export function augmentIntensityWithDecision(
+  rng: Rng,
+  data: Float32Array,
+  dims: Dims3,
+  channels: number,
+  recipe: IntensityRecipe,
+): { data: Float32Array; decision: IntensityDecision } {
   const n = dims[0] * dims[1] * dims[2];
   const C = channels;
-  if (data.length !== n * C) throw new RangeError(`sample has ${data.length} values, dims ${dims.join("×")} × ${C} channels need ${n * C}`);
+  if (data.length !== n * C)
+    throw new RangeError(`sample has ${data.length} values, dims ${dims.join("×")} × ${C} channels need ${n * C}`);
   let out: Float32Array = Float32Array.from(data);
-  const d: IntensityDecision = { noiseStd: null, blurSigma: null, brightness: null, contrast: null, lowResZoom: null, invertedGamma: null, gamma: null, flips: [false, false, false], rot90: null };
+  const d: IntensityDecision = {
+    noiseStd: null,
+    blurSigma: null,
+    brightness: null,
+    contrast: null,
+    lowResZoom: null,
+    invertedGamma: null,
+    gamma: null,
+    flips: [false, false, false],
+    rot90: null,
+  };
   const perChannel = (f: (v: Float64Array, c: number) => Float64Array | null): void => {
     for (let c = 0; c < C; c++) {
       const r = f(getChannel(out, n, C, c), c);
@@ -391,7 +437,10 @@ export function augmentIntensityWithDecision(rng: Rng, data: Float32Array, dims:
   if (fires(rng, recipe.blur.p)) {
     const sig: (number | null)[] = [];
     perChannel((v) => {
-      if (rng.float() >= recipe.blur.pPerChannel) { sig.push(null); return null; }
+      if (rng.float() >= recipe.blur.pPerChannel) {
+        sig.push(null);
+        return null;
+      }
       const s = rng.uniform(recipe.blur.sigma[0], recipe.blur.sigma[1]);
       sig.push(s);
       return gaussianBlur3d(v, dims, s);
@@ -419,14 +468,20 @@ export function augmentIntensityWithDecision(rng: Rng, data: Float32Array, dims:
   if (fires(rng, recipe.lowRes.p)) {
     const z: (number | null)[] = [];
     perChannel((v) => {
-      if (rng.float() >= recipe.lowRes.pPerChannel) { z.push(null); return null; }
+      if (rng.float() >= recipe.lowRes.pPerChannel) {
+        z.push(null);
+        return null;
+      }
       const zoom = rng.uniform(recipe.lowRes.zoom[0], recipe.lowRes.zoom[1]);
       z.push(zoom);
       return simulateLowRes(v, dims, zoom);
     });
     d.lowResZoom = z;
   }
-  for (const [t, invert] of [[recipe.invertedGamma, true], [recipe.gamma, false]] as const) {
+  for (const [t, invert] of [
+    [recipe.invertedGamma, true],
+    [recipe.gamma, false],
+  ] as const) {
     if (!fires(rng, t.p)) continue;
     const g: number[] = [];
     perChannel((v) => {
@@ -450,6 +505,12 @@ export function augmentIntensityWithDecision(rng: Rng, data: Float32Array, dims:
 }
 
 /** Augment one channels-last sample `[X, Y, Z, C]` with `recipe`; returns a new array (the input is untouched). */
-export function augmentIntensity(rng: Rng, data: Float32Array, dims: readonly [number, number, number], channels: number, recipe: IntensityRecipe): Float32Array {
+export function augmentIntensity(
+  rng: Rng,
+  data: Float32Array,
+  dims: readonly [number, number, number],
+  channels: number,
+  recipe: IntensityRecipe,
+): Float32Array {
   return augmentIntensityWithDecision(rng, data, dims, channels, recipe).data;
 }

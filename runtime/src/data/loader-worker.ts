@@ -34,7 +34,12 @@ port.on("message", (msg: { index: number; seed: number }) => {
       if (b.aux !== undefined) transfer.push(b.aux.data.buffer as ArrayBuffer);
       port.postMessage({ ok: true, batch: b }, transfer);
     } catch (err) {
-      port.postMessage({ ok: false, index: msg.index, message: err instanceof Error ? err.message : String(err), name: err instanceof Error ? err.name : "Error" });
+      port.postMessage({
+        ok: false,
+        index: msg.index,
+        message: err instanceof Error ? err.message : String(err),
+        name: err instanceof Error ? err.name : "Error",
+      });
     }
   });
 });

@@ -76,13 +76,25 @@ export class DataLoader {
 
   private options(): BatchOptions {
     const { batchSize, patchSize, loaderPatchSize, augment, withAnon, crop, intensity, transform } = this.o;
-    return { batchSize, patchSize, loaderPatchSize, augment, withAnon, ...(crop === undefined ? {} : { crop }), ...(intensity === undefined ? {} : { intensity }), ...(transform === undefined ? {} : { transform }) };
+    return {
+      batchSize,
+      patchSize,
+      loaderPatchSize,
+      augment,
+      withAnon,
+      ...(crop === undefined ? {} : { crop }),
+      ...(intensity === undefined ? {} : { intensity }),
+      ...(transform === undefined ? {} : { transform }),
+    };
   }
 
   private async start(): Promise<void> {
     const readerModule = this.o.readerModule ?? DEFAULT_READER_MODULE;
     const n = this.o.numWorkers;
-    const workerUrl = new URL(import.meta.url.endsWith(".ts") ? "./loader-worker.ts" : "./loader-worker.js", import.meta.url);
+    const workerUrl = new URL(
+      import.meta.url.endsWith(".ts") ? "./loader-worker.ts" : "./loader-worker.js",
+      import.meta.url,
+    );
     // Running from TypeScript sources (tsx): a worker does not inherit a loader registered through tsx's API (as
     // bin/ssl3d.mjs does), so boot it with a tiny script that registers tsx, then imports the worker module.
     const fromSources = workerUrl.pathname.endsWith(".ts");
@@ -92,7 +104,8 @@ export class DataLoader {
     const readies: Promise<void>[] = [];
     for (let w = 0; w < n; w++) {
       const workerData = { images: this.o.images, options: this.options(), readerModule };
-      const worker = boot === undefined ? new Worker(workerUrl, { workerData }) : new Worker(boot, { eval: true, workerData });
+      const worker =
+        boot === undefined ? new Worker(workerUrl, { workerData }) : new Worker(boot, { eval: true, workerData });
       readies.push(
         new Promise<void>((res, rej) => {
           const onMsg = (m: { ready?: boolean }) => {
@@ -107,7 +120,8 @@ export class DataLoader {
       );
       worker.on("message", (m: { ok?: boolean; batch?: Batch; index?: number; message?: string }) => {
         if (m.ok === true && m.batch !== undefined) this.deliver(m.batch.index, m.batch);
-        else if (m.ok === false && m.index !== undefined) this.fail(m.index, new DataError(m.message ?? "loader worker failed"));
+        else if (m.ok === false && m.index !== undefined)
+          this.fail(m.index, new DataError(m.message ?? "loader worker failed"));
       });
       worker.on("error", (err) => {
         for (const [i] of this.inflight) this.fail(i, err);

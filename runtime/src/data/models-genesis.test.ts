@@ -1,14 +1,32 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  bezierCurve, drawFlips, flipAxis, inPaint, intensityCurve, interp, localPixelShuffle, MODELS_GENESIS_DEFAULTS, modelsGenesisPair, nonlinearTransform, outPaint, type Box, type SampleShape,
+  bezierCurve,
+  drawFlips,
+  flipAxis,
+  inPaint,
+  intensityCurve,
+  interp,
+  localPixelShuffle,
+  MODELS_GENESIS_DEFAULTS,
+  modelsGenesisPair,
+  nonlinearTransform,
+  outPaint,
+  type Box,
+  type SampleShape,
 } from "./models-genesis.js";
 import { Rng } from "./rng.js";
 
-const at = (shape: SampleShape, x: number, y: number, z: number, c = 0): number => ((x * shape[1] + y) * shape[2] + z) * shape[3] + c;
+const at = (shape: SampleShape, x: number, y: number, z: number, c = 0): number =>
+  ((x * shape[1] + y) * shape[2] + z) * shape[3] + c;
 const ramp = (n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => i);
 const inBox = (b: Box, x: number, y: number, z: number): boolean =>
-  x >= b.start[0] && x < b.start[0] + b.size[0] && y >= b.start[1] && y < b.start[1] + b.size[1] && z >= b.start[2] && z < b.start[2] + b.size[2];
+  x >= b.start[0] &&
+  x < b.start[0] + b.size[0] &&
+  y >= b.start[1] &&
+  y < b.start[1] + b.size[1] &&
+  z >= b.start[2] &&
+  z < b.start[2] + b.size[2];
 
 test("flipAxis reverses exactly one spatial axis (Z included), channels stay together; twice = identity", () => {
   const shape: SampleShape = [2, 3, 4, 2];
@@ -19,7 +37,12 @@ test("flipAxis reverses exactly one spatial axis (Z included), channels stay tog
       for (let y = 0; y < 3; y++)
         for (let z = 0; z < 4; z++)
           for (let c = 0; c < 2; c++) {
-            const src = axis === 0 ? at(shape, 1 - x, y, z, c) : axis === 1 ? at(shape, x, 2 - y, z, c) : at(shape, x, y, 3 - z, c);
+            const src =
+              axis === 0
+                ? at(shape, 1 - x, y, z, c)
+                : axis === 1
+                  ? at(shape, x, 2 - y, z, c)
+                  : at(shape, x, y, 3 - z, c);
             assert.equal(f[at(shape, x, y, z, c)], d[src]);
           }
     assert.deepEqual(flipAxis(f, shape, axis), d);
@@ -62,11 +85,15 @@ test("local pixel shuffling: one block keeps the multiset of its values, the res
             orig.push(d[o]!);
           } else assert.equal(out[o], d[o]);
         }
-    assert.deepEqual(inside.sort((p, q) => p - q), orig.sort((p, q) => p - q));
+    assert.deepEqual(
+      inside.sort((p, q) => p - q),
+      orig.sort((p, q) => p - q),
+    );
   }
   // a 3-voxel block is shuffled in some seed (not the identity every time)
   let moved = false;
-  for (let seed = 0; seed < 50 && !moved; seed++) moved = localPixelShuffle(d, shape, new Rng(seed), 1).out.some((v, i) => v !== d[i]);
+  for (let seed = 0; seed < 50 && !moved; seed++)
+    moved = localPixelShuffle(d, shape, new Rng(seed), 1).out.some((v, i) => v !== d[i]);
   assert.ok(moved);
 });
 
@@ -90,7 +117,12 @@ test("local pixel shuffling: 10,000 blocks with sides in [1, dim//10] inside the
 });
 
 test("Bézier curve: upstream parameter order (t = 0 → last point, t = 1 → first), midpoint = (P0 + 3P1 + 3P2 + P3)/8", () => {
-  const pts: [number, number][] = [[0, 0], [0.2, 0.9], [0.7, 0.1], [1, 1]];
+  const pts: [number, number][] = [
+    [0, 0],
+    [0.2, 0.9],
+    [0.7, 0.1],
+    [1, 1],
+  ];
   const { xs, ys } = bezierCurve(pts, 5);
   assert.deepEqual([xs[0], ys[0]], [1, 1]);
   assert.deepEqual([xs[4], ys[4]], [0, 0]);
@@ -146,7 +178,10 @@ test("in-painting: ≤ 5 boxes, sides in [dim//6, dim//3] (160 → 26..53), star
     total += boxes.length;
     for (const b of boxes) {
       [160, 48, 24].forEach((dim, a) => {
-        assert.ok(b.size[a]! >= Math.floor(dim / 6) && b.size[a]! <= Math.floor(dim / 3), `side ${b.size[a]} for ${dim}`);
+        assert.ok(
+          b.size[a]! >= Math.floor(dim / 6) && b.size[a]! <= Math.floor(dim / 3),
+          `side ${b.size[a]} for ${dim}`,
+        );
         assert.ok(b.start[a]! >= 3 && b.start[a]! <= dim - b.size[a]! - 3);
       });
     }
@@ -171,7 +206,10 @@ test("out-painting: noise outside 1..5 restored boxes with sides dim − [3·dim
     assert.ok(boxes.length >= 1 && boxes.length <= 5);
     for (const b of boxes) {
       [160, 40, 30].forEach((dim, a) => {
-        assert.ok(b.size[a]! >= dim - Math.floor((4 * dim) / 7) && b.size[a]! <= dim - Math.floor((3 * dim) / 7), `side ${b.size[a]} for ${dim}`);
+        assert.ok(
+          b.size[a]! >= dim - Math.floor((4 * dim) / 7) && b.size[a]! <= dim - Math.floor((3 * dim) / 7),
+          `side ${b.size[a]} for ${dim}`,
+        );
         assert.ok(b.start[a]! >= 3 && b.start[a]! <= dim - b.size[a]! - 3);
       });
     }
@@ -207,17 +245,31 @@ test("pair: target = the flipped sample, anon flipped alike, input corrupted; no
     assert.deepEqual(p.target, t);
     assert.deepEqual(p.anon, a);
     // (in-painting may draw no box: its first draw fails with p 0.05)
-    if (p.applied.boxes.length > 0 || p.applied.curve !== null || p.applied.shuffled) assert.notDeepEqual(p.input, p.target);
+    if (p.applied.boxes.length > 0 || p.applied.curve !== null || p.applied.shuffled)
+      assert.notDeepEqual(p.input, p.target);
     const again = modelsGenesisPair(d, shape, new Rng(seed), { ...MODELS_GENESIS_DEFAULTS, shuffleBlocks: 200 }, anon);
     assert.deepEqual(again.input, p.input);
   }
   assert.ok(flipped > 5 && flipped < 25);
   assert.deepEqual(d, snapshot, "the sample is not modified in place");
-  const none = modelsGenesisPair(d, shape, new Rng(1), { ...MODELS_GENESIS_DEFAULTS, flipRate: 0, localRate: 0, nonlinearRate: 0, paintRate: 0 });
+  const none = modelsGenesisPair(d, shape, new Rng(1), {
+    ...MODELS_GENESIS_DEFAULTS,
+    flipRate: 0,
+    localRate: 0,
+    nonlinearRate: 0,
+    paintRate: 0,
+  });
   assert.deepEqual([none.input, none.target], [d, d]);
   assert.notEqual(none.input, none.target);
   // only the intensity curve: input = curve(target) voxel by voxel
-  const onlyCurve = modelsGenesisPair(d, shape, new Rng(2), { ...MODELS_GENESIS_DEFAULTS, flipRate: 0, localRate: 0, nonlinearRate: 1, paintRate: 0, bezierPoints: 2000 });
+  const onlyCurve = modelsGenesisPair(d, shape, new Rng(2), {
+    ...MODELS_GENESIS_DEFAULTS,
+    flipRate: 0,
+    localRate: 0,
+    nonlinearRate: 1,
+    paintRate: 0,
+    bezierPoints: 2000,
+  });
   assert.deepEqual(onlyCurve.input, nonlinearTransform(d, onlyCurve.applied.curve!));
 });
 
@@ -227,7 +279,8 @@ test("painting on a patch too small for the 3-voxel margin: boxes start in [0, d
   for (let seed = 0; seed < 30; seed++) {
     for (const paint of [inPaint, outPaint]) {
       for (const b of paint(d, shape, new Rng(seed)).boxes) {
-        for (let a = 0; a < 3; a++) assert.ok(b.size[a]! >= 1 && b.start[a]! >= 0 && b.start[a]! + b.size[a]! <= 6, JSON.stringify(b));
+        for (let a = 0; a < 3; a++)
+          assert.ok(b.size[a]! >= 1 && b.start[a]! >= 0 && b.start[a]! + b.size[a]! <= 6, JSON.stringify(b));
       }
     }
   }

@@ -65,7 +65,8 @@ function spatial(shape: SampleShape): [number, number, number] {
 /** Reverse one spatial axis (0 = X, 1 = Y, 2 = Z) of a channels-last sample. */
 export function flipAxis(data: Float32Array, shape: SampleShape, axis: 0 | 1 | 2): Float32Array {
   const [X, Y, Z, C] = shape;
-  if (data.length !== X * Y * Z * C) throw new RangeError(`sample has ${data.length} values, shape ${shape.join("x")} needs ${X * Y * Z * C}`);
+  if (data.length !== X * Y * Z * C)
+    throw new RangeError(`sample has ${data.length} values, shape ${shape.join("x")} needs ${X * Y * Z * C}`);
   const out = new Float32Array(data.length);
   for (let x = 0; x < X; x++) {
     const sx = axis === 0 ? X - 1 - x : x;
@@ -93,7 +94,12 @@ export function drawFlips(rng: Rng, rate: number, max = 3): (0 | 1 | 2)[] {
  * Local pixel shuffling: `numBlocks` random blocks (sides `U{1..max(1, dim//10)}`), each written with a random
  * permutation of the ORIGINAL voxels of that block. Returns the result and the blocks (for tests).
  */
-export function localPixelShuffle(data: Float32Array, shape: SampleShape, rng: Rng, numBlocks: number): { out: Float32Array; blocks: Box[] } {
+export function localPixelShuffle(
+  data: Float32Array,
+  shape: SampleShape,
+  rng: Rng,
+  numBlocks: number,
+): { out: Float32Array; blocks: Box[] } {
   const [, Y, Z, C] = shape;
   const dims = spatial(shape);
   const out = data.slice();
@@ -131,7 +137,10 @@ export function localPixelShuffle(data: Float32Array, shape: SampleShape, rng: R
  * A Bézier curve through `points`, evaluated like upstream's `bezier_curve` at `nTimes` values of t = linspace(0,1):
  * point i is weighted by `C(n,i) · t^(n−i) · (1−t)^i`, so t = 0 is the LAST control point and t = 1 the first.
  */
-export function bezierCurve(points: readonly (readonly [number, number])[], nTimes: number): { xs: Float64Array; ys: Float64Array } {
+export function bezierCurve(
+  points: readonly (readonly [number, number])[],
+  nTimes: number,
+): { xs: Float64Array; ys: Float64Array } {
   const n = points.length - 1;
   const comb = (k: number): number => {
     let r = 1;
@@ -167,7 +176,12 @@ export interface IntensityCurve {
 
 /** Draw the non-linear intensity curve: control points (0,0), (r1,r2), (r3,r4), (1,1). */
 export function intensityCurve(rng: Rng, nTimes: number): IntensityCurve {
-  const points: [number, number][] = [[0, 0], [rng.float(), rng.float()], [rng.float(), rng.float()], [1, 1]];
+  const points: [number, number][] = [
+    [0, 0],
+    [rng.float(), rng.float()],
+    [rng.float(), rng.float()],
+    [1, 1],
+  ];
   const { xs, ys } = bezierCurve(points, nTimes);
   const decreasing = rng.float() < 0.5;
   xs.sort();
@@ -254,7 +268,11 @@ export function inPaint(data: Float32Array, shape: SampleShape, rng: Rng): { out
   const out = data.slice();
   const boxes: Box[] = [];
   while (boxes.length < 5 && rng.float() < 0.95) {
-    const size = dims.map((d) => rng.int(Math.max(1, Math.floor(d / 6)), Math.max(1, Math.floor(d / 3)))) as [number, number, number];
+    const size = dims.map((d) => rng.int(Math.max(1, Math.floor(d / 6)), Math.max(1, Math.floor(d / 3)))) as [
+      number,
+      number,
+      number,
+    ];
     const start = dims.map((d, a) => boxStart(rng, d, size[a]!)) as [number, number, number];
     const b = { start, size };
     boxes.push(b);
@@ -274,7 +292,11 @@ export function outPaint(data: Float32Array, shape: SampleShape, rng: Rng): { ou
   for (let i = 0; i < out.length; i++) out[i] = rng.float();
   const boxes: Box[] = [];
   const one = (): void => {
-    const size = dims.map((d) => Math.max(1, d - rng.int(Math.floor((3 * d) / 7), Math.floor((4 * d) / 7)))) as [number, number, number];
+    const size = dims.map((d) => Math.max(1, d - rng.int(Math.floor((3 * d) / 7), Math.floor((4 * d) / 7)))) as [
+      number,
+      number,
+      number,
+    ];
     const start = dims.map((d, a) => boxStart(rng, d, size[a]!)) as [number, number, number];
     const b = { start, size };
     boxes.push(b);
@@ -305,7 +327,13 @@ export interface ModelsGenesisPair {
 }
 
 /** One training pair (upstream `generate_pair` for one sample). `anon` is [X, Y, Z, 1]. */
-export function modelsGenesisPair(sample: Float32Array, shape: SampleShape, rng: Rng, cfg: ModelsGenesisConfig = MODELS_GENESIS_DEFAULTS, anon?: Float32Array): ModelsGenesisPair {
+export function modelsGenesisPair(
+  sample: Float32Array,
+  shape: SampleShape,
+  rng: Rng,
+  cfg: ModelsGenesisConfig = MODELS_GENESIS_DEFAULTS,
+  anon?: Float32Array,
+): ModelsGenesisPair {
   const maskShape: SampleShape = [shape[0], shape[1], shape[2], 1];
   const flips = drawFlips(rng, cfg.flipRate);
   let target = sample;
@@ -335,7 +363,12 @@ export function modelsGenesisPair(sample: Float32Array, shape: SampleShape, rng:
     boxes = r.boxes;
   }
   if (input === target) input = target.slice();
-  return { input, target, ...(mask === undefined ? {} : { anon: mask }), applied: { flips, shuffled, curve, paint, boxes } };
+  return {
+    input,
+    target,
+    ...(mask === undefined ? {} : { anon: mask }),
+    applied: { flips, shuffled, curve, paint, boxes },
+  };
 }
 
 /**
@@ -343,7 +376,13 @@ export function modelsGenesisPair(sample: Float32Array, shape: SampleShape, rng:
  * arrays. Sample `b` draws from its own generator `deriveSeed(seed, "models-genesis", b)`, so a sample's corruption
  * does not depend on the others.
  */
-export function modelsGenesisBatch(x: Float32Array, shape: readonly [number, number, number, number, number], seed: number, cfg: ModelsGenesisConfig, anon?: Float32Array): { input: Float32Array; target: Float32Array; anon?: Float32Array } {
+export function modelsGenesisBatch(
+  x: Float32Array,
+  shape: readonly [number, number, number, number, number],
+  seed: number,
+  cfg: ModelsGenesisConfig,
+  anon?: Float32Array,
+): { input: Float32Array; target: Float32Array; anon?: Float32Array } {
   const [B, X, Y, Z, C] = shape;
   const n = X * Y * Z * C;
   const nv = X * Y * Z;
@@ -352,7 +391,13 @@ export function modelsGenesisBatch(x: Float32Array, shape: readonly [number, num
   const anonOut = anon === undefined ? undefined : new Float32Array(B * nv);
   for (let b = 0; b < B; b++) {
     const rng = new Rng(deriveSeed(seed, "models-genesis", b));
-    const p = modelsGenesisPair(x.subarray(b * n, (b + 1) * n), [X, Y, Z, C], rng, cfg, anon?.subarray(b * nv, (b + 1) * nv));
+    const p = modelsGenesisPair(
+      x.subarray(b * n, (b + 1) * n),
+      [X, Y, Z, C],
+      rng,
+      cfg,
+      anon?.subarray(b * nv, (b + 1) * nv),
+    );
     input.set(p.input, b * n);
     target.set(p.target, b * n);
     if (anonOut !== undefined && p.anon !== undefined) anonOut.set(p.anon, b * nv);

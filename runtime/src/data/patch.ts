@@ -8,7 +8,11 @@ import type { Rng } from "./rng.js";
 export type Shape3 = readonly [number, number, number];
 
 /** nnU-Net `get_patch_size`: rotate F about each axis separately by the max angle, per-axis max |coord|, / min scale. */
-export function initialPatchSize(final: Shape3, maxAngleRad: Shape3 = [Math.PI / 6, Math.PI / 6, Math.PI / 6], minScale = 0.85): [number, number, number] {
+export function initialPatchSize(
+  final: Shape3,
+  maxAngleRad: Shape3 = [Math.PI / 6, Math.PI / 6, Math.PI / 6],
+  minScale = 0.85,
+): [number, number, number] {
   const [ax, ay, az] = maxAngleRad;
   const out = [...final] as [number, number, number];
   const apply = (m: number[][]) => {
@@ -27,20 +31,34 @@ export function initialPatchSize(final: Shape3, maxAngleRad: Shape3 = [Math.PI /
 export function rotX(a: number): number[][] {
   const c = Math.cos(a);
   const s = Math.sin(a);
-  return [[1, 0, 0], [0, c, -s], [0, s, c]];
+  return [
+    [1, 0, 0],
+    [0, c, -s],
+    [0, s, c],
+  ];
 }
 export function rotY(a: number): number[][] {
   const c = Math.cos(a);
   const s = Math.sin(a);
-  return [[c, 0, s], [0, 1, 0], [-s, 0, c]];
+  return [
+    [c, 0, s],
+    [0, 1, 0],
+    [-s, 0, c],
+  ];
 }
 export function rotZ(a: number): number[][] {
   const c = Math.cos(a);
   const s = Math.sin(a);
-  return [[c, -s, 0], [s, c, 0], [0, 0, 1]];
+  return [
+    [c, -s, 0],
+    [s, c, 0],
+    [0, 0, 1],
+  ];
 }
 export function matMul3(a: number[][], b: number[][]): number[][] {
-  return [0, 1, 2].map((i) => [0, 1, 2].map((j) => a[i]![0]! * b[0]![j]! + a[i]![1]! * b[1]![j]! + a[i]![2]! * b[2]![j]!));
+  return [0, 1, 2].map((i) =>
+    [0, 1, 2].map((j) => a[i]![0]! * b[0]![j]! + a[i]![1]! * b[1]![j]! + a[i]![2]! * b[2]![j]!),
+  );
 }
 
 /** Per-axis inclusive bounds [lb, ub] of the lower corner of a loader patch P over an image of `shape` (network patch F). */

@@ -26,7 +26,8 @@ export function mulberry32(seed: number): () => number {
 }
 
 function gaussian(rng: () => number): number {
-  const u = Math.max(rng(), 1e-12), v = rng();
+  const u = Math.max(rng(), 1e-12),
+    v = rng();
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
 }
 
@@ -76,7 +77,11 @@ export interface Phantom {
 
 function directionMatrix(code: string): number[][] {
   // columns = voxel axes, rows = world axes (R, A, S)
-  const m = [[0, 0, 0], [0, 0, 0], [0, 0, 0]];
+  const m = [
+    [0, 0, 0],
+    [0, 0, 0],
+    [0, 0, 0],
+  ];
   if (code.length !== 3) throw new Error(`orientation code "${code}" must have 3 letters`);
   [0, 1, 2].forEach((j) => {
     const letter = code.charAt(j);
@@ -92,8 +97,9 @@ export function generatePhantom(o: PhantomOptions): Phantom {
   const rng = mulberry32(o.seed * 2654435761 + 12345);
   const [lo, hi] = o.sizeRange ?? [24, 48];
   const draw = (a: number, b: number): number => a + rng() * (b - a);
-  const shape: Vec3 = o.shape ?? [0, 1, 2].map(() => Math.round(draw(lo, hi))) as unknown as Vec3;
-  const spacing: Vec3 = o.spacing ?? [0, 1, 2].map(() => [0.8, 1, 1.2, 1.5, 2, 3][Math.floor(rng() * 6)]!) as unknown as Vec3;
+  const shape: Vec3 = o.shape ?? ([0, 1, 2].map(() => Math.round(draw(lo, hi))) as unknown as Vec3);
+  const spacing: Vec3 =
+    o.spacing ?? ([0, 1, 2].map(() => [0.8, 1, 1.2, 1.5, 2, 3][Math.floor(rng() * 6)]!) as unknown as Vec3);
   const orientation = o.orientation ?? ORIENTATIONS[Math.floor(rng() * ORIENTATIONS.length)]!;
   const rot = ((o.rotationDeg ?? draw(-10, 10)) * Math.PI) / 180;
   const modality = o.modality ?? "T1w";
@@ -108,11 +114,20 @@ export function generatePhantom(o: PhantomOptions): Phantom {
     affine = o.affine;
   } else {
     const D = directionMatrix(orientation);
-    const c = Math.cos(rot), s = Math.sin(rot);
-    const Rz = [[c, -s, 0], [s, c, 0], [0, 0, 1]];
-    const A = [0, 1, 2].map((r) => [0, 1, 2].map((j) => (Rz[r]![0]! * D[0]![j]! + Rz[r]![1]! * D[1]![j]! + Rz[r]![2]! * D[2]![j]!) * spacing[j]!));
+    const c = Math.cos(rot),
+      s = Math.sin(rot);
+    const Rz = [
+      [c, -s, 0],
+      [s, c, 0],
+      [0, 0, 1],
+    ];
+    const A = [0, 1, 2].map((r) =>
+      [0, 1, 2].map((j) => (Rz[r]![0]! * D[0]![j]! + Rz[r]![1]! * D[1]![j]! + Rz[r]![2]! * D[2]![j]!) * spacing[j]!),
+    );
     const jitter = [draw(-5, 5), draw(-5, 5), draw(-5, 5)];
-    const tt = [0, 1, 2].map((r) => jitter[r]! - (A[r]![0]! * centre[0]! + A[r]![1]! * centre[1]! + A[r]![2]! * centre[2]!));
+    const tt = [0, 1, 2].map(
+      (r) => jitter[r]! - (A[r]![0]! * centre[0]! + A[r]![1]! * centre[1]! + A[r]![2]! * centre[2]!),
+    );
     affine = [...A[0]!, tt[0]!, ...A[1]!, tt[1]!, ...A[2]!, tt[2]!, 0, 0, 0, 1];
   }
   const M = [0, 1, 2].map((r) => [0, 1, 2].map((j) => affine[4 * r + j]!));
@@ -141,14 +156,19 @@ export function generatePhantom(o: PhantomOptions): Phantom {
     for (let j = 0; j < shape[1]; j++) {
       for (let i = 0; i < shape[0]; i++, idx++) {
         const w = [0, 1, 2].map((r) => M[r]![0]! * i + M[r]![1]! * j + M[r]![2]! * k + t[r]! - head[r]!);
-        const x = w[0]! / R[0]!, y = w[1]! / R[1]!, z = w[2]! / R[2]!;
+        const x = w[0]! / R[0]!,
+          y = w[1]! / R[1]!,
+          z = w[2]! / R[2]!;
         const r = Math.hypot(x, y, z);
         const fold = 0.035 * Math.sin(folds[0]! * Math.atan2(y, x) + folds[2]!) * Math.cos(folds[1]! * z * 3);
         let v = 0;
         let brain = false;
         if (r < 1) v = con.scalp;
         if (r < 0.9) v = con.skull;
-        if (r < 0.84) { v = con.csf; brain = true; }
+        if (r < 0.84) {
+          v = con.csf;
+          brain = true;
+        }
         if (r < 0.8 + fold) v = con.gm;
         if (r < 0.6 + fold) v = con.wm;
         for (const sx of [-1, 1]) {
@@ -161,9 +181,11 @@ export function generatePhantom(o: PhantomOptions): Phantom {
           v = 0;
         }
         if (anat !== undefined && brain) anat[idx] = 1;
-        const bias = 1 + (biasAmp / 2) * Math.tanh(biasCoef[0]! * x + biasCoef[1]! * y + biasCoef[2]! * z + biasCoef[3]! * x * y);
+        const bias =
+          1 + (biasAmp / 2) * Math.tanh(biasCoef[0]! * x + biasCoef[1]! * y + biasCoef[2]! * z + biasCoef[3]! * x * y);
         const sigma = noise * con.wm;
-        const re = v * bias + sigma * gaussian(rng), im = sigma * gaussian(rng);
+        const re = v * bias + sigma * gaussian(rng),
+          im = sigma * gaussian(rng);
         data[idx] = Math.hypot(re, im) * scale;
       }
     }
@@ -208,15 +230,26 @@ export async function writePhantomBids(dir: string, o: PhantomBidsOptions = {}):
       const grid = generatePhantom({ seed: seed0 * 1000 + n++, sizeRange: o.sizeRange ?? [20, 32] }).volume;
       for (const modality of modalities) {
         const p = generatePhantom({
-          seed: seed0 * 1000 + n++, modality, shape: grid.shape, spacing: grid.spacing, affine: grid.affine,
-          anonymizationMask: o.masks === true, anatomyMask: o.masks === true,
+          seed: seed0 * 1000 + n++,
+          modality,
+          shape: grid.shape,
+          spacing: grid.spacing,
+          affine: grid.affine,
+          anonymizationMask: o.masks === true,
+          anatomyMask: o.masks === true,
         });
         const vol = p.volume;
         const base = join(anat, `${prefix}_${modality}`);
-        await writeNifti(`${base}.nii.gz`, { ...vol, data: vol.data.map((v) => Math.min(32767, Math.round(v))) }, "int16");
+        await writeNifti(
+          `${base}.nii.gz`,
+          { ...vol, data: vol.data.map((v) => Math.min(32767, Math.round(v))) },
+          "int16",
+        );
         files.push(`${base}.nii.gz`);
-        if (p.anonymizationMask !== undefined) await writeNifti(`${base}_desc-anonmask.nii.gz`, { ...vol, data: p.anonymizationMask }, "uint8");
-        if (p.anatomyMask !== undefined) await writeNifti(`${base}_desc-anatmask.nii.gz`, { ...vol, data: p.anatomyMask }, "uint8");
+        if (p.anonymizationMask !== undefined)
+          await writeNifti(`${base}_desc-anonmask.nii.gz`, { ...vol, data: p.anonymizationMask }, "uint8");
+        if (p.anatomyMask !== undefined)
+          await writeNifti(`${base}_desc-anatmask.nii.gz`, { ...vol, data: p.anatomyMask }, "uint8");
       }
     }
   }

@@ -34,7 +34,11 @@ export interface ImageFilter {
   readonly modalities?: readonly string[] | undefined;
 }
 
-export function filterImages(images: readonly TrainingImage[], subjects: ReadonlySet<string>, f: ImageFilter = {}): TrainingImage[] {
+export function filterImages(
+  images: readonly TrainingImage[],
+  subjects: ReadonlySet<string>,
+  f: ImageFilter = {},
+): TrainingImage[] {
   const mods = f.modalities === undefined ? undefined : new Set(f.modalities);
   return images.filter((im) => subjects.has(im.uniqueSubjectId) && (mods === undefined || mods.has(im.modality)));
 }

@@ -64,9 +64,15 @@ function normal(rng: Rng): number {
 }
 
 /** `np.rot90(x, k, axes=(Y, Z))` of one sample [X, Y, Z, C] (Y = Z) into `out`. */
-export function rot90YZ(src: Float32Array, shape: SampleShape, k: number, out: Float32Array = new Float32Array(src.length)): Float32Array {
+export function rot90YZ(
+  src: Float32Array,
+  shape: SampleShape,
+  k: number,
+  out: Float32Array = new Float32Array(src.length),
+): Float32Array {
   const [X, Y, Z, C] = shape;
-  if (Y !== Z && k % 2 !== 0) throw new ConfigError(`rotation in the (Y, Z) plane needs Y = Z, got ${X}x${Y}x${Z}`, { field: "patchSize" });
+  if (Y !== Z && k % 2 !== 0)
+    throw new ConfigError(`rotation in the (Y, Z) plane needs Y = Z, got ${X}x${Y}x${Z}`, { field: "patchSize" });
   const n = Z;
   const kk = ((k % 4) + 4) % 4;
   for (let x = 0; x < X; x++) {
@@ -96,7 +102,12 @@ export function boxLimits(d: number): [number, number] {
  * One stage of upstream `patch_rand_drop` on sample `img` (a [X, Y, Z, C] view) in place: noise boxes, or boxes
  * copied from `source` (same layout) when given. Returns the target and the boxes drawn.
  */
-export function patchRandDrop(rng: Rng, img: Float32Array, shape: SampleShape, source?: Float32Array): { target: number; boxes: Box[] } {
+export function patchRandDrop(
+  rng: Rng,
+  img: Float32Array,
+  shape: SampleShape,
+  source?: Float32Array,
+): { target: number; boxes: Box[] } {
   const [X, Y, Z, C] = shape;
   const dims = [X, Y, Z] as const;
   const lim = dims.map(boxLimits);
@@ -105,11 +116,16 @@ export function patchRandDrop(rng: Rng, img: Float32Array, shape: SampleShape, s
   let total = 0;
   while (total < target) {
     const start = dims.map((d, a) => rng.int(0, d - lim[a]![0])) as [number, number, number];
-    const end = dims.map((d, a) => Math.min(start[a]! + rng.int(lim[a]![0], lim[a]![1]), d)) as [number, number, number];
+    const end = dims.map((d, a) => Math.min(start[a]! + rng.int(lim[a]![0], lim[a]![1]), d)) as [
+      number,
+      number,
+      number,
+    ];
     const [ex, ey, ez] = [end[0] - start[0], end[1] - start[1], end[2] - start[2]];
     if (source === undefined) {
       const noise = new Float64Array(ex * ey * ez * C);
-      let lo = Infinity, hi = -Infinity;
+      let lo = Infinity,
+        hi = -Infinity;
       for (let q = 0; q < noise.length; q++) {
         const v = normal(rng);
         noise[q] = v;
@@ -147,7 +163,13 @@ export function innerCutoutRand(rng: Rng, batch: Float32Array, B: number, shape:
     const noise = patchRandDrop(rng, sample(i), shape);
     const j = rng.int(0, B - 1);
     const copy = j !== i ? patchRandDrop(rng, sample(i), shape, sample(j)) : { target: 0, boxes: [] };
-    out.push({ noiseTarget: noise.target, noiseBoxes: noise.boxes, copyFrom: j === i ? i : j, copyTarget: copy.target, copyBoxes: copy.boxes });
+    out.push({
+      noiseTarget: noise.target,
+      noiseBoxes: noise.boxes,
+      copyFrom: j === i ? i : j,
+      copyTarget: copy.target,
+      copyBoxes: copy.boxes,
+    });
   }
   return out;
 }
@@ -168,6 +190,10 @@ export function swinView(rng: Rng, batch: Float32Array, B: number, shape: Sample
 
 /** The two views of upstream `SwinUNETRTransform`, drawn one after the other from `rng`. */
 export function swinPretextViews(rng: Rng, batch: Float32Array, B: number, shape: SampleShape): [SwinView, SwinView] {
-  if (shape[1] !== shape[2]) throw new ConfigError(`the SwinUNETR rotation (Y, Z plane) needs a patch with Y = Z, got ${shape.slice(0, 3).join("x")}`, { field: "patchSize" });
+  if (shape[1] !== shape[2])
+    throw new ConfigError(
+      `the SwinUNETR rotation (Y, Z plane) needs a patch with Y = Z, got ${shape.slice(0, 3).join("x")}`,
+      { field: "patchSize" },
+    );
   return [swinView(rng, batch, B, shape), swinView(rng, batch, B, shape)];
 }

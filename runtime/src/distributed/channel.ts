@@ -227,7 +227,11 @@ export class Channel {
   private checkData(): void {
     const sink = this.sinks[0]!;
     if (this.dataLen !== sink.bytes.length) {
-      this.fail(new DistributedError(`protocol error: ${this.peer} sent ${this.dataLen} bytes, expected ${sink.bytes.length} (do all ranks run the same model?)`));
+      this.fail(
+        new DistributedError(
+          `protocol error: ${this.peer} sent ${this.dataLen} bytes, expected ${sink.bytes.length} (do all ranks run the same model?)`,
+        ),
+      );
       this.socket?.destroy();
       return;
     }
@@ -313,7 +317,8 @@ export class Channel {
 
   recv(expected: Tag, timeoutMs: number): Promise<Buffer> {
     const check = (f: Frame): Buffer => {
-      if (f.tag !== expected) throw new DistributedError(`protocol error: expected message ${expected} from ${this.peer}, got ${f.tag}`);
+      if (f.tag !== expected)
+        throw new DistributedError(`protocol error: expected message ${expected} from ${this.peer}, got ${f.tag}`);
       return f.body;
     };
     const ready = this.frames.shift();

@@ -34,7 +34,11 @@ test("two ranks: share-weighted sums of gradients and losses, any-rank stop, vot
     // rank 0 holds 3 of the global batch of 4, rank 1 holds 1
     const dps = [dataParallel(groups[0], 0.75), dataParallel(groups[1], 0.25)];
     const shapes = new Map([["w", [2, 2]]]);
-    const steps = await Promise.all(dps.map((dp, r) => dp.reduceStep(new Map([["w", tf.fill([2, 2], r === 0 ? 4 : 8)]]), r === 0 ? 1 : 2, r === 1, shapes)));
+    const steps = await Promise.all(
+      dps.map((dp, r) =>
+        dp.reduceStep(new Map([["w", tf.fill([2, 2], r === 0 ? 4 : 8)]]), r === 0 ? 1 : 2, r === 1, shapes),
+      ),
+    );
     for (const s of steps) {
       assert.deepEqual(s.grads.get("w")!.shape, [2, 2]);
       assert.deepEqual(Array.from(s.grads.get("w")!.dataSync()), [5, 5, 5, 5]); // 4·0.75 + 8·0.25
@@ -45,9 +49,18 @@ test("two ranks: share-weighted sums of gradients and losses, any-rank stop, vot
     assert.deepEqual(await Promise.all(dps.map((dp, r) => dp.reduceValue(r === 0 ? 2 : 6))), [3, 3]);
     assert.deepEqual(await Promise.all(dps.map((dp) => dp.anyRank(false))), [false, false]);
     assert.deepEqual(await Promise.all(dps.map((dp, r) => dp.anyRank(r === 0))), [true, true]);
-    const vars = [0, 1].map((r) => tf.tidy(() => [tf.variable(tf.fill([3], r + 1)), tf.variable(tf.fill([2, 1], 10 * (r + 1)))]));
+    const vars = [0, 1].map((r) =>
+      tf.tidy(() => [tf.variable(tf.fill([3], r + 1)), tf.variable(tf.fill([2, 1], 10 * (r + 1)))]),
+    );
     await Promise.all(dps.map((dp, r) => dp.broadcastWeights(vars[r]!)));
-    for (const vs of vars) assert.deepEqual(vs.map((v) => Array.from(v.dataSync())), [[1, 1, 1], [10, 10]]);
+    for (const vs of vars)
+      assert.deepEqual(
+        vs.map((v) => Array.from(v.dataSync())),
+        [
+          [1, 1, 1],
+          [10, 10],
+        ],
+      );
     tf.dispose(vars.flat());
     assert.equal(tf.memory().numTensors, before);
   } finally {

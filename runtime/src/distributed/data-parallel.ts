@@ -25,7 +25,12 @@ export interface DataParallel {
    * Sum `grads · share`, `loss · share` and the stop flags of all ranks in one collective. Takes ownership of
    * `grads`: with several ranks they are disposed and replaced by new tensors of `shapes` (by name).
    */
-  reduceStep(grads: Map<string, tf.Tensor>, loss: number, stop: boolean, shapes: ReadonlyMap<string, readonly number[]>): Promise<StepReduction>;
+  reduceStep(
+    grads: Map<string, tf.Tensor>,
+    loss: number,
+    stop: boolean,
+    shapes: ReadonlyMap<string, readonly number[]>,
+  ): Promise<StepReduction>;
   /** The global batch's value of a per-rank mean (validation loss). */
   reduceValue(v: number): Promise<number>;
   /** True on every rank when any rank votes true. */
@@ -54,7 +59,12 @@ class GroupDataParallel implements DataParallel {
     return this.group.worldSize;
   }
 
-  async reduceStep(grads: Map<string, tf.Tensor>, loss: number, stop: boolean, shapes: ReadonlyMap<string, readonly number[]>): Promise<StepReduction> {
+  async reduceStep(
+    grads: Map<string, tf.Tensor>,
+    loss: number,
+    stop: boolean,
+    shapes: ReadonlyMap<string, readonly number[]>,
+  ): Promise<StepReduction> {
     if (this.group.worldSize === 1) return { grads, loss, stop };
     // one buffer per step: [grads · share ..., loss · share, stop flag]
     const names = [...grads.keys()];

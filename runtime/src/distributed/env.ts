@@ -52,13 +52,17 @@ export function distributedConfigFromEnv(env: Env = processEnv()): DistributedCo
   const nodeRank = int(env, ENV.nodeRank, 0, 0);
   const nprocPerNode = int(env, ENV.nprocPerNode, 1, 1);
   if (nodeRank >= nnodes) {
-    throw new ConfigError(`node rank ${nodeRank} is not below the node count ${nnodes}`, { field: `environment variable ${ENV.nodeRank}` });
+    throw new ConfigError(`node rank ${nodeRank} is not below the node count ${nnodes}`, {
+      field: `environment variable ${ENV.nodeRank}`,
+    });
   }
   const localRank = int(env, ENV.localRank, 0, 0);
   const worldSize = int(env, ENV.worldSize, nnodes * nprocPerNode, 1);
   const rank = int(env, ENV.rank, nodeRank * nprocPerNode + localRank, 0);
   if (rank >= worldSize) {
-    throw new ConfigError(`rank ${rank} is not below the world size ${worldSize}`, { field: `environment variable ${ENV.rank}` });
+    throw new ConfigError(`rank ${rank} is not below the world size ${worldSize}`, {
+      field: `environment variable ${ENV.rank}`,
+    });
   }
   const masterAddr = envRaw(ENV.torchMasterAddr, env) ?? envRaw(ENV.masterAddr, env) ?? "127.0.0.1";
   const masterPort = int(env, ENV.torchMasterPort, int(env, ENV.masterPort, DEFAULT_MASTER_PORT, 1), 1);
@@ -75,7 +79,9 @@ export function distributedConfigFromEnv(env: Env = processEnv()): DistributedCo
  */
 export function perRankBatchSize(total: number, world: number, rank: number): number {
   if (!Number.isInteger(total) || total < world) {
-    throw new ConfigError(`the global batch size ${total} must be an integer >= the world size ${world}`, { field: "batch size" });
+    throw new ConfigError(`the global batch size ${total} must be an integer >= the world size ${world}`, {
+      field: "batch size",
+    });
   }
   if (!Number.isInteger(rank) || rank < 0 || rank >= world) {
     throw new ConfigError(`rank ${rank} is outside 0..${world - 1}`, { field: "rank" });

@@ -23,9 +23,25 @@ test("visible GPUs: CUDA_VISIBLE_DEVICES wins (up to the first invalid id), else
 });
 
 test("more local ranks than GPUs is a ConfigError on a GPU backend, fine on CPU backends", () => {
-  assert.throws(() => { checkRanksFitGpus(4, "node-gpu", 2, true); }, (e: unknown) => e instanceof ConfigError && /4 local ranks but 2 visible GPUs on the node-gpu backend/.test(e.message) && e.field === "--nproc-per-node");
-  assert.throws(() => { checkRanksFitGpus(2, "node-gpu", 0, false); }, ConfigError);
-  assert.throws(() => { checkRanksFitGpus(3, "auto", 2, true); }, ConfigError, "auto trains on the GPU when one is visible and the GPU build is installed");
+  assert.throws(
+    () => {
+      checkRanksFitGpus(4, "node-gpu", 2, true);
+    },
+    (e: unknown) =>
+      e instanceof ConfigError &&
+      /4 local ranks but 2 visible GPUs on the node-gpu backend/.test(e.message) &&
+      e.field === "--nproc-per-node",
+  );
+  assert.throws(() => {
+    checkRanksFitGpus(2, "node-gpu", 0, false);
+  }, ConfigError);
+  assert.throws(
+    () => {
+      checkRanksFitGpus(3, "auto", 2, true);
+    },
+    ConfigError,
+    "auto trains on the GPU when one is visible and the GPU build is installed",
+  );
   checkRanksFitGpus(2, "node-gpu", 2, true);
   checkRanksFitGpus(4, "auto", 0, true);
   checkRanksFitGpus(4, "auto", 2, false);

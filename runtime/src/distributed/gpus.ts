@@ -11,7 +11,10 @@ import { envRaw, processEnv, type Env } from "../config/settings.js";
 export function visibleGpuCount(env: Env = processEnv(), devDir = "/dev"): number {
   const v = envRaw("CUDA_VISIBLE_DEVICES", env);
   if (v !== undefined) {
-    const ids = v.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    const ids = v
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== "");
     // CUDA stops at the first invalid entry ("-1" hides every device)
     const valid = ids.findIndex((s) => s === "-1" || s.toLowerCase() === "none");
     return valid === -1 ? ids.length : valid;
@@ -32,7 +35,7 @@ export function checkRanksFitGpus(nproc: number, backend: string, gpus: number, 
   if (!onGpu || nproc <= gpus) return;
   throw new ConfigError(
     `${nproc} local ranks but ${gpus} visible GPU${gpus === 1 ? "" : "s"} on the ${backend} backend (one GPU per rank; ` +
-    "check CUDA_VISIBLE_DEVICES and the pod's nvidia.com/gpu limit, or lower the process count)",
+      "check CUDA_VISIBLE_DEVICES and the pod's nvidia.com/gpu limit, or lower the process count)",
     { field: "--nproc-per-node" },
   );
 }

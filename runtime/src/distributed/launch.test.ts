@@ -3,16 +3,32 @@ import { test } from "node:test";
 import { ConfigError } from "../errors.js";
 import { deviceForLocalRank, rankEnv, visibleDevices } from "./launch.js";
 
-const opts = (nproc: number, env: NodeJS.ProcessEnv) => ({ cfg: { nnodes: 2, nodeRank: 1, masterAddr: "m", masterPort: 1 }, nprocPerNode: nproc, command: "x", args: [], env });
+const opts = (nproc: number, env: NodeJS.ProcessEnv) => ({
+  cfg: { nnodes: 2, nodeRank: 1, masterAddr: "m", masterPort: 1 },
+  nprocPerNode: nproc,
+  command: "x",
+  args: [],
+  env,
+});
 
 test("each local rank sees exactly one GPU of those the device plugin exposes", () => {
   // NVIDIA device plugin: the container sees its devices renumbered 0..n-1
-  const byIndex = [0, 1, 2, 3].map((l) => rankEnv(opts(4, { NVIDIA_VISIBLE_DEVICES: "4,5,6,7" }), l).CUDA_VISIBLE_DEVICES);
+  const byIndex = [0, 1, 2, 3].map(
+    (l) => rankEnv(opts(4, { NVIDIA_VISIBLE_DEVICES: "4,5,6,7" }), l).CUDA_VISIBLE_DEVICES,
+  );
   assert.deepEqual(byIndex, ["0", "1", "2", "3"]);
   // UUIDs are passed through (CUDA accepts them)
-  assert.deepEqual([0, 1].map((l) => rankEnv(opts(2, { NVIDIA_VISIBLE_DEVICES: "GPU-a,GPU-b" }), l).CUDA_VISIBLE_DEVICES), ["GPU-a", "GPU-b"]);
+  assert.deepEqual(
+    [0, 1].map((l) => rankEnv(opts(2, { NVIDIA_VISIBLE_DEVICES: "GPU-a,GPU-b" }), l).CUDA_VISIBLE_DEVICES),
+    ["GPU-a", "GPU-b"],
+  );
   // an existing CUDA_VISIBLE_DEVICES wins and is split
-  assert.deepEqual([0, 1].map((l) => rankEnv(opts(2, { CUDA_VISIBLE_DEVICES: "3,1", NVIDIA_VISIBLE_DEVICES: "all" }), l).CUDA_VISIBLE_DEVICES), ["3", "1"]);
+  assert.deepEqual(
+    [0, 1].map(
+      (l) => rankEnv(opts(2, { CUDA_VISIBLE_DEVICES: "3,1", NVIDIA_VISIBLE_DEVICES: "all" }), l).CUDA_VISIBLE_DEVICES,
+    ),
+    ["3", "1"],
+  );
   assert.equal(rankEnv(opts(2, { NVIDIA_VISIBLE_DEVICES: "all" }), 1).CUDA_VISIBLE_DEVICES, "1");
   // the torchrun contract is still there
   const e = rankEnv(opts(4, { NVIDIA_VISIBLE_DEVICES: "0,1,2,3" }), 2);
@@ -26,11 +42,14 @@ test("no GPU environment (CPU) or a single rank: nothing is pinned", () => {
 });
 
 test("fewer visible GPUs than local ranks is a configuration error naming the variables", () => {
-  assert.throws(() => deviceForLocalRank({ NVIDIA_VISIBLE_DEVICES: "0,1" }, 4, 0), (err: unknown) => {
-    assert.ok(err instanceof ConfigError);
-    assert.match(err.message, /4 local ranks need one GPU each, but only 2 are visible/);
-    assert.match(err.message, /CUDA_VISIBLE_DEVICES \/ NVIDIA_VISIBLE_DEVICES/);
-    return true;
-  });
+  assert.throws(
+    () => deviceForLocalRank({ NVIDIA_VISIBLE_DEVICES: "0,1" }, 4, 0),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /4 local ranks need one GPU each, but only 2 are visible/);
+      assert.match(err.message, /CUDA_VISIBLE_DEVICES \/ NVIDIA_VISIBLE_DEVICES/);
+      return true;
+    },
+  );
   assert.throws(() => deviceForLocalRank({ NVIDIA_VISIBLE_DEVICES: "none" }, 2, 0), /only 0 are visible/);
 });

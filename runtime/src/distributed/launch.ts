@@ -27,7 +27,11 @@ export interface LaunchOptions {
  * CUDA accepts them). undefined when neither is set (no GPU: nothing to pin).
  */
 export function visibleDevices(env: Env): string[] | undefined {
-  const list = (v: string): string[] => v.split(",").map((x) => x.trim()).filter((x) => x !== "");
+  const list = (v: string): string[] =>
+    v
+      .split(",")
+      .map((x) => x.trim())
+      .filter((x) => x !== "");
   const cuda = envRaw("CUDA_VISIBLE_DEVICES", env);
   if (cuda !== undefined) return list(cuda);
   const nv = envRaw("NVIDIA_VISIBLE_DEVICES", env);
@@ -42,7 +46,10 @@ export function deviceForLocalRank(env: Env, nprocPerNode: number, localRank: nu
   const devices = visibleDevices(env);
   if (devices === undefined) return envRaw("NVIDIA_VISIBLE_DEVICES", env) === "all" ? String(localRank) : undefined;
   if (devices.length < nprocPerNode) {
-    throw new ConfigError(`${nprocPerNode} local ranks need one GPU each, but only ${devices.length} are visible (${devices.join(",") || "none"}); lower nprocPerNode or request more nvidia.com/gpu`, { field: "CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES" });
+    throw new ConfigError(
+      `${nprocPerNode} local ranks need one GPU each, but only ${devices.length} are visible (${devices.join(",") || "none"}); lower nprocPerNode or request more nvidia.com/gpu`,
+      { field: "CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES" },
+    );
   }
   return devices[localRank];
 }
@@ -92,7 +99,10 @@ export function launchLocalRanks(opts: LaunchOptions): Promise<number> {
         remaining--;
         const failed = code !== 0;
         if (failed && firstFailure === undefined) {
-          firstFailure = code ?? 128 + (signal === null ? 1 : ({ SIGKILL: 9, SIGTERM: 15, SIGINT: 2 } as Record<string, number>)[signal] ?? 1);
+          firstFailure =
+            code ??
+            128 +
+              (signal === null ? 1 : (({ SIGKILL: 9, SIGTERM: 15, SIGINT: 2 } as Record<string, number>)[signal] ?? 1));
           log().error({ localRank: local, code, signal }, "Rank failed; stopping the other ranks");
           stopAll("SIGTERM");
           setTimeout(() => {

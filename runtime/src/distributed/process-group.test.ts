@@ -7,10 +7,14 @@ import { test } from "node:test";
 import { Channel, Tag } from "./channel.js";
 import { connectRingPeer, SingleProcessGroup } from "./process-group.js";
 
-const mac = (token: string, nonce: string, what: string): string => createHmac("sha256", token).update(`${nonce}\n${what}`).digest("hex");
+const mac = (token: string, nonce: string, what: string): string =>
+  createHmac("sha256", token).update(`${nonce}\n${what}`).digest("hex");
 
 /** A ring port that challenges, checks rank 3's hello under `secret` and answers with an ack made under `ackSecret`. */
-async function fakeRingPort(secret: string, ackSecret: string): Promise<{ port: number; hello: Promise<boolean>; close: () => void }> {
+async function fakeRingPort(
+  secret: string,
+  ackSecret: string,
+): Promise<{ port: number; hello: Promise<boolean>; close: () => void }> {
   const server = net.createServer();
   let ch: Channel | undefined;
   const hello = new Promise<boolean>((resolve) => {
@@ -26,7 +30,14 @@ async function fakeRingPort(secret: string, ackSecret: string): Promise<{ port: 
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { port: (server.address() as net.AddressInfo).port, hello, close: () => { ch?.close(); server.close(); } };
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    hello,
+    close: () => {
+      ch?.close();
+      server.close();
+    },
+  };
 }
 
 test("the receiving rank proves itself and accepts a ring peer that knows the secret", async () => {
@@ -43,7 +54,10 @@ test("the receiving rank proves itself and accepts a ring peer that knows the se
 test("a ring peer that does not know the secret is refused before any data is read", async () => {
   const peer = await fakeRingPort("s3cret", "guessed");
   try {
-    await assert.rejects(connectRingPeer("127.0.0.1", peer.port, 3, 2, "s3cret", Date.now() + 10_000, 10_000), /does not know the run's secret; it is not this run's rank 2/);
+    await assert.rejects(
+      connectRingPeer("127.0.0.1", peer.port, 3, 2, "s3cret", Date.now() + 10_000, 10_000),
+      /does not know the run's secret; it is not this run's rank 2/,
+    );
   } finally {
     peer.close();
   }

@@ -84,7 +84,10 @@ export function runSecretFromEnv(env: Env = processEnv()): string {
     if (token === "") throw new Error("empty");
     return token;
   } catch (e) {
-    throw new DistributedError(`cannot read the run's rendezvous secret: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file, field: "SSL3D_RUN_SECRET_FILE" });
+    throw new DistributedError(
+      `cannot read the run's rendezvous secret: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      { file, field: "SSL3D_RUN_SECRET_FILE" },
+    );
   }
 }
 
@@ -165,7 +168,9 @@ class RingProcessGroup implements ProcessGroup {
     // Reduce-scatter: after n-1 steps rank r holds the full sum of chunk r+1. All-gather: circulate the sums.
     for (let s = 0; s < n - 1; s++) steps.push({ out: chunk(r - s), into: chunk(r - s - 1), reduce: true });
     for (let s = 0; s < n - 1; s++) steps.push({ out: chunk(r - s + 1), into: chunk(r - s), reduce: false });
-    const received = steps.map((st) => segments(st.into).map((seg) => handled(this.prev.recvInto(seg, st.reduce, this.timeoutMs))));
+    const received = steps.map((st) =>
+      segments(st.into).map((seg) => handled(this.prev.recvInto(seg, st.reduce, this.timeoutMs))),
+    );
     const sent: Promise<void>[] = [];
     steps.forEach((st, k) => {
       segments(st.out).forEach((seg, j) => {
@@ -258,10 +263,13 @@ class Acceptor {
     const queued = this.queue.shift();
     if (queued !== undefined) return Promise.resolve(queued);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        reject(new DistributedError(`timed out waiting for ${what} to connect`));
-      }, Math.max(0, deadline - Date.now()));
+      const timer = setTimeout(
+        () => {
+          this.waiter = undefined;
+          reject(new DistributedError(`timed out waiting for ${what} to connect`));
+        },
+        Math.max(0, deadline - Date.now()),
+      );
       timer.unref();
       this.waiter = (s) => {
         clearTimeout(timer);
@@ -278,8 +286,16 @@ function normaliseAddress(a: string | undefined): string {
 
 function isHello(v: unknown): v is HelloMsg {
   const o = v as Partial<HelloMsg> | null;
-  return typeof o === "object" && o !== null && typeof o.rank === "number" && typeof o.worldSize === "number" && typeof o.ringPort === "number" &&
-    typeof o.run === "string" && typeof o.attempt === "string" && typeof o.nonce === "string";
+  return (
+    typeof o === "object" &&
+    o !== null &&
+    typeof o.rank === "number" &&
+    typeof o.worldSize === "number" &&
+    typeof o.ringPort === "number" &&
+    typeof o.run === "string" &&
+    typeof o.attempt === "string" &&
+    typeof o.nonce === "string"
+  );
 }
 
 type Table = { host: string | null; port: number }[];
@@ -293,7 +309,11 @@ function newNonce(): string {
  * for a stranger (wrong or missing secret, a straggler of another run or attempt, silence), which is dropped
  * without disturbing the rendezvous.
  */
-async function admitJoiner(s: net.Socket, identity: Identity, worldSize: number): Promise<{ ch: Channel; hello: HelloMsg; host: string } | undefined> {
+async function admitJoiner(
+  s: net.Socket,
+  identity: Identity,
+  worldSize: number,
+): Promise<{ ch: Channel; hello: HelloMsg; host: string } | undefined> {
   const host = normaliseAddress(s.remoteAddress);
   const ch = Channel.over(s, `a joining rank (${host})`);
   ch.maxFrame = HANDSHAKE_FRAME;
@@ -302,7 +322,10 @@ async function admitJoiner(s: net.Socket, identity: Identity, worldSize: number)
     await ch.sendJson(Tag.Challenge, { nonce });
     const hello = await ch.recvJson(Tag.Hello, HANDSHAKE_MS);
     if (!isHello(hello) || !macOk(identity.token ?? "", nonce, helloText(hello), hello.mac)) {
-      log().warn({ peer: host }, "Refused a connection to the rendezvous port: it did not prove it knows the run's secret");
+      log().warn(
+        { peer: host },
+        "Refused a connection to the rendezvous port: it did not prove it knows the run's secret",
+      );
       ch.close();
       return undefined;
     }
@@ -311,27 +334,41 @@ async function admitJoiner(s: net.Socket, identity: Identity, worldSize: number)
       return undefined;
     }
     if (hello.worldSize !== worldSize) {
-      throw new DistributedError(`rank ${hello.rank} believes the world size is ${hello.worldSize}, rank 0 believes ${worldSize}`);
+      throw new DistributedError(
+        `rank ${hello.rank} believes the world size is ${hello.worldSize}, rank 0 believes ${worldSize}`,
+      );
     }
     ch.maxFrame = Number.POSITIVE_INFINITY;
     return { ch, hello, host };
   } catch (e) {
     if (e instanceof DistributedError && /world size/.test(e.message)) throw e;
-    log().warn({ peer: host, err: (e as Error).message }, "Dropped a connection to the rendezvous port during the handshake");
+    log().warn(
+      { peer: host, err: (e as Error).message },
+      "Dropped a connection to the rendezvous port during the handshake",
+    );
     ch.close();
     return undefined;
   }
 }
 
 /** Rank 0: admit authenticated ranks 1..N-1 (every connection is handled on its own; strangers are dropped), send the table. */
-async function rendezvousAsRank0(cfg: { masterPort: number }, worldSize: number, ringPort: number, identity: Identity, deadline: number): Promise<Table> {
+async function rendezvousAsRank0(
+  cfg: { masterPort: number },
+  worldSize: number,
+  ringPort: number,
+  identity: Identity,
+  deadline: number,
+): Promise<Table> {
   const control = net.createServer();
   const peers = new Map<number, { ch: Channel; host: string; port: number; nonce: string }>();
   const accepted = new Set<net.Socket>();
   const complete = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(new DistributedError(`timed out waiting for ${worldSize - 1 - peers.size} more rank(s) to connect`));
-    }, Math.max(0, deadline - Date.now()));
+    const timer = setTimeout(
+      () => {
+        reject(new DistributedError(`timed out waiting for ${worldSize - 1 - peers.size} more rank(s) to connect`));
+      },
+      Math.max(0, deadline - Date.now()),
+    );
     timer.unref();
     control.on("connection", (s: net.Socket) => {
       if (peers.size >= worldSize - 1) {
@@ -372,7 +409,11 @@ async function rendezvousAsRank0(cfg: { masterPort: number }, worldSize: number,
       table.push({ host: p.host, port: p.port });
     }
     const text = JSON.stringify(table);
-    await Promise.all([...peers.values()].map((p) => p.ch.sendJson(Tag.Table, { table, mac: mac(identity.token ?? "", p.nonce, text) })));
+    await Promise.all(
+      [...peers.values()].map((p) =>
+        p.ch.sendJson(Tag.Table, { table, mac: mac(identity.token ?? "", p.nonce, text) }),
+      ),
+    );
     return table;
   } finally {
     for (const p of peers.values()) p.ch.close();
@@ -382,16 +423,31 @@ async function rendezvousAsRank0(cfg: { masterPort: number }, worldSize: number,
 }
 
 /** Ranks 1..N-1: answer rank 0's challenge, check that the table comes from someone who knows the secret. */
-async function rendezvousAsJoiner(cfg: { masterAddr: string; masterPort: number; timeoutMs: number }, rank: number, worldSize: number, ringPort: number, identity: Identity, deadline: number): Promise<Table> {
+async function rendezvousAsJoiner(
+  cfg: { masterAddr: string; masterPort: number; timeoutMs: number },
+  rank: number,
+  worldSize: number,
+  ringPort: number,
+  identity: Identity,
+  deadline: number,
+): Promise<Table> {
   const ch = await connectWithRetry(cfg.masterAddr, cfg.masterPort, deadline, "rank 0");
   try {
     const challenge = (await ch.recvJson(Tag.Challenge, cfg.timeoutMs)) as { nonce?: unknown };
     if (typeof challenge.nonce !== "string") throw new DistributedError("protocol error: rank 0 sent no challenge");
     const base = { rank, worldSize, ringPort, run: identity.run, attempt: identity.attempt, nonce: newNonce() };
-    await ch.sendJson(Tag.Hello, { ...base, mac: mac(identity.token ?? "", challenge.nonce, helloText(base)) } satisfies HelloMsg);
+    await ch.sendJson(Tag.Hello, {
+      ...base,
+      mac: mac(identity.token ?? "", challenge.nonce, helloText(base)),
+    } satisfies HelloMsg);
     const reply = (await ch.recvJson(Tag.Table, cfg.timeoutMs)) as { table?: Table; mac?: unknown };
-    if (!Array.isArray(reply.table) || !macOk(identity.token ?? "", base.nonce, JSON.stringify(reply.table), reply.mac)) {
-      throw new DistributedError(`the process at ${cfg.masterAddr}:${cfg.masterPort} does not know the run's secret; it is not this run's rank 0`);
+    if (
+      !Array.isArray(reply.table) ||
+      !macOk(identity.token ?? "", base.nonce, JSON.stringify(reply.table), reply.mac)
+    ) {
+      throw new DistributedError(
+        `the process at ${cfg.masterAddr}:${cfg.masterPort} does not know the run's secret; it is not this run's rank 0`,
+      );
     }
     return reply.table;
   } finally {
@@ -403,7 +459,13 @@ async function rendezvousAsJoiner(cfg: { masterAddr: string; masterPort: number;
  * The ring's sending side: the first connection that proves it is `nextRank` of this run (strangers are dropped);
  * it is answered with this rank's own proof, so the receiver knows whose data it reads.
  */
-async function acceptRingPeer(acceptor: Acceptor, rank: number, nextRank: number, token: string, deadline: number): Promise<Channel> {
+async function acceptRingPeer(
+  acceptor: Acceptor,
+  rank: number,
+  nextRank: number,
+  token: string,
+  deadline: number,
+): Promise<Channel> {
   for (;;) {
     const s = await acceptor.next(deadline, `rank ${nextRank}`);
     const host = normaliseAddress(s.remoteAddress);
@@ -412,13 +474,20 @@ async function acceptRingPeer(acceptor: Acceptor, rank: number, nextRank: number
     try {
       const nonce = newNonce();
       await ch.sendJson(Tag.Challenge, { nonce });
-      const ph = (await ch.recvJson(Tag.RingHello, Math.min(HANDSHAKE_MS, Math.max(1, deadline - Date.now())))) as { rank?: unknown; nonce?: unknown; mac?: unknown };
+      const ph = (await ch.recvJson(Tag.RingHello, Math.min(HANDSHAKE_MS, Math.max(1, deadline - Date.now())))) as {
+        rank?: unknown;
+        nonce?: unknown;
+        mac?: unknown;
+      };
       if (ph.rank === nextRank && typeof ph.nonce === "string" && macOk(token, nonce, `ring ${nextRank}`, ph.mac)) {
         await ch.sendJson(Tag.RingAck, { mac: mac(token, ph.nonce, `ring-ack ${rank}`) });
         ch.maxFrame = Number.POSITIVE_INFINITY;
         return ch;
       }
-      log().warn({ peer: host, claimed: ph.rank }, "Refused a ring connection: not the expected rank or without the run's secret");
+      log().warn(
+        { peer: host, claimed: ph.rank },
+        "Refused a ring connection: not the expected rank or without the run's secret",
+      );
     } catch (e) {
       log().warn({ peer: host, err: (e as Error).message }, "Dropped a ring connection during the handshake");
     }
@@ -427,16 +496,27 @@ async function acceptRingPeer(acceptor: Acceptor, rank: number, nextRank: number
 }
 
 /** The ring's receiving side: connect to `prevRank`'s ring port, prove this rank, check prev's proof (exported for tests). */
-export async function connectRingPeer(host: string, port: number, rank: number, prevRank: number, token: string, deadline: number, timeoutMs: number): Promise<Channel> {
+export async function connectRingPeer(
+  host: string,
+  port: number,
+  rank: number,
+  prevRank: number,
+  token: string,
+  deadline: number,
+  timeoutMs: number,
+): Promise<Channel> {
   const prev = await connectWithRetry(host, port, deadline, `rank ${prevRank}`);
   const challenge = (await prev.recvJson(Tag.Challenge, timeoutMs)) as { nonce?: unknown };
-  if (typeof challenge.nonce !== "string") throw new DistributedError(`protocol error: rank ${prevRank} sent no challenge`);
+  if (typeof challenge.nonce !== "string")
+    throw new DistributedError(`protocol error: rank ${prevRank} sent no challenge`);
   const nonce = newNonce();
   await prev.sendJson(Tag.RingHello, { rank, nonce, mac: mac(token, challenge.nonce, `ring ${rank}`) });
   const ack = (await prev.recvJson(Tag.RingAck, timeoutMs)) as { mac?: unknown };
   if (!macOk(token, nonce, `ring-ack ${prevRank}`, ack.mac)) {
     prev.close();
-    throw new DistributedError(`the process at ${host}:${port} does not know the run's secret; it is not this run's rank ${prevRank}`);
+    throw new DistributedError(
+      `the process at ${host}:${port} does not know the run's secret; it is not this run's rank ${prevRank}`,
+    );
   }
   return prev;
 }
@@ -448,7 +528,11 @@ export async function connectRingPeer(host: string, port: number, rank: number, 
  */
 export async function initProcessGroup(
   cfg: Pick<DistributedConfig, "rank" | "worldSize" | "masterAddr" | "masterPort" | "timeoutMs">,
-  identity: Identity = { run: envString("SSL3D_RUN") ?? "", attempt: envString("SSL3D_ATTEMPT") ?? "", token: runSecretFromEnv() },
+  identity: Identity = {
+    run: envString("SSL3D_RUN") ?? "",
+    attempt: envString("SSL3D_ATTEMPT") ?? "",
+    token: runSecretFromEnv(),
+  },
 ): Promise<ProcessGroup> {
   if (cfg.worldSize === 1) return new SingleProcessGroup();
   const { rank, worldSize, timeoutMs } = cfg;
@@ -464,10 +548,21 @@ export async function initProcessGroup(
   // Awaited below; this handler only keeps an early failure elsewhere from leaving it unhandled.
   nextChannel.catch(() => undefined);
   try {
-    const table = rank === 0 ? await rendezvousAsRank0(cfg, worldSize, ringPort, identity, deadline) : await rendezvousAsJoiner(cfg, rank, worldSize, ringPort, identity, deadline);
+    const table =
+      rank === 0
+        ? await rendezvousAsRank0(cfg, worldSize, ringPort, identity, deadline)
+        : await rendezvousAsJoiner(cfg, rank, worldSize, ringPort, identity, deadline);
     const prevEntry = table[prevRank];
     if (prevEntry === undefined) throw new DistributedError(`protocol error: no endpoint for rank ${prevRank}`);
-    const prev = await connectRingPeer(prevEntry.host ?? cfg.masterAddr, prevEntry.port, rank, prevRank, token, deadline, timeoutMs);
+    const prev = await connectRingPeer(
+      prevEntry.host ?? cfg.masterAddr,
+      prevEntry.port,
+      rank,
+      prevRank,
+      token,
+      deadline,
+      timeoutMs,
+    );
     const next = await nextChannel;
     const group = new RingProcessGroup(rank, worldSize, next, prev, timeoutMs);
     await group.barrier();

@@ -22,7 +22,10 @@ export interface AtomicOptions {
 const TEMP_RE = /\.tmp-\d+-[0-9a-f]{8}$/;
 
 export function tempPathFor(target: string): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  return path.join(
+    path.dirname(target),
+    `.${path.basename(target)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`,
+  );
 }
 
 /** True for the temporary names `tempPathFor(dir/<name>)` produces, for one of `names`. */
@@ -61,7 +64,8 @@ export function mkdirpSync(dir: string): void {
     mkdirSync(dir, { recursive: true });
     return;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fileSystemError(err, dir, "cannot create the folder") ?? err;
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+      throw fileSystemError(err, dir, "cannot create the folder") ?? err;
   }
   const missing: string[] = [];
   for (let d = path.resolve(dir); !existsSync(d); d = path.dirname(d)) missing.unshift(d);
@@ -69,7 +73,8 @@ export function mkdirpSync(dir: string): void {
     try {
       mkdirSync(d);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw fileSystemError(err, d, "cannot create the folder") ?? err;
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST")
+        throw fileSystemError(err, d, "cannot create the folder") ?? err;
     }
   }
 }
@@ -95,10 +100,16 @@ async function checkReplaceable(target: string): Promise<void> {
     return;
   }
   if (st.isFile() || st.isSymbolicLink()) return;
-  throw new ConfigError(`is ${fileKind(st)}, not a regular file: refusing to replace it with the output`, { file: target });
+  throw new ConfigError(`is ${fileKind(st)}, not a regular file: refusing to replace it with the output`, {
+    file: target,
+  });
 }
 
-export async function writeFileAtomic(target: string, data: string | Uint8Array, opts: AtomicOptions = {}): Promise<void> {
+export async function writeFileAtomic(
+  target: string,
+  data: string | Uint8Array,
+  opts: AtomicOptions = {},
+): Promise<void> {
   if (opts.root !== undefined) assertInsideReal(opts.root, target);
   await checkReplaceable(target);
   const tmp = tempPathFor(target);
@@ -119,7 +130,12 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array,
   await fsyncDir(path.dirname(target));
 }
 
-export async function writeJsonAtomic(target: string, value: unknown, indent = 2, opts: AtomicOptions = {}): Promise<void> {
+export async function writeJsonAtomic(
+  target: string,
+  value: unknown,
+  indent = 2,
+  opts: AtomicOptions = {},
+): Promise<void> {
   await writeFileAtomic(target, JSON.stringify(value, null, indent) + "\n", opts);
 }
 
@@ -127,7 +143,10 @@ export async function writeJsonAtomic(target: string, value: unknown, indent = 2
  * Atomically replace a whole directory: the caller fills `tmpDir` (returned), then `commit()` renames it over
  * `target`. Used for multi-file outputs such as a Zarr array.
  */
-export async function prepareDirAtomic(target: string, opts: AtomicOptions = {}): Promise<{ tmpDir: string; commit: () => Promise<void>; abort: () => Promise<void> }> {
+export async function prepareDirAtomic(
+  target: string,
+  opts: AtomicOptions = {},
+): Promise<{ tmpDir: string; commit: () => Promise<void>; abort: () => Promise<void> }> {
   if (opts.root !== undefined) assertInsideReal(opts.root, target);
   const tmpDir = tempPathFor(target);
   try {

@@ -33,11 +33,24 @@ export async function readCollection(file: string, opts: CollectionIoOptions = {
   const env = opts.env ?? processEnv();
   let text: string;
   try {
-    text = (await readRegularFile(file, { what: "collection file", maxBytes: limit("documentBytes", env), maxBytesEnv: LIMITS.documentBytes.env })).toString("utf8");
+    text = (
+      await readRegularFile(file, {
+        what: "collection file",
+        maxBytes: limit("documentBytes", env),
+        maxBytesEnv: LIMITS.documentBytes.env,
+      })
+    ).toString("utf8");
   } catch (err) {
     if (err instanceof Ssl3dError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    throw new ConfigError(code === "ENOENT" ? "collection file not found" : code === "EISDIR" ? "is a directory, expected pretrain_data.json" : `cannot read collection file (${code ?? String(err)})`, { file, cause: err });
+    throw new ConfigError(
+      code === "ENOENT"
+        ? "collection file not found"
+        : code === "EISDIR"
+          ? "is a directory, expected pretrain_data.json"
+          : `cannot read collection file (${code ?? String(err)})`,
+      { file, cause: err },
+    );
   }
   // strict: duplicate keys, "__proto__" keys and excessive nesting are errors naming the JSON path
   const doc = parseStrictJson(text, { file, pythonSpecials: true });

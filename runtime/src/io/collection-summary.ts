@@ -25,7 +25,11 @@ export interface CollectionSummary {
 function canonical(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(canonical);
   if (v !== null && typeof v === "object") {
-    return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]));
+    return Object.fromEntries(
+      Object.keys(v)
+        .sort()
+        .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+    );
   }
   return v;
 }
@@ -35,7 +39,10 @@ async function sizeOf(file: string): Promise<number> {
     return (await fs.stat(file)).size;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new DataError(code === "ENOENT" ? "file referenced by the collection not found" : `cannot stat file (${code ?? String(err)})`, { file, cause: err });
+    throw new DataError(
+      code === "ENOENT" ? "file referenced by the collection not found" : `cannot stat file (${code ?? String(err)})`,
+      { file, cause: err },
+    );
   }
 }
 

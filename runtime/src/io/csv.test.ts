@@ -12,7 +12,10 @@ test("quoted fields, doubled quotes, embedded separators and newlines, CRLF, BOM
 });
 
 test("malformed CSV names the file and row", () => {
-  assert.throws(() => parseCsv("a,b\n1,2,3\n", "f.csv"), (e: unknown) => e instanceof ConfigError && /f\.csv: row 2 has 3 fields/.test(e.message));
+  assert.throws(
+    () => parseCsv("a,b\n1,2,3\n", "f.csv"),
+    (e: unknown) => e instanceof ConfigError && /f\.csv: row 2 has 3 fields/.test(e.message),
+  );
   assert.throws(() => parseCsv('a\n"open\n', "f.csv"), /unterminated/);
   assert.throws(() => parseCsv("", "f.csv"), /empty CSV/);
 });

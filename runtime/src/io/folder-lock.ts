@@ -72,7 +72,10 @@ export function staleSeconds(env: Env = processEnv()): number {
   const v = envString("SSL3D_LOCK_STALE_SECONDS", env);
   if (v === undefined) return 60;
   const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`SSL3D_LOCK_STALE_SECONDS must be a positive number of seconds, got "${v}"`, { field: "SSL3D_LOCK_STALE_SECONDS" });
+  if (!Number.isFinite(n) || n <= 0)
+    throw new ConfigError(`SSL3D_LOCK_STALE_SECONDS must be a positive number of seconds, got "${v}"`, {
+      field: "SSL3D_LOCK_STALE_SECONDS",
+    });
   return n;
 }
 
@@ -117,7 +120,10 @@ function removeIfOurs(file: string, token: string): void {
 
 function busy(dir: string, file: string, h: LockInfo): EnvironmentError {
   const where = h.host === hostname() ? `pid ${h.pid}` : `pid ${h.pid} on host ${h.host}`;
-  return new EnvironmentError(`folder is in use by ${h.owner} (${where}, since ${h.since}); wait for it to finish or stop it (lock file ${path.basename(file)})`, { file: dir });
+  return new EnvironmentError(
+    `folder is in use by ${h.owner} (${where}, since ${h.since}); wait for it to finish or stop it (lock file ${path.basename(file)})`,
+    { file: dir },
+  );
 }
 
 function tryCreate(file: string, info: LockInfo): boolean {
@@ -142,7 +148,12 @@ export function lockFolder(dir: string, opts: LockOptions): FolderLock {
   const mine = held.get(file);
   if (mine !== undefined) {
     mine.count++;
-    return { file, release: () => { release(file); } };
+    return {
+      file,
+      release: () => {
+        release(file);
+      },
+    };
   }
   if (opts.conflictsWith !== undefined) {
     for (const n of readdirSync(dir)) {
@@ -153,7 +164,14 @@ export function lockFolder(dir: string, opts: LockOptions): FolderLock {
       if (h !== undefined) throw busy(dir, other, h);
     }
   }
-  const info: LockInfo = { pid: process.pid, start: processStartTime(process.pid), host: hostname(), owner: opts.owner, since: new Date().toISOString(), token: randomBytes(8).toString("hex") };
+  const info: LockInfo = {
+    pid: process.pid,
+    start: processStartTime(process.pid),
+    host: hostname(),
+    owner: opts.owner,
+    since: new Date().toISOString(),
+    token: randomBytes(8).toString("hex"),
+  };
   for (let attempt = 0; !tryCreate(file, info); attempt++) {
     const h = liveHolder(file, env);
     if (h !== undefined || attempt >= 3) throw busy(dir, file, h ?? info);
@@ -171,7 +189,12 @@ export function lockFolder(dir: string, opts: LockOptions): FolderLock {
   timer.unref();
   held.set(file, { info, count: 1, timer });
   releaseAllOnExit();
-  return { file, release: () => { release(file); } };
+  return {
+    file,
+    release: () => {
+      release(file);
+    },
+  };
 }
 
 function release(file: string): void {

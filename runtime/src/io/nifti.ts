@@ -52,7 +52,14 @@ const UNSUPPORTED: ReadonlyMap<number, string> = new Map([
 ]);
 
 const CODE_OF: Readonly<Record<NiftiDatatypeName, number>> = {
-  uint8: 2, int16: 4, int32: 8, float32: 16, float64: 64, int8: 256, uint16: 512, uint32: 768,
+  uint8: 2,
+  int16: 4,
+  int32: 8,
+  float32: 16,
+  float64: 64,
+  int8: 256,
+  uint16: 512,
+  uint32: 768,
 };
 
 /**
@@ -101,26 +108,39 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
   const fail = (msg: string, field?: string): never => {
     throw new DataError(msg, { file, field });
   };
-  if (bytes.byteLength < N1_SIZE) fail(`file too short for a NIfTI header (${bytes.byteLength} bytes, need at least ${N1_SIZE})`);
+  if (bytes.byteLength < N1_SIZE)
+    fail(`file too short for a NIfTI header (${bytes.byteLength} bytes, need at least ${N1_SIZE})`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const sizeLE = dv.getInt32(0, true);
   const sizeBE = dv.getInt32(0, false);
   let version: 1 | 2;
   let le: boolean;
-  if (sizeLE === N1_SIZE || sizeBE === N1_SIZE) { version = 1; le = sizeLE === N1_SIZE; }
-  else if (sizeLE === N2_SIZE || sizeBE === N2_SIZE) { version = 2; le = sizeLE === N2_SIZE; }
-  else return fail(`not a NIfTI file: sizeof_hdr is ${sizeLE}, expected 348 (NIfTI-1) or 540 (NIfTI-2)`, "sizeof_hdr");
-  if (version === 2 && bytes.byteLength < N2_SIZE) fail(`file too short for a NIfTI-2 header (${bytes.byteLength} bytes, need ${N2_SIZE})`);
+  if (sizeLE === N1_SIZE || sizeBE === N1_SIZE) {
+    version = 1;
+    le = sizeLE === N1_SIZE;
+  } else if (sizeLE === N2_SIZE || sizeBE === N2_SIZE) {
+    version = 2;
+    le = sizeLE === N2_SIZE;
+  } else
+    return fail(`not a NIfTI file: sizeof_hdr is ${sizeLE}, expected 348 (NIfTI-1) or 540 (NIfTI-2)`, "sizeof_hdr");
+  if (version === 2 && bytes.byteLength < N2_SIZE)
+    fail(`file too short for a NIfTI-2 header (${bytes.byteLength} bytes, need ${N2_SIZE})`);
 
   const magicAt = version === 1 ? 344 : 4;
   const magic = String.fromCharCode(bytes[magicAt]!, bytes[magicAt + 1]!, bytes[magicAt + 2]!);
   const want = version === 1 ? "n+1" : "n+2";
   if (magic === "ni1" || magic === "ni2") {
-    fail(`header of an Analyze-style .hdr/.img pair (magic "${magic}"); only single-file .nii/.nii.gz is supported — convert it first (e.g. nibabel: nib.save(nib.load(f), "x.nii.gz"))`, "magic");
+    fail(
+      `header of an Analyze-style .hdr/.img pair (magic "${magic}"); only single-file .nii/.nii.gz is supported — convert it first (e.g. nibabel: nib.save(nib.load(f), "x.nii.gz"))`,
+      "magic",
+    );
   }
   if (magic !== want || bytes[magicAt + 3] !== 0) {
     const shown = JSON.stringify(String.fromCharCode(...bytes.subarray(magicAt, magicAt + 4)));
-    fail(`bad magic ${shown}, expected "${want}\\0"${version === 1 && magic.trim() === "" ? " (an Analyze 7.5 header? not supported)" : ""}`, "magic");
+    fail(
+      `bad magic ${shown}, expected "${want}\\0"${version === 1 && magic.trim() === "" ? " (an Analyze 7.5 header? not supported)" : ""}`,
+      "magic",
+    );
   }
 
   // Field extraction with nifti-reader-js (it needs an ArrayBuffer holding just the header).
@@ -144,7 +164,8 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
   }
   const checkLimits = opts.limits !== false;
   for (let i = 5; i <= ndim && checkLimits; i++) {
-    if (dim[i]! > 1) fail(`dim[${i}] is ${dim[i]}: 5-D and higher images are not supported (see docs/nifti.md)`, `dim[${i}]`);
+    if (dim[i]! > 1)
+      fail(`dim[${i}] is ${dim[i]}: 5-D and higher images are not supported (see docs/nifti.md)`, `dim[${i}]`);
   }
   const size = (i: number): number => (i <= ndim ? dim[i]! : 1);
   const shape: Vec3 = [size(1), size(2), size(3)];
@@ -152,10 +173,17 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
   const voxels = shape[0] * shape[1] * shape[2] * channels;
   if (checkLimits) {
     const maxChannels = opts.maxChannels ?? limit("channels");
-    if (channels > maxChannels) fail(`dim[4] is ${channels}: more than ${maxChannels} volumes in the 4th dimension (limit SSL3D_MAX_CHANNELS; split the series first)`, "dim[4]");
+    if (channels > maxChannels)
+      fail(
+        `dim[4] is ${channels}: more than ${maxChannels} volumes in the 4th dimension (limit SSL3D_MAX_CHANNELS; split the series first)`,
+        "dim[4]",
+      );
     const maxVoxels = opts.maxVoxels ?? limit("voxels");
     if (voxels > maxVoxels) {
-      fail(`header claims ${dim.slice(1, ndim + 1).join("x")} = ${voxels.toExponential(2)} voxels, above the limit of ${maxVoxels} (SSL3D_MAX_VOXELS)`, "dim");
+      fail(
+        `header claims ${dim.slice(1, ndim + 1).join("x")} = ${voxels.toExponential(2)} voxels, above the limit of ${maxVoxels} (SSL3D_MAX_VOXELS)`,
+        "dim",
+      );
     }
   }
 
@@ -163,9 +191,12 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
   const dt = DATATYPES.get(code);
   if (dt === undefined) {
     const known = UNSUPPORTED.get(code);
-    fail(known !== undefined
-      ? `datatype ${known} (code ${code}) is not supported; supported: ${[...DATATYPES.values()].map((d) => d.name).join(", ")}`
-      : `unknown datatype code ${code}`, "datatype");
+    fail(
+      known !== undefined
+        ? `datatype ${known} (code ${code}) is not supported; supported: ${[...DATATYPES.values()].map((d) => d.name).join(", ")}`
+        : `unknown datatype code ${code}`,
+      "datatype",
+    );
   }
   const { name: datatype, bytes: bytesPerVoxel } = dt!;
 
@@ -174,7 +205,11 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
     const p = pixdim[i]!;
     if (!Number.isFinite(p)) fail(`pixdim[${i}] is ${p}`, `pixdim[${i}]`);
     if (p === 0 && i <= ndim) fail(`pixdim[${i}] is 0 (voxel spacing must be non-zero)`, `pixdim[${i}]`);
-    if (p !== 0 && Math.abs(p) < MIN_SPACING) fail(`pixdim[${i}] is ${p}: near-zero voxel spacing (below ${MIN_SPACING} mm; resampling would give an empty image)`, `pixdim[${i}]`);
+    if (p !== 0 && Math.abs(p) < MIN_SPACING)
+      fail(
+        `pixdim[${i}] is ${p}: near-zero voxel spacing (below ${MIN_SPACING} mm; resampling would give an empty image)`,
+        `pixdim[${i}]`,
+      );
   }
   const zoom = (i: number): number => (pixdim[i] === 0 ? 1 : Math.abs(pixdim[i]!));
   const spacing: Vec3 = [zoom(1), zoom(2), zoom(3)];
@@ -186,11 +221,16 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
   }
   if (checkLimits) {
     const maxVoxOffset = opts.maxVoxOffset ?? limit("voxOffset");
-    if (voxOffset > maxVoxOffset) fail(`vox_offset is ${voxOffset}: more than ${maxVoxOffset} bytes of header and extensions before the voxel data (limit SSL3D_MAX_VOX_OFFSET)`, "vox_offset");
+    if (voxOffset > maxVoxOffset)
+      fail(
+        `vox_offset is ${voxOffset}: more than ${maxVoxOffset} bytes of header and extensions before the voxel data (limit SSL3D_MAX_VOX_OFFSET)`,
+        "vox_offset",
+      );
   }
 
   let scaling: NiftiHeader["scaling"];
-  const slope = h.scl_slope, inter = h.scl_inter;
+  const slope = h.scl_slope,
+    inter = h.scl_inter;
   if (Number.isFinite(slope) && slope !== 0) {
     if (!Number.isFinite(inter)) fail(`scl_inter is ${inter} with a valid scl_slope ${slope}`, "scl_inter");
     if (slope !== 1 || inter !== 0) scaling = { slope, inter };
@@ -198,33 +238,66 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
 
   const { affine, source } = bestAffine(dv, le, version, h, shape, spacing, pixdim, ndim, file);
   return {
-    version, littleEndian: le, dim, shape, channels, datatype, bytesPerVoxel, spacing, affine, affineSource: source,
-    voxOffset, scaling, dataBytes: dim.slice(1, ndim + 1).reduce((a, b) => a * b, 1) * bytesPerVoxel,
+    version,
+    littleEndian: le,
+    dim,
+    shape,
+    channels,
+    datatype,
+    bytesPerVoxel,
+    spacing,
+    affine,
+    affineSource: source,
+    voxOffset,
+    scaling,
+    dataBytes: dim.slice(1, ndim + 1).reduce((a, b) => a * b, 1) * bytesPerVoxel,
   };
 }
 
 function bestAffine(
-  dv: DataView, le: boolean, version: 1 | 2, h: NIFTI1 | NIFTI2, shape: Vec3, spacing: Vec3, pixdim: readonly number[], ndim: number, file: string,
+  dv: DataView,
+  le: boolean,
+  version: 1 | 2,
+  h: NIFTI1 | NIFTI2,
+  shape: Vec3,
+  spacing: Vec3,
+  pixdim: readonly number[],
+  ndim: number,
+  file: string,
 ): { affine: Mat4; source: NiftiHeader["affineSource"] } {
-  const sformCode = h.sform_code, qformCode = h.qform_code;
+  const sformCode = h.sform_code,
+    qformCode = h.qform_code;
   if (sformCode > 0) {
     const a: number[] = [];
-    for (let i = 0; i < 12; i++) a.push(version === 1 ? dv.getFloat32(280 + 4 * i, le) : dv.getFloat64(400 + 8 * i, le));
+    for (let i = 0; i < 12; i++)
+      a.push(version === 1 ? dv.getFloat32(280 + 4 * i, le) : dv.getFloat64(400 + 8 * i, le));
     a.push(0, 0, 0, 1);
     const bad = a.findIndex((v) => !Number.isFinite(v));
-    if (bad >= 0) throw new DataError(`srow_${"xyz"[Math.floor(bad / 4)]}[${bad % 4}] is ${a[bad]} (sform_code ${sformCode})`, { file, field: "srow" });
+    if (bad >= 0)
+      throw new DataError(`srow_${"xyz"[Math.floor(bad / 4)]}[${bad % 4}] is ${a[bad]} (sform_code ${sformCode})`, {
+        file,
+        field: "srow",
+      });
     return { affine: a, source: "sform" };
   }
   if (qformCode > 0) {
-    const b = h.quatern_b, c = h.quatern_c, d = h.quatern_d;
-    const qx = h.qoffset_x, qy = h.qoffset_y;
+    const b = h.quatern_b,
+      c = h.quatern_c,
+      d = h.quatern_d;
+    const qx = h.qoffset_x,
+      qy = h.qoffset_y;
     const qz = h.qoffset_z;
     const vals = [b, c, d, qx, qy, qz];
-    if (vals.some((v) => !Number.isFinite(v))) throw new DataError(`non-finite quaternion or qoffset (qform_code ${qformCode})`, { file, field: "quatern" });
+    if (vals.some((v) => !Number.isFinite(v)))
+      throw new DataError(`non-finite quaternion or qoffset (qform_code ${qformCode})`, { file, field: "quatern" });
     let w2 = 1 - (b * b + c * c + d * d);
     // nibabel's tolerance for float32 round-off: -3 * eps(float32)
     if (w2 < 0) {
-      if (w2 < -3 * 1.1920929e-7) throw new DataError(`invalid qform quaternion (b²+c²+d² = ${(1 - w2).toFixed(6)} > 1)`, { file, field: "quatern" });
+      if (w2 < -3 * 1.1920929e-7)
+        throw new DataError(`invalid qform quaternion (b²+c²+d² = ${(1 - w2).toFixed(6)} > 1)`, {
+          file,
+          field: "quatern",
+        });
       w2 = 0;
     }
     const a = Math.sqrt(w2);
@@ -260,7 +333,10 @@ const HEADER_PREFIX = 544; // enough for either header version (+4 extension byt
 
 function checkName(file: string): void {
   if (/\.(hdr|img)(\.gz)?$/i.test(file)) {
-    throw new DataError("Analyze-style .hdr/.img pairs are not supported; convert to a single .nii/.nii.gz (e.g. nibabel: nib.save(nib.load(f), \"x.nii.gz\"))", { file });
+    throw new DataError(
+      'Analyze-style .hdr/.img pairs are not supported; convert to a single .nii/.nii.gz (e.g. nibabel: nib.save(nib.load(f), "x.nii.gz"))',
+      { file },
+    );
   }
 }
 
@@ -270,7 +346,10 @@ async function statFile(file: string): Promise<number> {
     st = await fs.stat(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new DataError(code === "ENOENT" ? "file not found" : `cannot read file (${code ?? String(err)})`, { file, cause: err });
+    throw new DataError(code === "ENOENT" ? "file not found" : `cannot read file (${code ?? String(err)})`, {
+      file,
+      cause: err,
+    });
   }
   if (st.isDirectory()) throw new DataError("is a directory, expected a .nii or .nii.gz file", { file });
   // a FIFO or a device would block or never end (/dev/zero reports size 0, a pipe blocks its reader)
@@ -299,7 +378,12 @@ interface RawNifti {
 function gzipError(err: unknown, file: string): DataError {
   const e = err as NodeJS.ErrnoException;
   const truncated = e.code === "Z_BUF_ERROR" || /unexpected end of file/i.test(e.message);
-  return new DataError(truncated ? "truncated gzip stream (file ends before the compressed data does)" : `corrupt gzip stream (${e.message})`, { file, cause: err });
+  return new DataError(
+    truncated
+      ? "truncated gzip stream (file ends before the compressed data does)"
+      : `corrupt gzip stream (${e.message})`,
+    { file, cause: err },
+  );
 }
 
 function shortData(file: string, h: NiftiHeader, have: number, what: string): DataError {
@@ -344,7 +428,11 @@ async function readGzip(file: string, size: number, opts: NiftiReadOptions, want
       if (!wantData) return true;
       need = header.voxOffset + header.dataBytes;
       // a header claiming more than the compressed file can hold is truncated for sure: fail before allocating
-      if (need > maxInflated(size)) throw new DataError(`truncated gzip stream: a ${size}-byte file inflates to at most ${maxInflated(size)} bytes, the header needs ${need} (vox_offset ${header.voxOffset} + ${header.dataBytes} data bytes)`, { file });
+      if (need > maxInflated(size))
+        throw new DataError(
+          `truncated gzip stream: a ${size}-byte file inflates to at most ${maxInflated(size)} bytes, the header needs ${need} (vox_offset ${header.voxOffset} + ${header.dataBytes} data bytes)`,
+          { file },
+        );
       // only the voxel data is buffered, after the header passed validation: the bytes up to vox_offset are skipped
       out = Buffer.allocUnsafe(header.dataBytes);
       let p = 0;
@@ -375,9 +463,15 @@ async function readGzip(file: string, size: number, opts: NiftiReadOptions, want
         finish({ error });
       }
     });
-    gunzip.on("end", () => { finish({}); });
-    gunzip.on("error", (error) => { finish({ error }); });
-    src.on("error", (error) => { finish({ error }); });
+    gunzip.on("end", () => {
+      finish({});
+    });
+    gunzip.on("error", (error) => {
+      finish({ error });
+    });
+    src.on("error", (error) => {
+      finish({ error });
+    });
     src.pipe(gunzip);
   });
   src.destroy();
@@ -408,7 +502,11 @@ async function readPlain(file: string, size: number, opts: NiftiReadOptions, wan
     const pre = Buffer.alloc(Math.min(size, HEADER_PREFIX));
     await fh.read(pre, 0, pre.length, 0);
     const header = parseNiftiHeader(pre, file, opts);
-    if (header.voxOffset > size) throw new DataError(`vox_offset ${header.voxOffset} is beyond the end of the file (${size} bytes)`, { file, field: "vox_offset" });
+    if (header.voxOffset > size)
+      throw new DataError(`vox_offset ${header.voxOffset} is beyond the end of the file (${size} bytes)`, {
+        file,
+        field: "vox_offset",
+      });
     if (header.voxOffset + header.dataBytes > size) throw shortData(file, header, size, "file");
     if (!wantData) return { header };
     const data = Buffer.allocUnsafe(header.dataBytes);
@@ -446,28 +544,52 @@ function toFloat32(h: NiftiHeader, bytes: Uint8Array): Float32Array {
     const buf = bytes.buffer;
     const o = bytes.byteOffset;
     switch (h.datatype) {
-      case "uint8": out.set(new Uint8Array(buf, o, n)); break;
-      case "int8": out.set(new Int8Array(buf, o, n)); break;
-      case "int16": out.set(new Int16Array(buf, o, n)); break;
-      case "uint16": out.set(new Uint16Array(buf, o, n)); break;
-      case "int32": out.set(new Int32Array(buf, o, n)); break;
-      case "uint32": out.set(new Uint32Array(buf, o, n)); break;
-      case "float32": out.set(new Float32Array(buf, o, n)); break;
-      case "float64": out.set(new Float64Array(buf, o, n)); break;
+      case "uint8":
+        out.set(new Uint8Array(buf, o, n));
+        break;
+      case "int8":
+        out.set(new Int8Array(buf, o, n));
+        break;
+      case "int16":
+        out.set(new Int16Array(buf, o, n));
+        break;
+      case "uint16":
+        out.set(new Uint16Array(buf, o, n));
+        break;
+      case "int32":
+        out.set(new Int32Array(buf, o, n));
+        break;
+      case "uint32":
+        out.set(new Uint32Array(buf, o, n));
+        break;
+      case "float32":
+        out.set(new Float32Array(buf, o, n));
+        break;
+      case "float64":
+        out.set(new Float64Array(buf, o, n));
+        break;
     }
   } else {
     const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const le = h.littleEndian;
     const get: (i: number) => number = (() => {
       switch (h.datatype) {
-        case "uint8": return (i: number) => dv.getUint8(i);
-        case "int8": return (i: number) => dv.getInt8(i);
-        case "int16": return (i: number) => dv.getInt16(2 * i, le);
-        case "uint16": return (i: number) => dv.getUint16(2 * i, le);
-        case "int32": return (i: number) => dv.getInt32(4 * i, le);
-        case "uint32": return (i: number) => dv.getUint32(4 * i, le);
-        case "float32": return (i: number) => dv.getFloat32(4 * i, le);
-        case "float64": return (i: number) => dv.getFloat64(8 * i, le);
+        case "uint8":
+          return (i: number) => dv.getUint8(i);
+        case "int8":
+          return (i: number) => dv.getInt8(i);
+        case "int16":
+          return (i: number) => dv.getInt16(2 * i, le);
+        case "uint16":
+          return (i: number) => dv.getUint16(2 * i, le);
+        case "int32":
+          return (i: number) => dv.getInt32(4 * i, le);
+        case "uint32":
+          return (i: number) => dv.getUint32(4 * i, le);
+        case "float32":
+          return (i: number) => dv.getFloat32(4 * i, le);
+        case "float64":
+          return (i: number) => dv.getFloat64(8 * i, le);
       }
     })();
     for (let i = 0; i < n; i++) out[i] = get(i);
@@ -482,13 +604,24 @@ function toFloat32(h: NiftiHeader, bytes: Uint8Array): Float32Array {
 /** Read a `.nii` / `.nii.gz` file into a Volume (float32, scaling applied). */
 export async function readNifti(file: string, opts: NiftiReadOptions = {}): Promise<Volume> {
   const { header: h, data } = await readRaw(file, opts, true);
-  return { data: toFloat32(h, data!), shape: h.shape, channels: h.channels, spacing: h.spacing, affine: h.affine, datatype: h.datatype };
+  return {
+    data: toFloat32(h, data!),
+    shape: h.shape,
+    channels: h.channels,
+    spacing: h.spacing,
+    affine: h.affine,
+    datatype: h.datatype,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Orientation
 
-const AXIS_LABELS = [["L", "R"], ["P", "A"], ["I", "S"]] as const;
+const AXIS_LABELS = [
+  ["L", "R"],
+  ["P", "A"],
+  ["I", "S"],
+] as const;
 
 /**
  * Axis codes of a voxel-to-RAS affine like nibabel's `aff2axcodes` (e.g. "RAS", "LPS"): for each voxel axis in
@@ -503,13 +636,20 @@ export function orientationCode(affine: Mat4): string {
   const taken = new Set<number>();
   let code = "";
   for (const col of R) {
-    let best = -1, bestAbs = -1;
+    let best = -1,
+      bestAbs = -1;
     for (let i = 0; i < 3; i++) {
       if (taken.has(i)) continue;
       const a = Math.abs(col[i]!);
-      if (a > bestAbs) { bestAbs = a; best = i; }
+      if (a > bestAbs) {
+        bestAbs = a;
+        best = i;
+      }
     }
-    if (bestAbs <= 1e-12) { code += "?"; continue; }
+    if (bestAbs <= 1e-12) {
+      code += "?";
+      continue;
+    }
     taken.add(best);
     code += AXIS_LABELS[best as 0 | 1 | 2][col[best]! < 0 ? 0 : 1];
   }
@@ -533,43 +673,84 @@ export function affineToQuaternion(affine: Mat4): { b: number; c: number; d: num
   const col = (j: number): number[] => [affine[j]!, affine[4 + j]!, affine[8 + j]!];
   const cols = [col(0), col(1), col(2)];
   const zooms = cols.map((c) => Math.hypot(c[0]!, c[1]!, c[2]!)) as unknown as [number, number, number];
-  const r = cols.map((c, j) => (zooms[j]! > 0 ? c.map((v) => v / zooms[j]!) : [j === 0 ? 1 : 0, j === 1 ? 1 : 0, j === 2 ? 1 : 0]));
+  const r = cols.map((c, j) =>
+    zooms[j]! > 0 ? c.map((v) => v / zooms[j]!) : [j === 0 ? 1 : 0, j === 1 ? 1 : 0, j === 2 ? 1 : 0],
+  );
   for (let j = 0; j < 3; j++) if (zooms[j] === 0) zooms[j] = 1;
   // r[j] is column j; m(i,j) = r[j][i]
   const m = (i: number, j: number): number => r[j]![i]!;
-  const det = m(0, 0) * (m(1, 1) * m(2, 2) - m(1, 2) * m(2, 1)) - m(0, 1) * (m(1, 0) * m(2, 2) - m(1, 2) * m(2, 0)) + m(0, 2) * (m(1, 0) * m(2, 1) - m(1, 1) * m(2, 0));
+  const det =
+    m(0, 0) * (m(1, 1) * m(2, 2) - m(1, 2) * m(2, 1)) -
+    m(0, 1) * (m(1, 0) * m(2, 2) - m(1, 2) * m(2, 0)) +
+    m(0, 2) * (m(1, 0) * m(2, 1) - m(1, 1) * m(2, 0));
   let qfac: 1 | -1 = 1;
   if (det < 0) {
     qfac = -1;
     r[2] = r[2]!.map((v) => -v);
   }
-  const r11 = m(0, 0), r12 = m(0, 1), r13 = m(0, 2), r21 = m(1, 0), r22 = m(1, 1), r23 = m(1, 2), r31 = m(2, 0), r32 = m(2, 1), r33 = m(2, 2);
-  let a = r11 + r22 + r33 + 1, b: number, c: number, d: number;
+  const r11 = m(0, 0),
+    r12 = m(0, 1),
+    r13 = m(0, 2),
+    r21 = m(1, 0),
+    r22 = m(1, 1),
+    r23 = m(1, 2),
+    r31 = m(2, 0),
+    r32 = m(2, 1),
+    r33 = m(2, 2);
+  let a = r11 + r22 + r33 + 1,
+    b: number,
+    c: number,
+    d: number;
   if (a > 0.5) {
     a = 0.5 * Math.sqrt(a);
-    b = (0.25 * (r32 - r23)) / a; c = (0.25 * (r13 - r31)) / a; d = (0.25 * (r21 - r12)) / a;
+    b = (0.25 * (r32 - r23)) / a;
+    c = (0.25 * (r13 - r31)) / a;
+    d = (0.25 * (r21 - r12)) / a;
   } else {
-    const xd = 1 + r11 - (r22 + r33), yd = 1 + r22 - (r11 + r33), zd = 1 + r33 - (r11 + r22);
+    const xd = 1 + r11 - (r22 + r33),
+      yd = 1 + r22 - (r11 + r33),
+      zd = 1 + r33 - (r11 + r22);
     if (xd > 1) {
-      b = 0.5 * Math.sqrt(xd); c = (0.25 * (r12 + r21)) / b; d = (0.25 * (r13 + r31)) / b; a = (0.25 * (r32 - r23)) / b;
+      b = 0.5 * Math.sqrt(xd);
+      c = (0.25 * (r12 + r21)) / b;
+      d = (0.25 * (r13 + r31)) / b;
+      a = (0.25 * (r32 - r23)) / b;
     } else if (yd > 1) {
-      c = 0.5 * Math.sqrt(yd); b = (0.25 * (r12 + r21)) / c; d = (0.25 * (r23 + r32)) / c; a = (0.25 * (r13 - r31)) / c;
+      c = 0.5 * Math.sqrt(yd);
+      b = (0.25 * (r12 + r21)) / c;
+      d = (0.25 * (r23 + r32)) / c;
+      a = (0.25 * (r13 - r31)) / c;
     } else {
-      d = 0.5 * Math.sqrt(zd); b = (0.25 * (r13 + r31)) / d; c = (0.25 * (r23 + r32)) / d; a = (0.25 * (r21 - r12)) / d;
+      d = 0.5 * Math.sqrt(zd);
+      b = (0.25 * (r13 + r31)) / d;
+      c = (0.25 * (r23 + r32)) / d;
+      a = (0.25 * (r21 - r12)) / d;
     }
-    if (a < 0) { b = -b; c = -c; d = -d; }
+    if (a < 0) {
+      b = -b;
+      c = -c;
+      d = -d;
+    }
   }
   return { b, c, d, qfac, zooms };
 }
 
 /** Encode a NIfTI-1 single file (little-endian, vox_offset 352, sform and qform code 1 from the affine). */
-export function encodeNifti(vol: VolumeToWrite, datatype: NiftiWriteDatatype = "float32", file = "<memory>"): Uint8Array {
+export function encodeNifti(
+  vol: VolumeToWrite,
+  datatype: NiftiWriteDatatype = "float32",
+  file = "<memory>",
+): Uint8Array {
   const channels = vol.channels ?? 1;
   const [nx, ny, nz] = vol.shape;
   const n = nx * ny * nz * channels;
-  if (vol.data.length !== n) throw new DataError(`data has ${vol.data.length} values, shape ${nx}x${ny}x${nz}x${channels} needs ${n}`, { file });
-  if (vol.affine.length !== 16 || vol.affine.some((v) => !Number.isFinite(v))) throw new DataError("affine must be 16 finite numbers", { file, field: "affine" });
-  for (const d of [nx, ny, nz, channels]) if (!Number.isInteger(d) || d < 1 || d > 32767) throw new DataError(`dimension ${d} cannot be stored in NIfTI-1 (1..32767)`, { file, field: "dim" });
+  if (vol.data.length !== n)
+    throw new DataError(`data has ${vol.data.length} values, shape ${nx}x${ny}x${nz}x${channels} needs ${n}`, { file });
+  if (vol.affine.length !== 16 || vol.affine.some((v) => !Number.isFinite(v)))
+    throw new DataError("affine must be 16 finite numbers", { file, field: "affine" });
+  for (const d of [nx, ny, nz, channels])
+    if (!Number.isInteger(d) || d < 1 || d > 32767)
+      throw new DataError(`dimension ${d} cannot be stored in NIfTI-1 (1..32767)`, { file, field: "dim" });
   const code = CODE_OF[datatype];
   const bpv = datatype === "float32" ? 4 : datatype === "int16" ? 2 : 1;
   const voxOffset = 352;
@@ -578,12 +759,16 @@ export function encodeNifti(vol: VolumeToWrite, datatype: NiftiWriteDatatype = "
   const le = true;
   dv.setInt32(0, N1_SIZE, le);
   const dims = [channels > 1 ? 4 : 3, nx, ny, nz, channels, 1, 1, 1];
-  dims.forEach((v, i) => { dv.setInt16(40 + 2 * i, v, le); });
+  dims.forEach((v, i) => {
+    dv.setInt16(40 + 2 * i, v, le);
+  });
   dv.setInt16(70, code, le);
   dv.setInt16(72, bpv * 8, le);
   const q = affineToQuaternion(vol.affine);
   const pix = [q.qfac, q.zooms[0], q.zooms[1], q.zooms[2], 1, 1, 1, 1];
-  pix.forEach((v, i) => { dv.setFloat32(76 + 4 * i, v, le); });
+  pix.forEach((v, i) => {
+    dv.setFloat32(76 + 4 * i, v, le);
+  });
   dv.setFloat32(108, voxOffset, le);
   dv.setFloat32(112, 1, le); // scl_slope
   dv.setFloat32(116, 0, le); // scl_inter
@@ -604,10 +789,12 @@ export function encodeNifti(vol: VolumeToWrite, datatype: NiftiWriteDatatype = "
     new Float32Array(buf.buffer, voxOffset, n).set(d);
   } else {
     const [lo, hi] = datatype === "int16" ? [-32768, 32767] : [0, 255];
-    const out = datatype === "int16" ? new Int16Array(buf.buffer, voxOffset, n) : new Uint8Array(buf.buffer, voxOffset, n);
+    const out =
+      datatype === "int16" ? new Int16Array(buf.buffer, voxOffset, n) : new Uint8Array(buf.buffer, voxOffset, n);
     for (let i = 0; i < n; i++) {
       const v = Math.round(d[i]!);
-      if (!(v >= lo && v <= hi)) throw new DataError(`value ${d[i]} at index ${i} does not fit ${datatype} (${lo}..${hi})`, { file });
+      if (!(v >= lo && v <= hi))
+        throw new DataError(`value ${d[i]} at index ${i} does not fit ${datatype} (${lo}..${hi})`, { file });
       out[i] = v;
     }
   }
@@ -615,7 +802,11 @@ export function encodeNifti(vol: VolumeToWrite, datatype: NiftiWriteDatatype = "
 }
 
 /** Write a Volume as NIfTI-1 (`.nii`, or gzip-compressed when the name ends in `.gz`), atomically. */
-export async function writeNifti(file: string, vol: VolumeToWrite, datatype: NiftiWriteDatatype = "float32"): Promise<void> {
+export async function writeNifti(
+  file: string,
+  vol: VolumeToWrite,
+  datatype: NiftiWriteDatatype = "float32",
+): Promise<void> {
   const raw = encodeNifti(vol, datatype, file);
   await writeFileAtomic(file, file.endsWith(".gz") ? gzipSync(raw, { level: 6 }) : raw);
 }

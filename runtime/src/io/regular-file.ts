@@ -39,7 +39,10 @@ export function checkRegular(file: string, st: Stats, o: RegularFileOptions): vo
   const Err = o.error ?? ConfigError;
   if (!st.isFile()) throw new Err(`${o.what} is ${fileKind(st)}, expected a regular file`, { file });
   if (o.maxBytes !== undefined && st.size > o.maxBytes) {
-    throw new Err(`${o.what} of ${formatBytes(st.size)} is beyond the limit of ${formatBytes(o.maxBytes)}${o.maxBytesEnv === undefined ? "" : ` (${o.maxBytesEnv})`}`, { file });
+    throw new Err(
+      `${o.what} of ${formatBytes(st.size)} is beyond the limit of ${formatBytes(o.maxBytes)}${o.maxBytesEnv === undefined ? "" : ` (${o.maxBytesEnv})`}`,
+      { file },
+    );
   }
 }
 

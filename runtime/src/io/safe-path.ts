@@ -34,7 +34,11 @@ export function unsafeNameReason(name: string): string | undefined {
 /** Throw a ConfigError (naming `what`, the file and the field) unless `name` is a safe single path component. */
 export function checkSafeName(name: string, what: string, ctx: ErrorContext = {}): string {
   const reason = unsafeNameReason(name);
-  if (reason !== undefined) throw new ConfigError(`${what} ${reason}; it becomes a file name and must be a plain name (no "/", "\\", "..", control characters)`, ctx);
+  if (reason !== undefined)
+    throw new ConfigError(
+      `${what} ${reason}; it becomes a file name and must be a plain name (no "/", "\\", "..", control characters)`,
+      ctx,
+    );
   return name;
 }
 
@@ -47,7 +51,11 @@ function isUnder(root: string, p: string): boolean {
 export function assertInside(root: string, p: string, ctx: ErrorContext = {}): string {
   const r = path.resolve(root);
   const abs = path.resolve(r, p);
-  if (!isUnder(r, abs)) throw new ConfigError(`refusing to write or delete ${abs}: it is outside its root ${r}`, { file: ctx.file ?? abs, field: ctx.field });
+  if (!isUnder(r, abs))
+    throw new ConfigError(`refusing to write or delete ${abs}: it is outside its root ${r}`, {
+      file: ctx.file ?? abs,
+      field: ctx.field,
+    });
   return abs;
 }
 
@@ -76,7 +84,10 @@ export function assertInsideReal(root: string, p: string, ctx: ErrorContext = {}
   const realRoot = realPathOfNearest(path.resolve(root));
   const realParent = realPathOfNearest(path.dirname(abs));
   if (!isUnder(realRoot, realParent)) {
-    throw new ConfigError(`refusing to write or delete ${abs}: its folder resolves (through a symbolic link) to ${realParent}, outside its root ${realRoot}`, { file: ctx.file ?? abs, field: ctx.field });
+    throw new ConfigError(
+      `refusing to write or delete ${abs}: its folder resolves (through a symbolic link) to ${realParent}, outside its root ${realRoot}`,
+      { file: ctx.file ?? abs, field: ctx.field },
+    );
   }
   return abs;
 }

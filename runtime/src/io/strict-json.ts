@@ -36,7 +36,10 @@ class StrictJsonScanner {
   private readonly stack: Frame[] = [];
   private readonly maxDepth: number;
 
-  constructor(private readonly text: string, private readonly opts: StrictJsonOptions) {
+  constructor(
+    private readonly text: string,
+    private readonly opts: StrictJsonOptions,
+  ) {
     this.maxDepth = opts.maxDepth ?? limit("jsonDepth");
   }
 
@@ -46,7 +49,10 @@ class StrictJsonScanner {
     const before = this.text.slice(0, this.pos);
     const line = before.split("\n").length;
     const col = this.pos - before.lastIndexOf("\n");
-    throw new ConfigError(`${msg} (line ${line}, column ${col})`, { file: this.opts.file, field: path.length === 0 ? undefined : formatJsonPath(path) });
+    throw new ConfigError(`${msg} (line ${line}, column ${col})`, {
+      file: this.opts.file,
+      field: path.length === 0 ? undefined : formatJsonPath(path),
+    });
   }
 
   private syntax(msg: string, extraKey?: string | number): never {
@@ -100,7 +106,8 @@ class StrictJsonScanner {
     this.ws();
     const c = this.text[this.pos];
     if (c === "{" || c === "[") {
-      if (this.stack.length >= this.maxDepth) this.fail(`nested deeper than ${this.maxDepth} levels (limit SSL3D_JSON_MAX_DEPTH)`, key);
+      if (this.stack.length >= this.maxDepth)
+        this.fail(`nested deeper than ${this.maxDepth} levels (limit SSL3D_JSON_MAX_DEPTH)`, key);
       this.pos++;
       const isArray = c === "[";
       this.stack.push({ value: isArray ? [] : {}, isArray, key, keys: new Set(), pendingKey: "" });
@@ -116,8 +123,17 @@ class StrictJsonScanner {
     if (this.literal("true")) return true;
     if (this.literal("false")) return false;
     if (this.literal("null")) return null;
-    if (this.opts.pythonSpecials === true && (this.literal("NaN") || this.literal("Infinity") || this.literal("-Infinity"))) return null;
-    return this.syntax(this.pos >= this.text.length ? "unexpected end of the document" : `unexpected ${JSON.stringify(this.text.slice(this.pos, this.pos + 10))}`, key);
+    if (
+      this.opts.pythonSpecials === true &&
+      (this.literal("NaN") || this.literal("Infinity") || this.literal("-Infinity"))
+    )
+      return null;
+    return this.syntax(
+      this.pos >= this.text.length
+        ? "unexpected end of the document"
+        : `unexpected ${JSON.stringify(this.text.slice(this.pos, this.pos + 10))}`,
+      key,
+    );
   }
 
   /** Read `"key":` inside the object on top of the stack; duplicates and `__proto__` are errors. */
@@ -126,7 +142,8 @@ class StrictJsonScanner {
     if (this.text[this.pos] !== '"') this.syntax("expected a string key");
     const k = this.string();
     if (k === "__proto__") this.fail('key "__proto__" is not allowed', k);
-    if (frame.keys.has(k)) this.fail(`duplicate key ${JSON.stringify(k)} (JSON keeps only the last one; every key must be unique)`, k);
+    if (frame.keys.has(k))
+      this.fail(`duplicate key ${JSON.stringify(k)} (JSON keeps only the last one; every key must be unique)`, k);
     frame.keys.add(k);
     frame.pendingKey = k;
     this.ws();
@@ -164,7 +181,11 @@ class StrictJsonScanner {
         this.stack.pop();
         value = top.value;
       } else {
-        this.syntax(c === undefined ? "unexpected end of the document" : `expected "," or "${top.isArray ? "]" : "}"}", got ${JSON.stringify(c)}`);
+        this.syntax(
+          c === undefined
+            ? "unexpected end of the document"
+            : `expected "," or "${top.isArray ? "]" : "}"}", got ${JSON.stringify(c)}`,
+        );
       }
     }
     this.ws();

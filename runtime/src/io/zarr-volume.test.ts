@@ -31,7 +31,11 @@ test("round trip through zarrita, Zarr v3 sharded layout, and zero padding outsi
   data.fill(0, 0, 37 * 70 * 33); // channel 0 all zero: its inner chunks are left out of the shard
   const dir = join(work, "a.zarr");
   const res = await writeZarrVolume(dir, data, shape, { innerChunk: [16, 32, 16] });
-  const meta = JSON.parse(readFileSync(join(dir, "zarr.json"), "utf8")) as { zarr_format: number; codecs: { name: string }[]; chunk_grid: { configuration: { chunk_shape: number[] } } };
+  const meta = JSON.parse(readFileSync(join(dir, "zarr.json"), "utf8")) as {
+    zarr_format: number;
+    codecs: { name: string }[];
+    chunk_grid: { configuration: { chunk_shape: number[] } };
+  };
   assert.equal(meta.zarr_format, 3);
   assert.equal(meta.codecs[0]!.name, "sharding_indexed");
   assert.deepEqual(meta.chunk_grid.configuration.chunk_shape, [2, 48, 96, 48]);
@@ -67,7 +71,11 @@ test("round trip through zarrita, Zarr v3 sharded layout, and zero padding outsi
   for (let k = 0; k < 25; k++) {
     const st = [rnd(2), rnd(50) - 6, rnd(90) - 10, rnd(45) - 6];
     const sz = [1 + rnd(2), 1 + rnd(40), 1 + rnd(40), 1 + rnd(40)];
-    assert.deepEqual(await v.readRegion(st, sz), await v.readRegionZarrita(st, sz), `region ${st.join(",")} + ${sz.join(",")}: direct = zarrita`);
+    assert.deepEqual(
+      await v.readRegion(st, sz),
+      await v.readRegionZarrita(st, sz),
+      `region ${st.join(",")} + ${sz.join(",")}: direct = zarrita`,
+    );
   }
   await v.close();
   assert.equal(await checksumZarrVolume(dir), res.checksum);

@@ -22,9 +22,17 @@ export const LOCAL_DEMO_ANNOTATION = "ssl3d.io/local-demo";
 /** Image recorded for manifests that name none (the local runner runs this checkout's `ssl3d`). */
 const LOCAL_IMAGE = "local";
 
-const Name = z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "a lower-case DNS-1123 name").max(63);
+const Name = z
+  .string()
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "a lower-case DNS-1123 name")
+  .max(63);
 export type PvcMount = ApiPvcMount;
-const Metadata = z.object({ name: Name, namespace: z.string().optional(), uid: z.string().optional(), annotations: z.record(z.string(), z.string()).optional() });
+const Metadata = z.object({
+  name: Name,
+  namespace: z.string().optional(),
+  uid: z.string().optional(),
+  annotations: z.record(z.string(), z.string()).optional(),
+});
 
 function withLocalImage(spec: unknown, path: "image" | "preprocess" | "indexing"): unknown {
   if (spec === null || typeof spec !== "object" || Array.isArray(spec)) return spec;
@@ -75,7 +83,8 @@ export function parseManifests(text: string, source: string): Manifests {
   const runs: PretrainRunManifest[] = [];
   docs.forEach((doc, i) => {
     const where = `document ${i + 1}`;
-    if (doc.errors.length > 0) throw new ConfigError(`${where}: invalid YAML: ${doc.errors[0]!.message}`, { file: source });
+    if (doc.errors.length > 0)
+      throw new ConfigError(`${where}: invalid YAML: ${doc.errors[0]!.message}`, { file: source });
     let obj: unknown;
     try {
       // the yaml library refuses alias expansion beyond its limit (a "billion laughs" document) with a ReferenceError
@@ -84,22 +93,36 @@ export function parseManifests(text: string, source: string): Manifests {
       throw new ConfigError(`${where}: ${err instanceof Error ? err.message : String(err)}`, { file: source });
     }
     if (obj === null || obj === undefined) return;
-    if (typeof obj !== "object" || Array.isArray(obj)) throw new ConfigError(`${where} is not a mapping`, { file: source });
+    if (typeof obj !== "object" || Array.isArray(obj))
+      throw new ConfigError(`${where} is not a mapping`, { file: source });
     const o = obj as Record<string, unknown>;
     const kind = o.kind;
     if (kind !== "Collection" && kind !== "Plan" && kind !== "PretrainRun") {
-      throw new ConfigError(`${where}: kind must be Collection, Plan or PretrainRun, got ${JSON.stringify(kind)}`, { file: source, field: "kind" });
+      throw new ConfigError(`${where}: kind must be Collection, Plan or PretrainRun, got ${JSON.stringify(kind)}`, {
+        file: source,
+        field: "kind",
+      });
     }
-    if (o.apiVersion !== API_VERSION) throw new ConfigError(`${where} (${kind}): apiVersion must be ${API_VERSION}, got ${JSON.stringify(o.apiVersion)}`, { file: source, field: "apiVersion" });
+    if (o.apiVersion !== API_VERSION)
+      throw new ConfigError(
+        `${where} (${kind}): apiVersion must be ${API_VERSION}, got ${JSON.stringify(o.apiVersion)}`,
+        { file: source, field: "apiVersion" },
+      );
     const meta = Metadata.safeParse(o.metadata);
     if (!meta.success) {
       const issue = meta.error.issues[0]!;
-      throw new ConfigError(`${where} (${kind}): ${issue.message}`, { file: source, field: `metadata${issue.path.length > 0 ? "." : ""}${pathOf(issue.path)}` });
+      throw new ConfigError(`${where} (${kind}): ${issue.message}`, {
+        file: source,
+        field: `metadata${issue.path.length > 0 ? "." : ""}${pathOf(issue.path)}`,
+      });
     }
     const spec = SPECS[kind].safeParse(o.spec ?? {});
     if (!spec.success) {
       const issue = spec.error.issues[0]!;
-      throw new ConfigError(`${kind}/${meta.data.name}: ${issue.message}`, { file: source, field: `spec${issue.path.length > 0 ? "." : ""}${pathOf(issue.path)}` });
+      throw new ConfigError(`${kind}/${meta.data.name}: ${issue.message}`, {
+        file: source,
+        field: `spec${issue.path.length > 0 ? "." : ""}${pathOf(issue.path)}`,
+      });
     }
     const base = { name: meta.data.name, uid: meta.data.uid, annotations: meta.data.annotations ?? {} };
     if (kind === "Collection") collections.push({ kind, ...base, spec: spec.data as CollectionSpec });
@@ -108,32 +131,56 @@ export function parseManifests(text: string, source: string): Manifests {
   });
   const unique = (kind: string, names: string[]): void => {
     const dup = names.find((n, i) => names.indexOf(n) !== i);
-    if (dup !== undefined) throw new ConfigError(`two ${kind}s are named ${dup}`, { file: source, field: `${kind}/${dup}` });
+    if (dup !== undefined)
+      throw new ConfigError(`two ${kind}s are named ${dup}`, { file: source, field: `${kind}/${dup}` });
   };
-  unique("Collection", collections.map((c) => c.name));
-  unique("Plan", plans.map((p) => p.name));
-  unique("PretrainRun", runs.map((r) => r.name));
+  unique(
+    "Collection",
+    collections.map((c) => c.name),
+  );
+  unique(
+    "Plan",
+    plans.map((p) => p.name),
+  );
+  unique(
+    "PretrainRun",
+    runs.map((r) => r.name),
+  );
   for (const p of plans) {
     if (!collections.some((c) => c.name === p.spec.collectionRef.name)) {
-      throw new ConfigError(`Plan/${p.name}: no Collection named ${p.spec.collectionRef.name} in this file`, { file: source, field: "spec.collectionRef.name" });
+      throw new ConfigError(`Plan/${p.name}: no Collection named ${p.spec.collectionRef.name} in this file`, {
+        file: source,
+        field: "spec.collectionRef.name",
+      });
     }
   }
   for (const r of runs) {
     if (!plans.some((p) => p.name === r.spec.planRef.name)) {
-      throw new ConfigError(`PretrainRun/${r.name}: no Plan named ${r.spec.planRef.name} in this file`, { file: source, field: "spec.planRef.name" });
+      throw new ConfigError(`PretrainRun/${r.name}: no Plan named ${r.spec.planRef.name} in this file`, {
+        file: source,
+        field: "spec.planRef.name",
+      });
     }
   }
-  if (collections.length + plans.length + runs.length === 0) throw new ConfigError("no Collection, Plan or PretrainRun in the file", { file: source });
+  if (collections.length + plans.length + runs.length === 0)
+    throw new ConfigError("no Collection, Plan or PretrainRun in the file", { file: source });
   return { source, collections, plans, runs };
 }
 
 export function readManifests(file: string): Manifests {
   let text: string;
   try {
-    text = readRegularFileSync(file, { what: "manifests file", maxBytes: limit("documentBytes"), maxBytesEnv: LIMITS.documentBytes.env }).toString("utf8");
+    text = readRegularFileSync(file, {
+      what: "manifests file",
+      maxBytes: limit("documentBytes"),
+      maxBytesEnv: LIMITS.documentBytes.env,
+    }).toString("utf8");
   } catch (err) {
     if (err instanceof Ssl3dError) throw err;
-    throw new ConfigError(`cannot read the manifests: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { file, cause: err });
+    throw new ConfigError(`cannot read the manifests: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, {
+      file,
+      cause: err,
+    });
   }
   return parseManifests(text, file);
 }

@@ -25,5 +25,7 @@ export function watchParent(env: Env = processEnv(), opts: ParentWatchOptions = 
     setTimeout(() => process.kill(process.pid, "SIGKILL"), opts.graceMs ?? 120_000).unref();
   }, opts.intervalMs ?? 1000);
   timer.unref();
-  return () => { clearInterval(timer); };
+  return () => {
+    clearInterval(timer);
+  };
 }

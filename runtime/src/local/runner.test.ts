@@ -11,7 +11,15 @@ import { PassThrough } from "node:stream";
 import { test } from "node:test";
 import { LAPTOP_MANIFESTS } from "./laptop-manifests.js";
 import { parseManifests } from "./manifests.js";
-import { LocalRunner, QUICK_TRAIN_ARGS, StepFailedError, isSummaryLine, prettyLogLine, trainArgs, type RunStatus } from "./runner.js";
+import {
+  LocalRunner,
+  QUICK_TRAIN_ARGS,
+  StepFailedError,
+  isSummaryLine,
+  prettyLogLine,
+  trainArgs,
+  type RunStatus,
+} from "./runner.js";
 
 const STANDIN = String.raw`
 import { appendFileSync, mkdirSync, writeFileSync, existsSync, readdirSync } from "node:fs";
@@ -49,14 +57,24 @@ if (cmd === "demo") {
 }
 `;
 
-interface Call { cmd: string; args: string[]; env: Record<string, string> }
+interface Call {
+  cmd: string;
+  args: string[];
+  env: Record<string, string>;
+}
 
 /** The parent environment without SSL3D_* (e.g. SSL3D_CACHE exported by scripts/test.sh), so only the contract shows. */
 function parentEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SSL3D_")));
 }
 
-function setup(extraEnv: Record<string, string> = {}): { dir: string; callsFile: string; runner: (env?: Record<string, string>) => LocalRunner; calls: () => Call[]; status: (n: string) => RunStatus } {
+function setup(extraEnv: Record<string, string> = {}): {
+  dir: string;
+  callsFile: string;
+  runner: (env?: Record<string, string>) => LocalRunner;
+  calls: () => Call[];
+  status: (n: string) => RunStatus;
+} {
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-runner-"));
   const script = join(dir, "standin.mjs");
   writeFileSync(script, STANDIN);
@@ -68,11 +86,24 @@ function setup(extraEnv: Record<string, string> = {}): { dir: string; callsFile:
   return {
     dir,
     callsFile,
-    runner: (env = extraEnv) => new LocalRunner({
-      manifests, stateDir: join(dir, "state"), quick: true, metricsPort: 0, volumes: { "ssl3d-results": join(dir, "results") },
-      ssl3d: [process.execPath, script], env: { ...parentEnv(), CALLS: callsFile, ...env }, print: () => undefined, childOutput: sink,
-    }),
-    calls: () => readFileSync(callsFile, "utf8").trim().split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Call),
+    runner: (env = extraEnv) =>
+      new LocalRunner({
+        manifests,
+        stateDir: join(dir, "state"),
+        quick: true,
+        metricsPort: 0,
+        volumes: { "ssl3d-results": join(dir, "results") },
+        ssl3d: [process.execPath, script],
+        env: { ...parentEnv(), CALLS: callsFile, ...env },
+        print: () => undefined,
+        childOutput: sink,
+      }),
+    calls: () =>
+      readFileSync(callsFile, "utf8")
+        .trim()
+        .split("\n")
+        .filter((l) => l !== "")
+        .map((l) => JSON.parse(l) as Call),
     status: (n) => JSON.parse(readFileSync(join(dir, "state", "status", n), "utf8")) as RunStatus,
   };
 }
@@ -82,7 +113,10 @@ test("runs demo, collection summary, preprocessing and training in order with th
   try {
     await s.runner().runAll();
     const calls = s.calls();
-    assert.deepEqual(calls.map((c) => c.cmd), ["demo", "collection-summary", "plan-and-preprocess", "train"]);
+    assert.deepEqual(
+      calls.map((c) => c.cmd),
+      ["demo", "collection-summary", "plan-and-preprocess", "train"],
+    );
     const raw = join(s.dir, "state", "volumes", "ssl3d-raw");
     assert.equal(calls[1]!.env.nnssl_raw, raw);
     assert.deepEqual(calls[1]!.args, ["-d", "990", "--json"]);
@@ -92,12 +126,41 @@ test("runs demo, collection summary, preprocessing and training in order with th
     const uid = s.status("pretrainrun-demo.json").uid;
     assert.match(uid, /^[0-9a-f-]{36}$/);
     // --quick replaces the manifest's --epochs/--iters-per-epoch
-    assert.deepEqual(train.args, ["990", "onemmiso", "-tr", "BaseMAETrainer", "--arch-preset", "resenc-xs", "--patch-size", "32", "--batch-size", "2", "--val-iters", "2", "--seed", "1", ...QUICK_TRAIN_ARGS]);
+    assert.deepEqual(train.args, [
+      "990",
+      "onemmiso",
+      "-tr",
+      "BaseMAETrainer",
+      "--arch-preset",
+      "resenc-xs",
+      "--patch-size",
+      "32",
+      "--batch-size",
+      "2",
+      "--val-iters",
+      "2",
+      "--seed",
+      "1",
+      ...QUICK_TRAIN_ARGS,
+    ]);
     assert.deepEqual(
-      Object.fromEntries(Object.entries(train.env).filter(([k]) => k.startsWith("PET_") || (k.startsWith("SSL3D_") && k !== "SSL3D_TERMINATION_LOG"))),
+      Object.fromEntries(
+        Object.entries(train.env).filter(
+          ([k]) => k.startsWith("PET_") || (k.startsWith("SSL3D_") && k !== "SSL3D_TERMINATION_LOG"),
+        ),
+      ),
       {
-        PET_NNODES: "1", PET_NODE_RANK: "0", PET_NPROC_PER_NODE: "1", PET_MASTER_ADDR: "127.0.0.1", PET_MASTER_PORT: "29500",
-        SSL3D_RUN: "demo", SSL3D_RUN_UID: uid, SSL3D_ATTEMPT: "1", SSL3D_CHECKPOINT_DIR: join(s.dir, "results", `demo-${uid}`, "checkpoints"), SSL3D_RESUME: "latest", SSL3D_RUN_SECRET_FILE: "",
+        PET_NNODES: "1",
+        PET_NODE_RANK: "0",
+        PET_NPROC_PER_NODE: "1",
+        PET_MASTER_ADDR: "127.0.0.1",
+        PET_MASTER_PORT: "29500",
+        SSL3D_RUN: "demo",
+        SSL3D_RUN_UID: uid,
+        SSL3D_ATTEMPT: "1",
+        SSL3D_CHECKPOINT_DIR: join(s.dir, "results", `demo-${uid}`, "checkpoints"),
+        SSL3D_RESUME: "latest",
+        SSL3D_RUN_SECRET_FILE: "",
         // local only: the child stops when the runner is gone (local/parent-watch.ts)
         SSL3D_PARENT_PID: String(process.pid),
       },
@@ -109,7 +172,13 @@ test("runs demo, collection summary, preprocessing and training in order with th
 
     // a re-run re-checks the collection, skips the up-to-date Plan and the finished run
     await s.runner().runAll();
-    assert.deepEqual(s.calls().slice(4).map((c) => c.cmd), ["collection-summary"]);
+    assert.deepEqual(
+      s
+        .calls()
+        .slice(4)
+        .map((c) => c.cmd),
+      ["collection-summary"],
+    );
   } finally {
     rmSync(s.dir, { recursive: true, force: true });
   }
@@ -120,7 +189,10 @@ test("a failed attempt is restarted as the next attempt, which resumes; maxResta
   try {
     await s.runner().runAll();
     const trains = s.calls().filter((c) => c.cmd === "train");
-    assert.deepEqual(trains.map((c) => c.env.SSL3D_ATTEMPT), ["1", "2", "3"]);
+    assert.deepEqual(
+      trains.map((c) => c.env.SSL3D_ATTEMPT),
+      ["1", "2", "3"],
+    );
     const st = s.status("pretrainrun-demo.json");
     assert.equal(st.phase, "Succeeded");
     assert.equal(st.restarts, 2);
@@ -139,7 +211,10 @@ test("a failed attempt is restarted as the next attempt, which resumes; maxResta
     // running `ssl3d run` again retries with the next attempt, which resumes from the latest checkpoint
     await t.runner({}).runAll();
     const trains = t.calls().filter((c) => c.cmd === "train");
-    assert.deepEqual(trains.map((c) => c.env.SSL3D_ATTEMPT), ["1", "2", "3", "4"]);
+    assert.deepEqual(
+      trains.map((c) => c.env.SSL3D_ATTEMPT),
+      ["1", "2", "3", "4"],
+    );
     assert.equal(trains[3]!.env.SSL3D_RESUME, "latest");
     assert.equal(t.status("pretrainrun-demo.json").phase, "Succeeded");
   } finally {
@@ -150,7 +225,10 @@ test("a failed attempt is restarted as the next attempt, which resumes; maxResta
 test("a configuration or data error is not retried and keeps the child's exit code", async () => {
   const s = setup({ FAIL_ATTEMPTS: "1", FAIL_CODE: "3" });
   try {
-    await assert.rejects(s.runner().runAll(), (err: unknown) => err instanceof StepFailedError && err.exitCode === 3 && err.file === "laptop.yaml");
+    await assert.rejects(
+      s.runner().runAll(),
+      (err: unknown) => err instanceof StepFailedError && err.exitCode === 3 && err.file === "laptop.yaml",
+    );
     assert.equal(s.calls().filter((c) => c.cmd === "train").length, 1);
   } finally {
     rmSync(s.dir, { recursive: true, force: true });
@@ -168,10 +246,19 @@ test("SIGTERM reaches the trainer, the run is Interrupted, and the next invocati
     await assert.rejects(done, /PretrainRun\/demo: interrupted by SIGTERM; run the same command again to resume/);
     assert.equal(s.status("pretrainrun-demo.json").phase, "Interrupted");
     const uid = s.status("pretrainrun-demo.json").uid;
-    assert.ok(existsSync(join(s.dir, "results", `demo-${uid}`, "checkpoints", "checkpoint_latest.json")), "the trainer checkpointed on SIGTERM");
+    assert.ok(
+      existsSync(join(s.dir, "results", `demo-${uid}`, "checkpoints", "checkpoint_latest.json")),
+      "the trainer checkpointed on SIGTERM",
+    );
     await s.runner({}).runAll();
     const trains = s.calls().filter((c) => c.cmd === "train");
-    assert.deepEqual(trains.map((c) => [c.env.SSL3D_ATTEMPT, c.env.SSL3D_RESUME]), [["1", "latest"], ["2", "latest"]]);
+    assert.deepEqual(
+      trains.map((c) => [c.env.SSL3D_ATTEMPT, c.env.SSL3D_RESUME]),
+      [
+        ["1", "latest"],
+        ["2", "latest"],
+      ],
+    );
     assert.equal(s.status("pretrainrun-demo.json").phase, "Succeeded");
   } finally {
     rmSync(s.dir, { recursive: true, force: true });
@@ -181,8 +268,25 @@ test("SIGTERM reaches the trainer, the run is Interrupted, and the next invocati
 test("without --quick the manifest's training options pass through unchanged", () => {
   const m = parseManifests(LAPTOP_MANIFESTS, "laptop.yaml");
   assert.deepEqual(trainArgs(m.runs[0]!, m.plans[0]!, "990", "onemmiso", false), [
-    "train", "990", "onemmiso", "-tr", "BaseMAETrainer", "--epochs", "3", "--arch-preset", "resenc-xs", "--patch-size", "32",
-    "--batch-size", "2", "--iters-per-epoch", "25", "--val-iters", "2", "--seed", "1",
+    "train",
+    "990",
+    "onemmiso",
+    "-tr",
+    "BaseMAETrainer",
+    "--epochs",
+    "3",
+    "--arch-preset",
+    "resenc-xs",
+    "--patch-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--iters-per-epoch",
+    "25",
+    "--val-iters",
+    "2",
+    "--seed",
+    "1",
   ]);
 });
 
@@ -191,8 +295,11 @@ test("spec.training.modalities becomes --modalities (as the operator's default c
   assert.notEqual(yaml, LAPTOP_MANIFESTS);
   const m = parseManifests(yaml, "laptop.yaml");
   const args = trainArgs(m.runs[0]!, m.plans[0]!, "990", "onemmiso", false);
-  assert.deepEqual(args.slice(args.indexOf("--modalities"), args.indexOf("--modalities") + 2), ["--modalities", "T1w,FLAIR"]);
-  assert.throws(() => parseManifests(yaml.replace("[T1w, FLAIR]", "[\"T1w,FLAIR\"]"), "laptop.yaml"), /modalities/);
+  assert.deepEqual(args.slice(args.indexOf("--modalities"), args.indexOf("--modalities") + 2), [
+    "--modalities",
+    "T1w,FLAIR",
+  ]);
+  assert.throws(() => parseManifests(yaml.replace("[T1w, FLAIR]", '["T1w,FLAIR"]'), "laptop.yaml"), /modalities/);
 });
 
 test("a TTY mirror leaves out children's JSON summaries (the runner prints them as sentences) but keeps their logs", async () => {
@@ -208,19 +315,41 @@ test("a TTY mirror leaves out children's JSON summaries (the runner prints them 
   try {
     const manifests = parseManifests(LAPTOP_MANIFESTS, "laptop.yaml");
     await new LocalRunner({
-      manifests, stateDir: join(s.dir, "state"), quick: true, metricsPort: 0, volumes: {}, ssl3d: [process.execPath, join(s.dir, "standin.mjs")],
-      env: { ...process.env, CALLS: s.callsFile }, print: (l) => printed.push(l), childOutput: mirror, prettyChildLogs: true,
+      manifests,
+      stateDir: join(s.dir, "state"),
+      quick: true,
+      metricsPort: 0,
+      volumes: {},
+      ssl3d: [process.execPath, join(s.dir, "standin.mjs")],
+      env: { ...process.env, CALLS: s.callsFile },
+      print: (l) => printed.push(l),
+      childOutput: mirror,
+      prettyChildLogs: true,
     }).runAll();
     assert.doesNotMatch(seen.join(""), /contentHash/, "collection-summary's JSON line is not mirrored");
-    assert.ok(printed.some((l) => /Collection\/demo: Ready: 4 image\(s\), 2 subject\(s\)/.test(l)), printed.join("\n"));
-    assert.ok(printed.some((l) => /Plan\/demo: Ready: 4\/4 image\(s\) preprocessed \(onemmiso\) in d$/.test(l)), printed.join("\n"));
+    assert.ok(
+      printed.some((l) => /Collection\/demo: Ready: 4 image\(s\), 2 subject\(s\)/.test(l)),
+      printed.join("\n"),
+    );
+    assert.ok(
+      printed.some((l) => /Plan\/demo: Ready: 4\/4 image\(s\) preprocessed \(onemmiso\) in d$/.test(l)),
+      printed.join("\n"),
+    );
   } finally {
     rmSync(s.dir, { recursive: true, force: true });
   }
 });
 
 test("children's JSON log lines are shown as short readable lines; other lines pass through", () => {
-  const line = JSON.stringify({ level: 30, time: Date.UTC(2026, 0, 2, 3, 4, 5), pid: 1, hostname: "h", epoch: 1, trainLoss: 0.516848906, msg: "Epoch finished" });
+  const line = JSON.stringify({
+    level: 30,
+    time: Date.UTC(2026, 0, 2, 3, 4, 5),
+    pid: 1,
+    hostname: "h",
+    epoch: 1,
+    trainLoss: 0.516848906,
+    msg: "Epoch finished",
+  });
   assert.equal(prettyLogLine(line), "  03:04:05 info Epoch finished epoch=1 trainLoss=0.51685");
   assert.equal(prettyLogLine("plain text"), "plain text");
   assert.equal(prettyLogLine('{"no":"msg"}'), '{"no":"msg"}');
@@ -235,8 +364,15 @@ test("after a Succeeded run the report of its results folder is written and its 
       sink.resume();
       const env = { ...parentEnv(), CALLS: s.callsFile, WRITE_RUN_INFO: "1", ...(fail ? { REPORT_FAIL: "1" } : {}) };
       const r = new LocalRunner({
-        manifests: parseManifests(LAPTOP_MANIFESTS, "laptop.yaml"), stateDir: join(s.dir, "state"), quick: true, metricsPort: 0, volumes: { "ssl3d-results": join(s.dir, "results") },
-        ssl3d: [process.execPath, join(s.dir, "standin.mjs")], env, print: (l) => lines.push(l), childOutput: sink,
+        manifests: parseManifests(LAPTOP_MANIFESTS, "laptop.yaml"),
+        stateDir: join(s.dir, "state"),
+        quick: true,
+        metricsPort: 0,
+        volumes: { "ssl3d-results": join(s.dir, "results") },
+        ssl3d: [process.execPath, join(s.dir, "standin.mjs")],
+        env,
+        print: (l) => lines.push(l),
+        childOutput: sink,
       });
       await r.runAll();
       // per-run folders (issue 14): results and checkpoints live under <volume>/<name>-<uid>/
@@ -244,9 +380,18 @@ test("after a Succeeded run the report of its results folder is written and its 
       const base = join(runDir, "results", "Dataset990_Demo", "BaseMAETrainer__nnsslPlans__onemmiso");
       const report = s.calls().find((c) => c.cmd === "report");
       assert.deepEqual(report?.args, [base, "--checkpoints", join(runDir, "checkpoints")]);
-      assert.equal(report.env.nnssl_preprocessed, join(s.dir, "state", "volumes", "ssl3d-preprocessed"), "the report child gets the training environment");
+      assert.equal(
+        report.env.nnssl_preprocessed,
+        join(s.dir, "state", "volumes", "ssl3d-preprocessed"),
+        "the report child gets the training environment",
+      );
       const said = lines.find((l) => l.includes("PretrainRun/demo: report") || l.includes("'ssl3d report"));
-      assert.equal(said, fail ? `[3/3] PretrainRun/demo: 'ssl3d report ${base}' exited 1 (log: ${join(s.dir, "state", "logs", "pretrainrun-demo-a1.log")})` : `[3/3] PretrainRun/demo: report ${join(base, "report.html")}`);
+      assert.equal(
+        said,
+        fail
+          ? `[3/3] PretrainRun/demo: 'ssl3d report ${base}' exited 1 (log: ${join(s.dir, "state", "logs", "pretrainrun-demo-a1.log")})`
+          : `[3/3] PretrainRun/demo: report ${join(base, "report.html")}`,
+      );
       assert.equal(s.status("pretrainrun-demo.json").phase, "Succeeded");
     } finally {
       rmSync(s.dir, { recursive: true, force: true });

@@ -22,7 +22,12 @@ import { writeJsonAtomic } from "../io/atomic.js";
 import { forPeople } from "../observability/log.js";
 import { childEnv } from "../config/settings.js";
 import {
-  LOCAL_DEMO_ANNOTATION, type CollectionManifest, type Manifests, type PlanManifest, type PretrainRunManifest, type PvcMount,
+  LOCAL_DEMO_ANNOTATION,
+  type CollectionManifest,
+  type Manifests,
+  type PlanManifest,
+  type PretrainRunManifest,
+  type PvcMount,
 } from "./manifests.js";
 
 /** `ssl3d train` arguments of `--quick` (CI): a couple of short epochs; they replace the manifest's values. */
@@ -60,9 +65,30 @@ export class StepFailedError extends Ssl3dError {
   }
 }
 
-export interface CollectionStatus { phase: "Ready" | "Failed"; dataset: string; summary?: Record<string, unknown>; contentHash?: string; message?: string; time: string }
-export interface PlanStatus { phase: "Ready" | "Failed"; collectionHash?: string; specHash: string; outputs?: PreprocessOutputs; message?: string; time: string }
-export interface PreprocessOutputs { images: number; valid: number; failed: number; configurations: string[]; plansFile: string; preprocessedDir: string }
+export interface CollectionStatus {
+  phase: "Ready" | "Failed";
+  dataset: string;
+  summary?: Record<string, unknown>;
+  contentHash?: string;
+  message?: string;
+  time: string;
+}
+export interface PlanStatus {
+  phase: "Ready" | "Failed";
+  collectionHash?: string;
+  specHash: string;
+  outputs?: PreprocessOutputs;
+  message?: string;
+  time: string;
+}
+export interface PreprocessOutputs {
+  images: number;
+  valid: number;
+  failed: number;
+  configurations: string[];
+  plansFile: string;
+  preprocessedDir: string;
+}
 export interface RunStatus {
   phase: "Running" | "Succeeded" | "Failed" | "Interrupted";
   attempt: number;
@@ -74,7 +100,6 @@ export interface RunStatus {
   startTime: string;
   completionTime?: string;
 }
-
 
 /** Process groups of running children, stopped when the runner exits however it exits (short of SIGKILL). */
 const liveChildren = new Set<number>();
@@ -113,7 +138,12 @@ export function findDatasetFolder(root: string, dataset: string): string | undef
 }
 
 /** The local layout of a rank: volumes are folders, one node, metrics on loopback (api/pod.ts PodLayout). */
-export function localLayout(o: { checkpointsRoot: string; preprocessed: string; metricsPort: number; terminationLog: string }): PodLayout {
+export function localLayout(o: {
+  checkpointsRoot: string;
+  preprocessed: string;
+  metricsPort: number;
+  terminationLog: string;
+}): PodLayout {
   return {
     checkpointsRoot: o.checkpointsRoot,
     preprocessed: o.preprocessed,
@@ -132,13 +162,23 @@ export function localLayout(o: { checkpointsRoot: string; preprocessed: string; 
  * Environment of a `ssl3d train` child: the base environment, then exactly what the operator puts into a rank's
  * pod (api/pod.ts podEnv), with the local layout. valueFrom sources (Secrets, pod fields) exist only in a cluster.
  */
-export function trainEnv(o: { base: NodeJS.ProcessEnv; run: PretrainRunManifest; uid: string; attempt: number; layout: PodLayout; file?: string }): NodeJS.ProcessEnv {
+export function trainEnv(o: {
+  base: NodeJS.ProcessEnv;
+  run: PretrainRunManifest;
+  uid: string;
+  attempt: number;
+  layout: PodLayout;
+  file?: string;
+}): NodeJS.ProcessEnv {
   const { SSL3D_METRICS_PORT: _inherited, ...base } = o.base;
   const env: NodeJS.ProcessEnv = { ...base };
   for (const [i, e] of podEnv(o.run.spec, { name: o.run.name, uid: o.uid }, o.attempt, o.layout).entries()) {
     if ("valueFrom" in e) {
       const idx = (o.run.spec.env ?? []).findIndex((x) => x.name === e.name);
-      throw new ConfigError(`PretrainRun/${o.run.name}: ${e.name} takes its value from the cluster (valueFrom), which the local runner cannot resolve; give a value`, { file: o.file, field: idx >= 0 ? `spec.env[${idx}].valueFrom` : `env[${i}]` });
+      throw new ConfigError(
+        `PretrainRun/${o.run.name}: ${e.name} takes its value from the cluster (valueFrom), which the local runner cannot resolve; give a value`,
+        { file: o.file, field: idx >= 0 ? `spec.env[${idx}].valueFrom` : `env[${i}]` },
+      );
     }
     env[e.name] = e.value;
   }
@@ -146,7 +186,13 @@ export function trainEnv(o: { base: NodeJS.ProcessEnv; run: PretrainRunManifest;
 }
 
 /** The `ssl3d train` arguments of a run (api/pod.ts trainArgs, the operator's default command minus `ssl3d`). */
-export function trainArgs(run: PretrainRunManifest, plan: PlanManifest, dataset: string, configuration: string, quick: boolean): string[] {
+export function trainArgs(
+  run: PretrainRunManifest,
+  plan: PlanManifest,
+  dataset: string,
+  configuration: string,
+  quick: boolean,
+): string[] {
   const args = apiTrainArgs(run.spec, { dataset, configuration, plansName: plan.spec.plansName });
   if (!quick) return args;
   // drop the options --quick sets (`--opt value` and `--opt=value` forms), then append the quick values
@@ -160,7 +206,14 @@ export function trainArgs(run: PretrainRunManifest, plan: PlanManifest, dataset:
   return [...kept, ...QUICK_TRAIN_ARGS];
 }
 
-const LEVELS: Readonly<Record<number, string>> = { 10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal" };
+const LEVELS: Readonly<Record<number, string>> = {
+  10: "trace",
+  20: "debug",
+  30: "info",
+  40: "warn",
+  50: "error",
+  60: "fatal",
+};
 
 /** One pino JSON line as `  HH:MM:SS level msg k=v ...` (other lines unchanged). The log file keeps the JSON. */
 export function prettyLogLine(line: string): string {
@@ -175,7 +228,10 @@ export function prettyLogLine(line: string): string {
   const { level, time, msg, pid: _pid, hostname: _host, name: _name, ...rest } = o;
   const t = typeof time === "number" ? new Date(time).toISOString().slice(11, 19) : "";
   const lv = typeof level === "number" ? (LEVELS[level] ?? String(level)) : "";
-  const fields = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === "number" ? String(Number(v.toPrecision(5))) : typeof v === "string" ? v : JSON.stringify(v)}`);
+  const fields = Object.entries(rest).map(
+    ([k, v]) =>
+      `${k}=${typeof v === "number" ? String(Number(v.toPrecision(5))) : typeof v === "string" ? v : JSON.stringify(v)}`,
+  );
   return `  ${t} ${lv} ${msg}${fields.length > 0 ? ` ${fields.join(" ")}` : ""}`;
 }
 
@@ -204,7 +260,12 @@ function readJson(file: string): unknown {
 
 /** Last JSON object line of a termination log (or of stdout). */
 function lastJsonLine(text: string): Record<string, unknown> | undefined {
-  const line = text.trim().split("\n").map((l) => l.trim()).filter((l) => l.startsWith("{")).at(-1);
+  const line = text
+    .trim()
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith("{"))
+    .at(-1);
   if (line === undefined) return undefined;
   try {
     return JSON.parse(line) as Record<string, unknown>;
@@ -249,7 +310,11 @@ export class LocalRunner {
   }
 
   /** Run one `ssl3d` child; resolves to its exit code (signals map to 128+n). Output is teed to the log file. */
-  private async child(args: readonly string[], env: NodeJS.ProcessEnv, log: string): Promise<{ code: number; stdout: string }> {
+  private async child(
+    args: readonly string[],
+    env: NodeJS.ProcessEnv,
+    log: string,
+  ): Promise<{ code: number; stdout: string }> {
     mkdirSync(dirname(log), { recursive: true });
     const file = createWriteStream(log, { flags: "a" });
     file.write(`# ${now()} ssl3d ${args.join(" ")}\n`);
@@ -258,7 +323,12 @@ export class LocalRunner {
     // through tsx resolve it from the working directory.
     // Each child leads its own process group (so a signal reaches it and everything it started) and knows this
     // process as its parent: if the runner dies, even by SIGKILL, the child stops itself (local/parent-watch.ts).
-    const child = spawn(cmd!, [...pre, ...args], { cwd: PACKAGE_ROOT, env: { ...env, [PARENT_PID_ENV]: String(process.pid) }, stdio: ["ignore", "pipe", "pipe"], detached: true });
+    const child = spawn(cmd!, [...pre, ...args], {
+      cwd: PACKAGE_ROOT,
+      env: { ...env, [PARENT_PID_ENV]: String(process.pid) },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
     this.current = child;
     if (child.pid !== undefined) liveChildren.add(child.pid);
     const mirror = this.o.childOutput ?? process.stderr;
@@ -275,11 +345,23 @@ export class LocalRunner {
       for (const l of lines) if (from === "err" || !isSummaryLine(l)) mirror.write(`${prettyLogLine(l)}\n`);
     };
     let stdout = "";
-    child.stdout.on("data", (b: Buffer) => { stdout += b.toString(); file.write(b); show(b, "out"); });
-    child.stderr.on("data", (b: Buffer) => { file.write(b); show(b, "err"); });
+    child.stdout.on("data", (b: Buffer) => {
+      stdout += b.toString();
+      file.write(b);
+      show(b, "out");
+    });
+    child.stderr.on("data", (b: Buffer) => {
+      file.write(b);
+      show(b, "err");
+    });
     const code = await new Promise<number>((res) => {
-      child.on("error", (err) => { file.write(`spawn error: ${err.message}\n`); res(127); });
-      child.on("close", (c, sig) => { res(c ?? (sig === "SIGINT" ? 130 : 143)); });
+      child.on("error", (err) => {
+        file.write(`spawn error: ${err.message}\n`);
+        res(127);
+      });
+      child.on("close", (c, sig) => {
+        res(c ?? (sig === "SIGINT" ? 130 : 143));
+      });
     });
     if (child.pid !== undefined) liveChildren.delete(child.pid);
     this.current = undefined;
@@ -290,7 +372,14 @@ export class LocalRunner {
   }
 
   /** `ssl3d report` of a finished run, path printed; a failed report is said, the run stays Succeeded. */
-  private async report(step: string, what: string, env: NodeJS.ProcessEnv, resultsRoot: string, checkpointDir: string, log: string): Promise<void> {
+  private async report(
+    step: string,
+    what: string,
+    env: NodeJS.ProcessEnv,
+    resultsRoot: string,
+    checkpointDir: string,
+    log: string,
+  ): Promise<void> {
     const dir = findResultsFolder(resultsRoot, checkpointDir);
     if (dir === undefined) {
       this.print(`${step} ${what}: no results folder of ${checkpointDir} under ${resultsRoot}; no report`);
@@ -298,14 +387,28 @@ export class LocalRunner {
     }
     const r = await this.child(["report", dir, "--checkpoints", checkpointDir], env, log);
     const file = r.stdout.trim().split("\n").at(-1) ?? "";
-    this.print(r.code === 0 && file !== "" ? `${step} ${what}: report ${file}` : `${step} ${what}: 'ssl3d report ${dir}' exited ${r.code} (log: ${log})`);
+    this.print(
+      r.code === 0 && file !== ""
+        ? `${step} ${what}: report ${file}`
+        : `${step} ${what}: 'ssl3d report ${dir}' exited ${r.code} (log: ${log})`,
+    );
   }
 
-  private fail(what: string, args: readonly string[], code: number, terminationLog: string | undefined, log: string): StepFailedError {
+  private fail(
+    what: string,
+    args: readonly string[],
+    code: number,
+    terminationLog: string | undefined,
+    log: string,
+  ): StepFailedError {
     const text = terminationLog !== undefined && existsSync(terminationLog) ? readFileSync(terminationLog, "utf8") : "";
     const parsed = parseTerminationJson(text, FailureMessageSchema);
     const msg = parsed.ok ? parsed.value.message : (text.trim().split("\n").at(-1) ?? "");
-    return new StepFailedError(`${what}: 'ssl3d ${args.join(" ")}' exited ${code}${msg === "" ? "" : `: ${msg}`} (log: ${log})`, code, this.o.manifests.source);
+    return new StepFailedError(
+      `${what}: 'ssl3d ${args.join(" ")}' exited ${code}${msg === "" ? "" : `: ${msg}`} (log: ${log})`,
+      code,
+      this.o.manifests.source,
+    );
   }
 
   async runAll(): Promise<void> {
@@ -313,7 +416,9 @@ export class LocalRunner {
     const total = m.collections.length + m.plans.length + m.runs.length;
     let i = 0;
     const step = (): string => `[${++i}/${total}]`;
-    this.print(`ssl3d run: ${total} manifest(s) from ${m.source}; state in ${this.stateDir}${this.o.quick ? " (quick)" : ""}`);
+    this.print(
+      `ssl3d run: ${total} manifest(s) from ${m.source}; state in ${this.stateDir}${this.o.quick ? " (quick)" : ""}`,
+    );
     const collections = new Map<string, CollectionStatus & { root: string }>();
     for (const c of m.collections) collections.set(c.name, await this.collection(c, step()));
     const plans = new Map<string, PlanStatus>();
@@ -327,7 +432,12 @@ export class LocalRunner {
   }
 
   private checkInterrupted(what: string): void {
-    if (this.interrupted !== undefined) throw new StepFailedError(`${what}: interrupted by ${this.interrupted}; run the same command again to resume`, 1, this.o.manifests.source);
+    if (this.interrupted !== undefined)
+      throw new StepFailedError(
+        `${what}: interrupted by ${this.interrupted}; run the same command again to resume`,
+        1,
+        this.o.manifests.source,
+      );
   }
 
   async collection(c: CollectionManifest, step: string): Promise<CollectionStatus & { root: string }> {
@@ -336,7 +446,13 @@ export class LocalRunner {
     const base = { ...this.env, nnssl_raw: root };
     if (c.annotations[LOCAL_DEMO_ANNOTATION] === "true" && findDatasetFolder(root, c.spec.dataset) === undefined) {
       this.print(`${step} ${what}: generating the demo collection into ${root}`);
-      const args = ["demo", "--no-preprocess", "--out", join(this.stateDir, "demo"), ...(this.o.quick ? ["--quick"] : [])];
+      const args = [
+        "demo",
+        "--no-preprocess",
+        "--out",
+        join(this.stateDir, "demo"),
+        ...(this.o.quick ? ["--quick"] : []),
+      ];
       const log = join(this.stateDir, "logs", `collection-${c.name}-demo.log`);
       const r = await this.child(args, base, log);
       this.checkInterrupted(what);
@@ -350,14 +466,28 @@ export class LocalRunner {
     const r = await this.child(args, { ...base, SSL3D_TERMINATION_LOG: term }, log);
     this.checkInterrupted(what);
     if (r.code !== 0) {
-      await writeJsonAtomic(this.statusFile("Collection", c.name), { phase: "Failed", dataset: c.spec.dataset, message: `exit ${r.code}`, time: now() } satisfies CollectionStatus);
+      await writeJsonAtomic(this.statusFile("Collection", c.name), {
+        phase: "Failed",
+        dataset: c.spec.dataset,
+        message: `exit ${r.code}`,
+        time: now(),
+      } satisfies CollectionStatus);
       throw this.fail(what, args, r.code, term, log);
     }
     const summary = lastJsonLine(existsSync(term) ? readFileSync(term, "utf8") : r.stdout);
-    if (summary === undefined || typeof summary.contentHash !== "string") throw this.fail(`${what}: no summary JSON`, args, 1, term, log);
-    const status: CollectionStatus = { phase: "Ready", dataset: c.spec.dataset, summary, contentHash: summary.contentHash, time: now() };
+    if (summary === undefined || typeof summary.contentHash !== "string")
+      throw this.fail(`${what}: no summary JSON`, args, 1, term, log);
+    const status: CollectionStatus = {
+      phase: "Ready",
+      dataset: c.spec.dataset,
+      summary,
+      contentHash: summary.contentHash,
+      time: now(),
+    };
     await writeJsonAtomic(this.statusFile("Collection", c.name), status);
-    this.print(`${step} ${what}: Ready: ${String(summary.images)} image(s), ${String(summary.subjects)} subject(s), ${summary.contentHash.slice(0, 19)}…`);
+    this.print(
+      `${step} ${what}: Ready: ${String(summary.images)} image(s), ${String(summary.subjects)} subject(s), ${summary.contentHash.slice(0, 19)}…`,
+    );
     return { ...status, root };
   }
 
@@ -379,35 +509,69 @@ export class LocalRunner {
     mkdirSync(dirname(term), { recursive: true });
     const log = join(this.stateDir, "logs", `plan-${p.name}.log`);
     this.print(`${step} ${what}: ssl3d ${args.join(" ")}  (nnssl_preprocessed=${out})`);
-    const r = await this.child(args, { ...this.env, nnssl_raw: col.root, nnssl_preprocessed: out, SSL3D_TERMINATION_LOG: term }, log);
+    const r = await this.child(
+      args,
+      { ...this.env, nnssl_raw: col.root, nnssl_preprocessed: out, SSL3D_TERMINATION_LOG: term },
+      log,
+    );
     this.checkInterrupted(what);
     if (r.code !== 0) {
-      await writeJsonAtomic(this.statusFile("Plan", p.name), { phase: "Failed", specHash, message: `exit ${r.code}`, time: now() } satisfies PlanStatus);
+      await writeJsonAtomic(this.statusFile("Plan", p.name), {
+        phase: "Failed",
+        specHash,
+        message: `exit ${r.code}`,
+        time: now(),
+      } satisfies PlanStatus);
       throw this.fail(what, args, r.code, term, log);
     }
     const outputs = lastJsonLine(existsSync(term) ? readFileSync(term, "utf8") : "") as PreprocessOutputs | undefined;
-    if (outputs === undefined || !Array.isArray(outputs.configurations)) throw this.fail(`${what}: no preprocessing summary`, args, 1, term, log);
-    const status: PlanStatus = { phase: "Ready", ...(col.contentHash === undefined ? {} : { collectionHash: col.contentHash }), specHash, outputs, time: now() };
+    if (outputs === undefined || !Array.isArray(outputs.configurations))
+      throw this.fail(`${what}: no preprocessing summary`, args, 1, term, log);
+    const status: PlanStatus = {
+      phase: "Ready",
+      ...(col.contentHash === undefined ? {} : { collectionHash: col.contentHash }),
+      specHash,
+      outputs,
+      time: now(),
+    };
     await writeJsonAtomic(this.statusFile("Plan", p.name), status);
-    this.print(`${step} ${what}: Ready: ${outputs.valid}/${outputs.images} image(s) preprocessed (${outputs.configurations.join(", ")})${outputs.failed > 0 ? `, ${outputs.failed} failed` : ""} in ${outputs.preprocessedDir}`);
+    this.print(
+      `${step} ${what}: Ready: ${outputs.valid}/${outputs.images} image(s) preprocessed (${outputs.configurations.join(", ")})${outputs.failed > 0 ? `, ${outputs.failed} failed` : ""} in ${outputs.preprocessedDir}`,
+    );
     return status;
   }
 
-  async pretrainRun(r: PretrainRunManifest, plan: PlanManifest, planStatus: PlanStatus, col: CollectionStatus & { root: string }, step: string): Promise<RunStatus> {
+  async pretrainRun(
+    r: PretrainRunManifest,
+    plan: PlanManifest,
+    planStatus: PlanStatus,
+    col: CollectionStatus & { root: string },
+    step: string,
+  ): Promise<RunStatus> {
     const what = `PretrainRun/${r.name}`;
     const file = this.statusFile("PretrainRun", r.name);
     const prior = readJson(file) as RunStatus | undefined;
     if (prior?.phase === "Succeeded") {
-      this.print(`${step} ${what}: already Succeeded (checkpoints in ${prior.checkpointDir}); remove ${file} to train again`);
+      this.print(
+        `${step} ${what}: already Succeeded (checkpoints in ${prior.checkpointDir}); remove ${file} to train again`,
+      );
       return prior;
     }
     if (r.spec.numNodes > 1 || r.spec.nprocPerNode > 1) {
-      this.print(`${step} ${what}: numNodes=${r.spec.numNodes} x nprocPerNode=${r.spec.nprocPerNode} runs locally as 1 node x 1 process`);
+      this.print(
+        `${step} ${what}: numNodes=${r.spec.numNodes} x nprocPerNode=${r.spec.nprocPerNode} runs locally as 1 node x 1 process`,
+      );
     }
-    const configuration = r.spec.training.configuration ?? plan.spec.configurations?.[0] ?? planStatus.outputs?.configurations[0];
-    if (configuration === undefined) throw new ConfigError(`${what}: no configuration to train (set spec.training.configuration)`, { file: this.o.manifests.source, field: "spec.training.configuration" });
+    const configuration =
+      r.spec.training.configuration ?? plan.spec.configurations?.[0] ?? planStatus.outputs?.configurations[0];
+    if (configuration === undefined)
+      throw new ConfigError(`${what}: no configuration to train (set spec.training.configuration)`, {
+        file: this.o.manifests.source,
+        field: "spec.training.configuration",
+      });
     const checkpoints = this.volume(r.spec.storage.checkpoints);
-    const preprocessed = r.spec.storage.data === undefined ? this.volume(plan.spec.output.pvc) : this.volume(r.spec.storage.data);
+    const preprocessed =
+      r.spec.storage.data === undefined ? this.volume(plan.spec.output.pvc) : this.volume(r.spec.storage.data);
     const uid = r.uid ?? prior?.uid ?? randomUUID();
     const folders = runFolders(r.spec, { name: r.name, uid }, { checkpointsRoot: checkpoints, join });
     const checkpointDir = folders.checkpoints;
@@ -425,21 +589,35 @@ export class LocalRunner {
       const log = join(this.stateDir, "logs", `pretrainrun-${r.name}-a${attempt}.log`);
       const running: RunStatus = { phase: "Running", attempt, restarts, uid, checkpointDir, startTime };
       await writeJsonAtomic(file, running);
-      const resume = r.spec.runPolicy.resume === "Latest" ? ", resuming from the latest checkpoint if there is one" : "";
+      const resume =
+        r.spec.runPolicy.resume === "Latest" ? ", resuming from the latest checkpoint if there is one" : "";
       this.print(`${step} ${what}: attempt ${attempt}${resume}: ssl3d ${args.join(" ")}`);
-      this.print(`${step} ${what}: checkpoints in ${checkpointDir}${metricsPort > 0 ? `, metrics on http://127.0.0.1:${metricsPort}/metrics` : ""}, log ${log}`);
+      this.print(
+        `${step} ${what}: checkpoints in ${checkpointDir}${metricsPort > 0 ? `, metrics on http://127.0.0.1:${metricsPort}/metrics` : ""}, log ${log}`,
+      );
       const env = trainEnv({
-        base: this.env, run: r, uid, attempt, layout: localLayout({ checkpointsRoot: checkpoints, preprocessed, metricsPort, terminationLog: term }), file: this.o.manifests.source,
+        base: this.env,
+        run: r,
+        uid,
+        attempt,
+        layout: localLayout({ checkpointsRoot: checkpoints, preprocessed, metricsPort, terminationLog: term }),
+        file: this.o.manifests.source,
       });
       const res = await this.child(args, env, log);
       if (this.interrupted !== undefined) {
-        await writeJsonAtomic(file, { ...running, phase: "Interrupted", message: `interrupted by ${this.interrupted}` } satisfies RunStatus);
+        await writeJsonAtomic(file, {
+          ...running,
+          phase: "Interrupted",
+          message: `interrupted by ${this.interrupted}`,
+        } satisfies RunStatus);
         this.checkInterrupted(what);
       }
       if (res.code === 0) {
         const done: RunStatus = { ...running, phase: "Succeeded", completionTime: now() };
         await writeJsonAtomic(file, done);
-        this.print(`${step} ${what}: Succeeded after ${attempt} attempt(s), ${restarts} restart(s); checkpoints in ${checkpointDir}`);
+        this.print(
+          `${step} ${what}: Succeeded after ${attempt} attempt(s), ${restarts} restart(s); checkpoints in ${checkpointDir}`,
+        );
         // the run's own results folder (nnssl_results of the contract: <checkpoints>/<folder>/results)
         await this.report(step, what, env, env[POD_ENV.results] ?? folders.results, checkpointDir, log);
         return done;
@@ -448,12 +626,19 @@ export class LocalRunner {
       const terminal = res.code === 2 || res.code === 3;
       if (terminal || budgetUsed >= r.spec.runPolicy.maxRestarts) {
         const err = this.fail(what, args, res.code, term, log);
-        await writeJsonAtomic(file, { ...running, phase: "Failed", message: err.message, completionTime: now() } satisfies RunStatus);
+        await writeJsonAtomic(file, {
+          ...running,
+          phase: "Failed",
+          message: err.message,
+          completionTime: now(),
+        } satisfies RunStatus);
         throw err;
       }
       restarts++;
       budgetUsed++;
-      this.print(`${step} ${what}: attempt ${attempt} exited ${res.code}; restart ${budgetUsed}/${r.spec.runPolicy.maxRestarts}`);
+      this.print(
+        `${step} ${what}: attempt ${attempt} exited ${res.code}; restart ${budgetUsed}/${r.spec.runPolicy.maxRestarts}`,
+      );
     }
   }
 }

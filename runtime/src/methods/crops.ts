@@ -10,8 +10,6 @@ import { customOp } from "../models/ops/custom.js";
 import { isEmbeddingNetwork, type EmbeddingNetwork } from "../models/voco.js";
 export { boxOverlap, copyCrop, vec3, type CropAugment } from "../data/contrastive-crops.js";
 
-
-
 /** Stop-gradient: the value passes, the gradient is zero (PyTorch's `.detach()`). */
 export function stopGradient<T extends tf.Tensor>(x: T): T {
   return customOp([x], ([a]) => ({ value: tf.clone(a!), gradFunc: (dy: tf.Tensor) => [tf.zerosLike(dy)] })) as T;
@@ -23,7 +21,11 @@ export function l2Rows<T extends tf.Tensor>(x: T): T {
 }
 
 export function requireEmbeddingNetwork(net: Network, method: string): EmbeddingNetwork {
-  if (!isEmbeddingNetwork(net)) throw new ConfigError(`${method} needs an embedding network (voco-resenc-l, voco-resenc-xs, voco-primus-m, voco-primus-xs), got ${net.config.name}`, { field: "architecture" });
+  if (!isEmbeddingNetwork(net))
+    throw new ConfigError(
+      `${method} needs an embedding network (voco-resenc-l, voco-resenc-xs, voco-primus-m, voco-primus-xs), got ${net.config.name}`,
+      { field: "architecture" },
+    );
   return net;
 }
 
@@ -32,4 +34,3 @@ export function vocoArchitectureFor(key: string, exists: (key: string) => boolea
   if (key.startsWith("voco-")) return key;
   return exists(`voco-${key}`) ? `voco-${key}` : key;
 }
-

@@ -9,15 +9,34 @@ import { getMethod } from "./registry.js";
 await tf.setBackend("cpu");
 
 const cfg = (family: "cnn" | "vit", patch: Vec3): NetworkConfig => ({
-  name: `stand-in-${family}`, family, inChannels: 1, outChannels: 1, patchSize: patch, seed: 0, hyper: {},
-  adaptation: { archClassName: "X", archKwargs: null, archKwargsRequiringImport: null, keyToEncoder: "e", keyToStem: "s", keysToInProj: [], keyToLpe: null },
+  name: `stand-in-${family}`,
+  family,
+  inChannels: 1,
+  outChannels: 1,
+  patchSize: patch,
+  seed: 0,
+  hyper: {},
+  adaptation: {
+    archClassName: "X",
+    archKwargs: null,
+    archKwargsRequiringImport: null,
+    keyToEncoder: "e",
+    keyToStem: "s",
+    keysToInProj: [],
+    keyToLpe: null,
+  },
 });
 
 /** Stand-in CNN: returns its (masked) input unchanged, so the loss is the mean of x² over masked voxels. */
 function identityCnn(patch: Vec3): Network {
   return {
-    config: cfg("cnn", patch), weights: new Map(), declarations: [],
-    apply: (x) => tf.clone(x), encode: (x) => [tf.clone(x)], parameterCount: () => 0, dispose: () => undefined,
+    config: cfg("cnn", patch),
+    weights: new Map(),
+    declarations: [],
+    apply: (x) => tf.clone(x),
+    encode: (x) => [tf.clone(x)],
+    parameterCount: () => 0,
+    dispose: () => undefined,
   };
 }
 
@@ -29,16 +48,31 @@ function transposedOrderVit(patch: Vec3, tokenPatch: number): MaskedNetwork {
   const grid = patch.map((p) => p / tokenPatch) as unknown as Vec3;
   const tokenIndex = (g0: number, g1: number, g2: number) => (g1 * grid[0] + g0) * grid[2] + g2;
   const net: MaskedNetwork = {
-    config: cfg("vit", patch), weights: new Map(), declarations: [], tokenGrid: grid, tokenPatch: [tokenPatch, tokenPatch, tokenPatch],
+    config: cfg("vit", patch),
+    weights: new Map(),
+    declarations: [],
+    tokenGrid: grid,
+    tokenPatch: [tokenPatch, tokenPatch, tokenPatch],
     tokenIndex,
-    apply: (x) => tf.clone(x), encode: () => tf.zeros([1, 1, 1]), parameterCount: () => 0, dispose: () => undefined,
+    apply: (x) => tf.clone(x),
+    encode: () => tf.zeros([1, 1, 1]),
+    parameterCount: () => 0,
+    dispose: () => undefined,
     forwardMasked(x: tf.Tensor5D, opts: MaskedForwardOptions) {
       const T = grid[0] * grid[1] * grid[2];
       const B = x.shape[0];
       const rng = new Rng(opts.rngSeed ?? 0);
-      const keepIndices = Array.from({ length: B }, () => rng.sample(T, Math.max(1, Math.trunc(T * (opts.keepRatio ?? 0.25)))).sort((a, b) => a - b));
+      const keepIndices = Array.from({ length: B }, () =>
+        rng.sample(T, Math.max(1, Math.trunc(T * (opts.keepRatio ?? 0.25)))).sort((a, b) => a - b),
+      );
       const visible = keepIndices.map((k) => tokenLossMask(net, k).map((v) => 1 - v));
-      const vis = tf.tensor5d(Float32Array.from(visible.flatMap((v) => Array.from(v))), [B, patch[0], patch[1], patch[2], 1]);
+      const vis = tf.tensor5d(Float32Array.from(visible.flatMap((v) => Array.from(v))), [
+        B,
+        patch[0],
+        patch[1],
+        patch[2],
+        1,
+      ]);
       const reconstruction = tf.mul<tf.Tensor5D>(x, vis);
       vis.dispose();
       return { reconstruction, keepIndices };
@@ -57,9 +91,16 @@ test("block mask: 160³ / 16³ → 1000 blocks, 750 masked, mask constant inside
   assert.equal(zeros, 750 * 16 ** 3);
   // every block is constant
   for (const b of [0, 1, 10, 999, ...masked.slice(0, 5)]) {
-    const bx = Math.floor(b / 100), by = Math.floor(b / 10) % 10, bz = b % 10;
+    const bx = Math.floor(b / 100),
+      by = Math.floor(b / 10) % 10,
+      bz = b % 10;
     const v0 = mask[(bx * 16 * 160 + by * 16) * 160 + bz * 16];
-    for (const [dx, dy, dz] of [[0, 0, 0], [15, 15, 15], [3, 9, 15], [15, 0, 7]] as const) {
+    for (const [dx, dy, dz] of [
+      [0, 0, 0],
+      [15, 15, 15],
+      [3, 9, 15],
+      [15, 0, 7],
+    ] as const) {
       assert.equal(mask[((bx * 16 + dx) * 160 + by * 16 + dy) * 160 + bz * 16 + dz], v0);
     }
     assert.equal(v0, masked.includes(b) ? 0 : 1);
@@ -80,11 +121,15 @@ test("CNN MAE loss = mean of (ŷ−x)² over masked voxels only (identity networ
   assert.equal(tf.memory().numTensors, before + 1);
   // expected with the same mask draw
   const rng = new Rng(99);
-  let num = 0, den = 0;
+  let num = 0,
+    den = 0;
   for (let b = 0; b < B; b++) {
     const mask = blockMask(rng, patch, 16, 0.75).mask;
     mask.forEach((v, i) => {
-      if (v === 0) { num += xs[b * 32 ** 3 + i]! ** 2; den++; }
+      if (v === 0) {
+        num += xs[b * 32 ** 3 + i]! ** 2;
+        den++;
+      }
     });
   }
   assert.equal(den, B * 6 * 16 ** 3);
@@ -105,7 +150,9 @@ test("CNN MAE _ANON: anonymised voxels leave the loss; -1 (outside) counts as 0 
   const loss = m.loss(zeroNet, { x: x2, anon }, { training: true, seed: 3 }).dataSync()[0]!;
   // x<8 half is anonymised → excluded, x≥8 half (anon −1 → 0) counts with error 9
   assert.ok(Math.abs(loss - 9) < 1e-5, `loss ${loss}`);
-  const plain = new CnnMae(MaeOptionsSchema.parse({ blockSize: 8, maskRatio: 0.875 })).loss(zeroNet, { x: x2 }, { training: true, seed: 3 }).dataSync()[0]!;
+  const plain = new CnnMae(MaeOptionsSchema.parse({ blockSize: 8, maskRatio: 0.875 }))
+    .loss(zeroNet, { x: x2 }, { training: true, seed: 3 })
+    .dataSync()[0]!;
   assert.ok(plain > 1 && plain < 9);
   tf.dispose([x, x2, anon]);
 });
@@ -123,11 +170,15 @@ test("Primus MAE loss mask follows the wrapper's token order (no axis flip): exa
     const r = net.forwardMasked(x, { keepRatio: 0.25, rngSeed: 5 }, { training: true });
     return { keepIndices: r.keepIndices };
   });
-  assert.equal(keepIndices[0]!.length, 4 * 2 * 2 / 4);
-  let num = 0, den = 0;
+  assert.equal(keepIndices[0]!.length, (4 * 2 * 2) / 4);
+  let num = 0,
+    den = 0;
   keepIndices.forEach((k, b) => {
     tokenLossMask(net, k).forEach((v, i) => {
-      if (v === 1) { num += xs[b * 1024 + i]! ** 2; den++; }
+      if (v === 1) {
+        num += xs[b * 1024 + i]! ** 2;
+        den++;
+      }
     });
   });
   assert.equal(den, 2 * 1024 * 0.75);

@@ -31,7 +31,12 @@ export type MaeOptions = z.infer<typeof MaeOptionsSchema>;
  * Block mask for one sample, C-order over the patch (X, Y, Z): 1 visible, 0 masked. Blocks at the upper border are
  * partial when the patch is not a multiple of the block size. Returns the mask and the masked block indices.
  */
-export function blockMask(rng: Rng, patch: readonly [number, number, number], blockSize: number, maskRatio: number): { mask: Float32Array; grid: [number, number, number]; masked: number[] } {
+export function blockMask(
+  rng: Rng,
+  patch: readonly [number, number, number],
+  blockSize: number,
+  maskRatio: number,
+): { mask: Float32Array; grid: [number, number, number]; masked: number[] } {
   const grid = patch.map((p) => Math.ceil(p / blockSize)) as [number, number, number];
   const nBlocks = grid[0] * grid[1] * grid[2];
   const nMasked = Math.trunc(maskRatio * nBlocks);
@@ -54,7 +59,10 @@ export function blockMask(rng: Rng, patch: readonly [number, number, number], bl
 }
 
 /** Loss mask (1 = dropped token → loss) over [X, Y, Z] for one sample, from kept token indices in the wrapper's order. */
-export function tokenLossMask(net: Pick<MaskedNetwork, "tokenGrid" | "tokenPatch" | "tokenIndex">, keep: readonly number[]): Float32Array {
+export function tokenLossMask(
+  net: Pick<MaskedNetwork, "tokenGrid" | "tokenPatch" | "tokenIndex">,
+  keep: readonly number[],
+): Float32Array {
   const [g0, g1, g2] = net.tokenGrid;
   const [p0, p1, p2] = net.tokenPatch;
   const kept = new Set(keep);
@@ -74,7 +82,10 @@ export function tokenLossMask(net: Pick<MaskedNetwork, "tokenGrid" | "tokenPatch
 /** Σ((pred − target)² · lossMask) / Σ lossMask over all elements (mask broadcast over channels); 0 if the mask is empty. */
 export function maskedMse(pred: tf.Tensor, target: tf.Tensor, lossMask: tf.Tensor): tf.Scalar {
   return tf.tidy(() => {
-    const m = lossMask.shape[lossMask.rank - 1] === target.shape[target.rank - 1] ? lossMask : tf.mul(lossMask, tf.onesLike(target));
+    const m =
+      lossMask.shape[lossMask.rank - 1] === target.shape[target.rank - 1]
+        ? lossMask
+        : tf.mul(lossMask, tf.onesLike(target));
     const num = tf.sum(tf.mul(tf.squaredDifference(pred, target), m));
     const den = tf.sum(m);
     return tf.div<tf.Scalar>(num, tf.maximum(den, 1e-8));
@@ -88,7 +99,12 @@ function withAnon(lossMask: tf.Tensor, anon: tf.Tensor5D | undefined): tf.Tensor
 }
 
 /** The columns every masked-image method shows: input, mask (1 visible), masked input, reconstruction. */
-export function maskedImagePreview(x: tf.Tensor5D, visible: tf.Tensor5D, reconstruction: tf.Tensor5D, caption: string): MethodPreview {
+export function maskedImagePreview(
+  x: tf.Tensor5D,
+  visible: tf.Tensor5D,
+  reconstruction: tf.Tensor5D,
+  caption: string,
+): MethodPreview {
   return {
     caption,
     columns: [
@@ -111,14 +127,23 @@ abstract class MaeBase implements PretrainMethod {
     return inChannels;
   }
   /** The masked forward pass: visible-voxel mask [B,X,Y,Z,1], loss mask and reconstruction. */
-  abstract forward(net: Network, batch: MethodBatch, ctx: MethodContext): { visible: tf.Tensor5D; lossMask: tf.Tensor; reconstruction: tf.Tensor5D };
+  abstract forward(
+    net: Network,
+    batch: MethodBatch,
+    ctx: MethodContext,
+  ): { visible: tf.Tensor5D; lossMask: tf.Tensor; reconstruction: tf.Tensor5D };
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
     const f = this.forward(net, batch, ctx);
     return maskedMse(f.reconstruction, batch.x, withAnon(f.lossMask, batch.anon));
   }
   preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
     const f = this.forward(net, batch, ctx);
-    return maskedImagePreview(batch.x, f.visible, f.reconstruction, `MAE: ${this.kindOfBlocks(Math.round(this.o.maskRatio * 100))}; the network reconstructs the whole patch, the loss counts the masked voxels.`);
+    return maskedImagePreview(
+      batch.x,
+      f.visible,
+      f.reconstruction,
+      `MAE: ${this.kindOfBlocks(Math.round(this.o.maskRatio * 100))}; the network reconstructs the whole patch, the loss counts the masked voxels.`,
+    );
   }
   protected abstract kindOfBlocks(percent: number): string;
 }
@@ -128,7 +153,13 @@ abstract class MaeBase implements PretrainMethod {
  * generator seeded by the step seed. Exported so that a caller can know the masks a seeded step used
  * (bench/trajectory.ts hands them to the PyTorch reference).
  */
-export function stepBlockMasks(seed: number, batch: number, patch: readonly [number, number, number], blockSize: number, maskRatio: number): Float32Array {
+export function stepBlockMasks(
+  seed: number,
+  batch: number,
+  patch: readonly [number, number, number],
+  blockSize: number,
+  maskRatio: number,
+): Float32Array {
   const rng = new Rng(seed);
   const n = patch[0] * patch[1] * patch[2];
   const all = new Float32Array(batch * n);
@@ -137,9 +168,19 @@ export function stepBlockMasks(seed: number, batch: number, patch: readonly [num
 }
 
 export class CnnMae extends MaeBase {
-  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { visible: tf.Tensor5D; lossMask: tf.Tensor; reconstruction: tf.Tensor5D } {
+  forward(
+    net: Network,
+    batch: MethodBatch,
+    ctx: MethodContext,
+  ): { visible: tf.Tensor5D; lossMask: tf.Tensor; reconstruction: tf.Tensor5D } {
     const [B, X, Y, Z] = batch.x.shape;
-    const mask = tf.tensor5d(stepBlockMasks(ctx.seed, B, [X, Y, Z], this.o.blockSize, this.o.maskRatio), [B, X, Y, Z, 1]);
+    const mask = tf.tensor5d(stepBlockMasks(ctx.seed, B, [X, Y, Z], this.o.blockSize, this.o.maskRatio), [
+      B,
+      X,
+      Y,
+      Z,
+      1,
+    ]);
     const pred = net.apply(tf.mul<tf.Tensor5D>(batch.x, mask), { training: ctx.training, seed: ctx.seed });
     return { visible: mask, lossMask: tf.sub(1, mask), reconstruction: pred };
   }
@@ -149,12 +190,23 @@ export class CnnMae extends MaeBase {
 }
 
 export class VitMae extends MaeBase {
-  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { visible: tf.Tensor5D; lossMask: tf.Tensor; reconstruction: tf.Tensor5D } {
-    if (!isMaskedNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no token-dropping MAE wrapper (forwardMasked)`, { field: "architecture" });
+  forward(
+    net: Network,
+    batch: MethodBatch,
+    ctx: MethodContext,
+  ): { visible: tf.Tensor5D; lossMask: tf.Tensor; reconstruction: tf.Tensor5D } {
+    if (!isMaskedNetwork(net))
+      throw new ConfigError(`architecture ${net.config.name} has no token-dropping MAE wrapper (forwardMasked)`, {
+        field: "architecture",
+      });
     const [B, X, Y, Z] = batch.x.shape;
     // upstream keeps the network in train mode during validation (patch dropout active),
     // `BaseEvaMAETrainer.validation_step`
-    const { reconstruction, keepIndices } = net.forwardMasked(batch.x, { keepRatio: 1 - this.o.maskRatio, rngSeed: ctx.seed }, { training: true, seed: ctx.seed });
+    const { reconstruction, keepIndices } = net.forwardMasked(
+      batch.x,
+      { keepRatio: 1 - this.o.maskRatio, rngSeed: ctx.seed },
+      { training: true, seed: ctx.seed },
+    );
     const n = X * Y * Z;
     const all = new Float32Array(B * n);
     for (let b = 0; b < B; b++) all.set(tokenLossMask(net, keepIndices[b] ?? []), b * n);
@@ -168,7 +220,8 @@ export class VitMae extends MaeBase {
 
 export const mae: MethodEntry<typeof MaeOptionsSchema> = {
   key: "mae",
-  description: "Masked auto-encoder: 16³ block masking (CNN) / token dropping with a 2-block decoder (Primus); MSE on masked voxels",
+  description:
+    "Masked auto-encoder: 16³ block masking (CNN) / token dropping with a 2-block decoder (Primus); MSE on masked voxels",
   families: ["cnn", "vit"],
   optionsSchema: MaeOptionsSchema,
   create(options: MaeOptions, family: ArchitectureFamily): PretrainMethod {

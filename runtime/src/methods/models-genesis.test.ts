@@ -14,33 +14,69 @@ import { getMethod } from "./registry.js";
 await tf.setBackend("cpu");
 
 const cfg = (patch: Vec3): NetworkConfig => ({
-  name: "stand-in-cnn", family: "cnn", inChannels: 1, outChannels: 1, patchSize: patch, seed: 0, hyper: {},
-  adaptation: { archClassName: "X", archKwargs: null, archKwargsRequiringImport: null, keyToEncoder: "e", keyToStem: "s", keysToInProj: [], keyToLpe: null },
+  name: "stand-in-cnn",
+  family: "cnn",
+  inChannels: 1,
+  outChannels: 1,
+  patchSize: patch,
+  seed: 0,
+  hyper: {},
+  adaptation: {
+    archClassName: "X",
+    archKwargs: null,
+    archKwargsRequiringImport: null,
+    keyToEncoder: "e",
+    keyToStem: "s",
+    keysToInProj: [],
+    keyToLpe: null,
+  },
 });
 
 /** Returns its input: the loss is then the mean squared corruption, input vs target. */
 const identity = (patch: Vec3): Network => ({
-  config: cfg(patch), weights: new Map(), declarations: [],
-  apply: (x) => tf.clone(x), encode: (x) => [tf.clone(x)], parameterCount: () => 0, dispose: () => undefined,
+  config: cfg(patch),
+  weights: new Map(),
+  declarations: [],
+  apply: (x) => tf.clone(x),
+  encode: (x) => [tf.clone(x)],
+  parameterCount: () => 0,
+  dispose: () => undefined,
 });
 
-const opts = (o: Record<string, unknown> = {}) => ModelsGenesisOptionsSchema.parse({ shuffleBlocks: 300, bezierPoints: 5000, ...o });
+const opts = (o: Record<string, unknown> = {}) =>
+  ModelsGenesisOptionsSchema.parse({ shuffleBlocks: 300, bezierPoints: 5000, ...o });
 
 /** What the loader's models-genesis transform hands the method: corrupted x, clean target, flipped anon. */
-function corrupted(xs: Float32Array, shape: readonly [number, number, number, number, number], seed: number, m: ModelsGenesis, anonV?: Float32Array) {
+function corrupted(
+  xs: Float32Array,
+  shape: readonly [number, number, number, number, number],
+  seed: number,
+  m: ModelsGenesis,
+  anonV?: Float32Array,
+) {
   const r = modelsGenesisBatch(xs, shape, seed, m.o, anonV);
   const [B, X, Y, Z] = shape;
-  return { x: tf.tensor5d(r.input, [...shape]), target: tf.tensor5d(r.target, [...shape]), ...(r.anon === undefined ? {} : { anon: tf.tensor5d(r.anon, [B, X, Y, Z, 1]) }), r };
+  return {
+    x: tf.tensor5d(r.input, [...shape]),
+    target: tf.tensor5d(r.target, [...shape]),
+    ...(r.anon === undefined ? {} : { anon: tf.tensor5d(r.anon, [B, X, Y, Z, 1]) }),
+    r,
+  };
 }
 
-test("batch corruption = per-sample pairs, sample b from its own generator deriveSeed(seed, \"models-genesis\", b)", () => {
+test('batch corruption = per-sample pairs, sample b from its own generator deriveSeed(seed, "models-genesis", b)', () => {
   const shape = [2, 20, 20, 20, 1] as const;
   const n = 20 ** 3;
   const x = Float32Array.from({ length: 2 * n }, (_, i) => Math.cos(i * 0.11));
   const o = opts();
   const r = modelsGenesisBatch(x, shape, 77, o);
   for (let b = 0; b < 2; b++) {
-    const p = modelsGenesisPair(x.subarray(b * n, (b + 1) * n), [20, 20, 20, 1], new Rng(deriveSeed(77, "models-genesis", b)), o);
+    const p = modelsGenesisPair(
+      x.subarray(b * n, (b + 1) * n),
+      [20, 20, 20, 1],
+      new Rng(deriveSeed(77, "models-genesis", b)),
+      o,
+    );
     assert.deepEqual(r.input.subarray(b * n, (b + 1) * n), p.input);
     assert.deepEqual(r.target.subarray(b * n, (b + 1) * n), p.target);
   }
@@ -98,15 +134,33 @@ test("_ANON: masked MSE with (1 − anon), the mask flipped with the sample, −
 });
 
 test("no tensor leak across a gradient step on resenc-xs and on eva-mae-xs without decoder", () => {
-  const cnn = createNetwork("resenc-xs", { features: [4, 8], blocks: [1, 1], strides: [1, 2], patchSize: [16, 16, 16], seed: 1 });
-  const vit = createNetwork("eva-mae-xs", { embedDim: 24, heads: 1, depth: 1, decoderDepth: 0, patchSize: [16, 16, 16], seed: 1 });
+  const cnn = createNetwork("resenc-xs", {
+    features: [4, 8],
+    blocks: [1, 1],
+    strides: [1, 2],
+    patchSize: [16, 16, 16],
+    seed: 1,
+  });
+  const vit = createNetwork("eva-mae-xs", {
+    embedDim: 24,
+    heads: 1,
+    depth: 1,
+    decoderDepth: 0,
+    patchSize: [16, 16, 16],
+    seed: 1,
+  });
   assert.ok(![...vit.weights.keys()].some((k) => k.startsWith("decoder.")));
   const m = new ModelsGenesis(opts());
-  const xs = tf.tidy(() => tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 3).dataSync() as Float32Array);
+  const xs = tf.tidy(
+    () => tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 3).dataSync() as Float32Array,
+  );
   const { x, target } = corrupted(xs, [2, 16, 16, 16, 1], 5, m);
   for (const net of [cnn, vit]) {
     const before = tf.memory().numTensors;
-    const { value, grads } = valueAndGrads(() => m.loss(net, { x, target }, { training: true, seed: 5 }), [...net.weights.values()]);
+    const { value, grads } = valueAndGrads(
+      () => m.loss(net, { x, target }, { training: true, seed: 5 }),
+      [...net.weights.values()],
+    );
     assert.ok(Number.isFinite(value.dataSync()[0]));
     assert.ok(Object.keys(grads).length > 0);
     tf.dispose([value, ...Object.values(grads)]);
@@ -120,8 +174,14 @@ test("registry: both families; Primus → eva-mae-* with decoderDepth 0; trainer
   const e = getMethod("models-genesis");
   assert.deepEqual(e.families, ["cnn", "vit"]);
   assert.equal(e, modelsGenesis);
-  assert.equal(modelsGenesis.architectureFor("primus-xs", () => true), "eva-mae-xs");
-  assert.equal(modelsGenesis.architectureFor("resenc-xs", () => true), "resenc-xs");
+  assert.equal(
+    modelsGenesis.architectureFor("primus-xs", () => true),
+    "eva-mae-xs",
+  );
+  assert.equal(
+    modelsGenesis.architectureFor("resenc-xs", () => true),
+    "resenc-xs",
+  );
   assert.deepEqual(modelsGenesis.architectureOptions("eva-mae-m"), { decoderDepth: 0 });
   assert.deepEqual(modelsGenesis.architectureOptions("resenc-l"), {});
   // EvaMAE-M without decoder = Primus-M modules + mask token (upstream keeps the unused mask_token parameter)

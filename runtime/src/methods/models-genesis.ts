@@ -19,7 +19,14 @@ import { MODELS_GENESIS_DEFAULTS } from "../data/models-genesis.js";
 import { TrainingError } from "../errors.js";
 import type { ArchitectureFamily, Network } from "../models/architecture.js";
 import { maskedMse } from "./mae.js";
-import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
+import type {
+  MethodBatch,
+  MethodContext,
+  MethodDataNeeds,
+  MethodEntry,
+  MethodPreview,
+  PretrainMethod,
+} from "./method.js";
 
 const rate = z.number().min(0).max(1);
 export const ModelsGenesisOptionsSchema = z
@@ -51,13 +58,17 @@ export class ModelsGenesis implements PretrainMethod {
   /** The restoration of the corrupted input `batch.x` and the clean target. */
   forward(net: Network, batch: MethodBatch, ctx: MethodContext): { pred: tf.Tensor5D; target: tf.Tensor5D } {
     const target = batch.target;
-    if (target === undefined) throw new TrainingError("models-genesis: the batch has no target (the loader's models-genesis transform did not run)");
+    if (target === undefined)
+      throw new TrainingError(
+        "models-genesis: the batch has no target (the loader's models-genesis transform did not run)",
+      );
     return { pred: net.apply(batch.x, { training: ctx.training, seed: ctx.seed }), target };
   }
   preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
     const { pred, target } = this.forward(net, batch, ctx);
     return {
-      caption: "Models Genesis: each crop is flipped and corrupted (local shuffling, a Bézier intensity curve, in- or out-painting); the network restores the clean crop.",
+      caption:
+        "Models Genesis: each crop is flipped and corrupted (local shuffling, a Bézier intensity curve, in- or out-painting); the network restores the clean crop.",
       columns: [
         { label: "original (target)", volume: target, kind: "image" },
         { label: "corrupted input", volume: batch.x, kind: "image" },
@@ -77,7 +88,8 @@ export class ModelsGenesis implements PretrainMethod {
 
 export const modelsGenesis = {
   key: "models-genesis",
-  description: "Models Genesis: restore crops corrupted by flips, local shuffling, a Bézier intensity curve and in/out-painting; MSE",
+  description:
+    "Models Genesis: restore crops corrupted by flips, local shuffling, a Bézier intensity curve and in/out-painting; MSE",
   families: ["cnn", "vit"],
   optionsSchema: ModelsGenesisOptionsSchema,
   create(options: ModelsGenesisOptions, _family: ArchitectureFamily): PretrainMethod {

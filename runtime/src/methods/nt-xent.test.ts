@@ -28,7 +28,12 @@ test("ntXent equals the formula on random views, for several temperatures and ba
     seed = (seed * 1103515245 + 12345) % 2147483648;
     return seed / 2147483648 - 0.5;
   };
-  for (const [n, d, t] of [[1, 3, 0.5], [3, 5, 0.5], [4, 16, 0.1], [2, 8, 1.0]] as const) {
+  for (const [n, d, t] of [
+    [1, 3, 0.5],
+    [3, 5, 0.5],
+    [4, 16, 0.1],
+    [2, 8, 1.0],
+  ] as const) {
     const a = Array.from({ length: n }, () => Array.from({ length: d }, rnd));
     const b = Array.from({ length: n }, () => Array.from({ length: d }, rnd));
     const got = tf.tidy(() => ntXent(tf.tensor2d(a), tf.tensor2d(b), t).dataSync()[0]!);
@@ -38,11 +43,33 @@ test("ntXent equals the formula on random views, for several temperatures and ba
 });
 
 test("ntXent is low for matching views and high for swapped ones, and has gradients", () => {
-  const a = tf.tensor2d([[1, 0, 0], [0, 1, 0], [0, 0, 1]]);
+  const a = tf.tensor2d([
+    [1, 0, 0],
+    [0, 1, 0],
+    [0, 0, 1],
+  ]);
   const good = ntXent(a, a.clone(), 0.1).dataSync()[0]!;
-  const bad = ntXent(a, tf.tensor2d([[0, 1, 0], [0, 0, 1], [1, 0, 0]]), 0.1).dataSync()[0]!;
+  const bad = ntXent(
+    a,
+    tf.tensor2d([
+      [0, 1, 0],
+      [0, 0, 1],
+      [1, 0, 0],
+    ]),
+    0.1,
+  ).dataSync()[0]!;
   assert.ok(good < 0.01 && bad > 5, `good ${good}, bad ${bad}`);
-  const g = tf.grad((x: tf.Tensor) => ntXent(x as tf.Tensor2D, tf.tensor2d([[0.9, 0.1, 0], [0, 1, 0.2], [0.1, 0, 1]]), 0.5))(a);
+  const g = tf.grad((x: tf.Tensor) =>
+    ntXent(
+      x as tf.Tensor2D,
+      tf.tensor2d([
+        [0.9, 0.1, 0],
+        [0, 1, 0.2],
+        [0.1, 0, 1],
+      ]),
+      0.5,
+    ),
+  )(a);
   assert.ok(g.dataSync().every(Number.isFinite));
   assert.throws(() => ntXent(a, tf.zeros([2, 3])), /differ/);
 });

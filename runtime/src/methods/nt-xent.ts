@@ -11,7 +11,8 @@
 import * as tf from "@tensorflow/tfjs";
 
 export function ntXent(a: tf.Tensor2D, b: tf.Tensor2D, temperature = 0.5): tf.Scalar {
-  if (a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1]) throw new Error(`ntXent: views differ in shape (${a.shape.join("x")} vs ${b.shape.join("x")})`);
+  if (a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1])
+    throw new Error(`ntXent: views differ in shape (${a.shape.join("x")} vs ${b.shape.join("x")})`);
   const n = a.shape[0];
   if (n < 1) throw new Error("ntXent: needs at least one pair");
   return tf.tidy(() => {

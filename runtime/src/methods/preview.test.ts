@@ -28,15 +28,83 @@ interface Case {
 const CNN = { features: [4, 8], blocks: [1, 1], strides: [1, 2], seed: 1 };
 const VIT = { embedDim: 24, heads: 1, depth: 1, seed: 1 };
 const CASES: readonly Case[] = [
-  { name: "MAE (CNN)", method: "mae", options: { blockSize: 4 }, arch: "resenc-xs", netOptions: { ...CNN, patchSize: [16, 16, 16] }, patch: [16, 16, 16], rows: 2 },
-  { name: "MAE (Primus)", method: "mae", arch: "eva-mae-xs", netOptions: { ...VIT, patchSize: [16, 16, 16] }, patch: [16, 16, 16], rows: 2 },
-  { name: "SimMIM", method: "simmim", arch: "eva-simmim-xs", netOptions: { ...VIT, patchSize: [16, 16, 16] }, patch: [16, 16, 16], rows: 2 },
-  { name: "SparK", method: "spark", options: { blockSize: 4 }, arch: "spark-resenc-xs", netOptions: { ...CNN, patchSize: [16, 16, 16] }, patch: [16, 16, 16], rows: 2 },
-  { name: "Models Genesis", method: "models-genesis", arch: "resenc-xs", netOptions: { ...CNN, patchSize: [16, 16, 16] }, patch: [16, 16, 16], rows: 2 },
-  { name: "VolumeFusion", method: "volume-fusion", options: { minSide: 2 }, arch: "resenc-xs", netOptions: { ...CNN, outChannels: 5, patchSize: [16, 16, 16] }, patch: [16, 16, 16], rows: 2 },
-  { name: "SwinUNETR pre-text", method: "swin-pretext", arch: "swin-pretext-resenc-xs", netOptions: { ...CNN, features: [2, 4], patchSize: [8, 8, 8] }, patch: [8, 8, 8], rows: 2 },
-  { name: "VoCo", method: "voco", options: { baseCrops: [2, 2, 1] }, arch: "voco-resenc-xs", netOptions: { ...CNN, patchSize: [8, 8, 8], headDim: 16 }, patch: [16, 16, 8], rows: 2 },
-  { name: "SimCLR", method: "simclr", options: { cropSize: [8, 8, 8] }, arch: "voco-resenc-xs", netOptions: { ...CNN, patchSize: [8, 8, 8], headDim: 16 }, patch: [16, 16, 8], rows: 2 },
+  {
+    name: "MAE (CNN)",
+    method: "mae",
+    options: { blockSize: 4 },
+    arch: "resenc-xs",
+    netOptions: { ...CNN, patchSize: [16, 16, 16] },
+    patch: [16, 16, 16],
+    rows: 2,
+  },
+  {
+    name: "MAE (Primus)",
+    method: "mae",
+    arch: "eva-mae-xs",
+    netOptions: { ...VIT, patchSize: [16, 16, 16] },
+    patch: [16, 16, 16],
+    rows: 2,
+  },
+  {
+    name: "SimMIM",
+    method: "simmim",
+    arch: "eva-simmim-xs",
+    netOptions: { ...VIT, patchSize: [16, 16, 16] },
+    patch: [16, 16, 16],
+    rows: 2,
+  },
+  {
+    name: "SparK",
+    method: "spark",
+    options: { blockSize: 4 },
+    arch: "spark-resenc-xs",
+    netOptions: { ...CNN, patchSize: [16, 16, 16] },
+    patch: [16, 16, 16],
+    rows: 2,
+  },
+  {
+    name: "Models Genesis",
+    method: "models-genesis",
+    arch: "resenc-xs",
+    netOptions: { ...CNN, patchSize: [16, 16, 16] },
+    patch: [16, 16, 16],
+    rows: 2,
+  },
+  {
+    name: "VolumeFusion",
+    method: "volume-fusion",
+    options: { minSide: 2 },
+    arch: "resenc-xs",
+    netOptions: { ...CNN, outChannels: 5, patchSize: [16, 16, 16] },
+    patch: [16, 16, 16],
+    rows: 2,
+  },
+  {
+    name: "SwinUNETR pre-text",
+    method: "swin-pretext",
+    arch: "swin-pretext-resenc-xs",
+    netOptions: { ...CNN, features: [2, 4], patchSize: [8, 8, 8] },
+    patch: [8, 8, 8],
+    rows: 2,
+  },
+  {
+    name: "VoCo",
+    method: "voco",
+    options: { baseCrops: [2, 2, 1] },
+    arch: "voco-resenc-xs",
+    netOptions: { ...CNN, patchSize: [8, 8, 8], headDim: 16 },
+    patch: [16, 16, 8],
+    rows: 2,
+  },
+  {
+    name: "SimCLR",
+    method: "simclr",
+    options: { cropSize: [8, 8, 8] },
+    arch: "voco-resenc-xs",
+    netOptions: { ...CNN, patchSize: [8, 8, 8], headDim: 16 },
+    patch: [16, 16, 8],
+    rows: 2,
+  },
 ];
 
 /** A smooth random-ish loaded batch, passed through the method's validation transform as the loader would. */
@@ -46,7 +114,10 @@ function loadedBatch(m: PretrainMethod, patch: Vec3, rows: number): MethodBatch 
   const n = B * patch[0] * patch[1] * patch[2];
   const data = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37) + Math.cos(i * 0.011) + (i % 7) * 0.1);
   const spec = validationTransform(m.data?.transform);
-  const t = spec === undefined ? { data, shape, anon: undefined } : applyBatchTransform(spec, { data, shape, anon: undefined }, 11);
+  const t =
+    spec === undefined
+      ? { data, shape, anon: undefined }
+      : applyBatchTransform(spec, { data, shape, anon: undefined }, 11);
   return {
     x: tf.tensor5d(t.data, t.shape),
     target: "target" in t ? tf.tensor5d(t.target, t.shape) : undefined,
@@ -70,9 +141,12 @@ function lossFromPreview(method: string, p: MethodPreview): number | undefined {
     if (["mae", "simmim", "spark"].includes(method)) {
       const x = col(p, /^input$/);
       const masked = tf.sub(1, col(p, /^mask/));
-      return tf.div(tf.sum(tf.mul(tf.squaredDifference(col(p, /^reconstruction$/), x), masked)), tf.sum(masked)).dataSync()[0];
+      return tf
+        .div(tf.sum(tf.mul(tf.squaredDifference(col(p, /^reconstruction$/), x), masked)), tf.sum(masked))
+        .dataSync()[0];
     }
-    if (method === "models-genesis") return tf.mean(tf.squaredDifference(col(p, /^restoration$/), col(p, /^original/))).dataSync()[0];
+    if (method === "models-genesis")
+      return tf.mean(tf.squaredDifference(col(p, /^restoration$/), col(p, /^original/))).dataSync()[0];
     return undefined;
   });
 }
@@ -80,9 +154,18 @@ function lossFromPreview(method: string, p: MethodPreview): number | undefined {
 test("every registered method has a preview", () => {
   for (const key of methodKeys()) {
     const entry = getMethod(key);
-    for (const fam of entry.families) assert.equal(typeof entry.create(entry.optionsSchema.parse({}) as never, fam).preview, "function", `${key} (${fam}) has no preview`);
+    for (const fam of entry.families)
+      assert.equal(
+        typeof entry.create(entry.optionsSchema.parse({}) as never, fam).preview,
+        "function",
+        `${key} (${fam}) has no preview`,
+      );
   }
-  assert.deepEqual([...new Set(CASES.map((c) => c.method))].sort(), methodKeys().sort(), "a method without a preview test case");
+  assert.deepEqual(
+    [...new Set(CASES.map((c) => c.method))].sort(),
+    methodKeys().sort(),
+    "a method without a preview test case",
+  );
 });
 
 for (const c of CASES) {
@@ -111,14 +194,25 @@ for (const c of CASES) {
       for (const v of vols) {
         assert.equal(v.rank, 5);
         assert.equal(v.shape[0], R, "columns differ in row count");
-        assert.ok(v.shape.slice(1, 4).every((d) => d >= 2), `not a volume: ${v.shape.join("x")}`);
+        assert.ok(
+          v.shape.slice(1, 4).every((d) => d >= 2),
+          `not a volume: ${v.shape.join("x")}`,
+        );
         assert.ok(Array.from(v.dataSync()).every(Number.isFinite));
       }
       vols.forEach((v, i) => {
-        if (kinds[i] === "map") assert.ok(Array.from(v.dataSync()).every((x) => x >= 0 && x <= 1), "a map column outside [0, 1]");
+        if (kinds[i] === "map")
+          assert.ok(
+            Array.from(v.dataSync()).every((x) => x >= 0 && x <= 1),
+            "a map column outside [0, 1]",
+          );
       });
       if (rowLabels !== undefined) assert.equal(rowLabels.length, R);
-      if (fromPreview !== undefined) assert.ok(Math.abs(fromPreview - loss) <= 1e-4 * Math.max(1, Math.abs(loss)), `loss from the preview ${fromPreview} != loss ${loss}`);
+      if (fromPreview !== undefined)
+        assert.ok(
+          Math.abs(fromPreview - loss) <= 1e-4 * Math.max(1, Math.abs(loss)),
+          `loss from the preview ${fromPreview} != loss ${loss}`,
+        );
       tf.dispose(vols);
       assert.equal(tf.memory().numTensors, before, "preview leaked tensors");
     } finally {
@@ -158,7 +252,10 @@ test("SwinUNETR preview: the reconstruction column gives the loss's L1 reconstru
     const [rec, fromPreview] = tf.tidy(() => {
       const terms = m.terms(net, mb, { training: false, seed: 2 });
       const p = m.preview(net, mb, { training: false, seed: 2 });
-      return [terms.rec.dataSync()[0]!, tf.mean(tf.abs(tf.sub(col(p, /^reconstruction$/), col(p, /^rotated view/)))).dataSync()[0]!];
+      return [
+        terms.rec.dataSync()[0]!,
+        tf.mean(tf.abs(tf.sub(col(p, /^reconstruction$/), col(p, /^rotated view/)))).dataSync()[0]!,
+      ];
     });
     assert.ok(Math.abs(rec - fromPreview) < 1e-5, `${rec} vs ${fromPreview}`);
   } finally {

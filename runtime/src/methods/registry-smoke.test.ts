@@ -71,7 +71,10 @@ function trainingBatch(m: PretrainMethod, patch: Vec3, seed: number): MethodBatc
   const B = 2 * (m.data?.imagesPerSample ?? 1);
   const shape: [number, number, number, number, number] = [B, ...patch, 1];
   const n = B * patch[0] * patch[1] * patch[2];
-  const data = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + seed) + Math.cos(i * 0.011) + (i % 7) * 0.1);
+  const data = Float32Array.from(
+    { length: n },
+    (_, i) => Math.sin(i * 0.37 + seed) + Math.cos(i * 0.011) + (i % 7) * 0.1,
+  );
   const anon = m.needsAnon ? new Float32Array(n) : undefined;
   const spec = m.data?.transform;
   const t = spec === undefined ? { data, shape, anon } : applyBatchTransform(spec, { data, shape, anon }, seed);
@@ -92,7 +95,13 @@ function changed(a: Float32Array, b: Float32Array): boolean {
 }
 
 /** One optimizer step; returns the loss and the names of the weights whose gradient is not all zero. */
-function step(method: PretrainMethod, net: Network, optimizer: Optimizer, batch: MethodBatch, seed: number): { loss: number; moved: string[] } {
+function step(
+  method: PretrainMethod,
+  net: Network,
+  optimizer: Optimizer,
+  batch: MethodBatch,
+  seed: number,
+): { loss: number; moved: string[] } {
   const vars = [...net.weights.values()];
   const { value, grads } = valueAndGrads(() => method.loss(net, batch, { training: true, seed }), vars);
   const named = new Map<string, tf.Tensor>();
@@ -119,12 +128,24 @@ function runCombination(methodKey: string, backbone: string): string {
   const patch = tiny.patch ?? LOADED_PATCH;
   const netPatch = entry.networkPatchSize?.(patch, options) ?? patch;
   const before = tf.memory().numTensors;
-  const net = createNetwork(key, { ...NET[family], ...entry.architectureOptions?.(key), inChannels: 1, outChannels: method.outChannels(1), patchSize: netPatch, seed: 1 });
+  const net = createNetwork(key, {
+    ...NET[family],
+    ...entry.architectureOptions?.(key),
+    inChannels: 1,
+    outChannels: method.outChannels(1),
+    patchSize: netPatch,
+    seed: 1,
+  });
   const optimizer: Optimizer = family === "cnn" ? new SgdNesterov() : new AdamW();
   const what = `${methodKey} on ${key} (from ${backbone})`;
   try {
-    const inProj = [...net.weights.keys()].filter((k) => net.config.adaptation.keysToInProj.some((p) => k.startsWith(`${p}.`)));
-    assert.ok(inProj.length > 0, `${what}: no weight under keys_to_in_proj ${net.config.adaptation.keysToInProj.join(", ")}`);
+    const inProj = [...net.weights.keys()].filter((k) =>
+      net.config.adaptation.keysToInProj.some((p) => k.startsWith(`${p}.`)),
+    );
+    assert.ok(
+      inProj.length > 0,
+      `${what}: no weight under keys_to_in_proj ${net.config.adaptation.keysToInProj.join(", ")}`,
+    );
     let afterFirst = 0;
     for (const seed of [1, 2]) {
       const batch = trainingBatch(method, patch, seed);
@@ -133,8 +154,10 @@ function runCombination(methodKey: string, backbone: string): string {
       tf.dispose([batch.x, batch.anon, batch.target, batch.aux].filter((t): t is tf.Tensor => t !== undefined));
       assert.ok(Number.isFinite(r.loss), `${what}: loss ${r.loss} at step ${seed}`);
       const w1 = snapshot(net);
-      for (const k of inProj) assert.ok(changed(w0.get(k)!, w1.get(k)!), `${what}: input projection ${k} did not change at step ${seed}`);
-      for (const k of r.moved) assert.ok(changed(w0.get(k)!, w1.get(k)!), `${what}: ${k} had a gradient but did not change`);
+      for (const k of inProj)
+        assert.ok(changed(w0.get(k)!, w1.get(k)!), `${what}: input projection ${k} did not change at step ${seed}`);
+      for (const k of r.moved)
+        assert.ok(changed(w0.get(k)!, w1.get(k)!), `${what}: ${k} had a gradient but did not change`);
       // the first step creates the optimizer's slots; the second must not add a tensor
       if (seed === 1) afterFirst = tf.memory().numTensors;
       else assert.equal(tf.memory().numTensors, afterFirst, `${what}: tensors leaked in a training step`);
@@ -150,12 +173,16 @@ function runCombination(methodKey: string, backbone: string): string {
 test("every registered architecture is a backbone or what a method builds for one; each family has a small backbone", () => {
   const bb = new Set(backbones());
   const built = new Set<string>();
-  for (const m of methodKeys()) for (const b of bb) if (getMethod(m).families.includes(getArchitecture(b).family)) built.add(builtKey(getMethod(m), b));
-  for (const k of architectureKeys()) assert.ok(bb.has(k) || built.has(k), `architecture ${k} is neither a backbone nor built by any method`);
+  for (const m of methodKeys())
+    for (const b of bb)
+      if (getMethod(m).families.includes(getArchitecture(b).family)) built.add(builtKey(getMethod(m), b));
+  for (const k of architectureKeys())
+    assert.ok(bb.has(k) || built.has(k), `architecture ${k} is neither a backbone nor built by any method`);
   for (const f of new Set(architectureKeys().map((k) => getArchitecture(k).family))) {
     assert.ok(smallBackbones(f).length > 0, `family ${f}: no backbone of at most ${SMALL} parameters`);
   }
-  for (const m of methodKeys()) assert.ok(getMethod(m).families.length > 0, `method ${m} supports no architecture family`);
+  for (const m of methodKeys())
+    assert.ok(getMethod(m).families.length > 0, `method ${m} supports no architecture family`);
 });
 
 /** Backbones stepped as they are or inside the wrapper a method built around them, and the networks built. */

@@ -10,16 +10,7 @@ import { spark } from "./spark.js";
 import { volumeFusion } from "./volume-fusion.js";
 import { swinPretext } from "./swin-pretext.js";
 
-const entries: readonly MethodEntry[] = [
-  mae,
-  simmim,
-  modelsGenesis,
-  spark,
-  volumeFusion,
-  swinPretext,
-  voco,
-  simclr,
-];
+const entries: readonly MethodEntry[] = [mae, simmim, modelsGenesis, spark, volumeFusion, swinPretext, voco, simclr];
 
 const byKey = new Map(entries.map((e) => [e.key, e]));
 
@@ -29,6 +20,9 @@ export function methodKeys(): string[] {
 
 export function getMethod(key: string): MethodEntry {
   const e = byKey.get(key);
-  if (e === undefined) throw new ConfigError(`unknown pre-training method "${key}" (known: ${methodKeys().join(", ")})`, { field: "method" });
+  if (e === undefined)
+    throw new ConfigError(`unknown pre-training method "${key}" (known: ${methodKeys().join(", ")})`, {
+      field: "method",
+    });
   return e;
 }

@@ -31,7 +31,9 @@ test("crops: references inside the patch, partners within ±int(crop·0.5) per a
   const n = 3 * 2;
   const data = new Float32Array(3 * 48 * 40 * 16);
   let o = 0;
-  for (let b = 0; b < 3; b++) for (let x = 0; x < 48; x++) for (let y = 0; y < 40; y++) for (let z = 0; z < 16; z++) data[o++] = b * 1e6 + x * 1e4 + y * 100 + z;
+  for (let b = 0; b < 3; b++)
+    for (let x = 0; x < 48; x++)
+      for (let y = 0; y < 40; y++) for (let z = 0; z < 16; z++) data[o++] = b * 1e6 + x * 1e4 + y * 100 + z;
   const opts = SimClrOptionsSchema.parse({});
   let minShared = Infinity;
   for (let seed = 0; seed < 30; seed++) {
@@ -43,19 +45,31 @@ test("crops: references inside the patch, partners within ±int(crop·0.5) per a
       const p = c.partners[i]!;
       const b = Math.floor(i / 2);
       [48, 40, 16].forEach((dim, a) => {
-        assert.ok(r[a]! >= 0 && r[a]! + 16 <= dim && p[a]! >= 0 && p[a]! + 16 <= dim, `axis ${a}: ref ${r[a]}, partner ${p[a]}`);
+        assert.ok(
+          r[a]! >= 0 && r[a]! + 16 <= dim && p[a]! >= 0 && p[a]! + 16 <= dim,
+          `axis ${a}: ref ${r[a]}, partner ${p[a]}`,
+        );
         assert.ok(Math.abs(p[a]! - r[a]!) <= 8);
         minShared = Math.min(minShared, 16 - Math.abs(p[a]! - r[a]!));
       });
       assert.equal(c.crops[i * len], b * 1e6 + r[0] * 1e4 + r[1] * 100 + r[2]);
-      assert.equal(c.crops[(n + i) * len + ((3 * 16 + 5) * 16 + 15)], b * 1e6 + (p[0] + 3) * 1e4 + (p[1] + 5) * 100 + p[2] + 15);
+      assert.equal(
+        c.crops[(n + i) * len + ((3 * 16 + 5) * 16 + 15)],
+        b * 1e6 + (p[0] + 3) * 1e4 + (p[1] + 5) * 100 + p[2] + 15,
+      );
     });
   }
   assert.ok(minShared >= 8, `a partner shares only ${minShared} voxels of an axis`);
 });
 
 test("the loss is NT-Xent (τ 0.5) of each reference with its own partner, on the network's embeddings (double-precision check)", () => {
-  const net = createNetwork("voco-resenc-xs", { features: [4, 8], strides: [1, 2], patchSize: [8, 8, 8], headDim: 12, seed: 4 });
+  const net = createNetwork("voco-resenc-xs", {
+    features: [4, 8],
+    strides: [1, 2],
+    patchSize: [8, 8, 8],
+    headDim: 12,
+    seed: 4,
+  });
   assert.ok(isEmbeddingNetwork(net));
   const shape: [number, number, number, number, number] = [2, 24, 20, 8, 1];
   const x = tf.randomNormal<tf.Rank.R5>(shape, 0, 1, "float32", 9);
@@ -92,7 +106,13 @@ test("the loss is NT-Xent (τ 0.5) of each reference with its own partner, on th
 
 test("one training step on voco-resenc-xs: gradients reach the stem and the head, no tensor leak", () => {
   const method = getMethod("simclr").create(SimClrOptionsSchema.parse({}), "cnn");
-  const net = createNetwork("voco-resenc-xs", { features: [4, 8], strides: [1, 2], patchSize: [4, 4, 4], headDim: 16, seed: 1 });
+  const net = createNetwork("voco-resenc-xs", {
+    features: [4, 8],
+    strides: [1, 2],
+    patchSize: [4, 4, 4],
+    headDim: 16,
+    seed: 1,
+  });
   const x = tf.randomNormal<tf.Rank.R5>([2, 12, 12, 4, 1], 0, 1, "float32", 2);
   const vars = [...net.weights.values()];
   const step = (seed: number) => {
@@ -116,18 +136,49 @@ test("one training step on voco-resenc-xs: gradients reach the stem and the head
 test("loader path (ADR 0040 transform simclr-crops): the loss on the loader's crops equals the in-method loss with the step seed = the transform seed; validation crops are not augmented", () => {
   const method = new SimClr(SimClrOptionsSchema.parse({ cropSize: [8, 8, 8] }));
   const spec = method.data.transform!;
-  assert.deepEqual(spec, { key: "simclr-crops", options: { cropSize: [8, 8, 8], cropsPerImage: 2, minOverlap: 0.5, augment: true }, validation: true, validationOptions: { augment: false } });
-  const net = createNetwork("voco-resenc-xs", { features: [4, 8], strides: [1, 2], patchSize: [8, 8, 8], headDim: 16, seed: 1 });
+  assert.deepEqual(spec, {
+    key: "simclr-crops",
+    options: { cropSize: [8, 8, 8], cropsPerImage: 2, minOverlap: 0.5, augment: true },
+    validation: true,
+    validationOptions: { augment: false },
+  });
+  const net = createNetwork("voco-resenc-xs", {
+    features: [4, 8],
+    strides: [1, 2],
+    patchSize: [8, 8, 8],
+    headDim: 16,
+    seed: 1,
+  });
   const shape: [number, number, number, number, number] = [2, 16, 16, 8, 1];
   const plain = tf.tidy(() => tf.randomNormal<tf.Rank.R5>(shape, 0, 1, "float32", 4).dataSync() as Float32Array);
-  for (const [s, training] of [[spec, true], [validationTransform(spec)!, false]] as const) {
+  for (const [s, training] of [
+    [spec, true],
+    [validationTransform(spec)!, false],
+  ] as const) {
     const t = applyBatchTransform(s, { data: plain, shape, anon: undefined }, 17);
     assert.deepEqual(t.shape, [8, 8, 8, 8, 1]);
-    const viaLoader = tf.tidy(() => method.loss(net, { x: tf.tensor5d(t.data, t.shape), aux: tf.tensor(t.aux!.data, t.aux!.shape) }, { training, seed: 999 }).dataSync()[0]!);
-    const inMethod = tf.tidy(() => method.loss(net, { x: tf.tensor5d(plain, shape) }, { training, seed: 17 }).dataSync()[0]!);
-    assert.ok(Number.isFinite(viaLoader) && Math.abs(viaLoader - inMethod) <= 1e-5 * Math.abs(inMethod), `${training}: ${viaLoader} vs ${inMethod}`);
+    const viaLoader = tf.tidy(
+      () =>
+        method
+          .loss(
+            net,
+            { x: tf.tensor5d(t.data, t.shape), aux: tf.tensor(t.aux!.data, t.aux!.shape) },
+            { training, seed: 999 },
+          )
+          .dataSync()[0]!,
+    );
+    const inMethod = tf.tidy(
+      () => method.loss(net, { x: tf.tensor5d(plain, shape) }, { training, seed: 17 }).dataSync()[0]!,
+    );
+    assert.ok(
+      Number.isFinite(viaLoader) && Math.abs(viaLoader - inMethod) <= 1e-5 * Math.abs(inMethod),
+      `${training}: ${viaLoader} vs ${inMethod}`,
+    );
     const cut = simclrCrops(new Rng(17), plain, shape, { cropSize: [8, 8, 8], cropsPerImage: 2, minOverlap: 0.5 });
-    assert.equal(t.data.every((v, i) => v === cut.crops[i]), !training);
+    assert.equal(
+      t.data.every((v, i) => v === cut.crops[i]),
+      !training,
+    );
     assert.deepEqual(Array.from(t.aux!.data), [...cut.references, ...cut.partners].flat());
   }
   net.dispose();

@@ -14,10 +14,23 @@ import * as tf from "@tensorflow/tfjs";
 import { z } from "zod";
 import type { ArchitectureFamily, Network, Vec3 } from "../models/architecture.js";
 import { Rng } from "../data/rng.js";
-import { defaultCropAugment, simclrCropSize, simclrCrops, type CropAugment, type SimClrCrops } from "../data/contrastive-crops.js";
+import {
+  defaultCropAugment,
+  simclrCropSize,
+  simclrCrops,
+  type CropAugment,
+  type SimClrCrops,
+} from "../data/contrastive-crops.js";
 import { l2Rows, requireEmbeddingNetwork, vocoArchitectureFor } from "./crops.js";
 export { simclrCropSize, simclrCrops, type SimClrCrops };
-import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
+import type {
+  MethodBatch,
+  MethodContext,
+  MethodDataNeeds,
+  MethodEntry,
+  MethodPreview,
+  PretrainMethod,
+} from "./method.js";
 import { ntXent } from "./nt-xent.js";
 
 const PosInt = z.number().int().positive();
@@ -36,17 +49,27 @@ export const SimClrOptionsSchema = z
   .strict();
 export type SimClrOptions = z.infer<typeof SimClrOptionsSchema>;
 
-
 export class SimClr implements PretrainMethod {
   readonly key = "simclr";
   readonly needsAnon = false;
   /** Crops cut and augmented in the loader workers (batch transform `simclr-crops`); a custom `CropAugment`: in the method. */
   readonly data: MethodDataNeeds;
   private readonly augment: CropAugment;
-  constructor(readonly o: SimClrOptions, augment?: CropAugment) {
+  constructor(
+    readonly o: SimClrOptions,
+    augment?: CropAugment,
+  ) {
     this.augment = augment ?? defaultCropAugment();
-    const options = { ...(o.cropSize === undefined ? {} : { cropSize: o.cropSize }), cropsPerImage: o.cropsPerImage, minOverlap: o.minOverlap, augment: o.augment };
-    this.data = augment !== undefined ? {} : { transform: { key: "simclr-crops", options, validation: true, validationOptions: { augment: false } } };
+    const options = {
+      ...(o.cropSize === undefined ? {} : { cropSize: o.cropSize }),
+      cropsPerImage: o.cropsPerImage,
+      minOverlap: o.minOverlap,
+      augment: o.augment,
+    };
+    this.data =
+      augment !== undefined
+        ? {}
+        : { transform: { key: "simclr-crops", options, validation: true, validationOptions: { augment: false } } };
   }
 
   outChannels(inChannels: number): number {
@@ -60,7 +83,13 @@ export class SimClr implements PretrainMethod {
     if (batch.aux === undefined) {
       // plain patches (direct callers): cut and augment here, seeded by the step
       const shape = batch.x.shape;
-      const c = simclrCrops(new Rng(ctx.seed), batch.x.dataSync() as Float32Array, shape, this.o, ctx.training && this.o.augment ? this.augment : undefined);
+      const c = simclrCrops(
+        new Rng(ctx.seed),
+        batch.x.dataSync() as Float32Array,
+        shape,
+        this.o,
+        ctx.training && this.o.augment ? this.augment : undefined,
+      );
       x = tf.tensor5d(c.crops, [2 * c.n, c.cropSize[0], c.cropSize[1], c.cropSize[2], shape[4]]);
     }
     return { x, e: emb.embed(x, { training: ctx.training, seed: ctx.seed }) };
@@ -83,19 +112,25 @@ export class SimClr implements PretrainMethod {
       return v.length === 0 ? NaN : v.reduce((a, b) => a + b, 0) / v.length;
     };
     return {
-      caption: "SimCLR: pairs of overlapping crops of one patch; NT-Xent pulls each pair's embeddings together and pushes the other crops of the batch away.",
+      caption:
+        "SimCLR: pairs of overlapping crops of one patch; NT-Xent pulls each pair's embeddings together and pushes the other crops of the batch away.",
       columns: [
         { label: "reference crop", volume: tf.slice(x, [0, 0, 0, 0, 0], [n, -1, -1, -1, -1]), kind: "image" },
         { label: "partner crop", volume: tf.slice(x, [n, 0, 0, 0, 0], [n, -1, -1, -1, -1]), kind: "image" },
       ],
-      rowLabels: Array.from({ length: n }, (_, i) => `pair ${i}: cosine similarity ${sim[i]![i + n]!.toFixed(2)}, to the other crops ${others(i).toFixed(2)} on average`),
+      rowLabels: Array.from(
+        { length: n },
+        (_, i) =>
+          `pair ${i}: cosine similarity ${sim[i]![i + n]!.toFixed(2)}, to the other crops ${others(i).toFixed(2)} on average`,
+      ),
     };
   }
 }
 
 export const simclr: MethodEntry<typeof SimClrOptionsSchema> = {
   key: "simclr",
-  description: "SimCLR: 2 reference crops per patch, each with an overlapping partner crop; NT-Xent (τ 0.5) over the 2N embeddings",
+  description:
+    "SimCLR: 2 reference crops per patch, each with an overlapping partner crop; NT-Xent (τ 0.5) over the 2N embeddings",
   families: ["cnn", "vit"],
   optionsSchema: SimClrOptionsSchema,
   create(options: SimClrOptions, _family: ArchitectureFamily): PretrainMethod {

@@ -13,8 +13,22 @@ import { SimMim, simmim, SimMimOptionsSchema, simmimMask } from "./simmim.js";
 await tf.setBackend("cpu");
 
 const cfg = (patch: Vec3): NetworkConfig => ({
-  name: "stand-in-simmim", family: "vit", inChannels: 1, outChannels: 1, patchSize: patch, seed: 0, hyper: {},
-  adaptation: { archClassName: "X", archKwargs: null, archKwargsRequiringImport: null, keyToEncoder: "e", keyToStem: "s", keysToInProj: [], keyToLpe: null },
+  name: "stand-in-simmim",
+  family: "vit",
+  inChannels: 1,
+  outChannels: 1,
+  patchSize: patch,
+  seed: 0,
+  hyper: {},
+  adaptation: {
+    archClassName: "X",
+    archKwargs: null,
+    archKwargsRequiringImport: null,
+    keyToEncoder: "e",
+    keyToStem: "s",
+    keysToInProj: [],
+    keyToLpe: null,
+  },
 });
 
 /**
@@ -26,8 +40,16 @@ function standIn(patch: Vec3, tp: number): TokenMaskNetwork {
   const grid = patch.map((p) => p / tp) as unknown as Vec3;
   const tokenIndex = (g0: number, g1: number, g2: number): number => (g1 * grid[0] + g0) * grid[2] + g2;
   return {
-    config: cfg(patch), weights: new Map(), declarations: [], tokenGrid: grid, tokenPatch: [tp, tp, tp], tokenIndex,
-    apply: (x) => tf.clone(x), encode: () => tf.zeros([1, 1, 1]), parameterCount: () => 0, dispose: () => undefined,
+    config: cfg(patch),
+    weights: new Map(),
+    declarations: [],
+    tokenGrid: grid,
+    tokenPatch: [tp, tp, tp],
+    tokenIndex,
+    apply: (x) => tf.clone(x),
+    encode: () => tf.zeros([1, 1, 1]),
+    parameterCount: () => 0,
+    dispose: () => undefined,
     forwardTokenMask(x, mask) {
       const [B, X, Y, Z] = x.shape;
       const m = mask.dataSync();
@@ -36,24 +58,45 @@ function standIn(patch: Vec3, tp: number): TokenMaskNetwork {
       for (let b = 0; b < B; b++)
         for (let i = 0; i < X; i++)
           for (let j = 0; j < Y; j++)
-            for (let k = 0; k < Z; k++) dense[((b * X + i) * Y + j) * Z + k] = m[b * T + tokenIndex(Math.floor(i / tp), Math.floor(j / tp), Math.floor(k / tp))]!;
+            for (let k = 0; k < Z; k++)
+              dense[((b * X + i) * Y + j) * Z + k] =
+                m[b * T + tokenIndex(Math.floor(i / tp), Math.floor(j / tp), Math.floor(k / tp))]!;
       return tf.mul(x, tf.tensor5d(dense, [B, X, Y, Z, 1]));
     },
   };
 }
 
 test("SimMIM mask: 160³ / 8³ → 8000 tokens, exactly int(0.75·8000) = 6000 masked, dense mask constant per token block", () => {
-  const net = { tokenGrid: [20, 20, 20] as Vec3, tokenPatch: [8, 8, 8] as Vec3, tokenIndex: (a: number, b: number, c: number) => (a * 20 + b) * 20 + c };
+  const net = {
+    tokenGrid: [20, 20, 20] as Vec3,
+    tokenPatch: [8, 8, 8] as Vec3,
+    tokenIndex: (a: number, b: number, c: number) => (a * 20 + b) * 20 + c,
+  };
   const { dense, tokens, masked } = simmimMask(new Rng(4), net, 0.75);
   assert.equal(masked, 6000);
-  assert.equal(tokens.reduce((s, v) => s + (v === 0 ? 1 : 0), 0), 6000);
-  assert.equal(dense.reduce((s, v) => s + (v === 0 ? 1 : 0), 0), 6000 * 512);
+  assert.equal(
+    tokens.reduce((s, v) => s + (v === 0 ? 1 : 0), 0),
+    6000,
+  );
+  assert.equal(
+    dense.reduce((s, v) => s + (v === 0 ? 1 : 0), 0),
+    6000 * 512,
+  );
   for (const t of [0, 1, 399, 4321, 7999]) {
     const g = [Math.floor(t / 400), Math.floor(t / 20) % 20, t % 20];
-    for (const [a, b, c] of [[0, 0, 0], [7, 7, 7], [3, 0, 6]] as const) assert.equal(dense[((g[0]! * 8 + a) * 160 + g[1]! * 8 + b) * 160 + g[2]! * 8 + c], tokens[t]);
+    for (const [a, b, c] of [
+      [0, 0, 0],
+      [7, 7, 7],
+      [3, 0, 6],
+    ] as const)
+      assert.equal(dense[((g[0]! * 8 + a) * 160 + g[1]! * 8 + b) * 160 + g[2]! * 8 + c], tokens[t]);
   }
   // 32³ (primus-xs): 64 tokens → 48 masked; masks differ between samples of one generator
-  const xs = { tokenGrid: [4, 4, 4] as Vec3, tokenPatch: [8, 8, 8] as Vec3, tokenIndex: (a: number, b: number, c: number) => (a * 4 + b) * 4 + c };
+  const xs = {
+    tokenGrid: [4, 4, 4] as Vec3,
+    tokenPatch: [8, 8, 8] as Vec3,
+    tokenIndex: (a: number, b: number, c: number) => (a * 4 + b) * 4 + c,
+  };
   const rng = new Rng(1);
   const m1 = simmimMask(rng, xs, 0.75);
   const m2 = simmimMask(rng, xs, 0.75);
@@ -91,7 +134,10 @@ test("SimMIM loss = mean (ŷ−x)² over voxels of masked tokens (direct computa
   const anon = tf.ones<tf.Rank.R5>([B, 16, 8, 24, 1]);
   const ma = new SimMim(SimMimOptionsSchema.parse({ anon: true }));
   assert.equal(ma.needsAnon, true);
-  assert.equal(tf.tidy(() => ma.loss(net, { x, anon }, { training: true, seed: 21 }).dataSync()[0]), 0);
+  assert.equal(
+    tf.tidy(() => ma.loss(net, { x, anon }, { training: true, seed: 21 }).dataSync()[0]),
+    0,
+  );
   tf.dispose([x, loss, anon]);
 });
 
@@ -100,7 +146,10 @@ test("SimMIM on eva-simmim-xs: finite loss, no tensor leak across a gradient ste
   const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 3);
   const m = new SimMim(SimMimOptionsSchema.parse({}));
   const before = tf.memory().numTensors;
-  const { value, grads } = valueAndGrads(() => m.loss(net, { x }, { training: true, seed: 5 }), [...net.weights.values()]);
+  const { value, grads } = valueAndGrads(
+    () => m.loss(net, { x }, { training: true, seed: 5 }),
+    [...net.weights.values()],
+  );
   assert.ok(Number.isFinite(value.dataSync()[0]));
   assert.ok(grads[net.weights.get("mask_token")!.name] !== undefined);
   tf.dispose([value, ...Object.values(grads)]);
@@ -116,8 +165,14 @@ test("SimMIM registry: vit only, primus-* → eva-simmim-*; trainer SimMIMEvaTra
   const e = getMethod("simmim");
   assert.deepEqual(e.families, ["vit"]);
   assert.equal(e, simmim);
-  assert.equal(simmim.architectureFor("primus-xs", () => true), "eva-simmim-xs");
-  assert.equal(simmim.architectureFor("eva-simmim-m", () => true), "eva-simmim-m");
+  assert.equal(
+    simmim.architectureFor("primus-xs", () => true),
+    "eva-simmim-xs",
+  );
+  assert.equal(
+    simmim.architectureFor("eva-simmim-m", () => true),
+    "eva-simmim-m",
+  );
   assert.throws(() => e.optionsSchema.parse({ blockSize: 16 }));
   const t = resolveTrainer("SimMIMEvaTrainer_BS8");
   assert.equal(t.entry.key, "simmim-primus-m");

@@ -14,7 +14,12 @@ import * as tf from "@tensorflow/tfjs";
 import { z } from "zod";
 import { ConfigError } from "../errors.js";
 import { Rng } from "../data/rng.js";
-import { isTokenMaskNetwork, type ArchitectureFamily, type Network, type TokenMaskNetwork } from "../models/architecture.js";
+import {
+  isTokenMaskNetwork,
+  type ArchitectureFamily,
+  type Network,
+  type TokenMaskNetwork,
+} from "../models/architecture.js";
 import { blockMask, maskedImagePreview, maskedMse } from "./mae.js";
 import type { MethodBatch, MethodContext, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
 
@@ -30,10 +35,17 @@ export type SimMimOptions = z.infer<typeof SimMimOptionsSchema>;
  * One sample's masks: `dense` over the patch (C-order X,Y,Z; 1 visible, 0 masked) and `tokens` (length T, the
  * network's token order). Exactly `int(maskRatio · T)` tokens are masked.
  */
-export function simmimMask(rng: Rng, net: Pick<TokenMaskNetwork, "tokenGrid" | "tokenPatch" | "tokenIndex">, maskRatio: number): { dense: Float32Array; tokens: Float32Array; masked: number } {
+export function simmimMask(
+  rng: Rng,
+  net: Pick<TokenMaskNetwork, "tokenGrid" | "tokenPatch" | "tokenIndex">,
+  maskRatio: number,
+): { dense: Float32Array; tokens: Float32Array; masked: number } {
   const [g0, g1, g2] = net.tokenGrid;
   const p = net.tokenPatch[0];
-  if (net.tokenPatch.some((v) => v !== p)) throw new ConfigError(`SimMIM needs cubic token patches, got ${net.tokenPatch.join("x")}`, { field: "architecture" });
+  if (net.tokenPatch.some((v) => v !== p))
+    throw new ConfigError(`SimMIM needs cubic token patches, got ${net.tokenPatch.join("x")}`, {
+      field: "architecture",
+    });
   const { mask, masked } = blockMask(rng, [g0 * p, g1 * p, g2 * p], p, maskRatio);
   const tokens = new Float32Array(g0 * g1 * g2).fill(1);
   // blockMask numbers blocks C-order over the grid; the network may flatten differently
@@ -52,7 +64,11 @@ export class SimMim implements PretrainMethod {
   }
   /** The masked forward pass: the dense visible mask [B,X,Y,Z,1] and the reconstruction. */
   forward(net: Network, batch: MethodBatch, ctx: MethodContext): { visible: tf.Tensor5D; reconstruction: tf.Tensor5D } {
-    if (!isTokenMaskNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no mask-token input (forwardTokenMask); use an eva-simmim-* architecture`, { field: "architecture" });
+    if (!isTokenMaskNetwork(net))
+      throw new ConfigError(
+        `architecture ${net.config.name} has no mask-token input (forwardTokenMask); use an eva-simmim-* architecture`,
+        { field: "architecture" },
+      );
     const [B, X, Y, Z] = batch.x.shape;
     const T = net.tokenGrid[0] * net.tokenGrid[1] * net.tokenGrid[2];
     const rng = new Rng(ctx.seed);
@@ -64,7 +80,10 @@ export class SimMim implements PretrainMethod {
       dense.set(m.dense, b * n);
       tokens.set(m.tokens, b * T);
     }
-    const reconstruction = net.forwardTokenMask(batch.x, tf.tensor2d(tokens, [B, T]), { training: ctx.training, seed: ctx.seed });
+    const reconstruction = net.forwardTokenMask(batch.x, tf.tensor2d(tokens, [B, T]), {
+      training: ctx.training,
+      seed: ctx.seed,
+    });
     return { visible: tf.tensor5d(dense, [B, X, Y, Z, 1]), reconstruction };
   }
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
@@ -76,17 +95,24 @@ export class SimMim implements PretrainMethod {
   }
   preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
     const { visible, reconstruction } = this.forward(net, batch, ctx);
-    return maskedImagePreview(batch.x, visible, reconstruction, `SimMIM: ${Math.round(this.o.maskRatio * 100)} % of the tokens replaced by the mask token before the encoder; the loss counts the masked voxels.`);
+    return maskedImagePreview(
+      batch.x,
+      visible,
+      reconstruction,
+      `SimMIM: ${Math.round(this.o.maskRatio * 100)} % of the tokens replaced by the mask token before the encoder; the loss counts the masked voxels.`,
+    );
   }
 }
 
 export const simmim = {
   key: "simmim",
-  description: "SimMIM: 75 % of the 8³ tokens replaced by a learnable mask token before the Primus encoder; MSE on masked voxels",
+  description:
+    "SimMIM: 75 % of the 8³ tokens replaced by a learnable mask token before the Primus encoder; MSE on masked voxels",
   families: ["vit"],
   optionsSchema: SimMimOptionsSchema,
   create(options: SimMimOptions, family: ArchitectureFamily): PretrainMethod {
-    if (family !== "vit") throw new ConfigError("SimMIM exists for Primus only (nnssl's SimMIMEvaTrainer)", { field: "trainer.method" });
+    if (family !== "vit")
+      throw new ConfigError("SimMIM exists for Primus only (nnssl's SimMIMEvaTrainer)", { field: "trainer.method" });
     return new SimMim(options);
   },
   architectureFor(key: string, exists: (key: string) => boolean): string {

@@ -57,9 +57,16 @@ test("loss = MSE over masked voxels of the sparse forward on the UNmasked input"
     const want = maskedMse(pred, x, tf.sub(1, mask)).dataSync()[0]!;
     assert.ok(Math.abs(got - want) < 1e-6 * Math.max(1, want), `${got} vs ${want}`);
     // by hand: mean of squared errors over masked voxels only
-    const pv = pred.dataSync(), xv = x.dataSync(), mv = mask.dataSync();
-    let num = 0, den = 0;
-    for (let i = 0; i < pv.length; i++) if (mv[i] === 0) { num += (pv[i]! - xv[i]!) ** 2; den++; }
+    const pv = pred.dataSync(),
+      xv = x.dataSync(),
+      mv = mask.dataSync();
+    let num = 0,
+      den = 0;
+    for (let i = 0; i < pv.length; i++)
+      if (mv[i] === 0) {
+        num += (pv[i]! - xv[i]!) ** 2;
+        den++;
+      }
     assert.equal(den, 2 * 48 * 64);
     assert.ok(Math.abs(got - num / den) < 1e-5 * Math.max(1, want));
   });
@@ -70,7 +77,10 @@ test("a network without the SparK wrapper is a ConfigError; resenc-* maps to spa
   const plain = createNetwork("resenc-xs", OPTS);
   const s = new Spark(SparkOptionsSchema.parse({}));
   tf.tidy(() => {
-    assert.throws(() => s.loss(plain, { x: tf.zeros([1, P, P, P, 1]) }, { training: true, seed: 0 }), (e: unknown) => e instanceof ConfigError && e.message.includes("spark-resenc"));
+    assert.throws(
+      () => s.loss(plain, { x: tf.zeros([1, P, P, P, 1]) }, { training: true, seed: 0 }),
+      (e: unknown) => e instanceof ConfigError && e.message.includes("spark-resenc"),
+    );
   });
   plain.dispose();
   const entry = getMethod("spark");
@@ -92,7 +102,10 @@ test("trainer: SparkMAETrainer(_BS8, _maskblock<n>) = spark on spark-resenc-l wi
   assert.deepEqual(t.options.methodOptions, { maskRatio: 0.75, blockSize: 16 });
   assert.equal(resolveTrainer("SparkMAETrainer_BS8_1000ep").options.numEpochs, 1000);
   assert.equal(resolveTrainer("spark-resenc-l_maskblock4").options.methodOptions.blockSize, 4);
-  assert.throws(() => resolveTrainer("SparkMAETrainer_ANON"), (e: unknown) => e instanceof ConfigError && e.message.includes("methodOptions"));
+  assert.throws(
+    () => resolveTrainer("SparkMAETrainer_ANON"),
+    (e: unknown) => e instanceof ConfigError && e.message.includes("methodOptions"),
+  );
 });
 
 test("training loop: stop mid-run and resume reproduces the uninterrupted run (SparK tensors and their momentum in the checkpoint)", async () => {
@@ -101,38 +114,100 @@ test("training loop: stop mid-run and resume reproduces the uninterrupted run (S
     const images: TrainingImage[] = [];
     for (let i = 0; i < 2; i++) {
       const n = 12 * 12 * 12;
-      writeRawVolume(join(root, "data", `im${i}`), Float32Array.from({ length: n }, (_, k) => Math.sin((k % 12) * 0.5 + i) + Math.cos(Math.floor(k / 144) * 0.4)), [1, 12, 12, 12]);
-      images.push({ uniqueId: `im${i}`, uniqueSubjectId: `s${i}`, modality: "T1w", image: join(root, "data", `im${i}`) });
+      writeRawVolume(
+        join(root, "data", `im${i}`),
+        Float32Array.from({ length: n }, (_, k) => Math.sin((k % 12) * 0.5 + i) + Math.cos(Math.floor(k / 144) * 0.4)),
+        [1, 12, 12, 12],
+      );
+      images.push({
+        uniqueId: `im${i}`,
+        uniqueSubjectId: `s${i}`,
+        modality: "T1w",
+        image: join(root, "data", `im${i}`),
+      });
     }
     const options = resolveTrainer("SparkMAETrainer_maskblock2", {
-      architecture: "spark-resenc-xs", numEpochs: 2, itersPerEpoch: 3, valIters: 1, batchSize: 2, patchSize: [8, 8, 8], loaderWorkers: 1, prefetch: 2, augment: false,
+      architecture: "spark-resenc-xs",
+      numEpochs: 2,
+      itersPerEpoch: 3,
+      valIters: 1,
+      batchSize: 2,
+      patchSize: [8, 8, 8],
+      loaderWorkers: 1,
+      prefetch: 2,
+      augment: false,
     }).options;
-    const run = (dir: string, extra: { resume?: boolean; stop?: StopSignal; onStep?: (s: { globalStep: number }) => void } = {}) => ({
-      trainerName: "SparkMAETrainer_maskblock2", options, network: createNetwork("spark-resenc-xs", { patchSize: [8, 8, 8], seed: 1, features: [2, 4], blocks: [1, 1], strides: [1, 2] }),
-      method: new Spark(SparkOptionsSchema.parse({ blockSize: 2 })), trainImages: images, valImages: images.slice(0, 1), outputDir: join(dir, "out"), checkpointDir: join(dir, "ck"),
-      resume: extra.resume ?? false, readerModule: READER, initArgs: {}, adaptationPlan: null, logger: pino({ level: "silent" }),
-      ...(extra.stop === undefined ? {} : { stop: extra.stop }), ...(extra.onStep === undefined ? {} : { onStep: extra.onStep }),
+    const run = (
+      dir: string,
+      extra: { resume?: boolean; stop?: StopSignal; onStep?: (s: { globalStep: number }) => void } = {},
+    ) => ({
+      trainerName: "SparkMAETrainer_maskblock2",
+      options,
+      network: createNetwork("spark-resenc-xs", {
+        patchSize: [8, 8, 8],
+        seed: 1,
+        features: [2, 4],
+        blocks: [1, 1],
+        strides: [1, 2],
+      }),
+      method: new Spark(SparkOptionsSchema.parse({ blockSize: 2 })),
+      trainImages: images,
+      valImages: images.slice(0, 1),
+      outputDir: join(dir, "out"),
+      checkpointDir: join(dir, "ck"),
+      resume: extra.resume ?? false,
+      readerModule: READER,
+      initArgs: {},
+      adaptationPlan: null,
+      logger: pino({ level: "silent" }),
+      ...(extra.stop === undefined ? {} : { stop: extra.stop }),
+      ...(extra.onStep === undefined ? {} : { onStep: extra.onStep }),
     });
-    const losses = (dir: string): number[] => readFileSync(join(dir, "out", JSONL_LOG), "utf8").trim().split("\n").flatMap((l) => (JSON.parse(l) as { step_losses: number[] }).step_losses);
-    const a = join(root, "a"), b = join(root, "b");
+    const losses = (dir: string): number[] =>
+      readFileSync(join(dir, "out", JSONL_LOG), "utf8")
+        .trim()
+        .split("\n")
+        .flatMap((l) => (JSON.parse(l) as { step_losses: number[] }).step_losses);
+    const a = join(root, "a"),
+      b = join(root, "b");
     const ra = run(a);
     await train(ra);
     ra.network.dispose();
     const stop: StopSignal = { requested: false };
-    const rb1 = run(b, { stop, onStep: (s) => { if (s.globalStep === 4) { stop.requested = true; stop.reason = "test"; } } });
+    const rb1 = run(b, {
+      stop,
+      onStep: (s) => {
+        if (s.globalStep === 4) {
+          stop.requested = true;
+          stop.reason = "test";
+        }
+      },
+    });
     assert.equal((await train(rb1)).status, "stopped");
     rb1.network.dispose();
     const mid = loadCheckpoint(checkpointPath(join(b, "ck"), "latest"), ["momentum_buffer"]);
-    assert.ok(mid.weights.has("mask_tokens.1") && mid.optimizerState.slots.momentum_buffer!["densify_projs.1.weight"] !== undefined);
+    assert.ok(
+      mid.weights.has("mask_tokens.1") &&
+        mid.optimizerState.slots.momentum_buffer!["densify_projs.1.weight"] !== undefined,
+    );
     const rb2 = run(b, { resume: true });
     assert.equal((await train(rb2)).status, "completed");
     rb2.network.dispose();
-    const la = losses(a), lb = losses(b);
+    const la = losses(a),
+      lb = losses(b);
     assert.equal(lb.length, 6);
-    la.forEach((v, i) => { assert.ok(Math.abs(v - lb[i]!) <= 1e-6 * Math.max(1, Math.abs(v)), `step ${i}: ${v} vs ${lb[i]}`); });
+    la.forEach((v, i) => {
+      assert.ok(Math.abs(v - lb[i]!) <= 1e-6 * Math.max(1, Math.abs(v)), `step ${i}: ${v} vs ${lb[i]}`);
+    });
     const fa = loadCheckpoint(checkpointPath(join(a, "ck"), "final"), ["momentum_buffer"]);
     const fb = loadCheckpoint(checkpointPath(join(b, "ck"), "final"), ["momentum_buffer"]);
-    for (const k of ["mask_tokens.0", "densify_projs.1.weight", "densify_norms.1.weight", "encoder.stem.convs.0.conv.weight"]) assert.deepEqual(Array.from(fb.weights.get(k)!.data), Array.from(fa.weights.get(k)!.data), k);
+    for (const k of [
+      "mask_tokens.0",
+      "densify_projs.1.weight",
+      "densify_norms.1.weight",
+      "encoder.stem.convs.0.conv.weight",
+    ])
+      assert.deepEqual(Array.from(fb.weights.get(k)!.data), Array.from(fa.weights.get(k)!.data), k);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

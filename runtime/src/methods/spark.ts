@@ -43,9 +43,19 @@ export class Spark implements PretrainMethod {
 
   /** The sparse forward pass: the block mask (1 visible) and the reconstruction. */
   forward(net: Network, batch: MethodBatch, ctx: MethodContext): { mask: tf.Tensor5D; reconstruction: tf.Tensor5D } {
-    if (!isSparkNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no SparK wrapper (use spark-resenc-*)`, { field: "architecture" });
+    if (!isSparkNetwork(net))
+      throw new ConfigError(`architecture ${net.config.name} has no SparK wrapper (use spark-resenc-*)`, {
+        field: "architecture",
+      });
     const mask = this.mask(batch.x.shape, ctx.seed);
-    return { mask, reconstruction: net.forwardSparse(batch.x, { mask, blockSize: this.o.blockSize }, { training: ctx.training, seed: ctx.seed }) };
+    return {
+      mask,
+      reconstruction: net.forwardSparse(
+        batch.x,
+        { mask, blockSize: this.o.blockSize },
+        { training: ctx.training, seed: ctx.seed },
+      ),
+    };
   }
 
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
@@ -55,13 +65,19 @@ export class Spark implements PretrainMethod {
 
   preview(net: Network, batch: MethodBatch, ctx: MethodContext): MethodPreview {
     const { mask, reconstruction } = this.forward(net, batch, ctx);
-    return maskedImagePreview(batch.x, mask, reconstruction, `SparK: ${Math.round(this.o.maskRatio * 100)} % of the ${this.o.blockSize}³ blocks masked inside the sparse encoder (the masked input shows what it sees); the loss counts the masked voxels.`);
+    return maskedImagePreview(
+      batch.x,
+      mask,
+      reconstruction,
+      `SparK: ${Math.round(this.o.maskRatio * 100)} % of the ${this.o.blockSize}³ blocks masked inside the sparse encoder (the masked input shows what it sees); the loss counts the masked voxels.`,
+    );
   }
 }
 
 export const spark: MethodEntry<typeof SparkOptionsSchema> = {
   key: "spark",
-  description: "SparK-3D: 16³ block mask, sparse ResEnc encoder (masked convs, sparse instance norm), densify with mask tokens, U-Net decoder; MSE on masked voxels",
+  description:
+    "SparK-3D: 16³ block mask, sparse ResEnc encoder (masked convs, sparse instance norm), densify with mask tokens, U-Net decoder; MSE on masked voxels",
   families: ["cnn"],
   optionsSchema: SparkOptionsSchema,
   create(options: SparkOptions): PretrainMethod {

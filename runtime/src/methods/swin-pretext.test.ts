@@ -11,7 +11,16 @@ import * as tf from "@tensorflow/tfjs";
 import { runPython } from "../../../test/helpers/python.js";
 import { applyBatchTransform, validationTransform } from "../data/batch-transforms.js";
 import { Rng } from "../data/rng.js";
-import { boxLimits, innerCutoutRand, MAX_DROP, patchRandDrop, rot90YZ, swinPretextViews, type Box, type SampleShape } from "../data/swin-pretext.js";
+import {
+  boxLimits,
+  innerCutoutRand,
+  MAX_DROP,
+  patchRandDrop,
+  rot90YZ,
+  swinPretextViews,
+  type Box,
+  type SampleShape,
+} from "../data/swin-pretext.js";
 import { selectBackend } from "../models/backend/select.js";
 import { createNetwork } from "../models/registry.js";
 import { isPretextNetwork } from "../models/swin-pretext.js";
@@ -27,17 +36,22 @@ test("rot90 in the (Y, Z) plane equals numpy rot90(x, k, axes=(2, 3)) on (C, X, 
   const shape: SampleShape = [2, 4, 4, 3];
   const n = 2 * 4 * 4 * 3;
   const a = Float32Array.from({ length: n }, (_, i) => i);
-  const ref = JSON.parse(runPython(`
+  const ref = JSON.parse(
+    runPython(`
 import json, numpy as np
 a = np.arange(${n}).reshape(2, 4, 4, 3)            # ours: (X, Y, Z, C)
 up = a.transpose(3, 0, 1, 2)                        # upstream: (C, X, Y, Z)
 print(json.dumps([np.rot90(up, k, (2, 3)).transpose(1, 2, 3, 0).flatten().tolist() for k in range(4)]))
-`)) as number[][];
+`),
+  ) as number[][];
   for (let k = 0; k < 4; k++) {
     const r = rot90YZ(a, shape, k);
     assert.deepEqual(Array.from(r), ref[k], `k = ${k}`);
     // a permutation (every value once) that keeps each value in its X slice and channel
-    assert.deepEqual(Array.from(r).sort((p, q) => p - q), Array.from(a));
+    assert.deepEqual(
+      Array.from(r).sort((p, q) => p - q),
+      Array.from(a),
+    );
     r.forEach((v, i) => {
       assert.equal(Math.floor(v / 48), Math.floor(i / 48));
       assert.equal(v % 3, i % 3);
@@ -47,7 +61,8 @@ print(json.dumps([np.rot90(up, k, (2, 3)).transpose(1, 2, 3, 0).flatten().tolist
   assert.throws(() => rot90YZ(new Float32Array(24), [2, 3, 4, 1], 1), ConfigError);
 });
 
-const inside = (b: Box, x: number, y: number, z: number) => x >= b.start[0] && x < b.end[0] && y >= b.start[1] && y < b.end[1] && z >= b.start[2] && z < b.end[2];
+const inside = (b: Box, x: number, y: number, z: number) =>
+  x >= b.start[0] && x < b.end[0] && y >= b.start[1] && y < b.end[1] && z >= b.start[2] && z < b.end[2];
 const vol = (b: Box) => (b.end[0] - b.start[0]) * (b.end[1] - b.start[1]) * (b.end[2] - b.start[2]);
 
 function checkBoxes(boxes: Box[], target: number, dims: readonly number[]): void {
@@ -78,7 +93,8 @@ test("cut-out: box ranges (8..40 at 160), volume reaches U(0, 0.3) of the patch,
     const { target, boxes } = patchRandDrop(new Rng(seed), img, shape);
     checkBoxes(boxes, target, dims);
     draws += boxes.length;
-    let lo = Infinity, hi = -Infinity;
+    let lo = Infinity,
+      hi = -Infinity;
     for (let x = 0; x < 48; x++)
       for (let y = 0; y < 40; y++)
         for (let z = 0; z < 40; z++)
@@ -136,21 +152,36 @@ test("the two views: rotation labels uniform-ish over 0..3, target = rotated ori
   assert.ok(new Set(labels).size >= 3, labels.join(","));
   for (const v of [v1, v2]) {
     for (let i = 0; i < B; i++) {
-      assert.deepEqual(Array.from(v.rotated.subarray(i * 256, (i + 1) * 256)), Array.from(rot90YZ(x.subarray(i * 256, (i + 1) * 256), shape, v.rotations[i]!)));
+      assert.deepEqual(
+        Array.from(v.rotated.subarray(i * 256, (i + 1) * 256)),
+        Array.from(rot90YZ(x.subarray(i * 256, (i + 1) * 256), shape, v.rotations[i]!)),
+      );
       const d = v.cutouts[i]!;
       for (let o = 0; o < 256; o++) {
         const [px, py, pz] = [Math.floor(o / 64), Math.floor(o / 8) % 8, o % 8];
         const boxed = [...d.noiseBoxes, ...d.copyBoxes].some((b) => inside(b, px, py, pz));
         if (!boxed) assert.equal(v.cutout[i * 256 + o], v.rotated[i * 256 + o]);
       }
-      if (d.noiseBoxes.length > 0) assert.notDeepEqual(v.cutout.subarray(i * 256, (i + 1) * 256), v.rotated.subarray(i * 256, (i + 1) * 256));
+      if (d.noiseBoxes.length > 0)
+        assert.notDeepEqual(v.cutout.subarray(i * 256, (i + 1) * 256), v.rotated.subarray(i * 256, (i + 1) * 256));
     }
   }
-  assert.throws(() => swinPretextViews(new Rng(1), new Float32Array(4 * 8 * 6), 1, [4, 8, 6, 1]), (e: unknown) => e instanceof ConfigError && e.message.includes("Y = Z"));
+  assert.throws(
+    () => swinPretextViews(new Rng(1), new Float32Array(4 * 8 * 6), 1, [4, 8, 6, 1]),
+    (e: unknown) => e instanceof ConfigError && e.message.includes("Y = Z"),
+  );
 });
 
 /** Direct computation in plain JS (float64) of the loss from the network outputs and the views. */
-function directLoss(rot: Float32Array, con: Float32Array, rec: Float32Array, target: Float32Array, labels: number[], B2: number, tau: number): { rec: number; con: number; rot: number } {
+function directLoss(
+  rot: Float32Array,
+  con: Float32Array,
+  rec: Float32Array,
+  target: Float32Array,
+  labels: number[],
+  B2: number,
+  tau: number,
+): { rec: number; con: number; rot: number } {
   let l1 = 0;
   for (let i = 0; i < rec.length; i++) l1 += Math.abs(rec[i]! - target[i]!);
   const D = con.length / B2;
@@ -177,7 +208,13 @@ function directLoss(rot: Float32Array, con: Float32Array, rec: Float32Array, tar
 }
 
 test("loss = L1(recon, rotated un-cut) + NT-Xent(τ 0.5) + CE(rotation) equals a direct computation; weights apply; no tensor leak per step", () => {
-  const net = createNetwork("swin-pretext-resenc-xs", { features: [2, 4], strides: [1, 2], blocks: [1, 1], patchSize: [8, 8, 8], seed: 2 });
+  const net = createNetwork("swin-pretext-resenc-xs", {
+    features: [2, 4],
+    strides: [1, 2],
+    blocks: [1, 1],
+    patchSize: [8, 8, 8],
+    seed: 2,
+  });
   assert.ok(isPretextNetwork(net));
   const method = new SwinPretext(SwinPretextOptionsSchema.parse({}));
   const B = 3;
@@ -194,7 +231,15 @@ test("loss = L1(recon, rotated un-cut) + NT-Xent(τ 0.5) + CE(rotation) equals a
   const labels = [...v1.rotations, ...v2.rotations];
   const inT = tf.tensor5d(input, [2 * B, 8, 8, 8, 1]);
   const o = net.forwardPretext(inT, { training: true, seed });
-  const want = directLoss(o.rotation.dataSync() as Float32Array, o.contrast.dataSync() as Float32Array, o.reconstruction.dataSync() as Float32Array, target, labels, 2 * B, 0.5);
+  const want = directLoss(
+    o.rotation.dataSync() as Float32Array,
+    o.contrast.dataSync() as Float32Array,
+    o.reconstruction.dataSync() as Float32Array,
+    target,
+    labels,
+    2 * B,
+    0.5,
+  );
   tf.dispose([inT, o.rotation, o.contrast, o.reconstruction]);
   const close = (a: number, b: number, what: string) => {
     assert.ok(Math.abs(a - b) <= 1e-4 * Math.max(1, Math.abs(b)), `${what}: ${a} vs ${b}`);
@@ -239,26 +284,67 @@ test("trainers SwinUNETRTrainer_BS8 (resenc-l, SGD, clip 12) and SwinUNETREvaTra
   const eva = resolveTrainer("SwinUNETREvaTrainer_BS8");
   assert.equal(eva.entry.key, "swin-pretext-primus-m");
   assert.equal(eva.entry.family, "vit");
-  assert.deepEqual([eva.options.method, eva.options.architecture, eva.options.batchSize, eva.options.gradClip, eva.options.augment, eva.options.optimizer.kind], ["swin-pretext", "primus-m", 8, 1, false, "adamw"]);
+  assert.deepEqual(
+    [
+      eva.options.method,
+      eva.options.architecture,
+      eva.options.batchSize,
+      eva.options.gradClip,
+      eva.options.augment,
+      eva.options.optimizer.kind,
+    ],
+    ["swin-pretext", "primus-m", 8, 1, false, "adamw"],
+  );
   const m = getMethod("swin-pretext");
-  const known = new Set(["resenc-l", "resenc-xs", "primus-xs", "swin-pretext-resenc-l", "swin-pretext-resenc-xs", "swin-pretext-primus-xs"]);
+  const known = new Set([
+    "resenc-l",
+    "resenc-xs",
+    "primus-xs",
+    "swin-pretext-resenc-l",
+    "swin-pretext-resenc-xs",
+    "swin-pretext-primus-xs",
+  ]);
   assert.ok(m.architectureFor !== undefined);
   const archFor = (key: string, exists: (k: string) => boolean) => m.architectureFor?.(key, exists);
-  assert.equal(archFor("resenc-l", (k) => known.has(k)), "swin-pretext-resenc-l");
-  assert.equal(archFor("resenc-xs", (k) => known.has(k)), "swin-pretext-resenc-xs");
-  assert.equal(archFor("swin-pretext-resenc-xs", (k) => known.has(k)), "swin-pretext-resenc-xs");
-  assert.equal(archFor("primus-xs", (k) => known.has(k)), "swin-pretext-primus-xs");
-  assert.throws(() => resolveTrainer("SwinUNETRTrainer", { methodOptions: { temperature: 0 } }), (e: unknown) => e instanceof ConfigError && e.message.includes("methodOptions.temperature"));
+  assert.equal(
+    archFor("resenc-l", (k) => known.has(k)),
+    "swin-pretext-resenc-l",
+  );
+  assert.equal(
+    archFor("resenc-xs", (k) => known.has(k)),
+    "swin-pretext-resenc-xs",
+  );
+  assert.equal(
+    archFor("swin-pretext-resenc-xs", (k) => known.has(k)),
+    "swin-pretext-resenc-xs",
+  );
+  assert.equal(
+    archFor("primus-xs", (k) => known.has(k)),
+    "swin-pretext-primus-xs",
+  );
+  assert.throws(
+    () => resolveTrainer("SwinUNETRTrainer", { methodOptions: { temperature: 0 } }),
+    (e: unknown) => e instanceof ConfigError && e.message.includes("methodOptions.temperature"),
+  );
   // a network without the heads is a ConfigError naming the architecture
   const plain = createNetwork("resenc-xs", { features: [2, 4], strides: [1, 2], blocks: [1, 1], patchSize: [8, 8, 8] });
   const x = tf.zeros<tf.Rank.R5>([1, 8, 8, 8, 1]);
-  assert.throws(() => new SwinPretext(SwinPretextOptionsSchema.parse({})).loss(plain, { x }, { training: true, seed: 0 }), (e: unknown) => e instanceof ConfigError && e.message.includes("pre-text heads"));
+  assert.throws(
+    () => new SwinPretext(SwinPretextOptionsSchema.parse({})).loss(plain, { x }, { training: true, seed: 0 }),
+    (e: unknown) => e instanceof ConfigError && e.message.includes("pre-text heads"),
+  );
   x.dispose();
   plain.dispose();
 });
 
 test("loader path (ADR 0040 transform swin-pretext-views, training and validation): inputs, targets and labels from the loader give the in-method loss with the step seed = the transform seed; no tensor leak", () => {
-  const net = createNetwork("swin-pretext-resenc-xs", { features: [2, 4], strides: [1, 2], blocks: [1, 1], patchSize: [8, 8, 8], seed: 2 });
+  const net = createNetwork("swin-pretext-resenc-xs", {
+    features: [2, 4],
+    strides: [1, 2],
+    blocks: [1, 1],
+    patchSize: [8, 8, 8],
+    seed: 2,
+  });
   const method = new SwinPretext(SwinPretextOptionsSchema.parse({}));
   const spec = method.data.transform!;
   assert.deepEqual(validationTransform(spec), spec); // validation batches get the same views (as upstream)
@@ -271,9 +357,27 @@ test("loader path (ADR 0040 transform swin-pretext-views, training and validatio
   assert.deepEqual(Array.from(t.target!.subarray(0, 3 * 512)), Array.from(v1.rotated));
   assert.deepEqual(Array.from(t.data.subarray(3 * 512)), Array.from(v2.cutout));
   const before = tf.memory().numTensors;
-  const viaLoader = tf.tidy(() => method.loss(net, { x: tf.tensor5d(t.data, t.shape), target: tf.tensor5d(t.target!, t.shape), aux: tf.tensor(t.aux!.data, t.aux!.shape) }, { training: false, seed: 999 }).dataSync()[0]!);
-  const inMethod = tf.tidy(() => method.loss(net, { x: tf.tensor5d(plain, shape) }, { training: false, seed: 55 }).dataSync()[0]!);
+  const viaLoader = tf.tidy(
+    () =>
+      method
+        .loss(
+          net,
+          {
+            x: tf.tensor5d(t.data, t.shape),
+            target: tf.tensor5d(t.target!, t.shape),
+            aux: tf.tensor(t.aux!.data, t.aux!.shape),
+          },
+          { training: false, seed: 999 },
+        )
+        .dataSync()[0]!,
+  );
+  const inMethod = tf.tidy(
+    () => method.loss(net, { x: tf.tensor5d(plain, shape) }, { training: false, seed: 55 }).dataSync()[0]!,
+  );
   assert.equal(tf.memory().numTensors, before);
-  assert.ok(Number.isFinite(viaLoader) && Math.abs(viaLoader - inMethod) <= 1e-5 * Math.abs(inMethod), `${viaLoader} vs ${inMethod}`);
+  assert.ok(
+    Number.isFinite(viaLoader) && Math.abs(viaLoader - inMethod) <= 1e-5 * Math.abs(inMethod),
+    `${viaLoader} vs ${inMethod}`,
+  );
   net.dispose();
 });

@@ -22,7 +22,14 @@ import { Rng } from "../data/rng.js";
 import { swinPretextViews, type SwinView } from "../data/swin-pretext.js";
 import type { ArchitectureFamily, Network } from "../models/architecture.js";
 import { isPretextNetwork, ROTATION_CLASSES, type PretextOutputs } from "../models/swin-pretext.js";
-import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
+import type {
+  MethodBatch,
+  MethodContext,
+  MethodDataNeeds,
+  MethodEntry,
+  MethodPreview,
+  PretrainMethod,
+} from "./method.js";
 import { ntXent } from "./nt-xent.js";
 
 export const SwinPretextOptionsSchema = z
@@ -44,7 +51,11 @@ export interface SwinPretextTerms {
 }
 
 /** Inputs of one step: the 2B network input, the reconstruction target and the rotation labels (view 1, view 2). */
-export function pretextBatch(views: readonly [SwinView, SwinView], B: number, shape: readonly [number, number, number, number]): { input: tf.Tensor5D; target: tf.Tensor5D; labels: tf.Tensor1D } {
+export function pretextBatch(
+  views: readonly [SwinView, SwinView],
+  B: number,
+  shape: readonly [number, number, number, number],
+): { input: tf.Tensor5D; target: tf.Tensor5D; labels: tf.Tensor1D } {
   const n = shape[0] * shape[1] * shape[2] * shape[3];
   const input = new Float32Array(2 * B * n);
   const target = new Float32Array(2 * B * n);
@@ -53,19 +64,38 @@ export function pretextBatch(views: readonly [SwinView, SwinView], B: number, sh
     target.set(v.rotated, i * B * n);
   });
   const s: [number, number, number, number, number] = [2 * B, ...shape];
-  return { input: tf.tensor5d(input, s), target: tf.tensor5d(target, s), labels: tf.tensor1d(Int32Array.from([...views[0].rotations, ...views[1].rotations]), "int32") };
+  return {
+    input: tf.tensor5d(input, s),
+    target: tf.tensor5d(target, s),
+    labels: tf.tensor1d(Int32Array.from([...views[0].rotations, ...views[1].rotations]), "int32"),
+  };
 }
 
 /** The loss terms from the network outputs (rows: view 1 then view 2). */
-export function pretextLoss(o: SwinPretextOptions, out: { rotation: tf.Tensor2D; contrast: tf.Tensor2D; reconstruction: tf.Tensor5D }, target: tf.Tensor5D, labels: tf.Tensor1D): SwinPretextTerms {
+export function pretextLoss(
+  o: SwinPretextOptions,
+  out: { rotation: tf.Tensor2D; contrast: tf.Tensor2D; reconstruction: tf.Tensor5D },
+  target: tf.Tensor5D,
+  labels: tf.Tensor1D,
+): SwinPretextTerms {
   const B2 = out.contrast.shape[0];
   if (B2 % 2 !== 0) throw new Error("pretextLoss: needs two views (an even number of rows)");
   const B = B2 / 2;
   const rec = tf.mean<tf.Scalar>(tf.abs<tf.Tensor>(tf.sub(out.reconstruction, target)));
   const d = out.contrast.shape[1];
-  const contrast = ntXent(tf.slice(out.contrast, [0, 0], [B, d]), tf.slice(out.contrast, [B, 0], [B, d]), o.temperature);
-  const rot = tf.neg(tf.mean(tf.sum(tf.mul(tf.oneHot(labels, ROTATION_CLASSES), tf.logSoftmax(out.rotation, 1)), 1))) as tf.Scalar;
-  const total = tf.addN([tf.mul(rec, o.recWeight), tf.mul(contrast, o.contrastWeight), tf.mul(rot, o.rotWeight)]) as tf.Scalar;
+  const contrast = ntXent(
+    tf.slice(out.contrast, [0, 0], [B, d]),
+    tf.slice(out.contrast, [B, 0], [B, d]),
+    o.temperature,
+  );
+  const rot = tf.neg(
+    tf.mean(tf.sum(tf.mul(tf.oneHot(labels, ROTATION_CLASSES), tf.logSoftmax(out.rotation, 1)), 1)),
+  ) as tf.Scalar;
+  const total = tf.addN([
+    tf.mul(rec, o.recWeight),
+    tf.mul(contrast, o.contrastWeight),
+    tf.mul(rot, o.rotWeight),
+  ]) as tf.Scalar;
   return { rec, contrast, rot, total };
 }
 
@@ -87,11 +117,19 @@ export class SwinPretext implements PretrainMethod {
   }
 
   /** The network outputs on the two views, with the views' reconstruction targets and rotation labels. */
-  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { input: tf.Tensor5D; target: tf.Tensor5D; labels: tf.Tensor1D; out: PretextOutputs } {
-    if (!isPretextNetwork(net)) throw new ConfigError(`architecture ${net.config.name} has no SwinUNETR pre-text heads (use swin-pretext-<preset>, e.g. swin-pretext-resenc-l)`, { field: "architecture" });
+  forward(
+    net: Network,
+    batch: MethodBatch,
+    ctx: MethodContext,
+  ): { input: tf.Tensor5D; target: tf.Tensor5D; labels: tf.Tensor1D; out: PretextOutputs } {
+    if (!isPretextNetwork(net))
+      throw new ConfigError(
+        `architecture ${net.config.name} has no SwinUNETR pre-text heads (use swin-pretext-<preset>, e.g. swin-pretext-resenc-l)`,
+        { field: "architecture" },
+      );
     let input = batch.x;
     let target = batch.target;
-    let labels = batch.aux === undefined ? undefined : tf.cast(batch.aux, "int32") as tf.Tensor1D;
+    let labels = batch.aux === undefined ? undefined : (tf.cast(batch.aux, "int32") as tf.Tensor1D);
     if (target === undefined || labels === undefined) {
       // plain patches (direct callers): make the views here, seeded by the step
       const [B, X, Y, Z, C] = batch.x.shape;
@@ -111,13 +149,18 @@ export class SwinPretext implements PretrainMethod {
     const predicted = tf.argMax(out.rotation, 1).dataSync();
     const B = input.shape[0] / 2;
     return {
-      caption: "SwinUNETR pre-text tasks: two views per patch, each rotated by k·90° and cut out; the network reconstructs the rotated view, classifies the rotation and contrasts the two views.",
+      caption:
+        "SwinUNETR pre-text tasks: two views per patch, each rotated by k·90° and cut out; the network reconstructs the rotated view, classifies the rotation and contrasts the two views.",
       columns: [
         { label: "rotated view (target)", volume: target, kind: "image" },
         { label: "cut-out input", volume: input, kind: "image" },
         { label: "reconstruction", volume: out.reconstruction, kind: "image" },
       ],
-      rowLabels: Array.from(truth, (t, i) => `sample ${i % B}, view ${Math.floor(i / B) + 1}: rotation ${t * 90}°, predicted ${(predicted[i] ?? NaN) * 90}°`),
+      rowLabels: Array.from(
+        truth,
+        (t, i) =>
+          `sample ${i % B}, view ${Math.floor(i / B) + 1}: rotation ${t * 90}°, predicted ${(predicted[i] ?? NaN) * 90}°`,
+      ),
     };
   }
 
@@ -128,7 +171,8 @@ export class SwinPretext implements PretrainMethod {
 
 export const swinPretext: MethodEntry<typeof SwinPretextOptionsSchema> = {
   key: "swin-pretext",
-  description: "SwinUNETR pre-text tasks: two rotated (k·90°) and cut-out views; L1 reconstruction + NT-Xent (τ 0.5) + rotation cross-entropy",
+  description:
+    "SwinUNETR pre-text tasks: two rotated (k·90°) and cut-out views; L1 reconstruction + NT-Xent (τ 0.5) + rotation cross-entropy",
   families: ["cnn", "vit"],
   optionsSchema: SwinPretextOptionsSchema,
   create(options: SwinPretextOptions, _family: ArchitectureFamily): PretrainMethod {

@@ -13,7 +13,18 @@ import type { Vec3 } from "../models/architecture.js";
 import { createNetwork } from "../models/registry.js";
 import { valueAndGrads } from "../training/backprop.js";
 import { ConfigError } from "../errors.js";
-import { baseOffsets, overlapTruth, VoCo, vocoCropSize, vocoCrops, vocoLoss, vocoPredLoss, vocoRegLoss, VoCoOptionsSchema, voco } from "./voco.js";
+import {
+  baseOffsets,
+  overlapTruth,
+  VoCo,
+  vocoCropSize,
+  vocoCrops,
+  vocoLoss,
+  vocoPredLoss,
+  vocoRegLoss,
+  VoCoOptionsSchema,
+  voco,
+} from "./voco.js";
 import { getMethod } from "./registry.js";
 import { defaultCropAugment } from "./crop-augment.js";
 import { augmentIntensity, VOCO_RECIPE } from "../data/intensity.js";
@@ -25,7 +36,10 @@ function coordBatch(shape: [number, number, number, number, number]): Float32Arr
   const [B, X, Y, Z, C] = shape;
   const d = new Float32Array(B * X * Y * Z * C);
   let o = 0;
-  for (let b = 0; b < B; b++) for (let x = 0; x < X; x++) for (let y = 0; y < Y; y++) for (let z = 0; z < Z; z++) for (let c = 0; c < C; c++) d[o++] = b * 1e6 + x * 1e4 + y * 100 + z + c * 0.5;
+  for (let b = 0; b < B; b++)
+    for (let x = 0; x < X; x++)
+      for (let y = 0; y < Y; y++)
+        for (let z = 0; z < Z; z++) for (let c = 0; c < C; c++) d[o++] = b * 1e6 + x * 1e4 + y * 100 + z + c * 0.5;
   return d;
 }
 
@@ -35,13 +49,24 @@ test("crop size = patch / grid: upstream 256×256×64 / 4×4×1 → 64³; test p
   assert.deepEqual(voco.networkPatchSize!([256, 256, 64], VoCoOptionsSchema.parse({})), [64, 64, 64]);
   assert.throws(() => vocoCropSize([250, 256, 64], [4, 4, 1]), ConfigError);
   assert.throws(() => vocoCropSize([64, 64, 64], [1, 1, 1]), ConfigError);
-  assert.deepEqual(baseOffsets([2, 2, 1], [16, 16, 16]), [[0, 0, 0], [0, 16, 0], [16, 0, 0], [16, 16, 0]]);
+  assert.deepEqual(baseOffsets([2, 2, 1], [16, 16, 16]), [
+    [0, 0, 0],
+    [0, 16, 0],
+    [16, 0, 0],
+    [16, 16, 0],
+  ]);
 });
 
 test("overlap ground truth of hand-placed targets on the 4×4×1 grid of 16³ crops", () => {
   const crop: Vec3 = [16, 16, 16];
   const bases = baseOffsets([4, 4, 1], crop);
-  const targets: Vec3[] = [[0, 0, 0], [8, 8, 0], [8, 0, 0], [48, 48, 0], [20, 36, 0]];
+  const targets: Vec3[] = [
+    [0, 0, 0],
+    [8, 8, 0],
+    [8, 0, 0],
+    [48, 48, 0],
+    [20, 36, 0],
+  ];
   const gt = overlapTruth(targets, bases, crop);
   const row = (t: number) => Array.from(gt.subarray(t * 16, (t + 1) * 16));
   const expect = (entries: Record<number, number>) => Array.from({ length: 16 }, (_, i) => entries[i] ?? 0);
@@ -61,10 +86,16 @@ test("crops: bases tile the patch in x-major order, targets lie inside it (z off
   assert.equal(c.nBase, 16);
   assert.equal(c.crops.length, 2 * 20 * 16 ** 3 * 2);
   const len = 16 ** 3 * 2;
-  const at = (crop: number, x: number, y: number, z: number, ch: number) => c.crops[crop * len + ((x * 16 + y) * 16 + z) * 2 + ch]!;
+  const at = (crop: number, x: number, y: number, z: number, ch: number) =>
+    c.crops[crop * len + ((x * 16 + y) * 16 + z) * 2 + ch]!;
   // base n of image b: corner (16·i, 16·j, 0), n = i·4 + j
-  for (const [b, n] of [[0, 0], [0, 6], [1, 15]] as const) {
-    const i = Math.floor(n / 4), j = n % 4;
+  for (const [b, n] of [
+    [0, 0],
+    [0, 6],
+    [1, 15],
+  ] as const) {
+    const i = Math.floor(n / 4),
+      j = n % 4;
     assert.equal(at(b * 16 + n, 0, 0, 0, 0), b * 1e6 + 16 * i * 1e4 + 16 * j * 100);
     assert.equal(at(b * 16 + n, 15, 3, 7, 1), b * 1e6 + (16 * i + 15) * 1e4 + (16 * j + 3) * 100 + 7 + 0.5);
   }
@@ -77,7 +108,10 @@ test("crops: bases tile the patch in x-major order, targets lie inside it (z off
       assert.equal(at(k, 9, 15, 15, 1), b * 1e6 + (o[0] + 9) * 1e4 + (o[1] + 15) * 100 + 15 + 0.5);
       const sum = Array.from(c.truth.subarray((b * 4 + t) * 16, (b * 4 + t + 1) * 16)).reduce((a, v) => a + v, 0);
       assert.ok(Math.abs(sum - 1) < 1e-6, `truth row sums to ${sum}`);
-      assert.deepEqual(Array.from(c.truth.subarray((b * 4 + t) * 16, (b * 4 + t + 1) * 16)), Array.from(overlapTruth([o], baseOffsets([4, 4, 1], [16, 16, 16]), [16, 16, 16])));
+      assert.deepEqual(
+        Array.from(c.truth.subarray((b * 4 + t) * 16, (b * 4 + t + 1) * 16)),
+        Array.from(overlapTruth([o], baseOffsets([4, 4, 1], [16, 16, 16]), [16, 16, 16])),
+      );
     }
   }
   // same seed, same targets; another seed, other targets
@@ -93,7 +127,10 @@ function reference(base: number[][][], target: number[][][], gt: number[][][]): 
     const nb = Math.sqrt(b.reduce((s, v) => s + v * v, 0));
     return dot / (na * nb);
   };
-  let posNum = 0, posDen = 0, negNum = 0, negDen = 0;
+  let posNum = 0,
+    posDen = 0,
+    negNum = 0,
+    negDen = 0;
   base.forEach((bs, b) => {
     target[b]!.forEach((tv, t) => {
       bs.forEach((bv, n) => {
@@ -119,32 +156,81 @@ function reference(base: number[][][], target: number[][][], gt: number[][][]): 
 
 test("the VoCo loss equals a direct double-precision computation (B 2, 4 bases, 3 targets, D 6, zero and partial overlaps)", () => {
   const rng = new Rng(11);
-  const B = 2, N = 4, T = 3, D = 6;
-  const rand = (...dims: number[]): number[][][] => Array.from({ length: dims[0]! }, () => Array.from({ length: dims[1]! }, () => Array.from({ length: dims[2]! }, () => rng.uniform(-1, 1))));
+  const B = 2,
+    N = 4,
+    T = 3,
+    D = 6;
+  const rand = (...dims: number[]): number[][][] =>
+    Array.from({ length: dims[0]! }, () =>
+      Array.from({ length: dims[1]! }, () => Array.from({ length: dims[2]! }, () => rng.uniform(-1, 1))),
+    );
   const base = rand(B, N, D);
   const target = rand(B, T, D);
   // real overlaps of a 2×2×1 grid of 8³ crops on a 16×16×8 patch
   const bases = baseOffsets([2, 2, 1], [8, 8, 8]);
-  const gtFlat = [overlapTruth([[0, 0, 0], [4, 4, 0], [8, 2, 0]], bases, [8, 8, 8]), overlapTruth([[8, 8, 0], [2, 8, 0], [0, 0, 0]], bases, [8, 8, 8])];
+  const gtFlat = [
+    overlapTruth(
+      [
+        [0, 0, 0],
+        [4, 4, 0],
+        [8, 2, 0],
+      ],
+      bases,
+      [8, 8, 8],
+    ),
+    overlapTruth(
+      [
+        [8, 8, 0],
+        [2, 8, 0],
+        [0, 0, 0],
+      ],
+      bases,
+      [8, 8, 8],
+    ),
+  ];
   const gt = gtFlat.map((g) => Array.from({ length: T }, (_, t) => Array.from(g.subarray(t * N, (t + 1) * N))));
   const got = tf.tidy(() => vocoLoss(tf.tensor3d(base), tf.tensor3d(target), tf.tensor3d(gt)).dataSync()[0]!);
   const want = reference(base, target, gt);
   assert.ok(Math.abs(got - want) < 1e-5 * Math.max(1, Math.abs(want)), `${got} vs ${want}`);
   // and the parts add up
-  const parts = tf.tidy(() => [vocoPredLoss(tf.tensor3d(base), tf.tensor3d(target), tf.tensor3d(gt)).dataSync()[0]!, vocoRegLoss(tf.tensor3d(base)).dataSync()[0]!]);
+  const parts = tf.tidy(() => [
+    vocoPredLoss(tf.tensor3d(base), tf.tensor3d(target), tf.tensor3d(gt)).dataSync()[0]!,
+    vocoRegLoss(tf.tensor3d(base)).dataSync()[0]!,
+  ]);
   assert.ok(Math.abs(parts[0]! + parts[1]! - got) < 1e-6);
 });
 
 test("stop-gradient: the bases get no gradient through L_pred; through the total loss exactly L_reg's", () => {
   const rng = new Rng(3);
-  const base = tf.tensor3d(Array.from({ length: 2 * 4 * 5 }, () => rng.uniform(-1, 1)), [2, 4, 5]);
-  const target = tf.tensor3d(Array.from({ length: 2 * 3 * 5 }, () => rng.uniform(-1, 1)), [2, 3, 5]);
-  const gt = tf.tensor3d(Array.from({ length: 2 * 3 * 4 }, (_, i) => [0, 0.25, 0.5, 1][i % 4]!), [2, 3, 4]);
-  const [gBasePred, gTargetPred] = tf.grads((b: tf.Tensor, t: tf.Tensor) => vocoPredLoss(b as tf.Tensor3D, t as tf.Tensor3D, gt))([base, target]);
-  assert.ok(gBasePred!.dataSync().every((v) => v === 0), "bases got a gradient through L_pred");
-  assert.ok(gTargetPred!.dataSync().some((v) => Math.abs(v) > 1e-6), "targets got no gradient through L_pred");
-  const gTotal = tf.grad((b: tf.Tensor) => vocoLoss(b as tf.Tensor3D, target, gt))(base).dataSync();
-  const gReg = tf.grad((b: tf.Tensor) => vocoRegLoss(b as tf.Tensor3D))(base).dataSync();
+  const base = tf.tensor3d(
+    Array.from({ length: 2 * 4 * 5 }, () => rng.uniform(-1, 1)),
+    [2, 4, 5],
+  );
+  const target = tf.tensor3d(
+    Array.from({ length: 2 * 3 * 5 }, () => rng.uniform(-1, 1)),
+    [2, 3, 5],
+  );
+  const gt = tf.tensor3d(
+    Array.from({ length: 2 * 3 * 4 }, (_, i) => [0, 0.25, 0.5, 1][i % 4]!),
+    [2, 3, 4],
+  );
+  const [gBasePred, gTargetPred] = tf.grads((b: tf.Tensor, t: tf.Tensor) =>
+    vocoPredLoss(b as tf.Tensor3D, t as tf.Tensor3D, gt),
+  )([base, target]);
+  assert.ok(
+    gBasePred!.dataSync().every((v) => v === 0),
+    "bases got a gradient through L_pred",
+  );
+  assert.ok(
+    gTargetPred!.dataSync().some((v) => Math.abs(v) > 1e-6),
+    "targets got no gradient through L_pred",
+  );
+  const gTotal = tf
+    .grad((b: tf.Tensor) => vocoLoss(b as tf.Tensor3D, target, gt))(base)
+    .dataSync();
+  const gReg = tf
+    .grad((b: tf.Tensor) => vocoRegLoss(b as tf.Tensor3D))(base)
+    .dataSync();
   assert.ok(gReg.some((v) => Math.abs(v) > 1e-6));
   gTotal.forEach((v, i) => {
     assert.ok(Math.abs(v - gReg[i]!) < 1e-6, `element ${i}: ${v} vs ${gReg[i]}`);
@@ -154,14 +240,24 @@ test("stop-gradient: the bases get no gradient through L_pred; through the total
 
 test("one training step on voco-resenc-xs: finite loss, gradients for encoder and head, no tensor leak", () => {
   const method = getMethod("voco").create(VoCoOptionsSchema.parse({}), "cnn");
-  const net = createNetwork("voco-resenc-xs", { features: [4, 8], strides: [1, 2], patchSize: [4, 4, 4], headDim: 16, seed: 1 });
+  const net = createNetwork("voco-resenc-xs", {
+    features: [4, 8],
+    strides: [1, 2],
+    patchSize: [4, 4, 4],
+    headDim: 16,
+    seed: 1,
+  });
   const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 4, 1], 0, 1, "float32", 2);
   const vars = [...net.weights.values()];
   const step = (seed: number) => {
     const { value, grads } = valueAndGrads(() => method.loss(net, { x }, { training: true, seed }), vars);
     const loss = value.dataSync()[0]!;
     const named = new Map([...net.weights].map(([k, v]) => [k, grads[v.name]]));
-    const nonzero = (k: string) => named.get(k)?.dataSync().some((g) => g !== 0) === true;
+    const nonzero = (k: string) =>
+      named
+        .get(k)
+        ?.dataSync()
+        .some((g) => g !== 0) === true;
     const ok = { loss, stem: nonzero("encoder.stem.convs.0.conv.weight"), head: nonzero("projector.layer3.0.weight") };
     tf.dispose([value, ...Object.values(grads)]);
     return ok;
@@ -213,7 +309,13 @@ test("the crop augmentation runs on every crop in training and never in validati
   const c = vocoCrops(new Rng(1), data, shape, [4, 4, 1], 4, negate);
   assert.equal(calls, 20);
   assert.ok(c.crops.every((v) => v < 0));
-  const net = createNetwork("voco-resenc-xs", { features: [2], strides: [1], blocks: [1], patchSize: [2, 2, 2], headDim: 4 });
+  const net = createNetwork("voco-resenc-xs", {
+    features: [2],
+    strides: [1],
+    blocks: [1],
+    patchSize: [2, 2, 2],
+    headDim: 4,
+  });
   const method = new VoCo(VoCoOptionsSchema.parse({}), negate);
   const x = tf.tensor5d(data, shape);
   calls = 0;
@@ -221,7 +323,9 @@ test("the crop augmentation runs on every crop in training and never in validati
   assert.equal(calls, 0);
   tf.tidy(() => method.loss(net, { x }, { training: true, seed: 1 }));
   assert.equal(calls, 20);
-  tf.tidy(() => new VoCo(VoCoOptionsSchema.parse({ augment: false }), negate).loss(net, { x }, { training: true, seed: 1 }));
+  tf.tidy(() =>
+    new VoCo(VoCoOptionsSchema.parse({ augment: false }), negate).loss(net, { x }, { training: true, seed: 1 }),
+  );
   assert.equal(calls, 20);
   x.dispose();
   net.dispose();
@@ -230,15 +334,30 @@ test("the crop augmentation runs on every crop in training and never in validati
 test("configuration errors: a non-embedding network, a patch the grid does not divide; the method maps encoders to the VoCo network", () => {
   const plain = createNetwork("resenc-xs", { features: [2], strides: [1], blocks: [1], patchSize: [4, 4, 4] });
   const x = tf.zeros<tf.Rank.R5>([1, 16, 16, 4, 1]);
-  assert.throws(() => new VoCo(VoCoOptionsSchema.parse({})).loss(plain, { x }, { training: true, seed: 0 }), ConfigError);
+  assert.throws(
+    () => new VoCo(VoCoOptionsSchema.parse({})).loss(plain, { x }, { training: true, seed: 0 }),
+    ConfigError,
+  );
   const y = tf.zeros<tf.Rank.R5>([1, 15, 16, 4, 1]);
-  const net = createNetwork("voco-resenc-xs", { features: [2], strides: [1], blocks: [1], patchSize: [4, 4, 4], headDim: 4 });
-  assert.throws(() => new VoCo(VoCoOptionsSchema.parse({})).loss(net, { x: y }, { training: true, seed: 0 }), ConfigError);
+  const net = createNetwork("voco-resenc-xs", {
+    features: [2],
+    strides: [1],
+    blocks: [1],
+    patchSize: [4, 4, 4],
+    headDim: 4,
+  });
+  assert.throws(
+    () => new VoCo(VoCoOptionsSchema.parse({})).loss(net, { x: y }, { training: true, seed: 0 }),
+    ConfigError,
+  );
   const exists = (k: string) => ["voco-resenc-l", "voco-resenc-xs", "resenc-l"].includes(k);
   assert.equal(voco.architectureFor!("resenc-l", exists), "voco-resenc-l");
   assert.equal(voco.architectureFor!("resenc-xs", exists), "voco-resenc-xs");
   assert.equal(voco.architectureFor!("voco-resenc-l", exists), "voco-resenc-l");
-  assert.equal(voco.architectureFor!("primus-xs", (k) => k === "voco-primus-xs"), "voco-primus-xs");
+  assert.equal(
+    voco.architectureFor!("primus-xs", (k) => k === "voco-primus-xs"),
+    "voco-primus-xs",
+  );
   tf.dispose([x, y]);
   plain.dispose();
   net.dispose();
@@ -266,22 +385,53 @@ test("the default crop augmentation is augmentIntensity with VOCO_RECIPE, crop b
 test("loader path (ADR 0040 transform voco-crops): the method asks for its crops; the loss on the loader's crops + truth equals the in-method loss with the step seed = the transform seed; validation crops are not augmented", () => {
   const method = new VoCo(VoCoOptionsSchema.parse({ targetCrops: 3 }));
   const spec = method.data.transform!;
-  assert.deepEqual(spec, { key: "voco-crops", options: { baseCrops: [4, 4, 1], targetCrops: 3, augment: true }, validation: true, validationOptions: { augment: false } });
+  assert.deepEqual(spec, {
+    key: "voco-crops",
+    options: { baseCrops: [4, 4, 1], targetCrops: 3, augment: true },
+    validation: true,
+    validationOptions: { augment: false },
+  });
   assert.equal(validationTransform(spec)?.options.augment, false);
   assert.deepEqual(new VoCo(VoCoOptionsSchema.parse({}), (_r, c) => c).data, {}); // a custom hook cannot cross to the workers
-  const net = createNetwork("voco-resenc-xs", { features: [4, 8], strides: [1, 2], patchSize: [4, 4, 4], headDim: 16, seed: 1 });
+  const net = createNetwork("voco-resenc-xs", {
+    features: [4, 8],
+    strides: [1, 2],
+    patchSize: [4, 4, 4],
+    headDim: 16,
+    seed: 1,
+  });
   const shape: [number, number, number, number, number] = [2, 16, 16, 4, 1];
   const plain = tf.tidy(() => tf.randomNormal<tf.Rank.R5>(shape, 0, 1, "float32", 4).dataSync() as Float32Array);
-  for (const [s, training] of [[spec, true], [validationTransform(spec)!, false]] as const) {
+  for (const [s, training] of [
+    [spec, true],
+    [validationTransform(spec)!, false],
+  ] as const) {
     const t = applyBatchTransform(s, { data: plain, shape, anon: undefined }, 31);
     assert.deepEqual(t.shape, [2 * (16 + 3), 4, 4, 4, 1]);
     assert.deepEqual(t.aux!.shape, [2, 3, 16]);
-    const viaLoader = tf.tidy(() => method.loss(net, { x: tf.tensor5d(t.data, t.shape), aux: tf.tensor(t.aux!.data, t.aux!.shape) }, { training, seed: 999 }).dataSync()[0]!);
-    const inMethod = tf.tidy(() => method.loss(net, { x: tf.tensor5d(plain, shape) }, { training, seed: 31 }).dataSync()[0]!);
-    assert.ok(Number.isFinite(viaLoader) && Math.abs(viaLoader - inMethod) <= 1e-5 * Math.abs(inMethod), `${training}: ${viaLoader} vs ${inMethod}`);
+    const viaLoader = tf.tidy(
+      () =>
+        method
+          .loss(
+            net,
+            { x: tf.tensor5d(t.data, t.shape), aux: tf.tensor(t.aux!.data, t.aux!.shape) },
+            { training, seed: 999 },
+          )
+          .dataSync()[0]!,
+    );
+    const inMethod = tf.tidy(
+      () => method.loss(net, { x: tf.tensor5d(plain, shape) }, { training, seed: 31 }).dataSync()[0]!,
+    );
+    assert.ok(
+      Number.isFinite(viaLoader) && Math.abs(viaLoader - inMethod) <= 1e-5 * Math.abs(inMethod),
+      `${training}: ${viaLoader} vs ${inMethod}`,
+    );
     // training crops are augmented (differ from the plain cut), validation crops are the plain cut
     const cut = vocoCrops(new Rng(31), plain, shape, [4, 4, 1], 3);
-    assert.equal(t.data.every((v, i) => v === cut.crops[i]), !training);
+    assert.equal(
+      t.data.every((v, i) => v === cut.crops[i]),
+      !training,
+    );
     assert.deepEqual(Array.from(t.aux!.data), Array.from(cut.truth));
   }
   net.dispose();

@@ -17,10 +17,25 @@ import * as tf from "@tensorflow/tfjs";
 import { z } from "zod";
 import type { ArchitectureFamily, Network, Vec3 } from "../models/architecture.js";
 import { Rng } from "../data/rng.js";
-import { baseOffsets, defaultCropAugment, overlapTruth, vocoCropSize, vocoCrops, type CropAugment, type VoCoCrops } from "../data/contrastive-crops.js";
+import {
+  baseOffsets,
+  defaultCropAugment,
+  overlapTruth,
+  vocoCropSize,
+  vocoCrops,
+  type CropAugment,
+  type VoCoCrops,
+} from "../data/contrastive-crops.js";
 import { l2Rows, requireEmbeddingNetwork, stopGradient, vec3, vocoArchitectureFor } from "./crops.js";
 export { baseOffsets, overlapTruth, vocoCropSize, vocoCrops, type VoCoCrops };
-import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
+import type {
+  MethodBatch,
+  MethodContext,
+  MethodDataNeeds,
+  MethodEntry,
+  MethodPreview,
+  PretrainMethod,
+} from "./method.js";
 
 const PosInt = z.number().int().positive();
 
@@ -35,7 +50,6 @@ export const VoCoOptionsSchema = z
   })
   .strict();
 export type VoCoOptions = z.infer<typeof VoCoOptionsSchema>;
-
 
 /**
  * L_pred of nnssl's `VoCoLoss` (`src/nnssl/training/loss/voco_loss.py`) on base [B,N,D], target [B,T,D], truth
@@ -78,9 +92,22 @@ export class VoCo implements PretrainMethod {
    */
   readonly data: MethodDataNeeds;
   private readonly augment: CropAugment;
-  constructor(readonly o: VoCoOptions, augment?: CropAugment) {
+  constructor(
+    readonly o: VoCoOptions,
+    augment?: CropAugment,
+  ) {
     this.augment = augment ?? defaultCropAugment();
-    this.data = augment !== undefined ? {} : { transform: { key: "voco-crops", options: { baseCrops: o.baseCrops, targetCrops: o.targetCrops, augment: o.augment }, validation: true, validationOptions: { augment: false } } };
+    this.data =
+      augment !== undefined
+        ? {}
+        : {
+            transform: {
+              key: "voco-crops",
+              options: { baseCrops: o.baseCrops, targetCrops: o.targetCrops, augment: o.augment },
+              validation: true,
+              validationOptions: { augment: false },
+            },
+          };
   }
 
   outChannels(inChannels: number): number {
@@ -88,7 +115,10 @@ export class VoCo implements PretrainMethod {
   }
 
   /** The crops of a batch: [B·N base crops, B·T target crops] and the overlap truth [B, T, N]. */
-  crops(batch: MethodBatch, ctx: MethodContext): { x: tf.Tensor5D; B: number; nBase: number; nTarget: number; truth: tf.Tensor3D } {
+  crops(
+    batch: MethodBatch,
+    ctx: MethodContext,
+  ): { x: tf.Tensor5D; B: number; nBase: number; nTarget: number; truth: tf.Tensor3D } {
     if (batch.aux !== undefined) {
       // the loader delivered [B·N base crops, B·T target crops] and the truth [B, T, N]
       const [B, nTarget, nBase] = batch.aux.shape as [number, number, number];
@@ -98,18 +128,33 @@ export class VoCo implements PretrainMethod {
     const shape = batch.x.shape;
     const B = shape[0];
     const grid = vec3(this.o.baseCrops, "trainer.methodOptions.baseCrops");
-    const c = vocoCrops(new Rng(ctx.seed), batch.x.dataSync() as Float32Array, shape, grid, this.o.targetCrops, ctx.training && this.o.augment ? this.augment : undefined);
+    const c = vocoCrops(
+      new Rng(ctx.seed),
+      batch.x.dataSync() as Float32Array,
+      shape,
+      grid,
+      this.o.targetCrops,
+      ctx.training && this.o.augment ? this.augment : undefined,
+    );
     const m = B * (c.nBase + c.nTarget);
     const x = tf.tensor5d(c.crops, [m, c.cropSize[0], c.cropSize[1], c.cropSize[2], shape[4]]);
     return { x, B, nBase: c.nBase, nTarget: c.nTarget, truth: tf.tensor3d(c.truth, [B, c.nTarget, c.nBase]) };
   }
 
   /** Base [B, N, D] and target [B, T, D] embeddings of the crops. */
-  embeddings(net: Network, c: { x: tf.Tensor5D; B: number; nBase: number; nTarget: number }, ctx: MethodContext): { base: tf.Tensor3D; target: tf.Tensor3D } {
+  embeddings(
+    net: Network,
+    c: { x: tf.Tensor5D; B: number; nBase: number; nTarget: number },
+    ctx: MethodContext,
+  ): { base: tf.Tensor3D; target: tf.Tensor3D } {
     const emb = requireEmbeddingNetwork(net, "voco");
     const e = emb.embed(c.x, { training: ctx.training, seed: ctx.seed });
     const base = tf.reshape<tf.Rank.R3>(tf.slice(e, [0, 0], [c.B * c.nBase, -1]), [c.B, c.nBase, emb.embedDim]);
-    const target = tf.reshape<tf.Rank.R3>(tf.slice(e, [c.B * c.nBase, 0], [c.B * c.nTarget, -1]), [c.B, c.nTarget, emb.embedDim]);
+    const target = tf.reshape<tf.Rank.R3>(tf.slice(e, [c.B * c.nBase, 0], [c.B * c.nTarget, -1]), [
+      c.B,
+      c.nTarget,
+      emb.embedDim,
+    ]);
     return { base, target };
   }
 
@@ -137,14 +182,18 @@ export class VoCo implements PretrainMethod {
         { label: "target crop", volume: gather(rows.map((r) => c.B * c.nBase + r.t)), kind: "image" },
         { label: "base crop it overlaps most", volume: gather(rows.map((r) => r.k)), kind: "image" },
       ],
-      rowLabels: rows.map((r) => `target ${r.t} ↔ base ${r.k}: overlap ${truth[0]![r.t]![r.k]!.toFixed(2)}, predicted ${sim[0]![r.t]![r.k]!.toFixed(2)}`),
+      rowLabels: rows.map(
+        (r) =>
+          `target ${r.t} ↔ base ${r.k}: overlap ${truth[0]![r.t]![r.k]!.toFixed(2)}, predicted ${sim[0]![r.t]![r.k]!.toFixed(2)}`,
+      ),
     };
   }
 }
 
 export const voco: MethodEntry<typeof VoCoOptionsSchema> = {
   key: "voco",
-  description: "VoCo: 4×4×1 base crops + 4 random target crops per patch; predict base/target overlap from cosine similarity, keep bases apart",
+  description:
+    "VoCo: 4×4×1 base crops + 4 random target crops per patch; predict base/target overlap from cosine similarity, keep bases apart",
   families: ["cnn", "vit"],
   optionsSchema: VoCoOptionsSchema,
   create(options: VoCoOptions, _family: ArchitectureFamily): PretrainMethod {

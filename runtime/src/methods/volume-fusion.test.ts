@@ -11,7 +11,15 @@ import { ConfigError } from "../errors.js";
 import { selectBackend } from "../models/backend/select.js";
 import { createNetwork } from "../models/registry.js";
 import { getMethod } from "./registry.js";
-import { diceCeLoss, drawBoxes, fuseBatch, sideRange, VolumeFusion, VolumeFusionOptionsSchema, type FusionBox } from "./volume-fusion.js";
+import {
+  diceCeLoss,
+  drawBoxes,
+  fuseBatch,
+  sideRange,
+  VolumeFusion,
+  VolumeFusionOptionsSchema,
+  type FusionBox,
+} from "./volume-fusion.js";
 import { resolveTrainer } from "../training/registry.js";
 
 await selectBackend("cpu"); // native kernels when built
@@ -24,7 +32,10 @@ function rand(seed: number, n: number): Float32Array {
 }
 
 test("options: nnssl defaults (5 classes, 10..39 boxes, sides 8..int(0.625·dim)); sides clamp for small patches", () => {
-  assert.deepEqual([O.numClasses, O.minBoxes, O.maxBoxes, O.minSide, O.maxSideFraction, O.centerCrop, O.intensityAugmentation], [5, 10, 39, 8, 0.625, true, true]);
+  assert.deepEqual(
+    [O.numClasses, O.minBoxes, O.maxBoxes, O.minSide, O.maxSideFraction, O.centerCrop, O.intensityAugmentation],
+    [5, 10, 39, 8, 0.625, true, true],
+  );
   assert.deepEqual(sideRange(160, O), [8, 100]);
   assert.deepEqual(sideRange(32, O), [8, 20]);
   assert.deepEqual(sideRange(13, O), [8, 8]);
@@ -60,7 +71,15 @@ test("boxes: counts in [10, 39], sides within [8, int(0.625·dim)], inside the p
 function labelAt(boxes: readonly FusionBox[], x: number, y: number, z: number): number {
   let k = 0;
   for (const b of boxes) {
-    if (x >= b.start[0] && x < b.start[0] + b.size[0] && y >= b.start[1] && y < b.start[1] + b.size[1] && z >= b.start[2] && z < b.start[2] + b.size[2]) k = b.k;
+    if (
+      x >= b.start[0] &&
+      x < b.start[0] + b.size[0] &&
+      y >= b.start[1] &&
+      y < b.start[1] + b.size[1] &&
+      z >= b.start[2] &&
+      z < b.start[2] + b.size[2]
+    )
+      k = b.k;
   }
   return k;
 }
@@ -137,7 +156,9 @@ test("loss = CE + soft Dice: equals a direct double computation and nnU-Net's DC
   const ref = referenceLoss(logits, labels, B, n, K);
   assert.ok(Math.abs(got - ref) < 1e-5, `ours ${got}, reference ${ref}`);
   // PyTorch: NCDHW logits, (B,1,X,Y,Z) float labels, as nnssl passes them
-  const torchLoss = Number(runPython(`
+  const torchLoss = Number(
+    runPython(
+      `
 import json, sys, torch
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
@@ -147,7 +168,10 @@ lb = torch.tensor(json.loads(sys.argv[2]), dtype=torch.float64).reshape(B, 1, X,
 loss = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": True, "ddp": False}, {}, weight_ce=1, weight_dice=1,
                       ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
 print(repr(loss(lg, lb).item()))
-`, [JSON.stringify([...logits]), JSON.stringify(labels)]).trim());
+`,
+      [JSON.stringify([...logits]), JSON.stringify(labels)],
+    ).trim(),
+  );
   assert.ok(Math.abs(torchLoss - ref) < 1e-9, `torch ${torchLoss}, reference ${ref}`);
   assert.ok(Math.abs(got - torchLoss) < 1e-5, `ours ${got}, torch ${torchLoss}`);
   const perfect = tf.tidy(() => diceCeLoss(tf.mul<tf.Tensor5D>(tt, 40), tt).dataSync()[0]!);
@@ -160,7 +184,10 @@ test("method: registry entry, data needs (2 patches per sample, centre crops, VF
   const m = e.create(e.optionsSchema.parse({}), "cnn");
   assert.equal(m.outChannels(1), 5);
   assert.deepEqual(m.data, { imagesPerSample: 2, crop: "center", trainIntensity: VOLUME_FUSION_RECIPE });
-  assert.deepEqual(e.create(e.optionsSchema.parse({ centerCrop: false, intensityAugmentation: false }), "vit").data, { imagesPerSample: 2, crop: "random" });
+  assert.deepEqual(e.create(e.optionsSchema.parse({ centerCrop: false, intensityAugmentation: false }), "vit").data, {
+    imagesPerSample: 2,
+    crop: "random",
+  });
   const exists = (k: string) => ["eva-mae-xs", "eva-mae-m"].includes(k);
   assert.equal(e.architectureFor!("primus-xs", exists), "eva-mae-xs");
   assert.equal(e.architectureFor!("eva-mae-m", exists), "eva-mae-m");
@@ -168,20 +195,39 @@ test("method: registry entry, data needs (2 patches per sample, centre crops, VF
   assert.deepEqual(e.architectureOptions!("eva-mae-m"), { decoderDepth: 0 });
   assert.deepEqual(e.architectureOptions!("resenc-l"), {});
   const cnn = resolveTrainer("VolumeFusionTrainer_BS8");
-  assert.deepEqual([cnn.entry.key, cnn.options.batchSize, cnn.options.augment, cnn.options.gradClip, cnn.options.architecture], ["volume-fusion-resenc-l", 8, false, 12, "resenc-l"]);
+  assert.deepEqual(
+    [cnn.entry.key, cnn.options.batchSize, cnn.options.augment, cnn.options.gradClip, cnn.options.architecture],
+    ["volume-fusion-resenc-l", 8, false, 12, "resenc-l"],
+  );
   const variant = resolveTrainer("VolumeFusionTrainer_BS8_lr_1e3_wd_3e5_C3");
-  assert.deepEqual([variant.options.batchSize, variant.options.optimizer.lr, variant.options.optimizer.weightDecay, variant.options.methodOptions.numClasses], [8, 1e-3, 3e-5, 3]);
+  assert.deepEqual(
+    [
+      variant.options.batchSize,
+      variant.options.optimizer.lr,
+      variant.options.optimizer.weightDecay,
+      variant.options.methodOptions.numClasses,
+    ],
+    [8, 1e-3, 3e-5, 3],
+  );
   assert.equal(resolveTrainer("VolumeFusionEvaTrainer_lr_3e3").options.optimizer.kind, "adamw");
   assert.throws(() => resolveTrainer("BaseMAETrainer_C3"), /methodOptions/);
   assert.throws(() => resolveTrainer("VolumeFusionTrainer_lr"), /unsupported trainer suffix "_lr"/);
   const vit = resolveTrainer("VolumeFusionEvaTrainer");
-  assert.deepEqual([vit.entry.key, vit.options.augment, vit.options.gradClip, vit.options.architecture, vit.options.optimizer.kind], ["volume-fusion-primus-m", false, 1, "eva-mae-m", "adamw"]);
+  assert.deepEqual(
+    [vit.entry.key, vit.options.augment, vit.options.gradClip, vit.options.architecture, vit.options.optimizer.kind],
+    ["volume-fusion-primus-m", false, 1, "eva-mae-m", "adamw"],
+  );
 });
 
 test("one training loss on resenc-xs and eva-mae-xs without decoder (5 outputs): finite, gradients reach the weights, no tensor leak", () => {
   const method = new VolumeFusion(O);
   for (const key of ["resenc-xs", "eva-mae-xs"]) {
-    const net = createNetwork(key, { outChannels: 5, patchSize: [16, 16, 16], seed: 1, ...getMethod("volume-fusion").architectureOptions?.(key) });
+    const net = createNetwork(key, {
+      outChannels: 5,
+      patchSize: [16, 16, 16],
+      seed: 1,
+      ...getMethod("volume-fusion").architectureOptions?.(key),
+    });
     const x = tf.tensor5d(rand(2, 4 * 16 ** 3), [4, 16, 16, 16, 1]);
     const before = tf.memory().numTensors;
     const vars = [...net.weights.values()];
@@ -204,23 +250,31 @@ test("one training loss on resenc-xs and eva-mae-xs without decoder (5 outputs):
 test("loader: centre crops at int((lb+ub)/2) and per-patch intensity augmentation (same seed → same batch)", async () => {
   const shape = [1, 20, 18, 16];
   const vol = Float32Array.from({ length: 20 * 18 * 16 }, (_, i) => i);
-  const open = () => Promise.resolve({
-    shape,
-    readRegion: (start: number[], size: number[]) => {
-      const out = new Float32Array(size[1]! * size[2]! * size[3]!);
-      let o = 0;
-      for (let x = 0; x < size[1]!; x++)
-        for (let y = 0; y < size[2]!; y++)
-          for (let z = 0; z < size[3]!; z++, o++) {
-            const [a, b, c] = [start[1]! + x, start[2]! + y, start[3]! + z];
-            out[o] = a < 0 || b < 0 || c < 0 || a >= 20 || b >= 18 || c >= 16 ? 0 : vol[(a * 18 + b) * 16 + c]!;
-          }
-      return Promise.resolve(out);
-    },
-  });
+  const open = () =>
+    Promise.resolve({
+      shape,
+      readRegion: (start: number[], size: number[]) => {
+        const out = new Float32Array(size[1]! * size[2]! * size[3]!);
+        let o = 0;
+        for (let x = 0; x < size[1]!; x++)
+          for (let y = 0; y < size[2]!; y++)
+            for (let z = 0; z < size[3]!; z++, o++) {
+              const [a, b, c] = [start[1]! + x, start[2]! + y, start[3]! + z];
+              out[o] = a < 0 || b < 0 || c < 0 || a >= 20 || b >= 18 || c >= 16 ? 0 : vol[(a * 18 + b) * 16 + c]!;
+            }
+        return Promise.resolve(out);
+      },
+    });
   const images = [{ uniqueId: "a", uniqueSubjectId: "s", modality: "T1w", datasetIndex: "1", image: "a" }];
   const F = [8, 8, 8] as const;
-  const base = { batchSize: 2, patchSize: F, loaderPatchSize: F, augment: NO_AUGMENT, withAnon: false, crop: "center" as const };
+  const base = {
+    batchSize: 2,
+    patchSize: F,
+    loaderPatchSize: F,
+    augment: NO_AUGMENT,
+    withAnon: false,
+    crop: "center" as const,
+  };
   const plain = await buildBatch(images, open, base, 0, 11);
   // corner = ((20-8)/2, (18-8)/2, (16-8)/2) = (6, 5, 4)
   for (let b = 0; b < 2; b++) assert.equal(plain.data[b * 512], vol[(6 * 18 + 5) * 16 + 4]);
@@ -237,5 +291,8 @@ test("loader: centre crops at int((lb+ub)/2) and per-patch intensity augmentatio
     if (a.data.some((v, i) => v !== plain.data[i])) changed++;
   }
   assert.ok(changed >= 3);
-  await assert.rejects(buildBatch(images, open, { ...base, withAnon: true, intensity: VOLUME_FUSION_RECIPE }, 0, 1), /anonymisation mask/);
+  await assert.rejects(
+    buildBatch(images, open, { ...base, withAnon: true, intensity: VOLUME_FUSION_RECIPE }, 0, 1),
+    /anonymisation mask/,
+  );
 });

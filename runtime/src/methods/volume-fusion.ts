@@ -24,7 +24,14 @@ import { ConfigError } from "../errors.js";
 import { VOLUME_FUSION_RECIPE } from "../data/intensity.js";
 import { Rng } from "../data/rng.js";
 import type { ArchitectureFamily, Network } from "../models/architecture.js";
-import type { MethodBatch, MethodContext, MethodDataNeeds, MethodEntry, MethodPreview, PretrainMethod } from "./method.js";
+import type {
+  MethodBatch,
+  MethodContext,
+  MethodDataNeeds,
+  MethodEntry,
+  MethodPreview,
+  PretrainMethod,
+} from "./method.js";
 
 export const VolumeFusionOptionsSchema = z
   .object({
@@ -59,7 +66,11 @@ export function sideRange(dim: number, o: Pick<VolumeFusionOptions, "minSide" | 
 }
 
 /** The boxes of one fused sample, in painting order. */
-export function drawBoxes(rng: Rng, dims: Dims, o: Pick<VolumeFusionOptions, "numClasses" | "minBoxes" | "maxBoxes" | "minSide" | "maxSideFraction">): FusionBox[] {
+export function drawBoxes(
+  rng: Rng,
+  dims: Dims,
+  o: Pick<VolumeFusionOptions, "numClasses" | "minBoxes" | "maxBoxes" | "minSide" | "maxSideFraction">,
+): FusionBox[] {
   const m = rng.int(o.minBoxes, o.maxBoxes);
   const ranges = dims.map((d) => sideRange(d, o));
   const boxes: FusionBox[] = [];
@@ -73,7 +84,11 @@ export function drawBoxes(rng: Rng, dims: Dims, o: Pick<VolumeFusionOptions, "nu
 }
 
 /** Paint boxes in order into the α-map (`V[k]`) and label map (`k`) over [X, Y, Z] (C-order). */
-export function paintBoxes(dims: Dims, boxes: readonly FusionBox[], numClasses: number): { alpha: Float32Array; labels: Uint8Array } {
+export function paintBoxes(
+  dims: Dims,
+  boxes: readonly FusionBox[],
+  numClasses: number,
+): { alpha: Float32Array; labels: Uint8Array } {
   const [X, Y, Z] = dims;
   const alpha = new Float32Array(X * Y * Z);
   const labels = new Uint8Array(X * Y * Z);
@@ -93,9 +108,18 @@ export function paintBoxes(dims: Dims, boxes: readonly FusionBox[], numClasses: 
  * Fuse a batch of 2·B channels-last patches [2B, X, Y, Z, C] (first half foreground, second half background) into B
  * inputs and their label maps.
  */
-export function fuseBatch(data: Float32Array, shape: readonly [number, number, number, number, number], rng: Rng, o: VolumeFusionOptions): { x: Float32Array; labels: Uint8Array; boxes: FusionBox[][] } {
+export function fuseBatch(
+  data: Float32Array,
+  shape: readonly [number, number, number, number, number],
+  rng: Rng,
+  o: VolumeFusionOptions,
+): { x: Float32Array; labels: Uint8Array; boxes: FusionBox[][] } {
   const [B2, X, Y, Z, C] = shape;
-  if (B2 % 2 !== 0) throw new ConfigError(`volume fusion needs an even number of loaded patches (foreground + background halves), got ${B2}`, { field: "batchSize" });
+  if (B2 % 2 !== 0)
+    throw new ConfigError(
+      `volume fusion needs an even number of loaded patches (foreground + background halves), got ${B2}`,
+      { field: "batchSize" },
+    );
   const B = B2 / 2;
   const n = X * Y * Z;
   const x = new Float32Array(B * n * C);
@@ -171,10 +195,18 @@ export class VolumeFusion implements PretrainMethod {
     };
   }
   /** Fused inputs, one-hot targets and the network's logits [B, X, Y, Z, K]. */
-  forward(net: Network, batch: MethodBatch, ctx: MethodContext): { x: tf.Tensor5D; target: tf.Tensor5D; logits: tf.Tensor5D } {
+  forward(
+    net: Network,
+    batch: MethodBatch,
+    ctx: MethodContext,
+  ): { x: tf.Tensor5D; target: tf.Tensor5D; logits: tf.Tensor5D } {
     const { x, target } = this.fuse(batch, ctx.seed);
     const logits = net.apply(x, { training: ctx.training, seed: ctx.seed });
-    if (logits.shape[4] !== this.o.numClasses) throw new ConfigError(`network has ${logits.shape[4]} output channels, volume fusion needs ${this.o.numClasses}`, { field: "outChannels" });
+    if (logits.shape[4] !== this.o.numClasses)
+      throw new ConfigError(
+        `network has ${logits.shape[4]} output channels, volume fusion needs ${this.o.numClasses}`,
+        { field: "outChannels" },
+      );
     return { x, target, logits };
   }
   loss(net: Network, batch: MethodBatch, ctx: MethodContext): tf.Scalar {
@@ -186,7 +218,8 @@ export class VolumeFusion implements PretrainMethod {
     const B = x.shape[0];
     const K = this.o.numClasses;
     // class k ↔ mixing coefficient k / (K − 1): the foreground share of the fused voxel
-    const asAlpha = (onehotOrLogits: tf.Tensor5D) => tf.expandDims<tf.Tensor5D>(tf.div(tf.cast(tf.argMax(onehotOrLogits, 4), "float32"), K - 1), 4);
+    const asAlpha = (onehotOrLogits: tf.Tensor5D) =>
+      tf.expandDims<tf.Tensor5D>(tf.div(tf.cast(tf.argMax(onehotOrLogits, 4), "float32"), K - 1), 4);
     return {
       caption: `VolumeFusion: two patches are fused box by box with mixing coefficients k/${K - 1}; the network segments the coefficient map (white: all foreground).`,
       columns: [
@@ -202,7 +235,8 @@ export class VolumeFusion implements PretrainMethod {
 
 export const volumeFusion: MethodEntry<typeof VolumeFusionOptionsSchema> = {
   key: "volume-fusion",
-  description: "VolumeFusion: fuse two patches with box-wise mixing coefficients (5 classes); CE + soft Dice on the coefficient map",
+  description:
+    "VolumeFusion: fuse two patches with box-wise mixing coefficients (5 classes); CE + soft Dice on the coefficient map",
   families: ["cnn", "vit"],
   optionsSchema: VolumeFusionOptionsSchema,
   create(options: VolumeFusionOptions, _family: ArchitectureFamily): PretrainMethod {

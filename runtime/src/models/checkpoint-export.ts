@@ -25,7 +25,8 @@ export function aliasesOf(config: NetworkConfig, key: string): string[] {
   const m = /^(.*)\.(conv|norm)\.(weight|bias)$/.exec(key);
   if (m !== null) out.push(`${m[1]!}.all_modules.${m[2] === "conv" ? 0 : 1}.${m[3]!}`);
   // the U-Net decoder holds a reference to the encoder; encoder-only networks (hyper.encoderOnly) have no decoder
-  if (key.startsWith("encoder.") && config.hyper.encoderOnly !== true) for (const k of [key, ...out]) out.push(`decoder.${k}`);
+  if (key.startsWith("encoder.") && config.hyper.encoderOnly !== true)
+    for (const k of [key, ...out]) out.push(`decoder.${k}`);
   return out;
 }
 
@@ -53,7 +54,12 @@ export function torchEntries(net: Network): TorchEntry[] {
   return net.declarations.map((d) => {
     const v = net.weights.get(d.name);
     if (v === undefined) throw new Error(`network has no variable for ${d.name}`);
-    return { decl: d, shape: torchShape(d), data: permute(v.dataSync() as Float32Array, d.shape, d.torchPerm), aliases: aliasesOf(net.config, d.name) };
+    return {
+      decl: d,
+      shape: torchShape(d),
+      data: permute(v.dataSync() as Float32Array, d.shape, d.torchPerm),
+      aliases: aliasesOf(net.config, d.name),
+    };
   });
 }
 
@@ -80,7 +86,12 @@ export function torchStateDict(net: Network, opts: { aliases: boolean }): Map<st
  * Every parameter must be present under its primary or an alias name, with PyTorch's shape; unknown keys are an
  * error (strict, like `load_state_dict(strict=True)`), except non-parameter buffers listed in `ignore`.
  */
-export function loadTorchStateDict(net: Network, tensors: ReadonlyMap<string, NamedTensor>, file: string, ignore: readonly string[] = []): void {
+export function loadTorchStateDict(
+  net: Network,
+  tensors: ReadonlyMap<string, NamedTensor>,
+  file: string,
+  ignore: readonly string[] = [],
+): void {
   const known = new Set<string>(ignore);
   const updates: [tf.Variable, tf.Tensor][] = [];
   try {
@@ -92,12 +103,17 @@ export function loadTorchStateDict(net: Network, tensors: ReadonlyMap<string, Na
       const t = tensors.get(hit)!;
       const want = torchShape(d);
       if (t.shape.length !== want.length || t.shape.some((s, i) => s !== want[i])) {
-        throw new DataError(`shape [${t.shape.join(",")}] does not match ${net.config.name}'s [${want.join(",")}]`, { file, field: hit });
+        throw new DataError(`shape [${t.shape.join(",")}] does not match ${net.config.name}'s [${want.join(",")}]`, {
+          file,
+          field: hit,
+        });
       }
       const ours = d.torchPerm === null ? t.data : permute(t.data, want, inversePerm(d.torchPerm));
       updates.push([net.weights.get(d.name)!, tf.tensor(ours, [...d.shape])]);
     }
-    for (const k of tensors.keys()) if (!known.has(k)) throw new DataError(`unexpected key (not a parameter of ${net.config.name})`, { file, field: k });
+    for (const k of tensors.keys())
+      if (!known.has(k))
+        throw new DataError(`unexpected key (not a parameter of ${net.config.name})`, { file, field: k });
     for (const [v, t] of updates) v.assign(t);
   } finally {
     for (const [, t] of updates) t.dispose();
@@ -118,7 +134,11 @@ export const UPSTREAM_DOWNSTREAM_PATCH: readonly [number, number, number] = [160
  * architecture's own recommendation, else the network's input size (trainers pass UPSTREAM_DOWNSTREAM_PATCH, as
  * upstream's do).
  */
-export function adaptationPlan(config: NetworkConfig, pretrainPlan: unknown = null, recommended?: readonly number[]): Record<string, unknown> {
+export function adaptationPlan(
+  config: NetworkConfig,
+  pretrainPlan: unknown = null,
+  recommended?: readonly number[],
+): Record<string, unknown> {
   const a = config.adaptation;
   return {
     architecture_plans: {
@@ -144,11 +164,20 @@ export type ExportFormat = "safetensors" | "pth-compatible";
  * the network's input (for VoCo/SimCLR the crop, as their `build_architecture_and_adaptation_plan` records it).
  * Without a configuration name the plans must hold exactly one configuration. ConfigError naming the file and field.
  */
-export function pretrainPlanFor(plans: unknown, configuration: string | undefined, patchSize: readonly number[], file: string): Record<string, unknown> {
+export function pretrainPlanFor(
+  plans: unknown,
+  configuration: string | undefined,
+  patchSize: readonly number[],
+  file: string,
+): Record<string, unknown> {
   const p = parsePlansDocument(plans, file);
   const names = Object.keys(p.configurations);
   const name = configuration ?? (names.length === 1 ? names[0] : undefined);
-  if (name === undefined) throw new ConfigError(`plans has ${names.length} configurations (${names.join(", ")}) and the checkpoint does not name the trained one`, { file, field: "configurations" });
+  if (name === undefined)
+    throw new ConfigError(
+      `plans has ${names.length} configurations (${names.join(", ")}) and the checkpoint does not name the trained one`,
+      { file, field: "configurations" },
+    );
   const cfg = planConfiguration(p, name, file);
   return { ...p, configurations: { [name]: { ...cfg, patch_size: [...patchSize] } } };
 }
@@ -171,13 +200,21 @@ export function recordedPlan(metadata: Readonly<Record<string, string>>): Record
   } catch {
     // not a training checkpoint's metadata: nothing recorded
   }
-  const plan = (typeof meta.nnssl_adaptation_plan === "object" && meta.nnssl_adaptation_plan !== null ? meta.nnssl_adaptation_plan : {}) as Record<string, unknown>;
+  const plan = (
+    typeof meta.nnssl_adaptation_plan === "object" && meta.nnssl_adaptation_plan !== null
+      ? meta.nnssl_adaptation_plan
+      : {}
+  ) as Record<string, unknown>;
   const pp = plan.pretrain_plan;
   const rec = plan.recommended_downstream_patchsize;
-  const init = (typeof meta.init_args === "object" && meta.init_args !== null ? meta.init_args : {}) as Record<string, unknown>;
+  const init = (typeof meta.init_args === "object" && meta.init_args !== null ? meta.init_args : {}) as Record<
+    string,
+    unknown
+  >;
   return {
     pretrainPlan: typeof pp === "object" && pp !== null && !Array.isArray(pp) ? (pp as Record<string, unknown>) : null,
-    recommended: Array.isArray(rec) && rec.length === 3 && rec.every((v) => Number.isInteger(v)) ? (rec as number[]) : undefined,
+    recommended:
+      Array.isArray(rec) && rec.length === 3 && rec.every((v) => Number.isInteger(v)) ? (rec as number[]) : undefined,
     configuration: typeof init.configuration_name === "string" ? init.configuration_name : undefined,
   };
 }
@@ -202,7 +239,11 @@ export function exportBytes(wrapper: Network, opts: ExportOptions): Buffer {
   const net = exportedNetwork(wrapper);
   const plan = adaptationPlan(net.config, opts.pretrainPlan ?? null, opts.recommended);
   if (opts.format === "safetensors") {
-    return encodeSafetensors(torchStateDict(net, { aliases: true }), { format: "pt", nnssl_adaptation_plan: JSON.stringify(plan), ...networkMeta(net) });
+    return encodeSafetensors(torchStateDict(net, { aliases: true }), {
+      format: "pt",
+      nnssl_adaptation_plan: JSON.stringify(plan),
+      ...networkMeta(net),
+    });
   }
   const storages = new Map<string, Float32Array>();
   const sd = new Map<string, PyValue>();
@@ -235,7 +276,16 @@ export function exportBytes(wrapper: Network, opts: ExportOptions): Buffer {
 
 export function networkMeta(net: Network): Record<string, string> {
   const c = net.config;
-  return { "ssl3d.architecture": c.name, "ssl3d.options": JSON.stringify({ inChannels: c.inChannels, outChannels: c.outChannels, patchSize: c.patchSize, seed: c.seed, ...c.hyper }) };
+  return {
+    "ssl3d.architecture": c.name,
+    "ssl3d.options": JSON.stringify({
+      inChannels: c.inChannels,
+      outChannels: c.outChannels,
+      patchSize: c.patchSize,
+      seed: c.seed,
+      ...c.hyper,
+    }),
+  };
 }
 
 /** What `network_weights` holds: the network's `exported()` view (SparK: the inner U-Net), else the network. */
@@ -244,9 +294,17 @@ export function exportedNetwork(net: Network): Network {
 }
 
 /** Write the export and `adaptation_plan.json` beside it (both atomically). Returns the written paths. */
-export async function exportNetwork(net: Network, out: string, opts: ExportOptions): Promise<{ weights: string; plan: string }> {
+export async function exportNetwork(
+  net: Network,
+  out: string,
+  opts: ExportOptions,
+): Promise<{ weights: string; plan: string }> {
   const planPath = resultsFile(dirname(out), "adaptationPlan");
   await writeFileAtomic(out, exportBytes(net, opts));
-  await writeJsonAtomic(planPath, adaptationPlan(exportedNetwork(net).config, opts.pretrainPlan ?? null, opts.recommended), 4);
+  await writeJsonAtomic(
+    planPath,
+    adaptationPlan(exportedNetwork(net).config, opts.pretrainPlan ?? null, opts.recommended),
+    4,
+  );
   return { weights: out, plan: planPath };
 }

@@ -53,10 +53,17 @@ export async function readTorchCheckpoint(file: string): Promise<ImportedCheckpo
   const maxBytes = limit("checkpointBytes");
   try {
     // a regular file within the byte budget, checked on the open descriptor (a FIFO or /dev/zero is refused)
-    buf = await readRegularFile(file, { what: "checkpoint", maxBytes, maxBytesEnv: "SSL3D_CHECKPOINT_MAX_BYTES", error: DataError });
+    buf = await readRegularFile(file, {
+      what: "checkpoint",
+      maxBytes,
+      maxBytesEnv: "SSL3D_CHECKPOINT_MAX_BYTES",
+      error: DataError,
+    });
   } catch (err) {
     if (err instanceof Ssl3dError) throw err;
-    throw new ConfigError(`cannot read checkpoint: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { file });
+    throw new ConfigError(`cannot read checkpoint: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+      file,
+    });
   }
   if (buf.length >= 8 && buf.readUInt32LE(0) !== 0x04034b50) {
     // not a zip: an ssl3d safetensors file (8-byte header length + JSON)
@@ -64,7 +71,14 @@ export async function readTorchCheckpoint(file: string): Promise<ImportedCheckpo
     const stateDict = new Map<string, NamedTensor>();
     for (const [k, t] of dec.tensors) if (!k.startsWith("optimizer_state.")) stateDict.set(k, t);
     const epoch = dec.metadata["ssl3d.epoch"];
-    return { kind: "ssl3d", stateDict, adaptationPlan: null, trainerName: dec.metadata["ssl3d.method"] ?? null, epoch: epoch === undefined ? null : Number(epoch), metadata: dec.metadata };
+    return {
+      kind: "ssl3d",
+      stateDict,
+      adaptationPlan: null,
+      trainerName: dec.metadata["ssl3d.method"] ?? null,
+      epoch: epoch === undefined ? null : Number(epoch),
+      metadata: dec.metadata,
+    };
   }
   // the file buffer itself counts against the budget
   const archive = TorchArchive.open(buf, file, { maxBytes: maxBytes - buf.length });
@@ -86,22 +100,34 @@ export async function readTorchCheckpoint(file: string): Promise<ImportedCheckpo
   }
   if (weights === undefined) {
     const keys = root instanceof Map ? pyRepr([...root.keys()].slice(0, 20), 300) : pyRepr(root);
-    throw new DataError(`no state dict found (expected a dict of tensors or one of ${WEIGHT_KEYS.join(", ")}; top level has: ${keys})`, { file, field: "network_weights" });
+    throw new DataError(
+      `no state dict found (expected a dict of tensors or one of ${WEIGHT_KEYS.join(", ")}; top level has: ${keys})`,
+      { file, field: "network_weights" },
+    );
   }
   const stateDict = new Map<string, NamedTensor>();
   for (const [k, t] of weights) {
-    if (typeof k !== "string") throw new DataError(`state-dict key ${pyRepr(k)} is not a string`, { file, field: weightsField || "(state dict)" });
+    if (typeof k !== "string")
+      throw new DataError(`state-dict key ${pyRepr(k)} is not a string`, {
+        file,
+        field: weightsField || "(state dict)",
+      });
     const name = stripPrefixes(k);
     const ref = t as TorchTensorRef;
-    stateDict.set(name, { shape: [...ref.shape], data: archive.readFloat32(ref, weightsField === "" ? name : `${weightsField}.${name}`) });
+    stateDict.set(name, {
+      shape: [...ref.shape],
+      data: archive.readFloat32(ref, weightsField === "" ? name : `${weightsField}.${name}`),
+    });
   }
   const get = (k: string): unknown => (root instanceof Map ? root.get(k) : undefined);
   const planRaw = get("nnssl_adaptation_plan");
   let plan: unknown = null;
   try {
-    if (planRaw instanceof Map || planRaw instanceof PyObject) plan = toPlain(planRaw instanceof PyObject ? planRaw.state : planRaw);
+    if (planRaw instanceof Map || planRaw instanceof PyObject)
+      plan = toPlain(planRaw instanceof PyObject ? planRaw.state : planRaw);
   } catch (err) {
-    if (err instanceof DataError && err.file === undefined) throw new DataError(err.message, { file, field: "nnssl_adaptation_plan" });
+    if (err instanceof DataError && err.file === undefined)
+      throw new DataError(err.message, { file, field: "nnssl_adaptation_plan" });
     throw err;
   }
   const trainer = get("trainer_name");
@@ -109,7 +135,8 @@ export async function readTorchCheckpoint(file: string): Promise<ImportedCheckpo
   return {
     kind,
     stateDict,
-    adaptationPlan: plan !== null && typeof plan === "object" && !Array.isArray(plan) ? (plan as Record<string, unknown>) : null,
+    adaptationPlan:
+      plan !== null && typeof plan === "object" && !Array.isArray(plan) ? (plan as Record<string, unknown>) : null,
     trainerName: typeof trainer === "string" ? trainer : null,
     epoch: typeof epoch === "number" ? epoch : null,
     metadata: {},
@@ -120,30 +147,64 @@ const PRIMUS_PRESETS: Record<string, string> = { PrimusS: "s", PrimusB: "b", Pri
 const RESENC_PRESETS: Record<string, string> = { ResEncL: "resenc-l" };
 
 function vec3(v: unknown): [number, number, number] | undefined {
-  return Array.isArray(v) && v.length === 3 && v.every((x) => Number.isInteger(x) && (x as number) > 0) ? [v[0] as number, v[1] as number, v[2] as number] : undefined;
+  return Array.isArray(v) && v.length === 3 && v.every((x) => Number.isInteger(x) && (x as number) > 0)
+    ? [v[0] as number, v[1] as number, v[2] as number]
+    : undefined;
 }
 
 /**
  * The registry key and options of the network an nnssl checkpoint holds, from its adaptation plan and (for input /
  * output channels and wrappers) the state dict's shapes. Throws a ConfigError naming the plan field when unknown.
  */
-export function architectureFromAdaptationPlan(plan: Record<string, unknown>, stateDict: ReadonlyMap<string, NamedTensor>, file: string): { key: string; options: CreateNetworkOptions } {
-  const ap = (typeof plan.architecture_plans === "object" && plan.architecture_plans !== null ? plan.architecture_plans : {}) as Record<string, unknown>;
+export function architectureFromAdaptationPlan(
+  plan: Record<string, unknown>,
+  stateDict: ReadonlyMap<string, NamedTensor>,
+  file: string,
+): { key: string; options: CreateNetworkOptions } {
+  const ap = (
+    typeof plan.architecture_plans === "object" && plan.architecture_plans !== null ? plan.architecture_plans : {}
+  ) as Record<string, unknown>;
   const cls = typeof ap.arch_class_name === "string" ? ap.arch_class_name : "";
   const inChannels = typeof plan.pretrain_num_input_channels === "number" ? plan.pretrain_num_input_channels : 1;
   const pp = plan.pretrain_plan as { configurations?: unknown } | null | undefined;
-  const cfgs: unknown[] = typeof pp === "object" && pp !== null && typeof pp.configurations === "object" && pp.configurations !== null ? Object.values(pp.configurations) : [];
-  const planPatch = cfgs.map((c) => vec3(typeof c === "object" && c !== null ? (c as { patch_size?: unknown }).patch_size : undefined)).find((p) => p !== undefined);
+  const cfgs: unknown[] =
+    typeof pp === "object" && pp !== null && typeof pp.configurations === "object" && pp.configurations !== null
+      ? Object.values(pp.configurations)
+      : [];
+  const planPatch = cfgs
+    .map((c) => vec3(typeof c === "object" && c !== null ? (c as { patch_size?: unknown }).patch_size : undefined))
+    .find((p) => p !== undefined);
   const patchSize = planPatch ?? vec3(plan.recommended_downstream_patchsize);
   const outOf = (key: string): number | undefined => stateDict.get(key)?.shape[0];
   if (RESENC_PRESETS[cls] !== undefined || cls === "ResidualEncoderUNet") {
-    const seg = [...stateDict.keys()].filter((k) => /^decoder\.seg_layers\.\d+\.weight$/.test(k)).sort().pop();
-    const options: Record<string, unknown> = { inChannels, ...(seg !== undefined ? { outChannels: outOf(seg) } : { encoderOnly: true }), ...(patchSize !== undefined ? { patchSize } : {}) };
+    const seg = [...stateDict.keys()]
+      .filter((k) => /^decoder\.seg_layers\.\d+\.weight$/.test(k))
+      .sort()
+      .pop();
+    const options: Record<string, unknown> = {
+      inChannels,
+      ...(seg !== undefined ? { outChannels: outOf(seg) } : { encoderOnly: true }),
+      ...(patchSize !== undefined ? { patchSize } : {}),
+    };
     if (cls === "ResidualEncoderUNet") {
-      const kw = (typeof ap.arch_kwargs === "object" && ap.arch_kwargs !== null ? ap.arch_kwargs : {}) as Record<string, unknown>;
-      const strides = Array.isArray(kw.strides) ? (kw.strides as unknown[]).map((s) => (Array.isArray(s) ? Number(s[0]) : Number(s))) : undefined;
-      if (!Array.isArray(kw.features_per_stage) || strides === undefined) throw new ConfigError("dynamic ResidualEncoderUNet plan without features_per_stage/strides", { file, field: "architecture_plans.arch_kwargs" });
-      Object.assign(options, { features: kw.features_per_stage, strides, blocks: kw.n_blocks_per_stage, ...(seg !== undefined ? { decoderConvs: kw.n_conv_per_stage_decoder } : {}) });
+      const kw = (typeof ap.arch_kwargs === "object" && ap.arch_kwargs !== null ? ap.arch_kwargs : {}) as Record<
+        string,
+        unknown
+      >;
+      const strides = Array.isArray(kw.strides)
+        ? (kw.strides as unknown[]).map((s) => (Array.isArray(s) ? Number(s[0]) : Number(s)))
+        : undefined;
+      if (!Array.isArray(kw.features_per_stage) || strides === undefined)
+        throw new ConfigError("dynamic ResidualEncoderUNet plan without features_per_stage/strides", {
+          file,
+          field: "architecture_plans.arch_kwargs",
+        });
+      Object.assign(options, {
+        features: kw.features_per_stage,
+        strides,
+        blocks: kw.n_blocks_per_stage,
+        ...(seg !== undefined ? { decoderConvs: kw.n_conv_per_stage_decoder } : {}),
+      });
       return { key: "resenc-xs", options };
     }
     return { key: RESENC_PRESETS[cls]!, options };
@@ -155,17 +216,43 @@ export function architectureFromAdaptationPlan(plan: Record<string, unknown>, st
     // EvaMAE-wrapped Primus (pre-training checkpoints) has a decoder transformer; downstream Primus does not
     const wrapped = [...stateDict.keys()].some((k) => k.startsWith("decoder."));
     // the last PatchDecode stage is a ConvTranspose3d: PyTorch weight [in, out, k, k, k]
-    const last = [...stateDict.keys()].map((k) => /^up_projection\.decode\.(\d+)\.weight$/.exec(k)).filter((m) => m !== null).sort((a, b) => Number(b[1]) - Number(a[1]))[0];
+    const last = [...stateDict.keys()]
+      .map((k) => /^up_projection\.decode\.(\d+)\.weight$/.exec(k))
+      .filter((m) => m !== null)
+      .sort((a, b) => Number(b[1]) - Number(a[1]))[0];
     const out = last === undefined ? undefined : stateDict.get(last[0])?.shape[1];
-    const hyper = size !== "xs" ? {} : {
-      embedDim: kw.embed_dim, depth: kw.encoder_eva_depth, heads: kw.encoder_eva_numheads,
-      tokenPatch: Array.isArray(kw.patch_embed_size) ? (kw.patch_embed_size as unknown[])[0] : kw.patch_embed_size,
-      ...(typeof kw.init_values === "number" ? { initValues: kw.init_values } : {}),
-      ...(wrapped ? { decoderDepth: [...stateDict.keys()].filter((k) => /^decoder\.blocks\.\d+\.norm1\.weight$/.test(k)).length } : {}),
+    const hyper =
+      size !== "xs"
+        ? {}
+        : {
+            embedDim: kw.embed_dim,
+            depth: kw.encoder_eva_depth,
+            heads: kw.encoder_eva_numheads,
+            tokenPatch: Array.isArray(kw.patch_embed_size)
+              ? (kw.patch_embed_size as unknown[])[0]
+              : kw.patch_embed_size,
+            ...(typeof kw.init_values === "number" ? { initValues: kw.init_values } : {}),
+            ...(wrapped
+              ? {
+                  decoderDepth: [...stateDict.keys()].filter((k) => /^decoder\.blocks\.\d+\.norm1\.weight$/.test(k))
+                    .length,
+                }
+              : {}),
+          };
+    return {
+      key: wrapped ? `eva-mae-${size}` : `primus-${size}`,
+      options: {
+        inChannels,
+        ...hyper,
+        ...(out !== undefined ? { outChannels: out } : {}),
+        ...(patchSize !== undefined ? { patchSize } : {}),
+      },
     };
-    return { key: wrapped ? `eva-mae-${size}` : `primus-${size}`, options: { inChannels, ...hyper, ...(out !== undefined ? { outChannels: out } : {}), ...(patchSize !== undefined ? { patchSize } : {}) } };
   }
-  throw new ConfigError(`unknown architecture class "${cls}" (known: ${[...Object.keys(RESENC_PRESETS), "ResidualEncoderUNet", ...Object.keys(PRIMUS_PRESETS)].join(", ")}, or Primus init kwargs in arch_kwargs); pass --architecture`, { file, field: "nnssl_adaptation_plan.architecture_plans.arch_class_name" });
+  throw new ConfigError(
+    `unknown architecture class "${cls}" (known: ${[...Object.keys(RESENC_PRESETS), "ResidualEncoderUNet", ...Object.keys(PRIMUS_PRESETS)].join(", ")}, or Primus init kwargs in arch_kwargs); pass --architecture`,
+    { file, field: "nnssl_adaptation_plan.architecture_plans.arch_class_name" },
+  );
 }
 
 /**
@@ -198,7 +285,11 @@ export interface MatchReport {
  * nnssl's `-pretrained_weights`: load every parameter present (primary or alias name) with the same PyTorch shape,
  * skipping `.seg_layers.`. A DataError when nothing matches.
  */
-export function loadMatchingWeights(net: Network, stateDict: ReadonlyMap<string, NamedTensor>, file: string): MatchReport {
+export function loadMatchingWeights(
+  net: Network,
+  stateDict: ReadonlyMap<string, NamedTensor>,
+  file: string,
+): MatchReport {
   const loaded: string[] = [];
   const skipped: { name: string; reason: string }[] = [];
   const used = new Set<string>();
@@ -226,7 +317,11 @@ export function loadMatchingWeights(net: Network, stateDict: ReadonlyMap<string,
       updates.push([net.weights.get(d.name)!, tf.tensor(ours, [...d.shape])]);
       loaded.push(d.name);
     }
-    if (loaded.length === 0) throw new DataError(`no parameter of ${net.config.name} matches the checkpoint (names and shapes)`, { file, field: "network_weights" });
+    if (loaded.length === 0)
+      throw new DataError(`no parameter of ${net.config.name} matches the checkpoint (names and shapes)`, {
+        file,
+        field: "network_weights",
+      });
     for (const [v, t] of updates) v.assign(t);
   } finally {
     for (const [, t] of updates) t.dispose();

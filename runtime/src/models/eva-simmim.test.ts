@@ -32,7 +32,10 @@ test("eva-simmim: upstream EvaSimMIM keys (down_projection, eva, up_projection, 
   const net = simmim();
   const keys = [...net.weights.keys()];
   assert.ok(keys.includes("mask_token"));
-  assert.ok(keys.every((k) => /^(mask_token|down_projection\.proj\.|eva\.|up_projection\.decode\.)/.test(k)), keys.join(","));
+  assert.ok(
+    keys.every((k) => /^(mask_token|down_projection\.proj\.|eva\.|up_projection\.decode\.)/.test(k)),
+    keys.join(","),
+  );
   assert.ok(!keys.some((k) => k.startsWith("decoder.")));
   assert.equal(isMaskedNetwork(net), false);
   // EvaSimMIM-M = Primus-M's modules + a 864-vector mask token (same PatchDecode to 1 channel)
@@ -59,13 +62,18 @@ test("eva-simmim: masked tokens see only the mask token, visible ones their cont
   net.weights.get("mask_token")!.assign(tf.randomNormal([1, 1, 24], 0, 3, "float32", 5));
   const x = tf.randomNormal<tf.Rank.R5>([1, 16, 8, 24, 1], 0, 1, "float32", 1);
   const masked = [net.tokenIndex(1, 0, 2), net.tokenIndex(0, 0, 0)];
-  const m = tf.tensor2d(Float32Array.from({ length: T }, (_, t) => (masked.includes(t) ? 0 : 1)), [1, T]);
+  const m = tf.tensor2d(
+    Float32Array.from({ length: T }, (_, t) => (masked.includes(t) ? 0 : 1)),
+    [1, T],
+  );
   // change the input inside token (1,0,2) (masked) or inside token (0,0,1) (visible)
-  const block = (b0: number, b2: number): tf.Tensor5D => tf.tidy(() => {
-    const d = new Float32Array(16 * 8 * 24);
-    for (let a = 0; a < 8; a++) for (let b = 0; b < 8; b++) for (let c = 0; c < 8; c++) d[((b0 * 8 + a) * 8 + b) * 24 + b2 * 8 + c] = 5;
-    return tf.add(x, tf.tensor5d(d, [1, 16, 8, 24, 1]));
-  });
+  const block = (b0: number, b2: number): tf.Tensor5D =>
+    tf.tidy(() => {
+      const d = new Float32Array(16 * 8 * 24);
+      for (let a = 0; a < 8; a++)
+        for (let b = 0; b < 8; b++) for (let c = 0; c < 8; c++) d[((b0 * 8 + a) * 8 + b) * 24 + b2 * 8 + c] = 5;
+      return tf.add(x, tf.tensor5d(d, [1, 16, 8, 24, 1]));
+    });
   const ctx = { training: false };
   const y = net.forwardTokenMask(x, m, ctx);
   const yMaskedChanged = net.forwardTokenMask(block(1, 2), m, ctx);
@@ -89,9 +97,15 @@ test("eva-simmim: no tensor leak across forward + backward; the mask token gets 
   await useBackend("cpu");
   const net = simmim();
   const x = tf.randomNormal<tf.Rank.R5>([2, 16, 8, 24, 1], 0, 1, "float32", 2);
-  const m = tf.tensor2d(Float32Array.from({ length: 12 }, (_, i) => i % 3 === 0 ? 0 : 1), [2, 6]);
+  const m = tf.tensor2d(
+    Float32Array.from({ length: 12 }, (_, i) => (i % 3 === 0 ? 0 : 1)),
+    [2, 6],
+  );
   const before = tf.memory().numTensors;
-  const { value, grads } = valueAndGrads(() => tf.mean<tf.Scalar>(tf.square(net.forwardTokenMask(x, m, { training: true, seed: 4 }))), [...net.weights.values()]);
+  const { value, grads } = valueAndGrads(
+    () => tf.mean<tf.Scalar>(tf.square(net.forwardTokenMask(x, m, { training: true, seed: 4 }))),
+    [...net.weights.values()],
+  );
   const g = grads[net.weights.get("mask_token")!.name];
   assert.ok(g !== undefined && tf.tidy(() => tf.sum(tf.abs(g)).dataSync()[0]!) > 0);
   tf.dispose([value, ...Object.values(grads)]);

@@ -10,7 +10,13 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError } from "../errors.js";
-import type { ArchitectureEntry, CreateNetworkOptions, ForwardContext, Network, TokenMaskNetwork } from "./architecture.js";
+import type {
+  ArchitectureEntry,
+  CreateNetworkOptions,
+  ForwardContext,
+  Network,
+  TokenMaskNetwork,
+} from "./architecture.js";
 import { countDecls } from "./params.js";
 import { declarePrimus, Primus, PRIMUS_PRESETS, resolvePrimus, type PrimusPreset } from "./primus.js";
 import { Rng } from "./rng.js";
@@ -33,7 +39,10 @@ export class EvaSimMim extends Primus implements TokenMaskNetwork {
   forwardTokenMask(x: tf.Tensor5D, mask: tf.Tensor2D, ctx: ForwardContext): tf.Tensor5D {
     const bsz = x.shape[0];
     const t = this.tokenGrid[0] * this.tokenGrid[1] * this.tokenGrid[2];
-    if (mask.shape[0] !== bsz || mask.shape[1] !== t) throw new ConfigError(`token mask [${mask.shape.join(",")}] does not match batch ${bsz} × ${t} tokens`, { field: "mask" });
+    if (mask.shape[0] !== bsz || mask.shape[1] !== t)
+      throw new ConfigError(`token mask [${mask.shape.join(",")}] does not match batch ${bsz} × ${t} tokens`, {
+        field: "mask",
+      });
     return tf.tidy(() => {
       const tok = this.embed(x);
       const m = tf.reshape<tf.Rank.R3>(mask, [bsz, t, 1]);
@@ -46,7 +55,11 @@ export class EvaSimMim extends Primus implements TokenMaskNetwork {
 
 function checked(p: PrimusPreset, opts: CreateNetworkOptions): CreateNetworkOptions {
   for (const k of ["decoderDepth", "tokenOrder"] as const) {
-    if (opts[k] !== undefined && opts[k] !== p.hyper[k]) throw new ConfigError(`${p.key} has ${k} ${JSON.stringify(p.hyper[k])} (EvaSimMIM has no decoder transformer and flattens tokens (w h d))`, { field: k });
+    if (opts[k] !== undefined && opts[k] !== p.hyper[k])
+      throw new ConfigError(
+        `${p.key} has ${k} ${JSON.stringify(p.hyper[k])} (EvaSimMIM has no decoder transformer and flattens tokens (w h d))`,
+        { field: k },
+      );
   }
   return opts;
 }

@@ -11,7 +11,9 @@ export function gatherRows(x: tf.Tensor2D, idx: readonly number[]): tf.Tensor2D 
   const c = x.shape[1];
   return customOp([x], ([x_]) => ({
     value: tf.tidy(() => tf.gather(x_!, tf.tensor1d([...idx], "int32"))),
-    gradFunc: (dy: tf.Tensor) => [tf.tidy(() => tf.scatterND(tf.tensor2d([...idx], [idx.length, 1], "int32"), dy, [t, c]))],
+    gradFunc: (dy: tf.Tensor) => [
+      tf.tidy(() => tf.scatterND(tf.tensor2d([...idx], [idx.length, 1], "int32"), dy, [t, c])),
+    ],
   })) as tf.Tensor2D;
 }
 

@@ -14,7 +14,11 @@ export function networkMetadata(net: Network): Record<string, string> {
   return { format: "pt", ...networkMeta(net) };
 }
 
-export async function saveNetwork(net: Network, path: string, extraMetadata: Readonly<Record<string, string>> = {}): Promise<void> {
+export async function saveNetwork(
+  net: Network,
+  path: string,
+  extraMetadata: Readonly<Record<string, string>> = {},
+): Promise<void> {
   await writeSafetensors(path, torchStateDict(net, { aliases: false }), { ...networkMetadata(net), ...extraMetadata });
 }
 
@@ -22,7 +26,11 @@ export async function saveNetwork(net: Network, path: string, extraMetadata: Rea
 export function networkFromSafetensors(dec: DecodedSafetensors, file: string): Network {
   const key = dec.metadata["ssl3d.architecture"];
   const optsJson = dec.metadata["ssl3d.options"];
-  if (key === undefined || optsJson === undefined) throw new DataError("not an ssl3d network file (no ssl3d.architecture/ssl3d.options metadata)", { file, field: "__metadata__" });
+  if (key === undefined || optsJson === undefined)
+    throw new DataError("not an ssl3d network file (no ssl3d.architecture/ssl3d.options metadata)", {
+      file,
+      field: "__metadata__",
+    });
   let opts: Record<string, unknown>;
   try {
     opts = JSON.parse(optsJson) as Record<string, unknown>;

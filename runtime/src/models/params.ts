@@ -70,7 +70,11 @@ function initValues(d: ParamDecl, rng: Rng): Float32Array {
  * Create the variables. Each parameter's values depend only on (seed, name), not on declaration order.
  * `postInit` may rescale values (e.g. Primus' depth-dependent rescale) before the variable is created.
  */
-export function instantiate(decls: readonly ParamDecl[], seed: number, postInit?: (d: ParamDecl, v: Float32Array) => void): Map<string, tf.Variable> {
+export function instantiate(
+  decls: readonly ParamDecl[],
+  seed: number,
+  postInit?: (d: ParamDecl, v: Float32Array) => void,
+): Map<string, tf.Variable> {
   const out = new Map<string, tf.Variable>();
   for (const d of decls) {
     if (out.has(d.name)) throw new Error(`duplicate parameter ${d.name}`);
@@ -101,10 +105,22 @@ export class DeclBuilder {
   private readonly maxScalars = limit("networkParams");
 
   add(name: string, shape: readonly number[], torchPerm: readonly number[] | null, init: Init, buffer = false): void {
-    if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new ConfigError(`parameter ${name} would have shape [${shape.join(",")}]: sizes must be non-negative integers`, { field: "architecture" });
+    if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      throw new ConfigError(
+        `parameter ${name} would have shape [${shape.join(",")}]: sizes must be non-negative integers`,
+        { field: "architecture" },
+      );
     this.scalars += numel(shape);
-    if (this.decls.length >= this.maxTensors) throw new ConfigError(`network too large: more than ${this.maxTensors} parameter tensors (limit SSL3D_MAX_NETWORK_TENSORS)`, { field: "architecture" });
-    if (!(this.scalars <= this.maxScalars)) throw new ConfigError(`network too large: more than ${this.maxScalars} parameters at ${name} (limit SSL3D_MAX_NETWORK_PARAMS)`, { field: "architecture" });
+    if (this.decls.length >= this.maxTensors)
+      throw new ConfigError(
+        `network too large: more than ${this.maxTensors} parameter tensors (limit SSL3D_MAX_NETWORK_TENSORS)`,
+        { field: "architecture" },
+      );
+    if (!(this.scalars <= this.maxScalars))
+      throw new ConfigError(
+        `network too large: more than ${this.maxScalars} parameters at ${name} (limit SSL3D_MAX_NETWORK_PARAMS)`,
+        { field: "architecture" },
+      );
     this.decls.push({ name, shape, torchPerm, init, ...(buffer ? { buffer: true } : {}) });
   }
 

@@ -11,10 +11,29 @@
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError } from "../errors.js";
 import type {
-  ArchitectureEntry, CreateNetworkOptions, ForwardContext, MaskedForwardOptions, MaskedForwardResult, MaskedNetwork, Network, NetworkConfig, Vec3,
+  ArchitectureEntry,
+  CreateNetworkOptions,
+  ForwardContext,
+  MaskedForwardOptions,
+  MaskedForwardResult,
+  MaskedNetwork,
+  Network,
+  NetworkConfig,
+  Vec3,
 } from "./architecture.js";
 import { gatherRows, scatterRows } from "./gather-rows.js";
-import { addBias, convTranspose3d, dropPath, gelu, layerNorm, linear, mm, multiHeadAttention, silu, type Rope } from "./ops/index.js";
+import {
+  addBias,
+  convTranspose3d,
+  dropPath,
+  gelu,
+  layerNorm,
+  linear,
+  mm,
+  multiHeadAttention,
+  silu,
+  type Rope,
+} from "./ops/index.js";
 import { countDecls, DeclBuilder, instantiate, param, type ParamDecl, CONV_PERM } from "./params.js";
 import { Rng } from "./rng.js";
 
@@ -51,7 +70,16 @@ function preset(size: keyof typeof SIZES, mae: boolean): PrimusPreset {
       ? `EvaMAE pre-training wrapper around Primus-${size.toUpperCase()} (token dropping, 2-block decoder)`
       : `Primus-${size.toUpperCase()} (EVA ViT, embed ${embedDim}, depth ${depth}, ${heads} heads, 8³ tokens)`,
     archClassName: `Primus${size.toUpperCase()}`,
-    hyper: { embedDim, depth, heads, tokenPatch: 8, dropPathRate: 0.2, initValues: 0.1, decoderDepth: mae ? 2 : 0, tokenOrder: "whd" },
+    hyper: {
+      embedDim,
+      depth,
+      heads,
+      tokenPatch: 8,
+      dropPathRate: 0.2,
+      initValues: 0.1,
+      decoderDepth: mae ? 2 : 0,
+      tokenOrder: "whd",
+    },
     patchSize: [160, 160, 160],
     mae,
     overridable: false,
@@ -61,9 +89,20 @@ function preset(size: keyof typeof SIZES, mae: boolean): PrimusPreset {
 function xsPreset(mae: boolean): PrimusPreset {
   return {
     key: mae ? "eva-mae-xs" : "primus-xs",
-    description: mae ? "small EvaMAE (tests, CPU runs)" : "small Primus built by the same code (tests, CPU runs): embed 48, depth 2, 2 heads",
+    description: mae
+      ? "small EvaMAE (tests, CPU runs)"
+      : "small Primus built by the same code (tests, CPU runs): embed 48, depth 2, 2 heads",
     archClassName: "PrimusXS",
-    hyper: { embedDim: 48, depth: 2, heads: 2, tokenPatch: 8, dropPathRate: 0.2, initValues: 0.1, decoderDepth: mae ? 2 : 0, tokenOrder: "whd" },
+    hyper: {
+      embedDim: 48,
+      depth: 2,
+      heads: 2,
+      tokenPatch: 8,
+      dropPathRate: 0.2,
+      initValues: 0.1,
+      decoderDepth: mae ? 2 : 0,
+      tokenOrder: "whd",
+    },
     patchSize: [32, 32, 32],
     mae,
     overridable: true,
@@ -71,8 +110,13 @@ function xsPreset(mae: boolean): PrimusPreset {
 }
 
 export const PRIMUS_PRESETS: readonly PrimusPreset[] = [
-  preset("s", false), preset("b", false), preset("m", false), preset("l", false), xsPreset(false),
-  preset("m", true), xsPreset(true),
+  preset("s", false),
+  preset("b", false),
+  preset("m", false),
+  preset("l", false),
+  xsPreset(false),
+  preset("m", true),
+  xsPreset(true),
 ];
 
 /** Upstream `Primus.__init__` keyword arguments of a configurable preset (adaptation plan `arch_kwargs`). */
@@ -88,34 +132,66 @@ export function primusInitKwargs(h: PrimusHyper): Record<string, unknown> {
   };
 }
 
-const HYPER_KEYS = ["embedDim", "depth", "heads", "tokenPatch", "dropPathRate", "initValues", "decoderDepth", "tokenOrder"] as const;
+const HYPER_KEYS = [
+  "embedDim",
+  "depth",
+  "heads",
+  "tokenPatch",
+  "dropPathRate",
+  "initValues",
+  "decoderDepth",
+  "tokenOrder",
+] as const;
 const ALWAYS_OK = new Set(["inChannels", "outChannels", "patchSize", "seed", "dropPathRate", "tokenOrder"]);
 
-interface Resolved { hyper: PrimusHyper; inChannels: number; outChannels: number; patchSize: Vec3; seed: number }
+interface Resolved {
+  hyper: PrimusHyper;
+  inChannels: number;
+  outChannels: number;
+  patchSize: Vec3;
+  seed: number;
+}
 
 export function resolvePrimus(p: PrimusPreset, opts: CreateNetworkOptions): Resolved {
   const h: Record<string, unknown> = { ...p.hyper };
   for (const [k, v] of Object.entries(opts)) {
     if (v === undefined) continue;
-    if (!ALWAYS_OK.has(k) && !(HYPER_KEYS as readonly string[]).includes(k)) throw new ConfigError(`unknown option "${k}" for architecture ${p.key}`, { field: k });
+    if (!ALWAYS_OK.has(k) && !(HYPER_KEYS as readonly string[]).includes(k))
+      throw new ConfigError(`unknown option "${k}" for architecture ${p.key}`, { field: k });
     if ((HYPER_KEYS as readonly string[]).includes(k)) {
       // the decoder depth is a property of the pre-training wrapper, not of the Primus size: EvaMAE presets accept it
       // (Models Genesis on Primus = EvaMAE without decoder, nnssl `ModelsGenesisEvaTrainer.py`)
       const wrapperOption = p.mae && k === "decoderDepth";
-      if (!p.overridable && !ALWAYS_OK.has(k) && !wrapperOption && JSON.stringify(v) !== JSON.stringify(h[k])) throw new ConfigError(`${p.key} is a fixed preset; use primus-xs to change "${k}"`, { field: k });
+      if (!p.overridable && !ALWAYS_OK.has(k) && !wrapperOption && JSON.stringify(v) !== JSON.stringify(h[k]))
+        throw new ConfigError(`${p.key} is a fixed preset; use primus-xs to change "${k}"`, { field: k });
       h[k] = v;
     }
   }
   const hyper = h as unknown as PrimusHyper;
   const hd = hyper.embedDim / hyper.heads;
-  if (!Number.isInteger(hd)) throw new ConfigError(`embedDim ${hyper.embedDim} not divisible by heads ${hyper.heads}`, { field: "heads" });
+  if (!Number.isInteger(hd))
+    throw new ConfigError(`embedDim ${hyper.embedDim} not divisible by heads ${hyper.heads}`, { field: "heads" });
   const ropeDim = hd / 1.5;
-  if (!Number.isInteger(ropeDim) || ropeDim % 4 !== 0) throw new ConfigError(`head dim ${hd} must be 6·k (rope dim = head dim / 1.5 divisible by 4)`, { field: "embedDim" });
-  if (!Number.isInteger(Math.log2(hyper.tokenPatch)) || hyper.tokenPatch < 2) throw new ConfigError("tokenPatch must be a power of two ≥ 2", { field: "tokenPatch" });
-  if (!["whd", "hwd"].includes(hyper.tokenOrder)) throw new ConfigError('tokenOrder must be "whd" or "hwd"', { field: "tokenOrder" });
+  if (!Number.isInteger(ropeDim) || ropeDim % 4 !== 0)
+    throw new ConfigError(`head dim ${hd} must be 6·k (rope dim = head dim / 1.5 divisible by 4)`, {
+      field: "embedDim",
+    });
+  if (!Number.isInteger(Math.log2(hyper.tokenPatch)) || hyper.tokenPatch < 2)
+    throw new ConfigError("tokenPatch must be a power of two ≥ 2", { field: "tokenPatch" });
+  if (!["whd", "hwd"].includes(hyper.tokenOrder))
+    throw new ConfigError('tokenOrder must be "whd" or "hwd"', { field: "tokenOrder" });
   const ps = opts.patchSize ?? p.patchSize;
-  if (!ps.every((v) => Number.isInteger(v) && v > 0 && v % hyper.tokenPatch === 0)) throw new ConfigError(`patchSize ${JSON.stringify(ps)} must be divisible by tokenPatch ${hyper.tokenPatch}`, { field: "patchSize" });
-  return { hyper, inChannels: opts.inChannels ?? 1, outChannels: opts.outChannels ?? 1, patchSize: [ps[0], ps[1], ps[2]], seed: opts.seed ?? 0 };
+  if (!ps.every((v) => Number.isInteger(v) && v > 0 && v % hyper.tokenPatch === 0))
+    throw new ConfigError(`patchSize ${JSON.stringify(ps)} must be divisible by tokenPatch ${hyper.tokenPatch}`, {
+      field: "patchSize",
+    });
+  return {
+    hyper,
+    inChannels: opts.inChannels ?? 1,
+    outChannels: opts.outChannels ?? 1,
+    patchSize: [ps[0], ps[1], ps[2]],
+    seed: opts.seed ?? 0,
+  };
 }
 
 /** PatchDecode channel plan: [embed, round8(embed/r^(k+1))..., out], r = (embed/(2·out))^(1/stages). */
@@ -139,7 +215,12 @@ function roundHalfEven(v: number): number {
 function declareEva(b: DeclBuilder, prefix: string, tokens: number, h: PrimusHyper, depth: number): void {
   const c = h.embedDim;
   const hidden = Math.trunc((c * 8) / 3);
-  const tn = (std: number): { weight: { kind: "truncnormal"; std: number }; bias: { kind: "const"; value: number } } => ({ weight: { kind: "truncnormal", std }, bias: { kind: "const", value: 0 } });
+  const tn = (
+    std: number,
+  ): { weight: { kind: "truncnormal"; std: number }; bias: { kind: "const"; value: number } } => ({
+    weight: { kind: "truncnormal", std },
+    bias: { kind: "const", value: 0 },
+  });
   b.add(`${prefix}.pos_embed`, [1, tokens, c], null, { kind: "truncnormal", std: 0.02 });
   for (let l = 0; l < depth; l++) {
     const p = `${prefix}.blocks.${l}`;
@@ -174,7 +255,10 @@ export function declarePrimus(r: Resolved, mae: boolean): ParamDecl[] {
   const tokens = (r.patchSize[0] / p) * (r.patchSize[1] / p) * (r.patchSize[2] / p);
   if (mae) b.add("mask_token", [1, 1, c], null, { kind: "normal", std: 1e-6 });
   else b.add("mask_token", [1, 1, c], null, { kind: "const", value: 0 }, true);
-  b.add("down_projection.proj.weight", [p, p, p, r.inChannels, c], CONV_PERM, { kind: "normal", std: heStd(r.inChannels * p * p * p) });
+  b.add("down_projection.proj.weight", [p, p, p, r.inChannels, c], CONV_PERM, {
+    kind: "normal",
+    std: heStd(r.inChannels * p * p * p),
+  });
   b.add("down_projection.proj.bias", [c], null, { kind: "const", value: 0 });
   const ch = patchDecodeChannels(c, r.outChannels, p);
   const stages = ch.length - 1;
@@ -277,15 +361,32 @@ export class Primus implements Network {
   /** [B,X,Y,Z,Cin] → tokens [B,T,C] in this network's order. */
   protected embed(x: tf.Tensor5D): tf.Tensor3D {
     const [bsz, d, hh, w, cin] = x.shape;
-    if (cin !== this.config.inChannels || d !== this.config.patchSize[0] || hh !== this.config.patchSize[1] || w !== this.config.patchSize[2]) {
-      throw new ConfigError(`input ${x.shape.slice(1).join("x")} does not match ${this.config.name}'s ${this.config.patchSize.join("x")}x${this.config.inChannels}`, { field: "patchSize" });
+    if (
+      cin !== this.config.inChannels ||
+      d !== this.config.patchSize[0] ||
+      hh !== this.config.patchSize[1] ||
+      w !== this.config.patchSize[2]
+    ) {
+      throw new ConfigError(
+        `input ${x.shape.slice(1).join("x")} does not match ${this.config.name}'s ${this.config.patchSize.join("x")}x${this.config.inChannels}`,
+        { field: "patchSize" },
+      );
     }
     const p = this.h.tokenPatch;
     const [g0, g1, g2] = this.tokenGrid;
     const c = this.h.embedDim;
-    const patches = tf.reshape<tf.Rank.R2>(tf.transpose(tf.reshape(x, [bsz, g0, p, g1, p, g2, p, cin]), [0, 1, 3, 5, 2, 4, 6, 7]), [bsz * g0 * g1 * g2, p * p * p * cin]);
+    const patches = tf.reshape<tf.Rank.R2>(
+      tf.transpose(tf.reshape(x, [bsz, g0, p, g1, p, g2, p, cin]), [0, 1, 3, 5, 2, 4, 6, 7]),
+      [bsz * g0 * g1 * g2, p * p * p * cin],
+    );
     const wmat = tf.reshape<tf.Rank.R2>(this.p("down_projection.proj.weight"), [p * p * p * cin, c]);
-    let tok = tf.reshape<tf.Rank.R5>(addBias(mm(patches, wmat), this.p("down_projection.proj.bias")), [bsz, g0, g1, g2, c]);
+    let tok = tf.reshape<tf.Rank.R5>(addBias(mm(patches, wmat), this.p("down_projection.proj.bias")), [
+      bsz,
+      g0,
+      g1,
+      g2,
+      c,
+    ]);
     if (this.mae && this.h.tokenOrder === "hwd") tok = tf.transpose(tok, [0, 2, 1, 3, 4]);
     return tf.reshape<tf.Rank.R3>(tok, [bsz, g0 * g1 * g2, c]);
   }
@@ -295,14 +396,18 @@ export class Primus implements Network {
     const bsz = tokens.shape[0];
     const [g0, g1, g2] = this.tokenGrid;
     const c = this.h.embedDim;
-    let v: tf.Tensor5D = this.mae && this.h.tokenOrder === "hwd"
-      ? tf.transpose(tf.reshape(tokens, [bsz, g1, g0, g2, c]), [0, 2, 1, 3, 4])
-      : tf.reshape(tokens, [bsz, g0, g1, g2, c]);
+    let v: tf.Tensor5D =
+      this.mae && this.h.tokenOrder === "hwd"
+        ? tf.transpose(tf.reshape(tokens, [bsz, g1, g0, g2, c]), [0, 2, 1, 3, 4])
+        : tf.reshape(tokens, [bsz, g0, g1, g2, c]);
     const stages = Math.round(Math.log2(this.h.tokenPatch));
     for (let s = 0; s < stages; s++) {
       const name = s < stages - 1 ? `up_projection.decode.${s}.0` : `up_projection.decode.${s}`;
       v = convTranspose3d(v, this.p(`${name}.weight`), this.p(`${name}.bias`));
-      if (s < stages - 1) v = gelu(layerNorm(v, this.p(`up_projection.decode.${s}.1.weight`), this.p(`up_projection.decode.${s}.1.bias`), 1e-6));
+      if (s < stages - 1)
+        v = gelu(
+          layerNorm(v, this.p(`up_projection.decode.${s}.1.weight`), this.p(`up_projection.decode.${s}.1.bias`), 1e-6),
+        );
     }
     return v;
   }
@@ -330,14 +435,24 @@ export class Primus implements Network {
   }
 
   /** An Eva stack: + pos_embed, optional token keep (per sample), blocks, final norm. */
-  protected eva(x: tf.Tensor3D, prefix: string, depth: number, ctx: ForwardContext, rng: Rng, keep?: readonly (readonly number[])[]): tf.Tensor3D {
+  protected eva(
+    x: tf.Tensor3D,
+    prefix: string,
+    depth: number,
+    ctx: ForwardContext,
+    rng: Rng,
+    keep?: readonly (readonly number[])[],
+  ): tf.Tensor3D {
     let h: tf.Tensor3D = tf.add(x, this.p(`${prefix}.pos_embed`));
     let rope: Rope = this.rope;
     if (keep !== undefined) {
       const bsz = x.shape[0];
-      const rows = Array.from({ length: bsz }, (_, i) => gatherRows(tf.reshape(tf.slice(h, [i, 0, 0], [1, -1, -1]), [h.shape[1], h.shape[2]]), keep[i]!));
+      const rows = Array.from({ length: bsz }, (_, i) =>
+        gatherRows(tf.reshape(tf.slice(h, [i, 0, 0], [1, -1, -1]), [h.shape[1], h.shape[2]]), keep[i]!),
+      );
       h = tf.stack(rows) as tf.Tensor3D;
-      const sel = (t: tf.Tensor2D): tf.Tensor3D => tf.stack(keep.map((k) => tf.gather(t, tf.tensor1d([...k], "int32")))) as tf.Tensor3D;
+      const sel = (t: tf.Tensor2D): tf.Tensor3D =>
+        tf.stack(keep.map((k) => tf.gather(t, tf.tensor1d([...k], "int32")))) as tf.Tensor3D;
       rope = { sin: sel(this.rope.sin), cos: sel(this.rope.cos) };
     }
     for (let l = 0; l < depth; l++) {
@@ -361,14 +476,29 @@ export class Primus implements Network {
   }
 
   protected maskedForward(x: tf.Tensor5D, opts: MaskedForwardOptions, ctx: ForwardContext): MaskedForwardResult {
-    if (!this.mae || this.h.decoderDepth === 0) throw new ConfigError(`${this.config.name} has no MAE decoder; use an eva-mae-* architecture`, { field: "architecture" });
+    if (!this.mae || this.h.decoderDepth === 0)
+      throw new ConfigError(`${this.config.name} has no MAE decoder; use an eva-mae-* architecture`, {
+        field: "architecture",
+      });
     const bsz = x.shape[0];
     const t = this.tokenGrid[0] * this.tokenGrid[1] * this.tokenGrid[2];
     let keep: number[][];
     if (opts.keepIndices !== undefined) {
-      if (opts.keepIndices.length !== bsz) throw new ConfigError(`keepIndices has ${opts.keepIndices.length} rows for batch ${bsz}`, { field: "keepIndices" });
+      if (opts.keepIndices.length !== bsz)
+        throw new ConfigError(`keepIndices has ${opts.keepIndices.length} rows for batch ${bsz}`, {
+          field: "keepIndices",
+        });
       keep = opts.keepIndices.map((k) => [...k].sort((a, b) => a - b));
-      for (const k of keep) if (k.length !== keep[0]!.length || k.some((i) => !Number.isInteger(i) || i < 0 || i >= t) || new Set(k).size !== k.length) throw new ConfigError(`keepIndices must be ${keep[0]!.length} distinct token indices in [0,${t}) per sample`, { field: "keepIndices" });
+      for (const k of keep)
+        if (
+          k.length !== keep[0]!.length ||
+          k.some((i) => !Number.isInteger(i) || i < 0 || i >= t) ||
+          new Set(k).size !== k.length
+        )
+          throw new ConfigError(
+            `keepIndices must be ${keep[0]!.length} distinct token indices in [0,${t}) per sample`,
+            { field: "keepIndices" },
+          );
     } else {
       keep = drawKeepIndices(opts.rngSeed ?? 0, bsz, t, opts.keepRatio ?? 0.25);
     }
@@ -402,7 +532,8 @@ export class Primus implements Network {
  * that a caller can know the masks a seeded step used (bench/trajectory.ts hands them to the PyTorch reference).
  */
 export function drawKeepIndices(seed: number, batch: number, tokens: number, keepRatio: number): number[][] {
-  if (!(keepRatio > 0 && keepRatio <= 1)) throw new ConfigError(`keepRatio must be in (0,1], got ${keepRatio}`, { field: "keepRatio" });
+  if (!(keepRatio > 0 && keepRatio <= 1))
+    throw new ConfigError(`keepRatio must be in (0,1], got ${keepRatio}`, { field: "keepRatio" });
   const nKeep = Math.max(1, Math.trunc(tokens * keepRatio));
   const rng = new Rng(seed);
   return Array.from({ length: batch }, () => {

@@ -33,7 +33,10 @@ export function architectureKeys(): string[] {
 
 export function getArchitecture(key: string): ArchitectureEntry {
   const e = byKey.get(key);
-  if (e === undefined) throw new ConfigError(`unknown architecture "${key}" (known: ${architectureKeys().join(", ")})`, { field: "architecture" });
+  if (e === undefined)
+    throw new ConfigError(`unknown architecture "${key}" (known: ${architectureKeys().join(", ")})`, {
+      field: "architecture",
+    });
   return e;
 }
 

@@ -18,7 +18,14 @@ import { isSparkNetwork, SparkResEnc, stageMask, type SparkNetwork } from "./spa
 
 const P = 16;
 const BS = 4;
-const OPTS = { patchSize: [P, P, P] as const, seed: 5, features: [4, 8, 8, 16], blocks: [1, 2, 1, 1], strides: [1, 2, 2, 2], stemChannels: 2 };
+const OPTS = {
+  patchSize: [P, P, P] as const,
+  seed: 5,
+  features: [4, 8, 8, 16],
+  blocks: [1, 2, 1, 1],
+  strides: [1, 2, 2, 2],
+  stemChannels: 2,
+};
 
 before(async () => {
   await selectBackend("auto");
@@ -54,14 +61,20 @@ test("stageMask: nearest repetition of the block grid per stage; all ones (null)
       assert.deepEqual(r.shape, [2, n, n, n, 1]);
       const v = r.dataSync();
       const g = P / BS;
-      for (let b = 0; b < 2; b++) for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = 0; k < n; k++) {
-        // voxel (i,j,k) at stride f lies in block floor(i·f/BS) of the grid
-        const blk = (Math.floor((i * f) / BS) * g + Math.floor((j * f) / BS)) * g + Math.floor((k * f) / BS);
-        const want = masked[b]!.includes(blk) ? 0 : 1;
-        assert.equal(v[((b * n + i) * n + j) * n + k], want, `sample ${b} stride ${f} voxel ${i},${j},${k}`);
-      }
+      for (let b = 0; b < 2; b++)
+        for (let i = 0; i < n; i++)
+          for (let j = 0; j < n; j++)
+            for (let k = 0; k < n; k++) {
+              // voxel (i,j,k) at stride f lies in block floor(i·f/BS) of the grid
+              const blk = (Math.floor((i * f) / BS) * g + Math.floor((j * f) / BS)) * g + Math.floor((k * f) / BS);
+              const want = masked[b]!.includes(blk) ? 0 : 1;
+              assert.equal(v[((b * n + i) * n + j) * n + k], want, `sample ${b} stride ${f} voxel ${i},${j},${k}`);
+            }
       // visible fraction is exactly the block grid's: 16 of 64 blocks
-      assert.equal(Array.from(v).reduce((a, x) => a + x, 0), 2 * 16 * (n / g) ** 3);
+      assert.equal(
+        Array.from(v).reduce((a, x) => a + x, 0),
+        2 * 16 * (n / g) ** 3,
+      );
     }
   });
 });
@@ -90,7 +103,11 @@ test("sparse encoder: every op's output but the convs' is 0 at masked voxels; ev
       assert.ok(inside > 0, `${name}: output is 0 at visible voxels too`);
     });
   });
-  const encoderModules = new Set(n.declarations.filter((d) => d.name.startsWith("encoder.") && d.name.endsWith(".weight")).map((d) => d.name.slice(0, -".weight".length)));
+  const encoderModules = new Set(
+    n.declarations
+      .filter((d) => d.name.startsWith("encoder.") && d.name.endsWith(".weight"))
+      .map((d) => d.name.slice(0, -".weight".length)),
+  );
   for (const mod of encoderModules) assert.ok(seen.has(mod), `${mod} was not run as a sparse op`);
   // pooling of the strided projection skips (stages 1-3) and the residual sums are traced too
   for (const s of [1, 2, 3]) assert.ok(seen.has(`encoder.stages.${s}.blocks.0.skip.0`));
@@ -117,7 +134,9 @@ test("cpu + native: the sparse encoder's norms run as fused sparse-norm kernels 
   // stage 2 2 (pooling-only skip) = 11, plus the 4 densify norms; the stride-8 stage's norms are dense (no mask)
   assert.equal(count("Ssl3dSparseInstanceNorm"), 11 + 4, names.join(","));
   // the LeakyReLU after a sparse norm is fused into it (LeakyRelu calls are the residual sums' only)
-  names.forEach((k, i) => { if (k === "Ssl3dSparseInstanceNorm") assert.notEqual(names[i + 1], "LeakyRelu", `kernel ${i + 1}`); });
+  names.forEach((k, i) => {
+    if (k === "Ssl3dSparseInstanceNorm") assert.notEqual(names[i + 1], "LeakyRelu", `kernel ${i + 1}`);
+  });
   // Multiply: only the skip poolings' masks (stages 1, 2; stage 3 is unmasked) and the densify tokens (4 stages)
   assert.ok(count("Multiply") <= 2 + 4, `Multiply calls ${count("Multiply")}`);
   tf.dispose([prof.result, x, mask]);
@@ -178,13 +197,20 @@ test("densify parameters: names and PyTorch shapes of SparK3D; token init within
     if (i > 0) want.push([`densify_projs.${i}.weight`, [c, c, 3, 3, 3]], [`densify_projs.${i}.bias`, [c]]);
   });
   feats.forEach((c, i) => want.push([`mask_tokens.${i}`, [1, c, 1, 1, 1]]));
-  assert.deepEqual(extra.map((d) => [d.name, torchShape(d)]), want);
+  assert.deepEqual(
+    extra.map((d) => [d.name, torchShape(d)]),
+    want,
+  );
   for (let i = 0; i < feats.length; i++) {
     const v = n.weights.get(`mask_tokens.${i}`)!.dataSync();
     assert.ok(v.every((t) => Math.abs(t) <= 0.02) && v.some((t) => t !== 0), `mask_tokens.${i}`);
   }
   tf.tidy(() => {
-    const y = n.forwardSparse(tf.ones([2, P, P, P, 1]), { mask: tf.tensor5d(masks(4).data, [2, P, P, P, 1]), blockSize: BS }, { training: true });
+    const y = n.forwardSparse(
+      tf.ones([2, P, P, P, 1]),
+      { mask: tf.tensor5d(masks(4).data, [2, P, P, P, 1]), blockSize: BS },
+      { training: true },
+    );
     assert.deepEqual(y.shape, [2, P, P, P, 1]);
     assert.deepEqual(n.apply(tf.ones([1, P, P, P, 1]), { training: false }).shape, [1, P, P, P, 1]);
   });
@@ -197,10 +223,17 @@ test("exported(): the inner ResidualEncoderUNet, same names and values as the pl
   const plain = createNetwork("resenc-xs", OPTS);
   const inner = exportedNetwork(n);
   assert.equal(inner.config.name, "resenc-xs");
-  assert.deepEqual(inner.declarations.map((d) => d.name), plain.declarations.map((d) => d.name));
-  for (const d of plain.declarations) assert.deepEqual(inner.weights.get(d.name)!.dataSync(), plain.weights.get(d.name)!.dataSync(), d.name);
+  assert.deepEqual(
+    inner.declarations.map((d) => d.name),
+    plain.declarations.map((d) => d.name),
+  );
+  for (const d of plain.declarations)
+    assert.deepEqual(inner.weights.get(d.name)!.dataSync(), plain.weights.get(d.name)!.dataSync(), d.name);
   // shared variables: the wrapper's weight for an inner name is the inner's variable
-  assert.equal(n.weights.get("encoder.stem.convs.0.conv.weight"), inner.weights.get("encoder.stem.convs.0.conv.weight"));
+  assert.equal(
+    n.weights.get("encoder.stem.convs.0.conv.weight"),
+    inner.weights.get("encoder.stem.convs.0.conv.weight"),
+  );
   assert.deepEqual(inner.config.adaptation, plain.config.adaptation);
   plain.dispose();
   n.dispose();
@@ -221,10 +254,17 @@ test("one SparK step (forward + backward): every parameter used gets a gradient,
   const mask = tf.tensor5d(data, [2, P, P, P, 1]);
   const vars = [...n.weights.values()];
   const step = (): void => {
-    const { value, grads } = tf.variableGrads(() => tf.tidy(() => tf.mean(tf.square(tf.sub(n.forwardSparse(x, { mask, blockSize: BS }, { training: true }), x)))), vars);
+    const { value, grads } = tf.variableGrads(
+      () =>
+        tf.tidy(() => tf.mean(tf.square(tf.sub(n.forwardSparse(x, { mask, blockSize: BS }, { training: true }), x)))),
+      vars,
+    );
     // all but the unused deep-supervision seg layers (as in the plain U-Net)
     const unused = [...n.weights].filter(([k]) => /^decoder\.seg_layers\.[01]\./.test(k)).map(([, v]) => v.name);
-    assert.deepEqual(vars.map((v) => v.name).filter((v) => !(v in grads)), unused);
+    assert.deepEqual(
+      vars.map((v) => v.name).filter((v) => !(v in grads)),
+      unused,
+    );
     const tok = grads[n.weights.get("mask_tokens.0")!.name]!;
     assert.ok(tf.tidy(() => tf.max(tf.abs(tok)).dataSync()[0]!) > 0, "mask token 0 got no gradient");
     tf.dispose([value, ...Object.values(grads)]);

@@ -27,10 +27,31 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError } from "../errors.js";
-import type { ArchitectureEntry, CreateNetworkOptions, ForwardContext, Network, NetworkConfig } from "./architecture.js";
-import { conv3d, instanceNorm, instanceNormLeakyRelu, sparseInstanceNorm, sparseInstanceNormLeakyRelu, addLeakyRelu } from "./ops/index.js";
+import type {
+  ArchitectureEntry,
+  CreateNetworkOptions,
+  ForwardContext,
+  Network,
+  NetworkConfig,
+} from "./architecture.js";
+import {
+  conv3d,
+  instanceNorm,
+  instanceNormLeakyRelu,
+  sparseInstanceNorm,
+  sparseInstanceNormLeakyRelu,
+  addLeakyRelu,
+} from "./ops/index.js";
 import { countDecls, DeclBuilder, instantiate, param, type ParamDecl } from "./params.js";
-import { declareResEnc, resolveResEnc, ResEncUNet, RESENC_L, RESENC_XS, type EncoderOps, type ResEncPreset } from "./resenc-unet.js";
+import {
+  declareResEnc,
+  resolveResEnc,
+  ResEncUNet,
+  RESENC_L,
+  RESENC_XS,
+  type EncoderOps,
+  type ResEncPreset,
+} from "./resenc-unet.js";
 
 export interface SparkMask {
   /** [B,X,Y,Z,1] at input resolution: 1 visible, 0 masked. */
@@ -68,7 +89,10 @@ export function stageMask(mask: tf.Tensor5D, blockSize: number, stride: number):
     // generic loop: ~1.5 ms per 2×32³ mask on cpu)
     return tf.tidy(() => {
       const r = tf.reshape(mask, [b, x / stride, stride, y / stride, stride, z / stride, stride]);
-      return tf.reshape<tf.Rank.R5>(tf.slice(r, [0, 0, 0, 0, 0, 0, 0], [b, x / stride, 1, y / stride, 1, z / stride, 1]), [b, x / stride, y / stride, z / stride, 1]);
+      return tf.reshape<tf.Rank.R5>(
+        tf.slice(r, [0, 0, 0, 0, 0, 0, 0], [b, x / stride, 1, y / stride, 1, z / stride, 1]),
+        [b, x / stride, y / stride, z / stride, 1],
+      );
     });
   }
   return tf.stridedSlice(mask, [0, 0, 0, 0, 0], [b, x, y, z, 1], [1, stride, stride, stride, 1]) as tf.Tensor5D;
@@ -109,7 +133,8 @@ export class SparkResEnc implements SparkNetwork {
   private readonly stageStrides: readonly number[];
 
   constructor(key: string, preset: ResEncPreset, opts: CreateNetworkOptions) {
-    if (opts.encoderOnly !== undefined && opts.encoderOnly !== false) throw new ConfigError(`${key} needs the decoder; encoderOnly is not supported`, { field: "encoderOnly" });
+    if (opts.encoderOnly !== undefined && opts.encoderOnly !== false)
+      throw new ConfigError(`${key} needs the decoder; encoderOnly is not supported`, { field: "encoderOnly" });
     this.inner = new ResEncUNet(preset, opts);
     const h = this.inner.config.hyper as { features: number[]; strides: number[] };
     this.features = h.features;
@@ -139,19 +164,28 @@ export class SparkResEnc implements SparkNetwork {
 
   /** The SparK module with nothing masked (sparse ops reduce to dense ones; densify norm + projection still run). */
   apply(x: tf.Tensor5D, ctx: ForwardContext): tf.Tensor5D {
-    return tf.tidy(() => this.forwardSparse(x, { mask: tf.ones([x.shape[0], x.shape[1], x.shape[2], x.shape[3], 1]), blockSize: Infinity }, ctx));
+    return tf.tidy(() =>
+      this.forwardSparse(
+        x,
+        { mask: tf.ones([x.shape[0], x.shape[1], x.shape[2], x.shape[3], 1]), blockSize: Infinity },
+        ctx,
+      ),
+    );
   }
 
   forwardSparse(x: tf.Tensor5D, m: SparkMask, _ctx: ForwardContext, trace?: SparkTrace): tf.Tensor5D {
     const [b, X, Y, Z] = x.shape;
     const ms = m.mask.shape;
     if (ms[0] !== b || ms[1] !== X || ms[2] !== Y || ms[3] !== Z || ms[4] !== 1) {
-      throw new ConfigError(`SparK mask shape [${ms.join(",")}] does not match the input [${b},${X},${Y},${Z},1]`, { field: "mask" });
+      throw new ConfigError(`SparK mask shape [${ms.join(",")}] does not match the input [${b},${X},${Y},${Z},1]`, {
+        field: "mask",
+      });
     }
     return tf.tidy(() => {
       // every resolution's mask up front, in this scope (tensors made inside the encoder's nested tidies would be freed)
       const byStride = new Map<number, tf.Tensor5D | null>();
-      for (const f of [1, ...this.stageStrides]) if (!byStride.has(f)) byStride.set(f, stageMask(m.mask, m.blockSize, f));
+      for (const f of [1, ...this.stageStrides])
+        if (!byStride.has(f)) byStride.set(f, stageMask(m.mask, m.blockSize, f));
       const maskFor = (t: tf.Tensor5D): tf.Tensor5D | null => {
         const f = X / t.shape[1];
         const got = byStride.get(f);
@@ -167,11 +201,19 @@ export class SparkResEnc implements SparkNetwork {
   /** Sparse IN → mask token at masked voxels → projection (identity for stage 0). */
   private densify(s: tf.Tensor5D, m: tf.Tensor5D | null, i: number): tf.Tensor5D {
     return tf.tidy(() => {
-      const mask = m ?? (tf.ones<tf.Rank.R5>([s.shape[0], s.shape[1], s.shape[2], s.shape[3], 1]));
-      const h = sparseInstanceNorm(s, mask, this.p(`densify_norms.${i}.weight`), this.p(`densify_norms.${i}.bias`), 1e-5);
+      const mask = m ?? tf.ones<tf.Rank.R5>([s.shape[0], s.shape[1], s.shape[2], s.shape[3], 1]);
+      const h = sparseInstanceNorm(
+        s,
+        mask,
+        this.p(`densify_norms.${i}.weight`),
+        this.p(`densify_norms.${i}.bias`),
+        1e-5,
+      );
       // h is 0 where masked: adding token·(1 − mask) replaces those voxels by the token (a zero-gradient no-op when all visible)
       const filled = tf.add<tf.Tensor5D>(h, tf.mul(this.p(`mask_tokens.${i}`), tf.sub(1, mask)));
-      return i === 0 ? filled : conv3d(filled, this.p(`densify_projs.${i}.weight`), { bias: this.p(`densify_projs.${i}.bias`) });
+      return i === 0
+        ? filled
+        : conv3d(filled, this.p(`densify_projs.${i}.weight`), { bias: this.p(`densify_projs.${i}.bias`) });
     });
   }
 
@@ -203,7 +245,14 @@ function sparseOps(maskFor: (t: tf.Tensor5D) => tf.Tensor5D | null, trace: Spark
     norm: (x, g, b, act, name) => {
       const m = maskFor(x);
       // all-ones mask: the dense (fused) norm is the same function
-      const y = m === null ? (act ? instanceNormLeakyRelu(x, g, b, 1e-5, 0.01) : instanceNorm(x, g, b, 1e-5)) : act ? sparseInstanceNormLeakyRelu(x, m, g, b, 1e-5, 0.01) : sparseInstanceNorm(x, m, g, b, 1e-5);
+      const y =
+        m === null
+          ? act
+            ? instanceNormLeakyRelu(x, g, b, 1e-5, 0.01)
+            : instanceNorm(x, g, b, 1e-5)
+          : act
+            ? sparseInstanceNormLeakyRelu(x, m, g, b, 1e-5, 0.01)
+            : sparseInstanceNorm(x, m, g, b, 1e-5);
       trace?.(name, y, m);
       return y;
     },
@@ -230,6 +279,14 @@ function sparkEntry(key: string, preset: ResEncPreset, description: string): Arc
 }
 
 export const SPARK_ENTRIES: readonly ArchitectureEntry[] = [
-  sparkEntry("spark-resenc-l", RESENC_L, "SparK-3D pre-training wrapper of ResEnc-L (sparse encoder, densify, U-Net decoder); exports the plain ResEnc-L"),
-  sparkEntry("spark-resenc-xs", RESENC_XS, "SparK-3D pre-training wrapper of resenc-xs (tests, CPU runs); exports the plain resenc-xs"),
+  sparkEntry(
+    "spark-resenc-l",
+    RESENC_L,
+    "SparK-3D pre-training wrapper of ResEnc-L (sparse encoder, densify, U-Net decoder); exports the plain ResEnc-L",
+  ),
+  sparkEntry(
+    "spark-resenc-xs",
+    RESENC_XS,
+    "SparK-3D pre-training wrapper of resenc-xs (tests, CPU runs); exports the plain resenc-xs",
+  ),
 ];

@@ -17,7 +17,13 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError } from "../errors.js";
-import type { ArchitectureEntry, CreateNetworkOptions, ForwardContext, Network, NetworkConfig } from "./architecture.js";
+import type {
+  ArchitectureEntry,
+  CreateNetworkOptions,
+  ForwardContext,
+  Network,
+  NetworkConfig,
+} from "./architecture.js";
 import { conv3d, instanceNormLeakyRelu, linear, upsampleTrilinear2x } from "./ops/index.js";
 import { countDecls, DeclBuilder, instantiate, param, type ParamDecl } from "./params.js";
 import { declarePrimus, Primus, resolvePrimus, type PrimusPreset } from "./primus.js";
@@ -90,15 +96,25 @@ function declareHeads(width: number, layers: readonly ReconLayer[]): ParamDecl[]
 
 /** Encoder (upstream ResidualEncoder under `encoder.`) then the three heads, in upstream's registration order. */
 export function declareSwinPretext(h: ResEncHyper, inChannels: number, outChannels: number): ParamDecl[] {
-  return [...declareResEnc(h, inChannels, outChannels, true), ...declareHeads(h.features[h.features.length - 1]!, reconLayers(h, outChannels))];
+  return [
+    ...declareResEnc(h, inChannels, outChannels, true),
+    ...declareHeads(h.features[h.features.length - 1]!, reconLayers(h, outChannels)),
+  ];
 }
 
 /** The heads on a feature grid [B,g0,g1,g2,C] (tokens in C-order over the grid). */
-function runHeads(weights: ReadonlyMap<string, tf.Variable>, layers: readonly ReconLayer[], z: tf.Tensor5D): PretextOutputs {
+function runHeads(
+  weights: ReadonlyMap<string, tf.Variable>,
+  layers: readonly ReconLayer[],
+  z: tf.Tensor5D,
+): PretextOutputs {
   return tf.tidy(() => {
     const [B, g0, g1, g2, C] = z.shape;
     if (g0 * g1 * g2 < 2) {
-      throw new ConfigError(`the bottleneck has ${g0 * g1 * g2} token(s); the rotation and contrastive heads need 2 (use a larger patch)`, { field: "patchSize" });
+      throw new ConfigError(
+        `the bottleneck has ${g0 * g1 * g2} token(s); the rotation and contrastive heads need 2 (use a larger patch)`,
+        { field: "patchSize" },
+      );
     }
     const tokens = tf.reshape<tf.Rank.R3>(z, [B, g0 * g1 * g2, C]);
     const t0 = tf.reshape<tf.Rank.R2>(tf.slice(tokens, [0, 0, 0], [B, 1, C]), [B, C]);
@@ -109,7 +125,11 @@ function runHeads(weights: ReadonlyMap<string, tf.Variable>, layers: readonly Re
   });
 }
 
-function reconstruct(weights: ReadonlyMap<string, tf.Variable>, layers: readonly ReconLayer[], z: tf.Tensor5D): tf.Tensor5D {
+function reconstruct(
+  weights: ReadonlyMap<string, tf.Variable>,
+  layers: readonly ReconLayer[],
+  z: tf.Tensor5D,
+): tf.Tensor5D {
   return tf.tidy(() => {
     let h = z;
     for (const l of layers) {
@@ -126,7 +146,10 @@ function reconstruct(weights: ReadonlyMap<string, tf.Variable>, layers: readonly
 
 function resolve(preset: ResEncPreset, opts: CreateNetworkOptions): ReturnType<typeof resolveResEnc> {
   if (opts.encoderOnly !== undefined && opts.encoderOnly !== true) {
-    throw new ConfigError("the SwinUNETR pre-text network always uses the encoder only (encoderOnly must be true or absent)", { field: "encoderOnly" });
+    throw new ConfigError(
+      "the SwinUNETR pre-text network always uses the encoder only (encoderOnly must be true or absent)",
+      { field: "encoderOnly" },
+    );
   }
   return resolveResEnc(preset, { ...opts, encoderOnly: true });
 }
@@ -220,12 +243,21 @@ export class SwinPretextEva implements PretextNetwork {
     const headDecls = declareHeads(r.hyper.embedDim, this.layers);
     this.heads = instantiate(headDecls, r.seed);
     this.declarations = [...enc.map((d) => ({ ...d, name: `encoder.${d.name}` })), ...headDecls];
-    this.weights = new Map([...enc.map((d) => [`encoder.${d.name}`, this.encoder.weights.get(d.name)!] as const), ...this.heads]);
+    this.weights = new Map([
+      ...enc.map((d) => [`encoder.${d.name}`, this.encoder.weights.get(d.name)!] as const),
+      ...this.heads,
+    ]);
     const a = this.encoder.config.adaptation;
     this.config = {
       ...this.encoder.config,
       name: key,
-      adaptation: { ...a, keyToEncoder: "encoder.eva", keyToStem: "encoder.down_projection", keysToInProj: ["encoder.down_projection.proj"], keyToLpe: "encoder.eva.pos_embed" },
+      adaptation: {
+        ...a,
+        keyToEncoder: "encoder.eva",
+        keyToStem: "encoder.down_projection",
+        keysToInProj: ["encoder.down_projection.proj"],
+        keyToLpe: "encoder.eva.pos_embed",
+      },
     };
   }
 
@@ -267,7 +299,10 @@ export class SwinPretextEva implements PretextNetwork {
 
 function evaOpts(opts: CreateNetworkOptions): CreateNetworkOptions {
   if (opts.decoderDepth !== undefined && opts.decoderDepth !== 0) {
-    throw new ConfigError("the SwinUNETR pre-text network on Primus has no MAE decoder (decoderDepth must be 0 or absent)", { field: "decoderDepth" });
+    throw new ConfigError(
+      "the SwinUNETR pre-text network on Primus has no MAE decoder (decoderDepth must be 0 or absent)",
+      { field: "decoderDepth" },
+    );
   }
   return { ...opts, decoderDepth: 0 };
 }
@@ -284,7 +319,10 @@ export function swinPretextEvaEntry(preset: PrimusPreset): ArchitectureEntry {
       const o = evaOpts(opts);
       const r = resolvePrimus(preset, o);
       const enc = declarePrimus(r, true).filter((d) => !d.name.startsWith("up_projection."));
-      return countDecls(enc) + countDecls(declareHeads(r.hyper.embedDim, evaReconLayers(r.hyper.embedDim, r.hyper.tokenPatch, r.outChannels)));
+      return (
+        countDecls(enc) +
+        countDecls(declareHeads(r.hyper.embedDim, evaReconLayers(r.hyper.embedDim, r.hyper.tokenPatch, r.outChannels)))
+      );
     },
   };
 }

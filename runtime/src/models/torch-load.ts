@@ -21,17 +21,40 @@ import { inflateRawSync } from "node:zlib";
 import { formatBytes, limit } from "../config/limits.js";
 import { DataError, Ssl3dError } from "../errors.js";
 
-export type TorchDtype = "float32" | "float64" | "float16" | "bfloat16" | "int64" | "int32" | "int16" | "int8" | "uint8" | "bool";
+export type TorchDtype =
+  "float32" | "float64" | "float16" | "bfloat16" | "int64" | "int32" | "int16" | "int8" | "uint8" | "bool";
 
 const STORAGE_DTYPES: Record<string, TorchDtype> = {
-  FloatStorage: "float32", DoubleStorage: "float64", HalfStorage: "float16", BFloat16Storage: "bfloat16",
-  LongStorage: "int64", IntStorage: "int32", ShortStorage: "int16", CharStorage: "int8", ByteStorage: "uint8", BoolStorage: "bool",
+  FloatStorage: "float32",
+  DoubleStorage: "float64",
+  HalfStorage: "float16",
+  BFloat16Storage: "bfloat16",
+  LongStorage: "int64",
+  IntStorage: "int32",
+  ShortStorage: "int16",
+  CharStorage: "int8",
+  ByteStorage: "uint8",
+  BoolStorage: "bool",
 };
-const DTYPE_BYTES: Record<TorchDtype, number> = { float32: 4, float64: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1 };
+const DTYPE_BYTES: Record<TorchDtype, number> = {
+  float32: 4,
+  float64: 8,
+  float16: 2,
+  bfloat16: 2,
+  int64: 8,
+  int32: 4,
+  int16: 2,
+  int8: 1,
+  uint8: 1,
+  bool: 1,
+};
 
 /** A global the pickle referenced (`module.name`), unresolved. */
 export class PyGlobal {
-  constructor(readonly module: string, readonly name: string) {}
+  constructor(
+    readonly module: string,
+    readonly name: string,
+  ) {}
   get path(): string {
     return `${this.module}.${this.name}`;
   }
@@ -40,15 +63,27 @@ export class PyGlobal {
 /** An object of a class we do not interpret: what its pickle said, never executed. */
 export class PyObject {
   state: unknown = undefined;
-  constructor(readonly cls: PyGlobal, readonly args: readonly unknown[]) {}
+  constructor(
+    readonly cls: PyGlobal,
+    readonly args: readonly unknown[],
+  ) {}
 }
 
 export class TorchStorageRef {
-  constructor(readonly key: string, readonly dtype: TorchDtype, readonly numel: number) {}
+  constructor(
+    readonly key: string,
+    readonly dtype: TorchDtype,
+    readonly numel: number,
+  ) {}
 }
 
 export class TorchTensorRef {
-  constructor(readonly storage: TorchStorageRef, readonly offset: number, readonly shape: readonly number[], readonly stride: readonly number[]) {}
+  constructor(
+    readonly storage: TorchStorageRef,
+    readonly offset: number,
+    readonly shape: readonly number[],
+    readonly stride: readonly number[],
+  ) {}
   get dtype(): TorchDtype {
     return this.storage.dtype;
   }
@@ -60,7 +95,13 @@ export class TorchTensorRef {
 /** A pickled dict; keys are kept as given (strings, numbers, tuples as arrays). Insertion order is preserved. */
 export type PyDict = Map<unknown, unknown>;
 
-interface ZipEntry { name: string; method: number; compressedSize: number; size: number; localOffset: number }
+interface ZipEntry {
+  name: string;
+  method: number;
+  compressedSize: number;
+  size: number;
+  localOffset: number;
+}
 
 function readZipDirectory(buf: Buffer, file: string): Map<string, ZipEntry> {
   // End of central directory: last 22..65557 bytes
@@ -71,21 +112,28 @@ function readZipDirectory(buf: Buffer, file: string): Map<string, ZipEntry> {
       break;
     }
   }
-  if (eocd < 0) throw new DataError("not a zip archive (no end-of-central-directory record): torch.save files since PyTorch 1.6 are zip archives; older formats are not supported", { file });
+  if (eocd < 0)
+    throw new DataError(
+      "not a zip archive (no end-of-central-directory record): torch.save files since PyTorch 1.6 are zip archives; older formats are not supported",
+      { file },
+    );
   let count = buf.readUInt16LE(eocd + 10);
   let cdOffset = buf.readUInt32LE(eocd + 16);
   if (cdOffset === 0xffffffff || count === 0xffff) {
     const loc = eocd - 20;
-    if (loc < 0 || buf.readUInt32LE(loc) !== 0x07064b50) throw new DataError("zip64 archive without zip64 locator", { file });
+    if (loc < 0 || buf.readUInt32LE(loc) !== 0x07064b50)
+      throw new DataError("zip64 archive without zip64 locator", { file });
     const z64 = Number(buf.readBigUInt64LE(loc + 8));
-    if (z64 + 56 > buf.length || buf.readUInt32LE(z64) !== 0x06064b50) throw new DataError("zip64 end-of-central-directory record not found", { file });
+    if (z64 + 56 > buf.length || buf.readUInt32LE(z64) !== 0x06064b50)
+      throw new DataError("zip64 end-of-central-directory record not found", { file });
     count = Number(buf.readBigUInt64LE(z64 + 32));
     cdOffset = Number(buf.readBigUInt64LE(z64 + 48));
   }
   const entries = new Map<string, ZipEntry>();
   let p = cdOffset;
   for (let i = 0; i < count; i++) {
-    if (p + 46 > buf.length || buf.readUInt32LE(p) !== 0x02014b50) throw new DataError(`corrupt zip central directory (entry ${i})`, { file });
+    if (p + 46 > buf.length || buf.readUInt32LE(p) !== 0x02014b50)
+      throw new DataError(`corrupt zip central directory (entry ${i})`, { file });
     const method = buf.readUInt16LE(p + 10);
     let compressedSize = buf.readUInt32LE(p + 20);
     let size = buf.readUInt32LE(p + 24);
@@ -102,13 +150,25 @@ function readZipDirectory(buf: Buffer, file: string): Map<string, ZipEntry> {
       const len = buf.readUInt16LE(e + 2);
       if (id === 1) {
         let q = e + 4;
-        if (size === 0xffffffff) { size = Number(buf.readBigUInt64LE(q)); q += 8; }
-        if (compressedSize === 0xffffffff) { compressedSize = Number(buf.readBigUInt64LE(q)); q += 8; }
-        if (localOffset === 0xffffffff) { localOffset = Number(buf.readBigUInt64LE(q)); }
+        if (size === 0xffffffff) {
+          size = Number(buf.readBigUInt64LE(q));
+          q += 8;
+        }
+        if (compressedSize === 0xffffffff) {
+          compressedSize = Number(buf.readBigUInt64LE(q));
+          q += 8;
+        }
+        if (localOffset === 0xffffffff) {
+          localOffset = Number(buf.readBigUInt64LE(q));
+        }
       }
       e += 4 + len;
     }
-    if (localOffset + 30 > buf.length || localOffset + compressedSize > buf.length) throw new DataError(`zip entry lies beyond the end of the file (offset ${localOffset}, ${compressedSize} bytes; file has ${buf.length})`, { file, field: name });
+    if (localOffset + 30 > buf.length || localOffset + compressedSize > buf.length)
+      throw new DataError(
+        `zip entry lies beyond the end of the file (offset ${localOffset}, ${compressedSize} bytes; file has ${buf.length})`,
+        { file, field: name },
+      );
     entries.set(name, { name, method, compressedSize, size, localOffset });
     p = eEnd + commentLen;
   }
@@ -118,11 +178,17 @@ function readZipDirectory(buf: Buffer, file: string): Map<string, ZipEntry> {
 /** What the reader may still allocate; `take` fails before an allocation that would exceed it. */
 export class ByteBudget {
   private used = 0;
-  constructor(readonly max: number, private readonly file: string) {}
+  constructor(
+    readonly max: number,
+    private readonly file: string,
+  ) {}
 
   take(bytes: number, what: string, field?: string): void {
     if (!Number.isSafeInteger(bytes) || bytes < 0 || this.used + bytes > this.max) {
-      throw new DataError(`${what} needs ${formatBytes(bytes)}, beyond the checkpoint reader's limit of ${formatBytes(this.max)} (${formatBytes(this.used)} already used; raise SSL3D_CHECKPOINT_MAX_BYTES if the file is trusted)`, { file: this.file, field });
+      throw new DataError(
+        `${what} needs ${formatBytes(bytes)}, beyond the checkpoint reader's limit of ${formatBytes(this.max)} (${formatBytes(this.used)} already used; raise SSL3D_CHECKPOINT_MAX_BYTES if the file is trusted)`,
+        { file: this.file, field },
+      );
     }
     this.used += bytes;
   }
@@ -130,12 +196,18 @@ export class ByteBudget {
 
 function zipEntryData(buf: Buffer, e: ZipEntry, file: string, budget: ByteBudget): Buffer {
   const h = e.localOffset;
-  if (h + 30 > buf.length || buf.readUInt32LE(h) !== 0x04034b50) throw new DataError("corrupt zip local header", { file, field: e.name });
+  if (h + 30 > buf.length || buf.readUInt32LE(h) !== 0x04034b50)
+    throw new DataError("corrupt zip local header", { file, field: e.name });
   const start = h + 30 + buf.readUInt16LE(h + 26) + buf.readUInt16LE(h + 28);
-  if (start + e.compressedSize > buf.length) throw new DataError("zip entry extends past the end of the file (truncated?)", { file, field: e.name });
+  if (start + e.compressedSize > buf.length)
+    throw new DataError("zip entry extends past the end of the file (truncated?)", { file, field: e.name });
   const raw = buf.subarray(start, start + e.compressedSize);
   if (e.method === 0) {
-    if (e.size !== e.compressedSize) throw new DataError(`stored zip entry declares ${e.size} bytes but holds ${e.compressedSize}`, { file, field: e.name });
+    if (e.size !== e.compressedSize)
+      throw new DataError(`stored zip entry declares ${e.size} bytes but holds ${e.compressedSize}`, {
+        file,
+        field: e.name,
+      });
     return raw;
   }
   if (e.method !== 8) throw new DataError(`unsupported zip compression method ${e.method}`, { file, field: e.name });
@@ -146,10 +218,18 @@ function zipEntryData(buf: Buffer, e: ZipEntry, file: string, budget: ByteBudget
     out = inflateRawSync(raw, { maxOutputLength: Math.max(1, e.size + 1) });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ERR_BUFFER_TOO_LARGE") throw new DataError(`deflated entry inflates to more than the ${e.size} bytes it declares (zip bomb?)`, { file, field: e.name });
+    if (code === "ERR_BUFFER_TOO_LARGE")
+      throw new DataError(`deflated entry inflates to more than the ${e.size} bytes it declares (zip bomb?)`, {
+        file,
+        field: e.name,
+      });
     throw new DataError(`corrupt deflate data (${(err as Error).message})`, { file, field: e.name });
   }
-  if (out.length !== e.size) throw new DataError(`deflated entry inflates to ${out.length} bytes, it declares ${e.size}`, { file, field: e.name });
+  if (out.length !== e.size)
+    throw new DataError(`deflated entry inflates to ${out.length} bytes, it declares ${e.size}`, {
+      file,
+      field: e.name,
+    });
   return out;
 }
 
@@ -159,7 +239,12 @@ class Unpickler {
   private readonly memo = new Map<number, unknown>();
   private p = 0;
 
-  constructor(private readonly data: Buffer, private readonly file: string, private readonly entry: string, private readonly persistent: (pid: unknown) => unknown) {}
+  constructor(
+    private readonly data: Buffer,
+    private readonly file: string,
+    private readonly entry: string,
+    private readonly persistent: (pid: unknown) => unknown,
+  ) {}
 
   private fail(msg: string): never {
     throw new DataError(`pickle: ${msg} (at byte ${this.p})`, { file: this.file, field: this.entry });
@@ -169,11 +254,34 @@ class Unpickler {
     if (this.p + n > this.data.length) this.fail("truncated");
   }
 
-  private u8(): number { this.need(1); return this.data[this.p++]!; }
-  private u16(): number { this.need(2); const v = this.data.readUInt16LE(this.p); this.p += 2; return v; }
-  private i32(): number { this.need(4); const v = this.data.readInt32LE(this.p); this.p += 4; return v; }
-  private u32(): number { this.need(4); const v = this.data.readUInt32LE(this.p); this.p += 4; return v; }
-  private u64(): number { this.need(8); const v = Number(this.data.readBigUInt64LE(this.p)); this.p += 8; return v; }
+  private u8(): number {
+    this.need(1);
+    return this.data[this.p++]!;
+  }
+  private u16(): number {
+    this.need(2);
+    const v = this.data.readUInt16LE(this.p);
+    this.p += 2;
+    return v;
+  }
+  private i32(): number {
+    this.need(4);
+    const v = this.data.readInt32LE(this.p);
+    this.p += 4;
+    return v;
+  }
+  private u32(): number {
+    this.need(4);
+    const v = this.data.readUInt32LE(this.p);
+    this.p += 4;
+    return v;
+  }
+  private u64(): number {
+    this.need(8);
+    const v = Number(this.data.readBigUInt64LE(this.p));
+    this.p += 8;
+    return v;
+  }
   private bytes(n: number): Buffer {
     // a negative length (BINSTRING's is signed) would move the reader backwards: an endless loop
     if (!Number.isSafeInteger(n) || n < 0) this.fail(`invalid length ${n}`);
@@ -210,7 +318,9 @@ class Unpickler {
       case "collections.OrderedDict":
       case "builtins.dict":
       case "__builtin__.dict":
-        return new Map(Array.isArray(args[0]) ? (args[0] as unknown[][]).map((kv) => [kv[0], kv[1]] as [unknown, unknown]) : []);
+        return new Map(
+          Array.isArray(args[0]) ? (args[0] as unknown[][]).map((kv) => [kv[0], kv[1]] as [unknown, unknown]) : [],
+        );
       case "builtins.set":
       case "__builtin__.set":
       case "builtins.frozenset":
@@ -245,48 +355,127 @@ class Unpickler {
     for (;;) {
       const op = this.u8();
       switch (op) {
-        case 0x80: this.u8(); break; // PROTO
-        case 0x95: this.u64(); break; // FRAME
-        case 0x2e: return this.pop(); // STOP
-        case 0x28: this.marks.push(this.stack.length); break; // MARK
-        case 0x7d: this.stack.push(new Map()); break; // EMPTY_DICT
-        case 0x5d: this.stack.push([]); break; // EMPTY_LIST
-        case 0x29: this.stack.push([]); break; // EMPTY_TUPLE
-        case 0x8f: this.stack.push(new Set()); break; // EMPTY_SET
-        case 0x74: this.stack.push(this.popMark()); break; // TUPLE
-        case 0x85: this.stack.push([this.pop()]); break; // TUPLE1
-        case 0x86: { const b = this.pop(); const a = this.pop(); this.stack.push([a, b]); break; } // TUPLE2
-        case 0x87: { const c = this.pop(); const b = this.pop(); const a = this.pop(); this.stack.push([a, b, c]); break; } // TUPLE3
-        case 0x6c: this.stack.push(this.popMark()); break; // LIST
-        case 0x64: { // DICT
+        case 0x80:
+          this.u8();
+          break; // PROTO
+        case 0x95:
+          this.u64();
+          break; // FRAME
+        case 0x2e:
+          return this.pop(); // STOP
+        case 0x28:
+          this.marks.push(this.stack.length);
+          break; // MARK
+        case 0x7d:
+          this.stack.push(new Map());
+          break; // EMPTY_DICT
+        case 0x5d:
+          this.stack.push([]);
+          break; // EMPTY_LIST
+        case 0x29:
+          this.stack.push([]);
+          break; // EMPTY_TUPLE
+        case 0x8f:
+          this.stack.push(new Set());
+          break; // EMPTY_SET
+        case 0x74:
+          this.stack.push(this.popMark());
+          break; // TUPLE
+        case 0x85:
+          this.stack.push([this.pop()]);
+          break; // TUPLE1
+        case 0x86: {
+          const b = this.pop();
+          const a = this.pop();
+          this.stack.push([a, b]);
+          break;
+        } // TUPLE2
+        case 0x87: {
+          const c = this.pop();
+          const b = this.pop();
+          const a = this.pop();
+          this.stack.push([a, b, c]);
+          break;
+        } // TUPLE3
+        case 0x6c:
+          this.stack.push(this.popMark());
+          break; // LIST
+        case 0x64: {
+          // DICT
           const items = this.popMark();
           const d = new Map<unknown, unknown>();
           for (let i = 0; i + 1 < items.length; i += 2) d.set(items[i], items[i + 1]);
           this.stack.push(d);
           break;
         }
-        case 0x91: this.stack.push(new Set(this.popMark())); break; // FROZENSET
-        case 0x90: { const items = this.popMark(); const s = this.top(); if (s instanceof Set) for (const i of items) s.add(i); break; } // ADDITEMS
-        case 0x73: { const v = this.pop(); const k = this.pop(); this.setItem(this.top(), k, v); break; } // SETITEM
-        case 0x75: { // SETITEMS
+        case 0x91:
+          this.stack.push(new Set(this.popMark()));
+          break; // FROZENSET
+        case 0x90: {
+          const items = this.popMark();
+          const s = this.top();
+          if (s instanceof Set) for (const i of items) s.add(i);
+          break;
+        } // ADDITEMS
+        case 0x73: {
+          const v = this.pop();
+          const k = this.pop();
+          this.setItem(this.top(), k, v);
+          break;
+        } // SETITEM
+        case 0x75: {
+          // SETITEMS
           const items = this.popMark();
           const d = this.top();
           for (let i = 0; i + 1 < items.length; i += 2) this.setItem(d, items[i], items[i + 1]);
           break;
         }
-        case 0x61: { const v = this.pop(); const l = this.top(); if (Array.isArray(l)) l.push(v); else this.fail("APPEND to a non-list"); break; } // APPEND
-        case 0x65: { const items = this.popMark(); const l = this.top(); if (Array.isArray(l)) for (const i of items) l.push(i); else this.fail("APPENDS to a non-list"); break; } // APPENDS
-        case 0x71: this.memo.set(this.u8(), this.top()); break; // BINPUT
-        case 0x72: this.memo.set(this.u32(), this.top()); break; // LONG_BINPUT
-        case 0x70: this.memo.set(Number(this.line()), this.top()); break; // PUT
-        case 0x94: this.memo.set(this.memo.size, this.top()); break; // MEMOIZE
-        case 0x68: this.stack.push(this.memoGet(this.u8())); break; // BINGET
-        case 0x6a: this.stack.push(this.memoGet(this.u32())); break; // LONG_BINGET
-        case 0x67: this.stack.push(this.memoGet(Number(this.line()))); break; // GET
-        case 0x4a: this.stack.push(this.i32()); break; // BININT
-        case 0x4b: this.stack.push(this.u8()); break; // BININT1
-        case 0x4d: this.stack.push(this.u16()); break; // BININT2
-        case 0x8a: { // LONG1
+        case 0x61: {
+          const v = this.pop();
+          const l = this.top();
+          if (Array.isArray(l)) l.push(v);
+          else this.fail("APPEND to a non-list");
+          break;
+        } // APPEND
+        case 0x65: {
+          const items = this.popMark();
+          const l = this.top();
+          if (Array.isArray(l)) for (const i of items) l.push(i);
+          else this.fail("APPENDS to a non-list");
+          break;
+        } // APPENDS
+        case 0x71:
+          this.memo.set(this.u8(), this.top());
+          break; // BINPUT
+        case 0x72:
+          this.memo.set(this.u32(), this.top());
+          break; // LONG_BINPUT
+        case 0x70:
+          this.memo.set(Number(this.line()), this.top());
+          break; // PUT
+        case 0x94:
+          this.memo.set(this.memo.size, this.top());
+          break; // MEMOIZE
+        case 0x68:
+          this.stack.push(this.memoGet(this.u8()));
+          break; // BINGET
+        case 0x6a:
+          this.stack.push(this.memoGet(this.u32()));
+          break; // LONG_BINGET
+        case 0x67:
+          this.stack.push(this.memoGet(Number(this.line())));
+          break; // GET
+        case 0x4a:
+          this.stack.push(this.i32());
+          break; // BININT
+        case 0x4b:
+          this.stack.push(this.u8());
+          break; // BININT1
+        case 0x4d:
+          this.stack.push(this.u16());
+          break; // BININT2
+        case 0x8a: {
+          // LONG1
           const n = this.u8();
           const b = this.bytes(n);
           let v = 0n;
@@ -295,35 +484,117 @@ class Unpickler {
           this.stack.push(Number(v));
           break;
         }
-        case 0x49: { const s = this.line(); this.stack.push(s === "00" ? false : s === "01" ? true : Number(s)); break; } // INT
-        case 0x4c: this.stack.push(Number(this.line().replace(/L$/, ""))); break; // LONG
-        case 0x47: { this.need(8); this.stack.push(this.data.readDoubleBE(this.p)); this.p += 8; break; } // BINFLOAT
-        case 0x46: this.stack.push(Number(this.line())); break; // FLOAT
-        case 0x58: this.stack.push(this.bytes(this.u32()).toString("utf8")); break; // BINUNICODE
-        case 0x8c: this.stack.push(this.bytes(this.u8()).toString("utf8")); break; // SHORT_BINUNICODE
-        case 0x8d: this.stack.push(this.bytes(this.u64()).toString("utf8")); break; // BINUNICODE8
-        case 0x56: this.stack.push(this.line()); break; // UNICODE (raw-unicode-escape; ASCII in practice)
-        case 0x54: this.stack.push(this.bytes(this.i32()).toString("latin1")); break; // BINSTRING
-        case 0x55: this.stack.push(this.bytes(this.u8()).toString("latin1")); break; // SHORT_BINSTRING
-        case 0x42: this.stack.push(Buffer.from(this.bytes(this.u32()))); break; // BINBYTES
-        case 0x43: this.stack.push(Buffer.from(this.bytes(this.u8()))); break; // SHORT_BINBYTES
-        case 0x8e: this.stack.push(Buffer.from(this.bytes(this.u64()))); break; // BINBYTES8
-        case 0x96: this.stack.push(Buffer.from(this.bytes(this.u64()))); break; // BYTEARRAY8
-        case 0x4e: this.stack.push(null); break; // NONE
-        case 0x88: this.stack.push(true); break; // NEWTRUE
-        case 0x89: this.stack.push(false); break; // NEWFALSE
-        case 0x63: { const module = this.line(); const name = this.line(); this.stack.push(new PyGlobal(module, name)); break; } // GLOBAL
-        case 0x93: { const name = this.pop(); const module = this.pop(); if (typeof name !== "string" || typeof module !== "string") this.fail("STACK_GLOBAL needs two strings"); this.stack.push(new PyGlobal(module, name)); break; } // STACK_GLOBAL
-        case 0x52: { const args = this.pop(); const fn = this.pop(); this.stack.push(this.callGlobal(fn, Array.isArray(args) ? args : [])); break; } // REDUCE
-        case 0x81: { const args = this.pop(); const cls = this.pop(); this.stack.push(this.callGlobal(cls, Array.isArray(args) ? args : [])); break; } // NEWOBJ
-        case 0x92: { this.pop(); const args = this.pop(); const cls = this.pop(); this.stack.push(this.callGlobal(cls, Array.isArray(args) ? args : [])); break; } // NEWOBJ_EX
-        case 0x62: { const state = this.pop(); const obj = this.top(); if (obj instanceof PyObject) obj.state = state; break; } // BUILD (state of plain containers, e.g. OrderedDict._metadata, is dropped)
-        case 0x51: this.stack.push(this.persistent(this.pop())); break; // BINPERSID
-        case 0x50: this.stack.push(this.persistent(this.line())); break; // PERSID
-        case 0x30: this.pop(); break; // POP
-        case 0x31: this.popMark(); break; // POP_MARK
-        case 0x32: this.stack.push(this.top()); break; // DUP
-        default: this.fail(`unsupported opcode 0x${op.toString(16)}`);
+        case 0x49: {
+          const s = this.line();
+          this.stack.push(s === "00" ? false : s === "01" ? true : Number(s));
+          break;
+        } // INT
+        case 0x4c:
+          this.stack.push(Number(this.line().replace(/L$/, "")));
+          break; // LONG
+        case 0x47: {
+          this.need(8);
+          this.stack.push(this.data.readDoubleBE(this.p));
+          this.p += 8;
+          break;
+        } // BINFLOAT
+        case 0x46:
+          this.stack.push(Number(this.line()));
+          break; // FLOAT
+        case 0x58:
+          this.stack.push(this.bytes(this.u32()).toString("utf8"));
+          break; // BINUNICODE
+        case 0x8c:
+          this.stack.push(this.bytes(this.u8()).toString("utf8"));
+          break; // SHORT_BINUNICODE
+        case 0x8d:
+          this.stack.push(this.bytes(this.u64()).toString("utf8"));
+          break; // BINUNICODE8
+        case 0x56:
+          this.stack.push(this.line());
+          break; // UNICODE (raw-unicode-escape; ASCII in practice)
+        case 0x54:
+          this.stack.push(this.bytes(this.i32()).toString("latin1"));
+          break; // BINSTRING
+        case 0x55:
+          this.stack.push(this.bytes(this.u8()).toString("latin1"));
+          break; // SHORT_BINSTRING
+        case 0x42:
+          this.stack.push(Buffer.from(this.bytes(this.u32())));
+          break; // BINBYTES
+        case 0x43:
+          this.stack.push(Buffer.from(this.bytes(this.u8())));
+          break; // SHORT_BINBYTES
+        case 0x8e:
+          this.stack.push(Buffer.from(this.bytes(this.u64())));
+          break; // BINBYTES8
+        case 0x96:
+          this.stack.push(Buffer.from(this.bytes(this.u64())));
+          break; // BYTEARRAY8
+        case 0x4e:
+          this.stack.push(null);
+          break; // NONE
+        case 0x88:
+          this.stack.push(true);
+          break; // NEWTRUE
+        case 0x89:
+          this.stack.push(false);
+          break; // NEWFALSE
+        case 0x63: {
+          const module = this.line();
+          const name = this.line();
+          this.stack.push(new PyGlobal(module, name));
+          break;
+        } // GLOBAL
+        case 0x93: {
+          const name = this.pop();
+          const module = this.pop();
+          if (typeof name !== "string" || typeof module !== "string") this.fail("STACK_GLOBAL needs two strings");
+          this.stack.push(new PyGlobal(module, name));
+          break;
+        } // STACK_GLOBAL
+        case 0x52: {
+          const args = this.pop();
+          const fn = this.pop();
+          this.stack.push(this.callGlobal(fn, Array.isArray(args) ? args : []));
+          break;
+        } // REDUCE
+        case 0x81: {
+          const args = this.pop();
+          const cls = this.pop();
+          this.stack.push(this.callGlobal(cls, Array.isArray(args) ? args : []));
+          break;
+        } // NEWOBJ
+        case 0x92: {
+          this.pop();
+          const args = this.pop();
+          const cls = this.pop();
+          this.stack.push(this.callGlobal(cls, Array.isArray(args) ? args : []));
+          break;
+        } // NEWOBJ_EX
+        case 0x62: {
+          const state = this.pop();
+          const obj = this.top();
+          if (obj instanceof PyObject) obj.state = state;
+          break;
+        } // BUILD (state of plain containers, e.g. OrderedDict._metadata, is dropped)
+        case 0x51:
+          this.stack.push(this.persistent(this.pop()));
+          break; // BINPERSID
+        case 0x50:
+          this.stack.push(this.persistent(this.line()));
+          break; // PERSID
+        case 0x30:
+          this.pop();
+          break; // POP
+        case 0x31:
+          this.popMark();
+          break; // POP_MARK
+        case 0x32:
+          this.stack.push(this.top());
+          break; // DUP
+        default:
+          this.fail(`unsupported opcode 0x${op.toString(16)}`);
       }
     }
   }
@@ -361,7 +632,14 @@ export class TorchArchive {
   /** Decoded views by (storage, offset, shape, stride): aliases of one tensor share one Float32Array. */
   private readonly decoded = new Map<string, Float32Array>();
 
-  private constructor(readonly file: string, readonly root: unknown, private readonly buf: Buffer, private readonly entries: Map<string, ZipEntry>, private readonly prefix: string, private readonly budget: ByteBudget) {}
+  private constructor(
+    readonly file: string,
+    readonly root: unknown,
+    private readonly buf: Buffer,
+    private readonly entries: Map<string, ZipEntry>,
+    private readonly prefix: string,
+    private readonly budget: ByteBudget,
+  ) {}
 
   static open(buf: Buffer, file: string, opts: TorchReadOptions = {}): TorchArchive {
     const budget = new ByteBudget(opts.maxBytes ?? limit("checkpointBytes"), file);
@@ -385,18 +663,30 @@ export class TorchArchive {
     }
     const persistent = (pid: unknown): unknown => {
       // ('storage', storage_type, key, location, numel)
-      if (!Array.isArray(pid) || pid[0] !== "storage") throw new DataError(`unknown persistent id ${pyRepr(pid)}`, { file, field: pkl });
+      if (!Array.isArray(pid) || pid[0] !== "storage")
+        throw new DataError(`unknown persistent id ${pyRepr(pid)}`, { file, field: pkl });
       const [, type, key, , numel] = pid as unknown[];
       const typeName = type instanceof PyGlobal ? type.name : typeof type === "string" ? type : pyRepr(type);
-      if (typeof key !== "string") throw new DataError(`storage key must be a string, got ${pyRepr(key)}`, { file, field: pkl });
+      if (typeof key !== "string")
+        throw new DataError(`storage key must be a string, got ${pyRepr(key)}`, { file, field: pkl });
       const record = `${prefix}data/${key}`;
       const dtype = STORAGE_DTYPES[typeName];
-      if (dtype === undefined) throw new DataError(`unsupported storage type ${type instanceof PyGlobal ? type.path : typeName}`, { file, field: record });
-      if (typeof numel !== "number" || !Number.isSafeInteger(numel) || numel < 0) throw new DataError(`storage size ${pyRepr(numel)} is not a non-negative integer`, { file, field: record });
+      if (dtype === undefined)
+        throw new DataError(`unsupported storage type ${type instanceof PyGlobal ? type.path : typeName}`, {
+          file,
+          field: record,
+        });
+      if (typeof numel !== "number" || !Number.isSafeInteger(numel) || numel < 0)
+        throw new DataError(`storage size ${pyRepr(numel)} is not a non-negative integer`, { file, field: record });
       const e = entries.get(record);
-      if (e === undefined && numel > 0) throw new DataError("storage record missing from the archive", { file, field: record });
+      if (e === undefined && numel > 0)
+        throw new DataError("storage record missing from the archive", { file, field: record });
       // the declared element count must match the record's real size (torch writes exactly numel × element bytes)
-      if (e !== undefined && e.size !== numel * DTYPE_BYTES[dtype]) throw new DataError(`storage declares ${numel} ${dtype} elements (${numel * DTYPE_BYTES[dtype]} bytes) but the record holds ${e.size} bytes`, { file, field: record });
+      if (e !== undefined && e.size !== numel * DTYPE_BYTES[dtype])
+        throw new DataError(
+          `storage declares ${numel} ${dtype} elements (${numel * DTYPE_BYTES[dtype]} bytes) but the record holds ${e.size} bytes`,
+          { file, field: record },
+        );
       return new TorchStorageRef(key, dtype, numel);
     };
     const root = new Unpickler(zipEntryData(buf, entries.get(pkl)!, file, budget), file, pkl, persistent).run();
@@ -407,7 +697,8 @@ export class TorchArchive {
     const cached = this.records.get(name);
     if (cached !== undefined) return cached;
     const e = this.entries.get(name);
-    if (e === undefined) throw new DataError(`storage record ${name} missing from the archive`, { file: this.file, field });
+    if (e === undefined)
+      throw new DataError(`storage record ${name} missing from the archive`, { file: this.file, field });
     const raw = zipEntryData(this.buf, e, this.file, this.budget);
     this.records.set(name, raw);
     return raw;
@@ -418,16 +709,20 @@ export class TorchArchive {
     const bad = (msg: string): never => {
       throw new DataError(`tensor view: ${msg}`, { file: this.file, field });
     };
-    const ints = (v: readonly unknown[]): boolean => v.every((x) => typeof x === "number" && Number.isSafeInteger(x) && x >= 0);
+    const ints = (v: readonly unknown[]): boolean =>
+      v.every((x) => typeof x === "number" && Number.isSafeInteger(x) && x >= 0);
     if (t.shape.length > 16) bad(`${t.shape.length} dimensions (at most 16)`);
     if (!ints(t.shape)) bad(`shape ${pyRepr(t.shape)} is not a list of non-negative integers`);
-    if (t.stride.length !== t.shape.length || !ints(t.stride)) bad(`stride ${pyRepr(t.stride)} does not match shape [${t.shape.join(",")}]`);
-    if (typeof t.offset !== "number" || !Number.isSafeInteger(t.offset) || t.offset < 0) bad(`storage offset ${pyRepr(t.offset)} is not a non-negative integer`);
+    if (t.stride.length !== t.shape.length || !ints(t.stride))
+      bad(`stride ${pyRepr(t.stride)} does not match shape [${t.shape.join(",")}]`);
+    if (typeof t.offset !== "number" || !Number.isSafeInteger(t.offset) || t.offset < 0)
+      bad(`storage offset ${pyRepr(t.offset)} is not a non-negative integer`);
     let size = 1;
     for (const d of t.shape) size = Math.min(size * d, Number.MAX_SAFE_INTEGER);
     if (size === 0) return;
     const numel = t.storage.numel;
-    if (size > numel) bad(`${size} elements over a storage of ${numel} (broadcast/stride-0 views are not supported in checkpoints)`);
+    if (size > numel)
+      bad(`${size} elements over a storage of ${numel} (broadcast/stride-0 views are not supported in checkpoints)`);
     let maxIndex = t.offset;
     for (let d = 0; d < t.shape.length; d++) maxIndex += (t.shape[d]! - 1) * t.stride[d]!;
     if (maxIndex >= numel) bad(`exceeds its storage (${maxIndex + 1} > ${numel} elements)`);
@@ -470,9 +765,12 @@ export class TorchArchive {
 
 function elementReader(raw: Buffer, dtype: TorchDtype): (i: number) => number {
   switch (dtype) {
-    case "float32": return (i) => raw.readFloatLE(4 * i);
-    case "float64": return (i) => raw.readDoubleLE(8 * i);
-    case "float16": return (i) => halfToFloat(raw.readUInt16LE(2 * i));
+    case "float32":
+      return (i) => raw.readFloatLE(4 * i);
+    case "float64":
+      return (i) => raw.readDoubleLE(8 * i);
+    case "float16":
+      return (i) => halfToFloat(raw.readUInt16LE(2 * i));
     case "bfloat16": {
       const f = new Float32Array(1);
       const u = new Uint32Array(f.buffer);
@@ -481,12 +779,17 @@ function elementReader(raw: Buffer, dtype: TorchDtype): (i: number) => number {
         return f[0]!;
       };
     }
-    case "int64": return (i) => Number(raw.readBigInt64LE(8 * i));
-    case "int32": return (i) => raw.readInt32LE(4 * i);
-    case "int16": return (i) => raw.readInt16LE(2 * i);
-    case "int8": return (i) => raw.readInt8(i);
+    case "int64":
+      return (i) => Number(raw.readBigInt64LE(8 * i));
+    case "int32":
+      return (i) => raw.readInt32LE(4 * i);
+    case "int16":
+      return (i) => raw.readInt16LE(2 * i);
+    case "int8":
+      return (i) => raw.readInt8(i);
     case "uint8":
-    case "bool": return (i) => raw[i]!;
+    case "bool":
+      return (i) => raw[i]!;
   }
 }
 
@@ -503,11 +806,18 @@ function halfToFloat(h: number): number {
 class Walk {
   private nodes = 0;
   private readonly path = new Set<unknown>();
-  constructor(private readonly maxNodes = limit("pickleNodes"), private readonly maxDepth = limit("pickleDepth")) {}
+  constructor(
+    private readonly maxNodes = limit("pickleNodes"),
+    private readonly maxDepth = limit("pickleDepth"),
+  ) {}
 
   enter(v: unknown): void {
-    if (++this.nodes > this.maxNodes) throw new DataError(`pickled value has more than ${this.maxNodes} nodes counting shared references (a "billion laughs" pickle?; limit SSL3D_PICKLE_MAX_NODES)`);
-    if (this.path.size >= this.maxDepth) throw new DataError(`pickled value nested deeper than ${this.maxDepth} levels (limit SSL3D_PICKLE_MAX_DEPTH)`);
+    if (++this.nodes > this.maxNodes)
+      throw new DataError(
+        `pickled value has more than ${this.maxNodes} nodes counting shared references (a "billion laughs" pickle?; limit SSL3D_PICKLE_MAX_NODES)`,
+      );
+    if (this.path.size >= this.maxDepth)
+      throw new DataError(`pickled value nested deeper than ${this.maxDepth} levels (limit SSL3D_PICKLE_MAX_DEPTH)`);
     if (typeof v === "object" && v !== null) {
       if (this.path.has(v)) throw new DataError("pickled value contains itself (a reference cycle)");
       this.path.add(v);
@@ -530,16 +840,26 @@ export function toPlain(v: unknown, walk = new Walk()): unknown {
     if (v instanceof Map) {
       const o: Record<string, unknown> = {};
       for (const [k, x] of v) {
-        const key = typeof k === "string" || typeof k === "number" || typeof k === "boolean" || k === null ? String(k) : pyRepr(k, 200);
+        const key =
+          typeof k === "string" || typeof k === "number" || typeof k === "boolean" || k === null
+            ? String(k)
+            : pyRepr(k, 200);
         // a "__proto__" key must stay data, never become the object's prototype
-        Object.defineProperty(o, key, { value: toPlain(x, walk), enumerable: true, writable: true, configurable: true });
+        Object.defineProperty(o, key, {
+          value: toPlain(x, walk),
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
       }
       return o;
     }
     if (Array.isArray(v)) return v.map((x) => toPlain(x, walk));
     if (v instanceof Set) return [...v].map((x) => toPlain(x, walk));
-    if (v instanceof TorchTensorRef) return { tensor: v.dtype, shape: [...v.shape].map((d) => (typeof d === "number" ? d : null)) };
-    if (v instanceof PyObject) return { object: v.cls.path, args: v.args.map((x) => toPlain(x, walk)), state: toPlain(v.state, walk) };
+    if (v instanceof TorchTensorRef)
+      return { tensor: v.dtype, shape: [...v.shape].map((d) => (typeof d === "number" ? d : null)) };
+    if (v instanceof PyObject)
+      return { object: v.cls.path, args: v.args.map((x) => toPlain(x, walk)), state: toPlain(v.state, walk) };
     if (v instanceof PyGlobal) return { global: v.path };
     if (Buffer.isBuffer(v)) return { bytes: v.length };
     return v;

@@ -9,7 +9,10 @@
 
 /** A float32 tensor stored in record `data/<storageKey>`. */
 export class TorchTensor {
-  constructor(readonly storageKey: string, readonly shape: readonly number[]) {}
+  constructor(
+    readonly storageKey: string,
+    readonly shape: readonly number[],
+  ) {}
 }
 
 export class PyTuple {
@@ -25,7 +28,17 @@ export class PyFloat {
   constructor(readonly value: number) {}
 }
 
-export type PyValue = null | boolean | number | string | PyFloat | PyTuple | PyOrderedDict | TorchTensor | readonly PyValue[] | { readonly [k: string]: PyValue };
+export type PyValue =
+  | null
+  | boolean
+  | number
+  | string
+  | PyFloat
+  | PyTuple
+  | PyOrderedDict
+  | TorchTensor
+  | readonly PyValue[]
+  | { readonly [k: string]: PyValue };
 
 class PickleWriter {
   private readonly chunks: Buffer[] = [];
@@ -47,7 +60,8 @@ class PickleWriter {
   }
 
   int(n: number): void {
-    if (n >= 0 && n < 256) this.byte(0x4b, n); // BININT1
+    if (n >= 0 && n < 256)
+      this.byte(0x4b, n); // BININT1
     else if (n >= -(2 ** 31) && n < 2 ** 31) {
       const b = Buffer.alloc(5);
       b[0] = 0x4a; // BININT
@@ -198,7 +212,8 @@ export function zipStored(entries: readonly { name: string; data: Uint8Array }[]
     local.writeUInt16LE(0x4246, 30 + name.length); // "FB" padding field, as torch's writer
     local.writeUInt16LE(pad, 32 + name.length);
     pad = 0;
-    if (offset + local.length + e.data.length > 0xffffffff) throw new Error("checkpoint larger than 4 GiB: zip64 is not supported");
+    if (offset + local.length + e.data.length > 0xffffffff)
+      throw new Error("checkpoint larger than 4 GiB: zip64 is not supported");
     const cd = Buffer.alloc(46 + name.length);
     cd.writeUInt32LE(0x02014b50, 0);
     cd.writeUInt16LE(20, 4);
@@ -230,7 +245,11 @@ export function zipStored(entries: readonly { name: string; data: Uint8Array }[]
 export function torchSave(obj: PyValue, storages: ReadonlyMap<string, Float32Array>, archiveName = "archive"): Buffer {
   const entries: { name: string; data: Uint8Array }[] = [{ name: `${archiveName}/data.pkl`, data: pickle(obj) }];
   entries.push({ name: `${archiveName}/byteorder`, data: Buffer.from("little") });
-  for (const [key, data] of storages) entries.push({ name: `${archiveName}/data/${key}`, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+  for (const [key, data] of storages)
+    entries.push({
+      name: `${archiveName}/data/${key}`,
+      data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    });
   entries.push({ name: `${archiveName}/version`, data: Buffer.from("3\n") });
   return zipStored(entries);
 }

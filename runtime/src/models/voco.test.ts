@@ -34,14 +34,37 @@ test("state dict: upstream names (encoder.* without decoder aliases, projector.l
   const net = createNetwork("voco-resenc-xs", { patchSize: [16, 16, 16], headDim: 32, seed: 2 });
   const sd = torchStateDict(net, { aliases: true });
   const keys = [...sd.keys()];
-  assert.ok(keys.every((k) => k.startsWith("encoder.") || k.startsWith("projector.")), keys.filter((k) => !k.startsWith("encoder.")).join(","));
+  assert.ok(
+    keys.every((k) => k.startsWith("encoder.") || k.startsWith("projector.")),
+    keys.filter((k) => !k.startsWith("encoder.")).join(","),
+  );
   assert.ok(keys.includes("encoder.stem.convs.0.all_modules.0.weight"));
-  assert.deepEqual(keys.filter((k) => k.startsWith("projector.")), ["projector.layer1.0.weight", "projector.layer1.0.bias", "projector.layer2.0.weight", "projector.layer2.0.bias", "projector.layer3.0.weight", "projector.layer3.0.bias"]);
+  assert.deepEqual(
+    keys.filter((k) => k.startsWith("projector.")),
+    [
+      "projector.layer1.0.weight",
+      "projector.layer1.0.bias",
+      "projector.layer2.0.weight",
+      "projector.layer2.0.bias",
+      "projector.layer3.0.weight",
+      "projector.layer3.0.bias",
+    ],
+  );
   assert.deepEqual(sd.get("projector.layer1.0.weight")!.shape, [32, 8 + 16 + 32 + 64]); // PyTorch [out, in]
   assert.deepEqual(sd.get("projector.layer3.0.weight")!.shape, [32, 32]);
-  assert.deepEqual(aliasesOf(net.config, "encoder.stages.0.blocks.0.conv1.conv.weight"), ["encoder.stages.0.blocks.0.conv1.all_modules.0.weight"]);
+  assert.deepEqual(aliasesOf(net.config, "encoder.stages.0.blocks.0.conv1.conv.weight"), [
+    "encoder.stages.0.blocks.0.conv1.all_modules.0.weight",
+  ]);
   const a = net.config.adaptation;
-  assert.deepEqual([a.archClassName, a.keyToEncoder, a.keyToStem, a.keysToInProj], ["ResidualEncoderUNet", "encoder.stages", "encoder.stem", ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]]);
+  assert.deepEqual(
+    [a.archClassName, a.keyToEncoder, a.keyToStem, a.keysToInProj],
+    [
+      "ResidualEncoderUNet",
+      "encoder.stages",
+      "encoder.stem",
+      ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"],
+    ],
+  );
   // the network sees 16³ crops; downstream nnU-Net is told upstream's 160³, as by every nnssl trainer
   const plan = adaptationPlan(net.config);
   assert.deepEqual([plan.recommended_downstream_patchsize, plan.key_to_encoder], [[160, 160, 160], "encoder.stages"]);
@@ -49,7 +72,11 @@ test("state dict: upstream names (encoder.* without decoder aliases, projector.l
 });
 
 test("row normalisation = InstanceNorm1d(affine=False) on [N, H]: every row mean 0, biased variance 1 (eps 1e-5)", () => {
-  const x = tf.tensor2d([[1, 2, 3, 4], [10, 10, 10, 14], [0, 0, 0, 0]]);
+  const x = tf.tensor2d([
+    [1, 2, 3, 4],
+    [10, 10, 10, 14],
+    [0, 0, 0, 0],
+  ]);
   const y = rowNorm(x).arraySync();
   const m = (r: number[]) => r.reduce((a, b) => a + b, 0) / r.length;
   assert.ok(Math.abs(m(y[0]!)) < 1e-6 && Math.abs(m(y[1]!)) < 1e-6);
@@ -61,12 +88,20 @@ test("row normalisation = InstanceNorm1d(affine=False) on [N, H]: every row mean
 });
 
 test("embeddings: [N, headDim], a crop's embedding does not depend on the rest of the batch, apply() = embed as [N,1,1,1,D]", () => {
-  const net = createNetwork("voco-resenc-xs", { features: [4, 8], strides: [1, 2], patchSize: [8, 8, 8], headDim: 16, seed: 3 });
+  const net = createNetwork("voco-resenc-xs", {
+    features: [4, 8],
+    strides: [1, 2],
+    patchSize: [8, 8, 8],
+    headDim: 16,
+    seed: 3,
+  });
   assert.ok(isEmbeddingNetwork(net));
   const x = tf.randomNormal<tf.Rank.R5>([3, 8, 8, 8, 1], 0, 1, "float32", 1);
   const before = tf.memory().numTensors;
   const all = tf.tidy(() => net.embed(x, { training: true }).arraySync());
-  const one = tf.tidy(() => net.embed(tf.slice(x, [1, 0, 0, 0, 0], [1, -1, -1, -1, -1]), { training: true }).arraySync());
+  const one = tf.tidy(() =>
+    net.embed(tf.slice(x, [1, 0, 0, 0, 0], [1, -1, -1, -1, -1]), { training: true }).arraySync(),
+  );
   assert.equal(tf.memory().numTensors, before);
   assert.equal(all.length, 3);
   assert.equal(all[0]!.length, 16);
@@ -80,7 +115,13 @@ test("embeddings: [N, headDim], a crop's embedding does not depend on the rest o
 });
 
 test("save/load round trip rebuilds the VoCo network with identical weights (checkpoints, ssl3d export)", async () => {
-  const net = createNetwork("voco-resenc-xs", { features: [4, 8], strides: [1, 2], patchSize: [8, 8, 8], headDim: 16, seed: 6 });
+  const net = createNetwork("voco-resenc-xs", {
+    features: [4, 8],
+    strides: [1, 2],
+    patchSize: [8, 8, 8],
+    headDim: 16,
+    seed: 6,
+  });
   const file = join(tmp("ssl3d-voco-"), "n.safetensors");
   await saveNetwork(net, file);
   const { net: back } = await loadNetwork(file);
@@ -100,11 +141,18 @@ test("voco-primus: upstream VoCoEvaArchitecture counts and names (encoder.down_p
   assert.throws(() => countParams("voco-primus-xs", { decoderDepth: 2 }), ConfigError);
   const net = createNetwork("voco-primus-xs", { patchSize: [16, 16, 16], headDim: 8, seed: 1 });
   const keys = [...torchStateDict(net, { aliases: true }).keys()];
-  assert.ok(keys.includes("encoder.mask_token") && keys.includes("encoder.down_projection.proj.weight") && keys.includes("encoder.eva.pos_embed"));
+  assert.ok(
+    keys.includes("encoder.mask_token") &&
+      keys.includes("encoder.down_projection.proj.weight") &&
+      keys.includes("encoder.eva.pos_embed"),
+  );
   assert.ok(!keys.some((k) => k.includes("up_projection") || k.includes("decoder")), keys.join(","));
   assert.deepEqual(keys.filter((k) => k.startsWith("projector.")).length, 6);
   const a = net.config.adaptation;
-  assert.deepEqual([a.archClassName, a.keyToEncoder, a.keyToStem, a.keysToInProj, a.keyToLpe], ["PrimusXS", "encoder.eva", "encoder.down_projection", ["encoder.down_projection.proj"], "encoder.eva.pos_embed"]);
+  assert.deepEqual(
+    [a.archClassName, a.keyToEncoder, a.keyToStem, a.keysToInProj, a.keyToLpe],
+    ["PrimusXS", "encoder.eva", "encoder.down_projection", ["encoder.down_projection.proj"], "encoder.eva.pos_embed"],
+  );
   assert.ok(isEmbeddingNetwork(net));
   const x = tf.randomNormal<tf.Rank.R5>([2, 16, 16, 16, 1], 0, 1, "float32", 3);
   const before = tf.memory().numTensors;

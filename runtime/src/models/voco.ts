@@ -28,7 +28,13 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError } from "../errors.js";
-import type { ArchitectureEntry, CreateNetworkOptions, ForwardContext, Network, NetworkConfig } from "./architecture.js";
+import type {
+  ArchitectureEntry,
+  CreateNetworkOptions,
+  ForwardContext,
+  Network,
+  NetworkConfig,
+} from "./architecture.js";
 import { linear } from "./ops/index.js";
 import { countDecls, DeclBuilder, instantiate, param, type ParamDecl } from "./params.js";
 import { RESENC_L, RESENC_XS, ResEncUNet, resolveResEnc, declareResEnc, type ResEncPreset } from "./resenc-unet.js";
@@ -57,7 +63,8 @@ export interface VoCoPreset {
 
 export const VOCO_RESENC_L: VoCoPreset = {
   key: "voco-resenc-l",
-  description: "nnssl VoCoArchitecture (VoCo/SimCLR): ResEnc-L encoder, pooled 1120 features → 2048-2048-2048 projection head",
+  description:
+    "nnssl VoCoArchitecture (VoCo/SimCLR): ResEnc-L encoder, pooled 1120 features → 2048-2048-2048 projection head",
   encoder: RESENC_L,
   headDim: 2048,
   overridable: false,
@@ -65,7 +72,8 @@ export const VOCO_RESENC_L: VoCoPreset = {
 
 export const VOCO_RESENC_XS: VoCoPreset = {
   key: "voco-resenc-xs",
-  description: "VoCoArchitecture on the small resenc-xs encoder with a 256-wide head (tests, CPU runs); head width overridable (headDim)",
+  description:
+    "VoCoArchitecture on the small resenc-xs encoder with a 256-wide head (tests, CPU runs); head width overridable (headDim)",
   encoder: RESENC_XS,
   headDim: 256,
   overridable: true,
@@ -83,13 +91,21 @@ export function rowNorm(x: tf.Tensor2D, eps = ROW_NORM_EPS): tf.Tensor2D {
   });
 }
 
-function splitOptions(preset: VoCoPreset, opts: CreateNetworkOptions): { encoderOpts: CreateNetworkOptions; headDim: number } {
+function splitOptions(
+  preset: VoCoPreset,
+  opts: CreateNetworkOptions,
+): { encoderOpts: CreateNetworkOptions; headDim: number } {
   const { headDim: hd, encoderOnly, ...rest } = opts;
-  if (encoderOnly !== undefined && encoderOnly !== true) throw new ConfigError(`${preset.key} is always encoder-only`, { field: "encoderOnly" });
+  if (encoderOnly !== undefined && encoderOnly !== true)
+    throw new ConfigError(`${preset.key} is always encoder-only`, { field: "encoderOnly" });
   let headDim = preset.headDim;
   if (hd !== undefined) {
-    if (!Number.isInteger(hd) || (hd as number) <= 0) throw new ConfigError(`must be a positive integer, got ${JSON.stringify(hd)}`, { field: "headDim" });
-    if (!preset.overridable && hd !== preset.headDim) throw new ConfigError(`${preset.key} is a fixed preset; use voco-resenc-xs to change "headDim"`, { field: "headDim" });
+    if (!Number.isInteger(hd) || (hd as number) <= 0)
+      throw new ConfigError(`must be a positive integer, got ${JSON.stringify(hd)}`, { field: "headDim" });
+    if (!preset.overridable && hd !== preset.headDim)
+      throw new ConfigError(`${preset.key} is a fixed preset; use voco-resenc-xs to change "headDim"`, {
+        field: "headDim",
+      });
     headDim = hd as number;
   }
   return { encoderOpts: { ...rest, encoderOnly: true }, headDim };
@@ -180,7 +196,10 @@ export function vocoEntry(preset: VoCoPreset): ArchitectureEntry {
       const { encoderOpts, headDim } = splitOptions(preset, opts);
       const r = resolveResEnc(preset.encoder, encoderOpts);
       const features = r.hyper.features.reduce((a, b) => a + b, 0);
-      return countDecls(declareResEnc(r.hyper, r.inChannels, r.outChannels, true)) + countDecls(declareHead(features, headDim));
+      return (
+        countDecls(declareResEnc(r.hyper, r.inChannels, r.outChannels, true)) +
+        countDecls(declareHead(features, headDim))
+      );
     },
   };
 }
@@ -196,7 +215,8 @@ export interface VoCoPrimusPreset {
 
 export const VOCO_PRIMUS_M: VoCoPrimusPreset = {
   key: "voco-primus-m",
-  description: "nnssl VoCoEvaArchitecture (VoCo/SimCLR on Primus-M): EvaMAE encoder without decoder, pooled 864 features → 2048-2048-2048 head",
+  description:
+    "nnssl VoCoEvaArchitecture (VoCo/SimCLR on Primus-M): EvaMAE encoder without decoder, pooled 864 features → 2048-2048-2048 head",
   encoderKey: "eva-mae-m",
   headDim: 2048,
   overridable: false,
@@ -216,13 +236,21 @@ function evaPreset(key: string): PrimusPreset {
   return p;
 }
 
-function splitPrimusOptions(preset: VoCoPrimusPreset, opts: CreateNetworkOptions): { encoderOpts: CreateNetworkOptions; headDim: number } {
+function splitPrimusOptions(
+  preset: VoCoPrimusPreset,
+  opts: CreateNetworkOptions,
+): { encoderOpts: CreateNetworkOptions; headDim: number } {
   const { headDim: hd, decoderDepth, outChannels: _out, ...rest } = opts;
-  if (decoderDepth !== undefined && decoderDepth !== 0) throw new ConfigError(`${preset.key} has no decoder (decoderDepth 0)`, { field: "decoderDepth" });
+  if (decoderDepth !== undefined && decoderDepth !== 0)
+    throw new ConfigError(`${preset.key} has no decoder (decoderDepth 0)`, { field: "decoderDepth" });
   let headDim = preset.headDim;
   if (hd !== undefined) {
-    if (!Number.isInteger(hd) || (hd as number) <= 0) throw new ConfigError(`must be a positive integer, got ${JSON.stringify(hd)}`, { field: "headDim" });
-    if (!preset.overridable && hd !== preset.headDim) throw new ConfigError(`${preset.key} is a fixed preset; use voco-primus-xs to change "headDim"`, { field: "headDim" });
+    if (!Number.isInteger(hd) || (hd as number) <= 0)
+      throw new ConfigError(`must be a positive integer, got ${JSON.stringify(hd)}`, { field: "headDim" });
+    if (!preset.overridable && hd !== preset.headDim)
+      throw new ConfigError(`${preset.key} is a fixed preset; use voco-primus-xs to change "headDim"`, {
+        field: "headDim",
+      });
     headDim = hd as number;
   }
   return { encoderOpts: { ...rest, decoderDepth: 0, outChannels: 1 }, headDim };
@@ -253,8 +281,16 @@ export class VoCoPrimusNetwork implements EmbeddingNetwork {
       throw err;
     }
     this.embedDim = headDim;
-    this.declarations = [...this.encoder.declarations.filter((d) => ENCODER_ONLY(d.name)).map((d) => ({ ...d, name: `encoder.${d.name}` })), ...headDecls];
-    this.weights = new Map([...[...this.encoder.weights].filter(([k]) => ENCODER_ONLY(k)).map(([k, v]) => [`encoder.${k}`, v] as const), ...this.head]);
+    this.declarations = [
+      ...this.encoder.declarations
+        .filter((d) => ENCODER_ONLY(d.name))
+        .map((d) => ({ ...d, name: `encoder.${d.name}` })),
+      ...headDecls,
+    ];
+    this.weights = new Map([
+      ...[...this.encoder.weights].filter(([k]) => ENCODER_ONLY(k)).map(([k, v]) => [`encoder.${k}`, v] as const),
+      ...this.head,
+    ]);
     this.config = {
       ...enc,
       name: preset.key,
@@ -305,7 +341,10 @@ export function vocoPrimusEntry(preset: VoCoPrimusPreset): ArchitectureEntry {
     countParams: (opts) => {
       const { encoderOpts, headDim } = splitPrimusOptions(preset, opts);
       const r = resolvePrimus(evaPreset(preset.encoderKey), encoderOpts);
-      return countDecls(declarePrimus(r, true).filter((d) => ENCODER_ONLY(d.name))) + countDecls(declareHead(r.hyper.embedDim, headDim));
+      return (
+        countDecls(declarePrimus(r, true).filter((d) => ENCODER_ONLY(d.name))) +
+        countDecls(declareHead(r.hyper.embedDim, headDim))
+      );
     },
   };
 }

@@ -17,7 +17,14 @@ export const FONT_FAMILY = "DejaVu Sans";
 const FONT_FILE = createRequire(import.meta.url).resolve("dejavu-fonts-ttf/ttf/DejaVuSans.ttf");
 
 /** Series colours (matplotlib's tab10, as upstream's plots): train blue, validation red, learning rate green, time purple. */
-export const COLORS = { train: "#1f77b4", val: "#d62728", lr: "#2ca02c", time: "#9467bd", throughput: "#ff7f0e", step: "#aec7e8" } as const;
+export const COLORS = {
+  train: "#1f77b4",
+  val: "#d62728",
+  lr: "#2ca02c",
+  time: "#9467bd",
+  throughput: "#ff7f0e",
+  step: "#aec7e8",
+} as const;
 
 /** One curve: points [x, y] with y null for a gap. */
 export interface Series {
@@ -61,8 +68,17 @@ const GAP = 62;
 function seriesOption(s: Series, i: number, logY: boolean): Record<string, unknown> {
   const data = s.points.map(([x, y]) => [x, y === null || !Number.isFinite(y) || (logY && y <= 0) ? null : y]);
   return {
-    type: "line", name: s.name, xAxisIndex: i, yAxisIndex: i, data, color: s.color, connectNulls: false,
-    showSymbol: s.symbols ?? s.points.length <= 60, symbolSize: 6, lineStyle: { width: s.width ?? 2.5 }, animation: false,
+    type: "line",
+    name: s.name,
+    xAxisIndex: i,
+    yAxisIndex: i,
+    data,
+    color: s.color,
+    connectNulls: false,
+    showSymbol: s.symbols ?? s.points.length <= 60,
+    symbolSize: 6,
+    lineStyle: { width: s.width ?? 2.5 },
+    animation: false,
   };
 }
 
@@ -73,16 +89,50 @@ export function chartOption(spec: ChartSpec): Record<string, unknown> {
     backgroundColor: "#ffffff",
     animation: false,
     textStyle: { fontFamily: FONT_FAMILY },
-    title: { text: spec.title, subtext: spec.subtitle ?? "", left: "center", top: 6, textStyle: { fontFamily: FONT_FAMILY, fontSize: 17 }, subtextStyle: { fontFamily: FONT_FAMILY, fontSize: 12 } },
-    legend: { top: 50, left: "center", itemGap: 34, textStyle: axisText, data: spec.panels.flatMap((p) => p.series.map((s) => s.name)) },
-    grid: spec.panels.map((_, i) => ({ left: 92, right: 28, top: TOP + i * (spec.panelHeight + GAP), height: spec.panelHeight })),
+    title: {
+      text: spec.title,
+      subtext: spec.subtitle ?? "",
+      left: "center",
+      top: 6,
+      textStyle: { fontFamily: FONT_FAMILY, fontSize: 17 },
+      subtextStyle: { fontFamily: FONT_FAMILY, fontSize: 12 },
+    },
+    legend: {
+      top: 50,
+      left: "center",
+      itemGap: 34,
+      textStyle: axisText,
+      data: spec.panels.flatMap((p) => p.series.map((s) => s.name)),
+    },
+    grid: spec.panels.map((_, i) => ({
+      left: 92,
+      right: 28,
+      top: TOP + i * (spec.panelHeight + GAP),
+      height: spec.panelHeight,
+    })),
     xAxis: spec.panels.map((_, i) => ({
-      type: "value", gridIndex: i, min: 0, minInterval: 1, name: spec.xName, nameLocation: "middle", nameGap: 24,
-      nameTextStyle: axisText, axisLabel: { ...axisText, fontSize: 11 }, splitLine: { show: true, lineStyle: { color: "#eee" } },
+      type: "value",
+      gridIndex: i,
+      min: 0,
+      minInterval: 1,
+      name: spec.xName,
+      nameLocation: "middle",
+      nameGap: 24,
+      nameTextStyle: axisText,
+      axisLabel: { ...axisText, fontSize: 11 },
+      splitLine: { show: true, lineStyle: { color: "#eee" } },
     })),
     yAxis: spec.panels.map((p, i) => ({
-      type: p.logY === true ? "log" : "value", gridIndex: i, scale: true, name: p.yName, nameLocation: "middle", nameGap: 70,
-      nameTextStyle: axisText, axisLabel: { ...axisText, fontSize: 11, formatter: formatTick }, axisLine: { show: true }, axisTick: { show: true },
+      type: p.logY === true ? "log" : "value",
+      gridIndex: i,
+      scale: true,
+      name: p.yName,
+      nameLocation: "middle",
+      nameGap: 70,
+      nameTextStyle: axisText,
+      axisLabel: { ...axisText, fontSize: 11, formatter: formatTick },
+      axisLine: { show: true },
+      axisTick: { show: true },
       splitLine: { show: true, lineStyle: { color: "#eee" } },
     })),
     series: spec.panels.flatMap((p, i) => p.series.map((s) => seriesOption(s, i, p.logY === true))),
@@ -107,6 +157,14 @@ export function renderChartSvg(spec: ChartSpec): string {
 
 /** Rasterise an SVG document to PNG with the bundled DejaVu Sans (no system fonts: identical output everywhere). */
 export function svgToPng(svg: string): Buffer {
-  const r = new Resvg(svg, { font: { fontFiles: [FONT_FILE], loadSystemFonts: false, defaultFontFamily: FONT_FAMILY, sansSerifFamily: FONT_FAMILY }, background: "#ffffff" });
+  const r = new Resvg(svg, {
+    font: {
+      fontFiles: [FONT_FILE],
+      loadSystemFonts: false,
+      defaultFontFamily: FONT_FAMILY,
+      sansSerifFamily: FONT_FAMILY,
+    },
+    background: "#ffffff",
+  });
   return r.render().asPng();
 }

@@ -20,7 +20,16 @@ function hexRgb(hex: string): number[] {
 test("progress chart: title, legend, axis names and tick labels are text in the SVG", () => {
   const svg = renderChartSvg(progressChart("Dataset990_Demo · BaseMAETrainer__nnsslPlans__onemmiso", logging));
   const texts = [...svg.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) => m[1]!);
-  for (const t of ["Dataset990_Demo · BaseMAETrainer__nnsslPlans__onemmiso", "train loss", "validation loss", "epoch duration", "learning rate", "loss", "epoch duration (s)", "epoch"]) {
+  for (const t of [
+    "Dataset990_Demo · BaseMAETrainer__nnsslPlans__onemmiso",
+    "train loss",
+    "validation loss",
+    "epoch duration",
+    "learning rate",
+    "loss",
+    "epoch duration (s)",
+    "epoch",
+  ]) {
     assert.ok(texts.includes(t), `missing text "${t}" (have: ${texts.slice(0, 40).join(" | ")})`);
   }
   // numeric tick labels on every axis: at least 3 x-ticks per panel and 3 y-ticks per panel
@@ -43,7 +52,8 @@ test("progress.png: the three curves in their colours, and text (dark pixels) in
       }
     return n;
   };
-  for (const c of [COLORS.train, COLORS.val, COLORS.lr, COLORS.time]) assert.ok(count(c) > 200, `curve ${c} missing (${count(c)} px)`);
+  for (const c of [COLORS.train, COLORS.val, COLORS.lr, COLORS.time])
+    assert.ok(count(c) > 200, `curve ${c} missing (${count(c)} px)`);
   // tick labels left of the plot areas (x < 88): rendered glyphs, i.e. dark anti-aliased pixels
   let dark = 0;
   for (let y = 0; y < png.height; y++)

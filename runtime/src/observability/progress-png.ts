@@ -24,12 +24,21 @@ export function progressChart(title: string, logging: TrainingLogLists): ChartSp
   const fmt = (v: number | null | undefined) => (v === null || v === undefined ? "–" : v.toPrecision(4));
   return {
     title,
-    subtitle: n === 0 ? "no epoch finished yet" : `${n} epoch(s); last train loss ${fmt(last(logging.train_losses))}, validation loss ${fmt(last(logging.val_losses))}`,
+    subtitle:
+      n === 0
+        ? "no epoch finished yet"
+        : `${n} epoch(s); last train loss ${fmt(last(logging.train_losses))}, validation loss ${fmt(last(logging.val_losses))}`,
     xName: "epoch",
     width: PROGRESS_WIDTH,
     panelHeight: 260,
     panels: [
-      { yName: "loss", series: [{ name: "train loss", color: COLORS.train, points: ep(logging.train_losses) }, { name: "validation loss", color: COLORS.val, points: ep(logging.val_losses) }] },
+      {
+        yName: "loss",
+        series: [
+          { name: "train loss", color: COLORS.train, points: ep(logging.train_losses) },
+          { name: "validation loss", color: COLORS.val, points: ep(logging.val_losses) },
+        ],
+      },
       { yName: "epoch duration (s)", series: [{ name: "epoch duration", color: COLORS.time, points: ep(durations) }] },
       { yName: "learning rate", series: [{ name: "learning rate", color: COLORS.lr, points: ep(logging.lrs) }] },
     ],

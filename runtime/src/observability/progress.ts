@@ -16,7 +16,11 @@ export function createProgress(stage: string, total: number, opts: { tty?: boole
   let done = 0;
   if (tty && total > 0) {
     const bar = new cliProgress.SingleBar(
-      { stream: process.stderr, format: `${stage} [{bar}] {value}/{total} images | {percentage}% | ETA {eta_formatted}`, hideCursor: true },
+      {
+        stream: process.stderr,
+        format: `${stage} [{bar}] {value}/{total} images | {percentage}% | ETA {eta_formatted}`,
+        hideCursor: true,
+      },
       cliProgress.Presets.shades_classic,
     );
     bar.start(total, 0);
@@ -34,7 +38,10 @@ export function createProgress(stage: string, total: number, opts: { tty?: boole
   return {
     tick: (fields = {}) => {
       done++;
-      log().info({ stage, done, total, elapsedSeconds: (Date.now() - t0) / 1000, ...fields }, `${stage} ${done}/${total}`);
+      log().info(
+        { stage, done, total, elapsedSeconds: (Date.now() - t0) / 1000, ...fields },
+        `${stage} ${done}/${total}`,
+      );
     },
     stop: () => undefined,
   };

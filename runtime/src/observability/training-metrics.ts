@@ -12,22 +12,58 @@ import { envString, processEnv, type Env, type SettingName } from "../config/set
 
 export class TrainingMetrics {
   readonly registry = new Registry();
-  readonly trainLoss = new Gauge({ name: "pretrain_train_loss", help: "Training loss of the last step (the mean of the epoch at epoch end).", registers: [this.registry] });
-  readonly valLoss = new Gauge({ name: "pretrain_val_loss", help: "Mean validation loss of the last completed epoch.", registers: [this.registry] });
-  readonly learningRate = new Gauge({ name: "pretrain_learning_rate", help: "Current learning rate.", registers: [this.registry] });
+  readonly trainLoss = new Gauge({
+    name: "pretrain_train_loss",
+    help: "Training loss of the last step (the mean of the epoch at epoch end).",
+    registers: [this.registry],
+  });
+  readonly valLoss = new Gauge({
+    name: "pretrain_val_loss",
+    help: "Mean validation loss of the last completed epoch.",
+    registers: [this.registry],
+  });
+  readonly learningRate = new Gauge({
+    name: "pretrain_learning_rate",
+    help: "Current learning rate.",
+    registers: [this.registry],
+  });
   readonly epoch = new Gauge({ name: "pretrain_epoch", help: "Current epoch (0-based).", registers: [this.registry] });
-  readonly globalStep = new Gauge({ name: "pretrain_global_step", help: "Optimizer steps taken (including skipped non-finite steps).", registers: [this.registry] });
-  readonly samples = new Counter({ name: "pretrain_samples_total", help: "Training samples (patches) consumed.", registers: [this.registry] });
+  readonly globalStep = new Gauge({
+    name: "pretrain_global_step",
+    help: "Optimizer steps taken (including skipped non-finite steps).",
+    registers: [this.registry],
+  });
+  readonly samples = new Counter({
+    name: "pretrain_samples_total",
+    help: "Training samples (patches) consumed.",
+    registers: [this.registry],
+  });
   readonly stepDuration = new Histogram({
     name: "pretrain_step_duration_seconds",
     help: "Wall time of one training step (forward, backward, update), excluding waiting for data.",
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120],
     registers: [this.registry],
   });
-  readonly lastCheckpoint = new Gauge({ name: "pretrain_last_checkpoint_timestamp_seconds", help: "Unix time of the last checkpoint written.", registers: [this.registry] });
-  readonly nonFinite = new Counter({ name: "pretrain_nonfinite_steps_total", help: "Steps skipped because the loss or gradient norm was NaN/Inf.", registers: [this.registry] });
-  readonly loaderPatches = new Counter({ name: "pretrain_loader_patches_total", help: "Patches produced by the data loader.", registers: [this.registry] });
-  readonly loaderQueueDepth = new Gauge({ name: "pretrain_loader_queue_depth", help: "Batches built and waiting to be consumed.", registers: [this.registry] });
+  readonly lastCheckpoint = new Gauge({
+    name: "pretrain_last_checkpoint_timestamp_seconds",
+    help: "Unix time of the last checkpoint written.",
+    registers: [this.registry],
+  });
+  readonly nonFinite = new Counter({
+    name: "pretrain_nonfinite_steps_total",
+    help: "Steps skipped because the loss or gradient norm was NaN/Inf.",
+    registers: [this.registry],
+  });
+  readonly loaderPatches = new Counter({
+    name: "pretrain_loader_patches_total",
+    help: "Patches produced by the data loader.",
+    registers: [this.registry],
+  });
+  readonly loaderQueueDepth = new Gauge({
+    name: "pretrain_loader_queue_depth",
+    help: "Batches built and waiting to be consumed.",
+    registers: [this.registry],
+  });
   readonly loaderWait = new Histogram({
     name: "pretrain_loader_wait_seconds",
     help: "Time the training step waited for the next batch.",
@@ -58,14 +94,22 @@ export interface MetricsServerOptions {
   readonly requestTimeoutMs?: number;
 }
 
-export const METRICS_LIMITS = { host: "127.0.0.1", maxConnections: 32, idleTimeoutMs: 5000, requestTimeoutMs: 15000 } as const;
+export const METRICS_LIMITS = {
+  host: "127.0.0.1",
+  maxConnections: 32,
+  idleTimeoutMs: 5000,
+  requestTimeoutMs: 15000,
+} as const;
 export const METRICS_ADDRESS_ENV = "SSL3D_METRICS_ADDRESS" satisfies SettingName;
 
 /** The interface to bind: `SSL3D_METRICS_ADDRESS` when set, else loopback only. */
 export function metricsHost(env: Env = processEnv()): string {
   const v = envString(METRICS_ADDRESS_ENV, env);
   if (v === undefined) return METRICS_LIMITS.host;
-  if (isIP(v) === 0 && v !== "localhost") throw new ConfigError(`${METRICS_ADDRESS_ENV} must be an IP address (e.g. 127.0.0.1 or 0.0.0.0), got "${v}"`, { field: METRICS_ADDRESS_ENV });
+  if (isIP(v) === 0 && v !== "localhost")
+    throw new ConfigError(`${METRICS_ADDRESS_ENV} must be an IP address (e.g. 127.0.0.1 or 0.0.0.0), got "${v}"`, {
+      field: METRICS_ADDRESS_ENV,
+    });
   return v;
 }
 
@@ -135,7 +179,11 @@ function handle(metrics: TrainingMetrics, req: IncomingMessage, res: ServerRespo
  * bounded connections and idle time so idle or slow clients cannot starve a scrape. A busy port is an
  * EnvironmentError (exit code 2) naming the address.
  */
-export async function serveMetrics(metrics: TrainingMetrics, port: number, opts: MetricsServerOptions = {}): Promise<MetricsServer> {
+export async function serveMetrics(
+  metrics: TrainingMetrics,
+  port: number,
+  opts: MetricsServerOptions = {},
+): Promise<MetricsServer> {
   const host = opts.host ?? metricsHost();
   const idle = opts.idleTimeoutMs ?? METRICS_LIMITS.idleTimeoutMs;
   const server: Server = createServer((req, res) => {
@@ -147,7 +195,12 @@ export async function serveMetrics(metrics: TrainingMetrics, port: number, opts:
   trackConnections(server, opts.maxConnections ?? METRICS_LIMITS.maxConnections, idle);
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err: NodeJS.ErrnoException) => {
-      const why = err.code === "EADDRINUSE" ? "is already in use (another trainer on this machine?); choose another with --metrics-port or SSL3D_METRICS_PORT" : err.code === "EADDRNOTAVAIL" ? `is not an address of this machine; check ${METRICS_ADDRESS_ENV}` : `cannot be opened: ${err.message}`;
+      const why =
+        err.code === "EADDRINUSE"
+          ? "is already in use (another trainer on this machine?); choose another with --metrics-port or SSL3D_METRICS_PORT"
+          : err.code === "EADDRNOTAVAIL"
+            ? `is not an address of this machine; check ${METRICS_ADDRESS_ENV}`
+            : `cannot be opened: ${err.message}`;
       reject(new EnvironmentError(`metrics endpoint ${host}:${port} ${why}`, { field: "--metrics-port", cause: err }));
     });
     server.listen(port, host, () => {

@@ -19,7 +19,6 @@ import { collectionFile, fingerprintFile, lockDataset, preprocessedDatasetDir } 
 import { runTasks } from "../preprocessing/pool.js";
 import type { FailedImage, FingerprintEntry, OnError } from "../preprocessing/tasks.js";
 
-
 export interface Fingerprint {
   readonly spacings: [number, number, number][];
   readonly images: FingerprintEntry[];
@@ -45,15 +44,25 @@ export async function readFingerprint(datasetName: string, env: Env = processEnv
   try {
     doc = JSON.parse(await fs.readFile(file, "utf8")) as Partial<Fingerprint>;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new ConfigError("no fingerprint: run `ssl3d fingerprint -d ...` first", { file });
+    if ((err as NodeJS.ErrnoException).code === "ENOENT")
+      throw new ConfigError("no fingerprint: run `ssl3d fingerprint -d ...` first", { file });
     throw new ConfigError(`unreadable fingerprint: ${oneLine(err)}`, { file });
   }
   if (!Array.isArray(doc.spacings)) throw new ConfigError("missing spacings list", { file, field: "spacings" });
   // an upstream fingerprint has only `spacings`
-  return { spacings: doc.spacings, images: doc.images ?? [], failed: doc.failed ?? [], dataset_name: doc.dataset_name ?? datasetName, format: "ssl3d-fingerprint/v1" };
+  return {
+    spacings: doc.spacings,
+    images: doc.images ?? [],
+    failed: doc.failed ?? [],
+    dataset_name: doc.dataset_name ?? datasetName,
+    format: "ssl3d-fingerprint/v1",
+  };
 }
 
-export async function extractFingerprint(datasetName: string, opts: StageOptions & { clean?: boolean } = {}): Promise<{ fingerprint: Fingerprint; file: string; reused: boolean }> {
+export async function extractFingerprint(
+  datasetName: string,
+  opts: StageOptions & { clean?: boolean } = {},
+): Promise<{ fingerprint: Fingerprint; file: string; reused: boolean }> {
   const lock = lockDataset(preprocessedDatasetDir(datasetName, opts.env ?? processEnv()), "ssl3d fingerprint");
   try {
     return await fingerprintLocked(datasetName, opts);
@@ -62,7 +71,10 @@ export async function extractFingerprint(datasetName: string, opts: StageOptions
   }
 }
 
-async function fingerprintLocked(datasetName: string, opts: StageOptions & { clean?: boolean }): Promise<{ fingerprint: Fingerprint; file: string; reused: boolean }> {
+async function fingerprintLocked(
+  datasetName: string,
+  opts: StageOptions & { clean?: boolean },
+): Promise<{ fingerprint: Fingerprint; file: string; reused: boolean }> {
   const env = opts.env ?? processEnv();
   const file = fingerprintFile(preprocessedDatasetDir(datasetName, env));
   const images = await loadDatasetImages(datasetName, env);
@@ -81,7 +93,10 @@ async function fingerprintLocked(datasetName: string, opts: StageOptions & { cle
         log().info({ file }, "reusing existing fingerprint (use --clean to recompute)");
         return { fingerprint: fp, file, reused: true };
       }
-      log().warn({ file, inFingerprint: have.size, inCollection: want.length }, "fingerprint does not match the collection's images; recomputing");
+      log().warn(
+        { file, inFingerprint: have.size, inCollection: want.length },
+        "fingerprint does not match the collection's images; recomputing",
+      );
     }
   }
   const entries: (FingerprintEntry | undefined)[] = new Array<FingerprintEntry | undefined>(images.length);
@@ -96,7 +111,11 @@ async function fingerprintLocked(datasetName: string, opts: StageOptions & { cle
     (o) => {
       const img = images[o.index]!;
       if (o.ok) {
-        const degenerate = !o.result.intensity.finite ? "image contains NaN or Inf" : o.result.intensity.nonzero_fraction === 0 ? "image is zero everywhere (nothing to train on)" : undefined;
+        const degenerate = !o.result.intensity.finite
+          ? "image contains NaN or Inf"
+          : o.result.intensity.nonzero_fraction === 0
+            ? "image is zero everywhere (nothing to train on)"
+            : undefined;
         if (degenerate !== undefined) {
           const reason = degenerate;
           failed.push({ unique_id: uniqueId(img), image_path: img.image_path, reason });

@@ -28,6 +28,16 @@ test("plan has the three configurations with upstream field names and values", (
   assert.deepEqual(p.configurations.onemmiso!.spacing, [1, 1, 1]);
   assert.equal(p.configurations.noresample!.spacing, null);
   assert.equal(p.configurations.onemmiso!.data_identifier, "nnsslPlans_onemmiso");
-  assert.deepEqual(p.configurations.onemmiso!.resampling_fn_data_kwargs, { is_seg: false, order: 3, order_z: 0, force_separate_z: null });
-  assert.deepEqual(p.configurations.onemmiso!.resampling_fn_mask_kwargs, { is_seg: true, order: 1, order_z: 0, force_separate_z: null });
+  assert.deepEqual(p.configurations.onemmiso!.resampling_fn_data_kwargs, {
+    is_seg: false,
+    order: 3,
+    order_z: 0,
+    force_separate_z: null,
+  });
+  assert.deepEqual(p.configurations.onemmiso!.resampling_fn_mask_kwargs, {
+    is_seg: true,
+    order: 1,
+    order_z: 0,
+    force_separate_z: null,
+  });
 });

@@ -4,7 +4,13 @@
  * `onemmiso`, `median`, `noresample`.
  */
 import { ConfigError } from "../errors.js";
-import { CONFIGURATION_NAMES, DEFAULT_PLANS_NAME, type ConfigurationName, type ConfigurationPlan, type Plan } from "../config/plans.js";
+import {
+  CONFIGURATION_NAMES,
+  DEFAULT_PLANS_NAME,
+  type ConfigurationName,
+  type ConfigurationPlan,
+  type Plan,
+} from "../config/plans.js";
 
 /** numpy `percentile(x, 50)` (linear interpolation) = median. */
 export function median(values: readonly number[]): number {
@@ -21,7 +27,10 @@ export function medianSpacing(spacings: readonly (readonly number[])[]): [number
 }
 
 /** `[argmax(spacing)] + remaining axes in order`, and its inverse. */
-export function transposeFor(spacing: readonly number[]): { forward: [number, number, number]; backward: [number, number, number] } {
+export function transposeFor(spacing: readonly number[]): {
+  forward: [number, number, number];
+  backward: [number, number, number];
+} {
   let mx = 0;
   for (let i = 1; i < 3; i++) if (spacing[i]! > spacing[mx]!) mx = i;
   const forward = [mx, ...[0, 1, 2].filter((i) => i !== mx)] as [number, number, number];
@@ -29,7 +38,11 @@ export function transposeFor(spacing: readonly number[]): { forward: [number, nu
   return { forward, backward };
 }
 
-function configuration(name: ConfigurationName, plansName: string, medianTransposed: [number, number, number]): ConfigurationPlan {
+function configuration(
+  name: ConfigurationName,
+  plansName: string,
+  medianTransposed: [number, number, number],
+): ConfigurationPlan {
   return {
     data_identifier: `${plansName}_${name}`,
     preprocessor_name: "DefaultPreprocessor",
@@ -45,8 +58,13 @@ function configuration(name: ConfigurationName, plansName: string, medianTranspo
   };
 }
 
-export function planExperiment(datasetName: string, spacings: readonly (readonly number[])[], plansName = DEFAULT_PLANS_NAME): Plan {
-  if (spacings.length === 0) throw new ConfigError(`dataset ${datasetName}: the fingerprint lists no images; nothing to plan`);
+export function planExperiment(
+  datasetName: string,
+  spacings: readonly (readonly number[])[],
+  plansName = DEFAULT_PLANS_NAME,
+): Plan {
+  if (spacings.length === 0)
+    throw new ConfigError(`dataset ${datasetName}: the fingerprint lists no images; nothing to plan`);
   const med = medianSpacing(spacings);
   const { forward, backward } = transposeFor(med);
   const medT = [med[forward[0]]!, med[forward[1]]!, med[forward[2]]!] as [number, number, number];

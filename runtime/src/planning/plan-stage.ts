@@ -21,7 +21,10 @@ export function checkPlanAgainstImages(plan: Plan, images: readonly FingerprintE
     const common = [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]![0];
     const odd = images.find((e) => e.channels !== common)!;
     const summary = [...counts].map(([c, n]) => `${n} with ${c}`).join(", ");
-    throw new DataError(`has ${odd.channels} channel(s), the other images of dataset ${plan.dataset_name} have ${common} (${summary}); one dataset needs one channel count`, { file: odd.image_path, field: "dim[4]" });
+    throw new DataError(
+      `has ${odd.channels} channel(s), the other images of dataset ${plan.dataset_name} have ${common} (${summary}); one dataset needs one channel count`,
+      { file: odd.image_path, field: "dim[4]" },
+    );
   }
   const perm = plan.transpose_forward;
   for (const e of images) {
@@ -32,13 +35,19 @@ export function checkPlanAgainstImages(plan: Plan, images: readonly FingerprintE
       if (target === null) continue;
       const out = computeNewShape(shapeT, spacingT, target);
       if (out.some((n) => n < 1)) {
-        throw new DataError(`configuration ${name} resamples it from spacing [${spacingT.join(", ")}] to [${target.join(", ")}] mm: shape [${out.join(", ")}] is empty`, { file: e.image_path, field: "pixdim" });
+        throw new DataError(
+          `configuration ${name} resamples it from spacing [${spacingT.join(", ")}] to [${target.join(", ")}] mm: shape [${out.join(", ")}] is empty`,
+          { file: e.image_path, field: "pixdim" },
+        );
       }
     }
   }
 }
 
-export async function runPlan(datasetName: string, opts: { plansName?: string; env?: Env } = {}): Promise<{ plan: Plan; file: string }> {
+export async function runPlan(
+  datasetName: string,
+  opts: { plansName?: string; env?: Env } = {},
+): Promise<{ plan: Plan; file: string }> {
   const env = opts.env ?? processEnv();
   const plansName = checkPlansName(opts.plansName ?? DEFAULT_PLANS_NAME);
   const fp = await readFingerprint(datasetName, env);
@@ -54,4 +63,3 @@ export async function runPlan(datasetName: string, opts: { plansName?: string; e
   }
   return { plan, file };
 }
-

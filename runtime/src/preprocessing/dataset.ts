@@ -32,14 +32,23 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-export async function listPreprocessedImages(datasetName: string, config: string, plansName = DEFAULT_PLANS_NAME, env: Env = processEnv()): Promise<PreprocessedImage[]> {
+export async function listPreprocessedImages(
+  datasetName: string,
+  config: string,
+  plansName = DEFAULT_PLANS_NAME,
+  env: Env = processEnv(),
+): Promise<PreprocessedImage[]> {
   const dataDir = dataIdentifierDir(preprocessedDatasetDir(datasetName, env), plansName, config);
   const file = validImagesFile(dataDir);
   let list: IndependentImage[];
   try {
     list = JSON.parse(await fs.readFile(file, "utf8")) as IndependentImage[];
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new EnvironmentError(`no preprocessed data for configuration ${config}: run \`ssl3d preprocess -d ${datasetName} -c ${config}\` first`, { file });
+    if ((err as NodeJS.ErrnoException).code === "ENOENT")
+      throw new EnvironmentError(
+        `no preprocessed data for configuration ${config}: run \`ssl3d preprocess -d ${datasetName} -c ${config}\` first`,
+        { file },
+      );
     throw err;
   }
   const out: PreprocessedImage[] = [];

@@ -42,9 +42,18 @@ export async function loadImage(img: IndependentImage): Promise<LoadedImage> {
   const anon = m.anonymization_mask === null ? undefined : toArrayVolume(await readVolume(m.anonymization_mask));
   const anat = m.anatomy_mask === null ? undefined : toArrayVolume(await readVolume(m.anatomy_mask));
   const input = toCaseInput(v);
-  for (const [name, mv, file] of [["anonymization", anon, m.anonymization_mask], ["anatomy", anat, m.anatomy_mask]] as const) {
-    if (mv !== undefined && (mv.shape[0] !== input.shape[0] || mv.shape[1] !== input.shape[1] || mv.shape[2] !== input.shape[2])) {
-      throw new DataError(`${name} mask grid [${[...mv.shape].reverse().join(", ")}] differs from the image grid [${[...input.shape].reverse().join(", ")}] (${img.image_path})`, { file: file ?? undefined });
+  for (const [name, mv, file] of [
+    ["anonymization", anon, m.anonymization_mask],
+    ["anatomy", anat, m.anatomy_mask],
+  ] as const) {
+    if (
+      mv !== undefined &&
+      (mv.shape[0] !== input.shape[0] || mv.shape[1] !== input.shape[1] || mv.shape[2] !== input.shape[2])
+    ) {
+      throw new DataError(
+        `${name} mask grid [${[...mv.shape].reverse().join(", ")}] differs from the image grid [${[...input.shape].reverse().join(", ")}] (${img.image_path})`,
+        { file: file ?? undefined },
+      );
     }
   }
   return { input, masks: { anon, anat }, affine: v.affine, datatype: v.datatype };
@@ -54,10 +63,14 @@ export async function loadImage(img: IndependentImage): Promise<LoadedImage> {
  * SimpleITK's view of the geometry (upstream's `sitk_stuff`): spacing (x, y, z), origin and direction in LPS,
  * derived from the NIfTI voxel-to-RAS affine.
  */
-export function sitkStuff(affine: Mat4, spacingXyz: readonly number[]): { spacing: number[]; origin: number[]; direction: number[] } {
+export function sitkStuff(
+  affine: Mat4,
+  spacingXyz: readonly number[],
+): { spacing: number[]; origin: number[]; direction: number[] } {
   const flip = [-1, -1, 1];
   const origin = [0, 1, 2].map((r) => flip[r]! * affine[4 * r + 3]!);
   const direction: number[] = [];
-  for (let r = 0; r < 3; r++) for (let c = 0; c < 3; c++) direction.push((flip[r]! * affine[4 * r + c]!) / (spacingXyz[c]! || 1));
+  for (let r = 0; r < 3; r++)
+    for (let c = 0; c < 3; c++) direction.push((flip[r]! * affine[4 * r + c]!) / (spacingXyz[c]! || 1));
   return { spacing: [...spacingXyz], origin, direction };
 }

@@ -16,14 +16,23 @@ interface SerializedError {
 /** Rebuild an error from a worker; the message already carries the file prefix, so it is not added again. */
 function reviveError(e: SerializedError): Error {
   const ctx: ErrorContext = {};
-  const cls = e.name === "DataError" ? DataError : e.name === "ConfigError" ? ConfigError : e.name === "EnvironmentError" ? EnvironmentError : undefined;
+  const cls =
+    e.name === "DataError"
+      ? DataError
+      : e.name === "ConfigError"
+        ? ConfigError
+        : e.name === "EnvironmentError"
+          ? EnvironmentError
+          : undefined;
   const err = cls === undefined ? new Error(e.message) : new cls(e.message, ctx);
   if (e.stack !== undefined) err.stack = e.stack;
   if (e.file !== undefined) Object.defineProperty(err, "file", { value: e.file });
   return err;
 }
 
-export type Outcome<R> = { readonly index: number; readonly ok: true; readonly result: R } | { readonly index: number; readonly ok: false; readonly error: Error };
+export type Outcome<R> =
+  | { readonly index: number; readonly ok: true; readonly result: R }
+  | { readonly index: number; readonly ok: false; readonly error: Error };
 
 export interface PoolOptions {
   /** After the first failure, start no new tasks (running ones finish), then resolve. */
@@ -35,7 +44,10 @@ export interface PoolOptions {
 function workerEntry(): { url: URL; execArgv: string[] } {
   const ts = import.meta.url.endsWith(".ts");
   // from sources, the worker needs tsx: resolve it from here, not from the working directory
-  return { url: new URL(ts ? "./worker.ts" : "./worker.js", import.meta.url), execArgv: ts ? ["--import", import.meta.resolve("tsx")] : [] };
+  return {
+    url: new URL(ts ? "./worker.ts" : "./worker.js", import.meta.url),
+    execArgv: ts ? ["--import", import.meta.resolve("tsx")] : [],
+  };
 }
 
 export async function runTasks<K extends TaskKind>(
@@ -103,7 +115,11 @@ export async function runTasks<K extends TaskKind>(
         running--;
         inflight.delete(w);
         if (!msg.ok) failed = true;
-        const ok = report(msg.ok ? { index: msg.id, ok: true, result: msg.result! } : { index: msg.id, ok: false, error: reviveError(msg.error!) });
+        const ok = report(
+          msg.ok
+            ? { index: msg.id, ok: true, result: msg.result! }
+            : { index: msg.id, ok: false, error: reviveError(msg.error!) },
+        );
         if (ok) dispatch(w);
       });
       w.on("error", (err) => {
@@ -119,7 +135,10 @@ export async function runTasks<K extends TaskKind>(
         running--;
         failed = true;
         const why = lastError.get(w);
-        const msg = why === undefined ? `worker thread exited with code ${code} while processing this image (out of memory?)` : `worker thread failed: ${why}`;
+        const msg =
+          why === undefined
+            ? `worker thread exited with code ${code} while processing this image (out of memory?)`
+            : `worker thread failed: ${why}`;
         const ok = report({ index, ok: false, error: new DataError(msg, { file: opts.fileOf?.(index) }) });
         if (!ok) return;
         if (next < inputs.length && !(opts.stopOnError === true)) {

@@ -64,7 +64,11 @@ function checkResampledSize(from: Shape3, to: Shape3, channels: number, spacing:
   if (to.some((n) => n < 1)) throw new DataError(`${what}: an empty image (near-zero spacing?)`, { field: "pixdim" });
   const voxels = to[0] * to[1] * to[2] * channels;
   const max = limit("voxels");
-  if (voxels > max) throw new DataError(`${what} x ${channels} channel(s) = ${voxels} voxels, above the limit of ${max} (SSL3D_MAX_VOXELS)`, { field: "pixdim" });
+  if (voxels > max)
+    throw new DataError(
+      `${what} x ${channels} channel(s) = ${voxels} voxels, above the limit of ${max} (SSL3D_MAX_VOXELS)`,
+      { field: "pixdim" },
+    );
 }
 
 /**
@@ -73,11 +77,14 @@ function checkResampledSize(from: Shape3, to: Shape3, channels: number, spacing:
  */
 export function preprocessCase(img: CaseInput, masks: CaseMasks, plan: Plan, cfg: ConfigurationPlan): CaseResult {
   checkFinite(img, "image");
-  if (img.data.length !== img.channels * img.shape[0] * img.shape[1] * img.shape[2]) throw new DataError("image data length does not match its shape");
+  if (img.data.length !== img.channels * img.shape[0] * img.shape[1] * img.shape[2])
+    throw new DataError("image data length does not match its shape");
   for (const [name, m] of Object.entries(masks) as [string, ArrayVolume | undefined][]) {
     if (m === undefined) continue;
     if (m.shape[0] !== img.shape[0] || m.shape[1] !== img.shape[1] || m.shape[2] !== img.shape[2]) {
-      throw new DataError(`${name} mask shape [${m.shape.join(",")}] does not match the image shape [${img.shape.join(",")}]`);
+      throw new DataError(
+        `${name} mask shape [${m.shape.join(",")}] does not match the image shape [${img.shape.join(",")}]`,
+      );
     }
     checkFinite(m, `${name} mask`);
   }
@@ -114,9 +121,19 @@ export function preprocessCase(img: CaseInput, masks: CaseMasks, plan: Plan, cfg
   const dk = cfg.resampling_fn_data_kwargs;
   const mk = cfg.resampling_fn_mask_kwargs;
   const sep = dk.force_separate_z;
-  data = resampleToShape(data, img.channels, cshape, newShape, spacingT, target, { isSeg: dk.is_seg, order: dk.order, forceSeparateZ: sep });
+  data = resampleToShape(data, img.channels, cshape, newShape, spacingT, target, {
+    isSeg: dk.is_seg,
+    order: dk.order,
+    forceSeparateZ: sep,
+  });
   const rm = (m: ArrayVolume | undefined): Float32Array | undefined =>
-    m === undefined ? undefined : resampleToShape(m.data, m.channels, cshape, newShape, spacingT, target, { isSeg: mk.is_seg, order: mk.order, forceSeparateZ: mk.force_separate_z });
+    m === undefined
+      ? undefined
+      : resampleToShape(m.data, m.channels, cshape, newShape, spacingT, target, {
+          isSeg: mk.is_seg,
+          order: mk.order,
+          forceSeparateZ: mk.force_separate_z,
+        });
   const anonOut = rm(anon);
   const anatOut = rm(anat);
   const aniso = (s: Shape3): boolean => Math.max(...s) / Math.min(...s) > 3;
@@ -134,7 +151,9 @@ export function preprocessCase(img: CaseInput, masks: CaseMasks, plan: Plan, cfg
       bbox_used_for_cropping: bbox,
       shape_after_cropping_and_before_resampling: cshape,
       shape_after_resampling: newShape,
-      separate_z: (aniso(spacingT) || aniso(target)) && (cshape[0] !== newShape[0] || cshape[1] !== newShape[1] || cshape[2] !== newShape[2]),
+      separate_z:
+        (aniso(spacingT) || aniso(target)) &&
+        (cshape[0] !== newShape[0] || cshape[1] !== newShape[1] || cshape[2] !== newShape[2]),
       normalization: norm,
     },
   };

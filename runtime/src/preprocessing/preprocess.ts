@@ -14,7 +14,18 @@ import { readCollection, writeCollection } from "../io/collection-file.js";
 import { log } from "../observability/log.js";
 import { createProgress } from "../observability/progress.js";
 import { DEFAULT_PLANS_NAME, planConfiguration, readPlansFile, type Plan } from "../config/plans.js";
-import { collectionCopyFile, collectionFile, fingerprintFile, dataIdentifierDir, failedImagesFile, imageOutputs, lockDataset, plansFile as plansFileOf, preprocessedDatasetDir, validImagesFile } from "../config/layout.js";
+import {
+  collectionCopyFile,
+  collectionFile,
+  fingerprintFile,
+  dataIdentifierDir,
+  failedImagesFile,
+  imageOutputs,
+  lockDataset,
+  plansFile as plansFileOf,
+  preprocessedDatasetDir,
+  validImagesFile,
+} from "../config/layout.js";
 import { runTasks } from "./pool.js";
 import type { ImageTask } from "./run-image.js";
 import type { FailedImage, OnError } from "./tasks.js";
@@ -53,8 +64,10 @@ export interface PreprocessSummary {
 
 /** Upstream's part slicing without its lost remainder: `[floor(p*n/t), floor((p+1)*n/t))`. */
 export function partSlice<T>(items: readonly T[], part: number, total: number): T[] {
-  if (!Number.isInteger(total) || total < 1) throw new ConfigError(`--total-parts must be a positive integer, got ${total}`);
-  if (!Number.isInteger(part) || part < 0 || part >= total) throw new ConfigError(`--part must be in 0..${total - 1}, got ${part}`);
+  if (!Number.isInteger(total) || total < 1)
+    throw new ConfigError(`--total-parts must be a positive integer, got ${total}`);
+  if (!Number.isInteger(part) || part < 0 || part >= total)
+    throw new ConfigError(`--part must be in 0..${total - 1}, got ${part}`);
   const n = items.length;
   return items.slice(Math.floor((part * n) / total), Math.floor(((part + 1) * n) / total));
 }
@@ -79,7 +92,13 @@ export function preprocessedCollection(c: Collection, dataDir: string): Collecti
     for (const s of Object.values(d.subjects))
       for (const e of Object.values(s.sessions))
         for (const img of e.images) {
-          const ii = { collection_name: c.collection_name, dataset_index: d.dataset_index, subject_id: s.subject_id, session_id: e.session_id, image_name: img.name } as IndependentImage;
+          const ii = {
+            collection_name: c.collection_name,
+            dataset_index: d.dataset_index,
+            subject_id: s.subject_id,
+            session_id: e.session_id,
+            image_name: img.name,
+          } as IndependentImage;
           const out = imageOutputs(dataDir, ii);
           img.image_path = out.image;
           if (img.associated_masks !== null) {
@@ -105,7 +124,12 @@ async function readJsonList(file: string): Promise<IndependentImage[] | undefine
  * Record this part's valid images; when every part's list exists, merge them (in part order) into
  * `valid_imgs.json` and delete the part files. Returns the merged list when it was written.
  */
-async function recordValid(dir: string, valid: IndependentImage[], part: number, total: number): Promise<IndependentImage[] | undefined> {
+async function recordValid(
+  dir: string,
+  valid: IndependentImage[],
+  part: number,
+  total: number,
+): Promise<IndependentImage[] | undefined> {
   const root = { root: dir };
   if (total <= 1) {
     await writeJsonAtomic(validImagesFile(dir), valid, 2, root);
@@ -120,19 +144,28 @@ async function recordValid(dir: string, valid: IndependentImage[], part: number,
   }
   const merged = lists.flat();
   await writeJsonAtomic(validImagesFile(dir), merged, 2, root);
-  for (let p = 0; p < total; p++) await fs.rm(assertInsideReal(dir, validImagesFile(dir, { part: p, total })), { force: true });
+  for (let p = 0; p < total; p++)
+    await fs.rm(assertInsideReal(dir, validImagesFile(dir, { part: p, total })), { force: true });
   return merged;
 }
 
-export async function runPreprocess(datasetName: string, configs: readonly string[], opts: PreprocessOptions = {}): Promise<PreprocessSummary> {
+export async function runPreprocess(
+  datasetName: string,
+  configs: readonly string[],
+  opts: PreprocessOptions = {},
+): Promise<PreprocessSummary> {
   const env = opts.env ?? processEnv();
   const plansName = opts.plansName ?? DEFAULT_PLANS_NAME;
   const plansFile = plansFileOf(preprocessedDatasetDir(datasetName, env), plansName);
   const plan = readPlansFile(plansFile);
   for (const c of configs) planConfiguration(plan, c, plansFile);
-  const nps = typeof opts.np === "number" || opts.np === undefined ? configs.map(() => (opts.np as number | undefined) ?? 1) : [...opts.np];
+  const nps =
+    typeof opts.np === "number" || opts.np === undefined
+      ? configs.map(() => (opts.np as number | undefined) ?? 1)
+      : [...opts.np];
   if (nps.length === 1 && configs.length > 1) while (nps.length < configs.length) nps.push(nps[0]!);
-  if (nps.length !== configs.length) throw new ConfigError(`-np: give one number or one per configuration (${configs.length}), got ${nps.length}`);
+  if (nps.length !== configs.length)
+    throw new ConfigError(`-np: give one number or one per configuration (${configs.length}), got ${nps.length}`);
   requireRoot("nnssl_preprocessed", env);
   const ppDir = preprocessedDatasetDir(datasetName, env);
   const collection = await readCollection(collectionFile(datasetName, env), { env });
@@ -143,7 +176,21 @@ export async function runPreprocess(datasetName: string, configs: readonly strin
   const lock = lockDataset(ppDir, "ssl3d preprocess", { part, total });
   try {
     if (total <= 1) await removeStageTemps(ppDir, plansName, configs);
-    return await preprocessLocked({ datasetName, configs, opts, env, plan, plansName, plansFile, ppDir, collection, mine, part, total, nps });
+    return await preprocessLocked({
+      datasetName,
+      configs,
+      opts,
+      env,
+      plan,
+      plansName,
+      plansFile,
+      ppDir,
+      collection,
+      mine,
+      part,
+      total,
+      nps,
+    });
   } finally {
     lock.release();
   }
@@ -154,13 +201,30 @@ export async function runPreprocess(datasetName: string, configs: readonly strin
  * whole-folder writer: parts run side by side and one of them may be writing the merged list right now.
  */
 async function removeStageTemps(ppDir: string, plansName: string, configs: readonly string[]): Promise<void> {
-  await removeStaleTemps(ppDir, [fingerprintFile(""), plansFileOf("", plansName), validImagesFile(""), ...configs.map((c) => collectionCopyFile("", c))]);
-  for (const c of configs) await removeStaleTemps(dataIdentifierDir(ppDir, plansName, c), [validImagesFile(""), failedImagesFile("")]);
+  await removeStaleTemps(ppDir, [
+    fingerprintFile(""),
+    plansFileOf("", plansName),
+    validImagesFile(""),
+    ...configs.map((c) => collectionCopyFile("", c)),
+  ]);
+  for (const c of configs)
+    await removeStaleTemps(dataIdentifierDir(ppDir, plansName, c), [validImagesFile(""), failedImagesFile("")]);
 }
 
 interface LockedArgs {
-  datasetName: string; configs: readonly string[]; opts: PreprocessOptions; env: Env; plan: Plan; plansName: string; plansFile: string;
-  ppDir: string; collection: Collection; mine: IndependentImage[]; part: number; total: number; nps: number[];
+  datasetName: string;
+  configs: readonly string[];
+  opts: PreprocessOptions;
+  env: Env;
+  plan: Plan;
+  plansName: string;
+  plansFile: string;
+  ppDir: string;
+  collection: Collection;
+  mine: IndependentImage[];
+  part: number;
+  total: number;
+  nps: number[];
 }
 
 async function preprocessLocked(a: LockedArgs): Promise<PreprocessSummary> {
@@ -178,8 +242,15 @@ async function preprocessLocked(a: LockedArgs): Promise<PreprocessSummary> {
     let done = 0;
     let skipped = 0;
     let firstError: Error | undefined;
-    const progress = createProgress(`preprocess ${config}`, tasks.length, opts.progress === false ? { tty: false } : {});
-    log().info({ dataset: datasetName, configuration: config, images: tasks.length, part, totalParts: total, np: nps[ci] }, "preprocessing");
+    const progress = createProgress(
+      `preprocess ${config}`,
+      tasks.length,
+      opts.progress === false ? { tty: false } : {},
+    );
+    log().info(
+      { dataset: datasetName, configuration: config, images: tasks.length, part, totalParts: total, np: nps[ci] },
+      "preprocessing",
+    );
     await runTasks(
       "preprocess",
       tasks,
@@ -210,7 +281,15 @@ async function preprocessLocked(a: LockedArgs): Promise<PreprocessSummary> {
     await writeJsonAtomic(failedImagesFile(dataDir, { part, total }), failed, 2, { root: dataDir });
     const merged = await recordValid(dataDir, valid, part, total);
     if (merged !== undefined) await writeJsonAtomic(validImagesFile(ppDir), merged, 2, { root: ppDir }); // upstream location (last configuration wins)
-    perConfiguration.push({ configuration: config, images: tasks.length, done, skipped, valid: valid.length, failed, dataDir });
+    perConfiguration.push({
+      configuration: config,
+      images: tasks.length,
+      done,
+      skipped,
+      valid: valid.length,
+      failed,
+      dataDir,
+    });
     log().info({ configuration: config, done, skipped, failed: failed.length }, `preprocessing ${config} finished`);
   }
   return {

@@ -20,7 +20,10 @@ test("cubic resize keeps constants and linear ramps away from the clip range, an
   const up = resizeAxis(ramp, 1, n, 1, 20, 3);
   // a spline reproduces a ramp exactly; the edge padding's kink decays by |pole| = 0.268 per input voxel
   for (let k = 6; k < 14; k++) assert.ok(Math.abs(up[k]! - ((k + 0.5) / 2 - 0.5)) < 6e-3, `k=${k}: ${up[k]}`);
-  const c = resampleToShape(new Float32Array(27).fill(3), 1, [3, 3, 3], [5, 4, 2], [1, 1, 1], [1, 1, 1], { isSeg: false, order: 3 });
+  const c = resampleToShape(new Float32Array(27).fill(3), 1, [3, 3, 3], [5, 4, 2], [1, 1, 1], [1, 1, 1], {
+    isSeg: false,
+    order: 3,
+  });
   for (const v of c) assert.ok(Math.abs(v - 3) < 1e-6);
   const spike = new Float32Array(64);
   spike[21] = 1;

@@ -33,7 +33,11 @@ export function roundHalfEven(x: number): number {
 
 /** `round(old_spacing / new_spacing * old_shape)` per axis. */
 export function computeNewShape(oldShape: Shape3, oldSpacing: Shape3, newSpacing: Shape3): [number, number, number] {
-  return [0, 1, 2].map((i) => roundHalfEven((oldSpacing[i]! / newSpacing[i]!) * oldShape[i]!)) as [number, number, number];
+  return [0, 1, 2].map((i) => roundHalfEven((oldSpacing[i]! / newSpacing[i]!) * oldShape[i]!)) as [
+    number,
+    number,
+    number,
+  ];
 }
 
 /** Which axis, if any, is resampled separately (nearest) — nnU-Net's `force_separate_z = None` rule. */
@@ -134,7 +138,15 @@ function prefilterColumns(s: Float64Array, len: number, T: number, cols: number,
  * Resize one axis of a C-order array viewed as `[outer, n, inner]` to `[outer, m, inner]`. `order` 3 = scipy
  * cubic spline (mode nearest, 12-voxel pre-padding), 1 = linear, 0 = nearest (`map_coordinates` rounding).
  */
-export function resizeAxis(src: Float32Array, outer: number, n: number, inner: number, m: number, order: Order, dst?: Float32Array): Float32Array {
+export function resizeAxis(
+  src: Float32Array,
+  outer: number,
+  n: number,
+  inner: number,
+  m: number,
+  order: Order,
+  dst?: Float32Array,
+): Float32Array {
   const out = dst ?? new Float32Array(outer * m * inner);
   if (out.length < outer * m * inner) throw new RangeError("resizeAxis: destination too small");
   const { start, w } = axisWeights(n, m, order);
@@ -251,8 +263,16 @@ function clipPerSlice(a: Float32Array, shape: Shape3, axis: number, mm: Float64A
 }
 
 /** Resize the listed axes of one (s0, s1, s2) volume, most-shrinking axis first (smallest intermediates). */
-function resizeAxes(vol: Float32Array, shape: Shape3, newShape: Shape3, axes: number[], order: Order): { data: Float32Array; shape: Shape3 } {
-  const todo = axes.filter((a) => shape[a] !== newShape[a]).sort((a, b) => newShape[a]! / shape[a]! - newShape[b]! / shape[b]! || a - b);
+function resizeAxes(
+  vol: Float32Array,
+  shape: Shape3,
+  newShape: Shape3,
+  axes: number[],
+  order: Order,
+): { data: Float32Array; shape: Shape3 } {
+  const todo = axes
+    .filter((a) => shape[a] !== newShape[a])
+    .sort((a, b) => newShape[a]! / shape[a]! - newShape[b]! / shape[b]! || a - b);
   let cur = vol;
   const cs: [number, number, number] = [shape[0], shape[1], shape[2]];
   for (const ax of todo) {
@@ -273,7 +293,14 @@ export function resizeVolume(vol: Float32Array, shape: Shape3, newShape: Shape3,
 }
 
 /** Separate-z resize: in-plane with `order` (clip per slice), then nearest along `axis`. */
-function resizeSeparateZ(vol: Float32Array, shape: Shape3, newShape: Shape3, axis: number, order: Order, clip: boolean): Float32Array {
+function resizeSeparateZ(
+  vol: Float32Array,
+  shape: Shape3,
+  newShape: Shape3,
+  axis: number,
+  order: Order,
+  clip: boolean,
+): Float32Array {
   const inPlane = [0, 1, 2].filter((a) => a !== axis);
   const mm = clip && order > 0 ? sliceMinMax(vol, shape, axis) : undefined;
   const r = resizeAxes(vol, shape, newShape, inPlane, order);
@@ -294,8 +321,15 @@ function uniqueSorted(a: Float32Array): number[] {
 }
 
 /** batchgenerators `resize_segmentation` of one volume (in-plane only when `inPlaneAxis` given). */
-function resizeSegmentation(vol: Float32Array, shape: Shape3, newShape: Shape3, order: Order, keepAxis: number | null): Float32Array {
-  const target: Shape3 = keepAxis === null ? newShape : (shape.map((s, i) => (i === keepAxis ? s : newShape[i]!)) as unknown as Shape3);
+function resizeSegmentation(
+  vol: Float32Array,
+  shape: Shape3,
+  newShape: Shape3,
+  order: Order,
+  keepAxis: number | null,
+): Float32Array {
+  const target: Shape3 =
+    keepAxis === null ? newShape : (shape.map((s, i) => (i === keepAxis ? s : newShape[i]!)) as unknown as Shape3);
   const out = new Float32Array(target[0] * target[1] * target[2]);
   const labels = uniqueSorted(vol);
   const ind = new Float32Array(vol.length);
@@ -321,7 +355,15 @@ export interface ResampleOptions {
  * nnU-Net `resample_data_or_seg_to_shape` on a C-order (C, s0, s1, s2) float32 array. Returns the input itself
  * when the shape does not change.
  */
-export function resampleToShape(data: Float32Array, channels: number, shape: Shape3, newShape: Shape3, currentSpacing: Shape3, newSpacing: Shape3, opts: ResampleOptions): Float32Array {
+export function resampleToShape(
+  data: Float32Array,
+  channels: number,
+  shape: Shape3,
+  newShape: Shape3,
+  currentSpacing: Shape3,
+  newSpacing: Shape3,
+  opts: ResampleOptions,
+): Float32Array {
   if (shape[0] === newShape[0] && shape[1] === newShape[1] && shape[2] === newShape[2]) return data;
   let axis: number | null;
   if (opts.forceSeparateZ === true) {

@@ -69,7 +69,10 @@ async function inputStamps(img: IndependentImage): Promise<Record<string, FileSt
 }
 
 /** True when the properties marker exists and every recorded array, the plan and the inputs still match. */
-export async function isFinished(propsFile: string, expect: { planHash: string; inputs: Record<string, FileStamp> }): Promise<boolean> {
+export async function isFinished(
+  propsFile: string,
+  expect: { planHash: string; inputs: Record<string, FileStamp> },
+): Promise<boolean> {
   let doc: Partial<Omit<ImageProperties, "format">> & { format?: string };
   try {
     doc = JSON.parse(await fs.readFile(propsFile, "utf8")) as typeof doc;
@@ -122,7 +125,8 @@ export async function preprocessImage(task: ImageTask): Promise<ImageResult> {
   const out = imageOutputs(task.dataDir, img);
   const hash = planHash(plan, cfg);
   const inputs = await inputStamps(img);
-  if (task.force !== true && (await isFinished(out.properties, { planHash: hash, inputs }))) return { uniqueId: uniqueId(img), status: "skipped" };
+  if (task.force !== true && (await isFinished(out.properties, { planHash: hash, inputs })))
+    return { uniqueId: uniqueId(img), status: "skipped" };
 
   const root = task.dataDir;
   await fs.rm(assertInsideReal(root, out.properties), { force: true });
@@ -133,13 +137,16 @@ export async function preprocessImage(task: ImageTask): Promise<ImageResult> {
     res = preprocessCase(loaded.input, loaded.masks, plan, cfg);
   } catch (err) {
     // the core is pure and knows no file names: name the image
-    if (err instanceof DataError && err.file === undefined) throw new DataError(err.message, { file: img.image_path, field: err.field, cause: err });
+    if (err instanceof DataError && err.file === undefined)
+      throw new DataError(err.message, { file: img.image_path, field: err.field, cause: err });
     throw err;
   }
   const shape = [res.channels, ...res.shape];
   const dir = path.dirname(out.properties);
   const rel = (p: string): string => path.relative(dir, p);
-  const arrays: ImageProperties["arrays"] = { image: { path: rel(out.image), checksum: (await writeZarrVolume(out.image, res.data, shape, { root })).checksum } };
+  const arrays: ImageProperties["arrays"] = {
+    image: { path: rel(out.image), checksum: (await writeZarrVolume(out.image, res.data, shape, { root })).checksum },
+  };
   for (const kind of ["anon", "anat"] as const) {
     const m = res[kind];
     if (m === undefined) {

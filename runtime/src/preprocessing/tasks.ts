@@ -22,7 +22,14 @@ export interface FingerprintEntry {
   readonly spacing: [number, number, number];
   readonly channels: number;
   readonly datatype: string;
-  readonly intensity: { min: number; max: number; mean: number; std: number; nonzero_fraction: number; finite: boolean };
+  readonly intensity: {
+    min: number;
+    max: number;
+    mean: number;
+    std: number;
+    nonzero_fraction: number;
+    finite: boolean;
+  };
 }
 
 export async function fingerprintImage(img: IndependentImage): Promise<FingerprintEntry> {

@@ -9,7 +9,12 @@ export function permuteShape<T>(v: readonly [T, T, T], perm: readonly number[]):
   return [v[perm[0]!]!, v[perm[1]!]!, v[perm[2]!]!];
 }
 
-export function transposeSpatial(data: Float32Array, channels: number, shape: Shape3, perm: readonly number[]): { data: Float32Array; shape: [number, number, number] } {
+export function transposeSpatial(
+  data: Float32Array,
+  channels: number,
+  shape: Shape3,
+  perm: readonly number[],
+): { data: Float32Array; shape: [number, number, number] } {
   const outShape = permuteShape(shape, perm);
   if (isIdentity(perm)) return { data, shape: outShape };
   const inStrides = [shape[1] * shape[2], shape[2], 1];

@@ -22,7 +22,12 @@ port.on("message", (msg: Request) => {
       port.postMessage({
         id: msg.id,
         ok: false,
-        error: { name: e.name, message: e.message, file: err instanceof Ssl3dError ? err.file : undefined, stack: e.stack },
+        error: {
+          name: e.name,
+          message: e.message,
+          file: err instanceof Ssl3dError ? err.file : undefined,
+          stack: e.stack,
+        },
       });
     },
   );

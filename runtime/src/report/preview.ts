@@ -60,7 +60,10 @@ export function slicePng(values: Float32Array, height: number, width: number, lo
 }
 
 /** The three centre slices of channel 0 of a C-order [X, Y, Z, C] volume: (Y×Z at x/2), (X×Z at y/2), (X×Y at z/2). */
-export function centreSlices(vol: Float32Array, dims: readonly [number, number, number, number]): [Float32Array, [number, number]][] {
+export function centreSlices(
+  vol: Float32Array,
+  dims: readonly [number, number, number, number],
+): [Float32Array, [number, number]][] {
   const [X, Y, Z, C] = dims;
   const at = (x: number, y: number, z: number) => vol[((x * Y + y) * Z + z) * C]!;
   const cx = Math.floor(X / 2);
@@ -72,7 +75,11 @@ export function centreSlices(vol: Float32Array, dims: readonly [number, number, 
   for (let x = 0; x < X; x++) for (let z = 0; z < Z; z++) sy[x * Z + z] = at(x, cy, z);
   const sz = new Float32Array(X * Y);
   for (let x = 0; x < X; x++) for (let y = 0; y < Y; y++) sz[x * Y + y] = at(x, y, cz);
-  return [[sx, [Y, Z]], [sy, [X, Z]], [sz, [X, Y]]];
+  return [
+    [sx, [Y, Z]],
+    [sy, [X, Z]],
+    [sz, [X, Y]],
+  ];
 }
 
 /** Intensity window of a row: the 1st and 99th percentile of its input volume. */
@@ -94,11 +101,17 @@ function batchTensors(b: Batch): MethodBatch {
 }
 
 /** The run's first validation batch, loaded as the validation loader of training/loop.ts loads it. */
-async function validationBatch(o: TrainerOptions, initArgs: Record<string, unknown>, needs: Pick<PretrainMethod, "data" | "needsAnon">, rows: number): Promise<Batch> {
+async function validationBatch(
+  o: TrainerOptions,
+  initArgs: Record<string, unknown>,
+  needs: Pick<PretrainMethod, "data" | "needsAnon">,
+  rows: number,
+): Promise<Batch> {
   const dataset = String(initArgs.dataset_name);
   const plans = String(initArgs.plans_name);
   const config = String(initArgs.configuration_name);
-  if (optionalRoot("nnssl_preprocessed") === undefined) throw new EnvironmentError("nnssl_preprocessed is not set: the validation patches cannot be loaded");
+  if (optionalRoot("nnssl_preprocessed") === undefined)
+    throw new EnvironmentError("nnssl_preprocessed is not set: the validation patches cannot be loaded");
   const all = await listImages(dataset, config, plans);
   const splitFile = splitsFile(preprocessedDatasetDir(dataset));
   const split = existsSync(splitFile) ? readSplit(splitFile) : undefined;
@@ -109,8 +122,17 @@ async function validationBatch(o: TrainerOptions, initArgs: Record<string, unkno
   const data = needs.data ?? {};
   const transform = validationTransform(data.transform);
   const loader = new DataLoader({
-    images, batchSize: rows * (data.imagesPerSample ?? 1), patchSize: o.patchSize, loaderPatchSize: o.patchSize, augment: NO_AUGMENT,
-    withAnon: needs.needsAnon, seed: o.seed, numWorkers: 0, prefetch: 1, stream: "val", startIndex: 0,
+    images,
+    batchSize: rows * (data.imagesPerSample ?? 1),
+    patchSize: o.patchSize,
+    loaderPatchSize: o.patchSize,
+    augment: NO_AUGMENT,
+    withAnon: needs.needsAnon,
+    seed: o.seed,
+    numWorkers: 0,
+    prefetch: 1,
+    stream: "val",
+    startIndex: 0,
     ...(data.crop === undefined ? {} : { crop: data.crop }),
     ...(transform === undefined ? {} : { transform }),
   });
@@ -153,7 +175,12 @@ export async function computePreview(ck: CheckpointEntry): Promise<PreviewGrid> 
     tf.dispose([mb.x, mb.anon ?? [], mb.target ?? [], mb.aux ?? []]);
     try {
       const grid = await gridOf(volumes, kinds, rowLabels);
-      return { caption, columns: labels, rows: grid, source: { checkpoint: ck.file, epoch: ck.meta.current_epoch, images: [...new Set(batch.keys)] } };
+      return {
+        caption,
+        columns: labels,
+        rows: grid,
+        source: { checkpoint: ck.file, epoch: ck.meta.current_epoch, images: [...new Set(batch.keys)] },
+      };
     } finally {
       tf.dispose(volumes);
     }
@@ -162,7 +189,11 @@ export async function computePreview(ck: CheckpointEntry): Promise<PreviewGrid> 
   }
 }
 
-async function gridOf(volumes: readonly tf.Tensor5D[], kinds: readonly ("image" | "map")[], rowLabels: readonly string[] | undefined): Promise<PreviewGrid["rows"]> {
+async function gridOf(
+  volumes: readonly tf.Tensor5D[],
+  kinds: readonly ("image" | "map")[],
+  rowLabels: readonly string[] | undefined,
+): Promise<PreviewGrid["rows"]> {
   const data = await Promise.all(volumes.map((v) => v.data() as Promise<Float32Array>));
   const R = Math.min(...volumes.map((v) => v.shape[0]));
   const rows: { label: string; cells: PreviewCell[] }[] = [];

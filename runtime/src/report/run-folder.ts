@@ -8,7 +8,12 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError, DataError } from "../errors.js";
 import { readSafetensorsMetadata } from "../models/safetensors.js";
-import { CheckpointMetaSchema, checkpointPath, type CheckpointKind, type CheckpointMeta } from "../training/checkpoint.js";
+import {
+  CheckpointMetaSchema,
+  checkpointPath,
+  type CheckpointKind,
+  type CheckpointMeta,
+} from "../training/checkpoint.js";
 import { JSONL_LOG } from "../training/loop.js";
 import { RUN_INFO, type RunInfo } from "../training/run-info.js";
 import { FOLD_ALL, foldDir as foldDirOf, resultsFile } from "../config/layout.js";
@@ -82,7 +87,11 @@ async function readCheckpointEntry(kind: CheckpointKind, file: string): Promise<
     throw new DataError("checkpoint metadata is not JSON", { file, field: "__metadata__.ssl3d" });
   }
   const r = CheckpointMetaSchema.safeParse(raw);
-  if (!r.success) throw new DataError(`not an ssl3d training checkpoint: ${r.error.issues[0]?.message ?? "?"}`, { file, field: `__metadata__.ssl3d.${r.error.issues[0]?.path.join(".") ?? ""}` });
+  if (!r.success)
+    throw new DataError(`not an ssl3d training checkpoint: ${r.error.issues[0]?.message ?? "?"}`, {
+      file,
+      field: `__metadata__.ssl3d.${r.error.issues[0]?.path.join(".") ?? ""}`,
+    });
   return { kind, file, bytes: statSync(file).size, meta: r.data, metadata };
 }
 
@@ -94,15 +103,30 @@ export async function readRunFolder(dir: string, opts: { checkpointDir?: string 
   const baseDir = basename(foldDir) === FOLD_ALL ? dirname(foldDir) : foldDir;
   const info = readJson(join(foldDir, RUN_INFO)) as RunInfo | undefined;
   const epochs = readEpochLog(join(foldDir, JSONL_LOG));
-  const checkpointDir = opts.checkpointDir ?? (existsSync(checkpointPath(foldDir, "final")) || existsSync(checkpointPath(foldDir, "latest")) ? foldDir : (info?.checkpoint_dir ?? foldDir));
+  const checkpointDir =
+    opts.checkpointDir ??
+    (existsSync(checkpointPath(foldDir, "final")) || existsSync(checkpointPath(foldDir, "latest"))
+      ? foldDir
+      : (info?.checkpoint_dir ?? foldDir));
   const checkpoints: CheckpointEntry[] = [];
   for (const kind of ["final", "latest", "best"] as const) {
     const f = checkpointPath(checkpointDir, kind);
     if (existsSync(f)) checkpoints.push(await readCheckpointEntry(kind, f));
   }
   if (info === undefined && epochs.length === 0 && checkpoints.length === 0) {
-    throw new ConfigError(`not a training results folder (no fold_all/${RUN_INFO}, ${JSONL_LOG} or checkpoint)`, { file: abs });
+    throw new ConfigError(`not a training results folder (no fold_all/${RUN_INFO}, ${JSONL_LOG} or checkpoint)`, {
+      file: abs,
+    });
   }
   const dataset = info?.dataset ?? basename(dirname(baseDir));
-  return { baseDir, foldDir, name: `${dataset} · ${basename(baseDir)}`, info, plans: existsSync(resultsFile(baseDir, "plans")) ? readPlansDocument(resultsFile(baseDir, "plans")) : undefined, epochs, checkpointDir, checkpoints };
+  return {
+    baseDir,
+    foldDir,
+    name: `${dataset} · ${basename(baseDir)}`,
+    info,
+    plans: existsSync(resultsFile(baseDir, "plans")) ? readPlansDocument(resultsFile(baseDir, "plans")) : undefined,
+    epochs,
+    checkpointDir,
+    checkpoints,
+  };
 }

@@ -19,9 +19,25 @@ const nativeSkip = nativeSkipReason(haveNative);
 
 type Loss = () => tf.Scalar;
 
-function both(f: Loss, vars: tf.Variable[]): { ref: { value: Float32Array; grads: Map<string, Float32Array> }; ours: { value: Float32Array; grads: Map<string, Float32Array> } } {
-  const read = (r: { value: tf.Scalar; grads: Record<string, tf.Tensor> }): { value: Float32Array; grads: Map<string, Float32Array> } => {
-    const out = { value: r.value.dataSync() as Float32Array, grads: new Map(Object.entries(r.grads as Record<string, tf.Tensor | null>).flatMap(([k, g]) => (g === null ? [] : [[k, g.dataSync() as Float32Array] as const]))) };
+function both(
+  f: Loss,
+  vars: tf.Variable[],
+): {
+  ref: { value: Float32Array; grads: Map<string, Float32Array> };
+  ours: { value: Float32Array; grads: Map<string, Float32Array> };
+} {
+  const read = (r: {
+    value: tf.Scalar;
+    grads: Record<string, tf.Tensor>;
+  }): { value: Float32Array; grads: Map<string, Float32Array> } => {
+    const out = {
+      value: r.value.dataSync() as Float32Array,
+      grads: new Map(
+        Object.entries(r.grads as Record<string, tf.Tensor | null>).flatMap(([k, g]) =>
+          g === null ? [] : [[k, g.dataSync() as Float32Array] as const],
+        ),
+      ),
+    };
     tf.dispose([r.value, ...Object.values(r.grads)]);
     return out;
   };
@@ -32,9 +48,16 @@ function both(f: Loss, vars: tf.Variable[]): { ref: { value: Float32Array; grads
   return { ref, ours };
 }
 
-function assertSame(ref: { value: Float32Array; grads: Map<string, Float32Array> }, ours: { value: Float32Array; grads: Map<string, Float32Array> }, tol = 0): void {
+function assertSame(
+  ref: { value: Float32Array; grads: Map<string, Float32Array> },
+  ours: { value: Float32Array; grads: Map<string, Float32Array> },
+  tol = 0,
+): void {
   assert.deepEqual([...ours.grads.keys()].sort(), [...ref.grads.keys()].sort());
-  assert.ok(Math.abs(ours.value[0]! - ref.value[0]!) <= tol * Math.abs(ref.value[0]!), `value ${ours.value[0]} vs ${ref.value[0]}`);
+  assert.ok(
+    Math.abs(ours.value[0]! - ref.value[0]!) <= tol * Math.abs(ref.value[0]!),
+    `value ${ours.value[0]} vs ${ref.value[0]}`,
+  );
   for (const [k, g] of ref.grads) {
     const o = ours.grads.get(k)!;
     let scale = 0;
@@ -52,7 +75,10 @@ function netCase(key: string, patch: number, backend: string): void {
   const target = tf.tensor5d(seeded(2 * patch ** 3, 12), [2, patch, patch, patch, 1]);
   const net = createNetwork(key, { patchSize: [patch, patch, patch], seed: 3 });
   const vars = [...net.weights.values()].filter((v) => v.trainable);
-  const { ref, ours } = both(() => tf.mean(tf.squaredDifference(net.apply(x, { training: true, seed: 5 }), target)), vars);
+  const { ref, ours } = both(
+    () => tf.mean(tf.squaredDifference(net.apply(x, { training: true, seed: 5 }), target)),
+    vars,
+  );
   assert.ok(ref.grads.size > vars.length / 2, `${key} on ${backend}: most weights get a gradient`);
   // the same kernels in the same order on the same data: bit-identical
   assertSame(ref, ours, 0);
@@ -119,7 +145,9 @@ test("tape edge cases: shared variable, multi-output split, custom gradients ret
 
 test("engine state is restored: no tape left, no patched methods, and errors leak nothing", () => {
   const v = tf.variable(tf.tensor1d([1, 2, 3]), true, "bp_v");
-  const engine = tf.engine() as unknown as Record<string, unknown> & { state: { activeTape: unknown; gradientDepth: number } };
+  const engine = tf.engine() as unknown as Record<string, unknown> & {
+    state: { activeTape: unknown; gradientDepth: number };
+  };
   const own = Object.keys(engine).sort();
   const r = valueAndGrads(() => tf.sum(tf.square(v)), [v]);
   tf.dispose([r.value, ...Object.values(r.grads)]);
@@ -128,10 +156,14 @@ test("engine state is restored: no tape left, no patched methods, and errors lea
   assert.equal(engine.state.gradientDepth, 0);
   const before = tf.memory().numTensors;
   assert.throws(() => valueAndGrads(() => tf.square(v) as unknown as tf.Scalar, [v]), /scalar/);
-  assert.throws(() => valueAndGrads(() => {
-    tf.square(v);
-    throw new Error("boom in f");
-  }, [v]), /boom in f/);
+  assert.throws(
+    () =>
+      valueAndGrads(() => {
+        tf.square(v);
+        throw new Error("boom in f");
+      }, [v]),
+    /boom in f/,
+  );
   assert.equal(tf.memory().numTensors, before);
   assert.deepEqual(Object.keys(engine).sort(), own);
   assert.equal(engine.state.gradientDepth, 0);
@@ -147,7 +179,9 @@ test("engine state is restored: no tape left, no patched methods, and errors lea
 
 test("peak of live tensor bytes is lower than tf.variableGrads on a deep conv chain", async () => {
   // a ResEnc-like chain: conv + bias + norm + leaky relu, 6 deep at 2×16³×8; tf.profile reports the engine's peak
-  const ws = Array.from({ length: 6 }, (_, i) => tf.variable(tf.tensor5d(seeded(27 * 8 * 8, 20 + i, 0.2), [3, 3, 3, 8, 8]), true, `bp_w${i}`));
+  const ws = Array.from({ length: 6 }, (_, i) =>
+    tf.variable(tf.tensor5d(seeded(27 * 8 * 8, 20 + i, 0.2), [3, 3, 3, 8, 8]), true, `bp_w${i}`),
+  );
   const bs = Array.from({ length: 6 }, (_, i) => tf.variable(tf.zeros([8]), true, `bp_bias${i}`));
   const x = tf.tensor5d(seeded(2 * 16 ** 3 * 8, 9), [2, 16, 16, 16, 8]);
   const f: Loss = () => {
@@ -161,10 +195,12 @@ test("peak of live tensor bytes is lower than tf.variableGrads on a deep conv ch
   };
   const vars = [...ws, ...bs];
   const peak = async (g: () => { value: tf.Scalar; grads: Record<string, tf.Tensor> }): Promise<number> =>
-    (await tf.profile(() => {
-      const r = g();
-      return [r.value, ...Object.values(r.grads)];
-    })).peakBytes;
+    (
+      await tf.profile(() => {
+        const r = g();
+        return [r.value, ...Object.values(r.grads)];
+      })
+    ).peakBytes;
   const theirs = await peak(() => tf.variableGrads(f, vars));
   const ours = await peak(() => valueAndGrads(f, vars));
   // tf.variableGrads holds every activation gradient and the bias adds' conv outputs to the end

@@ -53,10 +53,19 @@ export interface ValueAndGrads {
 
 function engine(): EngineInternals {
   const e = tf.engine() as unknown as Partial<EngineInternals>;
-  for (const m of ["startTape", "endTape", "scopedRun", "tidy", "getTensorsForGradient", "saveTensorsForBackwardMode"] as const) {
-    if (typeof e[m] !== "function") throw new Error(`valueAndGrads: this tfjs-core engine has no ${m}() (tfjs-core 4.x expected)`);
+  for (const m of [
+    "startTape",
+    "endTape",
+    "scopedRun",
+    "tidy",
+    "getTensorsForGradient",
+    "saveTensorsForBackwardMode",
+  ] as const) {
+    if (typeof e[m] !== "function")
+      throw new Error(`valueAndGrads: this tfjs-core engine has no ${m}() (tfjs-core 4.x expected)`);
   }
-  if (e.state === undefined) throw new Error("valueAndGrads: this tfjs-core engine has no state (tfjs-core 4.x expected)");
+  if (e.state === undefined)
+    throw new Error("valueAndGrads: this tfjs-core engine has no state (tfjs-core 4.x expected)");
   return e as EngineInternals;
 }
 
@@ -67,7 +76,14 @@ const SHAPE_ONLY = Symbol("ssl3d.shapeOnly");
 
 /** What a shape-only gradient sees of a saved tensor: its shape, never its data. */
 function shapeOnly(t: tf.Tensor): tf.Tensor {
-  const standIn = { shape: t.shape.slice(), rank: t.rank, size: t.size, dtype: t.dtype, [SHAPE_ONLY]: true, dispose: () => undefined };
+  const standIn = {
+    shape: t.shape.slice(),
+    rank: t.rank,
+    size: t.size,
+    dtype: t.dtype,
+    [SHAPE_ONLY]: true,
+    dispose: () => undefined,
+  };
   return standIn as unknown as tf.Tensor;
 }
 
@@ -91,7 +107,10 @@ function withShapeOnlySaves<T>(e: EngineInternals, f: () => T): T {
     return tensors.map((t) => (isShapeOnly(t) ? t : real[k++]!));
   };
   // the originals normally live on the prototype: put back an own property if there was one, else remove ours
-  const restore = (name: "getTensorsForGradient" | "saveTensorsForBackwardMode", own: PropertyDescriptor | undefined): void => {
+  const restore = (
+    name: "getTensorsForGradient" | "saveTensorsForBackwardMode",
+    own: PropertyDescriptor | undefined,
+  ): void => {
     if (own !== undefined) Object.defineProperty(e, name, own);
     else Reflect.deleteProperty(e, name);
   };
@@ -154,9 +173,22 @@ export function valueAndGrads(f: () => tf.Scalar, vars: readonly tf.Variable[]):
   let y: tf.Tensor | undefined;
   let tape: TapeNode[] = [];
   try {
-    y = withShapeOnlySaves(e, () => e.scopedRun(() => { e.startTape(); }, () => { e.endTape(); }, () => e.tidy("forward", f)));
+    y = withShapeOnlySaves(e, () =>
+      e.scopedRun(
+        () => {
+          e.startTape();
+        },
+        () => {
+          e.endTape();
+        },
+        () => e.tidy("forward", f),
+      ),
+    );
     tape = e.state.activeTape ?? [];
-    if (!(y instanceof tf.Tensor) || y.rank !== 0) throw new Error(`valueAndGrads: f must return a scalar tensor, got ${y instanceof tf.Tensor ? `rank ${y.rank}` : typeof y}`);
+    if (!(y instanceof tf.Tensor) || y.rank !== 0)
+      throw new Error(
+        `valueAndGrads: f must return a scalar tensor, got ${y instanceof tf.Tensor ? `rank ${y.rank}` : typeof y}`,
+      );
     const path = pathNodes(tape, trainable, y);
     const yt = y;
     const onPath = new Set(path.map((n) => n.id));
@@ -173,19 +205,33 @@ export function valueAndGrads(f: () => tf.Scalar, vars: readonly tf.Variable[]):
           disposeSaved(originals.get(node.id)!);
           continue;
         }
-        if (node.gradient === undefined) throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
+        if (node.gradient === undefined)
+          throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
         const names = Object.keys(node.inputs);
         const dxs = e.tidy(node.kernelName, () => {
           const fns = node.gradient!(dys);
-          return names.map((name) => {
-            const fn = fns[name];
-            if (fn === undefined) throw new Error(`Cannot backprop through input ${name} of ${node.kernelName}. Available gradients found: ${Object.keys(fns).join(",")}.`);
-            const dx = fn();
-            const x = node.inputs[name]!;
-            if (dx.dtype !== "float32") throw new Error(`Error in gradient for op ${node.kernelName}. The gradient of input ${name} must have 'float32' dtype, but has '${dx.dtype}'`);
-            if (!tf.util.arraysEqual(dx.shape, x.shape)) throw new Error(`Error in gradient for op ${node.kernelName}. The gradient of input '${name}' has shape '${dx.shape.join(",")}', which does not match the shape of the input '${x.shape.join(",")}'`);
-            return dx;
-          }).map((dx, k, all) => (dys.includes(dx) || all.indexOf(dx) !== k || (node.saved?.includes(dx) ?? false) ? dx.clone() : dx));
+          return names
+            .map((name) => {
+              const fn = fns[name];
+              if (fn === undefined)
+                throw new Error(
+                  `Cannot backprop through input ${name} of ${node.kernelName}. Available gradients found: ${Object.keys(fns).join(",")}.`,
+                );
+              const dx = fn();
+              const x = node.inputs[name]!;
+              if (dx.dtype !== "float32")
+                throw new Error(
+                  `Error in gradient for op ${node.kernelName}. The gradient of input ${name} must have 'float32' dtype, but has '${dx.dtype}'`,
+                );
+              if (!tf.util.arraysEqual(dx.shape, x.shape))
+                throw new Error(
+                  `Error in gradient for op ${node.kernelName}. The gradient of input '${name}' has shape '${dx.shape.join(",")}', which does not match the shape of the input '${x.shape.join(",")}'`,
+                );
+              return dx;
+            })
+            .map((dx, k, all) =>
+              dys.includes(dx) || all.indexOf(dx) !== k || (node.saved?.includes(dx) ?? false) ? dx.clone() : dx,
+            );
         });
         // (a gradient handed back as its own dy, twice, or as a saved tensor was cloned above: releasing those below
         // cannot free a stored gradient)

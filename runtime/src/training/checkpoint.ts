@@ -53,8 +53,17 @@ export const CheckpointMetaSchema = z.object({
   logging: LoggingSchema,
   _best_ema: z.number().nullable(),
   nonfinite_total: z.number().int().nonnegative(),
-  rng: z.object({ seed: z.number(), train_loader: z.object({ stream: z.string(), nextIndex: z.number().int() }), val_loader: z.object({ stream: z.string(), nextIndex: z.number().int() }) }),
-  optimizer: z.object({ kind: z.enum(["sgd-nesterov", "adamw"]), step: z.number().int(), lr: z.number(), hyper: z.record(z.string(), z.number()) }),
+  rng: z.object({
+    seed: z.number(),
+    train_loader: z.object({ stream: z.string(), nextIndex: z.number().int() }),
+    val_loader: z.object({ stream: z.string(), nextIndex: z.number().int() }),
+  }),
+  optimizer: z.object({
+    kind: z.enum(["sgd-nesterov", "adamw"]),
+    step: z.number().int(),
+    lr: z.number(),
+    hyper: z.record(z.string(), z.number()),
+  }),
   init_args: z.record(z.string(), z.unknown()),
   nnssl_adaptation_plan: z.unknown(),
   saved_at: z.number(),
@@ -79,7 +88,13 @@ const OPT_PREFIX = "optimizer_state.";
  * `extraMetadata`: string entries for other readers, e.g. the models module's `ssl3d.architecture`/`ssl3d.options`
  * (so `loadNetwork` can rebuild the network from a checkpoint), `ssl3d.epoch`, `ssl3d.method`.
  */
-export async function saveCheckpoint(file: string, meta: CheckpointMeta, weights: ReadonlyMap<string, NamedTensor>, opt: OptimizerState, extraMetadata: Readonly<Record<string, string>> = {}): Promise<void> {
+export async function saveCheckpoint(
+  file: string,
+  meta: CheckpointMeta,
+  weights: ReadonlyMap<string, NamedTensor>,
+  opt: OptimizerState,
+  extraMetadata: Readonly<Record<string, string>> = {},
+): Promise<void> {
   const all = new Map<string, NamedTensor>(weights);
   for (const [slot, byParam] of Object.entries(opt.slots)) {
     for (const [param, t] of Object.entries(byParam)) all.set(`${OPT_PREFIX}${slot}.${param}`, t);
@@ -88,7 +103,12 @@ export async function saveCheckpoint(file: string, meta: CheckpointMeta, weights
 }
 
 export function loadCheckpoint(file: string, slotNames: readonly string[]): Checkpoint {
-  const bytes = readRegularFileSync(file, { what: "checkpoint", maxBytes: limit("checkpointBytes"), maxBytesEnv: "SSL3D_CHECKPOINT_MAX_BYTES", error: DataError });
+  const bytes = readRegularFileSync(file, {
+    what: "checkpoint",
+    maxBytes: limit("checkpointBytes"),
+    maxBytesEnv: "SSL3D_CHECKPOINT_MAX_BYTES",
+    error: DataError,
+  });
   const { tensors, metadata } = decodeSafetensors(bytes, file);
   let metaRaw: unknown;
   try {
@@ -99,7 +119,10 @@ export function loadCheckpoint(file: string, slotNames: readonly string[]): Chec
   const r = CheckpointMetaSchema.safeParse(metaRaw);
   if (!r.success) {
     const issue = r.error.issues[0];
-    throw new DataError(`not an ssl3d checkpoint: ${issue?.message ?? "?"}`, { file, field: `__metadata__.ssl3d.${issue?.path.join(".") ?? ""}` });
+    throw new DataError(`not an ssl3d checkpoint: ${issue?.message ?? "?"}`, {
+      file,
+      field: `__metadata__.ssl3d.${issue?.path.join(".") ?? ""}`,
+    });
   }
   const weights = new Map<string, NamedTensor>();
   const slots: Record<string, Record<string, SlotTensor>> = {};
@@ -115,7 +138,17 @@ export function loadCheckpoint(file: string, slotNames: readonly string[]): Chec
     slots[slot]![rest.slice(slot.length + 1)] = { shape: [...t.shape], data: t.data };
   }
   const m = r.data;
-  return { meta: m, weights, optimizerState: { kind: m.optimizer.kind, step: m.optimizer.step, lr: m.optimizer.lr, hyper: m.optimizer.hyper, slots } };
+  return {
+    meta: m,
+    weights,
+    optimizerState: {
+      kind: m.optimizer.kind,
+      step: m.optimizer.step,
+      lr: m.optimizer.lr,
+      hyper: m.optimizer.hyper,
+      slots,
+    },
+  };
 }
 
 /** The checkpoint to resume from: upstream order final → latest → best, first that exists. */

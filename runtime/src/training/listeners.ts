@@ -102,16 +102,38 @@ export function logListener(log: Logger): TrainerListener {
       log.info({ epoch: e.epoch, lr: e.lr }, "Epoch started");
     },
     onStep: (s) => {
-      if (s.skipped) log.warn({ epoch: s.epoch, iteration: s.iteration, globalStep: s.globalStep - 1, loss: s.loss, gradNorm: s.gradNorm }, "Skipped a non-finite step");
+      if (s.skipped)
+        log.warn(
+          { epoch: s.epoch, iteration: s.iteration, globalStep: s.globalStep - 1, loss: s.loss, gradNorm: s.gradNorm },
+          "Skipped a non-finite step",
+        );
     },
     onEpochEnd: (e) => {
-      log.info({ epoch: e.epoch, trainLoss: e.trainLoss, valLoss: e.valLoss, lr: e.lr, seconds: Number((e.endedAt - e.startedAt).toFixed(2)), best: e.isBest }, "Epoch finished");
+      log.info(
+        {
+          epoch: e.epoch,
+          trainLoss: e.trainLoss,
+          valLoss: e.valLoss,
+          lr: e.lr,
+          seconds: Number((e.endedAt - e.startedAt).toFixed(2)),
+          best: e.isBest,
+        },
+        "Epoch finished",
+      );
     },
     onStop: (e, t) => {
       const { epoch, iteration, globalStep } = t.progress;
       if (e.reason.kind === "divergence") return; // the error itself reaches the caller
-      if (e.midEpoch) log.warn({ reason: describeStop(e.reason), epoch, iteration, globalStep }, "Stopped on request after the current step; checkpoint_latest written");
-      else log.warn({ reason: describeStop(e.reason), epoch }, "Stopped on request at an epoch boundary; checkpoint_latest written");
+      if (e.midEpoch)
+        log.warn(
+          { reason: describeStop(e.reason), epoch, iteration, globalStep },
+          "Stopped on request after the current step; checkpoint_latest written",
+        );
+      else
+        log.warn(
+          { reason: describeStop(e.reason), epoch },
+          "Stopped on request at an epoch boundary; checkpoint_latest written",
+        );
     },
   };
 }
@@ -121,8 +143,16 @@ export function epochLogListener(outputDir: string): TrainerListener {
   return {
     onEpochEnd: async (e) => {
       const line = {
-        epoch: e.epoch, train_loss: e.trainLoss, val_loss: e.valLoss, lr: e.lr, epoch_time_s: e.endedAt - e.startedAt, global_step: e.globalStep,
-        nonfinite_total: e.nonFiniteTotal, step_losses: e.stepLosses, val_step_losses: e.valStepLosses, time: new Date(e.endedAt * 1000).toISOString(),
+        epoch: e.epoch,
+        train_loss: e.trainLoss,
+        val_loss: e.valLoss,
+        lr: e.lr,
+        epoch_time_s: e.endedAt - e.startedAt,
+        global_step: e.globalStep,
+        nonfinite_total: e.nonFiniteTotal,
+        step_losses: e.stepLosses,
+        val_step_losses: e.valStepLosses,
+        time: new Date(e.endedAt * 1000).toISOString(),
       };
       await appendFile(join(outputDir, JSONL_LOG), JSON.stringify(line) + "\n");
     },
@@ -171,7 +201,10 @@ export async function writeCheckpoint(t: TrainerView, target: CheckpointTarget, 
   const extra = { ...networkMeta(t.network), "ssl3d.epoch": String(state.epoch), "ssl3d.method": target.trainerName };
   await saveCheckpoint(file, meta, torchStateDict(t.network, { aliases: false }), state.optimizer, extra);
   target.metrics?.lastCheckpoint.set(meta.saved_at);
-  target.logger.info({ file, epoch: state.epoch, iteration: state.iteration, globalStep: state.globalStep }, "Saved checkpoint");
+  target.logger.info(
+    { file, epoch: state.epoch, iteration: state.iteration, globalStep: state.globalStep },
+    "Saved checkpoint",
+  );
 }
 
 /**
@@ -205,7 +238,10 @@ export function progressPlotListener(file: string, title: string): TrainerListen
 
 /** A terminal progress bar of the running epoch. */
 export function progressBarListener(stream: NodeJS.WriteStream = process.stderr): TrainerListener {
-  const bar = new cliProgress.SingleBar({ format: "epoch {epoch} |{bar}| {value}/{total} loss {loss} {eta_formatted}", stream, hideCursor: true }, cliProgress.Presets.shades_classic);
+  const bar = new cliProgress.SingleBar(
+    { format: "epoch {epoch} |{bar}| {value}/{total} loss {loss} {eta_formatted}", stream, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
   const stop = (): void => {
     bar.stop();
   };
@@ -223,7 +259,9 @@ export function progressBarListener(stream: NodeJS.WriteStream = process.stderr)
 }
 
 /** The embedder's per-step callback (tests, `TrainArgs.onStep`). */
-export function stepCallbackListener(onStep: (s: { epoch: number; iteration: number; globalStep: number; loss: number; skipped: boolean }) => void): TrainerListener {
+export function stepCallbackListener(
+  onStep: (s: { epoch: number; iteration: number; globalStep: number; loss: number; skipped: boolean }) => void,
+): TrainerListener {
   return {
     onStep: (s) => {
       onStep({ epoch: s.epoch, iteration: s.iteration, globalStep: s.globalStep, loss: s.loss, skipped: s.skipped });

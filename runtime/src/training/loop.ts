@@ -17,8 +17,25 @@ import { removeStaleTemps, writeFileAtomic } from "../io/atomic.js";
 import { loadTorchStateDict, networkMeta, torchStateDict } from "../models/checkpoint-export.js";
 import type { Logger } from "../observability/log.js";
 import { writeProgressPng } from "../observability/progress-png.js";
-import { checkpointPath, findResumeCheckpoint, loadCheckpoint, removeCheckpoint, saveCheckpoint, type CheckpointMeta } from "./checkpoint.js";
-import { JSONL_LOG, checkpointListener, epochLogListener, logListener, metricsListener, progressBarListener, progressPlotListener, stepCallbackListener, type TrainerListener } from "./listeners.js";
+import {
+  checkpointPath,
+  findResumeCheckpoint,
+  loadCheckpoint,
+  removeCheckpoint,
+  saveCheckpoint,
+  type CheckpointMeta,
+} from "./checkpoint.js";
+import {
+  JSONL_LOG,
+  checkpointListener,
+  epochLogListener,
+  logListener,
+  metricsListener,
+  progressBarListener,
+  progressPlotListener,
+  stepCallbackListener,
+  type TrainerListener,
+} from "./listeners.js";
 import { stateFromCheckpoint } from "./state.js";
 import { Trainer, type TrainingResult, type TrainingRun } from "./trainer.js";
 import { FOLD_FILES, foldFile } from "../config/layout.js";
@@ -53,7 +70,8 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
     const p = trainer.progress;
     if (p.epoch === 0 && p.iteration === 0 && isChief) await truncateJsonl(join(run.outputDir, JSONL_LOG), 0); // a fresh run starts a new log
     if (p.epoch >= run.options.numEpochs) {
-      if (resumedFrom !== undefined && resumedFrom.file !== checkpointPath(run.checkpointDir, "final") && isChief) await completeFinishedRun(run, trainer, resumedFrom);
+      if (resumedFrom !== undefined && resumedFrom.file !== checkpointPath(run.checkpointDir, "final") && isChief)
+        await completeFinishedRun(run, trainer, resumedFrom);
       else log.info({ epoch: p.epoch }, "Nothing to do: all epochs completed");
       return trainer.result();
     }
@@ -65,7 +83,11 @@ export async function train(run: TrainingRun): Promise<TrainingResult> {
 }
 
 /** Restore the newest checkpoint into the network and the Trainer; undefined when there is none. */
-async function resume(run: TrainingRun, trainer: Trainer, isChief: boolean): Promise<{ file: string; meta: CheckpointMeta } | undefined> {
+async function resume(
+  run: TrainingRun,
+  trainer: Trainer,
+  isChief: boolean,
+): Promise<{ file: string; meta: CheckpointMeta } | undefined> {
   const log = run.logger;
   const file = findResumeCheckpoint(run.checkpointDir);
   if (file === undefined) {
@@ -73,11 +95,18 @@ async function resume(run: TrainingRun, trainer: Trainer, isChief: boolean): Pro
     return undefined;
   }
   const ck = loadCheckpoint(file, trainer.slotNames);
-  if (ck.meta.trainer_name !== run.trainerName) log.warn({ file, checkpointTrainer: ck.meta.trainer_name, trainer: run.trainerName }, "Resuming a checkpoint of another trainer");
+  if (ck.meta.trainer_name !== run.trainerName)
+    log.warn(
+      { file, checkpointTrainer: ck.meta.trainer_name, trainer: run.trainerName },
+      "Resuming a checkpoint of another trainer",
+    );
   loadTorchStateDict(run.network, ck.weights, file);
   const state = stateFromCheckpoint(ck);
   trainer.restore(state);
-  log.info({ file, epoch: state.epoch, iteration: state.iteration, globalStep: state.globalStep }, "Resumed from checkpoint");
+  log.info(
+    { file, epoch: state.epoch, iteration: state.iteration, globalStep: state.globalStep },
+    "Resumed from checkpoint",
+  );
   if (isChief) await truncateJsonl(join(run.outputDir, JSONL_LOG), state.epoch);
   return { file, meta: ck.meta };
 }
@@ -100,19 +129,39 @@ async function truncateJsonl(file: string, epochs: number): Promise<void> {
  * A run killed after its last epoch's checkpoint_latest, before checkpoint_final: write what the end of `train` would
  * have written (checkpoint_final from the resumed state, progress.png) and remove checkpoint_latest.
  */
-async function completeFinishedRun(run: TrainingRun, trainer: Trainer, from: { file: string; meta: CheckpointMeta }): Promise<void> {
+async function completeFinishedRun(
+  run: TrainingRun,
+  trainer: Trainer,
+  from: { file: string; meta: CheckpointMeta },
+): Promise<void> {
   const net = run.network;
-  const extra = { ...networkMeta(net), "ssl3d.epoch": String(from.meta.current_epoch), "ssl3d.method": run.trainerName };
+  const extra = {
+    ...networkMeta(net),
+    "ssl3d.epoch": String(from.meta.current_epoch),
+    "ssl3d.method": run.trainerName,
+  };
   const state = await trainer.state();
-  await saveCheckpoint(checkpointPath(run.checkpointDir, "final"), { ...from.meta, saved_at: Date.now() / 1000 }, torchStateDict(net, { aliases: false }), state.optimizer, extra);
+  await saveCheckpoint(
+    checkpointPath(run.checkpointDir, "final"),
+    { ...from.meta, saved_at: Date.now() / 1000 },
+    torchStateDict(net, { aliases: false }),
+    state.optimizer,
+    extra,
+  );
   await writeProgressPng(foldFile(run.outputDir, "progress"), run.runName ?? run.trainerName, state.logging);
   await removeCheckpoint(run.checkpointDir, "latest");
-  run.logger.info({ from: from.file, epoch: from.meta.current_epoch }, "All epochs were completed before the interruption; wrote checkpoint_final and progress.png");
+  run.logger.info(
+    { from: from.file, epoch: from.meta.current_epoch },
+    "All epochs were completed before the interruption; wrote checkpoint_final and progress.png",
+  );
 }
 
 /** Remove `.<file>.tmp-<pid>-<hex>` leftovers of the checkpoint, progress-plot and log writes of a killed run. */
 async function removeTrainingTemps(outputDir: string, checkpointDir: string, log: Logger): Promise<void> {
   const checkpoints = (["latest", "best", "final"] as const).map((k) => basename(checkpointPath(checkpointDir, k)));
-  const removed = [...(await removeStaleTemps(checkpointDir, checkpoints)), ...(await removeStaleTemps(outputDir, [FOLD_FILES.progress, JSONL_LOG]))];
+  const removed = [
+    ...(await removeStaleTemps(checkpointDir, checkpoints)),
+    ...(await removeStaleTemps(outputDir, [FOLD_FILES.progress, JSONL_LOG])),
+  ];
   if (removed.length > 0) log.info({ removed }, "Removed temporary files of an interrupted write");
 }

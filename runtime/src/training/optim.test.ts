@@ -88,7 +88,10 @@ test("optimizer state round-trips: export, import into a fresh optimizer, contin
   b.assign(a);
   const state = await oa.exportState();
   const ob = new AdamW({ lr: 5 });
-  const viaJson = JSON.parse(JSON.stringify(state, (_k, v: unknown) => (v instanceof Float32Array ? Array.from(v) : v)), (k, v: unknown) => (k === "data" ? Float32Array.from(v as number[]) : v)) as OptimizerState;
+  const viaJson = JSON.parse(
+    JSON.stringify(state, (_k, v: unknown) => (v instanceof Float32Array ? Array.from(v) : v)),
+    (k, v: unknown) => (k === "data" ? Float32Array.from(v as number[]) : v),
+  ) as OptimizerState;
   ob.importState(viaJson, new Map([["w", b]]));
   assert.equal(ob.lr, 1e-2);
   assert.equal(ob.stepCount, 1);
@@ -118,7 +121,10 @@ test("a step leaks no tensors (slots created once)", () => {
 });
 
 test("clipByGlobalNorm scales by min(1, max/(norm+1e-6)) as torch's clip_grad_norm_", () => {
-  const g = new Map<string, tf.Tensor>([["a", tf.tensor1d([3, 0])], ["b", tf.tensor1d([0, 4])]]);
+  const g = new Map<string, tf.Tensor>([
+    ["a", tf.tensor1d([3, 0])],
+    ["b", tf.tensor1d([0, 4])],
+  ]);
   const c = clipByGlobalNorm(g, 1);
   assert.ok(Math.abs(c.norm - 5) < 1e-6);
   assert.ok(Math.abs(c.grads.get("a")!.dataSync()[0]! - 3 / (5 + 1e-6)) < 1e-6);
@@ -141,5 +147,8 @@ test("NonFiniteGuard skips non-finite steps, resets on a good one, fails after N
   assert.equal(guard.total, 2);
   guard.check(Number.NaN, 1, { epoch: 0, step: 4 });
   guard.check(Number.NaN, 1, { epoch: 0, step: 5 });
-  assert.throws(() => guard.check(Number.NaN, 1, { epoch: 0, step: 6 }), (e: unknown) => e instanceof TrainingError && /3 consecutive non-finite/.test(e.message));
+  assert.throws(
+    () => guard.check(Number.NaN, 1, { epoch: 0, step: 6 }),
+    (e: unknown) => e instanceof TrainingError && /3 consecutive non-finite/.test(e.message),
+  );
 });

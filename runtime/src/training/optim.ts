@@ -59,7 +59,10 @@ abstract class SlotOptimizer implements Optimizer {
   protected steps = 0;
   protected readonly slots = new Map<string, Map<string, tf.Variable>>();
 
-  constructor(lr: number, private readonly slotNames: readonly string[]) {
+  constructor(
+    lr: number,
+    private readonly slotNames: readonly string[],
+  ) {
     this.lr = lr;
     for (const s of slotNames) this.slots.set(s, new Map());
   }
@@ -75,7 +78,11 @@ abstract class SlotOptimizer implements Optimizer {
     const m = this.slots.get(slotName)!;
     let v = m.get(paramName);
     if (v === undefined) {
-      v = tf.variable(tf.zerosLike(p), false, `${this.kind}/${slotName}/${paramName}/${Math.random().toString(36).slice(2)}`);
+      v = tf.variable(
+        tf.zerosLike(p),
+        false,
+        `${this.kind}/${slotName}/${paramName}/${Math.random().toString(36).slice(2)}`,
+      );
       m.set(paramName, v);
     }
     return v;
@@ -104,7 +111,9 @@ abstract class SlotOptimizer implements Optimizer {
 
   importState(state: OptimizerState, params: ReadonlyMap<string, tf.Variable>): void {
     if (state.kind !== this.kind) {
-      throw new TrainingError(`checkpoint optimizer is ${state.kind}, the trainer uses ${this.kind}`, { field: "optimizer_state.kind" });
+      throw new TrainingError(`checkpoint optimizer is ${state.kind}, the trainer uses ${this.kind}`, {
+        field: "optimizer_state.kind",
+      });
     }
     this.disposeSlots();
     this.steps = state.step;
@@ -114,11 +123,24 @@ abstract class SlotOptimizer implements Optimizer {
       const m = this.slots.get(s)!;
       for (const [name, t] of Object.entries(src)) {
         const p = params.get(name);
-        if (p === undefined) throw new TrainingError(`optimizer state has a slot for unknown parameter ${name}`, { field: `optimizer_state.slots.${s}` });
+        if (p === undefined)
+          throw new TrainingError(`optimizer state has a slot for unknown parameter ${name}`, {
+            field: `optimizer_state.slots.${s}`,
+          });
         if (p.shape.join(",") !== t.shape.join(",")) {
-          throw new TrainingError(`optimizer slot shape [${t.shape.join(",")}] does not match parameter [${p.shape.join(",")}]`, { field: `optimizer_state.slots.${s}.${name}` });
+          throw new TrainingError(
+            `optimizer slot shape [${t.shape.join(",")}] does not match parameter [${p.shape.join(",")}]`,
+            { field: `optimizer_state.slots.${s}.${name}` },
+          );
         }
-        m.set(name, tf.variable(tf.tensor(t.data, t.shape, "float32"), false, `${this.kind}/${s}/${name}/${Math.random().toString(36).slice(2)}`));
+        m.set(
+          name,
+          tf.variable(
+            tf.tensor(t.data, t.shape, "float32"),
+            false,
+            `${this.kind}/${s}/${name}/${Math.random().toString(36).slice(2)}`,
+          ),
+        );
       }
     }
   }
@@ -201,7 +223,10 @@ export class AdamW extends SlotOptimizer {
  * scaled too). Returns the new gradient map (caller disposes) and the pre-clipping norm (`Infinity`/`NaN`
  * propagate, which the non-finite guard catches).
  */
-export function clipByGlobalNorm(grads: ReadonlyMap<string, tf.Tensor>, maxNorm: number | undefined): { grads: Map<string, tf.Tensor>; norm: number } {
+export function clipByGlobalNorm(
+  grads: ReadonlyMap<string, tf.Tensor>,
+  maxNorm: number | undefined,
+): { grads: Map<string, tf.Tensor>; norm: number } {
   const names = [...grads.keys()];
   const normT = tf.tidy(() => {
     const sq = names.map((n) => tf.sum(tf.square(grads.get(n)!)));

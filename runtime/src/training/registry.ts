@@ -18,8 +18,24 @@ import { ScheduleSchema } from "./schedules.js";
 const Vec3Schema = z.tuple([z.number().int().positive(), z.number().int().positive(), z.number().int().positive()]);
 
 export const OptimizerConfigSchema = z.discriminatedUnion("kind", [
-  z.object({ kind: z.literal("sgd-nesterov"), lr: z.number().positive(), momentum: z.number().min(0).lt(1), weightDecay: z.number().min(0) }).strict(),
-  z.object({ kind: z.literal("adamw"), lr: z.number().positive(), beta1: z.number().min(0).lt(1), beta2: z.number().min(0).lt(1), eps: z.number().positive().default(1e-8), weightDecay: z.number().min(0) }).strict(),
+  z
+    .object({
+      kind: z.literal("sgd-nesterov"),
+      lr: z.number().positive(),
+      momentum: z.number().min(0).lt(1),
+      weightDecay: z.number().min(0),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal("adamw"),
+      lr: z.number().positive(),
+      beta1: z.number().min(0).lt(1),
+      beta2: z.number().min(0).lt(1),
+      eps: z.number().positive().default(1e-8),
+      weightDecay: z.number().min(0),
+    })
+    .strict(),
 ]);
 
 export const TrainerOptionsSchema = z
@@ -69,26 +85,122 @@ export interface TrainerEntry {
 }
 
 const trainers: readonly TrainerEntry[] = [
-  { key: "mae-resenc-l", aliases: ["BaseMAETrainer"], family: "cnn", defaults: { method: "mae", architecture: "resenc-l", ...CNN_RECIPE } },
-  { key: "mae-primus-m", aliases: ["BaseEvaMAETrainer"], family: "vit", defaults: { method: "mae", architecture: "eva-mae-m", ...VIT_RECIPE } },
-  { key: "simmim-primus-m", aliases: ["SimMIMEvaTrainer"], family: "vit", defaults: { method: "simmim", architecture: "eva-simmim-m", ...VIT_RECIPE } },
-  { key: "models-genesis-resenc-l", aliases: ["ModelGenesisTrainer"], family: "cnn", defaults: { method: "models-genesis", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
-  { key: "models-genesis-primus-m", aliases: ["ModelGenesisEvaTrainer"], family: "vit", defaults: { method: "models-genesis", architecture: "eva-mae-m", augment: false, ...VIT_RECIPE } },
-  { key: "spark-resenc-l", aliases: ["SparkMAETrainer"], family: "cnn", defaults: { method: "spark", architecture: "spark-resenc-l", ...CNN_RECIPE } },
-  { key: "volume-fusion-resenc-l", aliases: ["VolumeFusionTrainer"], family: "cnn", defaults: { method: "volume-fusion", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
-  { key: "volume-fusion-primus-m", aliases: ["VolumeFusionEvaTrainer"], family: "vit", defaults: { method: "volume-fusion", architecture: "eva-mae-m", augment: false, ...VIT_RECIPE } },
+  {
+    key: "mae-resenc-l",
+    aliases: ["BaseMAETrainer"],
+    family: "cnn",
+    defaults: { method: "mae", architecture: "resenc-l", ...CNN_RECIPE },
+  },
+  {
+    key: "mae-primus-m",
+    aliases: ["BaseEvaMAETrainer"],
+    family: "vit",
+    defaults: { method: "mae", architecture: "eva-mae-m", ...VIT_RECIPE },
+  },
+  {
+    key: "simmim-primus-m",
+    aliases: ["SimMIMEvaTrainer"],
+    family: "vit",
+    defaults: { method: "simmim", architecture: "eva-simmim-m", ...VIT_RECIPE },
+  },
+  {
+    key: "models-genesis-resenc-l",
+    aliases: ["ModelGenesisTrainer"],
+    family: "cnn",
+    defaults: { method: "models-genesis", architecture: "resenc-l", augment: false, ...CNN_RECIPE },
+  },
+  {
+    key: "models-genesis-primus-m",
+    aliases: ["ModelGenesisEvaTrainer"],
+    family: "vit",
+    defaults: { method: "models-genesis", architecture: "eva-mae-m", augment: false, ...VIT_RECIPE },
+  },
+  {
+    key: "spark-resenc-l",
+    aliases: ["SparkMAETrainer"],
+    family: "cnn",
+    defaults: { method: "spark", architecture: "spark-resenc-l", ...CNN_RECIPE },
+  },
+  {
+    key: "volume-fusion-resenc-l",
+    aliases: ["VolumeFusionTrainer"],
+    family: "cnn",
+    defaults: { method: "volume-fusion", architecture: "resenc-l", augment: false, ...CNN_RECIPE },
+  },
+  {
+    key: "volume-fusion-primus-m",
+    aliases: ["VolumeFusionEvaTrainer"],
+    family: "vit",
+    defaults: { method: "volume-fusion", architecture: "eva-mae-m", augment: false, ...VIT_RECIPE },
+  },
   // SwinUNETR pre-text tasks (nnssl `src/nnssl/training/nnsslTrainer/swinunetr_pretrain/SwinUNETRTrainer.py`): random
   // crops without spatial augmentation; the family's recipe
-  { key: "swin-pretext-resenc-l", aliases: ["SwinUNETRTrainer"], family: "cnn", defaults: { method: "swin-pretext", architecture: "resenc-l", augment: false, ...CNN_RECIPE } },
-  { key: "swin-pretext-primus-m", aliases: ["SwinUNETREvaTrainer"], family: "vit", defaults: { method: "swin-pretext", architecture: "primus-m", augment: false, ...VIT_RECIPE } },
+  {
+    key: "swin-pretext-resenc-l",
+    aliases: ["SwinUNETRTrainer"],
+    family: "cnn",
+    defaults: { method: "swin-pretext", architecture: "resenc-l", augment: false, ...CNN_RECIPE },
+  },
+  {
+    key: "swin-pretext-primus-m",
+    aliases: ["SwinUNETREvaTrainer"],
+    family: "vit",
+    defaults: { method: "swin-pretext", architecture: "primus-m", augment: false, ...VIT_RECIPE },
+  },
   // nnssl `src/nnssl/training/nnsslTrainer/volume_contrastive/vocoTrainer.py`: no gradient clipping for the CNN; the
   // crops come from a 256×256×64 patch, no spatial augmentation
-  { key: "voco-resenc-l", aliases: ["VoCoTrainer"], family: "cnn", defaults: { method: "voco", architecture: "voco-resenc-l", ...CNN_RECIPE, gradClip: null, patchSize: [256, 256, 64], augment: false } },
+  {
+    key: "voco-resenc-l",
+    aliases: ["VoCoTrainer"],
+    family: "cnn",
+    defaults: {
+      method: "voco",
+      architecture: "voco-resenc-l",
+      ...CNN_RECIPE,
+      gradClip: null,
+      patchSize: [256, 256, 64],
+      augment: false,
+    },
+  },
   // nnssl `src/nnssl/training/nnsslTrainer/simCLR/simCLRTrainer.py`: grad clip 0.1, 192×192×64 patch
-  { key: "simclr-resenc-l", aliases: ["SimCLRTrainer"], family: "cnn", defaults: { method: "simclr", architecture: "voco-resenc-l", ...CNN_RECIPE, gradClip: 0.1, patchSize: [192, 192, 64], augment: false } },
+  {
+    key: "simclr-resenc-l",
+    aliases: ["SimCLRTrainer"],
+    family: "cnn",
+    defaults: {
+      method: "simclr",
+      architecture: "voco-resenc-l",
+      ...CNN_RECIPE,
+      gradClip: 0.1,
+      patchSize: [192, 192, 64],
+      augment: false,
+    },
+  },
   // Eva variants: AdamW two-stage schedule, clip 1 (nnssl `vocoEvaTrainer.py` / `simCLREvaTrainer.py`)
-  { key: "voco-primus-m", aliases: ["VoCoEvaTrainer"], family: "vit", defaults: { method: "voco", architecture: "voco-primus-m", ...VIT_RECIPE, patchSize: [256, 256, 64], augment: false } },
-  { key: "simclr-primus-m", aliases: ["SimCLREvaTrainer"], family: "vit", defaults: { method: "simclr", architecture: "voco-primus-m", ...VIT_RECIPE, patchSize: [192, 192, 64], augment: false } },
+  {
+    key: "voco-primus-m",
+    aliases: ["VoCoEvaTrainer"],
+    family: "vit",
+    defaults: {
+      method: "voco",
+      architecture: "voco-primus-m",
+      ...VIT_RECIPE,
+      patchSize: [256, 256, 64],
+      augment: false,
+    },
+  },
+  {
+    key: "simclr-primus-m",
+    aliases: ["SimCLREvaTrainer"],
+    family: "vit",
+    defaults: {
+      method: "simclr",
+      architecture: "voco-primus-m",
+      ...VIT_RECIPE,
+      patchSize: [192, 192, 64],
+      augment: false,
+    },
+  },
 ];
 
 export function trainerKeys(): string[] {
@@ -110,7 +222,10 @@ export function parseTrainerName(name: string): { entry: TrainerEntry; overrides
   const base = parts[0] ?? "";
   const entry = trainers.find((t) => t.key === base || t.aliases.includes(base));
   if (entry === undefined) {
-    throw new ConfigError(`unknown trainer "${name}" (known: ${[...trainers.flatMap((t) => [t.key, ...t.aliases])].join(", ")}; suffixes _BS<n>, _ANON, _maskblock<n>, _<n>ep, _lr_<a>e<b>, _wd_<a>e<b>, _C<n>, VoCo: _<x>x<y>x<z>, _PS<n>, _N<n>)`, { field: "trainer" });
+    throw new ConfigError(
+      `unknown trainer "${name}" (known: ${[...trainers.flatMap((t) => [t.key, ...t.aliases])].join(", ")}; suffixes _BS<n>, _ANON, _maskblock<n>, _<n>ep, _lr_<a>e<b>, _wd_<a>e<b>, _C<n>, VoCo: _<x>x<y>x<z>, _PS<n>, _N<n>)`,
+      { field: "trainer" },
+    );
   }
   const overrides: Record<string, unknown> = {};
   const methodOptions: Record<string, unknown> = {};
@@ -125,22 +240,29 @@ export function parseTrainerName(name: string): { entry: TrainerEntry; overrides
     if ((m = /^BS(\d+)$/.exec(p)) !== null) overrides.batchSize = Number(m[1]);
     else if (p === "ANON") methodOptions.anon = true;
     else if ((m = /^maskblock(\d+)$/.exec(p)) !== null) methodOptions.blockSize = Number(m[1]);
-    else if ((m = /^(\d+)ep$/.exec(p)) !== null || (m = /^ep(\d+)$/.exec(p)) !== null) overrides.numEpochs = Number(m[1]);
+    else if ((m = /^(\d+)ep$/.exec(p)) !== null || (m = /^ep(\d+)$/.exec(p)) !== null)
+      overrides.numEpochs = Number(m[1]);
     else if ((p === "lr" || p === "wd") && (m = /^(\d+)e(\d+)$/.exec(rest[i + 1] ?? "")) !== null) {
       // upstream `_lr_1e3` = 1e-3, `_wd_3e5` = 3e-5 (VolumeFusionTrainer_BS8_lr_1e3_wd_3e4, VoCoTrainer_BS8_lr_1e2, ...)
       optimizer[p === "lr" ? "lr" : "weightDecay"] = Number(`${m[1]!}e-${m[2]!}`);
       i += 1;
-    } else if ((m = /^C(\d+)$/.exec(p)) !== null) methodOptions.numClasses = Number(m[1]); // VolumeFusion _C3 / _C9
+    } else if ((m = /^C(\d+)$/.exec(p)) !== null)
+      methodOptions.numClasses = Number(m[1]); // VolumeFusion _C3 / _C9
     else if (isVoco && (m = /^(\d+)x(\d+)x(\d+)$/.exec(p)) !== null) grid = [Number(m[1]), Number(m[2]), Number(m[3])];
     else if (isVoco && (m = /^PS(\d+)$/.exec(p)) !== null) cropSide = Number(m[1]);
     else if (isVoco && (m = /^N(\d+)$/.exec(p)) !== null) methodOptions.targetCrops = Number(m[1]);
-    else throw new ConfigError(`unsupported trainer suffix "_${p}" in "${name}" (supported: _BS<n>, _ANON, _maskblock<n>, _<n>ep, _ep<n>, _lr_<a>e<b>, _wd_<a>e<b>, _C<n>${isVoco ? ", _<x>x<y>x<z>, _PS<n>, _N<n>" : ""})`, { field: "trainer" });
+    else
+      throw new ConfigError(
+        `unsupported trainer suffix "_${p}" in "${name}" (supported: _BS<n>, _ANON, _maskblock<n>, _<n>ep, _ep<n>, _lr_<a>e<b>, _wd_<a>e<b>, _C<n>${isVoco ? ", _<x>x<y>x<z>, _PS<n>, _N<n>" : ""})`,
+        { field: "trainer" },
+      );
   }
   // VoCo crop-grid variants: _3x3x1_PS64 = a 3×3×1 grid of 64³ crops, i.e. a 192×192×64 patch
   if (grid !== undefined) methodOptions.baseCrops = grid;
   if (cropSide !== undefined) overrides.patchSize = (grid ?? [4, 4, 1]).map((n) => n * cropSide);
   if (Object.keys(methodOptions).length > 0) overrides.methodOptions = methodOptions;
-  if (Object.keys(optimizer).length > 0) overrides.optimizer = { ...(entry.defaults.optimizer as Record<string, unknown>), ...optimizer };
+  if (Object.keys(optimizer).length > 0)
+    overrides.optimizer = { ...(entry.defaults.optimizer as Record<string, unknown>), ...optimizer };
   return { entry, overrides };
 }
 
@@ -148,26 +270,43 @@ export function parseTrainerName(name: string): { entry: TrainerEntry; overrides
  * Resolve a trainer name plus CLI/user overrides into validated options. `overrides.architecture` may replace the
  * preset by another of the same family (e.g. `resenc-xs` for CPU runs).
  */
-export function resolveTrainer(name: string, overrides: Record<string, unknown> = {}, architectureFamily?: (key: string) => ArchitectureFamily | undefined): ResolvedTrainer {
+export function resolveTrainer(
+  name: string,
+  overrides: Record<string, unknown> = {},
+  architectureFamily?: (key: string) => ArchitectureFamily | undefined,
+): ResolvedTrainer {
   const { entry, overrides: fromName } = parseTrainerName(name);
   const merged: Record<string, unknown> = { ...entry.defaults, ...fromName, ...overrides };
-  merged.methodOptions = { ...(fromName.methodOptions as Record<string, unknown> | undefined), ...(overrides.methodOptions as Record<string, unknown> | undefined) };
+  merged.methodOptions = {
+    ...(fromName.methodOptions as Record<string, unknown> | undefined),
+    ...(overrides.methodOptions as Record<string, unknown> | undefined),
+  };
   const r = TrainerOptionsSchema.safeParse(merged);
   if (!r.success) {
     const issue = r.error.issues[0];
-    throw new ConfigError(`invalid trainer option: ${issue?.message ?? "?"}`, { field: `trainer.${issue?.path.join(".") ?? ""}` });
+    throw new ConfigError(`invalid trainer option: ${issue?.message ?? "?"}`, {
+      field: `trainer.${issue?.path.join(".") ?? ""}`,
+    });
   }
   const options = r.data;
   const method = getMethod(options.method);
-  if (!method.families.includes(entry.family)) throw new ConfigError(`method ${method.key} does not support ${entry.family} architectures`, { field: "trainer.method" });
+  if (!method.families.includes(entry.family))
+    throw new ConfigError(`method ${method.key} does not support ${entry.family} architectures`, {
+      field: "trainer.method",
+    });
   const mo = method.optionsSchema.safeParse(options.methodOptions);
   if (!mo.success) {
     const issue = mo.error.issues[0];
-    throw new ConfigError(`invalid ${method.key} option: ${issue?.message ?? "?"}`, { field: `trainer.methodOptions.${issue?.path.join(".") ?? ""}` });
+    throw new ConfigError(`invalid ${method.key} option: ${issue?.message ?? "?"}`, {
+      field: `trainer.methodOptions.${issue?.path.join(".") ?? ""}`,
+    });
   }
   const fam = architectureFamily?.(options.architecture);
   if (architectureFamily !== undefined && fam !== entry.family) {
-    throw new ConfigError(`architecture "${options.architecture}" is ${fam ?? "unknown"}, trainer ${name} needs a ${entry.family} architecture`, { field: "architecture" });
+    throw new ConfigError(
+      `architecture "${options.architecture}" is ${fam ?? "unknown"}, trainer ${name} needs a ${entry.family} architecture`,
+      { field: "architecture" },
+    );
   }
   return { name, entry, options: { ...options, methodOptions: mo.data as Record<string, unknown> } };
 }
@@ -186,17 +325,26 @@ export function upstreamDifferences(t: ResolvedTrainer): string[] {
   const out: string[] = [];
   const o = t.options;
   if (/^BaseMAETrainer_BS(16|24|32)_ep1000$/.test(t.name)) {
-    out.push(`${t.name}: upstream nnssl's class of this name trains with batch size 2 (it sets the plan's batch_size, which its trainer ignores); ssl3d trains with batch size ${o.batchSize}`);
+    out.push(
+      `${t.name}: upstream nnssl's class of this name trains with batch size 2 (it sets the plan's batch_size, which its trainer ignores); ssl3d trains with batch size ${o.batchSize}`,
+    );
   }
   const block = o.methodOptions.blockSize;
-  if (o.method === "mae" && t.entry.family === "cnn" && typeof block === "number" && o.patchSize.some((p) => p % block !== 0)) {
+  if (
+    o.method === "mae" &&
+    t.entry.family === "cnn" &&
+    typeof block === "number" &&
+    o.patchSize.some((p) => p % block !== 0)
+  ) {
     const cells = o.patchSize.map((p) => Math.floor(p / block));
     const edges = o.patchSize.map((p, i) => (cells[i]! === 0 ? 0 : Math.floor(p / cells[i]!)));
     const ours = o.patchSize.map((p) => Math.ceil(p / block));
     const upstream = cells.some((c, i) => c === 0 || c * edges[i]! !== o.patchSize[i])
       ? "upstream's block mask would not cover the patch (its trainer fails)"
       : `upstream masks a ${cells.join("×")} grid of ${edges.join("×")}-voxel blocks`;
-    out.push(`${t.name}: mask block ${block} on a ${o.patchSize.join("×")} patch: ${upstream}; ssl3d masks ${block}³ blocks on a ${ours.join("×")} grid (the last block per axis partial)`);
+    out.push(
+      `${t.name}: mask block ${block} on a ${o.patchSize.join("×")} patch: ${upstream}; ssl3d masks ${block}³ blocks on a ${ours.join("×")} grid (the last block per axis partial)`,
+    );
   }
   return out;
 }

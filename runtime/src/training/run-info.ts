@@ -50,7 +50,12 @@ export function findResultsFolder(resultsRoot: string, checkpointDir: string): s
         continue;
       }
       const mtime = statSync(info).mtimeMs;
-      if (recorded !== undefined && resolve(recorded) === resolve(checkpointDir) && (best === undefined || mtime > best.mtime)) best = { dir: join(resultsRoot, ds.name, run.name), mtime };
+      if (
+        recorded !== undefined &&
+        resolve(recorded) === resolve(checkpointDir) &&
+        (best === undefined || mtime > best.mtime)
+      )
+        best = { dir: join(resultsRoot, ds.name, run.name), mtime };
     }
   }
   return best?.dir;

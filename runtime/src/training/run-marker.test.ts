@@ -30,6 +30,9 @@ test("the first run claims the folder; the same run (any attempt, any rank) may 
 test("a damaged marker is a configuration error, not silently overwritten", async () => {
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-marker-"));
   writeFileSync(join(dir, RUN_MARKER), "{not json");
-  await assert.rejects(claimCheckpointFolder(dir, { run: "a", uid: "1" }, true), (err: unknown) => err instanceof ConfigError && /not valid JSON/.test(err.message));
+  await assert.rejects(
+    claimCheckpointFolder(dir, { run: "a", uid: "1" }, true),
+    (err: unknown) => err instanceof ConfigError && /not valid JSON/.test(err.message),
+  );
   assert.equal(readFileSync(join(dir, RUN_MARKER), "utf8"), "{not json");
 });

@@ -29,7 +29,10 @@ function readMarker(file: string): RunMarker | undefined {
   } catch {
     // fall through
   }
-  throw new ConfigError("the run-identity marker is not valid JSON with run and uid; remove it only if these checkpoints are this run's", { file });
+  throw new ConfigError(
+    "the run-identity marker is not valid JSON with run and uid; remove it only if these checkpoints are this run's",
+    { file },
+  );
 }
 
 /**

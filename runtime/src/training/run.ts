@@ -10,7 +10,17 @@ import { requireRoot, resolveDatasetName } from "../config/env.js";
 import { ConfigError, DataError, EnvironmentError, Ssl3dError } from "../errors.js";
 import { writeJsonAtomic } from "../io/atomic.js";
 import { lockFolder, type FolderLock } from "../io/folder-lock.js";
-import { checkConfigurationName, checkPlansName, foldDir as foldDirOf, foldFile, plansFile as plansFileOf, preprocessedDatasetDir, resultsFile, resultsRunDir, splitsFile } from "../config/layout.js";
+import {
+  checkConfigurationName,
+  checkPlansName,
+  foldDir as foldDirOf,
+  foldFile,
+  plansFile as plansFileOf,
+  preprocessedDatasetDir,
+  resultsFile,
+  resultsRunDir,
+  splitsFile,
+} from "../config/layout.js";
 import { planConfiguration, readPlansDocument } from "../config/plans.js";
 import { childEnv, envString } from "../config/settings.js";
 import { loadOrCreateSplit } from "../data/split.js";
@@ -21,7 +31,13 @@ import { parseBackendRequest, selectBackend, tfjsNodeMissing } from "../models/b
 import { architectureKeys, createNetwork, getArchitecture } from "../models/registry.js";
 import { loadMatchingWeights, readTorchCheckpoint } from "../models/checkpoint-import.js";
 import type { Logger } from "../observability/log.js";
-import { METRICS_ADDRESS_ENV, TrainingMetrics, metricsHost, serveMetrics, type MetricsServer } from "../observability/training-metrics.js";
+import {
+  METRICS_ADDRESS_ENV,
+  TrainingMetrics,
+  metricsHost,
+  serveMetrics,
+  type MetricsServer,
+} from "../observability/training-metrics.js";
 import { ENV, distributedConfigFromEnv, perRankBatchSize, type DistributedConfig } from "../distributed/env.js";
 import { launchLocalRanks } from "../distributed/launch.js";
 import { claimCheckpointFolder } from "./run-marker.js";
@@ -63,11 +79,21 @@ export interface TrainArgs {
   /** Local data-parallel processes on this node (torchrun's --nproc-per-node); default PET_NPROC_PER_NODE or 1. */
   readonly nprocPerNode?: number;
   /** Called after every training step (tests, embedding). */
-  readonly onStep?: (s: { epoch: number; iteration: number; globalStep: number; loss: number; skipped: boolean }) => void;
+  readonly onStep?: (s: {
+    epoch: number;
+    iteration: number;
+    globalStep: number;
+    loss: number;
+    skipped: boolean;
+  }) => void;
 }
 
 interface ListModule {
-  listPreprocessedImages(datasetName: string, config: string, plansName: string): Promise<TrainingImage[]> | TrainingImage[];
+  listPreprocessedImages(
+    datasetName: string,
+    config: string,
+    plansName: string,
+  ): Promise<TrainingImage[]> | TrainingImage[];
 }
 
 export async function listImages(datasetName: string, config: string, plansName: string): Promise<TrainingImage[]> {
@@ -76,14 +102,19 @@ export async function listImages(datasetName: string, config: string, plansName:
   try {
     mod = (await import(spec)) as ListModule;
   } catch (err) {
-    throw new EnvironmentError(`the preprocessed-store module is not available in this build (${(err as Error).message.split("\n")[0] ?? ""})`);
+    throw new EnvironmentError(
+      `the preprocessed-store module is not available in this build (${(err as Error).message.split("\n")[0] ?? ""})`,
+    );
   }
   return await mod.listPreprocessedImages(datasetName, config, plansName);
 }
 
 /** The process exits with a given code (stopped by a signal: 128 + signal number; a failed local rank: its code). */
 export class ExitError extends Ssl3dError {
-  constructor(message: string, readonly exitCode: number) {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
     super(message);
   }
 }
@@ -97,11 +128,17 @@ export async function runTrainingCli(a: TrainArgs, logger: Logger): Promise<void
   // PET_NPROC_PER_NODE is bounded like --nproc-per-node before any rank is started
   const nproc = a.nprocPerNode ?? checkCount({ ...COUNTS.nprocPerNode, flag: ENV.nprocPerNode }, cfg.nprocPerNode);
   if (nproc > 1 && envString("RANK") === undefined) {
-    const backend = a.backend !== undefined && a.backend !== "" ? parseBackendRequest(a.backend, "--backend") : parseBackendRequest(envString("SSL3D_BACKEND"), "SSL3D_BACKEND");
+    const backend =
+      a.backend !== undefined && a.backend !== ""
+        ? parseBackendRequest(a.backend, "--backend")
+        : parseBackendRequest(envString("SSL3D_BACKEND"), "SSL3D_BACKEND");
     checkRanksFitGpus(nproc, backend, visibleGpuCount(), tfjsNodeMissing("@tensorflow/tfjs-node-gpu") === undefined);
     logger.info({ nprocPerNode: nproc, nnodes: cfg.nnodes, nodeRank: cfg.nodeRank }, "Launching local ranks");
     const code = await launchLocalRanks({
-      cfg, nprocPerNode: nproc, command: process.execPath, args: [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)],
+      cfg,
+      nprocPerNode: nproc,
+      command: process.execPath,
+      args: [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)],
       env: childEnv({ [ENV.nprocPerNode]: String(nproc) }),
     });
     if (code !== 0) throw new ExitError(`a local rank failed (exit code ${code})`, code);
@@ -110,7 +147,11 @@ export async function runTrainingCli(a: TrainArgs, logger: Logger): Promise<void
   await runTraining(a, logger);
 }
 
-export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSignal = { requested: false }): Promise<TrainingResult> {
+export async function runTraining(
+  a: TrainArgs,
+  rootLogger: Logger,
+  stop: StopSignal = { requested: false },
+): Promise<TrainingResult> {
   const dist = distributedConfigFromEnv();
   const logger = dist.worldSize > 1 ? rootLogger.child({ rank: dist.rank }) : rootLogger;
   const datasetName = resolveDatasetName(a.dataset);
@@ -126,12 +167,15 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   if (dist.rank === 0) for (const d of upstreamDifferences(trainer)) logger.warn(d);
   const methodEntry = getMethod(o.method);
   const method = methodEntry.create(o.methodOptions, trainer.entry.family);
-  const archKey = methodEntry.architectureFor?.(o.architecture, (k) => architectureKeys().includes(k)) ?? o.architecture;
+  const archKey =
+    methodEntry.architectureFor?.(o.architecture, (k) => architectureKeys().includes(k)) ?? o.architecture;
 
   // absurd sizes fail here, before any data is read or a network built
   checkBatchMemory({
-    batchSize: Math.ceil(o.batchSize / dist.worldSize), imagesPerSample: method.data?.imagesPerSample ?? 1,
-    loadedPatch: o.augment ? initialPatchSize(o.patchSize) : o.patchSize, prefetch: o.prefetch,
+    batchSize: Math.ceil(o.batchSize / dist.worldSize),
+    imagesPerSample: method.data?.imagesPerSample ?? 1,
+    loadedPatch: o.augment ? initialPatchSize(o.patchSize) : o.patchSize,
+    prefetch: o.prefetch,
   });
   const data = await loadRunImages(datasetName, ppDataset, a, o.modalities, logger);
   const backend = await selectBackend(a.backend); // logs the one-line choice
@@ -140,7 +184,13 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   const inChannels = (await reader.openZarrVolume(data.trainImages[0]!.image)).shape[0] ?? 1;
   // methods that feed the network sub-crops (VoCo, SimCLR) build it for, and record in the plans, the crop size
   const netPatch = methodEntry.networkPatchSize?.(o.patchSize, o.methodOptions) ?? o.patchSize;
-  const network = createNetwork(archKey, { ...methodEntry.architectureOptions?.(archKey), inChannels, outChannels: method.outChannels(inChannels), patchSize: netPatch, seed: o.seed });
+  const network = createNetwork(archKey, {
+    ...methodEntry.architectureOptions?.(archKey),
+    inChannels,
+    outChannels: method.outChannels(inChannels),
+    patchSize: netPatch,
+    seed: o.seed,
+  });
 
   const runDir = `${trainer.name}__${a.plans}__${a.configuration}`;
   const baseDir = resultsRunDir(resultsRoot, datasetName, trainer.name, a.plans, a.configuration);
@@ -151,21 +201,50 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
   try {
     // upstream's adaptation plan: the plan with only the trained configuration, its patch the network's input (VoCo,
     // SimCLR: the crop), and upstream's constant recommended downstream patch
-    const adaptation = adaptationPlan(network.config, { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } }, UPSTREAM_DOWNSTREAM_PATCH);
-    await writeJsonAtomic(resultsFile(baseDir, "plans"), { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } }, 4);
+    const adaptation = adaptationPlan(
+      network.config,
+      { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } },
+      UPSTREAM_DOWNSTREAM_PATCH,
+    );
+    await writeJsonAtomic(
+      resultsFile(baseDir, "plans"),
+      { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } },
+      4,
+    );
     await writeJsonAtomic(resultsFile(baseDir, "adaptationPlan"), adaptation, 4);
     if (dist.rank === 0) {
       const info: RunInfo = {
-        dataset: datasetName, plans: a.plans, configuration: a.configuration, trainer: trainer.name, trainer_key: trainer.entry.key, method: o.method,
-        architecture: archKey, parameters: network.parameterCount(), patch_size: [...o.patchSize], network_patch_size: [...netPatch], batch_size: o.batchSize,
-        world_size: dist.worldSize, epochs: o.numEpochs, iters_per_epoch: o.itersPerEpoch, val_iters: o.valIters, modalities: o.modalities ?? null,
-        train_images: data.trainImages.length, val_images: data.valImages.length, train_subjects: data.trainSubjects, val_subjects: data.valSubjects,
-        checkpoint_dir: checkpointDir, started_at: new Date().toISOString(),
+        dataset: datasetName,
+        plans: a.plans,
+        configuration: a.configuration,
+        trainer: trainer.name,
+        trainer_key: trainer.entry.key,
+        method: o.method,
+        architecture: archKey,
+        parameters: network.parameterCount(),
+        patch_size: [...o.patchSize],
+        network_patch_size: [...netPatch],
+        batch_size: o.batchSize,
+        world_size: dist.worldSize,
+        epochs: o.numEpochs,
+        iters_per_epoch: o.itersPerEpoch,
+        val_iters: o.valIters,
+        modalities: o.modalities ?? null,
+        train_images: data.trainImages.length,
+        val_images: data.valImages.length,
+        train_subjects: data.trainSubjects,
+        val_subjects: data.valSubjects,
+        checkpoint_dir: checkpointDir,
+        started_at: new Date().toISOString(),
       };
       await writeJsonAtomic(foldFile(foldDir, "runInfo"), info, 2);
     }
     // Before anyone resumes or writes: the checkpoint folder must be this run's (or nobody's yet).
-    await claimCheckpointFolder(checkpointDir, { run: envString(POD_ENV.run) ?? "", uid: envString(POD_ENV.runUid) ?? "" }, dist.rank === 0);
+    await claimCheckpointFolder(
+      checkpointDir,
+      { run: envString(POD_ENV.run) ?? "", uid: envString(POD_ENV.runUid) ?? "" },
+      dist.rank === 0,
+    );
     const run: Omit<TrainingRun, "group" | "metrics" | "stop"> = {
       trainerName: trainer.name,
       runName: `${datasetName} · ${runDir}`,
@@ -178,13 +257,37 @@ export async function runTraining(a: TrainArgs, rootLogger: Logger, stop: StopSi
       outputDir: foldDir,
       checkpointDir,
       resume: a.resume === true || envString("SSL3D_RESUME") === "latest",
-      initArgs: { dataset_name: datasetName, plans_name: a.plans, configuration_name: a.configuration, fold: "all", trainer_options: o, backend: backend.name },
+      initArgs: {
+        dataset_name: datasetName,
+        plans_name: a.plans,
+        configuration_name: a.configuration,
+        fold: "all",
+        trainer_options: o,
+        backend: backend.name,
+      },
       adaptationPlan: adaptation,
       logger,
       progressBar: a.progress ?? process.stderr.isTTY,
       ...(a.onStep === undefined ? {} : { onStep: a.onStep }),
     };
-    logger.info({ trainer: trainer.name, key: trainer.entry.key, architecture: archKey, params: network.parameterCount(), patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch, trainImages: data.trainImages.length, valImages: data.valImages.length, output: foldDir, checkpointDir, resume: run.resume }, "Training");
+    logger.info(
+      {
+        trainer: trainer.name,
+        key: trainer.entry.key,
+        architecture: archKey,
+        params: network.parameterCount(),
+        patch: o.patchSize,
+        batchSize: o.batchSize,
+        epochs: o.numEpochs,
+        itersPerEpoch: o.itersPerEpoch,
+        trainImages: data.trainImages.length,
+        valImages: data.valImages.length,
+        output: foldDir,
+        checkpointDir,
+        resume: run.resume,
+      },
+      "Training",
+    );
     return await trainAsRank(a, run, dist, stop);
   } finally {
     for (const l of locks) l.release();
@@ -197,7 +300,8 @@ function resolveRunTrainer(a: TrainArgs): ResolvedTrainer {
   if (a.epochs !== undefined) overrides.numEpochs = a.epochs;
   if (a.itersPerEpoch !== undefined) overrides.itersPerEpoch = a.itersPerEpoch;
   if (a.valIters !== undefined) overrides.valIters = a.valIters;
-  if (a.patchSize !== undefined) overrides.patchSize = typeof a.patchSize === "number" ? [a.patchSize, a.patchSize, a.patchSize] : [...a.patchSize];
+  if (a.patchSize !== undefined)
+    overrides.patchSize = typeof a.patchSize === "number" ? [a.patchSize, a.patchSize, a.patchSize] : [...a.patchSize];
   if (a.batchSize !== undefined) overrides.batchSize = a.batchSize;
   if (a.archPreset !== undefined) overrides.architecture = a.archPreset;
   if (a.seed !== undefined) overrides.seed = a.seed;
@@ -213,16 +317,33 @@ function resolveRunTrainer(a: TrainArgs): ResolvedTrainer {
 }
 
 /** The preprocessed images, split by subject (splits_final.json) and filtered by modality. */
-async function loadRunImages(datasetName: string, ppDataset: string, a: TrainArgs, modalities: readonly string[] | undefined, logger: Logger) {
+async function loadRunImages(
+  datasetName: string,
+  ppDataset: string,
+  a: TrainArgs,
+  modalities: readonly string[] | undefined,
+  logger: Logger,
+) {
   const all = await listImages(datasetName, a.configuration, a.plans);
-  if (all.length === 0) throw new DataError(`no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`, { file: ppDataset });
+  if (all.length === 0)
+    throw new DataError(
+      `no preprocessed images for ${a.plans}_${a.configuration}; run 'ssl3d plan-and-preprocess' first`,
+      { file: ppDataset },
+    );
   const splitFile = splitsFile(ppDataset);
-  const { split, created, persisted } = await loadOrCreateSplit(splitFile, all.map((i) => i.uniqueSubjectId));
-  logger.info({ file: splitFile, created, persisted, train: split.train.length, val: split.val.length }, persisted ? "Subject split" : "Subject split (read-only data folder: computed, not written)");
+  const { split, created, persisted } = await loadOrCreateSplit(
+    splitFile,
+    all.map((i) => i.uniqueSubjectId),
+  );
+  logger.info(
+    { file: splitFile, created, persisted, train: split.train.length, val: split.val.length },
+    persisted ? "Subject split" : "Subject split (read-only data folder: computed, not written)",
+  );
   const filter = { modalities };
   const trainImages = filterImages(all, new Set(split.train), filter);
   const valImages = filterImages(all, new Set(split.val), filter);
-  if (trainImages.length === 0) throw new DataError(`no training images left after the split and modality filter`, { file: splitFile });
+  if (trainImages.length === 0)
+    throw new DataError(`no training images left after the split and modality filter`, { file: splitFile });
   return { trainImages, valImages, trainSubjects: split.train.length, valSubjects: split.val.length };
 }
 
@@ -230,10 +351,24 @@ async function loadRunImages(datasetName: string, ppDataset: string, a: TrainArg
  * Join the data-parallel group, serve /metrics, load pretrained weights, turn SIGTERM/SIGUSR1 into stop requests and
  * train; a stopped run ends in an ExitError (128 + signal number) after checkpoint_latest is written.
  */
-async function trainAsRank(a: TrainArgs, run: Omit<TrainingRun, "group" | "metrics" | "stop">, dist: DistributedConfig, stop: StopSignal): Promise<TrainingResult> {
+async function trainAsRank(
+  a: TrainArgs,
+  run: Omit<TrainingRun, "group" | "metrics" | "stop">,
+  dist: DistributedConfig,
+  stop: StopSignal,
+): Promise<TrainingResult> {
   const logger = run.logger;
   const group = await initProcessGroup(dist);
-  if (dist.worldSize > 1) logger.info({ rank: dist.rank, worldSize: dist.worldSize, perRankBatch: run.options.batchSize, globalBatch: run.globalBatchSize }, "Joined the data-parallel group");
+  if (dist.worldSize > 1)
+    logger.info(
+      {
+        rank: dist.rank,
+        worldSize: dist.worldSize,
+        perRankBatch: run.options.batchSize,
+        globalBatch: run.globalBatchSize,
+      },
+      "Joined the data-parallel group",
+    );
   const metrics = new TrainingMetrics();
   const signals = new StopSignals(stop, logger);
   let server: MetricsServer | undefined;
@@ -243,15 +378,35 @@ async function trainAsRank(a: TrainArgs, run: Omit<TrainingRun, "group" | "metri
       // matching names and shapes are loaded into the fresh network, segmentation layers skipped
       const ck = await readTorchCheckpoint(a.pretrainedWeights);
       const r = loadMatchingWeights(run.network, ck.stateDict, a.pretrainedWeights);
-      logger.info({ file: a.pretrainedWeights, loaded: r.loaded.length, skipped: r.skipped.length, unusedKeys: r.unused.length, firstSkipped: r.skipped.slice(0, 5) }, "Pretrained weights loaded");
+      logger.info(
+        {
+          file: a.pretrainedWeights,
+          loaded: r.loaded.length,
+          skipped: r.skipped.length,
+          unusedKeys: r.unused.length,
+          firstSkipped: r.skipped.slice(0, 5),
+        },
+        "Pretrained weights loaded",
+      );
     }
     signals.install();
     const result = await train({ ...run, group, metrics, stop });
     if (result.status === "stopped") {
       const why = result.stopReason === undefined ? "request" : describeStop(result.stopReason);
-      throw new ExitError(`stopped by ${why} after step ${result.globalStep}; checkpoint_latest written to ${run.checkpointDir}; continue with --resume`, 128 + signals.signalNo);
+      throw new ExitError(
+        `stopped by ${why} after step ${result.globalStep}; checkpoint_latest written to ${run.checkpointDir}; continue with --resume`,
+        128 + signals.signalNo,
+      );
     }
-    logger.info({ epochs: result.epochsCompleted, steps: result.globalStep, trainLoss: result.finalTrainLoss, valLoss: result.finalValLoss }, "Training finished");
+    logger.info(
+      {
+        epochs: result.epochsCompleted,
+        steps: result.globalStep,
+        trainLoss: result.finalTrainLoss,
+        valLoss: result.finalValLoss,
+      },
+      "Training finished",
+    );
     return result;
   } finally {
     signals.remove();
@@ -287,12 +442,20 @@ class StopSignals {
 }
 
 /** The /metrics endpoint of this node (local rank 0), when a port is given (`--metrics-port`, SSL3D_METRICS_PORT). */
-async function startMetricsServer(a: TrainArgs, metrics: TrainingMetrics, localRank: number, logger: Logger): Promise<MetricsServer | undefined> {
+async function startMetricsServer(
+  a: TrainArgs,
+  metrics: TrainingMetrics,
+  localRank: number,
+  logger: Logger,
+): Promise<MetricsServer | undefined> {
   const envPort = envString("SSL3D_METRICS_PORT");
   const port = a.metricsPort ?? (envPort !== undefined ? Number(envPort) : undefined);
-  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535))
+    throw new ConfigError(`invalid metrics port ${String(port)}`, { field: "--metrics-port" });
   if (port === undefined || localRank !== 0) return undefined;
-  const server = await serveMetrics(metrics, port, { host: metricsHost(a.metricsAddress === undefined ? undefined : { [METRICS_ADDRESS_ENV]: a.metricsAddress }) });
+  const server = await serveMetrics(metrics, port, {
+    host: metricsHost(a.metricsAddress === undefined ? undefined : { [METRICS_ADDRESS_ENV]: a.metricsAddress }),
+  });
   logger.info({ host: server.host, port: server.port }, "Serving /metrics");
   return server;
 }

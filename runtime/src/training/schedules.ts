@@ -10,7 +10,11 @@ import { z } from "zod";
 
 export const ScheduleSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("poly"), exponent: z.number().positive().default(0.9) }),
-  z.object({ kind: z.literal("warmup-poly"), warmupEpochs: z.number().int().nonnegative().default(50), exponent: z.number().positive().default(0.9) }),
+  z.object({
+    kind: z.literal("warmup-poly"),
+    warmupEpochs: z.number().int().nonnegative().default(50),
+    exponent: z.number().positive().default(0.9),
+  }),
 ]);
 export type Schedule = z.infer<typeof ScheduleSchema>;
 

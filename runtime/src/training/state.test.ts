@@ -19,12 +19,24 @@ function midEpochState(): TrainingState {
     bestLoss: 0.25,
     epochStepLosses: [0.3, null, 0.28],
     epochStartedAt: 1700000100.5,
-    logging: { train_losses: [0.5, 0.4], val_losses: [0.45, null], lrs: [0.01, 0.009], epoch_start_timestamps: [1700000000, 1700000050], epoch_end_timestamps: [1700000049, 1700000099] },
+    logging: {
+      train_losses: [0.5, 0.4],
+      val_losses: [0.45, null],
+      lrs: [0.01, 0.009],
+      epoch_start_timestamps: [1700000000, 1700000050],
+      epoch_end_timestamps: [1700000049, 1700000099],
+    },
     nonFiniteTotal: 1,
     rng: { seed: 7, trainLoader: { stream: "train", nextIndex: 11 }, valLoader: { stream: "val", nextIndex: 4 } },
     optimizer: {
-      kind: "adamw", step: 10, lr: 0.009, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 },
-      slots: { exp_avg: { "conv.weight": { shape: [2, 1], data: Float32Array.of(0.5, -1) } }, exp_avg_sq: { "conv.weight": { shape: [2, 1], data: Float32Array.of(0.25, 1) } } },
+      kind: "adamw",
+      step: 10,
+      lr: 0.009,
+      hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 },
+      slots: {
+        exp_avg: { "conv.weight": { shape: [2, 1], data: Float32Array.of(0.5, -1) } },
+        exp_avg_sq: { "conv.weight": { shape: [2, 1], data: Float32Array.of(0.25, 1) } },
+      },
     },
   };
 }
@@ -34,12 +46,25 @@ test("state → checkpoint file → state is the identity", async () => {
   try {
     const s = midEpochState();
     const file = join(dir, "checkpoint_latest.safetensors");
-    const meta = checkpointMeta(s, { trainerName: "T", initArgs: { plans_name: "p" }, adaptationPlan: { a: 1 } }, 1700000200);
+    const meta = checkpointMeta(
+      s,
+      { trainerName: "T", initArgs: { plans_name: "p" }, adaptationPlan: { a: 1 } },
+      1700000200,
+    );
     assert.equal(meta.format, CHECKPOINT_FORMAT);
     assert.equal(meta.current_epoch, 2);
     assert.equal(meta._best_ema, 0.25);
-    assert.deepEqual(meta.rng, { seed: 7, train_loader: { stream: "train", nextIndex: 11 }, val_loader: { stream: "val", nextIndex: 4 } });
-    await saveCheckpoint(file, meta, new Map([["conv.weight", { shape: [1, 2], data: Float32Array.of(1, 2) }]]), s.optimizer);
+    assert.deepEqual(meta.rng, {
+      seed: 7,
+      train_loader: { stream: "train", nextIndex: 11 },
+      val_loader: { stream: "val", nextIndex: 4 },
+    });
+    await saveCheckpoint(
+      file,
+      meta,
+      new Map([["conv.weight", { shape: [1, 2], data: Float32Array.of(1, 2) }]]),
+      s.optimizer,
+    );
     const back = stateFromCheckpoint(loadCheckpoint(file, ["exp_avg", "exp_avg_sq"]));
     assert.deepEqual(back, s);
     // everything but the optimizer slots is plain JSON
@@ -55,7 +80,12 @@ test("lists longer or shorter than current_epoch are truncated like upstream; a 
   try {
     const s = { ...midEpochState(), epoch: 3 }; // three epochs claimed, two logged
     const file = join(dir, "c.safetensors");
-    await saveCheckpoint(file, checkpointMeta(s, { trainerName: "T", initArgs: {}, adaptationPlan: null }), new Map(), s.optimizer);
+    await saveCheckpoint(
+      file,
+      checkpointMeta(s, { trainerName: "T", initArgs: {}, adaptationPlan: null }),
+      new Map(),
+      s.optimizer,
+    );
     const back = stateFromCheckpoint(loadCheckpoint(file, ["exp_avg", "exp_avg_sq"]));
     assert.equal(back.epoch, 2);
     assert.equal(back.iteration, 0);
@@ -70,5 +100,8 @@ test("lists longer or shorter than current_epoch are truncated like upstream; a 
 test("a fresh state starts at epoch 0 with empty logs", () => {
   const p = freshProgress();
   assert.deepEqual([p.epoch, p.iteration, p.globalStep, p.bestLoss, p.nonFiniteTotal], [0, 0, 0, null, 0]);
-  assert.deepEqual(Object.values(p.logging).map((l) => l.length), [0, 0, 0, 0, 0]);
+  assert.deepEqual(
+    Object.values(p.logging).map((l) => l.length),
+    [0, 0, 0, 0, 0],
+  );
 });

@@ -58,7 +58,13 @@ export interface TrainingRun {
   readonly stop?: StopSignal;
   /** Stop after the step during which this time (milliseconds since the epoch) passes, like a stop request. */
   readonly deadline?: number;
-  readonly onStep?: (s: { epoch: number; iteration: number; globalStep: number; loss: number; skipped: boolean }) => void;
+  readonly onStep?: (s: {
+    epoch: number;
+    iteration: number;
+    globalStep: number;
+    loss: number;
+    skipped: boolean;
+  }) => void;
   /**
    * Data-parallel group (default: a single process). Every rank runs this loop with its own share of the global
    * batch (`options.batchSize` is the per-rank batch here, `globalBatchSize` the total); gradients, losses and the
@@ -105,12 +111,22 @@ function batchTensors(batch: Batch): MethodBatch {
 }
 
 /** The training and validation loaders of a run, starting at the given stream positions (ADR 0040 data needs). */
-function makeLoaders(run: TrainingRun, rank: number, trainStart: number, valStart: number): { train: DataLoader; val: DataLoader } {
+function makeLoaders(
+  run: TrainingRun,
+  rank: number,
+  trainStart: number,
+  valStart: number,
+): { train: DataLoader; val: DataLoader } {
   const o = run.options;
   const F = o.patchSize;
   const needs = run.method.data ?? {};
   const common = {
-    batchSize: o.batchSize * (needs.imagesPerSample ?? 1), patchSize: F, withAnon: run.method.needsAnon, seed: o.seed, numWorkers: o.loaderWorkers, prefetch: o.prefetch,
+    batchSize: o.batchSize * (needs.imagesPerSample ?? 1),
+    patchSize: F,
+    withAnon: run.method.needsAnon,
+    seed: o.seed,
+    numWorkers: o.loaderWorkers,
+    prefetch: o.prefetch,
     ...(needs.crop === undefined ? {} : { crop: needs.crop }),
     ...(run.readerModule === undefined ? {} : { readerModule: run.readerModule }),
   };
@@ -203,7 +219,11 @@ export class Trainer implements TrainerView {
   restore(s: TrainingState): void {
     this.optimizer.importState(s.optimizer, this.network.weights);
     const { rng: _rng, optimizer: _optimizer, ...progress } = s;
-    this.progress_ = { ...progress, epochStepLosses: [...progress.epochStepLosses], logging: structuredClone(progress.logging) };
+    this.progress_ = {
+      ...progress,
+      epochStepLosses: [...progress.epochStepLosses],
+      logging: structuredClone(progress.logging),
+    };
     this.guard.total = s.nonFiniteTotal;
     this.loaderStart = { train: s.rng.trainLoader.nextIndex, val: s.rng.valLoader.nextIndex };
   }
@@ -219,8 +239,14 @@ export class Trainer implements TrainerView {
       nonFiniteTotal: this.guard.total,
       rng: {
         seed: this.run.options.seed,
-        trainLoader: streams?.train.state() ?? { stream: rank === 0 ? "train" : `train-r${rank}`, nextIndex: this.loaderStart.train },
-        valLoader: streams?.val.state() ?? { stream: rank === 0 ? "val" : `val-r${rank}`, nextIndex: this.loaderStart.val },
+        trainLoader: streams?.train.state() ?? {
+          stream: rank === 0 ? "train" : `train-r${rank}`,
+          nextIndex: this.loaderStart.train,
+        },
+        valLoader: streams?.val.state() ?? {
+          stream: rank === 0 ? "val" : `val-r${rank}`,
+          nextIndex: this.loaderStart.val,
+        },
       },
       optimizer: await this.optimizer.exportState(),
     };
@@ -279,7 +305,9 @@ export class Trainer implements TrainerView {
     const lr = learningRate(o.schedule, o.optimizer.lr, p.epoch, o.numEpochs);
     this.optimizer.lr = lr;
     p.epochStartedAt ??= Date.now() / 1000;
-    await this.emit((l) => l.onEpochStart?.({ epoch: p.epoch, lr, iteration: p.iteration, itersPerEpoch: o.itersPerEpoch }, this));
+    await this.emit((l) =>
+      l.onEpochStart?.({ epoch: p.epoch, lr, iteration: p.iteration, itersPerEpoch: o.itersPerEpoch }, this),
+    );
     while (p.iteration < o.itersPerEpoch) {
       const stop = await this.trainIteration();
       if (stop !== undefined && (stop.kind === "divergence" || p.iteration < o.itersPerEpoch)) return stop;
@@ -311,7 +339,18 @@ export class Trainer implements TrainerView {
     p.epochStepLosses.push(Number.isFinite(r.loss) ? r.loss : null);
     p.nonFiniteTotal = this.guard.total;
     const samples = batch.keys.length / (this.run.method.data?.imagesPerSample ?? 1);
-    const e = { epoch: p.epoch, iteration: p.iteration, globalStep: p.globalStep, loss: r.loss, gradNorm: r.norm, skipped, samples, loaderWaitSeconds, loaderQueueDepth, stepSeconds };
+    const e = {
+      epoch: p.epoch,
+      iteration: p.iteration,
+      globalStep: p.globalStep,
+      loss: r.loss,
+      gradNorm: r.norm,
+      skipped,
+      samples,
+      loaderWaitSeconds,
+      loaderQueueDepth,
+      stepSeconds,
+    };
     await this.emit((l) => l.onStep?.(e, this));
     // Yield one macrotask turn per step: with batches always ready the loop would otherwise run on microtasks only,
     // starving signal handlers (graceful stop) and the /metrics server.
@@ -337,7 +376,8 @@ export class Trainer implements TrainerView {
     if (r.stop && !local) this.stops.peer();
     const { grads: clipped, norm } = clipByGlobalNorm(r.grads, this.run.options.gradClip ?? undefined);
     try {
-      if (this.guard.check(r.loss, norm, { epoch: this.progress_.epoch, step: this.progress_.globalStep })) this.optimizer.step(net.weights, clipped);
+      if (this.guard.check(r.loss, norm, { epoch: this.progress_.epoch, step: this.progress_.globalStep }))
+        this.optimizer.step(net.weights, clipped);
     } catch (err) {
       if (err instanceof TrainingError) return { loss: r.loss, norm, stop: true, diverged: err };
       throw err;
@@ -378,8 +418,17 @@ export class Trainer implements TrainerView {
     const score = valMean ?? trainMean;
     const isBest = score !== null && (p.bestLoss === null || score < p.bestLoss);
     const e: EpochEndEvent = {
-      epoch: p.epoch, trainLoss: trainMean, valLoss: valMean, lr, startedAt, endedAt, stepLosses: p.epochStepLosses, valStepLosses: valLosses,
-      globalStep: p.globalStep, nonFiniteTotal: this.guard.total, isBest,
+      epoch: p.epoch,
+      trainLoss: trainMean,
+      valLoss: valMean,
+      lr,
+      startedAt,
+      endedAt,
+      stepLosses: p.epochStepLosses,
+      valStepLosses: valLosses,
+      globalStep: p.globalStep,
+      nonFiniteTotal: this.guard.total,
+      isBest,
     };
     // the epoch is complete: the state (and its checkpoints) refer to the next epoch
     p.epoch += 1;

@@ -6,7 +6,19 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -31,19 +43,29 @@ export interface CliOptions {
 }
 
 /** Run `ssl3d args...` with `env` (the caller's full environment), measured. */
-export async function ssl3d(args: readonly string[], env: NodeJS.ProcessEnv, opts: CliOptions = {}): Promise<CliResult> {
+export async function ssl3d(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  opts: CliOptions = {},
+): Promise<CliResult> {
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-adv-rss-"));
   const rssFile = join(dir, "rss");
   const t0 = performance.now();
   const child = spawn(NODE, ["--import", PEAK_RSS, BIN, ...args], {
-    cwd: opts.cwd ?? tmpdir(), env: { SSL3D_LOG_LEVEL: "warn", ...env, SSL3D_TEST_PEAK_RSS_FILE: rssFile }, stdio: ["ignore", "pipe", "pipe"],
+    cwd: opts.cwd ?? tmpdir(),
+    env: { SSL3D_LOG_LEVEL: "warn", ...env, SSL3D_TEST_PEAK_RSS_FILE: rssFile },
+    stdio: ["ignore", "pipe", "pipe"],
   });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
   child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
   const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 300_000);
-  const [status, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) => child.on("close", (c, s) => { res([c, s]); }));
+  const [status, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) =>
+    child.on("close", (c, s) => {
+      res([c, s]);
+    }),
+  );
   clearTimeout(timer);
   const ms = performance.now() - t0;
   const peakMiB = existsSync(rssFile) ? Number(readFileSync(rssFile, "utf8")) / 1024 : undefined;
@@ -60,7 +82,12 @@ export function errorLine(r: CliResult): string {
 }
 
 /** Exit code, one error line matching every pattern, and bounds on time and memory. */
-export function assertFails(r: CliResult, code: number, patterns: readonly RegExp[], bounds: { maxMs?: number; maxMiB?: number } = {}): string {
+export function assertFails(
+  r: CliResult,
+  code: number,
+  patterns: readonly RegExp[],
+  bounds: { maxMs?: number; maxMiB?: number } = {},
+): string {
   assert.equal(r.status, code, `exit code ${String(r.status)} (signal ${String(r.signal)}), stderr:\n${r.stderr}`);
   const line = errorLine(r);
   for (const p of patterns) assert.match(line, p);
@@ -116,7 +143,10 @@ export function snapshotTree(dir: string, skip: readonly string[] = []): Map<str
       } else if (e.isSymbolicLink()) {
         out.set(r, `link -> ${readlinkSync(full)} @${st.mtimeMs}`);
       } else if (e.isFile()) {
-        out.set(r, `${st.size} bytes @${st.mtimeMs} sha256 ${createHash("sha256").update(readFileSync(full)).digest("hex")}`);
+        out.set(
+          r,
+          `${st.size} bytes @${st.mtimeMs} sha256 ${createHash("sha256").update(readFileSync(full)).digest("hex")}`,
+        );
       } else {
         out.set(r, `special @${st.mtimeMs}`);
       }
@@ -127,7 +157,11 @@ export function snapshotTree(dir: string, skip: readonly string[] = []): Map<str
 }
 
 /** `after` equals `before` entry by entry (the message lists what was added, removed or changed). */
-export function assertSameTree(before: ReadonlyMap<string, string>, after: ReadonlyMap<string, string>, what = "tree"): void {
+export function assertSameTree(
+  before: ReadonlyMap<string, string>,
+  after: ReadonlyMap<string, string>,
+  what = "tree",
+): void {
   const diffs: string[] = [];
   for (const [k, v] of before) {
     const a = after.get(k);

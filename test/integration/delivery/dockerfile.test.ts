@@ -40,27 +40,48 @@ test("base images are pinned by exact tag or digest, never latest", () => {
       assert.ok(!image.includes("$"), `stage ${s.name}: unresolved ${s.base}`);
       const digest = /@sha256:[0-9a-f]{64}$/.test(image);
       const tag = /:([^/:@]+)$/.exec(image)?.[1];
-      assert.ok(digest || (tag !== undefined && /\d+\.\d+/.test(tag) && !/latest/.test(tag)), `stage ${s.name}: ${image} is not pinned by an exact version tag or digest`);
+      assert.ok(
+        digest || (tag !== undefined && /\d+\.\d+/.test(tag) && !/latest/.test(tag)),
+        `stage ${s.name}: ${image} is not pinned by an exact version tag or digest`,
+      );
     }
     names.add(s.name);
   }
   // no NVIDIA base image: TensorFlow 2.21 and CUDA 12 come from PyPI wheels (ADR 0059); every target runs the pinned Node
-  const nodeVersion = (JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { devDependencies: Record<string, string> }).devDependencies.node!;
-  assert.equal(expandArgs(stage("operator").base, df.args), `node:${nodeVersion}-bookworm-slim`, "the images run the Node version the project pins");
+  const nodeVersion = (
+    JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { devDependencies: Record<string, string> }
+  ).devDependencies.node!;
+  assert.equal(
+    expandArgs(stage("operator").base, df.args),
+    `node:${nodeVersion}-bookworm-slim`,
+    "the images run the Node version the project pins",
+  );
   assert.equal(expandArgs(stage("runtime").base, df.args), `node:${nodeVersion}-bookworm-slim`);
 });
 
 test("GPU runtime: TensorFlow 2.21 + CUDA 12 from the pinned wheels, CUDA folders on the loader path, memory growth, native kernels", () => {
-  const deps = stage("runtime-deps").instructions.filter((i) => i.op === "RUN").map((i) => i.args).join("\n");
+  const deps = stage("runtime-deps")
+    .instructions.filter((i) => i.op === "RUN")
+    .map((i) => i.args)
+    .join("\n");
   assert.match(deps, /setup-tensorflow\.mjs --variant gpu/);
   assert.match(deps, /node native\/build\.mjs/);
   assert.match(deps, /npm ci [^\n]*--ignore-scripts/, "the tfjs-node packages' download scripts never run");
   const rt = stage("runtime").instructions;
-  const env = rt.filter((i) => i.op === "ENV").map((i) => i.args).join(" ");
+  const env = rt
+    .filter((i) => i.op === "ENV")
+    .map((i) => i.args)
+    .join(" ");
   assert.match(env, /TF_FORCE_GPU_ALLOW_GROWTH=true/);
-  assert.ok(rt.some((i) => i.op === "COPY" && /ssl3d-cuda\.conf \/etc\/ld\.so\.conf\.d\//.test(i.args)), "every CUDA folder in the loader configuration");
+  assert.ok(
+    rt.some((i) => i.op === "COPY" && /ssl3d-cuda\.conf \/etc\/ld\.so\.conf\.d\//.test(i.args)),
+    "every CUDA folder in the loader configuration",
+  );
   assert.ok(rt.some((i) => i.op === "RUN" && /\bldconfig\b/.test(i.args)));
-  assert.ok(rt.some((i) => i.op === "COPY" && i.args.includes("/app/native/build")), "native CPU kernels built in");
+  assert.ok(
+    rt.some((i) => i.op === "COPY" && i.args.includes("/app/native/build")),
+    "native CPU kernels built in",
+  );
 });
 
 test("targets run as a numeric non-root user and start the CLI / the operator bundle", () => {
@@ -79,8 +100,12 @@ test("targets run as a numeric non-root user and start the CLI / the operator bu
 
 /** Files npm ci itself runs: the package's own install hooks (`node <file>`). */
 function installHookFiles(): string[] {
-  const scripts = (JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { scripts?: Record<string, string> }).scripts ?? {};
-  return ["preinstall", "install", "postinstall", "prepare"].flatMap((k) => [...(scripts[k] ?? "").matchAll(/\bnode\s+(\S+\.m?js)\b/g)].map((m) => m[1]!));
+  const scripts =
+    (JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { scripts?: Record<string, string> }).scripts ??
+    {};
+  return ["preinstall", "install", "postinstall", "prepare"].flatMap((k) =>
+    [...(scripts[k] ?? "").matchAll(/\bnode\s+(\S+\.m?js)\b/g)].map((m) => m[1]!),
+  );
 }
 
 test("npm ci runs from the lockfile before any source is copied; no npm install, no ADD, no sudo", () => {
@@ -96,7 +121,11 @@ test("npm ci runs from the lockfile before any source is copied; no npm install,
       }
       if (i.op === "COPY" && !sawNpmCi && s.instructions.some((x) => x.op === "RUN" && /\bnpm ci\b/.test(x.args))) {
         const srcs = words(i.args).slice(0, -1);
-        assert.deepEqual(srcs.filter((x) => !allowed.has(x)), [], `Dockerfile:${i.line}: only package.json, package-lock.json and the install hooks (${[...allowed].join(", ")}) before npm ci`);
+        assert.deepEqual(
+          srcs.filter((x) => !allowed.has(x)),
+          [],
+          `Dockerfile:${i.line}: only package.json, package-lock.json and the install hooks (${[...allowed].join(", ")}) before npm ci`,
+        );
       }
     }
   }
@@ -112,10 +141,19 @@ test("the operator image carries no node_modules and nothing of TensorFlow", () 
 test(".dockerignore lets every COPY source through and keeps node_modules, dist and tests out", () => {
   for (const s of df.stages) {
     for (const i of s.instructions.filter((x) => x.op === "COPY" && !x.flags.some((f) => f.startsWith("--from=")))) {
-      for (const src of words(i.args).slice(0, -1)) assert.ok(!ignore.ignored(src.replace(/\/$/, "")), `${src} is ignored`);
+      for (const src of words(i.args).slice(0, -1))
+        assert.ok(!ignore.ignored(src.replace(/\/$/, "")), `${src} is ignored`);
     }
   }
-  for (const p of ["node_modules", "node_modules/x/y.js", "dist/runtime/src/cli/main.js", "runtime/src/cli/main.test.ts", "test/helpers/chart.ts", ".git/config", "helm/ssl3d/Chart.yaml"]) {
+  for (const p of [
+    "node_modules",
+    "node_modules/x/y.js",
+    "dist/runtime/src/cli/main.js",
+    "runtime/src/cli/main.test.ts",
+    "test/helpers/chart.ts",
+    ".git/config",
+    "helm/ssl3d/Chart.yaml",
+  ]) {
     assert.ok(ignore.ignored(p), `${p} should not be in the build context`);
   }
   for (const p of ["package.json", "runtime/src/cli/main.ts", "bin/ssl3d.mjs"]) assert.ok(!ignore.ignored(p), p);
@@ -125,27 +163,52 @@ const BUILD = join(REPO, "scripts", "cluster", "build-images.sh");
 const notRoot = process.getuid?.() !== 0;
 const images = (...args: string[]): string => runOk("bash", [BUILD, ...args], { timeoutMs: 3_600_000 });
 
-test("for real: buildah builds the operator and runtime-cpu targets (no registry); the CLI and the operator bundle start", { skip: notRoot ? "needs root (debootstrap, buildah)" : false, timeout: 3_600_000 }, () => {
-  images("build");
-  const runtime = images("ls", RUNTIME_CPU_IMAGE, "/app").split("\n").filter((l) => l !== "");
-  assert.deepEqual(runtime.sort(), ["bin", "dist", "native", "node_modules", "package.json"], "runtime-cpu /app");
-  assert.deepEqual(images("ls", RUNTIME_CPU_IMAGE, "/app/native/build").trim(), "ssl3d_native.node", "the native kernel addon is in the CPU image");
-  const modules = images("ls", RUNTIME_CPU_IMAGE, "/app/node_modules");
-  assert.match(modules, /^@tensorflow$/m, "production dependencies installed");
-  assert.doesNotMatch(modules, /^typescript$/m, "no devDependencies in the runtime image");
-  assert.equal(images("run", RUNTIME_CPU_IMAGE, "node", "/app/bin/ssl3d.mjs", "--version").trim(), APP_VERSION);
-  assert.match(images("run", RUNTIME_CPU_IMAGE, "node", "/app/bin/ssl3d.mjs", "--help"), /Usage: ssl3d/);
-  // The CPU image selects the cpu backend with the native kernels (no libtensorflow, no CUDA).
-  const backend = images("run", RUNTIME_CPU_IMAGE, "node", "-e",
-    "import('/app/dist/runtime/src/models/backend/select.js').then(async (m) => console.log(JSON.stringify(await m.selectBackend())))");
-  assert.match(backend, /"name":"cpu"/);
-  assert.match(backend, /"nativeKernels":true/);
-  assert.deepEqual(images("ls", OPERATOR_IMAGE, "/app").split("\n").filter((l) => l !== "").sort(), ["operator.mjs", "operator.mjs.map"]);
-  assert.equal(images("run", OPERATOR_IMAGE, "sh", "-c", "grep -c '@tensorflow/tfjs' /app/operator.mjs || true").trim(), "0", "no TensorFlow in the operator bundle");
-  // The operator bundle starts as its ENTRYPOINT does and serves /healthz (the API server it is pointed at does
-  // not exist; the cluster tier runs it against a real one).
-  assert.match(images("run", OPERATOR_IMAGE, "sh", "-c", OPERATOR_HEALTH_SCRIPT), /healthz 200/);
-});
+test(
+  "for real: buildah builds the operator and runtime-cpu targets (no registry); the CLI and the operator bundle start",
+  { skip: notRoot ? "needs root (debootstrap, buildah)" : false, timeout: 3_600_000 },
+  () => {
+    images("build");
+    const runtime = images("ls", RUNTIME_CPU_IMAGE, "/app")
+      .split("\n")
+      .filter((l) => l !== "");
+    assert.deepEqual(runtime.sort(), ["bin", "dist", "native", "node_modules", "package.json"], "runtime-cpu /app");
+    assert.deepEqual(
+      images("ls", RUNTIME_CPU_IMAGE, "/app/native/build").trim(),
+      "ssl3d_native.node",
+      "the native kernel addon is in the CPU image",
+    );
+    const modules = images("ls", RUNTIME_CPU_IMAGE, "/app/node_modules");
+    assert.match(modules, /^@tensorflow$/m, "production dependencies installed");
+    assert.doesNotMatch(modules, /^typescript$/m, "no devDependencies in the runtime image");
+    assert.equal(images("run", RUNTIME_CPU_IMAGE, "node", "/app/bin/ssl3d.mjs", "--version").trim(), APP_VERSION);
+    assert.match(images("run", RUNTIME_CPU_IMAGE, "node", "/app/bin/ssl3d.mjs", "--help"), /Usage: ssl3d/);
+    // The CPU image selects the cpu backend with the native kernels (no libtensorflow, no CUDA).
+    const backend = images(
+      "run",
+      RUNTIME_CPU_IMAGE,
+      "node",
+      "-e",
+      "import('/app/dist/runtime/src/models/backend/select.js').then(async (m) => console.log(JSON.stringify(await m.selectBackend())))",
+    );
+    assert.match(backend, /"name":"cpu"/);
+    assert.match(backend, /"nativeKernels":true/);
+    assert.deepEqual(
+      images("ls", OPERATOR_IMAGE, "/app")
+        .split("\n")
+        .filter((l) => l !== "")
+        .sort(),
+      ["operator.mjs", "operator.mjs.map"],
+    );
+    assert.equal(
+      images("run", OPERATOR_IMAGE, "sh", "-c", "grep -c '@tensorflow/tfjs' /app/operator.mjs || true").trim(),
+      "0",
+      "no TensorFlow in the operator bundle",
+    );
+    // The operator bundle starts as its ENTRYPOINT does and serves /healthz (the API server it is pointed at does
+    // not exist; the cluster tier runs it against a real one).
+    assert.match(images("run", OPERATOR_IMAGE, "sh", "-c", OPERATOR_HEALTH_SCRIPT), /healthz 200/);
+  },
+);
 
 /** Starts the bundle with a kubeconfig pointing nowhere and prints `healthz <status>` once /healthz answers. */
 const OPERATOR_HEALTH_SCRIPT = [

@@ -8,7 +8,16 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { CHART, KUBE_VERSION, REPO, SCENARIOS, helmTemplate, parseManifests, renderScenario, type K8sObject } from "../../helpers/chart.js";
+import {
+  CHART,
+  KUBE_VERSION,
+  REPO,
+  SCENARIOS,
+  helmTemplate,
+  parseManifests,
+  renderScenario,
+  type K8sObject,
+} from "../../helpers/chart.js";
 import { validateObject } from "../../helpers/k8s-schemas.js";
 import { run, toolBin } from "../../helpers/tools.js";
 
@@ -29,7 +38,11 @@ function podSpec(o: K8sObject): PodSpecLike {
   return (o as unknown as { spec: { template: { spec: PodSpecLike } } }).spec.template.spec;
 }
 
-interface Rule { apiGroups: string[]; resources: string[]; verbs: string[] }
+interface Rule {
+  apiGroups: string[];
+  resources: string[];
+  verbs: string[];
+}
 function rules(o: K8sObject): Rule[] {
   return (o as unknown as { rules: Rule[] }).rules;
 }
@@ -57,7 +70,11 @@ test("helm template output equals the golden files (SSL3D_UPDATE_GOLDEN=1 regene
     const file = join(GOLDEN, `${name}.yaml`);
     if (update) writeFileSync(file, rendered);
     assert.ok(existsSync(file), `${file} is missing: run with SSL3D_UPDATE_GOLDEN=1`);
-    assert.equal(rendered, readFileSync(file, "utf8"), `${file} is stale: review the diff, then regenerate with SSL3D_UPDATE_GOLDEN=1`);
+    assert.equal(
+      rendered,
+      readFileSync(file, "utf8"),
+      `${file} is stale: review the diff, then regenerate with SSL3D_UPDATE_GOLDEN=1`,
+    );
   }
 });
 
@@ -87,7 +104,15 @@ test("leader election settings follow the values; more than one replica without 
   const off = byKind(renderScenario("minimal"), "Deployment")[0]!;
   assert.equal(envOf(off).SSL3D_LEADER_ELECT, "false");
   assert.deepEqual((off as unknown as { spec: { strategy: unknown } }).spec.strategy, { type: "Recreate" });
-  const r = run(toolBin("helm"), ["template", "x", CHART, "--set", "leaderElection.enabled=false", "--set", "replicaCount=2"]);
+  const r = run(toolBin("helm"), [
+    "template",
+    "x",
+    CHART,
+    "--set",
+    "leaderElection.enabled=false",
+    "--set",
+    "replicaCount=2",
+  ]);
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /replicaCount > 1 needs leaderElection.enabled=true/);
 });
@@ -110,7 +135,8 @@ test("RBAC is least privilege", () => {
   assert.deepEqual(grants("ssl3d.io", "pretrainruns").sort(), ["delete", "get", "list", "watch"]);
   assert.deepEqual(grants("", "persistentvolumeclaims"), []);
   assert.ok(!grants("ssl3d.io", "collections").includes("delete") && !grants("ssl3d.io", "plans").includes("delete"));
-  for (const k of ["collections", "plans", "pretrainruns"]) assert.ok(grants("ssl3d.io", `${k}/status`).includes("patch"), k);
+  for (const k of ["collections", "plans", "pretrainruns"])
+    assert.ok(grants("ssl3d.io", `${k}/status`).includes("patch"), k);
   assert.ok(grants("batch", "jobs").includes("create"));
   assert.ok(grants("events.k8s.io", "events").includes("create"));
   assert.deepEqual(grants("coordination.k8s.io", "leases"), [], "leases belong in the namespaced Role only");
@@ -120,10 +146,16 @@ test("RBAC is least privilege", () => {
   // optional groups only when asked for
   assert.deepEqual(grants("scheduling.volcano.sh", "podgroups"), []);
   assert.deepEqual(grants("", "configmaps"), []);
-  assert.ok(!rs.some((r) => r.apiGroups.includes("monitoring.coreos.com")), "the chart's PodMonitor covers runs; the operator creates none");
+  assert.ok(
+    !rs.some((r) => r.apiGroups.includes("monitoring.coreos.com")),
+    "the chart's PodMonitor covers runs; the operator creates none",
+  );
   const full = rules(byKind(renderScenario("full"), "ClusterRole").find((o) => o.metadata.name === "ssl3d")!);
   for (const g of ["scheduling.volcano.sh", "scheduling.x-k8s.io"]) {
-    assert.ok(full.some((r) => r.apiGroups.includes(g)), g);
+    assert.ok(
+      full.some((r) => r.apiGroups.includes(g)),
+      g,
+    );
   }
 });
 
@@ -140,7 +172,9 @@ test("rbac.scope=namespace installs the same rules as a Role in watchNamespace a
 });
 
 test("one dashboard ConfigMap per JSON file, labelled for the Grafana sidecar, with the file's content", () => {
-  const files = readdirSync(join(CHART, "dashboards")).filter((f) => f.endsWith(".json")).sort();
+  const files = readdirSync(join(CHART, "dashboards"))
+    .filter((f) => f.endsWith(".json"))
+    .sort();
   assert.ok(files.length >= 2);
   const cms = byKind(renderScenario("default"), "ConfigMap").filter((o) => o.metadata.name.includes("-dashboard-"));
   assert.equal(cms.length, files.length);
@@ -156,28 +190,44 @@ test("one dashboard ConfigMap per JSON file, labelled for the Grafana sidecar, w
 
 test("monitoring objects: opt-in, selected by kube-prometheus-stack's release label, relabelled training series", () => {
   const def = renderScenario("default");
-  assert.ok(!def.some((o) => o.apiVersion.startsWith("monitoring.coreos.com/")), "default install needs no Prometheus Operator CRDs");
+  assert.ok(
+    !def.some((o) => o.apiVersion.startsWith("monitoring.coreos.com/")),
+    "default install needs no Prometheus Operator CRDs",
+  );
   const full = renderScenario("full");
   const sm = byKind(full, "ServiceMonitor")[0]!;
   assert.equal(sm.metadata.labels?.release, "kube-prometheus-stack");
   const svc = byKind(full, "Service")[0]!;
-  const selector = (sm as unknown as { spec: { selector: { matchLabels: Record<string, string> } } }).spec.selector.matchLabels;
-  for (const [k, v] of Object.entries(selector)) assert.equal(svc.metadata.labels?.[k], v, `ServiceMonitor selects the Service by ${k}`);
+  const selector = (sm as unknown as { spec: { selector: { matchLabels: Record<string, string> } } }).spec.selector
+    .matchLabels;
+  for (const [k, v] of Object.entries(selector))
+    assert.equal(svc.metadata.labels?.[k], v, `ServiceMonitor selects the Service by ${k}`);
   const pm = byKind(full, "PodMonitor")[0]!;
-  const pmSelector = (pm as unknown as { spec: { selector: { matchLabels: Record<string, string> } } }).spec.selector.matchLabels;
+  const pmSelector = (pm as unknown as { spec: { selector: { matchLabels: Record<string, string> } } }).spec.selector
+    .matchLabels;
   assert.equal(pmSelector["batch.kubernetes.io/job-completion-index"], "0", "rank 0's pod only");
-  const ep = (pm as unknown as { spec: { podMetricsEndpoints: { port: string; relabelings: { sourceLabels: string[]; targetLabel: string }[] }[] } }).spec.podMetricsEndpoints[0]!;
+  const ep = (
+    pm as unknown as {
+      spec: { podMetricsEndpoints: { port: string; relabelings: { sourceLabels: string[]; targetLabel: string }[] }[] };
+    }
+  ).spec.podMetricsEndpoints[0]!;
   assert.equal(ep.port, "metrics");
   const target = (l: string): string[] | undefined => ep.relabelings.find((r) => r.targetLabel === l)?.sourceLabels;
   assert.deepEqual(target("namespace"), ["__meta_kubernetes_namespace"]);
   assert.deepEqual(target("pretrainrun"), ["__meta_kubernetes_pod_label_ssl3d_io_run"]);
   assert.deepEqual(target("attempt"), ["__meta_kubernetes_pod_label_ssl3d_io_attempt"]);
   const pr = byKind(full, "PrometheusRule")[0]!;
-  const groups = (pr as unknown as { spec: { groups: { rules: { alert: string; labels: Record<string, string> }[] }[] } }).spec.groups;
+  const groups = (
+    pr as unknown as { spec: { groups: { rules: { alert: string; labels: Record<string, string> }[] }[] } }
+  ).spec.groups;
   const alerts = groups.flatMap((g) => g.rules);
   assert.deepEqual(alerts.map((a) => a.alert).sort(), [
-    "SSL3DCheckpointTooOld", "SSL3DOperatorDown", "SSL3DPretrainRunFailed", "SSL3DReconcileErrors",
-    "SSL3DTrainingLossNotFinite", "SSL3DTrainingNoStepProgress",
+    "SSL3DCheckpointTooOld",
+    "SSL3DOperatorDown",
+    "SSL3DPretrainRunFailed",
+    "SSL3DReconcileErrors",
+    "SSL3DTrainingLossNotFinite",
+    "SSL3DTrainingNoStepProgress",
   ]);
   for (const a of alerts) assert.equal(a.labels.team, "imaging", `${a.alert} carries alerts.ruleLabels`);
   assert.ok(!JSON.stringify(groups).includes("${"), "every placeholder of files/rules.yaml is substituted");
@@ -188,7 +238,9 @@ test("CRDs are rendered only when crds.enabled (templates/crds is generated by s
   const generated = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".yaml")) : [];
   assert.equal(byKind(renderScenario("minimal"), "CustomResourceDefinition").length, 0);
   assert.ok(generated.length > 0, "helm/ssl3d/templates/crds/ is empty: run npm run generate");
-  const crds = byKind(renderScenario("default"), "CustomResourceDefinition").map((o) => o.metadata.name).sort();
+  const crds = byKind(renderScenario("default"), "CustomResourceDefinition")
+    .map((o) => o.metadata.name)
+    .sort();
   assert.deepEqual(crds, ["collections.ssl3d.io", "plans.ssl3d.io", "pretrainruns.ssl3d.io"]);
 });
 

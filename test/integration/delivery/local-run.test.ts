@@ -20,7 +20,9 @@ const NEEDED = ["demo", "collection-summary", "plan-and-preprocess", "train", "r
 
 function filesBelow(dir: string): string[] {
   if (!existsSync(dir)) return [];
-  return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name));
 }
 
 function shellQuote(s: string): string {
@@ -41,31 +43,62 @@ function checkTerminalOutput(out: string): void {
   assert.doesNotMatch(out, /Cannot find (package|module)/);
 }
 
-test("ssl3d run --quick runs the laptop example end to end, writes a run report Chromium renders; a re-run skips what is done", { timeout: 1_200_000 }, async () => {
-  const missing = NEEDED.filter((n) => !commands.some((c) => c.name === n));
-  assert.deepEqual(missing, [], "the CLI lacks stages the runner needs");
-  const dir = mkdtempSync(join(tmpdir(), "ssl3d-local-run-"));
-  try {
-    const state = join(dir, "state");
-    const cmd = [process.execPath, join(REPO, "bin", "ssl3d.mjs"), "run", "--quick", "--state-dir", state, "--metrics-port", "0"].map(shellQuote).join(" ");
-    const first = run("script", ["-qec", cmd, "/dev/null"], { cwd: dir, timeoutMs: 1_100_000 });
-    assert.equal(first.status, 0, `${first.stdout}\n${first.stderr.slice(-4000)}`);
-    assert.match(first.stdout, /PretrainRun\/demo: Succeeded after 1 attempt/);
-    checkTerminalOutput(first.stdout.replace(/\r/g, ""));
-    const status = JSON.parse(readFileSync(join(state, "status", "pretrainrun-demo.json"), "utf8")) as { phase: string; checkpointDir: string };
-    assert.equal(status.phase, "Succeeded");
-    const outputs = [...filesBelow(status.checkpointDir), ...filesBelow(join(dirname(status.checkpointDir), "results"))];
-    assert.ok(outputs.some((f) => /checkpoint/.test(f)), `no checkpoint written: ${outputs.join(", ")}`);
-    assert.ok(outputs.some((f) => f.endsWith("progress.png")), "no progress.png");
-    // the run report: path printed, and the page renders in headless Chromium with charts and validation pictures
-    const report = /PretrainRun\/demo: report (\S+\.html)/.exec(first.stdout)?.[1];
-    assert.ok(report !== undefined && existsSync(report), `no report written:\n${first.stdout}`);
-    await checkReportPage(report, { charts: 3, preview: true });
-    const again = run(process.execPath, [join(REPO, "bin", "ssl3d.mjs"), "run", "--quick", "--state-dir", state, "--metrics-port", "0"], { cwd: dir, timeoutMs: 600_000 });
-    assert.equal(again.status, 0, again.stderr.slice(-4000));
-    assert.match(again.stdout, /Plan\/demo: up to date/);
-    assert.match(again.stdout, /PretrainRun\/demo: already Succeeded/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+test(
+  "ssl3d run --quick runs the laptop example end to end, writes a run report Chromium renders; a re-run skips what is done",
+  { timeout: 1_200_000 },
+  async () => {
+    const missing = NEEDED.filter((n) => !commands.some((c) => c.name === n));
+    assert.deepEqual(missing, [], "the CLI lacks stages the runner needs");
+    const dir = mkdtempSync(join(tmpdir(), "ssl3d-local-run-"));
+    try {
+      const state = join(dir, "state");
+      const cmd = [
+        process.execPath,
+        join(REPO, "bin", "ssl3d.mjs"),
+        "run",
+        "--quick",
+        "--state-dir",
+        state,
+        "--metrics-port",
+        "0",
+      ]
+        .map(shellQuote)
+        .join(" ");
+      const first = run("script", ["-qec", cmd, "/dev/null"], { cwd: dir, timeoutMs: 1_100_000 });
+      assert.equal(first.status, 0, `${first.stdout}\n${first.stderr.slice(-4000)}`);
+      assert.match(first.stdout, /PretrainRun\/demo: Succeeded after 1 attempt/);
+      checkTerminalOutput(first.stdout.replace(/\r/g, ""));
+      const status = JSON.parse(readFileSync(join(state, "status", "pretrainrun-demo.json"), "utf8")) as {
+        phase: string;
+        checkpointDir: string;
+      };
+      assert.equal(status.phase, "Succeeded");
+      const outputs = [
+        ...filesBelow(status.checkpointDir),
+        ...filesBelow(join(dirname(status.checkpointDir), "results")),
+      ];
+      assert.ok(
+        outputs.some((f) => /checkpoint/.test(f)),
+        `no checkpoint written: ${outputs.join(", ")}`,
+      );
+      assert.ok(
+        outputs.some((f) => f.endsWith("progress.png")),
+        "no progress.png",
+      );
+      // the run report: path printed, and the page renders in headless Chromium with charts and validation pictures
+      const report = /PretrainRun\/demo: report (\S+\.html)/.exec(first.stdout)?.[1];
+      assert.ok(report !== undefined && existsSync(report), `no report written:\n${first.stdout}`);
+      await checkReportPage(report, { charts: 3, preview: true });
+      const again = run(
+        process.execPath,
+        [join(REPO, "bin", "ssl3d.mjs"), "run", "--quick", "--state-dir", state, "--metrics-port", "0"],
+        { cwd: dir, timeoutMs: 600_000 },
+      );
+      assert.equal(again.status, 0, again.stderr.slice(-4000));
+      assert.match(again.stdout, /Plan\/demo: up to date/);
+      assert.match(again.stdout, /PretrainRun\/demo: already Succeeded/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);

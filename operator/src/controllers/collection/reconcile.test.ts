@@ -8,9 +8,19 @@ import { CollectionReason } from "../../../../api/v1alpha1/reasons.js";
 
 const indexed = { source: { pvc: { claimName: "raw" } }, dataset: "745", indexing: { enabled: true, image: "img" } };
 const hash = `sha256:${"c".repeat(64)}`;
-const msg = JSON.stringify({ datasets: 1, subjects: 3, sessions: 4, images: 9, modalities: { T1w: 5, T2w: 4 }, bytes: 12345, contentHash: hash });
-const job = (gen: number, o: Parameters<typeof aJob>[1] = {}): JobView => aJob(`c-index-g${gen}`, { labels: { "ssl3d.io/collection": "c" }, ...o });
-const pod = (gen: number, exitCode: number, message: string): PodView => aPod(`c-index-g${gen}`, 0, { phase: exitCode === 0 ? "Succeeded" : "Failed", exitCode, message });
+const msg = JSON.stringify({
+  datasets: 1,
+  subjects: 3,
+  sessions: 4,
+  images: 9,
+  modalities: { T1w: 5, T2w: 4 },
+  bytes: 12345,
+  contentHash: hash,
+});
+const job = (gen: number, o: Parameters<typeof aJob>[1] = {}): JobView =>
+  aJob(`c-index-g${gen}`, { labels: { "ssl3d.io/collection": "c" }, ...o });
+const pod = (gen: number, exitCode: number, message: string): PodView =>
+  aPod(`c-index-g${gen}`, 0, { phase: exitCode === 0 ? "Succeeded" : "Failed", exitCode, message });
 
 interface Case {
   spec: unknown;
@@ -52,9 +62,13 @@ const cases: Record<string, Case> = {
     want: (r) => {
       assert.equal(r.status.phase, "Indexing");
       assert.equal(r.apply[0]!.metadata.name, "c-index-g3");
-      const c = (r.apply[0]!.spec as { template: { spec: { containers: { command: string[] }[] } } }).template.spec.containers[0]!;
+      const c = (r.apply[0]!.spec as { template: { spec: { containers: { command: string[] }[] } } }).template.spec
+        .containers[0]!;
       assert.deepEqual(c.command, ["ssl3d", "collection-summary", "-d", "745", "--json"]);
-      assert.deepEqual(r.delete.map((d) => d.name), ["c-index-g2"]);
+      assert.deepEqual(
+        r.delete.map((d) => d.name),
+        ["c-index-g2"],
+      );
     },
   },
   "indexing Job complete → summary and content hash from the termination message": {
@@ -64,7 +78,14 @@ const cases: Record<string, Case> = {
     want: (r) => {
       assert.equal(r.status.phase, "Ready");
       assert.equal(r.status.contentHash, hash);
-      assert.deepEqual(r.status.summary, { datasets: 1, subjects: 3, sessions: 4, images: 9, modalities: { T1w: 5, T2w: 4 }, bytes: 12345 });
+      assert.deepEqual(r.status.summary, {
+        datasets: 1,
+        subjects: 3,
+        sessions: 4,
+        images: 9,
+        modalities: { T1w: 5, T2w: 4 },
+        bytes: 12345,
+      });
     },
   },
   "indexing Job failed → Failed with its message": {

@@ -3,11 +3,25 @@
  * (`ssl3d collection-summary -d DATASET --json`), and records its summary and content hash from the container
  * termination message. Without indexing the content hash is a hash of the source spec, so Plans still notice a change.
  */
-import { CollectionSpecSchema, CollectionStatusSchema, type CollectionSpec, type CollectionStatus } from "../../../../api/v1alpha1/collection.js";
+import {
+  CollectionSpecSchema,
+  CollectionStatusSchema,
+  type CollectionSpec,
+  type CollectionStatus,
+} from "../../../../api/v1alpha1/collection.js";
 import { LABELS } from "../../../../api/v1alpha1/group.js";
 import { CollectionSummaryMessageSchema, parseTerminationJson, truncate } from "../../../../api/v1alpha1/summary.js";
 import { setCondition, toKubeTime } from "../../conditions.js";
-import { compact, KUEUE_QUEUE_LABEL, withLabel, parseSpec, parseStatus, transitionEvents, restrictedContainerSecurity, restrictedPodSecurity } from "../common.js";
+import {
+  compact,
+  KUEUE_QUEUE_LABEL,
+  withLabel,
+  parseSpec,
+  parseStatus,
+  transitionEvents,
+  restrictedContainerSecurity,
+  restrictedPodSecurity,
+} from "../common.js";
 import {
   baseLabels,
   canonicalJson,
@@ -44,7 +58,8 @@ export function indexJobName(name: string, generation: number): string {
 
 /** Semantic checks beyond the CRD schema (which the API server already enforces). */
 export function validateCollection(spec: CollectionSpec): string | undefined {
-  if (spec.indexing?.enabled === true && spec.indexing.image === undefined) return "spec.indexing.image: required when indexing is enabled";
+  if (spec.indexing?.enabled === true && spec.indexing.image === undefined)
+    return "spec.indexing.image: required when indexing is enabled";
   return undefined;
 }
 
@@ -53,7 +68,10 @@ export function reconcileCollection(o: CollectionObserved): ReconcileResult<Coll
   const gen = meta.generation ?? 1;
   const old = parseStatus(CollectionStatusSchema, o.collection.status);
   let status: CollectionStatus = { ...old, observedGeneration: gen };
-  const result = (s: CollectionStatus, extra: Partial<ReconcileResult<CollectionStatus>> = {}): ReconcileResult<CollectionStatus> => ({
+  const result = (
+    s: CollectionStatus,
+    extra: Partial<ReconcileResult<CollectionStatus>> = {},
+  ): ReconcileResult<CollectionStatus> => ({
     status: s,
     apply: extra.apply ?? [],
     delete: extra.delete ?? [],
@@ -73,18 +91,40 @@ export function reconcileCollection(o: CollectionObserved): ReconcileResult<Coll
   }
   const spec = parsed.value;
   // Jobs of older generations are obsolete.
-  const obsolete = o.jobs.filter((j) => j.metadata.name !== indexJobName(meta.name, gen)).map((j) => ({ apiVersion: "batch/v1", kind: "Job", name: j.metadata.name }));
+  const obsolete = o.jobs
+    .filter((j) => j.metadata.name !== indexJobName(meta.name, gen))
+    .map((j) => ({ apiVersion: "batch/v1", kind: "Job", name: j.metadata.name }));
 
   if (spec.indexing?.enabled !== true) {
     const hash = `sha256:${sha256(canonicalJson({ source: spec.source, dataset: spec.dataset }))}`;
-    status = compact({ ...status, phase: "Ready" as const, contentHash: hash, indexJobName: undefined, summary: undefined });
-    status.conditions = setCondition(status.conditions, { type: "Ready", status: "True", reason: CollectionReason.Validated, message: `Source validated (dataset ${spec.dataset}); not indexed.` }, gen, o.now);
+    status = compact({
+      ...status,
+      phase: "Ready" as const,
+      contentHash: hash,
+      indexJobName: undefined,
+      summary: undefined,
+    });
+    status.conditions = setCondition(
+      status.conditions,
+      {
+        type: "Ready",
+        status: "True",
+        reason: CollectionReason.Validated,
+        message: `Source validated (dataset ${spec.dataset}); not indexed.`,
+      },
+      gen,
+      o.now,
+    );
     return result(status, { delete: obsolete });
   }
 
   const jobName = indexJobName(meta.name, gen);
   const job = o.jobs.find((j) => j.metadata.name === jobName);
-  if (old.observedGeneration === gen && old.indexJobName === jobName && (old.phase === "Ready" || old.phase === "Failed")) {
+  if (
+    old.observedGeneration === gen &&
+    old.indexJobName === jobName &&
+    (old.phase === "Ready" || old.phase === "Failed")
+  ) {
     return result(status, { delete: obsolete }); // this generation is done
   }
   status.indexJobName = jobName;
@@ -102,7 +142,12 @@ export function reconcileCollection(o: CollectionObserved): ReconcileResult<Coll
     const msg = succeededMessage(pods);
     if (msg === undefined) {
       status.phase = "Indexing";
-      set("Ready", "False", CollectionReason.WaitingForSummary, `Indexing Job ${jobName} completed; waiting for its termination message.`);
+      set(
+        "Ready",
+        "False",
+        CollectionReason.WaitingForSummary,
+        `Indexing Job ${jobName} completed; waiting for its termination message.`,
+      );
       return result(status, { delete: obsolete, requeueAfterMs: SUMMARY_WAIT_MS });
     }
     const summary = parseTerminationJson(msg, CollectionSummaryMessageSchema);
@@ -113,7 +158,12 @@ export function reconcileCollection(o: CollectionObserved): ReconcileResult<Coll
     }
     const { contentHash, ...counts } = summary.value;
     status = { ...status, phase: "Ready", summary: counts, contentHash, indexedTime: toKubeTime(o.now) };
-    set("Ready", "True", CollectionReason.Indexed, `Indexed ${counts.images} images of ${counts.subjects} subjects (${counts.bytes} bytes).`);
+    set(
+      "Ready",
+      "True",
+      CollectionReason.Indexed,
+      `Indexed ${counts.images} images of ${counts.subjects} subjects (${counts.bytes} bytes).`,
+    );
     return result(status, { delete: obsolete });
   }
   status.phase = "Indexing";

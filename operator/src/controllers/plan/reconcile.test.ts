@@ -6,14 +6,45 @@ import type { CustomResource, JobView, PodView, ReconcileResult } from "../types
 import { reconcilePlan } from "./reconcile.js";
 import { PlanReason } from "../../../../api/v1alpha1/reasons.js";
 
-const spec = { collectionRef: { name: "col" }, configurations: ["onemmiso"], numProcesses: 4, preprocess: { image: "img", queueName: "cpu", ttlSecondsAfterFinished: 600 }, output: { pvc: { claimName: "prep", subPath: "plans/p" } } };
-const readyCond = { type: "Ready", status: "True" as const, reason: "Indexed", message: "", lastTransitionTime: "2026-03-01T11:00:00Z" };
+const spec = {
+  collectionRef: { name: "col" },
+  configurations: ["onemmiso"],
+  numProcesses: 4,
+  preprocess: { image: "img", queueName: "cpu", ttlSecondsAfterFinished: 600 },
+  output: { pvc: { claimName: "prep", subPath: "plans/p" } },
+};
+const readyCond = {
+  type: "Ready",
+  status: "True" as const,
+  reason: "Indexed",
+  message: "",
+  lastTransitionTime: "2026-03-01T11:00:00Z",
+};
 const collection = (hash = "sha256:aaa", phase = "Ready"): CustomResource =>
-  aResource("Collection", "col", { source: { pvc: { claimName: "raw", subPath: "r" } }, dataset: "Dataset001_Demo" }, { phase, contentHash: hash, conditions: phase === "Ready" ? [readyCond] : [] });
-const started: Partial<PlanStatus> = { phase: "Running", jobName: "p-prep", dataset: "Dataset001_Demo", collectionHash: "sha256:aaa", startTime: "2026-03-01T11:00:00Z" };
+  aResource(
+    "Collection",
+    "col",
+    { source: { pvc: { claimName: "raw", subPath: "r" } }, dataset: "Dataset001_Demo" },
+    { phase, contentHash: hash, conditions: phase === "Ready" ? [readyCond] : [] },
+  );
+const started: Partial<PlanStatus> = {
+  phase: "Running",
+  jobName: "p-prep",
+  dataset: "Dataset001_Demo",
+  collectionHash: "sha256:aaa",
+  startTime: "2026-03-01T11:00:00Z",
+};
 const job = (o: Parameters<typeof aJob>[1] = {}): JobView => aJob("p-prep", { labels: { "ssl3d.io/plan": "p" }, ...o });
-const pod = (exitCode: number, message: string): PodView => aPod("p-prep", 0, { phase: exitCode === 0 ? "Succeeded" : "Failed", exitCode, message });
-const summary = JSON.stringify({ images: 5, valid: 4, failed: 1, configurations: ["onemmiso"], plansFile: "/d/plans.json", preprocessedDir: "/d/x" });
+const pod = (exitCode: number, message: string): PodView =>
+  aPod("p-prep", 0, { phase: exitCode === 0 ? "Succeeded" : "Failed", exitCode, message });
+const summary = JSON.stringify({
+  images: 5,
+  valid: 4,
+  failed: 1,
+  configurations: ["onemmiso"],
+  plansFile: "/d/plans.json",
+  preprocessedDir: "/d/x",
+});
 
 interface Case {
   status?: Partial<PlanStatus>;
@@ -47,13 +78,30 @@ const cases: Record<string, Case> = {
       const [j] = r.apply;
       assert.equal(j!.metadata.name, "p-prep");
       assert.equal(j!.metadata.labels?.["kueue.x-k8s.io/queue-name"], "cpu");
-      const s = j!.spec as { ttlSecondsAfterFinished: number; template: { spec: { containers: { args: string[]; env: { name: string; value: string }[]; volumeMounts: { subPath?: string }[] }[] } } };
+      const s = j!.spec as {
+        ttlSecondsAfterFinished: number;
+        template: {
+          spec: {
+            containers: {
+              args: string[];
+              env: { name: string; value: string }[];
+              volumeMounts: { subPath?: string }[];
+            }[];
+          };
+        };
+      };
       assert.equal(s.ttlSecondsAfterFinished, 600);
       const c = s.template.spec.containers[0]!;
       assert.deepEqual(c.args, ["plan-and-preprocess", "-d", "Dataset001_Demo", "-c", "onemmiso", "-np", "4"]);
-      assert.deepEqual(c.volumeMounts.map((m) => m.subPath), ["plans/p", "r", undefined]);
+      assert.deepEqual(
+        c.volumeMounts.map((m) => m.subPath),
+        ["plans/p", "r", undefined],
+      );
       // restricted Pod Security: read-only root with a writable /tmp, no service-account token
-      const pod = s.template.spec as unknown as { automountServiceAccountToken: boolean; securityContext: { runAsNonRoot: boolean; runAsUser: number } };
+      const pod = s.template.spec as unknown as {
+        automountServiceAccountToken: boolean;
+        securityContext: { runAsNonRoot: boolean; runAsUser: number };
+      };
       assert.equal(pod.automountServiceAccountToken, false);
       assert.deepEqual([pod.securityContext.runAsNonRoot, pod.securityContext.runAsUser], [true, 65532]);
       assert.ok(c.env.some((e) => e.name === "nnssl_preprocessed"));
@@ -83,7 +131,11 @@ const cases: Record<string, Case> = {
     status: started,
     jobs: [job({ condition: { type: "Complete" } })],
     // a killed first try (137, no message) and a retry that met the dead pod's folder lock (exit 2), then success
-    pods: [pod(137, ""), pod(2, '{"exitCode":2,"reason":"EnvironmentError","message":"folder is in use by ssl3d plan-and-preprocess"}'), pod(0, summary)],
+    pods: [
+      pod(137, ""),
+      pod(2, '{"exitCode":2,"reason":"EnvironmentError","message":"folder is in use by ssl3d plan-and-preprocess"}'),
+      pod(0, summary),
+    ],
     want: (r) => {
       assert.equal(r.status.phase, "Ready");
       assert.deepEqual(r.status.outputs, JSON.parse(summary));
@@ -122,6 +174,14 @@ const cases: Record<string, Case> = {
 for (const [name, c] of Object.entries(cases)) {
   test(`Plan: ${name}`, () => {
     const plan = aResource("Plan", "p", spec, c.status);
-    c.want(reconcilePlan({ plan, collection: "collection" in c ? c.collection : collection(), jobs: c.jobs ?? [], pods: c.pods ?? [], now: T0 }));
+    c.want(
+      reconcilePlan({
+        plan,
+        collection: "collection" in c ? c.collection : collection(),
+        jobs: c.jobs ?? [],
+        pods: c.pods ?? [],
+        now: T0,
+      }),
+    );
   });
 }

@@ -9,7 +9,16 @@ import { LABELS } from "../../../../api/v1alpha1/group.js";
 import { PlanSpecSchema, PlanStatusSchema, type PlanSpec, type PlanStatus } from "../../../../api/v1alpha1/plan.js";
 import { PreprocessSummarySchema, parseTerminationJson, truncate } from "../../../../api/v1alpha1/summary.js";
 import { isTrue, setCondition, toKubeTime } from "../../conditions.js";
-import { compact, KUEUE_QUEUE_LABEL, withLabel, parseSpec, parseStatus, transitionEvents, restrictedContainerSecurity, restrictedPodSecurity } from "../common.js";
+import {
+  compact,
+  KUEUE_QUEUE_LABEL,
+  withLabel,
+  parseSpec,
+  parseStatus,
+  transitionEvents,
+  restrictedContainerSecurity,
+  restrictedPodSecurity,
+} from "../common.js";
 import { RAW_MOUNT } from "../collection/reconcile.js";
 import {
   baseLabels,
@@ -82,9 +91,15 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
   const job = o.jobs.find((j) => j.metadata.name === jobName);
   if (job === undefined && old.jobName === undefined) {
     // Not started yet: needs a Ready Collection.
-    if (o.collection === undefined || colStatus?.phase !== "Ready" || !isTrue(colStatus.conditions, "Ready") || colSpec?.success !== true) {
+    if (
+      o.collection === undefined ||
+      colStatus?.phase !== "Ready" ||
+      !isTrue(colStatus.conditions, "Ready") ||
+      colSpec?.success !== true
+    ) {
       status.phase = "Pending";
-      const why = o.collection === undefined ? `Collection ${colName} does not exist.` : `Collection ${colName} is not Ready.`;
+      const why =
+        o.collection === undefined ? `Collection ${colName} does not exist.` : `Collection ${colName} is not Ready.`;
       set("Ready", "False", PlanReason.WaitingForCollection, why);
       return result();
     }
@@ -96,7 +111,12 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
   if (status.dataset === undefined || o.collection === undefined || colSpec?.success !== true) {
     if (job === undefined) {
       status.phase = "Pending";
-      set("Ready", "False", PlanReason.WaitingForCollection, `Collection ${colName} is needed to (re)create Job ${jobName}.`);
+      set(
+        "Ready",
+        "False",
+        PlanReason.WaitingForCollection,
+        `Collection ${colName} is needed to (re)create Job ${jobName}.`,
+      );
       return result();
     }
   }
@@ -104,7 +124,12 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
   if (finished !== undefined) return result(finished);
   status.phase = "Running";
   const suspended = job?.spec?.suspend === true;
-  set("Ready", "False", suspended ? "WaitingForAdmission" : "Preprocessing", suspended ? `Job ${jobName} is suspended (queued).` : `Preprocessing Job ${jobName} is running.`);
+  set(
+    "Ready",
+    "False",
+    suspended ? "WaitingForAdmission" : "Preprocessing",
+    suspended ? `Job ${jobName} is suspended (queued).` : `Preprocessing Job ${jobName} is running.`,
+  );
   const apply: KubeObject[] = [];
   if (o.collection !== undefined && colSpec?.success === true && status.dataset !== undefined) {
     apply.push(desiredPrepJob(o.plan, spec, colSpec.data.source.pvc, status.dataset, jobName));
@@ -115,9 +140,20 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
 type SetCondition = (type: string, st: "True" | "False", reason: string, message: string) => void;
 
 /** A Ready Plan is Stale when its Collection changed or went away (a Plan is never rebuilt in place). */
-function markStaleness(set: SetCondition, colName: string, colHash: string | undefined, builtFrom: string | undefined, collectionExists: boolean): void {
+function markStaleness(
+  set: SetCondition,
+  colName: string,
+  colHash: string | undefined,
+  builtFrom: string | undefined,
+  collectionExists: boolean,
+): void {
   if (colHash !== undefined && builtFrom !== undefined && colHash !== builtFrom) {
-    set("Stale", "True", PlanReason.CollectionChanged, `Collection ${colName} changed (content hash ${colHash}); this Plan was built from ${builtFrom}: create a new Plan.`);
+    set(
+      "Stale",
+      "True",
+      PlanReason.CollectionChanged,
+      `Collection ${colName} changed (content hash ${colHash}); this Plan was built from ${builtFrom}: create a new Plan.`,
+    );
   } else if (!collectionExists) {
     set("Stale", "True", PlanReason.CollectionDeleted, `Collection ${colName} no longer exists.`);
   } else {
@@ -130,7 +166,14 @@ function markStaleness(set: SetCondition, colName: string, colHash: string | und
  * undefined while the Job runs. The returned object is what the reconcile result adds (a requeue while the summary
  * is not yet visible).
  */
-function finishedPrepJob(status: PlanStatus, set: SetCondition, o: PlanObserved, job: JobView | undefined, jobName: string, colName: string): { requeueAfterMs?: number } | undefined {
+function finishedPrepJob(
+  status: PlanStatus,
+  set: SetCondition,
+  o: PlanObserved,
+  job: JobView | undefined,
+  jobName: string,
+  colName: string,
+): { requeueAfterMs?: number } | undefined {
   const pods = podsOfJob(o.pods, jobName);
   const failed = jobCondition(job, "Failed");
   if (failed) {
@@ -144,7 +187,12 @@ function finishedPrepJob(status: PlanStatus, set: SetCondition, o: PlanObserved,
   if (!jobCondition(job, "Complete")) return undefined;
   const msg = succeededMessage(pods);
   if (msg === undefined) {
-    set("Ready", "False", PlanReason.WaitingForSummary, `Preprocessing Job ${jobName} completed; waiting for its termination message.`);
+    set(
+      "Ready",
+      "False",
+      PlanReason.WaitingForSummary,
+      `Preprocessing Job ${jobName} completed; waiting for its termination message.`,
+    );
     return { requeueAfterMs: WAIT_MS };
   }
   const summary = parseTerminationJson(msg, PreprocessSummarySchema);
@@ -157,7 +205,12 @@ function finishedPrepJob(status: PlanStatus, set: SetCondition, o: PlanObserved,
   }
   status.phase = "Ready";
   status.outputs = summary.value;
-  set("Ready", "True", PlanReason.Preprocessed, `Preprocessed ${summary.value.valid} of ${summary.value.images} images (${summary.value.failed} failed).`);
+  set(
+    "Ready",
+    "True",
+    PlanReason.Preprocessed,
+    `Preprocessed ${summary.value.valid} of ${summary.value.images} images (${summary.value.failed} failed).`,
+  );
   set("Stale", "False", PlanReason.UpToDate, `Built from the current content of Collection ${colName}.`);
   return {};
 }
@@ -171,8 +224,12 @@ export function desiredPrepJob(
 ): KubeObject {
   const p = spec.preprocess;
   const labels = baseLabels({ [LABELS.plan]: plan.metadata.name, [LABELS.role]: "preprocess" });
-  const volumes: unknown[] = [{ name: "preprocessed", persistentVolumeClaim: { claimName: spec.output.pvc.claimName } }];
-  const mounts: unknown[] = [compact({ name: "preprocessed", mountPath: PREPROCESSED_MOUNT, subPath: spec.output.pvc.subPath })];
+  const volumes: unknown[] = [
+    { name: "preprocessed", persistentVolumeClaim: { claimName: spec.output.pvc.claimName } },
+  ];
+  const mounts: unknown[] = [
+    compact({ name: "preprocessed", mountPath: PREPROCESSED_MOUNT, subPath: spec.output.pvc.subPath }),
+  ];
   {
     volumes.push({ name: "raw", persistentVolumeClaim: { claimName: rawPvc.claimName, readOnly: true } });
     mounts.push(compact({ name: "raw", mountPath: RAW_MOUNT, readOnly: true, subPath: rawPvc.subPath }));

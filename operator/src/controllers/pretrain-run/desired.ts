@@ -6,8 +6,22 @@
 import { LABELS } from "../../../../api/v1alpha1/group.js";
 import type { PretrainRunSpec } from "../../../../api/v1alpha1/pretrain-run.js";
 import type { PvcMount } from "../../../../api/v1alpha1/common.js";
-import { MASTER_PORT, POD_PATHS, RUN_SECRET_KEY, podEnv, trainCommand, type RunIdentity, type TrainInputs } from "../../../../api/pod.js";
-import { compact, KUEUE_QUEUE_LABEL, restrictedContainerSecurity, restrictedPodSecurity, withLabel } from "../common.js";
+import {
+  MASTER_PORT,
+  POD_PATHS,
+  RUN_SECRET_KEY,
+  podEnv,
+  trainCommand,
+  type RunIdentity,
+  type TrainInputs,
+} from "../../../../api/pod.js";
+import {
+  compact,
+  KUEUE_QUEUE_LABEL,
+  restrictedContainerSecurity,
+  restrictedPodSecurity,
+  withLabel,
+} from "../common.js";
 import { baseLabels, controllerRef, withSpecHash, type CustomResource, type KubeObject } from "../types.js";
 
 export { MASTER_PORT };
@@ -43,7 +57,12 @@ export function runIdentity(cr: CustomResource): RunIdentity {
 }
 
 function childMeta(cr: CustomResource, name: string): KubeObject["metadata"] {
-  return { name, namespace: cr.metadata.namespace, labels: runLabels(cr.metadata.name), ownerReferences: [controllerRef("PretrainRun", cr.metadata)] };
+  return {
+    name,
+    namespace: cr.metadata.namespace,
+    labels: runLabels(cr.metadata.name),
+    ownerReferences: [controllerRef("PretrainRun", cr.metadata)],
+  };
 }
 
 export function desiredService(cr: CustomResource, spec: PretrainRunSpec): KubeObject {
@@ -143,7 +162,11 @@ export function attemptEnv(cr: CustomResource, spec: PretrainRunSpec, attempt: n
   });
 }
 
-function podScheduling(run: string, spec: PretrainRunSpec, labels: Record<string, string>): { podLabels: Record<string, string>; podAnnotations: Record<string, string>; schedulerName: string | undefined } {
+function podScheduling(
+  run: string,
+  spec: PretrainRunSpec,
+  labels: Record<string, string>,
+): { podLabels: Record<string, string>; podAnnotations: Record<string, string>; schedulerName: string | undefined } {
   const gang = spec.scheduling.gang;
   // User labels first: the operator's own keys always win.
   const podLabels: Record<string, string> = { ...spec.podLabels, ...labels };
@@ -158,7 +181,13 @@ function podScheduling(run: string, spec: PretrainRunSpec, labels: Record<string
   return { podLabels, podAnnotations, schedulerName };
 }
 
-function trainerContainer(cr: CustomResource, spec: PretrainRunSpec, plan: PlanInputs, attempt: number, data: PvcMount): Record<string, unknown> {
+function trainerContainer(
+  cr: CustomResource,
+  spec: PretrainRunSpec,
+  plan: PlanInputs,
+  attempt: number,
+  data: PvcMount,
+): Record<string, unknown> {
   const ckpt = spec.storage.checkpoints;
   return compact({
     name: "trainer",
@@ -193,7 +222,12 @@ export function attemptQueueName(cr: CustomResource, spec: PretrainRunSpec): str
   return cr.metadata.labels?.[KUEUE_QUEUE_LABEL] !== undefined ? undefined : spec.scheduling.queueName;
 }
 
-export function desiredAttemptJob(cr: CustomResource, spec: PretrainRunSpec, plan: PlanInputs, attempt: number): KubeObject {
+export function desiredAttemptJob(
+  cr: CustomResource,
+  spec: PretrainRunSpec,
+  plan: PlanInputs,
+  attempt: number,
+): KubeObject {
   const run = cr.metadata.name;
   const jobName = attemptJobName(run, attempt);
   const labels = { ...runLabels(run), [LABELS.attempt]: String(attempt), [LABELS.role]: "trainer" };
@@ -202,7 +236,12 @@ export function desiredAttemptJob(cr: CustomResource, spec: PretrainRunSpec, pla
   return withSpecHash({
     apiVersion: "batch/v1",
     kind: "Job",
-    metadata: { name: jobName, namespace: cr.metadata.namespace, labels: withLabel(labels, KUEUE_QUEUE_LABEL, attemptQueueName(cr, spec)), ownerReferences: [controllerRef("PretrainRun", cr.metadata)] },
+    metadata: {
+      name: jobName,
+      namespace: cr.metadata.namespace,
+      labels: withLabel(labels, KUEUE_QUEUE_LABEL, attemptQueueName(cr, spec)),
+      ownerReferences: [controllerRef("PretrainRun", cr.metadata)],
+    },
     spec: {
       completionMode: "Indexed",
       completions: spec.numNodes,
@@ -212,9 +251,14 @@ export function desiredAttemptJob(cr: CustomResource, spec: PretrainRunSpec, pla
       // Marks preemptions/evictions in the Job's own Failed condition (reason PodFailurePolicy), so a disruption is
       // recognised even when the pods are already gone. FailJob, not Ignore: a lone replacement pod would join a
       // broken rendezvous.
-      podFailurePolicy: { rules: [{ action: "FailJob", onPodConditions: [{ type: "DisruptionTarget", status: "True" }] }] },
+      podFailurePolicy: {
+        rules: [{ action: "FailJob", onPodConditions: [{ type: "DisruptionTarget", status: "True" }] }],
+      },
       template: {
-        metadata: compact({ labels: podLabels, annotations: Object.keys(podAnnotations).length > 0 ? podAnnotations : undefined }),
+        metadata: compact({
+          labels: podLabels,
+          annotations: Object.keys(podAnnotations).length > 0 ? podAnnotations : undefined,
+        }),
         spec: compact({
           restartPolicy: "Never",
           subdomain: run,

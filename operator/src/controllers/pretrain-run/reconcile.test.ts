@@ -6,7 +6,13 @@ import type { CustomResource, JobView, KubeObject, PodView, ReconcileResult } fr
 import { reconcilePretrainRun, scrapeTarget, type ProgressSample } from "./reconcile.js";
 import { PretrainRunReason } from "../../../../api/v1alpha1/reasons.js";
 
-const baseSpec = { planRef: { name: "plan" }, image: "img", numNodes: 2, storage: { checkpoints: { claimName: "ckpt" } }, runPolicy: { maxRestarts: 1 } };
+const baseSpec = {
+  planRef: { name: "plan" },
+  image: "img",
+  numNodes: 2,
+  storage: { checkpoints: { claimName: "ckpt" } },
+  runPolicy: { maxRestarts: 1 },
+};
 const runLabels = { "ssl3d.io/run": "run" };
 
 function run(status?: Partial<PretrainRunStatus>, spec: Record<string, unknown> = {}, generation = 1): CustomResource {
@@ -20,12 +26,23 @@ function inAttempt(n: number, extra: Partial<PretrainRunStatus> = {}): Partial<P
     attempt: n,
     activeJob: `run-a${n}`,
     startTime: "2026-03-01T11:59:00Z",
-    conditions: [{ type: "Created", status: "True", reason: PretrainRunReason.JobCreated, message: "", lastTransitionTime: "2026-03-01T11:59:00Z", observedGeneration: 1 }],
+    conditions: [
+      {
+        type: "Created",
+        status: "True",
+        reason: PretrainRunReason.JobCreated,
+        message: "",
+        lastTransitionTime: "2026-03-01T11:59:00Z",
+        observedGeneration: 1,
+      },
+    ],
     ...extra,
   };
 }
-const attemptJob = (n: number, o: Parameters<typeof aJob>[1] = {}): JobView => aJob(`run-a${n}`, { labels: { ...runLabels, "ssl3d.io/attempt": String(n) }, ...o });
-const attemptPod = (n: number, i: number, o: Parameters<typeof aPod>[2] = {}): PodView => aPod(`run-a${n}`, i, { labels: { ...runLabels, "ssl3d.io/attempt": String(n) }, ...o });
+const attemptJob = (n: number, o: Parameters<typeof aJob>[1] = {}): JobView =>
+  aJob(`run-a${n}`, { labels: { ...runLabels, "ssl3d.io/attempt": String(n) }, ...o });
+const attemptPod = (n: number, i: number, o: Parameters<typeof aPod>[2] = {}): PodView =>
+  aPod(`run-a${n}`, i, { labels: { ...runLabels, "ssl3d.io/attempt": String(n) }, ...o });
 
 interface Case {
   run: CustomResource;
@@ -38,10 +55,20 @@ interface Case {
   want: (r: ReconcileResult<PretrainRunStatus>) => void;
 }
 
-const cond = (r: ReconcileResult<PretrainRunStatus>, type: string): { status: string; reason: string; message: string } | undefined => r.status.conditions?.find((c) => c.type === type);
-const applied = (r: ReconcileResult<PretrainRunStatus>, kind: string): KubeObject[] => r.apply.filter((o) => o.kind === kind);
+const cond = (
+  r: ReconcileResult<PretrainRunStatus>,
+  type: string,
+): { status: string; reason: string; message: string } | undefined => r.status.conditions?.find((c) => c.type === type);
+const applied = (r: ReconcileResult<PretrainRunStatus>, kind: string): KubeObject[] =>
+  r.apply.filter((o) => o.kind === kind);
 const env = (job: KubeObject): Record<string, unknown> =>
-  Object.fromEntries(((job.spec as { template: { spec: { containers: { env: { name: string; value?: string; valueFrom?: unknown }[] }[] } } }).template.spec.containers[0]!.env).map((e) => [e.name, e.value ?? e.valueFrom]));
+  Object.fromEntries(
+    (
+      job.spec as {
+        template: { spec: { containers: { env: { name: string; value?: string; valueFrom?: unknown }[] }[] } };
+      }
+    ).template.spec.containers[0]!.env.map((e) => [e.name, e.value ?? e.valueFrom]),
+  );
 
 const cases: Record<string, Case> = {
   "Plan missing → Pending, Queued/PlanNotReady, no children": {
@@ -63,8 +90,17 @@ const cases: Record<string, Case> = {
       const [svc] = applied(r, "Service");
       assert.equal((svc!.spec as { clusterIP: string }).clusterIP, "None");
       const [job] = applied(r, "Job");
-      const spec = job!.spec as { completions: number; parallelism: number; backoffLimit: number; completionMode: string; template: { spec: { subdomain: string; restartPolicy: string } } };
-      assert.deepEqual([spec.completions, spec.parallelism, spec.backoffLimit, spec.completionMode], [2, 2, 0, "Indexed"]);
+      const spec = job!.spec as {
+        completions: number;
+        parallelism: number;
+        backoffLimit: number;
+        completionMode: string;
+        template: { spec: { subdomain: string; restartPolicy: string } };
+      };
+      assert.deepEqual(
+        [spec.completions, spec.parallelism, spec.backoffLimit, spec.completionMode],
+        [2, 2, 0, "Indexed"],
+      );
       assert.equal(spec.template.spec.subdomain, "run");
       const e = env(job!);
       assert.equal(e.PET_NNODES, "2");
@@ -81,7 +117,10 @@ const cases: Record<string, Case> = {
       assert.equal(e.MY_VAR, "x");
       assert.equal(job!.metadata.ownerReferences?.[0]?.uid, "run-uid");
       assert.ok(job!.metadata.annotations?.["ssl3d.io/spec-hash"]);
-      assert.deepEqual(r.events.map((x) => x.reason), [PretrainRunReason.JobCreated]);
+      assert.deepEqual(
+        r.events.map((x) => x.reason),
+        [PretrainRunReason.JobCreated],
+      );
     },
   },
   "all ranks ready → Running, requeue at the scrape interval": {
@@ -105,22 +144,39 @@ const cases: Record<string, Case> = {
   "a rank failed → gang restart: attempt 2 resumes, counted": {
     run: run(inAttempt(1)),
     jobs: [attemptJob(1, { condition: { type: "Failed", reason: "BackoffLimitExceeded" } })],
-    pods: [attemptPod(1, 0, { phase: "Failed", exitCode: 137, message: "killed" }), attemptPod(1, 1, { phase: "Failed", exitCode: 1, message: "TrainingError: NaN" })],
+    pods: [
+      attemptPod(1, 0, { phase: "Failed", exitCode: 137, message: "killed" }),
+      attemptPod(1, 1, { phase: "Failed", exitCode: 1, message: "TrainingError: NaN" }),
+    ],
     want: (r) => {
       assert.equal(r.status.attempt, 2);
       assert.equal(r.status.restarts, 1);
       assert.equal(r.status.restartsCountTowardsMax, 1);
       assert.equal(r.status.phase, "Restarting");
       assert.equal(r.status.lastFailure?.message, "TrainingError: NaN");
-      assert.deepEqual(r.delete.map((d) => d.name), ["run-a1"]);
-      assert.deepEqual(r.events.map((e) => `${e.type}/${e.reason}`), ["Warning/RankFailed"]);
+      assert.deepEqual(
+        r.delete.map((d) => d.name),
+        ["run-a1"],
+      );
+      assert.deepEqual(
+        r.events.map((e) => `${e.type}/${e.reason}`),
+        ["Warning/RankFailed"],
+      );
       // The old ranks are terminated already, so attempt 2 is created at once.
       assert.equal(env(applied(r, "Job")[0]!).SSL3D_RESUME, "latest");
     },
   },
   "preemption (PodFailurePolicy/DisruptionTarget) restarts without counting": {
     run: run(inAttempt(2, { restarts: 1, restartsCountTowardsMax: 1 })),
-    jobs: [attemptJob(2, { condition: { type: "Failed", reason: "PodFailurePolicy", message: "Pod ns/run-a2-0 has condition DisruptionTarget matching FailJob rule at index 0" } })],
+    jobs: [
+      attemptJob(2, {
+        condition: {
+          type: "Failed",
+          reason: "PodFailurePolicy",
+          message: "Pod ns/run-a2-0 has condition DisruptionTarget matching FailJob rule at index 0",
+        },
+      }),
+    ],
     want: (r) => {
       assert.equal(r.status.attempt, 3);
       assert.equal(r.status.restarts, 2);
@@ -146,13 +202,24 @@ const cases: Record<string, Case> = {
       assert.equal(r.status.activeJob, undefined);
       assert.equal(r.status.phase, "Restarting");
       assert.equal(applied(r, "Job").length, 0);
-      assert.deepEqual(r.delete.map((d) => d.name), ["run-a1"]);
+      assert.deepEqual(
+        r.delete.map((d) => d.name),
+        ["run-a1"],
+      );
       assert.equal(cond(r, "Queued")?.reason, PretrainRunReason.PlanNotReady);
     },
   },
   "maxRestarts exhausted → Failed/BackoffLimitExceeded, nothing created": {
     run: run(inAttempt(2, { restarts: 1, restartsCountTowardsMax: 1 })),
-    jobs: [attemptJob(2, { condition: { type: "Failed", reason: "BackoffLimitExceeded", message: "Job has reached the specified backoff limit" } })],
+    jobs: [
+      attemptJob(2, {
+        condition: {
+          type: "Failed",
+          reason: "BackoffLimitExceeded",
+          message: "Job has reached the specified backoff limit",
+        },
+      }),
+    ],
     want: (r) => {
       assert.equal(r.status.phase, "Failed");
       assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.BackoffLimitExceeded);
@@ -175,7 +242,10 @@ const cases: Record<string, Case> = {
     run: run(inAttempt(1), { suspend: true }, 2),
     jobs: [attemptJob(1, { ready: 2 })],
     want: (r) => {
-      assert.deepEqual(r.delete.map((d) => `${d.kind}/${d.name}`), ["Job/run-a1"]);
+      assert.deepEqual(
+        r.delete.map((d) => `${d.kind}/${d.name}`),
+        ["Job/run-a1"],
+      );
       assert.equal(r.status.phase, "Suspended");
       assert.equal(r.status.activeJob, undefined);
       assert.equal(cond(r, "Suspended")?.status, "True");
@@ -183,7 +253,22 @@ const cases: Record<string, Case> = {
     },
   },
   "resume → new attempt from the latest checkpoint; the deadline clock restarts": {
-    run: run({ ...inAttempt(1, { phase: "Suspended", activeJob: undefined }), conditions: [{ type: "Suspended", status: "True", reason: PretrainRunReason.Suspended, message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }] }, { runPolicy: { activeDeadlineSeconds: 60 } }, 3),
+    run: run(
+      {
+        ...inAttempt(1, { phase: "Suspended", activeJob: undefined }),
+        conditions: [
+          {
+            type: "Suspended",
+            status: "True",
+            reason: PretrainRunReason.Suspended,
+            message: "",
+            lastTransitionTime: "2026-03-01T11:00:00Z",
+          },
+        ],
+      },
+      { runPolicy: { activeDeadlineSeconds: 60 } },
+      3,
+    ),
     want: (r) => {
       assert.equal(r.status.attempt, 2);
       assert.equal(r.status.startTime, "2026-03-01T12:00:00Z");
@@ -205,7 +290,22 @@ const cases: Record<string, Case> = {
     },
   },
   "admitted (spec.suspend → false) before any attempt → attempt 1 starts now, deadline counted from admission": {
-    run: run({ phase: "Suspended", conditions: [{ type: "Suspended", status: "True", reason: "Suspended", message: "", lastTransitionTime: "2026-03-01T10:00:00Z" }] }, { runPolicy: { activeDeadlineSeconds: 600 } }, 2),
+    run: run(
+      {
+        phase: "Suspended",
+        conditions: [
+          {
+            type: "Suspended",
+            status: "True",
+            reason: "Suspended",
+            message: "",
+            lastTransitionTime: "2026-03-01T10:00:00Z",
+          },
+        ],
+      },
+      { runPolicy: { activeDeadlineSeconds: 600 } },
+      2,
+    ),
     want: (r) => {
       assert.equal(r.status.attempt, 1);
       assert.equal(applied(r, "Job")[0]?.metadata.name, "run-a1");
@@ -215,7 +315,22 @@ const cases: Record<string, Case> = {
     },
   },
   "suspended longer than activeDeadlineSeconds → admission does not fail the run (the clock restarts)": {
-    run: run({ ...inAttempt(1, { phase: "Suspended", activeJob: undefined, startTime: "2026-03-01T08:00:00Z" }), conditions: [{ type: "Suspended", status: "True", reason: "Suspended", message: "", lastTransitionTime: "2026-03-01T08:01:00Z" }] }, { runPolicy: { activeDeadlineSeconds: 3600 } }, 3),
+    run: run(
+      {
+        ...inAttempt(1, { phase: "Suspended", activeJob: undefined, startTime: "2026-03-01T08:00:00Z" }),
+        conditions: [
+          {
+            type: "Suspended",
+            status: "True",
+            reason: "Suspended",
+            message: "",
+            lastTransitionTime: "2026-03-01T08:01:00Z",
+          },
+        ],
+      },
+      { runPolicy: { activeDeadlineSeconds: 3600 } },
+      3,
+    ),
     want: (r) => {
       assert.notEqual(r.status.phase, "Failed");
       assert.equal(r.status.attempt, 2);
@@ -223,7 +338,22 @@ const cases: Record<string, Case> = {
     },
   },
   "admission starts a fresh attempt Job, so its startup deadline counts from admission": {
-    run: run({ ...inAttempt(1, { phase: "Suspended", activeJob: undefined }), conditions: [{ type: "Suspended", status: "True", reason: "Suspended", message: "", lastTransitionTime: "2026-03-01T08:01:00Z" }] }, { runPolicy: { startupDeadlineSeconds: 60 } }, 3),
+    run: run(
+      {
+        ...inAttempt(1, { phase: "Suspended", activeJob: undefined }),
+        conditions: [
+          {
+            type: "Suspended",
+            status: "True",
+            reason: "Suspended",
+            message: "",
+            lastTransitionTime: "2026-03-01T08:01:00Z",
+          },
+        ],
+      },
+      { runPolicy: { startupDeadlineSeconds: 60 } },
+      3,
+    ),
     // The stopped attempt's Job is still being deleted and never got ready.
     jobs: [{ ...attemptJob(1), status: { startTime: "2026-03-01T08:00:00Z", ready: 0 } }],
     want: (r) => {
@@ -234,7 +364,10 @@ const cases: Record<string, Case> = {
     },
   },
   "a PretrainRun carrying the Kueue queue label is the admitted unit: its attempt Jobs are not queued again": {
-    run: { ...run(undefined, { scheduling: { queueName: "gpu" } }), metadata: { ...run().metadata, labels: { "kueue.x-k8s.io/queue-name": "gpu" } } },
+    run: {
+      ...run(undefined, { scheduling: { queueName: "gpu" } }),
+      metadata: { ...run().metadata, labels: { "kueue.x-k8s.io/queue-name": "gpu" } },
+    },
     want: (r) => {
       const job = applied(r, "Job")[0]!;
       assert.equal(job.metadata.labels?.["kueue.x-k8s.io/queue-name"], undefined);
@@ -246,7 +379,10 @@ const cases: Record<string, Case> = {
     now: at(0), // startTime was 60 s ago
     want: (r) => {
       assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.DeadlineExceeded);
-      assert.deepEqual(r.delete.map((d) => d.name), ["run-a1"]);
+      assert.deepEqual(
+        r.delete.map((d) => d.name),
+        ["run-a1"],
+      );
     },
   },
   "deadline ahead → requeue at the deadline": {
@@ -266,7 +402,23 @@ const cases: Record<string, Case> = {
     },
   },
   "TTL after finished elapsed → delete the run": {
-    run: run({ ...inAttempt(1), phase: "Succeeded", completionTime: "2026-03-01T11:00:00Z", conditions: [{ type: "Succeeded", status: "True", reason: PretrainRunReason.Completed, message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }] }, { runPolicy: { ttlSecondsAfterFinished: 60 } }),
+    run: run(
+      {
+        ...inAttempt(1),
+        phase: "Succeeded",
+        completionTime: "2026-03-01T11:00:00Z",
+        conditions: [
+          {
+            type: "Succeeded",
+            status: "True",
+            reason: PretrainRunReason.Completed,
+            message: "",
+            lastTransitionTime: "2026-03-01T11:00:00Z",
+          },
+        ],
+      },
+      { runPolicy: { ttlSecondsAfterFinished: 60 } },
+    ),
     jobs: [attemptJob(1, { condition: { type: "Complete" } })],
     want: (r) => {
       assert.equal(r.deleteSelf, true);
@@ -277,12 +429,32 @@ const cases: Record<string, Case> = {
     want: (r) => {
       assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.ValidationFailed);
       assert.match(cond(r, "Failed")!.message, /SSL3D_RESUME is reserved/);
-      assert.deepEqual(r.events.map((e) => `${e.type}/${e.reason}`), ["Warning/ValidationFailed"]);
+      assert.deepEqual(
+        r.events.map((e) => `${e.type}/${e.reason}`),
+        ["Warning/ValidationFailed"],
+      );
       assert.equal(r.apply.length, 0);
     },
   },
   "a finished run keeps its outcome when a later edit is invalid": {
-    run: run({ ...inAttempt(1), phase: "Succeeded", completionTime: "2026-03-01T11:00:00Z", conditions: [{ type: "Succeeded", status: "True", reason: PretrainRunReason.Completed, message: "", lastTransitionTime: "2026-03-01T11:00:00Z" }] }, { env: [{ name: "PET_NNODES", value: "1" }] }, 2),
+    run: run(
+      {
+        ...inAttempt(1),
+        phase: "Succeeded",
+        completionTime: "2026-03-01T11:00:00Z",
+        conditions: [
+          {
+            type: "Succeeded",
+            status: "True",
+            reason: PretrainRunReason.Completed,
+            message: "",
+            lastTransitionTime: "2026-03-01T11:00:00Z",
+          },
+        ],
+      },
+      { env: [{ name: "PET_NNODES", value: "1" }] },
+      2,
+    ),
     jobs: [attemptJob(1, { condition: { type: "Complete" } })],
     want: (r) => {
       assert.equal(r.status.phase, "Succeeded");
@@ -295,7 +467,11 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(1, { condition: { type: "Failed", reason: "BackoffLimitExceeded" } })],
     pods: [
       attemptPod(1, 0, { phase: "Failed", exitCode: 143, message: "stopped" }),
-      attemptPod(1, 1, { phase: "Failed", exitCode: 3, message: '{"exitCode":3,"reason":"DataError","message":"/data/x.zarr: truncated chunk"}' }),
+      attemptPod(1, 1, {
+        phase: "Failed",
+        exitCode: 3,
+        message: '{"exitCode":3,"reason":"DataError","message":"/data/x.zarr: truncated chunk"}',
+      }),
     ],
     want: (r) => {
       assert.equal(r.status.phase, "Failed");
@@ -304,7 +480,13 @@ const cases: Record<string, Case> = {
       assert.equal(r.status.restarts, 0);
       assert.equal(r.status.lastFailure?.exitCode, 3);
       const ranks: { rank: number; exitCode?: number | undefined }[] = r.status.lastFailure.ranks ?? [];
-      assert.deepEqual(ranks.map((x) => [x.rank, x.exitCode]), [[0, 143], [1, 3]]);
+      assert.deepEqual(
+        ranks.map((x) => [x.rank, x.exitCode]),
+        [
+          [0, 143],
+          [1, 3],
+        ],
+      );
       assert.equal(applied(r, "Job").length, 0);
       assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === PretrainRunReason.DataError));
     },
@@ -339,7 +521,14 @@ const cases: Record<string, Case> = {
   "another run's checkpoints → Failed with reason CheckpointOwnedByAnotherRun": {
     run: run(inAttempt(1)),
     jobs: [attemptJob(1, { condition: { type: "Failed" } })],
-    pods: [attemptPod(1, 0, { phase: "Failed", exitCode: 2, message: '{"exitCode":2,"reason":"CheckpointOwnedByAnotherRun","message":"the checkpoint folder belongs to run a (uid 1), not to run (uid run-uid)"}' })],
+    pods: [
+      attemptPod(1, 0, {
+        phase: "Failed",
+        exitCode: 2,
+        message:
+          '{"exitCode":2,"reason":"CheckpointOwnedByAnotherRun","message":"the checkpoint folder belongs to run a (uid 1), not to run (uid run-uid)"}',
+      }),
+    ],
     want: (r) => {
       assert.equal(cond(r, "Failed")?.reason, PretrainRunReason.CheckpointOwnedByAnotherRun);
       assert.match(cond(r, "Failed")!.message, /belongs to run a/);
@@ -348,7 +537,20 @@ const cases: Record<string, Case> = {
   "ImagePullBackOff → Running=False with the reason and a Warning event": {
     run: run(inAttempt(1)),
     jobs: [attemptJob(1, { ready: 0 })],
-    pods: [{ ...attemptPod(1, 0, { phase: "Pending" }), status: { phase: "Pending", containerStatuses: [{ name: "trainer", state: { waiting: { reason: "ImagePullBackOff", message: "Back-off pulling image \"nope:1\"" } } }] } }],
+    pods: [
+      {
+        ...attemptPod(1, 0, { phase: "Pending" }),
+        status: {
+          phase: "Pending",
+          containerStatuses: [
+            {
+              name: "trainer",
+              state: { waiting: { reason: "ImagePullBackOff", message: 'Back-off pulling image "nope:1"' } },
+            },
+          ],
+        },
+      },
+    ],
     want: (r) => {
       assert.equal(cond(r, "Running")?.reason, PretrainRunReason.ImagePullBackOff);
       assert.match(cond(r, "Running")!.message, /nope:1/);
@@ -358,7 +560,22 @@ const cases: Record<string, Case> = {
   "Unschedulable → Running=False/Unschedulable": {
     run: run(inAttempt(1)),
     jobs: [attemptJob(1, { ready: 0 })],
-    pods: [{ ...attemptPod(1, 0, { phase: "Pending" }), status: { phase: "Pending", conditions: [{ type: "PodScheduled", status: "False", reason: "Unschedulable", message: "0/4 nodes: insufficient nvidia.com/gpu" }] } }],
+    pods: [
+      {
+        ...attemptPod(1, 0, { phase: "Pending" }),
+        status: {
+          phase: "Pending",
+          conditions: [
+            {
+              type: "PodScheduled",
+              status: "False",
+              reason: "Unschedulable",
+              message: "0/4 nodes: insufficient nvidia.com/gpu",
+            },
+          ],
+        },
+      },
+    ],
     want: (r) => {
       assert.equal(cond(r, "Running")?.reason, PretrainRunReason.Unschedulable);
       assert.match(cond(r, "Running")!.message, /insufficient nvidia.com\/gpu/);
@@ -370,7 +587,10 @@ const cases: Record<string, Case> = {
     want: (r) => {
       assert.equal(r.status.attempt, 2);
       assert.equal(r.status.lastFailure?.reason, PretrainRunReason.StartupDeadlineExceeded);
-      assert.deepEqual(r.delete.map((d) => d.name), ["run-a1"]);
+      assert.deepEqual(
+        r.delete.map((d) => d.name),
+        ["run-a1"],
+      );
     },
   },
   "the startup deadline clock waits while the Job is suspended by its queue": {
@@ -393,7 +613,7 @@ const cases: Record<string, Case> = {
   },
   "the attempt Job itself was refused → Created stays False/ChildRefused while the Job is retried": {
     run: run({ ...inAttempt(1, { phase: "Pending" }), activeJob: "run-a1" }),
-    refused: { kind: "Job", name: "run-a1", message: "jobs.batch \"run-a1\" is forbidden: exceeded quota: no-jobs" },
+    refused: { kind: "Job", name: "run-a1", message: 'jobs.batch "run-a1" is forbidden: exceeded quota: no-jobs' },
     want: (r) => {
       assert.equal(applied(r, "Job")[0]?.metadata.name, "run-a1", "the Job is applied again");
       assert.equal(cond(r, "Created")?.status, "False");
@@ -426,7 +646,9 @@ const cases: Record<string, Case> = {
       assert.equal(pg!.apiVersion, "scheduling.volcano.sh/v1beta1");
       assert.equal((pg!.spec as { minMember: number }).minMember, 2);
       const job = applied(r, "Job")[0]!;
-      const tmpl = (job.spec as { template: { metadata: { annotations: Record<string, string> }; spec: { schedulerName: string } } }).template;
+      const tmpl = (
+        job.spec as { template: { metadata: { annotations: Record<string, string> }; spec: { schedulerName: string } } }
+      ).template;
       assert.equal(tmpl.metadata.annotations["scheduling.k8s.io/group-name"], "run");
       assert.equal(tmpl.spec.schedulerName, "volcano");
       assert.equal(job.metadata.labels?.["kueue.x-k8s.io/queue-name"], "gpu");
@@ -437,7 +659,13 @@ const cases: Record<string, Case> = {
     jobs: [attemptJob(1, { ready: 2 })],
     metrics: { attempt: 1, step: 500, epoch: 5, loss: 0.123456789, time: T0 },
     want: (r) => {
-      assert.deepEqual(r.status.progress, { step: 500, epoch: 5, loss: "0.12346", percent: 25, lastUpdatedTime: "2026-03-01T12:00:00Z" });
+      assert.deepEqual(r.status.progress, {
+        step: 500,
+        epoch: 5,
+        loss: "0.12346",
+        percent: 25,
+        lastUpdatedTime: "2026-03-01T12:00:00Z",
+      });
     },
   },
   "metrics of an older attempt are ignored": {
@@ -452,13 +680,27 @@ const cases: Record<string, Case> = {
 
 for (const [name, c] of Object.entries(cases)) {
   test(`PretrainRun: ${name}`, () => {
-    const r = reconcilePretrainRun({ run: c.run, plan: "plan" in c ? c.plan : readyPlanResource(), jobs: c.jobs ?? [], pods: c.pods ?? [], now: c.now ?? T0, metrics: c.metrics, refused: c.refused });
+    const r = reconcilePretrainRun({
+      run: c.run,
+      plan: "plan" in c ? c.plan : readyPlanResource(),
+      jobs: c.jobs ?? [],
+      pods: c.pods ?? [],
+      now: c.now ?? T0,
+      metrics: c.metrics,
+      refused: c.refused,
+    });
     c.want(r);
   });
 }
 
 test("PretrainRun: reconciling its own output again is a fixed point (same status, no events, same children)", () => {
-  const observed = { run: run(inAttempt(1)), plan: readyPlanResource(), jobs: [attemptJob(1, { ready: 2 })], pods: [], now: T0 };
+  const observed = {
+    run: run(inAttempt(1)),
+    plan: readyPlanResource(),
+    jobs: [attemptJob(1, { ready: 2 })],
+    pods: [],
+    now: T0,
+  };
   const r1 = reconcilePretrainRun(observed);
   const r2 = reconcilePretrainRun({ ...observed, run: { ...observed.run, status: r1.status }, now: at(10) });
   assert.deepEqual(r2.status, r1.status, "lastTransitionTime does not move without a flip");
@@ -469,11 +711,24 @@ test("PretrainRun: reconciling its own output again is a fixed point (same statu
 test("PretrainRun: child names and hashes are deterministic", () => {
   const a = reconcilePretrainRun({ run: run(), plan: readyPlanResource(), jobs: [], pods: [], now: T0 });
   const b = reconcilePretrainRun({ run: run(), plan: readyPlanResource(), jobs: [], pods: [], now: at(5) });
-  assert.deepEqual(a.apply.map((o) => [o.metadata.name, o.metadata.annotations?.["ssl3d.io/spec-hash"]]), b.apply.map((o) => [o.metadata.name, o.metadata.annotations?.["ssl3d.io/spec-hash"]]));
+  assert.deepEqual(
+    a.apply.map((o) => [o.metadata.name, o.metadata.annotations?.["ssl3d.io/spec-hash"]]),
+    b.apply.map((o) => [o.metadata.name, o.metadata.annotations?.["ssl3d.io/spec-hash"]]),
+  );
 });
 
 test("PretrainRun: the scrape target is rank 0 of the current attempt", () => {
-  const o = { run: run(inAttempt(2)), plan: readyPlanResource(), jobs: [], pods: [attemptPod(1, 0, { podIP: "10.0.0.1" }), attemptPod(2, 1, { podIP: "10.0.0.3" }), attemptPod(2, 0, { podIP: "10.0.0.2" })], now: T0 };
+  const o = {
+    run: run(inAttempt(2)),
+    plan: readyPlanResource(),
+    jobs: [],
+    pods: [
+      attemptPod(1, 0, { podIP: "10.0.0.1" }),
+      attemptPod(2, 1, { podIP: "10.0.0.3" }),
+      attemptPod(2, 0, { podIP: "10.0.0.2" }),
+    ],
+    now: T0,
+  };
   assert.deepEqual(scrapeTarget(o), { attempt: 2, url: "http://10.0.0.2:9090/metrics", intervalMs: 30_000 });
   assert.equal(scrapeTarget({ ...o, pods: [attemptPod(2, 0, { phase: "Pending", podIP: "10.0.0.2" })] }), undefined);
 });

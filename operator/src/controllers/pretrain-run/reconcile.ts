@@ -6,13 +6,37 @@
  * restarts the deadline clock.
  */
 import { PlanSpecSchema, PlanStatusSchema } from "../../../../api/v1alpha1/plan.js";
-import { PretrainRunSpecSchema, PretrainRunStatusSchema, type PretrainRunSpec, type PretrainRunStatus } from "../../../../api/v1alpha1/pretrain-run.js";
+import {
+  PretrainRunSpecSchema,
+  PretrainRunStatusSchema,
+  type PretrainRunSpec,
+  type PretrainRunStatus,
+} from "../../../../api/v1alpha1/pretrain-run.js";
 import { envNameProblem } from "../../../../api/pod.js";
 import { truncate } from "../../../../api/termination.js";
 import { getCondition, isTrue, setCondition, toKubeTime } from "../../conditions.js";
 import { compact, parseSpec, parseStatus, transitionEvents } from "../common.js";
-import { jobCondition, podsOfJob, type ChildRef, type CustomResource, type EventSpec, type JobView, type KubeObject, type PodView, type ReconcileResult } from "../types.js";
-import { attemptJobName, desiredAttemptJob, desiredNetworkPolicy, desiredPodGroup, desiredRunSecret, desiredService, OPERATOR_VOLUMES, type PlanInputs } from "./desired.js";
+import {
+  jobCondition,
+  podsOfJob,
+  type ChildRef,
+  type CustomResource,
+  type EventSpec,
+  type JobView,
+  type KubeObject,
+  type PodView,
+  type ReconcileResult,
+} from "../types.js";
+import {
+  attemptJobName,
+  desiredAttemptJob,
+  desiredNetworkPolicy,
+  desiredPodGroup,
+  desiredRunSecret,
+  desiredService,
+  OPERATOR_VOLUMES,
+  type PlanInputs,
+} from "./desired.js";
 import { attemptFailure, pendingProblem, startupDeadlineExceeded, type ChildRefusal } from "./failures.js";
 import { PretrainRunReason } from "../../../../api/v1alpha1/reasons.js";
 
@@ -41,7 +65,8 @@ export interface PretrainRunObserved {
 
 export const WAIT_FOR_PODS_MS = 2_000;
 
-type PlanResolution = { kind: "ok"; inputs: PlanInputs } | { kind: "wait"; message: string } | { kind: "invalid"; message: string };
+type PlanResolution =
+  { kind: "ok"; inputs: PlanInputs } | { kind: "wait"; message: string } | { kind: "invalid"; message: string };
 
 export function resolvePlan(spec: PretrainRunSpec, plan: CustomResource | undefined): PlanResolution {
   const name = spec.planRef.name;
@@ -53,11 +78,18 @@ export function resolvePlan(spec: PretrainRunSpec, plan: CustomResource | undefi
   }
   const configs = ps.outputs?.configurations ?? [];
   const configuration = spec.training.configuration ?? configs[0];
-  if (configuration === undefined) return { kind: "invalid", message: `Plan ${name} lists no configuration; set spec.training.configuration.` };
+  if (configuration === undefined)
+    return { kind: "invalid", message: `Plan ${name} lists no configuration; set spec.training.configuration.` };
   if (configs.length > 0 && !configs.includes(configuration)) {
-    return { kind: "invalid", message: `spec.training.configuration: ${configuration} is not one of Plan ${name}'s configurations (${configs.join(", ")}).` };
+    return {
+      kind: "invalid",
+      message: `spec.training.configuration: ${configuration} is not one of Plan ${name}'s configurations (${configs.join(", ")}).`,
+    };
   }
-  return { kind: "ok", inputs: { dataset: ps.dataset, configuration, plansName: pspec.data.plansName, dataPvc: pspec.data.output.pvc } };
+  return {
+    kind: "ok",
+    inputs: { dataset: ps.dataset, configuration, plansName: pspec.data.plansName, dataPvc: pspec.data.output.pvc },
+  };
 }
 
 /** Checks the API server's schema cannot express cheaply; a failure is a ValidationFailed condition. */
@@ -68,7 +100,8 @@ export function validateRun(spec: PretrainRunSpec): string | undefined {
   }
   if (spec.metrics.port === 29500) return "spec.metrics.port: 29500 is the rendezvous port.";
   for (const [i, v] of (spec.volumes ?? []).entries()) {
-    if ((OPERATOR_VOLUMES as readonly string[]).includes(v.name)) return `spec.volumes[${i}].name: ${v.name} is one of the operator's volumes (${OPERATOR_VOLUMES.join(", ")}).`;
+    if ((OPERATOR_VOLUMES as readonly string[]).includes(v.name))
+      return `spec.volumes[${i}].name: ${v.name} is one of the operator's volumes (${OPERATOR_VOLUMES.join(", ")}).`;
   }
   for (const k of Object.keys(spec.podLabels ?? {})) {
     if (k.startsWith("ssl3d.io/")) return `spec.podLabels: ${k} is the operator's label.`;
@@ -80,13 +113,27 @@ export function validateRun(spec: PretrainRunSpec): string | undefined {
 export function scrapeTarget(o: PretrainRunObserved): { attempt: number; url: string; intervalMs: number } | undefined {
   const spec = PretrainRunSpecSchema.safeParse(o.run.spec);
   const status = parseStatus(PretrainRunStatusSchema, o.run.status);
-  if (!spec.success || spec.data.metrics.scrapeIntervalSeconds === 0 || status.attempt === undefined || status.attempt === 0) return undefined;
+  if (
+    !spec.success ||
+    spec.data.metrics.scrapeIntervalSeconds === 0 ||
+    status.attempt === undefined ||
+    status.attempt === 0
+  )
+    return undefined;
   const job = attemptJobName(o.run.metadata.name, status.attempt);
-  const rank0 = podsOfJob(o.pods, job).find((p) => p.metadata.labels?.["batch.kubernetes.io/job-completion-index"] === "0" || p.metadata.annotations?.["batch.kubernetes.io/job-completion-index"] === "0");
+  const rank0 = podsOfJob(o.pods, job).find(
+    (p) =>
+      p.metadata.labels?.["batch.kubernetes.io/job-completion-index"] === "0" ||
+      p.metadata.annotations?.["batch.kubernetes.io/job-completion-index"] === "0",
+  );
   const ip = rank0?.status?.podIP;
   if (rank0?.status?.phase !== "Running" || ip === undefined || ip === "") return undefined;
   const host = ip.includes(":") ? `[${ip}]` : ip;
-  return { attempt: status.attempt, url: `http://${host}:${spec.data.metrics.port}${spec.data.metrics.path}`, intervalMs: spec.data.metrics.scrapeIntervalSeconds * 1000 };
+  return {
+    attempt: status.attempt,
+    url: `http://${host}:${spec.data.metrics.port}${spec.data.metrics.path}`,
+    intervalMs: spec.data.metrics.scrapeIntervalSeconds * 1000,
+  };
 }
 
 function isActivePod(p: PodView): boolean {
@@ -146,7 +193,8 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
   const spec = validated(st);
   if (spec === undefined) return st.done();
   const attemptNow = st.s.attempt ?? 0;
-  const current = attemptNow > 0 ? o.jobs.find((j) => j.metadata.name === attemptJobName(st.run, attemptNow)) : undefined;
+  const current =
+    attemptNow > 0 ? o.jobs.find((j) => j.metadata.name === attemptJobName(st.run, attemptNow)) : undefined;
   if (isTrue(st.s.conditions, "Succeeded") || isTrue(st.s.conditions, "Failed")) {
     finishedRun(st, spec);
     return st.done();
@@ -183,7 +231,8 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
  */
 function validated(st: Step): PretrainRunSpec | undefined {
   const oldFailed = getCondition(st.old.conditions, "Failed");
-  const finished = isTrue(st.old.conditions, "Succeeded") || (oldFailed?.status === "True" && oldFailed.reason !== "ValidationFailed");
+  const finished =
+    isTrue(st.old.conditions, "Succeeded") || (oldFailed?.status === "True" && oldFailed.reason !== "ValidationFailed");
   const parsed = parseSpec(PretrainRunSpecSchema, st.o.run.spec);
   if (!parsed.ok && finished) return undefined;
   const invalid = parsed.ok ? validateRun(parsed.value) : parsed.message;
@@ -201,7 +250,8 @@ function validated(st: Step): PretrainRunSpec | undefined {
 
 /** 2. Terminal: keep the record, stop any attempt still running, delete the run after its TTL. */
 function finishedRun(st: Step, spec: PretrainRunSpec): void {
-  for (const j of st.o.jobs) if (!jobCondition(j, "Complete") && !jobCondition(j, "Failed")) st.deleteJob(j.metadata.name);
+  for (const j of st.o.jobs)
+    if (!jobCondition(j, "Complete") && !jobCondition(j, "Failed")) st.deleteJob(j.metadata.name);
   const ttl = spec.runPolicy.ttlSecondsAfterFinished;
   if (ttl !== undefined && st.s.completionTime !== undefined) {
     const due = Date.parse(st.s.completionTime) + ttl * 1000;
@@ -217,7 +267,12 @@ function finishedRun(st: Step, spec: PretrainRunSpec): void {
 function recordRefusal(st: Step): void {
   const r = st.o.refused;
   if (r !== undefined) {
-    st.set("Created", "False", PretrainRunReason.ChildRefused, `The API server refused ${r.kind} ${r.name}: ${truncate(r.message, 600)}`);
+    st.set(
+      "Created",
+      "False",
+      PretrainRunReason.ChildRefused,
+      `The API server refused ${r.kind} ${r.name}: ${truncate(r.message, 600)}`,
+    );
   } else if (getCondition(st.s.conditions, "Created")?.reason === "ChildRefused") {
     st.set("Created", "True", PretrainRunReason.ChildrenApplied, "All children were accepted.");
   }
@@ -233,7 +288,14 @@ function suspended(st: Step, spec: PretrainRunSpec, current: JobView | undefined
   const podGroup = desiredPodGroup(st.o.run, spec);
   if (podGroup !== undefined) st.del.push({ apiVersion: podGroup.apiVersion, kind: podGroup.kind, name: st.run });
   st.s = compact({ ...st.s, phase: "Suspended" as const, activeJob: undefined, replicas: undefined });
-  st.set("Suspended", "True", PretrainRunReason.Suspended, attemptNow > 0 ? `Suspended; attempt ${attemptNow} was stopped and the next attempt resumes from the latest checkpoint.` : "Suspended before the first attempt: no pods are created until the run is admitted (spec.suspend: false).");
+  st.set(
+    "Suspended",
+    "True",
+    PretrainRunReason.Suspended,
+    attemptNow > 0
+      ? `Suspended; attempt ${attemptNow} was stopped and the next attempt resumes from the latest checkpoint.`
+      : "Suspended before the first attempt: no pods are created until the run is admitted (spec.suspend: false).",
+  );
   st.set("Queued", "True", PretrainRunReason.Suspended, "The run waits for admission (spec.suspend is true).");
   st.setIfPresent("Running", "False", PretrainRunReason.Suspended, "The run is suspended.");
 }
@@ -242,10 +304,19 @@ function suspended(st: Step, spec: PretrainRunSpec, current: JobView | undefined
  * Admission (spec.suspend turned false): the deadline clocks restart now — status.startTime for
  * activeDeadlineSeconds, and the next attempt Job's own startTime for startupDeadlineSeconds.
  */
-function admitted(st: Step, attemptNow: number, current: JobView | undefined): { attempt: number; job: JobView | undefined } {
+function admitted(
+  st: Step,
+  attemptNow: number,
+  current: JobView | undefined,
+): { attempt: number; job: JobView | undefined } {
   if (!isTrue(st.old.conditions, "Suspended")) return { attempt: attemptNow, job: current };
   st.set("Suspended", "False", PretrainRunReason.Resumed, "The run was admitted.");
-  st.events.push({ type: "Normal", reason: PretrainRunReason.Resumed, note: "Admitted (spec.suspend is false); the deadline clock restarts now.", action: "Resume" });
+  st.events.push({
+    type: "Normal",
+    reason: PretrainRunReason.Resumed,
+    note: "Admitted (spec.suspend is false); the deadline clock restarts now.",
+    action: "Resume",
+  });
   st.s.startTime = st.nowIso;
   if (attemptNow === 0) return { attempt: attemptNow, job: current };
   // The stopped attempt's Job may still be in the cache (its deletion not yet observed): it is not the new attempt.
@@ -264,7 +335,12 @@ function deadlineExceeded(st: Step, spec: PretrainRunSpec, job: JobView | undefi
   }
   if (job !== undefined) st.deleteJob(job.metadata.name);
   st.s = compact({ ...st.s, phase: "Failed" as const, completionTime: st.nowIso, activeJob: undefined });
-  st.set("Failed", "True", PretrainRunReason.DeadlineExceeded, `The run exceeded runPolicy.activeDeadlineSeconds (${ads} s).`);
+  st.set(
+    "Failed",
+    "True",
+    PretrainRunReason.DeadlineExceeded,
+    `The run exceeded runPolicy.activeDeadlineSeconds (${ads} s).`,
+  );
   st.setIfPresent("Running", "False", PretrainRunReason.DeadlineExceeded, "The run exceeded its deadline.");
   st.setIfPresent("Restarting", "False", PretrainRunReason.DeadlineExceeded, "The run exceeded its deadline.");
   return true;
@@ -273,7 +349,12 @@ function deadlineExceeded(st: Step, spec: PretrainRunSpec, job: JobView | undefi
 /** 5. The current attempt finished. */
 function completed(st: Step, spec: PretrainRunSpec, job: JobView, attempt: number): void {
   st.s = { ...st.s, phase: "Succeeded", completionTime: st.nowIso };
-  st.set("Succeeded", "True", PretrainRunReason.Completed, `Attempt ${attempt} completed on all ${spec.numNodes} nodes.`);
+  st.set(
+    "Succeeded",
+    "True",
+    PretrainRunReason.Completed,
+    `Attempt ${attempt} completed on all ${spec.numNodes} nodes.`,
+  );
   st.setIfPresent("Running", "False", PretrainRunReason.Completed, "The run completed.");
   st.setIfPresent("Restarting", "False", PretrainRunReason.Completed, "The run completed.");
   st.s.replicas = replicaCounts(job);
@@ -289,19 +370,45 @@ function failedOrStuck(st: Step, spec: PretrainRunSpec, job: JobView, attempt: n
   let stuck: { reason: string; message: string } | undefined;
   if (!jobCondition(job, "Failed")) {
     const sd = startupDeadlineExceeded(job, spec.numNodes, spec.runPolicy.startupDeadlineSeconds, st.o.now);
-    if (sd.exceeded) stuck = { reason: PretrainRunReason.StartupDeadlineExceeded, message: `not all ${spec.numNodes} ranks were ready within runPolicy.startupDeadlineSeconds (${spec.runPolicy.startupDeadlineSeconds} s)${describePending(podsOfJob(st.o.pods, job.metadata.name))}` };
+    if (sd.exceeded)
+      stuck = {
+        reason: PretrainRunReason.StartupDeadlineExceeded,
+        message: `not all ${spec.numNodes} ranks were ready within runPolicy.startupDeadlineSeconds (${spec.runPolicy.startupDeadlineSeconds} s)${describePending(podsOfJob(st.o.pods, job.metadata.name))}`,
+      };
     else if (sd.dueMs !== undefined) st.wake(sd.dueMs);
     if (stuck === undefined) return "running";
   }
-  const f = stuck === undefined ? attemptFailure(job, podsOfJob(st.o.pods, job.metadata.name)) : { decision: "Restart" as const, reason: stuck.reason, exitCode: undefined, message: stuck.message, ranks: [] };
+  const f =
+    stuck === undefined
+      ? attemptFailure(job, podsOfJob(st.o.pods, job.metadata.name))
+      : { decision: "Restart" as const, reason: stuck.reason, exitCode: undefined, message: stuck.message, ranks: [] };
   const preempted = f.reason === "Preempted";
   const msg = truncate(f.message, 600);
-  st.s.lastFailure = compact({ attempt, reason: f.reason, message: msg, time: st.nowIso, exitCode: f.exitCode, ranks: f.ranks.length > 0 ? f.ranks : undefined });
+  st.s.lastFailure = compact({
+    attempt,
+    reason: f.reason,
+    message: msg,
+    time: st.nowIso,
+    exitCode: f.exitCode,
+    ranks: f.ranks.length > 0 ? f.ranks : undefined,
+  });
   const counted = st.s.restartsCountTowardsMax ?? 0;
   if (f.decision === "Fail" || (!preempted && counted >= spec.runPolicy.maxRestarts)) {
     st.s = { ...st.s, phase: "Failed", completionTime: st.nowIso, restarts: st.s.restarts ?? 0 };
-    if (f.decision === "Fail") st.set("Failed", "True", f.reason, `Attempt ${attempt} failed with a non-retryable error (exit code ${f.exitCode ?? "?"}; not restarted): ${msg}`);
-    else st.set("Failed", "True", PretrainRunReason.BackoffLimitExceeded, `Attempt ${attempt} failed (${msg}) and runPolicy.maxRestarts (${spec.runPolicy.maxRestarts}) is exhausted.`);
+    if (f.decision === "Fail")
+      st.set(
+        "Failed",
+        "True",
+        f.reason,
+        `Attempt ${attempt} failed with a non-retryable error (exit code ${f.exitCode ?? "?"}; not restarted): ${msg}`,
+      );
+    else
+      st.set(
+        "Failed",
+        "True",
+        PretrainRunReason.BackoffLimitExceeded,
+        `Attempt ${attempt} failed (${msg}) and runPolicy.maxRestarts (${spec.runPolicy.maxRestarts}) is exhausted.`,
+      );
     st.setIfPresent("Running", "False", PretrainRunReason.Failed, "The run failed.");
     st.setIfPresent("Restarting", "False", f.decision === "Fail" ? f.reason : "BackoffLimitExceeded", "No restart.");
     st.s.replicas = replicaCounts(job);
@@ -312,7 +419,12 @@ function failedOrStuck(st: Step, spec: PretrainRunSpec, job: JobView, attempt: n
   st.s.restartsCountTowardsMax = preempted ? counted : counted + 1;
   const note = `Attempt ${attempt} failed${preempted ? " (preempted; not counted against maxRestarts)" : ""}: ${msg}`;
   st.set("Restarting", "True", f.reason, note);
-  st.events.push({ type: "Warning", reason: f.reason, note: `${note} Starting attempt ${attempt + 1}.`, action: "Restart" });
+  st.events.push({
+    type: "Warning",
+    reason: f.reason,
+    note: `${note} Starting attempt ${attempt + 1}.`,
+    action: "Restart",
+  });
   st.setIfPresent("Running", "False", f.reason, `Attempt ${attempt} failed.`);
   st.deleteJob(job.metadata.name);
   return "restart";
@@ -356,7 +468,12 @@ function startAttempt(st: Step, spec: PretrainRunSpec, attemptIn: number): void 
   // A refused child keeps Created=False/ChildRefused (recordRefusal) until an apply succeeds: no Created=True over a
   // silent retry.
   if (st.o.refused === undefined) {
-    st.set("Created", "True", PretrainRunReason.JobCreated, `Created Job ${desired.metadata.name} (attempt ${attempt}${resume ? ", resuming from the latest checkpoint if there is one" : ""}).`);
+    st.set(
+      "Created",
+      "True",
+      PretrainRunReason.JobCreated,
+      `Created Job ${desired.metadata.name} (attempt ${attempt}${resume ? ", resuming from the latest checkpoint if there is one" : ""}).`,
+    );
     st.set("Queued", "False", PretrainRunReason.JobCreated, `Job ${desired.metadata.name} was created.`);
   }
   st.s.replicas = { active: 0, ready: 0, succeeded: 0, failed: 0 };
@@ -370,19 +487,42 @@ function observeAttempt(st: Step, spec: PretrainRunSpec, job: JobView, attempt: 
   st.s.activeJob = job.metadata.name;
   st.s.replicas = replicaCounts(job);
   const queued = job.spec?.suspend === true;
-  if (queued) st.set("Queued", "True", PretrainRunReason.WaitingForAdmission, `Job ${job.metadata.name} is suspended by its queue.`);
+  if (queued)
+    st.set(
+      "Queued",
+      "True",
+      PretrainRunReason.WaitingForAdmission,
+      `Job ${job.metadata.name} is suspended by its queue.`,
+    );
   else st.set("Queued", "False", PretrainRunReason.Admitted, `Job ${job.metadata.name} is admitted.`);
   const ready = st.s.replicas.ready;
   if (ready >= spec.numNodes && !queued) {
-    st.set("Running", "True", PretrainRunReason.AllPodsReady, `All ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
+    st.set(
+      "Running",
+      "True",
+      PretrainRunReason.AllPodsReady,
+      `All ${spec.numNodes} ranks of attempt ${attempt} are ready.`,
+    );
     st.setIfPresent("Restarting", "False", PretrainRunReason.Restarted, `Attempt ${attempt} is running.`);
   } else {
     const problem = pendingProblem(podsOfJob(st.o.pods, job.metadata.name));
     if (problem !== undefined) st.set("Running", "False", problem.reason, problem.message);
-    else st.set("Running", "False", PretrainRunReason.PodsNotReady, `${ready} of ${spec.numNodes} ranks of attempt ${attempt} are ready.`);
+    else
+      st.set(
+        "Running",
+        "False",
+        PretrainRunReason.PodsNotReady,
+        `${ready} of ${spec.numNodes} ranks of attempt ${attempt} are ready.`,
+      );
   }
   const c = st.s.conditions;
-  st.s.phase = isTrue(c, "Restarting") ? "Restarting" : isTrue(c, "Running") ? "Running" : isTrue(c, "Queued") ? "Queued" : "Pending";
+  st.s.phase = isTrue(c, "Restarting")
+    ? "Restarting"
+    : isTrue(c, "Running")
+      ? "Running"
+      : isTrue(c, "Queued")
+        ? "Queued"
+        : "Pending";
   progress(st, spec, attempt);
 }
 
@@ -396,12 +536,16 @@ function progress(st: Step, spec: PretrainRunSpec, attempt: number): void {
       step: m.step !== undefined ? Math.round(m.step) : p?.step,
       epoch: m.epoch !== undefined ? Math.round(m.epoch) : p?.epoch,
       loss: m.loss !== undefined ? formatLoss(m.loss) : p?.loss,
-      percent: epochs !== undefined && m.epoch !== undefined ? Math.min(100, Math.floor((m.epoch / epochs) * 100)) : p?.percent,
+      percent:
+        epochs !== undefined && m.epoch !== undefined
+          ? Math.min(100, Math.floor((m.epoch / epochs) * 100))
+          : p?.percent,
       lastUpdatedTime: toKubeTime(m.time),
     });
   }
   // A periodic look even when no new sample arrives (the poller also enqueues the run on each new sample).
-  if (spec.metrics.scrapeIntervalSeconds > 0 && isTrue(st.s.conditions, "Running")) st.wake(spec.metrics.scrapeIntervalSeconds * 1000);
+  if (spec.metrics.scrapeIntervalSeconds > 0 && isTrue(st.s.conditions, "Running"))
+    st.wake(spec.metrics.scrapeIntervalSeconds * 1000);
 }
 
 function applyRunChildren(st: Step, spec: PretrainRunSpec): void {
@@ -421,7 +565,12 @@ function describePending(pods: readonly PodView[]): string {
 }
 
 function replicaCounts(job: JobView): { active: number; ready: number; succeeded: number; failed: number } {
-  return { active: job.status?.active ?? 0, ready: job.status?.ready ?? 0, succeeded: job.status?.succeeded ?? 0, failed: job.status?.failed ?? 0 };
+  return {
+    active: job.status?.active ?? 0,
+    ready: job.status?.ready ?? 0,
+    succeeded: job.status?.succeeded ?? 0,
+    failed: job.status?.failed ?? 0,
+  };
 }
 
 export function formatLoss(x: number): string {

@@ -11,7 +11,7 @@ export const archCommand: CliCommand = {
       .description(`show an architecture (${architectureKeys().join(", ")})`)
       .argument("<name>", "registry key, e.g. resenc-l or primus-m")
       .option("--params", "print the parameter count (1 input, 1 output channel)")
-      .option("--json", "print JSON: {\"name\":...,\"params\":N}")
+      .option("--json", 'print JSON: {"name":...,"params":N}')
       .action((name: string, o: { params?: boolean; json?: boolean }) => {
         const e = getArchitecture(name);
         const params = countParams(name);

@@ -12,13 +12,16 @@ import { collectionFile } from "../../config/layout.js";
 
 /** The collection file for `FILE` or `-d ID` (`$nnssl_raw/DatasetNNN_Name/pretrain_data.json`). */
 export function collectionFileFor(file: string | undefined, dataset: string | undefined): string {
-  if ((file === undefined) === (dataset === undefined)) throw new ConfigError("give either a collection FILE or -d ID, not both or neither");
+  if ((file === undefined) === (dataset === undefined))
+    throw new ConfigError("give either a collection FILE or -d ID, not both or neither");
   if (file !== undefined) return file;
   return collectionFile(resolveDatasetName(dataset!));
 }
 
 export function formatSummary(file: string, s: CollectionSummary): string {
-  const mods = Object.entries(s.modalities).map(([m, n]) => `${m} ${n}`).join(", ");
+  const mods = Object.entries(s.modalities)
+    .map(([m, n]) => `${m} ${n}`)
+    .join(", ");
   return [
     `collection: ${file}`,
     `${s.datasets} dataset(s), ${s.subjects} subject(s), ${s.sessions} session(s), ${s.images} image(s)`,

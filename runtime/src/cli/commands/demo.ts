@@ -52,12 +52,22 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const src = join(rawDatasetDir(formatDatasetName(DEMO_DATASET_ID, DEMO_DATASET_NAME)), "ds-phantom");
   await rm(src, { recursive: true, force: true });
   const files = await writePhantomBids(src, {
-    seed: 42, subjects: o.quick ? 2 : 4, sessions: o.quick ? 1 : 2, modalities: o.quick ? ["T1w", "T2w"] : ["T1w", "T2w", "FLAIR"], masks: true,
+    seed: 42,
+    subjects: o.quick ? 2 : 4,
+    sessions: o.quick ? 1 : 2,
+    modalities: o.quick ? ["T1w", "T2w"] : ["T1w", "T2w", "FLAIR"],
+    masks: true,
     sizeRange: o.quick ? [20, 28] : [28, 40],
   });
   print(`\n[1/4] generated ${files.length} phantom scans (BIDS tree ${src})`);
   print(`\n[2/4] ssl3d convert bids ${src} -d ${DEMO_DATASET_ID} -n ${DEMO_DATASET_NAME}`);
-  const report = await convert({ kind: "bids", src, datasetId: DEMO_DATASET_ID, name: DEMO_DATASET_NAME, onError: "fail" });
+  const report = await convert({
+    kind: "bids",
+    src,
+    datasetId: DEMO_DATASET_ID,
+    name: DEMO_DATASET_NAME,
+    onError: "fail",
+  });
   print(formatConvertReport(report));
   print(`\n[3/4] ssl3d collection-summary -d ${DEMO_DATASET_ID}; ssl3d inspect <first image>`);
   const collection = await readCollection(report.output);
@@ -71,7 +81,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const plan = await runPlan(dataset);
   const pre = await runPreprocess(dataset, ["onemmiso"], { np: [2], onError: "fail" });
   print(`plans: ${plan.file}`);
-  print(`preprocessed ${pre.valid}/${pre.images} image(s) into ${pre.preprocessedDir}${pre.failed > 0 ? ` (${pre.failed} failed)` : ""}`);
+  print(
+    `preprocessed ${pre.valid}/${pre.images} image(s) into ${pre.preprocessedDir}${pre.failed > 0 ? ` (${pre.failed} failed)` : ""}`,
+  );
   return { out, collectionFile: report.output };
 }
 

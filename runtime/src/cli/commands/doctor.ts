@@ -15,8 +15,13 @@ export const doctorCommand: CliCommand = {
   register(program: Command): void {
     program
       .command("doctor")
-      .description("report the tfjs backends, TensorFlow and its devices, CUDA libraries and native kernels; --gpu checks the GPU")
-      .option("--gpu", "require a GPU: conv3d parity against the CPU (TF32 off) and one timed ResEnc step; non-zero exit without one")
+      .description(
+        "report the tfjs backends, TensorFlow and its devices, CUDA libraries and native kernels; --gpu checks the GPU",
+      )
+      .option(
+        "--gpu",
+        "require a GPU: conv3d parity against the CPU (TF32 off) and one timed ResEnc step; non-zero exit without one",
+      )
       .option("--json", "print the report as JSON")
       .action(async (o: { gpu?: boolean; json?: boolean }) => {
         const report = doctorReport();
@@ -31,8 +36,15 @@ export const doctorCommand: CliCommand = {
  * the ranks start); its one-line reason becomes this command's error.
  */
 export function runPreflight(): void {
-  const r = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, "doctor", "--gpu"], { stdio: ["ignore", "inherit", "pipe"], encoding: "utf8" });
+  const r = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, "doctor", "--gpu"], {
+    stdio: ["ignore", "inherit", "pipe"],
+    encoding: "utf8",
+  });
   if (r.status === 0) return;
-  const line = r.stderr.split("\n").find((l) => l.startsWith("ssl3d: error: "))?.slice("ssl3d: error: ".length) ?? `ssl3d doctor --gpu failed (exit ${String(r.status)})`;
+  const line =
+    r.stderr
+      .split("\n")
+      .find((l) => l.startsWith("ssl3d: error: "))
+      ?.slice("ssl3d: error: ".length) ?? `ssl3d doctor --gpu failed (exit ${String(r.status)})`;
   throw new EnvironmentError(`preflight: ${line}`, { field: "--preflight" });
 }

@@ -21,7 +21,9 @@ export const fingerprintCommand: CliCommand = {
         const np = parseCounts(COUNTS.numProcesses, o.numProcesses, defaultProcesses())[0]!;
         for (const ds of parseDatasets(o.dataset)) {
           const r = await extractFingerprint(ds, { np, clean: o.clean === true, onError: parseOnError(o.onError) });
-          process.stdout.write(`${r.file}: ${r.fingerprint.images.length} images, ${r.fingerprint.failed.length} failed${r.reused ? " (reused)" : ""}\n`);
+          process.stdout.write(
+            `${r.file}: ${r.fingerprint.images.length} images, ${r.fingerprint.failed.length} failed${r.reused ? " (reused)" : ""}\n`,
+          );
         }
       });
   },

@@ -24,7 +24,10 @@ export interface Inspection {
 
 /** Intensity statistics over finite voxels (NaN/Inf are skipped; an all-non-finite volume gives NaN). */
 export function intensityStats(data: Float32Array): { min: number; max: number; mean: number } {
-  let min = Infinity, max = -Infinity, sum = 0, n = 0;
+  let min = Infinity,
+    max = -Infinity,
+    sum = 0,
+    n = 0;
   for (const v of data) {
     if (!Number.isFinite(v)) continue;
     if (v < min) min = v;
@@ -52,9 +55,11 @@ export function beyondLoadLimits(h: NiftiHeader): string | undefined {
   const voxels = h.shape[0] * h.shape[1] * h.shape[2] * h.channels;
   const ndim = h.dim[0]!;
   if (h.dim.slice(5, ndim + 1).some((d) => d > 1)) return `${ndim}-D image: not loaded (ssl3d reads at most 4-D)`;
-  if (h.channels > limit("channels")) return `${h.channels} volumes in the 4th dimension: a series, not loaded (ssl3d loads at most ${limit("channels")} as channels, SSL3D_MAX_CHANNELS)`;
+  if (h.channels > limit("channels"))
+    return `${h.channels} volumes in the 4th dimension: a series, not loaded (ssl3d loads at most ${limit("channels")} as channels, SSL3D_MAX_CHANNELS)`;
   if (voxels > limit("voxels")) return `${voxels} voxels: not loaded (limit SSL3D_MAX_VOXELS = ${limit("voxels")})`;
-  if (h.voxOffset > limit("voxOffset")) return `vox_offset ${h.voxOffset}: not loaded (limit SSL3D_MAX_VOX_OFFSET = ${limit("voxOffset")})`;
+  if (h.voxOffset > limit("voxOffset"))
+    return `vox_offset ${h.voxOffset}: not loaded (limit SSL3D_MAX_VOX_OFFSET = ${limit("voxOffset")})`;
   return undefined;
 }
 
@@ -87,7 +92,9 @@ export function formatInspection(file: string, i: Inspection): string {
     `spacing:     ${i.spacing.map(fmt).join(" x ")} mm`,
     `datatype:    ${i.datatype}`,
     `orientation: ${i.orientation}`,
-    i.note === undefined ? `intensity:   min ${fmt(i.min)}  max ${fmt(i.max)}  mean ${fmt(i.mean)}` : `intensity:   not computed (${i.note})`,
+    i.note === undefined
+      ? `intensity:   min ${fmt(i.min)}  max ${fmt(i.max)}  mean ${fmt(i.mean)}`
+      : `intensity:   not computed (${i.note})`,
     "affine:",
     ...rows,
   ].join("\n");

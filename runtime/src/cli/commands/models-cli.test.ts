@@ -13,10 +13,10 @@ import { tmp } from "../../../../test/helpers/torch-parity.js";
 async function capture(fn: () => Promise<number>): Promise<{ code: number; out: string }> {
   const orig = process.stdout.write.bind(process.stdout);
   let out = "";
-  process.stdout.write = ((s: string | Uint8Array) => {
+  process.stdout.write = (s: string | Uint8Array) => {
     out += typeof s === "string" ? s : Buffer.from(s).toString();
     return true;
-  });
+  };
   try {
     return { code: await fn(), out };
   } finally {
@@ -39,7 +39,9 @@ test("ssl3d export writes safetensors / pth + adaptation_plan.json", async () =>
   await saveNetwork(net, join(dir, "network.safetensors"));
   const origSeg = net.weights.get("decoder.seg_layers.0.weight")!.dataSync();
   net.dispose();
-  const r = await capture(() => main(["export", dir, "--format", "safetensors", "--out", join(dir, "out", "w.safetensors")]));
+  const r = await capture(() =>
+    main(["export", dir, "--format", "safetensors", "--out", join(dir, "out", "w.safetensors")]),
+  );
   assert.equal(r.code, 0);
   const st = await readSafetensors(join(dir, "out", "w.safetensors"));
   assert.ok(st.tensors.has("decoder.encoder.stem.convs.0.all_modules.0.weight"));
@@ -53,6 +55,10 @@ test("ssl3d export writes safetensors / pth + adaptation_plan.json", async () =>
   assert.equal((await capture(() => main(["export", dir, "--format", "pth-compatible"]))).code, 0);
   assert.ok(existsSync(join(dir, "network.export.pth")));
   assert.equal((await capture(() => main(["export", join(dir, "missing"), "--format", "pth-compatible"]))).code, 2);
-  assert.equal((await capture(() => main(["export", join(dir, "out"), "--format", "pth-compatible"]))).code, 2, "a directory without a checkpoint");
+  assert.equal(
+    (await capture(() => main(["export", join(dir, "out"), "--format", "pth-compatible"]))).code,
+    2,
+    "a directory without a checkpoint",
+  );
   assert.equal((await capture(() => main(["export", dir, "--format", "onnx"]))).code, 2);
 });

@@ -12,7 +12,14 @@ import { forPeople } from "../../observability/log.js";
 import { COUNTS } from "../../config/limits.js";
 import type { CliCommand } from "../command.js";
 import { writeTerminationLog } from "../termination-log.js";
-import { checkPlanner, defaultProcesses, parseConfigs, parseCounts, parseDatasets, parseOnError } from "./preprocessing-options.js";
+import {
+  checkPlanner,
+  defaultProcesses,
+  parseConfigs,
+  parseCounts,
+  parseDatasets,
+  parseOnError,
+} from "./preprocessing-options.js";
 
 export interface PreprocessingSummaryLine {
   images: number;
@@ -33,7 +40,14 @@ export function formatPreprocessingSummary(s: PreprocessingSummaryLine): string 
 export const planAndPreprocessCommand: CliCommand = {
   name: "plan-and-preprocess",
   aliases: ["nnssl_plan_and_preprocess"],
-  legacyFlags: { "-np": "--num-processes", "-npfp": "--num-processes-fingerprint", "--no_pp": "--no-pp", "-pl": "--planner", "-overwrite_plans_name": "--plans-name", "-plans_name": "--plans-name" },
+  legacyFlags: {
+    "-np": "--num-processes",
+    "-npfp": "--num-processes-fingerprint",
+    "--no_pp": "--no-pp",
+    "-pl": "--planner",
+    "-overwrite_plans_name": "--plans-name",
+    "-plans_name": "--plans-name",
+  },
   register(program: Command): void {
     program
       .command("plan-and-preprocess")
@@ -43,39 +57,62 @@ export const planAndPreprocessCommand: CliCommand = {
       .option("--num-processes <n...>", "preprocessing worker threads (legacy -np)")
       .option("--num-processes-fingerprint <n>", "fingerprint worker threads (legacy -npfp)")
       .option("--no-pp", "stop after planning (legacy --no_pp)")
-      .option("-p, --plans-name <name>", "plans identifier (legacy -overwrite_plans_name; the operator's and `ssl3d run`'s spec.plansName)", "nnsslPlans")
+      .option(
+        "-p, --plans-name <name>",
+        "plans identifier (legacy -overwrite_plans_name; the operator's and `ssl3d run`'s spec.plansName)",
+        "nnsslPlans",
+      )
       .option("--clean", "recompute the fingerprint even if one exists")
       .option("--planner <class>", "planner (legacy -pl); only ExperimentPlanner")
       .option("--on-error <mode>", "an image that fails: fail (default) the run, or skip it and list it")
-      .action(async (o: { dataset: string[]; configurations: string[]; numProcesses?: string[]; numProcessesFingerprint?: string; pp: boolean; clean?: boolean; planner?: string; onError?: string; plansName: string }) => {
-        checkPlanner(o.planner);
-        const configs = parseConfigs(o.configurations);
-        const onError = parseOnError(o.onError);
-        const np = parseCounts(COUNTS.numProcesses, o.numProcesses, Math.min(4, defaultProcesses()));
-        const npfp = parseCounts(COUNTS.numProcessesFingerprint, o.numProcessesFingerprint, defaultProcesses())[0]!;
-        const line: PreprocessingSummaryLine = { images: 0, valid: 0, failed: 0, configurations: o.pp ? configs : [], plansFile: "", preprocessedDir: "" };
-        const plansName = checkPlansName(o.plansName);
-        for (const ds of parseDatasets(o.dataset)) {
-          // one lock over the three stages: no other writer gets in between them
-          const lock = lockDataset(preprocessedDatasetDir(ds), "ssl3d plan-and-preprocess");
-          try {
-            await extractFingerprint(ds, { np: npfp, clean: o.clean === true, onError });
-            const { file } = await runPlan(ds, { plansName });
-            line.plansFile = file;
-            if (!o.pp) continue;
-            const s = await runPreprocess(ds, configs, { np, onError, plansName });
-            line.images += s.images;
-            line.valid += s.valid;
-            line.failed += s.failed;
-            line.preprocessedDir = s.preprocessedDir;
-          } finally {
-            lock.release();
+      .action(
+        async (o: {
+          dataset: string[];
+          configurations: string[];
+          numProcesses?: string[];
+          numProcessesFingerprint?: string;
+          pp: boolean;
+          clean?: boolean;
+          planner?: string;
+          onError?: string;
+          plansName: string;
+        }) => {
+          checkPlanner(o.planner);
+          const configs = parseConfigs(o.configurations);
+          const onError = parseOnError(o.onError);
+          const np = parseCounts(COUNTS.numProcesses, o.numProcesses, Math.min(4, defaultProcesses()));
+          const npfp = parseCounts(COUNTS.numProcessesFingerprint, o.numProcessesFingerprint, defaultProcesses())[0]!;
+          const line: PreprocessingSummaryLine = {
+            images: 0,
+            valid: 0,
+            failed: 0,
+            configurations: o.pp ? configs : [],
+            plansFile: "",
+            preprocessedDir: "",
+          };
+          const plansName = checkPlansName(o.plansName);
+          for (const ds of parseDatasets(o.dataset)) {
+            // one lock over the three stages: no other writer gets in between them
+            const lock = lockDataset(preprocessedDatasetDir(ds), "ssl3d plan-and-preprocess");
+            try {
+              await extractFingerprint(ds, { np: npfp, clean: o.clean === true, onError });
+              const { file } = await runPlan(ds, { plansName });
+              line.plansFile = file;
+              if (!o.pp) continue;
+              const s = await runPreprocess(ds, configs, { np, onError, plansName });
+              line.images += s.images;
+              line.valid += s.valid;
+              line.failed += s.failed;
+              line.preprocessedDir = s.preprocessedDir;
+            } finally {
+              lock.release();
+            }
           }
-        }
-        const json = JSON.stringify(line);
-        // a person at a terminal gets a sentence; pipes, pods and --log-format json the JSON line
-        process.stdout.write(`${forPeople(process.stdout) ? formatPreprocessingSummary(line) : json}\n`);
-        writeTerminationLog(json);
-      });
+          const json = JSON.stringify(line);
+          // a person at a terminal gets a sentence; pipes, pods and --log-format json the JSON line
+          process.stdout.write(`${forPeople(process.stdout) ? formatPreprocessingSummary(line) : json}\n`);
+          writeTerminationLog(json);
+        },
+      );
   },
 };

@@ -11,7 +11,9 @@ export const planCommand: CliCommand = {
   register(program: Command): void {
     program
       .command("plan")
-      .description("write $nnssl_preprocessed/<Dataset>/nnsslPlans.json (onemmiso, median, noresample) from the fingerprint")
+      .description(
+        "write $nnssl_preprocessed/<Dataset>/nnsslPlans.json (onemmiso, median, noresample) from the fingerprint",
+      )
       .requiredOption("-d, --dataset <ids...>", "dataset ID or DatasetNNN_Name")
       .option("--plans-name <name>", "plans identifier", "nnsslPlans")
       .option("--planner <class>", "planner (legacy -pl); only ExperimentPlanner")
@@ -19,7 +21,9 @@ export const planCommand: CliCommand = {
         checkPlanner(o.planner);
         for (const ds of parseDatasets(o.dataset)) {
           const { file, plan } = await runPlan(ds, { plansName: o.plansName });
-          process.stdout.write(`${file}: median spacing ${plan.original_median_spacing_after_transp.join(" x ")} mm, transpose ${plan.transpose_forward.join(",")}\n`);
+          process.stdout.write(
+            `${file}: median spacing ${plan.original_median_spacing_after_transp.join(" x ")} mm, transpose ${plan.transpose_forward.join(",")}\n`,
+          );
         }
       });
   },

@@ -10,17 +10,30 @@ import { log } from "../../observability/log.js";
 import { writeRunReport } from "../../report/report.js";
 import type { CliCommand } from "../command.js";
 
-interface ReportOpts { out?: string; checkpoints?: string; preview: boolean; backend?: string }
+interface ReportOpts {
+  out?: string;
+  checkpoints?: string;
+  preview: boolean;
+  backend?: string;
+}
 
 export const reportCommand: CliCommand = {
   name: "report",
   register(program: Command): void {
     program
       .command("report")
-      .description("write a self-contained HTML report of a training run (curves, configuration, checkpoints, validation pictures)")
-      .argument("<results-dir>", "the run's results folder ($nnssl_results/DatasetNNN_Name/<Trainer>__<Plans>__<Config>) or its fold_all/")
+      .description(
+        "write a self-contained HTML report of a training run (curves, configuration, checkpoints, validation pictures)",
+      )
+      .argument(
+        "<results-dir>",
+        "the run's results folder ($nnssl_results/DatasetNNN_Name/<Trainer>__<Plans>__<Config>) or its fold_all/",
+      )
       .option("-o, --out <file>", "output HTML file (default: <results-dir>/report.html)")
-      .option("--checkpoints <dir>", "checkpoint folder (default: fold_all/, else the SSL3D_CHECKPOINT_DIR recorded in fold_all/run_info.json)")
+      .option(
+        "--checkpoints <dir>",
+        "checkpoint folder (default: fold_all/, else the SSL3D_CHECKPOINT_DIR recorded in fold_all/run_info.json)",
+      )
       .option("--no-preview", "skip the validation pictures (no network forward pass, no preprocessed data needed)")
       .option("--backend <name>", "tfjs backend of the validation pictures (as for train; also SSL3D_BACKEND)")
       .action(async (dir: string, o: ReportOpts) => {

@@ -11,13 +11,20 @@ import { parseManifests, readManifests } from "../../local/manifests.js";
 import { LocalRunner } from "../../local/runner.js";
 import type { CliCommand } from "../command.js";
 
-interface RunOptions { file?: string; stateDir: string; quick?: boolean; metricsPort?: string; volume: string[] }
+interface RunOptions {
+  file?: string;
+  stateDir: string;
+  quick?: boolean;
+  metricsPort?: string;
+  volume: string[];
+}
 
 export function parseVolumes(specs: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const s of specs) {
     const eq = s.indexOf("=");
-    if (eq <= 0 || eq === s.length - 1) throw new ConfigError(`--volume ${s}: expected CLAIM=DIR`, { field: "--volume" });
+    if (eq <= 0 || eq === s.length - 1)
+      throw new ConfigError(`--volume ${s}: expected CLAIM=DIR`, { field: "--volume" });
     out[s.slice(0, eq)] = resolve(s.slice(eq + 1));
   }
   return out;
@@ -28,21 +35,45 @@ export const runCommand: CliCommand = {
   register(program: Command): void {
     program
       .command("run")
-      .description("run Collection, Plan and PretrainRun manifests locally, without a cluster (default: the laptop demo)")
-      .option("-f, --file <manifests>", "multi-document YAML of ssl3d.io/v1alpha1 manifests (default: embedded examples/laptop.yaml)")
+      .description(
+        "run Collection, Plan and PretrainRun manifests locally, without a cluster (default: the laptop demo)",
+      )
+      .option(
+        "-f, --file <manifests>",
+        "multi-document YAML of ssl3d.io/v1alpha1 manifests (default: embedded examples/laptop.yaml)",
+      )
       .option("--state-dir <dir>", "status, logs, termination messages and volume folders", "ssl3d-local")
       .option("--quick", "shortened run for CI: fewer demo phantoms, 2 short epochs")
       .option("--metrics-port <port>", "serve training metrics on this port (overrides spec.metrics.port; 0 disables)")
-      .option("--volume <claim=dir>", "use DIR for the PersistentVolumeClaim CLAIM (repeatable)", (v: string, acc: string[]) => [...acc, v], [])
+      .option(
+        "--volume <claim=dir>",
+        "use DIR for the PersistentVolumeClaim CLAIM (repeatable)",
+        (v: string, acc: string[]) => [...acc, v],
+        [],
+      )
       .action(async (o: RunOptions) => {
-        const manifests = o.file === undefined ? parseManifests(LAPTOP_MANIFESTS, "<embedded examples/laptop.yaml>") : readManifests(o.file);
+        const manifests =
+          o.file === undefined
+            ? parseManifests(LAPTOP_MANIFESTS, "<embedded examples/laptop.yaml>")
+            : readManifests(o.file);
         let metricsPort: number | undefined;
         if (o.metricsPort !== undefined) {
           metricsPort = Number(o.metricsPort);
-          if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) throw new ConfigError(`--metrics-port ${o.metricsPort}: expected a port number`, { field: "--metrics-port" });
+          if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)
+            throw new ConfigError(`--metrics-port ${o.metricsPort}: expected a port number`, {
+              field: "--metrics-port",
+            });
         }
-        const runner = new LocalRunner({ manifests, stateDir: o.stateDir, quick: o.quick === true, metricsPort, volumes: parseVolumes(o.volume) });
-        const onSignal = (sig: NodeJS.Signals): void => { runner.interrupt(sig); };
+        const runner = new LocalRunner({
+          manifests,
+          stateDir: o.stateDir,
+          quick: o.quick === true,
+          metricsPort,
+          volumes: parseVolumes(o.volume),
+        });
+        const onSignal = (sig: NodeJS.Signals): void => {
+          runner.interrupt(sig);
+        };
         process.once("SIGINT", onSignal);
         process.once("SIGTERM", onSignal);
         try {

@@ -10,10 +10,10 @@ async function run(args: string[], env: Record<string, string>): Promise<{ code:
   Object.assign(process.env, env);
   const write = process.stderr.write.bind(process.stderr);
   let err = "";
-  process.stderr.write = ((chunk: string | Uint8Array) => {
+  process.stderr.write = (chunk: string | Uint8Array) => {
     err += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString();
     return true;
-  });
+  };
   try {
     return { code: await main(args), err };
   } finally {
@@ -28,11 +28,19 @@ test("ssl3d train: configuration problems are one line naming the file/field, ex
   try {
     const pre = join(dir, "pre");
     mkdirSync(join(pre, "Dataset001_X"), { recursive: true });
-    const env = { nnssl_preprocessed: pre, nnssl_results: join(dir, "res"), nnssl_raw: join(dir, "raw"), SSL3D_LOG_LEVEL: "silent" };
+    const env = {
+      nnssl_preprocessed: pre,
+      nnssl_results: join(dir, "res"),
+      nnssl_raw: join(dir, "raw"),
+      SSL3D_LOG_LEVEL: "silent",
+    };
     let r = await run(["train", "1", "onemmiso", "-tr", "BaseMAETrainer"], env);
     assert.equal(r.code, 2);
     assert.match(r.err, /nnsslPlans\.json: plans file not found/);
-    writeFileSync(join(pre, "Dataset001_X", "nnsslPlans.json"), JSON.stringify({ configurations: { onemmiso: { patch_size: null } } }));
+    writeFileSync(
+      join(pre, "Dataset001_X", "nnsslPlans.json"),
+      JSON.stringify({ configurations: { onemmiso: { patch_size: null } } }),
+    );
     r = await run(["train", "1", "median", "-tr", "BaseMAETrainer"], env);
     assert.equal(r.code, 2);
     assert.match(r.err, /configurations\.median: configuration "median" not in the plan \(has: onemmiso\)/);

@@ -21,7 +21,10 @@ function count(c: CountCheck) {
 /** An integer in a fixed range (a port, a 32-bit seed): a ConfigError naming the option otherwise. */
 function ranged(name: string, min: number, max: number) {
   return (v: string): number => {
-    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new ConfigError(`must be an integer from ${min} to ${max}, got ${JSON.stringify(v.slice(0, 40))}`, { field: name });
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max)
+      throw new ConfigError(`must be an integer from ${min} to ${max}, got ${JSON.stringify(v.slice(0, 40))}`, {
+        field: name,
+      });
     return Number(v);
   };
 }
@@ -32,7 +35,10 @@ const batchSize = ranged("--batch-size", 1, Number.MAX_SAFE_INTEGER);
 /** `--modalities T1w,T2w,FLAIR`: a comma-separated list of BIDS-style modality names. */
 function modalities(v: string): string[] {
   const list = v.split(",").map((m) => m.trim());
-  if (list.length === 0 || list.some((m) => m === "")) throw new ConfigError("must be a comma-separated list of modality names (e.g. T1w,T2w,FLAIR)", { field: "--modalities" });
+  if (list.length === 0 || list.some((m) => m === ""))
+    throw new ConfigError("must be a comma-separated list of modality names (e.g. T1w,T2w,FLAIR)", {
+      field: "--modalities",
+    });
   return list;
 }
 
@@ -42,7 +48,9 @@ function patchSize(v: string): number | [number, number, number] {
   if (/^\d+$/.test(v) && side(v)) return Number(v);
   const m = /^(\d+),(\d+),(\d+)$/.exec(v);
   if (m !== null && [m[1], m[2], m[3]].every(side)) return [Number(m[1]), Number(m[2]), Number(m[3])];
-  throw new ConfigError(`must be a positive integer or three (x,y,z), got ${JSON.stringify(v.slice(0, 40))}`, { field: "--patch-size" });
+  throw new ConfigError(`must be a positive integer or three (x,y,z), got ${JSON.stringify(v.slice(0, 40))}`, {
+    field: "--patch-size",
+  });
 }
 
 interface TrainOpts {
@@ -70,37 +78,78 @@ interface TrainOpts {
 export const trainCommand: CliCommand = {
   name: "train",
   aliases: ["nnssl_train"],
-  legacyFlags: { "-tr": "--trainer", "-p": "--plans", "--c": "--resume", "-num_gpus": "--nproc-per-node", "-device": "--device", "-pretrained_weights": "--pretrained-weights" },
+  legacyFlags: {
+    "-tr": "--trainer",
+    "-p": "--plans",
+    "--c": "--resume",
+    "-num_gpus": "--nproc-per-node",
+    "-device": "--device",
+    "-pretrained_weights": "--pretrained-weights",
+  },
   register(program: Command): void {
     program
       .command("train")
       .description("pre-train a network on a preprocessed dataset (nnssl_train)")
       .argument("<dataset>", "dataset ID or DatasetNNN_Name")
       .argument("<configuration>", "preprocessed configuration (e.g. onemmiso)")
-      .requiredOption("--trainer <name>", `trainer: ${trainerKeys().join(", ")}, or nnssl names (BaseMAETrainer_BS8, SimMIMEvaTrainer, ModelGenesisTrainer_ANON, VoCoTrainer, SimCLRTrainer, ...)`)
+      .requiredOption(
+        "--trainer <name>",
+        `trainer: ${trainerKeys().join(", ")}, or nnssl names (BaseMAETrainer_BS8, SimMIMEvaTrainer, ModelGenesisTrainer_ANON, VoCoTrainer, SimCLRTrainer, ...)`,
+      )
       .option("--plans <name>", "plans identifier", "nnsslPlans")
       .option("--resume", "continue from checkpoint_final/latest/best if present (also SSL3D_RESUME=latest)")
       .option("--epochs <n>", "number of epochs", count(COUNTS.epochs))
       .option("--iters-per-epoch <n>", "training iterations per epoch", count(COUNTS.itersPerEpoch))
       .option("--val-iters <n>", "validation iterations per epoch", count(COUNTS.valIters))
-      .option("--patch-size <n|x,y,z>", "patch size: a cube side or x,y,z (trainer default: 160, VoCo 256,256,64, SimCLR 192,192,64)", patchSize)
+      .option(
+        "--patch-size <n|x,y,z>",
+        "patch size: a cube side or x,y,z (trainer default: 160, VoCo 256,256,64, SimCLR 192,192,64)",
+        patchSize,
+      )
       .option("--batch-size <n>", "total batch size", batchSize)
       .option("--arch-preset <name>", "architecture preset of the trainer's family (e.g. resenc-xs, primus-xs)")
       .option("--seed <n>", "random seed", ranged("--seed", 0, 2 ** 32 - 1))
-      .option("--pretrained-weights <file>", "initialise from a checkpoint (nnssl .pth, state dict, or ssl3d file): matching names and shapes, seg layers skipped")
-      .option("--metrics-port <n>", "serve Prometheus /metrics on this port (also SSL3D_METRICS_PORT)", ranged("--metrics-port", 0, 65535))
-      .option("--metrics-address <ip>", "interface of the metrics endpoint (also SSL3D_METRICS_ADDRESS; default 127.0.0.1, pods 0.0.0.0)")
-      .option("--backend <name>", "tfjs backend: auto (node-gpu if TensorFlow sees a GPU, else cpu + native kernels, wasm, cpu), node-gpu, node (TensorFlow on the CPU), wasm, cpu (also SSL3D_BACKEND)")
+      .option(
+        "--pretrained-weights <file>",
+        "initialise from a checkpoint (nnssl .pth, state dict, or ssl3d file): matching names and shapes, seg layers skipped",
+      )
+      .option(
+        "--metrics-port <n>",
+        "serve Prometheus /metrics on this port (also SSL3D_METRICS_PORT)",
+        ranged("--metrics-port", 0, 65535),
+      )
+      .option(
+        "--metrics-address <ip>",
+        "interface of the metrics endpoint (also SSL3D_METRICS_ADDRESS; default 127.0.0.1, pods 0.0.0.0)",
+      )
+      .option(
+        "--backend <name>",
+        "tfjs backend: auto (node-gpu if TensorFlow sees a GPU, else cpu + native kernels, wasm, cpu), node-gpu, node (TensorFlow on the CPU), wasm, cpu (also SSL3D_BACKEND)",
+      )
       .option("--workers <n>", "data loader worker threads", count(COUNTS.workers))
-      .option("--modalities <list>", "train only on images of these modalities, comma-separated (e.g. T1w,T2w,FLAIR; the trainer option modalities)", modalities)
-      .option("--nproc-per-node <n>", "data-parallel processes on this node (torchrun-style; also PET_NPROC_PER_NODE)", count(COUNTS.nprocPerNode))
+      .option(
+        "--modalities <list>",
+        "train only on images of these modalities, comma-separated (e.g. T1w,T2w,FLAIR; the trainer option modalities)",
+        modalities,
+      )
+      .option(
+        "--nproc-per-node <n>",
+        "data-parallel processes on this node (torchrun-style; also PET_NPROC_PER_NODE)",
+        count(COUNTS.nprocPerNode),
+      )
       .option("--device <d>", "accepted for nnssl compatibility (use --backend)")
-      .option("--preflight", "first run `ssl3d doctor --gpu` (once per node): fail at once unless TensorFlow computes correctly on a GPU")
+      .option(
+        "--preflight",
+        "first run `ssl3d doctor --gpu` (once per node): fail at once unless TensorFlow computes correctly on a GPU",
+      )
       .action(async (dataset: string, configuration: string, o: TrainOpts) => {
         if (o.preflight === true && envString("RANK") === undefined) runPreflight();
         await runTrainingCli(
           {
-            dataset, configuration, trainer: o.trainer, plans: o.plans,
+            dataset,
+            configuration,
+            trainer: o.trainer,
+            plans: o.plans,
             ...(o.resume === undefined ? {} : { resume: o.resume }),
             ...(o.epochs === undefined ? {} : { epochs: o.epochs }),
             ...(o.itersPerEpoch === undefined ? {} : { itersPerEpoch: o.itersPerEpoch }),

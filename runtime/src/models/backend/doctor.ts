@@ -59,11 +59,25 @@ export function probeTensorFlow(pkg: string): TensorFlowProbe {
   const missing = tfjsNodeMissing(pkg);
   if (missing !== undefined) return { package: pkg, loads: false, error: missing };
   const dir = tfjsNodePackageDir(pkg)!;
-  const env = childEnv({ SSL3D_PROBE_PKG: dir, TF_CPP_MIN_LOG_LEVEL: "0", TF_FORCE_GPU_ALLOW_GROWTH: envString("TF_FORCE_GPU_ALLOW_GROWTH") ?? "true" });
+  const env = childEnv({
+    SSL3D_PROBE_PKG: dir,
+    TF_CPP_MIN_LOG_LEVEL: "0",
+    TF_FORCE_GPU_ALLOW_GROWTH: envString("TF_FORCE_GPU_ALLOW_GROWTH") ?? "true",
+  });
   const r = spawnSync(process.execPath, ["-e", PROBE], { env, encoding: "utf8", timeout: 300_000 });
   const last = r.stdout.trim().split("\n").pop() ?? "";
   if (r.status !== 0 || !last.startsWith("{")) {
-    return { package: pkg, loads: false, error: (r.stderr.trim().split("\n").filter((l) => /error/i.test(l)).pop() ?? `exit ${String(r.status)}`).slice(0, 300) };
+    return {
+      package: pkg,
+      loads: false,
+      error: (
+        r.stderr
+          .trim()
+          .split("\n")
+          .filter((l) => /error/i.test(l))
+          .pop() ?? `exit ${String(r.status)}`
+      ).slice(0, 300),
+    };
   }
   const out = JSON.parse(last) as { version: string; gpu: boolean; libs: string[] };
   const log = r.stderr.split("\n");
@@ -71,9 +85,20 @@ export function probeTensorFlow(pkg: string): TensorFlowProbe {
     const m = /Created device \/job:\S+\/device:(GPU:\d+) with (\d+) MB memory:.*name: ([^,]+)/.exec(l);
     return m === null ? [] : [`${m[1]} (${m[3]}, ${(Number(m[2]) / 1024).toFixed(0)} GiB)`];
   });
-  const gpuLog = log.filter((l) => /dlopen|GPU|cuInit|CUDA|cuda driver|libcuda/i.test(l) && !/Created device/.test(l))
-    .map((l) => l.replace(/^[IWEF]\d{4} [\d:.]+\s+\d+\s+\S+:\d+\]\s*/, "").trim()).filter((l) => l !== "").slice(0, 8);
-  return { package: pkg, loads: true, version: out.version, gpu: out.gpu, devices: ["CPU:0", ...gpus], cudaLibraries: out.libs, gpuLog };
+  const gpuLog = log
+    .filter((l) => /dlopen|GPU|cuInit|CUDA|cuda driver|libcuda/i.test(l) && !/Created device/.test(l))
+    .map((l) => l.replace(/^[IWEF]\d{4} [\d:.]+\s+\d+\s+\S+:\d+\]\s*/, "").trim())
+    .filter((l) => l !== "")
+    .slice(0, 8);
+  return {
+    package: pkg,
+    loads: true,
+    version: out.version,
+    gpu: out.gpu,
+    devices: ["CPU:0", ...gpus],
+    cudaLibraries: out.libs,
+    gpuLog,
+  };
 }
 
 /** The one-line reason TensorFlow registered no GPU, from its log. */
@@ -88,9 +113,30 @@ export function doctorReport(): DoctorReport {
   const native = nativeInfo();
   const [gpu, cpu] = tfProbes as [TensorFlowProbe, TensorFlowProbe];
   const backends = [
-    { name: "node-gpu", available: gpu.loads && gpu.gpu === true, detail: gpu.loads ? (gpu.gpu === true ? `TensorFlow ${gpu.version} on ${gpu.devices?.[1] ?? "GPU"}` : noGpuReason(gpu)) : gpu.error ?? "" },
-    { name: "node", available: cpu.loads, detail: cpu.loads ? `TensorFlow ${cpu.version} on the CPU (forced with --backend node; auto prefers the native kernels)` : cpu.error ?? "" },
-    { name: "cpu-native", available: native !== null, detail: native === null ? "the native kernel addon is not built (npm run build:native)" : `native kernels: oneDNN ${native.dnnl ? "yes" : "no"}, OpenBLAS ${native.blas ? "yes" : "no"}, GEMM ${native.gemmIsa}` },
+    {
+      name: "node-gpu",
+      available: gpu.loads && gpu.gpu === true,
+      detail: gpu.loads
+        ? gpu.gpu === true
+          ? `TensorFlow ${gpu.version} on ${gpu.devices?.[1] ?? "GPU"}`
+          : noGpuReason(gpu)
+        : (gpu.error ?? ""),
+    },
+    {
+      name: "node",
+      available: cpu.loads,
+      detail: cpu.loads
+        ? `TensorFlow ${cpu.version} on the CPU (forced with --backend node; auto prefers the native kernels)`
+        : (cpu.error ?? ""),
+    },
+    {
+      name: "cpu-native",
+      available: native !== null,
+      detail:
+        native === null
+          ? "the native kernel addon is not built (npm run build:native)"
+          : `native kernels: oneDNN ${native.dnnl ? "yes" : "no"}, OpenBLAS ${native.blas ? "yes" : "no"}, GEMM ${native.gemmIsa}`,
+    },
     { name: "wasm", available: true, detail: "XNNPACK (4 GiB heap)" },
     { name: "cpu", available: true, detail: "stock tfjs kernels (slow)" },
   ];
@@ -101,8 +147,12 @@ export function doctorReport(): DoctorReport {
 const GPU_PARITY_TOL = 1e-4;
 
 function rel(a: Float32Array, b: Float32Array): number {
-  let d = 0, m = 1e-12;
-  for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i]! - b[i]!)); m = Math.max(m, Math.abs(b[i]!)); }
+  let d = 0,
+    m = 1e-12;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    m = Math.max(m, Math.abs(b[i]!));
+  }
   return d / m;
 }
 
@@ -125,7 +175,8 @@ export async function gpuCheck(probe: TensorFlowProbe, size = 64): Promise<GpuCh
   await selectBackend("cpu");
   const ref = conv3dGrads(x, w);
   const choice = await selectBackend("node-gpu");
-  if (choice.gpu !== true) throw new EnvironmentError("no GPU: TensorFlow registered no GPU device in this process", { field: "--gpu" });
+  if (choice.gpu !== true)
+    throw new EnvironmentError("no GPU: TensorFlow registered no GPU device in this process", { field: "--gpu" });
   const got = conv3dGrads(x, w);
   tf.dispose([x, w]);
   const net = createNetwork("resenc-l", { patchSize: [size, size, size], seed: 0 });
@@ -135,7 +186,10 @@ export async function gpuCheck(probe: TensorFlowProbe, size = 64): Promise<GpuCh
   let seconds = 0;
   for (let i = 0; i < 2; i++) {
     const t0 = performance.now();
-    const { value, grads } = valueAndGrads(() => tf.mean(tf.square(tf.sub(net.apply(input, { training: true, seed: i }), input))), vars);
+    const { value, grads } = valueAndGrads(
+      () => tf.mean(tf.square(tf.sub(net.apply(input, { training: true, seed: i }), input))),
+      vars,
+    );
     opt.applyGradients(Object.entries(grads).map(([name, tensor]) => ({ name, tensor })));
     await value.data();
     tf.dispose([value, ...Object.values(grads)]);
@@ -146,7 +200,11 @@ export async function gpuCheck(probe: TensorFlowProbe, size = 64): Promise<GpuCh
   net.dispose();
   const conv = { forward: rel(got[0]!, ref[0]!), dx: rel(got[1]!, ref[1]!), dw: rel(got[2]!, ref[2]!) };
   const worst = Math.max(conv.forward, conv.dx, conv.dw);
-  if (!(worst <= GPU_PARITY_TOL)) throw new EnvironmentError(`GPU conv3d differs from the cpu backend: forward ${conv.forward}, dx ${conv.dx}, dw ${conv.dw} (max relative, TF32 off; limit ${GPU_PARITY_TOL})`, { field: "--gpu" });
+  if (!(worst <= GPU_PARITY_TOL))
+    throw new EnvironmentError(
+      `GPU conv3d differs from the cpu backend: forward ${conv.forward}, dx ${conv.dx}, dw ${conv.dw} (max relative, TF32 off; limit ${GPU_PARITY_TOL})`,
+      { field: "--gpu" },
+    );
   return {
     device: probe.devices?.[1] ?? "GPU:0",
     conv3d: conv,
@@ -160,13 +218,17 @@ export function formatDoctor(r: DoctorReport): string {
   const lines = ["backends:"];
   for (const b of r.backends) lines.push(`  ${b.available ? "yes" : "no "} ${b.name.padEnd(10)} ${b.detail}`);
   for (const p of r.tensorflow.filter((t) => t.loads)) {
-    lines.push(`${p.package}: TensorFlow ${p.version}; devices ${p.devices?.join(", ")}; CUDA libraries loaded: ${p.cudaLibraries?.length ? p.cudaLibraries.map((l) => l.split("/").pop()).join(" ") : "none"}`);
+    lines.push(
+      `${p.package}: TensorFlow ${p.version}; devices ${p.devices?.join(", ")}; CUDA libraries loaded: ${p.cudaLibraries?.length ? p.cudaLibraries.map((l) => l.split("/").pop()).join(" ") : "none"}`,
+    );
     for (const l of p.gpuLog ?? []) lines.push(`  TensorFlow: ${l}`);
   }
   lines.push(`native kernels: ${r.native === null ? "not built" : JSON.stringify(r.native)}`);
   if (r.gpuCheck !== undefined) {
     const g = r.gpuCheck;
-    lines.push(`GPU check on ${g.device}: conv3d vs cpu (TF32 off) forward ${g.conv3d.forward.toExponential(1)}, dx ${g.conv3d.dx.toExponential(1)}, dw ${g.conv3d.dw.toExponential(1)}; ${g.resencShape}: ${g.resencStepSeconds.toFixed(2)} s`);
+    lines.push(
+      `GPU check on ${g.device}: conv3d vs cpu (TF32 off) forward ${g.conv3d.forward.toExponential(1)}, dx ${g.conv3d.dx.toExponential(1)}, dw ${g.conv3d.dw.toExponential(1)}; ${g.resencShape}: ${g.resencStepSeconds.toFixed(2)} s`,
+    );
   }
   return lines.join("\n");
 }

@@ -11,7 +11,17 @@ import { instanceNorm, instanceNormLeakyRelu, layerNorm } from "../ops/norm.js";
 import { sparseInstanceNorm, sparseInstanceNormComposed, sparseInstanceNormLeakyRelu } from "../ops/sparse-norm.js";
 import { addBias, addLeakyRelu, applyRope, linear, mm, multiHeadAttention, type Rope } from "../ops/index.js";
 import {
-  attentionFused, fusedSparseNormAvailable, instanceNormFused, sparseInstanceNormFused, layerNormFused, loadNativeKernels, nativeAddon, nativeInfo, nativeKernelsLoaded, setNativeOptions, unloadNativeKernels,
+  attentionFused,
+  fusedSparseNormAvailable,
+  instanceNormFused,
+  sparseInstanceNormFused,
+  layerNormFused,
+  loadNativeKernels,
+  nativeAddon,
+  nativeInfo,
+  nativeKernelsLoaded,
+  setNativeOptions,
+  unloadNativeKernels,
 } from "./native.js";
 import { nativeSkipReason } from "../../../../test/helpers/native.js";
 
@@ -27,8 +37,10 @@ function assertClose(actual: tf.Tensor, expected: tf.Tensor, what: string, rtol 
   if (expected.size === 0) return;
   const diff = tf.tidy(() => maxAbs(tf.sub(actual, expected)));
   const scale = Math.max(1, maxAbs(expected));
-  assert.ok(Number.isFinite(diff) && diff <= rtol * scale * 10,
-    `${what}: max |native - stock| = ${diff} (scale ${scale})`);
+  assert.ok(
+    Number.isFinite(diff) && diff <= rtol * scale * 10,
+    `${what}: max |native - stock| = ${diff} (scale ${scale})`,
+  );
 }
 
 /** Runs fn with the native kernels, then with tfjs's stock kernels; returns both results. */
@@ -72,7 +84,9 @@ describe("native cpu kernels", { skip: skipReason }, () => {
   before(async () => {
     await tf.setBackend("cpu");
   });
-  after(() => { setNativeOptions({ dnnl: true, blas: false }); });
+  after(() => {
+    setNativeOptions({ dnnl: true, blas: false });
+  });
 
   test("reports its build features", () => {
     const info = nativeInfo();
@@ -83,7 +97,9 @@ describe("native cpu kernels", { skip: skipReason }, () => {
 
   for (const impl of impls) {
     describe(impl.name, () => {
-      before(() => { setNativeOptions(impl.opts); });
+      before(() => {
+        setNativeOptions(impl.opts);
+      });
 
       for (const c of convCases) {
         const label = `conv3d x=[${c.x.join(",")}] k=${c.k.join("x")} out=${c.out} s=${JSON.stringify(c.strides)} ${c.pad}`;
@@ -95,7 +111,9 @@ describe("native cpu kernels", { skip: skipReason }, () => {
           const before = tf.memory().numTensors;
           const r = both(() => {
             const y = tf.conv3d(x, w, c.strides, c.pad);
-            const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.conv3d(a as tf.Tensor5D, b as tf.Tensor5D, c.strides, c.pad));
+            const g = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+              tf.conv3d(a as tf.Tensor5D, b as tf.Tensor5D, c.strides, c.pad),
+            );
             return [y, ...g([x, w], dy)];
           });
           assertClose(r.native[0]!, r.stock[0]!, `${label} forward`);
@@ -172,8 +190,12 @@ describe("native cpu kernels", { skip: skipReason }, () => {
         // Reference: each output batch (i, j) is a[i, 0] x b[j] (computed with 2-D matMuls).
         for (let i = 0; i < 3; i++) {
           for (let j = 0; j < 4; j++) {
-            const ref = tf.tidy(() => tf.matMul(a.slice([i, 0, 0, 0], [1, 1, 5, 7]).reshape([5, 7]),
-              b.slice([j, 0, 0], [1, 7, 6]).reshape([7, 6])));
+            const ref = tf.tidy(() =>
+              tf.matMul(
+                a.slice([i, 0, 0, 0], [1, 1, 5, 7]).reshape([5, 7]),
+                b.slice([j, 0, 0], [1, 7, 6]).reshape([7, 6]),
+              ),
+            );
             const got = y.slice([i, j, 0, 0], [1, 1, 5, 6]).reshape([5, 6]);
             assertClose(got, ref, `batch (${i},${j})`);
             tf.dispose([ref, got]);
@@ -198,7 +220,9 @@ describe("native cpu kernels", { skip: skipReason }, () => {
           const f = (p: tf.Tensor, q: tf.Tensor, s: tf.Tensor): tf.Tensor =>
             tf.fused.matMul({ a: p, b: q, bias: s, activation, leakyreluAlpha: 0.01 });
           const r = both(() => [f(a, b, bias), ...tf.grads(f)([a, b, bias])]);
-          r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `fused ${activation} output ${i}`); });
+          r.native.forEach((t, i) => {
+            assertClose(t, r.stock[i]!, `fused ${activation} output ${i}`);
+          });
           tf.dispose([a, b, bias, ...r.native, ...r.stock]);
         });
       }
@@ -207,17 +231,33 @@ describe("native cpu kernels", { skip: skipReason }, () => {
 
   describe("memory-bound kernels", () => {
     const pairs: [number[], number[]][] = [
-      [[2, 5, 4, 3, 7], [2, 5, 4, 3, 7]],
+      [
+        [2, 5, 4, 3, 7],
+        [2, 5, 4, 3, 7],
+      ],
       [[2, 5, 4, 3, 7], [7]],
-      [[2, 5, 4, 3, 7], [2, 1, 1, 1, 7]],
-      [[2, 1, 1, 1, 7], [2, 5, 4, 3, 7]],
-      [[3, 1, 6], [1, 4, 1]],
+      [
+        [2, 5, 4, 3, 7],
+        [2, 1, 1, 1, 7],
+      ],
+      [
+        [2, 1, 1, 1, 7],
+        [2, 5, 4, 3, 7],
+      ],
+      [
+        [3, 1, 6],
+        [1, 4, 1],
+      ],
       [[9, 13], []],
       [[], [4, 1]],
       [[0, 3], [3]],
     ];
     const ops = [
-      ["add", tf.add], ["sub", tf.sub], ["mul", tf.mul], ["div", tf.div], ["squaredDifference", tf.squaredDifference],
+      ["add", tf.add],
+      ["sub", tf.sub],
+      ["mul", tf.mul],
+      ["div", tf.div],
+      ["squaredDifference", tf.squaredDifference],
     ] as const;
     for (const [sa, sb] of pairs) {
       for (const [name, op] of ops) {
@@ -226,19 +266,40 @@ describe("native cpu kernels", { skip: skipReason }, () => {
           const b = tf.add(tf.abs(tf.randomNormal(sb, 0, 1, "float32", 72)), 0.5);
           // tfjs's SquaredDifference gradient does not reduce broadcast axes (any kernel): forward only there.
           const withGrad = name !== "squaredDifference" || sa.join() === sb.join();
-          const r = both(() => [op(a, b), ...(withGrad ? tf.grads((p: tf.Tensor, q: tf.Tensor) => op(p, q))([a, b]) : [])]);
-          r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `${name} output ${i}`); });
+          const r = both(() => [
+            op(a, b),
+            ...(withGrad ? tf.grads((p: tf.Tensor, q: tf.Tensor) => op(p, q))([a, b]) : []),
+          ]);
+          r.native.forEach((t, i) => {
+            assertClose(t, r.stock[i]!, `${name} output ${i}`);
+          });
           tf.dispose([a, b, ...r.native, ...r.stock]);
         });
       }
     }
 
-    for (const [sa, sb] of [[[2, 5, 4, 3, 7], []], [[2, 5, 4, 3, 7], [2, 1, 1, 1, 7]], [[6, 1], [1, 5]]] as const) {
+    for (const [sa, sb] of [
+      [[2, 5, 4, 3, 7], []],
+      [
+        [2, 5, 4, 3, 7],
+        [2, 1, 1, 1, 7],
+      ],
+      [
+        [6, 1],
+        [1, 5],
+      ],
+    ] as const) {
       test(`comparisons and select [${sa.join(",")}] with [${sb.join(",")}]`, () => {
         const a = tf.round(tf.randomNormal([...sa], 0, 2, "float32", 141));
         const b = tf.round(tf.randomNormal([...sb], 0, 2, "float32", 142));
         const r = both(() => {
-          const outs: tf.Tensor[] = [tf.greater(a, b), tf.greaterEqual(a, b), tf.less(a, b), tf.lessEqual(a, b), tf.equal(a, b)];
+          const outs: tf.Tensor[] = [
+            tf.greater(a, b),
+            tf.greaterEqual(a, b),
+            tf.less(a, b),
+            tf.lessEqual(a, b),
+            tf.equal(a, b),
+          ];
           const m = tf.greater(a, tf.zerosLike(a));
           outs.push(tf.where(m, a, tf.mul(a, 0.01)), m);
           // LeakyRelu's gradient is where(greater(x, 0), dy, dy * alpha).
@@ -262,10 +323,16 @@ describe("native cpu kernels", { skip: skipReason }, () => {
       { shape: [4, 3, 5], axis: [0, 2], keepDims: true },
     ];
     for (const c of reductions) {
-      for (const [name, op] of [["sum", tf.sum], ["mean", tf.mean]] as const) {
+      for (const [name, op] of [
+        ["sum", tf.sum],
+        ["mean", tf.mean],
+      ] as const) {
         test(`${name} [${c.shape.join(",")}] axis ${JSON.stringify(c.axis)} keepDims ${c.keepDims}: forward and gradient`, () => {
           const x = tf.randomNormal(c.shape, 0, 1, "float32", 81);
-          const r = both(() => [op(x, c.axis, c.keepDims), tf.grad((p: tf.Tensor) => op(tf.square(p), c.axis, c.keepDims))(x)]);
+          const r = both(() => [
+            op(x, c.axis, c.keepDims),
+            tf.grad((p: tf.Tensor) => op(tf.square(p), c.axis, c.keepDims))(x),
+          ]);
           assertClose(r.native[0]!, r.stock[0]!, `${name} value`);
           assertClose(r.native[1]!, r.stock[1]!, `${name} gradient`);
           tf.dispose([x, ...r.native, ...r.stock]);
@@ -273,12 +340,18 @@ describe("native cpu kernels", { skip: skipReason }, () => {
       }
     }
 
-    for (const shape of [[2, 3, 64, 200], [7, 13], [1, 5, 1]]) {
+    for (const shape of [
+      [2, 3, 64, 200],
+      [7, 13],
+      [1, 5, 1],
+    ]) {
       test(`softmax [${shape.join(",")}]: forward and gradient`, () => {
         const x = tf.mul(tf.randomNormal(shape, 0, 1, "float32", 111), 4);
         const dy = tf.randomNormal(shape, 0, 1, "float32", 112);
         const r = both(() => [tf.softmax(x), tf.grad((p: tf.Tensor) => tf.softmax(p))(x, dy)]);
-        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `softmax output ${i}`); });
+        r.native.forEach((t, i) => {
+          assertClose(t, r.stock[i]!, `softmax output ${i}`);
+        });
         tf.dispose([x, dy, ...r.native, ...r.stock]);
       });
     }
@@ -300,8 +373,13 @@ describe("native cpu kernels", { skip: skipReason }, () => {
     for (const c of perms) {
       test(`transpose [${c.shape.join(",")}] perm [${c.perm.join(",")}]: forward and gradient`, () => {
         const x = tf.randomNormal(c.shape, 0, 1, "float32", 121);
-        const r = both(() => [tf.transpose(x, c.perm), tf.grad((p: tf.Tensor) => tf.square(tf.transpose(p, c.perm)))(x)]);
-        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `transpose output ${i}`); });
+        const r = both(() => [
+          tf.transpose(x, c.perm),
+          tf.grad((p: tf.Tensor) => tf.square(tf.transpose(p, c.perm)))(x),
+        ]);
+        r.native.forEach((t, i) => {
+          assertClose(t, r.stock[i]!, `transpose output ${i}`);
+        });
         tf.dispose([x, ...r.native, ...r.stock]);
       });
     }
@@ -315,14 +393,28 @@ describe("native cpu kernels", { skip: skipReason }, () => {
     for (const c of slices) {
       test(`slice [${c.shape.join(",")}] begin [${c.begin.join(",")}] size [${c.size.join(",")}]: forward and gradient (PadV2)`, () => {
         const x = tf.randomNormal(c.shape, 0, 1, "float32", 171);
-        const r = both(() => [tf.slice(x, c.begin, c.size), tf.grad((p: tf.Tensor) => tf.square(tf.slice(p, c.begin, c.size)))(x),
-          tf.pad(x, c.shape.map((_, i) => [i % 2, (i + 1) % 3] as [number, number]), 1.5)]);
-        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `slice/pad output ${i}`); });
+        const r = both(() => [
+          tf.slice(x, c.begin, c.size),
+          tf.grad((p: tf.Tensor) => tf.square(tf.slice(p, c.begin, c.size)))(x),
+          tf.pad(
+            x,
+            c.shape.map((_, i) => [i % 2, (i + 1) % 3] as [number, number]),
+            1.5,
+          ),
+        ]);
+        r.native.forEach((t, i) => {
+          assertClose(t, r.stock[i]!, `slice/pad output ${i}`);
+        });
         tf.dispose([x, ...r.native, ...r.stock]);
       });
     }
 
-    const pools: { shape: [number, number, number, number, number]; k: number | [number, number, number]; s: number | [number, number, number]; pad: "valid" | "same" }[] = [
+    const pools: {
+      shape: [number, number, number, number, number];
+      k: number | [number, number, number];
+      s: number | [number, number, number];
+      pad: "valid" | "same";
+    }[] = [
       { shape: [2, 8, 6, 4, 5], k: 2, s: 2, pad: "valid" },
       { shape: [1, 7, 9, 5, 3], k: [3, 2, 1], s: [2, 2, 1], pad: "valid" },
       { shape: [2, 5, 5, 5, 4], k: 3, s: 1, pad: "valid" },
@@ -332,22 +424,38 @@ describe("native cpu kernels", { skip: skipReason }, () => {
       test(`avgPool3d [${c.shape.join(",")}] k ${JSON.stringify(c.k)} s ${JSON.stringify(c.s)} ${c.pad}: forward and gradient`, () => {
         const x = tf.randomNormal<tf.Rank.R5>(c.shape, 0, 1, "float32", 191);
         const f = (p: tf.Tensor): tf.Tensor => tf.avgPool3d(p as tf.Tensor5D, c.k, c.s, c.pad);
-        const r = both(() => { const y = f(x); const dy = tf.randomNormal(y.shape, 0, 1, "float32", 192); const g = tf.grad(f)(x, dy); dy.dispose(); return [y, g]; });
-        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `avgPool3d output ${i}`); });
+        const r = both(() => {
+          const y = f(x);
+          const dy = tf.randomNormal(y.shape, 0, 1, "float32", 192);
+          const g = tf.grad(f)(x, dy);
+          dy.dispose();
+          return [y, g];
+        });
+        r.native.forEach((t, i) => {
+          assertClose(t, r.stock[i]!, `avgPool3d output ${i}`);
+        });
         tf.dispose([x, ...r.native, ...r.stock]);
       });
     }
 
     const unaries = [
-      ["neg", tf.neg], ["exp", tf.exp], ["erf", tf.erf], ["leakyRelu", (t: tf.Tensor) => tf.leakyRelu(t, 0.01)],
-      ["square", tf.square], ["rsqrt", (t: tf.Tensor) => tf.rsqrt(tf.add(tf.abs(t), 0.1))], ["relu", tf.relu],
-      ["sqrt", (t: tf.Tensor) => tf.sqrt(tf.add(tf.abs(t), 0.1))], ["sigmoid", (t: tf.Tensor) => tf.sigmoid(tf.mul(t, 8))],
+      ["neg", tf.neg],
+      ["exp", tf.exp],
+      ["erf", tf.erf],
+      ["leakyRelu", (t: tf.Tensor) => tf.leakyRelu(t, 0.01)],
+      ["square", tf.square],
+      ["rsqrt", (t: tf.Tensor) => tf.rsqrt(tf.add(tf.abs(t), 0.1))],
+      ["relu", tf.relu],
+      ["sqrt", (t: tf.Tensor) => tf.sqrt(tf.add(tf.abs(t), 0.1))],
+      ["sigmoid", (t: tf.Tensor) => tf.sigmoid(tf.mul(t, 8))],
     ] as const;
     for (const [name, op] of unaries) {
       test(`${name} over 3x17x1025 elements: forward and gradient`, () => {
         const x = tf.randomNormal([3, 17, 1025], 0, 1, "float32", 131);
         const r = both(() => [op(x), tf.grad((p: tf.Tensor) => op(p))(x)]);
-        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `${name} output ${i}`); });
+        r.native.forEach((t, i) => {
+          assertClose(t, r.stock[i]!, `${name} output ${i}`);
+        });
         tf.dispose([x, ...r.native, ...r.stock]);
       });
     }
@@ -362,14 +470,23 @@ describe("native cpu kernels", { skip: skipReason }, () => {
 
     for (const axis of [0, 2, 4, -1]) {
       test(`concat and its gradient (SplitV) along axis ${axis}`, () => {
-        const shapes = [[2, 3, 4, 5, 6], [2, 3, 4, 5, 6]].map((s) => s.map((d, i) => (i === (axis + 5) % 5 ? d + i : d)));
+        const shapes = [
+          [2, 3, 4, 5, 6],
+          [2, 3, 4, 5, 6],
+        ].map((s) => s.map((d, i) => (i === (axis + 5) % 5 ? d + i : d)));
         const xs = shapes.map((s, i) => tf.randomNormal(s, 0, 1, "float32", 100 + i));
         const third = tf.randomNormal(shapes[0]!, 0, 1, "float32", 103);
         const f = (p: tf.Tensor, q: tf.Tensor, u: tf.Tensor): tf.Tensor => tf.mul(tf.concat([p, q, u], axis), 2);
         const r = both(() => [f(xs[0]!, xs[1]!, third), ...tf.grads(f)([xs[0]!, xs[1]!, third])]);
-        r.native.forEach((t, i) => { assertClose(t, r.stock[i]!, `concat axis ${axis} output ${i}`); });
-        const parts = both(() => tf.split(r.native[0]!, [1, 2, shapes[0]![(axis + 5) % 5]! * 2 + shapes[1]![(axis + 5) % 5]! - 3], axis));
-        parts.native.forEach((t, i) => { assertClose(t, parts.stock[i]!, `split part ${i}`); });
+        r.native.forEach((t, i) => {
+          assertClose(t, r.stock[i]!, `concat axis ${axis} output ${i}`);
+        });
+        const parts = both(() =>
+          tf.split(r.native[0]!, [1, 2, shapes[0]![(axis + 5) % 5]! * 2 + shapes[1]![(axis + 5) % 5]! - 3], axis),
+        );
+        parts.native.forEach((t, i) => {
+          assertClose(t, parts.stock[i]!, `split part ${i}`);
+        });
         tf.dispose([...xs, third, ...r.native, ...r.stock, ...parts.native, ...parts.stock]);
       });
     }
@@ -381,8 +498,13 @@ describe("native cpu kernels", { skip: skipReason }, () => {
       const { mean, variance } = tf.moments(x, axes, true);
       return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, 1e-5))), g), b);
     };
-    const cases: [number[], number | undefined][] = [[[2, 5, 6, 7, 3], undefined], [[1, 4, 4, 4, 33], 0.01],
-      [[3, 10, 8], undefined], [[2, 16, 16, 16, 8], 0.01], [[2, 3, 4, 5, 6], 0.3]];
+    const cases: [number[], number | undefined][] = [
+      [[2, 5, 6, 7, 3], undefined],
+      [[1, 4, 4, 4, 33], 0.01],
+      [[3, 10, 8], undefined],
+      [[2, 16, 16, 16, 8], 0.01],
+      [[2, 3, 4, 5, 6], 0.3],
+    ];
     for (const [shape, alpha] of cases) {
       test(`[${shape.join(",")}]${alpha === undefined ? "" : ` + LeakyReLU(${alpha})`} equals the composed tf ops, forward and gradients`, () => {
         const c = shape[shape.length - 1]!;
@@ -394,11 +516,17 @@ describe("native cpu kernels", { skip: skipReason }, () => {
         const dy = tf.randomNormal(shape, 0, 1, "float32", 154);
         const before = tf.memory().numTensors;
         const opts = alpha === undefined ? {} : { leakyReluAlpha: alpha };
-        const fused = [instanceNormFused(x, g, b, 1e-5, opts), ...tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
-          instanceNormFused(p, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5, opts))([x, g, b], dy)];
+        const fused = [
+          instanceNormFused(x, g, b, 1e-5, opts),
+          ...tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
+            instanceNormFused(p, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5, opts),
+          )([x, g, b], dy),
+        ];
         assert.equal(tf.memory().numTensors, before + 4, "only the 4 results are new tensors");
         const ref = tf.tidy(() => [reference(x, g, b), ...tf.grads(reference)([x, g, b], dy)]);
-        fused.forEach((t, i) => { assertClose(t, ref[i]!, `instance norm output ${i}`, 1e-4); });
+        fused.forEach((t, i) => {
+          assertClose(t, ref[i]!, `instance norm output ${i}`, 1e-4);
+        });
         tf.dispose([...fused, ...ref]);
         tf.dispose([x, g, b, dy]);
       });
@@ -410,7 +538,12 @@ describe("native cpu kernels", { skip: skipReason }, () => {
       const { mean, variance } = tf.moments(t, -1, true);
       return tf.add(tf.mul(tf.mul(tf.sub(t, mean), tf.rsqrt(tf.add(variance, 1e-6))), g), b);
     };
-    for (const shape of [[2, 5, 7], [3, 33], [2, 512, 192], [4, 1]]) {
+    for (const shape of [
+      [2, 5, 7],
+      [3, 33],
+      [2, 512, 192],
+      [4, 1],
+    ]) {
       test(`[${shape.join(",")}] equals the composed tf ops, forward and gradients`, () => {
         const c = shape[shape.length - 1]!;
         const x = tf.add(tf.mul(tf.randomNormal(shape, 0, 1, "float32", 161), 2), 1);
@@ -418,11 +551,17 @@ describe("native cpu kernels", { skip: skipReason }, () => {
         const b = tf.randomNormal<tf.Rank.R1>([c], 0, 0.2, "float32", 163);
         const dy = tf.randomNormal(shape, 0, 1, "float32", 164);
         const before = tf.memory().numTensors;
-        const fused = [layerNormFused(x, g, b, 1e-6), ...tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
-          layerNormFused(p, q as tf.Tensor1D, r as tf.Tensor1D, 1e-6))([x, g, b], dy)];
+        const fused = [
+          layerNormFused(x, g, b, 1e-6),
+          ...tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
+            layerNormFused(p, q as tf.Tensor1D, r as tf.Tensor1D, 1e-6),
+          )([x, g, b], dy),
+        ];
         assert.equal(tf.memory().numTensors, before + 4, "only the 4 results are new tensors");
         const ref = tf.tidy(() => [composed(x, g, b), ...tf.grads(composed)([x, g, b], dy)]);
-        fused.forEach((t, i) => { assertClose(t, ref[i]!, `layer norm output ${i}`, 1e-4); });
+        fused.forEach((t, i) => {
+          assertClose(t, ref[i]!, `layer norm output ${i}`, 1e-4);
+        });
         tf.dispose([...fused, ...ref, x, g, b, dy]);
       });
     }
@@ -431,39 +570,77 @@ describe("native cpu kernels", { skip: skipReason }, () => {
   test("the models' op layer (ops/norm.ts) uses the fused kernels on cpu and matches its own composed form", async () => {
     const x = tf.randomNormal([2, 6, 5, 4, 7], 0.5, 2, "float32", 181);
     const t = tf.randomNormal([2, 9, 12], 0.5, 2, "float32", 182);
-    const g7 = tf.randomNormal<tf.Rank.R1>([7], 1, 0.2, "float32", 183), b7 = tf.randomNormal<tf.Rank.R1>([7], 0, 0.2, "float32", 184);
-    const g12 = tf.randomNormal<tf.Rank.R1>([12], 1, 0.2, "float32", 185), b12 = tf.randomNormal<tf.Rank.R1>([12], 0, 0.2, "float32", 186);
+    const g7 = tf.randomNormal<tf.Rank.R1>([7], 1, 0.2, "float32", 183),
+      b7 = tf.randomNormal<tf.Rank.R1>([7], 0, 0.2, "float32", 184);
+    const g12 = tf.randomNormal<tf.Rank.R1>([12], 1, 0.2, "float32", 185),
+      b12 = tf.randomNormal<tf.Rank.R1>([12], 0, 0.2, "float32", 186);
     const prof = await tf.profile(() => [instanceNorm(x, g7, b7), layerNorm(t, g12, b12)]);
     const names = prof.kernels.map((k) => k.name);
-    assert.ok(names.includes("Ssl3dInstanceNorm") && names.includes("Ssl3dLayerNorm"), `kernels run: ${names.join(",")}`);
+    assert.ok(
+      names.includes("Ssl3dInstanceNorm") && names.includes("Ssl3dLayerNorm"),
+      `kernels run: ${names.join(",")}`,
+    );
     tf.dispose(prof.result);
-    const r = both(() => tf.tidy(() => [instanceNorm(x, g7, b7), layerNorm(t, g12, b12, 1e-6),
-      ...tf.grads((p: tf.Tensor, q: tf.Tensor) =>
-        tf.add(tf.sum(tf.square(instanceNorm(p, g7, b7))), tf.sum(tf.square(layerNorm(q, g12, b12)))))([x, t])]));
-    r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `ops norm output ${i}`, 1e-4); });
+    const r = both(() =>
+      tf.tidy(() => [
+        instanceNorm(x, g7, b7),
+        layerNorm(t, g12, b12, 1e-6),
+        ...tf.grads((p: tf.Tensor, q: tf.Tensor) =>
+          tf.add(tf.sum(tf.square(instanceNorm(p, g7, b7))), tf.sum(tf.square(layerNorm(q, g12, b12)))),
+        )([x, t]),
+      ]),
+    );
+    r.native.forEach((u, i) => {
+      assertClose(u, r.stock[i]!, `ops norm output ${i}`, 1e-4);
+    });
     // norm → LeakyReLU: one fused kernel each way on native, the composed ops on stock kernels
     const prof2 = await tf.profile(() => instanceNormLeakyRelu(x, g7, b7, 1e-5, 0.01));
     const fusedNames = prof2.kernels.map((k) => k.name);
     tf.dispose(prof2.result);
-    assert.ok(fusedNames.includes("Ssl3dInstanceNorm") && !fusedNames.includes("LeakyRelu"), `kernels run: ${fusedNames.join(",")}`);
-    const r2 = both(() => tf.tidy(() => [instanceNormLeakyRelu(x, g7, b7, 1e-5, 0.01),
-      ...tf.grads((p: tf.Tensor, q: tf.Tensor, u: tf.Tensor) =>
-        tf.sum(tf.square(instanceNormLeakyRelu(p, q as tf.Tensor1D, u as tf.Tensor1D, 1e-5, 0.01))))([x, g7, b7])]));
-    r2.native.forEach((u, i) => { assertClose(u, r2.stock[i]!, `ops norm+leakyRelu output ${i}`, 1e-4); });
+    assert.ok(
+      fusedNames.includes("Ssl3dInstanceNorm") && !fusedNames.includes("LeakyRelu"),
+      `kernels run: ${fusedNames.join(",")}`,
+    );
+    const r2 = both(() =>
+      tf.tidy(() => [
+        instanceNormLeakyRelu(x, g7, b7, 1e-5, 0.01),
+        ...tf.grads((p: tf.Tensor, q: tf.Tensor, u: tf.Tensor) =>
+          tf.sum(tf.square(instanceNormLeakyRelu(p, q as tf.Tensor1D, u as tf.Tensor1D, 1e-5, 0.01))),
+        )([x, g7, b7]),
+      ]),
+    );
+    r2.native.forEach((u, i) => {
+      assertClose(u, r2.stock[i]!, `ops norm+leakyRelu output ${i}`, 1e-4);
+    });
     tf.dispose([x, t, g7, b7, g12, b12, ...r.native, ...r.stock, ...r2.native, ...r2.stock]);
   });
 
   describe("fused sparse instance norm (SparK) equals the composed form on stock kernels", () => {
     /** Visible-voxel mask [B,D,H,W,1]: per sample "all", "none", a count of visible voxels, or a fraction of them. */
-    const maskOf = (shape: readonly [number, number, number, number], kinds: readonly (string | number)[], seed: number): tf.Tensor5D => {
+    const maskOf = (
+      shape: readonly [number, number, number, number],
+      kinds: readonly (string | number)[],
+      seed: number,
+    ): tf.Tensor5D => {
       const [d, h, w] = [shape[1], shape[2], shape[3]];
       const s = d * h * w;
       const data = new Float32Array(shape[0] * s);
       let state = seed;
-      const rnd = (): number => ((state = (state * 1103515245 + 12345) % 2147483648) / 2147483648);
+      const rnd = (): number => (state = (state * 1103515245 + 12345) % 2147483648) / 2147483648;
       kinds.forEach((k, b) => {
         for (let i = 0; i < s; i++) {
-          data[b * s + i] = k === "all" ? 1 : k === "none" ? 0 : typeof k === "number" && k >= 1 ? (i * 7919 % s < k ? 1 : 0) : rnd() < Number(k) ? 1 : 0;
+          data[b * s + i] =
+            k === "all"
+              ? 1
+              : k === "none"
+                ? 0
+                : typeof k === "number" && k >= 1
+                  ? (i * 7919) % s < k
+                    ? 1
+                    : 0
+                  : rnd() < Number(k)
+                    ? 1
+                    : 0;
         }
       });
       return tf.tensor5d(data, [shape[0], d, h, w, 1]);
@@ -485,9 +662,18 @@ describe("native cpu kernels", { skip: skipReason }, () => {
           // masked voxels hold large values: they must be ignored, not zeroed by the caller
           const raw = tf.randomNormal<tf.Rank.R5>([b, d, h, w, c], 0.7, 2, "float32", 300 + c);
           const x = tf.tidy(() => tf.add<tf.Tensor5D>(raw, tf.mul(tf.sub(1, mask), 1e3)));
-          const g = tf.randomNormal<tf.Rank.R1>([c], 1, 0.3, "float32", 301), be = tf.randomNormal<tf.Rank.R1>([c], 0, 0.3, "float32", 302);
+          const g = tf.randomNormal<tf.Rank.R1>([c], 1, 0.3, "float32", 301),
+            be = tf.randomNormal<tf.Rank.R1>([c], 0, 0.3, "float32", 302);
           const dy = tf.randomNormal([b, d, h, w, c], 0, 1, "float32", 303);
-          const fused = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor): tf.Tensor => sparseInstanceNormFused(p, mask, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5, slope === undefined ? {} : { leakyReluAlpha: slope });
+          const fused = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor): tf.Tensor =>
+            sparseInstanceNormFused(
+              p,
+              mask,
+              q as tf.Tensor1D,
+              r as tf.Tensor1D,
+              1e-5,
+              slope === undefined ? {} : { leakyReluAlpha: slope },
+            );
           const composed = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor): tf.Tensor => {
             const y = sparseInstanceNormComposed(p as tf.Tensor5D, mask, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5);
             return slope === undefined ? y : tf.leakyRelu(y, slope);
@@ -502,9 +688,14 @@ describe("native cpu kernels", { skip: skipReason }, () => {
           } finally {
             loadNativeKernels();
           }
-          got.forEach((u, i) => { assertClose(u, ref[i]!, `sparse norm ${["y", "dx", "dgamma", "dbeta"][i]}`, 1e-4); });
+          got.forEach((u, i) => {
+            assertClose(u, ref[i]!, `sparse norm ${["y", "dx", "dgamma", "dbeta"][i]}`, 1e-4);
+          });
           // exactly 0 at masked voxels, output and dx
-          const zeroOff = tf.tidy(() => [maxAbs(tf.mul(got[0]!, tf.sub(1, mask))), maxAbs(tf.mul(got[1]!, tf.sub(1, mask)))]);
+          const zeroOff = tf.tidy(() => [
+            maxAbs(tf.mul(got[0]!, tf.sub(1, mask))),
+            maxAbs(tf.mul(got[1]!, tf.sub(1, mask))),
+          ]);
           assert.deepEqual(zeroOff, [0, 0]);
           tf.dispose([raw, x, g, be, dy, mask, ...got, ...ref]);
         });
@@ -514,16 +705,34 @@ describe("native cpu kernels", { skip: skipReason }, () => {
     test("the op layer (ops/sparse-norm.ts) runs one fused kernel on cpu + native and the composed form on stock kernels", async () => {
       const mask = maskOf([2, 4, 5, 3], [0.5, "all"], 11);
       const x = tf.randomNormal<tf.Rank.R5>([2, 4, 5, 3, 9], 0, 1, "float32", 320);
-      const g = tf.randomNormal<tf.Rank.R1>([9], 1, 0.3, "float32", 321), be = tf.randomNormal<tf.Rank.R1>([9], 0, 0.3, "float32", 322);
-      const prof = await tf.profile(() => [sparseInstanceNorm(x, mask, g, be), sparseInstanceNormLeakyRelu(x, mask, g, be, 1e-5, 0.01)]);
+      const g = tf.randomNormal<tf.Rank.R1>([9], 1, 0.3, "float32", 321),
+        be = tf.randomNormal<tf.Rank.R1>([9], 0, 0.3, "float32", 322);
+      const prof = await tf.profile(() => [
+        sparseInstanceNorm(x, mask, g, be),
+        sparseInstanceNormLeakyRelu(x, mask, g, be, 1e-5, 0.01),
+      ]);
       const names = prof.kernels.map((k) => k.name);
       tf.dispose(prof.result);
       assert.deepEqual(names, ["Ssl3dSparseInstanceNorm", "Ssl3dSparseInstanceNorm"]);
-      const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor): tf.Tensor => tf.add(
-        tf.sum(tf.square(sparseInstanceNorm(p as tf.Tensor5D, mask, q as tf.Tensor1D, r as tf.Tensor1D))),
-        tf.sum(tf.square(sparseInstanceNormLeakyRelu(p as tf.Tensor5D, mask, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5, 0.01))));
-      const r = both(() => tf.tidy(() => [sparseInstanceNorm(x, mask, g, be), sparseInstanceNormLeakyRelu(x, mask, g, be, 1e-5, 0.01), ...tf.grads(f)([x, g, be])]));
-      r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `ops sparse norm output ${i}`, 1e-4); });
+      const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor): tf.Tensor =>
+        tf.add(
+          tf.sum(tf.square(sparseInstanceNorm(p as tf.Tensor5D, mask, q as tf.Tensor1D, r as tf.Tensor1D))),
+          tf.sum(
+            tf.square(
+              sparseInstanceNormLeakyRelu(p as tf.Tensor5D, mask, q as tf.Tensor1D, r as tf.Tensor1D, 1e-5, 0.01),
+            ),
+          ),
+        );
+      const r = both(() =>
+        tf.tidy(() => [
+          sparseInstanceNorm(x, mask, g, be),
+          sparseInstanceNormLeakyRelu(x, mask, g, be, 1e-5, 0.01),
+          ...tf.grads(f)([x, g, be]),
+        ]),
+      );
+      r.native.forEach((u, i) => {
+        assertClose(u, r.stock[i]!, `ops sparse norm output ${i}`, 1e-4);
+      });
       unloadNativeKernels();
       try {
         const stockProf = await tf.profile(() => sparseInstanceNormLeakyRelu(x, mask, g, be, 1e-5, 0.01));
@@ -537,7 +746,10 @@ describe("native cpu kernels", { skip: skipReason }, () => {
 
     test("sparseInstanceNormFused rejects a mask that does not fit", () => {
       const x = tf.zeros([2, 3, 3, 3, 4]);
-      assert.throws(() => sparseInstanceNormFused(x, tf.ones([2, 3, 3, 2, 1]), tf.ones([4]), tf.zeros([4])), /does not fit/);
+      assert.throws(
+        () => sparseInstanceNormFused(x, tf.ones([2, 3, 3, 2, 1]), tf.ones([4]), tf.zeros([4])),
+        /does not fit/,
+      );
       x.dispose();
     });
   });
@@ -561,23 +773,36 @@ describe("native cpu kernels", { skip: skipReason }, () => {
     for (const ac of attnCases) {
       test(`attention B=${ac.b} T=${ac.t} C=${ac.c} heads=${ac.heads} rope ${ac.rope}: forward and gradients`, async () => {
         const hd = ac.c / ac.heads;
-        const [q, k, v] = [1, 2, 3].map((s) => tf.randomNormal<tf.Rank.R3>([ac.b, ac.t, ac.c], 0, 1, "float32", 190 + s)) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
+        const [q, k, v] = [1, 2, 3].map((s) =>
+          tf.randomNormal<tf.Rank.R3>([ac.b, ac.t, ac.c], 0, 1, "float32", 190 + s),
+        ) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
         const rope = ac.rope === "none" ? undefined : ropeOf(ac.rope === "shared" ? [ac.t] : [ac.b, ac.t], hd, 194);
         const dy = tf.randomNormal([ac.b, ac.t, ac.c], 0, 1, "float32", 195);
-        const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor): tf.Tensor => multiHeadAttention(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, ac.heads, rope);
+        const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor): tf.Tensor =>
+          multiHeadAttention(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, ac.heads, rope);
         const prof = await tf.profile(() => f(q, k, v));
         const names = prof.kernels.map((x) => x.name);
         assert.ok(names.filter((n) => n === "BatchMatMul").length <= 4, `batched over heads: ${names.join(",")}`);
-        assert.equal(names.filter((n) => n === "Ssl3dAttention").length, 1, `one fused attention kernel: ${names.join(",")}`);
+        assert.equal(
+          names.filter((n) => n === "Ssl3dAttention").length,
+          1,
+          `one fused attention kernel: ${names.join(",")}`,
+        );
         tf.dispose(prof.result);
         const before = tf.memory().numTensors;
         const r = both(() => tf.tidy(() => [f(q, k, v), ...tf.grads(f)([q, k, v], dy)]));
         assert.equal(tf.memory().numTensors, before + 8, "only the results are new tensors");
-        r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `attention output ${i}`, 1e-4); });
+        r.native.forEach((u, i) => {
+          assertClose(u, r.stock[i]!, `attention output ${i}`, 1e-4);
+        });
         tf.dispose([q, k, v, dy, ...r.native, ...r.stock, ...(rope === undefined ? [] : [rope.sin, rope.cos])]);
       });
     }
-    for (const sh of [{ lead: [2, 3], t: 70, s: 70, d: 5 }, { lead: [1, 2], t: 20, s: 45, d: 16 }, { lead: [3], t: 1, s: 129, d: 7 }]) {
+    for (const sh of [
+      { lead: [2, 3], t: 70, s: 70, d: 5 },
+      { lead: [1, 2], t: 20, s: 45, d: 16 },
+      { lead: [3], t: 1, s: 129, d: 7 },
+    ]) {
       test(`attentionFused [${sh.lead.join(",")},${sh.t},${sh.d}] x [${sh.s}] keys: equals softmax(q·kᵀ·s)·v on stock kernels, forward and gradients`, () => {
         const q = tf.randomNormal([...sh.lead, sh.t, sh.d], 0, 1.5, "float32", 210);
         const k = tf.randomNormal([...sh.lead, sh.s, sh.d], 0, 1.5, "float32", 211);
@@ -585,7 +810,8 @@ describe("native cpu kernels", { skip: skipReason }, () => {
         const dy = tf.randomNormal([...sh.lead, sh.t, sh.d], 0, 1, "float32", 213);
         const scale = 1 / Math.sqrt(sh.d);
         const fused = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor): tf.Tensor => attentionFused(a, b, c, scale);
-        const composed = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor): tf.Tensor => tf.matMul(tf.softmax(tf.mul(tf.matMul(a, b, false, true), scale)), c);
+        const composed = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor): tf.Tensor =>
+          tf.matMul(tf.softmax(tf.mul(tf.matMul(a, b, false, true), scale)), c);
         const before = tf.memory().numTensors;
         const got = tf.tidy(() => [fused(q, k, v), ...tf.grads(fused)([q, k, v], dy)]);
         assert.equal(tf.memory().numTensors, before + 4, "only the results are new tensors");
@@ -596,7 +822,9 @@ describe("native cpu kernels", { skip: skipReason }, () => {
         } finally {
           loadNativeKernels();
         }
-        got.forEach((u, i) => { assertClose(u, ref[i]!, `attentionFused output ${i}`, 1e-4); });
+        got.forEach((u, i) => {
+          assertClose(u, ref[i]!, `attentionFused output ${i}`, 1e-4);
+        });
         tf.dispose([q, k, v, dy, ...got, ...ref]);
       });
     }
@@ -612,7 +840,9 @@ describe("native cpu kernels", { skip: skipReason }, () => {
       const dy = tf.randomNormal([2, 3, 7, 10], 0, 1, "float32", 198);
       const f = (a: tf.Tensor): tf.Tensor => applyRope(a, r0);
       const r = both(() => tf.tidy(() => [f(x), ...tf.grads(f)([x], dy)]));
-      r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `rope output ${i}`, 1e-5); });
+      r.native.forEach((u, i) => {
+        assertClose(u, r.stock[i]!, `rope output ${i}`, 1e-5);
+      });
       tf.dispose([x, dy, r0.sin, r0.cos, ...r.native, ...r.stock]);
     });
     test("addLeakyRelu (output-saving gradient) equals LeakyReLU(a + b): forward and gradients", () => {
@@ -620,10 +850,18 @@ describe("native cpu kernels", { skip: skipReason }, () => {
       const b = tf.randomNormal([2, 3, 5, 7, 3], 0, 1, "float32", 204);
       const dy = tf.randomNormal([2, 3, 5, 7, 3], 0, 1, "float32", 205);
       const before = tf.memory().numTensors;
-      const got = tf.tidy(() => [addLeakyRelu(a, b, 0.01), ...tf.grads((p: tf.Tensor, q: tf.Tensor) => addLeakyRelu(p, q, 0.01))([a, b], dy)]);
+      const got = tf.tidy(() => [
+        addLeakyRelu(a, b, 0.01),
+        ...tf.grads((p: tf.Tensor, q: tf.Tensor) => addLeakyRelu(p, q, 0.01))([a, b], dy),
+      ]);
       assert.equal(tf.memory().numTensors, before + 3, "only the results are new tensors");
-      const ref = tf.tidy(() => [tf.leakyRelu(tf.add(a, b), 0.01), ...tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.leakyRelu(tf.add(p, q), 0.01))([a, b], dy)]);
-      got.forEach((u, i) => { assertClose(u, ref[i]!, `addLeakyRelu output ${i}`, 1e-6); });
+      const ref = tf.tidy(() => [
+        tf.leakyRelu(tf.add(a, b), 0.01),
+        ...tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.leakyRelu(tf.add(p, q), 0.01))([a, b], dy),
+      ]);
+      got.forEach((u, i) => {
+        assertClose(u, ref[i]!, `addLeakyRelu output ${i}`, 1e-6);
+      });
       tf.dispose([a, b, dy, ...got, ...ref]);
     });
     test("linear (with and without bias), mm and addBias on odd shapes: forward and gradients", () => {
@@ -631,13 +869,16 @@ describe("native cpu kernels", { skip: skipReason }, () => {
       const w = tf.randomNormal<tf.Rank.R2>([13, 11], 0, 0.3, "float32", 200);
       const bias = tf.randomNormal<tf.Rank.R1>([11], 0, 1, "float32", 201);
       const a2 = tf.randomNormal<tf.Rank.R2>([7, 13], 0, 1, "float32", 202);
-      const f = (p: tf.Tensor, q: tf.Tensor, c: tf.Tensor, d: tf.Tensor): tf.Tensor => tf.addN([
-        tf.sum(tf.square(linear(p, q as tf.Tensor2D, c as tf.Tensor1D))),
-        tf.sum(tf.sin(linear(p, q as tf.Tensor2D))),
-        tf.sum(tf.square(addBias(mm(d as tf.Tensor2D, q as tf.Tensor2D), c as tf.Tensor1D))),
-      ]);
+      const f = (p: tf.Tensor, q: tf.Tensor, c: tf.Tensor, d: tf.Tensor): tf.Tensor =>
+        tf.addN([
+          tf.sum(tf.square(linear(p, q as tf.Tensor2D, c as tf.Tensor1D))),
+          tf.sum(tf.sin(linear(p, q as tf.Tensor2D))),
+          tf.sum(tf.square(addBias(mm(d as tf.Tensor2D, q as tf.Tensor2D), c as tf.Tensor1D))),
+        ]);
       const r = both(() => tf.tidy(() => [f(x, w, bias, a2), ...tf.grads(f)([x, w, bias, a2])]));
-      r.native.forEach((u, i) => { assertClose(u, r.stock[i]!, `linear output ${i}`, 1e-4); });
+      r.native.forEach((u, i) => {
+        assertClose(u, r.stock[i]!, `linear output ${i}`, 1e-4);
+      });
       tf.dispose([x, w, bias, a2, ...r.native, ...r.stock]);
     });
   });
@@ -645,11 +886,22 @@ describe("native cpu kernels", { skip: skipReason }, () => {
   test("the addon rejects buffers whose size does not match the geometry", () => {
     const a = nativeAddon()!;
     const geometry = Int32Array.from([1, 2, 2, 2, 1, 1, 1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0]);
-    assert.throws(() => { a.conv3d(new Float32Array(7), new Float32Array(1), new Float32Array(8), geometry); },
-      /x: expected 8 elements, got 7/);
     assert.throws(() => {
-      a.matmul(new Float32Array(6), new Float32Array(6), new Float32Array(4), 2, 2, 3, false, false,
-        Int32Array.from([1]), Int32Array.from([0]));
+      a.conv3d(new Float32Array(7), new Float32Array(1), new Float32Array(8), geometry);
+    }, /x: expected 8 elements, got 7/);
+    assert.throws(() => {
+      a.matmul(
+        new Float32Array(6),
+        new Float32Array(6),
+        new Float32Array(4),
+        2,
+        2,
+        3,
+        false,
+        false,
+        Int32Array.from([1]),
+        Int32Array.from([0]),
+      );
     }, /batch index out of range/);
   });
 

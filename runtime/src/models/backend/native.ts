@@ -15,7 +15,11 @@
 export { nativeAddon, nativeInfo, setNativeOptions, type NativeAddon, type NativeInfo } from "./native/addon.js";
 export { FUSED_KERNEL_NAMES, NATIVE_KERNEL_NAMES } from "./native/kernels.generated.js";
 export {
-  fusedAttentionAvailable, fusedSparseNormAvailable, loadNativeKernels, nativeKernels, nativeKernelsLoaded,
+  fusedAttentionAvailable,
+  fusedSparseNormAvailable,
+  loadNativeKernels,
+  nativeKernels,
+  nativeKernelsLoaded,
   unloadNativeKernels,
 } from "./native/registry.js";
 export { attentionFused, instanceNormFused, layerNormFused, sparseInstanceNormFused } from "./native/fused-ops.js";

@@ -26,8 +26,14 @@ test("auto never picks TensorFlow without a GPU: cpu + native kernels (else wasm
   assert.equal(tf.getBackend(), native ? "cpu" : "wasm");
   assert.equal(c.skipped.length, native ? 1 : 2);
   // node-gpu is skipped either because its binding is not built or because TensorFlow registered no GPU device
-  assert.match(c.skipped[0]!, /tfjs-node-gpu: (not installed|binding not built)|node-gpu: TensorFlow registered no GPU device/);
-  assert.ok(c.skipped.every((s) => !s.startsWith("@tensorflow/tfjs-node:")), "TensorFlow on the CPU is not an auto candidate");
+  assert.match(
+    c.skipped[0]!,
+    /tfjs-node-gpu: (not installed|binding not built)|node-gpu: TensorFlow registered no GPU device/,
+  );
+  assert.ok(
+    c.skipped.every((s) => !s.startsWith("@tensorflow/tfjs-node:")),
+    "TensorFlow on the CPU is not an auto candidate",
+  );
   assert.match(c.reason, native ? /native kernels/ : /no native kernel addon/);
 });
 
@@ -54,7 +60,12 @@ test("SSL3D_BACKEND and --backend", async () => {
   assert.equal((await selectBackend("wasm")).name, "wasm", "the flag beats the environment");
   process.env.SSL3D_BACKEND = "tpu";
   await assert.rejects(selectBackend(), (e: unknown) => e instanceof ConfigError && /SSL3D_BACKEND/.test(e.message));
-  if (!cpuBindingBuilt) await assert.rejects(selectBackend("node"), (e: unknown) => e instanceof EnvironmentError && /setup:tensorflow/.test(e.message), "an explicitly requested backend that cannot load is an error naming the fix");
+  if (!cpuBindingBuilt)
+    await assert.rejects(
+      selectBackend("node"),
+      (e: unknown) => e instanceof EnvironmentError && /setup:tensorflow/.test(e.message),
+      "an explicitly requested backend that cannot load is an error naming the fix",
+    );
   assert.equal(parseBackendRequest(undefined, "x"), "auto");
   await tf.setBackend("cpu");
 });
@@ -63,7 +74,11 @@ test("SSL3D_WASM_THREADS=2: threaded wasm initialises, computes conv3d like cpu,
   const script = fileURLToPath(new URL("../../../../test/fixtures/wasm-threads-check.ts", import.meta.url));
   const r = spawnSync(process.execPath, ["--import", "tsx", script], {
     cwd: fileURLToPath(new URL("../../../../", import.meta.url)),
-    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "NODE_TEST_CONTEXT")), SSL3D_WASM_THREADS: "2", SSL3D_LOG_LEVEL: "warn" },
+    env: {
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "NODE_TEST_CONTEXT")),
+      SSL3D_WASM_THREADS: "2",
+      SSL3D_LOG_LEVEL: "warn",
+    },
     encoding: "utf8",
     timeout: 120_000,
   });

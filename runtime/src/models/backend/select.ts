@@ -72,8 +72,10 @@ export function tfjsNodePackageDir(pkg: string): string | undefined {
 export function tfjsNodeMissing(pkg: string): string | undefined {
   const dir = tfjsNodePackageDir(pkg);
   const variant = pkg.endsWith("-gpu") ? "gpu" : "cpu";
-  if (dir === undefined) return `${pkg}: not installed (npm ci installs it; then npm run setup:tensorflow -- --variant ${variant})`;
-  if (!existsSync(join(dir, "lib", "napi-v8", "tfjs_binding.node"))) return `${pkg}: binding not built (npm run setup:tensorflow -- --variant ${variant})`;
+  if (dir === undefined)
+    return `${pkg}: not installed (npm ci installs it; then npm run setup:tensorflow -- --variant ${variant})`;
+  if (!existsSync(join(dir, "lib", "napi-v8", "tfjs_binding.node")))
+    return `${pkg}: binding not built (npm run setup:tensorflow -- --variant ${variant})`;
   return undefined;
 }
 
@@ -92,19 +94,22 @@ async function tryNode(pkg: string): Promise<{ why?: string; info?: NodeBackendI
   } catch (err) {
     return { why: `${pkg}: ${(err as Error).message.split("\n")[0] ?? "import failed"}` };
   }
-  if (!(await tf.setBackend("tensorflow"))) return { why: `${pkg}: imported but backend "tensorflow" did not initialise` };
+  if (!(await tf.setBackend("tensorflow")))
+    return { why: `${pkg}: imported but backend "tensorflow" did not initialise` };
   const b = tf.backend() as unknown as { isUsingGpuDevice?: boolean; binding?: { TF_Version?: string } };
   return { info: { tfVersion: b.binding?.TF_Version ?? "unknown", gpu: b.isUsingGpuDevice === true } };
 }
 
-const NO_GPU = "TensorFlow registered no GPU device (no driver or device, or a CUDA library did not load; `ssl3d doctor --gpu` says which)";
+const NO_GPU =
+  "TensorFlow registered no GPU device (no driver or device, or a CUDA library did not load; `ssl3d doctor --gpu` says which)";
 
 /** `SSL3D_WASM_THREADS=N` (N ≥ 2) turns on the threaded-SIMD wasm build (see wasm-threads.ts); default 1. */
 export function wasmThreadsRequested(): number {
   const v = envString("SSL3D_WASM_THREADS");
   if (v === undefined) return 1;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 64) throw new ConfigError(`must be an integer 1..64, got "${v}"`, { field: "SSL3D_WASM_THREADS" });
+  if (!Number.isInteger(n) || n < 1 || n > 64)
+    throw new ConfigError(`must be an integer 1..64, got "${v}"`, { field: "SSL3D_WASM_THREADS" });
   return n;
 }
 
@@ -113,9 +118,10 @@ async function tryWasm(): Promise<string | undefined> {
     const wasm = await import("@tensorflow/tfjs-backend-wasm");
     wasm.setWasmPaths(wasmBinaryDir());
     const threads = wasmThreadsRequested();
-    const ok = threads > 1
-      ? await withWasmThreads(threads, wasm.setThreadsCount, () => tf.setBackend("wasm"))
-      : await tf.setBackend("wasm");
+    const ok =
+      threads > 1
+        ? await withWasmThreads(threads, wasm.setThreadsCount, () => tf.setBackend("wasm"))
+        : await tf.setBackend("wasm");
     if (!ok) return "wasm: backend did not initialise";
     await tf.ready();
     return undefined;
@@ -139,9 +145,10 @@ function tryNative(): boolean {
  * computation such as the report's validation pictures, after the training said its choice) logs the choice at debug.
  */
 export async function selectBackend(requested?: string, o: { announce?: boolean } = {}): Promise<BackendChoice> {
-  const req = requested !== undefined && requested !== ""
-    ? parseBackendRequest(requested, "--backend")
-    : parseBackendRequest(envString("SSL3D_BACKEND"), "SSL3D_BACKEND");
+  const req =
+    requested !== undefined && requested !== ""
+      ? parseBackendRequest(requested, "--backend")
+      : parseBackendRequest(envString("SSL3D_BACKEND"), "SSL3D_BACKEND");
   type Candidate = Exclude<BackendRequest, "auto"> | "cpu-native";
   const order: Candidate[] = req === "auto" ? ["node-gpu", "cpu-native", "wasm", "cpu"] : [req];
   const skipped: string[] = [];
@@ -150,7 +157,10 @@ export async function selectBackend(requested?: string, o: { announce?: boolean 
     let info: NodeBackendInfo | undefined;
     const name = candidate === "cpu-native" ? "cpu" : candidate;
     if (candidate === "cpu-native") {
-      why = (await tf.setBackend("cpu")) && tryNative() ? undefined : "cpu-native: the native kernel addon is not available";
+      why =
+        (await tf.setBackend("cpu")) && tryNative()
+          ? undefined
+          : "cpu-native: the native kernel addon is not available";
     } else if (name === "node-gpu" || name === "node") {
       ({ why, info } = await tryNode(TFJS_NODE_PACKAGES[name]));
       // auto wants TensorFlow only for a GPU: on the CPU the native kernels are faster
@@ -169,13 +179,29 @@ export async function selectBackend(requested?: string, o: { announce?: boolean 
     const wasmThreads = name === "wasm" ? await wasmThreadCount() : undefined;
     const reason = choiceReason(req, name, info, nativeKernels);
     const current: BackendChoice = {
-      name, tfBackend: tf.getBackend(), nativeKernels, skipped, reason,
-      ...(wasmThreads === undefined ? {} : { wasmThreads }), ...(info === undefined ? {} : { tfVersion: info.tfVersion, gpu: info.gpu }),
+      name,
+      tfBackend: tf.getBackend(),
+      nativeKernels,
+      skipped,
+      reason,
+      ...(wasmThreads === undefined ? {} : { wasmThreads }),
+      ...(info === undefined ? {} : { tfVersion: info.tfVersion, gpu: info.gpu }),
     };
     // one line naming the backend and why; the probes' error messages only at debug level
     if (skipped.length > 0) log().debug({ skipped }, "tfjs backend probes");
-    const fields = { backend: name, tfBackend: current.tfBackend, nativeKernels, wasmThreads, tfVersion: info?.tfVersion, gpu: info?.gpu, reason };
-    const message = describeChoice(current, req === "auto" ? "auto" : requested !== undefined && requested !== "" ? "--backend" : "SSL3D_BACKEND");
+    const fields = {
+      backend: name,
+      tfBackend: current.tfBackend,
+      nativeKernels,
+      wasmThreads,
+      tfVersion: info?.tfVersion,
+      gpu: info?.gpu,
+      reason,
+    };
+    const message = describeChoice(
+      current,
+      req === "auto" ? "auto" : requested !== undefined && requested !== "" ? "--backend" : "SSL3D_BACKEND",
+    );
     if (name === "node-gpu" && info?.gpu !== true) log().warn(fields, `${message}: on the CPU: ${NO_GPU}`);
     else if (o.announce === false) log().debug(fields, message);
     else log().info(fields, message);
@@ -184,7 +210,12 @@ export async function selectBackend(requested?: string, o: { announce?: boolean 
   throw new EnvironmentError(`backend "${req}" is not available: ${skipped.join("; ")}`, { field: "--backend" });
 }
 
-function choiceReason(req: BackendRequest, name: Exclude<BackendRequest, "auto">, info: NodeBackendInfo | undefined, nativeKernels: boolean): string {
+function choiceReason(
+  req: BackendRequest,
+  name: Exclude<BackendRequest, "auto">,
+  info: NodeBackendInfo | undefined,
+  nativeKernels: boolean,
+): string {
   const tfOn = info === undefined ? "" : ` (TensorFlow ${info.tfVersion} on the ${info.gpu ? "GPU" : "CPU"})`;
   if (req !== "auto") return `requested${tfOn}`;
   if (name === "node-gpu") return `auto: TensorFlow registered a GPU device${tfOn}`;
@@ -207,7 +238,12 @@ export function shortSkipReason(why: string): string {
 export type ChoiceSummary = Pick<BackendChoice, "name" | "tfBackend" | "nativeKernels" | "wasmThreads" | "skipped">;
 
 export function describeChoice(c: ChoiceSummary, source: "auto" | "--backend" | "SSL3D_BACKEND"): string {
-  const what = c.name === "cpu" && c.nativeKernels ? "cpu with the native kernels" : c.name === "wasm" && (c.wasmThreads ?? 1) > 1 ? `wasm (${c.wasmThreads} threads)` : c.name;
+  const what =
+    c.name === "cpu" && c.nativeKernels
+      ? "cpu with the native kernels"
+      : c.name === "wasm" && (c.wasmThreads ?? 1) > 1
+        ? `wasm (${c.wasmThreads} threads)`
+        : c.name;
   if (source !== "auto") return `tfjs backend: ${what} (requested by ${source})`;
   const why = c.skipped.length === 0 ? "the first choice" : c.skipped.map(shortSkipReason).join(", ");
   return `tfjs backend: ${what} (auto: ${why})`;

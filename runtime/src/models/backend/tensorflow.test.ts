@@ -45,21 +45,29 @@ interface StepResult {
   readonly grads: Map<string, Float32Array>;
 }
 
-function batchFor(methodKey: string, family: ArchitectureFamily, patch: Vec3): { batch: () => MethodBatch; needsAnon: boolean } {
+function batchFor(
+  methodKey: string,
+  family: ArchitectureFamily,
+  patch: Vec3,
+): { batch: () => MethodBatch; needsAnon: boolean } {
   const entry = getMethod(methodKey);
   const method = entry.create(entry.optionsSchema.parse({}), family);
   const per = method.data?.imagesPerSample ?? 1;
   const shape: [number, number, number, number, number] = [2 * per, ...patch, 1];
   const n = shape.reduce((a, b) => a * b, 1);
   const anon = method.needsAnon ? Float32Array.from(seeded(n, 5), (v) => (v > 0.8 ? 1 : 0)) : undefined;
-  const arrays = method.data?.transform === undefined
-    ? { data: seeded(n, 3), shape, anon }
-    : applyBatchTransform(method.data.transform, { data: seeded(n, 3), shape, anon }, 11);
+  const arrays =
+    method.data?.transform === undefined
+      ? { data: seeded(n, 3), shape, anon }
+      : applyBatchTransform(method.data.transform, { data: seeded(n, 3), shape, anon }, 11);
   return {
     needsAnon: method.needsAnon,
     batch: () => ({
       x: tf.tensor5d(arrays.data, arrays.shape),
-      anon: arrays.anon === undefined ? undefined : tf.tensor5d(arrays.anon, [...arrays.shape.slice(0, 4), 1] as [number, number, number, number, number]),
+      anon:
+        arrays.anon === undefined
+          ? undefined
+          : tf.tensor5d(arrays.anon, [...arrays.shape.slice(0, 4), 1] as [number, number, number, number, number]),
       target: "target" in arrays ? tf.tensor5d(arrays.target, arrays.shape) : undefined,
       aux: "aux" in arrays ? tf.tensor(arrays.aux.data, arrays.aux.shape) : undefined,
     }),
@@ -74,7 +82,13 @@ async function step(backend: "cpu" | "node", methodKey: string, family: Architec
   const patch = PATCH[methodKey] ?? DEFAULT_PATCH;
   const archKey = entry.architectureFor?.(PRESET[family], (k) => architectureKeys().includes(k)) ?? PRESET[family];
   const netPatch = entry.networkPatchSize?.(patch, options) ?? patch;
-  const net = createNetwork(archKey, { ...entry.architectureOptions?.(archKey), inChannels: 1, outChannels: method.outChannels(1), patchSize: netPatch, seed: 7 });
+  const net = createNetwork(archKey, {
+    ...entry.architectureOptions?.(archKey),
+    inChannels: 1,
+    outChannels: method.outChannels(1),
+    patchSize: netPatch,
+    seed: 7,
+  });
   const { batch } = batchFor(methodKey, family, patch);
   const b = batch();
   const vars = [...net.weights.values()].filter((v) => v.trainable);
@@ -86,7 +100,9 @@ async function step(backend: "cpu" | "node", methodKey: string, family: Architec
     const g = grads[v.name];
     if (g !== undefined) out.set(name, (await g.data()) as Float32Array);
   }
-  tf.dispose([value, ...Object.values(grads), b.x, b.anon, b.target, b.aux].filter((t): t is tf.Tensor => t !== undefined));
+  tf.dispose(
+    [value, ...Object.values(grads), b.x, b.anon, b.target, b.aux].filter((t): t is tf.Tensor => t !== undefined),
+  );
   net.dispose();
   return { loss, grads: out };
 }
@@ -110,7 +126,9 @@ for (const methodKey of methodKeys()) {
         worst = Math.max(worst, d / bound);
         assert.ok(d <= bound, `gradient of ${name}: max|Δ| ${d} > ${bound} (max|g| ${maxAbs(g)}, network max ${G})`);
       }
-      process.stderr.write(`# ${methodKey}/${family}: loss rel ${dl.toExponential(1)}, worst gradient at ${(100 * worst).toFixed(0)} % of its bound\n`);
+      process.stderr.write(
+        `# ${methodKey}/${family}: loss rel ${dl.toExponential(1)}, worst gradient at ${(100 * worst).toFixed(0)} % of its bound\n`,
+      );
     });
   }
 }

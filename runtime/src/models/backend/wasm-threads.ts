@@ -37,7 +37,11 @@ const TAIL = `
 `;
 
 /** Run `init` (which must initialise the wasm backend) with the patch applied; returns the thread count. */
-export async function withWasmThreads(threads: number, setThreadsCount: (n: number) => void, init: () => Promise<boolean>): Promise<boolean> {
+export async function withWasmThreads(
+  threads: number,
+  setThreadsCount: (n: number) => void,
+  init: () => Promise<boolean>,
+): Promise<boolean> {
   tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", true);
   setThreadsCount(threads);
   const OrigBlob = globalThis.Blob;
@@ -62,7 +66,8 @@ export async function withWasmThreads(threads: number, setThreadsCount: (n: numb
     constructor(file: string | URL, opts: workerThreads.WorkerOptions = {}) {
       const text = typeof file === "string" ? urlText.get(file) : undefined;
       const execArgv = process.execArgv.filter((a) => !a.startsWith("--input-type"));
-      if (text !== undefined) super(SHIM + text + TAIL, { ...opts, eval: true, execArgv, workerData: { ssl3dMain: mainPath } });
+      if (text !== undefined)
+        super(SHIM + text + TAIL, { ...opts, eval: true, execArgv, workerData: { ssl3dMain: mainPath } });
       else super(file, opts);
       created.push(this);
       // pool workers created after start-up (threads beyond the initial pool) must not keep the process alive

@@ -32,7 +32,9 @@ export function addLeakyRelu<T extends tf.Tensor>(a: T, b: T, slope = 0.01): T {
     return {
       value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const g = tf.tidy(() => tf.mul(dy, tf.where(tf.greater(saved[0]!, 0), tf.onesLike(dy), tf.fill(dy.shape, slope))));
+        const g = tf.tidy(() =>
+          tf.mul(dy, tf.where(tf.greater(saved[0]!, 0), tf.onesLike(dy), tf.fill(dy.shape, slope))),
+        );
         return [g, g.clone()];
       },
     };

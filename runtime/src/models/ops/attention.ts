@@ -68,7 +68,13 @@ function ropeForHeads(rope: Rope, heads: number): Rope {
  * per (sample, head) 2-D column slices and plain matMuls only, and the [T,T] probabilities recomputed in the
  * backward pass instead of stored (memory O(T·C) per layer instead of O(H·T²)).
  */
-export function attentionCore(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {
+export function attentionCore(
+  q: tf.Tensor2D,
+  k: tf.Tensor2D,
+  v: tf.Tensor2D,
+  batch: number,
+  heads: number,
+): tf.Tensor2D {
   const [bt, c] = q.shape;
   const t = bt / batch;
   const hd = c / heads;
@@ -90,7 +96,14 @@ export function attentionCore(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, ba
       for (let b = 0; b < batch; b++) {
         const hs: tf.Tensor2D[] = [];
         for (let h = 0; h < heads; h++) {
-          hs.push(tf.tidy(() => tf.matMul(probs(part(q_ as tf.Tensor2D, b, h), part(k_ as tf.Tensor2D, b, h)), part(v_ as tf.Tensor2D, b, h))));
+          hs.push(
+            tf.tidy(() =>
+              tf.matMul(
+                probs(part(q_ as tf.Tensor2D, b, h), part(k_ as tf.Tensor2D, b, h)),
+                part(v_ as tf.Tensor2D, b, h),
+              ),
+            ),
+          );
         }
         out.push(hs);
       }
@@ -137,7 +150,13 @@ export function attentionCore(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, ba
  * softmax(q·kᵀ·scale)·v per head, heads merged back to [B,T,C]. q,k,v: [B,T,C] already projected.
  * RoPE (if given) is applied to q and k of every head.
  */
-export function multiHeadAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, heads: number, rope?: Rope): tf.Tensor3D {
+export function multiHeadAttention(
+  q: tf.Tensor3D,
+  k: tf.Tensor3D,
+  v: tf.Tensor3D,
+  heads: number,
+  rope?: Rope,
+): tf.Tensor3D {
   const [b, t, c] = q.shape;
   const hd = c / heads;
   if (!Number.isInteger(hd)) throw new Error(`attention: ${c} channels not divisible by ${heads} heads`);
@@ -150,7 +169,9 @@ export function multiHeadAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3
       const r = ropeForHeads(rope, heads);
       // shared tables [T,C] broadcast over the batch through a [B,T,C] view; per-sample tables are already [B·T,C]
       const apply = (m: tf.Tensor2D): tf.Tensor2D =>
-        rope.sin.rank === 3 ? applyRope(m, r) : tf.reshape<tf.Rank.R2>(applyRope(tf.reshape(m, [b, t, c]), r), [b * t, c]);
+        rope.sin.rank === 3
+          ? applyRope(m, r)
+          : tf.reshape<tf.Rank.R2>(applyRope(tf.reshape(m, [b, t, c]), r), [b * t, c]);
       q2 = apply(q2);
       k2 = apply(k2);
     }
@@ -163,7 +184,14 @@ export function multiHeadAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3
  * softmax and weighted sum per block of query rows; its gradient recomputes the probabilities). A per-sample rope [B,T,hd] broadcasts over
  * heads as [B,1,T,hd].
  */
-function attentionBatched(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, heads: number, scale: number, rope?: Rope): tf.Tensor3D {
+function attentionBatched(
+  q: tf.Tensor3D,
+  k: tf.Tensor3D,
+  v: tf.Tensor3D,
+  heads: number,
+  scale: number,
+  rope?: Rope,
+): tf.Tensor3D {
   const [b, t, c] = q.shape;
   const hd = c / heads;
   return tf.tidy(() => {
@@ -171,7 +199,10 @@ function attentionBatched(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, heads:
     let qh = split(q);
     let kh = split(k);
     if (rope !== undefined) {
-      const r = rope.sin.rank === 3 ? { sin: tf.expandDims(rope.sin, 1), cos: tf.expandDims(rope.cos, 1) } as unknown as Rope : rope;
+      const r =
+        rope.sin.rank === 3
+          ? ({ sin: tf.expandDims(rope.sin, 1), cos: tf.expandDims(rope.cos, 1) } as unknown as Rope)
+          : rope;
       qh = applyRope(qh, r);
       kh = applyRope(kh, r);
     }

@@ -12,7 +12,15 @@ export function concatChannels<T extends tf.Tensor>(parts: readonly T[]): T {
   const widths = parts.map((p) => p.shape[p.shape.length - 1]!);
   const total = widths.reduce((a, b) => a + b, 0);
   return customOp(parts, (xs) => {
-    const value = tf.tidy(() => tf.reshape(tf.concat(xs.map((x, i) => tf.reshape(x, [-1, widths[i]!])), 1), [...lead, total]));
+    const value = tf.tidy(() =>
+      tf.reshape(
+        tf.concat(
+          xs.map((x, i) => tf.reshape(x, [-1, widths[i]!])),
+          1,
+        ),
+        [...lead, total],
+      ),
+    );
     return {
       value,
       gradFunc: (dy: tf.Tensor) => {

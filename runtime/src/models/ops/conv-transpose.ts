@@ -11,7 +11,8 @@ export function convTranspose3d(x: tf.Tensor5D, w: tf.Tensor5D, bias?: tf.Tensor
   const [b, d, h, wd, ci] = x.shape;
   const f = w.shape[0];
   const co = w.shape[3];
-  if (w.shape[1] !== f || w.shape[2] !== f || w.shape[4] !== ci) throw new Error(`convTranspose3d: kernel ${w.shape.join("x")} does not fit input ${x.shape.join("x")}`);
+  if (w.shape[1] !== f || w.shape[2] !== f || w.shape[4] !== ci)
+    throw new Error(`convTranspose3d: kernel ${w.shape.join("x")} does not fit input ${x.shape.join("x")}`);
   return tf.tidy(() => {
     const wm = tf.reshape<tf.Rank.R2>(tf.transpose(w, [4, 0, 1, 2, 3]), [ci, f * f * f * co]);
     const y = mm(tf.reshape(x, [b * d * h * wd, ci]), wm); // [N, (i,j,k,co)]

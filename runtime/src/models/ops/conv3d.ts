@@ -40,8 +40,10 @@ function outSize(n: number, k: number, s: number, p: number): number {
 export function conv3d(x: tf.Tensor5D, w: tf.Tensor5D, opts: Conv3dOptions = {}): tf.Tensor5D {
   const s = opts.stride ?? 1;
   const k = w.shape[0];
-  if (w.shape[1] !== k || w.shape[2] !== k || k % 2 !== 1) throw new Error(`conv3d: cubic odd kernels only, got ${w.shape.join("x")}`);
-  if (w.shape[3] !== x.shape[4]) throw new Error(`conv3d: input has ${x.shape[4]} channels, kernel expects ${w.shape[3]}`);
+  if (w.shape[1] !== k || w.shape[2] !== k || k % 2 !== 1)
+    throw new Error(`conv3d: cubic odd kernels only, got ${w.shape.join("x")}`);
+  if (w.shape[3] !== x.shape[4])
+    throw new Error(`conv3d: input has ${x.shape[4]} channels, kernel expects ${w.shape[3]}`);
   return tf.tidy(() => {
     if (k === 1 && s === 1) return linear(x, tf.reshape(w, [w.shape[3], w.shape[4]]), opts.bias);
     const y = convImpl() === "tf" ? conv3dTf(x, w, s) : conv3dK2d(x, w, s);
@@ -52,15 +54,35 @@ export function conv3d(x: tf.Tensor5D, w: tf.Tensor5D, opts: Conv3dOptions = {})
 function conv3dTf(x: tf.Tensor5D, w: tf.Tensor5D, s: number): tf.Tensor5D {
   const p = (w.shape[0] - 1) / 2;
   if (s === 1) return tf.conv3d(x, w, 1, "same");
-  const xp = p === 0 ? x : tf.pad(x, [[0, 0], [p, p], [p, p], [p, p], [0, 0]]);
+  const xp =
+    p === 0
+      ? x
+      : tf.pad(x, [
+          [0, 0],
+          [p, p],
+          [p, p],
+          [p, p],
+          [0, 0],
+        ]);
   return tf.conv3d(xp, w, s, "valid");
 }
 
 interface Geometry {
-  b: number; d: number; h: number; wd: number; ci: number; co: number;
-  k: number; s: number; p: number;
-  od: number; oh: number; ow: number;
-  hwc: number; dp: number; padAfter: number;
+  b: number;
+  d: number;
+  h: number;
+  wd: number;
+  ci: number;
+  co: number;
+  k: number;
+  s: number;
+  p: number;
+  od: number;
+  oh: number;
+  ow: number;
+  hwc: number;
+  dp: number;
+  padAfter: number;
 }
 
 function geometry(xs: readonly number[], ws: readonly number[], s: number): Geometry {
@@ -110,7 +132,12 @@ function dilateHW(t: tf.Tensor4D, s: number): tf.Tensor4D {
 
 function conv3dK2d(x: tf.Tensor5D, w: tf.Tensor5D, s: number): tf.Tensor5D {
   const g = geometry(x.shape, w.shape, s);
-  const pad2: [[number, number], [number, number], [number, number], [number, number]] = [[0, 0], [g.p, g.p], [g.p, g.p], [0, 0]];
+  const pad2: [[number, number], [number, number], [number, number], [number, number]] = [
+    [0, 0],
+    [g.p, g.p],
+    [g.p, g.p],
+    [0, 0],
+  ];
   return customOp([x, w], ([x_, w_], save) => {
     save([x_!, w_!]);
     const value = tf.tidy(() => {
@@ -136,7 +163,12 @@ function conv3dK2d(x: tf.Tensor5D, w: tf.Tensor5D, s: number): tf.Tensor5D {
         let dxp: tf.Tensor | undefined;
         for (let kd = 0; kd < g.k; kd++) {
           const wk = tf.transpose(tf.reverse(kernelSlice(sw, g, kd), [0, 1]), [0, 1, 3, 2]);
-          const dxk = tf.conv2d(dyd, wk, 1, [[0, 0], [padL, padRH], [padL, padRW], [0, 0]]);
+          const dxk = tf.conv2d(dyd, wk, 1, [
+            [0, 0],
+            [padL, padRH],
+            [padL, padRW],
+            [0, 0],
+          ]);
           let rows: tf.Tensor2D = tf.reshape(dxk, [g.b * g.od, g.hwc]);
           if (g.s > 1) rows = tf.concat([rows, tf.zeros([g.b * g.od, (g.s - 1) * g.hwc])], 1);
           const placed = padCols(tf.reshape(rows, [g.b, g.s * g.od * g.hwc]), kd, g.dp - kd - g.s * g.od, g.hwc);
@@ -152,7 +184,19 @@ function conv3dK2d(x: tf.Tensor5D, w: tf.Tensor5D, s: number): tf.Tensor5D {
         const dws: tf.Tensor4D[] = [];
         for (let kd = 0; kd < g.k; kd++) {
           const xk = tf.transpose(depthRows(xp2, g, kd), [3, 1, 2, 0]); // [Ci,H,W,N]
-          const r = tf.conv2d(xk, filt, 1, [[0, 0], [g.p, pRH], [g.p, pRW], [0, 0]], "NHWC", [g.s, g.s]); // [Ci,k,k,Co]
+          const r = tf.conv2d(
+            xk,
+            filt,
+            1,
+            [
+              [0, 0],
+              [g.p, pRH],
+              [g.p, pRW],
+              [0, 0],
+            ],
+            "NHWC",
+            [g.s, g.s],
+          ); // [Ci,k,k,Co]
           dws.push(tf.transpose(r, [1, 2, 0, 3]));
         }
         return [dx, tf.stack(dws, 0)];

@@ -47,7 +47,11 @@ export function linear<T extends tf.Tensor>(x: T, w: tf.Tensor2D, b?: tf.Tensor1
     const [cin, cout] = w.shape;
     if (nativeCpu()) {
       // one native _FusedMatMul (matMul + bias) forward; its gradient is BatchMatMul + Sum, all native.
-      const y2 = tf.fused.matMul({ a: tf.reshape<tf.Rank.R2>(x, [-1, cin]), b: w, ...(b === undefined ? {} : { bias: b }) });
+      const y2 = tf.fused.matMul({
+        a: tf.reshape<tf.Rank.R2>(x, [-1, cin]),
+        b: w,
+        ...(b === undefined ? {} : { bias: b }),
+      });
       return tf.reshape(y2, [...x.shape.slice(0, -1), cout]) as T;
     }
     const y = mm(tf.reshape(x, [-1, cin]), w);

@@ -63,7 +63,13 @@ export function instanceNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta
  * recomputes the activation's input in the gradient, so autodiff keeps neither the norm's output nor the activation's
  * (ADR 0008: halves a ResEnc step's peak memory); elsewhere the two composed ops.
  */
-export function instanceNormLeakyRelu<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5, slope = 0.01): T {
+export function instanceNormLeakyRelu<T extends tf.Tensor>(
+  x: T,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps = 1e-5,
+  slope = 0.01,
+): T {
   if (useFused(x)) return instanceNormFused(x, gamma, beta, eps, { leakyReluAlpha: slope });
   return tf.tidy(() => tf.leakyRelu(instanceNorm(x, gamma, beta, eps), slope));
 }

@@ -6,10 +6,29 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { finiteDiff, input, relDiff, useBackend, valueAndGrads, type Input } from "../../../../test/helpers/tf-check.js";
+import {
+  finiteDiff,
+  input,
+  relDiff,
+  useBackend,
+  valueAndGrads,
+  type Input,
+} from "../../../../test/helpers/tf-check.js";
 import { gatherRows, scatterRows } from "../gather-rows.js";
 import { gelu, leakyRelu, silu } from "./activations.js";
-import { applyRope, concatChannels, conv3d, convTranspose3d, instanceNorm, layerNorm, mm, addBias, multiHeadAttention, setConvImpl, type ConvImpl } from "./index.js";
+import {
+  applyRope,
+  concatChannels,
+  conv3d,
+  convTranspose3d,
+  instanceNorm,
+  layerNorm,
+  mm,
+  addBias,
+  multiHeadAttention,
+  setConvImpl,
+  type ConvImpl,
+} from "./index.js";
 
 type F = (...xs: tf.Tensor[]) => tf.Tensor;
 
@@ -25,7 +44,16 @@ interface Case {
 function conv3dRef(stride: number): F {
   return (x, w) => {
     const p = (w.shape[0] - 1) / 2;
-    const xp = p === 0 ? x : tf.pad(x, [[0, 0], [p, p], [p, p], [p, p], [0, 0]]);
+    const xp =
+      p === 0
+        ? x
+        : tf.pad(x, [
+            [0, 0],
+            [p, p],
+            [p, p],
+            [p, p],
+            [0, 0],
+          ]);
     return tf.conv3d(xp as tf.Tensor5D, w as tf.Tensor5D, stride, "valid");
   };
 }
@@ -40,10 +68,14 @@ function convTRef(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor): tf.Tensor {
   const [b, d, h, wd] = x.shape as [number, number, number, number, number];
   const co = w.shape[3]!;
   const parts: tf.Tensor[] = [];
-  for (let i = 0; i < 2; i++) for (let j = 0; j < 2; j++) for (let k = 0; k < 2; k++) {
-    const wk = tf.squeeze(tf.slice(w, [i, j, k, 0, 0], [1, 1, 1, -1, -1]), [0, 1, 2]); // [co, ci]
-    parts.push(tf.reshape(tf.matMul(tf.reshape(x, [-1, x.shape[4]!]), wk as tf.Tensor2D, false, true), [b, d, h, wd, co]));
-  }
+  for (let i = 0; i < 2; i++)
+    for (let j = 0; j < 2; j++)
+      for (let k = 0; k < 2; k++) {
+        const wk = tf.squeeze(tf.slice(w, [i, j, k, 0, 0], [1, 1, 1, -1, -1]), [0, 1, 2]); // [co, ci]
+        parts.push(
+          tf.reshape(tf.matMul(tf.reshape(x, [-1, x.shape[4]!]), wk as tf.Tensor2D, false, true), [b, d, h, wd, co]),
+        );
+      }
   const st = tf.reshape(tf.stack(parts, 4), [b, d, h, wd, 2, 2, 2, co]);
   return tf.add(tf.reshape(tf.transpose(st, [0, 1, 4, 2, 5, 3, 6, 7]), [b, 2 * d, 2 * h, 2 * wd, co]), bias);
 }
@@ -68,76 +100,205 @@ function ropeRef(x: tf.Tensor, sin: tf.Tensor, cos: tf.Tensor): tf.Tensor {
   const hd = x.shape[x.shape.length - 1]!;
   // rot as an explicit matrix: (x0,x1) → (−x1,x0)
   const r = new Float32Array(hd * hd);
-  for (let i = 0; i < hd; i += 2) { r[(i + 1) * hd + i] = -1; r[i * hd + i + 1] = 1; }
+  for (let i = 0; i < hd; i += 2) {
+    r[(i + 1) * hd + i] = -1;
+    r[i * hd + i + 1] = 1;
+  }
   const rot = tf.reshape(tf.matMul(tf.reshape(x, [-1, hd]), tf.tensor2d(r, [hd, hd])), x.shape);
   return tf.add(tf.mul(x, cos), tf.mul(rot, sin));
 }
 
 const cases: Case[] = [
   ...(["tf", "conv2d"] as const).flatMap((impl): Case[] => [
-    { name: `conv3d[${impl}] k3 s1`, convImpl: impl, ours: (x, w) => conv3d(x as tf.Tensor5D, w as tf.Tensor5D, { stride: 1 }), ref: conv3dRef(1), inputs: [input([2, 4, 5, 3, 3], 1), input([3, 3, 3, 3, 4], 2, 0.3)] },
-    { name: `conv3d[${impl}] k3 s2 even`, convImpl: impl, ours: (x, w) => conv3d(x as tf.Tensor5D, w as tf.Tensor5D, { stride: 2 }), ref: conv3dRef(2), inputs: [input([2, 4, 6, 4, 2], 3), input([3, 3, 3, 2, 3], 4, 0.3)] },
-    { name: `conv3d[${impl}] k3 s2 odd`, convImpl: impl, ours: (x, w) => conv3d(x as tf.Tensor5D, w as tf.Tensor5D, { stride: 2 }), ref: conv3dRef(2), inputs: [input([1, 5, 3, 7, 2], 5), input([3, 3, 3, 2, 2], 6, 0.3)] },
-    { name: `conv3d[${impl}] k1 + bias`, convImpl: impl, ours: (x, w, b) => conv3d(x as tf.Tensor5D, w as tf.Tensor5D, { bias: b as tf.Tensor1D }), ref: (x, w, b) => tf.add(conv3dRef(1)(x, w), b), inputs: [input([2, 3, 2, 3, 4], 7), input([1, 1, 1, 4, 3], 8), input([3], 9)] },
-    { name: `conv3d[${impl}] k3 s1 + bias`, convImpl: impl, ours: (x, w, b) => conv3d(x as tf.Tensor5D, w as tf.Tensor5D, { bias: b as tf.Tensor1D }), ref: (x, w, b) => tf.add(conv3dRef(1)(x, w), b), inputs: [input([1, 3, 4, 2, 2], 10), input([3, 3, 3, 2, 2], 11, 0.3), input([2], 12)] },
+    {
+      name: `conv3d[${impl}] k3 s1`,
+      convImpl: impl,
+      ours: (x, w) => conv3d(x as tf.Tensor5D, w as tf.Tensor5D, { stride: 1 }),
+      ref: conv3dRef(1),
+      inputs: [input([2, 4, 5, 3, 3], 1), input([3, 3, 3, 3, 4], 2, 0.3)],
+    },
+    {
+      name: `conv3d[${impl}] k3 s2 even`,
+      convImpl: impl,
+      ours: (x, w) => conv3d(x as tf.Tensor5D, w as tf.Tensor5D, { stride: 2 }),
+      ref: conv3dRef(2),
+      inputs: [input([2, 4, 6, 4, 2], 3), input([3, 3, 3, 2, 3], 4, 0.3)],
+    },
+    {
+      name: `conv3d[${impl}] k3 s2 odd`,
+      convImpl: impl,
+      ours: (x, w) => conv3d(x as tf.Tensor5D, w as tf.Tensor5D, { stride: 2 }),
+      ref: conv3dRef(2),
+      inputs: [input([1, 5, 3, 7, 2], 5), input([3, 3, 3, 2, 2], 6, 0.3)],
+    },
+    {
+      name: `conv3d[${impl}] k1 + bias`,
+      convImpl: impl,
+      ours: (x, w, b) => conv3d(x as tf.Tensor5D, w as tf.Tensor5D, { bias: b as tf.Tensor1D }),
+      ref: (x, w, b) => tf.add(conv3dRef(1)(x, w), b),
+      inputs: [input([2, 3, 2, 3, 4], 7), input([1, 1, 1, 4, 3], 8), input([3], 9)],
+    },
+    {
+      name: `conv3d[${impl}] k3 s1 + bias`,
+      convImpl: impl,
+      ours: (x, w, b) => conv3d(x as tf.Tensor5D, w as tf.Tensor5D, { bias: b as tf.Tensor1D }),
+      ref: (x, w, b) => tf.add(conv3dRef(1)(x, w), b),
+      inputs: [input([1, 3, 4, 2, 2], 10), input([3, 3, 3, 2, 2], 11, 0.3), input([2], 12)],
+    },
   ]),
-  { name: "convTranspose3d k2s2 + bias", ours: (x, w, b) => convTranspose3d(x as tf.Tensor5D, w as tf.Tensor5D, b as tf.Tensor1D), ref: convTRef, inputs: [input([2, 2, 3, 2, 3], 13), input([2, 2, 2, 4, 3], 14), input([4], 15)] },
-  { name: "instanceNorm B=2", ours: (x, g, b) => instanceNorm(x, g as tf.Tensor1D, b as tf.Tensor1D), ref: instanceNormRef, inputs: [input([2, 3, 4, 2, 3], 16, 2), input([3], 17), input([3], 18)] },
-  { name: "instanceNorm B=1", ours: (x, g, b) => instanceNorm(x, g as tf.Tensor1D, b as tf.Tensor1D), ref: instanceNormRef, inputs: [input([1, 2, 2, 3, 4], 19, 2), input([4], 20), input([4], 21)] },
-  { name: "concatChannels", ours: (a, b, c) => concatChannels([a, b, c]), ref: (a, b, c) => tf.concat([a, b, c], -1), inputs: [input([2, 2, 3, 2, 3], 22), input([2, 2, 3, 2, 1], 23), input([2, 2, 3, 2, 2], 24)] },
-  { name: "mm", ours: (a, b) => mm(a as tf.Tensor2D, b as tf.Tensor2D), ref: (a, b) => tf.matMul(a, b), inputs: [input([5, 4], 25), input([4, 3], 26)] },
-  { name: "addBias", ours: (x, b) => addBias(x, b as tf.Tensor1D), ref: (x, b) => tf.add(x, b), inputs: [input([2, 3, 4], 27), input([4], 28)] },
-  { name: "layerNorm eps 1e-6", ours: (x, g, b) => layerNorm(x, g as tf.Tensor1D, b as tf.Tensor1D, 1e-6), ref: (x, g, b) => { const { mean, variance } = tf.moments(x, -1, true); return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-6))), g), b); }, inputs: [input([2, 3, 6], 29, 2), input([6], 30), input([6], 31)] },
-  { name: "attention 2 heads", ours: (q, k, v) => multiHeadAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, 2), ref: (q, k, v) => attnRef(q, k, v, 2), inputs: [input([2, 5, 8], 32), input([2, 5, 8], 33), input([2, 5, 8], 34)] },
+  {
+    name: "convTranspose3d k2s2 + bias",
+    ours: (x, w, b) => convTranspose3d(x as tf.Tensor5D, w as tf.Tensor5D, b as tf.Tensor1D),
+    ref: convTRef,
+    inputs: [input([2, 2, 3, 2, 3], 13), input([2, 2, 2, 4, 3], 14), input([4], 15)],
+  },
+  {
+    name: "instanceNorm B=2",
+    ours: (x, g, b) => instanceNorm(x, g as tf.Tensor1D, b as tf.Tensor1D),
+    ref: instanceNormRef,
+    inputs: [input([2, 3, 4, 2, 3], 16, 2), input([3], 17), input([3], 18)],
+  },
+  {
+    name: "instanceNorm B=1",
+    ours: (x, g, b) => instanceNorm(x, g as tf.Tensor1D, b as tf.Tensor1D),
+    ref: instanceNormRef,
+    inputs: [input([1, 2, 2, 3, 4], 19, 2), input([4], 20), input([4], 21)],
+  },
+  {
+    name: "concatChannels",
+    ours: (a, b, c) => concatChannels([a, b, c]),
+    ref: (a, b, c) => tf.concat([a, b, c], -1),
+    inputs: [input([2, 2, 3, 2, 3], 22), input([2, 2, 3, 2, 1], 23), input([2, 2, 3, 2, 2], 24)],
+  },
+  {
+    name: "mm",
+    ours: (a, b) => mm(a as tf.Tensor2D, b as tf.Tensor2D),
+    ref: (a, b) => tf.matMul(a, b),
+    inputs: [input([5, 4], 25), input([4, 3], 26)],
+  },
+  {
+    name: "addBias",
+    ours: (x, b) => addBias(x, b as tf.Tensor1D),
+    ref: (x, b) => tf.add(x, b),
+    inputs: [input([2, 3, 4], 27), input([4], 28)],
+  },
+  {
+    name: "layerNorm eps 1e-6",
+    ours: (x, g, b) => layerNorm(x, g as tf.Tensor1D, b as tf.Tensor1D, 1e-6),
+    ref: (x, g, b) => {
+      const { mean, variance } = tf.moments(x, -1, true);
+      return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-6))), g), b);
+    },
+    inputs: [input([2, 3, 6], 29, 2), input([6], 30), input([6], 31)],
+  },
+  {
+    name: "attention 2 heads",
+    ours: (q, k, v) => multiHeadAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, 2),
+    ref: (q, k, v) => attnRef(q, k, v, 2),
+    inputs: [input([2, 5, 8], 32), input([2, 5, 8], 33), input([2, 5, 8], 34)],
+  },
   {
     name: "attention with per-sample rope (token dropping)",
     ours: (q, k, v) => {
       const a = ropeTables(6, 4);
-      const sel = (t: tf.Tensor2D, rows: number[][]): tf.Tensor3D => tf.stack(rows.map((r) => tf.gather(t, tf.tensor1d(r, "int32")))) as tf.Tensor3D;
-      const idx = [[0, 2, 5], [1, 3, 4]];
-      return multiHeadAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, 2, { sin: sel(a.sin, idx), cos: sel(a.cos, idx) });
+      const sel = (t: tf.Tensor2D, rows: number[][]): tf.Tensor3D =>
+        tf.stack(rows.map((r) => tf.gather(t, tf.tensor1d(r, "int32")))) as tf.Tensor3D;
+      const idx = [
+        [0, 2, 5],
+        [1, 3, 4],
+      ];
+      return multiHeadAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, 2, {
+        sin: sel(a.sin, idx),
+        cos: sel(a.cos, idx),
+      });
     },
     ref: (q, k, v) => {
       const a = ropeTables(6, 4);
-      const idx = [[0, 2, 5], [1, 3, 4]];
+      const idx = [
+        [0, 2, 5],
+        [1, 3, 4],
+      ];
       const outs = idx.map((rows, b) => {
         const sin = tf.gather(a.sin, tf.tensor1d(rows, "int32"));
         const cos = tf.gather(a.cos, tf.tensor1d(rows, "int32"));
         const one = (z: tf.Tensor): tf.Tensor => tf.slice(z, [b, 0, 0], [1, -1, -1]);
-        const rs = (z: tf.Tensor): tf.Tensor => { const zh = tf.transpose(tf.reshape(one(z), [1, 3, 2, 4]), [0, 2, 1, 3]); return tf.reshape(tf.transpose(ropeRef(zh, sin, cos), [0, 2, 1, 3]), [1, 3, 8]); };
+        const rs = (z: tf.Tensor): tf.Tensor => {
+          const zh = tf.transpose(tf.reshape(one(z), [1, 3, 2, 4]), [0, 2, 1, 3]);
+          return tf.reshape(tf.transpose(ropeRef(zh, sin, cos), [0, 2, 1, 3]), [1, 3, 8]);
+        };
         return attnRef(rs(q), rs(k), one(v), 2);
       });
       return tf.concat(outs, 0);
     },
     inputs: [input([2, 3, 8], 42), input([2, 3, 8], 43), input([2, 3, 8], 44)],
   },
-  { name: "gelu (erf)", ours: (x) => gelu(x), ref: (x) => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.div(x, Math.SQRT2)))), inputs: [input([3, 7], 45, 3)] },
-  { name: "silu", ours: (x) => silu(x), ref: (x) => tf.div(x, tf.add(1, tf.exp(tf.neg(x)))), inputs: [input([3, 7], 46, 3)] },
-  { name: "leakyRelu 0.01", ours: (x) => leakyRelu(x), ref: (x) => tf.maximum(x, tf.mul(x, 0.01)), inputs: [input([3, 7], 47, 3)] },
-  { name: "gatherRows", ours: (x) => gatherRows(x as tf.Tensor2D, [4, 1, 2]), ref: (x) => tf.gather(x, tf.tensor1d([4, 1, 2], "int32")), inputs: [input([6, 3], 40)] },
+  {
+    name: "gelu (erf)",
+    ours: (x) => gelu(x),
+    ref: (x) => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.div(x, Math.SQRT2)))),
+    inputs: [input([3, 7], 45, 3)],
+  },
+  {
+    name: "silu",
+    ours: (x) => silu(x),
+    ref: (x) => tf.div(x, tf.add(1, tf.exp(tf.neg(x)))),
+    inputs: [input([3, 7], 46, 3)],
+  },
+  {
+    name: "leakyRelu 0.01",
+    ours: (x) => leakyRelu(x),
+    ref: (x) => tf.maximum(x, tf.mul(x, 0.01)),
+    inputs: [input([3, 7], 47, 3)],
+  },
+  {
+    name: "gatherRows",
+    ours: (x) => gatherRows(x as tf.Tensor2D, [4, 1, 2]),
+    ref: (x) => tf.gather(x, tf.tensor1d([4, 1, 2], "int32")),
+    inputs: [input([6, 3], 40)],
+  },
   {
     name: "scatterRows",
     ours: (x) => scatterRows(x as tf.Tensor2D, [4, 1, 2], 6),
-    ref: (x) => { const oh = new Float32Array(18); [4, 1, 2].forEach((r, k) => (oh[r * 3 + k] = 1)); return tf.matMul(tf.tensor2d(oh, [6, 3]), x); },
+    ref: (x) => {
+      const oh = new Float32Array(18);
+      [4, 1, 2].forEach((r, k) => (oh[r * 3 + k] = 1));
+      return tf.matMul(tf.tensor2d(oh, [6, 3]), x);
+    },
     inputs: [input([3, 5], 41)],
   },
   {
     name: "rope (interleaved pairs)",
-    ours: (x) => { const r = ropeTables(5, 4); return applyRope(x, r); },
-    ref: (x) => { const r = ropeTables(5, 4); return ropeRef(x, r.sin, r.cos); },
+    ours: (x) => {
+      const r = ropeTables(5, 4);
+      return applyRope(x, r);
+    },
+    ref: (x) => {
+      const r = ropeTables(5, 4);
+      return ropeRef(x, r.sin, r.cos);
+    },
     inputs: [input([3, 5, 4], 35)],
   },
   {
     name: "attention with rope",
     ours: (q, k, v) => multiHeadAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, 2, ropeTables(4, 4)),
-    ref: (q, k, v) => { const r = ropeTables(4, 4); const rs = (z: tf.Tensor): tf.Tensor => { const [b, t] = z.shape as [number, number, number]; const zh = tf.transpose(tf.reshape(z, [b, t, 2, 4]), [0, 2, 1, 3]); return tf.reshape(tf.transpose(ropeRef(zh, r.sin, r.cos), [0, 2, 1, 3]), [b, t, 8]); }; return attnRef(rs(q), rs(k), v, 2); },
+    ref: (q, k, v) => {
+      const r = ropeTables(4, 4);
+      const rs = (z: tf.Tensor): tf.Tensor => {
+        const [b, t] = z.shape as [number, number, number];
+        const zh = tf.transpose(tf.reshape(z, [b, t, 2, 4]), [0, 2, 1, 3]);
+        return tf.reshape(tf.transpose(ropeRef(zh, r.sin, r.cos), [0, 2, 1, 3]), [b, t, 8]);
+      };
+      return attnRef(rs(q), rs(k), v, 2);
+    },
     inputs: [input([1, 4, 8], 36), input([1, 4, 8], 37), input([1, 4, 8], 38)],
   },
 ];
 
 for (const backend of ["cpu", "wasm", "node"] as const) {
   describe(`ops on ${backend}`, () => {
-    after(() => { setConvImpl(undefined); });
+    after(() => {
+      setConvImpl(undefined);
+    });
     // tf.conv3d's backprop kernels are wrong on wasm (docs/performance.md): the "tf" impl is never used there.
     for (const c of cases.filter((k) => !(backend === "wasm" && k.convImpl === "tf"))) {
       test(c.name, async () => {
@@ -164,7 +325,10 @@ for (const backend of ["cpu", "wasm", "node"] as const) {
           for (const idx of [0, Math.floor(n / 2), n - 1]) {
             const fd = finiteDiff(c.ours, c.inputs, j, idx);
             const an = got.grads[j]![idx]!;
-            assert.ok(Math.abs(fd - an) <= 2e-2 * Math.max(1, Math.abs(an)), `input ${j}[${idx}]: finite diff ${fd} vs analytic ${an}`);
+            assert.ok(
+              Math.abs(fd - an) <= 2e-2 * Math.max(1, Math.abs(an)),
+              `input ${j}[${idx}]: finite diff ${fd} vs analytic ${an}`,
+            );
           }
         }
         setConvImpl(undefined);

@@ -12,12 +12,18 @@ import { selectBackend } from "../backend/select.js";
 import { instanceNorm } from "./norm.js";
 import { sparseInstanceNorm, sparseInstanceNormComposed } from "./sparse-norm.js";
 
-const B = 2, D = 3, H = 2, W = 3, C = 2;
+const B = 2,
+  D = 3,
+  H = 2,
+  W = 3,
+  C = 2;
 const S = D * H * W;
 const EPS = 1e-5;
 
 // visible voxels: sample 0 has 7 of 18, sample 1 has 11 of 18 (different counts per sample)
-const MASK = Float32Array.from({ length: B * S }, (_, i) => (i < S ? [0, 2, 3, 7, 11, 12, 17].includes(i) : ![1, 4, 5, 9, 10, 14, 16].includes(i - S)) ? 1 : 0);
+const MASK = Float32Array.from({ length: B * S }, (_, i) =>
+  (i < S ? [0, 2, 3, 7, 11, 12, 17].includes(i) : ![1, 4, 5, 9, 10, 14, 16].includes(i - S)) ? 1 : 0,
+);
 const X = input([B, D, H, W, C], 5, 3);
 const GAMMA = Float32Array.from([1.5, -0.7]);
 const BETA = Float32Array.from([0.25, -1.1]);
@@ -29,8 +35,13 @@ function reference(x: ArrayLike<number>, gamma: ArrayLike<number>, beta: ArrayLi
   const y = new Float64Array(B * S * C);
   for (let b = 0; b < B; b++) {
     for (let c = 0; c < C; c++) {
-      let n = 0, sum = 0;
-      for (let s = 0; s < S; s++) if (MASK[b * S + s] === 1) { n++; sum += x[(b * S + s) * C + c]!; }
+      let n = 0,
+        sum = 0;
+      for (let s = 0; s < S; s++)
+        if (MASK[b * S + s] === 1) {
+          n++;
+          sum += x[(b * S + s) * C + c]!;
+        }
       const mean = sum / n;
       let sq = 0;
       for (let s = 0; s < S; s++) if (MASK[b * S + s] === 1) sq += (x[(b * S + s) * C + c]! - mean) ** 2;
@@ -62,10 +73,13 @@ function ours(f = sparseInstanceNorm): { y: Float32Array; grads: Float32Array[] 
   return tf.tidy(() => {
     const x = tf.tensor5d(X.data, [B, D, H, W, C]);
     const m = tf.tensor5d(MASK, [B, D, H, W, 1]);
-    const g = tf.tensor1d(GAMMA), be = tf.tensor1d(BETA);
+    const g = tf.tensor1d(GAMMA),
+      be = tf.tensor1d(BETA);
     const r = tf.tensor5d(R, [B, D, H, W, C]);
     const y = f(x, m, g, be, EPS);
-    const { grads } = tf.valueAndGrads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(f(a as tf.Tensor5D, m, b as tf.Tensor1D, c as tf.Tensor1D, EPS), r)))([x, g, be]);
+    const { grads } = tf.valueAndGrads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) =>
+      tf.sum(tf.mul(f(a as tf.Tensor5D, m, b as tf.Tensor1D, c as tf.Tensor1D, EPS), r)),
+    )([x, g, be]);
     return { y: y.dataSync() as Float32Array, grads: grads.map((t) => t.dataSync() as Float32Array) };
   });
 }
@@ -81,23 +95,42 @@ for (const backend of ["default", "wasm"] as const) {
       await use();
       const { y } = ours();
       const ref = reference(X.data, GAMMA, BETA);
-      for (let i = 0; i < y.length; i++) assert.ok(Math.abs(y[i]! - ref[i]!) < 2e-5, `y[${i}] = ${y[i]}, reference ${ref[i]}`);
-      for (let v = 0; v < B * S; v++) if (MASK[v] === 0) for (let c = 0; c < C; c++) assert.ok(y[v * C + c] === 0, `masked y = ${y[v * C + c]}`);
+      for (let i = 0; i < y.length; i++)
+        assert.ok(Math.abs(y[i]! - ref[i]!) < 2e-5, `y[${i}] = ${y[i]}, reference ${ref[i]}`);
+      for (let v = 0; v < B * S; v++)
+        if (MASK[v] === 0) for (let c = 0; c < C; c++) assert.ok(y[v * C + c] === 0, `masked y = ${y[v * C + c]}`);
       // visible outputs: per (sample, channel) mean beta and std |gamma|·sqrt(var/(var+eps)) ≈ |gamma|
-      for (let b = 0; b < B; b++) for (let c = 0; c < C; c++) {
-        const vis = Array.from({ length: S }, (_, s) => s).filter((s) => MASK[b * S + s] === 1).map((s) => y[(b * S + s) * C + c]!);
-        const mean = vis.reduce((a, v) => a + v, 0) / vis.length;
-        const sd = Math.sqrt(vis.reduce((a, v) => a + (v - mean) ** 2, 0) / vis.length);
-        assert.ok(Math.abs(mean - BETA[c]!) < 1e-5, `sample ${b} channel ${c}: mean ${mean}`);
-        assert.ok(Math.abs(sd - Math.abs(GAMMA[c]!)) < 1e-3, `sample ${b} channel ${c}: std ${sd}`);
-      }
+      for (let b = 0; b < B; b++)
+        for (let c = 0; c < C; c++) {
+          const vis = Array.from({ length: S }, (_, s) => s)
+            .filter((s) => MASK[b * S + s] === 1)
+            .map((s) => y[(b * S + s) * C + c]!);
+          const mean = vis.reduce((a, v) => a + v, 0) / vis.length;
+          const sd = Math.sqrt(vis.reduce((a, v) => a + (v - mean) ** 2, 0) / vis.length);
+          assert.ok(Math.abs(mean - BETA[c]!) < 1e-5, `sample ${b} channel ${c}: mean ${mean}`);
+          assert.ok(Math.abs(sd - Math.abs(GAMMA[c]!)) < 1e-3, `sample ${b} channel ${c}: std ${sd}`);
+        }
     });
 
     test("masked input values do not change the output", async () => {
       await use();
-      const a = tf.tidy(() => sparseInstanceNorm(tf.tensor5d(X.data, [B, D, H, W, C]), tf.tensor5d(MASK, [B, D, H, W, 1]), tf.tensor1d(GAMMA), tf.tensor1d(BETA)).dataSync());
+      const a = tf.tidy(() =>
+        sparseInstanceNorm(
+          tf.tensor5d(X.data, [B, D, H, W, C]),
+          tf.tensor5d(MASK, [B, D, H, W, 1]),
+          tf.tensor1d(GAMMA),
+          tf.tensor1d(BETA),
+        ).dataSync(),
+      );
       const x2 = Float32Array.from(X.data, (v, i) => (MASK[Math.floor(i / C)] === 0 ? v * 100 + 7 : v));
-      const b = tf.tidy(() => sparseInstanceNorm(tf.tensor5d(x2, [B, D, H, W, C]), tf.tensor5d(MASK, [B, D, H, W, 1]), tf.tensor1d(GAMMA), tf.tensor1d(BETA)).dataSync());
+      const b = tf.tidy(() =>
+        sparseInstanceNorm(
+          tf.tensor5d(x2, [B, D, H, W, C]),
+          tf.tensor5d(MASK, [B, D, H, W, 1]),
+          tf.tensor1d(GAMMA),
+          tf.tensor1d(BETA),
+        ).dataSync(),
+      );
       assert.deepEqual(b, a);
     });
 
@@ -107,12 +140,21 @@ for (const backend of ["default", "wasm"] as const) {
       const [gx, gg, gb] = grads as [Float32Array, Float32Array, Float32Array];
       for (let i = 0; i < gx.length; i++) {
         const want = fd(0, i);
-        assert.ok(Math.abs(gx[i]! - want) <= 1e-3 * Math.max(1, Math.abs(want)), `dx[${i}] = ${gx[i]}, finite difference ${want}`);
+        assert.ok(
+          Math.abs(gx[i]! - want) <= 1e-3 * Math.max(1, Math.abs(want)),
+          `dx[${i}] = ${gx[i]}, finite difference ${want}`,
+        );
         if (MASK[Math.floor(i / C)] === 0) assert.ok(gx[i] === 0, `masked dx[${i}] = ${gx[i]}`);
       }
       for (let c = 0; c < C; c++) {
-        assert.ok(Math.abs(gg[c]! - fd(1, c)) <= 1e-4 * Math.max(1, Math.abs(fd(1, c))), `dgamma[${c}] = ${gg[c]}, fd ${fd(1, c)}`);
-        assert.ok(Math.abs(gb[c]! - fd(2, c)) <= 1e-4 * Math.max(1, Math.abs(fd(2, c))), `dbeta[${c}] = ${gb[c]}, fd ${fd(2, c)}`);
+        assert.ok(
+          Math.abs(gg[c]! - fd(1, c)) <= 1e-4 * Math.max(1, Math.abs(fd(1, c))),
+          `dgamma[${c}] = ${gg[c]}, fd ${fd(1, c)}`,
+        );
+        assert.ok(
+          Math.abs(gb[c]! - fd(2, c)) <= 1e-4 * Math.max(1, Math.abs(fd(2, c))),
+          `dbeta[${c}] = ${gb[c]}, fd ${fd(2, c)}`,
+        );
       }
     });
 
@@ -130,13 +172,16 @@ for (const backend of ["default", "wasm"] as const) {
       await use();
       const x = tf.tensor5d(X.data, [B, D, H, W, C]);
       const ones = tf.ones<tf.Rank.R5>([B, D, H, W, 1]);
-      const g = tf.tensor1d(GAMMA), be = tf.tensor1d(BETA);
+      const g = tf.tensor1d(GAMMA),
+        be = tf.tensor1d(BETA);
       const a = tf.tidy(() => sparseInstanceNorm(x, ones, g, be).dataSync());
       const b = tf.tidy(() => instanceNorm(x, g, be).dataSync());
       assert.ok(relDiff(a, b) < 1e-5, `rel diff ${relDiff(a, b)}`);
       const m = tf.tensor5d(MASK, [B, D, H, W, 1]);
       const before = tf.memory().numTensors;
-      const vg = tf.valueAndGrads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) => tf.sum(sparseInstanceNorm(p as tf.Tensor5D, m, q as tf.Tensor1D, r as tf.Tensor1D)))([x, g, be]);
+      const vg = tf.valueAndGrads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
+        tf.sum(sparseInstanceNorm(p as tf.Tensor5D, m, q as tf.Tensor1D, r as tf.Tensor1D)),
+      )([x, g, be]);
       tf.dispose([vg.value, ...vg.grads]);
       assert.equal(tf.memory().numTensors, before);
       tf.dispose([x, ones, g, be, m]);
@@ -147,6 +192,9 @@ for (const backend of ["default", "wasm"] as const) {
 test("a mask of the wrong shape is rejected", async () => {
   await selectBackend("auto");
   tf.tidy(() => {
-    assert.throws(() => sparseInstanceNorm(tf.zeros([1, 2, 2, 2, 3]), tf.ones([1, 2, 2, 1, 1]), tf.ones([3]), tf.zeros([3])), /mask shape/);
+    assert.throws(
+      () => sparseInstanceNorm(tf.zeros([1, 2, 2, 2, 3]), tf.ones([1, 2, 2, 1, 1]), tf.ones([3]), tf.zeros([3])),
+      /mask shape/,
+    );
   });
 });

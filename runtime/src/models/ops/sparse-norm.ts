@@ -24,7 +24,14 @@ function useFused(x: tf.Tensor, mask: tf.Tensor): boolean {
  * `leakyRelu(sparseInstanceNorm(x, mask, gamma, beta, eps), slope)` (LeakyReLU keeps masked voxels at 0); one fused
  * kernel each way on cpu + native, the two composed ops elsewhere.
  */
-export function sparseInstanceNormLeakyRelu(x: tf.Tensor5D, mask: tf.Tensor5D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5, slope = 0.01): tf.Tensor5D {
+export function sparseInstanceNormLeakyRelu(
+  x: tf.Tensor5D,
+  mask: tf.Tensor5D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps = 1e-5,
+  slope = 0.01,
+): tf.Tensor5D {
   checkMask(x, mask);
   if (useFused(x, mask)) return sparseInstanceNormFused(x, mask, gamma, beta, eps, { leakyReluAlpha: slope });
   return tf.tidy(() => tf.leakyRelu(sparseInstanceNorm(x, mask, gamma, beta, eps), slope));
@@ -33,7 +40,9 @@ export function sparseInstanceNormLeakyRelu(x: tf.Tensor5D, mask: tf.Tensor5D, g
 function checkMask(x: tf.Tensor5D, mask: tf.Tensor5D): void {
   const [b, d, h, w] = x.shape;
   if (mask.shape[0] !== b || mask.shape[1] !== d || mask.shape[2] !== h || mask.shape[3] !== w || mask.shape[4] !== 1) {
-    throw new Error(`sparseInstanceNorm: mask shape [${mask.shape.join(",")}] does not match input [${x.shape.join(",")}] (needs [${b},${d},${h},${w},1])`);
+    throw new Error(
+      `sparseInstanceNorm: mask shape [${mask.shape.join(",")}] does not match input [${x.shape.join(",")}] (needs [${b},${d},${h},${w},1])`,
+    );
   }
 }
 
@@ -42,7 +51,13 @@ function checkMask(x: tf.Tensor5D, mask: tf.Tensor5D): void {
  * any non-zero as visible, the composed form would weight by the value.
  * A sample without visible voxels gives 0 everywhere (its count is clamped to 1).
  */
-export function sparseInstanceNorm(x: tf.Tensor5D, mask: tf.Tensor5D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): tf.Tensor5D {
+export function sparseInstanceNorm(
+  x: tf.Tensor5D,
+  mask: tf.Tensor5D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps = 1e-5,
+): tf.Tensor5D {
   checkMask(x, mask);
   if (useFused(x, mask)) return sparseInstanceNormFused(x, mask, gamma, beta, eps);
   const [b, d, h, w, c] = x.shape;
@@ -81,7 +96,13 @@ export function sparseInstanceNorm(x: tf.Tensor5D, mask: tf.Tensor5D, gamma: tf.
 }
 
 /** The same function by tfjs autodiff of its composition (reference for the hand-written gradient; tests). */
-export function sparseInstanceNormComposed(x: tf.Tensor5D, mask: tf.Tensor5D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): tf.Tensor5D {
+export function sparseInstanceNormComposed(
+  x: tf.Tensor5D,
+  mask: tf.Tensor5D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps = 1e-5,
+): tf.Tensor5D {
   const [b, d, h, w, c] = x.shape;
   const s = d * h * w;
   return tf.tidy(() => {

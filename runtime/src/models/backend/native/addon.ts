@@ -18,12 +18,36 @@ export interface NativeAddon {
   conv3d(x: Float32Array, w: Float32Array, y: Float32Array, geometry: Int32Array): void;
   conv3dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, geometry: Int32Array): void;
   conv3dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, geometry: Int32Array): void;
-  matmul(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transposeA: boolean,
-    transposeB: boolean, batchIndexA: Int32Array, batchIndexB: Int32Array): void;
+  matmul(
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    m: number,
+    n: number,
+    k: number,
+    transposeA: boolean,
+    transposeB: boolean,
+    batchIndexA: Int32Array,
+    batchIndexB: Int32Array,
+  ): void;
   /** numpy broadcasting. */
-  binary(op: BinaryOp, a: Float32Array, aShape: Int32Array, b: Float32Array, bShape: Int32Array, out: Float32Array): void;
+  binary(
+    op: BinaryOp,
+    a: Float32Array,
+    aShape: Int32Array,
+    b: Float32Array,
+    bShape: Int32Array,
+    out: Float32Array,
+  ): void;
   /** out is tfjs's bool storage. */
-  compare(op: CompareOp, a: Float32Array, aShape: Int32Array, b: Float32Array, bShape: Int32Array, out: Uint8Array): void;
+  compare(
+    op: CompareOp,
+    a: Float32Array,
+    aShape: Int32Array,
+    b: Float32Array,
+    bShape: Int32Array,
+    out: Uint8Array,
+  ): void;
   select(condition: Uint8Array, t: Float32Array, e: Float32Array, out: Float32Array): void;
   reduceSum(x: Float32Array, outer: number, reduced: number, inner: number, scale: number, y: Float32Array): void;
   concat(inputs: Float32Array[], widths: Int32Array, outer: number, out: Float32Array): void;
@@ -33,27 +57,125 @@ export interface NativeAddon {
   unary(op: UnaryOp, x: Float32Array, alpha: number, y: Float32Array): void;
   transpose(x: Float32Array, shape: Int32Array, perm: Int32Array, y: Float32Array): void;
   /** alpha: slope of a fused LeakyReLU after the affine; 1 = none. */
-  instanceNorm(x: Float32Array, b: number, s: number, c: number, gamma: Float32Array, beta: Float32Array, eps: number,
-    y: Float32Array, mean: Float32Array, rstd: Float32Array, alpha: number): void;
-  instanceNormGrad(x: Float32Array, dy: Float32Array, b: number, s: number, c: number, gamma: Float32Array,
-    mean: Float32Array, rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array,
-    beta: Float32Array, alpha: number): void;
+  instanceNorm(
+    x: Float32Array,
+    b: number,
+    s: number,
+    c: number,
+    gamma: Float32Array,
+    beta: Float32Array,
+    eps: number,
+    y: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    alpha: number,
+  ): void;
+  instanceNormGrad(
+    x: Float32Array,
+    dy: Float32Array,
+    b: number,
+    s: number,
+    c: number,
+    gamma: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    dx: Float32Array,
+    dgamma: Float32Array,
+    dbeta: Float32Array,
+    beta: Float32Array,
+    alpha: number,
+  ): void;
   /** Sparse instance norm (SparK): statistics over voxels with mask != 0 only; 0 output where masked. Absent in addons built before it. */
-  sparseInstanceNorm?(x: Float32Array, mask: Float32Array, b: number, s: number, c: number, gamma: Float32Array,
-    beta: Float32Array, eps: number, alpha: number, y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
-  sparseInstanceNormGrad?(x: Float32Array, dy: Float32Array, mask: Float32Array, b: number, s: number, c: number,
-    gamma: Float32Array, beta: Float32Array, mean: Float32Array, rstd: Float32Array, alpha: number, dx: Float32Array,
-    dgamma: Float32Array, dbeta: Float32Array): void;
-  layerNorm(x: Float32Array, rows: number, c: number, gamma: Float32Array, beta: Float32Array, eps: number,
-    y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
-  layerNormGrad(x: Float32Array, dy: Float32Array, rows: number, c: number, gamma: Float32Array, mean: Float32Array,
-    rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void;
-  attention(q: Float32Array, k: Float32Array, v: Float32Array, bh: number, t: number, s: number, d: number, scale: number,
-    o: Float32Array, lse: Float32Array): void;
-  attentionGrad(q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, lse: Float32Array, dout: Float32Array,
-    bh: number, t: number, s: number, d: number, scale: number, dq: Float32Array, dk: Float32Array, dv: Float32Array): void;
-  copyBlock(src: Float32Array, srcShape: Int32Array, srcOffset: Int32Array, dst: Float32Array, dstShape: Int32Array,
-    dstOffset: Int32Array, size: Int32Array): void;
+  sparseInstanceNorm?(
+    x: Float32Array,
+    mask: Float32Array,
+    b: number,
+    s: number,
+    c: number,
+    gamma: Float32Array,
+    beta: Float32Array,
+    eps: number,
+    alpha: number,
+    y: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+  ): void;
+  sparseInstanceNormGrad?(
+    x: Float32Array,
+    dy: Float32Array,
+    mask: Float32Array,
+    b: number,
+    s: number,
+    c: number,
+    gamma: Float32Array,
+    beta: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    alpha: number,
+    dx: Float32Array,
+    dgamma: Float32Array,
+    dbeta: Float32Array,
+  ): void;
+  layerNorm(
+    x: Float32Array,
+    rows: number,
+    c: number,
+    gamma: Float32Array,
+    beta: Float32Array,
+    eps: number,
+    y: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+  ): void;
+  layerNormGrad(
+    x: Float32Array,
+    dy: Float32Array,
+    rows: number,
+    c: number,
+    gamma: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    dx: Float32Array,
+    dgamma: Float32Array,
+    dbeta: Float32Array,
+  ): void;
+  attention(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    bh: number,
+    t: number,
+    s: number,
+    d: number,
+    scale: number,
+    o: Float32Array,
+    lse: Float32Array,
+  ): void;
+  attentionGrad(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    o: Float32Array,
+    lse: Float32Array,
+    dout: Float32Array,
+    bh: number,
+    t: number,
+    s: number,
+    d: number,
+    scale: number,
+    dq: Float32Array,
+    dk: Float32Array,
+    dv: Float32Array,
+  ): void;
+  copyBlock(
+    src: Float32Array,
+    srcShape: Int32Array,
+    srcOffset: Int32Array,
+    dst: Float32Array,
+    dstShape: Int32Array,
+    dstOffset: Int32Array,
+    size: Int32Array,
+  ): void;
   avgPool3d(x: Float32Array, geometry: Int32Array, y: Float32Array): void;
   avgPool3dGrad(dy: Float32Array, geometry: Int32Array, dx: Float32Array): void;
   setOptions(dnnl: boolean, blas: boolean, threads: number): void;
@@ -100,8 +222,10 @@ function loadAddon(path: string): NativeAddon | null {
     a.setOptions(true, envString("SSL3D_NATIVE_BLAS") === "1", Number.isInteger(threads) && threads > 0 ? threads : 0);
     return a;
   } catch (e) {
-    log().warn({ err: e instanceof Error ? e.message : String(e), path },
-      "native kernel addon failed to load; the cpu backend uses stock tfjs kernels");
+    log().warn(
+      { err: e instanceof Error ? e.message : String(e), path },
+      "native kernel addon failed to load; the cpu backend uses stock tfjs kernels",
+    );
     return null;
   }
 }
@@ -110,15 +234,18 @@ function loadAddon(path: string): NativeAddon | null {
 export function nativeAddon(): NativeAddon | null {
   // checked on every call (not cached), so SSL3D_NATIVE=0 set later in the process still disables loading
   if (envString("SSL3D_NATIVE") === "0") {
-    if (!disabledLogged) log().info("native kernels disabled (SSL3D_NATIVE=0); the cpu backend uses stock tfjs kernels");
+    if (!disabledLogged)
+      log().info("native kernels disabled (SSL3D_NATIVE=0); the cpu backend uses stock tfjs kernels");
     disabledLogged = true;
     return null;
   }
   if (addon !== undefined) return addon;
   const path = findAddonPath();
   if (path === null) {
-    log().warn("native kernel addon not built (run `npm rebuild` or `node native/build.mjs`); " +
-      "the cpu backend uses stock tfjs kernels, which are ~100x slower for 3D convolutions");
+    log().warn(
+      "native kernel addon not built (run `npm rebuild` or `node native/build.mjs`); " +
+        "the cpu backend uses stock tfjs kernels, which are ~100x slower for 3D convolutions",
+    );
     addon = null;
     return addon;
   }

@@ -12,11 +12,19 @@ function concat(a: NativeAddon) {
     const first = ins[0];
     if (first === undefined || ins.some((t) => !isF32(t) || t.shape.length !== first.shape.length)) return call.stock();
     const ax = tf.util.parseAxisParam(call.attrs.axis as number | number[], first.shape)[0]!;
-    const outShape = tf.backend_util.computeOutShape(ins.map((t) => t.shape), ax);
+    const outShape = tf.backend_util.computeOutShape(
+      ins.map((t) => t.shape),
+      ax,
+    );
     const outer = size(first.shape.slice(0, ax));
     const inner = size(first.shape.slice(ax + 1));
     const out = alloc(size(outShape));
-    a.concat(ins.map((t) => f32(call.backend, t)), i32(ins.map((t) => t.shape[ax]! * inner)), outer, out);
+    a.concat(
+      ins.map((t) => f32(call.backend, t)),
+      i32(ins.map((t) => t.shape[ax]! * inner)),
+      outer,
+      out,
+    );
     return output(call, outShape, out);
   };
 }
@@ -32,7 +40,13 @@ function splitV(a: NativeAddon) {
     const inner = size(x.shape.slice(ax + 1));
     const outs = sizes.map((s) => alloc(outer * s * inner));
     a.split(f32(call.backend, x), outs, i32(sizes.map((s) => s * inner)), outer);
-    return outs.map((o, i) => output(call, x.shape.map((d, j) => (j === ax ? sizes[i]! : d)), o));
+    return outs.map((o, i) =>
+      output(
+        call,
+        x.shape.map((d, j) => (j === ax ? sizes[i]! : d)),
+        o,
+      ),
+    );
   };
 }
 
@@ -43,7 +57,11 @@ function transpose(a: NativeAddon) {
     if (!isF32(x) || x.shape.length === 0) return call.stock();
     const out = alloc(size(x.shape));
     a.transpose(f32(call.backend, x), i32(x.shape), i32(perm), out);
-    return output(call, perm.map((p) => x.shape[p]!), out);
+    return output(
+      call,
+      perm.map((p) => x.shape[p]!),
+      out,
+    );
   };
 }
 
@@ -69,8 +87,15 @@ function pad(a: NativeAddon) {
     const outShape = paddings.map((p, i) => p[0] + x.shape[i]! + p[1]);
     const n = size(outShape);
     const out = constantValue === 0 ? new Float32Array(n) : alloc(n).fill(constantValue);
-    a.copyBlock(f32(call.backend, x), i32(x.shape), new Int32Array(x.shape.length), out, i32(outShape),
-      i32(paddings.map((p) => p[0])), i32(x.shape));
+    a.copyBlock(
+      f32(call.backend, x),
+      i32(x.shape),
+      new Int32Array(x.shape.length),
+      out,
+      i32(outShape),
+      i32(paddings.map((p) => p[0])),
+      i32(x.shape),
+    );
     return output(call, outShape, out);
   };
 }

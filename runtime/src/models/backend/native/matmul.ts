@@ -18,14 +18,19 @@ function rowMajorStrides(dims: number[]): number[] {
 export function batchIndices(outerA: number[], outerB: number[]): { outer: number[]; ia: Int32Array; ib: Int32Array } {
   const outer = tf.broadcast_util.assertAndGetBroadcastShape(outerA, outerB);
   const batch = size(outer);
-  const ia = new Int32Array(batch), ib = new Int32Array(batch);
-  const sa = rowMajorStrides(outerA), sb = rowMajorStrides(outerB);
+  const ia = new Int32Array(batch),
+    ib = new Int32Array(batch);
+  const sa = rowMajorStrides(outerA),
+    sb = rowMajorStrides(outerB);
   for (let bi = 0; bi < batch; bi++) {
-    let rem = bi, offA = 0, offB = 0;
+    let rem = bi,
+      offA = 0,
+      offB = 0;
     for (let d = outer.length - 1; d >= 0; d--) {
       const idx = rem % outer[d]!;
       rem = Math.floor(rem / outer[d]!);
-      const da = d - (outer.length - outerA.length), db = d - (outer.length - outerB.length);
+      const da = d - (outer.length - outerA.length),
+        db = d - (outer.length - outerB.length);
       if (da >= 0 && outerA[da]! > 1) offA += idx * sa[da]!;
       if (db >= 0 && outerB[db]! > 1) offB += idx * sb[db]!;
     }
@@ -35,17 +40,26 @@ export function batchIndices(outerA: number[], outerB: number[]): { outer: numbe
   return { outer, ia, ib };
 }
 
-function batchMatMul(a: NativeAddon, call: KernelCall, x: tf.TensorInfo, y: tf.TensorInfo, transposeA: boolean,
-  transposeB: boolean): tf.TensorInfo {
-  const ra = x.shape.length, rb = y.shape.length;
+function batchMatMul(
+  a: NativeAddon,
+  call: KernelCall,
+  x: tf.TensorInfo,
+  y: tf.TensorInfo,
+  transposeA: boolean,
+  transposeB: boolean,
+): tf.TensorInfo {
+  const ra = x.shape.length,
+    rb = y.shape.length;
   if (ra < 2 || rb < 2) throw new Error("native BatchMatMul: inputs must have rank >= 2");
   const m = transposeA ? x.shape[ra - 1]! : x.shape[ra - 2]!;
   const kA = transposeA ? x.shape[ra - 2]! : x.shape[ra - 1]!;
   const kB = transposeB ? y.shape[rb - 1]! : y.shape[rb - 2]!;
   const n = transposeB ? y.shape[rb - 2]! : y.shape[rb - 1]!;
   if (kA !== kB) {
-    throw new Error(`Error in matMul: inner shapes (${kA}) and (${kB}) of Tensors with shapes ${x.shape.join(",")} and ` +
-      `${y.shape.join(",")} and transposeA=${transposeA} and transposeB=${transposeB} must match.`);
+    throw new Error(
+      `Error in matMul: inner shapes (${kA}) and (${kB}) of Tensors with shapes ${x.shape.join(",")} and ` +
+        `${y.shape.join(",")} and transposeA=${transposeA} and transposeB=${transposeB} must match.`,
+    );
   }
   const { outer, ia, ib } = batchIndices(x.shape.slice(0, -2), y.shape.slice(0, -2));
   const out = alloc(ia.length * m * n);
@@ -54,7 +68,12 @@ function batchMatMul(a: NativeAddon, call: KernelCall, x: tf.TensorInfo, y: tf.T
 }
 
 const ACTIVATION_KERNELS: Readonly<Record<string, string>> = {
-  relu: "Relu", elu: "Elu", relu6: "Relu6", prelu: "Prelu", leakyrelu: "LeakyRelu", sigmoid: "Sigmoid",
+  relu: "Relu",
+  elu: "Elu",
+  relu6: "Relu6",
+  prelu: "Prelu",
+  leakyrelu: "LeakyRelu",
+  sigmoid: "Sigmoid",
 };
 /** Stock kernels `_FusedMatMul` may call besides the ones the addon replaces. */
 export const ACTIVATION_STOCK_KERNELS = ["Elu", "Relu6", "Prelu", "Sigmoid"] as const;
@@ -80,12 +99,14 @@ function activate(call: KernelCall, current: tf.TensorInfo, activation: string):
 
 export function kernels(a: NativeAddon): NativeKernel[] {
   const plain = (call: KernelCall): tf.TensorInfo | tf.TensorInfo[] => {
-    const x = input(call, "a"), y = input(call, "b");
+    const x = input(call, "a"),
+      y = input(call, "b");
     if (!isF32(x, y)) return call.stock();
     return batchMatMul(a, call, x, y, call.attrs.transposeA as boolean, call.attrs.transposeB as boolean);
   };
   const fused = (call: KernelCall): tf.TensorInfo | tf.TensorInfo[] => {
-    const x = input(call, "a"), y = input(call, "b");
+    const x = input(call, "a"),
+      y = input(call, "b");
     if (!isF32(x, y)) return call.stock();
     let current = batchMatMul(a, call, x, y, call.attrs.transposeA as boolean, call.attrs.transposeB as boolean);
     const replace = (next: tf.TensorInfo): void => {
@@ -98,5 +119,8 @@ export function kernels(a: NativeAddon): NativeKernel[] {
     if (activation !== undefined && activation !== "linear") replace(activate(call, current, activation));
     return current;
   };
-  return [{ name: "BatchMatMul", body: plain }, { name: "_FusedMatMul", body: fused }];
+  return [
+    { name: "BatchMatMul", body: plain },
+    { name: "_FusedMatMul", body: fused },
+  ];
 }

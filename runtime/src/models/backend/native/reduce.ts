@@ -10,13 +10,15 @@ function reduction(a: NativeAddon, mean: boolean) {
     const axes = tf.util.parseAxisParam(axis, x.shape).sort((p, q) => p - q);
     const contiguous = axes.every((v, i) => i === 0 || v === axes[i - 1]! + 1);
     if (!isF32(x) || axes.length === 0 || !contiguous) return call.stock();
-    const first = axes[0]!, last = axes[axes.length - 1]!;
+    const first = axes[0]!,
+      last = axes[axes.length - 1]!;
     const outer = size(x.shape.slice(0, first));
     const reduced = size(x.shape.slice(first, last + 1));
     const inner = size(x.shape.slice(last + 1));
     const out = alloc(outer * inner);
     a.reduceSum(f32(call.backend, x), outer, reduced, inner, mean ? 1 / reduced : 1, out);
-    const shape = keepDims ? x.shape.map((d, i) => (i >= first && i <= last ? 1 : d))
+    const shape = keepDims
+      ? x.shape.map((d, i) => (i >= first && i <= last ? 1 : d))
       : x.shape.filter((_, i) => i < first || i > last);
     return output(call, shape, out);
   };

@@ -16,8 +16,12 @@ import * as reduce from "./reduce.js";
 
 /** The family modules, by the `family` names of native/kernels.json. */
 const FAMILY_MODULES: Readonly<Record<string, (a: NativeAddon) => NativeKernel[]>> = {
-  conv: conv.kernels, matmul: matmul.kernels, elementwise: elementwise.kernels, reduce: reduce.kernels,
-  layout: layout.kernels, fused: fused.kernels,
+  conv: conv.kernels,
+  matmul: matmul.kernels,
+  elementwise: elementwise.kernels,
+  reduce: reduce.kernels,
+  layout: layout.kernels,
+  fused: fused.kernels,
 };
 
 /** Every kernel of the table, from its family module; throws when the table and the modules disagree. */
@@ -27,9 +31,12 @@ export function nativeKernels(a: NativeAddon): NativeKernel[] {
   const table = [...NATIVE_KERNEL_NAMES, ...FUSED_KERNEL_NAMES];
   for (const name of table) {
     const entry = byName.get(name);
-    if (entry === undefined) throw new Error(`native kernels: ${name} is in native/kernels.json but no module implements it`);
+    if (entry === undefined)
+      throw new Error(`native kernels: ${name} is in native/kernels.json but no module implements it`);
     if (entry.family !== KERNEL_FAMILY[name]) {
-      throw new Error(`native kernels: ${name} is implemented by ${entry.family}.ts, native/kernels.json says ${KERNEL_FAMILY[name]}`);
+      throw new Error(
+        `native kernels: ${name} is implemented by ${entry.family}.ts, native/kernels.json says ${KERNEL_FAMILY[name]}`,
+      );
     }
   }
   if (built.length !== table.length) {
@@ -93,6 +100,9 @@ export function fusedAttentionAvailable(): boolean {
  * `ops/sparse-norm.ts` then keeps its composed form.
  */
 export function fusedSparseNormAvailable(): boolean {
-  return loaded && typeof loadedAddon?.sparseInstanceNorm === "function" &&
-    typeof loadedAddon.sparseInstanceNormGrad === "function";
+  return (
+    loaded &&
+    typeof loadedAddon?.sparseInstanceNorm === "function" &&
+    typeof loadedAddon.sparseInstanceNormGrad === "function"
+  );
 }
