@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite in tiers, each runnable alone (`npm run test:<tier>`); `npm test` (no argument) runs them all after
-# the type check, lint, generated-file drift check, function-length check (scripts/check-function-length.ts) and
-# citation check (check-citations.sh). Tiers, by what a test file needs:
+# the type check, lint, formatting check (Prettier), generated-file drift check, function-length check
+# (scripts/check-function-length.ts) and citation check (check-citations.sh). Tiers, by what a test file needs:
 #   unit      no Python, no Go-built binaries: unit tests beside the sources (api/, runtime/, operator/, scripts/)
 #             and integration tests on files only (test/contract/, ...);
 #   parity    Python references (torch, nibabel, zarr-python, nnU-Net) from the venvs of scripts/setup.d/20-*.sh;
@@ -55,6 +55,7 @@ fi
 echo "node $(node --version)" >&2
 npm run --silent typecheck
 npm run --silent lint
+npm run --silent format:check
 if [ -x scripts/verify-generated.sh ]; then bash scripts/verify-generated.sh; fi
 node --import tsx scripts/check-function-length.ts
 bash scripts/check-citations.sh

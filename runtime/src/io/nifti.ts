@@ -103,139 +103,25 @@ export interface NiftiHeader {
 const N1_SIZE = 348;
 const N2_SIZE = 540;
 
+type Fail = (msg: string, field?: string) => never;
+type LibHeader = InstanceType<typeof NIFTI1> | InstanceType<typeof NIFTI2>;
+
 /** Parse and sanity-check a header from the first (at least 352/544, or all) bytes of a decompressed file. */
 export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiReadOptions = {}): NiftiHeader {
-  const fail = (msg: string, field?: string): never => {
+  const fail: Fail = (msg, field) => {
     throw new DataError(msg, { file, field });
   };
-  if (bytes.byteLength < N1_SIZE)
-    fail(`file too short for a NIfTI header (${bytes.byteLength} bytes, need at least ${N1_SIZE})`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const sizeLE = dv.getInt32(0, true);
-  const sizeBE = dv.getInt32(0, false);
-  let version: 1 | 2;
-  let le: boolean;
-  if (sizeLE === N1_SIZE || sizeBE === N1_SIZE) {
-    version = 1;
-    le = sizeLE === N1_SIZE;
-  } else if (sizeLE === N2_SIZE || sizeBE === N2_SIZE) {
-    version = 2;
-    le = sizeLE === N2_SIZE;
-  } else
-    return fail(`not a NIfTI file: sizeof_hdr is ${sizeLE}, expected 348 (NIfTI-1) or 540 (NIfTI-2)`, "sizeof_hdr");
-  if (version === 2 && bytes.byteLength < N2_SIZE)
-    fail(`file too short for a NIfTI-2 header (${bytes.byteLength} bytes, need ${N2_SIZE})`);
-
-  const magicAt = version === 1 ? 344 : 4;
-  const magic = String.fromCharCode(bytes[magicAt]!, bytes[magicAt + 1]!, bytes[magicAt + 2]!);
-  const want = version === 1 ? "n+1" : "n+2";
-  if (magic === "ni1" || magic === "ni2") {
-    fail(
-      `header of an Analyze-style .hdr/.img pair (magic "${magic}"); only single-file .nii/.nii.gz is supported — convert it first (e.g. nibabel: nib.save(nib.load(f), "x.nii.gz"))`,
-      "magic",
-    );
-  }
-  if (magic !== want || bytes[magicAt + 3] !== 0) {
-    const shown = JSON.stringify(String.fromCharCode(...bytes.subarray(magicAt, magicAt + 4)));
-    fail(
-      `bad magic ${shown}, expected "${want}\\0"${version === 1 && magic.trim() === "" ? " (an Analyze 7.5 header? not supported)" : ""}`,
-      "magic",
-    );
-  }
-
-  // Field extraction with nifti-reader-js (it needs an ArrayBuffer holding just the header).
-  const hdrBytes = version === 1 ? 352 : 544;
-  const ab = new ArrayBuffer(hdrBytes);
-  new Uint8Array(ab).set(bytes.subarray(0, Math.min(hdrBytes - 4, bytes.byteLength)));
-  // the 4 extension-flag bytes stay zero: extensions are not needed and the library would try to parse them
-  const h = version === 1 ? new NIFTI1() : new NIFTI2();
-  try {
-    h.readHeader(ab);
-  } catch (err) {
-    fail(`unreadable NIfTI-${version} header (${(err as Error).message})`);
-  }
-
-  const dim = h.dims.slice(0, 8).map(Number);
-  const ndim = dim[0]!;
-  if (!Number.isInteger(ndim) || ndim < 1 || ndim > 7) fail(`dim[0] is ${ndim}, must be 1..7`, "dim[0]");
-  for (let i = 1; i <= ndim; i++) {
-    const d = dim[i]!;
-    if (!Number.isSafeInteger(d) || d < 1) fail(`dim[${i}] is ${d}, dimensions must be positive`, `dim[${i}]`);
-  }
+  const { version, le } = detectVersion(bytes, dv, fail);
+  checkMagic(bytes, version, fail);
+  const h = readLibHeader(bytes, version, fail);
   const checkLimits = opts.limits !== false;
-  for (let i = 5; i <= ndim && checkLimits; i++) {
-    if (dim[i]! > 1)
-      fail(`dim[${i}] is ${dim[i]}: 5-D and higher images are not supported (see docs/nifti.md)`, `dim[${i}]`);
-  }
-  const size = (i: number): number => (i <= ndim ? dim[i]! : 1);
-  const shape: Vec3 = [size(1), size(2), size(3)];
-  const channels = size(4);
-  const voxels = shape[0] * shape[1] * shape[2] * channels;
-  if (checkLimits) {
-    const maxChannels = opts.maxChannels ?? limit("channels");
-    if (channels > maxChannels)
-      fail(
-        `dim[4] is ${channels}: more than ${maxChannels} volumes in the 4th dimension (limit SSL3D_MAX_CHANNELS; split the series first)`,
-        "dim[4]",
-      );
-    const maxVoxels = opts.maxVoxels ?? limit("voxels");
-    if (voxels > maxVoxels) {
-      fail(
-        `header claims ${dim.slice(1, ndim + 1).join("x")} = ${voxels.toExponential(2)} voxels, above the limit of ${maxVoxels} (SSL3D_MAX_VOXELS)`,
-        "dim",
-      );
-    }
-  }
-
-  const code = h.datatypeCode;
-  const dt = DATATYPES.get(code);
-  if (dt === undefined) {
-    const known = UNSUPPORTED.get(code);
-    fail(
-      known !== undefined
-        ? `datatype ${known} (code ${code}) is not supported; supported: ${[...DATATYPES.values()].map((d) => d.name).join(", ")}`
-        : `unknown datatype code ${code}`,
-      "datatype",
-    );
-  }
-  const { name: datatype, bytes: bytesPerVoxel } = dt!;
-
+  const { dim, ndim, shape, channels } = checkDims(h, opts, checkLimits, fail);
+  const { name: datatype, bytes: bytesPerVoxel } = datatypeOf(h.datatypeCode, fail);
   const pixdim = h.pixDims.slice(0, 8).map(Number);
-  for (let i = 1; i <= 3; i++) {
-    const p = pixdim[i]!;
-    if (!Number.isFinite(p)) fail(`pixdim[${i}] is ${p}`, `pixdim[${i}]`);
-    if (p === 0 && i <= ndim) fail(`pixdim[${i}] is 0 (voxel spacing must be non-zero)`, `pixdim[${i}]`);
-    if (p !== 0 && Math.abs(p) < MIN_SPACING)
-      fail(
-        `pixdim[${i}] is ${p}: near-zero voxel spacing (below ${MIN_SPACING} mm; resampling would give an empty image)`,
-        `pixdim[${i}]`,
-      );
-  }
-  const zoom = (i: number): number => (pixdim[i] === 0 ? 1 : Math.abs(pixdim[i]!));
-  const spacing: Vec3 = [zoom(1), zoom(2), zoom(3)];
-
-  const voxOffset = h.vox_offset;
-  const minOffset = version === 1 ? N1_SIZE : N2_SIZE;
-  if (!Number.isFinite(voxOffset) || !Number.isInteger(voxOffset) || voxOffset < minOffset) {
-    fail(`vox_offset is ${voxOffset}, must be an integer >= ${minOffset}`, "vox_offset");
-  }
-  if (checkLimits) {
-    const maxVoxOffset = opts.maxVoxOffset ?? limit("voxOffset");
-    if (voxOffset > maxVoxOffset)
-      fail(
-        `vox_offset is ${voxOffset}: more than ${maxVoxOffset} bytes of header and extensions before the voxel data (limit SSL3D_MAX_VOX_OFFSET)`,
-        "vox_offset",
-      );
-  }
-
-  let scaling: NiftiHeader["scaling"];
-  const slope = h.scl_slope,
-    inter = h.scl_inter;
-  if (Number.isFinite(slope) && slope !== 0) {
-    if (!Number.isFinite(inter)) fail(`scl_inter is ${inter} with a valid scl_slope ${slope}`, "scl_inter");
-    if (slope !== 1 || inter !== 0) scaling = { slope, inter };
-  }
-
+  const spacing = spacingOf(pixdim, ndim, fail);
+  const voxOffset = checkVoxOffset(h.vox_offset, version, opts, checkLimits, fail);
+  const scaling = scalingOf(h.scl_slope, h.scl_inter, fail);
   const { affine, source } = bestAffine(dv, le, version, h, shape, spacing, pixdim, ndim, file);
   return {
     version,
@@ -252,6 +138,151 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
     scaling,
     dataBytes: dim.slice(1, ndim + 1).reduce((a, b) => a * b, 1) * bytesPerVoxel,
   };
+}
+
+/** NIfTI-1 or -2 and the byte order, from `sizeof_hdr`. */
+function detectVersion(bytes: Uint8Array, dv: DataView, fail: Fail): { version: 1 | 2; le: boolean } {
+  if (bytes.byteLength < N1_SIZE)
+    fail(`file too short for a NIfTI header (${bytes.byteLength} bytes, need at least ${N1_SIZE})`);
+  const sizeLE = dv.getInt32(0, true);
+  const sizeBE = dv.getInt32(0, false);
+  if (sizeLE === N1_SIZE || sizeBE === N1_SIZE) return { version: 1, le: sizeLE === N1_SIZE };
+  if (sizeLE !== N2_SIZE && sizeBE !== N2_SIZE)
+    fail(`not a NIfTI file: sizeof_hdr is ${sizeLE}, expected 348 (NIfTI-1) or 540 (NIfTI-2)`, "sizeof_hdr");
+  if (bytes.byteLength < N2_SIZE)
+    fail(`file too short for a NIfTI-2 header (${bytes.byteLength} bytes, need ${N2_SIZE})`);
+  return { version: 2, le: sizeLE === N2_SIZE };
+}
+
+function checkMagic(bytes: Uint8Array, version: 1 | 2, fail: Fail): void {
+  const magicAt = version === 1 ? 344 : 4;
+  const magic = String.fromCharCode(bytes[magicAt]!, bytes[magicAt + 1]!, bytes[magicAt + 2]!);
+  const want = version === 1 ? "n+1" : "n+2";
+  if (magic === "ni1" || magic === "ni2") {
+    fail(
+      `header of an Analyze-style .hdr/.img pair (magic "${magic}"); only single-file .nii/.nii.gz is supported — convert it first (e.g. nibabel: nib.save(nib.load(f), "x.nii.gz"))`,
+      "magic",
+    );
+  }
+  if (magic !== want || bytes[magicAt + 3] !== 0) {
+    const shown = JSON.stringify(String.fromCharCode(...bytes.subarray(magicAt, magicAt + 4)));
+    fail(
+      `bad magic ${shown}, expected "${want}\\0"${version === 1 && magic.trim() === "" ? " (an Analyze 7.5 header? not supported)" : ""}`,
+      "magic",
+    );
+  }
+}
+
+/** Field extraction with nifti-reader-js (it needs an ArrayBuffer holding just the header). */
+function readLibHeader(bytes: Uint8Array, version: 1 | 2, fail: Fail): LibHeader {
+  const hdrBytes = version === 1 ? 352 : 544;
+  const ab = new ArrayBuffer(hdrBytes);
+  new Uint8Array(ab).set(bytes.subarray(0, Math.min(hdrBytes - 4, bytes.byteLength)));
+  // the 4 extension-flag bytes stay zero: extensions are not needed and the library would try to parse them
+  const h = version === 1 ? new NIFTI1() : new NIFTI2();
+  try {
+    h.readHeader(ab);
+  } catch (err) {
+    fail(`unreadable NIfTI-${version} header (${(err as Error).message})`);
+  }
+  return h;
+}
+
+function checkDims(
+  h: LibHeader,
+  opts: NiftiReadOptions,
+  checkLimits: boolean,
+  fail: Fail,
+): { dim: number[]; ndim: number; shape: Vec3; channels: number } {
+  const dim = h.dims.slice(0, 8).map(Number);
+  const ndim = dim[0]!;
+  if (!Number.isInteger(ndim) || ndim < 1 || ndim > 7) fail(`dim[0] is ${ndim}, must be 1..7`, "dim[0]");
+  for (let i = 1; i <= ndim; i++) {
+    const d = dim[i]!;
+    if (!Number.isSafeInteger(d) || d < 1) fail(`dim[${i}] is ${d}, dimensions must be positive`, `dim[${i}]`);
+  }
+  for (let i = 5; i <= ndim && checkLimits; i++) {
+    if (dim[i]! > 1)
+      fail(`dim[${i}] is ${dim[i]}: 5-D and higher images are not supported (see docs/nifti.md)`, `dim[${i}]`);
+  }
+  const size = (i: number): number => (i <= ndim ? dim[i]! : 1);
+  const shape: Vec3 = [size(1), size(2), size(3)];
+  const channels = size(4);
+  if (checkLimits) checkSizeLimits(dim, ndim, shape, channels, opts, fail);
+  return { dim, ndim, shape, channels };
+}
+
+function checkSizeLimits(
+  dim: number[],
+  ndim: number,
+  shape: Vec3,
+  channels: number,
+  opts: NiftiReadOptions,
+  fail: Fail,
+) {
+  const voxels = shape[0] * shape[1] * shape[2] * channels;
+  const maxChannels = opts.maxChannels ?? limit("channels");
+  if (channels > maxChannels)
+    fail(
+      `dim[4] is ${channels}: more than ${maxChannels} volumes in the 4th dimension (limit SSL3D_MAX_CHANNELS; split the series first)`,
+      "dim[4]",
+    );
+  const maxVoxels = opts.maxVoxels ?? limit("voxels");
+  if (voxels > maxVoxels) {
+    fail(
+      `header claims ${dim.slice(1, ndim + 1).join("x")} = ${voxels.toExponential(2)} voxels, above the limit of ${maxVoxels} (SSL3D_MAX_VOXELS)`,
+      "dim",
+    );
+  }
+}
+
+function datatypeOf(code: number, fail: Fail): DatatypeInfo {
+  const dt = DATATYPES.get(code);
+  if (dt !== undefined) return dt;
+  const known = UNSUPPORTED.get(code);
+  return fail(
+    known !== undefined
+      ? `datatype ${known} (code ${code}) is not supported; supported: ${[...DATATYPES.values()].map((d) => d.name).join(", ")}`
+      : `unknown datatype code ${code}`,
+    "datatype",
+  );
+}
+
+function spacingOf(pixdim: readonly number[], ndim: number, fail: Fail): Vec3 {
+  for (let i = 1; i <= 3; i++) {
+    const p = pixdim[i]!;
+    if (!Number.isFinite(p)) fail(`pixdim[${i}] is ${p}`, `pixdim[${i}]`);
+    if (p === 0 && i <= ndim) fail(`pixdim[${i}] is 0 (voxel spacing must be non-zero)`, `pixdim[${i}]`);
+    if (p !== 0 && Math.abs(p) < MIN_SPACING)
+      fail(
+        `pixdim[${i}] is ${p}: near-zero voxel spacing (below ${MIN_SPACING} mm; resampling would give an empty image)`,
+        `pixdim[${i}]`,
+      );
+  }
+  const zoom = (i: number): number => (pixdim[i] === 0 ? 1 : Math.abs(pixdim[i]!));
+  return [zoom(1), zoom(2), zoom(3)];
+}
+
+function checkVoxOffset(voxOffset: number, version: 1 | 2, opts: NiftiReadOptions, checkLimits: boolean, fail: Fail) {
+  const minOffset = version === 1 ? N1_SIZE : N2_SIZE;
+  if (!Number.isFinite(voxOffset) || !Number.isInteger(voxOffset) || voxOffset < minOffset) {
+    fail(`vox_offset is ${voxOffset}, must be an integer >= ${minOffset}`, "vox_offset");
+  }
+  if (checkLimits) {
+    const maxVoxOffset = opts.maxVoxOffset ?? limit("voxOffset");
+    if (voxOffset > maxVoxOffset)
+      fail(
+        `vox_offset is ${voxOffset}: more than ${maxVoxOffset} bytes of header and extensions before the voxel data (limit SSL3D_MAX_VOX_OFFSET)`,
+        "vox_offset",
+      );
+  }
+  return voxOffset;
+}
+
+function scalingOf(slope: number, inter: number, fail: Fail): NiftiHeader["scaling"] {
+  if (!Number.isFinite(slope) || slope === 0) return undefined;
+  if (!Number.isFinite(inter)) fail(`scl_inter is ${inter} with a valid scl_slope ${slope}`, "scl_inter");
+  return slope !== 1 || inter !== 0 ? { slope, inter } : undefined;
 }
 
 function bestAffine(

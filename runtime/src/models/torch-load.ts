@@ -354,248 +354,299 @@ class Unpickler {
   run(): unknown {
     for (;;) {
       const op = this.u8();
-      switch (op) {
-        case 0x80:
-          this.u8();
-          break; // PROTO
-        case 0x95:
-          this.u64();
-          break; // FRAME
-        case 0x2e:
-          return this.pop(); // STOP
-        case 0x28:
-          this.marks.push(this.stack.length);
-          break; // MARK
-        case 0x7d:
-          this.stack.push(new Map());
-          break; // EMPTY_DICT
-        case 0x5d:
-          this.stack.push([]);
-          break; // EMPTY_LIST
-        case 0x29:
-          this.stack.push([]);
-          break; // EMPTY_TUPLE
-        case 0x8f:
-          this.stack.push(new Set());
-          break; // EMPTY_SET
-        case 0x74:
-          this.stack.push(this.popMark());
-          break; // TUPLE
-        case 0x85:
-          this.stack.push([this.pop()]);
-          break; // TUPLE1
-        case 0x86: {
-          const b = this.pop();
-          const a = this.pop();
-          this.stack.push([a, b]);
-          break;
-        } // TUPLE2
-        case 0x87: {
-          const c = this.pop();
-          const b = this.pop();
-          const a = this.pop();
-          this.stack.push([a, b, c]);
-          break;
-        } // TUPLE3
-        case 0x6c:
-          this.stack.push(this.popMark());
-          break; // LIST
-        case 0x64: {
-          // DICT
-          const items = this.popMark();
-          const d = new Map<unknown, unknown>();
-          for (let i = 0; i + 1 < items.length; i += 2) d.set(items[i], items[i + 1]);
-          this.stack.push(d);
-          break;
-        }
-        case 0x91:
-          this.stack.push(new Set(this.popMark()));
-          break; // FROZENSET
-        case 0x90: {
-          const items = this.popMark();
-          const s = this.top();
-          if (s instanceof Set) for (const i of items) s.add(i);
-          break;
-        } // ADDITEMS
-        case 0x73: {
-          const v = this.pop();
-          const k = this.pop();
-          this.setItem(this.top(), k, v);
-          break;
-        } // SETITEM
-        case 0x75: {
-          // SETITEMS
-          const items = this.popMark();
-          const d = this.top();
-          for (let i = 0; i + 1 < items.length; i += 2) this.setItem(d, items[i], items[i + 1]);
-          break;
-        }
-        case 0x61: {
-          const v = this.pop();
-          const l = this.top();
-          if (Array.isArray(l)) l.push(v);
-          else this.fail("APPEND to a non-list");
-          break;
-        } // APPEND
-        case 0x65: {
-          const items = this.popMark();
-          const l = this.top();
-          if (Array.isArray(l)) for (const i of items) l.push(i);
-          else this.fail("APPENDS to a non-list");
-          break;
-        } // APPENDS
-        case 0x71:
-          this.memo.set(this.u8(), this.top());
-          break; // BINPUT
-        case 0x72:
-          this.memo.set(this.u32(), this.top());
-          break; // LONG_BINPUT
-        case 0x70:
-          this.memo.set(Number(this.line()), this.top());
-          break; // PUT
-        case 0x94:
-          this.memo.set(this.memo.size, this.top());
-          break; // MEMOIZE
-        case 0x68:
-          this.stack.push(this.memoGet(this.u8()));
-          break; // BINGET
-        case 0x6a:
-          this.stack.push(this.memoGet(this.u32()));
-          break; // LONG_BINGET
-        case 0x67:
-          this.stack.push(this.memoGet(Number(this.line())));
-          break; // GET
-        case 0x4a:
-          this.stack.push(this.i32());
-          break; // BININT
-        case 0x4b:
-          this.stack.push(this.u8());
-          break; // BININT1
-        case 0x4d:
-          this.stack.push(this.u16());
-          break; // BININT2
-        case 0x8a: {
-          // LONG1
-          const n = this.u8();
-          const b = this.bytes(n);
-          let v = 0n;
-          for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
-          if (n > 0 && (b[n - 1]! & 0x80) !== 0) v -= 1n << BigInt(8 * n);
-          this.stack.push(Number(v));
-          break;
-        }
-        case 0x49: {
-          const s = this.line();
-          this.stack.push(s === "00" ? false : s === "01" ? true : Number(s));
-          break;
-        } // INT
-        case 0x4c:
-          this.stack.push(Number(this.line().replace(/L$/, "")));
-          break; // LONG
-        case 0x47: {
-          this.need(8);
-          this.stack.push(this.data.readDoubleBE(this.p));
-          this.p += 8;
-          break;
-        } // BINFLOAT
-        case 0x46:
-          this.stack.push(Number(this.line()));
-          break; // FLOAT
-        case 0x58:
-          this.stack.push(this.bytes(this.u32()).toString("utf8"));
-          break; // BINUNICODE
-        case 0x8c:
-          this.stack.push(this.bytes(this.u8()).toString("utf8"));
-          break; // SHORT_BINUNICODE
-        case 0x8d:
-          this.stack.push(this.bytes(this.u64()).toString("utf8"));
-          break; // BINUNICODE8
-        case 0x56:
-          this.stack.push(this.line());
-          break; // UNICODE (raw-unicode-escape; ASCII in practice)
-        case 0x54:
-          this.stack.push(this.bytes(this.i32()).toString("latin1"));
-          break; // BINSTRING
-        case 0x55:
-          this.stack.push(this.bytes(this.u8()).toString("latin1"));
-          break; // SHORT_BINSTRING
-        case 0x42:
-          this.stack.push(Buffer.from(this.bytes(this.u32())));
-          break; // BINBYTES
-        case 0x43:
-          this.stack.push(Buffer.from(this.bytes(this.u8())));
-          break; // SHORT_BINBYTES
-        case 0x8e:
-          this.stack.push(Buffer.from(this.bytes(this.u64())));
-          break; // BINBYTES8
-        case 0x96:
-          this.stack.push(Buffer.from(this.bytes(this.u64())));
-          break; // BYTEARRAY8
-        case 0x4e:
-          this.stack.push(null);
-          break; // NONE
-        case 0x88:
-          this.stack.push(true);
-          break; // NEWTRUE
-        case 0x89:
-          this.stack.push(false);
-          break; // NEWFALSE
-        case 0x63: {
-          const module = this.line();
-          const name = this.line();
-          this.stack.push(new PyGlobal(module, name));
-          break;
-        } // GLOBAL
-        case 0x93: {
-          const name = this.pop();
-          const module = this.pop();
-          if (typeof name !== "string" || typeof module !== "string") this.fail("STACK_GLOBAL needs two strings");
-          this.stack.push(new PyGlobal(module, name));
-          break;
-        } // STACK_GLOBAL
-        case 0x52: {
-          const args = this.pop();
-          const fn = this.pop();
-          this.stack.push(this.callGlobal(fn, Array.isArray(args) ? args : []));
-          break;
-        } // REDUCE
-        case 0x81: {
-          const args = this.pop();
-          const cls = this.pop();
-          this.stack.push(this.callGlobal(cls, Array.isArray(args) ? args : []));
-          break;
-        } // NEWOBJ
-        case 0x92: {
-          this.pop();
-          const args = this.pop();
-          const cls = this.pop();
-          this.stack.push(this.callGlobal(cls, Array.isArray(args) ? args : []));
-          break;
-        } // NEWOBJ_EX
-        case 0x62: {
-          const state = this.pop();
-          const obj = this.top();
-          if (obj instanceof PyObject) obj.state = state;
-          break;
-        } // BUILD (state of plain containers, e.g. OrderedDict._metadata, is dropped)
-        case 0x51:
-          this.stack.push(this.persistent(this.pop()));
-          break; // BINPERSID
-        case 0x50:
-          this.stack.push(this.persistent(this.line()));
-          break; // PERSID
-        case 0x30:
-          this.pop();
-          break; // POP
-        case 0x31:
-          this.popMark();
-          break; // POP_MARK
-        case 0x32:
-          this.stack.push(this.top());
-          break; // DUP
-        default:
-          this.fail(`unsupported opcode 0x${op.toString(16)}`);
+      if (op === 0x2e) return this.pop(); // STOP
+      const handled =
+        this.frameOp(op) ||
+        this.containerOp(op) ||
+        this.memoOp(op) ||
+        this.scalarOp(op) ||
+        this.textOp(op) ||
+        this.objectOp(op);
+      if (!handled) this.fail(`unsupported opcode 0x${op.toString(16)}`);
+    }
+  }
+
+  /** Framing and stack bookkeeping: PROTO, FRAME, MARK, POP, POP_MARK, DUP. */
+  private frameOp(op: number): boolean {
+    switch (op) {
+      case 0x80:
+        this.u8();
+        return true; // PROTO
+      case 0x95:
+        this.u64();
+        return true; // FRAME
+      case 0x28:
+        this.marks.push(this.stack.length);
+        return true; // MARK
+      case 0x30:
+        this.pop();
+        return true; // POP
+      case 0x31:
+        this.popMark();
+        return true; // POP_MARK
+      case 0x32:
+        this.stack.push(this.top());
+        return true; // DUP
+      default:
+        return false;
+    }
+  }
+
+  /** Lists, tuples, dicts and sets. */
+  private containerOp(op: number): boolean {
+    switch (op) {
+      case 0x7d:
+        this.stack.push(new Map());
+        return true; // EMPTY_DICT
+      case 0x5d:
+        this.stack.push([]);
+        return true; // EMPTY_LIST
+      case 0x29:
+        this.stack.push([]);
+        return true; // EMPTY_TUPLE
+      case 0x8f:
+        this.stack.push(new Set());
+        return true; // EMPTY_SET
+      case 0x74:
+        this.stack.push(this.popMark());
+        return true; // TUPLE
+      case 0x85:
+        this.stack.push([this.pop()]);
+        return true; // TUPLE1
+      case 0x86: {
+        const b = this.pop();
+        const a = this.pop();
+        this.stack.push([a, b]);
+        return true;
+      } // TUPLE2
+      case 0x87: {
+        const c = this.pop();
+        const b = this.pop();
+        const a = this.pop();
+        this.stack.push([a, b, c]);
+        return true;
+      } // TUPLE3
+      case 0x6c:
+        this.stack.push(this.popMark());
+        return true; // LIST
+      case 0x64: {
+        // DICT
+        const items = this.popMark();
+        const d = new Map<unknown, unknown>();
+        for (let i = 0; i + 1 < items.length; i += 2) d.set(items[i], items[i + 1]);
+        this.stack.push(d);
+        return true;
       }
+      case 0x91:
+        this.stack.push(new Set(this.popMark()));
+        return true; // FROZENSET
+      case 0x90: {
+        const items = this.popMark();
+        const s = this.top();
+        if (s instanceof Set) for (const i of items) s.add(i);
+        return true;
+      } // ADDITEMS
+      case 0x73: {
+        const v = this.pop();
+        const k = this.pop();
+        this.setItem(this.top(), k, v);
+        return true;
+      } // SETITEM
+      case 0x75: {
+        // SETITEMS
+        const items = this.popMark();
+        const d = this.top();
+        for (let i = 0; i + 1 < items.length; i += 2) this.setItem(d, items[i], items[i + 1]);
+        return true;
+      }
+      case 0x61: {
+        const v = this.pop();
+        const l = this.top();
+        if (Array.isArray(l)) l.push(v);
+        else this.fail("APPEND to a non-list");
+        return true;
+      } // APPEND
+      case 0x65: {
+        const items = this.popMark();
+        const l = this.top();
+        if (Array.isArray(l)) for (const i of items) l.push(i);
+        else this.fail("APPENDS to a non-list");
+        return true;
+      } // APPENDS
+      default:
+        return false;
+    }
+  }
+
+  /** The memo: PUT/BINPUT/LONG_BINPUT/MEMOIZE and GET/BINGET/LONG_BINGET. */
+  private memoOp(op: number): boolean {
+    switch (op) {
+      case 0x71:
+        this.memo.set(this.u8(), this.top());
+        return true; // BINPUT
+      case 0x72:
+        this.memo.set(this.u32(), this.top());
+        return true; // LONG_BINPUT
+      case 0x70:
+        this.memo.set(Number(this.line()), this.top());
+        return true; // PUT
+      case 0x94:
+        this.memo.set(this.memo.size, this.top());
+        return true; // MEMOIZE
+      case 0x68:
+        this.stack.push(this.memoGet(this.u8()));
+        return true; // BINGET
+      case 0x6a:
+        this.stack.push(this.memoGet(this.u32()));
+        return true; // LONG_BINGET
+      case 0x67:
+        this.stack.push(this.memoGet(Number(this.line())));
+        return true; // GET
+      default:
+        return false;
+    }
+  }
+
+  /** Numbers, booleans and None. */
+  private scalarOp(op: number): boolean {
+    switch (op) {
+      case 0x4a:
+        this.stack.push(this.i32());
+        return true; // BININT
+      case 0x4b:
+        this.stack.push(this.u8());
+        return true; // BININT1
+      case 0x4d:
+        this.stack.push(this.u16());
+        return true; // BININT2
+      case 0x8a: {
+        // LONG1
+        const n = this.u8();
+        const b = this.bytes(n);
+        let v = 0n;
+        for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
+        if (n > 0 && (b[n - 1]! & 0x80) !== 0) v -= 1n << BigInt(8 * n);
+        this.stack.push(Number(v));
+        return true;
+      }
+      case 0x49: {
+        const s = this.line();
+        this.stack.push(s === "00" ? false : s === "01" ? true : Number(s));
+        return true;
+      } // INT
+      case 0x4c:
+        this.stack.push(Number(this.line().replace(/L$/, "")));
+        return true; // LONG
+      case 0x47: {
+        this.need(8);
+        this.stack.push(this.data.readDoubleBE(this.p));
+        this.p += 8;
+        return true;
+      } // BINFLOAT
+      case 0x46:
+        this.stack.push(Number(this.line()));
+        return true; // FLOAT
+      case 0x4e:
+        this.stack.push(null);
+        return true; // NONE
+      case 0x88:
+        this.stack.push(true);
+        return true; // NEWTRUE
+      case 0x89:
+        this.stack.push(false);
+        return true; // NEWFALSE
+      default:
+        return false;
+    }
+  }
+
+  /** Strings and bytes. */
+  private textOp(op: number): boolean {
+    switch (op) {
+      case 0x58:
+        this.stack.push(this.bytes(this.u32()).toString("utf8"));
+        return true; // BINUNICODE
+      case 0x8c:
+        this.stack.push(this.bytes(this.u8()).toString("utf8"));
+        return true; // SHORT_BINUNICODE
+      case 0x8d:
+        this.stack.push(this.bytes(this.u64()).toString("utf8"));
+        return true; // BINUNICODE8
+      case 0x56:
+        this.stack.push(this.line());
+        return true; // UNICODE (raw-unicode-escape; ASCII in practice)
+      case 0x54:
+        this.stack.push(this.bytes(this.i32()).toString("latin1"));
+        return true; // BINSTRING
+      case 0x55:
+        this.stack.push(this.bytes(this.u8()).toString("latin1"));
+        return true; // SHORT_BINSTRING
+      case 0x42:
+        this.stack.push(Buffer.from(this.bytes(this.u32())));
+        return true; // BINBYTES
+      case 0x43:
+        this.stack.push(Buffer.from(this.bytes(this.u8())));
+        return true; // SHORT_BINBYTES
+      case 0x8e:
+        this.stack.push(Buffer.from(this.bytes(this.u64())));
+        return true; // BINBYTES8
+      case 0x96:
+        this.stack.push(Buffer.from(this.bytes(this.u64())));
+        return true; // BYTEARRAY8
+      default:
+        return false;
+    }
+  }
+
+  /** Globals, calls (REDUCE, NEWOBJ), BUILD and persistent ids (the tensors' storages). */
+  private objectOp(op: number): boolean {
+    switch (op) {
+      case 0x63: {
+        const module = this.line();
+        const name = this.line();
+        this.stack.push(new PyGlobal(module, name));
+        return true;
+      } // GLOBAL
+      case 0x93: {
+        const name = this.pop();
+        const module = this.pop();
+        if (typeof name !== "string" || typeof module !== "string") this.fail("STACK_GLOBAL needs two strings");
+        this.stack.push(new PyGlobal(module, name));
+        return true;
+      } // STACK_GLOBAL
+      case 0x52: {
+        const args = this.pop();
+        const fn = this.pop();
+        this.stack.push(this.callGlobal(fn, Array.isArray(args) ? args : []));
+        return true;
+      } // REDUCE
+      case 0x81: {
+        const args = this.pop();
+        const cls = this.pop();
+        this.stack.push(this.callGlobal(cls, Array.isArray(args) ? args : []));
+        return true;
+      } // NEWOBJ
+      case 0x92: {
+        this.pop();
+        const args = this.pop();
+        const cls = this.pop();
+        this.stack.push(this.callGlobal(cls, Array.isArray(args) ? args : []));
+        return true;
+      } // NEWOBJ_EX
+      case 0x62: {
+        const state = this.pop();
+        const obj = this.top();
+        if (obj instanceof PyObject) obj.state = state;
+        return true;
+      } // BUILD (state of plain containers, e.g. OrderedDict._metadata, is dropped)
+      case 0x51:
+        this.stack.push(this.persistent(this.pop()));
+        return true; // BINPERSID
+      case 0x50:
+        this.stack.push(this.persistent(this.line()));
+        return true; // PERSID
+      default:
+        return false;
     }
   }
 

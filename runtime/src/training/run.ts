@@ -21,7 +21,7 @@ import {
   resultsRunDir,
   splitsFile,
 } from "../config/layout.js";
-import { planConfiguration, readPlansDocument } from "../config/plans.js";
+import { planConfiguration, readPlansDocument, type PlansDocument } from "../config/plans.js";
 import { childEnv, envString } from "../config/settings.js";
 import { loadOrCreateSplit } from "../data/split.js";
 import { DEFAULT_READER_MODULE, filterImages, type TrainingImage, type VolumeReaderModule } from "../data/source.js";
@@ -199,45 +199,17 @@ export async function runTraining(
   // one writer per folder: a second trainer on the same results (or checkpoint) folder stops here
   const locks = dist.rank === 0 ? lockTrainingFolders(baseDir, checkpointDir) : [];
   try {
-    // upstream's adaptation plan: the plan with only the trained configuration, its patch the network's input (VoCo,
-    // SimCLR: the crop), and upstream's constant recommended downstream patch
-    const adaptation = adaptationPlan(
+    const adaptation = await writeRunPlans(
+      a.configuration,
+      plan,
+      cfg,
+      { train: o.patchSize, network: netPatch },
+      baseDir,
       network.config,
-      { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...netPatch] } } },
-      UPSTREAM_DOWNSTREAM_PATCH,
     );
-    await writeJsonAtomic(
-      resultsFile(baseDir, "plans"),
-      { ...plan, configurations: { [a.configuration]: { ...cfg, patch_size: [...o.patchSize] } } },
-      4,
-    );
-    await writeJsonAtomic(resultsFile(baseDir, "adaptationPlan"), adaptation, 4);
     if (dist.rank === 0) {
-      const info: RunInfo = {
-        dataset: datasetName,
-        plans: a.plans,
-        configuration: a.configuration,
-        trainer: trainer.name,
-        trainer_key: trainer.entry.key,
-        method: o.method,
-        architecture: archKey,
-        parameters: network.parameterCount(),
-        patch_size: [...o.patchSize],
-        network_patch_size: [...netPatch],
-        batch_size: o.batchSize,
-        world_size: dist.worldSize,
-        epochs: o.numEpochs,
-        iters_per_epoch: o.itersPerEpoch,
-        val_iters: o.valIters,
-        modalities: o.modalities ?? null,
-        train_images: data.trainImages.length,
-        val_images: data.valImages.length,
-        train_subjects: data.trainSubjects,
-        val_subjects: data.valSubjects,
-        checkpoint_dir: checkpointDir,
-        started_at: new Date().toISOString(),
-      };
-      await writeJsonAtomic(foldFile(foldDir, "runInfo"), info, 2);
+      const facts = { datasetName, trainer, archKey, parameters: network.parameterCount(), netPatch, checkpointDir };
+      await writeJsonAtomic(foldFile(foldDir, "runInfo"), runInfo(a, facts, dist.worldSize, data), 2);
     }
     // Before anyone resumes or writes: the checkpoint folder must be this run's (or nobody's yet).
     await claimCheckpointFolder(
@@ -272,19 +244,10 @@ export async function runTraining(
     };
     logger.info(
       {
-        trainer: trainer.name,
-        key: trainer.entry.key,
-        architecture: archKey,
-        params: network.parameterCount(),
-        patch: o.patchSize,
-        batchSize: o.batchSize,
-        epochs: o.numEpochs,
-        itersPerEpoch: o.itersPerEpoch,
-        trainImages: data.trainImages.length,
-        valImages: data.valImages.length,
-        output: foldDir,
-        checkpointDir,
-        resume: run.resume,
+        ...{ trainer: trainer.name, key: trainer.entry.key, architecture: archKey, params: network.parameterCount() },
+        ...{ patch: o.patchSize, batchSize: o.batchSize, epochs: o.numEpochs, itersPerEpoch: o.itersPerEpoch },
+        ...{ trainImages: data.trainImages.length, valImages: data.valImages.length },
+        ...{ output: foldDir, checkpointDir, resume: run.resume },
       },
       "Training",
     );
@@ -292,6 +255,70 @@ export async function runTraining(
   } finally {
     for (const l of locks) l.release();
   }
+}
+
+/**
+ * The run's plans file (the trained configuration with the training patch) and upstream's adaptation plan (only the
+ * trained configuration, its patch the network's input — VoCo, SimCLR: the crop — and upstream's constant
+ * recommended downstream patch), both in the run's results folder. Returns the adaptation plan.
+ */
+async function writeRunPlans(
+  configuration: string,
+  plan: PlansDocument,
+  cfg: PlansDocument["configurations"][string],
+  patch: { train: readonly number[]; network: readonly number[] },
+  baseDir: string,
+  networkConfig: Parameters<typeof adaptationPlan>[0],
+): Promise<ReturnType<typeof adaptationPlan>> {
+  const withPatch = (p: readonly number[]) => ({
+    ...plan,
+    configurations: { [configuration]: { ...cfg, patch_size: [...p] } },
+  });
+  const adaptation = adaptationPlan(networkConfig, withPatch(patch.network), UPSTREAM_DOWNSTREAM_PATCH);
+  await writeJsonAtomic(resultsFile(baseDir, "plans"), withPatch(patch.train), 4);
+  await writeJsonAtomic(resultsFile(baseDir, "adaptationPlan"), adaptation, 4);
+  return adaptation;
+}
+
+/** `fold_all/run_info.json`: what this run trains, on what, and where its checkpoints go. */
+function runInfo(
+  a: TrainArgs,
+  f: {
+    datasetName: string;
+    trainer: ResolvedTrainer;
+    archKey: string;
+    parameters: number;
+    netPatch: readonly number[];
+    checkpointDir: string;
+  },
+  worldSize: number,
+  data: Awaited<ReturnType<typeof loadRunImages>>,
+): RunInfo {
+  const o = f.trainer.options;
+  return {
+    dataset: f.datasetName,
+    plans: a.plans,
+    configuration: a.configuration,
+    trainer: f.trainer.name,
+    trainer_key: f.trainer.entry.key,
+    method: o.method,
+    architecture: f.archKey,
+    parameters: f.parameters,
+    patch_size: [...o.patchSize],
+    network_patch_size: [...f.netPatch],
+    batch_size: o.batchSize,
+    world_size: worldSize,
+    epochs: o.numEpochs,
+    iters_per_epoch: o.itersPerEpoch,
+    val_iters: o.valIters,
+    modalities: o.modalities ?? null,
+    train_images: data.trainImages.length,
+    val_images: data.valImages.length,
+    train_subjects: data.trainSubjects,
+    val_subjects: data.valSubjects,
+    checkpoint_dir: f.checkpointDir,
+    started_at: new Date().toISOString(),
+  };
 }
 
 /** The trainer with the command line's overrides of its options. */
