@@ -1,7 +1,7 @@
 # ssl3d images, one Dockerfile, three targets:
-#   docker build --target runtime     -t ssl3d/runtime:0.1.0     .  # the `ssl3d` CLI: TensorFlow 2.21 on CUDA 12 (tfjs-node-gpu) + native CPU kernels
-#   docker build --target runtime-cpu -t ssl3d/runtime-cpu:0.1.0 .  # the `ssl3d` CLI on the CPU with the native kernels, no CUDA
-#   docker build --target operator    -t ssl3d/operator:0.1.0    .  # the operator: one esbuild bundle on Node, no TensorFlow
+#   docker build --target runtime     -t ssl3d/runtime:0.2.0     .  # the `ssl3d` CLI: TensorFlow 2.21 on CUDA 12 (tfjs-node-gpu) + native CPU kernels
+#   docker build --target runtime-cpu -t ssl3d/runtime-cpu:0.2.0 .  # the `ssl3d` CLI on the CPU with the native kernels, no CUDA
+#   docker build --target operator    -t ssl3d/operator:0.2.0    .  # the operator: one esbuild bundle on Node, no TensorFlow
 # Stages: deps (npm ci from the lockfile, cached until package*.json change) -> build (tsc -> dist/, esbuild bundle
 # of the operator) -> runtime-deps (production dependencies, native kernels, tfjs-node-gpu built against TensorFlow
 # 2.21 + CUDA 12 wheels from PyPI; docs/gpu.md) / runtime-cpu-deps (production dependencies + native kernel addon)

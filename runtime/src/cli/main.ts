@@ -14,7 +14,7 @@ import { watchParent } from "../local/parent-watch.js";
 import { commands } from "./commands/index.js";
 import { terminationLogPath } from "./termination-log.js";
 
-export const VERSION = "0.1.0";
+export const VERSION = "0.2.0";
 
 /** Map an executable name (`nnssl_train`) to the sub-command it runs, if it is an alias. */
 export function commandForAlias(invokedAs: string, cmds: readonly CliCommand[] = commands): CliCommand | undefined {

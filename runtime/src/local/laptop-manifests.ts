@@ -28,7 +28,7 @@ spec:
   configurations: [onemmiso]
   numProcesses: 2
   preprocess:
-    image: ssl3d/runtime:0.1.0
+    image: ssl3d/runtime:0.2.0
   output:
     pvc: {claimName: ssl3d-preprocessed}
 ---
@@ -38,7 +38,7 @@ metadata:
   name: demo
 spec:
   planRef: {name: demo}
-  image: ssl3d/runtime:0.1.0
+  image: ssl3d/runtime:0.2.0
   training:
     trainer: BaseMAETrainer
     configuration: onemmiso

@@ -4,7 +4,7 @@ import { PretrainRunSpecSchema } from "../../../../api/v1alpha1/pretrain-run.js"
 import { trainCommand } from "./desired.js";
 
 const plan = { dataset: "745", configuration: "onemmiso", plansName: "nnsslPlans", dataPvc: { claimName: "data" } };
-const base = { planRef: { name: "p" }, image: "ssl3d/runtime:0.1.0", storage: { checkpoints: { claimName: "ckpt" } } };
+const base = { planRef: { name: "p" }, image: "ssl3d/runtime:0.2.0", storage: { checkpoints: { claimName: "ckpt" } } };
 
 test("training.modalities is passed to the default train command as --modalities", () => {
   const spec = PretrainRunSpecSchema.parse({
