@@ -519,12 +519,8 @@ export function describeScenarios(cluster: () => RealCluster): void {
           ...stepsLogged(logsOf(c, rank0), "Saved checkpoint"),
         );
         kubectlOk(c, ["-n", NS, "delete", "pod", victim, "--grace-period=0", "--force"]);
-        // Rank 0's last checkpoint before its pod goes away is the one the next attempt must resume from.
-        let rank0Log = logsOf(c, rank0);
-        for (let r = kubectl(c, ["-n", NS, "logs", rank0]); r.status === 0; r = kubectl(c, ["-n", NS, "logs", rank0])) {
-          rank0Log = r.stdout;
-          await sleep(1000);
-        }
+        // Rank 0's last checkpoint before its container ends is the one the next attempt must resume from.
+        const rank0Log = await finalLog(c, rank0, 600_000);
         const saved = stepsLogged(rank0Log, "Saved checkpoint");
         const resumed1 = await resumedStep(c, job0);
         assert.ok(
@@ -740,6 +736,36 @@ export function describeScenarios(cluster: () => RealCluster): void {
         "the finished run was started again",
       );
     },
+  );
+}
+
+/**
+ * The whole log of a pod's container once it has ended (terminated, or the pod is gone: then the last log read).
+ * A failed attempt's pods may stay (the operator keeps their evidence), so "until `kubectl logs` fails" never ends.
+ */
+async function finalLog(c: RealCluster, pod: string, timeoutMs: number): Promise<string> {
+  let last = logsOf(c, pod);
+  return waitFor(
+    () => `pod ${pod} still running:\n${describeAll(c, NS)}`,
+    () => {
+      const r = kubectl(c, ["-n", NS, "logs", pod]);
+      if (r.status !== 0) return last;
+      last = r.stdout;
+      const state = kubectl(c, [
+        "-n",
+        NS,
+        "get",
+        "pod",
+        pod,
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.terminated.reason}",
+      ]);
+      return state.status !== 0 || state.stdout.trim() !== ""
+        ? kubectl(c, ["-n", NS, "logs", pod]).stdout || last
+        : undefined;
+    },
+    timeoutMs,
+    1000,
   );
 }
 
