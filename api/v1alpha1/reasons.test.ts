@@ -26,6 +26,7 @@ test("reason values are stable and equal their names", () => {
     "WaitingForCollection",
     "WaitingForAdmission",
     "Preprocessing",
+    "PodCreationFailed",
     "PreprocessingFailed",
     "WaitingForSummary",
     "InvalidSummary",
@@ -59,6 +60,7 @@ test("reason values are stable and equal their names", () => {
     "ImagePullBackOff",
     "CreateContainerConfigError",
     "Unschedulable",
+    "PodCreationFailed",
   ]);
   for (const o of [CollectionReason, PlanReason, PretrainRunReason]) {
     for (const [k, v] of Object.entries(o)) {
