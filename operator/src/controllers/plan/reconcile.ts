@@ -127,6 +127,18 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
   const finished = finishedPrepJob(status, set, o, job, jobName, colName);
   if (finished !== undefined) return result(finished);
   status.phase = "Running";
+  setRunningReady(set, o, job, jobName);
+  const apply: KubeObject[] = [];
+  if (o.collection !== undefined && colSpec?.success === true && status.dataset !== undefined) {
+    apply.push(desiredPrepJob(o.plan, spec, colSpec.data.source.pvc, status.dataset, jobName));
+  }
+  return result({ apply });
+}
+
+type SetCondition = (type: string, st: "True" | "False", reason: string, message: string) => void;
+
+/** Ready=False while the preprocessing Job runs: queued, its pod refused by the Job controller, or preprocessing. */
+function setRunningReady(set: SetCondition, o: PlanObserved, job: JobView | undefined, jobName: string): void {
   const suspended = job?.spec?.suspend === true;
   const notCreated =
     job === undefined || suspended ? undefined : podCreationFailure(job, o.pods, o.podCreationFailures ?? [], 1);
@@ -144,14 +156,7 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
       suspended ? PlanReason.WaitingForAdmission : PlanReason.Preprocessing,
       suspended ? `Job ${jobName} is suspended (queued).` : `Preprocessing Job ${jobName} is running.`,
     );
-  const apply: KubeObject[] = [];
-  if (o.collection !== undefined && colSpec?.success === true && status.dataset !== undefined) {
-    apply.push(desiredPrepJob(o.plan, spec, colSpec.data.source.pvc, status.dataset, jobName));
-  }
-  return result({ apply });
 }
-
-type SetCondition = (type: string, st: "True" | "False", reason: string, message: string) => void;
 
 /** A Ready Plan is Stale when its Collection changed or went away (a Plan is never rebuilt in place). */
 function markStaleness(
