@@ -13,6 +13,7 @@ test("reason values are stable and equal their names", () => {
     "ValidationFailed",
     "Validated",
     "Indexing",
+    "PodCreationFailed",
     "IndexingFailed",
     "WaitingForSummary",
     "InvalidSummary",

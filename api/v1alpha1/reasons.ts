@@ -11,6 +11,8 @@ export const CollectionReason = {
   /** Ready=True: source validated, indexing disabled. */
   Validated: "Validated",
   Indexing: "Indexing",
+  /** Ready=False: the Job controller cannot create the indexing pod (FailedCreate: quota, Pod Security, ...). */
+  PodCreationFailed: "PodCreationFailed",
   IndexingFailed: "IndexingFailed",
   /** The indexing Job completed but its termination message has not arrived yet. */
   WaitingForSummary: "WaitingForSummary",

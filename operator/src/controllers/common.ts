@@ -39,6 +39,7 @@ const WARNING_REASONS = new Set<string>([
   PretrainRunReason.CreateContainerConfigError,
   PretrainRunReason.PodCreationFailed,
   PlanReason.PodCreationFailed,
+  CollectionReason.PodCreationFailed,
 ]);
 
 /**

@@ -290,7 +290,7 @@ export class Manager {
     const { jobs, pods, podCreationFailures } = this.childrenOf(kind, ns, name);
     switch (kind) {
       case "Collection":
-        return reconcileCollection({ collection: cr, jobs, pods, now });
+        return reconcileCollection({ collection: cr, jobs, pods, podCreationFailures, now });
       case "Plan": {
         const ref = (cr.spec as { collectionRef?: { name?: string } } | undefined)?.collectionRef?.name;
         const collection =
