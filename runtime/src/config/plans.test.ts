@@ -59,7 +59,7 @@ test("missing, unreadable and invalid files", () => {
   );
   assert.throws(
     () => readPlansDocument(dir),
-    (e: unknown) => e instanceof ConfigError && /unreadable plans file \(EISDIR\)/.test(e.message),
+    (e: unknown) => e instanceof ConfigError && /plans file is a directory, expected a regular file/.test(e.message),
   );
   const syntax = write("syntax.json", '{"configurations": {');
   assert.throws(
