@@ -13,6 +13,7 @@ test("reason values are stable and equal their names", () => {
     "ValidationFailed",
     "Validated",
     "Indexing",
+    "PodCreationFailed",
     "IndexingFailed",
     "WaitingForSummary",
     "InvalidSummary",
@@ -26,6 +27,7 @@ test("reason values are stable and equal their names", () => {
     "WaitingForCollection",
     "WaitingForAdmission",
     "Preprocessing",
+    "PodCreationFailed",
     "PreprocessingFailed",
     "WaitingForSummary",
     "InvalidSummary",
@@ -59,6 +61,7 @@ test("reason values are stable and equal their names", () => {
     "ImagePullBackOff",
     "CreateContainerConfigError",
     "Unschedulable",
+    "PodCreationFailed",
   ]);
   for (const o of [CollectionReason, PlanReason, PretrainRunReason]) {
     for (const [k, v] of Object.entries(o)) {

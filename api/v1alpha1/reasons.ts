@@ -11,6 +11,8 @@ export const CollectionReason = {
   /** Ready=True: source validated, indexing disabled. */
   Validated: "Validated",
   Indexing: "Indexing",
+  /** Ready=False: the Job controller cannot create the indexing pod (FailedCreate: quota, Pod Security, ...). */
+  PodCreationFailed: "PodCreationFailed",
   IndexingFailed: "IndexingFailed",
   /** The indexing Job completed but its termination message has not arrived yet. */
   WaitingForSummary: "WaitingForSummary",
@@ -29,6 +31,8 @@ export const PlanReason = {
   /** Ready=False: the preprocessing Job is suspended by its queue. */
   WaitingForAdmission: "WaitingForAdmission",
   Preprocessing: "Preprocessing",
+  /** Ready=False: the Job controller cannot create the preprocessing pod (FailedCreate: quota, Pod Security, ...). */
+  PodCreationFailed: "PodCreationFailed",
   PreprocessingFailed: "PreprocessingFailed",
   WaitingForSummary: "WaitingForSummary",
   InvalidSummary: "InvalidSummary",
@@ -72,5 +76,7 @@ export const PretrainRunReason = {
   ImagePullBackOff: "ImagePullBackOff",
   CreateContainerConfigError: "CreateContainerConfigError",
   Unschedulable: "Unschedulable",
+  /** Running=False: the Job controller cannot create the attempt's pods (its FailedCreate Event: quota, Pod Security). */
+  PodCreationFailed: "PodCreationFailed",
 } as const;
 export type PretrainRunReason = (typeof PretrainRunReason)[keyof typeof PretrainRunReason];

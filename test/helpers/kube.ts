@@ -5,7 +5,7 @@
  * 3. Otherwise: etcd (Debian's etcd-server) + kube-apiserver built by scripts/setup.d/30-kube-apiserver.sh, on
  *    loopback with random free ports, a temporary data dir, a service-account key pair, static-token auth (group
  *    system:masters), self-signed serving certs. Optionally kube-controller-manager running only the garbage
- *    collector. The API server can be restarted mid-test (`restartApiServer`).
+ *    collector (and, on request, the Job controller). The API server can be restarted mid-test (`restartApiServer`).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
@@ -27,6 +27,8 @@ export interface TestCluster {
   readonly kubeconfig: string;
   /** True when kube-controller-manager's garbage collector runs (ownerReferences are followed). */
   readonly garbageCollector: boolean;
+  /** True when the real Job controller creates the Jobs' pods (local mode with `jobController`). */
+  readonly jobController: boolean;
   readonly canRestart: boolean;
   /** Starts kube-controller-manager's garbage collector (local mode; call after installing CRDs). No-op elsewhere. */
   startGarbageCollector(): Promise<void>;
@@ -47,11 +49,13 @@ function dockerAvailable(): boolean {
   return process.env.DOCKER_HOST !== undefined || existsSync("/var/run/docker.sock");
 }
 
-export async function startTestCluster(opts: { garbageCollector?: boolean } = {}): Promise<TestCluster> {
+export async function startTestCluster(
+  opts: { garbageCollector?: boolean; jobController?: boolean } = {},
+): Promise<TestCluster> {
   const external = process.env.SSL3D_TEST_KUBECONFIG;
   if (external !== undefined && external !== "") return externalCluster(external);
   if (dockerAvailable() && process.env.SSL3D_TEST_NO_DOCKER !== "1") return k3sCluster();
-  return localCluster(opts.garbageCollector ?? false);
+  return localCluster(opts.garbageCollector ?? false, opts.jobController ?? false);
 }
 
 function externalCluster(path: string): TestCluster {
@@ -61,6 +65,7 @@ function externalCluster(path: string): TestCluster {
     kubeconfigPath: path,
     kubeconfig: text,
     garbageCollector: true,
+    jobController: false,
     canRestart: false,
     startGarbageCollector: () => Promise.resolve(),
     dir: mkdtempSync(join(tmpdir(), "ssl3d-kube-")),
@@ -94,6 +99,7 @@ async function k3sCluster(): Promise<TestCluster> {
     kubeconfigPath,
     kubeconfig,
     garbageCollector: true,
+    jobController: false,
     // A restarted container may get another host port, which would invalidate the kubeconfig the tests hold.
     canRestart: false,
     dir,
@@ -178,7 +184,7 @@ async function waitFor(
   }
 }
 
-async function localCluster(withGc: boolean): Promise<TestCluster> {
+async function localCluster(withGc: boolean, withJobs: boolean): Promise<TestCluster> {
   const apiserver = kubeApiServerBin();
   if (!existsSync(apiserver))
     throw new Error(
@@ -186,7 +192,9 @@ async function localCluster(withGc: boolean): Promise<TestCluster> {
     );
   const etcdBin = existsSync("/usr/bin/etcd") ? "/usr/bin/etcd" : "etcd";
   const kcm = kubeControllerManagerBin();
-  const gc = withGc && existsSync(kcm) && process.env.SSL3D_KUBE_CONTROLLER_MANAGER !== "0";
+  if (withJobs && !existsSync(kcm))
+    throw new Error(`${kcm} is missing: run \`bash scripts/setup.d/30-kube-apiserver.sh\``);
+  const gc = withJobs || (withGc && existsSync(kcm) && process.env.SSL3D_KUBE_CONTROLLER_MANAGER !== "0");
   const dir = mkdtempSync(join(tmpdir(), "ssl3d-kube-"));
   const [etcdClient, etcdPeer, apiPort] = [await freePort(), await freePort(), await freePort()];
 
@@ -287,7 +295,7 @@ async function localCluster(withGc: boolean): Promise<TestCluster> {
       kcm,
       [
         `--kubeconfig=${kubeconfigPath}`,
-        "--controllers=garbagecollector",
+        `--controllers=${withJobs ? "garbagecollector,job" : "garbagecollector"}`,
         "--leader-elect=false",
         "--secure-port=0",
         "--concurrent-gc-syncs=2",
@@ -312,6 +320,7 @@ async function localCluster(withGc: boolean): Promise<TestCluster> {
     kubeconfigPath,
     kubeconfig,
     garbageCollector: gc,
+    jobController: withJobs,
     canRestart: true,
     dir,
     startGarbageCollector: startGc,

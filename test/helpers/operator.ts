@@ -38,7 +38,7 @@ export interface Env {
 /** Values the tests need from the chart (the optional PodGroup rules; everything else is the default chart). */
 export const CHART_RBAC_VALUES = ["--set", "rbac.volcano=true", "--set", "rbac.coscheduling=true"];
 
-export async function startEnv(opts: { garbageCollector?: boolean } = {}): Promise<Env> {
+export async function startEnv(opts: { garbageCollector?: boolean; jobController?: boolean } = {}): Promise<Env> {
   const cluster = await startTestCluster(opts);
   const client = KubeClient.fromFile(cluster.kubeconfigPath);
   let operatorKubeconfigPath: string;

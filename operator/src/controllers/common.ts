@@ -37,6 +37,9 @@ const WARNING_REASONS = new Set<string>([
   PretrainRunReason.ImagePullBackOff,
   PretrainRunReason.Unschedulable,
   PretrainRunReason.CreateContainerConfigError,
+  PretrainRunReason.PodCreationFailed,
+  PlanReason.PodCreationFailed,
+  CollectionReason.PodCreationFailed,
 ]);
 
 /**

@@ -84,6 +84,19 @@ export interface PodView {
   };
 }
 
+/**
+ * A core/v1 Warning Event with reason FailedCreate about one of the operator's Jobs: the Job controller could not
+ * create a pod (Pod Security admission, a ResourceQuota, a LimitRange, a webhook). The only trace of such a refusal.
+ */
+export interface PodCreationFailure {
+  /** The Job's name and uid (involvedObject). */
+  job: string;
+  jobUid?: string | undefined;
+  message: string;
+  /** When it last happened (lastTimestamp, eventTime or creationTimestamp). */
+  time?: string | undefined;
+}
+
 export interface EventSpec {
   type: "Normal" | "Warning";
   reason: string;
@@ -198,4 +211,28 @@ export function podsOfJob(pods: readonly PodView[], jobName: string): PodView[] 
     (p) =>
       p.metadata.labels?.["job-name"] === jobName || p.metadata.labels?.["batch.kubernetes.io/job-name"] === jobName,
   );
+}
+
+/**
+ * Why a Job's pods are missing: the newest FailedCreate of this Job (by uid when known) that is not older than the
+ * Job's newest pod, while the Job has fewer pods than it wants. Undefined once the pods exist.
+ */
+export function podCreationFailure(
+  job: JobView,
+  pods: readonly PodView[],
+  failures: readonly PodCreationFailure[],
+  want: number,
+): PodCreationFailure | undefined {
+  const mine = podsOfJob(pods, job.metadata.name);
+  if (mine.length >= want) return undefined;
+  const newestPod = Math.max(0, ...mine.map((p) => Date.parse(p.metadata.creationTimestamp ?? "") || 0));
+  let best: PodCreationFailure | undefined;
+  for (const f of failures) {
+    if (f.job !== job.metadata.name) continue;
+    if (f.jobUid !== undefined && job.metadata.uid !== undefined && f.jobUid !== job.metadata.uid) continue;
+    const t = Date.parse(f.time ?? "") || 0;
+    if (mine.length > 0 && t < newestPod) continue;
+    if (best === undefined || t >= (Date.parse(best.time ?? "") || 0)) best = f;
+  }
+  return best;
 }

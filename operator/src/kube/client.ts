@@ -187,8 +187,12 @@ export class KubeClient {
     kind: string,
     namespace: string | undefined,
     labelSelector?: string,
+    fieldSelector?: string,
   ): Promise<ListResult<T>> {
-    const q = labelSelector === undefined ? "" : `?labelSelector=${encodeURIComponent(labelSelector)}`;
+    const params = new URLSearchParams();
+    if (labelSelector !== undefined) params.set("labelSelector", labelSelector);
+    if (fieldSelector !== undefined) params.set("fieldSelector", fieldSelector);
+    const q = params.size === 0 ? "" : `?${params.toString()}`;
     return this.request<ListResult<T>>("GET", resourcePath(apiVersion, kind, namespace) + q);
   }
 

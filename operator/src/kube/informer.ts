@@ -1,10 +1,17 @@
 /**
  * Informers (client-node's list+watch cache) wrapped in a supervisor: client-node stops an informer for good on most
  * errors (only 410 and client timeouts reconnect by themselves), so every `error` schedules a restart with capped
- * exponential backoff; a restart re-lists. List and watch use the same label selector (a mismatch would let the
- * cache diverge). `synced` and `lastEvent` feed readiness.
+ * exponential backoff; a restart re-lists. List and watch use the same label and field selectors (a mismatch would let
+ * the cache diverge). `synced` and `lastEvent` feed readiness.
  */
-import { makeInformer, type Informer, type KubernetesObject, type ObjectCache } from "@kubernetes/client-node";
+import {
+  ListWatch,
+  Watch,
+  type Informer,
+  type KubernetesObject,
+  type makeInformer,
+  type ObjectCache,
+} from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import type { KubeObject } from "../controllers/types.js";
 import { resourcePath, type KubeClient } from "./client.js";
@@ -14,6 +21,8 @@ export interface InformerOptions {
   kind: string;
   namespace?: string | undefined;
   labelSelector?: string | undefined;
+  /** A field selector for list and watch (e.g. `involvedObject.kind=Job` on core/v1 Events). */
+  fieldSelector?: string | undefined;
   minBackoffMs?: number;
   maxBackoffMs?: number;
   /** Called on every supervised restart (metrics). */
@@ -67,14 +76,18 @@ export class SupervisedInformer {
   }
 
   private async launch(): Promise<void> {
-    const { apiVersion, kind, namespace, labelSelector } = this.opts;
+    const { apiVersion, kind, namespace, labelSelector, fieldSelector } = this.opts;
     const path = resourcePath(apiVersion, kind, namespace);
     const listFn = async (): Promise<{ metadata: { resourceVersion?: string }; items: KubernetesObject[] }> => {
-      const r = await this.client.list<KubernetesObject>(apiVersion, kind, namespace, labelSelector);
+      const r = await this.client.list<KubernetesObject>(apiVersion, kind, namespace, labelSelector, fieldSelector);
       this.lastActivity = Date.now();
       return r;
     };
-    const inf = (this.opts.factory ?? makeInformer)<KubernetesObject>(this.client.kc, path, listFn, labelSelector);
+    // client-node's makeInformer takes no field selector; its ListWatch does (watch with the same one as the list).
+    const inf =
+      this.opts.factory !== undefined
+        ? this.opts.factory<KubernetesObject>(this.client.kc, path, listFn, labelSelector)
+        : new ListWatch<KubernetesObject>(path, new Watch(this.client.kc), listFn, false, labelSelector, fieldSelector);
     this.latest = inf;
     const emit = (type: "add" | "update" | "delete") => (obj: KubernetesObject) => {
       this.lastActivity = Date.now();

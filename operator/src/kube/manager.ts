@@ -26,6 +26,7 @@ import {
   type EventSpec,
   type JobView,
   type KubeObject,
+  type PodCreationFailure,
   type PodView,
   type ReconcileResult,
 } from "../controllers/types.js";
@@ -59,6 +60,25 @@ export interface ManagerOptions {
 type Kind = KindName;
 const CONTROLLER_NAME: Record<Kind, string> = { Collection: "collection", Plan: "plan", PretrainRun: "pretrainrun" };
 
+/** Warning Events the Job controller records when it cannot create a pod. */
+export const FAILED_CREATE_SELECTOR = "involvedObject.kind=Job,reason=FailedCreate,type=Warning";
+
+/** The fields of a core/v1 Event the operator reads. */
+interface CoreEvent extends KubeObject {
+  involvedObject?: { kind?: string; name?: string; namespace?: string; uid?: string };
+  message?: string;
+  lastTimestamp?: string | null;
+  eventTime?: string | null;
+  series?: { lastObservedTime?: string } | null;
+}
+
+export function toPodCreationFailure(e: CoreEvent): PodCreationFailure | undefined {
+  const ref = e.involvedObject;
+  if (ref?.kind !== "Job" || ref.name === undefined) return undefined;
+  const time = e.series?.lastObservedTime ?? e.lastTimestamp ?? e.eventTime ?? e.metadata.creationTimestamp;
+  return { job: ref.name, jobUid: ref.uid, message: e.message ?? "", time: time ?? undefined };
+}
+
 function key(ns: string | undefined, name: string): string {
   return `${ns ?? ""}/${name}`;
 }
@@ -68,7 +88,10 @@ function splitKey(k: string): [string, string] {
 }
 
 export class Manager {
-  readonly informers: Record<"Collection" | "Plan" | "PretrainRun" | "Job" | "Pod" | "Service", SupervisedInformer>;
+  readonly informers: Record<
+    "Collection" | "Plan" | "PretrainRun" | "Job" | "Pod" | "Service" | "Event",
+    SupervisedInformer
+  >;
   readonly queues: Record<Kind, WorkQueue>;
   private readonly client: KubeClient;
   private readonly log: Logger;
@@ -90,7 +113,12 @@ export class Manager {
     this.events = new EventRecorder(opts.client, FIELD_MANAGER, opts.identity, opts.log);
     const ns = opts.namespace;
     const managed = `${LABELS.managedBy}=${MANAGED_BY_VALUE}`;
-    const mk = (apiVersion: string, kind: string, labelSelector?: string): SupervisedInformer => {
+    const mk = (
+      apiVersion: string,
+      kind: string,
+      labelSelector?: string,
+      fieldSelector?: string,
+    ): SupervisedInformer => {
       return new SupervisedInformer(
         opts.client,
         {
@@ -98,6 +126,7 @@ export class Manager {
           kind,
           namespace: ns,
           labelSelector,
+          fieldSelector,
           onRestart: () => {
             opts.metrics.informerRestarts.inc({ resource: kind });
           },
@@ -112,6 +141,10 @@ export class Manager {
       Job: mk("batch/v1", "Job", managed),
       Pod: mk("v1", "Pod", managed),
       Service: mk("v1", "Service", managed),
+      // The Job controller's FailedCreate Warnings (core/v1: it records through the legacy API): the only trace of a
+      // pod refused by Pod Security admission, a ResourceQuota or a LimitRange. Events carry no labels, so this is
+      // every Job's; events of Jobs the operator does not own are dropped where they are read.
+      Event: mk("v1", "Event", undefined, FAILED_CREATE_SELECTOR),
     };
     const qm = opts.metrics.queueMetrics();
     const concurrency = opts.concurrency ?? 4;
@@ -169,13 +202,23 @@ export class Manager {
     i.Job.on(byOwnerLabel);
     i.Pod.on(byOwnerLabel);
     i.Service.on(byOwnerLabel);
+    i.Event.on((t, o) => {
+      const ref = (o as CoreEvent).involvedObject;
+      const job = ref?.name === undefined ? undefined : i.Job.get(ref.name, ref.namespace ?? o.metadata.namespace);
+      if (job !== undefined) byOwnerLabel(t, job);
+    });
   }
 
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
     // Children first, so the first reconciles see them.
-    await Promise.all([this.informers.Job.start(), this.informers.Pod.start(), this.informers.Service.start()]);
+    await Promise.all([
+      this.informers.Job.start(),
+      this.informers.Pod.start(),
+      this.informers.Service.start(),
+      this.informers.Event.start(),
+    ]);
     await Promise.all([
       this.informers.Collection.start(),
       this.informers.Plan.start(),
@@ -225,34 +268,48 @@ export class Manager {
     this.started = false;
   }
 
-  private childrenOf(kind: Kind, ns: string, name: string): { jobs: JobView[]; pods: PodView[] } {
+  private childrenOf(
+    kind: Kind,
+    ns: string,
+    name: string,
+  ): { jobs: JobView[]; pods: PodView[]; podCreationFailures: PodCreationFailure[] } {
     const label = kind === "PretrainRun" ? LABELS.run : kind === "Plan" ? LABELS.plan : LABELS.collection;
     const mine = (o: KubeObject): boolean => o.metadata.labels?.[label] === name;
-    return {
-      jobs: this.informers.Job.list(ns).filter(mine),
-      pods: this.informers.Pod.list(ns).filter(mine),
-    };
+    const jobs: JobView[] = this.informers.Job.list(ns).filter(mine);
+    const names = new Set(jobs.map((j) => j.metadata.name));
+    const podCreationFailures = this.informers.Event.list(ns)
+      .map((e) => toPodCreationFailure(e as CoreEvent))
+      .filter((f): f is PodCreationFailure => f !== undefined && names.has(f.job));
+    return { jobs, pods: this.informers.Pod.list(ns).filter(mine), podCreationFailures };
   }
 
   private observeAndReconcile(kind: Kind, cr: CustomResource): ReconcileResult<unknown> {
     const ns = cr.metadata.namespace ?? "";
     const name = cr.metadata.name;
     const now = this.clock();
-    const { jobs, pods } = this.childrenOf(kind, ns, name);
+    const { jobs, pods, podCreationFailures } = this.childrenOf(kind, ns, name);
     switch (kind) {
       case "Collection":
-        return reconcileCollection({ collection: cr, jobs, pods, now });
+        return reconcileCollection({ collection: cr, jobs, pods, podCreationFailures, now });
       case "Plan": {
         const ref = (cr.spec as { collectionRef?: { name?: string } } | undefined)?.collectionRef?.name;
         const collection =
           ref === undefined ? undefined : (this.informers.Collection.get(ref, ns) as CustomResource | undefined);
-        return reconcilePlan({ plan: cr, collection, jobs, pods, now });
+        return reconcilePlan({ plan: cr, collection, jobs, pods, podCreationFailures, now });
       }
       case "PretrainRun": {
         const ref = (cr.spec as { planRef?: { name?: string } } | undefined)?.planRef?.name;
         const plan = ref === undefined ? undefined : (this.informers.Plan.get(ref, ns) as CustomResource | undefined);
         const k = key(ns, name);
-        const observed: PretrainRunObserved = { run: cr, plan, jobs, pods, now, refused: this.refusals.get(k) };
+        const observed: PretrainRunObserved = {
+          run: cr,
+          plan,
+          jobs,
+          pods,
+          podCreationFailures,
+          now,
+          refused: this.refusals.get(k),
+        };
         // No network here: the poller scrapes rank 0 on its own schedule; the reconcile reads its latest sample.
         this.poller.track(k, scrapeTarget(observed));
         observed.metrics = this.poller.latest(k);

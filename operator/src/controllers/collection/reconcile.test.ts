@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { CollectionStatus } from "../../../../api/v1alpha1/collection.js";
 import { aJob, aPod, aResource, T0 } from "../testing.js";
-import type { JobView, PodView, ReconcileResult } from "../types.js";
+import type { JobView, PodCreationFailure, PodView, ReconcileResult } from "../types.js";
 import { reconcileCollection } from "./reconcile.js";
 import { CollectionReason } from "../../../../api/v1alpha1/reasons.js";
 
@@ -28,6 +28,7 @@ interface Case {
   status?: Partial<CollectionStatus>;
   jobs?: JobView[];
   pods?: PodView[];
+  podCreationFailures?: PodCreationFailure[];
   want: (r: ReconcileResult<CollectionStatus>) => void;
 }
 const ready = (r: ReconcileResult<CollectionStatus>) => r.status.conditions?.find((c) => c.type === "Ready");
@@ -88,6 +89,19 @@ const cases: Record<string, Case> = {
       });
     },
   },
+  "the Job controller cannot create the indexing pod (FailedCreate) → Ready=False/PodCreationFailed, Warning": {
+    spec: indexed,
+    jobs: [job(1)],
+    podCreationFailures: [
+      { job: "c-index-g1", message: "exceeded quota: q, requested: pods=1", time: "2026-03-01T11:59:00Z" },
+    ],
+    want: (r) => {
+      assert.equal(r.status.phase, "Indexing");
+      assert.equal(ready(r)?.reason, CollectionReason.PodCreationFailed);
+      assert.match(ready(r)?.message ?? "", /Job c-index-g1 cannot create its pod: exceeded quota/);
+      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === CollectionReason.PodCreationFailed));
+    },
+  },
   "indexing Job failed → Failed with its message": {
     spec: indexed,
     jobs: [job(1, { condition: { type: "Failed" } })],
@@ -102,6 +116,14 @@ const cases: Record<string, Case> = {
 for (const [name, c] of Object.entries(cases)) {
   test(`Collection: ${name}`, () => {
     const col = aResource("Collection", "c", c.spec, c.status, c.generation ?? 1);
-    c.want(reconcileCollection({ collection: col, jobs: c.jobs ?? [], pods: c.pods ?? [], now: T0 }));
+    c.want(
+      reconcileCollection({
+        collection: col,
+        jobs: c.jobs ?? [],
+        pods: c.pods ?? [],
+        podCreationFailures: c.podCreationFailures,
+        now: T0,
+      }),
+    );
   });
 }

@@ -27,6 +27,7 @@ import {
   canonicalJson,
   controllerRef,
   jobCondition,
+  podCreationFailure,
   podsOfJob,
   sha256,
   succeededMessage,
@@ -37,6 +38,7 @@ import {
   type KubeObject,
   type PodView,
   type ReconcileResult,
+  type PodCreationFailure,
 } from "../types.js";
 import { CollectionReason } from "../../../../api/v1alpha1/reasons.js";
 
@@ -46,6 +48,8 @@ export interface CollectionObserved {
   jobs: readonly JobView[];
   /** Pods of those Jobs. */
   pods: readonly PodView[];
+  /** FailedCreate Warning Events of the Collection's Jobs (the Job controller could not create the pod). */
+  podCreationFailures?: readonly PodCreationFailure[] | undefined;
   now: Date;
 }
 
@@ -167,7 +171,15 @@ export function reconcileCollection(o: CollectionObserved): ReconcileResult<Coll
     return result(status, { delete: obsolete });
   }
   status.phase = "Indexing";
-  set("Ready", "False", CollectionReason.Indexing, `Indexing Job ${jobName} is running.`);
+  const notCreated = job === undefined ? undefined : podCreationFailure(job, o.pods, o.podCreationFailures ?? [], 1);
+  if (notCreated !== undefined)
+    set(
+      "Ready",
+      "False",
+      CollectionReason.PodCreationFailed,
+      `Job ${jobName} cannot create its pod: ${truncate(notCreated.message, 600)}`,
+    );
+  else set("Ready", "False", CollectionReason.Indexing, `Indexing Job ${jobName} is running.`);
   return result(status, { apply: [desired], delete: obsolete });
 }
 

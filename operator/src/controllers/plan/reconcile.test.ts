@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { PlanStatus } from "../../../../api/v1alpha1/plan.js";
 import { aJob, aPod, aResource, T0 } from "../testing.js";
-import type { CustomResource, JobView, PodView, ReconcileResult } from "../types.js";
+import type { CustomResource, JobView, PodCreationFailure, PodView, ReconcileResult } from "../types.js";
 import { reconcilePlan } from "./reconcile.js";
 import { PlanReason } from "../../../../api/v1alpha1/reasons.js";
 
@@ -51,6 +51,7 @@ interface Case {
   collection?: CustomResource | undefined;
   jobs?: JobView[];
   pods?: PodView[];
+  podCreationFailures?: PodCreationFailure[];
   want: (r: ReconcileResult<PlanStatus>) => void;
 }
 const cond = (r: ReconcileResult<PlanStatus>, t: string) => r.status.conditions?.find((c) => c.type === t);
@@ -105,6 +106,37 @@ const cases: Record<string, Case> = {
       assert.equal(pod.automountServiceAccountToken, false);
       assert.deepEqual([pod.securityContext.runAsNonRoot, pod.securityContext.runAsUser], [true, 65532]);
       assert.ok(c.env.some((e) => e.name === "nnssl_preprocessed"));
+    },
+  },
+  "the Job controller cannot create the preprocessing pod (FailedCreate) → Ready=False/PodCreationFailed, Warning": {
+    status: started,
+    jobs: [job()],
+    podCreationFailures: [
+      {
+        job: "p-prep",
+        message: 'pods "p-prep-x" is forbidden: violates PodSecurity "restricted:latest"',
+        time: "2026-03-01T11:59:00Z",
+      },
+    ],
+    want: (r) => {
+      assert.equal(r.status.phase, "Running");
+      assert.equal(cond(r, "Ready")?.reason, PlanReason.PodCreationFailed);
+      assert.match(cond(r, "Ready")!.message, /Job p-prep cannot create its pod: .*violates PodSecurity/);
+      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === PlanReason.PodCreationFailed));
+    },
+  },
+  "the preprocessing pod exists after the FailedCreate → Preprocessing again": {
+    status: started,
+    jobs: [job()],
+    pods: [
+      {
+        ...aPod("p-prep", 0, { phase: "Pending" }),
+        metadata: { name: "p-prep-0", creationTimestamp: "2026-03-01T11:59:30Z", labels: { "job-name": "p-prep" } },
+      },
+    ],
+    podCreationFailures: [{ job: "p-prep", message: "exceeded quota", time: "2026-03-01T11:59:00Z" }],
+    want: (r) => {
+      assert.equal(cond(r, "Ready")?.reason, PlanReason.Preprocessing);
     },
   },
   "Job failed → Failed with the termination message": {
@@ -180,6 +212,7 @@ for (const [name, c] of Object.entries(cases)) {
         collection: "collection" in c ? c.collection : collection(),
         jobs: c.jobs ?? [],
         pods: c.pods ?? [],
+        podCreationFailures: c.podCreationFailures,
         now: T0,
       }),
     );

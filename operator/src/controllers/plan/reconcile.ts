@@ -24,6 +24,7 @@ import {
   baseLabels,
   controllerRef,
   jobCondition,
+  podCreationFailure,
   podsOfJob,
   succeededMessage,
   terminationMessage,
@@ -31,6 +32,7 @@ import {
   type CustomResource,
   type JobView,
   type KubeObject,
+  type PodCreationFailure,
   type PodView,
   type ReconcileResult,
 } from "../types.js";
@@ -42,6 +44,8 @@ export interface PlanObserved {
   collection: CustomResource | undefined;
   jobs: readonly JobView[];
   pods: readonly PodView[];
+  /** FailedCreate Warning Events of the Plan's Jobs (the Job controller could not create the pod). */
+  podCreationFailures?: readonly PodCreationFailure[] | undefined;
   now: Date;
 }
 
@@ -123,13 +127,7 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
   const finished = finishedPrepJob(status, set, o, job, jobName, colName);
   if (finished !== undefined) return result(finished);
   status.phase = "Running";
-  const suspended = job?.spec?.suspend === true;
-  set(
-    "Ready",
-    "False",
-    suspended ? "WaitingForAdmission" : "Preprocessing",
-    suspended ? `Job ${jobName} is suspended (queued).` : `Preprocessing Job ${jobName} is running.`,
-  );
+  setRunningReady(set, o, job, jobName);
   const apply: KubeObject[] = [];
   if (o.collection !== undefined && colSpec?.success === true && status.dataset !== undefined) {
     apply.push(desiredPrepJob(o.plan, spec, colSpec.data.source.pvc, status.dataset, jobName));
@@ -138,6 +136,27 @@ export function reconcilePlan(o: PlanObserved): ReconcileResult<PlanStatus> {
 }
 
 type SetCondition = (type: string, st: "True" | "False", reason: string, message: string) => void;
+
+/** Ready=False while the preprocessing Job runs: queued, its pod refused by the Job controller, or preprocessing. */
+function setRunningReady(set: SetCondition, o: PlanObserved, job: JobView | undefined, jobName: string): void {
+  const suspended = job?.spec?.suspend === true;
+  const notCreated =
+    job === undefined || suspended ? undefined : podCreationFailure(job, o.pods, o.podCreationFailures ?? [], 1);
+  if (notCreated !== undefined)
+    set(
+      "Ready",
+      "False",
+      PlanReason.PodCreationFailed,
+      `Job ${jobName} cannot create its pod: ${truncate(notCreated.message, 600)}`,
+    );
+  else
+    set(
+      "Ready",
+      "False",
+      suspended ? PlanReason.WaitingForAdmission : PlanReason.Preprocessing,
+      suspended ? `Job ${jobName} is suspended (queued).` : `Preprocessing Job ${jobName} is running.`,
+    );
+}
 
 /** A Ready Plan is Stale when its Collection changed or went away (a Plan is never rebuilt in place). */
 function markStaleness(

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { PretrainRunStatus } from "../../../../api/v1alpha1/pretrain-run.js";
 import { aJob, aPod, aResource, at, readyPlanResource, T0 } from "../testing.js";
-import type { CustomResource, JobView, KubeObject, PodView, ReconcileResult } from "../types.js";
+import type { CustomResource, JobView, KubeObject, PodCreationFailure, PodView, ReconcileResult } from "../types.js";
 import { reconcilePretrainRun, scrapeTarget, type ProgressSample } from "./reconcile.js";
 import { PretrainRunReason } from "../../../../api/v1alpha1/reasons.js";
 
@@ -52,6 +52,7 @@ interface Case {
   now?: Date;
   metrics?: ProgressSample;
   refused?: { kind: string; name: string; message: string };
+  podCreationFailures?: PodCreationFailure[];
   want: (r: ReconcileResult<PretrainRunStatus>) => void;
 }
 
@@ -581,6 +582,77 @@ const cases: Record<string, Case> = {
       assert.match(cond(r, "Running")!.message, /insufficient nvidia.com\/gpu/);
     },
   },
+  "the Job controller cannot create the attempt's pods (FailedCreate) → Running=False/PodCreationFailed, Warning": {
+    run: run(inAttempt(1)),
+    jobs: [attemptJob(1, { ready: 0 })],
+    podCreationFailures: [
+      {
+        job: "run-a1",
+        message: 'pods "run-a1-0-x" is forbidden: exceeded quota: no-pods',
+        time: "2026-03-01T11:59:50Z",
+      },
+    ],
+    want: (r) => {
+      assert.equal(cond(r, "Running")?.status, "False");
+      assert.equal(cond(r, "Running")?.reason, PretrainRunReason.PodCreationFailed);
+      assert.match(cond(r, "Running")!.message, /Job run-a1 cannot create pods: .*exceeded quota: no-pods/);
+      assert.ok(r.events.some((e) => e.type === "Warning" && e.reason === PretrainRunReason.PodCreationFailed));
+      assert.equal(r.status.phase, "Pending");
+    },
+  },
+  "a FailedCreate of another Job (an earlier attempt, another uid) is not this attempt's": {
+    run: run(inAttempt(2)),
+    jobs: [{ ...attemptJob(2, { ready: 0 }), metadata: { ...attemptJob(2).metadata, uid: "u2" } }],
+    podCreationFailures: [
+      { job: "run-a1", message: "exceeded quota", time: "2026-03-01T11:59:50Z" },
+      { job: "run-a2", jobUid: "u-old", message: "exceeded quota", time: "2026-03-01T11:59:50Z" },
+    ],
+    want: (r) => {
+      assert.equal(cond(r, "Running")?.reason, PretrainRunReason.PodsNotReady);
+    },
+  },
+  "pods created after the last FailedCreate clear PodCreationFailed (the quota was lifted)": {
+    run: run(inAttempt(1)),
+    jobs: [attemptJob(1, { ready: 0 })],
+    pods: [
+      {
+        ...attemptPod(1, 0, { phase: "Pending" }),
+        metadata: { ...attemptPod(1, 0).metadata, creationTimestamp: "2026-03-01T11:59:55Z" },
+      },
+      {
+        ...attemptPod(1, 1, { phase: "Pending" }),
+        metadata: { ...attemptPod(1, 1).metadata, creationTimestamp: "2026-03-01T11:59:55Z" },
+      },
+    ],
+    podCreationFailures: [{ job: "run-a1", message: "exceeded quota", time: "2026-03-01T11:59:50Z" }],
+    want: (r) => {
+      assert.equal(cond(r, "Running")?.reason, PretrainRunReason.PodsNotReady);
+    },
+  },
+  "some pods created, the rest refused after them → still PodCreationFailed": {
+    run: run(inAttempt(1)),
+    jobs: [attemptJob(1, { ready: 0 })],
+    pods: [
+      {
+        ...attemptPod(1, 0, { phase: "Pending" }),
+        metadata: { ...attemptPod(1, 0).metadata, creationTimestamp: "2026-03-01T11:59:40Z" },
+      },
+    ],
+    podCreationFailures: [{ job: "run-a1", message: "exceeded quota: pods=1", time: "2026-03-01T11:59:50Z" }],
+    want: (r) => {
+      assert.equal(cond(r, "Running")?.reason, PretrainRunReason.PodCreationFailed);
+      assert.match(cond(r, "Running")!.message, /pods=1/);
+    },
+  },
+  "a suspended (queued) attempt is not PodCreationFailed": {
+    run: run(inAttempt(1)),
+    jobs: [attemptJob(1, { suspend: true })],
+    podCreationFailures: [{ job: "run-a1", message: "exceeded quota", time: "2026-03-01T11:59:50Z" }],
+    want: (r) => {
+      assert.notEqual(cond(r, "Running")?.reason, PretrainRunReason.PodCreationFailed);
+      assert.equal(cond(r, "Queued")?.reason, PretrainRunReason.WaitingForAdmission);
+    },
+  },
   "a gang not ready within the startup deadline → the attempt is restarted (StartupDeadlineExceeded)": {
     run: run(inAttempt(1), { runPolicy: { maxRestarts: 2, startupDeadlineSeconds: 60 } }),
     jobs: [{ ...attemptJob(1, { ready: 1 }), status: { ready: 1, active: 2, startTime: "2026-03-01T11:58:00Z" } }],
@@ -688,6 +760,7 @@ for (const [name, c] of Object.entries(cases)) {
       now: c.now ?? T0,
       metrics: c.metrics,
       refused: c.refused,
+      podCreationFailures: c.podCreationFailures,
     });
     c.want(r);
   });

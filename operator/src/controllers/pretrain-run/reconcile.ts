@@ -18,12 +18,14 @@ import { getCondition, isTrue, setCondition, toKubeTime } from "../../conditions
 import { compact, parseSpec, parseStatus, transitionEvents } from "../common.js";
 import {
   jobCondition,
+  podCreationFailure,
   podsOfJob,
   type ChildRef,
   type CustomResource,
   type EventSpec,
   type JobView,
   type KubeObject,
+  type PodCreationFailure,
   type PodView,
   type ReconcileResult,
 } from "../types.js";
@@ -60,6 +62,8 @@ export interface PretrainRunObserved {
   metrics?: ProgressSample | undefined;
   /** A child the API server refused on the last apply (cleared when an apply succeeds). */
   refused?: ChildRefusal | undefined;
+  /** FailedCreate Warning Events of the run's Jobs (the Job controller could not create pods). */
+  podCreationFailures?: readonly PodCreationFailure[] | undefined;
   now: Date;
 }
 
@@ -505,7 +509,7 @@ function observeAttempt(st: Step, spec: PretrainRunSpec, job: JobView, attempt: 
     );
     st.setIfPresent("Restarting", "False", PretrainRunReason.Restarted, `Attempt ${attempt} is running.`);
   } else {
-    const problem = pendingProblem(podsOfJob(st.o.pods, job.metadata.name));
+    const problem = notCreated(st, spec, job) ?? pendingProblem(podsOfJob(st.o.pods, job.metadata.name));
     if (problem !== undefined) st.set("Running", "False", problem.reason, problem.message);
     else
       st.set(
@@ -524,6 +528,17 @@ function observeAttempt(st: Step, spec: PretrainRunSpec, job: JobView, attempt: 
         ? "Queued"
         : "Pending";
   progress(st, spec, attempt);
+}
+
+/** The Job controller cannot create the attempt's pods (a FailedCreate Event): the event's message says why. */
+function notCreated(st: Step, spec: PretrainRunSpec, job: JobView): { reason: string; message: string } | undefined {
+  if (job.spec?.suspend === true) return undefined;
+  const f = podCreationFailure(job, st.o.pods, st.o.podCreationFailures ?? [], spec.numNodes);
+  if (f === undefined) return undefined;
+  return {
+    reason: PretrainRunReason.PodCreationFailed,
+    message: `Job ${job.metadata.name} cannot create pods: ${truncate(f.message, 600)}`,
+  };
 }
 
 /** 8. Progress from rank 0's metrics (read by the shell's poller, outside the reconcile workers). */
