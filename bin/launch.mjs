@@ -28,14 +28,15 @@ export function missingLoaderPath(env = process.env) {
 /**
  * True when this process was handed to a child (pinned Node and/or loader path; the caller must then do nothing else).
  * @param {NodeJS.Signals[]} signals forwarded to the child
+ * @param {{ gpuLoaderPath?: boolean }} [opts] gpuLoaderPath: false for entries that never load TensorFlow (the operator)
  * @returns {boolean}
  */
-export function reexecWithPinnedNode(signals = ["SIGINT", "SIGTERM", "SIGUSR1", "SIGHUP"]) {
+export function reexecWithPinnedNode(signals = ["SIGINT", "SIGTERM", "SIGUSR1", "SIGHUP"], opts = {}) {
   const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
   const tooOld = major < 22 || (major === 22 && minor < 19);
   const pinned = join(root, "node_modules", "node", "bin", "node");
   const usePinned = tooOld && existsSync(pinned);
-  const missing = missingLoaderPath();
+  const missing = opts.gpuLoaderPath === false ? [] : missingLoaderPath();
   if ((!usePinned && missing.length === 0) || process.env.SSL3D_REEXEC === "1") {
     if (tooOld && !usePinned)
       process.stderr.write(
@@ -62,6 +63,21 @@ export function reexecWithPinnedNode(signals = ["SIGINT", "SIGTERM", "SIGUSR1", 
     else process.exit(code ?? 1);
   });
   return true;
+}
+
+/**
+ * In a re-executed process (SSL3D_REEXEC=1) whose entry does not watch its parent itself (the operator; the CLI does in
+ * runtime/src/local/parent-watch.ts): SIGTERM to itself once the launcher that started it is gone.
+ */
+export function watchLauncher() {
+  const v = process.env.SSL3D_PARENT_PID;
+  if (process.env.SSL3D_REEXEC !== "1" || v === undefined || !/^\d+$/.test(v)) return;
+  const timer = setInterval(() => {
+    if (process.ppid === Number(v)) return;
+    clearInterval(timer);
+    process.kill(process.pid, "SIGTERM");
+  }, 1000);
+  timer.unref();
 }
 
 /**
