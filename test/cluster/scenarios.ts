@@ -468,7 +468,9 @@ export function describeScenarios(cluster: () => RealCluster): void {
         // bridge plugin of the local cluster does not enforce NetworkPolicy: the refusal below comes from the
         // runtime's HMAC handshake under the run's Secret, not from the network.
         applyPod(c, NS, "stranger", ["node", "-e", STRANGER, "demo-a1-0.demo", "demo-a2-0.demo"], [], true);
-        apply(c, [pretrainRun("demo", { numNodes: 2, nprocPerNode: 2, epochs: 10 })]);
+        // 40 epochs of 2 steps: long enough that the second attempt is still training when its Job is deleted (with
+        // 10 it finished in 35 s, before the test could delete it, and the third attempt never came).
+        apply(c, [pretrainRun("demo", { numNodes: 2, nprocPerNode: 2, epochs: 40 })]);
 
         // The NetworkPolicy exists (not enforced here, see above) and selects the run's pods.
         const np = await waitFor(
