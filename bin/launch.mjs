@@ -70,28 +70,30 @@ export function reexecWithPinnedNode(signals = ["SIGINT", "SIGTERM", "SIGUSR1", 
  * runtime/src/local/parent-watch.ts): SIGTERM to itself once the launcher that started it is gone.
  */
 export function watchLauncher() {
-  const v = process.env.SSL3D_PARENT_PID;
-  if (process.env.SSL3D_REEXEC !== "1" || v === undefined || !/^\d+$/.test(v)) return;
-  const timer = setInterval(() => {
-    if (process.ppid === Number(v)) return;
-    clearInterval(timer);
-    process.kill(process.pid, "SIGTERM");
-  }, 1000);
-  timer.unref();
+  if (process.env.SSL3D_REEXEC === "1") onParentGone(() => process.kill(process.pid, "SIGTERM"));
 }
 
 /**
  * When this launcher itself runs under a watching parent (SSL3D_PARENT_PID, set by `ssl3d run` for its children),
- * it passes the parent's death on: the child gets SIGTERM, then this process exits.
+ * it passes the parent's death on: the child gets SIGTERM, and this process exits with it.
  * @param {import("node:child_process").ChildProcess} child
  */
 function watchOwnParent(child) {
+  onParentGone(() => child.kill("SIGTERM"));
+}
+
+/**
+ * Calls `fn` once this process's parent is no longer the process SSL3D_PARENT_PID names (it died, even by SIGKILL,
+ * and this process was re-parented); checks every second without keeping the process alive.
+ * @param {() => void} fn
+ */
+function onParentGone(fn) {
   const v = process.env.SSL3D_PARENT_PID;
   if (v === undefined || !/^\d+$/.test(v)) return;
   const timer = setInterval(() => {
     if (process.ppid === Number(v)) return;
     clearInterval(timer);
-    child.kill("SIGTERM");
+    fn();
   }, 1000);
   timer.unref();
 }
