@@ -437,3 +437,44 @@ export async function eventsFor(
 }
 
 export { FIELD_MANAGER };
+
+/**
+ * A Ready Plan `plan` (with its Collection `col`) in `ns`: the preprocessing Job's pod is played to success with a
+ * valid summary, as the kubelet would report it.
+ */
+export async function readyPlan(client: KubeClient, ns: string, image: string): Promise<void> {
+  await client.create(
+    cr("Collection", ns, "col", { source: { pvc: { claimName: "raw" } }, dataset: "Dataset001_Demo" }),
+  );
+  await client.create(
+    cr("Plan", ns, "plan", {
+      collectionRef: { name: "col" },
+      configurations: ["onemmiso"],
+      preprocess: { image },
+      output: { pvc: { claimName: "prep" } },
+    }),
+  );
+  const j = await eventually("prep Job", () => getJob(client, ns, "plan-prep"));
+  const pods = await createPods(client, j);
+  await terminatePod(
+    client,
+    ns,
+    pods[0]!.metadata.name,
+    "preprocess",
+    0,
+    JSON.stringify({
+      images: 1,
+      valid: 1,
+      failed: 0,
+      configurations: ["onemmiso"],
+      plansFile: "p",
+      preprocessedDir: "d",
+    }),
+  );
+  await jobFinished(client, j, "Complete");
+  await eventually(
+    "Plan Ready",
+    async () => (await getCr(client, "Plan", ns, "plan")).status?.phase === "Ready",
+    30_000,
+  );
+}

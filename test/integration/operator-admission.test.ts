@@ -18,11 +18,10 @@ import {
   eventually,
   getCr,
   getJob,
-  jobFinished,
   jobRunning,
+  readyPlan,
   startEnv,
   startManager,
-  terminatePod,
   type Env,
 } from "../helpers/operator.js";
 
@@ -55,43 +54,6 @@ after(async () => {
   await (env as Env | undefined)?.cluster.stop();
 });
 
-async function readyPlan(ns: string): Promise<void> {
-  await env.client.create(
-    cr("Collection", ns, "col", { source: { pvc: { claimName: "raw" } }, dataset: "Dataset001_Demo" }),
-  );
-  await env.client.create(
-    cr("Plan", ns, "plan", {
-      collectionRef: { name: "col" },
-      configurations: ["onemmiso"],
-      preprocess: { image: IMAGE },
-      output: { pvc: { claimName: "prep" } },
-    }),
-  );
-  const j = await eventually("prep Job", () => getJob(env.client, ns, "plan-prep"));
-  const pods = await createPods(env.client, j);
-  await terminatePod(
-    env.client,
-    ns,
-    pods[0]!.metadata.name,
-    "preprocess",
-    0,
-    JSON.stringify({
-      images: 1,
-      valid: 1,
-      failed: 0,
-      configurations: ["onemmiso"],
-      plansFile: "p",
-      preprocessedDir: "d",
-    }),
-  );
-  await jobFinished(env.client, j, "Complete");
-  await eventually(
-    "Plan Ready",
-    async () => (await getCr(env.client, "Plan", ns, "plan")).status?.phase === "Ready",
-    30_000,
-  );
-}
-
 function runSpec(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     planRef: { name: "plan" },
@@ -110,7 +72,7 @@ async function status(ns: string, name: string): Promise<Record<string, unknown>
 describe("queue admission, progress polling, refused children and RBAC", () => {
   test("a run created suspended creates no Job and no pods; admission starts it and restarts the deadline clock", async () => {
     const ns = await createNamespace(env.client, "admission");
-    await readyPlan(ns);
+    await readyPlan(env.client, ns, IMAGE);
     await env.client.create({
       ...cr("PretrainRun", ns, "run", runSpec({ suspend: true, runPolicy: { activeDeadlineSeconds: 3600 } })),
       metadata: { name: "run", namespace: ns, labels: { "kueue.x-k8s.io/queue-name": "gpu" } },
@@ -158,7 +120,7 @@ describe("queue admission, progress polling, refused children and RBAC", () => {
 
   test("a rank 0 that never answers does not hold up reconciling other runs (one reconcile worker)", async () => {
     const ns = await createNamespace(env.client, "scrape");
-    await readyPlan(ns);
+    await readyPlan(env.client, ns, IMAGE);
     hanging.add("10.9.9.9");
     await env.client.create(cr("PretrainRun", ns, "stuck", runSpec()));
     const s1 = await eventually("stuck-a1", () => getJob(env.client, ns, "stuck-a1"));
@@ -187,7 +149,7 @@ describe("queue admission, progress polling, refused children and RBAC", () => {
 
   test("a child the API server refuses (quota) is Created=False/ChildRefused with a Warning event, and clears once accepted", async () => {
     const ns = await createNamespace(env.client, "refused");
-    await readyPlan(ns);
+    await readyPlan(env.client, ns, IMAGE);
     // No Jobs allowed in this namespace. The quota's status is what the quota controller would write (none runs here).
     await env.client.create({
       apiVersion: "v1",

@@ -18,9 +18,9 @@ import {
   getJob,
   jobFinished,
   jobRunning,
+  readyPlan,
   startEnv,
   startManager,
-  terminatePod,
   type Env,
 } from "../helpers/operator.js";
 
@@ -34,43 +34,6 @@ after(async () => {
   (env as Env | undefined)?.client.close();
   await (env as Env | undefined)?.cluster.stop();
 });
-
-async function readyPlan(ns: string): Promise<void> {
-  await env.client.create(
-    cr("Collection", ns, "col", { source: { pvc: { claimName: "raw" } }, dataset: "Dataset001_Demo" }),
-  );
-  await env.client.create(
-    cr("Plan", ns, "plan", {
-      collectionRef: { name: "col" },
-      configurations: ["onemmiso"],
-      preprocess: { image: IMAGE },
-      output: { pvc: { claimName: "prep" } },
-    }),
-  );
-  const j = await eventually("prep Job", () => getJob(env.client, ns, "plan-prep"));
-  const pods = await createPods(env.client, j);
-  await terminatePod(
-    env.client,
-    ns,
-    pods[0]!.metadata.name,
-    "preprocess",
-    0,
-    JSON.stringify({
-      images: 1,
-      valid: 1,
-      failed: 0,
-      configurations: ["onemmiso"],
-      plansFile: "p",
-      preprocessedDir: "d",
-    }),
-  );
-  await jobFinished(env.client, j, "Complete");
-  await eventually(
-    "Plan Ready",
-    async () => (await getCr(env.client, "Plan", ns, "plan")).status?.phase === "Ready",
-    30_000,
-  );
-}
 
 function run(ns: string, name: string): ReturnType<typeof cr> {
   return cr("PretrainRun", ns, name, {
@@ -142,7 +105,7 @@ describe("high availability", () => {
       const holder = await eventually("a leader", async () => (await leaseHolder()) || undefined, 20_000);
       const [leader, standby] = holder.includes(`_${a.child.pid}_`) ? [a, b] : [b, a];
       assert.ok(holder.includes(`_${leader.child.pid}_`), `holder ${holder}`);
-      await readyPlan(ns);
+      await readyPlan(env.client, ns, IMAGE);
       await env.client.create(run(ns, "first"));
       await eventually("first-a1 Job", () => getJob(env.client, ns, "first-a1"), 20_000);
       assert.ok((await reconcileCount(leader)) > 0);
@@ -187,7 +150,7 @@ describe("high availability", () => {
     const ns = await createNamespace(env.client, "restart");
     const { manager } = startManager(env, ns);
     try {
-      await readyPlan(ns);
+      await readyPlan(env.client, ns, IMAGE);
       await env.client.create(run(ns, "before"));
       const j = await eventually("before-a1", () => getJob(env.client, ns, "before-a1"), 20_000);
       await createPods(env.client, j);
