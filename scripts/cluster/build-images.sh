@@ -102,10 +102,23 @@ build_target() {
     echo "$hash" > "$IMAGES/$target.stamp"
     log "built $tag in $((SECONDS - s)) s"
   fi
-  if [ -S "$CTR_SOCK" ] && ctr_ version >/dev/null 2>&1; then
-    log "importing $tag into the cluster's containerd"
-    ctr_ -n k8s.io images import "$tar" >/dev/null
+  if [ -S "$CTR_SOCK" ] && ctr_ version >/dev/null 2>&1; then import_target "$target" "$tag" "$tar" "$hash"; fi
+}
+
+# import_target TARGET TAG TAR HASH: into the cluster's containerd, unless that archive was imported into its (kept)
+# image store before and the image is still there.
+import_target() {
+  local target="$1" tag="$2" tar="$3" want s=$SECONDS
+  want="$4 $(stat -c %Y "$tar")"
+  if [ "$(cat "$CTR_ROOT/imported/$target" 2>/dev/null)" = "$want" ] && ctr_ -n k8s.io images ls -q | grep -qx "$tag"; then
+    log "$tag: already in the cluster's containerd"
+    return 0
   fi
+  log "importing $tag into the cluster's containerd"
+  ctr_ -n k8s.io images import "$tar" >/dev/null
+  mkdir -p "$CTR_ROOT/imported"
+  echo "$want" > "$CTR_ROOT/imported/$target"
+  log "imported $tag in $((SECONDS - s)) s"
 }
 
 build_all() {

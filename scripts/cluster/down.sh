@@ -2,9 +2,17 @@
 # `npm run cluster:down`: stops everything scripts/cluster/up.sh started and leaves the machine as up.sh found it:
 # pods deleted through the API first (so the CNI plugin removes their network), daemons stopped by their recorded
 # pids, kube-proxy's and the kubelet's iptables chains removed, the bridge, mounts, cgroups and the state directory
-# removed. Safe to run when nothing (or only part) is up. Must run as root.
+# removed. Safe to run when nothing (or only part) is up. Must run as root. containerd's image store ($CTR_ROOT, a
+# cache under $SSL3D_CACHE like the image archives) is kept for the next `cluster:up`; `--purge` removes it too.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [ "$(id -u)" -eq 0 ] || die "must run as root"
+PURGE=0
+case "${1:-}" in
+  --purge) PURGE=1 ;;
+  "") ;;
+  *) die "usage: down.sh [--purge]" ;;
+esac
+if [ "$PURGE" = 1 ] && [ ! -d "$D" ]; then rm -rf "$CTR_ROOT"; fi
 [ -d "$D" ] || { log "nothing to stop ($D does not exist)"; exit 0; }
 [ -f "$D/.ssl3d-cluster" ] || die "$D was not made by cluster:up (no .ssl3d-cluster marker): not touching it"
 
@@ -97,21 +105,31 @@ remove_outside_paths() {
   for p in /run/netns/cni-*; do [ -e "$p" ] || continue; umount "$p" 2>/dev/null || true; rm -f "$p"; done
 }
 
-delete_pods
-stop_daemon coredns
-stop_daemon kube-proxy
-stop_daemon kubelet 30
-remove_containers
-stop_daemon containerd 30
-stop_shims
-stop_daemon kube-controller-manager
-stop_daemon kube-scheduler
-stop_daemon kube-apiserver
-stop_daemon etcd
-clean_rules
+# timed STEP CMD...: runs CMD and logs how long it took (the parts of the cluster tier's teardown time).
+timed() {
+  local s=$SECONDS
+  "$@"
+  log "down: $* ($((SECONDS - s)) s)"
+}
+
+T0=$SECONDS
+timed delete_pods
+timed stop_daemon coredns
+timed stop_daemon kube-proxy
+timed stop_daemon kubelet 30
+timed remove_containers
+timed stop_daemon containerd 30
+timed stop_shims
+timed stop_daemon kube-controller-manager
+timed stop_daemon kube-scheduler
+timed stop_daemon kube-apiserver
+timed stop_daemon etcd
+timed clean_rules
 if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link delete "$BRIDGE"; fi
-unmount_under "$D"
-remove_cgroups
-remove_outside_paths
-rm -rf "$D"
-log "down: machine state restored"
+timed unmount_under "$D"
+timed unmount_under "$CTR_ROOT"
+timed remove_cgroups
+timed remove_outside_paths
+timed rm -rf "$D"
+if [ "$PURGE" = 1 ]; then rm -rf "$CTR_ROOT"; fi
+log "down: machine state restored ($((SECONDS - T0)) s)"

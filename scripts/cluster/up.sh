@@ -104,7 +104,7 @@ wait_for() { # wait_for WHAT SECONDS CMD...
 containerd_up() {
   write_if_changed "$D/containerd/config.toml" <<EOF
 version = 2
-root = "$D/containerd/root"
+root = "$CTR_ROOT/root"
 state = "$D/containerd/state"
 [grpc]
   address = "$CTR_SOCK"
@@ -128,6 +128,7 @@ state = "$D/containerd/state"
     bin_dir = "/usr/lib/cni"
     conf_dir = "$D/cni/net.d"
 EOF
+  mkdir -p "$CTR_ROOT/root" "$CTR_ROOT/imported"
   start containerd containerd --config "$D/containerd/config.toml"
   wait_for containerd 30 ctr_ version
   bash "$CLUSTER_SCRIPTS/images.sh" pause "$PAUSE_BIN"
@@ -331,8 +332,9 @@ main() {
   cluster_objects
   wait_for "node $NODE_NAME" 180 node_ready
   wait_for CoreDNS 60 dns_ready
+  log "node $NODE_NAME Ready, CoreDNS ready ($SECONDS s)"
   if [ "${SSL3D_CLUSTER_IMAGES:-1}" = "1" ]; then bash "$CLUSTER_SCRIPTS/images.sh" all; fi
-  log "ready: node $NODE_NAME"
+  log "ready: node $NODE_NAME ($SECONDS s)"
   echo "KUBECONFIG=$D/kubeconfigs/admin.kubeconfig"
   echo "KUBECTL=$(bin kubectl)"
 }

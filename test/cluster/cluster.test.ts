@@ -18,7 +18,7 @@ import {
 import { REPO } from "../helpers/chart.js";
 import { APP_VERSION, OPERATOR_IMAGE, RUNTIME_CPU_IMAGE } from "../helpers/images.js";
 import { run, toolBin } from "../helpers/tools.js";
-import { describeScenarios, podOutcome } from "./scenarios.js";
+import { describeScenarios, note, podOutcome } from "./scenarios.js";
 
 const own = (process.env.SSL3D_TEST_KUBECONFIG ?? "") !== "";
 const notRoot = !own && process.getuid?.() !== 0;
@@ -33,7 +33,10 @@ describe(
 
     before(() => {
       if (!own) before0 = machineState();
-      cluster = startRealCluster();
+      const t0 = Date.now();
+      note("cluster:up");
+      cluster = startRealCluster(note);
+      note(`cluster:up done (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     });
     after(() => {
       // On a cluster of your own nothing is stopped: remove what the tests made (the CRDs stay, as after any
@@ -46,7 +49,7 @@ describe(
         );
         kubectl(cluster, ["delete", "namespace", "ssl3d-runs", "ssl3d-system", "--ignore-not-found", "--wait=false"]);
       }
-      if (cluster !== undefined && !stopped) stopRealCluster(cluster);
+      if (cluster !== undefined && !stopped) stopRealCluster(cluster, note);
     });
 
     test("get nodes: one node, Ready", () => {
@@ -201,8 +204,11 @@ describe(
       "cluster:down restores the machine's network rules, links, routes, mounts, sysctls and cgroups",
       { skip: own ? "cluster of your own (SSL3D_TEST_KUBECONFIG): not stopped" : false },
       () => {
-        stopRealCluster(cluster!);
+        const t0 = Date.now();
+        note("cluster:down");
+        stopRealCluster(cluster!, note);
         stopped = true;
+        note(`cluster:down done (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
         const diff = stateDiff(before0, machineState());
         assert.deepEqual(
           diff,

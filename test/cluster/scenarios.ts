@@ -15,14 +15,14 @@ import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, test, type TestContext } from "node:test";
 import { parse } from "yaml";
-import { kubectl, kubectlOk, type RealCluster } from "../helpers/cluster.js";
+import { followLogs, kubectlAsync, kubectlOkAsync, type RealCluster } from "../helpers/cluster.js";
 import { CHART } from "../helpers/chart.js";
 import { OPERATOR_IMAGE, RUNTIME_CPU_IMAGE } from "../helpers/images.js";
 import { renderedRuleGroups } from "../helpers/monitoring.js";
 import { launchPrometheus, type PrometheusProcess } from "../helpers/prometheus.js";
-import { run, toolBin } from "../helpers/tools.js";
+import { runAsync, toolBin } from "../helpers/tools.js";
 
 export const NS = "ssl3d-runs";
 const RELEASE = "ssl3d";
@@ -33,45 +33,76 @@ const ITERS = 2;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `probe` until it returns a value other than undefined; throws with `what()` after `timeoutMs`. */
+const T0 = Date.now();
+/**
+ * One timestamped line on the test's output (wall clock and seconds since the tier's file was loaded): every wait and
+ * every fault the scenarios make says when it started and how long it took, so a slow or stuck step shows in a CI log.
+ */
+export function note(msg: string): void {
+  const now = new Date();
+  console.log(`[e2e ${now.toISOString().slice(11, 23)} +${((now.getTime() - T0) / 1000).toFixed(1)} s] ${msg}`);
+}
+
+/**
+ * Polls `probe` until it returns a value other than undefined; throws with `explain()` after `timeoutMs`. Notes the
+ * start and the end of the wait. Probes are asynchronous (kubectlAsync): the scenarios run concurrently in one event
+ * loop, and a synchronous kubectl in one of them would hold up the polls of all the others.
+ */
 export async function waitFor<T>(
-  what: () => string,
-  probe: () => T | undefined,
+  label: string,
+  probe: () => Promise<T | undefined> | T | undefined,
   timeoutMs: number,
-  everyMs = 2000,
+  opts: { everyMs?: number; explain?: () => Promise<string> | string } = {},
 ): Promise<T> {
-  const end = Date.now() + timeoutMs;
+  const t0 = Date.now();
+  const end = t0 + timeoutMs;
+  let polls = 0;
+  note(`wait: ${label}`);
   for (;;) {
-    const v = probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms: ${what()}`);
-    await sleep(everyMs);
+    const v = await probe();
+    polls += 1;
+    if (v !== undefined) {
+      note(`done: ${label} (${((Date.now() - t0) / 1000).toFixed(1)} s, ${polls} polls)`);
+      return v;
+    }
+    if (Date.now() > end) {
+      note(`timed out: ${label}`);
+      throw new Error(`timed out after ${timeoutMs} ms: ${label}\n${opts.explain !== undefined ? await opts.explain() : ""}`);
+    }
+    await sleep(opts.everyMs ?? 2000);
   }
 }
 
 /** Waits until the pod's phase is Succeeded or Failed; returns the phase. */
 export async function podOutcome(c: RealCluster, ns: string, name: string, timeoutMs: number): Promise<string> {
   return waitFor(
-    () => `pod ${ns}/${name}:\n${kubectl(c, ["-n", ns, "describe", "pod", name]).stdout}`,
-    () => {
-      const phase = kubectl(c, ["-n", ns, "get", "pod", name, "-o", "jsonpath={.status.phase}"]).stdout.trim();
+    `pod ${ns}/${name} Succeeded or Failed`,
+    async () => {
+      const phase = (
+        await kubectlAsync(c, ["-n", ns, "get", "pod", name, "-o", "jsonpath={.status.phase}"])
+      ).stdout.trim();
       return phase === "Succeeded" || phase === "Failed" ? phase : undefined;
     },
     timeoutMs,
-    1000,
+    {
+      everyMs: 1000,
+      explain: async () => `pod ${ns}/${name}:\n${(await kubectlAsync(c, ["-n", ns, "describe", "pod", name])).stdout}`,
+    },
   );
 }
 
-export function describeAll(c: RealCluster, ns: string): string {
-  const get = kubectl(c, ["-n", ns, "get", "ssl3d,jobs,pods,events", "-o", "wide"]).stdout;
-  const status = kubectl(c, [
-    "-n",
-    ns,
-    "get",
-    "ssl3d",
-    "-o",
-    'jsonpath={range .items[*]}{.kind}/{.metadata.name}: {.status}{"\\n"}{end}',
-  ]).stdout;
+export async function describeAll(c: RealCluster, ns: string): Promise<string> {
+  const get = (await kubectlAsync(c, ["-n", ns, "get", "ssl3d,jobs,pods,events", "-o", "wide"])).stdout;
+  const status = (
+    await kubectlAsync(c, [
+      "-n",
+      ns,
+      "get",
+      "ssl3d",
+      "-o",
+      'jsonpath={range .items[*]}{.kind}/{.metadata.name}: {.status}{"\\n"}{end}',
+    ])
+  ).stdout;
   return `${get}\n${status}`.slice(-8000);
 }
 
@@ -82,14 +113,18 @@ export async function waitPhase(
   what: string,
   phases: readonly string[],
   timeoutMs: number,
+  everyMs = 2000,
 ): Promise<string> {
   return waitFor(
-    () => `${ns}/${what} not in ${phases.join("/")}:\n${describeAll(c, ns)}`,
-    () => {
-      const phase = kubectl(c, ["-n", ns, "get", what, "-o", "jsonpath={.status.phase}"]).stdout.trim();
+    `${ns}/${what} in ${phases.join("/")}`,
+    async () => {
+      const phase = (
+        await kubectlAsync(c, ["-n", ns, "get", what, "-o", "jsonpath={.status.phase}"])
+      ).stdout.trim();
       return phases.includes(phase) ? phase : undefined;
     },
     timeoutMs,
+    { everyMs, explain: () => describeAll(c, ns) },
   );
 }
 
@@ -103,22 +138,22 @@ export async function runPod(
   timeoutMs: number,
   shell = false,
 ): Promise<string> {
-  applyPod(c, ns, name, args, mounts, shell);
+  await applyPod(c, ns, name, args, mounts, shell);
   const phase = await podOutcome(c, ns, name, timeoutMs);
-  const logs = kubectl(c, ["-n", ns, "logs", name]).stdout;
+  const logs = (await kubectlAsync(c, ["-n", ns, "logs", name])).stdout;
   assert.equal(phase, "Succeeded", `pod ${name}:\n${logs.slice(-4000)}`);
   return logs;
 }
 
-function applyPod(
+async function applyPod(
   c: RealCluster,
   ns: string,
   name: string,
   args: readonly string[],
   mounts: readonly { claim: string; path: string }[],
   shell: boolean,
-): void {
-  kubectl(c, ["-n", ns, "delete", "pod", name, "--ignore-not-found", "--wait"]);
+): Promise<void> {
+  await kubectlAsync(c, ["-n", ns, "delete", "pod", name, "--ignore-not-found", "--wait"]);
   const pod = {
     apiVersion: "v1",
     kind: "Pod",
@@ -145,16 +180,16 @@ function applyPod(
       ],
     },
   };
-  kubectlOk(c, ["apply", "-f", "-"], JSON.stringify(pod));
+  await kubectlOkAsync(c, ["apply", "-f", "-"], JSON.stringify(pod));
 }
 
 interface Obj {
-  metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string };
+  metadata: { name: string; uid?: string; labels?: Record<string, string>; deletionTimestamp?: string };
   status?: Record<string, unknown>;
 }
 
-function getJson(c: RealCluster, ns: string, what: string): unknown {
-  const r = kubectl(c, ["-n", ns, "get", what, "-o", "json"]);
+async function getJson(c: RealCluster, ns: string, what: string, extra: readonly string[] = []): Promise<unknown> {
+  const r = await kubectlAsync(c, ["-n", ns, "get", what, ...extra, "-o", "json"]);
   return r.status === 0 ? JSON.parse(r.stdout) : undefined;
 }
 
@@ -166,42 +201,51 @@ interface RunStatus {
   conditions?: { type: string; status: string; reason?: string; message?: string; lastTransitionTime?: string }[];
 }
 
-function runStatus(c: RealCluster, name: string): RunStatus {
-  return (getJson(c, NS, `pretrainruns.ssl3d.io/${name}`) as Obj | undefined)?.status ?? {};
+async function runStatus(c: RealCluster, name: string): Promise<RunStatus> {
+  return ((await getJson(c, NS, `pretrainruns.ssl3d.io/${name}`)) as Obj | undefined)?.status ?? {};
 }
 
-function podsOf(c: RealCluster, job: string, index: number): Obj | undefined {
-  const r = kubectl(c, [
-    "-n",
-    NS,
-    "get",
-    "pods",
+/** The pod of completion index `index` of the Job with uid `jobUid` (not one being deleted). */
+async function podOf(c: RealCluster, jobUid: string, index: number): Promise<Obj | undefined> {
+  const l = (await getJson(c, NS, "pods", [
     "-l",
-    `batch.kubernetes.io/job-name=${job},batch.kubernetes.io/job-completion-index=${index}`,
-    "-o",
-    "json",
-  ]);
-  if (r.status !== 0) return undefined;
-  return (JSON.parse(r.stdout) as { items: Obj[] }).items.find((p) => p.metadata.deletionTimestamp === undefined);
+    `batch.kubernetes.io/controller-uid=${jobUid},batch.kubernetes.io/job-completion-index=${index}`,
+  ])) as { items: Obj[] } | undefined;
+  return l?.items.find((p) => p.metadata.deletionTimestamp === undefined);
 }
 
-function logsOf(c: RealCluster, pod: string): string {
-  return kubectl(c, ["-n", NS, "logs", pod, "--all-containers"]).stdout;
+async function logsOf(c: RealCluster, pod: string): Promise<string> {
+  return (await kubectlAsync(c, ["-n", NS, "logs", pod, "--all-containers"])).stdout;
 }
 
-/** globalStep of every pino line with message `msg` in a log. */
-function stepsLogged(log: string, msg: string): number[] {
-  const out: number[] = [];
+/** The pino JSON objects of a log with message `msg`. */
+function logged(log: string, msg: string): { globalStep?: number; epoch?: number; seconds?: number }[] {
+  const out: { globalStep?: number; epoch?: number; seconds?: number }[] = [];
   for (const line of log.split("\n")) {
     if (!line.includes(msg)) continue;
     try {
-      const o = JSON.parse(line.slice(line.indexOf("{"))) as { msg?: string; globalStep?: number };
-      if (o.msg === msg && typeof o.globalStep === "number") out.push(o.globalStep);
+      const o = JSON.parse(line.slice(line.indexOf("{"))) as { msg?: string; globalStep?: number; epoch?: number };
+      if (o.msg === msg) out.push(o);
     } catch {
       // not a JSON log line
     }
   }
   return out;
+}
+
+/** globalStep of every pino line with message `msg` in a log. */
+function stepsLogged(log: string, msg: string): number[] {
+  return logged(log, msg).flatMap((o) => (typeof o.globalStep === "number" ? [o.globalStep] : []));
+}
+
+/** The last global step a rank 0 log shows as reached: resumed, saved, or the end of a finished epoch. */
+function stepReached(log: string): number {
+  return Math.max(
+    0,
+    ...stepsLogged(log, "Resumed from checkpoint"),
+    ...stepsLogged(log, "Saved checkpoint"),
+    ...logged(log, "Epoch finished").flatMap((o) => (typeof o.epoch === "number" ? [(o.epoch + 1) * ITERS] : [])),
+  );
 }
 
 /** The Plan and PretrainRun manifests of the scenarios. */
@@ -268,13 +312,14 @@ function pretrainRun(
   };
 }
 
-function apply(c: RealCluster, items: readonly object[]): void {
-  kubectlOk(c, ["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items }));
+async function apply(c: RealCluster, items: readonly object[]): Promise<void> {
+  await kubectlOkAsync(c, ["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items }));
 }
 
-export function helmInstall(c: RealCluster): void {
+export async function helmInstall(c: RealCluster): Promise<void> {
   const repo = OPERATOR_IMAGE.slice(0, OPERATOR_IMAGE.lastIndexOf(":"));
-  const r = run(
+  const t0 = Date.now();
+  const r = await runAsync(
     toolBin("helm"),
     [
       "upgrade",
@@ -296,11 +341,12 @@ export function helmInstall(c: RealCluster): void {
     ],
     { timeoutMs: 420_000 },
   );
-  const pods = kubectl(c, ["-n", SYSTEM_NS, "get", "pods", "-o", "wide"]).stdout;
+  note(`helm install: exit ${r.status} after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const pods = (await kubectlAsync(c, ["-n", SYSTEM_NS, "get", "pods", "-o", "wide"])).stdout;
   assert.equal(
     r.status,
     0,
-    `helm install failed:\n${r.stderr}${r.stdout}\n${pods}\n${kubectl(c, ["-n", SYSTEM_NS, "describe", "pods"]).stdout.slice(-4000)}`,
+    `helm install failed:\n${r.stderr}${r.stdout}\n${pods}\n${(await kubectlAsync(c, ["-n", SYSTEM_NS, "describe", "pods"])).stdout.slice(-4000)}`,
   );
 }
 
@@ -359,50 +405,7 @@ export function describeScenarios(cluster: () => RealCluster): void {
 
     before(async () => {
       c = cluster();
-      const pvcs = ["ssl3d-raw", "ssl3d-preprocessed", "ssl3d-results"];
-      apply(
-        c,
-        pvcs.map((name) => ({
-          apiVersion: "v1",
-          kind: "PersistentVolumeClaim",
-          metadata: { name, namespace: NS },
-          spec: { accessModes: ["ReadWriteMany"], resources: { requests: { storage: "1Gi" } } },
-        })),
-      );
-      // The phantom scans are written into the raw PVC by a pod of the runtime image (works on any cluster).
-      await runPod(
-        c,
-        NS,
-        "phantoms",
-        ["demo", "--no-preprocess", "--quick", "--out", "/tmp/demo"],
-        [{ claim: "ssl3d-raw", path: "/data/raw" }],
-        600_000,
-      );
-      apply(c, [
-        {
-          apiVersion: "ssl3d.io/v1alpha1",
-          kind: "Collection",
-          metadata: { name: "demo", namespace: NS },
-          spec: {
-            source: { pvc: { claimName: "ssl3d-raw" } },
-            dataset: "990",
-            indexing: { enabled: true, image: IMAGE },
-          },
-        },
-        plan("demo", "base"),
-      ]);
-      // Bounded waits per stage, so that a stage that cannot start (e.g. pods refused by Pod Security) fails with the
-      // namespace's events instead of hanging.
-      assert.equal(
-        await waitPhase(c, NS, "collections.ssl3d.io/demo", ["Ready", "Failed"], 300_000),
-        "Ready",
-        describeAll(c, NS),
-      );
-      assert.equal(
-        await waitPhase(c, NS, "plans.ssl3d.io/demo", ["Ready", "Failed"], 600_000),
-        "Ready",
-        describeAll(c, NS),
-      );
+      await collectionAndPlan(c);
     });
     after(async () => {
       await prom?.stop();
@@ -412,151 +415,32 @@ export function describeScenarios(cluster: () => RealCluster): void {
       "2x2 PretrainRun: printer columns show progress and loss; a force-killed pod and a deleted attempt Job resume from the last checkpoint; a stranger on the rendezvous port is refused; Prometheus scrapes it through the chart's scrape config; Succeeded with checkpoint_final",
       { timeout: 2_400_000 },
       async (t) => {
-        // Prometheus on the host (the node's bridge reaches the pod IPs), configured with the chart's plain
-        // scrape_configs entry (the PodMonitor's equivalent) and the chart's alert rules. Debian's Prometheus is built
-        // without Kubernetes service discovery, so the test plays its part: it writes the cluster's pods, with the
-        // `__meta_kubernetes_pod_*` labels Kubernetes SD would give them, into a file_sd file every 2 s; the chart's
-        // relabel_configs (selection of rank 0's metrics port, labels namespace/pretrainrun/attempt/pod) run unchanged.
-        const promDir = mkdtempSync(join(tmpdir(), "ssl3d-cluster-prom-"));
-        const rules = join(promDir, "rules.yaml");
-        writeFileSync(rules, JSON.stringify(renderedRuleGroups()));
-        const check = run("/usr/bin/promtool", ["check", "rules", rules]);
-        assert.equal(check.status, 0, check.stdout + check.stderr);
-        const rendered = run(toolBin("helm"), [
-          "template",
-          RELEASE,
-          CHART,
-          "-n",
-          SYSTEM_NS,
-          "--show-only",
-          "templates/training-scrape-config.yaml",
-          "--set",
-          "trainingScrapeConfig.enabled=true",
-          "--set",
-          "trainingPodMonitor.interval=2s",
-          "--set",
-          "trainingPodMonitor.scrapeTimeout=1s",
-          "--set",
-          `trainingPodMonitor.namespaces={${NS}}`,
-        ]);
-        assert.equal(rendered.status, 0, rendered.stderr);
-        const cm = parse(rendered.stdout) as { data: Record<string, string> };
-        const scrape = parse(cm.data["training-scrape-config.yaml"]!) as {
-          kubernetes_sd_configs?: { role: string; namespaces?: { names: string[] } }[];
-          file_sd_configs?: object[];
-        }[];
-        assert.deepEqual(scrape[0]!.kubernetes_sd_configs, [{ role: "pod", namespaces: { names: [NS] } }]);
-        const sdFile = join(promDir, "pods.json");
-        writeFileSync(sdFile, "[]");
-        for (const j of scrape) {
-          delete j.kubernetes_sd_configs;
-          j.file_sd_configs = [{ files: [sdFile], refresh_interval: "2s" }];
-        }
-        prom = await launchPrometheus(promDir, {
-          global: { evaluation_interval: "5s" },
-          rule_files: [rules],
-          scrape_configs: scrape,
-        });
-        const sd = setInterval(() => {
-          writeFileSync(sdFile, JSON.stringify(podTargets(c)));
-        }, 2000);
-        t.after(() => {
-          clearInterval(sd);
-        });
-
+        prom = await scrapedByPrometheus(c, t);
         // The stranger starts before the run, so that it is waiting when rank 0 opens the rendezvous port. The CNI
         // bridge plugin of the local cluster does not enforce NetworkPolicy: the refusal below comes from the
         // runtime's HMAC handshake under the run's Secret, not from the network.
-        applyPod(c, NS, "stranger", ["node", "-e", STRANGER, "demo-a1-0.demo", "demo-a2-0.demo"], [], true);
-        // 40 epochs of 2 steps: long enough that the second attempt is still training when its Job is deleted (with
-        // 10 it finished in 35 s, before the test could delete it, and the third attempt never came).
-        apply(c, [pretrainRun("demo", { numNodes: 2, nprocPerNode: 2, epochs: 40 })]);
-
-        // The NetworkPolicy exists (not enforced here, see above) and selects the run's pods.
-        const np = await waitFor(
-          () => "no NetworkPolicy demo",
-          () =>
-            getJson(c, NS, "networkpolicy/demo") as
-              { spec: { podSelector: { matchLabels: Record<string, string> } } } | undefined,
-          120_000,
-        );
-        assert.equal(np.spec.podSelector.matchLabels["ssl3d.io/run"], "demo");
-
-        // Printer columns: `kubectl get pretrainruns -o wide` shows the progress and a numeric loss while the run trains
-        // (Loss has priority 1: only in the wide output).
-        const row = await waitFor(
-          () =>
-            `no loss in kubectl get pretrainruns -o wide:\n${kubectl(c, ["-n", NS, "get", "pretrainruns", "-o", "wide"]).stdout}\n${describeAll(c, NS)}`,
-          () => {
-            const cells = printerCells(kubectl(c, ["-n", NS, "get", "pretrainruns", "demo", "-o", "wide"]).stdout);
-            const loss = cells.get("LOSS") ?? "";
-            const progress = Number(cells.get("PROGRESS%") ?? "");
-            return loss !== "" && Number.isFinite(Number(loss)) && progress > 0 ? cells : undefined;
-          },
-          900_000,
-          1000,
-        );
-        assert.deepEqual(
-          [...row.keys()],
-          ["NAME", "PHASE", "NODES", "ATTEMPT", "RESTARTS", "PROGRESS%", "LOSS", "AGE"],
-        );
-        assert.equal(row.get("PHASE"), "Running");
-        assert.equal(row.get("NODES"), "2");
-        assert.ok(
-          Number(row.get("PROGRESS%")) > 0 && Number(row.get("PROGRESS%")) <= 100,
-          `progress ${row.get("PROGRESS%") ?? ""}`,
-        );
-
-        // Kill node rank 1's pod after rank 0 has written a checkpoint.
-        const job0 = `demo-a${runStatus(c, "demo").attempt ?? 0}`;
-        const rank0 = podsOf(c, job0, 0)!.metadata.name;
-        await waitFor(
-          () => `no checkpoint in ${rank0}:\n${logsOf(c, rank0).slice(-3000)}`,
-          () => (stepsLogged(logsOf(c, rank0), "Saved checkpoint").length > 0 ? true : undefined),
-          600_000,
-        );
-        const victim = podsOf(c, job0, 1)!.metadata.name;
-        const stepAtKill = Math.max(
-          runStatus(c, "demo").progress?.step ?? 0,
-          ...stepsLogged(logsOf(c, rank0), "Saved checkpoint"),
-        );
-        kubectlOk(c, ["-n", NS, "delete", "pod", victim, "--grace-period=0", "--force"]);
-        // Rank 0's whole log (its last checkpoint before its container ends is the one the next attempt must resume
-        // from) is collected alongside the next steps: rank 0 may wait out its peer timeout while the next attempt,
-        // which the test must catch running, already trains.
-        const rank0Final = finalLog(c, rank0, 600_000);
-        const resumed1 = await resumedStep(c, job0);
-
-        // Delete the new attempt's Job after its next checkpoint: the attempt after it resumes, not from step 0.
-        const rank0b = podsOf(c, resumed1.job, 0)!.metadata.name;
-        await waitFor(
-          () => `no new checkpoint in ${rank0b}`,
-          () => (stepsLogged(logsOf(c, rank0b), "Saved checkpoint").some((s) => s > resumed1.step) ? true : undefined),
-          600_000,
-          500,
-        );
-        const stepAtDelete = Math.max(...stepsLogged(logsOf(c, rank0b), "Saved checkpoint"));
-        const rank0bLog = logsOf(c, rank0b);
-        kubectlOk(c, ["-n", NS, "delete", "job", resumed1.job, "--wait=false"]);
-        const resumed2 = await resumedStep(c, resumed1.job);
-        assert.ok(
-          resumed2.step >= stepAtDelete,
-          `attempt ${resumed2.job} resumed at step ${resumed2.step}, the deleted attempt had saved step ${stepAtDelete}`,
-        );
-        const rank0Log = await rank0Final;
+        await applyPod(c, NS, "stranger", ["node", "-e", STRANGER, "demo-a1-0.demo", "demo-a2-0.demo"], [], true);
+        await apply(c, [pretrainRun("demo", { numNodes: 2, nprocPerNode: 2, epochs: DEMO_EPOCHS })]);
+        note(`created PretrainRun demo (2x2, ${DEMO_EPOCHS} epochs of ${ITERS} steps)`);
+        await networkPolicyAndPrinterColumns(c);
+        const killed = await killRank1Pod(c);
+        const deleted = await deleteResumedAttemptJob(c);
+        // Rank 0 of the killed attempt: its last checkpoint before its container ended is where attempt 2 resumed.
+        const rank0Log = await killed.rank0Final;
         const saved = stepsLogged(rank0Log, "Saved checkpoint");
         assert.ok(
-          resumed1.step >= stepAtKill - ITERS && resumed1.step >= Math.max(...saved) && resumed1.step > 0,
-          `attempt ${resumed1.job} resumed at step ${resumed1.step}; step at the kill >= ${stepAtKill}, last checkpoint ${Math.max(...saved)}`,
+          deleted.first.step >= killed.stepAtKill - ITERS && deleted.first.step >= Math.max(...saved) && deleted.first.step > 0,
+          `attempt 2 resumed at step ${deleted.first.step}; step at the kill >= ${killed.stepAtKill}, last checkpoint ${Math.max(...saved)}`,
         );
-
         assert.equal(
           await waitPhase(c, NS, "pretrainruns.ssl3d.io/demo", ["Succeeded", "Failed"], 1_200_000),
           "Succeeded",
-          describeAll(c, NS),
+          await describeAll(c, NS),
         );
-        const st = runStatus(c, "demo");
-        assert.ok((st.restarts ?? 0) >= 2, `restarts ${st.restarts}`);
+        // One counted restart (the killed pod's attempt); the deleted Job was replaced under the same attempt number.
+        const st = await runStatus(c, "demo");
+        assert.equal(st.restarts, 1, JSON.stringify(st));
+        assert.equal(st.attempt, 2, JSON.stringify(st));
         const files = await runPod(
           c,
           NS,
@@ -569,64 +453,22 @@ export function describeScenarios(cluster: () => RealCluster): void {
         assert.match(files, /checkpoint_final/, `no checkpoint_final on the results PVC:\n${files}`);
 
         // The stranger was refused by rank 0 of the first attempt, which went on to train.
-        assert.equal(await podOutcome(c, NS, "stranger", 60_000), "Succeeded", logsOf(c, "stranger"));
-        assert.match(logsOf(c, "stranger"), /rank 0 closed the connection/);
+        assert.equal(await podOutcome(c, NS, "stranger", 60_000), "Succeeded", await logsOf(c, "stranger"));
+        assert.match(await logsOf(c, "stranger"), /rank 0 closed the connection/);
         // (normally in the first attempt; a stranger that missed its rendezvous window tries the second attempt's)
         assert.match(
-          rank0Log + rank0bLog,
+          rank0Log + deleted.log,
           /Refused a connection to the rendezvous port: it did not prove it knows the run's secret/,
         );
-
-        // Prometheus scraped pretrain_train_loss with the run's label, and loaded the chart's alert rules.
-        const loss = await promQuery(prom, `pretrain_train_loss{pretrainrun="demo",namespace="${NS}"}[1h]`);
-        assert.ok(loss.length > 0, "no pretrain_train_loss series of the run in Prometheus");
-        const groups = (await (await fetch(`${prom.url}/api/v1/rules`)).json()) as {
-          data: { groups: { rules: unknown[] }[] };
-        };
-        assert.equal(
-          groups.data.groups.reduce((n, g) => n + g.rules.length, 0),
-          renderedRuleGroups().groups.reduce((n, g) => n + g.rules.length, 0),
-        );
+        await scrapedLossAndRules(prom);
       },
     );
+
     test(
       "a preprocessing pod killed mid-run: the Job's next pod completes the Plan with the same files as an uninterrupted Plan",
       { timeout: 1_200_000 },
       async () => {
-        // The killed pod leaves its folder lock (runtime/src/io/folder-lock.ts), which a pod on another host may take
-        // over only once it has not been refreshed for 60 s: the Job's retries (backoff 10 s, 20 s, 40 s) fail on the
-        // lock until then, so the Plan allows 4 (docs/operator.md, Plan).
-        apply(c, [plan("killed", "killed", 4)]);
-        const pod = await waitFor(
-          () => `no running preprocessing pod:\n${describeAll(c, NS)}`,
-          () => {
-            const l =
-              (getJson(c, NS, "pods") as { items: (Obj & { status: { phase: string } })[] } | undefined)?.items ?? [];
-            return l.find(
-              (p) =>
-                p.metadata.labels?.["batch.kubernetes.io/job-name"] === "killed-prep" && p.status.phase === "Running",
-            );
-          },
-          600_000,
-          500,
-        );
-        await sleep(1000);
-        kubectlOk(c, ["-n", NS, "delete", "pod", pod.metadata.name, "--grace-period=0", "--force"]);
-        assert.equal(
-          await waitPhase(c, NS, "plans.ssl3d.io/killed", ["Ready", "Failed"], 900_000),
-          "Ready",
-          describeAll(c, NS),
-        );
-        const job = getJson(c, NS, "job/killed-prep") as { status: { failed?: number; succeeded?: number } };
-        assert.ok(
-          (job.status.failed ?? 0) >= 1,
-          "the killed pod must count as a failed pod of the Job (it was killed before it finished)",
-        );
-        assert.equal(job.status.succeeded, 1);
-        const [a, b] = [await hashes(c, "hash-base", "base"), await hashes(c, "hash-killed", "killed")];
-        assert.ok(a.size > 0, "the uninterrupted Plan wrote no files");
-        assert.deepEqual([...b.entries()], [...a.entries()]);
-        kubectlOk(c, ["-n", NS, "delete", "plans.ssl3d.io/killed"]);
+        await killedPreprocessing(c);
       },
     );
 
@@ -634,50 +476,7 @@ export function describeScenarios(cluster: () => RealCluster): void {
       "a run whose image does not exist and one asking for more CPU than the node has: Running=False with the reason, and a Warning event",
       { timeout: 900_000 },
       async () => {
-        apply(c, [
-          pretrainRun("noimage", { numNodes: 1, nprocPerNode: 1, epochs: 1, image: "ssl3d/does-not-exist:0.0.0" }),
-          pretrainRun("toobig", {
-            numNodes: 1,
-            nprocPerNode: 1,
-            epochs: 1,
-            resources: { requests: { cpu: "512" }, limits: { cpu: "512" } },
-          }),
-        ]);
-        for (const [name, reasons] of [
-          ["noimage", ["ImagePullBackOff", "ErrImagePull"]],
-          ["toobig", ["Unschedulable"]],
-        ] as const) {
-          const cond = await waitFor(
-            () =>
-              `${name}: no Running=False with ${reasons.join("/")}:\n${JSON.stringify(runStatus(c, name))}\n${describeAll(c, NS)}`,
-            () => {
-              const k = runStatus(c, name).conditions?.find(
-                (x) =>
-                  x.type === "Running" &&
-                  x.status === "False" &&
-                  (reasons as readonly string[]).includes(x.reason ?? ""),
-              );
-              return k;
-            },
-            300_000,
-          );
-          assert.match(cond.message ?? "", /Pod /);
-          const events = kubectlOk(c, [
-            "-n",
-            NS,
-            "get",
-            "events",
-            "--field-selector",
-            `involvedObject.name=${name},type=Warning`,
-            "-o",
-            'jsonpath={range .items[*]}{.reason}{"\\n"}{end}',
-          ]);
-          assert.ok(
-            reasons.some((r) => events.split("\n").includes(r)),
-            `${name}: Warning events ${events}`,
-          );
-        }
-        kubectlOk(c, ["-n", NS, "delete", "pretrainruns.ssl3d.io/noimage", "pretrainruns.ssl3d.io/toobig"]);
+        await pendingReasons(c);
       },
     );
   });
@@ -686,62 +485,419 @@ export function describeScenarios(cluster: () => RealCluster): void {
     "helm uninstall keeps the CRDs and the PVC data; re-install picks the runs up: the finished run stays Succeeded, the unfinished one finishes",
     { timeout: 1_800_000 },
     async () => {
-      const c = cluster();
-      apply(c, [pretrainRun("later", { numNodes: 1, nprocPerNode: 1, epochs: 6 })]);
-      await waitFor(
-        () => `later does not train:\n${describeAll(c, NS)}`,
-        () => ((runStatus(c, "later").progress?.step ?? 0) > 0 ? true : undefined),
-        900_000,
-      );
-      const demoBefore = runStatus(c, "demo");
-      const r = run(
-        toolBin("helm"),
-        ["uninstall", RELEASE, "-n", SYSTEM_NS, "--kubeconfig", c.kubeconfig, "--wait", "--timeout", "3m"],
-        { timeoutMs: 240_000 },
-      );
-      assert.equal(r.status, 0, r.stderr + r.stdout);
-      for (const crd of ["collections.ssl3d.io", "plans.ssl3d.io", "pretrainruns.ssl3d.io"])
-        kubectlOk(c, ["get", "crd", crd]);
-      // (the operator pod may still be terminating when helm returns)
-      await waitFor(
-        () =>
-          `operator pods left after helm uninstall: ${kubectl(c, ["-n", SYSTEM_NS, "get", "pods", "-o", "name"]).stdout}`,
-        () => (kubectlOk(c, ["-n", SYSTEM_NS, "get", "pods", "-o", "name"]).trim() === "" ? true : undefined),
-        180_000,
-      );
-      assert.equal(runStatus(c, "later").phase, "Running");
-      const files = await runPod(
-        c,
-        NS,
-        "results-kept",
-        ["sh", "-c", "find /data/results -name 'checkpoint_final*'"],
-        [{ claim: "ssl3d-results", path: "/data/results" }],
-        300_000,
-        true,
-      );
-      assert.match(files, /checkpoint_final/, "the results PVC lost the finished run's checkpoint");
-      helmInstall(c);
-      assert.equal(
-        await waitPhase(c, NS, "pretrainruns.ssl3d.io/later", ["Succeeded", "Failed"], 1_200_000),
-        "Succeeded",
-        describeAll(c, NS),
-      );
-      const later = runStatus(c, "later");
-      assert.equal(later.restarts ?? 0, 0, "the unfinished run continued its attempt");
-      const demoAfter = runStatus(c, "demo");
-      assert.equal(demoAfter.phase, "Succeeded");
-      assert.equal(demoAfter.attempt, demoBefore.attempt);
-      assert.equal(demoAfter.restarts, demoBefore.restarts);
-      assert.deepEqual(
-        demoAfter.conditions?.map((k) => [k.type, k.status, k.lastTransitionTime]),
-        demoBefore.conditions?.map((k) => [k.type, k.status, k.lastTransitionTime]),
-      );
-      assert.equal(
-        kubectl(c, ["-n", NS, "get", "job", `demo-a${(demoBefore.attempt ?? 0) + 1}`]).status,
-        1,
-        "the finished run was started again",
-      );
+      await uninstallReinstall(cluster());
     },
+  );
+}
+
+/** Epochs of the 2x2 run: three attempts (killed, deleted, finishing) each train part of them. */
+const DEMO_EPOCHS = 10;
+
+/** The three PVCs, phantom scans written into the raw PVC by a pod, the Collection `demo` and the Plan `demo`. */
+async function collectionAndPlan(c: RealCluster): Promise<void> {
+  const pvcs = ["ssl3d-raw", "ssl3d-preprocessed", "ssl3d-results"];
+  await apply(
+    c,
+    pvcs.map((name) => ({
+      apiVersion: "v1",
+      kind: "PersistentVolumeClaim",
+      metadata: { name, namespace: NS },
+      spec: { accessModes: ["ReadWriteMany"], resources: { requests: { storage: "1Gi" } } },
+    })),
+  );
+  // The phantom scans are written into the raw PVC by a pod of the runtime image (works on any cluster).
+  await runPod(
+    c,
+    NS,
+    "phantoms",
+    ["demo", "--no-preprocess", "--quick", "--out", "/tmp/demo"],
+    [{ claim: "ssl3d-raw", path: "/data/raw" }],
+    600_000,
+  );
+  await apply(c, [
+    {
+      apiVersion: "ssl3d.io/v1alpha1",
+      kind: "Collection",
+      metadata: { name: "demo", namespace: NS },
+      spec: {
+        source: { pvc: { claimName: "ssl3d-raw" } },
+        dataset: "990",
+        indexing: { enabled: true, image: IMAGE },
+      },
+    },
+    plan("demo", "base"),
+  ]);
+  // Bounded waits per stage, so that a stage that cannot start (e.g. pods refused by Pod Security) fails with the
+  // namespace's events instead of hanging.
+  assert.equal(
+    await waitPhase(c, NS, "collections.ssl3d.io/demo", ["Ready", "Failed"], 300_000, 1000),
+    "Ready",
+    await describeAll(c, NS),
+  );
+  assert.equal(
+    await waitPhase(c, NS, "plans.ssl3d.io/demo", ["Ready", "Failed"], 600_000, 1000),
+    "Ready",
+    await describeAll(c, NS),
+  );
+}
+
+/**
+ * Prometheus on the host (the node's bridge reaches the pod IPs), configured with the chart's plain scrape_configs
+ * entry (the PodMonitor's equivalent) and the chart's alert rules. Debian's Prometheus is built without Kubernetes
+ * service discovery, so the test plays its part: it writes the cluster's pods, with the `__meta_kubernetes_pod_*`
+ * labels Kubernetes SD would give them, into a file_sd file every 2 s; the chart's relabel_configs (selection of
+ * rank 0's metrics port, labels namespace/pretrainrun/attempt/pod) run unchanged.
+ */
+async function scrapedByPrometheus(c: RealCluster, t: TestContext): Promise<PrometheusProcess> {
+  const promDir = mkdtempSync(join(tmpdir(), "ssl3d-cluster-prom-"));
+  const rules = join(promDir, "rules.yaml");
+  writeFileSync(rules, JSON.stringify(renderedRuleGroups()));
+  const check = await runAsync("/usr/bin/promtool", ["check", "rules", rules]);
+  assert.equal(check.status, 0, check.stdout + check.stderr);
+  const rendered = await runAsync(toolBin("helm"), [
+    "template",
+    RELEASE,
+    CHART,
+    "-n",
+    SYSTEM_NS,
+    "--show-only",
+    "templates/training-scrape-config.yaml",
+    "--set",
+    "trainingScrapeConfig.enabled=true",
+    "--set",
+    "trainingPodMonitor.interval=2s",
+    "--set",
+    "trainingPodMonitor.scrapeTimeout=1s",
+    "--set",
+    `trainingPodMonitor.namespaces={${NS}}`,
+  ]);
+  assert.equal(rendered.status, 0, rendered.stderr);
+  const cm = parse(rendered.stdout) as { data: Record<string, string> };
+  const scrape = parse(cm.data["training-scrape-config.yaml"]!) as {
+    kubernetes_sd_configs?: { role: string; namespaces?: { names: string[] } }[];
+    file_sd_configs?: object[];
+  }[];
+  assert.deepEqual(scrape[0]!.kubernetes_sd_configs, [{ role: "pod", namespaces: { names: [NS] } }]);
+  const sdFile = join(promDir, "pods.json");
+  writeFileSync(sdFile, "[]");
+  for (const j of scrape) {
+    delete j.kubernetes_sd_configs;
+    j.file_sd_configs = [{ files: [sdFile], refresh_interval: "2s" }];
+  }
+  const p = await launchPrometheus(promDir, {
+    global: { evaluation_interval: "5s" },
+    rule_files: [rules],
+    scrape_configs: scrape,
+  });
+  note(`Prometheus on ${p.url}, the chart's alert rules pass promtool`);
+  // Kubernetes SD's part, one list at a time (never two kubectl calls of this loop at once).
+  const loop = { stopped: false };
+  const sd = (async () => {
+    while (!loop.stopped) {
+      const targets = await podTargets(c);
+      if (targets !== undefined) writeFileSync(sdFile, JSON.stringify(targets));
+      await sleep(2000);
+    }
+  })();
+  t.after(async () => {
+    loop.stopped = true;
+    await sd;
+  });
+  return p;
+}
+
+/** Prometheus has pretrain_train_loss of the run with its labels, and loaded every alert rule of the chart. */
+async function scrapedLossAndRules(prom: PrometheusProcess): Promise<void> {
+  const loss = await promQuery(prom, `pretrain_train_loss{pretrainrun="demo",namespace="${NS}"}[1h]`);
+  assert.ok(loss.length > 0, "no pretrain_train_loss series of the run in Prometheus");
+  const groups = (await (await fetch(`${prom.url}/api/v1/rules`)).json()) as {
+    data: { groups: { rules: unknown[] }[] };
+  };
+  assert.equal(
+    groups.data.groups.reduce((n, g) => n + g.rules.length, 0),
+    renderedRuleGroups().groups.reduce((n, g) => n + g.rules.length, 0),
+  );
+}
+
+/**
+ * The run's NetworkPolicy exists (not enforced by the bridge CNI) and selects its pods; `kubectl get pretrainruns -o
+ * wide` shows the progress and a numeric loss while the run trains (Loss has priority 1: only in the wide output).
+ */
+async function networkPolicyAndPrinterColumns(c: RealCluster): Promise<void> {
+  const np = await waitFor(
+    "NetworkPolicy demo",
+    async () =>
+      (await getJson(c, NS, "networkpolicy/demo")) as
+        { spec: { podSelector: { matchLabels: Record<string, string> } } } | undefined,
+    120_000,
+    { everyMs: 1000 },
+  );
+  assert.equal(np.spec.podSelector.matchLabels["ssl3d.io/run"], "demo");
+  const wide = async (): Promise<string> =>
+    (await kubectlAsync(c, ["-n", NS, "get", "pretrainruns", "demo", "-o", "wide"])).stdout;
+  const row = await waitFor(
+    "kubectl get pretrainruns -o wide: progress and a numeric loss",
+    async () => {
+      const cells = printerCells(await wide());
+      const loss = cells.get("LOSS") ?? "";
+      const progress = Number(cells.get("PROGRESS%") ?? "");
+      return loss !== "" && Number.isFinite(Number(loss)) && progress > 0 ? cells : undefined;
+    },
+    900_000,
+    { everyMs: 1000, explain: async () => `${await wide()}\n${await describeAll(c, NS)}` },
+  );
+  assert.deepEqual([...row.keys()], ["NAME", "PHASE", "NODES", "ATTEMPT", "RESTARTS", "PROGRESS%", "LOSS", "AGE"]);
+  assert.equal(row.get("PHASE"), "Running");
+  assert.equal(row.get("NODES"), "2");
+  assert.ok(
+    Number(row.get("PROGRESS%")) > 0 && Number(row.get("PROGRESS%")) <= 100,
+    `progress ${row.get("PROGRESS%") ?? ""}`,
+  );
+}
+
+/** A Job's uid once it exists. */
+async function jobUid(c: RealCluster, name: string, not?: string): Promise<string> {
+  return waitFor(
+    `Job ${name}${not !== undefined ? ` (a new one, not uid ${not})` : ""}`,
+    async () => {
+      const uid = ((await getJson(c, NS, `job/${name}`)) as Obj | undefined)?.metadata.uid;
+      return uid !== undefined && uid !== not ? uid : undefined;
+    },
+    900_000,
+    { everyMs: 1000, explain: () => describeAll(c, NS) },
+  );
+}
+
+/**
+ * After rank 0's first checkpoint, node rank 1's pod of attempt 1 is force-deleted. Returns the step the run had
+ * reached, and rank 0's whole log once its container has ended (collected alongside the next steps: rank 0 may wait
+ * out its peer timeout while the next attempt already trains).
+ */
+async function killRank1Pod(c: RealCluster): Promise<{ stepAtKill: number; rank0Final: Promise<string> }> {
+  const uid = await jobUid(c, "demo-a1");
+  const rank0 = (await waitFor("rank 0 pod of demo-a1", () => podOf(c, uid, 0), 300_000, { everyMs: 1000 })).metadata
+    .name;
+  note(`wait: first "Saved checkpoint" in ${rank0}'s log`);
+  const first = await followLogs(c, NS, rank0, (l) => stepsLogged(l, "Saved checkpoint")[0], 600_000);
+  assert.ok(first !== undefined, `no checkpoint in ${rank0}:\n${(await logsOf(c, rank0)).slice(-3000)}`);
+  note(`${rank0} saved a checkpoint at step ${first}`);
+  const victim = (await podOf(c, uid, 1))!.metadata.name;
+  const stepAtKill = Math.max((await runStatus(c, "demo")).progress?.step ?? 0, stepReached(await logsOf(c, rank0)));
+  await kubectlOkAsync(c, ["-n", NS, "delete", "pod", victim, "--grace-period=0", "--force"]);
+  note(`force-deleted ${victim} (node rank 1 of attempt 1) at step >= ${stepAtKill}`);
+  return { stepAtKill, rank0Final: finalLog(c, rank0, 600_000) };
+}
+
+interface Resumed {
+  readonly uid: string;
+  readonly pod: string;
+  readonly step: number;
+}
+
+/**
+ * The Job `demo-a2` (the attempt after the killed one) resumes; the moment its rank 0 logs the resume, the test
+ * deletes that Job, long before the attempt can finish (it has most of the run's epochs still to train). The operator
+ * replaces a deleted attempt Job by one of the same name (same attempt number, not a counted restart), which resumes
+ * again: from the deleted attempt's last checkpoint (ranks write one on SIGTERM), never more than one checkpoint
+ * interval behind the step the deleted attempt had reached, never from step 0.
+ */
+async function deleteResumedAttemptJob(c: RealCluster): Promise<{ first: Resumed; log: string }> {
+  const first = await resumedAttempt(c, "demo-a2");
+  await kubectlOkAsync(c, ["-n", NS, "delete", "job", "demo-a2", "--wait=false"]);
+  note(`deleted Job demo-a2 (uid ${first.uid}) right after its rank 0 resumed at step ${first.step}`);
+  const log = await finalLog(c, first.pod, 600_000);
+  const reached = stepReached(log);
+  note(`the deleted attempt's rank 0 ended at step ${reached}`);
+  assert.ok(
+    reached < DEMO_EPOCHS * ITERS,
+    `attempt 2 had finished (step ${reached}) when its Job was deleted:\n${log.slice(-3000)}`,
+  );
+  const again = await resumedAttempt(c, "demo-a2", first.uid);
+  const saved = stepsLogged(log, "Saved checkpoint");
+  assert.ok(
+    again.step >= reached - ITERS && again.step >= Math.max(first.step, ...saved),
+    `the replacement of Job demo-a2 resumed at step ${again.step}; the deleted one had resumed at ${first.step}, reached step ${reached} and saved ${saved.join(", ")}`,
+  );
+  return { first, log };
+}
+
+/**
+ * Waits for Job `job` (one with another uid than `notUid`) to run its rank 0 and returns the global step rank 0 logs
+ * as resumed from (followed live, so the caller can act at once). Fails at once when the run finishes first or rank 0
+ * starts from scratch.
+ */
+async function resumedAttempt(c: RealCluster, job: string, notUid?: string): Promise<Resumed> {
+  const uid = await jobUid(c, job, notUid);
+  const pod = await waitFor(
+    `rank 0 of Job ${job} (uid ${uid}) running`,
+    async () => {
+      const p = (await podOf(c, uid, 0)) as (Obj & { status: { phase?: string } }) | undefined;
+      return p?.status.phase === "Running" ? p.metadata.name : undefined;
+    },
+    600_000,
+    { everyMs: 1000, explain: () => describeAll(c, NS) },
+  );
+  note(`wait: ${pod} logs "Resumed from checkpoint"`);
+  const step = await followLogs(
+    c,
+    NS,
+    pod,
+    (line) => {
+      if (line.includes("No checkpoint to resume from")) throw new Error(`${pod} (${job}) started from scratch: ${line}`);
+      return stepsLogged(line, "Resumed from checkpoint")[0];
+    },
+    600_000,
+  );
+  if (step === undefined) throw new Error(`${pod} (${job}) ended without a resume:\n${(await logsOf(c, pod)).slice(-3000)}`);
+  note(`${pod} (${job}, uid ${uid}) resumed from step ${step}`);
+  return { uid, pod, step };
+}
+
+/**
+ * A Plan whose preprocessing pod is force-deleted one second after it starts: the Job's retries complete it with the
+ * same files as the uninterrupted Plan. The killed pod leaves its folder lock (runtime/src/io/folder-lock.ts), which
+ * a pod on another host may take over only once it has not been refreshed for 60 s: the Job's retries (backoff 10 s,
+ * 20 s, 40 s) fail on the lock until then, so the Plan allows 4 (docs/operator.md, Plan).
+ */
+async function killedPreprocessing(c: RealCluster): Promise<void> {
+  await apply(c, [plan("killed", "killed", 4)]);
+  const pod = await waitFor(
+    "a running preprocessing pod of Plan killed",
+    async () => {
+      const l =
+        ((await getJson(c, NS, "pods", ["-l", "batch.kubernetes.io/job-name=killed-prep"])) as
+          { items: (Obj & { status: { phase: string } })[] } | undefined)?.items ?? [];
+      return l.find((p) => p.status.phase === "Running");
+    },
+    600_000,
+    { everyMs: 500, explain: () => describeAll(c, NS) },
+  );
+  await sleep(1000);
+  await kubectlOkAsync(c, ["-n", NS, "delete", "pod", pod.metadata.name, "--grace-period=0", "--force"]);
+  note(`force-deleted the preprocessing pod ${pod.metadata.name}`);
+  assert.equal(
+    await waitPhase(c, NS, "plans.ssl3d.io/killed", ["Ready", "Failed"], 900_000),
+    "Ready",
+    await describeAll(c, NS),
+  );
+  const job = (await getJson(c, NS, "job/killed-prep")) as { status: { failed?: number; succeeded?: number } };
+  assert.ok(
+    (job.status.failed ?? 0) >= 1,
+    "the killed pod must count as a failed pod of the Job (it was killed before it finished)",
+  );
+  assert.equal(job.status.succeeded, 1);
+  const [a, b] = await Promise.all([hashes(c, "hash-base", "base"), hashes(c, "hash-killed", "killed")]);
+  assert.ok(a.size > 0, "the uninterrupted Plan wrote no files");
+  assert.deepEqual([...b.entries()], [...a.entries()]);
+  await kubectlOkAsync(c, ["-n", NS, "delete", "plans.ssl3d.io/killed"]);
+}
+
+/** Runs with a missing image and with 512 CPUs: Running=False with the reason, and a Warning event, within 5 min. */
+async function pendingReasons(c: RealCluster): Promise<void> {
+  await apply(c, [
+    pretrainRun("noimage", { numNodes: 1, nprocPerNode: 1, epochs: 1, image: "ssl3d/does-not-exist:0.0.0" }),
+    pretrainRun("toobig", {
+      numNodes: 1,
+      nprocPerNode: 1,
+      epochs: 1,
+      resources: { requests: { cpu: "512" }, limits: { cpu: "512" } },
+    }),
+  ]);
+  const check = async (name: string, reasons: readonly string[]): Promise<void> => {
+    const cond = await waitFor(
+      `${name}: Running=False with ${reasons.join("/")}`,
+      async () =>
+        (await runStatus(c, name)).conditions?.find(
+          (x) => x.type === "Running" && x.status === "False" && reasons.includes(x.reason ?? ""),
+        ),
+      300_000,
+      { explain: async () => `${JSON.stringify(await runStatus(c, name))}\n${await describeAll(c, NS)}` },
+    );
+    assert.match(cond.message ?? "", /Pod /);
+    const events = await kubectlOkAsync(c, [
+      "-n",
+      NS,
+      "get",
+      "events",
+      "--field-selector",
+      `involvedObject.name=${name},type=Warning`,
+      "-o",
+      'jsonpath={range .items[*]}{.reason}{"\\n"}{end}',
+    ]);
+    assert.ok(
+      reasons.some((r) => events.split("\n").includes(r)),
+      `${name}: Warning events ${events}`,
+    );
+  };
+  await Promise.all([check("noimage", ["ImagePullBackOff", "ErrImagePull"]), check("toobig", ["Unschedulable"])]);
+  await kubectlOkAsync(c, ["-n", NS, "delete", "pretrainruns.ssl3d.io/noimage", "pretrainruns.ssl3d.io/toobig"]);
+}
+
+/**
+ * `helm uninstall` while PretrainRun `later` (1x1) trains and `demo` has succeeded: the CRDs, PVCs and checkpoints
+ * stay, the training pod keeps running without the operator; after re-install `later` finishes without a restart and
+ * `demo` stays as it was (same attempt, restarts and condition times, no new attempt Job).
+ */
+async function uninstallReinstall(c: RealCluster): Promise<void> {
+  await apply(c, [pretrainRun("later", { numNodes: 1, nprocPerNode: 1, epochs: 6 })]);
+  await waitFor(
+    "later trains (progress.step > 0)",
+    async () => (((await runStatus(c, "later")).progress?.step ?? 0) > 0 ? true : undefined),
+    900_000,
+    { everyMs: 1000, explain: () => describeAll(c, NS) },
+  );
+  const demoBefore = await runStatus(c, "demo");
+  const t0 = Date.now();
+  const r = await runAsync(
+    toolBin("helm"),
+    ["uninstall", RELEASE, "-n", SYSTEM_NS, "--kubeconfig", c.kubeconfig, "--wait", "--timeout", "3m"],
+    { timeoutMs: 240_000 },
+  );
+  note(`helm uninstall: exit ${r.status} after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  for (const crd of ["collections.ssl3d.io", "plans.ssl3d.io", "pretrainruns.ssl3d.io"])
+    await kubectlOkAsync(c, ["get", "crd", crd]);
+  // (the operator pod may still be terminating when helm returns)
+  await waitFor(
+    "no operator pod left after helm uninstall",
+    async () => ((await kubectlOkAsync(c, ["-n", SYSTEM_NS, "get", "pods", "-o", "name"])).trim() === "" ? true : undefined),
+    180_000,
+    {
+      everyMs: 1000,
+      explain: async () => (await kubectlAsync(c, ["-n", SYSTEM_NS, "get", "pods", "-o", "name"])).stdout,
+    },
+  );
+  assert.equal((await runStatus(c, "later")).phase, "Running");
+  const files = await runPod(
+    c,
+    NS,
+    "results-kept",
+    ["sh", "-c", "find /data/results -name 'checkpoint_final*'"],
+    [{ claim: "ssl3d-results", path: "/data/results" }],
+    300_000,
+    true,
+  );
+  assert.match(files, /checkpoint_final/, "the results PVC lost the finished run's checkpoint");
+  await helmInstall(c);
+  assert.equal(
+    await waitPhase(c, NS, "pretrainruns.ssl3d.io/later", ["Succeeded", "Failed"], 1_200_000, 1000),
+    "Succeeded",
+    await describeAll(c, NS),
+  );
+  const later = await runStatus(c, "later");
+  assert.equal(later.restarts ?? 0, 0, "the unfinished run continued its attempt");
+  const demoAfter = await runStatus(c, "demo");
+  assert.equal(demoAfter.phase, "Succeeded");
+  assert.equal(demoAfter.attempt, demoBefore.attempt);
+  assert.equal(demoAfter.restarts, demoBefore.restarts);
+  assert.deepEqual(
+    demoAfter.conditions?.map((k) => [k.type, k.status, k.lastTransitionTime]),
+    demoBefore.conditions?.map((k) => [k.type, k.status, k.lastTransitionTime]),
+  );
+  assert.equal(
+    (await kubectlAsync(c, ["-n", NS, "get", "job", `demo-a${(demoBefore.attempt ?? 0) + 1}`])).status,
+    1,
+    "the finished run was started again",
   );
 }
 
@@ -750,14 +906,11 @@ export function describeScenarios(cluster: () => RealCluster): void {
  * A failed attempt's pods may stay (the operator keeps their evidence), so "until `kubectl logs` fails" never ends.
  */
 async function finalLog(c: RealCluster, pod: string, timeoutMs: number): Promise<string> {
-  let last = logsOf(c, pod);
+  let last = await logsOf(c, pod);
   return waitFor(
-    () => `pod ${pod} still running:\n${describeAll(c, NS)}`,
-    () => {
-      const r = kubectl(c, ["-n", NS, "logs", pod]);
-      if (r.status !== 0) return last;
-      last = r.stdout;
-      const state = kubectl(c, [
+    `${pod}'s container ended`,
+    async () => {
+      const state = await kubectlAsync(c, [
         "-n",
         NS,
         "get",
@@ -766,31 +919,12 @@ async function finalLog(c: RealCluster, pod: string, timeoutMs: number): Promise
         "-o",
         "jsonpath={.status.containerStatuses[0].state.terminated.reason}",
       ]);
-      return state.status !== 0 || state.stdout.trim() !== ""
-        ? kubectl(c, ["-n", NS, "logs", pod]).stdout || last
-        : undefined;
+      const r = await kubectlAsync(c, ["-n", NS, "logs", pod]);
+      if (r.status === 0) last = r.stdout;
+      return state.status !== 0 || state.stdout.trim() !== "" ? last : undefined;
     },
     timeoutMs,
-    1000,
-  );
-}
-
-/** Waits for the attempt after `previousJob` and returns the global step its rank 0 logged as resumed from. */
-async function resumedStep(c: RealCluster, previousJob: string): Promise<{ job: string; step: number }> {
-  const prev = Number(previousJob.slice(previousJob.lastIndexOf("-a") + 2));
-  const job = `demo-a${prev + 1}`;
-  return waitFor(
-    () => `attempt ${job} did not log a resume:\n${describeAll(c, NS)}`,
-    () => {
-      const p = podsOf(c, job, 0);
-      if (p === undefined) return undefined;
-      const log = logsOf(c, p.metadata.name);
-      if (log.includes("No checkpoint to resume from"))
-        throw new Error(`${job} started from scratch:\n${log.slice(-3000)}`);
-      const s = stepsLogged(log, "Resumed from checkpoint");
-      return s.length > 0 ? { job, step: s[0]! } : undefined;
-    },
-    900_000,
+    { everyMs: 2000, explain: () => describeAll(c, NS) },
   );
 }
 
@@ -804,15 +938,18 @@ function printerCells(out: string): Map<string, string> {
   return new Map(starts.map((h, i) => [h.name, row.slice(h.at, starts[i + 1]?.at ?? row.length).trim()]));
 }
 
-/** The namespace's pods as Prometheus Kubernetes SD (role pod) would list them: one target per container port. */
-function podTargets(c: RealCluster): { targets: string[]; labels: Record<string, string> }[] {
+/**
+ * The namespace's pods as Prometheus Kubernetes SD (role pod) would list them: one target per container port;
+ * undefined when kubectl failed (the last list stays).
+ */
+async function podTargets(c: RealCluster): Promise<{ targets: string[]; labels: Record<string, string> }[] | undefined> {
   type Pod = Obj & {
     spec: { containers: { name: string; ports?: { name?: string; containerPort: number }[] }[] };
     status: { podIP?: string; phase?: string };
   };
-  const pods = ((getJson(c, NS, "pods") as { items: Pod[] } | undefined)?.items ?? []).filter(
-    (p) => p.status.podIP !== undefined && p.status.phase === "Running",
-  );
+  const list = (await getJson(c, NS, "pods")) as { items: Pod[] } | undefined;
+  if (list === undefined) return undefined;
+  const pods = list.items.filter((p) => p.status.podIP !== undefined && p.status.phase === "Running");
   const name = (k: string): string => k.replace(/[^a-zA-Z0-9_]/g, "_");
   return pods.flatMap((p) =>
     p.spec.containers.flatMap((ct) =>

@@ -1,5 +1,5 @@
 /** Delivery tools that scripts/setup.d/40-helm.sh caches under $SSL3D_CACHE/bin, and a small process runner. */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { cacheDir } from "./python.js";
@@ -39,4 +39,33 @@ export function runOk(cmd: string, args: readonly string[], opts: Parameters<typ
   const r = run(cmd, args, opts);
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} exited ${r.status}:\n${r.stderr}${r.stdout}`);
   return r.stdout;
+}
+
+/**
+ * Like run(), without blocking the event loop: tests that poll several things at once (the cluster tier's concurrent
+ * scenarios) would otherwise wait for each other's child processes.
+ */
+export function runAsync(
+  cmd: string,
+  args: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; input?: string | undefined; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ["pipe", "pipe", "pipe"] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    p.stdout.on("data", (d: Buffer) => out.push(d));
+    p.stderr.on("data", (d: Buffer) => err.push(d));
+    const timer = setTimeout(() => p.kill("SIGKILL"), opts.timeoutMs ?? 300_000);
+    p.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    p.on("close", (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") });
+    });
+    p.stdin.on("error", () => {});
+    p.stdin.end(opts.input ?? "");
+  });
 }
