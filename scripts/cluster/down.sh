@@ -19,8 +19,7 @@ if [ "$PURGE" = 1 ] && [ ! -d "$D" ]; then rm -rf "$CTR_ROOT"; fi
 # Pods go first, through the API, while the kubelet still runs: it stops their sandboxes, which runs CNI DEL.
 delete_pods() {
   pid_alive kube-apiserver || return 0
-  stop_daemon kube-controller-manager
-  stop_daemon kube-scheduler
+  stop_daemons 20 kube-controller-manager kube-scheduler
   kubectl_admin delete pods --all --all-namespaces --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
   pid_alive kubelet && pid_alive containerd || return 0
   local i
@@ -105,6 +104,29 @@ remove_outside_paths() {
   for p in /run/netns/cni-*; do [ -e "$p" ] || continue; umount "$p" 2>/dev/null || true; rm -f "$p"; done
 }
 
+# cpu_report: the CPU time the cluster used since cluster:up (the cluster tier's cost beside other work): its pods (the
+# kubelet's kubepods cgroup, which counts every pod that ran in it) and each daemon (user + system, from /proc).
+cpu_report() {
+  local tck f pods="" name pid secs total=0 out=""
+  tck="$(getconf CLK_TCK)"
+  for f in /sys/fs/cgroup/cpuacct/kubepods/cpuacct.usage /sys/fs/cgroup/cpu,cpuacct/kubepods/cpuacct.usage; do
+    if [ -f "$f" ]; then pods=$(( $(cat "$f") / 1000000000 )); break; fi
+  done
+  if [ -z "$pods" ] && [ -f /sys/fs/cgroup/kubepods/cpu.stat ]; then
+    pods=$(( $(awk '$1 == "usage_usec" {print $2}' /sys/fs/cgroup/kubepods/cpu.stat) / 1000000 ))
+  fi
+  [ -n "$pods" ] && { out="pods ${pods}"; total=$pods; }
+  for name in kube-apiserver etcd kube-controller-manager kube-scheduler kubelet containerd kube-proxy coredns; do
+    pid_alive "$name" || continue
+    pid="$(cat "$D/pids/$name.pid")"
+    # /proc/PID/stat after "PID (COMM) ": field 12 is utime, 13 stime (clock ticks)
+    secs="$(sed 's/^.*) //' "/proc/$pid/stat" | awk -v t="$tck" '{printf "%d", ($12 + $13) / t}')"
+    out="$out, $name $secs"
+    total=$((total + secs))
+  done
+  log "down: CPU seconds used since cluster:up: $out (total $total)"
+}
+
 # timed STEP CMD...: runs CMD and logs how long it took (the parts of the cluster tier's teardown time).
 timed() {
   local s=$SECONDS
@@ -113,17 +135,13 @@ timed() {
 }
 
 T0=$SECONDS
+cpu_report || true
 timed delete_pods
-timed stop_daemon coredns
-timed stop_daemon kube-proxy
-timed stop_daemon kubelet 30
+timed stop_daemons 30 coredns kube-proxy kubelet
 timed remove_containers
 timed stop_daemon containerd 30
 timed stop_shims
-timed stop_daemon kube-controller-manager
-timed stop_daemon kube-scheduler
-timed stop_daemon kube-apiserver
-timed stop_daemon etcd
+timed stop_daemons 20 kube-controller-manager kube-scheduler kube-apiserver etcd
 timed clean_rules
 if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link delete "$BRIDGE"; fi
 timed unmount_under "$D"

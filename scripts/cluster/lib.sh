@@ -68,3 +68,21 @@ stop_daemon() {
   fi
   rm -f "$D/pids/$name.pid" "$D/pids/$name.cmd"
 }
+
+# stop_daemons TIMEOUT NAME...: stop_daemon for several daemons at once (SIGTERM to all, then one wait).
+stop_daemons() {
+  local timeout="$1" name pid i alive pids=(); shift
+  for name in "$@"; do
+    if pid_alive "$name"; then pid="$(cat "$D/pids/$name.pid")"; kill -TERM "$pid" 2>/dev/null || true; pids+=("$pid"); fi
+  done
+  for ((i = 0; i < timeout * 5 && ${#pids[@]} > 0; i++)); do
+    alive=0
+    for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.2
+  done
+  for pid in "${pids[@]}"; do
+    if [ -d "/proc/$pid" ]; then log "pid $pid did not stop in ${timeout}s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+  done
+  for name in "$@"; do rm -f "$D/pids/$name.pid" "$D/pids/$name.cmd"; done
+}

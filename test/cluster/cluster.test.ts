@@ -15,10 +15,9 @@ import {
   stopRealCluster,
   type RealCluster,
 } from "../helpers/cluster.js";
-import { REPO } from "../helpers/chart.js";
-import { APP_VERSION, OPERATOR_IMAGE, RUNTIME_CPU_IMAGE } from "../helpers/images.js";
+import { APP_VERSION, RUNTIME_CPU_IMAGE } from "../helpers/images.js";
 import { run, toolBin } from "../helpers/tools.js";
-import { describeScenarios, note, podOutcome } from "./scenarios.js";
+import { describeScenarios, helmInstall, note, podOutcome } from "./scenarios.js";
 
 const own = (process.env.SSL3D_TEST_KUBECONFIG ?? "") !== "";
 const notRoot = !own && process.getuid?.() !== 0;
@@ -64,6 +63,8 @@ describe(
       assert.ok(ready.length >= 1, `no Ready node: ${JSON.stringify(nodes.items.map((n) => n.status.conditions))}`);
     });
 
+    // The version pod and the chart's install do not depend on each other: they run at the same time.
+    describe("the runtime image and the chart", { concurrency: true }, () => {
     test("a Pod of the CPU runtime image runs `ssl3d --version` to Succeeded", { timeout: 300_000 }, async () => {
       const c = cluster!;
       const ns = "ssl3d-cluster-check";
@@ -103,39 +104,12 @@ describe(
     test(
       "helm install: the operator runs as a pod under the chart's ServiceAccount and RBAC; the runs' namespace enforces restricted",
       { timeout: 600_000 },
-      () => {
+      async () => {
         const c = cluster!;
         const release = "ssl3d";
         const ns = "ssl3d-system";
-        const repo = OPERATOR_IMAGE.slice(0, OPERATOR_IMAGE.lastIndexOf(":"));
-        const r = run(
-          toolBin("helm"),
-          [
-            "upgrade",
-            "--install",
-            release,
-            `${REPO}/helm/ssl3d`,
-            "--kubeconfig",
-            c.kubeconfig,
-            "-n",
-            ns,
-            "--create-namespace",
-            "--set",
-            `image.repository=${repo}`,
-            "--set",
-            "image.pullPolicy=Never",
-            "--wait",
-            "--timeout",
-            "5m",
-          ],
-          { timeoutMs: 420_000 },
-        );
+        await helmInstall(c);
         const pods = kubectl(c, ["-n", ns, "get", "pods", "-o", "wide"]).stdout;
-        assert.equal(
-          r.status,
-          0,
-          `helm install failed:\n${r.stderr}${r.stdout}\n${pods}\n${kubectl(c, ["-n", ns, "describe", "pods"]).stdout.slice(-4000)}`,
-        );
         const pod = JSON.parse(
           kubectlOk(c, ["-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=ssl3d", "-o", "json"]),
         ) as {
@@ -197,6 +171,7 @@ describe(
         assert.match(refused.stderr, /violates PodSecurity "restricted/);
       },
     );
+    });
 
     describeScenarios(() => cluster!);
 

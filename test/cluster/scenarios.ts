@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test, type TestContext } from "node:test";
 import { parse } from "yaml";
-import { followLogs, kubectlAsync, kubectlOkAsync, type RealCluster } from "../helpers/cluster.js";
+import { kubectlAsync, kubectlOkAsync, LogStream, type RealCluster } from "../helpers/cluster.js";
 import { CHART } from "../helpers/chart.js";
 import { OPERATOR_IMAGE, RUNTIME_CPU_IMAGE } from "../helpers/images.js";
 import { renderedRuleGroups } from "../helpers/monitoring.js";
@@ -428,6 +428,7 @@ export function describeScenarios(cluster: () => RealCluster): void {
         // Rank 0 of the killed attempt: its last checkpoint before its container ended is where attempt 2 resumed.
         const rank0Log = await killed.rank0Final;
         const saved = stepsLogged(rank0Log, "Saved checkpoint");
+        assert.ok(saved.length > 0, `no checkpoint in the log of attempt 1's rank 0:\n${rank0Log.slice(-3000)}`);
         assert.ok(
           deleted.first.step >= killed.stepAtKill - ITERS && deleted.first.step >= Math.max(...saved) && deleted.first.step > 0,
           `attempt 2 resumed at step ${deleted.first.step}; step at the kill >= ${killed.stepAtKill}, last checkpoint ${Math.max(...saved)}`,
@@ -491,7 +492,7 @@ export function describeScenarios(cluster: () => RealCluster): void {
 }
 
 /** Epochs of the 2x2 run: three attempts (killed, deleted, finishing) each train part of them. */
-const DEMO_EPOCHS = 10;
+const DEMO_EPOCHS = 8;
 
 /** The three PVCs, phantom scans written into the raw PVC by a pod, the Collection `demo` and the Plan `demo`. */
 async function collectionAndPlan(c: RealCluster): Promise<void> {
@@ -670,27 +671,34 @@ async function jobUid(c: RealCluster, name: string, not?: string): Promise<strin
 
 /**
  * After rank 0's first checkpoint, node rank 1's pod of attempt 1 is force-deleted. Returns the step the run had
- * reached, and rank 0's whole log once its container has ended (collected alongside the next steps: rank 0 may wait
- * out its peer timeout while the next attempt already trains).
+ * reached, and rank 0's whole log once its container has ended (followed from its start: the operator deletes the
+ * failed attempt's Job, and its pods' logs with it).
  */
 async function killRank1Pod(c: RealCluster): Promise<{ stepAtKill: number; rank0Final: Promise<string> }> {
   const uid = await jobUid(c, "demo-a1");
-  const rank0 = (await waitFor("rank 0 pod of demo-a1", () => podOf(c, uid, 0), 300_000, { everyMs: 1000 })).metadata
-    .name;
+  const [rank0, victim] = await waitFor(
+    "both pods of demo-a1",
+    async () => {
+      const [p0, p1] = await Promise.all([podOf(c, uid, 0), podOf(c, uid, 1)]);
+      return p0 !== undefined && p1 !== undefined ? [p0.metadata.name, p1.metadata.name] : undefined;
+    },
+    300_000,
+    { everyMs: 1000, explain: () => describeAll(c, NS) },
+  );
+  const log = new LogStream(c, NS, rank0);
   note(`wait: first "Saved checkpoint" in ${rank0}'s log`);
-  const first = await followLogs(c, NS, rank0, (l) => stepsLogged(l, "Saved checkpoint")[0], 600_000);
-  assert.ok(first !== undefined, `no checkpoint in ${rank0}:\n${(await logsOf(c, rank0)).slice(-3000)}`);
+  const first = await log.until((l) => stepsLogged(l, "Saved checkpoint")[0], 600_000);
+  assert.ok(first !== undefined, `no checkpoint in ${rank0}:\n${log.text().slice(-3000)}`);
   note(`${rank0} saved a checkpoint at step ${first}`);
-  const victim = (await podOf(c, uid, 1))!.metadata.name;
-  const stepAtKill = Math.max((await runStatus(c, "demo")).progress?.step ?? 0, stepReached(await logsOf(c, rank0)));
   await kubectlOkAsync(c, ["-n", NS, "delete", "pod", victim, "--grace-period=0", "--force"]);
+  const stepAtKill = stepReached(log.text());
   note(`force-deleted ${victim} (node rank 1 of attempt 1) at step >= ${stepAtKill}`);
-  return { stepAtKill, rank0Final: finalLog(c, rank0, 600_000) };
+  return { stepAtKill, rank0Final: log.ended };
 }
 
 interface Resumed {
   readonly uid: string;
-  readonly pod: string;
+  readonly log: LogStream;
   readonly step: number;
 }
 
@@ -705,7 +713,7 @@ async function deleteResumedAttemptJob(c: RealCluster): Promise<{ first: Resumed
   const first = await resumedAttempt(c, "demo-a2");
   await kubectlOkAsync(c, ["-n", NS, "delete", "job", "demo-a2", "--wait=false"]);
   note(`deleted Job demo-a2 (uid ${first.uid}) right after its rank 0 resumed at step ${first.step}`);
-  const log = await finalLog(c, first.pod, 600_000);
+  const log = await first.log.ended;
   const reached = stepReached(log);
   note(`the deleted attempt's rank 0 ended at step ${reached}`);
   assert.ok(
@@ -713,6 +721,7 @@ async function deleteResumedAttemptJob(c: RealCluster): Promise<{ first: Resumed
     `attempt 2 had finished (step ${reached}) when its Job was deleted:\n${log.slice(-3000)}`,
   );
   const again = await resumedAttempt(c, "demo-a2", first.uid);
+  again.log.stop();
   const saved = stepsLogged(log, "Saved checkpoint");
   assert.ok(
     again.step >= reached - ITERS && again.step >= Math.max(first.step, ...saved),
@@ -723,8 +732,8 @@ async function deleteResumedAttemptJob(c: RealCluster): Promise<{ first: Resumed
 
 /**
  * Waits for Job `job` (one with another uid than `notUid`) to run its rank 0 and returns the global step rank 0 logs
- * as resumed from (followed live, so the caller can act at once). Fails at once when the run finishes first or rank 0
- * starts from scratch.
+ * as resumed from (followed live, so the caller can act at once) and its log stream. Fails at once when rank 0 starts
+ * from scratch or ends without resuming.
  */
 async function resumedAttempt(c: RealCluster, job: string, notUid?: string): Promise<Resumed> {
   const uid = await jobUid(c, job, notUid);
@@ -738,19 +747,14 @@ async function resumedAttempt(c: RealCluster, job: string, notUid?: string): Pro
     { everyMs: 1000, explain: () => describeAll(c, NS) },
   );
   note(`wait: ${pod} logs "Resumed from checkpoint"`);
-  const step = await followLogs(
-    c,
-    NS,
-    pod,
-    (line) => {
-      if (line.includes("No checkpoint to resume from")) throw new Error(`${pod} (${job}) started from scratch: ${line}`);
-      return stepsLogged(line, "Resumed from checkpoint")[0];
-    },
-    600_000,
-  );
-  if (step === undefined) throw new Error(`${pod} (${job}) ended without a resume:\n${(await logsOf(c, pod)).slice(-3000)}`);
+  const log = new LogStream(c, NS, pod);
+  const step = await log.until((line) => {
+    if (line.includes("No checkpoint to resume from")) throw new Error(`${pod} (${job}) started from scratch: ${line}`);
+    return stepsLogged(line, "Resumed from checkpoint")[0];
+  }, 600_000);
+  if (step === undefined) throw new Error(`${pod} (${job}) ended without a resume:\n${log.text().slice(-3000)}`);
   note(`${pod} (${job}, uid ${uid}) resumed from step ${step}`);
-  return { uid, pod, step };
+  return { uid, log, step };
 }
 
 /**
@@ -898,33 +902,6 @@ async function uninstallReinstall(c: RealCluster): Promise<void> {
     (await kubectlAsync(c, ["-n", NS, "get", "job", `demo-a${(demoBefore.attempt ?? 0) + 1}`])).status,
     1,
     "the finished run was started again",
-  );
-}
-
-/**
- * The whole log of a pod's container once it has ended (terminated, or the pod is gone: then the last log read).
- * A failed attempt's pods may stay (the operator keeps their evidence), so "until `kubectl logs` fails" never ends.
- */
-async function finalLog(c: RealCluster, pod: string, timeoutMs: number): Promise<string> {
-  let last = await logsOf(c, pod);
-  return waitFor(
-    `${pod}'s container ended`,
-    async () => {
-      const state = await kubectlAsync(c, [
-        "-n",
-        NS,
-        "get",
-        "pod",
-        pod,
-        "-o",
-        "jsonpath={.status.containerStatuses[0].state.terminated.reason}",
-      ]);
-      const r = await kubectlAsync(c, ["-n", NS, "logs", pod]);
-      if (r.status === 0) last = r.stdout;
-      return state.status !== 0 || state.stdout.trim() !== "" ? last : undefined;
-    },
-    timeoutMs,
-    { everyMs: 2000, explain: () => describeAll(c, NS) },
   );
 }
 

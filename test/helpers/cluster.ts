@@ -82,64 +82,87 @@ export async function kubectlOkAsync(c: RealCluster, args: readonly string[], in
 }
 
 /**
- * Streams a pod's log (`kubectl logs -f`, from its start) and resolves with the first value `match` returns for a
- * line, or undefined when the log ends (the container ended) or `timeoutMs` passes first. An exception thrown by
- * `match` rejects. No polling: the caller learns of the line as soon as the kubelet has it.
+ * A pod's log followed live (`kubectl logs -f`, from the container's start) and kept whole in memory: waiters learn
+ * of a line as soon as the kubelet has it (no polling), and the whole log survives the pod (a deleted attempt's pods
+ * take their logs with them, so a `kubectl logs` afterwards says "unable to retrieve container logs").
  */
-export function followLogs<T>(
-  c: RealCluster,
-  ns: string,
-  pod: string,
-  match: (line: string) => T | undefined,
-  timeoutMs: number,
-): Promise<T | undefined> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(c.kubectlBin, ["--kubeconfig", c.kubeconfig, "-n", ns, "logs", "-f", pod], {
+export class LogStream {
+  private readonly lines: string[] = [];
+  private readonly waiters = new Set<(line: string | undefined) => void>();
+  private readonly proc;
+  private done = false;
+  /** The whole log once the stream has ended (the container ended, or the pod is gone). */
+  readonly ended: Promise<string>;
+
+  constructor(c: RealCluster, ns: string, readonly pod: string) {
+    this.proc = spawn(c.kubectlBin, ["--kubeconfig", c.kubeconfig, "-n", ns, "logs", "-f", pod], {
       stdio: ["ignore", "pipe", "ignore"],
     });
     let buf = "";
-    let settled = false;
-    const settle = (f: () => void): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      p.kill("SIGKILL");
-      f();
-    };
-    const timer = setTimeout(() => {
-      settle(() => {
-        resolve(undefined);
-      });
-    }, timeoutMs);
-    p.stdout.on("data", (d: Buffer) => {
+    this.proc.stdout.on("data", (d: Buffer) => {
       buf += d.toString("utf8");
-      for (let i = buf.indexOf("\n"); i >= 0 && !settled; i = buf.indexOf("\n")) {
+      for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
-        try {
-          const v = match(line);
-          if (v !== undefined)
-            settle(() => {
-              resolve(v);
-            });
-        } catch (e) {
-          settle(() => {
-            reject(e instanceof Error ? e : new Error(String(e)));
-          });
-        }
+        this.lines.push(line);
+        for (const w of [...this.waiters]) w(line);
       }
     });
-    p.on("error", (e) => {
-      settle(() => {
-        reject(e);
-      });
+    this.ended = new Promise((resolve) => {
+      const end = (): void => {
+        this.done = true;
+        for (const w of [...this.waiters]) w(undefined);
+        resolve(this.text());
+      };
+      this.proc.on("close", end);
+      this.proc.on("error", end);
     });
-    p.on("close", () => {
-      settle(() => {
+  }
+
+  /** The log so far. */
+  text(): string {
+    return this.lines.map((l) => `${l}\n`).join("");
+  }
+
+  /**
+   * The first value `match` returns for a line (those already read included); undefined when the log ends or
+   * `timeoutMs` passes first. An exception thrown by `match` rejects.
+   */
+  until<T>(match: (line: string) => T | undefined, timeoutMs: number): Promise<T | undefined> {
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined = undefined;
+      const check = (line: string | undefined): boolean => {
+        let v: T | undefined;
+        try {
+          v = line === undefined ? undefined : match(line);
+        } catch (e) {
+          this.waiters.delete(check);
+          clearTimeout(timer);
+          reject(e instanceof Error ? e : new Error(String(e)));
+          return true;
+        }
+        if (line !== undefined && v === undefined) return false;
+        this.waiters.delete(check);
+        clearTimeout(timer);
+        resolve(v);
+        return true;
+      };
+      for (const l of this.lines) if (check(l)) return;
+      if (this.done) {
         resolve(undefined);
-      });
+        return;
+      }
+      timer = setTimeout(() => {
+        this.waiters.delete(check);
+        resolve(undefined);
+      }, timeoutMs);
+      this.waiters.add(check);
     });
-  });
+  }
+
+  stop(): void {
+    this.proc.kill("SIGKILL");
+  }
 }
 
 /** Lines of `a` missing from `b` and lines of `b` missing from `a` (as multisets), for a readable assertion. */
