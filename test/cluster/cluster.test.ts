@@ -17,7 +17,7 @@ import {
 } from "../helpers/cluster.js";
 import { APP_VERSION, RUNTIME_CPU_IMAGE } from "../helpers/images.js";
 import { run, toolBin } from "../helpers/tools.js";
-import { describeScenarios, helmInstall, note, podOutcome } from "./scenarios.js";
+import { defaultServiceAccount, describeScenarios, helmInstall, note, podOutcome } from "./scenarios.js";
 
 const own = (process.env.SSL3D_TEST_KUBECONFIG ?? "") !== "";
 const notRoot = !own && process.getuid?.() !== 0;
@@ -75,6 +75,7 @@ describe(
       );
       kubectlOk(c, ["label", "namespace", ns, "--overwrite", "pod-security.kubernetes.io/enforce=restricted"]);
       kubectl(c, ["-n", ns, "delete", "pod", "version", "--ignore-not-found", "--wait"]);
+      await defaultServiceAccount(c, ns);
       const pod = {
         apiVersion: "v1",
         kind: "Pod",
@@ -156,6 +157,7 @@ describe(
             metadata: { name: "ssl3d-runs", labels: { "pod-security.kubernetes.io/enforce": "restricted" } },
           }),
         );
+        await defaultServiceAccount(c, "ssl3d-runs");
         const refused = kubectl(c, [
           "-n",
           "ssl3d-runs",

@@ -73,6 +73,19 @@ export async function waitFor<T>(
   }
 }
 
+/**
+ * Waits for a new namespace's `default` ServiceAccount (the API server refuses pods until the controller manager has
+ * made it: "error looking up service account").
+ */
+export async function defaultServiceAccount(c: RealCluster, ns: string): Promise<void> {
+  await waitFor(
+    `ServiceAccount ${ns}/default`,
+    async () => ((await kubectlAsync(c, ["-n", ns, "get", "serviceaccount", "default"])).status === 0 ? true : undefined),
+    120_000,
+    { everyMs: 250 },
+  );
+}
+
 /** Waits until the pod's phase is Succeeded or Failed; returns the phase. */
 export async function podOutcome(c: RealCluster, ns: string, name: string, timeoutMs: number): Promise<string> {
   return waitFor(
@@ -402,6 +415,11 @@ export function describeScenarios(cluster: () => RealCluster): void {
   describe("end-to-end scenarios in the restricted namespace", { concurrency: true }, () => {
     let c: RealCluster;
     let prom: PrometheusProcess | undefined;
+    // The uninstall scenario takes the operator away while the 2x2 run trains its last attempt: it waits until that
+    // attempt has resumed (the kill and the deleted Job need the operator) and the other scenarios are done.
+    const lastAttempt = deferred<string>();
+    const killedDone = deferred<undefined>();
+    const pendingDone = deferred<undefined>();
 
     before(async () => {
       c = cluster();
@@ -415,22 +433,32 @@ export function describeScenarios(cluster: () => RealCluster): void {
       "2x2 PretrainRun: printer columns show progress and loss; a force-killed pod and a deleted attempt Job resume from the last checkpoint; a stranger on the rendezvous port is refused; Prometheus scrapes it through the chart's scrape config; Succeeded with checkpoint_final",
       { timeout: 2_400_000 },
       async (t) => {
-        prom = await scrapedByPrometheus(c, t);
-        // The stranger starts before the run, so that it is waiting when rank 0 opens the rendezvous port. The CNI
-        // bridge plugin of the local cluster does not enforce NetworkPolicy: the refusal below comes from the
-        // runtime's HMAC handshake under the run's Secret, not from the network.
-        await applyPod(c, NS, "stranger", ["node", "-e", STRANGER, "demo-a1-0.demo", "demo-a2-0.demo"], [], true);
-        await apply(c, [pretrainRun("demo", { numNodes: 2, nprocPerNode: 2, epochs: DEMO_EPOCHS })]);
-        note(`created PretrainRun demo (2x2, ${DEMO_EPOCHS} epochs of ${ITERS} steps)`);
-        await networkPolicyAndPrinterColumns(c);
-        const killed = await killRank1Pod(c);
-        const deleted = await deleteResumedAttemptJob(c);
+        let deleted: { first: Resumed; again: Resumed; log: string };
+        let killed: { stepAtKill: number; rank0Final: Promise<string> };
+        try {
+          prom = await scrapedByPrometheus(c, t);
+          // The stranger starts before the run, so that it is waiting when rank 0 opens the rendezvous port. The CNI
+          // bridge plugin of the local cluster does not enforce NetworkPolicy: the refusal below comes from the
+          // runtime's HMAC handshake under the run's Secret, not from the network.
+          await applyPod(c, NS, "stranger", ["node", "-e", STRANGER, "demo-a1-0.demo", "demo-a2-0.demo"], [], true);
+          await apply(c, [pretrainRun("demo", { numNodes: 2, nprocPerNode: 2, epochs: DEMO_EPOCHS })]);
+          note(`created PretrainRun demo (2x2, ${DEMO_EPOCHS} epochs of ${ITERS} steps)`);
+          await networkPolicyAndPrinterColumns(c);
+          killed = await killRank1Pod(c);
+          deleted = await deleteResumedAttemptJob(c);
+          lastAttempt.resolve(deleted.again.uid);
+        } catch (e) {
+          lastAttempt.reject(new Error("the 2x2 run did not reach its last attempt"));
+          throw e;
+        }
         // Rank 0 of the killed attempt: its last checkpoint before its container ended is where attempt 2 resumed.
         const rank0Log = await killed.rank0Final;
         const saved = stepsLogged(rank0Log, "Saved checkpoint");
         assert.ok(saved.length > 0, `no checkpoint in the log of attempt 1's rank 0:\n${rank0Log.slice(-3000)}`);
         assert.ok(
-          deleted.first.step >= killed.stepAtKill - ITERS && deleted.first.step >= Math.max(...saved) && deleted.first.step > 0,
+          deleted.first.step >= killed.stepAtKill - ITERS &&
+            deleted.first.step >= Math.max(...saved) &&
+            deleted.first.step > 0,
           `attempt 2 resumed at step ${deleted.first.step}; step at the kill >= ${killed.stepAtKill}, last checkpoint ${Math.max(...saved)}`,
         );
         assert.equal(
@@ -451,7 +479,7 @@ export function describeScenarios(cluster: () => RealCluster): void {
           300_000,
           true,
         );
-        assert.match(files, /checkpoint_final/, `no checkpoint_final on the results PVC:\n${files}`);
+        assert.match(files, /\/demo-[^/]+\/checkpoints\/checkpoint_final/, `no checkpoint_final of demo on the results PVC:\n${files}`);
 
         // The stranger was refused by rank 0 of the first attempt, which went on to train.
         assert.equal(await podOutcome(c, NS, "stranger", 60_000), "Succeeded", await logsOf(c, "stranger"));
@@ -469,7 +497,11 @@ export function describeScenarios(cluster: () => RealCluster): void {
       "a preprocessing pod killed mid-run: the Job's next pod completes the Plan with the same files as an uninterrupted Plan",
       { timeout: 1_200_000 },
       async () => {
-        await killedPreprocessing(c);
+        try {
+          await killedPreprocessing(c);
+        } finally {
+          killedDone.resolve(undefined);
+        }
       },
     );
 
@@ -477,22 +509,45 @@ export function describeScenarios(cluster: () => RealCluster): void {
       "a run whose image does not exist and one asking for more CPU than the node has: Running=False with the reason, and a Warning event",
       { timeout: 900_000 },
       async () => {
-        await pendingReasons(c);
+        try {
+          await pendingReasons(c);
+        } finally {
+          pendingDone.resolve(undefined);
+        }
+      },
+    );
+
+    test(
+      "helm uninstall while the 2x2 run trains its last attempt keeps the CRDs, the PVC data and the run's pods; re-install picks the runs up: the unfinished run finishes without a restart, a finished one stays Succeeded",
+      { timeout: 1_800_000 },
+      async () => {
+        await apply(c, [pretrainRun("early", { numNodes: 1, nprocPerNode: 1, epochs: 1 })]);
+        assert.equal(
+          await waitPhase(c, NS, "pretrainruns.ssl3d.io/early", ["Succeeded", "Failed"], 900_000, 1000),
+          "Succeeded",
+          await describeAll(c, NS),
+        );
+        const [demoJobUid] = await Promise.all([lastAttempt.promise, killedDone.promise, pendingDone.promise]);
+        await uninstallReinstall(c, demoJobUid);
       },
     );
   });
+}
 
-  test(
-    "helm uninstall keeps the CRDs and the PVC data; re-install picks the runs up: the finished run stays Succeeded, the unfinished one finishes",
-    { timeout: 1_800_000 },
-    async () => {
-      await uninstallReinstall(cluster());
-    },
-  );
+/** A promise with its resolve and reject, for one scenario to wait on a point reached in another. */
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: Error) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {}); // a waiter (if any) sees the rejection; no unhandled rejection otherwise
+  return { promise, resolve, reject };
 }
 
 /** Epochs of the 2x2 run: three attempts (killed, deleted, finishing) each train part of them. */
-const DEMO_EPOCHS = 8;
+const DEMO_EPOCHS = 6;
 
 /** The three PVCs, phantom scans written into the raw PVC by a pod, the Collection `demo` and the Plan `demo`. */
 async function collectionAndPlan(c: RealCluster): Promise<void> {
@@ -690,7 +745,7 @@ async function killRank1Pod(c: RealCluster): Promise<{ stepAtKill: number; rank0
   const first = await log.until((l) => stepsLogged(l, "Saved checkpoint")[0], 600_000);
   assert.ok(first !== undefined, `no checkpoint in ${rank0}:\n${log.text().slice(-3000)}`);
   note(`${rank0} saved a checkpoint at step ${first}`);
-  await kubectlOkAsync(c, ["-n", NS, "delete", "pod", victim, "--grace-period=0", "--force"]);
+  await kubectlOkAsync(c, ["-n", NS, "delete", "pod", victim, "--grace-period=0", "--force", "--wait=false"]);
   const stepAtKill = stepReached(log.text());
   note(`force-deleted ${victim} (node rank 1 of attempt 1) at step >= ${stepAtKill}`);
   return { stepAtKill, rank0Final: log.ended };
@@ -709,7 +764,7 @@ interface Resumed {
  * again: from the deleted attempt's last checkpoint (ranks write one on SIGTERM), never more than one checkpoint
  * interval behind the step the deleted attempt had reached, never from step 0.
  */
-async function deleteResumedAttemptJob(c: RealCluster): Promise<{ first: Resumed; log: string }> {
+async function deleteResumedAttemptJob(c: RealCluster): Promise<{ first: Resumed; again: Resumed; log: string }> {
   const first = await resumedAttempt(c, "demo-a2");
   await kubectlOkAsync(c, ["-n", NS, "delete", "job", "demo-a2", "--wait=false"]);
   note(`deleted Job demo-a2 (uid ${first.uid}) right after its rank 0 resumed at step ${first.step}`);
@@ -727,7 +782,7 @@ async function deleteResumedAttemptJob(c: RealCluster): Promise<{ first: Resumed
     again.step >= reached - ITERS && again.step >= Math.max(first.step, ...saved),
     `the replacement of Job demo-a2 resumed at step ${again.step}; the deleted one had resumed at ${first.step}, reached step ${reached} and saved ${saved.join(", ")}`,
   );
-  return { first, log };
+  return { first, again, log };
 }
 
 /**
@@ -777,7 +832,7 @@ async function killedPreprocessing(c: RealCluster): Promise<void> {
     { everyMs: 500, explain: () => describeAll(c, NS) },
   );
   await sleep(1000);
-  await kubectlOkAsync(c, ["-n", NS, "delete", "pod", pod.metadata.name, "--grace-period=0", "--force"]);
+  await kubectlOkAsync(c, ["-n", NS, "delete", "pod", pod.metadata.name, "--grace-period=0", "--force", "--wait=false"]);
   note(`force-deleted the preprocessing pod ${pod.metadata.name}`);
   assert.equal(
     await waitPhase(c, NS, "plans.ssl3d.io/killed", ["Ready", "Failed"], 900_000),
@@ -838,18 +893,13 @@ async function pendingReasons(c: RealCluster): Promise<void> {
 }
 
 /**
- * `helm uninstall` while PretrainRun `later` (1x1) trains and `demo` has succeeded: the CRDs, PVCs and checkpoints
- * stay, the training pod keeps running without the operator; after re-install `later` finishes without a restart and
- * `demo` stays as it was (same attempt, restarts and condition times, no new attempt Job).
+ * `helm uninstall` while the 2x2 run `demo` trains its last attempt (Job uid `demoJobUid`) and the 1x1 run `early`
+ * has succeeded: the CRDs, the PVCs and the checkpoints stay, the run's pods keep running without the operator; after
+ * re-install `demo` finishes on that same Job without a restart and `early` stays as it was (same attempt, restarts
+ * and condition times, no new attempt Job).
  */
-async function uninstallReinstall(c: RealCluster): Promise<void> {
-  await apply(c, [pretrainRun("later", { numNodes: 1, nprocPerNode: 1, epochs: 6 })]);
-  await waitFor(
-    "later trains (progress.step > 0)",
-    async () => (((await runStatus(c, "later")).progress?.step ?? 0) > 0 ? true : undefined),
-    900_000,
-    { everyMs: 1000, explain: () => describeAll(c, NS) },
-  );
+async function uninstallReinstall(c: RealCluster, demoJobUid: string): Promise<void> {
+  const earlyBefore = await runStatus(c, "early");
   const demoBefore = await runStatus(c, "demo");
   const t0 = Date.now();
   const r = await runAsync(
@@ -864,42 +914,53 @@ async function uninstallReinstall(c: RealCluster): Promise<void> {
   // (the operator pod may still be terminating when helm returns)
   await waitFor(
     "no operator pod left after helm uninstall",
-    async () => ((await kubectlOkAsync(c, ["-n", SYSTEM_NS, "get", "pods", "-o", "name"])).trim() === "" ? true : undefined),
+    async () =>
+      (await kubectlOkAsync(c, ["-n", SYSTEM_NS, "get", "pods", "-o", "name"])).trim() === "" ? true : undefined,
     180_000,
     {
       everyMs: 1000,
       explain: async () => (await kubectlAsync(c, ["-n", SYSTEM_NS, "get", "pods", "-o", "name"])).stdout,
     },
   );
-  assert.equal((await runStatus(c, "later")).phase, "Running");
+  // Without the operator the run's pods go on (or end on their own): nothing deleted them.
+  const rank0 = (await podOf(c, demoJobUid, 0)) as (Obj & { status: { phase?: string } }) | undefined;
+  assert.ok(
+    rank0?.status.phase === "Running" || rank0?.status.phase === "Succeeded",
+    `rank 0 of the last attempt after helm uninstall: ${JSON.stringify(rank0?.status.phase)}\n${await describeAll(c, NS)}`,
+  );
+  assert.notEqual(demoBefore.phase, "Succeeded", "demo had finished before the uninstall");
   const files = await runPod(
     c,
     NS,
     "results-kept",
-    ["sh", "-c", "find /data/results -name 'checkpoint_final*'"],
+    ["sh", "-c", "find /data/results -name 'checkpoint_*'"],
     [{ claim: "ssl3d-results", path: "/data/results" }],
     300_000,
     true,
   );
-  assert.match(files, /checkpoint_final/, "the results PVC lost the finished run's checkpoint");
+  assert.match(files, /\/early-[^/]+\/checkpoints\/checkpoint_final/, `the finished run's checkpoint:\n${files}`);
+  assert.match(files, /\/demo-[^/]+\/checkpoints\/checkpoint_/, `the unfinished run's checkpoints:\n${files}`);
   await helmInstall(c);
   assert.equal(
-    await waitPhase(c, NS, "pretrainruns.ssl3d.io/later", ["Succeeded", "Failed"], 1_200_000, 1000),
+    await waitPhase(c, NS, "pretrainruns.ssl3d.io/demo", ["Succeeded", "Failed"], 1_200_000, 1000),
     "Succeeded",
     await describeAll(c, NS),
   );
-  const later = await runStatus(c, "later");
-  assert.equal(later.restarts ?? 0, 0, "the unfinished run continued its attempt");
   const demoAfter = await runStatus(c, "demo");
-  assert.equal(demoAfter.phase, "Succeeded");
+  assert.equal(demoAfter.restarts, demoBefore.restarts, "the unfinished run continued its attempt");
   assert.equal(demoAfter.attempt, demoBefore.attempt);
-  assert.equal(demoAfter.restarts, demoBefore.restarts);
+  const job = (await getJson(c, NS, `job/demo-a${demoAfter.attempt ?? 0}`)) as Obj | undefined;
+  assert.equal(job?.metadata.uid, demoJobUid, "the unfinished run's Job was replaced");
+  const earlyAfter = await runStatus(c, "early");
+  assert.equal(earlyAfter.phase, "Succeeded");
+  assert.equal(earlyAfter.attempt, earlyBefore.attempt);
+  assert.equal(earlyAfter.restarts, earlyBefore.restarts);
   assert.deepEqual(
-    demoAfter.conditions?.map((k) => [k.type, k.status, k.lastTransitionTime]),
-    demoBefore.conditions?.map((k) => [k.type, k.status, k.lastTransitionTime]),
+    earlyAfter.conditions?.map((k) => [k.type, k.status, k.lastTransitionTime]),
+    earlyBefore.conditions?.map((k) => [k.type, k.status, k.lastTransitionTime]),
   );
   assert.equal(
-    (await kubectlAsync(c, ["-n", NS, "get", "job", `demo-a${(demoBefore.attempt ?? 0) + 1}`])).status,
+    (await kubectlAsync(c, ["-n", NS, "get", "job", `early-a${(earlyBefore.attempt ?? 0) + 1}`])).status,
     1,
     "the finished run was started again",
   );
