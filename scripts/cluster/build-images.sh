@@ -110,7 +110,8 @@ build_target() {
 import_target() {
   local target="$1" tag="$2" tar="$3" want s=$SECONDS
   want="$4 $(stat -c %Y "$tar")"
-  if [ "$(cat "$CTR_ROOT/imported/$target" 2>/dev/null)" = "$want" ] && ctr_ -n k8s.io images ls -q | grep -qx "$tag"; then
+  # (the listing is read whole first: `ctr ... | grep -q` fails under pipefail when grep stops reading early)
+  if [ "$(cat "$CTR_ROOT/imported/$target" 2>/dev/null)" = "$want" ] && grep -qx "$tag" <<< "$(ctr_ -n k8s.io images ls -q)"; then
     log "$tag: already in the cluster's containerd"
     return 0
   fi

@@ -10,7 +10,7 @@ import_archive() { ctr_ -n k8s.io images import "$1" >/dev/null; }
 
 pause_image() {
   local bin="$1" w cfg layer_sum cfg_sum out="$D/images/pause.tar"
-  if ctr_ -n k8s.io images ls -q | grep -qx "$PAUSE_IMAGE"; then return 0; fi
+  if grep -qx "$PAUSE_IMAGE" <<< "$(ctr_ -n k8s.io images ls -q)"; then return 0; fi
   mkdir -p "$D/images"
   w="$(mktemp -d)"
   mkdir -p "$w/root" "$w/archive"

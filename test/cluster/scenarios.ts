@@ -1,12 +1,14 @@
 /**
  * The cluster tier's end-to-end scenarios (run by test/cluster/cluster.test.ts after the operator has been installed
  * by the chart): one Collection and Plan shared by every scenario, in the namespace `ssl3d-runs`, which enforces the
- * restricted Pod Security Standard. Scenarios that do not disturb each other run concurrently:
+ * restricted Pod Security Standard. The scenarios run concurrently:
  *  - the 2x2 PretrainRun `demo` (printer columns, a force-killed training pod, a deleted attempt Job, a stranger on
  *    the rendezvous port, Prometheus scraping it through the chart's scrape configuration) to Succeeded;
  *  - a second Plan whose preprocessing pod is killed mid-run: its retry produces the same files as the first Plan;
- *  - a run with an image that does not exist and one asking for more CPU than the node has: their conditions say why.
- * Then `helm uninstall` / re-install with a finished and an unfinished run.
+ *  - a run with an image that does not exist and one asking for more CPU than the node has: their conditions say why;
+ *  - `helm uninstall` / re-install while `demo` trains its last attempt, with a finished 1x1 run beside it.
+ * Faults follow what the cluster reports (rank 0's log lines, followed live), not timing; every wait prints a
+ * timestamped line (docs/decisions/0085-cluster-tier-ordering-and-speed.md).
  * The exit-code-3 case (a rank failing on its input data fails the run without restarts) is shown in the API-server
  * tier (test/integration/operator-failures.test.ts), where the kubelet's status write is simulated; here it would
  * cost a run for no path that tier does not cover.
@@ -547,7 +549,7 @@ function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: 
 }
 
 /** Epochs of the 2x2 run: three attempts (killed, deleted, finishing) each train part of them. */
-const DEMO_EPOCHS = 6;
+const DEMO_EPOCHS = 5;
 
 /** The three PVCs, phantom scans written into the raw PVC by a pod, the Collection `demo` and the Plan `demo`. */
 async function collectionAndPlan(c: RealCluster): Promise<void> {
@@ -601,7 +603,7 @@ async function collectionAndPlan(c: RealCluster): Promise<void> {
  * Prometheus on the host (the node's bridge reaches the pod IPs), configured with the chart's plain scrape_configs
  * entry (the PodMonitor's equivalent) and the chart's alert rules. Debian's Prometheus is built without Kubernetes
  * service discovery, so the test plays its part: it writes the cluster's pods, with the `__meta_kubernetes_pod_*`
- * labels Kubernetes SD would give them, into a file_sd file every 2 s; the chart's relabel_configs (selection of
+ * labels Kubernetes SD would give them, into a file_sd file every 3 s; the chart's relabel_configs (selection of
  * rank 0's metrics port, labels namespace/pretrainrun/attempt/pod) run unchanged.
  */
 async function scrapedByPrometheus(c: RealCluster, t: TestContext): Promise<PrometheusProcess> {
@@ -652,7 +654,7 @@ async function scrapedByPrometheus(c: RealCluster, t: TestContext): Promise<Prom
     while (!loop.stopped) {
       const targets = await podTargets(c);
       if (targets !== undefined) writeFileSync(sdFile, JSON.stringify(targets));
-      await sleep(2000);
+      await sleep(3000);
     }
   })();
   t.after(async () => {
