@@ -169,3 +169,50 @@ test("two ranks: the fused step is bit-identical to summing each tensor on its o
     await Promise.all(groups.map((g) => g.close()));
   }
 });
+
+test("the step buffer is reused only once the backend has released last step's gradients (a clone keeps its values)", async () => {
+  const port = await freePort();
+  const cfg = (rank: number) => ({ rank, worldSize: 2, masterAddr: "127.0.0.1", masterPort: port, timeoutMs: 30_000 });
+  const groups = await Promise.all([initProcessGroup(cfg(0)), initProcessGroup(cfg(1))]);
+  const dps = groups.map((g) => dataParallel(g, 0.5));
+  const shapes = new Map([
+    ["a", [3]],
+    ["b", [2, 2]],
+  ]);
+  const step = (v: number) =>
+    Promise.all(
+      dps.map((dp) =>
+        dp.reduceStep(
+          new Map([
+            ["a", tf.fill([3], v)],
+            ["b", tf.fill([2, 2], 2 * v)],
+          ]),
+          0,
+          false,
+          shapes,
+        ),
+      ),
+    );
+  const memoryOf = (s: Awaited<ReturnType<typeof step>>) => (s[0]!.grads.get("a")!.dataSync() as Float32Array).buffer;
+  const before = tf.memory().numTensors;
+  try {
+    const s1 = await step(1);
+    const kept = s1[0]!.grads.get("b")!.clone(); // e.g. an optimizer keeping a gradient past the step
+    const m1 = memoryOf(s1);
+    for (const s of s1) tf.dispose([...s.grads.values()]);
+    const s2 = await step(3);
+    assert.notEqual(memoryOf(s2), m1, "a clone of last step's gradient is alive: fresh memory");
+    assert.deepEqual(Array.from(kept.dataSync()), [2, 2, 2, 2]);
+    assert.deepEqual(Array.from(s2[1]!.grads.get("b")!.dataSync()), [6, 6, 6, 6]);
+    const m2 = memoryOf(s2);
+    for (const s of s2) tf.dispose([...s.grads.values()]);
+    kept.dispose();
+    const s3 = await step(5);
+    assert.equal(memoryOf(s3), m2, "everything released: last step's memory is written again");
+    assert.deepEqual(Array.from(s3[0]!.grads.get("a")!.dataSync()), [5, 5, 5]);
+    for (const s of s3) tf.dispose([...s.grads.values()]);
+    assert.equal(tf.memory().numTensors, before);
+  } finally {
+    await Promise.all(groups.map((g) => g.close()));
+  }
+});

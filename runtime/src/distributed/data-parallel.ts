@@ -43,7 +43,8 @@ export interface DataParallel {
 
 /**
  * The step's one buffer, [grads · share ..., loss · share, stop flag], gradients in `names` order (every tensor fused
- * into one collective: one ring pass per step, not per tensor). The gradients are disposed once copied.
+ * into one collective: one ring pass per step, not per tensor), written into `into` when it has the right length.
+ * The gradients are disposed once copied.
  */
 export function packStep(
   names: readonly string[],
@@ -51,9 +52,10 @@ export function packStep(
   share: number,
   loss: number,
   stop: boolean,
+  into?: Float32Array,
 ): Float32Array {
   const total = names.reduce((a, n) => a + grads.get(n)!.size, 0);
-  const buf = new Float32Array(total + 2);
+  const buf = into?.length === total + 2 ? into : new Float32Array(total + 2);
   let off = 0;
   for (const n of names) {
     const g = grads.get(n)!;
@@ -68,7 +70,8 @@ export function packStep(
 
 /**
  * New tensors over consecutive ranges of `buf` (of `sizes`) in `names` order, of the shape in `shapes` (else the packed tensor's
- * size). They are views of `buf` where the backend keeps a typed array as it is given (cpu): `buf` is never reused.
+ * size). They are views of `buf` where the backend keeps a typed array as it is given (cpu, and tfjs-node until
+ * first use), so `buf` may be written again only once the backend has released every one of them (`released`).
  */
 export function unpackGradients(
   buf: Float32Array,
@@ -86,12 +89,25 @@ export function unpackGradients(
   return out;
 }
 
+/** Whether the backend has let go of the data of every tensor in `views` (disposed, and no clone or reshape left). */
+export function released(views: readonly tf.Tensor[]): boolean {
+  const backend = tf.engine().backend;
+  return views.every((t) => backend.refCount(t.dataId) === 0);
+}
+
 /** The data-parallel view of `group`; `share` = per-rank batch / global batch. */
 export function dataParallel(group: ProcessGroup, share: number): DataParallel {
   return new GroupDataParallel(group, share);
 }
 
 class GroupDataParallel implements DataParallel {
+  /**
+   * Last step's buffer and the tensors that view it: reused when they are all released (the usual case: the loop
+   * disposes the step's gradients after the update), which spares a fresh allocation of the whole gradient set and
+   * its page faults every step.
+   */
+  private last: { buf: Float32Array; views: tf.Tensor[] } | undefined;
+
   constructor(
     private readonly group: ProcessGroup,
     readonly share: number,
@@ -114,10 +130,14 @@ class GroupDataParallel implements DataParallel {
     if (this.group.worldSize === 1) return { grads, loss, stop };
     const names = [...grads.keys()];
     const sizes = names.map((n) => grads.get(n)!.size);
-    const buf = packStep(names, grads, this.share, loss, stop);
+    const spare = this.last !== undefined && released(this.last.views) ? this.last.buf : undefined;
+    this.last = undefined;
+    const buf = packStep(names, grads, this.share, loss, stop, spare);
     await this.group.allReduceSum(buf);
     const total = buf.length - 2;
-    return { grads: unpackGradients(buf, names, sizes, shapes), loss: buf[total]!, stop: buf[total + 1]! > 0 };
+    const reduced = unpackGradients(buf, names, sizes, shapes);
+    this.last = { buf, views: [...reduced.values()] };
+    return { grads: reduced, loss: buf[total]!, stop: buf[total + 1]! > 0 };
   }
 
   async reduceValue(v: number): Promise<number> {
