@@ -229,53 +229,60 @@ async function timed(pg: ProcessGroup, f: () => Promise<unknown>): Promise<Timed
 const pct = (x: number): string => `${(100 * x).toFixed(0)} %`;
 const spread = (a: number[]): string => `**${pct(median(a))}** (${pct(Math.min(...a))}–${pct(Math.max(...a))})`;
 
-/** One gradient set: `reps` rounds of ring, raw memory-to-memory and raw discarding, in rotating order. */
+interface Series {
+  ring: Timed[];
+  mem: Timed[];
+  discard: Timed[];
+}
+
+/**
+ * `reps` rounds of ring, raw memory-to-memory and raw discarding for every gradient set (sizes `n` floats, `perLink`
+ * bytes per link). Within a round the three run back to back in rotating order, and the sets take turns in rotating
+ * order too, so a change in the machine's load, or anything that favours whatever runs first (measured: the first
+ * set ran the ring 10-20 points lower than the second, either way round), hits every side of a ratio alike.
+ */
 async function ringVsRaw(
   pg: ProcessGroup,
   links: Awaited<ReturnType<typeof rawLinks>>,
-  n: number,
-  perLink: number,
+  sets: readonly { n: number; perLink: number }[],
   reps: number,
-): Promise<{ ring: Timed[]; mem: Timed[]; discard: Timed[] }> {
-  const buf = new Float32Array(n).fill(pg.rank + 1);
-  const rawOut = new Uint8Array(perLink).fill(1);
-  const rawIn = new Uint8Array(perLink).fill(1);
-  await pg.allReduceSum(buf.subarray(0, 1 << 20)); // warm-up
-  await rawExchange(links, rawOut.subarray(0, 4 << 20), undefined);
-  const runs = [
-    () => timed(pg, () => pg.allReduceSum(buf)),
-    () => timed(pg, () => rawExchange(links, rawOut, rawIn)),
-    () => timed(pg, () => rawExchange(links, rawOut, undefined)),
-  ];
-  const ring: Timed[] = [],
-    mem: Timed[] = [],
-    discard: Timed[] = [];
+): Promise<Series[]> {
+  const runsOf = sets.map(({ n, perLink }) => {
+    const buf = new Float32Array(n).fill(pg.rank + 1);
+    const rawOut = new Uint8Array(perLink).fill(1);
+    const rawIn = new Uint8Array(perLink).fill(1);
+    return [
+      () => timed(pg, () => pg.allReduceSum(buf)),
+      () => timed(pg, () => rawExchange(links, rawOut, rawIn)),
+      () => timed(pg, () => rawExchange(links, rawOut, undefined)),
+    ];
+  });
+  for (const runs of runsOf) for (const run of runs) await run(); // one untimed round of each at full size
+  const out: Series[] = sets.map(() => ({ ring: [], mem: [], discard: [] }));
   for (let i = 0; i < reps; i++) {
-    // back to back in rotating order, so a change in the machine's load hits every side of a ratio alike
-    const got: Timed[] = [];
-    for (let k = 0; k < runs.length; k++) got[(k + i) % runs.length] = await runs[(k + i) % runs.length]!();
-    ring.push(got[0]!);
-    mem.push(got[1]!);
-    discard.push(got[2]!);
+    for (let j = 0; j < sets.length; j++) {
+      const set = (i + j) % sets.length;
+      const runs = runsOf[set]!;
+      const got: Timed[] = [];
+      for (let k = 0; k < runs.length; k++) got[(k + i) % runs.length] = await runs[(k + i) % runs.length]!();
+      out[set]!.ring.push(got[0]!);
+      out[set]!.mem.push(got[1]!);
+      out[set]!.discard.push(got[2]!);
+    }
   }
-  return { ring, mem, discard };
+  return out;
 }
 
-/** One gradient set's table row: ring vs raw, then what `reduceStep` adds to a step. */
-async function measure(
-  pg: ProcessGroup,
-  links: Awaited<ReturnType<typeof rawLinks>>,
+/** One gradient set's table row: ring vs raw, and what `reduceStep` added to a step. */
+function row(
   label: string,
   shapes: number[][],
-  reps: number,
-): Promise<string> {
-  const world = pg.worldSize;
+  perLink: number,
+  { ring, mem, discard }: Series,
+  step: { wall: number; ring: number }[],
+): string {
   const params = shapes.reduce((a, s) => a + numel(s), 0);
-  const n = params + 2; // + loss and stop flag, as the step sends
-  const bytes = n * 4;
-  const perLink = 4 * Math.round(((2 * (world - 1)) / world) * n);
-  const { ring, mem, discard } = await ringVsRaw(pg, links, n, perLink, reps);
-  const step = await stepCost(pg, shapes, reps);
+  const bytes = (params + 2) * 4;
   const gib = (t: number): string => `${(perLink / t / 2 ** 30).toFixed(2)} GiB/s`;
   const tAr = median(ring.map((t) => t.wall));
   const tStep = median(step.map((t) => t.wall));
@@ -313,13 +320,20 @@ async function rank(): Promise<void> {
   const world = pg.worldSize;
   const reps = Number(arg("reps", "7"));
   const links = await rawLinks(pg.rank, world, Number(process.env.BENCH_RAW_PORT));
+  const sets = (
+    [
+      ["ResEnc-L", "resenc-l"],
+      ["Primus-M", "primus-m"],
+    ] as const
+  ).map(([label, key]) => {
+    const shapes = gradientShapes(key);
+    const n = shapes.reduce((a, s) => a + numel(s), 0) + 2; // + loss and stop flag, as the step sends
+    return { label, shapes, n, perLink: 4 * Math.round(((2 * (world - 1)) / world) * n) };
+  });
+  const series = await ringVsRaw(pg, links, sets, reps);
   const rows: string[] = [];
-  for (const [label, key] of [
-    ["ResEnc-L", "resenc-l"],
-    ["Primus-M", "primus-m"],
-  ] as const) {
-    rows.push(await measure(pg, links, label, gradientShapes(key), reps));
-  }
+  for (const [i, set] of sets.entries())
+    rows.push(row(set.label, set.shapes, set.perLink, series[i]!, await stepCost(pg, set.shapes, reps)));
   if (pg.rank === 0) {
     process.stdout.write(
       conditions(world, reps, [load0, os.loadavg()[0]!]) +
