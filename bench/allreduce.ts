@@ -238,8 +238,8 @@ interface Series {
 /**
  * `reps` rounds of ring, raw memory-to-memory and raw discarding for every gradient set (sizes `n` floats, `perLink`
  * bytes per link). Within a round the three run back to back in rotating order, and the sets take turns in rotating
- * order too, so a change in the machine's load, or anything that favours whatever runs first (measured: the first
- * set ran the ring 10-20 points lower than the second, either way round), hits every side of a ratio alike.
+ * order too, so a change in the machine's load, or anything that favours whatever runs first (measured: with the
+ * sets one after the other, the first one's ratio tended to come out lower), hits every side of a ratio alike.
  */
 async function ringVsRaw(
   pg: ProcessGroup,
