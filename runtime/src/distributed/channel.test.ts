@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import * as net from "node:net";
 import { test } from "node:test";
 import { DistributedError, exitCodeOf } from "../errors.js";
-import { addInto, addIntoJs, bytesOf, Channel, connectChannel, Tag } from "./channel.js";
+import { bytesOf, Channel, connectChannel, Tag } from "./channel.js";
 
 /** A listening server; `receiver` reads it through onread (connectChannel) or through 'data' events (Channel.over). */
 async function pair(receiver: "onread" | "data"): Promise<{ raw: net.Socket; ch: Channel; close: () => void }> {
@@ -147,19 +147,4 @@ test("a silent peer fails the receive after the timeout", { timeout: 30_000 }, a
   } finally {
     close();
   }
-});
-
-test("the native add and the JavaScript loop give the same float32 bits", () => {
-  const n = 100_003;
-  const x = ramp(n, (i) => Math.sin(i) * 10 ** ((i % 9) - 4)),
-    y = ramp(n, (i) => Math.cos(i * 7) * 10 ** ((i % 7) - 3));
-  const a = x.slice(),
-    b = x.slice();
-  addInto(a, y);
-  addIntoJs(b, y);
-  assert.deepEqual(new Uint32Array(a.buffer), new Uint32Array(b.buffer));
-  const part = x.slice();
-  addInto(part, y.subarray(0, 10)); // a shorter source adds into the front only
-  assert.deepEqual(part.subarray(10), x.subarray(10));
-  assert.deepEqual(part.subarray(0, 10), b.subarray(0, 10));
 });

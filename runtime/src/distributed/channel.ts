@@ -10,8 +10,7 @@
  */
 import * as net from "node:net";
 import { DistributedError } from "../errors.js";
-import { nativeAddon, type NativeAddon } from "../models/backend/native/addon.js";
-import { BinaryOp } from "../models/backend/native/kernels.generated.js";
+import { addInto } from "./float32.js";
 
 export const Tag = { Hello: 1, Table: 2, RingHello: 3, Data: 4, Challenge: 5, RingAck: 6 } as const;
 export type Tag = (typeof Tag)[keyof typeof Tag];
@@ -38,32 +37,6 @@ interface Sink {
 
 export function bytesOf(a: Float32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-}
-
-/** `target += src` element-wise in JavaScript (src.length <= target.length). */
-export function addIntoJs(target: Float32Array, src: Float32Array): void {
-  const n = src.length;
-  for (let i = 0; i < n; i++) target[i] = target[i]! + src[i]!;
-}
-
-let native: NativeAddon | null | undefined;
-const shape = new Int32Array(1);
-
-/**
- * `target += src` element-wise: the native addon's vectorised float32 add when it is built (about 3× the JavaScript
- * loop, which on a busy machine is most of what a reduction costs over a plain transfer), else the loop. Both add in
- * float32 with round-to-nearest, so the sums are the same bits either way. Reads are at most SCRATCH bytes, below
- * the size at which the addon would start threads.
- */
-export function addInto(target: Float32Array, src: Float32Array): void {
-  native ??= nativeAddon();
-  if (native === null || src.length === 0) {
-    addIntoJs(target, src);
-    return;
-  }
-  shape[0] = src.length;
-  const t = target.length === src.length ? target : target.subarray(0, src.length);
-  native.binary(BinaryOp.Add, t, shape, src, shape, t);
 }
 
 export class Channel {

@@ -6,6 +6,7 @@
  * same update (ADR 0009). With a single process every method is the identity (no copies).
  */
 import * as tf from "@tensorflow/tfjs";
+import { scaleInto } from "./float32.js";
 import type { ProcessGroup } from "./process-group.js";
 
 export interface StepReduction {
@@ -40,12 +41,73 @@ export interface DataParallel {
   barrier(): Promise<void>;
 }
 
+/**
+ * The step's one buffer, [grads · share ..., loss · share, stop flag], gradients in `names` order (every tensor fused
+ * into one collective: one ring pass per step, not per tensor), written into `into` when it has the right length.
+ * The gradients are disposed once copied.
+ */
+export function packStep(
+  names: readonly string[],
+  grads: ReadonlyMap<string, tf.Tensor>,
+  share: number,
+  loss: number,
+  stop: boolean,
+  into?: Float32Array,
+): Float32Array {
+  const total = names.reduce((a, n) => a + grads.get(n)!.size, 0);
+  const buf = into?.length === total + 2 ? into : new Float32Array(total + 2);
+  let off = 0;
+  for (const n of names) {
+    const g = grads.get(n)!;
+    scaleInto(buf.subarray(off, off + g.size), g.dataSync() as Float32Array, share);
+    off += g.size;
+    g.dispose();
+  }
+  buf[total] = loss * share;
+  buf[total + 1] = stop ? 1 : 0;
+  return buf;
+}
+
+/**
+ * New tensors over consecutive ranges of `buf` (of `sizes`) in `names` order, of the shape in `shapes` (else the packed tensor's
+ * size). They are views of `buf` where the backend keeps a typed array as it is given (cpu, and tfjs-node until
+ * first use), so `buf` may be written again only once the backend has released every one of them (`released`).
+ */
+export function unpackGradients(
+  buf: Float32Array,
+  names: readonly string[],
+  sizes: readonly number[],
+  shapes: ReadonlyMap<string, readonly number[]>,
+): Map<string, tf.Tensor> {
+  const out = new Map<string, tf.Tensor>();
+  let off = 0;
+  for (const [i, n] of names.entries()) {
+    const size = sizes[i]!;
+    out.set(n, tf.tensor(buf.subarray(off, off + size), [...(shapes.get(n) ?? [size])]));
+    off += size;
+  }
+  return out;
+}
+
+/** Whether the backend has let go of the data of every tensor in `views` (disposed, and no clone or reshape left). */
+export function released(views: readonly tf.Tensor[]): boolean {
+  const backend = tf.engine().backend;
+  return views.every((t) => backend.refCount(t.dataId) === 0);
+}
+
 /** The data-parallel view of `group`; `share` = per-rank batch / global batch. */
 export function dataParallel(group: ProcessGroup, share: number): DataParallel {
   return new GroupDataParallel(group, share);
 }
 
 class GroupDataParallel implements DataParallel {
+  /**
+   * Last step's buffer and the tensors that view it: reused when they are all released (the usual case: the loop
+   * disposes the step's gradients after the update), which spares a fresh allocation of the whole gradient set and
+   * its page faults every step.
+   */
+  private last: { buf: Float32Array; views: tf.Tensor[] } | undefined;
+
   constructor(
     private readonly group: ProcessGroup,
     readonly share: number,
@@ -66,29 +128,16 @@ class GroupDataParallel implements DataParallel {
     shapes: ReadonlyMap<string, readonly number[]>,
   ): Promise<StepReduction> {
     if (this.group.worldSize === 1) return { grads, loss, stop };
-    // one buffer per step: [grads · share ..., loss · share, stop flag]
     const names = [...grads.keys()];
     const sizes = names.map((n) => grads.get(n)!.size);
-    const total = sizes.reduce((a, b) => a + b, 0);
-    const buf = new Float32Array(total + 2);
-    let off = 0;
-    names.forEach((n, i) => {
-      const g = grads.get(n)!;
-      const d = g.dataSync();
-      for (let k = 0; k < d.length; k++) buf[off + k] = d[k]! * this.share;
-      off += sizes[i]!;
-      g.dispose();
-    });
-    buf[total] = loss * this.share;
-    buf[total + 1] = stop ? 1 : 0;
+    const spare = this.last !== undefined && released(this.last.views) ? this.last.buf : undefined;
+    this.last = undefined;
+    const buf = packStep(names, grads, this.share, loss, stop, spare);
     await this.group.allReduceSum(buf);
-    const reduced = new Map<string, tf.Tensor>();
-    off = 0;
-    names.forEach((n, i) => {
-      reduced.set(n, tf.tensor(buf.subarray(off, off + sizes[i]!), [...(shapes.get(n) ?? [sizes[i]!])]));
-      off += sizes[i]!;
-    });
-    return { grads: reduced, loss: buf[total], stop: buf[total + 1]! > 0 };
+    const total = buf.length - 2;
+    const reduced = unpackGradients(buf, names, sizes, shapes);
+    this.last = { buf, views: [...reduced.values()] };
+    return { grads: reduced, loss: buf[total]!, stop: buf[total + 1]! > 0 };
   }
 
   async reduceValue(v: number): Promise<number> {
