@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import {
   kubectl,
+  kubectlAsync,
   kubectlOk,
+  kubectlOkAsync,
   machineState,
   startRealCluster,
   stateDiff,
@@ -68,13 +70,13 @@ describe(
     test("a Pod of the CPU runtime image runs `ssl3d --version` to Succeeded", { timeout: 300_000 }, async () => {
       const c = cluster!;
       const ns = "ssl3d-cluster-check";
-      kubectlOk(
+      await kubectlOkAsync(
         c,
         ["apply", "-f", "-"],
         JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns } }),
       );
-      kubectlOk(c, ["label", "namespace", ns, "--overwrite", "pod-security.kubernetes.io/enforce=restricted"]);
-      kubectl(c, ["-n", ns, "delete", "pod", "version", "--ignore-not-found", "--wait"]);
+      await kubectlOkAsync(c, ["label", "namespace", ns, "--overwrite", "pod-security.kubernetes.io/enforce=restricted"]);
+      await kubectlAsync(c, ["-n", ns, "delete", "pod", "version", "--ignore-not-found", "--wait"]);
       await defaultServiceAccount(c, ns);
       const pod = {
         apiVersion: "v1",
@@ -94,12 +96,12 @@ describe(
           ],
         },
       };
-      kubectlOk(c, ["apply", "-f", "-"], JSON.stringify(pod));
+      await kubectlOkAsync(c, ["apply", "-f", "-"], JSON.stringify(pod));
       const phase = await podOutcome(c, ns, "version", 240_000);
-      const logs = kubectlOk(c, ["-n", ns, "logs", "version"]);
+      const logs = await kubectlOkAsync(c, ["-n", ns, "logs", "version"]);
       assert.equal(phase, "Succeeded", logs);
       assert.ok(logs.includes(APP_VERSION), `ssl3d --version printed: ${logs}`);
-      kubectlOk(c, ["delete", "namespace", ns, "--wait=false"]);
+      await kubectlOkAsync(c, ["delete", "namespace", ns, "--wait=false"]);
     });
 
     test(
@@ -110,9 +112,9 @@ describe(
         const release = "ssl3d";
         const ns = "ssl3d-system";
         await helmInstall(c);
-        const pods = kubectl(c, ["-n", ns, "get", "pods", "-o", "wide"]).stdout;
+        const pods = (await kubectlAsync(c, ["-n", ns, "get", "pods", "-o", "wide"])).stdout;
         const pod = JSON.parse(
-          kubectlOk(c, ["-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=ssl3d", "-o", "json"]),
+          await kubectlOkAsync(c, ["-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=ssl3d", "-o", "json"]),
         ) as {
           items: {
             spec: { serviceAccountName: string };
@@ -127,16 +129,16 @@ describe(
         );
         // No system:masters on this path: the operator's identity is its ServiceAccount, limited by the chart's RBAC.
         const sa = `system:serviceaccount:${ns}:${release}`;
-        const can = (verb: string, what: string, extra: string[] = []): string =>
-          kubectl(c, ["auth", "can-i", verb, what, "--as", sa, ...extra]).stdout.trim();
-        assert.equal(can("create", "jobs.batch", ["-n", "ssl3d-runs"]), "yes");
+        const can = async (verb: string, what: string, extra: string[] = []): Promise<string> =>
+          (await kubectlAsync(c, ["auth", "can-i", verb, what, "--as", sa, ...extra])).stdout.trim();
+        assert.equal(await can("create", "jobs.batch", ["-n", "ssl3d-runs"]), "yes");
         // `RESOURCE/NAME` would ask about an object called "status": the subresource needs --subresource. The chart grants
         // patch on /status only (docs/operator.md, RBAC).
-        assert.equal(can("patch", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]), "yes");
-        assert.equal(can("update", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]), "no");
-        assert.equal(can("create", "clusterrolebindings.rbac.authorization.k8s.io"), "no");
-        assert.equal(can("get", "secrets", ["-n", "kube-system"]), "no");
-        const bindings = kubectlOk(c, [
+        assert.equal(await can("patch", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]), "yes");
+        assert.equal(await can("update", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]), "no");
+        assert.equal(await can("create", "clusterrolebindings.rbac.authorization.k8s.io"), "no");
+        assert.equal(await can("get", "secrets", ["-n", "kube-system"]), "no");
+        const bindings = await kubectlOkAsync(c, [
           "get",
           "clusterrolebindings,rolebindings",
           "-A",
@@ -147,8 +149,8 @@ describe(
         ]);
         assert.doesNotMatch(bindings, /system:masters/);
         // The namespace where runs go enforces the restricted Pod Security Standard (a fresh one on a cluster of your own).
-        kubectl(c, ["delete", "namespace", "ssl3d-runs", "--ignore-not-found", "--wait", "--timeout=5m"]);
-        kubectlOk(
+        await kubectlAsync(c, ["delete", "namespace", "ssl3d-runs", "--ignore-not-found", "--wait", "--timeout=5m"]);
+        await kubectlOkAsync(
           c,
           ["apply", "-f", "-"],
           JSON.stringify({
@@ -158,7 +160,7 @@ describe(
           }),
         );
         await defaultServiceAccount(c, "ssl3d-runs");
-        const refused = kubectl(c, [
+        const refused = await kubectlAsync(c, [
           "-n",
           "ssl3d-runs",
           "run",
