@@ -6,7 +6,8 @@
  *   SSL3D_OPERATOR_PORT (metrics + probes, default 8080; 0 = random); SSL3D_LEADER_ELECT (default true);
  *   SSL3D_LEASE_DURATION_SECONDS / SSL3D_RENEW_DEADLINE_SECONDS / SSL3D_RETRY_PERIOD_SECONDS (15 / 10 / 2);
  *   SSL3D_OPERATOR_CONCURRENCY (workers per kind, default 4); SSL3D_RESYNC_SECONDS (default 300);
- *   SSL3D_SCRAPE_CONCURRENCY / SSL3D_SCRAPE_TIMEOUT_SECONDS (rank-0 metrics poller: 4 in flight, 2 s each).
+ *   SSL3D_SCRAPE_CONCURRENCY / SSL3D_SCRAPE_TIMEOUT_SECONDS (rank-0 metrics poller: 4 in flight, 2 s each);
+ *   SSL3D_KUEUE (auto / true / false: watch Kueue Workloads for runs Kueue admits as a whole).
  */
 import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";

@@ -163,7 +163,7 @@ test("Workload: evicted → the attempt Job is deleted; the quota is given back 
   assert.equal(u.kind, "Workload");
   assert.equal(u.name, "pretrainrun-run");
   assert.equal(u.resourceVersion, "42");
-  const after: WorkloadView = { ...EVICTED, status: u.to as WorkloadView["status"] };
+  const after: WorkloadView = { ...EVICTED, status: u.to as NonNullable<WorkloadView["status"]> };
   assert.equal(after.status?.admission, null);
   const reserved = after.status?.conditions?.find((x) => x.type === "QuotaReserved");
   assert.deepEqual([reserved?.status, reserved?.reason], ["False", "Pending"]);
