@@ -78,7 +78,11 @@ export async function startKueue(kubeconfigPath: string, dir: string): Promise<K
     child.kill("SIGKILL");
   };
   process.on("exit", kill);
-  const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+  const exited = new Promise<void>((resolve) => {
+    child.on("exit", () => {
+      resolve();
+    });
+  });
   const until = Date.now() + 90_000;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null)

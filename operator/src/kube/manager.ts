@@ -17,7 +17,7 @@ import { reconcileCollection } from "../controllers/collection/reconcile.js";
 import { reconcilePlan } from "../controllers/plan/reconcile.js";
 import { reconcilePretrainRun, scrapeTarget, type PretrainRunObserved } from "../controllers/pretrain-run/reconcile.js";
 import { CREATE_ONLY_ANNOTATION } from "../controllers/pretrain-run/desired.js";
-import { WORKLOAD_API_VERSION, workloadName, type WorkloadView } from "../controllers/pretrain-run/workload.js";
+import { WORKLOAD_API_VERSION, workloadName } from "../controllers/pretrain-run/workload.js";
 import type { ChildRefusal } from "../controllers/pretrain-run/failures.js";
 import { RUN_SECRET_KEY } from "../../../api/pod.js";
 import {
@@ -320,7 +320,7 @@ export class Manager {
           podCreationFailures,
           now,
           refused: this.refusals.get(k),
-          workload: this.informers.Workload?.get(workloadName(name), ns) as WorkloadView | undefined,
+          workload: this.informers.Workload?.get(workloadName(name), ns),
         };
         // No network here: the poller scrapes rank 0 on its own schedule; the reconcile reads its latest sample.
         this.poller.track(k, scrapeTarget(observed));

@@ -163,12 +163,13 @@ test("Workload: evicted → the attempt Job is deleted; the quota is given back 
   assert.equal(u.kind, "Workload");
   assert.equal(u.name, "pretrainrun-run");
   assert.equal(u.resourceVersion, "42");
-  const after: WorkloadView = { ...EVICTED, status: u.to as NonNullable<WorkloadView["status"]> };
-  assert.equal(after.status?.admission, null);
-  const reserved = after.status?.conditions?.find((x) => x.type === "QuotaReserved");
+  const status = u.to as { admission?: { clusterQueue?: string } | null; conditions: Condition[] };
+  const after: WorkloadView = { ...EVICTED, status };
+  assert.equal(status.admission, null);
+  const reserved = status.conditions.find((x) => x.type === "QuotaReserved");
   assert.deepEqual([reserved?.status, reserved?.reason], ["False", "Pending"]);
-  assert.equal(after.status?.conditions?.find((x) => x.type === "Admitted")?.status, "False");
-  assert.equal(after.status?.conditions?.find((x) => x.type === "Requeued")?.status, "False");
+  assert.equal(status.conditions.find((x) => x.type === "Admitted")?.status, "False");
+  assert.equal(status.conditions.find((x) => x.type === "Requeued")?.status, "False");
   assert.equal(workloadAdmission(after).kind, "pending");
 
   // Re-admitted: the next attempt resumes; an eviction is not a restart.

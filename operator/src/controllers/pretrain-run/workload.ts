@@ -122,7 +122,7 @@ export function workloadAdmission(wl: WorkloadView | undefined): WorkloadAdmissi
 }
 
 function statusOf(wl: WorkloadView): Record<string, unknown> {
-  return (wl.status ?? {}) as Record<string, unknown>;
+  return { ...wl.status };
 }
 
 /**
