@@ -27,6 +27,15 @@ export const KUEUE_PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class";
 /** The single pod set of a run's Workload: the gang of training ranks. */
 export const WORKLOAD_POD_SET = "trainer";
 
+/** Kueue's condition reasons the operator writes on a Workload, as Kueue's job framework writes them. */
+const KUEUE_REASON = {
+  Pending: "Pending",
+  NoReservation: "NoReservation",
+  Succeeded: "Succeeded",
+  Failed: "Failed",
+} as const;
+export type WorkloadFinishedReason = typeof KUEUE_REASON.Succeeded | typeof KUEUE_REASON.Failed;
+
 /** The fields of a kueue.x-k8s.io Workload the operator reads. */
 export interface WorkloadView {
   metadata: ObjectMeta;
@@ -140,10 +149,15 @@ export function clearedAdmission(wl: WorkloadView, reason: string, message: stri
     gen,
     now,
   );
-  conditions = setCondition(conditions, { type: "QuotaReserved", status: "False", reason: "Pending", message }, gen, now);
   conditions = setCondition(
     conditions,
-    { type: "Admitted", status: "False", reason: "NoReservation", message: "The workload has no reservation" },
+    { type: "QuotaReserved", status: "False", reason: KUEUE_REASON.Pending, message },
+    gen,
+    now,
+  );
+  conditions = setCondition(
+    conditions,
+    { type: "Admitted", status: "False", reason: KUEUE_REASON.NoReservation, message: "The workload has no reservation" },
     gen,
     now,
   );
@@ -160,13 +174,13 @@ export function clearedAdmission(wl: WorkloadView, reason: string, message: stri
 /** The run ended: Finished=True (reason Succeeded or Failed) makes Kueue release the quota. */
 export function finishedWorkload(
   wl: WorkloadView,
-  reason: "Succeeded" | "Failed",
+  outcome: WorkloadFinishedReason,
   message: string,
   now: Date,
 ): ChildStatusUpdate {
   const conditions = setCondition(
     wl.status?.conditions,
-    { type: "Finished", status: "True", reason, message },
+    { type: "Finished", status: "True", reason: outcome, message },
     wl.metadata.generation,
     now,
   );
