@@ -36,6 +36,8 @@ const skip = kueueSkipReason();
 let env: Env;
 let kueue: KueueProcess | undefined;
 let manager: Manager | undefined;
+/** The first test's namespace: its second run still holds the ClusterQueue's quota when the next test starts. */
+let firstNs = "";
 
 interface Workload extends KubeObject {
   spec: { queueName?: string; active?: boolean; podSets: { name: string; count: number; template: unknown }[] };
@@ -133,6 +135,7 @@ async function queueObjects(ns: string): Promise<void> {
 describe("Kueue admits whole runs through one Workload each (real Kueue controller manager)", { skip }, () => {
   test("two runs whose gangs do not both fit: the second waits until the first finishes; eviction stops and resumes", async () => {
     const ns = await createNamespace(env.client, "kueue");
+    firstNs = ns;
     await readyPlan(env.client, ns, IMAGE);
     await queueObjects(ns);
     const dump = (): Promise<string> => describeRuns(ns);
@@ -224,7 +227,7 @@ describe("Kueue admits whole runs through one Workload each (real Kueue controll
     assert.equal(s.attempt, 2);
   });
 
-  test("a suspended queued run makes its Workload inactive; the first of two runs keeps its attempt", async () => {
+  test("a suspended queued run's Workload is inactive; deleting the run that holds the quota admits it", async () => {
     const ns = await createNamespace(env.client, "kueue-suspend");
     await readyPlan(env.client, ns, IMAGE);
     await env.client.apply(
@@ -242,7 +245,7 @@ describe("Kueue admits whole runs through one Workload each (real Kueue controll
     assert.equal(await getJob(env.client, ns, "held-a1"), undefined);
     assert.equal((await runStatus(ns, "held")).phase, "Suspended");
     await env.client.patch(API_VERSION, "PretrainRun", ns, "held", { spec: { suspend: false } });
-    // The first test's second run still holds the queue's quota: no admission yet, and a condition that says so.
+    // The first test's second run still holds the ClusterQueue's quota: no admission yet.
     const released = await eventually(
       "held's Workload active again (the operator no longer owns spec.active)",
       async () => {
@@ -252,5 +255,12 @@ describe("Kueue admits whole runs through one Workload each (real Kueue controll
       30_000,
     );
     assert.notEqual(released.spec.active, false);
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(await getJob(env.client, ns, "held-a1"), undefined, "the ClusterQueue is still full");
+    assert.equal(condition({ status: await runStatus(ns, "held") }, "Queued")?.reason, "WaitingForAdmission");
+
+    // Deleting the run that holds the quota deletes its Workload (garbage collector): Kueue admits the waiting run.
+    await env.client.delete(API_VERSION, "PretrainRun", firstNs, "second", "Background");
+    await eventually("held-a1 once the quota is free", () => getJob(env.client, ns, "held-a1"), 60_000);
   });
 });
