@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# setup-lane: background
 # Builds kube-apiserver and kube-controller-manager (its garbage collector follows ownerReferences in the tests;
 # SSL3D_KUBE_CONTROLLER_MANAGER=0 skips it) with `go build` from
 # the Kubernetes Go modules at a pinned version, for the operator's integration tests (test/helpers/kube.ts).
@@ -15,13 +16,8 @@ todo=()
 for t in "${targets[@]}"; do [ -x "$BINDIR/$t-$KUBE_VERSION" ] || todo+=("$t"); done
 if [ "${#todo[@]}" -eq 0 ]; then exit 0; fi
 
-if ! command -v go >/dev/null 2>&1; then
-  if [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"; else
-    echo "[kube-apiserver] installing Debian's golang-go" >&2
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends golang-go >/dev/null
-  fi
-fi
+source "$(dirname "$0")/../lib/go.sh"
+go_ensure
 
 work="$CACHE/kube-build/$KUBE_VERSION"
 mkdir -p "$BINDIR"

