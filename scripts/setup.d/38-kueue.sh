@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# setup-lane: background
 # Kueue's controller manager and CRDs for the operator's Kueue test in the API-server tier
 # (test/integration/operator-kueue.test.ts, test/helpers/kueue.ts): the run-level Workload the operator creates is
 # admitted, finished and evicted by the real Kueue, not by the test.
@@ -23,7 +24,9 @@ CERTDIR="$CACHE/kueue/certs"
 METRICS_CERTDIR=/etc/kueue/metrics/certs
 if [ -x "$BINDIR/kueue-$KUEUE_VERSION" ] && [ -f "$CRDDIR/.done" ] && [ -f "$METRICS_CERTDIR/tls.crt" ]; then exit 0; fi
 
+source "$(dirname "$0")/../lib/go.sh" # also apt_ensure
 if [ ! -f "$CERTDIR/tls.crt" ]; then
+  apt_ensure openssl
   mkdir -p "$CERTDIR"
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=localhost" \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
@@ -37,8 +40,7 @@ if [ ! -f "$METRICS_CERTDIR/tls.crt" ]; then
   $SUDO install -m 644 "$CERTDIR/tls.key" "$CERTDIR/tls.crt" "$METRICS_CERTDIR/"
 fi
 
-command -v go >/dev/null 2>&1 || [ ! -x /usr/local/go/bin/go ] || export PATH="/usr/local/go/bin:$PATH"
-command -v go >/dev/null 2>&1 || { echo "[kueue] Go toolchain not found (30-kube-apiserver.sh installs it)" >&2; exit 1; }
+go_ensure
 nice_cmd=(); [ -z "${SSL3D_BUILD_NICE:-}" ] || nice_cmd=(nice -n "$SSL3D_BUILD_NICE")
 export CGO_ENABLED=0
 
