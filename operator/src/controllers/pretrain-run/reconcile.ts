@@ -344,6 +344,10 @@ type QueueGate = { kind: "open"; note: string } | { kind: "waiting"; reason: str
 function queueGate(st: Step, spec: PretrainRunSpec): QueueGate {
   const queue = runQueueName(st.o.run);
   if (queue === undefined) return { kind: "open", note: "spec.suspend is false" };
+  // No quota is held for a run that could not start anyway: before the first attempt, the Workload waits for the Plan
+  // (startAttempt reports Queued/PlanNotReady or the invalid configuration).
+  if ((st.s.attempt ?? 0) === 0 && resolvePlan(spec, st.o.plan).kind !== "ok")
+    return { kind: "open", note: "spec.suspend is false; the Workload is created once the Plan is Ready" };
   st.apply.push(desiredWorkload(st.o.run, spec, queue));
   const wl = st.o.workload;
   const name = workloadName(st.run);

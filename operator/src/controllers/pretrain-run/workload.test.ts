@@ -137,6 +137,12 @@ test("Workload: not admitted yet → no attempt Job, Queued and Suspended with K
   assert.match(c(reconcile(queuedRun(), PENDING), "Queued")!.message, /insufficient quota for cpu/);
 });
 
+test("Workload: none while the Plan is not Ready (no quota held by a run that cannot start)", () => {
+  const r = reconcilePretrainRun({ run: queuedRun(), plan: undefined, jobs: [], pods: [], now: T0 });
+  assert.equal(applied(r, "Workload").length, 0);
+  assert.equal(c(r, "Queued")?.reason, PretrainRunReason.PlanNotReady);
+});
+
 test("Workload: admitted → attempt 1 starts (Resumed event, deadline clock starts); no queue label on the Job", () => {
   const waiting = reconcile(queuedRun(), PENDING);
   const r = reconcile(queuedRun(waiting.status, { scheduling: { queueName: "other" } }), ADMITTED);
