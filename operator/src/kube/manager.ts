@@ -109,6 +109,8 @@ export class Manager {
   private readonly appliedHashes = new Map<string, string>();
   /** The last child the API server refused per custom resource (a condition on the next reconcile). */
   private readonly refusals = new Map<string, ChildRefusal>();
+  /** Per child: the resourceVersion the last status update sent was computed from (see updateChildStatus). */
+  private readonly sentStatus = new Map<string, string>();
   private resyncTimer: NodeJS.Timeout | undefined;
   private started = false;
 
@@ -343,7 +345,12 @@ export class Manager {
         queue.forget(k);
         this.poller.forget(k);
         this.refusals.delete(k);
-        if (kind === "PretrainRun") this.metrics.forgetRun(ns, name);
+        if (kind === "PretrainRun") {
+          this.metrics.forgetRun(ns, name);
+          this.sentStatus.delete(
+            this.childKey(ns, { apiVersion: WORKLOAD_API_VERSION, kind: "Workload", name: workloadName(name) }),
+          );
+        }
         return;
       }
       const res = this.observeAndReconcile(kind, cr);
@@ -438,7 +445,12 @@ export class Manager {
    * again from the newer object.
    */
   private async updateChildStatus(ns: string, u: ChildStatusUpdate, log: Logger): Promise<void> {
+    // The same update from the same resourceVersion was sent already: the cache has not seen the result yet (a second
+    // patch would only meet a 409); the watch event of the written object triggers the next reconcile.
+    const ck = this.childKey(ns, u);
+    if (u.resourceVersion !== undefined && this.sentStatus.get(ck) === u.resourceVersion) return;
     const patch = createMergePatch(u.from, u.to);
+    this.sentStatus.delete(ck);
     await this.client.patch(
       u.apiVersion,
       u.kind,
@@ -447,6 +459,7 @@ export class Manager {
       { ...(u.resourceVersion === undefined ? {} : { metadata: { resourceVersion: u.resourceVersion } }), status: patch },
       { subresource: "status", fieldManager: FIELD_MANAGER },
     );
+    if (u.resourceVersion !== undefined) this.sentStatus.set(ck, u.resourceVersion);
     log.info({ child: `${u.kind}/${u.name}` }, "Updated child status");
   }
 
