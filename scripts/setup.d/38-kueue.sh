@@ -11,11 +11,11 @@
 #   metrics server: with internal certificate management off (it would inject CA bundles into webhook configurations
 #   and CRD conversion), cmd/kueue/main.go reads the metrics certificate from the fixed path
 #   /etc/kueue/metrics/certs, so a copy goes there (with sudo when not root).
-# Cached under $SSL3D_CACHE/bin/kueue-<version> and $SSL3D_CACHE/kueue/<version>/crds; SSL3D_KUEUE=0 skips this step
+# Cached under $SSL3D_CACHE/bin/kueue-<version> and $SSL3D_CACHE/kueue/<version>/crds; SSL3D_TEST_KUEUE=0 skips this step
 # (the Kueue test then skips with a message naming this script). Go builds run under `nice` when SSL3D_BUILD_NICE is
 # set (a shared machine).
 set -euo pipefail
-[ "${SSL3D_KUEUE:-1}" = "1" ] || exit 0
+[ "${SSL3D_TEST_KUEUE:-1}" = "1" ] || exit 0
 KUEUE_VERSION="${SSL3D_KUEUE_VERSION:-v0.17.0}"
 CACHE="${SSL3D_CACHE:-$HOME/.cache/ssl3d}"
 BINDIR="$CACHE/bin"

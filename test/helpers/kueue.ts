@@ -15,9 +15,9 @@ import { cacheDir } from "./python.js";
 export const KUEUE_VERSION = process.env.SSL3D_KUEUE_VERSION ?? "v0.17.0";
 const METRICS_CERT = "/etc/kueue/metrics/certs/tls.crt";
 
-/** Why the Kueue test cannot run here (SSL3D_KUEUE=0), else undefined; missing files are an error, not a skip. */
+/** Why the Kueue test cannot run here (SSL3D_TEST_KUEUE=0), else undefined; missing files are an error, not a skip. */
 export function kueueSkipReason(): string | undefined {
-  return process.env.SSL3D_KUEUE === "0" ? "SSL3D_KUEUE=0: Kueue's setup step (38-kueue.sh) was skipped" : undefined;
+  return process.env.SSL3D_TEST_KUEUE === "0" ? "SSL3D_TEST_KUEUE=0: Kueue's setup step (38-kueue.sh) was skipped" : undefined;
 }
 
 function paths(): { bin: string; crds: string; certs: string } {
