@@ -160,7 +160,8 @@ function gradientShapes(key: "resenc-l" | "primus-m"): number[][] {
         })();
   const shapes = decls.filter((d) => d.buffer !== true).map((d) => [...d.shape]);
   const n = shapes.reduce((a, s) => a + numel(s), 0);
-  if (n !== countParams(key)) throw new Error(`${key}: declarations hold ${n} parameters, countParams ${countParams(key)}`);
+  if (n !== countParams(key))
+    throw new Error(`${key}: declarations hold ${n} parameters, countParams ${countParams(key)}`);
   return shapes;
 }
 

@@ -75,7 +75,7 @@ export const PretrainRunSpecSchema = z
       .boolean()
       .default(false)
       .describe(
-        "The run's admission gate (as JobSet's and TrainJob's spec.suspend), set by a user or a queue (Kueue): while true no pod runs (a running attempt is stopped, its ranks checkpoint on SIGTERM); false admits the run, which starts or resumes from the latest checkpoint, and the deadline clocks restart.",
+        "The run's admission gate (as JobSet's and TrainJob's spec.suspend), set by a user or a queue; a run labelled kueue.x-k8s.io/queue-name also waits for Kueue to admit its Workload, which is inactive while this is true: while true no pod runs (a running attempt is stopped, its ranks checkpoint on SIGTERM); false admits the run, which starts or resumes from the latest checkpoint, and the deadline clocks restart.",
       ),
     image: z.string().min(1).describe("Runtime image that provides the `ssl3d` CLI."),
     imagePullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).optional().describe("Image pull policy."),
@@ -252,7 +252,7 @@ export const PretrainRunSpecSchema = z
           .string()
           .optional()
           .describe(
-            "Kueue LocalQueue, set as label kueue.x-k8s.io/queue-name on each attempt Job (Kueue admits attempt by attempt); ignored when the PretrainRun itself carries that label (then the run is the unit Kueue admits, through spec.suspend).",
+            "Kueue LocalQueue, set as label kueue.x-k8s.io/queue-name on each attempt Job (Kueue admits attempt by attempt); ignored when the PretrainRun itself carries that label (then the run is the unit Kueue admits, through one Workload the operator creates).",
           ),
         gang: z
           .object({

@@ -46,6 +46,8 @@ test("reason values are stable and equal their names", () => {
     "AllPodsReady",
     "Restarted",
     "Suspended",
+    "Evicted",
+    "WorkloadFinished",
     "Resumed",
     "Completed",
     "Failed",

@@ -56,6 +56,10 @@ export const PretrainRunReason = {
   /** Restarting=False once the next attempt runs. */
   Restarted: "Restarted",
   Suspended: "Suspended",
+  /** Suspended=True: Kueue evicted the run's Workload (preemption, deactivation, a stopped queue); attempt stopped. */
+  Evicted: "Evicted",
+  /** Suspended=True: the run's Workload is Finished while the run is not (deleting the Workload queues it again). */
+  WorkloadFinished: "WorkloadFinished",
   Resumed: "Resumed",
   Completed: "Completed",
   Failed: "Failed",

@@ -6,13 +6,14 @@
  *   SSL3D_OPERATOR_PORT (metrics + probes, default 8080; 0 = random); SSL3D_LEADER_ELECT (default true);
  *   SSL3D_LEASE_DURATION_SECONDS / SSL3D_RENEW_DEADLINE_SECONDS / SSL3D_RETRY_PERIOD_SECONDS (15 / 10 / 2);
  *   SSL3D_OPERATOR_CONCURRENCY (workers per kind, default 4); SSL3D_RESYNC_SECONDS (default 300);
- *   SSL3D_SCRAPE_CONCURRENCY / SSL3D_SCRAPE_TIMEOUT_SECONDS (rank-0 metrics poller: 4 in flight, 2 s each).
+ *   SSL3D_SCRAPE_CONCURRENCY / SSL3D_SCRAPE_TIMEOUT_SECONDS (rank-0 metrics poller: 4 in flight, 2 s each);
+ *   SSL3D_KUEUE (auto / true / false: watch Kueue Workloads for runs Kueue admits as a whole).
  */
 import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
-import { KubeClient } from "./kube/client.js";
+import { httpStatus, KubeClient } from "./kube/client.js";
 import { LeaderElector } from "./kube/leader.js";
 import { Manager } from "./kube/manager.js";
 import type { Logger } from "pino";
@@ -117,9 +118,28 @@ function probeServer(p: Parts, elector: LeaderElector | undefined, resyncMs: num
   });
 }
 
+/**
+ * Whether the API server serves Kueue's Workloads (kueue.x-k8s.io/v1beta2), so runs labelled
+ * kueue.x-k8s.io/queue-name are admitted through a Workload (ADR 0088). SSL3D_KUEUE=true|false overrides the check
+ * (default auto: asked once at start; installing Kueue later takes an operator restart).
+ */
+export async function kueueServed(client: KubeClient, log: Logger): Promise<boolean> {
+  const mode = process.env.SSL3D_KUEUE ?? "auto";
+  if (mode === "true" || mode === "false") return mode === "true";
+  try {
+    const g = await client.request<{ resources?: { name?: string }[] }>("GET", "/apis/kueue.x-k8s.io/v1beta2");
+    return (g.resources ?? []).some((r) => r.name === "workloads");
+  } catch (err) {
+    if (httpStatus(err) !== 404) log.warn({ err: String(err) }, "Could not ask whether Kueue is installed");
+    return false;
+  }
+}
+
 export async function main(): Promise<void> {
   const log = createLogger();
   const client = KubeClient.fromDefault();
+  const kueue = await kueueServed(client, log);
+  log.info({ kueue }, kueue ? "Kueue's Workload API is served" : "Kueue's Workload API is not served");
   const metrics = new OperatorMetrics();
   const identity = `${hostname()}_${process.pid}_${randomBytes(3).toString("hex")}`;
   const resyncMs = envNumber("SSL3D_RESYNC_SECONDS", 300) * 1000;
@@ -133,6 +153,7 @@ export async function main(): Promise<void> {
     scrapeConcurrency: envNumber("SSL3D_SCRAPE_CONCURRENCY", 4) || 1,
     scrapeTimeoutMs: envNumber("SSL3D_SCRAPE_TIMEOUT_SECONDS", 2) * 1000,
     identity,
+    kueue,
   });
   const parts: Parts = { log, client, metrics, manager, identity };
   const elector = leaderElector(parts);

@@ -112,6 +112,22 @@ test("render of examples/openmind-4x8.yaml: restricted pods, /dev/shm, resume mo
   assert.equal(pod.terminationGracePeriodSeconds, 120);
 });
 
+test("render of a run labelled kueue.x-k8s.io/queue-name includes its Kueue Workload (the gang as one pod set)", () => {
+  const text = readFileSync(EXAMPLE, "utf8").replace(
+    "kind: PretrainRun\nmetadata:\n",
+    "kind: PretrainRun\nmetadata:\n  labels: {kueue.x-k8s.io/queue-name: gpu}\n",
+  );
+  const objs = renderObjects(text, "x.yaml");
+  const wl = objs.find((o) => o.kind === "Workload");
+  assert.ok(wl, objs.map((o) => o.kind).join(","));
+  assert.equal(wl.metadata.name, "pretrainrun-openmind-resencl-mae");
+  const spec = wl.spec as { queueName: string; podSets: { count: number }[] };
+  assert.equal(spec.queueName, "gpu");
+  assert.equal(spec.podSets[0]!.count, 4);
+  const job = objs.find((o) => o.kind === "Job" && o.metadata.name.endsWith("-a1"));
+  assert.equal(job?.metadata.labels?.["kueue.x-k8s.io/queue-name"], undefined, "the attempt is not queued again");
+});
+
 test("render refuses invalid manifests with the file, the object and the field", () => {
   const bad = readFileSync(EXAMPLE, "utf8").replace("nprocPerNode: 8", "nprocPerNode: 16");
   assert.throws(

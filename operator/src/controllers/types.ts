@@ -112,6 +112,19 @@ export interface ChildRef {
   name: string;
 }
 
+/**
+ * A status merge patch of a child the operator does not own the status of (the Workload's, shared with Kueue).
+ */
+export interface ChildStatusUpdate {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  /** The status the update was computed from (the merge patch is the difference) and its resourceVersion. */
+  from: Record<string, unknown>;
+  to: Record<string, unknown>;
+  resourceVersion?: string | undefined;
+}
+
 export interface ReconcileResult<S> {
   /** The complete desired status (the shell patches only when it differs from the observed one). */
   status: S;
@@ -122,6 +135,8 @@ export interface ReconcileResult<S> {
   events: EventSpec[];
   /** Reconcile again after this many milliseconds even without a watch event. */
   requeueAfterMs?: number;
+  /** Status updates of children whose status another controller writes too (merge patch, optimistic concurrency). */
+  statusUpdates?: ChildStatusUpdate[];
   /** Delete the custom resource itself (TTL after finished). */
   deleteSelf?: boolean;
 }

@@ -54,6 +54,11 @@ const PLURALS: Record<string, string> = {
   PersistentVolumeClaim: "persistentvolumeclaims",
   Secret: "secrets",
   NetworkPolicy: "networkpolicies",
+  // Kueue (kueue.x-k8s.io): the run-level Workload; the queue objects are installed by administrators (and tests).
+  Workload: "workloads",
+  ResourceFlavor: "resourceflavors",
+  ClusterQueue: "clusterqueues",
+  LocalQueue: "localqueues",
   // RBAC objects and quotas (tests install them; the operator itself never touches them).
   ResourceQuota: "resourcequotas",
   ServiceAccount: "serviceaccounts",
@@ -62,7 +67,14 @@ const PLURALS: Record<string, string> = {
   ClusterRole: "clusterroles",
   ClusterRoleBinding: "clusterrolebindings",
 };
-const CLUSTER_SCOPED = new Set(["Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"]);
+const CLUSTER_SCOPED = new Set([
+  "Namespace",
+  "CustomResourceDefinition",
+  "ClusterRole",
+  "ClusterRoleBinding",
+  "ResourceFlavor",
+  "ClusterQueue",
+]);
 
 export function resourcePath(
   apiVersion: string,

@@ -17,11 +17,13 @@ import { reconcileCollection } from "../controllers/collection/reconcile.js";
 import { reconcilePlan } from "../controllers/plan/reconcile.js";
 import { reconcilePretrainRun, scrapeTarget, type PretrainRunObserved } from "../controllers/pretrain-run/reconcile.js";
 import { CREATE_ONLY_ANNOTATION } from "../controllers/pretrain-run/desired.js";
+import { WORKLOAD_API_VERSION, workloadName } from "../controllers/pretrain-run/workload.js";
 import type { ChildRefusal } from "../controllers/pretrain-run/failures.js";
 import { RUN_SECRET_KEY } from "../../../api/pod.js";
 import {
   canonicalJson,
   type ChildRef,
+  type ChildStatusUpdate,
   type CustomResource,
   type EventSpec,
   type JobView,
@@ -55,6 +57,11 @@ export interface ManagerOptions {
   /** Rank-0 scrapes in flight at most (default 4) and the timeout of each (default 2000 ms). */
   scrapeConcurrency?: number;
   scrapeTimeoutMs?: number;
+  /**
+   * Watch Kueue Workloads (kueue.x-k8s.io/v1beta2), needed for runs Kueue admits as a whole (ADR 0088). main.ts
+   * turns it on when the API server serves Kueue's API; without it such a run waits with a condition.
+   */
+  kueue?: boolean;
 }
 
 type Kind = KindName;
@@ -91,7 +98,7 @@ export class Manager {
   readonly informers: Record<
     "Collection" | "Plan" | "PretrainRun" | "Job" | "Pod" | "Service" | "Event",
     SupervisedInformer
-  >;
+  > & { Workload?: SupervisedInformer };
   readonly queues: Record<Kind, WorkQueue>;
   private readonly client: KubeClient;
   private readonly log: Logger;
@@ -102,6 +109,8 @@ export class Manager {
   private readonly appliedHashes = new Map<string, string>();
   /** The last child the API server refused per custom resource (a condition on the next reconcile). */
   private readonly refusals = new Map<string, ChildRefusal>();
+  /** Per child: the resourceVersion the last status update sent was computed from (see updateChildStatus). */
+  private readonly sentStatus = new Map<string, string>();
   private resyncTimer: NodeJS.Timeout | undefined;
   private started = false;
 
@@ -145,6 +154,8 @@ export class Manager {
       // pod refused by Pod Security admission, a ResourceQuota or a LimitRange. Events carry no labels, so this is
       // every Job's; events of Jobs the operator does not own are dropped where they are read.
       Event: mk("v1", "Event", undefined, FAILED_CREATE_SELECTOR),
+      // The runs' Kueue Workloads (only when Kueue's API is served): their admission gates the attempts.
+      ...(opts.kueue === true ? { Workload: mk(WORKLOAD_API_VERSION, "Workload", managed) } : {}),
     };
     const qm = opts.metrics.queueMetrics();
     const concurrency = opts.concurrency ?? 4;
@@ -202,6 +213,7 @@ export class Manager {
     i.Job.on(byOwnerLabel);
     i.Pod.on(byOwnerLabel);
     i.Service.on(byOwnerLabel);
+    i.Workload?.on(byOwnerLabel);
     i.Event.on((t, o) => {
       const ref = (o as CoreEvent).involvedObject;
       const job = ref?.name === undefined ? undefined : i.Job.get(ref.name, ref.namespace ?? o.metadata.namespace);
@@ -218,6 +230,7 @@ export class Manager {
       this.informers.Pod.start(),
       this.informers.Service.start(),
       this.informers.Event.start(),
+      ...(this.informers.Workload === undefined ? [] : [this.informers.Workload.start()]),
     ]);
     await Promise.all([
       this.informers.Collection.start(),
@@ -309,6 +322,7 @@ export class Manager {
           podCreationFailures,
           now,
           refused: this.refusals.get(k),
+          workload: this.informers.Workload?.get(workloadName(name), ns),
         };
         // No network here: the poller scrapes rank 0 on its own schedule; the reconcile reads its latest sample.
         this.poller.track(k, scrapeTarget(observed));
@@ -331,7 +345,12 @@ export class Manager {
         queue.forget(k);
         this.poller.forget(k);
         this.refusals.delete(k);
-        if (kind === "PretrainRun") this.metrics.forgetRun(ns, name);
+        if (kind === "PretrainRun") {
+          this.metrics.forgetRun(ns, name);
+          this.sentStatus.delete(
+            this.childKey(ns, { apiVersion: WORKLOAD_API_VERSION, kind: "Workload", name: workloadName(name) }),
+          );
+        }
         return;
       }
       const res = this.observeAndReconcile(kind, cr);
@@ -400,8 +419,9 @@ export class Manager {
         await this.applyChild(obj, log);
       } catch (err) {
         const code = httpStatus(err);
-        // A refusal (Pod Security admission, quota, a policy webhook, a schema error) is reported, not retried silently.
-        if (code !== 400 && code !== 403 && code !== 422) throw err;
+        // A refusal (Pod Security admission, quota, a policy webhook, a schema error, a kind the API server does not
+        // serve: Kueue not installed) is reported, not retried silently.
+        if (code !== 400 && code !== 403 && code !== 404 && code !== 422) throw err;
         const refusal = {
           kind: obj.kind,
           name: obj.metadata.name,
@@ -416,6 +436,34 @@ export class Manager {
       }
     }
     if (res.apply.length > 0) this.refusals.delete(k);
+    for (const u of res.statusUpdates ?? []) await this.updateChildStatus(ns, u, log);
+  }
+
+  /**
+   * A merge patch of a child's status that another controller writes too (Kueue's Workload): computed from the cached
+   * status at its resourceVersion, so a concurrent write makes the API server answer 409 and the run is reconciled
+   * again from the newer object.
+   */
+  private async updateChildStatus(ns: string, u: ChildStatusUpdate, log: Logger): Promise<void> {
+    // The same update from the same resourceVersion was sent already: the cache has not seen the result yet (a second
+    // patch would only meet a 409); the watch event of the written object triggers the next reconcile.
+    const ck = this.childKey(ns, u);
+    if (u.resourceVersion !== undefined && this.sentStatus.get(ck) === u.resourceVersion) return;
+    const patch = createMergePatch(u.from, u.to);
+    this.sentStatus.delete(ck);
+    await this.client.patch(
+      u.apiVersion,
+      u.kind,
+      ns,
+      u.name,
+      {
+        ...(u.resourceVersion === undefined ? {} : { metadata: { resourceVersion: u.resourceVersion } }),
+        status: patch,
+      },
+      { subresource: "status", fieldManager: FIELD_MANAGER },
+    );
+    if (u.resourceVersion !== undefined) this.sentStatus.set(ck, u.resourceVersion);
+    log.info({ child: `${u.kind}/${u.name}` }, "Updated child status");
   }
 
   private childKey(ns: string, c: ChildRef): string {
@@ -425,6 +473,7 @@ export class Manager {
   private cached(kind: string, ns: string, name: string): KubeObject | undefined | null {
     if (kind === "Job") return this.informers.Job.get(name, ns);
     if (kind === "Service") return this.informers.Service.get(name, ns);
+    if (kind === "Workload" && this.informers.Workload !== undefined) return this.informers.Workload.get(name, ns);
     return null; // not cached
   }
 

@@ -94,7 +94,13 @@ function mixedGrads(rank: number): Map<string, tf.Tensor> {
 test("one fused collective per step: every tensor comes back in order and shape, the same bits on every rank, within two float32 roundings of its exact share-weighted sum; nothing leaks", async () => {
   const port = await freePort();
   const world = 3;
-  const cfg = (rank: number) => ({ rank, worldSize: world, masterAddr: "127.0.0.1", masterPort: port, timeoutMs: 30_000 });
+  const cfg = (rank: number) => ({
+    rank,
+    worldSize: world,
+    masterAddr: "127.0.0.1",
+    masterPort: port,
+    timeoutMs: 30_000,
+  });
   const groups = await Promise.all([0, 1, 2].map((r) => initProcessGroup(cfg(r))));
   const shares = [1 / 3, 1 / 6, 1 / 2]; // 1/3 and 1/6 are not float32 numbers: scaled as fround(share)
   const shapes = new Map(MIXED);
@@ -117,7 +123,10 @@ test("one fused collective per step: every tensor comes back in order and shape,
     const steps = await Promise.all(dps.map((dp, r) => dp.reduceStep(inputs[r]!, r + 1, false, shapes)));
     assert.equal(tf.memory().numTensors, before); // the inputs were disposed, as many outputs came back
     for (const s of steps) {
-      assert.deepEqual([...s.grads.keys()], MIXED.map(([n]) => n));
+      assert.deepEqual(
+        [...s.grads.keys()],
+        MIXED.map(([n]) => n),
+      );
       for (const [n, shape] of MIXED) assert.deepEqual(s.grads.get(n)!.shape, shape, n);
       assert.equal(s.loss, Math.fround(1 / 3 + 2 / 6 + 3 / 2));
     }

@@ -143,6 +143,9 @@ test("RBAC is least privilege", () => {
   const lease = byKind(objs, "Role")[0]!;
   assert.equal(lease.metadata.namespace, "ssl3d-system");
   assert.ok(rules(lease).some((r) => r.apiGroups.includes("coordination.k8s.io") && r.verbs.includes("update")));
+  // the run-level Kueue Workload: applied and watched, its status patched (eviction, Finished); never read by get
+  assert.deepEqual(grants("kueue.x-k8s.io", "workloads").sort(), ["create", "list", "patch", "watch"]);
+  assert.deepEqual(grants("kueue.x-k8s.io", "workloads/status"), ["patch"]);
   // optional groups only when asked for
   assert.deepEqual(grants("scheduling.volcano.sh", "podgroups"), []);
   assert.deepEqual(grants("", "configmaps"), []);

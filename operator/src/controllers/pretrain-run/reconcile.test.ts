@@ -4,6 +4,7 @@ import type { PretrainRunStatus } from "../../../../api/v1alpha1/pretrain-run.js
 import { aJob, aPod, aResource, at, readyPlanResource, T0 } from "../testing.js";
 import type { CustomResource, JobView, KubeObject, PodCreationFailure, PodView, ReconcileResult } from "../types.js";
 import { reconcilePretrainRun, scrapeTarget, type ProgressSample } from "./reconcile.js";
+import type { WorkloadView } from "./workload.js";
 import { PretrainRunReason } from "../../../../api/v1alpha1/reasons.js";
 
 const baseSpec = {
@@ -53,8 +54,24 @@ interface Case {
   metrics?: ProgressSample;
   refused?: { kind: string; name: string; message: string };
   podCreationFailures?: PodCreationFailure[];
+  workload?: WorkloadView;
   want: (r: ReconcileResult<PretrainRunStatus>) => void;
 }
+
+/** The run's Workload as Kueue leaves it after admission (ClusterQueue cq). */
+const admittedWorkload: WorkloadView = {
+  metadata: { name: "pretrainrun-run", namespace: "ns", generation: 1, resourceVersion: "7" },
+  status: {
+    admission: { clusterQueue: "cq" },
+    conditions: ["QuotaReserved", "Admitted"].map((type) => ({
+      type,
+      status: "True" as const,
+      reason: type === "Admitted" ? "Admitted" : "QuotaReserved",
+      message: "",
+      lastTransitionTime: "2026-03-01T11:59:00Z",
+    })),
+  },
+};
 
 const cond = (
   r: ReconcileResult<PretrainRunStatus>,
@@ -369,6 +386,7 @@ const cases: Record<string, Case> = {
       ...run(undefined, { scheduling: { queueName: "gpu" } }),
       metadata: { ...run().metadata, labels: { "kueue.x-k8s.io/queue-name": "gpu" } },
     },
+    workload: admittedWorkload,
     want: (r) => {
       const job = applied(r, "Job")[0]!;
       assert.equal(job.metadata.labels?.["kueue.x-k8s.io/queue-name"], undefined);
@@ -761,6 +779,7 @@ for (const [name, c] of Object.entries(cases)) {
       metrics: c.metrics,
       refused: c.refused,
       podCreationFailures: c.podCreationFailures,
+      workload: c.workload,
     });
     c.want(r);
   });

@@ -21,6 +21,7 @@ import {
   podCreationFailure,
   podsOfJob,
   type ChildRef,
+  type ChildStatusUpdate,
   type CustomResource,
   type EventSpec,
   type JobView,
@@ -40,6 +41,15 @@ import {
   type PlanInputs,
 } from "./desired.js";
 import { attemptFailure, pendingProblem, startupDeadlineExceeded, type ChildRefusal } from "./failures.js";
+import {
+  clearedAdmission,
+  desiredWorkload,
+  finishedWorkload,
+  runQueueName,
+  workloadAdmission,
+  workloadName,
+  type WorkloadView,
+} from "./workload.js";
 import { PretrainRunReason } from "../../../../api/v1alpha1/reasons.js";
 
 /** Values the shell scraped from rank 0's /metrics. */
@@ -64,6 +74,8 @@ export interface PretrainRunObserved {
   refused?: ChildRefusal | undefined;
   /** FailedCreate Warning Events of the run's Jobs (the Job controller could not create pods). */
   podCreationFailures?: readonly PodCreationFailure[] | undefined;
+  /** The run's Kueue Workload (runs labelled kueue.x-k8s.io/queue-name), undefined when absent or not watched. */
+  workload?: WorkloadView | undefined;
   now: Date;
 }
 
@@ -152,6 +164,7 @@ class Step {
   readonly apply: KubeObject[] = [];
   readonly del: ChildRef[] = [];
   readonly events: EventSpec[] = [];
+  readonly statusUpdates: ChildStatusUpdate[] = [];
   readonly gen: number;
   readonly nowIso: string;
   requeue: number | undefined;
@@ -187,6 +200,7 @@ class Step {
       // Restarts get one explicit event each (the Restarting condition may stay True across several).
       events: [...transitionEvents(this.old.conditions, this.s.conditions ?? [], ["Restarting"]), ...this.events],
       ...(this.requeue !== undefined ? { requeueAfterMs: this.requeue } : {}),
+      ...(this.statusUpdates.length > 0 ? { statusUpdates: this.statusUpdates } : {}),
       ...(this.deleteSelf ? { deleteSelf: true } : {}),
     };
   }
@@ -206,11 +220,16 @@ export function reconcilePretrainRun(o: PretrainRunObserved): ReconcileResult<Pr
   recordRefusal(st);
   // Jobs of earlier attempts are obsolete.
   for (const j of o.jobs) if (j !== current) st.deleteJob(j.metadata.name);
+  const queue = queueGate(st, spec);
   if (spec.suspend) {
     suspended(st, spec, current);
     return st.done();
   }
-  let { attempt, job } = admitted(st, attemptNow, current);
+  if (queue.kind === "waiting") {
+    waitingForKueue(st, spec, current, queue.reason, queue.message);
+    return st.done();
+  }
+  let { attempt, job } = admitted(st, attemptNow, current, queue.note);
   if (deadlineExceeded(st, spec, job)) return st.done();
   if (job !== undefined && jobCondition(job, "Complete")) {
     completed(st, spec, job, attempt);
@@ -252,10 +271,26 @@ function validated(st: Step): PretrainRunSpec | undefined {
   return parsed.value;
 }
 
-/** 2. Terminal: keep the record, stop any attempt still running, delete the run after its TTL. */
+/**
+ * 2. Terminal: keep the record, stop any attempt still running, release the run's Kueue quota (Workload Finished),
+ * delete the run after its TTL.
+ */
 function finishedRun(st: Step, spec: PretrainRunSpec): void {
   for (const j of st.o.jobs)
     if (!jobCondition(j, "Complete") && !jobCondition(j, "Failed")) st.deleteJob(j.metadata.name);
+  const wl = st.o.workload;
+  if (wl !== undefined && workloadAdmission(wl).kind !== "finished") {
+    const ok = isTrue(st.s.conditions, "Succeeded");
+    const c = getCondition(st.s.conditions, ok ? "Succeeded" : "Failed");
+    st.statusUpdates.push(
+      finishedWorkload(
+        wl,
+        ok ? "Succeeded" : "Failed",
+        c?.message ?? `The run ${ok ? "succeeded" : "failed"}.`,
+        st.o.now,
+      ),
+    );
+  }
   const ttl = spec.runPolicy.ttlSecondsAfterFinished;
   if (ttl !== undefined && st.s.completionTime !== undefined) {
     const due = Date.parse(st.s.completionTime) + ttl * 1000;
@@ -304,6 +339,78 @@ function suspended(st: Step, spec: PretrainRunSpec, current: JobView | undefined
   st.setIfPresent("Running", "False", PretrainRunReason.Suspended, "The run is suspended.");
 }
 
+type QueueGate = { kind: "open"; note: string } | { kind: "waiting"; reason: string; message: string };
+
+/**
+ * 3a. Kueue admits the whole run (its kueue.x-k8s.io/queue-name label, ADR 0088): the run's Workload is applied
+ * (inactive while spec.suspend) and attempts run only while Kueue admits it. After an eviction, once no attempt and no
+ * pod of the run is left, the operator gives the quota back (what Kueue's job framework does for the kinds it knows).
+ */
+function queueGate(st: Step, spec: PretrainRunSpec): QueueGate {
+  const queue = runQueueName(st.o.run);
+  if (queue === undefined) return { kind: "open", note: "spec.suspend is false" };
+  // No quota is held for a run that could not start anyway: before the first attempt, the Workload waits for the Plan
+  // (startAttempt reports Queued/PlanNotReady or the invalid configuration).
+  if ((st.s.attempt ?? 0) === 0 && resolvePlan(spec, st.o.plan).kind !== "ok")
+    return { kind: "open", note: "spec.suspend is false; the Workload is created once the Plan is Ready" };
+  st.apply.push(desiredWorkload(st.o.run, spec, queue));
+  const wl = st.o.workload;
+  const name = workloadName(st.run);
+  const a = workloadAdmission(wl);
+  const waiting = (reason: string, message: string): QueueGate => ({ kind: "waiting", reason, message });
+  switch (a.kind) {
+    case "admitted":
+      return { kind: "open", note: `Kueue admitted Workload ${name} in ClusterQueue ${a.clusterQueue}` };
+    case "absent":
+      return waiting(
+        PretrainRunReason.WaitingForAdmission,
+        `Workload ${name} is being created in LocalQueue ${queue}; no pods until Kueue admits it.`,
+      );
+    case "pending":
+      return waiting(
+        PretrainRunReason.WaitingForAdmission,
+        `Workload ${name} waits for admission in LocalQueue ${queue}${a.message !== "" ? `: ${a.message}` : "."}`,
+      );
+    case "evicted": {
+      const running = st.o.jobs.some((j) => !jobCondition(j, "Complete") && !jobCondition(j, "Failed"));
+      if (wl !== undefined && !running && !st.o.pods.some(isActivePod))
+        st.statusUpdates.push(clearedAdmission(wl, a.reason, a.message, st.o.now));
+      return waiting(
+        PretrainRunReason.Evicted,
+        `Kueue evicted Workload ${name} (${a.reason}: ${a.message}); the run waits to be admitted again in LocalQueue ${queue}.`,
+      );
+    }
+    case "finished":
+      return waiting(
+        PretrainRunReason.WorkloadFinished,
+        `Workload ${name} is Finished but the run is not; delete the Workload to queue the run again.`,
+      );
+  }
+}
+
+/**
+ * 3b. Waiting for Kueue: like a suspension (no attempt Job, no PodGroup; the ranks of a stopped attempt checkpoint on
+ * SIGTERM), and admission later starts the next attempt, which resumes from the latest checkpoint.
+ */
+function waitingForKueue(
+  st: Step,
+  spec: PretrainRunSpec,
+  current: JobView | undefined,
+  reason: string,
+  message: string,
+): void {
+  const attemptNow = st.s.attempt ?? 0;
+  if (current !== undefined) st.deleteJob(current.metadata.name);
+  const podGroup = desiredPodGroup(st.o.run, spec);
+  if (podGroup !== undefined) st.del.push({ apiVersion: podGroup.apiVersion, kind: podGroup.kind, name: st.run });
+  st.s = compact({ ...st.s, phase: "Queued" as const, activeJob: undefined, replicas: undefined });
+  const stopped =
+    attemptNow > 0 ? ` Attempt ${attemptNow} is stopped; the next attempt resumes from the latest checkpoint.` : "";
+  st.set("Suspended", "True", reason, `${message}${stopped}`);
+  st.set("Queued", "True", reason, message);
+  st.setIfPresent("Running", "False", reason, "The run waits for Kueue.");
+}
+
 /**
  * Admission (spec.suspend turned false): the deadline clocks restart now — status.startTime for
  * activeDeadlineSeconds, and the next attempt Job's own startTime for startupDeadlineSeconds.
@@ -312,13 +419,14 @@ function admitted(
   st: Step,
   attemptNow: number,
   current: JobView | undefined,
+  by: string,
 ): { attempt: number; job: JobView | undefined } {
   if (!isTrue(st.old.conditions, "Suspended")) return { attempt: attemptNow, job: current };
-  st.set("Suspended", "False", PretrainRunReason.Resumed, "The run was admitted.");
+  st.set("Suspended", "False", PretrainRunReason.Resumed, `The run was admitted (${by}).`);
   st.events.push({
     type: "Normal",
     reason: PretrainRunReason.Resumed,
-    note: "Admitted (spec.suspend is false); the deadline clock restarts now.",
+    note: `Admitted (${by}); the deadline clock restarts now.`,
     action: "Resume",
   });
   st.s.startTime = st.nowIso;
