@@ -22,7 +22,7 @@ API_PORT=6443
 CTR_SOCK="$D/containerd/containerd.sock"
 # containerd's image store (content and unpacked layers) outlives the cluster, like the image archives it is imported
 # from: `cluster:up` imports an archive only when it changed since its last import (a stamp per image here), which
-# saves the import of about 1.3 GB on every start. `cluster:down --purge` removes it.
+# saves importing the 1.3 GB of archives on every start. `cluster:down --purge` removes it.
 CTR_ROOT="${SSL3D_CONTAINERD_ROOT:-$SSL3D_CACHE/containerd}"
 PAUSE_IMAGE=ssl3d.local/pause:1
 # Files and directories outside $D that the daemons create (kubelet: container log links; containerd: shim sockets,
