@@ -67,114 +67,126 @@ describe(
 
     // The version pod and the chart's install do not depend on each other: they run at the same time.
     describe("the runtime image and the chart", { concurrency: true }, () => {
-    test("a Pod of the CPU runtime image runs `ssl3d --version` to Succeeded", { timeout: 300_000 }, async () => {
-      const c = cluster!;
-      const ns = "ssl3d-cluster-check";
-      await kubectlOkAsync(
-        c,
-        ["apply", "-f", "-"],
-        JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns } }),
-      );
-      await kubectlOkAsync(c, ["label", "namespace", ns, "--overwrite", "pod-security.kubernetes.io/enforce=restricted"]);
-      await kubectlAsync(c, ["-n", ns, "delete", "pod", "version", "--ignore-not-found", "--wait"]);
-      await defaultServiceAccount(c, ns);
-      const pod = {
-        apiVersion: "v1",
-        kind: "Pod",
-        metadata: { name: "version", namespace: ns },
-        spec: {
-          restartPolicy: "Never",
-          securityContext: { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } },
-          containers: [
-            {
-              name: "ssl3d",
-              image: RUNTIME_CPU_IMAGE,
-              imagePullPolicy: "Never",
-              args: ["--version"],
-              securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } },
-            },
-          ],
-        },
-      };
-      await kubectlOkAsync(c, ["apply", "-f", "-"], JSON.stringify(pod));
-      const phase = await podOutcome(c, ns, "version", 240_000);
-      const logs = await kubectlOkAsync(c, ["-n", ns, "logs", "version"]);
-      assert.equal(phase, "Succeeded", logs);
-      assert.ok(logs.includes(APP_VERSION), `ssl3d --version printed: ${logs}`);
-      await kubectlOkAsync(c, ["delete", "namespace", ns, "--wait=false"]);
-    });
-
-    test(
-      "helm install: the operator runs as a pod under the chart's ServiceAccount and RBAC; the runs' namespace enforces restricted",
-      { timeout: 600_000 },
-      async () => {
+      test("a Pod of the CPU runtime image runs `ssl3d --version` to Succeeded", { timeout: 300_000 }, async () => {
         const c = cluster!;
-        const release = "ssl3d";
-        const ns = "ssl3d-system";
-        await helmInstall(c);
-        const pods = (await kubectlAsync(c, ["-n", ns, "get", "pods", "-o", "wide"])).stdout;
-        const pod = JSON.parse(
-          await kubectlOkAsync(c, ["-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=ssl3d", "-o", "json"]),
-        ) as {
-          items: {
-            spec: { serviceAccountName: string };
-            status: { phase: string; conditions: { type: string; status: string }[] };
-          }[];
-        };
-        assert.equal(pod.items.length, 1, pods);
-        assert.equal(pod.items[0]!.spec.serviceAccountName, release);
-        assert.ok(
-          pod.items[0]!.status.conditions.some((k) => k.type === "Ready" && k.status === "True"),
-          `operator pod not Ready:\n${pods}`,
-        );
-        // No system:masters on this path: the operator's identity is its ServiceAccount, limited by the chart's RBAC.
-        const sa = `system:serviceaccount:${ns}:${release}`;
-        const can = async (verb: string, what: string, extra: string[] = []): Promise<string> =>
-          (await kubectlAsync(c, ["auth", "can-i", verb, what, "--as", sa, ...extra])).stdout.trim();
-        assert.equal(await can("create", "jobs.batch", ["-n", "ssl3d-runs"]), "yes");
-        // `RESOURCE/NAME` would ask about an object called "status": the subresource needs --subresource. The chart grants
-        // patch on /status only (docs/operator.md, RBAC).
-        assert.equal(await can("patch", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]), "yes");
-        assert.equal(await can("update", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]), "no");
-        assert.equal(await can("create", "clusterrolebindings.rbac.authorization.k8s.io"), "no");
-        assert.equal(await can("get", "secrets", ["-n", "kube-system"]), "no");
-        const bindings = await kubectlOkAsync(c, [
-          "get",
-          "clusterrolebindings,rolebindings",
-          "-A",
-          "-l",
-          `app.kubernetes.io/instance=${release}`,
-          "-o",
-          "json",
-        ]);
-        assert.doesNotMatch(bindings, /system:masters/);
-        // The namespace where runs go enforces the restricted Pod Security Standard (a fresh one on a cluster of your own).
-        await kubectlAsync(c, ["delete", "namespace", "ssl3d-runs", "--ignore-not-found", "--wait", "--timeout=5m"]);
+        const ns = "ssl3d-cluster-check";
         await kubectlOkAsync(
           c,
           ["apply", "-f", "-"],
-          JSON.stringify({
-            apiVersion: "v1",
-            kind: "Namespace",
-            metadata: { name: "ssl3d-runs", labels: { "pod-security.kubernetes.io/enforce": "restricted" } },
-          }),
+          JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns } }),
         );
-        await defaultServiceAccount(c, "ssl3d-runs");
-        const refused = await kubectlAsync(c, [
-          "-n",
-          "ssl3d-runs",
-          "run",
-          "privileged-probe",
-          `--image=${RUNTIME_CPU_IMAGE}`,
-          "--image-pull-policy=Never",
-          "--restart=Never",
-          "--",
-          "--version",
+        await kubectlOkAsync(c, [
+          "label",
+          "namespace",
+          ns,
+          "--overwrite",
+          "pod-security.kubernetes.io/enforce=restricted",
         ]);
-        assert.notEqual(refused.status, 0, "a pod without the restricted securityContext must be refused");
-        assert.match(refused.stderr, /violates PodSecurity "restricted/);
-      },
-    );
+        await kubectlAsync(c, ["-n", ns, "delete", "pod", "version", "--ignore-not-found", "--wait"]);
+        await defaultServiceAccount(c, ns);
+        const pod = {
+          apiVersion: "v1",
+          kind: "Pod",
+          metadata: { name: "version", namespace: ns },
+          spec: {
+            restartPolicy: "Never",
+            securityContext: { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } },
+            containers: [
+              {
+                name: "ssl3d",
+                image: RUNTIME_CPU_IMAGE,
+                imagePullPolicy: "Never",
+                args: ["--version"],
+                securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } },
+              },
+            ],
+          },
+        };
+        await kubectlOkAsync(c, ["apply", "-f", "-"], JSON.stringify(pod));
+        const phase = await podOutcome(c, ns, "version", 240_000);
+        const logs = await kubectlOkAsync(c, ["-n", ns, "logs", "version"]);
+        assert.equal(phase, "Succeeded", logs);
+        assert.ok(logs.includes(APP_VERSION), `ssl3d --version printed: ${logs}`);
+        await kubectlOkAsync(c, ["delete", "namespace", ns, "--wait=false"]);
+      });
+
+      test(
+        "helm install: the operator runs as a pod under the chart's ServiceAccount and RBAC; the runs' namespace enforces restricted",
+        { timeout: 600_000 },
+        async () => {
+          const c = cluster!;
+          const release = "ssl3d";
+          const ns = "ssl3d-system";
+          await helmInstall(c);
+          const pods = (await kubectlAsync(c, ["-n", ns, "get", "pods", "-o", "wide"])).stdout;
+          const pod = JSON.parse(
+            await kubectlOkAsync(c, ["-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=ssl3d", "-o", "json"]),
+          ) as {
+            items: {
+              spec: { serviceAccountName: string };
+              status: { phase: string; conditions: { type: string; status: string }[] };
+            }[];
+          };
+          assert.equal(pod.items.length, 1, pods);
+          assert.equal(pod.items[0]!.spec.serviceAccountName, release);
+          assert.ok(
+            pod.items[0]!.status.conditions.some((k) => k.type === "Ready" && k.status === "True"),
+            `operator pod not Ready:\n${pods}`,
+          );
+          // No system:masters on this path: the operator's identity is its ServiceAccount, limited by the chart's RBAC.
+          const sa = `system:serviceaccount:${ns}:${release}`;
+          const can = async (verb: string, what: string, extra: string[] = []): Promise<string> =>
+            (await kubectlAsync(c, ["auth", "can-i", verb, what, "--as", sa, ...extra])).stdout.trim();
+          assert.equal(await can("create", "jobs.batch", ["-n", "ssl3d-runs"]), "yes");
+          // `RESOURCE/NAME` would ask about an object called "status": the subresource needs --subresource. The chart grants
+          // patch on /status only (docs/operator.md, RBAC).
+          assert.equal(
+            await can("patch", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]),
+            "yes",
+          );
+          assert.equal(
+            await can("update", "pretrainruns.ssl3d.io", ["-n", "ssl3d-runs", "--subresource=status"]),
+            "no",
+          );
+          assert.equal(await can("create", "clusterrolebindings.rbac.authorization.k8s.io"), "no");
+          assert.equal(await can("get", "secrets", ["-n", "kube-system"]), "no");
+          const bindings = await kubectlOkAsync(c, [
+            "get",
+            "clusterrolebindings,rolebindings",
+            "-A",
+            "-l",
+            `app.kubernetes.io/instance=${release}`,
+            "-o",
+            "json",
+          ]);
+          assert.doesNotMatch(bindings, /system:masters/);
+          // The namespace where runs go enforces the restricted Pod Security Standard (a fresh one on a cluster of your own).
+          await kubectlAsync(c, ["delete", "namespace", "ssl3d-runs", "--ignore-not-found", "--wait", "--timeout=5m"]);
+          await kubectlOkAsync(
+            c,
+            ["apply", "-f", "-"],
+            JSON.stringify({
+              apiVersion: "v1",
+              kind: "Namespace",
+              metadata: { name: "ssl3d-runs", labels: { "pod-security.kubernetes.io/enforce": "restricted" } },
+            }),
+          );
+          await defaultServiceAccount(c, "ssl3d-runs");
+          const refused = await kubectlAsync(c, [
+            "-n",
+            "ssl3d-runs",
+            "run",
+            "privileged-probe",
+            `--image=${RUNTIME_CPU_IMAGE}`,
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--",
+            "--version",
+          ]);
+          assert.notEqual(refused.status, 0, "a pod without the restricted securityContext must be refused");
+          assert.match(refused.stderr, /violates PodSecurity "restricted/);
+        },
+      );
     });
 
     describeScenarios(() => cluster!);

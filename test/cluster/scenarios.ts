@@ -69,7 +69,9 @@ export async function waitFor<T>(
     }
     if (Date.now() > end) {
       note(`timed out: ${label}`);
-      throw new Error(`timed out after ${timeoutMs} ms: ${label}\n${opts.explain !== undefined ? await opts.explain() : ""}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms: ${label}\n${opts.explain !== undefined ? await opts.explain() : ""}`,
+      );
     }
     await sleep(opts.everyMs ?? 2000);
   }
@@ -82,7 +84,8 @@ export async function waitFor<T>(
 export async function defaultServiceAccount(c: RealCluster, ns: string): Promise<void> {
   await waitFor(
     `ServiceAccount ${ns}/default`,
-    async () => ((await kubectlAsync(c, ["-n", ns, "get", "serviceaccount", "default"])).status === 0 ? true : undefined),
+    async () =>
+      (await kubectlAsync(c, ["-n", ns, "get", "serviceaccount", "default"])).status === 0 ? true : undefined,
     120_000,
     { everyMs: 250 },
   );
@@ -133,9 +136,7 @@ export async function waitPhase(
   return waitFor(
     `${ns}/${what} in ${phases.join("/")}`,
     async () => {
-      const phase = (
-        await kubectlAsync(c, ["-n", ns, "get", what, "-o", "jsonpath={.status.phase}"])
-      ).stdout.trim();
+      const phase = (await kubectlAsync(c, ["-n", ns, "get", what, "-o", "jsonpath={.status.phase}"])).stdout.trim();
       return phases.includes(phase) ? phase : undefined;
     },
     timeoutMs,
@@ -481,7 +482,11 @@ export function describeScenarios(cluster: () => RealCluster): void {
           300_000,
           true,
         );
-        assert.match(files, /\/demo-[^/]+\/checkpoints\/checkpoint_final/, `no checkpoint_final of demo on the results PVC:\n${files}`);
+        assert.match(
+          files,
+          /\/demo-[^/]+\/checkpoints\/checkpoint_final/,
+          `no checkpoint_final of demo on the results PVC:\n${files}`,
+        );
 
         // The stranger was refused by rank 0 of the first attempt, which went on to train.
         assert.equal(await podOutcome(c, NS, "stranger", 60_000), "Succeeded", await logsOf(c, "stranger"));
@@ -826,15 +831,26 @@ async function killedPreprocessing(c: RealCluster): Promise<void> {
     "a running preprocessing pod of Plan killed",
     async () => {
       const l =
-        ((await getJson(c, NS, "pods", ["-l", "batch.kubernetes.io/job-name=killed-prep"])) as
-          { items: (Obj & { status: { phase: string } })[] } | undefined)?.items ?? [];
+        (
+          (await getJson(c, NS, "pods", ["-l", "batch.kubernetes.io/job-name=killed-prep"])) as
+            { items: (Obj & { status: { phase: string } })[] } | undefined
+        )?.items ?? [];
       return l.find((p) => p.status.phase === "Running");
     },
     600_000,
     { everyMs: 500, explain: () => describeAll(c, NS) },
   );
   await sleep(1000);
-  await kubectlOkAsync(c, ["-n", NS, "delete", "pod", pod.metadata.name, "--grace-period=0", "--force", "--wait=false"]);
+  await kubectlOkAsync(c, [
+    "-n",
+    NS,
+    "delete",
+    "pod",
+    pod.metadata.name,
+    "--grace-period=0",
+    "--force",
+    "--wait=false",
+  ]);
   note(`force-deleted the preprocessing pod ${pod.metadata.name}`);
   assert.equal(
     await waitPhase(c, NS, "plans.ssl3d.io/killed", ["Ready", "Failed"], 900_000),
@@ -982,7 +998,9 @@ function printerCells(out: string): Map<string, string> {
  * The namespace's pods as Prometheus Kubernetes SD (role pod) would list them: one target per container port;
  * undefined when kubectl failed (the last list stays).
  */
-async function podTargets(c: RealCluster): Promise<{ targets: string[]; labels: Record<string, string> }[] | undefined> {
+async function podTargets(
+  c: RealCluster,
+): Promise<{ targets: string[]; labels: Record<string, string> }[] | undefined> {
   type Pod = Obj & {
     spec: { containers: { name: string; ports?: { name?: string; containerPort: number }[] }[] };
     status: { podIP?: string; phase?: string };

@@ -94,7 +94,11 @@ export class LogStream {
   /** The whole log once the stream has ended (the container ended, or the pod is gone). */
   readonly ended: Promise<string>;
 
-  constructor(c: RealCluster, ns: string, readonly pod: string) {
+  constructor(
+    c: RealCluster,
+    ns: string,
+    readonly pod: string,
+  ) {
     this.proc = spawn(c.kubectlBin, ["--kubeconfig", c.kubeconfig, "-n", ns, "logs", "-f", pod], {
       stdio: ["ignore", "pipe", "ignore"],
     });
