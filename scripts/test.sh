@@ -7,8 +7,9 @@
 #   parity    Python references (torch, nibabel, zarr-python, nnU-Net) from the venvs of scripts/setup.d/20-*.sh;
 #   api       a real kube-apiserver + etcd (test/helpers/kube.ts, scripts/setup.d/30-kube-apiserver.sh);
 #   delivery  the chart, Dockerfile and monitoring rules (helm, hadolint, promtool; test/integration/delivery/);
-#   cluster   a real single-node cluster (scripts/cluster/, root; test/cluster/). In `npm test` only with
-#             SSL3D_TEST_CLUSTER=1 (see docs/local-cluster.md for its cost) or SSL3D_TEST_KUBECONFIG set.
+#   cluster   a real single-node cluster (scripts/cluster/, root; test/cluster/; docs/local-cluster.md), or the
+#             cluster SSL3D_TEST_KUBECONFIG names. In `npm test` unless SSL3D_TEST_CLUSTER=0; it skips, saying so,
+#             when not root and no SSL3D_TEST_KUBECONFIG is set.
 # A file's tier follows from its path (test/cluster/, test/integration/delivery/) or what it uses (the kube harness,
 # the Python helpers); `scripts/test.sh --list TIER` prints the files of a tier.
 set -euo pipefail
@@ -101,7 +102,7 @@ node --import tsx scripts/check-function-length.ts
 bash scripts/check-citations.sh
 fg_tiers=(unit parity)
 bg_tiers=(api delivery)
-if [ "${SSL3D_TEST_CLUSTER:-0}" = "1" ] || [ -n "${SSL3D_TEST_KUBECONFIG:-}" ]; then bg_tiers+=(cluster); fi
+if [ "${SSL3D_TEST_CLUSTER:-1}" != "0" ] || [ -n "${SSL3D_TEST_KUBECONFIG:-}" ]; then bg_tiers+=(cluster); fi
 if [ "${SSL3D_TEST_LANES:-2}" = "1" ]; then
   status=0
   for t in "${fg_tiers[@]}" "${bg_tiers[@]}"; do run_tier "$t" || status=1; done
