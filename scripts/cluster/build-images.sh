@@ -134,6 +134,17 @@ build_all() {
       *) die "unknown image target $t" ;;
     esac
   done
+  prune_if_large
+}
+
+# Every rebuild leaves the previous build's layers behind (about 2 GB per source change): past
+# SSL3D_BUILDAH_MAX_GB (default 15) of storage, the untagged images go (the next build may then redo its npm ci layers).
+prune_if_large() {
+  local gb
+  gb=$(($(du -sk "$SSL3D_CACHE/buildah/root" 2>/dev/null | cut -f1) / 1048576))
+  [ "$gb" -gt "${SSL3D_BUILDAH_MAX_GB:-15}" ] || return 0
+  log "buildah storage at $gb GB: removing untagged images"
+  bah rmi --prune >/dev/null 2>&1 || true
 }
 
 # in_image IMAGE CMD...: runs CMD in a throw-away working container of IMAGE (chroot isolation: host network).
