@@ -115,5 +115,7 @@ test("an open volume holds no file descriptor (loaders may open thousands and ne
   const before = fds();
   const vols = await Promise.all(Array.from({ length: 20 }, () => openZarrVolume(dir)));
   for (const v of vols) await v.readRegion([5, 5, 5], [20, 20, 20]);
-  assert.equal(fds(), before);
+  // at most as many as before: 20 open volumes holding a descriptor each would add 20; one the runtime itself closed
+  // meanwhile (a worker's pipe from an earlier test) may make it fewer
+  assert.ok(fds() <= before, `${fds()} descriptors open after opening 20 volumes, ${before} before`);
 });
