@@ -93,6 +93,7 @@ if [ $# -gt 0 ]; then
   exit 0
 fi
 
+case "${SSL3D_TEST_LANES:-2}" in 1 | 2) ;; *) echo "SSL3D_TEST_LANES: expected 1 or 2, got \"$SSL3D_TEST_LANES\"" >&2; exit 2 ;; esac
 echo "node $(node --version)" >&2
 npm run --silent typecheck
 npm run --silent lint

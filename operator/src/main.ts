@@ -18,6 +18,7 @@ import { LeaderElector } from "./kube/leader.js";
 import { Manager } from "./kube/manager.js";
 import type { Logger } from "pino";
 import { createLogger } from "./log.js";
+import { parseKueueMode } from "./kueue-mode.js";
 import { OperatorMetrics } from "./metrics.js";
 
 function envNumber(name: string, dflt: number): number {
@@ -124,8 +125,8 @@ function probeServer(p: Parts, elector: LeaderElector | undefined, resyncMs: num
  * (default auto: asked once at start; installing Kueue later takes an operator restart).
  */
 export async function kueueServed(client: KubeClient, log: Logger): Promise<boolean> {
-  const mode = process.env.SSL3D_KUEUE ?? "auto";
-  if (mode === "true" || mode === "false") return mode === "true";
+  const mode = parseKueueMode(process.env.SSL3D_KUEUE);
+  if (mode !== "auto") return mode === "true";
   try {
     const g = await client.request<{ resources?: { name?: string }[] }>("GET", "/apis/kueue.x-k8s.io/v1beta2");
     return (g.resources ?? []).some((r) => r.name === "workloads");

@@ -123,6 +123,8 @@ import_target() {
 }
 
 build_all() {
+  [[ "${SSL3D_BUILDAH_MAX_GB:-15}" =~ ^[0-9]+$ ]] \
+    || die "SSL3D_BUILDAH_MAX_GB: expected a whole number of GB, got \"$SSL3D_BUILDAH_MAX_GB\""
   debian_rootfs
   node_base_image
   local t
@@ -140,9 +142,9 @@ build_all() {
 # Every rebuild leaves the previous build's layers behind (about 2 GB per source change): past
 # SSL3D_BUILDAH_MAX_GB (default 15) of storage, the untagged images go (the next build may then redo its npm ci layers).
 prune_if_large() {
-  local gb
+  local gb max="${SSL3D_BUILDAH_MAX_GB:-15}"
   gb=$(($(du -sk "$SSL3D_CACHE/buildah/root" 2>/dev/null | cut -f1) / 1048576))
-  [ "$gb" -gt "${SSL3D_BUILDAH_MAX_GB:-15}" ] || return 0
+  [ "$gb" -gt "$max" ] || return 0
   log "buildah storage at $gb GB: removing untagged images"
   bah rmi --prune >/dev/null 2>&1 || true
 }
