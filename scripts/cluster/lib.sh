@@ -57,23 +57,17 @@ pid_alive() {
   grep -qa -- "$(cat "$D/pids/$1.cmd" 2>/dev/null || echo NONE)" "/proc/$pid/cmdline" 2>/dev/null
 }
 
-# stop_daemon NAME [TIMEOUT]: SIGTERM the recorded pid, SIGKILL after TIMEOUT seconds.
-stop_daemon() {
-  local name="$1" timeout="${2:-20}" pid i
-  if pid_alive "$name"; then
-    pid="$(cat "$D/pids/$name.pid")"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < timeout * 5; i++)); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
-    if [ -d "/proc/$pid" ]; then log "$name did not stop in ${timeout}s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.5; fi
-  fi
-  rm -f "$D/pids/$name.pid" "$D/pids/$name.cmd"
-}
+# stop_daemon NAME [TIMEOUT]: SIGTERM, then SIGKILL after TIMEOUT seconds (default 20); forgets its pid file.
+stop_daemon() { stop_daemons "${2:-20}" "$1"; }
 
-# stop_daemons TIMEOUT NAME...: stop_daemon for several daemons at once (SIGTERM to all, then one wait).
+# stop_daemons TIMEOUT NAME...: SIGTERM to each daemon that is alive, one wait of at most TIMEOUT seconds for all of
+# them, then SIGKILL for any left; forgets their pid files.
 stop_daemons() {
-  local timeout="$1" name pid i alive pids=(); shift
+  local timeout="$1" name pid i alive killed=0 names=() pids=(); shift
   for name in "$@"; do
-    if pid_alive "$name"; then pid="$(cat "$D/pids/$name.pid")"; kill -TERM "$pid" 2>/dev/null || true; pids+=("$pid"); fi
+    if pid_alive "$name"; then
+      pid="$(cat "$D/pids/$name.pid")"; kill -TERM "$pid" 2>/dev/null || true; names+=("$name"); pids+=("$pid")
+    fi
   done
   for ((i = 0; i < timeout * 5 && ${#pids[@]} > 0; i++)); do
     alive=0
@@ -81,8 +75,11 @@ stop_daemons() {
     [ "$alive" = 0 ] && break
     sleep 0.2
   done
-  for pid in "${pids[@]}"; do
-    if [ -d "/proc/$pid" ]; then log "pid $pid did not stop in ${timeout}s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+  for i in "${!pids[@]}"; do
+    if [ -d "/proc/${pids[$i]}" ]; then
+      log "${names[$i]} did not stop in ${timeout}s: SIGKILL"; kill -KILL "${pids[$i]}" 2>/dev/null || true; killed=1
+    fi
   done
+  [ "$killed" = 0 ] || sleep 0.5
   for name in "$@"; do rm -f "$D/pids/$name.pid" "$D/pids/$name.cmd"; done
 }
